@@ -1,0 +1,113 @@
+/*
+ * objcached: command line, then hand over to oc_daemon. Kept thin on
+ * purpose: everything testable lives in the core library.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "oc_conf.h"
+#include "oc_daemon.h"
+#include "oc_log.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: objcached -c FILE          run in the foreground with FILE\n"
+            "       objcached --check-config FILE   validate FILE and exit\n"
+            "       objcached --help | --version\n"
+            "\n"
+            "A read-through object cache sidecar: answers memcached-protocol gets\n"
+            "for Model:id keys from a memcached pool, loading misses from\n"
+            "PostgreSQL in one query per model per request.\n"
+            "\n"
+            "Options:\n"
+            "  -c, --config FILE        configuration file (INI; see docs/configuration.md)\n"
+            "  -t, --check-config FILE  parse and validate FILE, print 'FILE: ok' or\n"
+            "                           'FILE:LINE: reason'; exit 0 if valid, 1 if not\n"
+            "  -h, --help               this text\n"
+            "  -V, --version            print the version\n"
+            "\n"
+            "Logs go to stderr as key=value lines. SIGTERM or SIGINT stops the daemon.\n");
+}
+
+static int check_config(const char *path)
+{
+    char err[OC_ERRLEN];
+    oc_conf_t *conf = oc_conf_load_file(path, err);
+    if (conf == NULL) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    printf("%s: ok (%zu models, %zu memcached servers)\n", path, conf->nmodels,
+           conf->nservers);
+    oc_conf_free(conf);
+    return 0;
+}
+
+static int run(const char *path)
+{
+    char err[OC_ERRLEN];
+    oc_conf_t *conf = oc_conf_load_file(path, err);
+    if (conf == NULL) {
+        oc_log_error("event=bad_config reason=\"%s\"", err);
+        return 1;
+    }
+    int level = oc_log_parse_level(conf->log_level);
+    if (level >= 0)
+        oc_log_set_level((oc_log_level_t)level);
+    oc_daemon_t d;
+    if (oc_daemon_init(&d, conf, err) != OC_OK) {
+        oc_log_error("event=start_failed reason=\"%s\"", err);
+        return 1;
+    }
+    oc_status_t st = oc_daemon_run(&d);
+    oc_daemon_free(&d);
+    return st == OC_OK ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"check-config", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config = NULL, *check = NULL;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "c:t:hV", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            config = optarg;
+            break;
+        case 't':
+            check = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("objcached %s\n", OC_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "objcached: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    if (check)
+        return check_config(check);
+    if (config == NULL) {
+        fprintf(stderr, "objcached: no configuration file (use -c FILE)\n");
+        usage(stderr);
+        return 2;
+    }
+    return run(config);
+}

@@ -1,0 +1,1307 @@
+#include "oc_conf.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Limits of the file format. A config is small; anything bigger is a
+ * mistake (or an attack on a tool that runs --check-config). */
+#define OC_CONF_FILE_MAX (1024 * 1024)
+#define OC_CONF_LINE_MAX 4096
+#define OC_CONF_SHOW_MAX 64     /* bytes of a value ever echoed in an error */
+#define OC_CONF_SHOWBUF (OC_CONF_SHOW_MAX * 4 + 4) /* each byte as \xNN, "..." */
+#define OC_CONF_IDENT_MAX 63    /* PostgreSQL's NAMEDATALEN - 1 */
+#define OC_CONF_HOST_MAX 253    /* a DNS name */
+#define OC_CONF_SERVERS_MAX 256
+#define OC_CONF_COLUMNS_MAX 256
+#define OC_CONF_PREFIX_MAX 32
+#define OC_CONF_TZ_MAX 64
+#define OC_CONF_SOCKPATH_MAX 107 /* sizeof(sockaddr_un.sun_path) - 1 */
+#define OC_CONF_KEYS_MAX 16     /* keys in the largest section table */
+
+#define OC_MS_S 1000ULL
+#define OC_MS_M (60 * OC_MS_S)
+#define OC_MS_H (60 * OC_MS_M)
+#define OC_MS_D (24 * OC_MS_H)
+#define OC_KIB 1024ULL
+#define OC_MIB (1024 * OC_KIB)
+
+/* How a value is parsed and stored. Numbers share one setter; the type says
+ * which unit parser reads them and how their range is printed. */
+typedef enum oc_conf_type {
+    OC_CT_LISTEN,      /* "" or host:port, stored as text */
+    OC_CT_SOCKPATH,    /* "" or a unix socket path */
+    OC_CT_PREFIX,      /* memcached key prefix */
+    OC_CT_TIMEZONE,    /* a TimeZone name for PostgreSQL */
+    OC_CT_LOG_LEVEL,   /* error|warn|info|debug, stored as text */
+    OC_CT_CONNINFO,    /* libpq conninfo: a secret, never echoed */
+    OC_CT_UINT,        /* decimal number -> uint32_t */
+    OC_CT_SIZE,        /* 64k -> uint32_t bytes */
+    OC_CT_DURATION_MS, /* 5s -> uint32_t milliseconds */
+    OC_CT_DURATION_S,  /* 1h -> uint32_t seconds (whole seconds only) */
+    OC_CT_OCTAL_MODE,  /* 0660 -> uint32_t */
+    OC_CT_KEY_TYPE,    /* bigint|integer|uuid|text -> oc_key_type_t */
+    OC_CT_IDENT,       /* one SQL identifier */
+    OC_CT_TABLE,       /* [schema.]table -> off = table, off2 = schema */
+    OC_CT_COLUMNS,     /* a, b, c -> off = char **, off2 = size_t count */
+    OC_CT_SERVERS,     /* h:p[:w] ... -> off = servers, off2 = size_t count */
+} oc_conf_type_t;
+
+/* One key of a section: how to parse it and which field it fills. */
+typedef struct oc_conf_key {
+    const char *name;
+    oc_conf_type_t type;
+    const char *def;   /* parsed by the same setter as a value; NULL = none */
+    bool required;
+    size_t off;        /* field in oc_conf_t or oc_model_conf_t */
+    size_t off2;       /* a second field (see the types above) */
+    uint64_t min, max; /* numbers only, in the parser's unit (ms, bytes) */
+} oc_conf_key_t;
+
+#define OCF(f) offsetof(oc_conf_t, f)
+#define OCM(f) offsetof(oc_model_conf_t, f)
+
+static const oc_conf_key_t oc_conf_objcached_keys[] = {
+    {.name = "listen", .type = OC_CT_LISTEN, .def = "127.0.0.1:11311",
+     .off = OCF(listen)},
+    {.name = "unix_socket", .type = OC_CT_SOCKPATH, .def = "",
+     .off = OCF(unix_socket)},
+    {.name = "unix_socket_mode", .type = OC_CT_OCTAL_MODE, .def = "0660",
+     .off = OCF(unix_socket_mode), .min = 0, .max = 0777},
+    {.name = "key_prefix", .type = OC_CT_PREFIX, .def = "oc:",
+     .off = OCF(key_prefix)},
+    {.name = "timezone", .type = OC_CT_TIMEZONE, .def = "UTC",
+     .off = OCF(timezone)},
+    {.name = "max_connections", .type = OC_CT_UINT, .def = "4096",
+     .off = OCF(max_connections), .min = 1, .max = 1000000},
+    {.name = "max_keys", .type = OC_CT_UINT, .def = "1024",
+     .off = OCF(max_keys), .min = 1, .max = 100000},
+    {.name = "max_line", .type = OC_CT_SIZE, .def = "64k",
+     .off = OCF(max_line), .min = OC_KIB, .max = 16 * OC_MIB},
+    {.name = "max_value", .type = OC_CT_SIZE, .def = "1m",
+     .off = OCF(max_value), .min = OC_KIB, .max = 128 * OC_MIB},
+    {.name = "load_timeout", .type = OC_CT_DURATION_MS, .def = "5s",
+     .off = OCF(load_timeout_ms), .min = 10, .max = 10 * OC_MS_M},
+    {.name = "ttl_jitter_pct", .type = OC_CT_UINT, .def = "10",
+     .off = OCF(ttl_jitter_pct), .min = 0, .max = 100},
+    {.name = "log_level", .type = OC_CT_LOG_LEVEL, .def = "info",
+     .off = OCF(log_level)},
+};
+
+static const oc_conf_key_t oc_conf_memcached_keys[] = {
+    {.name = "servers", .type = OC_CT_SERVERS, .required = true,
+     .off = OCF(servers), .off2 = OCF(nservers)},
+    {.name = "workers", .type = OC_CT_UINT, .def = "2",
+     .off = OCF(mc_workers), .min = 1, .max = 64},
+    {.name = "connect_timeout", .type = OC_CT_DURATION_MS, .def = "200ms",
+     .off = OCF(mc_connect_timeout_ms), .min = 1, .max = 10 * OC_MS_M},
+    {.name = "io_timeout", .type = OC_CT_DURATION_MS, .def = "500ms",
+     .off = OCF(mc_io_timeout_ms), .min = 1, .max = 10 * OC_MS_M},
+    {.name = "retry_timeout", .type = OC_CT_DURATION_MS, .def = "2s",
+     .off = OCF(mc_retry_timeout_ms), .min = 1, .max = 10 * OC_MS_M},
+};
+
+static const oc_conf_key_t oc_conf_postgresql_keys[] = {
+    {.name = "conninfo", .type = OC_CT_CONNINFO, .required = true,
+     .off = OCF(conninfo)},
+    {.name = "connections", .type = OC_CT_UINT, .def = "2",
+     .off = OCF(pg_connections), .min = 1, .max = 64},
+};
+
+static const oc_conf_key_t oc_conf_model_keys[] = {
+    {.name = "table", .type = OC_CT_TABLE, .required = true,
+     .off = OCM(table), .off2 = OCM(schema)},
+    {.name = "key", .type = OC_CT_IDENT, .def = "id", .off = OCM(key_column)},
+    {.name = "key_type", .type = OC_CT_KEY_TYPE, .def = "bigint",
+     .off = OCM(key_type)},
+    /* No default: leaving columns out means the whole row. */
+    {.name = "columns", .type = OC_CT_COLUMNS, .off = OCM(columns),
+     .off2 = OCM(ncolumns)},
+    {.name = "ttl", .type = OC_CT_DURATION_S, .def = "1h", .off = OCM(ttl_s),
+     .min = OC_MS_S, .max = 30 * OC_MS_D},
+    {.name = "missing_ttl", .type = OC_CT_DURATION_S, .def = "30s",
+     .off = OCM(missing_ttl_s), .min = OC_MS_S, .max = 30 * OC_MS_D},
+};
+
+typedef enum oc_conf_sect {
+    OC_SECT_OBJCACHED = 0,
+    OC_SECT_MEMCACHED,
+    OC_SECT_POSTGRESQL,
+    OC_SECT_MODEL,     /* one per [model NAME]; the fixed ones come before */
+    OC_SECT_NONE,      /* before the first header */
+} oc_conf_sect_t;
+
+#define OC_SECT_FIXED OC_SECT_MODEL /* number of fixed sections */
+
+typedef struct oc_conf_section {
+    const char *name;
+    const oc_conf_key_t *keys;
+    size_t nkeys;
+} oc_conf_section_t;
+
+#define OC_CONF_SECTION(n, k) {n, k, sizeof(k) / sizeof((k)[0])}
+static const oc_conf_section_t oc_conf_sections[] = {
+    [OC_SECT_OBJCACHED] = OC_CONF_SECTION("objcached", oc_conf_objcached_keys),
+    [OC_SECT_MEMCACHED] = OC_CONF_SECTION("memcached", oc_conf_memcached_keys),
+    [OC_SECT_POSTGRESQL] =
+        OC_CONF_SECTION("postgresql", oc_conf_postgresql_keys),
+    [OC_SECT_MODEL] = OC_CONF_SECTION("model", oc_conf_model_keys),
+};
+
+static const char *const oc_key_type_names[] = {
+    [OC_KEY_BIGINT] = "bigint", [OC_KEY_INTEGER] = "integer",
+    [OC_KEY_UUID] = "uuid",     [OC_KEY_TEXT] = "text",
+};
+#define OC_KEY_TYPE_COUNT (sizeof(oc_key_type_names) / sizeof(char *))
+
+static const char *const oc_conf_log_levels[] = {"error", "warn", "info",
+                                                  "debug"};
+
+/* The "seen" line of each key: duplicate keys are reported with the line
+ * of the first one, and keys never seen get their default at the end. */
+typedef int oc_conf_seen_t[OC_CONF_KEYS_MAX];
+
+typedef struct oc_conf_parser {
+    oc_conf_t *conf;
+    char *err;
+    int line;                               /* current line, from 1 */
+    oc_conf_sect_t sect;                    /* section being read */
+    int sect_line[OC_SECT_FIXED];           /* header line, 0 = absent */
+    oc_conf_seen_t fixed_seen[OC_SECT_FIXED];
+    oc_conf_seen_t *model_seen;             /* parallel to conf->models */
+    size_t models_cap;
+} oc_conf_parser_t;
+
+/* A setter parses `val` and stores it into the section struct at `base`.
+ * It returns OC_EINVAL with a reason in `why` (the caller prefixes the file,
+ * line and key), or OC_ENOMEM. */
+typedef oc_status_t (*oc_conf_set_fn)(const oc_conf_key_t *k, char *base,
+                                      const char *val, char *why);
+
+/* ------------------------------------------------------------------ */
+/* Small text helpers                                                  */
+
+static bool oc_conf_is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
+}
+
+static bool oc_conf_is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static bool oc_conf_is_word_start(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+}
+
+static bool oc_conf_is_word(char c)
+{
+    return oc_conf_is_word_start(c) || oc_conf_is_digit(c);
+}
+
+/* [A-Za-z_][A-Za-z0-9_]{0,max-1}: the only names that reach SQL text. */
+static bool oc_conf_word_ok(const char *s, size_t len, size_t max)
+{
+    if (len == 0 || len > max || !oc_conf_is_word_start(s[0]))
+        return false;
+    for (size_t i = 1; i < len; i++)
+        if (!oc_conf_is_word(s[i]))
+            return false;
+    return true;
+}
+
+static bool oc_conf_ident_ok(const char *s, size_t len)
+{
+    return oc_conf_word_ok(s, len, OC_CONF_IDENT_MAX);
+}
+
+static char *oc_conf_trim(char *s)
+{
+    while (oc_conf_is_space(*s))
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && oc_conf_is_space(s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+/* Trims [*s, *s + *len) in place, for splitting lists without copying. */
+static void oc_conf_trim_span(const char **s, size_t *len)
+{
+    while (*len > 0 && oc_conf_is_space(**s)) {
+        (*s)++;
+        (*len)--;
+    }
+    while (*len > 0 && oc_conf_is_space((*s)[*len - 1]))
+        (*len)--;
+}
+
+/* A value as it may appear in an error: at most OC_CONF_SHOW_MAX bytes of
+ * it (then "..."), other than printable ASCII as \xNN, so a hostile file
+ * can neither flood a log line nor put escape sequences on a terminal. */
+static const char *oc_conf_show_n(const char *s, size_t len,
+                                  char buf[OC_CONF_SHOWBUF])
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    size_t n = len < OC_CONF_SHOW_MAX ? len : OC_CONF_SHOW_MAX;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c < 0x7f) {
+            buf[o++] = (char)c;
+            continue;
+        }
+        buf[o++] = '\\';
+        buf[o++] = 'x';
+        buf[o++] = hex[c >> 4];
+        buf[o++] = hex[c & 15];
+    }
+    if (len > n)
+        for (int i = 0; i < 3; i++)
+            buf[o++] = '.';
+    buf[o] = '\0';
+    return buf;
+}
+
+static const char *oc_conf_show(const char *s, char buf[OC_CONF_SHOWBUF])
+{
+    return oc_conf_show_n(s, strlen(s), buf);
+}
+
+/* ------------------------------------------------------------------ */
+/* Unit parsers                                                        */
+
+/* Leading decimal digits of `s` into *out. OC_EINVAL if there are none;
+ * OC_ETOOBIG if they overflow (still scanning them all, so the caller can
+ * tell junk after a huge number from a huge number). */
+static oc_status_t oc_conf_digits(const char *s, uint64_t *out,
+                                  const char **end)
+{
+    uint64_t v = 0;
+    bool over = false;
+    const char *p = s;
+    for (; oc_conf_is_digit(*p); p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            over = true;
+        else
+            v = v * 10 + d;
+    }
+    *end = p;
+    if (p == s)
+        return OC_EINVAL;
+    *out = v;
+    return over ? OC_ETOOBIG : OC_OK;
+}
+
+/* A whole string of decimal digits. */
+static oc_status_t oc_conf_uint(const char *s, uint64_t *out)
+{
+    const char *end;
+    oc_status_t st = oc_conf_digits(s, out, &end);
+    if (st == OC_EINVAL || *end != '\0')
+        return OC_EINVAL;
+    return st;
+}
+
+static oc_status_t oc_conf_scale(oc_status_t st, uint64_t v, uint64_t unit,
+                                 uint64_t *out)
+{
+    if (st != OC_OK)
+        return st;
+    if (v > UINT64_MAX / unit)
+        return OC_ETOOBIG;
+    *out = v * unit;
+    return OC_OK;
+}
+
+/* A unit suffix and what it multiplies by; the parsers and the range
+ * printer share these, so "10m" reads and prints the same way. */
+typedef struct oc_conf_unit {
+    const char *suffix;
+    uint64_t mult;
+} oc_conf_unit_t;
+
+/* Largest first, so that the printer picks the shortest spelling. */
+static const oc_conf_unit_t oc_conf_duration_units[] = {
+    {"d", OC_MS_D}, {"h", OC_MS_H}, {"m", OC_MS_M}, {"s", OC_MS_S},
+    {"ms", 1},      {"", OC_MS_S}, /* a bare number is seconds */
+};
+static const oc_conf_unit_t oc_conf_size_units[] = {
+    {"g", 1024 * OC_MIB}, {"m", OC_MIB}, {"k", OC_KIB}, {"", 1},
+};
+#define OC_CONF_NUNITS(t) (sizeof(t) / sizeof((t)[0]))
+
+/* Digits then one of `units` (case-insensitive if `anycase`). */
+static oc_status_t oc_conf_with_unit(const char *s, const oc_conf_unit_t *units,
+                                     size_t nunits, bool anycase,
+                                     uint64_t *out)
+{
+    uint64_t v = 0;
+    const char *end;
+    oc_status_t st = oc_conf_digits(s, &v, &end);
+    if (st == OC_EINVAL)
+        return OC_EINVAL;
+    for (size_t i = 0; i < nunits; i++) {
+        bool same = anycase ? strcasecmp(end, units[i].suffix) == 0
+                            : strcmp(end, units[i].suffix) == 0;
+        if (same)
+            return oc_conf_scale(st, v, units[i].mult, out);
+    }
+    return OC_EINVAL;
+}
+
+static oc_status_t oc_conf_duration(const char *s, uint64_t *out_ms)
+{
+    /* Case matters: "m" is minutes and "M" would read as a month. */
+    return oc_conf_with_unit(s, oc_conf_duration_units,
+                             OC_CONF_NUNITS(oc_conf_duration_units), false,
+                             out_ms);
+}
+
+static oc_status_t oc_conf_size(const char *s, uint64_t *out)
+{
+    return oc_conf_with_unit(s, oc_conf_size_units,
+                             OC_CONF_NUNITS(oc_conf_size_units), true, out);
+}
+
+/* Octal digits only: "0660" or "660", as chmod(1) takes them. */
+static oc_status_t oc_conf_octal(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (*s == '\0')
+        return OC_EINVAL;
+    for (const char *p = s; *p != '\0'; p++) {
+        if (*p < '0' || *p > '7')
+            return OC_EINVAL;
+        if (v > UINT64_MAX / 8)
+            return OC_ETOOBIG;
+        v = v * 8 + (uint64_t)(*p - '0');
+    }
+    *out = v;
+    return OC_OK;
+}
+
+oc_status_t oc_conf_parse_duration_ms(const char *s, uint64_t *out_ms)
+{
+    if (s == NULL || out_ms == NULL)
+        return OC_EINVAL;
+    /* The public contract has one failure code; the loader distinguishes. */
+    return oc_conf_duration(s, out_ms) == OC_OK ? OC_OK : OC_EINVAL;
+}
+
+oc_status_t oc_conf_parse_size(const char *s, uint64_t *out)
+{
+    if (s == NULL || out == NULL)
+        return OC_EINVAL;
+    return oc_conf_size(s, out) == OC_OK ? OC_OK : OC_EINVAL;
+}
+
+/* Prints `v` the way a user would write it: "16m" rather than 16777216. */
+static void oc_conf_fmt_number(oc_conf_type_t type, uint64_t v, char *buf,
+                               size_t len)
+{
+    const oc_conf_unit_t *units = NULL;
+    size_t nunits = 0;
+    if (type == OC_CT_OCTAL_MODE) {
+        snprintf(buf, len, v == 0 ? "0" : "0%llo", (unsigned long long)v);
+        return;
+    }
+    if (type == OC_CT_SIZE) {
+        units = oc_conf_size_units;
+        nunits = OC_CONF_NUNITS(oc_conf_size_units);
+    } else if (type == OC_CT_DURATION_MS || type == OC_CT_DURATION_S) {
+        units = oc_conf_duration_units;
+        nunits = OC_CONF_NUNITS(oc_conf_duration_units);
+    }
+    for (size_t i = 0; i < nunits; i++)
+        if (v != 0 && v % units[i].mult == 0) {
+            snprintf(buf, len, "%llu%s",
+                     (unsigned long long)(v / units[i].mult), units[i].suffix);
+            return;
+        }
+    snprintf(buf, len, "%llu", (unsigned long long)v);
+}
+
+/* ------------------------------------------------------------------ */
+/* Setters: one per value type                                         */
+
+static oc_status_t oc_conf_store_string(char *base, size_t off,
+                                        const char *val)
+{
+    char **field = (char **)(void *)(base + off);
+    char *copy = strdup(val);
+    if (copy == NULL)
+        return OC_ENOMEM;
+    free(*field);
+    *field = copy;
+    return OC_OK;
+}
+
+static oc_status_t oc_conf_number(oc_conf_type_t type, const char *val,
+                                  uint64_t *v)
+{
+    switch (type) {
+    case OC_CT_SIZE: return oc_conf_size(val, v);
+    case OC_CT_DURATION_MS:
+    case OC_CT_DURATION_S: return oc_conf_duration(val, v);
+    case OC_CT_OCTAL_MODE: return oc_conf_octal(val, v);
+    default: return oc_conf_uint(val, v);
+    }
+}
+
+static const char *oc_conf_number_kind(oc_conf_type_t type)
+{
+    switch (type) {
+    case OC_CT_SIZE: return "a size (e.g. 512, 64k, 1m)";
+    case OC_CT_DURATION_MS:
+    case OC_CT_DURATION_S: return "a duration (e.g. 250ms, 30s, 5m, 2h, 1d)";
+    case OC_CT_OCTAL_MODE: return "an octal mode (e.g. 0660)";
+    default: return "a whole number";
+    }
+}
+
+static oc_status_t oc_conf_set_number(const oc_conf_key_t *k, char *base,
+                                      const char *val, char *why)
+{
+    char shown[OC_CONF_SHOWBUF], lo[32], hi[32];
+    uint64_t v = 0;
+    oc_status_t st = oc_conf_number(k->type, val, &v);
+    if (st == OC_EINVAL)
+        return oc_fail(why, OC_EINVAL, "'%s' is not %s",
+                       oc_conf_show(val, shown), oc_conf_number_kind(k->type));
+    if (st == OC_OK && k->type == OC_CT_DURATION_S && v % OC_MS_S != 0)
+        return oc_fail(why, OC_EINVAL, "'%s' is not a whole number of seconds",
+                       oc_conf_show(val, shown));
+    if (st != OC_OK || v < k->min || v > k->max) {
+        oc_conf_fmt_number(k->type, k->min, lo, sizeof(lo));
+        oc_conf_fmt_number(k->type, k->max, hi, sizeof(hi));
+        return oc_fail(why, OC_EINVAL, "'%s' is out of range (%s..%s)",
+                       oc_conf_show(val, shown), lo, hi);
+    }
+    if (k->type == OC_CT_DURATION_S)
+        v /= OC_MS_S;
+    /* Every table max fits 32 bits, so the range check made this exact. */
+    *(uint32_t *)(void *)(base + k->off) = (uint32_t)v;
+    return OC_OK;
+}
+
+/* A DNS name or an IPv4 address; anything else belongs in brackets. */
+static bool oc_conf_hostname_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > OC_CONF_HOST_MAX || s[0] == '-' || s[0] == '.')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!oc_conf_is_word(s[i]) && s[i] != '-' && s[i] != '.')
+            return false;
+    return true;
+}
+
+/* Splits "host:rest" or "[ipv6]:rest" in place. *host is the name or
+ * address without brackets, as getaddrinfo() and libmemcached want it. */
+static oc_status_t oc_conf_split_host(char *s, char **host, char **rest)
+{
+    struct in6_addr addr;
+    if (s[0] == '[') {
+        char *close = strchr(s, ']');
+        if (close == NULL || close[1] != ':')
+            return OC_EINVAL;
+        *close = '\0';
+        *host = s + 1;
+        *rest = close + 2;
+        return inet_pton(AF_INET6, *host, &addr) == 1 ? OC_OK : OC_EINVAL;
+    }
+    char *colon = strchr(s, ':');
+    if (colon == NULL)
+        return OC_EINVAL;
+    *colon = '\0';
+    *host = s;
+    *rest = colon + 1;
+    return oc_conf_hostname_ok(*host) ? OC_OK : OC_EINVAL;
+}
+
+/* A port or weight: OC_EINVAL if not a number, OC_ETOOBIG if out of range. */
+static oc_status_t oc_conf_small_uint(const char *s, uint64_t min,
+                                      uint64_t max, uint32_t *out)
+{
+    uint64_t v = 0;
+    oc_status_t st = oc_conf_uint(s, &v);
+    if (st == OC_EINVAL)
+        return OC_EINVAL;
+    if (st != OC_OK || v < min || v > max)
+        return OC_ETOOBIG;
+    *out = (uint32_t)v;
+    return OC_OK;
+}
+
+static oc_status_t oc_conf_set_listen(const oc_conf_key_t *k, char *base,
+                                      const char *val, char *why)
+{
+    char copy[OC_CONF_LINE_MAX + 1], shown[OC_CONF_SHOWBUF];
+    char *host, *port;
+    uint32_t p = 0;
+    oc_status_t st = OC_OK;
+    if (*val != '\0') {
+        snprintf(copy, sizeof(copy), "%s", val);
+        st = oc_conf_split_host(copy, &host, &port);
+        if (st == OC_OK)
+            st = oc_conf_small_uint(port, 1, 65535, &p);
+    }
+    if (st == OC_ETOOBIG)
+        return oc_fail(why, OC_EINVAL, "port in '%s' is out of range (1..65535)",
+                       oc_conf_show(val, shown));
+    if (st != OC_OK)
+        return oc_fail(why, OC_EINVAL,
+                       "'%s' is not host:port (IPv6 as [::1]:11311), or empty",
+                       oc_conf_show(val, shown));
+    return oc_conf_store_string(base, k->off, val);
+}
+
+static oc_status_t oc_conf_set_sockpath(const oc_conf_key_t *k, char *base,
+                                        const char *val, char *why)
+{
+    char shown[OC_CONF_SHOWBUF];
+    size_t n = strlen(val);
+    if (n > OC_CONF_SOCKPATH_MAX)
+        return oc_fail(why, OC_EINVAL, "'%s' is longer than %d bytes",
+                       oc_conf_show(val, shown), OC_CONF_SOCKPATH_MAX);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)val[i] < 0x20 || val[i] == 0x7f)
+            return oc_fail(why, OC_EINVAL, "'%s' has a control character",
+                           oc_conf_show(val, shown));
+    return oc_conf_store_string(base, k->off, val);
+}
+
+/* Printable ASCII without spaces: the prefix goes into every memcached key,
+ * where spaces and control characters are not allowed. */
+static oc_status_t oc_conf_set_prefix(const oc_conf_key_t *k, char *base,
+                                      const char *val, char *why)
+{
+    char shown[OC_CONF_SHOWBUF];
+    size_t n = strlen(val);
+    bool ok = n <= OC_CONF_PREFIX_MAX;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = val[i] > 0x20 && val[i] < 0x7f;
+    if (!ok)
+        return oc_fail(why, OC_EINVAL,
+                       "'%s' is not 0..%d printable ASCII characters "
+                       "without spaces",
+                       oc_conf_show(val, shown), OC_CONF_PREFIX_MAX);
+    return oc_conf_store_string(base, k->off, val);
+}
+
+/* The zone goes into a SET command, so only the characters of IANA names
+ * and POSIX offsets are let through. */
+static oc_status_t oc_conf_set_timezone(const oc_conf_key_t *k, char *base,
+                                        const char *val, char *why)
+{
+    char shown[OC_CONF_SHOWBUF];
+    size_t n = strlen(val);
+    bool ok = n >= 1 && n <= OC_CONF_TZ_MAX;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = oc_conf_is_word(val[i]) || strchr("/+-", val[i]) != NULL;
+    if (!ok)
+        return oc_fail(why, OC_EINVAL,
+                       "'%s' is not a time zone name (1..%d characters of "
+                       "A-Z a-z 0-9 _ / + -)",
+                       oc_conf_show(val, shown), OC_CONF_TZ_MAX);
+    return oc_conf_store_string(base, k->off, val);
+}
+
+static oc_status_t oc_conf_set_log_level(const oc_conf_key_t *k, char *base,
+                                         const char *val, char *why)
+{
+    char shown[OC_CONF_SHOWBUF];
+    for (size_t i = 0; i < sizeof(oc_conf_log_levels) / sizeof(char *); i++)
+        if (strcmp(val, oc_conf_log_levels[i]) == 0)
+            return oc_conf_store_string(base, k->off, val);
+    return oc_fail(why, OC_EINVAL, "'%s' is not one of error, warn, info, debug",
+                   oc_conf_show(val, shown));
+}
+
+/* The conninfo may hold a password: no message ever shows it. */
+static oc_status_t oc_conf_set_conninfo(const oc_conf_key_t *k, char *base,
+                                        const char *val, char *why)
+{
+    if (*val == '\0')
+        return oc_fail(why, OC_EINVAL, "must not be empty");
+    return oc_conf_store_string(base, k->off, val);
+}
+
+static oc_status_t oc_conf_set_key_type(const oc_conf_key_t *k, char *base,
+                                        const char *val, char *why)
+{
+    char shown[OC_CONF_SHOWBUF];
+    for (size_t i = 0; i < OC_KEY_TYPE_COUNT; i++)
+        if (strcmp(val, oc_key_type_names[i]) == 0) {
+            *(oc_key_type_t *)(void *)(base + k->off) = (oc_key_type_t)i;
+            return OC_OK;
+        }
+    return oc_fail(why, OC_EINVAL,
+                   "'%s' is not one of bigint, integer, uuid, text",
+                   oc_conf_show(val, shown));
+}
+
+static oc_status_t oc_conf_bad_ident(const char *s, size_t len, char *why)
+{
+    char shown[OC_CONF_SHOWBUF];
+    return oc_fail(why, OC_EINVAL,
+                   "'%s' is not an identifier ([A-Za-z_][A-Za-z0-9_]{0,62})",
+                   oc_conf_show_n(s, len, shown));
+}
+
+static oc_status_t oc_conf_set_ident(const oc_conf_key_t *k, char *base,
+                                     const char *val, char *why)
+{
+    if (!oc_conf_ident_ok(val, strlen(val)))
+        return oc_conf_bad_ident(val, strlen(val), why);
+    return oc_conf_store_string(base, k->off, val);
+}
+
+/* "schema.table" or "table" (schema public); off = table, off2 = schema. */
+static oc_status_t oc_conf_set_table(const oc_conf_key_t *k, char *base,
+                                     const char *val, char *why)
+{
+    const char *dot = strchr(val, '.');
+    const char *table = dot != NULL ? dot + 1 : val;
+    size_t schema_len = dot != NULL ? (size_t)(dot - val) : 0;
+    char *schema = NULL;
+    oc_status_t st;
+    if (dot != NULL && !oc_conf_ident_ok(val, schema_len)) {
+        st = oc_conf_bad_ident(val, schema_len, why);
+        goto fail;
+    }
+    if (!oc_conf_ident_ok(table, strlen(table))) {
+        st = oc_conf_bad_ident(table, strlen(table), why);
+        goto fail;
+    }
+    schema = dot != NULL ? strndup(val, schema_len) : strdup("public");
+    st = schema == NULL ? OC_ENOMEM : oc_conf_store_string(base, k->off, table);
+    if (st != OC_OK)
+        goto fail;
+    char **field = (char **)(void *)(base + k->off2);
+    free(*field);
+    *field = schema;
+    return OC_OK;
+fail:
+    free(schema);
+    return st;
+}
+
+static void oc_conf_free_strv(char **v, size_t n)
+{
+    for (size_t i = 0; v != NULL && i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static size_t oc_conf_count_char(const char *s, char c)
+{
+    size_t n = 0;
+    for (; *s != '\0'; s++)
+        n += *s == c;
+    return n;
+}
+
+/* One column of a list; `cols` holds the `n` accepted before it. */
+static oc_status_t oc_conf_column(const char *s, size_t len, char **cols,
+                                  size_t n, char *why)
+{
+    char shown[OC_CONF_SHOWBUF];
+    oc_conf_trim_span(&s, &len);
+    if (len == 0)
+        return oc_fail(why, OC_EINVAL, "empty column name");
+    if (!oc_conf_ident_ok(s, len))
+        return oc_conf_bad_ident(s, len, why);
+    for (size_t i = 0; i < n; i++)
+        if (strlen(cols[i]) == len && memcmp(cols[i], s, len) == 0)
+            return oc_fail(why, OC_EINVAL, "column '%s' is listed twice",
+                           oc_conf_show_n(s, len, shown));
+    cols[n] = strndup(s, len);
+    return cols[n] == NULL ? OC_ENOMEM : OC_OK;
+}
+
+/* "a, b, c"; off = char **columns, off2 = size_t ncolumns. */
+static oc_status_t oc_conf_set_columns(const oc_conf_key_t *k, char *base,
+                                       const char *val, char *why)
+{
+    size_t want = oc_conf_count_char(val, ',') + 1, n = 0;
+    char **cols = NULL;
+    oc_status_t st = OC_ENOMEM;
+    if (*val == '\0') {
+        st = oc_fail(why, OC_EINVAL,
+                     "must not be empty (leave it out for the whole row)");
+        goto fail;
+    }
+    if (want > OC_CONF_COLUMNS_MAX) {
+        st = oc_fail(why, OC_EINVAL, "more than %d columns",
+                     OC_CONF_COLUMNS_MAX);
+        goto fail;
+    }
+    cols = calloc(want, sizeof(*cols));
+    if (cols == NULL)
+        goto fail;
+    for (const char *s = val; n < want; n++) {
+        const char *comma = strchr(s, ',');
+        size_t len = comma != NULL ? (size_t)(comma - s) : strlen(s);
+        st = oc_conf_column(s, len, cols, n, why);
+        if (st != OC_OK)
+            goto fail;
+        s += len + 1;
+    }
+    char ***field = (char ***)(void *)(base + k->off);
+    size_t *count = (size_t *)(void *)(base + k->off2);
+    oc_conf_free_strv(*field, *count);
+    *field = cols;
+    *count = n;
+    return OC_OK;
+fail:
+    oc_conf_free_strv(cols, n);
+    return st;
+}
+
+static void oc_conf_free_servers(oc_mc_server_conf_t *v, size_t n)
+{
+    for (size_t i = 0; v != NULL && i < n; i++)
+        free(v[i].host);
+    free(v);
+}
+
+/* "host:port[:weight]" or "[ipv6]:port[:weight]", already cut out of the
+ * list and NUL-terminated (in `tok`, which this modifies). */
+static oc_status_t oc_conf_server(char *tok, oc_mc_server_conf_t *out,
+                                  char *why)
+{
+    char shown[OC_CONF_SHOWBUF];
+    char *host, *rest, *weight;
+    uint32_t port = 0;
+    oc_conf_show(tok, shown); /* before the split writes NULs into it */
+    oc_status_t st = oc_conf_split_host(tok, &host, &rest);
+    weight = st == OC_OK ? strchr(rest, ':') : NULL;
+    if (weight != NULL)
+        *weight++ = '\0';
+    if (st == OC_OK)
+        st = oc_conf_small_uint(rest, 1, 65535, &port);
+    if (st == OC_ETOOBIG)
+        return oc_fail(why, OC_EINVAL, "port in '%s' is out of range (1..65535)",
+                       shown);
+    out->weight = 1;
+    if (st == OC_OK && weight != NULL)
+        st = oc_conf_small_uint(weight, 1, 1000, &out->weight);
+    if (st == OC_ETOOBIG)
+        return oc_fail(why, OC_EINVAL, "weight in '%s' is out of range (1..1000)",
+                       shown);
+    if (st != OC_OK)
+        return oc_fail(why, OC_EINVAL,
+                       "'%s' is not host:port[:weight] (IPv6 as "
+                       "[::1]:11211)", shown);
+    out->port = (uint16_t)port;
+    out->host = strdup(host);
+    return out->host == NULL ? OC_ENOMEM : OC_OK;
+}
+
+static oc_status_t oc_conf_server_unique(const oc_mc_server_conf_t *v,
+                                         size_t n, char *why)
+{
+    char shown[OC_CONF_SHOWBUF];
+    for (size_t i = 0; i < n; i++)
+        if (v[i].port == v[n].port && strcasecmp(v[i].host, v[n].host) == 0)
+            return oc_fail(why, OC_EINVAL, "server '%s' port %u is listed twice",
+                           oc_conf_show(v[n].host, shown), v[n].port);
+    return OC_OK;
+}
+
+/* Whitespace or commas separate servers; off = servers, off2 = count. */
+static oc_status_t oc_conf_set_servers(const oc_conf_key_t *k, char *base,
+                                       const char *val, char *why)
+{
+    static const char seps[] = " \t\r\v\f,";
+    char *copy = strdup(val), *save = NULL;
+    oc_mc_server_conf_t *v = NULL;
+    size_t n = 0;
+    oc_status_t st = OC_ENOMEM;
+    if (copy == NULL)
+        goto fail;
+    v = calloc(OC_CONF_SERVERS_MAX, sizeof(*v));
+    if (v == NULL)
+        goto fail;
+    for (char *tok = strtok_r(copy, seps, &save); tok != NULL;
+         tok = strtok_r(NULL, seps, &save)) {
+        st = n == OC_CONF_SERVERS_MAX
+                 ? oc_fail(why, OC_EINVAL, "more than %d servers",
+                           OC_CONF_SERVERS_MAX)
+                 : oc_conf_server(tok, &v[n], why);
+        if (st == OC_OK)
+            st = oc_conf_server_unique(v, n, why);
+        if (st != OC_OK)
+            goto fail;
+        n++;
+    }
+    if (n == 0) {
+        st = oc_fail(why, OC_EINVAL, "no servers given");
+        goto fail;
+    }
+    oc_mc_server_conf_t **field =
+        (oc_mc_server_conf_t **)(void *)(base + k->off);
+    size_t *count = (size_t *)(void *)(base + k->off2);
+    oc_conf_free_servers(*field, *count);
+    *field = v;
+    *count = n;
+    free(copy);
+    return OC_OK;
+fail:
+    /* The entry that failed may hold a host already; the rest are zero. */
+    oc_conf_free_servers(v, OC_CONF_SERVERS_MAX);
+    free(copy);
+    return st;
+}
+
+static const oc_conf_set_fn oc_conf_setters[] = {
+    [OC_CT_LISTEN] = oc_conf_set_listen,
+    [OC_CT_SOCKPATH] = oc_conf_set_sockpath,
+    [OC_CT_PREFIX] = oc_conf_set_prefix,
+    [OC_CT_TIMEZONE] = oc_conf_set_timezone,
+    [OC_CT_LOG_LEVEL] = oc_conf_set_log_level,
+    [OC_CT_CONNINFO] = oc_conf_set_conninfo,
+    [OC_CT_UINT] = oc_conf_set_number,
+    [OC_CT_SIZE] = oc_conf_set_number,
+    [OC_CT_DURATION_MS] = oc_conf_set_number,
+    [OC_CT_DURATION_S] = oc_conf_set_number,
+    [OC_CT_OCTAL_MODE] = oc_conf_set_number,
+    [OC_CT_KEY_TYPE] = oc_conf_set_key_type,
+    [OC_CT_IDENT] = oc_conf_set_ident,
+    [OC_CT_TABLE] = oc_conf_set_table,
+    [OC_CT_COLUMNS] = oc_conf_set_columns,
+    [OC_CT_SERVERS] = oc_conf_set_servers,
+};
+
+/* ------------------------------------------------------------------ */
+/* The INI reader                                                      */
+
+static oc_status_t oc_conf_error(oc_conf_parser_t *p, int line,
+                                 const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* "FILE:LINE: reason", or "FILE: reason" when line is 0. */
+static oc_status_t oc_conf_error(oc_conf_parser_t *p, int line,
+                                 const char *fmt, ...)
+{
+    int n = line > 0 ? snprintf(p->err, OC_ERRLEN, "%s:%d: ", p->conf->path, line)
+                     : snprintf(p->err, OC_ERRLEN, "%s: ", p->conf->path);
+    if (n < 0 || n >= OC_ERRLEN)
+        return OC_ECONFIG; /* a path that long leaves no room for a reason */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->err + n, OC_ERRLEN - (size_t)n, fmt, ap);
+    va_end(ap);
+    return OC_ECONFIG;
+}
+
+static oc_status_t oc_conf_nomem(oc_conf_parser_t *p)
+{
+    return oc_fail(p->err, OC_ENOMEM, "out of memory");
+}
+
+/* "[objcached]" or "[model User]", for messages. */
+static const char *oc_conf_label(const oc_conf_t *conf, oc_conf_sect_t sect,
+                                 size_t model, char *buf, size_t len)
+{
+    if (sect == OC_SECT_MODEL)
+        snprintf(buf, len, "[model %s]", conf->models[model].name);
+    else
+        snprintf(buf, len, "[%s]", oc_conf_sections[sect].name);
+    return buf;
+}
+
+/* Cuts a ';' or '#' comment that follows whitespace; whole-line comments
+ * are gone already. A ';' inside a value ("a;b") is kept. */
+static void oc_conf_cut_comment(char *s)
+{
+    for (size_t i = 1; s[i] != '\0'; i++)
+        if ((s[i] == ';' || s[i] == '#') && oc_conf_is_space(s[i - 1])) {
+            s[i] = '\0';
+            return;
+        }
+}
+
+static oc_status_t oc_conf_add_model(oc_conf_parser_t *p, const char *name)
+{
+    oc_conf_t *c = p->conf;
+    if (c->nmodels == p->models_cap) {
+        size_t cap = p->models_cap == 0 ? 4 : p->models_cap * 2;
+        oc_model_conf_t *m = realloc(c->models, cap * sizeof(*m));
+        if (m == NULL)
+            return oc_conf_nomem(p);
+        c->models = m;
+        oc_conf_seen_t *seen = realloc(p->model_seen, cap * sizeof(*seen));
+        if (seen == NULL)
+            return oc_conf_nomem(p);
+        p->model_seen = seen;
+        p->models_cap = cap;
+    }
+    oc_model_conf_t *m = &c->models[c->nmodels];
+    memset(m, 0, sizeof(*m));
+    memset(p->model_seen[c->nmodels], 0, sizeof(oc_conf_seen_t));
+    m->line = p->line;
+    m->name = strdup(name);
+    if (m->name == NULL)
+        return oc_conf_nomem(p);
+    c->nmodels++;
+    p->sect = OC_SECT_MODEL;
+    return OC_OK;
+}
+
+static oc_status_t oc_conf_model_header(oc_conf_parser_t *p, const char *name)
+{
+    char shown[OC_CONF_SHOWBUF];
+    const oc_conf_t *c = p->conf;
+    if (!oc_conf_word_ok(name, strlen(name), OC_MODEL_NAME_MAX))
+        return oc_conf_error(p, p->line,
+                             "bad model name '%s' (want [model NAME], NAME "
+                             "[A-Za-z_][A-Za-z0-9_]{0,63})",
+                             oc_conf_show(name, shown));
+    for (size_t i = 0; i < c->nmodels; i++)
+        if (strcmp(c->models[i].name, name) == 0)
+            return oc_conf_error(p, p->line,
+                                 "model '%s' is defined twice (first on line %d)",
+                                 name, c->models[i].line);
+    return oc_conf_add_model(p, name);
+}
+
+/* `s` is the trimmed line, starting with '['. */
+static oc_status_t oc_conf_header(oc_conf_parser_t *p, char *s)
+{
+    char shown[OC_CONF_SHOWBUF];
+    size_t n = strlen(s);
+    if (s[n - 1] != ']')
+        return oc_conf_error(p, p->line,
+                             "section header '%s' does not end with ']'",
+                             oc_conf_show(s, shown));
+    s[n - 1] = '\0';
+    const char *name = s + 1;
+    if (strncmp(name, "model ", 6) == 0)
+        return oc_conf_model_header(p, name + 6);
+    if (strcmp(name, "model") == 0)
+        return oc_conf_model_header(p, ""); /* says how to name it */
+    for (int i = 0; i < OC_SECT_FIXED; i++) {
+        if (strcmp(name, oc_conf_sections[i].name) != 0)
+            continue;
+        if (p->sect_line[i] != 0)
+            return oc_conf_error(p, p->line,
+                                 "section [%s] is given twice (first on line %d)",
+                                 name, p->sect_line[i]);
+        p->sect_line[i] = p->line;
+        p->sect = (oc_conf_sect_t)i;
+        return OC_OK;
+    }
+    return oc_conf_error(p, p->line,
+                         "unknown section '[%s]' (want [objcached], "
+                         "[memcached], [postgresql] or [model NAME])",
+                         oc_conf_show(name, shown));
+}
+
+static const oc_conf_key_t *oc_conf_find_key(oc_conf_sect_t sect,
+                                             const char *name, size_t *idx)
+{
+    const oc_conf_section_t *s = &oc_conf_sections[sect];
+    for (size_t i = 0; i < s->nkeys; i++)
+        if (strcmp(s->keys[i].name, name) == 0) {
+            *idx = i;
+            return &s->keys[i];
+        }
+    return NULL;
+}
+
+/* Where the current section's values go, and its seen lines. */
+static char *oc_conf_base(oc_conf_parser_t *p, int **seen)
+{
+    if (p->sect == OC_SECT_MODEL) {
+        *seen = p->model_seen[p->conf->nmodels - 1];
+        return (char *)&p->conf->models[p->conf->nmodels - 1];
+    }
+    *seen = p->fixed_seen[p->sect];
+    return (char *)p->conf;
+}
+
+/* Runs a setter and turns its reason into "FILE:LINE: key: reason". */
+static oc_status_t oc_conf_apply(oc_conf_parser_t *p, const oc_conf_key_t *k,
+                                 char *base, const char *val, int line)
+{
+    char why[OC_ERRLEN];
+    oc_status_t st = oc_conf_setters[k->type](k, base, val, why);
+    if (st == OC_ENOMEM)
+        return oc_conf_nomem(p);
+    if (st != OC_OK)
+        return oc_conf_error(p, line, "%s: %s", k->name, why);
+    return OC_OK;
+}
+
+static oc_status_t oc_conf_key_line(oc_conf_parser_t *p, const char *key,
+                                    const char *val)
+{
+    char shown[OC_CONF_SHOWBUF], label[OC_MODEL_NAME_MAX + 16];
+    const oc_conf_key_t *k;
+    size_t idx = 0;
+    int *seen;
+    if (p->sect == OC_SECT_NONE)
+        return oc_conf_error(p, p->line,
+                             "key '%s' is outside any section",
+                             oc_conf_show(key, shown));
+    oc_conf_label(p->conf, p->sect, p->conf->nmodels - 1, label, sizeof(label));
+    k = oc_conf_find_key(p->sect, key, &idx);
+    if (k == NULL)
+        return oc_conf_error(p, p->line, "unknown key '%s' in %s",
+                             oc_conf_show(key, shown), label);
+    char *base = oc_conf_base(p, &seen);
+    if (seen[idx] != 0)
+        return oc_conf_error(p, p->line,
+                             "duplicate key '%s' in %s (first on line %d)",
+                             key, label, seen[idx]);
+    seen[idx] = p->line;
+    return oc_conf_apply(p, k, base, val, p->line);
+}
+
+static oc_status_t oc_conf_line(oc_conf_parser_t *p, char *line)
+{
+    char *s = oc_conf_trim(line);
+    if (*s == '\0' || *s == ';' || *s == '#')
+        return OC_OK;
+    oc_conf_cut_comment(s);
+    s = oc_conf_trim(s);
+    if (*s == '[')
+        return oc_conf_header(p, s);
+    char *eq = strchr(s, '=');
+    if (eq == NULL)
+        return oc_conf_error(p, p->line,
+                             "expected 'key = value', '[section]' or a comment");
+    *eq = '\0';
+    char *key = oc_conf_trim(s);
+    if (*key == '\0')
+        return oc_conf_error(p, p->line, "no key before '='");
+    return oc_conf_key_line(p, key, oc_conf_trim(eq + 1));
+}
+
+static int oc_conf_line_of(const char *text, size_t off)
+{
+    int line = 1;
+    for (size_t i = 0; i < off; i++)
+        line += text[i] == '\n';
+    return line;
+}
+
+static oc_status_t oc_conf_lines(oc_conf_parser_t *p, const char *text,
+                                 size_t len)
+{
+    char line[OC_CONF_LINE_MAX + 1];
+    size_t pos = 0;
+    const char *nul = memchr(text, '\0', len);
+    if (nul != NULL)
+        return oc_conf_error(p, oc_conf_line_of(text, (size_t)(nul - text)),
+                             "NUL byte in the file");
+    if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
+        pos = 3; /* a UTF-8 BOM, as some editors write */
+    while (pos < len) {
+        const char *start = text + pos;
+        const char *nl = memchr(start, '\n', len - pos);
+        size_t n = nl != NULL ? (size_t)(nl - start) : len - pos;
+        pos += n + (nl != NULL);
+        p->line++;
+        if (n > 0 && start[n - 1] == '\r')
+            n--;
+        if (n > OC_CONF_LINE_MAX)
+            return oc_conf_error(p, p->line, "line is longer than %d bytes",
+                                 OC_CONF_LINE_MAX);
+        memcpy(line, start, n);
+        line[n] = '\0';
+        oc_status_t st = oc_conf_line(p, line);
+        if (st != OC_OK)
+            return st;
+    }
+    return OC_OK;
+}
+
+/* Defaults for the keys a section did not set, and its required keys.
+ * `line` is the line to blame (0 for the fixed sections). */
+static oc_status_t oc_conf_finish_section(oc_conf_parser_t *p,
+                                          oc_conf_sect_t sect, size_t model,
+                                          const int *seen, int line)
+{
+    char label[OC_MODEL_NAME_MAX + 16];
+    const oc_conf_section_t *s = &oc_conf_sections[sect];
+    char *base = sect == OC_SECT_MODEL ? (char *)&p->conf->models[model]
+                                       : (char *)p->conf;
+    for (size_t i = 0; i < s->nkeys; i++) {
+        const oc_conf_key_t *k = &s->keys[i];
+        if (seen[i] != 0 || (k->def == NULL && !k->required))
+            continue;
+        if (k->required)
+            return oc_conf_error(p, line, "missing required key '%s' in %s",
+                                 k->name,
+                                 oc_conf_label(p->conf, sect, model, label,
+                                               sizeof(label)));
+        oc_status_t st = oc_conf_apply(p, k, base, k->def, line);
+        if (st != OC_OK)
+            return st; /* a bad default: the unit tests catch this */
+    }
+    return OC_OK;
+}
+
+/* Checks that need the whole file. */
+static oc_status_t oc_conf_finish(oc_conf_parser_t *p)
+{
+    oc_conf_t *c = p->conf;
+    oc_status_t st = OC_OK;
+    for (int i = 0; i < OC_SECT_FIXED && st == OC_OK; i++)
+        st = oc_conf_finish_section(p, (oc_conf_sect_t)i, 0, p->fixed_seen[i],
+                                    0);
+    if (st != OC_OK)
+        return st;
+    if (c->listen[0] == '\0' && c->unix_socket[0] == '\0')
+        return oc_conf_error(p, 0,
+                             "listen and unix_socket are both empty; set at "
+                             "least one in [objcached]");
+    if (c->nmodels == 0)
+        return oc_conf_error(p, 0,
+                             "no [model NAME] section; at least one model is "
+                             "required");
+    for (size_t m = 0; m < c->nmodels && st == OC_OK; m++)
+        st = oc_conf_finish_section(p, OC_SECT_MODEL, m, p->model_seen[m],
+                                    c->models[m].line);
+    return st;
+}
+
+static oc_conf_t *oc_conf_load_text(const char *path, const char *text,
+                                    size_t len, char *err)
+{
+    char dummy[OC_ERRLEN];
+    oc_conf_parser_t p = {.err = err != NULL ? err : dummy,
+                          .sect = OC_SECT_NONE};
+    p.conf = calloc(1, sizeof(*p.conf));
+    if (p.conf == NULL || (p.conf->path = strdup(path)) == NULL) {
+        oc_conf_nomem(&p);
+        goto fail;
+    }
+    if (oc_conf_lines(&p, text, len) != OC_OK || oc_conf_finish(&p) != OC_OK)
+        goto fail;
+    free(p.model_seen);
+    return p.conf;
+fail:
+    free(p.model_seen);
+    oc_conf_free(p.conf);
+    return NULL;
+}
+
+oc_conf_t *oc_conf_load_string(const char *text, size_t len, char *err)
+{
+    if (text == NULL && len != 0) {
+        oc_fail(err, OC_EINVAL, "<string>: no text");
+        return NULL;
+    }
+    return oc_conf_load_text("<string>", text != NULL ? text : "", len, err);
+}
+
+/* Reads at most OC_CONF_FILE_MAX bytes; one more means "too large". */
+static char *oc_conf_read(const char *path, size_t *len, char *err)
+{
+    char ebuf[128];
+    char *buf = NULL;
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        oc_fail(err, OC_EIO, "%s: cannot open: %s", path,
+                strerror_r(errno, ebuf, sizeof(ebuf)));
+        goto fail;
+    }
+    buf = malloc(OC_CONF_FILE_MAX + 1);
+    if (buf == NULL) {
+        oc_fail(err, OC_ENOMEM, "out of memory");
+        goto fail;
+    }
+    *len = fread(buf, 1, OC_CONF_FILE_MAX + 1, f);
+    if (ferror(f)) {
+        oc_fail(err, OC_EIO, "%s: cannot read: %s", path,
+                strerror_r(errno, ebuf, sizeof(ebuf)));
+        goto fail;
+    }
+    if (*len > OC_CONF_FILE_MAX) {
+        oc_fail(err, OC_ETOOBIG, "%s: file too large (over %d bytes)", path,
+                OC_CONF_FILE_MAX);
+        goto fail;
+    }
+    fclose(f);
+    return buf;
+fail:
+    free(buf);
+    if (f != NULL)
+        fclose(f);
+    return NULL;
+}
+
+oc_conf_t *oc_conf_load_file(const char *path, char *err)
+{
+    size_t len = 0;
+    if (path == NULL) {
+        oc_fail(err, OC_EINVAL, "no configuration file given");
+        return NULL;
+    }
+    char *text = oc_conf_read(path, &len, err);
+    if (text == NULL)
+        return NULL;
+    oc_conf_t *conf = oc_conf_load_text(path, text, len, err);
+    free(text);
+    return conf;
+}
+
+static void oc_conf_free_model(oc_model_conf_t *m)
+{
+    free(m->name);
+    free(m->schema);
+    free(m->table);
+    free(m->key_column);
+    oc_conf_free_strv(m->columns, m->ncolumns);
+}
+
+void oc_conf_free(oc_conf_t *conf)
+{
+    if (conf == NULL)
+        return;
+    free(conf->path);
+    free(conf->listen);
+    free(conf->unix_socket);
+    free(conf->key_prefix);
+    free(conf->timezone);
+    free(conf->log_level);
+    oc_conf_free_servers(conf->servers, conf->nservers);
+    free(conf->conninfo);
+    for (size_t i = 0; i < conf->nmodels; i++)
+        oc_conf_free_model(&conf->models[i]);
+    free(conf->models);
+    free(conf);
+}
+
+const oc_model_conf_t *oc_conf_model(const oc_conf_t *conf, const char *name,
+                                     size_t len)
+{
+    if (conf == NULL || name == NULL)
+        return NULL;
+    for (size_t i = 0; i < conf->nmodels; i++) {
+        const oc_model_conf_t *m = &conf->models[i];
+        if (strlen(m->name) == len && memcmp(m->name, name, len) == 0)
+            return m;
+    }
+    return NULL;
+}
+
+const char *oc_key_type_name(oc_key_type_t t)
+{
+    if ((unsigned)t >= OC_KEY_TYPE_COUNT)
+        return "unknown";
+    return oc_key_type_names[t];
+}

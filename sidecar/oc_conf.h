@@ -1,0 +1,113 @@
+/*
+ * oc_conf: objcached's configuration file (INI), parsed into an oc_conf_t.
+ *
+ * File format (docs/configuration.md has every key):
+ *
+ *   ; comment            # comment too; a ';' or '#' after whitespace ends a value
+ *   [objcached]          listeners, limits, behaviour
+ *   [memcached]          the pool
+ *   [postgresql]         the source of truth
+ *   [model NAME]         one section per model; NAME is what keys start with
+ *
+ * Contract:
+ * - oc_conf_load_file()/oc_conf_load_string() allocate a whole oc_conf_t;
+ *   the caller owns it and frees it with oc_conf_free(). On failure they
+ *   return NULL and write "FILE:LINE: reason" (or "FILE: reason" when the
+ *   problem is not on one line) into err[OC_ERRLEN]. Every string inside the
+ *   struct is owned by the struct.
+ * - Parsing is pure (no network, no environment); a loaded config is
+ *   immutable and may be read from any thread.
+ * - Keys are table-driven (see oc_conf.c): unknown sections or keys, duplicate
+ *   keys, bad values, missing required keys, duplicate models all fail.
+ * - Identifiers (schema, table, columns, key column) must match
+ *   [A-Za-z_][A-Za-z0-9_]* and are always double-quoted when put in SQL, so
+ *   a config cannot smuggle SQL either.
+ */
+#ifndef OC_CONF_H
+#define OC_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "oc_status.h"
+
+#define OC_KEY_MAX 250 /* memcached's KEY_MAX_LENGTH */
+#define OC_MODEL_NAME_MAX 64
+
+typedef enum oc_key_type {
+    OC_KEY_BIGINT = 0,
+    OC_KEY_INTEGER,
+    OC_KEY_UUID,
+    OC_KEY_TEXT,
+} oc_key_type_t;
+
+typedef struct oc_model_conf {
+    char *name;         /* [model NAME]: [A-Za-z_][A-Za-z0-9_]{0,63} */
+    char *schema;       /* table = schema.table (schema defaults to public) */
+    char *table;
+    char *key_column;   /* key = id (default "id") */
+    oc_key_type_t key_type; /* key_type = bigint|integer|uuid|text (bigint) */
+    char **columns;     /* columns = a, b, c  (NULL = whole row) */
+    size_t ncolumns;
+    uint32_t ttl_s;         /* ttl = 1h (default 3600 s), 1 s .. 30 days */
+    uint32_t missing_ttl_s; /* missing_ttl = 30s (default 30 s), 1 s .. 30 days */
+    int line;           /* line of the section header, for later errors */
+} oc_model_conf_t;
+
+typedef struct oc_mc_server_conf {
+    char *host;         /* a name or an address (IPv6 in [brackets]) */
+    uint16_t port;
+    uint32_t weight;    /* host:port:weight, default 1 */
+} oc_mc_server_conf_t;
+
+typedef struct oc_conf {
+    char *path;                 /* the file it came from, or "<string>" */
+
+    /* [objcached] */
+    char *listen;               /* "127.0.0.1:11311"; "" = no TCP listener */
+    char *unix_socket;          /* path; "" = no unix socket (default "") */
+    uint32_t unix_socket_mode;  /* octal, default 0660 */
+    char *key_prefix;           /* prepended to memcached keys, default "oc:" */
+    char *timezone;             /* PostgreSQL TimeZone pinned per session, "UTC" */
+    uint32_t max_connections;   /* default 4096 */
+    uint32_t max_keys;          /* keys in one get, default 1024 */
+    uint32_t max_line;          /* bytes in one command line, default 65536 */
+    uint32_t max_value;         /* bytes in one value, default 1048576 */
+    uint32_t load_timeout_ms;   /* a PostgreSQL load, default 5s */
+    uint32_t ttl_jitter_pct;    /* added TTL spread, default 10 (%) */
+    char *log_level;            /* error|warn|info|debug, default info */
+
+    /* [memcached] */
+    oc_mc_server_conf_t *servers; /* servers = h:p[:w] h:p[:w] ... (required) */
+    size_t nservers;
+    uint32_t mc_workers;          /* threads doing libmemcached I/O, default 2 */
+    uint32_t mc_connect_timeout_ms; /* default 200ms */
+    uint32_t mc_io_timeout_ms;      /* default 500ms */
+    uint32_t mc_retry_timeout_ms;   /* a dead server is retried after, 2s */
+
+    /* [postgresql] */
+    char *conninfo;             /* libpq conninfo (required); secrets may
+                                   come from PGPASSWORD or a passfile */
+    uint32_t pg_connections;    /* loader connections, default 2 */
+
+    oc_model_conf_t *models;
+    size_t nmodels;
+} oc_conf_t;
+
+oc_conf_t *oc_conf_load_file(const char *path, char *err);
+oc_conf_t *oc_conf_load_string(const char *text, size_t len, char *err);
+void oc_conf_free(oc_conf_t *conf);
+
+/* The model named exactly `name` (length `len`), or NULL. */
+const oc_model_conf_t *oc_conf_model(const oc_conf_t *conf, const char *name,
+                                     size_t len);
+
+/* Unit parsers, shared and tested once. Return OC_OK or OC_EINVAL.
+ * Durations: "250ms", "30s", "5m", "2h", "1d"; a bare number is seconds. */
+oc_status_t oc_conf_parse_duration_ms(const char *s, uint64_t *out_ms);
+/* Sizes: "512", "64k", "1m" (binary multiples, case-insensitive). */
+oc_status_t oc_conf_parse_size(const char *s, uint64_t *out);
+
+const char *oc_key_type_name(oc_key_type_t t);
+
+#endif

@@ -1,0 +1,315 @@
+#include "oc_conn.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "oc_log.h"
+#include "oc_proto.h"
+#include "oc_req.h"
+
+typedef enum oc_conn_state {
+    OC_CONN_READING,
+    OC_CONN_WAITING,
+    OC_CONN_SWALLOW,
+    OC_CONN_CLOSING,
+} oc_conn_state_t;
+
+struct oc_conn {
+    oc_daemon_t *d;
+    struct bufferevent *bev;
+    oc_conn_state_t state;
+    oc_req_t *req;           /* WAITING: the get under way */
+    uint64_t swallow_left;   /* SWALLOW: data bytes to drop; 0 = drop to EOL */
+    size_t scanned;          /* input bytes already searched for EOL */
+    oc_token_t *tokens;      /* max_keys + 8 */
+    size_t maxtok;
+    oc_conn_t *prev, *next;  /* d->conns */
+};
+
+static void conn_process(oc_conn_t *c);
+
+static void conn_free(oc_conn_t *c)
+{
+    oc_daemon_t *d = c->d;
+    if (c->req)
+        oc_req_detach(c->req);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        d->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    bufferevent_free(c->bev);
+    free(c->tokens);
+    free(c);
+    d->stats.curr_connections--;
+}
+
+static void conn_set_state(oc_conn_t *c, oc_conn_state_t st)
+{
+    c->state = st;
+}
+
+static void reply_str(oc_conn_t *c, const char *s)
+{
+    evbuffer_add(bufferevent_get_output(c->bev), s, strlen(s));
+}
+
+static void reply_client_error(oc_conn_t *c, const char *why)
+{
+    c->d->stats.client_errors++;
+    evbuffer_add_printf(bufferevent_get_output(c->bev), "CLIENT_ERROR %s\r\n", why);
+}
+
+static void reply_error(oc_conn_t *c)
+{
+    c->d->stats.client_errors++;
+    reply_str(c, "ERROR\r\n");
+}
+
+static void reply_server_error(oc_conn_t *c, const char *why)
+{
+    c->d->stats.server_errors++;
+    evbuffer_add_printf(bufferevent_get_output(c->bev), "SERVER_ERROR %s\r\n", why);
+}
+
+/* The get finished: write its reply and go on with the next command. */
+static void conn_req_reply(void *arg, struct evbuffer *reply)
+{
+    oc_conn_t *c = arg;
+    c->req = NULL;
+    if (reply)
+        evbuffer_add_buffer(bufferevent_get_output(c->bev), reply);
+    else
+        reply_server_error(c, "out of memory");
+    conn_set_state(c, OC_CONN_READING);
+    conn_process(c);
+}
+
+static void cmd_stats(oc_conn_t *c, const oc_cmd_t *cmd)
+{
+    oc_daemon_t *d = c->d;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (cmd->nkeys == 1 && cmd->keys[0].len == 5 && memcmp(cmd->keys[0].p, "reset", 5) == 0) {
+        oc_stats_reset(&d->stats);
+        reply_str(c, "RESET\r\n");
+        return;
+    }
+    if (cmd->nkeys != 0) {
+        reply_error(c);
+        return;
+    }
+    time_t now = time(NULL);
+    evbuffer_add_printf(out, "STAT pid %ld\r\nSTAT uptime %ld\r\nSTAT time %ld\r\n"
+                        "STAT version %s\r\n",
+                        (long)getpid(), (long)(now - d->started), (long)now, OC_VERSION);
+    oc_stats_write(&d->stats, out);
+    reply_str(c, "END\r\n");
+}
+
+static void cmd_get(oc_conn_t *c, const oc_cmd_t *cmd)
+{
+    char err[OC_ERRLEN];
+    oc_req_t *req;
+    oc_status_t st = oc_req_start(c->d, cmd, c, conn_req_reply, &req, err);
+    if (st == OC_OK) {
+        c->req = req;
+        conn_set_state(c, OC_CONN_WAITING);
+    } else if (st == OC_ENOMEM) {
+        reply_server_error(c, err);
+    } else {
+        reply_client_error(c, err);
+    }
+}
+
+static void conn_command(oc_conn_t *c, const char *line, size_t len)
+{
+    oc_cmd_t cmd;
+    char err[OC_ERRLEN];
+    oc_status_t st = oc_proto_parse(line, len, c->tokens, c->maxtok, &cmd, err);
+    if (st == OC_ETOOBIG) {
+        char why[64];
+        snprintf(why, sizeof(why), "too many keys (max %u)", c->d->conf->max_keys);
+        reply_client_error(c, why);
+        return;
+    }
+    if (st != OC_OK) {
+        reply_client_error(c, err);
+        return;
+    }
+    switch (cmd.type) {
+    case OC_CMD_GET:
+    case OC_CMD_GETS:
+        cmd_get(c, &cmd);
+        break;
+    case OC_CMD_VERSION:
+        reply_str(c, "VERSION " OC_VERSION "\r\n");
+        break;
+    case OC_CMD_QUIT:
+        conn_set_state(c, OC_CONN_CLOSING);
+        break;
+    case OC_CMD_STATS:
+        cmd_stats(c, &cmd);
+        break;
+    case OC_CMD_STORAGE:
+        /* Skip the data block so the next command is read in step. */
+        c->swallow_left = cmd.data_len + 2;
+        conn_set_state(c, OC_CONN_SWALLOW);
+        reply_server_error(c, "not supported");
+        break;
+    case OC_CMD_UNSUPPORTED:
+        reply_server_error(c, "not supported");
+        break;
+    case OC_CMD_UNKNOWN:
+        reply_error(c);
+        break;
+    }
+}
+
+/* Drop input being swallowed; returns 1 when done swallowing. */
+static int conn_swallow(oc_conn_t *c, struct evbuffer *in)
+{
+    size_t have = evbuffer_get_length(in);
+    if (c->swallow_left > 0) {
+        size_t n = have < c->swallow_left ? have : (size_t)c->swallow_left;
+        evbuffer_drain(in, n);
+        c->swallow_left -= n;
+        if (c->swallow_left > 0)
+            return 0;
+        conn_set_state(c, OC_CONN_READING);
+        return 1;
+    }
+    /* An over-long line: drop through its end. */
+    struct evbuffer_ptr p = evbuffer_search(in, "\n", 1, NULL);
+    if (p.pos < 0) {
+        evbuffer_drain(in, have);
+        return 0;
+    }
+    evbuffer_drain(in, (size_t)p.pos + 1);
+    conn_set_state(c, OC_CONN_READING);
+    return 1;
+}
+
+static void conn_process(oc_conn_t *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t max_line = c->d->conf->max_line;
+    for (;;) {
+        if (c->state == OC_CONN_SWALLOW && !conn_swallow(c, in))
+            break;
+        if (c->state != OC_CONN_READING || evbuffer_get_length(out) > OC_CONN_OUT_HIGH)
+            break;
+        /* Search only the bytes not searched before (slow writers). */
+        struct evbuffer_ptr start;
+        evbuffer_ptr_set(in, &start, c->scanned, EVBUFFER_PTR_SET);
+        size_t eol_len = 0;
+        struct evbuffer_ptr eol = evbuffer_search_eol(in, &start, &eol_len, EVBUFFER_EOL_LF);
+        size_t have = evbuffer_get_length(in);
+        if (eol.pos < 0) {
+            c->scanned = have;
+            if (have > max_line) {
+                reply_client_error(c, "line too long");
+                c->swallow_left = 0;
+                c->scanned = 0;
+                conn_set_state(c, OC_CONN_SWALLOW);
+                continue;
+            }
+            break;
+        }
+        size_t len = (size_t)eol.pos;
+        c->scanned = 0;
+        if (len > max_line) {
+            reply_client_error(c, "line too long");
+            evbuffer_drain(in, len + eol_len);
+            continue;
+        }
+        char *line = (char *)evbuffer_pullup(in, (ev_ssize_t)(len + eol_len));
+        if (len > 0 && line[len - 1] == '\r')
+            len--;
+        conn_command(c, line, len);
+        /* The request copied what it needs; the line can go. */
+        evbuffer_drain(in, (size_t)eol.pos + eol_len);
+    }
+    if (c->state == OC_CONN_CLOSING && evbuffer_get_length(out) == 0) {
+        conn_free(c);
+        return;
+    }
+    /* Stop reading while a get runs or output backs up: backpressure. */
+    if (c->state == OC_CONN_READING || c->state == OC_CONN_SWALLOW)
+        bufferevent_enable(c->bev, EV_READ);
+    else
+        bufferevent_disable(c->bev, EV_READ);
+    if (evbuffer_get_length(out) > OC_CONN_OUT_HIGH)
+        bufferevent_disable(c->bev, EV_READ);
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    conn_process(arg);
+}
+
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    oc_conn_t *c = arg;
+    /* Output drained: close after quit, or resume reading. */
+    conn_process(c);
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    oc_conn_t *c = arg;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+        conn_free(c);
+}
+
+void oc_conn_accept(oc_daemon_t *d, evutil_socket_t fd)
+{
+    if (d->stats.curr_connections >= d->conf->max_connections || d->stopping) {
+        static const char msg[] = "SERVER_ERROR too many connections\r\n";
+        ssize_t w = write(fd, msg, sizeof(msg) - 1);
+        (void)w; /* best effort: the client is being turned away anyway */
+        evutil_closesocket(fd);
+        d->stats.rejected_connections++;
+        return;
+    }
+    oc_conn_t *c = calloc(1, sizeof(*c));
+    if (c)
+        c->maxtok = d->conf->max_keys + 8;
+    if (c)
+        c->tokens = malloc(c->maxtok * sizeof(oc_token_t));
+    if (c && c->tokens)
+        c->bev = bufferevent_socket_new(d->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (c == NULL || c->tokens == NULL || c->bev == NULL) {
+        oc_log_error("event=oom where=conn_accept");
+        if (c)
+            free(c->tokens);
+        free(c);
+        evutil_closesocket(fd);
+        return;
+    }
+    c->d = d;
+    c->state = OC_CONN_READING;
+    c->next = d->conns;
+    if (d->conns)
+        d->conns->prev = c;
+    d->conns = c;
+    d->stats.curr_connections++;
+    d->stats.total_connections++;
+    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+void oc_conn_close_all(oc_daemon_t *d)
+{
+    while (d->conns)
+        conn_free(d->conns);
+}

@@ -1,0 +1,31 @@
+/*
+ * oc_conn: one client connection: reads command lines, runs them one at a
+ * time in order, writes replies.
+ *
+ * Connection states:
+ *   READING   parsing commands from the input buffer
+ *   WAITING   a get is under way (oc_req); input is left in the buffer, so
+ *             pipelined commands are answered in order
+ *   SWALLOW   discarding an over-long line or a data block
+ *   CLOSING   `quit` or a fatal error: close once the output is written
+ * A connection whose output backs up past OC_CONN_OUT_HIGH stops reading
+ * until the client drains it.
+ *
+ * Ownership: the daemon owns every connection (d->conns); a connection owns
+ * its bufferevent and detaches its in-flight request when it closes.
+ */
+#ifndef OC_CONN_H
+#define OC_CONN_H
+
+#include <event2/util.h>
+
+#include "oc_daemon.h"
+
+#define OC_CONN_OUT_HIGH (4u << 20)
+
+/* Take over an accepted socket. Closes it on failure. */
+void oc_conn_accept(oc_daemon_t *d, evutil_socket_t fd);
+/* Close every connection now (shutdown). */
+void oc_conn_close_all(oc_daemon_t *d);
+
+#endif

@@ -1,0 +1,195 @@
+#include "oc_daemon.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "oc_conn.h"
+#include "oc_log.h"
+#include "oc_map.h"
+#include "oc_mc.h"
+#include "oc_pg.h"
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
+                      struct sockaddr *sa, int salen, void *arg)
+{
+    (void)l, (void)sa, (void)salen;
+    oc_conn_accept(arg, fd);
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    (void)l, (void)arg;
+    /* EMFILE and friends: log and keep listening; clients will retry. */
+    oc_log_error("event=accept_failed reason=\"%s\"",
+                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+/* Split "host:port" / "[v6]:port" into its parts. */
+static oc_status_t split_hostport(const char *s, char *host, size_t hcap,
+                                  char *port, size_t pcap, char *err)
+{
+    const char *colon;
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (rb == NULL || rb[1] != ':')
+            return oc_fail(err, OC_ECONFIG, "listen: bad address '%s'", s);
+        snprintf(host, hcap, "%.*s", (int)(rb - s - 1), s + 1);
+        colon = rb + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (colon == NULL)
+            return oc_fail(err, OC_ECONFIG, "listen: bad address '%s'", s);
+        snprintf(host, hcap, "%.*s", (int)(colon - s), s);
+    }
+    snprintf(port, pcap, "%s", colon + 1);
+    return OC_OK;
+}
+
+static oc_status_t listen_tcp(oc_daemon_t *d, char *err)
+{
+    char host[256], port[16];
+    if (split_hostport(d->conf->listen, host, sizeof(host), port, sizeof(port),
+                       err) != OC_OK)
+        return OC_ECONFIG;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    int rc = getaddrinfo(host, port, &hints, &ai);
+    if (rc != 0)
+        return oc_fail(err, OC_ECONFIG, "listen %s: %s", d->conf->listen, gai_strerror(rc));
+    d->tcp_listener = evconnlistener_new_bind(
+        d->base, on_accept, d,
+        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 1024,
+        ai->ai_addr, (int)ai->ai_addrlen);
+    freeaddrinfo(ai);
+    if (d->tcp_listener == NULL)
+        return oc_fail(err, OC_EIO, "listen %s: %s", d->conf->listen, strerror(errno));
+    evconnlistener_set_error_cb(d->tcp_listener, on_accept_error);
+    return OC_OK;
+}
+
+static oc_status_t listen_unix(oc_daemon_t *d, char *err)
+{
+    const char *path = d->conf->unix_socket;
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sun.sun_path))
+        return oc_fail(err, OC_ECONFIG, "unix_socket: path too long");
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+    struct stat sb;
+    /* A socket left by an earlier run is ours to replace; anything else
+     * at that path is not ours to delete. */
+    if (lstat(path, &sb) == 0) {
+        if (!S_ISSOCK(sb.st_mode))
+            return oc_fail(err, OC_ECONFIG, "unix_socket %s exists and is not a socket", path);
+        unlink(path);
+    }
+    mode_t old = umask(0777 & ~d->conf->unix_socket_mode);
+    d->unix_listener = evconnlistener_new_bind(
+        d->base, on_accept, d, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 1024,
+        (struct sockaddr *)&sun, (int)sizeof(sun));
+    umask(old);
+    if (d->unix_listener == NULL)
+        return oc_fail(err, OC_EIO, "unix_socket %s: %s", path, strerror(errno));
+    if (chmod(path, d->conf->unix_socket_mode) != 0)
+        return oc_fail(err, OC_EIO, "chmod %s: %s", path, strerror(errno));
+    evconnlistener_set_error_cb(d->unix_listener, on_accept_error);
+    return OC_OK;
+}
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    oc_daemon_t *d = arg;
+    oc_log_info("event=stopping signal=%d", (int)sig);
+    d->stopping = 1;
+    event_base_loopbreak(d->base);
+}
+
+oc_status_t oc_daemon_init(oc_daemon_t *d, oc_conf_t *conf, char *err)
+{
+    memset(d, 0, sizeof(*d));
+    d->conf = conf;
+    d->started = time(NULL);
+    d->rand_state = (unsigned)getpid() ^ (unsigned)d->started;
+    d->max_key_len = OC_KEY_MAX - strlen(conf->key_prefix);
+    oc_status_t st = OC_ENOMEM;
+    signal(SIGPIPE, SIG_IGN);
+    d->base = event_base_new();
+    d->fills = oc_map_new(1024);
+    if (d->base == NULL || d->fills == NULL) {
+        oc_fail(err, OC_ENOMEM, "out of memory");
+        goto fail;
+    }
+    d->sig_term = evsignal_new(d->base, SIGTERM, on_stop_signal, d);
+    d->sig_int = evsignal_new(d->base, SIGINT, on_stop_signal, d);
+    if (d->sig_term == NULL || d->sig_int == NULL || evsignal_add(d->sig_term, NULL) ||
+        evsignal_add(d->sig_int, NULL)) {
+        oc_fail(err, OC_ENOMEM, "cannot install signal handlers");
+        goto fail;
+    }
+    if (conf->listen[0] && (st = listen_tcp(d, err)) != OC_OK)
+        goto fail;
+    if (conf->unix_socket[0] && (st = listen_unix(d, err)) != OC_OK)
+        goto fail;
+    d->mc = oc_mc_new(d->base, conf, err);
+    if (d->mc == NULL) {
+        st = OC_ECACHE;
+        goto fail;
+    }
+    d->pg = oc_pg_new(d->base, conf, &d->stats, err);
+    if (d->pg == NULL) {
+        st = OC_EDB;
+        goto fail;
+    }
+    return OC_OK;
+fail:
+    oc_daemon_free(d);
+    return st;
+}
+
+oc_status_t oc_daemon_run(oc_daemon_t *d)
+{
+    oc_log_info("event=ready version=%s listen=%s unix_socket=%s models=%zu "
+                "memcached_servers=%zu",
+                OC_VERSION, d->conf->listen[0] ? d->conf->listen : "-",
+                d->conf->unix_socket[0] ? d->conf->unix_socket : "-", d->conf->nmodels,
+                d->conf->nservers);
+    if (event_base_dispatch(d->base) < 0)
+        return OC_EIO;
+    oc_log_info("event=stopped connections=%" PRIu64, d->stats.curr_connections);
+    return OC_OK;
+}
+
+void oc_daemon_free(oc_daemon_t *d)
+{
+    if (d->tcp_listener)
+        evconnlistener_free(d->tcp_listener);
+    if (d->unix_listener) {
+        evconnlistener_free(d->unix_listener);
+        unlink(d->conf->unix_socket);
+    }
+    oc_conn_close_all(d);
+    /* Workers first (their callbacks may start loads), then PostgreSQL. */
+    oc_mc_free(d->mc);
+    oc_pg_free(d->pg);
+    if (d->sig_term)
+        event_free(d->sig_term);
+    if (d->sig_int)
+        event_free(d->sig_int);
+    oc_map_free(d->fills);
+    if (d->base)
+        event_base_free(d->base);
+    oc_conf_free(d->conf);
+    memset(d, 0, sizeof(*d));
+}

@@ -1,0 +1,50 @@
+/*
+ * oc_daemon: the one struct that owns all of objcached's state, and its life
+ * cycle: start (listeners, pools), run the loop, stop.
+ *
+ * Contract: everything below is touched only from the loop thread, except
+ * what oc_mc's workers do with their own jobs. Nothing here calls exit():
+ * errors are returned to main().
+ */
+#ifndef OC_DAEMON_H
+#define OC_DAEMON_H
+
+#include <time.h>
+
+#include "oc_conf.h"
+#include "oc_stats.h"
+#include "oc_status.h"
+
+struct event_base;
+struct event;
+struct evconnlistener;
+typedef struct oc_mc oc_mc_t;
+typedef struct oc_pg oc_pg_t;
+typedef struct oc_map oc_map_t;
+typedef struct oc_conn oc_conn_t;
+
+typedef struct oc_daemon {
+    struct event_base *base;
+    oc_conf_t *conf;          /* owned */
+    oc_stats_t stats;
+    oc_mc_t *mc;
+    oc_pg_t *pg;
+    oc_map_t *fills;          /* cache key -> oc_fill_t being loaded/stored */
+    size_t max_key_len;       /* OC_KEY_MAX - strlen(key_prefix) */
+    struct evconnlistener *tcp_listener;
+    struct evconnlistener *unix_listener;
+    oc_conn_t *conns;         /* all client connections (doubly linked) */
+    struct event *sig_term, *sig_int, *sig_pipe_ignored;
+    time_t started;
+    unsigned rand_state;      /* TTL jitter; quality does not matter */
+    int stopping;
+} oc_daemon_t;
+
+/* Takes ownership of conf (also on failure). Binds the listeners, starts the
+ * memcached workers and the PostgreSQL connections. */
+oc_status_t oc_daemon_init(oc_daemon_t *d, oc_conf_t *conf, char *err);
+/* Runs until SIGTERM/SIGINT; returns OC_OK on a clean stop. */
+oc_status_t oc_daemon_run(oc_daemon_t *d);
+void oc_daemon_free(oc_daemon_t *d);
+
+#endif

@@ -1,0 +1,46 @@
+/*
+ * oc_entry: what objcached stores in memcached, and how it tells its own
+ * entries from anything else that shares the pool.
+ *
+ * An entry is a memcached item whose 32-bit flags say what it is:
+ *
+ *   bits 31..16  magic 0x6F63 ("oc"): an objcached entry
+ *   bits 15..8   format version (1)
+ *   bits  7..0   kind (oc_entry_kind_t)
+ *
+ * and whose value is the payload: for OBJECT the JSON text exactly as it is
+ * sent to clients (so a hit is served without decoding or copying into a new
+ * shape); for MISSING, nothing. Kinds for the write path (tombstones,
+ * leases) take the next numbers; an entry of an unknown kind or version, or
+ * an item with other flags, is treated as a miss and will be overwritten.
+ */
+#ifndef OC_ENTRY_H
+#define OC_ENTRY_H
+
+#include <stdint.h>
+
+#define OC_ENTRY_MAGIC 0x6F63u
+#define OC_ENTRY_VERSION 1u
+
+typedef enum oc_entry_kind {
+    OC_ENTRY_NONE = 0,    /* not an objcached entry (or not a known one) */
+    OC_ENTRY_OBJECT = 1,  /* the row as JSON */
+    OC_ENTRY_MISSING = 2, /* PostgreSQL has no row with this id */
+} oc_entry_kind_t;
+
+static inline uint32_t oc_entry_flags(oc_entry_kind_t kind)
+{
+    return (OC_ENTRY_MAGIC << 16) | (OC_ENTRY_VERSION << 8) | (uint32_t)kind;
+}
+
+static inline oc_entry_kind_t oc_entry_kind(uint32_t flags)
+{
+    if ((flags >> 16) != OC_ENTRY_MAGIC || ((flags >> 8) & 0xFF) != OC_ENTRY_VERSION)
+        return OC_ENTRY_NONE;
+    uint32_t k = flags & 0xFF;
+    if (k == OC_ENTRY_OBJECT || k == OC_ENTRY_MISSING)
+        return (oc_entry_kind_t)k;
+    return OC_ENTRY_NONE;
+}
+
+#endif

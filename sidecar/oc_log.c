@@ -1,0 +1,78 @@
+#include "oc_log.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+static atomic_int oc_log_level = OC_LOG_INFO;
+static atomic_int oc_log_syslog = 0;
+
+static const char *const oc_log_names[] = {"error", "warn", "info", "debug"};
+
+void oc_log_set_level(oc_log_level_t level)
+{
+    atomic_store_explicit(&oc_log_level, (int)level, memory_order_relaxed);
+}
+
+oc_log_level_t oc_log_get_level(void)
+{
+    return (oc_log_level_t)atomic_load_explicit(&oc_log_level,
+                                                memory_order_relaxed);
+}
+
+void oc_log_use_syslog(int on)
+{
+    if (on)
+        openlog("objcached", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+    atomic_store_explicit(&oc_log_syslog, on, memory_order_relaxed);
+}
+
+int oc_log_parse_level(const char *s)
+{
+    for (size_t i = 0; i < sizeof(oc_log_names) / sizeof(oc_log_names[0]); i++)
+        if (strcmp(s, oc_log_names[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+void oc_log(oc_log_level_t level, const char *fmt, ...)
+{
+    if ((int)level > atomic_load_explicit(&oc_log_level, memory_order_relaxed))
+        return;
+    char line[2048];
+    size_t off = 0;
+    int sys = atomic_load_explicit(&oc_log_syslog, memory_order_relaxed);
+    if (!sys) {
+        struct timespec ts;
+        struct tm tm;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        gmtime_r(&ts.tv_sec, &tm);
+        off = strftime(line, sizeof(line), "ts=%Y-%m-%dT%H:%M:%S", &tm);
+        off += (size_t)snprintf(line + off, sizeof(line) - off, ".%03ldZ ",
+                                ts.tv_nsec / 1000000);
+    }
+    off += (size_t)snprintf(line + off, sizeof(line) - off, "level=%s ",
+                            oc_log_names[level]);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line + off, sizeof(line) - off, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    off += (size_t)n;
+    if (off > sizeof(line) - 2)
+        off = sizeof(line) - 2; /* truncated: keep it one line */
+    if (sys) {
+        static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
+        line[off] = '\0';
+        syslog(prio[level], "%s", line);
+        return;
+    }
+    line[off++] = '\n';
+    ssize_t w = write(STDERR_FILENO, line, off);
+    (void)w; /* nowhere left to report a failed log write */
+}

@@ -1,0 +1,43 @@
+/*
+ * oc_log: one line per event, `ts=... level=... event=... key=value ...`, to
+ * stderr (journald adds its own metadata) or syslog.
+ *
+ * Contract: callable from any thread; each call writes one whole line with a
+ * single write(2), so lines from worker threads never interleave. The level
+ * and sink are the only process-wide settings in objcached: they are set once
+ * by main() before any thread starts (and on reload, from the loop thread),
+ * and read with relaxed atomics everywhere else.
+ *
+ * Message text is the caller's: never pass secrets (conninfo, passwords).
+ */
+#ifndef OC_LOG_H
+#define OC_LOG_H
+
+typedef enum oc_log_level {
+    OC_LOG_ERROR = 0,
+    OC_LOG_WARN,
+    OC_LOG_INFO,
+    OC_LOG_DEBUG,
+} oc_log_level_t;
+
+void oc_log_set_level(oc_log_level_t level);
+oc_log_level_t oc_log_get_level(void);
+/* Route lines to syslog(3) instead of stderr (ident "objcached"). */
+void oc_log_use_syslog(int on);
+/* Parse "error", "warn", "info", "debug"; returns -1 if unknown. */
+int oc_log_parse_level(const char *s);
+
+/* `fmt` should produce `event=name key=value ...` */
+void oc_log(oc_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#define oc_log_error(...) oc_log(OC_LOG_ERROR, __VA_ARGS__)
+#define oc_log_warn(...) oc_log(OC_LOG_WARN, __VA_ARGS__)
+#define oc_log_info(...) oc_log(OC_LOG_INFO, __VA_ARGS__)
+#define oc_log_debug(...)                                                      \
+    do {                                                                       \
+        if (oc_log_get_level() >= OC_LOG_DEBUG)                                \
+            oc_log(OC_LOG_DEBUG, __VA_ARGS__);                                 \
+    } while (0)
+
+#endif

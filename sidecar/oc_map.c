@@ -1,0 +1,124 @@
+#include "oc_map.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct oc_map_slot {
+    const char *key; /* NULL = empty */
+    size_t len;
+    uint64_t hash;
+    void *val;
+} oc_map_slot_t;
+
+struct oc_map {
+    oc_map_slot_t *slots;
+    size_t cap; /* a power of two */
+    size_t count;
+};
+
+/* FNV-1a: short keys, no adversarial flooding concern beyond max_keys. */
+uint64_t oc_hash(const void *p, size_t len)
+{
+    const unsigned char *s = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < len; i++) {
+        h ^= s[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+oc_map_t *oc_map_new(size_t hint)
+{
+    oc_map_t *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return NULL;
+    m->cap = 16;
+    while (m->cap < hint * 2)
+        m->cap *= 2;
+    m->slots = calloc(m->cap, sizeof(*m->slots));
+    if (m->slots == NULL) {
+        free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void oc_map_free(oc_map_t *m)
+{
+    if (m == NULL)
+        return;
+    free(m->slots);
+    free(m);
+}
+
+static size_t find(const oc_map_t *m, const char *key, size_t len, uint64_t h)
+{
+    size_t mask = m->cap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        const oc_map_slot_t *s = &m->slots[i];
+        if (s->key == NULL ||
+            (s->hash == h && s->len == len && memcmp(s->key, key, len) == 0))
+            return i;
+    }
+}
+
+void *oc_map_get(const oc_map_t *m, const char *key, size_t len)
+{
+    const oc_map_slot_t *s = &m->slots[find(m, key, len, oc_hash(key, len))];
+    return s->key ? s->val : NULL;
+}
+
+static oc_status_t grow(oc_map_t *m)
+{
+    oc_map_slot_t *old = m->slots;
+    size_t oldcap = m->cap;
+    oc_map_slot_t *slots = calloc(oldcap * 2, sizeof(*slots));
+    if (slots == NULL)
+        return OC_ENOMEM;
+    m->slots = slots;
+    m->cap = oldcap * 2;
+    for (size_t i = 0; i < oldcap; i++)
+        if (old[i].key)
+            m->slots[find(m, old[i].key, old[i].len, old[i].hash)] = old[i];
+    free(old);
+    return OC_OK;
+}
+
+oc_status_t oc_map_put(oc_map_t *m, const char *key, size_t len, void *val)
+{
+    if ((m->count + 1) * 4 > m->cap * 3 && grow(m) != OC_OK)
+        return OC_ENOMEM;
+    uint64_t h = oc_hash(key, len);
+    oc_map_slot_t *s = &m->slots[find(m, key, len, h)];
+    if (s->key == NULL)
+        m->count++;
+    *s = (oc_map_slot_t){key, len, h, val};
+    return OC_OK;
+}
+
+void *oc_map_del(oc_map_t *m, const char *key, size_t len)
+{
+    size_t mask = m->cap - 1;
+    size_t i = find(m, key, len, oc_hash(key, len));
+    if (m->slots[i].key == NULL)
+        return NULL;
+    void *val = m->slots[i].val;
+    /* Backward shift: pull later entries of the cluster into the hole when
+     * the hole lies between their home slot and where they sit. */
+    for (size_t j = (i + 1) & mask; m->slots[j].key; j = (j + 1) & mask) {
+        size_t home = m->slots[j].hash & mask;
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            m->slots[i] = m->slots[j];
+            i = j;
+        }
+    }
+    m->slots[i].key = NULL;
+    m->count--;
+    return val;
+}
+
+size_t oc_map_count(const oc_map_t *m)
+{
+    return m->count;
+}

@@ -1,0 +1,30 @@
+/*
+ * oc_map: a hash map from byte strings to pointers (open addressing, linear
+ * probing, backward-shift deletion, so no tombstones pile up).
+ *
+ * Contract: the map does not copy keys; the caller keeps each key's bytes
+ * alive and unchanged while it is in the map (values usually own their key).
+ * Not thread-safe: one owner thread. Values are never NULL.
+ */
+#ifndef OC_MAP_H
+#define OC_MAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "oc_status.h"
+
+typedef struct oc_map oc_map_t;
+
+uint64_t oc_hash(const void *p, size_t len);
+
+oc_map_t *oc_map_new(size_t hint);
+void oc_map_free(oc_map_t *m); /* frees the table, not keys or values */
+void *oc_map_get(const oc_map_t *m, const char *key, size_t len);
+/* OC_OK, or OC_ENOMEM; a key already present is replaced. */
+oc_status_t oc_map_put(oc_map_t *m, const char *key, size_t len, void *val);
+/* Removes and returns the value, or NULL if absent. */
+void *oc_map_del(oc_map_t *m, const char *key, size_t len);
+size_t oc_map_count(const oc_map_t *m);
+
+#endif

@@ -1,0 +1,371 @@
+#include "oc_mc.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <libmemcached/memcached.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "oc_log.h"
+#include "oc_map.h"
+
+typedef struct oc_mc_worker {
+    oc_mc_t *mc;
+    pthread_t thread;
+    memcached_st *memc;
+    int started;
+} oc_mc_worker_t;
+
+struct oc_mc {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    oc_mc_job_t *queue_head, *queue_tail; /* waiting for a worker */
+    oc_mc_job_t *done_head, *done_tail;   /* finished, for the loop */
+    int stopping;
+    int notify_fd[2]; /* worker -> loop wake-up pipe */
+    struct event *notify_ev;
+    oc_mc_worker_t *workers;
+    size_t nworkers;
+};
+
+/* ---- jobs ---------------------------------------------------------------- */
+
+oc_mc_job_t *oc_mc_job_new_get(size_t n, oc_mc_done_fn done, void *arg)
+{
+    size_t sz = sizeof(oc_mc_job_t) + n * (sizeof(char *) + sizeof(size_t) +
+                                           sizeof(oc_mc_hit_t));
+    oc_mc_job_t *job = calloc(1, sz);
+    if (job == NULL)
+        return NULL;
+    job->op = OC_MC_GET;
+    job->n = n;
+    job->hits = (oc_mc_hit_t *)(job + 1);
+    job->keys = (const char **)(job->hits + n);
+    job->key_lens = (size_t *)(job->keys + n);
+    job->done = done;
+    job->arg = arg;
+    return job;
+}
+
+oc_mc_job_t *oc_mc_job_new_set(size_t n, oc_mc_done_fn done, void *arg)
+{
+    oc_mc_job_t *job = calloc(1, sizeof(oc_mc_job_t) + n * sizeof(oc_mc_item_t));
+    if (job == NULL)
+        return NULL;
+    job->op = OC_MC_SET;
+    job->n = n;
+    job->items = (oc_mc_item_t *)(job + 1);
+    job->done = done;
+    job->arg = arg;
+    return job;
+}
+
+void oc_mc_job_free(oc_mc_job_t *job)
+{
+    if (job == NULL)
+        return;
+    free(job->arena);
+    free(job);
+}
+
+static void job_error(oc_mc_job_t *job, const char *what, memcached_st *memc,
+                      memcached_return_t rc)
+{
+    if (job->errors++ == 0)
+        snprintf(job->err, sizeof(job->err), "%s: %s", what,
+                 memcached_last_error_message(memc) ? memcached_last_error_message(memc)
+                                                    : memcached_strerror(memc, rc));
+}
+
+/* ---- worker side ----------------------------------------------------------- */
+
+static int arena_append(oc_mc_job_t *job, const char *p, size_t len, size_t *off)
+{
+    if (job->arena_len + len > job->arena_cap) {
+        size_t cap = job->arena_cap ? job->arena_cap : 4096;
+        while (cap < job->arena_len + len)
+            cap *= 2;
+        char *a = realloc(job->arena, cap);
+        if (a == NULL)
+            return -1;
+        job->arena = a;
+        job->arena_cap = cap;
+    }
+    memcpy(job->arena + job->arena_len, p, len);
+    *off = job->arena_len;
+    job->arena_len += len;
+    return 0;
+}
+
+static void store_hit(oc_mc_job_t *job, oc_map_t *index,
+                      const memcached_result_st *r)
+{
+    const char *k = memcached_result_key_value(r);
+    size_t klen = memcached_result_key_length(r);
+    void *v = oc_map_get(index, k, klen);
+    if (v == NULL)
+        return; /* not a key we asked for: ignore */
+    oc_mc_hit_t *hit = &job->hits[(uintptr_t)v - 1];
+    if (arena_append(job, memcached_result_value(r), memcached_result_length(r),
+                     &hit->off) != 0) {
+        if (job->errors++ == 0)
+            snprintf(job->err, sizeof(job->err), "out of memory");
+        return;
+    }
+    hit->found = 1;
+    hit->len = memcached_result_length(r);
+    hit->flags = memcached_result_flags(r);
+    hit->cas = memcached_result_cas(r);
+}
+
+static void run_get(oc_mc_job_t *job, memcached_st *memc)
+{
+    oc_map_t *index = oc_map_new(job->n);
+    if (index == NULL) {
+        job->errors = job->n;
+        snprintf(job->err, sizeof(job->err), "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < job->n; i++)
+        (void)oc_map_put(index, job->keys[i], job->key_lens[i],
+                         (void *)(uintptr_t)(i + 1));
+    memcached_return_t rc = memcached_mget(memc, job->keys, job->key_lens, job->n);
+    if (rc != MEMCACHED_SUCCESS)
+        job_error(job, "mget", memc, rc); /* e.g. SOME_ERRORS: fetch the rest */
+    memcached_result_st res;
+    memcached_result_create(memc, &res);
+    memcached_result_st *r;
+    while ((r = memcached_fetch_result(memc, &res, &rc)) != NULL)
+        store_hit(job, index, r);
+    if (rc != MEMCACHED_END && rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND)
+        job_error(job, "fetch", memc, rc);
+    memcached_result_free(&res);
+    oc_map_free(index);
+}
+
+static void run_set(oc_mc_job_t *job, memcached_st *memc)
+{
+    for (size_t i = 0; i < job->n; i++) {
+        const oc_mc_item_t *it = &job->items[i];
+        memcached_return_t rc = memcached_set(memc, it->key, it->klen, it->val,
+                                              it->vlen, (time_t)it->exptime_s,
+                                              it->flags);
+        if (rc != MEMCACHED_SUCCESS)
+            job_error(job, "set", memc, rc);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    oc_mc_worker_t *w = arg;
+    oc_mc_t *mc = w->mc;
+    pthread_mutex_lock(&mc->lock);
+    for (;;) {
+        while (mc->queue_head == NULL && !mc->stopping)
+            pthread_cond_wait(&mc->cond, &mc->lock);
+        if (mc->stopping)
+            break;
+        oc_mc_job_t *job = mc->queue_head;
+        mc->queue_head = job->next;
+        if (mc->queue_head == NULL)
+            mc->queue_tail = NULL;
+        pthread_mutex_unlock(&mc->lock);
+
+        if (job->op == OC_MC_GET)
+            run_get(job, w->memc);
+        else
+            run_set(job, w->memc);
+
+        pthread_mutex_lock(&mc->lock);
+        job->next = NULL;
+        int was_empty = (mc->done_head == NULL);
+        if (mc->done_tail)
+            mc->done_tail->next = job;
+        else
+            mc->done_head = job;
+        mc->done_tail = job;
+        if (was_empty) {
+            char b = 1;
+            ssize_t wr = write(mc->notify_fd[1], &b, 1);
+            (void)wr; /* a full pipe already means "wake up" */
+        }
+    }
+    pthread_mutex_unlock(&mc->lock);
+    return NULL;
+}
+
+/* ---- loop side ------------------------------------------------------------- */
+
+static oc_mc_job_t *take_done(oc_mc_t *mc)
+{
+    pthread_mutex_lock(&mc->lock);
+    oc_mc_job_t *list = mc->done_head;
+    mc->done_head = mc->done_tail = NULL;
+    pthread_mutex_unlock(&mc->lock);
+    return list;
+}
+
+static void run_callbacks(oc_mc_job_t *list)
+{
+    while (list) {
+        oc_mc_job_t *next = list->next;
+        list->next = NULL;
+        list->done(list, list->arg);
+        list = next;
+    }
+}
+
+static void on_notify(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    char buf[256];
+    while (read(fd, buf, sizeof(buf)) > 0) {
+    }
+    run_callbacks(take_done(arg));
+}
+
+void oc_mc_submit(oc_mc_t *mc, oc_mc_job_t *job)
+{
+    job->next = NULL;
+    pthread_mutex_lock(&mc->lock);
+    if (mc->queue_tail)
+        mc->queue_tail->next = job;
+    else
+        mc->queue_head = job;
+    mc->queue_tail = job;
+    pthread_cond_signal(&mc->cond);
+    pthread_mutex_unlock(&mc->lock);
+}
+
+static memcached_st *make_memc(const oc_conf_t *conf, char *err)
+{
+    memcached_st *memc = memcached_create(NULL);
+    if (memc == NULL)
+        return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
+    struct { memcached_behavior_t b; uint64_t v; } behaviors[] = {
+        {MEMCACHED_BEHAVIOR_DISTRIBUTION, MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA},
+        {MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1},
+        {MEMCACHED_BEHAVIOR_TCP_NODELAY, 1},
+        {MEMCACHED_BEHAVIOR_SUPPORT_CAS, 1},
+        {MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, conf->mc_connect_timeout_ms},
+        {MEMCACHED_BEHAVIOR_POLL_TIMEOUT, conf->mc_io_timeout_ms},
+        {MEMCACHED_BEHAVIOR_RCV_TIMEOUT, (uint64_t)conf->mc_io_timeout_ms * 1000},
+        {MEMCACHED_BEHAVIOR_SND_TIMEOUT, (uint64_t)conf->mc_io_timeout_ms * 1000},
+        /* Mark a server dead on its first failure and skip it until
+         * retry_timeout; do not eject it from the ring (that would move
+         * every key it holds and back again). */
+        {MEMCACHED_BEHAVIOR_SERVER_FAILURE_LIMIT, 1},
+        {MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, (conf->mc_retry_timeout_ms + 999) / 1000},
+        {MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS, 0},
+    };
+    for (size_t i = 0; i < sizeof(behaviors) / sizeof(behaviors[0]); i++) {
+        memcached_return_t rc = memcached_behavior_set(memc, behaviors[i].b, behaviors[i].v);
+        if (rc != MEMCACHED_SUCCESS) {
+            oc_fail(err, OC_ECACHE, "memcached behavior %d: %s", (int)behaviors[i].b,
+                    memcached_strerror(memc, rc));
+            goto fail;
+        }
+    }
+    for (size_t i = 0; i < conf->nservers; i++) {
+        const oc_mc_server_conf_t *s = &conf->servers[i];
+        char host[256];
+        size_t hl = strlen(s->host);
+        /* libmemcached wants a bare IPv6 address. */
+        if (hl >= 2 && s->host[0] == '[' && s->host[hl - 1] == ']')
+            snprintf(host, sizeof(host), "%.*s", (int)(hl - 2), s->host + 1);
+        else
+            snprintf(host, sizeof(host), "%s", s->host);
+        memcached_return_t rc =
+            memcached_server_add_with_weight(memc, host, s->port, s->weight);
+        if (rc != MEMCACHED_SUCCESS) {
+            oc_fail(err, OC_ECACHE, "memcached server %s:%u: %s", host,
+                    (unsigned)s->port, memcached_strerror(memc, rc));
+            goto fail;
+        }
+    }
+    return memc;
+fail:
+    memcached_free(memc);
+    return NULL;
+}
+
+oc_mc_t *oc_mc_new(struct event_base *base, const oc_conf_t *conf, char *err)
+{
+    oc_mc_t *mc = calloc(1, sizeof(*mc));
+    if (mc == NULL)
+        return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
+    mc->notify_fd[0] = mc->notify_fd[1] = -1;
+    pthread_mutex_init(&mc->lock, NULL);
+    pthread_cond_init(&mc->cond, NULL);
+    if (pipe2(mc->notify_fd, O_NONBLOCK | O_CLOEXEC) != 0) {
+        oc_fail(err, OC_EIO, "pipe: %s", strerror(errno));
+        goto fail;
+    }
+    mc->notify_ev = event_new(base, mc->notify_fd[0], EV_READ | EV_PERSIST,
+                              on_notify, mc);
+    mc->workers = calloc(conf->mc_workers, sizeof(*mc->workers));
+    if (mc->notify_ev == NULL || mc->workers == NULL ||
+        event_add(mc->notify_ev, NULL) != 0) {
+        oc_fail(err, OC_ENOMEM, "out of memory");
+        goto fail;
+    }
+    mc->nworkers = conf->mc_workers;
+    for (size_t i = 0; i < mc->nworkers; i++) {
+        oc_mc_worker_t *w = &mc->workers[i];
+        w->mc = mc;
+        w->memc = make_memc(conf, err);
+        if (w->memc == NULL)
+            goto fail;
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            oc_fail(err, OC_EIO, "cannot start a memcached worker thread");
+            goto fail;
+        }
+        w->started = 1;
+    }
+    return mc;
+fail:
+    oc_mc_free(mc);
+    return NULL;
+}
+
+static void fail_list(oc_mc_job_t *list)
+{
+    for (oc_mc_job_t *j = list; j; j = j->next) {
+        j->errors = j->n;
+        snprintf(j->err, sizeof(j->err), "shutting down");
+    }
+    run_callbacks(list);
+}
+
+void oc_mc_free(oc_mc_t *mc)
+{
+    if (mc == NULL)
+        return;
+    pthread_mutex_lock(&mc->lock);
+    mc->stopping = 1;
+    pthread_cond_broadcast(&mc->cond);
+    pthread_mutex_unlock(&mc->lock);
+    for (size_t i = 0; i < mc->nworkers; i++) {
+        if (mc->workers[i].started)
+            pthread_join(mc->workers[i].thread, NULL);
+        if (mc->workers[i].memc)
+            memcached_free(mc->workers[i].memc);
+    }
+    /* Finished jobs keep their results; queued ones never ran. */
+    run_callbacks(take_done(mc));
+    fail_list(mc->queue_head);
+    mc->queue_head = mc->queue_tail = NULL;
+    if (mc->notify_ev)
+        event_free(mc->notify_ev);
+    for (int i = 0; i < 2; i++)
+        if (mc->notify_fd[i] >= 0)
+            close(mc->notify_fd[i]);
+    free(mc->workers);
+    pthread_cond_destroy(&mc->cond);
+    pthread_mutex_destroy(&mc->lock);
+    free(mc);
+}

@@ -1,0 +1,87 @@
+/*
+ * oc_mc: the memcached pool, driven by worker threads.
+ *
+ * libmemcached blocks, and the loop must never wait on the network, so all
+ * memcached I/O runs on `mc_workers` threads, each with its own memcached_st
+ * (they are not thread-safe) over the same server list: ketama consistent
+ * hashing with weights, so adding a server moves few keys. A job is queued
+ * from the loop thread, run by one worker, and its `done` callback is called
+ * back on the loop thread.
+ *
+ * A dead or frozen server costs at most the configured connect/io timeouts;
+ * libmemcached then skips it for `retry_timeout` and tries it again. Keys it
+ * holds simply miss (the caller loads them from PostgreSQL); a failed set is
+ * counted and forgotten (the entry will be filled again on the next miss).
+ *
+ * Ownership: the caller allocates a job with oc_mc_job_new_get/_set, fills
+ * it, and hands it to oc_mc_submit; from then until `done` runs the job
+ * belongs to oc_mc and the caller must not touch it, nor free the key and
+ * value bytes it points to. In `done` (loop thread) the job is the caller's
+ * again, who frees it with oc_mc_job_free.
+ */
+#ifndef OC_MC_H
+#define OC_MC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "oc_conf.h"
+#include "oc_status.h"
+
+struct event_base;
+typedef struct oc_mc oc_mc_t;
+typedef struct oc_mc_job oc_mc_job_t;
+typedef void (*oc_mc_done_fn)(oc_mc_job_t *job, void *arg);
+
+typedef enum oc_mc_op { OC_MC_GET, OC_MC_SET } oc_mc_op_t;
+
+/* One result of a GET: value bytes live in job->arena at [off, off+len). */
+typedef struct oc_mc_hit {
+    int found;
+    uint32_t flags;
+    uint64_t cas;
+    size_t off, len;
+} oc_mc_hit_t;
+
+/* One item of a SET. */
+typedef struct oc_mc_item {
+    const char *key;
+    size_t klen;
+    const char *val;
+    size_t vlen;
+    uint32_t flags;
+    uint32_t exptime_s;
+} oc_mc_item_t;
+
+struct oc_mc_job {
+    oc_mc_op_t op;
+    size_t n;
+    /* GET: the caller fills keys/key_lens (unique keys); results in hits. */
+    const char **keys;
+    size_t *key_lens;
+    oc_mc_hit_t *hits;
+    char *arena; /* owned by the job */
+    size_t arena_len, arena_cap;
+    /* SET: the caller fills items. */
+    oc_mc_item_t *items;
+    /* Results: how many operations failed, and the first failure's text. */
+    size_t errors;
+    char err[OC_ERRLEN];
+
+    oc_mc_done_fn done;
+    void *arg;
+    oc_mc_job_t *next; /* queue link, oc_mc's */
+};
+
+oc_mc_t *oc_mc_new(struct event_base *base, const oc_conf_t *conf, char *err);
+/* Stops the workers; jobs not yet done get `done` with errors = n and err
+ * "shutting down". Loop thread only. */
+void oc_mc_free(oc_mc_t *mc);
+void oc_mc_submit(oc_mc_t *mc, oc_mc_job_t *job);
+
+/* One allocation each; NULL on out of memory. */
+oc_mc_job_t *oc_mc_job_new_get(size_t n, oc_mc_done_fn done, void *arg);
+oc_mc_job_t *oc_mc_job_new_set(size_t n, oc_mc_done_fn done, void *arg);
+void oc_mc_job_free(oc_mc_job_t *job);
+
+#endif

@@ -1,0 +1,138 @@
+#include "oc_proto.h"
+
+#include <string.h>
+
+static int tok_is(const oc_token_t *t, const char *s)
+{
+    size_t n = strlen(s);
+    return t->len == n && memcmp(t->p, s, n) == 0;
+}
+
+/* Returns the token count, or maxtok + 1 if there are more than maxtok. */
+static size_t tokenize(const char *line, size_t len, oc_token_t *tok,
+                       size_t maxtok)
+{
+    size_t n = 0, i = 0;
+    while (i < len) {
+        while (i < len && line[i] == ' ')
+            i++;
+        if (i == len)
+            break;
+        size_t start = i;
+        while (i < len && line[i] != ' ')
+            i++;
+        if (n == maxtok)
+            return maxtok + 1;
+        tok[n].p = line + start;
+        tok[n].len = i - start;
+        n++;
+    }
+    return n;
+}
+
+/* A decimal uint64 with no sign, no junk, no overflow. */
+static int parse_u64(const oc_token_t *t, uint64_t *out)
+{
+    if (t->len == 0 || t->len > 20)
+        return 0;
+    uint64_t v = 0;
+    for (size_t i = 0; i < t->len; i++) {
+        char c = t->p[i];
+        if (c < '0' || c > '9')
+            return 0;
+        uint64_t d = (uint64_t)(c - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return 0;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 1;
+}
+
+/* Exptime may be negative in memcached ("expire now"). */
+static int parse_i64ish(const oc_token_t *t)
+{
+    oc_token_t u = *t;
+    uint64_t v;
+    if (u.len > 0 && u.p[0] == '-')
+        u.p++, u.len--;
+    return parse_u64(&u, &v);
+}
+
+static oc_status_t parse_storage(const oc_token_t *tok, size_t n, oc_cmd_t *cmd,
+                                 char *err)
+{
+    /* <cmd> <key> <flags> <exptime> <bytes> [<cas>] [noreply] */
+    int is_cas = tok_is(&tok[0], "cas");
+    size_t base = is_cas ? 6 : 5;
+    uint64_t flags, bytes, cas;
+    cmd->type = OC_CMD_STORAGE;
+    cmd->noreply = (n == base + 1 && tok_is(&tok[n - 1], "noreply"));
+    if (n != base && !cmd->noreply)
+        return oc_fail(err, OC_EINVAL, "bad command line format");
+    if (!parse_u64(&tok[2], &flags) || flags > UINT32_MAX ||
+        !parse_i64ish(&tok[3]) || (is_cas && !parse_u64(&tok[5], &cas)))
+        return oc_fail(err, OC_EINVAL, "bad command line format");
+    if (!parse_u64(&tok[4], &bytes) || bytes > INT32_MAX)
+        return oc_fail(err, OC_EINVAL, "bad data chunk");
+    cmd->keys = &tok[1];
+    cmd->nkeys = 1;
+    cmd->data_len = bytes;
+    return OC_OK;
+}
+
+static const char *const oc_proto_storage[] = {"set",    "add",     "replace",
+                                               "append", "prepend", "cas"};
+static const char *const oc_proto_unsupported[] = {
+    "delete", "touch", "incr",   "decr", "gat",  "gats", "flush_all",
+    "verbosity", "mg", "ms", "md", "ma", "mn", "me", "cache_memlimit",
+    "shutdown", "lru_crawler", "slabs", "watch", "lru", "misbehave"};
+
+#define OC_NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+static int in_list(const oc_token_t *t, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (tok_is(t, list[i]))
+            return 1;
+    return 0;
+}
+
+oc_status_t oc_proto_parse(const char *line, size_t len, oc_token_t *tok,
+                           size_t maxtok, oc_cmd_t *cmd, char *err)
+{
+    memset(cmd, 0, sizeof(*cmd));
+    cmd->type = OC_CMD_UNKNOWN;
+    size_t n = tokenize(line, len, tok, maxtok);
+    if (n > maxtok)
+        return oc_fail(err, OC_ETOOBIG, "too many tokens");
+    if (n == 0)
+        return OC_OK;
+    const oc_token_t *c = &tok[0];
+    if (tok_is(c, "get") || tok_is(c, "gets")) {
+        cmd->type = c->len == 4 ? OC_CMD_GETS : OC_CMD_GET;
+        cmd->keys = &tok[1];
+        cmd->nkeys = n - 1;
+        if (n == 1)
+            cmd->type = OC_CMD_UNKNOWN; /* memcached answers a bare get: ERROR */
+        return OC_OK;
+    }
+    if (tok_is(c, "version") && n == 1) {
+        cmd->type = OC_CMD_VERSION;
+    } else if (tok_is(c, "quit") && n == 1) {
+        cmd->type = OC_CMD_QUIT;
+    } else if (tok_is(c, "stats")) {
+        cmd->type = OC_CMD_STATS;
+        cmd->keys = &tok[1];
+        cmd->nkeys = n - 1;
+    } else if (in_list(c, oc_proto_storage, OC_NELEM(oc_proto_storage))) {
+        if (n < 5)
+            return oc_fail(err, OC_EINVAL, "bad command line format");
+        return parse_storage(tok, n, cmd, err);
+    } else if (in_list(c, oc_proto_unsupported,
+                       OC_NELEM(oc_proto_unsupported))) {
+        cmd->type = OC_CMD_UNSUPPORTED;
+        cmd->noreply = tok_is(&tok[n - 1], "noreply");
+    }
+    return OC_OK;
+}

@@ -1,0 +1,260 @@
+#include "oc_req.h"
+
+#include <event2/buffer.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "oc_entry.h"
+#include "oc_key.h"
+#include "oc_log.h"
+#include "oc_map.h"
+#include "oc_mc.h"
+
+struct oc_req {
+    oc_daemon_t *d;
+    void *conn;              /* NULL once detached */
+    oc_req_reply_fn reply;
+    int gets;
+    size_t nslots;           /* keys as asked, duplicates included */
+    const char **slot_key;   /* client key bytes (in arena) */
+    size_t *slot_len;
+    uint32_t *slot_ukey;     /* index into ukeys */
+    size_t nukeys;
+    oc_ukey_t *ukeys;
+    size_t pending;          /* unique keys not resolved yet */
+    oc_mc_job_t *mcjob;      /* hits point into its arena */
+    char err[OC_ERRLEN];     /* first load error */
+    char *arena;
+};
+
+static void req_free(oc_req_t *r)
+{
+    for (size_t i = 0; i < r->nukeys; i++)
+        oc_blob_unref(r->ukeys[i].blob);
+    oc_mc_job_free(r->mcjob);
+    free(r->arena);
+    free(r);
+}
+
+static void req_write_reply(oc_req_t *r, struct evbuffer *out)
+{
+    oc_stats_t *st = &r->d->stats;
+    for (size_t i = 0; i < r->nukeys; i++)
+        if (r->ukeys[i].state == OC_UK_ERROR) {
+            evbuffer_add_printf(out, "SERVER_ERROR load failed: %s\r\n", r->err);
+            st->server_errors++;
+            return;
+        }
+    for (size_t i = 0; i < r->nslots; i++) {
+        const oc_ukey_t *uk = &r->ukeys[r->slot_ukey[i]];
+        if (uk->state != OC_UK_FOUND)
+            continue;
+        evbuffer_add(out, "VALUE ", 6);
+        evbuffer_add(out, r->slot_key[i], r->slot_len[i]);
+        if (r->gets)
+            evbuffer_add_printf(out, " 0 %zu %" PRIu64 "\r\n", uk->len, uk->cas);
+        else
+            evbuffer_add_printf(out, " 0 %zu\r\n", uk->len);
+        evbuffer_add(out, uk->data, uk->len);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    evbuffer_add(out, "END\r\n", 5);
+    st->cmd_get++;
+}
+
+static void req_finish(oc_req_t *r)
+{
+    for (size_t i = 0; i < r->nukeys; i++)
+        if (r->ukeys[i].state == OC_UK_ABSENT)
+            r->d->stats.get_absent++;
+    if (r->conn) {
+        struct evbuffer *out = evbuffer_new();
+        if (out) {
+            req_write_reply(r, out);
+            r->reply(r->conn, out);
+            evbuffer_free(out);
+        } else {
+            r->reply(r->conn, NULL);
+        }
+    }
+    req_free(r);
+}
+
+void oc_req_key_done(oc_ukey_t *uk, oc_ukey_state_t state, oc_blob_t *blob,
+                     const char *err)
+{
+    oc_req_t *r = uk->req;
+    uk->state = state;
+    if (state == OC_UK_FOUND) {
+        uk->blob = oc_blob_ref(blob);
+        uk->data = blob->data;
+        uk->len = blob->len;
+        uk->cas = 0;
+    } else if (state == OC_UK_ERROR && r->err[0] == '\0') {
+        snprintf(r->err, sizeof(r->err), "%s", err ? err : "unknown error");
+    }
+    if (--r->pending == 0)
+        req_finish(r);
+}
+
+void oc_req_detach(oc_req_t *req)
+{
+    req->conn = NULL;
+}
+
+/* ---- memcached answer ------------------------------------------------------ */
+
+static void req_mc_done(oc_mc_job_t *job, void *arg)
+{
+    oc_req_t *r = arg;
+    oc_daemon_t *d = r->d;
+    if (job->errors) {
+        d->stats.mc_errors++;
+        oc_log_debug("event=mc_get_error errors=%zu reason=\"%s\"", job->errors,
+                     job->err);
+    }
+    oc_ukey_t **misses = malloc(r->nukeys * sizeof(*misses));
+    size_t nmiss = 0;
+    for (size_t i = 0; i < r->nukeys; i++) {
+        oc_ukey_t *uk = &r->ukeys[i];
+        const oc_mc_hit_t *h = &job->hits[i];
+        oc_entry_kind_t kind = h->found ? oc_entry_kind(h->flags) : OC_ENTRY_NONE;
+        if (kind == OC_ENTRY_OBJECT) {
+            uk->state = OC_UK_FOUND;
+            uk->data = job->arena + h->off;
+            uk->len = h->len;
+            uk->cas = h->cas;
+        } else if (kind == OC_ENTRY_MISSING) {
+            uk->state = OC_UK_ABSENT;
+        } else if (misses) {
+            misses[nmiss++] = uk;
+            continue;
+        } else {
+            oc_req_key_done(uk, OC_UK_ERROR, NULL, "out of memory");
+            continue;
+        }
+        d->stats.get_hits++;
+        r->pending--;
+    }
+    d->stats.get_misses += nmiss;
+    /* Keep a pending count of one across oc_fill_misses, so keys resolved
+     * inside it cannot finish (and free) the request under our feet. */
+    r->pending++;
+    if (nmiss)
+        oc_fill_misses(d, r, misses, nmiss);
+    free(misses);
+    if (--r->pending == 0)
+        req_finish(r);
+}
+
+/* ---- start ----------------------------------------------------------------- */
+
+static oc_req_t *req_alloc(const oc_cmd_t *cmd, size_t prefix_len)
+{
+    size_t n = cmd->nkeys, bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += 2 * cmd->keys[i].len + prefix_len + OC_CANON_MAX - OC_KEY_MAX + 2;
+    size_t sz = sizeof(oc_req_t) + n * (sizeof(oc_ukey_t) + sizeof(char *) +
+                                        sizeof(size_t) + sizeof(uint32_t));
+    oc_req_t *r = calloc(1, sz);
+    if (r == NULL)
+        return NULL;
+    r->arena = malloc(bytes);
+    if (r->arena == NULL) {
+        free(r);
+        return NULL;
+    }
+    r->ukeys = (oc_ukey_t *)(r + 1);
+    r->slot_key = (const char **)(r->ukeys + n);
+    r->slot_len = (size_t *)(r->slot_key + n);
+    r->slot_ukey = (uint32_t *)(r->slot_len + n);
+    return r;
+}
+
+/* Parse every key into slots and unique cache keys. */
+static oc_status_t req_parse_keys(oc_req_t *r, const oc_cmd_t *cmd, char *err)
+{
+    oc_daemon_t *d = r->d;
+    const char *prefix = d->conf->key_prefix;
+    size_t plen = strlen(prefix);
+    oc_map_t *seen = cmd->nkeys > 1 ? oc_map_new(cmd->nkeys) : NULL;
+    if (cmd->nkeys > 1 && seen == NULL)
+        return oc_fail(err, OC_ENOMEM, "out of memory");
+    char *a = r->arena;
+    oc_status_t st = OC_OK;
+    for (size_t i = 0; i < cmd->nkeys; i++) {
+        const oc_token_t *t = &cmd->keys[i];
+        oc_key_t k;
+        st = oc_key_parse(d->conf, t->p, t->len, d->max_key_len, &k, err);
+        if (st != OC_OK)
+            goto done;
+        memcpy(a, t->p, t->len);
+        r->slot_key[i] = a;
+        r->slot_len[i] = t->len;
+        a += t->len;
+        /* cache key: prefix + Model + ':' + canonical id */
+        char *ck = a;
+        size_t mlen = strlen(k.model->name);
+        memcpy(a, prefix, plen), a += plen;
+        memcpy(a, k.model->name, mlen), a += mlen;
+        *a++ = ':';
+        memcpy(a, k.canon, k.canon_len), a += k.canon_len;
+        size_t cklen = (size_t)(a - ck);
+        *a++ = '\0';
+        void *prev = seen ? oc_map_get(seen, ck, cklen) : NULL;
+        if (prev) {
+            r->slot_ukey[i] = (uint32_t)((uintptr_t)prev - 1);
+            continue;
+        }
+        oc_ukey_t *uk = &r->ukeys[r->nukeys];
+        *uk = (oc_ukey_t){.req = r, .ckey = ck, .ckey_len = cklen,
+                          .model_idx = k.model_idx, .canon_off = cklen - k.canon_len};
+        r->slot_ukey[i] = (uint32_t)r->nukeys++;
+        if (seen && oc_map_put(seen, ck, cklen, (void *)(uintptr_t)r->nukeys) != OC_OK) {
+            st = oc_fail(err, OC_ENOMEM, "out of memory");
+            goto done;
+        }
+    }
+    r->nslots = cmd->nkeys;
+done:
+    oc_map_free(seen);
+    return st;
+}
+
+oc_status_t oc_req_start(oc_daemon_t *d, const oc_cmd_t *cmd, void *conn,
+                         oc_req_reply_fn reply, oc_req_t **out, char *err)
+{
+    *out = NULL;
+    if (cmd->nkeys > d->conf->max_keys)
+        return oc_fail(err, OC_ETOOBIG, "too many keys (max %u)", d->conf->max_keys);
+    oc_req_t *r = req_alloc(cmd, strlen(d->conf->key_prefix));
+    if (r == NULL)
+        return oc_fail(err, OC_ENOMEM, "out of memory");
+    r->d = d;
+    r->conn = conn;
+    r->reply = reply;
+    r->gets = (cmd->type == OC_CMD_GETS);
+    oc_status_t st = req_parse_keys(r, cmd, err);
+    if (st != OC_OK)
+        goto fail;
+    r->mcjob = oc_mc_job_new_get(r->nukeys, req_mc_done, r);
+    if (r->mcjob == NULL) {
+        st = oc_fail(err, OC_ENOMEM, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < r->nukeys; i++) {
+        r->mcjob->keys[i] = r->ukeys[i].ckey;
+        r->mcjob->key_lens[i] = r->ukeys[i].ckey_len;
+    }
+    r->pending = r->nukeys;
+    d->stats.get_keys += r->nslots;
+    d->stats.mc_gets++;
+    *out = r;
+    oc_mc_submit(d->mc, r->mcjob);
+    return OC_OK;
+fail:
+    req_free(r);
+    return st;
+}
