@@ -185,8 +185,10 @@ static void batch_loaded(oc_pg_load_t *load, PGresult *res, oc_status_t st,
     oc_daemon_t *d = b->d;
     oc_pg_load_free(load);
     if (st != OC_OK) {
+        char q[OC_ERRLEN];
         oc_log_warn("event=load_failed model=%s keys=%zu reason=\"%s\"",
-                    d->conf->models[b->model_idx].name, b->n, err);
+                    d->conf->models[b->model_idx].name, b->n,
+                    oc_log_clean(q, sizeof(q), err));
         for (size_t i = 0; i < b->n; i++) {
             fill_wake(b->fills[i], OC_UK_ERROR, err);
             fill_free(d, b->fills[i]);

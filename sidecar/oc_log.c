@@ -39,6 +39,18 @@ int oc_log_parse_level(const char *s)
     return -1;
 }
 
+char *oc_log_clean(char *dst, size_t cap, const char *src)
+{
+    size_t i = 0;
+    for (; src && src[i] && i + 1 < cap; i++) {
+        unsigned char c = (unsigned char)src[i];
+        dst[i] = (c == '"' || c == '\\') ? '\'' : (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
+    }
+    if (cap)
+        dst[i] = '\0';
+    return dst;
+}
+
 void oc_log(oc_log_level_t level, const char *fmt, ...)
 {
     if ((int)level > atomic_load_explicit(&oc_log_level, memory_order_relaxed))

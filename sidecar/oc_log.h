@@ -13,6 +13,8 @@
 #ifndef OC_LOG_H
 #define OC_LOG_H
 
+#include <stddef.h>
+
 typedef enum oc_log_level {
     OC_LOG_ERROR = 0,
     OC_LOG_WARN,
@@ -26,6 +28,10 @@ oc_log_level_t oc_log_get_level(void);
 void oc_log_use_syslog(int on);
 /* Parse "error", "warn", "info", "debug"; returns -1 if unknown. */
 int oc_log_parse_level(const char *s);
+
+/* Copy src into dst (cap bytes) fit for a quoted value: `"` and `\` become
+ * `'`, control characters become spaces. Returns dst. */
+char *oc_log_clean(char *dst, size_t cap, const char *src);
 
 /* `fmt` should produce `event=name key=value ...` */
 void oc_log(oc_log_level_t level, const char *fmt, ...)

@@ -234,8 +234,15 @@ static void conn_set_state(oc_pg_conn_t *c, oc_pgc_state_t st)
 static void conn_down(oc_pg_conn_t *c, const char *why)
 {
     oc_pg_t *pg = c->pg;
-    first_line(pg->last_error, sizeof(pg->last_error), why);
-    oc_log_warn("event=pg_conn_down conn=%zu reason=\"%s\"", c->idx, pg->last_error);
+    char reason[OC_ERRLEN];
+    first_line(reason, sizeof(reason), why);
+    /* Say it once per outage, not at every reconnect attempt. */
+    char clean[OC_ERRLEN];
+    oc_log(c->state < OC_PGC_IDLE && strcmp(reason, pg->last_error) == 0
+               ? OC_LOG_DEBUG : OC_LOG_WARN,
+           "event=pg_conn_down conn=%zu reason=\"%s\"", c->idx,
+           oc_log_clean(clean, sizeof(clean), reason));
+    memcpy(pg->last_error, reason, sizeof(reason));
     conn_watch(c, 0);
     if (c->res)
         PQclear(c->res), c->res = NULL;
@@ -367,7 +374,9 @@ static void conn_command_done(oc_pg_conn_t *c)
     if (st == OC_PGC_SETUP) {
         PQclear(res);
         if (c->failed) {
-            oc_log_error("event=pg_setup_failed conn=%zu reason=\"%s\"", c->idx, err);
+            char q[OC_ERRLEN];
+            oc_log_error("event=pg_setup_failed conn=%zu reason=\"%s\"", c->idx,
+                         oc_log_clean(q, sizeof(q), err));
             conn_down(c, err);
             return;
         }

@@ -1,0 +1,130 @@
+/* Unit tests for oc_key: model lookup, id validation and canonical ids. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "oc_key.h"
+
+static oc_model_conf_t models[] = {
+    {.name = "User", .key_type = OC_KEY_BIGINT},
+    {.name = "Counter", .key_type = OC_KEY_INTEGER},
+    {.name = "Doc", .key_type = OC_KEY_UUID},
+    {.name = "Page", .key_type = OC_KEY_TEXT},
+};
+static oc_conf_t conf = {.models = models, .nmodels = 4};
+
+static oc_status_t parse(const char *key, oc_key_t *k, char *err)
+{
+    return oc_key_parse(&conf, key, strlen(key), 247, k, err);
+}
+
+static void expect_canon(const char *key, size_t model_idx, const char *canon)
+{
+    oc_key_t k;
+    char err[OC_ERRLEN] = "";
+    assert_int_equal(parse(key, &k, err), OC_OK);
+    assert_int_equal(k.model_idx, model_idx);
+    assert_string_equal(k.canon, canon);
+    assert_int_equal(k.canon_len, strlen(canon));
+}
+
+static void expect_error(const char *key, const char *msg)
+{
+    oc_key_t k;
+    char err[OC_ERRLEN] = "";
+    assert_int_not_equal(parse(key, &k, err), OC_OK);
+    assert_string_equal(err, msg);
+}
+
+static void test_bigint(void **state)
+{
+    (void)state;
+    expect_canon("User:1", 0, "1");
+    expect_canon("User:007", 0, "7");
+    expect_canon("User:-0", 0, "0");
+    expect_canon("User:-42", 0, "-42");
+    expect_canon("User:9223372036854775807", 0, "9223372036854775807");
+    expect_canon("User:-9223372036854775808", 0, "-9223372036854775808");
+    expect_error("User:9223372036854775808", "bad id for bigint key: User:9223372036854775808");
+    expect_error("User:-9223372036854775809", "bad id for bigint key: User:-9223372036854775809");
+    expect_error("User:99999999999999999999999", "bad id for bigint key: User:99999999999999999999999");
+    expect_error("User:abc", "bad id for bigint key: User:abc");
+    expect_error("User:1.5", "bad id for bigint key: User:1.5");
+    expect_error("User:+1", "bad id for bigint key: User:+1");
+    expect_error("User:-", "bad id for bigint key: User:-");
+    expect_error("User:1;DROP", "bad id for bigint key: User:1;DROP");
+}
+
+static void test_integer(void **state)
+{
+    (void)state;
+    expect_canon("Counter:2147483647", 1, "2147483647");
+    expect_canon("Counter:-2147483648", 1, "-2147483648");
+    expect_error("Counter:2147483648", "bad id for integer key: Counter:2147483648");
+    expect_error("Counter:-2147483649", "bad id for integer key: Counter:-2147483649");
+}
+
+static void test_uuid(void **state)
+{
+    (void)state;
+    expect_canon("Doc:A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11", 2,
+                 "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+    expect_canon("Doc:a0eebc999c0b4ef8bb6d6bb9bd380a11", 2,
+                 "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+    expect_error("Doc:a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1", "bad id for uuid key: Doc:a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1");
+    expect_error("Doc:a0eebc99x9c0b-4ef8-bb6d-6bb9bd380a11", "bad id for uuid key: Doc:a0eebc99x9c0b-4ef8-bb6d-6bb9bd380a11");
+    expect_error("Doc:g0eebc999c0b4ef8bb6d6bb9bd380a11", "bad id for uuid key: Doc:g0eebc999c0b4ef8bb6d6bb9bd380a11");
+    expect_error("Doc:{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}", "bad id for uuid key: Doc:{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}");
+}
+
+static void test_text(void **state)
+{
+    (void)state;
+    expect_canon("Page:caf\xc3\xa9", 3, "caf\xc3\xa9");
+    expect_canon("Page:a:b:c", 3, "a:b:c"); /* split on the first colon only */
+    expect_canon("Page:');DROP_TABLE_users;--", 3, "');DROP_TABLE_users;--");
+    expect_error("Page:\xff\xfe", "bad id for text key: Page:\xff\xfe");
+    expect_error("Page:\xc3", "bad id for text key: Page:\xc3");          /* truncated */
+    expect_error("Page:\xc0\xaf", "bad id for text key: Page:\xc0\xaf");  /* overlong */
+    expect_error("Page:\xed\xa0\x80", "bad id for text key: Page:\xed\xa0\x80"); /* surrogate */
+    expect_error("Page:\xf4\x90\x80\x80", "bad id for text key: Page:\xf4\x90\x80\x80"); /* > U+10FFFF */
+}
+
+static void test_format(void **state)
+{
+    (void)state;
+    expect_error("User", "bad key format: User");
+    expect_error("User:", "bad key format: User:");
+    expect_error(":1", "bad key format: :1");
+    expect_error("Nope:1", "unknown model: Nope:1");
+    expect_error("user:1", "unknown model: user:1"); /* model names are exact */
+    expect_error("Us\x01r:1", "bad key format: control character");
+    char big[300];
+    memset(big, 'a', sizeof(big));
+    memcpy(big, "Page:", 5);
+    big[248] = '\0';
+    expect_error(big, "key too long");
+    big[247] = '\0';
+    oc_key_t k;
+    char err[OC_ERRLEN];
+    assert_int_equal(parse(big, &k, err), OC_OK);
+    /* error echoes are cut to 64 bytes */
+    memcpy(big, "Nope:", 5);
+    assert_int_not_equal(parse(big, &k, err), OC_OK);
+    assert_int_equal(strlen(err), strlen("unknown model: ") + 64);
+}
+
+int main(void)
+{
+    /* The space case: the protocol splits on spaces, so test via tokens. */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bigint), cmocka_unit_test(test_integer),
+        cmocka_unit_test(test_uuid),   cmocka_unit_test(test_text),
+        cmocka_unit_test(test_format),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
