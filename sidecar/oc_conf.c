@@ -11,10 +11,11 @@
 
 /* Limits of the file format. A config is small; anything bigger is a
  * mistake (or an attack on a tool that runs --check-config). */
-#define OC_CONF_FILE_MAX (1024 * 1024)
+#define OC_CONF_FILE_MAX ((size_t)1024 * 1024)
 #define OC_CONF_LINE_MAX 4096
 #define OC_CONF_SHOW_MAX 64     /* bytes of a value ever echoed in an error */
-#define OC_CONF_SHOWBUF (OC_CONF_SHOW_MAX * 4 + 4) /* each byte as \xNN, "..." */
+/* Room for each shown byte as \xNN, then "..." and the NUL. */
+#define OC_CONF_SHOWBUF (OC_CONF_SHOW_MAX * 4 + 4)
 #define OC_CONF_IDENT_MAX 63    /* PostgreSQL's NAMEDATALEN - 1 */
 #define OC_CONF_HOST_MAX 253    /* a DNS name */
 #define OC_CONF_SERVERS_MAX 256
@@ -55,12 +56,12 @@ typedef enum oc_conf_type {
 /* One key of a section: how to parse it and which field it fills. */
 typedef struct oc_conf_key {
     const char *name;
-    oc_conf_type_t type;
     const char *def;   /* parsed by the same setter as a value; NULL = none */
-    bool required;
     size_t off;        /* field in oc_conf_t or oc_model_conf_t */
     size_t off2;       /* a second field (see the types above) */
     uint64_t min, max; /* numbers only, in the parser's unit (ms, bytes) */
+    oc_conf_type_t type;
+    bool required;
 } oc_conf_key_t;
 
 #define OCF(f) offsetof(oc_conf_t, f)
@@ -275,6 +276,19 @@ static const char *oc_conf_show(const char *s, char buf[OC_CONF_SHOWBUF])
     return oc_conf_show_n(s, strlen(s), buf);
 }
 
+/* A setter's reason for rejecting a value; always OC_EINVAL. */
+static oc_status_t oc_conf_bad(char *why, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static oc_status_t oc_conf_bad(char *why, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, OC_ERRLEN, fmt, ap);
+    va_end(ap);
+    return OC_EINVAL;
+}
+
 /* ------------------------------------------------------------------ */
 /* Unit parsers                                                        */
 
@@ -475,16 +489,16 @@ static oc_status_t oc_conf_set_number(const oc_conf_key_t *k, char *base,
     uint64_t v = 0;
     oc_status_t st = oc_conf_number(k->type, val, &v);
     if (st == OC_EINVAL)
-        return oc_fail(why, OC_EINVAL, "'%s' is not %s",
-                       oc_conf_show(val, shown), oc_conf_number_kind(k->type));
+        return oc_conf_bad(why, "'%s' is not %s", oc_conf_show(val, shown),
+                           oc_conf_number_kind(k->type));
     if (st == OC_OK && k->type == OC_CT_DURATION_S && v % OC_MS_S != 0)
-        return oc_fail(why, OC_EINVAL, "'%s' is not a whole number of seconds",
-                       oc_conf_show(val, shown));
+        return oc_conf_bad(why, "'%s' is not a whole number of seconds",
+                           oc_conf_show(val, shown));
     if (st != OC_OK || v < k->min || v > k->max) {
         oc_conf_fmt_number(k->type, k->min, lo, sizeof(lo));
         oc_conf_fmt_number(k->type, k->max, hi, sizeof(hi));
-        return oc_fail(why, OC_EINVAL, "'%s' is out of range (%s..%s)",
-                       oc_conf_show(val, shown), lo, hi);
+        return oc_conf_bad(why, "'%s' is out of range (%s..%s)",
+                           oc_conf_show(val, shown), lo, hi);
     }
     if (k->type == OC_CT_DURATION_S)
         v /= OC_MS_S;
@@ -556,12 +570,13 @@ static oc_status_t oc_conf_set_listen(const oc_conf_key_t *k, char *base,
             st = oc_conf_small_uint(port, 1, 65535, &p);
     }
     if (st == OC_ETOOBIG)
-        return oc_fail(why, OC_EINVAL, "port in '%s' is out of range (1..65535)",
-                       oc_conf_show(val, shown));
+        return oc_conf_bad(why, "port in '%s' is out of range (1..65535)",
+                           oc_conf_show(val, shown));
     if (st != OC_OK)
-        return oc_fail(why, OC_EINVAL,
-                       "'%s' is not host:port (IPv6 as [::1]:11311), or empty",
-                       oc_conf_show(val, shown));
+        return oc_conf_bad(why,
+                           "'%s' is not host:port (IPv6 as [::1]:11311), "
+                           "or empty",
+                           oc_conf_show(val, shown));
     return oc_conf_store_string(base, k->off, val);
 }
 
@@ -571,12 +586,12 @@ static oc_status_t oc_conf_set_sockpath(const oc_conf_key_t *k, char *base,
     char shown[OC_CONF_SHOWBUF];
     size_t n = strlen(val);
     if (n > OC_CONF_SOCKPATH_MAX)
-        return oc_fail(why, OC_EINVAL, "'%s' is longer than %d bytes",
-                       oc_conf_show(val, shown), OC_CONF_SOCKPATH_MAX);
+        return oc_conf_bad(why, "'%s' is longer than %d bytes",
+                           oc_conf_show(val, shown), OC_CONF_SOCKPATH_MAX);
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)val[i] < 0x20 || val[i] == 0x7f)
-            return oc_fail(why, OC_EINVAL, "'%s' has a control character",
-                           oc_conf_show(val, shown));
+            return oc_conf_bad(why, "'%s' has a control character",
+                               oc_conf_show(val, shown));
     return oc_conf_store_string(base, k->off, val);
 }
 
@@ -591,10 +606,10 @@ static oc_status_t oc_conf_set_prefix(const oc_conf_key_t *k, char *base,
     for (size_t i = 0; ok && i < n; i++)
         ok = val[i] > 0x20 && val[i] < 0x7f;
     if (!ok)
-        return oc_fail(why, OC_EINVAL,
-                       "'%s' is not 0..%d printable ASCII characters "
-                       "without spaces",
-                       oc_conf_show(val, shown), OC_CONF_PREFIX_MAX);
+        return oc_conf_bad(why,
+                           "'%s' is not 0..%d printable ASCII characters "
+                           "without spaces",
+                           oc_conf_show(val, shown), OC_CONF_PREFIX_MAX);
     return oc_conf_store_string(base, k->off, val);
 }
 
@@ -609,10 +624,10 @@ static oc_status_t oc_conf_set_timezone(const oc_conf_key_t *k, char *base,
     for (size_t i = 0; ok && i < n; i++)
         ok = oc_conf_is_word(val[i]) || strchr("/+-", val[i]) != NULL;
     if (!ok)
-        return oc_fail(why, OC_EINVAL,
-                       "'%s' is not a time zone name (1..%d characters of "
-                       "A-Z a-z 0-9 _ / + -)",
-                       oc_conf_show(val, shown), OC_CONF_TZ_MAX);
+        return oc_conf_bad(why,
+                           "'%s' is not a time zone name (1..%d characters of "
+                           "A-Z a-z 0-9 _ / + -)",
+                           oc_conf_show(val, shown), OC_CONF_TZ_MAX);
     return oc_conf_store_string(base, k->off, val);
 }
 
@@ -623,8 +638,8 @@ static oc_status_t oc_conf_set_log_level(const oc_conf_key_t *k, char *base,
     for (size_t i = 0; i < sizeof(oc_conf_log_levels) / sizeof(char *); i++)
         if (strcmp(val, oc_conf_log_levels[i]) == 0)
             return oc_conf_store_string(base, k->off, val);
-    return oc_fail(why, OC_EINVAL, "'%s' is not one of error, warn, info, debug",
-                   oc_conf_show(val, shown));
+    return oc_conf_bad(why, "'%s' is not one of error, warn, info, debug",
+                       oc_conf_show(val, shown));
 }
 
 /* The conninfo may hold a password: no message ever shows it. */
@@ -632,7 +647,7 @@ static oc_status_t oc_conf_set_conninfo(const oc_conf_key_t *k, char *base,
                                         const char *val, char *why)
 {
     if (*val == '\0')
-        return oc_fail(why, OC_EINVAL, "must not be empty");
+        return oc_conf_bad(why, "must not be empty");
     return oc_conf_store_string(base, k->off, val);
 }
 
@@ -645,17 +660,18 @@ static oc_status_t oc_conf_set_key_type(const oc_conf_key_t *k, char *base,
             *(oc_key_type_t *)(void *)(base + k->off) = (oc_key_type_t)i;
             return OC_OK;
         }
-    return oc_fail(why, OC_EINVAL,
-                   "'%s' is not one of bigint, integer, uuid, text",
-                   oc_conf_show(val, shown));
+    return oc_conf_bad(why,
+                       "'%s' is not one of bigint, integer, uuid, text",
+                       oc_conf_show(val, shown));
 }
 
 static oc_status_t oc_conf_bad_ident(const char *s, size_t len, char *why)
 {
     char shown[OC_CONF_SHOWBUF];
-    return oc_fail(why, OC_EINVAL,
-                   "'%s' is not an identifier ([A-Za-z_][A-Za-z0-9_]{0,62})",
-                   oc_conf_show_n(s, len, shown));
+    return oc_conf_bad(why,
+                       "'%s' is not an identifier "
+                       "([A-Za-z_][A-Za-z0-9_]{0,62})",
+                       oc_conf_show_n(s, len, shown));
 }
 
 static oc_status_t oc_conf_set_ident(const oc_conf_key_t *k, char *base,
@@ -718,13 +734,13 @@ static oc_status_t oc_conf_column(const char *s, size_t len, char **cols,
     char shown[OC_CONF_SHOWBUF];
     oc_conf_trim_span(&s, &len);
     if (len == 0)
-        return oc_fail(why, OC_EINVAL, "empty column name");
+        return oc_conf_bad(why, "empty column name");
     if (!oc_conf_ident_ok(s, len))
         return oc_conf_bad_ident(s, len, why);
     for (size_t i = 0; i < n; i++)
         if (strlen(cols[i]) == len && memcmp(cols[i], s, len) == 0)
-            return oc_fail(why, OC_EINVAL, "column '%s' is listed twice",
-                           oc_conf_show_n(s, len, shown));
+            return oc_conf_bad(why, "column '%s' is listed twice",
+                               oc_conf_show_n(s, len, shown));
     cols[n] = strndup(s, len);
     return cols[n] == NULL ? OC_ENOMEM : OC_OK;
 }
@@ -737,13 +753,13 @@ static oc_status_t oc_conf_set_columns(const oc_conf_key_t *k, char *base,
     char **cols = NULL;
     oc_status_t st = OC_ENOMEM;
     if (*val == '\0') {
-        st = oc_fail(why, OC_EINVAL,
-                     "must not be empty (leave it out for the whole row)");
+        st = oc_conf_bad(why,
+                         "must not be empty (leave it out for the whole row)");
         goto fail;
     }
     if (want > OC_CONF_COLUMNS_MAX) {
-        st = oc_fail(why, OC_EINVAL, "more than %d columns",
-                     OC_CONF_COLUMNS_MAX);
+        st = oc_conf_bad(why, "more than %d columns",
+                         OC_CONF_COLUMNS_MAX);
         goto fail;
     }
     cols = calloc(want, sizeof(*cols));
@@ -791,18 +807,18 @@ static oc_status_t oc_conf_server(char *tok, oc_mc_server_conf_t *out,
     if (st == OC_OK)
         st = oc_conf_small_uint(rest, 1, 65535, &port);
     if (st == OC_ETOOBIG)
-        return oc_fail(why, OC_EINVAL, "port in '%s' is out of range (1..65535)",
-                       shown);
+        return oc_conf_bad(why, "port in '%s' is out of range (1..65535)",
+                           shown);
     out->weight = 1;
     if (st == OC_OK && weight != NULL)
         st = oc_conf_small_uint(weight, 1, 1000, &out->weight);
     if (st == OC_ETOOBIG)
-        return oc_fail(why, OC_EINVAL, "weight in '%s' is out of range (1..1000)",
-                       shown);
+        return oc_conf_bad(why, "weight in '%s' is out of range (1..1000)",
+                           shown);
     if (st != OC_OK)
-        return oc_fail(why, OC_EINVAL,
-                       "'%s' is not host:port[:weight] (IPv6 as "
-                       "[::1]:11211)", shown);
+        return oc_conf_bad(why,
+                           "'%s' is not host:port[:weight] (IPv6 as "
+                           "[::1]:11211)", shown);
     out->port = (uint16_t)port;
     out->host = strdup(host);
     return out->host == NULL ? OC_ENOMEM : OC_OK;
@@ -814,8 +830,8 @@ static oc_status_t oc_conf_server_unique(const oc_mc_server_conf_t *v,
     char shown[OC_CONF_SHOWBUF];
     for (size_t i = 0; i < n; i++)
         if (v[i].port == v[n].port && strcasecmp(v[i].host, v[n].host) == 0)
-            return oc_fail(why, OC_EINVAL, "server '%s' port %u is listed twice",
-                           oc_conf_show(v[n].host, shown), v[n].port);
+            return oc_conf_bad(why, "server '%s' port %u is listed twice",
+                               oc_conf_show(v[n].host, shown), v[n].port);
     return OC_OK;
 }
 
@@ -836,8 +852,8 @@ static oc_status_t oc_conf_set_servers(const oc_conf_key_t *k, char *base,
     for (char *tok = strtok_r(copy, seps, &save); tok != NULL;
          tok = strtok_r(NULL, seps, &save)) {
         st = n == OC_CONF_SERVERS_MAX
-                 ? oc_fail(why, OC_EINVAL, "more than %d servers",
-                           OC_CONF_SERVERS_MAX)
+                 ? oc_conf_bad(why, "more than %d servers",
+                               OC_CONF_SERVERS_MAX)
                  : oc_conf_server(tok, &v[n], why);
         if (st == OC_OK)
             st = oc_conf_server_unique(v, n, why);
@@ -846,7 +862,7 @@ static oc_status_t oc_conf_set_servers(const oc_conf_key_t *k, char *base,
         n++;
     }
     if (n == 0) {
-        st = oc_fail(why, OC_EINVAL, "no servers given");
+        st = oc_conf_bad(why, "no servers given");
         goto fail;
     }
     oc_mc_server_conf_t **field =
@@ -894,8 +910,9 @@ static oc_status_t oc_conf_error(oc_conf_parser_t *p, int line,
 static oc_status_t oc_conf_error(oc_conf_parser_t *p, int line,
                                  const char *fmt, ...)
 {
-    int n = line > 0 ? snprintf(p->err, OC_ERRLEN, "%s:%d: ", p->conf->path, line)
-                     : snprintf(p->err, OC_ERRLEN, "%s: ", p->conf->path);
+    const char *path = p->conf->path;
+    int n = line > 0 ? snprintf(p->err, OC_ERRLEN, "%s:%d: ", path, line)
+                     : snprintf(p->err, OC_ERRLEN, "%s: ", path);
     if (n < 0 || n >= OC_ERRLEN)
         return OC_ECONFIG; /* a path that long leaves no room for a reason */
     va_list ap;
@@ -971,7 +988,8 @@ static oc_status_t oc_conf_model_header(oc_conf_parser_t *p, const char *name)
     for (size_t i = 0; i < c->nmodels; i++)
         if (strcmp(c->models[i].name, name) == 0)
             return oc_conf_error(p, p->line,
-                                 "model '%s' is defined twice (first on line %d)",
+                                 "model '%s' is defined twice "
+                                 "(first on line %d)",
                                  name, c->models[i].line);
     return oc_conf_add_model(p, name);
 }
@@ -996,7 +1014,8 @@ static oc_status_t oc_conf_header(oc_conf_parser_t *p, char *s)
             continue;
         if (p->sect_line[i] != 0)
             return oc_conf_error(p, p->line,
-                                 "section [%s] is given twice (first on line %d)",
+                                 "section [%s] is given twice "
+                                 "(first on line %d)",
                                  name, p->sect_line[i]);
         p->sect_line[i] = p->line;
         p->sect = (oc_conf_sect_t)i;
@@ -1055,7 +1074,9 @@ static oc_status_t oc_conf_key_line(oc_conf_parser_t *p, const char *key,
         return oc_conf_error(p, p->line,
                              "key '%s' is outside any section",
                              oc_conf_show(key, shown));
-    oc_conf_label(p->conf, p->sect, p->conf->nmodels - 1, label, sizeof(label));
+    oc_conf_label(p->conf, p->sect,
+                  p->sect == OC_SECT_MODEL ? p->conf->nmodels - 1 : 0, label,
+                  sizeof(label));
     k = oc_conf_find_key(p->sect, key, &idx);
     if (k == NULL)
         return oc_conf_error(p, p->line, "unknown key '%s' in %s",
@@ -1081,7 +1102,8 @@ static oc_status_t oc_conf_line(oc_conf_parser_t *p, char *line)
     char *eq = strchr(s, '=');
     if (eq == NULL)
         return oc_conf_error(p, p->line,
-                             "expected 'key = value', '[section]' or a comment");
+                             "expected 'key = value', '[section]' or a "
+                             "comment");
     *eq = '\0';
     char *key = oc_conf_trim(s);
     if (*key == '\0')
@@ -1154,6 +1176,11 @@ static oc_status_t oc_conf_finish_section(oc_conf_parser_t *p,
     return OC_OK;
 }
 
+static bool oc_conf_empty(const char *s)
+{
+    return s == NULL || *s == '\0';
+}
+
 /* Checks that need the whole file. */
 static oc_status_t oc_conf_finish(oc_conf_parser_t *p)
 {
@@ -1164,7 +1191,7 @@ static oc_status_t oc_conf_finish(oc_conf_parser_t *p)
                                     0);
     if (st != OC_OK)
         return st;
-    if (c->listen[0] == '\0' && c->unix_socket[0] == '\0')
+    if (oc_conf_empty(c->listen) && oc_conf_empty(c->unix_socket))
         return oc_conf_error(p, 0,
                              "listen and unix_socket are both empty; set at "
                              "least one in [objcached]");
@@ -1231,7 +1258,7 @@ static char *oc_conf_read(const char *path, size_t *len, char *err)
         goto fail;
     }
     if (*len > OC_CONF_FILE_MAX) {
-        oc_fail(err, OC_ETOOBIG, "%s: file too large (over %d bytes)", path,
+        oc_fail(err, OC_ETOOBIG, "%s: file too large (over %zu bytes)", path,
                 OC_CONF_FILE_MAX);
         goto fail;
     }

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "oc_conn.h"
+#include "oc_fill.h"
 #include "oc_log.h"
 #include "oc_map.h"
 #include "oc_mc.h"
@@ -183,6 +184,7 @@ void oc_daemon_free(oc_daemon_t *d)
     /* Workers first (their callbacks may start loads), then PostgreSQL. */
     oc_mc_free(d->mc);
     oc_pg_free(d->pg);
+    oc_fill_retire_all(d);
     if (d->sig_term)
         event_free(d->sig_term);
     if (d->sig_int)

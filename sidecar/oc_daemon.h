@@ -9,6 +9,7 @@
 #ifndef OC_DAEMON_H
 #define OC_DAEMON_H
 
+#include <stdint.h>
 #include <time.h>
 
 #include "oc_conf.h"
@@ -38,6 +39,13 @@ typedef struct oc_daemon {
     time_t started;
     unsigned rand_state;      /* TTL jitter; quality does not matter */
     int stopping;
+    /* Gets whose memcached answer is still out, oldest first, and fills
+     * whose write-back is done but which such a get may still miss (see
+     * oc_fill.h): together they close the window between a miss and a
+     * finished write-back in which a key would be loaded twice. */
+    struct oc_req *mget_head, *mget_tail;
+    uint64_t mget_seq;
+    struct oc_fill *retire_head, *retire_tail;
 } oc_daemon_t;
 
 /* Takes ownership of conf (also on failure). Binds the listeners, starts the

@@ -27,6 +27,8 @@ typedef struct oc_fill {
     oc_blob_t *value;        /* STORING: the object, or NULL = no row */
     oc_ukey_t *waiters;
     oc_batch_t *batch;
+    uint64_t retire_seq;     /* gets with mget_seq <= this may need it */
+    struct oc_fill *retire_next;
 } oc_fill_t;
 
 /* One model's new misses from one request: one query. */
@@ -94,6 +96,39 @@ static void fill_wake(oc_fill_t *f, oc_ukey_state_t st, const char *err)
     }
 }
 
+static void fill_retire_later(oc_daemon_t *d, oc_fill_t *f)
+{
+    f->retire_seq = d->mget_seq;
+    f->retire_next = NULL;
+    if (d->retire_tail)
+        d->retire_tail->retire_next = f;
+    else
+        d->retire_head = f;
+    d->retire_tail = f;
+}
+
+void oc_fill_retire(oc_daemon_t *d)
+{
+    uint64_t oldest = oc_req_oldest_mget(d);
+    while (d->retire_head && d->retire_head->retire_seq < oldest) {
+        oc_fill_t *f = d->retire_head;
+        d->retire_head = f->retire_next;
+        if (d->retire_head == NULL)
+            d->retire_tail = NULL;
+        fill_free(d, f);
+    }
+}
+
+void oc_fill_retire_all(oc_daemon_t *d)
+{
+    while (d->retire_head) {
+        oc_fill_t *f = d->retire_head;
+        d->retire_head = f->retire_next;
+        fill_free(d, f);
+    }
+    d->retire_tail = NULL;
+}
+
 static uint32_t ttl_with_jitter(oc_daemon_t *d, uint32_t ttl)
 {
     /* Spread expiries so keys loaded together do not all expire together. */
@@ -117,9 +152,10 @@ static void batch_stored(oc_mc_job_t *job, void *arg)
                      job->err);
     }
     for (size_t i = 0; i < b->n; i++)
-        fill_free(d, b->fills[i]);
+        fill_retire_later(d, b->fills[i]);
     oc_mc_job_free(job);
     batch_free(b);
+    oc_fill_retire(d);
 }
 
 static void batch_store(oc_batch_t *b)
@@ -129,8 +165,9 @@ static void batch_store(oc_batch_t *b)
     oc_mc_job_t *job = oc_mc_job_new_set(b->n, batch_stored, b);
     if (job == NULL) { /* not cached this time; the answer was still served */
         for (size_t i = 0; i < b->n; i++)
-            fill_free(d, b->fills[i]);
+            fill_retire_later(d, b->fills[i]);
         batch_free(b);
+        oc_fill_retire(d);
         return;
     }
     for (size_t i = 0; i < b->n; i++) {

@@ -11,7 +11,10 @@
  *   STORING  the answer is known and being written back to memcached;
  *            requests that miss meanwhile take the answer directly, so a
  *            key is not loaded twice while its write-back is in flight.
- * Then the fill is removed. A failed load fails every waiter and is removed
+ * Then the fill retires: it stays (still answering) until every get whose
+ * memcached multi-get was sent before the write-back finished has had its
+ * answer, because such a get may have missed the key just before it was
+ * stored. Only then is it removed. A failed load fails every waiter and is removed
  * at once (no write-back), so the next request tries again.
  *
  * Values are refcounted blobs shared by the fill and every request that
@@ -46,5 +49,11 @@ struct oc_req;
  */
 void oc_fill_misses(oc_daemon_t *d, struct oc_req *req, struct oc_ukey **keys,
                     size_t n);
+
+/* Remove retired fills no outstanding get can still need; called whenever
+ * a get's memcached answer has been handled. */
+void oc_fill_retire(oc_daemon_t *d);
+/* Remove every retiring fill (shutdown). */
+void oc_fill_retire_all(oc_daemon_t *d);
 
 #endif

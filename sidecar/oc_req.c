@@ -25,6 +25,8 @@ struct oc_req {
     oc_ukey_t *ukeys;
     size_t pending;          /* unique keys not resolved yet */
     oc_mc_job_t *mcjob;      /* hits point into its arena */
+    uint64_t mget_seq;       /* order of its memcached multi-get */
+    oc_req_t *mget_prev, *mget_next; /* d->mget_head list while waiting */
     char err[OC_ERRLEN];     /* first load error */
     char *arena;
 };
@@ -106,10 +108,41 @@ void oc_req_detach(oc_req_t *req)
 
 /* ---- memcached answer ------------------------------------------------------ */
 
+uint64_t oc_req_oldest_mget(const oc_daemon_t *d)
+{
+    return d->mget_head ? d->mget_head->mget_seq : UINT64_MAX;
+}
+
+static void mget_list_add(oc_daemon_t *d, oc_req_t *r)
+{
+    r->mget_seq = ++d->mget_seq;
+    r->mget_prev = d->mget_tail;
+    r->mget_next = NULL;
+    if (d->mget_tail)
+        d->mget_tail->mget_next = r;
+    else
+        d->mget_head = r;
+    d->mget_tail = r;
+}
+
+static void mget_list_remove(oc_daemon_t *d, oc_req_t *r)
+{
+    if (r->mget_prev)
+        r->mget_prev->mget_next = r->mget_next;
+    else
+        d->mget_head = r->mget_next;
+    if (r->mget_next)
+        r->mget_next->mget_prev = r->mget_prev;
+    else
+        d->mget_tail = r->mget_prev;
+    r->mget_prev = r->mget_next = NULL;
+}
+
 static void req_mc_done(oc_mc_job_t *job, void *arg)
 {
     oc_req_t *r = arg;
     oc_daemon_t *d = r->d;
+    mget_list_remove(d, r);
     if (job->errors) {
         d->stats.mc_errors++;
         oc_log_debug("event=mc_get_error errors=%zu reason=\"%s\"", job->errors,
@@ -147,6 +180,8 @@ static void req_mc_done(oc_mc_job_t *job, void *arg)
     free(misses);
     if (--r->pending == 0)
         req_finish(r);
+    /* After this get's misses joined their fills, older fills may go. */
+    oc_fill_retire(d);
 }
 
 /* ---- start ----------------------------------------------------------------- */
@@ -252,6 +287,7 @@ oc_status_t oc_req_start(oc_daemon_t *d, const oc_cmd_t *cmd, void *conn,
     d->stats.get_keys += r->nslots;
     d->stats.mc_gets++;
     *out = r;
+    mget_list_add(d, r);
     oc_mc_submit(d->mc, r->mcjob);
     return OC_OK;
 fail:

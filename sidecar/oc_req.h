@@ -56,6 +56,10 @@ typedef void (*oc_req_reply_fn)(void *conn, struct evbuffer *reply);
 oc_status_t oc_req_start(oc_daemon_t *d, const oc_cmd_t *cmd, void *conn,
                          oc_req_reply_fn reply, oc_req_t **out, char *err);
 
+/* The mget_seq of the oldest get still waiting for memcached, or
+ * UINT64_MAX if none. */
+uint64_t oc_req_oldest_mget(const oc_daemon_t *d);
+
 /* The connection is gone: finish quietly. */
 void oc_req_detach(oc_req_t *req);
 
