@@ -310,6 +310,9 @@ void oc_conn_accept(oc_daemon_t *d, evutil_socket_t fd)
 
 void oc_conn_close_all(oc_daemon_t *d)
 {
-    while (d->conns)
-        conn_free(d->conns);
+    oc_conn_t *next;
+    for (oc_conn_t *c = d->conns; c != NULL; c = next) {
+        next = c->next;
+        conn_free(c);
+    }
 }

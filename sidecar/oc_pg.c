@@ -520,7 +520,7 @@ void oc_pg_free(oc_pg_t *pg)
 {
     if (pg == NULL)
         return;
-    for (size_t i = 0; i < pg->nconns; i++) {
+    for (size_t i = 0; pg->conns != NULL && i < pg->nconns; i++) {
         oc_pg_conn_t *c = &pg->conns[i];
         oc_pg_load_t *l = c->load;
         c->load = NULL;

@@ -188,7 +188,7 @@ static void req_mc_done(oc_mc_job_t *job, void *arg)
 
 static oc_req_t *req_alloc(const oc_cmd_t *cmd, size_t prefix_len)
 {
-    size_t n = cmd->nkeys, bytes = 0;
+    size_t n = cmd->nkeys, bytes = 1;
     for (size_t i = 0; i < n; i++)
         bytes += 2 * cmd->keys[i].len + prefix_len + OC_CANON_MAX - OC_KEY_MAX + 2;
     size_t sz = sizeof(oc_req_t) + n * (sizeof(oc_ukey_t) + sizeof(char *) +
