@@ -13,44 +13,46 @@
  * mistake (or an attack on a tool that runs --check-config). */
 #define OC_CONF_FILE_MAX ((size_t)1024 * 1024)
 #define OC_CONF_LINE_MAX 4096
-#define OC_CONF_SHOW_MAX 64     /* bytes of a value ever echoed in an error */
+#define OC_CONF_SHOW_MAX 64 /* bytes of a value ever echoed in an error */
 /* Room for each shown byte as \xNN, then "..." and the NUL. */
-#define OC_CONF_SHOWBUF (OC_CONF_SHOW_MAX * 4 + 4)
-#define OC_CONF_IDENT_MAX 63    /* PostgreSQL's NAMEDATALEN - 1 */
-#define OC_CONF_HOST_MAX 253    /* a DNS name */
-#define OC_CONF_SERVERS_MAX 256
-#define OC_CONF_COLUMNS_MAX 256
-#define OC_CONF_PREFIX_MAX 32
-#define OC_CONF_TZ_MAX 64
+#define OC_CONF_SHOWBUF      (OC_CONF_SHOW_MAX * 4 + 4)
+#define OC_CONF_IDENT_MAX    63  /* PostgreSQL's NAMEDATALEN - 1 */
+#define OC_CONF_HOST_MAX     253 /* a DNS name */
+#define OC_CONF_SERVERS_MAX  256
+#define OC_CONF_COLUMNS_MAX  256
+#define OC_CONF_PREFIX_MAX   32
+#define OC_CONF_TZ_MAX       64
 #define OC_CONF_SOCKPATH_MAX 107 /* sizeof(sockaddr_un.sun_path) - 1 */
-#define OC_CONF_KEYS_MAX 16     /* keys in the largest section table */
+#define OC_CONF_KEYS_MAX     16  /* keys in the largest section table */
+
+#define OC_CONF_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 #define OC_MS_S 1000ULL
 #define OC_MS_M (60 * OC_MS_S)
 #define OC_MS_H (60 * OC_MS_M)
 #define OC_MS_D (24 * OC_MS_H)
-#define OC_KIB 1024ULL
-#define OC_MIB (1024 * OC_KIB)
+#define OC_KIB  1024ULL
+#define OC_MIB  (1024 * OC_KIB)
 
 /* How a value is parsed and stored. Numbers share one setter; the type says
  * which unit parser reads them and how their range is printed. */
 typedef enum oc_conf_type {
-    OC_CT_LISTEN,      /* "" or host:port, stored as text */
-    OC_CT_SOCKPATH,    /* "" or a unix socket path */
-    OC_CT_PREFIX,      /* memcached key prefix */
-    OC_CT_TIMEZONE,    /* a TimeZone name for PostgreSQL */
-    OC_CT_LOG_LEVEL,   /* error|warn|info|debug, stored as text */
-    OC_CT_CONNINFO,    /* libpq conninfo: a secret, never echoed */
-    OC_CT_UINT,        /* decimal number -> uint32_t */
-    OC_CT_SIZE,        /* 64k -> uint32_t bytes */
-    OC_CT_DURATION_MS, /* 5s -> uint32_t milliseconds */
-    OC_CT_DURATION_S,  /* 1h -> uint32_t seconds (whole seconds only) */
-    OC_CT_OCTAL_MODE,  /* 0660 -> uint32_t */
-    OC_CT_KEY_TYPE,    /* bigint|integer|uuid|text -> oc_key_type_t */
-    OC_CT_IDENT,       /* one SQL identifier */
-    OC_CT_TABLE,       /* [schema.]table -> off = table, off2 = schema */
-    OC_CT_COLUMNS,     /* a, b, c -> off = char **, off2 = size_t count */
-    OC_CT_SERVERS,     /* h:p[:w] ... -> off = servers, off2 = size_t count */
+    OC_CT_LISTEN,    /* "" or host:port, stored as text */
+    OC_CT_SOCKPATH,  /* "" or a unix socket path */
+    OC_CT_PREFIX,    /* memcached key prefix */
+    OC_CT_TIMEZONE,  /* a TimeZone name for PostgreSQL */
+    OC_CT_LOG_LEVEL, /* error|warn|info|debug, stored as text */
+    OC_CT_CONNINFO,  /* libpq conninfo: a secret, never echoed */
+    OC_CT_UINT,      /* decimal number -> uint32_t */
+    OC_CT_SIZE,      /* 64k -> uint32_t bytes */
+    OC_CT_MSECS,     /* a duration, 5s -> uint32_t milliseconds */
+    OC_CT_SECS,      /* a duration, 1h -> uint32_t seconds (whole only) */
+    OC_CT_MODE,      /* an octal file mode, 0660 -> uint32_t */
+    OC_CT_KEY_TYPE,  /* bigint|integer|uuid|text -> oc_key_type_t */
+    OC_CT_IDENT,     /* one SQL identifier */
+    OC_CT_TABLE,     /* [schema.]table -> off = table, off2 = schema */
+    OC_CT_COLUMNS,   /* a, b, c -> off = char **, off2 = size_t count */
+    OC_CT_SERVERS,   /* h:p[:w] ... -> off = servers, off2 = size_t count */
 } oc_conf_type_t;
 
 /* One key of a section: how to parse it and which field it fills. */
@@ -64,77 +66,79 @@ typedef struct oc_conf_key {
     bool required;
 } oc_conf_key_t;
 
-#define OCF(f) offsetof(oc_conf_t, f)
-#define OCM(f) offsetof(oc_model_conf_t, f)
+#define OC_MS_10MIN  (10 * OC_MS_M)
+#define OC_MS_30DAYS (30 * OC_MS_D)
+
+/* clang-format off */
+/* One table row per key. OC_CK fills a field of oc_conf_t, OC_MK one of
+ * oc_model_conf_t; min and max only mean something for numbers. */
+#define OC_CK(n, t, d, f, lo, hi) \
+    {.name = (n), .type = (t), .def = (d), .off = offsetof(oc_conf_t, f), \
+     .min = (lo), .max = (hi)}
+#define OC_MK(n, t, d, f, lo, hi) \
+    {.name = (n), .type = (t), .def = (d), .off = offsetof(oc_model_conf_t, f), \
+     .min = (lo), .max = (hi)}
 
 static const oc_conf_key_t oc_conf_objcached_keys[] = {
-    {.name = "listen", .type = OC_CT_LISTEN, .def = "127.0.0.1:11311",
-     .off = OCF(listen)},
-    {.name = "unix_socket", .type = OC_CT_SOCKPATH, .def = "",
-     .off = OCF(unix_socket)},
-    {.name = "unix_socket_mode", .type = OC_CT_OCTAL_MODE, .def = "0660",
-     .off = OCF(unix_socket_mode), .min = 0, .max = 0777},
-    {.name = "key_prefix", .type = OC_CT_PREFIX, .def = "oc:",
-     .off = OCF(key_prefix)},
-    {.name = "timezone", .type = OC_CT_TIMEZONE, .def = "UTC",
-     .off = OCF(timezone)},
-    {.name = "max_connections", .type = OC_CT_UINT, .def = "4096",
-     .off = OCF(max_connections), .min = 1, .max = 1000000},
-    {.name = "max_keys", .type = OC_CT_UINT, .def = "1024",
-     .off = OCF(max_keys), .min = 1, .max = 100000},
-    {.name = "max_line", .type = OC_CT_SIZE, .def = "64k",
-     .off = OCF(max_line), .min = OC_KIB, .max = 16 * OC_MIB},
-    {.name = "max_value", .type = OC_CT_SIZE, .def = "1m",
-     .off = OCF(max_value), .min = OC_KIB, .max = 128 * OC_MIB},
-    {.name = "load_timeout", .type = OC_CT_DURATION_MS, .def = "5s",
-     .off = OCF(load_timeout_ms), .min = 10, .max = 10 * OC_MS_M},
-    {.name = "ttl_jitter_pct", .type = OC_CT_UINT, .def = "10",
-     .off = OCF(ttl_jitter_pct), .min = 0, .max = 100},
-    {.name = "log_level", .type = OC_CT_LOG_LEVEL, .def = "info",
-     .off = OCF(log_level)},
+    OC_CK("listen",           OC_CT_LISTEN,    "127.0.0.1:11311", listen, 0, 0),
+    OC_CK("unix_socket",      OC_CT_SOCKPATH,  "",     unix_socket, 0, 0),
+    OC_CK("unix_socket_mode", OC_CT_MODE,      "0660", unix_socket_mode, 0, 0777),
+    OC_CK("key_prefix",       OC_CT_PREFIX,    "oc:",  key_prefix, 0, 0),
+    OC_CK("timezone",         OC_CT_TIMEZONE,  "UTC",  timezone, 0, 0),
+    OC_CK("max_connections",  OC_CT_UINT,      "4096", max_connections, 1, 1000000),
+    OC_CK("max_keys",         OC_CT_UINT,      "1024", max_keys, 1, 100000),
+    OC_CK("max_line",         OC_CT_SIZE,      "64k",  max_line, OC_KIB, 16 * OC_MIB),
+    OC_CK("max_value",        OC_CT_SIZE,      "1m",   max_value, OC_KIB, 128 * OC_MIB),
+    OC_CK("load_timeout",     OC_CT_MSECS,     "5s",   load_timeout_ms, 10, OC_MS_10MIN),
+    OC_CK("ttl_jitter_pct",   OC_CT_UINT,      "10",   ttl_jitter_pct, 0, 100),
+    OC_CK("log_level",        OC_CT_LOG_LEVEL, "info", log_level, 0, 0),
 };
 
 static const oc_conf_key_t oc_conf_memcached_keys[] = {
+    /* Required, so no default. A list fills two fields: array and count. */
     {.name = "servers", .type = OC_CT_SERVERS, .required = true,
-     .off = OCF(servers), .off2 = OCF(nservers)},
-    {.name = "workers", .type = OC_CT_UINT, .def = "2",
-     .off = OCF(mc_workers), .min = 1, .max = 64},
-    {.name = "connect_timeout", .type = OC_CT_DURATION_MS, .def = "200ms",
-     .off = OCF(mc_connect_timeout_ms), .min = 1, .max = 10 * OC_MS_M},
-    {.name = "io_timeout", .type = OC_CT_DURATION_MS, .def = "500ms",
-     .off = OCF(mc_io_timeout_ms), .min = 1, .max = 10 * OC_MS_M},
-    {.name = "retry_timeout", .type = OC_CT_DURATION_MS, .def = "2s",
-     .off = OCF(mc_retry_timeout_ms), .min = 1, .max = 10 * OC_MS_M},
+     .off = offsetof(oc_conf_t, servers), .off2 = offsetof(oc_conf_t, nservers)},
+    OC_CK("workers",         OC_CT_UINT,  "2",     mc_workers, 1, 64),
+    OC_CK("connect_timeout", OC_CT_MSECS, "200ms", mc_connect_timeout_ms, 1, OC_MS_10MIN),
+    OC_CK("io_timeout",      OC_CT_MSECS, "500ms", mc_io_timeout_ms, 1, OC_MS_10MIN),
+    OC_CK("retry_timeout",   OC_CT_MSECS, "2s",    mc_retry_timeout_ms, 1, OC_MS_10MIN),
 };
 
 static const oc_conf_key_t oc_conf_postgresql_keys[] = {
     {.name = "conninfo", .type = OC_CT_CONNINFO, .required = true,
-     .off = OCF(conninfo)},
-    {.name = "connections", .type = OC_CT_UINT, .def = "2",
-     .off = OCF(pg_connections), .min = 1, .max = 64},
+     .off = offsetof(oc_conf_t, conninfo)},
+    OC_CK("connections", OC_CT_UINT, "2", pg_connections, 1, 64),
 };
 
 static const oc_conf_key_t oc_conf_model_keys[] = {
+    /* Required. Fills two fields: off = table, off2 = schema. */
     {.name = "table", .type = OC_CT_TABLE, .required = true,
-     .off = OCM(table), .off2 = OCM(schema)},
-    {.name = "key", .type = OC_CT_IDENT, .def = "id", .off = OCM(key_column)},
-    {.name = "key_type", .type = OC_CT_KEY_TYPE, .def = "bigint",
-     .off = OCM(key_type)},
+     .off = offsetof(oc_model_conf_t, table), .off2 = offsetof(oc_model_conf_t, schema)},
+    OC_MK("key",         OC_CT_IDENT,    "id",     key_column, 0, 0),
+    OC_MK("key_type",    OC_CT_KEY_TYPE, "bigint", key_type, 0, 0),
     /* No default: leaving columns out means the whole row. */
-    {.name = "columns", .type = OC_CT_COLUMNS, .off = OCM(columns),
-     .off2 = OCM(ncolumns)},
-    {.name = "ttl", .type = OC_CT_DURATION_S, .def = "1h", .off = OCM(ttl_s),
-     .min = OC_MS_S, .max = 30 * OC_MS_D},
-    {.name = "missing_ttl", .type = OC_CT_DURATION_S, .def = "30s",
-     .off = OCM(missing_ttl_s), .min = OC_MS_S, .max = 30 * OC_MS_D},
+    {.name = "columns", .type = OC_CT_COLUMNS, .off = offsetof(oc_model_conf_t, columns),
+     .off2 = offsetof(oc_model_conf_t, ncolumns)},
+    OC_MK("ttl",         OC_CT_SECS,     "1h",     ttl_s, OC_MS_S, OC_MS_30DAYS),
+    OC_MK("missing_ttl", OC_CT_SECS,     "30s",    missing_ttl_s, OC_MS_S, OC_MS_30DAYS),
 };
+
+#undef OC_CK
+#undef OC_MK
+/* clang-format on */
+
+_Static_assert(OC_CONF_LEN(oc_conf_objcached_keys) <= OC_CONF_KEYS_MAX &&
+                   OC_CONF_LEN(oc_conf_memcached_keys) <= OC_CONF_KEYS_MAX &&
+                   OC_CONF_LEN(oc_conf_postgresql_keys) <= OC_CONF_KEYS_MAX &&
+                   OC_CONF_LEN(oc_conf_model_keys) <= OC_CONF_KEYS_MAX,
+               "a section has more keys than its seen[] array holds");
 
 typedef enum oc_conf_sect {
     OC_SECT_OBJCACHED = 0,
     OC_SECT_MEMCACHED,
     OC_SECT_POSTGRESQL,
-    OC_SECT_MODEL,     /* one per [model NAME]; the fixed ones come before */
-    OC_SECT_NONE,      /* before the first header */
+    OC_SECT_MODEL, /* one per [model NAME]; the fixed ones come before */
+    OC_SECT_NONE,  /* before the first header */
 } oc_conf_sect_t;
 
 #define OC_SECT_FIXED OC_SECT_MODEL /* number of fixed sections */
@@ -145,23 +149,26 @@ typedef struct oc_conf_section {
     size_t nkeys;
 } oc_conf_section_t;
 
-#define OC_CONF_SECTION(n, k) {n, k, sizeof(k) / sizeof((k)[0])}
+#define OC_CONF_SECTION(n, k)                                                            \
+    {                                                                                    \
+        n, k, OC_CONF_LEN(k)                                                             \
+    }
 static const oc_conf_section_t oc_conf_sections[] = {
     [OC_SECT_OBJCACHED] = OC_CONF_SECTION("objcached", oc_conf_objcached_keys),
     [OC_SECT_MEMCACHED] = OC_CONF_SECTION("memcached", oc_conf_memcached_keys),
-    [OC_SECT_POSTGRESQL] =
-        OC_CONF_SECTION("postgresql", oc_conf_postgresql_keys),
+    [OC_SECT_POSTGRESQL] = OC_CONF_SECTION("postgresql", oc_conf_postgresql_keys),
     [OC_SECT_MODEL] = OC_CONF_SECTION("model", oc_conf_model_keys),
 };
 
 static const char *const oc_key_type_names[] = {
-    [OC_KEY_BIGINT] = "bigint", [OC_KEY_INTEGER] = "integer",
-    [OC_KEY_UUID] = "uuid",     [OC_KEY_TEXT] = "text",
+    [OC_KEY_BIGINT] = "bigint",
+    [OC_KEY_INTEGER] = "integer",
+    [OC_KEY_UUID] = "uuid",
+    [OC_KEY_TEXT] = "text",
 };
-#define OC_KEY_TYPE_COUNT (sizeof(oc_key_type_names) / sizeof(char *))
+#define OC_KEY_TYPE_COUNT OC_CONF_LEN(oc_key_type_names)
 
-static const char *const oc_conf_log_levels[] = {"error", "warn", "info",
-                                                  "debug"};
+static const char *const oc_conf_log_levels[] = {"error", "warn", "info", "debug"};
 
 /* The "seen" line of each key: duplicate keys are reported with the line
  * of the first one, and keys never seen get their default at the end. */
@@ -170,19 +177,19 @@ typedef int oc_conf_seen_t[OC_CONF_KEYS_MAX];
 typedef struct oc_conf_parser {
     oc_conf_t *conf;
     char *err;
-    int line;                               /* current line, from 1 */
-    oc_conf_sect_t sect;                    /* section being read */
-    int sect_line[OC_SECT_FIXED];           /* header line, 0 = absent */
+    int line;                     /* current line, from 1 */
+    oc_conf_sect_t sect;          /* section being read */
+    int sect_line[OC_SECT_FIXED]; /* header line, 0 = absent */
     oc_conf_seen_t fixed_seen[OC_SECT_FIXED];
-    oc_conf_seen_t *model_seen;             /* parallel to conf->models */
+    oc_conf_seen_t *model_seen; /* parallel to conf->models */
     size_t models_cap;
 } oc_conf_parser_t;
 
 /* A setter parses `val` and stores it into the section struct at `base`.
  * It returns OC_EINVAL with a reason in `why` (the caller prefixes the file,
  * line and key), or OC_ENOMEM. */
-typedef oc_status_t (*oc_conf_set_fn)(const oc_conf_key_t *k, char *base,
-                                      const char *val, char *why);
+typedef oc_status_t (*oc_conf_set_fn)(const oc_conf_key_t *k, char *base, const char *val,
+                                      char *why);
 
 /* ------------------------------------------------------------------ */
 /* Small text helpers                                                  */
@@ -247,8 +254,7 @@ static void oc_conf_trim_span(const char **s, size_t *len)
 /* A value as it may appear in an error: at most OC_CONF_SHOW_MAX bytes of
  * it (then "..."), other than printable ASCII as \xNN, so a hostile file
  * can neither flood a log line nor put escape sequences on a terminal. */
-static const char *oc_conf_show_n(const char *s, size_t len,
-                                  char buf[OC_CONF_SHOWBUF])
+static const char *oc_conf_show_n(const char *s, size_t len, char buf[OC_CONF_SHOWBUF])
 {
     static const char hex[] = "0123456789abcdef";
     size_t o = 0;
@@ -276,18 +282,9 @@ static const char *oc_conf_show(const char *s, char buf[OC_CONF_SHOWBUF])
     return oc_conf_show_n(s, strlen(s), buf);
 }
 
-/* A setter's reason for rejecting a value; always OC_EINVAL. */
-static oc_status_t oc_conf_bad(char *why, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static oc_status_t oc_conf_bad(char *why, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, OC_ERRLEN, fmt, ap);
-    va_end(ap);
-    return OC_EINVAL;
-}
+/* A setter's reason for rejecting a value. A macro so that the result is
+ * visibly OC_EINVAL: callers (and static analysers) rely on that. */
+#define oc_conf_bad(why, ...) (oc_fail((why), OC_EINVAL, __VA_ARGS__), OC_EINVAL)
 
 /* ------------------------------------------------------------------ */
 /* Unit parsers                                                        */
@@ -295,8 +292,7 @@ static oc_status_t oc_conf_bad(char *why, const char *fmt, ...)
 /* Leading decimal digits of `s` into *out. OC_EINVAL if there are none;
  * OC_ETOOBIG if they overflow (still scanning them all, so the caller can
  * tell junk after a huge number from a huge number). */
-static oc_status_t oc_conf_digits(const char *s, uint64_t *out,
-                                  const char **end)
+static oc_status_t oc_conf_digits(const char *s, uint64_t *out, const char **end)
 {
     uint64_t v = 0;
     bool over = false;
@@ -325,8 +321,7 @@ static oc_status_t oc_conf_uint(const char *s, uint64_t *out)
     return st;
 }
 
-static oc_status_t oc_conf_scale(oc_status_t st, uint64_t v, uint64_t unit,
-                                 uint64_t *out)
+static oc_status_t oc_conf_scale(oc_status_t st, uint64_t v, uint64_t unit, uint64_t *out)
 {
     if (st != OC_OK)
         return st;
@@ -345,18 +340,19 @@ typedef struct oc_conf_unit {
 
 /* Largest first, so that the printer picks the shortest spelling. */
 static const oc_conf_unit_t oc_conf_duration_units[] = {
-    {"d", OC_MS_D}, {"h", OC_MS_H}, {"m", OC_MS_M}, {"s", OC_MS_S},
-    {"ms", 1},      {"", OC_MS_S}, /* a bare number is seconds */
+    {"d", OC_MS_D}, {"h", OC_MS_H}, {"m", OC_MS_M},
+    {"s", OC_MS_S}, {"ms", 1},      {"", OC_MS_S}, /* a bare number is seconds */
 };
 static const oc_conf_unit_t oc_conf_size_units[] = {
-    {"g", 1024 * OC_MIB}, {"m", OC_MIB}, {"k", OC_KIB}, {"", 1},
+    {"g", 1024 * OC_MIB},
+    {"m", OC_MIB},
+    {"k", OC_KIB},
+    {"", 1},
 };
-#define OC_CONF_NUNITS(t) (sizeof(t) / sizeof((t)[0]))
 
 /* Digits then one of `units` (case-insensitive if `anycase`). */
 static oc_status_t oc_conf_with_unit(const char *s, const oc_conf_unit_t *units,
-                                     size_t nunits, bool anycase,
-                                     uint64_t *out)
+                                     size_t nunits, bool anycase, uint64_t *out)
 {
     uint64_t v = 0;
     const char *end;
@@ -376,31 +372,32 @@ static oc_status_t oc_conf_duration(const char *s, uint64_t *out_ms)
 {
     /* Case matters: "m" is minutes and "M" would read as a month. */
     return oc_conf_with_unit(s, oc_conf_duration_units,
-                             OC_CONF_NUNITS(oc_conf_duration_units), false,
-                             out_ms);
+                             OC_CONF_LEN(oc_conf_duration_units), false, out_ms);
 }
 
 static oc_status_t oc_conf_size(const char *s, uint64_t *out)
 {
-    return oc_conf_with_unit(s, oc_conf_size_units,
-                             OC_CONF_NUNITS(oc_conf_size_units), true, out);
+    return oc_conf_with_unit(s, oc_conf_size_units, OC_CONF_LEN(oc_conf_size_units), true,
+                             out);
 }
 
 /* Octal digits only: "0660" or "660", as chmod(1) takes them. */
 static oc_status_t oc_conf_octal(const char *s, uint64_t *out)
 {
     uint64_t v = 0;
+    bool over = false;
     if (*s == '\0')
         return OC_EINVAL;
     for (const char *p = s; *p != '\0'; p++) {
         if (*p < '0' || *p > '7')
-            return OC_EINVAL;
+            return OC_EINVAL; /* junk wins over size, as in oc_conf_digits() */
         if (v > UINT64_MAX / 8)
-            return OC_ETOOBIG;
-        v = v * 8 + (uint64_t)(*p - '0');
+            over = true;
+        else
+            v = v * 8 + (uint64_t)(*p - '0');
     }
     *out = v;
-    return OC_OK;
+    return over ? OC_ETOOBIG : OC_OK;
 }
 
 oc_status_t oc_conf_parse_duration_ms(const char *s, uint64_t *out_ms)
@@ -419,26 +416,25 @@ oc_status_t oc_conf_parse_size(const char *s, uint64_t *out)
 }
 
 /* Prints `v` the way a user would write it: "16m" rather than 16777216. */
-static void oc_conf_fmt_number(oc_conf_type_t type, uint64_t v, char *buf,
-                               size_t len)
+static void oc_conf_fmt_number(oc_conf_type_t type, uint64_t v, char *buf, size_t len)
 {
     const oc_conf_unit_t *units = NULL;
     size_t nunits = 0;
-    if (type == OC_CT_OCTAL_MODE) {
+    if (type == OC_CT_MODE) {
         snprintf(buf, len, v == 0 ? "0" : "0%llo", (unsigned long long)v);
         return;
     }
     if (type == OC_CT_SIZE) {
         units = oc_conf_size_units;
-        nunits = OC_CONF_NUNITS(oc_conf_size_units);
-    } else if (type == OC_CT_DURATION_MS || type == OC_CT_DURATION_S) {
+        nunits = OC_CONF_LEN(oc_conf_size_units);
+    } else if (type == OC_CT_MSECS || type == OC_CT_SECS) {
         units = oc_conf_duration_units;
-        nunits = OC_CONF_NUNITS(oc_conf_duration_units);
+        nunits = OC_CONF_LEN(oc_conf_duration_units);
     }
     for (size_t i = 0; i < nunits; i++)
         if (v != 0 && v % units[i].mult == 0) {
-            snprintf(buf, len, "%llu%s",
-                     (unsigned long long)(v / units[i].mult), units[i].suffix);
+            snprintf(buf, len, "%llu%s", (unsigned long long)(v / units[i].mult),
+                     units[i].suffix);
             return;
         }
     snprintf(buf, len, "%llu", (unsigned long long)v);
@@ -447,8 +443,7 @@ static void oc_conf_fmt_number(oc_conf_type_t type, uint64_t v, char *buf,
 /* ------------------------------------------------------------------ */
 /* Setters: one per value type                                         */
 
-static oc_status_t oc_conf_store_string(char *base, size_t off,
-                                        const char *val)
+static oc_status_t oc_conf_store_string(char *base, size_t off, const char *val)
 {
     char **field = (char **)(void *)(base + off);
     char *copy = strdup(val);
@@ -459,31 +454,38 @@ static oc_status_t oc_conf_store_string(char *base, size_t off,
     return OC_OK;
 }
 
-static oc_status_t oc_conf_number(oc_conf_type_t type, const char *val,
-                                  uint64_t *v)
+static oc_status_t oc_conf_number(oc_conf_type_t type, const char *val, uint64_t *v)
 {
     switch (type) {
-    case OC_CT_SIZE: return oc_conf_size(val, v);
-    case OC_CT_DURATION_MS:
-    case OC_CT_DURATION_S: return oc_conf_duration(val, v);
-    case OC_CT_OCTAL_MODE: return oc_conf_octal(val, v);
-    default: return oc_conf_uint(val, v);
+    case OC_CT_SIZE:
+        return oc_conf_size(val, v);
+    case OC_CT_MSECS:
+    case OC_CT_SECS:
+        return oc_conf_duration(val, v);
+    case OC_CT_MODE:
+        return oc_conf_octal(val, v);
+    default:
+        return oc_conf_uint(val, v);
     }
 }
 
 static const char *oc_conf_number_kind(oc_conf_type_t type)
 {
     switch (type) {
-    case OC_CT_SIZE: return "a size (e.g. 512, 64k, 1m)";
-    case OC_CT_DURATION_MS:
-    case OC_CT_DURATION_S: return "a duration (e.g. 250ms, 30s, 5m, 2h, 1d)";
-    case OC_CT_OCTAL_MODE: return "an octal mode (e.g. 0660)";
-    default: return "a whole number";
+    case OC_CT_SIZE:
+        return "a size (e.g. 512, 64k, 1m)";
+    case OC_CT_MSECS:
+    case OC_CT_SECS:
+        return "a duration (e.g. 250ms, 30s, 5m, 2h, 1d)";
+    case OC_CT_MODE:
+        return "an octal mode (e.g. 0660)";
+    default:
+        return "a whole number";
     }
 }
 
-static oc_status_t oc_conf_set_number(const oc_conf_key_t *k, char *base,
-                                      const char *val, char *why)
+static oc_status_t oc_conf_set_number(const oc_conf_key_t *k, char *base, const char *val,
+                                      char *why)
 {
     char shown[OC_CONF_SHOWBUF], lo[32], hi[32];
     uint64_t v = 0;
@@ -491,16 +493,16 @@ static oc_status_t oc_conf_set_number(const oc_conf_key_t *k, char *base,
     if (st == OC_EINVAL)
         return oc_conf_bad(why, "'%s' is not %s", oc_conf_show(val, shown),
                            oc_conf_number_kind(k->type));
-    if (st == OC_OK && k->type == OC_CT_DURATION_S && v % OC_MS_S != 0)
+    if (st == OC_OK && k->type == OC_CT_SECS && v % OC_MS_S != 0)
         return oc_conf_bad(why, "'%s' is not a whole number of seconds",
                            oc_conf_show(val, shown));
     if (st != OC_OK || v < k->min || v > k->max) {
         oc_conf_fmt_number(k->type, k->min, lo, sizeof(lo));
         oc_conf_fmt_number(k->type, k->max, hi, sizeof(hi));
-        return oc_conf_bad(why, "'%s' is out of range (%s..%s)",
-                           oc_conf_show(val, shown), lo, hi);
+        return oc_conf_bad(why, "'%s' is out of range (%s..%s)", oc_conf_show(val, shown),
+                           lo, hi);
     }
-    if (k->type == OC_CT_DURATION_S)
+    if (k->type == OC_CT_SECS)
         v /= OC_MS_S;
     /* Every table max fits 32 bits, so the range check made this exact. */
     *(uint32_t *)(void *)(base + k->off) = (uint32_t)v;
@@ -543,8 +545,8 @@ static oc_status_t oc_conf_split_host(char *s, char **host, char **rest)
 }
 
 /* A port or weight: OC_EINVAL if not a number, OC_ETOOBIG if out of range. */
-static oc_status_t oc_conf_small_uint(const char *s, uint64_t min,
-                                      uint64_t max, uint32_t *out)
+static oc_status_t oc_conf_small_uint(const char *s, uint64_t min, uint64_t max,
+                                      uint32_t *out)
 {
     uint64_t v = 0;
     oc_status_t st = oc_conf_uint(s, &v);
@@ -556,8 +558,8 @@ static oc_status_t oc_conf_small_uint(const char *s, uint64_t min,
     return OC_OK;
 }
 
-static oc_status_t oc_conf_set_listen(const oc_conf_key_t *k, char *base,
-                                      const char *val, char *why)
+static oc_status_t oc_conf_set_listen(const oc_conf_key_t *k, char *base, const char *val,
+                                      char *why)
 {
     char copy[OC_CONF_LINE_MAX + 1], shown[OC_CONF_SHOWBUF];
     char *host, *port;
@@ -586,8 +588,8 @@ static oc_status_t oc_conf_set_sockpath(const oc_conf_key_t *k, char *base,
     char shown[OC_CONF_SHOWBUF];
     size_t n = strlen(val);
     if (n > OC_CONF_SOCKPATH_MAX)
-        return oc_conf_bad(why, "'%s' is longer than %d bytes",
-                           oc_conf_show(val, shown), OC_CONF_SOCKPATH_MAX);
+        return oc_conf_bad(why, "'%s' is longer than %d bytes", oc_conf_show(val, shown),
+                           OC_CONF_SOCKPATH_MAX);
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)val[i] < 0x20 || val[i] == 0x7f)
             return oc_conf_bad(why, "'%s' has a control character",
@@ -597,8 +599,8 @@ static oc_status_t oc_conf_set_sockpath(const oc_conf_key_t *k, char *base,
 
 /* Printable ASCII without spaces: the prefix goes into every memcached key,
  * where spaces and control characters are not allowed. */
-static oc_status_t oc_conf_set_prefix(const oc_conf_key_t *k, char *base,
-                                      const char *val, char *why)
+static oc_status_t oc_conf_set_prefix(const oc_conf_key_t *k, char *base, const char *val,
+                                      char *why)
 {
     char shown[OC_CONF_SHOWBUF];
     size_t n = strlen(val);
@@ -635,7 +637,7 @@ static oc_status_t oc_conf_set_log_level(const oc_conf_key_t *k, char *base,
                                          const char *val, char *why)
 {
     char shown[OC_CONF_SHOWBUF];
-    for (size_t i = 0; i < sizeof(oc_conf_log_levels) / sizeof(char *); i++)
+    for (size_t i = 0; i < OC_CONF_LEN(oc_conf_log_levels); i++)
         if (strcmp(val, oc_conf_log_levels[i]) == 0)
             return oc_conf_store_string(base, k->off, val);
     return oc_conf_bad(why, "'%s' is not one of error, warn, info, debug",
@@ -660,8 +662,7 @@ static oc_status_t oc_conf_set_key_type(const oc_conf_key_t *k, char *base,
             *(oc_key_type_t *)(void *)(base + k->off) = (oc_key_type_t)i;
             return OC_OK;
         }
-    return oc_conf_bad(why,
-                       "'%s' is not one of bigint, integer, uuid, text",
+    return oc_conf_bad(why, "'%s' is not one of bigint, integer, uuid, text",
                        oc_conf_show(val, shown));
 }
 
@@ -674,8 +675,8 @@ static oc_status_t oc_conf_bad_ident(const char *s, size_t len, char *why)
                        oc_conf_show_n(s, len, shown));
 }
 
-static oc_status_t oc_conf_set_ident(const oc_conf_key_t *k, char *base,
-                                     const char *val, char *why)
+static oc_status_t oc_conf_set_ident(const oc_conf_key_t *k, char *base, const char *val,
+                                     char *why)
 {
     if (!oc_conf_ident_ok(val, strlen(val)))
         return oc_conf_bad_ident(val, strlen(val), why);
@@ -683,8 +684,8 @@ static oc_status_t oc_conf_set_ident(const oc_conf_key_t *k, char *base,
 }
 
 /* "schema.table" or "table" (schema public); off = table, off2 = schema. */
-static oc_status_t oc_conf_set_table(const oc_conf_key_t *k, char *base,
-                                     const char *val, char *why)
+static oc_status_t oc_conf_set_table(const oc_conf_key_t *k, char *base, const char *val,
+                                     char *why)
 {
     const char *dot = strchr(val, '.');
     const char *table = dot != NULL ? dot + 1 : val;
@@ -728,8 +729,8 @@ static size_t oc_conf_count_char(const char *s, char c)
 }
 
 /* One column of a list; `cols` holds the `n` accepted before it. */
-static oc_status_t oc_conf_column(const char *s, size_t len, char **cols,
-                                  size_t n, char *why)
+static oc_status_t oc_conf_column(const char *s, size_t len, char **cols, size_t n,
+                                  char *why)
 {
     char shown[OC_CONF_SHOWBUF];
     oc_conf_trim_span(&s, &len);
@@ -753,13 +754,11 @@ static oc_status_t oc_conf_set_columns(const oc_conf_key_t *k, char *base,
     char **cols = NULL;
     oc_status_t st = OC_ENOMEM;
     if (*val == '\0') {
-        st = oc_conf_bad(why,
-                         "must not be empty (leave it out for the whole row)");
+        st = oc_conf_bad(why, "must not be empty (leave it out for the whole row)");
         goto fail;
     }
     if (want > OC_CONF_COLUMNS_MAX) {
-        st = oc_conf_bad(why, "more than %d columns",
-                         OC_CONF_COLUMNS_MAX);
+        st = oc_conf_bad(why, "more than %d columns", OC_CONF_COLUMNS_MAX);
         goto fail;
     }
     cols = calloc(want, sizeof(*cols));
@@ -793,8 +792,7 @@ static void oc_conf_free_servers(oc_mc_server_conf_t *v, size_t n)
 
 /* "host:port[:weight]" or "[ipv6]:port[:weight]", already cut out of the
  * list and NUL-terminated (in `tok`, which this modifies). */
-static oc_status_t oc_conf_server(char *tok, oc_mc_server_conf_t *out,
-                                  char *why)
+static oc_status_t oc_conf_server(char *tok, oc_mc_server_conf_t *out, char *why)
 {
     char shown[OC_CONF_SHOWBUF];
     char *host, *rest, *weight;
@@ -807,25 +805,24 @@ static oc_status_t oc_conf_server(char *tok, oc_mc_server_conf_t *out,
     if (st == OC_OK)
         st = oc_conf_small_uint(rest, 1, 65535, &port);
     if (st == OC_ETOOBIG)
-        return oc_conf_bad(why, "port in '%s' is out of range (1..65535)",
-                           shown);
+        return oc_conf_bad(why, "port in '%s' is out of range (1..65535)", shown);
     out->weight = 1;
     if (st == OC_OK && weight != NULL)
         st = oc_conf_small_uint(weight, 1, 1000, &out->weight);
     if (st == OC_ETOOBIG)
-        return oc_conf_bad(why, "weight in '%s' is out of range (1..1000)",
-                           shown);
+        return oc_conf_bad(why, "weight in '%s' is out of range (1..1000)", shown);
     if (st != OC_OK)
         return oc_conf_bad(why,
                            "'%s' is not host:port[:weight] (IPv6 as "
-                           "[::1]:11211)", shown);
+                           "[::1]:11211)",
+                           shown);
     out->port = (uint16_t)port;
     out->host = strdup(host);
     return out->host == NULL ? OC_ENOMEM : OC_OK;
 }
 
-static oc_status_t oc_conf_server_unique(const oc_mc_server_conf_t *v,
-                                         size_t n, char *why)
+static oc_status_t oc_conf_server_unique(const oc_mc_server_conf_t *v, size_t n,
+                                         char *why)
 {
     char shown[OC_CONF_SHOWBUF];
     for (size_t i = 0; i < n; i++)
@@ -852,8 +849,7 @@ static oc_status_t oc_conf_set_servers(const oc_conf_key_t *k, char *base,
     for (char *tok = strtok_r(copy, seps, &save); tok != NULL;
          tok = strtok_r(NULL, seps, &save)) {
         st = n == OC_CONF_SERVERS_MAX
-                 ? oc_conf_bad(why, "more than %d servers",
-                               OC_CONF_SERVERS_MAX)
+                 ? oc_conf_bad(why, "more than %d servers", OC_CONF_SERVERS_MAX)
                  : oc_conf_server(tok, &v[n], why);
         if (st == OC_OK)
             st = oc_conf_server_unique(v, n, why);
@@ -865,8 +861,7 @@ static oc_status_t oc_conf_set_servers(const oc_conf_key_t *k, char *base,
         st = oc_conf_bad(why, "no servers given");
         goto fail;
     }
-    oc_mc_server_conf_t **field =
-        (oc_mc_server_conf_t **)(void *)(base + k->off);
+    oc_mc_server_conf_t **field = (oc_mc_server_conf_t **)(void *)(base + k->off);
     size_t *count = (size_t *)(void *)(base + k->off2);
     oc_conf_free_servers(*field, *count);
     *field = v;
@@ -880,35 +875,35 @@ fail:
     return st;
 }
 
+/* clang-format off */
 static const oc_conf_set_fn oc_conf_setters[] = {
-    [OC_CT_LISTEN] = oc_conf_set_listen,
-    [OC_CT_SOCKPATH] = oc_conf_set_sockpath,
-    [OC_CT_PREFIX] = oc_conf_set_prefix,
-    [OC_CT_TIMEZONE] = oc_conf_set_timezone,
+    [OC_CT_LISTEN]    = oc_conf_set_listen,
+    [OC_CT_SOCKPATH]  = oc_conf_set_sockpath,
+    [OC_CT_PREFIX]    = oc_conf_set_prefix,
+    [OC_CT_TIMEZONE]  = oc_conf_set_timezone,
     [OC_CT_LOG_LEVEL] = oc_conf_set_log_level,
-    [OC_CT_CONNINFO] = oc_conf_set_conninfo,
-    [OC_CT_UINT] = oc_conf_set_number,
-    [OC_CT_SIZE] = oc_conf_set_number,
-    [OC_CT_DURATION_MS] = oc_conf_set_number,
-    [OC_CT_DURATION_S] = oc_conf_set_number,
-    [OC_CT_OCTAL_MODE] = oc_conf_set_number,
-    [OC_CT_KEY_TYPE] = oc_conf_set_key_type,
-    [OC_CT_IDENT] = oc_conf_set_ident,
-    [OC_CT_TABLE] = oc_conf_set_table,
-    [OC_CT_COLUMNS] = oc_conf_set_columns,
-    [OC_CT_SERVERS] = oc_conf_set_servers,
+    [OC_CT_CONNINFO]  = oc_conf_set_conninfo,
+    [OC_CT_UINT]      = oc_conf_set_number,
+    [OC_CT_SIZE]      = oc_conf_set_number,
+    [OC_CT_MSECS]     = oc_conf_set_number,
+    [OC_CT_SECS]      = oc_conf_set_number,
+    [OC_CT_MODE]      = oc_conf_set_number,
+    [OC_CT_KEY_TYPE]  = oc_conf_set_key_type,
+    [OC_CT_IDENT]     = oc_conf_set_ident,
+    [OC_CT_TABLE]     = oc_conf_set_table,
+    [OC_CT_COLUMNS]   = oc_conf_set_columns,
+    [OC_CT_SERVERS]   = oc_conf_set_servers,
 };
+/* clang-format on */
 
 /* ------------------------------------------------------------------ */
 /* The INI reader                                                      */
 
-static oc_status_t oc_conf_error(oc_conf_parser_t *p, int line,
-                                 const char *fmt, ...)
+static oc_status_t oc_conf_error(oc_conf_parser_t *p, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* "FILE:LINE: reason", or "FILE: reason" when line is 0. */
-static oc_status_t oc_conf_error(oc_conf_parser_t *p, int line,
-                                 const char *fmt, ...)
+static oc_status_t oc_conf_error(oc_conf_parser_t *p, int line, const char *fmt, ...)
 {
     const char *path = p->conf->path;
     int n = line > 0 ? snprintf(p->err, OC_ERRLEN, "%s:%d: ", path, line)
@@ -928,8 +923,8 @@ static oc_status_t oc_conf_nomem(oc_conf_parser_t *p)
 }
 
 /* "[objcached]" or "[model User]", for messages. */
-static const char *oc_conf_label(const oc_conf_t *conf, oc_conf_sect_t sect,
-                                 size_t model, char *buf, size_t len)
+static const char *oc_conf_label(const oc_conf_t *conf, oc_conf_sect_t sect, size_t model,
+                                 char *buf, size_t len)
 {
     if (sect == OC_SECT_MODEL)
         snprintf(buf, len, "[model %s]", conf->models[model].name);
@@ -1000,8 +995,7 @@ static oc_status_t oc_conf_header(oc_conf_parser_t *p, char *s)
     char shown[OC_CONF_SHOWBUF];
     size_t n = strlen(s);
     if (s[n - 1] != ']')
-        return oc_conf_error(p, p->line,
-                             "section header '%s' does not end with ']'",
+        return oc_conf_error(p, p->line, "section header '%s' does not end with ']'",
                              oc_conf_show(s, shown));
     s[n - 1] = '\0';
     const char *name = s + 1;
@@ -1027,8 +1021,8 @@ static oc_status_t oc_conf_header(oc_conf_parser_t *p, char *s)
                          oc_conf_show(name, shown));
 }
 
-static const oc_conf_key_t *oc_conf_find_key(oc_conf_sect_t sect,
-                                             const char *name, size_t *idx)
+static const oc_conf_key_t *oc_conf_find_key(oc_conf_sect_t sect, const char *name,
+                                             size_t *idx)
 {
     const oc_conf_section_t *s = &oc_conf_sections[sect];
     for (size_t i = 0; i < s->nkeys; i++)
@@ -1051,8 +1045,8 @@ static char *oc_conf_base(oc_conf_parser_t *p, int **seen)
 }
 
 /* Runs a setter and turns its reason into "FILE:LINE: key: reason". */
-static oc_status_t oc_conf_apply(oc_conf_parser_t *p, const oc_conf_key_t *k,
-                                 char *base, const char *val, int line)
+static oc_status_t oc_conf_apply(oc_conf_parser_t *p, const oc_conf_key_t *k, char *base,
+                                 const char *val, int line)
 {
     char why[OC_ERRLEN];
     oc_status_t st = oc_conf_setters[k->type](k, base, val, why);
@@ -1063,28 +1057,24 @@ static oc_status_t oc_conf_apply(oc_conf_parser_t *p, const oc_conf_key_t *k,
     return OC_OK;
 }
 
-static oc_status_t oc_conf_key_line(oc_conf_parser_t *p, const char *key,
-                                    const char *val)
+static oc_status_t oc_conf_key_line(oc_conf_parser_t *p, const char *key, const char *val)
 {
     char shown[OC_CONF_SHOWBUF], label[OC_MODEL_NAME_MAX + 16];
     const oc_conf_key_t *k;
     size_t idx = 0;
     int *seen;
     if (p->sect == OC_SECT_NONE)
-        return oc_conf_error(p, p->line,
-                             "key '%s' is outside any section",
+        return oc_conf_error(p, p->line, "key '%s' is outside any section",
                              oc_conf_show(key, shown));
-    oc_conf_label(p->conf, p->sect,
-                  p->sect == OC_SECT_MODEL ? p->conf->nmodels - 1 : 0, label,
-                  sizeof(label));
+    oc_conf_label(p->conf, p->sect, p->sect == OC_SECT_MODEL ? p->conf->nmodels - 1 : 0,
+                  label, sizeof(label));
     k = oc_conf_find_key(p->sect, key, &idx);
     if (k == NULL)
         return oc_conf_error(p, p->line, "unknown key '%s' in %s",
                              oc_conf_show(key, shown), label);
     char *base = oc_conf_base(p, &seen);
     if (seen[idx] != 0)
-        return oc_conf_error(p, p->line,
-                             "duplicate key '%s' in %s (first on line %d)",
+        return oc_conf_error(p, p->line, "duplicate key '%s' in %s (first on line %d)",
                              key, label, seen[idx]);
     seen[idx] = p->line;
     return oc_conf_apply(p, k, base, val, p->line);
@@ -1119,10 +1109,10 @@ static int oc_conf_line_of(const char *text, size_t off)
     return line;
 }
 
-static oc_status_t oc_conf_lines(oc_conf_parser_t *p, const char *text,
-                                 size_t len)
+static oc_status_t oc_conf_lines(oc_conf_parser_t *p, const char *text, size_t len)
 {
-    char line[OC_CONF_LINE_MAX + 1];
+    /* Zeroed once so that no analyser doubts the bytes it reads were set. */
+    char line[OC_CONF_LINE_MAX + 1] = {0};
     size_t pos = 0;
     const char *nul = memchr(text, '\0', len);
     if (nul != NULL)
@@ -1152,23 +1142,21 @@ static oc_status_t oc_conf_lines(oc_conf_parser_t *p, const char *text,
 
 /* Defaults for the keys a section did not set, and its required keys.
  * `line` is the line to blame (0 for the fixed sections). */
-static oc_status_t oc_conf_finish_section(oc_conf_parser_t *p,
-                                          oc_conf_sect_t sect, size_t model,
-                                          const int *seen, int line)
+static oc_status_t oc_conf_finish_section(oc_conf_parser_t *p, oc_conf_sect_t sect,
+                                          size_t model, const int *seen, int line)
 {
     char label[OC_MODEL_NAME_MAX + 16];
     const oc_conf_section_t *s = &oc_conf_sections[sect];
-    char *base = sect == OC_SECT_MODEL ? (char *)&p->conf->models[model]
-                                       : (char *)p->conf;
+    char *base =
+        sect == OC_SECT_MODEL ? (char *)&p->conf->models[model] : (char *)p->conf;
     for (size_t i = 0; i < s->nkeys; i++) {
         const oc_conf_key_t *k = &s->keys[i];
         if (seen[i] != 0 || (k->def == NULL && !k->required))
             continue;
         if (k->required)
-            return oc_conf_error(p, line, "missing required key '%s' in %s",
-                                 k->name,
-                                 oc_conf_label(p->conf, sect, model, label,
-                                               sizeof(label)));
+            return oc_conf_error(
+                p, line, "missing required key '%s' in %s", k->name,
+                oc_conf_label(p->conf, sect, model, label, sizeof(label)));
         oc_status_t st = oc_conf_apply(p, k, base, k->def, line);
         if (st != OC_OK)
             return st; /* a bad default: the unit tests catch this */
@@ -1187,8 +1175,7 @@ static oc_status_t oc_conf_finish(oc_conf_parser_t *p)
     oc_conf_t *c = p->conf;
     oc_status_t st = OC_OK;
     for (int i = 0; i < OC_SECT_FIXED && st == OC_OK; i++)
-        st = oc_conf_finish_section(p, (oc_conf_sect_t)i, 0, p->fixed_seen[i],
-                                    0);
+        st = oc_conf_finish_section(p, (oc_conf_sect_t)i, 0, p->fixed_seen[i], 0);
     if (st != OC_OK)
         return st;
     if (oc_conf_empty(c->listen) && oc_conf_empty(c->unix_socket))
@@ -1205,15 +1192,20 @@ static oc_status_t oc_conf_finish(oc_conf_parser_t *p)
     return st;
 }
 
-static oc_conf_t *oc_conf_load_text(const char *path, const char *text,
-                                    size_t len, char *err)
+static oc_conf_t *oc_conf_load_text(const char *path, const char *text, size_t len,
+                                    char *err)
 {
     char dummy[OC_ERRLEN];
-    oc_conf_parser_t p = {.err = err != NULL ? err : dummy,
-                          .sect = OC_SECT_NONE};
+    oc_conf_parser_t p = {.err = dummy, .sect = OC_SECT_NONE};
+    if (err != NULL)
+        p.err = err;
     p.conf = calloc(1, sizeof(*p.conf));
     if (p.conf == NULL || (p.conf->path = strdup(path)) == NULL) {
         oc_conf_nomem(&p);
+        goto fail;
+    }
+    if (len > OC_CONF_FILE_MAX) {
+        oc_conf_error(&p, 0, "file too large (over %zu bytes)", OC_CONF_FILE_MAX);
         goto fail;
     }
     if (oc_conf_lines(&p, text, len) != OC_OK || oc_conf_finish(&p) != OC_OK)
@@ -1235,7 +1227,8 @@ oc_conf_t *oc_conf_load_string(const char *text, size_t len, char *err)
     return oc_conf_load_text("<string>", text != NULL ? text : "", len, err);
 }
 
-/* Reads at most OC_CONF_FILE_MAX bytes; one more means "too large". */
+/* Reads at most OC_CONF_FILE_MAX + 1 bytes: enough for the parser to tell
+ * a file that is too large, without reading all of a huge one. */
 static char *oc_conf_read(const char *path, size_t *len, char *err)
 {
     char ebuf[128];
@@ -1255,11 +1248,6 @@ static char *oc_conf_read(const char *path, size_t *len, char *err)
     if (ferror(f)) {
         oc_fail(err, OC_EIO, "%s: cannot read: %s", path,
                 strerror_r(errno, ebuf, sizeof(ebuf)));
-        goto fail;
-    }
-    if (*len > OC_CONF_FILE_MAX) {
-        oc_fail(err, OC_ETOOBIG, "%s: file too large (over %zu bytes)", path,
-                OC_CONF_FILE_MAX);
         goto fail;
     }
     fclose(f);
@@ -1313,8 +1301,7 @@ void oc_conf_free(oc_conf_t *conf)
     free(conf);
 }
 
-const oc_model_conf_t *oc_conf_model(const oc_conf_t *conf, const char *name,
-                                     size_t len)
+const oc_model_conf_t *oc_conf_model(const oc_conf_t *conf, const char *name, size_t len)
 {
     if (conf == NULL || name == NULL)
         return NULL;

@@ -55,7 +55,9 @@ typedef struct oc_model_conf {
 } oc_model_conf_t;
 
 typedef struct oc_mc_server_conf {
-    char *host;         /* a name or an address (IPv6 in [brackets]) */
+    char *host;         /* a name or an address (IPv6 in [brackets] in the
+                           file; stored without the brackets, ready for
+                           getaddrinfo() and libmemcached) */
     uint16_t port;
     uint32_t weight;    /* host:port:weight, default 1 */
 } oc_mc_server_conf_t;
