@@ -91,6 +91,7 @@ static const oc_conf_key_t oc_conf_objcached_keys[] = {
     OC_CK("max_value",        OC_CT_SIZE,      "1m",   max_value, OC_KIB, 128 * OC_MIB),
     OC_CK("load_timeout",     OC_CT_MSECS,     "5s",   load_timeout_ms, 10, OC_MS_10MIN),
     OC_CK("ttl_jitter_pct",   OC_CT_UINT,      "10",   ttl_jitter_pct, 0, 100),
+    OC_CK("lease_wait",       OC_CT_MSECS,     "250ms", lease_wait_ms, 0, OC_MS_10MIN),
     OC_CK("log_level",        OC_CT_LOG_LEVEL, "info", log_level, 0, 0),
 };
 
@@ -121,6 +122,10 @@ static const oc_conf_key_t oc_conf_model_keys[] = {
      .off2 = offsetof(oc_model_conf_t, ncolumns)},
     OC_MK("ttl",         OC_CT_SECS,     "1h",     ttl_s, OC_MS_S, OC_MS_30DAYS),
     OC_MK("missing_ttl", OC_CT_SECS,     "30s",    missing_ttl_s, OC_MS_S, OC_MS_30DAYS),
+    OC_MK("tombstone_ttl", OC_CT_SECS,   "10m",    tombstone_ttl_s, OC_MS_S, OC_MS_30DAYS),
+    /* No default: without it pushes are last-writer-wins. */
+    {.name = "version_column", .type = OC_CT_IDENT,
+     .off = offsetof(oc_model_conf_t, version_column)},
 };
 
 #undef OC_CK
@@ -1280,6 +1285,7 @@ static void oc_conf_free_model(oc_model_conf_t *m)
     free(m->schema);
     free(m->table);
     free(m->key_column);
+    free(m->version_column);
     oc_conf_free_strv(m->columns, m->ncolumns);
 }
 

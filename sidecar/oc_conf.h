@@ -51,6 +51,9 @@ typedef struct oc_model_conf {
     size_t ncolumns;
     uint32_t ttl_s;         /* ttl = 1h (default 3600 s), 1 s .. 30 days */
     uint32_t missing_ttl_s; /* missing_ttl = 30s (default 30 s), 1 s .. 30 days */
+    uint32_t tombstone_ttl_s; /* tombstone_ttl = 10m (default), 1 s .. 30 days */
+    char *version_column; /* version_column = updated_at (NULL = none): an
+                             older push never replaces a newer object */
     int line;           /* line of the section header, for later errors */
 } oc_model_conf_t;
 
@@ -77,6 +80,7 @@ typedef struct oc_conf {
     uint32_t max_value;         /* bytes in one value, default 1048576 */
     uint32_t load_timeout_ms;   /* a PostgreSQL load, default 5s */
     uint32_t ttl_jitter_pct;    /* added TTL spread, default 10 (%) */
+    uint32_t lease_wait_ms;     /* wait for another sidecar's load, 250ms */
     char *log_level;            /* error|warn|info|debug, default info */
 
     /* [memcached] */

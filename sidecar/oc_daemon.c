@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -108,6 +109,16 @@ static oc_status_t listen_unix(oc_daemon_t *d, char *err)
     return OC_OK;
 }
 
+/* Unique among the sidecars sharing a pool: random, with host-local pid. */
+static void make_lease_token(oc_daemon_t *d)
+{
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        r = ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid(); /* still unique enough */
+    d->lease_token_len = (size_t)snprintf(d->lease_token, sizeof(d->lease_token),
+                                          "%016" PRIx64 ".%ld", r, (long)getpid());
+}
+
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
@@ -124,6 +135,8 @@ oc_status_t oc_daemon_init(oc_daemon_t *d, oc_conf_t *conf, char *err)
     d->started = time(NULL);
     d->rand_state = (unsigned)getpid() ^ (unsigned)d->started;
     d->max_key_len = OC_KEY_MAX - strlen(conf->key_prefix);
+    d->lease_ttl_s = (conf->load_timeout_ms + 999) / 1000 + 1;
+    make_lease_token(d);
     oc_status_t st = OC_ENOMEM;
     signal(SIGPIPE, SIG_IGN);
     d->base = event_base_new();

@@ -38,6 +38,9 @@ typedef struct oc_daemon {
     struct event *sig_term, *sig_int, *sig_pipe_ignored;
     time_t started;
     unsigned rand_state;      /* TTL jitter; quality does not matter */
+    char lease_token[48];     /* this sidecar's name in LEASE entries */
+    size_t lease_token_len;
+    uint32_t lease_ttl_s;     /* load_timeout rounded up, plus 1 s */
     int stopping;
     /* Gets whose memcached answer is still out, oldest first, and fills
      * whose write-back is done but which such a get may still miss (see

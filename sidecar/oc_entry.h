@@ -8,11 +8,17 @@
  *   bits 15..8   format version (1)
  *   bits  7..0   kind (oc_entry_kind_t)
  *
- * and whose value is the payload: for OBJECT the JSON text exactly as it is
- * sent to clients (so a hit is served without decoding or copying into a new
- * shape); for MISSING, nothing. Kinds for the write path (tombstones,
- * leases) take the next numbers; an entry of an unknown kind or version, or
- * an item with other flags, is treated as a miss and will be overwritten.
+ * and whose value is the payload:
+ *   OBJECT     the JSON text exactly as it is sent to clients (so a hit is
+ *              served without decoding or copying into a new shape)
+ *   MISSING    nothing: PostgreSQL had no row (short TTL)
+ *   TOMBSTONE  nothing: the app deleted the object; reads answer "absent"
+ *              without asking PostgreSQL, and no fill can replace it
+ *   LEASE      a token naming the sidecar that is loading the key: the
+ *              only state a fill may replace (by cas), so an invalidation
+ *              that overwrites or deletes it defeats a stale fill
+ * An entry of an unknown kind or version, or an item with other flags, is
+ * treated as a miss.
  */
 #ifndef OC_ENTRY_H
 #define OC_ENTRY_H
@@ -26,6 +32,8 @@ typedef enum oc_entry_kind {
     OC_ENTRY_NONE = 0,    /* not an objcached entry (or not a known one) */
     OC_ENTRY_OBJECT = 1,  /* the row as JSON */
     OC_ENTRY_MISSING = 2, /* PostgreSQL has no row with this id */
+    OC_ENTRY_TOMBSTONE = 3, /* deleted by the app */
+    OC_ENTRY_LEASE = 4,   /* being loaded by the sidecar named in the value */
 } oc_entry_kind_t;
 
 static inline uint32_t oc_entry_flags(oc_entry_kind_t kind)
@@ -38,7 +46,7 @@ static inline oc_entry_kind_t oc_entry_kind(uint32_t flags)
     if ((flags >> 16) != OC_ENTRY_MAGIC || ((flags >> 8) & 0xFF) != OC_ENTRY_VERSION)
         return OC_ENTRY_NONE;
     uint32_t k = flags & 0xFF;
-    if (k == OC_ENTRY_OBJECT || k == OC_ENTRY_MISSING)
+    if (k >= OC_ENTRY_OBJECT && k <= OC_ENTRY_LEASE)
         return (oc_entry_kind_t)k;
     return OC_ENTRY_NONE;
 }

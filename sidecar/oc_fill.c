@@ -1,5 +1,6 @@
 #include "oc_fill.h"
 
+#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,33 +12,46 @@
 #include "oc_pg.h"
 #include "oc_req.h"
 
+#define OC_FILL_POLL_FIRST_MS 2
+#define OC_FILL_POLL_MAX_MS 50
+#define OC_FILL_LEASE_TRIES 3
+
 typedef enum oc_fill_state {
+    OC_FILL_LEASING,
+    OC_FILL_WAITING,
     OC_FILL_LOADING,
     OC_FILL_STORING,
+    OC_FILL_RETIRING,
 } oc_fill_state_t;
-
-typedef struct oc_batch oc_batch_t;
 
 typedef struct oc_fill {
     char *ckey;              /* owned; the map key */
     size_t ckey_len;
-    size_t canon_off;
+    size_t canon_off;        /* the canonical id starts at ckey + canon_off */
     size_t model_idx;
     oc_fill_state_t state;
-    oc_blob_t *value;        /* STORING: the object, or NULL = no row */
+    int leased;              /* we hold its lease in memcached */
+    int lease_tries;
+    int in_map;              /* d->fills maps ckey to this fill */
+    int invalidated;         /* a write landed: do not write back */
+    oc_blob_t *value;        /* once answered: the object, or NULL = absent */
     oc_ukey_t *waiters;
-    oc_batch_t *batch;
     uint64_t retire_seq;     /* gets with mget_seq <= this may need it */
     struct oc_fill *retire_next;
 } oc_fill_t;
 
-/* One model's new misses from one request: one query. */
-struct oc_batch {
+/* Fills of one model going through the same step together. */
+typedef struct oc_batch {
     oc_daemon_t *d;
     size_t model_idx;
     size_t n, cap;
     oc_fill_t **fills;
-};
+    struct event *timer;     /* WAITING: next poll */
+    uint32_t waited_ms, delay_ms;
+} oc_batch_t;
+
+static void batch_lease(oc_batch_t *b);
+static void batch_load(oc_batch_t *b);
 
 /* ---- blobs ----------------------------------------------------------------- */
 
@@ -68,22 +82,28 @@ void oc_blob_unref(oc_blob_t *b)
 
 /* ---- fills ----------------------------------------------------------------- */
 
+static void fill_set_state(oc_fill_t *f, oc_fill_state_t st)
+{
+    f->state = st;
+}
+
+static void fill_unmap(oc_daemon_t *d, oc_fill_t *f)
+{
+    if (f->in_map)
+        oc_map_del(d->fills, f->ckey, f->ckey_len);
+    f->in_map = 0;
+}
+
 static void fill_free(oc_daemon_t *d, oc_fill_t *f)
 {
-    oc_map_del(d->fills, f->ckey, f->ckey_len);
+    fill_unmap(d, f);
     d->stats.loads_in_flight--;
     oc_blob_unref(f->value);
     free(f->ckey);
     free(f);
 }
 
-static void batch_free(oc_batch_t *b)
-{
-    free(b->fills);
-    free(b);
-}
-
-/* Answer every waiter. Waiters' requests may finish and free themselves. */
+/* Answer every waiter with the fill's value. */
 static void fill_wake(oc_fill_t *f, oc_ukey_state_t st, const char *err)
 {
     oc_ukey_t *w = f->waiters;
@@ -96,8 +116,14 @@ static void fill_wake(oc_fill_t *f, oc_ukey_state_t st, const char *err)
     }
 }
 
+static void fill_answer(oc_fill_t *f)
+{
+    fill_wake(f, f->value ? OC_UK_FOUND : OC_UK_ABSENT, NULL);
+}
+
 static void fill_retire_later(oc_daemon_t *d, oc_fill_t *f)
 {
+    fill_set_state(f, OC_FILL_RETIRING);
     f->retire_seq = d->mget_seq;
     f->retire_next = NULL;
     if (d->retire_tail)
@@ -129,11 +155,103 @@ void oc_fill_retire_all(oc_daemon_t *d)
     d->retire_tail = NULL;
 }
 
+void oc_fill_invalidate(oc_daemon_t *d, const char *ckey, size_t len)
+{
+    oc_fill_t *f = oc_map_get(d->fills, ckey, len);
+    if (f == NULL)
+        return;
+    f->invalidated = 1;
+    fill_unmap(d, f);
+}
+
+/* ---- batches --------------------------------------------------------------- */
+
+static oc_batch_t *batch_new(oc_daemon_t *d, size_t model_idx)
+{
+    oc_batch_t *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return NULL;
+    b->d = d;
+    b->model_idx = model_idx;
+    return b;
+}
+
+static void batch_free(oc_batch_t *b)
+{
+    if (b->timer)
+        event_free(b->timer);
+    free(b->fills);
+    free(b);
+}
+
+static int batch_add(oc_batch_t *b, oc_fill_t *f)
+{
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 8;
+        oc_fill_t **fl = realloc(b->fills, cap * sizeof(*fl));
+        if (fl == NULL)
+            return -1;
+        b->fills = fl;
+        b->cap = cap;
+    }
+    b->fills[b->n++] = f;
+    return 0;
+}
+
+/* Fail every fill of b (their waiters get SERVER_ERROR) and free it all. */
+static void batch_fail(oc_batch_t *b, const char *err)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        fill_wake(b->fills[i], OC_UK_ERROR, err);
+        fill_free(b->d, b->fills[i]);
+    }
+    batch_free(b);
+}
+
+/* Move the fills in state `st` out of b into a new batch *out (NULL if
+ * there are none). Returns -1 if out of memory (b is left whole). */
+static int batch_take(oc_batch_t *b, oc_fill_state_t st, oc_batch_t **out)
+{
+    *out = NULL;
+    size_t n = 0;
+    for (size_t i = 0; i < b->n; i++)
+        n += (b->fills[i]->state == st);
+    if (n == 0)
+        return 0;
+    oc_batch_t *o = batch_new(b->d, b->model_idx);
+    if (o == NULL || (o->fills = malloc(n * sizeof(*o->fills))) == NULL) {
+        free(o);
+        return -1;
+    }
+    o->cap = n;
+    size_t j = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        oc_fill_t *f = b->fills[i];
+        if (f->state == st)
+            o->fills[o->n++] = f;
+        else
+            b->fills[j++] = f;
+    }
+    b->n = j;
+    *out = o;
+    return 0;
+}
+
+/* Start `b` on its next step, or free it if it is empty. */
+static void batch_go(oc_batch_t *b, void (*step)(oc_batch_t *))
+{
+    if (b->n == 0)
+        batch_free(b);
+    else
+        step(b);
+}
+
+/* ---- step 4: write back ------------------------------------------------------ */
+
 static uint32_t ttl_with_jitter(oc_daemon_t *d, uint32_t ttl)
 {
     /* Spread expiries so keys loaded together do not all expire together. */
-    uint32_t pct = d->conf->ttl_jitter_pct;
-    uint64_t spread = (uint64_t)ttl * pct / 100;
+    uint64_t spread = (uint64_t)ttl * d->conf->ttl_jitter_pct / 100;
     if (spread == 0)
         return ttl;
     d->rand_state = d->rand_state * 1103515245u + 12345u;
@@ -142,19 +260,24 @@ static uint32_t ttl_with_jitter(oc_daemon_t *d, uint32_t ttl)
     return t > 2592000 ? 2592000 : (uint32_t)t;
 }
 
+static void batch_retire(oc_batch_t *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        fill_retire_later(b->d, b->fills[i]);
+    batch_free(b);
+}
+
 static void batch_stored(oc_mc_job_t *job, void *arg)
 {
     oc_batch_t *b = arg;
     oc_daemon_t *d = b->d;
-    if (job->errors) {
+    if (job->errors)
         d->stats.mc_errors++;
-        oc_log_debug("event=mc_set_error errors=%zu reason=\"%s\"", job->errors,
-                     job->err);
-    }
-    for (size_t i = 0; i < b->n; i++)
-        fill_retire_later(d, b->fills[i]);
+    for (size_t i = 0; i < job->n; i++)
+        if (job->items[i].result == OC_MC_R_NOT_STORED)
+            d->stats.fills_dropped++;
     oc_mc_job_free(job);
-    batch_free(b);
+    batch_retire(b);
     oc_fill_retire(d);
 }
 
@@ -162,19 +285,26 @@ static void batch_store(oc_batch_t *b)
 {
     oc_daemon_t *d = b->d;
     const oc_model_conf_t *m = &d->conf->models[b->model_idx];
-    oc_mc_job_t *job = oc_mc_job_new_set(b->n, batch_stored, b);
-    if (job == NULL) { /* not cached this time; the answer was still served */
-        for (size_t i = 0; i < b->n; i++)
-            fill_retire_later(d, b->fills[i]);
-        batch_free(b);
+    size_t n = 0;
+    for (size_t i = 0; i < b->n; i++)
+        n += (b->fills[i]->leased && !b->fills[i]->invalidated);
+    oc_mc_job_t *job = n ? oc_mc_job_new_items(OC_MC_FILL, n, batch_stored, b) : NULL;
+    if (job == NULL) { /* nothing to write, or no memory: answered anyway */
+        batch_retire(b);
         oc_fill_retire(d);
         return;
     }
+    size_t k = 0;
     for (size_t i = 0; i < b->n; i++) {
         oc_fill_t *f = b->fills[i];
-        oc_mc_item_t *it = &job->items[i];
+        if (!f->leased || f->invalidated)
+            continue;
+        oc_mc_item_t *it = &job->items[k++];
         it->key = f->ckey;
         it->klen = f->ckey_len;
+        it->token = d->lease_token;
+        it->token_len = d->lease_token_len;
+        it->lease_flags = oc_entry_flags(OC_ENTRY_LEASE);
         if (f->value) {
             it->val = f->value->data;
             it->vlen = f->value->len;
@@ -182,37 +312,41 @@ static void batch_store(oc_batch_t *b)
             it->exptime_s = ttl_with_jitter(d, m->ttl_s);
         } else {
             it->val = "";
-            it->vlen = 0;
             it->flags = oc_entry_flags(OC_ENTRY_MISSING);
             it->exptime_s = m->missing_ttl_s;
         }
     }
-    d->stats.mc_sets += b->n;
+    d->stats.mc_sets += n;
     oc_mc_submit(d->mc, job);
 }
+
+/* ---- step 3: load ---------------------------------------------------------- */
 
 /* Match the rows to the batch's fills by canonical id. */
 static void batch_apply_rows(oc_batch_t *b, PGresult *res)
 {
-    oc_daemon_t *d = b->d;
-    char key[OC_KEY_MAX * 2 + 64];
-    const oc_fill_t *f0 = b->fills[0];
-    size_t plen = f0->canon_off; /* prefix + Model + ':' is the same for all */
-    memcpy(key, f0->ckey, plen);
+    oc_map_t *byid = oc_map_new(b->n);
+    if (byid == NULL) {
+        oc_log_error("event=oom where=batch_apply_rows");
+        return;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        oc_fill_t *f = b->fills[i];
+        (void)oc_map_put(byid, f->ckey + f->canon_off, f->ckey_len - f->canon_off, f);
+    }
     int rows = PQntuples(res);
     for (int i = 0; i < rows; i++) {
-        const char *id = PQgetvalue(res, i, 0);
-        size_t idlen = (size_t)PQgetlength(res, i, 0);
-        if (PQgetisnull(res, i, 1) || plen + idlen > sizeof(key))
+        if (PQgetisnull(res, i, 0) || PQgetisnull(res, i, 1))
             continue;
-        memcpy(key + plen, id, idlen);
-        oc_fill_t *f = oc_map_get(d->fills, key, plen + idlen);
-        if (f == NULL || f->batch != b || f->value != NULL)
+        oc_fill_t *f = oc_map_get(byid, PQgetvalue(res, i, 0),
+                                  (size_t)PQgetlength(res, i, 0));
+        if (f == NULL || f->value != NULL)
             continue;
         f->value = oc_blob_new(PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1));
         if (f->value == NULL)
             oc_log_error("event=oom where=batch_apply_rows");
     }
+    oc_map_free(byid);
 }
 
 static void batch_loaded(oc_pg_load_t *load, PGresult *res, oc_status_t st,
@@ -226,24 +360,19 @@ static void batch_loaded(oc_pg_load_t *load, PGresult *res, oc_status_t st,
         oc_log_warn("event=load_failed model=%s keys=%zu reason=\"%s\"",
                     d->conf->models[b->model_idx].name, b->n,
                     oc_log_clean(q, sizeof(q), err));
-        for (size_t i = 0; i < b->n; i++) {
-            fill_wake(b->fills[i], OC_UK_ERROR, err);
-            fill_free(d, b->fills[i]);
-        }
-        batch_free(b);
+        /* Our leases stay until they expire (lease_ttl): other sidecars
+         * wait lease_wait for them, then load by themselves. */
+        batch_fail(b, err);
         return;
     }
     batch_apply_rows(b, res);
     PQclear(res);
     for (size_t i = 0; i < b->n; i++) {
-        oc_fill_t *f = b->fills[i];
-        f->state = OC_FILL_STORING;
-        fill_wake(f, f->value ? OC_UK_FOUND : OC_UK_ABSENT, NULL);
+        fill_set_state(b->fills[i], OC_FILL_STORING);
+        fill_answer(b->fills[i]);
     }
     batch_store(b);
 }
-
-/* ---- starting loads -------------------------------------------------------- */
 
 /* The ids as a PostgreSQL array literal: {1,2} or {"a","b\"c"}. */
 static char *batch_ids_literal(const oc_batch_t *b, oc_key_type_t type)
@@ -278,34 +407,156 @@ static char *batch_ids_literal(const oc_batch_t *b, oc_key_type_t type)
     return s;
 }
 
-static void batch_submit(oc_batch_t *b)
+static void batch_load(oc_batch_t *b)
 {
     oc_daemon_t *d = b->d;
-    const oc_model_conf_t *m = &d->conf->models[b->model_idx];
-    char *ids = batch_ids_literal(b, m->key_type);
+    for (size_t i = 0; i < b->n; i++)
+        fill_set_state(b->fills[i], OC_FILL_LOADING);
+    char *ids = batch_ids_literal(b, d->conf->models[b->model_idx].key_type);
     oc_pg_load_t *load = ids ? oc_pg_load_new(b->model_idx, ids, batch_loaded, b) : NULL;
     if (load == NULL) {
         free(ids);
-        batch_loaded(NULL, NULL, OC_ENOMEM, "out of memory", b);
+        batch_fail(b, "out of memory");
         return;
     }
     oc_pg_submit(d->pg, load);
 }
 
-static int batch_add(oc_batch_t *b, oc_fill_t *f)
+/* ---- step 2b: wait for another sidecar's load ------------------------------- */
+
+static void batch_poll(evutil_socket_t fd, short what, void *arg);
+
+static void batch_wait(oc_batch_t *b)
 {
-    if (b->n == b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 8;
-        oc_fill_t **fl = realloc(b->fills, cap * sizeof(*fl));
-        if (fl == NULL)
-            return -1;
-        b->fills = fl;
-        b->cap = cap;
+    for (size_t i = 0; i < b->n; i++)
+        fill_set_state(b->fills[i], OC_FILL_WAITING);
+    if (b->timer == NULL && (b->timer = evtimer_new(b->d->base, batch_poll, b)) == NULL) {
+        batch_fail(b, "out of memory");
+        return;
     }
-    b->fills[b->n++] = f;
-    f->batch = b;
-    return 0;
+    b->delay_ms = b->delay_ms ? b->delay_ms * 2 : OC_FILL_POLL_FIRST_MS;
+    if (b->delay_ms > OC_FILL_POLL_MAX_MS)
+        b->delay_ms = OC_FILL_POLL_MAX_MS;
+    struct timeval tv = {0, (suseconds_t)b->delay_ms * 1000};
+    evtimer_add(b->timer, &tv);
+    b->waited_ms += b->delay_ms;
 }
+
+/* Read what the lease holders have written by now. */
+static void batch_polled(oc_mc_job_t *job, void *arg)
+{
+    oc_batch_t *b = arg;
+    oc_daemon_t *d = b->d;
+    int give_up = b->waited_ms >= d->conf->lease_wait_ms;
+    for (size_t i = 0; i < b->n; i++) {
+        oc_fill_t *f = b->fills[i];
+        const oc_mc_hit_t *h = &job->hits[i];
+        oc_entry_kind_t kind = h->found ? oc_entry_kind(h->flags) : OC_ENTRY_NONE;
+        if (kind == OC_ENTRY_OBJECT &&
+            (f->value = oc_blob_new(job->arena + h->off, h->len)) != NULL) {
+            fill_set_state(f, OC_FILL_STORING);
+        } else if (kind == OC_ENTRY_MISSING || kind == OC_ENTRY_TOMBSTONE) {
+            fill_set_state(f, OC_FILL_STORING);
+        } else if (kind == OC_ENTRY_LEASE && !give_up) {
+            continue; /* still being loaded elsewhere */
+        } else if (kind != OC_ENTRY_LEASE && ++f->lease_tries < OC_FILL_LEASE_TRIES) {
+            fill_set_state(f, OC_FILL_LEASING); /* its holder gave up: try ours */
+        } else {
+            fill_set_state(f, OC_FILL_LOADING); /* waited enough: load, no fill */
+            d->stats.lease_timeouts++;
+        }
+    }
+    oc_mc_job_free(job);
+    oc_batch_t *done, *lease, *load;
+    if (batch_take(b, OC_FILL_STORING, &done) != 0) {
+        batch_fail(b, "out of memory");
+        return;
+    }
+    if (done) {
+        for (size_t i = 0; i < done->n; i++)
+            fill_answer(done->fills[i]);
+        batch_retire(done);
+    }
+    if (batch_take(b, OC_FILL_LEASING, &lease) != 0 ||
+        batch_take(b, OC_FILL_LOADING, &load) != 0) {
+        batch_fail(b, "out of memory");
+        return;
+    }
+    if (lease)
+        batch_lease(lease);
+    if (load)
+        batch_load(load);
+    batch_go(b, batch_wait); /* what is left is still WAITING */
+    oc_fill_retire(d);
+}
+
+static void batch_poll(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    oc_batch_t *b = arg;
+    oc_mc_job_t *job = oc_mc_job_new_get(b->n, batch_polled, b);
+    if (job == NULL) {
+        batch_fail(b, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        job->keys[i] = b->fills[i]->ckey;
+        job->key_lens[i] = b->fills[i]->ckey_len;
+    }
+    b->d->stats.lease_waits += b->n;
+    oc_mc_submit(b->d->mc, job);
+}
+
+/* ---- step 2: lease ------------------------------------------------------------ */
+
+static void batch_leased(oc_mc_job_t *job, void *arg)
+{
+    oc_batch_t *b = arg;
+    oc_daemon_t *d = b->d;
+    if (job->errors)
+        d->stats.mc_errors++;
+    for (size_t i = 0; i < b->n; i++) {
+        oc_fill_t *f = b->fills[i];
+        oc_mc_result_t r = job->items[i].result;
+        f->leased = (r == OC_MC_R_OK);
+        /* Refused: someone else holds the lease (or wrote the key). On an
+         * error (a server down) load anyway; a fill would fail too. */
+        fill_set_state(f, r == OC_MC_R_NOT_STORED ? OC_FILL_WAITING : OC_FILL_LOADING);
+    }
+    oc_mc_job_free(job);
+    oc_batch_t *wait;
+    if (batch_take(b, OC_FILL_WAITING, &wait) != 0) {
+        batch_fail(b, "out of memory");
+        return;
+    }
+    if (wait)
+        batch_wait(wait);
+    batch_go(b, batch_load);
+}
+
+static void batch_lease(oc_batch_t *b)
+{
+    oc_daemon_t *d = b->d;
+    oc_mc_job_t *job = oc_mc_job_new_items(OC_MC_ADD, b->n, batch_leased, b);
+    if (job == NULL) {
+        batch_fail(b, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        oc_fill_t *f = b->fills[i];
+        fill_set_state(f, OC_FILL_LEASING);
+        oc_mc_item_t *it = &job->items[i];
+        it->key = f->ckey;
+        it->klen = f->ckey_len;
+        it->val = d->lease_token;
+        it->vlen = d->lease_token_len;
+        it->flags = oc_entry_flags(OC_ENTRY_LEASE);
+        it->exptime_s = d->lease_ttl_s;
+    }
+    oc_mc_submit(d->mc, job);
+}
+
+/* ---- step 1: join or start ------------------------------------------------------ */
 
 static oc_fill_t *fill_new(oc_daemon_t *d, const oc_ukey_t *uk)
 {
@@ -315,8 +566,7 @@ static oc_fill_t *fill_new(oc_daemon_t *d, const oc_ukey_t *uk)
         memcpy(ck, uk->ckey, uk->ckey_len);
         ck[uk->ckey_len] = '\0';
     }
-    if (f == NULL || ck == NULL ||
-        oc_map_put(d->fills, ck, uk->ckey_len, f) != OC_OK) {
+    if (f == NULL || ck == NULL || oc_map_put(d->fills, ck, uk->ckey_len, f) != OC_OK) {
         free(f);
         free(ck);
         return NULL;
@@ -325,29 +575,17 @@ static oc_fill_t *fill_new(oc_daemon_t *d, const oc_ukey_t *uk)
     f->ckey_len = uk->ckey_len;
     f->canon_off = uk->canon_off;
     f->model_idx = uk->model_idx;
-    f->state = OC_FILL_LOADING;
+    f->in_map = 1;
+    fill_set_state(f, OC_FILL_LEASING);
     d->stats.loads_in_flight++;
     return f;
-}
-
-static oc_batch_t *batch_for(oc_daemon_t *d, oc_batch_t **batches, size_t model_idx)
-{
-    if (batches[model_idx] == NULL) {
-        oc_batch_t *b = calloc(1, sizeof(*b));
-        if (b == NULL)
-            return NULL;
-        b->d = d;
-        b->model_idx = model_idx;
-        batches[model_idx] = b;
-    }
-    return batches[model_idx];
 }
 
 /* Start a load for uk, or join one; returns 0, or -1 if out of memory. */
 static int fill_one(oc_daemon_t *d, oc_batch_t **batches, oc_ukey_t *uk)
 {
     oc_fill_t *f = oc_map_get(d->fills, uk->ckey, uk->ckey_len);
-    if (f && f->state == OC_FILL_STORING) {
+    if (f && f->state >= OC_FILL_STORING) {
         d->stats.coalesced_waits++;
         oc_req_key_done(uk, f->value ? OC_UK_FOUND : OC_UK_ABSENT, f->value, NULL);
         return 0;
@@ -355,11 +593,12 @@ static int fill_one(oc_daemon_t *d, oc_batch_t **batches, oc_ukey_t *uk)
     if (f) {
         d->stats.coalesced_waits++;
     } else {
-        oc_batch_t *b = batch_for(d, batches, uk->model_idx);
-        f = b ? fill_new(d, uk) : NULL;
-        if (f == NULL)
+        size_t m = uk->model_idx;
+        if (batches[m] == NULL && (batches[m] = batch_new(d, m)) == NULL)
             return -1;
-        if (batch_add(b, f) != 0) {
+        if ((f = fill_new(d, uk)) == NULL)
+            return -1;
+        if (batch_add(batches[m], f) != 0) {
             fill_free(d, f);
             return -1;
         }
@@ -369,20 +608,14 @@ static int fill_one(oc_daemon_t *d, oc_batch_t **batches, oc_ukey_t *uk)
     return 0;
 }
 
-void oc_fill_misses(oc_daemon_t *d, struct oc_req *req, oc_ukey_t **keys, size_t n)
+void oc_fill_misses(oc_daemon_t *d, oc_ukey_t **keys, size_t n)
 {
-    (void)req;
     oc_batch_t **batches = calloc(d->conf->nmodels, sizeof(*batches));
     for (size_t i = 0; i < n; i++)
         if (batches == NULL || fill_one(d, batches, keys[i]) != 0)
             oc_req_key_done(keys[i], OC_UK_ERROR, NULL, "out of memory");
-    for (size_t m = 0; batches && m < d->conf->nmodels; m++) {
-        if (batches[m] == NULL)
-            continue;
-        if (batches[m]->n == 0)
-            batch_free(batches[m]);
-        else
-            batch_submit(batches[m]);
-    }
+    for (size_t m = 0; batches && m < d->conf->nmodels; m++)
+        if (batches[m])
+            batch_go(batches[m], batch_lease);
     free(batches);
 }

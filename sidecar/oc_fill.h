@@ -1,21 +1,31 @@
 /*
- * oc_fill: loading cache misses from PostgreSQL, with coalescing.
+ * oc_fill: loading cache misses from PostgreSQL: coalesced within this
+ * sidecar, leased across sidecars, and safe against stale sets.
  *
- * A fill is one cache key being loaded. While it exists (in d->fills, keyed
- * by the cache key) every request that misses that key, from any connection,
- * waits on it instead of loading again. A request's new misses are grouped
- * by model into batches: one PostgreSQL query per model per request.
+ * A fill is one cache key being loaded. While it is in d->fills (keyed by
+ * the cache key) every request of this sidecar that misses the key joins it
+ * instead of loading again. New misses of one request are grouped by model
+ * into batches; a batch is one PostgreSQL query.
  *
- * Fill states:
- *   LOADING  the batch query is under way; requests join the waiter list.
- *   STORING  the answer is known and being written back to memcached;
- *            requests that miss meanwhile take the answer directly, so a
- *            key is not loaded twice while its write-back is in flight.
- * Then the fill retires: it stays (still answering) until every get whose
- * memcached multi-get was sent before the write-back finished has had its
- * answer, because such a get may have missed the key just before it was
- * stored. Only then is it removed. A failed load fails every waiter and is removed
- * at once (no write-back), so the next request tries again.
+ * Leases (as in Facebook's "Scaling Memcache"): before loading, a sidecar
+ * `add`s a LEASE entry naming itself. Only the holder of the lease may fill
+ * the key, and only by `cas` over its own lease; any write in between (a
+ * push, a tombstone, an invalidation's delete) replaces or removes the
+ * lease, so the fill fails and the stale value never reaches the cache. A
+ * sidecar that finds another's lease waits up to lease_wait for the result
+ * (so a hot key's expiry does not send every host to the database), then
+ * loads by itself without filling.
+ *
+ *   LEASING --add ok/error--> LOADING --rows--> STORING --cas--> RETIRING
+ *      |  \--add refused--> WAITING --result appears-------------^  |
+ *      |                      |--lease gone--> LEASING (again)      |
+ *      |                      \--lease_wait over--> LOADING (no lease)
+ *   a failed load fails every waiter and removes the fill at once.  v
+ *                                                               removed
+ * RETIRING: the answer is known and written; the fill keeps answering
+ * until every get whose memcached multi-get was sent before then has had
+ * its answer (such a get may have missed the key just before it was
+ * written), and is then removed.
  *
  * Values are refcounted blobs shared by the fill and every request that
  * received them; the last unref frees.
@@ -42,13 +52,16 @@ struct oc_ukey;
 struct oc_req;
 
 /*
- * Resolve every missed key of `req` listed in `keys` (n of them): join a
- * fill under way or start new ones, submitting one load per model. Keys are
- * resolved later through oc_req_key_done(); keys answered at once (a fill
- * already STORING) are resolved before this returns.
+ * Resolve every missed key listed in `keys` (n of them): join a fill under
+ * way or start new ones. Keys are resolved later through oc_req_key_done();
+ * keys answered at once (a fill already answered) are resolved before this
+ * returns.
  */
-void oc_fill_misses(oc_daemon_t *d, struct oc_req *req, struct oc_ukey **keys,
-                    size_t n);
+void oc_fill_misses(oc_daemon_t *d, struct oc_ukey **keys, size_t n);
+
+/* A write for this cache key was applied: a fill under way must not write
+ * its (possibly older) answer back, and later misses must not join it. */
+void oc_fill_invalidate(oc_daemon_t *d, const char *ckey, size_t len);
 
 /* Remove retired fills no outstanding get can still need; called whenever
  * a get's memcached answer has been handled. */

@@ -51,12 +51,13 @@ oc_mc_job_t *oc_mc_job_new_get(size_t n, oc_mc_done_fn done, void *arg)
     return job;
 }
 
-oc_mc_job_t *oc_mc_job_new_set(size_t n, oc_mc_done_fn done, void *arg)
+oc_mc_job_t *oc_mc_job_new_items(oc_mc_op_t op, size_t n, oc_mc_done_fn done,
+                                 void *arg)
 {
     oc_mc_job_t *job = calloc(1, sizeof(oc_mc_job_t) + n * sizeof(oc_mc_item_t));
     if (job == NULL)
         return NULL;
-    job->op = OC_MC_SET;
+    job->op = op;
     job->n = n;
     job->items = (oc_mc_item_t *)(job + 1);
     job->done = done;
@@ -147,15 +148,117 @@ static void run_get(oc_mc_job_t *job, memcached_st *memc)
     oc_map_free(index);
 }
 
-static void run_set(oc_mc_job_t *job, memcached_st *memc)
+/* Map a libmemcached answer to an item result; count real failures. */
+static oc_mc_result_t item_result(oc_mc_job_t *job, memcached_st *memc,
+                                  memcached_return_t rc, const char *what)
+{
+    switch (rc) {
+    case MEMCACHED_SUCCESS:
+    case MEMCACHED_STORED:
+    case MEMCACHED_DELETED:
+        return OC_MC_R_OK;
+    case MEMCACHED_NOTSTORED:
+        return OC_MC_R_NOT_STORED;
+    case MEMCACHED_NOTFOUND:
+        return OC_MC_R_NOT_FOUND;
+    case MEMCACHED_DATA_EXISTS:
+        return OC_MC_R_EXISTS;
+    default:
+        job_error(job, what, memc, rc);
+        return OC_MC_R_ERROR;
+    }
+}
+
+static void run_items(oc_mc_job_t *job, memcached_st *memc)
 {
     for (size_t i = 0; i < job->n; i++) {
-        const oc_mc_item_t *it = &job->items[i];
-        memcached_return_t rc = memcached_set(memc, it->key, it->klen, it->val,
-                                              it->vlen, (time_t)it->exptime_s,
-                                              it->flags);
-        if (rc != MEMCACHED_SUCCESS)
-            job_error(job, "set", memc, rc);
+        oc_mc_item_t *it = &job->items[i];
+        time_t exp = (time_t)it->exptime_s;
+        memcached_return_t rc;
+        const char *what;
+        switch (job->op) {
+        case OC_MC_SET:
+            rc = memcached_set(memc, it->key, it->klen, it->val, it->vlen, exp, it->flags);
+            what = "set";
+            break;
+        case OC_MC_ADD:
+            rc = memcached_add(memc, it->key, it->klen, it->val, it->vlen, exp, it->flags);
+            what = "add";
+            break;
+        case OC_MC_DELETE:
+            rc = memcached_delete(memc, it->key, it->klen, 0);
+            what = "delete";
+            break;
+        case OC_MC_CAS:
+            rc = memcached_cas(memc, it->key, it->klen, it->val, it->vlen, exp, it->flags,
+                               it->cas);
+            what = "cas";
+            break;
+        default:
+            return;
+        }
+        it->result = item_result(job, memc, rc, what);
+    }
+}
+
+/* FILL, step one: read every key's current value and cas in one multi-get,
+ * and keep the cas of the keys that still hold our lease. */
+static void fill_read_leases(oc_mc_job_t *job, memcached_st *memc)
+{
+    oc_map_t *index = oc_map_new(job->n);
+    const char **keys = malloc(job->n * sizeof(*keys));
+    size_t *lens = malloc(job->n * sizeof(*lens));
+    if (index == NULL || keys == NULL || lens == NULL) {
+        for (size_t i = 0; i < job->n; i++)
+            job->items[i].result = OC_MC_R_ERROR;
+        job->errors = job->n;
+        snprintf(job->err, sizeof(job->err), "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < job->n; i++) {
+        keys[i] = job->items[i].key;
+        lens[i] = job->items[i].klen;
+        job->items[i].result = OC_MC_R_NOT_STORED; /* until proven ours */
+        (void)oc_map_put(index, keys[i], lens[i], (void *)(uintptr_t)(i + 1));
+    }
+    memcached_return_t rc = memcached_mget(memc, keys, lens, job->n);
+    if (rc != MEMCACHED_SUCCESS)
+        job_error(job, "mget", memc, rc);
+    memcached_result_st res;
+    memcached_result_create(memc, &res);
+    memcached_result_st *r;
+    while ((r = memcached_fetch_result(memc, &res, &rc)) != NULL) {
+        void *v = oc_map_get(index, memcached_result_key_value(r),
+                             memcached_result_key_length(r));
+        if (v == NULL)
+            continue;
+        oc_mc_item_t *it = &job->items[(uintptr_t)v - 1];
+        if (memcached_result_flags(r) == it->lease_flags &&
+            memcached_result_length(r) == it->token_len &&
+            memcmp(memcached_result_value(r), it->token, it->token_len) == 0) {
+            it->cas = memcached_result_cas(r);
+            it->result = OC_MC_R_OK; /* ours: replace it below */
+        }
+    }
+    memcached_result_free(&res);
+done:
+    oc_map_free(index);
+    free(keys);
+    free(lens);
+}
+
+static void run_fill(oc_mc_job_t *job, memcached_st *memc)
+{
+    fill_read_leases(job, memc);
+    for (size_t i = 0; i < job->n; i++) {
+        oc_mc_item_t *it = &job->items[i];
+        if (it->result != OC_MC_R_OK)
+            continue;
+        memcached_return_t rc = memcached_cas(memc, it->key, it->klen, it->val, it->vlen,
+                                              (time_t)it->exptime_s, it->flags, it->cas);
+        it->result = item_result(job, memc, rc, "cas");
+        if (it->result == OC_MC_R_EXISTS || it->result == OC_MC_R_NOT_FOUND)
+            it->result = OC_MC_R_NOT_STORED; /* invalidated after our read */
     }
 }
 
@@ -177,8 +280,10 @@ static void *worker_main(void *arg)
 
         if (job->op == OC_MC_GET)
             run_get(job, w->memc);
+        else if (job->op == OC_MC_FILL)
+            run_fill(job, w->memc);
         else
-            run_set(job, w->memc);
+            run_items(job, w->memc);
 
         pthread_mutex_lock(&mc->lock);
         job->next = NULL;

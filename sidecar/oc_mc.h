@@ -33,7 +33,26 @@ typedef struct oc_mc oc_mc_t;
 typedef struct oc_mc_job oc_mc_job_t;
 typedef void (*oc_mc_done_fn)(oc_mc_job_t *job, void *arg);
 
-typedef enum oc_mc_op { OC_MC_GET, OC_MC_SET } oc_mc_op_t;
+typedef enum oc_mc_op {
+    OC_MC_GET,    /* multi-get keys[]; results in hits[] */
+    OC_MC_SET,    /* set each item */
+    OC_MC_ADD,    /* add each item: NOT_STORED if the key exists */
+    OC_MC_DELETE, /* delete each item's key: NOT_FOUND if it was not there */
+    OC_MC_CAS,    /* cas each item against item.cas: EXISTS or NOT_FOUND if
+                     the key changed or went since that cas was read */
+    OC_MC_FILL,   /* for each item, read the key; if it still holds the
+                     lease item.token (flags item.lease_flags), replace it by
+                     cas with the item, else NOT_STORED. Atomic per key: a
+                     write that lands between the read and the cas wins. */
+} oc_mc_op_t;
+
+typedef enum oc_mc_result {
+    OC_MC_R_OK = 0,
+    OC_MC_R_NOT_STORED,
+    OC_MC_R_NOT_FOUND,
+    OC_MC_R_EXISTS,
+    OC_MC_R_ERROR, /* server down, timeout, ...: see job->err */
+} oc_mc_result_t;
 
 /* One result of a GET: value bytes live in job->arena at [off, off+len). */
 typedef struct oc_mc_hit {
@@ -43,7 +62,7 @@ typedef struct oc_mc_hit {
     size_t off, len;
 } oc_mc_hit_t;
 
-/* One item of a SET. */
+/* One item of a SET/ADD/DELETE/CAS/FILL. */
 typedef struct oc_mc_item {
     const char *key;
     size_t klen;
@@ -51,6 +70,11 @@ typedef struct oc_mc_item {
     size_t vlen;
     uint32_t flags;
     uint32_t exptime_s;
+    uint64_t cas;          /* CAS: the cas to check */
+    const char *token;     /* FILL: the lease value we hold */
+    size_t token_len;
+    uint32_t lease_flags;  /* FILL: the flags of a lease entry */
+    oc_mc_result_t result; /* out */
 } oc_mc_item_t;
 
 struct oc_mc_job {
@@ -62,9 +86,10 @@ struct oc_mc_job {
     oc_mc_hit_t *hits;
     char *arena; /* owned by the job */
     size_t arena_len, arena_cap;
-    /* SET: the caller fills items. */
+    /* The other ops: the caller fills items; results in items[i].result. */
     oc_mc_item_t *items;
-    /* Results: how many operations failed, and the first failure's text. */
+    /* How many operations failed (OC_MC_R_ERROR, not NOT_STORED & co), and
+     * the first failure's text. */
     size_t errors;
     char err[OC_ERRLEN];
 
@@ -81,7 +106,9 @@ void oc_mc_submit(oc_mc_t *mc, oc_mc_job_t *job);
 
 /* One allocation each; NULL on out of memory. */
 oc_mc_job_t *oc_mc_job_new_get(size_t n, oc_mc_done_fn done, void *arg);
-oc_mc_job_t *oc_mc_job_new_set(size_t n, oc_mc_done_fn done, void *arg);
+/* Any op but GET. */
+oc_mc_job_t *oc_mc_job_new_items(oc_mc_op_t op, size_t n, oc_mc_done_fn done,
+                                 void *arg);
 void oc_mc_job_free(oc_mc_job_t *job);
 
 #endif

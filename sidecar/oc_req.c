@@ -159,7 +159,7 @@ static void req_mc_done(oc_mc_job_t *job, void *arg)
             uk->data = job->arena + h->off;
             uk->len = h->len;
             uk->cas = h->cas;
-        } else if (kind == OC_ENTRY_MISSING) {
+        } else if (kind == OC_ENTRY_MISSING || kind == OC_ENTRY_TOMBSTONE) {
             uk->state = OC_UK_ABSENT;
         } else if (misses) {
             misses[nmiss++] = uk;
@@ -176,7 +176,7 @@ static void req_mc_done(oc_mc_job_t *job, void *arg)
      * inside it cannot finish (and free) the request under our feet. */
     r->pending++;
     if (nmiss)
-        oc_fill_misses(d, r, misses, nmiss);
+        oc_fill_misses(d, misses, nmiss);
     free(misses);
     if (--r->pending == 0)
         req_finish(r);

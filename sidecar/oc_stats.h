@@ -34,6 +34,12 @@ struct evbuffer;
     X(mc_sets, COUNTER, "items written to memcached")                         \
     X(mc_errors, COUNTER, "memcached operations that reported an error")      \
     X(loads_in_flight, GAUGE, "keys being loaded or written back now")        \
+    X(lease_waits, COUNTER, "polls of a key another sidecar was loading")      \
+    X(lease_timeouts, COUNTER, "keys loaded without a lease after lease_wait") \
+    X(fills_dropped, COUNTER, "fills refused because a write replaced the lease") \
+    X(cmd_push, COUNTER, "set commands (pushes)")                              \
+    X(cmd_tombstone, COUNTER, "delete commands (tombstones)")                  \
+    X(pushes_stale, COUNTER, "pushes refused as older than the cached object") \
     X(client_errors, COUNTER, "CLIENT_ERROR and ERROR replies sent")          \
     X(server_errors, COUNTER, "SERVER_ERROR replies sent")
 
