@@ -11,10 +11,12 @@
 #include "oc_log.h"
 #include "oc_proto.h"
 #include "oc_req.h"
+#include "oc_write.h"
 
 typedef enum oc_conn_state {
     OC_CONN_READING,
     OC_CONN_WAITING,
+    OC_CONN_DATA,
     OC_CONN_SWALLOW,
     OC_CONN_CLOSING,
 } oc_conn_state_t;
@@ -23,7 +25,12 @@ struct oc_conn {
     oc_daemon_t *d;
     struct bufferevent *bev;
     oc_conn_state_t state;
-    oc_req_t *req;           /* WAITING: the get under way */
+    oc_req_t *req;           /* WAITING: the get under way, or */
+    oc_write_t *write;       /* WAITING: the push or tombstone under way */
+    int noreply;             /* ... whose success is not to be answered */
+    uint64_t data_len;       /* DATA: the push's body length */
+    char data_key[OC_KEY_MAX + 1]; /* DATA: its key */
+    size_t data_key_len;
     uint64_t swallow_left;   /* SWALLOW: data bytes to drop; 0 = drop to EOL */
     size_t scanned;          /* input bytes already searched for EOL */
     oc_token_t *tokens;      /* max_keys + 8 */
@@ -38,6 +45,8 @@ static void conn_free(oc_conn_t *c)
     oc_daemon_t *d = c->d;
     if (c->req)
         oc_req_detach(c->req);
+    if (c->write)
+        oc_write_detach(c->write);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -89,6 +98,84 @@ static void conn_req_reply(void *arg, struct evbuffer *reply)
         reply_server_error(c, "out of memory");
     conn_set_state(c, OC_CONN_READING);
     conn_process(c);
+}
+
+/* The push or tombstone finished. Errors are sent even with noreply, as
+ * memcached does; success is not. */
+static void conn_write_reply(void *arg, const char *line)
+{
+    oc_conn_t *c = arg;
+    c->write = NULL;
+    int is_error = strncmp(line, "SERVER_ERROR", 12) == 0;
+    if (!c->noreply || is_error)
+        evbuffer_add_printf(bufferevent_get_output(c->bev), "%s\r\n", line);
+    conn_set_state(c, OC_CONN_READING);
+    conn_process(c);
+}
+
+static void conn_write_started(oc_conn_t *c, oc_status_t st, oc_write_t *w,
+                               const char *err)
+{
+    if (st == OC_OK) {
+        c->write = w;
+        conn_set_state(c, OC_CONN_WAITING);
+    } else if (st == OC_ENOMEM) {
+        reply_server_error(c, err);
+    } else {
+        reply_client_error(c, err);
+    }
+}
+
+static void cmd_delete(oc_conn_t *c, const oc_cmd_t *cmd)
+{
+    char err[OC_ERRLEN];
+    oc_write_t *w;
+    c->noreply = cmd->noreply;
+    oc_status_t st = oc_write_tombstone(c->d, cmd->keys[0].p, cmd->keys[0].len, c,
+                                        conn_write_reply, &w, err);
+    conn_write_started(c, st, w, err);
+}
+
+/* `set` line parsed: read its data block next (or skip it if unusable). */
+static void cmd_set(oc_conn_t *c, const oc_cmd_t *cmd)
+{
+    const oc_token_t *key = &cmd->keys[0];
+    c->noreply = cmd->noreply;
+    if (cmd->data_len > c->d->conf->max_value || key->len > OC_KEY_MAX) {
+        reply_server_error(c, key->len > OC_KEY_MAX ? "key too long"
+                                                    : "object too large for cache");
+        c->swallow_left = cmd->data_len + 2;
+        conn_set_state(c, OC_CONN_SWALLOW);
+        return;
+    }
+    memcpy(c->data_key, key->p, key->len);
+    c->data_key_len = key->len;
+    c->data_len = cmd->data_len;
+    conn_set_state(c, OC_CONN_DATA);
+}
+
+/* The whole data block of a `set` is in the input buffer: push it. */
+static void conn_push(oc_conn_t *c, struct evbuffer *in)
+{
+    size_t n = (size_t)c->data_len;
+    const char *data = (const char *)evbuffer_pullup(in, (ev_ssize_t)(n + 2));
+    conn_set_state(c, OC_CONN_READING);
+    if (data == NULL) {
+        reply_server_error(c, "out of memory");
+        evbuffer_drain(in, n + 2);
+        return;
+    }
+    if (data[n] != '\r' || data[n + 1] != '\n') {
+        reply_client_error(c, "bad data chunk");
+        evbuffer_drain(in, n + 2);
+        return;
+    }
+    char err[OC_ERRLEN];
+    oc_write_t *w;
+    oc_status_t st = oc_write_push(c->d, c->data_key, c->data_key_len, data, n, c,
+                                   conn_write_reply, &w, err);
+    evbuffer_drain(in, n + 2); /* the push copied the body */
+    conn_write_started(c, st, w, err);
 }
 
 static void cmd_stats(oc_conn_t *c, const oc_cmd_t *cmd)
@@ -156,6 +243,12 @@ static void conn_command(oc_conn_t *c, const char *line, size_t len)
     case OC_CMD_STATS:
         cmd_stats(c, &cmd);
         break;
+    case OC_CMD_SET:
+        cmd_set(c, &cmd);
+        break;
+    case OC_CMD_DELETE:
+        cmd_delete(c, &cmd);
+        break;
     case OC_CMD_STORAGE:
         /* Skip the data block so the next command is read in step. */
         c->swallow_left = cmd.data_len + 2;
@@ -203,6 +296,12 @@ static void conn_process(oc_conn_t *c)
     for (;;) {
         if (c->state == OC_CONN_SWALLOW && !conn_swallow(c, in))
             break;
+        if (c->state == OC_CONN_DATA) {
+            if (evbuffer_get_length(in) < c->data_len + 2)
+                break;
+            conn_push(c, in);
+            continue;
+        }
         if (c->state != OC_CONN_READING || evbuffer_get_length(out) > OC_CONN_OUT_HIGH)
             break;
         /* Search only the bytes not searched before (slow writers). */
@@ -241,7 +340,8 @@ static void conn_process(oc_conn_t *c)
         return;
     }
     /* Stop reading while a get runs or output backs up: backpressure. */
-    if (c->state == OC_CONN_READING || c->state == OC_CONN_SWALLOW)
+    if (c->state == OC_CONN_READING || c->state == OC_CONN_SWALLOW ||
+        c->state == OC_CONN_DATA)
         bufferevent_enable(c->bev, EV_READ);
     else
         bufferevent_disable(c->bev, EV_READ);

@@ -96,7 +96,8 @@ static int arena_append(oc_mc_job_t *job, const char *p, size_t len, size_t *off
         job->arena = a;
         job->arena_cap = cap;
     }
-    memcpy(job->arena + job->arena_len, p, len);
+    if (len > 0) /* an empty value may come as NULL */
+        memcpy(job->arena + job->arena_len, p, len);
     *off = job->arena_len;
     job->arena_len += len;
     return 0;
@@ -262,6 +263,63 @@ static void run_fill(oc_mc_job_t *job, memcached_st *memc)
     }
 }
 
+#define OC_MC_PUSH_TRIES 8
+
+/* PUSH of one item: read, decide, write by cas or add; again if raced. */
+static void push_one(oc_mc_job_t *job, memcached_st *memc, oc_mc_item_t *it)
+{
+    for (int tries = 0; tries < OC_MC_PUSH_TRIES; tries++) {
+        const char *keys[1] = {it->key};
+        size_t lens[1] = {it->klen};
+        memcached_return_t rc = memcached_mget(memc, keys, lens, 1);
+        if (rc != MEMCACHED_SUCCESS) {
+            it->result = item_result(job, memc, rc, "mget");
+            return;
+        }
+        memcached_result_st res;
+        memcached_result_create(memc, &res);
+        memcached_result_st *r = memcached_fetch_result(memc, &res, &rc);
+        int found = (r != NULL);
+        uint64_t cas = found ? memcached_result_cas(r) : 0;
+        int write = it->decide(it, found,
+                               found ? memcached_result_flags(r) : 0,
+                               found ? memcached_result_value(r) : NULL,
+                               found ? memcached_result_length(r) : 0);
+        if (found) /* drain the END of the multi-get */
+            while (memcached_fetch_result(memc, &res, &rc) != NULL) {
+            }
+        memcached_result_free(&res);
+        if (!write) {
+            it->result = OC_MC_R_NOT_STORED;
+            return;
+        }
+        time_t exp = (time_t)it->exptime_s;
+        rc = found ? memcached_cas(memc, it->key, it->klen, it->val, it->vlen, exp,
+                                   it->flags, cas)
+                   : memcached_add(memc, it->key, it->klen, it->val, it->vlen, exp,
+                                   it->flags);
+        if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_STORED) {
+            it->result = OC_MC_R_OK;
+            return;
+        }
+        if (rc != MEMCACHED_DATA_EXISTS && rc != MEMCACHED_NOTFOUND &&
+            rc != MEMCACHED_NOTSTORED) {
+            it->result = item_result(job, memc, rc, found ? "cas" : "add");
+            return;
+        }
+        /* Someone wrote the key between our read and our write: decide again. */
+    }
+    it->result = OC_MC_R_ERROR;
+    if (job->errors++ == 0)
+        snprintf(job->err, sizeof(job->err), "push: key kept changing, gave up");
+}
+
+static void run_push(oc_mc_job_t *job, memcached_st *memc)
+{
+    for (size_t i = 0; i < job->n; i++)
+        push_one(job, memc, &job->items[i]);
+}
+
 static void *worker_main(void *arg)
 {
     oc_mc_worker_t *w = arg;
@@ -282,6 +340,8 @@ static void *worker_main(void *arg)
             run_get(job, w->memc);
         else if (job->op == OC_MC_FILL)
             run_fill(job, w->memc);
+        else if (job->op == OC_MC_PUSH)
+            run_push(job, w->memc);
         else
             run_items(job, w->memc);
 

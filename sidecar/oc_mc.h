@@ -44,6 +44,10 @@ typedef enum oc_mc_op {
                      lease item.token (flags item.lease_flags), replace it by
                      cas with the item, else NOT_STORED. Atomic per key: a
                      write that lands between the read and the cas wins. */
+    OC_MC_PUSH,   /* for each item, read the key and ask item.decide whether
+                     to replace what is there; write by cas (or add if the
+                     key is absent), retrying if it changed in between;
+                     NOT_STORED if decide says no. */
 } oc_mc_op_t;
 
 typedef enum oc_mc_result {
@@ -62,7 +66,14 @@ typedef struct oc_mc_hit {
     size_t off, len;
 } oc_mc_hit_t;
 
-/* One item of a SET/ADD/DELETE/CAS/FILL. */
+struct oc_mc_item;
+/* PUSH: runs on a worker thread, so it must only read the item and the
+ * bytes it is given. Return 1 to write the item over the current entry
+ * (found = 0: the key is absent), 0 to leave it. */
+typedef int (*oc_mc_decide_fn)(const struct oc_mc_item *it, int found, uint32_t flags,
+                               const char *val, size_t len);
+
+/* One item of a SET/ADD/DELETE/CAS/FILL/PUSH. */
 typedef struct oc_mc_item {
     const char *key;
     size_t klen;
@@ -74,6 +85,8 @@ typedef struct oc_mc_item {
     const char *token;     /* FILL: the lease value we hold */
     size_t token_len;
     uint32_t lease_flags;  /* FILL: the flags of a lease entry */
+    oc_mc_decide_fn decide; /* PUSH */
+    void *decide_arg;      /* PUSH: the caller's, for decide */
     oc_mc_result_t result; /* out */
 } oc_mc_item_t;
 

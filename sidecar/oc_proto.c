@@ -66,7 +66,7 @@ static oc_status_t parse_storage(const oc_token_t *tok, size_t n, oc_cmd_t *cmd,
     int is_cas = tok_is(&tok[0], "cas");
     size_t base = is_cas ? 6 : 5;
     uint64_t flags, bytes, cas;
-    cmd->type = OC_CMD_STORAGE;
+    cmd->type = tok_is(&tok[0], "set") ? OC_CMD_SET : OC_CMD_STORAGE;
     cmd->noreply = (n == base + 1 && tok_is(&tok[n - 1], "noreply"));
     if (n != base && !cmd->noreply)
         return oc_fail(err, OC_EINVAL, "bad command line format");
@@ -84,7 +84,7 @@ static oc_status_t parse_storage(const oc_token_t *tok, size_t n, oc_cmd_t *cmd,
 static const char *const oc_proto_storage[] = {"set",    "add",     "replace",
                                                "append", "prepend", "cas"};
 static const char *const oc_proto_unsupported[] = {
-    "delete", "touch", "incr",   "decr", "gat",  "gats", "flush_all",
+    "touch", "incr",   "decr", "gat",  "gats", "flush_all",
     "verbosity", "mg", "ms", "md", "ma", "mn", "me", "cache_memlimit",
     "shutdown", "lru_crawler", "slabs", "watch", "lru", "misbehave"};
 
@@ -125,6 +125,16 @@ oc_status_t oc_proto_parse(const char *line, size_t len, oc_token_t *tok,
         cmd->type = OC_CMD_STATS;
         cmd->keys = &tok[1];
         cmd->nkeys = n - 1;
+    } else if (tok_is(c, "delete")) {
+        /* delete <key> [0] [noreply]: memcached still accepts a zero time. */
+        cmd->type = OC_CMD_DELETE;
+        cmd->keys = &tok[1];
+        cmd->nkeys = 1;
+        cmd->noreply = (n >= 3 && tok_is(&tok[n - 1], "noreply"));
+        size_t rest = n - 2 - (size_t)cmd->noreply;
+        if (n < 2 || rest > 1 || (rest == 1 && !tok_is(&tok[2], "0")))
+            return oc_fail(err, OC_EINVAL,
+                           "bad command line format.  Usage: delete <key> [noreply]");
     } else if (in_list(c, oc_proto_storage, OC_NELEM(oc_proto_storage))) {
         if (n < 5)
             return oc_fail(err, OC_EINVAL, "bad command line format");

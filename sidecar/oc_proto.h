@@ -25,7 +25,9 @@ typedef enum oc_cmd_type {
     OC_CMD_VERSION,
     OC_CMD_QUIT,
     OC_CMD_STATS,       /* stats [arg] */
-    OC_CMD_STORAGE,     /* set/add/replace/append/prepend/cas: has a data block */
+    OC_CMD_SET,         /* set <key> <flags> <exptime> <bytes> [noreply] + data */
+    OC_CMD_STORAGE,     /* add/replace/append/prepend/cas: has a data block */
+    OC_CMD_DELETE,      /* delete <key> [0] [noreply] */
     OC_CMD_UNSUPPORTED, /* a memcached command objcached does not serve yet */
     OC_CMD_UNKNOWN,     /* not a memcached command: reply ERROR */
 } oc_cmd_type_t;
@@ -34,7 +36,7 @@ typedef struct oc_cmd {
     oc_cmd_type_t type;
     const oc_token_t *keys; /* GET/GETS: the keys; STATS: the argument(s) */
     size_t nkeys;
-    uint64_t data_len;      /* STORAGE: bytes in the data block (without \r\n) */
+    uint64_t data_len;      /* SET/STORAGE: bytes in the data block (no \r\n) */
     int noreply;            /* the last token was "noreply" */
 } oc_cmd_t;
 
@@ -45,8 +47,8 @@ typedef struct oc_cmd {
  *   OC_ETOOBIG more than maxtok tokens (for a get: too many keys);
  *   OC_EINVAL  a known command with malformed arguments; err has the
  *              client-facing reason ("bad command line format",
- *              "bad data chunk"). For STORAGE with a bad length the data
- *              block cannot be skipped, exactly as with memcached.
+ *              "bad data chunk"). For SET/STORAGE with a bad length the
+ *              data block cannot be skipped, exactly as with memcached.
  * An empty line or an unknown command is OC_OK with type OC_CMD_UNKNOWN.
  */
 oc_status_t oc_proto_parse(const char *line, size_t len, oc_token_t *tok,
