@@ -6,32 +6,16 @@
 #include <string.h>
 
 #include "oc_log.h"
+#include "oc_pgconn.h"
 
-#define OC_PG_RECONNECT_MIN_MS 100
-#define OC_PG_RECONNECT_MAX_MS 2000
-#define OC_PG_CONNECT_TIMEOUT_MS 5000
-
-typedef enum oc_pgc_state {
-    OC_PGC_DOWN,       /* no connection; reconnect timer armed */
-    OC_PGC_CONNECTING, /* PQconnectPoll in progress */
-    OC_PGC_SETUP,      /* session SETs sent */
-    OC_PGC_IDLE,       /* ready for a load */
-    OC_PGC_PREPARE,    /* preparing the statement of conn->load's model */
-    OC_PGC_QUERY,      /* load query sent */
-} oc_pgc_state_t;
-
+/* One loader connection: which statements it has prepared, what it runs. */
 struct oc_pg_conn {
     oc_pg_t *pg;
-    size_t idx;
-    oc_pgc_state_t state;
-    PGconn *conn;
-    struct event *io;     /* on PQsocket(conn) */
-    struct event *timer;  /* reconnect / connect timeout / stuck query */
+    oc_pgconn_t *pc;
     unsigned char *prepared; /* per model: statement prepared here */
-    oc_pg_load_t *load;   /* running load; NULL if it timed out (orphan) */
-    PGresult *res;        /* the result being collected */
-    int failed;           /* a result of this command was an error */
-    uint32_t backoff_ms;
+    oc_pg_load_t *load;      /* running load; NULL if idle or orphaned */
+    struct event *stuck;     /* an orphaned query that does not end */
+    int up;                  /* counted in pg_connections_up */
 };
 
 struct oc_pg {
@@ -39,16 +23,11 @@ struct oc_pg {
     const oc_conf_t *conf;
     oc_stats_t *stats;
     char **sql;           /* per model */
-    char *setup_sql;
     oc_pg_conn_t *conns;
     size_t nconns;
     oc_pg_load_t *queue_head, *queue_tail;
-    char last_error[OC_ERRLEN];
 };
 
-static void conn_io_cb(evutil_socket_t fd, short what, void *arg);
-static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
-static void conn_dispatch(oc_pg_conn_t *c);
 static void pg_dispatch(oc_pg_t *pg);
 
 /* ---- SQL ----------------------------------------------------------------- */
@@ -73,17 +52,16 @@ char *oc_pg_load_sql(const oc_model_conf_t *m)
     } else {
         off += (size_t)snprintf(sql + off, cap - off, "(SELECT row_to_json(r) FROM (SELECT ");
         for (size_t i = 0; i < m->ncolumns; i++)
-            off += (size_t)snprintf(sql + off, cap - off, "%st.\"%s\"",
-                                    i ? ", " : "", m->columns[i]);
+            off += (size_t)snprintf(sql + off, cap - off, "%st.\"%s\"", i ? ", " : "",
+                                    m->columns[i]);
         off += (size_t)snprintf(sql + off, cap - off, ") AS r)::text");
     }
-    snprintf(sql + off, cap - off,
-             " FROM \"%s\".\"%s\" AS t WHERE t.\"%s\" = ANY($1::%s[])",
+    snprintf(sql + off, cap - off, " FROM \"%s\".\"%s\" AS t WHERE t.\"%s\" = ANY($1::%s[])",
              m->schema, m->table, m->key_column, key_sql_type(m->key_type));
     return sql;
 }
 
-static char *make_setup_sql(const oc_conf_t *conf)
+char *oc_pg_session_sql(const oc_conf_t *conf)
 {
     char *sql = malloc(512);
     if (sql == NULL)
@@ -100,8 +78,7 @@ static char *make_setup_sql(const oc_conf_t *conf)
 
 /* ---- loads --------------------------------------------------------------- */
 
-oc_pg_load_t *oc_pg_load_new(size_t model_idx, char *ids, oc_pg_done_fn done,
-                             void *arg)
+oc_pg_load_t *oc_pg_load_new(size_t model_idx, char *ids, oc_pg_done_fn done, void *arg)
 {
     oc_pg_load_t *l = calloc(1, sizeof(*l));
     if (l == NULL)
@@ -124,8 +101,7 @@ void oc_pg_load_free(oc_pg_load_t *load)
 }
 
 /* Hand a load back to its owner; oc_pg forgets it. */
-static void load_finish(oc_pg_load_t *l, PGresult *res, oc_status_t st,
-                        const char *err)
+static void load_finish(oc_pg_load_t *l, PGresult *res, oc_status_t st, const char *err)
 {
     if (l->deadline)
         event_del(l->deadline);
@@ -148,31 +124,43 @@ static void queue_remove(oc_pg_t *pg, oc_pg_load_t *l)
     l->next = NULL;
 }
 
+static int any_conn_alive(const oc_pg_t *pg)
+{
+    for (size_t i = 0; i < pg->nconns; i++)
+        if (pg->conns[i].pc && oc_pgconn_alive(pg->conns[i].pc))
+            return 1;
+    return 0;
+}
+
+static void fail_queue(oc_pg_t *pg, const char *why)
+{
+    char err[OC_ERRLEN + 32];
+    snprintf(err, sizeof(err), "database unavailable: %s", why);
+    while (pg->queue_head) {
+        oc_pg_load_t *q = pg->queue_head;
+        queue_remove(pg, q);
+        load_finish(q, NULL, OC_EDB, err);
+    }
+}
+
 static void load_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     oc_pg_load_t *l = arg;
     if (l->conn != NULL) {
         /* Running: the server's statement_timeout cancels the query; the
-         * connection keeps the orphan until its answer comes, and is
-         * dropped if that takes another load_timeout (see conn_timer_cb). */
+         * connection is dropped if it has not answered a load_timeout
+         * later (conn_stuck_cb). */
         oc_pg_conn_t *c = l->conn;
         c->load = NULL;
-        struct timeval tv = {l->pg->conf->load_timeout_ms / 1000 + 1,
-                             (l->pg->conf->load_timeout_ms % 1000) * 1000};
-        evtimer_add(c->timer, &tv);
+        oc_pgconn_abandon(c->pc);
+        uint32_t ms = l->pg->conf->load_timeout_ms;
+        struct timeval tv = {ms / 1000 + 1, (suseconds_t)(ms % 1000) * 1000};
+        evtimer_add(c->stuck, &tv);
     } else {
         queue_remove(l->pg, l);
     }
     load_finish(l, NULL, OC_ETIMEOUT, "load timed out");
-}
-
-static int any_conn_alive(const oc_pg_t *pg)
-{
-    for (size_t i = 0; i < pg->nconns; i++)
-        if (pg->conns[i].state != OC_PGC_DOWN)
-            return 1;
-    return 0;
 }
 
 void oc_pg_submit(oc_pg_t *pg, oc_pg_load_t *l)
@@ -183,18 +171,17 @@ void oc_pg_submit(oc_pg_t *pg, oc_pg_load_t *l)
     if (!any_conn_alive(pg)) {
         /* Fail fast: no connection is even trying; waiting helps nobody. */
         char err[OC_ERRLEN + 32];
-        snprintf(err, sizeof(err), "database unavailable: %s", pg->last_error);
+        snprintf(err, sizeof(err), "database unavailable: %s",
+                 oc_pgconn_last_error(pg->conns[0].pc));
         load_finish(l, NULL, OC_EDB, err);
         return;
     }
-    if (l->deadline == NULL)
-        l->deadline = evtimer_new(pg->base, load_deadline_cb, l);
-    if (l->deadline == NULL) {
+    if (l->deadline == NULL && (l->deadline = evtimer_new(pg->base, load_deadline_cb, l)) == NULL) {
         load_finish(l, NULL, OC_ENOMEM, "out of memory");
         return;
     }
-    struct timeval tv = {pg->conf->load_timeout_ms / 1000,
-                         (pg->conf->load_timeout_ms % 1000) * 1000};
+    uint32_t ms = pg->conf->load_timeout_ms;
+    struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
     evtimer_add(l->deadline, &tv);
     if (pg->queue_tail)
         pg->queue_tail->next = l;
@@ -206,266 +193,70 @@ void oc_pg_submit(oc_pg_t *pg, oc_pg_load_t *l)
 
 /* ---- connections ----------------------------------------------------------- */
 
-static void first_line(char *dst, size_t cap, const char *msg)
-{
-    size_t n = strcspn(msg ? msg : "", "\n");
-    snprintf(dst, cap, "%.*s", (int)n, msg ? msg : "");
-}
+static void conn_run(oc_pg_conn_t *c);
 
-static void conn_watch(oc_pg_conn_t *c, short what)
+static void conn_query_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                            void *arg)
 {
-    event_del(c->io);
-    if (what == 0 || c->conn == NULL || PQsocket(c->conn) < 0)
-        return;
-    event_assign(c->io, c->pg->base, PQsocket(c->conn), what | EV_PERSIST,
-                 conn_io_cb, c);
-    event_add(c->io, NULL);
-}
-
-static void conn_set_state(oc_pg_conn_t *c, oc_pgc_state_t st)
-{
-    int was_up = c->state >= OC_PGC_IDLE;
-    int is_up = st >= OC_PGC_IDLE;
-    if (was_up != is_up)
-        c->pg->stats->pg_connections_up += is_up ? 1 : (uint64_t)-1;
-    c->state = st;
-}
-
-static void conn_down(oc_pg_conn_t *c, const char *why)
-{
-    oc_pg_t *pg = c->pg;
-    char reason[OC_ERRLEN];
-    first_line(reason, sizeof(reason), why);
-    /* Say it once per outage, not at every reconnect attempt. */
-    char clean[OC_ERRLEN];
-    oc_log(c->state < OC_PGC_IDLE && strcmp(reason, pg->last_error) == 0
-               ? OC_LOG_DEBUG : OC_LOG_WARN,
-           "event=pg_conn_down conn=%zu reason=\"%s\"", c->idx,
-           oc_log_clean(clean, sizeof(clean), reason));
-    memcpy(pg->last_error, reason, sizeof(reason));
-    conn_watch(c, 0);
-    if (c->res)
-        PQclear(c->res), c->res = NULL;
-    if (c->conn)
-        PQfinish(c->conn), c->conn = NULL;
-    memset(c->prepared, 0, pg->conf->nmodels);
-    conn_set_state(c, OC_PGC_DOWN);
+    (void)pc;
+    oc_pg_conn_t *c = arg;
     oc_pg_load_t *l = c->load;
     c->load = NULL;
-    if (l) {
-        char err[OC_ERRLEN + 32];
-        snprintf(err, sizeof(err), "database connection lost: %s", pg->last_error);
-        load_finish(l, NULL, OC_EDB, err);
-    }
-    struct timeval tv = {c->backoff_ms / 1000, (c->backoff_ms % 1000) * 1000};
-    evtimer_add(c->timer, &tv);
-    c->backoff_ms = c->backoff_ms * 2 > OC_PG_RECONNECT_MAX_MS ? OC_PG_RECONNECT_MAX_MS
-                                                                : c->backoff_ms * 2;
-    if (!any_conn_alive(pg)) {
-        /* Nobody can serve the queue soon: fail it rather than let it wait. */
-        while (pg->queue_head) {
-            oc_pg_load_t *q = pg->queue_head;
-            queue_remove(pg, q);
-            char err[OC_ERRLEN + 32];
-            snprintf(err, sizeof(err), "database unavailable: %s", pg->last_error);
-            load_finish(q, NULL, OC_EDB, err);
-        }
-    }
+    evtimer_del(c->stuck);
+    if (st == OC_OK)
+        c->pg->stats->pg_rows += (uint64_t)PQntuples(res);
+    load_finish(l, res, st, err);
+    pg_dispatch(c->pg);
 }
 
-static void conn_poll_connect(oc_pg_conn_t *c)
+static void conn_prepare_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
+                              const char *err, void *arg)
 {
-    switch (PQconnectPoll(c->conn)) {
-    case PGRES_POLLING_READING:
-        conn_watch(c, EV_READ);
-        return;
-    case PGRES_POLLING_WRITING:
-        conn_watch(c, EV_WRITE);
-        return;
-    case PGRES_POLLING_OK:
-        break;
-    default:
-        conn_down(c, PQerrorMessage(c->conn));
-        return;
-    }
-    evtimer_del(c->timer);
-    if (PQsetnonblocking(c->conn, 1) != 0 ||
-        !PQsendQuery(c->conn, c->pg->setup_sql)) {
-        conn_down(c, PQerrorMessage(c->conn));
-        return;
-    }
-    c->failed = 0;
-    conn_set_state(c, OC_PGC_SETUP);
-    conn_watch(c, EV_READ);
-    if (PQflush(c->conn) == 1)
-        conn_watch(c, EV_READ | EV_WRITE);
-}
-
-static void conn_start(oc_pg_conn_t *c)
-{
-    const char *keys[] = {"dbname", "fallback_application_name", NULL};
-    const char *vals[] = {c->pg->conf->conninfo, "objcached", NULL};
-    c->conn = PQconnectStartParams(keys, vals, 1);
-    if (c->conn == NULL) {
-        conn_down(c, "out of memory");
-        return;
-    }
-    if (PQstatus(c->conn) == CONNECTION_BAD) {
-        conn_down(c, PQerrorMessage(c->conn));
-        return;
-    }
-    conn_set_state(c, OC_PGC_CONNECTING);
-    struct timeval tv = {OC_PG_CONNECT_TIMEOUT_MS / 1000, 0};
-    evtimer_add(c->timer, &tv);
-    conn_poll_connect(c);
-}
-
-static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd, (void)what;
+    (void)pc;
     oc_pg_conn_t *c = arg;
-    switch (c->state) {
-    case OC_PGC_DOWN:
-        conn_start(c);
-        break;
-    case OC_PGC_CONNECTING:
-    case OC_PGC_SETUP:
-        conn_down(c, "connect timed out");
-        break;
-    default:
-        /* An orphaned query the server did not end in time. */
-        conn_down(c, "query did not end after load_timeout; connection dropped");
-        break;
+    PQclear(res);
+    oc_pg_load_t *l = c->load;
+    if (st != OC_OK) {
+        c->load = NULL;
+        load_finish(l, NULL, st, err);
+        pg_dispatch(c->pg);
+        return;
     }
+    c->prepared[l->model_idx] = 1;
+    conn_run(c);
 }
 
-static void conn_send_query(oc_pg_conn_t *c)
+/* Send c->load's query, preparing its statement first if need be. */
+static void conn_run(oc_pg_conn_t *c)
 {
     oc_pg_load_t *l = c->load;
     char name[32];
     snprintf(name, sizeof(name), "oc_load_%zu", l->model_idx);
-    const char *params[1] = {l->ids};
-    int ok;
+    oc_status_t st;
     if (!c->prepared[l->model_idx]) {
-        ok = PQsendPrepare(c->conn, name, c->pg->sql[l->model_idx], 1, NULL);
-        conn_set_state(c, OC_PGC_PREPARE);
+        st = oc_pgconn_prepare(c->pc, name, c->pg->sql[l->model_idx], conn_prepare_done, c);
     } else {
-        ok = PQsendQueryPrepared(c->conn, name, 1, params, NULL, NULL, 0);
-        conn_set_state(c, OC_PGC_QUERY);
-        c->pg->stats->pg_queries++;
+        const char *params[1] = {l->ids};
+        st = oc_pgconn_query_prepared(c->pc, name, 1, params, conn_query_done, c);
+        if (st == OC_OK)
+            c->pg->stats->pg_queries++;
     }
-    if (!ok) {
-        conn_down(c, PQerrorMessage(c->conn));
-        return;
-    }
-    c->failed = 0;
-    conn_watch(c, PQflush(c->conn) == 1 ? EV_READ | EV_WRITE : EV_READ);
-}
-
-/* A command ended (PQgetResult gave NULL): move on. */
-static void conn_command_done(oc_pg_conn_t *c)
-{
-    PGresult *res = c->res;
-    c->res = NULL;
-    char err[OC_ERRLEN];
-    first_line(err, sizeof(err), res ? PQresultErrorMessage(res) : "no result");
-    oc_pgc_state_t st = c->state;
-    oc_pg_load_t *l = c->load;
-    if (st == OC_PGC_SETUP) {
-        PQclear(res);
-        if (c->failed) {
-            char q[OC_ERRLEN];
-            oc_log_error("event=pg_setup_failed conn=%zu reason=\"%s\"", c->idx,
-                         oc_log_clean(q, sizeof(q), err));
-            conn_down(c, err);
-            return;
-        }
-        c->backoff_ms = OC_PG_RECONNECT_MIN_MS;
-        conn_set_state(c, OC_PGC_IDLE);
-        oc_log_info("event=pg_conn_up conn=%zu", c->idx);
-        pg_dispatch(c->pg);
-        return;
-    }
-    conn_set_state(c, OC_PGC_IDLE);
-    evtimer_del(c->timer);
-    if (l == NULL) { /* orphan: its load already timed out */
-        PQclear(res);
-    } else if (c->failed) {
-        PQclear(res);
+    if (st != OC_OK && c->load == l) { /* the send failed; the conn went down */
         c->load = NULL;
-        load_finish(l, NULL, OC_EDB, err);
-    } else if (st == OC_PGC_PREPARE) {
-        PQclear(res);
-        c->prepared[l->model_idx] = 1;
-        conn_send_query(c);
-        return;
-    } else {
-        c->load = NULL;
-        c->pg->stats->pg_rows += (uint64_t)PQntuples(res);
-        load_finish(l, res, OC_OK, NULL);
+        load_finish(l, NULL, OC_EDB, "database connection lost");
     }
-    if (c->state == OC_PGC_IDLE)
-        conn_dispatch(c);
-}
-
-static void conn_read(oc_pg_conn_t *c)
-{
-    if (!PQconsumeInput(c->conn)) {
-        conn_down(c, PQerrorMessage(c->conn));
-        return;
-    }
-    while (!PQisBusy(c->conn)) {
-        PGresult *r = PQgetResult(c->conn);
-        if (r == NULL) {
-            conn_command_done(c);
-            return;
-        }
-        ExecStatusType s = PQresultStatus(r);
-        int bad = (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK);
-        /* Keep the first error, or else the last result. */
-        if (c->failed) {
-            PQclear(r);
-        } else {
-            PQclear(c->res);
-            c->res = r;
-            c->failed = bad;
-        }
-    }
-    if (PQstatus(c->conn) == CONNECTION_BAD)
-        conn_down(c, PQerrorMessage(c->conn));
-}
-
-static void conn_io_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    oc_pg_conn_t *c = arg;
-    if (c->state == OC_PGC_CONNECTING) {
-        conn_poll_connect(c);
-        return;
-    }
-    if (what & EV_WRITE) {
-        int f = PQflush(c->conn);
-        if (f < 0) {
-            conn_down(c, PQerrorMessage(c->conn));
-            return;
-        }
-        if (f == 0)
-            conn_watch(c, EV_READ);
-    }
-    if (what & EV_READ)
-        conn_read(c);
 }
 
 static void conn_dispatch(oc_pg_conn_t *c)
 {
     oc_pg_t *pg = c->pg;
-    if (c->state != OC_PGC_IDLE || pg->queue_head == NULL)
+    if (c->load != NULL || !oc_pgconn_idle(c->pc) || pg->queue_head == NULL)
         return;
     oc_pg_load_t *l = pg->queue_head;
     queue_remove(pg, l);
     l->conn = c;
     c->load = l;
-    conn_send_query(c);
+    conn_run(c);
 }
 
 static void pg_dispatch(oc_pg_t *pg)
@@ -474,43 +265,74 @@ static void pg_dispatch(oc_pg_t *pg)
         conn_dispatch(&pg->conns[i]);
 }
 
+static void conn_up(oc_pgconn_t *pc, void *owner)
+{
+    (void)pc;
+    oc_pg_conn_t *c = owner;
+    c->up = 1;
+    c->pg->stats->pg_connections_up++;
+    pg_dispatch(c->pg);
+}
+
+static void conn_down(oc_pgconn_t *pc, const char *err, void *owner)
+{
+    (void)pc;
+    oc_pg_conn_t *c = owner;
+    oc_pg_t *pg = c->pg;
+    if (c->up)
+        pg->stats->pg_connections_up--;
+    c->up = 0;
+    memset(c->prepared, 0, pg->conf->nmodels);
+    evtimer_del(c->stuck);
+    if (!any_conn_alive(pg))
+        fail_queue(pg, err); /* nobody can serve it soon */
+}
+
+static void conn_stuck_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    oc_pg_conn_t *c = arg;
+    oc_pgconn_reset(c->pc, "query did not end after load_timeout; connection dropped");
+}
+
 /* ---- life ------------------------------------------------------------------ */
 
-oc_pg_t *oc_pg_new(struct event_base *base, const oc_conf_t *conf,
-                   oc_stats_t *stats, char *err)
+oc_pg_t *oc_pg_new(struct event_base *base, const oc_conf_t *conf, oc_stats_t *stats,
+                   char *err)
 {
     oc_pg_t *pg = calloc(1, sizeof(*pg));
+    char *setup = NULL;
     if (pg == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
     pg->base = base;
     pg->conf = conf;
     pg->stats = stats;
-    snprintf(pg->last_error, sizeof(pg->last_error), "not connected yet");
     pg->sql = calloc(conf->nmodels, sizeof(char *));
     pg->conns = calloc(conf->pg_connections, sizeof(*pg->conns));
-    pg->setup_sql = make_setup_sql(conf);
-    if (pg->sql == NULL || pg->conns == NULL || pg->setup_sql == NULL)
+    setup = oc_pg_session_sql(conf);
+    if (pg->sql == NULL || pg->conns == NULL || setup == NULL)
         goto nomem;
     for (size_t i = 0; i < conf->nmodels; i++)
         if ((pg->sql[i] = oc_pg_load_sql(&conf->models[i])) == NULL)
             goto nomem;
     pg->nconns = conf->pg_connections;
+    static const oc_pgconn_hooks_t hooks = {.up = conn_up, .down = conn_down};
     for (size_t i = 0; i < pg->nconns; i++) {
         oc_pg_conn_t *c = &pg->conns[i];
         c->pg = pg;
-        c->idx = i;
-        c->state = OC_PGC_DOWN;
-        c->backoff_ms = OC_PG_RECONNECT_MIN_MS;
         c->prepared = calloc(conf->nmodels ? conf->nmodels : 1, 1);
-        c->io = event_new(base, -1, 0, conn_io_cb, c);
-        c->timer = evtimer_new(base, conn_timer_cb, c);
-        if (c->prepared == NULL || c->io == NULL || c->timer == NULL)
+        c->stuck = evtimer_new(base, conn_stuck_cb, c);
+        if (c->prepared == NULL || c->stuck == NULL)
             goto nomem;
     }
     for (size_t i = 0; i < pg->nconns; i++)
-        conn_start(&pg->conns[i]);
+        if ((pg->conns[i].pc = oc_pgconn_new(base, conf->conninfo, setup, &hooks,
+                                             &pg->conns[i])) == NULL)
+            goto nomem;
+    free(setup);
     return pg;
 nomem:
+    free(setup);
     oc_fail(err, OC_ENOMEM, "out of memory");
     oc_pg_free(pg);
     return NULL;
@@ -524,27 +346,18 @@ void oc_pg_free(oc_pg_t *pg)
         oc_pg_conn_t *c = &pg->conns[i];
         oc_pg_load_t *l = c->load;
         c->load = NULL;
-        if (c->res)
-            PQclear(c->res);
-        if (c->conn)
-            PQfinish(c->conn);
-        if (c->io)
-            event_free(c->io);
-        if (c->timer)
-            event_free(c->timer);
+        oc_pgconn_free(c->pc);
+        c->pc = NULL;
+        if (c->stuck)
+            event_free(c->stuck);
         free(c->prepared);
         if (l)
             load_finish(l, NULL, OC_EDB, "shutting down");
     }
-    while (pg->queue_head) {
-        oc_pg_load_t *q = pg->queue_head;
-        queue_remove(pg, q);
-        load_finish(q, NULL, OC_EDB, "shutting down");
-    }
+    fail_queue(pg, "shutting down");
     for (size_t i = 0; pg->sql && i < pg->conf->nmodels; i++)
         free(pg->sql[i]);
     free(pg->sql);
-    free(pg->setup_sql);
     free(pg->conns);
     free(pg);
 }

@@ -11,12 +11,9 @@
  * row, and sets statement_timeout = load_timeout so a stuck query is
  * cancelled by the server itself.
  *
- * Connection states (one function, conn_set_state, moves between them):
- *
- *   DOWN --timer--> CONNECTING --ok--> SETUP --ok--> IDLE <--+
- *     ^                 |                |            |      |
- *     +----- failure ---+----------------+       PREPARE -> QUERY
- *     +------------------- connection lost / stuck ----------+
+ * Each connection is an oc_pgconn (reconnects by itself); a load waits in a
+ * queue until a connection is idle. When no connection is even trying to
+ * connect, loads fail at once ("database unavailable: <why>").
  *
  * Ownership: the caller allocates an oc_pg_load_t (oc_pg_load_new), gives it
  * to oc_pg_submit, and gets `done` called exactly once on the loop thread;
@@ -38,7 +35,7 @@
 struct event_base;
 struct event;
 typedef struct oc_pg oc_pg_t;
-typedef struct oc_pg_conn oc_pg_conn_t;
+typedef struct oc_pg_conn oc_pg_conn_t; /* one loader connection */
 typedef struct oc_pg_load oc_pg_load_t;
 
 typedef void (*oc_pg_done_fn)(oc_pg_load_t *load, PGresult *res,
@@ -65,6 +62,10 @@ oc_pg_load_t *oc_pg_load_new(size_t model_idx, char *ids, oc_pg_done_fn done,
                              void *arg);
 void oc_pg_load_free(oc_pg_load_t *load);
 void oc_pg_submit(oc_pg_t *pg, oc_pg_load_t *load);
+
+/* The session settings every objcached PostgreSQL session runs; caller
+ * frees. */
+char *oc_pg_session_sql(const oc_conf_t *conf);
 
 /* The SQL of a model's load statement; caller frees. Exposed for tests. */
 char *oc_pg_load_sql(const oc_model_conf_t *m);

@@ -1,0 +1,364 @@
+#include "oc_pgconn.h"
+
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "oc_log.h"
+
+#define OC_PGCONN_BACKOFF_MIN_MS 100
+#define OC_PGCONN_BACKOFF_MAX_MS 2000
+#define OC_PGCONN_CONNECT_TIMEOUT_S 5
+
+typedef enum oc_pgconn_state {
+    OC_PGCONN_DOWN,       /* no connection; reconnect timer armed */
+    OC_PGCONN_CONNECTING, /* PQconnectPoll in progress */
+    OC_PGCONN_SETUP,      /* the owner's setup SQL sent */
+    OC_PGCONN_IDLE,       /* ready for a command */
+    OC_PGCONN_BUSY,       /* a command sent; collecting its results */
+} oc_pgconn_state_t;
+
+struct oc_pgconn {
+    struct event_base *base;
+    char *conninfo;
+    char *setup_sql;
+    oc_pgconn_hooks_t hooks;
+    void *owner;
+    oc_pgconn_state_t state;
+    PGconn *conn;
+    struct event *io;      /* on PQsocket(conn) */
+    struct event *timer;   /* reconnect / connect timeout */
+    PGresult *res;         /* the first error, or else the last result */
+    int failed;
+    oc_pgconn_done_fn cb;  /* the command in flight; NULL if abandoned */
+    void *cb_arg;
+    uint32_t backoff_ms;
+    int was_up;            /* for logging an outage once */
+    char last_error[OC_ERRLEN];
+};
+
+static void io_cb(evutil_socket_t fd, short what, void *arg);
+
+static void first_line(char *dst, size_t cap, const char *msg)
+{
+    size_t n = strcspn(msg ? msg : "", "\n");
+    snprintf(dst, cap, "%.*s", (int)n, msg ? msg : "");
+}
+
+static void set_state(oc_pgconn_t *c, oc_pgconn_state_t st)
+{
+    c->state = st;
+}
+
+static void watch(oc_pgconn_t *c, short what)
+{
+    event_del(c->io);
+    if (what == 0 || c->conn == NULL || PQsocket(c->conn) < 0)
+        return;
+    event_assign(c->io, c->base, PQsocket(c->conn), (short)(what | EV_PERSIST), io_cb, c);
+    event_add(c->io, NULL);
+}
+
+/* Finish the command in flight, handing its outcome to its callback. */
+static void command_done(oc_pgconn_t *c, PGresult *res, oc_status_t st, const char *err)
+{
+    oc_pgconn_done_fn cb = c->cb;
+    c->cb = NULL;
+    if (cb)
+        cb(c, res, st, err, c->cb_arg);
+    else
+        PQclear(res);
+}
+
+static void go_down(oc_pgconn_t *c, const char *why)
+{
+    char reason[OC_ERRLEN], clean[OC_ERRLEN];
+    first_line(reason, sizeof(reason), why);
+    /* Say it once per outage, not at every reconnect attempt. */
+    int repeat = !c->was_up && strcmp(reason, c->last_error) == 0;
+    oc_log(repeat ? OC_LOG_DEBUG : OC_LOG_WARN, "event=pg_conn_down reason=\"%s\"",
+           oc_log_clean(clean, sizeof(clean), reason));
+    memcpy(c->last_error, reason, sizeof(reason));
+    watch(c, 0);
+    PQclear(c->res);
+    c->res = NULL;
+    if (c->conn)
+        PQfinish(c->conn);
+    c->conn = NULL;
+    int was_busy = (c->state == OC_PGCONN_BUSY);
+    set_state(c, OC_PGCONN_DOWN);
+    c->was_up = 0;
+    struct timeval tv = {c->backoff_ms / 1000, (suseconds_t)(c->backoff_ms % 1000) * 1000};
+    evtimer_add(c->timer, &tv);
+    c->backoff_ms = c->backoff_ms * 2 > OC_PGCONN_BACKOFF_MAX_MS ? OC_PGCONN_BACKOFF_MAX_MS
+                                                                 : c->backoff_ms * 2;
+    if (was_busy) {
+        char err[OC_ERRLEN + 32];
+        snprintf(err, sizeof(err), "database connection lost: %s", reason);
+        command_done(c, NULL, OC_EDB, err);
+    }
+    if (c->hooks.down)
+        c->hooks.down(c, reason, c->owner);
+}
+
+static void poll_connect(oc_pgconn_t *c)
+{
+    switch (PQconnectPoll(c->conn)) {
+    case PGRES_POLLING_READING:
+        watch(c, EV_READ);
+        return;
+    case PGRES_POLLING_WRITING:
+        watch(c, EV_WRITE);
+        return;
+    case PGRES_POLLING_OK:
+        break;
+    default:
+        go_down(c, PQerrorMessage(c->conn));
+        return;
+    }
+    if (PQsetnonblocking(c->conn, 1) != 0 || !PQsendQuery(c->conn, c->setup_sql)) {
+        go_down(c, PQerrorMessage(c->conn));
+        return;
+    }
+    c->failed = 0;
+    set_state(c, OC_PGCONN_SETUP);
+    watch(c, PQflush(c->conn) == 1 ? EV_READ | EV_WRITE : EV_READ);
+}
+
+/* libpq prints notices (and the server's FATAL on shutdown) to stderr by
+ * default; route them into our log lines instead. */
+static void on_notice(void *arg, const char *msg)
+{
+    (void)arg;
+    char clean[OC_ERRLEN];
+    oc_log_debug("event=pg_notice message=\"%s\"", oc_log_clean(clean, sizeof(clean), msg));
+}
+
+static void start(oc_pgconn_t *c)
+{
+    const char *keys[] = {"dbname", "fallback_application_name", NULL};
+    const char *vals[] = {c->conninfo, "objcached", NULL};
+    c->conn = PQconnectStartParams(keys, vals, 1);
+    if (c->conn == NULL) {
+        go_down(c, "out of memory");
+        return;
+    }
+    if (PQstatus(c->conn) == CONNECTION_BAD) {
+        go_down(c, PQerrorMessage(c->conn));
+        return;
+    }
+    PQsetNoticeProcessor(c->conn, on_notice, NULL);
+    set_state(c, OC_PGCONN_CONNECTING);
+    struct timeval tv = {OC_PGCONN_CONNECT_TIMEOUT_S, 0};
+    evtimer_add(c->timer, &tv);
+    poll_connect(c);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    oc_pgconn_t *c = arg;
+    if (c->state == OC_PGCONN_DOWN)
+        start(c);
+    else if (c->state == OC_PGCONN_CONNECTING || c->state == OC_PGCONN_SETUP)
+        go_down(c, "connect timed out");
+}
+
+/* All results of the current command are in (PQgetResult gave NULL). */
+static void results_done(oc_pgconn_t *c)
+{
+    PGresult *res = c->res;
+    c->res = NULL;
+    char err[OC_ERRLEN];
+    first_line(err, sizeof(err), res ? PQresultErrorMessage(res) : "no result");
+    if (c->state == OC_PGCONN_SETUP) {
+        PQclear(res);
+        if (c->failed) {
+            go_down(c, err);
+            return;
+        }
+        evtimer_del(c->timer);
+        c->backoff_ms = OC_PGCONN_BACKOFF_MIN_MS;
+        c->was_up = 1;
+        set_state(c, OC_PGCONN_IDLE);
+        oc_log_info("event=pg_conn_up");
+        if (c->hooks.up)
+            c->hooks.up(c, c->owner);
+        return;
+    }
+    set_state(c, OC_PGCONN_IDLE);
+    if (c->failed) {
+        PQclear(res);
+        command_done(c, NULL, OC_EDB, err);
+    } else {
+        command_done(c, res, OC_OK, NULL);
+    }
+}
+
+static void read_input(oc_pgconn_t *c)
+{
+    if (!PQconsumeInput(c->conn)) {
+        go_down(c, PQerrorMessage(c->conn));
+        return;
+    }
+    PGnotify *n;
+    while ((n = PQnotifies(c->conn)) != NULL) {
+        if (c->hooks.notify)
+            c->hooks.notify(c, n, c->owner);
+        PQfreemem(n);
+    }
+    while (c->state >= OC_PGCONN_SETUP && c->state != OC_PGCONN_IDLE && !PQisBusy(c->conn)) {
+        PGresult *r = PQgetResult(c->conn);
+        if (r == NULL) {
+            results_done(c); /* may send the next command, or reset */
+            return;
+        }
+        ExecStatusType s = PQresultStatus(r);
+        int bad = (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK);
+        /* Keep the first error, or else the last result. */
+        if (c->failed) {
+            PQclear(r);
+        } else {
+            PQclear(c->res);
+            c->res = r;
+            c->failed = bad;
+        }
+    }
+    if (c->conn && PQstatus(c->conn) == CONNECTION_BAD)
+        go_down(c, PQerrorMessage(c->conn));
+}
+
+static void io_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    oc_pgconn_t *c = arg;
+    if (c->state == OC_PGCONN_CONNECTING) {
+        poll_connect(c);
+        return;
+    }
+    if (what & EV_WRITE) {
+        int f = PQflush(c->conn);
+        if (f < 0) {
+            go_down(c, PQerrorMessage(c->conn));
+            return;
+        }
+        if (f == 0)
+            watch(c, EV_READ);
+    }
+    if (what & EV_READ)
+        read_input(c);
+}
+
+/* ---- sending ------------------------------------------------------------------ */
+
+static oc_status_t sent(oc_pgconn_t *c, int ok, oc_pgconn_done_fn cb, void *arg)
+{
+    if (!ok) {
+        go_down(c, PQerrorMessage(c->conn));
+        return OC_EDB;
+    }
+    c->failed = 0;
+    c->cb = cb;
+    c->cb_arg = arg;
+    set_state(c, OC_PGCONN_BUSY);
+    watch(c, PQflush(c->conn) == 1 ? EV_READ | EV_WRITE : EV_READ);
+    return OC_OK;
+}
+
+oc_status_t oc_pgconn_query(oc_pgconn_t *c, const char *sql, int nparams,
+                            const char *const *params, oc_pgconn_done_fn cb, void *arg)
+{
+    if (c->state != OC_PGCONN_IDLE)
+        return OC_AGAIN;
+    int ok = nparams ? PQsendQueryParams(c->conn, sql, nparams, NULL, params, NULL, NULL, 0)
+                     : PQsendQuery(c->conn, sql);
+    return sent(c, ok, cb, arg);
+}
+
+oc_status_t oc_pgconn_prepare(oc_pgconn_t *c, const char *name, const char *sql,
+                              oc_pgconn_done_fn cb, void *arg)
+{
+    if (c->state != OC_PGCONN_IDLE)
+        return OC_AGAIN;
+    return sent(c, PQsendPrepare(c->conn, name, sql, 0, NULL), cb, arg);
+}
+
+oc_status_t oc_pgconn_query_prepared(oc_pgconn_t *c, const char *name, int nparams,
+                                     const char *const *params, oc_pgconn_done_fn cb,
+                                     void *arg)
+{
+    if (c->state != OC_PGCONN_IDLE)
+        return OC_AGAIN;
+    return sent(c, PQsendQueryPrepared(c->conn, name, nparams, params, NULL, NULL, 0), cb,
+                arg);
+}
+
+void oc_pgconn_abandon(oc_pgconn_t *c)
+{
+    c->cb = NULL;
+}
+
+void oc_pgconn_reset(oc_pgconn_t *c, const char *why)
+{
+    if (c->state != OC_PGCONN_DOWN)
+        go_down(c, why);
+}
+
+/* ---- life ------------------------------------------------------------------------ */
+
+int oc_pgconn_idle(const oc_pgconn_t *c)
+{
+    return c->state == OC_PGCONN_IDLE;
+}
+
+int oc_pgconn_alive(const oc_pgconn_t *c)
+{
+    return c->state != OC_PGCONN_DOWN;
+}
+
+const char *oc_pgconn_last_error(const oc_pgconn_t *c)
+{
+    return c->last_error;
+}
+
+oc_pgconn_t *oc_pgconn_new(struct event_base *base, const char *conninfo,
+                           const char *setup_sql, const oc_pgconn_hooks_t *hooks,
+                           void *owner)
+{
+    oc_pgconn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->base = base;
+    c->hooks = *hooks;
+    c->owner = owner;
+    c->state = OC_PGCONN_DOWN;
+    c->backoff_ms = OC_PGCONN_BACKOFF_MIN_MS;
+    snprintf(c->last_error, sizeof(c->last_error), "not connected yet");
+    c->conninfo = strdup(conninfo);
+    c->setup_sql = strdup(setup_sql);
+    c->io = event_new(base, -1, 0, io_cb, c);
+    c->timer = evtimer_new(base, timer_cb, c);
+    if (c->conninfo == NULL || c->setup_sql == NULL || c->io == NULL || c->timer == NULL) {
+        oc_pgconn_free(c);
+        return NULL;
+    }
+    start(c);
+    return c;
+}
+
+void oc_pgconn_free(oc_pgconn_t *c)
+{
+    if (c == NULL)
+        return;
+    PQclear(c->res);
+    if (c->conn)
+        PQfinish(c->conn);
+    if (c->io)
+        event_free(c->io);
+    if (c->timer)
+        event_free(c->timer);
+    free(c->conninfo);
+    free(c->setup_sql);
+    free(c);
+}

@@ -1,0 +1,70 @@
+/*
+ * oc_pgconn: one asynchronous libpq connection driven by the loop, that
+ * reconnects by itself. The loader pool (oc_pg) and the invalidation
+ * consumer (oc_inval) are built on it.
+ *
+ *   DOWN --timer--> CONNECTING --> SETUP --> IDLE <--> BUSY
+ *     ^________________|_____________|________________|   (any failure)
+ *
+ * SETUP runs the owner's setup SQL (session settings, LISTEN) once per
+ * connection. In IDLE one command may be sent; its callback gets the
+ * outcome once: the first error, or else the last result. Reconnects back
+ * off from 100 ms to 2 s. A connect that takes over 5 s is abandoned.
+ *
+ * Ownership: the owner creates and frees the connection. A result handed to
+ * a callback is the callback's to PQclear. Callbacks run on the loop thread
+ * and may send the next command or call oc_pgconn_reset() from inside.
+ * Error texts are first lines of libpq's messages, which never contain the
+ * password.
+ */
+#ifndef OC_PGCONN_H
+#define OC_PGCONN_H
+
+#include <libpq-fe.h>
+
+#include "oc_status.h"
+
+struct event_base;
+typedef struct oc_pgconn oc_pgconn_t;
+
+/* A command's outcome: res is NULL unless st == OC_OK. */
+typedef void (*oc_pgconn_done_fn)(oc_pgconn_t *c, PGresult *res, oc_status_t st,
+                                  const char *err, void *arg);
+
+typedef struct oc_pgconn_hooks {
+    /* The connection came up (after setup) or went down (err says why). A
+     * command in flight when it went down gets its callback first. */
+    void (*up)(oc_pgconn_t *c, void *owner);
+    void (*down)(oc_pgconn_t *c, const char *err, void *owner);
+    /* A NOTIFY arrived (LISTEN in the setup SQL); may be NULL. */
+    void (*notify)(oc_pgconn_t *c, const PGnotify *n, void *owner);
+} oc_pgconn_hooks_t;
+
+/* Starts connecting at once. conninfo and setup_sql are copied. */
+oc_pgconn_t *oc_pgconn_new(struct event_base *base, const char *conninfo,
+                           const char *setup_sql, const oc_pgconn_hooks_t *hooks,
+                           void *owner);
+/* Closes; a command in flight gets no callback. */
+void oc_pgconn_free(oc_pgconn_t *c);
+
+int oc_pgconn_idle(const oc_pgconn_t *c);      /* ready for a command */
+int oc_pgconn_alive(const oc_pgconn_t *c);     /* not DOWN (up or trying) */
+const char *oc_pgconn_last_error(const oc_pgconn_t *c);
+
+/* Send one command in IDLE (OC_AGAIN if not idle; OC_EDB if the send
+ * failed, in which case the connection is reset and cb is not called). */
+oc_status_t oc_pgconn_query(oc_pgconn_t *c, const char *sql, int nparams,
+                            const char *const *params, oc_pgconn_done_fn cb, void *arg);
+oc_status_t oc_pgconn_prepare(oc_pgconn_t *c, const char *name, const char *sql,
+                              oc_pgconn_done_fn cb, void *arg);
+oc_status_t oc_pgconn_query_prepared(oc_pgconn_t *c, const char *name, int nparams,
+                                     const char *const *params, oc_pgconn_done_fn cb,
+                                     void *arg);
+
+/* Forget the command in flight: its callback will not be called, and its
+ * answer is discarded when it comes. */
+void oc_pgconn_abandon(oc_pgconn_t *c);
+/* Drop the connection (e.g. a query that does not end) and reconnect. */
+void oc_pgconn_reset(oc_pgconn_t *c, const char *why);
+
+#endif
