@@ -109,6 +109,9 @@ static const oc_conf_key_t oc_conf_postgresql_keys[] = {
     {.name = "conninfo", .type = OC_CT_CONNINFO, .required = true,
      .off = offsetof(oc_conf_t, conninfo)},
     OC_CK("connections", OC_CT_UINT, "2", pg_connections, 1, 64),
+    /* 0 turns the invalidation consumer off (no hook installed). */
+    OC_CK("invalidation_poll", OC_CT_MSECS, "1s", inval_poll_ms, 0, OC_MS_10MIN),
+    OC_CK("invalidation_batch", OC_CT_UINT, "1000", inval_batch, 1, 100000),
 };
 
 static const oc_conf_key_t oc_conf_model_keys[] = {

@@ -95,6 +95,8 @@ typedef struct oc_conf {
     char *conninfo;             /* libpq conninfo (required); secrets may
                                    come from PGPASSWORD or a passfile */
     uint32_t pg_connections;    /* loader connections, default 2 */
+    uint32_t inval_poll_ms;     /* invalidation_poll: outbox poll, 1s; 0 = off */
+    uint32_t inval_batch;       /* invalidation_batch: outbox rows per claim */
 
     oc_model_conf_t *models;
     size_t nmodels;

@@ -17,6 +17,8 @@
 
 #include "oc_conn.h"
 #include "oc_fill.h"
+#include "oc_inval.h"
+#include "oc_key.h"
 #include "oc_log.h"
 #include "oc_map.h"
 #include "oc_mc.h"
@@ -134,14 +136,15 @@ oc_status_t oc_daemon_init(oc_daemon_t *d, oc_conf_t *conf, char *err)
     d->conf = conf;
     d->started = time(NULL);
     d->rand_state = (unsigned)getpid() ^ (unsigned)d->started;
-    d->max_key_len = OC_KEY_MAX - strlen(conf->key_prefix);
+    d->max_key_len = OC_KEY_MAX - strlen(conf->key_prefix) - OC_KEY_GEN_ROOM;
     d->lease_ttl_s = (conf->load_timeout_ms + 999) / 1000 + 1;
     make_lease_token(d);
     oc_status_t st = OC_ENOMEM;
     signal(SIGPIPE, SIG_IGN);
     d->base = event_base_new();
     d->fills = oc_map_new(1024);
-    if (d->base == NULL || d->fills == NULL) {
+    d->model_gen = calloc(conf->nmodels ? conf->nmodels : 1, sizeof(*d->model_gen));
+    if (d->base == NULL || d->fills == NULL || d->model_gen == NULL) {
         oc_fail(err, OC_ENOMEM, "out of memory");
         goto fail;
     }
@@ -163,6 +166,12 @@ oc_status_t oc_daemon_init(oc_daemon_t *d, oc_conf_t *conf, char *err)
     }
     d->pg = oc_pg_new(d->base, conf, &d->stats, err);
     if (d->pg == NULL) {
+        st = OC_EDB;
+        goto fail;
+    }
+    err[0] = '\0';
+    d->inval = oc_inval_new(d, err);
+    if (d->inval == NULL && err[0] != '\0') {
         st = OC_EDB;
         goto fail;
     }
@@ -195,6 +204,7 @@ void oc_daemon_free(oc_daemon_t *d)
     }
     oc_conn_close_all(d);
     /* Workers first (their callbacks may start loads), then PostgreSQL. */
+    oc_inval_free(d->inval);
     oc_mc_free(d->mc);
     oc_pg_free(d->pg);
     oc_fill_retire_all(d);
@@ -203,6 +213,7 @@ void oc_daemon_free(oc_daemon_t *d)
     if (d->sig_int)
         event_free(d->sig_int);
     oc_map_free(d->fills);
+    free(d->model_gen);
     if (d->base)
         event_base_free(d->base);
     oc_conf_free(d->conf);

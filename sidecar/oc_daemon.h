@@ -31,7 +31,9 @@ typedef struct oc_daemon {
     oc_mc_t *mc;
     oc_pg_t *pg;
     oc_map_t *fills;          /* cache key -> oc_fill_t being loaded/stored */
-    size_t max_key_len;       /* OC_KEY_MAX - strlen(key_prefix) */
+    size_t max_key_len;       /* OC_KEY_MAX - prefix - OC_KEY_GEN_ROOM */
+    uint64_t *model_gen;      /* per model: its generation (TRUNCATEs) */
+    struct oc_inval *inval;   /* the invalidation consumer, or NULL */
     struct evconnlistener *tcp_listener;
     struct evconnlistener *unix_listener;
     oc_conn_t *conns;         /* all client connections (doubly linked) */

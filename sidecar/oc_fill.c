@@ -374,37 +374,22 @@ static void batch_loaded(oc_pg_load_t *load, PGresult *res, oc_status_t st,
     batch_store(b);
 }
 
-/* The ids as a PostgreSQL array literal: {1,2} or {"a","b\"c"}. */
-static char *batch_ids_literal(const oc_batch_t *b, oc_key_type_t type)
+/* The batch's ids as one array literal, for the load's $1. */
+static char *batch_ids_literal(const oc_batch_t *b)
 {
-    size_t cap = 3;
-    for (size_t i = 0; i < b->n; i++)
-        cap += 2 * (b->fills[i]->ckey_len - b->fills[i]->canon_off) + 3;
-    char *s = malloc(cap), *p = s;
-    if (s == NULL)
-        return NULL;
-    *p++ = '{';
-    for (size_t i = 0; i < b->n; i++) {
-        const oc_fill_t *f = b->fills[i];
-        const char *id = f->ckey + f->canon_off;
-        size_t len = f->ckey_len - f->canon_off;
-        if (i)
-            *p++ = ',';
-        if (type != OC_KEY_TEXT) { /* digits, '-' and hex only */
-            memcpy(p, id, len), p += len;
-            continue;
+    const char **ids = malloc(b->n * sizeof(*ids));
+    size_t *lens = malloc(b->n * sizeof(*lens));
+    char *lit = NULL;
+    if (ids && lens) {
+        for (size_t i = 0; i < b->n; i++) {
+            ids[i] = b->fills[i]->ckey + b->fills[i]->canon_off;
+            lens[i] = b->fills[i]->ckey_len - b->fills[i]->canon_off;
         }
-        *p++ = '"';
-        for (size_t k = 0; k < len; k++) {
-            if (id[k] == '"' || id[k] == '\\')
-                *p++ = '\\';
-            *p++ = id[k];
-        }
-        *p++ = '"';
+        lit = oc_pg_array_literal(ids, lens, b->n);
     }
-    *p++ = '}';
-    *p = '\0';
-    return s;
+    free(ids);
+    free(lens);
+    return lit;
 }
 
 static void batch_load(oc_batch_t *b)
@@ -412,7 +397,7 @@ static void batch_load(oc_batch_t *b)
     oc_daemon_t *d = b->d;
     for (size_t i = 0; i < b->n; i++)
         fill_set_state(b->fills[i], OC_FILL_LOADING);
-    char *ids = batch_ids_literal(b, d->conf->models[b->model_idx].key_type);
+    char *ids = batch_ids_literal(b);
     oc_pg_load_t *load = ids ? oc_pg_load_new(b->model_idx, ids, batch_loaded, b) : NULL;
     if (load == NULL) {
         free(ids);

@@ -140,6 +140,21 @@ static oc_status_t parse_id(oc_key_type_t type, const char *id, size_t len,
     return OC_EINVAL;
 }
 
+size_t oc_key_cache_key(const char *prefix, const char *model, uint64_t gen,
+                        const char *canon, size_t canon_len, char *buf, size_t cap,
+                        size_t *canon_off)
+{
+    int n = gen ? snprintf(buf, cap, "%s%s~%" PRIu64 ":", prefix, model, gen)
+                : snprintf(buf, cap, "%s%s:", prefix, model);
+    size_t off = (n < 0 || (size_t)n >= cap) ? cap - 1 : (size_t)n;
+    if (off + canon_len >= cap)
+        canon_len = cap - 1 - off; /* cannot happen for keys that passed parse */
+    memcpy(buf + off, canon, canon_len);
+    buf[off + canon_len] = '\0';
+    *canon_off = off;
+    return off + canon_len;
+}
+
 oc_status_t oc_key_parse(const oc_conf_t *conf, const char *key, size_t len,
                          size_t max_len, oc_key_t *out, char *err)
 {

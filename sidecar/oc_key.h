@@ -13,6 +13,7 @@
 #define OC_KEY_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "oc_conf.h"
 #include "oc_status.h"
@@ -35,6 +36,20 @@ typedef struct oc_key {
  */
 oc_status_t oc_key_parse(const oc_conf_t *conf, const char *key, size_t len,
                          size_t max_len, oc_key_t *out, char *err);
+
+/* Room a cache key needs beyond the client key: "~" + a 20-digit
+ * generation, and a uuid's 4 hyphens. */
+#define OC_KEY_GEN_ROOM 21
+
+/*
+ * Write the memcached key of an object into buf (cap >= OC_KEY_MAX + 1):
+ * prefix + Model + ":" + canonical id, with "~<gen>" after the model once
+ * its generation is above 0 (a TRUNCATE bumps it, so every old key is left
+ * behind at once). Returns the length; *canon_off is where the id starts.
+ */
+size_t oc_key_cache_key(const char *prefix, const char *model, uint64_t gen,
+                        const char *canon, size_t canon_len, char *buf, size_t cap,
+                        size_t *canon_off);
 
 /* 1 if s[0..len) is well-formed UTF-8 (no overlongs, surrogates, > U+10FFFF). */
 int oc_key_utf8_valid(const unsigned char *s, size_t len);

@@ -76,6 +76,31 @@ char *oc_pg_session_sql(const oc_conf_t *conf)
     return sql;
 }
 
+char *oc_pg_array_literal(const char *const *items, const size_t *lens, size_t n)
+{
+    size_t cap = 3;
+    for (size_t i = 0; i < n; i++)
+        cap += 2 * lens[i] + 3;
+    char *s = malloc(cap), *p = s;
+    if (s == NULL)
+        return NULL;
+    *p++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            *p++ = ',';
+        *p++ = '"';
+        for (size_t k = 0; k < lens[i]; k++) {
+            if (items[i][k] == '"' || items[i][k] == '\\')
+                *p++ = '\\';
+            *p++ = items[i][k];
+        }
+        *p++ = '"';
+    }
+    *p++ = '}';
+    *p = '\0';
+    return s;
+}
+
 /* ---- loads --------------------------------------------------------------- */
 
 oc_pg_load_t *oc_pg_load_new(size_t model_idx, char *ids, oc_pg_done_fn done, void *arg)

@@ -67,6 +67,11 @@ void oc_pg_submit(oc_pg_t *pg, oc_pg_load_t *load);
  * frees. */
 char *oc_pg_session_sql(const oc_conf_t *conf);
 
+/* A PostgreSQL array literal of n quoted text items, e.g. {"1","a\"b"},
+ * for binding as one parameter (valid for bigint[], uuid[] and text[] too).
+ * Returns a malloc'd string, or NULL if out of memory. */
+char *oc_pg_array_literal(const char *const *items, const size_t *lens, size_t n);
+
 /* The SQL of a model's load statement; caller frees. Exposed for tests. */
 char *oc_pg_load_sql(const oc_model_conf_t *m);
 

@@ -189,8 +189,11 @@ static void req_mc_done(oc_mc_job_t *job, void *arg)
 static oc_req_t *req_alloc(const oc_cmd_t *cmd, size_t prefix_len)
 {
     size_t n = cmd->nkeys, bytes = 1;
+    /* per key: the client key, then its cache key (never over OC_KEY_MAX,
+     * but written with a cap of OC_KEY_MAX + 1) */
+    (void)prefix_len;
     for (size_t i = 0; i < n; i++)
-        bytes += 2 * cmd->keys[i].len + prefix_len + OC_CANON_MAX - OC_KEY_MAX + 2;
+        bytes += cmd->keys[i].len + OC_KEY_MAX + 1;
     size_t sz = sizeof(oc_req_t) + n * (sizeof(oc_ukey_t) + sizeof(char *) +
                                         sizeof(size_t) + sizeof(uint32_t));
     oc_req_t *r = calloc(1, sz);
@@ -213,7 +216,6 @@ static oc_status_t req_parse_keys(oc_req_t *r, const oc_cmd_t *cmd, char *err)
 {
     oc_daemon_t *d = r->d;
     const char *prefix = d->conf->key_prefix;
-    size_t plen = strlen(prefix);
     oc_map_t *seen = cmd->nkeys > 1 ? oc_map_new(cmd->nkeys) : NULL;
     if (cmd->nkeys > 1 && seen == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory");
@@ -229,15 +231,11 @@ static oc_status_t req_parse_keys(oc_req_t *r, const oc_cmd_t *cmd, char *err)
         r->slot_key[i] = a;
         r->slot_len[i] = t->len;
         a += t->len;
-        /* cache key: prefix + Model + ':' + canonical id */
         char *ck = a;
-        size_t mlen = strlen(k.model->name);
-        memcpy(a, prefix, plen), a += plen;
-        memcpy(a, k.model->name, mlen), a += mlen;
-        *a++ = ':';
-        memcpy(a, k.canon, k.canon_len), a += k.canon_len;
-        size_t cklen = (size_t)(a - ck);
-        *a++ = '\0';
+        size_t canon_off;
+        size_t cklen = oc_key_cache_key(prefix, k.model->name, d->model_gen[k.model_idx],
+                                        k.canon, k.canon_len, ck, OC_KEY_MAX + 1, &canon_off);
+        a += cklen + 1;
         void *prev = seen ? oc_map_get(seen, ck, cklen) : NULL;
         if (prev) {
             r->slot_ukey[i] = (uint32_t)((uintptr_t)prev - 1);
@@ -245,7 +243,7 @@ static oc_status_t req_parse_keys(oc_req_t *r, const oc_cmd_t *cmd, char *err)
         }
         oc_ukey_t *uk = &r->ukeys[r->nukeys];
         *uk = (oc_ukey_t){.req = r, .ckey = ck, .ckey_len = cklen,
-                          .model_idx = k.model_idx, .canon_off = cklen - k.canon_len};
+                          .model_idx = k.model_idx, .canon_off = canon_off};
         r->slot_ukey[i] = (uint32_t)r->nukeys++;
         if (seen && oc_map_put(seen, ck, cklen, (void *)(uintptr_t)r->nukeys) != OC_OK) {
             st = oc_fail(err, OC_ENOMEM, "out of memory");

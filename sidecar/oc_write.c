@@ -119,8 +119,10 @@ static oc_status_t write_key(oc_write_t *w, const char *key, size_t klen, char *
     if (st != OC_OK)
         return st;
     w->model = k.model;
-    w->ckey_len = (size_t)snprintf(w->ckey, sizeof(w->ckey), "%s%s:%.*s", d->conf->key_prefix,
-                                   k.model->name, (int)k.canon_len, k.canon);
+    size_t canon_off;
+    w->ckey_len = oc_key_cache_key(d->conf->key_prefix, k.model->name,
+                                   d->model_gen[k.model_idx], k.canon, k.canon_len, w->ckey,
+                                   sizeof(w->ckey), &canon_off);
     return OC_OK;
 }
 

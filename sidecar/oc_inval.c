@@ -1,0 +1,385 @@
+#include "oc_inval.h"
+
+#include <event2/event.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "oc_fill.h"
+#include "oc_key.h"
+#include "oc_log.h"
+#include "oc_mc.h"
+#include "oc_pg.h"
+#include "oc_pgconn.h"
+
+typedef enum oc_inval_state {
+    OC_INVAL_IDLE,       /* waiting for a NOTIFY or the poll timer */
+    OC_INVAL_GENS,       /* reading the models' generations */
+    OC_INVAL_CLAIMING,   /* BEGIN + claim sent */
+    OC_INVAL_APPLYING,   /* memcached deletes under way */
+    OC_INVAL_REQUEUEING, /* failed keys going back into the outbox */
+    OC_INVAL_ENDING,     /* COMMIT or ROLLBACK sent */
+} oc_inval_state_t;
+
+struct oc_inval {
+    oc_daemon_t *d;
+    oc_pgconn_t *pc;
+    oc_inval_state_t state;
+    struct event *poll;
+    int again;            /* woken while busy: run another cycle after */
+    PGresult *claimed;    /* rows being applied (keys point into it) */
+    char *arena;          /* cache keys of the deletes */
+    oc_mc_job_t *job;     /* the deletes, once done (for the requeue) */
+    size_t *job_model;    /* per delete item: model index */
+    char *requeue_models; /* array literals for the requeue, kept alive */
+    char *requeue_keys;
+    int full;             /* the last claim was a full batch */
+    int hook_missing_logged;
+};
+
+static void cycle_start(oc_inval_t *iv);
+
+static void set_state(oc_inval_t *iv, oc_inval_state_t st)
+{
+    iv->state = st;
+}
+
+static void arm_poll(oc_inval_t *iv)
+{
+    uint32_t ms = iv->d->conf->inval_poll_ms;
+    struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(iv->poll, &tv);
+}
+
+static void cycle_clear(oc_inval_t *iv)
+{
+    PQclear(iv->claimed);
+    iv->claimed = NULL;
+    free(iv->arena);
+    iv->arena = NULL;
+    oc_mc_job_free(iv->job);
+    iv->job = NULL;
+    free(iv->job_model);
+    iv->job_model = NULL;
+    free(iv->requeue_models);
+    free(iv->requeue_keys);
+    iv->requeue_models = iv->requeue_keys = NULL;
+}
+
+/* The cycle is over (committed, rolled back or failed): wait or go again. */
+static void cycle_end(oc_inval_t *iv)
+{
+    cycle_clear(iv);
+    set_state(iv, OC_INVAL_IDLE);
+    if (iv->full || iv->again) {
+        iv->again = 0;
+        cycle_start(iv);
+        return;
+    }
+    arm_poll(iv);
+}
+
+static void ended(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err, void *arg)
+{
+    (void)pc;
+    oc_inval_t *iv = arg;
+    PQclear(res);
+    if (st != OC_OK)
+        oc_log_warn("event=inval_commit_failed reason=\"%s\"", err);
+    cycle_end(iv);
+}
+
+static void finish(oc_inval_t *iv, const char *sql)
+{
+    set_state(iv, OC_INVAL_ENDING);
+    if (oc_pgconn_query(iv->pc, sql, 0, NULL, ended, iv) != OC_OK)
+        cycle_end(iv); /* the connection dropped: PostgreSQL rolls back */
+}
+
+/* A failure mid-cycle: roll back so the claimed rows go back to the outbox. */
+static void fail_cycle(oc_inval_t *iv, const char *what, const char *err)
+{
+    char clean[OC_ERRLEN];
+    iv->d->stats.inval_errors++;
+    iv->full = 0;
+    oc_log_warn("event=inval_failed step=%s reason=\"%s\"", what,
+                oc_log_clean(clean, sizeof(clean), err));
+    finish(iv, "ROLLBACK");
+}
+
+/* ---- requeue what memcached could not delete ---------------------------------- */
+
+static void requeued(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                     void *arg)
+{
+    (void)pc;
+    oc_inval_t *iv = arg;
+    PQclear(res);
+    if (st != OC_OK) {
+        fail_cycle(iv, "requeue", err);
+        return;
+    }
+    finish(iv, "COMMIT");
+}
+
+static void requeue(oc_inval_t *iv, size_t nfailed)
+{
+    oc_daemon_t *d = iv->d;
+    const char **models = malloc(nfailed * sizeof(*models));
+    const char **keys = malloc(nfailed * sizeof(*keys));
+    size_t *mlens = malloc(nfailed * sizeof(*mlens));
+    size_t *klens = malloc(nfailed * sizeof(*klens));
+    size_t k = 0;
+    for (size_t i = 0; models && keys && mlens && klens && i < iv->job->n; i++) {
+        const oc_mc_item_t *it = &iv->job->items[i];
+        if (it->result != OC_MC_R_ERROR)
+            continue;
+        const oc_model_conf_t *m = &d->conf->models[iv->job_model[i]];
+        const char *id = memchr(it->key + strlen(d->conf->key_prefix), ':', it->klen);
+        models[k] = m->name;
+        mlens[k] = strlen(m->name);
+        keys[k] = id + 1;
+        klens[k] = it->klen - (size_t)(id + 1 - it->key);
+        k++;
+    }
+    if (k == nfailed) {
+        iv->requeue_models = oc_pg_array_literal(models, mlens, k);
+        iv->requeue_keys = oc_pg_array_literal(keys, klens, k);
+    }
+    free(models), free(keys), free(mlens), free(klens);
+    if (iv->requeue_models == NULL || iv->requeue_keys == NULL) {
+        fail_cycle(iv, "requeue", "out of memory");
+        return;
+    }
+    const char *params[2] = {iv->requeue_models, iv->requeue_keys};
+    set_state(iv, OC_INVAL_REQUEUEING);
+    if (oc_pgconn_query(iv->pc,
+                        "INSERT INTO objcached.outbox (model, keys) "
+                        "SELECT u.m, ARRAY[u.k] FROM unnest($1::text[], $2::text[]) AS u(m, k)",
+                        2, params, requeued, iv) != OC_OK)
+        cycle_end(iv);
+}
+
+/* ---- apply ------------------------------------------------------------------------ */
+
+static void applied(oc_mc_job_t *job, void *arg)
+{
+    oc_inval_t *iv = arg;
+    oc_daemon_t *d = iv->d;
+    iv->job = job;
+    size_t failed = 0;
+    for (size_t i = 0; i < job->n; i++)
+        failed += (job->items[i].result == OC_MC_R_ERROR);
+    d->stats.invalidations += job->n - failed;
+    if (failed) {
+        d->stats.inval_requeued += failed;
+        d->stats.mc_errors++;
+        oc_log_warn("event=inval_requeue keys=%zu reason=\"%s\"", failed, job->err);
+        requeue(iv, failed);
+        return;
+    }
+    finish(iv, "COMMIT");
+}
+
+/* The claimed rows: one per key (model, key), key NULL for a TRUNCATE. */
+static void apply(oc_inval_t *iv)
+{
+    oc_daemon_t *d = iv->d;
+    PGresult *res = iv->claimed;
+    int rows = PQntuples(res);
+    iv->full = rows > 0 && (uint32_t)PQgetisnull(res, rows - 1, 2) == 0 &&
+               (uint32_t)atoi(PQgetvalue(res, rows - 1, 2)) >= d->conf->inval_batch;
+    size_t n = 0;
+    for (int i = 0; i < rows; i++)
+        n += !PQgetisnull(res, i, 1) && oc_conf_model(d->conf, PQgetvalue(res, i, 0),
+                                                      (size_t)PQgetlength(res, i, 0));
+    if (rows > 0 && !PQgetisnull(res, 0, 3))
+        d->stats.inval_lag_ms = (uint64_t)atoll(PQgetvalue(res, 0, 3));
+    if (n == 0) {
+        finish(iv, "COMMIT");
+        return;
+    }
+    iv->job = oc_mc_job_new_items(OC_MC_DELETE, n, applied, iv);
+    iv->arena = malloc(n * (OC_KEY_MAX + 1));
+    iv->job_model = malloc(n * sizeof(*iv->job_model));
+    if (iv->job == NULL || iv->arena == NULL || iv->job_model == NULL) {
+        fail_cycle(iv, "apply", "out of memory");
+        return;
+    }
+    size_t k = 0;
+    for (int i = 0; i < rows; i++) {
+        const oc_model_conf_t *m =
+            oc_conf_model(d->conf, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
+        size_t idlen = (size_t)PQgetlength(res, i, 1);
+        if (PQgetisnull(res, i, 1) || m == NULL)
+            continue; /* a TRUNCATE (done by the generation), or not our model */
+        size_t mi = (size_t)(m - d->conf->models), canon_off;
+        char *ck = iv->arena + k * (OC_KEY_MAX + 1);
+        oc_mc_item_t *it = &iv->job->items[k];
+        if (idlen > d->max_key_len)
+            idlen = d->max_key_len; /* such a key was never cached */
+        it->key = ck;
+        it->klen = oc_key_cache_key(d->conf->key_prefix, m->name, d->model_gen[mi],
+                                    PQgetvalue(res, i, 1), idlen, ck, OC_KEY_MAX + 1,
+                                    &canon_off);
+        iv->job_model[k++] = mi;
+        oc_fill_invalidate(d, it->key, it->klen);
+    }
+    oc_mc_job_t *job = iv->job;
+    iv->job = NULL; /* oc_mc's until applied() */
+    set_state(iv, OC_INVAL_APPLYING);
+    oc_mc_submit(d->mc, job);
+}
+
+static void claimed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                    void *arg)
+{
+    (void)pc;
+    oc_inval_t *iv = arg;
+    if (st != OC_OK) {
+        fail_cycle(iv, "claim", err);
+        return;
+    }
+    iv->claimed = res;
+    apply(iv);
+}
+
+/* ---- generations, then claim -------------------------------------------------------- */
+
+static void claim(oc_inval_t *iv)
+{
+    char sql[512];
+    /* One row per key; a TRUNCATE's NULL keys give one row with key NULL.
+     * The third column counts the claimed outbox rows (for "full batch"),
+     * the fourth is the age of the oldest one (lag). */
+    snprintf(sql, sizeof(sql),
+             "BEGIN; "
+             "WITH c AS (SELECT * FROM objcached.claim(%u)) "
+             "SELECT c.model, k, (SELECT count(*) FROM c), "
+             "(SELECT (extract(epoch FROM clock_timestamp() - min(created_at)) * 1000)::bigint "
+             "FROM c) FROM c LEFT JOIN LATERAL unnest(c.keys) AS k ON true",
+             iv->d->conf->inval_batch);
+    set_state(iv, OC_INVAL_CLAIMING);
+    if (oc_pgconn_query(iv->pc, sql, 0, NULL, claimed, iv) != OC_OK)
+        cycle_end(iv);
+}
+
+static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                      void *arg)
+{
+    (void)pc;
+    oc_inval_t *iv = arg;
+    oc_daemon_t *d = iv->d;
+    if (st != OC_OK) {
+        /* Most likely the hook is not installed: say so once, keep polling. */
+        if (!iv->hook_missing_logged++)
+            oc_log_warn("event=inval_unavailable reason=\"%s\" hint=\"install the hook: "
+                        "objcached --install-hook or psql -f sql/install.sql\"", err);
+        set_state(iv, OC_INVAL_IDLE);
+        iv->full = 0;
+        arm_poll(iv);
+        return;
+    }
+    if (iv->hook_missing_logged) {
+        oc_log_info("event=inval_available");
+        iv->hook_missing_logged = 0;
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        const oc_model_conf_t *m =
+            oc_conf_model(d->conf, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
+        uint64_t gen = strtoull(PQgetvalue(res, i, 1), NULL, 10);
+        if (m && d->model_gen[m - d->conf->models] != gen) {
+            oc_log_info("event=model_generation model=%s generation=%" PRIu64, m->name, gen);
+            d->model_gen[m - d->conf->models] = gen;
+        }
+    }
+    PQclear(res);
+    claim(iv);
+}
+
+static void cycle_start(oc_inval_t *iv)
+{
+    if (iv->state != OC_INVAL_IDLE) {
+        iv->again = 1;
+        return;
+    }
+    evtimer_del(iv->poll);
+    set_state(iv, OC_INVAL_GENS);
+    if (oc_pgconn_query(iv->pc, "SELECT model, generation FROM objcached.models", 0, NULL,
+                        gens_read, iv) != OC_OK) {
+        set_state(iv, OC_INVAL_IDLE); /* not connected: up() starts us */
+    }
+}
+
+/* ---- connection events ------------------------------------------------------------ */
+
+static void on_poll(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    cycle_start(arg);
+}
+
+static void on_up(oc_pgconn_t *pc, void *owner)
+{
+    (void)pc;
+    cycle_start(owner); /* catch up on whatever came while we were away */
+}
+
+static void on_down(oc_pgconn_t *pc, const char *err, void *owner)
+{
+    (void)pc, (void)err;
+    oc_inval_t *iv = owner;
+    /* A cycle in flight got its callback already, except while applying:
+     * then applied() finds the connection gone and the rows come back to
+     * the outbox by rollback. */
+    if (iv->state != OC_INVAL_APPLYING) {
+        cycle_clear(iv);
+        set_state(iv, OC_INVAL_IDLE);
+    }
+}
+
+static void on_notify(oc_pgconn_t *pc, const PGnotify *n, void *owner)
+{
+    (void)pc, (void)n;
+    cycle_start(owner);
+}
+
+oc_inval_t *oc_inval_new(oc_daemon_t *d, char *err)
+{
+    if (d->conf->inval_poll_ms == 0)
+        return NULL;
+    oc_inval_t *iv = calloc(1, sizeof(*iv));
+    char *session = oc_pg_session_sql(d->conf);
+    char *setup = session ? malloc(strlen(session) + 32) : NULL;
+    if (iv == NULL || setup == NULL)
+        goto nomem;
+    sprintf(setup, "%s; LISTEN objcached", session);
+    iv->d = d;
+    set_state(iv, OC_INVAL_IDLE);
+    if ((iv->poll = evtimer_new(d->base, on_poll, iv)) == NULL)
+        goto nomem;
+    static const oc_pgconn_hooks_t hooks = {.up = on_up, .down = on_down, .notify = on_notify};
+    if ((iv->pc = oc_pgconn_new(d->base, d->conf->conninfo, setup, &hooks, iv)) == NULL)
+        goto nomem;
+    free(session);
+    free(setup);
+    return iv;
+nomem:
+    free(session);
+    free(setup);
+    oc_inval_free(iv);
+    oc_fail(err, OC_ENOMEM, "out of memory");
+    return NULL;
+}
+
+void oc_inval_free(oc_inval_t *iv)
+{
+    if (iv == NULL)
+        return;
+    oc_pgconn_free(iv->pc);
+    if (iv->poll)
+        event_free(iv->poll);
+    cycle_clear(iv);
+    free(iv);
+}

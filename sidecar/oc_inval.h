@@ -1,0 +1,43 @@
+/*
+ * oc_inval: applies the invalidations that the PostgreSQL hook (sql/)
+ * writes to objcached.outbox, so writes that bypass the app reach the cache.
+ *
+ * One dedicated connection LISTENs on channel "objcached" to wake up at
+ * once, and polls every invalidation_poll in case a NOTIFY was missed. A
+ * cycle is:
+ *
+ *   SELECT model, generation FROM objcached.models      (TRUNCATE bumps it)
+ *   BEGIN; SELECT ... FROM objcached.claim(batch)        (rows deleted, locked)
+ *   memcached delete of every claimed key                (and local fills)
+ *   INSERT the keys whose delete failed back into the outbox
+ *   COMMIT
+ *
+ * and repeats at once while full batches come back. Because the claimed
+ * rows are deleted in the same transaction that applies them, nothing is
+ * lost if this sidecar dies mid-batch (the transaction rolls back and any
+ * sidecar claims them again), while it is down (rows wait), or when a
+ * transaction commits after a later-numbered one was consumed (its row
+ * appears at commit). A key whose delete failed (a memcached server down or
+ * frozen) goes back into the outbox, so a server that returns with stale
+ * items is cleaned when it is reachable again.
+ *
+ * A TRUNCATE is a NULL key: the model's generation was bumped in the same
+ * transaction; the cycle's first query picks it up, and the cache keys of
+ * that model change (prefix + Model~gen:id), so every old entry is dropped
+ * at once.
+ *
+ * Ownership: the daemon owns the consumer; oc_inval_free() rolls back a
+ * cycle in flight (PostgreSQL does, when the connection closes).
+ */
+#ifndef OC_INVAL_H
+#define OC_INVAL_H
+
+#include "oc_daemon.h"
+
+typedef struct oc_inval oc_inval_t;
+
+/* NULL with err empty when invalidation_poll is 0 (turned off). */
+oc_inval_t *oc_inval_new(oc_daemon_t *d, char *err);
+void oc_inval_free(oc_inval_t *iv);
+
+#endif
