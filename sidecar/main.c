@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "oc_admin.h"
 #include "oc_conf.h"
 #include "oc_daemon.h"
 #include "oc_log.h"
@@ -14,8 +15,9 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "Usage: objcached -c FILE          run in the foreground with FILE\n"
-            "       objcached --check-config FILE   validate FILE and exit\n"
+            "Usage: objcached -c FILE                  run in the foreground with FILE\n"
+            "       objcached --check-config FILE     validate FILE (and the database) and exit\n"
+            "       objcached --install-hook -c FILE  install the invalidation hook, attach the models\n"
             "       objcached --help | --version\n"
             "\n"
             "A read-through object cache sidecar: answers memcached-protocol gets\n"
@@ -25,14 +27,19 @@ static void usage(FILE *out)
             "Options:\n"
             "  -c, --config FILE        configuration file (INI; see docs/configuration.md)\n"
             "  -t, --check-config FILE  parse and validate FILE, print 'FILE: ok' or\n"
-            "                           'FILE:LINE: reason'; exit 0 if valid, 1 if not\n"
+            "                           'FILE:LINE: reason'; then, if PostgreSQL answers,\n"
+            "                           check each model's table, columns and hook;\n"
+            "                           exit 0 if valid, 1 if not\n"
+            "  -n, --no-db              with --check-config: do not contact PostgreSQL\n"
+            "  -I, --install-hook       install sql/install.sql (compiled in) into the\n"
+            "                           database of -c FILE and attach every model\n"
             "  -h, --help               this text\n"
             "  -V, --version            print the version\n"
             "\n"
             "Logs go to stderr as key=value lines. SIGTERM or SIGINT stops the daemon.\n");
 }
 
-static int check_config(const char *path)
+static int check_config(const char *path, int with_db)
 {
     char err[OC_ERRLEN];
     oc_conf_t *conf = oc_conf_load_file(path, err);
@@ -42,8 +49,22 @@ static int check_config(const char *path)
     }
     printf("%s: ok (%zu models, %zu memcached servers)\n", path, conf->nmodels,
            conf->nservers);
+    int errors = with_db ? oc_admin_check_db(conf, stdout) : 0;
     oc_conf_free(conf);
-    return 0;
+    return errors ? 1 : 0;
+}
+
+static int install_hook(const char *path)
+{
+    char err[OC_ERRLEN];
+    oc_conf_t *conf = oc_conf_load_file(path, err);
+    if (conf == NULL) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    int rc = oc_admin_install_hook(conf, stdout);
+    oc_conf_free(conf);
+    return rc;
 }
 
 static int run(const char *path)
@@ -74,11 +95,13 @@ int main(int argc, char **argv)
         {"check-config", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
+        {"install-hook", no_argument, NULL, 'I'},
+        {"no-db", no_argument, NULL, 'n'},
         {NULL, 0, NULL, 0},
     };
     const char *config = NULL, *check = NULL;
-    int opt;
-    while ((opt = getopt_long(argc, argv, "c:t:hV", opts, NULL)) != -1) {
+    int opt, install = 0, with_db = 1;
+    while ((opt = getopt_long(argc, argv, "c:t:hVIn", opts, NULL)) != -1) {
         switch (opt) {
         case 'c':
             config = optarg;
@@ -92,6 +115,12 @@ int main(int argc, char **argv)
         case 'V':
             printf("objcached %s\n", OC_VERSION);
             return 0;
+        case 'I':
+            install = 1;
+            break;
+        case 'n':
+            with_db = 0;
+            break;
         default:
             usage(stderr);
             return 2;
@@ -103,11 +132,11 @@ int main(int argc, char **argv)
         return 2;
     }
     if (check)
-        return check_config(check);
+        return check_config(check, with_db);
     if (config == NULL) {
         fprintf(stderr, "objcached: no configuration file (use -c FILE)\n");
         usage(stderr);
         return 2;
     }
-    return run(config);
+    return install ? install_hook(config) : run(config);
 }
