@@ -68,9 +68,30 @@ static void test_simple(void **state)
     assert_int_equal(c.type, OC_CMD_UNKNOWN);
     assert_int_equal(parse("    ", &c, err), OC_OK);
     assert_int_equal(c.type, OC_CMD_UNKNOWN);
-    assert_int_equal(parse("delete User:1 noreply", &c, err), OC_OK);
+    assert_int_equal(parse("touch User:1 10 noreply", &c, err), OC_OK);
     assert_int_equal(c.type, OC_CMD_UNSUPPORTED);
     assert_int_equal(c.noreply, 1);
+}
+
+static void test_delete(void **state)
+{
+    (void)state;
+    oc_cmd_t c;
+    char err[OC_ERRLEN];
+    assert_int_equal(parse("delete User:1", &c, err), OC_OK);
+    assert_int_equal(c.type, OC_CMD_DELETE);
+    assert_int_equal(c.nkeys, 1);
+    assert_int_equal(c.noreply, 0);
+    assert_int_equal(parse("delete User:1 noreply", &c, err), OC_OK);
+    assert_int_equal(c.noreply, 1);
+    assert_int_equal(parse("delete User:1 0", &c, err), OC_OK);
+    assert_int_equal(parse("delete User:1 0 noreply", &c, err), OC_OK);
+    assert_int_equal(c.noreply, 1);
+    assert_int_equal(parse("delete User:1 5", &c, err), OC_EINVAL);
+    assert_string_equal(err, "bad command line format.  Usage: delete <key> [noreply]");
+    assert_int_equal(parse("delete", &c, err), OC_EINVAL);
+    assert_int_equal(parse("delete User:1 0 0", &c, err), OC_EINVAL);
+    assert_int_equal(parse("delete User:1 x noreply", &c, err), OC_EINVAL);
 }
 
 static void test_storage(void **state)
@@ -79,7 +100,10 @@ static void test_storage(void **state)
     oc_cmd_t c;
     char err[OC_ERRLEN];
     assert_int_equal(parse("set User:1 0 0 5", &c, err), OC_OK);
+    assert_int_equal(c.type, OC_CMD_SET);
+    assert_int_equal(parse("add User:1 0 0 5", &c, err), OC_OK);
     assert_int_equal(c.type, OC_CMD_STORAGE);
+    assert_int_equal(parse("set User:1 0 0 5", &c, err), OC_OK);
     assert_int_equal(c.data_len, 5);
     assert_int_equal(c.noreply, 0);
     assert_int_equal(parse("set User:1 0 -1 5 noreply", &c, err), OC_OK);
@@ -123,6 +147,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_get),     cmocka_unit_test(test_too_many),
         cmocka_unit_test(test_simple),  cmocka_unit_test(test_storage),
+        cmocka_unit_test(test_delete),
         cmocka_unit_test(test_prefixes_in_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
