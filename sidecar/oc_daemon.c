@@ -138,6 +138,11 @@ oc_status_t oc_daemon_init(oc_daemon_t *d, oc_conf_t *conf, char *err)
     d->rand_state = (unsigned)getpid() ^ (unsigned)d->started;
     d->max_key_len = OC_KEY_MAX - strlen(conf->key_prefix) - OC_KEY_GEN_ROOM;
     d->lease_ttl_s = (conf->load_timeout_ms + 999) / 1000 + 1;
+    const char *gate = getenv("OBJCACHED_FAULT_FILL_GATE");
+    if (gate && *gate) {
+        d->fault_fill_gate = strdup(gate);
+        oc_log_warn("event=fault_point name=fill_gate path=%s", gate);
+    }
     make_lease_token(d);
     oc_status_t st = OC_ENOMEM;
     signal(SIGPIPE, SIG_IGN);
@@ -217,5 +222,6 @@ void oc_daemon_free(oc_daemon_t *d)
     if (d->base)
         event_base_free(d->base);
     oc_conf_free(d->conf);
+    free(d->fault_fill_gate);
     memset(d, 0, sizeof(*d));
 }

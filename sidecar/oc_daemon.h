@@ -44,6 +44,11 @@ typedef struct oc_daemon {
     size_t lease_token_len;
     uint32_t lease_ttl_s;     /* load_timeout rounded up, plus 1 s */
     int stopping;
+    /* Test-only fault point, from the environment at start:
+     * OBJCACHED_FAULT_FILL_GATE=PATH holds every write-back (between the
+     * PostgreSQL read and the cache write) while PATH exists, so a test can
+     * land a write in exactly that window. Never set in production. */
+    char *fault_fill_gate;
     /* Gets whose memcached answer is still out, oldest first, and fills
      * whose write-back is done but which such a get may still miss (see
      * oc_fill.h): together they close the window between a miss and a
