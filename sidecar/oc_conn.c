@@ -28,6 +28,11 @@ struct oc_conn {
     oc_req_t *req;           /* WAITING: the get under way, or */
     oc_write_t *write;       /* WAITING: the push or tombstone under way */
     int noreply;             /* ... whose success is not to be answered */
+    int meta;                /* ... which came as ms/md: reply HD/NS */
+    unsigned meta_flags;
+    char meta_opaque[40];
+    char meta_key[OC_KEY_MAX + 1]; /* the key as sent, for the k flag */
+    size_t meta_key_len;
     uint64_t data_len;       /* DATA: the push's body length */
     char data_key[OC_KEY_MAX + 1]; /* DATA: its key */
     size_t data_key_len;
@@ -105,12 +110,54 @@ static void conn_req_reply(void *arg, struct evbuffer *reply)
 static void conn_write_reply(void *arg, const char *line)
 {
     oc_conn_t *c = arg;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
     c->write = NULL;
     int is_error = strncmp(line, "SERVER_ERROR", 12) == 0;
-    if (!c->noreply || is_error)
-        evbuffer_add_printf(bufferevent_get_output(c->bev), "%s\r\n", line);
+    if (c->meta && !is_error) {
+        int stored = strcmp(line, "NOT_STORED") != 0;
+        if (!stored || !c->noreply) {
+            evbuffer_add(out, stored ? "HD" : "NS", 2);
+            if (c->meta_flags & OC_META_K) {
+                evbuffer_add(out, " k", 2);
+                evbuffer_add(out, c->meta_key, c->meta_key_len);
+                if (c->meta_flags & OC_META_B)
+                    evbuffer_add(out, " b", 2);
+            }
+            if (c->meta_flags & OC_META_O)
+                evbuffer_add_printf(out, " O%s", c->meta_opaque);
+            evbuffer_add(out, "\r\n", 2);
+        }
+    } else if (!c->noreply || is_error) {
+        evbuffer_add_printf(out, "%s\r\n", line);
+    }
     conn_set_state(c, OC_CONN_READING);
     conn_process(c);
+}
+
+/* Remember a meta write's flags for its reply; decode a base64 key into
+ * *key. Returns 0, or -1 (and replies) if the key is not valid base64. */
+static int conn_meta_key(oc_conn_t *c, const oc_cmd_t *cmd, oc_token_t *key,
+                         char *buf, size_t cap)
+{
+    *key = cmd->keys[0];
+    c->meta = (cmd->type == OC_CMD_MS || cmd->type == OC_CMD_MD || cmd->type == OC_CMD_MG);
+    if (!c->meta)
+        return 0;
+    c->meta_flags = cmd->meta.flags;
+    snprintf(c->meta_opaque, sizeof(c->meta_opaque), "%.*s", (int)cmd->meta.opaque.len,
+             cmd->meta.opaque.p);
+    c->meta_key_len = key->len > OC_KEY_MAX ? OC_KEY_MAX : key->len;
+    memcpy(c->meta_key, key->p, c->meta_key_len);
+    if (!(cmd->meta.flags & OC_META_B))
+        return 0;
+    long n = oc_proto_base64_decode(key->p, key->len, buf, cap);
+    if (n <= 0) {
+        reply_client_error(c, "bad key encoding");
+        return -1;
+    }
+    key->p = buf;
+    key->len = (size_t)n;
+    return 0;
 }
 
 static void conn_write_started(oc_conn_t *c, oc_status_t st, oc_write_t *w,
@@ -128,28 +175,33 @@ static void conn_write_started(oc_conn_t *c, oc_status_t st, oc_write_t *w,
 
 static void cmd_delete(oc_conn_t *c, const oc_cmd_t *cmd)
 {
-    char err[OC_ERRLEN];
+    char err[OC_ERRLEN], buf[OC_KEY_MAX + 1];
+    oc_token_t key;
     oc_write_t *w;
     c->noreply = cmd->noreply;
-    oc_status_t st = oc_write_tombstone(c->d, cmd->keys[0].p, cmd->keys[0].len, c,
-                                        conn_write_reply, &w, err);
+    if (conn_meta_key(c, cmd, &key, buf, sizeof(buf)) != 0)
+        return;
+    oc_status_t st = oc_write_tombstone(c->d, key.p, key.len, c, conn_write_reply, &w, err);
     conn_write_started(c, st, w, err);
 }
 
 /* `set` line parsed: read its data block next (or skip it if unusable). */
 static void cmd_set(oc_conn_t *c, const oc_cmd_t *cmd)
 {
-    const oc_token_t *key = &cmd->keys[0];
+    char buf[OC_KEY_MAX + 1];
+    oc_token_t key;
     c->noreply = cmd->noreply;
-    if (cmd->data_len > c->d->conf->max_value || key->len > OC_KEY_MAX) {
-        reply_server_error(c, key->len > OC_KEY_MAX ? "key too long"
-                                                    : "object too large for cache");
+    int bad_key = conn_meta_key(c, cmd, &key, buf, sizeof(buf)) != 0;
+    if (bad_key || cmd->data_len > c->d->conf->max_value || key.len > OC_KEY_MAX) {
+        if (!bad_key)
+            reply_server_error(c, key.len > OC_KEY_MAX ? "key too long"
+                                                       : "object too large for cache");
         c->swallow_left = cmd->data_len + 2;
         conn_set_state(c, OC_CONN_SWALLOW);
         return;
     }
-    memcpy(c->data_key, key->p, key->len);
-    c->data_key_len = key->len;
+    memcpy(c->data_key, key.p, key.len);
+    c->data_key_len = key.len;
     c->data_len = cmd->data_len;
     conn_set_state(c, OC_CONN_DATA);
 }
@@ -201,9 +253,16 @@ static void cmd_stats(oc_conn_t *c, const oc_cmd_t *cmd)
 
 static void cmd_get(oc_conn_t *c, const oc_cmd_t *cmd)
 {
-    char err[OC_ERRLEN];
+    char err[OC_ERRLEN], buf[OC_KEY_MAX + 1];
     oc_req_t *req;
-    oc_status_t st = oc_req_start(c->d, cmd, c, conn_req_reply, &req, err);
+    oc_cmd_t decoded = *cmd;
+    oc_token_t key;
+    if (cmd->type == OC_CMD_MG) { /* look up the decoded key, echo the sent one */
+        if (conn_meta_key(c, cmd, &key, buf, sizeof(buf)) != 0)
+            return;
+        decoded.keys = &key;
+    }
+    oc_status_t st = oc_req_start(c->d, &decoded, cmd->keys, c, conn_req_reply, &req, err);
     if (st == OC_OK) {
         c->req = req;
         conn_set_state(c, OC_CONN_WAITING);
@@ -225,14 +284,31 @@ static void conn_command(oc_conn_t *c, const char *line, size_t len)
         reply_client_error(c, why);
         return;
     }
-    if (st != OC_OK) {
+    if (st != OC_OK && cmd.type != OC_CMD_MS) {
         reply_client_error(c, err);
+        return;
+    }
+    if (st != OC_OK && cmd.type == OC_CMD_MS) {
+        /* A bad flag on a known length: skip the data, stay in step. */
+        reply_client_error(c, err);
+        c->swallow_left = cmd.data_len + 2;
+        conn_set_state(c, OC_CONN_SWALLOW);
         return;
     }
     switch (cmd.type) {
     case OC_CMD_GET:
     case OC_CMD_GETS:
+    case OC_CMD_MG:
         cmd_get(c, &cmd);
+        break;
+    case OC_CMD_MS:
+        cmd_set(c, &cmd);
+        break;
+    case OC_CMD_MD:
+        cmd_delete(c, &cmd);
+        break;
+    case OC_CMD_MN:
+        reply_str(c, "MN\r\n");
         break;
     case OC_CMD_VERSION:
         reply_str(c, "VERSION " OC_VERSION "\r\n");

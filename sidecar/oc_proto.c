@@ -85,7 +85,7 @@ static const char *const oc_proto_storage[] = {"set",    "add",     "replace",
                                                "append", "prepend", "cas"};
 static const char *const oc_proto_unsupported[] = {
     "touch", "incr",   "decr", "gat",  "gats", "flush_all",
-    "verbosity", "mg", "ms", "md", "ma", "mn", "me", "cache_memlimit",
+    "verbosity", "ma", "me", "cache_memlimit",
     "shutdown", "lru_crawler", "slabs", "watch", "lru", "misbehave"};
 
 #define OC_NELEM(a) (sizeof(a) / sizeof((a)[0]))
@@ -96,6 +96,127 @@ static int in_list(const oc_token_t *t, const char *const *list, size_t n)
         if (tok_is(t, list[i]))
             return 1;
     return 0;
+}
+
+long oc_proto_base64_decode(const char *in, size_t len, char *out, size_t cap)
+{
+    if (len % 4 != 0)
+        return -1;
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 4) {
+        uint32_t v = 0;
+        int pad = 0;
+        for (size_t k = 0; k < 4; k++) {
+            char c = in[i + k];
+            int d;
+            if (c >= 'A' && c <= 'Z')
+                d = c - 'A';
+            else if (c >= 'a' && c <= 'z')
+                d = c - 'a' + 26;
+            else if (c >= '0' && c <= '9')
+                d = c - '0' + 52;
+            else if (c == '+')
+                d = 62;
+            else if (c == '/')
+                d = 63;
+            else if (c == '=' && i + 4 == len && k >= 2)
+                d = 0, pad++;
+            else
+                return -1;
+            if (pad && c != '=')
+                return -1; /* data after padding */
+            v = (v << 6) | (uint32_t)d;
+        }
+        size_t n = 3 - (size_t)pad;
+        if (o + n > cap)
+            return -1;
+        for (size_t k = 0; k < n; k++)
+            out[o++] = (char)((v >> (16 - 8 * k)) & 0xFF);
+    }
+    return (long)o;
+}
+
+/* Meta flags: single letters, some with a token (O<opaque>, M<mode>, and
+ * F/T/C/N/... whose values objcached accepts and ignores). */
+static oc_status_t parse_meta_flags(const oc_token_t *tok, size_t n, oc_cmd_t *cmd,
+                                    char *mode, char *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        const oc_token_t *t = &tok[i];
+        char f = t->p[0];
+        unsigned bit = 0;
+        switch (f) {
+        case 'v': bit = OC_META_V; break;
+        case 'f': bit = OC_META_F; break;
+        case 'k': bit = OC_META_K; break;
+        case 's': bit = OC_META_S; break;
+        case 'c': bit = OC_META_C; break;
+        case 't': bit = OC_META_T; break;
+        case 'q': bit = OC_META_Q; break;
+        case 'b': bit = OC_META_B; break;
+        case 'O':
+            bit = OC_META_O;
+            cmd->meta.opaque.p = t->p + 1;
+            cmd->meta.opaque.len = t->len - 1;
+            if (t->len > 33)
+                return oc_fail(err, OC_EINVAL, "opaque token too long");
+            break;
+        case 'M':
+            if (t->len != 2)
+                return oc_fail(err, OC_EINVAL, "bad mode");
+            *mode = t->p[1];
+            continue;
+        case 'F': case 'T': case 'N': case 'I': case 'E': case 'S':
+            continue; /* accepted, ignored: objcached owns flags and TTLs */
+        default:
+            return oc_fail(err, OC_EINVAL, "invalid flag");
+        }
+        if (t->len != 1 && f != 'O')
+            return oc_fail(err, OC_EINVAL, "invalid flag");
+        cmd->meta.flags |= bit;
+    }
+    return OC_OK;
+}
+
+static oc_status_t parse_meta(const oc_token_t *tok, size_t n, oc_cmd_t *cmd, char *err)
+{
+    const oc_token_t *c = &tok[0];
+    char mode = 'S';
+    if (c->p[1] == 'n') {
+        cmd->type = OC_CMD_MN;
+        return OC_OK;
+    }
+    if (n < 2)
+        return oc_fail(err, OC_EINVAL, "bad command line format");
+    cmd->keys = &tok[1];
+    cmd->nkeys = 1;
+    size_t first_flag = 2;
+    if (c->p[1] == 'g') {
+        cmd->type = OC_CMD_MG;
+    } else if (c->p[1] == 'd') {
+        cmd->type = OC_CMD_MD;
+    } else {
+        cmd->type = OC_CMD_MS;
+        oc_token_t len = n > 2 ? tok[2] : (oc_token_t){"", 0};
+        if (!parse_u64(&len, &cmd->data_len) || cmd->data_len > INT32_MAX) {
+            cmd->type = OC_CMD_UNKNOWN; /* no length: the data cannot be skipped */
+            return oc_fail(err, OC_EINVAL, "bad data chunk");
+        }
+        first_flag = 3;
+    }
+    oc_status_t st = parse_meta_flags(tok + first_flag, n - first_flag, cmd, &mode, err);
+    if (st == OC_OK && cmd->type != OC_CMD_MS && mode != 'S')
+        st = oc_fail(err, OC_EINVAL, "invalid flag");
+    if (st == OC_OK && cmd->type == OC_CMD_MS && mode != 'S' && mode != 's')
+        st = oc_fail(err, OC_EINVAL, "mode not supported");
+    cmd->noreply = (cmd->meta.flags & OC_META_Q) != 0;
+    return st;
+}
+
+static int is_meta(const oc_token_t *t)
+{
+    return t->len == 2 && t->p[0] == 'm' &&
+           (t->p[1] == 'g' || t->p[1] == 's' || t->p[1] == 'd' || t->p[1] == 'n');
 }
 
 oc_status_t oc_proto_parse(const char *line, size_t len, oc_token_t *tok,
@@ -125,6 +246,8 @@ oc_status_t oc_proto_parse(const char *line, size_t len, oc_token_t *tok,
         cmd->type = OC_CMD_STATS;
         cmd->keys = &tok[1];
         cmd->nkeys = n - 1;
+    } else if (is_meta(c)) {
+        return parse_meta(tok, n, cmd, err);
     } else if (tok_is(c, "delete")) {
         /* delete <key> [0] [noreply]: memcached still accepts a zero time. */
         cmd->type = OC_CMD_DELETE;

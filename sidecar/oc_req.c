@@ -17,6 +17,9 @@ struct oc_req {
     void *conn;              /* NULL once detached */
     oc_req_reply_fn reply;
     int gets;
+    int meta;                /* an mg: reply VA/HD/EN */
+    unsigned meta_flags;     /* OC_META_* */
+    char opaque[40];         /* mg's O token, NUL-terminated */
     size_t nslots;           /* keys as asked, duplicates included */
     const char **slot_key;   /* client key bytes (in arena) */
     size_t *slot_len;
@@ -40,6 +43,49 @@ static void req_free(oc_req_t *r)
     free(r);
 }
 
+/* The return flags of a meta reply, in a fixed order. */
+static void meta_ret_flags(const oc_req_t *r, const oc_ukey_t *uk, struct evbuffer *out)
+{
+    unsigned f = r->meta_flags;
+    if (f & OC_META_F)
+        evbuffer_add(out, " f0", 3);
+    if (f & OC_META_S && uk->state == OC_UK_FOUND)
+        evbuffer_add_printf(out, " s%zu", uk->len);
+    if (f & OC_META_C && uk->state == OC_UK_FOUND)
+        evbuffer_add_printf(out, " c%" PRIu64, uk->cas);
+    if (f & OC_META_T)
+        evbuffer_add(out, " t-1", 4); /* objcached does not track TTLs */
+    if (f & OC_META_K) {
+        evbuffer_add(out, " k", 2);
+        evbuffer_add(out, r->slot_key[0], r->slot_len[0]);
+        if (f & OC_META_B)
+            evbuffer_add(out, " b", 2);
+    }
+    if (f & OC_META_O)
+        evbuffer_add_printf(out, " O%s", r->opaque);
+}
+
+/* mg: VA <len> <flags> + data, HD <flags> without v, EN when absent. */
+static void req_write_meta(oc_req_t *r, struct evbuffer *out)
+{
+    const oc_ukey_t *uk = &r->ukeys[r->slot_ukey[0]];
+    if (uk->state != OC_UK_FOUND) {
+        if (!(r->meta_flags & OC_META_Q))
+            evbuffer_add(out, "EN\r\n", 4);
+        return;
+    }
+    if (r->meta_flags & OC_META_V)
+        evbuffer_add_printf(out, "VA %zu", uk->len);
+    else
+        evbuffer_add(out, "HD", 2);
+    meta_ret_flags(r, uk, out);
+    evbuffer_add(out, "\r\n", 2);
+    if (r->meta_flags & OC_META_V) {
+        evbuffer_add(out, uk->data, uk->len);
+        evbuffer_add(out, "\r\n", 2);
+    }
+}
+
 static void req_write_reply(oc_req_t *r, struct evbuffer *out)
 {
     oc_stats_t *st = &r->d->stats;
@@ -49,6 +95,11 @@ static void req_write_reply(oc_req_t *r, struct evbuffer *out)
             st->server_errors++;
             return;
         }
+    st->cmd_get++;
+    if (r->meta) {
+        req_write_meta(r, out);
+        return;
+    }
     for (size_t i = 0; i < r->nslots; i++) {
         const oc_ukey_t *uk = &r->ukeys[r->slot_ukey[i]];
         if (uk->state != OC_UK_FOUND)
@@ -63,7 +114,6 @@ static void req_write_reply(oc_req_t *r, struct evbuffer *out)
         evbuffer_add(out, "\r\n", 2);
     }
     evbuffer_add(out, "END\r\n", 5);
-    st->cmd_get++;
 }
 
 static void req_finish(oc_req_t *r)
@@ -186,14 +236,16 @@ static void req_mc_done(oc_mc_job_t *job, void *arg)
 
 /* ---- start ----------------------------------------------------------------- */
 
-static oc_req_t *req_alloc(const oc_cmd_t *cmd, size_t prefix_len)
+static oc_req_t *req_alloc(const oc_cmd_t *cmd, const oc_token_t *echo, size_t prefix_len)
 {
     size_t n = cmd->nkeys, bytes = 1;
+    for (size_t i = 0; i < n; i++)
+        bytes += echo[i].len;
     /* per key: the client key, then its cache key (never over OC_KEY_MAX,
      * but written with a cap of OC_KEY_MAX + 1) */
     (void)prefix_len;
     for (size_t i = 0; i < n; i++)
-        bytes += cmd->keys[i].len + OC_KEY_MAX + 1;
+        bytes += OC_KEY_MAX + 1;
     size_t sz = sizeof(oc_req_t) + n * (sizeof(oc_ukey_t) + sizeof(char *) +
                                         sizeof(size_t) + sizeof(uint32_t));
     oc_req_t *r = calloc(1, sz);
@@ -212,7 +264,8 @@ static oc_req_t *req_alloc(const oc_cmd_t *cmd, size_t prefix_len)
 }
 
 /* Parse every key into slots and unique cache keys. */
-static oc_status_t req_parse_keys(oc_req_t *r, const oc_cmd_t *cmd, char *err)
+static oc_status_t req_parse_keys(oc_req_t *r, const oc_cmd_t *cmd, const oc_token_t *echo,
+                                  char *err)
 {
     oc_daemon_t *d = r->d;
     const char *prefix = d->conf->key_prefix;
@@ -227,10 +280,10 @@ static oc_status_t req_parse_keys(oc_req_t *r, const oc_cmd_t *cmd, char *err)
         st = oc_key_parse(d->conf, t->p, t->len, d->max_key_len, &k, err);
         if (st != OC_OK)
             goto done;
-        memcpy(a, t->p, t->len);
+        memcpy(a, echo[i].p, echo[i].len);
         r->slot_key[i] = a;
-        r->slot_len[i] = t->len;
-        a += t->len;
+        r->slot_len[i] = echo[i].len;
+        a += echo[i].len;
         char *ck = a;
         size_t canon_off;
         size_t cklen = oc_key_cache_key(prefix, k.model->name, d->model_gen[k.model_idx],
@@ -256,20 +309,26 @@ done:
     return st;
 }
 
-oc_status_t oc_req_start(oc_daemon_t *d, const oc_cmd_t *cmd, void *conn,
-                         oc_req_reply_fn reply, oc_req_t **out, char *err)
+oc_status_t oc_req_start(oc_daemon_t *d, const oc_cmd_t *cmd, const oc_token_t *echo,
+                         void *conn, oc_req_reply_fn reply, oc_req_t **out, char *err)
 {
+    if (echo == NULL)
+        echo = cmd->keys;
     *out = NULL;
     if (cmd->nkeys > d->conf->max_keys)
         return oc_fail(err, OC_ETOOBIG, "too many keys (max %u)", d->conf->max_keys);
-    oc_req_t *r = req_alloc(cmd, strlen(d->conf->key_prefix));
+    oc_req_t *r = req_alloc(cmd, echo, strlen(d->conf->key_prefix));
     if (r == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory");
     r->d = d;
     r->conn = conn;
     r->reply = reply;
     r->gets = (cmd->type == OC_CMD_GETS);
-    oc_status_t st = req_parse_keys(r, cmd, err);
+    r->meta = (cmd->type == OC_CMD_MG);
+    r->meta_flags = cmd->meta.flags;
+    snprintf(r->opaque, sizeof(r->opaque), "%.*s", (int)cmd->meta.opaque.len,
+             cmd->meta.opaque.p);
+    oc_status_t st = req_parse_keys(r, cmd, echo, err);
     if (st != OC_OK)
         goto fail;
     r->mcjob = oc_mc_job_new_get(r->nukeys, req_mc_done, r);

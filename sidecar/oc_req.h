@@ -48,13 +48,17 @@ typedef struct oc_ukey {
 } oc_ukey_t;
 
 /*
- * Start the command. On a client error returns OC_EINVAL/OC_ETOOBIG with the
- * reason in err and nothing started. On OC_OK the request is under way and
- * `reply` will be called once (unless detached) with the finished reply.
+ * Start a get, gets or mg command. cmd->keys are the keys to look up; `echo`
+ * (NULL: the same) are the keys as the client wrote them, for the reply (an
+ * mg with the b flag looks up the decoded key and echoes the base64 one).
+ * On a client error returns OC_EINVAL/OC_ETOOBIG with the reason in err and
+ * nothing started. On OC_OK the request is under way and `reply` will be
+ * called once (unless detached) with the finished reply, in the classic
+ * (VALUE ... END) or the meta (VA/HD/EN) format by cmd->type.
  */
 typedef void (*oc_req_reply_fn)(void *conn, struct evbuffer *reply);
-oc_status_t oc_req_start(oc_daemon_t *d, const oc_cmd_t *cmd, void *conn,
-                         oc_req_reply_fn reply, oc_req_t **out, char *err);
+oc_status_t oc_req_start(oc_daemon_t *d, const oc_cmd_t *cmd, const oc_token_t *echo,
+                         void *conn, oc_req_reply_fn reply, oc_req_t **out, char *err);
 
 /* The mget_seq of the oldest get still waiting for memcached, or
  * UINT64_MAX if none. */
