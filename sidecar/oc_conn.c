@@ -364,6 +364,29 @@ static int conn_swallow(oc_conn_t *c, struct evbuffer *in)
     return 1;
 }
 
+/* A memcached binary-protocol request (magic 0x80): objcached speaks only
+ * ASCII. Answer "unknown command" in binary, so the client fails at once
+ * instead of waiting for a reply that never comes, then close. */
+static void conn_refuse_binary(oc_conn_t *c, struct evbuffer *in)
+{
+    static const char msg[] = "objcached speaks the ASCII and meta protocols only";
+    unsigned char req[24] = {0}, res[24] = {0};
+    evbuffer_copyout(in, req, sizeof(req));
+    res[0] = 0x81;                 /* response magic */
+    res[1] = req[1];               /* opcode */
+    res[7] = 0x81;                 /* status 0x0081: unknown command */
+    uint32_t body = sizeof(msg) - 1;
+    res[8] = (unsigned char)(body >> 24), res[9] = (unsigned char)(body >> 16);
+    res[10] = (unsigned char)(body >> 8), res[11] = (unsigned char)body;
+    memcpy(res + 12, req + 12, 4); /* opaque */
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add(out, res, sizeof(res));
+    evbuffer_add(out, msg, body);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    c->d->stats.client_errors++;
+    conn_set_state(c, OC_CONN_CLOSING);
+}
+
 static void conn_process(oc_conn_t *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
@@ -380,6 +403,11 @@ static void conn_process(oc_conn_t *c)
         }
         if (c->state != OC_CONN_READING || evbuffer_get_length(out) > OC_CONN_OUT_HIGH)
             break;
+        unsigned char first;
+        if (c->scanned == 0 && evbuffer_copyout(in, &first, 1) == 1 && first == 0x80) {
+            conn_refuse_binary(c, in);
+            break;
+        }
         /* Search only the bytes not searched before (slow writers). */
         struct evbuffer_ptr start;
         evbuffer_ptr_set(in, &start, c->scanned, EVBUFFER_PTR_SET);
