@@ -92,6 +92,7 @@ static const oc_conf_key_t oc_conf_objcached_keys[] = {
     OC_CK("load_timeout",     OC_CT_MSECS,     "5s",   load_timeout_ms, 10, OC_MS_10MIN),
     OC_CK("ttl_jitter_pct",   OC_CT_UINT,      "10",   ttl_jitter_pct, 0, 100),
     OC_CK("lease_wait",       OC_CT_MSECS,     "250ms", lease_wait_ms, 0, OC_MS_10MIN),
+    OC_CK("shutdown_timeout", OC_CT_MSECS,     "10s",  shutdown_timeout_ms, 0, OC_MS_10MIN),
     OC_CK("log_level",        OC_CT_LOG_LEVEL, "info", log_level, 0, 0),
 };
 

@@ -81,6 +81,7 @@ typedef struct oc_conf {
     uint32_t load_timeout_ms;   /* a PostgreSQL load, default 5s */
     uint32_t ttl_jitter_pct;    /* added TTL spread, default 10 (%) */
     uint32_t lease_wait_ms;     /* wait for another sidecar's load, 250ms */
+    uint32_t shutdown_timeout_ms; /* SIGTERM: time to finish commands, 10s */
     char *log_level;            /* error|warn|info|debug, default info */
 
     /* [memcached] */

@@ -62,6 +62,8 @@ static void conn_free(oc_conn_t *c)
     free(c->tokens);
     free(c);
     d->stats.curr_connections--;
+    if (d->stopping && d->conns == NULL)
+        event_base_loopbreak(d->base); /* the last one drained */
 }
 
 static void conn_set_state(oc_conn_t *c, oc_conn_state_t st)
@@ -401,6 +403,10 @@ static void conn_process(oc_conn_t *c)
             conn_push(c, in);
             continue;
         }
+        if (c->state == OC_CONN_READING && c->d->stopping) {
+            conn_set_state(c, OC_CONN_CLOSING); /* draining: no new commands */
+            break;
+        }
         if (c->state != OC_CONN_READING || evbuffer_get_length(out) > OC_CONN_OUT_HIGH)
             break;
         unsigned char first;
@@ -510,6 +516,16 @@ void oc_conn_accept(oc_daemon_t *d, evutil_socket_t fd)
     d->stats.total_connections++;
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+void oc_conn_drain_all(oc_daemon_t *d)
+{
+    oc_conn_t *next;
+    for (oc_conn_t *c = d->conns; c != NULL; c = next) {
+        next = c->next;
+        if (c->state != OC_CONN_WAITING)
+            conn_process(c); /* closes it, or lets it finish its output */
+    }
 }
 
 void oc_conn_close_all(oc_daemon_t *d)

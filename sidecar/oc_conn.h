@@ -25,7 +25,11 @@
 
 /* Take over an accepted socket. Closes it on failure. */
 void oc_conn_accept(oc_daemon_t *d, evutil_socket_t fd);
-/* Close every connection now (shutdown). */
+/* Shutdown, step one: connections finish the command under way and write
+ * its reply, then close; idle ones close now. When the last one is gone the
+ * loop is stopped. */
+void oc_conn_drain_all(oc_daemon_t *d);
+/* Close every connection now (shutdown, step two). */
 void oc_conn_close_all(oc_daemon_t *d);
 
 #endif

@@ -121,13 +121,50 @@ static void make_lease_token(oc_daemon_t *d)
                                           "%016" PRIx64 ".%ld", r, (long)getpid());
 }
 
+static void oc_daemon_close_listeners(oc_daemon_t *d)
+{
+    if (d->tcp_listener)
+        evconnlistener_free(d->tcp_listener);
+    d->tcp_listener = NULL;
+    if (d->unix_listener) {
+        evconnlistener_free(d->unix_listener);
+        unlink(d->conf->unix_socket);
+    }
+    d->unix_listener = NULL;
+}
+
+static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    oc_daemon_t *d = arg;
+    oc_log_warn("event=shutdown_timeout connections=%" PRIu64, d->stats.curr_connections);
+    event_base_loopbreak(d->base);
+}
+
+/* SIGTERM/SIGINT: stop accepting, let commands under way finish (at most
+ * shutdown_timeout), then stop. A second signal stops at once. */
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     oc_daemon_t *d = arg;
-    oc_log_info("event=stopping signal=%d", (int)sig);
+    if (d->stopping) {
+        oc_log_info("event=stopping_now signal=%d", (int)sig);
+        event_base_loopbreak(d->base);
+        return;
+    }
+    oc_log_info("event=stopping signal=%d connections=%" PRIu64, (int)sig,
+                d->stats.curr_connections);
     d->stopping = 1;
-    event_base_loopbreak(d->base);
+    oc_daemon_close_listeners(d); /* new connections are refused, not queued */
+    uint32_t ms = d->conf->shutdown_timeout_ms;
+    struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
+    d->drain_timer = evtimer_new(d->base, on_drain_timeout, d);
+    if (d->drain_timer == NULL || d->conns == NULL) {
+        event_base_loopbreak(d->base);
+        return;
+    }
+    evtimer_add(d->drain_timer, &tv);
+    oc_conn_drain_all(d);
 }
 
 oc_status_t oc_daemon_init(oc_daemon_t *d, oc_conf_t *conf, char *err)
@@ -201,12 +238,7 @@ oc_status_t oc_daemon_run(oc_daemon_t *d)
 
 void oc_daemon_free(oc_daemon_t *d)
 {
-    if (d->tcp_listener)
-        evconnlistener_free(d->tcp_listener);
-    if (d->unix_listener) {
-        evconnlistener_free(d->unix_listener);
-        unlink(d->conf->unix_socket);
-    }
+    oc_daemon_close_listeners(d);
     oc_conn_close_all(d);
     /* Workers first (their callbacks may start loads), then PostgreSQL. */
     oc_inval_free(d->inval);
@@ -217,6 +249,8 @@ void oc_daemon_free(oc_daemon_t *d)
         event_free(d->sig_term);
     if (d->sig_int)
         event_free(d->sig_int);
+    if (d->drain_timer)
+        event_free(d->drain_timer);
     oc_map_free(d->fills);
     free(d->model_gen);
     if (d->base)

@@ -37,7 +37,8 @@ typedef struct oc_daemon {
     struct evconnlistener *tcp_listener;
     struct evconnlistener *unix_listener;
     oc_conn_t *conns;         /* all client connections (doubly linked) */
-    struct event *sig_term, *sig_int, *sig_pipe_ignored;
+    struct event *sig_term, *sig_int;
+    struct event *drain_timer;    /* shutdown: the drain's deadline */
     time_t started;
     unsigned rand_state;      /* TTL jitter; quality does not matter */
     char lease_token[48];     /* this sidecar's name in LEASE entries */
