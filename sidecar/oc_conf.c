@@ -1,6 +1,7 @@
 #include "oc_conf.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -23,7 +24,7 @@
 #define OC_CONF_PREFIX_MAX   32
 #define OC_CONF_TZ_MAX       64
 #define OC_CONF_SOCKPATH_MAX 107 /* sizeof(sockaddr_un.sun_path) - 1 */
-#define OC_CONF_KEYS_MAX     16  /* keys in the largest section table */
+#define OC_CONF_KEYS_MAX     32  /* keys in the largest section table */
 
 #define OC_CONF_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -50,6 +51,7 @@ typedef enum oc_conf_type {
     OC_CT_MODE,      /* an octal file mode, 0660 -> uint32_t */
     OC_CT_KEY_TYPE,  /* bigint|integer|uuid|text -> oc_key_type_t */
     OC_CT_IDENT,     /* one SQL identifier */
+    OC_CT_USER,      /* a unix user name */
     OC_CT_TABLE,     /* [schema.]table -> off = table, off2 = schema */
     OC_CT_COLUMNS,   /* a, b, c -> off = char **, off2 = size_t count */
     OC_CT_SERVERS,   /* h:p[:w] ... -> off = servers, off2 = size_t count */
@@ -93,6 +95,10 @@ static const oc_conf_key_t oc_conf_objcached_keys[] = {
     OC_CK("ttl_jitter_pct",   OC_CT_UINT,      "10",   ttl_jitter_pct, 0, 100),
     OC_CK("lease_wait",       OC_CT_MSECS,     "250ms", lease_wait_ms, 0, OC_MS_10MIN),
     OC_CK("shutdown_timeout", OC_CT_MSECS,     "10s",  shutdown_timeout_ms, 0, OC_MS_10MIN),
+    OC_CK("idle_timeout",     OC_CT_MSECS,     "0",    idle_timeout_ms, 0, 7 * OC_MS_D),
+    OC_CK("write_timeout",    OC_CT_MSECS,     "30s",  write_timeout_ms, 0, OC_MS_10MIN),
+    /* No default: without it objcached keeps the user it was started as. */
+    {.name = "user", .type = OC_CT_USER, .off = offsetof(oc_conf_t, user)},
     OC_CK("log_level",        OC_CT_LOG_LEVEL, "info", log_level, 0, 0),
 };
 
@@ -692,6 +698,21 @@ static oc_status_t oc_conf_set_ident(const oc_conf_key_t *k, char *base, const c
     return oc_conf_store_string(base, k->off, val);
 }
 
+/* A unix user name: what useradd accepts, [A-Za-z_][A-Za-z0-9_.-]{0,31}. */
+static oc_status_t oc_conf_set_user(const oc_conf_key_t *k, char *base, const char *val,
+                                    char *why)
+{
+    size_t len = strlen(val);
+    int ok = len >= 1 && len <= 32 && (isalpha((unsigned char)val[0]) || val[0] == '_');
+    for (size_t i = 1; ok && i < len; i++)
+        ok = isalnum((unsigned char)val[i]) || strchr("_.-", val[i]) != NULL;
+    if (!ok) {
+        char shown[OC_CONF_SHOWBUF];
+        return oc_conf_bad(why, "'%s' is not a user name", oc_conf_show_n(val, len, shown));
+    }
+    return oc_conf_store_string(base, k->off, val);
+}
+
 /* "schema.table" or "table" (schema public); off = table, off2 = schema. */
 static oc_status_t oc_conf_set_table(const oc_conf_key_t *k, char *base, const char *val,
                                      char *why)
@@ -888,6 +909,7 @@ fail:
 static const oc_conf_set_fn oc_conf_setters[] = {
     [OC_CT_LISTEN]    = oc_conf_set_listen,
     [OC_CT_SOCKPATH]  = oc_conf_set_sockpath,
+    [OC_CT_USER]      = oc_conf_set_user,
     [OC_CT_PREFIX]    = oc_conf_set_prefix,
     [OC_CT_TIMEZONE]  = oc_conf_set_timezone,
     [OC_CT_LOG_LEVEL] = oc_conf_set_log_level,
@@ -1303,6 +1325,7 @@ void oc_conf_free(oc_conf_t *conf)
     free(conf->key_prefix);
     free(conf->timezone);
     free(conf->log_level);
+    free(conf->user);
     oc_conf_free_servers(conf->servers, conf->nservers);
     free(conf->conninfo);
     for (size_t i = 0; i < conf->nmodels; i++)

@@ -82,6 +82,11 @@ typedef struct oc_conf {
     uint32_t ttl_jitter_pct;    /* added TTL spread, default 10 (%) */
     uint32_t lease_wait_ms;     /* wait for another sidecar's load, 250ms */
     uint32_t shutdown_timeout_ms; /* SIGTERM: time to finish commands, 10s */
+    uint32_t idle_timeout_ms;   /* close a client idle this long; 0 = never */
+    uint32_t write_timeout_ms;  /* close a client that reads nothing of its
+                                   pending replies this long; 30s, 0 = never */
+    char *user;                 /* started as root: become this user after
+                                   binding (NULL = stay) */
     char *log_level;            /* error|warn|info|debug, default info */
 
     /* [memcached] */

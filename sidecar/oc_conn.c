@@ -477,6 +477,10 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
     oc_conn_t *c = arg;
+    if (what & BEV_EVENT_TIMEOUT) {
+        c->d->stats.timeouts++;
+        oc_log_debug("event=client_timeout what=%s", (what & BEV_EVENT_READING) ? "idle" : "write");
+    }
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
         conn_free(c);
 }
@@ -515,6 +519,14 @@ void oc_conn_accept(oc_daemon_t *d, evutil_socket_t fd)
     d->stats.curr_connections++;
     d->stats.total_connections++;
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    /* Read timeout = idle clients; write timeout = clients that stop
+     * reading their replies (their output is capped, then they go). */
+    struct timeval rt = {d->conf->idle_timeout_ms / 1000,
+                         (suseconds_t)(d->conf->idle_timeout_ms % 1000) * 1000};
+    struct timeval wt = {d->conf->write_timeout_ms / 1000,
+                         (suseconds_t)(d->conf->write_timeout_ms % 1000) * 1000};
+    bufferevent_set_timeouts(c->bev, d->conf->idle_timeout_ms ? &rt : NULL,
+                             d->conf->write_timeout_ms ? &wt : NULL);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 

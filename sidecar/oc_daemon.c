@@ -5,7 +5,9 @@
 #include <inttypes.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <grp.h>
 #include <netdb.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,6 +123,29 @@ static void make_lease_token(oc_daemon_t *d)
                                           "%016" PRIx64 ".%ld", r, (long)getpid());
 }
 
+/* Started as root with `user =`: the listeners are bound, so become that
+ * user (its group and supplementary groups too) before anything else runs. */
+static oc_status_t drop_privileges(oc_daemon_t *d, char *err)
+{
+    const char *name = d->conf->user;
+    if (geteuid() != 0) {
+        oc_log_info("event=privileges user=%s note=\"not root; user setting ignored\"", name);
+        return OC_OK;
+    }
+    struct passwd *pw = getpwnam(name);
+    if (pw == NULL)
+        return oc_fail(err, OC_ECONFIG, "user %s: no such user", name);
+    if (d->unix_listener && chown(d->conf->unix_socket, pw->pw_uid, pw->pw_gid) != 0)
+        return oc_fail(err, OC_EIO, "chown %s: %s", d->conf->unix_socket, strerror(errno));
+    if (initgroups(name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
+        setuid(pw->pw_uid) != 0)
+        return oc_fail(err, OC_EIO, "cannot become user %s: %s", name, strerror(errno));
+    if (setuid(0) == 0) /* must be impossible now */
+        return oc_fail(err, OC_EIO, "could regain root after dropping to %s", name);
+    oc_log_info("event=privileges user=%s uid=%ld", name, (long)pw->pw_uid);
+    return OC_OK;
+}
+
 static void oc_daemon_close_listeners(oc_daemon_t *d)
 {
     if (d->tcp_listener)
@@ -200,6 +225,8 @@ oc_status_t oc_daemon_init(oc_daemon_t *d, oc_conf_t *conf, char *err)
     if (conf->listen[0] && (st = listen_tcp(d, err)) != OC_OK)
         goto fail;
     if (conf->unix_socket[0] && (st = listen_unix(d, err)) != OC_OK)
+        goto fail;
+    if (conf->user && (st = drop_privileges(d, err)) != OC_OK)
         goto fail;
     d->mc = oc_mc_new(d->base, conf, err);
     if (d->mc == NULL) {
