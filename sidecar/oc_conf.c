@@ -84,6 +84,7 @@ typedef struct oc_conf_key {
 static const oc_conf_key_t oc_conf_objcached_keys[] = {
     OC_CK("listen",           OC_CT_LISTEN,    "127.0.0.1:11311", listen, 0, 0),
     OC_CK("unix_socket",      OC_CT_SOCKPATH,  "",     unix_socket, 0, 0),
+    OC_CK("metrics_listen",   OC_CT_LISTEN,    "",     metrics_listen, 0, 0),
     OC_CK("unix_socket_mode", OC_CT_MODE,      "0660", unix_socket_mode, 0, 0777),
     OC_CK("key_prefix",       OC_CT_PREFIX,    "oc:",  key_prefix, 0, 0),
     OC_CK("timezone",         OC_CT_TIMEZONE,  "UTC",  timezone, 0, 0),
@@ -1326,6 +1327,7 @@ void oc_conf_free(oc_conf_t *conf)
     free(conf->timezone);
     free(conf->log_level);
     free(conf->user);
+    free(conf->metrics_listen);
     oc_conf_free_servers(conf->servers, conf->nservers);
     free(conf->conninfo);
     for (size_t i = 0; i < conf->nmodels; i++)

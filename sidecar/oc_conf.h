@@ -71,6 +71,7 @@ typedef struct oc_conf {
     /* [objcached] */
     char *listen;               /* "127.0.0.1:11311"; "" = no TCP listener */
     char *unix_socket;          /* path; "" = no unix socket (default "") */
+    char *metrics_listen;       /* host:port of the Prometheus page; "" = off */
     uint32_t unix_socket_mode;  /* octal, default 0660 */
     char *key_prefix;           /* prepended to memcached keys, default "oc:" */
     char *timezone;             /* PostgreSQL TimeZone pinned per session, "UTC" */

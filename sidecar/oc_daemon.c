@@ -23,6 +23,7 @@
 #include "oc_key.h"
 #include "oc_log.h"
 #include "oc_map.h"
+#include "oc_metrics.h"
 #include "oc_mc.h"
 #include "oc_pg.h"
 
@@ -211,7 +212,10 @@ oc_status_t oc_daemon_init(oc_daemon_t *d, oc_conf_t *conf, char *err)
     d->base = event_base_new();
     d->fills = oc_map_new(1024);
     d->model_gen = calloc(conf->nmodels ? conf->nmodels : 1, sizeof(*d->model_gen));
-    if (d->base == NULL || d->fills == NULL || d->model_gen == NULL) {
+    d->stats.models = calloc(conf->nmodels ? conf->nmodels : 1, sizeof(*d->stats.models));
+    d->model_names = calloc(conf->nmodels ? conf->nmodels : 1, sizeof(*d->model_names));
+    if (d->base == NULL || d->fills == NULL || d->model_gen == NULL ||
+        d->stats.models == NULL || d->model_names == NULL) {
         oc_fail(err, OC_ENOMEM, "out of memory");
         goto fail;
     }
@@ -222,6 +226,10 @@ oc_status_t oc_daemon_init(oc_daemon_t *d, oc_conf_t *conf, char *err)
         oc_fail(err, OC_ENOMEM, "cannot install signal handlers");
         goto fail;
     }
+    for (size_t i = 0; i < conf->nmodels; i++)
+        d->model_names[i] = conf->models[i].name;
+    d->stats.nmodels = conf->nmodels;
+    d->stats.model_names = (const char *const *)d->model_names;
     if (conf->listen[0] && (st = listen_tcp(d, err)) != OC_OK)
         goto fail;
     if (conf->unix_socket[0] && (st = listen_unix(d, err)) != OC_OK)
@@ -242,6 +250,10 @@ oc_status_t oc_daemon_init(oc_daemon_t *d, oc_conf_t *conf, char *err)
     d->inval = oc_inval_new(d, err);
     if (d->inval == NULL && err[0] != '\0') {
         st = OC_EDB;
+        goto fail;
+    }
+    if (conf->metrics_listen[0] && (d->metrics = oc_metrics_new(d, err)) == NULL) {
+        st = OC_EIO;
         goto fail;
     }
     return OC_OK;
@@ -268,6 +280,7 @@ void oc_daemon_free(oc_daemon_t *d)
     oc_daemon_close_listeners(d);
     oc_conn_close_all(d);
     /* Workers first (their callbacks may start loads), then PostgreSQL. */
+    oc_metrics_free(d->metrics);
     oc_inval_free(d->inval);
     oc_mc_free(d->mc);
     oc_pg_free(d->pg);
@@ -280,6 +293,8 @@ void oc_daemon_free(oc_daemon_t *d)
         event_free(d->drain_timer);
     oc_map_free(d->fills);
     free(d->model_gen);
+    free(d->stats.models);
+    free(d->model_names);
     if (d->base)
         event_base_free(d->base);
     oc_conf_free(d->conf);

@@ -34,6 +34,8 @@ typedef struct oc_daemon {
     size_t max_key_len;       /* OC_KEY_MAX - prefix - OC_KEY_GEN_ROOM */
     uint64_t *model_gen;      /* per model: its generation (TRUNCATEs) */
     struct oc_inval *inval;   /* the invalidation consumer, or NULL */
+    struct oc_metrics *metrics; /* the Prometheus page, or NULL */
+    const char **model_names; /* [nmodels], for stats */
     struct evconnlistener *tcp_listener;
     struct evconnlistener *unix_listener;
     oc_conn_t *conns;         /* all client connections (doubly linked) */

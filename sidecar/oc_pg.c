@@ -128,10 +128,15 @@ void oc_pg_load_free(oc_pg_load_t *load)
 /* Hand a load back to its owner; oc_pg forgets it. */
 static void load_finish(oc_pg_load_t *l, PGresult *res, oc_status_t st, const char *err)
 {
+    oc_stats_t *stats = l->pg->stats;
     if (l->deadline)
         event_del(l->deadline);
-    if (st != OC_OK)
-        l->pg->stats->pg_errors++;
+    if (st != OC_OK) {
+        stats->pg_errors++;
+        stats->models[l->model_idx].pg_errors++;
+    }
+    if (l->submitted > 0)
+        oc_hist_observe(&stats->load_seconds, oc_stats_now() - l->submitted);
     l->conn = NULL;
     l->done(l, res, st, err, l->arg);
 }
@@ -191,6 +196,7 @@ static void load_deadline_cb(evutil_socket_t fd, short what, void *arg)
 void oc_pg_submit(oc_pg_t *pg, oc_pg_load_t *l)
 {
     l->pg = pg;
+    l->submitted = oc_stats_now();
     l->next = NULL;
     l->conn = NULL;
     if (!any_conn_alive(pg)) {
@@ -228,8 +234,10 @@ static void conn_query_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st, cons
     oc_pg_load_t *l = c->load;
     c->load = NULL;
     evtimer_del(c->stuck);
-    if (st == OC_OK)
+    if (st == OC_OK) {
         c->pg->stats->pg_rows += (uint64_t)PQntuples(res);
+        c->pg->stats->models[l->model_idx].pg_rows += (uint64_t)PQntuples(res);
+    }
     load_finish(l, res, st, err);
     pg_dispatch(c->pg);
 }
@@ -263,8 +271,10 @@ static void conn_run(oc_pg_conn_t *c)
     } else {
         const char *params[1] = {l->ids};
         st = oc_pgconn_query_prepared(c->pc, name, 1, params, conn_query_done, c);
-        if (st == OC_OK)
+        if (st == OC_OK) {
             c->pg->stats->pg_queries++;
+            c->pg->stats->models[l->model_idx].pg_queries++;
+        }
     }
     if (st != OC_OK && c->load == l) { /* the send failed; the conn went down */
         c->load = NULL;

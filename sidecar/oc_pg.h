@@ -51,6 +51,7 @@ struct oc_pg_load {
     struct event *deadline;
     oc_pg_conn_t *conn; /* the connection running it, or NULL if queued */
     oc_pg_load_t *next;
+    double submitted;   /* oc_stats_now() at submit, for load_seconds */
 };
 
 oc_pg_t *oc_pg_new(struct event_base *base, const oc_conf_t *conf,

@@ -29,6 +29,7 @@ struct oc_req {
     size_t pending;          /* unique keys not resolved yet */
     oc_mc_job_t *mcjob;      /* hits point into its arena */
     uint64_t mget_seq;       /* order of its memcached multi-get */
+    double started;          /* oc_stats_now() at start */
     oc_req_t *mget_prev, *mget_next; /* d->mget_head list while waiting */
     char err[OC_ERRLEN];     /* first load error */
     char *arena;
@@ -118,6 +119,7 @@ static void req_write_reply(oc_req_t *r, struct evbuffer *out)
 
 static void req_finish(oc_req_t *r)
 {
+    oc_hist_observe(&r->d->stats.request_seconds, oc_stats_now() - r->started);
     for (size_t i = 0; i < r->nukeys; i++)
         if (r->ukeys[i].state == OC_UK_ABSENT)
             r->d->stats.get_absent++;
@@ -213,12 +215,14 @@ static void req_mc_done(oc_mc_job_t *job, void *arg)
             uk->state = OC_UK_ABSENT;
         } else if (misses) {
             misses[nmiss++] = uk;
+            d->stats.models[uk->model_idx].get_misses++;
             continue;
         } else {
             oc_req_key_done(uk, OC_UK_ERROR, NULL, "out of memory");
             continue;
         }
         d->stats.get_hits++;
+        d->stats.models[uk->model_idx].get_hits++;
         r->pending--;
     }
     d->stats.get_misses += nmiss;
@@ -341,7 +345,10 @@ oc_status_t oc_req_start(oc_daemon_t *d, const oc_cmd_t *cmd, const oc_token_t *
         r->mcjob->key_lens[i] = r->ukeys[i].ckey_len;
     }
     r->pending = r->nukeys;
+    r->started = oc_stats_now();
     d->stats.get_keys += r->nslots;
+    for (size_t i = 0; i < r->nslots; i++)
+        d->stats.models[r->ukeys[r->slot_ukey[i]].model_idx].get_keys++;
     d->stats.mc_gets++;
     *out = r;
     mget_list_add(d, r);

@@ -2,6 +2,30 @@
 
 #include <event2/buffer.h>
 #include <inttypes.h>
+#include <string.h>
+#include <time.h>
+
+const double oc_hist_bounds[OC_HIST_BUCKETS] = {
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+    0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,     10,
+};
+
+void oc_hist_observe(oc_hist_t *h, double seconds)
+{
+    size_t i = 0;
+    while (i < OC_HIST_BUCKETS && seconds > oc_hist_bounds[i])
+        i++;
+    h->buckets[i]++;
+    h->count++;
+    h->sum += seconds;
+}
+
+double oc_stats_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 void oc_stats_reset(oc_stats_t *st)
 {
@@ -12,6 +36,10 @@ void oc_stats_reset(oc_stats_t *st)
 #undef OC_STATS_RESET
 #undef OC_STATS_RESET_GAUGE
 #undef OC_STATS_RESET_COUNTER
+    memset(&st->request_seconds, 0, sizeof(st->request_seconds));
+    memset(&st->load_seconds, 0, sizeof(st->load_seconds));
+    if (st->models)
+        memset(st->models, 0, st->nmodels * sizeof(*st->models));
 }
 
 void oc_stats_write(const oc_stats_t *st, struct evbuffer *out)
@@ -20,4 +48,59 @@ void oc_stats_write(const oc_stats_t *st, struct evbuffer *out)
     evbuffer_add_printf(out, "STAT " #name " %" PRIu64 "\r\n", st->name);
     OC_STATS_LIST(OC_STATS_LINE)
 #undef OC_STATS_LINE
+    for (size_t m = 0; m < st->nmodels; m++) {
+#define OC_MODEL_LINE(name, help)                                                        \
+    evbuffer_add_printf(out, "STAT model:%s:" #name " %" PRIu64 "\r\n", st->model_names[m],  \
+                        st->models[m].name);
+        OC_MODEL_STATS_LIST(OC_MODEL_LINE)
+#undef OC_MODEL_LINE
+    }
+}
+
+static void prom_hist(struct evbuffer *out, const char *name, const char *help,
+                      const oc_hist_t *h)
+{
+    evbuffer_add_printf(out, "# HELP objcached_%s %s\n# TYPE objcached_%s histogram\n", name,
+                        help, name);
+    uint64_t cum = 0;
+    for (size_t i = 0; i < OC_HIST_BUCKETS; i++) {
+        cum += h->buckets[i];
+        evbuffer_add_printf(out, "objcached_%s_bucket{le=\"%g\"} %" PRIu64 "\n", name,
+                            oc_hist_bounds[i], cum);
+    }
+    evbuffer_add_printf(out,
+                        "objcached_%s_bucket{le=\"+Inf\"} %" PRIu64 "\n"
+                        "objcached_%s_sum %.6f\nobjcached_%s_count %" PRIu64 "\n",
+                        name, h->count, name, h->sum, name, h->count);
+}
+
+void oc_stats_write_prometheus(const oc_stats_t *st, struct evbuffer *out)
+{
+#define OC_PROM_SUFFIX_COUNTER "_total"
+#define OC_PROM_SUFFIX_GAUGE ""
+#define OC_PROM_TYPE_COUNTER "counter"
+#define OC_PROM_TYPE_GAUGE "gauge"
+#define OC_PROM(name, kind, help)                                                        \
+    evbuffer_add_printf(out,                                                             \
+                        "# HELP objcached_" #name OC_PROM_SUFFIX_##kind " " help "\n"     \
+                        "# TYPE objcached_" #name OC_PROM_SUFFIX_##kind                   \
+                        " " OC_PROM_TYPE_##kind "\n"                                     \
+                        "objcached_" #name OC_PROM_SUFFIX_##kind " %" PRIu64 "\n",        \
+                        st->name);
+    OC_STATS_LIST(OC_PROM)
+#undef OC_PROM
+#define OC_PROM_MODEL(name, help)                                                        \
+    evbuffer_add_printf(out,                                                             \
+                        "# HELP objcached_model_" #name "_total " help "\n"              \
+                        "# TYPE objcached_model_" #name "_total counter\n");             \
+    for (size_t m = 0; m < st->nmodels; m++)                                             \
+        evbuffer_add_printf(out, "objcached_model_" #name "_total{model=\"%s\"} %" PRIu64  \
+                                 "\n", st->model_names[m], st->models[m].name);
+    OC_MODEL_STATS_LIST(OC_PROM_MODEL)
+#undef OC_PROM_MODEL
+    prom_hist(out, "request_duration_seconds",
+              "get, gets and mg commands, from the command to its reply",
+              &st->request_seconds);
+    prom_hist(out, "load_duration_seconds",
+              "PostgreSQL loads, from submission to the answer", &st->load_seconds);
 }

@@ -12,6 +12,7 @@
 #ifndef OC_STATS_H
 #define OC_STATS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct evbuffer;
@@ -48,16 +49,57 @@ struct evbuffer;
     X(client_errors, COUNTER, "CLIENT_ERROR and ERROR replies sent")          \
     X(server_errors, COUNTER, "SERVER_ERROR replies sent")
 
+/* Per model, all counters: `stats` shows them as model:NAME:field, the
+ * metrics page as objcached_model_field_total{model="NAME"}. */
+#define OC_MODEL_STATS_LIST(X)                                                 \
+    X(get_keys, "keys of this model asked")                                    \
+    X(get_hits, "distinct keys answered from memcached")                       \
+    X(get_misses, "distinct keys not found in memcached")                      \
+    X(pg_queries, "load queries sent to PostgreSQL")                           \
+    X(pg_rows, "rows returned by load queries")                                \
+    X(pg_errors, "load queries that failed or timed out")
+
+typedef struct oc_model_stats {
+#define OC_MODEL_STATS_FIELD(name, help) uint64_t name;
+    OC_MODEL_STATS_LIST(OC_MODEL_STATS_FIELD)
+#undef OC_MODEL_STATS_FIELD
+} oc_model_stats_t;
+
+/* A latency histogram with fixed bounds (seconds), Prometheus-style:
+ * buckets[i] counts observations <= oc_hist_bounds[i] (not cumulative here;
+ * the metrics page sums them). */
+#define OC_HIST_BUCKETS 16
+extern const double oc_hist_bounds[OC_HIST_BUCKETS];
+
+typedef struct oc_hist {
+    uint64_t buckets[OC_HIST_BUCKETS + 1]; /* the last: above every bound */
+    uint64_t count;
+    double sum;
+} oc_hist_t;
+
+void oc_hist_observe(oc_hist_t *h, double seconds);
+
 typedef struct oc_stats {
 #define OC_STATS_FIELD(name, kind, help) uint64_t name;
     OC_STATS_LIST(OC_STATS_FIELD)
 #undef OC_STATS_FIELD
+    oc_hist_t request_seconds; /* get/gets/mg: start to reply */
+    oc_hist_t load_seconds;    /* one PostgreSQL load: submit to answer */
+    oc_model_stats_t *models;  /* [nmodels], owned by the daemon */
+    size_t nmodels;
+    const char *const *model_names; /* [nmodels], the config's */
 } oc_stats_t;
 
-/* Zero the counters, keep the gauges. */
+/* Zero the counters, histograms and model counters; keep the gauges. */
 void oc_stats_reset(oc_stats_t *st);
 
 /* Append "STAT name value\r\n" lines for every entry (no END). */
 void oc_stats_write(const oc_stats_t *st, struct evbuffer *out);
+
+/* The Prometheus text exposition format (version 0.0.4) of everything. */
+void oc_stats_write_prometheus(const oc_stats_t *st, struct evbuffer *out);
+
+/* Monotonic seconds, for latencies. */
+double oc_stats_now(void);
 
 #endif

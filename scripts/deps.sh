@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Install what objcached needs to build, test and demo on Debian 12, and only
+# that: quiet and quick when everything is already there. Run as root.
+#
+#   bash scripts/deps.sh
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+# Debian 12 has no real postgresql-contrib-15 package (postgresql-15 provides
+# that name and ships the contrib modules, pg_stat_statements included);
+# postgresql-contrib is the metapackage that pulls it in.
+pkgs=(build-essential cmake pkg-config libevent-dev libmemcached-dev libpq-dev
+      libcmocka-dev libjansson-dev memcached postgresql-15 postgresql-contrib python3
+      python3-pytest python3-psycopg2 python3-pymemcache procps php-cli php-memcached)
+
+missing=()
+for p in "${pkgs[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+    [[ "$status" == installed ]] || missing+=("$p")
+done
+
+if ((${#missing[@]} > 0)); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "deps.sh: missing packages: ${missing[*]}" >&2
+        echo "deps.sh: run as root (or: sudo apt-get install ${missing[*]})" >&2
+        exit 1
+    fi
+    echo "deps.sh: installing: ${missing[*]}"
+    # The tests and the demo start their own throwaway clusters; do not let
+    # the package create and start a system-wide 'main' cluster as well.
+    if [[ " ${missing[*]} " == *" postgresql-15 "* && ! -d /etc/postgresql/15/main ]]; then
+        mkdir -p /etc/postgresql-common/createcluster.d
+        echo "create_main_cluster = false" \
+            >/etc/postgresql-common/createcluster.d/00-objcached-no-main-cluster.conf
+    fi
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+pgss=(/usr/lib/postgresql/*/lib/pg_stat_statements.so)
+if [[ ! -e "${pgss[0]}" ]]; then
+    echo "deps.sh: pg_stat_statements.so not found under /usr/lib/postgresql/*/lib" >&2
+    exit 1
+fi

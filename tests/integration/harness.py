@@ -1,0 +1,1133 @@
+"""Real servers for objcached's integration tests, the demo and bench/.
+
+This module starts throwaway PostgreSQL, memcached and objcached processes
+on free loopback ports, talks to them, and makes sure they are stopped
+again. It has no pytest dependency: tests/integration/conftest.py wraps it
+in fixtures, scripts/demo.py and bench/ use it directly.
+
+    from harness import Postgres, Memcached, Objcached, McRaw
+
+    with Postgres() as pg, Memcached() as mc:
+        pg.execute("CREATE TABLE users (id bigint PRIMARY KEY, name text)")
+        conf = {"memcached": {"servers": mc.address},
+                "postgresql": {"conninfo": pg.conninfo},
+                "model User": {"table": "users"}}
+        with Objcached(conf) as oc:
+            c = oc.client()
+            values, terminal = c.get_multi(["User:1"])
+
+Rules every helper here follows:
+- Every blocking wait has a timeout (sockets 10 s by default, process
+  start-up 30 s, shutdowns 10-60 s); a timeout raises HarnessError (or
+  socket.timeout from McRaw) with whatever the process logged.
+- Every process started is registered; they are all stopped at interpreter
+  exit (atexit), on SIGTERM/SIGINT once install_signal_handlers() ran, when
+  a Watchdog fires, and by each class's context manager.
+- Only 127.0.0.1 and unix sockets are ever listened on.
+- Running as root, PostgreSQL runs as the 'postgres' system user (via
+  `runuser -u postgres --`) and memcached as 'nobody'; as a normal user
+  both run as that user.
+"""
+
+import atexit
+import ctypes
+import faulthandler
+import glob
+import os
+import pwd
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import namedtuple
+
+__all__ = [
+    "HarnessError", "free_port", "port_accepts", "wait_until", "Watchdog",
+    "install_signal_handlers", "stop_all", "render_ini", "Postgres",
+    "Memcached", "Objcached", "McRaw", "Value", "Reply", "SESSION_OPTIONS",
+    "CLIENT_OPTIONS", "check_config",
+]
+
+DEFAULT_TIMEOUT = 10.0   # seconds, every socket operation and most waits
+START_TIMEOUT = 30.0     # seconds for a daemon to come up (ASan is slow)
+IS_ROOT = os.geteuid() == 0
+
+# What objcached pins on each PostgreSQL session (docs/protocol.md), so that
+# a reference row_to_json() computed by a test is byte-for-byte comparable.
+SESSION_OPTIONS = ("-c TimeZone=UTC -c DateStyle=ISO,MDY "
+                   "-c IntervalStyle=postgres -c extra_float_digits=1")
+# Our own connections also give up on a lock after 30 s instead of hanging
+# (a test holding a table lock must not deadlock its own reference reads).
+CLIENT_OPTIONS = SESSION_OPTIONS + " -c lock_timeout=30s"
+
+_SANITIZER_RE = re.compile(
+    r"ERROR: (AddressSanitizer|LeakSanitizer|ThreadSanitizer)"
+    r"|SUMMARY: (AddressSanitizer|UndefinedBehaviorSanitizer|LeakSanitizer)"
+    r"|runtime error: ")
+
+
+class HarnessError(RuntimeError):
+    """A server could not be started, stopped or reached."""
+
+
+# --------------------------------------------------------------------------
+# Process registry, watchdog, signals
+
+
+_live = []                      # objects with an _emergency_stop() method
+_live_lock = threading.RLock()
+
+
+def _register(obj):
+    with _live_lock:
+        if obj not in _live:
+            _live.append(obj)
+
+
+def _unregister(obj):
+    with _live_lock:
+        if obj in _live:
+            _live.remove(obj)
+
+
+def stop_all():
+    """Stop every process this module started and still owns, newest first.
+
+    Used at exit and by the watchdog; errors are printed, never raised."""
+    with _live_lock:
+        objs = list(reversed(_live))
+    for obj in objs:
+        try:
+            obj._emergency_stop()
+        except Exception as e:  # noqa: BLE001 - best effort at exit
+            print(f"harness: stopping {obj!r} failed: {e}", file=sys.stderr)
+        _unregister(obj)
+
+
+atexit.register(stop_all)
+
+
+_signals_installed = False
+
+
+def install_signal_handlers():
+    """On SIGTERM/SIGHUP stop everything we started, then exit 128+signal.
+
+    A Python signal handler runs in the main thread between bytecodes, so
+    it is delayed while the main thread sits in a C call that retries on
+    EINTR by itself (libpq); socket waits here all time out, and a Watchdog
+    covers the rest. (Blocking the signals for a sigwait thread would be
+    prompter, but every child, including those tests start themselves, would
+    inherit the blocked mask and ignore SIGTERM.) SIGINT is left to Python:
+    KeyboardInterrupt unwinds the context managers and atexit runs. Call
+    from the main thread."""
+    global _signals_installed
+    if _signals_installed:
+        return
+    _signals_installed = True
+
+    def handler(signum, _frame):
+        print(f"harness: signal {signum}, stopping servers", file=sys.stderr, flush=True)
+        stop_all()
+        os._exit(128 + signum)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
+class Watchdog:
+    """Kill everything if a run takes longer than `seconds`.
+
+    When it fires it prints every thread's stack, stops every registered
+    process and exits the interpreter with status 124, so a hung test can
+    never leave servers behind or hang CI. cancel() disarms it."""
+
+    def __init__(self, seconds, what="run"):
+        self.seconds = seconds
+        self.what = what
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self):
+        sys.stderr.write(f"\nharness: watchdog: {self.what} still running after "
+                         f"{self.seconds:.0f} s; stacks follow, then everything "
+                         "is stopped\n")
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        stop_all()
+        os._exit(124)
+
+    def cancel(self):
+        self._timer.cancel()
+
+
+# --------------------------------------------------------------------------
+# Small helpers
+
+
+_handed_out = set()
+_port_lock = threading.Lock()
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago.
+
+    Binds 127.0.0.1:0, reads the port the kernel chose and closes the socket.
+    Never hands out the same port twice in one process; another process may
+    still take it, so the server classes retry on a new port when their
+    first start fails to bind."""
+    with _port_lock:
+        for _ in range(100):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
+    raise HarnessError("no free port found")
+
+
+def port_accepts(port, host="127.0.0.1", timeout=0.2):
+    """True if a TCP connection to host:port succeeds now."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout=DEFAULT_TIMEOUT, interval=0.05, what="condition"):
+    """Call predicate() until it returns a true value, which is returned.
+
+    Raises HarnessError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise HarnessError(f"timed out after {timeout:.1f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def render_ini(config):
+    """INI text from {section: {key: value}} (insertion order kept).
+
+    Values are written with str(); a value of None leaves the key out, so an
+    override can remove a default."""
+    out = []
+    for section, keys in config.items():
+        out.append(f"[{section}]")
+        for key, value in keys.items():
+            if value is not None:
+                out.append(f"{key} = {value}")
+        out.append("")
+    return "\n".join(out)
+
+
+def _short_tmpdir():
+    # Unix socket paths are limited to 107 bytes: stay short.
+    base = tempfile.gettempdir()
+    return base if len(base) <= 40 else "/tmp"
+
+
+def _set_pdeathsig():
+    # Runs in the child between fork and exec: if the test process dies, so
+    # does the server. (Cleared by a later setuid, e.g. memcached -u.)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort only
+        pass
+
+
+def _child_preexec(detached=False):
+    """preexec_fn for every child we start. detached: the child is meant to
+    outlive us (demo --keep), so it is not tied to our life."""
+    # PR_SET_PDEATHSIG fires when the *thread* that forked exits, so only
+    # use it for processes started from the main thread.
+    if not detached and threading.current_thread() is threading.main_thread():
+        return _set_pdeathsig
+    return None
+
+
+def _read_text(path, limit=None):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return ""
+    if limit is not None and len(data) > limit:
+        data = b"...\n" + data[-limit:]
+    return data.decode("utf-8", "replace")
+
+
+def _stop_process(proc, sig=signal.SIGTERM, timeout=10.0):
+    """Signal proc, wait up to `timeout`, then SIGKILL. Returns the status."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+    return proc.returncode
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL
+
+
+def find_pg_bindir():
+    """Directory with initdb/pg_ctl: $PG_BINDIR, the newest
+    /usr/lib/postgresql/N/bin (Debian), or wherever initdb is on PATH."""
+    env = os.environ.get("PG_BINDIR")
+    if env:
+        return env
+    found = glob.glob("/usr/lib/postgresql/*/bin/initdb")
+
+    def version(p):
+        try:
+            return int(p.split("/")[4])
+        except (IndexError, ValueError):
+            return 0
+    if found:
+        return os.path.dirname(max(found, key=version))
+    which = shutil.which("initdb")
+    if which:
+        return os.path.dirname(which)
+    raise HarnessError("PostgreSQL binaries not found (apt-get install postgresql-15, "
+                       "or set PG_BINDIR)")
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster on 127.0.0.1:port and a unix socket.
+
+    start() runs initdb in a fresh temporary directory the first time
+    (trust authentication, superuser 'postgres', fsync off, pg_stat_statements
+    preloaded and track=all), starts the server with `pg_ctl -w` and creates
+    `dbname` with the pg_stat_statements extension. stop() and start() again
+    reuse the same data directory and port, for "PostgreSQL down and back"
+    tests. cleanup() stops it and removes the directory.
+
+    As root, every server command runs as the 'postgres' system user via
+    `runuser -u postgres --`; as anyone else, as that user."""
+
+    SUPERUSER = "postgres"
+
+    def __init__(self, dbname="objcached_test", port=None, parent_dir=None,
+                 bindir=None, settings=None):
+        self.dbname = dbname
+        self._auto_port = port is None
+        self.port = port or free_port()
+        self.parent_dir = parent_dir or _short_tmpdir()
+        self.bindir = bindir or find_pg_bindir()
+        self.settings = dict(settings or {})
+        self.dir = None          # the temporary directory; also the socket dir
+        self.running = False
+        self._db_created = False
+        if IS_ROOT:
+            try:
+                self._pw = pwd.getpwnam("postgres")
+            except KeyError:
+                raise HarnessError("running as root needs the 'postgres' system user "
+                                   "(apt-get install postgresql-15)") from None
+        else:
+            self._pw = None
+
+    def __repr__(self):
+        return f"Postgres(port={self.port}, dir={self.dir})"
+
+    # -- paths and commands
+
+    @property
+    def datadir(self):
+        return os.path.join(self.dir, "data")
+
+    @property
+    def logfile(self):
+        return os.path.join(self.dir, "postgresql.log")
+
+    @property
+    def conninfo(self):
+        """libpq connection string for the test database (unix socket)."""
+        return (f"host={self.dir} port={self.port} dbname={self.dbname} "
+                f"user={self.SUPERUSER}")
+
+    @property
+    def tcp_conninfo(self):
+        return (f"host=127.0.0.1 port={self.port} dbname={self.dbname} "
+                f"user={self.SUPERUSER}")
+
+    def _cmd(self, args, timeout=120, check=True):
+        exe = os.path.join(self.bindir, args[0])
+        argv = [exe] + list(args[1:])
+        if IS_ROOT:
+            argv = ["runuser", "-u", "postgres", "--"] + argv
+        proc = subprocess.run(argv, cwd=self.dir, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              timeout=timeout, check=False)
+        out = proc.stdout.decode("utf-8", "replace")
+        if check and proc.returncode != 0:
+            raise HarnessError(f"{' '.join(args)} failed (exit {proc.returncode}):\n{out}"
+                               f"\n--- server log ---\n{self.log(8000)}")
+        return proc.returncode, out
+
+    def log(self, limit=None):
+        """The server log (the last `limit` bytes)."""
+        return _read_text(self.logfile, limit) if self.dir else ""
+
+    # -- lifecycle
+
+    def _init(self):
+        self.dir = tempfile.mkdtemp(prefix="oc-pg-", dir=self.parent_dir)
+        os.chmod(self.dir, 0o755)
+        if self._pw:
+            os.chown(self.dir, self._pw.pw_uid, self._pw.pw_gid)
+            rc, _ = self._cmd(["initdb", "--version"], check=False)
+            if rc != 0:
+                raise HarnessError(f"the postgres user cannot use {self.dir}: "
+                                   "is a parent directory closed to it?")
+        _register(self)
+        self._cmd(["initdb", "-D", self.datadir, "-A", "trust", "-U", self.SUPERUSER,
+                   "-E", "UTF8", "--no-locale", "--no-sync"])
+        with open(os.path.join(self.datadir, "postgresql.conf"), "a") as f:
+            f.write("\ninclude 'harness.conf'\n")
+
+    def _write_settings(self):
+        settings = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.dir}'",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "shared_preload_libraries": "'pg_stat_statements'",
+            "pg_stat_statements.track": "all",
+            "max_connections": "100",
+            "shared_buffers": "32MB",
+            "log_min_messages": "warning",
+        }
+        settings.update(self.settings)
+        path = os.path.join(self.datadir, "harness.conf")
+        with open(path, "w") as f:
+            for k, v in settings.items():
+                f.write(f"{k} = {v}\n")
+        if self._pw:
+            os.chown(path, self._pw.pw_uid, self._pw.pw_gid)
+
+    def start(self, timeout=60):
+        """initdb (first time), start the server, create the database."""
+        if self.dir is None:
+            self._init()
+        for attempt in range(3):
+            self._write_settings()
+            rc, out = self._cmd(["pg_ctl", "-D", self.datadir, "-l", self.logfile,
+                                 "-w", "-t", str(int(timeout)), "start"],
+                                timeout=timeout + 30, check=False)
+            if rc == 0:
+                break
+            log = self.log(4000)
+            if (self._auto_port and not self._db_created and attempt < 2
+                    and ("could not bind" in log or "could not create any TCP/IP" in log)):
+                self.port = free_port()  # someone took our port: try another
+                continue
+            raise HarnessError(f"pg_ctl start failed (exit {rc}):\n{out}\n"
+                               f"--- server log ---\n{log}")
+        self.running = True
+        if not self._db_created:
+            self._create_database()
+        return self
+
+    def _create_database(self):
+        conn = self.connect(dbname="postgres")
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.dbname,))
+                if cur.fetchone() is None:
+                    cur.execute(f'CREATE DATABASE "{self.dbname}"')
+        finally:
+            conn.close()
+        self.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        self._db_created = True
+
+    def stop(self, mode="fast", timeout=60):
+        """pg_ctl stop -m fast (or "immediate", "smart"). Idempotent."""
+        if self.dir is None or not self.running:
+            return
+        self._cmd(["pg_ctl", "-D", self.datadir, "-m", mode, "-w", "-t", str(int(timeout)),
+                   "stop"], timeout=timeout + 30)
+        self.running = False
+
+    def cleanup(self):
+        """Stop the server (fast, then immediate) and remove its directory."""
+        if self.dir is None:
+            return
+        try:
+            if self.running:
+                try:
+                    self.stop("fast", timeout=20)
+                except Exception:  # noqa: BLE001
+                    self.stop("immediate", timeout=20)
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+            self.running = False
+            _unregister(self)
+
+    def _emergency_stop(self):
+        if self.dir and self.running:
+            try:
+                self._cmd(["pg_ctl", "-D", self.datadir, "-m", "immediate", "-w", "-t",
+                           "20", "stop"], timeout=40, check=False)
+            finally:
+                self.running = False
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def detach(self):
+        """Forget this server: it is no longer stopped at exit."""
+        _unregister(self)
+
+    def __enter__(self):
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+    # -- SQL
+
+    def connect(self, dbname=None, autocommit=True, options=CLIENT_OPTIONS, **kw):
+        """A psycopg2 connection (autocommit by default) over the unix socket,
+        with the session settings objcached pins (TimeZone=UTC, ...) and a
+        30 s lock_timeout."""
+        import psycopg2
+        conn = psycopg2.connect(host=self.dir, port=self.port, dbname=dbname or self.dbname,
+                                user=self.SUPERUSER, options=options, connect_timeout=10,
+                                **kw)
+        conn.autocommit = autocommit
+        return conn
+
+    def execute(self, sql, params=None, dbname=None):
+        """Run sql (may be several statements when params is None) on a new
+        autocommit connection; returns the rows of the last statement, or
+        None if it returned none."""
+        conn = self.connect(dbname=dbname)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall() if cur.description is not None else None
+        finally:
+            conn.close()
+
+    def execute_file(self, path, dbname=None):
+        with open(path, encoding="utf-8") as f:
+            return self.execute(f.read(), dbname=dbname)
+
+
+# --------------------------------------------------------------------------
+# memcached
+
+
+class Memcached:
+    """A memcached server on 127.0.0.1:port (`-U 0 -m 64 -t 1`, and
+    `-u nobody` as root). stop() and start() again reuse the port; kill(sig)
+    sends any signal (SIGSTOP/SIGCONT make it slow/unresponsive and back).
+
+    detached=True starts it in its own session, not killed when we die
+    (for servers meant to outlive the script, with detach())."""
+
+    def __init__(self, port=None, memory_mb=64, threads=1, extra_args=(), binary=None,
+                 parent_dir=None, detached=False):
+        self._auto_port = port is None
+        self.port = port or free_port()
+        self.memory_mb = memory_mb
+        self.threads = threads
+        self.extra_args = list(extra_args)
+        self.binary = binary or shutil.which("memcached") or "/usr/bin/memcached"
+        self.proc = None
+        self.detached = detached
+        self.dir = tempfile.mkdtemp(prefix="oc-mc-", dir=parent_dir or _short_tmpdir())
+        self.logfile = os.path.join(self.dir, "memcached.log")
+        self._started_once = False
+
+    def __repr__(self):
+        return f"Memcached(port={self.port})"
+
+    @property
+    def address(self):
+        """"127.0.0.1:PORT", as objcached's `servers` wants it."""
+        return f"127.0.0.1:{self.port}"
+
+    def argv(self):
+        argv = [self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0",
+                "-m", str(self.memory_mb), "-t", str(self.threads)]
+        if IS_ROOT:
+            argv += ["-u", "nobody"]
+        return argv + self.extra_args
+
+    def log(self, limit=None):
+        return _read_text(self.logfile, limit)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout=DEFAULT_TIMEOUT):
+        """Start (again) and wait until the port accepts connections."""
+        if self.alive():
+            return self
+        if not os.path.exists(self.binary):
+            raise HarnessError(f"{self.binary} not found (apt-get install memcached)")
+        for attempt in range(3):
+            _register(self)
+            with open(self.logfile, "ab") as log:
+                self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
+                                             stdout=log, stderr=log,
+                                             start_new_session=self.detached,
+                                             preexec_fn=_child_preexec(self.detached))
+            deadline = time.monotonic() + timeout
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                if port_accepts(self.port):
+                    self._started_once = True
+                    return self
+                time.sleep(0.02)
+            if self.proc.poll() is None:
+                _stop_process(self.proc, signal.SIGKILL)
+                raise HarnessError(f"memcached on port {self.port} did not accept within "
+                                   f"{timeout} s:\n{self.log(4000)}")
+            log = self.log(4000)
+            if self._auto_port and not self._started_once and attempt < 2 \
+                    and "in use" in log:
+                self.port = free_port()
+                continue
+            raise HarnessError(f"memcached exited with status {self.proc.returncode}:\n{log}")
+        raise HarnessError("memcached did not start")
+
+    def stop(self, timeout=DEFAULT_TIMEOUT):
+        """SIGTERM (SIGCONT first, in case it was stopped) and wait; SIGKILL
+        after `timeout`. The port is then closed until start()."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                try:
+                    self.proc.send_signal(signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+            _stop_process(self.proc, signal.SIGTERM, timeout)
+
+    def kill(self, sig=signal.SIGKILL):
+        """Send `sig`. For SIGKILL/SIGTERM also wait for the exit."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            try:
+                self.proc.wait(timeout=DEFAULT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=DEFAULT_TIMEOUT)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        _unregister(self)
+
+    def _emergency_stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            _stop_process(self.proc, signal.SIGKILL, 5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def detach(self):
+        """Forget this server: it is no longer stopped at exit."""
+        _unregister(self)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+    def client(self, timeout=DEFAULT_TIMEOUT):
+        return McRaw("127.0.0.1", self.port, timeout=timeout)
+
+    def flush_all(self):
+        """Drop every item (memcached's own `flush_all`)."""
+        with self.client() as c:
+            c.send(b"flush_all\r\n")
+            line = c.readline()
+            if line != b"OK":
+                raise HarnessError(f"flush_all on {self.address}: {line!r}")
+
+    def stats(self):
+        with self.client() as c:
+            return c.stats()
+
+
+# --------------------------------------------------------------------------
+# objcached
+
+
+class Objcached:
+    """An objcached daemon started with `objcached -c FILE`.
+
+    `config` is either INI text or a {section: {key: value}} dict (see
+    render_ini). In a dict, [objcached] listen and unix_socket are filled in
+    when absent: a free 127.0.0.1 port and `<tmpdir>/objcached.sock`. In
+    text, the placeholders @PORT@, @SOCK@ and @DIR@ are replaced the same
+    way. The config is written to a fresh temporary directory; stderr and
+    stdout go to `<tmpdir>/objcached.log`.
+
+    start() waits (up to `ready_timeout`) for `event=ready` in the log or
+    the TCP port to accept, and raises HarnessError with the log if the
+    process exits first or never becomes ready. stop() sends SIGTERM, waits
+    (SIGKILL after 20 s) and, with check=True, raises if the exit status is
+    not 0 or the log holds a sanitizer report.
+
+    parent_dir: where the temporary directory goes. detached=True starts it
+    in its own session, not killed when we die (see detach())."""
+
+    def __init__(self, config, binary=None, ready_timeout=START_TIMEOUT, env=None,
+                 args=None, parent_dir=None, detached=False):
+        self.binary = binary or os.environ.get("OBJCACHED_BIN")
+        if not self.binary:
+            raise HarnessError("no objcached binary: pass binary= or set OBJCACHED_BIN")
+        if not os.access(self.binary, os.X_OK):
+            raise HarnessError(f"objcached binary {self.binary!r} is not executable")
+        self.ready_timeout = ready_timeout
+        self.env = env
+        self.extra_args = list(args or [])
+        self.detached = detached
+        self.dir = tempfile.mkdtemp(prefix="oc-d-", dir=parent_dir or _short_tmpdir())
+        self.config_path = os.path.join(self.dir, "objcached.ini")
+        self.logfile = os.path.join(self.dir, "objcached.log")
+        self.proc = None
+        self._stopped = False
+        self._config = config
+        self._auto_port = False
+        self.port = None
+        self.sock = None
+        self._render()
+
+    def __repr__(self):
+        return f"Objcached(port={self.port}, sock={self.sock})"
+
+    def _render(self, new_port=False):
+        config = self._config
+        if isinstance(config, dict):
+            config = {k: dict(v) for k, v in config.items()}
+            section = config.setdefault("objcached", {})
+            if "listen" not in section:
+                self._auto_port = True
+                if self.port is None or new_port:
+                    self.port = free_port()
+                section["listen"] = f"127.0.0.1:{self.port}"
+            if "unix_socket" not in section:
+                section["unix_socket"] = os.path.join(self.dir, "objcached.sock")
+            # [objcached] first, as in the documentation
+            config = {"objcached": section, **{k: v for k, v in config.items()
+                                               if k != "objcached"}}
+            text = render_ini(config)
+        else:
+            text = config
+            if "@PORT@" in text:
+                self._auto_port = True
+                if self.port is None or new_port:
+                    self.port = free_port()
+                text = text.replace("@PORT@", str(self.port))
+            text = text.replace("@SOCK@", os.path.join(self.dir, "objcached.sock"))
+            text = text.replace("@DIR@", self.dir)
+        self.config_text = text
+        self.port, self.sock = self._listeners(text)
+        with open(self.config_path, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    @staticmethod
+    def _listeners(text):
+        port = sock = None
+        section = None
+        for raw in text.splitlines():
+            line = raw.strip()
+            if line.startswith("["):
+                section = line.strip("[]").strip()
+                continue
+            if section != "objcached" or "=" not in line or line[0] in ";#":
+                continue
+            key, value = (s.strip() for s in line.split("=", 1))
+            value = re.split(r"\s[;#]", value)[0].strip()
+            if key == "listen" and value:
+                port = int(value.rsplit(":", 1)[1])
+            elif key == "unix_socket" and value:
+                sock = value
+        if port is None and sock is None and "listen" not in text:
+            port = 11311  # the documented default
+        return port, sock
+
+    # -- lifecycle
+
+    def log(self, limit=None):
+        """Everything the daemon wrote to stderr/stdout so far."""
+        return _read_text(self.logfile, limit)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def _ready(self):
+        if "event=ready" in self.log():
+            return True
+        if self.port is not None:
+            return port_accepts(self.port)
+        return self.sock is not None and os.path.exists(self.sock) and _unix_accepts(self.sock)
+
+    def start(self):
+        if self.alive():
+            return self
+        for attempt in range(3):
+            _register(self)
+            env = dict(os.environ)
+            if self.env:
+                env.update(self.env)
+            with open(self.logfile, "ab") as log:
+                self._stopped = False
+                self.proc = subprocess.Popen([self.binary, "-c", self.config_path]
+                                             + self.extra_args,
+                                             stdin=subprocess.DEVNULL, stdout=log,
+                                             stderr=log, cwd=self.dir, env=env,
+                                             start_new_session=self.detached,
+                                             preexec_fn=_child_preexec(self.detached))
+            deadline = time.monotonic() + self.ready_timeout
+            while self.proc.poll() is None:
+                if self._ready():
+                    return self
+                if time.monotonic() >= deadline:
+                    _stop_process(self.proc, signal.SIGKILL)
+                    raise HarnessError(f"objcached did not become ready within "
+                                       f"{self.ready_timeout} s; its log:\n{self.log(16000)}")
+                time.sleep(0.02)
+            log = self.log(16000)
+            if self._auto_port and attempt < 2 and "in use" in log:
+                self._render(new_port=True)  # someone took our port
+                continue
+            raise HarnessError(f"objcached exited with status {self.proc.returncode} "
+                               f"before it was ready; config:\n{self.config_text}\n"
+                               f"its log:\n{log}")
+        raise HarnessError("objcached did not start")
+
+    def sanitizer_report(self):
+        """The sanitizer error lines in the log, or '' if there are none."""
+        return "\n".join(l for l in self.log().splitlines() if _SANITIZER_RE.search(l))
+
+    def stop(self, timeout=20.0, check=True):
+        """SIGTERM, wait up to `timeout` (beyond the daemon's default 10 s
+        shutdown_timeout), then SIGKILL. Returns the exit status.
+
+        With check=True, raises HarnessError (with the log) if the status is
+        not 0 (a sanitizer abort, a crash, SIGKILL needed) or the log holds a
+        sanitizer report."""
+        if self.proc is None:
+            return None
+        if self._stopped:
+            return self.proc.returncode  # stopped (and checked) before
+        already = self.proc.poll()
+        rc = _stop_process(self.proc, signal.SIGTERM, timeout)
+        self._stopped = True
+        _unregister(self)
+        if check:
+            report = self.sanitizer_report()
+            if rc != 0 or report or already is not None:
+                how = "had already exited" if already is not None else "after SIGTERM"
+                raise HarnessError(f"objcached {how} with status {rc}"
+                                   f"{' and a sanitizer report' if report else ''}; "
+                                   f"its log:\n{self.log(32000)}")
+        return rc
+
+    def kill(self, sig=signal.SIGKILL):
+        """Send `sig` to the daemon (no waiting, no checks)."""
+        if self.alive():
+            self.proc.send_signal(sig)
+
+    def cleanup(self):
+        """Stop without checks and remove the temporary directory."""
+        if self.proc is not None:
+            _stop_process(self.proc, signal.SIGTERM, DEFAULT_TIMEOUT)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        _unregister(self)
+
+    def _emergency_stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            _stop_process(self.proc, signal.SIGKILL, 5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def detach(self):
+        """Forget this daemon: it is no longer stopped at exit."""
+        _unregister(self)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, exc_type, *exc):
+        try:
+            # Do not hide the test's own exception behind a shutdown problem.
+            self.stop(check=exc_type is None)
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- clients
+
+    def client(self, timeout=DEFAULT_TIMEOUT):
+        """A McRaw connected over TCP (or the unix socket if no TCP)."""
+        if self.port is not None:
+            return McRaw("127.0.0.1", self.port, timeout=timeout)
+        return McRaw(path=self.sock, timeout=timeout)
+
+    def unix_client(self, timeout=DEFAULT_TIMEOUT):
+        return McRaw(path=self.sock, timeout=timeout)
+
+    def stats(self):
+        """The `stats` reply as {name: int or str}."""
+        with self.client() as c:
+            return c.stats()
+
+    def wait_idle(self, timeout=DEFAULT_TIMEOUT):
+        """Wait until the `loads_in_flight` gauge is 0 (loads done and, as
+        far as the daemon reports it, written back to memcached)."""
+        wait_until(lambda: self.stats()["loads_in_flight"] == 0, timeout=timeout,
+                   what="loads_in_flight == 0")
+
+
+def _unix_accepts(path):
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(0.2)
+            s.connect(path)
+            return True
+    except OSError:
+        return False
+
+
+def check_config(path, binary=None, timeout=DEFAULT_TIMEOUT):
+    """Run `objcached --check-config path`; returns CompletedProcess (text)."""
+    binary = binary or os.environ.get("OBJCACHED_BIN")
+    return subprocess.run([binary, "--check-config", path], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+# --------------------------------------------------------------------------
+# A raw memcached-protocol client
+
+
+Value = namedtuple("Value", "key flags data cas")
+Value.__doc__ = "One VALUE block: key (bytes), flags (int), data (bytes), cas (int or None)."
+
+Reply = namedtuple("Reply", "values lines terminal")
+Reply.__doc__ = ("A whole reply: VALUE blocks, other lines before the end (STAT ...), "
+                 "and the terminal line (END, ERROR, CLIENT_ERROR ..., ...), all bytes "
+                 "without the line end.")
+
+_TERMINALS = (b"END", b"ERROR", b"RESET", b"OK", b"STORED", b"NOT_STORED", b"EXISTS",
+              b"NOT_FOUND", b"DELETED", b"TOUCHED")
+_TERMINAL_PREFIXES = (b"CLIENT_ERROR", b"SERVER_ERROR", b"VERSION ")
+_META_STATUS = (b"HD", b"NS", b"EX", b"NF", b"EN", b"MN")   # meta replies without data
+
+
+def is_terminal(line):
+    """True for a line that ends a reply (END, ERROR, CLIENT_ERROR ...,
+    VERSION ..., and the meta replies HD/NS/EX/NF/EN/MN [flags])."""
+    return (line in _TERMINALS or line.startswith(_TERMINAL_PREFIXES) or line == b"VERSION"
+            or line.split(b" ", 1)[0] in _META_STATUS)
+
+
+class ConnectionClosed(ConnectionError):
+    """The server closed the connection."""
+
+
+class McRaw:
+    """A tiny memcached ASCII protocol client that shows exactly what goes
+    over the wire. Every socket operation times out after `timeout` seconds
+    (socket.timeout). Keys and lines may be str (sent as UTF-8) or bytes;
+    everything read back is bytes, with line ends stripped.
+
+        c = McRaw("127.0.0.1", port)        # or McRaw("/x/objcached.sock")
+        values, terminal = c.get_multi(["User:1", "User:2"])
+        # values == [(b"User:1", 0, b'{"id":1,...}'), ...], terminal == b"END"
+    """
+
+    def __init__(self, host="127.0.0.1", port=None, path=None, timeout=DEFAULT_TIMEOUT):
+        if path is None and port is None and str(host).startswith("/"):
+            path = host                      # McRaw("/run/objcached.sock")
+        self.timeout = timeout
+        if path is not None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(path)
+        else:
+            self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.settimeout(timeout)
+        self.buf = b""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            finally:
+                self.sock = None
+
+    @staticmethod
+    def _bytes(x):
+        return x.encode("utf-8") if isinstance(x, str) else bytes(x)
+
+    # -- raw I/O
+
+    def send(self, data):
+        """Send bytes (or str) exactly as given."""
+        self.sock.sendall(self._bytes(data))
+
+    def sendline(self, line):
+        """Send one command line; "\\r\\n" is appended."""
+        self.send(self._bytes(line) + b"\r\n")
+
+    def _fill(self, timeout=None):
+        if timeout is not None:
+            self.sock.settimeout(timeout)
+        try:
+            chunk = self.sock.recv(65536)
+        finally:
+            if timeout is not None:
+                self.sock.settimeout(self.timeout)
+        if not chunk:
+            raise ConnectionClosed("connection closed by the server")
+        self.buf += chunk
+
+    def readline(self):
+        """One line, without its "\\r\\n" (a bare "\\n" also ends it)."""
+        while True:
+            i = self.buf.find(b"\n")
+            if i >= 0:
+                line, self.buf = self.buf[:i], self.buf[i + 1:]
+                return line[:-1] if line.endswith(b"\r") else line
+            self._fill()
+
+    def read_exact(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def read_response(self):
+        """Read one whole reply: VALUE blocks (their data read by length) and
+        any other lines, up to the terminal line. Returns a Reply. A meta
+        `VA <len> <flags>*` line is terminal too: its data is the one Value
+        (key None) and the VA line is the terminal."""
+        values, lines = [], []
+        while True:
+            line = self.readline()
+            if line.startswith(b"VA "):
+                n = int(line.split(b" ")[1])
+                data = self.read_exact(n + 2)
+                if data[-2:] != b"\r\n":
+                    raise ValueError(f"VA data not followed by CRLF: {data[-10:]!r}")
+                return Reply([Value(None, 0, data[:-2], None)], lines, line)
+            if line.startswith(b"VALUE "):
+                parts = line.split(b" ")
+                if len(parts) not in (4, 5):
+                    raise ValueError(f"malformed VALUE line: {line!r}")
+                n = int(parts[3])
+                data = self.read_exact(n + 2)
+                if data[-2:] != b"\r\n":
+                    raise ValueError(f"value for {parts[1]!r} not followed by CRLF: "
+                                     f"{data[-10:]!r}")
+                cas = int(parts[4]) if len(parts) == 5 else None
+                values.append(Value(parts[1], int(parts[2]), data[:-2], cas))
+            elif is_terminal(line):
+                return Reply(values, lines, line)
+            else:
+                lines.append(line)
+
+    def command(self, line):
+        """Send one command line and read its reply."""
+        self.sendline(line)
+        return self.read_response()
+
+    def get_multi(self, keys, cmd="get"):
+        """`get k1 k2 ...`: ([(key, flags, data), ...], terminal line).
+        Keys come back as bytes, as the server echoed them."""
+        reply = self.command(self._bytes(cmd) + b" " + b" ".join(self._bytes(k) for k in keys))
+        return [(v.key, v.flags, v.data) for v in reply.values], reply.terminal
+
+    def gets_multi(self, keys):
+        """`gets k1 ...`: ([(key, flags, data, cas), ...], terminal line)."""
+        reply = self.command(b"gets " + b" ".join(self._bytes(k) for k in keys))
+        return [tuple(v) for v in reply.values], reply.terminal
+
+    def get(self, key):
+        """The data for one key, or None if absent. Raises on an error reply."""
+        values, terminal = self.get_multi([key])
+        if terminal != b"END":
+            raise HarnessError(f"get {key!r}: {terminal!r}")
+        return values[0][2] if values else None
+
+    def stats(self, arg=None):
+        """`stats [arg]` as {name: value}; values that are integers become int."""
+        reply = self.command(b"stats" + (b" " + self._bytes(arg) if arg else b""))
+        if reply.terminal != b"END":
+            raise HarnessError(f"stats: {reply.terminal!r}")
+        out = {}
+        for line in reply.lines:
+            parts = line.decode("utf-8", "replace").split(" ", 2)
+            if len(parts) == 3 and parts[0] == "STAT":
+                v = parts[2]
+                out[parts[1]] = int(v) if re.fullmatch(r"-?\d+", v) else v
+        return out
+
+    def version(self):
+        return self.command(b"version").terminal
+
+    # -- state checks
+
+    def has_data(self, timeout=0.2):
+        """True if reply bytes are buffered or arrive within `timeout`
+        (without consuming them); False on silence."""
+        if self.buf:
+            return True
+        r, _, _ = select.select([self.sock], [], [], timeout)
+        return bool(r)
+
+    def closed_by_peer(self, timeout=DEFAULT_TIMEOUT):
+        """Wait up to `timeout` for EOF; True if the server closed the
+        connection (any pending bytes are read into the buffer first)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self._fill(timeout=max(0.01, deadline - time.monotonic()))
+            except ConnectionClosed:
+                return True
+            except (ConnectionResetError, BrokenPipeError):
+                return True
+            except socket.timeout:
+                return False
+        return False

@@ -1,0 +1,260 @@
+"""Real faults, black-box: PostgreSQL stopped and started again, a memcached
+server stopped, killed or frozen, a table lock that holds loads up
+(coalescing, head-of-line blocking, load_timeout)."""
+
+import signal
+import threading
+import time
+
+import pytest
+
+import harness
+
+USERS_LOAD_CALLS = """
+    SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements
+    WHERE query ILIKE '%users%' AND query ILIKE '%ANY(%'
+      AND query NOT ILIKE '%pg_stat_statements%'"""
+
+
+def users_load_calls(pg):
+    """How many times PostgreSQL ran objcached's users load query."""
+    return pg.execute(USERS_LOAD_CALLS)[0][0]
+
+
+def moved(before, after, *names):
+    return {n: after[n] - before[n] for n in names}
+
+
+def user_values(ref, ids):
+    return [(b"User:%d" % i, 0, ref.json("User", i)) for i in ids
+            if ref.json("User", i) is not None]
+
+
+class TableLock:
+    """`BEGIN; LOCK TABLE <table> IN ACCESS EXCLUSIVE MODE` held on its own
+    connection until release() (ROLLBACK)."""
+
+    def __init__(self, pg, table="users"):
+        self.conn = pg.connect(autocommit=False)
+        with self.conn.cursor() as cur:
+            cur.execute("SET lock_timeout = '10s'")
+            cur.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+
+    def release(self):
+        if self.conn is not None:
+            try:
+                self.conn.rollback()
+            finally:
+                self.conn.close()
+                self.conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+# ---------------------------------------------------------------- PostgreSQL down
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_postgresql_down_and_back(objcached_factory, pg, ref, mode):
+    load_timeout = 2.0
+    oc = objcached_factory({"objcached": {"load_timeout": "2s"}})
+    warm = ["User:1", "User:2", "Counter:3", "User:999999", "Page:café"]
+    want_warm = [(b"User:1", 0, ref.json("User", 1)), (b"User:2", 0, ref.json("User", 2)),
+                 (b"Counter:3", 0, ref.json("Counter", 3)),
+                 ("Page:café".encode(), 0, ref.json("Page", "café"))]
+    cold = ["User:150", "User:1"]
+    want_cold = user_values(ref, [150, 1])
+    with oc.client() as c:
+        assert c.get_multi(warm) == (want_warm, b"END")
+        oc.wait_idle()
+        pg.stop(mode)
+        try:
+            s0 = c.stats()
+            # everything cached is still served, absent entries included
+            assert c.get_multi(warm) == (want_warm, b"END")
+            # a key that needs a load fails loudly, in time, as a whole command
+            t0 = time.monotonic()
+            values, terminal = c.get_multi(cold)
+            elapsed = time.monotonic() - t0
+            assert terminal.startswith(b"SERVER_ERROR load failed"), terminal
+            assert values == []
+            assert elapsed < load_timeout + 3, elapsed
+            s1 = c.stats()
+            assert moved(s0, s1, "server_errors")["server_errors"] == 1
+            assert moved(s0, s1, "pg_errors")["pg_errors"] >= 1
+            # the connection is still usable
+            assert c.get_multi(warm) == (want_warm, b"END")
+        finally:
+            pg.start()
+        # objcached reconnects: the same get succeeds within 10 s
+        deadline = time.monotonic() + 10
+        while True:
+            values, terminal = c.get_multi(cold)
+            if terminal == b"END" or time.monotonic() > deadline:
+                break
+            assert terminal.startswith(b"SERVER_ERROR load failed"), terminal
+            time.sleep(0.2)
+        assert (values, terminal) == (want_cold, b"END")   # the failure was not cached
+        oc.wait_idle()
+        harness.wait_until(lambda: oc.stats()["pg_connections_up"] >= 1, timeout=10,
+                           what="pg_connections_up >= 1")
+
+
+def test_load_timeout(objcached_factory, pg, ref):
+    """A load stuck behind a lock fails with SERVER_ERROR after load_timeout,
+    and the same get works once the lock is gone."""
+    oc = objcached_factory({"objcached": {"load_timeout": "1s"}})
+    with oc.client() as c:
+        with TableLock(pg):
+            s0 = c.stats()
+            t0 = time.monotonic()
+            values, terminal = c.get_multi(["User:170", "User:171"])
+            elapsed = time.monotonic() - t0
+            assert terminal.startswith(b"SERVER_ERROR load failed"), terminal
+            assert values == []
+            assert 0.9 <= elapsed < 1 + 3, elapsed
+            s1 = c.stats()
+            assert moved(s0, s1, "pg_errors", "server_errors") == {"pg_errors": 1,
+                                                                   "server_errors": 1}
+        deadline = time.monotonic() + 10
+        while True:
+            values, terminal = c.get_multi(["User:170", "User:171"])
+            if terminal == b"END" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert (values, terminal) == (user_values(ref, [170, 171]), b"END")
+
+
+# ---------------------------------------------------------------- memcached down
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_memcached_server_down(objcached_factory, mc_pool, ref, how):
+    oc = objcached_factory({"memcached": {"retry_timeout": "500ms", "io_timeout": "300ms",
+                                          "connect_timeout": "300ms"}})
+    ids = list(range(1, 41))
+    keys = [f"User:{i}" for i in ids]
+    want = user_values(ref, ids)
+    victim = mc_pool[0]
+    with oc.client() as c:
+        assert c.get_multi(keys) == (want, b"END")
+        oc.wait_idle()
+        assert victim.stats()["curr_items"] > 0   # it held some of them
+        s0 = c.stats()
+        if how == "stop":
+            victim.stop()
+        else:
+            victim.kill(signal.SIGKILL)
+        try:
+            for _ in range(3):
+                assert c.get_multi(keys) == (want, b"END")   # no errors, all right
+                oc.wait_idle()
+            s1 = c.stats()
+            assert moved(s0, s1, "mc_errors")["mc_errors"] > 0
+            assert moved(s0, s1, "pg_queries")["pg_queries"] >= 1   # its keys were reloaded
+            assert moved(s0, s1, "server_errors", "client_errors") == \
+                {"server_errors": 0, "client_errors": 0}
+        finally:
+            victim.start()
+
+        # back in the pool: keys are cached again (a repeat makes no query)
+        def cached_again():
+            assert c.get_multi(keys) == (want, b"END")
+            oc.wait_idle()
+            q0 = c.stats()["pg_queries"]
+            assert c.get_multi(keys) == (want, b"END")
+            return c.stats()["pg_queries"] == q0
+        harness.wait_until(cached_again, timeout=15, interval=0.3, what="keys cached again")
+        harness.wait_until(lambda: victim.stats()["curr_items"] > 0, timeout=5,
+                           what="the restarted server holds items again")
+
+
+def test_memcached_server_frozen(objcached_factory, mc_pool, ref):
+    """A server that accepts but never answers (SIGSTOP) is like a slow one:
+    its keys miss after io_timeout and are loaded; nothing fails."""
+    oc = objcached_factory({"memcached": {"retry_timeout": "1s", "io_timeout": "200ms",
+                                          "connect_timeout": "200ms"}})
+    ids = list(range(41, 71))
+    keys = [f"User:{i}" for i in ids]
+    want = user_values(ref, ids)
+    victim = mc_pool[1]
+    with oc.client() as c:
+        assert c.get_multi(keys) == (want, b"END")
+        oc.wait_idle()
+        victim.kill(signal.SIGSTOP)
+        try:
+            for _ in range(3):
+                t0 = time.monotonic()
+                assert c.get_multi(keys) == (want, b"END")
+                assert time.monotonic() - t0 < 5
+        finally:
+            victim.kill(signal.SIGCONT)
+        assert c.get_multi(keys) == (want, b"END")
+
+
+# ---------------------------------------------------------------- coalescing
+
+def test_concurrent_misses_share_one_load(objcached_factory, pg, ref):
+    """20 connections ask for the same 3 cold keys while the table is locked:
+    one load, 19*3 coalesced waits, every client gets the right values."""
+    oc = objcached_factory({"objcached": {"load_timeout": "30s"}})
+    keys = ["User:150", "User:151", "User:152"]
+    want = user_values(ref, [150, 151, 152])
+    nclients = 20
+    calls0 = users_load_calls(pg)
+    s0 = oc.stats()
+    results = [None] * nclients
+    errors = []
+
+    def client(i):
+        try:
+            with oc.client(timeout=40) as c:
+                results[i] = c.get_multi(keys)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(f"client {i}: {e!r}")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(nclients)]
+    with TableLock(pg):
+        for t in threads:
+            t.start()
+        harness.wait_until(
+            lambda: oc.stats()["coalesced_waits"] - s0["coalesced_waits"] >= (nclients - 1) * 3,
+            timeout=10, interval=0.05, what="19*3 coalesced waits")
+        assert all(r is None for r in results), "a client was answered while the table was locked"
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert not errors, errors
+    assert results == [(want, b"END")] * nclients
+    s1 = oc.stats()
+    assert moved(s0, s1, "pg_queries", "coalesced_waits", "cmd_get") == \
+        {"pg_queries": 1, "coalesced_waits": (nclients - 1) * 3, "cmd_get": nclients}
+    harness.wait_until(lambda: users_load_calls(pg) > calls0, timeout=5,
+                       what="pg_stat_statements to count the load")
+    time.sleep(0.2)
+    assert users_load_calls(pg) - calls0 == 1
+
+
+def test_no_head_of_line_blocking(objcached_factory, pg, ref):
+    """A connection waiting for a load does not hold up another connection
+    whose keys are cached."""
+    oc = objcached_factory({"objcached": {"load_timeout": "30s"}})
+    with oc.client() as b, oc.client(timeout=30) as a:
+        assert b.get_multi(["User:1", "User:2"]) == (user_values(ref, [1, 2]), b"END")
+        oc.wait_idle()
+        want_a = user_values(ref, [160])
+        want_b = user_values(ref, [1, 2])   # not inside the lock: ref reads users too
+        with TableLock(pg):
+            a.sendline("get User:160")
+            harness.wait_until(lambda: oc.stats()["loads_in_flight"] >= 1, timeout=10,
+                               what="A's load to start")
+            for _ in range(3):
+                t0 = time.monotonic()
+                assert b.get_multi(["User:1", "User:2"]) == (want_b, b"END")
+                assert time.monotonic() - t0 < 2
+            assert b.version().startswith(b"VERSION ")
+            assert not a.has_data(0.3), "A was answered while its table was locked"
+        r = a.read_response()
+        assert ([(v.key, v.flags, v.data) for v in r.values], r.terminal) == (want_a, b"END")

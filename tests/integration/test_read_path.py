@@ -1,0 +1,409 @@
+"""The read path, black-box, as docs/protocol.md describes it: get/gets,
+multi-get, "does not exist" entries, every key type, pipelining, version,
+stats, quit, and real memcached clients (pymemcache) over TCP and unix."""
+
+import subprocess
+import time
+
+import pytest
+from pymemcache.client.base import Client as PymemcacheClient
+
+import harness
+
+DOC_UUIDS = {}  # filled lazily from the database: doc number -> uuid text
+
+
+def doc_uuid(ref, n):
+    if n not in DOC_UUIDS:
+        DOC_UUIDS[n] = ref.pg.execute("SELECT md5('doc-' || %s)::uuid::text", (n,))[0][0]
+    return DOC_UUIDS[n]
+
+
+def moved(before, after, *names):
+    return {n: after[n] - before[n] for n in names}
+
+
+def expect_values(ref, pairs):
+    """[(key as sent, model, id)] -> [(key bytes, 0, json bytes)] for the rows
+    that exist, in order."""
+    out = []
+    for key, model, ident in pairs:
+        data = ref.json(model, ident)
+        if data is not None:
+            out.append((key.encode() if isinstance(key, str) else key, 0, data))
+    return out
+
+
+# ---------------------------------------------------------------- get basics
+
+@pytest.mark.parametrize("uid", [1, 3, 13, 14, 16, -42, 9223372036854775807])
+def test_single_get_cold_then_warm(objcached, ref, uid):
+    """Cold: loaded from PostgreSQL, byte for byte row_to_json. Warm: from
+    memcached, no query."""
+    key = f"User:{uid}"
+    want = ref.json("User", uid)
+    assert want is not None
+    with objcached.client() as c:
+        s0 = c.stats()
+        assert c.get_multi([key]) == ([(key.encode(), 0, want)], b"END")
+        s1 = c.stats()
+        assert moved(s0, s1, "pg_queries", "get_misses", "cmd_get", "get_keys") == \
+            {"pg_queries": 1, "get_misses": 1, "cmd_get": 1, "get_keys": 1}
+        objcached.wait_idle()
+        s1 = c.stats()
+        assert c.get_multi([key]) == ([(key.encode(), 0, want)], b"END")
+        s2 = c.stats()
+        assert moved(s1, s2, "pg_queries", "get_hits", "get_misses") == \
+            {"pg_queries": 0, "get_hits": 1, "get_misses": 0}
+
+
+def test_whole_row_and_column_models(objcached, ref):
+    """Models without `columns` give the whole row; jsonb and NULL columns."""
+    keys = [("Counter:5", "Counter", 5), ("Counter:-7", "Counter", -7),
+            (f"Doc:{doc_uuid(ref, 1)}", "Doc", doc_uuid(ref, 1)),
+            (f"Doc:{doc_uuid(ref, 20)}", "Doc", doc_uuid(ref, 20)),
+            ("Page:café", "Page", "café"), ("Page:home", "Page", "home")]
+    want = expect_values(ref, keys)
+    assert len(want) == len(keys)
+    assert b'"secret"' not in ref.json("User", 1)
+    with objcached.client() as c:
+        assert c.get_multi([k for k, _, _ in keys]) == (want, b"END")
+        objcached.wait_idle()
+        assert c.get_multi([k for k, _, _ in keys]) == (want, b"END")
+
+
+def test_many_keys_spread_over_the_pool(objcached, ref, mc_pool):
+    """100 users in one get: one query; then all hits, from both servers."""
+    keys = [f"User:{i}" for i in range(1, 101)]
+    want = expect_values(ref, [(k, "User", int(k[5:])) for k in keys])
+    with objcached.client() as c:
+        s0 = c.stats()
+        assert c.get_multi(keys) == (want, b"END")
+        s1 = c.stats()
+        assert moved(s0, s1, "pg_queries", "pg_rows", "get_misses") == \
+            {"pg_queries": 1, "pg_rows": 100, "get_misses": 100}
+        objcached.wait_idle()
+        s1 = c.stats()
+        assert c.get_multi(keys) == (want, b"END")
+        s2 = c.stats()
+        assert moved(s1, s2, "pg_queries", "get_hits") == {"pg_queries": 0, "get_hits": 100}
+    # ketama spreads 100 keys over both servers of the pool
+    for m in mc_pool:
+        assert m.stats()["curr_items"] > 0, f"{m} holds nothing"
+
+
+def test_get_multi_mixed_hits_misses_absent(objcached, ref):
+    """One command with hits, misses and absent ids of four models: replies
+    in the order asked, absent keys left out, one query per model with
+    misses."""
+    with objcached.client() as c:
+        c.get_multi(["User:1", "User:2", "Counter:1"])
+        objcached.wait_idle()
+        absent_doc = "00000000-0000-0000-0000-000000000000"
+        asked = [("User:1", "User", 1), ("User:999999", "User", 999999),
+                 ("User:3", "User", 3), ("Counter:5", "Counter", 5),
+                 ("Page:café", "Page", "café"), ("User:2", "User", 2),
+                 ("Counter:999", "Counter", 999), (f"Doc:{absent_doc}", "Doc", absent_doc),
+                 ("Counter:1", "Counter", 1)]
+        want = expect_values(ref, asked)
+        assert [k for k, _, _ in want] == [b"User:1", b"User:3", b"Counter:5", b"Page:caf\xc3\xa9",
+                                           b"User:2", b"Counter:1"]
+        s0 = c.stats()
+        assert c.get_multi([k for k, _, _ in asked]) == (want, b"END")
+        s1 = c.stats()
+        # misses in User, Counter, Page and Doc: four models, four queries
+        assert moved(s0, s1, "pg_queries", "cmd_get", "get_keys", "get_hits", "get_misses",
+                     "get_absent") == {"pg_queries": 4, "cmd_get": 1, "get_keys": 9,
+                                       "get_hits": 3, "get_misses": 6, "get_absent": 3}
+
+
+def test_absent_ids_are_cached_as_not_existing(objcached):
+    with objcached.client() as c:
+        s0 = c.stats()
+        assert c.get_multi(["User:888888", "Counter:888", "Page:no-such-page"]) == ([], b"END")
+        s1 = c.stats()
+        assert moved(s0, s1, "pg_queries", "get_absent") == {"pg_queries": 3, "get_absent": 3}
+        objcached.wait_idle()
+        s1 = c.stats()
+        assert c.get_multi(["User:888888", "Counter:888", "Page:no-such-page"]) == ([], b"END")
+        s2 = c.stats()
+        assert moved(s1, s2, "pg_queries", "get_hits", "get_absent") == \
+            {"pg_queries": 0, "get_hits": 3, "get_absent": 3}
+
+
+def test_ttl_and_missing_ttl_expire(objcached_factory, ref):
+    """An object is reloaded after `ttl`, a "does not exist" entry after
+    `missing_ttl` (jitter off)."""
+    oc = objcached_factory({"objcached": {"ttl_jitter_pct": "0"},
+                            "model User": {"ttl": "1s", "missing_ttl": "1s"}})
+    with oc.client() as c:
+        assert c.get_multi(["User:5", "User:777777"]) == \
+            ([(b"User:5", 0, ref.json("User", 5))], b"END")
+        oc.wait_idle()
+        s0 = c.stats()
+        c.get_multi(["User:5", "User:777777"])
+        assert moved(s0, c.stats(), "pg_queries")["pg_queries"] == 0
+        time.sleep(2.6)   # memcached expiry has one-second granularity
+        s1 = c.stats()
+        assert c.get_multi(["User:5", "User:777777"]) == \
+            ([(b"User:5", 0, ref.json("User", 5))], b"END")
+        assert moved(s1, c.stats(), "pg_queries", "get_misses") == \
+            {"pg_queries": 1, "get_misses": 2}
+
+
+# ---------------------------------------------------------------- key types
+
+def test_bigint_keys_are_canonical_and_echoed_as_sent(objcached, ref):
+    asked = ["User:007", "User:7", "User:-42", "User:9223372036854775807",
+             "User:0000000000000000000000013", "User:-9223372036854775808", "User:0"]
+    ids = [7, 7, -42, 9223372036854775807, 13, -9223372036854775808, 0]
+    want = expect_values(ref, [(k, "User", i) for k, i in zip(asked, ids)])
+    assert len(want) == 5
+    with objcached.client() as c:
+        s0 = c.stats()
+        assert c.get_multi(asked) == (want, b"END")
+        assert moved(s0, c.stats(), "pg_queries")["pg_queries"] == 1
+        objcached.wait_idle()
+        # stored under the canonical id: another spelling is a hit
+        s1 = c.stats()
+        assert c.get_multi(["User:00007"]) == ([(b"User:00007", 0, ref.json("User", 7))], b"END")
+        assert moved(s1, c.stats(), "pg_queries", "get_hits") == {"pg_queries": 0, "get_hits": 1}
+
+
+def test_integer_keys(objcached, ref):
+    asked = ["Counter:1", "Counter:-7", "Counter:2147483647", "Counter:-2147483648",
+             "Counter:0050", "Counter:50"]
+    ids = [1, -7, 2147483647, -2147483648, 50, 50]
+    want = expect_values(ref, [(k, "Counter", i) for k, i in zip(asked, ids)])
+    assert len(want) == 5
+    with objcached.client() as c:
+        assert c.get_multi(asked) == (want, b"END")
+
+
+def test_uuid_keys_any_case_with_or_without_hyphens(objcached, ref):
+    u = doc_uuid(ref, 3)
+    assert any(ch.isalpha() for ch in u)  # so that case matters
+    forms = [u, u.upper(), u.replace("-", ""), u.replace("-", "").upper(),
+             u[:9] + u[9:].upper()]
+    want = ref.json("Doc", u)
+    with objcached.client() as c:
+        s0 = c.stats()
+        values, terminal = c.get_multi([f"Doc:{f}" for f in forms])
+        assert terminal == b"END"
+        assert values == [(f"Doc:{f}".encode(), 0, want) for f in forms]
+        assert moved(s0, c.stats(), "pg_queries")["pg_queries"] == 1
+        objcached.wait_idle()
+        s1 = c.stats()
+        u2 = doc_uuid(ref, 4)
+        c.get_multi([f"Doc:{u2.upper()}"])
+        objcached.wait_idle()
+        s2 = c.stats()
+        assert c.get_multi([f"Doc:{u2.replace('-', '')}"]) == \
+            ([(f"Doc:{u2.replace('-', '')}".encode(), 0, ref.json("Doc", u2))], b"END")
+        assert moved(s1, s2, "pg_queries")["pg_queries"] == 1
+        assert moved(s2, c.stats(), "pg_queries")["pg_queries"] == 0
+
+
+def test_text_keys(objcached, ref):
+    slugs = ["café", "a.b-c_d", "日本語", "x:y", "007", "UPPER", "upper", 'q"uote',
+             "back\\slash", "100%", "emoji-🎉", "naïve-résumé", "Straße", "long-" + "x" * 200,
+             "nope", "7"]
+    asked = [(f"Page:{s}", "Page", s) for s in slugs]
+    want = expect_values(ref, asked)
+    assert len(want) == len(slugs) - 2   # "nope" and "7" do not exist
+    with objcached.client() as c:
+        assert c.get_multi([k for k, _, _ in asked]) == (want, b"END")
+        objcached.wait_idle()
+        assert c.get_multi([k for k, _, _ in asked]) == (want, b"END")
+
+
+def test_key_at_the_length_limit_is_accepted(objcached):
+    # 229 bytes minus len(key_prefix "oc:") = 226 (docs/protocol.md, Keys)
+    key = "Page:" + "k" * (226 - len("Page:"))
+    assert len(key.encode()) == 226
+    with objcached.client() as c:
+        assert c.get_multi([key]) == ([], b"END")
+
+
+# ---------------------------------------------------------------- gets, duplicates, pipelining
+
+def test_gets_has_a_cas_field(objcached, ref):
+    want = ref.json("User", 20)
+    with objcached.client() as c:
+        c.sendline("gets User:20")
+        reply = c.read_response()
+        assert reply.terminal == b"END"
+        [v] = reply.values
+        assert (v.key, v.flags, v.data, v.cas) == (b"User:20", 0, want, 0)  # just loaded
+        objcached.wait_idle()
+        reply = c.command("gets User:20")
+        [v] = reply.values
+        assert (v.key, v.flags, v.data) == (b"User:20", 0, want)
+        assert v.cas is not None and v.cas > 0                              # from memcached
+        reply = c.command("get User:20")
+        assert reply.values[0].cas is None                                  # get: 4 fields
+        c.send(b"gets User:20 User:21\r\n")
+        line = c.readline()
+        assert line.startswith(b"VALUE User:20 0 %d " % len(want))
+        assert len(line.split(b" ")) == 5
+
+
+def test_duplicate_keys_are_answered_twice(objcached, ref):
+    u3, u4 = ref.json("User", 3), ref.json("User", 4)
+    with objcached.client() as c:
+        s0 = c.stats()
+        assert c.get_multi(["User:3", "User:3", "User:4", "User:3", "User:555555",
+                            "User:555555"]) == \
+            ([(b"User:3", 0, u3), (b"User:3", 0, u3), (b"User:4", 0, u4), (b"User:3", 0, u3)],
+             b"END")
+        assert moved(s0, c.stats(), "pg_queries")["pg_queries"] == 1
+        objcached.wait_idle()
+        assert c.get_multi(["User:4", "User:4"]) == ([(b"User:4", 0, u4)] * 2, b"END")
+
+
+def test_pipelined_commands_are_answered_in_order(objcached, ref):
+    j = {i: ref.json("User", i) for i in (30, 31, 32, 33)}
+    with objcached.client() as c:
+        c.send(b"get User:30\r\nversion\r\nget User:31 User:32\r\nget Nope:1\r\n"
+               b"get User:30\r\nstats\r\nget Page:home\r\nget User:444444\r\n"
+               b"get User:33\nversion\n")
+        r = c.read_response()
+        assert (r.values, r.terminal) == ([harness.Value(b"User:30", 0, j[30], None)], b"END")
+        assert c.read_response().terminal.startswith(b"VERSION ")
+        r = c.read_response()
+        assert [(v.key, v.data) for v in r.values] == [(b"User:31", j[31]), (b"User:32", j[32])]
+        assert c.read_response().terminal == b"CLIENT_ERROR unknown model: Nope:1"
+        r = c.read_response()
+        assert [(v.key, v.data) for v in r.values] == [(b"User:30", j[30])]
+        r = c.read_response()
+        assert r.terminal == b"END" and r.lines and all(l.startswith(b"STAT ") for l in r.lines)
+        r = c.read_response()
+        assert [(v.key, v.data) for v in r.values] == [(b"Page:home", ref.json("Page", "home"))]
+        r = c.read_response()
+        assert (r.values, r.terminal) == ([], b"END")
+        r = c.read_response()
+        assert [(v.key, v.data) for v in r.values] == [(b"User:33", j[33])]
+        assert c.read_response().terminal.startswith(b"VERSION ")
+        assert not c.has_data(0.2)
+
+
+# ---------------------------------------------------------------- version, stats, quit
+
+def test_version(objcached, objcached_bin):
+    out = subprocess.run([objcached_bin, "--version"], capture_output=True, text=True,
+                         timeout=10, check=True).stdout
+    with objcached.client() as c:
+        line = c.version()
+    assert line.startswith(b"VERSION ")
+    version = line[len(b"VERSION "):].decode()
+    assert version and " " not in version
+    assert version in out
+
+
+STAT_NAMES = ["pid", "uptime", "time", "version", "curr_connections", "total_connections",
+              "rejected_connections", "cmd_get", "get_keys", "get_hits", "get_misses",
+              "get_absent", "coalesced_waits", "pg_queries", "pg_rows", "pg_errors",
+              "pg_connections_up", "mc_gets", "mc_sets", "mc_errors", "loads_in_flight",
+              "lease_waits", "lease_timeouts", "fills_dropped", "cmd_push", "cmd_tombstone",
+              "pushes_stale", "invalidations", "inval_requeued", "inval_errors", "inval_lag_ms",
+              "timeouts",
+              "client_errors", "server_errors"]
+GAUGES = {"curr_connections", "pg_connections_up", "loads_in_flight", "inval_lag_ms"}
+
+
+def test_stats(objcached):
+    with objcached.client() as c:
+        c.get_multi(["User:1", "User:2"])
+        objcached.wait_idle()
+        st = c.stats()
+        missing = [n for n in STAT_NAMES if n not in st]
+        assert not missing, f"stats lacks {missing}"
+        assert st["pid"] == objcached.pid
+        assert abs(st["time"] - time.time()) < 5
+        assert st["cmd_get"] == 1 and st["get_keys"] == 2 and st["pg_queries"] == 1
+        assert st["pg_rows"] == 2 and st["mc_gets"] >= 1 and st["mc_sets"] >= 2
+        assert st["curr_connections"] >= 1 and st["total_connections"] >= 1
+        for n in STAT_NAMES:
+            if n != "version":
+                assert isinstance(st[n], int) and st[n] >= 0, (n, st[n])
+        reply = c.command("stats")
+        first = [l.split(b" ")[1] for l in reply.lines[:4]]
+        assert first == [b"pid", b"uptime", b"time", b"version"]   # as memcached
+        assert c.command("stats reset").terminal == b"RESET"
+        st = c.stats()
+        for n in STAT_NAMES[4:]:
+            if n not in GAUGES and n not in ("total_connections", "client_errors"):
+                assert st[n] == 0, (n, st[n])
+        assert st["curr_connections"] >= 1          # a gauge, not reset
+        assert st["pid"] == objcached.pid
+        assert c.command("stats bogus").terminal == b"ERROR"
+        assert c.get_multi(["User:1"])[1] == b"END"  # connection still usable
+
+
+def test_quit_closes_after_earlier_replies(objcached, ref):
+    with objcached.client() as c:
+        c.send(b"get User:40\r\nquit\r\nget User:41\r\n")
+        r = c.read_response()
+        assert [(v.key, v.data) for v in r.values] == [(b"User:40", ref.json("User", 40))]
+        assert c.closed_by_peer(10)
+        assert c.buf == b""   # nothing for the get after quit
+
+
+# ---------------------------------------------------------------- real clients
+
+def test_pymemcache_get_many_tcp(objcached, ref):
+    client = PymemcacheClient(("127.0.0.1", objcached.port), connect_timeout=10, timeout=10)
+    try:
+        got = client.get_many(["User:1", "User:2", "User:999999", "Counter:3"])
+        assert got == {"User:1": ref.json("User", 1), "User:2": ref.json("User", 2),
+                       "Counter:3": ref.json("Counter", 3)}
+        assert client.get("User:50") == ref.json("User", 50)
+        assert client.get("User:999999") is None
+    finally:
+        client.close()
+    uclient = PymemcacheClient(("127.0.0.1", objcached.port), connect_timeout=10, timeout=10,
+                               allow_unicode_keys=True)
+    try:
+        got = uclient.get_many(["Page:café", "Page:日本語"])
+        assert got == {"Page:café": ref.json("Page", "café"),
+                       "Page:日本語": ref.json("Page", "日本語")}
+    finally:
+        uclient.close()
+
+
+def test_unix_socket(objcached, ref):
+    assert objcached.sock
+    client = PymemcacheClient(objcached.sock, connect_timeout=10, timeout=10)
+    try:
+        got = client.get_many(["User:60", "User:61", "User:999998"])
+        assert got == {"User:60": ref.json("User", 60), "User:61": ref.json("User", 61)}
+    finally:
+        client.close()
+    with objcached.unix_client() as c:
+        assert c.get_multi(["User:60"]) == ([(b"User:60", 0, ref.json("User", 60))], b"END")
+        assert c.version().startswith(b"VERSION ")
+
+
+# ---------------------------------------------------------------- meta get
+
+def test_meta_get(objcached, ref):
+    """`mg` reads through the same path as `get`: VA with data, EN when absent,
+    k/O/s/f/c flags; `mn` answers MN."""
+    want = ref.json("User", 90)
+    with objcached.client() as c:
+        r = c.command("mg User:90 v")
+        assert r.terminal == b"VA %d" % len(want) and r.values[0].data == want
+        assert c.command("mg User:999999 v").terminal == b"EN"
+        objcached.wait_idle()
+        r = c.command("mg User:0090 v k s f c O42")
+        tokens = r.terminal.split(b" ")
+        assert tokens[:2] == [b"VA", b"%d" % len(want)] and r.values[0].data == want
+        assert set(tokens[2:]) >= {b"kUser:0090", b"s%d" % len(want), b"f0", b"O42"}
+        [cas] = [t for t in tokens[2:] if t.startswith(b"c")]
+        assert int(cas[1:]) > 0                        # from memcached
+        # quiet mode: EN suppressed, then mn marks the end
+        c.send(b"mg User:999999 v q\r\nmg User:91 v q\r\nmn\r\n")
+        r = c.read_response()
+        assert r.values[0].data == ref.json("User", 91)
+        assert c.read_response().terminal == b"MN"
+        assert not c.has_data(0.2)
