@@ -15,6 +15,7 @@ import argparse
 import os
 import random
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -127,6 +128,13 @@ def main():
         oc = harness.Objcached(config, binary=args.objcached, parent_dir=workdir,
                                detached=args.keep)
         write_stop_script(stop_script, workdir, pg, mcs, None)
+        hook = subprocess.run([args.objcached, "--install-hook", "-c", oc.config_path],
+                              capture_output=True, text=True, timeout=120)
+        if hook.returncode != 0:
+            raise RuntimeError(f"objcached --install-hook failed:\n{hook.stdout}{hook.stderr}")
+        step("objcached --install-hook: the invalidation hook (sql/install.sql) is in the database")
+        for line in hook.stdout.strip().splitlines():
+            say(f"    {line}")
         check = harness.check_config(oc.config_path, binary=args.objcached)
         oc.start()
         write_stop_script(stop_script, workdir, pg, mcs, oc)
@@ -175,6 +183,31 @@ def main():
         say(f"    {'Thread:1':<12} {shorten(thread)}")
         missing = client.get_many(["User:999999999"])
         say(f"    {'User:999999999':<12} (no such row: absent from the reply, {missing})")
+        say()
+
+        victim = keys[0]
+        uid = int(victim.split(":")[1])
+        step(f"a write that bypasses the app: UPDATE users SET karma = karma + 1000 "
+             f"WHERE id = {uid}")
+        s4 = oc.stats()
+        t0 = time.perf_counter()
+        pg.execute(f"UPDATE users SET karma = karma + 1000 WHERE id = {uid}")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and oc.stats()["invalidations"] == s4["invalidations"]:
+            time.sleep(0.005)
+        fresh = client.get(victim)
+        say(f"    the trigger wrote the key to objcached.outbox and NOTIFYed; objcached deleted it "
+            f"from memcached {(time.perf_counter() - t0) * 1000:.1f} ms after the commit")
+        say(f"    {victim:<12} {shorten(fresh)}")
+        say()
+
+        step(f"the app's save event: push a new state with `set {victim}`")
+        body = fresh.replace(b'"karma":', b'"karma":0, "was_karma":', 1)
+        client.set(victim, body, noreply=False)
+        say(f"    {victim:<12} {shorten(client.get(victim))}")
+        step(f"the app's delete event: tombstone with `delete {victim}`")
+        client.delete(victim, noreply=False)
+        say(f"    {victim:<12} {client.get(victim)!r} (absent, without asking PostgreSQL)")
         say()
 
         step("stats:")
