@@ -2,10 +2,12 @@
  * objcached: command line, then hand over to oc_daemon. Kept thin on
  * purpose: everything testable lives in the core library.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "oc_admin.h"
 #include "oc_conf.h"
@@ -31,12 +33,15 @@ static void usage(FILE *out)
             "                           check each model's table, columns and hook;\n"
             "                           exit 0 if valid, 1 if not\n"
             "  -n, --no-db              with --check-config: do not contact PostgreSQL\n"
+            "  -p, --pidfile FILE       write the daemon's pid to FILE (removed on exit)\n"
             "  -I, --install-hook       install sql/install.sql (compiled in) into the\n"
             "                           database of -c FILE and attach every model\n"
             "  -h, --help               this text\n"
             "  -V, --version            print the version\n"
             "\n"
-            "Logs go to stderr as key=value lines. SIGTERM or SIGINT stops the daemon.\n");
+            "Logs go to stderr as key=value lines. SIGTERM or SIGINT stops the daemon\n"
+            "after the commands under way finish; under systemd (Type=notify) it\n"
+            "reports readiness through NOTIFY_SOCKET.\n");
 }
 
 static int check_config(const char *path, int with_db)
@@ -67,7 +72,18 @@ static int install_hook(const char *path)
     return rc;
 }
 
-static int run(const char *path)
+/* Write our pid to `path` (created 0644, replaced if it exists). */
+static int write_pidfile(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (f == NULL || fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0) {
+        fprintf(stderr, "objcached: cannot write pidfile %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int run(const char *path, const char *pidfile)
 {
     char err[OC_ERRLEN];
     oc_conf_t *conf = oc_conf_load_file(path, err);
@@ -83,8 +99,14 @@ static int run(const char *path)
         oc_log_error("event=start_failed reason=\"%s\"", err);
         return 1;
     }
+    if (pidfile && write_pidfile(pidfile) != 0) {
+        oc_daemon_free(&d);
+        return 1;
+    }
     oc_status_t st = oc_daemon_run(&d);
     oc_daemon_free(&d);
+    if (pidfile)
+        unlink(pidfile);
     return st == OC_OK ? 0 : 1;
 }
 
@@ -97,11 +119,12 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, 'V'},
         {"install-hook", no_argument, NULL, 'I'},
         {"no-db", no_argument, NULL, 'n'},
+        {"pidfile", required_argument, NULL, 'p'},
         {NULL, 0, NULL, 0},
     };
-    const char *config = NULL, *check = NULL;
+    const char *config = NULL, *check = NULL, *pidfile = NULL;
     int opt, install = 0, with_db = 1;
-    while ((opt = getopt_long(argc, argv, "c:t:hVIn", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:t:hVInp:", opts, NULL)) != -1) {
         switch (opt) {
         case 'c':
             config = optarg;
@@ -121,6 +144,9 @@ int main(int argc, char **argv)
         case 'n':
             with_db = 0;
             break;
+        case 'p':
+            pidfile = optarg;
+            break;
         default:
             usage(stderr);
             return 2;
@@ -138,5 +164,5 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    return install ? install_hook(config) : run(config);
+    return install ? install_hook(config) : run(config, pidfile);
 }

@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -262,6 +264,30 @@ fail:
     return st;
 }
 
+/* systemd's readiness protocol (sd_notify(3)): one datagram to the socket
+ * named by NOTIFY_SOCKET. Written out rather than linking libsystemd for
+ * these few lines; a no-op when not started by systemd. */
+static void notify_systemd(const char *state)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    if (path == NULL || (path[0] != '/' && path[0] != '@'))
+        return;
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    size_t len = strlen(path);
+    if (len >= sizeof(sun.sun_path))
+        return;
+    memcpy(sun.sun_path, path, len);
+    if (sun.sun_path[0] == '@')
+        sun.sun_path[0] = '\0'; /* abstract namespace */
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    socklen_t sl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
+    if (sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sun, sl) < 0)
+        oc_log_warn("event=sd_notify_failed reason=\"%s\"", strerror(errno));
+    close(fd);
+}
+
 oc_status_t oc_daemon_run(oc_daemon_t *d)
 {
     oc_log_info("event=ready version=%s listen=%s unix_socket=%s models=%zu "
@@ -269,8 +295,10 @@ oc_status_t oc_daemon_run(oc_daemon_t *d)
                 OC_VERSION, d->conf->listen[0] ? d->conf->listen : "-",
                 d->conf->unix_socket[0] ? d->conf->unix_socket : "-", d->conf->nmodels,
                 d->conf->nservers);
+    notify_systemd("READY=1\nSTATUS=serving");
     if (event_base_dispatch(d->base) < 0)
         return OC_EIO;
+    notify_systemd("STOPPING=1");
     oc_log_info("event=stopped connections=%" PRIu64, d->stats.curr_connections);
     return OC_OK;
 }

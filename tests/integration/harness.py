@@ -859,6 +859,29 @@ class Objcached:
                                    f"its log:\n{self.log(32000)}")
         return rc
 
+    def begin_stop(self):
+        """SIGTERM without waiting: the daemon starts draining. Finish with
+        wait_stopped()."""
+        self.proc.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, timeout=20.0, check=True):
+        """Wait for a daemon told to stop (begin_stop) to exit; with
+        check=True, raise unless it exited 0 with no sanitizer report.
+        Returns the exit status."""
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            rc = _stop_process(self.proc, signal.SIGKILL, 5)
+        self._stopped = True
+        _unregister(self)
+        if check:
+            report = self.sanitizer_report()
+            if rc != 0 or report:
+                raise HarnessError(f"objcached exited with status {rc}"
+                                   f"{' and a sanitizer report' if report else ''}; "
+                                   f"its log:\n{self.log(32000)}")
+        return rc
+
     def kill(self, sig=signal.SIGKILL):
         """Send `sig` to the daemon (no waiting, no checks)."""
         if self.alive():

@@ -1,0 +1,165 @@
+"""Operations: the Prometheus page, graceful shutdown, pidfile, systemd
+readiness, privilege drop and the command line, against real servers."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+import harness
+
+
+def scrape(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        return r.read().decode()
+
+
+def metric(text, name):
+    m = re.search(r"^" + re.escape(name) + r" (\S+)$", text, re.M)
+    assert m, f"{name} not on the page"
+    return float(m.group(1))
+
+
+def test_metrics_page_counts_requests(objcached_factory):
+    port = harness.free_port()
+    oc = objcached_factory({"objcached": {"metrics_listen": f"127.0.0.1:{port}"}})
+    before = scrape(port)
+    with oc.client() as c:
+        c.get_multi(["User:1", "User:2", "User:999999"])
+        oc.wait_idle()
+        c.get_multi(["User:1", "User:2"])
+    after = scrape(port)
+    assert metric(after, "objcached_cmd_get_total") - metric(before, "objcached_cmd_get_total") == 2
+    assert metric(after, "objcached_get_hits_total") - metric(before, "objcached_get_hits_total") == 2
+    assert metric(after, 'objcached_model_pg_queries_total{model="User"}') - \
+        metric(before, 'objcached_model_pg_queries_total{model="User"}') == 1
+    assert metric(after, "objcached_request_duration_seconds_count") - \
+        metric(before, "objcached_request_duration_seconds_count") == 2
+    assert metric(after, 'objcached_request_duration_seconds_bucket{le="+Inf"}') == \
+        metric(after, "objcached_request_duration_seconds_count")
+    assert metric(after, "objcached_load_duration_seconds_count") >= 1
+    assert metric(after, 'objcached_info{version="0.1.0"}') == 1
+    # every sample line is `name{labels} value` and every family has HELP and TYPE
+    for line in after.splitlines():
+        if not line.startswith("#"):
+            assert re.match(r"^objcached_[a-z_]+(\{[^}]*\})? [-0-9.e+]+$", line), line
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=10)
+    assert e.value.code == 404
+
+
+def test_sigterm_finishes_commands_under_way(objcached_factory, pg):
+    oc = objcached_factory({"objcached": {"shutdown_timeout": "10s"}})
+    locker = pg.connect(autocommit=False)
+    try:
+        drain_with_lock(oc, locker)
+    finally:
+        locker.close()
+
+
+def drain_with_lock(oc, locker):
+    cur = locker.cursor()
+    cur.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+    busy = socket.create_connection(("127.0.0.1", oc.port), timeout=15)
+    idle = socket.create_connection(("127.0.0.1", oc.port), timeout=15)
+    busy.sendall(b"get User:150\r\n")
+    harness.wait_until(lambda: oc.stats()["loads_in_flight"] >= 1, what="the load to start")
+    oc.begin_stop()
+    harness.wait_until(lambda: "event=stopping" in oc.log(), what="the stop to begin")
+    # new connections are refused at once; the idle one is closed
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", oc.port), timeout=2)
+    assert idle.recv(10) == b""
+    assert oc.proc.poll() is None, "stopped before the command under way finished"
+    locker.rollback()   # the load goes on, the reply comes, then the daemon exits
+    reply = b""
+    while not reply.endswith(b"END\r\n"):
+        chunk = busy.recv(4096)
+        assert chunk, f"connection closed before the reply ended: {reply!r}"
+        reply += chunk
+    assert reply.startswith(b"VALUE User:150 0 ")
+    assert oc.wait_stopped(timeout=15) == 0
+    assert busy.recv(10) == b""
+
+
+def test_second_signal_and_shutdown_timeout(objcached_factory, pg):
+    oc = objcached_factory({"objcached": {"shutdown_timeout": "1s", "load_timeout": "30s"}})
+    locker = pg.connect(autocommit=False)
+    try:
+        timeout_with_lock(oc, locker)
+    finally:
+        locker.close()
+
+
+def timeout_with_lock(oc, locker):
+    locker.cursor().execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+    busy = socket.create_connection(("127.0.0.1", oc.port), timeout=15)
+    busy.sendall(b"get User:151\r\n")
+    harness.wait_until(lambda: oc.stats()["loads_in_flight"] >= 1, what="the load to start")
+    t0 = time.monotonic()
+    oc.begin_stop()
+    assert oc.wait_stopped(timeout=15) == 0
+    assert 0.8 < time.monotonic() - t0 < 10, "shutdown_timeout not honoured"
+    assert "event=shutdown_timeout" in oc.log()
+
+
+def test_pidfile_and_systemd_readiness(objcached_factory, tmp_path):
+    notify_path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(notify_path)
+    sock.settimeout(15)
+    pidfile = str(tmp_path / "objcached.pid")
+    oc = objcached_factory(env={"NOTIFY_SOCKET": notify_path}, args=["--pidfile", pidfile])
+    msg = sock.recv(256).decode()
+    assert "READY=1" in msg
+    with open(pidfile) as f:
+        assert int(f.read()) == oc.proc.pid
+    oc.stop()
+    assert not os.path.exists(pidfile)
+    assert "STOPPING=1" in sock.recv(256).decode()
+    sock.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_user_drops_root_after_binding(objcached_factory):
+    oc = objcached_factory({"objcached": {"user": "nobody"}})
+    with open(f"/proc/{oc.proc.pid}/status") as f:
+        uids = [l for l in f if l.startswith("Uid:")][0].split()[1:]
+    nobody = int(subprocess.run(["id", "-u", "nobody"], capture_output=True,
+                                text=True).stdout)
+    assert all(int(u) == nobody for u in uids)
+    assert os.stat(oc.sock).st_uid == nobody
+    with oc.client() as c:   # still serves, loads included
+        assert c.get_multi(["User:3"])[1] == b"END"
+
+
+def test_unknown_user_refuses_to_start(objcached_bin, pg, mc_pool):
+    if os.geteuid() != 0:
+        pytest.skip("the user setting is only acted on as root")
+    from conftest import standard_config, merge_config
+    oc = harness.Objcached(merge_config(standard_config(pg, mc_pool),
+                                        {"objcached": {"user": "no_such_user_x"}}),
+                           binary=objcached_bin)
+    with pytest.raises(harness.HarnessError) as e:
+        oc.start()
+    assert "no such user" in str(e.value)
+    oc.cleanup()
+
+
+def test_help_and_version(objcached_bin):
+    out = subprocess.run([objcached_bin, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--check-config" in out.stdout and "--pidfile" in out.stdout
+    out = subprocess.run([objcached_bin, "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("objcached ")
+    out = subprocess.run([objcached_bin], capture_output=True, text=True)
+    assert out.returncode == 2 and "no configuration file" in out.stderr
+    out = subprocess.run([objcached_bin, "--bogus"], capture_output=True, text=True)
+    assert out.returncode == 2
