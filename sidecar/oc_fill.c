@@ -465,10 +465,10 @@ static void batch_polled(oc_mc_job_t *job, void *arg)
         oc_fill_t *f = b->fills[i];
         const oc_mc_hit_t *h = &job->hits[i];
         oc_entry_kind_t kind = h->found ? oc_entry_kind(h->flags) : OC_ENTRY_NONE;
-        if (kind == OC_ENTRY_OBJECT &&
-            (f->value = oc_blob_new(job->arena + h->off, h->len)) != NULL) {
-            fill_set_state(f, OC_FILL_STORING);
-        } else if (kind == OC_ENTRY_MISSING || kind == OC_ENTRY_TOMBSTONE) {
+        int answered = kind == OC_ENTRY_MISSING || kind == OC_ENTRY_TOMBSTONE ||
+                       (kind == OC_ENTRY_OBJECT &&
+                        (f->value = oc_blob_new(job->arena + h->off, h->len)) != NULL);
+        if (answered) {
             fill_set_state(f, OC_FILL_STORING);
         } else if (kind == OC_ENTRY_LEASE && !give_up) {
             continue; /* still being loaded elsewhere */
