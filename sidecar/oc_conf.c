@@ -1342,7 +1342,7 @@ const oc_model_conf_t *oc_conf_model(const oc_conf_t *conf, const char *name, si
         return NULL;
     for (size_t i = 0; i < conf->nmodels; i++) {
         const oc_model_conf_t *m = &conf->models[i];
-        if (strlen(m->name) == len && memcmp(m->name, name, len) == 0)
+        if (!m->disabled && strlen(m->name) == len && memcmp(m->name, name, len) == 0)
             return m;
     }
     return NULL;

@@ -55,6 +55,8 @@ typedef struct oc_model_conf {
     char *version_column; /* version_column = updated_at (NULL = none): an
                              older push never replaces a newer object */
     int line;           /* line of the section header, for later errors */
+    int disabled;       /* removed by a reload: kept so that model indexes
+                           stay stable, but no key reaches it */
 } oc_model_conf_t;
 
 typedef struct oc_mc_server_conf {
@@ -113,7 +115,8 @@ oc_conf_t *oc_conf_load_file(const char *path, char *err);
 oc_conf_t *oc_conf_load_string(const char *text, size_t len, char *err);
 void oc_conf_free(oc_conf_t *conf);
 
-/* The model named exactly `name` (length `len`), or NULL. */
+/* The model named exactly `name` (length `len`), or NULL (also for a model
+ * a reload disabled). */
 const oc_model_conf_t *oc_conf_model(const oc_conf_t *conf, const char *name,
                                      size_t len);
 

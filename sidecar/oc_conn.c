@@ -279,6 +279,14 @@ static void conn_command(oc_conn_t *c, const char *line, size_t len)
 {
     oc_cmd_t cmd;
     char err[OC_ERRLEN];
+    size_t want = c->d->conf->max_keys + 8;
+    if (c->maxtok < want) { /* a reload raised max_keys */
+        oc_token_t *t = realloc(c->tokens, want * sizeof(*t));
+        if (t != NULL) {
+            c->tokens = t;
+            c->maxtok = want;
+        }
+    }
     oc_status_t st = oc_proto_parse(line, len, c->tokens, c->maxtok, &cmd, err);
     if (st == OC_ETOOBIG) {
         char why[64];

@@ -28,6 +28,7 @@
 #include "oc_metrics.h"
 #include "oc_mc.h"
 #include "oc_pg.h"
+#include "oc_reload.h"
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
                       struct sockaddr *sa, int salen, void *arg)
@@ -169,6 +170,22 @@ static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(d->base);
 }
 
+/* SIGHUP: re-read the configuration; a bad one is refused, the old stays. */
+static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig, (void)what;
+    oc_daemon_t *d = arg;
+    char err[OC_ERRLEN], clean[OC_ERRLEN];
+    if (oc_reload(d, err) != OC_OK) {
+        d->stats.reload_errors++;
+        oc_log_error("event=reload_refused reason=\"%s\"", oc_log_clean(clean, sizeof(clean), err));
+        return;
+    }
+    d->stats.reloads++;
+    oc_log_info("event=reloaded models=%zu memcached_servers=%zu", d->conf->nmodels,
+                d->conf->nservers);
+}
+
 /* SIGTERM/SIGINT: stop accepting, let commands under way finish (at most
  * shutdown_timeout), then stop. A second signal stops at once. */
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
@@ -223,8 +240,10 @@ oc_status_t oc_daemon_init(oc_daemon_t *d, oc_conf_t *conf, char *err)
     }
     d->sig_term = evsignal_new(d->base, SIGTERM, on_stop_signal, d);
     d->sig_int = evsignal_new(d->base, SIGINT, on_stop_signal, d);
-    if (d->sig_term == NULL || d->sig_int == NULL || evsignal_add(d->sig_term, NULL) ||
-        evsignal_add(d->sig_int, NULL)) {
+    d->sig_hup = evsignal_new(d->base, SIGHUP, on_reload_signal, d);
+    if (d->sig_term == NULL || d->sig_int == NULL || d->sig_hup == NULL ||
+        evsignal_add(d->sig_term, NULL) || evsignal_add(d->sig_int, NULL) ||
+        evsignal_add(d->sig_hup, NULL)) {
         oc_fail(err, OC_ENOMEM, "cannot install signal handlers");
         goto fail;
     }
@@ -319,6 +338,8 @@ void oc_daemon_free(oc_daemon_t *d)
         event_free(d->sig_int);
     if (d->drain_timer)
         event_free(d->drain_timer);
+    if (d->sig_hup)
+        event_free(d->sig_hup);
     oc_map_free(d->fills);
     free(d->model_gen);
     free(d->stats.models);

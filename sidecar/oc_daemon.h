@@ -39,7 +39,7 @@ typedef struct oc_daemon {
     struct evconnlistener *tcp_listener;
     struct evconnlistener *unix_listener;
     oc_conn_t *conns;         /* all client connections (doubly linked) */
-    struct event *sig_term, *sig_int;
+    struct event *sig_term, *sig_int, *sig_hup;
     struct event *drain_timer;    /* shutdown: the drain's deadline */
     time_t started;
     unsigned rand_state;      /* TTL jitter; quality does not matter */

@@ -17,6 +17,7 @@ typedef struct oc_mc_worker {
     oc_mc_t *mc;
     pthread_t thread;
     memcached_st *memc;
+    memcached_st *next_memc; /* a reload's new pool, taken before the next job */
     int started;
 } oc_mc_worker_t;
 
@@ -334,7 +335,15 @@ static void *worker_main(void *arg)
         mc->queue_head = job->next;
         if (mc->queue_head == NULL)
             mc->queue_tail = NULL;
+        memcached_st *old = NULL;
+        if (w->next_memc) { /* a reload changed the servers or timeouts */
+            old = w->memc;
+            w->memc = w->next_memc;
+            w->next_memc = NULL;
+        }
         pthread_mutex_unlock(&mc->lock);
+        if (old)
+            memcached_free(old);
 
         if (job->op == OC_MC_GET)
             run_get(job, w->memc);
@@ -497,6 +506,29 @@ fail:
     return NULL;
 }
 
+oc_status_t oc_mc_reconfigure(oc_mc_t *mc, const oc_conf_t *conf, char *err)
+{
+    memcached_st **fresh = calloc(mc->nworkers, sizeof(*fresh));
+    if (fresh == NULL)
+        return oc_fail(err, OC_ENOMEM, "out of memory");
+    oc_status_t st = OC_OK;
+    for (size_t i = 0; i < mc->nworkers && st == OC_OK; i++)
+        if ((fresh[i] = make_memc(conf, err)) == NULL)
+            st = OC_ECACHE;
+    pthread_mutex_lock(&mc->lock);
+    for (size_t i = 0; i < mc->nworkers && st == OC_OK; i++) {
+        memcached_st *unused = mc->workers[i].next_memc;
+        mc->workers[i].next_memc = fresh[i];
+        fresh[i] = unused; /* freed below, outside the lock */
+    }
+    pthread_mutex_unlock(&mc->lock);
+    for (size_t i = 0; i < mc->nworkers; i++)
+        if (fresh[i])
+            memcached_free(fresh[i]);
+    free(fresh);
+    return st;
+}
+
 static void fail_list(oc_mc_job_t *list)
 {
     for (oc_mc_job_t *j = list; j; j = j->next) {
@@ -519,6 +551,8 @@ void oc_mc_free(oc_mc_t *mc)
             pthread_join(mc->workers[i].thread, NULL);
         if (mc->workers[i].memc)
             memcached_free(mc->workers[i].memc);
+        if (mc->workers[i].next_memc)
+            memcached_free(mc->workers[i].next_memc);
     }
     /* Finished jobs keep their results; queued ones never ran. */
     run_callbacks(take_done(mc));

@@ -116,6 +116,10 @@ oc_mc_t *oc_mc_new(struct event_base *base, const oc_conf_t *conf, char *err);
  * "shutting down". Loop thread only. */
 void oc_mc_free(oc_mc_t *mc);
 void oc_mc_submit(oc_mc_t *mc, oc_mc_job_t *job);
+/* A reload: each worker switches to the new server list and timeouts before
+ * its next job (jobs under way finish on the old one). Loop thread only;
+ * the workers keep nothing of `conf`. */
+oc_status_t oc_mc_reconfigure(oc_mc_t *mc, const oc_conf_t *conf, char *err);
 
 /* One allocation each; NULL on out of memory. */
 oc_mc_job_t *oc_mc_job_new_get(size_t n, oc_mc_done_fn done, void *arg);

@@ -13,6 +13,7 @@ struct oc_pg_conn {
     oc_pg_t *pg;
     oc_pgconn_t *pc;
     unsigned char *prepared; /* per model: statement prepared here */
+    unsigned prepared_gen;   /* pg->gen the flags are for */
     oc_pg_load_t *load;      /* running load; NULL if idle or orphaned */
     struct event *stuck;     /* an orphaned query that does not end */
     int up;                  /* counted in pg_connections_up */
@@ -23,6 +24,8 @@ struct oc_pg {
     const oc_conf_t *conf;
     oc_stats_t *stats;
     char **sql;           /* per model */
+    size_t nsql;
+    unsigned gen;         /* bumped by a reload: statement names change */
     oc_pg_conn_t *conns;
     size_t nconns;
     oc_pg_load_t *queue_head, *queue_tail;
@@ -255,7 +258,8 @@ static void conn_prepare_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
         pg_dispatch(c->pg);
         return;
     }
-    c->prepared[l->model_idx] = 1;
+    if (c->prepared_gen == c->pg->gen)
+        c->prepared[l->model_idx] = 1; /* else a reload came: prepare again */
     conn_run(c);
 }
 
@@ -263,8 +267,12 @@ static void conn_prepare_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
 static void conn_run(oc_pg_conn_t *c)
 {
     oc_pg_load_t *l = c->load;
-    char name[32];
-    snprintf(name, sizeof(name), "oc_load_%zu", l->model_idx);
+    char name[48];
+    if (c->prepared_gen != c->pg->gen) { /* a reload changed the statements */
+        memset(c->prepared, 0, c->pg->nsql);
+        c->prepared_gen = c->pg->gen;
+    }
+    snprintf(name, sizeof(name), "oc_load_%zu_%u", l->model_idx, c->pg->gen);
     oc_status_t st;
     if (!c->prepared[l->model_idx]) {
         st = oc_pgconn_prepare(c->pc, name, c->pg->sql[l->model_idx], conn_prepare_done, c);
@@ -317,7 +325,7 @@ static void conn_down(oc_pgconn_t *pc, const char *err, void *owner)
     if (c->up)
         pg->stats->pg_connections_up--;
     c->up = 0;
-    memset(c->prepared, 0, pg->conf->nmodels);
+    memset(c->prepared, 0, pg->nsql);
     evtimer_del(c->stuck);
     if (!any_conn_alive(pg))
         fail_queue(pg, err); /* nobody can serve it soon */
@@ -331,6 +339,39 @@ static void conn_stuck_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* ---- life ------------------------------------------------------------------ */
+
+oc_status_t oc_pg_reconfigure(oc_pg_t *pg, const oc_conf_t *conf, char *err)
+{
+    char **sql = calloc(conf->nmodels, sizeof(*sql));
+    unsigned char **flags = calloc(pg->nconns, sizeof(*flags));
+    int ok = sql != NULL && flags != NULL;
+    for (size_t i = 0; ok && i < conf->nmodels; i++)
+        ok = (sql[i] = oc_pg_load_sql(&conf->models[i])) != NULL;
+    for (size_t i = 0; ok && i < pg->nconns; i++)
+        ok = (flags[i] = calloc(conf->nmodels ? conf->nmodels : 1, 1)) != NULL;
+    if (!ok) {
+        for (size_t i = 0; sql && i < conf->nmodels; i++)
+            free(sql[i]);
+        for (size_t i = 0; flags && i < pg->nconns; i++)
+            free(flags[i]);
+        free(sql);
+        free(flags);
+        return oc_fail(err, OC_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < pg->nsql; i++)
+        free(pg->sql[i]);
+    free(pg->sql);
+    pg->sql = sql;
+    pg->nsql = conf->nmodels;
+    for (size_t i = 0; i < pg->nconns; i++) {
+        free(pg->conns[i].prepared);
+        pg->conns[i].prepared = flags[i];
+    }
+    free(flags);
+    pg->conf = conf;
+    pg->gen++; /* every connection prepares the new statements on first use */
+    return OC_OK;
+}
 
 oc_pg_t *oc_pg_new(struct event_base *base, const oc_conf_t *conf, oc_stats_t *stats,
                    char *err)
@@ -347,6 +388,7 @@ oc_pg_t *oc_pg_new(struct event_base *base, const oc_conf_t *conf, oc_stats_t *s
     setup = oc_pg_session_sql(conf);
     if (pg->sql == NULL || pg->conns == NULL || setup == NULL)
         goto nomem;
+    pg->nsql = conf->nmodels;
     for (size_t i = 0; i < conf->nmodels; i++)
         if ((pg->sql[i] = oc_pg_load_sql(&conf->models[i])) == NULL)
             goto nomem;
@@ -390,7 +432,7 @@ void oc_pg_free(oc_pg_t *pg)
             load_finish(l, NULL, OC_EDB, "shutting down");
     }
     fail_queue(pg, "shutting down");
-    for (size_t i = 0; pg->sql && i < pg->conf->nmodels; i++)
+    for (size_t i = 0; pg->sql && i < pg->nsql; i++)
         free(pg->sql[i]);
     free(pg->sql);
     free(pg->conns);

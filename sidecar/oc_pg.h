@@ -56,6 +56,12 @@ struct oc_pg_load {
 
 oc_pg_t *oc_pg_new(struct event_base *base, const oc_conf_t *conf,
                    oc_stats_t *stats, char *err);
+/* A reload: new load statements (columns or tables may have changed) under
+ * new names, prepared again on each connection's next use; loads under way
+ * finish with the old ones. conf must keep model indexes stable (see
+ * oc_reload.h) and outlive pg's use of it. */
+oc_status_t oc_pg_reconfigure(oc_pg_t *pg, const oc_conf_t *conf, char *err);
+
 /* Closes the connections; queued and running loads get done(OC_EDB). */
 void oc_pg_free(oc_pg_t *pg);
 

@@ -46,6 +46,8 @@ struct evbuffer;
     X(inval_requeued, COUNTER, "invalidations put back: memcached failed")     \
     X(inval_errors, COUNTER, "invalidation cycles rolled back")                \
     X(inval_lag_ms, GAUGE, "age of the oldest outbox row in the last claim")   \
+    X(reloads, COUNTER, "configuration reloads applied (SIGHUP)")              \
+    X(reload_errors, COUNTER, "configuration reloads refused")                 \
     X(client_errors, COUNTER, "CLIENT_ERROR and ERROR replies sent")          \
     X(server_errors, COUNTER, "SERVER_ERROR replies sent")
 

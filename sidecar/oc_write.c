@@ -15,7 +15,9 @@ struct oc_write {
     void *conn;                 /* NULL once detached */
     oc_write_reply_fn reply;
     int tombstone;
-    const oc_model_conf_t *model;
+    const oc_model_conf_t *model; /* only until the job is submitted: a
+                                     reload may free it afterwards */
+    char *version_column;       /* copied, for push_decide on a worker */
     json_t *version;            /* push with a version_column: its value */
     char ckey[OC_KEY_MAX + 16]; /* cache key */
     size_t ckey_len;
@@ -26,6 +28,7 @@ struct oc_write {
 static void write_free(oc_write_t *w)
 {
     json_decref(w->version);
+    free(w->version_column);
     free(w->json);
     free(w);
 }
@@ -77,7 +80,7 @@ static int push_decide(const oc_mc_item_t *it, int found, uint32_t flags, const 
         return 1; /* a lease, a "missing" entry, a foreign item: replace */
     json_error_t jerr;
     json_t *cur = json_loadb(val, len, 0, &jerr);
-    const json_t *cv = cur ? json_object_get(cur, w->model->version_column) : NULL;
+    const json_t *cv = cur ? json_object_get(cur, w->version_column) : NULL;
     int cmp = cv ? version_cmp(w->version, cv) : 2;
     json_decref(cur);
     return cmp != -1; /* older loses; equal or incomparable writes */
@@ -183,7 +186,8 @@ oc_status_t oc_write_push(oc_daemon_t *d, const char *key, size_t klen, const ch
     }
     if (w->model->version_column) {
         w->version = json_incref(json_object_get(obj, w->model->version_column));
-        if (w->version == NULL) {
+        w->version_column = strdup(w->model->version_column);
+        if (w->version == NULL || w->version_column == NULL) {
             json_decref(obj);
             st = oc_fail(err, OC_EINVAL, "value has no \"%s\" field", w->model->version_column);
             goto fail;
