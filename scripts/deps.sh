@@ -11,7 +11,8 @@ export DEBIAN_FRONTEND=noninteractive
 # postgresql-contrib is the metapackage that pulls it in.
 pkgs=(build-essential cmake pkg-config libevent-dev libmemcached-dev libpq-dev
       libcmocka-dev libjansson-dev memcached postgresql-15 postgresql-contrib python3
-      python3-pytest python3-psycopg2 python3-pymemcache procps php-cli php-memcached)
+      python3-pytest python3-psycopg2 python3-pymemcache procps php-cli php-memcached
+      valgrind)
 
 missing=()
 for p in "${pkgs[@]}"; do

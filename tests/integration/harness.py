@@ -34,6 +34,7 @@ import ctypes
 import faulthandler
 import glob
 import os
+import shlex
 import pwd
 import re
 import select
@@ -55,7 +56,7 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT = 10.0   # seconds, every socket operation and most waits
-START_TIMEOUT = 30.0     # seconds for a daemon to come up (ASan is slow)
+START_TIMEOUT = float(os.environ.get("OC_START_TIMEOUT", "30"))  # seconds to come up (ASan and valgrind are slow)
 IS_ROOT = os.geteuid() == 0
 
 # What objcached pins on each PostgreSQL session (docs/protocol.md), so that
@@ -69,7 +70,8 @@ CLIENT_OPTIONS = SESSION_OPTIONS + " -c lock_timeout=30s"
 _SANITIZER_RE = re.compile(
     r"ERROR: (AddressSanitizer|LeakSanitizer|ThreadSanitizer)"
     r"|SUMMARY: (AddressSanitizer|UndefinedBehaviorSanitizer|LeakSanitizer)"
-    r"|runtime error: ")
+    r"|runtime error: "
+    r"|==\d+== ERROR SUMMARY: [1-9]")
 
 
 class HarnessError(RuntimeError):
@@ -807,7 +809,11 @@ class Objcached:
                 env.update(self.env)
             with open(self.logfile, "ab") as log:
                 self._stopped = False
-                self.proc = subprocess.Popen([self.binary, "-c", self.config_path]
+                # OBJCACHED_WRAPPER runs the daemon under a tool, e.g.
+                # "valgrind --error-exitcode=99 --leak-check=full" (the
+                # valgrind pass of scripts/test.sh).
+                wrapper = shlex.split(os.environ.get("OBJCACHED_WRAPPER", ""))
+                self.proc = subprocess.Popen(wrapper + [self.binary, "-c", self.config_path]
                                              + self.extra_args,
                                              stdin=subprocess.DEVNULL, stdout=log,
                                              stderr=log, cwd=self.dir, env=env,
