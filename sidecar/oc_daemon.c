@@ -255,6 +255,10 @@ oc_status_t oc_daemon_init(oc_daemon_t *d, oc_conf_t *conf, char *err)
         goto fail;
     if (conf->unix_socket[0] && (st = listen_unix(d, err)) != OC_OK)
         goto fail;
+    if (conf->metrics_listen[0] && (d->metrics = oc_metrics_new(d, err)) == NULL) {
+        st = OC_EIO;
+        goto fail;
+    }
     if (conf->user && (st = drop_privileges(d, err)) != OC_OK)
         goto fail;
     d->mc = oc_mc_new(d->base, conf, err);
@@ -273,10 +277,7 @@ oc_status_t oc_daemon_init(oc_daemon_t *d, oc_conf_t *conf, char *err)
         st = OC_EDB;
         goto fail;
     }
-    if (conf->metrics_listen[0] && (d->metrics = oc_metrics_new(d, err)) == NULL) {
-        st = OC_EIO;
-        goto fail;
-    }
+
     return OC_OK;
 fail:
     oc_daemon_free(d);

@@ -35,6 +35,7 @@ struct oc_inval {
     char *requeue_models; /* array literals for the requeue, kept alive */
     char *requeue_keys;
     int full;             /* the last claim was a full batch */
+    int dying;            /* freed while its deletes were out: applied() frees */
     int hook_missing_logged;
 };
 
@@ -154,10 +155,8 @@ static void requeue(oc_inval_t *iv, size_t nfailed)
     }
     const char *params[2] = {iv->requeue_models, iv->requeue_keys};
     set_state(iv, OC_INVAL_REQUEUEING);
-    if (oc_pgconn_query(iv->pc,
-                        "INSERT INTO objcached.outbox (model, keys) "
-                        "SELECT u.m, ARRAY[u.k] FROM unnest($1::text[], $2::text[]) AS u(m, k)",
-                        2, params, requeued, iv) != OC_OK)
+    if (oc_pgconn_query(iv->pc, "SELECT objcached.requeue($1::text[], $2::text[])", 2,
+                        params, requeued, iv) != OC_OK)
         cycle_end(iv);
 }
 
@@ -167,6 +166,12 @@ static void applied(oc_mc_job_t *job, void *arg)
 {
     oc_inval_t *iv = arg;
     oc_daemon_t *d = iv->d;
+    if (iv->dying) { /* its connection is closed: the claim rolled back */
+        oc_mc_job_free(job);
+        cycle_clear(iv);
+        free(iv);
+        return;
+    }
     iv->job = job;
     size_t failed = 0;
     for (size_t i = 0; i < job->n; i++)
@@ -345,10 +350,40 @@ static void on_notify(oc_pgconn_t *pc, const PGnotify *n, void *owner)
     cycle_start(owner);
 }
 
+/* Before serving: learn the models' generations with one blocking query,
+ * so that a sidecar started after a TRUNCATE does not read entries of the
+ * old generation until its first cycle. Runs before the loop does. */
+static void read_generations_now(oc_daemon_t *d)
+{
+    const char *keys[] = {"connect_timeout", "dbname", "fallback_application_name", NULL};
+    const char *vals[] = {"2", d->conf->conninfo, "objcached", NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    PGresult *r = NULL;
+    if (c && PQstatus(c) == CONNECTION_OK)
+        r = PQexec(c, "SELECT model, generation FROM objcached.models");
+    if (r && PQresultStatus(r) == PGRES_TUPLES_OK) {
+        for (int i = 0; i < PQntuples(r); i++) {
+            const oc_model_conf_t *m = oc_conf_model(d->conf, PQgetvalue(r, i, 0),
+                                                     (size_t)PQgetlength(r, i, 0));
+            if (m)
+                d->model_gen[m - d->conf->models] = strtoull(PQgetvalue(r, i, 1), NULL, 10);
+        }
+    } else {
+        char clean[OC_ERRLEN];
+        oc_log_warn("event=generations_unknown reason=\"%s\" note=\"until the consumer "
+                    "connects, models are read at generation 0\"",
+                    oc_log_clean(clean, sizeof(clean),
+                                 r ? PQresultErrorMessage(r) : c ? PQerrorMessage(c) : "oom"));
+    }
+    PQclear(r);
+    PQfinish(c);
+}
+
 oc_inval_t *oc_inval_new(oc_daemon_t *d, char *err)
 {
     if (d->conf->inval_poll_ms == 0)
         return NULL;
+    read_generations_now(d);
     oc_inval_t *iv = calloc(1, sizeof(*iv));
     char *session = oc_pg_session_sql(d->conf);
     char *setup = session ? malloc(strlen(session) + 32) : NULL;
@@ -377,9 +412,15 @@ void oc_inval_free(oc_inval_t *iv)
 {
     if (iv == NULL)
         return;
-    oc_pgconn_free(iv->pc);
+    oc_pgconn_free(iv->pc); /* a claim under way rolls back */
+    iv->pc = NULL;
     if (iv->poll)
         event_free(iv->poll);
+    iv->poll = NULL;
+    if (iv->state == OC_INVAL_APPLYING) {
+        iv->dying = 1; /* oc_mc still holds our deletes; applied() frees */
+        return;
+    }
     cycle_clear(iv);
     free(iv);
 }

@@ -27,7 +27,9 @@
  * at once.
  *
  * Ownership: the daemon owns the consumer; oc_inval_free() rolls back a
- * cycle in flight (PostgreSQL does, when the connection closes).
+ * cycle in flight (PostgreSQL does, when the connection closes). If its
+ * memcached deletes are still out, the struct lives until their callback
+ * (oc_mc runs every callback, at oc_mc_free at the latest).
  */
 #ifndef OC_INVAL_H
 #define OC_INVAL_H

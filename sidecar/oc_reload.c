@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "oc_inval.h"
 #include "oc_key.h"
 #include "oc_log.h"
 #include "oc_mc.h"
@@ -144,6 +145,15 @@ oc_status_t oc_reload(oc_daemon_t *d, char *err)
         d->model_names[i] = next->models[i].name;
     d->stats.nmodels = next->nmodels;
     d->stats.model_names = (const char *const *)d->model_names;
+    /* The consumer follows invalidation_poll: started or stopped here. */
+    if (old->inval_poll_ms == 0 && next->inval_poll_ms != 0) {
+        char ierr[OC_ERRLEN] = "";
+        if ((d->inval = oc_inval_new(d, ierr)) == NULL)
+            oc_log_error("event=reload_inval_failed reason=\"%s\"", ierr);
+    } else if (old->inval_poll_ms != 0 && next->inval_poll_ms == 0) {
+        oc_inval_free(d->inval); /* a claim under way rolls back: nothing lost */
+        d->inval = NULL;
+    }
     int level = oc_log_parse_level(next->log_level);
     if (level >= 0)
         oc_log_set_level((oc_log_level_t)level);

@@ -7,7 +7,8 @@
  * version column), the memcached server list and its timeouts, limits
  * (max_connections, max_keys, max_line, max_value, timeouts of new client
  * connections, lease_wait, shutdown_timeout, ttl_jitter_pct), key_prefix,
- * log_level, invalidation_poll and invalidation_batch.
+ * log_level, invalidation_poll (0 stops the consumer, a value starts it) and
+ * invalidation_batch.
  * What needs a restart (a new file that changes them is refused as a
  * whole): listen, unix_socket, unix_socket_mode, metrics_listen, user,
  * conninfo, connections, timezone, load_timeout (both are pinned in each

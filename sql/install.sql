@@ -496,6 +496,18 @@ BEGIN
 END
 $$;
 
+-- For consumers: put keys whose invalidation could not be applied (a memcached server down or
+-- frozen) back into the outbox, one row per model, inside the consumer's claim transaction, so
+-- they are applied again later instead of lost. models[i] goes with keys[i].
+CREATE OR REPLACE FUNCTION objcached.requeue(models text[], keys text[]) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    INSERT INTO objcached.outbox (model, keys)
+    SELECT u.m, pg_catalog.array_agg(u.k)
+      FROM ROWS FROM (pg_catalog.unnest(models), pg_catalog.unnest(keys)) AS u(m, k)
+     WHERE u.m IS NOT NULL AND u.k IS NOT NULL
+     GROUP BY u.m
+$$;
+
 -- How far behind the consumers are: rows waiting (including those being applied right now) and
 -- the age of the oldest.
 CREATE OR REPLACE FUNCTION objcached.pending()
@@ -543,7 +555,8 @@ SELECT o.model,
 -- docs/invalidation.md shows:
 --   GRANT USAGE ON SCHEMA objcached TO objcached;
 --   GRANT EXECUTE ON FUNCTION objcached.claim(integer, integer), objcached.pending(),
---                             objcached.hooked(regclass) TO objcached;
+--                             objcached.hooked(regclass),
+--                             objcached.requeue(text[], text[]) TO objcached;
 --   GRANT SELECT ON objcached.models, objcached.status TO objcached;
 REVOKE ALL ON SCHEMA objcached FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA objcached FROM PUBLIC;

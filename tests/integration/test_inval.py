@@ -1,0 +1,114 @@
+"""The invalidation consumer against the real hook (sql/install.sql):
+writes made in SQL reach the cache; TRUNCATE drops a model; failed deletes
+are put back; a reload turns the consumer on and off; a sidecar started
+after a TRUNCATE reads the new generation at once."""
+
+import signal
+import subprocess
+
+import harness
+
+
+def install(oc):
+    out = subprocess.run([oc.binary, "--install-hook", "-c", oc.config_path],
+                                 capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def get(oc, key):
+    with oc.client() as c:
+        values, end = c.get_multi([key])
+    assert end == b"END", end
+    return values[0][2] if values else None
+
+
+def wait_value(oc, key, want, what):
+    harness.wait_until(lambda: get(oc, key) == want, timeout=10, what=what)
+
+
+def outbox_empty(pg):
+    return pg.execute("SELECT count(*) FROM objcached.outbox")[0][0] == 0
+
+
+def test_sql_writes_reach_the_cache(objcached_factory, pg, ref):
+    oc = objcached_factory({"postgresql": {"invalidation_poll": "200ms"}})
+    install(oc)
+    try:
+        assert get(oc, "User:20") == ref.json("User", 20)
+        pg.execute("UPDATE users SET name = 'renamed' WHERE id = 20")
+        wait_value(oc, "User:20", ref.json("User", 20), "the update to reach the cache")
+        assert b'"renamed"' in get(oc, "User:20")
+        pg.execute("DELETE FROM counters WHERE id = 7")
+        wait_value(oc, "Counter:7", None, "the delete to reach the cache")
+        # a change of the key itself invalidates the old and the new key
+        assert get(oc, "Page:a.b-c_d") is not None and get(oc, "Page:moved") is None
+        pg.execute("UPDATE pages SET slug = 'moved' WHERE slug = 'a.b-c_d'")
+        wait_value(oc, "Page:a.b-c_d", None, "the old key to go")
+        assert get(oc, "Page:moved") == ref.json("Page", "moved")
+        s = oc.stats()
+        assert s["invalidations"] >= 3 and s["inval_errors"] == 0
+        harness.wait_until(lambda: outbox_empty(pg), what="an empty outbox")
+    finally:
+        pg.execute("UPDATE pages SET slug = 'a.b-c_d' WHERE slug = 'moved'")
+
+
+def test_truncate_drops_the_model_and_a_new_sidecar_knows_it(objcached_factory, pg):
+    oc = objcached_factory({"postgresql": {"invalidation_poll": "200ms"}})
+    install(oc)
+    pg.execute("CREATE TABLE IF NOT EXISTS scratch (id bigint PRIMARY KEY, v text)")
+    pg.execute("INSERT INTO scratch SELECT g, 'v' || g FROM generate_series(1, 50) g "
+               "ON CONFLICT DO NOTHING")
+    conf = {"postgresql": {"invalidation_poll": "200ms"},
+            "model Scratch": {"table": "scratch"}}
+    a = objcached_factory(conf)
+    install(a)
+    assert get(a, "Scratch:5") == b'{"id":5,"v":"v5"}'
+    pg.execute("TRUNCATE scratch")
+    wait_value(a, "Scratch:5", None, "the truncate to drop the model")
+    pg.execute("INSERT INTO scratch VALUES (5, 'again')")
+    wait_value(a, "Scratch:5", b'{"id":5,"v":"again"}', "the new row")
+    # a sidecar started now reads the current generation before serving
+    b = objcached_factory(conf)
+    assert "event=generations_unknown" not in b.log()
+    assert get(b, "Scratch:5") == b'{"id":5,"v":"again"}'
+
+
+def test_failed_deletes_are_put_back(objcached_factory, pg, mc_pool):
+    oc = objcached_factory({"postgresql": {"invalidation_poll": "200ms"},
+                            "memcached": {"retry_timeout": "200ms"}})
+    install(oc)
+    keys = [f"User:{i}" for i in range(60, 100)]
+    with oc.client() as c:
+        c.get_multi(keys)
+    oc.wait_idle()
+    mc_pool[1].stop()
+    try:
+        pg.execute("UPDATE users SET note = 'touched' WHERE id BETWEEN 60 AND 99")
+        harness.wait_until(lambda: oc.stats()["inval_requeued"] > 0, timeout=15,
+                           what="a requeue while a memcached server is down")
+    finally:
+        mc_pool[1].start()
+    harness.wait_until(lambda: outbox_empty(pg), timeout=20, what="the requeued keys applied")
+    with oc.client() as c:
+        values, end = c.get_multi(keys)
+    assert end == b"END" and len(values) == 40
+    assert all(b'"touched"' in v for _, _, v in values)
+
+
+def test_reload_turns_the_consumer_on_and_off(objcached_factory, pg):
+    oc = objcached_factory({"postgresql": {"invalidation_poll": "0"}})
+    install(oc)
+    assert get(oc, "User:30") is not None
+    pg.execute("UPDATE users SET name = 'while off' WHERE id = 30")
+    text = oc.config_text.replace("invalidation_poll = 0", "invalidation_poll = 200ms")
+    with open(oc.config_path, "w") as f:
+        f.write(text)
+    oc.proc.send_signal(signal.SIGHUP)
+    harness.wait_until(lambda: b"while off" in (get(oc, "User:30") or b""), timeout=10,
+                       what="the consumer, started by the reload, to catch up")
+    with open(oc.config_path, "w") as f:
+        f.write(text.replace("invalidation_poll = 200ms", "invalidation_poll = 0"))
+    oc.proc.send_signal(signal.SIGHUP)
+    harness.wait_until(lambda: oc.stats()["reloads"] == 2, what="the second reload")
+    assert oc.stats()["inval_errors"] == 0
