@@ -93,8 +93,21 @@ static int check_model(PGconn *c, const oc_model_conf_t *m, int have_hook, FILE 
     }
     PQclear(r);
     int errors = 0;
-    for (size_t i = 0; i <= m->ncolumns; i++) {
-        const char *col = i < m->ncolumns ? m->columns[i] : m->key_column;
+    if (m->version_column && m->ncolumns > 0) {
+        int listed = 0;
+        for (size_t i = 0; i < m->ncolumns; i++)
+            listed |= strcmp(m->columns[i], m->version_column) == 0;
+        if (!listed) {
+            fprintf(out, "error: model %s: version_column %s is not in columns, so loaded "
+                         "objects would carry no version\n", m->name, m->version_column);
+            errors++;
+        }
+    }
+    /* The columns, then the key column, then the version column. */
+    for (size_t i = 0; i <= m->ncolumns + (m->version_column != NULL); i++) {
+        const char *col = i < m->ncolumns    ? m->columns[i]
+                          : i == m->ncolumns ? m->key_column
+                                             : m->version_column;
         p[1] = col;
         r = admin_query(c, out,
                         "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "

@@ -195,9 +195,12 @@ static void cmd_set(oc_conn_t *c, const oc_cmd_t *cmd)
     c->noreply = cmd->noreply;
     int bad_key = conn_meta_key(c, cmd, &key, buf, sizeof(buf)) != 0;
     if (bad_key || cmd->data_len > c->d->conf->max_value || key.len > OC_KEY_MAX) {
-        if (!bad_key)
-            reply_server_error(c, key.len > OC_KEY_MAX ? "key too long"
-                                                       : "object too large for cache");
+        if (bad_key)
+            ; /* already answered */
+        else if (key.len > OC_KEY_MAX)
+            reply_client_error(c, "key too long"); /* as for get and delete */
+        else
+            reply_server_error(c, "object too large for cache");
         c->swallow_left = cmd->data_len + 2;
         conn_set_state(c, OC_CONN_SWALLOW);
         return;

@@ -271,6 +271,7 @@ oc_status_t oc_daemon_init(oc_daemon_t *d, oc_conf_t *conf, char *err)
         st = OC_EDB;
         goto fail;
     }
+    oc_inval_read_generations(d);
     err[0] = '\0';
     d->inval = oc_inval_new(d, err);
     if (d->inval == NULL && err[0] != '\0') {

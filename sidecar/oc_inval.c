@@ -29,9 +29,10 @@ struct oc_inval {
     struct event *poll;
     int again;            /* woken while busy: run another cycle after */
     PGresult *claimed;    /* rows being applied (keys point into it) */
+    PGresult *gens;       /* every model's generation, read after the claim */
     char *arena;          /* cache keys of the deletes */
     oc_mc_job_t *job;     /* the deletes, once done (for the requeue) */
-    size_t *job_model;    /* per delete item: model index */
+    const char **job_model; /* per delete item: its model's name (in claimed) */
     char *requeue_models; /* array literals for the requeue, kept alive */
     char *requeue_keys;
     int full;             /* the last claim was a full batch */
@@ -57,6 +58,8 @@ static void cycle_clear(oc_inval_t *iv)
 {
     PQclear(iv->claimed);
     iv->claimed = NULL;
+    PQclear(iv->gens);
+    iv->gens = NULL;
     free(iv->arena);
     iv->arena = NULL;
     oc_mc_job_free(iv->job);
@@ -136,10 +139,10 @@ static void requeue(oc_inval_t *iv, size_t nfailed)
         const oc_mc_item_t *it = &iv->job->items[i];
         if (it->result != OC_MC_R_ERROR)
             continue;
-        const oc_model_conf_t *m = &d->conf->models[iv->job_model[i]];
+        const char *name = iv->job_model[i];
         const char *id = memchr(it->key + strlen(d->conf->key_prefix), ':', it->klen);
-        models[k] = m->name;
-        mlens[k] = strlen(m->name);
+        models[k] = name;
+        mlens[k] = strlen(name);
         keys[k] = id + 1;
         klens[k] = it->klen - (size_t)(id + 1 - it->key);
         k++;
@@ -188,17 +191,50 @@ static void applied(oc_mc_job_t *job, void *arg)
 }
 
 /* The claimed rows: one per key (model, key), key NULL for a TRUNCATE. */
+/* The generation of model `name` (from the models table, read after the
+ * claim); 0 and *known = 0 if the model is not attached any more. */
+static uint64_t gen_of(const oc_inval_t *iv, const char *name, int *known)
+{
+    for (int i = 0; i < PQntuples(iv->gens); i++)
+        if (strcmp(PQgetvalue(iv->gens, i, 0), name) == 0) {
+            *known = 1;
+            return strtoull(PQgetvalue(iv->gens, i, 1), NULL, 10);
+        }
+    *known = 0;
+    return 0;
+}
+
+/* A claimed row this consumer turns into a memcached delete. */
+static int row_applies(const oc_inval_t *iv, PGresult *res, int i)
+{
+    int known;
+    if (PQgetisnull(res, i, 1)) /* a TRUNCATE: done by the generation */
+        return 0;
+    if (PQgetlength(res, i, 0) > OC_MODEL_NAME_MAX)
+        return 0;
+    (void)gen_of(iv, PQgetvalue(res, i, 0), &known);
+    /* An id no client could ask for was never cached, and must never reach
+     * a memcached command line (spaces, CR/LF would inject commands). */
+    return known && oc_key_id_cacheable(PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1),
+                                        iv->d->max_key_len);
+}
+
+/* The claimed rows: one per key (model, key), key NULL for a TRUNCATE. */
 static void apply(oc_inval_t *iv)
 {
     oc_daemon_t *d = iv->d;
     PGresult *res = iv->claimed;
     int rows = PQntuples(res);
-    iv->full = rows > 0 && (uint32_t)PQgetisnull(res, rows - 1, 2) == 0 &&
-               (uint32_t)atoi(PQgetvalue(res, rows - 1, 2)) >= d->conf->inval_batch;
+    /* Claim again at once until a claim comes back empty: a claim is also
+     * cut short by claim's key budget, and one NOTIFY may stand for many
+     * rows. */
+    iv->full = rows > 0;
     size_t n = 0;
-    for (int i = 0; i < rows; i++)
-        n += !PQgetisnull(res, i, 1) && oc_conf_model(d->conf, PQgetvalue(res, i, 0),
-                                                      (size_t)PQgetlength(res, i, 0));
+    for (int i = 0; i < rows; i++) {
+        int ok = row_applies(iv, res, i);
+        n += ok;
+        d->stats.inval_skipped += !ok && !PQgetisnull(res, i, 1);
+    }
     if (rows > 0 && !PQgetisnull(res, 0, 3))
         d->stats.inval_lag_ms = (uint64_t)atoll(PQgetvalue(res, 0, 3));
     if (n == 0) {
@@ -214,21 +250,18 @@ static void apply(oc_inval_t *iv)
     }
     size_t k = 0;
     for (int i = 0; i < rows; i++) {
-        const oc_model_conf_t *m =
-            oc_conf_model(d->conf, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
-        size_t idlen = (size_t)PQgetlength(res, i, 1);
-        if (PQgetisnull(res, i, 1) || m == NULL)
-            continue; /* a TRUNCATE (done by the generation), or not our model */
-        size_t mi = (size_t)(m - d->conf->models), canon_off;
+        if (!row_applies(iv, res, i))
+            continue;
+        const char *model = PQgetvalue(res, i, 0);
+        int known;
+        size_t canon_off;
         char *ck = iv->arena + k * (OC_KEY_MAX + 1);
         oc_mc_item_t *it = &iv->job->items[k];
-        if (idlen > d->max_key_len)
-            idlen = d->max_key_len; /* such a key was never cached */
         it->key = ck;
-        it->klen = oc_key_cache_key(d->conf->key_prefix, m->name, d->model_gen[mi],
-                                    PQgetvalue(res, i, 1), idlen, ck, OC_KEY_MAX + 1,
-                                    &canon_off);
-        iv->job_model[k++] = mi;
+        it->klen = oc_key_cache_key(d->conf->key_prefix, model, gen_of(iv, model, &known),
+                                    PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1), ck,
+                                    OC_KEY_MAX + 1, &canon_off);
+        iv->job_model[k++] = model;
         oc_fill_invalidate(d, it->key, it->klen);
     }
     oc_mc_job_t *job = iv->job;
@@ -237,37 +270,60 @@ static void apply(oc_inval_t *iv)
     oc_mc_submit(d->mc, job);
 }
 
+static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                      void *arg);
+
 static void claimed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                     void *arg)
 {
     (void)pc;
     oc_inval_t *iv = arg;
     if (st != OC_OK) {
-        fail_cycle(iv, "claim", err);
+        /* Most likely the hook is not installed: say so once, keep polling. */
+        if (!iv->hook_missing_logged++)
+            oc_log_warn("event=inval_unavailable reason=\"%s\" hint=\"install the hook: "
+                        "objcached --install-hook or psql -f sql/install.sql\"", err);
+        iv->d->stats.inval_errors++;
+        iv->full = 0;
+        finish(iv, "ROLLBACK");
         return;
     }
+    if (iv->hook_missing_logged) {
+        oc_log_info("event=inval_available");
+        iv->hook_missing_logged = 0;
+    }
     iv->claimed = res;
-    apply(iv);
+    /* The generations, read in the claim's transaction: a TRUNCATE bumps
+     * its model's generation in the transaction that wrote its outbox row,
+     * so what we read now is at least as new as every row we claimed. */
+    set_state(iv, OC_INVAL_GENS);
+    if (oc_pgconn_query(iv->pc, "SELECT model, generation FROM objcached.models", 0, NULL,
+                        gens_read, iv) != OC_OK)
+        cycle_end(iv);
 }
 
-/* ---- generations, then claim -------------------------------------------------------- */
+/* ---- claim, then generations ------------------------------------------------------- */
 
 static void claim(oc_inval_t *iv)
 {
     char sql[512];
-    /* One row per key; a TRUNCATE's NULL keys give one row with key NULL.
-     * The third column counts the claimed outbox rows (for "full batch"),
-     * the fourth is the age of the oldest one (lag). */
+    /* Every row, whatever its model: any consumer can apply any model's
+     * invalidations (a cache key needs only key_prefix, which every sidecar
+     * of a pool shares, the model's name and its generation), so a sidecar
+     * that does not serve a model still cleans it for the ones that do.
+     * One row per key; a TRUNCATE's NULL keys give one row with key NULL;
+     * the fourth column is the age of the oldest row claimed (lag). */
     snprintf(sql, sizeof(sql),
-             "BEGIN; "
-             "WITH c AS (SELECT * FROM objcached.claim(%u)) "
+             "BEGIN; WITH c AS (SELECT * FROM objcached.claim(%u)) "
              "SELECT c.model, k, (SELECT count(*) FROM c), "
              "(SELECT (extract(epoch FROM clock_timestamp() - min(created_at)) * 1000)::bigint "
              "FROM c) FROM c LEFT JOIN LATERAL unnest(c.keys) AS k ON true",
              iv->d->conf->inval_batch);
     set_state(iv, OC_INVAL_CLAIMING);
-    if (oc_pgconn_query(iv->pc, sql, 0, NULL, claimed, iv) != OC_OK)
-        cycle_end(iv);
+    if (oc_pgconn_query(iv->pc, sql, 0, NULL, claimed, iv) != OC_OK) {
+        iv->full = 0;
+        set_state(iv, OC_INVAL_IDLE); /* not connected: up() starts a cycle */
+    }
 }
 
 static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
@@ -277,18 +333,8 @@ static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char
     oc_inval_t *iv = arg;
     oc_daemon_t *d = iv->d;
     if (st != OC_OK) {
-        /* Most likely the hook is not installed: say so once, keep polling. */
-        if (!iv->hook_missing_logged++)
-            oc_log_warn("event=inval_unavailable reason=\"%s\" hint=\"install the hook: "
-                        "objcached --install-hook or psql -f sql/install.sql\"", err);
-        set_state(iv, OC_INVAL_IDLE);
-        iv->full = 0;
-        arm_poll(iv);
+        fail_cycle(iv, "generations", err);
         return;
-    }
-    if (iv->hook_missing_logged) {
-        oc_log_info("event=inval_available");
-        iv->hook_missing_logged = 0;
     }
     for (int i = 0; i < PQntuples(res); i++) {
         const oc_model_conf_t *m =
@@ -299,8 +345,8 @@ static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char
             d->model_gen[m - d->conf->models] = gen;
         }
     }
-    PQclear(res);
-    claim(iv);
+    iv->gens = res;
+    apply(iv);
 }
 
 static void cycle_start(oc_inval_t *iv)
@@ -310,11 +356,7 @@ static void cycle_start(oc_inval_t *iv)
         return;
     }
     evtimer_del(iv->poll);
-    set_state(iv, OC_INVAL_GENS);
-    if (oc_pgconn_query(iv->pc, "SELECT model, generation FROM objcached.models", 0, NULL,
-                        gens_read, iv) != OC_OK) {
-        set_state(iv, OC_INVAL_IDLE); /* not connected: up() starts us */
-    }
+    claim(iv); /* not connected: cycle_end; up() starts us again */
 }
 
 /* ---- connection events ------------------------------------------------------------ */
@@ -353,7 +395,7 @@ static void on_notify(oc_pgconn_t *pc, const PGnotify *n, void *owner)
 /* Before serving: learn the models' generations with one blocking query,
  * so that a sidecar started after a TRUNCATE does not read entries of the
  * old generation until its first cycle. Runs before the loop does. */
-static void read_generations_now(oc_daemon_t *d)
+void oc_inval_read_generations(oc_daemon_t *d)
 {
     const char *keys[] = {"connect_timeout", "dbname", "fallback_application_name", NULL};
     const char *vals[] = {"2", d->conf->conninfo, "objcached", NULL};
@@ -370,7 +412,7 @@ static void read_generations_now(oc_daemon_t *d)
         }
     } else {
         char clean[OC_ERRLEN];
-        oc_log_warn("event=generations_unknown reason=\"%s\" note=\"until the consumer "
+        oc_log(d->conf->inval_poll_ms ? OC_LOG_WARN : OC_LOG_INFO, "event=generations_unknown reason=\"%s\" note=\"until the consumer "
                     "connects, models are read at generation 0\"",
                     oc_log_clean(clean, sizeof(clean),
                                  r ? PQresultErrorMessage(r) : c ? PQerrorMessage(c) : "oom"));
@@ -383,7 +425,6 @@ oc_inval_t *oc_inval_new(oc_daemon_t *d, char *err)
 {
     if (d->conf->inval_poll_ms == 0)
         return NULL;
-    read_generations_now(d);
     oc_inval_t *iv = calloc(1, sizeof(*iv));
     char *session = oc_pg_session_sql(d->conf);
     char *setup = session ? malloc(strlen(session) + 32) : NULL;

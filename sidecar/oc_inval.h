@@ -6,13 +6,18 @@
  * once, and polls every invalidation_poll in case a NOTIFY was missed. A
  * cycle is:
  *
+ *   BEGIN; SELECT ... FROM objcached.claim(batch)         (rows deleted, locked)
  *   SELECT model, generation FROM objcached.models      (TRUNCATE bumps it)
- *   BEGIN; SELECT ... FROM objcached.claim(batch)        (rows deleted, locked)
  *   memcached delete of every claimed key                (and local fills)
  *   INSERT the keys whose delete failed back into the outbox
  *   COMMIT
  *
- * and repeats at once while full batches come back. Because the claimed
+ * and repeats at once until a claim comes back empty. A consumer applies
+ * every model's rows, served here or not (a cache key needs only the shared
+ * key_prefix, the model name and its generation), so a fleet whose sidecars
+ * serve different models loses nothing. Outbox keys that no
+ * client could ask for (spaces, control bytes, too long) are skipped: they
+ * were never cached, and must never reach a memcached command line. Because the claimed
  * rows are deleted in the same transaction that applies them, nothing is
  * lost if this sidecar dies mid-batch (the transaction rolls back and any
  * sidecar claims them again), while it is down (rows wait), or when a
@@ -22,7 +27,7 @@
  * items is cleaned when it is reachable again.
  *
  * A TRUNCATE is a NULL key: the model's generation was bumped in the same
- * transaction; the cycle's first query picks it up, and the cache keys of
+ * transaction; the generations read after the claim pick it up, and the cache keys of
  * that model change (prefix + Model~gen:id), so every old entry is dropped
  * at once.
  *
@@ -37,6 +42,11 @@
 #include "oc_daemon.h"
 
 typedef struct oc_inval oc_inval_t;
+
+/* Before serving: learn the models' generations with one blocking query
+ * (2 s connect timeout), so that a sidecar started after a TRUNCATE, or one
+ * whose consumer is off, does not read entries of an old generation. */
+void oc_inval_read_generations(oc_daemon_t *d);
 
 /* NULL with err empty when invalidation_poll is 0 (turned off). */
 oc_inval_t *oc_inval_new(oc_daemon_t *d, char *err);

@@ -140,6 +140,18 @@ static oc_status_t parse_id(oc_key_type_t type, const char *id, size_t len,
     return OC_EINVAL;
 }
 
+int oc_key_id_cacheable(const char *id, size_t len, size_t max_len)
+{
+    if (len == 0 || len > max_len)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)id[i];
+        if (c <= 0x20 || c == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
 size_t oc_key_cache_key(const char *prefix, const char *model, uint64_t gen,
                         const char *canon, size_t canon_len, char *buf, size_t cap,
                         size_t *canon_off)

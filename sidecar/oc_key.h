@@ -51,6 +51,12 @@ size_t oc_key_cache_key(const char *prefix, const char *model, uint64_t gen,
                         const char *canon, size_t canon_len, char *buf, size_t cap,
                         size_t *canon_off);
 
+/* 1 if an id coming from PostgreSQL (an outbox key) could be part of a
+ * cache key: no control bytes, no spaces, at most max_len bytes. An id
+ * that fails could never have been asked for, so never cached; and it
+ * must never reach a memcached command line. */
+int oc_key_id_cacheable(const char *id, size_t len, size_t max_len);
+
 /* 1 if s[0..len) is well-formed UTF-8 (no overlongs, surrogates, > U+10FFFF). */
 int oc_key_utf8_valid(const unsigned char *s, size_t len);
 

@@ -43,6 +43,7 @@ struct evbuffer;
     X(cmd_tombstone, COUNTER, "delete commands (tombstones)")                  \
     X(pushes_stale, COUNTER, "pushes refused as older than the cached object") \
     X(invalidations, COUNTER, "keys deleted for the DB hook's outbox")         \
+    X(inval_skipped, COUNTER, "outbox keys no client could ask for (spaces, control bytes)") \
     X(inval_requeued, COUNTER, "invalidations put back: memcached failed")     \
     X(inval_errors, COUNTER, "invalidation cycles rolled back")                \
     X(inval_lag_ms, GAUGE, "age of the oldest outbox row in the last claim")   \

@@ -496,6 +496,7 @@ BEGIN
 END
 $$;
 
+
 -- For consumers: put keys whose invalidation could not be applied (a memcached server down or
 -- frozen) back into the outbox, one row per model, inside the consumer's claim transaction, so
 -- they are applied again later instead of lost. models[i] goes with keys[i].

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The randomized consistency test (tests/integration/test_consistency.py)
+# run for longer: writers in SQL and through pushes and tombstones, readers
+# through two sidecars, a memcached server or a sidecar restarted every
+# minute. Exits non-zero if any entry is stale once the writes stop and the
+# invalidations drain; prints the staleness measured during the run.
+#
+#   bash scripts/soak.sh                      10 minutes, a random seed, build-asan/
+#   bash scripts/soak.sh --seconds 3600       an hour
+#   bash scripts/soak.sh --seed 42            replay a seed's random choices
+#   bash scripts/soak.sh --build-dir build    the daemon of another build
+#   bash scripts/soak.sh --runs 5             five runs in a row (seeds seed, seed+1, ...)
+#
+# Builds the daemon first (scripts/build.sh) unless OBJCACHED_BIN names one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=600
+seed=""
+runs=1
+build_dir=build-asan
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --seconds) seconds="$2"; shift 2 ;;
+    --seed) seed="$2"; shift 2 ;;
+    --runs) runs="$2"; shift 2 ;;
+    --build-dir) build_dir="$2"; shift 2 ;;
+    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "soak.sh: unknown argument '$1'" >&2; exit 2 ;;
+    esac
+done
+case "$seconds$runs" in *[!0-9]*) echo "soak.sh: --seconds and --runs take whole numbers" >&2; exit 2 ;; esac
+[ -n "$seed" ] || seed=$(( $(od -An -N4 -tu4 /dev/urandom | tr -d ' ') % 1000000000 ))
+
+if [ -z "${OBJCACHED_BIN:-}" ]; then
+    if [ "$build_dir" = build-asan ]; then
+        bash scripts/build.sh --sanitize >/dev/null
+    elif [ "$build_dir" = build ]; then
+        bash scripts/build.sh >/dev/null
+    else
+        cmake --build "$build_dir" -j2 >/dev/null
+    fi
+    OBJCACHED_BIN="$PWD/$build_dir/objcached"
+fi
+export OBJCACHED_BIN
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+# The test's own watchdog: the run, the drain and the check, with room to spare.
+export OC_TEST_WATCHDOG=$(( seconds + 600 ))
+
+python=/usr/bin/python3
+[ -x "$python" ] || python=python3
+failed=0
+for ((i = 0; i < runs; i++)); do
+    s=$(( seed + i ))
+    echo "==> soak run $((i + 1))/$runs: $seconds s, seed $s ($OBJCACHED_BIN)"
+    if ! (cd tests/integration &&
+          OC_CONSISTENCY_SECONDS="$seconds" OC_CONSISTENCY_SEED="$s" \
+          "$python" -m pytest -q -p no:cacheprovider -s test_consistency.py); then
+        echo "==> soak run with seed $s FAILED (replay: bash scripts/soak.sh --seconds $seconds --seed $s)"
+        failed=1
+    fi
+done
+exit "$failed"

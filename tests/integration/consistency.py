@@ -1,0 +1,821 @@
+"""Helpers for the write-path and consistency tests (test_write_path.py,
+test_consistency.py, scripts/soak.sh).
+
+- HookDb and clone_db(): databases with the PostgreSQL invalidation hook
+  installed (cloned from a template, so each test starts with an empty
+  outbox and its own generations);
+- Fleet: several objcached sidecars on the same memcached pool and database,
+  any of which may be SIGKILLed and started again;
+- raw memcached inspection (what objcached really stored, read with a plain
+  socket, bypassing objcached): raw_items(), dump_keys(), entry_kind();
+- ConsistencyRun: the randomized consistency run (writers in SQL and
+  through the app path, readers through two sidecars, restarts), with its
+  staleness measurements.
+
+No pytest dependency here: the test files wrap these in fixtures.
+"""
+
+import bisect
+import os
+import random
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+
+import harness
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SQL_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "sql"))
+INSTALL_SQL = os.path.join(SQL_DIR, "install.sql")
+
+# oc_entry.h: flags = magic 0x6F63 << 16 | version 1 << 8 | kind
+ENTRY_MAGIC = 0x6F63
+KIND_NAMES = {1: "OBJECT", 2: "MISSING", 3: "TOMBSTONE", 4: "LEASE"}
+
+
+def entry_kind(flags):
+    """The objcached entry kind of a memcached item's flags ('OBJECT',
+    'MISSING', 'TOMBSTONE', 'LEASE'), or 'FOREIGN'."""
+    if flags >> 16 != ENTRY_MAGIC or (flags >> 8) & 0xFF != 1:
+        return "FOREIGN"
+    return KIND_NAMES.get(flags & 0xFF, "FOREIGN")
+
+
+def cache_key(model, ident, generation=0, prefix="oc:"):
+    """The memcached key objcached uses: oc:Model:id, or oc:Model~G:id once
+    the model has a generation (docs/protocol.md, Keys)."""
+    gen = f"~{generation}" if generation else ""
+    return f"{prefix}{model}{gen}:{ident}"
+
+
+# --------------------------------------------------------------------------
+# memcached, read directly
+
+
+def raw_items(mc_pool, key):
+    """[(server address, kind, data)] for every server of the pool that holds
+    `key` (objcached hashes keys with ketama; asking every server needs no
+    copy of its hash)."""
+    out = []
+    k = key.encode() if isinstance(key, str) else key
+    for m in mc_pool:
+        with m.client(timeout=5) as c:
+            reply = c.command(b"get " + k)
+        for v in reply.values:
+            out.append((m.address, entry_kind(v.flags), v.data))
+    return out
+
+
+def dump_keys(mc):
+    """Every key memcached `mc` holds now (`lru_crawler metadump hash`: it
+    walks the hash table; `metadump all` walks the LRUs and was seen to miss
+    items just written)."""
+    keys = []
+    with mc.client(timeout=10) as c:
+        c.sendline(b"lru_crawler metadump hash")
+        while True:
+            line = c.readline()
+            if line == b"END":
+                return keys
+            if line.startswith(b"key="):
+                keys.append(urllib.parse.unquote_to_bytes(line.split(b" ", 1)[0][4:]))
+            elif line.startswith((b"ERROR", b"CLIENT_ERROR", b"BUSY")):
+                raise harness.HarnessError(f"metadump on {mc.address}: {line!r}")
+
+
+def raw_values_for(mc_pool, model, ident, prefix=b"oc:"):
+    """[(key, kind, data)] of every item, on every server and under any
+    generation, that is objcached's entry for Model:id (found by listing all
+    keys, so an entry under a generation nobody uses any more shows too)."""
+    want_tail = b":" + str(ident).encode()
+    heads = (prefix + model.encode() + b":", prefix + model.encode() + b"~")
+    out = []
+    for m in mc_pool:
+        for k in dump_keys(m):
+            if k.startswith(heads) and k.endswith(want_tail) \
+                    and k[:-len(want_tail)].count(b":") == 1:
+                for _, kind, data in raw_items([m], k):
+                    out.append((k, kind, data))
+    return out
+
+
+class McProxy:
+    """A TCP proxy in front of one memcached server, for faults memcached
+    itself cannot produce: in "blackhole" mode it accepts connections and
+    reads what is sent but forwards nothing and answers nothing (a server
+    that is up but whose requests are lost); in "forward" mode it is
+    transparent. Connections made in blackhole mode are dropped when it
+    switches back, as a network that recovers would reset them."""
+
+    def __init__(self, target_port, target_host="127.0.0.1"):
+        self.target = (target_host, target_port)
+        self.mode = "forward"
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._conns = []          # (client socket, server socket or None, mode at accept)
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def set_mode(self, mode):
+        assert mode in ("forward", "blackhole")
+        with self._lock:
+            self.mode = mode
+            conns, self._conns = self._conns, []
+        for client, server, _ in conns:
+            for s in (client, server):
+                if s is not None:
+                    try:
+                        s.close()
+                    except OSError:
+                        pass
+
+    def _accept_loop(self):
+        self.lsock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                client, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                mode = self.mode
+            server = None
+            if mode == "forward":
+                try:
+                    server = socket.create_connection(self.target, timeout=5)
+                except OSError:
+                    client.close()
+                    continue
+            with self._lock:
+                self._conns.append((client, server, mode))
+            if server is None:
+                threading.Thread(target=self._pump, args=(client, None), daemon=True).start()
+            else:
+                threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
+                threading.Thread(target=self._pump, args=(server, client), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if dst is not None:
+                    dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                if s is not None:
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+    def close(self):
+        self._stop.set()
+        self.set_mode("forward")
+        self.lsock.close()
+        self._thread.join(5)
+
+
+# --------------------------------------------------------------------------
+# databases with the hook
+
+
+class HookDb:
+    """One database of the `pg` cluster, with the hook installed. q() runs on
+    an autocommit connection with the session settings objcached pins
+    (TimeZone=UTC, ...)."""
+
+    def __init__(self, pg, name):
+        self.pg = pg
+        self.name = name
+        self.conn = pg.connect(dbname=name)
+        self._extra = []
+
+    @property
+    def conninfo(self):
+        return f"host={self.pg.dir} port={self.pg.port} dbname={self.name} user=postgres"
+
+    def connect(self, autocommit=True):
+        conn = self.pg.connect(dbname=self.name, autocommit=autocommit)
+        self._extra.append(conn)
+        return conn
+
+    def q(self, sql, params=None, conn=None):
+        """Rows of sql, or None for a statement without a result."""
+        with (conn or self.conn).cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description is not None else None
+
+    def one(self, sql, params=None, conn=None):
+        return self.q(sql, params, conn)[0][0]
+
+    def outbox_rows(self):
+        """Rows in objcached.outbox, including rows a consumer has claimed but
+        not committed yet (their deletion is not visible)."""
+        return self.one("SELECT count(*) FROM objcached.outbox")
+
+    def generation(self, model):
+        return self.one("SELECT generation FROM objcached.models WHERE model = %s", (model,))
+
+    def set_notify(self, on):
+        self.q("UPDATE objcached.meta SET value = %s WHERE key = 'notify'",
+               ("on" if on else "off",))
+
+    def close(self):
+        for c in [self.conn] + self._extra:
+            if not c.closed:
+                c.close()
+
+
+def run_install_hook(binary, config, timeout=60):
+    """`objcached --install-hook -c FILE` with `config` (a dict); returns the
+    CompletedProcess (text)."""
+    with tempfile.TemporaryDirectory(prefix="oc-hook-") as d:
+        path = os.path.join(d, "objcached.ini")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(harness.render_ini(config))
+        return subprocess.run([binary, "--install-hook", "-c", path], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def create_template(pg, name, schema_sql, models, binary, mc_address="127.0.0.1:1"):
+    """Create database `name` with `schema_sql`, install the hook with
+    `objcached --install-hook` (which attaches every model of `models`,
+    {name: {config keys}}), and empty the outbox the attaches filled."""
+    pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', dbname="postgres")
+    pg.execute(f'CREATE DATABASE "{name}"', dbname="postgres")
+    pg.execute(schema_sql, dbname=name)
+    db = HookDb(pg, name)
+    try:
+        config = sidecar_config(mc_address, db.conninfo, models)
+        p = run_install_hook(binary, config)
+        if p.returncode != 0:
+            raise harness.HarnessError(f"objcached --install-hook failed ({p.returncode}):\n"
+                                       f"{p.stdout}{p.stderr}")
+        db.q("DELETE FROM objcached.outbox")
+        db.q("VACUUM ANALYZE")
+    finally:
+        db.close()
+
+
+_db_counter = [0]
+
+
+def clone_db(pg, template, prefix="oc_t"):
+    """A fresh copy of `template` (CREATE DATABASE ... TEMPLATE) as a HookDb."""
+    _db_counter[0] += 1
+    name = f"{prefix}_{os.getpid()}_{_db_counter[0]}"
+    pg.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"', dbname="postgres")
+    return HookDb(pg, name)
+
+
+def drop_db(pg, db):
+    db.close()
+    pg.execute(f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)', dbname="postgres")
+
+
+# --------------------------------------------------------------------------
+# sidecars
+
+
+def sidecar_config(mc_servers, conninfo, models, overrides=None):
+    """A complete objcached config dict. mc_servers: an address string or a
+    list of harness.Memcached; models: {name: {key: value}}; overrides:
+    {section: {key: value}} (a value None removes the key)."""
+    if not isinstance(mc_servers, str):
+        mc_servers = " ".join(m.address for m in mc_servers)
+    config = {
+        "objcached": {"load_timeout": "5s", "log_level": "info"},
+        "memcached": {"servers": mc_servers, "retry_timeout": "500ms"},
+        "postgresql": {"conninfo": conninfo, "connections": "2",
+                       "invalidation_poll": "1s"},
+    }
+    for name, keys in models.items():
+        config[f"model {name}"] = dict(keys)
+    for section, keys in (overrides or {}).items():
+        sec = config.setdefault(section, {})
+        for k, v in keys.items():
+            if v is None:
+                sec.pop(k, None)
+            else:
+                sec[k] = v
+    return config
+
+
+class Fleet:
+    """Sidecars started for one test. stop_all() stops each with SIGTERM and
+    checks it exited 0 without a sanitizer report, except those this test
+    SIGKILLed on purpose (kill()); those are checked for sanitizer reports
+    only."""
+
+    def __init__(self, binary):
+        self.binary = binary
+        self.daemons = []
+        self.killed = set()
+
+    def start(self, config, env=None, **kw):
+        oc = harness.Objcached(config, binary=self.binary, env=env, **kw)
+        self.daemons.append(oc)
+        return oc.start()
+
+    def kill(self, oc, sig=signal.SIGKILL):
+        """SIGKILL `oc` and wait until it is gone."""
+        oc.kill(sig)
+        oc.proc.wait(timeout=10)
+        self.killed.add(id(oc))
+
+    def forgive(self, oc):
+        """`oc` died in a way a test expected (a crash it pins as a bug):
+        check it for sanitizer reports only."""
+        self.killed.add(id(oc))
+
+    def restart(self, oc):
+        """Start a killed daemon again with the same config and port."""
+        self.killed.discard(id(oc))
+        return oc.start()
+
+    def stop_all(self):
+        errors = []
+        for oc in self.daemons:
+            try:
+                if id(oc) in self.killed and not oc.alive():
+                    report = oc.sanitizer_report()
+                    if report:
+                        errors.append(f"{oc!r}: sanitizer report:\n{report}")
+                else:
+                    oc.stop(check=True)
+            except harness.HarnessError as e:
+                errors.append(str(e))
+            finally:
+                oc.cleanup()
+        self.daemons = []
+        return errors
+
+
+def log_generation(oc, model):
+    """The last generation `oc` logged switching to for `model` (0 if none;
+    the generations read at start-up are not logged, only later switches)."""
+    found = re.findall(rf"event=model_generation model={re.escape(model)} generation=(\d+)",
+                       oc.log())
+    return int(found[-1]) if found else 0
+
+
+def wait_generation(oc, model, generation, timeout=10):
+    """Wait until `oc`'s consumer switched to `generation` for `model` (it
+    logs event=model_generation when a cycle finds a new one)."""
+    harness.wait_until(lambda: log_generation(oc, model) == generation, timeout=timeout,
+                       interval=0.02, what=f"{oc!r} to use generation {generation} of {model}")
+
+
+def wait_drained(db, sidecars, timeout=30):
+    """Wait until the outbox is empty (nothing claimed and uncommitted either)
+    and every sidecar has nothing in flight."""
+    def drained():
+        return db.outbox_rows() == 0 and all(s.stats()["loads_in_flight"] == 0
+                                             for s in sidecars)
+    harness.wait_until(drained, timeout=timeout, interval=0.05,
+                       what="the outbox to drain and the sidecars to be idle")
+
+
+# --------------------------------------------------------------------------
+# the randomized consistency run
+
+CONSISTENCY_SCHEMA = """
+CREATE TABLE acct (
+    id         bigint PRIMARY KEY,
+    name       text NOT NULL,
+    balance    bigint NOT NULL,
+    version    bigint NOT NULL,
+    updated_at timestamptz NOT NULL,
+    pad        text
+);
+CREATE TABLE note (
+    id      bigint PRIMARY KEY,
+    body    text NOT NULL,
+    version bigint NOT NULL
+);
+"""
+
+# Acct has a version_column (a timestamptz: its ISO text is what is compared),
+# Note has none (the last push wins).
+CONSISTENCY_MODELS = {
+    "Acct": {"table": "acct", "columns": "id, name, balance, version, updated_at",
+             "version_column": "updated_at", "ttl": "1h", "missing_ttl": "30s",
+             "tombstone_ttl": "10m"},
+    "Note": {"table": "note", "ttl": "1h", "missing_ttl": "30s", "tombstone_ttl": "10m"},
+}
+
+# What objcached's load returns for each model, computed in the writer's own
+# statement (RETURNING), on a session with TimeZone=UTC like objcached's.
+ROW_JSON = {
+    "Acct": "(SELECT row_to_json(r) FROM (SELECT acct.id, acct.name, acct.balance, "
+            "acct.version, acct.updated_at) AS r)::text",
+    "Note": "row_to_json(note)::text",
+}
+TABLE = {"Acct": "acct", "Note": "note"}
+
+
+def _percentile(sorted_values, p):
+    if not sorted_values:
+        return None
+    k = max(0, min(len(sorted_values) - 1, int(round(p / 100 * (len(sorted_values) - 1)))))
+    return sorted_values[k]
+
+
+class History:
+    """Per key, the committed versions in commit order: (t_start, t_done,
+    json or None), where the commit became visible between t_start (COMMIT
+    sent) and t_done (COMMIT returned; inf while it has not). Each key is
+    written by one thread only, so the order of its versions is the order of
+    the commits."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.versions = {}
+
+    def init(self, key, value):
+        self.versions[key] = [(float("-inf"), float("-inf"), value)]
+
+    def pending(self, changes, t_start):
+        """Record versions about to be committed (COMMIT sent at t_start), so
+        that a reader that sees one before the writer thread gets to
+        done() judges it correctly."""
+        with self.lock:
+            for key, value in changes:
+                self.versions[key].append((t_start, float("inf"), value))
+
+    def done(self, changes, t_done):
+        with self.lock:
+            for key, _ in changes:
+                vs = self.versions[key]
+                t_start, _, value = vs[-1]
+                vs[-1] = (t_start, t_done, value)
+
+    def judge(self, key, value, t_read, t_read_end):
+        """('fresh' | 'stale' | 'phantom', delay in s or None) of a read of
+        `key` started at t_read that returned `value`."""
+        with self.lock:
+            vs = list(self.versions[key])
+        # cur: the newest version surely committed when the read started
+        dones = [v[1] for v in vs]
+        cur = bisect.bisect_right(dones, t_read) - 1
+        for i in range(len(vs) - 1, cur - 1, -1):
+            if vs[i][2] == value and vs[i][0] <= t_read_end:
+                return "fresh", None
+        for i in range(cur - 1, -1, -1):
+            if vs[i][2] == value:
+                return "stale", t_read - vs[i + 1][1]
+        return "phantom", None
+
+
+class ConsistencyRun:
+    """Writers, readers and faults for `seconds`, then the final check.
+
+    Keys: ids 1..n_ids of both models; the first `split` ids are written only
+    by the SQL writer (single-row updates, deletes, inserts, and bulk updates
+    of up to 1000 rows), the rest only by the app writer (commit in SQL, then
+    push the row's JSON or, after a delete, a tombstone, through a random
+    sidecar). One thread per partition keeps each key's commits in a known
+    order (see History); it also keeps out a known design gap, pinned by
+    test_write_path.py::test_late_push_of_an_older_row_is_corrected: with
+    two writers on one key, one's late push of an older row can land after
+    the other's invalidation and stay. Readers get-multi random keys through
+    both sidecars and judge every answer against the history.
+
+    Faults (faults()): a memcached server is restarted at 1/3 of the run and
+    a sidecar is SIGKILLed and started again at 2/3 (in runs over 3
+    minutes, one or the other every minute)."""
+
+    def __init__(self, pg, mc_pool, db, fleet, seconds, seed, n_ids=3000, split=2000,
+                 readers=3, log=print):
+        self.pg, self.mc_pool, self.db, self.fleet = pg, mc_pool, db, fleet
+        self.seconds = seconds
+        self.seed = seed
+        self.n_ids = n_ids
+        self.split = split
+        self.n_readers = readers
+        self.log = log
+        self.history = History()
+        self.stop = threading.Event()
+        self.errors = []
+        self.counts_lock = threading.Lock()
+        self.counts = {"reads": 0, "read_keys": 0, "read_errors": 0, "fresh": 0, "stale": 0,
+                       "phantom": 0, "sql_writes": 0, "sql_keys": 0, "bulk_updates": 0,
+                       "app_writes": 0, "pushes": 0, "pushes_failed": 0,
+                       "pushes_not_stored": 0, "tombstones": 0}
+        self.delays = []
+        self.phantoms = []
+        self.fault_counts = {"memcached_restarts": 0, "sidecar_restarts": 0}
+        self.sidecars = []
+
+    # -- setup
+
+    def populate(self):
+        rng = random.Random(self.seed)
+        conn = self.db.connect()
+        with conn.cursor() as cur:
+            for model in ("Acct", "Note"):
+                for i in range(1, self.n_ids + 1):
+                    self.history.init((model, i), None)
+            # three ids in four exist at the start; the others wait for inserts
+            ids = [i for i in range(1, self.n_ids + 1) if rng.random() < 0.75]
+            cur.execute("INSERT INTO acct SELECT i, 'acct ' || i, i * 10, 1, "
+                        "clock_timestamp(), repeat('x', 50) FROM unnest(%s::bigint[]) AS i",
+                        (ids,))
+            cur.execute("INSERT INTO note SELECT i, 'note ' || i, 1 FROM unnest(%s::bigint[]) i",
+                        (ids,))
+            for model in ("Acct", "Note"):
+                cur.execute(f"SELECT id, {ROW_JSON[model]} FROM {TABLE[model]}")
+                for ident, js in cur.fetchall():
+                    self.history.versions[(model, ident)] = \
+                        [(float("-inf"), float("-inf"), js.encode())]
+            cur.execute("DELETE FROM objcached.outbox")  # the initial load, cache is empty
+        conn.close()
+
+    # -- writers
+
+    def _count(self, **kw):
+        with self.counts_lock:
+            for k, v in kw.items():
+                self.counts[k] += v
+
+    def _commit(self, conn, changes):
+        """COMMIT, then record [(key, json or None)] in the history."""
+        t0 = time.monotonic()
+        self.history.pending(changes, t0)
+        conn.commit()
+        t1 = time.monotonic()
+        self.history.done(changes, t1)
+        return t1
+
+    def _write_one(self, cur, rng, model, ident, exists):
+        """One random single-row change; returns (kind, json or None)."""
+        table, js = TABLE[model], ROW_JSON[model]
+        r = rng.random()
+        if not exists:
+            if model == "Acct":
+                cur.execute(f"INSERT INTO acct VALUES (%s, %s, %s, 1, clock_timestamp(), "
+                            f"'x') RETURNING {js}", (ident, f"new {rng.random():.6f}",
+                                                      rng.randint(0, 10**6)))
+            else:
+                cur.execute(f"INSERT INTO note VALUES (%s, %s, 1) RETURNING {js}",
+                            (ident, f"new {rng.random():.6f}"))
+            return "insert", cur.fetchone()[0].encode()
+        if r < 0.15:
+            cur.execute(f"DELETE FROM {table} WHERE id = %s", (ident,))
+            return "delete", None
+        if model == "Acct":
+            cur.execute(f"UPDATE acct SET balance = balance + %s, version = version + 1, "
+                        f"name = %s, updated_at = clock_timestamp() WHERE id = %s "
+                        f"RETURNING {js}", (rng.randint(-50, 50), f"n{rng.random():.6f}", ident))
+        else:
+            cur.execute(f"UPDATE note SET body = %s, version = version + 1 WHERE id = %s "
+                        f"RETURNING {js}", (f"b{rng.random():.6f} \"q\" \\ é", ident))
+        return "update", cur.fetchone()[0].encode()
+
+    def _exists(self, key):
+        with self.history.lock:
+            return self.history.versions[key][-1][2] is not None
+
+    def sql_writer(self, seed):
+        rng = random.Random(seed)
+        conn = self.db.connect(autocommit=False)
+        try:
+            while not self.stop.is_set():
+                model = rng.choice(("Acct", "Note"))
+                with conn.cursor() as cur:
+                    if rng.random() < 0.02:
+                        lo = rng.randint(1, max(1, self.split - 999))
+                        hi = min(self.split, lo + 999)
+                        if model == "Acct":
+                            cur.execute(f"UPDATE acct SET balance = balance + 1, version = "
+                                        f"version + 1, updated_at = clock_timestamp() WHERE id "
+                                        f"BETWEEN %s AND %s RETURNING id, {ROW_JSON[model]}",
+                                        (lo, hi))
+                        else:
+                            cur.execute(f"UPDATE note SET version = version + 1, body = body "
+                                        f"|| '+' WHERE id BETWEEN %s AND %s RETURNING id, "
+                                        f"{ROW_JSON[model]}", (lo, hi))
+                        rows = cur.fetchall()
+                        self._commit(conn, [((model, i), js.encode()) for i, js in rows])
+                        self._count(sql_writes=1, sql_keys=len(rows), bulk_updates=1)
+                    else:
+                        ident = rng.randint(1, self.split)
+                        key = (model, ident)
+                        _, value = self._write_one(cur, rng, model, ident, self._exists(key))
+                        self._commit(conn, [(key, value)])
+                        self._count(sql_writes=1, sql_keys=1)
+                self.stop.wait(rng.uniform(0, 0.004))
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.errors.append(f"sql writer: {e!r}")
+        finally:
+            conn.close()
+
+    def app_writer(self, seed):
+        """The app path: commit in SQL, then push (or tombstone) through a
+        random sidecar, as docs/protocol.md's Django example does."""
+        rng = random.Random(seed)
+        conn = self.db.connect(autocommit=False)
+        clients = {}
+        try:
+            while not self.stop.is_set():
+                model = rng.choice(("Acct", "Note"))
+                ident = rng.randint(self.split + 1, self.n_ids)
+                key = (model, ident)
+                with conn.cursor() as cur:
+                    kind, value = self._write_one(cur, rng, model, ident, self._exists(key))
+                self._commit(conn, [(key, value)])
+                self._count(app_writes=1)
+                oc = rng.choice(self.sidecars)
+                k = f"{model}:{ident}".encode()
+                try:
+                    c = clients.get(id(oc))
+                    if c is None:
+                        c = clients[id(oc)] = oc.client(timeout=5)
+                    if value is None:
+                        c.send(b"delete " + k + b"\r\n")
+                        self._count(tombstones=1)
+                    else:
+                        c.send(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(value), value))
+                        self._count(pushes=1)
+                    line = c.readline()
+                    if line == b"NOT_STORED":
+                        self._count(pushes_not_stored=1)
+                    elif line not in (b"STORED", b"DELETED"):
+                        self._count(pushes_failed=1)
+                except (OSError, harness.HarnessError):
+                    # the sidecar is being restarted: the hook still
+                    # invalidates the key, the push was only an optimisation
+                    self._count(pushes_failed=1)
+                    stale = clients.pop(id(oc), None)
+                    if stale:
+                        stale.close()
+                self.stop.wait(rng.uniform(0, 0.004))
+        except Exception as e:  # noqa: BLE001
+            self.errors.append(f"app writer: {e!r}")
+        finally:
+            conn.close()
+            for c in clients.values():
+                c.close()
+
+    # -- readers
+
+    def reader(self, seed):
+        rng = random.Random(seed)
+        clients = {}
+        while not self.stop.is_set():
+            oc = rng.choice(self.sidecars)
+            keys = [(rng.choice(("Acct", "Note")), rng.randint(1, self.n_ids))
+                    for _ in range(rng.randint(1, 30))]
+            try:
+                c = clients.get(id(oc))
+                if c is None:
+                    c = clients[id(oc)] = oc.client(timeout=10)
+                t0 = time.monotonic()
+                values, terminal = c.get_multi([f"{m}:{i}" for m, i in keys])
+                t1 = time.monotonic()
+            except (OSError, harness.HarnessError):
+                self._count(read_errors=1)
+                stale = clients.pop(id(oc), None)
+                if stale:
+                    stale.close()
+                self.stop.wait(0.05)
+                continue
+            if terminal != b"END":
+                self._count(read_errors=1)   # e.g. SERVER_ERROR load failed
+                continue
+            got = {}
+            for k, _, data in values:
+                m, i = k.decode().split(":")
+                got[(m, int(i))] = data
+            verdicts = {"fresh": 0, "stale": 0, "phantom": 0}
+            delays = []
+            for key in set(keys):
+                verdict, delay = self.history.judge(key, got.get(key), t0, t1)
+                verdicts[verdict] += 1
+                if delay is not None:
+                    delays.append(delay)
+                if verdict == "phantom" and len(self.phantoms) < 20:
+                    self.phantoms.append((key, got.get(key), oc.port))
+            with self.counts_lock:
+                self.counts["reads"] += 1
+                self.counts["read_keys"] += len(set(keys))
+                for k, v in verdicts.items():
+                    self.counts[k] += v
+                self.delays.extend(delays)
+        for c in clients.values():
+            c.close()
+
+    # -- faults
+
+    def faults(self):
+        """Alternate a memcached server restart and a sidecar SIGKILL +
+        start, every third of the run (a short run gets one of each), or
+        every 60 s in a long run."""
+        try:
+            self._faults()
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.errors.append(f"faults: {e!r}")
+
+    def _faults(self):
+        t0 = time.monotonic()
+        every = self.seconds / 3 if self.seconds <= 180 else 60.0
+        n = 0
+        while not self.stop.wait(max(0.0, t0 + (n + 1) * every - time.monotonic())):
+            if time.monotonic() - t0 > self.seconds - min(5.0, self.seconds / 10):
+                return      # leave the end of the run alone
+            if n % 2 == 0:
+                mc = self.mc_pool[(n // 2) % len(self.mc_pool)]
+                self.log(f"consistency: t={time.monotonic() - t0:.1f}s restarting {mc!r}")
+                mc.stop()
+                self.stop.wait(1.0)
+                mc.start()
+                self.fault_counts["memcached_restarts"] += 1
+            else:
+                oc = self.sidecars[-1 - (n // 2) % len(self.sidecars)]
+                self.log(f"consistency: t={time.monotonic() - t0:.1f}s SIGKILL and restart "
+                         f"of {oc!r}")
+                self.fleet.kill(oc)
+                self.stop.wait(0.5)
+                self.fleet.restart(oc)
+                self.fault_counts["sidecar_restarts"] += 1
+            n += 1
+
+    # -- the run
+
+    def run(self, sidecars):
+        self.sidecars = list(sidecars)
+        rng = random.Random(self.seed)
+        threads = [threading.Thread(target=self.sql_writer, args=(rng.random(),), daemon=True),
+                   threading.Thread(target=self.app_writer, args=(rng.random(),), daemon=True)]
+        threads += [threading.Thread(target=self.reader, args=(rng.random(),), daemon=True)
+                    for _ in range(self.n_readers)]
+        fault_thread = threading.Thread(target=self.faults, daemon=True)
+        deadline = time.monotonic() + self.seconds
+        for t in threads:
+            t.start()
+        fault_thread.start()
+        while time.monotonic() < deadline and not self.errors:
+            time.sleep(0.2)
+        self.stop.set()
+        fault_thread.join(60)
+        for t in threads:
+            t.join(60)
+            if t.is_alive():
+                self.errors.append(f"{t.name} did not stop")
+
+    def final_check(self, timeout=60):
+        """After the writes: wait for the drain, then compare every key read
+        through every sidecar with the database. Returns the mismatches."""
+        wait_drained(self.db, self.sidecars, timeout=timeout)
+        current = {}
+        for model in ("Acct", "Note"):
+            for ident, js in self.db.q(f"SELECT id, {ROW_JSON[model]} FROM {TABLE[model]}"):
+                current[(model, ident)] = js.encode()
+        mismatches = []
+        all_keys = [(m, i) for m in ("Acct", "Note") for i in range(1, self.n_ids + 1)]
+        for oc in self.sidecars:
+            with oc.client(timeout=30) as c:
+                for lo in range(0, len(all_keys), 500):
+                    chunk = all_keys[lo:lo + 500]
+                    values, terminal = c.get_multi([f"{m}:{i}" for m, i in chunk])
+                    if terminal != b"END":
+                        raise harness.HarnessError(f"final get through {oc!r}: {terminal!r}")
+                    got = {}
+                    for k, _, data in values:
+                        m, i = k.decode().split(":")
+                        got[(m, int(i))] = data
+                    for key in chunk:
+                        if got.get(key) != current.get(key):
+                            mismatches.append((oc.port, key, got.get(key), current.get(key)))
+        return mismatches
+
+    def report(self):
+        d = sorted(self.delays)
+        c = dict(self.counts)
+        c.update(self.fault_counts)
+        c["stale_delay_p50_ms"] = None if not d else round(_percentile(d, 50) * 1000, 1)
+        c["stale_delay_p99_ms"] = None if not d else round(_percentile(d, 99) * 1000, 1)
+        c["stale_delay_max_ms"] = None if not d else round(d[-1] * 1000, 1)
+        c["stale_delay_mean_ms"] = None if not d else round(statistics.mean(d) * 1000, 1)
+        return c
