@@ -12,7 +12,7 @@ export DEBIAN_FRONTEND=noninteractive
 pkgs=(build-essential cmake pkg-config libevent-dev libmemcached-dev libpq-dev
       libcmocka-dev libjansson-dev memcached postgresql-15 postgresql-contrib python3
       python3-pytest python3-psycopg2 python3-pymemcache procps php-cli php-memcached
-      valgrind)
+      valgrind clang libclang-rt-14-dev cppcheck clang-tidy)
 
 missing=()
 for p in "${pkgs[@]}"; do

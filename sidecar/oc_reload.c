@@ -116,7 +116,7 @@ oc_status_t oc_reload(oc_daemon_t *d, char *err)
     }
     size_t n;
     oc_model_conf_t *models = keep_indexes(d->conf, next, &n);
-    if (models == NULL || (st = grow_model_arrays(d, n, err)) != OC_OK) {
+    if (models == NULL || grow_model_arrays(d, n, err) != OC_OK) {
         free(models);
         st = oc_fail(err, OC_ENOMEM, "out of memory");
         goto fail;
