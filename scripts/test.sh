@@ -2,7 +2,9 @@
 # The README's test command (and .ci/run): install what is missing, then
 #   1. a plain build, whose unit tests and a set of integration tests run
 #      under valgrind (memcheck): zero leaks and zero errors;
-#   2. an ASan+UBSan build, under which every unit and integration test runs.
+#   2. an ASan+UBSan build, under which every unit and integration test runs,
+#      and the fuzz targets run briefly;
+# after clang-tidy and cppcheck (scripts/lint.sh) pass on the sources.
 # Exits non-zero on any failure; ctest's summary of step 2 is the last thing
 # printed.
 #
@@ -13,6 +15,9 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 bash scripts/build.sh
 bash scripts/build.sh --sanitize
+
+echo "==> lint: clang-tidy and cppcheck (scripts/lint.sh)"
+bash scripts/lint.sh
 
 echo "==> valgrind pass (build/)"
 ctest --test-dir build -L valgrind --output-on-failure -j2
