@@ -94,6 +94,7 @@ static int run(const char *path, const char *pidfile)
     int level = oc_log_parse_level(conf->log_level);
     if (level >= 0)
         oc_log_set_level((oc_log_level_t)level);
+    oc_log_use_syslog(strcmp(conf->log_target, "syslog") == 0);
     oc_daemon_t d;
     if (oc_daemon_init(&d, conf, err) != OC_OK) {
         oc_log_error("event=start_failed reason=\"%s\"", err);

@@ -52,6 +52,7 @@ typedef enum oc_conf_type {
     OC_CT_KEY_TYPE,  /* bigint|integer|uuid|text -> oc_key_type_t */
     OC_CT_IDENT,     /* one SQL identifier */
     OC_CT_USER,      /* a unix user name */
+    OC_CT_LOG_TARGET, /* stderr|syslog, stored as text */
     OC_CT_TABLE,     /* [schema.]table -> off = table, off2 = schema */
     OC_CT_COLUMNS,   /* a, b, c -> off = char **, off2 = size_t count */
     OC_CT_SERVERS,   /* h:p[:w] ... -> off = servers, off2 = size_t count */
@@ -101,6 +102,7 @@ static const oc_conf_key_t oc_conf_objcached_keys[] = {
     /* No default: without it objcached keeps the user it was started as. */
     {.name = "user", .type = OC_CT_USER, .off = offsetof(oc_conf_t, user)},
     OC_CK("log_level",        OC_CT_LOG_LEVEL, "info", log_level, 0, 0),
+    OC_CK("log_target",       OC_CT_LOG_TARGET, "stderr", log_target, 0, 0),
 };
 
 static const oc_conf_key_t oc_conf_memcached_keys[] = {
@@ -660,6 +662,15 @@ static oc_status_t oc_conf_set_log_level(const oc_conf_key_t *k, char *base,
                        oc_conf_show(val, shown));
 }
 
+static oc_status_t oc_conf_set_log_target(const oc_conf_key_t *k, char *base,
+                                          const char *val, char *why)
+{
+    char shown[OC_CONF_SHOWBUF];
+    if (strcmp(val, "stderr") == 0 || strcmp(val, "syslog") == 0)
+        return oc_conf_store_string(base, k->off, val);
+    return oc_conf_bad(why, "'%s' is not one of stderr, syslog", oc_conf_show(val, shown));
+}
+
 /* The conninfo may hold a password: no message ever shows it. */
 static oc_status_t oc_conf_set_conninfo(const oc_conf_key_t *k, char *base,
                                         const char *val, char *why)
@@ -914,6 +925,7 @@ static const oc_conf_set_fn oc_conf_setters[] = {
     [OC_CT_PREFIX]    = oc_conf_set_prefix,
     [OC_CT_TIMEZONE]  = oc_conf_set_timezone,
     [OC_CT_LOG_LEVEL] = oc_conf_set_log_level,
+    [OC_CT_LOG_TARGET] = oc_conf_set_log_target,
     [OC_CT_CONNINFO]  = oc_conf_set_conninfo,
     [OC_CT_UINT]      = oc_conf_set_number,
     [OC_CT_SIZE]      = oc_conf_set_number,
@@ -1327,6 +1339,7 @@ void oc_conf_free(oc_conf_t *conf)
     free(conf->timezone);
     free(conf->log_level);
     free(conf->user);
+    free(conf->log_target);
     free(conf->metrics_listen);
     oc_conf_free_servers(conf->servers, conf->nservers);
     free(conf->conninfo);

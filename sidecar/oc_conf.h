@@ -91,6 +91,7 @@ typedef struct oc_conf {
     char *user;                 /* started as root: become this user after
                                    binding (NULL = stay) */
     char *log_level;            /* error|warn|info|debug, default info */
+    char *log_target;           /* stderr (default; journald) or syslog */
 
     /* [memcached] */
     oc_mc_server_conf_t *servers; /* servers = h:p[:w] h:p[:w] ... (required) */

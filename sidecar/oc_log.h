@@ -1,7 +1,7 @@
 /*
  * oc_log: one line per event, `ts=... level=... event=... key=value ...`, to
- * stderr (journald adds its own metadata). oc_log_use_syslog() can route
- * them to syslog(3), but no setting turns that on yet.
+ * stderr (journald adds its own metadata), or to syslog(3) with
+ * log_target = syslog.
  *
  * Contract: callable from any thread; each call writes one whole line with a
  * single write(2), so lines from worker threads never interleave. The level

@@ -19,6 +19,7 @@ static const char *restart_needed(const oc_conf_t *a, const oc_conf_t *b)
         {"user", a->user ? a->user : "", b->user ? b->user : ""},
         {"conninfo", a->conninfo, b->conninfo},
         {"timezone", a->timezone, b->timezone},
+        {"log_target", a->log_target, b->log_target},
     };
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         if (strcmp(strs[i].x, strs[i].y) != 0)
