@@ -37,12 +37,35 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
     oc_conn_accept(arg, fd);
 }
 
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    oc_daemon_t *d = arg;
+    if (d->tcp_listener)
+        evconnlistener_enable(d->tcp_listener);
+    if (d->unix_listener)
+        evconnlistener_enable(d->unix_listener);
+}
+
+/* EMFILE and friends: the pending connection stays queued, so the listener
+ * stays readable and would fail again at once. Pause accepting for 100 ms
+ * (clients wait in the kernel's backlog meanwhile) and log once a pause. */
 static void on_accept_error(struct evconnlistener *l, void *arg)
 {
-    (void)l, (void)arg;
-    /* EMFILE and friends: log and keep listening; clients will retry. */
-    oc_log_error("event=accept_failed reason=\"%s\"",
+    (void)l;
+    oc_daemon_t *d = arg;
+    d->stats.accept_errors++;
+    oc_log_error("event=accept_failed reason=\"%s\" action=\"pausing accepts 100ms\"",
                  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    if (d->tcp_listener)
+        evconnlistener_disable(d->tcp_listener);
+    if (d->unix_listener)
+        evconnlistener_disable(d->unix_listener);
+    struct timeval tv = {0, 100000};
+    if (d->accept_timer == NULL)
+        d->accept_timer = evtimer_new(d->base, on_accept_resume, d);
+    if (d->accept_timer)
+        evtimer_add(d->accept_timer, &tv);
 }
 
 /* Split "host:port" / "[v6]:port" into its parts. */
@@ -342,6 +365,8 @@ void oc_daemon_free(oc_daemon_t *d)
         event_free(d->drain_timer);
     if (d->sig_hup)
         event_free(d->sig_hup);
+    if (d->accept_timer)
+        event_free(d->accept_timer);
     oc_map_free(d->fills);
     free(d->model_gen);
     free(d->stats.models);

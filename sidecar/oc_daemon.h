@@ -41,6 +41,7 @@ typedef struct oc_daemon {
     oc_conn_t *conns;         /* all client connections (doubly linked) */
     struct event *sig_term, *sig_int, *sig_hup;
     struct event *drain_timer;    /* shutdown: the drain's deadline */
+    struct event *accept_timer;   /* out of descriptors: resume accepting */
     time_t started;
     unsigned rand_state;      /* TTL jitter; quality does not matter */
     char lease_token[48];     /* this sidecar's name in LEASE entries */

@@ -21,6 +21,7 @@ struct evbuffer;
     X(curr_connections, GAUGE, "client connections open now")                 \
     X(total_connections, COUNTER, "client connections accepted")              \
     X(rejected_connections, COUNTER, "connections refused over max_connections") \
+    X(accept_errors, COUNTER, "accepts that failed (out of descriptors): accepting pauses 100 ms") \
     X(timeouts, COUNTER, "client connections closed by idle or write timeout") \
     X(cmd_get, COUNTER, "get and gets commands answered")                     \
     X(get_keys, COUNTER, "keys asked in get and gets")                        \

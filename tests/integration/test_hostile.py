@@ -668,9 +668,6 @@ def test_2000_idle_connections(objcached_factory, expected):
     assert_healthy(d, expected)
 
 
-@pytest.mark.xfail(strict=True, reason="out of descriptors, the listener stays readable and "
-                   "libevent calls on_accept_error() in a loop: 100% CPU and ~700,000 "
-                   "accept_failed log lines a second (reported to the lead)")
 def test_out_of_file_descriptors(objcached_factory, expected):
     """More clients than the daemon has descriptors: it logs, stays
     responsive (no busy loop on accept), and serves once they leave."""
