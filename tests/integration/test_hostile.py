@@ -644,19 +644,22 @@ def raise_nofile(want):
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
-def test_2000_idle_connections(objcached_factory, expected):
-    raise_nofile(2000 + 1024)
-    d = objcached_factory(WRITE_TIMEOUT, env=ASAN_ENV)  # max_connections: 4096
+def test_10000_idle_connections(objcached_factory, expected):
+    n = 10000
+    raise_nofile(n + 1024)
+    overrides = {k: dict(v) for k, v in WRITE_TIMEOUT.items()}
+    overrides.setdefault("objcached", {})["max_connections"] = str(n + 100)
+    d = objcached_factory(overrides, env=ASAN_ENV)
     base = d.stats()["curr_connections"]
     socks = []
     try:
         with Bystander(d, expected):
-            for _ in range(2000):
+            for _ in range(n):
                 socks.append(connect(d))
-            harness.wait_until(lambda: d.stats()["curr_connections"] >= base + 2000,
-                               timeout=30, what="2000 connections accepted")
+            harness.wait_until(lambda: d.stats()["curr_connections"] >= base + n,
+                               timeout=30, what=f"{n} connections accepted")
             assert_healthy(d, expected)
-            for s in socks[::250]:  # idle ones still answer
+            for s in socks[::1000]:  # idle ones still answer
                 s.sendall(b"version\r\n")
                 assert s.recv(100).startswith(b"VERSION ")
             assert d.stats()["rejected_connections"] == 0
@@ -664,7 +667,7 @@ def test_2000_idle_connections(objcached_factory, expected):
         for s in socks:
             s.close()
     harness.wait_until(lambda: d.stats()["curr_connections"] <= base, timeout=30,
-                       what="2000 connections closed")
+                       what=f"{n} connections closed")
     assert_healthy(d, expected)
 
 
