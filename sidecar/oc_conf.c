@@ -93,6 +93,7 @@ static const oc_conf_key_t oc_conf_objcached_keys[] = {
     OC_CK("max_keys",         OC_CT_UINT,      "1024", max_keys, 1, 100000),
     OC_CK("max_line",         OC_CT_SIZE,      "64k",  max_line, OC_KIB, 16 * OC_MIB),
     OC_CK("max_value",        OC_CT_SIZE,      "1m",   max_value, OC_KIB, 128 * OC_MIB),
+    OC_CK("max_reply",        OC_CT_SIZE,      "64m",  max_reply, OC_MIB, 1024 * OC_MIB),
     OC_CK("load_timeout",     OC_CT_MSECS,     "5s",   load_timeout_ms, 10, OC_MS_10MIN),
     OC_CK("ttl_jitter_pct",   OC_CT_UINT,      "10",   ttl_jitter_pct, 0, 100),
     OC_CK("lease_wait",       OC_CT_MSECS,     "250ms", lease_wait_ms, 0, OC_MS_10MIN),

@@ -81,6 +81,7 @@ typedef struct oc_conf {
     uint32_t max_keys;          /* keys in one get, default 1024 */
     uint32_t max_line;          /* bytes in one command line, default 65536 */
     uint32_t max_value;         /* bytes in one value, default 1048576 */
+    uint32_t max_reply;         /* bytes in one get's reply, default 64m */
     uint32_t load_timeout_ms;   /* a PostgreSQL load, default 5s */
     uint32_t ttl_jitter_pct;    /* added TTL spread, default 10 (%) */
     uint32_t lease_wait_ms;     /* wait for another sidecar's load, 250ms */

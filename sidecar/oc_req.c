@@ -101,6 +101,20 @@ static void req_write_reply(oc_req_t *r, struct evbuffer *out)
         req_write_meta(r, out);
         return;
     }
+    /* One get may name one big object many times: bound the reply before
+     * building it, as the output cap is only checked between commands. */
+    uint64_t size = 5;
+    for (size_t i = 0; i < r->nslots; i++) {
+        const oc_ukey_t *uk = &r->ukeys[r->slot_ukey[i]];
+        if (uk->state == OC_UK_FOUND)
+            size += uk->len + r->slot_len[i] + 48;
+    }
+    if (size > r->d->conf->max_reply) {
+        evbuffer_add_printf(out, "SERVER_ERROR reply too large (%" PRIu64 " bytes, max %u)\r\n",
+                            size, r->d->conf->max_reply);
+        st->server_errors++;
+        return;
+    }
     for (size_t i = 0; i < r->nslots; i++) {
         const oc_ukey_t *uk = &r->ukeys[r->slot_ukey[i]];
         if (uk->state != OC_UK_FOUND)

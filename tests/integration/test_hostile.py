@@ -611,9 +611,6 @@ def test_pipelining_client_that_never_reads(oc, expected, request_line):
     assert_healthy(oc, expected)
 
 
-@pytest.mark.xfail(strict=True, reason="one get may build a reply of max_keys x max_value "
-                   "(1 GiB by default) in memory: the 4 MiB output cap is only checked "
-                   "between commands (reported to the lead)")
 def test_one_get_with_a_reply_far_over_the_output_cap(oc, expected):
     """Push one ~512 KiB object, then ask for it 400 times in one get (a
     200 MiB reply) from a client that never reads: memory must stay bounded
