@@ -27,7 +27,7 @@ builddir=build-fuzz
 targets=()
 all_targets=(fuzz_proto fuzz_key fuzz_conf fuzz_parse)
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
 while (($# > 0)); do
     case "$1" in
