@@ -173,6 +173,98 @@ static oc_status_t drop_privileges(oc_daemon_t *d, char *err)
     return OC_OK;
 }
 
+/* ---- memcached health ---------------------------------------------------------- */
+
+#define OC_PROBE_INTERVAL_S 2
+
+static void free_mc_health(oc_daemon_t *d)
+{
+    for (size_t i = 0; i < d->stats.nmc; i++)
+        free(d->stats.mc_names[i]);
+    free(d->stats.mc_names);
+    free(d->stats.mc_up);
+    d->stats.mc_names = NULL;
+    d->stats.mc_up = NULL;
+    d->stats.nmc = 0;
+    d->stats.mc_servers_up = 0;
+}
+
+/* (Re)build the per-server health table from the configured servers; all
+ * start as up until the first probe says otherwise. */
+oc_status_t oc_daemon_mc_health_init(oc_daemon_t *d)
+{
+    size_t n = d->conf->nservers;
+    char **names = calloc(n, sizeof(*names));
+    uint64_t *up = calloc(n, sizeof(*up));
+    for (size_t i = 0; names && up && i < n; i++) {
+        const oc_mc_server_conf_t *sv = &d->conf->servers[i];
+        size_t len = strlen(sv->host) + 16;
+        if ((names[i] = malloc(len)) == NULL)
+            break;
+        snprintf(names[i], len, strchr(sv->host, ':') ? "[%s]:%u" : "%s:%u", sv->host,
+                 (unsigned)sv->port);
+        up[i] = 1;
+    }
+    if (names == NULL || up == NULL || (n > 0 && names[n - 1] == NULL)) {
+        for (size_t i = 0; names && i < n; i++)
+            free(names[i]);
+        free(names);
+        free(up);
+        return OC_ENOMEM;
+    }
+    free_mc_health(d);
+    d->stats.mc_names = names;
+    d->stats.mc_up = up;
+    d->stats.nmc = n;
+    d->stats.mc_servers_up = n;
+    return OC_OK;
+}
+
+static void probe_done(oc_mc_job_t *job, void *arg)
+{
+    oc_daemon_t *d = arg;
+    d->probing = 0;
+    /* A reload may have changed the list while the probe was out. */
+    if (job->n == d->stats.nmc) {
+        uint64_t up = 0;
+        for (size_t i = 0; i < job->n; i++) {
+            uint64_t now_up = job->items[i].result == OC_MC_R_OK;
+            if (now_up != d->stats.mc_up[i])
+                oc_log(now_up ? OC_LOG_INFO : OC_LOG_WARN, "event=memcached_%s server=%s",
+                       now_up ? "up" : "down", d->stats.mc_names[i]);
+            d->stats.mc_up[i] = now_up;
+            up += now_up;
+        }
+        d->stats.mc_servers_up = up;
+    }
+    for (size_t i = 0; i < job->n; i++)
+        if (job->items[i].key[0] != '\0')
+            free((char *)job->items[i].key);
+    oc_mc_job_free(job);
+}
+
+static void on_probe(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    oc_daemon_t *d = arg;
+    struct timeval tv = {OC_PROBE_INTERVAL_S, 0};
+    evtimer_add(d->probe_timer, &tv);
+    if (d->probing || d->stopping)
+        return;
+    oc_mc_job_t *job = oc_mc_job_new_items(OC_MC_PROBE, d->conf->nservers, probe_done, d);
+    if (job == NULL)
+        return;
+    for (size_t i = 0; i < d->conf->nservers; i++) {
+        /* The job's own copies: a reload may free the config meanwhile. */
+        job->items[i].key = strdup(d->conf->servers[i].host);
+        job->items[i].flags = d->conf->servers[i].port;
+        if (job->items[i].key == NULL)
+            job->items[i].key = "";
+    }
+    d->probing = 1;
+    oc_mc_submit(d->mc, job);
+}
+
 static void oc_daemon_close_listeners(oc_daemon_t *d)
 {
     if (d->tcp_listener)
@@ -278,6 +370,13 @@ oc_status_t oc_daemon_init(oc_daemon_t *d, oc_conf_t *conf, char *err)
         goto fail;
     if (conf->unix_socket[0] && (st = listen_unix(d, err)) != OC_OK)
         goto fail;
+    if (oc_daemon_mc_health_init(d) != OC_OK ||
+        (d->probe_timer = evtimer_new(d->base, on_probe, d)) == NULL) {
+        st = oc_fail(err, OC_ENOMEM, "out of memory");
+        goto fail;
+    }
+    struct timeval probe_tv = {0, 1000};
+    evtimer_add(d->probe_timer, &probe_tv);
     if (conf->metrics_listen[0] && (d->metrics = oc_metrics_new(d, err)) == NULL) {
         st = OC_EIO;
         goto fail;
@@ -367,6 +466,9 @@ void oc_daemon_free(oc_daemon_t *d)
         event_free(d->sig_hup);
     if (d->accept_timer)
         event_free(d->accept_timer);
+    if (d->probe_timer)
+        event_free(d->probe_timer);
+    free_mc_health(d);
     oc_map_free(d->fills);
     free(d->model_gen);
     free(d->stats.models);

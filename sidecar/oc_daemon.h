@@ -42,6 +42,8 @@ typedef struct oc_daemon {
     struct event *sig_term, *sig_int, *sig_hup;
     struct event *drain_timer;    /* shutdown: the drain's deadline */
     struct event *accept_timer;   /* out of descriptors: resume accepting */
+    struct event *probe_timer;    /* memcached health probes, every 2 s */
+    int probing;                  /* a probe job is out */
     time_t started;
     unsigned rand_state;      /* TTL jitter; quality does not matter */
     char lease_token[48];     /* this sidecar's name in LEASE entries */
@@ -68,5 +70,9 @@ oc_status_t oc_daemon_init(oc_daemon_t *d, oc_conf_t *conf, char *err);
 /* Runs until SIGTERM/SIGINT; returns OC_OK on a clean stop. */
 oc_status_t oc_daemon_run(oc_daemon_t *d);
 void oc_daemon_free(oc_daemon_t *d);
+
+/* (Re)build the per-memcached-server health table (stats mc_server:*:up)
+ * from d->conf's server list; a reload calls it when the list changes. */
+oc_status_t oc_daemon_mc_health_init(oc_daemon_t *d);
 
 #endif

@@ -315,6 +315,27 @@ static void push_one(oc_mc_job_t *job, memcached_st *memc, oc_mc_item_t *it)
         snprintf(job->err, sizeof(job->err), "push: key kept changing, gave up");
 }
 
+/* One server, one fresh connection, one version command: the probe does
+ * not touch the pool's own connections or their dead/alive marks. */
+static void run_probe(oc_mc_job_t *job, memcached_st *pool)
+{
+    uint64_t connect_ms = memcached_behavior_get(pool, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT);
+    uint64_t poll_ms = memcached_behavior_get(pool, MEMCACHED_BEHAVIOR_POLL_TIMEOUT);
+    for (size_t i = 0; i < job->n; i++) {
+        oc_mc_item_t *it = &job->items[i];
+        memcached_st *m = memcached_create(NULL);
+        it->result = OC_MC_R_ERROR;
+        if (m == NULL)
+            continue;
+        memcached_behavior_set(m, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, connect_ms);
+        memcached_behavior_set(m, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, poll_ms);
+        if (memcached_server_add(m, it->key, (in_port_t)it->flags) == MEMCACHED_SUCCESS &&
+            memcached_version(m) == MEMCACHED_SUCCESS)
+            it->result = OC_MC_R_OK;
+        memcached_free(m);
+    }
+}
+
 static void run_push(oc_mc_job_t *job, memcached_st *memc)
 {
     for (size_t i = 0; i < job->n; i++)
@@ -351,6 +372,8 @@ static void *worker_main(void *arg)
             run_fill(job, w->memc);
         else if (job->op == OC_MC_PUSH)
             run_push(job, w->memc);
+        else if (job->op == OC_MC_PROBE)
+            run_probe(job, w->memc);
         else
             run_items(job, w->memc);
 

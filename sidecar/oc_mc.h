@@ -44,6 +44,9 @@ typedef enum oc_mc_op {
                      lease item.token (flags item.lease_flags), replace it by
                      cas with the item, else NOT_STORED. Atomic per key: a
                      write that lands between the read and the cas wins. */
+    OC_MC_PROBE,  /* for each item, ask the server named by key (host) and flags
+                     (port) for its version on a fresh connection: OK if it
+                     answers, ERROR if not (per-server health) */
     OC_MC_PUSH,   /* for each item, read the key and ask item.decide whether
                      to replace what is there; write by cas (or add if the
                      key is absent), retrying if it changed in between;

@@ -146,6 +146,8 @@ oc_status_t oc_reload(oc_daemon_t *d, char *err)
         d->model_names[i] = next->models[i].name;
     d->stats.nmodels = next->nmodels;
     d->stats.model_names = (const char *const *)d->model_names;
+    if (oc_daemon_mc_health_init(d) != OC_OK)
+        oc_log_error("event=reload_health_failed reason=\"out of memory\"");
     /* The consumer follows invalidation_poll: started or stopped here. */
     if (old->inval_poll_ms == 0 && next->inval_poll_ms != 0) {
         char ierr[OC_ERRLEN] = "";

@@ -214,6 +214,10 @@ static void req_mc_done(oc_mc_job_t *job, void *arg)
         oc_log_debug("event=mc_get_error errors=%zu reason=\"%s\"", job->errors,
                      job->err);
     }
+    /* Hold one pending count across this function, so keys resolved here
+     * (out of memory, or answered by a fill) cannot finish and free the
+     * request under our feet. */
+    r->pending++;
     oc_ukey_t **misses = malloc(r->nukeys * sizeof(*misses));
     size_t nmiss = 0;
     for (size_t i = 0; i < r->nukeys; i++) {
@@ -240,9 +244,6 @@ static void req_mc_done(oc_mc_job_t *job, void *arg)
         r->pending--;
     }
     d->stats.get_misses += nmiss;
-    /* Keep a pending count of one across oc_fill_misses, so keys resolved
-     * inside it cannot finish (and free) the request under our feet. */
-    r->pending++;
     if (nmiss)
         oc_fill_misses(d, misses, nmiss);
     free(misses);

@@ -48,6 +48,9 @@ void oc_stats_write(const oc_stats_t *st, struct evbuffer *out)
     evbuffer_add_printf(out, "STAT " #name " %" PRIu64 "\r\n", st->name);
     OC_STATS_LIST(OC_STATS_LINE)
 #undef OC_STATS_LINE
+    for (size_t i = 0; i < st->nmc; i++)
+        evbuffer_add_printf(out, "STAT mc_server:%s:up %" PRIu64 "\r\n", st->mc_names[i],
+                            st->mc_up[i]);
     for (size_t m = 0; m < st->nmodels; m++) {
 #define OC_MODEL_LINE(name, help)                                                        \
     evbuffer_add_printf(out, "STAT model:%s:" #name " %" PRIu64 "\r\n", st->model_names[m],  \
@@ -98,6 +101,11 @@ void oc_stats_write_prometheus(const oc_stats_t *st, struct evbuffer *out)
                                  "\n", st->model_names[m], st->models[m].name);
     OC_MODEL_STATS_LIST(OC_PROM_MODEL)
 #undef OC_PROM_MODEL
+    evbuffer_add_printf(out, "# HELP objcached_memcached_up 1 if the memcached server answered "
+                             "the last health probe\n# TYPE objcached_memcached_up gauge\n");
+    for (size_t i = 0; i < st->nmc; i++)
+        evbuffer_add_printf(out, "objcached_memcached_up{server=\"%s\"} %" PRIu64 "\n",
+                            st->mc_names[i], st->mc_up[i]);
     prom_hist(out, "request_duration_seconds",
               "get, gets and mg commands, from the command to its reply",
               &st->request_seconds);

@@ -33,6 +33,7 @@ struct evbuffer;
     X(pg_rows, COUNTER, "rows returned by load queries")                      \
     X(pg_errors, COUNTER, "load queries that failed or timed out")            \
     X(pg_connections_up, GAUGE, "loader connections connected now")           \
+    X(mc_servers_up, GAUGE, "memcached servers that answered the last health probe") \
     X(mc_gets, COUNTER, "multi-gets sent to memcached")                       \
     X(mc_sets, COUNTER, "items written to memcached")                         \
     X(mc_errors, COUNTER, "memcached operations that reported an error")      \
@@ -92,6 +93,9 @@ typedef struct oc_stats {
     oc_model_stats_t *models;  /* [nmodels], owned by the daemon */
     size_t nmodels;
     const char *const *model_names; /* [nmodels], the config's */
+    char **mc_names;           /* [nmc] "host:port", owned by the daemon */
+    uint64_t *mc_up;           /* [nmc] 1 if the server answered the last probe */
+    size_t nmc;
 } oc_stats_t;
 
 /* Zero the counters, histograms and model counters; keep the gauges. */

@@ -163,3 +163,21 @@ def test_help_and_version(objcached_bin):
     assert out.returncode == 2 and "no configuration file" in out.stderr
     out = subprocess.run([objcached_bin, "--bogus"], capture_output=True, text=True)
     assert out.returncode == 2
+
+
+def test_memcached_health_per_server(objcached_factory, mc_pool):
+    port = harness.free_port()
+    oc = objcached_factory({"objcached": {"metrics_listen": f"127.0.0.1:{port}"},
+                            "memcached": {"connect_timeout": "100ms", "io_timeout": "200ms"}})
+    name = f"mc_server:{mc_pool[1].address}:up"
+    harness.wait_until(lambda: oc.stats()["mc_servers_up"] == 2, what="both servers up")
+    mc_pool[1].stop()
+    try:
+        harness.wait_until(lambda: oc.stats()[name] == 0, timeout=10, what="the probe to see it down")
+        assert oc.stats()["mc_servers_up"] == 1
+        assert f'objcached_memcached_up{{server="{mc_pool[1].address}"}} 0' in scrape(port)
+        assert "event=memcached_down" in oc.log()
+    finally:
+        mc_pool[1].start()
+    harness.wait_until(lambda: oc.stats()[name] == 1, timeout=10, what="the probe to see it back")
+    assert "event=memcached_up" in oc.log()
