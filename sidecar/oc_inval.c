@@ -370,6 +370,8 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
 static void on_up(oc_pgconn_t *pc, void *owner)
 {
     (void)pc;
+    oc_inval_t *iv = owner;
+    iv->d->stats.inval_connected = 1;
     cycle_start(owner); /* catch up on whatever came while we were away */
 }
 
@@ -377,6 +379,7 @@ static void on_down(oc_pgconn_t *pc, const char *err, void *owner)
 {
     (void)pc, (void)err;
     oc_inval_t *iv = owner;
+    iv->d->stats.inval_connected = 0;
     /* A cycle in flight got its callback already, except while applying:
      * then applied() finds the connection gone and the rows come back to
      * the outbox by rollback. */

@@ -48,6 +48,7 @@ struct evbuffer;
     X(inval_skipped, COUNTER, "outbox keys no client could ask for (spaces, control bytes)") \
     X(inval_requeued, COUNTER, "invalidations put back: memcached failed")     \
     X(inval_errors, COUNTER, "invalidation cycles rolled back")                \
+    X(inval_connected, GAUGE, "1 while the invalidation consumer is connected and LISTENing") \
     X(inval_lag_ms, GAUGE, "age of the oldest outbox row in the last claim")   \
     X(reloads, COUNTER, "configuration reloads applied (SIGHUP)")              \
     X(reload_errors, COUNTER, "configuration reloads refused")                 \

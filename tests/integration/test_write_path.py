@@ -874,11 +874,14 @@ def test_hook_survives_its_listen_connection_being_killed(fleet, mc_pool, db):
     with oc.client() as c:
         c.get_multi(["Item:101", "Item:102"])
     oc.wait_idle()
+    harness.wait_until(lambda: oc.stats()["inval_connected"] == 1, timeout=10,
+                       what="the consumer to LISTEN")
     [pid] = consumer_pids(db)
     db.q("SELECT pg_terminate_backend(%s)", (pid,))
     db.q("UPDATE items SET name = 'while reconnecting' WHERE id = 101")
     wait_get(oc, "Item:101", row(db, "Item", 101), timeout=10)
-    harness.wait_until(lambda: len(consumer_pids(db)) == 1 and consumer_pids(db) != [pid],
+    harness.wait_until(lambda: oc.stats()["inval_connected"] == 1
+                       and len(consumer_pids(db)) == 1 and consumer_pids(db) != [pid],
                        timeout=10, what="the consumer to reconnect")
     db.q("UPDATE items SET name = 'after reconnecting' WHERE id = 102")
     wait_get(oc, "Item:102", row(db, "Item", 102), timeout=5)
