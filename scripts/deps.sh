@@ -2,7 +2,8 @@
 # Install what objcached needs to build, test and demo on Debian 12, and only
 # that: quiet and quick when everything is already there. Run as root.
 #
-#   bash scripts/deps.sh
+#   bash scripts/deps.sh                  # build, tests, demo
+#   bash scripts/deps.sh nutcracker ...   # and these packages too (bench/run.sh)
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -12,7 +13,7 @@ export DEBIAN_FRONTEND=noninteractive
 pkgs=(build-essential cmake pkg-config libevent-dev libmemcached-dev libpq-dev
       libcmocka-dev libjansson-dev memcached postgresql-15 postgresql-contrib python3
       python3-pytest python3-psycopg2 python3-pymemcache procps php-cli php-memcached
-      valgrind clang libclang-rt-14-dev cppcheck clang-tidy)
+      valgrind clang libclang-rt-14-dev cppcheck clang-tidy "$@")
 
 missing=()
 for p in "${pkgs[@]}"; do

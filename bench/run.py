@@ -1,0 +1,913 @@
+#!/usr/bin/python3
+"""objcached benchmark: objcached side by side with direct memcached,
+twemproxy and PostgreSQL, in one run.
+
+Starts on loopback a throwaway PostgreSQL (pg_stat_statements loaded), three
+memcached servers, twemproxy (Debian's nutcracker) in front of the same three,
+and objcached over them; loads a table of --rows rows (row JSON ~250 bytes);
+then runs every path through the same C load generator (bench/loadgen.c,
+libmemcached/libpq, pthreads), the targets of one setting always measured one
+after the other in a seeded shuffled order, repeated --trials times:
+
+  hit      get-multi, all hits: direct pool / twemproxy / objcached TCP / unix
+  cold     all misses: hand-written (get-multi, one = ANY, set-multi) / N+1 /
+           objcached; the bare = ANY query as the reference
+  mixed    90% and 99% hits, Zipfian (s = 1) choice of the hot keys
+  herd     64 clients ask at once for the same 100 cold keys: rows PostgreSQL read
+  inval    commit-to-cache delay of SQL updates while the hit path is loaded;
+           trigger overhead of the hook on 1-row and 100,000-row UPDATEs
+  footprint  objcached RSS idle, with 10,000 connections, after the run; CPU
+           per 100,000 keys served
+
+Writes DIR/runs.csv (every measurement), DIR/summary.csv (medians and ratios),
+DIR/summary.md (the tables printed at the end), DIR/*.png (gnuplot).
+
+Run through bench/run.sh, which installs and builds first:
+
+    bash bench/run.sh            # the full run (about 15 minutes on 2 cores)
+    bash bench/run.sh --quick    # the smoke run (under 3 minutes)
+
+Direct use: /usr/bin/python3 bench/run.py [--quick] [--out DIR] [--seed N]
+            [--only hit,cold,...] [--objcached BIN] [--loadgen BIN]
+"""
+
+import argparse
+import csv
+import json
+import os
+import platform
+import random
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+
+import harness  # noqa: E402
+
+PHASES = ["cold", "hit", "mixed", "herd", "inval", "footprint"]
+
+# (name, settings) of the full and the quick run. `hot` ids are kept cached
+# for the hit and mixed paths; ids above it are the cold pool.
+FULL = dict(rows=1_000_000, hot=200_000, trials=3, seconds=2.0,
+            hit_k=[1, 10, 100], hit_c=[1, 4, 16, 64],
+            cold_k=[10, 100], cold_c=[1, 4, 16],
+            mixed_k=[100], mixed_c=[4, 16], mixed_rates=[0.90, 0.99],
+            inval_updates=300, trig_single=2000, trig_bulk=100_000, trig_trials=3,
+            conns=10_000, soak_seconds=60)
+QUICK = dict(rows=100_000, hot=20_000, trials=1, seconds=0.5,
+             hit_k=[1, 100], hit_c=[1, 16],
+             cold_k=[100], cold_c=[4],
+             mixed_k=[100], mixed_c=[4], mixed_rates=[0.90],
+             inval_updates=40, trig_single=200, trig_bulk=20_000, trig_trials=1,
+             conns=2_000, soak_seconds=5)
+
+
+def say(msg=""):
+    print(msg, flush=True)
+
+
+def step(msg):
+    print(f"==> {msg}", flush=True)
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------- the world
+
+class World:
+    """Every server of the run, and how to reach each target."""
+
+    def __init__(self, args, cfg, workdir):
+        self.args, self.cfg, self.dir = args, cfg, workdir
+        self.pg = self.oc = self.tw = None
+        self.mcs = []
+
+    def start(self):
+        cfg = self.cfg
+        t0 = time.monotonic()
+        self.pg = harness.Postgres(dbname="bench", parent_dir=self.dir, settings={
+            "max_connections": "300", "shared_buffers": "256MB",
+            "work_mem": "16MB", "max_wal_size": "4GB", "checkpoint_timeout": "30min"})
+        self.pg.start()
+        step(f"PostgreSQL 127.0.0.1:{self.pg.port} ({time.monotonic() - t0:.1f} s)")
+        self.mcs = [harness.Memcached(parent_dir=self.dir, memory_mb=1024, threads=1).start()
+                    for _ in range(3)]
+        step("memcached " + ", ".join(m.address for m in self.mcs))
+        self.load_data(cfg["rows"])
+        self.start_twemproxy()
+        self.start_objcached()
+
+    def load_data(self, rows):
+        t0 = time.monotonic()
+        sql = f"""
+        DROP TABLE IF EXISTS items, items_plain;
+        CREATE TABLE items (id bigint NOT NULL, name text NOT NULL, email text NOT NULL,
+                            score integer NOT NULL, created_at timestamptz NOT NULL,
+                            tags text[] NOT NULL, body text NOT NULL);
+        INSERT INTO items
+        SELECT g, 'item ' || g, 'user' || g || '@example.com', (g * 7919) % 1000,
+               timestamptz '2026-01-01 00:00:00+00' + g * interval '17 seconds',
+               ARRAY['t' || g % 7, 't' || g % 11],
+               substr(repeat(md5(g::text), 3), 1, 80)
+        FROM generate_series(1, {rows}) g;
+        ALTER TABLE items ADD PRIMARY KEY (id);
+        CREATE TABLE items_plain (LIKE items INCLUDING ALL);
+        INSERT INTO items_plain SELECT * FROM items;
+        """
+        self.pg.execute(sql)
+        self.pg.execute("VACUUM ANALYZE items")      # VACUUM cannot run in a transaction
+        self.pg.execute("VACUUM ANALYZE items_plain")
+        avg = self.pg.execute("SELECT avg(length(row_to_json(i)::text))::int FROM "
+                              "(SELECT * FROM items LIMIT 10000) i")[0][0]
+        self.row_bytes = avg
+        step(f"loaded {rows:,} rows into items and items_plain (row JSON {avg} bytes on "
+             f"average) in {time.monotonic() - t0:.1f} s")
+
+    def start_twemproxy(self):
+        nut = shutil.which("nutcracker") or "/usr/sbin/nutcracker"
+        if not os.path.exists(nut):
+            raise BenchError("nutcracker not found (apt-get install nutcracker)")
+        port = harness.free_port()
+        conf = os.path.join(self.dir, "nutcracker.yml")
+        with open(conf, "w") as f:
+            f.write("bench:\n"
+                    f"  listen: 127.0.0.1:{port}\n"
+                    "  hash: fnv1a_64\n  distribution: ketama\n"
+                    "  timeout: 2000\n  server_retry_timeout: 2000\n"
+                    "  auto_eject_hosts: false\n  servers:\n")
+            for m in self.mcs:
+                f.write(f"   - {m.address}:1\n")
+        log = open(os.path.join(self.dir, "nutcracker.log"), "ab")
+        self.tw = subprocess.Popen([nut, "-c", conf, "-s", str(harness.free_port()),
+                                    "-a", "127.0.0.1"], stdin=subprocess.DEVNULL,
+                                   stdout=log, stderr=log)
+        self.tw_port = port
+        harness.wait_until(lambda: harness.port_accepts(port), timeout=10,
+                           what="twemproxy to accept")
+        step(f"twemproxy (nutcracker) 127.0.0.1:{port} over the same pool")
+
+    def start_objcached(self):
+        config = {
+            "objcached": {"max_connections": str(self.cfg["conns"] + 2000),
+                          "log_level": "warn", "max_keys": "1024"},
+            "memcached": {"servers": " ".join(m.address for m in self.mcs)},
+            "postgresql": {"conninfo": self.pg.conninfo, "connections": "4",
+                           "invalidation_poll": "1s"},
+            "model Item": {"table": "items", "key_type": "bigint", "ttl": "1h"},
+        }
+        self.oc = harness.Objcached(config, binary=self.args.objcached, parent_dir=self.dir)
+        hook = subprocess.run([self.args.objcached, "--install-hook", "-c", self.oc.config_path],
+                              capture_output=True, text=True, timeout=120)
+        if hook.returncode != 0:
+            raise BenchError(f"--install-hook failed:\n{hook.stdout}{hook.stderr}")
+        self.pg.execute("SELECT objcached.attach('public.items', 'Item', 'id')")
+        # objcached's keys carry the model's generation (sql/install.sql):
+        # oc:Item~G:id once the model is attached; the direct path reads those.
+        gen = self.pg.execute("SELECT generation FROM objcached.models WHERE model = 'Item'")[0][0]
+        self.oc_prefix = f"oc:Item~{gen}:" if gen else "oc:Item:"
+        self.oc.start()
+        harness.wait_until(lambda: self.oc.stats().get("inval_connected", 1) == 1,
+                           timeout=20, what="the invalidation consumer to connect")
+        self.rss_idle = rss_kib(self.oc.pid)
+        step(f"objcached 127.0.0.1:{self.oc.port} and {self.oc.sock} "
+             f"(RSS idle {self.rss_idle / 1024:.1f} MiB)")
+
+    def stop(self):
+        if self.tw is not None and self.tw.poll() is None:
+            self.tw.terminate()
+            try:
+                self.tw.wait(10)
+            except subprocess.TimeoutExpired:
+                self.tw.kill()
+        for s in [self.oc] + self.mcs:
+            if s is not None:
+                try:
+                    s.stop() if s is not self.oc else s.stop(check=False)
+                except Exception as e:  # noqa: BLE001 - stop the others anyway
+                    say(f"    (stopping {s}: {e})")
+        if self.pg is not None:
+            self.pg.cleanup()
+
+    # -- targets: (servers argument for the load generator, key prefix)
+
+    def target(self, name):
+        pool = ",".join(m.address for m in self.mcs)
+        return {
+            "direct": (pool, self.oc_prefix),      # objcached's own entries, read straight
+            "twemproxy": (f"127.0.0.1:{self.tw_port}", "tw:Item:"),
+            "oc-tcp": (f"127.0.0.1:{self.oc.port}", "Item:"),
+            "oc-unix": (self.oc.sock, "Item:"),
+            "hand": (pool, "hw:Item:"),            # the hand-written pattern's own keys
+            "n1": (pool, "hw:Item:"),
+            "sql": (pool, "-"),
+        }[name]
+
+    def flush(self):
+        for m in self.mcs:
+            m.flush_all()
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------- load generator
+
+class Runner:
+    """Runs the load generator and keeps every result row."""
+
+    MODES = {"direct": "get", "twemproxy": "get", "oc-tcp": "get", "oc-unix": "get",
+             "hand": "hand", "n1": "n1", "sql": "sql"}
+
+    def __init__(self, world, loadgen, seed, csv_path):
+        self.w, self.loadgen, self.seed = world, loadgen, seed
+        self.rows = []
+        self.csv_path = csv_path
+        self.seq = 0
+
+    def run(self, phase, target, k, c, keys, seconds=None, batches=None, extra=(),
+            check=True, warmup=0.0, mode=None):
+        servers, prefix = self.w.target(target)
+        mode = mode or self.MODES[target]
+        self.seq += 1
+        argv = [self.loadgen, mode, "--servers", servers, "--prefix", prefix,
+                "--pg", self.w.pg.conninfo, "-K", str(k), "-C", str(c),
+                "--keys", keys, "--seed", str(self.seed * 1000 + self.seq),
+                "--csv-label", f"{phase}/{target}"]
+        if seconds is not None:
+            argv += ["--duration", f"{seconds:g}"]
+        if batches is not None:
+            argv += ["--batches", str(batches)]
+        if warmup:
+            argv += ["--warmup", f"{warmup:g}"]
+        argv += list(extra)
+        oc_cpu0 = cpu_seconds(self.w.oc.pid)
+        proc = subprocess.run(argv, capture_output=True, text=True,
+                              timeout=(seconds or 60) + 120)
+        oc_cpu = cpu_seconds(self.w.oc.pid) - oc_cpu0
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if not lines or proc.returncode not in (0, 1):
+            raise BenchError(f"loadgen failed (exit {proc.returncode}): {' '.join(argv)}\n"
+                             f"{proc.stdout}\n{proc.stderr[-4000:]}")
+        r = json.loads(lines[-1])
+        r.update(phase=phase, target=target, keys_spec=keys, oc_cpu_s=round(oc_cpu, 4))
+        self.rows.append(r)
+        self.append_csv(r)
+        bad = r.get("bad_values", 0) or r.get("errors", 0)
+        if check and bad:
+            raise BenchError(f"{phase}/{target} K={k} C={c}: {r.get('bad_values')} wrong values, "
+                             f"{r.get('errors')} errors - a benchmark that returns wrong data is "
+                             f"not fast\n{proc.stderr[-2000:]}")
+        return r
+
+    def delete(self, prefix, lo, hi):
+        """Delete prefix+id for ids [lo, hi) from the pool (not timed)."""
+        if hi <= lo:
+            return
+        servers = ",".join(m.address for m in self.w.mcs)
+        proc = subprocess.run([self.loadgen, "delete", "--servers", servers, "--prefix", prefix,
+                               "--ids", f"{lo}:{hi - 1}"], capture_output=True, text=True,
+                              timeout=300)
+        if proc.returncode != 0:
+            raise BenchError(f"loadgen delete failed: {proc.stderr[-2000:]}")
+
+    FIELDS = ["phase", "target", "mode", "K", "C", "keys_spec", "seconds", "batches", "keys",
+              "hits", "misses", "absent", "errors", "bad_values", "keys_per_s", "batches_per_s",
+              "p50_us", "p99_us", "p999_us", "max_us", "mean_us", "pg_queries", "oc_cpu_s"]
+
+    def append_csv(self, r):
+        new = not os.path.exists(self.csv_path)
+        with open(self.csv_path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.FIELDS, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(r)
+
+
+def progress(r, note=""):
+    say(f"    {r['phase']:<6} {r['target']:<10} K={r['K']:<3} C={r['C']:<3} "
+        f"{r['keys_per_s']:>11,.0f} keys/s  p50 {r['p50_us']:>8,.0f} us  "
+        f"p99 {r['p99_us']:>8,.0f} us  hits {r['hits']}/{r['keys']} {note}")
+
+
+def med(rows, field):
+    vals = [r[field] for r in rows if r.get(field) is not None]
+    return statistics.median(vals) if vals else float("nan")
+
+
+# ------------------------------------------------------------------ phases
+
+def warm(runner, world, cfg):
+    """Cache ids 1..hot for objcached (oc:), twemproxy (tw:) and the hand
+    pattern (hw:), then check every one is a hit."""
+    hot = cfg["hot"]
+    t0 = time.monotonic()
+    batches = hot // 100
+    runner.run("warm", "oc-unix", 100, 4, f"seq:1:{hot}", batches=batches, seconds=600)
+    runner.run("warm", "hand", 100, 4, f"seq:1:{hot}", batches=batches, seconds=600)
+    runner.run("warm", "twemproxy", 100, 4, f"seq:1:{hot}", batches=batches, seconds=600,
+               mode="hand")
+    for t in ("direct", "twemproxy", "hand", "oc-unix"):
+        r = runner.run("warm", t, 100, 4, f"seq:1:{hot}", batches=batches, seconds=600,
+                       mode="get")
+        if r["hits"] != r["keys"]:
+            raise BenchError(f"after warming, {t} found {r['hits']} of {r['keys']} keys")
+    step(f"warmed ids 1..{hot:,} for objcached, twemproxy and the hand-written pattern "
+         f"({time.monotonic() - t0:.1f} s)")
+
+
+def phase_hit(runner, world, cfg, rng):
+    step("hit path: all hits, uniform over the cached ids")
+    targets = ["direct", "twemproxy", "oc-tcp", "oc-unix"]
+    for trial in range(cfg["trials"]):
+        for k in cfg["hit_k"]:
+            for c in cfg["hit_c"]:
+                order = targets[:]
+                rng.shuffle(order)
+                for t in order:
+                    r = runner.run("hit", t, k, c, f"uniform:1:{cfg['hot']}",
+                                   seconds=cfg["seconds"], warmup=0.2, mode="get")
+                    if r["hits"] != r["keys"]:
+                        raise BenchError(f"hit path {t}: {r['keys'] - r['hits']} misses")
+                    progress(r, f"trial {trial + 1}")
+
+
+class ColdCursor:
+    """Ids above `hot` that no path asked for since the last flush (cold
+    phase, before the hot set is warmed) or that were deleted again after
+    use (later phases, which must keep the hot set)."""
+
+    def __init__(self, world, cfg, runner):
+        self.w, self.runner = world, runner
+        self.lo, self.hi = cfg["hot"] + 1, cfg["rows"]
+        self.next = self.lo
+        self.may_flush = True
+
+    def take(self, need):
+        if self.next + need > self.hi:
+            if not self.may_flush:
+                raise BenchError("the cold id pool ran out")
+            self.w.flush()       # everything misses again
+            self.next = self.lo
+        return self.next
+
+    def advance(self, r):
+        self.next = max(self.next, r.get("cold_next") or self.next) + 1
+
+    def forget(self, target, lo):
+        """Delete the cold ids [lo, next) that `target` cached, and reuse them."""
+        prefix = {"oc-unix": self.w.oc_prefix, "oc-tcp": self.w.oc_prefix,
+                  "hand": "hw:Item:"}[target]
+        self.runner.delete(prefix, lo, self.next)
+        self.next = lo
+
+
+def phase_cold(runner, world, cfg, rng, cursor):
+    step("cold path: all misses (each run asks ids nobody asked before)")
+    targets = ["hand", "n1", "oc-unix", "sql"]
+    for trial in range(cfg["trials"]):
+        for k in cfg["cold_k"]:
+            for c in cfg["cold_c"]:
+                order = targets[:]
+                rng.shuffle(order)
+                for t in order:
+                    budget = 400_000 if t != "n1" else 100_000
+                    lo = cursor.take(budget)
+                    r = runner.run("cold", t, k, c, f"seq:{lo}:{cursor.hi}",
+                                   seconds=cfg["seconds"], batches=budget // k)
+                    cursor.advance(r)
+                    if t != "sql" and r["hits"] != 0:
+                        raise BenchError(f"cold path {t}: {r['hits']} hits")
+                    progress(r, f"trial {trial + 1}")
+
+
+def phase_mixed(runner, world, cfg, rng, cursor):
+    step("mixed: Zipfian (s = 1) hot keys, the rest cold")
+    targets = ["hand", "oc-unix"]
+    for trial in range(cfg["trials"]):
+        for rate in cfg["mixed_rates"]:
+            for k in cfg["mixed_k"]:
+                for c in cfg["mixed_c"]:
+                    order = targets[:]
+                    rng.shuffle(order)
+                    for t in order:
+                        lo = cursor.take(300_000)
+                        r = runner.run(f"mix{int(rate * 100)}", t, k, c,
+                                       f"zipf:1:{cfg['hot']}:1.0", seconds=cfg["seconds"],
+                                       extra=["--cold", f"seq:{lo}:{cursor.hi}",
+                                              "--hit-rate", f"{rate}"])
+                        cursor.advance(r)
+                        cursor.forget(t, lo)
+                        progress(r, f"hit rate {r['hits'] / max(r['keys'], 1):.3f}")
+
+
+def pg_rows_read(world):
+    """Rows returned by queries on items since the last reset."""
+    return world.pg.execute(
+        "SELECT coalesce(sum(rows), 0)::bigint, coalesce(sum(calls), 0)::bigint "
+        "FROM pg_stat_statements WHERE query ILIKE '%items%' "
+        "AND query NOT ILIKE '%pg_stat_statements%'")[0]
+
+
+def phase_herd(runner, world, cfg, cursor):
+    step("thundering herd: 64 clients ask at once for the same 100 cold keys")
+    out = []
+    for t in ("hand", "oc-unix"):
+        lo = cursor.take(100)
+        cursor.next = lo + 100
+        world.pg.execute("SELECT pg_stat_statements_reset()")
+        r = runner.run("herd", t, 100, 64, f"fixed:{lo}", batches=64, seconds=60,
+                       extra=["--barrier"])
+        rows, calls = pg_rows_read(world)
+        cursor.forget(t, lo)
+        r["pg_rows_read"], r["pg_calls"] = int(rows), int(calls)
+        out.append(r)
+        say(f"    herd   {t:<10} 64 x 100 keys: PostgreSQL read {rows} rows in {calls} "
+            f"queries; p50 {r['p50_us']:,.0f} us, max {r['max_us']:,.0f} us")
+    return out
+
+
+def get_value(sock, key):
+    sock.sendall(f"get {key}\r\n".encode())
+    buf = b""
+    while not (buf.endswith(b"END\r\n") or buf.startswith(b"SERVER_ERROR")
+               or buf.startswith(b"CLIENT_ERROR")):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise BenchError("objcached closed the connection")
+        buf += chunk
+    return buf
+
+
+def phase_inval(runner, world, cfg):
+    step("invalidation: commit-to-cache delay of SQL updates under hit load")
+    hot = cfg["hot"]
+    seconds = max(10.0, cfg["inval_updates"] * 0.05 + 5)
+    servers, prefix = world.target("oc-tcp")
+    load = subprocess.Popen([runner.loadgen, "get", "--servers", servers, "--prefix", prefix,
+                             "-K", "100", "-C", "4", "--keys", f"uniform:1:{hot}",
+                             "--duration", f"{seconds:g}", "--seed", str(runner.seed),
+                             "--csv-label", "inval/background"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    rng = random.Random(runner.seed)
+    delays = []
+    conn = world.pg.connect()
+    s = socket.create_connection(("127.0.0.1", world.oc.port))
+    try:
+        for i in range(cfg["inval_updates"]):
+            if load.poll() is not None:
+                break
+            item = rng.randint(1, hot)
+            marker = f"inval-{runner.seed}-{i}"
+            get_value(s, f"Item:{item}")         # cached before the update
+            with conn.cursor() as cur:
+                cur.execute("UPDATE items SET name = %s WHERE id = %s", (marker, item))
+            t0 = time.perf_counter()            # autocommit: committed now
+            while marker.encode() not in get_value(s, f"Item:{item}"):
+                if time.perf_counter() - t0 > 10:
+                    raise BenchError(f"update of item {item} not visible after 10 s")
+                time.sleep(0.0005)
+            delays.append((time.perf_counter() - t0) * 1000)
+            time.sleep(0.02)
+    finally:
+        s.close()
+        conn.close()
+    out, err = load.communicate(timeout=seconds + 60)
+    bg = json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
+    delays.sort()
+    res = {"updates": len(delays), "p50_ms": pct(delays, 50), "p99_ms": pct(delays, 99),
+           "max_ms": delays[-1], "load_keys_per_s": bg["keys_per_s"]}
+    say(f"    {len(delays)} updates under {bg['keys_per_s']:,.0f} keys/s of hits: delay p50 "
+        f"{res['p50_ms']:.1f} ms, p99 {res['p99_ms']:.1f} ms, max {res['max_ms']:.1f} ms")
+    res["delays"] = delays
+    return res
+
+
+def pct(sorted_vals, p):
+    if not sorted_vals:
+        return float("nan")
+    i = min(len(sorted_vals) - 1, max(0, int(round(p / 100 * len(sorted_vals) + 0.5)) - 1))
+    return sorted_vals[i]
+
+
+def phase_triggers(world, cfg, rng):
+    step("trigger overhead: the same UPDATEs on items (hooked) and items_plain (no trigger)")
+    conn = world.pg.connect()
+    single = {"items": [], "items_plain": []}
+    try:
+        with conn.cursor() as cur:
+            for _ in range(cfg["trig_single"]):
+                item = rng.randint(1, cfg["rows"])
+                for table in rng.sample(["items", "items_plain"], 2):
+                    t0 = time.perf_counter()
+                    cur.execute(f"UPDATE {table} SET score = score + 1 WHERE id = %s", (item,))
+                    single[table].append(time.perf_counter() - t0)
+            bulk = {"items": [], "items_plain": []}
+            n = cfg["trig_bulk"]
+            for trial in range(cfg["trig_trials"]):
+                lo = rng.randint(1, cfg["rows"] - n)
+                for table in rng.sample(["items", "items_plain"], 2):
+                    t0 = time.perf_counter()
+                    cur.execute(f"UPDATE {table} SET score = score + 1 "
+                                f"WHERE id BETWEEN %s AND %s", (lo, lo + n - 1))
+                    bulk[table].append(time.perf_counter() - t0)
+                cur.execute("VACUUM items")
+                cur.execute("VACUUM items_plain")
+    finally:
+        conn.close()
+    res = {
+        "single_hooked_us": statistics.median(single["items"]) * 1e6,
+        "single_plain_us": statistics.median(single["items_plain"]) * 1e6,
+        "bulk_rows": cfg["trig_bulk"],
+        "bulk_hooked_s": statistics.median(bulk["items"]),
+        "bulk_plain_s": statistics.median(bulk["items_plain"]),
+    }
+    res["single_ratio"] = res["single_hooked_us"] / res["single_plain_us"]
+    res["bulk_ratio"] = res["bulk_hooked_s"] / res["bulk_plain_s"]
+    say(f"    1-row UPDATE: {res['single_hooked_us']:.0f} us hooked vs "
+        f"{res['single_plain_us']:.0f} us plain ({res['single_ratio']:.2f}x, medians of "
+        f"{cfg['trig_single']})")
+    say(f"    {n:,}-row UPDATE: {res['bulk_hooked_s']:.3f} s hooked vs "
+        f"{res['bulk_plain_s']:.3f} s plain ({res['bulk_ratio']:.2f}x)")
+    harness.wait_until(lambda: world.pg.execute(
+        "SELECT count(*) FROM objcached.outbox")[0][0] == 0, timeout=120,
+        what="the consumer to drain the outbox")
+    return res
+
+
+def phase_footprint(runner, world, cfg):
+    step("footprint: objcached RSS with many idle connections, after a bounded soak")
+    n = cfg["conns"]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    servers, _ = world.target("oc-unix")
+    before = rss_kib(world.oc.pid)
+    p = subprocess.Popen([runner.loadgen, "conns", "--servers", servers, "--conns", str(n),
+                          "--duration", "120"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    if not line.startswith("{"):
+        p.kill()
+        raise BenchError(f"conns: {line}{p.stderr.read()[-2000:]}")
+    opened = json.loads(line)["open"]
+    with_conns = rss_kib(world.oc.pid)
+    stats = world.oc.stats()
+    p.stdin.close()
+    p.wait(30)
+    say(f"    {opened:,} connections open (objcached counts {stats.get('curr_connections')}): "
+        f"RSS {with_conns / 1024:.1f} MiB (before {before / 1024:.1f} MiB; nofile limit "
+        f"{soft}/{hard})")
+    # a bounded soak: mixed load with cold keys and updates, then RSS again
+    t0 = time.monotonic()
+    r = runner.run("soak", "oc-unix", 100, 16, f"zipf:1:{cfg['rows']}:1.0",
+                   seconds=cfg["soak_seconds"])
+    after = rss_kib(world.oc.pid)
+    say(f"    after a {cfg['soak_seconds']} s soak ({r['keys']:,} keys, Zipf over every id): "
+        f"RSS {after / 1024:.1f} MiB ({time.monotonic() - t0:.0f} s)")
+    return {"rss_idle_mib": world.rss_idle / 1024, "conns": opened,
+            "rss_conns_mib": with_conns / 1024, "rss_after_mib": after / 1024,
+            "soak_keys": r["keys"], "nofile": f"{soft}/{hard}"}
+
+
+# ------------------------------------------------------------------ report
+
+def summarize(runner, extra, cfg, out):
+    rows = [r for r in runner.rows if r["phase"] not in ("warm", "soak")]
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["phase"], r["K"], r["C"]), {}).setdefault(r["target"], []).append(r)
+    summary = []
+    for (phase, k, c), by_t in sorted(groups.items()):
+        for t, rs in by_t.items():
+            keys = sum(x["keys"] for x in rs)
+            cpu = sum(x["oc_cpu_s"] for x in rs)
+            summary.append({
+                "phase": phase, "K": k, "C": c, "target": t, "trials": len(rs),
+                "keys_per_s": med(rs, "keys_per_s"), "p50_us": med(rs, "p50_us"),
+                "p99_us": med(rs, "p99_us"), "p999_us": med(rs, "p999_us"),
+                "hit_rate": sum(x["hits"] for x in rs) / max(keys, 1),
+                "oc_cpu_us_per_key": cpu / keys * 1e6 if t.startswith("oc") and keys else None,
+            })
+    base_of = {"hit": "direct", "cold": "hand", "mix90": "hand", "mix99": "hand"}
+    for s in summary:
+        base = next((b for b in summary if b["phase"] == s["phase"] and b["K"] == s["K"]
+                     and b["C"] == s["C"] and b["target"] == base_of.get(s["phase"])), None)
+        s["ratio"] = s["keys_per_s"] / base["keys_per_s"] if base else None
+        s["p50_delta_us"] = s["p50_us"] - base["p50_us"] if base else None
+    with open(os.path.join(out, "summary.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(summary[0].keys()) if summary else ["phase"])
+        w.writeheader()
+        w.writerows(summary)
+    return summary
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def tables(summary, extra, cfg, world, elapsed):
+    lines = []
+    add = lines.append
+    add(f"objcached benchmark, {'quick' if cfg is QUICK else 'full'} run: {cfg['rows']:,} rows "
+        f"(row JSON {world.row_bytes} B), 3 memcached, {cfg['trials']} trial(s) of "
+        f"{cfg['seconds']:g} s per setting, medians; {machine()}; {elapsed / 60:.1f} min")
+    add("")
+    for phase, title, base in (("hit", "Hit path (all hits)", "direct"),
+                               ("cold", "Cold path (all misses)", "hand"),
+                               ("mix90", "Mixed, 90% hits (Zipf s=1)", "hand"),
+                               ("mix99", "Mixed, 99% hits (Zipf s=1)", "hand")):
+        ss = [s for s in summary if s["phase"] == phase]
+        if not ss:
+            continue
+        add(f"### {title}: keys/s and ratio to `{base}`")
+        add("")
+        add("| K | C | target | keys/s | ratio | p50 us | p99 us | p999 us | p50 - base us "
+            "| objcached CPU us/key |")
+        add("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        for s in sorted(ss, key=lambda s: (s["K"], s["C"], s["target"] != base, s["target"])):
+            add(f"| {s['K']} | {s['C']} | {s['target']} | {s['keys_per_s']:,.0f} | "
+                f"{fmt(s['ratio'], '.2f')} | {s['p50_us']:,.0f} | {s['p99_us']:,.0f} | "
+                f"{s['p999_us']:,.0f} | {fmt(s['p50_delta_us'], '+,.0f')} | "
+                f"{fmt(s['oc_cpu_us_per_key'], '.2f')} |")
+        add("")
+    if "herd" in extra:
+        add("### Thundering herd: 64 clients x the same 100 cold keys")
+        add("")
+        add("| target | rows PostgreSQL read | queries | p50 us | max us |")
+        add("|---|---:|---:|---:|---:|")
+        for r in extra["herd"]:
+            add(f"| {r['target']} | {r['pg_rows_read']} | {r['pg_calls']} | "
+                f"{r['p50_us']:,.0f} | {r['max_us']:,.0f} |")
+        add("")
+    if "inval" in extra:
+        i = extra["inval"]
+        add("### Invalidation: SQL UPDATE commit -> new value served by objcached")
+        add("")
+        add(f"{i['updates']} updates while {i['load_keys_per_s']:,.0f} keys/s of hits ran: "
+            f"p50 {i['p50_ms']:.1f} ms, p99 {i['p99_ms']:.1f} ms, max {i['max_ms']:.1f} ms")
+        add("")
+    if "triggers" in extra:
+        t = extra["triggers"]
+        add("### Trigger overhead of the hook (items vs items_plain)")
+        add("")
+        add("| UPDATE | hooked | plain | ratio |")
+        add("|---|---:|---:|---:|")
+        add(f"| 1 row (median of {cfg['trig_single']}) | {t['single_hooked_us']:.0f} us | "
+            f"{t['single_plain_us']:.0f} us | {t['single_ratio']:.2f} |")
+        add(f"| {t['bulk_rows']:,} rows (median of {cfg['trig_trials']}) | "
+            f"{t['bulk_hooked_s']:.3f} s | {t['bulk_plain_s']:.3f} s | {t['bulk_ratio']:.2f} |")
+        add("")
+    if "footprint" in extra:
+        f = extra["footprint"]
+        add("### Footprint of objcached")
+        add("")
+        add(f"RSS idle {f['rss_idle_mib']:.1f} MiB; with {f['conns']:,} open connections "
+            f"{f['rss_conns_mib']:.1f} MiB; after the whole run and a soak of "
+            f"{f['soak_keys']:,} keys {f['rss_after_mib']:.1f} MiB.")
+        add("")
+    return "\n".join(lines)
+
+
+def machine():
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f
+                          if ln.startswith("model name")), "?")
+    except OSError:
+        model = "?"
+    return (f"{os.cpu_count()} CPU ({model}), {platform.system()} {platform.release()}")
+
+
+GNUPLOT = """
+set terminal pngcairo size 900,520 font "sans,10"
+set datafile separator ","
+set key outside right top
+set grid
+"""
+
+
+def plots(summary, extra, out):
+    """PNG plots with gnuplot, from small CSV files written here."""
+    gp = shutil.which("gnuplot")
+    if gp is None:
+        say("    (gnuplot not found: no plots)")
+        return []
+    made = []
+
+    def write(name, header, rows):
+        path = os.path.join(out, name)
+        with open(path, "w") as f:
+            f.write(header + "\n")
+            for r in rows:
+                f.write(",".join(str(x) for x in r) + "\n")
+        return path
+
+    hit = [s for s in summary if s["phase"] == "hit"]
+    script = GNUPLOT
+    for k in sorted({s["K"] for s in hit}):
+        cs = sorted({s["C"] for s in hit if s["K"] == k})
+        targets = ["direct", "twemproxy", "oc-tcp", "oc-unix"]
+        data = []
+        for c in cs:
+            row = [c]
+            for t in targets:
+                v = next((s["keys_per_s"] for s in hit if s["K"] == k and s["C"] == c
+                          and s["target"] == t), "")
+                row.append(v)
+            data.append(row)
+        path = write(f"hit_k{k}.csv", "C," + ",".join(targets), data)
+        png = os.path.join(out, f"hit_k{k}.png")
+        script += (f'set output "{png}"\nset title "Hit path, K={k}: keys/s by concurrency"\n'
+                   'set xlabel "concurrent clients (C)"\nset ylabel "keys/s"\n'
+                   'set logscale x 2\nset yrange [0:*]\n'
+                   f'plot for [i=2:5] "{path}" every ::1 using 1:i with linespoints '
+                   'lw 2 title columnheader(i)\nunset logscale x\n')
+        made.append(png)
+    if "inval" in extra and extra["inval"]["delays"]:
+        d = extra["inval"]["delays"]
+        path = write("inval_cdf.csv", "delay_ms,fraction",
+                     [(v, (i + 1) / len(d)) for i, v in enumerate(d)])
+        png = os.path.join(out, "inval_cdf.png")
+        script += (f'set output "{png}"\nset title "SQL UPDATE commit to new value served '
+                   '(under hit load)"\nset xlabel "delay (ms)"\nset ylabel "fraction of updates"\n'
+                   f'set yrange [0:1]\nplot "{path}" every ::1 using 1:2 with steps lw 2 '
+                   'title "objcached"\n')
+        made.append(png)
+    cold = [s for s in summary if s["phase"] in ("cold", "mix90", "mix99")]
+    if cold:
+        rows = [(f'{s["phase"]} K={s["K"]} C={s["C"]} {s["target"]}', s["keys_per_s"])
+                for s in sorted(cold, key=lambda s: (s["phase"], s["K"], s["C"], s["target"]))]
+        path = write("cold.csv", "setting,keys_per_s", rows)
+        png = os.path.join(out, "cold.png")
+        script += (f'set output "{png}"\nset title "Cold and mixed paths: keys/s"\n'
+                   'set style data histograms\nset style fill solid 0.8\nset boxwidth 0.8\n'
+                   'set xtics rotate by -60 font "sans,8"\nset ylabel "keys/s"\n'
+                   'unset xlabel\nset yrange [0:*]\nset key off\n'
+                   f'plot "{path}" every ::1 using 2:xtic(1)\n')
+        made.append(png)
+    path = os.path.join(out, "plots.gp")
+    with open(path, "w") as f:
+        f.write(script)
+    proc = subprocess.run([gp, path], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BenchError(f"gnuplot failed:\n{proc.stderr}")
+    return made
+
+
+def check_targets(summary, extra, cfg):
+    """The issue's targets, each with the figure that meets or misses it."""
+    def get(phase, k, c, t):
+        return next((s for s in summary if s["phase"] == phase and s["K"] == k
+                     and s["C"] == c and s["target"] == t), None)
+    res = []
+
+    def target(name, ok, figure):
+        res.append((name, "met" if ok else "MISSED", figure))
+
+    for t in ("oc-tcp", "oc-unix"):
+        s = get("hit", 100, 16, t)
+        if s:
+            target(f"hit K=100 C=16 {t} >= 0.85x direct", s["ratio"] >= 0.85,
+                   f"{s['ratio']:.2f}x")
+            tw = get("hit", 100, 16, "twemproxy")
+            if tw:
+                r = s["keys_per_s"] / tw["keys_per_s"]
+                target(f"hit K=100 C=16 {t} >= 1.2x twemproxy", r >= 1.2, f"{r:.2f}x")
+        s = get("hit", 100, 1, t)
+        if s:
+            target(f"hit K=100 C=1 {t} p50 <= direct + 60 us", s["p50_delta_us"] <= 60,
+                   f"{s['p50_delta_us']:+.0f} us")
+    s, n1 = get("cold", 100, 4, "oc-unix"), get("cold", 100, 4, "n1")
+    if s:
+        target("cold K=100 C=4 objcached >= 1.0x hand-written", s["ratio"] >= 1.0,
+               f"{s['ratio']:.2f}x")
+        if n1:
+            r = s["keys_per_s"] / n1["keys_per_s"]
+            target("cold K=100 C=4 objcached >= 2x N+1", r >= 2, f"{r:.2f}x")
+    s = get("mix90", 100, 4, "oc-unix")
+    if s:
+        target("90% mixed K=100 C=4 objcached >= 1.0x hand-written", s["ratio"] >= 1.0,
+               f"{s['ratio']:.2f}x")
+    for r in extra.get("herd", []):
+        if r["target"] == "oc-unix":
+            target("herd: PostgreSQL reads each of the 100 rows once", r["pg_rows_read"] == 100,
+                   f"{r['pg_rows_read']} rows")
+    if "inval" in extra:
+        i = extra["inval"]
+        target("invalidation p99 <= 50 ms under load", i["p99_ms"] <= 50, f"{i['p99_ms']:.1f} ms")
+    if "triggers" in extra:
+        t = extra["triggers"]
+        target(f"trigger overhead {t['bulk_rows']:,}-row UPDATE <= 1.5x", t["bulk_ratio"] <= 1.5,
+               f"{t['bulk_ratio']:.2f}x")
+    if "footprint" in extra:
+        f = extra["footprint"]
+        target(f"RSS <= 64 MiB with {f['conns']:,} idle connections", f["rss_conns_mib"] <= 64,
+               f"{f['rss_conns_mib']:.1f} MiB")
+    lines = ["### Targets (issue 5)", "", "| target | result | figure |", "|---|---|---|"]
+    lines += [f"| {n} | {ok} | {fig} |" for n, ok, fig in res]
+    return "\n".join(lines) + "\n"
+
+
+# -------------------------------------------------------------------- main
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="the short smoke run (< 3 min)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "out"),
+                    help="where results go (default bench/out)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--only", default=",".join(PHASES),
+                    help=f"comma-separated phases (default all: {','.join(PHASES)})")
+    ap.add_argument("--objcached", default=os.path.join(ROOT, "build", "objcached"))
+    ap.add_argument("--loadgen", default=os.path.join(ROOT, "build", "bench",
+                                                      "objcached-loadgen"))
+    args = ap.parse_args()
+    only = set(p.strip() for p in args.only.split(",") if p.strip())
+    unknown = only - set(PHASES)
+    if unknown:
+        ap.error(f"unknown phase(s): {', '.join(sorted(unknown))}")
+    for b in (args.objcached, args.loadgen):
+        if not os.access(b, os.X_OK):
+            ap.error(f"{b} is not built (bash scripts/build.sh)")
+    cfg = QUICK if args.quick else FULL
+    os.makedirs(args.out, exist_ok=True)
+    for name in os.listdir(args.out):
+        if name.endswith((".csv", ".png", ".gp", ".md")):
+            os.unlink(os.path.join(args.out, name))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
+
+    harness.install_signal_handlers()
+    workdir = tempfile.mkdtemp(prefix="objcached-bench.", dir="/tmp")
+    os.chmod(workdir, 0o755)
+    world = World(args, cfg, workdir)
+    started = time.monotonic()
+    rng = random.Random(args.seed)
+    extra = {}
+    try:
+        world.start()
+        runner = Runner(world, args.loadgen, args.seed, os.path.join(args.out, "runs.csv"))
+        cursor = ColdCursor(world, cfg, runner)
+        if "cold" in only:
+            world.flush()
+            phase_cold(runner, world, cfg, rng, cursor)
+            world.flush()
+            cursor.next = cursor.lo
+        cursor.may_flush = False
+        warm(runner, world, cfg)
+        if "hit" in only:
+            phase_hit(runner, world, cfg, rng)
+        if "mixed" in only:
+            phase_mixed(runner, world, cfg, rng, cursor)
+        if "herd" in only:
+            extra["herd"] = phase_herd(runner, world, cfg, cursor)
+        if "inval" in only:
+            extra["inval"] = phase_inval(runner, world, cfg)
+            extra["triggers"] = phase_triggers(world, cfg, rng)
+        if "footprint" in only:
+            extra["footprint"] = phase_footprint(runner, world, cfg)
+        summary = summarize(runner, extra, cfg, args.out)
+        elapsed = time.monotonic() - started
+        text = tables(summary, extra, cfg, world, elapsed) + "\n" + \
+            check_targets(summary, extra, cfg)
+        with open(os.path.join(args.out, "summary.md"), "w") as f:
+            f.write(text)
+        made = plots(summary, extra, args.out)
+        say()
+        say(text)
+        say(f"results: {args.out}/runs.csv, summary.csv, summary.md"
+            + (", " + ", ".join(os.path.basename(p) for p in made) if made else ""))
+    finally:
+        step("stopping every server this run started")
+        world.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (BenchError, harness.HarnessError) as e:
+        print(f"bench: {e}", file=sys.stderr)
+        sys.exit(1)
