@@ -79,14 +79,15 @@ memcached_st *lg_mc_new(const lg_opts_t *o, bool pipelined_writes, char *err,
     return m;
 }
 
-memcached_st *lg_mc_clone(memcached_st *tmpl, bool pipelined_writes, char *err,
-                          size_t errlen)
+/* Not memcached_clone: libmemcached 1.0.18's clone does not keep the
+ * weighted-ketama continuum, so a clone puts about half the keys on other
+ * servers than objcached does (seen: 931 of 2000 objcached keys found). */
+memcached_st *lg_mc_connect(const lg_opts_t *o, bool pipelined_writes, char *err,
+                            size_t errlen)
 {
-    memcached_st *m = memcached_clone(NULL, tmpl);
-    if (m == NULL) {
-        snprintf(err, errlen, "memcached_clone: out of memory");
+    memcached_st *m = lg_mc_new(o, pipelined_writes, err, errlen);
+    if (m == NULL)
         return NULL;
-    }
     err[0] = '\0';
     /* Connects to every server now, so the first measured batch does not
      * pay for it. It must run before noreply is set: with noreply on,

@@ -3,17 +3,19 @@
  *
  * The pool is set up as objcached sets up its own (oc_mc.c make_memc):
  * ketama, weighted, MD5, so a key objcached wrote is found here on the same
- * server. Each thread clones the template (a memcached_st is not shared
- * between threads) and connects it before the run starts.
+ * server. Each thread makes its own handle (a memcached_st is not shared
+ * between threads; memcached_clone would lose the ketama continuum) and
+ * connects it before the run starts; the main thread's template only
+ * checks the options first.
  *
  * Writes (the hand and n1 patterns, delete) are pipelined: the template
- * buffers requests, and each thread's clone is switched to noreply once
+ * buffers requests, and each thread's handle is switched to noreply once
  * connected; lg_mc_flush sends what was queued in as few writes as the
  * buffers allow, one per server for a batch, and waits for no reply.
  *
  * Errors are never fatal: they set tally->error and a short reason.
  *
- * Ownership: lg_mc_new and lg_mc_clone return a memcached_st the caller
+ * Ownership: lg_mc_new and lg_mc_connect return a memcached_st the caller
  * frees with memcached_free.
  */
 #ifndef LG_MC_H
@@ -31,10 +33,11 @@
 /* A template (not connected) over o->servers; NULL with err on failure. */
 memcached_st *lg_mc_new(const lg_opts_t *o, bool pipelined_writes, char *err,
                         size_t errlen);
-/* A thread's own connected handle; NULL with err when out of memory. A
- * server that does not answer is reported in err but not a failure. */
-memcached_st *lg_mc_clone(memcached_st *tmpl, bool pipelined_writes, char *err,
-                          size_t errlen);
+/* A thread's own connected handle over o->servers; NULL with err on
+ * failure. A server that does not answer is reported in err but is not a
+ * failure. */
+memcached_st *lg_mc_connect(const lg_opts_t *o, bool pipelined_writes, char *err,
+                            size_t errlen);
 
 /* Get-multi of the batch's keys: found slots become LG_SLOT_HIT, each value
  * checked. An entry that objcached stores for what is not an object (no

@@ -8,7 +8,7 @@
  *
  * A run: the main thread parses the options and builds the shared parts (a
  * libmemcached template, the key picker); each worker gets its own
- * memcached_st (cloned and connected here, in one thread) and, in its own
+ * memcached_st (made and connected here, in one thread) and, in its own
  * thread, its own PostgreSQL connection. Every worker then waits at a
  * common start line, so that setup is never measured and the first batches
  * leave together. The measured window opens after --warmup and closes at
@@ -265,7 +265,7 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* The parts made in the main thread: a memcached_st is cloned (and
+/* The parts made in the main thread: a memcached_st is made (and
  * connected) here, the rest is memory. */
 static bool worker_init(worker_t *w, run_t *r, unsigned index)
 {
@@ -281,7 +281,7 @@ static bool worker_init(worker_t *w, run_t *r, unsigned index)
     }
     if (r->mc_tmpl == NULL)
         return true;
-    w->mc = lg_mc_clone(r->mc_tmpl, mode_writes(o->mode), err, sizeof(err));
+    w->mc = lg_mc_connect(o, mode_writes(o->mode), err, sizeof(err));
     if (w->mc == NULL) {
         fprintf(stderr, "objcached-loadgen: %s\n", err);
         return false;
@@ -481,7 +481,7 @@ static int run_delete(const lg_opts_t *o)
     lg_batch_t b = {0};
     lg_tally_t t;
     memcached_st *mc = NULL, *tmpl = lg_mc_new(o, true, err, sizeof(err));
-    if (tmpl == NULL || (mc = lg_mc_clone(tmpl, true, err, sizeof(err))) == NULL ||
+    if (tmpl == NULL || (mc = lg_mc_connect(o, true, err, sizeof(err))) == NULL ||
         !lg_batch_init(&b, DELETE_CHUNK, o->prefix)) {
         fprintf(stderr, "objcached-loadgen: %s\n", tmpl && mc ? "out of memory" : err);
         errors++;

@@ -33,6 +33,7 @@ Direct use: /usr/bin/python3 bench/run.py [--quick] [--out DIR] [--seed N]
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import platform
@@ -327,6 +328,7 @@ def warm(runner, world, cfg):
     t0 = time.monotonic()
     batches = hot // 100
     runner.run("warm", "oc-unix", 100, 4, f"seq:1:{hot}", batches=batches, seconds=600)
+    world.oc.wait_idle(timeout=120)   # write-backs finish after the answers
     runner.run("warm", "hand", 100, 4, f"seq:1:{hot}", batches=batches, seconds=600)
     runner.run("warm", "twemproxy", 100, 4, f"seq:1:{hot}", batches=batches, seconds=600,
                mode="hand")
@@ -339,20 +341,27 @@ def warm(runner, world, cfg):
          f"({time.monotonic() - t0:.1f} s)")
 
 
+def interleaved(cfg, rng, targets, *axes):
+    """(trial, setting..., target) in the order runs happen: per trial, per
+    setting (the product of `axes`), every target once in a seeded shuffled
+    order, so that the targets of one setting are measured side by side."""
+    for trial in range(cfg["trials"]):
+        for setting in itertools.product(*axes):
+            order = targets[:]
+            rng.shuffle(order)
+            for t in order:
+                yield (trial, *setting, t)
+
+
 def phase_hit(runner, world, cfg, rng):
     step("hit path: all hits, uniform over the cached ids")
     targets = ["direct", "twemproxy", "oc-tcp", "oc-unix"]
-    for trial in range(cfg["trials"]):
-        for k in cfg["hit_k"]:
-            for c in cfg["hit_c"]:
-                order = targets[:]
-                rng.shuffle(order)
-                for t in order:
-                    r = runner.run("hit", t, k, c, f"uniform:1:{cfg['hot']}",
-                                   seconds=cfg["seconds"], warmup=0.2, mode="get")
-                    if r["hits"] != r["keys"]:
-                        raise BenchError(f"hit path {t}: {r['keys'] - r['hits']} misses")
-                    progress(r, f"trial {trial + 1}")
+    for trial, k, c, t in interleaved(cfg, rng, targets, cfg["hit_k"], cfg["hit_c"]):
+        r = runner.run("hit", t, k, c, f"uniform:1:{cfg['hot']}",
+                       seconds=cfg["seconds"], warmup=0.2, mode="get")
+        if r["hits"] != r["keys"]:
+            raise BenchError(f"hit path {t}: {r['keys'] - r['hits']} misses")
+        progress(r, f"trial {trial + 1}")
 
 
 class ColdCursor:
@@ -367,7 +376,8 @@ class ColdCursor:
         self.may_flush = True
 
     def take(self, need):
-        if self.next + need > self.hi:
+        need = min(need, self.hi - self.lo + 1)
+        if self.next + need - 1 > self.hi:
             if not self.may_flush:
                 raise BenchError("the cold id pool ran out")
             self.w.flush()       # everything misses again
@@ -375,7 +385,7 @@ class ColdCursor:
         return self.next
 
     def advance(self, r):
-        self.next = max(self.next, r.get("cold_next") or self.next) + 1
+        self.next = max(self.next, r.get("cold_next") or self.next)
 
     def forget(self, target, lo):
         """Delete the cold ids [lo, next) that `target` cached, and reuse them."""
@@ -388,43 +398,32 @@ class ColdCursor:
 def phase_cold(runner, world, cfg, rng, cursor):
     step("cold path: all misses (each run asks ids nobody asked before)")
     targets = ["hand", "n1", "oc-unix", "sql"]
-    for trial in range(cfg["trials"]):
-        for k in cfg["cold_k"]:
-            for c in cfg["cold_c"]:
-                order = targets[:]
-                rng.shuffle(order)
-                for t in order:
-                    # a run stops before its ids wrap around (that would be hits)
-                    budget = min(400_000 if t != "n1" else 100_000, cursor.hi - cursor.lo + 1)
-                    lo = cursor.take(budget)
-                    r = runner.run("cold", t, k, c, f"seq:{lo}:{cursor.hi}",
-                                   seconds=cfg["seconds"], batches=budget // k)
-                    cursor.advance(r)
-                    # through objcached every key is answered (loaded on a miss), so
-                    # only the hand-written paths can show cache hits here
-                    if t in ("hand", "n1") and r["hits"] != 0:
-                        raise BenchError(f"cold path {t}: {r['hits']} hits")
-                    progress(r, f"trial {trial + 1}")
+    for trial, k, c, t in interleaved(cfg, rng, targets, cfg["cold_k"], cfg["cold_c"]):
+        # a run stops before its ids wrap around (that would be hits)
+        budget = min(400_000 if t != "n1" else 100_000, cursor.hi - cursor.lo)
+        lo = cursor.take(budget)
+        r = runner.run("cold", t, k, c, f"seq:{lo}:{cursor.hi}",
+                       seconds=cfg["seconds"], batches=budget // k)
+        cursor.advance(r)
+        # through objcached every key is answered (loaded on a miss), so
+        # only the hand-written paths can show cache hits here
+        if t in ("hand", "n1") and r["hits"] != 0:
+            raise BenchError(f"cold path {t}: {r['hits']} hits")
+        progress(r, f"trial {trial + 1}")
 
 
 def phase_mixed(runner, world, cfg, rng, cursor):
     step("mixed: Zipfian (s = 1) hot keys, the rest cold")
     targets = ["hand", "oc-unix"]
-    for trial in range(cfg["trials"]):
-        for rate in cfg["mixed_rates"]:
-            for k in cfg["mixed_k"]:
-                for c in cfg["mixed_c"]:
-                    order = targets[:]
-                    rng.shuffle(order)
-                    for t in order:
-                        lo = cursor.take(300_000)
-                        r = runner.run(f"mix{int(rate * 100)}", t, k, c,
-                                       f"zipf:1:{cfg['hot']}:1.0", seconds=cfg["seconds"],
-                                       extra=["--cold", f"seq:{lo}:{cursor.hi}",
-                                              "--hit-rate", f"{rate}"])
-                        cursor.advance(r)
-                        cursor.forget(t, lo)
-                        progress(r, f"hit rate {r['hits'] / max(r['keys'], 1):.3f}")
+    for _, rate, k, c, t in interleaved(cfg, rng, targets, cfg["mixed_rates"],
+                                        cfg["mixed_k"], cfg["mixed_c"]):
+        lo = cursor.take(300_000)
+        r = runner.run(f"mix{int(rate * 100)}", t, k, c, f"zipf:1:{cfg['hot']}:1.0",
+                       seconds=cfg["seconds"],
+                       extra=["--cold", f"seq:{lo}:{cursor.hi}", "--hit-rate", f"{rate}"])
+        cursor.advance(r)
+        cursor.forget(t, lo)
+        progress(r, f"hit rate {r['hits'] / max(r['keys'], 1):.3f}")
 
 
 def pg_rows_read(world):
