@@ -3,7 +3,8 @@
 #   1. a plain build, whose unit tests and a set of integration tests run
 #      under valgrind (memcheck): zero leaks and zero errors;
 #   2. an ASan+UBSan build, under which every unit and integration test runs,
-#      and the fuzz targets run briefly;
+#      and the fuzz targets run briefly, and bench/run.py --quick checks every
+#      benchmark path once (values checked, figures not judged);
 # after clang-tidy and cppcheck (scripts/lint.sh) pass on the sources.
 # Exits non-zero on any failure; ctest's summary of step 2 is the last thing
 # printed.
@@ -12,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/deps.sh
+bash scripts/deps.sh nutcracker gnuplot-nox   # the last two for the bench smoke run
 bash scripts/build.sh
 bash scripts/build.sh --sanitize
 
