@@ -56,6 +56,7 @@ typedef enum oc_conf_type {
     OC_CT_TABLE,     /* [schema.]table -> off = table, off2 = schema */
     OC_CT_COLUMNS,   /* a, b, c -> off = char **, off2 = size_t count */
     OC_CT_SERVERS,   /* h:p[:w] ... -> off = servers, off2 = size_t count */
+    OC_CT_BOOL,      /* on|off (also yes|no, true|false, 1|0) -> int */
 } oc_conf_type_t;
 
 /* One key of a section: how to parse it and which field it fills. */
@@ -137,9 +138,10 @@ static const oc_conf_key_t oc_conf_model_keys[] = {
     OC_MK("ttl",         OC_CT_SECS,     "1h",     ttl_s, OC_MS_S, OC_MS_30DAYS),
     OC_MK("missing_ttl", OC_CT_SECS,     "30s",    missing_ttl_s, OC_MS_S, OC_MS_30DAYS),
     OC_MK("tombstone_ttl", OC_CT_SECS,   "10m",    tombstone_ttl_s, OC_MS_S, OC_MS_30DAYS),
-    /* No default: without it pushes are last-writer-wins. */
+    /* No default: without it every push is checked (push_check). */
     {.name = "version_column", .type = OC_CT_IDENT,
      .off = offsetof(oc_model_conf_t, version_column)},
+    OC_MK("push_check",  OC_CT_BOOL,     "on",     push_check, 0, 0),
 };
 
 #undef OC_CK
@@ -427,6 +429,21 @@ oc_status_t oc_conf_parse_duration_ms(const char *s, uint64_t *out_ms)
     return oc_conf_duration(s, out_ms) == OC_OK ? OC_OK : OC_EINVAL;
 }
 
+oc_status_t oc_conf_parse_bool(const char *s, int *out)
+{
+    static const char *const yes[] = {"on", "yes", "true", "1"};
+    static const char *const no[] = {"off", "no", "false", "0"};
+    if (s == NULL || out == NULL)
+        return OC_EINVAL;
+    for (size_t i = 0; i < OC_CONF_LEN(yes); i++) {
+        if (strcasecmp(s, yes[i]) == 0)
+            return *out = 1, OC_OK;
+        if (strcasecmp(s, no[i]) == 0)
+            return *out = 0, OC_OK;
+    }
+    return OC_EINVAL;
+}
+
 oc_status_t oc_conf_parse_size(const char *s, uint64_t *out)
 {
     if (s == NULL || out == NULL)
@@ -670,6 +687,17 @@ static oc_status_t oc_conf_set_log_target(const oc_conf_key_t *k, char *base,
     if (strcmp(val, "stderr") == 0 || strcmp(val, "syslog") == 0)
         return oc_conf_store_string(base, k->off, val);
     return oc_conf_bad(why, "'%s' is not one of stderr, syslog", oc_conf_show(val, shown));
+}
+
+static oc_status_t oc_conf_set_bool(const oc_conf_key_t *k, char *base, const char *val,
+                                    char *why)
+{
+    char shown[OC_CONF_SHOWBUF];
+    int v;
+    if (oc_conf_parse_bool(val, &v) != OC_OK)
+        return oc_conf_bad(why, "'%s' is not one of on, off", oc_conf_show(val, shown));
+    *(int *)(void *)(base + k->off) = v;
+    return OC_OK;
 }
 
 /* The conninfo may hold a password: no message ever shows it. */
@@ -938,6 +966,7 @@ static const oc_conf_set_fn oc_conf_setters[] = {
     [OC_CT_TABLE]     = oc_conf_set_table,
     [OC_CT_COLUMNS]   = oc_conf_set_columns,
     [OC_CT_SERVERS]   = oc_conf_set_servers,
+    [OC_CT_BOOL]      = oc_conf_set_bool,
 };
 /* clang-format on */
 

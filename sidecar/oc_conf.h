@@ -54,6 +54,9 @@ typedef struct oc_model_conf {
     uint32_t tombstone_ttl_s; /* tombstone_ttl = 10m (default), 1 s .. 30 days */
     char *version_column; /* version_column = updated_at (NULL = none): an
                              older push never replaces a newer object */
+    int push_check;     /* push_check = on (default): a push the cache cannot
+                           order is compared with PostgreSQL's row after the
+                           write (oc_write.h); off trusts pushes */
     int line;           /* line of the section header, for later errors */
     int disabled;       /* removed by a reload: kept so that model indexes
                            stay stable, but no key reaches it */
@@ -127,6 +130,8 @@ const oc_model_conf_t *oc_conf_model(const oc_conf_t *conf, const char *name,
 oc_status_t oc_conf_parse_duration_ms(const char *s, uint64_t *out_ms);
 /* Sizes: "512", "64k", "1m" (binary multiples, case-insensitive). */
 oc_status_t oc_conf_parse_size(const char *s, uint64_t *out);
+/* on|off, yes|no, true|false, 1|0 (case-insensitive) -> 1 or 0. */
+oc_status_t oc_conf_parse_bool(const char *s, int *out);
 
 const char *oc_key_type_name(oc_key_type_t t);
 

@@ -29,6 +29,7 @@
 #include "oc_mc.h"
 #include "oc_pg.h"
 #include "oc_reload.h"
+#include "oc_write.h"
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
                       struct sockaddr *sa, int salen, void *arg)
@@ -327,6 +328,18 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     oc_conn_drain_all(d);
 }
 
+int oc_daemon_gate_hold(oc_daemon_t *d, struct event **timer, event_callback_fn cb, void *arg)
+{
+    if (d->fault_fill_gate == NULL || access(d->fault_fill_gate, F_OK) != 0)
+        return 0;
+    if (*timer == NULL && (*timer = evtimer_new(d->base, cb, arg)) == NULL)
+        return 0; /* out of memory: do not hold */
+    evtimer_assign(*timer, d->base, cb, arg);
+    struct timeval tv = {0, 10000};
+    evtimer_add(*timer, &tv);
+    return 1;
+}
+
 oc_status_t oc_daemon_init(oc_daemon_t *d, oc_conf_t *conf, char *err)
 {
     memset(d, 0, sizeof(*d));
@@ -382,6 +395,8 @@ oc_status_t oc_daemon_init(oc_daemon_t *d, oc_conf_t *conf, char *err)
         goto fail;
     }
     if (conf->user && (st = drop_privileges(d, err)) != OC_OK)
+        goto fail;
+    if ((st = oc_write_init(d, err)) != OC_OK)
         goto fail;
     d->mc = oc_mc_new(d->base, conf, err);
     if (d->mc == NULL) {
@@ -454,7 +469,10 @@ void oc_daemon_free(oc_daemon_t *d)
     oc_metrics_free(d->metrics);
     oc_inval_free(d->inval);
     oc_mc_free(d->mc);
+    d->mc = NULL; /* oc_pg's last callbacks must not submit to it */
     oc_pg_free(d->pg);
+    d->pg = NULL;
+    oc_write_free_checks(d);
     oc_fill_retire_all(d);
     if (d->sig_term)
         event_free(d->sig_term);

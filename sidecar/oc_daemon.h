@@ -52,8 +52,9 @@ typedef struct oc_daemon {
     int stopping;
     /* Test-only fault point, from the environment at start:
      * OBJCACHED_FAULT_FILL_GATE=PATH holds every write-back (between the
-     * PostgreSQL read and the cache write) while PATH exists, so a test can
-     * land a write in exactly that window. Never set in production. */
+     * PostgreSQL read and the cache write: fills and push checks) while
+     * PATH exists, so a test can land a write in exactly that window.
+     * Never set in production. */
     char *fault_fill_gate;
     /* Gets whose memcached answer is still out, oldest first, and fills
      * whose write-back is done but which such a get may still miss (see
@@ -62,6 +63,10 @@ typedef struct oc_daemon {
     struct oc_req *mget_head, *mget_tail;
     uint64_t mget_seq;
     struct oc_fill *retire_head, *retire_tail;
+    /* Pushes stored but not yet checked against PostgreSQL (oc_write.c),
+     * in push order, and the event that starts their checks. */
+    struct oc_write *check_head, *check_tail;
+    struct event *check_ev;
 } oc_daemon_t;
 
 /* Takes ownership of conf (also on failure). Binds the listeners, starts the
@@ -70,6 +75,12 @@ oc_status_t oc_daemon_init(oc_daemon_t *d, oc_conf_t *conf, char *err);
 /* Runs until SIGTERM/SIGINT; returns OC_OK on a clean stop. */
 oc_status_t oc_daemon_run(oc_daemon_t *d);
 void oc_daemon_free(oc_daemon_t *d);
+
+/* The fill gate (fault_fill_gate): 1 if it is closed now, and then `cb`
+ * runs again in 10 ms on *timer (created on first use, the caller frees
+ * it); 0 if the write-back may go on. */
+int oc_daemon_gate_hold(oc_daemon_t *d, struct event **timer,
+                        void (*cb)(int, short, void *), void *arg);
 
 /* (Re)build the per-memcached-server health table (stats mc_server:*:up)
  * from d->conf's server list; a reload calls it when the list changes. */

@@ -284,31 +284,16 @@ static void batch_stored(oc_mc_job_t *job, void *arg)
 
 static void batch_store(oc_batch_t *b);
 
-/* The test-only fault point (see oc_daemon.h): hold the write-back while
- * the gate file exists. */
 static void batch_gate_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     batch_store(arg);
 }
 
-static int batch_gated(oc_batch_t *b)
-{
-    const char *gate = b->d->fault_fill_gate;
-    if (gate == NULL || access(gate, F_OK) != 0)
-        return 0;
-    if (b->timer == NULL && (b->timer = evtimer_new(b->d->base, batch_gate_cb, b)) == NULL)
-        return 0;
-    struct timeval tv = {0, 10000};
-    evtimer_assign(b->timer, b->d->base, batch_gate_cb, b);
-    evtimer_add(b->timer, &tv);
-    return 1;
-}
-
 static void batch_store(oc_batch_t *b)
 {
     oc_daemon_t *d = b->d;
-    if (batch_gated(b))
+    if (oc_daemon_gate_hold(b->d, &b->timer, batch_gate_cb, b))
         return;
     const oc_model_conf_t *m = &d->conf->models[b->model_idx];
     size_t n = 0;
@@ -316,7 +301,7 @@ static void batch_store(oc_batch_t *b)
         n += (b->fills[i]->leased && !b->fills[i]->invalidated);
         d->stats.fills_dropped += (b->fills[i]->invalidated != 0); /* known here already */
     }
-    oc_mc_job_t *job = n ? oc_mc_job_new_items(OC_MC_FILL, n, batch_stored, b) : NULL;
+    oc_mc_job_t *job = n ? oc_mc_job_new_items(OC_MC_SWAP, n, batch_stored, b) : NULL;
     if (job == NULL) { /* nothing to write, or no memory: answered anyway */
         batch_retire(b);
         oc_fill_retire(d);
@@ -330,9 +315,9 @@ static void batch_store(oc_batch_t *b)
         oc_mc_item_t *it = &job->items[k++];
         it->key = f->ckey;
         it->klen = f->ckey_len;
-        it->token = d->lease_token;
-        it->token_len = d->lease_token_len;
-        it->lease_flags = oc_entry_flags(OC_ENTRY_LEASE);
+        it->expect = d->lease_token;
+        it->expect_len = d->lease_token_len;
+        it->expect_flags = oc_entry_flags(OC_ENTRY_LEASE);
         if (f->value) {
             it->val = f->value->data;
             it->vlen = f->value->len;

@@ -203,9 +203,9 @@ static void run_items(oc_mc_job_t *job, memcached_st *memc)
     }
 }
 
-/* FILL, step one: read every key's current value and cas in one multi-get,
- * and keep the cas of the keys that still hold our lease. */
-static void fill_read_leases(oc_mc_job_t *job, memcached_st *memc)
+/* SWAP, step one: read every key's current value and cas in one multi-get,
+ * and keep the cas of the keys that still hold what is expected. */
+static void swap_read_expected(oc_mc_job_t *job, memcached_st *memc)
 {
     oc_map_t *index = oc_map_new(job->n);
     const char **keys = malloc(job->n * sizeof(*keys));
@@ -220,7 +220,7 @@ static void fill_read_leases(oc_mc_job_t *job, memcached_st *memc)
     for (size_t i = 0; i < job->n; i++) {
         keys[i] = job->items[i].key;
         lens[i] = job->items[i].klen;
-        job->items[i].result = OC_MC_R_NOT_STORED; /* until proven ours */
+        job->items[i].result = OC_MC_R_NOT_STORED; /* until seen as expected */
         (void)oc_map_put(index, keys[i], lens[i], (void *)(uintptr_t)(i + 1));
     }
     memcached_return_t rc = memcached_mget(memc, keys, lens, job->n);
@@ -235,11 +235,12 @@ static void fill_read_leases(oc_mc_job_t *job, memcached_st *memc)
         if (v == NULL)
             continue;
         oc_mc_item_t *it = &job->items[(uintptr_t)v - 1];
-        if (memcached_result_flags(r) == it->lease_flags &&
-            memcached_result_length(r) == it->token_len &&
-            memcmp(memcached_result_value(r), it->token, it->token_len) == 0) {
+        if (memcached_result_flags(r) == it->expect_flags &&
+            memcached_result_length(r) == it->expect_len &&
+            (it->expect_len == 0 ||
+             memcmp(memcached_result_value(r), it->expect, it->expect_len) == 0)) {
             it->cas = memcached_result_cas(r);
-            it->result = OC_MC_R_OK; /* ours: replace it below */
+            it->result = OC_MC_R_OK; /* as expected: replace it below */
         }
     }
     memcached_result_free(&res);
@@ -249,9 +250,9 @@ done:
     free(lens);
 }
 
-static void run_fill(oc_mc_job_t *job, memcached_st *memc)
+static void run_swap(oc_mc_job_t *job, memcached_st *memc)
 {
-    fill_read_leases(job, memc);
+    swap_read_expected(job, memc);
     for (size_t i = 0; i < job->n; i++) {
         oc_mc_item_t *it = &job->items[i];
         if (it->result != OC_MC_R_OK)
@@ -260,7 +261,7 @@ static void run_fill(oc_mc_job_t *job, memcached_st *memc)
                                               (time_t)it->exptime_s, it->flags, it->cas);
         it->result = item_result(job, memc, rc, "cas");
         if (it->result == OC_MC_R_EXISTS || it->result == OC_MC_R_NOT_FOUND)
-            it->result = OC_MC_R_NOT_STORED; /* invalidated after our read */
+            it->result = OC_MC_R_NOT_STORED; /* replaced after our read */
     }
 }
 
@@ -282,7 +283,7 @@ static void push_one(oc_mc_job_t *job, memcached_st *memc, oc_mc_item_t *it)
         memcached_result_st *r = memcached_fetch_result(memc, &res, &rc);
         int found = (r != NULL);
         uint64_t cas = found ? memcached_result_cas(r) : 0;
-        int write = it->decide(it, found,
+        oc_mc_decision_t write = it->decide(it, found,
                                found ? memcached_result_flags(r) : 0,
                                found ? memcached_result_value(r) : NULL,
                                found ? memcached_result_length(r) : 0);
@@ -290,10 +291,11 @@ static void push_one(oc_mc_job_t *job, memcached_st *memc, oc_mc_item_t *it)
             while (memcached_fetch_result(memc, &res, &rc) != NULL) {
             }
         memcached_result_free(&res);
-        if (!write) {
+        if (write == OC_MC_KEEP) {
             it->result = OC_MC_R_NOT_STORED;
             return;
         }
+        it->unordered = (write == OC_MC_WRITE_UNORDERED);
         time_t exp = (time_t)it->exptime_s;
         rc = found ? memcached_cas(memc, it->key, it->klen, it->val, it->vlen, exp,
                                    it->flags, cas)
@@ -368,8 +370,8 @@ static void *worker_main(void *arg)
 
         if (job->op == OC_MC_GET)
             run_get(job, w->memc);
-        else if (job->op == OC_MC_FILL)
-            run_fill(job, w->memc);
+        else if (job->op == OC_MC_SWAP)
+            run_swap(job, w->memc);
         else if (job->op == OC_MC_PUSH)
             run_push(job, w->memc);
         else if (job->op == OC_MC_PROBE)

@@ -40,17 +40,21 @@ typedef enum oc_mc_op {
     OC_MC_DELETE, /* delete each item's key: NOT_FOUND if it was not there */
     OC_MC_CAS,    /* cas each item against item.cas: EXISTS or NOT_FOUND if
                      the key changed or went since that cas was read */
-    OC_MC_FILL,   /* for each item, read the key; if it still holds the
-                     lease item.token (flags item.lease_flags), replace it by
-                     cas with the item, else NOT_STORED. Atomic per key: a
-                     write that lands between the read and the cas wins. */
+    OC_MC_SWAP,   /* for each item, read the key; if it still holds exactly
+                     item.expect (flags item.expect_flags), replace it by cas
+                     with the item, else NOT_STORED. Atomic per key: a write
+                     that lands between the read and the cas wins. A fill
+                     swaps its own lease for the row; a push check swaps the
+                     pushed object for PostgreSQL's row. */
     OC_MC_PROBE,  /* for each item, ask the server named by key (host) and flags
                      (port) for its version on a fresh connection: OK if it
                      answers, ERROR if not (per-server health) */
     OC_MC_PUSH,   /* for each item, read the key and ask item.decide whether
                      to replace what is there; write by cas (or add if the
                      key is absent), retrying if it changed in between;
-                     NOT_STORED if decide says no. */
+                     NOT_STORED if decide says no. item.unordered tells
+                     whether the write replaced something it could not be
+                     ordered against (see oc_mc_decision_t). */
 } oc_mc_op_t;
 
 typedef enum oc_mc_result {
@@ -70,13 +74,20 @@ typedef struct oc_mc_hit {
 } oc_mc_hit_t;
 
 struct oc_mc_item;
+/* What a PUSH does with the entry it found. */
+typedef enum oc_mc_decision {
+    OC_MC_KEEP,            /* leave it: NOT_STORED */
+    OC_MC_WRITE,           /* replace it: what is there is provably older */
+    OC_MC_WRITE_UNORDERED, /* replace it, but nothing proves the write is
+                              newer (an empty key, no version to compare):
+                              the caller must check it (item.unordered) */
+} oc_mc_decision_t;
 /* PUSH: runs on a worker thread, so it must only read the item and the
- * bytes it is given. Return 1 to write the item over the current entry
- * (found = 0: the key is absent), 0 to leave it. */
-typedef int (*oc_mc_decide_fn)(const struct oc_mc_item *it, int found, uint32_t flags,
-                               const char *val, size_t len);
+ * bytes it is given (found = 0: the key is absent). */
+typedef oc_mc_decision_t (*oc_mc_decide_fn)(const struct oc_mc_item *it, int found,
+                                            uint32_t flags, const char *val, size_t len);
 
-/* One item of a SET/ADD/DELETE/CAS/FILL/PUSH. */
+/* One item of a SET/ADD/DELETE/CAS/SWAP/PUSH. */
 typedef struct oc_mc_item {
     const char *key;
     size_t klen;
@@ -85,12 +96,13 @@ typedef struct oc_mc_item {
     uint32_t flags;
     uint32_t exptime_s;
     uint64_t cas;          /* CAS: the cas to check */
-    const char *token;     /* FILL: the lease value we hold */
-    size_t token_len;
-    uint32_t lease_flags;  /* FILL: the flags of a lease entry */
+    const char *expect;    /* SWAP: the value the key must still hold */
+    size_t expect_len;
+    uint32_t expect_flags; /* SWAP: ... and its flags */
     oc_mc_decide_fn decide; /* PUSH */
     void *decide_arg;      /* PUSH: the caller's, for decide */
     oc_mc_result_t result; /* out */
+    int unordered;         /* out, PUSH: written on OC_MC_WRITE_UNORDERED */
 } oc_mc_item_t;
 
 struct oc_mc_job {

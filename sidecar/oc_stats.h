@@ -37,13 +37,16 @@ struct evbuffer;
     X(mc_gets, COUNTER, "multi-gets sent to memcached")                       \
     X(mc_sets, COUNTER, "items written to memcached")                         \
     X(mc_errors, COUNTER, "memcached operations that reported an error")      \
-    X(loads_in_flight, GAUGE, "keys being loaded or written back now")        \
+    X(loads_in_flight, GAUGE, "keys being loaded or written back now (fills and push checks)")        \
     X(lease_waits, COUNTER, "polls of a key another sidecar was loading")      \
     X(lease_timeouts, COUNTER, "keys loaded without a lease after lease_wait") \
     X(fills_dropped, COUNTER, "fills refused because a write replaced the lease") \
     X(cmd_push, COUNTER, "set commands (pushes)")                              \
     X(cmd_tombstone, COUNTER, "delete commands (tombstones)")                  \
     X(pushes_stale, COUNTER, "pushes refused as older than the cached object") \
+    X(pushes_checked, COUNTER, "pushes compared with PostgreSQL's row after the write") \
+    X(pushes_corrected, COUNTER, "checked pushes replaced by PostgreSQL's row (or its absence)") \
+    X(pushes_unchecked, COUNTER, "pushes whose check failed: kept for missing_ttl only") \
     X(invalidations, COUNTER, "keys deleted for the DB hook's outbox")         \
     X(inval_skipped, COUNTER, "outbox keys no client could ask for (spaces, control bytes)") \
     X(inval_requeued, COUNTER, "invalidations put back: memcached failed")     \

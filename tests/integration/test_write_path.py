@@ -187,26 +187,167 @@ def consumer_pids(db):
 
 # ================================================================== push
 
-def test_push_is_served_exactly_as_pushed(fleet, mc_pool, db):
+def spaced(data):
+    """The same JSON object with other bytes: `{ ` for `{`. The push check
+    compares JSON, so it agrees with a spaced copy of the row, and reads then
+    show whether what memcached holds came from the push or from a load."""
+    assert data.startswith(b"{")
+    return b"{ " + data[1:]
+
+
+def mc_ttl(mc_pool, key):
+    """The remaining TTL (seconds) memcached reports for `key` on whichever
+    server holds it (meta `mg <key> t`), or None if no server does."""
+    for m in mc_pool:
+        with m.client(timeout=5) as c:
+            c.sendline(b"mg " + key.encode() + b" t")
+            line = c.readline()
+        if line.startswith(b"HD"):
+            return int(line.split()[1][1:])
+    return None
+
+
+def test_push_of_the_row_is_served_exactly_as_pushed(fleet, mc_pool, db):
     """STORED, then every get answers the body byte for byte from memcached
-    (whitespace, key order and escapes kept), without asking PostgreSQL;
-    also for an id that has no row."""
+    (whitespace, key order and escapes kept); the check reads the row once
+    and agrees, so the pushed bytes stay."""
     oc = start(fleet, mc_pool, db)
-    body = b'{ "id": 1,  "name": "pushed \\"q\\" \\u00e9 \xc3\xa9", "n": [1, {"x": null}] }'
+    body = spaced(row(db, "Item", 1))
     with oc.client() as c:
         s0 = c.stats()
         assert push(c, "Item:1", body) == b"STORED"
-        assert push(c, "Item:999999", b'{"id":999999}') == b"STORED"
-        assert c.get_multi(["Item:1", "Item:999999", "Item:0001"]) == \
-            ([(b"Item:1", 0, body), (b"Item:999999", 0, b'{"id":999999}'),
-              (b"Item:0001", 0, body)], b"END")
+        oc.wait_idle()                                   # the check is done
+        assert c.get_multi(["Item:1", "Item:0001"]) == \
+            ([(b"Item:1", 0, body), (b"Item:0001", 0, body)], b"END")
         s1 = c.stats()
         # (distinct keys: Item:0001 is Item:1)
-        assert moved(s0, s1, "cmd_push", "pg_queries", "get_hits") == \
-            {"cmd_push": 2, "pg_queries": 0, "get_hits": 2}
+        assert moved(s0, s1, "cmd_push", "pg_queries", "get_hits", "pushes_checked",
+                     "pushes_corrected") == \
+            {"cmd_push": 1, "pg_queries": 1, "get_hits": 1, "pushes_checked": 1,
+             "pushes_corrected": 0}
     # written through to memcached as an OBJECT, under the canonical id
     [(_, kind, data)] = oc_c.raw_items(mc_pool, oc_c.cache_key("Item", 1, db.generation("Item")))
     assert (kind, data) == ("OBJECT", body)
+
+
+def test_push_that_postgresql_disagrees_with_is_replaced_by_the_row(fleet, mc_pool, db):
+    """A made-up object, and an object for an id with no row: both STORED,
+    both checked, and both replaced: by the row as PostgreSQL prints it, and
+    by a "does not exist" entry. (A connection's pipelined commands run one
+    after the other, so these two checks may or may not share a query.)"""
+    oc = start(fleet, mc_pool, db)
+    with oc.client() as c:
+        s0 = c.stats()
+        c.send(set_cmd("Item:2", b'{"id":2,"name":"made up"}') +
+               set_cmd("Item:999999", b'{"id":999999}'))
+        assert [c.read_response().terminal for _ in range(2)] == [b"STORED", b"STORED"]
+        oc.wait_idle()
+        s1 = c.stats()
+        assert moved(s0, s1, "pushes_checked", "pushes_corrected") == \
+            {"pushes_checked": 2, "pushes_corrected": 2}
+        assert moved(s0, s1, "pg_queries")["pg_queries"] in (1, 2)
+        assert c.get_multi(["Item:2", "Item:999999"]) == \
+            ([(b"Item:2", 0, row(db, "Item", 2))], b"END")
+        assert moved(s1, c.stats(), "pg_queries", "get_hits") == {"pg_queries": 0,
+                                                                  "get_hits": 2}
+    gen = db.generation("Item")
+    assert [(k, d) for _, k, d in oc_c.raw_items(mc_pool, oc_c.cache_key("Item", 2, gen))] == \
+        [("OBJECT", row(db, "Item", 2))]
+    assert [k for _, k, _ in oc_c.raw_items(mc_pool, oc_c.cache_key("Item", 999999, gen))] == \
+        ["MISSING"]
+
+
+def test_push_check_off_trusts_the_push(fleet, mc_pool, db):
+    oc = start(fleet, mc_pool, db, **{"model Item": {"push_check": "off"}})
+    body = b'{"id":3,"name":"made up"}'
+    with oc.client() as c:
+        s0 = c.stats()
+        assert push(c, "Item:3", body) == b"STORED"
+        oc.wait_idle()
+        assert c.get("Item:3") == body
+        assert moved(s0, c.stats(), "pg_queries", "pushes_checked") == {"pg_queries": 0,
+                                                                        "pushes_checked": 0}
+
+
+def test_push_whose_check_fails_is_kept_for_missing_ttl_only(fleet, mc_pool, db):
+    """PostgreSQL cannot answer the check (a lock holds the table past
+    load_timeout): the push stays, unchecked, for the model's missing_ttl
+    (7 s here) instead of its ttl (1 h), and a log line says so."""
+    oc = start(fleet, mc_pool, db, objcached={"load_timeout": "300ms"},
+               **{"model Item": {"missing_ttl": "7s"}})
+    body = b'{"id":4,"name":"unchecked"}'
+    with oc.client() as c:
+        c.get("Item:5")                      # prepare the load statements before the lock
+    oc.wait_idle()
+    lock = db.connect(autocommit=False)
+    try:
+        with lock.cursor() as cur:
+            cur.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+        with oc.client() as c:
+            s0 = c.stats()
+            assert push(c, "Item:4", body) == b"STORED"
+            oc.wait_idle()
+            assert moved(s0, c.stats(), "pushes_checked", "pushes_unchecked") == \
+                {"pushes_checked": 0, "pushes_unchecked": 1}
+            assert c.get("Item:4") == body
+    finally:
+        lock.rollback()
+    ttl = mc_ttl(mc_pool, oc_c.cache_key("Item", 4, db.generation("Item")))
+    assert ttl is not None and 0 < ttl <= 7, ttl
+    assert "event=push_check_failed model=Item keys=1" in oc.log()
+
+
+def held_check(oc, gate, key, body):
+    """Close the gate, push `body` to `key` through `oc`, and wait until its
+    check has read the row and is held before its cache write."""
+    open(gate, "w").close()
+    s0 = oc.stats()
+    with oc.client() as c:
+        assert push(c, key, body) == b"STORED"
+    harness.wait_until(lambda: oc.stats()["pushes_checked"] > s0["pushes_checked"],
+                       timeout=10, what="the check to read the row")
+    assert oc.stats()["loads_in_flight"] == 1                # held at the gate
+    return s0
+
+
+def test_check_never_replaces_a_later_push(fleet, mc_pool, db, tmp_path):
+    """The check swaps out only the exact bytes it checked: a push that lands
+    while the check is held wins (and is checked in turn)."""
+    gate = gate_path(tmp_path)
+    oc = start(fleet, mc_pool, db, env={"OBJCACHED_FAULT_FILL_GATE": gate}, objcached=GATED)
+    later = spaced(row(db, "Item", 46))
+    try:
+        s0 = held_check(oc, gate, "Item:46", b'{"id":46,"name":"made up"}')
+        with oc.client() as c:
+            assert push(c, "Item:46", later) == b"STORED"
+    finally:
+        release(oc, gate)
+    with oc.client() as c:
+        assert c.get("Item:46") == later
+    assert moved(s0, oc.stats(), "pushes_checked", "pushes_corrected") == \
+        {"pushes_checked": 2, "pushes_corrected": 0}
+
+
+def test_check_never_undoes_an_invalidation_that_lands_meanwhile(fleet, mc_pool, db, tmp_path):
+    """The check read the row, then a commit changed it and the hook deleted
+    the key before the check's cache write: the write finds the key gone and
+    is dropped, so the row the check read (now stale) never reaches the
+    cache; the next get loads the new one."""
+    gate = gate_path(tmp_path)
+    oc = start(fleet, mc_pool, db, env={"OBJCACHED_FAULT_FILL_GATE": gate}, objcached=GATED)
+    before = row(db, "Item", 47)
+    try:
+        s0 = held_check(oc, gate, "Item:47", b'{"id":47,"name":"made up"}')
+        db.q("UPDATE items SET name = 'changed while the check was held' WHERE id = 47")
+        harness.wait_until(lambda: db.outbox_rows() == 0 and
+                           oc.stats()["invalidations"] > s0["invalidations"],
+                           timeout=10, what="the invalidation")
+    finally:
+        release(oc, gate)
+    assert moved(s0, oc.stats(), "pushes_corrected")["pushes_corrected"] == 0
+    no_old_value_anywhere(mc_pool, "Item", 47, before)
+    with oc.client() as c:
+        assert c.get("Item:47") == row(db, "Item", 47) != before
 
 
 NOT_OBJECT = b"CLIENT_ERROR value is not a JSON object"
@@ -219,13 +360,14 @@ NOT_OBJECT = b"CLIENT_ERROR value is not a JSON object"
 def test_push_refuses_what_is_not_one_json_object(fleet, mc_pool, db, body):
     oc = start(fleet, mc_pool, db)
     with oc.client() as c:
-        assert push(c, "Item:2", b'{"id":2,"kept":true}') == b"STORED"
+        kept = spaced(row(db, "Item", 2))
+        assert push(c, "Item:2", kept) == b"STORED"
         s0 = c.stats()
         # pipelined between two commands: the data block is consumed, in step
         c.send(b"version\r\n" + set_cmd("Item:2", body) + b"get Item:2\r\n")
         assert c.read_response().terminal.startswith(b"VERSION ")
         assert c.read_response().terminal == NOT_OBJECT
-        assert c.read_response().values[0].data == b'{"id":2,"kept":true}'
+        assert c.read_response().values[0].data == kept
         assert not c.has_data(0.1)
         assert moved(s0, c.stats(), "cmd_push", "client_errors") == \
             {"cmd_push": 0, "client_errors": 1}
@@ -233,8 +375,9 @@ def test_push_refuses_what_is_not_one_json_object(fleet, mc_pool, db, body):
 
 def test_push_over_max_value_is_skipped_in_step(fleet, mc_pool, db):
     oc = start(fleet, mc_pool, db, objcached={"max_value": "1k"})
-    fits = b'{"a":"' + b"x" * (1024 - 8) + b'"}'
-    over = b'{"a":"' + b"x" * (1025 - 8) + b'"}'
+    r = row(db, "Item", 3)                       # padded with spaces: the same JSON
+    fits = r[:-1] + b" " * (1024 - len(r)) + b"}"
+    over = r[:-1] + b" " * (1025 - len(r)) + b"}"
     assert (len(fits), len(over)) == (1024, 1025)
     with oc.client() as c:
         c.send(set_cmd("Item:3", over) + b"get Item:3\r\n" + set_cmd("Item:3", fits) +
@@ -311,9 +454,10 @@ def test_noreply_pushes_land_and_errors_still_come_back(fleet, mc_pool, db):
     # pymemcache sends set and delete with noreply by default
     client = PymemcacheClient(("127.0.0.1", oc.port), connect_timeout=10, timeout=10)
     try:
-        assert client.set("Item:5", b'{"id":5,"via":"pymemcache"}') is True
+        via = spaced(row(db, "Item", 5))
+        assert client.set("Item:5", via) is True
         harness.wait_until(lambda: oc.stats()["cmd_push"] == 1, timeout=5, what="the push")
-        assert client.get("Item:5") == b'{"id":5,"via":"pymemcache"}'
+        assert client.get("Item:5") == via
         assert client.delete("Item:5") is True
         harness.wait_until(lambda: oc.stats()["cmd_tombstone"] == 1, timeout=5,
                            what="the tombstone")
@@ -322,7 +466,8 @@ def test_noreply_pushes_land_and_errors_still_come_back(fleet, mc_pool, db):
         client.close()
     with oc.client() as c:
         # success (and NOT_STORED) is silent, errors are sent
-        c.send(set_cmd("Item:6", b'{"id":6}', noreply=True) + b"version\r\n")
+        six = spaced(row(db, "Item", 6))
+        c.send(set_cmd("Item:6", six, noreply=True) + b"version\r\n")
         assert c.read_response().terminal.startswith(b"VERSION ")
         c.send(set_cmd("Item:5", b'{"id":5}', noreply=True) + b"version\r\n")   # tombstoned
         assert c.read_response().terminal.startswith(b"VERSION ")
@@ -332,8 +477,7 @@ def test_noreply_pushes_land_and_errors_still_come_back(fleet, mc_pool, db):
         c.send(b"delete Nope:6 noreply\r\ndelete Item:7 0 noreply\r\nversion\r\n")
         assert c.read_response().terminal == b"CLIENT_ERROR unknown model: Nope:6"
         assert c.read_response().terminal.startswith(b"VERSION ")
-        assert c.get_multi(["Item:5", "Item:6", "Item:7"]) == \
-            ([(b"Item:6", 0, b'{"id":6}')], b"END")
+        assert c.get_multi(["Item:5", "Item:6", "Item:7"]) == ([(b"Item:6", 0, six)], b"END")
         assert c.stats()["pushes_stale"] == 1
 
 
@@ -365,8 +509,13 @@ def test_version_column_integer(fleet, mc_pool, db):
         oc.wait_idle()
         assert push(c, "Ver:2", b'{"id":2,"name":"old","version":2}') == b"NOT_STORED"
         assert c.get("Ver:2") == row(db, "Ver", 2)
+        s2 = c.stats()
         assert push(c, "Ver:2", b'{"id":2,"name":"new","version":4}') == b"STORED"
         assert c.get("Ver:2") == b'{"id":2,"name":"new","version":4}'
+        # newer than the cached object: its version orders it, no check
+        oc.wait_idle()
+        assert moved(s2, c.stats(), "pushes_checked", "pg_queries") == {"pushes_checked": 0,
+                                                                        "pg_queries": 0}
 
 
 def test_version_column_timestamptz(fleet, mc_pool, db):
@@ -603,7 +752,7 @@ def test_stale_set_race_with_a_push_is_impossible(fleet, mc_pool, db, tmp_path, 
               objcached=GATED)
     b = start(fleet, mc_pool, db)
     old = row(db, "Item", 42)
-    pushed = b'{"id":42,"name":"pushed while A was filling","n":42}'
+    pushed = spaced(old)     # other bytes than the load's; the check agrees with them
     try:
         sa0 = gated_cold_get(a, gate, "Item:42", old)
         with (b if via == "B" else a).client() as c:
@@ -1050,13 +1199,13 @@ def test_outbox_rows_over_max_keys_are_claimed_back_to_back(fleet, mc_pool, db):
     assert oc.stats()["invalidations"] == 200000
 
 
-@pytest.mark.xfail(strict=True, reason="DESIGN GAP: a push of an older row that lands after a "
-                   "later commit's invalidation was applied is stored (the cache is empty, so "
-                   "neither the last-push-wins rule nor version_column can refuse it), and no "
-                   "later invalidation comes to correct it: stale until the TTL. "
-                   "docs/protocol.md says the hook corrects out-of-order pushes.")
 @pytest.mark.parametrize("model", ["Item", "Ver"])
 def test_late_push_of_an_older_row_is_corrected(fleet, mc_pool, db, model):
+    """The app commits v2 and is slow to push it; another writer commits v3
+    and its invalidation empties the key; then v2's push lands on the empty
+    key. Nothing in the cache can order it (with version_column there is no
+    cached version to compare), so it is stored, and its check reads v3 and
+    replaces it (docs/protocol.md, "The check")."""
     oc = start(fleet, mc_pool, db)
     table = TABLES[model]
     bump = ", version = version + 1" if model == "Ver" else ""
@@ -1067,11 +1216,15 @@ def test_late_push_of_an_older_row_is_corrected(fleet, mc_pool, db, model):
     db.q(f"UPDATE {table} SET name = 'saved later elsewhere'{bump} WHERE id = 30")
     harness.wait_until(lambda: oc.stats()["invalidations"] >= 2 and db.outbox_rows() == 0,
                        timeout=10, what="both invalidations")
+    s0 = oc.stats()
     with oc.client() as c:
         assert push(c, f"{model}:30", app_row) == b"STORED"
     time.sleep(1.0)                         # several poll intervals: nothing else comes
     with oc.client() as c:
         assert c.get(f"{model}:30") == row(db, model, 30)
+    # the push check did it, not an invalidation
+    assert moved(s0, oc.stats(), "pushes_corrected", "invalidations") == \
+        {"pushes_corrected": 1, "invalidations": 0}
 
 
 def test_outbox_key_memcached_cannot_store_is_skipped(fleet, mc_pool, db):

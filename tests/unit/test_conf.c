@@ -159,6 +159,7 @@ static void test_defaults(void **state)
     assert_int_equal(m->ncolumns, 0);
     assert_int_equal(m->ttl_s, 3600);
     assert_int_equal(m->missing_ttl_s, 30);
+    assert_int_equal(m->push_check, 1);
     assert_int_equal(m->line, 5);
     oc_conf_free(c);
 }
@@ -449,6 +450,40 @@ static void test_parse_size(void **state)
             fail_now("accepted '%s'", bad[i]);
     assert_int_equal(oc_conf_parse_size(NULL, &v), OC_EINVAL);
     assert_int_equal(oc_conf_parse_size("1", NULL), OC_EINVAL);
+}
+
+static void test_parse_bool(void **state)
+{
+    (void)state;
+    static const char *const on[] = {"on", "ON", "yes", "Yes", "true", "TRUE", "1"};
+    static const char *const off[] = {"off", "Off", "no", "NO", "false", "False", "0"};
+    static const char *const bad[] = {"", "2", "onn", " on", "on ", "y", "n", "-1", "enabled"};
+    int v;
+    for (size_t i = 0; i < sizeof(on) / sizeof(on[0]); i++) {
+        v = 7;
+        if (oc_conf_parse_bool(on[i], &v) != OC_OK || v != 1)
+            fail_now("'%s' is not on", on[i]);
+        v = 7;
+        if (oc_conf_parse_bool(off[i], &v) != OC_OK || v != 0)
+            fail_now("'%s' is not off", off[i]);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (oc_conf_parse_bool(bad[i], &v) != OC_EINVAL)
+            fail_now("accepted '%s'", bad[i]);
+    assert_int_equal(oc_conf_parse_bool(NULL, &v), OC_EINVAL);
+    assert_int_equal(oc_conf_parse_bool("on", NULL), OC_EINVAL);
+}
+
+static void test_push_check(void **state)
+{
+    (void)state;
+    char err[OC_ERRLEN];
+    oc_conf_t *c = load_model("table = t\npush_check = off", err);
+    assert_non_null(c);
+    assert_int_equal(c->models[0].push_check, 0);
+    oc_conf_free(c);
+    model_bad("table = t\npush_check = maybe", 7, "'maybe' is not one of on, off");
+    model_bad("table = t\npush_check =", 7, "push_check");
 }
 
 static void test_key_type_name(void **state)
@@ -1279,6 +1314,8 @@ int main(void)
         cmocka_unit_test(test_example_file),
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_parse_bool),
+        cmocka_unit_test(test_push_check),
         cmocka_unit_test(test_key_type_name),
         cmocka_unit_test(test_numbers),
         cmocka_unit_test(test_numbers_bad),
