@@ -38,6 +38,8 @@ typedef struct oc_fill {
     oc_blob_t *value;        /* once answered: the object, or NULL = absent */
     oc_ukey_t *waiters;
     uint64_t retire_seq;     /* gets with mget_seq <= this may need it */
+    uint64_t lease_seq;      /* d->mget_seq when our lease was confirmed
+                                (0: we hold none) */
     struct oc_fill *retire_next;
 } oc_fill_t;
 
@@ -517,6 +519,7 @@ static void batch_leased(oc_mc_job_t *job, void *arg)
         oc_fill_t *f = b->fills[i];
         oc_mc_result_t r = job->items[i].result;
         f->leased = (r == OC_MC_R_OK);
+        f->lease_seq = f->leased ? d->mget_seq : 0;
         /* Refused: someone else holds the lease (or wrote the key). On an
          * error (a server down) load anyway; a fill would fail too. */
         fill_set_state(f, r == OC_MC_R_NOT_STORED ? OC_FILL_WAITING : OC_FILL_LOADING);
@@ -579,10 +582,25 @@ static oc_fill_t *fill_new(oc_daemon_t *d, const oc_ukey_t *uk)
     return f;
 }
 
+/* May uk take f's answer? Not when its multi-get was sent after f's lease
+ * was in memcached and found the key without that lease: a write (another
+ * sidecar's invalidation, say) removed it, so f's row may be older than
+ * that write. A get that found the lease, or was sent before it was
+ * confirmed, is answered consistently by f. A fill without a lease cannot
+ * tell, and answers. */
+static int fill_may_answer(const oc_fill_t *f, const oc_ukey_t *uk)
+{
+    return f->lease_seq == 0 || uk->saw_own_lease || uk->read_seq <= f->lease_seq;
+}
+
 /* Start a load for uk, or join one; returns 0, or -1 if out of memory. */
 static int fill_one(oc_daemon_t *d, oc_batch_t **batches, oc_ukey_t *uk)
 {
     oc_fill_t *f = oc_map_get(d->fills, uk->ckey, uk->ckey_len);
+    if (f && !fill_may_answer(f, uk)) {
+        oc_fill_invalidate(d, uk->ckey, uk->ckey_len);
+        f = NULL;
+    }
     if (f && f->state >= OC_FILL_STORING) {
         d->stats.coalesced_waits++;
         oc_req_key_done(uk, f->value ? OC_UK_FOUND : OC_UK_ABSENT, f->value, NULL);

@@ -232,6 +232,9 @@ static void req_mc_done(oc_mc_job_t *job, void *arg)
         } else if (kind == OC_ENTRY_MISSING || kind == OC_ENTRY_TOMBSTONE) {
             uk->state = OC_UK_ABSENT;
         } else if (misses) {
+            uk->read_seq = r->mget_seq;
+            uk->saw_own_lease = kind == OC_ENTRY_LEASE && h->len == d->lease_token_len &&
+                                memcmp(job->arena + h->off, d->lease_token, h->len) == 0;
             misses[nmiss++] = uk;
             d->stats.models[uk->model_idx].get_misses++;
             continue;

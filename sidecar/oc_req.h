@@ -44,6 +44,8 @@ typedef struct oc_ukey {
     size_t len;
     uint64_t cas;
     oc_blob_t *blob;        /* reference held when data came from a load */
+    uint64_t read_seq;      /* the mget_seq of the multi-get that missed it */
+    int saw_own_lease;      /* ... and found this sidecar's lease there */
     struct oc_ukey *next_waiter; /* in a fill's waiter list */
 } oc_ukey_t;
 

@@ -790,13 +790,12 @@ def test_stale_set_race_with_a_tombstone_is_impossible(fleet, mc_pool, db, tmp_p
     assert kind == "TOMBSTONE"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (minor): a get that misses memcached joins this "
-                   "sidecar's fill of the key (oc_fill.c fill_one) even after another sidecar "
-                   "applied an invalidation of that key, and is answered the row read before "
-                   "the write; the window is the fill's write-back (normally one memcached "
-                   "round trip, up to io_timeout when memcached is slow; held here by the gate)")
 def test_held_fill_does_not_answer_gets_after_another_sidecar_invalidated(
         fleet, mc_pool, db, tmp_path):
+    """A's fill of Item:44 is held before its write-back; B applies an
+    invalidation of Item:44, which deletes A's lease. A get that A then
+    sends finds neither the row nor A's lease, so it must not take the
+    held fill's (older) row: it loads again (oc_fill.c fill_may_answer)."""
     zero_generations(db)
     gate = gate_path(tmp_path)
     a = start(fleet, mc_pool, db, poll="0", env={"OBJCACHED_FAULT_FILL_GATE": gate},
