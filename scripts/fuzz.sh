@@ -13,7 +13,8 @@
 # Targets (sources in tests/fuzz/ and client/fuzz/, seeds in
 # tests/fuzz/corpus/<target>/): fuzz_proto (command lines, base64),
 # fuzz_key (client keys, cache keys), fuzz_conf (config files),
-# fuzz_parse (libobjcache's reply parser). The sidecar sources each needs
+# fuzz_parse (libobjcache's reply parser), fuzz_mcproto (the replies of the
+# memcached pool, as oc_mc reads them). The sidecar sources each needs
 # are compiled into it directly, so no other build is needed. New inputs
 # libFuzzer finds go to <build-dir>/corpus/<target>/, never into the tree;
 # a crash worth keeping is copied into tests/fuzz/corpus/<target>/ by hand.
@@ -25,7 +26,7 @@ root=$PWD
 seconds=30
 builddir=build-fuzz
 targets=()
-all_targets=(fuzz_proto fuzz_key fuzz_conf fuzz_parse)
+all_targets=(fuzz_proto fuzz_key fuzz_conf fuzz_parse fuzz_mcproto)
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
@@ -66,6 +67,7 @@ sources() {
     fuzz_key) echo tests/fuzz/fuzz_key.c sidecar/oc_key.c sidecar/oc_conf.c sidecar/oc_status.c ;;
     fuzz_conf) echo tests/fuzz/fuzz_conf.c sidecar/oc_conf.c sidecar/oc_status.c ;;
     fuzz_parse) echo client/fuzz/fuzz_parse.c client/objcache_parse.c client/objcache_status.c ;;
+    fuzz_mcproto) echo tests/fuzz/fuzz_mcproto.c sidecar/oc_mcproto.c ;;
     *) return 1 ;;
     esac
 }

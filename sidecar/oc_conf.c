@@ -111,6 +111,8 @@ static const oc_conf_key_t oc_conf_memcached_keys[] = {
     /* Required, so no default. A list fills two fields: array and count. */
     {.name = "servers", .type = OC_CT_SERVERS, .required = true,
      .off = offsetof(oc_conf_t, servers), .off2 = offsetof(oc_conf_t, nservers)},
+    /* Ignored since memcached I/O moved onto the loop; still read, so that
+     * existing files load. */
     OC_CK("workers",         OC_CT_UINT,  "2",     mc_workers, 1, 64),
     OC_CK("connect_timeout", OC_CT_MSECS, "200ms", mc_connect_timeout_ms, 1, OC_MS_10MIN),
     OC_CK("io_timeout",      OC_CT_MSECS, "500ms", mc_io_timeout_ms, 1, OC_MS_10MIN),

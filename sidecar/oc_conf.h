@@ -100,7 +100,7 @@ typedef struct oc_conf {
     /* [memcached] */
     oc_mc_server_conf_t *servers; /* servers = h:p[:w] h:p[:w] ... (required) */
     size_t nservers;
-    uint32_t mc_workers;          /* threads doing libmemcached I/O, default 2 */
+    uint32_t mc_workers;          /* workers = 2: ignored (memcached I/O runs on the loop) */
     uint32_t mc_connect_timeout_ms; /* default 200ms */
     uint32_t mc_io_timeout_ms;      /* default 500ms */
     uint32_t mc_retry_timeout_ms;   /* a dead server is retried after, 2s */

@@ -1,7 +1,7 @@
 #include "oc_conn.h"
 
+#include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -26,7 +26,12 @@ typedef enum oc_conn_state {
 
 struct oc_conn {
     oc_daemon_t *d;
-    struct bufferevent *bev;
+    evutil_socket_t fd;
+    struct evbuffer *in, *out; /* read, not parsed yet; replies not sent yet */
+    struct event *ev_read;   /* persistent; added while `reading` */
+    struct event *ev_write;  /* added only when a write would block */
+    struct event *ev_idle;   /* idle_timeout, or NULL */
+    int reading;
     oc_conn_state_t state;
     oc_req_t *req;           /* WAITING: the get under way, or */
     oc_write_t *write;       /* WAITING: the push or tombstone under way */
@@ -48,6 +53,43 @@ struct oc_conn {
 
 static void conn_process(oc_conn_t *c);
 
+/* Input buffered ahead of the command under way (pipelined commands, a
+ * data block) is capped: past it, reading pauses until it is parsed. */
+static size_t conn_in_cap(const oc_conn_t *c)
+{
+    return (size_t)c->d->conf->max_value + c->d->conf->max_line + 65536;
+}
+
+static void conn_set_reading(oc_conn_t *c, int on)
+{
+    if (on == c->reading)
+        return;
+    c->reading = on;
+    if (on)
+        event_add(c->ev_read, NULL);
+    else
+        event_del(c->ev_read);
+}
+
+/* Its events, buffers and socket (not the list or the counters). */
+static void conn_release(oc_conn_t *c)
+{
+    if (c->ev_read)
+        event_free(c->ev_read);
+    if (c->ev_write)
+        event_free(c->ev_write);
+    if (c->ev_idle)
+        event_free(c->ev_idle);
+    if (c->in)
+        evbuffer_free(c->in);
+    if (c->out)
+        evbuffer_free(c->out);
+    if (c->fd >= 0)
+        evutil_closesocket(c->fd);
+    free(c->tokens);
+    free(c);
+}
+
 static void conn_free(oc_conn_t *c)
 {
     oc_daemon_t *d = c->d;
@@ -61,9 +103,7 @@ static void conn_free(oc_conn_t *c)
         d->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    bufferevent_free(c->bev);
-    free(c->tokens);
-    free(c);
+    conn_release(c);
     d->stats.curr_connections--;
     if (d->stopping && d->conns == NULL)
         event_base_loopbreak(d->base); /* the last one drained */
@@ -76,13 +116,13 @@ static void conn_set_state(oc_conn_t *c, oc_conn_state_t st)
 
 static void reply_str(oc_conn_t *c, const char *s)
 {
-    evbuffer_add(bufferevent_get_output(c->bev), s, strlen(s));
+    evbuffer_add(c->out, s, strlen(s));
 }
 
 static void reply_client_error(oc_conn_t *c, const char *why)
 {
     c->d->stats.client_errors++;
-    evbuffer_add_printf(bufferevent_get_output(c->bev), "CLIENT_ERROR %s\r\n", why);
+    evbuffer_add_printf(c->out, "CLIENT_ERROR %s\r\n", why);
 }
 
 static void reply_error(oc_conn_t *c)
@@ -94,7 +134,7 @@ static void reply_error(oc_conn_t *c)
 static void reply_server_error(oc_conn_t *c, const char *why)
 {
     c->d->stats.server_errors++;
-    evbuffer_add_printf(bufferevent_get_output(c->bev), "SERVER_ERROR %s\r\n", why);
+    evbuffer_add_printf(c->out, "SERVER_ERROR %s\r\n", why);
 }
 
 /* The get finished: write its reply and go on with the next command. */
@@ -103,7 +143,7 @@ static void conn_req_reply(void *arg, struct evbuffer *reply)
     oc_conn_t *c = arg;
     c->req = NULL;
     if (reply)
-        evbuffer_add_buffer(bufferevent_get_output(c->bev), reply);
+        evbuffer_add_buffer(c->out, reply);
     else
         reply_server_error(c, "out of memory");
     conn_set_state(c, OC_CONN_READING);
@@ -115,7 +155,7 @@ static void conn_req_reply(void *arg, struct evbuffer *reply)
 static void conn_write_reply(void *arg, const char *line)
 {
     oc_conn_t *c = arg;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->out;
     c->write = NULL;
     int is_error = strncmp(line, "SERVER_ERROR", 12) == 0;
     if (c->meta && !is_error) {
@@ -241,7 +281,7 @@ static void conn_push(oc_conn_t *c, struct evbuffer *in)
 static void cmd_stats(oc_conn_t *c, const oc_cmd_t *cmd)
 {
     oc_daemon_t *d = c->d;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->out;
     if (cmd->nkeys == 1 && cmd->keys[0].len == 5 && memcmp(cmd->keys[0].p, "reset", 5) == 0) {
         oc_stats_reset(&d->stats);
         reply_str(c, "RESET\r\n");
@@ -395,7 +435,7 @@ static void conn_refuse_binary(oc_conn_t *c, struct evbuffer *in)
     res[8] = (unsigned char)(body >> 24), res[9] = (unsigned char)(body >> 16);
     res[10] = (unsigned char)(body >> 8), res[11] = (unsigned char)body;
     memcpy(res + 12, req + 12, 4); /* opaque */
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->out;
     evbuffer_add(out, res, sizeof(res));
     evbuffer_add(out, msg, body);
     evbuffer_drain(in, evbuffer_get_length(in));
@@ -403,10 +443,31 @@ static void conn_refuse_binary(oc_conn_t *c, struct evbuffer *in)
     conn_set_state(c, OC_CONN_CLOSING);
 }
 
+/* Write what the output holds; what would block waits for EV_WRITE (and
+ * write_timeout). Returns -1 if the connection failed. */
+static int conn_flush(oc_conn_t *c)
+{
+    while (evbuffer_get_length(c->out) > 0) {
+        int n = evbuffer_write(c->out, c->fd);
+        if (n > 0)
+            continue;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            uint32_t ms = c->d->conf->write_timeout_ms;
+            struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
+            event_add(c->ev_write, ms ? &tv : NULL);
+            return 0;
+        }
+        return -1;
+    }
+    return 0;
+}
+
 static void conn_process(oc_conn_t *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *in = c->in;
+    struct evbuffer *out = c->out;
     size_t max_line = c->d->conf->max_line;
     for (;;) {
         if (c->state == OC_CONN_SWALLOW && !conn_swallow(c, in))
@@ -459,44 +520,84 @@ static void conn_process(oc_conn_t *c)
         /* The request copied what it needs; the line can go. */
         evbuffer_drain(in, (size_t)eol.pos + eol_len);
     }
-    if (c->state == OC_CONN_CLOSING && evbuffer_get_length(out) == 0) {
+    if (conn_flush(c) != 0 ||
+        (c->state == OC_CONN_CLOSING && evbuffer_get_length(out) == 0)) {
         conn_free(c);
         return;
     }
-    /* Stop reading while a get runs or output backs up: backpressure. */
-    if (c->state == OC_CONN_READING || c->state == OC_CONN_SWALLOW ||
-        c->state == OC_CONN_DATA)
-        bufferevent_enable(c->bev, EV_READ);
-    else
-        bufferevent_disable(c->bev, EV_READ);
-    if (evbuffer_get_length(out) > OC_CONN_OUT_HIGH)
-        bufferevent_disable(c->bev, EV_READ);
+    /* Reading stays on while a get runs (turning it off and on again
+     * costs two epoll_ctl per request); backpressure stops it when the
+     * output backs up or too much input waits. */
+    conn_set_reading(c, c->state != OC_CONN_CLOSING &&
+                            evbuffer_get_length(out) <= OC_CONN_OUT_HIGH &&
+                            evbuffer_get_length(in) <= conn_in_cap(c));
 }
 
-static void conn_read_cb(struct bufferevent *bev, void *arg)
+static void conn_arm_idle(oc_conn_t *c)
 {
-    (void)bev;
-    conn_process(arg);
+    uint32_t ms = c->d->conf->idle_timeout_ms;
+    if (c->ev_idle == NULL || ms == 0)
+        return;
+    struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(c->ev_idle, &tv);
 }
 
-static void conn_write_cb(struct bufferevent *bev, void *arg)
+static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 {
-    (void)bev;
+    (void)what;
     oc_conn_t *c = arg;
-    /* Output drained: close after quit, or resume reading. */
+    for (int rounds = 0; rounds < 4; rounds++) {
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(c->in, 65536, &v, 1) < 1) {
+            oc_log_error("event=oom where=conn_read");
+            conn_free(c);
+            return;
+        }
+        ssize_t n = recv(fd, v.iov_base, v.iov_len, 0);
+        if (n > 0) {
+            v.iov_len = (size_t)n;
+            evbuffer_commit_space(c->in, &v, 1);
+            if ((size_t)n < 65536)
+                break;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        conn_free(c); /* the client closed, or the connection failed */
+        return;
+    }
+    conn_arm_idle(c);
     conn_process(c);
 }
 
-static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
 {
-    (void)bev;
+    (void)fd;
     oc_conn_t *c = arg;
-    if (what & BEV_EVENT_TIMEOUT) {
+    if (what & EV_TIMEOUT) { /* no progress for write_timeout */
         c->d->stats.timeouts++;
-        oc_log_debug("event=client_timeout what=%s", (what & BEV_EVENT_READING) ? "idle" : "write");
-    }
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+        oc_log_debug("event=client_timeout what=write");
         conn_free(c);
+        return;
+    }
+    /* Output drained (or some of it): close after quit, or resume. */
+    conn_process(c);
+}
+
+static void conn_idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    oc_conn_t *c = arg;
+    if (c->state != OC_CONN_READING || evbuffer_get_length(c->in) > 0 ||
+        evbuffer_get_length(c->out) > 0) {
+        conn_arm_idle(c); /* busy, not idle */
+        return;
+    }
+    c->d->stats.timeouts++;
+    oc_log_debug("event=client_timeout what=idle");
+    conn_free(c);
 }
 
 /* A reply bigger than one write goes out in pieces; with Nagle the last
@@ -519,22 +620,28 @@ void oc_conn_accept(oc_daemon_t *d, evutil_socket_t fd)
         return;
     }
     oc_conn_t *c = calloc(1, sizeof(*c));
-    if (c)
-        c->maxtok = d->conf->max_keys + 8;
-    if (c)
-        c->tokens = malloc(c->maxtok * sizeof(oc_token_t));
-    if (c && c->tokens)
-        c->bev = bufferevent_socket_new(d->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (c == NULL || c->tokens == NULL || c->bev == NULL) {
-        oc_log_error("event=oom where=conn_accept");
-        if (c)
-            free(c->tokens);
+    if (c == NULL || evutil_make_socket_nonblocking(fd) != 0) {
         free(c);
         evutil_closesocket(fd);
         return;
     }
-    conn_nodelay(fd);
     c->d = d;
+    c->fd = fd;
+    c->maxtok = d->conf->max_keys + 8;
+    c->tokens = malloc(c->maxtok * sizeof(oc_token_t));
+    c->in = evbuffer_new();
+    c->out = evbuffer_new();
+    c->ev_read = event_new(d->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
+    c->ev_write = event_new(d->base, fd, EV_WRITE, conn_write_cb, c);
+    if (d->conf->idle_timeout_ms)
+        c->ev_idle = evtimer_new(d->base, conn_idle_cb, c);
+    if (c->tokens == NULL || c->in == NULL || c->out == NULL || c->ev_read == NULL ||
+        c->ev_write == NULL || (d->conf->idle_timeout_ms && c->ev_idle == NULL)) {
+        oc_log_error("event=oom where=conn_accept");
+        conn_release(c);
+        return;
+    }
+    conn_nodelay(fd);
     c->state = OC_CONN_READING;
     c->next = d->conns;
     if (d->conns)
@@ -542,16 +649,11 @@ void oc_conn_accept(oc_daemon_t *d, evutil_socket_t fd)
     d->conns = c;
     d->stats.curr_connections++;
     d->stats.total_connections++;
-    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-    /* Read timeout = idle clients; write timeout = clients that stop
-     * reading their replies (their output is capped, then they go). */
-    struct timeval rt = {d->conf->idle_timeout_ms / 1000,
-                         (suseconds_t)(d->conf->idle_timeout_ms % 1000) * 1000};
-    struct timeval wt = {d->conf->write_timeout_ms / 1000,
-                         (suseconds_t)(d->conf->write_timeout_ms % 1000) * 1000};
-    bufferevent_set_timeouts(c->bev, d->conf->idle_timeout_ms ? &rt : NULL,
-                             d->conf->write_timeout_ms ? &wt : NULL);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    /* idle_timeout: clients that send nothing; write_timeout (conn_flush):
+     * clients that stop reading their replies (their output is capped,
+     * then they go). */
+    conn_arm_idle(c);
+    conn_set_reading(c, 1);
 }
 
 void oc_conn_drain_all(oc_daemon_t *d)

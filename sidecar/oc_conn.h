@@ -9,10 +9,17 @@
  *   SWALLOW   discarding an over-long line or a data block
  *   CLOSING   `quit` or a fatal error: close once the output is written
  * A connection whose output backs up past OC_CONN_OUT_HIGH stops reading
- * until the client drains it.
+ * until the client drains it; one that has more input waiting than a
+ * command line and a data block can need stops reading until it is parsed.
+ *
+ * I/O: the socket is read and written directly (recv into the input
+ * evbuffer, evbuffer_write of the output right after each reply), without
+ * a bufferevent, so a request costs one read and one write: reading stays
+ * enabled while a get runs and EV_WRITE is only waited for when a write
+ * would block.
  *
  * Ownership: the daemon owns every connection (d->conns); a connection owns
- * its bufferevent and detaches its in-flight request when it closes.
+ * its socket and buffers and detaches its in-flight request when it closes.
  */
 #ifndef OC_CONN_H
 #define OC_CONN_H

@@ -2,8 +2,8 @@
  * oc_daemon: the one struct that owns all of objcached's state, and its life
  * cycle: start (listeners, pools), run the loop, stop.
  *
- * Contract: everything below is touched only from the loop thread, except
- * what oc_mc's workers do with their own jobs. Nothing here calls exit():
+ * Contract: everything below is touched only from the loop thread (the
+ * process has no other thread). Nothing here calls exit():
  * errors are returned to main().
  */
 #ifndef OC_DAEMON_H
@@ -70,7 +70,7 @@ typedef struct oc_daemon {
 } oc_daemon_t;
 
 /* Takes ownership of conf (also on failure). Binds the listeners, starts the
- * memcached workers and the PostgreSQL connections. */
+ * memcached pool and the PostgreSQL connections. */
 oc_status_t oc_daemon_init(oc_daemon_t *d, oc_conf_t *conf, char *err);
 /* Runs until SIGTERM/SIGINT; returns OC_OK on a clean stop. */
 oc_status_t oc_daemon_run(oc_daemon_t *d);

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "oc_mcproto.h"
+
 #define OC_KEY_ECHO_MAX 64
 
 /* Keys in error replies are cut so a hostile key cannot blow up a reply. */
@@ -47,6 +49,28 @@ int oc_key_utf8_valid(const unsigned char *s, size_t len)
     return 1;
 }
 
+size_t oc_key_format_u64(char *buf, uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    buf[n] = '\0';
+    return n;
+}
+
+size_t oc_key_format_int(char *buf, int64_t v)
+{
+    if (v >= 0)
+        return oc_key_format_u64(buf, (uint64_t)v);
+    buf[0] = '-';
+    return 1 + oc_key_format_u64(buf + 1, (uint64_t)0 - (uint64_t)v);
+}
+
 static oc_status_t parse_int(const char *id, size_t len, int64_t lo, int64_t hi,
                              oc_key_t *out)
 {
@@ -73,8 +97,7 @@ static oc_status_t parse_int(const char *id, size_t len, int64_t lo, int64_t hi,
     }
     if (v < lo || v > hi)
         return OC_EINVAL;
-    out->canon_len =
-        (size_t)snprintf(out->canon, sizeof(out->canon), "%" PRId64, v);
+    out->canon_len = oc_key_format_int(out->canon, v);
     return OC_OK;
 }
 
@@ -156,9 +179,21 @@ size_t oc_key_cache_key(const char *prefix, const char *model, uint64_t gen,
                         const char *canon, size_t canon_len, char *buf, size_t cap,
                         size_t *canon_off)
 {
-    int n = gen ? snprintf(buf, cap, "%s%s~%" PRIu64 ":", prefix, model, gen)
-                : snprintf(buf, cap, "%s%s:", prefix, model);
-    size_t off = (n < 0 || (size_t)n >= cap) ? cap - 1 : (size_t)n;
+    /* prefix, model, ~gen (only when not 0), ':' and the id; on every get's
+     * every key, so written out rather than through snprintf. */
+    char head[OC_KEY_MAX + 32];
+    size_t pl = strlen(prefix), ml = strlen(model), off = 0;
+    if (pl + ml + 24 > sizeof(head)) /* cannot happen: both are length-checked */
+        pl = ml = 0;
+    off = (size_t)(oc_mcp_put(oc_mcp_put(head, prefix, pl), model, ml) - head);
+    if (gen) {
+        head[off++] = '~';
+        off += oc_key_format_u64(head + off, gen);
+    }
+    head[off++] = ':';
+    if (off >= cap)
+        off = cap - 1;
+    memcpy(buf, head, off);
     if (off + canon_len >= cap)
         canon_len = cap - 1 - off; /* cannot happen for keys that passed parse */
     memcpy(buf + off, canon, canon_len);

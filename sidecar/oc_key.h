@@ -51,6 +51,11 @@ size_t oc_key_cache_key(const char *prefix, const char *model, uint64_t gen,
                         const char *canon, size_t canon_len, char *buf, size_t cap,
                         size_t *canon_off);
 
+/* Decimal text of v into buf (room for 21 bytes, NUL added); returns the
+ * length. Used on the hot paths instead of snprintf. */
+size_t oc_key_format_u64(char *buf, uint64_t v);
+size_t oc_key_format_int(char *buf, int64_t v);
+
 /* 1 if an id coming from PostgreSQL (an outbox key) could be part of a
  * cache key: no control bytes, no spaces, at most max_len bytes. An id
  * that fails could never have been asked for, so never cached; and it

@@ -4,7 +4,7 @@
  * log_target = syslog.
  *
  * Contract: callable from any thread; each call writes one whole line with a
- * single write(2), so lines from worker threads never interleave. The level
+ * single write(2), so lines never interleave with another process's. The level
  * and sink are the only process-wide settings in objcached: they are set once
  * by main() before any thread starts (and on reload, from the loop thread),
  * and read with relaxed atomics everywhere else.

@@ -2,36 +2,106 @@
 
 #include <errno.h>
 #include <event2/event.h>
-#include <fcntl.h>
-#include <stdio.h>
 #include <libmemcached/memcached.h>
-#include <pthread.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "oc_log.h"
-#include "oc_map.h"
+#include "oc_mcproto.h"
 
-typedef struct oc_mc_worker {
+#define MC_PUSH_TRIES 8
+#define MC_READ_CHUNK 65536
+
+/*
+ * Per server, what was written (or sits in `out`, to be written) and waits
+ * for its reply is a FIFO of wire operations (wops): memcached answers a
+ * connection's commands in order. A GETS wop is one multi-get of keys that
+ * may belong to many jobs (refs); memcached answers the keys it holds in
+ * the order they were asked, so a cursor walks the refs: the refs it skips
+ * to reach a VALUE's key are misses, and those left at END too.
+ */
+typedef enum mc_wop_kind {
+    MC_WOP_GETS,    /* refs[]: a GET key, or the read of a SWAP/PUSH item */
+    MC_WOP_STORE,   /* job->items[idx]: set, add or cas */
+    MC_WOP_DELETE,  /* job->items[idx] */
+    MC_WOP_VERSION, /* job->items[idx] of a PROBE */
+} mc_wop_kind_t;
+
+typedef struct mc_ref {
+    oc_mc_job_t *job;
+    size_t idx;
+} mc_ref_t;
+
+typedef struct mc_wop {
+    mc_wop_kind_t kind;
+    struct mc_wop *next;
+    mc_ref_t one;        /* STORE, DELETE, VERSION */
+    mc_ref_t *refs;      /* GETS: owned */
+    size_t nrefs, cursor;
+} mc_wop_t;
+
+/* DOWN --first operation after retry_at--> CONNECTING --writable--> UP
+ *   ^------------- refused, timeout, closed, a broken reply -------'   */
+typedef enum mc_srv_state {
+    MC_SRV_DOWN,
+    MC_SRV_CONNECTING,
+    MC_SRV_UP,
+} mc_srv_state_t;
+
+typedef struct mc_server {
     oc_mc_t *mc;
-    pthread_t thread;
-    memcached_st *memc;
-    memcached_st *next_memc; /* a reload's new pool, taken before the next job */
-    int started;
-} oc_mc_worker_t;
+    char *host;                   /* as configured (no brackets) */
+    uint16_t port;
+    char name[128];               /* host:port, for logs and errors */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    mc_srv_state_t state;
+    int fd;
+    struct event *ev_read, *ev_write, *ev_timer;
+    double retry_at;              /* DOWN: connect again from then on */
+    double deadline;              /* CONNECTING: give up then */
+    double progress;              /* UP: when the oldest wait began, or
+                                     the last bytes arrived since */
+    char *out;                    /* to write: [out_off, out_len) */
+    size_t out_off, out_len, out_cap;
+    char *in;                     /* read, not parsed: [in_off, in_len) */
+    size_t in_off, in_len, in_cap;
+    mc_wop_t *wait_head, *wait_tail; /* in `out` or sent, awaiting replies */
+    mc_ref_t *gets;               /* keys for the next flush's multi-get */
+    size_t ngets, gets_cap;
+    int dirty;                    /* on mc->dirty */
+    struct mc_server *dirty_next;
+} mc_server_t;
 
 struct oc_mc {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    oc_mc_job_t *queue_head, *queue_tail; /* waiting for a worker */
-    oc_mc_job_t *done_head, *done_tail;   /* finished, for the loop */
-    int stopping;
-    int notify_fd[2]; /* worker -> loop wake-up pipe */
-    struct event *notify_ev;
-    oc_mc_worker_t *workers;
-    size_t nworkers;
+    struct event_base *base;
+    memcached_st *hash;           /* ketama over the servers; never connects */
+    mc_server_t **servers;        /* [nservers], in the configured order */
+    size_t nservers;
+    uint32_t *by_hash;            /* libmemcached's server index -> ours */
+    double connect_s, io_s, retry_s;
+    struct event *ev_flush;       /* runs due callbacks, then writes */
+    mc_server_t *dirty;           /* servers with gets or bytes to send */
+    oc_mc_job_t *due_head, *due_tail; /* jobs answered, done not yet run */
 };
+
+static void srv_fail(mc_server_t *s, const char *why);
+static void srv_flush(mc_server_t *s);
+static void queue_get(mc_server_t *s, oc_mc_job_t *job, size_t idx);
+
+static double mc_now(oc_mc_t *mc)
+{
+    struct timeval tv;
+    event_base_gettimeofday_cached(mc->base, &tv);
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
 
 /* ---- jobs ---------------------------------------------------------------- */
 
@@ -74,16 +144,36 @@ void oc_mc_job_free(oc_mc_job_t *job)
     free(job);
 }
 
-static void job_error(oc_mc_job_t *job, const char *what, memcached_st *memc,
-                      memcached_return_t rc)
+/* Count a failed part; the first failure's text is the job's err. */
+static void job_error(oc_mc_job_t *job, const char *what, size_t len)
 {
     if (job->errors++ == 0)
-        snprintf(job->err, sizeof(job->err), "%s: %s", what,
-                 memcached_last_error_message(memc) ? memcached_last_error_message(memc)
-                                                    : memcached_strerror(memc, rc));
+        snprintf(job->err, sizeof(job->err), "%.*s", (int)len, what);
 }
 
-/* ---- worker side ----------------------------------------------------------- */
+/* One key or item of `job` is answered; when it was the last, its done is
+ * due: it runs from the flush event, so never inside oc_mc_submit. */
+static void part_done(oc_mc_t *mc, oc_mc_job_t *job)
+{
+    if (--job->parts_left > 0)
+        return;
+    job->next = NULL;
+    if (mc->due_tail)
+        mc->due_tail->next = job;
+    else
+        mc->due_head = job;
+    mc->due_tail = job;
+    event_active(mc->ev_flush, EV_TIMEOUT, 0);
+}
+
+/* A part that will get no answer: a GET key misses, an item is an error. */
+static void part_fail(oc_mc_t *mc, oc_mc_job_t *job, size_t idx, const char *why)
+{
+    job_error(job, why, strlen(why));
+    if (job->op != OC_MC_GET)
+        job->items[idx].result = OC_MC_R_ERROR;
+    part_done(mc, job);
+}
 
 static int arena_append(oc_mc_job_t *job, const char *p, size_t len, size_t *off)
 {
@@ -97,391 +187,736 @@ static int arena_append(oc_mc_job_t *job, const char *p, size_t len, size_t *off
         job->arena = a;
         job->arena_cap = cap;
     }
-    if (len > 0) /* an empty value may come as NULL */
+    if (len > 0)
         memcpy(job->arena + job->arena_len, p, len);
     *off = job->arena_len;
     job->arena_len += len;
     return 0;
 }
 
-static void store_hit(oc_mc_job_t *job, oc_map_t *index,
-                      const memcached_result_st *r)
+/* ---- buffers ------------------------------------------------------------------ */
+
+static int buf_reserve(char **buf, size_t *cap, size_t len, size_t more)
 {
-    const char *k = memcached_result_key_value(r);
-    size_t klen = memcached_result_key_length(r);
-    void *v = oc_map_get(index, k, klen);
-    if (v == NULL)
-        return; /* not a key we asked for: ignore */
-    oc_mc_hit_t *hit = &job->hits[(uintptr_t)v - 1];
-    if (arena_append(job, memcached_result_value(r), memcached_result_length(r),
-                     &hit->off) != 0) {
-        if (job->errors++ == 0)
-            snprintf(job->err, sizeof(job->err), "out of memory");
-        return;
-    }
-    hit->found = 1;
-    hit->len = memcached_result_length(r);
-    hit->flags = memcached_result_flags(r);
-    hit->cas = memcached_result_cas(r);
+    if (len + more <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 4096;
+    while (c < len + more)
+        c *= 2;
+    char *b = realloc(*buf, c);
+    if (b == NULL)
+        return -1;
+    *buf = b;
+    *cap = c;
+    return 0;
 }
 
-static void run_get(oc_mc_job_t *job, memcached_st *memc)
+/* Room for `more` bytes at the end of out, moving what was sent away. */
+static char *out_reserve(mc_server_t *s, size_t more)
 {
-    oc_map_t *index = oc_map_new(job->n);
-    if (index == NULL) {
-        job->errors = job->n;
-        snprintf(job->err, sizeof(job->err), "out of memory");
-        return;
-    }
-    for (size_t i = 0; i < job->n; i++)
-        (void)oc_map_put(index, job->keys[i], job->key_lens[i],
-                         (void *)(uintptr_t)(i + 1));
-    memcached_return_t rc = memcached_mget(memc, job->keys, job->key_lens, job->n);
-    if (rc != MEMCACHED_SUCCESS)
-        job_error(job, "mget", memc, rc); /* e.g. SOME_ERRORS: fetch the rest */
-    memcached_result_st res;
-    memcached_result_create(memc, &res);
-    memcached_result_st *r;
-    while ((r = memcached_fetch_result(memc, &res, &rc)) != NULL)
-        store_hit(job, index, r);
-    if (rc != MEMCACHED_END && rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND)
-        job_error(job, "fetch", memc, rc);
-    memcached_result_free(&res);
-    oc_map_free(index);
+    if (s->out_off > 0 && s->out_off == s->out_len)
+        s->out_off = s->out_len = 0;
+    if (buf_reserve(&s->out, &s->out_cap, s->out_len, more) != 0)
+        return NULL;
+    return s->out + s->out_len;
 }
 
-/* Map a libmemcached answer to an item result; count real failures. */
-static oc_mc_result_t item_result(oc_mc_job_t *job, memcached_st *memc,
-                                  memcached_return_t rc, const char *what)
+static void wait_push(mc_server_t *s, mc_wop_t *w)
 {
-    switch (rc) {
-    case MEMCACHED_SUCCESS:
-    case MEMCACHED_STORED:
-    case MEMCACHED_DELETED:
+    if (s->wait_head == NULL) {
+        s->progress = mc_now(s->mc);
+        if (s->state == MC_SRV_UP && !evtimer_pending(s->ev_timer, NULL)) {
+            struct timeval tv = {(time_t)s->mc->io_s,
+                                 (suseconds_t)((s->mc->io_s - (time_t)s->mc->io_s) * 1e6)};
+            evtimer_add(s->ev_timer, &tv);
+        }
+    }
+    w->next = NULL;
+    if (s->wait_tail)
+        s->wait_tail->next = w;
+    else
+        s->wait_head = w;
+    s->wait_tail = w;
+}
+
+static void mark_dirty(mc_server_t *s)
+{
+    if (s->dirty)
+        return;
+    s->dirty = 1;
+    s->dirty_next = s->mc->dirty;
+    s->mc->dirty = s;
+    event_active(s->mc->ev_flush, EV_TIMEOUT, 0);
+}
+
+/* ---- answers -------------------------------------------------------------------- */
+
+static void item_result(oc_mc_t *mc, oc_mc_job_t *job, size_t idx, oc_mc_result_t r)
+{
+    job->items[idx].result = r;
+    part_done(mc, job);
+}
+
+/* What a store, delete or version reply means for its item. */
+static oc_mc_result_t reply_result(oc_mcp_reply_t t)
+{
+    switch (t) {
+    case OC_MCP_STORED:
+    case OC_MCP_DELETED:
+    case OC_MCP_VERSION:
         return OC_MC_R_OK;
-    case MEMCACHED_NOTSTORED:
+    case OC_MCP_NOT_STORED:
         return OC_MC_R_NOT_STORED;
-    case MEMCACHED_NOTFOUND:
-        return OC_MC_R_NOT_FOUND;
-    case MEMCACHED_DATA_EXISTS:
+    case OC_MCP_EXISTS:
         return OC_MC_R_EXISTS;
+    case OC_MCP_NOT_FOUND:
+        return OC_MC_R_NOT_FOUND;
     default:
-        job_error(job, what, memc, rc);
         return OC_MC_R_ERROR;
     }
 }
 
-static void run_items(oc_mc_job_t *job, memcached_st *memc)
+static void queue_store(mc_server_t *s, oc_mc_job_t *job, size_t idx, const char *verb,
+                        const char *val, size_t vlen, uint32_t flags, uint64_t cas);
+
+/* A store or delete of one item got its reply line. */
+static void on_item_reply(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l)
 {
-    for (size_t i = 0; i < job->n; i++) {
-        oc_mc_item_t *it = &job->items[i];
-        time_t exp = (time_t)it->exptime_s;
-        memcached_return_t rc;
-        const char *what;
-        switch (job->op) {
-        case OC_MC_SET:
-            rc = memcached_set(memc, it->key, it->klen, it->val, it->vlen, exp, it->flags);
-            what = "set";
-            break;
-        case OC_MC_ADD:
-            rc = memcached_add(memc, it->key, it->klen, it->val, it->vlen, exp, it->flags);
-            what = "add";
-            break;
-        case OC_MC_DELETE:
-            rc = memcached_delete(memc, it->key, it->klen, 0);
-            what = "delete";
-            break;
-        case OC_MC_CAS:
-            rc = memcached_cas(memc, it->key, it->klen, it->val, it->vlen, exp, it->flags,
-                               it->cas);
-            what = "cas";
-            break;
-        default:
+    oc_mc_t *mc = s->mc;
+    oc_mc_job_t *job = ref.job;
+    oc_mc_item_t *it = &job->items[ref.idx];
+    oc_mc_result_t r = reply_result(l->type);
+    if (r == OC_MC_R_ERROR)
+        job_error(job, l->text ? l->text : "unexpected reply",
+                  l->text ? l->text_len : strlen("unexpected reply"));
+    if (job->op == OC_MC_SWAP && (r == OC_MC_R_EXISTS || r == OC_MC_R_NOT_FOUND))
+        r = OC_MC_R_NOT_STORED; /* replaced or gone after our read */
+    if (job->op == OC_MC_PUSH && r != OC_MC_R_OK && r != OC_MC_R_ERROR) {
+        /* Someone wrote the key between our read and our write: again. */
+        if (++it->tries_ < MC_PUSH_TRIES) {
+            queue_get(s, job, ref.idx);
             return;
         }
-        it->result = item_result(job, memc, rc, what);
+        job_error(job, "push: key kept changing, gave up",
+                  strlen("push: key kept changing, gave up"));
+        r = OC_MC_R_ERROR;
     }
+    item_result(mc, job, ref.idx, r);
 }
 
-/* SWAP, step one: read every key's current value and cas in one multi-get,
- * and keep the cas of the keys that still hold what is expected. */
-static void swap_read_expected(oc_mc_job_t *job, memcached_st *memc)
+/* A read of `ref` found the key (found = 1, with l) or not. */
+static void on_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l, const char *data)
 {
-    oc_map_t *index = oc_map_new(job->n);
-    const char **keys = malloc(job->n * sizeof(*keys));
-    size_t *lens = malloc(job->n * sizeof(*lens));
-    if (index == NULL || keys == NULL || lens == NULL) {
-        for (size_t i = 0; i < job->n; i++)
-            job->items[i].result = OC_MC_R_ERROR;
-        job->errors = job->n;
-        snprintf(job->err, sizeof(job->err), "out of memory");
-        goto done;
+    oc_mc_t *mc = s->mc;
+    oc_mc_job_t *job = ref.job;
+    if (job->op == OC_MC_GET) {
+        oc_mc_hit_t *h = &job->hits[ref.idx];
+        if (l && arena_append(job, data, l->bytes, &h->off) == 0) {
+            h->found = 1;
+            h->flags = l->flags;
+            h->cas = l->cas;
+            h->len = l->bytes;
+        } else if (l) {
+            job_error(job, "out of memory", strlen("out of memory"));
+        }
+        part_done(mc, job);
+        return;
     }
-    for (size_t i = 0; i < job->n; i++) {
-        keys[i] = job->items[i].key;
-        lens[i] = job->items[i].klen;
-        job->items[i].result = OC_MC_R_NOT_STORED; /* until seen as expected */
-        (void)oc_map_put(index, keys[i], lens[i], (void *)(uintptr_t)(i + 1));
+    oc_mc_item_t *it = &job->items[ref.idx];
+    if (job->op == OC_MC_SWAP) {
+        if (l && l->flags == it->expect_flags && l->bytes == it->expect_len &&
+            (it->expect_len == 0 || memcmp(data, it->expect, it->expect_len) == 0))
+            queue_store(s, job, ref.idx, "cas", it->val, it->vlen, it->flags, l->cas);
+        else
+            item_result(mc, job, ref.idx, OC_MC_R_NOT_STORED);
+        return;
     }
-    memcached_return_t rc = memcached_mget(memc, keys, lens, job->n);
-    if (rc != MEMCACHED_SUCCESS)
-        job_error(job, "mget", memc, rc);
-    memcached_result_st res;
-    memcached_result_create(memc, &res);
-    memcached_result_st *r;
-    while ((r = memcached_fetch_result(memc, &res, &rc)) != NULL) {
-        void *v = oc_map_get(index, memcached_result_key_value(r),
-                             memcached_result_key_length(r));
-        if (v == NULL)
-            continue;
-        oc_mc_item_t *it = &job->items[(uintptr_t)v - 1];
-        if (memcached_result_flags(r) == it->expect_flags &&
-            memcached_result_length(r) == it->expect_len &&
-            (it->expect_len == 0 ||
-             memcmp(memcached_result_value(r), it->expect, it->expect_len) == 0)) {
-            it->cas = memcached_result_cas(r);
-            it->result = OC_MC_R_OK; /* as expected: replace it below */
+    /* PUSH */
+    oc_mc_decision_t dec = it->decide(it, l != NULL, l ? l->flags : 0, l ? data : NULL,
+                                      l ? l->bytes : 0);
+    if (dec == OC_MC_KEEP) {
+        item_result(mc, job, ref.idx, OC_MC_R_NOT_STORED);
+        return;
+    }
+    it->unordered = (dec == OC_MC_WRITE_UNORDERED);
+    queue_store(s, job, ref.idx, l ? "cas" : "add", it->val, it->vlen, it->flags,
+                l ? l->cas : 0);
+}
+
+/* The GETS wop's refs from the cursor up to (not including) `upto` missed. */
+static void gets_misses(mc_server_t *s, mc_wop_t *w, size_t upto)
+{
+    while (w->cursor < upto)
+        on_read(s, w->refs[w->cursor++], NULL, NULL);
+}
+
+/* The ref a VALUE answers: the next one asked with this key. */
+static int gets_match(mc_wop_t *w, const oc_mcp_line_t *l, size_t *at)
+{
+    for (size_t i = w->cursor; i < w->nrefs; i++) {
+        const mc_ref_t *r = &w->refs[i];
+        const char *k = r->job->op == OC_MC_GET ? r->job->keys[r->idx]
+                                                : r->job->items[r->idx].key;
+        size_t kl = r->job->op == OC_MC_GET ? r->job->key_lens[r->idx]
+                                            : r->job->items[r->idx].klen;
+        if (kl == l->klen && memcmp(k, l->key, kl) == 0) {
+            *at = i;
+            return 0;
         }
     }
-    memcached_result_free(&res);
-done:
-    oc_map_free(index);
-    free(keys);
-    free(lens);
+    return -1;
 }
 
-static void run_swap(oc_mc_job_t *job, memcached_st *memc)
+/* Parse what `w` is owed from the input. 1: done, 0: need more, -1: the
+ * stream is broken. */
+static int parse_wop(mc_server_t *s, mc_wop_t *w)
 {
-    swap_read_expected(job, memc);
-    for (size_t i = 0; i < job->n; i++) {
-        oc_mc_item_t *it = &job->items[i];
-        if (it->result != OC_MC_R_OK)
-            continue;
-        memcached_return_t rc = memcached_cas(memc, it->key, it->klen, it->val, it->vlen,
-                                              (time_t)it->exptime_s, it->flags, it->cas);
-        it->result = item_result(job, memc, rc, "cas");
-        if (it->result == OC_MC_R_EXISTS || it->result == OC_MC_R_NOT_FOUND)
-            it->result = OC_MC_R_NOT_STORED; /* replaced after our read */
-    }
-}
-
-#define OC_MC_PUSH_TRIES 8
-
-/* PUSH of one item: read, decide, write by cas or add; again if raced. */
-static void push_one(oc_mc_job_t *job, memcached_st *memc, oc_mc_item_t *it)
-{
-    for (int tries = 0; tries < OC_MC_PUSH_TRIES; tries++) {
-        const char *keys[1] = {it->key};
-        size_t lens[1] = {it->klen};
-        memcached_return_t rc = memcached_mget(memc, keys, lens, 1);
-        if (rc != MEMCACHED_SUCCESS) {
-            it->result = item_result(job, memc, rc, "mget");
-            return;
-        }
-        memcached_result_st res;
-        memcached_result_create(memc, &res);
-        memcached_result_st *r = memcached_fetch_result(memc, &res, &rc);
-        int found = (r != NULL);
-        uint64_t cas = found ? memcached_result_cas(r) : 0;
-        oc_mc_decision_t write = it->decide(it, found,
-                               found ? memcached_result_flags(r) : 0,
-                               found ? memcached_result_value(r) : NULL,
-                               found ? memcached_result_length(r) : 0);
-        if (found) /* drain the END of the multi-get */
-            while (memcached_fetch_result(memc, &res, &rc) != NULL) {
-            }
-        memcached_result_free(&res);
-        if (write == OC_MC_KEEP) {
-            it->result = OC_MC_R_NOT_STORED;
-            return;
-        }
-        it->unordered = (write == OC_MC_WRITE_UNORDERED);
-        time_t exp = (time_t)it->exptime_s;
-        rc = found ? memcached_cas(memc, it->key, it->klen, it->val, it->vlen, exp,
-                                   it->flags, cas)
-                   : memcached_add(memc, it->key, it->klen, it->val, it->vlen, exp,
-                                   it->flags);
-        if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_STORED) {
-            it->result = OC_MC_R_OK;
-            return;
-        }
-        if (rc != MEMCACHED_DATA_EXISTS && rc != MEMCACHED_NOTFOUND &&
-            rc != MEMCACHED_NOTSTORED) {
-            it->result = item_result(job, memc, rc, found ? "cas" : "add");
-            return;
-        }
-        /* Someone wrote the key between our read and our write: decide again. */
-    }
-    it->result = OC_MC_R_ERROR;
-    if (job->errors++ == 0)
-        snprintf(job->err, sizeof(job->err), "push: key kept changing, gave up");
-}
-
-/* One server, one fresh connection, one version command: the probe does
- * not touch the pool's own connections or their dead/alive marks. */
-static void run_probe(oc_mc_job_t *job, memcached_st *pool)
-{
-    uint64_t connect_ms = memcached_behavior_get(pool, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT);
-    uint64_t poll_ms = memcached_behavior_get(pool, MEMCACHED_BEHAVIOR_POLL_TIMEOUT);
-    for (size_t i = 0; i < job->n; i++) {
-        oc_mc_item_t *it = &job->items[i];
-        memcached_st *m = memcached_create(NULL);
-        it->result = OC_MC_R_ERROR;
-        if (m == NULL)
-            continue;
-        memcached_behavior_set(m, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, connect_ms);
-        memcached_behavior_set(m, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, poll_ms);
-        if (memcached_server_add(m, it->key, (in_port_t)it->flags) == MEMCACHED_SUCCESS &&
-            memcached_version(m) == MEMCACHED_SUCCESS)
-            it->result = OC_MC_R_OK;
-        memcached_free(m);
-    }
-}
-
-static void run_push(oc_mc_job_t *job, memcached_st *memc)
-{
-    for (size_t i = 0; i < job->n; i++)
-        push_one(job, memc, &job->items[i]);
-}
-
-static void *worker_main(void *arg)
-{
-    oc_mc_worker_t *w = arg;
-    oc_mc_t *mc = w->mc;
-    pthread_mutex_lock(&mc->lock);
     for (;;) {
-        while (mc->queue_head == NULL && !mc->stopping)
-            pthread_cond_wait(&mc->cond, &mc->lock);
-        if (mc->stopping)
-            break;
-        oc_mc_job_t *job = mc->queue_head;
-        mc->queue_head = job->next;
-        if (mc->queue_head == NULL)
-            mc->queue_tail = NULL;
-        memcached_st *old = NULL;
-        if (w->next_memc) { /* a reload changed the servers or timeouts */
-            old = w->memc;
-            w->memc = w->next_memc;
-            w->next_memc = NULL;
+        const char *p = s->in + s->in_off;
+        size_t avail = s->in_len - s->in_off;
+        oc_mcp_line_t l;
+        oc_mcp_reply_t t = oc_mcp_parse_line(p, avail, &l);
+        if (t == OC_MCP_NEED_MORE)
+            return 0;
+        if (t == OC_MCP_BAD)
+            return -1;
+        if (w->kind != MC_WOP_GETS) {
+            if (t == OC_MCP_VALUE || t == OC_MCP_END)
+                return -1;
+            s->in_off += l.line_len;
+            if (w->kind == MC_WOP_VERSION)
+                item_result(s->mc, w->one.job, w->one.idx,
+                            t == OC_MCP_VERSION ? OC_MC_R_OK : OC_MC_R_ERROR);
+            else
+                on_item_reply(s, w->one, &l);
+            return 1;
         }
-        pthread_mutex_unlock(&mc->lock);
-        if (old)
-            memcached_free(old);
+        if (t == OC_MCP_END || t == OC_MCP_ERROR) {
+            s->in_off += l.line_len;
+            if (t == OC_MCP_ERROR)
+                for (size_t i = w->cursor; i < w->nrefs; i++)
+                    job_error(w->refs[i].job, l.text, l.text_len);
+            gets_misses(s, w, w->nrefs);
+            return 1;
+        }
+        if (t != OC_MCP_VALUE)
+            return -1;
+        if (avail < l.line_len + (size_t)l.bytes + 2)
+            return 0; /* the data block is not all here yet */
+        const char *data = p + l.line_len;
+        size_t at;
+        if (data[l.bytes] != '\r' || data[l.bytes + 1] != '\n' || gets_match(w, &l, &at) != 0)
+            return -1;
+        gets_misses(s, w, at);
+        s->in_off += l.line_len + (size_t)l.bytes + 2;
+        on_read(s, w->refs[w->cursor++], &l, data);
+    }
+}
 
-        if (job->op == OC_MC_GET)
-            run_get(job, w->memc);
-        else if (job->op == OC_MC_SWAP)
-            run_swap(job, w->memc);
-        else if (job->op == OC_MC_PUSH)
-            run_push(job, w->memc);
-        else if (job->op == OC_MC_PROBE)
-            run_probe(job, w->memc);
-        else
-            run_items(job, w->memc);
+static void wop_free(mc_wop_t *w)
+{
+    free(w->refs);
+    free(w);
+}
 
-        pthread_mutex_lock(&mc->lock);
-        job->next = NULL;
-        int was_empty = (mc->done_head == NULL);
-        if (mc->done_tail)
-            mc->done_tail->next = job;
+static void srv_parse(mc_server_t *s)
+{
+    while (s->wait_head) {
+        mc_wop_t *w = s->wait_head;
+        int r = parse_wop(s, w);
+        if (r == 0)
+            break;
+        if (r < 0) {
+            srv_fail(s, "unexpected reply");
+            return;
+        }
+        s->wait_head = w->next;
+        if (s->wait_head == NULL)
+            s->wait_tail = NULL;
+        wop_free(w);
+    }
+    if (s->wait_head == NULL && s->in_off < s->in_len) {
+        srv_fail(s, "reply to nothing asked");
+        return;
+    }
+    if (s->in_off == s->in_len)
+        s->in_off = s->in_len = 0;
+}
+
+/* ---- queueing ------------------------------------------------------------------ */
+
+static void queue_store(mc_server_t *s, oc_mc_job_t *job, size_t idx, const char *verb,
+                        const char *val, size_t vlen, uint32_t flags, uint64_t cas)
+{
+    const oc_mc_item_t *it = &job->items[idx];
+    mc_wop_t *w = calloc(1, sizeof(*w));
+    char *p = w ? out_reserve(s, oc_mcp_store_size(it->klen, vlen)) : NULL;
+    if (p == NULL) {
+        free(w);
+        part_fail(s->mc, job, idx, "out of memory");
+        return;
+    }
+    s->out_len += oc_mcp_format_store(p, verb, it->key, it->klen, flags, it->exptime_s, val,
+                                      vlen, cas);
+    w->kind = MC_WOP_STORE;
+    w->one = (mc_ref_t){job, idx};
+    wait_push(s, w);
+    mark_dirty(s);
+}
+
+/* `delete <key>` (key != NULL) or `version`, for job's item idx. */
+static void queue_line(mc_server_t *s, oc_mc_job_t *job, size_t idx, const char *key,
+                       size_t klen)
+{
+    mc_wop_t *w = calloc(1, sizeof(*w));
+    char *p = w ? out_reserve(s, klen + 16) : NULL;
+    if (p == NULL) {
+        free(w);
+        part_fail(s->mc, job, idx, "out of memory");
+        return;
+    }
+    char *start = p;
+    if (key) {
+        p = oc_mcp_put(p, "delete ", 7);
+        p = oc_mcp_put(p, key, klen);
+        p = oc_mcp_put(p, "\r\n", 2);
+    } else {
+        p = oc_mcp_put(p, "version\r\n", 9);
+    }
+    s->out_len += (size_t)(p - start);
+    w->kind = key ? MC_WOP_DELETE : MC_WOP_VERSION;
+    w->one = (mc_ref_t){job, idx};
+    wait_push(s, w);
+    mark_dirty(s);
+}
+
+/* The key of job's idx joins the server's next multi-get. */
+static void queue_get(mc_server_t *s, oc_mc_job_t *job, size_t idx)
+{
+    if (s->ngets == s->gets_cap) {
+        size_t cap = s->gets_cap ? s->gets_cap * 2 : 64;
+        mc_ref_t *g = realloc(s->gets, cap * sizeof(*g));
+        if (g == NULL) {
+            part_fail(s->mc, job, idx, "out of memory");
+            return;
+        }
+        s->gets = g;
+        s->gets_cap = cap;
+    }
+    s->gets[s->ngets++] = (mc_ref_t){job, idx};
+    mark_dirty(s);
+}
+
+/* The multi-get of everything queued for s this turn, as one command. */
+static void flush_gets(mc_server_t *s)
+{
+    if (s->ngets == 0)
+        return;
+    size_t bytes = 8;
+    for (size_t i = 0; i < s->ngets; i++) {
+        const mc_ref_t *r = &s->gets[i];
+        bytes += 1 + (r->job->op == OC_MC_GET ? r->job->key_lens[r->idx]
+                                              : r->job->items[r->idx].klen);
+    }
+    mc_wop_t *w = calloc(1, sizeof(*w));
+    char *p = w ? out_reserve(s, bytes) : NULL;
+    if (p == NULL) {
+        free(w);
+        mc_ref_t *refs = s->gets;
+        size_t n = s->ngets;
+        s->gets = NULL;
+        s->ngets = s->gets_cap = 0;
+        for (size_t i = 0; i < n; i++)
+            part_fail(s->mc, refs[i].job, refs[i].idx, "out of memory");
+        free(refs);
+        return;
+    }
+    char *start = p;
+    p = oc_mcp_put(p, "gets", 4);
+    for (size_t i = 0; i < s->ngets; i++) {
+        const mc_ref_t *r = &s->gets[i];
+        const char *k = r->job->op == OC_MC_GET ? r->job->keys[r->idx]
+                                                : r->job->items[r->idx].key;
+        size_t kl = r->job->op == OC_MC_GET ? r->job->key_lens[r->idx]
+                                            : r->job->items[r->idx].klen;
+        *p++ = ' ';
+        p = oc_mcp_put(p, k, kl);
+    }
+    *p++ = '\r';
+    *p++ = '\n';
+    s->out_len += (size_t)(p - start);
+    w->kind = MC_WOP_GETS;
+    w->refs = s->gets;
+    w->nrefs = s->ngets;
+    s->gets = NULL;
+    s->ngets = s->gets_cap = 0;
+    wait_push(s, w);
+}
+
+/* ---- connections -------------------------------------------------------------- */
+
+static void srv_close(mc_server_t *s)
+{
+    if (s->ev_read)
+        event_free(s->ev_read);
+    if (s->ev_write)
+        event_free(s->ev_write);
+    s->ev_read = s->ev_write = NULL;
+    if (s->ev_timer)
+        evtimer_del(s->ev_timer);
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
+    s->out_off = s->out_len = 0;
+    s->in_off = s->in_len = 0;
+}
+
+/* Everything sent or queued to s fails; it is down until retry_at. */
+static void srv_abort(mc_server_t *s, const char *why, int log)
+{
+    oc_mc_t *mc = s->mc;
+    if (log && s->state != MC_SRV_DOWN)
+        oc_log_warn("event=memcached_error server=%s reason=\"%s\"", s->name, why);
+    srv_close(s);
+    s->state = MC_SRV_DOWN;
+    s->retry_at = mc_now(mc) + mc->retry_s;
+    char msg[OC_ERRLEN];
+    snprintf(msg, sizeof(msg), "memcached %.128s: %.100s", s->name, why);
+    /* Take the lists first: answering may queue more (to a server that is
+     * down now, so those fail at once too). */
+    mc_wop_t *w = s->wait_head;
+    s->wait_head = s->wait_tail = NULL;
+    mc_ref_t *gets = s->gets;
+    size_t ngets = s->ngets;
+    s->gets = NULL;
+    s->ngets = s->gets_cap = 0;
+    while (w) {
+        mc_wop_t *next = w->next;
+        if (w->kind == MC_WOP_GETS)
+            for (size_t i = w->cursor; i < w->nrefs; i++)
+                part_fail(mc, w->refs[i].job, w->refs[i].idx, msg);
         else
-            mc->done_head = job;
-        mc->done_tail = job;
-        if (was_empty) {
-            char b = 1;
-            ssize_t wr = write(mc->notify_fd[1], &b, 1);
-            (void)wr; /* a full pipe already means "wake up" */
+            part_fail(mc, w->one.job, w->one.idx, msg);
+        wop_free(w);
+        w = next;
+    }
+    for (size_t i = 0; i < ngets; i++)
+        part_fail(mc, gets[i].job, gets[i].idx, msg);
+    free(gets);
+}
+
+static void srv_fail(mc_server_t *s, const char *why)
+{
+    srv_abort(s, why, 1);
+}
+
+static void srv_write(mc_server_t *s)
+{
+    while (s->out_off < s->out_len) {
+        ssize_t n = send(s->fd, s->out + s->out_off, s->out_len - s->out_off, MSG_NOSIGNAL);
+        if (n > 0) {
+            s->out_off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            event_add(s->ev_write, NULL);
+            return;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        srv_fail(s, n < 0 ? strerror(errno) : "write failed");
+        return;
+    }
+    s->out_off = s->out_len = 0;
+}
+
+static void srv_read(mc_server_t *s)
+{
+    for (int rounds = 0; rounds < 4; rounds++) {
+        if (s->in_off > 0 && s->in_off == s->in_len)
+            s->in_off = s->in_len = 0;
+        if (s->in_off > 0 && s->in_cap - s->in_len < MC_READ_CHUNK) {
+            memmove(s->in, s->in + s->in_off, s->in_len - s->in_off);
+            s->in_len -= s->in_off;
+            s->in_off = 0;
+        }
+        if (buf_reserve(&s->in, &s->in_cap, s->in_len, MC_READ_CHUNK) != 0) {
+            srv_fail(s, "out of memory");
+            return;
+        }
+        size_t room = s->in_cap - s->in_len;
+        ssize_t n = recv(s->fd, s->in + s->in_len, room, 0);
+        if (n == 0) {
+            srv_fail(s, "connection closed");
+            return;
+        }
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                return;
+            srv_fail(s, strerror(errno));
+            return;
+        }
+        s->in_len += (size_t)n;
+        s->progress = mc_now(s->mc);
+        srv_parse(s);
+        if (s->state != MC_SRV_UP || (size_t)n < room)
+            return;
+    }
+}
+
+static void on_srv_read(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    srv_read(arg);
+}
+
+static void srv_up(mc_server_t *s)
+{
+    s->state = MC_SRV_UP;
+    s->progress = mc_now(s->mc);
+    if (s->wait_head) {
+        struct timeval tv = {0, 1000};
+        evtimer_add(s->ev_timer, &tv); /* on_srv_timer arms the io timeout */
+    }
+    event_add(s->ev_read, NULL);
+    srv_write(s);
+}
+
+static void on_srv_write(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    mc_server_t *s = arg;
+    if (s->state == MC_SRV_CONNECTING) {
+        int soerr = 0;
+        socklen_t sl = sizeof(soerr);
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0)
+            soerr = errno;
+        if (soerr != 0) {
+            srv_fail(s, strerror(soerr));
+            return;
+        }
+        srv_up(s);
+        return;
+    }
+    srv_write(s);
+}
+
+static void on_srv_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    mc_server_t *s = arg;
+    oc_mc_t *mc = s->mc;
+    double now = mc_now(mc), left;
+    if (s->state == MC_SRV_CONNECTING) {
+        if (now >= s->deadline) {
+            srv_fail(s, "connect timeout");
+            return;
+        }
+        left = s->deadline - now;
+    } else if (s->state == MC_SRV_UP && s->wait_head) {
+        if (now - s->progress >= mc->io_s) {
+            srv_fail(s, "timeout");
+            return;
+        }
+        left = mc->io_s - (now - s->progress);
+    } else {
+        return;
+    }
+    struct timeval tv = {(time_t)left, (suseconds_t)((left - (time_t)left) * 1e6) + 1};
+    evtimer_add(s->ev_timer, &tv);
+}
+
+static void srv_connect(mc_server_t *s)
+{
+    oc_mc_t *mc = s->mc;
+    int fd = socket(s->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        srv_fail(s, strerror(errno));
+        return;
+    }
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    s->fd = fd;
+    s->ev_read = event_new(mc->base, fd, EV_READ | EV_PERSIST, on_srv_read, s);
+    s->ev_write = event_new(mc->base, fd, EV_WRITE, on_srv_write, s);
+    if (s->ev_read == NULL || s->ev_write == NULL) {
+        srv_fail(s, "out of memory");
+        return;
+    }
+    s->state = MC_SRV_CONNECTING;
+    if (connect(fd, (struct sockaddr *)&s->addr, s->addrlen) == 0) {
+        srv_up(s);
+        return;
+    }
+    if (errno != EINPROGRESS) {
+        srv_fail(s, strerror(errno));
+        return;
+    }
+    s->deadline = mc_now(mc) + mc->connect_s;
+    struct timeval tv = {(time_t)mc->connect_s,
+                         (suseconds_t)((mc->connect_s - (time_t)mc->connect_s) * 1e6)};
+    evtimer_add(s->ev_timer, &tv);
+    event_add(s->ev_write, NULL);
+}
+
+/* Can work be queued for s now? Connects a down server whose retry time
+ * has come (or at once when `force`). */
+static int srv_ready(mc_server_t *s, int force)
+{
+    if (s->state != MC_SRV_DOWN)
+        return 1;
+    if (!force && mc_now(s->mc) < s->retry_at)
+        return 0;
+    srv_connect(s);
+    return s->state != MC_SRV_DOWN;
+}
+
+static void srv_flush(mc_server_t *s)
+{
+    flush_gets(s);
+    if (s->state == MC_SRV_UP && s->out_off < s->out_len && s->ev_write &&
+        !event_pending(s->ev_write, EV_WRITE, NULL))
+        srv_write(s);
+}
+
+/* Due callbacks first (they may queue more), then one write per server. */
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    oc_mc_t *mc = arg;
+    for (;;) {
+        while (mc->due_head) {
+            oc_mc_job_t *job = mc->due_head;
+            mc->due_head = job->next;
+            if (mc->due_head == NULL)
+                mc->due_tail = NULL;
+            job->next = NULL;
+            job->done(job, job->arg);
+        }
+        if (mc->dirty == NULL)
+            break;
+        while (mc->dirty) {
+            mc_server_t *s = mc->dirty;
+            mc->dirty = s->dirty_next;
+            s->dirty = 0;
+            srv_flush(s);
         }
     }
-    pthread_mutex_unlock(&mc->lock);
+}
+
+/* ---- submit --------------------------------------------------------------------- */
+
+static mc_server_t *route(oc_mc_t *mc, const char *key, size_t klen)
+{
+    if (mc->nservers == 1)
+        return mc->servers[0];
+    uint32_t i = memcached_generate_hash(mc->hash, key, klen);
+    return i < mc->nservers ? mc->servers[mc->by_hash[i]] : NULL;
+}
+
+static mc_server_t *find_server(oc_mc_t *mc, const char *host, uint16_t port)
+{
+    for (size_t i = 0; i < mc->nservers; i++)
+        if (mc->servers[i]->port == port && strcmp(mc->servers[i]->host, host) == 0)
+            return mc->servers[i];
     return NULL;
 }
 
-/* ---- loop side ------------------------------------------------------------- */
-
-static oc_mc_job_t *take_done(oc_mc_t *mc)
+/* The server for key, or NULL after failing part i (a key memcached
+ * cannot take, a server down). */
+static mc_server_t *route_part(oc_mc_t *mc, oc_mc_job_t *job, size_t i, const char *key,
+                               size_t klen)
 {
-    pthread_mutex_lock(&mc->lock);
-    oc_mc_job_t *list = mc->done_head;
-    mc->done_head = mc->done_tail = NULL;
-    pthread_mutex_unlock(&mc->lock);
-    return list;
+    if (!oc_mcp_key_ok(key, klen)) {
+        part_fail(mc, job, i, "key memcached cannot store");
+        return NULL;
+    }
+    mc_server_t *s = route(mc, key, klen);
+    if (s == NULL || !srv_ready(s, 0)) {
+        char why[OC_ERRLEN];
+        snprintf(why, sizeof(why), "memcached %.128s: down", s ? s->name : "?");
+        part_fail(mc, job, i, why);
+        return NULL;
+    }
+    return s;
 }
 
-static void run_callbacks(oc_mc_job_t *list)
+static void submit_item(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
 {
-    while (list) {
-        oc_mc_job_t *next = list->next;
-        list->next = NULL;
-        list->done(list, list->arg);
-        list = next;
+    const oc_mc_item_t *it = &job->items[i];
+    mc_server_t *s;
+    if (job->op == OC_MC_PROBE) {
+        s = find_server(mc, it->key, (uint16_t)it->flags);
+        if (s == NULL || !srv_ready(s, 1))
+            part_fail(mc, job, i, "server down");
+        else
+            queue_line(s, job, i, NULL, 0);
+        return;
     }
-}
-
-static void on_notify(evutil_socket_t fd, short what, void *arg)
-{
-    (void)what;
-    char buf[256];
-    while (read(fd, buf, sizeof(buf)) > 0) {
+    if ((s = route_part(mc, job, i, it->key, it->klen)) == NULL)
+        return;
+    switch (job->op) {
+    case OC_MC_SWAP:
+    case OC_MC_PUSH:
+        queue_get(s, job, i);
+        break;
+    case OC_MC_SET:
+    case OC_MC_ADD:
+    case OC_MC_CAS:
+        queue_store(s, job, i, job->op == OC_MC_SET ? "set" : job->op == OC_MC_ADD ? "add" : "cas",
+                    it->val, it->vlen, it->flags, it->cas);
+        break;
+    case OC_MC_DELETE:
+        queue_line(s, job, i, it->key, it->klen);
+        break;
+    default:
+        part_fail(mc, job, i, "unknown operation");
+        break;
     }
-    run_callbacks(take_done(arg));
 }
 
 void oc_mc_submit(oc_mc_t *mc, oc_mc_job_t *job)
 {
+    job->errors = 0;
+    job->err[0] = '\0';
     job->next = NULL;
-    pthread_mutex_lock(&mc->lock);
-    if (mc->queue_tail)
-        mc->queue_tail->next = job;
-    else
-        mc->queue_head = job;
-    mc->queue_tail = job;
-    pthread_cond_signal(&mc->cond);
-    pthread_mutex_unlock(&mc->lock);
+    /* One extra part, released below, so no part answered at once can make
+     * the job due before every part is queued. */
+    job->parts_left = job->n + 1;
+    for (size_t i = 0; i < job->n; i++) {
+        if (job->op != OC_MC_GET) {
+            submit_item(mc, job, i);
+            continue;
+        }
+        mc_server_t *s = route_part(mc, job, i, job->keys[i], job->key_lens[i]);
+        if (s)
+            queue_get(s, job, i);
+    }
+    part_done(mc, job);
 }
 
-static memcached_st *make_memc(const oc_conf_t *conf, char *err)
+/* ---- the pool --------------------------------------------------------------------- */
+
+static memcached_st *make_hash(const oc_conf_t *conf, char *err)
 {
     memcached_st *memc = memcached_create(NULL);
     if (memc == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
-    struct { memcached_behavior_t b; uint64_t v; } behaviors[] = {
-        {MEMCACHED_BEHAVIOR_DISTRIBUTION, MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA},
-        {MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1},
-        {MEMCACHED_BEHAVIOR_TCP_NODELAY, 1},
-        {MEMCACHED_BEHAVIOR_SUPPORT_CAS, 1},
-        {MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, conf->mc_connect_timeout_ms},
-        {MEMCACHED_BEHAVIOR_POLL_TIMEOUT, conf->mc_io_timeout_ms},
-        {MEMCACHED_BEHAVIOR_RCV_TIMEOUT, (uint64_t)conf->mc_io_timeout_ms * 1000},
-        {MEMCACHED_BEHAVIOR_SND_TIMEOUT, (uint64_t)conf->mc_io_timeout_ms * 1000},
-        /* Mark a server dead on its first failure and skip it until
-         * retry_timeout; do not eject it from the ring (that would move
-         * every key it holds and back again). */
-        {MEMCACHED_BEHAVIOR_SERVER_FAILURE_LIMIT, 1},
-        {MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, (conf->mc_retry_timeout_ms + 999) / 1000},
-        {MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS, 0},
-    };
-    for (size_t i = 0; i < sizeof(behaviors) / sizeof(behaviors[0]); i++) {
-        memcached_return_t rc = memcached_behavior_set(memc, behaviors[i].b, behaviors[i].v);
-        if (rc != MEMCACHED_SUCCESS) {
-            oc_fail(err, OC_ECACHE, "memcached behavior %d: %s", (int)behaviors[i].b,
-                    memcached_strerror(memc, rc));
-            goto fail;
-        }
+    /* What places keys: every libmemcached client of the pool must set the
+     * same (bench/lg_mc.c does). KETAMA_WEIGHTED also makes the key hash MD5. */
+    if (memcached_behavior_set(memc, MEMCACHED_BEHAVIOR_DISTRIBUTION,
+                               MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA) != MEMCACHED_SUCCESS ||
+        memcached_behavior_set(memc, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1) !=
+            MEMCACHED_SUCCESS) {
+        oc_fail(err, OC_ECACHE, "memcached: cannot set ketama");
+        goto fail;
     }
     for (size_t i = 0; i < conf->nservers; i++) {
         const oc_mc_server_conf_t *s = &conf->servers[i];
-        char host[256];
-        size_t hl = strlen(s->host);
-        /* libmemcached wants a bare IPv6 address. */
-        if (hl >= 2 && s->host[0] == '[' && s->host[hl - 1] == ']')
-            snprintf(host, sizeof(host), "%.*s", (int)(hl - 2), s->host + 1);
-        else
-            snprintf(host, sizeof(host), "%s", s->host);
         memcached_return_t rc =
-            memcached_server_add_with_weight(memc, host, s->port, s->weight);
+            memcached_server_add_with_weight(memc, s->host, s->port, s->weight);
         if (rc != MEMCACHED_SUCCESS) {
-            oc_fail(err, OC_ECACHE, "memcached server %s:%u: %s", host,
+            oc_fail(err, OC_ECACHE, "memcached server %s:%u: %s", s->host,
                     (unsigned)s->port, memcached_strerror(memc, rc));
             goto fail;
         }
@@ -492,39 +927,135 @@ fail:
     return NULL;
 }
 
+/* libmemcached's index of each server -> our index (they should agree). */
+static uint32_t *make_index(memcached_st *memc, mc_server_t **servers, size_t n, char *err)
+{
+    uint32_t *map = calloc(n ? n : 1, sizeof(*map));
+    if (map == NULL)
+        return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        const memcached_instance_st *inst = memcached_server_instance_by_position(memc, i);
+        size_t j = 0;
+        while (inst && j < n &&
+               !(strcmp(memcached_server_name(inst), servers[j]->host) == 0 &&
+                 memcached_server_port(inst) == servers[j]->port))
+            j++;
+        if (inst == NULL || j == n) {
+            free(map);
+            return oc_fail(err, OC_ECACHE, "memcached: server list out of step"), NULL;
+        }
+        map[i] = (uint32_t)j;
+    }
+    return map;
+}
+
+static void srv_free(mc_server_t *s)
+{
+    if (s == NULL)
+        return;
+    srv_abort(s, "shutting down", 0);
+    if (s->ev_timer)
+        event_free(s->ev_timer);
+    free(s->out);
+    free(s->in);
+    free(s->host);
+    free(s);
+}
+
+static mc_server_t *srv_new(oc_mc_t *mc, const oc_mc_server_conf_t *c, char *err)
+{
+    mc_server_t *s = calloc(1, sizeof(*s));
+    if (s == NULL || (s->host = strdup(c->host)) == NULL) {
+        free(s);
+        return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
+    }
+    s->mc = mc;
+    s->fd = -1;
+    s->port = c->port;
+    s->state = MC_SRV_DOWN;
+    snprintf(s->name, sizeof(s->name), strchr(c->host, ':') ? "[%.100s]:%u" : "%.100s:%u",
+             c->host, (unsigned)c->port);
+    char port[8];
+    snprintf(port, sizeof(port), "%u", (unsigned)c->port);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+    int rc = getaddrinfo(c->host, port, &hints, &ai);
+    if (rc != 0 || ai == NULL || ai->ai_addrlen > sizeof(s->addr)) {
+        oc_fail(err, OC_ECACHE, "memcached server %s: %s", s->name,
+                rc ? gai_strerror(rc) : "no address");
+        if (ai)
+            freeaddrinfo(ai);
+        free(s->host);
+        free(s);
+        return NULL;
+    }
+    memcpy(&s->addr, ai->ai_addr, ai->ai_addrlen);
+    s->addrlen = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    if ((s->ev_timer = evtimer_new(mc->base, on_srv_timer, s)) == NULL) {
+        free(s->host);
+        free(s);
+        return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
+    }
+    return s;
+}
+
+static void set_timeouts(oc_mc_t *mc, const oc_conf_t *conf)
+{
+    mc->connect_s = conf->mc_connect_timeout_ms / 1000.0;
+    mc->io_s = conf->mc_io_timeout_ms / 1000.0;
+    mc->retry_s = conf->mc_retry_timeout_ms / 1000.0;
+}
+
+/* The server list of conf: a server of old[] with the same host and port
+ * is reused (reused[j] set), the others are created. On failure the ones
+ * created are freed and old[] is untouched. */
+static mc_server_t **make_servers(oc_mc_t *mc, const oc_conf_t *conf, mc_server_t **old,
+                                  size_t nold, char *reused, char *err)
+{
+    mc_server_t **list = calloc(conf->nservers ? conf->nservers : 1, sizeof(*list));
+    if (list == NULL)
+        return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
+    for (size_t i = 0; i < conf->nservers; i++) {
+        const oc_mc_server_conf_t *c = &conf->servers[i];
+        for (size_t j = 0; j < nold && list[i] == NULL; j++)
+            if (!reused[j] && old[j]->port == c->port && strcmp(old[j]->host, c->host) == 0) {
+                list[i] = old[j];
+                reused[j] = 1;
+            }
+        if (list[i] == NULL && (list[i] = srv_new(mc, c, err)) == NULL)
+            goto fail;
+    }
+    return list;
+fail:
+    for (size_t i = 0; i < conf->nservers; i++) {
+        int from_old = 0;
+        for (size_t j = 0; j < nold; j++)
+            from_old |= (list[i] == old[j]);
+        if (list[i] && !from_old)
+            srv_free(list[i]);
+    }
+    free(list);
+    return NULL;
+}
+
 oc_mc_t *oc_mc_new(struct event_base *base, const oc_conf_t *conf, char *err)
 {
     oc_mc_t *mc = calloc(1, sizeof(*mc));
     if (mc == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
-    mc->notify_fd[0] = mc->notify_fd[1] = -1;
-    pthread_mutex_init(&mc->lock, NULL);
-    pthread_cond_init(&mc->cond, NULL);
-    if (pipe2(mc->notify_fd, O_NONBLOCK | O_CLOEXEC) != 0) {
-        oc_fail(err, OC_EIO, "pipe: %s", strerror(errno));
-        goto fail;
-    }
-    mc->notify_ev = event_new(base, mc->notify_fd[0], EV_READ | EV_PERSIST,
-                              on_notify, mc);
-    mc->workers = calloc(conf->mc_workers, sizeof(*mc->workers));
-    if (mc->notify_ev == NULL || mc->workers == NULL ||
-        event_add(mc->notify_ev, NULL) != 0) {
+    mc->base = base;
+    set_timeouts(mc, conf);
+    mc->ev_flush = event_new(base, -1, 0, on_flush, mc);
+    if (mc->ev_flush == NULL) {
         oc_fail(err, OC_ENOMEM, "out of memory");
         goto fail;
     }
-    mc->nworkers = conf->mc_workers;
-    for (size_t i = 0; i < mc->nworkers; i++) {
-        oc_mc_worker_t *w = &mc->workers[i];
-        w->mc = mc;
-        w->memc = make_memc(conf, err);
-        if (w->memc == NULL)
-            goto fail;
-        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
-            oc_fail(err, OC_EIO, "cannot start a memcached worker thread");
-            goto fail;
-        }
-        w->started = 1;
-    }
+    if ((mc->hash = make_hash(conf, err)) == NULL ||
+        (mc->servers = make_servers(mc, conf, NULL, 0, NULL, err)) == NULL)
+        goto fail;
+    mc->nservers = conf->nservers;
+    if ((mc->by_hash = make_index(mc->hash, mc->servers, mc->nservers, err)) == NULL)
+        goto fail;
     return mc;
 fail:
     oc_mc_free(mc);
@@ -533,63 +1064,62 @@ fail:
 
 oc_status_t oc_mc_reconfigure(oc_mc_t *mc, const oc_conf_t *conf, char *err)
 {
-    memcached_st **fresh = calloc(mc->nworkers, sizeof(*fresh));
-    if (fresh == NULL)
-        return oc_fail(err, OC_ENOMEM, "out of memory");
-    oc_status_t st = OC_OK;
-    for (size_t i = 0; i < mc->nworkers && st == OC_OK; i++)
-        if ((fresh[i] = make_memc(conf, err)) == NULL)
-            st = OC_ECACHE;
-    pthread_mutex_lock(&mc->lock);
-    for (size_t i = 0; i < mc->nworkers && st == OC_OK; i++) {
-        memcached_st *unused = mc->workers[i].next_memc;
-        mc->workers[i].next_memc = fresh[i];
-        fresh[i] = unused; /* freed below, outside the lock */
+    memcached_st *hash = make_hash(conf, err);
+    char *reused = calloc(mc->nservers ? mc->nservers : 1, 1);
+    mc_server_t **list = NULL;
+    uint32_t *idx = NULL;
+    if (hash == NULL || reused == NULL)
+        goto fail;
+    list = make_servers(mc, conf, mc->servers, mc->nservers, reused, err);
+    if (list == NULL || (idx = make_index(hash, list, conf->nservers, err)) == NULL)
+        goto fail;
+    for (size_t j = 0; j < mc->nservers; j++)
+        if (!reused[j])
+            srv_free(mc->servers[j]); /* removed from the pool: its work fails */
+    free(reused);
+    free(mc->servers);
+    free(mc->by_hash);
+    memcached_free(mc->hash);
+    mc->servers = list;
+    mc->nservers = conf->nservers;
+    mc->by_hash = idx;
+    mc->hash = hash;
+    set_timeouts(mc, conf);
+    return OC_OK;
+fail:
+    if (list) { /* free only the servers made for the new list */
+        for (size_t i = 0; i < conf->nservers; i++) {
+            int from_old = 0;
+            for (size_t j = 0; j < mc->nservers; j++)
+                from_old |= (list[i] == mc->servers[j]);
+            if (!from_old)
+                srv_free(list[i]);
+        }
+        free(list);
     }
-    pthread_mutex_unlock(&mc->lock);
-    for (size_t i = 0; i < mc->nworkers; i++)
-        if (fresh[i])
-            memcached_free(fresh[i]);
-    free(fresh);
-    return st;
-}
-
-static void fail_list(oc_mc_job_t *list)
-{
-    for (oc_mc_job_t *j = list; j; j = j->next) {
-        j->errors = j->n;
-        snprintf(j->err, sizeof(j->err), "shutting down");
-    }
-    run_callbacks(list);
+    free(reused);
+    if (hash)
+        memcached_free(hash);
+    return err[0] ? OC_ECACHE : oc_fail(err, OC_ENOMEM, "out of memory");
 }
 
 void oc_mc_free(oc_mc_t *mc)
 {
     if (mc == NULL)
         return;
-    pthread_mutex_lock(&mc->lock);
-    mc->stopping = 1;
-    pthread_cond_broadcast(&mc->cond);
-    pthread_mutex_unlock(&mc->lock);
-    for (size_t i = 0; i < mc->nworkers; i++) {
-        if (mc->workers[i].started)
-            pthread_join(mc->workers[i].thread, NULL);
-        if (mc->workers[i].memc)
-            memcached_free(mc->workers[i].memc);
-        if (mc->workers[i].next_memc)
-            memcached_free(mc->workers[i].next_memc);
-    }
-    /* Finished jobs keep their results; queued ones never ran. */
-    run_callbacks(take_done(mc));
-    fail_list(mc->queue_head);
-    mc->queue_head = mc->queue_tail = NULL;
-    if (mc->notify_ev)
-        event_free(mc->notify_ev);
-    for (int i = 0; i < 2; i++)
-        if (mc->notify_fd[i] >= 0)
-            close(mc->notify_fd[i]);
-    free(mc->workers);
-    pthread_cond_destroy(&mc->cond);
-    pthread_mutex_destroy(&mc->lock);
+    for (size_t i = 0; mc->servers && i < mc->nservers; i++)
+        srv_free(mc->servers[i]);
+    free(mc->servers);
+    mc->nservers = 0;
+    mc->dirty = NULL;
+    /* Answer what is due, failures included; callbacks may submit more,
+     * which fails at once (no servers) and is answered in the same loop. */
+    if (mc->ev_flush)
+        on_flush(-1, 0, mc);
+    if (mc->ev_flush)
+        event_free(mc->ev_flush);
+    free(mc->by_hash);
+    if (mc->hash)
+        memcached_free(mc->hash);
     free(mc);
 }

@@ -1,23 +1,29 @@
 /*
- * oc_mc: the memcached pool, driven by worker threads.
+ * oc_mc: the memcached pool, driven on the event loop.
  *
- * libmemcached blocks, and the loop must never wait on the network, so all
- * memcached I/O runs on `mc_workers` threads, each with its own memcached_st
- * (they are not thread-safe) over the same server list: ketama consistent
- * hashing with weights, so adding a server moves few keys. A job is queued
- * from the loop thread, run by one worker, and its `done` callback is called
- * back on the loop thread.
+ * One non-blocking connection per server, written and read by the loop
+ * (the loop never waits on the network). Keys are placed on servers by
+ * libmemcached's ketama, weighted (memcached_generate_hash over the same
+ * server list and behaviors any libmemcached client of the pool uses), so
+ * adding a server moves few keys; libmemcached does no I/O here.
  *
- * A dead or frozen server costs at most the configured connect/io timeouts;
- * libmemcached then skips it for `retry_timeout` and tries it again. Keys it
- * holds simply miss (the caller loads them from PostgreSQL); a failed set is
- * counted and forgotten (the entry will be filled again on the next miss).
+ * What one loop turn submits is sent together: the keys that every job of
+ * the turn reads from one server (GET, and the reads of SWAP and PUSH) go
+ * out as one `gets k1 k2 ...`, and each server gets one write. Replies come
+ * back in order on each connection; a job's `done` runs once all its keys
+ * and items are answered, always from the loop, never inside oc_mc_submit.
  *
- * Ownership: the caller allocates a job with oc_mc_job_new_get/_set, fills
- * it, and hands it to oc_mc_submit; from then until `done` runs the job
- * belongs to oc_mc and the caller must not touch it, nor free the key and
- * value bytes it points to. In `done` (loop thread) the job is the caller's
- * again, who frees it with oc_mc_job_free.
+ * A server that refuses, drops the connection, or does not answer within
+ * io_timeout (connect_timeout to connect) is marked down: what was sent to
+ * it fails with OC_MC_R_ERROR (a GET key simply misses, the caller loads it
+ * from PostgreSQL) and it is skipped for retry_timeout, after which the
+ * next operation for it connects again. Its keys are not moved elsewhere.
+ *
+ * Ownership: the caller allocates a job with oc_mc_job_new_get/_items,
+ * fills it, and hands it to oc_mc_submit; from then until `done` runs the
+ * job belongs to oc_mc and the caller must not touch it, nor free the key
+ * and value bytes it points to. In `done` the job is the caller's again,
+ * who frees it with oc_mc_job_free.
  */
 #ifndef OC_MC_H
 #define OC_MC_H
@@ -34,7 +40,7 @@ typedef struct oc_mc_job oc_mc_job_t;
 typedef void (*oc_mc_done_fn)(oc_mc_job_t *job, void *arg);
 
 typedef enum oc_mc_op {
-    OC_MC_GET,    /* multi-get keys[]; results in hits[] */
+    OC_MC_GET,    /* multi-get keys[] (with their cas); results in hits[] */
     OC_MC_SET,    /* set each item */
     OC_MC_ADD,    /* add each item: NOT_STORED if the key exists */
     OC_MC_DELETE, /* delete each item's key: NOT_FOUND if it was not there */
@@ -47,8 +53,9 @@ typedef enum oc_mc_op {
                      swaps its own lease for the row; a push check swaps the
                      pushed object for PostgreSQL's row. */
     OC_MC_PROBE,  /* for each item, ask the server named by key (host) and flags
-                     (port) for its version on a fresh connection: OK if it
-                     answers, ERROR if not (per-server health) */
+                     (port) for its version: OK if it answers, ERROR if not
+                     (per-server health). A probe of a server marked down
+                     connects at once, without waiting for retry_timeout. */
     OC_MC_PUSH,   /* for each item, read the key and ask item.decide whether
                      to replace what is there; write by cas (or add if the
                      key is absent), retrying if it changed in between;
@@ -82,8 +89,8 @@ typedef enum oc_mc_decision {
                               newer (an empty key, no version to compare):
                               the caller must check it (item.unordered) */
 } oc_mc_decision_t;
-/* PUSH: runs on a worker thread, so it must only read the item and the
- * bytes it is given (found = 0: the key is absent). */
+/* PUSH: called with what the key holds now (found = 0: the key is absent;
+ * val is valid only during the call). */
 typedef oc_mc_decision_t (*oc_mc_decide_fn)(const struct oc_mc_item *it, int found,
                                             uint32_t flags, const char *val, size_t len);
 
@@ -103,6 +110,7 @@ typedef struct oc_mc_item {
     void *decide_arg;      /* PUSH: the caller's, for decide */
     oc_mc_result_t result; /* out */
     int unordered;         /* out, PUSH: written on OC_MC_WRITE_UNORDERED */
+    int tries_;            /* oc_mc's own: PUSH rounds so far */
 } oc_mc_item_t;
 
 struct oc_mc_job {
@@ -123,17 +131,22 @@ struct oc_mc_job {
 
     oc_mc_done_fn done;
     void *arg;
-    oc_mc_job_t *next; /* queue link, oc_mc's */
+    /* oc_mc's own: */
+    size_t parts_left; /* keys and items not answered yet */
+    oc_mc_job_t *next; /* in the list of jobs whose done is due */
 };
 
+/* Resolves the server names (the only blocking step: at start and reload);
+ * connects lazily. */
 oc_mc_t *oc_mc_new(struct event_base *base, const oc_conf_t *conf, char *err);
-/* Stops the workers; jobs not yet done get `done` with errors = n and err
- * "shutting down". Loop thread only. */
+/* Closes the connections; jobs not yet done get `done` (their unanswered
+ * parts as errors, err "shutting down"). */
 void oc_mc_free(oc_mc_t *mc);
 void oc_mc_submit(oc_mc_t *mc, oc_mc_job_t *job);
-/* A reload: each worker switches to the new server list and timeouts before
- * its next job (jobs under way finish on the old one). Loop thread only;
- * the workers keep nothing of `conf`. */
+/* A reload: the new server list and timeouts. Servers kept (same host and
+ * port) keep their connection and what is under way on it; what was sent
+ * to a removed server fails (ERROR). Keeps nothing of `conf`. On error the
+ * old pool is left as it was. */
 oc_status_t oc_mc_reconfigure(oc_mc_t *mc, const oc_conf_t *conf, char *err);
 
 /* One allocation each; NULL on out of memory. */

@@ -30,8 +30,6 @@ static const char *restart_needed(const oc_conf_t *a, const oc_conf_t *b)
         return "connections";
     if (a->load_timeout_ms != b->load_timeout_ms)
         return "load_timeout";
-    if (a->mc_workers != b->mc_workers)
-        return "workers";
     return NULL;
 }
 

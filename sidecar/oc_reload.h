@@ -11,8 +11,8 @@
  * invalidation_batch.
  * What needs a restart (a new file that changes them is refused as a
  * whole): listen, unix_socket, unix_socket_mode, metrics_listen, user,
- * conninfo, connections, timezone, load_timeout (both are pinned in each
- * PostgreSQL session) and memcached workers.
+ * conninfo, connections, timezone and load_timeout (both are pinned in each
+ * PostgreSQL session).
  *
  * Model indexes never change while objcached runs, because loads, fills
  * and counters under way hold them: a model keeps its index across

@@ -11,6 +11,7 @@
 #include "oc_log.h"
 #include "oc_map.h"
 #include "oc_mc.h"
+#include "oc_mcproto.h"
 
 struct oc_req {
     oc_daemon_t *d;
@@ -102,12 +103,14 @@ static void req_write_reply(oc_req_t *r, struct evbuffer *out)
         return;
     }
     /* One get may name one big object many times: bound the reply before
-     * building it, as the output cap is only checked between commands. */
+     * building it, as the output cap is only checked between commands. Per
+     * value: "VALUE ", the key, " 0 ", its length and cas (<= 20 digits
+     * each, a space between) and two \r\n. */
     uint64_t size = 5;
     for (size_t i = 0; i < r->nslots; i++) {
         const oc_ukey_t *uk = &r->ukeys[r->slot_ukey[i]];
         if (uk->state == OC_UK_FOUND)
-            size += uk->len + r->slot_len[i] + 48;
+            size += uk->len + r->slot_len[i] + 56;
     }
     if (size > r->d->conf->max_reply) {
         evbuffer_add_printf(out, "SERVER_ERROR reply too large (%" PRIu64 " bytes, max %u)\r\n",
@@ -115,20 +118,33 @@ static void req_write_reply(oc_req_t *r, struct evbuffer *out)
         st->server_errors++;
         return;
     }
+    /* Written in one extent of the output buffer: no printf per value. */
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)size, &v, 1) < 1 || v.iov_len < size) {
+        evbuffer_add_printf(out, "SERVER_ERROR out of memory\r\n");
+        st->server_errors++;
+        return;
+    }
+    char *p = v.iov_base;
     for (size_t i = 0; i < r->nslots; i++) {
         const oc_ukey_t *uk = &r->ukeys[r->slot_ukey[i]];
         if (uk->state != OC_UK_FOUND)
             continue;
-        evbuffer_add(out, "VALUE ", 6);
-        evbuffer_add(out, r->slot_key[i], r->slot_len[i]);
-        if (r->gets)
-            evbuffer_add_printf(out, " 0 %zu %" PRIu64 "\r\n", uk->len, uk->cas);
-        else
-            evbuffer_add_printf(out, " 0 %zu\r\n", uk->len);
-        evbuffer_add(out, uk->data, uk->len);
-        evbuffer_add(out, "\r\n", 2);
+        p = oc_mcp_put(p, "VALUE ", 6);
+        p = oc_mcp_put(p, r->slot_key[i], r->slot_len[i]);
+        p = oc_mcp_put(p, " 0 ", 3);
+        p += oc_key_format_u64(p, uk->len);
+        if (r->gets) {
+            *p++ = ' ';
+            p += oc_key_format_u64(p, uk->cas);
+        }
+        p = oc_mcp_put(p, "\r\n", 2);
+        p = oc_mcp_put(p, uk->data, uk->len);
+        p = oc_mcp_put(p, "\r\n", 2);
     }
-    evbuffer_add(out, "END\r\n", 5);
+    p = oc_mcp_put(p, "END\r\n", 5);
+    v.iov_len = (size_t)(p - (char *)v.iov_base);
+    evbuffer_commit_space(out, &v, 1);
 }
 
 static void req_finish(oc_req_t *r)

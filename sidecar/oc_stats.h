@@ -6,7 +6,7 @@
  * (reset by `stats reset`) or GAUGE (a current value, never reset).
  *
  * Contract: the counters live in the daemon struct and are only touched on
- * the loop thread (worker threads report through completions), so plain
+ * the loop thread (the only thread), so plain
  * integers suffice.
  */
 #ifndef OC_STATS_H

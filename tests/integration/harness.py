@@ -793,8 +793,14 @@ class Objcached:
         return self.proc.pid if self.proc else None
 
     def _ready(self):
+        # The daemon's own word: its listeners accept connections (the
+        # kernel completes the handshake) before it has finished starting,
+        # e.g. before it fails to switch to an unknown `user`. Only a daemon
+        # whose log_level hides the ready line is probed on its port.
         if "event=ready" in self.log():
             return True
+        if not re.search(r"^log_level\s*=\s*(warn|error)\s*$", self.config_text, re.M):
+            return False
         if self.port is not None:
             return port_accepts(self.port)
         return self.sock is not None and os.path.exists(self.sock) and _unix_accepts(self.sock)

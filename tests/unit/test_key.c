@@ -118,6 +118,32 @@ static void test_format(void **state)
     assert_int_equal(strlen(err), strlen("unknown model: ") + 64);
 }
 
+static void test_number_and_cache_key_formatting(void **state)
+{
+    (void)state;
+    char buf[32];
+    assert_int_equal(oc_key_format_u64(buf, 0), 1);
+    assert_string_equal(buf, "0");
+    assert_int_equal(oc_key_format_u64(buf, UINT64_MAX), 20);
+    assert_string_equal(buf, "18446744073709551615");
+    assert_int_equal(oc_key_format_int(buf, INT64_MIN), 20);
+    assert_string_equal(buf, "-9223372036854775808");
+    assert_int_equal(oc_key_format_int(buf, -1), 2);
+    assert_string_equal(buf, "-1");
+    assert_int_equal(oc_key_format_int(buf, INT64_MAX), 19);
+    assert_string_equal(buf, "9223372036854775807");
+    char key[OC_KEY_MAX + 1];
+    size_t off;
+    size_t n = oc_key_cache_key("oc:", "User", 0, "42", 2, key, sizeof(key), &off);
+    assert_string_equal(key, "oc:User:42");
+    assert_int_equal(n, 10);
+    assert_int_equal(off, 8);
+    n = oc_key_cache_key("", "User", UINT64_MAX, "-7", 2, key, sizeof(key), &off);
+    assert_string_equal(key, "User~18446744073709551615:-7");
+    assert_int_equal(n, strlen(key));
+    assert_int_equal(off, n - 2);
+}
+
 int main(void)
 {
     /* The space case: the protocol splits on spaces, so test via tokens. */
@@ -125,6 +151,7 @@ int main(void)
         cmocka_unit_test(test_bigint), cmocka_unit_test(test_integer),
         cmocka_unit_test(test_uuid),   cmocka_unit_test(test_text),
         cmocka_unit_test(test_format),
+        cmocka_unit_test(test_number_and_cache_key_formatting),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,159 @@
+#include "oc_mcproto.h"
+
+#include <string.h>
+
+int oc_mcp_key_ok(const char *key, size_t len)
+{
+    if (len == 0 || len > OC_MCP_KEY_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)key[i];
+        if (c <= ' ' || c == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+/* A decimal number of at most `max`, up to the next space or the end. */
+static int parse_u64(const char **p, const char *end, uint64_t max, uint64_t *out)
+{
+    const char *s = *p;
+    uint64_t v = 0;
+    if (s == end || *s < '0' || *s > '9')
+        return -1;
+    for (; s < end && *s >= '0' && *s <= '9'; s++) {
+        uint64_t d = (uint64_t)(*s - '0');
+        if (v > (max - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    if (s < end && *s != ' ')
+        return -1;
+    *out = v;
+    *p = s;
+    return 0;
+}
+
+static int skip_space(const char **p, const char *end)
+{
+    if (*p == end || **p != ' ')
+        return -1;
+    (*p)++;
+    return 0;
+}
+
+/* VALUE <key> <flags> <bytes> [<cas>] */
+static oc_mcp_reply_t parse_value(const char *s, const char *end, oc_mcp_line_t *out)
+{
+    const char *k = s;
+    while (s < end && *s != ' ')
+        s++;
+    out->key = k;
+    out->klen = (size_t)(s - k);
+    uint64_t flags, bytes, cas = 0;
+    if (!oc_mcp_key_ok(k, out->klen) || skip_space(&s, end) || parse_u64(&s, end, UINT32_MAX, &flags) ||
+        skip_space(&s, end) || parse_u64(&s, end, OC_MCP_VALUE_MAX, &bytes))
+        return OC_MCP_BAD;
+    if (s < end && (skip_space(&s, end) || parse_u64(&s, end, UINT64_MAX, &cas)))
+        return OC_MCP_BAD;
+    if (s != end)
+        return OC_MCP_BAD;
+    out->flags = (uint32_t)flags;
+    out->bytes = (uint32_t)bytes;
+    out->cas = cas;
+    return OC_MCP_VALUE;
+}
+
+static int starts(const char *s, size_t len, const char *word)
+{
+    size_t n = strlen(word);
+    return len >= n && memcmp(s, word, n) == 0 && (len == n || s[n] == ' ');
+}
+
+static int equals(const char *s, size_t len, const char *word)
+{
+    return len == strlen(word) && memcmp(s, word, len) == 0;
+}
+
+oc_mcp_reply_t oc_mcp_parse_line(const char *buf, size_t len, oc_mcp_line_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    size_t scan = len < OC_MCP_LINE_MAX ? len : OC_MCP_LINE_MAX;
+    const char *nl = memchr(buf, '\n', scan);
+    if (nl == NULL)
+        return out->type = (len >= OC_MCP_LINE_MAX ? OC_MCP_BAD : OC_MCP_NEED_MORE);
+    out->line_len = (size_t)(nl - buf) + 1;
+    if (nl == buf || nl[-1] != '\r')
+        return out->type = OC_MCP_BAD;
+    size_t n = (size_t)(nl - buf) - 1; /* without \r\n */
+    static const struct {
+        const char *word;
+        oc_mcp_reply_t type;
+    } plain[] = {
+        {"END", OC_MCP_END},         {"STORED", OC_MCP_STORED},
+        {"NOT_STORED", OC_MCP_NOT_STORED}, {"EXISTS", OC_MCP_EXISTS},
+        {"NOT_FOUND", OC_MCP_NOT_FOUND},   {"DELETED", OC_MCP_DELETED},
+    };
+    for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
+        if (equals(buf, n, plain[i].word))
+            return out->type = plain[i].type;
+    if (n > 6 && memcmp(buf, "VALUE ", 6) == 0)
+        return out->type = parse_value(buf + 6, buf + n, out);
+    if (starts(buf, n, "VERSION"))
+        return out->type = OC_MCP_VERSION;
+    if (equals(buf, n, "ERROR") || starts(buf, n, "CLIENT_ERROR") ||
+        starts(buf, n, "SERVER_ERROR")) {
+        out->text = buf;
+        out->text_len = n;
+        return out->type = OC_MCP_ERROR;
+    }
+    return out->type = OC_MCP_BAD;
+}
+
+/* Decimal digits of v, written backwards from end; returns the start. */
+static char *format_u64(char *end, uint64_t v)
+{
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return end;
+}
+
+static char *put_u64(char *p, uint64_t v)
+{
+    char tmp[24];
+    char *s = format_u64(tmp + sizeof(tmp), v);
+    return oc_mcp_put(p, s, (size_t)(tmp + sizeof(tmp) - s));
+}
+
+size_t oc_mcp_store_size(size_t klen, size_t vlen)
+{
+    /* verb (<= 3) + 5 spaces + flags (10) + exptime (10) + bytes (20) + cas (20) */
+    return 3 + klen + 5 + 10 + 10 + 20 + 20 + 2 + vlen + 2;
+}
+
+size_t oc_mcp_format_store(char *buf, const char *verb, const char *key, size_t klen,
+                           uint32_t flags, uint32_t exptime, const char *val, size_t vlen,
+                           uint64_t cas)
+{
+    char *p = oc_mcp_put(buf, verb, strlen(verb));
+    *p++ = ' ';
+    p = oc_mcp_put(p, key, klen);
+    *p++ = ' ';
+    p = put_u64(p, flags);
+    *p++ = ' ';
+    p = put_u64(p, exptime);
+    *p++ = ' ';
+    p = put_u64(p, vlen);
+    if (strcmp(verb, "cas") == 0) {
+        *p++ = ' ';
+        p = put_u64(p, cas);
+    }
+    *p++ = '\r';
+    *p++ = '\n';
+    p = oc_mcp_put(p, val, vlen);
+    *p++ = '\r';
+    *p++ = '\n';
+    return (size_t)(p - buf);
+}

@@ -1,0 +1,76 @@
+/*
+ * oc_mcproto: the memcached ASCII protocol as objcached speaks it to its
+ * pool: formatting the few commands it sends and reading the replies.
+ * Pure functions over caller buffers; no I/O, no allocation (oc_mc does the
+ * I/O and owns the buffers).
+ *
+ * Sent: `gets k1 k2 ...`, `set|add|cas <key> <flags> <exptime> <bytes>
+ * [<cas>]` + data, `delete <key>`, `version`. Replies read: the VALUE lines
+ * of a multi-get up to END, and the one-line replies of the others.
+ */
+#ifndef OC_MCPROTO_H
+#define OC_MCPROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define OC_MCP_KEY_MAX 250          /* memcached's KEY_MAX_LENGTH */
+#define OC_MCP_LINE_MAX 2048        /* the longest reply line we accept */
+#define OC_MCP_VALUE_MAX (1u << 30) /* a VALUE larger than this is a broken stream */
+
+/* Copy n bytes to p (a command or reply being built, not a C string);
+ * returns p + n. */
+static inline char *oc_mcp_put(char *p, const void *src, size_t n)
+{
+    if (n)
+        memcpy(p, src, n);
+    return p + n;
+}
+
+/* 1 if memcached can take `key` in a text command: 1..250 bytes, none of
+ * them a space or a control character (which would split the command). */
+int oc_mcp_key_ok(const char *key, size_t len);
+
+typedef enum oc_mcp_reply {
+    OC_MCP_NEED_MORE,    /* no whole line yet */
+    OC_MCP_VALUE,        /* VALUE <key> <flags> <bytes> [<cas>], a key memcached
+                            could have stored (oc_mcp_key_ok) */
+    OC_MCP_END,
+    OC_MCP_STORED,
+    OC_MCP_NOT_STORED,
+    OC_MCP_EXISTS,
+    OC_MCP_NOT_FOUND,
+    OC_MCP_DELETED,
+    OC_MCP_VERSION,
+    OC_MCP_ERROR,        /* ERROR, CLIENT_ERROR ..., SERVER_ERROR ...: text */
+    OC_MCP_BAD,          /* not a reply we know, or too long: the stream is lost */
+} oc_mcp_reply_t;
+
+/* One reply line. Pointers point into the caller's buffer. */
+typedef struct oc_mcp_line {
+    oc_mcp_reply_t type;
+    size_t line_len;     /* bytes of the line, \r\n included */
+    const char *key;     /* VALUE */
+    size_t klen;
+    uint32_t flags;
+    uint32_t bytes;      /* the data block that follows (then \r\n) */
+    uint64_t cas;
+    const char *text;    /* ERROR: the whole line without \r\n */
+    size_t text_len;
+} oc_mcp_line_t;
+
+/* Read the reply line at buf[0..len). NEED_MORE if no \r\n yet (BAD if
+ * there is none within OC_MCP_LINE_MAX bytes). */
+oc_mcp_reply_t oc_mcp_parse_line(const char *buf, size_t len, oc_mcp_line_t *out);
+
+/* Bytes the store command needs, header and data and both \r\n. */
+size_t oc_mcp_store_size(size_t klen, size_t vlen);
+/* Write `verb key flags exptime bytes [cas]\r\n<data>\r\n` into buf (at
+ * least oc_mcp_store_size bytes); returns the bytes written. cas is sent
+ * only when verb is "cas". */
+size_t oc_mcp_format_store(char *buf, const char *verb, const char *key, size_t klen,
+                           uint32_t flags, uint32_t exptime, const char *val, size_t vlen,
+                           uint64_t cas);
+
+#endif

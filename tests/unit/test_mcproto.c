@@ -1,0 +1,163 @@
+/* Unit tests for oc_mcproto: the replies objcached reads from memcached
+ * (well-formed, split, malformed, hostile) and the commands it writes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "oc_mcproto.h"
+
+static oc_mcp_reply_t parse(const char *s, oc_mcp_line_t *l)
+{
+    return oc_mcp_parse_line(s, strlen(s), l);
+}
+
+static void test_value_lines(void **state)
+{
+    (void)state;
+    oc_mcp_line_t l;
+    assert_int_equal(parse("VALUE oc:User:1 1868759297 42 99\r\n", &l), OC_MCP_VALUE);
+    assert_int_equal(l.klen, 9);
+    assert_memory_equal(l.key, "oc:User:1", 9);
+    assert_int_equal(l.flags, 1868759297u);
+    assert_int_equal(l.bytes, 42);
+    assert_true(l.cas == 99);
+    assert_int_equal(l.line_len, strlen("VALUE oc:User:1 1868759297 42 99\r\n"));
+    /* without cas (a plain get), the largest flags and cas */
+    assert_int_equal(parse("VALUE k 0 0\r\n", &l), OC_MCP_VALUE);
+    assert_true(l.cas == 0 && l.bytes == 0);
+    assert_int_equal(parse("VALUE k 4294967295 1 18446744073709551615\r\n", &l),
+                     OC_MCP_VALUE);
+    assert_true(l.flags == UINT32_MAX && l.cas == UINT64_MAX);
+}
+
+static void test_value_lines_bad(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "VALUE k\r\n",                         /* no flags, no bytes */
+        "VALUE k 1\r\n",                       /* no bytes */
+        "VALUE  0 1\r\n",                      /* empty key */
+        "VALUE k -1 1\r\n",                    /* negative */
+        "VALUE k 4294967296 1\r\n",            /* flags over 32 bits */
+        "VALUE k 0 1073741825\r\n",            /* a value over OC_MCP_VALUE_MAX */
+        "VALUE k 0 99999999999999999999\r\n",  /* bytes overflow */
+        "VALUE k 0 1 18446744073709551616\r\n", /* cas overflow */
+        "VALUE k 0 1 2 3\r\n",                 /* a field too many */
+        "VALUE k 0x1 1\r\n",
+        "VALUE k\x01y 0 1\r\n",                 /* a control byte in the key */
+        "VALUE k 0 1 \r\n",                    /* trailing space */
+        "VALUE k 0 1\n",                       /* bare LF */
+        "HELLO\r\n",
+        "\r\n",
+        "END \r\n",
+        "STOREDX\r\n",
+    };
+    oc_mcp_line_t l;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (parse(bad[i], &l) != OC_MCP_BAD)
+            fail_msg("accepted '%s'", bad[i]);
+}
+
+static void test_one_line_replies(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        oc_mcp_reply_t t;
+    } cases[] = {
+        {"END\r\n", OC_MCP_END},
+        {"STORED\r\n", OC_MCP_STORED},
+        {"NOT_STORED\r\n", OC_MCP_NOT_STORED},
+        {"EXISTS\r\n", OC_MCP_EXISTS},
+        {"NOT_FOUND\r\n", OC_MCP_NOT_FOUND},
+        {"DELETED\r\n", OC_MCP_DELETED},
+        {"VERSION 1.6.18\r\n", OC_MCP_VERSION},
+        {"ERROR\r\n", OC_MCP_ERROR},
+        {"CLIENT_ERROR bad data chunk\r\n", OC_MCP_ERROR},
+        {"SERVER_ERROR out of memory storing object\r\n", OC_MCP_ERROR},
+    };
+    oc_mcp_line_t l;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (parse(cases[i].s, &l) != cases[i].t)
+            fail_msg("'%s' read as %d", cases[i].s, (int)l.type);
+        assert_int_equal(l.line_len, strlen(cases[i].s));
+    }
+    assert_int_equal(parse("SERVER_ERROR out of memory\r\n", &l), OC_MCP_ERROR);
+    assert_int_equal(l.text_len, strlen("SERVER_ERROR out of memory"));
+}
+
+static void test_partial_and_long_lines(void **state)
+{
+    (void)state;
+    oc_mcp_line_t l;
+    assert_int_equal(parse("", &l), OC_MCP_NEED_MORE);
+    assert_int_equal(parse("VALUE k 0 1", &l), OC_MCP_NEED_MORE);
+    assert_int_equal(parse("STORED\r", &l), OC_MCP_NEED_MORE);
+    /* two replies in the buffer: the first one only */
+    assert_int_equal(parse("STORED\r\nEND\r\n", &l), OC_MCP_STORED);
+    assert_int_equal(l.line_len, 8);
+    /* no line end within OC_MCP_LINE_MAX: the stream is lost */
+    static char junk[OC_MCP_LINE_MAX + 10];
+    memset(junk, 'x', sizeof(junk));
+    assert_int_equal(oc_mcp_parse_line(junk, sizeof(junk), &l), OC_MCP_BAD);
+    assert_int_equal(oc_mcp_parse_line(junk, OC_MCP_LINE_MAX - 1, &l), OC_MCP_NEED_MORE);
+    /* a NUL inside a line is not a reply */
+    assert_int_equal(oc_mcp_parse_line("END\0\r\n", 6, &l), OC_MCP_BAD);
+}
+
+static void test_key_ok(void **state)
+{
+    (void)state;
+    char k[OC_MCP_KEY_MAX + 1];
+    memset(k, 'a', sizeof(k));
+    assert_true(oc_mcp_key_ok("oc:User:1", 9));
+    assert_true(oc_mcp_key_ok(k, OC_MCP_KEY_MAX));
+    assert_false(oc_mcp_key_ok(k, OC_MCP_KEY_MAX + 1));
+    assert_false(oc_mcp_key_ok("", 0));
+    assert_false(oc_mcp_key_ok("a b", 3));
+    assert_false(oc_mcp_key_ok("a\r\nset x", 8));
+    assert_false(oc_mcp_key_ok("a\x7f", 2));
+    assert_false(oc_mcp_key_ok("a\0b", 3));
+    assert_true(oc_mcp_key_ok("caf\xc3\xa9", 5)); /* UTF-8 bytes are fine */
+}
+
+static void test_format_store(void **state)
+{
+    (void)state;
+    char buf[256];
+    const char *key = "oc:User:7";
+    size_t n = oc_mcp_format_store(buf, "set", key, 9, 1868759297u, 3600, "{}", 2, 0);
+    const char *want = "set oc:User:7 1868759297 3600 2\r\n{}\r\n";
+    assert_int_equal(n, strlen(want));
+    assert_memory_equal(buf, want, n);
+    assert_true(n <= oc_mcp_store_size(9, 2));
+    n = oc_mcp_format_store(buf, "cas", key, 9, 0, 0, "", 0, UINT64_MAX);
+    want = "cas oc:User:7 0 0 0 18446744073709551615\r\n\r\n";
+    assert_int_equal(n, strlen(want));
+    assert_memory_equal(buf, want, n);
+    assert_true(n <= oc_mcp_store_size(9, 0));
+    /* the worst case fits the size it promises */
+    n = oc_mcp_format_store(buf, "cas", key, 9, UINT32_MAX, UINT32_MAX, "x", 1, UINT64_MAX);
+    assert_true(n <= oc_mcp_store_size(9, 1));
+    n = oc_mcp_format_store(buf, "add", key, 9, 5, 7, "ab", 2, 123);
+    want = "add oc:User:7 5 7 2\r\nab\r\n"; /* the cas is only sent by cas */
+    assert_memory_equal(buf, want, strlen(want));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_value_lines),
+        cmocka_unit_test(test_value_lines_bad),
+        cmocka_unit_test(test_one_line_replies),
+        cmocka_unit_test(test_partial_and_long_lines),
+        cmocka_unit_test(test_key_ok),
+        cmocka_unit_test(test_format_store),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
