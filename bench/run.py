@@ -116,7 +116,7 @@ class World:
                             score integer NOT NULL, created_at timestamptz NOT NULL,
                             tags text[] NOT NULL, body text NOT NULL);
         INSERT INTO items
-        SELECT g, 'item ' || g, 'user' || g || '@example.com', (g * 7919) % 1000,
+        SELECT g, 'item ' || g, 'user' || g || '@example.com', ((g::bigint * 7919) % 1000)::int,
                timestamptz '2026-01-01 00:00:00+00' + g * interval '17 seconds',
                ARRAY['t' || g % 7, 't' || g % 11],
                substr(repeat(md5(g::text), 3), 1, 80)

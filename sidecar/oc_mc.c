@@ -18,6 +18,9 @@
 
 #define MC_PUSH_TRIES 8
 #define MC_READ_CHUNK 65536
+#define MC_ROUTE_SLOTS 4096  /* remembered key -> server placements */
+#define MC_ROUTE_KEY 62      /* longer keys are always hashed */
+#define MC_WOP_SPARE 1024    /* freed wops kept for reuse */
 
 /*
  * Per server, what was written (or sits in `out`, to be written) and waits
@@ -80,9 +83,21 @@ typedef struct mc_server {
     struct mc_server *dirty_next;
 } mc_server_t;
 
+/* A key's server, remembered: ketama hashes every key with MD5 (about
+ * 1,200 instructions), and a key is placed several times in a row (its
+ * get, lease, fill). Exact: the whole key is compared. */
+typedef struct mc_route {
+    uint8_t len;                  /* 0: empty */
+    uint8_t server;               /* index into servers[] */
+    char key[MC_ROUTE_KEY];
+} mc_route_t;
+
 struct oc_mc {
     struct event_base *base;
     memcached_st *hash;           /* ketama over the servers; never connects */
+    mc_route_t *routes;           /* [MC_ROUTE_SLOTS], cleared on reconfigure */
+    mc_wop_t *spare;              /* freed wops, for reuse */
+    size_t nspare;
     mc_server_t **servers;        /* [nservers], in the configured order */
     size_t nservers;
     uint32_t *by_hash;            /* libmemcached's server index -> ours */
@@ -413,10 +428,27 @@ static int parse_wop(mc_server_t *s, mc_wop_t *w)
     }
 }
 
-static void wop_free(mc_wop_t *w)
+static void wop_free(oc_mc_t *mc, mc_wop_t *w)
 {
     free(w->refs);
-    free(w);
+    if (mc->nspare >= MC_WOP_SPARE) {
+        free(w);
+        return;
+    }
+    w->next = mc->spare;
+    mc->spare = w;
+    mc->nspare++;
+}
+
+static mc_wop_t *wop_new(oc_mc_t *mc)
+{
+    mc_wop_t *w = mc->spare;
+    if (w == NULL)
+        return calloc(1, sizeof(*w));
+    mc->spare = w->next;
+    mc->nspare--;
+    memset(w, 0, sizeof(*w));
+    return w;
 }
 
 static void srv_parse(mc_server_t *s)
@@ -433,7 +465,7 @@ static void srv_parse(mc_server_t *s)
         s->wait_head = w->next;
         if (s->wait_head == NULL)
             s->wait_tail = NULL;
-        wop_free(w);
+        wop_free(s->mc, w);
     }
     if (s->wait_head == NULL && s->in_off < s->in_len) {
         srv_fail(s, "reply to nothing asked");
@@ -449,7 +481,7 @@ static void queue_store(mc_server_t *s, oc_mc_job_t *job, size_t idx, const char
                         const char *val, size_t vlen, uint32_t flags, uint64_t cas)
 {
     const oc_mc_item_t *it = &job->items[idx];
-    mc_wop_t *w = calloc(1, sizeof(*w));
+    mc_wop_t *w = wop_new(s->mc);
     char *p = w ? out_reserve(s, oc_mcp_store_size(it->klen, vlen)) : NULL;
     if (p == NULL) {
         free(w);
@@ -468,7 +500,7 @@ static void queue_store(mc_server_t *s, oc_mc_job_t *job, size_t idx, const char
 static void queue_line(mc_server_t *s, oc_mc_job_t *job, size_t idx, const char *key,
                        size_t klen)
 {
-    mc_wop_t *w = calloc(1, sizeof(*w));
+    mc_wop_t *w = wop_new(s->mc);
     char *p = w ? out_reserve(s, klen + 16) : NULL;
     if (p == NULL) {
         free(w);
@@ -518,7 +550,7 @@ static void flush_gets(mc_server_t *s)
         bytes += 1 + (r->job->op == OC_MC_GET ? r->job->key_lens[r->idx]
                                               : r->job->items[r->idx].klen);
     }
-    mc_wop_t *w = calloc(1, sizeof(*w));
+    mc_wop_t *w = wop_new(s->mc);
     char *p = w ? out_reserve(s, bytes) : NULL;
     if (p == NULL) {
         free(w);
@@ -597,7 +629,7 @@ static void srv_abort(mc_server_t *s, const char *why, int log)
                 part_fail(mc, w->refs[i].job, w->refs[i].idx, msg);
         else
             part_fail(mc, w->one.job, w->one.idx, msg);
-        wop_free(w);
+        wop_free(mc, w);
         w = next;
     }
     for (size_t i = 0; i < ngets; i++)
@@ -806,12 +838,33 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 
 /* ---- submit --------------------------------------------------------------------- */
 
+static uint64_t route_hash(const char *key, size_t len)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)key[i]) * 1099511628211ull;
+    return h;
+}
+
 static mc_server_t *route(oc_mc_t *mc, const char *key, size_t klen)
 {
     if (mc->nservers == 1)
         return mc->servers[0];
+    mc_route_t *slot = NULL;
+    if (klen <= MC_ROUTE_KEY && mc->nservers <= 256) {
+        slot = &mc->routes[route_hash(key, klen) % MC_ROUTE_SLOTS];
+        if (slot->len == klen && memcmp(slot->key, key, klen) == 0)
+            return mc->servers[slot->server];
+    }
     uint32_t i = memcached_generate_hash(mc->hash, key, klen);
-    return i < mc->nservers ? mc->servers[mc->by_hash[i]] : NULL;
+    if (i >= mc->nservers)
+        return NULL;
+    if (slot) {
+        slot->len = (uint8_t)klen;
+        slot->server = (uint8_t)mc->by_hash[i];
+        memcpy(slot->key, key, klen);
+    }
+    return mc->servers[mc->by_hash[i]];
 }
 
 static mc_server_t *find_server(oc_mc_t *mc, const char *host, uint16_t port)
@@ -1046,7 +1099,8 @@ oc_mc_t *oc_mc_new(struct event_base *base, const oc_conf_t *conf, char *err)
     mc->base = base;
     set_timeouts(mc, conf);
     mc->ev_flush = event_new(base, -1, 0, on_flush, mc);
-    if (mc->ev_flush == NULL) {
+    mc->routes = calloc(MC_ROUTE_SLOTS, sizeof(*mc->routes));
+    if (mc->ev_flush == NULL || mc->routes == NULL) {
         oc_fail(err, OC_ENOMEM, "out of memory");
         goto fail;
     }
@@ -1084,6 +1138,7 @@ oc_status_t oc_mc_reconfigure(oc_mc_t *mc, const oc_conf_t *conf, char *err)
     mc->nservers = conf->nservers;
     mc->by_hash = idx;
     mc->hash = hash;
+    memset(mc->routes, 0, MC_ROUTE_SLOTS * sizeof(*mc->routes)); /* placements changed */
     set_timeouts(mc, conf);
     return OC_OK;
 fail:
@@ -1121,5 +1176,11 @@ void oc_mc_free(oc_mc_t *mc)
     free(mc->by_hash);
     if (mc->hash)
         memcached_free(mc->hash);
+    while (mc->spare) {
+        mc_wop_t *w = mc->spare;
+        mc->spare = w->next;
+        free(w);
+    }
+    free(mc->routes);
     free(mc);
 }
