@@ -46,8 +46,6 @@ struct oc_conn {
     size_t data_key_len;
     uint64_t swallow_left;   /* SWALLOW: data bytes to drop; 0 = drop to EOL */
     size_t scanned;          /* input bytes already searched for EOL */
-    oc_token_t *tokens;      /* max_keys + 8 */
-    size_t maxtok;
     oc_conn_t *prev, *next;  /* d->conns */
 };
 
@@ -86,7 +84,6 @@ static void conn_release(oc_conn_t *c)
         evbuffer_free(c->out);
     if (c->fd >= 0)
         evutil_closesocket(c->fd);
-    free(c->tokens);
     free(c);
 }
 
@@ -325,15 +322,21 @@ static void conn_command(oc_conn_t *c, const char *line, size_t len)
 {
     oc_cmd_t cmd;
     char err[OC_ERRLEN];
-    size_t want = c->d->conf->max_keys + 8;
-    if (c->maxtok < want) { /* a reload raised max_keys */
-        oc_token_t *t = realloc(c->tokens, want * sizeof(*t));
-        if (t != NULL) {
-            c->tokens = t;
-            c->maxtok = want;
+    /* One command is parsed at a time, and what it keeps of its tokens it
+     * copies: so the token array is the daemon's, not every connection's
+     * (max_keys + 8 of them, 16 KiB by default). */
+    oc_daemon_t *d = c->d;
+    size_t want = d->conf->max_keys + 8;
+    if (d->ntokens < want) { /* the first command, or a reload raised max_keys */
+        oc_token_t *t = realloc(d->tokens, want * sizeof(*t));
+        if (t == NULL) {
+            reply_server_error(c, "out of memory");
+            return;
         }
+        d->tokens = t;
+        d->ntokens = want;
     }
-    oc_status_t st = oc_proto_parse(line, len, c->tokens, c->maxtok, &cmd, err);
+    oc_status_t st = oc_proto_parse(line, len, d->tokens, d->ntokens, &cmd, err);
     if (st == OC_ETOOBIG) {
         char why[64];
         snprintf(why, sizeof(why), "too many keys (max %u)", c->d->conf->max_keys);
@@ -546,18 +549,22 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
     oc_conn_t *c = arg;
-    for (int rounds = 0; rounds < 4; rounds++) {
+    /* Small reads first: most commands are a few hundred bytes, and with
+     * 10,000 connections a large buffer each would fragment the heap. */
+    size_t want = 4096;
+    for (int rounds = 0; rounds < 4; rounds++, want = 65536) {
         struct evbuffer_iovec v;
-        if (evbuffer_reserve_space(c->in, 65536, &v, 1) < 1) {
+        if (evbuffer_reserve_space(c->in, (ev_ssize_t)want, &v, 1) < 1) {
             oc_log_error("event=oom where=conn_read");
             conn_free(c);
             return;
         }
         ssize_t n = recv(fd, v.iov_base, v.iov_len, 0);
         if (n > 0) {
+            size_t room = v.iov_len;
             v.iov_len = (size_t)n;
             evbuffer_commit_space(c->in, &v, 1);
-            if ((size_t)n < 65536)
+            if ((size_t)n < room)
                 break;
             continue;
         }
@@ -627,15 +634,13 @@ void oc_conn_accept(oc_daemon_t *d, evutil_socket_t fd)
     }
     c->d = d;
     c->fd = fd;
-    c->maxtok = d->conf->max_keys + 8;
-    c->tokens = malloc(c->maxtok * sizeof(oc_token_t));
     c->in = evbuffer_new();
     c->out = evbuffer_new();
     c->ev_read = event_new(d->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
     c->ev_write = event_new(d->base, fd, EV_WRITE, conn_write_cb, c);
     if (d->conf->idle_timeout_ms)
         c->ev_idle = evtimer_new(d->base, conn_idle_cb, c);
-    if (c->tokens == NULL || c->in == NULL || c->out == NULL || c->ev_read == NULL ||
+    if (c->in == NULL || c->out == NULL || c->ev_read == NULL ||
         c->ev_write == NULL || (d->conf->idle_timeout_ms && c->ev_idle == NULL)) {
         oc_log_error("event=oom where=conn_accept");
         conn_release(c);

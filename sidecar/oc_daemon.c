@@ -488,6 +488,7 @@ void oc_daemon_free(oc_daemon_t *d)
         event_free(d->probe_timer);
     free_mc_health(d);
     oc_map_free(d->fills);
+    free(d->tokens);
     free(d->model_gen);
     free(d->stats.models);
     free(d->model_names);

@@ -39,6 +39,8 @@ typedef struct oc_daemon {
     struct evconnlistener *tcp_listener;
     struct evconnlistener *unix_listener;
     oc_conn_t *conns;         /* all client connections (doubly linked) */
+    struct oc_token *tokens;  /* the command being parsed (oc_conn), any connection's */
+    size_t ntokens;
     struct event *sig_term, *sig_int, *sig_hup;
     struct event *drain_timer;    /* shutdown: the drain's deadline */
     struct event *accept_timer;   /* out of descriptors: resume accepting */

@@ -17,7 +17,10 @@
 
 #define OC_MCP_KEY_MAX 250          /* memcached's KEY_MAX_LENGTH */
 #define OC_MCP_LINE_MAX 2048        /* the longest reply line we accept */
-#define OC_MCP_VALUE_MAX (1u << 30) /* a VALUE larger than this is a broken stream */
+/* A VALUE larger than this is a broken (or hostile) stream: objcached never
+ * stores more than max_value (at most 128 MiB), and reading it would mean
+ * buffering all of it. */
+#define OC_MCP_VALUE_MAX (128u << 20)
 
 /* Copy n bytes to p (a command or reply being built, not a C string);
  * returns p + n. */

@@ -44,7 +44,7 @@ static void test_value_lines_bad(void **state)
         "VALUE  0 1\r\n",                      /* empty key */
         "VALUE k -1 1\r\n",                    /* negative */
         "VALUE k 4294967296 1\r\n",            /* flags over 32 bits */
-        "VALUE k 0 1073741825\r\n",            /* a value over OC_MCP_VALUE_MAX */
+        "VALUE k 0 134217729\r\n",             /* a value over OC_MCP_VALUE_MAX */
         "VALUE k 0 99999999999999999999\r\n",  /* bytes overflow */
         "VALUE k 0 1 18446744073709551616\r\n", /* cas overflow */
         "VALUE k 0 1 2 3\r\n",                 /* a field too many */
