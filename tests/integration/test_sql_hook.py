@@ -344,6 +344,41 @@ def test_keys_are_distinct(db):
     assert db.outbox() == [("UserTags", ["1", "2"])]   # NULL keys cannot be cached: skipped
 
 
+def test_keys_are_distinct_when_a_unique_key_is_not_unique_yet(db):
+    """A unique key lets the triggers skip the DISTINCT, but only an
+    immediate one: a deferred unique constraint allows duplicates until
+    commit, and a partial unique index allows them outside its predicate."""
+    db.q("CREATE TABLE dtags (id serial PRIMARY KEY, owner bigint UNIQUE DEFERRABLE "
+         "INITIALLY DEFERRED)")
+    db.q("CREATE TABLE ptags (id serial PRIMARY KEY, owner bigint, live boolean)")
+    db.q("CREATE UNIQUE INDEX ON ptags (owner) WHERE live")
+    db.q("SELECT objcached.attach('dtags', 'D', 'owner')")
+    db.q("SELECT objcached.attach('ptags', 'P', 'owner')")
+    db.clear()
+    conn = db.connect(autocommit=False)
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO dtags (owner) VALUES (1), (1), (2)")
+        cur.execute("UPDATE dtags SET owner = 3 WHERE id = (SELECT min(id) FROM dtags)")
+    conn.commit()
+    db.q("INSERT INTO ptags (owner, live) VALUES (1, false), (1, false), (1, true)")
+    db.q("UPDATE ptags SET live = false")
+    assert db.outbox() == [("D", ["1", "2"]), ("D", ["1", "3"]), ("P", ["1"]), ("P", ["1"])]
+
+
+def test_unique_key_updates_give_each_key_once(db):
+    """The unique-key path: an UPDATE that keeps the keys, and one that
+    moves some of them (old and new keys, each once)."""
+    users_table(db)
+    db.q("INSERT INTO users (id) SELECT generate_series(1, 6)")
+    db.clear()
+    db.q("UPDATE users SET v = 7")
+    db.q("UPDATE users SET id = id + 3 WHERE id > 3")        # 4,5,6 -> 7,8,9
+    db.q("UPDATE users SET id = id * 10 WHERE id IN (1, 7)")  # two keys move
+    assert db.outbox() == [("User", ["1", "2", "3", "4", "5", "6"]),
+                           ("User", ["4", "5", "6", "7", "8", "9"]),
+                           ("User", ["1", "10", "7", "70"])]
+
+
 def test_update_changing_the_key_gives_old_and_new(db):
     users_table(db)
     db.q("INSERT INTO users (id) VALUES (1), (2)")
