@@ -748,7 +748,7 @@ def plots(summary, extra, out):
         script += (f'set output "{png}"\nset title "Hit path, K={k}: keys/s by concurrency"\n'
                    'set xlabel "concurrent clients (C)"\nset ylabel "keys/s"\n'
                    'set logscale x 2\nset yrange [0:*]\n'
-                   f'plot for [i=2:5] "{path}" every ::1 using 1:i with linespoints '
+                   f'plot for [i=2:5] "{path}" using 1:i with linespoints '
                    'lw 2 title columnheader(i)\nunset logscale x\n')
         made.append(png)
     if "inval" in extra and extra["inval"]["delays"]:

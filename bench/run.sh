@@ -5,7 +5,7 @@
 # every path side by side through bench/loadgen.c; a table, CSVs and PNG
 # plots in bench/out/ (or --out DIR). Stops every server it started.
 #
-#   bash bench/run.sh            # full run, about 15 minutes on 2 cores
+#   bash bench/run.sh            # full run, about 11 minutes on 2 cores
 #   bash bench/run.sh --quick    # smoke run, under 3 minutes
 #   bash bench/run.sh --help     # every option of bench/run.py
 set -euo pipefail
