@@ -1,0 +1,223 @@
+"""The memcached pool as hostile input, black-box: objcached's own client
+(sidecar/oc_mc.c) against a scripted fake memcached that answers garbage,
+oversized or unasked-for replies, or closes the connection; and against a
+real memcached behind a proxy that hands every reply over one byte at a
+time. Whatever the pool does, every get is answered right (from PostgreSQL
+when the pool fails), the daemon keeps serving, and a broken server is
+dropped and connected again after retry_timeout.
+
+The fake speaks just enough of the protocol: it answers `version`, and for
+the first `gets` it sends the scenario's bytes; every later command gets the
+honest answer of an empty cache (END / NOT_STORED for a cas / STORED)."""
+
+import socket
+import threading
+import time
+
+import pytest
+
+import harness
+
+
+def moved(before, after, *names):
+    return {n: after[n] - before[n] for n in names}
+
+
+def user_values(ref, ids):
+    return [(b"User:%d" % i, 0, ref.json("User", i)) for i in ids
+            if ref.json("User", i) is not None]
+
+
+class FakeMemcached:
+    """A loopback TCP server; `first_gets` is what it answers to the first
+    gets command (bytes, or None to close the connection instead)."""
+
+    def __init__(self, first_gets):
+        self.first_gets = first_gets
+        self.sent_scenario = threading.Event()
+        self.connections = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self._stop = False
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self):
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            t = threading.Thread(target=self._serve, args=(c,), daemon=True)
+            t.start()
+
+    def _serve(self, c):
+        buf = b""
+        try:
+            while not self._stop:
+                data = c.recv(65536)
+                if not data:
+                    return
+                buf += data
+                while True:
+                    line, sep, rest = buf.partition(b"\r\n")
+                    if not sep:
+                        break
+                    words = line.split()
+                    if words and words[0] in (b"set", b"add", b"cas"):
+                        need = int(words[4]) + 2
+                        if len(rest) < need:
+                            break                       # wait for the data block
+                        rest = rest[need:]
+                        c.sendall(b"NOT_STORED\r\n" if words[0] == b"cas" else b"STORED\r\n")
+                    elif words and words[0] == b"gets" and not self.sent_scenario.is_set():
+                        self.sent_scenario.set()
+                        if self.first_gets is None:
+                            c.close()
+                            return
+                        c.sendall(self.first_gets)
+                    elif words and words[0] in (b"get", b"gets"):
+                        c.sendall(b"END\r\n")
+                    elif words and words[0] == b"delete":
+                        c.sendall(b"NOT_FOUND\r\n")
+                    elif words and words[0] == b"version":
+                        c.sendall(b"VERSION 1.6.18-fake\r\n")
+                    else:
+                        c.sendall(b"ERROR\r\n")
+                    buf = rest
+        except OSError:
+            return
+        finally:
+            c.close()
+
+    def close(self):
+        self._stop = True
+        self.sock.close()
+
+
+class TrickleProxy:
+    """Forwards to a real memcached; replies go back one byte per send."""
+
+    def __init__(self, upstream_port):
+        self.upstream_port = upstream_port
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            u = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pipe, args=(c, u, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(u, c, True), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst, trickle):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if trickle:
+                    for i in range(len(data)):
+                        dst.sendall(data[i:i + 1])
+                else:
+                    dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.sock.close()
+
+
+KEY1 = b"oc:User:1"
+SCENARIOS = {
+    # not a reply at all
+    "garbage": b"HELLO THERE\r\n",
+    # a value far over what objcached accepts: it must not try to buffer it
+    "huge-value": b"VALUE " + KEY1 + b" 0 999999999999 1\r\n",
+    # a VALUE for a key nobody asked for
+    "unasked-key": b"VALUE oc:User:424242 0 2 1\r\n{}\r\nEND\r\n",
+    # a data block that does not end where its length says
+    "bad-data-block": b"VALUE " + KEY1 + b" 0 2 1\r\n{}XX\r\nEND\r\n",
+    # a line without an end, longer than any reply
+    "endless-line": b"VALUE " + b"x" * 5000,
+    # two answers for one question: the second is a reply to nothing asked
+    "extra-reply": b"END\r\nEND\r\n",
+    # the connection just closes
+    "closed": None,
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_broken_memcached_replies_are_survived(objcached_factory, ref, scenario):
+    fake = FakeMemcached(SCENARIOS[scenario])
+    try:
+        oc = objcached_factory({"memcached": {"servers": fake.address, "retry_timeout": "300ms",
+                                              "io_timeout": "500ms"}})
+        ids = [1, 2, 3]
+        with oc.client() as c:
+            s0 = c.stats()
+            # answered from PostgreSQL, right, whatever the server sent
+            assert c.get_multi([f"User:{i}" for i in ids]) == (user_values(ref, ids), b"END")
+            assert fake.sent_scenario.is_set()
+            s1 = c.stats()
+            assert moved(s0, s1, "mc_errors")["mc_errors"] >= 1
+            assert moved(s0, s1, "server_errors", "client_errors") == \
+                {"server_errors": 0, "client_errors": 0}
+            # still serving, and the server is used again after retry_timeout
+            time.sleep(0.5)
+            assert c.get_multi([f"User:{i}" for i in ids]) == (user_values(ref, ids), b"END")
+            assert c.command(b"version").terminal.startswith(b"VERSION ")
+        if scenario != "extra-reply":   # that one may be read before any gets is sent
+            assert "event=memcached_error server=" + fake.address in oc.log()
+        harness.wait_until(lambda: fake.connections >= 2, timeout=5,
+                           what="objcached to connect to the server again")
+    finally:
+        fake.close()
+
+
+def test_replies_one_byte_at_a_time(objcached_factory, mc_pool, ref):
+    """Every reply split at every byte: the same answers, no errors."""
+    proxy = TrickleProxy(mc_pool[0].port)
+    try:
+        oc = objcached_factory({"memcached": {"servers": proxy.address, "io_timeout": "5s"}})
+        ids = list(range(1, 21))
+        keys = [f"User:{i}" for i in ids]
+        with oc.client() as c:
+            s0 = c.stats()
+            assert c.get_multi(keys) == (user_values(ref, ids), b"END")   # cold: leases, fills
+            oc.wait_idle()
+            assert c.get_multi(keys) == (user_values(ref, ids), b"END")   # hits
+            body = b"{ " + ref.json("User", 5)[1:]
+            c.send(b"set User:5 0 0 %d\r\n%s\r\n" % (len(body), body))
+            assert c.read_response().terminal == b"STORED"
+            oc.wait_idle()
+            assert c.get("User:5") == body
+            assert c.command(b"delete User:6").terminal == b"DELETED"
+            assert c.get_multi(["User:6"]) == ([], b"END")
+            s1 = c.stats()
+            assert moved(s0, s1, "mc_errors", "server_errors") == {"mc_errors": 0,
+                                                                  "server_errors": 0}
+            assert moved(s0, s1, "get_hits")["get_hits"] >= 20
+    finally:
+        proxy.close()
