@@ -142,14 +142,6 @@ static oc_status_t listen_unix(oc_daemon_t *d, char *err)
 }
 
 /* Unique among the sidecars sharing a pool: random, with host-local pid. */
-static void make_lease_token(oc_daemon_t *d)
-{
-    uint64_t r = 0;
-    if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
-        r = ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid(); /* still unique enough */
-    d->lease_token_len = (size_t)snprintf(d->lease_token, sizeof(d->lease_token),
-                                          "%016" PRIx64 ".%ld", r, (long)getpid());
-}
 
 /* Started as root with `user =`: the listeners are bound, so become that
  * user (its group and supplementary groups too) before anything else runs. */
@@ -353,7 +345,6 @@ oc_status_t oc_daemon_init(oc_daemon_t *d, oc_conf_t *conf, char *err)
         d->fault_fill_gate = strdup(gate);
         oc_log_warn("event=fault_point name=fill_gate path=%s", gate);
     }
-    make_lease_token(d);
     oc_status_t st = OC_ENOMEM;
     signal(SIGPIPE, SIG_IGN);
     d->base = event_base_new();

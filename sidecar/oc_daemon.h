@@ -48,9 +48,9 @@ typedef struct oc_daemon {
     int probing;                  /* a probe job is out */
     time_t started;
     unsigned rand_state;      /* TTL jitter; quality does not matter */
-    char lease_token[48];     /* this sidecar's name in LEASE entries */
-    size_t lease_token_len;
     uint32_t lease_ttl_s;     /* load_timeout rounded up, plus 1 s */
+    double miss_share;        /* moving average: share of recent gets with
+                                 at least one miss (oc_req: how to read) */
     int stopping;
     /* Test-only fault point, from the environment at start:
      * OBJCACHED_FAULT_FILL_GATE=PATH holds every write-back (between the

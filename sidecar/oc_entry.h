@@ -14,7 +14,11 @@
  *   MISSING    nothing: PostgreSQL had no row (short TTL)
  *   TOMBSTONE  nothing: the app deleted the object; reads answer "absent"
  *              without asking PostgreSQL, and no fill can replace it
- *   LEASE      a token naming the sidecar that is loading the key: the
+ *   LEASE      written by objcached before 0.2 (a token naming the sidecar
+ *              loading the key): still honoured as another's lease while
+ *              old and new sidecars share a pool. Leases are now memcached's
+ *              own empty items made by `mg ... N<ttl>` (flags 0, no value;
+ *              a meta get reports them with W or Z, see oc_fill.h): the
  *              only state a fill may replace (by cas), so an invalidation
  *              that overwrites or deletes it defeats a stale fill
  * An entry of an unknown kind or version, or an item with other flags, is
@@ -23,6 +27,7 @@
 #ifndef OC_ENTRY_H
 #define OC_ENTRY_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define OC_ENTRY_MAGIC 0x6F63u
@@ -39,6 +44,13 @@ typedef enum oc_entry_kind {
 static inline uint32_t oc_entry_flags(oc_entry_kind_t kind)
 {
     return (OC_ENTRY_MAGIC << 16) | (OC_ENTRY_VERSION << 8) | (uint32_t)kind;
+}
+
+/* A classic get of a lease that memcached made (mg ... N) sees an empty
+ * item with flags 0; no objcached entry looks like that. */
+static inline int oc_entry_is_mc_lease(uint32_t flags, size_t len)
+{
+    return flags == 0 && len == 0;
 }
 
 static inline oc_entry_kind_t oc_entry_kind(uint32_t flags)

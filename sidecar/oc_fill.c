@@ -40,6 +40,7 @@ typedef struct oc_fill {
     uint64_t retire_seq;     /* gets with mget_seq <= this may need it */
     uint64_t lease_seq;      /* d->mget_seq when our lease was confirmed
                                 (0: we hold none) */
+    uint64_t lease_cas;      /* leased: the cas of the lease item */
     struct oc_fill *retire_next;
 } oc_fill_t;
 
@@ -53,7 +54,6 @@ typedef struct oc_batch {
     uint32_t waited_ms, delay_ms;
 } oc_batch_t;
 
-static void batch_lease(oc_batch_t *b);
 static void batch_load(oc_batch_t *b);
 
 /* ---- blobs ----------------------------------------------------------------- */
@@ -240,6 +240,16 @@ static int batch_take(oc_batch_t *b, oc_fill_state_t st, oc_batch_t **out)
     return 0;
 }
 
+/* Out of memory while splitting b: every part fails. */
+static void batch_fail_parts(oc_batch_t *b, oc_batch_t *x, oc_batch_t *y)
+{
+    if (x)
+        batch_fail(x, "out of memory");
+    if (y)
+        batch_fail(y, "out of memory");
+    batch_fail(b, "out of memory");
+}
+
 /* Start `b` on its next step, or free it if it is empty. */
 static void batch_go(oc_batch_t *b, void (*step)(oc_batch_t *))
 {
@@ -277,8 +287,8 @@ static void batch_stored(oc_mc_job_t *job, void *arg)
     if (job->errors)
         d->stats.mc_errors++;
     for (size_t i = 0; i < job->n; i++)
-        if (job->items[i].result == OC_MC_R_NOT_STORED)
-            d->stats.fills_dropped++;
+        if (job->items[i].result == OC_MC_R_EXISTS || job->items[i].result == OC_MC_R_NOT_FOUND)
+            d->stats.fills_dropped++; /* the lease was replaced or deleted */
     oc_mc_job_free(job);
     batch_retire(b);
     oc_fill_retire(d);
@@ -303,7 +313,7 @@ static void batch_store(oc_batch_t *b)
         n += (b->fills[i]->leased && !b->fills[i]->invalidated);
         d->stats.fills_dropped += (b->fills[i]->invalidated != 0); /* known here already */
     }
-    oc_mc_job_t *job = n ? oc_mc_job_new_items(OC_MC_SWAP, n, batch_stored, b) : NULL;
+    oc_mc_job_t *job = n ? oc_mc_job_new_items(OC_MC_CAS, n, batch_stored, b) : NULL;
     if (job == NULL) { /* nothing to write, or no memory: answered anyway */
         batch_retire(b);
         oc_fill_retire(d);
@@ -317,9 +327,7 @@ static void batch_store(oc_batch_t *b)
         oc_mc_item_t *it = &job->items[k++];
         it->key = f->ckey;
         it->klen = f->ckey_len;
-        it->expect = d->lease_token;
-        it->expect_len = d->lease_token_len;
-        it->expect_flags = oc_entry_flags(OC_ENTRY_LEASE);
+        it->cas = f->lease_cas; /* only over our lease, untouched since */
         if (f->value) {
             it->val = f->value->data;
             it->vlen = f->value->len;
@@ -392,6 +400,8 @@ static void batch_loaded(oc_pg_load_t *load, PGresult *res, oc_status_t st,
 /* The batch's ids as one array literal, for the load's $1. */
 static char *batch_ids_literal(const oc_batch_t *b)
 {
+    if (b->n == 0)
+        return NULL;
     const char **ids = malloc(b->n * sizeof(*ids));
     size_t *lens = malloc(b->n * sizeof(*lens));
     char *lit = NULL;
@@ -422,9 +432,22 @@ static void batch_load(oc_batch_t *b)
     oc_pg_submit(d->pg, load);
 }
 
-/* ---- step 2b: wait for another sidecar's load ------------------------------- */
+/* ---- step 2: read and lease -------------------------------------------------
+ *
+ * One read does both: a meta get with N (oc_mc lease_ttl_s) answers what
+ * the key holds, and when it holds nothing it leaves a lease there at once.
+ * LEASING fills read right away; WAITING ones (another sidecar's lease)
+ * read again after a back-off, until lease_wait is over. */
 
-static void batch_poll(evutil_socket_t fd, short what, void *arg);
+static void batch_read(oc_batch_t *b);
+
+static void batch_poll(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    oc_batch_t *b = arg;
+    b->d->stats.lease_waits += b->n;
+    batch_read(b);
+}
 
 static void batch_wait(oc_batch_t *b)
 {
@@ -434,6 +457,7 @@ static void batch_wait(oc_batch_t *b)
         batch_fail(b, "out of memory");
         return;
     }
+    evtimer_assign(b->timer, b->d->base, batch_poll, b);
     b->delay_ms = b->delay_ms ? b->delay_ms * 2 : OC_FILL_POLL_FIRST_MS;
     if (b->delay_ms > OC_FILL_POLL_MAX_MS)
         b->delay_ms = OC_FILL_POLL_MAX_MS;
@@ -442,34 +466,62 @@ static void batch_wait(oc_batch_t *b)
     b->waited_ms += b->delay_ms;
 }
 
-/* Read what the lease holders have written by now. */
-static void batch_polled(oc_mc_job_t *job, void *arg)
+static void fill_take_lease(oc_daemon_t *d, oc_fill_t *f, uint64_t cas)
 {
-    oc_batch_t *b = arg;
-    oc_daemon_t *d = b->d;
-    int give_up = b->waited_ms >= d->conf->lease_wait_ms;
-    for (size_t i = 0; i < b->n; i++) {
-        oc_fill_t *f = b->fills[i];
-        const oc_mc_hit_t *h = &job->hits[i];
-        oc_entry_kind_t kind = h->found ? oc_entry_kind(h->flags) : OC_ENTRY_NONE;
-        int answered = kind == OC_ENTRY_MISSING || kind == OC_ENTRY_TOMBSTONE ||
-                       (kind == OC_ENTRY_OBJECT &&
-                        (f->value = oc_blob_new(job->arena + h->off, h->len)) != NULL);
-        if (answered) {
-            fill_set_state(f, OC_FILL_STORING);
-        } else if (kind == OC_ENTRY_LEASE && !give_up) {
-            continue; /* still being loaded elsewhere */
-        } else if (kind != OC_ENTRY_LEASE && ++f->lease_tries < OC_FILL_LEASE_TRIES) {
-            fill_set_state(f, OC_FILL_LEASING); /* its holder gave up: try ours */
+    f->leased = 1;
+    f->lease_cas = cas;
+    f->lease_seq = d->mget_seq;
+    fill_set_state(f, OC_FILL_LOADING);
+}
+
+/* What a read found for f: the next state. */
+static void fill_read(oc_daemon_t *d, oc_fill_t *f, const oc_mc_job_t *job,
+                      const oc_mc_hit_t *h, int give_up)
+{
+    oc_entry_kind_t kind = h->found ? oc_entry_kind(h->flags) : OC_ENTRY_NONE;
+    if (kind == OC_ENTRY_MISSING || kind == OC_ENTRY_TOMBSTONE ||
+        (kind == OC_ENTRY_OBJECT &&
+         (f->value = oc_blob_new(job->arena + h->off, h->len)) != NULL)) {
+        fill_set_state(f, OC_FILL_STORING); /* answered by whoever wrote it */
+    } else if (h->lease == OC_MC_LEASE_WON) {
+        fill_take_lease(d, f, h->cas);
+    } else if (h->lease == OC_MC_LEASE_HELD || kind == OC_ENTRY_LEASE) {
+        /* another's lease (an older sidecar's LEASE entry counts too) */
+        if (f->state == OC_FILL_LEASING || !give_up) {
+            fill_set_state(f, OC_FILL_WAITING);
         } else {
             fill_set_state(f, OC_FILL_LOADING); /* waited enough: load, no fill */
             d->stats.lease_timeouts++;
         }
+    } else if (h->error || ++f->lease_tries >= OC_FILL_LEASE_TRIES) {
+        /* memcached failed (a fill would fail too), or the key keeps
+         * holding something that is not ours to replace: load, no fill */
+        fill_set_state(f, OC_FILL_LOADING);
+    } else {
+        fill_set_state(f, OC_FILL_LEASING); /* gone meanwhile: read again */
     }
+}
+
+static void batch_read_done(oc_mc_job_t *job, void *arg)
+{
+    oc_batch_t *b = arg;
+    oc_daemon_t *d = b->d;
+    int give_up = b->waited_ms >= d->conf->lease_wait_ms;
+    if (job->errors)
+        d->stats.mc_errors++;
+    for (size_t i = 0; i < b->n; i++)
+        fill_read(d, b->fills[i], job, &job->hits[i], give_up);
     oc_mc_job_free(job);
-    oc_batch_t *done, *lease, *load;
-    if (batch_take(b, OC_FILL_STORING, &done) != 0) {
-        batch_fail(b, "out of memory");
+    oc_batch_t *done = NULL, *lease = NULL, *load = NULL, *wait;
+    if (batch_take(b, OC_FILL_STORING, &done) != 0 ||
+        batch_take(b, OC_FILL_LEASING, &lease) != 0 ||
+        batch_take(b, OC_FILL_LOADING, &load) != 0) {
+        if (done) { /* answered already: retire them, fail the rest */
+            for (size_t i = 0; i < done->n; i++)
+                fill_answer(done->fills[i]);
+            batch_retire(done);
+        }
+        batch_fail_parts(b, lease, load);
         return;
     }
     if (done) {
@@ -477,84 +529,28 @@ static void batch_polled(oc_mc_job_t *job, void *arg)
             fill_answer(done->fills[i]);
         batch_retire(done);
     }
-    if (batch_take(b, OC_FILL_LEASING, &lease) != 0 ||
-        batch_take(b, OC_FILL_LOADING, &load) != 0) {
-        batch_fail(b, "out of memory");
-        return;
-    }
     if (lease)
-        batch_lease(lease);
+        batch_read(lease);
     if (load)
         batch_load(load);
-    batch_go(b, batch_wait); /* what is left is still WAITING */
+    wait = b; /* what is left is WAITING */
+    batch_go(wait, batch_wait);
     oc_fill_retire(d);
 }
 
-static void batch_poll(evutil_socket_t fd, short what, void *arg)
+static void batch_read(oc_batch_t *b)
 {
-    (void)fd, (void)what;
-    oc_batch_t *b = arg;
-    oc_mc_job_t *job = oc_mc_job_new_get(b->n, batch_polled, b);
+    oc_mc_job_t *job = oc_mc_job_new_get(b->n, batch_read_done, b);
     if (job == NULL) {
         batch_fail(b, "out of memory");
         return;
     }
+    job->lease_ttl_s = b->d->lease_ttl_s;
     for (size_t i = 0; i < b->n; i++) {
         job->keys[i] = b->fills[i]->ckey;
         job->key_lens[i] = b->fills[i]->ckey_len;
     }
-    b->d->stats.lease_waits += b->n;
     oc_mc_submit(b->d->mc, job);
-}
-
-/* ---- step 2: lease ------------------------------------------------------------ */
-
-static void batch_leased(oc_mc_job_t *job, void *arg)
-{
-    oc_batch_t *b = arg;
-    oc_daemon_t *d = b->d;
-    if (job->errors)
-        d->stats.mc_errors++;
-    for (size_t i = 0; i < b->n; i++) {
-        oc_fill_t *f = b->fills[i];
-        oc_mc_result_t r = job->items[i].result;
-        f->leased = (r == OC_MC_R_OK);
-        f->lease_seq = f->leased ? d->mget_seq : 0;
-        /* Refused: someone else holds the lease (or wrote the key). On an
-         * error (a server down) load anyway; a fill would fail too. */
-        fill_set_state(f, r == OC_MC_R_NOT_STORED ? OC_FILL_WAITING : OC_FILL_LOADING);
-    }
-    oc_mc_job_free(job);
-    oc_batch_t *wait;
-    if (batch_take(b, OC_FILL_WAITING, &wait) != 0) {
-        batch_fail(b, "out of memory");
-        return;
-    }
-    if (wait)
-        batch_wait(wait);
-    batch_go(b, batch_load);
-}
-
-static void batch_lease(oc_batch_t *b)
-{
-    oc_daemon_t *d = b->d;
-    oc_mc_job_t *job = oc_mc_job_new_items(OC_MC_ADD, b->n, batch_leased, b);
-    if (job == NULL) {
-        batch_fail(b, "out of memory");
-        return;
-    }
-    for (size_t i = 0; i < b->n; i++) {
-        oc_fill_t *f = b->fills[i];
-        fill_set_state(f, OC_FILL_LEASING);
-        oc_mc_item_t *it = &job->items[i];
-        it->key = f->ckey;
-        it->klen = f->ckey_len;
-        it->val = d->lease_token;
-        it->vlen = d->lease_token_len;
-        it->flags = oc_entry_flags(OC_ENTRY_LEASE);
-        it->exptime_s = d->lease_ttl_s;
-    }
-    oc_mc_submit(d->mc, job);
 }
 
 /* ---- step 1: join or start ------------------------------------------------------ */
@@ -577,7 +573,13 @@ static oc_fill_t *fill_new(oc_daemon_t *d, const oc_ukey_t *uk)
     f->canon_off = uk->canon_off;
     f->model_idx = uk->model_idx;
     f->in_map = 1;
-    fill_set_state(f, OC_FILL_LEASING);
+    /* Where the get's own read left the key decides the first step. */
+    if (uk->lease == OC_MC_LEASE_WON)
+        fill_take_lease(d, f, uk->lease_cas);
+    else if (uk->lease == OC_MC_LEASE_HELD)
+        fill_set_state(f, OC_FILL_WAITING);
+    else
+        fill_set_state(f, uk->mc_error ? OC_FILL_LOADING : OC_FILL_LEASING);
     d->stats.loads_in_flight++;
     return f;
 }
@@ -590,7 +592,14 @@ static oc_fill_t *fill_new(oc_daemon_t *d, const oc_ukey_t *uk)
  * tell, and answers. */
 static int fill_may_answer(const oc_fill_t *f, const oc_ukey_t *uk)
 {
-    return f->lease_seq == 0 || uk->saw_own_lease || uk->read_seq <= f->lease_seq;
+    if (uk->lease == OC_MC_LEASE_WON)
+        return 0; /* the key was empty: whatever f leased is gone, and uk
+                     holds a new lease that only a new load may fill */
+    if (f->lease_seq == 0)
+        return 1;
+    if (uk->lease == OC_MC_LEASE_HELD && uk->lease_cas == f->lease_cas)
+        return 1; /* f's own lease, untouched */
+    return uk->read_seq <= f->lease_seq;
 }
 
 /* Start a load for uk, or join one; returns 0, or -1 if out of memory. */
@@ -624,6 +633,22 @@ static int fill_one(oc_daemon_t *d, oc_batch_t **batches, oc_ukey_t *uk)
     return 0;
 }
 
+/* Start a new batch on its first step: fills of one batch may start in
+ * different states (see fill_new). */
+static void batch_start(oc_batch_t *b)
+{
+    oc_batch_t *lease = NULL, *load = NULL;
+    if (batch_take(b, OC_FILL_LEASING, &lease) != 0 || batch_take(b, OC_FILL_LOADING, &load) != 0) {
+        batch_fail_parts(b, lease, load);
+        return;
+    }
+    if (lease)
+        batch_read(lease);
+    if (load)
+        batch_load(load);
+    batch_go(b, batch_wait); /* WAITING */
+}
+
 void oc_fill_misses(oc_daemon_t *d, oc_ukey_t **keys, size_t n)
 {
     oc_batch_t **batches = calloc(d->conf->nmodels, sizeof(*batches));
@@ -632,6 +657,6 @@ void oc_fill_misses(oc_daemon_t *d, oc_ukey_t **keys, size_t n)
             oc_req_key_done(keys[i], OC_UK_ERROR, NULL, "out of memory");
     for (size_t m = 0; batches && m < d->conf->nmodels; m++)
         if (batches[m])
-            batch_go(batches[m], batch_lease);
+            batch_start(batches[m]);
     free(batches);
 }

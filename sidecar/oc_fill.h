@@ -7,21 +7,26 @@
  * instead of loading again. New misses of one request are grouped by model
  * into batches; a batch is one PostgreSQL query.
  *
- * Leases (as in Facebook's "Scaling Memcache"): before loading, a sidecar
- * `add`s a LEASE entry naming itself. Only the holder of the lease may fill
- * the key, and only by `cas` over its own lease; any write in between (a
- * push, a tombstone, an invalidation's delete) replaces or removes the
- * lease, so the fill fails and the stale value never reaches the cache. A
- * sidecar that finds another's lease waits up to lease_wait for the result
- * (so a hot key's expiry does not send every host to the database), then
- * loads by itself without filling.
+ * Leases (as in Facebook's "Scaling Memcache"), memcached's own: a read of
+ * a missing key with `mg <key> v c f N<ttl>` (memcached >= 1.6) makes an
+ * empty item there and tells this reader it won (W); every other reader of
+ * that item is told another holds it (Z). Only the winner may fill the key,
+ * and only by `cas` with the empty item's cas; any write in between (a
+ * push, a tombstone, an invalidation's delete) changes or removes the item,
+ * so the fill fails and the stale value never reaches the cache. A sidecar
+ * that finds another's lease waits up to lease_wait for the result (so a hot
+ * key's expiry does not send every host to the database), then loads by
+ * itself without filling. The get's own read may already be such a meta
+ * get (oc_req.c: while most gets miss); otherwise the lease is taken by a
+ * second read of the missed keys.
  *
- *   LEASING --add ok/error--> LOADING --rows--> STORING --cas--> RETIRING
- *      |  \--add refused--> WAITING --result appears-------------^  |
- *      |                      |--lease gone--> LEASING (again)      |
- *      |                      \--lease_wait over--> LOADING (no lease)
- *   a failed load fails every waiter and removes the fill at once.  v
- *                                                               removed
+ *   LEASING --read: W / error--> LOADING --rows--> STORING --cas--> RETIRING
+ *      |  \--read: Z--> WAITING --read: the value----------------^    |
+ *      |                  |--read: W (the holder's lease went)--> LOADING
+ *      |                  \--lease_wait over--> LOADING (no lease)     |
+ *   a get that read W or Z starts in LOADING or WAITING.               |
+ *   a failed load fails every waiter and removes the fill at once.     v
+ *                                                                 removed
  * RETIRING: the answer is known and written; the fill keeps answering
  * until every get whose memcached multi-get was sent before then has had
  * its answer (such a get may have missed the key just before it was

@@ -32,6 +32,7 @@
  */
 typedef enum mc_wop_kind {
     MC_WOP_GETS,    /* refs[]: a GET key, or the read of a SWAP/PUSH item */
+    MC_WOP_MG,      /* refs[]: GET keys read with mg, one reply each */
     MC_WOP_STORE,   /* job->items[idx]: set, add or cas */
     MC_WOP_DELETE,  /* job->items[idx] */
     MC_WOP_VERSION, /* job->items[idx] of a PROBE */
@@ -79,6 +80,8 @@ typedef struct mc_server {
     mc_wop_t *wait_head, *wait_tail; /* in `out` or sent, awaiting replies */
     mc_ref_t *gets;               /* keys for the next flush's multi-get */
     size_t ngets, gets_cap;
+    mc_ref_t *mgs;                /* keys for the next flush's meta gets */
+    size_t nmgs, mgs_cap;
     int dirty;                    /* on mc->dirty */
     struct mc_server *dirty_next;
 } mc_server_t;
@@ -187,6 +190,8 @@ static void part_fail(oc_mc_t *mc, oc_mc_job_t *job, size_t idx, const char *why
     job_error(job, why, strlen(why));
     if (job->op != OC_MC_GET)
         job->items[idx].result = OC_MC_R_ERROR;
+    else
+        job->hits[idx].error = 1;
     part_done(mc, job);
 }
 
@@ -358,6 +363,21 @@ static void on_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l, const 
                 l ? l->cas : 0);
 }
 
+/* A meta get's reply (l: VA, or NULL for EN or an error) for a GET key. */
+static void on_meta_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l,
+                         const char *data)
+{
+    oc_mc_job_t *job = ref.job;
+    oc_mc_hit_t *h = &job->hits[ref.idx];
+    if (l && l->win) {
+        h->lease = l->win == OC_MCP_WIN ? OC_MC_LEASE_WON : OC_MC_LEASE_HELD;
+        h->cas = l->cas;
+        part_done(s->mc, job);
+        return;
+    }
+    on_read(s, ref, l, data);
+}
+
 /* The GETS wop's refs from the cursor up to (not including) `upto` missed. */
 static void gets_misses(mc_server_t *s, mc_wop_t *w, size_t upto)
 {
@@ -395,8 +415,29 @@ static int parse_wop(mc_server_t *s, mc_wop_t *w)
             return 0;
         if (t == OC_MCP_BAD)
             return -1;
+        if (w->kind == MC_WOP_MG) {
+            if (t != OC_MCP_VA && t != OC_MCP_EN && t != OC_MCP_ERROR)
+                return -1;
+            if (t == OC_MCP_VA && avail < l.line_len + (size_t)l.bytes + 2)
+                return 0; /* the data block is not all here yet */
+            const char *data = p + l.line_len;
+            if (t == OC_MCP_VA && (data[l.bytes] != '\r' || data[l.bytes + 1] != '\n'))
+                return -1;
+            s->in_off += l.line_len + (t == OC_MCP_VA ? (size_t)l.bytes + 2 : 0);
+            mc_ref_t ref = w->refs[w->cursor++];
+            if (t == OC_MCP_ERROR) { /* this key only: the next reply is the next key's */
+                char why[OC_ERRLEN];
+                snprintf(why, sizeof(why), "%.*s", (int)l.text_len, l.text);
+                part_fail(s->mc, ref.job, ref.idx, why);
+            } else {
+                on_meta_read(s, ref, t == OC_MCP_VA ? &l : NULL, data);
+            }
+            if (w->cursor == w->nrefs)
+                return 1;
+            continue;
+        }
         if (w->kind != MC_WOP_GETS) {
-            if (t == OC_MCP_VALUE || t == OC_MCP_END)
+            if (t == OC_MCP_VALUE || t == OC_MCP_END || t == OC_MCP_VA || t == OC_MCP_EN)
                 return -1;
             s->in_off += l.line_len;
             if (w->kind == MC_WOP_VERSION)
@@ -408,9 +449,12 @@ static int parse_wop(mc_server_t *s, mc_wop_t *w)
         }
         if (t == OC_MCP_END || t == OC_MCP_ERROR) {
             s->in_off += l.line_len;
-            if (t == OC_MCP_ERROR)
-                for (size_t i = w->cursor; i < w->nrefs; i++)
-                    job_error(w->refs[i].job, l.text, l.text_len);
+            if (t == OC_MCP_ERROR) { /* the keys not answered yet failed */
+                char why[OC_ERRLEN];
+                snprintf(why, sizeof(why), "%.*s", (int)l.text_len, l.text);
+                for (; w->cursor < w->nrefs; w->cursor++)
+                    part_fail(s->mc, w->refs[w->cursor].job, w->refs[w->cursor].idx, why);
+            }
             gets_misses(s, w, w->nrefs);
             return 1;
         }
@@ -539,6 +583,57 @@ static void queue_get(mc_server_t *s, oc_mc_job_t *job, size_t idx)
     mark_dirty(s);
 }
 
+/* The key of a GET job with a lease TTL: a meta get at the next flush. */
+static void queue_mg(mc_server_t *s, oc_mc_job_t *job, size_t idx)
+{
+    if (s->nmgs == s->mgs_cap) {
+        size_t cap = s->mgs_cap ? s->mgs_cap * 2 : 64;
+        mc_ref_t *g = realloc(s->mgs, cap * sizeof(*g));
+        if (g == NULL) {
+            part_fail(s->mc, job, idx, "out of memory");
+            return;
+        }
+        s->mgs = g;
+        s->mgs_cap = cap;
+    }
+    s->mgs[s->nmgs++] = (mc_ref_t){job, idx};
+    mark_dirty(s);
+}
+
+/* The meta gets queued for s this turn: one command each, one write. */
+static void flush_mgs(mc_server_t *s)
+{
+    if (s->nmgs == 0)
+        return;
+    size_t bytes = 0;
+    for (size_t i = 0; i < s->nmgs; i++)
+        bytes += oc_mcp_mg_size(s->mgs[i].job->key_lens[s->mgs[i].idx]);
+    mc_wop_t *w = wop_new(s->mc);
+    char *p = w ? out_reserve(s, bytes) : NULL;
+    mc_ref_t *refs = s->mgs;
+    size_t n = s->nmgs;
+    s->mgs = NULL;
+    s->nmgs = s->mgs_cap = 0;
+    if (p == NULL) {
+        free(w);
+        for (size_t i = 0; i < n; i++)
+            part_fail(s->mc, refs[i].job, refs[i].idx, "out of memory");
+        free(refs);
+        return;
+    }
+    char *start = p;
+    for (size_t i = 0; i < n; i++) {
+        const oc_mc_job_t *job = refs[i].job;
+        p += oc_mcp_format_mg(p, job->keys[refs[i].idx], job->key_lens[refs[i].idx],
+                              job->lease_ttl_s);
+    }
+    s->out_len += (size_t)(p - start);
+    w->kind = MC_WOP_MG;
+    w->refs = refs;
+    w->nrefs = n;
+    wait_push(s, w);
+}
+
 /* The multi-get of everything queued for s this turn, as one command. */
 static void flush_gets(mc_server_t *s)
 {
@@ -618,13 +713,13 @@ static void srv_abort(mc_server_t *s, const char *why, int log)
      * down now, so those fail at once too). */
     mc_wop_t *w = s->wait_head;
     s->wait_head = s->wait_tail = NULL;
-    mc_ref_t *gets = s->gets;
-    size_t ngets = s->ngets;
-    s->gets = NULL;
-    s->ngets = s->gets_cap = 0;
+    mc_ref_t *gets = s->gets, *mgs = s->mgs;
+    size_t ngets = s->ngets, nmgs = s->nmgs;
+    s->gets = s->mgs = NULL;
+    s->ngets = s->gets_cap = s->nmgs = s->mgs_cap = 0;
     while (w) {
         mc_wop_t *next = w->next;
-        if (w->kind == MC_WOP_GETS)
+        if (w->kind == MC_WOP_GETS || w->kind == MC_WOP_MG)
             for (size_t i = w->cursor; i < w->nrefs; i++)
                 part_fail(mc, w->refs[i].job, w->refs[i].idx, msg);
         else
@@ -634,7 +729,10 @@ static void srv_abort(mc_server_t *s, const char *why, int log)
     }
     for (size_t i = 0; i < ngets; i++)
         part_fail(mc, gets[i].job, gets[i].idx, msg);
+    for (size_t i = 0; i < nmgs; i++)
+        part_fail(mc, mgs[i].job, mgs[i].idx, msg);
     free(gets);
+    free(mgs);
 }
 
 static void srv_fail(mc_server_t *s, const char *why)
@@ -806,6 +904,7 @@ static int srv_ready(mc_server_t *s, int force)
 static void srv_flush(mc_server_t *s)
 {
     flush_gets(s);
+    flush_mgs(s);
     if (s->state == MC_SRV_UP && s->out_off < s->out_len && s->ev_write &&
         !event_pending(s->ev_write, EV_WRITE, NULL))
         srv_write(s);
@@ -942,7 +1041,9 @@ void oc_mc_submit(oc_mc_t *mc, oc_mc_job_t *job)
             continue;
         }
         mc_server_t *s = route_part(mc, job, i, job->keys[i], job->key_lens[i]);
-        if (s)
+        if (s && job->lease_ttl_s)
+            queue_mg(s, job, i);
+        else if (s)
             queue_get(s, job, i);
     }
     part_done(mc, job);

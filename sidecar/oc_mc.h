@@ -72,9 +72,21 @@ typedef enum oc_mc_result {
     OC_MC_R_ERROR, /* server down, timeout, ...: see job->err */
 } oc_mc_result_t;
 
-/* One result of a GET: value bytes live in job->arena at [off, off+len). */
+/* A GET with lease_ttl_s: what a miss left in memcached. */
+typedef enum oc_mc_lease {
+    OC_MC_LEASE_NONE = 0,
+    OC_MC_LEASE_WON,  /* the key was absent: memcached made an empty item
+                         (its lease) for this read, whose cas is hit.cas */
+    OC_MC_LEASE_HELD, /* an empty item another read made holds the key;
+                         hit.cas is its cas */
+} oc_mc_lease_t;
+
+/* One result of a GET: value bytes live in job->arena at [off, off+len).
+ * found = 0 with a lease: the key holds no value, only a lease. */
 typedef struct oc_mc_hit {
     int found;
+    int error;           /* memcached failed for this key (job->err says why) */
+    oc_mc_lease_t lease;
     uint32_t flags;
     uint64_t cas;
     size_t off, len;
@@ -116,7 +128,11 @@ typedef struct oc_mc_item {
 struct oc_mc_job {
     oc_mc_op_t op;
     size_t n;
-    /* GET: the caller fills keys/key_lens (unique keys); results in hits. */
+    /* GET: the caller fills keys/key_lens (unique keys); results in hits.
+     * With lease_ttl_s > 0 each key is read with a meta get whose miss
+     * takes a lease for that many seconds (`mg <key> v c f N<ttl>`,
+     * memcached >= 1.6): the read and the lease are one round trip. */
+    uint32_t lease_ttl_s;
     const char **keys;
     size_t *key_lens;
     oc_mc_hit_t *hits;

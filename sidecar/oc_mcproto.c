@@ -64,6 +64,31 @@ static oc_mcp_reply_t parse_value(const char *s, const char *end, oc_mcp_line_t 
     return OC_MCP_VALUE;
 }
 
+/* VA <bytes> <flags>: of the flags, c, f, W, Z and X are read (X, stale,
+ * only ever comes with W or Z); a flag objcached did not ask for is a
+ * stream it does not understand. */
+static oc_mcp_reply_t parse_va(const char *s, const char *end, oc_mcp_line_t *out)
+{
+    uint64_t bytes, v;
+    if (parse_u64(&s, end, OC_MCP_VALUE_MAX, &bytes))
+        return OC_MCP_BAD;
+    out->bytes = (uint32_t)bytes;
+    while (s < end) {
+        if (skip_space(&s, end) || s == end)
+            return OC_MCP_BAD;
+        char f = *s++;
+        if (f == 'c' && parse_u64(&s, end, UINT64_MAX, &v) == 0)
+            out->cas = v;
+        else if (f == 'f' && parse_u64(&s, end, UINT32_MAX, &v) == 0)
+            out->flags = (uint32_t)v;
+        else if ((f == 'W' || f == 'Z' || f == 'X') && (s == end || *s == ' '))
+            out->win = f == 'W' ? OC_MCP_WIN : f == 'Z' ? OC_MCP_WON_ELSEWHERE : out->win;
+        else
+            return OC_MCP_BAD;
+    }
+    return OC_MCP_VA;
+}
+
 static int starts(const char *s, size_t len, const char *word)
 {
     size_t n = strlen(word);
@@ -99,6 +124,10 @@ oc_mcp_reply_t oc_mcp_parse_line(const char *buf, size_t len, oc_mcp_line_t *out
             return out->type = plain[i].type;
     if (n > 6 && memcmp(buf, "VALUE ", 6) == 0)
         return out->type = parse_value(buf + 6, buf + n, out);
+    if (n > 3 && memcmp(buf, "VA ", 3) == 0)
+        return out->type = parse_va(buf + 3, buf + n, out);
+    if (equals(buf, n, "EN"))
+        return out->type = OC_MCP_EN;
     if (starts(buf, n, "VERSION"))
         return out->type = OC_MCP_VERSION;
     if (equals(buf, n, "ERROR") || starts(buf, n, "CLIENT_ERROR") ||
@@ -125,6 +154,23 @@ static char *put_u64(char *p, uint64_t v)
     char tmp[24];
     char *s = format_u64(tmp + sizeof(tmp), v);
     return oc_mcp_put(p, s, (size_t)(tmp + sizeof(tmp) - s));
+}
+
+size_t oc_mcp_mg_size(size_t klen)
+{
+    return 3 + klen + 8 + 2 + 10 + 2; /* "mg ", key, " v c f N", ttl, "\r\n" */
+}
+
+size_t oc_mcp_format_mg(char *buf, const char *key, size_t klen, uint32_t ttl)
+{
+    char *p = oc_mcp_put(buf, "mg ", 3);
+    p = oc_mcp_put(p, key, klen);
+    p = oc_mcp_put(p, " v c f", 6);
+    if (ttl > 0) {
+        p = oc_mcp_put(p, " N", 2);
+        p = put_u64(p, ttl);
+    }
+    return (size_t)(oc_mcp_put(p, "\r\n", 2) - buf);
 }
 
 size_t oc_mcp_store_size(size_t klen, size_t vlen)

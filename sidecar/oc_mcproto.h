@@ -4,9 +4,11 @@
  * Pure functions over caller buffers; no I/O, no allocation (oc_mc does the
  * I/O and owns the buffers).
  *
- * Sent: `gets k1 k2 ...`, `set|add|cas <key> <flags> <exptime> <bytes>
- * [<cas>]` + data, `delete <key>`, `version`. Replies read: the VALUE lines
- * of a multi-get up to END, and the one-line replies of the others.
+ * Sent: `gets k1 k2 ...`, `mg <key> v c f N<ttl>` (memcached >= 1.6: the
+ * read that takes a lease on a miss), `set|add|cas <key> <flags> <exptime>
+ * <bytes> [<cas>]` + data, `delete <key>`, `version`. Replies read: the
+ * VALUE lines of a multi-get up to END, the VA/EN of a meta get, and the
+ * one-line replies of the others.
  */
 #ifndef OC_MCPROTO_H
 #define OC_MCPROTO_H
@@ -46,6 +48,8 @@ typedef enum oc_mcp_reply {
     OC_MCP_NOT_FOUND,
     OC_MCP_DELETED,
     OC_MCP_VERSION,
+    OC_MCP_VA,           /* VA <bytes> c<cas> f<flags> [W|Z|X]...: a meta get's value */
+    OC_MCP_EN,           /* a meta get's miss */
     OC_MCP_ERROR,        /* ERROR, CLIENT_ERROR ..., SERVER_ERROR ...: text */
     OC_MCP_BAD,          /* not a reply we know, or too long: the stream is lost */
 } oc_mcp_reply_t;
@@ -59,6 +63,9 @@ typedef struct oc_mcp_line {
     uint32_t flags;
     uint32_t bytes;      /* the data block that follows (then \r\n) */
     uint64_t cas;
+    int win;             /* VA: W (this client won the lease: the item was
+                            made empty by its N flag), or Z (another client
+                            holds it), or 0 */
     const char *text;    /* ERROR: the whole line without \r\n */
     size_t text_len;
 } oc_mcp_line_t;
@@ -66,6 +73,13 @@ typedef struct oc_mcp_line {
 /* Read the reply line at buf[0..len). NEED_MORE if no \r\n yet (BAD if
  * there is none within OC_MCP_LINE_MAX bytes). */
 oc_mcp_reply_t oc_mcp_parse_line(const char *buf, size_t len, oc_mcp_line_t *out);
+
+#define OC_MCP_WIN 1        /* the W flag */
+#define OC_MCP_WON_ELSEWHERE 2 /* the Z flag */
+
+/* Bytes the mg command needs; write it (v c f, and N<ttl> when ttl > 0). */
+size_t oc_mcp_mg_size(size_t klen);
+size_t oc_mcp_format_mg(char *buf, const char *key, size_t klen, uint32_t ttl);
 
 /* Bytes the store command needs, header and data and both \r\n. */
 size_t oc_mcp_store_size(size_t klen, size_t vlen);

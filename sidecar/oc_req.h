@@ -21,6 +21,7 @@
 
 #include "oc_daemon.h"
 #include "oc_fill.h"
+#include "oc_mc.h"
 #include "oc_proto.h"
 
 typedef struct oc_req oc_req_t;
@@ -45,7 +46,10 @@ typedef struct oc_ukey {
     uint64_t cas;
     oc_blob_t *blob;        /* reference held when data came from a load */
     uint64_t read_seq;      /* the mget_seq of the multi-get that missed it */
-    int saw_own_lease;      /* ... and found this sidecar's lease there */
+    oc_mc_lease_t lease;    /* ... what that read left: a lease it took or
+                               found (OC_MC_LEASE_*) */
+    uint64_t lease_cas;     /* ... and that lease's cas */
+    int mc_error;           /* ... or memcached failed for it */
     struct oc_ukey *next_waiter; /* in a fill's waiter list */
 } oc_ukey_t;
 

@@ -35,6 +35,7 @@ struct evbuffer;
     X(pg_connections_up, GAUGE, "loader connections connected now")           \
     X(mc_servers_up, GAUGE, "memcached servers that answered the last health probe") \
     X(mc_gets, COUNTER, "multi-gets sent to memcached")                       \
+    X(mc_gets_leasing, COUNTER, "of those, read with meta gets that lease a miss at once (most gets missed)") \
     X(mc_sets, COUNTER, "items written to memcached")                         \
     X(mc_errors, COUNTER, "memcached operations that reported an error")      \
     X(loads_in_flight, GAUGE, "keys being loaded or written back now (fills and push checks)")        \

@@ -41,7 +41,9 @@ KIND_NAMES = {1: "OBJECT", 2: "MISSING", 3: "TOMBSTONE", 4: "LEASE"}
 
 def entry_kind(flags):
     """The objcached entry kind of a memcached item's flags ('OBJECT',
-    'MISSING', 'TOMBSTONE', 'LEASE'), or 'FOREIGN'."""
+    'MISSING', 'TOMBSTONE', 'LEASE' for an older sidecar's lease entry), or
+    'FOREIGN'. A lease objcached takes now is memcached's own (see
+    raw_items)."""
     if flags >> 16 != ENTRY_MAGIC or (flags >> 8) & 0xFF != 1:
         return "FOREIGN"
     return KIND_NAMES.get(flags & 0xFF, "FOREIGN")
@@ -61,14 +63,24 @@ def cache_key(model, ident, generation=0, prefix="oc:"):
 def raw_items(mc_pool, key):
     """[(server address, kind, data)] for every server of the pool that holds
     `key` (objcached hashes keys with ketama; asking every server needs no
-    copy of its hash)."""
+    copy of its hash). Read with a meta get, so that a lease shows: the
+    empty item a miss's `mg ... N<ttl>` made, which memcached marks as won
+    (W/Z in the reply); its kind is 'LEASE', its data the lease's cas."""
     out = []
     k = key.encode() if isinstance(key, str) else key
     for m in mc_pool:
         with m.client(timeout=5) as c:
-            reply = c.command(b"get " + k)
-        for v in reply.values:
-            out.append((m.address, entry_kind(v.flags), v.data))
+            c.sendline(b"mg " + k + b" v f c")
+            head = c.readline().split()
+            if head[0] == b"EN":
+                continue
+            assert head[0] == b"VA", head
+            data = c.read_exact(int(head[1]) + 2)[:-2]
+        flags = {t[:1]: t[1:] for t in head[2:]}
+        if b"W" in flags or b"Z" in flags:
+            out.append((m.address, "LEASE", flags[b"c"]))
+        else:
+            out.append((m.address, entry_kind(int(flags[b"f"])), data))
     return out
 
 

@@ -8,6 +8,7 @@ import time
 import pytest
 from pymemcache.client.base import Client as PymemcacheClient
 
+import consistency as oc_c
 import harness
 
 DOC_UUIDS = {}  # filled lazily from the database: doc number -> uuid text
@@ -115,6 +116,35 @@ def test_get_multi_mixed_hits_misses_absent(objcached, ref):
         assert moved(s0, s1, "pg_queries", "cmd_get", "get_keys", "get_hits", "get_misses",
                      "get_absent") == {"pg_queries": 4, "cmd_get": 1, "get_keys": 9,
                                        "get_hits": 3, "get_misses": 6, "get_absent": 3}
+
+
+def test_cold_gets_switch_to_leasing_reads_and_back(objcached, ref, mc_pool):
+    """While most gets miss, each key is read with a meta get that takes the
+    lease of a miss in the same round trip (mc_gets_leasing); once most hit,
+    gets go back to one multi-get per server. Answers are the same either
+    way, and every missed row is loaded once and cached."""
+    ids = list(range(1, 201))
+    with objcached.client() as c:
+        s0 = c.stats()
+        for i in ids:                                      # 200 cold gets of one key
+            assert c.get(f"User:{i}") == ref.json("User", i)
+        objcached.wait_idle()
+        s1 = c.stats()
+        m = moved(s0, s1, "mc_gets", "mc_gets_leasing", "pg_queries", "fills_dropped")
+        assert m["mc_gets"] == 200 and m["pg_queries"] == 200 and m["fills_dropped"] == 0
+        assert 150 <= m["mc_gets_leasing"] < 200, m        # after the first few dozen
+        for i in ids:                                      # the same keys: all hits now
+            assert c.get(f"User:{i}") == ref.json("User", i)
+        s2 = c.stats()
+        m = moved(s1, s2, "mc_gets", "mc_gets_leasing", "pg_queries", "get_hits")
+        assert m["pg_queries"] == 0 and m["get_hits"] == 200
+        assert 0 < m["mc_gets_leasing"] < 100, m           # back to plain multi-gets
+        assert c.get("User:7") == ref.json("User", 7)
+        assert moved(s2, c.stats(), "mc_gets_leasing")["mc_gets_leasing"] == 0
+    # what memcached holds are the rows, not leases
+    for i in (1, 100, 200):
+        [(_, kind, _)] = oc_c.raw_items(mc_pool, oc_c.cache_key("User", i))
+        assert kind == "OBJECT"
 
 
 def test_absent_ids_are_cached_as_not_existing(objcached):

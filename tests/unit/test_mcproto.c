@@ -110,6 +110,38 @@ static void test_partial_and_long_lines(void **state)
     assert_int_equal(oc_mcp_parse_line("END\0\r\n", 6, &l), OC_MCP_BAD);
 }
 
+static void test_meta_get_replies(void **state)
+{
+    (void)state;
+    oc_mcp_line_t l;
+    assert_int_equal(parse("VA 2 c7 f1868759297\r\n", &l), OC_MCP_VA);
+    assert_true(l.bytes == 2 && l.cas == 7 && l.flags == 1868759297u && l.win == 0);
+    /* a miss with N: the empty item this client made, and won */
+    assert_int_equal(parse("VA 0 c5 f0 W\r\n", &l), OC_MCP_VA);
+    assert_true(l.bytes == 0 && l.cas == 5 && l.win == OC_MCP_WIN);
+    assert_int_equal(parse("VA 0 c5 f0 Z\r\n", &l), OC_MCP_VA);
+    assert_int_equal(l.win, OC_MCP_WON_ELSEWHERE);
+    assert_int_equal(parse("VA 3 c9 f1 X W\r\n", &l), OC_MCP_VA); /* stale, and won */
+    assert_int_equal(l.win, OC_MCP_WIN);
+    assert_int_equal(parse("EN\r\n", &l), OC_MCP_EN);
+    static const char *const bad[] = {
+        "VA\r\n", "VA \r\n", "VA x c1\r\n", "VA 1 c\r\n", "VA 1 cx\r\n", "VA 1 q\r\n",
+        "VA 1 t5\r\n", "VA 1 W2\r\n", "VA 1  c1\r\n", "VA 1 c1 \r\n", "VA 134217729\r\n",
+        "VA 1 f4294967296\r\n", "EN \r\n", "ENX\r\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (parse(bad[i], &l) != OC_MCP_BAD)
+            fail_msg("accepted '%s'", bad[i]);
+    char buf[300];
+    size_t n = oc_mcp_format_mg(buf, "oc:User:1", 9, 6);
+    assert_int_equal(n, strlen("mg oc:User:1 v c f N6\r\n"));
+    assert_memory_equal(buf, "mg oc:User:1 v c f N6\r\n", n);
+    assert_true(n <= oc_mcp_mg_size(9));
+    n = oc_mcp_format_mg(buf, "k", 1, 0);
+    assert_memory_equal(buf, "mg k v c f\r\n", n);
+    assert_true(oc_mcp_format_mg(buf, "k", 1, UINT32_MAX) <= oc_mcp_mg_size(1));
+}
+
 static void test_key_ok(void **state)
 {
     (void)state;
@@ -156,6 +188,7 @@ int main(void)
         cmocka_unit_test(test_value_lines_bad),
         cmocka_unit_test(test_one_line_replies),
         cmocka_unit_test(test_partial_and_long_lines),
+        cmocka_unit_test(test_meta_get_replies),
         cmocka_unit_test(test_key_ok),
         cmocka_unit_test(test_format_store),
     };
