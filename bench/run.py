@@ -388,7 +388,16 @@ class ColdCursor:
         return self.next
 
     def advance(self, r):
-        self.next = max(self.next, r.get("cold_next") or self.next)
+        nxt = r.get("cold_next")
+        if nxt is None:
+            return
+        if nxt < self.next:
+            # the run's cursor wrapped around its range (it used every id and
+            # then some: a run's threads overshoot its batch limit by up to
+            # C batches): nothing is left unasked, flush before the next take
+            self.next = self.hi + 1
+        else:
+            self.next = nxt
 
     def forget(self, target, lo):
         """Delete the cold ids [lo, next) that `target` cached, and reuse them."""
@@ -402,9 +411,11 @@ def phase_cold(runner, world, cfg, rng, cursor):
     step("cold path: all misses (each run asks ids nobody asked before)")
     targets = ["hand", "n1", "oc-unix", "sql"]
     for trial, k, c, t in interleaved(cfg, rng, targets, cfg["cold_k"], cfg["cold_c"]):
-        # a run stops before its ids wrap around (that would be hits)
-        budget = min(400_000 if t != "n1" else 100_000, cursor.hi - cursor.lo)
-        lo = cursor.take(budget)
+        # a run stops before its ids wrap around (that would be hits): its
+        # threads may overshoot the batch limit by up to C batches
+        margin = c * k
+        budget = min(400_000 if t != "n1" else 100_000, cursor.hi - cursor.lo + 1 - margin)
+        lo = cursor.take(budget + margin)
         r = runner.run("cold", t, k, c, f"seq:{lo}:{cursor.hi}",
                        seconds=cfg["seconds"], batches=budget // k)
         cursor.advance(r)

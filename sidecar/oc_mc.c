@@ -1013,9 +1013,8 @@ static void submit_item(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
         queue_get(s, job, i);
         break;
     case OC_MC_SET:
-    case OC_MC_ADD:
     case OC_MC_CAS:
-        queue_store(s, job, i, job->op == OC_MC_SET ? "set" : job->op == OC_MC_ADD ? "add" : "cas",
+        queue_store(s, job, i, job->op == OC_MC_SET ? "set" : "cas",
                     it->val, it->vlen, it->flags, it->cas);
         break;
     case OC_MC_DELETE:

@@ -42,7 +42,6 @@ typedef void (*oc_mc_done_fn)(oc_mc_job_t *job, void *arg);
 typedef enum oc_mc_op {
     OC_MC_GET,    /* multi-get keys[] (with their cas); results in hits[] */
     OC_MC_SET,    /* set each item */
-    OC_MC_ADD,    /* add each item: NOT_STORED if the key exists */
     OC_MC_DELETE, /* delete each item's key: NOT_FOUND if it was not there */
     OC_MC_CAS,    /* cas each item against item.cas: EXISTS or NOT_FOUND if
                      the key changed or went since that cas was read */
@@ -106,7 +105,7 @@ typedef enum oc_mc_decision {
 typedef oc_mc_decision_t (*oc_mc_decide_fn)(const struct oc_mc_item *it, int found,
                                             uint32_t flags, const char *val, size_t len);
 
-/* One item of a SET/ADD/DELETE/CAS/SWAP/PUSH. */
+/* One item of a SET/DELETE/CAS/SWAP/PUSH. */
 typedef struct oc_mc_item {
     const char *key;
     size_t klen;
