@@ -397,24 +397,12 @@ static void batch_loaded(oc_pg_load_t *load, PGresult *res, oc_status_t st,
     batch_store(b);
 }
 
-/* The batch's ids as one array literal, for the load's $1. */
-static char *batch_ids_literal(const oc_batch_t *b)
+/* Fill i's canonical id, for the load's $1. */
+static void batch_id(const void *arg, size_t i, const char **p, size_t *len)
 {
-    if (b->n == 0)
-        return NULL;
-    const char **ids = malloc(b->n * sizeof(*ids));
-    size_t *lens = malloc(b->n * sizeof(*lens));
-    char *lit = NULL;
-    if (ids && lens) {
-        for (size_t i = 0; i < b->n; i++) {
-            ids[i] = b->fills[i]->ckey + b->fills[i]->canon_off;
-            lens[i] = b->fills[i]->ckey_len - b->fills[i]->canon_off;
-        }
-        lit = oc_pg_array_literal(ids, lens, b->n);
-    }
-    free(ids);
-    free(lens);
-    return lit;
+    const oc_fill_t *f = ((const oc_batch_t *)arg)->fills[i];
+    *p = f->ckey + f->canon_off;
+    *len = f->ckey_len - f->canon_off;
 }
 
 static void batch_load(oc_batch_t *b)
@@ -422,7 +410,7 @@ static void batch_load(oc_batch_t *b)
     oc_daemon_t *d = b->d;
     for (size_t i = 0; i < b->n; i++)
         fill_set_state(b->fills[i], OC_FILL_LOADING);
-    char *ids = batch_ids_literal(b);
+    char *ids = oc_pg_array_literal_of(b->n, batch_id, b);
     oc_pg_load_t *load = ids ? oc_pg_load_new(b->model_idx, ids, batch_loaded, b) : NULL;
     if (load == NULL) {
         free(ids);

@@ -566,38 +566,34 @@ static void queue_line(mc_server_t *s, oc_mc_job_t *job, size_t idx, const char 
     mark_dirty(s);
 }
 
-/* The key of job's idx joins the server's next multi-get. */
-static void queue_get(mc_server_t *s, oc_mc_job_t *job, size_t idx)
+/* Append a key of job to one of s's lists for the next flush. */
+static void queue_ref(mc_server_t *s, mc_ref_t **list, size_t *n, size_t *cap,
+                      oc_mc_job_t *job, size_t idx)
 {
-    if (s->ngets == s->gets_cap) {
-        size_t cap = s->gets_cap ? s->gets_cap * 2 : 64;
-        mc_ref_t *g = realloc(s->gets, cap * sizeof(*g));
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 64;
+        mc_ref_t *g = realloc(*list, c * sizeof(*g));
         if (g == NULL) {
             part_fail(s->mc, job, idx, "out of memory");
             return;
         }
-        s->gets = g;
-        s->gets_cap = cap;
+        *list = g;
+        *cap = c;
     }
-    s->gets[s->ngets++] = (mc_ref_t){job, idx};
+    (*list)[(*n)++] = (mc_ref_t){job, idx};
     mark_dirty(s);
+}
+
+/* The key of job's idx joins the server's next multi-get. */
+static void queue_get(mc_server_t *s, oc_mc_job_t *job, size_t idx)
+{
+    queue_ref(s, &s->gets, &s->ngets, &s->gets_cap, job, idx);
 }
 
 /* The key of a GET job with a lease TTL: a meta get at the next flush. */
 static void queue_mg(mc_server_t *s, oc_mc_job_t *job, size_t idx)
 {
-    if (s->nmgs == s->mgs_cap) {
-        size_t cap = s->mgs_cap ? s->mgs_cap * 2 : 64;
-        mc_ref_t *g = realloc(s->mgs, cap * sizeof(*g));
-        if (g == NULL) {
-            part_fail(s->mc, job, idx, "out of memory");
-            return;
-        }
-        s->mgs = g;
-        s->mgs_cap = cap;
-    }
-    s->mgs[s->nmgs++] = (mc_ref_t){job, idx};
-    mark_dirty(s);
+    queue_ref(s, &s->mgs, &s->nmgs, &s->mgs_cap, job, idx);
 }
 
 /* The meta gets queued for s this turn: one command each, one write. */

@@ -104,6 +104,23 @@ char *oc_pg_array_literal(const char *const *items, const size_t *lens, size_t n
     return s;
 }
 
+char *oc_pg_array_literal_of(size_t n, oc_pg_item_fn item, const void *arg)
+{
+    if (n == 0)
+        return NULL;
+    const char **items = malloc(n * sizeof(*items));
+    size_t *lens = malloc(n * sizeof(*lens));
+    char *lit = NULL;
+    if (items && lens) {
+        for (size_t i = 0; i < n; i++)
+            item(arg, i, &items[i], &lens[i]);
+        lit = oc_pg_array_literal(items, lens, n);
+    }
+    free(items);
+    free(lens);
+    return lit;
+}
+
 /* ---- loads --------------------------------------------------------------- */
 
 oc_pg_load_t *oc_pg_load_new(size_t model_idx, char *ids, oc_pg_done_fn done, void *arg)

@@ -78,6 +78,10 @@ char *oc_pg_session_sql(const oc_conf_t *conf);
  * for binding as one parameter (valid for bigint[], uuid[] and text[] too).
  * Returns a malloc'd string, or NULL if out of memory. */
 char *oc_pg_array_literal(const char *const *items, const size_t *lens, size_t n);
+/* The same, with item i given by item(arg, i, &p, &len): for callers whose
+ * items sit inside their own structs (the ids of fills, of pushes). */
+typedef void (*oc_pg_item_fn)(const void *arg, size_t i, const char **p, size_t *len);
+char *oc_pg_array_literal_of(size_t n, oc_pg_item_fn item, const void *arg);
 
 /* The SQL of a model's load statement; caller frees. Exposed for tests. */
 char *oc_pg_load_sql(const oc_model_conf_t *m);

@@ -446,20 +446,17 @@ static oc_check_t *check_take(oc_daemon_t *d)
     return c;
 }
 
+/* Push i's canonical id, for the check's load. */
+static void check_id(const void *arg, size_t i, const char **p, size_t *len)
+{
+    const oc_write_t *w = ((const oc_check_t *)arg)->w[i];
+    *p = w->ckey + w->canon_off;
+    *len = w->ckey_len - w->canon_off;
+}
+
 static void check_start(oc_check_t *c)
 {
-    const char **ids = malloc(c->n * sizeof(*ids));
-    size_t *lens = malloc(c->n * sizeof(*lens));
-    char *lit = NULL;
-    if (ids && lens) {
-        for (size_t i = 0; i < c->n; i++) {
-            ids[i] = c->w[i]->ckey + c->w[i]->canon_off;
-            lens[i] = c->w[i]->ckey_len - c->w[i]->canon_off;
-        }
-        lit = oc_pg_array_literal(ids, lens, c->n);
-    }
-    free(ids);
-    free(lens);
+    char *lit = oc_pg_array_literal_of(c->n, check_id, c);
     oc_pg_load_t *load = lit ? oc_pg_load_new(c->model_idx, lit, check_loaded, c) : NULL;
     if (load == NULL) {
         free(lit);
