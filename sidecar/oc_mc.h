@@ -44,13 +44,13 @@ typedef enum oc_mc_op {
     OC_MC_SET,    /* set each item */
     OC_MC_DELETE, /* delete each item's key: NOT_FOUND if it was not there */
     OC_MC_CAS,    /* cas each item against item.cas: EXISTS or NOT_FOUND if
-                     the key changed or went since that cas was read */
+                     the key changed or went since that cas was read (a fill
+                     writes the row over its lease this way) */
     OC_MC_SWAP,   /* for each item, read the key; if it still holds exactly
                      item.expect (flags item.expect_flags), replace it by cas
                      with the item, else NOT_STORED. Atomic per key: a write
-                     that lands between the read and the cas wins. A fill
-                     swaps its own lease for the row; a push check swaps the
-                     pushed object for PostgreSQL's row. */
+                     that lands between the read and the cas wins. A push
+                     check swaps the pushed object for PostgreSQL's row. */
     OC_MC_PROBE,  /* for each item, ask the server named by key (host) and flags
                      (port) for its version: OK if it answers, ERROR if not
                      (per-server health). A probe of a server marked down

@@ -22,7 +22,8 @@ struct oc_write {
                                      reload may free it afterwards */
     size_t model_idx;           /* stable across reloads (oc_reload.h) */
     int push_check;             /* the model's, copied at the push */
-    char *version_column;       /* copied, for push_decide on a worker */
+    char *version_column;       /* copied, for push_decide: a reload may free
+                                   the model before memcached answers */
     json_t *version;            /* push with a version_column: its value */
     json_t *obj;                /* push: the body, parsed, for the check */
     char ckey[OC_KEY_MAX + 16]; /* cache key */
@@ -87,7 +88,7 @@ static int version_cmp(const json_t *a, const json_t *b)
     return 2;
 }
 
-/* Runs on a memcached worker: is our push newer than what is cached?
+/* Called by oc_mc with what the key holds: is our push newer than that?
  * Only a version compared with the cached object's can say so. An empty
  * key (or a lease, a "missing" entry) says nothing: the invalidation of a
  * later commit may have emptied it, so the write must be checked. */

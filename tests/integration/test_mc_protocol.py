@@ -29,6 +29,16 @@ def user_values(ref, ids):
             if ref.json("User", i) is not None]
 
 
+def listen_loopback():
+    """A listening socket on a free loopback port: (socket, port, "host:port")."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    port = sock.getsockname()[1]
+    return sock, port, f"127.0.0.1:{port}"
+
+
 class FakeMemcached:
     """A loopback TCP server; `first_gets` is what it answers to the first
     gets command (bytes, or None to close the connection instead)."""
@@ -37,12 +47,7 @@ class FakeMemcached:
         self.first_gets = first_gets
         self.sent_scenario = threading.Event()
         self.connections = 0
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.address = f"127.0.0.1:{self.port}"
+        self.sock, self.port, self.address = listen_loopback()
         self._stop = False
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
         self._threads[0].start()
@@ -109,12 +114,7 @@ class TrickleProxy:
 
     def __init__(self, upstream_port):
         self.upstream_port = upstream_port
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.address = f"127.0.0.1:{self.port}"
+        self.sock, self.port, self.address = listen_loopback()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
