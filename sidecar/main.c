@@ -16,32 +16,35 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: objcached -c FILE                  run in the foreground with FILE\n"
-            "       objcached --check-config FILE     validate FILE (and the database) and exit\n"
-            "       objcached --install-hook -c FILE  install the invalidation hook, attach the models\n"
-            "       objcached --help | --version\n"
-            "\n"
-            "A read-through object cache sidecar: answers memcached-protocol gets\n"
-            "for Model:id keys from a memcached pool, loading misses from\n"
-            "PostgreSQL in one query per model per request.\n"
-            "\n"
-            "Options:\n"
-            "  -c, --config FILE        configuration file (INI; see docs/configuration.md)\n"
-            "  -t, --check-config FILE  parse and validate FILE, print 'FILE: ok' or\n"
-            "                           'FILE:LINE: reason'; then, if PostgreSQL answers,\n"
-            "                           check each model's table, columns and hook;\n"
-            "                           exit 0 if valid, 1 if not\n"
-            "  -n, --no-db              with --check-config: do not contact PostgreSQL\n"
-            "  -p, --pidfile FILE       write the daemon's pid to FILE (removed on exit)\n"
-            "  -I, --install-hook       install sql/install.sql (compiled in) into the\n"
-            "                           database of -c FILE and attach every model\n"
-            "  -h, --help               this text\n"
-            "  -V, --version            print the version\n"
-            "\n"
-            "Logs go to stderr as key=value lines. SIGTERM or SIGINT stops the daemon\n"
-            "after the commands under way finish; under systemd (Type=notify) it\n"
-            "reports readiness through NOTIFY_SOCKET.\n");
+    fprintf(
+        out,
+        "Usage: objcached -c FILE                  run in the foreground with FILE\n"
+        "       objcached --check-config FILE     validate FILE (and the database) and "
+        "exit\n"
+        "       objcached --install-hook -c FILE  install the invalidation hook, attach "
+        "the models\n"
+        "       objcached --help | --version\n"
+        "\n"
+        "A read-through object cache sidecar: answers memcached-protocol gets\n"
+        "for Model:id keys from a memcached pool, loading misses from\n"
+        "PostgreSQL in one query per model per request.\n"
+        "\n"
+        "Options:\n"
+        "  -c, --config FILE        configuration file (INI; see docs/configuration.md)\n"
+        "  -t, --check-config FILE  parse and validate FILE, print 'FILE: ok' or\n"
+        "                           'FILE:LINE: reason'; then, if PostgreSQL answers,\n"
+        "                           check each model's table, columns and hook;\n"
+        "                           exit 0 if valid, 1 if not\n"
+        "  -n, --no-db              with --check-config: do not contact PostgreSQL\n"
+        "  -p, --pidfile FILE       write the daemon's pid to FILE (removed on exit)\n"
+        "  -I, --install-hook       install sql/install.sql (compiled in) into the\n"
+        "                           database of -c FILE and attach every model\n"
+        "  -h, --help               this text\n"
+        "  -V, --version            print the version\n"
+        "\n"
+        "Logs go to stderr as key=value lines. SIGTERM or SIGINT stops the daemon\n"
+        "after the commands under way finish; under systemd (Type=notify) it\n"
+        "reports readiness through NOTIFY_SOCKET.\n");
 }
 
 static int check_config(const char *path, int with_db)
@@ -77,7 +80,8 @@ static int write_pidfile(const char *path)
 {
     FILE *f = fopen(path, "w");
     if (f == NULL || fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0) {
-        fprintf(stderr, "objcached: cannot write pidfile %s: %s\n", path, strerror(errno));
+        fprintf(stderr, "objcached: cannot write pidfile %s: %s\n", path,
+                strerror(errno));
         return -1;
     }
     return 0;

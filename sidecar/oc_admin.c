@@ -13,7 +13,8 @@ static PGconn *admin_connect(const oc_conf_t *conf, FILE *out)
     const char *vals[] = {"5", conf->conninfo, "objcached-admin", NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (c == NULL || PQstatus(c) != CONNECTION_OK) {
-        fprintf(out, "cannot connect to PostgreSQL: %s", c ? PQerrorMessage(c) : "out of memory\n");
+        fprintf(out, "cannot connect to PostgreSQL: %s",
+                c ? PQerrorMessage(c) : "out of memory\n");
         PQfinish(c);
         return NULL;
     }
@@ -21,7 +22,8 @@ static PGconn *admin_connect(const oc_conf_t *conf, FILE *out)
 }
 
 /* Run one parameterized query; NULL (and a message) unless it succeeded. */
-static PGresult *admin_query(PGconn *c, FILE *out, const char *sql, int n, const char *const *p)
+static PGresult *admin_query(PGconn *c, FILE *out, const char *sql, int n,
+                             const char *const *p)
 {
     PGresult *r = PQexecParams(c, sql, n, NULL, p, NULL, NULL, 0);
     ExecStatusType s = PQresultStatus(r);
@@ -63,8 +65,8 @@ int oc_admin_install_hook(const oc_conf_t *conf, FILE *out)
             goto done;
         }
         PQclear(r);
-        fprintf(out, "model %s: attached to %s.%s (key %s)\n", m->name, m->schema, m->table,
-                m->key_column);
+        fprintf(out, "model %s: attached to %s.%s (key %s)\n", m->name, m->schema,
+                m->table, m->key_column);
     }
     rc = 0;
 done:
@@ -98,8 +100,10 @@ static int check_model(PGconn *c, const oc_model_conf_t *m, int have_hook, FILE 
         for (size_t i = 0; i < m->ncolumns; i++)
             listed |= strcmp(m->columns[i], m->version_column) == 0;
         if (!listed) {
-            fprintf(out, "error: model %s: version_column %s is not in columns, so loaded "
-                         "objects would carry no version\n", m->name, m->version_column);
+            fprintf(out,
+                    "error: model %s: version_column %s is not in columns, so loaded "
+                    "objects would carry no version\n",
+                    m->name, m->version_column);
             errors++;
         }
     }
@@ -112,30 +116,36 @@ static int check_model(PGconn *c, const oc_model_conf_t *m, int have_hook, FILE 
         r = admin_query(c, out,
                         "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
                         "WHERE attrelid = $1::regclass AND attname = $2 AND attnum > 0 "
-                        "AND NOT attisdropped", 2, p);
+                        "AND NOT attisdropped",
+                        2, p);
         if (r == NULL || PQntuples(r) == 0) {
-            fprintf(out, "error: model %s: column %s does not exist in %s.%s\n", m->name, col,
-                    m->schema, m->table);
+            fprintf(out, "error: model %s: column %s does not exist in %s.%s\n", m->name,
+                    col, m->schema, m->table);
             errors++;
         } else if (i == m->ncolumns &&
                    strcmp(PQgetvalue(r, 0, 0), expected_type(m->key_type)) != 0) {
-            fprintf(out, "warning: model %s: key %s is %s, configured as %s\n", m->name, col,
-                    PQgetvalue(r, 0, 0), expected_type(m->key_type));
+            fprintf(out, "warning: model %s: key %s is %s, configured as %s\n", m->name,
+                    col, PQgetvalue(r, 0, 0), expected_type(m->key_type));
         }
         PQclear(r);
     }
     if (!have_hook) {
-        fprintf(out, "warning: model %s: the invalidation hook is not installed "
-                     "(objcached --install-hook -c FILE)\n", m->name);
+        fprintf(out,
+                "warning: model %s: the invalidation hook is not installed "
+                "(objcached --install-hook -c FILE)\n",
+                m->name);
         return errors;
     }
     p[1] = m->name;
     r = admin_query(c, out,
                     "SELECT objcached.hooked($1::regclass) AND EXISTS (SELECT 1 FROM "
-                    "objcached.models WHERE model = $2 AND tbl = $1::regclass)", 2, p);
+                    "objcached.models WHERE model = $2 AND tbl = $1::regclass)",
+                    2, p);
     if (r == NULL || strcmp(PQgetvalue(r, 0, 0), "t") != 0)
-        fprintf(out, "warning: model %s: table %s.%s has no invalidation hook for it "
-                     "(objcached --install-hook -c FILE)\n", m->name, m->schema, m->table);
+        fprintf(out,
+                "warning: model %s: table %s.%s has no invalidation hook for it "
+                "(objcached --install-hook -c FILE)\n",
+                m->name, m->schema, m->table);
     PQclear(r);
     return errors;
 }
@@ -147,7 +157,8 @@ int oc_admin_check_db(const oc_conf_t *conf, FILE *out)
         fprintf(out, "warning: the database was not checked\n");
         return 0;
     }
-    PGresult *r = admin_query(c, out, "SELECT to_regnamespace('objcached') IS NOT NULL", 0, NULL);
+    PGresult *r =
+        admin_query(c, out, "SELECT to_regnamespace('objcached') IS NOT NULL", 0, NULL);
     int have_hook = r && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
     PQclear(r);
     int errors = 0;

@@ -38,25 +38,25 @@
 /* How a value is parsed and stored. Numbers share one setter; the type says
  * which unit parser reads them and how their range is printed. */
 typedef enum oc_conf_type {
-    OC_CT_LISTEN,    /* "" or host:port, stored as text */
-    OC_CT_SOCKPATH,  /* "" or a unix socket path */
-    OC_CT_PREFIX,    /* memcached key prefix */
-    OC_CT_TIMEZONE,  /* a TimeZone name for PostgreSQL */
-    OC_CT_LOG_LEVEL, /* error|warn|info|debug, stored as text */
-    OC_CT_CONNINFO,  /* libpq conninfo: a secret, never echoed */
-    OC_CT_UINT,      /* decimal number -> uint32_t */
-    OC_CT_SIZE,      /* 64k -> uint32_t bytes */
-    OC_CT_MSECS,     /* a duration, 5s -> uint32_t milliseconds */
-    OC_CT_SECS,      /* a duration, 1h -> uint32_t seconds (whole only) */
-    OC_CT_MODE,      /* an octal file mode, 0660 -> uint32_t */
-    OC_CT_KEY_TYPE,  /* bigint|integer|uuid|text -> oc_key_type_t */
-    OC_CT_IDENT,     /* one SQL identifier */
-    OC_CT_USER,      /* a unix user name */
+    OC_CT_LISTEN,     /* "" or host:port, stored as text */
+    OC_CT_SOCKPATH,   /* "" or a unix socket path */
+    OC_CT_PREFIX,     /* memcached key prefix */
+    OC_CT_TIMEZONE,   /* a TimeZone name for PostgreSQL */
+    OC_CT_LOG_LEVEL,  /* error|warn|info|debug, stored as text */
+    OC_CT_CONNINFO,   /* libpq conninfo: a secret, never echoed */
+    OC_CT_UINT,       /* decimal number -> uint32_t */
+    OC_CT_SIZE,       /* 64k -> uint32_t bytes */
+    OC_CT_MSECS,      /* a duration, 5s -> uint32_t milliseconds */
+    OC_CT_SECS,       /* a duration, 1h -> uint32_t seconds (whole only) */
+    OC_CT_MODE,       /* an octal file mode, 0660 -> uint32_t */
+    OC_CT_KEY_TYPE,   /* bigint|integer|uuid|text -> oc_key_type_t */
+    OC_CT_IDENT,      /* one SQL identifier */
+    OC_CT_USER,       /* a unix user name */
     OC_CT_LOG_TARGET, /* stderr|syslog, stored as text */
-    OC_CT_TABLE,     /* [schema.]table -> off = table, off2 = schema */
-    OC_CT_COLUMNS,   /* a, b, c -> off = char **, off2 = size_t count */
-    OC_CT_SERVERS,   /* h:p[:w] ... -> off = servers, off2 = size_t count */
-    OC_CT_BOOL,      /* on|off (also yes|no, true|false, 1|0) -> int */
+    OC_CT_TABLE,      /* [schema.]table -> off = table, off2 = schema */
+    OC_CT_COLUMNS,    /* a, b, c -> off = char **, off2 = size_t count */
+    OC_CT_SERVERS,    /* h:p[:w] ... -> off = servers, off2 = size_t count */
+    OC_CT_BOOL,       /* on|off (also yes|no, true|false, 1|0) -> int */
 } oc_conf_type_t;
 
 /* One key of a section: how to parse it and which field it fills. */
@@ -688,7 +688,8 @@ static oc_status_t oc_conf_set_log_target(const oc_conf_key_t *k, char *base,
     char shown[OC_CONF_SHOWBUF];
     if (strcmp(val, "stderr") == 0 || strcmp(val, "syslog") == 0)
         return oc_conf_store_string(base, k->off, val);
-    return oc_conf_bad(why, "'%s' is not one of stderr, syslog", oc_conf_show(val, shown));
+    return oc_conf_bad(why, "'%s' is not one of stderr, syslog",
+                       oc_conf_show(val, shown));
 }
 
 static oc_status_t oc_conf_set_bool(const oc_conf_key_t *k, char *base, const char *val,
@@ -751,7 +752,8 @@ static oc_status_t oc_conf_set_user(const oc_conf_key_t *k, char *base, const ch
         ok = isalnum((unsigned char)val[i]) || strchr("_.-", val[i]) != NULL;
     if (!ok) {
         char shown[OC_CONF_SHOWBUF];
-        return oc_conf_bad(why, "'%s' is not a user name", oc_conf_show_n(val, len, shown));
+        return oc_conf_bad(why, "'%s' is not a user name",
+                           oc_conf_show_n(val, len, shown));
     }
     return oc_conf_store_string(base, k->off, val);
 }

@@ -31,7 +31,7 @@
 
 #include "oc_status.h"
 
-#define OC_KEY_MAX 250 /* memcached's KEY_MAX_LENGTH */
+#define OC_KEY_MAX        250 /* memcached's KEY_MAX_LENGTH */
 #define OC_MODEL_NAME_MAX 64
 
 typedef enum oc_key_type {
@@ -42,75 +42,75 @@ typedef enum oc_key_type {
 } oc_key_type_t;
 
 typedef struct oc_model_conf {
-    char *name;         /* [model NAME]: [A-Za-z_][A-Za-z0-9_]{0,63} */
-    char *schema;       /* table = schema.table (schema defaults to public) */
+    char *name;   /* [model NAME]: [A-Za-z_][A-Za-z0-9_]{0,63} */
+    char *schema; /* table = schema.table (schema defaults to public) */
     char *table;
-    char *key_column;   /* key = id (default "id") */
+    char *key_column;       /* key = id (default "id") */
     oc_key_type_t key_type; /* key_type = bigint|integer|uuid|text (bigint) */
-    char **columns;     /* columns = a, b, c  (NULL = whole row) */
+    char **columns;         /* columns = a, b, c  (NULL = whole row) */
     size_t ncolumns;
-    uint32_t ttl_s;         /* ttl = 1h (default 3600 s), 1 s .. 30 days */
-    uint32_t missing_ttl_s; /* missing_ttl = 30s (default 30 s), 1 s .. 30 days */
+    uint32_t ttl_s;           /* ttl = 1h (default 3600 s), 1 s .. 30 days */
+    uint32_t missing_ttl_s;   /* missing_ttl = 30s (default 30 s), 1 s .. 30 days */
     uint32_t tombstone_ttl_s; /* tombstone_ttl = 10m (default), 1 s .. 30 days */
-    char *version_column; /* version_column = updated_at (NULL = none): an
-                             older push never replaces a newer object */
-    int push_check;     /* push_check = on (default): a push the cache cannot
-                           order is compared with PostgreSQL's row after the
-                           write (oc_write.h); off trusts pushes */
-    int line;           /* line of the section header, for later errors */
-    int disabled;       /* removed by a reload: kept so that model indexes
-                           stay stable, but no key reaches it */
+    char *version_column;     /* version_column = updated_at (NULL = none): an
+                                 older push never replaces a newer object */
+    int push_check;           /* push_check = on (default): a push the cache cannot
+                                 order is compared with PostgreSQL's row after the
+                                 write (oc_write.h); off trusts pushes */
+    int line;                 /* line of the section header, for later errors */
+    int disabled;             /* removed by a reload: kept so that model indexes
+                                 stay stable, but no key reaches it */
 } oc_model_conf_t;
 
 typedef struct oc_mc_server_conf {
-    char *host;         /* a name or an address (IPv6 in [brackets] in the
-                           file; stored without the brackets, ready for
-                           getaddrinfo() and libmemcached) */
+    char *host; /* a name or an address (IPv6 in [brackets] in the
+                   file; stored without the brackets, ready for
+                   getaddrinfo() and libmemcached) */
     uint16_t port;
-    uint32_t weight;    /* host:port:weight, default 1 */
+    uint32_t weight; /* host:port:weight, default 1 */
 } oc_mc_server_conf_t;
 
 typedef struct oc_conf {
-    char *path;                 /* the file it came from, or "<string>" */
+    char *path; /* the file it came from, or "<string>" */
 
     /* [objcached] */
-    char *listen;               /* "127.0.0.1:11311"; "" = no TCP listener */
-    char *unix_socket;          /* path; "" = no unix socket (default "") */
-    char *metrics_listen;       /* host:port of the Prometheus page; "" = off */
-    uint32_t unix_socket_mode;  /* octal, default 0660 */
-    char *key_prefix;           /* prepended to memcached keys, default "oc:" */
-    char *timezone;             /* PostgreSQL TimeZone pinned per session, "UTC" */
-    uint32_t max_connections;   /* default 4096 */
-    uint32_t max_keys;          /* keys in one get, default 1024 */
-    uint32_t max_line;          /* bytes in one command line, default 65536 */
-    uint32_t max_value;         /* bytes in one value, default 1048576 */
-    uint32_t max_reply;         /* bytes in one get's reply, default 64m */
-    uint32_t load_timeout_ms;   /* a PostgreSQL load, default 5s */
-    uint32_t ttl_jitter_pct;    /* added TTL spread, default 10 (%) */
-    uint32_t lease_wait_ms;     /* wait for another sidecar's load, 250ms */
+    char *listen;                 /* "127.0.0.1:11311"; "" = no TCP listener */
+    char *unix_socket;            /* path; "" = no unix socket (default "") */
+    char *metrics_listen;         /* host:port of the Prometheus page; "" = off */
+    uint32_t unix_socket_mode;    /* octal, default 0660 */
+    char *key_prefix;             /* prepended to memcached keys, default "oc:" */
+    char *timezone;               /* PostgreSQL TimeZone pinned per session, "UTC" */
+    uint32_t max_connections;     /* default 4096 */
+    uint32_t max_keys;            /* keys in one get, default 1024 */
+    uint32_t max_line;            /* bytes in one command line, default 65536 */
+    uint32_t max_value;           /* bytes in one value, default 1048576 */
+    uint32_t max_reply;           /* bytes in one get's reply, default 64m */
+    uint32_t load_timeout_ms;     /* a PostgreSQL load, default 5s */
+    uint32_t ttl_jitter_pct;      /* added TTL spread, default 10 (%) */
+    uint32_t lease_wait_ms;       /* wait for another sidecar's load, 250ms */
     uint32_t shutdown_timeout_ms; /* SIGTERM: time to finish commands, 10s */
-    uint32_t idle_timeout_ms;   /* close a client idle this long; 0 = never */
-    uint32_t write_timeout_ms;  /* close a client that reads nothing of its
-                                   pending replies this long; 30s, 0 = never */
-    char *user;                 /* started as root: become this user after
-                                   binding (NULL = stay) */
-    char *log_level;            /* error|warn|info|debug, default info */
-    char *log_target;           /* stderr (default; journald) or syslog */
+    uint32_t idle_timeout_ms;     /* close a client idle this long; 0 = never */
+    uint32_t write_timeout_ms;    /* close a client that reads nothing of its
+                                     pending replies this long; 30s, 0 = never */
+    char *user;                   /* started as root: become this user after
+                                     binding (NULL = stay) */
+    char *log_level;              /* error|warn|info|debug, default info */
+    char *log_target;             /* stderr (default; journald) or syslog */
 
     /* [memcached] */
     oc_mc_server_conf_t *servers; /* servers = h:p[:w] h:p[:w] ... (required) */
     size_t nservers;
-    uint32_t mc_workers;          /* workers = 2: ignored (memcached I/O runs on the loop) */
+    uint32_t mc_workers; /* workers = 2: ignored (memcached I/O runs on the loop) */
     uint32_t mc_connect_timeout_ms; /* default 200ms */
     uint32_t mc_io_timeout_ms;      /* default 500ms */
     uint32_t mc_retry_timeout_ms;   /* a dead server is retried after, 2s */
 
     /* [postgresql] */
-    char *conninfo;             /* libpq conninfo (required); secrets may
-                                   come from PGPASSWORD or a passfile */
-    uint32_t pg_connections;    /* loader connections, default 2 */
-    uint32_t inval_poll_ms;     /* invalidation_poll: outbox poll, 1s; 0 = off */
-    uint32_t inval_batch;       /* invalidation_batch: outbox rows per claim */
+    char *conninfo;          /* libpq conninfo (required); secrets may
+                                come from PGPASSWORD or a passfile */
+    uint32_t pg_connections; /* loader connections, default 2 */
+    uint32_t inval_poll_ms;  /* invalidation_poll: outbox poll, 1s; 0 = off */
+    uint32_t inval_batch;    /* invalidation_batch: outbox rows per claim */
 
     oc_model_conf_t *models;
     size_t nmodels;
@@ -122,8 +122,7 @@ void oc_conf_free(oc_conf_t *conf);
 
 /* The model named exactly `name` (length `len`), or NULL (also for a model
  * a reload disabled). */
-const oc_model_conf_t *oc_conf_model(const oc_conf_t *conf, const char *name,
-                                     size_t len);
+const oc_model_conf_t *oc_conf_model(const oc_conf_t *conf, const char *name, size_t len);
 
 /* Unit parsers, shared and tested once. Return OC_OK or OC_EINVAL.
  * Durations: "250ms", "30s", "5m", "2h", "1d"; a bare number is seconds. */

@@ -28,25 +28,25 @@ struct oc_conn {
     oc_daemon_t *d;
     evutil_socket_t fd;
     struct evbuffer *in, *out; /* read, not parsed yet; replies not sent yet */
-    struct event *ev_read;   /* persistent; added while `reading` */
-    struct event *ev_write;  /* added only when a write would block */
-    struct event *ev_idle;   /* idle_timeout, or NULL */
+    struct event *ev_read;     /* persistent; added while `reading` */
+    struct event *ev_write;    /* added only when a write would block */
+    struct event *ev_idle;     /* idle_timeout, or NULL */
     int reading;
     oc_conn_state_t state;
-    oc_req_t *req;           /* WAITING: the get under way, or */
-    oc_write_t *write;       /* WAITING: the push or tombstone under way */
-    int noreply;             /* ... whose success is not to be answered */
-    int meta;                /* ... which came as ms/md: reply HD/NS */
+    oc_req_t *req;     /* WAITING: the get under way, or */
+    oc_write_t *write; /* WAITING: the push or tombstone under way */
+    int noreply;       /* ... whose success is not to be answered */
+    int meta;          /* ... which came as ms/md: reply HD/NS */
     unsigned meta_flags;
     char meta_opaque[40];
     char meta_key[OC_KEY_MAX + 1]; /* the key as sent, for the k flag */
     size_t meta_key_len;
-    uint64_t data_len;       /* DATA: the push's body length */
+    uint64_t data_len;             /* DATA: the push's body length */
     char data_key[OC_KEY_MAX + 1]; /* DATA: its key */
     size_t data_key_len;
-    uint64_t swallow_left;   /* SWALLOW: data bytes to drop; 0 = drop to EOL */
-    size_t scanned;          /* input bytes already searched for EOL */
-    oc_conn_t *prev, *next;  /* d->conns */
+    uint64_t swallow_left;  /* SWALLOW: data bytes to drop; 0 = drop to EOL */
+    size_t scanned;         /* input bytes already searched for EOL */
+    oc_conn_t *prev, *next; /* d->conns */
 };
 
 static void conn_process(oc_conn_t *c);
@@ -178,11 +178,12 @@ static void conn_write_reply(void *arg, const char *line)
 
 /* Remember a meta write's flags for its reply; decode a base64 key into
  * *key. Returns 0, or -1 (and replies) if the key is not valid base64. */
-static int conn_meta_key(oc_conn_t *c, const oc_cmd_t *cmd, oc_token_t *key,
-                         char *buf, size_t cap)
+static int conn_meta_key(oc_conn_t *c, const oc_cmd_t *cmd, oc_token_t *key, char *buf,
+                         size_t cap)
 {
     *key = cmd->keys[0];
-    c->meta = (cmd->type == OC_CMD_MS || cmd->type == OC_CMD_MD || cmd->type == OC_CMD_MG);
+    c->meta =
+        (cmd->type == OC_CMD_MS || cmd->type == OC_CMD_MD || cmd->type == OC_CMD_MG);
     if (!c->meta)
         return 0;
     c->meta_flags = cmd->meta.flags;
@@ -223,7 +224,8 @@ static void cmd_delete(oc_conn_t *c, const oc_cmd_t *cmd)
     c->noreply = cmd->noreply;
     if (conn_meta_key(c, cmd, &key, buf, sizeof(buf)) != 0)
         return;
-    oc_status_t st = oc_write_tombstone(c->d, key.p, key.len, c, conn_write_reply, &w, err);
+    oc_status_t st =
+        oc_write_tombstone(c->d, key.p, key.len, c, conn_write_reply, &w, err);
     conn_write_started(c, st, w, err);
 }
 
@@ -279,7 +281,8 @@ static void cmd_stats(oc_conn_t *c, const oc_cmd_t *cmd)
 {
     oc_daemon_t *d = c->d;
     struct evbuffer *out = c->out;
-    if (cmd->nkeys == 1 && cmd->keys[0].len == 5 && memcmp(cmd->keys[0].p, "reset", 5) == 0) {
+    if (cmd->nkeys == 1 && cmd->keys[0].len == 5 &&
+        memcmp(cmd->keys[0].p, "reset", 5) == 0) {
         oc_stats_reset(&d->stats);
         reply_str(c, "RESET\r\n");
         return;
@@ -289,7 +292,8 @@ static void cmd_stats(oc_conn_t *c, const oc_cmd_t *cmd)
         return;
     }
     time_t now = time(NULL);
-    evbuffer_add_printf(out, "STAT pid %ld\r\nSTAT uptime %ld\r\nSTAT time %ld\r\n"
+    evbuffer_add_printf(out,
+                        "STAT pid %ld\r\nSTAT uptime %ld\r\nSTAT time %ld\r\n"
                         "STAT version %s\r\n",
                         (long)getpid(), (long)(now - d->started), (long)now, OC_VERSION);
     oc_stats_write(&d->stats, out);
@@ -307,7 +311,8 @@ static void cmd_get(oc_conn_t *c, const oc_cmd_t *cmd)
             return;
         decoded.keys = &key;
     }
-    oc_status_t st = oc_req_start(c->d, &decoded, cmd->keys, c, conn_req_reply, &req, err);
+    oc_status_t st =
+        oc_req_start(c->d, &decoded, cmd->keys, c, conn_req_reply, &req, err);
     if (st == OC_OK) {
         c->req = req;
         conn_set_state(c, OC_CONN_WAITING);
@@ -431,9 +436,9 @@ static void conn_refuse_binary(oc_conn_t *c, struct evbuffer *in)
     static const char msg[] = "objcached speaks the ASCII and meta protocols only";
     unsigned char req[24] = {0}, res[24] = {0};
     evbuffer_copyout(in, req, sizeof(req));
-    res[0] = 0x81;                 /* response magic */
-    res[1] = req[1];               /* opcode */
-    res[7] = 0x81;                 /* status 0x0081: unknown command */
+    res[0] = 0x81;   /* response magic */
+    res[1] = req[1]; /* opcode */
+    res[7] = 0x81;   /* status 0x0081: unknown command */
     uint32_t body = sizeof(msg) - 1;
     res[8] = (unsigned char)(body >> 24), res[9] = (unsigned char)(body >> 16);
     res[10] = (unsigned char)(body >> 8), res[11] = (unsigned char)body;
@@ -496,7 +501,8 @@ static void conn_process(oc_conn_t *c)
         struct evbuffer_ptr start;
         evbuffer_ptr_set(in, &start, c->scanned, EVBUFFER_PTR_SET);
         size_t eol_len = 0;
-        struct evbuffer_ptr eol = evbuffer_search_eol(in, &start, &eol_len, EVBUFFER_EOL_LF);
+        struct evbuffer_ptr eol =
+            evbuffer_search_eol(in, &start, &eol_len, EVBUFFER_EOL_LF);
         size_t have = evbuffer_get_length(in);
         if (eol.pos < 0) {
             c->scanned = have;
@@ -640,8 +646,8 @@ void oc_conn_accept(oc_daemon_t *d, evutil_socket_t fd)
     c->ev_write = event_new(d->base, fd, EV_WRITE, conn_write_cb, c);
     if (d->conf->idle_timeout_ms)
         c->ev_idle = evtimer_new(d->base, conn_idle_cb, c);
-    if (c->in == NULL || c->out == NULL || c->ev_read == NULL ||
-        c->ev_write == NULL || (d->conf->idle_timeout_ms && c->ev_idle == NULL)) {
+    if (c->in == NULL || c->out == NULL || c->ev_read == NULL || c->ev_write == NULL ||
+        (d->conf->idle_timeout_ms && c->ev_idle == NULL)) {
         oc_log_error("event=oom where=conn_accept");
         conn_release(c);
         return;

@@ -2,17 +2,17 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <inttypes.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <grp.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stddef.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -25,14 +25,14 @@
 #include "oc_key.h"
 #include "oc_log.h"
 #include "oc_map.h"
-#include "oc_metrics.h"
 #include "oc_mc.h"
+#include "oc_metrics.h"
 #include "oc_pg.h"
 #include "oc_reload.h"
 #include "oc_write.h"
 
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
-                      struct sockaddr *sa, int salen, void *arg)
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
 {
     (void)l, (void)sa, (void)salen;
     oc_conn_accept(arg, fd);
@@ -70,8 +70,8 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
 }
 
 /* Split "host:port" / "[v6]:port" into its parts. */
-static oc_status_t split_hostport(const char *s, char *host, size_t hcap,
-                                  char *port, size_t pcap, char *err)
+static oc_status_t split_hostport(const char *s, char *host, size_t hcap, char *port,
+                                  size_t pcap, char *err)
 {
     const char *colon;
     if (s[0] == '[') {
@@ -93,19 +93,21 @@ static oc_status_t split_hostport(const char *s, char *host, size_t hcap,
 static oc_status_t listen_tcp(oc_daemon_t *d, char *err)
 {
     char host[256], port[16];
-    if (split_hostport(d->conf->listen, host, sizeof(host), port, sizeof(port),
-                       err) != OC_OK)
+    if (split_hostport(d->conf->listen, host, sizeof(host), port, sizeof(port), err) !=
+        OC_OK)
         return OC_ECONFIG;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     int rc = getaddrinfo(host, port, &hints, &ai);
     if (rc != 0)
-        return oc_fail(err, OC_ECONFIG, "listen %s: %s", d->conf->listen, gai_strerror(rc));
-    d->tcp_listener = evconnlistener_new_bind(
-        d->base, on_accept, d,
-        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 1024,
-        ai->ai_addr, (int)ai->ai_addrlen);
+        return oc_fail(err, OC_ECONFIG, "listen %s: %s", d->conf->listen,
+                       gai_strerror(rc));
+    d->tcp_listener = evconnlistener_new_bind(d->base, on_accept, d,
+                                              LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                                  LEV_OPT_CLOSE_ON_EXEC,
+                                              1024, ai->ai_addr, (int)ai->ai_addrlen);
     freeaddrinfo(ai);
     if (d->tcp_listener == NULL)
         return oc_fail(err, OC_EIO, "listen %s: %s", d->conf->listen, strerror(errno));
@@ -125,7 +127,8 @@ static oc_status_t listen_unix(oc_daemon_t *d, char *err)
      * at that path is not ours to delete. */
     if (lstat(path, &sb) == 0) {
         if (!S_ISSOCK(sb.st_mode))
-            return oc_fail(err, OC_ECONFIG, "unix_socket %s exists and is not a socket", path);
+            return oc_fail(err, OC_ECONFIG, "unix_socket %s exists and is not a socket",
+                           path);
         unlink(path);
     }
     mode_t old = umask(0777 & ~d->conf->unix_socket_mode);
@@ -149,14 +152,16 @@ static oc_status_t drop_privileges(oc_daemon_t *d, char *err)
 {
     const char *name = d->conf->user;
     if (geteuid() != 0) {
-        oc_log_info("event=privileges user=%s note=\"not root; user setting ignored\"", name);
+        oc_log_info("event=privileges user=%s note=\"not root; user setting ignored\"",
+                    name);
         return OC_OK;
     }
     struct passwd *pw = getpwnam(name);
     if (pw == NULL)
         return oc_fail(err, OC_ECONFIG, "user %s: no such user", name);
     if (d->unix_listener && chown(d->conf->unix_socket, pw->pw_uid, pw->pw_gid) != 0)
-        return oc_fail(err, OC_EIO, "chown %s: %s", d->conf->unix_socket, strerror(errno));
+        return oc_fail(err, OC_EIO, "chown %s: %s", d->conf->unix_socket,
+                       strerror(errno));
     if (initgroups(name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
         setuid(pw->pw_uid) != 0)
         return oc_fail(err, OC_EIO, "cannot become user %s: %s", name, strerror(errno));
@@ -286,7 +291,8 @@ static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
     char err[OC_ERRLEN], clean[OC_ERRLEN];
     if (oc_reload(d, err) != OC_OK) {
         d->stats.reload_errors++;
-        oc_log_error("event=reload_refused reason=\"%s\"", oc_log_clean(clean, sizeof(clean), err));
+        oc_log_error("event=reload_refused reason=\"%s\"",
+                     oc_log_clean(clean, sizeof(clean), err));
         return;
     }
     d->stats.reloads++;
@@ -320,7 +326,8 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     oc_conn_drain_all(d);
 }
 
-int oc_daemon_gate_hold(oc_daemon_t *d, struct event **timer, event_callback_fn cb, void *arg)
+int oc_daemon_gate_hold(oc_daemon_t *d, struct event **timer, event_callback_fn cb,
+                        void *arg)
 {
     if (d->fault_fill_gate == NULL || access(d->fault_fill_gate, F_OK) != 0)
         return 0;

@@ -26,31 +26,31 @@ typedef struct oc_conn oc_conn_t;
 
 typedef struct oc_daemon {
     struct event_base *base;
-    oc_conf_t *conf;          /* owned */
+    oc_conf_t *conf; /* owned */
     oc_stats_t stats;
     oc_mc_t *mc;
     oc_pg_t *pg;
-    oc_map_t *fills;          /* cache key -> oc_fill_t being loaded/stored */
-    size_t max_key_len;       /* OC_KEY_MAX - prefix - OC_KEY_GEN_ROOM */
-    uint64_t *model_gen;      /* per model: its generation (TRUNCATEs) */
-    struct oc_inval *inval;   /* the invalidation consumer, or NULL */
+    oc_map_t *fills;            /* cache key -> oc_fill_t being loaded/stored */
+    size_t max_key_len;         /* OC_KEY_MAX - prefix - OC_KEY_GEN_ROOM */
+    uint64_t *model_gen;        /* per model: its generation (TRUNCATEs) */
+    struct oc_inval *inval;     /* the invalidation consumer, or NULL */
     struct oc_metrics *metrics; /* the Prometheus page, or NULL */
-    const char **model_names; /* [nmodels], for stats */
+    const char **model_names;   /* [nmodels], for stats */
     struct evconnlistener *tcp_listener;
     struct evconnlistener *unix_listener;
-    oc_conn_t *conns;         /* all client connections (doubly linked) */
-    struct oc_token *tokens;  /* the command being parsed (oc_conn), any connection's */
+    oc_conn_t *conns;        /* all client connections (doubly linked) */
+    struct oc_token *tokens; /* the command being parsed (oc_conn), any connection's */
     size_t ntokens;
     struct event *sig_term, *sig_int, *sig_hup;
-    struct event *drain_timer;    /* shutdown: the drain's deadline */
-    struct event *accept_timer;   /* out of descriptors: resume accepting */
-    struct event *probe_timer;    /* memcached health probes, every 2 s */
-    int probing;                  /* a probe job is out */
+    struct event *drain_timer;  /* shutdown: the drain's deadline */
+    struct event *accept_timer; /* out of descriptors: resume accepting */
+    struct event *probe_timer;  /* memcached health probes, every 2 s */
+    int probing;                /* a probe job is out */
     time_t started;
-    unsigned rand_state;      /* TTL jitter; quality does not matter */
-    uint32_t lease_ttl_s;     /* load_timeout rounded up, plus 1 s */
-    double miss_share;        /* moving average: share of recent gets with
-                                 at least one miss (oc_req: how to read) */
+    unsigned rand_state;  /* TTL jitter; quality does not matter */
+    uint32_t lease_ttl_s; /* load_timeout rounded up, plus 1 s */
+    double miss_share;    /* moving average: share of recent gets with
+                             at least one miss (oc_req: how to read) */
     int stopping;
     /* Test-only fault point, from the environment at start:
      * OBJCACHED_FAULT_FILL_GATE=PATH holds every write-back (between the

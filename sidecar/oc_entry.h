@@ -30,15 +30,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define OC_ENTRY_MAGIC 0x6F63u
+#define OC_ENTRY_MAGIC   0x6F63u
 #define OC_ENTRY_VERSION 1u
 
 typedef enum oc_entry_kind {
-    OC_ENTRY_NONE = 0,    /* not an objcached entry (or not a known one) */
-    OC_ENTRY_OBJECT = 1,  /* the row as JSON */
-    OC_ENTRY_MISSING = 2, /* PostgreSQL has no row with this id */
+    OC_ENTRY_NONE = 0,      /* not an objcached entry (or not a known one) */
+    OC_ENTRY_OBJECT = 1,    /* the row as JSON */
+    OC_ENTRY_MISSING = 2,   /* PostgreSQL has no row with this id */
     OC_ENTRY_TOMBSTONE = 3, /* deleted by the app */
-    OC_ENTRY_LEASE = 4,   /* being loaded by the sidecar named in the value */
+    OC_ENTRY_LEASE = 4,     /* being loaded by the sidecar named in the value */
 } oc_entry_kind_t;
 
 static inline uint32_t oc_entry_flags(oc_entry_kind_t kind)

@@ -14,8 +14,8 @@
 #include "oc_req.h"
 
 #define OC_FILL_POLL_FIRST_MS 2
-#define OC_FILL_POLL_MAX_MS 50
-#define OC_FILL_LEASE_TRIES 3
+#define OC_FILL_POLL_MAX_MS   50
+#define OC_FILL_LEASE_TRIES   3
 
 typedef enum oc_fill_state {
     OC_FILL_LEASING,
@@ -26,21 +26,21 @@ typedef enum oc_fill_state {
 } oc_fill_state_t;
 
 typedef struct oc_fill {
-    char *ckey;              /* owned; the map key */
+    char *ckey; /* owned; the map key */
     size_t ckey_len;
-    size_t canon_off;        /* the canonical id starts at ckey + canon_off */
+    size_t canon_off; /* the canonical id starts at ckey + canon_off */
     size_t model_idx;
     oc_fill_state_t state;
-    int leased;              /* we hold its lease in memcached */
+    int leased; /* we hold its lease in memcached */
     int lease_tries;
-    int in_map;              /* d->fills maps ckey to this fill */
-    int invalidated;         /* a write landed: do not write back */
-    oc_blob_t *value;        /* once answered: the object, or NULL = absent */
+    int in_map;       /* d->fills maps ckey to this fill */
+    int invalidated;  /* a write landed: do not write back */
+    oc_blob_t *value; /* once answered: the object, or NULL = absent */
     oc_ukey_t *waiters;
-    uint64_t retire_seq;     /* gets with mget_seq <= this may need it */
-    uint64_t lease_seq;      /* d->mget_seq when our lease was confirmed
-                                (0: we hold none) */
-    uint64_t lease_cas;      /* leased: the cas of the lease item */
+    uint64_t retire_seq; /* gets with mget_seq <= this may need it */
+    uint64_t lease_seq;  /* d->mget_seq when our lease was confirmed
+                            (0: we hold none) */
+    uint64_t lease_cas;  /* leased: the cas of the lease item */
     struct oc_fill *retire_next;
 } oc_fill_t;
 
@@ -50,7 +50,7 @@ typedef struct oc_batch {
     size_t model_idx;
     size_t n, cap;
     oc_fill_t **fills;
-    struct event *timer;     /* WAITING: next poll */
+    struct event *timer; /* WAITING: next poll */
     uint32_t waited_ms, delay_ms;
 } oc_batch_t;
 
@@ -287,7 +287,8 @@ static void batch_stored(oc_mc_job_t *job, void *arg)
     if (job->errors)
         d->stats.mc_errors++;
     for (size_t i = 0; i < job->n; i++)
-        if (job->items[i].result == OC_MC_R_EXISTS || job->items[i].result == OC_MC_R_NOT_FOUND)
+        if (job->items[i].result == OC_MC_R_EXISTS ||
+            job->items[i].result == OC_MC_R_NOT_FOUND)
             d->stats.fills_dropped++; /* the lease was replaced or deleted */
     oc_mc_job_free(job);
     batch_retire(b);
@@ -311,7 +312,8 @@ static void batch_store(oc_batch_t *b)
     size_t n = 0;
     for (size_t i = 0; i < b->n; i++) {
         n += (b->fills[i]->leased && !b->fills[i]->invalidated);
-        d->stats.fills_dropped += (b->fills[i]->invalidated != 0); /* known here already */
+        d->stats.fills_dropped +=
+            (b->fills[i]->invalidated != 0); /* known here already */
     }
     oc_mc_job_t *job = n ? oc_mc_job_new_items(OC_MC_CAS, n, batch_stored, b) : NULL;
     if (job == NULL) { /* nothing to write, or no memory: answered anyway */
@@ -361,8 +363,8 @@ static void batch_apply_rows(oc_batch_t *b, PGresult *res)
     for (int i = 0; i < rows; i++) {
         if (PQgetisnull(res, i, 0) || PQgetisnull(res, i, 1))
             continue;
-        oc_fill_t *f = oc_map_get(byid, PQgetvalue(res, i, 0),
-                                  (size_t)PQgetlength(res, i, 0));
+        oc_fill_t *f =
+            oc_map_get(byid, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
         if (f == NULL || f->value != NULL)
             continue;
         f->value = oc_blob_new(PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1));
@@ -626,7 +628,8 @@ static int fill_one(oc_daemon_t *d, oc_batch_t **batches, oc_ukey_t *uk)
 static void batch_start(oc_batch_t *b)
 {
     oc_batch_t *lease = NULL, *load = NULL;
-    if (batch_take(b, OC_FILL_LEASING, &lease) != 0 || batch_take(b, OC_FILL_LOADING, &load) != 0) {
+    if (batch_take(b, OC_FILL_LEASING, &lease) != 0 ||
+        batch_take(b, OC_FILL_LOADING, &load) != 0) {
         batch_fail_parts(b, lease, load);
         return;
     }

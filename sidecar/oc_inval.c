@@ -27,16 +27,16 @@ struct oc_inval {
     oc_pgconn_t *pc;
     oc_inval_state_t state;
     struct event *poll;
-    int again;            /* woken while busy: run another cycle after */
-    PGresult *claimed;    /* rows being applied (keys point into it) */
-    PGresult *gens;       /* every model's generation, read after the claim */
-    char *arena;          /* cache keys of the deletes */
-    oc_mc_job_t *job;     /* the deletes, once done (for the requeue) */
+    int again;              /* woken while busy: run another cycle after */
+    PGresult *claimed;      /* rows being applied (keys point into it) */
+    PGresult *gens;         /* every model's generation, read after the claim */
+    char *arena;            /* cache keys of the deletes */
+    oc_mc_job_t *job;       /* the deletes, once done (for the requeue) */
     const char **job_model; /* per delete item: its model's name (in claimed) */
-    char *requeue_models; /* array literals for the requeue, kept alive */
+    char *requeue_models;   /* array literals for the requeue, kept alive */
     char *requeue_keys;
-    int full;             /* the last claim was a full batch */
-    int dying;            /* freed while its deletes were out: applied() frees */
+    int full;  /* the last claim was a full batch */
+    int dying; /* freed while its deletes were out: applied() frees */
     int hook_missing_logged;
 };
 
@@ -84,7 +84,8 @@ static void cycle_end(oc_inval_t *iv)
     arm_poll(iv);
 }
 
-static void ended(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err, void *arg)
+static void ended(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                  void *arg)
 {
     (void)pc;
     oc_inval_t *iv = arg;
@@ -215,8 +216,9 @@ static int row_applies(const oc_inval_t *iv, PGresult *res, int i)
     (void)gen_of(iv, PQgetvalue(res, i, 0), &known);
     /* An id no client could ask for was never cached, and must never reach
      * a memcached command line (spaces, CR/LF would inject commands). */
-    return known && oc_key_id_cacheable(PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1),
-                                        iv->d->max_key_len);
+    return known &&
+           oc_key_id_cacheable(PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1),
+                               iv->d->max_key_len);
 }
 
 /* The claimed rows: one per key (model, key), key NULL for a TRUNCATE. */
@@ -259,8 +261,8 @@ static void apply(oc_inval_t *iv)
         oc_mc_item_t *it = &iv->job->items[k];
         it->key = ck;
         it->klen = oc_key_cache_key(d->conf->key_prefix, model, gen_of(iv, model, &known),
-                                    PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1), ck,
-                                    OC_KEY_MAX + 1, &canon_off);
+                                    PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1),
+                                    ck, OC_KEY_MAX + 1, &canon_off);
         iv->job_model[k++] = model;
         oc_fill_invalidate(d, it->key, it->klen);
     }
@@ -282,7 +284,8 @@ static void claimed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *
         /* Most likely the hook is not installed: say so once, keep polling. */
         if (!iv->hook_missing_logged++)
             oc_log_warn("event=inval_unavailable reason=\"%s\" hint=\"install the hook: "
-                        "objcached --install-hook or psql -f sql/install.sql\"", err);
+                        "objcached --install-hook or psql -f sql/install.sql\"",
+                        err);
         iv->d->stats.inval_errors++;
         iv->full = 0;
         finish(iv, "ROLLBACK");
@@ -316,7 +319,8 @@ static void claim(oc_inval_t *iv)
     snprintf(sql, sizeof(sql),
              "BEGIN; WITH c AS (SELECT * FROM objcached.claim(%u)) "
              "SELECT c.model, k, (SELECT count(*) FROM c), "
-             "(SELECT (extract(epoch FROM clock_timestamp() - min(created_at)) * 1000)::bigint "
+             "(SELECT (extract(epoch FROM clock_timestamp() - min(created_at)) * "
+             "1000)::bigint "
              "FROM c) FROM c LEFT JOIN LATERAL unnest(c.keys) AS k ON true",
              iv->d->conf->inval_batch);
     set_state(iv, OC_INVAL_CLAIMING);
@@ -341,7 +345,8 @@ static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char
             oc_conf_model(d->conf, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
         uint64_t gen = strtoull(PQgetvalue(res, i, 1), NULL, 10);
         if (m && d->model_gen[m - d->conf->models] != gen) {
-            oc_log_info("event=model_generation model=%s generation=%" PRIu64, m->name, gen);
+            oc_log_info("event=model_generation model=%s generation=%" PRIu64, m->name,
+                        gen);
             d->model_gen[m - d->conf->models] = gen;
         }
     }
@@ -408,17 +413,21 @@ void oc_inval_read_generations(oc_daemon_t *d)
         r = PQexec(c, "SELECT model, generation FROM objcached.models");
     if (r && PQresultStatus(r) == PGRES_TUPLES_OK) {
         for (int i = 0; i < PQntuples(r); i++) {
-            const oc_model_conf_t *m = oc_conf_model(d->conf, PQgetvalue(r, i, 0),
-                                                     (size_t)PQgetlength(r, i, 0));
+            const oc_model_conf_t *m =
+                oc_conf_model(d->conf, PQgetvalue(r, i, 0), (size_t)PQgetlength(r, i, 0));
             if (m)
-                d->model_gen[m - d->conf->models] = strtoull(PQgetvalue(r, i, 1), NULL, 10);
+                d->model_gen[m - d->conf->models] =
+                    strtoull(PQgetvalue(r, i, 1), NULL, 10);
         }
     } else {
         char clean[OC_ERRLEN];
-        oc_log(d->conf->inval_poll_ms ? OC_LOG_WARN : OC_LOG_INFO, "event=generations_unknown reason=\"%s\" note=\"until the consumer "
-                    "connects, models are read at generation 0\"",
-                    oc_log_clean(clean, sizeof(clean),
-                                 r ? PQresultErrorMessage(r) : c ? PQerrorMessage(c) : "oom"));
+        oc_log(d->conf->inval_poll_ms ? OC_LOG_WARN : OC_LOG_INFO,
+               "event=generations_unknown reason=\"%s\" note=\"until the consumer "
+               "connects, models are read at generation 0\"",
+               oc_log_clean(clean, sizeof(clean),
+                            r   ? PQresultErrorMessage(r)
+                            : c ? PQerrorMessage(c)
+                                : "oom"));
     }
     PQclear(r);
     PQfinish(c);
@@ -438,7 +447,8 @@ oc_inval_t *oc_inval_new(oc_daemon_t *d, char *err)
     set_state(iv, OC_INVAL_IDLE);
     if ((iv->poll = evtimer_new(d->base, on_poll, iv)) == NULL)
         goto nomem;
-    static const oc_pgconn_hooks_t hooks = {.up = on_up, .down = on_down, .notify = on_notify};
+    static const oc_pgconn_hooks_t hooks = {
+        .up = on_up, .down = on_down, .notify = on_notify};
     if ((iv->pc = oc_pgconn_new(d->base, d->conf->conninfo, setup, &hooks, iv)) == NULL)
         goto nomem;
     free(session);

@@ -147,8 +147,7 @@ static oc_status_t parse_text(const char *id, size_t len, oc_key_t *out)
     return OC_OK;
 }
 
-static oc_status_t parse_id(oc_key_type_t type, const char *id, size_t len,
-                            oc_key_t *out)
+static oc_status_t parse_id(oc_key_type_t type, const char *id, size_t len, oc_key_t *out)
 {
     switch (type) {
     case OC_KEY_BIGINT:

@@ -23,8 +23,8 @@
 
 typedef struct oc_key {
     const oc_model_conf_t *model;
-    size_t model_idx;           /* index into conf->models */
-    char canon[OC_CANON_MAX];   /* canonical id, NUL-terminated */
+    size_t model_idx;         /* index into conf->models */
+    char canon[OC_CANON_MAX]; /* canonical id, NUL-terminated */
     size_t canon_len;
 } oc_key_t;
 

@@ -20,8 +20,7 @@ void oc_log_set_level(oc_log_level_t level)
 
 oc_log_level_t oc_log_get_level(void)
 {
-    return (oc_log_level_t)atomic_load_explicit(&oc_log_level,
-                                                memory_order_relaxed);
+    return (oc_log_level_t)atomic_load_explicit(&oc_log_level, memory_order_relaxed);
 }
 
 void oc_log_use_syslog(int on)

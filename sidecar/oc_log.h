@@ -39,12 +39,12 @@ void oc_log(oc_log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 #define oc_log_error(...) oc_log(OC_LOG_ERROR, __VA_ARGS__)
-#define oc_log_warn(...) oc_log(OC_LOG_WARN, __VA_ARGS__)
-#define oc_log_info(...) oc_log(OC_LOG_INFO, __VA_ARGS__)
-#define oc_log_debug(...)                                                      \
-    do {                                                                       \
-        if (oc_log_get_level() >= OC_LOG_DEBUG)                                \
-            oc_log(OC_LOG_DEBUG, __VA_ARGS__);                                 \
+#define oc_log_warn(...)  oc_log(OC_LOG_WARN, __VA_ARGS__)
+#define oc_log_info(...)  oc_log(OC_LOG_INFO, __VA_ARGS__)
+#define oc_log_debug(...)                                                                \
+    do {                                                                                 \
+        if (oc_log_get_level() >= OC_LOG_DEBUG)                                          \
+            oc_log(OC_LOG_DEBUG, __VA_ARGS__);                                           \
     } while (0)
 
 #endif

@@ -16,11 +16,11 @@
 #include "oc_log.h"
 #include "oc_mcproto.h"
 
-#define MC_PUSH_TRIES 8
-#define MC_READ_CHUNK 65536
-#define MC_ROUTE_SLOTS 4096  /* remembered key -> server placements */
-#define MC_ROUTE_KEY 62      /* longer keys are always hashed */
-#define MC_WOP_SPARE 1024    /* freed wops kept for reuse */
+#define MC_PUSH_TRIES  8
+#define MC_READ_CHUNK  65536
+#define MC_ROUTE_SLOTS 4096 /* remembered key -> server placements */
+#define MC_ROUTE_KEY   62   /* longer keys are always hashed */
+#define MC_WOP_SPARE   1024 /* freed wops kept for reuse */
 
 /*
  * Per server, what was written (or sits in `out`, to be written) and waits
@@ -46,8 +46,8 @@ typedef struct mc_ref {
 typedef struct mc_wop {
     mc_wop_kind_t kind;
     struct mc_wop *next;
-    mc_ref_t one;        /* STORE, DELETE, VERSION */
-    mc_ref_t *refs;      /* GETS: owned */
+    mc_ref_t one;   /* STORE, DELETE, VERSION */
+    mc_ref_t *refs; /* GETS: owned */
     size_t nrefs, cursor;
 } mc_wop_t;
 
@@ -61,28 +61,28 @@ typedef enum mc_srv_state {
 
 typedef struct mc_server {
     oc_mc_t *mc;
-    char *host;                   /* as configured (no brackets) */
+    char *host; /* as configured (no brackets) */
     uint16_t port;
-    char name[128];               /* host:port, for logs and errors */
+    char name[128]; /* host:port, for logs and errors */
     struct sockaddr_storage addr;
     socklen_t addrlen;
     mc_srv_state_t state;
     int fd;
     struct event *ev_read, *ev_write, *ev_timer;
-    double retry_at;              /* DOWN: connect again from then on */
-    double deadline;              /* CONNECTING: give up then */
-    double progress;              /* UP: when the oldest wait began, or
-                                     the last bytes arrived since */
-    char *out;                    /* to write: [out_off, out_len) */
+    double retry_at; /* DOWN: connect again from then on */
+    double deadline; /* CONNECTING: give up then */
+    double progress; /* UP: when the oldest wait began, or
+                        the last bytes arrived since */
+    char *out;       /* to write: [out_off, out_len) */
     size_t out_off, out_len, out_cap;
-    char *in;                     /* read, not parsed: [in_off, in_len) */
+    char *in; /* read, not parsed: [in_off, in_len) */
     size_t in_off, in_len, in_cap;
     mc_wop_t *wait_head, *wait_tail; /* in `out` or sent, awaiting replies */
-    mc_ref_t *gets;               /* keys for the next flush's multi-get */
+    mc_ref_t *gets;                  /* keys for the next flush's multi-get */
     size_t ngets, gets_cap;
-    mc_ref_t *mgs;                /* keys for the next flush's meta gets */
+    mc_ref_t *mgs; /* keys for the next flush's meta gets */
     size_t nmgs, mgs_cap;
-    int dirty;                    /* on mc->dirty */
+    int dirty; /* on mc->dirty */
     struct mc_server *dirty_next;
 } mc_server_t;
 
@@ -90,23 +90,23 @@ typedef struct mc_server {
  * 1,200 instructions), and a key is placed several times in a row (its
  * get, lease, fill). Exact: the whole key is compared. */
 typedef struct mc_route {
-    uint8_t len;                  /* 0: empty */
-    uint8_t server;               /* index into servers[] */
+    uint8_t len;    /* 0: empty */
+    uint8_t server; /* index into servers[] */
     char key[MC_ROUTE_KEY];
 } mc_route_t;
 
 struct oc_mc {
     struct event_base *base;
-    memcached_st *hash;           /* ketama over the servers; never connects */
-    mc_route_t *routes;           /* [MC_ROUTE_SLOTS], cleared on reconfigure */
-    mc_wop_t *spare;              /* freed wops, for reuse */
+    memcached_st *hash; /* ketama over the servers; never connects */
+    mc_route_t *routes; /* [MC_ROUTE_SLOTS], cleared on reconfigure */
+    mc_wop_t *spare;    /* freed wops, for reuse */
     size_t nspare;
-    mc_server_t **servers;        /* [nservers], in the configured order */
+    mc_server_t **servers; /* [nservers], in the configured order */
     size_t nservers;
-    uint32_t *by_hash;            /* libmemcached's server index -> ours */
+    uint32_t *by_hash; /* libmemcached's server index -> ours */
     double connect_s, io_s, retry_s;
-    struct event *ev_flush;       /* runs due callbacks, then writes */
-    mc_server_t *dirty;           /* servers with gets or bytes to send */
+    struct event *ev_flush;           /* runs due callbacks, then writes */
+    mc_server_t *dirty;               /* servers with gets or bytes to send */
     oc_mc_job_t *due_head, *due_tail; /* jobs answered, done not yet run */
 };
 
@@ -125,8 +125,8 @@ static double mc_now(oc_mc_t *mc)
 
 oc_mc_job_t *oc_mc_job_new_get(size_t n, oc_mc_done_fn done, void *arg)
 {
-    size_t sz = sizeof(oc_mc_job_t) + n * (sizeof(char *) + sizeof(size_t) +
-                                           sizeof(oc_mc_hit_t));
+    size_t sz =
+        sizeof(oc_mc_job_t) + n * (sizeof(char *) + sizeof(size_t) + sizeof(oc_mc_hit_t));
     oc_mc_job_t *job = calloc(1, sz);
     if (job == NULL)
         return NULL;
@@ -140,8 +140,7 @@ oc_mc_job_t *oc_mc_job_new_get(size_t n, oc_mc_done_fn done, void *arg)
     return job;
 }
 
-oc_mc_job_t *oc_mc_job_new_items(oc_mc_op_t op, size_t n, oc_mc_done_fn done,
-                                 void *arg)
+oc_mc_job_t *oc_mc_job_new_items(oc_mc_op_t op, size_t n, oc_mc_done_fn done, void *arg)
 {
     oc_mc_job_t *job = calloc(1, sizeof(oc_mc_job_t) + n * sizeof(oc_mc_item_t));
     if (job == NULL)
@@ -246,8 +245,9 @@ static void wait_push(mc_server_t *s, mc_wop_t *w)
     if (s->wait_head == NULL) {
         s->progress = mc_now(s->mc);
         if (s->state == MC_SRV_UP && !evtimer_pending(s->ev_timer, NULL)) {
-            struct timeval tv = {(time_t)s->mc->io_s,
-                                 (suseconds_t)((s->mc->io_s - (time_t)s->mc->io_s) * 1e6)};
+            struct timeval tv = {
+                (time_t)s->mc->io_s,
+                (suseconds_t)((s->mc->io_s - (time_t)s->mc->io_s) * 1e6)};
             evtimer_add(s->ev_timer, &tv);
         }
     }
@@ -325,7 +325,8 @@ static void on_item_reply(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l)
 }
 
 /* A read of `ref` found the key (found = 1, with l) or not. */
-static void on_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l, const char *data)
+static void on_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l,
+                    const char *data)
 {
     oc_mc_t *mc = s->mc;
     oc_mc_job_t *job = ref.job;
@@ -352,8 +353,8 @@ static void on_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l, const 
         return;
     }
     /* PUSH */
-    oc_mc_decision_t dec = it->decide(it, l != NULL, l ? l->flags : 0, l ? data : NULL,
-                                      l ? l->bytes : 0);
+    oc_mc_decision_t dec =
+        it->decide(it, l != NULL, l ? l->flags : 0, l ? data : NULL, l ? l->bytes : 0);
     if (dec == OC_MC_KEEP) {
         item_result(mc, job, ref.idx, OC_MC_R_NOT_STORED);
         return;
@@ -390,8 +391,8 @@ static int gets_match(mc_wop_t *w, const oc_mcp_line_t *l, size_t *at)
 {
     for (size_t i = w->cursor; i < w->nrefs; i++) {
         const mc_ref_t *r = &w->refs[i];
-        const char *k = r->job->op == OC_MC_GET ? r->job->keys[r->idx]
-                                                : r->job->items[r->idx].key;
+        const char *k =
+            r->job->op == OC_MC_GET ? r->job->keys[r->idx] : r->job->items[r->idx].key;
         size_t kl = r->job->op == OC_MC_GET ? r->job->key_lens[r->idx]
                                             : r->job->items[r->idx].klen;
         if (kl == l->klen && memcmp(k, l->key, kl) == 0) {
@@ -464,7 +465,8 @@ static int parse_wop(mc_server_t *s, mc_wop_t *w)
             return 0; /* the data block is not all here yet */
         const char *data = p + l.line_len;
         size_t at;
-        if (data[l.bytes] != '\r' || data[l.bytes + 1] != '\n' || gets_match(w, &l, &at) != 0)
+        if (data[l.bytes] != '\r' || data[l.bytes + 1] != '\n' ||
+            gets_match(w, &l, &at) != 0)
             return -1;
         gets_misses(s, w, at);
         s->in_off += l.line_len + (size_t)l.bytes + 2;
@@ -532,8 +534,8 @@ static void queue_store(mc_server_t *s, oc_mc_job_t *job, size_t idx, const char
         part_fail(s->mc, job, idx, "out of memory");
         return;
     }
-    s->out_len += oc_mcp_format_store(p, verb, it->key, it->klen, flags, it->exptime_s, val,
-                                      vlen, cas);
+    s->out_len += oc_mcp_format_store(p, verb, it->key, it->klen, flags, it->exptime_s,
+                                      val, vlen, cas);
     w->kind = MC_WOP_STORE;
     w->one = (mc_ref_t){job, idx};
     wait_push(s, w);
@@ -658,8 +660,8 @@ static void flush_gets(mc_server_t *s)
     p = oc_mcp_put(p, "gets", 4);
     for (size_t i = 0; i < s->ngets; i++) {
         const mc_ref_t *r = &s->gets[i];
-        const char *k = r->job->op == OC_MC_GET ? r->job->keys[r->idx]
-                                                : r->job->items[r->idx].key;
+        const char *k =
+            r->job->op == OC_MC_GET ? r->job->keys[r->idx] : r->job->items[r->idx].key;
         size_t kl = r->job->op == OC_MC_GET ? r->job->key_lens[r->idx]
                                             : r->job->items[r->idx].klen;
         *p++ = ' ';
@@ -739,7 +741,8 @@ static void srv_fail(mc_server_t *s, const char *why)
 static void srv_write(mc_server_t *s)
 {
     while (s->out_off < s->out_len) {
-        ssize_t n = send(s->fd, s->out + s->out_off, s->out_len - s->out_off, MSG_NOSIGNAL);
+        ssize_t n =
+            send(s->fd, s->out + s->out_off, s->out_len - s->out_off, MSG_NOSIGNAL);
         if (n > 0) {
             s->out_off += (size_t)n;
             continue;
@@ -1010,8 +1013,8 @@ static void submit_item(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
         break;
     case OC_MC_SET:
     case OC_MC_CAS:
-        queue_store(s, job, i, job->op == OC_MC_SET ? "set" : "cas",
-                    it->val, it->vlen, it->flags, it->cas);
+        queue_store(s, job, i, job->op == OC_MC_SET ? "set" : "cas", it->val, it->vlen,
+                    it->flags, it->cas);
         break;
     case OC_MC_DELETE:
         queue_line(s, job, i, it->key, it->klen);
@@ -1054,7 +1057,8 @@ static memcached_st *make_hash(const oc_conf_t *conf, char *err)
     /* What places keys: every libmemcached client of the pool must set the
      * same (bench/lg_mc.c does). KETAMA_WEIGHTED also makes the key hash MD5. */
     if (memcached_behavior_set(memc, MEMCACHED_BEHAVIOR_DISTRIBUTION,
-                               MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA) != MEMCACHED_SUCCESS ||
+                               MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA) !=
+            MEMCACHED_SUCCESS ||
         memcached_behavior_set(memc, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1) !=
             MEMCACHED_SUCCESS) {
         oc_fail(err, OC_ECACHE, "memcached: cannot set ketama");
@@ -1077,13 +1081,15 @@ fail:
 }
 
 /* libmemcached's index of each server -> our index (they should agree). */
-static uint32_t *make_index(memcached_st *memc, mc_server_t **servers, size_t n, char *err)
+static uint32_t *make_index(memcached_st *memc, mc_server_t **servers, size_t n,
+                            char *err)
 {
     uint32_t *map = calloc(n ? n : 1, sizeof(*map));
     if (map == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
     for (uint32_t i = 0; i < n; i++) {
-        const memcached_instance_st *inst = memcached_server_instance_by_position(memc, i);
+        const memcached_instance_st *inst =
+            memcached_server_instance_by_position(memc, i);
         size_t j = 0;
         while (inst && j < n &&
                !(strcmp(memcached_server_name(inst), servers[j]->host) == 0 &&
@@ -1167,7 +1173,8 @@ static mc_server_t **make_servers(oc_mc_t *mc, const oc_conf_t *conf, mc_server_
     for (size_t i = 0; i < conf->nservers; i++) {
         const oc_mc_server_conf_t *c = &conf->servers[i];
         for (size_t j = 0; j < nold && list[i] == NULL; j++)
-            if (!reused[j] && old[j]->port == c->port && strcmp(old[j]->host, c->host) == 0) {
+            if (!reused[j] && old[j]->port == c->port &&
+                strcmp(old[j]->host, c->host) == 0) {
                 list[i] = old[j];
                 reused[j] = 1;
             }

@@ -84,7 +84,7 @@ typedef enum oc_mc_lease {
  * found = 0 with a lease: the key holds no value, only a lease. */
 typedef struct oc_mc_hit {
     int found;
-    int error;           /* memcached failed for this key (job->err says why) */
+    int error; /* memcached failed for this key (job->err says why) */
     oc_mc_lease_t lease;
     uint32_t flags;
     uint64_t cas;
@@ -113,15 +113,15 @@ typedef struct oc_mc_item {
     size_t vlen;
     uint32_t flags;
     uint32_t exptime_s;
-    uint64_t cas;          /* CAS: the cas to check */
-    const char *expect;    /* SWAP: the value the key must still hold */
+    uint64_t cas;       /* CAS: the cas to check */
+    const char *expect; /* SWAP: the value the key must still hold */
     size_t expect_len;
-    uint32_t expect_flags; /* SWAP: ... and its flags */
+    uint32_t expect_flags;  /* SWAP: ... and its flags */
     oc_mc_decide_fn decide; /* PUSH */
-    void *decide_arg;      /* PUSH: the caller's, for decide */
-    oc_mc_result_t result; /* out */
-    int unordered;         /* out, PUSH: written on OC_MC_WRITE_UNORDERED */
-    int tries_;            /* oc_mc's own: PUSH rounds so far */
+    void *decide_arg;       /* PUSH: the caller's, for decide */
+    oc_mc_result_t result;  /* out */
+    int unordered;          /* out, PUSH: written on OC_MC_WRITE_UNORDERED */
+    int tries_;             /* oc_mc's own: PUSH rounds so far */
 } oc_mc_item_t;
 
 struct oc_mc_job {
@@ -167,8 +167,7 @@ oc_status_t oc_mc_reconfigure(oc_mc_t *mc, const oc_conf_t *conf, char *err);
 /* One allocation each; NULL on out of memory. */
 oc_mc_job_t *oc_mc_job_new_get(size_t n, oc_mc_done_fn done, void *arg);
 /* Any op but GET. */
-oc_mc_job_t *oc_mc_job_new_items(oc_mc_op_t op, size_t n, oc_mc_done_fn done,
-                                 void *arg);
+oc_mc_job_t *oc_mc_job_new_items(oc_mc_op_t op, size_t n, oc_mc_done_fn done, void *arg);
 void oc_mc_job_free(oc_mc_job_t *job);
 
 #endif

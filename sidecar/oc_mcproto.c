@@ -51,8 +51,9 @@ static oc_mcp_reply_t parse_value(const char *s, const char *end, oc_mcp_line_t 
     out->key = k;
     out->klen = (size_t)(s - k);
     uint64_t flags, bytes, cas = 0;
-    if (!oc_mcp_key_ok(k, out->klen) || skip_space(&s, end) || parse_u64(&s, end, UINT32_MAX, &flags) ||
-        skip_space(&s, end) || parse_u64(&s, end, OC_MCP_VALUE_MAX, &bytes))
+    if (!oc_mcp_key_ok(k, out->klen) || skip_space(&s, end) ||
+        parse_u64(&s, end, UINT32_MAX, &flags) || skip_space(&s, end) ||
+        parse_u64(&s, end, OC_MCP_VALUE_MAX, &bytes))
         return OC_MCP_BAD;
     if (s < end && (skip_space(&s, end) || parse_u64(&s, end, UINT64_MAX, &cas)))
         return OC_MCP_BAD;
@@ -115,9 +116,12 @@ oc_mcp_reply_t oc_mcp_parse_line(const char *buf, size_t len, oc_mcp_line_t *out
         const char *word;
         oc_mcp_reply_t type;
     } plain[] = {
-        {"END", OC_MCP_END},         {"STORED", OC_MCP_STORED},
-        {"NOT_STORED", OC_MCP_NOT_STORED}, {"EXISTS", OC_MCP_EXISTS},
-        {"NOT_FOUND", OC_MCP_NOT_FOUND},   {"DELETED", OC_MCP_DELETED},
+        {"END", OC_MCP_END},
+        {"STORED", OC_MCP_STORED},
+        {"NOT_STORED", OC_MCP_NOT_STORED},
+        {"EXISTS", OC_MCP_EXISTS},
+        {"NOT_FOUND", OC_MCP_NOT_FOUND},
+        {"DELETED", OC_MCP_DELETED},
     };
     for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
         if (equals(buf, n, plain[i].word))

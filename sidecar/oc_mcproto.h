@@ -17,8 +17,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#define OC_MCP_KEY_MAX 250          /* memcached's KEY_MAX_LENGTH */
-#define OC_MCP_LINE_MAX 2048        /* the longest reply line we accept */
+#define OC_MCP_KEY_MAX  250  /* memcached's KEY_MAX_LENGTH */
+#define OC_MCP_LINE_MAX 2048 /* the longest reply line we accept */
 /* A VALUE larger than this is a broken (or hostile) stream: objcached never
  * stores more than max_value (at most 128 MiB), and reading it would mean
  * buffering all of it. */
@@ -38,9 +38,9 @@ static inline char *oc_mcp_put(char *p, const void *src, size_t n)
 int oc_mcp_key_ok(const char *key, size_t len);
 
 typedef enum oc_mcp_reply {
-    OC_MCP_NEED_MORE,    /* no whole line yet */
-    OC_MCP_VALUE,        /* VALUE <key> <flags> <bytes> [<cas>], a key memcached
-                            could have stored (oc_mcp_key_ok) */
+    OC_MCP_NEED_MORE, /* no whole line yet */
+    OC_MCP_VALUE,     /* VALUE <key> <flags> <bytes> [<cas>], a key memcached
+                         could have stored (oc_mcp_key_ok) */
     OC_MCP_END,
     OC_MCP_STORED,
     OC_MCP_NOT_STORED,
@@ -48,25 +48,25 @@ typedef enum oc_mcp_reply {
     OC_MCP_NOT_FOUND,
     OC_MCP_DELETED,
     OC_MCP_VERSION,
-    OC_MCP_VA,           /* VA <bytes> c<cas> f<flags> [W|Z|X]...: a meta get's value */
-    OC_MCP_EN,           /* a meta get's miss */
-    OC_MCP_ERROR,        /* ERROR, CLIENT_ERROR ..., SERVER_ERROR ...: text */
-    OC_MCP_BAD,          /* not a reply we know, or too long: the stream is lost */
+    OC_MCP_VA,    /* VA <bytes> c<cas> f<flags> [W|Z|X]...: a meta get's value */
+    OC_MCP_EN,    /* a meta get's miss */
+    OC_MCP_ERROR, /* ERROR, CLIENT_ERROR ..., SERVER_ERROR ...: text */
+    OC_MCP_BAD,   /* not a reply we know, or too long: the stream is lost */
 } oc_mcp_reply_t;
 
 /* One reply line. Pointers point into the caller's buffer. */
 typedef struct oc_mcp_line {
     oc_mcp_reply_t type;
-    size_t line_len;     /* bytes of the line, \r\n included */
-    const char *key;     /* VALUE */
+    size_t line_len; /* bytes of the line, \r\n included */
+    const char *key; /* VALUE */
     size_t klen;
     uint32_t flags;
-    uint32_t bytes;      /* the data block that follows (then \r\n) */
+    uint32_t bytes; /* the data block that follows (then \r\n) */
     uint64_t cas;
-    int win;             /* VA: W (this client won the lease: the item was
-                            made empty by its N flag), or Z (another client
-                            holds it), or 0 */
-    const char *text;    /* ERROR: the whole line without \r\n */
+    int win;          /* VA: W (this client won the lease: the item was
+                         made empty by its N flag), or Z (another client
+                         holds it), or 0 */
+    const char *text; /* ERROR: the whole line without \r\n */
     size_t text_len;
 } oc_mcp_line_t;
 
@@ -74,7 +74,7 @@ typedef struct oc_mcp_line {
  * there is none within OC_MCP_LINE_MAX bytes). */
 oc_mcp_reply_t oc_mcp_parse_line(const char *buf, size_t len, oc_mcp_line_t *out);
 
-#define OC_MCP_WIN 1        /* the W flag */
+#define OC_MCP_WIN           1 /* the W flag */
 #define OC_MCP_WON_ELSEWHERE 2 /* the Z flag */
 
 /* Bytes the mg command needs; write it (v c f, and N<ttl> when ttl > 0). */

@@ -28,14 +28,15 @@ static void on_request(struct evhttp_request *req, void *arg)
         evhttp_send_error(req, HTTP_INTERNAL, "out of memory");
         return;
     }
-    evbuffer_add_printf(out,
-                        "# HELP objcached_info objcached's version\n"
-                        "# TYPE objcached_info gauge\n"
-                        "objcached_info{version=\"%s\"} 1\n"
-                        "# HELP objcached_uptime_seconds seconds since objcached started\n"
-                        "# TYPE objcached_uptime_seconds gauge\n"
-                        "objcached_uptime_seconds %ld\n",
-                        OC_VERSION, (long)(time(NULL) - d->started));
+    evbuffer_add_printf(
+        out,
+        "# HELP objcached_info objcached's version\n"
+        "# TYPE objcached_info gauge\n"
+        "objcached_info{version=\"%s\"} 1\n"
+        "# HELP objcached_uptime_seconds seconds since objcached started\n"
+        "# TYPE objcached_uptime_seconds gauge\n"
+        "objcached_uptime_seconds %ld\n",
+        OC_VERSION, (long)(time(NULL) - d->started));
     oc_stats_write_prometheus(&d->stats, out);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4; charset=utf-8");

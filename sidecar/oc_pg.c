@@ -23,9 +23,9 @@ struct oc_pg {
     struct event_base *base;
     const oc_conf_t *conf;
     oc_stats_t *stats;
-    char **sql;           /* per model */
+    char **sql; /* per model */
     size_t nsql;
-    unsigned gen;         /* bumped by a reload: statement names change */
+    unsigned gen; /* bumped by a reload: statement names change */
     oc_pg_conn_t *conns;
     size_t nconns;
     oc_pg_load_t *queue_head, *queue_tail;
@@ -53,14 +53,16 @@ char *oc_pg_load_sql(const oc_model_conf_t *m)
     if (m->ncolumns == 0) {
         off += (size_t)snprintf(sql + off, cap - off, "row_to_json(t)::text");
     } else {
-        off += (size_t)snprintf(sql + off, cap - off, "(SELECT row_to_json(r) FROM (SELECT ");
+        off += (size_t)snprintf(sql + off, cap - off,
+                                "(SELECT row_to_json(r) FROM (SELECT ");
         for (size_t i = 0; i < m->ncolumns; i++)
             off += (size_t)snprintf(sql + off, cap - off, "%st.\"%s\"", i ? ", " : "",
                                     m->columns[i]);
         off += (size_t)snprintf(sql + off, cap - off, ") AS r)::text");
     }
-    snprintf(sql + off, cap - off, " FROM \"%s\".\"%s\" AS t WHERE t.\"%s\" = ANY($1::%s[])",
-             m->schema, m->table, m->key_column, key_sql_type(m->key_type));
+    snprintf(sql + off, cap - off,
+             " FROM \"%s\".\"%s\" AS t WHERE t.\"%s\" = ANY($1::%s[])", m->schema,
+             m->table, m->key_column, key_sql_type(m->key_type));
     return sql;
 }
 
@@ -227,7 +229,8 @@ void oc_pg_submit(oc_pg_t *pg, oc_pg_load_t *l)
         load_finish(l, NULL, OC_EDB, err);
         return;
     }
-    if (l->deadline == NULL && (l->deadline = evtimer_new(pg->base, load_deadline_cb, l)) == NULL) {
+    if (l->deadline == NULL &&
+        (l->deadline = evtimer_new(pg->base, load_deadline_cb, l)) == NULL) {
         load_finish(l, NULL, OC_ENOMEM, "out of memory");
         return;
     }
@@ -246,8 +249,8 @@ void oc_pg_submit(oc_pg_t *pg, oc_pg_load_t *l)
 
 static void conn_run(oc_pg_conn_t *c);
 
-static void conn_query_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
-                            void *arg)
+static void conn_query_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
+                            const char *err, void *arg)
 {
     (void)pc;
     oc_pg_conn_t *c = arg;
@@ -292,7 +295,8 @@ static void conn_run(oc_pg_conn_t *c)
     snprintf(name, sizeof(name), "oc_load_%zu_%u", l->model_idx, c->pg->gen);
     oc_status_t st;
     if (!c->prepared[l->model_idx]) {
-        st = oc_pgconn_prepare(c->pc, name, c->pg->sql[l->model_idx], conn_prepare_done, c);
+        st = oc_pgconn_prepare(c->pc, name, c->pg->sql[l->model_idx], conn_prepare_done,
+                               c);
     } else {
         const char *params[1] = {l->ids};
         st = oc_pgconn_query_prepared(c->pc, name, 1, params, conn_query_done, c);

@@ -38,12 +38,12 @@ typedef struct oc_pg oc_pg_t;
 typedef struct oc_pg_conn oc_pg_conn_t; /* one loader connection */
 typedef struct oc_pg_load oc_pg_load_t;
 
-typedef void (*oc_pg_done_fn)(oc_pg_load_t *load, PGresult *res,
-                              oc_status_t st, const char *err, void *arg);
+typedef void (*oc_pg_done_fn)(oc_pg_load_t *load, PGresult *res, oc_status_t st,
+                              const char *err, void *arg);
 
 struct oc_pg_load {
     size_t model_idx;
-    char *ids;          /* the array literal, e.g. {1,2,3}; owned by the load */
+    char *ids; /* the array literal, e.g. {1,2,3}; owned by the load */
     oc_pg_done_fn done;
     void *arg;
     /* oc_pg's own: */
@@ -51,11 +51,11 @@ struct oc_pg_load {
     struct event *deadline;
     oc_pg_conn_t *conn; /* the connection running it, or NULL if queued */
     oc_pg_load_t *next;
-    double submitted;   /* oc_stats_now() at submit, for load_seconds */
+    double submitted; /* oc_stats_now() at submit, for load_seconds */
 };
 
-oc_pg_t *oc_pg_new(struct event_base *base, const oc_conf_t *conf,
-                   oc_stats_t *stats, char *err);
+oc_pg_t *oc_pg_new(struct event_base *base, const oc_conf_t *conf, oc_stats_t *stats,
+                   char *err);
 /* A reload: new load statements (columns or tables may have changed) under
  * new names, prepared again on each connection's next use; loads under way
  * finish with the old ones. conf must keep model indexes stable (see
@@ -65,8 +65,7 @@ oc_status_t oc_pg_reconfigure(oc_pg_t *pg, const oc_conf_t *conf, char *err);
 /* Closes the connections; queued and running loads get done(OC_EDB). */
 void oc_pg_free(oc_pg_t *pg);
 
-oc_pg_load_t *oc_pg_load_new(size_t model_idx, char *ids, oc_pg_done_fn done,
-                             void *arg);
+oc_pg_load_t *oc_pg_load_new(size_t model_idx, char *ids, oc_pg_done_fn done, void *arg);
 void oc_pg_load_free(oc_pg_load_t *load);
 void oc_pg_submit(oc_pg_t *pg, oc_pg_load_t *load);
 

@@ -7,8 +7,8 @@
 
 #include "oc_log.h"
 
-#define OC_PGCONN_BACKOFF_MIN_MS 100
-#define OC_PGCONN_BACKOFF_MAX_MS 2000
+#define OC_PGCONN_BACKOFF_MIN_MS    100
+#define OC_PGCONN_BACKOFF_MAX_MS    2000
 #define OC_PGCONN_CONNECT_TIMEOUT_S 5
 
 typedef enum oc_pgconn_state {
@@ -27,14 +27,14 @@ struct oc_pgconn {
     void *owner;
     oc_pgconn_state_t state;
     PGconn *conn;
-    struct event *io;      /* on PQsocket(conn) */
-    struct event *timer;   /* reconnect / connect timeout */
-    PGresult *res;         /* the first error, or else the last result */
+    struct event *io;    /* on PQsocket(conn) */
+    struct event *timer; /* reconnect / connect timeout */
+    PGresult *res;       /* the first error, or else the last result */
     int failed;
-    oc_pgconn_done_fn cb;  /* the command in flight; NULL if abandoned */
+    oc_pgconn_done_fn cb; /* the command in flight; NULL if abandoned */
     void *cb_arg;
     uint32_t backoff_ms;
-    int was_up;            /* for logging an outage once */
+    int was_up; /* for logging an outage once */
     char last_error[OC_ERRLEN];
 };
 
@@ -89,10 +89,12 @@ static void go_down(oc_pgconn_t *c, const char *why)
     int was_busy = (c->state == OC_PGCONN_BUSY);
     set_state(c, OC_PGCONN_DOWN);
     c->was_up = 0;
-    struct timeval tv = {c->backoff_ms / 1000, (suseconds_t)(c->backoff_ms % 1000) * 1000};
+    struct timeval tv = {c->backoff_ms / 1000,
+                         (suseconds_t)(c->backoff_ms % 1000) * 1000};
     evtimer_add(c->timer, &tv);
-    c->backoff_ms = c->backoff_ms * 2 > OC_PGCONN_BACKOFF_MAX_MS ? OC_PGCONN_BACKOFF_MAX_MS
-                                                                 : c->backoff_ms * 2;
+    c->backoff_ms = c->backoff_ms * 2 > OC_PGCONN_BACKOFF_MAX_MS
+                        ? OC_PGCONN_BACKOFF_MAX_MS
+                        : c->backoff_ms * 2;
     if (was_busy) {
         char err[OC_ERRLEN + 32];
         snprintf(err, sizeof(err), "database connection lost: %s", reason);
@@ -132,7 +134,8 @@ static void on_notice(void *arg, const char *msg)
 {
     (void)arg;
     char clean[OC_ERRLEN];
-    oc_log_debug("event=pg_notice message=\"%s\"", oc_log_clean(clean, sizeof(clean), msg));
+    oc_log_debug("event=pg_notice message=\"%s\"",
+                 oc_log_clean(clean, sizeof(clean), msg));
 }
 
 static void start(oc_pgconn_t *c)
@@ -208,7 +211,8 @@ static void read_input(oc_pgconn_t *c)
             c->hooks.notify(c, n, c->owner);
         PQfreemem(n);
     }
-    while (c->state >= OC_PGCONN_SETUP && c->state != OC_PGCONN_IDLE && !PQisBusy(c->conn)) {
+    while (c->state >= OC_PGCONN_SETUP && c->state != OC_PGCONN_IDLE &&
+           !PQisBusy(c->conn)) {
         PGresult *r = PQgetResult(c->conn);
         if (r == NULL) {
             results_done(c); /* may send the next command, or reset */
@@ -271,8 +275,9 @@ oc_status_t oc_pgconn_query(oc_pgconn_t *c, const char *sql, int nparams,
 {
     if (c->state != OC_PGCONN_IDLE)
         return OC_AGAIN;
-    int ok = nparams ? PQsendQueryParams(c->conn, sql, nparams, NULL, params, NULL, NULL, 0)
-                     : PQsendQuery(c->conn, sql);
+    int ok = nparams
+                 ? PQsendQueryParams(c->conn, sql, nparams, NULL, params, NULL, NULL, 0)
+                 : PQsendQuery(c->conn, sql);
     return sent(c, ok, cb, arg);
 }
 
@@ -339,7 +344,8 @@ oc_pgconn_t *oc_pgconn_new(struct event_base *base, const char *conninfo,
     c->setup_sql = strdup(setup_sql);
     c->io = event_new(base, -1, 0, io_cb, c);
     c->timer = evtimer_new(base, timer_cb, c);
-    if (c->conninfo == NULL || c->setup_sql == NULL || c->io == NULL || c->timer == NULL) {
+    if (c->conninfo == NULL || c->setup_sql == NULL || c->io == NULL ||
+        c->timer == NULL) {
         oc_pgconn_free(c);
         return NULL;
     }

@@ -47,8 +47,8 @@ oc_pgconn_t *oc_pgconn_new(struct event_base *base, const char *conninfo,
 /* Closes; a command in flight gets no callback. */
 void oc_pgconn_free(oc_pgconn_t *c);
 
-int oc_pgconn_idle(const oc_pgconn_t *c);      /* ready for a command */
-int oc_pgconn_alive(const oc_pgconn_t *c);     /* not DOWN (up or trying) */
+int oc_pgconn_idle(const oc_pgconn_t *c);  /* ready for a command */
+int oc_pgconn_alive(const oc_pgconn_t *c); /* not DOWN (up or trying) */
 const char *oc_pgconn_last_error(const oc_pgconn_t *c);
 
 /* Send one command in IDLE (OC_AGAIN if not idle; OC_EDB if the send

@@ -9,8 +9,7 @@ static int tok_is(const oc_token_t *t, const char *s)
 }
 
 /* Returns the token count, or maxtok + 1 if there are more than maxtok. */
-static size_t tokenize(const char *line, size_t len, oc_token_t *tok,
-                       size_t maxtok)
+static size_t tokenize(const char *line, size_t len, oc_token_t *tok, size_t maxtok)
 {
     size_t n = 0, i = 0;
     while (i < len) {
@@ -70,8 +69,8 @@ static oc_status_t parse_storage(const oc_token_t *tok, size_t n, oc_cmd_t *cmd,
     cmd->noreply = (n == base + 1 && tok_is(&tok[n - 1], "noreply"));
     if (n != base && !cmd->noreply)
         return oc_fail(err, OC_EINVAL, "bad command line format");
-    if (!parse_u64(&tok[2], &flags) || flags > UINT32_MAX ||
-        !parse_i64ish(&tok[3]) || (is_cas && !parse_u64(&tok[5], &cas)))
+    if (!parse_u64(&tok[2], &flags) || flags > UINT32_MAX || !parse_i64ish(&tok[3]) ||
+        (is_cas && !parse_u64(&tok[5], &cas)))
         return oc_fail(err, OC_EINVAL, "bad command line format");
     if (!parse_u64(&tok[4], &bytes) || bytes > INT32_MAX)
         return oc_fail(err, OC_EINVAL, "bad data chunk");
@@ -84,9 +83,10 @@ static oc_status_t parse_storage(const oc_token_t *tok, size_t n, oc_cmd_t *cmd,
 static const char *const oc_proto_storage[] = {"set",    "add",     "replace",
                                                "append", "prepend", "cas"};
 static const char *const oc_proto_unsupported[] = {
-    "touch", "incr",   "decr", "gat",  "gats", "flush_all",
-    "verbosity", "ma", "me", "cache_memlimit",
-    "shutdown", "lru_crawler", "slabs", "watch", "lru", "misbehave"};
+    "touch", "incr",           "decr",      "gat",
+    "gats",  "flush_all",      "verbosity", "ma",
+    "me",    "cache_memlimit", "shutdown",  "lru_crawler",
+    "slabs", "watch",          "lru",       "misbehave"};
 
 #define OC_NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -146,14 +146,30 @@ static oc_status_t parse_meta_flags(const oc_token_t *tok, size_t n, oc_cmd_t *c
         char f = t->p[0];
         unsigned bit = 0;
         switch (f) {
-        case 'v': bit = OC_META_V; break;
-        case 'f': bit = OC_META_F; break;
-        case 'k': bit = OC_META_K; break;
-        case 's': bit = OC_META_S; break;
-        case 'c': bit = OC_META_C; break;
-        case 't': bit = OC_META_T; break;
-        case 'q': bit = OC_META_Q; break;
-        case 'b': bit = OC_META_B; break;
+        case 'v':
+            bit = OC_META_V;
+            break;
+        case 'f':
+            bit = OC_META_F;
+            break;
+        case 'k':
+            bit = OC_META_K;
+            break;
+        case 's':
+            bit = OC_META_S;
+            break;
+        case 'c':
+            bit = OC_META_C;
+            break;
+        case 't':
+            bit = OC_META_T;
+            break;
+        case 'q':
+            bit = OC_META_Q;
+            break;
+        case 'b':
+            bit = OC_META_B;
+            break;
         case 'O':
             bit = OC_META_O;
             cmd->meta.opaque.p = t->p + 1;
@@ -166,7 +182,12 @@ static oc_status_t parse_meta_flags(const oc_token_t *tok, size_t n, oc_cmd_t *c
                 return oc_fail(err, OC_EINVAL, "bad mode");
             *mode = t->p[1];
             continue;
-        case 'F': case 'T': case 'N': case 'I': case 'E': case 'S':
+        case 'F':
+        case 'T':
+        case 'N':
+        case 'I':
+        case 'E':
+        case 'S':
             continue; /* accepted, ignored: objcached owns flags and TTLs */
         default:
             return oc_fail(err, OC_EINVAL, "invalid flag");
@@ -219,8 +240,8 @@ static int is_meta(const oc_token_t *t)
            (t->p[1] == 'g' || t->p[1] == 's' || t->p[1] == 'd' || t->p[1] == 'n');
 }
 
-oc_status_t oc_proto_parse(const char *line, size_t len, oc_token_t *tok,
-                           size_t maxtok, oc_cmd_t *cmd, char *err)
+oc_status_t oc_proto_parse(const char *line, size_t len, oc_token_t *tok, size_t maxtok,
+                           oc_cmd_t *cmd, char *err)
 {
     memset(cmd, 0, sizeof(*cmd));
     cmd->type = OC_CMD_UNKNOWN;
@@ -262,8 +283,7 @@ oc_status_t oc_proto_parse(const char *line, size_t len, oc_token_t *tok,
         if (n < 5)
             return oc_fail(err, OC_EINVAL, "bad command line format");
         return parse_storage(tok, n, cmd, err);
-    } else if (in_list(c, oc_proto_unsupported,
-                       OC_NELEM(oc_proto_unsupported))) {
+    } else if (in_list(c, oc_proto_unsupported, OC_NELEM(oc_proto_unsupported))) {
         cmd->type = OC_CMD_UNSUPPORTED;
         cmd->noreply = tok_is(&tok[n - 1], "noreply");
     }

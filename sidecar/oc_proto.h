@@ -20,8 +20,8 @@ typedef struct oc_token {
 } oc_token_t;
 
 typedef enum oc_cmd_type {
-    OC_CMD_GET,         /* get <key>+ */
-    OC_CMD_GETS,        /* gets <key>+ */
+    OC_CMD_GET,  /* get <key>+ */
+    OC_CMD_GETS, /* gets <key>+ */
     OC_CMD_VERSION,
     OC_CMD_QUIT,
     OC_CMD_STATS,       /* stats [arg] */
@@ -37,19 +37,19 @@ typedef enum oc_cmd_type {
 } oc_cmd_type_t;
 
 /* Meta command flags (memcached's doc/protocol.txt, "Meta Commands"). */
-#define OC_META_V (1u << 0)  /* mg: return the value */
-#define OC_META_F (1u << 1)  /* return client flags (always 0) */
-#define OC_META_K (1u << 2)  /* return the key */
-#define OC_META_S (1u << 3)  /* mg: return the value's size */
-#define OC_META_C (1u << 4)  /* mg: return the cas */
-#define OC_META_T (1u << 5)  /* mg: return the remaining TTL (-1: unknown) */
-#define OC_META_Q (1u << 6)  /* quiet: no EN (mg) / HD (ms, md) reply */
-#define OC_META_B (1u << 7)  /* the key is base64 */
-#define OC_META_O (1u << 8)  /* return the opaque token */
+#define OC_META_V (1u << 0) /* mg: return the value */
+#define OC_META_F (1u << 1) /* return client flags (always 0) */
+#define OC_META_K (1u << 2) /* return the key */
+#define OC_META_S (1u << 3) /* mg: return the value's size */
+#define OC_META_C (1u << 4) /* mg: return the cas */
+#define OC_META_T (1u << 5) /* mg: return the remaining TTL (-1: unknown) */
+#define OC_META_Q (1u << 6) /* quiet: no EN (mg) / HD (ms, md) reply */
+#define OC_META_B (1u << 7) /* the key is base64 */
+#define OC_META_O (1u << 8) /* return the opaque token */
 
 typedef struct oc_meta {
-    unsigned flags;         /* OC_META_* */
-    oc_token_t opaque;      /* O<token>, without the O */
+    unsigned flags;    /* OC_META_* */
+    oc_token_t opaque; /* O<token>, without the O */
 } oc_meta_t;
 
 typedef struct oc_cmd {
@@ -57,8 +57,8 @@ typedef struct oc_cmd {
     oc_meta_t meta;         /* MG/MS/MD */
     const oc_token_t *keys; /* GET/GETS: the keys; STATS: the argument(s) */
     size_t nkeys;
-    uint64_t data_len;      /* SET/STORAGE/MS: bytes in the data block (no \r\n) */
-    int noreply;            /* the last token was "noreply" */
+    uint64_t data_len; /* SET/STORAGE/MS: bytes in the data block (no \r\n) */
+    int noreply;       /* the last token was "noreply" */
 } oc_cmd_t;
 
 /*
@@ -75,8 +75,8 @@ typedef struct oc_cmd {
  * other than set (M S) are OC_EINVAL ("mode not supported") after the data
  * length is known, so the caller can skip the data block (data_len is set).
  */
-oc_status_t oc_proto_parse(const char *line, size_t len, oc_token_t *tok,
-                           size_t maxtok, oc_cmd_t *cmd, char *err);
+oc_status_t oc_proto_parse(const char *line, size_t len, oc_token_t *tok, size_t maxtok,
+                           oc_cmd_t *cmd, char *err);
 
 /* Decode base64 `in` into out (cap bytes). Returns the length, or -1 if
  * `in` is not base64 or does not fit. */

@@ -12,7 +12,10 @@
 /* The first setting that differs and cannot change while running, or NULL. */
 static const char *restart_needed(const oc_conf_t *a, const oc_conf_t *b)
 {
-    struct { const char *name; const char *x, *y; } strs[] = {
+    struct {
+        const char *name;
+        const char *x, *y;
+    } strs[] = {
         {"listen", a->listen, b->listen},
         {"unix_socket", a->unix_socket, b->unix_socket},
         {"metrics_listen", a->metrics_listen, b->metrics_listen},
@@ -47,7 +50,8 @@ static int find_model(const oc_conf_t *c, const char *name)
  * over from cur disabled, and new models go after. The entries are shallow
  * copies: nothing is owned by the returned array until commit_indexes().
  */
-static oc_model_conf_t *keep_indexes(const oc_conf_t *cur, const oc_conf_t *next, size_t *n)
+static oc_model_conf_t *keep_indexes(const oc_conf_t *cur, const oc_conf_t *next,
+                                     size_t *n)
 {
     size_t added = 0;
     for (size_t i = 0; i < next->nmodels; i++)
@@ -70,7 +74,8 @@ static oc_model_conf_t *keep_indexes(const oc_conf_t *cur, const oc_conf_t *next
 
 /* Make `models` next's own: disabled entries move out of cur (zeroed there,
  * so freeing cur does not free them). */
-static void commit_indexes(oc_conf_t *cur, oc_conf_t *next, oc_model_conf_t *models, size_t n)
+static void commit_indexes(oc_conf_t *cur, oc_conf_t *next, oc_model_conf_t *models,
+                           size_t n)
 {
     for (size_t i = 0; i < cur->nmodels; i++)
         if (models[i].disabled)

@@ -15,29 +15,29 @@
 
 /* How gets read memcached: see oc_req_start. The share of gets with a miss
  * is averaged over about OC_REQ_MISS_WINDOW gets. */
-#define OC_REQ_MG_ABOVE 0.5
+#define OC_REQ_MG_ABOVE    0.5
 #define OC_REQ_MISS_WINDOW 32.0
 
 struct oc_req {
     oc_daemon_t *d;
-    void *conn;              /* NULL once detached */
+    void *conn; /* NULL once detached */
     oc_req_reply_fn reply;
     int gets;
-    int meta;                /* an mg: reply VA/HD/EN */
-    unsigned meta_flags;     /* OC_META_* */
-    char opaque[40];         /* mg's O token, NUL-terminated */
-    size_t nslots;           /* keys as asked, duplicates included */
-    const char **slot_key;   /* client key bytes (in arena) */
+    int meta;              /* an mg: reply VA/HD/EN */
+    unsigned meta_flags;   /* OC_META_* */
+    char opaque[40];       /* mg's O token, NUL-terminated */
+    size_t nslots;         /* keys as asked, duplicates included */
+    const char **slot_key; /* client key bytes (in arena) */
     size_t *slot_len;
-    uint32_t *slot_ukey;     /* index into ukeys */
+    uint32_t *slot_ukey; /* index into ukeys */
     size_t nukeys;
     oc_ukey_t *ukeys;
-    size_t pending;          /* unique keys not resolved yet */
-    oc_mc_job_t *mcjob;      /* hits point into its arena */
-    uint64_t mget_seq;       /* order of its memcached multi-get */
-    double started;          /* oc_stats_now() at start */
+    size_t pending;                  /* unique keys not resolved yet */
+    oc_mc_job_t *mcjob;              /* hits point into its arena */
+    uint64_t mget_seq;               /* order of its memcached multi-get */
+    double started;                  /* oc_stats_now() at start */
     oc_req_t *mget_prev, *mget_next; /* d->mget_head list while waiting */
-    char err[OC_ERRLEN];     /* first load error */
+    char err[OC_ERRLEN];             /* first load error */
     char *arena;
 };
 
@@ -118,8 +118,9 @@ static void req_write_reply(oc_req_t *r, struct evbuffer *out)
             size += uk->len + r->slot_len[i] + 56;
     }
     if (size > r->d->conf->max_reply) {
-        evbuffer_add_printf(out, "SERVER_ERROR reply too large (%" PRIu64 " bytes, max %u)\r\n",
-                            size, r->d->conf->max_reply);
+        evbuffer_add_printf(
+            out, "SERVER_ERROR reply too large (%" PRIu64 " bytes, max %u)\r\n", size,
+            r->d->conf->max_reply);
         st->server_errors++;
         return;
     }
@@ -314,8 +315,8 @@ static oc_req_t *req_alloc(const oc_cmd_t *cmd, const oc_token_t *echo, size_t p
 }
 
 /* Parse every key into slots and unique cache keys. */
-static oc_status_t req_parse_keys(oc_req_t *r, const oc_cmd_t *cmd, const oc_token_t *echo,
-                                  char *err)
+static oc_status_t req_parse_keys(oc_req_t *r, const oc_cmd_t *cmd,
+                                  const oc_token_t *echo, char *err)
 {
     oc_daemon_t *d = r->d;
     const char *prefix = d->conf->key_prefix;
@@ -336,8 +337,9 @@ static oc_status_t req_parse_keys(oc_req_t *r, const oc_cmd_t *cmd, const oc_tok
         a += echo[i].len;
         char *ck = a;
         size_t canon_off;
-        size_t cklen = oc_key_cache_key(prefix, k.model->name, d->model_gen[k.model_idx],
-                                        k.canon, k.canon_len, ck, OC_KEY_MAX + 1, &canon_off);
+        size_t cklen =
+            oc_key_cache_key(prefix, k.model->name, d->model_gen[k.model_idx], k.canon,
+                             k.canon_len, ck, OC_KEY_MAX + 1, &canon_off);
         a += cklen + 1;
         void *prev = seen ? oc_map_get(seen, ck, cklen) : NULL;
         if (prev) {
@@ -345,8 +347,11 @@ static oc_status_t req_parse_keys(oc_req_t *r, const oc_cmd_t *cmd, const oc_tok
             continue;
         }
         oc_ukey_t *uk = &r->ukeys[r->nukeys];
-        *uk = (oc_ukey_t){.req = r, .ckey = ck, .ckey_len = cklen,
-                          .model_idx = k.model_idx, .canon_off = canon_off};
+        *uk = (oc_ukey_t){.req = r,
+                          .ckey = ck,
+                          .ckey_len = cklen,
+                          .model_idx = k.model_idx,
+                          .canon_off = canon_off};
         r->slot_ukey[i] = (uint32_t)r->nukeys++;
         if (seen && oc_map_put(seen, ck, cklen, (void *)(uintptr_t)r->nukeys) != OC_OK) {
             st = oc_fail(err, OC_ENOMEM, "out of memory");

@@ -36,20 +36,20 @@ typedef enum oc_ukey_state {
 
 typedef struct oc_ukey {
     oc_req_t *req;
-    const char *ckey;       /* cache key (prefix + Model:canonical id) */
+    const char *ckey; /* cache key (prefix + Model:canonical id) */
     size_t ckey_len;
     size_t model_idx;
-    size_t canon_off;       /* the canonical id starts at ckey + canon_off */
+    size_t canon_off; /* the canonical id starts at ckey + canon_off */
     oc_ukey_state_t state;
     const char *data;
     size_t len;
     uint64_t cas;
-    oc_blob_t *blob;        /* reference held when data came from a load */
-    uint64_t read_seq;      /* the mget_seq of the multi-get that missed it */
-    oc_mc_lease_t lease;    /* ... what that read left: a lease it took or
-                               found (OC_MC_LEASE_*) */
-    uint64_t lease_cas;     /* ... and that lease's cas */
-    int mc_error;           /* ... or memcached failed for it */
+    oc_blob_t *blob;             /* reference held when data came from a load */
+    uint64_t read_seq;           /* the mget_seq of the multi-get that missed it */
+    oc_mc_lease_t lease;         /* ... what that read left: a lease it took or
+                                    found (OC_MC_LEASE_*) */
+    uint64_t lease_cas;          /* ... and that lease's cas */
+    int mc_error;                /* ... or memcached failed for it */
     struct oc_ukey *next_waiter; /* in a fill's waiter list */
 } oc_ukey_t;
 

@@ -7,7 +7,7 @@
 
 const double oc_hist_bounds[OC_HIST_BUCKETS] = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-    0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,     10,
+    0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10,
 };
 
 void oc_hist_observe(oc_hist_t *h, double seconds)
@@ -44,7 +44,7 @@ void oc_stats_reset(oc_stats_t *st)
 
 void oc_stats_write(const oc_stats_t *st, struct evbuffer *out)
 {
-#define OC_STATS_LINE(name, kind, help)                                        \
+#define OC_STATS_LINE(name, kind, help)                                                  \
     evbuffer_add_printf(out, "STAT " #name " %" PRIu64 "\r\n", st->name);
     OC_STATS_LIST(OC_STATS_LINE)
 #undef OC_STATS_LINE
@@ -53,8 +53,8 @@ void oc_stats_write(const oc_stats_t *st, struct evbuffer *out)
                             st->mc_up[i]);
     for (size_t m = 0; m < st->nmodels; m++) {
 #define OC_MODEL_LINE(name, help)                                                        \
-    evbuffer_add_printf(out, "STAT model:%s:" #name " %" PRIu64 "\r\n", st->model_names[m],  \
-                        st->models[m].name);
+    evbuffer_add_printf(out, "STAT model:%s:" #name " %" PRIu64 "\r\n",                  \
+                        st->model_names[m], st->models[m].name);
         OC_MODEL_STATS_LIST(OC_MODEL_LINE)
 #undef OC_MODEL_LINE
     }
@@ -63,8 +63,8 @@ void oc_stats_write(const oc_stats_t *st, struct evbuffer *out)
 static void prom_hist(struct evbuffer *out, const char *name, const char *help,
                       const oc_hist_t *h)
 {
-    evbuffer_add_printf(out, "# HELP objcached_%s %s\n# TYPE objcached_%s histogram\n", name,
-                        help, name);
+    evbuffer_add_printf(out, "# HELP objcached_%s %s\n# TYPE objcached_%s histogram\n",
+                        name, help, name);
     uint64_t cum = 0;
     for (size_t i = 0; i < OC_HIST_BUCKETS; i++) {
         cum += h->buckets[i];
@@ -80,29 +80,32 @@ static void prom_hist(struct evbuffer *out, const char *name, const char *help,
 void oc_stats_write_prometheus(const oc_stats_t *st, struct evbuffer *out)
 {
 #define OC_PROM_SUFFIX_COUNTER "_total"
-#define OC_PROM_SUFFIX_GAUGE ""
-#define OC_PROM_TYPE_COUNTER "counter"
-#define OC_PROM_TYPE_GAUGE "gauge"
+#define OC_PROM_SUFFIX_GAUGE   ""
+#define OC_PROM_TYPE_COUNTER   "counter"
+#define OC_PROM_TYPE_GAUGE     "gauge"
 #define OC_PROM(name, kind, help)                                                        \
     evbuffer_add_printf(out,                                                             \
-                        "# HELP objcached_" #name OC_PROM_SUFFIX_##kind " " help "\n"     \
-                        "# TYPE objcached_" #name OC_PROM_SUFFIX_##kind                   \
+                        "# HELP objcached_" #name OC_PROM_SUFFIX_##kind                  \
+                        " " help "\n"                                                    \
+                        "# TYPE objcached_" #name OC_PROM_SUFFIX_##kind                  \
                         " " OC_PROM_TYPE_##kind "\n"                                     \
-                        "objcached_" #name OC_PROM_SUFFIX_##kind " %" PRIu64 "\n",        \
+                                                "objcached_" #name OC_PROM_SUFFIX_##kind \
+                        " %" PRIu64 "\n",                                                \
                         st->name);
     OC_STATS_LIST(OC_PROM)
 #undef OC_PROM
 #define OC_PROM_MODEL(name, help)                                                        \
-    evbuffer_add_printf(out,                                                             \
-                        "# HELP objcached_model_" #name "_total " help "\n"              \
-                        "# TYPE objcached_model_" #name "_total counter\n");             \
+    evbuffer_add_printf(out, "# HELP objcached_model_" #name "_total " help "\n"         \
+                             "# TYPE objcached_model_" #name "_total counter\n");        \
     for (size_t m = 0; m < st->nmodels; m++)                                             \
-        evbuffer_add_printf(out, "objcached_model_" #name "_total{model=\"%s\"} %" PRIu64  \
-                                 "\n", st->model_names[m], st->models[m].name);
+        evbuffer_add_printf(                                                             \
+            out, "objcached_model_" #name "_total{model=\"%s\"} %" PRIu64 "\n",          \
+            st->model_names[m], st->models[m].name);
     OC_MODEL_STATS_LIST(OC_PROM_MODEL)
 #undef OC_PROM_MODEL
-    evbuffer_add_printf(out, "# HELP objcached_memcached_up 1 if the memcached server answered "
-                             "the last health probe\n# TYPE objcached_memcached_up gauge\n");
+    evbuffer_add_printf(
+        out, "# HELP objcached_memcached_up 1 if the memcached server answered "
+             "the last health probe\n# TYPE objcached_memcached_up gauge\n");
     for (size_t i = 0; i < st->nmc; i++)
         evbuffer_add_printf(out, "objcached_memcached_up{server=\"%s\"} %" PRIu64 "\n",
                             st->mc_names[i], st->mc_up[i]);

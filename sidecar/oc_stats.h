@@ -17,56 +17,62 @@
 
 struct evbuffer;
 
-#define OC_STATS_LIST(X)                                                       \
-    X(curr_connections, GAUGE, "client connections open now")                 \
-    X(total_connections, COUNTER, "client connections accepted")              \
-    X(rejected_connections, COUNTER, "connections refused over max_connections") \
-    X(accept_errors, COUNTER, "accepts that failed (out of descriptors): accepting pauses 100 ms") \
-    X(timeouts, COUNTER, "client connections closed by idle or write timeout") \
-    X(cmd_get, COUNTER, "get and gets commands answered")                     \
-    X(get_keys, COUNTER, "keys asked in get and gets")                        \
-    X(get_hits, COUNTER, "keys answered from memcached")                      \
-    X(get_misses, COUNTER, "keys not found in memcached")                     \
-    X(get_absent, COUNTER, "keys answered as absent (no row)")                \
-    X(coalesced_waits, COUNTER, "keys that joined a load already under way")  \
-    X(pg_queries, COUNTER, "load queries sent to PostgreSQL")                 \
-    X(pg_rows, COUNTER, "rows returned by load queries")                      \
-    X(pg_errors, COUNTER, "load queries that failed or timed out")            \
-    X(pg_connections_up, GAUGE, "loader connections connected now")           \
-    X(mc_servers_up, GAUGE, "memcached servers that answered the last health probe") \
-    X(mc_gets, COUNTER, "multi-gets sent to memcached")                       \
-    X(mc_gets_leasing, COUNTER, "of those, read with meta gets that lease a miss at once (most gets missed)") \
-    X(mc_sets, COUNTER, "items written to memcached")                         \
-    X(mc_errors, COUNTER, "memcached operations that reported an error")      \
-    X(loads_in_flight, GAUGE, "keys being loaded or written back now (fills and push checks)")        \
-    X(lease_waits, COUNTER, "polls of a key another sidecar was loading")      \
-    X(lease_timeouts, COUNTER, "keys loaded without a lease after lease_wait") \
-    X(fills_dropped, COUNTER, "fills refused because a write replaced the lease") \
-    X(cmd_push, COUNTER, "set commands (pushes)")                              \
-    X(cmd_tombstone, COUNTER, "delete commands (tombstones)")                  \
-    X(pushes_stale, COUNTER, "pushes refused as older than the cached object") \
-    X(pushes_checked, COUNTER, "pushes compared with PostgreSQL's row after the write") \
-    X(pushes_corrected, COUNTER, "checked pushes replaced by PostgreSQL's row (or its absence)") \
+#define OC_STATS_LIST(X)                                                                 \
+    X(curr_connections, GAUGE, "client connections open now")                            \
+    X(total_connections, COUNTER, "client connections accepted")                         \
+    X(rejected_connections, COUNTER, "connections refused over max_connections")         \
+    X(accept_errors, COUNTER,                                                            \
+      "accepts that failed (out of descriptors): accepting pauses 100 ms")               \
+    X(timeouts, COUNTER, "client connections closed by idle or write timeout")           \
+    X(cmd_get, COUNTER, "get and gets commands answered")                                \
+    X(get_keys, COUNTER, "keys asked in get and gets")                                   \
+    X(get_hits, COUNTER, "keys answered from memcached")                                 \
+    X(get_misses, COUNTER, "keys not found in memcached")                                \
+    X(get_absent, COUNTER, "keys answered as absent (no row)")                           \
+    X(coalesced_waits, COUNTER, "keys that joined a load already under way")             \
+    X(pg_queries, COUNTER, "load queries sent to PostgreSQL")                            \
+    X(pg_rows, COUNTER, "rows returned by load queries")                                 \
+    X(pg_errors, COUNTER, "load queries that failed or timed out")                       \
+    X(pg_connections_up, GAUGE, "loader connections connected now")                      \
+    X(mc_servers_up, GAUGE, "memcached servers that answered the last health probe")     \
+    X(mc_gets, COUNTER, "multi-gets sent to memcached")                                  \
+    X(mc_gets_leasing, COUNTER,                                                          \
+      "of those, read with meta gets that lease a miss at once (most gets missed)")      \
+    X(mc_sets, COUNTER, "items written to memcached")                                    \
+    X(mc_errors, COUNTER, "memcached operations that reported an error")                 \
+    X(loads_in_flight, GAUGE,                                                            \
+      "keys being loaded or written back now (fills and push checks)")                   \
+    X(lease_waits, COUNTER, "polls of a key another sidecar was loading")                \
+    X(lease_timeouts, COUNTER, "keys loaded without a lease after lease_wait")           \
+    X(fills_dropped, COUNTER, "fills refused because a write replaced the lease")        \
+    X(cmd_push, COUNTER, "set commands (pushes)")                                        \
+    X(cmd_tombstone, COUNTER, "delete commands (tombstones)")                            \
+    X(pushes_stale, COUNTER, "pushes refused as older than the cached object")           \
+    X(pushes_checked, COUNTER, "pushes compared with PostgreSQL's row after the write")  \
+    X(pushes_corrected, COUNTER,                                                         \
+      "checked pushes replaced by PostgreSQL's row (or its absence)")                    \
     X(pushes_unchecked, COUNTER, "pushes whose check failed: kept for missing_ttl only") \
-    X(invalidations, COUNTER, "keys deleted for the DB hook's outbox")         \
-    X(inval_skipped, COUNTER, "outbox keys no client could ask for (spaces, control bytes)") \
-    X(inval_requeued, COUNTER, "invalidations put back: memcached failed")     \
-    X(inval_errors, COUNTER, "invalidation cycles rolled back")                \
-    X(inval_connected, GAUGE, "1 while the invalidation consumer is connected and LISTENing") \
-    X(inval_lag_ms, GAUGE, "age of the oldest outbox row in the last claim")   \
-    X(reloads, COUNTER, "configuration reloads applied (SIGHUP)")              \
-    X(reload_errors, COUNTER, "configuration reloads refused")                 \
-    X(client_errors, COUNTER, "CLIENT_ERROR and ERROR replies sent")          \
+    X(invalidations, COUNTER, "keys deleted for the DB hook's outbox")                   \
+    X(inval_skipped, COUNTER,                                                            \
+      "outbox keys no client could ask for (spaces, control bytes)")                     \
+    X(inval_requeued, COUNTER, "invalidations put back: memcached failed")               \
+    X(inval_errors, COUNTER, "invalidation cycles rolled back")                          \
+    X(inval_connected, GAUGE,                                                            \
+      "1 while the invalidation consumer is connected and LISTENing")                    \
+    X(inval_lag_ms, GAUGE, "age of the oldest outbox row in the last claim")             \
+    X(reloads, COUNTER, "configuration reloads applied (SIGHUP)")                        \
+    X(reload_errors, COUNTER, "configuration reloads refused")                           \
+    X(client_errors, COUNTER, "CLIENT_ERROR and ERROR replies sent")                     \
     X(server_errors, COUNTER, "SERVER_ERROR replies sent")
 
 /* Per model, all counters: `stats` shows them as model:NAME:field, the
  * metrics page as objcached_model_field_total{model="NAME"}. */
-#define OC_MODEL_STATS_LIST(X)                                                 \
-    X(get_keys, "keys of this model asked")                                    \
-    X(get_hits, "distinct keys answered from memcached")                       \
-    X(get_misses, "distinct keys not found in memcached")                      \
-    X(pg_queries, "load queries sent to PostgreSQL")                           \
-    X(pg_rows, "rows returned by load queries")                                \
+#define OC_MODEL_STATS_LIST(X)                                                           \
+    X(get_keys, "keys of this model asked")                                              \
+    X(get_hits, "distinct keys answered from memcached")                                 \
+    X(get_misses, "distinct keys not found in memcached")                                \
+    X(pg_queries, "load queries sent to PostgreSQL")                                     \
+    X(pg_rows, "rows returned by load queries")                                          \
     X(pg_errors, "load queries that failed or timed out")
 
 typedef struct oc_model_stats {
@@ -98,8 +104,8 @@ typedef struct oc_stats {
     oc_model_stats_t *models;  /* [nmodels], owned by the daemon */
     size_t nmodels;
     const char *const *model_names; /* [nmodels], the config's */
-    char **mc_names;           /* [nmc] "host:port", owned by the daemon */
-    uint64_t *mc_up;           /* [nmc] 1 if the server answered the last probe */
+    char **mc_names;                /* [nmc] "host:port", owned by the daemon */
+    uint64_t *mc_up;                /* [nmc] 1 if the server answered the last probe */
     size_t nmc;
 } oc_stats_t;
 

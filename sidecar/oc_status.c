@@ -4,11 +4,16 @@
 #include <stdio.h>
 
 static const char *const oc_status_names[OC_STATUS_COUNT] = {
-    [OC_OK] = "ok",           [OC_MISS] = "miss",
-    [OC_AGAIN] = "again",     [OC_EINVAL] = "invalid input",
-    [OC_ETOOBIG] = "too big", [OC_ENOMEM] = "out of memory",
-    [OC_EIO] = "i/o error",   [OC_ECONFIG] = "bad configuration",
-    [OC_EDB] = "database error", [OC_ECACHE] = "cache error",
+    [OC_OK] = "ok",
+    [OC_MISS] = "miss",
+    [OC_AGAIN] = "again",
+    [OC_EINVAL] = "invalid input",
+    [OC_ETOOBIG] = "too big",
+    [OC_ENOMEM] = "out of memory",
+    [OC_EIO] = "i/o error",
+    [OC_ECONFIG] = "bad configuration",
+    [OC_EDB] = "database error",
+    [OC_ECACHE] = "cache error",
     [OC_ETIMEOUT] = "timed out",
 };
 

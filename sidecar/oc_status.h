@@ -15,17 +15,17 @@
 #define OC_ERRLEN 256
 
 typedef enum oc_status {
-    OC_OK = 0,     /* done */
-    OC_MISS,       /* looked for, not there: a normal outcome */
-    OC_AGAIN,      /* would block / not yet: retry later */
-    OC_EINVAL,     /* the input is malformed */
-    OC_ETOOBIG,    /* the input is over a configured limit */
-    OC_ENOMEM,     /* allocation failed */
-    OC_EIO,        /* a system call or peer failed */
-    OC_ECONFIG,    /* configuration is invalid */
-    OC_EDB,        /* PostgreSQL failed */
-    OC_ECACHE,     /* memcached failed */
-    OC_ETIMEOUT,   /* a bounded wait expired */
+    OC_OK = 0,   /* done */
+    OC_MISS,     /* looked for, not there: a normal outcome */
+    OC_AGAIN,    /* would block / not yet: retry later */
+    OC_EINVAL,   /* the input is malformed */
+    OC_ETOOBIG,  /* the input is over a configured limit */
+    OC_ENOMEM,   /* allocation failed */
+    OC_EIO,      /* a system call or peer failed */
+    OC_ECONFIG,  /* configuration is invalid */
+    OC_EDB,      /* PostgreSQL failed */
+    OC_ECACHE,   /* memcached failed */
+    OC_ETIMEOUT, /* a bounded wait expired */
     OC_STATUS_COUNT
 } oc_status_t;
 

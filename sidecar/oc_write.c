@@ -15,23 +15,23 @@
 
 struct oc_write {
     oc_daemon_t *d;
-    void *conn;                 /* NULL once detached */
+    void *conn; /* NULL once detached */
     oc_write_reply_fn reply;
     int tombstone;
     const oc_model_conf_t *model; /* only until the job is submitted: a
                                      reload may free it afterwards */
-    size_t model_idx;           /* stable across reloads (oc_reload.h) */
-    int push_check;             /* the model's, copied at the push */
-    char *version_column;       /* copied, for push_decide: a reload may free
-                                   the model before memcached answers */
-    json_t *version;            /* push with a version_column: its value */
-    json_t *obj;                /* push: the body, parsed, for the check */
-    char ckey[OC_KEY_MAX + 16]; /* cache key */
+    size_t model_idx;             /* stable across reloads (oc_reload.h) */
+    int push_check;               /* the model's, copied at the push */
+    char *version_column;         /* copied, for push_decide: a reload may free
+                                     the model before memcached answers */
+    json_t *version;              /* push with a version_column: its value */
+    json_t *obj;                  /* push: the body, parsed, for the check */
+    char ckey[OC_KEY_MAX + 16];   /* cache key */
     size_t ckey_len;
-    size_t canon_off;           /* the canonical id starts at ckey + canon_off */
-    char *json;                 /* push: owned copy of the body */
+    size_t canon_off; /* the canonical id starts at ckey + canon_off */
+    char *json;       /* push: owned copy of the body */
     size_t len;
-    oc_write_t *check_next;     /* in d->check_head's list */
+    oc_write_t *check_next; /* in d->check_head's list */
 };
 
 /* One model's unordered pushes, checked by one load. */
@@ -40,8 +40,8 @@ typedef struct oc_check {
     size_t model_idx;
     size_t n;
     oc_write_t **w;
-    PGresult *res;              /* the rows the corrections point into */
-    struct event *timer;        /* the fill gate's (tests only) */
+    PGresult *res;       /* the rows the corrections point into */
+    struct event *timer; /* the fill gate's (tests only) */
 } oc_check_t;
 
 static void push_check_add(oc_write_t *w);
@@ -107,7 +107,7 @@ static oc_mc_decision_t push_decide(const oc_mc_item_t *it, int found, uint32_t 
     int cmp = cv ? version_cmp(w->version, cv) : 2;
     json_decref(cur);
     if (cmp == -1)
-        return OC_MC_KEEP; /* older loses */
+        return OC_MC_KEEP;                                 /* older loses */
     return cmp == 2 ? OC_MC_WRITE_UNORDERED : OC_MC_WRITE; /* equal writes */
 }
 
@@ -130,7 +130,8 @@ static void write_done(oc_mc_job_t *job, void *arg)
     default:
         d->stats.mc_errors++;
         d->stats.server_errors++;
-        snprintf(buf, sizeof(buf), "SERVER_ERROR %s", job->err[0] ? job->err : "write failed");
+        snprintf(buf, sizeof(buf), "SERVER_ERROR %s",
+                 job->err[0] ? job->err : "write failed");
         line = buf;
         break;
     }
@@ -155,9 +156,9 @@ static oc_status_t write_key(oc_write_t *w, const char *key, size_t klen, char *
     w->model = k.model;
     w->model_idx = k.model_idx;
     w->push_check = k.model->push_check;
-    w->ckey_len = oc_key_cache_key(d->conf->key_prefix, k.model->name,
-                                   d->model_gen[k.model_idx], k.canon, k.canon_len, w->ckey,
-                                   sizeof(w->ckey), &w->canon_off);
+    w->ckey_len =
+        oc_key_cache_key(d->conf->key_prefix, k.model->name, d->model_gen[k.model_idx],
+                         k.canon, k.canon_len, w->ckey, sizeof(w->ckey), &w->canon_off);
     return OC_OK;
 }
 
@@ -219,7 +220,8 @@ oc_status_t oc_write_push(oc_daemon_t *d, const char *key, size_t klen, const ch
         w->version = json_incref(json_object_get(w->obj, w->model->version_column));
         w->version_column = strdup(w->model->version_column);
         if (w->version == NULL || w->version_column == NULL) {
-            st = oc_fail(err, OC_EINVAL, "value has no \"%s\" field", w->model->version_column);
+            st = oc_fail(err, OC_EINVAL, "value has no \"%s\" field",
+                         w->model->version_column);
             goto fail;
         }
     }
@@ -324,8 +326,8 @@ static int *check_rows(const oc_check_t *c)
     for (int r = 0; r < PQntuples(c->res); r++) {
         if (PQgetisnull(c->res, r, 0) || PQgetisnull(c->res, r, 1))
             continue;
-        void *v = oc_map_get(byid, PQgetvalue(c->res, r, 0),
-                             (size_t)PQgetlength(c->res, r, 0));
+        void *v =
+            oc_map_get(byid, PQgetvalue(c->res, r, 0), (size_t)PQgetlength(c->res, r, 0));
         if (v)
             rows[(uintptr_t)v - 1] = r + 1;
     }
@@ -400,8 +402,8 @@ static void check_gate_cb(evutil_socket_t fd, short what, void *arg)
     check_correct(arg);
 }
 
-static void check_loaded(oc_pg_load_t *load, PGresult *res, oc_status_t st, const char *err,
-                         void *arg)
+static void check_loaded(oc_pg_load_t *load, PGresult *res, oc_status_t st,
+                         const char *err, void *arg)
 {
     oc_check_t *c = arg;
     oc_daemon_t *d = c->d;

@@ -240,7 +240,8 @@ static void fuzz_conf_key(const oc_conf_t *conf, const uint8_t *data, size_t siz
     if (st != OC_OK && st != OC_EINVAL && st != OC_ETOOBIG)
         abort();
     if ((st == OC_OK) != ok) {
-        fprintf(stderr, "fuzz_key: oc_key_parse says %d, the reference %d\n", (int)st, ok);
+        fprintf(stderr, "fuzz_key: oc_key_parse says %d, the reference %d\n", (int)st,
+                ok);
         abort();
     }
     if (st != OC_OK) {
@@ -263,9 +264,8 @@ static void fuzz_conf_key(const oc_conf_t *conf, const uint8_t *data, size_t siz
     key2[mlen] = ':';
     memcpy(key2 + mlen + 1, k.canon, k.canon_len);
     oc_key_t k2;
-    if (len2 <= max_len &&
-        (oc_key_parse(conf, key2, len2, max_len, &k2, err) != OC_OK ||
-         k2.model != k.model || strcmp(k2.canon, k.canon) != 0))
+    if (len2 <= max_len && (oc_key_parse(conf, key2, len2, max_len, &k2, err) != OC_OK ||
+                            k2.model != k.model || strcmp(k2.canon, k.canon) != 0))
         abort();
     free(key2);
     free(key);

@@ -39,14 +39,14 @@ static void check_value(const char *line, const oc_mcp_line_t *l)
     oc_mcp_line_t r;
     if (n > 0 && (size_t)n < cap && n <= OC_MCP_LINE_MAX &&
         (oc_mcp_parse_line(v, (size_t)n, &r) != OC_MCP_VALUE || r.klen != l->klen ||
-         memcmp(r.key, l->key, l->klen) != 0 || r.flags != l->flags || r.bytes != l->bytes ||
-         r.cas != l->cas || r.line_len != (size_t)n))
+         memcmp(r.key, l->key, l->klen) != 0 || r.flags != l->flags ||
+         r.bytes != l->bytes || r.cas != l->cas || r.line_len != (size_t)n))
         abort();
     free(v);
     if (l->klen <= OC_MCP_KEY_MAX) { /* and as a store command, within its size */
         char *buf = malloc(oc_mcp_store_size(l->klen, 0));
-        if (buf && oc_mcp_format_store(buf, "cas", l->key, l->klen, l->flags, UINT32_MAX, "",
-                                       0, l->cas) > oc_mcp_store_size(l->klen, 0))
+        if (buf && oc_mcp_format_store(buf, "cas", l->key, l->klen, l->flags, UINT32_MAX,
+                                       "", 0, l->cas) > oc_mcp_store_size(l->klen, 0))
             abort();
         free(buf);
     }
@@ -63,20 +63,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         oc_mcp_line_t l;
         oc_mcp_reply_t t = oc_mcp_parse_line(in + off, size - off, &l);
         if (t == OC_MCP_NEED_MORE) {
-            if (memchr(in + off, '\n', size - off < OC_MCP_LINE_MAX ? size - off
-                                                                  : OC_MCP_LINE_MAX) != NULL)
+            if (memchr(in + off, '\n',
+                       size - off < OC_MCP_LINE_MAX ? size - off : OC_MCP_LINE_MAX) !=
+                NULL)
                 abort();
             break;
         }
         if (t == OC_MCP_BAD)
             break;
-        if (l.line_len < 2 || l.line_len > size - off || in[off + l.line_len - 1] != '\n' ||
-            in[off + l.line_len - 2] != '\r')
+        if (l.line_len < 2 || l.line_len > size - off ||
+            in[off + l.line_len - 1] != '\n' || in[off + l.line_len - 2] != '\r')
             abort();
         if (t == OC_MCP_VALUE)
             check_value(in + off, &l);
-        if (t == OC_MCP_ERROR &&
-            (l.text != in + off || l.text_len + 2 != l.line_len))
+        if (t == OC_MCP_ERROR && (l.text != in + off || l.text_len + 2 != l.line_len))
             abort();
         off += l.line_len;
         if (t == OC_MCP_VALUE) {

@@ -19,7 +19,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define SMALL_TOK 4
-#define BIG_TOK (1024 + 8)
+#define BIG_TOK   (1024 + 8)
 
 static oc_token_t big_tok[BIG_TOK];
 
@@ -115,7 +115,8 @@ static void fuzz_parse(const uint8_t *data, size_t size)
     free(line);
 }
 
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char b64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /* The reference encoder (RFC 4648, with padding). */
 static size_t b64_encode(const unsigned char *in, size_t len, char *out)

@@ -457,7 +457,8 @@ static void test_parse_bool(void **state)
     (void)state;
     static const char *const on[] = {"on", "ON", "yes", "Yes", "true", "TRUE", "1"};
     static const char *const off[] = {"off", "Off", "no", "NO", "false", "False", "0"};
-    static const char *const bad[] = {"", "2", "onn", " on", "on ", "y", "n", "-1", "enabled"};
+    static const char *const bad[] = {"",  "2", "onn", " on",    "on ",
+                                      "y", "n", "-1",  "enabled"};
     int v;
     for (size_t i = 0; i < sizeof(on) / sizeof(on[0]); i++) {
         v = 7;

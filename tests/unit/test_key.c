@@ -49,9 +49,12 @@ static void test_bigint(void **state)
     expect_canon("User:-42", 0, "-42");
     expect_canon("User:9223372036854775807", 0, "9223372036854775807");
     expect_canon("User:-9223372036854775808", 0, "-9223372036854775808");
-    expect_error("User:9223372036854775808", "bad id for bigint key: User:9223372036854775808");
-    expect_error("User:-9223372036854775809", "bad id for bigint key: User:-9223372036854775809");
-    expect_error("User:99999999999999999999999", "bad id for bigint key: User:99999999999999999999999");
+    expect_error("User:9223372036854775808",
+                 "bad id for bigint key: User:9223372036854775808");
+    expect_error("User:-9223372036854775809",
+                 "bad id for bigint key: User:-9223372036854775809");
+    expect_error("User:99999999999999999999999",
+                 "bad id for bigint key: User:99999999999999999999999");
     expect_error("User:abc", "bad id for bigint key: User:abc");
     expect_error("User:1.5", "bad id for bigint key: User:1.5");
     expect_error("User:+1", "bad id for bigint key: User:+1");
@@ -75,10 +78,14 @@ static void test_uuid(void **state)
                  "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
     expect_canon("Doc:a0eebc999c0b4ef8bb6d6bb9bd380a11", 2,
                  "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
-    expect_error("Doc:a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1", "bad id for uuid key: Doc:a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1");
-    expect_error("Doc:a0eebc99x9c0b-4ef8-bb6d-6bb9bd380a11", "bad id for uuid key: Doc:a0eebc99x9c0b-4ef8-bb6d-6bb9bd380a11");
-    expect_error("Doc:g0eebc999c0b4ef8bb6d6bb9bd380a11", "bad id for uuid key: Doc:g0eebc999c0b4ef8bb6d6bb9bd380a11");
-    expect_error("Doc:{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}", "bad id for uuid key: Doc:{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}");
+    expect_error("Doc:a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1",
+                 "bad id for uuid key: Doc:a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1");
+    expect_error("Doc:a0eebc99x9c0b-4ef8-bb6d-6bb9bd380a11",
+                 "bad id for uuid key: Doc:a0eebc99x9c0b-4ef8-bb6d-6bb9bd380a11");
+    expect_error("Doc:g0eebc999c0b4ef8bb6d6bb9bd380a11",
+                 "bad id for uuid key: Doc:g0eebc999c0b4ef8bb6d6bb9bd380a11");
+    expect_error("Doc:{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+                 "bad id for uuid key: Doc:{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}");
 }
 
 static void test_text(void **state)
@@ -88,10 +95,12 @@ static void test_text(void **state)
     expect_canon("Page:a:b:c", 3, "a:b:c"); /* split on the first colon only */
     expect_canon("Page:');DROP_TABLE_users;--", 3, "');DROP_TABLE_users;--");
     expect_error("Page:\xff\xfe", "bad id for text key: Page:\xff\xfe");
-    expect_error("Page:\xc3", "bad id for text key: Page:\xc3");          /* truncated */
-    expect_error("Page:\xc0\xaf", "bad id for text key: Page:\xc0\xaf");  /* overlong */
-    expect_error("Page:\xed\xa0\x80", "bad id for text key: Page:\xed\xa0\x80"); /* surrogate */
-    expect_error("Page:\xf4\x90\x80\x80", "bad id for text key: Page:\xf4\x90\x80\x80"); /* > U+10FFFF */
+    expect_error("Page:\xc3", "bad id for text key: Page:\xc3");         /* truncated */
+    expect_error("Page:\xc0\xaf", "bad id for text key: Page:\xc0\xaf"); /* overlong */
+    expect_error("Page:\xed\xa0\x80",
+                 "bad id for text key: Page:\xed\xa0\x80"); /* surrogate */
+    expect_error("Page:\xf4\x90\x80\x80",
+                 "bad id for text key: Page:\xf4\x90\x80\x80"); /* > U+10FFFF */
 }
 
 static void test_format(void **state)
@@ -148,8 +157,10 @@ int main(void)
 {
     /* The space case: the protocol splits on spaces, so test via tokens. */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bigint), cmocka_unit_test(test_integer),
-        cmocka_unit_test(test_uuid),   cmocka_unit_test(test_text),
+        cmocka_unit_test(test_bigint),
+        cmocka_unit_test(test_integer),
+        cmocka_unit_test(test_uuid),
+        cmocka_unit_test(test_text),
         cmocka_unit_test(test_format),
         cmocka_unit_test(test_number_and_cache_key_formatting),
     };

@@ -39,19 +39,19 @@ static void test_value_lines_bad(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "VALUE k\r\n",                         /* no flags, no bytes */
-        "VALUE k 1\r\n",                       /* no bytes */
-        "VALUE  0 1\r\n",                      /* empty key */
-        "VALUE k -1 1\r\n",                    /* negative */
-        "VALUE k 4294967296 1\r\n",            /* flags over 32 bits */
-        "VALUE k 0 134217729\r\n",             /* a value over OC_MCP_VALUE_MAX */
-        "VALUE k 0 99999999999999999999\r\n",  /* bytes overflow */
+        "VALUE k\r\n",                          /* no flags, no bytes */
+        "VALUE k 1\r\n",                        /* no bytes */
+        "VALUE  0 1\r\n",                       /* empty key */
+        "VALUE k -1 1\r\n",                     /* negative */
+        "VALUE k 4294967296 1\r\n",             /* flags over 32 bits */
+        "VALUE k 0 134217729\r\n",              /* a value over OC_MCP_VALUE_MAX */
+        "VALUE k 0 99999999999999999999\r\n",   /* bytes overflow */
         "VALUE k 0 1 18446744073709551616\r\n", /* cas overflow */
-        "VALUE k 0 1 2 3\r\n",                 /* a field too many */
+        "VALUE k 0 1 2 3\r\n",                  /* a field too many */
         "VALUE k 0x1 1\r\n",
-        "VALUE k\x01y 0 1\r\n",                 /* a control byte in the key */
-        "VALUE k 0 1 \r\n",                    /* trailing space */
-        "VALUE k 0 1\n",                       /* bare LF */
+        "VALUE k\x01y 0 1\r\n", /* a control byte in the key */
+        "VALUE k 0 1 \r\n",     /* trailing space */
+        "VALUE k 0 1\n",        /* bare LF */
         "HELLO\r\n",
         "\r\n",
         "END \r\n",
@@ -125,9 +125,10 @@ static void test_meta_get_replies(void **state)
     assert_int_equal(l.win, OC_MCP_WIN);
     assert_int_equal(parse("EN\r\n", &l), OC_MCP_EN);
     static const char *const bad[] = {
-        "VA\r\n", "VA \r\n", "VA x c1\r\n", "VA 1 c\r\n", "VA 1 cx\r\n", "VA 1 q\r\n",
-        "VA 1 t5\r\n", "VA 1 W2\r\n", "VA 1  c1\r\n", "VA 1 c1 \r\n", "VA 134217729\r\n",
-        "VA 1 f4294967296\r\n", "EN \r\n", "ENX\r\n",
+        "VA\r\n",       "VA \r\n",      "VA x c1\r\n",      "VA 1 c\r\n",
+        "VA 1 cx\r\n",  "VA 1 q\r\n",   "VA 1 t5\r\n",      "VA 1 W2\r\n",
+        "VA 1  c1\r\n", "VA 1 c1 \r\n", "VA 134217729\r\n", "VA 1 f4294967296\r\n",
+        "EN \r\n",      "ENX\r\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         if (parse(bad[i], &l) != OC_MCP_BAD)
@@ -174,7 +175,8 @@ static void test_format_store(void **state)
     assert_memory_equal(buf, want, n);
     assert_true(n <= oc_mcp_store_size(9, 0));
     /* the worst case fits the size it promises */
-    n = oc_mcp_format_store(buf, "cas", key, 9, UINT32_MAX, UINT32_MAX, "x", 1, UINT64_MAX);
+    n = oc_mcp_format_store(buf, "cas", key, 9, UINT32_MAX, UINT32_MAX, "x", 1,
+                            UINT64_MAX);
     assert_true(n <= oc_mcp_store_size(9, 1));
     n = oc_mcp_format_store(buf, "add", key, 9, 5, 7, "ab", 2, 123);
     want = "add oc:User:7 5 7 2\r\nab\r\n"; /* the cas is only sent by cas */

@@ -31,7 +31,8 @@ static void test_get(void **state)
     assert_int_equal(c.type, OC_CMD_GETS);
     assert_int_equal(parse("get", &c, err), OC_OK);
     assert_int_equal(c.type, OC_CMD_UNKNOWN);
-    assert_int_equal(parse("GET User:1", &c, err), OC_OK); /* case matters, as in memcached */
+    assert_int_equal(parse("GET User:1", &c, err),
+                     OC_OK); /* case matters, as in memcached */
     assert_int_equal(c.type, OC_CMD_UNKNOWN);
     assert_int_equal(parse("getx User:1", &c, err), OC_OK);
     assert_int_equal(c.type, OC_CMD_UNKNOWN);
@@ -145,10 +146,9 @@ static void test_prefixes_in_bounds(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_get),     cmocka_unit_test(test_too_many),
-        cmocka_unit_test(test_simple),  cmocka_unit_test(test_storage),
-        cmocka_unit_test(test_delete),
-        cmocka_unit_test(test_prefixes_in_bounds),
+        cmocka_unit_test(test_get),    cmocka_unit_test(test_too_many),
+        cmocka_unit_test(test_simple), cmocka_unit_test(test_storage),
+        cmocka_unit_test(test_delete), cmocka_unit_test(test_prefixes_in_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -43,7 +43,7 @@ static void test_metrics_doc_lists_every_metric(void **state)
     const char *doc = slurp(OC_SOURCE_DIR "/docs/metrics.md");
     char want[128];
 #define OC_PROM_NAME_COUNTER(name) "| `objcached_" #name "_total` |"
-#define OC_PROM_NAME_GAUGE(name) "| `objcached_" #name "` |"
+#define OC_PROM_NAME_GAUGE(name)   "| `objcached_" #name "` |"
 #define OC_CHECK_PROM(name, kind, help)                                                  \
     if (strstr(doc, OC_PROM_NAME_##kind(name)) == NULL)                                  \
         fail_msg("docs/metrics.md does not document %s", OC_PROM_NAME_##kind(name));
@@ -77,13 +77,18 @@ static void test_prometheus_format(void **state)
     size_t len = evbuffer_get_length(out);
     char *text = calloc(1, len + 1);
     evbuffer_remove(out, text, len);
-    assert_non_null(strstr(text, "# TYPE objcached_cmd_get_total counter\nobjcached_cmd_get_total 4\n"));
+    assert_non_null(strstr(
+        text, "# TYPE objcached_cmd_get_total counter\nobjcached_cmd_get_total 4\n"));
     assert_non_null(strstr(text, "objcached_model_pg_rows_total{model=\"User\"} 9\n"));
     /* cumulative buckets: 0.0003 is under 0.0005, 20 only under +Inf */
-    assert_non_null(strstr(text, "objcached_request_duration_seconds_bucket{le=\"0.00025\"} 0\n"));
-    assert_non_null(strstr(text, "objcached_request_duration_seconds_bucket{le=\"0.0005\"} 1\n"));
-    assert_non_null(strstr(text, "objcached_request_duration_seconds_bucket{le=\"10\"} 1\n"));
-    assert_non_null(strstr(text, "objcached_request_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
+    assert_non_null(
+        strstr(text, "objcached_request_duration_seconds_bucket{le=\"0.00025\"} 0\n"));
+    assert_non_null(
+        strstr(text, "objcached_request_duration_seconds_bucket{le=\"0.0005\"} 1\n"));
+    assert_non_null(
+        strstr(text, "objcached_request_duration_seconds_bucket{le=\"10\"} 1\n"));
+    assert_non_null(
+        strstr(text, "objcached_request_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
     assert_non_null(strstr(text, "objcached_request_duration_seconds_count 2\n"));
     free(text);
     evbuffer_free(out);
