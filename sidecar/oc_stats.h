@@ -101,13 +101,24 @@ typedef struct oc_stats {
 #undef OC_STATS_FIELD
     oc_hist_t request_seconds; /* get/gets/mg: start to reply */
     oc_hist_t load_seconds;    /* one PostgreSQL load: submit to answer */
-    oc_model_stats_t *models;  /* [nmodels], owned by the daemon */
+    oc_model_stats_t *models;  /* [nmodels] (oc_stats_reserve_models) */
     size_t nmodels;
-    const char *const *model_names; /* [nmodels], the config's */
-    char **mc_names;                /* [nmc] "host:port", owned by the daemon */
-    uint64_t *mc_up;                /* [nmc] 1 if the server answered the last probe */
+    const char **model_names; /* [nmodels], pointing into the config */
+    size_t models_cap;        /* room reserved in both arrays */
+    char **mc_names;          /* [nmc] "host:port", owned by the daemon */
+    uint64_t *mc_up;          /* [nmc] 1 if the server answered the last probe */
     size_t nmc;
 } oc_stats_t;
+
+/* Per-model counters, in two steps so a reload can fail before it
+ * switches: reserve room for n models (may fail: -1), then name them
+ * (cannot fail; i below what was reserved). The name pointers are kept:
+ * they must outlive their use (they point into the configuration).
+ * Counters of models kept keep their values, new ones start at 0; the
+ * arrays never shrink (model indexes are stable, oc_reload.h). */
+int oc_stats_reserve_models(oc_stats_t *st, size_t n);
+void oc_stats_name_model(oc_stats_t *st, size_t i, const char *name);
+void oc_stats_free(oc_stats_t *st); /* what oc_stats_reserve_models allocated */
 
 /* Zero the counters, histograms and model counters; keep the gauges. */
 void oc_stats_reset(oc_stats_t *st);
