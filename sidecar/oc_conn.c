@@ -597,6 +597,8 @@ static void conn_idle_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     oc_conn_t *c = arg;
+    if (conn_ctx(c)->conf->idle_timeout_ms == 0)
+        return; /* a reload turned it off after this timer was armed */
     if (c->state != OC_CONN_READING || evbuffer_get_length(c->in) > 0 ||
         evbuffer_get_length(c->out) > 0) {
         conn_arm_idle(c); /* busy, not idle */

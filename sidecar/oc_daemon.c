@@ -182,7 +182,7 @@ static oc_status_t init_modules(oc_daemon_t *d, char *err)
         return st;
     if ((ctx->mc = oc_mc_new(ctx->base, ctx->conf, err)) == NULL)
         return OC_ECACHE;
-    if ((ctx->pg = oc_pg_new(ctx->base, ctx->conf, ctx->stats, err)) == NULL)
+    if ((ctx->pg = oc_pg_new(ctx->base, ctx->conf, ctx->stats, ctx->gate, err)) == NULL)
         return OC_EDB;
     if ((ctx->fills = oc_fills_new(ctx, err)) == NULL ||
         (ctx->reqs = oc_reqs_new(ctx, err)) == NULL ||

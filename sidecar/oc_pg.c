@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "oc_gate.h"
 #include "oc_log.h"
 #include "oc_map.h"
 #include "oc_pgconn.h"
@@ -44,7 +45,8 @@ struct oc_pg {
     struct event_base *base;
     const oc_conf_t *conf;
     oc_stats_t *stats;
-    char **sql; /* per model */
+    const oc_gate_t *gate; /* test fault points, or NULL */
+    char **sql;            /* per model */
     size_t nsql;
     unsigned gen; /* bumped by a reload: statement names change */
     oc_pg_conn_t *conns;
@@ -113,7 +115,8 @@ static void load_finish(oc_pg_load_t *l, PGresult *res, oc_status_t st, const ch
         event_del(l->deadline);
     if (st == OC_OK && (rows = calloc(l->n ? l->n : 1, sizeof(*rows))) == NULL)
         st = OC_ENOMEM, err = "out of memory";
-    if (st == OC_OK && match_rows(l, res, rows) != OC_OK)
+    if (st == OC_OK &&
+        (oc_gate_oom(l->pg->gate, "match_rows") || match_rows(l, res, rows) != OC_OK))
         st = OC_ENOMEM, err = "out of memory matching rows";
     if (st != OC_OK) {
         stats->pg_errors++;
@@ -405,7 +408,7 @@ oc_status_t oc_pg_reconfigure(oc_pg_t *pg, const oc_conf_t *conf, char *err)
 }
 
 oc_pg_t *oc_pg_new(struct event_base *base, const oc_conf_t *conf, oc_stats_t *stats,
-                   char *err)
+                   const oc_gate_t *gate, char *err)
 {
     oc_pg_t *pg = calloc(1, sizeof(*pg));
     char *setup = NULL;
@@ -414,6 +417,7 @@ oc_pg_t *oc_pg_new(struct event_base *base, const oc_conf_t *conf, oc_stats_t *s
     pg->base = base;
     pg->conf = conf;
     pg->stats = stats;
+    pg->gate = gate;
     pg->sql = calloc(conf->nmodels, sizeof(char *));
     pg->conns = calloc(conf->pg_connections, sizeof(*pg->conns));
     setup = oc_sql_session(conf);

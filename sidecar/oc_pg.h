@@ -45,8 +45,10 @@ typedef struct oc_pg_row {
 typedef void (*oc_pg_done_fn)(const oc_pg_row_t *rows, size_t n, oc_status_t st,
                               const char *err, void *arg);
 
+struct oc_gate;
+/* gate: the test fault points (NULL in production). */
 oc_pg_t *oc_pg_new(struct event_base *base, const oc_conf_t *conf, oc_stats_t *stats,
-                   char *err);
+                   const struct oc_gate *gate, char *err);
 /* A reload: new load statements (columns or tables may have changed) under
  * new names, prepared again on each connection's next use; loads under way
  * finish with the old ones. conf must keep model indexes stable (see

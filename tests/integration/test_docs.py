@@ -173,6 +173,13 @@ def c_eval(expr, env):
     return int(eval(py, {"__builtins__": {}}, {}))  # digits and operators only
 
 
+def reload_word(code):
+    """configuration.md's reload column for a key table row's last field."""
+    if "OC_DEPRECATED" in code:
+        return "ignored"
+    return "restart" if "OC_RESTART" in code else "yes"
+
+
 def conf_tables():
     """{section: [key dict]} from oc_conf.c's key tables, in table order.
     A key dict has name, type (OC_CT_...), default (None: none), required,
@@ -190,19 +197,22 @@ def conf_tables():
         keys = []
         for row in re.finditer(
                 r'OC_[CM]K\(\s*"(\w+)"\s*,\s*(OC_CT_\w+)\s*,\s*"([^"]*)"\s*,\s*\w+\s*,'
-                r'\s*([^,()]+?)\s*,\s*([^,()]+?)\s*\)'
+                r'\s*([^,()]+?)\s*,\s*([^,()]+?)\s*'
+                r'(?:,\s*(OC_LIVE|OC_RESTART|OC_DEPRECATED\("[^"]*"\))\s*)?\)'
                 r'|\{\s*(\.name\s*=\s*"\w+"[^{}]*)\}', m.group(1)):
             if row.group(1):
                 keys.append({"name": row.group(1), "type": row.group(2),
                              "default": row.group(3), "required": False,
-                             "lo": c_eval(row.group(4), env), "hi": c_eval(row.group(5), env)})
+                             "lo": c_eval(row.group(4), env), "hi": c_eval(row.group(5), env),
+                             "reload": reload_word(row.group(6) or "OC_LIVE")})
             else:
-                fields = row.group(6)
+                fields = row.group(7)
                 keys.append({"name": re.search(r'\.name\s*=\s*"(\w+)"', fields).group(1),
                              "type": re.search(r"\.type\s*=\s*(OC_CT_\w+)", fields).group(1),
                              "default": None,
                              "required": re.search(r"\.required\s*=\s*true", fields) is not None,
-                             "lo": None, "hi": None})
+                             "lo": None, "hi": None,
+                             "reload": reload_word(fields)})
         rows = m.group(1).count("OC_CK(") + m.group(1).count("OC_MK(") + \
             len(re.findall(r"\{\s*\.name", m.group(1)))
         assert len(keys) == rows, f"a row of {arr} was not understood"
@@ -322,7 +332,9 @@ def test_configuration_md_key_tables_are_oc_conf_tables():
             problems.append(f"[{sec}]: doc keys {sorted(rows)} != code keys {sorted(names)}")
             continue
         for k in keys:
-            _, typ, default, rng, _meaning = rows[k["name"]]
+            _, typ, default, rng, reload, _meaning = rows[k["name"]]
+            if reload != k["reload"]:
+                problems.append(f"[{sec}] {k['name']}: reload {reload!r}, code {k['reload']!r}")
             where = f"[{sec}] {k['name']}"
             if typ != DOC_TYPE[k["type"]]:
                 problems.append(f"{where}: type {typ!r}, code {k['type']}")
