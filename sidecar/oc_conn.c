@@ -709,8 +709,11 @@ void oc_conns_free(oc_conns_t *cs)
     if (cs == NULL)
         return;
     cs->drained = NULL; /* closing them all now is not a drain */
-    while (cs->head)
-        conn_free(cs->head);
+    oc_conn_t *next;
+    for (oc_conn_t *c = cs->head; c != NULL; c = next) {
+        next = c->next;
+        conn_free(c);
+    }
     free(cs->tokens);
     free(cs);
 }

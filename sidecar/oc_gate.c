@@ -1,6 +1,7 @@
 #include "oc_gate.h"
 
 #include <event2/event.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -31,11 +32,9 @@ oc_gate_t *oc_gate_new(struct event_base *base)
     g->base = base;
     g->path = env_copy("OBJCACHED_FAULT_FILL_GATE");
     const char *oom = getenv("OBJCACHED_FAULT_OOM");
-    if (oom && *oom && (g->oom = malloc(strlen(oom) + 3)) != NULL) {
-        g->oom[0] = ',';
-        strcpy(g->oom + 1, oom);
-        strcat(g->oom, ",");
-    }
+    size_t len = oom ? strlen(oom) + 3 : 0;
+    if (oom && *oom && (g->oom = malloc(len)) != NULL)
+        snprintf(g->oom, len, ",%s,", oom);
     if (g->path)
         oc_log_warn("event=fault_point name=fill_gate path=%s", g->path);
     if (g->oom)

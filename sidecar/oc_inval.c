@@ -472,7 +472,8 @@ void oc_inval_free(oc_inval_t *iv)
         return;
     oc_pgconn_free(iv->pc); /* a claim under way rolls back */
     iv->pc = NULL;
-    iv->ctx->stats->inval_connected = 0; /* a reload stopped it, or shutdown */
+    if (iv->ctx)
+        iv->ctx->stats->inval_connected = 0; /* a reload stopped it, or shutdown */
     if (iv->poll)
         event_free(iv->poll);
     iv->poll = NULL;

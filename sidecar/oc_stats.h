@@ -62,6 +62,23 @@ struct evbuffer;
     X(inval_lag_ms, GAUGE, "age of the oldest outbox row in the last claim")             \
     X(reloads, COUNTER, "configuration reloads applied (SIGHUP)")                        \
     X(reload_errors, COUNTER, "configuration reloads refused")                           \
+    X(near_serving, GAUGE,                                                               \
+      "1 while the near-cache answers (it has seen every invalidation up to a recent "   \
+      "point)")                                                                          \
+    X(near_entries, GAUGE, "objects and absences held in the near-cache")                \
+    X(near_bytes, GAUGE, "bytes the near-cache holds, overhead included")                \
+    X(near_hits, COUNTER, "keys answered from the near-cache")                           \
+    X(near_misses, COUNTER,                                                              \
+      "keys looked up in the near-cache (while serving) and not there")                  \
+    X(near_stored, COUNTER, "entries put into the near-cache")                           \
+    X(near_door_waits, COUNTER,                                                          \
+      "entries not admitted yet: a key enters the second time it is offered")            \
+    X(near_refused_stale, COUNTER,                                                       \
+      "entries refused: an invalidation of the key came after their read began")         \
+    X(near_evictions, COUNTER, "entries evicted to stay under near_cache_size")          \
+    X(near_expired, COUNTER, "entries dropped at their near_ttl")                        \
+    X(near_invalidations, COUNTER,                                                       \
+      "invalidations applied to the near-cache (keys, models)")                          \
     X(client_errors, COUNTER, "CLIENT_ERROR and ERROR replies sent")                     \
     X(server_errors, COUNTER, "SERVER_ERROR replies sent")
 
