@@ -15,12 +15,6 @@ typedef struct rd {
     oc_status_t st;
 } rd_t;
 
-static rd_t rd_make(const uint8_t *p, size_t len, char *err)
-{
-    rd_t r = {p, p + len, p, err, OC_OK};
-    return r;
-}
-
 __attribute__((format(printf, 2, 3))) static void rd_fail(rd_t *r, const char *fmt, ...)
 {
     if (r->st != OC_OK)
@@ -319,8 +313,7 @@ oc_status_t oc_pgo_decode(const uint8_t *buf, size_t len, oc_pgo_msg_t *out, cha
     if (len == 0)
         return oc_fail(err, OC_EINVAL, "pgoutput: empty message");
     out->type_byte = buf[0];
-    rd_t r = rd_make(buf, len, err);
-    r.p++;
+    rd_t r = {buf + 1, buf + len, buf, err, OC_OK};
     for (size_t i = 0; i < sizeof(msg_kinds) / sizeof(msg_kinds[0]); i++) {
         if (msg_kinds[i].byte != buf[0])
             continue;
@@ -533,8 +526,9 @@ double oc_pgo_time_to_unix(int64_t pg_us)
 {
     /* Whole seconds and the rest apart, so today's times keep their
      * microseconds in a double. */
-    return (double)(pg_us / 1000000 + OC_PGO_EPOCH_UNIX) +
-           (double)(pg_us % 1000000) / 1e6;
+    int64_t secs = pg_us / 1000000 + OC_PGO_EPOCH_UNIX;
+    int64_t us = pg_us % 1000000;
+    return (double)secs + (double)us / 1e6;
 }
 
 int64_t oc_pgo_time_from_unix(double unix_s)
