@@ -44,7 +44,8 @@ static int rd_has(rd_t *r, size_t count, size_t size, const char *what)
     if (r->st != OC_OK)
         return 0;
     if (count > rd_left(r) / size) {
-        rd_fail(r, "%s: %zu bytes needed, %zu left", what, count * size, rd_left(r));
+        rd_fail(r, "%s: %llu bytes needed, %zu left", what,
+                (unsigned long long)count * size, rd_left(r));
         return 0;
     }
     return 1;

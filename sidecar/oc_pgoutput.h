@@ -54,9 +54,12 @@ typedef enum oc_pgo_copy_type {
 
 typedef struct oc_pgo_copy {
     oc_pgo_copy_type_t type;
-    uint64_t wal_start;  /* XLogData: the LSN the data starts at */
-    uint64_t wal_end;    /* the server's end of WAL (for a logical walsender's
-                            XLogData, the same LSN as wal_start) */
+    uint64_t wal_start;  /* XLogData: the LSN of the change it carries; 0 for
+                            Relation and Type messages and for a BEGIN that
+                            PostgreSQL 15 sent late: not a progress mark (the
+                            Commit's end_lsn is) */
+    uint64_t wal_end;    /* keepalive: the server's end of WAL (for XLogData
+                            a logical walsender repeats wal_start) */
     int64_t send_time;   /* server clock, microseconds since 2000-01-01 */
     int reply_requested; /* keepalive: 1 if the server wants a status
                             update at once (or it disconnects us after
@@ -138,8 +141,9 @@ typedef struct oc_pgo_relcol {
     int32_t typmod; /* -1 when the type has none */
 } oc_pgo_relcol_t;
 
-/* One decoded message. Which member of the union is set follows `type`;
- * the others are zero. Times are microseconds since 2000-01-01. */
+/* One decoded message. Only the union member named for `type` is
+ * meaningful (they share storage: look at `type` first). Times are
+ * microseconds since 2000-01-01. */
 typedef struct oc_pgo_msg {
     oc_pgo_type_t type;
     uint8_t type_byte; /* the message's first byte, for UNKNOWN too */
