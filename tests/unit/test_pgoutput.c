@@ -54,8 +54,8 @@
  *
  * The arrays are C string literals (printable bytes as text, others escaped);
  * each array's last byte is the literal's NUL, so lengths are sizeof - 1.
- * Only stream framing kept: the first keepalive, then every XLogData, then a
- * keepalive that asked for a reply (the others between were alike).
+ * Every XLogData is kept; of the keepalives, only the first and one that
+ * asked for a reply (the other seven were alike).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -458,7 +458,7 @@ static void test_keepalives(void **state)
     assert_true(c.wal_end == lsn("0/1969338"));
     assert_int_equal(c.reply_requested, 0);
     assert_null(c.data);
-    /* sent before the first commit's time: the stream is replayed later */
+    /* the slot was read after the workload: later than every commit */
     assert_true(c.send_time > txns[0].commit_ts);
 
     assert_int_equal(oc_pgo_parse_copy(k_reply, sizeof(k_reply) - 1, &c, NULL), OC_OK);
