@@ -4,7 +4,7 @@
 
 /* ---- names ----------------------------------------------------------------- */
 
-#define OC_BIN_OP_NAME_(name, code, text) [code] = text,
+#define OC_BIN_OP_NAME_(name, code, text) [(code)] = (text),
 static const char *const opcode_names[256] = {OC_BIN_OPCODES(OC_BIN_OP_NAME_)};
 #undef OC_BIN_OP_NAME_
 

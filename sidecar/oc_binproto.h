@@ -130,7 +130,7 @@
     X(RDECR, 0x3b, "rdecr")                                                              \
     X(RDECRQ, 0x3c, "rdecrq")
 
-#define OC_BIN_OP_ENUM_(name, code, text) OC_BIN_OP_##name = code,
+#define OC_BIN_OP_ENUM_(name, code, text) OC_BIN_OP_##name = (code),
 typedef enum oc_bin_opcode { OC_BIN_OPCODES(OC_BIN_OP_ENUM_) } oc_bin_opcode_t;
 #undef OC_BIN_OP_ENUM_
 
@@ -159,7 +159,7 @@ typedef enum oc_bin_opcode { OC_BIN_OPCODES(OC_BIN_OP_ENUM_) } oc_bin_opcode_t;
     X(EBUSY, 0x85, "busy", "Busy")                                                       \
     X(ETMPFAIL, 0x86, "temporary failure", "Temporary failure")
 
-#define OC_BIN_ST_ENUM_(name, code, text, msg) OC_BIN_##name = code,
+#define OC_BIN_ST_ENUM_(name, code, text, msg) OC_BIN_##name = (code),
 typedef enum oc_bin_status { OC_BIN_STATUSES(OC_BIN_ST_ENUM_) } oc_bin_status_t;
 #undef OC_BIN_ST_ENUM_
 
@@ -204,7 +204,9 @@ oc_status_t oc_bin_parse_header(const uint8_t *p, oc_bin_req_t *out, char *err);
  *                       none is allowed, a value where none is allowed;
  *   OC_BIN_UNKNOWN_COMMAND  an opcode with no known shape (undefined ones and
  *                       the range operations).
- * Checked in that order (size first, so a huge body never gets further).
+ * Checked in this order: body size, key length, opcode, shape, value size
+ * (so a huge body or a long key is refused whatever its opcode, as memcached
+ * does).
  * Shapes, from the spec and memcached's own checks (extras / key / value):
  *   get getq getk getkq ......... 0 / required / none
  *   set add replace (+q) ........ 8 / required / any length, 0 included
@@ -282,7 +284,9 @@ size_t oc_bin_format_header(uint8_t out[OC_BIN_HDR_LEN], uint8_t opcode, uint16_
  * it, the value. 0 if not encodable. */
 size_t oc_bin_get_hit_size(uint8_t opcode, uint16_t klen, uint32_t vlen);
 /* A get/getq/getk/getkq/gat* hit: status 0, cas of the item, extras = flags,
- * key (only if oc_bin_returns_key(opcode); ignored otherwise), value. */
+ * key (only if oc_bin_returns_key(opcode); ignored otherwise), value (val may
+ * be NULL only when vlen is 0). TOUCH's hit is the same with vlen 0: memcached
+ * answers it with the flags and no value. */
 size_t oc_bin_format_get_hit(uint8_t *out, size_t cap, uint8_t opcode, uint32_t opaque,
                              uint64_t cas, uint32_t flags, const void *key, uint16_t klen,
                              const void *val, uint32_t vlen);

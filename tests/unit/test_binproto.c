@@ -173,7 +173,8 @@ static void test_parse_header_bad(void **state)
     assert_int_equal(oc_bin_parse_header(h, &r, err), OC_EINVAL);
     assert_non_null(strstr(err, "magic 0x81"));
     /* an ASCII command: "get Hello\r\n..." */
-    memcpy(h, "get Hello\r\nget World\r\n\0\0", 24);
+    static const uint8_t ascii[24] = "get Hello\r\nget World\r\n\0";
+    memcpy(h, ascii, sizeof h);
     assert_int_equal(oc_bin_parse_header(h, &r, err), OC_EINVAL);
     assert_non_null(strstr(err, "magic 0x67"));
     assert_int_equal(oc_bin_parse_header(h, &r, NULL), OC_EINVAL); /* err may be NULL */
@@ -421,6 +422,7 @@ static void test_split(void **state)
                    0xffffffff);
     n = oc_bin_format_request(buf, sizeof buf, OC_BIN_OP_INCREMENT, 2, 0, ie, 20, "c", 1,
                               NULL, 0);
+    assert_int_equal(n, 24 + 20 + 1);
     assert_int_equal(oc_bin_parse_header(buf, &r, NULL), OC_OK);
     assert_int_equal(oc_bin_check(&r, MAX_VALUE, MAX_BODY), 0);
     oc_bin_split(&r, buf + 24, &b);
@@ -533,7 +535,8 @@ static void test_memcached_get_replies(void **state)
     n = oc_bin_format_get_hit_head(out, sizeof out, OC_BIN_OP_GETK, 0x0a0b0c0d, 2,
                                    0xdeadbeef, "Hello", 5, 5);
     assert_int_equal(n, 24 + 4 + 5);
-    memcpy(out + n, "World", 5);
+    static const uint8_t world[5] = {'W', 'o', 'r', 'l', 'd'};
+    memcpy(out + n, world, sizeof world);
     assert_bytes(out, n + 5,
                  "810c0005040000000000000e0a0b0c0d0000000000000002deadbeef48656c6c6f"
                  "576f726c64");
@@ -552,14 +555,14 @@ static void test_memcached_pipeline(void **state)
         "810900000400000000000009000000040000000000000002deadbeef576f726c64"
         "810a00000000000000000000000000050000000000000000";
     static const struct {
-        uint8_t op;
         const char *key;
         int hit;
-    } reqs[] = {{0x0d, "Hello", 1},
-                {0x0d, "nope", 0},
-                {0x09, "nope", 0},
-                {0x09, "Hello", 1},
-                {0x0a, NULL, 1}};
+        uint8_t op;
+    } reqs[] = {{"Hello", 1, 0x0d},
+                {"nope", 0, 0x0d},
+                {"nope", 0, 0x09},
+                {"Hello", 1, 0x09},
+                {NULL, 1, 0x0a}};
     uint8_t out[512];
     size_t n = 0;
     for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
