@@ -1513,7 +1513,8 @@ BEGIN
                        (pg_catalog.row_number() OVER (PARTITION BY x.m ORDER BY x.k COLLATE "C") - 1) / c_max_keys
                            AS chunk
                   FROM (SELECT DISTINCT u.m, u.k
-                          FROM pg_catalog.unnest(p_models, p_keys) u(m, k) WHERE u.k IS NOT NULL) x) c
+                          FROM ROWS FROM (pg_catalog.unnest(p_models), pg_catalog.unnest(p_keys)) u(m, k)
+                         WHERE u.k IS NOT NULL) x) c
          GROUP BY c.m, c.chunk
          ORDER BY c.m COLLATE "C", c.chunk
     LOOP
