@@ -1,10 +1,22 @@
--- objcached invalidation hook for PostgreSQL 15, schema version 1.
+-- objcached invalidation hook for PostgreSQL 15, schema version 2.
 --
 --   psql -v ON_ERROR_STOP=1 -f sql/install.sql
---   psql -c "SELECT objcached.attach('public.users', 'User', 'id')"
+--   psql -c "SELECT objcached.attach('public.users', 'User', 'id')"                -- triggers
+--   psql -c "SELECT objcached.attach('public.orders', 'Order', 'id', via => 'wal')" -- WAL reader
 --
--- Safe to run again: it creates what is missing, replaces the functions and re-applies the
--- privileges, in one transaction. docs/invalidation.md explains the design and the consumer contract.
+-- Safe to run again: it creates what is missing, upgrades a version-1 schema in place (outbox rows,
+-- generations and settings are kept), replaces the functions, writes the per-table hook functions
+-- again and re-applies the privileges, in one transaction. docs/invalidation.md explains the design
+-- and the contracts of the outbox consumer, the feed and the WAL reader.
+--
+-- What version 2 adds to version 1:
+--   * objcached.feed and objcached.feed_head: an ordered log of the invalidations that were applied
+--     to memcached, which every sidecar reads with its own cursor (feed_poll), also on a replica;
+--   * models.via ('triggers' | 'wal'): a 'wal' model has no triggers; its table is in publication
+--     objcached and one sidecar reads the changes from logical replication slot objcached;
+--   * outbox.requeued, set by requeue(), returned last by claim();
+--   * per-table trigger functions with static SQL (objcached."hook_<oid>"), instead of one function
+--     that planned dynamic statements on every statement; 'notify' defaults to 'off'.
 
 BEGIN;
 
@@ -21,8 +33,9 @@ DO $$
 BEGIN
     IF pg_catalog.to_regclass('objcached.meta') IS NOT NULL THEN
         IF EXISTS (SELECT 1 FROM objcached.meta
-                    WHERE key = 'schema_version' AND value IS DISTINCT FROM '1') THEN
-            RAISE EXCEPTION 'objcached install: the database has objcached schema version %, this file installs 1',
+                    WHERE key = 'schema_version' AND value IS DISTINCT FROM '1'
+                      AND value IS DISTINCT FROM '2') THEN
+            RAISE EXCEPTION 'objcached install: the database has objcached schema version %, this file installs 2',
                 (SELECT value FROM objcached.meta WHERE key = 'schema_version');
         END IF;
     END IF;
@@ -31,18 +44,22 @@ $$;
 
 CREATE SCHEMA IF NOT EXISTS objcached;
 COMMENT ON SCHEMA objcached IS
-    'objcached invalidation hook: statement triggers write changed keys to objcached.outbox';
+    'objcached invalidation hook: triggers or the WAL record changed keys; applied ones go to objcached.feed';
 
 CREATE TABLE IF NOT EXISTS objcached.meta (
     key   text PRIMARY KEY,
     value text
 );
-INSERT INTO objcached.meta (key, value) VALUES ('schema_version', '1')
+-- Set to '2' at the end, once every object of version 2 exists.
+INSERT INTO objcached.meta (key, value) VALUES ('schema_version', '2')
     ON CONFLICT (key) DO NOTHING;
--- 'off' stops the triggers calling pg_notify (consumers still poll): a transaction that notifies
--- holds a cluster-wide lock through its commit, so busy databases may want it off. An existing
--- setting is kept.
-INSERT INTO objcached.meta (key, value) VALUES ('notify', 'on')
+-- 'on' makes the triggers call pg_notify('objcached', model) so consumers claim at once instead of
+-- at their next poll. Off by default: a transaction that called pg_notify takes a cluster-wide lock
+-- at commit and holds it through its commit's WAL flush, so hooked writers could no longer share a
+-- flush (group commit). Sidecars poll every invalidation_poll anyway, and near-caches are woken by
+-- the feed's own notification (feed_append). An existing setting (a version-1 database has 'on') is
+-- kept; changing it rewrites the hook functions (trigger meta_changed below).
+INSERT INTO objcached.meta (key, value) VALUES ('notify', 'off')
     ON CONFLICT (key) DO NOTHING;
 
 -- Generations only ever grow, across detach and re-attach too: a model that is attached again must
@@ -54,12 +71,22 @@ CREATE TABLE IF NOT EXISTS objcached.models (
                CONSTRAINT models_model_name CHECK (model ~ '^[A-Za-z_][A-Za-z0-9_]{0,63}$'),
     tbl        regclass NOT NULL,
     key_column name NOT NULL,      -- the name given to attach(); status shows the current name
-    key_attnum smallint NOT NULL,  -- what the triggers use, so renaming the column keeps working
+    key_attnum smallint NOT NULL,  -- what the hook uses, so renaming the column keeps working
     generation bigint NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS models_tbl ON objcached.models (tbl);
+-- Version 2: how the model's changes are captured. A version-1 model keeps its triggers.
+ALTER TABLE objcached.models ADD COLUMN IF NOT EXISTS via text NOT NULL DEFAULT 'triggers';
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+                    WHERE conrelid = 'objcached.models'::regclass AND conname = 'models_via') THEN
+        ALTER TABLE objcached.models ADD CONSTRAINT models_via CHECK (via IN ('triggers', 'wal'));
+    END IF;
+END
+$$;
 COMMENT ON TABLE objcached.models IS
-    'Models whose table is hooked; generation grows on every whole-model invalidation (TRUNCATE)';
+    'Models whose table is hooked (via triggers or the WAL); generation grows on every whole-model invalidation';
 
 CREATE TABLE IF NOT EXISTS objcached.outbox (
     id         bigserial PRIMARY KEY,
@@ -67,11 +94,79 @@ CREATE TABLE IF NOT EXISTS objcached.outbox (
     keys       text[],             -- NULL: the whole model (TRUNCATE)
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
+-- Version 2: true for rows put back by requeue(): their keys were appended to the feed when they
+-- were first applied, so a consumer that applies them again must not append them again, and they do
+-- not keep feed_heartbeat_if_drained from advancing caught_up_at.
+ALTER TABLE objcached.outbox ADD COLUMN IF NOT EXISTS requeued boolean NOT NULL DEFAULT false;
 -- A queue: rows are deleted soon after they are inserted. Vacuum it by row count, not by a
 -- fraction of its (small) size, so dead rows do not pile up in front of the consumers' index scans.
 ALTER TABLE objcached.outbox SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
                                   autovacuum_vacuum_insert_scale_factor = 0,
                                   autovacuum_vacuum_insert_threshold = 10000);
+COMMENT ON TABLE objcached.outbox IS
+    'Pending invalidations, one row per statement per model (at most 100000 keys a row); consumed by objcached.claim()';
+
+-- ---------------------------------------------------------------------------------------------
+-- The feed (version 2): every invalidation applied to memcached, in commit order, for every sidecar.
+--
+-- Whoever applies invalidations to memcached (the WAL reader, or an outbox consumer in trigger mode)
+-- appends what it applied with feed_append(), in the transaction that also commits its work. Every
+-- sidecar reads the feed with feed_poll(after, limit), from the primary or a streaming replica, with
+-- its own cursor (the last seq it has seen), and drops those keys from its near-cache.
+--
+-- THE ORDERING PROMISE: a reader that has seen seq N has seen, or will never see, every row below N:
+-- rows are never committed "behind" a reader's cursor. Seq values can have gaps (a rolled-back
+-- append, a sequence's cached values lost in a crash); a gap never fills later. Why it holds:
+--   * every append, heartbeat and prune first takes one transaction-level advisory lock (the key
+--     8026094460995856485, 'objcache' in ASCII; pg_locks shows it as an advisory lock with classid
+--     1868720739 and objid 1633904741), and holds it until its transaction ends; only then does it
+--     draw seq values (nextval of objcached.feed_seq) and insert its rows. So appenders run one at a
+--     time, and an appender draws higher values than every appender before it;
+--   * on the primary, a transaction's COMMIT makes it visible to new snapshots (ProcArrayEndTransaction)
+--     BEFORE it releases its locks. So when appender B gets the lock, appender A before it is already
+--     visible to every snapshot taken from then on; B's rows (higher seqs) become visible only at B's
+--     commit, later. A snapshot that sees B's rows therefore sees A's rows;
+--   * on a streaming replica, transactions become visible when their commit records are replayed,
+--     and replay follows WAL order. A's commit record was written before A released the lock, B's
+--     after B took it: A is replayed, and visible, first.
+--   So seq order is commit order, on the primary and on every replica, and a reader never skips a row
+--   by moving its cursor past a gap.
+-- Nothing else may call nextval('objcached.feed_seq') or write the feed: no role but the schema's
+-- owner has any right on them (the functions below are SECURITY DEFINER).
+CREATE SEQUENCE IF NOT EXISTS objcached.feed_seq;
+
+CREATE TABLE IF NOT EXISTS objcached.feed (
+    seq          bigint PRIMARY KEY,
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    committed_at timestamptz,    -- the newest source commit in this row (commit-to-applied latency)
+    model        text NOT NULL,
+    keys         text[],         -- distinct, at most 100,000; NULL: the whole model
+    generation   bigint,         -- the model's generation after a whole-model invalidation, else NULL
+    CONSTRAINT feed_whole_has_generation CHECK ((keys IS NULL) = (generation IS NOT NULL))
+);
+ALTER TABLE objcached.feed SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000,
+                                autovacuum_vacuum_insert_scale_factor = 0,
+                                autovacuum_vacuum_insert_threshold = 10000);
+COMMENT ON TABLE objcached.feed IS
+    'Applied invalidations in commit order (seq); appended by feed_append(), read by feed_poll(), pruned by feed_prune()';
+
+CREATE TABLE IF NOT EXISTS objcached.feed_head (
+    singleton    boolean PRIMARY KEY DEFAULT true CONSTRAINT feed_head_one_row CHECK (singleton),
+    seq          bigint NOT NULL,       -- the last appended seq (0: nothing yet)
+    -- Every write committed at or before this instant is in feed rows with seq <= seq (NULL: no
+    -- such instant is known yet). Only grows.
+    caught_up_at timestamptz,
+    pruned_upto  bigint NOT NULL,       -- rows with seq <= this were pruned
+    writer       text,                  -- who last appended or heartbeated, for operators
+    updated_at   timestamptz NOT NULL
+) WITH (fillfactor = 20);   -- updated on every append and heartbeat: leave room for HOT updates
+ALTER TABLE objcached.feed_head SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
+INSERT INTO objcached.feed_head (seq, caught_up_at, pruned_upto, writer, updated_at)
+VALUES (0, NULL, 0, 'install.sql', pg_catalog.clock_timestamp())
+    ON CONFLICT (singleton) DO NOTHING;
+COMMENT ON TABLE objcached.feed_head IS
+    'One row: the feed''s last seq, how far it is complete in time (caught_up_at), and what was pruned';
+
 -- Big key arrays are compressed on insert: lz4 does it for a fraction of pglz's CPU (about 15 ms
 -- less per 100,000 keys), where this server was built with it.
 DO $$
@@ -79,11 +174,10 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_settings
                 WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals)) THEN
         ALTER TABLE objcached.outbox ALTER COLUMN keys SET COMPRESSION lz4;
+        ALTER TABLE objcached.feed ALTER COLUMN keys SET COMPRESSION lz4;
     END IF;
 END
 $$;
-COMMENT ON TABLE objcached.outbox IS
-    'Pending invalidations, one row per statement per model (at most 100000 keys a row); consumed by objcached.claim()';
 
 -- ---------------------------------------------------------------------------------------------
 -- Internal helpers. They run as the caller; the SECURITY DEFINER functions below call them as the
@@ -100,11 +194,37 @@ LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
     SELECT rel FROM down
 $$;
 
+-- The relation and every table it inherits from, with the distance (0 for the relation itself).
+CREATE OR REPLACE FUNCTION objcached._ancestors(rel oid) RETURNS TABLE (anc oid, depth integer)
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    WITH RECURSIVE up(anc, depth) AS (
+        SELECT rel, 0
+        UNION
+        SELECT i.inhparent, up.depth + 1 FROM pg_catalog.pg_inherits i JOIN up ON i.inhrelid = up.anc
+    )
+    SELECT up.anc, pg_catalog.min(up.depth) FROM up GROUP BY up.anc
+$$;
+
+-- The ancestor of the relation that has no parent (the relation itself if it has none). With
+-- multiple inheritance, the one with the lowest OID, so the answer is stable.
+CREATE OR REPLACE FUNCTION objcached._topmost(rel oid) RETURNS oid
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT a.anc FROM objcached._ancestors(rel) a
+     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = a.anc)
+     ORDER BY a.anc LIMIT 1
+$$;
+
 CREATE OR REPLACE FUNCTION objcached._qualified(rel oid) RETURNS text
 LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
     SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
       FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
      WHERE c.oid = rel
+$$;
+
+-- A string fit for an error message whatever it holds: JSON-quoted, control characters escaped.
+CREATE OR REPLACE FUNCTION objcached._shown(s text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT COALESCE(pg_catalog.to_json(s)::text, 'NULL')
 $$;
 
 CREATE OR REPLACE FUNCTION objcached._notify_on() RETURNS boolean
@@ -126,25 +246,163 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------------------------
--- Trigger functions. SECURITY DEFINER so that any role allowed to write a hooked table can queue
--- its invalidations without having any right on the outbox; search_path pinned so that nothing a
--- caller defines can stand in for what they use.
+-- Trigger mode: per-table hook functions.
+--
+-- Every relation that a trigger-mode model covers (its table, and every partition or inheritance
+-- child of it, at any depth) carries four statement triggers, objcached_insert, _update, _delete and
+-- _truncate. They call a trigger function generated for that table, objcached."hook_<oid>"(), whose
+-- SQL names the models and key columns as constants. Version 1 had one function for all tables,
+-- which looked up the table's models in the catalogs and planned its statements with EXECUTE on
+-- every statement (about 220 us of CPU per single-row UPDATE, measured); plpgsql plans a static
+-- statement once per session and reuses the plan (about 20 us). docs/invalidation.md has the figures.
+--
+-- The generated functions are SECURITY DEFINER (any role allowed to write a hooked table queues its
+-- invalidations without any right on the outbox) with search_path pinned (nothing a caller defines
+-- can stand in for what they use). Names only ever enter them through format('%I') and
+-- format('%L'), and their comments hold no names at all, so a hostile table or column name (quotes,
+-- a newline, '*/', '$$') cannot change their code.
+--
+-- attach, detach, install.sql and a change of objcached.meta write them again (_sync_hooks), and
+-- drop those no trigger uses any more. What a generated function assumes, it checks cheaply on every
+-- statement, falling back to the dynamic path of version 1 when the check fails:
+--   * the key column still has the name and attribute number it had (a RENAME COLUMN, or a column
+--     dropped and another added under the old name, would otherwise make the static statements fail
+--     or read the wrong column): one catalog lookup per model, done as a plpgsql "simple expression"
+--     (pg_identify_object_as_address, a syscache probe, no SPI query);
+--   * statements of at most 1,000 rows take the static path, larger ones the dynamic path (planning
+--     costs little next to them, and it skips the DISTINCT for a unique key: see its comment).
 
--- INSERT, UPDATE and DELETE: one outbox row per model per statement, holding the distinct keys of the
--- rows in the transition tables (both old and new for UPDATE, so changing a key invalidates both).
-CREATE OR REPLACE FUNCTION objcached.on_write() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+-- The trigger-mode models whose changes a statement on relation `rel` must queue: those attached to
+-- rel or to a table it inherits from, with each key column's current name (NULL if it was dropped).
+CREATE OR REPLACE FUNCTION objcached._covering(rel oid)
+RETURNS TABLE (model text, tbl oid, key_attnum smallint, attname name)
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT o.model, o.tbl::oid, o.key_attnum, a.attname
+      FROM objcached._ancestors(rel) x
+      JOIN objcached.models o ON o.tbl::oid = x.anc
+      LEFT JOIN pg_catalog.pg_attribute a
+             ON a.attrelid = o.tbl AND a.attnum = o.key_attnum AND NOT a.attisdropped
+     WHERE o.via = 'triggers'
+     ORDER BY o.model
+$$;
+
+-- Which generated function a relation's triggers call: the one of its nearest attached ancestor (or
+-- itself) whose models are exactly the relation's; the relation's own otherwise (a child of two
+-- attached parents). NULL: no trigger-mode model covers the relation, it carries no triggers.
+CREATE OR REPLACE FUNCTION objcached._hook_anchor(rel oid) RETURNS oid
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    v_mine text[];
+    v_anc  oid;
+BEGIN
+    SELECT pg_catalog.array_agg(c.model ORDER BY c.model) INTO v_mine FROM objcached._covering(rel) c;
+    IF v_mine IS NULL THEN
+        RETURN NULL;
+    END IF;
+    FOR v_anc IN
+        SELECT a.anc FROM objcached._ancestors(rel) a
+         WHERE EXISTS (SELECT 1 FROM objcached.models o WHERE o.tbl::oid = a.anc AND o.via = 'triggers')
+         ORDER BY a.depth, a.anc
+    LOOP
+        IF (SELECT pg_catalog.array_agg(c.model ORDER BY c.model) FROM objcached._covering(v_anc) c)
+           = v_mine THEN
+            RETURN v_anc;
+        END IF;
+    END LOOP;
+    RETURN rel;
+END
+$$;
+
+-- The source of objcached."hook_<anchor>"(). The generated code is the same for every relation that
+-- uses it: columns are named, never numbered, and partitions and children share their parent's
+-- column names.
+CREATE OR REPLACE FUNCTION objcached._hook_source(p_anchor oid) RETURNS text
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $gen$
+DECLARE
+    v_notify  boolean := objcached._notify_on();
+    v_models  text[] := '{}';
+    v_check   text := '';
+    v_one     text;
+    v_trunc   text := '';
+    v_ins     text := '';
+    v_upd     text := '';
+    v_del     text := '';
+    v_after   text;
+    v_gone    text;
+    m         record;
+BEGIN
+    FOR m IN SELECT * FROM objcached._covering(p_anchor) LOOP
+        v_models := v_models || m.model;
+        v_trunc := v_trunc || pg_catalog.format(
+            E'        PERFORM objcached._invalidate_model(%L);\n', m.model);
+        IF m.attname IS NULL THEN
+            -- The key column was dropped: the keys cannot be named, so every write invalidates the
+            -- whole model rather than lose the change or fail.
+            v_gone := pg_catalog.format(
+                E'            RAISE WARNING ''objcached: key column of model %% is gone; invalidating the whole model'', %L;\n'
+                 '            PERFORM objcached._invalidate_model(%L);\n', m.model, m.model);
+            v_ins := v_ins || v_gone;
+            v_upd := v_upd || v_gone;
+            v_del := v_del || v_gone;
+            CONTINUE;
+        END IF;
+        v_one := pg_catalog.format(
+            E'\n       AND (pg_catalog.pg_identify_object_as_address(1259, %s, %s)).object_names[3]'
+             ' IS NOT DISTINCT FROM %L', m.tbl, m.key_attnum, m.attname);
+        IF pg_catalog.strpos(v_check, v_one) = 0 THEN   -- two models on one key column: one check
+            v_check := v_check || v_one;
+        END IF;
+        v_after := CASE WHEN v_notify THEN pg_catalog.format(
+            E'            GET DIAGNOSTICS v_n = ROW_COUNT;\n'
+             '            IF v_n > 0 THEN\n'
+             '                PERFORM pg_catalog.pg_notify(''objcached'', %L);\n'
+             '            END IF;\n', m.model) ELSE '' END;
+        -- The keys of the rows, made distinct in their own type and then read as text: exactly how
+        -- PostgreSQL prints them (a uuid in lower case with hyphens). NULL keys cannot be cached:
+        -- left out. No keys, no row. An UPDATE gives the old and the new keys, so changing a key
+        -- invalidates both.
+        v_ins := v_ins || pg_catalog.format(
+            E'            INSERT INTO objcached.outbox (model, keys)\n'
+             '            SELECT %1$L, pg_catalog.array_agg(d.k::text)\n'
+             '              FROM (SELECT DISTINCT n.%2$I AS k FROM objcached_new n WHERE n.%2$I IS NOT NULL) d\n'
+             '            HAVING pg_catalog.count(*) > 0;\n', m.model, m.attname) || v_after;
+        v_upd := v_upd || pg_catalog.format(
+            E'            INSERT INTO objcached.outbox (model, keys)\n'
+             '            SELECT %1$L, pg_catalog.array_agg(d.k::text)\n'
+             '              FROM (SELECT o.%2$I AS k FROM objcached_old o WHERE o.%2$I IS NOT NULL\n'
+             '                    UNION SELECT n.%2$I FROM objcached_new n WHERE n.%2$I IS NOT NULL) d\n'
+             '            HAVING pg_catalog.count(*) > 0;\n', m.model, m.attname) || v_after;
+        v_del := v_del || pg_catalog.format(
+            E'            INSERT INTO objcached.outbox (model, keys)\n'
+             '            SELECT %1$L, pg_catalog.array_agg(d.k::text)\n'
+             '              FROM (SELECT DISTINCT o.%2$I AS k FROM objcached_old o WHERE o.%2$I IS NOT NULL) d\n'
+             '            HAVING pg_catalog.count(*) > 0;\n', m.model, m.attname) || v_after;
+    END LOOP;
+    IF pg_catalog.cardinality(v_models) = 0 THEN
+        RETURN NULL;
+    END IF;
+
+    RETURN pg_catalog.format($src$
+-- Generated by objcached (sql/install.sql, _hook_source) for the relation with OID %1$s and the
+-- relations that share its models. Do not edit: attach, detach, install.sql and a change of
+-- objcached.meta write it again.
+DECLARE
+    -- Above this many rows a statement takes the dynamic path below.
+    c_small    constant integer := 1000;
     -- A statement touching more keys than this writes several rows, so no array grows without bound.
     c_max_keys constant integer := 100000;
+    c_notify   constant boolean := %2$L;
+    c_models   constant text[] := %3$L;
     v_rows     bigint;
-    v_notify   boolean;
+    v_n        bigint;
     v_keys     text[];
     m          record;
     src        text;
-    n          bigint;
 BEGIN
-    -- Static queries: planned once per table, unlike the dynamic ones below.
+    IF TG_OP = 'TRUNCATE' THEN
+        -- The keys are unknown: the whole model is invalidated and its generation grows.
+%4$s        RETURN NULL;
+    END IF;
     IF TG_OP = 'DELETE' THEN
         SELECT pg_catalog.count(*) INTO v_rows FROM objcached_old;
     ELSE
@@ -153,16 +411,21 @@ BEGIN
     IF v_rows = 0 THEN
         RETURN NULL;
     END IF;
-    v_notify := COALESCE((SELECT x.value <> 'off' FROM objcached.meta x WHERE x.key = 'notify'), true);
 
-    -- Models on this relation or on a table it inherits from: a write made directly to a partition
-    -- fires the partition's triggers, not the partitioned table's.
+    -- The static path: the key columns still have the names and numbers these statements were
+    -- written for.
+    IF v_rows <= c_small%5$s THEN
+        IF TG_OP = 'INSERT' THEN
+%6$s        ELSIF TG_OP = 'UPDATE' THEN
+%7$s        ELSE
+%8$s        END IF;
+        RETURN NULL;
+    END IF;
+
+    -- The dynamic path (statements over c_small rows, or a key column renamed or dropped since this
+    -- function was written): the key column is found by its attribute number, and the statements are
+    -- planned for this call.
     FOR m IN
-        WITH RECURSIVE up(rel) AS (
-            SELECT TG_RELID
-            UNION
-            SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN up ON i.inhrelid = up.rel
-        )
         SELECT o.model, a.attname,
                -- A unique key (a one-column, immediate, total unique index on this relation):
                -- the keys of one transition table are distinct already.
@@ -173,43 +436,37 @@ BEGIN
                           AND NOT ta.attisdropped AND i.indisunique AND i.indimmediate
                           AND i.indnkeyatts = 1 AND i.indkey[0] = ta.attnum
                           AND i.indpred IS NULL AND i.indexprs IS NULL) AS uniq
-          FROM up
-          JOIN objcached.models o ON o.tbl = up.rel::regclass
+          FROM objcached.models o
           LEFT JOIN pg_catalog.pg_attribute a
                  ON a.attrelid = o.tbl AND a.attnum = o.key_attnum AND NOT a.attisdropped
+         WHERE o.model = ANY (c_models)
          ORDER BY o.model
     LOOP
         IF m.attname IS NULL THEN
-            -- The key column was dropped: the keys cannot be named, so invalidate everything
-            -- rather than lose the change or fail the write.
-            RAISE WARNING 'objcached: key column of model % is gone; invalidating the whole model', m.model;
+            RAISE WARNING 'objcached: key column of model %% is gone; invalidating the whole model', m.model;
             PERFORM objcached._invalidate_model(m.model);
             CONTINUE;
         END IF;
-
-        -- The key column is found by its current name (attnum is what attach recorded). Keys are
-        -- made distinct in their own type (cheaper than as text) and then read as text: exactly how
-        -- PostgreSQL prints them, e.g. a uuid in lower case with hyphens. A unique key needs no
-        -- DISTINCT: an UPDATE adds only the old keys that are not new ones (a hash anti-join, half
-        -- the work of making 2n keys distinct), and an INSERT or a DELETE nothing.
+        -- A unique key needs no DISTINCT: an UPDATE adds only the old keys that are not new ones (a
+        -- hash anti-join, half the work of making 2n keys distinct), and an INSERT or a DELETE nothing.
         IF m.uniq AND TG_OP = 'UPDATE' THEN
-            src := pg_catalog.format('SELECT n.%1$I AS k FROM objcached_new n WHERE n.%1$I IS NOT NULL'
-                                     ' UNION ALL SELECT o.%1$I FROM objcached_old o'
-                                     ' WHERE o.%1$I IS NOT NULL AND NOT EXISTS'
-                                     ' (SELECT 1 FROM objcached_new n2 WHERE n2.%1$I = o.%1$I)',
+            src := pg_catalog.format('SELECT n.%%1$I AS k FROM objcached_new n WHERE n.%%1$I IS NOT NULL'
+                                     ' UNION ALL SELECT o.%%1$I FROM objcached_old o'
+                                     ' WHERE o.%%1$I IS NOT NULL AND NOT EXISTS'
+                                     ' (SELECT 1 FROM objcached_new n2 WHERE n2.%%1$I = o.%%1$I)',
                                      m.attname);
         ELSIF m.uniq THEN
-            src := pg_catalog.format('SELECT t.%1$I AS k FROM %2$I t WHERE t.%1$I IS NOT NULL',
+            src := pg_catalog.format('SELECT t.%%1$I AS k FROM %%2$I t WHERE t.%%1$I IS NOT NULL',
                                      m.attname,
                                      CASE TG_OP WHEN 'INSERT' THEN 'objcached_new' ELSE 'objcached_old' END);
         ELSE
             IF TG_OP = 'INSERT' THEN
-                src := pg_catalog.format('SELECT %I AS k FROM objcached_new', m.attname);
+                src := pg_catalog.format('SELECT %%I AS k FROM objcached_new', m.attname);
             ELSIF TG_OP = 'UPDATE' THEN
-                src := pg_catalog.format('SELECT %1$I AS k FROM objcached_old'
-                                         ' UNION ALL SELECT %1$I FROM objcached_new', m.attname);
+                src := pg_catalog.format('SELECT %%1$I AS k FROM objcached_old'
+                                         ' UNION ALL SELECT %%1$I FROM objcached_new', m.attname);
             ELSE
-                src := pg_catalog.format('SELECT %I AS k FROM objcached_old', m.attname);
+                src := pg_catalog.format('SELECT %%I AS k FROM objcached_old', m.attname);
             END IF;
             src := 'SELECT DISTINCT s.k FROM (' || src || ') s WHERE s.k IS NOT NULL';
         END IF;
@@ -232,61 +489,452 @@ BEGIN
                     '           FROM (' || src || ') d) c'
                     '  GROUP BY c.chunk'
                 USING m.model, c_max_keys;
-            GET DIAGNOSTICS n = ROW_COUNT;
-            IF n = 0 THEN
+            GET DIAGNOSTICS v_n = ROW_COUNT;
+            IF v_n = 0 THEN
                 CONTINUE;
             END IF;
         END IF;
-        IF v_notify THEN
+        IF c_notify THEN
             PERFORM pg_catalog.pg_notify('objcached', m.model);
         END IF;
     END LOOP;
     RETURN NULL;
 END
+$src$, p_anchor, v_notify, v_models, v_trunc,
+       CASE WHEN v_check = '' THEN '' ELSE v_check END, v_ins, v_upd, v_del);
+END
+$gen$;
+
+-- The four triggers every hooked relation carries.
+CREATE OR REPLACE FUNCTION objcached._hook_triggers() RETURNS TABLE (tgname name, ddl text)
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    VALUES
+    ('objcached_insert'::name, 'AFTER INSERT ON %s REFERENCING NEW TABLE AS objcached_new'),
+    ('objcached_update', 'AFTER UPDATE ON %s REFERENCING OLD TABLE AS objcached_old NEW TABLE AS objcached_new'),
+    ('objcached_delete', 'AFTER DELETE ON %s REFERENCING OLD TABLE AS objcached_old'),
+    ('objcached_truncate', 'AFTER TRUNCATE ON %s')
 $$;
 
--- TRUNCATE: the keys are unknown, so the whole model is invalidated and its generation grows.
-CREATE OR REPLACE FUNCTION objcached.on_truncate() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+-- True when the trigger function is objcached's: any function of schema objcached (the generated
+-- ones, and version 1's on_write and on_truncate until the upgrade replaces them).
+CREATE OR REPLACE FUNCTION objcached._ours(fn oid) RETURNS boolean
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
+                    WHERE p.oid = fn AND p.pronamespace = 'objcached'::regnamespace)
+$$;
+
+-- Makes the triggers of every relation in the trees of p_tables (whole trees, from their topmost
+-- ancestors) what the models say: the four triggers, enabled ALWAYS, calling the right generated
+-- function, or none; writes the generated functions again where their source changed, and drops
+-- the generated functions no trigger calls any more. Runs as the caller, who must own the tables.
+CREATE OR REPLACE FUNCTION objcached._sync_hooks(p_tables oid[]) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    m record;
+    v_rel     oid;
+    v_anchor  oid;
+    v_done    oid[] := '{}';
+    v_fn      text;
+    v_fn_oid  oid;
+    v_src     text;
+    v_spec    record;
+    v_trg     record;
+    v_name    text;
 BEGIN
-    FOR m IN
-        WITH RECURSIVE up(rel) AS (
-            SELECT TG_RELID
-            UNION
-            SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN up ON i.inhrelid = up.rel
-        )
-        SELECT o.model FROM up JOIN objcached.models o ON o.tbl = up.rel::regclass
-         ORDER BY o.model
+    FOR v_rel, v_anchor IN
+        SELECT t.rel, objcached._hook_anchor(t.rel)
+          FROM (SELECT DISTINCT objcached._tree(objcached._topmost(x)) AS rel
+                  FROM pg_catalog.unnest(p_tables) x
+                 WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = x)) t
+         ORDER BY 1
     LOOP
-        PERFORM objcached._invalidate_model(m.model);
+        v_name := objcached._qualified(v_rel);
+        IF v_anchor IS NULL THEN
+            FOR v_trg IN
+                SELECT t.tgname FROM pg_catalog.pg_trigger t JOIN objcached._hook_triggers() s USING (tgname)
+                 WHERE t.tgrelid = v_rel AND objcached._ours(t.tgfoid)
+            LOOP
+                EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', v_trg.tgname, v_name);
+            END LOOP;
+            CONTINUE;
+        END IF;
+
+        v_fn := pg_catalog.format('objcached.%I()', 'hook_' || v_anchor::text);
+        IF NOT v_anchor = ANY (v_done) THEN
+            v_src := objcached._hook_source(v_anchor);
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
+                            WHERE p.pronamespace = 'objcached'::regnamespace
+                              AND p.proname = 'hook_' || v_anchor::text AND p.pronargs = 0
+                              AND p.prosrc = v_src) THEN
+                EXECUTE pg_catalog.format('CREATE OR REPLACE FUNCTION %s RETURNS trigger LANGUAGE plpgsql'
+                                          ' SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS %L',
+                                          v_fn, v_src);
+                EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn);
+            END IF;
+            v_done := v_done || v_anchor;
+        END IF;
+        v_fn_oid := pg_catalog.to_regprocedure(v_fn);
+
+        FOR v_spec IN SELECT * FROM objcached._hook_triggers() LOOP
+            SELECT t.tgfoid, t.tgenabled INTO v_trg
+              FROM pg_catalog.pg_trigger t WHERE t.tgrelid = v_rel AND t.tgname = v_spec.tgname;
+            IF NOT FOUND THEN
+                EXECUTE pg_catalog.format('CREATE TRIGGER %I ' || v_spec.ddl ||
+                                          ' FOR EACH STATEMENT EXECUTE FUNCTION %s',
+                                          v_spec.tgname, v_name, v_fn);
+            ELSIF NOT objcached._ours(v_trg.tgfoid) THEN
+                RAISE EXCEPTION 'objcached.attach: table % already has a trigger named % that objcached did not create',
+                    v_name, '"' || pg_catalog.replace(v_spec.tgname, '"', '""') || '"'
+                    USING ERRCODE = 'duplicate_object';
+            ELSIF v_trg.tgfoid <> v_fn_oid THEN
+                -- CREATE OR REPLACE TRIGGER takes the same lock as CREATE TRIGGER (SHARE ROW
+                -- EXCLUSIVE: readers go on), where DROP TRIGGER would take ACCESS EXCLUSIVE.
+                EXECUTE pg_catalog.format('CREATE OR REPLACE TRIGGER %I ' || v_spec.ddl ||
+                                          ' FOR EACH STATEMENT EXECUTE FUNCTION %s',
+                                          v_spec.tgname, v_name, v_fn);
+            END IF;
+            -- ALWAYS: also fire under session_replication_role = replica, which bulk loaders and
+            -- replication tools set to skip ordinary triggers.
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                            WHERE t.tgrelid = v_rel AND t.tgname = v_spec.tgname AND t.tgenabled = 'A') THEN
+                EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', v_name, v_spec.tgname);
+            END IF;
+        END LOOP;
     END LOOP;
-    RETURN NULL;
+
+    -- Generated functions that no trigger calls any more (their table was detached, moved to the
+    -- WAL, dropped, or got another OID in a dump and restore).
+    FOR v_fn IN
+        SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+         WHERE p.pronamespace = 'objcached'::regnamespace AND p.proname ~ '^hook_[0-9]+$'
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgfoid = p.oid)
+    LOOP
+        EXECUTE 'DROP FUNCTION ' || v_fn;
+    END LOOP;
 END
 $$;
 
--- The four triggers every hooked relation carries, with the function each must call.
-CREATE OR REPLACE FUNCTION objcached._trigger_specs()
-RETURNS TABLE (tgname name, fn regprocedure, ddl text)
+-- Every table whose triggers objcached manages: those of trigger-mode models, and any relation that
+-- carries a trigger calling one of objcached's functions.
+CREATE OR REPLACE FUNCTION objcached._sync_all_hooks() RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT objcached._sync_hooks(ARRAY(
+        SELECT o.tbl::oid FROM objcached.models o WHERE o.via = 'triggers'
+        UNION
+        SELECT t.tgrelid FROM pg_catalog.pg_trigger t
+          JOIN objcached._hook_triggers() s USING (tgname)
+         WHERE objcached._ours(t.tgfoid)))
+$$;
+
+-- 'notify' in objcached.meta changed: it is baked into the generated functions, so write them again.
+-- As the schema's owner, who owns them (and, as attach requires, the hooked tables).
+CREATE OR REPLACE FUNCTION objcached._meta_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF (TG_OP <> 'DELETE' AND NEW.key = 'notify') OR (TG_OP <> 'INSERT' AND OLD.key = 'notify') THEN
+        PERFORM objcached._sync_all_hooks();
+    END IF;
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS meta_changed ON objcached.meta;
+CREATE TRIGGER meta_changed AFTER INSERT OR UPDATE OR DELETE ON objcached.meta
+    FOR EACH ROW EXECUTE FUNCTION objcached._meta_changed();
+
+-- ---------------------------------------------------------------------------------------------
+-- WAL mode (version 2): a model attached with via => 'wal' has no triggers. Its table is in
+-- publication objcached, and one sidecar (the WAL reader) reads the changes from logical replication
+-- slot objcached with the pgoutput plugin, applies them to memcached and appends them to the feed.
+-- The application's writes pay nothing for it beyond the WAL PostgreSQL writes anyway (more with
+-- REPLICA IDENTITY FULL).
+--
+-- The publication: publish = 'insert, update, delete, truncate', publish_via_partition_root = true
+-- (a partition's changes are sent as changes of the attached, partitioned table, in its column
+-- layout). A plain table's inheritance children are published one by one and are sent under their
+-- own names: objcached.wal_tables() lists every relation the reader will be sent, with its model.
+
+CREATE OR REPLACE FUNCTION objcached._publication_settings_differences() RETURNS SETOF text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    VALUES
-    ('objcached_insert'::name, 'objcached.on_write()'::regprocedure,
-     'AFTER INSERT ON %s REFERENCING NEW TABLE AS objcached_new'),
-    ('objcached_update', 'objcached.on_write()',
-     'AFTER UPDATE ON %s REFERENCING OLD TABLE AS objcached_old NEW TABLE AS objcached_new'),
-    ('objcached_delete', 'objcached.on_write()',
-     'AFTER DELETE ON %s REFERENCING OLD TABLE AS objcached_old'),
-    ('objcached_truncate', 'objcached.on_truncate()',
-     'AFTER TRUNCATE ON %s')
+    SELECT d FROM pg_catalog.pg_publication p,
+           LATERAL (VALUES
+               (CASE WHEN p.puballtables THEN 'it is FOR ALL TABLES (objcached adds its tables itself)' END),
+               (CASE WHEN NOT p.pubinsert THEN 'it does not publish insert' END),
+               (CASE WHEN NOT p.pubupdate THEN 'it does not publish update' END),
+               (CASE WHEN NOT p.pubdelete THEN 'it does not publish delete' END),
+               (CASE WHEN NOT p.pubtruncate THEN 'it does not publish truncate' END),
+               (CASE WHEN NOT p.pubviaroot THEN 'publish_via_partition_root is false' END),
+               (CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_publication_namespace pn WHERE pn.pnpubid = p.oid)
+                     THEN 'it publishes whole schemas (FOR TABLES IN SCHEMA)' END)) v(d)
+     WHERE p.pubname = 'objcached' AND v.d IS NOT NULL
+$$;
+
+-- The relations of a table's tree whose changes pgoutput sends: the table itself if it is
+-- partitioned (its partitions are sent as it), else the table and its inheritance children that are
+-- plain tables (a foreign table's writes are not in this database's WAL).
+CREATE OR REPLACE FUNCTION objcached._wal_members(p_tbl oid) RETURNS SETOF oid
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT p_tbl FROM pg_catalog.pg_class c WHERE c.oid = p_tbl AND c.relkind = 'p'
+    UNION ALL
+    SELECT t.rel FROM objcached._tree(p_tbl) t(rel) JOIN pg_catalog.pg_class c ON c.oid = t.rel
+     WHERE c.relkind = 'r' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class r WHERE r.oid = p_tbl AND r.relkind = 'p')
+$$;
+
+-- Why the replica identity of plain table `rel` does not carry column `col` (NULL when it does).
+-- pgoutput sends the old row of a DELETE, and of an UPDATE that changes the replica identity, with
+-- the replica identity's columns only: without the key column the reader could not name the key.
+CREATE OR REPLACE FUNCTION objcached._replica_identity_problem(rel oid, col name) RETURNS text
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_ident  "char";
+    v_attnum smallint;
+    v_idx    oid;
+    v_what   text;
+BEGIN
+    SELECT c.relreplident INTO v_ident FROM pg_catalog.pg_class c WHERE c.oid = rel;
+    SELECT a.attnum INTO v_attnum FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = rel AND a.attname = col AND NOT a.attisdropped;
+    IF v_attnum IS NULL THEN
+        RETURN pg_catalog.format('it has no column %I', col);
+    END IF;
+    IF v_ident = 'f' THEN
+        RETURN NULL;
+    ELSIF v_ident = 'n' THEN
+        RETURN 'its replica identity is NOTHING';
+    ELSIF v_ident = 'd' THEN
+        SELECT i.indexrelid INTO v_idx FROM pg_catalog.pg_index i WHERE i.indrelid = rel AND i.indisprimary;
+        IF v_idx IS NULL THEN
+            RETURN 'its replica identity is DEFAULT (the primary key) and it has no primary key';
+        END IF;
+        v_what := 'DEFAULT, the primary key';
+    ELSE
+        SELECT i.indexrelid INTO v_idx FROM pg_catalog.pg_index i WHERE i.indrelid = rel AND i.indisreplident;
+        IF v_idx IS NULL THEN
+            RETURN 'its replica identity is USING INDEX of an index that no longer exists (the same as NOTHING)';
+        END IF;
+        v_what := 'USING INDEX ' || pg_catalog.quote_ident((SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = v_idx));
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_index i, pg_catalog.generate_series(0, i.indnkeyatts - 1) k
+                WHERE i.indexrelid = v_idx AND i.indkey[k] = v_attnum) THEN
+        RETURN NULL;
+    END IF;
+    RETURN pg_catalog.format('its replica identity is %s (%s), which does not contain column %I', v_what,
+        (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY k)
+           FROM pg_catalog.pg_index i, pg_catalog.generate_series(0, i.indnkeyatts - 1) k,
+                pg_catalog.pg_attribute a
+          WHERE i.indexrelid = v_idx AND a.attrelid = rel AND a.attnum = i.indkey[k]), col);
+END
+$$;
+
+-- The command that gives plain table `rel` a replica identity carrying `col`: its primary key when
+-- that has the column; else a unique index that can be one (immediate, total, no expression, its
+-- columns NOT NULL) and has the column; else FULL (every UPDATE and DELETE then logs the whole old
+-- row: more WAL).
+CREATE OR REPLACE FUNCTION objcached._replica_identity_fix(rel oid, col name) RETURNS text
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    WITH key AS (
+        SELECT a.attnum FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = rel AND a.attname = col AND NOT a.attisdropped
+    ), candidates AS (
+        SELECT i.indexrelid, i.indisprimary
+          FROM pg_catalog.pg_index i, key
+         WHERE i.indrelid = rel AND i.indisunique AND i.indimmediate AND i.indisvalid
+           AND i.indpred IS NULL AND i.indexprs IS NULL
+           AND EXISTS (SELECT 1 FROM pg_catalog.generate_series(0, i.indnkeyatts - 1) k
+                        WHERE i.indkey[k] = key.attnum)
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.generate_series(0, i.indnkeyatts - 1) k
+                             JOIN pg_catalog.pg_attribute a ON a.attrelid = rel AND a.attnum = i.indkey[k]
+                            WHERE NOT a.attnotnull)
+    )
+    SELECT pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY %s', objcached._qualified(rel),
+           COALESCE((SELECT CASE WHEN c.indisprimary THEN 'DEFAULT'
+                                 ELSE 'USING INDEX ' || pg_catalog.quote_ident(x.relname) END
+                       FROM candidates c JOIN pg_catalog.pg_class x ON x.oid = c.indexrelid
+                      ORDER BY c.indisprimary DESC, x.relname LIMIT 1), 'FULL'))
+$$;
+
+-- What keeps the WAL reader from capturing every change of wal-mode model p_model, one row per
+-- problem, each with its kind: 'table', 'publication' or 'replica_identity'. No rows: it is fine.
+CREATE OR REPLACE FUNCTION objcached._wal_problems(p_model text)
+RETURNS TABLE (kind text, problem text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_o    objcached.models%ROWTYPE;
+    v_col  name;
+    v_pub  oid;
+    v_rel  record;
+    v_p    text;
+BEGIN
+    SELECT * INTO v_o FROM objcached.models o WHERE o.model = p_model;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = v_o.tbl) THEN
+        kind := 'table';
+        problem := pg_catalog.format('model %s: its table (OID %s) no longer exists', p_model, v_o.tbl::oid);
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    SELECT a.attname INTO v_col FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = v_o.tbl AND a.attnum = v_o.key_attnum AND NOT a.attisdropped;
+    IF v_col IS NULL THEN
+        kind := 'table';
+        problem := pg_catalog.format('model %s: the key column of %s was dropped', p_model, objcached._qualified(v_o.tbl));
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    SELECT p.oid INTO v_pub FROM pg_catalog.pg_publication p WHERE p.pubname = 'objcached';
+    FOR v_rel IN
+        SELECT t.rel, c.relkind, objcached._qualified(t.rel) AS name
+          FROM objcached._tree(v_o.tbl) t(rel) JOIN pg_catalog.pg_class c ON c.oid = t.rel
+         ORDER BY 3
+    LOOP
+        IF v_rel.relkind = 'f' THEN
+            kind := 'table';
+            problem := pg_catalog.format('model %s: %s is a foreign table: its writes are not in this database''s WAL',
+                                         p_model, v_rel.name);
+            RETURN NEXT;
+        END IF;
+        IF v_rel.relkind = 'r' THEN
+            v_p := objcached._replica_identity_problem(v_rel.rel, v_col);
+            IF v_p IS NOT NULL THEN
+                kind := 'replica_identity';
+                problem := pg_catalog.format('model %s: table %s: %s (fix: %s)', p_model, v_rel.name, v_p,
+                                             objcached._replica_identity_fix(v_rel.rel, v_col));
+                RETURN NEXT;
+            END IF;
+        END IF;
+    END LOOP;
+    IF v_pub IS NULL THEN
+        kind := 'publication';
+        problem := pg_catalog.format('model %s: publication objcached does not exist', p_model);
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    FOR v_rel IN
+        SELECT m.rel, objcached._qualified(m.rel) AS name, pr.oid AS prid, pr.prqual, pr.prattrs
+          FROM objcached._wal_members(v_o.tbl) m(rel)
+          LEFT JOIN pg_catalog.pg_publication_rel pr ON pr.prpubid = v_pub AND pr.prrelid = m.rel
+         ORDER BY 2
+    LOOP
+        IF v_rel.prid IS NULL THEN
+            kind := 'publication';
+            problem := pg_catalog.format('model %s: table %s is not in publication objcached (attach the model again)',
+                                         p_model, v_rel.name);
+            RETURN NEXT;
+        ELSIF v_rel.prqual IS NOT NULL OR v_rel.prattrs IS NOT NULL THEN
+            kind := 'publication';
+            problem := pg_catalog.format('model %s: table %s is in publication objcached with a %s: some changes would not be sent',
+                                         p_model, v_rel.name,
+                                         CASE WHEN v_rel.prqual IS NOT NULL THEN 'row filter' ELSE 'column list' END);
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Creates publication objcached if it does not exist; an existing one must have objcached's
+-- settings.
+CREATE OR REPLACE FUNCTION objcached._ensure_publication() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_diff text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication p WHERE p.pubname = 'objcached') THEN
+        CREATE PUBLICATION objcached
+            WITH (publish = 'insert, update, delete, truncate', publish_via_partition_root = true);
+        RETURN;
+    END IF;
+    SELECT pg_catalog.string_agg(d, '; ') INTO v_diff FROM objcached._publication_settings_differences() d;
+    IF v_diff IS NOT NULL THEN
+        RAISE EXCEPTION 'objcached.attach: publication objcached exists with other settings: %', v_diff
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'objcached needs publish = ''insert, update, delete, truncate'', publish_via_partition_root = true, '
+                         'and a table list of its own: ALTER PUBLICATION objcached SET (publish = ''insert, update, delete, truncate'', '
+                         'publish_via_partition_root = true), or drop it and attach again.';
+    END IF;
+END
+$$;
+
+-- Adds what pgoutput must send for table p_tbl to the publication (idempotent).
+CREATE OR REPLACE FUNCTION objcached._publish(p_tbl oid) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rel record;
+BEGIN
+    PERFORM objcached._ensure_publication();
+    FOR v_rel IN
+        SELECT m.rel, pr.prqual, pr.prattrs, pr.oid AS prid
+          FROM objcached._wal_members(p_tbl) m(rel)
+          LEFT JOIN pg_catalog.pg_publication_rel pr
+                 ON pr.prrelid = m.rel
+                AND pr.prpubid = (SELECT p.oid FROM pg_catalog.pg_publication p WHERE p.pubname = 'objcached')
+    LOOP
+        IF v_rel.prid IS NULL THEN
+            EXECUTE pg_catalog.format('ALTER PUBLICATION objcached ADD TABLE ONLY %s', objcached._qualified(v_rel.rel));
+        ELSIF v_rel.prqual IS NOT NULL OR v_rel.prattrs IS NOT NULL THEN
+            RAISE EXCEPTION 'objcached.attach: table % is in publication objcached with a %', objcached._qualified(v_rel.rel),
+                CASE WHEN v_rel.prqual IS NOT NULL THEN 'row filter' ELSE 'column list' END
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = pg_catalog.format('ALTER PUBLICATION objcached SET TABLE ... or DROP TABLE ONLY %s, then attach again.',
+                                               objcached._qualified(v_rel.rel));
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Takes table p_tbl's tree out of the publication when no wal-mode model uses the table any more.
+CREATE OR REPLACE FUNCTION objcached._unpublish_if_unused(p_tbl oid) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rel oid;
+BEGIN
+    IF EXISTS (SELECT 1 FROM objcached.models o WHERE o.tbl::oid = p_tbl AND o.via = 'wal') THEN
+        RETURN;
+    END IF;
+    FOR v_rel IN
+        SELECT pr.prrelid FROM pg_catalog.pg_publication_rel pr
+          JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid AND p.pubname = 'objcached'
+         WHERE pr.prrelid IN (SELECT objcached._tree(p_tbl))
+    LOOP
+        EXECUTE pg_catalog.format('ALTER PUBLICATION objcached DROP TABLE ONLY %s', objcached._qualified(v_rel));
+    END LOOP;
+END
 $$;
 
 -- ---------------------------------------------------------------------------------------------
--- Administration: attach and detach. They run as the caller, who must own the table (creating the
--- triggers and enabling them ALWAYS needs it) and be allowed to write objcached.models: in practice
--- the role that ran this file.
+-- Administration: attach and detach. They run as the caller, who must own the table (creating
+-- triggers, enabling them ALWAYS and publishing a table need it), be allowed to write
+-- objcached.models and, for via => 'wal', to create publication objcached (CREATE on the database)
+-- the first time: in practice the role that ran this file.
 
-CREATE OR REPLACE FUNCTION objcached.attach(tbl regclass, model text, key_column name DEFAULT 'id')
+-- Version 1's attach had no via argument; two versions side by side would make every call ambiguous.
+-- Its grants, if anyone gave some, are given to the new one (see objcached_acl below).
+CREATE TEMP TABLE objcached_acl (fn text, acl aclitem[]) ON COMMIT DROP;
+DO $$
+DECLARE
+    v_fn regprocedure;
+BEGIN
+    v_fn := pg_catalog.to_regprocedure('objcached.attach(regclass, text, name)');
+    IF v_fn IS NOT NULL THEN
+        INSERT INTO pg_temp.objcached_acl
+        SELECT 'objcached.attach(regclass, text, name, text)', p.proacl FROM pg_catalog.pg_proc p WHERE p.oid = v_fn;
+        DROP FUNCTION objcached.attach(regclass, text, name);
+    END IF;
+    -- claim() returns one column more (requeued): CREATE OR REPLACE cannot change a result type.
+    v_fn := pg_catalog.to_regprocedure('objcached.claim(integer, integer)');
+    IF v_fn IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM pg_catalog.pg_proc p WHERE p.oid = v_fn AND 'requeued' = ANY (p.proargnames)) THEN
+        INSERT INTO pg_temp.objcached_acl
+        SELECT 'objcached.claim(integer, integer)', p.proacl FROM pg_catalog.pg_proc p WHERE p.oid = v_fn;
+        DROP FUNCTION objcached.claim(integer, integer);
+    END IF;
+    -- Version 1 helpers whose result types changed or that are gone.
+    DROP FUNCTION IF EXISTS objcached._trigger_specs();
+    DROP FUNCTION IF EXISTS objcached._unhook_if_unused(regclass);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION objcached.attach(tbl regclass, model text, key_column name DEFAULT 'id',
+                                            via text DEFAULT 'triggers')
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -296,10 +944,8 @@ DECLARE
     v_type     oid;
     v_parent   oid;
     v_old      objcached.models%ROWTYPE;
-    v_rel_oid  oid;
-    v_spec     record;
-    v_fn       oid;
-    v_enabled  "char";
+    v_member   record;
+    v_problem  text;
 BEGIN
     IF model IS NULL OR model !~ '^[A-Za-z_][A-Za-z0-9_]{0,63}$' THEN
         RAISE EXCEPTION 'objcached.attach: invalid model name %: it must match [A-Za-z_][A-Za-z0-9_]{0,63}',
@@ -312,6 +958,10 @@ BEGIN
     END IF;
     IF key_column IS NULL THEN
         RAISE EXCEPTION 'objcached.attach: no key column given for model %', model
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF via IS NULL OR via NOT IN ('triggers', 'wal') THEN
+        RAISE EXCEPTION 'objcached.attach: via must be ''triggers'' or ''wal'', not %', objcached._shown(via)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
@@ -332,6 +982,10 @@ BEGIN
     IF v_rel.relpersistence = 't' THEN
         RAISE EXCEPTION 'objcached.attach: % is a temporary table', v_name
             USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF v_rel.relpersistence = 'u' AND via = 'wal' THEN
+        RAISE EXCEPTION 'objcached.attach: % is an unlogged table: its writes are not in the WAL', v_name
+            USING ERRCODE = 'wrong_object_type', HINT = 'Attach it with via => ''triggers''.';
     END IF;
     SELECT i.inhparent INTO v_parent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = tbl LIMIT 1;
     IF FOUND THEN
@@ -379,71 +1033,69 @@ BEGIN
     -- Keep concurrent writers of this table and other attach/detach calls out until we commit.
     EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', v_name);
 
+    IF via = 'wal' THEN
+        -- Refused before anything is published: PostgreSQL refuses UPDATE and DELETE on a published
+        -- table that has no replica identity, so publishing it would break the application's writes;
+        -- and with one that lacks the key column, the reader could not name the key of a deleted row.
+        FOR v_member IN
+            SELECT t.rel, objcached._qualified(t.rel) AS name
+              FROM objcached._tree(tbl) t(rel) JOIN pg_catalog.pg_class c ON c.oid = t.rel
+             WHERE c.relkind = 'r' ORDER BY 2
+        LOOP
+            v_problem := objcached._replica_identity_problem(v_member.rel, key_column);
+            IF v_problem IS NOT NULL THEN
+                RAISE EXCEPTION 'objcached.attach: table % cannot be read from the WAL for model %: %',
+                    v_member.name, model, v_problem
+                    USING ERRCODE = 'object_not_in_prerequisite_state',
+                          DETAIL = 'pgoutput sends the old row of a DELETE (and of an UPDATE that changes the key) with its '
+                                   'replica identity''s columns only, and PostgreSQL refuses UPDATE and DELETE on a published '
+                                   'table without a replica identity.',
+                          HINT = objcached._replica_identity_fix(v_member.rel, key_column) || ';';
+            END IF;
+        END LOOP;
+        IF EXISTS (SELECT 1 FROM objcached._tree(tbl) t(rel) JOIN pg_catalog.pg_class c ON c.oid = t.rel
+                    WHERE c.relkind = 'f') THEN
+            RAISE WARNING 'objcached.attach: % has foreign partitions or children: their writes are not in this database''s WAL', v_name;
+        END IF;
+        IF pg_catalog.current_setting('wal_level') <> 'logical' THEN
+            RAISE WARNING 'objcached.attach: wal_level is %: the WAL reader needs wal_level = logical (and a restart)',
+                pg_catalog.current_setting('wal_level');
+        END IF;
+    END IF;
+
     SELECT * INTO v_old FROM objcached.models o WHERE o.model = attach.model FOR UPDATE;
     IF NOT FOUND THEN
-        INSERT INTO objcached.models (model, tbl, key_column, key_attnum, generation)
-        VALUES (attach.model, tbl, key_column, v_attnum, pg_catalog.nextval('objcached.generation_seq'));
+        INSERT INTO objcached.models (model, tbl, key_column, key_attnum, generation, via)
+        VALUES (attach.model, tbl, key_column, v_attnum, pg_catalog.nextval('objcached.generation_seq'), attach.via);
         -- Whatever was cached for this model before the hook existed may be stale.
         INSERT INTO objcached.outbox (model, keys) VALUES (attach.model, NULL);
         IF objcached._notify_on() THEN
             PERFORM pg_catalog.pg_notify('objcached', attach.model);
         END IF;
-    ELSIF v_old.tbl <> tbl OR v_old.key_attnum <> v_attnum THEN
-        UPDATE objcached.models o SET tbl = attach.tbl, key_column = attach.key_column, key_attnum = v_attnum
+    ELSIF v_old.tbl <> tbl OR v_old.key_attnum <> v_attnum OR v_old.via <> attach.via THEN
+        -- Moved to another table, key column or source: changes made in between may have been seen
+        -- by neither the old nor the new way, so the whole model is invalidated.
+        UPDATE objcached.models o SET tbl = attach.tbl, key_column = attach.key_column, key_attnum = v_attnum,
+                                      via = attach.via
          WHERE o.model = attach.model;
         PERFORM objcached._invalidate_model(attach.model);
-        IF v_old.tbl <> tbl THEN
-            PERFORM objcached._unhook_if_unused(v_old.tbl);
-        END IF;
     ELSIF v_old.key_column <> key_column THEN
         UPDATE objcached.models o SET key_column = attach.key_column WHERE o.model = attach.model;
     END IF;
 
+    IF via = 'wal' THEN
+        PERFORM objcached._publish(tbl);
+    END IF;
+    IF v_old.model IS NOT NULL THEN
+        IF v_old.tbl <> tbl AND pg_catalog.to_regclass(objcached._qualified(v_old.tbl)) IS NOT NULL THEN
+            EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', objcached._qualified(v_old.tbl));
+        END IF;
+        PERFORM objcached._unpublish_if_unused(v_old.tbl);
+    END IF;
     -- The table and every partition or child table, existing ones and ones added since the last
     -- attach: each needs its own triggers because a direct write to a partition fires only those.
-    FOR v_rel_oid IN SELECT objcached._tree(tbl) LOOP
-        FOR v_spec IN SELECT * FROM objcached._trigger_specs() LOOP
-            SELECT t.tgfoid, t.tgenabled INTO v_fn, v_enabled
-              FROM pg_catalog.pg_trigger t WHERE t.tgrelid = v_rel_oid AND t.tgname = v_spec.tgname;
-            IF NOT FOUND THEN
-                EXECUTE pg_catalog.format('CREATE TRIGGER %I ' || v_spec.ddl ||
-                                          ' FOR EACH STATEMENT EXECUTE FUNCTION %s',
-                                          v_spec.tgname, objcached._qualified(v_rel_oid), v_spec.fn);
-                v_enabled := 'O';
-            ELSIF v_fn <> v_spec.fn THEN
-                RAISE EXCEPTION 'objcached.attach: table % already has a trigger named % that objcached did not create',
-                    objcached._qualified(v_rel_oid), '"' || pg_catalog.replace(v_spec.tgname, '"', '""') || '"'
-                    USING ERRCODE = 'duplicate_object';
-            END IF;
-            -- ALWAYS: also fire under session_replication_role = replica, which bulk loaders and
-            -- replication tools set to skip ordinary triggers.
-            IF v_enabled <> 'A' THEN
-                EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I',
-                                          objcached._qualified(v_rel_oid), v_spec.tgname);
-            END IF;
-        END LOOP;
-    END LOOP;
-END
-$$;
-
--- Drops the triggers from the table and its partitions when no model uses the table any more.
-CREATE OR REPLACE FUNCTION objcached._unhook_if_unused(p_tbl regclass) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_trigger record;
-BEGIN
-    IF EXISTS (SELECT 1 FROM objcached.models o WHERE o.tbl = p_tbl) THEN
-        RETURN;
-    END IF;
-    FOR v_trigger IN
-        SELECT t.tgrelid, t.tgname
-          FROM objcached._tree(p_tbl) r(rel)
-          JOIN pg_catalog.pg_trigger t ON t.tgrelid = r.rel
-          JOIN objcached._trigger_specs() s ON s.tgname = t.tgname AND s.fn = t.tgfoid
-    LOOP
-        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', v_trigger.tgname,
-                                  objcached._qualified(v_trigger.tgrelid));
-    END LOOP;
+    -- Also drops the triggers of a table whose last trigger-mode model moved away.
+    PERFORM objcached._sync_hooks(ARRAY[tbl::oid, COALESCE(v_old.tbl::oid, tbl::oid)]);
 END
 $$;
 
@@ -467,20 +1119,25 @@ BEGIN
         EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', objcached._qualified(tbl));
     END IF;
     DELETE FROM objcached.models o WHERE o.model = detach.model;
-    PERFORM objcached._unhook_if_unused(tbl);
+    PERFORM objcached._unpublish_if_unused(tbl);
+    PERFORM objcached._sync_hooks(ARRAY[tbl::oid]);
 END
 $$;
 
 -- ---------------------------------------------------------------------------------------------
--- For consumers (the objcached role). The contract, in one transaction:
---   BEGIN; SELECT id, model, keys FROM objcached.claim(1000); <delete them from memcached>; COMMIT;
+-- For outbox consumers (the objcached role). The contract, in one transaction:
+--   BEGIN; SELECT id, model, keys, created_at, requeued FROM objcached.claim(1000);
+--   <delete them from memcached>; [SELECT objcached.requeue(...)]; [SELECT objcached.feed_append(...)];
+--   COMMIT;
 -- and again while it returns rows.
 
 -- Takes the oldest outbox rows no other consumer holds, up to max_rows rows and (except for the
 -- first row, so that progress is always made) max_keys keys in all, and deletes them in the caller's
 -- transaction: they are gone at COMMIT, and back for the next consumer if it rolls back or dies.
+-- The columns keep version 1's positions; requeued (version 2) comes last: a consumer that appends
+-- to the feed leaves requeued rows out of it (they were appended when first applied).
 CREATE OR REPLACE FUNCTION objcached.claim(max_rows integer, max_keys integer DEFAULT 100000)
-RETURNS TABLE (id bigint, model text, keys text[], created_at timestamptz)
+RETURNS TABLE (id bigint, model text, keys text[], created_at timestamptz, requeued boolean)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     cur    refcursor;
@@ -510,7 +1167,7 @@ BEGIN
         EXIT WHEN v_keys > 0 AND v_keys + v_n > max_keys;
         v_ids := v_ids || r.id;
         v_keys := v_keys + v_n;
-        id := r.id; model := r.model; keys := r.keys; created_at := r.created_at;
+        id := r.id; model := r.model; keys := r.keys; created_at := r.created_at; requeued := r.requeued;
         RETURN NEXT;
         EXIT WHEN pg_catalog.cardinality(v_ids) >= max_rows;
     END LOOP;
@@ -519,14 +1176,15 @@ BEGIN
 END
 $$;
 
-
--- For consumers: put keys whose invalidation could not be applied (a memcached server down or
--- frozen) back into the outbox, one row per model, inside the consumer's claim transaction, so
--- they are applied again later instead of lost. models[i] goes with keys[i].
+-- For consumers and the WAL reader: put keys whose invalidation could not be applied (a memcached
+-- server down or frozen) back into the outbox, one row per model, inside the caller's transaction,
+-- so they are applied again later instead of lost. models[i] goes with keys[i]. The rows are marked
+-- requeued: their keys were appended to the feed when they were first applied (only the memcached
+-- delete is retried), so they are not appended again and do not hold back caught_up_at.
 CREATE OR REPLACE FUNCTION objcached.requeue(models text[], keys text[]) RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    INSERT INTO objcached.outbox (model, keys)
-    SELECT u.m, pg_catalog.array_agg(u.k)
+    INSERT INTO objcached.outbox (model, keys, requeued)
+    SELECT u.m, pg_catalog.array_agg(u.k), true
       FROM ROWS FROM (pg_catalog.unnest(models), pg_catalog.unnest(keys)) AS u(m, k)
      WHERE u.m IS NOT NULL AND u.k IS NOT NULL
      GROUP BY u.m
@@ -541,23 +1199,53 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
       FROM objcached.outbox o
 $$;
 
--- True when the table and every partition or child table carry all four triggers, enabled.
-CREATE OR REPLACE FUNCTION objcached.hooked(tbl regclass) RETURNS boolean
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = tbl)
+-- True when the table and every partition or child table carry all four triggers, enabled, calling
+-- a generated hook function.
+CREATE OR REPLACE FUNCTION objcached._triggers_ok(p_tbl oid) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = p_tbl)
        AND NOT EXISTS (
            SELECT 1
-             FROM objcached._tree(tbl) r(rel)
-            CROSS JOIN objcached._trigger_specs() s
+             FROM objcached._tree(p_tbl) r(rel)
+            CROSS JOIN objcached._hook_triggers() s
             WHERE NOT EXISTS (
                 SELECT 1 FROM pg_catalog.pg_trigger t
-                 WHERE t.tgrelid = r.rel AND t.tgname = s.tgname AND t.tgfoid = s.fn
-                   AND t.tgenabled <> 'D'))
+                  JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+                 WHERE t.tgrelid = r.rel AND t.tgname = s.tgname AND t.tgenabled <> 'D'
+                   AND p.pronamespace = 'objcached'::regnamespace AND p.proname ~ '^hook_[0-9]+$'))
+$$;
+
+-- True when every change of the model's table reaches objcached: for a trigger-mode model, the
+-- triggers are in place; for a wal-mode model, the table is published with a usable replica identity.
+CREATE OR REPLACE FUNCTION objcached._model_hooked(p_model text) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE o.via
+           WHEN 'triggers' THEN objcached._triggers_ok(o.tbl)
+           ELSE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = o.tbl)
+                AND NOT EXISTS (SELECT 1 FROM objcached._wal_problems(o.model)) END
+      FROM objcached.models o WHERE o.model = p_model
+$$;
+
+-- True when every model attached to the table is hooked as its via says (a table no model uses:
+-- when it still carries objcached's triggers, as in version 1).
+CREATE OR REPLACE FUNCTION objcached.hooked(tbl regclass) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    -- hooked.tbl: a bare tbl would be the column of objcached.models.
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = hooked.tbl)
+       AND CASE WHEN EXISTS (SELECT 1 FROM objcached.models o WHERE o.tbl = hooked.tbl)
+                THEN NOT EXISTS (SELECT 1 FROM objcached.models o
+                                  WHERE o.tbl = hooked.tbl AND NOT objcached._model_hooked(o.model))
+                ELSE objcached._triggers_ok(hooked.tbl) END
 $$;
 
 -- One row per model, for objcached --check-config and for people. table_name is always
 -- schema-qualified (NULL if the table was dropped); key_column is the column's current name (NULL if
--- it was dropped); hooked is objcached.hooked(tbl).
+-- it was dropped); hooked is objcached.hooked(tbl): every model of the table is hooked its way.
+-- Version 2 adds, last: via; for wal-mode models, published (the table, or its plain-table
+-- inheritance children, are in publication objcached without a row filter or column list) and
+-- replica_identity_ok (every plain table of the tree has a replica identity carrying the key
+-- column); NULL for trigger mode. Written in plain SQL on the catalogs: a view's functions are called
+-- with its reader's rights, and the objcached role may execute only the functions granted to it.
 CREATE OR REPLACE VIEW objcached.status AS
 SELECT o.model,
        o.tbl,
@@ -566,7 +1254,39 @@ SELECT o.model,
        a.attname AS key_column,
        pg_catalog.format_type(a.atttypid, a.atttypmod) AS key_type,
        objcached.hooked(o.tbl) AS hooked,
-       o.generation
+       o.generation,
+       o.via,
+       CASE WHEN o.via = 'wal' THEN
+           c.oid IS NOT NULL AND NOT EXISTS (
+               WITH RECURSIVE tree(rel) AS (
+                   SELECT o.tbl::oid
+                   UNION
+                   SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree t ON i.inhparent = t.rel)
+               SELECT 1 FROM tree t JOIN pg_catalog.pg_class tc ON tc.oid = t.rel
+                WHERE CASE WHEN c.relkind = 'p' THEN t.rel = o.tbl::oid ELSE tc.relkind = 'r' END
+                  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel pr
+                                    JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+                                   WHERE p.pubname = 'objcached' AND pr.prrelid = t.rel
+                                     AND pr.prqual IS NULL AND pr.prattrs IS NULL))
+       END AS published,
+       CASE WHEN o.via = 'wal' THEN
+           c.oid IS NOT NULL AND a.attname IS NOT NULL AND NOT EXISTS (
+               WITH RECURSIVE tree(rel) AS (
+                   SELECT o.tbl::oid
+                   UNION
+                   SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree t ON i.inhparent = t.rel)
+               SELECT 1 FROM tree t JOIN pg_catalog.pg_class tc ON tc.oid = t.rel
+                WHERE tc.relkind = 'r' AND tc.relreplident <> 'f'
+                  AND NOT EXISTS (
+                      SELECT 1
+                        FROM pg_catalog.pg_index i
+                        JOIN pg_catalog.pg_attribute ka
+                          ON ka.attrelid = t.rel AND ka.attname = a.attname AND NOT ka.attisdropped
+                       CROSS JOIN pg_catalog.generate_series(0, i.indnkeyatts - 1) k
+                       WHERE i.indrelid = t.rel AND i.indkey[k] = ka.attnum
+                         AND ((tc.relreplident = 'd' AND i.indisprimary)
+                              OR (tc.relreplident = 'i' AND i.indisreplident))))
+       END AS replica_identity_ok
   FROM objcached.models o
   LEFT JOIN pg_catalog.pg_class c ON c.oid = o.tbl
   LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -574,14 +1294,399 @@ SELECT o.model,
          ON a.attrelid = o.tbl AND a.attnum = o.key_attnum AND NOT a.attisdropped;
 
 -- ---------------------------------------------------------------------------------------------
+-- For the WAL reader.
+
+-- Every relation whose changes pgoutput sends for a wal-mode model, with the model and the key
+-- column's name in that relation: the reader maps a Relation message's OID to models with it. A
+-- partitioned table appears once (its partitions' changes are sent as its own); a plain table
+-- appears with each of its inheritance children.
+CREATE OR REPLACE FUNCTION objcached.wal_tables()
+RETURNS TABLE (relid oid, table_name text, model text, key_column name)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT m.rel, objcached._qualified(m.rel), o.model, a.attname
+      FROM objcached.models o
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = o.tbl AND a.attnum = o.key_attnum AND NOT a.attisdropped
+      CROSS JOIN LATERAL objcached._wal_members(o.tbl) m(rel)
+     WHERE o.via = 'wal'
+     ORDER BY 2, 3
+$$;
+
+-- Everything that keeps the WAL source from working, one problem a row; no rows: fine. objcached
+-- runs it for --check-config and its setup command.
+CREATE OR REPLACE FUNCTION objcached.wal_check() RETURNS TABLE (problem text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_slot record;
+    v_m    record;
+    v_diff text;
+BEGIN
+    IF pg_catalog.current_setting('wal_level') <> 'logical' THEN
+        problem := pg_catalog.format('wal_level is %s, not logical: ALTER SYSTEM SET wal_level = logical, then restart PostgreSQL',
+                                     pg_catalog.current_setting('wal_level'));
+        RETURN NEXT;
+    END IF;
+    IF pg_catalog.current_setting('max_replication_slots')::integer < 1 THEN
+        problem := 'max_replication_slots is 0: the WAL reader needs a slot (ALTER SYSTEM SET max_replication_slots = 10, then restart)';
+        RETURN NEXT;
+    END IF;
+    IF pg_catalog.current_setting('max_wal_senders')::integer < 1 THEN
+        problem := 'max_wal_senders is 0: the WAL reader streams through a WAL sender (ALTER SYSTEM SET max_wal_senders = 10, then restart)';
+        RETURN NEXT;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication p WHERE p.pubname = 'objcached') THEN
+        problem := 'publication objcached does not exist: attach a model with via => ''wal''';
+        RETURN NEXT;
+    ELSE
+        SELECT pg_catalog.string_agg(d, '; ') INTO v_diff FROM objcached._publication_settings_differences() d;
+        IF v_diff IS NOT NULL THEN
+            problem := 'publication objcached has other settings than objcached''s: ' || v_diff;
+            RETURN NEXT;
+        END IF;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM objcached.models o WHERE o.via = 'wal') THEN
+        problem := 'no model is attached with via => ''wal'': the WAL reader has nothing to read';
+        RETURN NEXT;
+    END IF;
+    FOR v_m IN SELECT o.model FROM objcached.models o WHERE o.via = 'wal' ORDER BY o.model LOOP
+        RETURN QUERY SELECT p.problem FROM objcached._wal_problems(v_m.model) p
+                      WHERE p.kind <> 'publication'
+                         OR EXISTS (SELECT 1 FROM pg_catalog.pg_publication x WHERE x.pubname = 'objcached');
+    END LOOP;
+
+    SELECT s.slot_type, s.plugin, s.database, s.wal_status, s.temporary INTO v_slot
+      FROM pg_catalog.pg_replication_slots s WHERE s.slot_name = 'objcached';
+    IF NOT FOUND THEN
+        problem := 'replication slot objcached does not exist: SELECT pg_catalog.pg_create_logical_replication_slot(''objcached'', ''pgoutput'') '
+                   'as a role with the REPLICATION attribute';
+        RETURN NEXT;
+    ELSIF v_slot.slot_type <> 'logical' THEN
+        problem := 'replication slot objcached is a physical slot; the WAL reader needs a logical slot with plugin pgoutput';
+        RETURN NEXT;
+    ELSE
+        IF v_slot.plugin IS DISTINCT FROM 'pgoutput' THEN
+            problem := pg_catalog.format('replication slot objcached uses plugin %s, not pgoutput', v_slot.plugin);
+            RETURN NEXT;
+        END IF;
+        IF v_slot.database IS DISTINCT FROM pg_catalog.current_database() THEN
+            problem := pg_catalog.format('replication slot objcached belongs to database %s, not to %s',
+                                         v_slot.database, pg_catalog.current_database());
+            RETURN NEXT;
+        END IF;
+    END IF;
+    IF v_slot.wal_status = 'lost' THEN
+        problem := 'replication slot objcached was invalidated (wal_status lost: it fell more than max_slot_wal_keep_size behind): '
+                   'changes since are gone; drop it and create it again, and every near-cache must be emptied';
+        RETURN NEXT;
+    ELSIF v_slot.wal_status = 'unreserved' THEN
+        problem := 'replication slot objcached is about to be invalidated (wal_status unreserved: it is more than max_slot_wal_keep_size behind)';
+        RETURN NEXT;
+    END IF;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- The feed's functions (see "The feed" above for the ordering promise).
+--
+-- Appenders (the WAL reader, outbox consumers): feed_append, feed_heartbeat,
+-- feed_heartbeat_if_drained, feed_prune. Each takes the feed lock first, so it must be called in a
+-- READ COMMITTED transaction (every statement then sees what committed before it; under REPEATABLE
+-- READ the head row would raise serialization errors), as late as possible in it: the lock is held
+-- until COMMIT, and every other appender waits for it. An outbox consumer calls feed_append right
+-- before COMMIT, after its memcached deletes were acknowledged (so a sidecar that hears of a row and
+-- reads memcached again never reads what was deleted), and passes only its claimed rows that were
+-- not requeued. Readers (every sidecar): feed_poll.
+
+-- The feed lock, and the isolation level every appender needs.
+CREATE OR REPLACE FUNCTION objcached._feed_lock(p_caller text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION '%: run it in a READ COMMITTED transaction, not %', p_caller,
+            pg_catalog.upper(pg_catalog.current_setting('transaction_isolation'))
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+    -- 8026094460995856485 is 'objcache' in ASCII.
+    PERFORM pg_catalog.pg_advisory_xact_lock(8026094460995856485);
+END
+$$;
+
+-- The caught_up_at an appender may claim: what it says (p_claim, NULL: nothing), but never later
+-- than now, nor than the created_at of the first outbox row (in id order) that waits and was not
+-- requeued. The WAL reader's instant covers the writes it reads from the WAL; the outbox holds the
+-- others (trigger-mode models, and the whole-model invalidations of attach). Why that row bounds
+-- them all: a row's created_at is its writer's transaction start; a waiting row W with a higher id
+-- was inserted after that first row V (ids are drawn in time order), so W's writer committed after
+-- V's created_at. Every write that committed before it has left the outbox, and a consumer that took
+-- a row commits its feed_append with it. Reading the clock before the outbox is read (a later
+-- snapshot) keeps a write that commits in between out of the claim. (The first row by id, not the
+-- smallest created_at: an index scan, not a scan of a backlog.)
+CREATE OR REPLACE FUNCTION objcached._feed_bound(p_claim timestamptz) RETURNS timestamptz
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_now    timestamptz := pg_catalog.clock_timestamp();
+    v_oldest timestamptz;
+BEGIN
+    IF p_claim IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT o.created_at INTO v_oldest FROM objcached.outbox o WHERE NOT o.requeued ORDER BY o.id LIMIT 1;
+    RETURN LEAST(p_claim, v_now, v_oldest);
+END
+$$;
+
+-- Sets the head after an append or a heartbeat and wakes the LISTENing sidecars; returns the head.
+CREATE OR REPLACE FUNCTION objcached._feed_advance(p_last bigint, p_caught_up_at timestamptz, p_writer text)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_head bigint;
+BEGIN
+    UPDATE objcached.feed_head h
+       SET seq = GREATEST(h.seq, p_last),
+           caught_up_at = GREATEST(h.caught_up_at, p_caught_up_at),   -- GREATEST skips NULLs
+           writer = pg_catalog.left(p_writer, 200),
+           updated_at = pg_catalog.clock_timestamp()
+     RETURNING h.seq INTO v_head;
+    -- One notification per appending transaction, from one appender at a time: the cluster-wide
+    -- commit lock that pg_notify costs is taken by appenders only, never by the application's
+    -- writers. Identical notifications of one transaction are merged; payload: the head.
+    PERFORM pg_catalog.pg_notify('objcached_feed', v_head::text);
+    RETURN v_head;
+END
+$$;
+
+-- Appends applied invalidations: p_models[i] goes with p_keys[i] (one row per model and 100,000
+-- distinct keys, NULL keys left out), and a keys-NULL row for each model in p_whole, carrying the
+-- model's generation: bumped first (nextval of objcached.generation_seq) when p_bump (the WAL
+-- reader's TRUNCATE: no trigger bumped it), read as it is when not (trigger mode: the TRUNCATE
+-- trigger bumped it in the writer's transaction). A model of p_whole that is not in objcached.models
+-- gets no row: a whole-model row must carry a generation and it has none (it was detached; its
+-- sidecars drop its entries when they see it gone). Rows are appended keyed ones first, by model,
+-- then whole-model ones, by model. p_committed_at (the newest source commit in the batch) goes on
+-- every row; p_caught_up_at (NULL: unchanged) may advance the head's caught_up_at, bounded by
+-- _feed_bound. Returns the new head seq. Malformed input is an error, and nothing is appended.
+CREATE OR REPLACE FUNCTION objcached.feed_append(p_models text[], p_keys text[], p_whole text[], p_bump boolean,
+                                                 p_committed_at timestamptz, p_caught_up_at timestamptz,
+                                                 p_writer text)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c_max_keys constant integer := 100000;
+    v_bad      text;
+    v_last     bigint;
+    v_gen      bigint;
+    r          record;
+BEGIN
+    IF (p_models IS NULL) <> (p_keys IS NULL) THEN
+        RAISE EXCEPTION 'objcached.feed_append: p_models and p_keys must both be NULL or both be arrays'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.array_ndims(p_models) > 1 OR pg_catalog.array_ndims(p_keys) > 1
+       OR pg_catalog.array_ndims(p_whole) > 1 THEN
+        RAISE EXCEPTION 'objcached.feed_append: arrays must have one dimension'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.cardinality(p_models) <> pg_catalog.cardinality(p_keys) THEN
+        RAISE EXCEPTION 'objcached.feed_append: p_models has % elements and p_keys %: they go in pairs',
+            pg_catalog.cardinality(p_models), pg_catalog.cardinality(p_keys)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT objcached._shown(m) INTO v_bad
+      FROM (SELECT pg_catalog.unnest(p_models) UNION ALL SELECT w FROM pg_catalog.unnest(p_whole) w
+             WHERE w IS NOT NULL) x(m)
+     WHERE m IS NULL OR m !~ '^[A-Za-z_][A-Za-z0-9_]{0,63}$'
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'objcached.feed_append: invalid model name %: it must match [A-Za-z_][A-Za-z0-9_]{0,63}', v_bad
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_bump IS NULL AND EXISTS (SELECT 1 FROM pg_catalog.unnest(p_whole) w WHERE w IS NOT NULL) THEN
+        RAISE EXCEPTION 'objcached.feed_append: p_bump must be true or false when p_whole names models'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    PERFORM objcached._feed_lock('objcached.feed_append');
+
+    FOR r IN
+        SELECT c.m, pg_catalog.array_agg(c.k ORDER BY c.k COLLATE "C") AS ks
+          FROM (SELECT x.m, x.k,
+                       (pg_catalog.row_number() OVER (PARTITION BY x.m ORDER BY x.k COLLATE "C") - 1) / c_max_keys
+                           AS chunk
+                  FROM (SELECT DISTINCT u.m, u.k
+                          FROM ROWS FROM (pg_catalog.unnest(p_models), pg_catalog.unnest(p_keys)) u(m, k)
+                         WHERE u.k IS NOT NULL) x) c
+         GROUP BY c.m, c.chunk
+         ORDER BY c.m COLLATE "C", c.chunk
+    LOOP
+        v_last := pg_catalog.nextval('objcached.feed_seq');
+        INSERT INTO objcached.feed (seq, committed_at, model, keys, generation)
+        VALUES (v_last, p_committed_at, r.m, r.ks, NULL);
+    END LOOP;
+
+    FOR r IN
+        SELECT DISTINCT w AS m FROM pg_catalog.unnest(p_whole) w WHERE w IS NOT NULL ORDER BY 1
+    LOOP
+        IF p_bump THEN
+            UPDATE objcached.models o SET generation = pg_catalog.nextval('objcached.generation_seq')
+             WHERE o.model = r.m RETURNING o.generation INTO v_gen;
+        ELSE
+            SELECT o.generation INTO v_gen FROM objcached.models o WHERE o.model = r.m;
+        END IF;
+        CONTINUE WHEN v_gen IS NULL;   -- not attached: see above
+        v_last := pg_catalog.nextval('objcached.feed_seq');
+        INSERT INTO objcached.feed (seq, committed_at, model, keys, generation)
+        VALUES (v_last, p_committed_at, r.m, NULL, v_gen);
+    END LOOP;
+
+    RETURN objcached._feed_advance(v_last, objcached._feed_bound(p_caught_up_at), p_writer);
+END
+$$;
+
+-- The WAL reader's heartbeat: no rows, only caught_up_at (and writer, updated_at), and the
+-- notification. Its p_caught_up_at is the clock_timestamp() it read when it emitted a transactional
+-- logical message (pg_logical_emit_message(true, 'objcached', ...)) that it has since decoded back
+-- from its slot, having applied and appended everything decoded before it: every transaction that
+-- had returned from COMMIT before that instant has its commit record before the message's (the
+-- message is in the WAL only once its own transaction commits, after the instant), so it was
+-- decoded first. Bounded by _feed_bound like feed_append's. Returns the head seq.
+CREATE OR REPLACE FUNCTION objcached.feed_heartbeat(p_caught_up_at timestamptz, p_writer text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_caught_up_at IS NULL THEN
+        RAISE EXCEPTION 'objcached.feed_heartbeat: p_caught_up_at must not be NULL'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM objcached._feed_lock('objcached.feed_heartbeat');
+    RETURN objcached._feed_advance(NULL, objcached._feed_bound(p_caught_up_at), p_writer);
+END
+$$;
+
+-- Trigger mode's heartbeat: under the feed lock, if no outbox row waits that was not requeued, moves
+-- caught_up_at to the start of the calling statement, notifies, and returns true; else returns false
+-- and changes nothing. Why statement_timestamp() is a correct caught_up_at under READ COMMITTED: the
+-- check below runs in a snapshot taken after the statement began (and after the lock was granted),
+-- so a transaction that returned from COMMIT before the statement began is visible to it. Its outbox
+-- rows are then either still there (visible: not drained), or deleted by a consumer that committed,
+-- which appended them to the feed in that same transaction (so they are in rows with seq <= head),
+-- or claimed by a consumer that has not committed yet: its deletes are not committed, so to this
+-- snapshot the rows are still there (not drained). Also false while any model is attached via
+-- 'wal': the outbox says nothing of the writes the WAL reader has yet to read, and its heartbeats
+-- (feed_heartbeat) advance caught_up_at instead.
+CREATE OR REPLACE FUNCTION objcached.feed_heartbeat_if_drained(p_writer text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM objcached._feed_lock('objcached.feed_heartbeat_if_drained');
+    IF EXISTS (SELECT 1 FROM objcached.outbox o WHERE NOT o.requeued)
+       OR EXISTS (SELECT 1 FROM objcached.models o WHERE o.via = 'wal') THEN
+        RETURN false;
+    END IF;
+    PERFORM objcached._feed_advance(NULL, pg_catalog.statement_timestamp(), p_writer);
+    RETURN true;
+END
+$$;
+
+-- Deletes the feed rows older than p_keep (created_at < clock_timestamp() - p_keep, taken as a prefix
+-- in seq order, so that every row at or below pruned_upto is gone even if the clock stepped back),
+-- advances pruned_upto to the highest seq deleted, and returns how many rows it deleted. A reader
+-- whose cursor is below pruned_upto has missed rows and must empty its near-cache.
+CREATE OR REPLACE FUNCTION objcached.feed_prune(p_keep interval) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_cut   timestamptz;
+    v_keep  bigint;
+    v_n     bigint;
+    v_max   bigint;
+BEGIN
+    IF p_keep IS NULL OR p_keep < interval '0' THEN
+        RAISE EXCEPTION 'objcached.feed_prune: p_keep must be an interval of zero or more, not %', COALESCE(p_keep::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM objcached._feed_lock('objcached.feed_prune');
+    v_cut := pg_catalog.clock_timestamp() - p_keep;
+    -- The first row to keep, found by walking the rows to delete in seq order.
+    SELECT f.seq INTO v_keep FROM objcached.feed f WHERE f.created_at >= v_cut ORDER BY f.seq LIMIT 1;
+    WITH d AS (DELETE FROM objcached.feed f WHERE v_keep IS NULL OR f.seq < v_keep RETURNING f.seq)
+    SELECT pg_catalog.count(*), pg_catalog.max(d.seq) INTO v_n, v_max FROM d;
+    IF v_max IS NOT NULL THEN
+        UPDATE objcached.feed_head h SET pruned_upto = GREATEST(h.pruned_upto, v_max),
+                                        updated_at = pg_catalog.clock_timestamp();
+    END IF;
+    RETURN v_n;
+END
+$$;
+
+-- For every sidecar, on the primary or a hot standby: the head, and the feed rows after p_after in
+-- seq order, at most p_limit of them, in ONE statement (one snapshot: the head and the rows agree).
+-- Every row carries the head columns; with no rows to return, exactly one row has the head columns
+-- and NULL feed columns. db_now is clock_timestamp() of the server answering, so a sidecar judges
+-- caught_up_at against the database's clock only. Read-only (no writes, no temporary tables), so it
+-- runs on a hot standby. A reader whose p_after is below pruned_upto has missed rows; one whose
+-- p_after is above head is reading another database (a restore, a failover to an older replica).
+CREATE OR REPLACE FUNCTION objcached.feed_poll(p_after bigint, p_limit integer)
+RETURNS TABLE (head bigint, caught_up_at timestamptz, pruned_upto bigint, db_now timestamptz,
+               seq bigint, model text, keys text[], generation bigint, committed_at timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    IF p_after IS NULL OR p_limit IS NULL OR p_limit < 0 THEN
+        RAISE EXCEPTION 'objcached.feed_poll: p_after must not be NULL and p_limit must be 0 or more (got %, %)',
+            COALESCE(p_after::text, 'NULL'), COALESCE(p_limit::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    SELECT h.seq, h.caught_up_at, h.pruned_upto, pg_catalog.clock_timestamp(),
+           f.seq, f.model, f.keys, f.generation, f.committed_at
+      FROM objcached.feed_head h
+      LEFT JOIN LATERAL (SELECT x.seq, x.model, x.keys, x.generation, x.committed_at
+                           FROM objcached.feed x
+                          WHERE x.seq > p_after
+                          ORDER BY x.seq
+                          LIMIT p_limit) f ON true
+     ORDER BY f.seq;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Version 1 to 2: the triggers call the generated functions now; version 1's are no longer used.
+DO $$ BEGIN PERFORM objcached._sync_all_hooks(); END $$;
+DROP FUNCTION IF EXISTS objcached.on_write();
+DROP FUNCTION IF EXISTS objcached.on_truncate();
+
+-- Grants that version 1's attach and claim had, given to their version-2 replacements (the grantor
+-- becomes the installing role).
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT a.fn, x.grantee, x.is_grantable
+          FROM pg_temp.objcached_acl a, pg_catalog.aclexplode(a.acl) x
+         WHERE x.privilege_type = 'EXECUTE' AND x.grantee <> 0
+           AND x.grantee <> (SELECT p.proowner FROM pg_catalog.pg_proc p WHERE p.oid = a.fn::regprocedure)
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I%s', r.fn,
+                                  (SELECT rol.rolname FROM pg_catalog.pg_roles rol WHERE rol.oid = r.grantee),
+                                  CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END
+$$;
+
+UPDATE objcached.meta SET value = '2' WHERE key = 'schema_version';
+
+-- ---------------------------------------------------------------------------------------------
 -- Privileges. Nothing here is for PUBLIC: writers need no right at all (triggers run their
--- SECURITY DEFINER functions without an EXECUTE check), and consumers get theirs by name, as
--- docs/invalidation.md shows:
+-- SECURITY DEFINER functions without an EXECUTE check), and the objcached role gets its rights by
+-- name, as docs/invalidation.md shows:
 --   GRANT USAGE ON SCHEMA objcached TO objcached;
 --   GRANT EXECUTE ON FUNCTION objcached.claim(integer, integer), objcached.pending(),
---                             objcached.hooked(regclass),
---                             objcached.requeue(text[], text[]) TO objcached;
+--                             objcached.hooked(regclass), objcached.requeue(text[], text[]),
+--                             objcached.feed_poll(bigint, integer) TO objcached;
 --   GRANT SELECT ON objcached.models, objcached.status TO objcached;
+-- and the appenders (the WAL reader's role; every outbox consumer in trigger mode) also:
+--   GRANT EXECUTE ON FUNCTION
+--       objcached.feed_append(text[], text[], text[], boolean, timestamptz, timestamptz, text),
+--       objcached.feed_heartbeat(timestamptz, text), objcached.feed_heartbeat_if_drained(text),
+--       objcached.feed_prune(interval), objcached.wal_check(), objcached.wal_tables() TO objcached;
 REVOKE ALL ON SCHEMA objcached FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA objcached FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA objcached FROM PUBLIC;

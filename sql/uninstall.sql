@@ -1,10 +1,13 @@
--- Removes the objcached invalidation hook: the triggers from every table that has them, then the
--- schema with the outbox. Safe to run again, and on a database that never had it.
+-- Removes the objcached invalidation hook: the triggers from every table that has them, the schema
+-- with the outbox and the feed, publication objcached and, if it belongs to this database and no one
+-- is reading it, replication slot objcached. Safe to run again, and on a database that never had it.
 --
 --   psql -v ON_ERROR_STOP=1 -f sql/uninstall.sql
 --
 -- Invalidations still in the outbox are dropped with it: let the consumers drain it first
--- (SELECT * FROM objcached.pending() shows 0 rows) if the caches must stay exact.
+-- (SELECT * FROM objcached.pending() shows 0 rows) if the caches must stay exact. Stop the WAL reader
+-- first too: a slot that is being read cannot be dropped, and a slot left behind keeps the server
+-- from removing WAL for as long as it exists.
 
 BEGIN;
 
@@ -26,7 +29,7 @@ BEGIN
           JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
           JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-         WHERE pn.nspname = 'objcached' AND NOT t.tgisinternal
+         WHERE pn.nspname = 'objcached' AND NOT t.tgisinternal AND c.relnamespace <> p.pronamespace
          ORDER BY 2, 1
     LOOP
         EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', v_trigger.tgname, v_trigger.rel);
@@ -34,6 +37,46 @@ BEGIN
 END
 $$;
 
+-- The tables of wal-mode models are published in it; once it is gone, their writes are plain
+-- writes again (PostgreSQL no longer asks them for a replica identity).
+DROP PUBLICATION IF EXISTS objcached;
+
 DROP SCHEMA IF EXISTS objcached CASCADE;
+
+-- Last, because dropping a slot cannot be rolled back. Only this database's slot: one of that name in
+-- another database belongs to objcached's install there.
+DO $$
+DECLARE
+    v_slot record;
+BEGIN
+    SELECT s.database, s.active, s.active_pid, s.slot_type INTO v_slot
+      FROM pg_catalog.pg_replication_slots s WHERE s.slot_name = 'objcached';
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF v_slot.database IS DISTINCT FROM pg_catalog.current_database() THEN
+        RAISE WARNING 'objcached uninstall: replication slot objcached belongs to database %, not to %: left alone',
+            COALESCE(v_slot.database::text, '(none: a physical slot)'), pg_catalog.current_database();
+        RETURN;
+    END IF;
+    IF v_slot.active THEN
+        RAISE WARNING 'objcached uninstall: replication slot objcached is active (read by process %), so it was NOT dropped. '
+                      'As long as it exists, PostgreSQL keeps every WAL segment it has not confirmed: the disk fills up.',
+            v_slot.active_pid
+            USING HINT = 'Stop the objcached WAL reader, then run SELECT pg_drop_replication_slot(''objcached'') '
+                         'as a role with the REPLICATION attribute.';
+        RETURN;
+    END IF;
+    BEGIN
+        PERFORM pg_catalog.pg_drop_replication_slot('objcached');
+    EXCEPTION WHEN insufficient_privilege OR object_in_use THEN
+        RAISE WARNING 'objcached uninstall: replication slot objcached could not be dropped (%). '
+                      'As long as it exists, PostgreSQL keeps every WAL segment it has not confirmed: the disk fills up.',
+            SQLERRM
+            USING HINT = 'Run SELECT pg_drop_replication_slot(''objcached'') as a superuser or a role with the '
+                         'REPLICATION attribute.';
+    END;
+END
+$$;
 
 COMMIT;

@@ -143,7 +143,7 @@ def test_install_twice_and_uninstall_twice(bare_db):
     run_psql(bare_db.server, bare_db.name, INSTALL)
     run_psql(bare_db.server, bare_db.name, INSTALL)
     assert dict(bare_db.q("SELECT key, value FROM objcached.meta")) == \
-        {"schema_version": "1", "notify": "on"}
+        {"schema_version": "2", "notify": "off"}
     users_table(bare_db)
     run_psql(bare_db.server, bare_db.name, INSTALL)   # with a model attached
     assert bare_db.q("SELECT model, hooked FROM objcached.status") == [("User", True)]
@@ -161,10 +161,10 @@ def test_uninstall_on_database_that_never_had_it(bare_db):
 
 
 def test_install_refuses_a_newer_schema(db):
-    db.q("UPDATE objcached.meta SET value = '2' WHERE key = 'schema_version'")
+    db.q("UPDATE objcached.meta SET value = '3' WHERE key = 'schema_version'")
     rc, out = run_psql(db.server, db.name, INSTALL, check=False)
     assert rc != 0
-    assert "schema version 2" in out
+    assert "schema version 3, this file installs 2" in out
 
 
 def test_uninstall_removes_triggers_of_partitions_added_later(db):
@@ -688,6 +688,7 @@ def _notifies(conn, timeout=5.0, want=1):
 
 def test_listen_receives_one_notification_per_model_per_statement(db):
     users_table(db)
+    db.q("UPDATE objcached.meta SET value = 'on' WHERE key = 'notify'")
     db.q("SELECT objcached.attach('users', 'UserName')")
     listener = db.connect()
     db.q("LISTEN objcached", conn=listener)
@@ -918,6 +919,7 @@ def test_search_path_hijack_changes_nothing(db):
     transition tables: the outbox still gets the right rows, the look-alikes
     are never called, the real NOTIFY is sent."""
     users_table(db)
+    db.q("UPDATE objcached.meta SET value = 'on' WHERE key = 'notify'")
     db.q("CREATE ROLE mallory LOGIN")
     db.q("GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON users TO mallory")
     db.q("GRANT CREATE ON DATABASE " + db.name + " TO mallory")
