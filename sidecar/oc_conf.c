@@ -38,25 +38,26 @@
 /* How a value is parsed and stored. Numbers share one setter; the type says
  * which unit parser reads them and how their range is printed. */
 typedef enum oc_conf_type {
-    OC_CT_LISTEN,     /* "" or host:port, stored as text */
-    OC_CT_SOCKPATH,   /* "" or a unix socket path */
-    OC_CT_PREFIX,     /* memcached key prefix */
-    OC_CT_TIMEZONE,   /* a TimeZone name for PostgreSQL */
-    OC_CT_LOG_LEVEL,  /* error|warn|info|debug, stored as text */
-    OC_CT_CONNINFO,   /* libpq conninfo: a secret, never echoed */
-    OC_CT_UINT,       /* decimal number -> uint32_t */
-    OC_CT_SIZE,       /* 64k -> uint32_t bytes */
-    OC_CT_MSECS,      /* a duration, 5s -> uint32_t milliseconds */
-    OC_CT_SECS,       /* a duration, 1h -> uint32_t seconds (whole only) */
-    OC_CT_MODE,       /* an octal file mode, 0660 -> uint32_t */
-    OC_CT_KEY_TYPE,   /* bigint|integer|uuid|text -> oc_key_type_t */
-    OC_CT_IDENT,      /* one SQL identifier */
-    OC_CT_USER,       /* a unix user name */
-    OC_CT_LOG_TARGET, /* stderr|syslog, stored as text */
-    OC_CT_TABLE,      /* [schema.]table -> off = table, off2 = schema */
-    OC_CT_COLUMNS,    /* a, b, c -> off = char **, off2 = size_t count */
-    OC_CT_SERVERS,    /* h:p[:w] ... -> off = servers, off2 = size_t count */
-    OC_CT_BOOL,       /* on|off (also yes|no, true|false, 1|0) -> int */
+    OC_CT_LISTEN,       /* "" or host:port, stored as text */
+    OC_CT_SOCKPATH,     /* "" or a unix socket path */
+    OC_CT_PREFIX,       /* memcached key prefix */
+    OC_CT_TIMEZONE,     /* a TimeZone name for PostgreSQL */
+    OC_CT_LOG_LEVEL,    /* error|warn|info|debug, stored as text */
+    OC_CT_CONNINFO,     /* libpq conninfo: a secret, never echoed */
+    OC_CT_CONNINFO_OPT, /* the same, or empty (then another key's applies) */
+    OC_CT_UINT,         /* decimal number -> uint32_t */
+    OC_CT_SIZE,         /* 64k -> uint32_t bytes */
+    OC_CT_MSECS,        /* a duration, 5s -> uint32_t milliseconds */
+    OC_CT_SECS,         /* a duration, 1h -> uint32_t seconds (whole only) */
+    OC_CT_MODE,         /* an octal file mode, 0660 -> uint32_t */
+    OC_CT_KEY_TYPE,     /* bigint|integer|uuid|text -> oc_key_type_t */
+    OC_CT_IDENT,        /* one SQL identifier */
+    OC_CT_USER,         /* a unix user name */
+    OC_CT_LOG_TARGET,   /* stderr|syslog, stored as text */
+    OC_CT_TABLE,        /* [schema.]table -> off = table, off2 = schema */
+    OC_CT_COLUMNS,      /* a, b, c -> off = char **, off2 = size_t count */
+    OC_CT_SERVERS,      /* h:p[:w] ... -> off = servers, off2 = size_t count */
+    OC_CT_BOOL,         /* on|off (also yes|no, true|false, 1|0) -> int */
 } oc_conf_type_t;
 
 /* One key of a section: how to parse it and which field it fills. */
@@ -108,6 +109,7 @@ static const oc_conf_key_t oc_conf_objcached_keys[] = {
     OC_CK("shutdown_timeout", OC_CT_MSECS,     "10s",  shutdown_timeout_ms, 0, OC_MS_10MIN, OC_LIVE),
     OC_CK("idle_timeout",     OC_CT_MSECS,     "0",    idle_timeout_ms, 0, 7 * OC_MS_D, OC_LIVE),
     OC_CK("write_timeout",    OC_CT_MSECS,     "30s",  write_timeout_ms, 0, OC_MS_10MIN, OC_LIVE),
+    OC_CK("near_cache_size",  OC_CT_SIZE,      "0",    near_cache_size, 0, 3 * 1024 * OC_MIB, OC_LIVE),
     /* No default: without it objcached keeps the user it was started as. */
     {.name = "user", .type = OC_CT_USER, .off = offsetof(oc_conf_t, user), OC_RESTART},
     OC_CK("log_level",        OC_CT_LOG_LEVEL, "info", log_level, 0, 0, OC_LIVE),
@@ -133,6 +135,11 @@ static const oc_conf_key_t oc_conf_postgresql_keys[] = {
     /* 0 turns the invalidation consumer off (no hook installed). */
     OC_CK("invalidation_poll", OC_CT_MSECS, "1s", inval_poll_ms, 0, OC_MS_10MIN, OC_LIVE),
     OC_CK("invalidation_batch", OC_CT_UINT, "1000", inval_batch, 1, 100000, OC_LIVE),
+    OC_CK("feed_poll", OC_CT_MSECS, "250ms", feed_poll_ms, 0, OC_MS_10MIN, OC_LIVE),
+    OC_CK("feed_conninfo", OC_CT_CONNINFO_OPT, "", feed_conninfo, 0, 0, OC_RESTART),
+    OC_CK("feed_max_lag", OC_CT_MSECS, "2s", feed_max_lag_ms, 100, OC_MS_10MIN, OC_LIVE),
+    OC_CK("feed_batch", OC_CT_UINT, "1000", feed_batch, 1, 100000, OC_LIVE),
+    OC_CK("feed_keep", OC_CT_SECS, "10m", feed_keep_s, OC_MS_M, 7 * OC_MS_D, OC_LIVE),
 };
 
 static const oc_conf_key_t oc_conf_model_keys[] = {
@@ -151,6 +158,7 @@ static const oc_conf_key_t oc_conf_model_keys[] = {
     {.name = "version_column", .type = OC_CT_IDENT,
      .off = offsetof(oc_model_conf_t, version_column)},
     OC_MK("push_check",  OC_CT_BOOL,     "on",     push_check, 0, 0),
+    OC_MK("near_ttl",    OC_CT_MSECS,    "0",      near_ttl_ms, 0, OC_MS_H),
 };
 
 #undef OC_CK
@@ -714,7 +722,7 @@ static oc_status_t oc_conf_set_bool(const oc_conf_key_t *k, char *base, const ch
 static oc_status_t oc_conf_set_conninfo(const oc_conf_key_t *k, char *base,
                                         const char *val, char *why)
 {
-    if (*val == '\0')
+    if (*val == '\0' && k->type == OC_CT_CONNINFO)
         return oc_conf_bad(why, "must not be empty");
     return oc_conf_store_string(base, k->off, val);
 }
@@ -967,6 +975,7 @@ static const oc_conf_set_fn oc_conf_setters[] = {
     [OC_CT_LOG_LEVEL] = oc_conf_set_log_level,
     [OC_CT_LOG_TARGET] = oc_conf_set_log_target,
     [OC_CT_CONNINFO]  = oc_conf_set_conninfo,
+    [OC_CT_CONNINFO_OPT] = oc_conf_set_conninfo,
     [OC_CT_UINT]      = oc_conf_set_number,
     [OC_CT_SIZE]      = oc_conf_set_number,
     [OC_CT_MSECS]     = oc_conf_set_number,
@@ -1411,6 +1420,7 @@ void oc_conf_free(oc_conf_t *conf)
     free(conf->metrics_listen);
     oc_conf_free_servers(conf->servers, conf->nservers);
     free(conf->conninfo);
+    free(conf->feed_conninfo);
     for (size_t i = 0; i < conf->nmodels; i++)
         oc_conf_free_model(&conf->models[i]);
     free(conf->models);

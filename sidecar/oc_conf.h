@@ -58,6 +58,9 @@ typedef struct oc_model_conf {
     int push_check;           /* push_check = on (default): a push the cache cannot
                                  order is compared with PostgreSQL's row after the
                                  write (oc_write.h); off trusts pushes */
+    uint32_t near_ttl_ms;     /* near_ttl = 0 (default: not in the near-cache):
+                                 how long an object may stay there, a safety
+                                 net (invalidations keep it correct) */
     int line;                 /* line of the section header, for later errors */
     int disabled;             /* removed by a reload: kept so that model indexes
                                  stay stable, but no key reaches it */
@@ -91,6 +94,7 @@ typedef struct oc_conf {
     uint32_t lease_wait_ms;       /* wait for another sidecar's load, 250ms */
     uint32_t shutdown_timeout_ms; /* SIGTERM: time to finish commands, 10s */
     uint32_t idle_timeout_ms;     /* close a client idle this long; 0 = never */
+    uint32_t near_cache_size;     /* bytes of the near-cache; 0 = off (default) */
     uint32_t write_timeout_ms;    /* close a client that reads nothing of its
                                      pending replies this long; 30s, 0 = never */
     char *user;                   /* started as root: become this user after
@@ -107,11 +111,18 @@ typedef struct oc_conf {
     uint32_t mc_retry_timeout_ms;   /* a dead server is retried after, 2s */
 
     /* [postgresql] */
-    char *conninfo;          /* libpq conninfo (required); secrets may
-                                come from PGPASSWORD or a passfile */
-    uint32_t pg_connections; /* loader connections, default 2 */
-    uint32_t inval_poll_ms;  /* invalidation_poll: outbox poll, 1s; 0 = off */
-    uint32_t inval_batch;    /* invalidation_batch: outbox rows per claim */
+    char *conninfo;           /* libpq conninfo (required); secrets may
+                                 come from PGPASSWORD or a passfile */
+    uint32_t pg_connections;  /* loader connections, default 2 */
+    uint32_t inval_poll_ms;   /* invalidation_poll: outbox poll, 1s; 0 = off */
+    uint32_t inval_batch;     /* invalidation_batch: outbox rows per claim */
+    uint32_t feed_poll_ms;    /* feed_poll: follow the feed, 250ms; 0 = off */
+    char *feed_conninfo;      /* feed_conninfo: where to read it ("" = conninfo);
+                                 may be a streaming replica */
+    uint32_t feed_max_lag_ms; /* feed_max_lag: the near-cache serves only
+                                 while fresh within this, 2s */
+    uint32_t feed_batch;      /* feed_batch: feed rows per poll, 1000 */
+    uint32_t feed_keep_s;     /* feed_keep: rows kept by appenders' prune, 10m */
 
     oc_model_conf_t *models;
     size_t nmodels;

@@ -148,10 +148,9 @@ static void conn_server_error(oc_conn_t *c, const char *why)
     conn_count(c, oc_reply_server_error(c->out, why));
 }
 
-/* The get finished: its reply, then the next command. */
-static void conn_req_done(oc_req_t *req, void *arg)
+/* A get's reply, and the request is gone. */
+static void conn_req_reply(oc_conn_t *c, oc_req_t *req)
 {
-    oc_conn_t *c = arg;
     oc_ctx_t *ctx = conn_ctx(c);
     oc_reply_kind_t k =
         oc_reply_get(c->out, oc_req_result(req), &c->fmt, ctx->conf->max_reply);
@@ -159,6 +158,13 @@ static void conn_req_done(oc_req_t *req, void *arg)
     ctx->stats->cmd_get += oc_req_result(req)->err == NULL;
     oc_req_free(req);
     c->req = NULL;
+}
+
+/* The get finished later: its reply, then the next command. */
+static void conn_req_done(oc_req_t *req, void *arg)
+{
+    oc_conn_t *c = arg;
+    conn_req_reply(c, req);
     conn_set_state(c, OC_CONN_READING);
     conn_process(c);
 }
@@ -307,6 +313,10 @@ static void cmd_get(oc_conn_t *c, const oc_cmd_t *cmd)
     const oc_token_t *keys = cmd->type == OC_CMD_MG ? &key : cmd->keys;
     oc_status_t st = oc_req_start(conn_ctx(c), keys, cmd->keys, cmd->nkeys, conn_req_done,
                                   c, &c->req, err);
+    if (st == OC_OK && oc_req_complete(c->req)) { /* the near-cache answered */
+        conn_req_reply(c, c->req);
+        return;
+    }
     conn_started(c, st, err);
 }
 

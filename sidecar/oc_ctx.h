@@ -26,6 +26,8 @@ struct oc_reqs;
 struct oc_writes;
 struct oc_gate;
 struct oc_inval;
+struct oc_near;
+struct oc_feed;
 
 typedef struct oc_ctx {
     struct event_base *base;
@@ -45,6 +47,8 @@ typedef struct oc_ctx {
     struct oc_writes *writes; /* the write path's own state (push checks) */
     struct oc_gate *gate;     /* the test-only fault gate, or NULL */
     struct oc_inval *inval;   /* the invalidation consumer, or NULL */
+    struct oc_near *near;     /* the near-cache (always made; limit 0 = off) */
+    struct oc_feed *feed;     /* the feed follower, or NULL (feed_poll = 0) */
 } oc_ctx_t;
 
 #endif

@@ -17,6 +17,7 @@
 
 #include "oc_conn.h"
 #include "oc_ctx.h"
+#include "oc_feed.h"
 #include "oc_fill.h"
 #include "oc_gate.h"
 #include "oc_health.h"
@@ -26,6 +27,7 @@
 #include "oc_log.h"
 #include "oc_mc.h"
 #include "oc_metrics.h"
+#include "oc_near.h"
 #include "oc_pg.h"
 #include "oc_reload.h"
 #include "oc_req.h"
@@ -184,6 +186,8 @@ static oc_status_t init_modules(oc_daemon_t *d, char *err)
         return OC_ECACHE;
     if ((ctx->pg = oc_pg_new(ctx->base, ctx->conf, ctx->stats, ctx->gate, err)) == NULL)
         return OC_EDB;
+    if ((ctx->near = oc_near_new(ctx->conf->near_cache_size, ctx->stats)) == NULL)
+        return oc_fail(err, OC_ENOMEM, "out of memory");
     if ((ctx->fills = oc_fills_new(ctx, err)) == NULL ||
         (ctx->reqs = oc_reqs_new(ctx, err)) == NULL ||
         (ctx->writes = oc_writes_new(ctx, err)) == NULL ||
@@ -193,6 +197,9 @@ static oc_status_t init_modules(oc_daemon_t *d, char *err)
     err[0] = '\0';
     ctx->inval = oc_inval_new(ctx, err);
     if (ctx->inval == NULL && err[0] != '\0')
+        return OC_EDB;
+    ctx->feed = oc_feed_new(ctx, err);
+    if (ctx->feed == NULL && err[0] != '\0')
         return OC_EDB;
     return OC_OK;
 }
@@ -276,6 +283,8 @@ void oc_daemon_free(oc_daemon_t *d)
     oc_metrics_free(d->metrics);
     oc_inval_free(ctx->inval);
     ctx->inval = NULL;
+    oc_feed_free(ctx->feed);
+    ctx->feed = NULL;
     oc_mc_free(ctx->mc);
     ctx->mc = NULL; /* oc_pg's last callbacks must not submit to it */
     oc_pg_free(ctx->pg);
@@ -283,6 +292,7 @@ void oc_daemon_free(oc_daemon_t *d)
     oc_writes_free(ctx->writes);
     oc_fills_free(ctx->fills);
     oc_reqs_free(ctx->reqs);
+    oc_near_free(ctx->near); /* after every holder of its blobs' readers */
     oc_health_free(d->health);
     oc_gate_free(ctx->gate);
     free_event(d->sig_term);

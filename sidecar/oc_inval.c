@@ -5,12 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "oc_conf.h"
 #include "oc_fill.h"
 #include "oc_key.h"
 #include "oc_log.h"
 #include "oc_mc.h"
+#include "oc_near.h"
 #include "oc_pgconn.h"
 #include "oc_sql.h"
 #include "oc_stats.h"
@@ -21,6 +23,8 @@ typedef enum oc_inval_state {
     OC_INVAL_CLAIMING,   /* BEGIN + claim sent */
     OC_INVAL_APPLYING,   /* memcached deletes under way */
     OC_INVAL_REQUEUEING, /* failed keys going back into the outbox */
+    OC_INVAL_FEEDING,    /* appending what was applied to the feed */
+    OC_INVAL_PROBING,    /* is there a feed (schema version 2)? */
     OC_INVAL_ENDING,     /* COMMIT or ROLLBACK sent */
 } oc_inval_state_t;
 
@@ -40,6 +44,12 @@ struct oc_inval {
     int full;  /* the last claim was a full batch */
     int dying; /* freed while its deletes were out: applied() frees */
     int hook_missing_logged;
+    int has_feed;      /* the hook's schema has the feed (version 2) */
+    char *feed_models; /* array literals of feed_append, kept alive */
+    char *feed_keys;
+    char *feed_whole;
+    char writer[96];  /* host:pid, for feed_head.writer */
+    double pruned_at; /* monotonic time of the last feed_prune */
 };
 
 static void cycle_start(oc_inval_t *iv);
@@ -71,6 +81,10 @@ static void cycle_clear(oc_inval_t *iv)
     free(iv->requeue_models);
     free(iv->requeue_keys);
     iv->requeue_models = iv->requeue_keys = NULL;
+    free(iv->feed_models);
+    free(iv->feed_keys);
+    free(iv->feed_whole);
+    iv->feed_models = iv->feed_keys = iv->feed_whole = NULL;
 }
 
 /* The cycle is over (committed, rolled back or failed): wait or go again. */
@@ -115,7 +129,111 @@ static void fail_cycle(oc_inval_t *iv, const char *what, const char *err)
     finish(iv, "ROLLBACK");
 }
 
+/* ---- the feed ------------------------------------------------------------------------
+ *
+ * In the claim's transaction, after the deletes: what was applied (keys and
+ * whole-model rows of claimed rows that were not requeued) goes to the feed,
+ * which every sidecar's follower reads. A claim that came back empty says
+ * the outbox is drained as of this statement: the feed's caught_up_at may
+ * move (feed_heartbeat_if_drained), and once a minute old rows are pruned. */
+
+#define OC_INVAL_PRUNE_EVERY_S 60.0
+
+static void fed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                void *arg)
+{
+    (void)pc;
+    oc_inval_t *iv = arg;
+    PQclear(res);
+    if (st != OC_OK) {
+        fail_cycle(iv, "feed", err);
+        return;
+    }
+    finish(iv, "COMMIT");
+}
+
+/* The feed_append arrays of the claimed rows; returns 0 if nothing to append. */
+static int feed_arrays(oc_inval_t *iv)
+{
+    PGresult *res = iv->claimed;
+    int rows = PQntuples(res);
+    const char **m = malloc((size_t)(rows ? rows : 1) * sizeof(*m));
+    const char **k = malloc((size_t)(rows ? rows : 1) * sizeof(*k));
+    const char **w = malloc((size_t)(rows ? rows : 1) * sizeof(*w));
+    size_t *ml = malloc((size_t)(rows ? rows : 1) * sizeof(*ml));
+    size_t *kl = malloc((size_t)(rows ? rows : 1) * sizeof(*kl));
+    size_t *wl = malloc((size_t)(rows ? rows : 1) * sizeof(*wl));
+    size_t nk = 0, nw = 0;
+    for (int i = 0; m && k && w && ml && kl && wl && i < rows; i++) {
+        if (PQgetvalue(res, i, 4)[0] == 't' || PQgetlength(res, i, 0) > OC_MODEL_NAME_MAX)
+            continue; /* requeued: in the feed already */
+        if (PQgetisnull(res, i, 1)) {
+            w[nw] = PQgetvalue(res, i, 0);
+            wl[nw++] = (size_t)PQgetlength(res, i, 0);
+        } else if (oc_key_id_cacheable(PQgetvalue(res, i, 1),
+                                       (size_t)PQgetlength(res, i, 1),
+                                       iv->ctx->max_key_len)) {
+            m[nk] = PQgetvalue(res, i, 0);
+            ml[nk] = (size_t)PQgetlength(res, i, 0);
+            k[nk] = PQgetvalue(res, i, 1);
+            kl[nk++] = (size_t)PQgetlength(res, i, 1);
+        }
+    }
+    int any = nk + nw > 0;
+    if (any && m && k && w && ml && kl && wl) {
+        iv->feed_models = oc_sql_array(m, ml, nk);
+        iv->feed_keys = oc_sql_array(k, kl, nk);
+        iv->feed_whole = oc_sql_array(w, wl, nw);
+    }
+    free(m), free(k), free(w), free(ml), free(kl), free(wl);
+    return any ? 1 : 0;
+}
+
+static void feed(oc_inval_t *iv)
+{
+    int rows = PQntuples(iv->claimed);
+    if (!iv->has_feed) {
+        finish(iv, "COMMIT");
+        return;
+    }
+    set_state(iv, OC_INVAL_FEEDING);
+    oc_status_t st;
+    if (rows == 0) {
+        double now = oc_stats_now();
+        int prune = now - iv->pruned_at >= OC_INVAL_PRUNE_EVERY_S;
+        char keep[32];
+        snprintf(keep, sizeof(keep), "%u seconds", iv->ctx->conf->feed_keep_s);
+        const char *params[3] = {iv->writer, prune ? "t" : "f", keep};
+        if (prune)
+            iv->pruned_at = now;
+        st = oc_pgconn_query(iv->pc,
+                             "SELECT objcached.feed_heartbeat_if_drained($1), CASE WHEN "
+                             "$2::boolean THEN objcached.feed_prune($3::interval) END",
+                             3, params, fed, iv);
+    } else if (!feed_arrays(iv)) {
+        finish(iv, "COMMIT"); /* everything was requeued (or never cacheable) */
+        return;
+    } else if (iv->feed_models == NULL || iv->feed_keys == NULL ||
+               iv->feed_whole == NULL) {
+        fail_cycle(iv, "feed", "out of memory");
+        return;
+    } else {
+        const char *params[5] = {
+            iv->feed_models, iv->feed_keys, iv->feed_whole,
+            PQgetisnull(iv->claimed, 0, 5) ? NULL : PQgetvalue(iv->claimed, 0, 5),
+            iv->writer};
+        st = oc_pgconn_query(iv->pc,
+                             "SELECT objcached.feed_append($1::text[], $2::text[], "
+                             "$3::text[], false, $4::timestamptz, NULL, $5)",
+                             5, params, fed, iv);
+    }
+    if (st != OC_OK)
+        cycle_end(iv); /* the connection dropped: PostgreSQL rolls back */
+}
+
 /* ---- requeue what memcached could not delete ---------------------------------- */
+
+static void feed(oc_inval_t *iv);
 
 static void requeued(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                      void *arg)
@@ -127,7 +245,7 @@ static void requeued(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char 
         fail_cycle(iv, "requeue", err);
         return;
     }
-    finish(iv, "COMMIT");
+    feed(iv);
 }
 
 static void requeue(oc_inval_t *iv, size_t nfailed)
@@ -190,7 +308,7 @@ static void applied(oc_mc_job_t *job, void *arg)
         requeue(iv, failed);
         return;
     }
-    finish(iv, "COMMIT");
+    feed(iv);
 }
 
 /* The claimed rows: one per key (model, key), key NULL for a TRUNCATE. */
@@ -242,7 +360,7 @@ static void apply(oc_inval_t *iv)
     if (rows > 0 && !PQgetisnull(res, 0, 3))
         ctx->stats->inval_lag_ms = (uint64_t)atoll(PQgetvalue(res, 0, 3));
     if (n == 0) {
-        finish(iv, "COMMIT");
+        feed(iv); /* whole-model rows, skipped keys, or an empty claim */
         return;
     }
     iv->job = oc_mc_job_new_items(OC_MC_DELETE, n, applied, iv);
@@ -268,6 +386,7 @@ static void apply(oc_inval_t *iv)
                              OC_KEY_MAX + 1, &canon_off);
         iv->job_model[k++] = model;
         oc_fill_invalidate(ctx->fills, it->key, it->klen);
+        oc_near_invalidate(ctx->near, it->key, it->klen);
     }
     oc_mc_job_t *job = iv->job;
     iv->job = NULL; /* oc_mc's until applied() */
@@ -319,13 +438,19 @@ static void claim(oc_inval_t *iv)
      * that does not serve a model still cleans it for the ones that do.
      * One row per key; a TRUNCATE's NULL keys give one row with key NULL;
      * the fourth column is the age of the oldest row claimed (lag). */
+    /* With the feed (schema version 2): whether the row was requeued (its
+     * keys are in the feed already), and the newest row's time, for the
+     * feed's commit-to-applied latency. */
     snprintf(sql, sizeof(sql),
              "BEGIN; WITH c AS (SELECT * FROM objcached.claim(%u)) "
              "SELECT c.model, k, (SELECT count(*) FROM c), "
              "(SELECT (extract(epoch FROM clock_timestamp() - min(created_at)) * "
-             "1000)::bigint "
-             "FROM c) FROM c LEFT JOIN LATERAL unnest(c.keys) AS k ON true",
-             iv->ctx->conf->inval_batch);
+             "1000)::bigint FROM c), %s "
+             "FROM c LEFT JOIN LATERAL unnest(c.keys) AS k ON true",
+             iv->ctx->conf->inval_batch,
+             iv->has_feed ? "c.requeued, (SELECT max(x.created_at) FROM c x WHERE NOT "
+                            "x.requeued)::text"
+                          : "false, NULL::text");
     set_state(iv, OC_INVAL_CLAIMING);
     if (oc_pgconn_query(iv->pc, sql, 0, NULL, claimed, iv) != OC_OK) {
         iv->full = 0;
@@ -375,12 +500,30 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
     cycle_start(arg);
 }
 
+static void probed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                   void *arg)
+{
+    (void)pc, (void)err;
+    oc_inval_t *iv = arg;
+    iv->has_feed = st == OC_OK && PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    set_state(iv, OC_INVAL_IDLE);
+    cycle_start(iv); /* catch up on whatever came while we were away */
+}
+
 static void on_up(oc_pgconn_t *pc, void *owner)
 {
     (void)pc;
     oc_inval_t *iv = owner;
     iv->ctx->stats->inval_connected = 1;
-    cycle_start(owner); /* catch up on whatever came while we were away */
+    /* Does the hook have the feed (schema version 2)? Then what this
+     * consumer applies is appended to it, for every sidecar's near-cache. */
+    set_state(iv, OC_INVAL_PROBING);
+    if (oc_pgconn_query(iv->pc,
+                        "SELECT to_regprocedure('objcached.feed_append(text[], text[], "
+                        "text[], boolean, timestamptz, timestamptz, text)') IS NOT NULL",
+                        0, NULL, probed, iv) != OC_OK)
+        set_state(iv, OC_INVAL_IDLE);
 }
 
 static void on_down(oc_pgconn_t *pc, const char *err, void *owner)
@@ -448,12 +591,15 @@ oc_inval_t *oc_inval_new(oc_ctx_t *ctx, char *err)
     sprintf(setup, "%s; LISTEN objcached", session);
     iv->ctx = ctx;
     set_state(iv, OC_INVAL_IDLE);
+    char host[64] = "";
+    gethostname(host, sizeof(host) - 1);
+    snprintf(iv->writer, sizeof(iv->writer), "consumer %.63s:%ld", host, (long)getpid());
     if ((iv->poll = evtimer_new(ctx->base, on_poll, iv)) == NULL)
         goto nomem;
     static const oc_pgconn_hooks_t hooks = {
         .up = on_up, .down = on_down, .notify = on_notify};
-    if ((iv->pc = oc_pgconn_new(ctx->base, ctx->conf->conninfo, setup, &hooks, iv)) ==
-        NULL)
+    if ((iv->pc = oc_pgconn_new(ctx->base, ctx->conf->conninfo, NULL, setup, &hooks,
+                                iv)) == NULL)
         goto nomem;
     free(session);
     free(setup);

@@ -28,7 +28,7 @@ struct oc_near {
     oc_stats_t *stats;
     size_t limit, bytes; /* bytes: entries' charges + fixed tables */
     size_t fixed;        /* the tables' own bytes */
-    int serving;
+    double fresh_until;  /* serving while now < this */
     near_entry_t **buckets;
     size_t nbuckets, count;
     near_entry_t *head, *tail, *hand;
@@ -64,7 +64,7 @@ static void gauges(oc_near_t *n)
 {
     n->stats->near_entries = n->count;
     n->stats->near_bytes = n->bytes;
-    n->stats->near_serving = (uint64_t)n->serving;
+    n->stats->near_serving = n->fresh_until > 0 && n->limit > 0;
 }
 
 /* ---- the table and the queue ---------------------------------------------- */
@@ -246,17 +246,33 @@ void oc_near_set_limit(oc_near_t *n, size_t limit)
     gauges(n);
 }
 
-void oc_near_serve(oc_near_t *n, int on)
+void oc_near_fresh_until(oc_near_t *n, double until)
 {
-    if (!on && n->serving)
+    if (until <= 0 && n->fresh_until > 0)
         oc_near_clear(n);
-    n->serving = on != 0;
+    n->fresh_until = until;
     gauges(n);
 }
 
-int oc_near_serving(const oc_near_t *n)
+void oc_near_serve(oc_near_t *n, int on)
 {
-    return n->serving && n->limit > 0;
+    oc_near_fresh_until(n, on ? 1e300 : 0);
+}
+
+/* Fresh at `now`? When freshness ran out, drop everything once. */
+int oc_near_serving(oc_near_t *n, double now)
+{
+    if (n->limit == 0 || n->fresh_until <= 0)
+        return 0;
+    if (now < n->fresh_until)
+        return 1;
+    n->fresh_until = 0;
+    if (n->count > 0) {
+        oc_near_clear(n);
+        n->stats->near_flushes++;
+    }
+    gauges(n);
+    return 0;
 }
 
 uint64_t oc_near_epoch(const oc_near_t *n)
@@ -268,7 +284,7 @@ oc_near_found_t oc_near_get(oc_near_t *n, const char *key, size_t klen, double n
                             oc_blob_t **blob)
 {
     *blob = NULL;
-    if (!oc_near_serving(n))
+    if (!oc_near_serving(n, now))
         return OC_NEAR_MISS; /* not counted: the near-cache is off */
     if (n->count == 0) {
         n->stats->near_misses++;
@@ -309,16 +325,17 @@ static int model_room(oc_near_t *n, uint32_t model)
 }
 
 oc_near_put_t oc_near_put(oc_near_t *n, const char *key, size_t klen, uint32_t model,
-                          oc_blob_t *blob, double ttl, uint64_t since, double now)
+                          const oc_near_val_t *v, double ttl, uint64_t since, double now)
 {
-    if (!oc_near_serving(n) || ttl <= 0 || klen > UINT16_MAX)
+    if (!oc_near_serving(n, now) || ttl <= 0 || klen > UINT16_MAX)
         return OC_NEAR_OFF;
     uint64_t h = near_hash(key, klen);
     if (stale(n, h, model, since)) {
         n->stats->near_refused_stale++;
         return OC_NEAR_STALE;
     }
-    size_t charge = oc_near_charge(klen, blob ? blob->len : 0, blob != NULL);
+    size_t vlen = v->absent ? 0 : v->blob ? v->blob->len : v->len;
+    size_t charge = oc_near_charge(klen, vlen, !v->absent);
     if (charge > n->limit / 64)
         return OC_NEAR_TOO_BIG;
     near_entry_t *old = find(n, key, klen, h);
@@ -328,12 +345,18 @@ oc_near_put_t oc_near_put(oc_near_t *n, const char *key, size_t klen, uint32_t m
     }
     if (!model_room(n, model))
         return OC_NEAR_NOMEM;
+    oc_blob_t *blob = v->absent ? NULL
+                      : v->blob ? oc_blob_ref(v->blob)
+                                : oc_blob_new(v->data, v->len);
     near_entry_t *e = malloc(sizeof(*e) + klen);
-    if (e == NULL)
+    if (e == NULL || (!v->absent && blob == NULL)) {
+        free(e);
+        oc_blob_unref(blob);
         return OC_NEAR_NOMEM;
+    }
     if (old)
         entry_remove(n, old);
-    *e = (near_entry_t){.blob = oc_blob_ref(blob),
+    *e = (near_entry_t){.blob = blob,
                         .expires = now + ttl,
                         .hash = h,
                         .charge = charge,

@@ -62,25 +62,40 @@ typedef enum oc_near_put {
     OC_NEAR_NOMEM,
 } oc_near_put_t;
 
-/* A cache of at most `limit` bytes, not serving until oc_near_serve(1). */
+/* A cache of at most `limit` bytes, not serving until it is made fresh. */
 oc_near_t *oc_near_new(size_t limit, oc_stats_t *stats);
 void oc_near_free(oc_near_t *n);
 /* A new limit (reload): evicts down to it at once; 0 clears and stops. */
 void oc_near_set_limit(oc_near_t *n, size_t limit);
-/* Turn serving on or off; off drops everything (oc_near_clear). */
+/* The owner proved freshness up to this instant (monotonic seconds): the
+ * cache serves while now < until. Once a get or put finds that instant
+ * passed, everything is dropped (near_flushes) and nothing is answered or
+ * stored until a later instant is given. 0: not fresh (drops at once). */
+void oc_near_fresh_until(oc_near_t *n, double until);
+/* Serving at `now`: fresh and a limit above 0. */
+int oc_near_serving(oc_near_t *n, double now);
+/* Tests and tools: fresh forever (on) or not at all (off). */
 void oc_near_serve(oc_near_t *n, int on);
-int oc_near_serving(const oc_near_t *n);
 
 /* The current epoch: record it before a read whose result may be put. */
 uint64_t oc_near_epoch(const oc_near_t *n);
 
 oc_near_found_t oc_near_get(oc_near_t *n, const char *key, size_t klen, double now,
                             oc_blob_t **blob);
-/* Store the object (blob, a reference is taken) or its absence (NULL) for
- * ttl seconds, unless the key, its model or the cache was invalidated after
- * `since`, or admission says not yet. A present entry is replaced. */
+/* What to store: an object (a blob to reference, or bytes to copy into a
+ * new blob only if it is admitted) or the object's absence. */
+typedef struct oc_near_val {
+    oc_blob_t *blob;  /* referenced if set */
+    const char *data; /* else copied, if admitted */
+    size_t len;
+    int absent;
+} oc_near_val_t;
+
+/* Store v for ttl seconds, unless the key, its model or the cache was
+ * invalidated after `since`, or admission says not yet. A present entry is
+ * replaced. */
 oc_near_put_t oc_near_put(oc_near_t *n, const char *key, size_t klen, uint32_t model,
-                          oc_blob_t *blob, double ttl, uint64_t since, double now);
+                          const oc_near_val_t *v, double ttl, uint64_t since, double now);
 
 /* An invalidation of one key / of every key of a model / of everything. */
 void oc_near_invalidate(oc_near_t *n, const char *key, size_t klen);

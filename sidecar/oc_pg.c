@@ -438,7 +438,7 @@ oc_pg_t *oc_pg_new(struct event_base *base, const oc_conf_t *conf, oc_stats_t *s
             goto nomem;
     }
     for (size_t i = 0; i < pg->nconns; i++)
-        if ((pg->conns[i].pc = oc_pgconn_new(base, conf->conninfo, setup, &hooks,
+        if ((pg->conns[i].pc = oc_pgconn_new(base, conf->conninfo, NULL, setup, &hooks,
                                              &pg->conns[i])) == NULL)
             goto nomem;
     free(setup);

@@ -17,12 +17,16 @@ typedef enum oc_pgconn_state {
     OC_PGCONN_SETUP,      /* the owner's setup SQL sent */
     OC_PGCONN_IDLE,       /* ready for a command */
     OC_PGCONN_BUSY,       /* a command sent; collecting its results */
+    OC_PGCONN_STREAMING,  /* in COPY BOTH: CopyData to on_data */
 } oc_pgconn_state_t;
 
 struct oc_pgconn {
     struct event_base *base;
     char *conninfo;
+    char *app_name;
+    int replication;
     char *setup_sql;
+    oc_pgconn_data_fn on_data; /* a stream's messages */
     oc_pgconn_hooks_t hooks;
     void *owner;
     oc_pgconn_state_t state;
@@ -86,7 +90,7 @@ static void go_down(oc_pgconn_t *c, const char *why)
     if (c->conn)
         PQfinish(c->conn);
     c->conn = NULL;
-    int was_busy = (c->state == OC_PGCONN_BUSY);
+    int was_busy = (c->state == OC_PGCONN_BUSY || c->state == OC_PGCONN_STREAMING);
     set_state(c, OC_PGCONN_DOWN);
     c->was_up = 0;
     struct timeval tv = {c->backoff_ms / 1000,
@@ -140,8 +144,9 @@ static void on_notice(void *arg, const char *msg)
 
 static void start(oc_pgconn_t *c)
 {
-    const char *keys[] = {"dbname", "fallback_application_name", NULL};
-    const char *vals[] = {c->conninfo, "objcached", NULL};
+    const char *keys[] = {"dbname", "fallback_application_name", "replication", NULL};
+    const char *vals[] = {c->conninfo, c->app_name, c->replication ? "database" : NULL,
+                          NULL};
     c->conn = PQconnectStartParams(keys, vals, 1);
     if (c->conn == NULL) {
         go_down(c, "out of memory");
@@ -199,12 +204,41 @@ static void results_done(oc_pgconn_t *c)
     }
 }
 
+/* COPY BOTH: hand every whole CopyData message to on_data; 1 when the
+ * stream ended (its results follow), 0 when more is to come, -1 if the
+ * connection went down. */
+static int read_stream(oc_pgconn_t *c)
+{
+    for (;;) {
+        char *buf = NULL;
+        int n = PQgetCopyData(c->conn, &buf, 1);
+        if (n > 0) {
+            if (c->on_data && c->cb)
+                c->on_data(c, buf, (size_t)n, c->cb_arg);
+            PQfreemem(buf);
+            if (c->state != OC_PGCONN_STREAMING || c->conn == NULL)
+                return -1; /* on_data reset us */
+            continue;
+        }
+        if (n == 0)
+            return 0;
+        if (n == -1) {
+            set_state(c, OC_PGCONN_BUSY); /* its results follow */
+            return 1;
+        }
+        go_down(c, PQerrorMessage(c->conn));
+        return -1;
+    }
+}
+
 static void read_input(oc_pgconn_t *c)
 {
     if (!PQconsumeInput(c->conn)) {
         go_down(c, PQerrorMessage(c->conn));
         return;
     }
+    if (c->state == OC_PGCONN_STREAMING && read_stream(c) <= 0)
+        return;
     PGnotify *n;
     while ((n = PQnotifies(c->conn)) != NULL) {
         if (c->hooks.notify)
@@ -219,7 +253,15 @@ static void read_input(oc_pgconn_t *c)
             return;
         }
         ExecStatusType s = PQresultStatus(r);
-        int bad = (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK);
+        if (s == PGRES_COPY_BOTH && c->state == OC_PGCONN_BUSY && !c->failed) {
+            PQclear(r); /* the stream began */
+            set_state(c, OC_PGCONN_STREAMING);
+            if (read_stream(c) <= 0)
+                return;
+            continue;
+        }
+        int bad =
+            (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && s != PGRES_EMPTY_QUERY);
         /* Keep the first error, or else the last result. */
         if (c->failed) {
             PQclear(r);
@@ -281,6 +323,38 @@ oc_status_t oc_pgconn_query(oc_pgconn_t *c, const char *sql, int nparams,
     return sent(c, ok, cb, arg);
 }
 
+oc_status_t oc_pgconn_stream(oc_pgconn_t *c, const char *sql, oc_pgconn_data_fn on_data,
+                             oc_pgconn_done_fn cb, void *arg)
+{
+    if (c->state != OC_PGCONN_IDLE)
+        return OC_AGAIN;
+    c->on_data = on_data;
+    return sent(c, PQsendQuery(c->conn, sql), cb, arg);
+}
+
+oc_status_t oc_pgconn_put_copy(oc_pgconn_t *c, const char *buf, size_t len)
+{
+    if (c->state != OC_PGCONN_STREAMING)
+        return OC_AGAIN;
+    if (PQputCopyData(c->conn, buf, (int)len) != 1) {
+        go_down(c, PQerrorMessage(c->conn));
+        return OC_EDB;
+    }
+    int f = PQflush(c->conn);
+    if (f < 0) {
+        go_down(c, PQerrorMessage(c->conn));
+        return OC_EDB;
+    }
+    if (f == 1)
+        watch(c, EV_READ | EV_WRITE);
+    return OC_OK;
+}
+
+int oc_pgconn_streaming(const oc_pgconn_t *c)
+{
+    return c->state == OC_PGCONN_STREAMING;
+}
+
 oc_status_t oc_pgconn_prepare(oc_pgconn_t *c, const char *name, const char *sql,
                               oc_pgconn_done_fn cb, void *arg)
 {
@@ -328,8 +402,8 @@ const char *oc_pgconn_last_error(const oc_pgconn_t *c)
 }
 
 oc_pgconn_t *oc_pgconn_new(struct event_base *base, const char *conninfo,
-                           const char *setup_sql, const oc_pgconn_hooks_t *hooks,
-                           void *owner)
+                           const oc_pgconn_opts_t *opts, const char *setup_sql,
+                           const oc_pgconn_hooks_t *hooks, void *owner)
 {
     oc_pgconn_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
@@ -341,11 +415,13 @@ oc_pgconn_t *oc_pgconn_new(struct event_base *base, const char *conninfo,
     c->backoff_ms = OC_PGCONN_BACKOFF_MIN_MS;
     snprintf(c->last_error, sizeof(c->last_error), "not connected yet");
     c->conninfo = strdup(conninfo);
+    c->app_name = strdup(opts && opts->app_name ? opts->app_name : "objcached");
+    c->replication = opts ? opts->replication : 0;
     c->setup_sql = strdup(setup_sql);
     c->io = event_new(base, -1, 0, io_cb, c);
     c->timer = evtimer_new(base, timer_cb, c);
-    if (c->conninfo == NULL || c->setup_sql == NULL || c->io == NULL ||
-        c->timer == NULL) {
+    if (c->conninfo == NULL || c->app_name == NULL || c->setup_sql == NULL ||
+        c->io == NULL || c->timer == NULL) {
         oc_pgconn_free(c);
         return NULL;
     }
@@ -365,6 +441,7 @@ void oc_pgconn_free(oc_pgconn_t *c)
     if (c->timer)
         event_free(c->timer);
     free(c->conninfo);
+    free(c->app_name);
     free(c->setup_sql);
     free(c);
 }

@@ -3,8 +3,8 @@
  * reconnects by itself. The loader pool (oc_pg) and the invalidation
  * consumer (oc_inval) are built on it.
  *
- *   DOWN --timer--> CONNECTING --> SETUP --> IDLE <--> BUSY
- *     ^________________|_____________|________________|   (any failure)
+ *   DOWN --timer--> CONNECTING --> SETUP --> IDLE <--> BUSY <--> STREAMING
+ *     ^________________|_____________|________________|_________|  (any failure)
  *
  * SETUP runs the owner's setup SQL (session settings, LISTEN) once per
  * connection. In IDLE one command may be sent; its callback gets the
@@ -40,10 +40,19 @@ typedef struct oc_pgconn_hooks {
     void (*notify)(oc_pgconn_t *c, const PGnotify *n, void *owner);
 } oc_pgconn_hooks_t;
 
-/* Starts connecting at once. conninfo and setup_sql are copied. */
+/* How to connect, beyond the conninfo (NULL: the defaults). */
+typedef struct oc_pgconn_opts {
+    const char *app_name; /* fallback_application_name ("objcached"): what
+                             operators see in pg_stat_activity */
+    int replication;      /* a replication=database connection, for a
+                             logical replication stream (oc_pgconn_stream) */
+} oc_pgconn_opts_t;
+
+/* Starts connecting at once. conninfo, the options' strings and setup_sql
+ * are copied. */
 oc_pgconn_t *oc_pgconn_new(struct event_base *base, const char *conninfo,
-                           const char *setup_sql, const oc_pgconn_hooks_t *hooks,
-                           void *owner);
+                           const oc_pgconn_opts_t *opts, const char *setup_sql,
+                           const oc_pgconn_hooks_t *hooks, void *owner);
 /* Closes; a command in flight gets no callback. */
 void oc_pgconn_free(oc_pgconn_t *c);
 
@@ -60,6 +69,21 @@ oc_status_t oc_pgconn_prepare(oc_pgconn_t *c, const char *name, const char *sql,
 oc_status_t oc_pgconn_query_prepared(oc_pgconn_t *c, const char *name, int nparams,
                                      const char *const *params, oc_pgconn_done_fn cb,
                                      void *arg);
+
+/* A replication stream (COPY BOTH): send `sql` (START_REPLICATION ...) in
+ * IDLE; every CopyData message the server sends is handed to on_data (the
+ * bytes are valid during the call only); when the stream ends (the server
+ * ended it, or it failed to start: the slot is active elsewhere, say), cb
+ * gets the outcome as for a query, and the connection is IDLE again (or
+ * goes down). While STREAMING, oc_pgconn_put_copy sends a CopyData message
+ * (a standby status update). */
+typedef void (*oc_pgconn_data_fn)(oc_pgconn_t *c, const char *buf, size_t len, void *arg);
+oc_status_t oc_pgconn_stream(oc_pgconn_t *c, const char *sql, oc_pgconn_data_fn on_data,
+                             oc_pgconn_done_fn cb, void *arg);
+/* OC_AGAIN if not streaming; OC_EDB if the send failed (the connection is
+ * reset). */
+oc_status_t oc_pgconn_put_copy(oc_pgconn_t *c, const char *buf, size_t len);
+int oc_pgconn_streaming(const oc_pgconn_t *c);
 
 /* Forget the command in flight: its callback will not be called, and its
  * answer is discarded when it comes. */

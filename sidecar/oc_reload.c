@@ -4,11 +4,13 @@
 #include <string.h>
 
 #include "oc_conf.h"
+#include "oc_feed.h"
 #include "oc_health.h"
 #include "oc_inval.h"
 #include "oc_key.h"
 #include "oc_log.h"
 #include "oc_mc.h"
+#include "oc_near.h"
 #include "oc_pg.h"
 #include "oc_stats.h"
 
@@ -74,6 +76,31 @@ static oc_status_t grow_generations(oc_ctx_t *ctx, size_t old, size_t n, char *e
     return OC_OK;
 }
 
+/* The feed follower follows feed_poll: started or stopped. */
+static void reload_feed(oc_ctx_t *ctx, const oc_conf_t *old)
+{
+    if (old->feed_poll_ms == 0 && ctx->conf->feed_poll_ms != 0) {
+        char ferr[OC_ERRLEN] = "";
+        if ((ctx->feed = oc_feed_new(ctx, ferr)) == NULL)
+            oc_log_error("event=reload_feed_failed reason=\"%s\"", ferr);
+    } else if (old->feed_poll_ms != 0 && ctx->conf->feed_poll_ms == 0) {
+        oc_feed_free(ctx->feed); /* the near-cache stops serving with it */
+        ctx->feed = NULL;
+    }
+}
+
+/* The near-cache's size, and the models whose near_ttl changed: what they
+ * hold may no longer fit the new lifetime (or the model left it), so it
+ * goes. */
+static void reload_near(oc_ctx_t *ctx, const oc_conf_t *old)
+{
+    oc_near_set_limit(ctx->near, ctx->conf->near_cache_size);
+    for (size_t i = 0; i < old->nmodels && i < ctx->conf->nmodels; i++)
+        if (old->models[i].near_ttl_ms != ctx->conf->models[i].near_ttl_ms ||
+            ctx->conf->models[i].disabled)
+            oc_near_invalidate_model(ctx->near, (uint32_t)i);
+}
+
 /* The invalidation consumer follows invalidation_poll: started or stopped. */
 static void reload_inval(oc_ctx_t *ctx, const oc_conf_t *old)
 {
@@ -133,6 +160,8 @@ oc_status_t oc_reload(oc_ctx_t *ctx, oc_health_t *health, char *err)
     if (health && oc_health_reconfigure(health) != OC_OK)
         oc_log_error("event=reload_health_failed reason=\"out of memory\"");
     reload_inval(ctx, old);
+    reload_feed(ctx, old);
+    reload_near(ctx, old);
     int level = oc_log_parse_level(next->log_level);
     if (level >= 0)
         oc_log_set_level((oc_log_level_t)level);

@@ -11,6 +11,7 @@
 #include "oc_log.h"
 #include "oc_map.h"
 #include "oc_mc.h"
+#include "oc_near.h"
 #include "oc_stats.h"
 
 /* How gets read memcached: see req_read. The share of gets with a miss is
@@ -31,8 +32,13 @@ typedef struct oc_ukey {
     const char *data;
     size_t len;
     uint64_t cas;
-    oc_blob_t *blob; /* reference held when data came from a load */
+    oc_blob_t *blob;  /* reference held when data came from a load or the
+                         near-cache */
+    uint32_t job_idx; /* its index in the memcached read, or NO_JOB */
+    int from_near;    /* answered by the near-cache */
 } oc_ukey_t;
+
+#define NO_JOB UINT32_MAX
 
 struct oc_req {
     oc_ctx_t *ctx;
@@ -47,6 +53,8 @@ struct oc_req {
     oc_mc_job_t *mcjob; /* hits point into its arena */
     oc_fill_read_t read;
     double started;      /* oc_stats_now() at start */
+    uint64_t near_since; /* the near-cache's epoch at start */
+    int complete;        /* resolved inside oc_req_start: no done call */
     char err[OC_ERRLEN]; /* first load error */
     oc_get_result_t result;
     char *arena; /* client keys and cache keys */
@@ -82,15 +90,45 @@ void oc_req_detach(oc_req_t *req)
     req->done = NULL;
 }
 
+int oc_req_complete(const oc_req_t *req)
+{
+    return req->complete;
+}
+
 const oc_get_result_t *oc_req_result(const oc_req_t *req)
 {
     return &req->result;
+}
+
+/* What this request read or loaded enters the near-cache (for models that
+ * use it), unless an invalidation of the key came after the request began. */
+static void req_near_store(oc_req_t *r)
+{
+    oc_ctx_t *ctx = r->ctx;
+    double now = 0;
+    for (size_t i = 0; i < r->nukeys; i++) {
+        const oc_ukey_t *uk = &r->ukeys[i];
+        const oc_model_conf_t *m = &ctx->conf->models[uk->w.model_idx];
+        if (m->near_ttl_ms == 0 || uk->from_near ||
+            (uk->state != OC_GET_FOUND && uk->state != OC_GET_ABSENT))
+            continue;
+        if (now == 0)
+            now = oc_stats_now();
+        oc_near_val_t v = {.blob = uk->blob,
+                           .data = uk->data,
+                           .len = uk->len,
+                           .absent = uk->state == OC_GET_ABSENT};
+        oc_near_put(ctx->near, uk->w.ckey, uk->w.ckey_len, (uint32_t)uk->w.model_idx, &v,
+                    m->near_ttl_ms / 1000.0, r->near_since, now);
+    }
 }
 
 /* Every unique key is resolved: the result, then done. */
 static void req_finish(oc_req_t *r)
 {
     oc_stats_t *st = r->ctx->stats;
+    if (oc_near_serving(r->ctx->near, r->started))
+        req_near_store(r);
     oc_hist_observe(&st->request_seconds, oc_stats_now() - r->started);
     for (size_t i = 0; i < r->nukeys; i++)
         st->get_absent += r->ukeys[i].state == OC_GET_ABSENT;
@@ -103,6 +141,8 @@ static void req_finish(oc_req_t *r)
         it->cas = uk->cas;
     }
     r->result = (oc_get_result_t){r->nslots, r->items, r->err[0] ? r->err : NULL};
+    if (r->complete)
+        return; /* inside oc_req_start: the caller answers */
     if (r->done)
         r->done(r, r->arg);
     else
@@ -176,7 +216,9 @@ static void req_read_done(oc_mc_job_t *job, void *arg)
     size_t nmiss = 0;
     for (size_t i = 0; i < r->nukeys; i++) {
         oc_ukey_t *uk = &r->ukeys[i];
-        if (ukey_read(r, uk, job, i)) {
+        if (uk->job_idx == NO_JOB)
+            continue; /* answered by the near-cache */
+        if (ukey_read(r, uk, job, uk->job_idx)) {
             r->pending--;
         } else if (misses) {
             misses[nmiss++] = &uk->w;
@@ -268,15 +310,47 @@ done:
     return st;
 }
 
+/* Answer what the near-cache holds (models with a near_ttl, while it
+ * serves); number the others for the memcached read. Returns how many are
+ * left to read. */
+static size_t req_near(oc_req_t *r)
+{
+    oc_ctx_t *ctx = r->ctx;
+    oc_near_t *near = ctx->near;
+    int serving = oc_near_serving(near, r->started);
+    r->near_since = oc_near_epoch(near);
+    size_t n = 0;
+    for (size_t i = 0; i < r->nukeys; i++) {
+        oc_ukey_t *uk = &r->ukeys[i];
+        oc_blob_t *b;
+        oc_near_found_t found = OC_NEAR_MISS;
+        if (serving && ctx->conf->models[uk->w.model_idx].near_ttl_ms > 0)
+            found = oc_near_get(near, uk->w.ckey, uk->w.ckey_len, r->started, &b);
+        if (found == OC_NEAR_MISS) {
+            uk->job_idx = (uint32_t)n++;
+            continue;
+        }
+        uk->job_idx = NO_JOB;
+        uk->from_near = 1;
+        uk->state = found == OC_NEAR_OBJECT ? OC_GET_FOUND : OC_GET_ABSENT;
+        if (found == OC_NEAR_OBJECT) {
+            uk->blob = oc_blob_ref(b);
+            uk->data = b->data;
+            uk->len = b->len;
+        }
+    }
+    return n;
+}
+
 /* Send the request's read: when most gets miss something, each key is read
  * with a meta get that takes a miss's lease in the same round trip (one
  * round trip less per cold get); when most hit, one multi-get per server is
  * cheaper for memcached and for us, and the few misses take their lease
  * after (oc_fill). */
-static oc_status_t req_read(oc_req_t *r, char *err)
+static oc_status_t req_read(oc_req_t *r, size_t n, char *err)
 {
     oc_ctx_t *ctx = r->ctx;
-    r->mcjob = oc_mc_job_new_get(r->nukeys, req_read_done, r);
+    r->mcjob = oc_mc_job_new_get(n, req_read_done, r);
     if (r->mcjob == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory");
     if (ctx->reqs->miss_share > OC_REQ_MG_ABOVE) {
@@ -284,8 +358,11 @@ static oc_status_t req_read(oc_req_t *r, char *err)
         ctx->stats->mc_gets_leasing++;
     }
     for (size_t i = 0; i < r->nukeys; i++) {
-        r->mcjob->keys[i] = r->ukeys[i].w.ckey;
-        r->mcjob->key_lens[i] = r->ukeys[i].w.ckey_len;
+        const oc_ukey_t *uk = &r->ukeys[i];
+        if (uk->job_idx == NO_JOB)
+            continue;
+        r->mcjob->keys[uk->job_idx] = uk->w.ckey;
+        r->mcjob->key_lens[uk->job_idx] = uk->w.ckey_len;
     }
     ctx->stats->mc_gets++;
     oc_fill_read_begin(ctx->fills, &r->read);
@@ -311,12 +388,19 @@ oc_status_t oc_req_start(oc_ctx_t *ctx, const oc_token_t *keys, const oc_token_t
     oc_status_t st = req_parse_keys(r, keys, echo, n, err);
     if (st != OC_OK)
         goto fail;
-    r->pending = r->nukeys + 1; /* + the read itself, released in read_done */
     r->started = oc_stats_now();
     ctx->stats->get_keys += r->nslots;
     for (size_t i = 0; i < r->nslots; i++)
         ctx->stats->models[r->ukeys[r->slot_ukey[i]].w.model_idx].get_keys++;
-    if ((st = req_read(r, err)) != OC_OK)
+    size_t nread = req_near(r);
+    if (nread == 0) { /* every key answered from the near-cache */
+        r->complete = 1;
+        req_finish(r);
+        *out = r;
+        return OC_OK;
+    }
+    r->pending = nread + 1; /* + the read itself, released in read_done */
+    if ((st = req_read(r, nread, err)) != OC_OK)
         goto fail;
     *out = r;
     return OC_OK;

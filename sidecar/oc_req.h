@@ -38,14 +38,19 @@ void oc_reqs_free(oc_reqs_t *rs);
  * wrote them, for the reply (an mg with the b flag looks up the decoded key
  * and echoes the base64 one). On a client error returns OC_EINVAL or
  * OC_ETOOBIG with the reason in err and nothing started; OC_ENOMEM if out of
- * memory. On OC_OK the request is under way and done is called once, from
- * the loop, never inside oc_req_start.
+ * memory. On OC_OK either the request was answered at once (every key from
+ * the near-cache: oc_req_complete says so, done is never called, and the
+ * caller answers and frees), or it is under way and done is called once,
+ * from the loop, never inside oc_req_start.
  */
 oc_status_t oc_req_start(oc_ctx_t *ctx, const oc_token_t *keys, const oc_token_t *echo,
                          size_t n, oc_req_done_fn done, void *arg, oc_req_t **out,
                          char *err);
 
-/* The result, once done was called. */
+/* 1 if oc_req_start answered the request at once (no done call). */
+int oc_req_complete(const oc_req_t *req);
+
+/* The result, once done was called (or oc_req_complete). */
 const oc_get_result_t *oc_req_result(const oc_req_t *req);
 void oc_req_free(oc_req_t *req);
 /* The caller is gone: finish quietly and free. */

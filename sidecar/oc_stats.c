@@ -77,6 +77,7 @@ void oc_stats_reset(oc_stats_t *st)
 #undef OC_STATS_RESET_COUNTER
     memset(&st->request_seconds, 0, sizeof(st->request_seconds));
     memset(&st->load_seconds, 0, sizeof(st->load_seconds));
+    memset(&st->feed_apply_seconds, 0, sizeof(st->feed_apply_seconds));
     if (st->models)
         memset(st->models, 0, st->nmodels * sizeof(*st->models));
 }
@@ -153,4 +154,7 @@ void oc_stats_write_prometheus(const oc_stats_t *st, struct evbuffer *out)
               &st->request_seconds);
     prom_hist(out, "load_duration_seconds",
               "PostgreSQL loads, from submission to the answer", &st->load_seconds);
+    prom_hist(out, "feed_apply_seconds",
+              "a write's commit to its invalidation applied in this sidecar (the feed)",
+              &st->feed_apply_seconds);
 }

@@ -77,8 +77,21 @@ struct evbuffer;
       "entries refused: an invalidation of the key came after their read began")         \
     X(near_evictions, COUNTER, "entries evicted to stay under near_cache_size")          \
     X(near_expired, COUNTER, "entries dropped at their near_ttl")                        \
+    X(near_flushes, COUNTER,                                                             \
+      "times the near-cache was emptied because the feed could not prove it fresh")      \
     X(near_invalidations, COUNTER,                                                       \
       "invalidations applied to the near-cache (keys, models)")                          \
+    X(feed_connected, GAUGE, "1 while the feed follower is connected")                   \
+    X(feed_cursor, GAUGE, "the last feed row applied (its seq)")                         \
+    X(feed_lag_ms, GAUGE,                                                                \
+      "how old the feed's caught_up_at was at the last poll that reached its head")      \
+    X(feed_polls, COUNTER, "feed polls answered")                                        \
+    X(feed_rows, COUNTER, "feed rows applied")                                           \
+    X(feed_keys, COUNTER,                                                                \
+      "keys of feed rows applied (fills stopped, near-cache dropped)")                   \
+    X(feed_resyncs, COUNTER,                                                             \
+      "times the follower jumped to the head (a connection, a gap): near-cache emptied") \
+    X(feed_errors, COUNTER, "feed queries that failed")                                  \
     X(client_errors, COUNTER, "CLIENT_ERROR and ERROR replies sent")                     \
     X(server_errors, COUNTER, "SERVER_ERROR replies sent")
 
@@ -116,9 +129,10 @@ typedef struct oc_stats {
 #define OC_STATS_FIELD(name, kind, help) uint64_t name;
     OC_STATS_LIST(OC_STATS_FIELD)
 #undef OC_STATS_FIELD
-    oc_hist_t request_seconds; /* get/gets/mg: start to reply */
-    oc_hist_t load_seconds;    /* one PostgreSQL load: submit to answer */
-    oc_model_stats_t *models;  /* [nmodels] (oc_stats_reserve_models) */
+    oc_hist_t request_seconds;    /* get/gets/mg: start to reply */
+    oc_hist_t load_seconds;       /* one PostgreSQL load: submit to answer */
+    oc_hist_t feed_apply_seconds; /* a write's commit to its feed row applied here */
+    oc_model_stats_t *models;     /* [nmodels] (oc_stats_reserve_models) */
     size_t nmodels;
     const char **model_names; /* [nmodels], pointing into the config */
     size_t models_cap;        /* room reserved in both arrays */

@@ -14,6 +14,7 @@
 #include "oc_key.h"
 #include "oc_log.h"
 #include "oc_mc.h"
+#include "oc_near.h"
 #include "oc_pg.h"
 #include "oc_stats.h"
 
@@ -34,6 +35,8 @@ struct oc_write {
     char *json;       /* push: owned copy of the body */
     size_t len;
     oc_write_t *check_next; /* in the writes' check queue */
+    uint64_t near_since;    /* the near-cache's epoch after this write dropped
+                               its key there */
 };
 
 struct oc_writes {
@@ -121,6 +124,20 @@ static oc_mc_decision_t push_decide(const oc_mc_item_t *it, int found, uint32_t 
     return cmp == 2 ? OC_MC_WRITE_UNORDERED : OC_MC_WRITE; /* equal writes */
 }
 
+/* This sidecar's near-cache gets what the app just wrote (read-your-writes
+ * on the host): a tombstone's absence, or a push memcached proved newer
+ * (or PostgreSQL confirmed). An unordered push waits for its check. */
+static void write_near(const oc_write_t *w, int absent)
+{
+    oc_ctx_t *ctx = w->ctx;
+    uint32_t ttl_ms = ctx->conf->models[w->model_idx].near_ttl_ms;
+    if (ttl_ms == 0)
+        return;
+    oc_near_val_t v = {.data = w->json, .len = w->len, .absent = absent};
+    oc_near_put(ctx->near, w->ckey, w->ckey_len, (uint32_t)w->model_idx, &v,
+                ttl_ms / 1000.0, w->near_since, oc_stats_now());
+}
+
 static void write_done(oc_mc_job_t *job, void *arg)
 {
     oc_write_t *w = arg;
@@ -142,6 +159,8 @@ static void write_done(oc_mc_job_t *job, void *arg)
         st->mc_errors++;
         break;
     }
+    if (o == OC_WRITE_DELETED || (o == OC_WRITE_STORED && !it->unordered))
+        write_near(w, w->tombstone);
     if (w->done)
         w->done(w->arg, o, job->err[0] ? job->err : "write failed");
     w->done = NULL;
@@ -189,6 +208,10 @@ static oc_status_t write_start(oc_write_t *w, const oc_model_conf_t *m, char *er
     oc_entry_item(it, w->tombstone ? OC_ENTRY_TOMBSTONE : OC_ENTRY_OBJECT, m,
                   ctx->conf->ttl_jitter_pct);
     oc_fill_invalidate(ctx->fills, w->ckey, w->ckey_len);
+    /* What the near-cache held, and any read under way, is older: drop it
+     * now; what this write stores there later starts from here. */
+    oc_near_invalidate(ctx->near, w->ckey, w->ckey_len);
+    w->near_since = oc_near_epoch(ctx->near);
     oc_mc_submit(ctx->mc, job);
     return OC_OK;
 }
@@ -347,8 +370,11 @@ static void check_correct(oc_check_t *c)
     if (ctx->mc && oc_gate_hold(ctx->gate, &c->timer, check_gate_cb, c))
         return;
     size_t k = 0;
-    for (size_t i = 0; i < c->n; i++)
+    for (size_t i = 0; i < c->n; i++) {
         k += !(c->loaded && c->agree[i]);
+        if (c->loaded && c->agree[i]) /* confirmed: the near-cache may have it */
+            write_near(c->w[i], 0);
+    }
     oc_mc_job_t *job =
         k && ctx->mc ? oc_mc_job_new_items(OC_MC_SWAP, k, check_swapped, c) : NULL;
     if (job == NULL) {

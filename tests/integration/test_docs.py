@@ -235,7 +235,7 @@ def conf_choices(type_name):
 DOC_TYPE = {
     "OC_CT_LISTEN": "host:port", "OC_CT_SOCKPATH": "path", "OC_CT_PREFIX": "text",
     "OC_CT_TIMEZONE": "text", "OC_CT_LOG_LEVEL": "word", "OC_CT_LOG_TARGET": "word",
-    "OC_CT_CONNINFO": "text", "OC_CT_UINT": "number", "OC_CT_SIZE": "size",
+    "OC_CT_CONNINFO": "text", "OC_CT_CONNINFO_OPT": "text", "OC_CT_UINT": "number", "OC_CT_SIZE": "size",
     "OC_CT_MSECS": "duration", "OC_CT_SECS": "duration", "OC_CT_MODE": "octal mode",
     "OC_CT_KEY_TYPE": "word", "OC_CT_IDENT": "identifier", "OC_CT_USER": "user name",
     "OC_CT_TABLE": "`[schema.]table`", "OC_CT_COLUMNS": "list of identifiers",

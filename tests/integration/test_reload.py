@@ -120,7 +120,8 @@ def test_every_restart_key_is_refused_and_every_other_applies(objcached_factory,
     new_values = {"listen": "127.0.0.1:1", "unix_socket": "/tmp/oc-reload-test.sock",
                   "metrics_listen": "127.0.0.1:2", "unix_socket_mode": "0600",
                   "timezone": "Europe/Paris", "user": "nobody", "log_target": "syslog",
-                  "load_timeout": "7s", "conninfo": "dbname=elsewhere", "connections": "5"}
+                  "load_timeout": "7s", "conninfo": "dbname=elsewhere", "connections": "5",
+                  "feed_conninfo": "dbname=replica"}
     assert {k for _, k in restart} == set(new_values), "a new restart key needs a value here"
     oc = objcached_factory()
     good = oc.config_text

@@ -1017,7 +1017,10 @@ def test_hook_survives_its_listen_connection_being_killed(fleet, mc_pool, db):
     """pg_terminate_backend on the consumer's connection: a change committed
     while it reconnects (its NOTIFY goes nowhere) is caught up when it is
     back, and the new connection LISTENs again (the poll is 10 minutes, so
-    only a NOTIFY can deliver the second change in time)."""
+    only a NOTIFY can deliver the second change in time). The hook's notify
+    is off by default since schema version 2 (it costs writers group
+    commit): turned on here."""
+    db.set_notify(True)
     oc = start(fleet, mc_pool, db, poll="10m")
     with oc.client() as c:
         c.get_multi(["Item:101", "Item:102"])

@@ -1364,9 +1364,10 @@ static void test_deprecated_warns(void **state)
     c = load("[memcached]\nservers = h:1\nworkers = 4\n" PG MODEL, err);
     assert_non_null(c);
     assert_int_equal(c->nwarnings, 1);
-    assert_string_equal(c->warnings[0], "<string>:3: workers in [memcached] is deprecated: "
-                                        "ignored since 0.2: memcached I/O runs on the event "
-                                        "loop");
+    assert_string_equal(c->warnings[0],
+                        "<string>:3: workers in [memcached] is deprecated: "
+                        "ignored since 0.2: memcached I/O runs on the event "
+                        "loop");
     oc_conf_free(c);
 }
 

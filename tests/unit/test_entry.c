@@ -26,11 +26,11 @@ static void test_flags_round_trip(void **state)
     assert_int_equal(oc_entry_kind(0x12340101u), OC_ENTRY_NONE); /* not ours */
 }
 
-static oc_entry_class_t classify(int found, int error, oc_mc_lease_t lease, uint32_t flags,
-                                 size_t len)
+static oc_entry_class_t classify(int found, int error, oc_mc_lease_t lease,
+                                 uint32_t flags, size_t len)
 {
-    oc_mc_hit_t h = {.found = found, .error = error, .lease = lease, .flags = flags,
-                     .len = len};
+    oc_mc_hit_t h = {
+        .found = found, .error = error, .lease = lease, .flags = flags, .len = len};
     return oc_entry_classify(&h);
 }
 
@@ -40,10 +40,13 @@ static void test_classify(void **state)
     uint32_t obj = oc_entry_flags(OC_ENTRY_OBJECT);
     assert_int_equal(classify(1, 0, OC_MC_LEASE_NONE, obj, 10), OC_EC_OBJECT);
     assert_int_equal(classify(1, 0, OC_MC_LEASE_NONE, obj, 0), OC_EC_OBJECT);
-    assert_int_equal(classify(1, 0, 0, oc_entry_flags(OC_ENTRY_MISSING), 0), OC_EC_ABSENT);
-    assert_int_equal(classify(1, 0, 0, oc_entry_flags(OC_ENTRY_TOMBSTONE), 0), OC_EC_ABSENT);
+    assert_int_equal(classify(1, 0, 0, oc_entry_flags(OC_ENTRY_MISSING), 0),
+                     OC_EC_ABSENT);
+    assert_int_equal(classify(1, 0, 0, oc_entry_flags(OC_ENTRY_TOMBSTONE), 0),
+                     OC_EC_ABSENT);
     /* an old sidecar's lease entry, and memcached's own seen by a classic get */
-    assert_int_equal(classify(1, 0, 0, oc_entry_flags(OC_ENTRY_LEASE), 8), OC_EC_LEASE_HELD);
+    assert_int_equal(classify(1, 0, 0, oc_entry_flags(OC_ENTRY_LEASE), 8),
+                     OC_EC_LEASE_HELD);
     assert_int_equal(classify(1, 0, 0, 0, 0), OC_EC_LEASE_HELD);
     /* a meta get's W and Z */
     assert_int_equal(classify(0, 0, OC_MC_LEASE_WON, 0, 0), OC_EC_LEASE_WON);
@@ -78,7 +81,8 @@ static void test_jitter(void **state)
     assert_true(lo < 3620 && hi > 3940);
     (void)k2;
     /* capped at memcached's 30 days (more would be an absolute time) */
-    assert_int_equal(oc_entry_jitter(OC_ENTRY_TTL_MAX, 100, k1, strlen(k1)), OC_ENTRY_TTL_MAX);
+    assert_int_equal(oc_entry_jitter(OC_ENTRY_TTL_MAX, 100, k1, strlen(k1)),
+                     OC_ENTRY_TTL_MAX);
     assert_int_equal(oc_entry_jitter(UINT32_MAX, 0, k1, strlen(k1)), OC_ENTRY_TTL_MAX);
     /* 1 s with 10%: no spread to add */
     assert_int_equal(oc_entry_jitter(1, 10, k1, strlen(k1)), 1);

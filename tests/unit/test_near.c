@@ -24,15 +24,23 @@ static oc_near_t *serving(size_t limit)
     return n;
 }
 
+/* oc_near_put of a blob (NULL: an absence). */
+static oc_near_put_t nput(oc_near_t *n, const char *key, size_t klen, uint32_t model,
+                          oc_blob_t *b, double ttl, uint64_t since, double now)
+{
+    oc_near_val_t v = {.blob = b, .absent = b == NULL};
+    return oc_near_put(n, key, klen, model, &v, ttl, since, now);
+}
+
 /* Put twice: the first offer only passes the doorkeeper. */
 static oc_near_put_t put2(oc_near_t *n, const char *key, uint32_t model, oc_blob_t *b,
                           double ttl, double now)
 {
     uint64_t since = oc_near_epoch(n);
-    oc_near_put_t r = oc_near_put(n, key, strlen(key), model, b, ttl, since, now);
+    oc_near_put_t r = nput(n, key, strlen(key), model, b, ttl, since, now);
     if (r != OC_NEAR_DOOR)
         return r;
-    return oc_near_put(n, key, strlen(key), model, b, ttl, since, now);
+    return nput(n, key, strlen(key), model, b, ttl, since, now);
 }
 
 static oc_near_found_t get(oc_near_t *n, const char *key, double now, oc_blob_t **b)
@@ -47,8 +55,7 @@ static void test_hit_absent_and_expiry(void **state)
     oc_blob_t *v = oc_blob_new("{\"id\":1}", 8), *got;
     assert_int_equal(get(n, "oc:User:1", 0, &got), OC_NEAR_MISS);
     /* the first offer is remembered, not admitted */
-    assert_int_equal(oc_near_put(n, "oc:User:1", 9, 0, v, 2, oc_near_epoch(n), 0),
-                     OC_NEAR_DOOR);
+    assert_int_equal(nput(n, "oc:User:1", 9, 0, v, 2, oc_near_epoch(n), 0), OC_NEAR_DOOR);
     assert_int_equal(get(n, "oc:User:1", 0, &got), OC_NEAR_MISS);
     assert_int_equal(put2(n, "oc:User:1", 0, v, 2, 0), OC_NEAR_STORED);
     assert_int_equal(get(n, "oc:User:1", 1.9, &got), OC_NEAR_OBJECT);
@@ -77,28 +84,26 @@ static void test_invalidation_epochs(void **state)
     uint64_t since = oc_near_epoch(n);
     oc_near_invalidate(n, "k", 1);
     assert_int_equal(get(n, "k", 0, &got), OC_NEAR_MISS); /* dropped at once */
-    assert_int_equal(oc_near_put(n, "k", 1, 0, v1, 10, since, 0), OC_NEAR_STALE);
+    assert_int_equal(nput(n, "k", 1, 0, v1, 10, since, 0), OC_NEAR_STALE);
     assert_int_equal(stats.near_refused_stale, 1);
     /* a read begun after the invalidation may store */
-    assert_int_equal(oc_near_put(n, "k", 1, 0, v2, 10, oc_near_epoch(n), 0),
-                     OC_NEAR_STORED);
+    assert_int_equal(nput(n, "k", 1, 0, v2, 10, oc_near_epoch(n), 0), OC_NEAR_STORED);
     assert_int_equal(get(n, "k", 0, &got), OC_NEAR_OBJECT);
     assert_ptr_equal(got, v2);
     /* another key's invalidation does not refuse this one (unless it shares
      * a hashed slot, which only ever refuses) */
     since = oc_near_epoch(n);
     oc_near_invalidate(n, "other", 5);
-    assert_int_equal(oc_near_put(n, "k", 1, 0, v1, 10, since, 0), OC_NEAR_STORED);
+    assert_int_equal(nput(n, "k", 1, 0, v1, 10, since, 0), OC_NEAR_STORED);
     /* a model's invalidation refuses every read of that model begun before */
     since = oc_near_epoch(n);
     assert_int_equal(put2(n, "m1", 1, v1, 10, 0), OC_NEAR_STORED);
     oc_near_invalidate_model(n, 1);
     assert_int_equal(get(n, "m1", 0, &got), OC_NEAR_MISS);
     assert_int_equal(get(n, "k", 0, &got), OC_NEAR_OBJECT); /* model 0 stays */
-    assert_int_equal(oc_near_put(n, "m1", 2, 1, v1, 10, since, 0), OC_NEAR_STALE);
-    assert_int_equal(oc_near_put(n, "m2", 2, 1, v1, 10, since, 0), OC_NEAR_STALE);
-    assert_int_equal(oc_near_put(n, "m1", 2, 1, v1, 10, oc_near_epoch(n), 0),
-                     OC_NEAR_STORED);
+    assert_int_equal(nput(n, "m1", 2, 1, v1, 10, since, 0), OC_NEAR_STALE);
+    assert_int_equal(nput(n, "m2", 2, 1, v1, 10, since, 0), OC_NEAR_STALE);
+    assert_int_equal(nput(n, "m1", 2, 1, v1, 10, oc_near_epoch(n), 0), OC_NEAR_STORED);
     oc_blob_unref(v1);
     oc_blob_unref(v2);
     oc_near_free(n);
@@ -115,12 +120,11 @@ static void test_serving_off_clears_and_refuses(void **state)
     assert_int_equal(stats.near_serving, 0);
     assert_int_equal(stats.near_entries, 0);
     assert_int_equal(get(n, "k", 0, &got), OC_NEAR_MISS);
-    assert_int_equal(oc_near_put(n, "k", 1, 0, v, 10, since, 0), OC_NEAR_OFF);
+    assert_int_equal(nput(n, "k", 1, 0, v, 10, since, 0), OC_NEAR_OFF);
     /* back on: a read begun while it was off (or before) is still refused */
     oc_near_serve(n, 1);
-    assert_int_equal(oc_near_put(n, "k", 1, 0, v, 10, since, 0), OC_NEAR_STALE);
-    assert_int_equal(oc_near_put(n, "k", 1, 0, v, 10, oc_near_epoch(n), 0),
-                     OC_NEAR_STORED);
+    assert_int_equal(nput(n, "k", 1, 0, v, 10, since, 0), OC_NEAR_STALE);
+    assert_int_equal(nput(n, "k", 1, 0, v, 10, oc_near_epoch(n), 0), OC_NEAR_STORED);
     /* limit 0 (a reload turning it off): cleared, never stores */
     oc_near_set_limit(n, 0);
     assert_int_equal(stats.near_entries, 0);
@@ -140,7 +144,7 @@ static void test_limit_holds_with_a_million_keys(void **state)
     for (int i = 0; i < 1000000; i++)
         for (int twice = 0; twice < 2; twice++) { /* the second offer admits */
             int kl = snprintf(key, sizeof(key), "oc:User:%d", i);
-            oc_near_put(n, key, (size_t)kl, 0, v, 60, oc_near_epoch(n), 0);
+            nput(n, key, (size_t)kl, 0, v, 60, oc_near_epoch(n), 0);
             assert_true(stats.near_bytes <= limit);
         }
     assert_true(stats.near_stored >= 1000000 && stats.near_stored < 1004000);
@@ -195,8 +199,8 @@ static void test_scan_of_distinct_keys_evicts_nothing(void **state)
     int admitted = 0;
     for (int i = 0; i < 200000; i++) { /* one huge multi-get, each key once */
         int kl = snprintf(key, sizeof(key), "scan:%d", i);
-        admitted += oc_near_put(n, key, (size_t)kl, 0, v, 60, oc_near_epoch(n), 0) ==
-                    OC_NEAR_STORED;
+        admitted +=
+            nput(n, key, (size_t)kl, 0, v, 60, oc_near_epoch(n), 0) == OC_NEAR_STORED;
         if (i % 1000 == 0) /* the app keeps reading its hot key meanwhile */
             assert_int_equal(get(n, "hot", 0, &got), OC_NEAR_OBJECT);
     }
@@ -211,6 +215,40 @@ static void test_scan_of_distinct_keys_evicts_nothing(void **state)
     oc_near_free(n);
 }
 
+static void test_freshness_runs_out(void **state)
+{
+    (void)state;
+    memset(&stats, 0, sizeof(stats));
+    oc_near_t *n = oc_near_new(1 << 20, &stats);
+    oc_blob_t *v = oc_blob_new("v", 1), *got;
+    /* not fresh: nothing stored, nothing answered */
+    assert_int_equal(put2(n, "k", 0, v, 60, 10), OC_NEAR_OFF);
+    oc_near_fresh_until(n, 12.0); /* the feed proved freshness up to t=12 */
+    assert_int_equal(put2(n, "k", 0, v, 60, 10), OC_NEAR_STORED);
+    assert_int_equal(get(n, "k", 11.9, &got), OC_NEAR_OBJECT);
+    /* the feed went quiet: at t=12 everything goes, once */
+    assert_int_equal(get(n, "k", 12.0, &got), OC_NEAR_MISS);
+    assert_int_equal(stats.near_flushes, 1);
+    assert_int_equal(stats.near_entries, 0);
+    assert_int_equal(stats.near_serving, 0);
+    assert_int_equal(put2(n, "k", 0, v, 60, 12.5), OC_NEAR_OFF);
+    /* fresh again later: a read begun before the flush is refused */
+    uint64_t since = 0;
+    oc_near_fresh_until(n, 20.0);
+    assert_int_equal(nput(n, "k", 1, 0, v, 60, since, 13), OC_NEAR_STALE);
+    /* bytes copied only when admitted */
+    oc_near_val_t copy = {.data = "abc", .len = 3};
+    assert_int_equal(oc_near_put(n, "c", 1, 0, &copy, 60, oc_near_epoch(n), 13),
+                     OC_NEAR_DOOR);
+    assert_int_equal(oc_near_put(n, "c", 1, 0, &copy, 60, oc_near_epoch(n), 13),
+                     OC_NEAR_STORED);
+    assert_int_equal(get(n, "c", 13, &got), OC_NEAR_OBJECT);
+    assert_int_equal(got->len, 3);
+    assert_memory_equal(got->data, "abc", 3);
+    oc_blob_unref(v);
+    oc_near_free(n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -220,6 +258,7 @@ int main(void)
         cmocka_unit_test(test_limit_holds_with_a_million_keys),
         cmocka_unit_test(test_sieve_keeps_hot_keys),
         cmocka_unit_test(test_scan_of_distinct_keys_evicts_nothing),
+        cmocka_unit_test(test_freshness_runs_out),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -56,7 +56,8 @@ static void test_agrees_with_libmemcached(void **state)
     for (int round = 0; round < 2; round++) /* the second round hits the cache */
         for (int i = 0; i < 20000; i++) {
             snprintf(key, sizeof(key), "oc:User:%d%s", i,
-                     i % 7 ? "" : ":a-long-suffix-past-the-cached-key-length-of-62-bytes-x");
+                     i % 7 ? ""
+                           : ":a-long-suffix-past-the-cached-key-length-of-62-bytes-x");
             size_t s = oc_place_server(p, key, strlen(key));
             assert_int_equal(s, app_server(m, key));
             per[s] += round == 0;

@@ -24,7 +24,8 @@ static const char *drain(struct evbuffer *b)
     return out_text;
 }
 
-static oc_get_item_t item(const char *key, oc_get_state_t st, const char *data, uint64_t cas)
+static oc_get_item_t item(const char *key, oc_get_state_t st, const char *data,
+                          uint64_t cas)
 {
     return (oc_get_item_t){.key = key,
                            .klen = strlen(key),
@@ -58,7 +59,8 @@ static void test_values(void **state)
     items[1].state = OC_GET_ERROR;
     r.err = "database unavailable: x";
     assert_int_equal(oc_reply_get(b, &r, &f, 1 << 20), OC_REPLY_SERVER_ERROR);
-    assert_string_equal(drain(b), "SERVER_ERROR load failed: database unavailable: x\r\n");
+    assert_string_equal(drain(b),
+                        "SERVER_ERROR load failed: database unavailable: x\r\n");
     evbuffer_free(b);
 }
 
@@ -143,7 +145,8 @@ static void test_errors(void **state)
     assert_int_equal(oc_reply_server_error(b, "oom"), OC_REPLY_SERVER_ERROR);
     assert_int_equal(oc_reply_error(b), OC_REPLY_CLIENT_ERROR);
     assert_int_equal(oc_reply_text(b, "VERSION 1"), OC_REPLY_OK);
-    assert_string_equal(drain(b), "CLIENT_ERROR bad\r\nSERVER_ERROR oom\r\nERROR\r\nVERSION 1\r\n");
+    assert_string_equal(drain(b),
+                        "CLIENT_ERROR bad\r\nSERVER_ERROR oom\r\nERROR\r\nVERSION 1\r\n");
     evbuffer_free(b);
 }
 

@@ -14,11 +14,14 @@
 static void test_load_whole_row(void **state)
 {
     (void)state;
-    oc_model_conf_t m = {.schema = "public", .table = "users", .key_column = "id",
+    oc_model_conf_t m = {.schema = "public",
+                         .table = "users",
+                         .key_column = "id",
                          .key_type = OC_KEY_BIGINT};
     char *sql = oc_sql_load(&m);
-    assert_string_equal(sql, "SELECT t.\"id\"::text, row_to_json(t)::text FROM \"public\".\"users\" "
-                             "AS t WHERE t.\"id\" = ANY($1::bigint[])");
+    assert_string_equal(
+        sql, "SELECT t.\"id\"::text, row_to_json(t)::text FROM \"public\".\"users\" "
+             "AS t WHERE t.\"id\" = ANY($1::bigint[])");
     free(sql);
 }
 
@@ -26,12 +29,17 @@ static void test_load_columns(void **state)
 {
     (void)state;
     char *cols[] = {"id", "Name", "select"};
-    oc_model_conf_t m = {.schema = "app", .table = "Docs", .key_column = "uuid",
-                         .key_type = OC_KEY_UUID, .columns = cols, .ncolumns = 3};
+    oc_model_conf_t m = {.schema = "app",
+                         .table = "Docs",
+                         .key_column = "uuid",
+                         .key_type = OC_KEY_UUID,
+                         .columns = cols,
+                         .ncolumns = 3};
     char *sql = oc_sql_load(&m);
-    assert_string_equal(sql, "SELECT t.\"uuid\"::text, (SELECT row_to_json(r) FROM (SELECT "
-                             "t.\"id\", t.\"Name\", t.\"select\") AS r)::text FROM "
-                             "\"app\".\"Docs\" AS t WHERE t.\"uuid\" = ANY($1::uuid[])");
+    assert_string_equal(sql,
+                        "SELECT t.\"uuid\"::text, (SELECT row_to_json(r) FROM (SELECT "
+                        "t.\"id\", t.\"Name\", t.\"select\") AS r)::text FROM "
+                        "\"app\".\"Docs\" AS t WHERE t.\"uuid\" = ANY($1::uuid[])");
     free(sql);
     /* 256 columns of 63 bytes: the longest a configuration allows */
     static char names[256][64];
@@ -67,7 +75,8 @@ static void test_array(void **state)
     const char *items[] = {"1", "a\"b", "back\\slash", "", "{,}", "NULL"};
     size_t lens[] = {1, 3, 10, 0, 3, 4};
     char *lit = oc_sql_array(items, lens, 6);
-    assert_string_equal(lit, "{\"1\",\"a\\\"b\",\"back\\\\slash\",\"\",\"{,}\",\"NULL\"}");
+    assert_string_equal(lit,
+                        "{\"1\",\"a\\\"b\",\"back\\\\slash\",\"\",\"{,}\",\"NULL\"}");
     free(lit);
     lit = oc_sql_array(items, lens, 0);
     assert_string_equal(lit, "{}");

@@ -1,0 +1,390 @@
+#include "oc_feed.h"
+
+#include <event2/event.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "oc_conf.h"
+#include "oc_fill.h"
+#include "oc_key.h"
+#include "oc_log.h"
+#include "oc_near.h"
+#include "oc_pgconn.h"
+#include "oc_sql.h"
+#include "oc_stats.h"
+
+typedef enum oc_feed_state {
+    OC_FEED_DOWN,    /* not connected */
+    OC_FEED_RESYNC,  /* reading the head and the generations */
+    OC_FEED_LISTEN,  /* LISTEN sent (primaries only) */
+    OC_FEED_IDLE,    /* waiting for a NOTIFY or the poll timer */
+    OC_FEED_POLLING, /* feed_poll sent */
+} oc_feed_state_t;
+
+struct oc_feed {
+    oc_ctx_t *ctx;
+    oc_pgconn_t *pc;
+    oc_feed_state_t state;
+    struct event *timer;
+    uint64_t cursor; /* the last seq applied */
+    int again;       /* woken while polling: poll again after */
+    int warned;      /* the feed is missing (schema version 1): said once */
+    double sent;     /* monotonic time the poll was sent */
+    char param[2][24];
+};
+
+static void poll_start(oc_feed_t *f);
+
+static void set_state(oc_feed_t *f, oc_feed_state_t st)
+{
+    f->state = st;
+}
+
+static void arm(oc_feed_t *f)
+{
+    uint32_t ms = f->ctx->conf->feed_poll_ms;
+    struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(f->timer, &tv);
+}
+
+/* Not fresh any more: the near-cache drops what it holds. */
+static void not_fresh(oc_feed_t *f)
+{
+    if (f->ctx->near)
+        oc_near_fresh_until(f->ctx->near, 0);
+}
+
+/* A failure of the connection's command: it is reset and comes back. */
+static void failed(oc_feed_t *f, const char *what, const char *err)
+{
+    char clean[OC_ERRLEN];
+    f->ctx->stats->feed_errors++;
+    not_fresh(f);
+    if (strstr(err, "feed_poll") && strstr(err, "does not exist")) {
+        if (!f->warned++)
+            oc_log_warn("event=feed_unavailable reason=\"%s\" hint=\"install the hook's "
+                        "schema version 2: objcached --install-hook\"",
+                        oc_log_clean(clean, sizeof(clean), err));
+    } else {
+        oc_log_warn("event=feed_failed step=%s reason=\"%s\"", what,
+                    oc_log_clean(clean, sizeof(clean), err));
+    }
+    set_state(f, OC_FEED_IDLE);
+    arm(f);
+}
+
+/* ---- applying rows ---------------------------------------------------------- */
+
+/* A key of a feed row: the key's fills stop, the near-cache drops it. */
+static void apply_key(oc_feed_t *f, size_t m, const char *id, size_t len)
+{
+    oc_ctx_t *ctx = f->ctx;
+    if (!oc_key_id_cacheable(id, len, ctx->max_key_len))
+        return; /* never cached (spaces, control bytes, too long) */
+    char ck[OC_KEY_MAX + 1];
+    size_t off;
+    size_t cl = oc_key_cache_key(ctx->conf->key_prefix, ctx->conf->models[m].name,
+                                 ctx->model_gen[m], id, len, ck, sizeof(ck), &off);
+    oc_fill_invalidate(ctx->fills, ck, cl);
+    if (ctx->near)
+        oc_near_invalidate(ctx->near, ck, cl);
+}
+
+/* A whole-model row: the model's new generation (generations only grow). */
+static void apply_generation(oc_feed_t *f, size_t m, uint64_t gen)
+{
+    oc_ctx_t *ctx = f->ctx;
+    if (gen > ctx->model_gen[m]) {
+        oc_log_info("event=model_generation model=%s generation=%" PRIu64 " source=feed",
+                    ctx->conf->models[m].name, gen);
+        ctx->model_gen[m] = gen;
+    }
+    if (ctx->near)
+        oc_near_invalidate_model(ctx->near, (uint32_t)m);
+}
+
+/* One result row: head, lag_s, pruned_upto, seq, model, key, generation,
+ * apply_s (columns 0..7); a row per key (unnest), seq NULL when the poll
+ * found nothing after the cursor. Returns the row's seq (0 if none). */
+static uint64_t apply_row(oc_feed_t *f, const PGresult *res, int r,
+                          uint64_t *last_counted)
+{
+    oc_ctx_t *ctx = f->ctx;
+    if (PQgetisnull(res, r, 3))
+        return 0;
+    uint64_t seq = strtoull(PQgetvalue(res, r, 3), NULL, 10);
+    if (seq != *last_counted) { /* the first row of a feed row */
+        *last_counted = seq;
+        ctx->stats->feed_rows++;
+        if (!PQgetisnull(res, r, 7))
+            oc_hist_observe(&ctx->stats->feed_apply_seconds, atof(PQgetvalue(res, r, 7)));
+    }
+    const oc_model_conf_t *mc =
+        oc_conf_model(ctx->conf, PQgetvalue(res, r, 4), (size_t)PQgetlength(res, r, 4));
+    if (mc == NULL)
+        return seq; /* a model this sidecar does not serve: nothing cached */
+    size_t m = (size_t)(mc - ctx->conf->models);
+    if (!PQgetisnull(res, r, 6)) {
+        apply_generation(f, m, strtoull(PQgetvalue(res, r, 6), NULL, 10));
+    } else if (!PQgetisnull(res, r, 5)) {
+        ctx->stats->feed_keys++;
+        apply_key(f, m, PQgetvalue(res, r, 5), (size_t)PQgetlength(res, r, 5));
+    }
+    return seq;
+}
+
+/* The sidecar applied the feed up to the head: fresh as of caught_up_at,
+ * which was lag_s old when the poll ran (after it was sent: so counting
+ * from `sent` errs on the safe side). */
+static void fresh(oc_feed_t *f, const PGresult *res)
+{
+    oc_ctx_t *ctx = f->ctx;
+    if (PQgetisnull(res, 0, 1)) { /* nobody ever said how fresh the feed is */
+        not_fresh(f);
+        return;
+    }
+    double lag = atof(PQgetvalue(res, 0, 1));
+    if (lag < 0)
+        lag = 0; /* a caught_up_at ahead of this server's clock */
+    ctx->stats->feed_lag_ms = (uint64_t)(lag * 1000);
+    double until = f->sent + ctx->conf->feed_max_lag_ms / 1000.0 - lag;
+    if (ctx->near)
+        oc_near_fresh_until(ctx->near, until > f->sent ? until : 0);
+}
+
+static void resync(oc_feed_t *f);
+
+static void polled(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                   void *arg)
+{
+    (void)pc;
+    oc_feed_t *f = arg;
+    oc_ctx_t *ctx = f->ctx;
+    if (st != OC_OK) {
+        failed(f, "poll", err);
+        return;
+    }
+    ctx->stats->feed_polls++;
+    int rows = PQntuples(res);
+    if (rows == 0) { /* feed_poll always returns the head: the schema is broken */
+        PQclear(res);
+        failed(f, "poll", "no head row");
+        return;
+    }
+    uint64_t head = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    uint64_t pruned = strtoull(PQgetvalue(res, 0, 2), NULL, 10);
+    if (f->cursor < pruned || f->cursor > head) {
+        /* rows pruned past our cursor, or another database (a restore, a
+         * failover to an older replica): what we missed cannot be known */
+        oc_log_warn("event=feed_gap cursor=%" PRIu64 " head=%" PRIu64
+                    " pruned_upto=%" PRIu64,
+                    f->cursor, head, pruned);
+        PQclear(res);
+        resync(f);
+        return;
+    }
+    uint64_t last = 0, seen = 0, feed_rows = 0;
+    for (int r = 0; r < rows; r++) {
+        uint64_t before = last;
+        uint64_t seq = apply_row(f, res, r, &last);
+        feed_rows += seq != 0 && seq != before;
+        if (seq > seen)
+            seen = seq;
+    }
+    if (seen > f->cursor)
+        f->cursor = seen;
+    ctx->stats->feed_cursor = f->cursor;
+    int more = f->cursor < head && feed_rows >= ctx->conf->feed_batch;
+    if (f->cursor >= head)
+        fresh(f, res);
+    PQclear(res);
+    set_state(f, OC_FEED_IDLE);
+    if (more || f->again) {
+        f->again = 0;
+        poll_start(f);
+        return;
+    }
+    arm(f);
+}
+
+static void poll_start(oc_feed_t *f)
+{
+    oc_ctx_t *ctx = f->ctx;
+    if (f->state == OC_FEED_POLLING || f->state == OC_FEED_RESYNC ||
+        f->state == OC_FEED_LISTEN) {
+        f->again = 1;
+        return;
+    }
+    if (f->state == OC_FEED_DOWN)
+        return; /* up() resyncs */
+    evtimer_del(f->timer);
+    snprintf(f->param[0], sizeof(f->param[0]), "%" PRIu64, f->cursor);
+    snprintf(f->param[1], sizeof(f->param[1]), "%u", ctx->conf->feed_batch);
+    const char *params[2] = {f->param[0], f->param[1]};
+    f->sent = oc_stats_now();
+    set_state(f, OC_FEED_POLLING);
+    if (oc_pgconn_query(f->pc,
+                        "SELECT p.head, extract(epoch FROM p.db_now - p.caught_up_at), "
+                        "p.pruned_upto, p.seq, p.model, k, p.generation, "
+                        "extract(epoch FROM p.db_now - p.committed_at) "
+                        "FROM objcached.feed_poll($1::bigint, $2::integer) p "
+                        "LEFT JOIN LATERAL unnest(p.keys) AS k ON true ORDER BY p.seq",
+                        2, params, polled, f) != OC_OK)
+        set_state(f, OC_FEED_DOWN);
+}
+
+/* ---- (re)connecting ----------------------------------------------------------- */
+
+static void listened(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                     void *arg)
+{
+    (void)pc;
+    oc_feed_t *f = arg;
+    PQclear(res);
+    if (st != OC_OK) {
+        failed(f, "listen", err);
+        return;
+    }
+    set_state(f, OC_FEED_IDLE);
+    poll_start(f);
+}
+
+/* Columns 2 and 3 of the resync: "User,Post" and "3,0", the models and
+ * their generations in the same order (names are identifiers: no commas). */
+static void resync_generations(oc_feed_t *f, const char *names, const char *gens)
+{
+    oc_ctx_t *ctx = f->ctx;
+    const char *n = names, *g = gens;
+    while (*n && *g) {
+        size_t nl = strcspn(n, ",");
+        const oc_model_conf_t *mc = oc_conf_model(ctx->conf, n, nl);
+        uint64_t gen = strtoull(g, NULL, 10);
+        if (mc && gen > ctx->model_gen[mc - ctx->conf->models])
+            ctx->model_gen[mc - ctx->conf->models] = gen;
+        n += nl + (n[nl] == ',');
+        g += strcspn(g, ",");
+        g += *g == ',';
+    }
+}
+
+static void resynced(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                     void *arg)
+{
+    (void)pc;
+    oc_feed_t *f = arg;
+    oc_ctx_t *ctx = f->ctx;
+    if (st != OC_OK || PQntuples(res) != 1) {
+        PQclear(res);
+        failed(f, "resync", st != OC_OK ? err : "no head row");
+        return;
+    }
+    f->cursor = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    ctx->stats->feed_cursor = f->cursor;
+    int standby = PQgetvalue(res, 0, 1)[0] == 't';
+    if (!PQgetisnull(res, 0, 2) && !PQgetisnull(res, 0, 3))
+        resync_generations(f, PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
+    PQclear(res);
+    ctx->stats->feed_resyncs++;
+    oc_log_info("event=feed_resync head=%" PRIu64 " standby=%d", f->cursor, standby);
+    if (standby) { /* a hot standby cannot LISTEN: poll only */
+        set_state(f, OC_FEED_IDLE);
+        poll_start(f);
+        return;
+    }
+    set_state(f, OC_FEED_LISTEN);
+    if (oc_pgconn_query(f->pc, "LISTEN objcached_feed", 0, NULL, listened, f) != OC_OK)
+        set_state(f, OC_FEED_DOWN);
+}
+
+/* The head and every model's generation, in one snapshot; the near-cache
+ * starts over (what happened before the head cannot be replayed). */
+static void resync(oc_feed_t *f)
+{
+    not_fresh(f);
+    set_state(f, OC_FEED_RESYNC);
+    if (oc_pgconn_query(f->pc,
+                        "SELECT p.head, pg_is_in_recovery(), "
+                        "(SELECT string_agg(m.model, ',' ORDER BY m.model) "
+                        "FROM objcached.models m), "
+                        "(SELECT string_agg(m.generation::text, ',' ORDER BY m.model) "
+                        "FROM objcached.models m) "
+                        "FROM objcached.feed_poll(9223372036854775807, 0) p",
+                        0, NULL, resynced, f) != OC_OK)
+        set_state(f, OC_FEED_DOWN);
+}
+
+static void on_up(oc_pgconn_t *pc, void *owner)
+{
+    (void)pc;
+    oc_feed_t *f = owner;
+    f->ctx->stats->feed_connected = 1;
+    f->again = 0;
+    resync(f);
+}
+
+static void on_down(oc_pgconn_t *pc, const char *err, void *owner)
+{
+    (void)pc, (void)err;
+    oc_feed_t *f = owner;
+    f->ctx->stats->feed_connected = 0;
+    not_fresh(f);
+    evtimer_del(f->timer);
+    set_state(f, OC_FEED_DOWN);
+}
+
+static void on_notify(oc_pgconn_t *pc, const PGnotify *n, void *owner)
+{
+    (void)pc, (void)n;
+    poll_start(owner);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    poll_start(arg);
+}
+
+oc_feed_t *oc_feed_new(oc_ctx_t *ctx, char *err)
+{
+    const oc_conf_t *conf = ctx->conf;
+    if (conf->feed_poll_ms == 0)
+        return NULL;
+    oc_feed_t *f = calloc(1, sizeof(*f));
+    char *session = oc_sql_session(conf);
+    if (f == NULL || session == NULL)
+        goto nomem;
+    f->ctx = ctx;
+    set_state(f, OC_FEED_DOWN);
+    if ((f->timer = evtimer_new(ctx->base, on_timer, f)) == NULL)
+        goto nomem;
+    static const oc_pgconn_hooks_t hooks = {
+        .up = on_up, .down = on_down, .notify = on_notify};
+    static const oc_pgconn_opts_t feed_opts = {.app_name = "objcached-feed"};
+    const char *conninfo = conf->feed_conninfo[0] ? conf->feed_conninfo : conf->conninfo;
+    if ((f->pc = oc_pgconn_new(ctx->base, conninfo, &feed_opts, session, &hooks, f)) ==
+        NULL)
+        goto nomem;
+    free(session);
+    return f;
+nomem:
+    free(session);
+    oc_feed_free(f);
+    oc_fail(err, OC_ENOMEM, "out of memory");
+    return NULL;
+}
+
+void oc_feed_free(oc_feed_t *f)
+{
+    if (f == NULL)
+        return;
+    oc_pgconn_free(f->pc);
+    if (f->timer)
+        event_free(f->timer);
+    if (f->ctx) {
+        f->ctx->stats->feed_connected = 0;
+        not_fresh(f);
+    }
+    free(f);
+}

@@ -1,0 +1,342 @@
+"""The near-cache, black-box, with real PostgreSQL and memcached and TWO
+objcached processes sharing a pool: every committed write (SQL that bypasses
+the app, bulk updates, TRUNCATE, out-of-order commits) stops being served
+from either near-cache within the feed's bound; a sidecar that loses the feed
+stops answering from its near-cache; a fill that races an invalidation never
+installs the old value; memory stays under the limit; reload turns it on and
+off; one huge multi-get of distinct keys does not evict the hot ones.
+
+The deadline after a commit is NEAR_DEADLINE: feed_max_lag plus a poll and a
+round trip. After it, every read is checked (no 'eventually')."""
+
+import signal
+import threading
+import time
+
+import pytest
+
+import consistency as oc_c
+import harness
+
+SCHEMA = """
+CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, n int NOT NULL DEFAULT 0);
+INSERT INTO items SELECT i, 'item ' || i, i FROM generate_series(1, 300) AS i;
+CREATE TABLE big (id bigint PRIMARY KEY, v int NOT NULL);
+INSERT INTO big SELECT i, 0 FROM generate_series(1, 100000) AS i;
+"""
+
+MODELS = {
+    "Item": {"table": "items", "near_ttl": "30s"},
+    "Big": {"table": "big", "near_ttl": "30s"},
+}
+
+FEED_MAX_LAG = 1.0
+NEAR_DEADLINE = FEED_MAX_LAG + 1.0
+
+
+@pytest.fixture(scope="module")
+def template(pg, objcached_bin):
+    name = "near_template"
+    oc_c.create_template(pg, name, SCHEMA, MODELS, objcached_bin)
+    yield name
+    pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', dbname="postgres")
+
+
+@pytest.fixture
+def db(pg, template):
+    d = oc_c.clone_db(pg, template, prefix="near")
+    yield d
+    oc_c.drop_db(pg, d)
+
+
+@pytest.fixture
+def fleet(pg, mc_pool, objcached_bin):
+    if not pg.running:
+        pg.start()
+    for m in mc_pool:
+        if m.alive():
+            m.kill(signal.SIGCONT)
+        m.start()
+        m.flush_all()
+    f = oc_c.Fleet(objcached_bin)
+    yield f
+    errors = f.stop_all()
+    if errors:
+        raise AssertionError("objcached did not shut down cleanly:\n" + "\n\n".join(errors))
+
+
+def start(fleet, mc_pool, db, size="64m", env=None, **sections):
+    overrides = {"objcached": {"near_cache_size": size},
+                 "postgresql": {"invalidation_poll": "200ms", "feed_poll": "100ms",
+                                "feed_max_lag": f"{int(FEED_MAX_LAG * 1000)}ms"}}
+    for section, keys in sections.items():
+        overrides.setdefault(section, {}).update(keys)
+    return fleet.start(oc_c.sidecar_config(mc_pool, db.conninfo, MODELS, overrides), env=env)
+
+
+def two(fleet, mc_pool, db, **kw):
+    a, b = start(fleet, mc_pool, db, **kw), start(fleet, mc_pool, db, **kw)
+    for oc in (a, b):
+        harness.wait_until(lambda oc=oc: oc.stats()["near_serving"] == 1, timeout=10,
+                           what=f"{oc!r}'s near-cache to serve")
+    return a, b
+
+
+def row(db, table, ident):
+    rows = db.q(f"SELECT row_to_json(t)::text FROM {table} t WHERE t.id = %s", (ident,))
+    return rows[0][0].encode() if rows else None
+
+
+def get(oc, key):
+    with oc.client() as c:
+        values, end = c.get_multi([key])
+    assert end == b"END", end
+    return values[0][2] if values else None
+
+
+def warm(oc, keys, tries=5):
+    """Read keys until a read is served from the near-cache: the doorkeeper
+    admits on the second offer, so the third read is a near hit, unless the
+    near-cache was emptied meanwhile (a feed that lags past feed_max_lag,
+    after a big write: then wait until it serves again and read again)."""
+    with oc.client() as c:
+        for _ in range(tries):
+            harness.wait_until(lambda: c.stats()["near_serving"] == 1, timeout=10,
+                               what="the near-cache to serve")
+            for _ in range(2):
+                assert c.get_multi(keys)[1] == b"END"
+                oc.wait_idle()
+            s0 = c.stats()
+            values, end = c.get_multi(keys)
+            s1 = c.stats()
+            assert end == b"END"
+            if s1["near_hits"] - s0["near_hits"] == len(keys):
+                assert s1["mc_gets"] == s0["mc_gets"], "a near-cache hit must not ask memcached"
+                return values
+    raise AssertionError(f"{keys} not served from the near-cache after {tries} tries: {s1}")
+
+
+def near_read(oc, key):
+    """(value, served from the near-cache?)"""
+    with oc.client() as c:
+        h0 = c.stats()["near_hits"]
+        values, end = c.get_multi([key])
+        h1 = c.stats()["near_hits"]
+    assert end == b"END", end
+    return (values[0][2] if values else None), h1 > h0
+
+
+def fresh_within_deadline(sidecars, key, want, t_commit, memcached_within=10):
+    """Every sidecar must stop serving anything but `want` from its
+    near-cache NEAR_DEADLINE after the commit: every read after that is
+    checked. The memcached path may take longer to see a big write (the
+    consumer deletes its keys: 100,000 of them take a while), so the value
+    must be `want` everywhere within `memcached_within` seconds; then it is
+    checked for a while that no sidecar goes back to an old value."""
+    near_deadline = t_commit + NEAR_DEADLINE
+    deadline = t_commit + memcached_within
+    for oc in sidecars:
+        while True:
+            got, from_near = near_read(oc, key)
+            if got == want:
+                break
+            now = time.monotonic()
+            assert not (from_near and now > near_deadline), \
+                f"{oc!r}'s near-cache still serves {got!r} for {key} " \
+                f"{now - t_commit:.3f} s after the commit: " \
+                f"{ {k: v for k, v in oc.stats().items() if k.startswith(('feed', 'near'))} }"
+            assert now < deadline, f"{oc!r} still serves {got!r} for {key}"
+            time.sleep(0.02)
+    end = time.monotonic() + 0.5
+    while time.monotonic() < end:
+        for oc in sidecars:
+            assert get(oc, key) == want, f"{oc!r} went back to an old value of {key}"
+
+
+# ------------------------------------------------------------------ every kind of write
+
+def test_hits_come_from_the_near_cache(fleet, mc_pool, db):
+    a, b = two(fleet, mc_pool, db)
+    for oc in (a, b):
+        values = warm(oc, ["Item:1", "Item:2", "Item:999"])
+        assert [v[2] for v in values] == [row(db, "items", 1), row(db, "items", 2)]
+        assert oc.stats()["near_entries"] >= 3    # Item:999 is cached as absent
+
+
+@pytest.mark.parametrize("what", ["update", "delete", "insert"])
+def test_sql_write_reaches_both_near_caches(fleet, mc_pool, db, what):
+    a, b = two(fleet, mc_pool, db)
+    ident = 500 if what == "insert" else 7
+    for oc in (a, b):
+        warm(oc, [f"Item:{ident}"])
+    if what == "update":
+        db.q("UPDATE items SET name = 'changed' WHERE id = 7")
+    elif what == "delete":
+        db.q("DELETE FROM items WHERE id = 7")
+    else:
+        db.q("INSERT INTO items (id, name) VALUES (500, 'new')")
+    t = time.monotonic()   # the commit returned
+    fresh_within_deadline((a, b), f"Item:{ident}", row(db, "items", ident), t)
+
+
+def test_truncate_and_a_100k_row_update_reach_both(fleet, mc_pool, db):
+    a, b = two(fleet, mc_pool, db)
+    keys = [f"Big:{i}" for i in range(1, 101)]
+    for oc in (a, b):
+        warm(oc, keys)
+    db.q("UPDATE big SET v = v + 1")
+    t = time.monotonic()   # the commit returned
+    for k in (1, 50, 100):
+        fresh_within_deadline((a, b), f"Big:{k}", row(db, "big", k), t)
+    for oc in (a, b):
+        warm(oc, ["Item:3"])
+    db.q("TRUNCATE items")
+    t = time.monotonic()   # the commit returned
+    fresh_within_deadline((a, b), "Item:3", None, t)
+
+
+def test_out_of_order_commits_end_fresh(fleet, mc_pool, db):
+    """T1 open, T2 commits and is applied, T1 commits: both sidecars end
+    with T1's row (a lower outbox id committed after a higher one was
+    consumed)."""
+    a, b = two(fleet, mc_pool, db)
+    for oc in (a, b):
+        warm(oc, ["Item:11", "Item:12"])
+    t1 = db.connect(autocommit=False)
+    with t1.cursor() as cur:
+        cur.execute("UPDATE items SET name = 't1' WHERE id = 11")
+    db.q("UPDATE items SET name = 't2' WHERE id = 12")
+    t = time.monotonic()   # the commit returned
+    fresh_within_deadline((a, b), "Item:12", row(db, "items", 12), t)
+    # T1's key is still served (old, but nothing newer was committed)
+    t1.commit()
+    t = time.monotonic()   # the commit returned
+    t1.close()
+    fresh_within_deadline((a, b), "Item:11", row(db, "items", 11), t)
+
+
+# ------------------------------------------------------------------ losing the feed
+
+def test_feed_connection_killed_and_postgresql_restarted(fleet, mc_pool, db, pg):
+    a, b = two(fleet, mc_pool, db)
+    for oc in (a, b):
+        warm(oc, ["Item:21"])
+    pids = [r[0] for r in db.q("SELECT pid FROM pg_stat_activity WHERE application_name = "
+                               "'objcached-feed' AND datname = %s", (db.name,))]
+    assert len(pids) == 2
+    db.q("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = %s", (pids[0],))
+    # one of them lost its feed: it stops answering from its near-cache
+    harness.wait_until(lambda: min(a.stats()["feed_resyncs"], b.stats()["feed_resyncs"]) >= 1
+                       and max(a.stats()["feed_resyncs"], b.stats()["feed_resyncs"]) >= 2,
+                       timeout=10, what="the killed follower to resync")
+    db.q("UPDATE items SET name = 'after the kill' WHERE id = 21")
+    fresh_within_deadline((a, b), "Item:21", row(db, "items", 21), time.monotonic())
+    for oc in (a, b):
+        warm(oc, ["Item:22"])
+    pg.stop(mode="fast")
+    try:
+        # nothing can prove freshness now: both stop serving from memory
+        harness.wait_until(lambda: a.stats()["near_serving"] == 0
+                           and b.stats()["near_serving"] == 0,
+                           timeout=FEED_MAX_LAG + 3, what="near-caches to stop serving")
+    finally:
+        pg.start()
+    db.close()   # its connection died with the server
+    db = oc_c.HookDb(pg, db.name)
+    db.q("UPDATE items SET name = 'after the restart' WHERE id = 22")
+    t = time.monotonic()
+    for oc in (a, b):
+        harness.wait_until(lambda oc=oc: oc.stats()["near_serving"] == 1, timeout=15,
+                           what="serving again")
+    fresh_within_deadline((a, b), "Item:22", row(db, "items", 22), t)
+
+
+def test_a_fill_racing_an_invalidation_does_not_install_the_old_row(fleet, mc_pool, db, tmp_path):
+    """The fill gate holds A's write-back after its PostgreSQL read; an
+    UPDATE commits and its invalidation is applied everywhere; the gate
+    opens: A answers its (old) read, but neither memcached nor A's
+    near-cache keeps the old row."""
+    gate = tmp_path / "gate"
+    a = start(fleet, mc_pool, db, env={"OBJCACHED_FAULT_FILL_GATE": str(gate)})
+    harness.wait_until(lambda: a.stats()["near_serving"] == 1, timeout=10, what="serving")
+    # admitted already: the doorkeeper has seen the key (a miss of an absent id)
+    db.q("DELETE FROM items WHERE id = 31")
+    assert get(a, "Item:31") is None
+    a.wait_idle()
+    db.q("INSERT INTO items (id, name) VALUES (31, 'old')")
+    harness.wait_until(lambda: get(a, "Item:31") is not None, timeout=5, what="the insert")
+    gate.touch()
+    db.q("UPDATE items SET name = 'older' WHERE id = 31")
+    old = row(db, "items", 31)
+    t = time.monotonic()
+    res = {}
+    th = threading.Thread(target=lambda: res.update(v=get(a, "Item:31")))
+    harness.wait_until(lambda: a.stats()["inval_connected"] == 1, what="consumer")
+    time.sleep(NEAR_DEADLINE)   # the update's invalidation was applied
+    th.start()
+    harness.wait_until(lambda: a.stats()["loads_in_flight"] >= 1, timeout=5,
+                       what="a fill held at the gate")
+    db.q("UPDATE items SET name = 'newest' WHERE id = 31")
+    new = row(db, "items", 31)
+    harness.wait_until(lambda: a.stats()["near_invalidations"] > 0, what="invalidation")
+    time.sleep(NEAR_DEADLINE)
+    gate.unlink()
+    th.join(10)
+    assert res["v"] in (old, new)
+    a.wait_idle()
+    fresh_within_deadline((a,), "Item:31", new, t + NEAR_DEADLINE * 2)
+
+
+# ------------------------------------------------------------------ memory, reload, hostile
+
+def test_memory_stays_under_the_limit(fleet, mc_pool, db):
+    limit = 8 << 20
+    a = start(fleet, mc_pool, db, size="8m", postgresql={"feed_max_lag": "60s"})
+    harness.wait_until(lambda: a.stats()["near_serving"] == 1, timeout=10, what="serving")
+    with a.client() as c:
+        for base in range(1, 1_000_001, 1000):   # a million absent ids, offered twice
+            keys = [f"Item:{i}" for i in range(base + 1000, base + 2000)]
+            for _ in range(2):
+                assert c.get_multi(keys)[1] == b"END"
+            s = c.stats()
+            assert s["near_bytes"] <= limit, s["near_bytes"]
+    s = a.stats()
+    assert s["near_evictions"] > 0 and s["near_entries"] > 10000
+    rss = int(open(f"/proc/{a.proc.pid}/status").read().split("VmRSS:")[1].split()[0]) * 1024
+    assert rss < 64 << 20, rss
+
+
+def test_reload_turns_it_on_and_off(fleet, mc_pool, db):
+    from test_reload import edit, reload
+    a = start(fleet, mc_pool, db, size="0")
+    assert a.stats()["near_serving"] == 0
+    with a.client() as c:
+        for _ in range(3):
+            c.get_multi(["Item:41"])
+        assert a.stats()["near_hits"] == 0
+    assert reload(a, edit(a.config_text, "objcached", "near_cache_size", "16m"))
+    harness.wait_until(lambda: a.stats()["near_serving"] == 1, timeout=10, what="serving")
+    warm(a, ["Item:41"])
+    assert reload(a, edit(a.config_text, "objcached", "near_cache_size", "0"))
+    assert a.stats()["near_entries"] == 0 and a.stats()["near_serving"] == 0
+    with a.client() as c:
+        h = a.stats()["near_hits"]
+        c.get_multi(["Item:41"])
+        assert a.stats()["near_hits"] == h
+
+
+def test_one_huge_multiget_of_distinct_keys_keeps_the_hot_ones(fleet, mc_pool, db):
+    # a long feed_max_lag: this test is about eviction, not freshness
+    a = start(fleet, mc_pool, db, size="2m", objcached={"max_keys": "10000", "max_line": "1m"},
+              postgresql={"feed_max_lag": "60s"})
+    harness.wait_until(lambda: a.stats()["near_serving"] == 1, timeout=10, what="serving")
+    hot = [f"Item:{i}" for i in range(1, 51)]
+    warm(a, hot)
+    with a.client() as c:
+        for base in range(1000, 101000, 10000):
+            assert c.get_multi([f"Item:{i}" for i in range(base, base + 10000)])[1] == b"END"
+        s0 = c.stats()
+        c.get_multi(hot)
+        s1 = c.stats()
+    assert s1["near_flushes"] == 0, s1
+    assert s1["near_hits"] - s0["near_hits"] >= 45, (s0["near_hits"], s1["near_hits"])
