@@ -148,8 +148,8 @@ echo "==> clang-tidy ($tidy, .clang-tidy, $db): ${#tidy_sources[@]} files"
 # shellcheck disable=SC2016 # $1.. are expanded by the inner sh
 printf '%s\n' "${tidy_sources[@]}" |
     xargs -P "$(nproc)" -I{} sh -c 'log="$4/tidy.$(echo "$3" | tr / _)"
-        "$1" -p "$2" --quiet --header-filter="^$5/(sidecar|client|bench)/" "$3" >"$log.log" 2>&1
-        echo $? >"$log.rc"' sh "$tidy" "$builddir" {} "$out" "$PWD"
+        "$1" -p "$2" --quiet --header-filter="/(sidecar|client|bench)/[^/]+\.h$" "$3" >"$log.log" 2>&1
+        echo $? >"$log.rc"' sh "$tidy" "$builddir" {} "$out"
 # Findings are "file:line:col: warning|error: text [check]"; a header's
 # finding shows up once per file that includes it.
 cat "$out"/tidy.*.log | grep -E '^[^ ]+:[0-9]+:[0-9]+: (warning|error): ' |

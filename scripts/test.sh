@@ -55,6 +55,12 @@ if ! "$clang" -fsanitize=fuzzer,address,undefined "$tmp/fuzz.c" -o "$tmp/fuzz" >
     fail "$clang cannot link -fsanitize=fuzzer,address,undefined: the fuzz targets need libclang-rt-14-dev"
 fi
 
+# "==> what (at 1m05s)": each step with the time it started.
+stage() {
+    local t=$((SECONDS - start))
+    printf '==> %s (at %dm%02ds)\n' "$1" $((t / 60)) $((t % 60))
+}
+
 # Fails unless each label selects at least one test in the build directory.
 require_tests() {
     local dir=$1 label n
@@ -66,31 +72,31 @@ require_tests() {
 }
 
 # ---- 2. builds -----------------------------------------------------------------
-echo "==> build/ (RelWithDebInfo)"
+stage "build/ (RelWithDebInfo)"
 bash scripts/build.sh
-echo "==> build-asan/ (ASan + UBSan)"
+stage "build-asan/ (ASan + UBSan)"
 bash scripts/build.sh --sanitize
-echo "==> build-release/ (Release, gcc)"
+stage "build-release/ (Release, gcc)"
 bash scripts/build.sh --release
-echo "==> build-release-clang/ (Release, clang)"
+stage "build-release-clang/ (Release, clang)"
 bash scripts/build.sh --release --clang
 
 # ---- 3. lint -------------------------------------------------------------------
-echo "==> lint: clang-format-14, clang-tidy, cppcheck (scripts/lint.sh)"
+stage "lint: clang-format-14, clang-tidy, cppcheck (scripts/lint.sh)"
 bash scripts/lint.sh
 
 # ---- 4. the Release build's unit tests -------------------------------------------
-echo "==> Release unit tests (build-release/)"
+stage "Release unit tests (build-release/)"
 require_tests build-release unit
 ctest --test-dir build-release -L '^unit$' --no-tests=error --output-on-failure -j2
 
 # ---- 5. valgrind ---------------------------------------------------------------
-echo "==> valgrind pass (build/)"
+stage "valgrind pass (build/)"
 require_tests build valgrind
 ctest --test-dir build -L '^valgrind$' --no-tests=error --output-on-failure -j2
 
 # ---- 6. ASan + UBSan -------------------------------------------------------------
-echo "==> ASan+UBSan pass (build-asan/)"
+stage "ASan+UBSan pass (build-asan/)"
 require_tests build-asan unit integration sanitizer demo fuzz bench
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
