@@ -115,9 +115,13 @@ static bool parse_double(const char *s, double min, double max, double *out)
 }
 
 /* Splits s (a writable copy) at ':' into fields; returns their count, or
- * max + 1 when there are more than max. */
+ * max + 1 when there are more than max. Every one of the max slots is set:
+ * those past the count are NULL (which parse_u64 and parse_double reject), so
+ * no caller can read an indeterminate pointer, whatever count it checks. */
 static size_t split_colons(char *s, char **fields, size_t max)
 {
+    for (size_t i = 0; i < max; i++)
+        fields[i] = NULL;
     size_t n = 0;
     for (char *p = s;;) {
         if (n == max)

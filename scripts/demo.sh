@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The objcached demo: install what is missing, build, start a throwaway
 # PostgreSQL with a 130,000-row forum and two memcached servers on loopback,
-# run objcached, show a cold get-multi, a warm one, some values and the
-# stats, then stop everything.
+# run objcached, then show, and check, a cold get-multi, a warm one, an SQL
+# UPDATE reaching the cache, a push, a tombstone and the stats
+# (scripts/demo.py); stop everything. Exits 1 if a step did not do what it
+# shows (the test suite runs the same checks: ctest test `demo`).
 #
 #   bash scripts/demo.sh           # run the demo, stop everything at the end
 #   bash scripts/demo.sh --keep    # leave it running; prints how to connect and stop
@@ -13,7 +15,7 @@ keep=0
 for arg in "$@"; do
     case "$arg" in
     --keep) keep=1 ;;
-    -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown argument '$arg'" >&2; exit 2 ;;
     esac
 done
