@@ -40,6 +40,8 @@ static void qualified(const oc_model_conf_t *m, char *buf, size_t cap)
     snprintf(buf, cap, "\"%s\".\"%s\"", m->schema, m->table);
 }
 
+static int admin_wal_setup(PGconn *c, const oc_conf_t *conf, FILE *out);
+
 int oc_admin_install_hook(const oc_conf_t *conf, FILE *out)
 {
     PGconn *c = admin_connect(conf, out);
@@ -58,20 +60,63 @@ int oc_admin_install_hook(const oc_conf_t *conf, FILE *out)
         const oc_model_conf_t *m = &conf->models[i];
         char tbl[300];
         qualified(m, tbl, sizeof(tbl));
-        const char *p[3] = {tbl, m->name, m->key_column};
-        r = admin_query(c, out, "SELECT objcached.attach($1::regclass, $2, $3)", 3, p);
+        const char *p[4] = {tbl, m->name, m->key_column, conf->wal ? "wal" : "triggers"};
+        r = admin_query(c, out, "SELECT objcached.attach($1::regclass, $2, $3, $4)", 4,
+                        p);
         if (r == NULL) {
             fprintf(out, "model %s: attach failed\n", m->name);
             goto done;
         }
         PQclear(r);
-        fprintf(out, "model %s: attached to %s.%s (key %s)\n", m->name, m->schema,
-                m->table, m->key_column);
+        fprintf(out, "model %s: attached to %s.%s (key %s, via %s)\n", m->name, m->schema,
+                m->table, m->key_column, conf->wal ? "the WAL" : "triggers");
     }
+    if (conf->wal && admin_wal_setup(c, conf, out) != 0)
+        goto done;
     rc = 0;
 done:
     PQfinish(c);
     return rc;
+}
+
+/* The WAL source: the slot (made if missing; it needs the REPLICATION
+ * attribute), then every problem objcached.wal_check() finds. Returns the
+ * number of problems. */
+static int admin_wal_check(PGconn *c, const char *slot, FILE *out)
+{
+    const char *p[1] = {slot};
+    PGresult *r =
+        admin_query(c, out, "SELECT problem FROM objcached.wal_check($1)", 1, p);
+    if (r == NULL)
+        return 1;
+    int n = PQntuples(r);
+    for (int i = 0; i < n; i++)
+        fprintf(out, "error: WAL source: %s\n", PQgetvalue(r, i, 0));
+    PQclear(r);
+    return n;
+}
+
+static int admin_wal_setup(PGconn *c, const oc_conf_t *conf, FILE *out)
+{
+    const char *p[1] = {conf->wal_slot};
+    PGresult *r = admin_query(c, out,
+                              "SELECT pg_create_logical_replication_slot($1, 'pgoutput') "
+                              "WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots "
+                              "WHERE slot_name = $1)",
+                              1, p);
+    if (r == NULL) {
+        fprintf(out,
+                "the replication slot %s could not be made: the role needs the "
+                "REPLICATION attribute (or your service's equivalent)\n",
+                conf->wal_slot);
+        return 1;
+    }
+    fprintf(out,
+            PQntuples(r) ? "replication slot %s created\n"
+                         : "replication slot %s exists\n",
+            conf->wal_slot);
+    PQclear(r);
+    return admin_wal_check(c, conf->wal_slot, out);
 }
 
 static const char *expected_type(oc_key_type_t t)
@@ -81,7 +126,8 @@ static const char *expected_type(oc_key_type_t t)
 }
 
 /* Check one model; returns its error count. */
-static int check_model(PGconn *c, const oc_model_conf_t *m, int have_hook, FILE *out)
+static int check_model(PGconn *c, const oc_model_conf_t *m, int have_hook, int wal,
+                       FILE *out)
 {
     char tbl[300];
     qualified(m, tbl, sizeof(tbl));
@@ -136,11 +182,14 @@ static int check_model(PGconn *c, const oc_model_conf_t *m, int have_hook, FILE 
                 m->name);
         return errors;
     }
-    p[1] = m->name;
+    /* With the WAL source no trigger is expected (wal_check looks at the
+     * publication); else the four triggers. */
+    const char *p3[3] = {tbl, m->name, wal ? "t" : "f"};
     r = admin_query(c, out,
-                    "SELECT objcached.hooked($1::regclass) AND EXISTS (SELECT 1 FROM "
-                    "objcached.models WHERE model = $2 AND tbl = $1::regclass)",
-                    2, p);
+                    "SELECT ($3::boolean OR objcached.hooked($1::regclass)) AND EXISTS "
+                    "(SELECT 1 FROM objcached.models WHERE model = $2 AND tbl = "
+                    "$1::regclass)",
+                    3, p3);
     if (r == NULL || strcmp(PQgetvalue(r, 0, 0), "t") != 0)
         fprintf(out,
                 "warning: model %s: table %s.%s has no invalidation hook for it "
@@ -163,7 +212,9 @@ int oc_admin_check_db(const oc_conf_t *conf, FILE *out)
     PQclear(r);
     int errors = 0;
     for (size_t i = 0; i < conf->nmodels; i++)
-        errors += check_model(c, &conf->models[i], have_hook, out);
+        errors += check_model(c, &conf->models[i], have_hook, conf->wal, out);
+    if (conf->wal && have_hook)
+        errors += admin_wal_check(c, conf->wal_slot, out);
     PQfinish(c);
     return errors;
 }

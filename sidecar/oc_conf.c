@@ -140,6 +140,12 @@ static const oc_conf_key_t oc_conf_postgresql_keys[] = {
     OC_CK("feed_max_lag", OC_CT_MSECS, "2s", feed_max_lag_ms, 100, OC_MS_10MIN, OC_LIVE),
     OC_CK("feed_batch", OC_CT_UINT, "1000", feed_batch, 1, 100000, OC_LIVE),
     OC_CK("feed_keep", OC_CT_SECS, "10m", feed_keep_s, OC_MS_M, 7 * OC_MS_D, OC_LIVE),
+    OC_CK("wal", OC_CT_BOOL, "off", wal, 0, 0, OC_RESTART),
+    OC_CK("wal_slot", OC_CT_IDENT, "objcached", wal_slot, 0, 0, OC_RESTART),
+    OC_CK("wal_conninfo", OC_CT_CONNINFO_OPT, "", wal_conninfo, 0, 0, OC_RESTART),
+    OC_CK("wal_heartbeat", OC_CT_MSECS, "250ms", wal_heartbeat_ms, 10, 10 * OC_MS_S, OC_LIVE),
+    OC_CK("wal_takeover", OC_CT_MSECS, "5s", wal_takeover_ms, OC_MS_S, OC_MS_10MIN, OC_LIVE),
+    OC_CK("wal_max_txn_keys", OC_CT_UINT, "1000000", wal_max_txn_keys, 1000, 100000000, OC_LIVE),
 };
 
 static const oc_conf_key_t oc_conf_model_keys[] = {
@@ -1303,6 +1309,11 @@ static oc_status_t oc_conf_finish(oc_conf_parser_t *p)
         return oc_conf_error(p, 0,
                              "listen and unix_socket are both empty; set at "
                              "least one in [objcached]");
+    if (c->wal && c->feed_poll_ms == 0)
+        return oc_conf_error(
+            p, p->sect_line[OC_SECT_POSTGRESQL],
+            "wal = on needs the feed (feed_poll above 0): the other "
+            "sidecars and the generations follow the WAL reader through it");
     if (c->nmodels == 0)
         return oc_conf_error(p, 0,
                              "no [model NAME] section; at least one model is "
@@ -1421,6 +1432,8 @@ void oc_conf_free(oc_conf_t *conf)
     oc_conf_free_servers(conf->servers, conf->nservers);
     free(conf->conninfo);
     free(conf->feed_conninfo);
+    free(conf->wal_slot);
+    free(conf->wal_conninfo);
     for (size_t i = 0; i < conf->nmodels; i++)
         oc_conf_free_model(&conf->models[i]);
     free(conf->models);

@@ -28,6 +28,7 @@ struct oc_gate;
 struct oc_inval;
 struct oc_near;
 struct oc_feed;
+struct oc_wal;
 
 typedef struct oc_ctx {
     struct event_base *base;
@@ -49,6 +50,7 @@ typedef struct oc_ctx {
     struct oc_inval *inval;   /* the invalidation consumer, or NULL */
     struct oc_near *near;     /* the near-cache (always made; limit 0 = off) */
     struct oc_feed *feed;     /* the feed follower, or NULL (feed_poll = 0) */
+    struct oc_wal *wal;       /* the WAL reader (a candidate), or NULL */
 } oc_ctx_t;
 
 #endif

@@ -32,6 +32,7 @@
 #include "oc_reload.h"
 #include "oc_req.h"
 #include "oc_stats.h"
+#include "oc_wal.h"
 #include "oc_write.h"
 
 struct oc_daemon {
@@ -195,11 +196,16 @@ static oc_status_t init_modules(oc_daemon_t *d, char *err)
         return OC_ENOMEM;
     oc_inval_read_generations(ctx);
     err[0] = '\0';
-    ctx->inval = oc_inval_new(ctx, err);
+    /* With the WAL source, the sidecar that holds the slot drains the
+     * outbox (oc_wal starts and stops the consumer). */
+    ctx->inval = ctx->conf->wal ? NULL : oc_inval_new(ctx, err);
     if (ctx->inval == NULL && err[0] != '\0')
         return OC_EDB;
     ctx->feed = oc_feed_new(ctx, err);
     if (ctx->feed == NULL && err[0] != '\0')
+        return OC_EDB;
+    ctx->wal = oc_wal_new(ctx, err);
+    if (ctx->wal == NULL && err[0] != '\0')
         return OC_EDB;
     return OC_OK;
 }
@@ -281,7 +287,7 @@ void oc_daemon_free(oc_daemon_t *d)
     oc_listen_free(d->listen);
     oc_conns_free(d->conns);
     oc_metrics_free(d->metrics);
-    oc_inval_free(ctx->inval);
+    oc_inval_free(ctx->inval); /* (the WAL holder's consumer too) */
     ctx->inval = NULL;
     oc_feed_free(ctx->feed);
     ctx->feed = NULL;
@@ -289,6 +295,8 @@ void oc_daemon_free(oc_daemon_t *d)
     ctx->mc = NULL; /* oc_pg's last callbacks must not submit to it */
     oc_pg_free(ctx->pg);
     ctx->pg = NULL;
+    oc_wal_free(ctx->wal); /* after oc_mc: its deletes' callbacks ran */
+    ctx->wal = NULL;
     oc_writes_free(ctx->writes);
     oc_fills_free(ctx->fills);
     oc_reqs_free(ctx->reqs);

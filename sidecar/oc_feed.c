@@ -2,6 +2,7 @@
 
 #include <event2/event.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@ struct oc_feed {
     int again;       /* woken while polling: poll again after */
     int warned;      /* the feed is missing (schema version 1): said once */
     double sent;     /* monotonic time the poll was sent */
+    double fresh_at; /* caught_up_at, on the monotonic clock (0: never) */
     char param[2][24];
 };
 
@@ -149,6 +151,7 @@ static void fresh(oc_feed_t *f, const PGresult *res)
     if (lag < 0)
         lag = 0; /* a caught_up_at ahead of this server's clock */
     ctx->stats->feed_lag_ms = (uint64_t)(lag * 1000);
+    f->fresh_at = f->sent - lag;
     double until = f->sent + ctx->conf->feed_max_lag_ms / 1000.0 - lag;
     if (ctx->near)
         oc_near_fresh_until(ctx->near, until > f->sent ? until : 0);
@@ -373,6 +376,11 @@ nomem:
     oc_feed_free(f);
     oc_fail(err, OC_ENOMEM, "out of memory");
     return NULL;
+}
+
+double oc_feed_staleness(const oc_feed_t *f, double now)
+{
+    return f->fresh_at > 0 ? now - f->fresh_at : INFINITY;
 }
 
 void oc_feed_free(oc_feed_t *f)

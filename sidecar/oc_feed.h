@@ -40,4 +40,10 @@ typedef struct oc_feed oc_feed_t;
 oc_feed_t *oc_feed_new(oc_ctx_t *ctx, char *err);
 void oc_feed_free(oc_feed_t *f);
 
+/* How old (seconds, at monotonic `now`) the newest freshness this follower
+ * proved is: the age of the feed's caught_up_at as last seen at its head.
+ * INFINITY before the first proof. The WAL reader's standbys watch it: only
+ * the holder's heartbeats move caught_up_at. */
+double oc_feed_staleness(const oc_feed_t *f, double now);
+
 #endif

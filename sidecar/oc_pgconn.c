@@ -26,7 +26,9 @@ struct oc_pgconn {
     char *app_name;
     int replication;
     char *setup_sql;
-    oc_pgconn_data_fn on_data; /* a stream's messages */
+    oc_pgconn_data_fn on_data;   /* a stream's messages */
+    oc_pgconn_begin_fn on_begin; /* ... and its start */
+    int paused;                  /* not reading (oc_pgconn_pause) */
     oc_pgconn_hooks_t hooks;
     void *owner;
     oc_pgconn_state_t state;
@@ -57,6 +59,8 @@ static void set_state(oc_pgconn_t *c, oc_pgconn_state_t st)
 
 static void watch(oc_pgconn_t *c, short what)
 {
+    if (c->paused && c->state == OC_PGCONN_STREAMING)
+        what &= (short)~EV_READ;
     event_del(c->io);
     if (what == 0 || c->conn == NULL || PQsocket(c->conn) < 0)
         return;
@@ -210,6 +214,8 @@ static void results_done(oc_pgconn_t *c)
 static int read_stream(oc_pgconn_t *c)
 {
     for (;;) {
+        if (c->paused)
+            return 0;
         char *buf = NULL;
         int n = PQgetCopyData(c->conn, &buf, 1);
         if (n > 0) {
@@ -256,6 +262,10 @@ static void read_input(oc_pgconn_t *c)
         if (s == PGRES_COPY_BOTH && c->state == OC_PGCONN_BUSY && !c->failed) {
             PQclear(r); /* the stream began */
             set_state(c, OC_PGCONN_STREAMING);
+            if (c->on_begin && c->cb)
+                c->on_begin(c, c->cb_arg);
+            if (c->state != OC_PGCONN_STREAMING || c->conn == NULL)
+                return; /* on_begin reset us */
             if (read_stream(c) <= 0)
                 return;
             continue;
@@ -323,11 +333,12 @@ oc_status_t oc_pgconn_query(oc_pgconn_t *c, const char *sql, int nparams,
     return sent(c, ok, cb, arg);
 }
 
-oc_status_t oc_pgconn_stream(oc_pgconn_t *c, const char *sql, oc_pgconn_data_fn on_data,
-                             oc_pgconn_done_fn cb, void *arg)
+oc_status_t oc_pgconn_stream(oc_pgconn_t *c, const char *sql, oc_pgconn_begin_fn on_begin,
+                             oc_pgconn_data_fn on_data, oc_pgconn_done_fn cb, void *arg)
 {
     if (c->state != OC_PGCONN_IDLE)
         return OC_AGAIN;
+    c->on_begin = on_begin;
     c->on_data = on_data;
     return sent(c, PQsendQuery(c->conn, sql), cb, arg);
 }
@@ -348,6 +359,16 @@ oc_status_t oc_pgconn_put_copy(oc_pgconn_t *c, const char *buf, size_t len)
     if (f == 1)
         watch(c, EV_READ | EV_WRITE);
     return OC_OK;
+}
+
+void oc_pgconn_pause(oc_pgconn_t *c, int paused)
+{
+    c->paused = paused != 0;
+    if (c->conn && c->state != OC_PGCONN_DOWN && c->state != OC_PGCONN_CONNECTING) {
+        watch(c, PQflush(c->conn) == 1 ? EV_READ | EV_WRITE : EV_READ);
+        if (!paused) /* what libpq buffered meanwhile: the socket may not say */
+            event_active(c->io, EV_READ, 0);
+    }
 }
 
 int oc_pgconn_streaming(const oc_pgconn_t *c)

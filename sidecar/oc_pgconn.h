@@ -78,8 +78,13 @@ oc_status_t oc_pgconn_query_prepared(oc_pgconn_t *c, const char *name, int npara
  * goes down). While STREAMING, oc_pgconn_put_copy sends a CopyData message
  * (a standby status update). */
 typedef void (*oc_pgconn_data_fn)(oc_pgconn_t *c, const char *buf, size_t len, void *arg);
-oc_status_t oc_pgconn_stream(oc_pgconn_t *c, const char *sql, oc_pgconn_data_fn on_data,
-                             oc_pgconn_done_fn cb, void *arg);
+/* on_begin: the server accepted the command and the stream began. */
+typedef void (*oc_pgconn_begin_fn)(oc_pgconn_t *c, void *arg);
+oc_status_t oc_pgconn_stream(oc_pgconn_t *c, const char *sql, oc_pgconn_begin_fn on_begin,
+                             oc_pgconn_data_fn on_data, oc_pgconn_done_fn cb, void *arg);
+/* Stop reading from the server (1) or read again (0): a stream's sender
+ * then waits on TCP, which bounds what the reader buffers. */
+void oc_pgconn_pause(oc_pgconn_t *c, int paused);
 /* OC_AGAIN if not streaming; OC_EDB if the send failed (the connection is
  * reset). */
 oc_status_t oc_pgconn_put_copy(oc_pgconn_t *c, const char *buf, size_t len);

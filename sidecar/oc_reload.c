@@ -104,6 +104,8 @@ static void reload_near(oc_ctx_t *ctx, const oc_conf_t *old)
 /* The invalidation consumer follows invalidation_poll: started or stopped. */
 static void reload_inval(oc_ctx_t *ctx, const oc_conf_t *old)
 {
+    if (ctx->conf->wal)
+        return; /* the WAL reader's holder runs the consumer */
     if (old->inval_poll_ms == 0 && ctx->conf->inval_poll_ms != 0) {
         char ierr[OC_ERRLEN] = "";
         if ((ctx->inval = oc_inval_new(ctx, ierr)) == NULL)

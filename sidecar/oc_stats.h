@@ -92,6 +92,23 @@ struct evbuffer;
     X(feed_resyncs, COUNTER,                                                             \
       "times the follower jumped to the head (a connection, a gap): near-cache emptied") \
     X(feed_errors, COUNTER, "feed queries that failed")                                  \
+    X(wal_holder, GAUGE, "1 while this sidecar holds the WAL slot (reads the WAL)")      \
+    X(wal_takeovers, COUNTER, "times this sidecar took the WAL slot")                    \
+    X(wal_transactions, COUNTER, "committed transactions decoded from the WAL")          \
+    X(wal_keys, COUNTER, "keys invalidated from the WAL")                                \
+    X(wal_whole, COUNTER,                                                                \
+      "models invalidated whole from the WAL (TRUNCATE, huge transactions)")             \
+    X(wal_batches, COUNTER, "batches applied and confirmed to the slot")                 \
+    X(wal_heartbeats, COUNTER, "heartbeats decoded back and appended to the feed")       \
+    X(wal_lag_bytes, GAUGE,                                                              \
+      "WAL the slot holds back: current LSN minus the confirmed one")                    \
+    X(wal_apply_lag_ms, GAUGE,                                                           \
+      "the last batch's newest commit to its application (clocks of two hosts)")         \
+    X(wal_slot_recreated, COUNTER,                                                       \
+      "times the slot was gone (dropped, invalidated) and made again")                   \
+    X(wal_map_reloads, COUNTER,                                                          \
+      "times the relation map was read again (a table attached, a column renamed)")      \
+    X(wal_errors, COUNTER, "WAL reader failures (the stream, a query); it starts again") \
     X(client_errors, COUNTER, "CLIENT_ERROR and ERROR replies sent")                     \
     X(server_errors, COUNTER, "SERVER_ERROR replies sent")
 

@@ -1313,7 +1313,8 @@ $$;
 
 -- Everything that keeps the WAL source from working, one problem a row; no rows: fine. objcached
 -- runs it for --check-config and its setup command.
-CREATE OR REPLACE FUNCTION objcached.wal_check() RETURNS TABLE (problem text)
+DROP FUNCTION IF EXISTS objcached.wal_check();
+CREATE OR REPLACE FUNCTION objcached.wal_check(p_slot name DEFAULT 'objcached') RETURNS TABLE (problem text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_slot record;
@@ -1354,31 +1355,31 @@ BEGIN
     END LOOP;
 
     SELECT s.slot_type, s.plugin, s.database, s.wal_status, s.temporary INTO v_slot
-      FROM pg_catalog.pg_replication_slots s WHERE s.slot_name = 'objcached';
+      FROM pg_catalog.pg_replication_slots s WHERE s.slot_name = p_slot;
     IF NOT FOUND THEN
-        problem := 'replication slot objcached does not exist: SELECT pg_catalog.pg_create_logical_replication_slot(''objcached'', ''pgoutput'') '
-                   'as a role with the REPLICATION attribute';
+        problem := pg_catalog.format('replication slot %s does not exist: SELECT pg_catalog.pg_create_logical_replication_slot(%L, ''pgoutput'') '
+                                     'as a role with the REPLICATION attribute', p_slot, p_slot);
         RETURN NEXT;
     ELSIF v_slot.slot_type <> 'logical' THEN
-        problem := 'replication slot objcached is a physical slot; the WAL reader needs a logical slot with plugin pgoutput';
+        problem := pg_catalog.format('replication slot %s is a physical slot; the WAL reader needs a logical slot with plugin pgoutput', p_slot);
         RETURN NEXT;
     ELSE
         IF v_slot.plugin IS DISTINCT FROM 'pgoutput' THEN
-            problem := pg_catalog.format('replication slot objcached uses plugin %s, not pgoutput', v_slot.plugin);
+            problem := pg_catalog.format('replication slot %s uses plugin %s, not pgoutput', p_slot, v_slot.plugin);
             RETURN NEXT;
         END IF;
         IF v_slot.database IS DISTINCT FROM pg_catalog.current_database() THEN
-            problem := pg_catalog.format('replication slot objcached belongs to database %s, not to %s',
-                                         v_slot.database, pg_catalog.current_database());
+            problem := pg_catalog.format('replication slot %s belongs to database %s, not to %s',
+                                         p_slot, v_slot.database, pg_catalog.current_database());
             RETURN NEXT;
         END IF;
     END IF;
     IF v_slot.wal_status = 'lost' THEN
-        problem := 'replication slot objcached was invalidated (wal_status lost: it fell more than max_slot_wal_keep_size behind): '
-                   'changes since are gone; drop it and create it again, and every near-cache must be emptied';
+        problem := pg_catalog.format('replication slot %s was invalidated (wal_status lost: it fell more than max_slot_wal_keep_size behind): '
+                   'changes since are gone; objcached makes it again and invalidates every WAL model whole', p_slot);
         RETURN NEXT;
     ELSIF v_slot.wal_status = 'unreserved' THEN
-        problem := 'replication slot objcached is about to be invalidated (wal_status unreserved: it is more than max_slot_wal_keep_size behind)';
+        problem := pg_catalog.format('replication slot %s is about to be invalidated (wal_status unreserved: it is more than max_slot_wal_keep_size behind)', p_slot);
         RETURN NEXT;
     END IF;
 END
@@ -1686,7 +1687,7 @@ UPDATE objcached.meta SET value = '2' WHERE key = 'schema_version';
 --   GRANT EXECUTE ON FUNCTION
 --       objcached.feed_append(text[], text[], text[], boolean, timestamptz, timestamptz, text),
 --       objcached.feed_heartbeat(timestamptz, text), objcached.feed_heartbeat_if_drained(text),
---       objcached.feed_prune(interval), objcached.wal_check(), objcached.wal_tables() TO objcached;
+--       objcached.feed_prune(interval), objcached.wal_check(name), objcached.wal_tables() TO objcached;
 REVOKE ALL ON SCHEMA objcached FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA objcached FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA objcached FROM PUBLIC;

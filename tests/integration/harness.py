@@ -418,6 +418,10 @@ class Postgres:
             "max_connections": "100",
             "shared_buffers": "32MB",
             "log_min_messages": "warning",
+            # objcached's WAL source reads a logical replication slot
+            "wal_level": "logical",
+            "max_wal_senders": "20",
+            "max_replication_slots": "20",
         }
         settings.update(self.settings)
         path = os.path.join(self.datadir, "harness.conf")

@@ -1128,6 +1128,7 @@ def test_failed_deletes_are_requeued_and_applied_later(fleet, mc_pool, db, fault
 def test_sidecar_killed_while_holding_a_claim_loses_nothing(fleet, mc_pool, db):
     """SIGKILL a sidecar while it applies a claimed batch of 100,000 keys:
     PostgreSQL rolls its claim back, and another sidecar applies all of it."""
+    db.set_notify(True)  # the consumers poll every 10 minutes: NOTIFY wakes them
     first = start(fleet, mc_pool, db, poll="10m", objcached={"max_keys": "5000"})
     sample = [f"Big:{i}" for i in range(1, 100001, 97)]
     with first.client(timeout=30) as c:
@@ -1187,6 +1188,7 @@ def test_consumer_does_not_drop_rows_of_models_it_does_not_serve(fleet, mc_pool,
 
 
 def test_outbox_rows_over_max_keys_are_claimed_back_to_back(fleet, mc_pool, db):
+    db.set_notify(True)  # the consumer polls every 10 minutes: NOTIFY wakes it
     oc = start(fleet, mc_pool, db, poll="10m")
     conn = db.connect(autocommit=False)
     with conn.cursor() as cur:           # two outbox rows of 100,000 keys, one NOTIFY

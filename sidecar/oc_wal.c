@@ -1,0 +1,979 @@
+#include "oc_wal.h"
+
+#include <event2/event.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "oc_conf.h"
+#include "oc_feed.h"
+#include "oc_fill.h"
+#include "oc_inval.h"
+#include "oc_key.h"
+#include "oc_log.h"
+#include "oc_mc.h"
+#include "oc_near.h"
+#include "oc_pgconn.h"
+#include "oc_pgoutput.h"
+#include "oc_sql.h"
+#include "oc_stats.h"
+#include "oc_walbatch.h"
+
+#define WAL_STATUS_EVERY_S 1.0
+#define WAL_STATS_EVERY_S  5.0
+#define WAL_PRUNE_EVERY_S  60.0
+#define WAL_RETRY_FAST_S   1.0 /* after losing the slot we held */
+#define WAL_PAUSE_FACTOR   4   /* pending keys past 4 x max_txn_keys: pause */
+
+typedef enum wal_state {
+    WAL_STANDBY,    /* no connection: waiting to try */
+    WAL_CONNECTING, /* both connections coming up */
+    WAL_MAPPING,    /* reading which relations are which models */
+    WAL_GENS,       /* reading the models' generations */
+    WAL_STARTING,   /* START_REPLICATION sent */
+    WAL_STREAMING,  /* holding the slot */
+    WAL_RECREATING, /* the slot is gone: making it again */
+} wal_state_t;
+
+/* Where a batch is in being applied. */
+typedef enum wal_step {
+    STEP_NONE,
+    STEP_DELETES, /* memcached deletes out */
+    STEP_FEED,    /* to append to the feed (and requeue failures) */
+    STEP_GENS,    /* to read the generations a whole-model row bumped */
+} wal_step_t;
+
+typedef struct wal_gen {
+    char *model;
+    uint64_t gen;
+} wal_gen_t;
+
+struct oc_wal {
+    oc_ctx_t *ctx;
+    wal_state_t state;
+    oc_pgconn_t *repl, *sql;
+    int repl_up, sql_up;
+    oc_pgconn_t *dead[2]; /* connections given up, freed from `reap` */
+    struct event *reap;
+    oc_walb_t *acc;
+    struct event *timer; /* STANDBY: the next try; else the periodic work */
+    uint64_t received_lsn, applied_lsn;
+    /* the batch being applied */
+    wal_step_t step;
+    oc_walb_batch_t batch;
+    oc_mc_job_t *job;
+    char *arena;     /* cache keys of the deletes */
+    size_t *del_idx; /* delete item i is batch key del_idx[i] */
+    char *lit[5];    /* array literals of the feed query */
+    char num[2][32];
+    /* generations of every model, for cache keys */
+    wal_gen_t *gens;
+    size_t ngens;
+    /* periodic work on the regular connection */
+    int hb_due, stats_due, prune_due;
+    double next_hb, next_status, next_stats, next_prune;
+    double tried_at;
+    int tried;
+    int sql_busy;
+    int paused;
+    char slot[OC_MODEL_NAME_MAX + 1];
+    char writer[96];
+};
+
+static void wal_start_try(oc_wal_t *w);
+static void sql_next(oc_wal_t *w);
+static void apply_maybe(oc_wal_t *w);
+
+static double now_s(void)
+{
+    return oc_stats_now();
+}
+
+static void set_state(oc_wal_t *w, wal_state_t st)
+{
+    w->state = st;
+    w->ctx->stats->wal_holder = st == WAL_STREAMING;
+}
+
+static void arm(oc_wal_t *w, double secs)
+{
+    struct timeval tv = {(time_t)secs, (suseconds_t)((secs - (time_t)secs) * 1e6)};
+    evtimer_add(w->timer, &tv);
+}
+
+/* ---- generations --------------------------------------------------------------------
+ */
+
+static void gens_clear(oc_wal_t *w)
+{
+    for (size_t i = 0; i < w->ngens; i++)
+        free(w->gens[i].model);
+    free(w->gens);
+    w->gens = NULL;
+    w->ngens = 0;
+}
+
+static int gens_load(oc_wal_t *w, const PGresult *res)
+{
+    gens_clear(w);
+    int n = PQntuples(res);
+    w->gens = calloc((size_t)(n ? n : 1), sizeof(*w->gens));
+    if (w->gens == NULL)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        if ((w->gens[i].model = strdup(PQgetvalue(res, i, 0))) == NULL)
+            return -1;
+        w->gens[i].gen = strtoull(PQgetvalue(res, i, 1), NULL, 10);
+        w->ngens++;
+    }
+    return 0;
+}
+
+static uint64_t gen_of(const oc_wal_t *w, const char *model)
+{
+    for (size_t i = 0; i < w->ngens; i++)
+        if (strcmp(w->gens[i].model, model) == 0)
+            return w->gens[i].gen;
+    return 0;
+}
+
+/* ---- giving up the slot --------------------------------------------------------------
+ */
+
+static void batch_clear(oc_wal_t *w)
+{
+    oc_walb_batch_free(&w->batch);
+    oc_mc_job_free(w->job);
+    w->job = NULL;
+    free(w->arena);
+    w->arena = NULL;
+    free(w->del_idx);
+    w->del_idx = NULL;
+    for (size_t i = 0; i < 5; i++) {
+        free(w->lit[i]);
+        w->lit[i] = NULL;
+    }
+    w->step = STEP_NONE;
+}
+
+/* Holding no more (or never got there): close both connections and stand
+ * by; `again` seconds until the next try. The outbox consumer stops with
+ * the slot: the next holder drains the outbox. */
+static void stand_by(oc_wal_t *w, double again, const char *why)
+{
+    oc_ctx_t *ctx = w->ctx;
+    int held = w->state == WAL_STREAMING;
+    if (held)
+        oc_log_warn("event=wal_released slot=%s reason=\"%s\"", w->slot, why);
+    else if (w->state != WAL_STANDBY)
+        oc_log_info("event=wal_standby slot=%s reason=\"%s\"", w->slot, why);
+    /* Not freed here: this may run inside one of their callbacks. They get
+     * no more callbacks (abandon) and are freed from the reap event. */
+    for (int i = 0; i < 2; i++) {
+        oc_pgconn_t *c = i ? w->sql : w->repl;
+        if (c == NULL)
+            continue;
+        oc_pgconn_abandon(c);
+        oc_pgconn_free(w->dead[i]);
+        w->dead[i] = c;
+    }
+    event_active(w->reap, EV_TIMEOUT, 0);
+    w->repl = w->sql = NULL;
+    w->repl_up = w->sql_up = 0;
+    w->sql_busy = 0;
+    w->paused = 0;
+    if (w->step != STEP_DELETES) /* deletes out: their callback clears */
+        batch_clear(w);
+    oc_walb_restart(w->acc);
+    oc_walb_batch_t drop;
+    if (oc_walb_take(w->acc, &drop) == OC_OK) /* sent again from the slot */
+        oc_walb_batch_free(&drop);
+    if (ctx->inval) {
+        oc_inval_free(ctx->inval);
+        ctx->inval = NULL;
+    }
+    set_state(w, WAL_STANDBY);
+    evtimer_del(w->timer);
+    arm(w, again);
+}
+
+/* ---- the stream ------------------------------------------------------------------- */
+
+static void send_status(oc_wal_t *w, int reply)
+{
+    if (w->repl == NULL || !oc_pgconn_streaming(w->repl))
+        return;
+    uint8_t buf[OC_PGO_STATUS_LEN];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double unix_now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    size_t n = oc_pgo_format_status(buf, w->received_lsn, w->applied_lsn, w->applied_lsn,
+                                    oc_pgo_time_from_unix(unix_now), reply);
+    oc_pgconn_put_copy(w->repl, (const char *)buf, n);
+}
+
+static void reload_map(oc_wal_t *w, const char *why)
+{
+    char clean[OC_ERRLEN];
+    w->ctx->stats->wal_map_reloads++;
+    oc_log_info("event=wal_map_reload reason=\"%s\"",
+                oc_log_clean(clean, sizeof(clean), why));
+    /* Dropping the stream sends everything unconfirmed again; the map is
+     * read again before the next START_REPLICATION. */
+    stand_by(w, 0.1, why);
+}
+
+static void on_data(oc_pgconn_t *pc, const char *buf, size_t len, void *arg)
+{
+    (void)pc;
+    oc_wal_t *w = arg;
+    char err[OC_ERRLEN];
+    if (w->state != WAL_STREAMING)
+        return;
+    oc_pgo_copy_t copy;
+    if (oc_pgo_parse_copy((const uint8_t *)buf, len, &copy, err) != OC_OK) {
+        w->ctx->stats->wal_errors++;
+        stand_by(w, WAL_RETRY_FAST_S, err);
+        return;
+    }
+    if (copy.wal_end > w->received_lsn)
+        w->received_lsn = copy.wal_end;
+    if (copy.type == OC_PGO_KEEPALIVE) {
+        if (copy.reply_requested)
+            send_status(w, 0);
+        return;
+    }
+    oc_pgo_msg_t m;
+    if (oc_pgo_decode(copy.data, copy.data_len, &m, err) != OC_OK) {
+        w->ctx->stats->wal_errors++;
+        stand_by(w, WAL_RETRY_FAST_S, err);
+        return;
+    }
+    oc_walb_res_t r = oc_walb_feed(w->acc, &m, err);
+    if (r == OC_WALB_RELOAD) {
+        reload_map(w, err);
+        return;
+    }
+    if (r == OC_WALB_BAD) {
+        w->ctx->stats->wal_errors++;
+        stand_by(w, WAL_RETRY_FAST_S, err);
+        return;
+    }
+    if (m.type == OC_PGO_COMMIT)
+        w->ctx->stats->wal_transactions++;
+    size_t limit = (size_t)w->ctx->conf->wal_max_txn_keys * WAL_PAUSE_FACTOR;
+    if (!w->paused && oc_walb_pending_keys(w->acc) > limit) {
+        w->paused = 1; /* the walsender waits on TCP meanwhile */
+        oc_pgconn_pause(w->repl, 1);
+    }
+    apply_maybe(w);
+}
+
+/* ---- applying a batch ---------------------------------------------------------------
+ *
+ * memcached first (so a sidecar that hears of the change from the feed and
+ * reads again never reads what was deleted), then the feed and the requeue
+ * of what memcached could not delete, in one statement, then the slot's
+ * position is confirmed. */
+
+static void applied(oc_wal_t *w)
+{
+    oc_ctx_t *ctx = w->ctx;
+    if (w->batch.end_lsn > w->applied_lsn)
+        w->applied_lsn = w->batch.end_lsn;
+    ctx->stats->wal_batches++;
+    if (w->batch.commit_ts > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double lag = (double)ts.tv_sec + ts.tv_nsec / 1e9 -
+                     oc_pgo_time_to_unix(w->batch.commit_ts);
+        ctx->stats->wal_apply_lag_ms = lag > 0 ? (uint64_t)(lag * 1000) : 0;
+    }
+    batch_clear(w);
+    send_status(w, 0);
+    if (w->paused && oc_walb_pending_keys(w->acc) <=
+                         (size_t)ctx->conf->wal_max_txn_keys * WAL_PAUSE_FACTOR) {
+        w->paused = 0;
+        oc_pgconn_pause(w->repl, 0);
+    }
+    apply_maybe(w);
+    sql_next(w);
+}
+
+static void sql_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                     void *arg);
+
+/* The generations after a whole-model row bumped them. */
+static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                      void *arg)
+{
+    (void)pc;
+    oc_wal_t *w = arg;
+    w->sql_busy = 0;
+    if (st != OC_OK || gens_load(w, res) != 0) {
+        PQclear(res);
+        w->ctx->stats->wal_errors++;
+        stand_by(w, WAL_RETRY_FAST_S, st != OC_OK ? err : "out of memory");
+        return;
+    }
+    PQclear(res);
+    applied(w);
+}
+
+static void fed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                void *arg)
+{
+    (void)pc;
+    oc_wal_t *w = arg;
+    w->sql_busy = 0;
+    PQclear(res);
+    if (st != OC_OK) { /* nothing confirmed: the slot sends it again */
+        char clean[OC_ERRLEN];
+        w->ctx->stats->wal_errors++;
+        oc_log_warn("event=wal_apply_failed step=feed reason=\"%s\"",
+                    oc_log_clean(clean, sizeof(clean), err));
+        stand_by(w, WAL_RETRY_FAST_S, err);
+        return;
+    }
+    if (w->batch.nwhole > 0) {
+        w->step = STEP_GENS;
+        sql_next(w);
+        return;
+    }
+    applied(w);
+}
+
+/* Array literals of the batch: every key (for the feed), the whole models,
+ * and the keys memcached failed to delete (for the requeue). */
+static oc_status_t feed_literals(oc_wal_t *w)
+{
+    const oc_walb_batch_t *b = &w->batch;
+    size_t n = b->nkeys;
+    size_t *mlen = malloc((n ? n : 1) * sizeof(*mlen));
+    size_t *wlen = malloc((b->nwhole ? b->nwhole : 1) * sizeof(*wlen));
+    const char **fm = malloc((n ? n : 1) * sizeof(*fm));
+    const char **fk = malloc((n ? n : 1) * sizeof(*fk));
+    size_t *fkl = malloc((n ? n : 1) * sizeof(*fkl));
+    size_t *fml = malloc((n ? n : 1) * sizeof(*fml));
+    oc_status_t st = OC_ENOMEM;
+    if (!mlen || !wlen || !fm || !fk || !fkl || !fml)
+        goto done;
+    for (size_t i = 0; i < n; i++)
+        mlen[i] = strlen(b->models[i]);
+    for (size_t i = 0; i < b->nwhole; i++)
+        wlen[i] = strlen(b->whole[i]);
+    size_t nf = 0;
+    for (size_t i = 0; w->job && i < w->job->n; i++) {
+        if (w->job->items[i].result != OC_MC_R_ERROR)
+            continue;
+        size_t k = w->del_idx[i];
+        fm[nf] = b->models[k], fml[nf] = mlen[k];
+        fk[nf] = b->keys[k], fkl[nf++] = b->klens[k];
+    }
+    w->lit[0] = oc_sql_array(b->models, mlen, n);
+    w->lit[1] = oc_sql_array(b->keys, b->klens, n);
+    w->lit[2] = oc_sql_array(b->whole, wlen, b->nwhole);
+    w->lit[3] = oc_sql_array(fm, fml, nf);
+    w->lit[4] = oc_sql_array(fk, fkl, nf);
+    st =
+        w->lit[0] && w->lit[1] && w->lit[2] && w->lit[3] && w->lit[4] ? OC_OK : OC_ENOMEM;
+    if (nf) {
+        w->ctx->stats->inval_requeued += nf;
+        oc_log_warn("event=inval_requeue keys=%zu reason=\"%s\"", nf, w->job->err);
+    }
+done:
+    free(mlen), free(wlen), free(fm), free(fk), free(fkl), free(fml);
+    return st;
+}
+
+static void deleted(oc_mc_job_t *job, void *arg)
+{
+    oc_wal_t *w = arg;
+    oc_ctx_t *ctx = w->ctx;
+    w->job = job;
+    if (w->state != WAL_STREAMING) { /* the slot was lost meanwhile */
+        batch_clear(w);
+        return;
+    }
+    size_t failed = 0;
+    for (size_t i = 0; i < job->n; i++)
+        failed += job->items[i].result == OC_MC_R_ERROR;
+    ctx->stats->invalidations += job->n - failed;
+    if (failed)
+        ctx->stats->mc_errors++;
+    w->step = STEP_FEED;
+    sql_next(w);
+}
+
+/* The memcached deletes of the batch's keys (and this sidecar's fills and
+ * near-cache entries of them, at once). */
+static void apply_deletes(oc_wal_t *w)
+{
+    oc_ctx_t *ctx = w->ctx;
+    const oc_walb_batch_t *b = &w->batch;
+    size_t n = 0;
+    for (size_t i = 0; i < b->nkeys; i++)
+        n += oc_key_id_cacheable(b->keys[i], b->klens[i], ctx->max_key_len);
+    ctx->stats->wal_keys += b->nkeys;
+    ctx->stats->inval_skipped += b->nkeys - n;
+    w->step = STEP_DELETES;
+    if (n == 0 || ctx->mc == NULL) {
+        w->step = STEP_FEED;
+        sql_next(w);
+        return;
+    }
+    w->job = oc_mc_job_new_items(OC_MC_DELETE, n, deleted, w);
+    w->arena = malloc(n * (OC_KEY_MAX + 1));
+    w->del_idx = malloc(n * sizeof(*w->del_idx));
+    if (w->job == NULL || w->arena == NULL || w->del_idx == NULL) {
+        stand_by(w, WAL_RETRY_FAST_S, "out of memory");
+        return;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < b->nkeys; i++) {
+        if (!oc_key_id_cacheable(b->keys[i], b->klens[i], ctx->max_key_len))
+            continue;
+        char *ck = w->arena + k * (OC_KEY_MAX + 1);
+        size_t off;
+        oc_mc_item_t *it = &w->job->items[k++];
+        it->key = ck;
+        it->klen =
+            oc_key_cache_key(ctx->conf->key_prefix, b->models[i], gen_of(w, b->models[i]),
+                             b->keys[i], b->klens[i], ck, OC_KEY_MAX + 1, &off);
+        w->del_idx[k - 1] = i; /* which batch key, for the requeue */
+        oc_fill_invalidate(ctx->fills, it->key, it->klen);
+        oc_near_invalidate(ctx->near, it->key, it->klen);
+    }
+    oc_mc_job_t *job = w->job;
+    w->job = NULL; /* oc_mc's until deleted() */
+    oc_mc_submit(ctx->mc, job);
+}
+
+static void apply_maybe(oc_wal_t *w)
+{
+    if (w->step != STEP_NONE || w->state != WAL_STREAMING || !oc_walb_ready(w->acc))
+        return;
+    if (oc_walb_take(w->acc, &w->batch) != OC_OK) {
+        stand_by(w, WAL_RETRY_FAST_S, "out of memory");
+        return;
+    }
+    w->ctx->stats->wal_whole += w->batch.nwhole;
+    apply_deletes(w);
+}
+
+/* ---- the regular connection: one command at a time ------------------------------ */
+
+static void sql_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                     void *arg)
+{
+    (void)pc;
+    oc_wal_t *w = arg;
+    w->sql_busy = 0;
+    if (st == OC_OK && w->stats_due == 2 && PQntuples(res) == 1 &&
+        !PQgetisnull(res, 0, 0))
+        w->ctx->stats->wal_lag_bytes = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    if (w->stats_due == 2)
+        w->stats_due = 0;
+    PQclear(res);
+    if (st != OC_OK) {
+        char clean[OC_ERRLEN];
+        w->ctx->stats->wal_errors++;
+        oc_log_warn("event=wal_query_failed reason=\"%s\"",
+                    oc_log_clean(clean, sizeof(clean), err));
+    }
+    sql_next(w);
+}
+
+static void sql_feed(oc_wal_t *w)
+{
+    const oc_walb_batch_t *b = &w->batch;
+    if (b->nkeys + b->nwhole == 0) {
+        if (b->caught_up_at[0] == '\0') { /* only other tables' changes */
+            applied(w);
+            return;
+        }
+        const char *p[2] = {b->caught_up_at, w->writer};
+        w->sql_busy = 1;
+        w->ctx->stats->wal_heartbeats++;
+        if (oc_pgconn_query(w->sql,
+                            "SELECT objcached.feed_heartbeat($1::timestamptz, $2)", 2, p,
+                            fed, w) != OC_OK)
+            w->sql_busy = 0;
+        return;
+    }
+    if (feed_literals(w) != OC_OK) {
+        stand_by(w, WAL_RETRY_FAST_S, "out of memory");
+        return;
+    }
+    snprintf(w->num[0], sizeof(w->num[0]), "%.6f",
+             b->commit_ts ? oc_pgo_time_to_unix(b->commit_ts) : 0.0);
+    const char *p[8] = {w->lit[0],
+                        w->lit[1],
+                        w->lit[2],
+                        b->commit_ts ? w->num[0] : NULL,
+                        b->caught_up_at[0] ? b->caught_up_at : NULL,
+                        w->writer,
+                        w->lit[3],
+                        w->lit[4]};
+    w->sql_busy = 1;
+    if (b->caught_up_at[0])
+        w->ctx->stats->wal_heartbeats++;
+    if (oc_pgconn_query(
+            w->sql,
+            "SELECT objcached.feed_append($1::text[], $2::text[], $3::text[], "
+            "true, to_timestamp($4::double precision), $5::timestamptz, $6), "
+            "objcached.requeue($7::text[], $8::text[])",
+            8, p, fed, w) != OC_OK)
+        w->sql_busy = 0;
+}
+
+/* The next thing the regular connection does: the batch's steps first,
+ * then a heartbeat, the slot's lag, a prune. */
+static void sql_next(oc_wal_t *w)
+{
+    if (w->state != WAL_STREAMING || w->sql == NULL || w->sql_busy ||
+        !oc_pgconn_idle(w->sql))
+        return;
+    if (w->step == STEP_FEED) {
+        sql_feed(w);
+        return;
+    }
+    if (w->step == STEP_GENS) {
+        w->sql_busy = 1;
+        if (oc_pgconn_query(w->sql, "SELECT model, generation FROM objcached.models", 0,
+                            NULL, gens_read, w) != OC_OK)
+            w->sql_busy = 0;
+        return;
+    }
+    const char *sql = NULL;
+    const char *p[1] = {w->slot};
+    int np = 0;
+    if (w->hb_due) {
+        w->hb_due = 0;
+        /* The argument is evaluated before the message is written, so every
+         * transaction that returned from COMMIT before that instant is in
+         * the WAL before the message's commit record. */
+        sql =
+            "SELECT pg_logical_emit_message(true, 'objcached', clock_timestamp()::text)";
+    } else if (w->stats_due == 1) {
+        w->stats_due = 2;
+        sql = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
+              "FROM pg_replication_slots WHERE slot_name = $1";
+        np = 1;
+    } else if (w->prune_due) {
+        w->prune_due = 0;
+        snprintf(w->num[1], sizeof(w->num[1]), "%u seconds", w->ctx->conf->feed_keep_s);
+        p[0] = w->num[1];
+        sql = "SELECT objcached.feed_prune($1::interval)";
+        np = 1;
+    }
+    if (sql == NULL)
+        return;
+    w->sql_busy = 1;
+    if (oc_pgconn_query(w->sql, sql, np, np ? p : NULL, sql_done, w) != OC_OK)
+        w->sql_busy = 0;
+}
+
+/* The holder's periodic work, every wal_heartbeat. */
+static void tick(oc_wal_t *w)
+{
+    double now = now_s();
+    if (now >= w->next_hb) {
+        w->hb_due = 1;
+        w->next_hb = now + w->ctx->conf->wal_heartbeat_ms / 1000.0;
+    }
+    if (now >= w->next_status) {
+        send_status(w, 0);
+        w->next_status = now + WAL_STATUS_EVERY_S;
+    }
+    if (now >= w->next_stats && w->stats_due == 0) {
+        w->stats_due = 1;
+        w->next_stats = now + WAL_STATS_EVERY_S;
+    }
+    if (now >= w->next_prune) {
+        w->prune_due = 1;
+        w->next_prune = now + WAL_PRUNE_EVERY_S;
+    }
+    sql_next(w);
+    arm(w, w->ctx->conf->wal_heartbeat_ms / 1000.0);
+}
+
+/* ---- taking the slot ------------------------------------------------------------------
+ */
+
+static void streaming(oc_wal_t *w)
+{
+    oc_ctx_t *ctx = w->ctx;
+    set_state(w, WAL_STREAMING);
+    ctx->stats->wal_takeovers++;
+    oc_log_info("event=wal_holding slot=%s", w->slot);
+    double now = now_s();
+    w->next_hb = w->next_status = now;
+    w->next_stats = now + WAL_STATS_EVERY_S;
+    w->next_prune = now + WAL_PRUNE_EVERY_S;
+    /* The holder drains the outbox too (requeued keys, attach's whole-model
+     * rows, trigger-mode models). */
+    if (ctx->inval == NULL && ctx->conf->inval_poll_ms > 0) {
+        char err[OC_ERRLEN] = "";
+        if ((ctx->inval = oc_inval_new(ctx, err)) == NULL && err[0])
+            oc_log_error("event=wal_inval_failed reason=\"%s\"", err);
+    }
+    evtimer_del(w->timer);
+    tick(w);
+}
+
+static void start_stream(oc_wal_t *w);
+static void recreate(oc_wal_t *w, int drop);
+
+/* The pid in 'replication slot "x" is active for PID 123'. */
+static long active_pid(const char *err)
+{
+    const char *p = strstr(err, "active for PID ");
+    return p ? strtol(p + 15, NULL, 10) : 0;
+}
+
+static void terminated(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                       void *arg)
+{
+    (void)pc, (void)err;
+    oc_wal_t *w = arg;
+    PQclear(res);
+    w->sql_busy = 0;
+    stand_by(w, st == OC_OK ? 0.5 : w->ctx->conf->wal_takeover_ms / 1000.0,
+             "terminated a stuck holder");
+}
+
+/* START_REPLICATION ended: another holder has the slot, the slot is gone,
+ * or the stream broke. */
+static void stream_ended(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                         void *arg)
+{
+    (void)pc;
+    oc_wal_t *w = arg;
+    oc_ctx_t *ctx = w->ctx;
+    PQclear(res);
+    const char *why = st == OC_OK ? "the server ended the stream" : err;
+    double takeover = ctx->conf->wal_takeover_ms / 1000.0;
+    if (strstr(why, "is active for PID")) {
+        double stale = ctx->feed ? oc_feed_staleness(ctx->feed, now_s()) : 0;
+        long pid = active_pid(why);
+        if (stale > 3 * takeover && pid > 0 && w->sql_up && !w->sql_busy) {
+            /* Its walsender is alive but its heartbeats stopped: a holder
+             * stuck (or cut off) that PostgreSQL has not noticed yet. */
+            char spid[24];
+            snprintf(spid, sizeof(spid), "%ld", pid);
+            const char *p[1] = {spid};
+            oc_log_warn("event=wal_holder_terminated slot=%s pid=%ld stale_s=%.1f",
+                        w->slot, pid, stale);
+            w->sql_busy = 1;
+            if (oc_pgconn_query(w->sql, "SELECT pg_terminate_backend($1::integer)", 1, p,
+                                terminated, w) == OC_OK)
+                return;
+            w->sql_busy = 0;
+        }
+        stand_by(w, takeover, "another sidecar holds the slot");
+        return;
+    }
+    if (strstr(why, "does not exist") && strstr(why, "replication slot")) {
+        recreate(w, 0);
+        return;
+    }
+    if (strstr(why, "invalidated") || strstr(why, "can no longer get changes") ||
+        strstr(why, "cannot read from logical replication slot")) {
+        recreate(w, 1);
+        return;
+    }
+    ctx->stats->wal_errors++;
+    stand_by(w, w->state == WAL_STREAMING ? WAL_RETRY_FAST_S : takeover, why);
+}
+
+/* START_REPLICATION was accepted (COPY BOTH began): the slot is ours. */
+static void on_begin(oc_pgconn_t *pc, void *arg)
+{
+    (void)pc;
+    oc_wal_t *w = arg;
+    if (w->state == WAL_STARTING)
+        streaming(w);
+}
+
+static void start_stream(oc_wal_t *w)
+{
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "START_REPLICATION SLOT \"%s\" LOGICAL 0/0 (proto_version '1', "
+             "publication_names '\"objcached\"', messages 'true')",
+             w->slot);
+    set_state(w, WAL_STARTING);
+    oc_walb_restart(w->acc);
+    if (oc_pgconn_stream(w->repl, sql, on_begin, on_data, stream_ended, w) != OC_OK)
+        stand_by(w, WAL_RETRY_FAST_S, "cannot send START_REPLICATION");
+}
+
+static void mapped_gens(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                        void *arg);
+
+/* ---- a slot dropped or invalidated: make it again ------------------------------------
+ */
+
+static void bumped(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                   void *arg)
+{
+    (void)pc;
+    oc_wal_t *w = arg;
+    PQclear(res);
+    w->sql_busy = 0;
+    if (st != OC_OK) {
+        w->ctx->stats->wal_errors++;
+        stand_by(w, WAL_RETRY_FAST_S, err);
+        return;
+    }
+    set_state(w, WAL_GENS);
+    w->sql_busy = 1;
+    if (oc_pgconn_query(w->sql, "SELECT model, generation FROM objcached.models", 0, NULL,
+                        mapped_gens, w) != OC_OK)
+        w->sql_busy = 0;
+}
+
+/* The slot exists again (from now): every wal model goes whole, since what
+ * changed while there was none cannot be known. */
+static void created(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                    void *arg)
+{
+    (void)pc;
+    oc_wal_t *w = arg;
+    PQclear(res);
+    if (st != OC_OK && !strstr(err, "already exists")) {
+        w->ctx->stats->wal_errors++;
+        stand_by(w, w->ctx->conf->wal_takeover_ms / 1000.0, err);
+        return;
+    }
+    w->ctx->stats->wal_slot_recreated++;
+    oc_log_error("event=wal_slot_recreated slot=%s note=\"every model read from the WAL "
+                 "is invalidated whole (new generations)\"",
+                 w->slot);
+    const char *p[1] = {w->writer};
+    w->sql_busy = 1;
+    if (oc_pgconn_query(
+            w->sql,
+            "SELECT objcached.feed_append(NULL, NULL, (SELECT array_agg(model) "
+            "FROM objcached.models WHERE via = 'wal'), true, NULL, NULL, $1)",
+            1, p, bumped, w) != OC_OK)
+        w->sql_busy = 0;
+}
+
+static void dropped(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                    void *arg)
+{
+    (void)pc, (void)st, (void)err; /* "does not exist" is fine too */
+    oc_wal_t *w = arg;
+    PQclear(res);
+    char sql[128];
+    snprintf(sql, sizeof(sql), "CREATE_REPLICATION_SLOT \"%s\" LOGICAL pgoutput",
+             w->slot);
+    if (oc_pgconn_query(w->repl, sql, 0, NULL, created, w) != OC_OK)
+        stand_by(w, WAL_RETRY_FAST_S, "cannot create the slot");
+}
+
+static void recreate(oc_wal_t *w, int drop)
+{
+    char sql[128];
+    set_state(w, WAL_RECREATING);
+    oc_log_error("event=wal_slot_lost slot=%s reason=\"%s\"", w->slot,
+                 drop ? "invalidated: it fell more than max_slot_wal_keep_size behind"
+                      : "it does not exist");
+    if (!drop) {
+        dropped(NULL, NULL, OC_OK, NULL, w);
+        return;
+    }
+    snprintf(sql, sizeof(sql), "DROP_REPLICATION_SLOT \"%s\"", w->slot);
+    if (oc_pgconn_query(w->repl, sql, 0, NULL, dropped, w) != OC_OK)
+        stand_by(w, WAL_RETRY_FAST_S, "cannot drop the slot");
+}
+
+/* ---- mapping, then generations, then the stream ---------------------------------------
+ */
+
+static void mapped_gens(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                        void *arg)
+{
+    (void)pc;
+    oc_wal_t *w = arg;
+    w->sql_busy = 0;
+    if (st != OC_OK || gens_load(w, res) != 0) {
+        PQclear(res);
+        stand_by(w, w->ctx->conf->wal_takeover_ms / 1000.0,
+                 st != OC_OK ? err : "out of memory");
+        return;
+    }
+    PQclear(res);
+    if (w->state == WAL_GENS && w->repl_up)
+        start_stream(w);
+}
+
+static void mapped(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                   void *arg)
+{
+    (void)pc;
+    oc_wal_t *w = arg;
+    w->sql_busy = 0;
+    if (st != OC_OK) {
+        PQclear(res);
+        stand_by(w, w->ctx->conf->wal_takeover_ms / 1000.0, err);
+        return;
+    }
+    oc_walb_map_clear(w->acc);
+    for (int i = 0; i < PQntuples(res); i++)
+        if (oc_walb_map_add(w->acc, (uint32_t)strtoul(PQgetvalue(res, i, 0), NULL, 10),
+                            PQgetisnull(res, i, 1) ? NULL : PQgetvalue(res, i, 1),
+                            PQgetisnull(res, i, 2) ? NULL : PQgetvalue(res, i, 2)) !=
+            OC_OK) {
+            PQclear(res);
+            stand_by(w, WAL_RETRY_FAST_S, "out of memory");
+            return;
+        }
+    PQclear(res);
+    set_state(w, WAL_GENS);
+    w->sql_busy = 1;
+    if (oc_pgconn_query(w->sql, "SELECT model, generation FROM objcached.models", 0, NULL,
+                        mapped_gens, w) != OC_OK)
+        w->sql_busy = 0;
+}
+
+/* Both connections up: which relations are which models (and every other
+ * table of the publication, known and ignored). */
+static void both_up(oc_wal_t *w)
+{
+    if (!w->repl_up || !w->sql_up || w->state != WAL_CONNECTING)
+        return;
+    set_state(w, WAL_MAPPING);
+    w->sql_busy = 1;
+    if (oc_pgconn_query(
+            w->sql,
+            "SELECT relid, model, key_column FROM objcached.wal_tables() UNION ALL "
+            "SELECT format('%I.%I', p.schemaname, p.tablename)::regclass::oid, NULL, "
+            "NULL FROM pg_publication_tables p WHERE p.pubname = 'objcached'",
+            0, NULL, mapped, w) != OC_OK)
+        w->sql_busy = 0;
+}
+
+static void on_up(oc_pgconn_t *pc, void *owner)
+{
+    oc_wal_t *w = owner;
+    if (pc == w->repl)
+        w->repl_up = 1;
+    else
+        w->sql_up = 1;
+    both_up(w);
+}
+
+static void on_down(oc_pgconn_t *pc, const char *err, void *owner)
+{
+    oc_wal_t *w = owner;
+    (void)pc;
+    /* Either connection lost: the stream and what it promised go with it;
+     * try again soon (the slot is free once our walsender exits). */
+    if (w->state != WAL_STANDBY)
+        stand_by(w, WAL_RETRY_FAST_S, err);
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    oc_wal_t *w = arg;
+    for (int i = 0; i < 2; i++) {
+        oc_pgconn_free(w->dead[i]);
+        w->dead[i] = NULL;
+    }
+}
+
+static void wal_start_try(oc_wal_t *w)
+{
+    oc_ctx_t *ctx = w->ctx;
+    static const oc_pgconn_hooks_t hooks = {.up = on_up, .down = on_down};
+    static const oc_pgconn_opts_t repl_opts = {.app_name = "objcached-wal",
+                                               .replication = 1};
+    static const oc_pgconn_opts_t sql_opts = {.app_name = "objcached-wal"};
+    const char *conninfo =
+        ctx->conf->wal_conninfo[0] ? ctx->conf->wal_conninfo : ctx->conf->conninfo;
+    char *session = oc_sql_session(ctx->conf);
+    w->tried = 1;
+    w->tried_at = now_s();
+    set_state(w, WAL_CONNECTING);
+    w->repl =
+        session ? oc_pgconn_new(ctx->base, conninfo, &repl_opts, "", &hooks, w) : NULL;
+    w->sql = session ? oc_pgconn_new(ctx->base, conninfo, &sql_opts, session, &hooks, w)
+                     : NULL;
+    free(session);
+    if (w->repl == NULL || w->sql == NULL)
+        stand_by(w, WAL_RETRY_FAST_S, "out of memory");
+}
+
+/* STANDBY: try when the holder looks gone (the feed's freshness, which only
+ * the holder advances, is older than wal_takeover), or at the first chance. */
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    oc_wal_t *w = arg;
+    if (w->state == WAL_STREAMING) {
+        tick(w);
+        return;
+    }
+    if (w->state != WAL_STANDBY)
+        return;
+    double takeover = w->ctx->conf->wal_takeover_ms / 1000.0;
+    double stale = w->ctx->feed ? oc_feed_staleness(w->ctx->feed, now_s()) : INFINITY;
+    if (!w->tried || stale > takeover || now_s() - w->tried_at > 10 * takeover) {
+        wal_start_try(w);
+        return;
+    }
+    arm(w, takeover / 2);
+}
+
+oc_wal_t *oc_wal_new(oc_ctx_t *ctx, char *err)
+{
+    if (!ctx->conf->wal)
+        return NULL;
+    oc_wal_t *w = calloc(1, sizeof(*w));
+    if (w == NULL || (w->acc = oc_walb_new(ctx->conf->wal_max_txn_keys)) == NULL ||
+        (w->timer = evtimer_new(ctx->base, on_timer, w)) == NULL ||
+        (w->reap = event_new(ctx->base, -1, 0, on_reap, w)) == NULL) {
+        oc_wal_free(w);
+        oc_fail(err, OC_ENOMEM, "out of memory");
+        return NULL;
+    }
+    w->ctx = ctx;
+    snprintf(w->slot, sizeof(w->slot), "%s", ctx->conf->wal_slot);
+    char host[64] = "";
+    gethostname(host, sizeof(host) - 1);
+    snprintf(w->writer, sizeof(w->writer), "wal %.63s:%ld", host, (long)getpid());
+    set_state(w, WAL_STANDBY);
+    arm(w, 0.01 + (getpid() % 100) / 1000.0); /* a little spread between sidecars */
+    return w;
+}
+
+void oc_wal_free(oc_wal_t *w)
+{
+    if (w == NULL)
+        return;
+    if (w->ctx) {
+        oc_pgconn_free(w->repl);
+        oc_pgconn_free(w->sql);
+        w->ctx->stats->wal_holder = 0;
+    }
+    for (int i = 0; i < 2; i++)
+        oc_pgconn_free(w->dead[i]);
+    if (w->timer)
+        event_free(w->timer);
+    if (w->reap)
+        event_free(w->reap);
+    /* Deletes still out at oc_mc would call back into freed memory: the
+     * daemon frees oc_mc (which runs every callback) before us. */
+    batch_clear(w);
+    gens_clear(w);
+    oc_walb_free(w->acc);
+    free(w);
+}

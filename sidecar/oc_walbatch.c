@@ -1,0 +1,446 @@
+#include "oc_walbatch.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct walb_rel {
+    uint32_t relid;
+    const char *model; /* interned; NULL: published, no model's */
+    char *key_column;
+    int key_idx; /* from the Relation message; -1 until one came */
+} walb_rel_t;
+
+struct oc_walb {
+    size_t max_txn_keys;
+    walb_rel_t *rels;
+    size_t nrels, rels_cap;
+    char **interned; /* model names, for the accumulator's life */
+    size_t ninterned;
+    /* Keys: the committed part, then the open transaction's. */
+    const char **models;
+    size_t *koff, *klen;
+    size_t nkeys, keys_cap, ncommitted;
+    char *arena;
+    size_t alen, acap, acommitted;
+    const char **whole; /* committed whole models (distinct) */
+    size_t nwhole, whole_cap;
+    uint64_t end_lsn;
+    int64_t commit_ts;
+    char caught_up_at[OC_WALB_INSTANT_MAX];
+    size_t ntxn;
+    /* The open transaction. */
+    int in_txn;
+    int overflow;         /* over max_txn_keys: its models go whole */
+    const char **touched; /* models it touched, or made whole (distinct) */
+    size_t ntouched, touched_cap;
+    unsigned char *touched_whole; /* [touched_cap]: this model goes whole */
+    char txn_hb[OC_WALB_INSTANT_MAX];
+};
+
+/* ---- small vectors ------------------------------------------------------------ */
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 16;
+    while (c < need)
+        c *= 2;
+    void *q = realloc(*p, c * elem);
+    if (q == NULL)
+        return -1;
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
+static const char *intern(oc_walb_t *b, const char *name)
+{
+    for (size_t i = 0; i < b->ninterned; i++)
+        if (strcmp(b->interned[i], name) == 0)
+            return b->interned[i];
+    char **v = realloc(b->interned, (b->ninterned + 1) * sizeof(*v));
+    if (v == NULL)
+        return NULL;
+    b->interned = v;
+    if ((v[b->ninterned] = strdup(name)) == NULL)
+        return NULL;
+    return v[b->ninterned++];
+}
+
+/* ---- the map ---------------------------------------------------------------------- */
+
+oc_walb_t *oc_walb_new(size_t max_txn_keys)
+{
+    oc_walb_t *b = calloc(1, sizeof(*b));
+    if (b)
+        b->max_txn_keys = max_txn_keys ? max_txn_keys : 1;
+    return b;
+}
+
+void oc_walb_map_clear(oc_walb_t *b)
+{
+    for (size_t i = 0; i < b->nrels; i++)
+        free(b->rels[i].key_column);
+    b->nrels = 0;
+}
+
+oc_status_t oc_walb_map_add(oc_walb_t *b, uint32_t relid, const char *model,
+                            const char *key_column)
+{
+    if (grow((void **)&b->rels, &b->rels_cap, b->nrels + 1, sizeof(*b->rels)) != 0)
+        return OC_ENOMEM;
+    walb_rel_t *r = &b->rels[b->nrels];
+    *r = (walb_rel_t){.relid = relid, .key_idx = -1};
+    if (model && ((r->model = intern(b, model)) == NULL ||
+                  (r->key_column = strdup(key_column ? key_column : "")) == NULL))
+        return OC_ENOMEM;
+    b->nrels++;
+    return OC_OK;
+}
+
+void oc_walb_free(oc_walb_t *b)
+{
+    if (b == NULL)
+        return;
+    oc_walb_map_clear(b);
+    free(b->rels);
+    for (size_t i = 0; i < b->ninterned; i++)
+        free(b->interned[i]);
+    free(b->interned);
+    free(b->models);
+    free(b->koff);
+    free(b->klen);
+    free(b->arena);
+    free(b->whole);
+    free(b->touched);
+    free(b->touched_whole);
+    free(b);
+}
+
+/* ---- the open transaction -------------------------------------------------------- */
+
+static void txn_open(oc_walb_t *b)
+{
+    b->nkeys = b->ncommitted; /* drop what an unfinished one left */
+    b->alen = b->acommitted;
+    b->in_txn = 1;
+    b->overflow = 0;
+    b->ntouched = 0;
+    b->txn_hb[0] = '\0';
+}
+
+/* Model m was touched by the open transaction (whole: it goes whole). */
+static int touch(oc_walb_t *b, const char *m, int whole)
+{
+    for (size_t i = 0; i < b->ntouched; i++)
+        if (b->touched[i] == m) {
+            b->touched_whole[i] |= (unsigned char)whole;
+            return 0;
+        }
+    size_t cap = b->touched_cap;
+    if (grow((void **)&b->touched, &b->touched_cap, b->ntouched + 1,
+             sizeof(*b->touched)) != 0 ||
+        grow((void **)&b->touched_whole, &cap, b->ntouched + 1, 1) != 0)
+        return -1;
+    b->touched[b->ntouched] = m;
+    b->touched_whole[b->ntouched++] = (unsigned char)whole;
+    return 0;
+}
+
+static int add_key(oc_walb_t *b, const char *m, const char *k, size_t len)
+{
+    if (touch(b, m, 0) != 0)
+        return -1;
+    if (b->overflow)
+        return 0;
+    if (b->nkeys - b->ncommitted >= b->max_txn_keys) {
+        /* Too big to list: every model it touched goes whole instead. */
+        b->overflow = 1;
+        b->nkeys = b->ncommitted;
+        b->alen = b->acommitted;
+        return 0;
+    }
+    size_t cap = b->keys_cap, cap2 = b->keys_cap;
+    if (grow((void **)&b->models, &b->keys_cap, b->nkeys + 1, sizeof(*b->models)) != 0 ||
+        grow((void **)&b->koff, &cap, b->nkeys + 1, sizeof(*b->koff)) != 0 ||
+        grow((void **)&b->klen, &cap2, b->nkeys + 1, sizeof(*b->klen)) != 0 ||
+        grow((void **)&b->arena, &b->acap, b->alen + len + 1, 1) != 0)
+        return -1;
+    memcpy(b->arena + b->alen, k, len);
+    b->arena[b->alen + len] = '\0';
+    b->models[b->nkeys] = m;
+    b->koff[b->nkeys] = b->alen;
+    b->klen[b->nkeys++] = len;
+    b->alen += len + 1;
+    return 0;
+}
+
+static int add_whole(oc_walb_t *b, const char *m)
+{
+    for (size_t i = 0; i < b->nwhole; i++)
+        if (b->whole[i] == m)
+            return 0;
+    if (grow((void **)&b->whole, &b->whole_cap, b->nwhole + 1, sizeof(*b->whole)) != 0)
+        return -1;
+    b->whole[b->nwhole++] = m;
+    return 0;
+}
+
+static oc_walb_res_t txn_commit(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
+{
+    for (size_t i = 0; i < b->ntouched; i++)
+        if ((b->overflow || b->touched_whole[i]) && add_whole(b, b->touched[i]) != 0)
+            return oc_fail(err, OC_ENOMEM, "out of memory"), OC_WALB_BAD;
+    b->ncommitted = b->nkeys;
+    b->acommitted = b->alen;
+    b->end_lsn = m->commit.end_lsn;
+    if (m->commit.commit_ts > b->commit_ts)
+        b->commit_ts = m->commit.commit_ts;
+    if (b->txn_hb[0])
+        memcpy(b->caught_up_at, b->txn_hb, sizeof(b->caught_up_at));
+    b->ntxn++;
+    b->in_txn = 0;
+    return OC_WALB_OK;
+}
+
+/* ---- messages -----------------------------------------------------------------------
+ */
+
+/* A Relation: where each of its models' key column is. */
+static oc_walb_res_t relation(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
+{
+    int known = 0;
+    for (size_t i = 0; i < b->nrels; i++) {
+        walb_rel_t *r = &b->rels[i];
+        if (r->relid != m->rel.relid)
+            continue;
+        known = 1;
+        if (r->model == NULL)
+            continue;
+        r->key_idx = -1;
+        oc_pgo_iter_t it = oc_pgo_relcols_iter(&m->rel.cols);
+        oc_pgo_relcol_t col;
+        for (int idx = 0; oc_pgo_relcol_next(&it, &col) == OC_OK; idx++)
+            if (strcmp(col.name, r->key_column) == 0)
+                r->key_idx = idx;
+        if (r->key_idx < 0) {
+            oc_fail(err, OC_EINVAL,
+                    "relation %s.%s has no column %s (model %s): renamed?",
+                    m->rel.nspname, m->rel.relname, r->key_column, r->model);
+            return OC_WALB_RELOAD;
+        }
+    }
+    /* A relation not in the map is not a reason to reload by itself:
+     * PostgreSQL describes a partition too before its changes, which come
+     * as the root's (publish_via_partition_root). A change of a relation
+     * not in the map is. */
+    (void)known;
+    return OC_WALB_OK;
+}
+
+/* The key column of a tuple, for model r. 1: a key; 0: no key to take (a
+ * NULL key: nothing cached); -1: it cannot be read (the model goes whole). */
+static int tuple_key(const walb_rel_t *r, const oc_pgo_tuple_t *t, oc_pgo_col_t *col)
+{
+    if (r->key_idx < 0 || r->key_idx >= t->ncols ||
+        oc_pgo_tuple_col(t, (uint16_t)r->key_idx, col) != OC_OK)
+        return -1;
+    if (col->kind == OC_PGO_COL_NULL)
+        return 0;
+    return col->kind == OC_PGO_COL_TEXT ? 1 : -1;
+}
+
+static int take_key(oc_walb_t *b, const walb_rel_t *r, const oc_pgo_tuple_t *t, int must)
+{
+    oc_pgo_col_t col;
+    int k = tuple_key(r, t, &col);
+    if (k > 0)
+        return add_key(b, r->model, col.p, col.len);
+    /* A DELETE's old key that is NULL in a 'K' tuple means the key is not in
+     * the replica identity: it cannot be named; nor can an unreadable one. */
+    if (k < 0 || must)
+        return touch(b, r->model, 1);
+    return 0;
+}
+
+static oc_walb_res_t change(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
+{
+    if (!b->in_txn)
+        return oc_fail(err, OC_EINVAL, "a change outside a transaction"), OC_WALB_BAD;
+    int known = 0;
+    for (size_t i = 0; i < b->nrels; i++) {
+        const walb_rel_t *r = &b->rels[i];
+        if (r->relid != m->change.relid)
+            continue;
+        known = 1;
+        if (r->model == NULL)
+            continue;
+        if (r->key_idx < 0) {
+            oc_fail(err, OC_EINVAL, "a change of relation %u before its Relation message",
+                    r->relid);
+            return OC_WALB_RELOAD;
+        }
+        int rc = 0;
+        if (m->type != OC_PGO_DELETE)
+            rc |= take_key(b, r, &m->change.new_tuple, 0);
+        if (m->change.old_kind != 0)
+            rc |= take_key(b, r, &m->change.old_tuple, m->type == OC_PGO_DELETE);
+        else if (m->type == OC_PGO_DELETE)
+            rc |= touch(b, r->model, 1); /* no old key at all: whole */
+        if (rc != 0)
+            return oc_fail(err, OC_ENOMEM, "out of memory"), OC_WALB_BAD;
+    }
+    if (!known) {
+        oc_fail(err, OC_EINVAL, "a change of relation %u, not in the map",
+                m->change.relid);
+        return OC_WALB_RELOAD;
+    }
+    return OC_WALB_OK;
+}
+
+static oc_walb_res_t truncate(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
+{
+    if (!b->in_txn)
+        return oc_fail(err, OC_EINVAL, "a truncate outside a transaction"), OC_WALB_BAD;
+    for (uint32_t k = 0; k < m->truncate.nrels; k++) {
+        uint32_t relid = oc_pgo_truncate_relid(m, k);
+        int known = 0;
+        for (size_t i = 0; i < b->nrels; i++) {
+            if (b->rels[i].relid != relid)
+                continue;
+            known = 1;
+            if (b->rels[i].model && touch(b, b->rels[i].model, 1) != 0)
+                return oc_fail(err, OC_ENOMEM, "out of memory"), OC_WALB_BAD;
+        }
+        if (!known) {
+            oc_fail(err, OC_EINVAL, "a truncate of relation %u, not in the map", relid);
+            return OC_WALB_RELOAD;
+        }
+    }
+    return OC_WALB_OK;
+}
+
+/* Our own heartbeat: an instant as text, kept if it looks like one. */
+static void heartbeat(oc_walb_t *b, const oc_pgo_msg_t *m)
+{
+    size_t plen = strlen(OC_WALB_HEARTBEAT_PREFIX);
+    if (!(m->message.flags & OC_PGO_MSG_TRANSACTIONAL) || !b->in_txn ||
+        m->message.prefix_len != plen ||
+        memcmp(m->message.prefix, OC_WALB_HEARTBEAT_PREFIX, plen) != 0 ||
+        m->message.content_len == 0 || m->message.content_len >= OC_WALB_INSTANT_MAX)
+        return;
+    for (uint32_t i = 0; i < m->message.content_len; i++) {
+        char c = m->message.content[i];
+        if (!((c >= '0' && c <= '9') || c == '-' || c == ':' || c == ' ' || c == '.' ||
+              c == '+' || c == 'T'))
+            return; /* not an instant of ours */
+    }
+    memcpy(b->txn_hb, m->message.content, m->message.content_len);
+    b->txn_hb[m->message.content_len] = '\0';
+}
+
+oc_walb_res_t oc_walb_feed(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
+{
+    switch (m->type) {
+    case OC_PGO_BEGIN:
+        txn_open(b);
+        return OC_WALB_OK;
+    case OC_PGO_COMMIT:
+        if (!b->in_txn)
+            return oc_fail(err, OC_EINVAL, "a commit outside a transaction"), OC_WALB_BAD;
+        return txn_commit(b, m, err);
+    case OC_PGO_RELATION:
+        return relation(b, m, err);
+    case OC_PGO_INSERT:
+    case OC_PGO_UPDATE:
+    case OC_PGO_DELETE:
+        return change(b, m, err);
+    case OC_PGO_TRUNCATE:
+        return truncate(b, m, err);
+    case OC_PGO_MESSAGE:
+        heartbeat(b, m);
+        return OC_WALB_OK;
+    case OC_PGO_ORIGIN:
+    case OC_PGO_TYPE:
+        return OC_WALB_OK;
+    case OC_PGO_UNKNOWN:
+        break;
+    }
+    oc_fail(err, OC_EINVAL, "unexpected pgoutput message '%c'", m->type_byte);
+    return OC_WALB_BAD;
+}
+
+void oc_walb_restart(oc_walb_t *b)
+{
+    b->nkeys = b->ncommitted;
+    b->alen = b->acommitted;
+    b->in_txn = 0;
+    for (size_t i = 0; i < b->nrels; i++)
+        b->rels[i].key_idx = -1; /* Relation messages come again */
+}
+
+int oc_walb_ready(const oc_walb_t *b)
+{
+    return b->ntxn > 0;
+}
+
+size_t oc_walb_pending_keys(const oc_walb_t *b)
+{
+    return b->nkeys;
+}
+
+oc_status_t oc_walb_take(oc_walb_t *b, oc_walb_batch_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    size_t n = b->ncommitted, bytes = b->acommitted;
+    out->models = malloc((n ? n : 1) * sizeof(*out->models));
+    out->keys = malloc((n ? n : 1) * sizeof(*out->keys));
+    out->klens = malloc((n ? n : 1) * sizeof(*out->klens));
+    out->whole = malloc((b->nwhole ? b->nwhole : 1) * sizeof(*out->whole));
+    out->arena = malloc(bytes ? bytes : 1);
+    if (!out->models || !out->keys || !out->klens || !out->whole || !out->arena) {
+        oc_walb_batch_free(out);
+        return OC_ENOMEM;
+    }
+    memcpy(out->arena, b->arena, bytes);
+    for (size_t i = 0; i < n; i++) {
+        out->models[i] = b->models[i];
+        out->keys[i] = out->arena + b->koff[i];
+        out->klens[i] = b->klen[i];
+    }
+    out->nkeys = n;
+    memcpy(out->whole, b->whole, b->nwhole * sizeof(*out->whole));
+    out->nwhole = b->nwhole;
+    out->end_lsn = b->end_lsn;
+    out->commit_ts = b->commit_ts;
+    memcpy(out->caught_up_at, b->caught_up_at, sizeof(out->caught_up_at));
+    out->ntxn = b->ntxn;
+    /* What is left is the open transaction's: move it to the front. */
+    size_t open = b->nkeys - n, obytes = b->alen - bytes;
+    memmove(b->models, b->models + n, open * sizeof(*b->models));
+    memmove(b->klen, b->klen + n, open * sizeof(*b->klen));
+    for (size_t i = 0; i < open; i++)
+        b->koff[i] = b->koff[n + i] - bytes;
+    if (obytes)
+        memmove(b->arena, b->arena + bytes, obytes);
+    b->nkeys = open;
+    b->alen = obytes;
+    b->ncommitted = b->acommitted = 0;
+    b->nwhole = 0;
+    b->commit_ts = 0;
+    b->caught_up_at[0] = '\0';
+    b->ntxn = 0;
+    return OC_OK;
+}
+
+void oc_walb_batch_free(oc_walb_batch_t *bt)
+{
+    free(bt->models);
+    free(bt->keys);
+    free(bt->klens);
+    free(bt->whole);
+    free(bt->arena);
+    memset(bt, 0, sizeof(*bt));
+}

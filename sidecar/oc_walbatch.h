@@ -1,0 +1,102 @@
+/*
+ * oc_walbatch: what the WAL reader makes of the pgoutput stream, as pure
+ * logic: which relations are which models (and where their key column is),
+ * and, transaction by transaction, the keys and whole models to invalidate,
+ * collected into batches of committed transactions with the LSN to confirm
+ * once a batch is applied and the freshness instant it proves.
+ *
+ * Fed one decoded message at a time (oc_pgoutput), in stream order:
+ *   Relation  records where the model's key column is in that relation
+ *             (a relation sent again after ALTER TABLE replaces it)
+ *   Begin     opens a transaction
+ *   Insert    the new row's key
+ *   Update    the new row's key, and the old one when it was sent (the key
+ *             changed, or REPLICA IDENTITY FULL)
+ *   Delete    the old row's key
+ *   Truncate  the whole model of every relation listed
+ *   Message   prefix "objcached", transactional: the WAL reader's own
+ *             heartbeat; its content (an instant, as text) is how fresh
+ *             the batch proves the feed once this transaction commits
+ *   Commit    the transaction's changes join the committed part
+ * A transaction that touches more than max_txn_keys keys of a model
+ * invalidates that model whole instead (a new generation): memory stays
+ * bounded whatever one statement does. A key that cannot be read (NULL,
+ * unchanged TOAST, binary) makes its model whole too: never a silent loss.
+ *
+ * A change of a relation the map does not know (a Relation message alone
+ * is not enough: PostgreSQL describes partitions whose changes come as
+ * their root's) means the map is out of date (a table attached since it was read, a key
+ * column renamed): OC_WALB_RELOAD, and the caller reads the map again and restarts the
+ * stream from the last confirmed position, so nothing is skipped.
+ *
+ * Ownership: the accumulator owns its keys; oc_walb_take moves the
+ * committed part into a batch the caller owns (oc_walb_batch_free). Model
+ * names are interned for the accumulator's whole life, so a batch's model
+ * pointers stay valid while the accumulator lives.
+ */
+#ifndef OC_WALBATCH_H
+#define OC_WALBATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "oc_pgoutput.h"
+#include "oc_status.h"
+
+#define OC_WALB_HEARTBEAT_PREFIX "objcached"
+#define OC_WALB_INSTANT_MAX      64 /* a timestamptz as text */
+
+typedef struct oc_walb oc_walb_t;
+
+typedef enum oc_walb_res {
+    OC_WALB_OK,
+    OC_WALB_RELOAD, /* a relation the map does not know: reload, restart */
+    OC_WALB_BAD,    /* a change outside a transaction, or a broken stream */
+} oc_walb_res_t;
+
+/* Committed transactions, ready to apply: pairs (models[i], keys[i]), the
+ * models to invalidate whole, the LSN to confirm, the newest commit time
+ * and the newest heartbeat instant ("" if none). */
+typedef struct oc_walb_batch {
+    size_t nkeys;
+    const char **models; /* interned: valid while the accumulator lives */
+    const char **keys;   /* into `arena` */
+    size_t *klens;
+    size_t nwhole;
+    const char **whole;
+    uint64_t end_lsn;  /* the last commit's end: confirm it once applied */
+    int64_t commit_ts; /* the newest commit (PostgreSQL epoch, us); 0: none */
+    char caught_up_at[OC_WALB_INSTANT_MAX]; /* the newest heartbeat, or "" */
+    size_t ntxn;                            /* transactions in it */
+    char *arena;
+} oc_walb_batch_t;
+
+oc_walb_t *oc_walb_new(size_t max_txn_keys);
+void oc_walb_free(oc_walb_t *b);
+
+/* The relation map: relid -> (model, key column), as objcached.wal_tables()
+ * lists it; a relation may carry several models. Relations of the
+ * publication that are no model's are added with model NULL (their changes
+ * are ignored, not "unknown"). map_clear forgets it (and the key columns
+ * learned from Relation messages). */
+oc_status_t oc_walb_map_add(oc_walb_t *b, uint32_t relid, const char *model,
+                            const char *key_column);
+void oc_walb_map_clear(oc_walb_t *b);
+
+/* One decoded message; err (OC_ERRLEN) says why for RELOAD and BAD. */
+oc_walb_res_t oc_walb_feed(oc_walb_t *b, const oc_pgo_msg_t *m, char *err);
+
+/* The stream restarts (a reconnection): an open transaction is dropped (it
+ * will be sent again); the committed part stays. */
+void oc_walb_restart(oc_walb_t *b);
+
+/* Is there a committed part, and how many keys does it hold? */
+int oc_walb_ready(const oc_walb_t *b);
+size_t oc_walb_pending_keys(const oc_walb_t *b);
+
+/* Move the committed part into *out (zeroed first); OC_ENOMEM if out of
+ * memory (nothing moved). */
+oc_status_t oc_walb_take(oc_walb_t *b, oc_walb_batch_t *out);
+void oc_walb_batch_free(oc_walb_batch_t *bt);
+
+#endif

@@ -1,0 +1,287 @@
+"""The WAL source, black-box, against a real PostgreSQL (wal_level =
+logical) and memcached: every case the trigger hook's tests prove, proven
+again when invalidations come from a logical replication slot read with
+pgoutput (models attached with via => 'wal': no trigger, no outbox row in
+the writer's transaction); one reader per slot and a takeover when it dies;
+a slot dropped or invalidated made again with new generations; nothing
+lost across a holder SIGKILLed mid-batch, a PostgreSQL restart, the
+reader's connection terminated."""
+
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+import consistency as oc_c
+import harness
+
+SCHEMA = """
+CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, n int NOT NULL DEFAULT 0);
+INSERT INTO items SELECT i, 'item ' || i, i FROM generate_series(1, 300) AS i;
+CREATE TABLE big (id bigint PRIMARY KEY, v int NOT NULL);
+INSERT INTO big SELECT i, 0 FROM generate_series(1, 100000) AS i;
+CREATE TABLE ev (id bigint NOT NULL, day date NOT NULL, what text, PRIMARY KEY (id, day))
+    PARTITION BY RANGE (day);
+CREATE TABLE ev_2024 PARTITION OF ev FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE ev_2025 PARTITION OF ev FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+INSERT INTO ev VALUES (1, '2024-05-01', 'a'), (2, '2025-05-01', 'b');
+CREATE TABLE slugs (slug text PRIMARY KEY, title text NOT NULL);
+INSERT INTO slugs VALUES ('home', 'Home'), ('about', 'About');
+"""
+
+MODELS = {
+    "Item": {"table": "items", "near_ttl": "30s"},
+    "Big": {"table": "big"},
+    "Ev": {"table": "ev"},
+    "Slug": {"table": "slugs", "key": "slug", "key_type": "text"},
+}
+TABLES = {"Item": ("items", "id"), "Big": ("big", "id"), "Ev": ("ev", "id"),
+          "Slug": ("slugs", "slug")}
+
+
+def wal_config(mc_pool, db, slot, **sections):
+    overrides = {"objcached": {"near_cache_size": "32m"},
+                 "postgresql": {"wal": "on", "wal_slot": slot, "invalidation_poll": "200ms",
+                                "feed_poll": "100ms", "feed_max_lag": "2s",
+                                "wal_heartbeat": "100ms", "wal_takeover": "2s"}}
+    for section, keys in sections.items():
+        overrides.setdefault(section, {}).update(keys)
+    return oc_c.sidecar_config(mc_pool, db.conninfo, MODELS, overrides)
+
+
+@pytest.fixture(scope="module")
+def template(pg, objcached_bin):
+    name = "wal_template"
+    pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', dbname="postgres")
+    pg.execute(f'CREATE DATABASE "{name}"', dbname="postgres")
+    pg.execute(SCHEMA, dbname=name)
+    db = oc_c.HookDb(pg, name)
+    try:
+        config = wal_config("127.0.0.1:1", db, "wal_template")
+        p = oc_c.run_install_hook(objcached_bin, config)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "via the WAL" in p.stdout and "replication slot wal_template created" in p.stdout
+        # a template keeps no slot (slots are per database, and cluster-wide
+        # by name): each test makes its own
+        db.q("SELECT pg_drop_replication_slot('wal_template')")
+        db.q("DELETE FROM objcached.outbox")
+        db.q("VACUUM ANALYZE")
+    finally:
+        db.close()
+    yield name
+    pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', dbname="postgres")
+
+
+@pytest.fixture
+def db(pg, template):
+    d = oc_c.clone_db(pg, template, prefix="wal")
+    d.q("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (d.name,))
+    yield d
+    # A database with a slot cannot be dropped, and the slot only while no
+    # sidecar streams it (they reconnect: terminate and drop until it goes).
+    def slot_gone():
+        pg.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                   "WHERE slot_name = %s AND active", (d.name,), dbname="postgres")
+        try:
+            pg.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                       "WHERE slot_name = %s", (d.name,), dbname="postgres")
+        except Exception:  # noqa: BLE001 - active again: try again
+            return False
+        return True
+    harness.wait_until(slot_gone, timeout=20, interval=0.05, what="the test's slot to go")
+    oc_c.drop_db(pg, d)
+
+
+@pytest.fixture
+def fleet(pg, mc_pool, objcached_bin):
+    if not pg.running:
+        pg.start()
+    for m in mc_pool:
+        if m.alive():
+            m.kill(signal.SIGCONT)
+        m.start()
+        m.flush_all()
+    f = oc_c.Fleet(objcached_bin)
+    yield f
+    errors = f.stop_all()
+    if errors:
+        raise AssertionError("objcached did not shut down cleanly:\n" + "\n\n".join(errors))
+
+
+def start(fleet, mc_pool, db, **sections):
+    return fleet.start(wal_config(mc_pool, db, db.name, **sections))
+
+
+def holder(sidecars, timeout=15):
+    harness.wait_until(lambda: sum(oc.stats()["wal_holder"] for oc in sidecars) == 1,
+                       timeout=timeout, what="one WAL holder")
+    return [oc for oc in sidecars if oc.stats()["wal_holder"]][0]
+
+
+def row(db, model, ident):
+    table, key = TABLES[model]
+    rows = db.q(f"SELECT row_to_json(t)::text FROM {table} t WHERE t.{key} = %s", (ident,))
+    return rows[0][0].encode() if rows else None
+
+
+def get(oc, key):
+    with oc.client() as c:
+        values, end = c.get_multi([key])
+    assert end == b"END", end
+    return values[0][2] if values else None
+
+
+def cached(oc, keys):
+    """Read keys until memcached holds them (the fill's write-back)."""
+    with oc.client() as c:
+        c.get_multi(keys)
+    oc.wait_idle()
+
+
+def wait_value(oc, key, want, timeout=10):
+    """Until oc serves `want` for key (a SERVER_ERROR meanwhile, while
+    PostgreSQL restarts, is retried)."""
+    def serves():
+        with oc.client() as c:
+            values, end = c.get_multi([key])
+        return end == b"END" and (values[0][2] if values else None) == want
+    harness.wait_until(serves, timeout=timeout, interval=0.05,
+                       what=f"{oc!r} to serve {want!r} for {key}")
+
+
+def test_writes_reach_the_cache_without_triggers(fleet, mc_pool, db):
+    """No trigger on a table read from the WAL: a write leaves the outbox
+    empty, yet update, delete, insert (of an id cached as absent) and a key
+    change reach memcached and the near-cache."""
+    assert db.q("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'items'::regclass "
+                "AND NOT tgisinternal")[0][0] == 0
+    a = start(fleet, mc_pool, db)
+    holder([a])
+    for k in ("Item:1", "Item:2", "Item:500", "Item:3", "Slug:home"):
+        cached(a, [k])
+    db.q("UPDATE items SET name = 'u' WHERE id = 1")
+    db.q("DELETE FROM items WHERE id = 2")
+    db.q("INSERT INTO items (id, name) VALUES (500, 'new')")
+    db.q("UPDATE items SET id = 600 WHERE id = 3")          # a key change
+    db.q("UPDATE slugs SET slug = 'start' WHERE slug = 'home'")
+    assert db.outbox_rows() == 0
+    for key, want in (("Item:1", row(db, "Item", 1)), ("Item:2", None),
+                      ("Item:500", row(db, "Item", 500)), ("Item:3", None),
+                      ("Item:600", row(db, "Item", 600)), ("Slug:home", None),
+                      ("Slug:start", row(db, "Slug", "start"))):
+        wait_value(a, key, want)
+    s = a.stats()
+    assert s["wal_transactions"] >= 5 and s["wal_keys"] >= 7 and s["wal_batches"] >= 1
+
+
+def test_100k_row_update_truncate_and_partitions(fleet, mc_pool, db):
+    a = start(fleet, mc_pool, db)
+    holder([a])
+    keys = [f"Big:{i}" for i in (1, 5000, 100000)]
+    cached(a, keys + ["Ev:1", "Ev:2", "Item:7"])
+    db.q("UPDATE big SET v = v + 1")
+    for k in keys:
+        wait_value(a, k, row(db, "Big", int(k.split(":")[1])), timeout=30)
+    # partitions: written directly and through the root, and a row that moves
+    db.q("UPDATE ev_2024 SET what = 'direct' WHERE id = 1")
+    db.q("UPDATE ev SET day = '2024-06-01', what = 'moved' WHERE id = 2")
+    wait_value(a, "Ev:1", row(db, "Ev", 1))
+    wait_value(a, "Ev:2", row(db, "Ev", 2))
+    # TRUNCATE: a new generation, logged, and the old entries unreachable
+    gen = db.generation("Item")
+    db.q("TRUNCATE items")
+    wait_value(a, "Item:7", None)
+    assert db.generation("Item") > gen
+    assert a.stats()["wal_whole"] >= 1
+
+
+def test_one_reader_per_slot_and_takeover(fleet, mc_pool, db):
+    sidecars = [start(fleet, mc_pool, db) for _ in range(3)]
+    h = holder(sidecars)
+    others = [oc for oc in sidecars if oc is not h]
+    cached(others[0], ["Item:11"])
+    fleet.kill(h)
+    t0 = time.monotonic()
+    db.q("UPDATE items SET name = 'after the kill' WHERE id = 11")
+    h2 = holder(others, timeout=20)
+    took = time.monotonic() - t0
+    wait_value(others[0], "Item:11", row(db, "Item", 11))
+    assert took < 15, took
+    assert "event=wal_holding" in h2.log()
+
+
+def test_holder_killed_mid_batch_loses_nothing(fleet, mc_pool, db):
+    """SIGKILL the holder while it applies a 100,000-key batch: it never
+    confirmed it, so the next holder gets it again from the slot."""
+    a, b = start(fleet, mc_pool, db), start(fleet, mc_pool, db)
+    h = holder([a, b])
+    other = b if h is a else a
+    cached(other, ["Big:1", "Big:99999"])
+    db.q("UPDATE big SET v = v + 7")
+    harness.wait_until(lambda: h.stats()["wal_transactions"] >= 1 or
+                       h.stats()["invalidations"] > 0, timeout=20, interval=0.01,
+                       what="the holder to start on the batch")
+    fleet.kill(h)
+    holder([other], timeout=20)
+    wait_value(other, "Big:1", row(db, "Big", 1), timeout=30)
+    wait_value(other, "Big:99999", row(db, "Big", 99999), timeout=30)
+
+
+def test_postgresql_restart_and_reader_terminated(fleet, mc_pool, db, pg):
+    a = start(fleet, mc_pool, db)
+    holder([a])
+    cached(a, ["Item:21", "Item:22"])
+    pids = [r[0] for r in db.q("SELECT active_pid FROM pg_replication_slots "
+                               "WHERE slot_name = %s", (db.name,))]
+    db.q("SELECT pg_terminate_backend(%s)", (pids[0],))
+    db.q("UPDATE items SET name = 'while reconnecting' WHERE id = 21")
+    wait_value(a, "Item:21", row(db, "Item", 21), timeout=15)
+    pg.stop(mode="fast")
+    pg.start()
+    db.close()
+    db2 = oc_c.HookDb(pg, db.name)
+    try:
+        db2.q("UPDATE items SET name = 'after the restart' WHERE id = 22")
+        want = db2.q("SELECT row_to_json(t)::text FROM items t WHERE id = 22")[0][0].encode()
+    finally:
+        db2.close()
+    wait_value(a, "Item:22", want, timeout=30)
+    holder([a], timeout=20)
+
+
+def test_dropped_slot_is_made_again_with_new_generations(fleet, mc_pool, db):
+    a = start(fleet, mc_pool, db)
+    holder([a])
+    cached(a, ["Item:31"])
+    gen = db.generation("Item")
+    fleet.kill(a)
+    harness.wait_until(lambda: not db.q("SELECT active FROM pg_replication_slots WHERE "
+                                        "slot_name = %s", (db.name,))[0][0],
+                       what="the slot to be free")
+    db.q("SELECT pg_drop_replication_slot(%s)", (db.name,))
+    db.q("UPDATE items SET name = 'while no slot' WHERE id = 31")   # in no slot's WAL
+    b = start(fleet, mc_pool, db)
+    holder([b], timeout=20)
+    assert "event=wal_slot_recreated" in b.log()
+    assert db.generation("Item") > gen
+    wait_value(b, "Item:31", row(db, "Item", 31))
+    assert b.stats()["wal_slot_recreated"] == 1
+
+
+def test_check_config_reports_wal_problems(objcached_bin, pg, db, mc_pool, tmp_path):
+    config = wal_config(mc_pool, db, "no_such_slot")
+    path = tmp_path / "c.ini"
+    path.write_text(harness.render_ini(config))
+    out = subprocess.run([objcached_bin, "--check-config", str(path)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 1
+    assert "error: WAL source: replication slot" in out.stdout
+
+
+def test_replica_identity_without_the_key_is_refused(pg, db):
+    db.q("CREATE TABLE noid (id bigint NOT NULL, name text)")
+    with pytest.raises(Exception) as e:
+        db.q("SELECT objcached.attach('noid', 'NoId', 'id', 'wal')")
+    assert "REPLICA IDENTITY" in str(e.value)
