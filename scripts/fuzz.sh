@@ -17,7 +17,8 @@
 # memcached pool, as oc_mc reads them), fuzz_pgoutput (the logical
 # replication stream: CopyData framing and pgoutput messages, as the WAL
 # invalidation source reads them), fuzz_binproto (binary-protocol
-# requests and the replies written to them). The sidecar sources each needs
+# requests and the replies written to them), fuzz_walbatch (a stream of
+# pgoutput messages turned into invalidation batches). The sidecar sources each needs
 # are compiled into it directly, so no other build is needed. New inputs
 # libFuzzer finds go to <build-dir>/corpus/<target>/, never into the tree;
 # a crash worth keeping is copied into tests/fuzz/corpus/<target>/ by hand.
@@ -29,7 +30,7 @@ root=$PWD
 seconds=30
 builddir=build-fuzz
 targets=()
-all_targets=(fuzz_proto fuzz_key fuzz_conf fuzz_parse fuzz_mcproto fuzz_pgoutput fuzz_binproto)
+all_targets=(fuzz_proto fuzz_key fuzz_conf fuzz_parse fuzz_mcproto fuzz_pgoutput fuzz_binproto fuzz_walbatch)
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
@@ -73,6 +74,7 @@ sources() {
     fuzz_mcproto) echo tests/fuzz/fuzz_mcproto.c sidecar/oc_mcproto.c ;;
     fuzz_pgoutput) echo tests/fuzz/fuzz_pgoutput.c sidecar/oc_pgoutput.c sidecar/oc_status.c ;;
     fuzz_binproto) echo tests/fuzz/fuzz_binproto.c sidecar/oc_binproto.c sidecar/oc_status.c ;;
+    fuzz_walbatch) echo tests/fuzz/fuzz_walbatch.c sidecar/oc_walbatch.c sidecar/oc_pgoutput.c sidecar/oc_status.c ;;
     *) return 1 ;;
     esac
 }

@@ -404,14 +404,17 @@ oc_status_t oc_walb_take(oc_walb_t *b, oc_walb_batch_t *out)
         oc_walb_batch_free(out);
         return OC_ENOMEM;
     }
-    memcpy(out->arena, b->arena, bytes);
+    /* empty buffers may still be NULL: memcpy(NULL, 0) is undefined */
+    if (bytes)
+        memcpy(out->arena, b->arena, bytes);
     for (size_t i = 0; i < n; i++) {
         out->models[i] = b->models[i];
         out->keys[i] = out->arena + b->koff[i];
         out->klens[i] = b->klen[i];
     }
     out->nkeys = n;
-    memcpy(out->whole, b->whole, b->nwhole * sizeof(*out->whole));
+    if (b->nwhole)
+        memcpy(out->whole, b->whole, b->nwhole * sizeof(*out->whole));
     out->nwhole = b->nwhole;
     out->end_lsn = b->end_lsn;
     out->commit_ts = b->commit_ts;
@@ -419,8 +422,10 @@ oc_status_t oc_walb_take(oc_walb_t *b, oc_walb_batch_t *out)
     out->ntxn = b->ntxn;
     /* What is left is the open transaction's: move it to the front. */
     size_t open = b->nkeys - n, obytes = b->alen - bytes;
-    memmove(b->models, b->models + n, open * sizeof(*b->models));
-    memmove(b->klen, b->klen + n, open * sizeof(*b->klen));
+    if (open && n) {
+        memmove(b->models, b->models + n, open * sizeof(*b->models));
+        memmove(b->klen, b->klen + n, open * sizeof(*b->klen));
+    }
     for (size_t i = 0; i < open; i++)
         b->koff[i] = b->koff[n + i] - bytes;
     if (obytes)

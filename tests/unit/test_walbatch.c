@@ -1,0 +1,313 @@
+/* Unit tests for oc_walbatch: pgoutput messages (built here, then decoded
+ * by oc_pgoutput) turned into batches of keys and whole models per
+ * committed transaction, with the LSN to confirm and the heartbeat's
+ * instant; the map's rules (reload on a change of an unknown relation,
+ * a renamed key column); bounded memory (a huge transaction goes whole). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "oc_walbatch.h"
+
+/* ---- a tiny pgoutput writer ------------------------------------------------------ */
+
+typedef struct msg {
+    uint8_t b[4096];
+    size_t n;
+} msg_t;
+
+static void u8(msg_t *m, uint8_t v)
+{
+    m->b[m->n++] = v;
+}
+
+static void u16(msg_t *m, uint16_t v)
+{
+    u8(m, (uint8_t)(v >> 8)), u8(m, (uint8_t)v);
+}
+
+static void u32(msg_t *m, uint32_t v)
+{
+    u16(m, (uint16_t)(v >> 16)), u16(m, (uint16_t)v);
+}
+
+static void u64(msg_t *m, uint64_t v)
+{
+    u32(m, (uint32_t)(v >> 32)), u32(m, (uint32_t)v);
+}
+
+static void cstr(msg_t *m, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    memcpy(m->b + m->n, s, n);
+    m->n += n;
+}
+
+/* Tuple data: "t:text", "n" (NULL) or "u" (unchanged TOAST) per column. */
+static void tuple(msg_t *m, int ncols, const char *const *cols)
+{
+    u16(m, (uint16_t)ncols);
+    for (int i = 0; i < ncols; i++) {
+        u8(m, (uint8_t)cols[i][0]);
+        if (cols[i][0] == 't') {
+            size_t len = strlen(cols[i] + 2);
+            u32(m, (uint32_t)len);
+            memcpy(m->b + m->n, cols[i] + 2, len);
+            m->n += len;
+        }
+    }
+}
+
+static oc_walb_t *b;
+static char err[OC_ERRLEN];
+
+static oc_walb_res_t feed(const msg_t *m)
+{
+    oc_pgo_msg_t d;
+    assert_int_equal(oc_pgo_decode(m->b, m->n, &d, err), OC_OK);
+    return oc_walb_feed(b, &d, err);
+}
+
+static void begin(void)
+{
+    msg_t m = {0};
+    u8(&m, 'B'), u64(&m, 100), u64(&m, 5000000), u32(&m, 7);
+    assert_int_equal(feed(&m), OC_WALB_OK);
+}
+
+static void commit(uint64_t end_lsn, int64_t ts)
+{
+    msg_t m = {0};
+    u8(&m, 'C'), u8(&m, 0), u64(&m, end_lsn - 8), u64(&m, end_lsn), u64(&m, (uint64_t)ts);
+    assert_int_equal(feed(&m), OC_WALB_OK);
+}
+
+/* Relation relid "public.name" with columns (id, name) or the given ones. */
+static oc_walb_res_t relation(uint32_t relid, const char *name, const char *c0,
+                              const char *c1)
+{
+    msg_t m = {0};
+    u8(&m, 'R'), u32(&m, relid), cstr(&m, "public"), cstr(&m, name), u8(&m, 'd');
+    u16(&m, 2);
+    u8(&m, 1), cstr(&m, c0), u32(&m, 20), u32(&m, 0xffffffff);
+    u8(&m, 0), cstr(&m, c1), u32(&m, 25), u32(&m, 0xffffffff);
+    return feed(&m);
+}
+
+static oc_walb_res_t insert(uint32_t relid, const char *key)
+{
+    msg_t m = {0};
+    const char *cols[2] = {key, "t:x"};
+    u8(&m, 'I'), u32(&m, relid), u8(&m, 'N'), tuple(&m, 2, cols);
+    return feed(&m);
+}
+
+static oc_walb_res_t update(uint32_t relid, const char *oldkey, const char *newkey)
+{
+    msg_t m = {0};
+    u8(&m, 'U'), u32(&m, relid);
+    if (oldkey) {
+        const char *o[2] = {oldkey, "n"};
+        u8(&m, 'K'), tuple(&m, 2, o);
+    }
+    const char *n[2] = {newkey, "t:y"};
+    u8(&m, 'N'), tuple(&m, 2, n);
+    return feed(&m);
+}
+
+static oc_walb_res_t delete_(uint32_t relid, const char *key)
+{
+    msg_t m = {0};
+    const char *o[2] = {key, "n"};
+    u8(&m, 'D'), u32(&m, relid), u8(&m, 'K'), tuple(&m, 2, o);
+    return feed(&m);
+}
+
+static oc_walb_res_t truncate_(uint32_t relid)
+{
+    msg_t m = {0};
+    u8(&m, 'T'), u32(&m, 1), u8(&m, 0), u32(&m, relid);
+    return feed(&m);
+}
+
+static oc_walb_res_t message(const char *prefix, const char *content, int transactional)
+{
+    msg_t m = {0};
+    u8(&m, 'M'), u8(&m, (uint8_t)transactional), u64(&m, 9), cstr(&m, prefix);
+    u32(&m, (uint32_t)strlen(content));
+    memcpy(m.b + m.n, content, strlen(content));
+    m.n += strlen(content);
+    return feed(&m);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    b = oc_walb_new(1000);
+    assert_int_equal(oc_walb_map_add(b, 16384, "User", "id"), OC_OK);
+    assert_int_equal(oc_walb_map_add(b, 16384, "Person", "id"), OC_OK); /* two models */
+    assert_int_equal(oc_walb_map_add(b, 16400, "Page", "slug"), OC_OK);
+    assert_int_equal(oc_walb_map_add(b, 16500, NULL, NULL),
+                     OC_OK); /* published, no model */
+    assert_int_equal(relation(16384, "users", "id", "name"), OC_WALB_OK);
+    assert_int_equal(relation(16400, "pages", "slug", "title"), OC_WALB_OK);
+    assert_int_equal(relation(16500, "audit", "id", "what"), OC_WALB_OK);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    oc_walb_free(b);
+    return 0;
+}
+
+/* The (model, key) pairs of a batch as "Model:key" strings, joined. */
+static const char *pairs(const oc_walb_batch_t *bt)
+{
+    static char out[4096];
+    size_t o = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < bt->nkeys; i++)
+        o += (size_t)snprintf(out + o, sizeof(out) - o, "%s%s:%.*s", i ? " " : "",
+                              bt->models[i], (int)bt->klens[i], bt->keys[i]);
+    return out;
+}
+
+static void test_changes_become_keys(void **state)
+{
+    (void)state;
+    oc_walb_batch_t bt;
+    begin();
+    assert_int_equal(insert(16384, "t:1"), OC_WALB_OK);
+    assert_int_equal(update(16384, NULL, "t:2"), OC_WALB_OK);
+    assert_int_equal(update(16400, "t:home", "t:start"), OC_WALB_OK); /* key changed */
+    assert_int_equal(delete_(16384, "t:3"), OC_WALB_OK);
+    assert_int_equal(insert(16500, "t:99"), OC_WALB_OK); /* no model's: ignored */
+    assert_false(oc_walb_ready(b));                      /* not committed yet */
+    commit(0x1000, 777);
+    assert_true(oc_walb_ready(b));
+    assert_int_equal(oc_walb_take(b, &bt), OC_OK);
+    assert_string_equal(pairs(&bt),
+                        "User:1 Person:1 User:2 Person:2 Page:start Page:home "
+                        "User:3 Person:3");
+    assert_int_equal(bt.nwhole, 0);
+    assert_int_equal(bt.end_lsn, 0x1000);
+    assert_int_equal(bt.commit_ts, 777);
+    assert_int_equal(bt.ntxn, 1);
+    assert_string_equal(bt.caught_up_at, "");
+    oc_walb_batch_free(&bt);
+    assert_false(oc_walb_ready(b));
+}
+
+static void test_truncate_heartbeat_and_whole(void **state)
+{
+    (void)state;
+    oc_walb_batch_t bt;
+    begin();
+    assert_int_equal(truncate_(16400), OC_WALB_OK);
+    commit(0x2000, 1);
+    begin(); /* the reader's heartbeat, in its own transaction */
+    assert_int_equal(message("objcached", "2026-12-03 15:00:00.123+00", 1), OC_WALB_OK);
+    assert_int_equal(message("objcached", "not an instant", 1), OC_WALB_OK); /* ignored */
+    assert_int_equal(message("other", "2026-01-01 00:00:00+00", 1), OC_WALB_OK);
+    commit(0x3000, 2);
+    /* a non-transactional message outside a transaction: ignored */
+    assert_int_equal(message("objcached", "2030-01-01 00:00:00+00", 0), OC_WALB_OK);
+    begin(); /* a DELETE whose key is not in the replica identity: whole */
+    assert_int_equal(delete_(16384, "n"), OC_WALB_OK);
+    commit(0x4000, 3);
+    assert_int_equal(oc_walb_take(b, &bt), OC_OK);
+    assert_int_equal(bt.nkeys, 0);
+    assert_int_equal(bt.nwhole, 3);
+    assert_string_equal(bt.whole[0], "Page");
+    assert_string_equal(bt.whole[1], "User");
+    assert_string_equal(bt.whole[2], "Person");
+    assert_string_equal(bt.caught_up_at, "2026-12-03 15:00:00.123+00");
+    assert_int_equal(bt.end_lsn, 0x4000);
+    assert_int_equal(bt.ntxn, 3);
+    oc_walb_batch_free(&bt);
+}
+
+static void test_huge_transaction_goes_whole(void **state)
+{
+    (void)state;
+    oc_walb_batch_t bt;
+    char key[32];
+    begin();
+    for (int i = 0; i < 2500; i++) { /* over max_txn_keys (1000) */
+        snprintf(key, sizeof(key), "t:%d", i);
+        assert_int_equal(insert(16400, key), OC_WALB_OK);
+    }
+    assert_true(oc_walb_pending_keys(b) <= 1000); /* memory stays bounded */
+    commit(0x5000, 1);
+    assert_int_equal(oc_walb_take(b, &bt), OC_OK);
+    assert_int_equal(bt.nkeys, 0);
+    assert_int_equal(bt.nwhole, 1);
+    assert_string_equal(bt.whole[0], "Page");
+    oc_walb_batch_free(&bt);
+}
+
+static void test_take_keeps_the_open_transaction(void **state)
+{
+    (void)state;
+    oc_walb_batch_t bt;
+    begin();
+    assert_int_equal(insert(16400, "t:a"), OC_WALB_OK);
+    commit(0x6000, 1);
+    begin();
+    assert_int_equal(insert(16400, "t:b"), OC_WALB_OK);
+    assert_int_equal(oc_walb_take(b, &bt), OC_OK); /* mid-transaction */
+    assert_string_equal(pairs(&bt), "Page:a");
+    oc_walb_batch_free(&bt);
+    assert_false(oc_walb_ready(b));
+    assert_int_equal(insert(16400, "t:c"), OC_WALB_OK);
+    commit(0x7000, 1);
+    assert_int_equal(oc_walb_take(b, &bt), OC_OK);
+    assert_string_equal(pairs(&bt), "Page:b Page:c");
+    assert_int_equal(bt.end_lsn, 0x7000);
+    oc_walb_batch_free(&bt);
+    /* a restart drops an open transaction (it is sent again) */
+    begin();
+    assert_int_equal(insert(16400, "t:lost"), OC_WALB_OK);
+    oc_walb_restart(b);
+    assert_int_equal(oc_walb_pending_keys(b), 0);
+}
+
+static void test_map_rules(void **state)
+{
+    (void)state;
+    /* a Relation alone of an unknown relation (a partition) is fine */
+    assert_int_equal(relation(99999, "ev_2024", "id", "day"), OC_WALB_OK);
+    /* a change of one is not: reload the map */
+    begin();
+    assert_int_equal(insert(99999, "t:1"), OC_WALB_RELOAD);
+    assert_non_null(strstr(err, "not in the map"));
+    /* a known relation whose key column is gone (renamed) */
+    assert_int_equal(relation(16400, "pages", "id", "title"), OC_WALB_RELOAD);
+    assert_non_null(strstr(err, "has no column slug"));
+    /* a change outside a transaction is a broken stream */
+    oc_walb_restart(b);
+    assert_int_equal(relation(16384, "users", "id", "name"), OC_WALB_OK);
+    assert_int_equal(insert(16384, "t:1"), OC_WALB_BAD);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_changes_become_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_truncate_heartbeat_and_whole, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_huge_transaction_goes_whole, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_take_keeps_the_open_transaction, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_map_rules, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
