@@ -20,7 +20,9 @@ struct oc_walb {
     /* Keys: the committed part, then the open transaction's. */
     const char **models;
     size_t *koff, *klen;
-    size_t nkeys, keys_cap, ncommitted;
+    size_t nkeys, ncommitted;
+    /* one capacity per array: a failed grow leaves the others truthful */
+    size_t models_cap, koff_cap, klen_cap;
     char *arena;
     size_t alen, acap, acommitted;
     const char **whole; /* committed whole models (distinct) */
@@ -162,10 +164,10 @@ static int add_key(oc_walb_t *b, const char *m, const char *k, size_t len)
         b->alen = b->acommitted;
         return 0;
     }
-    size_t cap = b->keys_cap, cap2 = b->keys_cap;
-    if (grow((void **)&b->models, &b->keys_cap, b->nkeys + 1, sizeof(*b->models)) != 0 ||
-        grow((void **)&b->koff, &cap, b->nkeys + 1, sizeof(*b->koff)) != 0 ||
-        grow((void **)&b->klen, &cap2, b->nkeys + 1, sizeof(*b->klen)) != 0 ||
+    if (grow((void **)&b->models, &b->models_cap, b->nkeys + 1, sizeof(*b->models)) !=
+            0 ||
+        grow((void **)&b->koff, &b->koff_cap, b->nkeys + 1, sizeof(*b->koff)) != 0 ||
+        grow((void **)&b->klen, &b->klen_cap, b->nkeys + 1, sizeof(*b->klen)) != 0 ||
         grow((void **)&b->arena, &b->acap, b->alen + len + 1, 1) != 0)
         return -1;
     memcpy(b->arena + b->alen, k, len);

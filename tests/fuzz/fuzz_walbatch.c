@@ -19,7 +19,8 @@ static void check_batch(const oc_walb_batch_t *bt)
     for (size_t i = 0; i < bt->nkeys; i++)
         arena += bt->klens[i] + 1;
     for (size_t i = 0; i < bt->nkeys; i++) {
-        if (bt->keys[i] < bt->arena || bt->keys[i] + bt->klens[i] >= bt->arena + arena + 1 ||
+        if (bt->keys[i] < bt->arena ||
+            bt->keys[i] + bt->klens[i] >= bt->arena + arena + 1 ||
             bt->keys[i][bt->klens[i]] != '\0' || bt->models[i] == NULL ||
             bt->models[i][0] == '\0')
             abort();
