@@ -26,6 +26,7 @@ int oc_tko_failure(oc_tko_t *t, const oc_tko_rules_t *r, double now)
         if (++t->failures < (r->failure_limit ? r->failure_limit : 1))
             return 0;
         t->ejections++;
+        t->down_at = now;
         tko_down(t, r, now);
         return 1;
     case OC_TKO_PROBING:

@@ -41,6 +41,7 @@ typedef struct oc_tko {
     uint32_t failures; /* UP: consecutive failures so far */
     double since;      /* when the state began */
     double probe_at;   /* DOWN: when the next probe is due */
+    double down_at;    /* when it was last ejected */
     double back_at;    /* when it last came back (0: it never went down) */
     uint64_t ejections;
 } oc_tko_t;

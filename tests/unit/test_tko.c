@@ -45,6 +45,7 @@ static void test_ejected_after_the_limit_in_a_row(void **state)
     assert_false(oc_tko_in_service(&t));
     assert_int_equal(t.ejections, 1);
     assert_true(t.since == t0 + 0.2);
+    assert_true(t.down_at == t0 + 0.2);
     /* more failures while down change nothing, and do not count again */
     assert_int_equal(oc_tko_failure(&t, &rules, t0 + 0.3), 0);
     assert_int_equal(t.ejections, 1);
@@ -133,6 +134,7 @@ static void test_back_only_when_the_probe_passed(void **state)
     assert_int_equal(oc_tko_passed(&t, t0 + 2.1), 1);
     assert_true(oc_tko_in_service(&t));
     assert_true(t.back_at == t0 + 2.1);
+    assert_true(t.down_at == t0); /* the ejection, not the last probe */
     assert_int_equal(t.failures, 0);
     /* recent for `window` seconds after it came back */
     assert_true(oc_tko_recent(&t, t0 + 2.1, 10));
