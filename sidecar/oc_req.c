@@ -146,6 +146,8 @@ static int ukey_read(oc_req_t *r, oc_ukey_t *uk, const oc_mc_job_t *job, size_t 
         uk->data = job->arena + h->off;
         uk->len = h->len;
         uk->cas = h->cas;
+        if (h->refresh == OC_MC_REFRESH_WON) /* this reader reloads it ahead */
+            oc_fill_refresh(r->ctx->fills, &uk->w, h->cas);
     } else if (c == OC_EC_ABSENT) {
         uk->state = OC_GET_ABSENT;
     } else {
@@ -286,6 +288,8 @@ static oc_status_t req_read(oc_req_t *r, char *err)
     for (size_t i = 0; i < r->nukeys; i++) {
         r->mcjob->keys[i] = r->ukeys[i].w.ckey;
         r->mcjob->key_lens[i] = r->ukeys[i].w.ckey_len;
+        r->mcjob->refresh_s[i] =
+            ctx->conf->models[r->ukeys[i].w.model_idx].refresh_ahead_s;
     }
     ctx->stats->mc_gets++;
     oc_fill_read_begin(ctx->fills, &r->read);
