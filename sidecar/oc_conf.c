@@ -1321,10 +1321,17 @@ static oc_status_t oc_conf_check_gutter(oc_conf_parser_t *p)
 }
 
 /* A model's refresh_ahead must leave the entry some time as a plain hit:
- * at or above its ttl, every read of a fresh entry would reload it. */
+ * at or above its ttl, every read of a fresh entry would reload it. And
+ * memcached compares it with the entry's remaining TTL in whole seconds,
+ * at least 1 for a live entry: 1 s would never refresh anything. */
 static oc_status_t oc_conf_check_refresh(oc_conf_parser_t *p, size_t m)
 {
     const oc_model_conf_t *md = &p->conf->models[m];
+    if (md->refresh_ahead_s == 1) /* memcached: remaining whole seconds < 1 */
+        return oc_conf_error(p, md->line,
+                             "refresh_ahead (1s) would never refresh: memcached counts "
+                             "whole seconds, so use 0 (off) or at least 2s in [model %s]",
+                             md->name);
     if (md->refresh_ahead_s == 0 || md->refresh_ahead_s < md->ttl_s)
         return OC_OK;
     return oc_conf_error(p, md->line,

@@ -879,6 +879,9 @@ static void test_failover_keys(void **state)
     expect_error(MC PG "[model User]\ntable = users\nttl = 30s\nrefresh_ahead = 30s\n",
                  "<string>:5: refresh_ahead (30s) must be shorter than ttl (30s) in "
                  "[model User]");
+    expect_error(MC PG "[model User]\ntable = users\nrefresh_ahead = 1s\n",
+                 "<string>:5: refresh_ahead (1s) would never refresh: memcached counts "
+                 "whole seconds, so use 0 (off) or at least 2s in [model User]");
     expect_error(MC PG "[model User]\ntable = users\nrefresh_ahead = 2h\n",
                  "<string>:5: refresh_ahead (7200s) must be shorter than ttl (3600s) in "
                  "[model User]");
