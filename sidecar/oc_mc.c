@@ -272,7 +272,8 @@ static const char *ref_key(mc_ref_t r, size_t *klen)
  * asks for a refresh window (the text protocol's gets can do neither). */
 static int ref_wants_mg(mc_ref_t r)
 {
-    return r.job->lease_ttl_s > 0 || (r.via == MC_VIA_PRIMARY && r.job->refresh_s[r.idx]);
+    return r.job->lease_ttl_s > 0 ||
+           (r.via == MC_VIA_PRIMARY && r.job->refresh_s && r.job->refresh_s[r.idx]);
 }
 
 /* ---- buffers ------------------------------------------------------------------ */
@@ -822,7 +823,8 @@ static void flush_mgs(mc_server_t *s)
         size_t k = refs[i].idx;
         /* No refresh on a failover: its entries live failover_ttl at most,
          * and every read of them would reload them. */
-        uint32_t refresh = refs[i].via == MC_VIA_PRIMARY ? job->refresh_s[k] : 0;
+        uint32_t refresh =
+            refs[i].via == MC_VIA_PRIMARY && job->refresh_s ? job->refresh_s[k] : 0;
         p += oc_mcp_format_mg_r(p, job->keys[k], job->key_lens[k], job->lease_ttl_s,
                                 refresh);
     }
@@ -1533,8 +1535,7 @@ static int list_make(oc_mc_t *mc, const oc_mc_server_conf_t *conf, size_t n,
     out->s = calloc(n ? n : 1, sizeof(*out->s));
     out->conf = calloc(n ? n : 1, sizeof(*out->conf));
     if (out->s == NULL || out->conf == NULL) {
-        free(out->s);
-        free(out->conf);
+        list_free(out, NULL); /* n is 0: frees the arrays only */
         return oc_fail(err, OC_ENOMEM, "out of memory"), -1;
     }
     for (size_t i = 0; i < n; i++) {
