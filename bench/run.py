@@ -25,7 +25,7 @@ after the other in a seeded shuffled order, repeated --trials times:
            behaviour before failover)
   expiry   ten hot keys read by 8 clients through two sidecars while their
            5 s TTL runs out again and again: p99/p99.9/max with and without
-           refresh_ahead
+           refresh_ahead, with fast loads and with 200 ms loads (a view)
 
 Writes DIR/runs.csv (every measurement), DIR/summary.csv (medians and ratios),
 DIR/summary.md (the tables printed at the end), DIR/*.png (gnuplot).
@@ -742,37 +742,53 @@ def phase_failure(runner, world, cfg):
     return out
 
 
+EXPIRY_LOADS = [
+    # (name, table): the hot keys' rows from items, or through a view that
+    # makes each row cost 20 ms to load (a model whose rows are expensive:
+    # the 10 hot keys' load takes about 200 ms, less than lease_wait).
+    ("fast load", "items"),
+    ("200 ms load", "items_slow"),
+]
+
+
 def phase_expiry(runner, world, cfg):
     secs = cfg["expiry_seconds"]
     step(f"expiry: 10 hot keys (ttl 5 s) read by 2 sidecars x 4 clients for {secs} s, "
          "with and without refresh_ahead")
+    world.pg.execute("CREATE OR REPLACE VIEW items_slow AS SELECT * FROM items "
+                     "WHERE pg_sleep(0.02) IS NOT NULL")
     out = []
-    for name, model in (("refresh_ahead 2s", {"refresh_ahead": "2s"}), ("off", {})):
-        world.flush()
-        ocs = start_sidecars(world, 2, models={
-            "model Hot": {"table": "items", "key_type": "bigint", "ttl": "5s", **model}})
-        try:
-            loadgens(runner, ocs[:1], "Hot:", 10, 1, "fixed:1", 10, "expiry/warm", batches=1)
-            for oc in ocs:
-                oc.wait_idle(timeout=30)
-            world.pg.execute("SELECT pg_stat_statements_reset()")
-            s0 = [oc.stats() for oc in ocs]
-            runs = loadgens(runner, ocs, "Hot:", 10, 4, "fixed:1", secs, f"expiry/{name}")
-            s1 = [oc.stats() for oc in ocs]
-            rows, calls = pg_rows_read(world)
-        finally:
-            stop_sidecars(ocs)
-        d = {k: sum(b[k] - a[k] for a, b in zip(s0, s1))
-             for k in ("model:Hot:get_misses", "early_refreshes", "lease_waits")}
-        r = dict(merge_runs(runs), variant=name, rows=int(rows), calls=int(calls),
-                 seconds=secs, misses=d["model:Hot:get_misses"],
-                 refreshes=d["early_refreshes"], lease_waits=d["lease_waits"])
-        out.append(r)
-        say(f"    {name:<16} p50 {r['p50_us']:,.0f} us, p99 {r['p99_us']:,.0f} us, "
-            f"p99.9 {r['p999_us']:,.0f} us, max {r['max_us']:,.0f} us; {r['misses']} misses, "
-            f"{r['refreshes']} early refreshes, PostgreSQL read {r['rows']} rows in "
-            f"{r['calls']} queries")
+    for load, table in EXPIRY_LOADS:
+        for name, model in (("refresh_ahead 2s", {"refresh_ahead": "2s"}), ("off", {})):
+            out.append(expiry_run(runner, world, secs, load, table, name, model))
     return out
+
+
+def expiry_run(runner, world, secs, load, table, name, model):
+    world.flush()
+    ocs = start_sidecars(world, 2, models={
+        "model Hot": {"table": table, "key_type": "bigint", "ttl": "5s", **model}})
+    try:
+        loadgens(runner, ocs[:1], "Hot:", 10, 1, "fixed:1", 10, "expiry/warm", batches=1)
+        for oc in ocs:
+            oc.wait_idle(timeout=30)
+        world.pg.execute("SELECT pg_stat_statements_reset()")
+        s0 = [oc.stats() for oc in ocs]
+        runs = loadgens(runner, ocs, "Hot:", 10, 4, "fixed:1", secs, f"expiry/{load}/{name}")
+        s1 = [oc.stats() for oc in ocs]
+        rows, calls = pg_rows_read(world)
+    finally:
+        stop_sidecars(ocs)
+    d = {k: sum(b[k] - a[k] for a, b in zip(s0, s1))
+         for k in ("model:Hot:get_misses", "early_refreshes", "lease_waits")}
+    r = dict(merge_runs(runs), load=load, variant=name, rows=int(rows), calls=int(calls),
+             seconds=secs, misses=d["model:Hot:get_misses"], refreshes=d["early_refreshes"],
+             lease_waits=d["lease_waits"])
+    say(f"    {load:<11} {name:<16} p50 {r['p50_us']:,.0f} us, p99 {r['p99_us']:,.0f} us, "
+        f"p99.9 {r['p999_us']:,.0f} us, max {r['max_us']:,.0f} us; {r['misses']} misses, "
+        f"{r['lease_waits']} lease waits, {r['refreshes']} early refreshes, PostgreSQL read "
+        f"{r['rows']} rows in {r['calls']} queries")
+    return r
 
 
 # ------------------------------------------------------------------ report
@@ -880,13 +896,14 @@ def tables(summary, extra, cfg, world, elapsed):
         add(f"### Hot keys expiring: 10 keys, ttl 5 s, read for {cfg['expiry_seconds']} s by "
             "2 sidecars x 4 clients (K=10)")
         add("")
-        add("| refresh | p50 us | p99 us | p99.9 us | max us | misses | early refreshes "
-            "| rows read | keys/s |")
-        add("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        add("| load | refresh | p50 us | p99 us | p99.9 us | max us | misses | lease waits "
+            "| early refreshes | rows read | keys/s |")
+        add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in extra["expiry"]:
-            add(f"| {r['variant']} | {r['p50_us']:,.0f} | {r['p99_us']:,.0f} | "
+            add(f"| {r['load']} | {r['variant']} | {r['p50_us']:,.0f} | {r['p99_us']:,.0f} | "
                 f"{r['p999_us']:,.0f} | {r['max_us']:,.0f} | {r['misses']} | "
-                f"{r['refreshes']} | {r['rows']} | {r['keys_per_s']:,.0f} |")
+                f"{r['lease_waits']} | {r['refreshes']} | {r['rows']} | "
+                f"{r['keys_per_s']:,.0f} |")
         add("")
     if "footprint" in extra:
         f = extra["footprint"]
