@@ -81,7 +81,7 @@ QUICK = dict(rows=100_000, hot=20_000, trials=1, seconds=0.5,
              mixed_k=[100], mixed_c=[4], mixed_rates=[0.90],
              inval_updates=40, trig_single=200, trig_bulk=20_000, trig_trials=1,
              conns=2_000, soak_seconds=5,
-             outage_seconds=10, failure_ids=5_000, expiry_seconds=12)
+             outage_seconds=6, failure_ids=5_000, expiry_seconds=8)
 
 
 def say(msg=""):

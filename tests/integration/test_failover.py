@@ -76,7 +76,7 @@ class World:
     def __init__(self, pg, pool, gutter, binary):
         self.pg, self.pool, self.gutter, self.binary = pg, pool, gutter, binary
 
-    def config(self, gutter=False, failover="on", **mc):
+    def config(self, gutter=False, failover="on", objcached=None, **mc):
         memcached = {"servers": " ".join(m.address for m in self.pool),
                      "io_timeout": f"{int(IO_TIMEOUT * 1000)}ms",
                      "connect_timeout": f"{int(IO_TIMEOUT * 1000)}ms",
@@ -86,7 +86,8 @@ class World:
             memcached["gutter"] = self.gutter.address
         memcached.update(mc)
         return {
-            "objcached": {"log_level": "info", "ttl_jitter_pct": "0", "load_timeout": "5s"},
+            "objcached": {"log_level": "info", "ttl_jitter_pct": "0", "load_timeout": "5s",
+                          **(objcached or {})},
             "memcached": memcached,
             "postgresql": {"conninfo": self.pg.conninfo, "invalidation_poll": "200ms"},
             "model Item": {"table": "fo_items", "ttl": "1h"},
@@ -133,19 +134,26 @@ class World:
 
 
 @contextlib.contextmanager
-def sidecars(world, n=2, **conf):
-    """n objcached processes over the same pool; stopped (and checked: exit
-    0, no sanitizer report) at the end."""
+def sidecars(world, n=2, first=None, **conf):
+    """n objcached processes over the same pool (`first`: [objcached]
+    settings of the first one only); stopped (and checked: exit 0, no
+    sanitizer report) at the end."""
     world.heal()
     with contextlib.ExitStack() as stack:
-        ocs = [stack.enter_context(harness.Objcached(world.config(**conf),
-                                                     binary=world.binary))
-               for _ in range(n)]
+        ocs = [stack.enter_context(harness.Objcached(
+            world.config(objcached=first if i == 0 else None, **conf), binary=world.binary))
+            for i in range(n)]
         yield ocs
 
 
 def state(oc, server):
     return oc.stats()[f"mc_server:{server.address}:state"]
+
+
+def metrics(port):
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
 
 
 def wait_state(ocs, server, want, timeout=10, poke=None):
@@ -316,7 +324,8 @@ def test_failover_off_loads_every_request(world):
 
 def test_frozen_server_is_marked_down_and_taken_back(world):
     victim = world.pool[1]
-    with sidecars(world) as ocs:
+    mport = harness.free_port()
+    with sidecars(world, first={"metrics_listen": f"127.0.0.1:{mport}"}) as ocs:
         want = {k: world.json("fo_items", int(k.split(":")[1])) for k in KEYS}
         with ocs[0].client() as c:
             assert c.get_multi(KEYS)[1] == b"END"
@@ -331,6 +340,7 @@ def test_frozen_server_is_marked_down_and_taken_back(world):
                 wait_state(ocs, victim, "down", timeout=FAILURE_LIMIT * IO_TIMEOUT + 5)
                 t_down = time.monotonic()
                 time.sleep(2.0)   # served from the failover, nobody waits on it
+                page = metrics(mport)   # the same on /metrics
                 t_thaw = time.monotonic()
             finally:
                 victim.kill(signal.SIGCONT)
@@ -343,6 +353,13 @@ def test_frozen_server_is_marked_down_and_taken_back(world):
               f"slowest request {max(dt for _, dt in r.samples) * 1000:.0f} ms")
         assert r.errors == []
         assert down_after < FAILURE_LIMIT * (IO_TIMEOUT + 0.1) + 2.5
+        down = f'server="{victim.address}",pool="pool",state='
+        assert (f'objcached_memcached_state{{{down}"down"}} 1' in page or
+                f'objcached_memcached_state{{{down}"probing"}} 1' in page), page
+        assert f'objcached_memcached_state{{{down}"up"}} 0' in page
+        assert f'objcached_memcached_up{{server="{victim.address}"}} 0' in page
+        assert "objcached_mc_ejections_total 1" in page
+        assert "objcached_mc_failover_reads_total " in page
         for oc in ocs:
             s = oc.stats()
             assert s["mc_ejections"] == 1 and s["mc_returns"] == 1
