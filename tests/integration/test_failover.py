@@ -526,3 +526,42 @@ def test_check_config_refuses_bad_failover_settings(world, tmp_path, memcached, 
     ok = subprocess.run([world.binary, "--no-db", "--check-config", str(path)],
                         capture_output=True, text=True, timeout=10)
     assert ok.returncode == 0, ok.stderr
+
+
+# ------------------------------------------------------------------ reload
+
+
+def test_reload_adds_a_gutter_and_keeps_server_states(world):
+    """SIGHUP: a gutter added to a running sidecar is used at once, and a
+    server marked down stays down (its state is kept across the reload)."""
+    victim = world.pool[0]
+    with sidecars(world, n=1) as (oc,):
+        with oc.client() as c:
+            assert c.get_multi(KEYS)[1] == b"END"
+        oc.wait_idle()
+        affected = [k for k in KEYS if world.holder("Item", int(k.split(":")[1])) is victim]
+        victim.kill(signal.SIGKILL)
+        with oc.client() as c:
+            wait_state([oc], victim, "down", timeout=10, poke=lambda: c.get_multi(KEYS))
+        text = harness.render_ini({**world.config(gutter=True),
+                                   "objcached": {**world.config()["objcached"],
+                                                 "listen": f"127.0.0.1:{oc.port}",
+                                                 "unix_socket": oc.sock}})
+        with open(oc.config_path, "w") as f:
+            f.write(text)
+        before = oc.stats()
+        oc.proc.send_signal(signal.SIGHUP)
+        harness.wait_until(lambda: oc.stats()["reloads"] > before["reloads"],
+                           what="the reload")
+        s = oc.stats()
+        assert s[f"mc_gutter:{world.gutter.address}:state"] == "up"
+        assert s[f"mc_server:{victim.address}:state"] in ("down", "probing")
+        assert s["mc_ejections"] == before["mc_ejections"] == 1
+        with oc.client() as c:
+            for _ in range(3):
+                assert c.get_multi(KEYS)[1] == b"END"
+        oc.wait_idle()
+        gen = world.generation("Item")
+        in_gutter = [k for k in affected
+                     if raw_items([world.gutter], cache_key("Item", k[5:], gen))]
+        assert len(in_gutter) == len(affected), (in_gutter, affected)
