@@ -18,6 +18,14 @@ after the other in a seeded shuffled order, repeated --trials times:
            trigger overhead of the hook on 1-row and 100,000-row UPDATEs
   footprint  objcached RSS idle, with 10,000 connections, after the run; CPU
            per 100,000 keys served
+  failure  one of the three memcached servers SIGKILLed under steady reads
+           through two sidecars: PostgreSQL rows read per second and client
+           p99 during the outage, with a gutter server, with the rehash
+           fallback (ketama over the other two) and with failover off (the
+           behaviour before failover)
+  expiry   ten hot keys read by 8 clients through two sidecars while their
+           5 s TTL runs out again and again: p99/p99.9/max with and without
+           refresh_ahead, with fast loads and with 200 ms loads (a view)
 
 Writes DIR/runs.csv (every measurement), DIR/summary.csv (medians and ratios),
 DIR/summary.md (the tables printed at the end), DIR/*.png (gnuplot).
@@ -40,6 +48,7 @@ import platform
 import random
 import resource
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -53,7 +62,9 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 import harness  # noqa: E402
 
-PHASES = ["cold", "hit", "mixed", "herd", "inval", "footprint"]
+PHASES = ["cold", "hit", "mixed", "herd", "inval", "footprint", "failure", "expiry"]
+# Phases that read the hot set warmed for the hit path (the others need none).
+WARM_PHASES = {"hit", "mixed", "herd", "inval", "footprint"}
 
 # (name, settings) of the full and the quick run. `hot` ids are kept cached
 # for the hit and mixed paths; ids above it are the cold pool.
@@ -62,13 +73,15 @@ FULL = dict(rows=1_000_000, hot=200_000, trials=3, seconds=2.0,
             cold_k=[10, 100], cold_c=[1, 4, 16],
             mixed_k=[100], mixed_c=[4, 16], mixed_rates=[0.90, 0.99],
             inval_updates=300, trig_single=2000, trig_bulk=100_000, trig_trials=3,
-            conns=10_000, soak_seconds=60)
+            conns=10_000, soak_seconds=60,
+            outage_seconds=30, failure_ids=10_000, expiry_seconds=16)
 QUICK = dict(rows=100_000, hot=20_000, trials=1, seconds=0.5,
              hit_k=[1, 100], hit_c=[1, 16],
              cold_k=[100], cold_c=[4],
              mixed_k=[100], mixed_c=[4], mixed_rates=[0.90],
              inval_updates=40, trig_single=200, trig_bulk=20_000, trig_trials=1,
-             conns=2_000, soak_seconds=5)
+             conns=2_000, soak_seconds=5,
+             outage_seconds=6, failure_ids=5_000, expiry_seconds=8)
 
 
 def say(msg=""):
@@ -608,6 +621,176 @@ def phase_footprint(runner, world, cfg):
             "soak_keys": r["keys"], "nofile": f"{soft}/{hard}"}
 
 
+# ------------------------------------------------- failure and expiry (issue 13)
+
+def start_sidecars(world, n, memcached=None, models=None, objcached=None):
+    """n objcached processes over the benchmark's pool, each with its own
+    settings (the main one keeps serving the other phases untouched)."""
+    config = {
+        "objcached": {"log_level": "warn", "max_keys": "1024", "ttl_jitter_pct": "0",
+                      **(objcached or {})},
+        "memcached": {"servers": " ".join(m.address for m in world.mcs), **(memcached or {})},
+        "postgresql": {"conninfo": world.pg.conninfo, "connections": "4",
+                       "invalidation_poll": "0"},
+        **(models or {"model Item": {"table": "items", "key_type": "bigint", "ttl": "1h"}}),
+    }
+    ocs = []
+    for _ in range(n):
+        ocs.append(harness.Objcached(config, binary=world.args.objcached,
+                                     parent_dir=world.dir).start())
+    return ocs
+
+
+def stop_sidecars(ocs):
+    problems = []
+    for oc in ocs:
+        try:
+            oc.stop()
+        except harness.HarnessError as e:
+            problems.append(str(e))
+        finally:
+            oc.cleanup()
+    if problems:
+        raise BenchError("\n".join(problems))
+
+
+def loadgens(runner, ocs, prefix, k, c, keys, seconds, label, batches=None):
+    """One load generator per sidecar, all at once; their JSON lines."""
+    procs = []
+    for i, oc in enumerate(ocs):
+        argv = [runner.loadgen, "get", "--servers", oc.sock, "--prefix", prefix,
+                "-K", str(k), "-C", str(c), "--keys", keys, "--duration", f"{seconds:g}",
+                "--seed", str(runner.seed * 1000 + 900 + i), "--csv-label", label]
+        if batches:
+            argv += ["--batches", str(batches)]
+        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    out = []
+    for p in procs:
+        o, e = p.communicate(timeout=seconds + 120)
+        lines = [ln for ln in o.splitlines() if ln.startswith("{")]
+        if not lines or p.returncode not in (0, 1):
+            raise BenchError(f"loadgen {label} failed (exit {p.returncode}):\n{o}\n{e[-2000:]}")
+        out.append(json.loads(lines[-1]))
+    return out
+
+
+def merge_runs(runs):
+    """Two load generators' figures as one (p99 and max: the worse one)."""
+    return {"keys_per_s": sum(r["keys_per_s"] for r in runs),
+            "batches": sum(r["batches"] for r in runs),
+            "p50_us": max(r["p50_us"] for r in runs), "p99_us": max(r["p99_us"] for r in runs),
+            "p999_us": max(r["p999_us"] for r in runs), "max_us": max(r["max_us"] for r in runs),
+            "errors": sum(r["errors"] + r["bad_values"] for r in runs)}
+
+
+FAILOVER_VARIANTS = [
+    ("gutter", {"failover": "on", "failover_ttl": "10s"}),
+    ("rehash", {"failover": "on", "failover_ttl": "10s"}),
+    ("off", {"failover": "off"}),
+]
+
+
+def phase_failure(runner, world, cfg):
+    secs, n = cfg["outage_seconds"], cfg["failure_ids"]
+    step(f"failure: one of 3 memcached SIGKILLed for {secs} s under reads of {n:,} ids "
+         "through 2 sidecars (K=100, C=4 each)")
+    gutter = harness.Memcached(parent_dir=world.dir, memory_mb=256).start()
+    victim = world.mcs[0]
+    out = []
+    try:
+        for name, mc in FAILOVER_VARIANTS:
+            world.flush()
+            gutter.flush_all()
+            extra = dict(mc, gutter=gutter.address) if name == "gutter" else mc
+            ocs = start_sidecars(world, 2, memcached=extra)
+            try:
+                loadgens(runner, ocs[:1], "Item:", 100, 4, f"seq:1:{n}", 120, "failure/warm",
+                         batches=n // 100)
+                for oc in ocs:
+                    oc.wait_idle(timeout=60)
+                before = loadgens(runner, ocs, "Item:", 100, 4, f"uniform:1:{n}", 3,
+                                  f"failure/{name}/before")
+                world.pg.execute("SELECT pg_stat_statements_reset()")
+                victim.kill(signal.SIGKILL)
+                during = loadgens(runner, ocs, "Item:", 100, 4, f"uniform:1:{n}", secs,
+                                  f"failure/{name}/down")
+                rows, calls = pg_rows_read(world)
+                victim.start()
+                harness.wait_until(lambda: all(
+                    oc.stats()[f"mc_server:{victim.address}:state"] == "up" for oc in ocs),
+                    timeout=30, what="the victim back in service")
+                st = [oc.stats() for oc in ocs]
+            finally:
+                stop_sidecars(ocs)
+            r = dict(merge_runs(during), variant=name, rows=int(rows), calls=int(calls),
+                     rows_per_s=rows / secs, seconds=secs,
+                     before_p99_us=merge_runs(before)["p99_us"],
+                     **{k: sum(x[k] for x in st) for k in
+                        ("mc_ejections", "lease_timeouts", "mc_failover_reads")})
+            out.append(r)
+            say(f"    {name:<7} PostgreSQL {r['rows_per_s']:>10,.1f} rows/s ({r['rows']:,} rows, "
+                f"{r['calls']:,} queries) while down; p50 {r['p50_us']:,.0f} us, "
+                f"p99 {r['p99_us']:,.0f} us (before: {r['before_p99_us']:,.0f} us), "
+                f"max {r['max_us']:,.0f} us; {r['keys_per_s']:,.0f} keys/s, "
+                f"{r['errors']} errors; {r['mc_failover_reads']:,} failover reads, "
+                f"{r['lease_timeouts']:,} lease timeouts")
+    finally:
+        if not victim.alive():
+            victim.start()
+        gutter.cleanup()
+    return out
+
+
+EXPIRY_LOADS = [
+    # (name, table): the hot keys' rows from items, or through a view that
+    # makes each row cost 20 ms to load (a model whose rows are expensive:
+    # the 10 hot keys' load takes about 200 ms, less than lease_wait).
+    ("fast load", "items"),
+    ("200 ms load", "items_slow"),
+]
+
+
+def phase_expiry(runner, world, cfg):
+    secs = cfg["expiry_seconds"]
+    step(f"expiry: 10 hot keys (ttl 5 s) read by 2 sidecars x 4 clients for {secs} s, "
+         "with and without refresh_ahead")
+    world.pg.execute("CREATE OR REPLACE VIEW items_slow AS SELECT * FROM items "
+                     "WHERE pg_sleep(0.02) IS NOT NULL")
+    out = []
+    for load, table in EXPIRY_LOADS:
+        for name, model in (("refresh_ahead 2s", {"refresh_ahead": "2s"}), ("off", {})):
+            out.append(expiry_run(runner, world, secs, load, table, name, model))
+    return out
+
+
+def expiry_run(runner, world, secs, load, table, name, model):
+    world.flush()
+    ocs = start_sidecars(world, 2, models={
+        "model Hot": {"table": table, "key_type": "bigint", "ttl": "5s", **model}})
+    try:
+        loadgens(runner, ocs[:1], "Hot:", 10, 1, "fixed:1", 10, "expiry/warm", batches=1)
+        for oc in ocs:
+            oc.wait_idle(timeout=30)
+        world.pg.execute("SELECT pg_stat_statements_reset()")
+        s0 = [oc.stats() for oc in ocs]
+        runs = loadgens(runner, ocs, "Hot:", 10, 4, "fixed:1", secs, f"expiry/{load}/{name}")
+        s1 = [oc.stats() for oc in ocs]
+        rows, calls = pg_rows_read(world)
+    finally:
+        stop_sidecars(ocs)
+    d = {k: sum(b[k] - a[k] for a, b in zip(s0, s1))
+         for k in ("model:Hot:get_misses", "early_refreshes", "lease_waits")}
+    r = dict(merge_runs(runs), load=load, variant=name, rows=int(rows), calls=int(calls),
+             seconds=secs, misses=d["model:Hot:get_misses"], refreshes=d["early_refreshes"],
+             lease_waits=d["lease_waits"])
+    say(f"    {load:<11} {name:<16} p50 {r['p50_us']:,.0f} us, p99 {r['p99_us']:,.0f} us, "
+        f"p99.9 {r['p999_us']:,.0f} us, max {r['max_us']:,.0f} us; {r['misses']} misses, "
+        f"{r['lease_waits']} lease waits, {r['refreshes']} early refreshes, PostgreSQL read "
+        f"{r['rows']} rows in {r['calls']} queries")
+    return r
+
+
 # ------------------------------------------------------------------ report
 
 def summarize(runner, extra, cfg, out):
@@ -695,6 +878,32 @@ def tables(summary, extra, cfg, world, elapsed):
             f"{t['single_plain_us']:.0f} us | {t['single_ratio']:.2f} |")
         add(f"| {t['bulk_rows']:,} rows (median of {cfg['trig_trials']}) | "
             f"{t['bulk_hooked_s']:.3f} s | {t['bulk_plain_s']:.3f} s | {t['bulk_ratio']:.2f} |")
+        add("")
+    if "failure" in extra:
+        add(f"### A memcached server down: one of 3 SIGKILLed for {cfg['outage_seconds']} s, "
+            f"reads of {cfg['failure_ids']:,} ids (K=100) through 2 sidecars x 4 clients")
+        add("")
+        add("| failover | PostgreSQL rows/s while down | queries | client p50 us | p99 us "
+            "| p99 before us | max us | keys/s | errors | lease timeouts |")
+        add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in extra["failure"]:
+            add(f"| {r['variant']} | {r['rows_per_s']:,.1f} | {r['calls']:,} | "
+                f"{r['p50_us']:,.0f} | {r['p99_us']:,.0f} | {r['before_p99_us']:,.0f} | "
+                f"{r['max_us']:,.0f} | {r['keys_per_s']:,.0f} | {r['errors']} | "
+                f"{r['lease_timeouts']:,} |")
+        add("")
+    if "expiry" in extra:
+        add(f"### Hot keys expiring: 10 keys, ttl 5 s, read for {cfg['expiry_seconds']} s by "
+            "2 sidecars x 4 clients (K=10)")
+        add("")
+        add("| load | refresh | p50 us | p99 us | p99.9 us | max us | misses | lease waits "
+            "| early refreshes | rows read | keys/s |")
+        add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in extra["expiry"]:
+            add(f"| {r['load']} | {r['variant']} | {r['p50_us']:,.0f} | {r['p99_us']:,.0f} | "
+                f"{r['p999_us']:,.0f} | {r['max_us']:,.0f} | {r['misses']} | "
+                f"{r['lease_waits']} | {r['refreshes']} | {r['rows']} | "
+                f"{r['keys_per_s']:,.0f} |")
         add("")
     if "footprint" in extra:
         f = extra["footprint"]
@@ -894,7 +1103,8 @@ def main():
             world.flush()
             cursor.next = cursor.lo
         cursor.may_flush = False
-        warm(runner, world, cfg)
+        if only & WARM_PHASES:
+            warm(runner, world, cfg)
         if "hit" in only:
             phase_hit(runner, world, cfg, rng)
         if "mixed" in only:
@@ -906,6 +1116,11 @@ def main():
             extra["triggers"] = phase_triggers(world, cfg, rng)
         if "footprint" in only:
             extra["footprint"] = phase_footprint(runner, world, cfg)
+        # Last: they kill and flush pool servers, which would cool the hot set.
+        if "failure" in only:
+            extra["failure"] = phase_failure(runner, world, cfg)
+        if "expiry" in only:
+            extra["expiry"] = phase_expiry(runner, world, cfg)
         summary = summarize(runner, extra, cfg, args.out)
         elapsed = time.monotonic() - started
         text = tables(summary, extra, cfg, world, elapsed) + "\n" + \

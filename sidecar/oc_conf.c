@@ -126,6 +126,13 @@ static const oc_conf_key_t oc_conf_memcached_keys[] = {
     OC_CK("connect_timeout", OC_CT_MSECS, "200ms", mc_connect_timeout_ms, 1, OC_MS_10MIN, OC_LIVE),
     OC_CK("io_timeout",      OC_CT_MSECS, "500ms", mc_io_timeout_ms, 1, OC_MS_10MIN, OC_LIVE),
     OC_CK("retry_timeout",   OC_CT_MSECS, "2s",    mc_retry_timeout_ms, 1, OC_MS_10MIN, OC_LIVE),
+    OC_CK("failure_limit",   OC_CT_UINT,  "3",     mc_failure_limit, 1, 100, OC_LIVE),
+    OC_CK("failover",        OC_CT_BOOL,  "on",    mc_failover, 0, 0, OC_LIVE),
+    OC_CK("failover_ttl",    OC_CT_SECS,  "10s",   mc_failover_ttl_s, OC_MS_S, OC_MS_H, OC_LIVE),
+    /* No default: without a gutter, the keys of a server that is down go to
+     * the other servers of the pool. */
+    {.name = "gutter", .type = OC_CT_SERVERS, .off = offsetof(oc_conf_t, gutter),
+     .off2 = offsetof(oc_conf_t, ngutter), OC_LIVE},
 };
 
 static const oc_conf_key_t oc_conf_postgresql_keys[] = {
@@ -165,6 +172,7 @@ static const oc_conf_key_t oc_conf_model_keys[] = {
      .off = offsetof(oc_model_conf_t, version_column)},
     OC_MK("push_check",  OC_CT_BOOL,     "on",     push_check, 0, 0),
     OC_MK("near_ttl",    OC_CT_MSECS,    "0",      near_ttl_ms, 0, OC_MS_H),
+    OC_MK("refresh_ahead", OC_CT_SECS,   "0",      refresh_ahead_s, 0, OC_MS_30DAYS),
 };
 
 #undef OC_CK
@@ -953,13 +961,17 @@ static oc_status_t oc_conf_set_servers(const oc_conf_key_t *k, char *base,
             goto fail;
         n++;
     }
-    if (n == 0) {
+    if (n == 0 && k->required) {
         st = oc_conf_bad(why, "no servers given");
         goto fail;
     }
     oc_mc_server_conf_t **field = (oc_mc_server_conf_t **)(void *)(base + k->off);
     size_t *count = (size_t *)(void *)(base + k->off2);
     oc_conf_free_servers(*field, *count);
+    if (n == 0) { /* an optional list left empty: none */
+        free(v);
+        v = NULL;
+    }
     *field = v;
     *count = n;
     free(copy);
@@ -1296,6 +1308,53 @@ static bool oc_conf_empty(const char *s)
     return s == NULL || *s == '\0';
 }
 
+/* The line key `name` of a fixed section was set on (0 if it was not). */
+static int oc_conf_seen_line(const oc_conf_parser_t *p, oc_conf_sect_t sect,
+                             const char *name)
+{
+    size_t idx = 0;
+    return oc_conf_find_key(sect, name, &idx) ? p->fixed_seen[sect][idx] : 0;
+}
+
+/* [memcached] as a whole: a gutter server must not be a server of the
+ * pool (its keys would be written there as failover entries with a short
+ * TTL, and a flush of it on return would empty part of the pool). */
+static oc_status_t oc_conf_check_gutter(oc_conf_parser_t *p)
+{
+    const oc_conf_t *c = p->conf;
+    char shown[OC_CONF_SHOWBUF];
+    for (size_t g = 0; g < c->ngutter; g++)
+        for (size_t i = 0; i < c->nservers; i++)
+            if (c->gutter[g].port == c->servers[i].port &&
+                strcasecmp(c->gutter[g].host, c->servers[i].host) == 0)
+                return oc_conf_error(
+                    p, oc_conf_seen_line(p, OC_SECT_MEMCACHED, "gutter"),
+                    "gutter: server '%s' port %u is also in servers (a gutter "
+                    "pool must be other memcached servers)",
+                    oc_conf_show(c->gutter[g].host, shown), c->gutter[g].port);
+    return OC_OK;
+}
+
+/* A model's refresh_ahead must leave the entry some time as a plain hit:
+ * at or above its ttl, every read of a fresh entry would reload it. And
+ * memcached compares it with the entry's remaining TTL in whole seconds,
+ * at least 1 for a live entry: 1 s would never refresh anything. */
+static oc_status_t oc_conf_check_refresh(oc_conf_parser_t *p, size_t m)
+{
+    const oc_model_conf_t *md = &p->conf->models[m];
+    if (md->refresh_ahead_s == 1) /* memcached: remaining whole seconds < 1 */
+        return oc_conf_error(p, md->line,
+                             "refresh_ahead (1s) would never refresh: memcached counts "
+                             "whole seconds, so use 0 (off) or at least 2s in [model %s]",
+                             md->name);
+    if (md->refresh_ahead_s == 0 || md->refresh_ahead_s < md->ttl_s)
+        return OC_OK;
+    return oc_conf_error(p, md->line,
+                         "refresh_ahead (%us) must be shorter than ttl (%us) in "
+                         "[model %s]",
+                         md->refresh_ahead_s, md->ttl_s, md->name);
+}
+
 /* Checks that need the whole file. */
 static oc_status_t oc_conf_finish(oc_conf_parser_t *p)
 {
@@ -1321,7 +1380,9 @@ static oc_status_t oc_conf_finish(oc_conf_parser_t *p)
     for (size_t m = 0; m < c->nmodels && st == OC_OK; m++)
         st = oc_conf_finish_section(p, OC_SECT_MODEL, m, p->model_seen[m],
                                     c->models[m].line);
-    return st;
+    for (size_t m = 0; m < c->nmodels && st == OC_OK; m++)
+        st = oc_conf_check_refresh(p, m);
+    return st == OC_OK ? oc_conf_check_gutter(p) : st;
 }
 
 static oc_conf_t *oc_conf_load_text(const char *path, const char *text, size_t len,
@@ -1430,6 +1491,7 @@ void oc_conf_free(oc_conf_t *conf)
     free(conf->log_target);
     free(conf->metrics_listen);
     oc_conf_free_servers(conf->servers, conf->nservers);
+    oc_conf_free_servers(conf->gutter, conf->ngutter);
     free(conf->conninfo);
     free(conf->feed_conninfo);
     free(conf->wal_slot);

@@ -61,6 +61,9 @@ typedef struct oc_model_conf {
     uint32_t near_ttl_ms;     /* near_ttl = 0 (default: not in the near-cache):
                                  how long an object may stay there, a safety
                                  net (invalidations keep it correct) */
+    uint32_t refresh_ahead_s; /* refresh_ahead = 0 (off): a hit with less than
+                                 this left before it expires is reloaded in the
+                                 background by one reader of the fleet; below ttl */
     int line;                 /* line of the section header, for later errors */
     int disabled;             /* removed by a reload: kept so that model indexes
                                  stay stable, but no key reaches it */
@@ -108,7 +111,17 @@ typedef struct oc_conf {
     uint32_t mc_workers; /* workers = 2: ignored (memcached I/O runs on the loop) */
     uint32_t mc_connect_timeout_ms; /* default 200ms */
     uint32_t mc_io_timeout_ms;      /* default 500ms */
-    uint32_t mc_retry_timeout_ms;   /* a dead server is retried after, 2s */
+    uint32_t mc_retry_timeout_ms;   /* a server marked down is probed every, 2s */
+    uint32_t mc_failure_limit;      /* failure_limit = 3: failures in a row
+                                       that mark a server down */
+    int mc_failover;                /* failover = on: the keys of a server
+                                       marked down go to the gutter, or to
+                                       the other servers */
+    uint32_t mc_failover_ttl_s;     /* failover_ttl = 10s: the longest an
+                                       entry written there lives */
+    oc_mc_server_conf_t *gutter;    /* gutter = h:p[:w] ... (optional): where
+                                       they go; none: the other servers */
+    size_t ngutter;
 
     /* [postgresql] */
     char *conninfo;            /* libpq conninfo (required); secrets may

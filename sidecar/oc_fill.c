@@ -643,6 +643,28 @@ static int fill_one(oc_fills_t *fs, oc_fill_waiter_t *w)
     return 0;
 }
 
+void oc_fill_refresh(oc_fills_t *fs, const oc_fill_waiter_t *w, uint64_t cas)
+{
+    if (oc_map_get(fs->map, w->ckey, w->ckey_len))
+        return; /* a load of it is under way here already */
+    /* The object's cas stands for a lease this read won: the same path as
+     * a miss that leased the key, without a waiter. */
+    oc_fill_waiter_t r = *w;
+    r.read = OC_EC_LEASE_WON;
+    r.lease_cas = cas;
+    r.next = NULL;
+    oc_batch_t *b = pending_batch(fs, w->model_idx);
+    oc_fill_t *f = b ? fill_new(fs, &r) : NULL;
+    if (f == NULL)
+        return; /* out of memory: the object simply expires */
+    if (batch_add(b, f) != 0) {
+        fill_free(fs, f);
+        return;
+    }
+    fs->ctx->stats->early_refreshes++;
+    event_active(fs->start_ev, EV_TIMEOUT, 0);
+}
+
 void oc_fill_misses(oc_fills_t *fs, oc_fill_waiter_t **w, size_t n)
 {
     for (size_t i = 0; i < n; i++)

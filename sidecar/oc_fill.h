@@ -95,6 +95,17 @@ void oc_fill_misses(oc_fills_t *fs, oc_fill_waiter_t **w, size_t n);
  * its (possibly older) answer back, and later misses must not join it. */
 void oc_fill_invalidate(oc_fills_t *fs, const char *ckey, size_t len);
 
+/* Early refresh (a model's refresh_ahead): a read found w's key holding an
+ * object about to expire, and memcached chose this reader, of all readers
+ * in the fleet, to reload it (oc_mc_hit_t.refresh). The reader has its
+ * answer already; this starts a fill that loads the row in the background
+ * (batched with the turn's other loads) and writes it back by cas over
+ * `cas`, the object's own, as over a lease: a push, tombstone or
+ * invalidation that replaces or deletes the object meanwhile wins. Nothing
+ * waits on it; a load of the key under way here already is enough. w is
+ * only read (its key, model); nobody is called back. */
+void oc_fill_refresh(oc_fills_t *fs, const oc_fill_waiter_t *w, uint64_t cas);
+
 /* ---- the pure rules, exposed for unit tests ---- */
 
 typedef enum oc_fill_state {

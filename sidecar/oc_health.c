@@ -9,6 +9,7 @@
 #include "oc_log.h"
 #include "oc_mc.h"
 #include "oc_stats.h"
+#include "oc_tko.h"
 
 #define OC_PROBE_INTERVAL_S 2
 
@@ -24,64 +25,85 @@ static void free_table(oc_stats_t *st)
         free(st->mc_names[i]);
     free(st->mc_names);
     free(st->mc_up);
+    free(st->mc_state);
     st->mc_names = NULL;
     st->mc_up = NULL;
-    st->nmc = 0;
+    st->mc_state = NULL;
+    st->nmc = st->nmc_pool = 0;
     st->mc_servers_up = 0;
+}
+
+/* The states only: the names and counts stay (oc_mc renumbers its
+ * servers only in oc_mc_reconfigure, which rebuilds the whole table). */
+static void fill_states(oc_health_t *h)
+{
+    oc_stats_t *st = h->ctx->stats;
+    const oc_mc_t *mc = h->ctx->mc;
+    uint64_t up = 0;
+    for (size_t i = 0; mc && i < st->nmc; i++) {
+        int gutter = i >= st->nmc_pool;
+        int state = oc_mc_state(mc, gutter, gutter ? i - st->nmc_pool : i);
+        st->mc_state[i] = oc_tko_state_name((oc_tko_state_t)state);
+        st->mc_up[i] = state == OC_TKO_UP;
+        up += !gutter && state == OC_TKO_UP;
+    }
+    st->mc_servers_up = up;
 }
 
 oc_status_t oc_health_reconfigure(oc_health_t *h)
 {
-    const oc_conf_t *conf = h->ctx->conf;
     oc_stats_t *st = h->ctx->stats;
-    size_t n = conf->nservers;
+    const oc_mc_t *mc = h->ctx->mc;
+    size_t np = mc ? oc_mc_count(mc, 0) : 0, n = np + (mc ? oc_mc_count(mc, 1) : 0);
     char **names = calloc(n ? n : 1, sizeof(*names));
     uint64_t *up = calloc(n ? n : 1, sizeof(*up));
-    for (size_t i = 0; names && up && i < n; i++) {
-        const oc_mc_server_conf_t *sv = &conf->servers[i];
-        size_t len = strlen(sv->host) + 16;
-        if ((names[i] = malloc(len)) == NULL)
+    const char **state = calloc(n ? n : 1, sizeof(*state));
+    size_t made = 0;
+    for (; names && up && state && made < n; made++) {
+        int gutter = made >= np;
+        if ((names[made] = strdup(oc_mc_name(mc, gutter, gutter ? made - np : made))) ==
+            NULL)
             break;
-        snprintf(names[i], len, strchr(sv->host, ':') ? "[%s]:%u" : "%s:%u", sv->host,
-                 (unsigned)sv->port);
-        up[i] = 1;
     }
-    if (names == NULL || up == NULL || (n > 0 && names[n - 1] == NULL)) {
-        for (size_t i = 0; names && i < n; i++)
+    if (names == NULL || up == NULL || state == NULL || made < n) {
+        for (size_t i = 0; names && i < made; i++)
             free(names[i]);
         free(names);
         free(up);
+        free(state);
         return OC_ENOMEM;
     }
     free_table(st);
     st->mc_names = names;
     st->mc_up = up;
+    st->mc_state = state;
     st->nmc = n;
-    st->mc_servers_up = n;
+    st->nmc_pool = np;
+    fill_states(h);
     return OC_OK;
+}
+
+/* oc_mc: a server's state changed, or its lists did. */
+static void on_changed(void *arg)
+{
+    oc_health_t *h = arg;
+    const oc_mc_t *mc = h->ctx->mc;
+    oc_stats_t *st = h->ctx->stats;
+    if (mc && oc_mc_count(mc, 0) + oc_mc_count(mc, 1) == st->nmc &&
+        oc_mc_count(mc, 0) == st->nmc_pool)
+        fill_states(h);
+    else if (oc_health_reconfigure(h) != OC_OK)
+        oc_log_error("event=oom where=health_table");
 }
 
 static void probe_done(oc_mc_job_t *job, void *arg)
 {
     oc_health_t *h = arg;
-    oc_stats_t *st = h->ctx->stats;
     h->probing = 0;
-    /* A reload may have changed the list while the probe was out. */
-    if (job->n == st->nmc) {
-        uint64_t up = 0;
-        for (size_t i = 0; i < job->n; i++) {
-            uint64_t now_up = job->items[i].result == OC_MC_R_OK;
-            if (now_up != st->mc_up[i])
-                oc_log(now_up ? OC_LOG_INFO : OC_LOG_WARN, "event=memcached_%s server=%s",
-                       now_up ? "up" : "down", st->mc_names[i]);
-            st->mc_up[i] = now_up;
-            up += now_up;
-        }
-        st->mc_servers_up = up;
-    }
+    /* Nothing to read here: a server that did not answer had a failure
+     * counted by oc_mc, which changes its state when there are enough. */
     for (size_t i = 0; i < job->n; i++)
-        if (job->items[i].key[0] != '\0')
-            free((char *)job->items[i].key);
+        free((char *)job->items[i].key);
     oc_mc_job_free(job);
 }
 
@@ -94,17 +116,32 @@ static void on_probe(evutil_socket_t fd, short what, void *arg)
     evtimer_add(h->timer, &tv);
     if (h->probing || ctx->stopping || ctx->mc == NULL)
         return;
-    const oc_conf_t *conf = ctx->conf;
-    oc_mc_job_t *job = oc_mc_job_new_items(OC_MC_PROBE, conf->nservers, probe_done, h);
+    /* Servers in service only: oc_mc probes the others itself. */
+    const oc_stats_t *st = ctx->stats;
+    size_t n = 0;
+    for (size_t i = 0; i < st->nmc; i++)
+        n += st->mc_up[i] != 0;
+    if (n == 0)
+        return;
+    oc_mc_job_t *job = oc_mc_job_new_items(OC_MC_PROBE, n, probe_done, h);
     if (job == NULL)
         return;
-    for (size_t i = 0; i < conf->nservers; i++) {
-        /* The job's own copies: a reload may free the config meanwhile. */
-        job->items[i].key = strdup(conf->servers[i].host);
-        job->items[i].flags = conf->servers[i].port;
-        if (job->items[i].key == NULL)
-            job->items[i].key = "";
+    size_t k = 0;
+    for (size_t i = 0; i < st->nmc && k < n; i++) {
+        if (!st->mc_up[i])
+            continue;
+        /* The job's own copy of "host:port": a reload may change the table
+         * meanwhile. The host is what is between the brackets, if any. */
+        const char *name = st->mc_names[i];
+        const char *colon = strrchr(name, ':');
+        size_t hl = (size_t)(colon - name);
+        int br = name[0] == '[';
+        char *host = strndup(name + br, hl - 2 * (size_t)br);
+        job->items[k].key = host ? host : strdup("");
+        job->items[k].flags = (uint32_t)atoi(colon + 1);
+        k++;
     }
+    job->n = k;
     h->probing = 1;
     oc_mc_submit(ctx->mc, job);
 }
@@ -120,6 +157,8 @@ oc_health_t *oc_health_new(oc_ctx_t *ctx, char *err)
         oc_health_free(h);
         return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
     }
+    if (ctx->mc)
+        oc_mc_watch(ctx->mc, ctx->stats, on_changed, h);
     struct timeval tv = {0, 1000};
     evtimer_add(h->timer, &tv);
     return h;

@@ -1,12 +1,19 @@
 /*
- * oc_health: memcached server health, as operators see it: every 2 s each
- * configured server is asked its version; the answers fill the stats
- * (mc_servers_up, mc_server:HOST:PORT:up, objcached_memcached_up{server})
- * and each change from up to down or back is logged once.
+ * oc_health: memcached server health, as operators see it. oc_mc decides
+ * whether each server is in service (oc_tko: up, down, probing) and logs
+ * every change with its reason; this module keeps the per-server table of
+ * the stats in step with it (mc_servers_up, mc_server:HOST:PORT:up and
+ * :state, mc_gutter:... for the gutter pool, objcached_memcached_up and
+ * objcached_memcached_state on /metrics), and every 2 s asks each server in
+ * service its version on its connection, so that one that died or froze
+ * while idle is found out (that probe's timeout is one of its failures).
+ * Servers out of service are probed by oc_mc itself, every retry_timeout.
  *
  * Ownership: the daemon owns it; it owns the per-server names and flags in
- * the stats (stats->mc_names, stats->mc_up) and rebuilds them when a reload
- * changes the server list (oc_health_reconfigure).
+ * the stats (stats->mc_names, mc_up, mc_state) and rebuilds them when a
+ * reload changes the server lists (oc_health_reconfigure) or a server's
+ * state changes. It must be made after ctx->mc, and oc_mc must be freed
+ * before it (the daemon's order).
  */
 #ifndef OC_HEALTH_H
 #define OC_HEALTH_H
@@ -17,7 +24,7 @@
 typedef struct oc_health oc_health_t;
 
 oc_health_t *oc_health_new(oc_ctx_t *ctx, char *err);
-/* The server list of ctx->conf changed: every server starts as up. */
+/* The server lists of ctx->mc changed: the table again, from oc_mc. */
 oc_status_t oc_health_reconfigure(oc_health_t *h);
 void oc_health_free(oc_health_t *h);
 

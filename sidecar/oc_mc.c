@@ -12,9 +12,12 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "oc_failover.h"
 #include "oc_log.h"
 #include "oc_mcproto.h"
 #include "oc_place.h"
+#include "oc_stats.h"
+#include "oc_tko.h"
 
 #define MC_PUSH_TRIES 8
 #define MC_READ_CHUNK 65536
@@ -34,11 +37,22 @@ typedef enum mc_wop_kind {
     MC_WOP_STORE,   /* job->items[idx]: set, add or cas */
     MC_WOP_DELETE,  /* job->items[idx] */
     MC_WOP_VERSION, /* job->items[idx] of a PROBE */
+    MC_WOP_PROBE,   /* no job: the server's own probe (`version`) */
+    MC_WOP_FLUSH,   /* no job: `flush_all` before it serves again */
 } mc_wop_kind_t;
+
+/* How a part reached the server it is queued on. */
+typedef enum mc_via {
+    MC_VIA_PRIMARY = 0, /* its own server (placed on the pool) */
+    MC_VIA_FAILOVER,    /* the failover of its server, out of service */
+    MC_VIA_SHADOW,      /* a delete of the key's failover copy, whose
+                           answer changes nothing of the item's result */
+} mc_via_t;
 
 typedef struct mc_ref {
     oc_mc_job_t *job;
     size_t idx;
+    unsigned char via; /* mc_via_t */
 } mc_ref_t;
 
 typedef struct mc_wop {
@@ -49,27 +63,31 @@ typedef struct mc_wop {
     size_t nrefs, cursor;
 } mc_wop_t;
 
-/* DOWN --first operation after retry_at--> CONNECTING --writable--> UP
- *   ^------------- refused, timeout, closed, a broken reply -------'   */
-typedef enum mc_srv_state {
-    MC_SRV_DOWN,
-    MC_SRV_CONNECTING,
-    MC_SRV_UP,
-} mc_srv_state_t;
+/* The connection, apart from whether the server is in service (tko):
+ * CLOSED --connect--> CONNECTING --writable--> OPEN
+ *   ^-------- refused, timeout, closed, a broken reply ------'   */
+typedef enum mc_conn_state {
+    MC_CONN_CLOSED,
+    MC_CONN_CONNECTING,
+    MC_CONN_OPEN,
+} mc_conn_state_t;
 
 typedef struct mc_server {
     oc_mc_t *mc;
     char *host; /* as configured (no brackets) */
     uint16_t port;
+    uint32_t weight;
+    int gutter;     /* of the gutter pool, not the pool */
+    size_t idx;     /* in its list */
     char name[128]; /* host:port, for logs and errors */
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    mc_srv_state_t state;
+    mc_conn_state_t conn;
+    oc_tko_t tko; /* in service, down, probing */
     int fd;
-    struct event *ev_read, *ev_write, *ev_timer;
-    double retry_at; /* DOWN: connect again from then on */
+    struct event *ev_read, *ev_write, *ev_timer, *ev_probe;
     double deadline; /* CONNECTING: give up then */
-    double progress; /* UP: when the oldest wait began, or
+    double progress; /* OPEN: when the oldest wait began, or
                         the last bytes arrived since */
     char *out;       /* to write: [out_off, out_len) */
     size_t out_off, out_len, out_cap;
@@ -82,24 +100,46 @@ typedef struct mc_server {
     size_t nmgs, mgs_cap;
     int dirty; /* on mc->dirty */
     struct mc_server *dirty_next;
+    char broken[OC_ERRLEN]; /* why the stream was given up, if not "unexpected
+                               reply" (a probe answered wrong) */
 } mc_server_t;
+
+/* One list of servers (the pool, or the gutter), with a copy of its
+ * configuration whose strings are the servers' own (oc_failover and
+ * oc_place keep pointers to it). */
+typedef struct mc_list {
+    mc_server_t **s;
+    oc_mc_server_conf_t *conf;
+    size_t n;
+} mc_list_t;
 
 struct oc_mc {
     struct event_base *base;
     oc_place_t *place; /* which server a key lives on */
     mc_wop_t *spare;   /* freed wops, for reuse */
     size_t nspare;
-    mc_server_t **servers; /* [nservers], in the configured order */
-    size_t nservers;
-    double connect_s, io_s, retry_s;
+    mc_list_t pool, gutter;
+    oc_failover_t *failover; /* where the keys of a server down go */
+    int failover_on;
+    uint32_t failover_ttl_s;
+    oc_tko_rules_t rules;
+    double connect_s, io_s;
     struct event *ev_flush;           /* runs due callbacks, then writes */
     mc_server_t *dirty;               /* servers with gets or bytes to send */
     oc_mc_job_t *due_head, *due_tail; /* jobs answered, done not yet run */
+    oc_stats_t *stats;                /* oc_mc_watch's, or NULL */
+    void (*changed)(void *arg);
+    void *changed_arg;
 };
 
 static void srv_fail(mc_server_t *s, const char *why);
 static void srv_flush(mc_server_t *s);
-static void queue_get(mc_server_t *s, oc_mc_job_t *job, size_t idx);
+static int srv_ready(mc_server_t *s);
+static void queue_get(mc_server_t *s, mc_ref_t ref);
+static void queue_mg(mc_server_t *s, mc_ref_t ref);
+static void probe_arm(mc_server_t *s);
+static mc_server_t *failover_of(oc_mc_t *mc, const char *key, size_t klen,
+                                size_t primary);
 
 static double mc_now(oc_mc_t *mc)
 {
@@ -108,12 +148,20 @@ static double mc_now(oc_mc_t *mc)
     return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
 }
 
+static void tv_of(struct timeval *tv, double s)
+{
+    if (s < 0)
+        s = 0;
+    tv->tv_sec = (time_t)s;
+    tv->tv_usec = (suseconds_t)((s - (double)(time_t)s) * 1e6);
+}
+
 /* ---- jobs ---------------------------------------------------------------- */
 
 oc_mc_job_t *oc_mc_job_new_get(size_t n, oc_mc_done_fn done, void *arg)
 {
-    size_t sz =
-        sizeof(oc_mc_job_t) + n * (sizeof(char *) + sizeof(size_t) + sizeof(oc_mc_hit_t));
+    size_t sz = sizeof(oc_mc_job_t) + n * (sizeof(char *) + sizeof(size_t) +
+                                           sizeof(oc_mc_hit_t) + sizeof(uint32_t));
     oc_mc_job_t *job = calloc(1, sz);
     if (job == NULL)
         return NULL;
@@ -122,6 +170,7 @@ oc_mc_job_t *oc_mc_job_new_get(size_t n, oc_mc_done_fn done, void *arg)
     job->hits = (oc_mc_hit_t *)(job + 1);
     job->keys = (const char **)(job->hits + n);
     job->key_lens = (size_t *)(job->keys + n);
+    job->refresh_s = (uint32_t *)(job->key_lens + n);
     job->done = done;
     job->arg = arg;
     return job;
@@ -181,6 +230,15 @@ static void part_fail(oc_mc_t *mc, oc_mc_job_t *job, size_t idx, const char *why
     part_done(mc, job);
 }
 
+/* The same for a ref: a shadow delete failing changes nothing. */
+static void ref_fail(oc_mc_t *mc, mc_ref_t ref, const char *why)
+{
+    if (ref.via == MC_VIA_SHADOW)
+        part_done(mc, ref.job);
+    else
+        part_fail(mc, ref.job, ref.idx, why);
+}
+
 static int arena_append(oc_mc_job_t *job, const char *p, size_t len, size_t *off)
 {
     if (job->arena_len + len > job->arena_cap) {
@@ -198,6 +256,24 @@ static int arena_append(oc_mc_job_t *job, const char *p, size_t len, size_t *off
     *off = job->arena_len;
     job->arena_len += len;
     return 0;
+}
+
+static const char *ref_key(mc_ref_t r, size_t *klen)
+{
+    if (r.job->op == OC_MC_GET) {
+        *klen = r.job->key_lens[r.idx];
+        return r.job->keys[r.idx];
+    }
+    *klen = r.job->items[r.idx].klen;
+    return r.job->items[r.idx].key;
+}
+
+/* A GET key is read with a meta get when it takes a lease on a miss or
+ * asks for a refresh window (the text protocol's gets can do neither). */
+static int ref_wants_mg(mc_ref_t r)
+{
+    return r.job->lease_ttl_s > 0 ||
+           (r.via == MC_VIA_PRIMARY && r.job->refresh_s && r.job->refresh_s[r.idx]);
 }
 
 /* ---- buffers ------------------------------------------------------------------ */
@@ -231,10 +307,9 @@ static void wait_push(mc_server_t *s, mc_wop_t *w)
 {
     if (s->wait_head == NULL) {
         s->progress = mc_now(s->mc);
-        if (s->state == MC_SRV_UP && !evtimer_pending(s->ev_timer, NULL)) {
-            struct timeval tv = {
-                (time_t)s->mc->io_s,
-                (suseconds_t)((s->mc->io_s - (time_t)s->mc->io_s) * 1e6)};
+        if (s->conn == MC_CONN_OPEN && !evtimer_pending(s->ev_timer, NULL)) {
+            struct timeval tv;
+            tv_of(&tv, s->mc->io_s);
             evtimer_add(s->ev_timer, &tv);
         }
     }
@@ -256,12 +331,78 @@ static void mark_dirty(mc_server_t *s)
     event_active(s->mc->ev_flush, EV_TIMEOUT, 0);
 }
 
+/* ---- health ------------------------------------------------------------------ */
+
+static void srv_changed(mc_server_t *s, oc_tko_state_t from, const char *why)
+{
+    oc_mc_t *mc = s->mc;
+    oc_tko_state_t to = s->tko.state;
+    const char *pool = s->gutter ? "gutter" : "pool";
+    if (to == OC_TKO_DOWN && from == OC_TKO_UP) {
+        oc_log_warn("event=memcached_down server=%s pool=%s failures=%u reason=\"%s\"",
+                    s->name, pool, mc->rules.failure_limit, why);
+        if (mc->stats)
+            mc->stats->mc_ejections++;
+    } else if (to == OC_TKO_DOWN) { /* a probe failed: every retry_timeout */
+        oc_log_debug("event=memcached_down server=%s pool=%s reason=\"probe: %s\"",
+                     s->name, pool, why);
+    } else if (to == OC_TKO_PROBING) {
+        oc_log_debug("event=memcached_probing server=%s pool=%s", s->name, pool);
+    } else {
+        oc_log_info("event=memcached_up server=%s pool=%s reason=\"%s\" down_s=%.1f",
+                    s->name, pool, why, s->tko.back_at - s->tko.down_at);
+        if (mc->stats)
+            mc->stats->mc_returns++;
+    }
+    if (to == OC_TKO_DOWN)
+        probe_arm(s);
+    if (mc->changed)
+        mc->changed(mc->changed_arg);
+}
+
+/* A failure on s's connection: counted, maybe ejecting it. */
+static void srv_failed(mc_server_t *s, const char *why)
+{
+    oc_tko_state_t from = s->tko.state;
+    if (oc_tko_failure(&s->tko, &s->mc->rules, mc_now(s->mc)))
+        srv_changed(s, from, why);
+}
+
+/* The probe passed (answered, and flushed with failover on). */
+static void srv_passed(mc_server_t *s, const char *why)
+{
+    if (oc_tko_passed(&s->tko, mc_now(s->mc)))
+        srv_changed(s, OC_TKO_PROBING, why);
+}
+
+static int in_service_cb(void *arg, int gutter, size_t idx)
+{
+    const oc_mc_t *mc = arg;
+    const mc_list_t *l = gutter ? &mc->gutter : &mc->pool;
+    return idx < l->n && oc_tko_in_service(&l->s[idx]->tko);
+}
+
+/* Where key goes while its pool server `primary` is out of service: NULL
+ * with failover off, or when no server is left. */
+static mc_server_t *failover_of(oc_mc_t *mc, const char *key, size_t klen, size_t primary)
+{
+    if (!mc->failover_on || mc->failover == NULL)
+        return NULL;
+    int g = 0;
+    size_t t =
+        oc_failover_target(mc->failover, key, klen, primary, in_service_cb, mc, &g);
+    if (t == OC_FAILOVER_NONE)
+        return NULL;
+    return g ? mc->gutter.s[t] : mc->pool.s[t];
+}
+
 /* ---- answers -------------------------------------------------------------------- */
 
-static void item_result(oc_mc_t *mc, oc_mc_job_t *job, size_t idx, oc_mc_result_t r)
+static void item_result(oc_mc_t *mc, mc_ref_t ref, oc_mc_result_t r)
 {
-    job->items[idx].result = r;
-    part_done(mc, job);
+    if (ref.via != MC_VIA_SHADOW)
+        ref.job->items[ref.idx].result = r;
+    part_done(mc, ref.job);
 }
 
 /* What a store, delete or version reply means for its item. */
@@ -283,8 +424,8 @@ static oc_mc_result_t reply_result(oc_mcp_reply_t t)
     }
 }
 
-static void queue_store(mc_server_t *s, oc_mc_job_t *job, size_t idx, const char *verb,
-                        const char *val, size_t vlen, uint32_t flags, uint64_t cas);
+static void queue_store(mc_server_t *s, mc_ref_t ref, const char *verb, const char *val,
+                        size_t vlen, uint32_t flags, uint64_t cas);
 
 /* A store or delete of one item got its reply line. */
 static void on_item_reply(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l)
@@ -293,6 +434,10 @@ static void on_item_reply(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l)
     oc_mc_job_t *job = ref.job;
     oc_mc_item_t *it = &job->items[ref.idx];
     oc_mc_result_t r = reply_result(l->type);
+    if (ref.via == MC_VIA_SHADOW) {
+        part_done(mc, job);
+        return;
+    }
     if (r == OC_MC_R_ERROR)
         job_error(job, l->text ? l->text : "unexpected reply",
                   l->text ? l->text_len : strlen("unexpected reply"));
@@ -301,14 +446,36 @@ static void on_item_reply(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l)
     if (job->op == OC_MC_PUSH && r != OC_MC_R_OK && r != OC_MC_R_ERROR) {
         /* Someone wrote the key between our read and our write: again. */
         if (++it->tries_ < MC_PUSH_TRIES) {
-            queue_get(s, job, ref.idx);
+            queue_get(s, ref);
             return;
         }
         job_error(job, "push: key kept changing, gave up",
                   strlen("push: key kept changing, gave up"));
         r = OC_MC_R_ERROR;
     }
-    item_result(mc, job, ref.idx, r);
+    item_result(mc, ref, r);
+}
+
+/* A GET key's read found the key (l) or not. */
+static void on_get_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l,
+                        const char *data)
+{
+    oc_mc_t *mc = s->mc;
+    oc_mc_job_t *job = ref.job;
+    oc_mc_hit_t *h = &job->hits[ref.idx];
+    if (l && arena_append(job, data, l->bytes, &h->off) == 0) {
+        h->found = 1;
+        h->flags = l->flags;
+        h->cas = l->cas;
+        h->len = l->bytes;
+    } else if (l) {
+        job_error(job, "out of memory", strlen("out of memory"));
+    }
+    if (ref.via == MC_VIA_FAILOVER && mc->stats) {
+        mc->stats->mc_failover_reads++;
+        mc->stats->mc_failover_hits += (h->found != 0);
+    }
+    part_done(mc, job);
 }
 
 /* A read of `ref` found the key (found = 1, with l) or not. */
@@ -318,51 +485,48 @@ static void on_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l,
     oc_mc_t *mc = s->mc;
     oc_mc_job_t *job = ref.job;
     if (job->op == OC_MC_GET) {
-        oc_mc_hit_t *h = &job->hits[ref.idx];
-        if (l && arena_append(job, data, l->bytes, &h->off) == 0) {
-            h->found = 1;
-            h->flags = l->flags;
-            h->cas = l->cas;
-            h->len = l->bytes;
-        } else if (l) {
-            job_error(job, "out of memory", strlen("out of memory"));
-        }
-        part_done(mc, job);
+        on_get_read(s, ref, l, data);
         return;
     }
     oc_mc_item_t *it = &job->items[ref.idx];
     if (job->op == OC_MC_SWAP) {
         if (l && l->flags == it->expect_flags && l->bytes == it->expect_len &&
             (it->expect_len == 0 || memcmp(data, it->expect, it->expect_len) == 0))
-            queue_store(s, job, ref.idx, "cas", it->val, it->vlen, it->flags, l->cas);
+            queue_store(s, ref, "cas", it->val, it->vlen, it->flags, l->cas);
         else
-            item_result(mc, job, ref.idx, OC_MC_R_NOT_STORED);
+            item_result(mc, ref, OC_MC_R_NOT_STORED);
         return;
     }
     /* PUSH */
     oc_mc_decision_t dec =
         it->decide(it, l != NULL, l ? l->flags : 0, l ? data : NULL, l ? l->bytes : 0);
     if (dec == OC_MC_KEEP) {
-        item_result(mc, job, ref.idx, OC_MC_R_NOT_STORED);
+        item_result(mc, ref, OC_MC_R_NOT_STORED);
         return;
     }
     it->unordered = (dec == OC_MC_WRITE_UNORDERED);
-    queue_store(s, job, ref.idx, l ? "cas" : "add", it->val, it->vlen, it->flags,
-                l ? l->cas : 0);
+    queue_store(s, ref, l ? "cas" : "add", it->val, it->vlen, it->flags, l ? l->cas : 0);
 }
 
-/* A meta get's reply (l: VA, or NULL for EN or an error) for a GET key. */
+/* A meta get's reply (l: VA, or NULL for EN or an error) for a GET key.
+ * W or Z on an empty item with flags 0 is a lease (memcached made it for
+ * an N flag); on a value they answer the R flag: this reader refreshes it
+ * (W) or another does (Z), and it is a hit either way. */
 static void on_meta_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l,
                          const char *data)
 {
     oc_mc_job_t *job = ref.job;
     oc_mc_hit_t *h = &job->hits[ref.idx];
-    if (l && l->win) {
+    if (l && l->win && l->flags == 0 && l->bytes == 0) {
         h->lease = l->win == OC_MCP_WIN ? OC_MC_LEASE_WON : OC_MC_LEASE_HELD;
         h->cas = l->cas;
+        if (ref.via == MC_VIA_FAILOVER && s->mc->stats)
+            s->mc->stats->mc_failover_reads++;
         part_done(s->mc, job);
         return;
     }
+    if (l && l->win)
+        h->refresh = l->win == OC_MCP_WIN ? OC_MC_REFRESH_WON : OC_MC_REFRESH_HELD;
     on_read(s, ref, l, data);
 }
 
@@ -377,17 +541,74 @@ static void gets_misses(mc_server_t *s, mc_wop_t *w, size_t upto)
 static int gets_match(mc_wop_t *w, const oc_mcp_line_t *l, size_t *at)
 {
     for (size_t i = w->cursor; i < w->nrefs; i++) {
-        const mc_ref_t *r = &w->refs[i];
-        const char *k =
-            r->job->op == OC_MC_GET ? r->job->keys[r->idx] : r->job->items[r->idx].key;
-        size_t kl = r->job->op == OC_MC_GET ? r->job->key_lens[r->idx]
-                                            : r->job->items[r->idx].klen;
+        size_t kl;
+        const char *k = ref_key(w->refs[i], &kl);
         if (kl == l->klen && memcmp(k, l->key, kl) == 0) {
             *at = i;
             return 0;
         }
     }
     return -1;
+}
+
+/* The server's own probe got its line: `version` answered, then (with
+ * failover on) `flush_all`. Anything else fails the probe: -1, with the
+ * reason in s->broken. */
+static int on_probe_reply(mc_server_t *s, mc_wop_kind_t kind, const oc_mcp_line_t *l,
+                          const char *line);
+
+/* An MG wop's next reply. 1: the wop is done, 0: need more, -1: broken. */
+static int parse_mg(mc_server_t *s, mc_wop_t *w, const char *p, size_t avail,
+                    const oc_mcp_line_t *l)
+{
+    oc_mcp_reply_t t = l->type;
+    if (t != OC_MCP_VA && t != OC_MCP_EN && t != OC_MCP_ERROR)
+        return -1;
+    if (t == OC_MCP_VA && avail < l->line_len + (size_t)l->bytes + 2)
+        return 0; /* the data block is not all here yet */
+    const char *data = p + l->line_len;
+    if (t == OC_MCP_VA && (data[l->bytes] != '\r' || data[l->bytes + 1] != '\n'))
+        return -1;
+    s->in_off += l->line_len + (t == OC_MCP_VA ? (size_t)l->bytes + 2 : 0);
+    mc_ref_t ref = w->refs[w->cursor++];
+    if (t == OC_MCP_ERROR) { /* this key only: the next reply is the next key's */
+        char why[OC_ERRLEN];
+        snprintf(why, sizeof(why), "%.*s", (int)l->text_len, l->text);
+        ref_fail(s->mc, ref, why);
+    } else {
+        on_meta_read(s, ref, t == OC_MCP_VA ? l : NULL, data);
+    }
+    return w->cursor == w->nrefs ? 1 : 2; /* 2: go on with the same wop */
+}
+
+/* A GETS wop's next line. Same answers as parse_mg. */
+static int parse_gets(mc_server_t *s, mc_wop_t *w, const char *p, size_t avail,
+                      const oc_mcp_line_t *l)
+{
+    if (l->type == OC_MCP_END || l->type == OC_MCP_ERROR) {
+        s->in_off += l->line_len;
+        if (l->type == OC_MCP_ERROR) { /* the keys not answered yet failed */
+            char why[OC_ERRLEN];
+            snprintf(why, sizeof(why), "%.*s", (int)l->text_len, l->text);
+            for (; w->cursor < w->nrefs; w->cursor++)
+                ref_fail(s->mc, w->refs[w->cursor], why);
+        }
+        gets_misses(s, w, w->nrefs);
+        return 1;
+    }
+    if (l->type != OC_MCP_VALUE)
+        return -1;
+    if (avail < l->line_len + (size_t)l->bytes + 2)
+        return 0; /* the data block is not all here yet */
+    const char *data = p + l->line_len;
+    size_t at;
+    if (data[l->bytes] != '\r' || data[l->bytes + 1] != '\n' ||
+        gets_match(w, l, &at) != 0)
+        return -1;
+    gets_misses(s, w, at);
+    s->in_off += l->line_len + (size_t)l->bytes + 2;
+    on_read(s, w->refs[w->cursor++], l, data);
+    return 2;
 }
 
 /* Parse what `w` is owed from the input. 1: done, 0: need more, -1: the
@@ -403,61 +624,26 @@ static int parse_wop(mc_server_t *s, mc_wop_t *w)
             return 0;
         if (t == OC_MCP_BAD)
             return -1;
-        if (w->kind == MC_WOP_MG) {
-            if (t != OC_MCP_VA && t != OC_MCP_EN && t != OC_MCP_ERROR)
-                return -1;
-            if (t == OC_MCP_VA && avail < l.line_len + (size_t)l.bytes + 2)
-                return 0; /* the data block is not all here yet */
-            const char *data = p + l.line_len;
-            if (t == OC_MCP_VA && (data[l.bytes] != '\r' || data[l.bytes + 1] != '\n'))
-                return -1;
-            s->in_off += l.line_len + (t == OC_MCP_VA ? (size_t)l.bytes + 2 : 0);
-            mc_ref_t ref = w->refs[w->cursor++];
-            if (t == OC_MCP_ERROR) { /* this key only: the next reply is the next key's */
-                char why[OC_ERRLEN];
-                snprintf(why, sizeof(why), "%.*s", (int)l.text_len, l.text);
-                part_fail(s->mc, ref.job, ref.idx, why);
-            } else {
-                on_meta_read(s, ref, t == OC_MCP_VA ? &l : NULL, data);
-            }
-            if (w->cursor == w->nrefs)
-                return 1;
-            continue;
-        }
-        if (w->kind != MC_WOP_GETS) {
-            if (t == OC_MCP_VALUE || t == OC_MCP_END || t == OC_MCP_VA || t == OC_MCP_EN)
-                return -1;
+        int r;
+        if (w->kind == MC_WOP_MG)
+            r = parse_mg(s, w, p, avail, &l);
+        else if (w->kind == MC_WOP_GETS)
+            r = parse_gets(s, w, p, avail, &l);
+        else if (t == OC_MCP_VALUE || t == OC_MCP_END || t == OC_MCP_VA || t == OC_MCP_EN)
+            return -1;
+        else {
             s->in_off += l.line_len;
             if (w->kind == MC_WOP_VERSION)
-                item_result(s->mc, w->one.job, w->one.idx,
+                item_result(s->mc, w->one,
                             t == OC_MCP_VERSION ? OC_MC_R_OK : OC_MC_R_ERROR);
+            else if (w->kind == MC_WOP_PROBE || w->kind == MC_WOP_FLUSH)
+                return on_probe_reply(s, w->kind, &l, p) < 0 ? -1 : 1;
             else
                 on_item_reply(s, w->one, &l);
             return 1;
         }
-        if (t == OC_MCP_END || t == OC_MCP_ERROR) {
-            s->in_off += l.line_len;
-            if (t == OC_MCP_ERROR) { /* the keys not answered yet failed */
-                char why[OC_ERRLEN];
-                snprintf(why, sizeof(why), "%.*s", (int)l.text_len, l.text);
-                for (; w->cursor < w->nrefs; w->cursor++)
-                    part_fail(s->mc, w->refs[w->cursor].job, w->refs[w->cursor].idx, why);
-            }
-            gets_misses(s, w, w->nrefs);
-            return 1;
-        }
-        if (t != OC_MCP_VALUE)
-            return -1;
-        if (avail < l.line_len + (size_t)l.bytes + 2)
-            return 0; /* the data block is not all here yet */
-        const char *data = p + l.line_len;
-        size_t at;
-        if (data[l.bytes] != '\r' || data[l.bytes + 1] != '\n' ||
-            gets_match(w, &l, &at) != 0)
-            return -1;
-        gets_misses(s, w, at);
-        s->in_off += l.line_len + (size_t)l.bytes + 2;
-        on_read(s, w->refs[w->cursor++], &l, data);
+        if (r != 2)
+            return r;
     }
 }
 
@@ -492,9 +678,14 @@ static void srv_parse(mc_server_t *s)
         if (r == 0)
             break;
         if (r < 0) {
-            srv_fail(s, "unexpected reply");
+            char why[OC_ERRLEN];
+            snprintf(why, sizeof(why), "%s",
+                     s->broken[0] ? s->broken : "unexpected reply");
+            s->broken[0] = '\0';
+            srv_fail(s, why);
             return;
         }
+        oc_tko_success(&s->tko);
         s->wait_head = w->next;
         if (s->wait_head == NULL)
             s->wait_tail = NULL;
@@ -510,79 +701,99 @@ static void srv_parse(mc_server_t *s)
 
 /* ---- queueing ------------------------------------------------------------------ */
 
-static void queue_store(mc_server_t *s, oc_mc_job_t *job, size_t idx, const char *verb,
-                        const char *val, size_t vlen, uint32_t flags, uint64_t cas)
+/* The exptime an item is written with on s: capped at failover_ttl on a
+ * failover (0, never, is more than that too). */
+static uint32_t store_exptime(oc_mc_t *mc, mc_ref_t ref)
 {
-    const oc_mc_item_t *it = &job->items[idx];
+    uint32_t e = ref.job->items[ref.idx].exptime_s;
+    if (ref.via != MC_VIA_FAILOVER)
+        return e;
+    if (mc->stats)
+        mc->stats->mc_failover_writes++;
+    return e == 0 || e > mc->failover_ttl_s ? mc->failover_ttl_s : e;
+}
+
+static void queue_store(mc_server_t *s, mc_ref_t ref, const char *verb, const char *val,
+                        size_t vlen, uint32_t flags, uint64_t cas)
+{
+    const oc_mc_item_t *it = &ref.job->items[ref.idx];
     mc_wop_t *w = wop_new(s->mc);
     char *p = w ? out_reserve(s, oc_mcp_store_size(it->klen, vlen)) : NULL;
     if (p == NULL) {
         free(w);
-        part_fail(s->mc, job, idx, "out of memory");
+        ref_fail(s->mc, ref, "out of memory");
         return;
     }
-    s->out_len += oc_mcp_format_store(p, verb, it->key, it->klen, flags, it->exptime_s,
-                                      val, vlen, cas);
+    s->out_len += oc_mcp_format_store(p, verb, it->key, it->klen, flags,
+                                      store_exptime(s->mc, ref), val, vlen, cas);
     w->kind = MC_WOP_STORE;
-    w->one = (mc_ref_t){job, idx};
+    w->one = ref;
     wait_push(s, w);
     mark_dirty(s);
 }
 
-/* `delete <key>` (key != NULL) or `version`, for job's item idx. */
-static void queue_line(mc_server_t *s, oc_mc_job_t *job, size_t idx, const char *key,
-                       size_t klen)
+/* One command line without a data block, answered by one line: `delete
+ * <key>` (DELETE), `version` (VERSION, PROBE), `flush_all` (FLUSH). */
+static void queue_line(mc_server_t *s, mc_wop_kind_t kind, mc_ref_t ref)
 {
+    size_t klen = 0;
+    const char *key = kind == MC_WOP_DELETE ? ref_key(ref, &klen) : NULL;
     mc_wop_t *w = wop_new(s->mc);
     char *p = w ? out_reserve(s, klen + 16) : NULL;
     if (p == NULL) {
         free(w);
-        part_fail(s->mc, job, idx, "out of memory");
+        if (ref.job)
+            ref_fail(s->mc, ref, "out of memory");
+        else
+            srv_fail(s, "out of memory");
         return;
     }
     char *start = p;
-    if (key) {
+    if (kind == MC_WOP_DELETE) {
         p = oc_mcp_put(p, "delete ", 7);
         p = oc_mcp_put(p, key, klen);
         p = oc_mcp_put(p, "\r\n", 2);
+    } else if (kind == MC_WOP_FLUSH) {
+        p = oc_mcp_put(p, "flush_all\r\n", 11);
     } else {
         p = oc_mcp_put(p, "version\r\n", 9);
     }
     s->out_len += (size_t)(p - start);
-    w->kind = key ? MC_WOP_DELETE : MC_WOP_VERSION;
-    w->one = (mc_ref_t){job, idx};
+    w->kind = kind;
+    w->one = ref;
     wait_push(s, w);
     mark_dirty(s);
 }
 
 /* Append a key of job to one of s's lists for the next flush. */
 static void queue_ref(mc_server_t *s, mc_ref_t **list, size_t *n, size_t *cap,
-                      oc_mc_job_t *job, size_t idx)
+                      mc_ref_t ref)
 {
     if (*n == *cap) {
         size_t c = *cap ? *cap * 2 : 64;
         mc_ref_t *g = realloc(*list, c * sizeof(*g));
         if (g == NULL) {
-            part_fail(s->mc, job, idx, "out of memory");
+            ref_fail(s->mc, ref, "out of memory");
             return;
         }
         *list = g;
         *cap = c;
     }
-    (*list)[(*n)++] = (mc_ref_t){job, idx};
+    (*list)[(*n)++] = ref;
     mark_dirty(s);
 }
 
-/* The key of job's idx joins the server's next multi-get. */
-static void queue_get(mc_server_t *s, oc_mc_job_t *job, size_t idx)
+/* The key of the ref joins the server's next multi-get. */
+static void queue_get(mc_server_t *s, mc_ref_t ref)
 {
-    queue_ref(s, &s->gets, &s->ngets, &s->gets_cap, job, idx);
+    queue_ref(s, &s->gets, &s->ngets, &s->gets_cap, ref);
 }
 
-/* The key of a GET job with a lease TTL: a meta get at the next flush. */
-static void queue_mg(mc_server_t *s, oc_mc_job_t *job, size_t idx)
+/* A GET key with a lease TTL or a refresh window: a meta get at the next
+ * flush. */
+static void queue_mg(mc_server_t *s, mc_ref_t ref)
 {
-    queue_ref(s, &s->mgs, &s->nmgs, &s->mgs_cap, job, idx);
+    queue_ref(s, &s->mgs, &s->nmgs, &s->mgs_cap, ref);
 }
 
 /* The meta gets queued for s this turn: one command each, one write. */
@@ -602,15 +813,20 @@ static void flush_mgs(mc_server_t *s)
     if (p == NULL) {
         free(w);
         for (size_t i = 0; i < n; i++)
-            part_fail(s->mc, refs[i].job, refs[i].idx, "out of memory");
+            ref_fail(s->mc, refs[i], "out of memory");
         free(refs);
         return;
     }
     char *start = p;
     for (size_t i = 0; i < n; i++) {
         const oc_mc_job_t *job = refs[i].job;
-        p += oc_mcp_format_mg(p, job->keys[refs[i].idx], job->key_lens[refs[i].idx],
-                              job->lease_ttl_s);
+        size_t k = refs[i].idx;
+        /* No refresh on a failover: its entries live failover_ttl at most,
+         * and every read of them would reload them. */
+        uint32_t refresh =
+            refs[i].via == MC_VIA_PRIMARY && job->refresh_s ? job->refresh_s[k] : 0;
+        p += oc_mcp_format_mg_r(p, job->keys[k], job->key_lens[k], job->lease_ttl_s,
+                                refresh);
     }
     s->out_len += (size_t)(p - start);
     w->kind = MC_WOP_MG;
@@ -626,9 +842,9 @@ static void flush_gets(mc_server_t *s)
         return;
     size_t bytes = 8;
     for (size_t i = 0; i < s->ngets; i++) {
-        const mc_ref_t *r = &s->gets[i];
-        bytes += 1 + (r->job->op == OC_MC_GET ? r->job->key_lens[r->idx]
-                                              : r->job->items[r->idx].klen);
+        size_t kl;
+        (void)ref_key(s->gets[i], &kl);
+        bytes += 1 + kl;
     }
     mc_wop_t *w = wop_new(s->mc);
     char *p = w ? out_reserve(s, bytes) : NULL;
@@ -639,18 +855,15 @@ static void flush_gets(mc_server_t *s)
         s->gets = NULL;
         s->ngets = s->gets_cap = 0;
         for (size_t i = 0; i < n; i++)
-            part_fail(s->mc, refs[i].job, refs[i].idx, "out of memory");
+            ref_fail(s->mc, refs[i], "out of memory");
         free(refs);
         return;
     }
     char *start = p;
     p = oc_mcp_put(p, "gets", 4);
     for (size_t i = 0; i < s->ngets; i++) {
-        const mc_ref_t *r = &s->gets[i];
-        const char *k =
-            r->job->op == OC_MC_GET ? r->job->keys[r->idx] : r->job->items[r->idx].key;
-        size_t kl = r->job->op == OC_MC_GET ? r->job->key_lens[r->idx]
-                                            : r->job->items[r->idx].klen;
+        size_t kl;
+        const char *k = ref_key(s->gets[i], &kl);
         *p++ = ' ';
         p = oc_mcp_put(p, k, kl);
     }
@@ -679,19 +892,53 @@ static void srv_close(mc_server_t *s)
     if (s->fd >= 0)
         close(s->fd);
     s->fd = -1;
+    s->conn = MC_CONN_CLOSED;
     s->out_off = s->out_len = 0;
     s->in_off = s->in_len = 0;
 }
 
-/* Everything sent or queued to s fails; it is down until retry_at. */
-static void srv_abort(mc_server_t *s, const char *why, int log)
+/* A GET key whose read on its own server a failure cut short: read it
+ * from the key's failover instead, at once (once: a failover that fails
+ * too fails the key). 0 if there is none. */
+static int ref_reroute(mc_server_t *s, mc_ref_t ref)
 {
     oc_mc_t *mc = s->mc;
-    if (log && s->state != MC_SRV_DOWN)
-        oc_log_warn("event=memcached_error server=%s reason=\"%s\"", s->name, why);
+    if (ref.via != MC_VIA_PRIMARY || ref.job->op != OC_MC_GET || s->gutter)
+        return 0;
+    mc_server_t *f =
+        failover_of(mc, ref.job->keys[ref.idx], ref.job->key_lens[ref.idx], s->idx);
+    if (f == NULL || f == s || !srv_ready(f))
+        return 0;
+    ref.via = MC_VIA_FAILOVER;
+    if (ref_wants_mg(ref))
+        queue_mg(f, ref);
+    else
+        queue_get(f, ref);
+    return 1;
+}
+
+/* A ref whose server failed: read elsewhere, or failed. */
+static void ref_abort(mc_server_t *s, mc_ref_t ref, const char *msg, int reroute)
+{
+    if (!reroute || !ref_reroute(s, ref))
+        ref_fail(s->mc, ref, msg);
+}
+
+/* Everything sent or queued to s fails (reads go to the failover when
+ * `failure`; at shutdown or for a server removed they just fail). A
+ * failure is counted: enough of them mark it down. */
+static void srv_abort(mc_server_t *s, const char *why, int failure)
+{
+    oc_mc_t *mc = s->mc;
+    if (failure && s->conn != MC_CONN_CLOSED) {
+        if (oc_tko_in_service(&s->tko))
+            oc_log_warn("event=memcached_error server=%s reason=\"%s\"", s->name, why);
+        else
+            oc_log_debug("event=memcached_error server=%s reason=\"%s\"", s->name, why);
+    }
     srv_close(s);
-    s->state = MC_SRV_DOWN;
-    s->retry_at = mc_now(mc) + mc->retry_s;
+    if (failure)
+        srv_failed(s, why);
     char msg[OC_ERRLEN];
     snprintf(msg, sizeof(msg), "memcached %.128s: %.100s", s->name, why);
     /* Take the lists first: answering may queue more (to a server that is
@@ -706,16 +953,16 @@ static void srv_abort(mc_server_t *s, const char *why, int log)
         mc_wop_t *next = w->next;
         if (w->kind == MC_WOP_GETS || w->kind == MC_WOP_MG)
             for (size_t i = w->cursor; i < w->nrefs; i++)
-                part_fail(mc, w->refs[i].job, w->refs[i].idx, msg);
-        else
-            part_fail(mc, w->one.job, w->one.idx, msg);
+                ref_abort(s, w->refs[i], msg, failure);
+        else if (w->one.job)
+            ref_fail(mc, w->one, msg);
         wop_free(mc, w);
         w = next;
     }
     for (size_t i = 0; i < ngets; i++)
-        part_fail(mc, gets[i].job, gets[i].idx, msg);
+        ref_abort(s, gets[i], msg, failure);
     for (size_t i = 0; i < nmgs; i++)
-        part_fail(mc, mgs[i].job, mgs[i].idx, msg);
+        ref_abort(s, mgs[i], msg, failure);
     free(gets);
     free(mgs);
 }
@@ -775,7 +1022,7 @@ static void srv_read(mc_server_t *s)
         s->in_len += (size_t)n;
         s->progress = mc_now(s->mc);
         srv_parse(s);
-        if (s->state != MC_SRV_UP || (size_t)n < room)
+        if (s->conn != MC_CONN_OPEN || (size_t)n < room)
             return;
     }
 }
@@ -786,9 +1033,9 @@ static void on_srv_read(evutil_socket_t fd, short what, void *arg)
     srv_read(arg);
 }
 
-static void srv_up(mc_server_t *s)
+static void srv_open(mc_server_t *s)
 {
-    s->state = MC_SRV_UP;
+    s->conn = MC_CONN_OPEN;
     s->progress = mc_now(s->mc);
     if (s->wait_head) {
         struct timeval tv = {0, 1000};
@@ -802,7 +1049,7 @@ static void on_srv_write(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
     mc_server_t *s = arg;
-    if (s->state == MC_SRV_CONNECTING) {
+    if (s->conn == MC_CONN_CONNECTING) {
         int soerr = 0;
         socklen_t sl = sizeof(soerr);
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0)
@@ -811,7 +1058,7 @@ static void on_srv_write(evutil_socket_t fd, short what, void *arg)
             srv_fail(s, strerror(soerr));
             return;
         }
-        srv_up(s);
+        srv_open(s);
         return;
     }
     srv_write(s);
@@ -823,13 +1070,13 @@ static void on_srv_timer(evutil_socket_t fd, short what, void *arg)
     mc_server_t *s = arg;
     oc_mc_t *mc = s->mc;
     double now = mc_now(mc), left;
-    if (s->state == MC_SRV_CONNECTING) {
+    if (s->conn == MC_CONN_CONNECTING) {
         if (now >= s->deadline) {
             srv_fail(s, "connect timeout");
             return;
         }
         left = s->deadline - now;
-    } else if (s->state == MC_SRV_UP && s->wait_head) {
+    } else if (s->conn == MC_CONN_OPEN && s->wait_head) {
         if (now - s->progress >= mc->io_s) {
             srv_fail(s, "timeout");
             return;
@@ -838,7 +1085,9 @@ static void on_srv_timer(evutil_socket_t fd, short what, void *arg)
     } else {
         return;
     }
-    struct timeval tv = {(time_t)left, (suseconds_t)((left - (time_t)left) * 1e6) + 1};
+    struct timeval tv;
+    tv_of(&tv, left);
+    tv.tv_usec += 1;
     evtimer_add(s->ev_timer, &tv);
 }
 
@@ -859,9 +1108,9 @@ static void srv_connect(mc_server_t *s)
         srv_fail(s, "out of memory");
         return;
     }
-    s->state = MC_SRV_CONNECTING;
+    s->conn = MC_CONN_CONNECTING;
     if (connect(fd, (struct sockaddr *)&s->addr, s->addrlen) == 0) {
-        srv_up(s);
+        srv_open(s);
         return;
     }
     if (errno != EINPROGRESS) {
@@ -869,29 +1118,29 @@ static void srv_connect(mc_server_t *s)
         return;
     }
     s->deadline = mc_now(mc) + mc->connect_s;
-    struct timeval tv = {(time_t)mc->connect_s,
-                         (suseconds_t)((mc->connect_s - (time_t)mc->connect_s) * 1e6)};
+    struct timeval tv;
+    tv_of(&tv, mc->connect_s);
     evtimer_add(s->ev_timer, &tv);
     event_add(s->ev_write, NULL);
 }
 
-/* Can work be queued for s now? Connects a down server whose retry time
- * has come (or at once when `force`). */
-static int srv_ready(mc_server_t *s, int force)
+/* Can work be queued for s now? Only a server in service takes work; its
+ * connection is made at once if it has none (a failure made then is
+ * counted, and may take it out of service). */
+static int srv_ready(mc_server_t *s)
 {
-    if (s->state != MC_SRV_DOWN)
-        return 1;
-    if (!force && mc_now(s->mc) < s->retry_at)
+    if (!oc_tko_in_service(&s->tko))
         return 0;
-    srv_connect(s);
-    return s->state != MC_SRV_DOWN;
+    if (s->conn == MC_CONN_CLOSED)
+        srv_connect(s);
+    return s->conn != MC_CONN_CLOSED && oc_tko_in_service(&s->tko);
 }
 
 static void srv_flush(mc_server_t *s)
 {
     flush_gets(s);
     flush_mgs(s);
-    if (s->state == MC_SRV_UP && s->out_off < s->out_len && s->ev_write &&
+    if (s->conn == MC_CONN_OPEN && s->out_off < s->out_len && s->ev_write &&
         !event_pending(s->ev_write, EV_WRITE, NULL))
         srv_write(s);
 }
@@ -921,71 +1170,212 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* ---- the server's own probe ------------------------------------------------------ *
+ *
+ * A server out of service is probed every retry_timeout on a new
+ * connection: `version`, then, with failover on, `flush_all`, and it
+ * serves again only when both answered. Why flush: while it was away its
+ * keys were written to the failover (pushes, tombstones, loads of rows
+ * that changed); what it holds may be older than those writes (a frozen
+ * server thaws with everything it had; a partition leaves it the values of
+ * before). Emptying it is the one step that needs no journal of what it
+ * missed and no agreement between sidecars, each of which sees it come
+ * back at its own time and flushes it then. `version` first: on a server
+ * that thaws, commands sent before it froze are still in its sockets and
+ * run as soon as it does; one round trip on a new connection orders the
+ * flush after them. */
+
+static int on_probe_reply(mc_server_t *s, mc_wop_kind_t kind, const oc_mcp_line_t *l,
+                          const char *line)
+{
+    if (s->tko.state != OC_TKO_PROBING)
+        return 0; /* cannot happen: only a probe's connection has these */
+    if (kind == MC_WOP_PROBE && l->type == OC_MCP_VERSION) {
+        if (!s->mc->failover_on)
+            srv_passed(s, "probe answered");
+        else
+            queue_line(s, MC_WOP_FLUSH, (mc_ref_t){NULL, 0, 0});
+        return 0;
+    }
+    if (kind == MC_WOP_FLUSH && l->type == OC_MCP_OK) {
+        srv_passed(s, "probe answered; flushed");
+        return 0;
+    }
+    snprintf(s->broken, sizeof(s->broken), "%s answered '%.*s'",
+             kind == MC_WOP_FLUSH ? "flush_all" : "version",
+             (int)(l->line_len >= 2 ? l->line_len - 2 : 0), line);
+    return -1;
+}
+
+static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    mc_server_t *s = arg;
+    oc_tko_state_t from = s->tko.state;
+    if (!oc_tko_probe(&s->tko, mc_now(s->mc))) {
+        probe_arm(s);
+        return;
+    }
+    srv_changed(s, from, "probe");
+    srv_close(s);
+    srv_connect(s);
+    if (s->conn != MC_CONN_CLOSED)
+        queue_line(s, MC_WOP_PROBE, (mc_ref_t){NULL, 0, 0});
+}
+
+/* A server down: its probe timer for when the probe is due. */
+static void probe_arm(mc_server_t *s)
+{
+    double wait = oc_tko_probe_wait(&s->tko, mc_now(s->mc));
+    if (wait < 0 || s->ev_probe == NULL)
+        return;
+    struct timeval tv;
+    tv_of(&tv, wait);
+    evtimer_add(s->ev_probe, &tv);
+}
+
 /* ---- submit --------------------------------------------------------------------- */
 
-static mc_server_t *route(oc_mc_t *mc, const char *key, size_t klen)
+/* A key's own server (of the pool) and its index. */
+static mc_server_t *primary_of(oc_mc_t *mc, const char *key, size_t klen, size_t *idx)
 {
-    return mc->nservers ? mc->servers[oc_place_server(mc->place, key, klen)] : NULL;
+    if (mc->pool.n == 0)
+        return NULL;
+    *idx = oc_place_server(mc->place, key, klen);
+    return mc->pool.s[*idx];
 }
 
 static mc_server_t *find_server(oc_mc_t *mc, const char *host, uint16_t port)
 {
-    for (size_t i = 0; i < mc->nservers; i++)
-        if (mc->servers[i]->port == port && strcmp(mc->servers[i]->host, host) == 0)
-            return mc->servers[i];
+    for (int g = 0; g < 2; g++) {
+        const mc_list_t *l = g ? &mc->gutter : &mc->pool;
+        for (size_t i = 0; i < l->n; i++)
+            if (l->s[i]->port == port && strcmp(l->s[i]->host, host) == 0)
+                return l->s[i];
+    }
     return NULL;
 }
 
-/* The server for key, or NULL after failing part i (a key memcached
- * cannot take, a server down). */
-static mc_server_t *route_part(oc_mc_t *mc, oc_mc_job_t *job, size_t i, const char *key,
-                               size_t klen)
+static void fail_down(oc_mc_t *mc, oc_mc_job_t *job, size_t i, const mc_server_t *p)
 {
+    char why[OC_ERRLEN];
+    if (p && oc_tko_in_service(&p->tko))
+        snprintf(why, sizeof(why), "memcached %.128s: cannot connect", p->name);
+    else
+        snprintf(why, sizeof(why), "memcached %.128s: down%s", p ? p->name : "?",
+                 p && mc->failover_on ? ", no failover server" : "");
+    part_fail(mc, job, i, why);
+}
+
+/* The server part i goes to, and how (*ref); NULL after failing the part
+ * (a key memcached cannot take, a server down with nowhere else to go). A
+ * server out of service sends its keys to their failover; a GET also goes
+ * there when the connection to its server failed just now. */
+static mc_server_t *route_part(oc_mc_t *mc, oc_mc_job_t *job, size_t i, const char *key,
+                               size_t klen, mc_ref_t *ref)
+{
+    *ref = (mc_ref_t){job, i, MC_VIA_PRIMARY};
     if (!oc_mcp_key_ok(key, klen)) {
         part_fail(mc, job, i, "key memcached cannot store");
         return NULL;
     }
-    mc_server_t *s = route(mc, key, klen);
-    if (s == NULL || !srv_ready(s, 0)) {
-        char why[OC_ERRLEN];
-        snprintf(why, sizeof(why), "memcached %.128s: down", s ? s->name : "?");
-        part_fail(mc, job, i, why);
-        return NULL;
+    size_t pi = 0;
+    mc_server_t *p = primary_of(mc, key, klen, &pi);
+    if (p && srv_ready(p))
+        return p;
+    if (p && (!oc_tko_in_service(&p->tko) || job->op == OC_MC_GET)) {
+        mc_server_t *f = failover_of(mc, key, klen, pi);
+        if (f && srv_ready(f)) {
+            ref->via = MC_VIA_FAILOVER;
+            return f;
+        }
     }
-    return s;
+    fail_down(mc, job, i, p);
+    return NULL;
+}
+
+/* A delete of item i's copy on its key's failover (see oc_mc.h): always
+ * for a DELETE, and for other writes while the key's server is not long
+ * back. Its answer changes nothing of the item's result. */
+static void queue_shadow(oc_mc_t *mc, oc_mc_job_t *job, size_t i, const mc_server_t *s,
+                         mc_ref_t ref)
+{
+    const oc_mc_item_t *it = &job->items[i];
+    if (!mc->failover_on || ref.via != MC_VIA_PRIMARY || s == NULL || s->gutter)
+        return;
+    if (job->op != OC_MC_DELETE &&
+        !oc_tko_recent(&s->tko, mc_now(mc), (double)mc->failover_ttl_s + 1))
+        return;
+    mc_server_t *f = failover_of(mc, it->key, it->klen, s->idx);
+    if (f == NULL || f == s || !srv_ready(f))
+        return;
+    job->parts_left++;
+    queue_line(f, MC_WOP_DELETE, (mc_ref_t){job, i, MC_VIA_SHADOW});
+}
+
+/* A DELETE: on the key's server only (a server down fails it, and the
+ * caller requeues it), and on its failover. */
+static void submit_delete(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
+{
+    const oc_mc_item_t *it = &job->items[i];
+    if (!oc_mcp_key_ok(it->key, it->klen)) {
+        part_fail(mc, job, i, "key memcached cannot store");
+        return;
+    }
+    size_t pi = 0;
+    mc_server_t *p = primary_of(mc, it->key, it->klen, &pi);
+    mc_ref_t ref = {job, i, MC_VIA_PRIMARY};
+    if (p && srv_ready(p)) {
+        queue_line(p, MC_WOP_DELETE, ref);
+    } else {
+        char why[OC_ERRLEN];
+        snprintf(why, sizeof(why), "memcached %.128s: down", p ? p->name : "?");
+        part_fail(mc, job, i, why);
+    }
+    queue_shadow(mc, job, i, p, ref);
+}
+
+static void submit_probe(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
+{
+    const oc_mc_item_t *it = &job->items[i];
+    mc_server_t *s = find_server(mc, it->key, (uint16_t)it->flags);
+    if (s == NULL || !srv_ready(s))
+        part_fail(mc, job, i, "server down");
+    else
+        queue_line(s, MC_WOP_VERSION, (mc_ref_t){job, i, MC_VIA_PRIMARY});
 }
 
 static void submit_item(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
 {
     const oc_mc_item_t *it = &job->items[i];
-    mc_server_t *s;
     if (job->op == OC_MC_PROBE) {
-        s = find_server(mc, it->key, (uint16_t)it->flags);
-        if (s == NULL || !srv_ready(s, 1))
-            part_fail(mc, job, i, "server down");
-        else
-            queue_line(s, job, i, NULL, 0);
+        submit_probe(mc, job, i);
         return;
     }
-    if ((s = route_part(mc, job, i, it->key, it->klen)) == NULL)
+    if (job->op == OC_MC_DELETE) {
+        submit_delete(mc, job, i);
+        return;
+    }
+    mc_ref_t ref;
+    mc_server_t *s = route_part(mc, job, i, it->key, it->klen, &ref);
+    if (s == NULL)
         return;
     switch (job->op) {
     case OC_MC_SWAP:
     case OC_MC_PUSH:
-        queue_get(s, job, i);
+        queue_get(s, ref);
         break;
     case OC_MC_SET:
     case OC_MC_CAS:
-        queue_store(s, job, i, job->op == OC_MC_SET ? "set" : "cas", it->val, it->vlen,
+        queue_store(s, ref, job->op == OC_MC_SET ? "set" : "cas", it->val, it->vlen,
                     it->flags, it->cas);
-        break;
-    case OC_MC_DELETE:
-        queue_line(s, job, i, it->key, it->klen);
         break;
     default:
         part_fail(mc, job, i, "unknown operation");
-        break;
+        return;
     }
+    if (job->op != OC_MC_CAS)
+        queue_shadow(mc, job, i, s, ref);
 }
 
 void oc_mc_submit(oc_mc_t *mc, oc_mc_job_t *job)
@@ -1001,13 +1391,47 @@ void oc_mc_submit(oc_mc_t *mc, oc_mc_job_t *job)
             submit_item(mc, job, i);
             continue;
         }
-        mc_server_t *s = route_part(mc, job, i, job->keys[i], job->key_lens[i]);
-        if (s && job->lease_ttl_s)
-            queue_mg(s, job, i);
+        mc_ref_t ref;
+        mc_server_t *s = route_part(mc, job, i, job->keys[i], job->key_lens[i], &ref);
+        if (s && ref_wants_mg(ref))
+            queue_mg(s, ref);
         else if (s)
-            queue_get(s, job, i);
+            queue_get(s, ref);
     }
     part_done(mc, job);
+}
+
+/* ---- health, for oc_health -------------------------------------------------------- */
+
+size_t oc_mc_count(const oc_mc_t *mc, int gutter)
+{
+    return gutter ? mc->gutter.n : mc->pool.n;
+}
+
+static const mc_server_t *server_at(const oc_mc_t *mc, int gutter, size_t i)
+{
+    const mc_list_t *l = gutter ? &mc->gutter : &mc->pool;
+    return i < l->n ? l->s[i] : NULL;
+}
+
+const char *oc_mc_name(const oc_mc_t *mc, int gutter, size_t i)
+{
+    const mc_server_t *s = server_at(mc, gutter, i);
+    return s ? s->name : "?";
+}
+
+int oc_mc_state(const oc_mc_t *mc, int gutter, size_t i)
+{
+    const mc_server_t *s = server_at(mc, gutter, i);
+    return s ? (int)s->tko.state : (int)OC_TKO_DOWN;
+}
+
+void oc_mc_watch(oc_mc_t *mc, struct oc_stats *stats, void (*changed)(void *arg),
+                 void *arg)
+{
+    mc->stats = stats;
+    mc->changed = changed;
+    mc->changed_arg = arg;
 }
 
 /* ---- the pool --------------------------------------------------------------------- */
@@ -1019,10 +1443,31 @@ static void srv_free(mc_server_t *s)
     srv_abort(s, "shutting down", 0);
     if (s->ev_timer)
         event_free(s->ev_timer);
+    if (s->ev_probe)
+        event_free(s->ev_probe);
     free(s->out);
     free(s->in);
     free(s->host);
     free(s);
+}
+
+static int srv_resolve(mc_server_t *s, char *err)
+{
+    char port[8];
+    snprintf(port, sizeof(port), "%u", (unsigned)s->port);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+    int rc = getaddrinfo(s->host, port, &hints, &ai);
+    if (rc != 0 || ai == NULL || ai->ai_addrlen > sizeof(s->addr)) {
+        oc_fail(err, OC_ECACHE, "memcached server %s: %s", s->name,
+                rc ? gai_strerror(rc) : "no address");
+        if (ai)
+            freeaddrinfo(ai);
+        return -1;
+    }
+    memcpy(&s->addr, ai->ai_addr, ai->ai_addrlen);
+    s->addrlen = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    return 0;
 }
 
 static mc_server_t *srv_new(oc_mc_t *mc, const oc_mc_server_conf_t *c, char *err)
@@ -1035,71 +1480,134 @@ static mc_server_t *srv_new(oc_mc_t *mc, const oc_mc_server_conf_t *c, char *err
     s->mc = mc;
     s->fd = -1;
     s->port = c->port;
-    s->state = MC_SRV_DOWN;
+    s->weight = c->weight;
+    s->conn = MC_CONN_CLOSED;
+    oc_tko_init(&s->tko, mc_now(mc));
     snprintf(s->name, sizeof(s->name), strchr(c->host, ':') ? "[%.100s]:%u" : "%.100s:%u",
              c->host, (unsigned)c->port);
-    char port[8];
-    snprintf(port, sizeof(port), "%u", (unsigned)c->port);
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
-    int rc = getaddrinfo(c->host, port, &hints, &ai);
-    if (rc != 0 || ai == NULL || ai->ai_addrlen > sizeof(s->addr)) {
-        oc_fail(err, OC_ECACHE, "memcached server %s: %s", s->name,
-                rc ? gai_strerror(rc) : "no address");
-        if (ai)
-            freeaddrinfo(ai);
+    if (srv_resolve(s, err) != 0) {
         free(s->host);
         free(s);
         return NULL;
     }
-    memcpy(&s->addr, ai->ai_addr, ai->ai_addrlen);
-    s->addrlen = ai->ai_addrlen;
-    freeaddrinfo(ai);
-    if ((s->ev_timer = evtimer_new(mc->base, on_srv_timer, s)) == NULL) {
-        free(s->host);
-        free(s);
+    s->ev_timer = evtimer_new(mc->base, on_srv_timer, s);
+    s->ev_probe = evtimer_new(mc->base, on_probe_timer, s);
+    if (s->ev_timer == NULL || s->ev_probe == NULL) {
+        srv_free(s);
         return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
     }
     return s;
 }
 
-static void set_timeouts(oc_mc_t *mc, const oc_conf_t *conf)
+static void set_rules(oc_mc_t *mc, const oc_conf_t *conf)
 {
     mc->connect_s = conf->mc_connect_timeout_ms / 1000.0;
     mc->io_s = conf->mc_io_timeout_ms / 1000.0;
-    mc->retry_s = conf->mc_retry_timeout_ms / 1000.0;
+    mc->rules.retry_s = conf->mc_retry_timeout_ms / 1000.0;
+    mc->rules.failure_limit = conf->mc_failure_limit;
+    mc->failover_on = conf->mc_failover;
+    mc->failover_ttl_s = conf->mc_failover_ttl_s ? conf->mc_failover_ttl_s : 1;
 }
 
-/* The server list of conf: a server of old[] with the same host and port
- * is reused (reused[j] set), the others are created. On failure the ones
- * created are freed and old[] is untouched. */
-static mc_server_t **make_servers(oc_mc_t *mc, const oc_conf_t *conf, mc_server_t **old,
-                                  size_t nold, char *reused, char *err)
+/* Free the servers of `l` that are not in `keep` (a list made from it),
+ * and the list. */
+static void list_free(mc_list_t *l, const mc_list_t *keep)
 {
-    mc_server_t **list = calloc(conf->nservers ? conf->nservers : 1, sizeof(*list));
-    if (list == NULL)
-        return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
-    for (size_t i = 0; i < conf->nservers; i++) {
-        const oc_mc_server_conf_t *c = &conf->servers[i];
-        for (size_t j = 0; j < nold && list[i] == NULL; j++)
-            if (!reused[j] && old[j]->port == c->port &&
-                strcmp(old[j]->host, c->host) == 0) {
-                list[i] = old[j];
-                reused[j] = 1;
-            }
-        if (list[i] == NULL && (list[i] = srv_new(mc, c, err)) == NULL)
-            goto fail;
+    for (size_t i = 0; l->s && i < l->n; i++) {
+        int kept = 0;
+        for (size_t j = 0; keep && j < keep->n; j++)
+            kept |= keep->s[j] == l->s[i];
+        if (!kept)
+            srv_free(l->s[i]); /* removed: what was sent to it fails */
     }
-    return list;
-fail:
-    for (size_t i = 0; i < conf->nservers; i++) {
-        int from_old = 0;
-        for (size_t j = 0; j < nold; j++)
-            from_old |= (list[i] == old[j]);
-        if (list[i] && !from_old)
-            srv_free(list[i]);
+    free(l->s);
+    free(l->conf);
+    *l = (mc_list_t){0};
+}
+
+/* The list of n servers of conf: a server of `old` with the same host and
+ * port is reused (its connection, its health, what is under way on it),
+ * the others are made. On failure nothing of `old` is touched. */
+static int list_make(oc_mc_t *mc, const oc_mc_server_conf_t *conf, size_t n,
+                     const mc_list_t *old, mc_list_t *out, char *err)
+{
+    *out = (mc_list_t){0};
+    out->s = calloc(n ? n : 1, sizeof(*out->s));
+    out->conf = calloc(n ? n : 1, sizeof(*out->conf));
+    if (out->s == NULL || out->conf == NULL) {
+        list_free(out, NULL); /* n is 0: frees the arrays only */
+        return oc_fail(err, OC_ENOMEM, "out of memory"), -1;
     }
-    free(list);
-    return NULL;
+    for (size_t i = 0; i < n; i++) {
+        const oc_mc_server_conf_t *c = &conf[i];
+        for (size_t j = 0; j < old->n && out->s[i] == NULL; j++) {
+            int taken = 0;
+            for (size_t k = 0; k < i; k++)
+                taken |= out->s[k] == old->s[j];
+            if (!taken && old->s[j]->port == c->port &&
+                strcmp(old->s[j]->host, c->host) == 0)
+                out->s[i] = old->s[j];
+        }
+        if (out->s[i] == NULL && (out->s[i] = srv_new(mc, c, err)) == NULL) {
+            out->n = i;
+            list_free(out, old); /* only the ones made here */
+            return -1;
+        }
+        out->conf[i] = (oc_mc_server_conf_t){out->s[i]->host, c->port, c->weight};
+        out->n = i + 1;
+    }
+    return 0;
+}
+
+/* The lists, placement and failover of conf, in `next` (nothing of mc's
+ * own is touched). */
+typedef struct mc_shape {
+    mc_list_t pool, gutter;
+    oc_place_t *place;
+    oc_failover_t *failover;
+} mc_shape_t;
+
+static void shape_drop(mc_shape_t *sh, oc_mc_t *mc)
+{
+    oc_failover_free(sh->failover);
+    oc_place_free(sh->place);
+    list_free(&sh->pool, &mc->pool);
+    list_free(&sh->gutter, &mc->gutter);
+}
+
+static int shape_make(oc_mc_t *mc, const oc_conf_t *conf, mc_shape_t *sh, char *err)
+{
+    *sh = (mc_shape_t){0};
+    if (list_make(mc, conf->servers, conf->nservers, &mc->pool, &sh->pool, err) != 0 ||
+        list_make(mc, conf->gutter, conf->ngutter, &mc->gutter, &sh->gutter, err) != 0 ||
+        (sh->place = oc_place_new(sh->pool.conf, sh->pool.n, err)) == NULL ||
+        (sh->failover = oc_failover_new(sh->pool.conf, sh->pool.n, sh->gutter.conf,
+                                        sh->gutter.n, err)) == NULL) {
+        shape_drop(sh, mc);
+        return -1;
+    }
+    return 0;
+}
+
+/* Switch to `sh`: servers not kept are freed (their work fails). */
+static void shape_apply(oc_mc_t *mc, mc_shape_t *sh)
+{
+    list_free(&mc->pool, &sh->pool);
+    list_free(&mc->gutter, &sh->gutter);
+    oc_place_free(mc->place);
+    oc_failover_free(mc->failover);
+    mc->pool = sh->pool;
+    mc->gutter = sh->gutter;
+    mc->place = sh->place;
+    mc->failover = sh->failover;
+    for (int g = 0; g < 2; g++) {
+        mc_list_t *l = g ? &mc->gutter : &mc->pool;
+        for (size_t i = 0; i < l->n; i++) {
+            l->s[i]->gutter = g;
+            l->s[i]->idx = i;
+            l->s[i]->weight = l->conf[i].weight;
+        }
+    }
 }
 
 oc_mc_t *oc_mc_new(struct event_base *base, const oc_conf_t *conf, char *err)
@@ -1108,16 +1616,16 @@ oc_mc_t *oc_mc_new(struct event_base *base, const oc_conf_t *conf, char *err)
     if (mc == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
     mc->base = base;
-    set_timeouts(mc, conf);
+    set_rules(mc, conf);
     mc->ev_flush = event_new(base, -1, 0, on_flush, mc);
+    mc_shape_t sh;
     if (mc->ev_flush == NULL) {
         oc_fail(err, OC_ENOMEM, "out of memory");
         goto fail;
     }
-    if ((mc->place = oc_place_new(conf->servers, conf->nservers, err)) == NULL ||
-        (mc->servers = make_servers(mc, conf, NULL, 0, NULL, err)) == NULL)
+    if (shape_make(mc, conf, &sh, err) != 0)
         goto fail;
-    mc->nservers = conf->nservers;
+    shape_apply(mc, &sh);
     return mc;
 fail:
     oc_mc_free(mc);
@@ -1127,49 +1635,25 @@ fail:
 oc_status_t oc_mc_reconfigure(oc_mc_t *mc, const oc_conf_t *conf, char *err)
 {
     err[0] = '\0';
-    oc_place_t *place = oc_place_new(conf->servers, conf->nservers, err);
-    char *reused = calloc(mc->nservers ? mc->nservers : 1, 1);
-    mc_server_t **list = NULL;
-    if (place == NULL || reused == NULL)
-        goto fail;
-    list = make_servers(mc, conf, mc->servers, mc->nservers, reused, err);
-    if (list == NULL)
-        goto fail;
-    for (size_t j = 0; j < mc->nservers; j++)
-        if (!reused[j])
-            srv_free(mc->servers[j]); /* removed from the pool: its work fails */
-    free(reused);
-    free(mc->servers);
-    oc_place_free(mc->place);
-    mc->servers = list;
-    mc->nservers = conf->nservers;
-    mc->place = place;
-    set_timeouts(mc, conf);
+    mc_shape_t sh;
+    if (shape_make(mc, conf, &sh, err) != 0)
+        return err[0] ? OC_ECACHE : oc_fail(err, OC_ENOMEM, "out of memory");
+    shape_apply(mc, &sh);
+    /* Servers kept stay as they are: one that is down is probed on (and
+     * flushed before it serves again if failover is on by then). */
+    set_rules(mc, conf);
+    if (mc->changed)
+        mc->changed(mc->changed_arg);
     return OC_OK;
-fail:
-    if (list) { /* free only the servers made for the new list */
-        for (size_t i = 0; i < conf->nservers; i++) {
-            int from_old = 0;
-            for (size_t j = 0; j < mc->nservers; j++)
-                from_old |= (list[i] == mc->servers[j]);
-            if (!from_old)
-                srv_free(list[i]);
-        }
-        free(list);
-    }
-    free(reused);
-    oc_place_free(place);
-    return err[0] ? OC_ECACHE : oc_fail(err, OC_ENOMEM, "out of memory");
 }
 
 void oc_mc_free(oc_mc_t *mc)
 {
     if (mc == NULL)
         return;
-    for (size_t i = 0; mc->servers && i < mc->nservers; i++)
-        srv_free(mc->servers[i]);
-    free(mc->servers);
-    mc->nservers = 0;
+    mc->changed = NULL;
+    list_free(&mc->pool, NULL);
+    list_free(&mc->gutter, NULL);
     mc->dirty = NULL;
     /* Answer what is due, failures included; callbacks may submit more,
      * which fails at once (no servers) and is answered in the same loop. */
@@ -1178,6 +1662,7 @@ void oc_mc_free(oc_mc_t *mc)
     if (mc->ev_flush)
         event_free(mc->ev_flush);
     oc_place_free(mc->place);
+    oc_failover_free(mc->failover);
     while (mc->spare) {
         mc_wop_t *w = mc->spare;
         mc->spare = w->next;

@@ -13,11 +13,25 @@
  * back in order on each connection; a job's `done` runs once all its keys
  * and items are answered, always from the loop, never inside oc_mc_submit.
  *
- * A server that refuses, drops the connection, or does not answer within
- * io_timeout (connect_timeout to connect) is marked down: what was sent to
- * it fails with OC_MC_R_ERROR (a GET key simply misses, the caller loads it
- * from PostgreSQL) and it is skipped for retry_timeout, after which the
- * next operation for it connects again. Its keys are not moved elsewhere.
+ * Failures and failover. Each server's health is an oc_tko state machine:
+ * a server that refuses, drops the connection, or does not answer within
+ * io_timeout (connect_timeout to connect) fails what was sent to it, and
+ * after failure_limit such failures in a row it is marked down. A server
+ * marked down gets no requests: only a probe every retry_timeout (connect,
+ * `version`, and with failover on `flush_all`), and it serves again once
+ * the probe passed. With failover on, the keys of a server out of service
+ * go where every sidecar sends them (oc_failover: the gutter, or ketama
+ * over the rest of the pool), the same operations as on the server itself
+ * (so leases and cas write-backs protect PostgreSQL there too), with every
+ * exptime written there capped at failover_ttl. A read that a failure cut
+ * short is sent there at once, even before the server is marked down; a
+ * write is not (it fails: the server may have applied it). A DELETE is
+ * also applied to the failover of its key (while the server is down, the
+ * server's own delete still fails, so the caller requeues it); a SET, PUSH
+ * or SWAP written to a server that came back less than failover_ttl ago
+ * (or is failing) also deletes the key's failover copy. With failover off,
+ * the parts of a server out of service fail at once (a GET key misses, the
+ * caller loads it from PostgreSQL).
  *
  * Ownership: the caller allocates a job with oc_mc_job_new_get/_items,
  * fills it, and hands it to oc_mc_submit; from then until `done` runs the
@@ -52,9 +66,10 @@ typedef enum oc_mc_op {
                      that lands between the read and the cas wins. A push
                      check swaps the pushed object for PostgreSQL's row. */
     OC_MC_PROBE,  /* for each item, ask the server named by key (host) and flags
-                     (port) for its version: OK if it answers, ERROR if not
-                     (per-server health). A probe of a server marked down
-                     connects at once, without waiting for retry_timeout. */
+                     (port), of the pool or the gutter, for its version: OK if
+                     it answers, ERROR if not (a server idle but frozen is
+                     found this way). A server out of service is not asked:
+                     ERROR at once (its own probe brings it back). */
     OC_MC_PUSH,   /* for each item, read the key and ask item.decide whether
                      to replace what is there; write by cas (or add if the
                      key is absent), retrying if it changed in between;
@@ -80,12 +95,24 @@ typedef enum oc_mc_lease {
                          hit.cas is its cas */
 } oc_mc_lease_t;
 
+/* A GET key read with a refresh window (job->refresh_s) that found a value
+ * about to expire. */
+typedef enum oc_mc_refresh {
+    OC_MC_REFRESH_NONE = 0,
+    OC_MC_REFRESH_WON,  /* this reader is the one (of the whole fleet) to
+                           reload it; hit.cas is the value's cas, to write the
+                           reload over by cas */
+    OC_MC_REFRESH_HELD, /* another reader is reloading it: a plain hit */
+} oc_mc_refresh_t;
+
 /* One result of a GET: value bytes live in job->arena at [off, off+len).
- * found = 0 with a lease: the key holds no value, only a lease. */
+ * found = 0 with a lease: the key holds no value, only a lease. A lease is
+ * never a value: a value chosen to be refreshed is found = 1 with refresh. */
 typedef struct oc_mc_hit {
     int found;
     int error; /* memcached failed for this key (job->err says why) */
     oc_mc_lease_t lease;
+    oc_mc_refresh_t refresh;
     uint32_t flags;
     uint64_t cas;
     size_t off, len;
@@ -134,6 +161,11 @@ struct oc_mc_job {
     uint32_t lease_ttl_s;
     const char **keys;
     size_t *key_lens;
+    /* Per key, 0 or a refresh window in seconds: the key is read with a
+     * meta get `... R<sec>`, and a value with less than that left before it
+     * expires comes back with hit.refresh (zeroed by oc_mc_job_new_get; not
+     * asked of a failover, whose entries are short-lived anyway). */
+    uint32_t *refresh_s;
     oc_mc_hit_t *hits;
     char *arena; /* owned by the job */
     size_t arena_len, arena_cap;
@@ -163,6 +195,21 @@ void oc_mc_submit(oc_mc_t *mc, oc_mc_job_t *job);
  * to a removed server fails (ERROR). Keeps nothing of `conf`. On error the
  * old pool is left as it was. */
 oc_status_t oc_mc_reconfigure(oc_mc_t *mc, const oc_conf_t *conf, char *err);
+
+/* Server health, for oc_health. Servers are numbered in the configured
+ * order, the pool's (gutter = 0) and the gutter's (gutter = 1) apart; the
+ * numbers and names change only with oc_mc_reconfigure. */
+struct oc_stats;
+size_t oc_mc_count(const oc_mc_t *mc, int gutter);
+const char *oc_mc_name(const oc_mc_t *mc, int gutter, size_t i); /* "host:port" */
+/* 0 up, 1 down, 2 probing: an oc_tko_state_t. */
+int oc_mc_state(const oc_mc_t *mc, int gutter, size_t i);
+/* From now on oc_mc counts its ejections, returns and failover reads,
+ * hits and writes in `stats`, and calls changed(arg) after any server's
+ * state changed and after oc_mc_reconfigure (each change is also logged,
+ * with its reason). stats must outlive mc; NULLs turn it off. */
+void oc_mc_watch(oc_mc_t *mc, struct oc_stats *stats, void (*changed)(void *arg),
+                 void *arg);
 
 /* One allocation each; NULL on out of memory. */
 oc_mc_job_t *oc_mc_job_new_get(size_t n, oc_mc_done_fn done, void *arg);

@@ -122,6 +122,7 @@ oc_mcp_reply_t oc_mcp_parse_line(const char *buf, size_t len, oc_mcp_line_t *out
         {"EXISTS", OC_MCP_EXISTS},
         {"NOT_FOUND", OC_MCP_NOT_FOUND},
         {"DELETED", OC_MCP_DELETED},
+        {"OK", OC_MCP_OK},
     };
     for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
         if (equals(buf, n, plain[i].word))
@@ -162,10 +163,12 @@ static char *put_u64(char *p, uint64_t v)
 
 size_t oc_mcp_mg_size(size_t klen)
 {
-    return 3 + klen + 8 + 2 + 10 + 2; /* "mg ", key, " v c f N", ttl, "\r\n" */
+    /* "mg ", key, " v c f", " N" ttl, " R" seconds, "\r\n" */
+    return 3 + klen + 6 + 2 + 10 + 2 + 10 + 2;
 }
 
-size_t oc_mcp_format_mg(char *buf, const char *key, size_t klen, uint32_t ttl)
+size_t oc_mcp_format_mg_r(char *buf, const char *key, size_t klen, uint32_t ttl,
+                          uint32_t refresh_s)
 {
     char *p = oc_mcp_put(buf, "mg ", 3);
     p = oc_mcp_put(p, key, klen);
@@ -174,7 +177,16 @@ size_t oc_mcp_format_mg(char *buf, const char *key, size_t klen, uint32_t ttl)
         p = oc_mcp_put(p, " N", 2);
         p = put_u64(p, ttl);
     }
+    if (refresh_s > 0) {
+        p = oc_mcp_put(p, " R", 2);
+        p = put_u64(p, refresh_s);
+    }
     return (size_t)(oc_mcp_put(p, "\r\n", 2) - buf);
+}
+
+size_t oc_mcp_format_mg(char *buf, const char *key, size_t klen, uint32_t ttl)
+{
+    return oc_mcp_format_mg_r(buf, key, klen, ttl, 0);
 }
 
 size_t oc_mcp_store_size(size_t klen, size_t vlen)

@@ -4,11 +4,13 @@
  * Pure functions over caller buffers; no I/O, no allocation (oc_mc does the
  * I/O and owns the buffers).
  *
- * Sent: `gets k1 k2 ...`, `mg <key> v c f N<ttl>` (memcached >= 1.6: the
- * read that takes a lease on a miss), `set|add|cas <key> <flags> <exptime>
- * <bytes> [<cas>]` + data, `delete <key>`, `version`. Replies read: the
- * VALUE lines of a multi-get up to END, the VA/EN of a meta get, and the
- * one-line replies of the others.
+ * Sent: `gets k1 k2 ...`, `mg <key> v c f [N<ttl>] [R<sec>]` (memcached
+ * >= 1.6: the read that takes a lease on a miss, and that picks one reader
+ * to refresh a hit about to expire), `set|add|cas <key> <flags> <exptime>
+ * <bytes> [<cas>]` + data, `delete <key>`, `version`, `flush_all` (a server
+ * coming back into service). Replies read: the VALUE lines of a multi-get
+ * up to END, the VA/EN of a meta get, and the one-line replies of the
+ * others (`OK` is flush_all's).
  */
 #ifndef OC_MCPROTO_H
 #define OC_MCPROTO_H
@@ -48,6 +50,7 @@ typedef enum oc_mcp_reply {
     OC_MCP_NOT_FOUND,
     OC_MCP_DELETED,
     OC_MCP_VERSION,
+    OC_MCP_OK,    /* flush_all's answer */
     OC_MCP_VA,    /* VA <bytes> c<cas> f<flags> [W|Z|X]...: a meta get's value */
     OC_MCP_EN,    /* a meta get's miss */
     OC_MCP_ERROR, /* ERROR, CLIENT_ERROR ..., SERVER_ERROR ...: text */
@@ -63,9 +66,11 @@ typedef struct oc_mcp_line {
     uint32_t flags;
     uint32_t bytes; /* the data block that follows (then \r\n) */
     uint64_t cas;
-    int win;          /* VA: W (this client won the lease: the item was
-                         made empty by its N flag), or Z (another client
-                         holds it), or 0 */
+    int win;          /* VA: W or Z, or 0. On an empty item (flags 0, no
+                         value) they are a lease: W, this client won it
+                         (its N flag made the item), Z, another holds it.
+                         On a value they come from R: W, this reader is
+                         the one to refresh it; Z, another reader is */
     const char *text; /* ERROR: the whole line without \r\n */
     size_t text_len;
 } oc_mcp_line_t;
@@ -80,6 +85,11 @@ oc_mcp_reply_t oc_mcp_parse_line(const char *buf, size_t len, oc_mcp_line_t *out
 /* Bytes the mg command needs; write it (v c f, and N<ttl> when ttl > 0). */
 size_t oc_mcp_mg_size(size_t klen);
 size_t oc_mcp_format_mg(char *buf, const char *key, size_t klen, uint32_t ttl);
+/* The same with R<refresh_s> when refresh_s > 0: a hit whose remaining TTL
+ * is below refresh_s answers W to one reader and Z to the others (until the
+ * item is replaced). At most oc_mcp_mg_size bytes too. */
+size_t oc_mcp_format_mg_r(char *buf, const char *key, size_t klen, uint32_t ttl,
+                          uint32_t refresh_s);
 
 /* Bytes the store command needs, header and data and both \r\n. */
 size_t oc_mcp_store_size(size_t klen, size_t vlen);

@@ -16,8 +16,9 @@ typedef struct place_slot {
 
 struct oc_place {
     memcached_st *hash; /* ketama over the servers; never connects */
-    size_t n;
-    uint32_t *by_hash; /* libmemcached's server index -> the caller's */
+    size_t n;           /* servers placed on (those not skipped) */
+    uint32_t only;      /* n == 1: the caller's index of that server */
+    uint32_t *by_hash;  /* libmemcached's server index -> the caller's */
     place_slot_t *slots;
 };
 
@@ -51,9 +52,10 @@ fail:
     return NULL;
 }
 
-/* libmemcached's index of each server -> ours (they should agree). */
+/* libmemcached's index of each server -> ours (they should agree); orig
+ * maps an index of `servers` to the caller's whole list. */
 static uint32_t *make_index(memcached_st *memc, const oc_mc_server_conf_t *servers,
-                            size_t n, char *err)
+                            size_t n, const uint32_t *orig, char *err)
 {
     uint32_t *map = calloc(n ? n : 1, sizeof(*map));
     if (map == NULL)
@@ -70,17 +72,20 @@ static uint32_t *make_index(memcached_st *memc, const oc_mc_server_conf_t *serve
             free(map);
             return oc_fail(err, OC_ECACHE, "memcached: server list out of step"), NULL;
         }
-        map[i] = (uint32_t)j;
+        map[i] = orig ? orig[j] : (uint32_t)j;
     }
     return map;
 }
 
-oc_place_t *oc_place_new(const oc_mc_server_conf_t *servers, size_t n, char *err)
+/* Ketama over servers[0..n), answering orig[i] (NULL: i) for servers[i]. */
+static oc_place_t *place_make(const oc_mc_server_conf_t *servers, size_t n,
+                              const uint32_t *orig, char *err)
 {
     oc_place_t *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
     p->n = n;
+    p->only = n == 1 && orig ? orig[0] : 0;
     if (n > 1) {
         p->slots = calloc(PLACE_SLOTS, sizeof(*p->slots));
         if (p->slots == NULL) {
@@ -88,13 +93,44 @@ oc_place_t *oc_place_new(const oc_mc_server_conf_t *servers, size_t n, char *err
             goto fail;
         }
         if ((p->hash = make_hash(servers, n, err)) == NULL ||
-            (p->by_hash = make_index(p->hash, servers, n, err)) == NULL)
+            (p->by_hash = make_index(p->hash, servers, n, orig, err)) == NULL)
             goto fail;
     }
     return p;
 fail:
     oc_place_free(p);
     return NULL;
+}
+
+oc_place_t *oc_place_new(const oc_mc_server_conf_t *servers, size_t n, char *err)
+{
+    return place_make(servers, n, NULL, err);
+}
+
+oc_place_t *oc_place_new_except(const oc_mc_server_conf_t *servers, size_t n,
+                                const unsigned char *skip, char *err)
+{
+    oc_mc_server_conf_t *left = malloc((n ? n : 1) * sizeof(*left));
+    uint32_t *orig = malloc((n ? n : 1) * sizeof(*orig));
+    oc_place_t *p = NULL;
+    size_t k = 0;
+    if (left == NULL || orig == NULL) {
+        oc_fail(err, OC_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!skip[i]) {
+            left[k] = servers[i]; /* the host string is borrowed */
+            orig[k++] = (uint32_t)i;
+        }
+    if (k == 0)
+        oc_fail(err, OC_ECACHE, "memcached: no server left to place keys on");
+    else
+        p = place_make(left, k, orig, err);
+done:
+    free(left);
+    free(orig);
+    return p;
 }
 
 void oc_place_free(oc_place_t *p)
@@ -119,7 +155,7 @@ static uint64_t slot_hash(const char *key, size_t len)
 size_t oc_place_server(oc_place_t *p, const char *key, size_t klen)
 {
     if (p->n <= 1)
-        return 0;
+        return p->only;
     place_slot_t *slot = NULL;
     if (klen <= PLACE_KEY_MAX && p->n <= 256) {
         slot = &p->slots[slot_hash(key, klen) % PLACE_SLOTS];

@@ -186,6 +186,8 @@ static int ukey_read(oc_req_t *r, oc_ukey_t *uk, const oc_mc_job_t *job, size_t 
         uk->data = job->arena + h->off;
         uk->len = h->len;
         uk->cas = h->cas;
+        if (h->refresh == OC_MC_REFRESH_WON) /* this reader reloads it ahead */
+            oc_fill_refresh(r->ctx->fills, &uk->w, h->cas);
     } else if (c == OC_EC_ABSENT) {
         uk->state = OC_GET_ABSENT;
     } else {
@@ -363,6 +365,8 @@ static oc_status_t req_read(oc_req_t *r, size_t n, char *err)
             continue;
         r->mcjob->keys[uk->job_idx] = uk->w.ckey;
         r->mcjob->key_lens[uk->job_idx] = uk->w.ckey_len;
+        r->mcjob->refresh_s[uk->job_idx] =
+            ctx->conf->models[uk->w.model_idx].refresh_ahead_s;
     }
     ctx->stats->mc_gets++;
     oc_fill_read_begin(ctx->fills, &r->read);

@@ -88,9 +88,14 @@ void oc_stats_write(const oc_stats_t *st, struct evbuffer *out)
     evbuffer_add_printf(out, "STAT " #name " %" PRIu64 "\r\n", st->name);
     OC_STATS_LIST(OC_STATS_LINE)
 #undef OC_STATS_LINE
-    for (size_t i = 0; i < st->nmc; i++)
-        evbuffer_add_printf(out, "STAT mc_server:%s:up %" PRIu64 "\r\n", st->mc_names[i],
+    for (size_t i = 0; i < st->nmc; i++) {
+        const char *what = i < st->nmc_pool ? "mc_server" : "mc_gutter";
+        evbuffer_add_printf(out, "STAT %s:%s:up %" PRIu64 "\r\n", what, st->mc_names[i],
                             st->mc_up[i]);
+        if (st->mc_state)
+            evbuffer_add_printf(out, "STAT %s:%s:state %s\r\n", what, st->mc_names[i],
+                                st->mc_state[i]);
+    }
     for (size_t m = 0; m < st->nmodels; m++) {
 #define OC_MODEL_LINE(name, help)                                                        \
     evbuffer_add_printf(out, "STAT model:%s:" #name " %" PRIu64 "\r\n",                  \
@@ -144,11 +149,22 @@ void oc_stats_write_prometheus(const oc_stats_t *st, struct evbuffer *out)
     OC_MODEL_STATS_LIST(OC_PROM_MODEL)
 #undef OC_PROM_MODEL
     evbuffer_add_printf(
-        out, "# HELP objcached_memcached_up 1 if the memcached server answered "
-             "the last health probe\n# TYPE objcached_memcached_up gauge\n");
-    for (size_t i = 0; i < st->nmc; i++)
+        out, "# HELP objcached_memcached_up 1 while the memcached server is in "
+             "service\n# TYPE objcached_memcached_up gauge\n");
+    for (size_t i = 0; i < st->nmc_pool && i < st->nmc; i++)
         evbuffer_add_printf(out, "objcached_memcached_up{server=\"%s\"} %" PRIu64 "\n",
                             st->mc_names[i], st->mc_up[i]);
+    evbuffer_add_printf(out, "# HELP objcached_memcached_state 1 for the state each "
+                             "memcached server is in (up, down, probing)\n"
+                             "# TYPE objcached_memcached_state gauge\n");
+    static const char *const states[] = {"up", "down", "probing"};
+    for (size_t i = 0; st->mc_state && i < st->nmc; i++)
+        for (size_t k = 0; k < 3; k++)
+            evbuffer_add_printf(
+                out,
+                "objcached_memcached_state{server=\"%s\",pool=\"%s\",state=\"%s\"} %d\n",
+                st->mc_names[i], i < st->nmc_pool ? "pool" : "gutter", states[k],
+                strcmp(st->mc_state[i], states[k]) == 0);
     prom_hist(out, "request_duration_seconds",
               "get, gets and mg commands, from the command to its reply",
               &st->request_seconds);

@@ -109,6 +109,16 @@ struct evbuffer;
     X(wal_map_reloads, COUNTER,                                                          \
       "times the relation map was read again (a table attached, a column renamed)")      \
     X(wal_errors, COUNTER, "WAL reader failures (the stream, a query); it starts again") \
+    X(mc_ejections, COUNTER,                                                             \
+      "memcached servers marked down (failure_limit failures in a row)")                 \
+    X(mc_returns, COUNTER, "memcached servers back in service after their probe passed") \
+    X(mc_failover_reads, COUNTER,                                                        \
+      "keys read from the failover of a server out of service")                          \
+    X(mc_failover_hits, COUNTER, "of those, keys that held a value there")               \
+    X(mc_failover_writes, COUNTER,                                                       \
+      "items written to a failover (their TTL capped at failover_ttl)")                  \
+    X(early_refreshes, COUNTER,                                                          \
+      "hits near their expiry this sidecar was chosen to reload in the background")      \
     X(client_errors, COUNTER, "CLIENT_ERROR and ERROR replies sent")                     \
     X(server_errors, COUNTER, "SERVER_ERROR replies sent")
 
@@ -154,8 +164,10 @@ typedef struct oc_stats {
     const char **model_names; /* [nmodels], pointing into the config */
     size_t models_cap;        /* room reserved in both arrays */
     char **mc_names;          /* [nmc] "host:port", owned by the daemon */
-    uint64_t *mc_up;          /* [nmc] 1 if the server answered the last probe */
+    uint64_t *mc_up;          /* [nmc] 1 if the server is in service */
+    const char **mc_state;    /* [nmc] "up", "down" or "probing" (static) */
     size_t nmc;
+    size_t nmc_pool; /* the first nmc_pool are the pool, the rest the gutter */
 } oc_stats_t;
 
 /* Per-model counters, in two steps so a reload can fail before it

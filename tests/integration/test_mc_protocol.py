@@ -190,7 +190,12 @@ def test_broken_memcached_replies_are_survived(objcached_factory, ref, scenario)
             assert c.get_multi([f"User:{i}" for i in ids]) == (user_values(ref, ids), b"END")
             assert fake.sent_scenario.is_set()
             s1 = c.stats()
-            assert moved(s0, s1, "mc_errors")["mc_errors"] >= 1
+            # extra-reply breaks the stream only after its answer was taken:
+            # nothing fails, and one failure (of failure_limit in a row, issue
+            # 13) does not take the server out of service, so the next read
+            # reconnects at once instead of failing for retry_timeout.
+            if scenario != "extra-reply":
+                assert moved(s0, s1, "mc_errors")["mc_errors"] >= 1
             assert moved(s0, s1, "server_errors", "client_errors") == \
                 {"server_errors": 0, "client_errors": 0}
             # still serving, and the server is used again after retry_timeout

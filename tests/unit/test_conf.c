@@ -819,6 +819,74 @@ static void test_memcached_postgresql_keys(void **state)
                  "<string>:4: conninfo: must not be empty");
 }
 
+/* Failover: the defaults, a gutter, and what --check-config refuses. */
+static void test_failover_keys(void **state)
+{
+    (void)state;
+    char err[OC_ERRLEN];
+    oc_conf_t *c = load(MINIMAL, err);
+    need_conf(c, err);
+    assert_int_equal(c->mc_failure_limit, 3);
+    assert_int_equal(c->mc_failover, 1);
+    assert_int_equal(c->mc_failover_ttl_s, 10);
+    assert_null(c->gutter);
+    assert_int_equal(c->ngutter, 0);
+    assert_int_equal(c->models[0].refresh_ahead_s, 0);
+    oc_conf_free(c);
+
+    c = load("[memcached]\nservers = a:1 b:1\nfailure_limit = 1\nfailover = off\n"
+             "failover_ttl = 1h\ngutter = g:1, [::1]:2:3\n" PG
+             "[model User]\ntable = users\nttl = 1m\nrefresh_ahead = 59s\n",
+             err);
+    need_conf(c, err);
+    assert_int_equal(c->mc_failure_limit, 1);
+    assert_int_equal(c->mc_failover, 0);
+    assert_int_equal(c->mc_failover_ttl_s, 3600);
+    assert_int_equal(c->ngutter, 2);
+    assert_string_equal(c->gutter[0].host, "g");
+    assert_string_equal(c->gutter[1].host, "::1");
+    assert_int_equal(c->gutter[1].port, 2);
+    assert_int_equal(c->gutter[1].weight, 3);
+    assert_int_equal(c->models[0].refresh_ahead_s, 59);
+    oc_conf_free(c);
+
+    /* an empty gutter is no gutter (the rest of the pool takes the keys) */
+    c = load("[memcached]\nservers = a:1\ngutter =\n" PG MODEL, err);
+    need_conf(c, err);
+    assert_null(c->gutter);
+    assert_int_equal(c->ngutter, 0);
+    oc_conf_free(c);
+
+    /* what --check-config refuses */
+    expect_error("[memcached]\nservers = h:1\nfailover_ttl = 0\n" PG MODEL,
+                 "<string>:3: failover_ttl: '0' is out of range (1s..1h)");
+    expect_error("[memcached]\nservers = h:1\nfailover_ttl = 1500ms\n" PG MODEL,
+                 "<string>:3: failover_ttl: '1500ms' is not a whole number of seconds");
+    expect_error("[memcached]\nservers = h:1\nfailover_ttl = 2h\n" PG MODEL,
+                 "<string>:3: failover_ttl: '2h' is out of range (1s..1h)");
+    expect_error("[memcached]\nservers = h:1\nfailure_limit = 0\n" PG MODEL,
+                 "<string>:3: failure_limit: '0' is out of range (1..100)");
+    expect_error("[memcached]\nservers = h:1\nfailover = maybe\n" PG MODEL,
+                 "<string>:3: failover: 'maybe' is not one of on, off");
+    expect_error("[memcached]\nservers = a:1 B:2\ngutter = c:3 b:2\n" PG MODEL,
+                 "<string>:3: gutter: server 'b' port 2 is also in servers (a gutter "
+                 "pool must be other memcached servers)");
+    expect_error("[memcached]\ngutter = c:3 c:3\nservers = a:1\n" PG MODEL,
+                 "<string>:2: gutter: server 'c' port 3 is listed twice");
+    expect_error(
+        "[memcached]\nservers = a:1\ngutter = c\n" PG MODEL,
+        "<string>:3: gutter: 'c' is not host:port[:weight] (IPv6 as [::1]:11211)");
+    expect_error(MC PG "[model User]\ntable = users\nttl = 30s\nrefresh_ahead = 30s\n",
+                 "<string>:5: refresh_ahead (30s) must be shorter than ttl (30s) in "
+                 "[model User]");
+    expect_error(MC PG "[model User]\ntable = users\nrefresh_ahead = 1s\n",
+                 "<string>:5: refresh_ahead (1s) would never refresh: memcached counts "
+                 "whole seconds, so use 0 (off) or at least 2s in [model User]");
+    expect_error(MC PG "[model User]\ntable = users\nrefresh_ahead = 2h\n",
+                 "<string>:5: refresh_ahead (7200s) must be shorter than ttl (3600s) in "
+                 "[model User]");
+}
+
 /* ------------------------------------------------------------------ */
 /* [model NAME]                                                        */
 
@@ -1413,6 +1481,7 @@ int main(void)
         cmocka_unit_test(test_servers),
         cmocka_unit_test(test_servers_bad),
         cmocka_unit_test(test_memcached_postgresql_keys),
+        cmocka_unit_test(test_failover_keys),
         cmocka_unit_test(test_model_table),
         cmocka_unit_test(test_model_columns),
         cmocka_unit_test(test_model_key_type_and_ttl),

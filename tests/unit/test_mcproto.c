@@ -77,6 +77,7 @@ static void test_one_line_replies(void **state)
         {"NOT_FOUND\r\n", OC_MCP_NOT_FOUND},
         {"DELETED\r\n", OC_MCP_DELETED},
         {"VERSION 1.6.18\r\n", OC_MCP_VERSION},
+        {"OK\r\n", OC_MCP_OK}, /* flush_all */
         {"ERROR\r\n", OC_MCP_ERROR},
         {"CLIENT_ERROR bad data chunk\r\n", OC_MCP_ERROR},
         {"SERVER_ERROR out of memory storing object\r\n", OC_MCP_ERROR},
@@ -141,6 +142,31 @@ static void test_meta_get_replies(void **state)
     n = oc_mcp_format_mg(buf, "k", 1, 0);
     assert_memory_equal(buf, "mg k v c f\r\n", n);
     assert_true(oc_mcp_format_mg(buf, "k", 1, UINT32_MAX) <= oc_mcp_mg_size(1));
+    /* R: pick one reader to refresh a hit about to expire */
+    n = oc_mcp_format_mg_r(buf, "oc:User:1", 9, 6, 30);
+    assert_int_equal(n, strlen("mg oc:User:1 v c f N6 R30\r\n"));
+    assert_memory_equal(buf, "mg oc:User:1 v c f N6 R30\r\n", n);
+    n = oc_mcp_format_mg_r(buf, "k", 1, 0, 5);
+    assert_memory_equal(buf, "mg k v c f R5\r\n", n);
+    n = oc_mcp_format_mg_r(buf, "k", 1, 0, 0);
+    assert_memory_equal(buf, "mg k v c f\r\n", n);
+    /* the longest, within the size promised */
+    char key[OC_MCP_KEY_MAX];
+    memset(key, 'k', sizeof(key));
+    static char big[OC_MCP_KEY_MAX + 64];
+    n = oc_mcp_format_mg_r(big, key, sizeof(key), UINT32_MAX, UINT32_MAX);
+    assert_true(n <= oc_mcp_mg_size(sizeof(key)));
+    /* a hit chosen to be refreshed (W) and one another reader refreshes (Z):
+     * a value, not a lease */
+    assert_int_equal(parse("VA 2 c9 f1868759297 W\r\n", &l), OC_MCP_VA);
+    assert_true(l.bytes == 2 && l.flags == 1868759297u && l.win == OC_MCP_WIN);
+    assert_int_equal(parse("VA 2 c9 f1868759297 Z\r\n", &l), OC_MCP_VA);
+    assert_int_equal(l.win, OC_MCP_WON_ELSEWHERE);
+    /* OK is a whole line only */
+    static const char *const bad_ok[] = {"OK \r\n", "OKAY\r\n", "ok\r\n", "OK\n"};
+    for (size_t i = 0; i < sizeof(bad_ok) / sizeof(bad_ok[0]); i++)
+        if (parse(bad_ok[i], &l) != OC_MCP_BAD)
+            fail_msg("accepted '%s'", bad_ok[i]);
 }
 
 static void test_key_ok(void **state)

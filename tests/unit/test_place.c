@@ -100,12 +100,106 @@ static void test_cache_collisions(void **state)
     oc_place_free(p);
 }
 
+/* A libmemcached client that knows only the servers not skipped. */
+static memcached_st *app_client_except(const unsigned char *skip)
+{
+    memcached_st *m = memcached_create(NULL);
+    memcached_behavior_set(m, MEMCACHED_BEHAVIOR_DISTRIBUTION,
+                           MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA);
+    memcached_behavior_set(m, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1);
+    for (size_t i = 0; i < 3; i++)
+        if (!skip[i])
+            memcached_server_add_with_weight(m, servers[i].host, servers[i].port,
+                                             servers[i].weight);
+    return m;
+}
+
+static void test_except_is_ketama_over_the_rest(void **state)
+{
+    (void)state;
+    char err[OC_ERRLEN];
+    /* Every way to leave servers out: the answers are indexes of the whole
+     * list, never a skipped one, and where such a client looks. */
+    for (unsigned mask = 1; mask < 7; mask++) {
+        unsigned char skip[3] = {mask & 1, (mask >> 1) & 1, (mask >> 2) & 1};
+        oc_place_t *p = oc_place_new_except(servers, 3, skip, err);
+        assert_non_null(p);
+        memcached_st *m = app_client_except(skip);
+        char key[64];
+        size_t per[3] = {0};
+        for (int round = 0; round < 2; round++)
+            for (int i = 0; i < 5000; i++) {
+                snprintf(key, sizeof(key), "oc:User:%d", i);
+                size_t s = oc_place_server(p, key, strlen(key));
+                assert_true(s < 3);
+                assert_false(skip[s]);
+                assert_int_equal(s, app_server(m, key));
+                per[s]++;
+            }
+        for (size_t s = 0; s < 3; s++) /* every server left gets keys */
+            assert_true(skip[s] ? per[s] == 0 : per[s] > 0);
+        memcached_free(m);
+        oc_place_free(p);
+    }
+    /* nothing left: no placement, and a reason */
+    unsigned char all[3] = {1, 1, 1};
+    err[0] = '\0';
+    assert_null(oc_place_new_except(servers, 3, all, err));
+    assert_true(strlen(err) > 0);
+    /* nothing skipped: the same as the whole list */
+    unsigned char none[3] = {0, 0, 0};
+    oc_place_t *a = oc_place_new(servers, 3, err),
+               *b = oc_place_new_except(servers, 3, none, err);
+    char key[32];
+    for (int i = 0; i < 3000; i++) {
+        snprintf(key, sizeof(key), "x%d", i);
+        assert_int_equal(oc_place_server(a, key, strlen(key)),
+                         oc_place_server(b, key, strlen(key)));
+    }
+    oc_place_free(a);
+    oc_place_free(b);
+}
+
+static void test_except_equal_weights_moves_only_the_skipped(void **state)
+{
+    (void)state;
+    /* With equal weights, leaving a server out moves only its own keys:
+     * the failover of a down server takes its keys and nothing else. */
+    static oc_mc_server_conf_t eq[] = {
+        {.host = "10.0.0.1", .port = 11211, .weight = 1},
+        {.host = "10.0.0.2", .port = 11211, .weight = 1},
+        {.host = "10.0.0.3", .port = 11211, .weight = 1},
+        {.host = "10.0.0.4", .port = 11211, .weight = 1},
+    };
+    char err[OC_ERRLEN];
+    unsigned char skip[4] = {0, 1, 0, 0};
+    oc_place_t *all = oc_place_new(eq, 4, err),
+               *rest = oc_place_new_except(eq, 4, skip, err);
+    char key[32];
+    size_t moved = 0;
+    for (int i = 0; i < 20000; i++) {
+        snprintf(key, sizeof(key), "oc:User:%d", i);
+        size_t a = oc_place_server(all, key, strlen(key));
+        size_t b = oc_place_server(rest, key, strlen(key));
+        if (a != 1)
+            assert_int_equal(a, b);
+        else
+            moved++;
+        assert_int_not_equal(b, 1);
+    }
+    assert_true(moved > 3000 && moved < 7000);
+    oc_place_free(all);
+    oc_place_free(rest);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_agrees_with_libmemcached),
         cmocka_unit_test(test_one_and_no_server),
         cmocka_unit_test(test_cache_collisions),
+        cmocka_unit_test(test_except_is_ketama_over_the_rest),
+        cmocka_unit_test(test_except_equal_weights_moves_only_the_skipped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
