@@ -77,6 +77,7 @@ struct oc_wal {
     int hb_due, stats_due, prune_due;
     double next_hb, next_status, next_stats, next_prune;
     double tried_at;
+    double born; /* when oc_wal_new ran: the start of our watch */
     int tried;
     int sql_busy;
     int paused;
@@ -647,6 +648,20 @@ static void terminated(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const cha
              "terminated a stuck holder");
 }
 
+/* How long the holder has been silent as far as this sidecar can tell: the
+ * feed's staleness, but never more than this sidecar has been watching
+ * (a sidecar just started has a feed not yet fresh: INFINITY, which says
+ * nothing about the holder) and 0 while the feed cannot be read at all. */
+static double holder_silence(const oc_wal_t *w, double now)
+{
+    const oc_ctx_t *ctx = w->ctx;
+    if (ctx->feed == NULL || !ctx->stats->feed_connected)
+        return 0;
+    double stale = oc_feed_staleness(ctx->feed, now);
+    double watched = now - w->born;
+    return stale < watched ? stale : watched;
+}
+
 /* START_REPLICATION ended: another holder has the slot, the slot is gone,
  * or the stream broke. */
 static void stream_ended(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
@@ -659,7 +674,7 @@ static void stream_ended(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const c
     const char *why = st == OC_OK ? "the server ended the stream" : err;
     double takeover = ctx->conf->wal_takeover_ms / 1000.0;
     if (strstr(why, "is active for PID")) {
-        double stale = ctx->feed ? oc_feed_staleness(ctx->feed, now_s()) : 0;
+        double stale = holder_silence(w, now_s());
         long pid = active_pid(why);
         if (stale > 3 * takeover && pid > 0 && w->sql_up && !w->sql_busy) {
             /* Its walsender is alive but its heartbeats stopped: a holder
@@ -945,6 +960,7 @@ oc_wal_t *oc_wal_new(oc_ctx_t *ctx, char *err)
         oc_fail(err, OC_ENOMEM, "out of memory");
         return NULL;
     }
+    w->born = now_s();
     w->ctx = ctx;
     snprintf(w->slot, sizeof(w->slot), "%s", ctx->conf->wal_slot);
     char host[64] = "";

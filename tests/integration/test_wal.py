@@ -212,6 +212,30 @@ def test_one_reader_per_slot_and_takeover(fleet, mc_pool, db):
     assert "event=wal_holding" in h2.log()
 
 
+def test_frozen_holder_is_terminated_a_newcomer_is_not_a_judge(fleet, mc_pool, db):
+    """A sidecar that just started has no fresh feed yet: it must not take
+    that for a silent holder. A holder frozen (SIGSTOP) for longer than
+    3 x wal_takeover is terminated by a standby, which takes the slot."""
+    a = start(fleet, mc_pool, db)
+    holder([a])
+    b = start(fleet, mc_pool, db)
+    time.sleep(7)  # 3 x wal_takeover and then some, watched by b
+    assert holder([a, b]) is a
+    assert "wal_holder_terminated" not in b.log()
+    cached(b, ["Item:41"])
+    a.kill(signal.SIGSTOP)
+    try:
+        db.q("UPDATE items SET name = 'while the holder is frozen' WHERE id = 41")
+        harness.wait_until(lambda: b.stats()["wal_holder"] == 1, timeout=30,
+                           what="the standby to take the slot")
+        assert "event=wal_holder_terminated" in b.log()
+        wait_value(b, "Item:41", row(db, "Item", 41))
+    finally:
+        a.kill(signal.SIGCONT)
+    harness.wait_until(lambda: "event=wal_released" in a.log(), what="the thawed holder to let go")
+    assert holder([a, b]) is b
+
+
 def test_holder_killed_mid_batch_loses_nothing(fleet, mc_pool, db):
     """SIGKILL the holder while it applies a 100,000-key batch: it never
     confirmed it, so the next holder gets it again from the slot."""
