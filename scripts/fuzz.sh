@@ -14,7 +14,10 @@
 # tests/fuzz/corpus/<target>/): fuzz_proto (command lines, base64),
 # fuzz_key (client keys, cache keys), fuzz_conf (config files),
 # fuzz_parse (libobjcache's reply parser), fuzz_mcproto (the replies of the
-# memcached pool, as oc_mc reads them). The sidecar sources each needs
+# memcached pool, as oc_mc reads them), fuzz_pgoutput (the logical
+# replication stream: CopyData framing and pgoutput messages, as the WAL
+# invalidation source reads them), fuzz_binproto (binary-protocol
+# requests and the replies written to them). The sidecar sources each needs
 # are compiled into it directly, so no other build is needed. New inputs
 # libFuzzer finds go to <build-dir>/corpus/<target>/, never into the tree;
 # a crash worth keeping is copied into tests/fuzz/corpus/<target>/ by hand.
@@ -26,7 +29,7 @@ root=$PWD
 seconds=30
 builddir=build-fuzz
 targets=()
-all_targets=(fuzz_proto fuzz_key fuzz_conf fuzz_parse fuzz_mcproto)
+all_targets=(fuzz_proto fuzz_key fuzz_conf fuzz_parse fuzz_mcproto fuzz_pgoutput fuzz_binproto)
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
@@ -68,6 +71,8 @@ sources() {
     fuzz_conf) echo tests/fuzz/fuzz_conf.c sidecar/oc_conf.c sidecar/oc_status.c ;;
     fuzz_parse) echo client/fuzz/fuzz_parse.c client/objcache_parse.c client/objcache_status.c ;;
     fuzz_mcproto) echo tests/fuzz/fuzz_mcproto.c sidecar/oc_mcproto.c ;;
+    fuzz_pgoutput) echo tests/fuzz/fuzz_pgoutput.c sidecar/oc_pgoutput.c sidecar/oc_status.c ;;
+    fuzz_binproto) echo tests/fuzz/fuzz_binproto.c sidecar/oc_binproto.c sidecar/oc_status.c ;;
     *) return 1 ;;
     esac
 }

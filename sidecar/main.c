@@ -57,6 +57,8 @@ static int check_config(const char *path, int with_db)
     }
     printf("%s: ok (%zu models, %zu memcached servers)\n", path, conf->nmodels,
            conf->nservers);
+    for (size_t i = 0; i < conf->nwarnings; i++)
+        printf("warning: %s\n", conf->warnings[i]);
     int errors = with_db ? oc_admin_check_db(conf, stdout) : 0;
     oc_conf_free(conf);
     return errors ? 1 : 0;
@@ -99,17 +101,17 @@ static int run(const char *path, const char *pidfile)
     if (level >= 0)
         oc_log_set_level((oc_log_level_t)level);
     oc_log_use_syslog(strcmp(conf->log_target, "syslog") == 0);
-    oc_daemon_t d;
-    if (oc_daemon_init(&d, conf, err) != OC_OK) {
+    oc_daemon_t *d = oc_daemon_new(conf, err);
+    if (d == NULL) {
         oc_log_error("event=start_failed reason=\"%s\"", err);
         return 1;
     }
     if (pidfile && write_pidfile(pidfile) != 0) {
-        oc_daemon_free(&d);
+        oc_daemon_free(d);
         return 1;
     }
-    oc_status_t st = oc_daemon_run(&d);
-    oc_daemon_free(&d);
+    oc_status_t st = oc_daemon_run(d);
+    oc_daemon_free(d);
     if (pidfile)
         unlink(pidfile);
     return st == OC_OK ? 0 : 1;
@@ -125,6 +127,7 @@ int main(int argc, char **argv)
         {"install-hook", no_argument, NULL, 'I'},
         {"no-db", no_argument, NULL, 'n'},
         {"pidfile", required_argument, NULL, 'p'},
+        {"help-config", no_argument, NULL, 'K'},
         {NULL, 0, NULL, 0},
     };
     const char *config = NULL, *check = NULL, *pidfile = NULL;
@@ -152,6 +155,10 @@ int main(int argc, char **argv)
         case 'p':
             pidfile = optarg;
             break;
+        case 'K':
+            printf("section\tkey\tdefault\treload\n");
+            oc_conf_describe(stdout);
+            return 0;
         default:
             usage(stderr);
             return 2;

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "oc_pg.h"
+#include "oc_sql.h"
 
 static PGconn *admin_connect(const oc_conf_t *conf, FILE *out)
 {

@@ -68,6 +68,9 @@ typedef struct oc_conf_key {
     uint64_t min, max; /* numbers only, in the parser's unit (ms, bytes) */
     oc_conf_type_t type;
     bool required;
+    bool restart;           /* a running daemon cannot change it: a reload
+                               that does is refused (oc_conf_restart_key) */
+    const char *deprecated; /* set: still read, ignored, and warned about */
 } oc_conf_key_t;
 
 #define OC_MS_10MIN  (10 * OC_MS_M)
@@ -76,35 +79,39 @@ typedef struct oc_conf_key {
 /* clang-format off */
 /* One table row per key. OC_CK fills a field of oc_conf_t, OC_MK one of
  * oc_model_conf_t; min and max only mean something for numbers. */
-#define OC_CK(n, t, d, f, lo, hi) \
+#define OC_CK(n, t, d, f, lo, hi, x) \
     {.name = (n), .type = (t), .def = (d), .off = offsetof(oc_conf_t, f), \
-     .min = (lo), .max = (hi)}
+     .min = (lo), .max = (hi), x}
 #define OC_MK(n, t, d, f, lo, hi) \
     {.name = (n), .type = (t), .def = (d), .off = offsetof(oc_model_conf_t, f), \
-     .min = (lo), .max = (hi)}
+     .min = (lo), .max = (hi), .restart = false}
+/* The last column of OC_CK: what a reload may do with the key. */
+#define OC_LIVE             .restart = false
+#define OC_RESTART          .restart = true
+#define OC_DEPRECATED(why)  .deprecated = (why)
 
 static const oc_conf_key_t oc_conf_objcached_keys[] = {
-    OC_CK("listen",           OC_CT_LISTEN,    "127.0.0.1:11311", listen, 0, 0),
-    OC_CK("unix_socket",      OC_CT_SOCKPATH,  "",     unix_socket, 0, 0),
-    OC_CK("metrics_listen",   OC_CT_LISTEN,    "",     metrics_listen, 0, 0),
-    OC_CK("unix_socket_mode", OC_CT_MODE,      "0660", unix_socket_mode, 0, 0777),
-    OC_CK("key_prefix",       OC_CT_PREFIX,    "oc:",  key_prefix, 0, 0),
-    OC_CK("timezone",         OC_CT_TIMEZONE,  "UTC",  timezone, 0, 0),
-    OC_CK("max_connections",  OC_CT_UINT,      "4096", max_connections, 1, 1000000),
-    OC_CK("max_keys",         OC_CT_UINT,      "1024", max_keys, 1, 100000),
-    OC_CK("max_line",         OC_CT_SIZE,      "64k",  max_line, OC_KIB, 16 * OC_MIB),
-    OC_CK("max_value",        OC_CT_SIZE,      "1m",   max_value, OC_KIB, 128 * OC_MIB),
-    OC_CK("max_reply",        OC_CT_SIZE,      "64m",  max_reply, OC_MIB, 1024 * OC_MIB),
-    OC_CK("load_timeout",     OC_CT_MSECS,     "5s",   load_timeout_ms, 10, OC_MS_10MIN),
-    OC_CK("ttl_jitter_pct",   OC_CT_UINT,      "10",   ttl_jitter_pct, 0, 100),
-    OC_CK("lease_wait",       OC_CT_MSECS,     "250ms", lease_wait_ms, 0, OC_MS_10MIN),
-    OC_CK("shutdown_timeout", OC_CT_MSECS,     "10s",  shutdown_timeout_ms, 0, OC_MS_10MIN),
-    OC_CK("idle_timeout",     OC_CT_MSECS,     "0",    idle_timeout_ms, 0, 7 * OC_MS_D),
-    OC_CK("write_timeout",    OC_CT_MSECS,     "30s",  write_timeout_ms, 0, OC_MS_10MIN),
+    OC_CK("listen",           OC_CT_LISTEN,    "127.0.0.1:11311", listen, 0, 0, OC_RESTART),
+    OC_CK("unix_socket",      OC_CT_SOCKPATH,  "",     unix_socket, 0, 0, OC_RESTART),
+    OC_CK("metrics_listen",   OC_CT_LISTEN,    "",     metrics_listen, 0, 0, OC_RESTART),
+    OC_CK("unix_socket_mode", OC_CT_MODE,      "0660", unix_socket_mode, 0, 0777, OC_RESTART),
+    OC_CK("key_prefix",       OC_CT_PREFIX,    "oc:",  key_prefix, 0, 0, OC_LIVE),
+    OC_CK("timezone",         OC_CT_TIMEZONE,  "UTC",  timezone, 0, 0, OC_RESTART),
+    OC_CK("max_connections",  OC_CT_UINT,      "4096", max_connections, 1, 1000000, OC_LIVE),
+    OC_CK("max_keys",         OC_CT_UINT,      "1024", max_keys, 1, 100000, OC_LIVE),
+    OC_CK("max_line",         OC_CT_SIZE,      "64k",  max_line, OC_KIB, 16 * OC_MIB, OC_LIVE),
+    OC_CK("max_value",        OC_CT_SIZE,      "1m",   max_value, OC_KIB, 128 * OC_MIB, OC_LIVE),
+    OC_CK("max_reply",        OC_CT_SIZE,      "64m",  max_reply, OC_MIB, 1024 * OC_MIB, OC_LIVE),
+    OC_CK("load_timeout",     OC_CT_MSECS,     "5s",   load_timeout_ms, 10, OC_MS_10MIN, OC_RESTART),
+    OC_CK("ttl_jitter_pct",   OC_CT_UINT,      "10",   ttl_jitter_pct, 0, 100, OC_LIVE),
+    OC_CK("lease_wait",       OC_CT_MSECS,     "250ms", lease_wait_ms, 0, OC_MS_10MIN, OC_LIVE),
+    OC_CK("shutdown_timeout", OC_CT_MSECS,     "10s",  shutdown_timeout_ms, 0, OC_MS_10MIN, OC_LIVE),
+    OC_CK("idle_timeout",     OC_CT_MSECS,     "0",    idle_timeout_ms, 0, 7 * OC_MS_D, OC_LIVE),
+    OC_CK("write_timeout",    OC_CT_MSECS,     "30s",  write_timeout_ms, 0, OC_MS_10MIN, OC_LIVE),
     /* No default: without it objcached keeps the user it was started as. */
-    {.name = "user", .type = OC_CT_USER, .off = offsetof(oc_conf_t, user)},
-    OC_CK("log_level",        OC_CT_LOG_LEVEL, "info", log_level, 0, 0),
-    OC_CK("log_target",       OC_CT_LOG_TARGET, "stderr", log_target, 0, 0),
+    {.name = "user", .type = OC_CT_USER, .off = offsetof(oc_conf_t, user), OC_RESTART},
+    OC_CK("log_level",        OC_CT_LOG_LEVEL, "info", log_level, 0, 0, OC_LIVE),
+    OC_CK("log_target",       OC_CT_LOG_TARGET, "stderr", log_target, 0, 0, OC_RESTART),
 };
 
 static const oc_conf_key_t oc_conf_memcached_keys[] = {
@@ -113,19 +120,19 @@ static const oc_conf_key_t oc_conf_memcached_keys[] = {
      .off = offsetof(oc_conf_t, servers), .off2 = offsetof(oc_conf_t, nservers)},
     /* Ignored since memcached I/O moved onto the loop; still read, so that
      * existing files load. */
-    OC_CK("workers",         OC_CT_UINT,  "2",     mc_workers, 1, 64),
-    OC_CK("connect_timeout", OC_CT_MSECS, "200ms", mc_connect_timeout_ms, 1, OC_MS_10MIN),
-    OC_CK("io_timeout",      OC_CT_MSECS, "500ms", mc_io_timeout_ms, 1, OC_MS_10MIN),
-    OC_CK("retry_timeout",   OC_CT_MSECS, "2s",    mc_retry_timeout_ms, 1, OC_MS_10MIN),
+    OC_CK("workers",         OC_CT_UINT,  "2",     mc_workers, 1, 64, OC_DEPRECATED("ignored since 0.2: memcached I/O runs on the event loop")),
+    OC_CK("connect_timeout", OC_CT_MSECS, "200ms", mc_connect_timeout_ms, 1, OC_MS_10MIN, OC_LIVE),
+    OC_CK("io_timeout",      OC_CT_MSECS, "500ms", mc_io_timeout_ms, 1, OC_MS_10MIN, OC_LIVE),
+    OC_CK("retry_timeout",   OC_CT_MSECS, "2s",    mc_retry_timeout_ms, 1, OC_MS_10MIN, OC_LIVE),
 };
 
 static const oc_conf_key_t oc_conf_postgresql_keys[] = {
     {.name = "conninfo", .type = OC_CT_CONNINFO, .required = true,
-     .off = offsetof(oc_conf_t, conninfo)},
-    OC_CK("connections", OC_CT_UINT, "2", pg_connections, 1, 64),
+     .off = offsetof(oc_conf_t, conninfo), OC_RESTART},
+    OC_CK("connections", OC_CT_UINT, "2", pg_connections, 1, 64, OC_RESTART),
     /* 0 turns the invalidation consumer off (no hook installed). */
-    OC_CK("invalidation_poll", OC_CT_MSECS, "1s", inval_poll_ms, 0, OC_MS_10MIN),
-    OC_CK("invalidation_batch", OC_CT_UINT, "1000", inval_batch, 1, 100000),
+    OC_CK("invalidation_poll", OC_CT_MSECS, "1s", inval_poll_ms, 0, OC_MS_10MIN, OC_LIVE),
+    OC_CK("invalidation_batch", OC_CT_UINT, "1000", inval_batch, 1, 100000, OC_LIVE),
 };
 
 static const oc_conf_key_t oc_conf_model_keys[] = {
@@ -1135,6 +1142,29 @@ static oc_status_t oc_conf_apply(oc_conf_parser_t *p, const oc_conf_key_t *k, ch
     return OC_OK;
 }
 
+static oc_status_t oc_conf_warn(oc_conf_parser_t *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* A warning for whoever loads the file (main logs them, --check-config
+ * prints them): the file is valid, but something in it does nothing. */
+static oc_status_t oc_conf_warn(oc_conf_parser_t *p, const char *fmt, ...)
+{
+    oc_conf_t *c = p->conf;
+    char **w = realloc(c->warnings, (c->nwarnings + 1) * sizeof(*w));
+    if (w == NULL)
+        return oc_conf_nomem(p);
+    c->warnings = w;
+    char buf[OC_ERRLEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if ((w[c->nwarnings] = strdup(buf)) == NULL)
+        return oc_conf_nomem(p);
+    c->nwarnings++;
+    return OC_OK;
+}
+
 static oc_status_t oc_conf_key_line(oc_conf_parser_t *p, const char *key, const char *val)
 {
     char shown[OC_CONF_SHOWBUF], label[OC_MODEL_NAME_MAX + 16];
@@ -1155,7 +1185,11 @@ static oc_status_t oc_conf_key_line(oc_conf_parser_t *p, const char *key, const 
         return oc_conf_error(p, p->line, "duplicate key '%s' in %s (first on line %d)",
                              key, label, seen[idx]);
     seen[idx] = p->line;
-    return oc_conf_apply(p, k, base, val, p->line);
+    oc_status_t st = oc_conf_apply(p, k, base, val, p->line);
+    if (st == OC_OK && k->deprecated)
+        st = oc_conf_warn(p, "%s:%d: %s in %s is deprecated: %s", p->conf->path, p->line,
+                          k->name, label, k->deprecated);
+    return st;
 }
 
 static oc_status_t oc_conf_line(oc_conf_parser_t *p, char *line)
@@ -1380,7 +1414,64 @@ void oc_conf_free(oc_conf_t *conf)
     for (size_t i = 0; i < conf->nmodels; i++)
         oc_conf_free_model(&conf->models[i]);
     free(conf->models);
+    oc_conf_free_strv(conf->warnings, conf->nwarnings);
     free(conf);
+}
+
+/* 1 if key k holds the same value in a and b. Only the types of fixed
+ * sections' keys are compared (models are always reloadable). */
+static bool oc_conf_same(const oc_conf_key_t *k, const oc_conf_t *a, const oc_conf_t *b)
+{
+    const char *x = (const char *)a + k->off, *y = (const char *)b + k->off;
+    switch (k->type) {
+    case OC_CT_UINT:
+    case OC_CT_SIZE:
+    case OC_CT_MSECS:
+    case OC_CT_SECS:
+    case OC_CT_MODE:
+        return *(const uint32_t *)(const void *)x == *(const uint32_t *)(const void *)y;
+    case OC_CT_BOOL:
+        return *(const int *)(const void *)x == *(const int *)(const void *)y;
+    case OC_CT_SERVERS:
+    case OC_CT_COLUMNS:
+    case OC_CT_TABLE:
+    case OC_CT_KEY_TYPE:
+        return false; /* not in a fixed section; never marked restart */
+    default: {
+        const char *sx = *(char *const *)(const void *)x,
+                   *sy = *(char *const *)(const void *)y;
+        return strcmp(sx ? sx : "", sy ? sy : "") == 0;
+    }
+    }
+}
+
+const char *oc_conf_restart_key(const oc_conf_t *a, const oc_conf_t *b)
+{
+    for (int sect = 0; sect < OC_SECT_FIXED; sect++) {
+        const oc_conf_section_t *s = &oc_conf_sections[sect];
+        for (size_t i = 0; i < s->nkeys; i++)
+            if (s->keys[i].restart && !oc_conf_same(&s->keys[i], a, b))
+                return s->keys[i].name;
+    }
+    return NULL;
+}
+
+void oc_conf_describe(FILE *out)
+{
+    for (int sect = 0; sect <= OC_SECT_MODEL; sect++) {
+        const oc_conf_section_t *s = &oc_conf_sections[sect];
+        for (size_t i = 0; i < s->nkeys; i++) {
+            const oc_conf_key_t *k = &s->keys[i];
+            fprintf(out, "%s\t%s\t%s\t%s\n",
+                    sect == OC_SECT_MODEL ? "model NAME" : s->name, k->name,
+                    k->required ? "(required)"
+                    : k->def    ? k->def
+                                : "(none)",
+                    k->deprecated ? "deprecated"
+                    : k->restart  ? "restart"
+                                  : "reload");
+        }
+    }
 }
 
 const oc_model_conf_t *oc_conf_model(const oc_conf_t *conf, const char *name, size_t len)

@@ -28,6 +28,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "oc_status.h"
 
@@ -114,6 +115,11 @@ typedef struct oc_conf {
 
     oc_model_conf_t *models;
     size_t nmodels;
+
+    char **warnings; /* "FILE:LINE: ..." for keys that are read but do
+                        nothing (deprecated): logged at start, printed by
+                        --check-config */
+    size_t nwarnings;
 } oc_conf_t;
 
 oc_conf_t *oc_conf_load_file(const char *path, char *err);
@@ -133,5 +139,14 @@ oc_status_t oc_conf_parse_size(const char *s, uint64_t *out);
 oc_status_t oc_conf_parse_bool(const char *s, int *out);
 
 const char *oc_key_type_name(oc_key_type_t t);
+
+/* The first key that differs between a and b and that a running daemon
+ * cannot change (listen, conninfo, ...: the key table's restart column), or
+ * NULL if b may replace a by a reload. */
+const char *oc_conf_restart_key(const oc_conf_t *a, const oc_conf_t *b);
+
+/* Every key, one per line: "section<TAB>key<TAB>default<TAB>reload|restart|
+ * deprecated" (objcached --help-config; the docs are checked against it). */
+void oc_conf_describe(FILE *out);
 
 #endif

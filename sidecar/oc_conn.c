@@ -9,12 +9,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "oc_conf.h"
 #include "oc_log.h"
 #include "oc_proto.h"
+#include "oc_reply.h"
 #include "oc_req.h"
+#include "oc_stats.h"
 #include "oc_write.h"
+
+typedef struct oc_conn oc_conn_t;
 
 typedef enum oc_conn_state {
     OC_CONN_READING,
@@ -25,7 +31,7 @@ typedef enum oc_conn_state {
 } oc_conn_state_t;
 
 struct oc_conn {
-    oc_daemon_t *d;
+    oc_conns_t *cs;
     evutil_socket_t fd;
     struct evbuffer *in, *out; /* read, not parsed yet; replies not sent yet */
     struct event *ev_read;     /* persistent; added while `reading` */
@@ -33,29 +39,49 @@ struct oc_conn {
     struct event *ev_idle;     /* idle_timeout, or NULL */
     int reading;
     oc_conn_state_t state;
-    oc_req_t *req;     /* WAITING: the get under way, or */
-    oc_write_t *write; /* WAITING: the push or tombstone under way */
-    int noreply;       /* ... whose success is not to be answered */
-    int meta;          /* ... which came as ms/md: reply HD/NS */
-    unsigned meta_flags;
-    char meta_opaque[40];
-    char meta_key[OC_KEY_MAX + 1]; /* the key as sent, for the k flag */
-    size_t meta_key_len;
+    oc_req_t *req;                 /* WAITING: the get under way, or */
+    oc_write_t *write;             /* WAITING: the push or tombstone under way */
+    oc_reply_fmt_t fmt;            /* how to answer the command under way */
+    char fmt_key[OC_KEY_MAX + 1];  /* the key as sent, for the meta k flag */
     uint64_t data_len;             /* DATA: the push's body length */
     char data_key[OC_KEY_MAX + 1]; /* DATA: its key */
     size_t data_key_len;
     uint64_t swallow_left;  /* SWALLOW: data bytes to drop; 0 = drop to EOL */
     size_t scanned;         /* input bytes already searched for EOL */
-    oc_conn_t *prev, *next; /* d->conns */
+    oc_conn_t *prev, *next; /* the connections' list */
+};
+
+struct oc_conns {
+    oc_ctx_t *ctx;
+    oc_conn_t *head;
+    uint64_t count;
+    oc_token_t *tokens; /* the command being parsed, any connection's */
+    size_t ntokens;
+    void (*drained)(void *arg); /* draining: called when the last one goes */
+    void *drained_arg;
 };
 
 static void conn_process(oc_conn_t *c);
+
+static oc_ctx_t *conn_ctx(const oc_conn_t *c)
+{
+    return c->cs->ctx;
+}
+
+/* Count what a reply was, for stats. */
+static void conn_count(oc_conn_t *c, oc_reply_kind_t k)
+{
+    oc_stats_t *st = conn_ctx(c)->stats;
+    st->client_errors += k == OC_REPLY_CLIENT_ERROR;
+    st->server_errors += k == OC_REPLY_SERVER_ERROR;
+}
 
 /* Input buffered ahead of the command under way (pipelined commands, a
  * data block) is capped: past it, reading pauses until it is parsed. */
 static size_t conn_in_cap(const oc_conn_t *c)
 {
-    return (size_t)c->d->conf->max_value + c->d->conf->max_line + 65536;
+    const oc_conf_t *conf = conn_ctx(c)->conf;
+    return (size_t)conf->max_value + conf->max_line + 65536;
 }
 
 static void conn_set_reading(oc_conn_t *c, int on)
@@ -89,7 +115,7 @@ static void conn_release(oc_conn_t *c)
 
 static void conn_free(oc_conn_t *c)
 {
-    oc_daemon_t *d = c->d;
+    oc_conns_t *cs = c->cs;
     if (c->req)
         oc_req_detach(c->req);
     if (c->write)
@@ -97,13 +123,14 @@ static void conn_free(oc_conn_t *c)
     if (c->prev)
         c->prev->next = c->next;
     else
-        d->conns = c->next;
+        cs->head = c->next;
     if (c->next)
         c->next->prev = c->prev;
     conn_release(c);
-    d->stats.curr_connections--;
-    if (d->stopping && d->conns == NULL)
-        event_base_loopbreak(d->base); /* the last one drained */
+    cs->count--;
+    cs->ctx->stats->curr_connections = cs->count;
+    if (cs->drained && cs->head == NULL)
+        cs->drained(cs->drained_arg); /* the last one drained */
 }
 
 static void conn_set_state(oc_conn_t *c, oc_conn_state_t st)
@@ -111,91 +138,67 @@ static void conn_set_state(oc_conn_t *c, oc_conn_state_t st)
     c->state = st;
 }
 
-static void reply_str(oc_conn_t *c, const char *s)
+static void conn_client_error(oc_conn_t *c, const char *why)
 {
-    evbuffer_add(c->out, s, strlen(s));
+    conn_count(c, oc_reply_client_error(c->out, why));
 }
 
-static void reply_client_error(oc_conn_t *c, const char *why)
+static void conn_server_error(oc_conn_t *c, const char *why)
 {
-    c->d->stats.client_errors++;
-    evbuffer_add_printf(c->out, "CLIENT_ERROR %s\r\n", why);
+    conn_count(c, oc_reply_server_error(c->out, why));
 }
 
-static void reply_error(oc_conn_t *c)
-{
-    c->d->stats.client_errors++;
-    reply_str(c, "ERROR\r\n");
-}
-
-static void reply_server_error(oc_conn_t *c, const char *why)
-{
-    c->d->stats.server_errors++;
-    evbuffer_add_printf(c->out, "SERVER_ERROR %s\r\n", why);
-}
-
-/* The get finished: write its reply and go on with the next command. */
-static void conn_req_reply(void *arg, struct evbuffer *reply)
+/* The get finished: its reply, then the next command. */
+static void conn_req_done(oc_req_t *req, void *arg)
 {
     oc_conn_t *c = arg;
+    oc_ctx_t *ctx = conn_ctx(c);
+    oc_reply_kind_t k =
+        oc_reply_get(c->out, oc_req_result(req), &c->fmt, ctx->conf->max_reply);
+    conn_count(c, k);
+    ctx->stats->cmd_get += oc_req_result(req)->err == NULL;
+    oc_req_free(req);
     c->req = NULL;
-    if (reply)
-        evbuffer_add_buffer(c->out, reply);
-    else
-        reply_server_error(c, "out of memory");
     conn_set_state(c, OC_CONN_READING);
     conn_process(c);
 }
 
-/* The push or tombstone finished. Errors are sent even with noreply, as
- * memcached does; success is not. */
-static void conn_write_reply(void *arg, const char *line)
+/* The push or tombstone finished. */
+static void conn_write_done(void *arg, oc_write_outcome_t o, const char *err)
 {
     oc_conn_t *c = arg;
-    struct evbuffer *out = c->out;
     c->write = NULL;
-    int is_error = strncmp(line, "SERVER_ERROR", 12) == 0;
-    if (c->meta && !is_error) {
-        int stored = strcmp(line, "NOT_STORED") != 0;
-        if (!stored || !c->noreply) {
-            evbuffer_add(out, stored ? "HD" : "NS", 2);
-            if (c->meta_flags & OC_META_K) {
-                evbuffer_add(out, " k", 2);
-                evbuffer_add(out, c->meta_key, c->meta_key_len);
-                if (c->meta_flags & OC_META_B)
-                    evbuffer_add(out, " b", 2);
-            }
-            if (c->meta_flags & OC_META_O)
-                evbuffer_add_printf(out, " O%s", c->meta_opaque);
-            evbuffer_add(out, "\r\n", 2);
-        }
-    } else if (!c->noreply || is_error) {
-        evbuffer_add_printf(out, "%s\r\n", line);
-    }
+    conn_count(c, oc_reply_write(c->out, o, err, &c->fmt));
     conn_set_state(c, OC_CONN_READING);
     conn_process(c);
 }
 
-/* Remember a meta write's flags for its reply; decode a base64 key into
- * *key. Returns 0, or -1 (and replies) if the key is not valid base64. */
-static int conn_meta_key(oc_conn_t *c, const oc_cmd_t *cmd, oc_token_t *key, char *buf,
-                         size_t cap)
+/* How to answer cmd: classic or meta, with the meta flags and key to echo;
+ * decode a base64 key into *key. Returns 0, or -1 (and replies) if the key
+ * is not valid base64. */
+static int conn_fmt(oc_conn_t *c, const oc_cmd_t *cmd, oc_token_t *key, char *buf,
+                    size_t cap)
 {
-    *key = cmd->keys[0];
-    c->meta =
-        (cmd->type == OC_CMD_MS || cmd->type == OC_CMD_MD || cmd->type == OC_CMD_MG);
-    if (!c->meta)
+    oc_reply_fmt_t *f = &c->fmt;
+    *f = (oc_reply_fmt_t){.style = OC_STYLE_CLASSIC,
+                          .gets = cmd->type == OC_CMD_GETS,
+                          .noreply = cmd->noreply};
+    if (cmd->nkeys > 0)
+        *key = cmd->keys[0];
+    if (cmd->type != OC_CMD_MS && cmd->type != OC_CMD_MD && cmd->type != OC_CMD_MG)
         return 0;
-    c->meta_flags = cmd->meta.flags;
-    snprintf(c->meta_opaque, sizeof(c->meta_opaque), "%.*s", (int)cmd->meta.opaque.len,
+    f->style = OC_STYLE_META;
+    f->meta_flags = cmd->meta.flags;
+    snprintf(f->opaque, sizeof(f->opaque), "%.*s", (int)cmd->meta.opaque.len,
              cmd->meta.opaque.p);
-    c->meta_key_len = key->len > OC_KEY_MAX ? OC_KEY_MAX : key->len;
-    memcpy(c->meta_key, key->p, c->meta_key_len);
+    f->klen = key->len > OC_KEY_MAX ? OC_KEY_MAX : key->len;
+    memcpy(c->fmt_key, key->p, f->klen);
+    f->key = c->fmt_key;
     if (!(cmd->meta.flags & OC_META_B))
         return 0;
     long n = oc_proto_base64_decode(key->p, key->len, buf, cap);
     if (n <= 0) {
-        reply_client_error(c, "bad key encoding");
+        conn_client_error(c, "bad key encoding");
         return -1;
     }
     key->p = buf;
@@ -203,30 +206,25 @@ static int conn_meta_key(oc_conn_t *c, const oc_cmd_t *cmd, oc_token_t *key, cha
     return 0;
 }
 
-static void conn_write_started(oc_conn_t *c, oc_status_t st, oc_write_t *w,
-                               const char *err)
+static void conn_started(oc_conn_t *c, oc_status_t st, const char *err)
 {
-    if (st == OC_OK) {
-        c->write = w;
+    if (st == OC_OK)
         conn_set_state(c, OC_CONN_WAITING);
-    } else if (st == OC_ENOMEM) {
-        reply_server_error(c, err);
-    } else {
-        reply_client_error(c, err);
-    }
+    else if (st == OC_ENOMEM)
+        conn_server_error(c, err);
+    else
+        conn_client_error(c, err);
 }
 
 static void cmd_delete(oc_conn_t *c, const oc_cmd_t *cmd)
 {
     char err[OC_ERRLEN], buf[OC_KEY_MAX + 1];
     oc_token_t key;
-    oc_write_t *w;
-    c->noreply = cmd->noreply;
-    if (conn_meta_key(c, cmd, &key, buf, sizeof(buf)) != 0)
+    if (conn_fmt(c, cmd, &key, buf, sizeof(buf)) != 0)
         return;
-    oc_status_t st =
-        oc_write_tombstone(c->d, key.p, key.len, c, conn_write_reply, &w, err);
-    conn_write_started(c, st, w, err);
+    oc_status_t st = oc_write_tombstone(conn_ctx(c), key.p, key.len, conn_write_done, c,
+                                        &c->write, err);
+    conn_started(c, st, err);
 }
 
 /* `set` line parsed: read its data block next (or skip it if unusable). */
@@ -234,15 +232,14 @@ static void cmd_set(oc_conn_t *c, const oc_cmd_t *cmd)
 {
     char buf[OC_KEY_MAX + 1];
     oc_token_t key;
-    c->noreply = cmd->noreply;
-    int bad_key = conn_meta_key(c, cmd, &key, buf, sizeof(buf)) != 0;
-    if (bad_key || cmd->data_len > c->d->conf->max_value || key.len > OC_KEY_MAX) {
+    int bad_key = conn_fmt(c, cmd, &key, buf, sizeof(buf)) != 0;
+    if (bad_key || cmd->data_len > conn_ctx(c)->conf->max_value || key.len > OC_KEY_MAX) {
         if (bad_key)
             ; /* already answered */
         else if (key.len > OC_KEY_MAX)
-            reply_client_error(c, "key too long"); /* as for get and delete */
+            conn_client_error(c, "key too long"); /* as for get and delete */
         else
-            reply_server_error(c, "object too large for cache");
+            conn_server_error(c, "object too large for cache");
         c->swallow_left = cmd->data_len + 2;
         conn_set_state(c, OC_CONN_SWALLOW);
         return;
@@ -260,103 +257,98 @@ static void conn_push(oc_conn_t *c, struct evbuffer *in)
     const char *data = (const char *)evbuffer_pullup(in, (ev_ssize_t)(n + 2));
     conn_set_state(c, OC_CONN_READING);
     if (data == NULL) {
-        reply_server_error(c, "out of memory");
+        conn_server_error(c, "out of memory");
         evbuffer_drain(in, n + 2);
         return;
     }
     if (data[n] != '\r' || data[n + 1] != '\n') {
-        reply_client_error(c, "bad data chunk");
+        conn_client_error(c, "bad data chunk");
         evbuffer_drain(in, n + 2);
         return;
     }
     char err[OC_ERRLEN];
-    oc_write_t *w;
-    oc_status_t st = oc_write_push(c->d, c->data_key, c->data_key_len, data, n, c,
-                                   conn_write_reply, &w, err);
+    oc_status_t st = oc_write_push(conn_ctx(c), c->data_key, c->data_key_len, data, n,
+                                   conn_write_done, c, &c->write, err);
     evbuffer_drain(in, n + 2); /* the push copied the body */
-    conn_write_started(c, st, w, err);
+    conn_started(c, st, err);
 }
 
 static void cmd_stats(oc_conn_t *c, const oc_cmd_t *cmd)
 {
-    oc_daemon_t *d = c->d;
+    oc_ctx_t *ctx = conn_ctx(c);
     struct evbuffer *out = c->out;
     if (cmd->nkeys == 1 && cmd->keys[0].len == 5 &&
         memcmp(cmd->keys[0].p, "reset", 5) == 0) {
-        oc_stats_reset(&d->stats);
-        reply_str(c, "RESET\r\n");
+        oc_stats_reset(ctx->stats);
+        oc_reply_text(out, "RESET");
         return;
     }
     if (cmd->nkeys != 0) {
-        reply_error(c);
+        conn_count(c, oc_reply_error(out));
         return;
     }
     time_t now = time(NULL);
     evbuffer_add_printf(out,
                         "STAT pid %ld\r\nSTAT uptime %ld\r\nSTAT time %ld\r\n"
                         "STAT version %s\r\n",
-                        (long)getpid(), (long)(now - d->started), (long)now, OC_VERSION);
-    oc_stats_write(&d->stats, out);
-    reply_str(c, "END\r\n");
+                        (long)getpid(), (long)(now - (time_t)ctx->started), (long)now,
+                        OC_VERSION);
+    oc_stats_write(ctx->stats, out);
+    oc_reply_text(out, "END");
 }
 
 static void cmd_get(oc_conn_t *c, const oc_cmd_t *cmd)
 {
     char err[OC_ERRLEN], buf[OC_KEY_MAX + 1];
-    oc_req_t *req;
-    oc_cmd_t decoded = *cmd;
     oc_token_t key;
-    if (cmd->type == OC_CMD_MG) { /* look up the decoded key, echo the sent one */
-        if (conn_meta_key(c, cmd, &key, buf, sizeof(buf)) != 0)
-            return;
-        decoded.keys = &key;
+    if (conn_fmt(c, cmd, &key, buf, sizeof(buf)) != 0)
+        return;
+    /* An mg looks up the decoded key and echoes the sent one. */
+    const oc_token_t *keys = cmd->type == OC_CMD_MG ? &key : cmd->keys;
+    oc_status_t st = oc_req_start(conn_ctx(c), keys, cmd->keys, cmd->nkeys, conn_req_done,
+                                  c, &c->req, err);
+    conn_started(c, st, err);
+}
+
+/* The token array, grown to fit max_keys (the first command, or a reload
+ * raised it). NULL if out of memory. */
+static oc_token_t *conn_tokens(oc_conns_t *cs, size_t *n)
+{
+    size_t want = cs->ctx->conf->max_keys + 8;
+    if (cs->ntokens < want) {
+        oc_token_t *t = realloc(cs->tokens, want * sizeof(*t));
+        if (t == NULL)
+            return NULL;
+        cs->tokens = t;
+        cs->ntokens = want;
     }
-    oc_status_t st =
-        oc_req_start(c->d, &decoded, cmd->keys, c, conn_req_reply, &req, err);
-    if (st == OC_OK) {
-        c->req = req;
-        conn_set_state(c, OC_CONN_WAITING);
-    } else if (st == OC_ENOMEM) {
-        reply_server_error(c, err);
-    } else {
-        reply_client_error(c, err);
-    }
+    *n = cs->ntokens;
+    return cs->tokens;
 }
 
 static void conn_command(oc_conn_t *c, const char *line, size_t len)
 {
     oc_cmd_t cmd;
     char err[OC_ERRLEN];
-    /* One command is parsed at a time, and what it keeps of its tokens it
-     * copies: so the token array is the daemon's, not every connection's
-     * (max_keys + 8 of them, 16 KiB by default). */
-    oc_daemon_t *d = c->d;
-    size_t want = d->conf->max_keys + 8;
-    if (d->ntokens < want) { /* the first command, or a reload raised max_keys */
-        oc_token_t *t = realloc(d->tokens, want * sizeof(*t));
-        if (t == NULL) {
-            reply_server_error(c, "out of memory");
-            return;
-        }
-        d->tokens = t;
-        d->ntokens = want;
+    size_t ntok;
+    oc_token_t *tok = conn_tokens(c->cs, &ntok);
+    if (tok == NULL) {
+        conn_server_error(c, "out of memory");
+        return;
     }
-    oc_status_t st = oc_proto_parse(line, len, d->tokens, d->ntokens, &cmd, err);
+    oc_status_t st = oc_proto_parse(line, len, tok, ntok, &cmd, err);
     if (st == OC_ETOOBIG) {
         char why[64];
-        snprintf(why, sizeof(why), "too many keys (max %u)", c->d->conf->max_keys);
-        reply_client_error(c, why);
+        snprintf(why, sizeof(why), "too many keys (max %u)", conn_ctx(c)->conf->max_keys);
+        conn_client_error(c, why);
         return;
     }
-    if (st != OC_OK && cmd.type != OC_CMD_MS) {
-        reply_client_error(c, err);
-        return;
-    }
-    if (st != OC_OK && cmd.type == OC_CMD_MS) {
-        /* A bad flag on a known length: skip the data, stay in step. */
-        reply_client_error(c, err);
-        c->swallow_left = cmd.data_len + 2;
-        conn_set_state(c, OC_CONN_SWALLOW);
+    if (st != OC_OK) {
+        conn_client_error(c, err);
+        if (cmd.type == OC_CMD_MS) { /* a bad flag on a known length: skip the data */
+            c->swallow_left = cmd.data_len + 2;
+            conn_set_state(c, OC_CONN_SWALLOW);
+        }
         return;
     }
     switch (cmd.type) {
@@ -365,17 +357,19 @@ static void conn_command(oc_conn_t *c, const char *line, size_t len)
     case OC_CMD_MG:
         cmd_get(c, &cmd);
         break;
+    case OC_CMD_SET:
     case OC_CMD_MS:
         cmd_set(c, &cmd);
         break;
+    case OC_CMD_DELETE:
     case OC_CMD_MD:
         cmd_delete(c, &cmd);
         break;
     case OC_CMD_MN:
-        reply_str(c, "MN\r\n");
+        oc_reply_text(c->out, "MN");
         break;
     case OC_CMD_VERSION:
-        reply_str(c, "VERSION " OC_VERSION "\r\n");
+        oc_reply_text(c->out, "VERSION " OC_VERSION);
         break;
     case OC_CMD_QUIT:
         conn_set_state(c, OC_CONN_CLOSING);
@@ -383,23 +377,17 @@ static void conn_command(oc_conn_t *c, const char *line, size_t len)
     case OC_CMD_STATS:
         cmd_stats(c, &cmd);
         break;
-    case OC_CMD_SET:
-        cmd_set(c, &cmd);
-        break;
-    case OC_CMD_DELETE:
-        cmd_delete(c, &cmd);
-        break;
     case OC_CMD_STORAGE:
         /* Skip the data block so the next command is read in step. */
         c->swallow_left = cmd.data_len + 2;
         conn_set_state(c, OC_CONN_SWALLOW);
-        reply_server_error(c, "not supported");
+        conn_server_error(c, "not supported");
         break;
     case OC_CMD_UNSUPPORTED:
-        reply_server_error(c, "not supported");
+        conn_server_error(c, "not supported");
         break;
     case OC_CMD_UNKNOWN:
-        reply_error(c);
+        conn_count(c, oc_reply_error(c->out));
         break;
     }
 }
@@ -447,7 +435,7 @@ static void conn_refuse_binary(oc_conn_t *c, struct evbuffer *in)
     evbuffer_add(out, res, sizeof(res));
     evbuffer_add(out, msg, body);
     evbuffer_drain(in, evbuffer_get_length(in));
-    c->d->stats.client_errors++;
+    conn_ctx(c)->stats->client_errors++;
     conn_set_state(c, OC_CONN_CLOSING);
 }
 
@@ -462,7 +450,7 @@ static int conn_flush(oc_conn_t *c)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            uint32_t ms = c->d->conf->write_timeout_ms;
+            uint32_t ms = conn_ctx(c)->conf->write_timeout_ms;
             struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
             event_add(c->ev_write, ms ? &tv : NULL);
             return 0;
@@ -472,11 +460,46 @@ static int conn_flush(oc_conn_t *c)
     return 0;
 }
 
+/* Find and run the next command line; 0 when there is none yet. */
+static int conn_next_line(oc_conn_t *c, struct evbuffer *in)
+{
+    size_t max_line = conn_ctx(c)->conf->max_line;
+    /* Search only the bytes not searched before (slow writers). */
+    struct evbuffer_ptr start;
+    evbuffer_ptr_set(in, &start, c->scanned, EVBUFFER_PTR_SET);
+    size_t eol_len = 0;
+    struct evbuffer_ptr eol = evbuffer_search_eol(in, &start, &eol_len, EVBUFFER_EOL_LF);
+    size_t have = evbuffer_get_length(in);
+    if (eol.pos < 0) {
+        c->scanned = have;
+        if (have <= max_line)
+            return 0;
+        conn_client_error(c, "line too long");
+        c->swallow_left = 0;
+        c->scanned = 0;
+        conn_set_state(c, OC_CONN_SWALLOW);
+        return 1;
+    }
+    size_t len = (size_t)eol.pos;
+    c->scanned = 0;
+    if (len > max_line) {
+        conn_client_error(c, "line too long");
+        evbuffer_drain(in, len + eol_len);
+        return 1;
+    }
+    char *line = (char *)evbuffer_pullup(in, (ev_ssize_t)(len + eol_len));
+    if (len > 0 && line[len - 1] == '\r')
+        len--;
+    conn_command(c, line, len);
+    /* The command copied what it needs; the line can go. */
+    evbuffer_drain(in, (size_t)eol.pos + eol_len);
+    return 1;
+}
+
 static void conn_process(oc_conn_t *c)
 {
     struct evbuffer *in = c->in;
     struct evbuffer *out = c->out;
-    size_t max_line = c->d->conf->max_line;
     for (;;) {
         if (c->state == OC_CONN_SWALLOW && !conn_swallow(c, in))
             break;
@@ -486,7 +509,7 @@ static void conn_process(oc_conn_t *c)
             conn_push(c, in);
             continue;
         }
-        if (c->state == OC_CONN_READING && c->d->stopping) {
+        if (c->state == OC_CONN_READING && c->cs->drained) {
             conn_set_state(c, OC_CONN_CLOSING); /* draining: no new commands */
             break;
         }
@@ -497,37 +520,8 @@ static void conn_process(oc_conn_t *c)
             conn_refuse_binary(c, in);
             break;
         }
-        /* Search only the bytes not searched before (slow writers). */
-        struct evbuffer_ptr start;
-        evbuffer_ptr_set(in, &start, c->scanned, EVBUFFER_PTR_SET);
-        size_t eol_len = 0;
-        struct evbuffer_ptr eol =
-            evbuffer_search_eol(in, &start, &eol_len, EVBUFFER_EOL_LF);
-        size_t have = evbuffer_get_length(in);
-        if (eol.pos < 0) {
-            c->scanned = have;
-            if (have > max_line) {
-                reply_client_error(c, "line too long");
-                c->swallow_left = 0;
-                c->scanned = 0;
-                conn_set_state(c, OC_CONN_SWALLOW);
-                continue;
-            }
+        if (!conn_next_line(c, in))
             break;
-        }
-        size_t len = (size_t)eol.pos;
-        c->scanned = 0;
-        if (len > max_line) {
-            reply_client_error(c, "line too long");
-            evbuffer_drain(in, len + eol_len);
-            continue;
-        }
-        char *line = (char *)evbuffer_pullup(in, (ev_ssize_t)(len + eol_len));
-        if (len > 0 && line[len - 1] == '\r')
-            len--;
-        conn_command(c, line, len);
-        /* The request copied what it needs; the line can go. */
-        evbuffer_drain(in, (size_t)eol.pos + eol_len);
     }
     if (conn_flush(c) != 0 ||
         (c->state == OC_CONN_CLOSING && evbuffer_get_length(out) == 0)) {
@@ -544,7 +538,7 @@ static void conn_process(oc_conn_t *c)
 
 static void conn_arm_idle(oc_conn_t *c)
 {
-    uint32_t ms = c->d->conf->idle_timeout_ms;
+    uint32_t ms = conn_ctx(c)->conf->idle_timeout_ms;
     if (c->ev_idle == NULL || ms == 0)
         return;
     struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
@@ -590,7 +584,7 @@ static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     oc_conn_t *c = arg;
     if (what & EV_TIMEOUT) { /* no progress for write_timeout */
-        c->d->stats.timeouts++;
+        conn_ctx(c)->stats->timeouts++;
         oc_log_debug("event=client_timeout what=write");
         conn_free(c);
         return;
@@ -603,12 +597,14 @@ static void conn_idle_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     oc_conn_t *c = arg;
+    if (conn_ctx(c)->conf->idle_timeout_ms == 0)
+        return; /* a reload turned it off after this timer was armed */
     if (c->state != OC_CONN_READING || evbuffer_get_length(c->in) > 0 ||
         evbuffer_get_length(c->out) > 0) {
         conn_arm_idle(c); /* busy, not idle */
         return;
     }
-    c->d->stats.timeouts++;
+    conn_ctx(c)->stats->timeouts++;
     oc_log_debug("event=client_timeout what=idle");
     conn_free(c);
 }
@@ -622,44 +618,55 @@ static void conn_nodelay(evutil_socket_t fd)
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-void oc_conn_accept(oc_daemon_t *d, evutil_socket_t fd)
+static oc_conn_t *conn_new(oc_conns_t *cs, evutil_socket_t fd)
 {
-    if (d->stats.curr_connections >= d->conf->max_connections || d->stopping) {
+    oc_ctx_t *ctx = cs->ctx;
+    oc_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->cs = cs;
+    c->fd = fd;
+    c->in = evbuffer_new();
+    c->out = evbuffer_new();
+    c->ev_read = event_new(ctx->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
+    c->ev_write = event_new(ctx->base, fd, EV_WRITE, conn_write_cb, c);
+    if (ctx->conf->idle_timeout_ms)
+        c->ev_idle = evtimer_new(ctx->base, conn_idle_cb, c);
+    if (c->in == NULL || c->out == NULL || c->ev_read == NULL || c->ev_write == NULL ||
+        (ctx->conf->idle_timeout_ms && c->ev_idle == NULL)) {
+        c->fd = -1; /* the caller closes it */
+        conn_release(c);
+        return NULL;
+    }
+    return c;
+}
+
+void oc_conn_accept(oc_conns_t *cs, evutil_socket_t fd)
+{
+    oc_ctx_t *ctx = cs->ctx;
+    if (cs->count >= ctx->conf->max_connections || cs->drained) {
         static const char msg[] = "SERVER_ERROR too many connections\r\n";
         ssize_t w = write(fd, msg, sizeof(msg) - 1);
         (void)w; /* best effort: the client is being turned away anyway */
         evutil_closesocket(fd);
-        d->stats.rejected_connections++;
+        ctx->stats->rejected_connections++;
         return;
     }
-    oc_conn_t *c = calloc(1, sizeof(*c));
-    if (c == NULL || evutil_make_socket_nonblocking(fd) != 0) {
-        free(c);
-        evutil_closesocket(fd);
-        return;
-    }
-    c->d = d;
-    c->fd = fd;
-    c->in = evbuffer_new();
-    c->out = evbuffer_new();
-    c->ev_read = event_new(d->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
-    c->ev_write = event_new(d->base, fd, EV_WRITE, conn_write_cb, c);
-    if (d->conf->idle_timeout_ms)
-        c->ev_idle = evtimer_new(d->base, conn_idle_cb, c);
-    if (c->in == NULL || c->out == NULL || c->ev_read == NULL || c->ev_write == NULL ||
-        (d->conf->idle_timeout_ms && c->ev_idle == NULL)) {
+    oc_conn_t *c = evutil_make_socket_nonblocking(fd) == 0 ? conn_new(cs, fd) : NULL;
+    if (c == NULL) {
         oc_log_error("event=oom where=conn_accept");
-        conn_release(c);
+        evutil_closesocket(fd);
         return;
     }
     conn_nodelay(fd);
     c->state = OC_CONN_READING;
-    c->next = d->conns;
-    if (d->conns)
-        d->conns->prev = c;
-    d->conns = c;
-    d->stats.curr_connections++;
-    d->stats.total_connections++;
+    c->next = cs->head;
+    if (cs->head)
+        cs->head->prev = c;
+    cs->head = c;
+    cs->count++;
+    ctx->stats->curr_connections = cs->count;
+    ctx->stats->total_connections++;
     /* idle_timeout: clients that send nothing; write_timeout (conn_flush):
      * clients that stop reading their replies (their output is capped,
      * then they go). */
@@ -667,21 +674,46 @@ void oc_conn_accept(oc_daemon_t *d, evutil_socket_t fd)
     conn_set_reading(c, 1);
 }
 
-void oc_conn_drain_all(oc_daemon_t *d)
+oc_conns_t *oc_conns_new(oc_ctx_t *ctx, char *err)
 {
+    oc_conns_t *cs = calloc(1, sizeof(*cs));
+    if (cs == NULL)
+        return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
+    cs->ctx = ctx;
+    return cs;
+}
+
+void oc_conns_drain(oc_conns_t *cs, void (*drained)(void *arg), void *arg)
+{
+    cs->drained = drained;
+    cs->drained_arg = arg;
+    if (cs->head == NULL) {
+        drained(arg);
+        return;
+    }
     oc_conn_t *next;
-    for (oc_conn_t *c = d->conns; c != NULL; c = next) {
+    for (oc_conn_t *c = cs->head; c != NULL; c = next) {
         next = c->next;
         if (c->state != OC_CONN_WAITING)
             conn_process(c); /* closes it, or lets it finish its output */
     }
 }
 
-void oc_conn_close_all(oc_daemon_t *d)
+uint64_t oc_conns_count(const oc_conns_t *cs)
 {
+    return cs->count;
+}
+
+void oc_conns_free(oc_conns_t *cs)
+{
+    if (cs == NULL)
+        return;
+    cs->drained = NULL; /* closing them all now is not a drain */
     oc_conn_t *next;
-    for (oc_conn_t *c = d->conns; c != NULL; c = next) {
+    for (oc_conn_t *c = cs->head; c != NULL; c = next) {
         next = c->next;
         conn_free(c);
     }
+    free(cs->tokens);
+    free(cs);
 }

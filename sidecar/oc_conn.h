@@ -1,11 +1,13 @@
 /*
- * oc_conn: one client connection: reads command lines, runs them one at a
- * time in order, writes replies.
+ * oc_conn: client connections: each reads command lines, runs them one at a
+ * time in order, and writes replies (oc_reply) built from the typed results
+ * of the read path (oc_req) and the write path (oc_write).
  *
  * Connection states:
  *   READING   parsing commands from the input buffer
- *   WAITING   a get is under way (oc_req); input is left in the buffer, so
- *             pipelined commands are answered in order
+ *   WAITING   a get or a write is under way; input is left in the buffer,
+ *             so pipelined commands are answered in order
+ *   DATA      waiting for the data block of a `set`/`ms`
  *   SWALLOW   discarding an over-long line or a data block
  *   CLOSING   `quit` or a fatal error: close once the output is written
  * A connection whose output backs up past OC_CONN_OUT_HIGH stops reading
@@ -18,25 +20,36 @@
  * enabled while a get runs and EV_WRITE is only waited for when a write
  * would block.
  *
- * Ownership: the daemon owns every connection (d->conns); a connection owns
- * its socket and buffers and detaches its in-flight request when it closes.
+ * Ownership: the connections (oc_conns_t) own every connection; a
+ * connection owns its socket and buffers, and detaches its request or write
+ * under way when it closes. The token array of the command being parsed is
+ * the module's, not each connection's: one command is parsed at a time.
  */
 #ifndef OC_CONN_H
 #define OC_CONN_H
 
 #include <event2/util.h>
+#include <stdint.h>
 
-#include "oc_daemon.h"
+#include "oc_ctx.h"
+#include "oc_status.h"
 
 #define OC_CONN_OUT_HIGH (4u << 20)
 
-/* Take over an accepted socket. Closes it on failure. */
-void oc_conn_accept(oc_daemon_t *d, evutil_socket_t fd);
+typedef struct oc_conns oc_conns_t;
+
+oc_conns_t *oc_conns_new(oc_ctx_t *ctx, char *err);
+/* Close every connection now (shutdown, step two) and free. */
+void oc_conns_free(oc_conns_t *cs);
+
+/* Take over an accepted socket (refused with a SERVER_ERROR line over
+ * max_connections or while draining). Closes it on failure. */
+void oc_conn_accept(oc_conns_t *cs, evutil_socket_t fd);
 /* Shutdown, step one: connections finish the command under way and write
- * its reply, then close; idle ones close now. When the last one is gone the
- * loop is stopped. */
-void oc_conn_drain_all(oc_daemon_t *d);
-/* Close every connection now (shutdown, step two). */
-void oc_conn_close_all(oc_daemon_t *d);
+ * its reply, then close; idle ones close now. `drained` runs when the last
+ * one is gone (at once if there is none). */
+void oc_conns_drain(oc_conns_t *cs, void (*drained)(void *arg), void *arg);
+/* Connections open now. */
+uint64_t oc_conns_count(const oc_conns_t *cs);
 
 #endif

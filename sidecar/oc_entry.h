@@ -1,6 +1,8 @@
 /*
- * oc_entry: what objcached stores in memcached, and how it tells its own
- * entries from anything else that shares the pool.
+ * oc_entry: what objcached stores in memcached: how every kind of entry is
+ * encoded (flags, TTL) and how whatever a read finds is classified. The
+ * read path, the fills, the write path and the invalidation consumer all
+ * go through here, so an entry means the same thing everywhere.
  *
  * An entry is a memcached item whose 32-bit flags say what it is:
  *
@@ -17,12 +19,19 @@
  *   LEASE      written by objcached before 0.2 (a token naming the sidecar
  *              loading the key): still honoured as another's lease while
  *              old and new sidecars share a pool. Leases are now memcached's
- *              own empty items made by `mg ... N<ttl>` (flags 0, no value;
- *              a meta get reports them with W or Z, see oc_fill.h): the
- *              only state a fill may replace (by cas), so an invalidation
- *              that overwrites or deletes it defeats a stale fill
+ *              own empty items made by `mg ... N<ttl>` (flags 0, no value):
+ *              the only state a fill may replace (by cas), so a write that
+ *              overwrites or deletes it defeats a stale fill.
  * An entry of an unknown kind or version, or an item with other flags, is
  * treated as a miss.
+ *
+ * TTLs: every entry written gets its kind's TTL from the model, plus a
+ * jitter of up to ttl_jitter_pct derived from the key (so keys written
+ * together do not all expire together, and every sidecar gives one key the
+ * same spread). memcached reads exptimes over 30 days as absolute times,
+ * so TTLs are capped at 30 days.
+ *
+ * Contract: pure functions, no allocation.
  */
 #ifndef OC_ENTRY_H
 #define OC_ENTRY_H
@@ -30,29 +39,38 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "oc_conf.h"
+#include "oc_mc.h"
+
 #define OC_ENTRY_MAGIC   0x6F63u
 #define OC_ENTRY_VERSION 1u
+#define OC_ENTRY_TTL_MAX 2592000u /* 30 days: memcached's relative limit */
 
 typedef enum oc_entry_kind {
     OC_ENTRY_NONE = 0,      /* not an objcached entry (or not a known one) */
     OC_ENTRY_OBJECT = 1,    /* the row as JSON */
     OC_ENTRY_MISSING = 2,   /* PostgreSQL has no row with this id */
     OC_ENTRY_TOMBSTONE = 3, /* deleted by the app */
-    OC_ENTRY_LEASE = 4,     /* being loaded by the sidecar named in the value */
+    OC_ENTRY_LEASE = 4,     /* an older sidecar's lease */
 } oc_entry_kind_t;
+
+/* What a read of one key found, as everything above memcached sees it. */
+typedef enum oc_entry_class {
+    OC_EC_OBJECT,     /* a cached object: serve it */
+    OC_EC_ABSENT,     /* MISSING or TOMBSTONE: the object does not exist */
+    OC_EC_LEASE_WON,  /* the key was empty and this read made its lease */
+    OC_EC_LEASE_HELD, /* another reader's lease holds the key */
+    OC_EC_EMPTY,      /* a miss: nothing there, or nothing of ours */
+    OC_EC_ERROR,      /* memcached failed for this key */
+} oc_entry_class_t;
 
 static inline uint32_t oc_entry_flags(oc_entry_kind_t kind)
 {
     return (OC_ENTRY_MAGIC << 16) | (OC_ENTRY_VERSION << 8) | (uint32_t)kind;
 }
 
-/* A classic get of a lease that memcached made (mg ... N) sees an empty
- * item with flags 0; no objcached entry looks like that. */
-static inline int oc_entry_is_mc_lease(uint32_t flags, size_t len)
-{
-    return flags == 0 && len == 0;
-}
-
+/* The kind these flags say; OC_ENTRY_NONE if they are not ours. (Inline:
+ * bench/ reads entries without linking the daemon's library.) */
 static inline oc_entry_kind_t oc_entry_kind(uint32_t flags)
 {
     if ((flags >> 16) != OC_ENTRY_MAGIC || ((flags >> 8) & 0xFF) != OC_ENTRY_VERSION)
@@ -62,5 +80,20 @@ static inline oc_entry_kind_t oc_entry_kind(uint32_t flags)
         return (oc_entry_kind_t)k;
     return OC_ENTRY_NONE;
 }
+
+/* Classify a GET's answer for one key (a multi-get's or a meta get's). */
+oc_entry_class_t oc_entry_classify(const oc_mc_hit_t *h);
+
+/* The exptime to write a `kind` entry of model m with, for the cache key
+ * `key`: the model's TTL of that kind plus the key's jitter. */
+uint32_t oc_entry_exptime(oc_entry_kind_t kind, const oc_model_conf_t *m,
+                          uint32_t jitter_pct, const char *key, size_t klen);
+/* ttl plus up to pct percent, the same for the same key; capped at 30 days. */
+uint32_t oc_entry_jitter(uint32_t ttl, uint32_t pct, const char *key, size_t klen);
+
+/* Fill a write item (key and value are the caller's) with an entry of
+ * `kind`: flags and exptime. */
+void oc_entry_item(oc_mc_item_t *it, oc_entry_kind_t kind, const oc_model_conf_t *m,
+                   uint32_t jitter_pct);
 
 #endif

@@ -4,83 +4,159 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "oc_entry.h"
+#include "oc_conf.h"
+#include "oc_gate.h"
 #include "oc_log.h"
 #include "oc_map.h"
 #include "oc_mc.h"
 #include "oc_pg.h"
-#include "oc_req.h"
+#include "oc_stats.h"
 
 #define OC_FILL_POLL_FIRST_MS 2
 #define OC_FILL_POLL_MAX_MS   50
 #define OC_FILL_LEASE_TRIES   3
 
-typedef enum oc_fill_state {
-    OC_FILL_LEASING,
-    OC_FILL_WAITING,
-    OC_FILL_LOADING,
-    OC_FILL_STORING,
-    OC_FILL_RETIRING,
-} oc_fill_state_t;
+typedef struct oc_fill oc_fill_t;
+typedef struct oc_batch oc_batch_t;
 
-typedef struct oc_fill {
+struct oc_fill {
     char *ckey; /* owned; the map key */
     size_t ckey_len;
-    size_t canon_off; /* the canonical id starts at ckey + canon_off */
+    size_t canon_off;
     size_t model_idx;
     oc_fill_state_t state;
     int leased; /* we hold its lease in memcached */
     int lease_tries;
-    int in_map;       /* d->fills maps ckey to this fill */
+    int in_map;       /* the map maps ckey to this fill */
     int invalidated;  /* a write landed: do not write back */
     oc_blob_t *value; /* once answered: the object, or NULL = absent */
-    oc_ukey_t *waiters;
-    uint64_t retire_seq; /* gets with mget_seq <= this may need it */
-    uint64_t lease_seq;  /* d->mget_seq when our lease was confirmed
-                            (0: we hold none) */
+    oc_fill_waiter_t *waiters;
+    uint64_t retire_seq; /* reads with seq <= this may still need it */
+    uint64_t lease_seq;  /* read seq when our lease was confirmed (0: none) */
     uint64_t lease_cas;  /* leased: the cas of the lease item */
-    struct oc_fill *retire_next;
-} oc_fill_t;
+    oc_fill_t *retire_next;
+};
 
 /* Fills of one model going through the same step together. */
-typedef struct oc_batch {
-    oc_daemon_t *d;
+struct oc_batch {
+    oc_fills_t *fs;
     size_t model_idx;
     size_t n, cap;
     oc_fill_t **fills;
-    struct event *timer; /* WAITING: next poll */
-    uint32_t waited_ms, delay_ms;
-} oc_batch_t;
+    struct event *timer; /* WAITING: next read; the gate's (tests) */
+    double wait_began;   /* WAITING: when this batch began waiting */
+    uint32_t delay_ms;
+};
+
+struct oc_fills {
+    oc_ctx_t *ctx;
+    oc_map_t *map;                           /* cache key -> fill */
+    oc_fill_read_t *reads_head, *reads_tail; /* reads under way, oldest first */
+    uint64_t read_seq;                       /* the last read begun */
+    oc_fill_t *retire_head, *retire_tail;
+    oc_batch_t **pending; /* per model: fills started this turn, not yet sent */
+    size_t npending;
+    struct event *start_ev; /* sends the pending batches */
+};
 
 static void batch_load(oc_batch_t *b);
+static void batch_read(oc_batch_t *b);
 
-/* ---- blobs ----------------------------------------------------------------- */
-
-oc_blob_t *oc_blob_new(const char *data, size_t len)
+static double fills_now(const oc_fills_t *fs)
 {
-    oc_blob_t *b = malloc(sizeof(*b) + len + 1);
-    if (b == NULL)
-        return NULL;
-    b->refs = 1;
-    b->len = len;
-    memcpy(b->data, data, len);
-    b->data[len] = '\0';
-    return b;
+    struct timeval tv;
+    event_base_gettimeofday_cached(fs->ctx->base, &tv);
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
 }
 
-oc_blob_t *oc_blob_ref(oc_blob_t *b)
+/* ---- the pure rules ------------------------------------------------------ */
+
+oc_fill_state_t oc_fill_first_state(oc_entry_class_t found)
 {
-    if (b)
-        b->refs++;
-    return b;
+    switch (found) {
+    case OC_EC_LEASE_WON:
+    case OC_EC_ERROR: /* memcached failed: a lease would fail too */
+        return OC_FILL_LOADING;
+    case OC_EC_LEASE_HELD:
+        return OC_FILL_WAITING;
+    default:
+        return OC_FILL_LEASING;
+    }
 }
 
-void oc_blob_unref(oc_blob_t *b)
+oc_fill_state_t oc_fill_after_read(oc_fill_state_t cur, oc_entry_class_t found,
+                                   int give_up, int *tries)
 {
-    if (b && --b->refs == 0)
-        free(b);
+    switch (found) {
+    case OC_EC_OBJECT:
+    case OC_EC_ABSENT:
+        return OC_FILL_STORING; /* answered by whoever wrote it */
+    case OC_EC_LEASE_WON:
+        return OC_FILL_LOADING;
+    case OC_EC_LEASE_HELD:
+        /* A fill that was not waiting yet always waits first. */
+        return cur == OC_FILL_LEASING || !give_up ? OC_FILL_WAITING : OC_FILL_LOADING;
+    case OC_EC_ERROR:
+        return OC_FILL_LOADING;
+    case OC_EC_EMPTY:
+        break;
+    }
+    /* Gone meanwhile (read again), unless the key keeps holding something
+     * that is not ours to replace: then load without filling. */
+    return ++*tries >= OC_FILL_LEASE_TRIES ? OC_FILL_LOADING : OC_FILL_LEASING;
+}
+
+int oc_fill_may_answer(uint64_t fill_lease_seq, uint64_t fill_cas,
+                       oc_entry_class_t w_read, uint64_t w_cas, uint64_t w_seq)
+{
+    if (w_read == OC_EC_LEASE_WON)
+        return 0; /* the key was empty: whatever the fill leased is gone,
+                     and the waiter holds a new lease only a new load fills */
+    if (fill_lease_seq == 0)
+        return 1; /* a fill without a lease cannot tell, and answers */
+    if (w_read == OC_EC_LEASE_HELD && w_cas == fill_cas)
+        return 1; /* the fill's own lease, untouched */
+    return w_seq <= fill_lease_seq;
+}
+
+uint32_t oc_fill_wait_delay(double began, double now, uint32_t prev_ms,
+                            uint32_t lease_wait_ms)
+{
+    if ((now - began) * 1000.0 >= (double)lease_wait_ms)
+        return 0;
+    uint32_t d = prev_ms ? prev_ms * 2 : OC_FILL_POLL_FIRST_MS;
+    return d > OC_FILL_POLL_MAX_MS ? OC_FILL_POLL_MAX_MS : d;
+}
+
+/* ---- reads ----------------------------------------------------------------- */
+
+void oc_fill_read_begin(oc_fills_t *fs, oc_fill_read_t *r)
+{
+    r->seq = ++fs->read_seq;
+    r->prev = fs->reads_tail;
+    r->next = NULL;
+    if (fs->reads_tail)
+        fs->reads_tail->next = r;
+    else
+        fs->reads_head = r;
+    fs->reads_tail = r;
+}
+
+static void fills_retire(oc_fills_t *fs);
+
+void oc_fill_read_end(oc_fills_t *fs, oc_fill_read_t *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        fs->reads_head = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        fs->reads_tail = r->prev;
+    r->prev = r->next = NULL;
+    fills_retire(fs);
 }
 
 /* ---- fills ----------------------------------------------------------------- */
@@ -90,91 +166,81 @@ static void fill_set_state(oc_fill_t *f, oc_fill_state_t st)
     f->state = st;
 }
 
-static void fill_unmap(oc_daemon_t *d, oc_fill_t *f)
+static void fill_unmap(oc_fills_t *fs, oc_fill_t *f)
 {
     if (f->in_map)
-        oc_map_del(d->fills, f->ckey, f->ckey_len);
+        oc_map_del(fs->map, f->ckey, f->ckey_len);
     f->in_map = 0;
 }
 
-static void fill_free(oc_daemon_t *d, oc_fill_t *f)
+static void fill_free(oc_fills_t *fs, oc_fill_t *f)
 {
-    fill_unmap(d, f);
-    d->stats.loads_in_flight--;
+    fill_unmap(fs, f);
+    fs->ctx->stats->loads_in_flight--;
     oc_blob_unref(f->value);
     free(f->ckey);
     free(f);
 }
 
-/* Answer every waiter with the fill's value. */
-static void fill_wake(oc_fill_t *f, oc_ukey_state_t st, const char *err)
+/* Answer every waiter. */
+static void fill_wake(oc_fill_t *f, oc_get_state_t st, const char *err)
 {
-    oc_ukey_t *w = f->waiters;
+    oc_fill_waiter_t *w = f->waiters;
     f->waiters = NULL;
     while (w) {
-        oc_ukey_t *next = w->next_waiter;
-        w->next_waiter = NULL;
-        oc_req_key_done(w, st, f->value, err);
+        oc_fill_waiter_t *next = w->next;
+        w->next = NULL;
+        w->done(w, st, f->value, err);
         w = next;
     }
 }
 
 static void fill_answer(oc_fill_t *f)
 {
-    fill_wake(f, f->value ? OC_UK_FOUND : OC_UK_ABSENT, NULL);
+    fill_wake(f, f->value ? OC_GET_FOUND : OC_GET_ABSENT, NULL);
 }
 
-static void fill_retire_later(oc_daemon_t *d, oc_fill_t *f)
+static void fill_retire_later(oc_fills_t *fs, oc_fill_t *f)
 {
     fill_set_state(f, OC_FILL_RETIRING);
-    f->retire_seq = d->mget_seq;
+    f->retire_seq = fs->read_seq;
     f->retire_next = NULL;
-    if (d->retire_tail)
-        d->retire_tail->retire_next = f;
+    if (fs->retire_tail)
+        fs->retire_tail->retire_next = f;
     else
-        d->retire_head = f;
-    d->retire_tail = f;
+        fs->retire_head = f;
+    fs->retire_tail = f;
 }
 
-void oc_fill_retire(oc_daemon_t *d)
+static void fills_retire(oc_fills_t *fs)
 {
-    uint64_t oldest = oc_req_oldest_mget(d);
-    while (d->retire_head && d->retire_head->retire_seq < oldest) {
-        oc_fill_t *f = d->retire_head;
-        d->retire_head = f->retire_next;
-        if (d->retire_head == NULL)
-            d->retire_tail = NULL;
-        fill_free(d, f);
+    uint64_t oldest = fs->reads_head ? fs->reads_head->seq : UINT64_MAX;
+    while (fs->retire_head && fs->retire_head->retire_seq < oldest) {
+        oc_fill_t *f = fs->retire_head;
+        fs->retire_head = f->retire_next;
+        if (fs->retire_head == NULL)
+            fs->retire_tail = NULL;
+        fill_free(fs, f);
     }
 }
 
-void oc_fill_retire_all(oc_daemon_t *d)
+void oc_fill_invalidate(oc_fills_t *fs, const char *ckey, size_t len)
 {
-    while (d->retire_head) {
-        oc_fill_t *f = d->retire_head;
-        d->retire_head = f->retire_next;
-        fill_free(d, f);
-    }
-    d->retire_tail = NULL;
-}
-
-void oc_fill_invalidate(oc_daemon_t *d, const char *ckey, size_t len)
-{
-    oc_fill_t *f = oc_map_get(d->fills, ckey, len);
+    oc_fill_t *f = oc_map_get(fs->map, ckey, len);
     if (f == NULL)
         return;
     f->invalidated = 1;
-    fill_unmap(d, f);
+    fill_unmap(fs, f);
 }
 
 /* ---- batches --------------------------------------------------------------- */
 
-static oc_batch_t *batch_new(oc_daemon_t *d, size_t model_idx)
+static oc_batch_t *batch_new(oc_fills_t *fs, size_t model_idx)
 {
     oc_batch_t *b = calloc(1, sizeof(*b));
     if (b == NULL)
         return NULL;
-    b->d = d;
+    b->fs = fs;
     b->model_idx = model_idx;
     return b;
 }
@@ -205,8 +271,8 @@ static int batch_add(oc_batch_t *b, oc_fill_t *f)
 static void batch_fail(oc_batch_t *b, const char *err)
 {
     for (size_t i = 0; i < b->n; i++) {
-        fill_wake(b->fills[i], OC_UK_ERROR, err);
-        fill_free(b->d, b->fills[i]);
+        fill_wake(b->fills[i], OC_GET_ERROR, err);
+        fill_free(b->fs, b->fills[i]);
     }
     batch_free(b);
 }
@@ -221,12 +287,14 @@ static int batch_take(oc_batch_t *b, oc_fill_state_t st, oc_batch_t **out)
         n += (b->fills[i]->state == st);
     if (n == 0)
         return 0;
-    oc_batch_t *o = batch_new(b->d, b->model_idx);
+    oc_batch_t *o = batch_new(b->fs, b->model_idx);
     if (o == NULL || (o->fills = malloc(n * sizeof(*o->fills))) == NULL) {
         free(o);
         return -1;
     }
     o->cap = n;
+    o->wait_began = b->wait_began;
+    o->delay_ms = b->delay_ms;
     size_t j = 0;
     for (size_t i = 0; i < b->n; i++) {
         oc_fill_t *f = b->fills[i];
@@ -240,59 +308,66 @@ static int batch_take(oc_batch_t *b, oc_fill_state_t st, oc_batch_t **out)
     return 0;
 }
 
-/* Out of memory while splitting b: every part fails. */
-static void batch_fail_parts(oc_batch_t *b, oc_batch_t *x, oc_batch_t *y)
+static void batch_retire(oc_batch_t *b)
 {
-    if (x)
-        batch_fail(x, "out of memory");
-    if (y)
-        batch_fail(y, "out of memory");
-    batch_fail(b, "out of memory");
+    for (size_t i = 0; i < b->n; i++)
+        fill_retire_later(b->fs, b->fills[i]);
+    batch_free(b);
 }
 
-/* Start `b` on its next step, or free it if it is empty. */
-static void batch_go(oc_batch_t *b, void (*step)(oc_batch_t *))
+static void batch_wait(oc_batch_t *b);
+
+/* Send the parts of b on their next step: STORING ones are answered and
+ * retire, LEASING ones are read, LOADING ones loaded, and what is left
+ * (WAITING) waits. Out of memory while splitting: every part fails. */
+static void batch_dispatch(oc_batch_t *b)
 {
+    oc_batch_t *done = NULL, *lease = NULL, *load = NULL;
+    if (batch_take(b, OC_FILL_STORING, &done) != 0 ||
+        batch_take(b, OC_FILL_LEASING, &lease) != 0 ||
+        batch_take(b, OC_FILL_LOADING, &load) != 0) {
+        if (done) /* answered already: these are not failures */
+            for (size_t i = 0; i < done->n; i++)
+                fill_answer(done->fills[i]);
+        if (done)
+            batch_retire(done);
+        if (lease)
+            batch_fail(lease, "out of memory");
+        if (load)
+            batch_fail(load, "out of memory");
+        batch_fail(b, "out of memory");
+        return;
+    }
+    if (done) {
+        for (size_t i = 0; i < done->n; i++)
+            fill_answer(done->fills[i]);
+        batch_retire(done);
+    }
+    if (lease)
+        batch_read(lease);
+    if (load)
+        batch_load(load);
     if (b->n == 0)
         batch_free(b);
     else
-        step(b);
+        batch_wait(b);
 }
 
 /* ---- step 4: write back ------------------------------------------------------ */
 
-static uint32_t ttl_with_jitter(oc_daemon_t *d, uint32_t ttl)
-{
-    /* Spread expiries so keys loaded together do not all expire together. */
-    uint64_t spread = (uint64_t)ttl * d->conf->ttl_jitter_pct / 100;
-    if (spread == 0)
-        return ttl;
-    d->rand_state = d->rand_state * 1103515245u + 12345u;
-    uint64_t t = ttl + (d->rand_state >> 8) % (spread + 1);
-    /* memcached reads exptimes over 30 days as absolute unix times. */
-    return t > 2592000 ? 2592000 : (uint32_t)t;
-}
-
-static void batch_retire(oc_batch_t *b)
-{
-    for (size_t i = 0; i < b->n; i++)
-        fill_retire_later(b->d, b->fills[i]);
-    batch_free(b);
-}
-
 static void batch_stored(oc_mc_job_t *job, void *arg)
 {
     oc_batch_t *b = arg;
-    oc_daemon_t *d = b->d;
+    oc_fills_t *fs = b->fs;
     if (job->errors)
-        d->stats.mc_errors++;
+        fs->ctx->stats->mc_errors++;
     for (size_t i = 0; i < job->n; i++)
         if (job->items[i].result == OC_MC_R_EXISTS ||
             job->items[i].result == OC_MC_R_NOT_FOUND)
-            d->stats.fills_dropped++; /* the lease was replaced or deleted */
+            fs->ctx->stats->fills_dropped++; /* the lease was replaced or deleted */
     oc_mc_job_free(job);
     batch_retire(b);
-    oc_fill_retire(d);
+    fills_retire(fs);
 }
 
 static void batch_store(oc_batch_t *b);
@@ -305,20 +380,23 @@ static void batch_gate_cb(evutil_socket_t fd, short what, void *arg)
 
 static void batch_store(oc_batch_t *b)
 {
-    oc_daemon_t *d = b->d;
-    if (oc_daemon_gate_hold(b->d, &b->timer, batch_gate_cb, b))
+    oc_fills_t *fs = b->fs;
+    oc_ctx_t *ctx = fs->ctx;
+    if (oc_gate_hold(ctx->gate, &b->timer, batch_gate_cb, b))
         return;
-    const oc_model_conf_t *m = &d->conf->models[b->model_idx];
+    const oc_model_conf_t *m = &ctx->conf->models[b->model_idx];
     size_t n = 0;
     for (size_t i = 0; i < b->n; i++) {
         n += (b->fills[i]->leased && !b->fills[i]->invalidated);
-        d->stats.fills_dropped +=
-            (b->fills[i]->invalidated != 0); /* known here already */
+        ctx->stats->fills_dropped += (b->fills[i]->invalidated != 0); /* known already */
     }
-    oc_mc_job_t *job = n ? oc_mc_job_new_items(OC_MC_CAS, n, batch_stored, b) : NULL;
-    if (job == NULL) { /* nothing to write, or no memory: answered anyway */
+    /* Nothing to write, no memory, or shutting down (the pool is gone):
+     * answered anyway. */
+    oc_mc_job_t *job =
+        n && ctx->mc ? oc_mc_job_new_items(OC_MC_CAS, n, batch_stored, b) : NULL;
+    if (job == NULL) {
         batch_retire(b);
-        oc_fill_retire(d);
+        fills_retire(fs);
         return;
     }
     size_t k = 0;
@@ -333,65 +411,40 @@ static void batch_store(oc_batch_t *b)
         if (f->value) {
             it->val = f->value->data;
             it->vlen = f->value->len;
-            it->flags = oc_entry_flags(OC_ENTRY_OBJECT);
-            it->exptime_s = ttl_with_jitter(d, m->ttl_s);
-        } else {
-            it->val = "";
-            it->flags = oc_entry_flags(OC_ENTRY_MISSING);
-            it->exptime_s = m->missing_ttl_s;
         }
+        oc_entry_item(it, f->value ? OC_ENTRY_OBJECT : OC_ENTRY_MISSING, m,
+                      ctx->conf->ttl_jitter_pct);
     }
-    d->stats.mc_sets += n;
-    oc_mc_submit(d->mc, job);
+    ctx->stats->mc_sets += n;
+    oc_mc_submit(ctx->mc, job);
 }
 
 /* ---- step 3: load ---------------------------------------------------------- */
 
-/* Match the rows to the batch's fills by canonical id. */
-static void batch_apply_rows(oc_batch_t *b, PGresult *res)
-{
-    oc_map_t *byid = oc_map_new(b->n);
-    if (byid == NULL) {
-        oc_log_error("event=oom where=batch_apply_rows");
-        return;
-    }
-    for (size_t i = 0; i < b->n; i++) {
-        oc_fill_t *f = b->fills[i];
-        (void)oc_map_put(byid, f->ckey + f->canon_off, f->ckey_len - f->canon_off, f);
-    }
-    int rows = PQntuples(res);
-    for (int i = 0; i < rows; i++) {
-        if (PQgetisnull(res, i, 0) || PQgetisnull(res, i, 1))
-            continue;
-        oc_fill_t *f =
-            oc_map_get(byid, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
-        if (f == NULL || f->value != NULL)
-            continue;
-        f->value = oc_blob_new(PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1));
-        if (f->value == NULL)
-            oc_log_error("event=oom where=batch_apply_rows");
-    }
-    oc_map_free(byid);
-}
-
-static void batch_loaded(oc_pg_load_t *load, PGresult *res, oc_status_t st,
+static void batch_loaded(const oc_pg_row_t *rows, size_t n, oc_status_t st,
                          const char *err, void *arg)
 {
     oc_batch_t *b = arg;
-    oc_daemon_t *d = b->d;
-    oc_pg_load_free(load);
+    oc_ctx_t *ctx = b->fs->ctx;
+    if (st == OC_OK && n == b->n) {
+        for (size_t i = 0; i < n && st == OC_OK; i++)
+            if (rows[i].json &&
+                (b->fills[i]->value = oc_blob_new(rows[i].json, rows[i].len)) == NULL)
+                st = OC_ENOMEM, err = "out of memory";
+    } else if (st == OC_OK) {
+        st = OC_EDB, err = "rows out of step"; /* cannot happen: oc_pg's contract */
+    }
     if (st != OC_OK) {
         char q[OC_ERRLEN];
         oc_log_warn("event=load_failed model=%s keys=%zu reason=\"%s\"",
-                    d->conf->models[b->model_idx].name, b->n,
+                    ctx->conf->models[b->model_idx].name, b->n,
                     oc_log_clean(q, sizeof(q), err));
         /* Our leases stay until they expire (lease_ttl): other sidecars
-         * wait lease_wait for them, then load by themselves. */
+         * wait lease_wait for them, then load by themselves. Nothing is
+         * cached: a key that could not be loaded is not called absent. */
         batch_fail(b, err);
         return;
     }
-    batch_apply_rows(b, res);
-    PQclear(res);
     for (size_t i = 0; i < b->n; i++) {
         fill_set_state(b->fills[i], OC_FILL_STORING);
         fill_answer(b->fills[i]);
@@ -399,7 +452,7 @@ static void batch_loaded(oc_pg_load_t *load, PGresult *res, oc_status_t st,
     batch_store(b);
 }
 
-/* Fill i's canonical id, for the load's $1. */
+/* Fill i's canonical id, for the load. */
 static void batch_id(const void *arg, size_t i, const char **p, size_t *len)
 {
     const oc_fill_t *f = ((const oc_batch_t *)arg)->fills[i];
@@ -409,17 +462,13 @@ static void batch_id(const void *arg, size_t i, const char **p, size_t *len)
 
 static void batch_load(oc_batch_t *b)
 {
-    oc_daemon_t *d = b->d;
     for (size_t i = 0; i < b->n; i++)
         fill_set_state(b->fills[i], OC_FILL_LOADING);
-    char *ids = oc_pg_array_literal_of(b->n, batch_id, b);
-    oc_pg_load_t *load = ids ? oc_pg_load_new(b->model_idx, ids, batch_loaded, b) : NULL;
-    if (load == NULL) {
-        free(ids);
-        batch_fail(b, "out of memory");
+    if (b->fs->ctx->pg == NULL) {
+        batch_fail(b, "shutting down");
         return;
     }
-    oc_pg_submit(d->pg, load);
+    oc_pg_load(b->fs->ctx->pg, b->model_idx, b->n, batch_id, b, batch_loaded, b);
 }
 
 /* ---- step 2: read and lease -------------------------------------------------
@@ -429,225 +478,224 @@ static void batch_load(oc_batch_t *b)
  * LEASING fills read right away; WAITING ones (another sidecar's lease)
  * read again after a back-off, until lease_wait is over. */
 
-static void batch_read(oc_batch_t *b);
-
 static void batch_poll(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     oc_batch_t *b = arg;
-    b->d->stats.lease_waits += b->n;
+    b->fs->ctx->stats->lease_waits += b->n;
     batch_read(b);
 }
 
 static void batch_wait(oc_batch_t *b)
 {
+    oc_fills_t *fs = b->fs;
+    double now = fills_now(fs);
+    if (b->wait_began == 0)
+        b->wait_began = now;
     for (size_t i = 0; i < b->n; i++)
         fill_set_state(b->fills[i], OC_FILL_WAITING);
-    if (b->timer == NULL && (b->timer = evtimer_new(b->d->base, batch_poll, b)) == NULL) {
+    uint32_t d =
+        oc_fill_wait_delay(b->wait_began, now, b->delay_ms, fs->ctx->conf->lease_wait_ms);
+    /* lease_wait may already be over (or 0): read once more at once, and
+     * a lease still held then is loaded around. */
+    b->delay_ms = d;
+    if (b->timer == NULL &&
+        (b->timer = evtimer_new(fs->ctx->base, batch_poll, b)) == NULL) {
         batch_fail(b, "out of memory");
         return;
     }
-    evtimer_assign(b->timer, b->d->base, batch_poll, b);
-    b->delay_ms = b->delay_ms ? b->delay_ms * 2 : OC_FILL_POLL_FIRST_MS;
-    if (b->delay_ms > OC_FILL_POLL_MAX_MS)
-        b->delay_ms = OC_FILL_POLL_MAX_MS;
-    struct timeval tv = {0, (suseconds_t)b->delay_ms * 1000};
+    evtimer_assign(b->timer, fs->ctx->base, batch_poll, b);
+    struct timeval tv = {0, (suseconds_t)d * 1000};
     evtimer_add(b->timer, &tv);
-    b->waited_ms += b->delay_ms;
 }
 
-static void fill_take_lease(oc_daemon_t *d, oc_fill_t *f, uint64_t cas)
+static void fill_take_lease(oc_fills_t *fs, oc_fill_t *f, uint64_t cas)
 {
     f->leased = 1;
     f->lease_cas = cas;
-    f->lease_seq = d->mget_seq;
-    fill_set_state(f, OC_FILL_LOADING);
+    f->lease_seq = fs->read_seq;
 }
 
-/* What a read found for f: the next state. */
-static void fill_read(oc_daemon_t *d, oc_fill_t *f, const oc_mc_job_t *job,
-                      const oc_mc_hit_t *h, int give_up)
+/* What a read found for f: its next state (and its value or lease). */
+static void fill_read(oc_fills_t *fs, oc_fill_t *f, const oc_mc_job_t *job, size_t i,
+                      int give_up)
 {
-    oc_entry_kind_t kind = h->found ? oc_entry_kind(h->flags) : OC_ENTRY_NONE;
-    if (kind == OC_ENTRY_MISSING || kind == OC_ENTRY_TOMBSTONE ||
-        (kind == OC_ENTRY_OBJECT &&
-         (f->value = oc_blob_new(job->arena + h->off, h->len)) != NULL)) {
-        fill_set_state(f, OC_FILL_STORING); /* answered by whoever wrote it */
-    } else if (h->lease == OC_MC_LEASE_WON) {
-        fill_take_lease(d, f, h->cas);
-    } else if (h->lease == OC_MC_LEASE_HELD || kind == OC_ENTRY_LEASE) {
-        /* another's lease (an older sidecar's LEASE entry counts too) */
-        if (f->state == OC_FILL_LEASING || !give_up) {
-            fill_set_state(f, OC_FILL_WAITING);
-        } else {
-            fill_set_state(f, OC_FILL_LOADING); /* waited enough: load, no fill */
-            d->stats.lease_timeouts++;
-        }
-    } else if (h->error || ++f->lease_tries >= OC_FILL_LEASE_TRIES) {
-        /* memcached failed (a fill would fail too), or the key keeps
-         * holding something that is not ours to replace: load, no fill */
-        fill_set_state(f, OC_FILL_LOADING);
-    } else {
-        fill_set_state(f, OC_FILL_LEASING); /* gone meanwhile: read again */
-    }
+    const oc_mc_hit_t *h = &job->hits[i];
+    oc_entry_class_t found = oc_entry_classify(h);
+    oc_fill_state_t next = oc_fill_after_read(f->state, found, give_up, &f->lease_tries);
+    if (found == OC_EC_OBJECT &&
+        (f->value = oc_blob_new(job->arena + h->off, h->len)) == NULL)
+        next = OC_FILL_LOADING; /* out of memory: try the long way */
+    if (found == OC_EC_LEASE_WON)
+        fill_take_lease(fs, f, h->cas);
+    if (found == OC_EC_LEASE_HELD && next == OC_FILL_LOADING)
+        fs->ctx->stats->lease_timeouts++; /* waited enough: load, no fill */
+    fill_set_state(f, next);
 }
 
 static void batch_read_done(oc_mc_job_t *job, void *arg)
 {
     oc_batch_t *b = arg;
-    oc_daemon_t *d = b->d;
-    int give_up = b->waited_ms >= d->conf->lease_wait_ms;
+    oc_fills_t *fs = b->fs;
+    int give_up = b->wait_began > 0 && b->delay_ms == 0;
     if (job->errors)
-        d->stats.mc_errors++;
+        fs->ctx->stats->mc_errors++;
     for (size_t i = 0; i < b->n; i++)
-        fill_read(d, b->fills[i], job, &job->hits[i], give_up);
+        fill_read(fs, b->fills[i], job, i, give_up);
     oc_mc_job_free(job);
-    oc_batch_t *done = NULL, *lease = NULL, *load = NULL, *wait;
-    if (batch_take(b, OC_FILL_STORING, &done) != 0 ||
-        batch_take(b, OC_FILL_LEASING, &lease) != 0 ||
-        batch_take(b, OC_FILL_LOADING, &load) != 0) {
-        if (done) { /* answered already: retire them, fail the rest */
-            for (size_t i = 0; i < done->n; i++)
-                fill_answer(done->fills[i]);
-            batch_retire(done);
-        }
-        batch_fail_parts(b, lease, load);
-        return;
-    }
-    if (done) {
-        for (size_t i = 0; i < done->n; i++)
-            fill_answer(done->fills[i]);
-        batch_retire(done);
-    }
-    if (lease)
-        batch_read(lease);
-    if (load)
-        batch_load(load);
-    wait = b; /* what is left is WAITING */
-    batch_go(wait, batch_wait);
-    oc_fill_retire(d);
+    batch_dispatch(b);
+    fills_retire(fs);
 }
 
 static void batch_read(oc_batch_t *b)
 {
+    oc_ctx_t *ctx = b->fs->ctx;
+    if (ctx->mc == NULL) {
+        batch_fail(b, "shutting down");
+        return;
+    }
     oc_mc_job_t *job = oc_mc_job_new_get(b->n, batch_read_done, b);
     if (job == NULL) {
         batch_fail(b, "out of memory");
         return;
     }
-    job->lease_ttl_s = b->d->lease_ttl_s;
+    job->lease_ttl_s = ctx->lease_ttl_s;
     for (size_t i = 0; i < b->n; i++) {
         job->keys[i] = b->fills[i]->ckey;
         job->key_lens[i] = b->fills[i]->ckey_len;
     }
-    oc_mc_submit(b->d->mc, job);
+    oc_mc_submit(ctx->mc, job);
 }
 
 /* ---- step 1: join or start ------------------------------------------------------ */
 
-static oc_fill_t *fill_new(oc_daemon_t *d, const oc_ukey_t *uk)
+static oc_fill_t *fill_new(oc_fills_t *fs, const oc_fill_waiter_t *w)
 {
     oc_fill_t *f = calloc(1, sizeof(*f));
-    char *ck = malloc(uk->ckey_len + 1);
+    char *ck = malloc(w->ckey_len + 1);
     if (ck != NULL) {
-        memcpy(ck, uk->ckey, uk->ckey_len);
-        ck[uk->ckey_len] = '\0';
+        memcpy(ck, w->ckey, w->ckey_len);
+        ck[w->ckey_len] = '\0';
     }
-    if (f == NULL || ck == NULL || oc_map_put(d->fills, ck, uk->ckey_len, f) != OC_OK) {
+    if (f == NULL || ck == NULL || oc_map_put(fs->map, ck, w->ckey_len, f) != OC_OK) {
         free(f);
         free(ck);
         return NULL;
     }
     f->ckey = ck;
-    f->ckey_len = uk->ckey_len;
-    f->canon_off = uk->canon_off;
-    f->model_idx = uk->model_idx;
+    f->ckey_len = w->ckey_len;
+    f->canon_off = w->canon_off;
+    f->model_idx = w->model_idx;
     f->in_map = 1;
     /* Where the get's own read left the key decides the first step. */
-    if (uk->lease == OC_MC_LEASE_WON)
-        fill_take_lease(d, f, uk->lease_cas);
-    else if (uk->lease == OC_MC_LEASE_HELD)
-        fill_set_state(f, OC_FILL_WAITING);
-    else
-        fill_set_state(f, uk->mc_error ? OC_FILL_LOADING : OC_FILL_LEASING);
-    d->stats.loads_in_flight++;
+    if (w->read == OC_EC_LEASE_WON)
+        fill_take_lease(fs, f, w->lease_cas);
+    fill_set_state(f, oc_fill_first_state(w->read));
+    fs->ctx->stats->loads_in_flight++;
     return f;
 }
 
-/* May uk take f's answer? Not when its multi-get was sent after f's lease
- * was in memcached and found the key without that lease: a write (another
- * sidecar's invalidation, say) removed it, so f's row may be older than
- * that write. A get that found the lease, or was sent before it was
- * confirmed, is answered consistently by f. A fill without a lease cannot
- * tell, and answers. */
-static int fill_may_answer(const oc_fill_t *f, const oc_ukey_t *uk)
+/* The pending batch of model m (made on first use). */
+static oc_batch_t *pending_batch(oc_fills_t *fs, size_t m)
 {
-    if (uk->lease == OC_MC_LEASE_WON)
-        return 0; /* the key was empty: whatever f leased is gone, and uk
-                     holds a new lease that only a new load may fill */
-    if (f->lease_seq == 0)
-        return 1;
-    if (uk->lease == OC_MC_LEASE_HELD && uk->lease_cas == f->lease_cas)
-        return 1; /* f's own lease, untouched */
-    return uk->read_seq <= f->lease_seq;
+    if (m >= fs->npending) { /* a reload added models */
+        size_t n = m + 1;
+        oc_batch_t **p = realloc(fs->pending, n * sizeof(*p));
+        if (p == NULL)
+            return NULL;
+        memset(p + fs->npending, 0, (n - fs->npending) * sizeof(*p));
+        fs->pending = p;
+        fs->npending = n;
+    }
+    if (fs->pending[m] == NULL)
+        fs->pending[m] = batch_new(fs, m);
+    return fs->pending[m];
 }
 
-/* Start a load for uk, or join one; returns 0, or -1 if out of memory. */
-static int fill_one(oc_daemon_t *d, oc_batch_t **batches, oc_ukey_t *uk)
+/* Start a load for w, or join one; returns 0, or -1 if out of memory. */
+static int fill_one(oc_fills_t *fs, oc_fill_waiter_t *w)
 {
-    oc_fill_t *f = oc_map_get(d->fills, uk->ckey, uk->ckey_len);
-    if (f && !fill_may_answer(f, uk)) {
-        oc_fill_invalidate(d, uk->ckey, uk->ckey_len);
+    oc_fill_t *f = oc_map_get(fs->map, w->ckey, w->ckey_len);
+    if (f && !oc_fill_may_answer(f->lease_seq, f->lease_cas, w->read, w->lease_cas,
+                                 w->read_seq)) {
+        oc_fill_invalidate(fs, w->ckey, w->ckey_len);
         f = NULL;
     }
     if (f && f->state >= OC_FILL_STORING) {
-        d->stats.coalesced_waits++;
-        oc_req_key_done(uk, f->value ? OC_UK_FOUND : OC_UK_ABSENT, f->value, NULL);
+        fs->ctx->stats->coalesced_waits++;
+        w->done(w, f->value ? OC_GET_FOUND : OC_GET_ABSENT, f->value, NULL);
         return 0;
     }
     if (f) {
-        d->stats.coalesced_waits++;
+        fs->ctx->stats->coalesced_waits++;
     } else {
-        size_t m = uk->model_idx;
-        if (batches[m] == NULL && (batches[m] = batch_new(d, m)) == NULL)
+        oc_batch_t *b = pending_batch(fs, w->model_idx);
+        if (b == NULL || (f = fill_new(fs, w)) == NULL)
             return -1;
-        if ((f = fill_new(d, uk)) == NULL)
-            return -1;
-        if (batch_add(batches[m], f) != 0) {
-            fill_free(d, f);
+        if (batch_add(b, f) != 0) {
+            fill_free(fs, f);
             return -1;
         }
+        event_active(fs->start_ev, EV_TIMEOUT, 0);
     }
-    uk->next_waiter = f->waiters;
-    f->waiters = uk;
+    w->next = f->waiters;
+    f->waiters = w;
     return 0;
 }
 
-/* Start a new batch on its first step: fills of one batch may start in
- * different states (see fill_new). */
-static void batch_start(oc_batch_t *b)
+void oc_fill_misses(oc_fills_t *fs, oc_fill_waiter_t **w, size_t n)
 {
-    oc_batch_t *lease = NULL, *load = NULL;
-    if (batch_take(b, OC_FILL_LEASING, &lease) != 0 ||
-        batch_take(b, OC_FILL_LOADING, &load) != 0) {
-        batch_fail_parts(b, lease, load);
-        return;
-    }
-    if (lease)
-        batch_read(lease);
-    if (load)
-        batch_load(load);
-    batch_go(b, batch_wait); /* WAITING */
+    for (size_t i = 0; i < n; i++)
+        if (fill_one(fs, w[i]) != 0)
+            w[i]->done(w[i], OC_GET_ERROR, NULL, "out of memory");
 }
 
-void oc_fill_misses(oc_daemon_t *d, oc_ukey_t **keys, size_t n)
+/* Every request of this loop turn has handed over its misses: one read
+ * and one load per model for all of them. */
+static void on_start(evutil_socket_t fd, short what, void *arg)
 {
-    oc_batch_t **batches = calloc(d->conf->nmodels, sizeof(*batches));
-    for (size_t i = 0; i < n; i++)
-        if (batches == NULL || fill_one(d, batches, keys[i]) != 0)
-            oc_req_key_done(keys[i], OC_UK_ERROR, NULL, "out of memory");
-    for (size_t m = 0; batches && m < d->conf->nmodels; m++)
-        if (batches[m])
-            batch_start(batches[m]);
-    free(batches);
+    (void)fd, (void)what;
+    oc_fills_t *fs = arg;
+    for (size_t m = 0; m < fs->npending; m++) {
+        oc_batch_t *b = fs->pending[m];
+        fs->pending[m] = NULL;
+        if (b)
+            batch_dispatch(b);
+    }
+}
+
+/* ---- life ------------------------------------------------------------------ */
+
+oc_fills_t *oc_fills_new(oc_ctx_t *ctx, char *err)
+{
+    oc_fills_t *fs = calloc(1, sizeof(*fs));
+    if (fs == NULL)
+        return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
+    fs->ctx = ctx;
+    fs->map = oc_map_new(1024);
+    fs->start_ev = event_new(ctx->base, -1, 0, on_start, fs);
+    if (fs->map == NULL || fs->start_ev == NULL) {
+        oc_fills_free(fs);
+        return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
+    }
+    return fs;
+}
+
+void oc_fills_free(oc_fills_t *fs)
+{
+    if (fs == NULL)
+        return;
+    for (size_t m = 0; m < fs->npending; m++)
+        if (fs->pending[m])
+            batch_fail(fs->pending[m], "shutting down");
+    free(fs->pending);
+    while (fs->retire_head) {
+        oc_fill_t *f = fs->retire_head;
+        fs->retire_head = f->retire_next;
+        fill_free(fs, f);
+    }
+    if (fs->start_ev)
+        event_free(fs->start_ev);
+    oc_map_free(fs->map);
+    free(fs);
 }

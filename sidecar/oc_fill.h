@@ -2,10 +2,12 @@
  * oc_fill: loading cache misses from PostgreSQL: coalesced within this
  * sidecar, leased across sidecars, and safe against stale sets.
  *
- * A fill is one cache key being loaded. While it is in d->fills (keyed by
- * the cache key) every request of this sidecar that misses the key joins it
- * instead of loading again. New misses of one request are grouped by model
- * into batches; a batch is one PostgreSQL query.
+ * A fill is one cache key being loaded. While it is in the fills' map (keyed
+ * by the cache key) every miss of that key in this sidecar joins it instead
+ * of loading again. The fills started in one loop turn, by any number of
+ * requests, are grouped by model into batches: a batch is one memcached
+ * read (the lease) and one PostgreSQL query, and each waiter is answered as
+ * soon as its own key is resolved.
  *
  * Leases (as in Facebook's "Scaling Memcache"), memcached's own: a read of
  * a missing key with `mg <key> v c f N<ttl>` (memcached >= 1.6) makes an
@@ -17,23 +19,26 @@
  * that finds another's lease waits up to lease_wait for the result (so a hot
  * key's expiry does not send every host to the database), then loads by
  * itself without filling. The get's own read may already be such a meta
- * get (oc_req.c: while most gets miss); otherwise the lease is taken by a
- * second read of the missed keys.
+ * get; otherwise the lease is taken by a second read of the missed keys.
  *
  *   LEASING --read: W / error--> LOADING --rows--> STORING --cas--> RETIRING
  *      |  \--read: Z--> WAITING --read: the value----------------^    |
  *      |                  |--read: W (the holder's lease went)--> LOADING
  *      |                  \--lease_wait over--> LOADING (no lease)     |
- *   a get that read W or Z starts in LOADING or WAITING.               |
+ *   a get whose read found W or Z starts in LOADING or WAITING.        |
  *   a failed load fails every waiter and removes the fill at once.     v
  *                                                                 removed
  * RETIRING: the answer is known and written; the fill keeps answering
- * until every get whose memcached multi-get was sent before then has had
- * its answer (such a get may have missed the key just before it was
- * written), and is then removed.
+ * until every memcached read begun before then (oc_fill_read_begin) has
+ * ended (such a read may have missed the key just before it was written),
+ * and is then removed.
  *
- * Values are refcounted blobs shared by the fill and every request that
- * received them; the last unref frees.
+ * Ownership: the fills own their fills and batches. A waiter is the
+ * caller's (embedded in its request); it must stay alive until its done
+ * runs, which happens exactly once, never inside oc_fill_misses for a key
+ * that needs a load (a key answered by a finished fill is answered at
+ * once). Values are refcounted blobs: done borrows the blob (take a
+ * reference to keep it).
  */
 #ifndef OC_FILL_H
 #define OC_FILL_H
@@ -41,37 +46,83 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "oc_daemon.h"
+#include "oc_blob.h"
+#include "oc_ctx.h"
+#include "oc_entry.h"
+#include "oc_result.h"
+#include "oc_status.h"
 
-typedef struct oc_blob {
-    uint32_t refs;
-    size_t len;
-    char data[];
-} oc_blob_t;
+typedef struct oc_fills oc_fills_t;
 
-oc_blob_t *oc_blob_new(const char *data, size_t len); /* refs = 1 */
-oc_blob_t *oc_blob_ref(oc_blob_t *b);
-void oc_blob_unref(oc_blob_t *b);
+/* A memcached read whose misses may join fills (oc_req's gets). */
+typedef struct oc_fill_read {
+    uint64_t seq;
+    struct oc_fill_read *prev, *next;
+} oc_fill_read_t;
 
-struct oc_ukey;
-struct oc_req;
+typedef struct oc_fill_waiter oc_fill_waiter_t;
+/* state is OC_GET_FOUND (blob), OC_GET_ABSENT or OC_GET_ERROR (err). */
+typedef void (*oc_fill_done_fn)(oc_fill_waiter_t *w, oc_get_state_t state,
+                                oc_blob_t *blob, const char *err);
 
-/*
- * Resolve every missed key listed in `keys` (n of them): join a fill under
- * way or start new ones. Keys are resolved later through oc_req_key_done();
- * keys answered at once (a fill already answered) are resolved before this
- * returns.
- */
-void oc_fill_misses(oc_daemon_t *d, struct oc_ukey **keys, size_t n);
+struct oc_fill_waiter {
+    /* The caller's: */
+    const char *ckey; /* the cache key (prefix + Model:canonical id) */
+    size_t ckey_len;
+    size_t canon_off; /* the canonical id starts at ckey + canon_off */
+    size_t model_idx;
+    uint64_t read_seq;     /* the oc_fill_read that missed it */
+    oc_entry_class_t read; /* what it found: EMPTY, LEASE_WON/HELD, ERROR */
+    uint64_t lease_cas;    /* ... and that lease's cas */
+    oc_fill_done_fn done;
+    /* The fill's: */
+    oc_fill_waiter_t *next;
+};
+
+oc_fills_t *oc_fills_new(oc_ctx_t *ctx, char *err);
+/* Shutdown, after oc_mc and oc_pg are freed (their last callbacks end the
+ * batches under way): drops what is left. */
+void oc_fills_free(oc_fills_t *fs);
+
+void oc_fill_read_begin(oc_fills_t *fs, oc_fill_read_t *r);
+/* The read's misses were handed to oc_fill_misses: older fills may go. */
+void oc_fill_read_end(oc_fills_t *fs, oc_fill_read_t *r);
+
+/* Resolve every missed key: join a fill under way or start new ones. */
+void oc_fill_misses(oc_fills_t *fs, oc_fill_waiter_t **w, size_t n);
 
 /* A write for this cache key was applied: a fill under way must not write
  * its (possibly older) answer back, and later misses must not join it. */
-void oc_fill_invalidate(oc_daemon_t *d, const char *ckey, size_t len);
+void oc_fill_invalidate(oc_fills_t *fs, const char *ckey, size_t len);
 
-/* Remove retired fills no outstanding get can still need; called whenever
- * a get's memcached answer has been handled. */
-void oc_fill_retire(oc_daemon_t *d);
-/* Remove every retiring fill (shutdown). */
-void oc_fill_retire_all(oc_daemon_t *d);
+/* ---- the pure rules, exposed for unit tests ---- */
+
+typedef enum oc_fill_state {
+    OC_FILL_LEASING,  /* to read (and lease) the key */
+    OC_FILL_WAITING,  /* another holds the lease: read again later */
+    OC_FILL_LOADING,  /* to load from PostgreSQL */
+    OC_FILL_STORING,  /* answered; the write-back is under way */
+    OC_FILL_RETIRING, /* written; still answers reads begun before */
+} oc_fill_state_t;
+
+/* The first state of a fill started by a read that found `found`. */
+oc_fill_state_t oc_fill_first_state(oc_entry_class_t found);
+/* What a read of the key found, for a fill in `cur` (LEASING or WAITING):
+ * its next state. give_up: lease_wait is over. *tries counts reads that
+ * found something that is not ours to replace (3 of them: load, no fill). */
+oc_fill_state_t oc_fill_after_read(oc_fill_state_t cur, oc_entry_class_t found,
+                                   int give_up, int *tries);
+/* May a waiter take a fill's answer? fill_lease_seq: the read seq when the
+ * fill's lease was confirmed (0: it holds none); fill_cas: that lease's cas.
+ * The waiter's read found `w_read` (with lease cas w_cas) at read seq w_seq.
+ * Not when it was read after the fill's lease was there and found the key
+ * without that lease: a write removed the lease, so the fill's row may be
+ * older than that write. */
+int oc_fill_may_answer(uint64_t fill_lease_seq, uint64_t fill_cas,
+                       oc_entry_class_t w_read, uint64_t w_cas, uint64_t w_seq);
+/* The wait before the next read of another's lease: 2 ms, doubling up to
+ * 50 ms; 0 once lease_wait_ms has passed since `began` (then load). */
+uint32_t oc_fill_wait_delay(double began, double now, uint32_t prev_ms,
+                            uint32_t lease_wait_ms);
 
 #endif

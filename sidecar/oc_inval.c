@@ -6,12 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "oc_conf.h"
 #include "oc_fill.h"
 #include "oc_key.h"
 #include "oc_log.h"
 #include "oc_mc.h"
-#include "oc_pg.h"
 #include "oc_pgconn.h"
+#include "oc_sql.h"
+#include "oc_stats.h"
 
 typedef enum oc_inval_state {
     OC_INVAL_IDLE,       /* waiting for a NOTIFY or the poll timer */
@@ -23,7 +25,7 @@ typedef enum oc_inval_state {
 } oc_inval_state_t;
 
 struct oc_inval {
-    oc_daemon_t *d;
+    oc_ctx_t *ctx;
     oc_pgconn_t *pc;
     oc_inval_state_t state;
     struct event *poll;
@@ -49,7 +51,7 @@ static void set_state(oc_inval_t *iv, oc_inval_state_t st)
 
 static void arm_poll(oc_inval_t *iv)
 {
-    uint32_t ms = iv->d->conf->inval_poll_ms;
+    uint32_t ms = iv->ctx->conf->inval_poll_ms;
     struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
     evtimer_add(iv->poll, &tv);
 }
@@ -106,7 +108,7 @@ static void finish(oc_inval_t *iv, const char *sql)
 static void fail_cycle(oc_inval_t *iv, const char *what, const char *err)
 {
     char clean[OC_ERRLEN];
-    iv->d->stats.inval_errors++;
+    iv->ctx->stats->inval_errors++;
     iv->full = 0;
     oc_log_warn("event=inval_failed step=%s reason=\"%s\"", what,
                 oc_log_clean(clean, sizeof(clean), err));
@@ -130,7 +132,7 @@ static void requeued(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char 
 
 static void requeue(oc_inval_t *iv, size_t nfailed)
 {
-    oc_daemon_t *d = iv->d;
+    oc_ctx_t *ctx = iv->ctx;
     const char **models = malloc(nfailed * sizeof(*models));
     const char **keys = malloc(nfailed * sizeof(*keys));
     size_t *mlens = malloc(nfailed * sizeof(*mlens));
@@ -141,7 +143,7 @@ static void requeue(oc_inval_t *iv, size_t nfailed)
         if (it->result != OC_MC_R_ERROR)
             continue;
         const char *name = iv->job_model[i];
-        const char *id = memchr(it->key + strlen(d->conf->key_prefix), ':', it->klen);
+        const char *id = memchr(it->key + strlen(ctx->conf->key_prefix), ':', it->klen);
         models[k] = name;
         mlens[k] = strlen(name);
         keys[k] = id + 1;
@@ -149,8 +151,8 @@ static void requeue(oc_inval_t *iv, size_t nfailed)
         k++;
     }
     if (k == nfailed) {
-        iv->requeue_models = oc_pg_array_literal(models, mlens, k);
-        iv->requeue_keys = oc_pg_array_literal(keys, klens, k);
+        iv->requeue_models = oc_sql_array(models, mlens, k);
+        iv->requeue_keys = oc_sql_array(keys, klens, k);
     }
     free(models), free(keys), free(mlens), free(klens);
     if (iv->requeue_models == NULL || iv->requeue_keys == NULL) {
@@ -169,7 +171,7 @@ static void requeue(oc_inval_t *iv, size_t nfailed)
 static void applied(oc_mc_job_t *job, void *arg)
 {
     oc_inval_t *iv = arg;
-    oc_daemon_t *d = iv->d;
+    oc_ctx_t *ctx = iv->ctx;
     if (iv->dying) { /* its connection is closed: the claim rolled back */
         oc_mc_job_free(job);
         cycle_clear(iv);
@@ -180,10 +182,10 @@ static void applied(oc_mc_job_t *job, void *arg)
     size_t failed = 0;
     for (size_t i = 0; i < job->n; i++)
         failed += (job->items[i].result == OC_MC_R_ERROR);
-    d->stats.invalidations += job->n - failed;
+    ctx->stats->invalidations += job->n - failed;
     if (failed) {
-        d->stats.inval_requeued += failed;
-        d->stats.mc_errors++;
+        ctx->stats->inval_requeued += failed;
+        ctx->stats->mc_errors++;
         oc_log_warn("event=inval_requeue keys=%zu reason=\"%s\"", failed, job->err);
         requeue(iv, failed);
         return;
@@ -218,13 +220,13 @@ static int row_applies(const oc_inval_t *iv, PGresult *res, int i)
      * a memcached command line (spaces, CR/LF would inject commands). */
     return known &&
            oc_key_id_cacheable(PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1),
-                               iv->d->max_key_len);
+                               iv->ctx->max_key_len);
 }
 
 /* The claimed rows: one per key (model, key), key NULL for a TRUNCATE. */
 static void apply(oc_inval_t *iv)
 {
-    oc_daemon_t *d = iv->d;
+    oc_ctx_t *ctx = iv->ctx;
     PGresult *res = iv->claimed;
     int rows = PQntuples(res);
     /* Claim again at once until a claim comes back empty: a claim is also
@@ -235,10 +237,10 @@ static void apply(oc_inval_t *iv)
     for (int i = 0; i < rows; i++) {
         int ok = row_applies(iv, res, i);
         n += ok;
-        d->stats.inval_skipped += !ok && !PQgetisnull(res, i, 1);
+        ctx->stats->inval_skipped += !ok && !PQgetisnull(res, i, 1);
     }
     if (rows > 0 && !PQgetisnull(res, 0, 3))
-        d->stats.inval_lag_ms = (uint64_t)atoll(PQgetvalue(res, 0, 3));
+        ctx->stats->inval_lag_ms = (uint64_t)atoll(PQgetvalue(res, 0, 3));
     if (n == 0) {
         finish(iv, "COMMIT");
         return;
@@ -260,16 +262,17 @@ static void apply(oc_inval_t *iv)
         char *ck = iv->arena + k * (OC_KEY_MAX + 1);
         oc_mc_item_t *it = &iv->job->items[k];
         it->key = ck;
-        it->klen = oc_key_cache_key(d->conf->key_prefix, model, gen_of(iv, model, &known),
-                                    PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1),
-                                    ck, OC_KEY_MAX + 1, &canon_off);
+        it->klen =
+            oc_key_cache_key(ctx->conf->key_prefix, model, gen_of(iv, model, &known),
+                             PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1), ck,
+                             OC_KEY_MAX + 1, &canon_off);
         iv->job_model[k++] = model;
-        oc_fill_invalidate(d, it->key, it->klen);
+        oc_fill_invalidate(ctx->fills, it->key, it->klen);
     }
     oc_mc_job_t *job = iv->job;
     iv->job = NULL; /* oc_mc's until applied() */
     set_state(iv, OC_INVAL_APPLYING);
-    oc_mc_submit(d->mc, job);
+    oc_mc_submit(ctx->mc, job);
 }
 
 static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
@@ -286,7 +289,7 @@ static void claimed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *
             oc_log_warn("event=inval_unavailable reason=\"%s\" hint=\"install the hook: "
                         "objcached --install-hook or psql -f sql/install.sql\"",
                         err);
-        iv->d->stats.inval_errors++;
+        iv->ctx->stats->inval_errors++;
         iv->full = 0;
         finish(iv, "ROLLBACK");
         return;
@@ -322,7 +325,7 @@ static void claim(oc_inval_t *iv)
              "(SELECT (extract(epoch FROM clock_timestamp() - min(created_at)) * "
              "1000)::bigint "
              "FROM c) FROM c LEFT JOIN LATERAL unnest(c.keys) AS k ON true",
-             iv->d->conf->inval_batch);
+             iv->ctx->conf->inval_batch);
     set_state(iv, OC_INVAL_CLAIMING);
     if (oc_pgconn_query(iv->pc, sql, 0, NULL, claimed, iv) != OC_OK) {
         iv->full = 0;
@@ -335,19 +338,19 @@ static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char
 {
     (void)pc;
     oc_inval_t *iv = arg;
-    oc_daemon_t *d = iv->d;
+    oc_ctx_t *ctx = iv->ctx;
     if (st != OC_OK) {
         fail_cycle(iv, "generations", err);
         return;
     }
     for (int i = 0; i < PQntuples(res); i++) {
-        const oc_model_conf_t *m =
-            oc_conf_model(d->conf, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
+        const oc_model_conf_t *m = oc_conf_model(ctx->conf, PQgetvalue(res, i, 0),
+                                                 (size_t)PQgetlength(res, i, 0));
         uint64_t gen = strtoull(PQgetvalue(res, i, 1), NULL, 10);
-        if (m && d->model_gen[m - d->conf->models] != gen) {
+        if (m && ctx->model_gen[m - ctx->conf->models] != gen) {
             oc_log_info("event=model_generation model=%s generation=%" PRIu64, m->name,
                         gen);
-            d->model_gen[m - d->conf->models] = gen;
+            ctx->model_gen[m - ctx->conf->models] = gen;
         }
     }
     iv->gens = res;
@@ -376,7 +379,7 @@ static void on_up(oc_pgconn_t *pc, void *owner)
 {
     (void)pc;
     oc_inval_t *iv = owner;
-    iv->d->stats.inval_connected = 1;
+    iv->ctx->stats->inval_connected = 1;
     cycle_start(owner); /* catch up on whatever came while we were away */
 }
 
@@ -384,7 +387,7 @@ static void on_down(oc_pgconn_t *pc, const char *err, void *owner)
 {
     (void)pc, (void)err;
     oc_inval_t *iv = owner;
-    iv->d->stats.inval_connected = 0;
+    iv->ctx->stats->inval_connected = 0;
     /* A cycle in flight got its callback already, except while applying:
      * then applied() finds the connection gone and the rows come back to
      * the outbox by rollback. */
@@ -403,25 +406,25 @@ static void on_notify(oc_pgconn_t *pc, const PGnotify *n, void *owner)
 /* Before serving: learn the models' generations with one blocking query,
  * so that a sidecar started after a TRUNCATE does not read entries of the
  * old generation until its first cycle. Runs before the loop does. */
-void oc_inval_read_generations(oc_daemon_t *d)
+void oc_inval_read_generations(oc_ctx_t *ctx)
 {
     const char *keys[] = {"connect_timeout", "dbname", "fallback_application_name", NULL};
-    const char *vals[] = {"2", d->conf->conninfo, "objcached", NULL};
+    const char *vals[] = {"2", ctx->conf->conninfo, "objcached", NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     PGresult *r = NULL;
     if (c && PQstatus(c) == CONNECTION_OK)
         r = PQexec(c, "SELECT model, generation FROM objcached.models");
     if (r && PQresultStatus(r) == PGRES_TUPLES_OK) {
         for (int i = 0; i < PQntuples(r); i++) {
-            const oc_model_conf_t *m =
-                oc_conf_model(d->conf, PQgetvalue(r, i, 0), (size_t)PQgetlength(r, i, 0));
+            const oc_model_conf_t *m = oc_conf_model(ctx->conf, PQgetvalue(r, i, 0),
+                                                     (size_t)PQgetlength(r, i, 0));
             if (m)
-                d->model_gen[m - d->conf->models] =
+                ctx->model_gen[m - ctx->conf->models] =
                     strtoull(PQgetvalue(r, i, 1), NULL, 10);
         }
     } else {
         char clean[OC_ERRLEN];
-        oc_log(d->conf->inval_poll_ms ? OC_LOG_WARN : OC_LOG_INFO,
+        oc_log(ctx->conf->inval_poll_ms ? OC_LOG_WARN : OC_LOG_INFO,
                "event=generations_unknown reason=\"%s\" note=\"until the consumer "
                "connects, models are read at generation 0\"",
                oc_log_clean(clean, sizeof(clean),
@@ -433,23 +436,24 @@ void oc_inval_read_generations(oc_daemon_t *d)
     PQfinish(c);
 }
 
-oc_inval_t *oc_inval_new(oc_daemon_t *d, char *err)
+oc_inval_t *oc_inval_new(oc_ctx_t *ctx, char *err)
 {
-    if (d->conf->inval_poll_ms == 0)
+    if (ctx->conf->inval_poll_ms == 0)
         return NULL;
     oc_inval_t *iv = calloc(1, sizeof(*iv));
-    char *session = oc_pg_session_sql(d->conf);
+    char *session = oc_sql_session(ctx->conf);
     char *setup = session ? malloc(strlen(session) + 32) : NULL;
     if (iv == NULL || setup == NULL)
         goto nomem;
     sprintf(setup, "%s; LISTEN objcached", session);
-    iv->d = d;
+    iv->ctx = ctx;
     set_state(iv, OC_INVAL_IDLE);
-    if ((iv->poll = evtimer_new(d->base, on_poll, iv)) == NULL)
+    if ((iv->poll = evtimer_new(ctx->base, on_poll, iv)) == NULL)
         goto nomem;
     static const oc_pgconn_hooks_t hooks = {
         .up = on_up, .down = on_down, .notify = on_notify};
-    if ((iv->pc = oc_pgconn_new(d->base, d->conf->conninfo, setup, &hooks, iv)) == NULL)
+    if ((iv->pc = oc_pgconn_new(ctx->base, ctx->conf->conninfo, setup, &hooks, iv)) ==
+        NULL)
         goto nomem;
     free(session);
     free(setup);
@@ -468,6 +472,8 @@ void oc_inval_free(oc_inval_t *iv)
         return;
     oc_pgconn_free(iv->pc); /* a claim under way rolls back */
     iv->pc = NULL;
+    if (iv->ctx)
+        iv->ctx->stats->inval_connected = 0; /* a reload stopped it, or shutdown */
     if (iv->poll)
         event_free(iv->poll);
     iv->poll = NULL;

@@ -31,7 +31,8 @@
  * that model change (prefix + Model~gen:id), so every old entry is dropped
  * at once.
  *
- * Ownership: the daemon owns the consumer; oc_inval_free() rolls back a
+ * Ownership: the daemon owns the consumer (ctx->inval; a reload may start
+ * or stop it); oc_inval_free() rolls back a
  * cycle in flight (PostgreSQL does, when the connection closes). If its
  * memcached deletes are still out, the struct lives until their callback
  * (oc_mc runs every callback, at oc_mc_free at the latest).
@@ -39,17 +40,18 @@
 #ifndef OC_INVAL_H
 #define OC_INVAL_H
 
-#include "oc_daemon.h"
+#include "oc_ctx.h"
+#include "oc_status.h"
 
 typedef struct oc_inval oc_inval_t;
 
 /* Before serving: learn the models' generations with one blocking query
  * (2 s connect timeout), so that a sidecar started after a TRUNCATE, or one
  * whose consumer is off, does not read entries of an old generation. */
-void oc_inval_read_generations(oc_daemon_t *d);
+void oc_inval_read_generations(oc_ctx_t *ctx);
 
 /* NULL with err empty when invalidation_poll is 0 (turned off). */
-oc_inval_t *oc_inval_new(oc_daemon_t *d, char *err);
+oc_inval_t *oc_inval_new(oc_ctx_t *ctx, char *err);
 void oc_inval_free(oc_inval_t *iv);
 
 #endif

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <event2/event.h>
-#include <libmemcached/memcached.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -15,12 +14,11 @@
 
 #include "oc_log.h"
 #include "oc_mcproto.h"
+#include "oc_place.h"
 
-#define MC_PUSH_TRIES  8
-#define MC_READ_CHUNK  65536
-#define MC_ROUTE_SLOTS 4096 /* remembered key -> server placements */
-#define MC_ROUTE_KEY   62   /* longer keys are always hashed */
-#define MC_WOP_SPARE   1024 /* freed wops kept for reuse */
+#define MC_PUSH_TRIES 8
+#define MC_READ_CHUNK 65536
+#define MC_WOP_SPARE  1024 /* freed wops kept for reuse */
 
 /*
  * Per server, what was written (or sits in `out`, to be written) and waits
@@ -86,24 +84,13 @@ typedef struct mc_server {
     struct mc_server *dirty_next;
 } mc_server_t;
 
-/* A key's server, remembered: ketama hashes every key with MD5 (about
- * 1,200 instructions), and a key is placed several times in a row (its
- * get, lease, fill). Exact: the whole key is compared. */
-typedef struct mc_route {
-    uint8_t len;    /* 0: empty */
-    uint8_t server; /* index into servers[] */
-    char key[MC_ROUTE_KEY];
-} mc_route_t;
-
 struct oc_mc {
     struct event_base *base;
-    memcached_st *hash; /* ketama over the servers; never connects */
-    mc_route_t *routes; /* [MC_ROUTE_SLOTS], cleared on reconfigure */
-    mc_wop_t *spare;    /* freed wops, for reuse */
+    oc_place_t *place; /* which server a key lives on */
+    mc_wop_t *spare;   /* freed wops, for reuse */
     size_t nspare;
     mc_server_t **servers; /* [nservers], in the configured order */
     size_t nservers;
-    uint32_t *by_hash; /* libmemcached's server index -> ours */
     double connect_s, io_s, retry_s;
     struct event *ev_flush;           /* runs due callbacks, then writes */
     mc_server_t *dirty;               /* servers with gets or bytes to send */
@@ -936,33 +923,9 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 
 /* ---- submit --------------------------------------------------------------------- */
 
-static uint64_t route_hash(const char *key, size_t len)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)key[i]) * 1099511628211ull;
-    return h;
-}
-
 static mc_server_t *route(oc_mc_t *mc, const char *key, size_t klen)
 {
-    if (mc->nservers == 1)
-        return mc->servers[0];
-    mc_route_t *slot = NULL;
-    if (klen <= MC_ROUTE_KEY && mc->nservers <= 256) {
-        slot = &mc->routes[route_hash(key, klen) % MC_ROUTE_SLOTS];
-        if (slot->len == klen && memcmp(slot->key, key, klen) == 0)
-            return mc->servers[slot->server];
-    }
-    uint32_t i = memcached_generate_hash(mc->hash, key, klen);
-    if (i >= mc->nservers)
-        return NULL;
-    if (slot) {
-        slot->len = (uint8_t)klen;
-        slot->server = (uint8_t)mc->by_hash[i];
-        memcpy(slot->key, key, klen);
-    }
-    return mc->servers[mc->by_hash[i]];
+    return mc->nservers ? mc->servers[oc_place_server(mc->place, key, klen)] : NULL;
 }
 
 static mc_server_t *find_server(oc_mc_t *mc, const char *host, uint16_t port)
@@ -1048,61 +1011,6 @@ void oc_mc_submit(oc_mc_t *mc, oc_mc_job_t *job)
 }
 
 /* ---- the pool --------------------------------------------------------------------- */
-
-static memcached_st *make_hash(const oc_conf_t *conf, char *err)
-{
-    memcached_st *memc = memcached_create(NULL);
-    if (memc == NULL)
-        return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
-    /* What places keys: every libmemcached client of the pool must set the
-     * same (bench/lg_mc.c does). KETAMA_WEIGHTED also makes the key hash MD5. */
-    if (memcached_behavior_set(memc, MEMCACHED_BEHAVIOR_DISTRIBUTION,
-                               MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA) !=
-            MEMCACHED_SUCCESS ||
-        memcached_behavior_set(memc, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1) !=
-            MEMCACHED_SUCCESS) {
-        oc_fail(err, OC_ECACHE, "memcached: cannot set ketama");
-        goto fail;
-    }
-    for (size_t i = 0; i < conf->nservers; i++) {
-        const oc_mc_server_conf_t *s = &conf->servers[i];
-        memcached_return_t rc =
-            memcached_server_add_with_weight(memc, s->host, s->port, s->weight);
-        if (rc != MEMCACHED_SUCCESS) {
-            oc_fail(err, OC_ECACHE, "memcached server %s:%u: %s", s->host,
-                    (unsigned)s->port, memcached_strerror(memc, rc));
-            goto fail;
-        }
-    }
-    return memc;
-fail:
-    memcached_free(memc);
-    return NULL;
-}
-
-/* libmemcached's index of each server -> our index (they should agree). */
-static uint32_t *make_index(memcached_st *memc, mc_server_t **servers, size_t n,
-                            char *err)
-{
-    uint32_t *map = calloc(n ? n : 1, sizeof(*map));
-    if (map == NULL)
-        return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
-    for (uint32_t i = 0; i < n; i++) {
-        const memcached_instance_st *inst =
-            memcached_server_instance_by_position(memc, i);
-        size_t j = 0;
-        while (inst && j < n &&
-               !(strcmp(memcached_server_name(inst), servers[j]->host) == 0 &&
-                 memcached_server_port(inst) == servers[j]->port))
-            j++;
-        if (inst == NULL || j == n) {
-            free(map);
-            return oc_fail(err, OC_ECACHE, "memcached: server list out of step"), NULL;
-        }
-        map[i] = (uint32_t)j;
-    }
-    return map;
-}
 
 static void srv_free(mc_server_t *s)
 {
@@ -1202,17 +1110,14 @@ oc_mc_t *oc_mc_new(struct event_base *base, const oc_conf_t *conf, char *err)
     mc->base = base;
     set_timeouts(mc, conf);
     mc->ev_flush = event_new(base, -1, 0, on_flush, mc);
-    mc->routes = calloc(MC_ROUTE_SLOTS, sizeof(*mc->routes));
-    if (mc->ev_flush == NULL || mc->routes == NULL) {
+    if (mc->ev_flush == NULL) {
         oc_fail(err, OC_ENOMEM, "out of memory");
         goto fail;
     }
-    if ((mc->hash = make_hash(conf, err)) == NULL ||
+    if ((mc->place = oc_place_new(conf->servers, conf->nservers, err)) == NULL ||
         (mc->servers = make_servers(mc, conf, NULL, 0, NULL, err)) == NULL)
         goto fail;
     mc->nservers = conf->nservers;
-    if ((mc->by_hash = make_index(mc->hash, mc->servers, mc->nservers, err)) == NULL)
-        goto fail;
     return mc;
 fail:
     oc_mc_free(mc);
@@ -1221,27 +1126,24 @@ fail:
 
 oc_status_t oc_mc_reconfigure(oc_mc_t *mc, const oc_conf_t *conf, char *err)
 {
-    memcached_st *hash = make_hash(conf, err);
+    err[0] = '\0';
+    oc_place_t *place = oc_place_new(conf->servers, conf->nservers, err);
     char *reused = calloc(mc->nservers ? mc->nservers : 1, 1);
     mc_server_t **list = NULL;
-    uint32_t *idx = NULL;
-    if (hash == NULL || reused == NULL)
+    if (place == NULL || reused == NULL)
         goto fail;
     list = make_servers(mc, conf, mc->servers, mc->nservers, reused, err);
-    if (list == NULL || (idx = make_index(hash, list, conf->nservers, err)) == NULL)
+    if (list == NULL)
         goto fail;
     for (size_t j = 0; j < mc->nservers; j++)
         if (!reused[j])
             srv_free(mc->servers[j]); /* removed from the pool: its work fails */
     free(reused);
     free(mc->servers);
-    free(mc->by_hash);
-    memcached_free(mc->hash);
+    oc_place_free(mc->place);
     mc->servers = list;
     mc->nservers = conf->nservers;
-    mc->by_hash = idx;
-    mc->hash = hash;
-    memset(mc->routes, 0, MC_ROUTE_SLOTS * sizeof(*mc->routes)); /* placements changed */
+    mc->place = place;
     set_timeouts(mc, conf);
     return OC_OK;
 fail:
@@ -1256,8 +1158,7 @@ fail:
         free(list);
     }
     free(reused);
-    if (hash)
-        memcached_free(hash);
+    oc_place_free(place);
     return err[0] ? OC_ECACHE : oc_fail(err, OC_ENOMEM, "out of memory");
 }
 
@@ -1276,14 +1177,11 @@ void oc_mc_free(oc_mc_t *mc)
         on_flush(-1, 0, mc);
     if (mc->ev_flush)
         event_free(mc->ev_flush);
-    free(mc->by_hash);
-    if (mc->hash)
-        memcached_free(mc->hash);
+    oc_place_free(mc->place);
     while (mc->spare) {
         mc_wop_t *w = mc->spare;
         mc->spare = w->next;
         free(w);
     }
-    free(mc->routes);
     free(mc);
 }

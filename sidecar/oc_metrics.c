@@ -8,15 +8,18 @@
 #include <string.h>
 #include <time.h>
 
+#include "oc_conf.h"
+#include "oc_stats.h"
+
 struct oc_metrics {
-    oc_daemon_t *d;
+    oc_ctx_t *ctx;
     struct evhttp *http;
 };
 
 static void on_request(struct evhttp_request *req, void *arg)
 {
     oc_metrics_t *m = arg;
-    oc_daemon_t *d = m->d;
+    oc_ctx_t *ctx = m->ctx;
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     if (evhttp_request_get_command(req) != EVHTTP_REQ_GET || path == NULL ||
         strcmp(path, "/metrics") != 0) {
@@ -36,18 +39,18 @@ static void on_request(struct evhttp_request *req, void *arg)
         "# HELP objcached_uptime_seconds seconds since objcached started\n"
         "# TYPE objcached_uptime_seconds gauge\n"
         "objcached_uptime_seconds %ld\n",
-        OC_VERSION, (long)(time(NULL) - d->started));
-    oc_stats_write_prometheus(&d->stats, out);
+        OC_VERSION, (long)(time(NULL) - (time_t)ctx->started));
+    oc_stats_write_prometheus(ctx->stats, out);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4; charset=utf-8");
     evhttp_send_reply(req, HTTP_OK, "OK", out);
     evbuffer_free(out);
 }
 
-oc_metrics_t *oc_metrics_new(oc_daemon_t *d, char *err)
+oc_metrics_t *oc_metrics_new(oc_ctx_t *ctx, char *err)
 {
     char host[256];
-    const char *spec = d->conf->metrics_listen;
+    const char *spec = ctx->conf->metrics_listen;
     const char *colon = strrchr(spec, ':');
     if (colon == NULL)
         return oc_fail(err, OC_ECONFIG, "metrics_listen: bad address"), NULL;
@@ -59,8 +62,8 @@ oc_metrics_t *oc_metrics_new(oc_daemon_t *d, char *err)
     oc_metrics_t *m = calloc(1, sizeof(*m));
     if (m == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
-    m->d = d;
-    m->http = evhttp_new(d->base);
+    m->ctx = ctx;
+    m->http = evhttp_new(ctx->base);
     if (m->http == NULL) {
         free(m);
         return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;

@@ -9,11 +9,12 @@
 #ifndef OC_METRICS_H
 #define OC_METRICS_H
 
-#include "oc_daemon.h"
+#include "oc_ctx.h"
+#include "oc_status.h"
 
 typedef struct oc_metrics oc_metrics_t;
 
-oc_metrics_t *oc_metrics_new(oc_daemon_t *d, char *err);
+oc_metrics_t *oc_metrics_new(oc_ctx_t *ctx, char *err);
 void oc_metrics_free(oc_metrics_t *m);
 
 #endif

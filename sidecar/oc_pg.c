@@ -5,8 +5,30 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "oc_gate.h"
 #include "oc_log.h"
+#include "oc_map.h"
 #include "oc_pgconn.h"
+
+typedef struct oc_pg_conn oc_pg_conn_t;
+typedef struct oc_pg_load oc_pg_load_t;
+
+/* One load: its ids (copied, and as the array literal it binds), where it
+ * runs, and whom to tell. */
+struct oc_pg_load {
+    oc_pg_t *pg;
+    size_t model_idx;
+    size_t n;
+    char *ids;      /* the ids, back to back */
+    size_t *id_off; /* [n + 1]: id i is ids[id_off[i] .. id_off[i + 1]) */
+    char *lit;      /* the array literal, e.g. {"1","2"} */
+    oc_pg_done_fn done;
+    void *arg;
+    struct event *deadline;
+    oc_pg_conn_t *conn; /* the connection running it, or NULL if queued */
+    oc_pg_load_t *next;
+    double submitted; /* oc_stats_now() at submit, for load_seconds */
+};
 
 /* One loader connection: which statements it has prepared, what it runs. */
 struct oc_pg_conn {
@@ -23,7 +45,8 @@ struct oc_pg {
     struct event_base *base;
     const oc_conf_t *conf;
     oc_stats_t *stats;
-    char **sql; /* per model */
+    const oc_gate_t *gate; /* test fault points, or NULL */
+    char **sql;            /* per model */
     size_t nsql;
     unsigned gen; /* bumped by a reload: statement names change */
     oc_pg_conn_t *conns;
@@ -33,126 +56,68 @@ struct oc_pg {
 
 static void pg_dispatch(oc_pg_t *pg);
 
-/* ---- SQL ----------------------------------------------------------------- */
-
-static const char *key_sql_type(oc_key_type_t t)
-{
-    static const char *const names[] = {"bigint", "integer", "uuid", "text"};
-    return names[t];
-}
-
-char *oc_pg_load_sql(const oc_model_conf_t *m)
-{
-    /* Identifiers were checked by oc_conf ([A-Za-z_][A-Za-z0-9_]*); quoting
-     * them keeps case and reserved words exact. */
-    size_t cap = 512 + 80 * m->ncolumns;
-    char *sql = malloc(cap);
-    if (sql == NULL)
-        return NULL;
-    size_t off = (size_t)snprintf(sql, cap, "SELECT t.\"%s\"::text, ", m->key_column);
-    if (m->ncolumns == 0) {
-        off += (size_t)snprintf(sql + off, cap - off, "row_to_json(t)::text");
-    } else {
-        off += (size_t)snprintf(sql + off, cap - off,
-                                "(SELECT row_to_json(r) FROM (SELECT ");
-        for (size_t i = 0; i < m->ncolumns; i++)
-            off += (size_t)snprintf(sql + off, cap - off, "%st.\"%s\"", i ? ", " : "",
-                                    m->columns[i]);
-        off += (size_t)snprintf(sql + off, cap - off, ") AS r)::text");
-    }
-    snprintf(sql + off, cap - off,
-             " FROM \"%s\".\"%s\" AS t WHERE t.\"%s\" = ANY($1::%s[])", m->schema,
-             m->table, m->key_column, key_sql_type(m->key_type));
-    return sql;
-}
-
-char *oc_pg_session_sql(const oc_conf_t *conf)
-{
-    char *sql = malloc(512);
-    if (sql == NULL)
-        return NULL;
-    /* timezone is checked by oc_conf to [A-Za-z0-9_/+-]: safe in quotes. */
-    snprintf(sql, 512,
-             "SET TimeZone = '%s'; SET DateStyle = 'ISO, MDY'; "
-             "SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; "
-             "SET bytea_output = 'hex'; SET statement_timeout = %u; "
-             "SET client_connection_check_interval = 1000",
-             conf->timezone, conf->load_timeout_ms);
-    return sql;
-}
-
-char *oc_pg_array_literal(const char *const *items, const size_t *lens, size_t n)
-{
-    size_t cap = 3;
-    for (size_t i = 0; i < n; i++)
-        cap += 2 * lens[i] + 3;
-    char *s = malloc(cap), *p = s;
-    if (s == NULL)
-        return NULL;
-    *p++ = '{';
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            *p++ = ',';
-        *p++ = '"';
-        for (size_t k = 0; k < lens[i]; k++) {
-            if (items[i][k] == '"' || items[i][k] == '\\')
-                *p++ = '\\';
-            *p++ = items[i][k];
-        }
-        *p++ = '"';
-    }
-    *p++ = '}';
-    *p = '\0';
-    return s;
-}
-
-char *oc_pg_array_literal_of(size_t n, oc_pg_item_fn item, const void *arg)
-{
-    if (n == 0)
-        return NULL;
-    const char **items = malloc(n * sizeof(*items));
-    size_t *lens = malloc(n * sizeof(*lens));
-    char *lit = NULL;
-    if (items && lens) {
-        for (size_t i = 0; i < n; i++)
-            item(arg, i, &items[i], &lens[i]);
-        lit = oc_pg_array_literal(items, lens, n);
-    }
-    free(items);
-    free(lens);
-    return lit;
-}
-
 /* ---- loads --------------------------------------------------------------- */
 
-oc_pg_load_t *oc_pg_load_new(size_t model_idx, char *ids, oc_pg_done_fn done, void *arg)
+static void load_free(oc_pg_load_t *l)
 {
-    oc_pg_load_t *l = calloc(1, sizeof(*l));
-    if (l == NULL)
-        return NULL;
-    l->model_idx = model_idx;
-    l->ids = ids;
-    l->done = done;
-    l->arg = arg;
-    return l;
+    if (l->deadline)
+        event_free(l->deadline);
+    free(l->ids);
+    free(l->lit);
+    free(l->id_off);
+    free(l);
 }
 
-void oc_pg_load_free(oc_pg_load_t *load)
+/* rows[i] = the row of id i, matched by the key's text (the first column,
+ * key::text: the canonical form ids are in). Returns OC_ENOMEM if the
+ * matching cannot be done: then nothing may be called absent. */
+static oc_status_t match_rows(const oc_pg_load_t *l, const PGresult *res,
+                              oc_pg_row_t *rows)
 {
-    if (load == NULL)
-        return;
-    if (load->deadline)
-        event_free(load->deadline);
-    free(load->ids);
-    free(load);
+    oc_map_t *byid = oc_map_new(l->n);
+    size_t *dup = malloc(l->n * sizeof(*dup)); /* i -> first index of its id */
+    if (byid == NULL || dup == NULL) {
+        oc_map_free(byid);
+        free(dup);
+        return OC_ENOMEM;
+    }
+    oc_status_t st = OC_OK;
+    for (size_t i = 0; i < l->n && st == OC_OK; i++) {
+        const char *id = l->ids + l->id_off[i];
+        size_t len = l->id_off[i + 1] - l->id_off[i];
+        void *first = oc_map_get(byid, id, len);
+        dup[i] = first ? (uintptr_t)first - 1 : i;
+        if (first == NULL)
+            st = oc_map_put(byid, id, len, (void *)(uintptr_t)(i + 1));
+    }
+    for (int r = 0; st == OC_OK && r < PQntuples(res); r++) {
+        if (PQgetisnull(res, r, 0) || PQgetisnull(res, r, 1))
+            continue;
+        void *v = oc_map_get(byid, PQgetvalue(res, r, 0), (size_t)PQgetlength(res, r, 0));
+        if (v == NULL || rows[(uintptr_t)v - 1].json != NULL)
+            continue;
+        rows[(uintptr_t)v - 1] =
+            (oc_pg_row_t){PQgetvalue(res, r, 1), (size_t)PQgetlength(res, r, 1)};
+    }
+    for (size_t i = 0; st == OC_OK && i < l->n; i++)
+        rows[i] = rows[dup[i]];
+    oc_map_free(byid);
+    free(dup);
+    return st;
 }
 
-/* Hand a load back to its owner; oc_pg forgets it. */
+/* Hand a load's answer to its owner, then free it. */
 static void load_finish(oc_pg_load_t *l, PGresult *res, oc_status_t st, const char *err)
 {
     oc_stats_t *stats = l->pg->stats;
+    oc_pg_row_t *rows = NULL;
     if (l->deadline)
         event_del(l->deadline);
+    if (st == OC_OK && (rows = calloc(l->n ? l->n : 1, sizeof(*rows))) == NULL)
+        st = OC_ENOMEM, err = "out of memory";
+    if (st == OC_OK &&
+        (oc_gate_oom(l->pg->gate, "match_rows") || match_rows(l, res, rows) != OC_OK))
+        st = OC_ENOMEM, err = "out of memory matching rows";
     if (st != OC_OK) {
         stats->pg_errors++;
         stats->models[l->model_idx].pg_errors++;
@@ -160,7 +125,10 @@ static void load_finish(oc_pg_load_t *l, PGresult *res, oc_status_t st, const ch
     if (l->submitted > 0)
         oc_hist_observe(&stats->load_seconds, oc_stats_now() - l->submitted);
     l->conn = NULL;
-    l->done(l, res, st, err, l->arg);
+    l->done(st == OC_OK ? rows : NULL, l->n, st, err, l->arg);
+    free(rows);
+    PQclear(res);
+    load_free(l);
 }
 
 static void queue_remove(oc_pg_t *pg, oc_pg_load_t *l)
@@ -215,12 +183,10 @@ static void load_deadline_cb(evutil_socket_t fd, short what, void *arg)
     load_finish(l, NULL, OC_ETIMEOUT, "load timed out");
 }
 
-void oc_pg_submit(oc_pg_t *pg, oc_pg_load_t *l)
+static void load_submit(oc_pg_t *pg, oc_pg_load_t *l)
 {
     l->pg = pg;
     l->submitted = oc_stats_now();
-    l->next = NULL;
-    l->conn = NULL;
     if (!any_conn_alive(pg)) {
         /* Fail fast: no connection is even trying; waiting helps nobody. */
         char err[OC_ERRLEN + 32];
@@ -229,8 +195,7 @@ void oc_pg_submit(oc_pg_t *pg, oc_pg_load_t *l)
         load_finish(l, NULL, OC_EDB, err);
         return;
     }
-    if (l->deadline == NULL &&
-        (l->deadline = evtimer_new(pg->base, load_deadline_cb, l)) == NULL) {
+    if ((l->deadline = evtimer_new(pg->base, load_deadline_cb, l)) == NULL) {
         load_finish(l, NULL, OC_ENOMEM, "out of memory");
         return;
     }
@@ -243,6 +208,54 @@ void oc_pg_submit(oc_pg_t *pg, oc_pg_load_t *l)
         pg->queue_head = l;
     pg->queue_tail = l;
     pg_dispatch(pg);
+}
+
+/* The load's own copy of the ids, and the literal that binds them. */
+static oc_status_t load_copy_ids(oc_pg_load_t *l, oc_sql_item_fn id, const void *id_arg)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        const char *p;
+        size_t len;
+        id(id_arg, i, &p, &len);
+        bytes += len;
+    }
+    l->ids = malloc(bytes ? bytes : 1);
+    l->id_off = malloc((l->n + 1) * sizeof(*l->id_off));
+    l->lit = oc_sql_array_of(l->n, id, id_arg);
+    if (l->ids == NULL || l->id_off == NULL || l->lit == NULL)
+        return OC_ENOMEM;
+    size_t off = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        const char *p;
+        size_t len;
+        id(id_arg, i, &p, &len);
+        memcpy(l->ids + off, p, len);
+        l->id_off[i] = off;
+        off += len;
+    }
+    l->id_off[l->n] = off;
+    return OC_OK;
+}
+
+void oc_pg_load(oc_pg_t *pg, size_t model_idx, size_t n, oc_sql_item_fn id,
+                const void *id_arg, oc_pg_done_fn done, void *arg)
+{
+    oc_pg_load_t *l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        done(NULL, n, OC_ENOMEM, "out of memory", arg);
+        return;
+    }
+    l->pg = pg;
+    l->model_idx = model_idx;
+    l->n = n;
+    l->done = done;
+    l->arg = arg;
+    if (n == 0 || load_copy_ids(l, id, id_arg) != OC_OK) {
+        load_finish(l, NULL, n ? OC_ENOMEM : OC_EINVAL, n ? "out of memory" : "no ids");
+        return;
+    }
+    load_submit(pg, l);
 }
 
 /* ---- connections ----------------------------------------------------------- */
@@ -298,7 +311,7 @@ static void conn_run(oc_pg_conn_t *c)
         st = oc_pgconn_prepare(c->pc, name, c->pg->sql[l->model_idx], conn_prepare_done,
                                c);
     } else {
-        const char *params[1] = {l->ids};
+        const char *params[1] = {l->lit};
         st = oc_pgconn_query_prepared(c->pc, name, 1, params, conn_query_done, c);
         if (st == OC_OK) {
             c->pg->stats->pg_queries++;
@@ -367,7 +380,7 @@ oc_status_t oc_pg_reconfigure(oc_pg_t *pg, const oc_conf_t *conf, char *err)
     unsigned char **flags = calloc(pg->nconns, sizeof(*flags));
     int ok = sql != NULL && flags != NULL;
     for (size_t i = 0; ok && i < conf->nmodels; i++)
-        ok = (sql[i] = oc_pg_load_sql(&conf->models[i])) != NULL;
+        ok = (sql[i] = oc_sql_load(&conf->models[i])) != NULL;
     for (size_t i = 0; ok && i < pg->nconns; i++)
         ok = (flags[i] = calloc(conf->nmodels ? conf->nmodels : 1, 1)) != NULL;
     if (!ok) {
@@ -395,7 +408,7 @@ oc_status_t oc_pg_reconfigure(oc_pg_t *pg, const oc_conf_t *conf, char *err)
 }
 
 oc_pg_t *oc_pg_new(struct event_base *base, const oc_conf_t *conf, oc_stats_t *stats,
-                   char *err)
+                   const oc_gate_t *gate, char *err)
 {
     oc_pg_t *pg = calloc(1, sizeof(*pg));
     char *setup = NULL;
@@ -404,14 +417,15 @@ oc_pg_t *oc_pg_new(struct event_base *base, const oc_conf_t *conf, oc_stats_t *s
     pg->base = base;
     pg->conf = conf;
     pg->stats = stats;
+    pg->gate = gate;
     pg->sql = calloc(conf->nmodels, sizeof(char *));
     pg->conns = calloc(conf->pg_connections, sizeof(*pg->conns));
-    setup = oc_pg_session_sql(conf);
+    setup = oc_sql_session(conf);
     if (pg->sql == NULL || pg->conns == NULL || setup == NULL)
         goto nomem;
     pg->nsql = conf->nmodels;
     for (size_t i = 0; i < conf->nmodels; i++)
-        if ((pg->sql[i] = oc_pg_load_sql(&conf->models[i])) == NULL)
+        if ((pg->sql[i] = oc_sql_load(&conf->models[i])) == NULL)
             goto nomem;
     pg->nconns = conf->pg_connections;
     static const oc_pgconn_hooks_t hooks = {.up = conn_up, .down = conn_down};

@@ -1,48 +1,75 @@
 #include "oc_req.h"
 
-#include <event2/buffer.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "oc_conf.h"
 #include "oc_entry.h"
+#include "oc_fill.h"
 #include "oc_key.h"
 #include "oc_log.h"
 #include "oc_map.h"
 #include "oc_mc.h"
-#include "oc_mcproto.h"
+#include "oc_stats.h"
 
-/* How gets read memcached: see oc_req_start. The share of gets with a miss
- * is averaged over about OC_REQ_MISS_WINDOW gets. */
+/* How gets read memcached: see req_read. The share of gets with a miss is
+ * averaged over about OC_REQ_MISS_WINDOW gets. */
 #define OC_REQ_MG_ABOVE    0.5
 #define OC_REQ_MISS_WINDOW 32.0
 
-struct oc_req {
-    oc_daemon_t *d;
-    void *conn; /* NULL once detached */
-    oc_req_reply_fn reply;
-    int gets;
-    int meta;              /* an mg: reply VA/HD/EN */
-    unsigned meta_flags;   /* OC_META_* */
-    char opaque[40];       /* mg's O token, NUL-terminated */
-    size_t nslots;         /* keys as asked, duplicates included */
-    const char **slot_key; /* client key bytes (in arena) */
-    size_t *slot_len;
-    uint32_t *slot_ukey; /* index into ukeys */
-    size_t nukeys;
-    oc_ukey_t *ukeys;
-    size_t pending;                  /* unique keys not resolved yet */
-    oc_mc_job_t *mcjob;              /* hits point into its arena */
-    uint64_t mget_seq;               /* order of its memcached multi-get */
-    double started;                  /* oc_stats_now() at start */
-    oc_req_t *mget_prev, *mget_next; /* d->mget_head list while waiting */
-    char err[OC_ERRLEN];             /* first load error */
-    char *arena;
+struct oc_reqs {
+    oc_ctx_t *ctx;
+    double miss_share; /* moving average: share of recent gets with a miss */
 };
 
-static void req_free(oc_req_t *r)
+/* One unique cache key of a request. The waiter is what oc_fill sees. */
+typedef struct oc_ukey {
+    oc_fill_waiter_t w; /* ckey, model, what the read found; fill's link */
+    oc_req_t *req;
+    oc_get_state_t state;
+    const char *data;
+    size_t len;
+    uint64_t cas;
+    oc_blob_t *blob; /* reference held when data came from a load */
+} oc_ukey_t;
+
+struct oc_req {
+    oc_ctx_t *ctx;
+    oc_req_done_fn done; /* NULL once detached */
+    void *arg;
+    size_t nslots;        /* keys as asked, duplicates included */
+    oc_get_item_t *items; /* [nslots]: key echo, then the answer */
+    uint32_t *slot_ukey;  /* [nslots]: index into ukeys */
+    size_t nukeys;
+    oc_ukey_t *ukeys;
+    size_t pending;     /* unique keys not resolved yet */
+    oc_mc_job_t *mcjob; /* hits point into its arena */
+    oc_fill_read_t read;
+    double started;      /* oc_stats_now() at start */
+    char err[OC_ERRLEN]; /* first load error */
+    oc_get_result_t result;
+    char *arena; /* client keys and cache keys */
+};
+
+oc_reqs_t *oc_reqs_new(oc_ctx_t *ctx, char *err)
 {
+    oc_reqs_t *rs = calloc(1, sizeof(*rs));
+    if (rs == NULL)
+        return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
+    rs->ctx = ctx;
+    return rs;
+}
+
+void oc_reqs_free(oc_reqs_t *rs)
+{
+    free(rs);
+}
+
+void oc_req_free(oc_req_t *r)
+{
+    if (r == NULL)
+        return;
     for (size_t i = 0; i < r->nukeys; i++)
         oc_blob_unref(r->ukeys[i].blob);
     oc_mc_job_free(r->mcjob);
@@ -50,295 +77,171 @@ static void req_free(oc_req_t *r)
     free(r);
 }
 
-/* The return flags of a meta reply, in a fixed order. */
-static void meta_ret_flags(const oc_req_t *r, const oc_ukey_t *uk, struct evbuffer *out)
+void oc_req_detach(oc_req_t *req)
 {
-    unsigned f = r->meta_flags;
-    if (f & OC_META_F)
-        evbuffer_add(out, " f0", 3);
-    if (f & OC_META_S && uk->state == OC_UK_FOUND)
-        evbuffer_add_printf(out, " s%zu", uk->len);
-    if (f & OC_META_C && uk->state == OC_UK_FOUND)
-        evbuffer_add_printf(out, " c%" PRIu64, uk->cas);
-    if (f & OC_META_T)
-        evbuffer_add(out, " t-1", 4); /* objcached does not track TTLs */
-    if (f & OC_META_K) {
-        evbuffer_add(out, " k", 2);
-        evbuffer_add(out, r->slot_key[0], r->slot_len[0]);
-        if (f & OC_META_B)
-            evbuffer_add(out, " b", 2);
-    }
-    if (f & OC_META_O)
-        evbuffer_add_printf(out, " O%s", r->opaque);
+    req->done = NULL;
 }
 
-/* mg: VA <len> <flags> + data, HD <flags> without v, EN when absent. */
-static void req_write_meta(oc_req_t *r, struct evbuffer *out)
+const oc_get_result_t *oc_req_result(const oc_req_t *req)
 {
-    const oc_ukey_t *uk = &r->ukeys[r->slot_ukey[0]];
-    if (uk->state != OC_UK_FOUND) {
-        if (!(r->meta_flags & OC_META_Q))
-            evbuffer_add(out, "EN\r\n", 4);
-        return;
-    }
-    if (r->meta_flags & OC_META_V)
-        evbuffer_add_printf(out, "VA %zu", uk->len);
-    else
-        evbuffer_add(out, "HD", 2);
-    meta_ret_flags(r, uk, out);
-    evbuffer_add(out, "\r\n", 2);
-    if (r->meta_flags & OC_META_V) {
-        evbuffer_add(out, uk->data, uk->len);
-        evbuffer_add(out, "\r\n", 2);
-    }
+    return &req->result;
 }
 
-static void req_write_reply(oc_req_t *r, struct evbuffer *out)
-{
-    oc_stats_t *st = &r->d->stats;
-    for (size_t i = 0; i < r->nukeys; i++)
-        if (r->ukeys[i].state == OC_UK_ERROR) {
-            evbuffer_add_printf(out, "SERVER_ERROR load failed: %s\r\n", r->err);
-            st->server_errors++;
-            return;
-        }
-    st->cmd_get++;
-    if (r->meta) {
-        req_write_meta(r, out);
-        return;
-    }
-    /* One get may name one big object many times: bound the reply before
-     * building it, as the output cap is only checked between commands. Per
-     * value: "VALUE ", the key, " 0 ", its length and cas (<= 20 digits
-     * each, a space between) and two \r\n. */
-    uint64_t size = 5;
-    for (size_t i = 0; i < r->nslots; i++) {
-        const oc_ukey_t *uk = &r->ukeys[r->slot_ukey[i]];
-        if (uk->state == OC_UK_FOUND)
-            size += uk->len + r->slot_len[i] + 56;
-    }
-    if (size > r->d->conf->max_reply) {
-        evbuffer_add_printf(
-            out, "SERVER_ERROR reply too large (%" PRIu64 " bytes, max %u)\r\n", size,
-            r->d->conf->max_reply);
-        st->server_errors++;
-        return;
-    }
-    /* Written in one extent of the output buffer: no printf per value. */
-    struct evbuffer_iovec v;
-    if (evbuffer_reserve_space(out, (ev_ssize_t)size, &v, 1) < 1 || v.iov_len < size) {
-        evbuffer_add_printf(out, "SERVER_ERROR out of memory\r\n");
-        st->server_errors++;
-        return;
-    }
-    char *p = v.iov_base;
-    for (size_t i = 0; i < r->nslots; i++) {
-        const oc_ukey_t *uk = &r->ukeys[r->slot_ukey[i]];
-        if (uk->state != OC_UK_FOUND)
-            continue;
-        p = oc_mcp_put(p, "VALUE ", 6);
-        p = oc_mcp_put(p, r->slot_key[i], r->slot_len[i]);
-        p = oc_mcp_put(p, " 0 ", 3);
-        p += oc_key_format_u64(p, uk->len);
-        if (r->gets) {
-            *p++ = ' ';
-            p += oc_key_format_u64(p, uk->cas);
-        }
-        p = oc_mcp_put(p, "\r\n", 2);
-        p = oc_mcp_put(p, uk->data, uk->len);
-        p = oc_mcp_put(p, "\r\n", 2);
-    }
-    p = oc_mcp_put(p, "END\r\n", 5);
-    v.iov_len = (size_t)(p - (char *)v.iov_base);
-    evbuffer_commit_space(out, &v, 1);
-}
-
+/* Every unique key is resolved: the result, then done. */
 static void req_finish(oc_req_t *r)
 {
-    oc_hist_observe(&r->d->stats.request_seconds, oc_stats_now() - r->started);
+    oc_stats_t *st = r->ctx->stats;
+    oc_hist_observe(&st->request_seconds, oc_stats_now() - r->started);
     for (size_t i = 0; i < r->nukeys; i++)
-        if (r->ukeys[i].state == OC_UK_ABSENT)
-            r->d->stats.get_absent++;
-    if (r->conn) {
-        struct evbuffer *out = evbuffer_new();
-        if (out) {
-            req_write_reply(r, out);
-            r->reply(r->conn, out);
-            evbuffer_free(out);
-        } else {
-            r->reply(r->conn, NULL);
-        }
+        st->get_absent += r->ukeys[i].state == OC_GET_ABSENT;
+    for (size_t i = 0; i < r->nslots; i++) {
+        const oc_ukey_t *uk = &r->ukeys[r->slot_ukey[i]];
+        oc_get_item_t *it = &r->items[i];
+        it->state = uk->state;
+        it->data = uk->data;
+        it->len = uk->len;
+        it->cas = uk->cas;
     }
-    req_free(r);
+    r->result = (oc_get_result_t){r->nslots, r->items, r->err[0] ? r->err : NULL};
+    if (r->done)
+        r->done(r, r->arg);
+    else
+        oc_req_free(r);
 }
 
-void oc_req_key_done(oc_ukey_t *uk, oc_ukey_state_t state, oc_blob_t *blob,
-                     const char *err)
+static void key_resolved(oc_req_t *r)
 {
+    if (--r->pending == 0)
+        req_finish(r);
+}
+
+/* oc_fill answers a missed key. */
+static void ukey_filled(oc_fill_waiter_t *w, oc_get_state_t state, oc_blob_t *blob,
+                        const char *err)
+{
+    oc_ukey_t *uk = (oc_ukey_t *)w; /* w is the first member */
     oc_req_t *r = uk->req;
     uk->state = state;
-    if (state == OC_UK_FOUND) {
+    if (state == OC_GET_FOUND) {
         uk->blob = oc_blob_ref(blob);
         uk->data = blob->data;
         uk->len = blob->len;
         uk->cas = 0;
-    } else if (state == OC_UK_ERROR && r->err[0] == '\0') {
+    } else if (state == OC_GET_ERROR && r->err[0] == '\0') {
         snprintf(r->err, sizeof(r->err), "%s", err ? err : "unknown error");
     }
-    if (--r->pending == 0)
-        req_finish(r);
-}
-
-void oc_req_detach(oc_req_t *req)
-{
-    req->conn = NULL;
+    key_resolved(r);
 }
 
 /* ---- memcached answer ------------------------------------------------------ */
 
-uint64_t oc_req_oldest_mget(const oc_daemon_t *d)
+/* What the read found for uk: resolved now (1), or a miss (0). */
+static int ukey_read(oc_req_t *r, oc_ukey_t *uk, const oc_mc_job_t *job, size_t i)
 {
-    return d->mget_head ? d->mget_head->mget_seq : UINT64_MAX;
+    const oc_mc_hit_t *h = &job->hits[i];
+    oc_entry_class_t c = oc_entry_classify(h);
+    oc_stats_t *st = r->ctx->stats;
+    if (c == OC_EC_OBJECT) {
+        uk->state = OC_GET_FOUND;
+        uk->data = job->arena + h->off;
+        uk->len = h->len;
+        uk->cas = h->cas;
+    } else if (c == OC_EC_ABSENT) {
+        uk->state = OC_GET_ABSENT;
+    } else {
+        uk->w.read_seq = r->read.seq;
+        uk->w.read = c;
+        uk->w.lease_cas = h->cas;
+        st->models[uk->w.model_idx].get_misses++;
+        return 0;
+    }
+    st->get_hits++;
+    st->models[uk->w.model_idx].get_hits++;
+    return 1;
 }
 
-static void mget_list_add(oc_daemon_t *d, oc_req_t *r)
-{
-    r->mget_seq = ++d->mget_seq;
-    r->mget_prev = d->mget_tail;
-    r->mget_next = NULL;
-    if (d->mget_tail)
-        d->mget_tail->mget_next = r;
-    else
-        d->mget_head = r;
-    d->mget_tail = r;
-}
-
-static void mget_list_remove(oc_daemon_t *d, oc_req_t *r)
-{
-    if (r->mget_prev)
-        r->mget_prev->mget_next = r->mget_next;
-    else
-        d->mget_head = r->mget_next;
-    if (r->mget_next)
-        r->mget_next->mget_prev = r->mget_prev;
-    else
-        d->mget_tail = r->mget_prev;
-    r->mget_prev = r->mget_next = NULL;
-}
-
-static void req_mc_done(oc_mc_job_t *job, void *arg)
+static void req_read_done(oc_mc_job_t *job, void *arg)
 {
     oc_req_t *r = arg;
-    oc_daemon_t *d = r->d;
-    mget_list_remove(d, r);
+    oc_ctx_t *ctx = r->ctx;
     if (job->errors) {
-        d->stats.mc_errors++;
+        ctx->stats->mc_errors++;
         oc_log_debug("event=mc_get_error errors=%zu reason=\"%s\"", job->errors,
                      job->err);
     }
-    /* Hold one pending count across this function, so keys resolved here
-     * (out of memory, or answered by a fill) cannot finish and free the
-     * request under our feet. */
-    r->pending++;
-    oc_ukey_t **misses = malloc(r->nukeys * sizeof(*misses));
+    /* The read's own pending count (see oc_req_start) is held across this
+     * function, so keys resolved here cannot finish and free the request
+     * under our feet. */
+    oc_fill_waiter_t **misses = malloc(r->nukeys * sizeof(*misses));
     size_t nmiss = 0;
     for (size_t i = 0; i < r->nukeys; i++) {
         oc_ukey_t *uk = &r->ukeys[i];
-        const oc_mc_hit_t *h = &job->hits[i];
-        oc_entry_kind_t kind = h->found ? oc_entry_kind(h->flags) : OC_ENTRY_NONE;
-        if (kind == OC_ENTRY_OBJECT) {
-            uk->state = OC_UK_FOUND;
-            uk->data = job->arena + h->off;
-            uk->len = h->len;
-            uk->cas = h->cas;
-        } else if (kind == OC_ENTRY_MISSING || kind == OC_ENTRY_TOMBSTONE) {
-            uk->state = OC_UK_ABSENT;
+        if (ukey_read(r, uk, job, i)) {
+            r->pending--;
         } else if (misses) {
-            uk->read_seq = r->mget_seq;
-            /* A lease this read found: a meta get says so (h->lease); a
-             * multi-get shows memcached's lease as an empty item, and an
-             * older sidecar's as a LEASE entry. */
-            int held = kind == OC_ENTRY_LEASE ||
-                       (h->found && oc_entry_is_mc_lease(h->flags, h->len));
-            uk->lease = held ? OC_MC_LEASE_HELD : h->lease;
-            uk->lease_cas = h->cas;
-            uk->mc_error = h->error;
-            misses[nmiss++] = uk;
-            d->stats.models[uk->model_idx].get_misses++;
-            continue;
+            misses[nmiss++] = &uk->w;
         } else {
-            oc_req_key_done(uk, OC_UK_ERROR, NULL, "out of memory");
-            continue;
+            ukey_filled(&uk->w, OC_GET_ERROR, NULL, "out of memory");
         }
-        d->stats.get_hits++;
-        d->stats.models[uk->model_idx].get_hits++;
-        r->pending--;
     }
-    d->stats.get_misses += nmiss;
-    d->miss_share += ((nmiss > 0) - d->miss_share) / OC_REQ_MISS_WINDOW;
+    ctx->stats->get_misses += nmiss;
+    oc_reqs_t *rs = ctx->reqs;
+    rs->miss_share += ((nmiss > 0) - rs->miss_share) / OC_REQ_MISS_WINDOW;
+    oc_fills_t *fs = ctx->fills;
     if (nmiss)
-        oc_fill_misses(d, misses, nmiss);
+        oc_fill_misses(fs, misses, nmiss);
     free(misses);
-    if (--r->pending == 0)
-        req_finish(r);
-    /* After this get's misses joined their fills, older fills may go. */
-    oc_fill_retire(d);
+    /* After this read's misses joined their fills, older fills may go
+     * (read_end may free r through key_resolved below: read first). */
+    oc_fill_read_end(fs, &r->read);
+    key_resolved(r);
 }
 
 /* ---- start ----------------------------------------------------------------- */
 
-static oc_req_t *req_alloc(const oc_cmd_t *cmd, const oc_token_t *echo, size_t prefix_len)
+static oc_req_t *req_alloc(size_t n, const oc_token_t *echo)
 {
-    size_t n = cmd->nkeys, bytes = 1;
+    size_t bytes = 1;
     for (size_t i = 0; i < n; i++)
-        bytes += echo[i].len;
-    /* per key: the client key, then its cache key (never over OC_KEY_MAX,
-     * but written with a cap of OC_KEY_MAX + 1) */
-    (void)prefix_len;
-    for (size_t i = 0; i < n; i++)
-        bytes += OC_KEY_MAX + 1;
-    size_t sz = sizeof(oc_req_t) + n * (sizeof(oc_ukey_t) + sizeof(char *) +
-                                        sizeof(size_t) + sizeof(uint32_t));
+        bytes += echo[i].len + OC_KEY_MAX + 1; /* the client key, its cache key */
+    size_t sz = sizeof(oc_req_t) +
+                n * (sizeof(oc_ukey_t) + sizeof(oc_get_item_t) + sizeof(uint32_t));
     oc_req_t *r = calloc(1, sz);
     if (r == NULL)
         return NULL;
-    r->arena = malloc(bytes);
-    if (r->arena == NULL) {
+    if ((r->arena = malloc(bytes)) == NULL) {
         free(r);
         return NULL;
     }
     r->ukeys = (oc_ukey_t *)(r + 1);
-    r->slot_key = (const char **)(r->ukeys + n);
-    r->slot_len = (size_t *)(r->slot_key + n);
-    r->slot_ukey = (uint32_t *)(r->slot_len + n);
+    r->items = (oc_get_item_t *)(r->ukeys + n);
+    r->slot_ukey = (uint32_t *)(r->items + n);
     return r;
 }
 
 /* Parse every key into slots and unique cache keys. */
-static oc_status_t req_parse_keys(oc_req_t *r, const oc_cmd_t *cmd,
-                                  const oc_token_t *echo, char *err)
+static oc_status_t req_parse_keys(oc_req_t *r, const oc_token_t *keys,
+                                  const oc_token_t *echo, size_t n, char *err)
 {
-    oc_daemon_t *d = r->d;
-    const char *prefix = d->conf->key_prefix;
-    oc_map_t *seen = cmd->nkeys > 1 ? oc_map_new(cmd->nkeys) : NULL;
-    if (cmd->nkeys > 1 && seen == NULL)
+    oc_ctx_t *ctx = r->ctx;
+    const char *prefix = ctx->conf->key_prefix;
+    oc_map_t *seen = n > 1 ? oc_map_new(n) : NULL;
+    if (n > 1 && seen == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory");
     char *a = r->arena;
     oc_status_t st = OC_OK;
-    for (size_t i = 0; i < cmd->nkeys; i++) {
-        const oc_token_t *t = &cmd->keys[i];
+    for (size_t i = 0; i < n; i++) {
         oc_key_t k;
-        st = oc_key_parse(d->conf, t->p, t->len, d->max_key_len, &k, err);
+        st = oc_key_parse(ctx->conf, keys[i].p, keys[i].len, ctx->max_key_len, &k, err);
         if (st != OC_OK)
             goto done;
         memcpy(a, echo[i].p, echo[i].len);
-        r->slot_key[i] = a;
-        r->slot_len[i] = echo[i].len;
+        r->items[i] = (oc_get_item_t){.key = a, .klen = echo[i].len};
         a += echo[i].len;
         char *ck = a;
         size_t canon_off;
         size_t cklen =
-            oc_key_cache_key(prefix, k.model->name, d->model_gen[k.model_idx], k.canon,
+            oc_key_cache_key(prefix, k.model->name, ctx->model_gen[k.model_idx], k.canon,
                              k.canon_len, ck, OC_KEY_MAX + 1, &canon_off);
         a += cklen + 1;
         void *prev = seen ? oc_map_get(seen, ck, cklen) : NULL;
@@ -348,72 +251,76 @@ static oc_status_t req_parse_keys(oc_req_t *r, const oc_cmd_t *cmd,
         }
         oc_ukey_t *uk = &r->ukeys[r->nukeys];
         *uk = (oc_ukey_t){.req = r,
-                          .ckey = ck,
-                          .ckey_len = cklen,
-                          .model_idx = k.model_idx,
-                          .canon_off = canon_off};
+                          .w = {.ckey = ck,
+                                .ckey_len = cklen,
+                                .canon_off = canon_off,
+                                .model_idx = k.model_idx,
+                                .done = ukey_filled}};
         r->slot_ukey[i] = (uint32_t)r->nukeys++;
         if (seen && oc_map_put(seen, ck, cklen, (void *)(uintptr_t)r->nukeys) != OC_OK) {
             st = oc_fail(err, OC_ENOMEM, "out of memory");
             goto done;
         }
     }
-    r->nslots = cmd->nkeys;
+    r->nslots = n;
 done:
     oc_map_free(seen);
     return st;
 }
 
-oc_status_t oc_req_start(oc_daemon_t *d, const oc_cmd_t *cmd, const oc_token_t *echo,
-                         void *conn, oc_req_reply_fn reply, oc_req_t **out, char *err)
+/* Send the request's read: when most gets miss something, each key is read
+ * with a meta get that takes a miss's lease in the same round trip (one
+ * round trip less per cold get); when most hit, one multi-get per server is
+ * cheaper for memcached and for us, and the few misses take their lease
+ * after (oc_fill). */
+static oc_status_t req_read(oc_req_t *r, char *err)
 {
-    if (echo == NULL)
-        echo = cmd->keys;
-    *out = NULL;
-    if (cmd->nkeys > d->conf->max_keys)
-        return oc_fail(err, OC_ETOOBIG, "too many keys (max %u)", d->conf->max_keys);
-    oc_req_t *r = req_alloc(cmd, echo, strlen(d->conf->key_prefix));
-    if (r == NULL)
+    oc_ctx_t *ctx = r->ctx;
+    r->mcjob = oc_mc_job_new_get(r->nukeys, req_read_done, r);
+    if (r->mcjob == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory");
-    r->d = d;
-    r->conn = conn;
-    r->reply = reply;
-    r->gets = (cmd->type == OC_CMD_GETS);
-    r->meta = (cmd->type == OC_CMD_MG);
-    r->meta_flags = cmd->meta.flags;
-    snprintf(r->opaque, sizeof(r->opaque), "%.*s", (int)cmd->meta.opaque.len,
-             cmd->meta.opaque.p);
-    oc_status_t st = req_parse_keys(r, cmd, echo, err);
-    if (st != OC_OK)
-        goto fail;
-    r->mcjob = oc_mc_job_new_get(r->nukeys, req_mc_done, r);
-    if (r->mcjob == NULL) {
-        st = oc_fail(err, OC_ENOMEM, "out of memory");
-        goto fail;
-    }
-    /* When most gets miss something, each key is read with a meta get that
-     * takes a miss's lease in the same round trip (one round trip less per
-     * cold get); when most hit, one multi-get per server is cheaper for
-     * memcached and for us, and the few misses take their lease after. */
-    if (d->miss_share > OC_REQ_MG_ABOVE) {
-        r->mcjob->lease_ttl_s = d->lease_ttl_s;
-        d->stats.mc_gets_leasing++;
+    if (ctx->reqs->miss_share > OC_REQ_MG_ABOVE) {
+        r->mcjob->lease_ttl_s = ctx->lease_ttl_s;
+        ctx->stats->mc_gets_leasing++;
     }
     for (size_t i = 0; i < r->nukeys; i++) {
-        r->mcjob->keys[i] = r->ukeys[i].ckey;
-        r->mcjob->key_lens[i] = r->ukeys[i].ckey_len;
+        r->mcjob->keys[i] = r->ukeys[i].w.ckey;
+        r->mcjob->key_lens[i] = r->ukeys[i].w.ckey_len;
     }
-    r->pending = r->nukeys;
+    ctx->stats->mc_gets++;
+    oc_fill_read_begin(ctx->fills, &r->read);
+    oc_mc_submit(ctx->mc, r->mcjob);
+    return OC_OK;
+}
+
+oc_status_t oc_req_start(oc_ctx_t *ctx, const oc_token_t *keys, const oc_token_t *echo,
+                         size_t n, oc_req_done_fn done, void *arg, oc_req_t **out,
+                         char *err)
+{
+    if (echo == NULL)
+        echo = keys;
+    *out = NULL;
+    if (n > ctx->conf->max_keys)
+        return oc_fail(err, OC_ETOOBIG, "too many keys (max %u)", ctx->conf->max_keys);
+    oc_req_t *r = req_alloc(n, echo);
+    if (r == NULL)
+        return oc_fail(err, OC_ENOMEM, "out of memory");
+    r->ctx = ctx;
+    r->done = done;
+    r->arg = arg;
+    oc_status_t st = req_parse_keys(r, keys, echo, n, err);
+    if (st != OC_OK)
+        goto fail;
+    r->pending = r->nukeys + 1; /* + the read itself, released in read_done */
     r->started = oc_stats_now();
-    d->stats.get_keys += r->nslots;
+    ctx->stats->get_keys += r->nslots;
     for (size_t i = 0; i < r->nslots; i++)
-        d->stats.models[r->ukeys[r->slot_ukey[i]].model_idx].get_keys++;
-    d->stats.mc_gets++;
+        ctx->stats->models[r->ukeys[r->slot_ukey[i]].w.model_idx].get_keys++;
+    if ((st = req_read(r, err)) != OC_OK)
+        goto fail;
     *out = r;
-    mget_list_add(d, r);
-    oc_mc_submit(d->mc, r->mcjob);
     return OC_OK;
 fail:
-    req_free(r);
+    oc_req_free(r);
     return st;
 }

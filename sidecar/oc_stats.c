@@ -2,6 +2,7 @@
 
 #include <event2/buffer.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -25,6 +26,44 @@ double oc_stats_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int oc_stats_reserve_models(oc_stats_t *st, size_t n)
+{
+    if (n <= st->models_cap)
+        return 0;
+    oc_model_stats_t *m = realloc(st->models, n * sizeof(*m));
+    if (m == NULL)
+        return -1;
+    st->models = m;
+    const char **nm = realloc(st->model_names, n * sizeof(*nm));
+    if (nm == NULL)
+        return -1; /* models grew, harmlessly: the cap says how much */
+    st->model_names = nm;
+    st->models_cap = n;
+    return 0;
+}
+
+void oc_stats_name_model(oc_stats_t *st, size_t i, const char *name)
+{
+    if (i >= st->models_cap)
+        return; /* cannot happen when reserved first */
+    if (i >= st->nmodels) {
+        memset(st->models + st->nmodels, 0, (i + 1 - st->nmodels) * sizeof(*st->models));
+        for (size_t k = st->nmodels; k < i; k++)
+            st->model_names[k] = "";
+        st->nmodels = i + 1;
+    }
+    st->model_names[i] = name;
+}
+
+void oc_stats_free(oc_stats_t *st)
+{
+    free(st->models);
+    free(st->model_names);
+    st->models = NULL;
+    st->model_names = NULL;
+    st->nmodels = st->models_cap = 0;
 }
 
 void oc_stats_reset(oc_stats_t *st)

@@ -62,6 +62,23 @@ struct evbuffer;
     X(inval_lag_ms, GAUGE, "age of the oldest outbox row in the last claim")             \
     X(reloads, COUNTER, "configuration reloads applied (SIGHUP)")                        \
     X(reload_errors, COUNTER, "configuration reloads refused")                           \
+    X(near_serving, GAUGE,                                                               \
+      "1 while the near-cache answers (it has seen every invalidation up to a recent "   \
+      "point)")                                                                          \
+    X(near_entries, GAUGE, "objects and absences held in the near-cache")                \
+    X(near_bytes, GAUGE, "bytes the near-cache holds, overhead included")                \
+    X(near_hits, COUNTER, "keys answered from the near-cache")                           \
+    X(near_misses, COUNTER,                                                              \
+      "keys looked up in the near-cache (while serving) and not there")                  \
+    X(near_stored, COUNTER, "entries put into the near-cache")                           \
+    X(near_door_waits, COUNTER,                                                          \
+      "entries not admitted yet: a key enters the second time it is offered")            \
+    X(near_refused_stale, COUNTER,                                                       \
+      "entries refused: an invalidation of the key came after their read began")         \
+    X(near_evictions, COUNTER, "entries evicted to stay under near_cache_size")          \
+    X(near_expired, COUNTER, "entries dropped at their near_ttl")                        \
+    X(near_invalidations, COUNTER,                                                       \
+      "invalidations applied to the near-cache (keys, models)")                          \
     X(client_errors, COUNTER, "CLIENT_ERROR and ERROR replies sent")                     \
     X(server_errors, COUNTER, "SERVER_ERROR replies sent")
 
@@ -101,13 +118,24 @@ typedef struct oc_stats {
 #undef OC_STATS_FIELD
     oc_hist_t request_seconds; /* get/gets/mg: start to reply */
     oc_hist_t load_seconds;    /* one PostgreSQL load: submit to answer */
-    oc_model_stats_t *models;  /* [nmodels], owned by the daemon */
+    oc_model_stats_t *models;  /* [nmodels] (oc_stats_reserve_models) */
     size_t nmodels;
-    const char *const *model_names; /* [nmodels], the config's */
-    char **mc_names;                /* [nmc] "host:port", owned by the daemon */
-    uint64_t *mc_up;                /* [nmc] 1 if the server answered the last probe */
+    const char **model_names; /* [nmodels], pointing into the config */
+    size_t models_cap;        /* room reserved in both arrays */
+    char **mc_names;          /* [nmc] "host:port", owned by the daemon */
+    uint64_t *mc_up;          /* [nmc] 1 if the server answered the last probe */
     size_t nmc;
 } oc_stats_t;
+
+/* Per-model counters, in two steps so a reload can fail before it
+ * switches: reserve room for n models (may fail: -1), then name them
+ * (cannot fail; i below what was reserved). The name pointers are kept:
+ * they must outlive their use (they point into the configuration).
+ * Counters of models kept keep their values, new ones start at 0; the
+ * arrays never shrink (model indexes are stable, oc_reload.h). */
+int oc_stats_reserve_models(oc_stats_t *st, size_t n);
+void oc_stats_name_model(oc_stats_t *st, size_t i, const char *name);
+void oc_stats_free(oc_stats_t *st); /* what oc_stats_reserve_models allocated */
 
 /* Zero the counters, histograms and model counters; keep the gauges. */
 void oc_stats_reset(oc_stats_t *st);

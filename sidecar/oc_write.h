@@ -17,36 +17,44 @@
  *
  * Both also stop this sidecar's fills under way for the key from writing
  * back (oc_fill_invalidate). The client's flags and exptime are ignored:
- * objects are served with flags 0 and kept for the model's TTL.
+ * objects are served with flags 0 and kept for the model's TTL (with the
+ * key's jitter, oc_entry).
  *
- * Ownership: like oc_req, a write belongs to itself once started; `reply`
- * is called once with the reply line (unless detached via oc_write_detach).
+ * Ownership: a write belongs to itself once started; `done` is called once
+ * (never inside oc_write_push/tombstone) with the typed outcome, unless the
+ * caller detached it (oc_write_detach), and the write frees itself after.
  */
 #ifndef OC_WRITE_H
 #define OC_WRITE_H
 
 #include <stddef.h>
 
-#include "oc_daemon.h"
+#include "oc_ctx.h"
+#include "oc_result.h"
+#include "oc_status.h"
 
-struct evbuffer;
+typedef struct oc_writes oc_writes_t;
 typedef struct oc_write oc_write_t;
-typedef void (*oc_write_reply_fn)(void *conn, const char *line);
+/* err: why, for OC_WRITE_FAILED; valid during the call. */
+typedef void (*oc_write_done_fn)(void *arg, oc_write_outcome_t o, const char *err);
+
+/* The write path's own state: pushes waiting for their check, and the
+ * event that starts the checks. oc_writes_free drops what still waits
+ * (daemon shutdown, after oc_mc and oc_pg are freed: their last callbacks
+ * may queue or end checks). */
+oc_writes_t *oc_writes_new(oc_ctx_t *ctx, char *err);
+void oc_writes_free(oc_writes_t *ws);
 
 /* Validate and start. On a client error returns OC_EINVAL/OC_ETOOBIG with
- * the reason in err and nothing started. `json` is copied. */
-oc_status_t oc_write_push(oc_daemon_t *d, const char *key, size_t klen, const char *json,
-                          size_t len, void *conn, oc_write_reply_fn reply,
-                          oc_write_t **out, char *err);
-oc_status_t oc_write_tombstone(oc_daemon_t *d, const char *key, size_t klen, void *conn,
-                               oc_write_reply_fn reply, oc_write_t **out, char *err);
+ * the reason in err and nothing started; OC_ENOMEM if out of memory. `json`
+ * is copied. */
+oc_status_t oc_write_push(oc_ctx_t *ctx, const char *key, size_t klen, const char *json,
+                          size_t len, oc_write_done_fn done, void *arg, oc_write_t **out,
+                          char *err);
+oc_status_t oc_write_tombstone(oc_ctx_t *ctx, const char *key, size_t klen,
+                               oc_write_done_fn done, void *arg, oc_write_t **out,
+                               char *err);
 void oc_write_detach(oc_write_t *w);
-
-/* The push check's event (d->check_ev); oc_write_free_checks drops the
- * pushes still queued for a check and frees it (daemon shutdown, after
- * oc_mc and oc_pg are freed: their callbacks may queue or end checks). */
-oc_status_t oc_write_init(oc_daemon_t *d, char *err);
-void oc_write_free_checks(oc_daemon_t *d);
 
 /* 1 if json[0..len) is one JSON object; exposed for tests. */
 int oc_write_is_json_object(const char *json, size_t len);

@@ -128,6 +128,29 @@ def test_load_timeout(objcached_factory, pg, ref):
         assert (values, terminal) == (user_values(ref, [170, 171]), b"END")
 
 
+def test_out_of_memory_while_matching_rows_caches_nothing(objcached_factory, mc_pool, ref):
+    """An allocation that fails while a load's rows are matched to its ids
+    (the OBJCACHED_FAULT_OOM fault point) fails the keys with SERVER_ERROR
+    and caches nothing: no key is called absent because objcached could not
+    look (before: a MISSING entry for missing_ttl)."""
+    from consistency import raw_items
+    oc = objcached_factory(env={"OBJCACHED_FAULT_OOM": "match_rows"})
+    assert "event=fault_point name=oom" in oc.log()
+    with oc.client() as c:
+        s0 = c.stats()
+        values, terminal = c.get_multi(["User:1", "User:2"])
+        assert values == [] and terminal.startswith(b"SERVER_ERROR load failed: out of memory")
+        oc.wait_idle()
+        s1 = c.stats()
+        assert moved(s0, s1, "pg_errors", "server_errors", "mc_sets") == \
+            {"pg_errors": 1, "server_errors": 1, "mc_sets": 0}
+        for key in ("oc:User:1", "oc:User:2"):
+            kinds = [kind for _, kind, _ in raw_items(mc_pool, key)]
+            assert set(kinds) <= {"LEASE"}, (key, kinds)  # no object, no MISSING
+        # and the connection goes on serving
+        assert c.version().startswith(b"VERSION")
+
+
 # ---------------------------------------------------------------- memcached down
 
 @pytest.mark.parametrize("how", ["stop", "kill"])

@@ -100,3 +100,60 @@ def test_bad_file_is_refused_and_the_old_config_serves(objcached_factory, ref):
         assert s["reload_errors"] == 2 and s["reloads"] == 0
         # and a good file after bad ones applies
         assert reload(oc, edit(good, "model User", "ttl", "2h"))
+
+
+def help_config(binary):
+    import subprocess
+    out = subprocess.run([binary, "--help-config"], capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[0] == "section\tkey\tdefault\treload"
+    return [tuple(line.split("\t")) for line in lines[1:]]
+
+
+def test_every_restart_key_is_refused_and_every_other_applies(objcached_factory, objcached_bin):
+    """The key table's restart column (objcached --help-config) is what a
+    reload enforces: changing any restart key refuses the file; a reload that
+    changes a reloadable key of the same section applies."""
+    rows = help_config(objcached_bin)
+    restart = [(s, k) for s, k, _, r in rows if r == "restart"]
+    assert {k for _, k in restart} >= {"listen", "conninfo", "load_timeout", "connections"}
+    new_values = {"listen": "127.0.0.1:1", "unix_socket": "/tmp/oc-reload-test.sock",
+                  "metrics_listen": "127.0.0.1:2", "unix_socket_mode": "0600",
+                  "timezone": "Europe/Paris", "user": "nobody", "log_target": "syslog",
+                  "load_timeout": "7s", "conninfo": "dbname=elsewhere", "connections": "5"}
+    assert {k for _, k in restart} == set(new_values), "a new restart key needs a value here"
+    oc = objcached_factory()
+    good = oc.config_text
+    refused = 0
+    for section, key in restart:
+        assert not reload(oc, edit(good, section, key, new_values[key])), key
+        refused += 1
+        assert f"{key} cannot change without a restart" in oc.log()
+    assert oc.stats()["reload_errors"] == refused
+    assert reload(oc, edit(good, "objcached", "max_keys", "77"))
+    with oc.client() as c:
+        assert c.get_multi([f"User:{i}" for i in range(1, 79)])[1] == \
+            b"CLIENT_ERROR too many keys (max 77)"
+
+
+def test_deprecated_key_warns_at_start_reload_and_check(objcached_factory, objcached_bin, tmp_path):
+    import subprocess
+    oc = objcached_factory({"memcached": {"workers": "4"}})
+    assert "event=config_warning" in oc.log() and "workers in [memcached] is deprecated" in oc.log()
+    assert reload(oc, oc.config_text)
+    assert oc.log().count("workers in [memcached] is deprecated") == 2
+    path = tmp_path / "c.ini"
+    path.write_text(oc.config_text)
+    out = subprocess.run([objcached_bin, "--no-db", "--check-config", str(path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0
+    assert "warning: " in out.stdout and "workers in [memcached] is deprecated" in out.stdout
+
+
+def test_stopping_the_consumer_by_reload_drops_its_gauge(objcached_factory):
+    oc = objcached_factory()
+    harness.wait_until(lambda: oc.stats()["inval_connected"] == 1, what="consumer connected")
+    assert reload(oc, edit(oc.config_text, "postgresql", "invalidation_poll", "0"))
+    assert oc.stats()["inval_connected"] == 0
+    assert reload(oc, edit(oc.config_text, "postgresql", "invalidation_poll", "1s"))
+    harness.wait_until(lambda: oc.stats()["inval_connected"] == 1, what="consumer back")

@@ -1307,10 +1307,96 @@ static void test_mutations(void **state)
     oc_conf_free(NULL);
 }
 
+/* Reload: which changes need a restart, from the key table's column. */
+static void test_restart_keys(void **state)
+{
+    (void)state;
+    char err[OC_ERRLEN];
+    static const char base[] = "[objcached]\nlisten = 127.0.0.1:1\n" MC PG MODEL;
+    oc_conf_t *a = load(base, err), *b = load(base, err);
+    assert_non_null(a);
+    assert_null(oc_conf_restart_key(a, b)); /* the same file */
+    oc_conf_free(b);
+    struct {
+        const char *text, *key;
+    } cases[] = {
+        {"[objcached]\nlisten = 127.0.0.1:2\n" MC PG MODEL, "listen"},
+        {"[objcached]\nlisten = 127.0.0.1:1\nunix_socket = /tmp/x\n" MC PG MODEL,
+         "unix_socket"},
+        {"[objcached]\nlisten = 127.0.0.1:1\nload_timeout = 6s\n" MC PG MODEL,
+         "load_timeout"},
+        {"[objcached]\nlisten = 127.0.0.1:1\nuser = nobody\n" MC PG MODEL, "user"},
+        {"[objcached]\nlisten = 127.0.0.1:1\n" MC
+         "[postgresql]\nconninfo = dbname=other\n" MODEL,
+         "conninfo"},
+        {"[objcached]\nlisten = 127.0.0.1:1\n" MC
+         "[postgresql]\nconninfo = dbname=app\nconnections = 3\n" MODEL,
+         "connections"},
+        /* reloadable: no restart */
+        {"[objcached]\nlisten = 127.0.0.1:1\nmax_keys = 9\nlog_level = debug\n"
+         "key_prefix = x:\n" MC PG MODEL,
+         NULL},
+        {"[objcached]\nlisten = 127.0.0.1:1\n[memcached]\nservers = h:1 h:2\n"
+         "io_timeout = 1s\n" PG "[model Other]\ntable = o\n",
+         NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        b = load(cases[i].text, err);
+        assert_non_null(b);
+        const char *k = oc_conf_restart_key(a, b);
+        if (cases[i].key == NULL)
+            assert_null(k);
+        else
+            assert_string_equal(k, cases[i].key);
+        oc_conf_free(b);
+    }
+    oc_conf_free(a);
+}
+
+/* A deprecated key loads, with a warning naming its line. */
+static void test_deprecated_warns(void **state)
+{
+    (void)state;
+    char err[OC_ERRLEN];
+    oc_conf_t *c = load(MC PG MODEL, err);
+    assert_int_equal(c->nwarnings, 0);
+    oc_conf_free(c);
+    c = load("[memcached]\nservers = h:1\nworkers = 4\n" PG MODEL, err);
+    assert_non_null(c);
+    assert_int_equal(c->nwarnings, 1);
+    assert_string_equal(c->warnings[0], "<string>:3: workers in [memcached] is deprecated: "
+                                        "ignored since 0.2: memcached I/O runs on the event "
+                                        "loop");
+    oc_conf_free(c);
+}
+
+/* --help-config: every key once, with its column. */
+static void test_describe(void **state)
+{
+    (void)state;
+    char buf[16384] = "";
+    FILE *f = fmemopen(buf, sizeof(buf) - 1, "w");
+    oc_conf_describe(f);
+    fclose(f);
+    assert_non_null(strstr(buf, "objcached\tlisten\t127.0.0.1:11311\trestart\n"));
+    assert_non_null(strstr(buf, "objcached\tmax_keys\t1024\treload\n"));
+    assert_non_null(strstr(buf, "memcached\tservers\t(required)\treload\n"));
+    assert_non_null(strstr(buf, "memcached\tworkers\t2\tdeprecated\n"));
+    assert_non_null(strstr(buf, "postgresql\tconninfo\t(required)\trestart\n"));
+    assert_non_null(strstr(buf, "model NAME\tversion_column\t(none)\treload\n"));
+    int lines = 0;
+    for (const char *p = buf; *p; p++)
+        lines += *p == '\n';
+    assert_true(lines >= 35);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_restart_keys),
+        cmocka_unit_test(test_deprecated_warns),
+        cmocka_unit_test(test_describe),
         cmocka_unit_test(test_full_file),
         cmocka_unit_test(test_example_file),
         cmocka_unit_test(test_parse_duration),

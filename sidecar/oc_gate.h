@@ -1,0 +1,34 @@
+/*
+ * oc_gate: test-only fault points, read from the environment at start, so
+ * integration tests can put a real daemon into states that are otherwise
+ * a matter of timing or luck. objcached logs a warning at start for each
+ * one set. Never set in production.
+ *
+ *   OBJCACHED_FAULT_FILL_GATE=PATH  every write-back (between the PostgreSQL
+ *       read and the cache write: fills and push checks) is held while PATH
+ *       exists, so a test can land a write in exactly that window.
+ *   OBJCACHED_FAULT_OOM=WHERE[,WHERE]  the allocation at WHERE fails, as if
+ *       out of memory: match_rows (matching a load's rows to its ids).
+ *
+ * Contract: oc_gate_new returns NULL when none is set, and the functions
+ * accept a NULL gate (nothing is ever held or failed). The caller owns
+ * *timer and frees it.
+ */
+#ifndef OC_GATE_H
+#define OC_GATE_H
+
+#include <event2/event.h>
+
+typedef struct oc_gate oc_gate_t;
+
+oc_gate_t *oc_gate_new(struct event_base *base);
+void oc_gate_free(oc_gate_t *g);
+
+/* 1 if the fill gate is closed now: then cb(arg) runs again in 10 ms on
+ * *timer (created on first use); 0 if the write-back may go on. */
+int oc_gate_hold(oc_gate_t *g, struct event **timer, event_callback_fn cb, void *arg);
+
+/* 1 if the allocation at `where` is to fail. */
+int oc_gate_oom(const oc_gate_t *g, const char *where);
+
+#endif

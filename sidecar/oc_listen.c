@@ -1,0 +1,191 @@
+#include "oc_listen.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "oc_conf.h"
+#include "oc_log.h"
+#include "oc_stats.h"
+
+struct oc_listen {
+    oc_ctx_t *ctx;
+    oc_listen_accept_fn accept;
+    void *arg;
+    struct evconnlistener *tcp, *unx;
+    char *unix_path;     /* to unlink at close */
+    struct event *pause; /* out of descriptors: resume accepting */
+};
+
+static void on_accept(struct evconnlistener *el, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    (void)el, (void)sa, (void)salen;
+    oc_listen_t *l = arg;
+    l->accept(l->arg, fd);
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    oc_listen_t *l = arg;
+    if (l->tcp)
+        evconnlistener_enable(l->tcp);
+    if (l->unx)
+        evconnlistener_enable(l->unx);
+}
+
+/* EMFILE and friends: the pending connection stays queued, so the listener
+ * stays readable and would fail again at once. Pause accepting for 100 ms
+ * and log once a pause. */
+static void on_accept_error(struct evconnlistener *el, void *arg)
+{
+    (void)el;
+    oc_listen_t *l = arg;
+    l->ctx->stats->accept_errors++;
+    oc_log_error("event=accept_failed reason=\"%s\" action=\"pausing accepts 100ms\"",
+                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    if (l->tcp)
+        evconnlistener_disable(l->tcp);
+    if (l->unx)
+        evconnlistener_disable(l->unx);
+    struct timeval tv = {0, 100000};
+    if (l->pause == NULL)
+        l->pause = evtimer_new(l->ctx->base, on_resume, l);
+    if (l->pause)
+        evtimer_add(l->pause, &tv);
+}
+
+/* Split "host:port" / "[v6]:port" into its parts. */
+static oc_status_t split_hostport(const char *s, char *host, size_t hcap, char *port,
+                                  size_t pcap, char *err)
+{
+    const char *colon;
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (rb == NULL || rb[1] != ':')
+            return oc_fail(err, OC_ECONFIG, "listen: bad address '%s'", s);
+        snprintf(host, hcap, "%.*s", (int)(rb - s - 1), s + 1);
+        colon = rb + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (colon == NULL)
+            return oc_fail(err, OC_ECONFIG, "listen: bad address '%s'", s);
+        snprintf(host, hcap, "%.*s", (int)(colon - s), s);
+    }
+    snprintf(port, pcap, "%s", colon + 1);
+    return OC_OK;
+}
+
+static oc_status_t listen_tcp(oc_listen_t *l, const char *addr, char *err)
+{
+    char host[256], port[16];
+    if (split_hostport(addr, host, sizeof(host), port, sizeof(port), err) != OC_OK)
+        return OC_ECONFIG;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    int rc = getaddrinfo(host, port, &hints, &ai);
+    if (rc != 0)
+        return oc_fail(err, OC_ECONFIG, "listen %s: %s", addr, gai_strerror(rc));
+    l->tcp = evconnlistener_new_bind(l->ctx->base, on_accept, l,
+                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                         LEV_OPT_CLOSE_ON_EXEC,
+                                     1024, ai->ai_addr, (int)ai->ai_addrlen);
+    freeaddrinfo(ai);
+    if (l->tcp == NULL)
+        return oc_fail(err, OC_EIO, "listen %s: %s", addr, strerror(errno));
+    evconnlistener_set_error_cb(l->tcp, on_accept_error);
+    return OC_OK;
+}
+
+static oc_status_t listen_unix(oc_listen_t *l, const char *path, unsigned mode, char *err)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sun.sun_path))
+        return oc_fail(err, OC_ECONFIG, "unix_socket: path too long");
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+    struct stat sb;
+    /* A socket left by an earlier run is ours to replace; anything else
+     * at that path is not ours to delete. */
+    if (lstat(path, &sb) == 0) {
+        if (!S_ISSOCK(sb.st_mode))
+            return oc_fail(err, OC_ECONFIG, "unix_socket %s exists and is not a socket",
+                           path);
+        unlink(path);
+    }
+    mode_t old = umask(0777 & ~mode);
+    l->unx = evconnlistener_new_bind(l->ctx->base, on_accept, l,
+                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 1024,
+                                     (struct sockaddr *)&sun, (int)sizeof(sun));
+    umask(old);
+    if (l->unx == NULL)
+        return oc_fail(err, OC_EIO, "unix_socket %s: %s", path, strerror(errno));
+    if ((l->unix_path = strdup(path)) == NULL)
+        return oc_fail(err, OC_ENOMEM, "out of memory");
+    if (chmod(path, mode) != 0)
+        return oc_fail(err, OC_EIO, "chmod %s: %s", path, strerror(errno));
+    evconnlistener_set_error_cb(l->unx, on_accept_error);
+    return OC_OK;
+}
+
+oc_listen_t *oc_listen_new(oc_ctx_t *ctx, oc_listen_accept_fn accept, void *arg,
+                           char *err)
+{
+    oc_listen_t *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
+    l->ctx = ctx;
+    l->accept = accept;
+    l->arg = arg;
+    const oc_conf_t *conf = ctx->conf;
+    if ((conf->listen[0] && listen_tcp(l, conf->listen, err) != OC_OK) ||
+        (conf->unix_socket[0] &&
+         listen_unix(l, conf->unix_socket, conf->unix_socket_mode, err) != OC_OK)) {
+        oc_listen_free(l);
+        return NULL;
+    }
+    return l;
+}
+
+oc_status_t oc_listen_chown(oc_listen_t *l, unsigned uid, unsigned gid, char *err)
+{
+    if (l->unix_path && chown(l->unix_path, uid, gid) != 0)
+        return oc_fail(err, OC_EIO, "chown %s: %s", l->unix_path, strerror(errno));
+    return OC_OK;
+}
+
+void oc_listen_close(oc_listen_t *l)
+{
+    if (l == NULL)
+        return;
+    if (l->tcp)
+        evconnlistener_free(l->tcp);
+    l->tcp = NULL;
+    if (l->unx) {
+        evconnlistener_free(l->unx);
+        if (l->unix_path)
+            unlink(l->unix_path);
+    }
+    l->unx = NULL;
+}
+
+void oc_listen_free(oc_listen_t *l)
+{
+    if (l == NULL)
+        return;
+    oc_listen_close(l);
+    if (l->pause)
+        event_free(l->pause);
+    free(l->unix_path);
+    free(l);
+}

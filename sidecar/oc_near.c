@@ -1,0 +1,388 @@
+#include "oc_near.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define NEAR_EPOCH_SLOTS     65536u     /* hashed per-key invalidation epochs */
+#define NEAR_DOOR_BITS       (1u << 20) /* the doorkeeper's bitset: 128 KiB */
+#define NEAR_MALLOC_OVERHEAD 16         /* what glibc adds to each allocation, about */
+#define NEAR_MIN_BUCKETS     1024u
+#define NEAR_MAX_BUCKETS     (1u << 26) /* 512 MiB of buckets: longer chains past it */
+#define NEAR_MODELS_MAX      65536u
+
+typedef struct near_entry near_entry_t;
+struct near_entry {
+    near_entry_t *hnext;       /* hash chain */
+    near_entry_t *prev, *next; /* SIEVE queue: head = newest, tail = oldest */
+    oc_blob_t *blob;           /* NULL: a cached absence */
+    double expires;
+    uint64_t hash;
+    size_t charge; /* bytes counted for it */
+    uint32_t model;
+    uint16_t klen;
+    uint8_t visited;
+    char key[];
+};
+
+struct oc_near {
+    oc_stats_t *stats;
+    size_t limit, bytes; /* bytes: entries' charges + fixed tables */
+    size_t fixed;        /* the tables' own bytes */
+    int serving;
+    near_entry_t **buckets;
+    size_t nbuckets, count;
+    near_entry_t *head, *tail, *hand;
+    uint64_t epoch;
+    uint64_t clear_epoch;
+    uint64_t *key_epoch;   /* [NEAR_EPOCH_SLOTS] */
+    uint64_t *model_epoch; /* [nmodels], grown on demand */
+    size_t nmodels;
+    uint8_t *door;     /* [NEAR_DOOR_BITS / 8] */
+    size_t door_count; /* keys remembered since the last reset */
+};
+
+static uint64_t near_hash(const char *key, size_t len)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a, then a mix for the low bits */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)key[i]) * 1099511628211ull;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return h;
+}
+
+size_t oc_near_charge(size_t klen, size_t vlen, int has_blob)
+{
+    size_t c = sizeof(near_entry_t) + klen + NEAR_MALLOC_OVERHEAD;
+    if (has_blob)
+        c += sizeof(oc_blob_t) + vlen + 1 + NEAR_MALLOC_OVERHEAD;
+    return c;
+}
+
+static void gauges(oc_near_t *n)
+{
+    n->stats->near_entries = n->count;
+    n->stats->near_bytes = n->bytes;
+    n->stats->near_serving = (uint64_t)n->serving;
+}
+
+/* ---- the table and the queue ---------------------------------------------- */
+
+static near_entry_t **bucket_of(oc_near_t *n, uint64_t h)
+{
+    return &n->buckets[h & (n->nbuckets - 1)];
+}
+
+static near_entry_t *find(oc_near_t *n, const char *key, size_t klen, uint64_t h)
+{
+    for (near_entry_t *e = *bucket_of(n, h); e; e = e->hnext)
+        if (e->hash == h && e->klen == klen && memcmp(e->key, key, klen) == 0)
+            return e;
+    return NULL;
+}
+
+static void queue_unlink(oc_near_t *n, near_entry_t *e)
+{
+    if (n->hand == e)
+        n->hand = e->prev; /* the hand moves towards the head */
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        n->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        n->tail = e->prev;
+    e->prev = e->next = NULL;
+}
+
+static void entry_remove(oc_near_t *n, near_entry_t *e)
+{
+    near_entry_t **pp = bucket_of(n, e->hash);
+    while (*pp != e)
+        pp = &(*pp)->hnext;
+    *pp = e->hnext;
+    queue_unlink(n, e);
+    n->count--;
+    n->bytes -= e->charge;
+    oc_blob_unref(e->blob);
+    free(e);
+}
+
+/* Double the buckets when the chains get long (load factor 2). */
+static void maybe_grow(oc_near_t *n)
+{
+    if (n->nbuckets == 0 || n->nbuckets >= NEAR_MAX_BUCKETS || n->count < n->nbuckets * 2)
+        return;
+    size_t nb = n->nbuckets * 2;
+    near_entry_t **b = nb > n->nbuckets ? calloc(nb, sizeof(*b)) : NULL;
+    if (b == NULL)
+        return; /* longer chains, still correct */
+    for (size_t i = 0; i < n->nbuckets; i++)
+        for (near_entry_t *e = n->buckets[i], *next; e; e = next) {
+            next = e->hnext;
+            e->hnext = b[e->hash & (nb - 1)];
+            b[e->hash & (nb - 1)] = e;
+        }
+    free(n->buckets);
+    n->fixed += (nb - n->nbuckets) * sizeof(*b);
+    n->bytes += (nb - n->nbuckets) * sizeof(*b);
+    n->buckets = b;
+    n->nbuckets = nb;
+}
+
+/* SIEVE: from the hand (or the tail), clear visited bits until an
+ * unvisited entry is found, and evict it. */
+static void evict_one(oc_near_t *n)
+{
+    near_entry_t *e = n->hand ? n->hand : n->tail;
+    while (e && e->visited) {
+        e->visited = 0;
+        e = e->prev ? e->prev : n->tail;
+    }
+    if (e == NULL)
+        return;
+    n->hand = e->prev;
+    entry_remove(n, e);
+    n->stats->near_evictions++;
+}
+
+static void evict_to(oc_near_t *n, size_t target)
+{
+    while (n->bytes > target && n->count > 0)
+        evict_one(n);
+}
+
+/* ---- admission -------------------------------------------------------------- */
+
+/* 1 if the doorkeeper saw this key before (since its last reset); else it
+ * remembers it and says 0. */
+static int door_pass(oc_near_t *n, uint64_t h)
+{
+    uint32_t a = (uint32_t)h & (NEAR_DOOR_BITS - 1);
+    uint32_t b = (uint32_t)(h >> 32) & (NEAR_DOOR_BITS - 1);
+    int seen = (n->door[a >> 3] >> (a & 7) & 1) && (n->door[b >> 3] >> (b & 7) & 1);
+    if (seen)
+        return 1;
+    /* Reset after NEAR_DOOR_BITS / 32 keys (about 6% of the bits set, so
+     * under 0.4% of new keys pass by mistake): a key must be offered twice
+     * within the last 32,768 keys offered. */
+    if (++n->door_count > NEAR_DOOR_BITS / 32) {
+        memset(n->door, 0, NEAR_DOOR_BITS / 8);
+        n->door_count = 1;
+    }
+    n->door[a >> 3] |= (uint8_t)(1u << (a & 7));
+    n->door[b >> 3] |= (uint8_t)(1u << (b & 7));
+    return 0;
+}
+
+static uint64_t model_epoch(const oc_near_t *n, uint32_t model)
+{
+    return model < n->nmodels ? n->model_epoch[model] : 0;
+}
+
+/* 1 if an invalidation of this key (or its model, or everything) was
+ * applied after `since`. */
+static int stale(const oc_near_t *n, uint64_t h, uint32_t model, uint64_t since)
+{
+    return n->key_epoch[h % NEAR_EPOCH_SLOTS] > since || model_epoch(n, model) > since ||
+           n->clear_epoch > since;
+}
+
+/* ---- the API -------------------------------------------------------------- */
+
+oc_near_t *oc_near_new(size_t limit, oc_stats_t *stats)
+{
+    oc_near_t *n = calloc(1, sizeof(*n));
+    if (n == NULL)
+        return NULL;
+    n->stats = stats;
+    n->limit = limit;
+    n->nbuckets = NEAR_MIN_BUCKETS;
+    n->buckets = calloc(n->nbuckets, sizeof(*n->buckets));
+    n->key_epoch = calloc(NEAR_EPOCH_SLOTS, sizeof(*n->key_epoch));
+    n->door = calloc(NEAR_DOOR_BITS / 8, 1);
+    if (n->buckets == NULL || n->key_epoch == NULL || n->door == NULL) {
+        oc_near_free(n);
+        return NULL;
+    }
+    n->fixed = sizeof(*n) + n->nbuckets * sizeof(*n->buckets) +
+               NEAR_EPOCH_SLOTS * sizeof(*n->key_epoch) + NEAR_DOOR_BITS / 8;
+    n->bytes = n->fixed;
+    gauges(n);
+    return n;
+}
+
+void oc_near_free(oc_near_t *n)
+{
+    if (n == NULL)
+        return;
+    while (n->head)
+        entry_remove(n, n->head);
+    free(n->buckets);
+    free(n->key_epoch);
+    free(n->model_epoch);
+    free(n->door);
+    free(n);
+}
+
+void oc_near_clear(oc_near_t *n)
+{
+    n->clear_epoch = ++n->epoch;
+    while (n->head)
+        entry_remove(n, n->head);
+    n->hand = NULL;
+    gauges(n);
+}
+
+void oc_near_set_limit(oc_near_t *n, size_t limit)
+{
+    n->limit = limit;
+    if (limit == 0)
+        oc_near_clear(n);
+    else
+        evict_to(n, limit);
+    gauges(n);
+}
+
+void oc_near_serve(oc_near_t *n, int on)
+{
+    if (!on && n->serving)
+        oc_near_clear(n);
+    n->serving = on != 0;
+    gauges(n);
+}
+
+int oc_near_serving(const oc_near_t *n)
+{
+    return n->serving && n->limit > 0;
+}
+
+uint64_t oc_near_epoch(const oc_near_t *n)
+{
+    return n->epoch;
+}
+
+oc_near_found_t oc_near_get(oc_near_t *n, const char *key, size_t klen, double now,
+                            oc_blob_t **blob)
+{
+    *blob = NULL;
+    if (!oc_near_serving(n))
+        return OC_NEAR_MISS; /* not counted: the near-cache is off */
+    if (n->count == 0) {
+        n->stats->near_misses++;
+        return OC_NEAR_MISS;
+    }
+    uint64_t h = near_hash(key, klen);
+    near_entry_t *e = find(n, key, klen, h);
+    if (e && e->expires <= now) {
+        entry_remove(n, e);
+        n->stats->near_expired++;
+        gauges(n);
+        e = NULL;
+    }
+    if (e == NULL) {
+        n->stats->near_misses++;
+        return OC_NEAR_MISS;
+    }
+    e->visited = 1;
+    n->stats->near_hits++;
+    *blob = e->blob;
+    return e->blob ? OC_NEAR_OBJECT : OC_NEAR_ABSENT;
+}
+
+static int model_room(oc_near_t *n, uint32_t model)
+{
+    if (model < n->nmodels)
+        return 1;
+    if (model >= NEAR_MODELS_MAX)
+        return 0;
+    size_t nm = (size_t)model + 1;
+    uint64_t *me = realloc(n->model_epoch, nm * sizeof(*me));
+    if (me == NULL)
+        return 0;
+    memset(me + n->nmodels, 0, (nm - n->nmodels) * sizeof(*me));
+    n->model_epoch = me;
+    n->nmodels = nm;
+    return 1;
+}
+
+oc_near_put_t oc_near_put(oc_near_t *n, const char *key, size_t klen, uint32_t model,
+                          oc_blob_t *blob, double ttl, uint64_t since, double now)
+{
+    if (!oc_near_serving(n) || ttl <= 0 || klen > UINT16_MAX)
+        return OC_NEAR_OFF;
+    uint64_t h = near_hash(key, klen);
+    if (stale(n, h, model, since)) {
+        n->stats->near_refused_stale++;
+        return OC_NEAR_STALE;
+    }
+    size_t charge = oc_near_charge(klen, blob ? blob->len : 0, blob != NULL);
+    if (charge > n->limit / 64)
+        return OC_NEAR_TOO_BIG;
+    near_entry_t *old = find(n, key, klen, h);
+    if (old == NULL && !door_pass(n, h)) {
+        n->stats->near_door_waits++;
+        return OC_NEAR_DOOR;
+    }
+    if (!model_room(n, model))
+        return OC_NEAR_NOMEM;
+    near_entry_t *e = malloc(sizeof(*e) + klen);
+    if (e == NULL)
+        return OC_NEAR_NOMEM;
+    if (old)
+        entry_remove(n, old);
+    *e = (near_entry_t){.blob = oc_blob_ref(blob),
+                        .expires = now + ttl,
+                        .hash = h,
+                        .charge = charge,
+                        .model = model,
+                        .klen = (uint16_t)klen};
+    memcpy(e->key, key, klen);
+    near_entry_t **b = bucket_of(n, h);
+    e->hnext = *b;
+    *b = e;
+    e->next = n->head; /* newest at the head */
+    if (n->head)
+        n->head->prev = e;
+    n->head = e;
+    if (n->tail == NULL)
+        n->tail = e;
+    n->count++;
+    n->bytes += charge;
+    n->stats->near_stored++;
+    evict_to(n, n->limit);
+    maybe_grow(n);
+    evict_to(n, n->limit); /* the table may have grown */
+    gauges(n);
+    return OC_NEAR_STORED;
+}
+
+void oc_near_invalidate(oc_near_t *n, const char *key, size_t klen)
+{
+    uint64_t h = near_hash(key, klen);
+    n->key_epoch[h % NEAR_EPOCH_SLOTS] = ++n->epoch;
+    n->stats->near_invalidations++;
+    near_entry_t *e = n->count ? find(n, key, klen, h) : NULL;
+    if (e) {
+        entry_remove(n, e);
+        gauges(n);
+    }
+}
+
+void oc_near_invalidate_model(oc_near_t *n, uint32_t model)
+{
+    uint64_t ep = ++n->epoch;
+    if (model_room(n, model))
+        n->model_epoch[model] = ep;
+    else
+        n->clear_epoch = ep; /* cannot record it for the model: for everything */
+    n->stats->near_invalidations++;
+    for (near_entry_t *e = n->head, *next; e; e = next) {
+        next = e->next;
+        if (e->model == model || n->clear_epoch == ep)
+            entry_remove(n, e);
+    }
+    gauges(n);
+}

@@ -1,0 +1,93 @@
+/*
+ * oc_near: the near-cache (L1): objects held in objcached's own memory, in
+ * front of the memcached pool, so a hot object is answered without a round
+ * trip. It is only worth having if it is never stale after a committed
+ * write, so this module is built around invalidation:
+ *
+ * - Every invalidation the sidecar applies (the feed of committed writes,
+ *   pushes and tombstones made here) drops the key, and records the key's
+ *   epoch: a value read before the invalidation arrived (a memcached read or
+ *   a PostgreSQL load begun at an earlier epoch) is refused when it tries to
+ *   enter (oc_near_put's `since`). Epochs are kept per hashed key slot
+ *   (a collision only refuses an entry, never admits a stale one), per model
+ *   (a TRUNCATE: a new generation) and for the whole cache (oc_near_clear).
+ * - While the sidecar cannot prove it has seen every invalidation up to a
+ *   recent point (the feed is down or lags), the owner turns serving off:
+ *   oc_near_clear drops everything and nothing is answered or stored until
+ *   serving is on again.
+ * - Entries also expire after their model's near_ttl, a safety net.
+ *
+ * Memory: bounded by `limit` bytes, counting each entry with its overhead
+ * (the entry, its key, the value's blob, allocator overhead) and the table.
+ * Eviction is SIEVE (a FIFO queue with a visited bit and a hand that evicts
+ * the first unvisited entry it meets, from the oldest side): a hit only
+ * sets a bit (no list moves, unlike LRU), and objects seen once are demoted
+ * quickly. Admission: a key enters only the second time it is offered
+ * within the last 32,768 keys offered (a doorkeeper bitset, reset as it
+ * fills; under 0.4% of keys seen once pass by mistake), so one huge
+ * multi-get of distinct keys, read once, evicts nothing; an object larger
+ * than 1/64 of the limit never enters.
+ *
+ * Contract: pure data structure, no I/O, loop thread only; time is passed
+ * in (monotonic seconds). Blobs are referenced, never copied: get returns a
+ * borrowed reference valid until the next call that may evict (put,
+ * invalidate, clear, set_limit); take your own reference to keep it.
+ * Counters and gauges go to the oc_stats_t given (near_*).
+ */
+#ifndef OC_NEAR_H
+#define OC_NEAR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "oc_blob.h"
+#include "oc_stats.h"
+#include "oc_status.h"
+
+typedef struct oc_near oc_near_t;
+
+typedef enum oc_near_found {
+    OC_NEAR_MISS,   /* not here (or not serving, or expired) */
+    OC_NEAR_OBJECT, /* *blob is the object */
+    OC_NEAR_ABSENT, /* the object does not exist (cached absence) */
+} oc_near_found_t;
+
+/* What oc_near_put did. */
+typedef enum oc_near_put {
+    OC_NEAR_STORED,
+    OC_NEAR_STALE,   /* an invalidation of the key came after `since` */
+    OC_NEAR_DOOR,    /* first sighting: remembered, not admitted yet */
+    OC_NEAR_TOO_BIG, /* larger than a 64th of the limit */
+    OC_NEAR_OFF,     /* not serving, or limit 0 */
+    OC_NEAR_NOMEM,
+} oc_near_put_t;
+
+/* A cache of at most `limit` bytes, not serving until oc_near_serve(1). */
+oc_near_t *oc_near_new(size_t limit, oc_stats_t *stats);
+void oc_near_free(oc_near_t *n);
+/* A new limit (reload): evicts down to it at once; 0 clears and stops. */
+void oc_near_set_limit(oc_near_t *n, size_t limit);
+/* Turn serving on or off; off drops everything (oc_near_clear). */
+void oc_near_serve(oc_near_t *n, int on);
+int oc_near_serving(const oc_near_t *n);
+
+/* The current epoch: record it before a read whose result may be put. */
+uint64_t oc_near_epoch(const oc_near_t *n);
+
+oc_near_found_t oc_near_get(oc_near_t *n, const char *key, size_t klen, double now,
+                            oc_blob_t **blob);
+/* Store the object (blob, a reference is taken) or its absence (NULL) for
+ * ttl seconds, unless the key, its model or the cache was invalidated after
+ * `since`, or admission says not yet. A present entry is replaced. */
+oc_near_put_t oc_near_put(oc_near_t *n, const char *key, size_t klen, uint32_t model,
+                          oc_blob_t *blob, double ttl, uint64_t since, double now);
+
+/* An invalidation of one key / of every key of a model / of everything. */
+void oc_near_invalidate(oc_near_t *n, const char *key, size_t klen);
+void oc_near_invalidate_model(oc_near_t *n, uint32_t model);
+void oc_near_clear(oc_near_t *n);
+
+/* What an entry of this key and value size is charged (exposed for tests). */
+size_t oc_near_charge(size_t klen, size_t vlen, int has_blob);
+
+#endif

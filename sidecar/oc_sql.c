@@ -1,0 +1,91 @@
+#include "oc_sql.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *key_sql_type(oc_key_type_t t)
+{
+    static const char *const names[] = {"bigint", "integer", "uuid", "text"};
+    return names[t];
+}
+
+char *oc_sql_load(const oc_model_conf_t *m)
+{
+    size_t cap = 512 + 80 * m->ncolumns;
+    char *sql = malloc(cap);
+    if (sql == NULL)
+        return NULL;
+    size_t off = (size_t)snprintf(sql, cap, "SELECT t.\"%s\"::text, ", m->key_column);
+    if (m->ncolumns == 0) {
+        off += (size_t)snprintf(sql + off, cap - off, "row_to_json(t)::text");
+    } else {
+        off += (size_t)snprintf(sql + off, cap - off,
+                                "(SELECT row_to_json(r) FROM (SELECT ");
+        for (size_t i = 0; i < m->ncolumns; i++)
+            off += (size_t)snprintf(sql + off, cap - off, "%st.\"%s\"", i ? ", " : "",
+                                    m->columns[i]);
+        off += (size_t)snprintf(sql + off, cap - off, ") AS r)::text");
+    }
+    snprintf(sql + off, cap - off,
+             " FROM \"%s\".\"%s\" AS t WHERE t.\"%s\" = ANY($1::%s[])", m->schema,
+             m->table, m->key_column, key_sql_type(m->key_type));
+    return sql;
+}
+
+char *oc_sql_session(const oc_conf_t *conf)
+{
+    char *sql = malloc(512);
+    if (sql == NULL)
+        return NULL;
+    /* timezone is checked by oc_conf to [A-Za-z0-9_/+-]: safe in quotes. */
+    snprintf(sql, 512,
+             "SET TimeZone = '%s'; SET DateStyle = 'ISO, MDY'; "
+             "SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; "
+             "SET bytea_output = 'hex'; SET statement_timeout = %u; "
+             "SET client_connection_check_interval = 1000",
+             conf->timezone, conf->load_timeout_ms);
+    return sql;
+}
+
+char *oc_sql_array(const char *const *items, const size_t *lens, size_t n)
+{
+    size_t cap = 3;
+    for (size_t i = 0; i < n; i++)
+        cap += 2 * lens[i] + 3;
+    char *s = malloc(cap), *p = s;
+    if (s == NULL)
+        return NULL;
+    *p++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            *p++ = ',';
+        *p++ = '"';
+        for (size_t k = 0; k < lens[i]; k++) {
+            if (items[i][k] == '"' || items[i][k] == '\\')
+                *p++ = '\\';
+            *p++ = items[i][k];
+        }
+        *p++ = '"';
+    }
+    *p++ = '}';
+    *p = '\0';
+    return s;
+}
+
+char *oc_sql_array_of(size_t n, oc_sql_item_fn item, const void *arg)
+{
+    if (n == 0)
+        return NULL;
+    const char **items = malloc(n * sizeof(*items));
+    size_t *lens = malloc(n * sizeof(*lens));
+    char *lit = NULL;
+    if (items && lens) {
+        for (size_t i = 0; i < n; i++)
+            item(arg, i, &items[i], &lens[i]);
+        lit = oc_sql_array(items, lens, n);
+    }
+    free(items);
+    free(lens);
+    return lit;
+}

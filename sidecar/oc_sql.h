@@ -1,0 +1,37 @@
+/*
+ * oc_sql: the SQL text objcached sends to PostgreSQL, built in one place:
+ * each model's load statement, the session settings every connection pins,
+ * and the array literal that binds many ids as one parameter.
+ *
+ * Contract: pure; every function returns a malloc'd string the caller
+ * frees, or NULL if out of memory. Identifiers come from oc_conf, which
+ * admits only [A-Za-z_][A-Za-z0-9_]*, and are always double-quoted; values
+ * are never spliced into SQL, only bound as parameters.
+ */
+#ifndef OC_SQL_H
+#define OC_SQL_H
+
+#include <stddef.h>
+
+#include "oc_conf.h"
+
+/* SELECT key::text, row_to_json(...)::text FROM schema.table t
+ *  WHERE key = ANY($1::<type>[]): one statement per model, prepared once
+ *  per connection, with every id bound as one array. */
+char *oc_sql_load(const oc_model_conf_t *m);
+
+/* The session settings that change how row_to_json prints a row (TimeZone,
+ * DateStyle, IntervalStyle, extra_float_digits, bytea_output), so every
+ * sidecar caches the same bytes for the same row, and statement_timeout =
+ * load_timeout. */
+char *oc_sql_session(const oc_conf_t *conf);
+
+/* A PostgreSQL array literal of n quoted text items, e.g. {"1","a\"b"},
+ * for binding as one parameter (valid for bigint[], uuid[] and text[]). */
+char *oc_sql_array(const char *const *items, const size_t *lens, size_t n);
+/* The same, with item i given by item(arg, i, &p, &len), for callers whose
+ * items sit inside their own structs. NULL also when n is 0. */
+typedef void (*oc_sql_item_fn)(const void *arg, size_t i, const char **p, size_t *len);
+char *oc_sql_array_of(size_t n, oc_sql_item_fn item, const void *arg);
+
+#endif

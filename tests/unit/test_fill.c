@@ -1,0 +1,110 @@
+/* Unit tests for oc_fill's rules: the fill state machine (what a read means
+ * for a fill), which gets may take a fill's answer, and the lease wait
+ * schedule, driven by a clock passed in. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "oc_fill.h"
+
+static void test_first_state(void **state)
+{
+    (void)state;
+    assert_int_equal(oc_fill_first_state(OC_EC_EMPTY), OC_FILL_LEASING);
+    assert_int_equal(oc_fill_first_state(OC_EC_LEASE_WON), OC_FILL_LOADING);
+    assert_int_equal(oc_fill_first_state(OC_EC_LEASE_HELD), OC_FILL_WAITING);
+    /* memcached failed: a lease would fail too, load without one */
+    assert_int_equal(oc_fill_first_state(OC_EC_ERROR), OC_FILL_LOADING);
+}
+
+static void test_after_read(void **state)
+{
+    (void)state;
+    int tries = 0;
+    /* answered by whoever wrote it */
+    assert_int_equal(oc_fill_after_read(OC_FILL_LEASING, OC_EC_OBJECT, 0, &tries),
+                     OC_FILL_STORING);
+    assert_int_equal(oc_fill_after_read(OC_FILL_WAITING, OC_EC_ABSENT, 1, &tries),
+                     OC_FILL_STORING);
+    /* won the lease: load */
+    assert_int_equal(oc_fill_after_read(OC_FILL_WAITING, OC_EC_LEASE_WON, 0, &tries),
+                     OC_FILL_LOADING);
+    /* another's lease: a fill that was not waiting waits, even past the
+     * deadline; one that waited long enough loads without filling */
+    assert_int_equal(oc_fill_after_read(OC_FILL_LEASING, OC_EC_LEASE_HELD, 1, &tries),
+                     OC_FILL_WAITING);
+    assert_int_equal(oc_fill_after_read(OC_FILL_WAITING, OC_EC_LEASE_HELD, 0, &tries),
+                     OC_FILL_WAITING);
+    assert_int_equal(oc_fill_after_read(OC_FILL_WAITING, OC_EC_LEASE_HELD, 1, &tries),
+                     OC_FILL_LOADING);
+    assert_int_equal(oc_fill_after_read(OC_FILL_LEASING, OC_EC_ERROR, 0, &tries),
+                     OC_FILL_LOADING);
+    assert_int_equal(tries, 0);
+    /* empty (or foreign) again and again: read twice more, then give up */
+    assert_int_equal(oc_fill_after_read(OC_FILL_LEASING, OC_EC_EMPTY, 0, &tries),
+                     OC_FILL_LEASING);
+    assert_int_equal(oc_fill_after_read(OC_FILL_LEASING, OC_EC_EMPTY, 0, &tries),
+                     OC_FILL_LEASING);
+    assert_int_equal(oc_fill_after_read(OC_FILL_LEASING, OC_EC_EMPTY, 0, &tries),
+                     OC_FILL_LOADING);
+    assert_int_equal(tries, 3);
+}
+
+static void test_may_answer(void **state)
+{
+    (void)state;
+    /* a get that won a lease never takes an older fill's answer */
+    assert_false(oc_fill_may_answer(0, 0, OC_EC_LEASE_WON, 5, 9));
+    assert_false(oc_fill_may_answer(3, 7, OC_EC_LEASE_WON, 5, 2));
+    /* a fill without a lease cannot tell: it answers */
+    assert_true(oc_fill_may_answer(0, 0, OC_EC_EMPTY, 0, 100));
+    /* the fill's own lease, seen by the get: consistent */
+    assert_true(oc_fill_may_answer(3, 7, OC_EC_LEASE_HELD, 7, 100));
+    /* another lease than the fill's, read after the fill's was confirmed:
+     * a write removed the fill's lease */
+    assert_false(oc_fill_may_answer(3, 7, OC_EC_LEASE_HELD, 8, 4));
+    assert_false(oc_fill_may_answer(3, 7, OC_EC_EMPTY, 0, 4));
+    /* read before (or with) the lease's confirmation: consistent */
+    assert_true(oc_fill_may_answer(3, 7, OC_EC_EMPTY, 0, 3));
+    assert_true(oc_fill_may_answer(3, 7, OC_EC_LEASE_HELD, 8, 2));
+}
+
+static void test_wait_schedule(void **state)
+{
+    (void)state;
+    double t0 = 1000.0;
+    /* 2 ms, doubling, capped at 50 ms, until lease_wait has passed */
+    assert_int_equal(oc_fill_wait_delay(t0, t0, 0, 250), 2);
+    assert_int_equal(oc_fill_wait_delay(t0, t0 + 0.002, 2, 250), 4);
+    assert_int_equal(oc_fill_wait_delay(t0, t0 + 0.006, 4, 250), 8);
+    assert_int_equal(oc_fill_wait_delay(t0, t0 + 0.1, 32, 250), 50);
+    assert_int_equal(oc_fill_wait_delay(t0, t0 + 0.2, 50, 250), 50);
+    assert_int_equal(oc_fill_wait_delay(t0, t0 + 0.25, 50, 250), 0);
+    assert_int_equal(oc_fill_wait_delay(t0, t0 + 5, 50, 250), 0);
+    /* lease_wait 0: never wait */
+    assert_int_equal(oc_fill_wait_delay(t0, t0, 0, 0), 0);
+    /* the whole schedule, as a waiting batch lives it: it ends */
+    double now = t0;
+    uint32_t d = 0;
+    int polls = 0;
+    while ((d = oc_fill_wait_delay(t0, now, d, 250)) != 0) {
+        now += d / 1000.0;
+        polls++;
+    }
+    assert_true(polls >= 8 && polls <= 12);
+    assert_true(now - t0 >= 0.25 && now - t0 < 0.31);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_first_state),
+        cmocka_unit_test(test_after_read),
+        cmocka_unit_test(test_may_answer),
+        cmocka_unit_test(test_wait_schedule),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

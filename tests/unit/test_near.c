@@ -1,0 +1,225 @@
+/* Unit tests for oc_near: hits, absences, TTLs, the epoch rules that keep a
+ * read begun before an invalidation out, serving on and off, the byte limit
+ * (SIEVE eviction, admission on the second sighting, a million keys), with
+ * time passed in. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "oc_near.h"
+
+static oc_stats_t stats;
+
+static oc_near_t *serving(size_t limit)
+{
+    memset(&stats, 0, sizeof(stats));
+    oc_near_t *n = oc_near_new(limit, &stats);
+    assert_non_null(n);
+    oc_near_serve(n, 1);
+    return n;
+}
+
+/* Put twice: the first offer only passes the doorkeeper. */
+static oc_near_put_t put2(oc_near_t *n, const char *key, uint32_t model, oc_blob_t *b,
+                          double ttl, double now)
+{
+    uint64_t since = oc_near_epoch(n);
+    oc_near_put_t r = oc_near_put(n, key, strlen(key), model, b, ttl, since, now);
+    if (r != OC_NEAR_DOOR)
+        return r;
+    return oc_near_put(n, key, strlen(key), model, b, ttl, since, now);
+}
+
+static oc_near_found_t get(oc_near_t *n, const char *key, double now, oc_blob_t **b)
+{
+    return oc_near_get(n, key, strlen(key), now, b);
+}
+
+static void test_hit_absent_and_expiry(void **state)
+{
+    (void)state;
+    oc_near_t *n = serving(1 << 20);
+    oc_blob_t *v = oc_blob_new("{\"id\":1}", 8), *got;
+    assert_int_equal(get(n, "oc:User:1", 0, &got), OC_NEAR_MISS);
+    /* the first offer is remembered, not admitted */
+    assert_int_equal(oc_near_put(n, "oc:User:1", 9, 0, v, 2, oc_near_epoch(n), 0),
+                     OC_NEAR_DOOR);
+    assert_int_equal(get(n, "oc:User:1", 0, &got), OC_NEAR_MISS);
+    assert_int_equal(put2(n, "oc:User:1", 0, v, 2, 0), OC_NEAR_STORED);
+    assert_int_equal(get(n, "oc:User:1", 1.9, &got), OC_NEAR_OBJECT);
+    assert_ptr_equal(got, v);
+    assert_int_equal(v->refs, 2); /* the cache holds one */
+    /* expired at its ttl */
+    assert_int_equal(get(n, "oc:User:1", 2.0, &got), OC_NEAR_MISS);
+    assert_int_equal(stats.near_expired, 1);
+    assert_int_equal(v->refs, 1);
+    /* an absence */
+    assert_int_equal(put2(n, "oc:User:2", 0, NULL, 5, 0), OC_NEAR_STORED);
+    assert_int_equal(get(n, "oc:User:2", 1, &got), OC_NEAR_ABSENT);
+    assert_null(got);
+    assert_int_equal(stats.near_entries, 1);
+    oc_blob_unref(v);
+    oc_near_free(n);
+}
+
+static void test_invalidation_epochs(void **state)
+{
+    (void)state;
+    oc_near_t *n = serving(1 << 20);
+    oc_blob_t *v1 = oc_blob_new("v1", 2), *v2 = oc_blob_new("v2", 2), *got;
+    assert_int_equal(put2(n, "k", 0, v1, 10, 0), OC_NEAR_STORED);
+    /* a read begins; an invalidation of its key arrives; its value is refused */
+    uint64_t since = oc_near_epoch(n);
+    oc_near_invalidate(n, "k", 1);
+    assert_int_equal(get(n, "k", 0, &got), OC_NEAR_MISS); /* dropped at once */
+    assert_int_equal(oc_near_put(n, "k", 1, 0, v1, 10, since, 0), OC_NEAR_STALE);
+    assert_int_equal(stats.near_refused_stale, 1);
+    /* a read begun after the invalidation may store */
+    assert_int_equal(oc_near_put(n, "k", 1, 0, v2, 10, oc_near_epoch(n), 0),
+                     OC_NEAR_STORED);
+    assert_int_equal(get(n, "k", 0, &got), OC_NEAR_OBJECT);
+    assert_ptr_equal(got, v2);
+    /* another key's invalidation does not refuse this one (unless it shares
+     * a hashed slot, which only ever refuses) */
+    since = oc_near_epoch(n);
+    oc_near_invalidate(n, "other", 5);
+    assert_int_equal(oc_near_put(n, "k", 1, 0, v1, 10, since, 0), OC_NEAR_STORED);
+    /* a model's invalidation refuses every read of that model begun before */
+    since = oc_near_epoch(n);
+    assert_int_equal(put2(n, "m1", 1, v1, 10, 0), OC_NEAR_STORED);
+    oc_near_invalidate_model(n, 1);
+    assert_int_equal(get(n, "m1", 0, &got), OC_NEAR_MISS);
+    assert_int_equal(get(n, "k", 0, &got), OC_NEAR_OBJECT); /* model 0 stays */
+    assert_int_equal(oc_near_put(n, "m1", 2, 1, v1, 10, since, 0), OC_NEAR_STALE);
+    assert_int_equal(oc_near_put(n, "m2", 2, 1, v1, 10, since, 0), OC_NEAR_STALE);
+    assert_int_equal(oc_near_put(n, "m1", 2, 1, v1, 10, oc_near_epoch(n), 0),
+                     OC_NEAR_STORED);
+    oc_blob_unref(v1);
+    oc_blob_unref(v2);
+    oc_near_free(n);
+}
+
+static void test_serving_off_clears_and_refuses(void **state)
+{
+    (void)state;
+    oc_near_t *n = serving(1 << 20);
+    oc_blob_t *v = oc_blob_new("v", 1), *got;
+    assert_int_equal(put2(n, "k", 0, v, 10, 0), OC_NEAR_STORED);
+    uint64_t since = oc_near_epoch(n);
+    oc_near_serve(n, 0);
+    assert_int_equal(stats.near_serving, 0);
+    assert_int_equal(stats.near_entries, 0);
+    assert_int_equal(get(n, "k", 0, &got), OC_NEAR_MISS);
+    assert_int_equal(oc_near_put(n, "k", 1, 0, v, 10, since, 0), OC_NEAR_OFF);
+    /* back on: a read begun while it was off (or before) is still refused */
+    oc_near_serve(n, 1);
+    assert_int_equal(oc_near_put(n, "k", 1, 0, v, 10, since, 0), OC_NEAR_STALE);
+    assert_int_equal(oc_near_put(n, "k", 1, 0, v, 10, oc_near_epoch(n), 0),
+                     OC_NEAR_STORED);
+    /* limit 0 (a reload turning it off): cleared, never stores */
+    oc_near_set_limit(n, 0);
+    assert_int_equal(stats.near_entries, 0);
+    assert_int_equal(put2(n, "k", 0, v, 10, 0), OC_NEAR_OFF);
+    assert_int_equal(v->refs, 1);
+    oc_blob_unref(v);
+    oc_near_free(n);
+}
+
+static void test_limit_holds_with_a_million_keys(void **state)
+{
+    (void)state;
+    size_t limit = 8u << 20;
+    oc_near_t *n = serving(limit);
+    oc_blob_t *v = oc_blob_new("{\"id\":12345,\"name\":\"someone\"}", 30);
+    char key[32];
+    for (int i = 0; i < 1000000; i++)
+        for (int twice = 0; twice < 2; twice++) { /* the second offer admits */
+            int kl = snprintf(key, sizeof(key), "oc:User:%d", i);
+            oc_near_put(n, key, (size_t)kl, 0, v, 60, oc_near_epoch(n), 0);
+            assert_true(stats.near_bytes <= limit);
+        }
+    assert_true(stats.near_stored >= 1000000 && stats.near_stored < 1004000);
+    assert_true(stats.near_evictions > 0);
+    assert_true(stats.near_entries > 1000 && stats.near_bytes > limit / 2);
+    /* shrinking the limit evicts down to it at once */
+    oc_near_set_limit(n, limit / 4);
+    assert_true(stats.near_bytes <= limit / 4);
+    oc_near_free(n);
+    assert_int_equal(v->refs, 1);
+    oc_blob_unref(v);
+}
+
+static void test_sieve_keeps_hot_keys(void **state)
+{
+    (void)state;
+    /* room for about 100 entries; 20 hot keys read between cold ones */
+    size_t one = oc_near_charge(12, 8, 1);
+    oc_near_t *n = serving(0);
+    oc_near_set_limit(n, 0);
+    oc_near_free(n);
+    memset(&stats, 0, sizeof(stats));
+    n = oc_near_new(1, &stats);
+    oc_near_serve(n, 1);
+    /* the fixed tables count too: the limit is above them */
+    oc_near_set_limit(n, (size_t)stats.near_bytes + 100 * one + 64 * one);
+    oc_blob_t *v = oc_blob_new("01234567", 8), *got;
+    char key[32];
+    for (int i = 0; i < 20; i++) {
+        snprintf(key, sizeof(key), "hot:%07d", i);
+        assert_int_equal(put2(n, key, 0, v, 60, 0), OC_NEAR_STORED);
+    }
+    int hot_hits = 0;
+    for (int i = 0; i < 5000; i++) {
+        snprintf(key, sizeof(key), "cold:%06d", i);
+        put2(n, key, 0, v, 60, 0);
+        snprintf(key, sizeof(key), "hot:%07d", i % 20);
+        hot_hits += get(n, key, 0, &got) == OC_NEAR_OBJECT;
+    }
+    assert_true(hot_hits > 4900); /* hot keys survive a stream of cold ones */
+    oc_blob_unref(v);
+    oc_near_free(n);
+}
+
+static void test_scan_of_distinct_keys_evicts_nothing(void **state)
+{
+    (void)state;
+    oc_near_t *n = serving(1 << 20);
+    oc_blob_t *v = oc_blob_new("x", 1), *got;
+    assert_int_equal(put2(n, "hot", 0, v, 60, 0), OC_NEAR_STORED);
+    char key[32];
+    int admitted = 0;
+    for (int i = 0; i < 200000; i++) { /* one huge multi-get, each key once */
+        int kl = snprintf(key, sizeof(key), "scan:%d", i);
+        admitted += oc_near_put(n, key, (size_t)kl, 0, v, 60, oc_near_epoch(n), 0) ==
+                    OC_NEAR_STORED;
+        if (i % 1000 == 0) /* the app keeps reading its hot key meanwhile */
+            assert_int_equal(get(n, "hot", 0, &got), OC_NEAR_OBJECT);
+    }
+    assert_true(admitted < 200000 / 250); /* the doorkeeper's false passes only */
+    assert_int_equal(get(n, "hot", 0, &got), OC_NEAR_OBJECT);
+    /* and an object too big for the cache never enters */
+    static char big[40000];
+    oc_blob_t *b = oc_blob_new(big, sizeof(big));
+    assert_int_equal(put2(n, "big", 0, b, 60, 0), OC_NEAR_TOO_BIG);
+    oc_blob_unref(b);
+    oc_blob_unref(v);
+    oc_near_free(n);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hit_absent_and_expiry),
+        cmocka_unit_test(test_invalidation_epochs),
+        cmocka_unit_test(test_serving_off_clears_and_refuses),
+        cmocka_unit_test(test_limit_holds_with_a_million_keys),
+        cmocka_unit_test(test_sieve_keeps_hot_keys),
+        cmocka_unit_test(test_scan_of_distinct_keys_evicts_nothing),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,109 @@
+/* Unit tests for oc_sql: the load statement of each model shape, the
+ * session settings, and array literals of hostile ids. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "oc_sql.h"
+
+static void test_load_whole_row(void **state)
+{
+    (void)state;
+    oc_model_conf_t m = {.schema = "public", .table = "users", .key_column = "id",
+                         .key_type = OC_KEY_BIGINT};
+    char *sql = oc_sql_load(&m);
+    assert_string_equal(sql, "SELECT t.\"id\"::text, row_to_json(t)::text FROM \"public\".\"users\" "
+                             "AS t WHERE t.\"id\" = ANY($1::bigint[])");
+    free(sql);
+}
+
+static void test_load_columns(void **state)
+{
+    (void)state;
+    char *cols[] = {"id", "Name", "select"};
+    oc_model_conf_t m = {.schema = "app", .table = "Docs", .key_column = "uuid",
+                         .key_type = OC_KEY_UUID, .columns = cols, .ncolumns = 3};
+    char *sql = oc_sql_load(&m);
+    assert_string_equal(sql, "SELECT t.\"uuid\"::text, (SELECT row_to_json(r) FROM (SELECT "
+                             "t.\"id\", t.\"Name\", t.\"select\") AS r)::text FROM "
+                             "\"app\".\"Docs\" AS t WHERE t.\"uuid\" = ANY($1::uuid[])");
+    free(sql);
+    /* 256 columns of 63 bytes: the longest a configuration allows */
+    static char names[256][64];
+    static char *many[256];
+    for (int i = 0; i < 256; i++) {
+        memset(names[i], 'c', 63);
+        names[i][62] = (char)('a' + i % 26);
+        many[i] = names[i];
+    }
+    m.columns = many;
+    m.ncolumns = 256;
+    m.key_type = OC_KEY_TEXT;
+    sql = oc_sql_load(&m);
+    assert_non_null(sql);
+    assert_non_null(strstr(sql, "= ANY($1::text[])"));
+    free(sql);
+}
+
+static void test_session(void **state)
+{
+    (void)state;
+    oc_conf_t c = {.timezone = "Europe/Paris", .load_timeout_ms = 5000};
+    char *sql = oc_sql_session(&c);
+    assert_non_null(strstr(sql, "SET TimeZone = 'Europe/Paris';"));
+    assert_non_null(strstr(sql, "SET statement_timeout = 5000;"));
+    assert_non_null(strstr(sql, "SET extra_float_digits = 1;"));
+    free(sql);
+}
+
+static void test_array(void **state)
+{
+    (void)state;
+    const char *items[] = {"1", "a\"b", "back\\slash", "", "{,}", "NULL"};
+    size_t lens[] = {1, 3, 10, 0, 3, 4};
+    char *lit = oc_sql_array(items, lens, 6);
+    assert_string_equal(lit, "{\"1\",\"a\\\"b\",\"back\\\\slash\",\"\",\"{,}\",\"NULL\"}");
+    free(lit);
+    lit = oc_sql_array(items, lens, 0);
+    assert_string_equal(lit, "{}");
+    free(lit);
+    /* an id with a NUL inside is escaped as itself: lengths, not strings */
+    const char nul[] = {'a', '\0', 'b'};
+    const char *one[] = {nul};
+    size_t len1[] = {3};
+    lit = oc_sql_array(one, len1, 1);
+    assert_int_equal(lit[3], '\0');
+    free(lit);
+}
+
+static void item_of(const void *arg, size_t i, const char **p, size_t *len)
+{
+    const char *const *v = arg;
+    *p = v[i];
+    *len = strlen(v[i]);
+}
+
+static void test_array_of(void **state)
+{
+    (void)state;
+    const char *v[] = {"7", "8"};
+    char *lit = oc_sql_array_of(2, item_of, v);
+    assert_string_equal(lit, "{\"7\",\"8\"}");
+    free(lit);
+    assert_null(oc_sql_array_of(0, item_of, v));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_load_whole_row), cmocka_unit_test(test_load_columns),
+        cmocka_unit_test(test_session),        cmocka_unit_test(test_array),
+        cmocka_unit_test(test_array_of),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
