@@ -253,8 +253,9 @@ $$;
 -- _truncate. They call a trigger function generated for that table, objcached."hook_<oid>"(), whose
 -- SQL names the models and key columns as constants. Version 1 had one function for all tables,
 -- which looked up the table's models in the catalogs and planned its statements with EXECUTE on
--- every statement (about 220 us of CPU per single-row UPDATE, measured); plpgsql plans a static
--- statement once per session and reuses the plan (about 20 us). docs/invalidation.md has the figures.
+-- every statement: about 290 us of CPU added to a single-row UPDATE transaction, against about 35 us
+-- for these, whose static statements plpgsql plans once per session (docs/invalidation.md,
+-- "Measured overhead").
 --
 -- The generated functions are SECURITY DEFINER (any role allowed to write a hooked table queues its
 -- invalidations without any right on the outbox) with search_path pinned (nothing a caller defines
@@ -651,6 +652,23 @@ CREATE TRIGGER meta_changed AFTER INSERT OR UPDATE OR DELETE ON objcached.meta
 -- (a partition's changes are sent as changes of the attached, partitioned table, in its column
 -- layout). A plain table's inheritance children are published one by one and are sent under their
 -- own names: objcached.wal_tables() lists every relation the reader will be sent, with its model.
+--
+-- The WAL reader's contract (docs/invalidation.md, "What the WAL reader does"):
+--   * slot objcached, plugin pgoutput, publication_names 'objcached' (messages 'true' for the
+--     heartbeats). Created by a role with the REPLICATION attribute:
+--       SELECT pg_catalog.pg_create_logical_replication_slot('objcached', 'pgoutput');
+--   * per committed transaction: INSERT -> the new key; UPDATE -> the new key, and the old key when
+--     the old-key tuple is sent (the key changed; it holds only replica-identity columns, and attach
+--     made sure they include the key); DELETE -> the old key; TRUNCATE -> every model of the
+--     relations, whole. Keys are the column's text output, as in trigger mode;
+--   * delete the keys from memcached; then, in ONE transaction: objcached.requeue(models, keys) for
+--     the deletes that failed, objcached.feed_append(models, keys, whole, p_bump => true,
+--     committed_at => newest commit of the batch, caught_up_at => NULL or a heartbeat instant,
+--     writer); COMMIT; then confirm the slot position past the batch;
+--   * heartbeat: SELECT pg_catalog.clock_timestamp(), pg_catalog.pg_logical_emit_message(true,
+--     'objcached', <token>) in a transaction of its own; once that message is decoded back (all that
+--     came before it applied and appended), objcached.feed_heartbeat(<that instant>, writer);
+--   * objcached.wal_check() for --check-config and the setup command: no rows means fine.
 
 CREATE OR REPLACE FUNCTION objcached._publication_settings_differences() RETURNS SETOF text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -1626,7 +1644,11 @@ $$;
 CREATE OR REPLACE FUNCTION objcached.feed_poll(p_after bigint, p_limit integer)
 RETURNS TABLE (head bigint, caught_up_at timestamptz, pruned_upto bigint, db_now timestamptz,
                seq bigint, model text, keys text[], generation bigint, committed_at timestamptz)
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- The plan is the same for every p_after and p_limit (an index range scan on feed_pkey, stopped by
+-- the LIMIT), but its generic plan's estimate (a third of the feed after an unknown p_after) is worse
+-- than a custom plan's, so the plan cache would plan every call again: about 100 us of CPU a call.
+SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 BEGIN
     IF p_after IS NULL OR p_limit IS NULL OR p_limit < 0 THEN
@@ -1688,9 +1710,23 @@ UPDATE objcached.meta SET value = '2' WHERE key = 'schema_version';
 --       objcached.feed_append(text[], text[], text[], boolean, timestamptz, timestamptz, text),
 --       objcached.feed_heartbeat(timestamptz, text), objcached.feed_heartbeat_if_drained(text),
 --       objcached.feed_prune(interval), objcached.wal_check(name), objcached.wal_tables() TO objcached;
+-- Only where PUBLIC has something: a REVOKE writes the catalog row even when it changes nothing,
+-- and a function whose row changed is compiled again by every session that calls it next.
 REVOKE ALL ON SCHEMA objcached FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA objcached FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA objcached FROM PUBLIC;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA objcached FROM PUBLIC;
+DO $$
+DECLARE
+    v_fn text;
+BEGIN
+    FOR v_fn IN
+        SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+         WHERE p.pronamespace = 'objcached'::regnamespace
+           AND (p.proacl IS NULL OR EXISTS (SELECT 1 FROM pg_catalog.aclexplode(p.proacl) a WHERE a.grantee = 0))
+    LOOP
+        EXECUTE 'REVOKE ALL ON FUNCTION ' || v_fn || ' FROM PUBLIC';
+    END LOOP;
+END
+$$;
 
 COMMIT;

@@ -504,7 +504,7 @@ def test_privileges(db):
     for fn in FEED_FUNCS + ("wal_check", "wal_tables"):
         secdef, config = db.q("SELECT prosecdef, proconfig FROM pg_proc WHERE proname = %s "
                               "AND pronamespace = 'objcached'::regnamespace", (fn,))[0]
-        assert secdef and config == ["search_path=pg_catalog, pg_temp"], fn
+        assert secdef and config[0] == "search_path=pg_catalog, pg_temp", fn
     assert db.q("SELECT p.proname FROM pg_proc p WHERE p.pronamespace = 'objcached'::regnamespace "
                 "AND has_function_privilege('public', p.oid, 'EXECUTE')") == []
     assert db.q("SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'objcached'::regnamespace "

@@ -1019,16 +1019,173 @@ def _error_as(db, conn, sql):
 
 
 def test_trigger_functions_are_security_definer_with_pinned_search_path(db):
+    users_table(db)
     rows = db.q("""
         SELECT p.proname, p.prosecdef, p.proconfig
           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
          WHERE n.nspname = 'objcached' ORDER BY 1""")
     assert rows
+    names = {r[0] for r in rows}
+    assert any(n.startswith("hook_") for n in names)
     for name, secdef, config in rows:
-        assert config == ["search_path=pg_catalog, pg_temp"], name
-        if name in ("on_write", "on_truncate", "claim", "pending", "hooked"):
+        assert config[0] == "search_path=pg_catalog, pg_temp", name
+        if name.startswith("hook_") or name in (
+                "claim", "pending", "hooked", "requeue", "feed_append", "feed_heartbeat",
+                "feed_heartbeat_if_drained", "feed_prune", "feed_poll", "wal_check", "wal_tables",
+                "_meta_changed"):
             assert secdef, name
     public_exec = db.q("""
         SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
          WHERE n.nspname = 'objcached' AND has_function_privilege('public', p.oid, 'EXECUTE')""")
     assert public_exec == []
+
+
+# ------------------------------------------------------- generated hook functions
+
+def hook_functions(db):
+    """{relation: trigger function} for every relation with objcached triggers."""
+    rows = db.q("SELECT DISTINCT tgrelid::regclass::text, tgfoid::regproc::text FROM pg_trigger "
+                "WHERE tgname LIKE 'objcached%' ORDER BY 1")
+    return dict(rows)
+
+
+def test_each_hooked_table_gets_its_own_generated_function(db):
+    users_table(db)
+    users_table(db, name="posts", model="Post")
+    db.q("CREATE TABLE ev (id bigint, part int) PARTITION BY LIST (part)")
+    db.q("CREATE TABLE ev_1 PARTITION OF ev FOR VALUES IN (1)")
+    db.q("SELECT objcached.attach('ev', 'Event')")
+    fns = hook_functions(db)
+    oid = {t: db.one("SELECT %s::regclass::oid", (t,)) for t in ("users", "posts", "ev")}
+    assert fns == {"users": f"objcached.hook_{oid['users']}", "posts": f"objcached.hook_{oid['posts']}",
+                   "ev": f"objcached.hook_{oid['ev']}", "ev_1": f"objcached.hook_{oid['ev']}"}
+    assert db.one("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'objcached%'") == 16
+    # the models and key columns are constants of the function: no catalog lookup, no EXECUTE
+    src = db.one("SELECT prosrc FROM pg_proc WHERE proname = %s", (f"hook_{oid['users']}",))
+    assert "SELECT DISTINCT n.id AS k FROM objcached_new n" in src and "'User'" in src
+    # a second model on a table writes its function again; detach takes it back out
+    db.q("SELECT objcached.attach('users', 'UserName')")
+    src2 = db.one("SELECT prosrc FROM pg_proc WHERE proname = %s", (f"hook_{oid['users']}",))
+    assert "'UserName'" in src2
+    db.q("SELECT objcached.detach('posts', 'Post')")
+    assert db.one("SELECT count(*) FROM pg_proc WHERE proname = %s", (f"hook_{oid['posts']}",)) == 0
+    assert "posts" not in hook_functions(db)
+    run_psql(db.server, db.name, UNINSTALL)
+    assert hook_functions(db) == {}
+
+
+def test_reinstall_leaves_unchanged_hook_functions_alone(db):
+    """install.sql writes a hook function again only when its source
+    changed: writing it would make every session compile it again."""
+    users_table(db)
+    before = db.q("SELECT oid, xmin::text FROM pg_proc WHERE proname ~ '^hook_[0-9]+$'")
+    run_psql(db.server, db.name, INSTALL)
+    assert db.q("SELECT oid, xmin::text FROM pg_proc WHERE proname ~ '^hook_[0-9]+$'") == before
+
+
+def test_changing_notify_rewrites_the_hook_functions(db):
+    users_table(db)
+    listener = db.connect()
+    db.q("LISTEN objcached", conn=listener)
+    db.q("INSERT INTO users (id) VALUES (1)")
+    assert _notifies(listener, timeout=0.5) == []
+    assert "c_notify   constant boolean := 'f'" in db.one(
+        "SELECT prosrc FROM pg_proc WHERE proname ~ '^hook_[0-9]+$'")
+    db.q("UPDATE objcached.meta SET value = 'on' WHERE key = 'notify'")
+    assert "c_notify   constant boolean := 't'" in db.one(
+        "SELECT prosrc FROM pg_proc WHERE proname ~ '^hook_[0-9]+$'")
+    db.q("INSERT INTO users (id) VALUES (2)")
+    assert _notifies(listener) == [("objcached", "User")]
+    db.q("DELETE FROM objcached.meta WHERE key = 'notify'")       # no setting: notify (as v1)
+    db.q("INSERT INTO users (id) VALUES (3)")
+    assert _notifies(listener) == [("objcached", "User")]
+    assert db.outbox() == [("User", ["1"]), ("User", ["2"]), ("User", ["3"])]
+
+
+def test_renamed_key_column_and_a_new_column_with_the_old_name(db):
+    """The generated statements name the key column; after a rename they
+    would read whatever column has the old name now. The hook checks the
+    name behind the attribute number first and goes the dynamic way."""
+    users_table(db)
+    db.q("INSERT INTO users (id) VALUES (1)")
+    db.q("ALTER TABLE users RENAME COLUMN id TO user_id")
+    db.q("ALTER TABLE users ADD COLUMN id bigint DEFAULT 999")
+    db.clear()
+    db.q("INSERT INTO users (user_id) VALUES (2)")
+    db.q("UPDATE users SET v = 1 WHERE user_id = 1")
+    db.q("DELETE FROM users WHERE user_id = 2")
+    assert db.outbox() == [("User", ["2"]), ("User", ["1"]), ("User", ["2"])]
+    db.q("SELECT objcached.attach('users', 'User', 'user_id')")   # written again: static again
+    assert "n.user_id" in db.one("SELECT prosrc FROM pg_proc WHERE proname ~ '^hook_[0-9]+$'")
+    db.clear()
+    db.q("UPDATE users SET v = 2")
+    assert db.outbox() == [("User", ["1"])]
+
+
+@pytest.mark.parametrize("table, column", [
+    ('"t\nx"', '"k\nDROP TABLE victim; --"'),
+    ('"t*/ x"', '"*/ k"'),
+    ('"t$$"', '"$$"'),
+    ('"$src$"', '"$src$ k $gen$"'),
+    ("\"t'q\"", "\"k'; DROP TABLE victim; --\""),
+    ('"t\\"', '"k\\n"'),
+    ('"T ""q"""', '"K ""q"""'),
+])
+def test_hostile_names_cannot_change_the_generated_code(db, table, column):
+    db.q("CREATE TABLE victim (i int)")
+    db.q(f"CREATE TABLE {table} ({column} text PRIMARY KEY, v int)")
+    tbl = db.one(f"SELECT '{table.replace(chr(39), chr(39) * 2)}'::regclass::text")
+    col = db.one("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum = 1",
+                 (tbl,))
+    db.q("SELECT objcached.attach(%s, 'Odd', %s)", (tbl, col))
+    db.clear()
+    db.q(f"INSERT INTO {table} VALUES ('a''1', 0), ('b', 0)")
+    db.q(f"UPDATE {table} SET {column} = 'c' WHERE {column} = 'b'")
+    db.q(f"DELETE FROM {table} WHERE v = 0 AND {column} = 'a''1'")
+    assert db.outbox() == [("Odd", ["a'1", "b"]), ("Odd", ["b", "c"]), ("Odd", ["a'1"])]
+    assert db.one("SELECT to_regclass('victim') IS NOT NULL")
+    assert db.q("SELECT hooked FROM objcached.status") == [(True,)]
+
+
+def test_static_and_dynamic_paths_agree(db):
+    """Statements of up to 1,000 rows take the generated statements, larger
+    ones the dynamic path: same keys either way, with a unique key and
+    without."""
+    db.q("CREATE TABLE tags (id bigint PRIMARY KEY, owner bigint)")
+    db.q("SELECT objcached.attach('tags', 'Tag')")
+    db.q("SELECT objcached.attach('tags', 'TagOwner', 'owner')")
+    for n in (1000, 1001):
+        db.q("TRUNCATE tags")
+        db.clear()
+        db.q(f"INSERT INTO tags SELECT g, g % 7 FROM generate_series(1, {n}) g")
+        db.q("UPDATE tags SET id = id + 5000 WHERE id % 2 = 0")
+        db.q("DELETE FROM tags WHERE owner = 3")
+        got = db.outbox()
+        ids = [str(i) for i in range(1, n + 1)]
+        evens = [str(i) for i in range(2, n + 1, 2)]
+        moved = sorted(evens + [str(int(i) + 5000) for i in evens])
+        assert got[0] == ("Tag", sorted(ids)), n
+        assert got[1] == ("TagOwner", sorted(str(i) for i in range(7))), n
+        assert got[2] == ("Tag", moved), n
+        assert got[3] == ("TagOwner", sorted({str(int(i) % 7) for i in evens})), n
+        deleted = [str(i if i % 2 else i + 5000) for i in range(1, n + 1) if i % 7 == 3]
+        assert got[4] == ("Tag", sorted(deleted)), n
+        assert got[5] == ("TagOwner", ["3"]), n
+
+
+def test_child_of_two_hooked_parents(db):
+    db.q("CREATE TABLE a (id bigint PRIMARY KEY)")
+    db.q("CREATE TABLE b (id bigint PRIMARY KEY)")
+    db.q("CREATE TABLE ab () INHERITS (a, b)")
+    db.q("SELECT objcached.attach('a', 'A')")
+    db.q("SELECT objcached.attach('b', 'B')")
+    db.clear()
+    db.q("INSERT INTO ab VALUES (1)")
+    assert db.outbox() == [("A", ["1"]), ("B", ["1"])]
+    fns = hook_functions(db)
+    assert len({fns["a"], fns["b"], fns["ab"]}) == 3     # ab has a function of its own
+    db.q("SELECT objcached.detach('b', 'B')")
+    db.clear()
+    db.q("INSERT INTO ab VALUES (2)")
+    assert db.outbox() == [("A", ["2"])]
+    assert hook_functions(db)["ab"] == hook_functions(db)["a"]
