@@ -79,6 +79,9 @@ struct evbuffer;
     X(near_expired, COUNTER, "entries dropped at their near_ttl")                        \
     X(near_invalidations, COUNTER,                                                       \
       "invalidations applied to the near-cache (keys, models)")                          \
+    X(bin_connections, COUNTER, "client connections that spoke the binary protocol")     \
+    X(bin_batches, COUNTER,                                                              \
+      "read-through requests of binary gets (a pipeline of quiet gets is one)")          \
     X(client_errors, COUNTER, "CLIENT_ERROR and ERROR replies sent")                     \
     X(server_errors, COUNTER, "SERVER_ERROR replies sent")
 
