@@ -188,8 +188,8 @@ static int conn_fmt(oc_conn_t *c, const oc_cmd_t *cmd, oc_token_t *key, char *bu
     *f = (oc_reply_fmt_t){.style = OC_STYLE_CLASSIC,
                           .gets = cmd->type == OC_CMD_GETS,
                           .noreply = cmd->noreply};
-    if (cmd->nkeys > 0)
-        *key = cmd->keys[0];
+    /* (every command that comes here has a key; the analyzer cannot know) */
+    *key = cmd->nkeys > 0 ? cmd->keys[0] : (oc_token_t){"", 0};
     if (cmd->type != OC_CMD_MS && cmd->type != OC_CMD_MD && cmd->type != OC_CMD_MG)
         return 0;
     f->style = OC_STYLE_META;
