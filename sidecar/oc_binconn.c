@@ -108,25 +108,44 @@ static int bin_is_get(uint8_t opcode)
 
 /* ---- reading --------------------------------------------------------------- */
 
-/* What the request at `off` in `in` is. Its bytes are made contiguous once
- * it is whole (so nx's pointers are good until the input changes). */
-static void bin_peek(oc_binconn_t *b, struct evbuffer *in, size_t off, oc_bin_next_t *nx)
+/* What of the input is contiguous without copying: its first chain. */
+typedef struct bin_view {
+    const uint8_t *base; /* the first chain's bytes (NULL if empty) */
+    size_t first;        /* how many */
+    size_t len;          /* the whole input */
+} bin_view_t;
+
+static void bin_view(struct evbuffer *in, bin_view_t *v)
+{
+    v->len = evbuffer_get_length(in);
+    v->first = evbuffer_get_contiguous_space(in);
+    /* a pullup within the first chain copies nothing */
+    v->base = v->first > 0 ? evbuffer_pullup(in, (ev_ssize_t)v->first) : NULL;
+}
+
+/* What the request at `off` in `in` is (v: in's view, kept up to date). A
+ * request within the first chain is read where it lies; one that spans
+ * chains is pulled up into it, its header first, then its body, so nx's
+ * pointers are good until the input changes. */
+static void bin_peek(oc_binconn_t *b, struct evbuffer *in, bin_view_t *v, size_t off,
+                     oc_bin_next_t *nx)
 {
     const oc_ctx_t *ctx = b->ctx;
-    size_t len = evbuffer_get_length(in) - off;
-    size_t n = len < OC_BIN_HDR_LEN ? len : OC_BIN_HDR_LEN;
+    uint32_t max_value = ctx->conf->max_value, max_body = bin_max_body(ctx);
+    size_t len = v->len - off;
     for (;;) {
-        const uint8_t *p = (const uint8_t *)"";
-        if (n > 0 && (p = evbuffer_pullup(in, (ev_ssize_t)(off + n))) == NULL) {
+        size_t n = v->first > off ? v->first - off : 0;
+        oc_bin_next(n > 0 ? v->base + off : (const uint8_t *)"", n, max_value, max_body,
+                    nx);
+        if (n == len || nx->kind != OC_BIN_NEXT_MORE || nx->need > len)
+            return;
+        if (evbuffer_pullup(in, (ev_ssize_t)(off + nx->need)) == NULL) {
             oc_log_error("event=oom where=binconn_read");
-            memset(nx, 0, sizeof(*nx));
             nx->kind = OC_BIN_NEXT_LOST; /* close without a word */
+            nx->status = 0;
             return;
         }
-        oc_bin_next(n > 0 ? p + off : p, n, ctx->conf->max_value, bin_max_body(ctx), nx);
-        if (nx->kind != OC_BIN_NEXT_MORE || nx->need <= n || nx->need > len)
-            return;
-        n = nx->need; /* the body is here too: read it whole */
+        bin_view(in, v);
     }
 }
 
@@ -136,11 +155,13 @@ static void bin_peek(oc_binconn_t *b, struct evbuffer *in, size_t off, oc_bin_ne
 static size_t bin_gather(oc_binconn_t *b, struct evbuffer *in, oc_bin_next_t *nx)
 {
     size_t off = 0, max = b->ctx->conf->max_keys;
+    bin_view_t v;
+    bin_view(in, &v);
     b->n = 0;
     for (;;) {
-        bin_peek(b, in, off, nx);
+        bin_peek(b, in, &v, off, nx);
         if (nx->kind != OC_BIN_NEXT_SERVE || !bin_is_get(nx->req.opcode) || b->n >= max ||
-            bin_grow(b, b->n + 1) != 0)
+            (b->n == b->cap && bin_grow(b, b->n + 1) != 0))
             return off;
         b->gets[b->n] =
             (bin_get_t){off, off + OC_BIN_HDR_LEN + nx->body.extlen, nx->body.keylen};

@@ -179,17 +179,23 @@ void oc_bin_split(const oc_bin_req_t *r, const uint8_t *body, oc_bin_body_t *out
 void oc_bin_next(const uint8_t *p, size_t len, uint32_t max_value, uint32_t max_body,
                  oc_bin_next_t *out)
 {
-    memset(out, 0, sizeof(*out));
-    if (len > 0 && p[0] != OC_BIN_MAGIC_REQ) {
-        /* Lost from its first byte: no need to wait for the rest of a
-         * header (memcached does, then closes the same). */
-        out->kind = OC_BIN_NEXT_LOST;
-        out->req.magic = p[0];
-        return;
-    }
+    /* Called once per request of every pipeline: the fields, not a memset
+     * of the whole struct (body is left as it was but for SERVE). */
+    out->status = 0;
+    out->step = OC_BIN_STEP_READ;
+    out->size = 0;
+    out->need = 0;
     if (len < OC_BIN_HDR_LEN) {
+        memset(&out->req, 0, sizeof(out->req));
         out->kind = OC_BIN_NEXT_MORE;
         out->need = OC_BIN_HDR_LEN;
+        if (len > 0 && p[0] != OC_BIN_MAGIC_REQ) {
+            /* Lost from its first byte: no need to wait for the rest of a
+             * header (memcached does, then closes the same). */
+            out->kind = OC_BIN_NEXT_LOST;
+            out->req.magic = p[0];
+            out->need = 0;
+        }
         return;
     }
     oc_bin_req_t *r = &out->req;
@@ -214,7 +220,6 @@ void oc_bin_next(const uint8_t *p, size_t len, uint32_t max_value, uint32_t max_
         return;
     }
     out->kind = OC_BIN_NEXT_SERVE;
-    out->step = OC_BIN_STEP_READ;
     oc_bin_split(r, p + OC_BIN_HDR_LEN, &out->body);
 }
 

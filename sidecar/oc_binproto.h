@@ -336,7 +336,7 @@ typedef enum oc_bin_next_kind {
 typedef struct oc_bin_next {
     oc_bin_next_kind_t kind;
     oc_bin_req_t req;   /* every kind but MORE with fewer than 24 bytes */
-    oc_bin_body_t body; /* SERVE: pointers into the buffer */
+    oc_bin_body_t body; /* SERVE: pointers into the buffer (else unset) */
     uint16_t status;    /* REFUSE, LOST */
     oc_bin_step_t step; /* REFUSE */
     uint64_t size;      /* SERVE, REFUSE: 24 + bodylen */

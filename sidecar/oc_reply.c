@@ -281,7 +281,7 @@ oc_reply_kind_t oc_reply_bin_stats(struct evbuffer *out, uint32_t opaque,
 /* Is this item's value sent by reference? */
 static int bin_by_ref(const oc_get_item_t *it, const oc_reply_fmt_t *f)
 {
-    return it->state == OC_GET_FOUND && it->len >= OC_REPLY_REF_MIN && f->unref != NULL;
+    return f->unref != NULL && it->state == OC_GET_FOUND && it->len >= OC_REPLY_REF_MIN;
 }
 
 /* The bytes of one item's packet that are copied (a referenced value is
@@ -311,13 +311,17 @@ static size_t bin_item(uint8_t *p, size_t cap, const oc_get_item_t *it,
                        const char *errmsg)
 {
     uint16_t klen = (uint16_t)it->klen;
+    size_t n;
     switch (it->state) {
     case OC_GET_FOUND:
         if (bin_by_ref(it, f))
             return oc_bin_format_get_hit_head(p, cap, c->opcode, c->opaque, it->cas, 0,
                                               it->key, klen, (uint32_t)it->len);
-        return oc_bin_format_get_hit(p, cap, c->opcode, c->opaque, it->cas, 0, it->key,
-                                     klen, it->data, (uint32_t)it->len);
+        n = oc_bin_format_get_hit_head(p, cap, c->opcode, c->opaque, it->cas, 0, it->key,
+                                       klen, (uint32_t)it->len);
+        if (n > 0 && it->len > 0) /* cap was sized for the value (bin_item_size) */
+            memcpy(p + n, it->data, it->len);
+        return n > 0 ? n + it->len : 0;
     case OC_GET_ABSENT:
         if (oc_bin_suppressed(c->opcode, OC_BIN_KEY_ENOENT))
             return 0;
@@ -357,9 +361,13 @@ static oc_reply_kind_t bin_items(struct evbuffer *out, const oc_get_result_t *r,
 static oc_reply_kind_t reply_bin_get(struct evbuffer *out, const oc_get_result_t *r,
                                      const oc_reply_fmt_t *f)
 {
-    char errmsg[OC_ERRLEN + 16];
-    snprintf(errmsg, sizeof(errmsg), "load failed: %s",
-             r->err ? r->err : "unknown error");
+    char errmsg[OC_ERRLEN + 16] = "";
+    for (size_t k = 0; k < r->n; k++) /* the message only when needed */
+        if (r->items[k].state != OC_GET_FOUND && r->items[k].state != OC_GET_ABSENT) {
+            snprintf(errmsg, sizeof(errmsg), "load failed: %s",
+                     r->err ? r->err : "unknown error");
+            break;
+        }
     size_t errlen = strlen(errmsg);
     oc_reply_kind_t kind = OC_REPLY_OK;
     size_t i = 0;
