@@ -575,3 +575,49 @@ def test_drain_finishes_the_batch_under_way(objcached_factory, pg, ref):
     finally:
         locker.close()
     assert d.wait_stopped(timeout=15) == 0
+
+
+@pytest.mark.parametrize("what", ["pipelines", "one-run"])
+def test_client_that_never_reads(objcached_factory, ref, what):
+    """Gets of a big object from a client that never reads: reading stops
+    once 4 MiB of replies wait, memory stays bounded, and write_timeout
+    (2 s without progress) closes the connection. "one-run": 400 quiet gets
+    of a 512 KiB object in one write, a 200 MiB answer to one run: its
+    values go by reference, never copied."""
+    d = objcached_factory({"objcached": {"write_timeout": "2s"},
+                           "model User": {"push_check": "off"}},
+                          env={"ASAN_OPTIONS": ":".join(filter(None, [
+                              os.environ.get("ASAN_OPTIONS", ""), "quarantine_size_mb=16"]))})
+    size = 65536 if what == "pipelines" else 512 * 1024
+    big = b'{"id":170,"pad":"' + b"p" * size + b'"}'
+    with Bin(d) as c:
+        error(c.call(SET, "User:170", big, store_extras()), SET, OK)
+    timeouts = d.stats()["timeouts"]
+    before = rss_kb(d.pid)
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=0.5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    if what == "pipelines":
+        batch = (b"".join(req(GETQ, "User:170", opaque=i) for i in range(20)) +
+                 req(NOOP) + req(VERSION)) * 50
+    else:
+        batch = b"".join(req(GETQ, "User:170", opaque=i) for i in range(400))
+    sent, peak = 0, before
+    deadline = time.monotonic() + 40
+    # send until the daemon stops reading us (or closes), then wait for
+    # write_timeout to close the connection
+    while time.monotonic() < deadline and d.stats()["timeouts"] == timeouts:
+        try:
+            if what == "pipelines" or sent == 0:
+                sent += s.send(batch)
+            else:
+                time.sleep(0.05)
+        except socket.timeout:
+            pass
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        peak = max(peak, rss_kb(d.pid))
+    s.close()
+    assert d.stats()["timeouts"] == timeouts + 1, f"not closed after {sent} bytes"
+    assert sent >= len(batch), sent
+    assert peak - before < 64 * 1024, f"RSS grew by {peak - before} KiB"
+    serves(d, ref)
