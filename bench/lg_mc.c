@@ -11,8 +11,8 @@
 #define LG_MC_CONNECT_TIMEOUT_MS 2000
 #define LG_MC_POLL_TIMEOUT_MS    5000
 
-static bool set_behaviors(memcached_st *m, bool pipelined_writes, char *err,
-                          size_t errlen)
+static bool set_behaviors(memcached_st *m, const lg_opts_t *o, bool pipelined_writes,
+                          char *err, size_t errlen)
 {
     /* The first two decide which server holds a key: they must stay what
      * objcached sets (sidecar/oc_mc.c make_memc), in this order, since
@@ -33,6 +33,9 @@ static bool set_behaviors(memcached_st *m, bool pipelined_writes, char *err,
         {MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS, 0},
         /* Set before any connection exists: changing it later reconnects. */
         {MEMCACHED_BEHAVIOR_BUFFER_REQUESTS, pipelined_writes},
+        /* --binary: libmemcached's get-multi is then a GETKQ per key and a
+         * NOOP per server, written together. */
+        {MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, o->binary},
     };
     for (size_t i = 0; i < sizeof(behaviors) / sizeof(behaviors[0]); i++) {
         memcached_return_t rc = memcached_behavior_set(m, behaviors[i].b, behaviors[i].v);
@@ -71,7 +74,7 @@ memcached_st *lg_mc_new(const lg_opts_t *o, bool pipelined_writes, char *err,
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    if (!set_behaviors(m, pipelined_writes, err, errlen) ||
+    if (!set_behaviors(m, o, pipelined_writes, err, errlen) ||
         !add_servers(m, o, err, errlen)) {
         memcached_free(m);
         return NULL;

@@ -53,6 +53,9 @@ void lg_opts_usage(FILE *out)
         "  --hit-rate F     0..1\n"
         "  --barrier        all threads start their first batch at the same moment\n"
         "                   (always so: setup ends at a common start line)\n"
+        "  --binary         speak memcached's binary protocol (libmemcached's\n"
+        "                   BINARY_PROTOCOL: a get-multi is a GETKQ per key, then\n"
+        "                   NOOP); default the text protocol\n"
         "  --max-latency-samples N  per thread (default 1000000; reservoir beyond)\n"
         "  --csv-label STR  echoed as \"label\"\n"
         "  --conns N        connections to open (conns)\n"
@@ -274,6 +277,7 @@ enum {
     OPT_COLD,
     OPT_HIT_RATE,
     OPT_BARRIER,
+    OPT_BINARY,
     OPT_MAX_SAMPLES,
     OPT_LABEL,
     OPT_CONNS,
@@ -293,6 +297,7 @@ static const struct option long_options[] = {
     {"cold", required_argument, NULL, OPT_COLD},
     {"hit-rate", required_argument, NULL, OPT_HIT_RATE},
     {"barrier", no_argument, NULL, OPT_BARRIER},
+    {"binary", no_argument, NULL, OPT_BINARY},
     {"max-latency-samples", required_argument, NULL, OPT_MAX_SAMPLES},
     {"csv-label", required_argument, NULL, OPT_LABEL},
     {"conns", required_argument, NULL, OPT_CONNS},
@@ -393,6 +398,9 @@ static lg_parse_result_t take_option(int opt, const char *arg, lg_opts_t *o, see
         return LG_PARSE_OK;
     case OPT_BARRIER:
         o->barrier = true;
+        return LG_PARSE_OK;
+    case OPT_BINARY:
+        o->binary = true;
         return LG_PARSE_OK;
     case OPT_MAX_SAMPLES:
         if (!parse_u64(arg, 1, 1000000000, &u))

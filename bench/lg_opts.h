@@ -67,6 +67,7 @@ typedef struct lg_opts {
     lg_keyspec_t cold; /* always LG_KEYS_SEQ */
     double hit_rate;
     bool barrier;
+    bool binary; /* --binary: memcached's binary protocol (get: GETKQs + NOOP) */
     size_t max_samples;
     const char *label;       /* NULL when not given */
     unsigned conns;          /* mode conns */

@@ -335,6 +335,7 @@ static void print_result(run_t *r, const totals_t *t, double seconds,
     json_string(f, o->mode_name);
     fputs(",\"servers\":", f);
     json_string(f, o->servers_arg);
+    fprintf(f, ",\"protocol\":\"%s\"", o->binary ? "binary" : "text");
     fprintf(f,
             ",\"K\":%u,\"C\":%u,\"seconds\":%.6f,\"batches\":%" PRIu64
             ",\"keys\":%" PRIu64 ",\"hits\":%" PRIu64 ",\"misses\":%" PRIu64

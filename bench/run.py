@@ -9,7 +9,10 @@ then runs every path through the same C load generator (bench/loadgen.c,
 libmemcached/libpq, pthreads), the targets of one setting always measured one
 after the other in a seeded shuffled order, repeated --trials times:
 
-  hit      get-multi, all hits: direct pool / twemproxy / objcached TCP / unix
+  hit      get-multi, all hits: direct pool / twemproxy / objcached TCP / unix /
+           objcached TCP in memcached's binary protocol (oc-tcp-bin: a GETKQ per
+           key then NOOP, libmemcached's binary get-multi), side by side with
+           the text protocol's oc-tcp
   cold     all misses: hand-written (get-multi, one = ANY, set-multi) / N+1 /
            objcached; the bare = ANY query as the reference
   mixed    90% and 99% hits, Zipfian (s = 1) choice of the hot keys
@@ -37,6 +40,10 @@ Run through bench/run.sh, which installs and builds first:
 
 Direct use: /usr/bin/python3 bench/run.py [--quick] [--out DIR] [--seed N]
             [--only hit,cold,...] [--objcached BIN] [--loadgen BIN]
+            [--hit-k 1,10,100] [--hit-c 1,4,16,64] [--hit-targets direct,oc-tcp,...]
+            [--trials N]
+A focused run of the hit path, text against binary through objcached:
+    bench/run.py --only hit --hit-k 100 --hit-c 1,4,16 --hit-targets oc-tcp,oc-tcp-bin
 """
 
 import argparse
@@ -65,6 +72,7 @@ import harness  # noqa: E402
 PHASES = ["cold", "hit", "mixed", "herd", "inval", "footprint", "failure", "expiry"]
 # Phases that read the hot set warmed for the hit path (the others need none).
 WARM_PHASES = {"hit", "mixed", "herd", "inval", "footprint"}
+HIT_TARGETS = ["direct", "twemproxy", "oc-tcp", "oc-unix", "oc-tcp-bin"]
 
 # (name, settings) of the full and the quick run. `hot` ids are kept cached
 # for the hit and mixed paths; ids above it are the cold pool.
@@ -223,6 +231,7 @@ class World:
             "direct": (pool, self.oc_prefix),      # objcached's own entries, read straight
             "twemproxy": (f"127.0.0.1:{self.tw_port}", "tw:Item:"),
             "oc-tcp": (f"127.0.0.1:{self.oc.port}", "Item:"),
+            "oc-tcp-bin": (f"127.0.0.1:{self.oc.port}", "Item:"),   # with --binary
             "oc-unix": (self.oc.sock, "Item:"),
             "hand": (pool, "hw:Item:"),            # the hand-written pattern's own keys
             "n1": (pool, "hw:Item:"),
@@ -257,7 +266,7 @@ class Runner:
     """Runs the load generator and keeps every result row."""
 
     MODES = {"direct": "get", "twemproxy": "get", "oc-tcp": "get", "oc-unix": "get",
-             "hand": "hand", "n1": "n1", "sql": "sql"}
+             "oc-tcp-bin": "get", "hand": "hand", "n1": "n1", "sql": "sql"}
 
     def __init__(self, world, loadgen, seed, csv_path):
         self.w, self.loadgen, self.seed = world, loadgen, seed
@@ -280,6 +289,8 @@ class Runner:
             argv += ["--batches", str(batches)]
         if warmup:
             argv += ["--warmup", f"{warmup:g}"]
+        if target.endswith("-bin"):
+            argv.append("--binary")
         argv += list(extra)
         oc_cpu0 = cpu_seconds(self.w.oc.pid)
         proc = subprocess.run(argv, capture_output=True, text=True,
@@ -371,7 +382,7 @@ def interleaved(cfg, rng, targets, *axes):
 
 def phase_hit(runner, world, cfg, rng):
     step("hit path: all hits, uniform over the cached ids")
-    targets = ["direct", "twemproxy", "oc-tcp", "oc-unix"]
+    targets = cfg["hit_targets"]
     for trial, k, c, t in interleaved(cfg, rng, targets, cfg["hit_k"], cfg["hit_c"]):
         r = runner.run("hit", t, k, c, f"uniform:1:{cfg['hot']}",
                        seconds=cfg["seconds"], warmup=0.2, mode="get")
@@ -830,7 +841,7 @@ def fmt(v, spec):
 def tables(summary, extra, cfg, world, elapsed):
     lines = []
     add = lines.append
-    add(f"objcached benchmark, {'quick' if cfg is QUICK else 'full'} run: {cfg['rows']:,} rows "
+    add(f"objcached benchmark, {'quick' if cfg['quick'] else 'full'} run: {cfg['rows']:,} rows "
         f"(row JSON {world.row_bytes} B), 3 memcached, {cfg['trials']} trial(s) of "
         f"{cfg['seconds']:g} s per setting, medians; {machine()}; {elapsed / 60:.1f} min")
     add("")
@@ -954,7 +965,7 @@ def plots(summary, extra, out):
     script = GNUPLOT
     for k in sorted({s["K"] for s in hit}):
         cs = sorted({s["C"] for s in hit if s["K"] == k})
-        targets = ["direct", "twemproxy", "oc-tcp", "oc-unix"]
+        targets = [t for t in HIT_TARGETS if any(s["target"] == t for s in hit)]
         data = []
         for c in cs:
             row = [c]
@@ -968,7 +979,7 @@ def plots(summary, extra, out):
         script += (f'set output "{png}"\nset title "Hit path, K={k}: keys/s by concurrency"\n'
                    'set xlabel "concurrent clients (C)"\nset ylabel "keys/s"\n'
                    'set logscale x 2\nset yrange [0:*]\n'
-                   f'plot for [i=2:5] "{path}" using 1:i with linespoints '
+                   f'plot for [i=2:{len(targets) + 1}] "{path}" using 1:i with linespoints '
                    'lw 2 title columnheader(i)\nunset logscale x\n')
         made.append(png)
     if "inval" in extra and extra["inval"]["delays"]:
@@ -1014,7 +1025,7 @@ def check_targets(summary, extra, cfg):
 
     for t in ("oc-tcp", "oc-unix"):
         s = get("hit", 100, 16, t)
-        if s:
+        if s and s["ratio"] is not None:     # None: direct was not run
             target(f"hit K=100 C=16 {t} >= 0.85x direct", s["ratio"] >= 0.85,
                    f"{s['ratio']:.2f}x")
             tw = get("hit", 100, 16, "twemproxy")
@@ -1022,9 +1033,15 @@ def check_targets(summary, extra, cfg):
                 r = s["keys_per_s"] / tw["keys_per_s"]
                 target(f"hit K=100 C=16 {t} >= 1.2x twemproxy", r >= 1.2, f"{r:.2f}x")
         s = get("hit", 100, 1, t)
-        if s:
+        if s and s["p50_delta_us"] is not None:
             target(f"hit K=100 C=1 {t} p50 <= direct + 60 us", s["p50_delta_us"] <= 60,
                    f"{s['p50_delta_us']:+.0f} us")
+    for c in sorted({s["C"] for s in summary if s["phase"] == "hit" and s["K"] == 100}):
+        b, t = get("hit", 100, c, "oc-tcp-bin"), get("hit", 100, c, "oc-tcp")
+        if b and t:
+            r = b["keys_per_s"] / t["keys_per_s"]
+            target(f"hit K=100 C={c} binary (oc-tcp-bin) >= 1.0x text (oc-tcp)", r >= 1.0,
+                   f"{r:.2f}x")
     s, n1 = get("cold", 100, 4, "oc-unix"), get("cold", 100, 4, "n1")
     if s:
         target("cold K=100 C=4 objcached >= 1.0x hand-written", s["ratio"] >= 1.0,
@@ -1070,6 +1087,12 @@ def main():
     ap.add_argument("--objcached", default=os.path.join(ROOT, "build", "objcached"))
     ap.add_argument("--loadgen", default=os.path.join(ROOT, "build", "bench",
                                                       "objcached-loadgen"))
+    ap.add_argument("--hit-k", help="K values of the hit phase, comma-separated "
+                                    "(default: the run's)")
+    ap.add_argument("--hit-c", help="client counts of the hit phase (default: the run's)")
+    ap.add_argument("--trials", type=int, help="trials per setting (default: the run's)")
+    ap.add_argument("--hit-targets", default=",".join(HIT_TARGETS),
+                    help=f"targets of the hit phase (default {','.join(HIT_TARGETS)})")
     args = ap.parse_args()
     only = set(p.strip() for p in args.only.split(",") if p.strip())
     unknown = only - set(PHASES)
@@ -1078,7 +1101,19 @@ def main():
     for b in (args.objcached, args.loadgen):
         if not os.access(b, os.X_OK):
             ap.error(f"{b} is not built (bash scripts/build.sh)")
-    cfg = QUICK if args.quick else FULL
+    cfg = dict(QUICK if args.quick else FULL, quick=args.quick)
+    try:
+        if args.hit_k:
+            cfg["hit_k"] = [int(x) for x in args.hit_k.split(",")]
+        if args.hit_c:
+            cfg["hit_c"] = [int(x) for x in args.hit_c.split(",")]
+    except ValueError:
+        ap.error("--hit-k and --hit-c take comma-separated integers")
+    if args.trials:
+        cfg["trials"] = args.trials
+    cfg["hit_targets"] = [t.strip() for t in args.hit_targets.split(",") if t.strip()]
+    if not cfg["hit_targets"] or set(cfg["hit_targets"]) - set(HIT_TARGETS):
+        ap.error(f"--hit-targets: choose among {','.join(HIT_TARGETS)}")
     os.makedirs(args.out, exist_ok=True)
     for name in os.listdir(args.out):
         if name.endswith((".csv", ".png", ".gp", ".md")):

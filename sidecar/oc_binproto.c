@@ -174,6 +174,55 @@ void oc_bin_split(const oc_bin_req_t *r, const uint8_t *body, oc_bin_body_t *out
     out->vlen = r->bodylen - r->extlen - r->keylen;
 }
 
+/* ---- a stream of requests ------------------------------------------------- */
+
+void oc_bin_next(const uint8_t *p, size_t len, uint32_t max_value, uint32_t max_body,
+                 oc_bin_next_t *out)
+{
+    /* Called once per request of every pipeline: the fields, not a memset
+     * of the whole struct (body is left as it was but for SERVE). */
+    out->status = 0;
+    out->step = OC_BIN_STEP_READ;
+    out->size = 0;
+    out->need = 0;
+    if (len < OC_BIN_HDR_LEN) {
+        memset(&out->req, 0, sizeof(out->req));
+        out->kind = OC_BIN_NEXT_MORE;
+        out->need = OC_BIN_HDR_LEN;
+        if (len > 0 && p[0] != OC_BIN_MAGIC_REQ) {
+            /* Lost from its first byte: no need to wait for the rest of a
+             * header (memcached does, then closes the same). */
+            out->kind = OC_BIN_NEXT_LOST;
+            out->req.magic = p[0];
+            out->need = 0;
+        }
+        return;
+    }
+    oc_bin_req_t *r = &out->req;
+    if (oc_bin_parse_header(p, r, NULL) != OC_OK) {
+        /* memcached answers a lying length, and closes on a wrong magic
+         * (an ASCII line on a binary connection) without a word. */
+        out->kind = OC_BIN_NEXT_LOST;
+        out->status = r->magic == OC_BIN_MAGIC_REQ ? OC_BIN_UNKNOWN_COMMAND : 0;
+        return;
+    }
+    out->size = OC_BIN_HDR_LEN + (uint64_t)r->bodylen;
+    uint16_t status = oc_bin_check(r, max_value, max_body);
+    if (status != OC_BIN_SUCCESS) {
+        out->kind = OC_BIN_NEXT_REFUSE;
+        out->status = status;
+        out->step = oc_bin_step(r, status, max_body);
+        return;
+    }
+    if (len - OC_BIN_HDR_LEN < r->bodylen) {
+        out->kind = OC_BIN_NEXT_MORE;
+        out->need = (size_t)out->size; /* at most 24 + max_body */
+        return;
+    }
+    out->kind = OC_BIN_NEXT_SERVE;
+    oc_bin_split(r, p + OC_BIN_HDR_LEN, &out->body);
+}
+
 /* ---- quiet commands -------------------------------------------------------- */
 
 static const uint8_t quiet_pairs[][2] = {

@@ -315,6 +315,45 @@ size_t oc_bin_format_stat_end(uint8_t *out, size_t cap, uint32_t opaque);
 size_t oc_bin_format_version(uint8_t *out, size_t cap, uint32_t opaque,
                              const char *version);
 
+/* ---- a stream of requests ------------------------------------------------ */
+
+/* What the next request of a buffered stream is, and what to do with it. */
+typedef enum oc_bin_next_kind {
+    OC_BIN_NEXT_MORE,   /* not all of it is here: wait until at least `need`
+                           bytes are buffered (a header, then the body) */
+    OC_BIN_NEXT_SERVE,  /* a whole request that passed oc_bin_check: req and
+                           body are set; it takes `size` bytes */
+    OC_BIN_NEXT_REFUSE, /* oc_bin_check refused it from its header: answer
+                           `status` (unless oc_bin_suppressed), then `step`:
+                           SKIP drops `size` bytes (header and body, which
+                           may not all have come yet), CLOSE closes */
+    OC_BIN_NEXT_LOST,   /* the header cannot be a request: close. `status` is
+                           what to answer first (0x81 for a length that lies,
+                           opaque in req), or 0 for nothing (a wrong magic,
+                           seen from the first byte) */
+} oc_bin_next_kind_t;
+
+typedef struct oc_bin_next {
+    oc_bin_next_kind_t kind;
+    oc_bin_req_t req;   /* every kind but MORE with fewer than 24 bytes */
+    oc_bin_body_t body; /* SERVE: pointers into the buffer (else unset) */
+    uint16_t status;    /* REFUSE, LOST */
+    oc_bin_step_t step; /* REFUSE */
+    uint64_t size;      /* SERVE, REFUSE: 24 + bodylen */
+    size_t need;        /* MORE */
+} oc_bin_next_t;
+
+/*
+ * Read the request at the start of p[0..len): the steps at the top of this
+ * file in one call, for a connection that keeps what it has read in one
+ * buffer and may have any part of a request, or several. Pure; reads at
+ * most min(len, 24 + bodylen) bytes, the body only when it is all here. A
+ * connection calls it again on the same bytes once `need` are buffered; a
+ * pipeline is read by calling it at p + size after each SERVE.
+ */
+void oc_bin_next(const uint8_t *p, size_t len, uint32_t max_value, uint32_t max_body,
+                 oc_bin_next_t *out);
+
 /* ---- the other direction: for tests, bench/ and raw clients --------------- */
 
 /* A request: header (magic 0x80, vbucket 0) + extras + key + value. NULL

@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "oc_binconn.h"
+#include "oc_binproto.h"
 #include "oc_conf.h"
 #include "oc_log.h"
 #include "oc_proto.h"
@@ -48,6 +50,8 @@ struct oc_conn {
     size_t data_key_len;
     uint64_t swallow_left;  /* SWALLOW: data bytes to drop; 0 = drop to EOL */
     size_t scanned;         /* input bytes already searched for EOL */
+    int detected;           /* the first byte has been seen: text or binary */
+    oc_binconn_t *bin;      /* a binary connection's own state, else NULL */
     oc_conn_t *prev, *next; /* the connections' list */
 };
 
@@ -120,6 +124,7 @@ static void conn_free(oc_conn_t *c)
         oc_req_detach(c->req);
     if (c->write)
         oc_write_detach(c->write);
+    oc_binconn_free(c->bin);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -189,8 +194,8 @@ static int conn_fmt(oc_conn_t *c, const oc_cmd_t *cmd, oc_token_t *key, char *bu
     *f = (oc_reply_fmt_t){.style = OC_STYLE_CLASSIC,
                           .gets = cmd->type == OC_CMD_GETS,
                           .noreply = cmd->noreply};
-    if (cmd->nkeys > 0)
-        *key = cmd->keys[0];
+    /* (every command that comes here has a key; the analyzer cannot know) */
+    *key = cmd->nkeys > 0 ? cmd->keys[0] : (oc_token_t){"", 0};
     if (cmd->type != OC_CMD_MS && cmd->type != OC_CMD_MD && cmd->type != OC_CMD_MG)
         return 0;
     f->style = OC_STYLE_META;
@@ -426,29 +431,6 @@ static int conn_swallow(oc_conn_t *c, struct evbuffer *in)
     return 1;
 }
 
-/* A memcached binary-protocol request (magic 0x80): objcached speaks only
- * ASCII. Answer "unknown command" in binary, so the client fails at once
- * instead of waiting for a reply that never comes, then close. */
-static void conn_refuse_binary(oc_conn_t *c, struct evbuffer *in)
-{
-    static const char msg[] = "objcached speaks the ASCII and meta protocols only";
-    unsigned char req[24] = {0}, res[24] = {0};
-    evbuffer_copyout(in, req, sizeof(req));
-    res[0] = 0x81;   /* response magic */
-    res[1] = req[1]; /* opcode */
-    res[7] = 0x81;   /* status 0x0081: unknown command */
-    uint32_t body = sizeof(msg) - 1;
-    res[8] = (unsigned char)(body >> 24), res[9] = (unsigned char)(body >> 16);
-    res[10] = (unsigned char)(body >> 8), res[11] = (unsigned char)body;
-    memcpy(res + 12, req + 12, 4); /* opaque */
-    struct evbuffer *out = c->out;
-    evbuffer_add(out, res, sizeof(res));
-    evbuffer_add(out, msg, body);
-    evbuffer_drain(in, evbuffer_get_length(in));
-    conn_ctx(c)->stats->client_errors++;
-    conn_set_state(c, OC_CONN_CLOSING);
-}
-
 /* Write what the output holds; what would block waits for EV_WRITE (and
  * write_timeout). Returns -1 if the connection failed. */
 static int conn_flush(oc_conn_t *c)
@@ -506,7 +488,7 @@ static int conn_next_line(oc_conn_t *c, struct evbuffer *in)
     return 1;
 }
 
-static void conn_process(oc_conn_t *c)
+static void conn_run_text(oc_conn_t *c)
 {
     struct evbuffer *in = c->in;
     struct evbuffer *out = c->out;
@@ -525,13 +507,72 @@ static void conn_process(oc_conn_t *c)
         }
         if (c->state != OC_CONN_READING || evbuffer_get_length(out) > OC_CONN_OUT_HIGH)
             break;
-        unsigned char first;
-        if (c->scanned == 0 && evbuffer_copyout(in, &first, 1) == 1 && first == 0x80) {
-            conn_refuse_binary(c, in);
-            break;
-        }
         if (!conn_next_line(c, in))
             break;
+    }
+}
+
+/* A binary connection's batch or write was answered: go on. */
+static void conn_bin_resume(void *arg)
+{
+    oc_conn_t *c = arg;
+    conn_set_state(c, OC_CONN_READING);
+    conn_process(c);
+}
+
+/* memcached decides once per connection, from its first byte: the binary
+ * request magic makes it a binary connection for good (oc_binconn); any
+ * other byte, a text one (a 0x80 later is just a bad line). */
+static void conn_detect(oc_conn_t *c)
+{
+    unsigned char first;
+    if (c->detected || evbuffer_copyout(c->in, &first, 1) != 1)
+        return;
+    c->detected = 1;
+    if (first != OC_BIN_MAGIC_REQ)
+        return;
+    c->bin = oc_binconn_new(conn_ctx(c), c->out, conn_bin_resume, c);
+    if (c->bin == NULL) {
+        oc_log_error("event=oom where=conn_binary");
+        conn_set_state(c, OC_CONN_CLOSING);
+    }
+}
+
+/* Run a binary connection's requests; -1 if the connection failed. */
+static int conn_run_binary(oc_conn_t *c)
+{
+    while (c->state == OC_CONN_READING) {
+        if (c->cs->drained) {
+            conn_set_state(c, OC_CONN_CLOSING); /* draining: no new commands */
+            break;
+        }
+        oc_binconn_state_t st = oc_binconn_process(c->bin, c->in, OC_CONN_OUT_HIGH);
+        if (st == OC_BINCONN_BUSY)
+            conn_set_state(c, OC_CONN_WAITING);
+        else if (st == OC_BINCONN_CLOSE)
+            conn_set_state(c, OC_CONN_CLOSING);
+        if (st != OC_BINCONN_FULL)
+            break;
+        /* Output over the mark: write what can be written, and go on at
+         * once if that brought it under (else EV_WRITE resumes). */
+        if (conn_flush(c) != 0)
+            return -1;
+        if (evbuffer_get_length(c->out) > OC_CONN_OUT_HIGH)
+            break;
+    }
+    return 0;
+}
+
+static void conn_process(oc_conn_t *c)
+{
+    struct evbuffer *in = c->in;
+    struct evbuffer *out = c->out;
+    conn_detect(c);
+    if (c->bin == NULL)
+        conn_run_text(c);
+    else if (conn_run_binary(c) != 0) {
+        conn_free(c);
+        return;
     }
     if (conn_flush(c) != 0 ||
         (c->state == OC_CONN_CLOSING && evbuffer_get_length(out) == 0)) {

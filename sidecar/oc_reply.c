@@ -5,9 +5,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "oc_binproto.h"
 #include "oc_key.h"
 #include "oc_mcproto.h"
 #include "oc_proto.h"
+#include "oc_status.h"
 
 oc_reply_kind_t oc_reply_client_error(struct evbuffer *out, const char *why)
 {
@@ -122,9 +124,14 @@ static oc_reply_kind_t reply_values(struct evbuffer *out, const oc_get_result_t 
     return OC_REPLY_OK;
 }
 
+static oc_reply_kind_t reply_bin_get(struct evbuffer *out, const oc_get_result_t *r,
+                                     const oc_reply_fmt_t *f);
+
 oc_reply_kind_t oc_reply_get(struct evbuffer *out, const oc_get_result_t *r,
                              const oc_reply_fmt_t *f, uint64_t max_reply)
 {
+    if (f->style == OC_STYLE_BINARY)
+        return reply_bin_get(out, r, f);
     for (size_t i = 0; i < r->n; i++)
         if (r->items[i].state == OC_GET_ERROR) {
             evbuffer_add_printf(out, "SERVER_ERROR load failed: %s\r\n",
@@ -140,6 +147,14 @@ oc_reply_kind_t oc_reply_get(struct evbuffer *out, const oc_get_result_t *r,
 oc_reply_kind_t oc_reply_write(struct evbuffer *out, oc_write_outcome_t o,
                                const char *err, const oc_reply_fmt_t *f)
 {
+    if (f->style == OC_STYLE_BINARY) {
+        if (o == OC_WRITE_FAILED)
+            return oc_reply_bin_status(out, f->bin, OC_BIN_EINTERNAL,
+                                       err && *err ? err : "write failed");
+        return oc_reply_bin_status(
+            out, f->bin, o == OC_WRITE_NOT_STORED ? OC_BIN_NOT_STORED : OC_BIN_SUCCESS,
+            NULL);
+    }
     if (o == OC_WRITE_FAILED)
         return oc_reply_server_error(out, err && *err ? err : "write failed");
     int stored = o != OC_WRITE_NOT_STORED;
@@ -161,4 +176,215 @@ oc_reply_kind_t oc_reply_write(struct evbuffer *out, oc_write_outcome_t o,
     };
     evbuffer_add(out, lines[o], strlen(lines[o]));
     return OC_REPLY_OK;
+}
+
+/* ---- binary ---------------------------------------------------------------- */
+
+oc_reply_kind_t oc_reply_bin_kind(uint16_t status)
+{
+    switch (status) {
+    case OC_BIN_SUCCESS:
+    case OC_BIN_KEY_ENOENT:
+    case OC_BIN_KEY_EEXISTS:
+    case OC_BIN_NOT_STORED:
+        return OC_REPLY_OK;
+    case OC_BIN_EINVAL:
+    case OC_BIN_UNKNOWN_COMMAND:
+    case OC_BIN_AUTH_ERROR:
+        return OC_REPLY_CLIENT_ERROR;
+    default:
+        return OC_REPLY_SERVER_ERROR;
+    }
+}
+
+/* Room for a packet of at most cap bytes in the output itself (no copy
+ * through a local buffer), or NULL if out of memory. */
+static uint8_t *bin_reserve(struct evbuffer *out, size_t cap, struct evbuffer_iovec *v)
+{
+    if (evbuffer_reserve_space(out, (ev_ssize_t)cap, v, 1) < 1 || v->iov_len < cap)
+        return NULL;
+    return v->iov_base;
+}
+
+/* Keep the n bytes written there (a writer returns 0 only for a packet it
+ * cannot encode: nothing is kept, and the stream would be out of step). */
+static oc_reply_kind_t bin_commit(struct evbuffer *out, struct evbuffer_iovec *v,
+                                  size_t n, oc_reply_kind_t kind)
+{
+    v->iov_len = n;
+    evbuffer_commit_space(out, v, 1);
+    return n > 0 ? kind : OC_REPLY_BROKEN;
+}
+
+oc_reply_kind_t oc_reply_bin_status(struct evbuffer *out, const oc_reply_bin_t *c,
+                                    uint16_t status, const char *msg)
+{
+    if (oc_bin_suppressed(c->opcode, status))
+        return oc_reply_bin_kind(status);
+    if (msg == NULL)
+        msg = oc_bin_status_msg(status);
+    size_t cap = OC_BIN_HDR_LEN + strlen(msg);
+    struct evbuffer_iovec v;
+    uint8_t *p = bin_reserve(out, cap, &v);
+    if (p == NULL)
+        return OC_REPLY_BROKEN;
+    return bin_commit(out, &v,
+                      oc_bin_format_status(p, cap, c->opcode, status, c->opaque, 0, msg),
+                      oc_reply_bin_kind(status));
+}
+
+oc_reply_kind_t oc_reply_bin_version(struct evbuffer *out, uint32_t opaque,
+                                     const char *version)
+{
+    size_t cap = OC_BIN_HDR_LEN + strlen(version);
+    struct evbuffer_iovec v;
+    uint8_t *p = bin_reserve(out, cap, &v);
+    if (p == NULL)
+        return OC_REPLY_BROKEN;
+    return bin_commit(out, &v, oc_bin_format_version(p, cap, opaque, version),
+                      OC_REPLY_OK);
+}
+
+oc_reply_kind_t oc_reply_bin_stats(struct evbuffer *out, uint32_t opaque,
+                                   const char *text, size_t len)
+{
+    const char *end = text + len;
+    while (text < end) {
+        const char *eol = memchr(text, '\n', (size_t)(end - text));
+        const char *next = eol ? eol + 1 : end;
+        size_t n = (size_t)((eol ? eol : end) - text);
+        if (n > 0 && text[n - 1] == '\r')
+            n--;
+        const char *sp = n > 5 ? memchr(text + 5, ' ', n - 5) : NULL;
+        if (sp != NULL && memcmp(text, "STAT ", 5) == 0) {
+            const char *name = text + 5, *val = sp + 1;
+            size_t nlen = (size_t)(sp - name), vlen = (size_t)(text + n - val);
+            size_t cap = OC_BIN_HDR_LEN + nlen + vlen;
+            struct evbuffer_iovec v;
+            uint8_t *p = bin_reserve(out, cap, &v);
+            if (p == NULL ||
+                bin_commit(out, &v,
+                           oc_bin_format_stat(p, cap, opaque, name, nlen, val, vlen),
+                           OC_REPLY_OK) != OC_REPLY_OK)
+                return OC_REPLY_BROKEN;
+        }
+        text = next;
+    }
+    struct evbuffer_iovec v;
+    uint8_t *p = bin_reserve(out, OC_BIN_HDR_LEN, &v);
+    if (p == NULL)
+        return OC_REPLY_BROKEN;
+    return bin_commit(out, &v, oc_bin_format_stat_end(p, OC_BIN_HDR_LEN, opaque),
+                      OC_REPLY_OK);
+}
+
+/* Is this item's value sent by reference? */
+static int bin_by_ref(const oc_get_item_t *it, const oc_reply_fmt_t *f)
+{
+    return f->unref != NULL && it->state == OC_GET_FOUND && it->len >= OC_REPLY_REF_MIN;
+}
+
+/* The bytes of one item's packet that are copied (a referenced value is
+ * not), 0 for a suppressed miss. */
+static size_t bin_item_size(const oc_get_item_t *it, const oc_reply_bin_t *c,
+                            const oc_reply_fmt_t *f, size_t errlen)
+{
+    uint16_t klen = (uint16_t)it->klen; /* keys are at most OC_KEY_MAX */
+    switch (it->state) {
+    case OC_GET_FOUND:
+        return oc_bin_get_hit_size(c->opcode, klen, (uint32_t)it->len) -
+               (bin_by_ref(it, f) ? it->len : 0);
+    case OC_GET_ABSENT:
+        if (oc_bin_suppressed(c->opcode, OC_BIN_KEY_ENOENT))
+            return 0;
+        return OC_BIN_HDR_LEN + (oc_bin_returns_key(c->opcode)
+                                     ? klen
+                                     : strlen(oc_bin_status_msg(OC_BIN_KEY_ENOENT)));
+    default:
+        return OC_BIN_HDR_LEN + errlen;
+    }
+}
+
+/* Write one item's packet (its head only if the value goes by reference). */
+static size_t bin_item(uint8_t *p, size_t cap, const oc_get_item_t *it,
+                       const oc_reply_bin_t *c, const oc_reply_fmt_t *f,
+                       const char *errmsg)
+{
+    uint16_t klen = (uint16_t)it->klen;
+    size_t n;
+    switch (it->state) {
+    case OC_GET_FOUND:
+        if (bin_by_ref(it, f))
+            return oc_bin_format_get_hit_head(p, cap, c->opcode, c->opaque, it->cas, 0,
+                                              it->key, klen, (uint32_t)it->len);
+        n = oc_bin_format_get_hit_head(p, cap, c->opcode, c->opaque, it->cas, 0, it->key,
+                                       klen, (uint32_t)it->len);
+        if (n > 0 && it->len > 0) /* cap was sized for the value (bin_item_size) */
+            memcpy(p + n, it->data, it->len);
+        return n > 0 ? n + it->len : 0;
+    case OC_GET_ABSENT:
+        if (oc_bin_suppressed(c->opcode, OC_BIN_KEY_ENOENT))
+            return 0;
+        return oc_bin_format_miss(p, cap, c->opcode, c->opaque, it->key, klen);
+    default:
+        return oc_bin_format_status(p, cap, c->opcode, OC_BIN_EINTERNAL, c->opaque, 0,
+                                    errmsg);
+    }
+}
+
+/* Items [i, j) into one extent of the output; j - 1's value by reference if
+ * it goes so. Returns OC_REPLY_OK or OC_REPLY_BROKEN. */
+static oc_reply_kind_t bin_items(struct evbuffer *out, const oc_get_result_t *r,
+                                 const oc_reply_fmt_t *f, size_t i, size_t j, size_t size,
+                                 const char *errmsg)
+{
+    if (size > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(out, (ev_ssize_t)size, &v, 1) < 1 || v.iov_len < size)
+            return OC_REPLY_BROKEN;
+        uint8_t *p = v.iov_base, *end = p + size;
+        for (size_t k = i; k < j; k++)
+            p += bin_item(p, (size_t)(end - p), &r->items[k], &f->bin[k], f, errmsg);
+        v.iov_len = (size_t)(p - (uint8_t *)v.iov_base);
+        evbuffer_commit_space(out, &v, 1);
+    }
+    const oc_get_item_t *last = &r->items[j - 1];
+    if (!bin_by_ref(last, f))
+        return OC_REPLY_OK;
+    ++*f->refs; /* before: a failed add may not call unref */
+    if (evbuffer_add_reference(out, last->data, last->len, f->unref, f->unref_arg) == 0)
+        return OC_REPLY_OK;
+    --*f->refs;
+    return evbuffer_add(out, last->data, last->len) == 0 ? OC_REPLY_OK : OC_REPLY_BROKEN;
+}
+
+static oc_reply_kind_t reply_bin_get(struct evbuffer *out, const oc_get_result_t *r,
+                                     const oc_reply_fmt_t *f)
+{
+    char errmsg[OC_ERRLEN + 16] = "";
+    for (size_t k = 0; k < r->n; k++) /* the message only when needed */
+        if (r->items[k].state != OC_GET_FOUND && r->items[k].state != OC_GET_ABSENT) {
+            snprintf(errmsg, sizeof(errmsg), "load failed: %s",
+                     r->err ? r->err : "unknown error");
+            break;
+        }
+    size_t errlen = strlen(errmsg);
+    oc_reply_kind_t kind = OC_REPLY_OK;
+    size_t i = 0;
+    while (i < r->n) {
+        /* One extent up to and including the next value sent by reference. */
+        size_t size = 0, j = i;
+        while (j < r->n) {
+            const oc_get_item_t *it = &r->items[j];
+            if (it->state != OC_GET_FOUND && it->state != OC_GET_ABSENT)
+                kind = OC_REPLY_SERVER_ERROR;
+            size += bin_item_size(it, &f->bin[j], f, errlen);
+            if (bin_by_ref(&r->items[j++], f))
+                break;
+        }
+        if (bin_items(out, r, f, i, j, size, errmsg) == OC_REPLY_BROKEN)
+            return OC_REPLY_BROKEN;
+        i = j;
+    }
+    return kind;
 }

@@ -119,6 +119,9 @@ struct evbuffer;
       "items written to a failover (their TTL capped at failover_ttl)")                  \
     X(early_refreshes, COUNTER,                                                          \
       "hits near their expiry this sidecar was chosen to reload in the background")      \
+    X(bin_connections, COUNTER, "client connections that spoke the binary protocol")     \
+    X(bin_batches, COUNTER,                                                              \
+      "read-through requests of binary gets (a pipeline of quiet gets is one)")          \
     X(client_errors, COUNTER, "CLIENT_ERROR and ERROR replies sent")                     \
     X(server_errors, COUNTER, "SERVER_ERROR replies sent")
 

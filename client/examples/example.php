@@ -5,7 +5,8 @@
 //                                   unix:/path/to.sock or [::1]:11311
 $addr = $argv[1] ?? '127.0.0.1:11311';
 $m = new Memcached();
-// The classic ASCII protocol (php-memcached's default); never the binary one.
+// The classic ASCII protocol (php-memcached's default); objcached answers the
+// binary one (true) as well.
 $m->setOption(Memcached::OPT_BINARY_PROTOCOL, false);
 $m->setOption(Memcached::OPT_CONNECT_TIMEOUT, 1000);  // ms
 if (str_starts_with($addr, 'unix:')) {

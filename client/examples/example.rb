@@ -1,19 +1,18 @@
 # Fetch users from objcached with Dalli (Debian: ruby-dalli).
 #
-#     ruby example.rb [ADDRESS]     ADDRESS: 127.0.0.1:11311 (default) or
-#                                   /path/to.sock
+#     ruby example.rb [ADDRESS]     ADDRESS: 127.0.0.1:11311 (default),
+#                                   unix:/path/to.sock or /path/to.sock
 #
-# NOT SERVED WITH DEBIAN 12'S DALLI: its 3.0.6 speaks only memcached's binary
-# protocol, which objcached does not answer. objcached does answer the meta
-# protocol (mg, ms, md, mn), which Dalli 4.x speaks by default and Dalli 3.2+
-# with protocol: :meta in the options below; such a Dalli is expected to run
-# this program, but none is tested here. See docs/client.md.
+# Debian 12's Dalli (3.0.6) speaks memcached's binary protocol: get_multi is
+# a quiet get per key then a noop, which objcached serves as one request.
+# objcached returns flags 0, so values come back as the JSON strings. To push
+# (set), pass raw: true with each call (client.set(key, json, nil, raw: true)):
+# Dalli 3.0.6 ignores a client-wide raw: true and would send Marshal data.
 require 'dalli'
 require 'json'
 
 addr = (ARGV[0] || '127.0.0.1:11311').delete_prefix('unix:')
-# raw: true stores and returns strings as they are (no Ruby Marshal).
-client = Dalli::Client.new(addr, raw: true, socket_timeout: 6, socket_max_failures: 1)
+client = Dalli::Client.new(addr, socket_timeout: 6, socket_max_failures: 1)
 keys = ['User:1', 'User:2', 'User:999999']
 found = client.get_multi(*keys)
 keys.each do |key|

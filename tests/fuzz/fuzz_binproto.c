@@ -14,7 +14,10 @@
  *   vbucket aside, which the builder writes as 0);
  * - each reply writer fills an exactly-sized buffer, writes nothing into one
  *   byte less, and its header reads back with the fields it was given;
- * - quiet/loud: loud(quiet) is not quiet, only quiet opcodes suppress.
+ * - quiet/loud: loud(quiet) is not quiet, only quiet opcodes suppress;
+ * - oc_bin_next, walking the same stream as the connection (oc_binconn)
+ *   does, agrees with the steps above, never asks for fewer bytes than it
+ *   has or more than one request may take, and tiles what it serves.
  *
  *   bash scripts/fuzz.sh --target fuzz_binproto --seconds 60
  */
@@ -191,6 +194,55 @@ static oc_bin_step_t judge(const oc_bin_req_t *r)
     return step;
 }
 
+/* The stream as oc_binconn reads it, with oc_bin_next. */
+static void walk_next(const uint8_t *in, size_t size)
+{
+    size_t off = 0;
+    for (;;) {
+        const uint8_t *p = in + off;
+        size_t len = size - off;
+        oc_bin_next_t nx;
+        oc_bin_next(p, len, MAX_VALUE, MAX_BODY, &nx);
+        switch (nx.kind) {
+        case OC_BIN_NEXT_MORE:
+            if (nx.need <= len || nx.need < OC_BIN_HDR_LEN ||
+                nx.need > OC_BIN_HDR_LEN + MAX_BODY ||
+                (len > 0 && p[0] != OC_BIN_MAGIC_REQ))
+                abort();
+            return;
+        case OC_BIN_NEXT_LOST:
+            /* a wrong first byte says nothing; a lying length says 0x81 */
+            if (len == 0 || (p[0] != OC_BIN_MAGIC_REQ && nx.status != 0) ||
+                (p[0] == OC_BIN_MAGIC_REQ &&
+                 (len < OC_BIN_HDR_LEN || nx.status != OC_BIN_UNKNOWN_COMMAND ||
+                  oc_bin_parse_header(p, &nx.req, NULL) == OC_OK)))
+                abort();
+            return;
+        case OC_BIN_NEXT_REFUSE:
+            if (len < OC_BIN_HDR_LEN || nx.status == 0 ||
+                nx.status != oc_bin_check(&nx.req, MAX_VALUE, MAX_BODY) ||
+                nx.step != oc_bin_step(&nx.req, nx.status, MAX_BODY) ||
+                nx.step == OC_BIN_STEP_READ ||
+                nx.size != OC_BIN_HDR_LEN + (uint64_t)nx.req.bodylen)
+                abort();
+            if (nx.step == OC_BIN_STEP_CLOSE || nx.size > len)
+                return;
+            break;
+        case OC_BIN_NEXT_SERVE:
+            if (nx.size > len || oc_bin_check(&nx.req, MAX_VALUE, MAX_BODY) != 0 ||
+                nx.body.extras != p + OC_BIN_HDR_LEN ||
+                (uint64_t)nx.body.extlen + nx.body.keylen + nx.body.vlen +
+                        OC_BIN_HDR_LEN !=
+                    nx.size)
+                abort();
+            break;
+        default:
+            abort();
+        }
+        off += (size_t)nx.size;
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     uint8_t *in = malloc(size ? size : 1);
@@ -218,6 +270,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             exercise_writers(&r, p);
         off += OC_BIN_HDR_LEN + (size_t)r.bodylen;
     }
+    walk_next(in, size);
     free(in);
     return 0;
 }

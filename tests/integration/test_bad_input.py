@@ -289,8 +289,8 @@ COMMANDS = {b"get", b"gets", b"set", b"add", b"replace", b"append", b"prepend", 
 
 def garbage_lines(n, seed=20240101):
     """n random lines (no CR/LF) that do not start with a command name, nor
-    with 0x80: that byte starts a binary-protocol request, which objcached
-    refuses by closing the connection (not in docs/protocol.md yet)."""
+    with 0x80: as a connection's first byte, it makes the connection speak
+    the binary protocol (docs/protocol.md)."""
     rng = random.Random(seed)
     alphabet = [b for b in range(256) if b not in (10, 13)]
     lines = []

@@ -32,12 +32,6 @@ DOC = os.path.join(SRC, "docs", "client.md")
 SANITIZER_RE = re.compile(rb"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error: "
                           rb"|SUMMARY: (AddressSanitizer|UndefinedBehaviorSanitizer)")
 
-# Debian 12's Dalli (3.0.6) speaks only memcached's binary protocol; objcached
-# speaks ASCII. Set to True when objcached answers Dalli (binary, or the meta
-# commands with a Dalli that uses them), and test_ruby_dalli_example runs.
-DALLI_SERVED = False
-
-
 @pytest.fixture(scope="session")
 def build_dir(objcached_bin):
     return os.path.dirname(os.path.abspath(objcached_bin))
@@ -481,7 +475,8 @@ def doc_blocks():
 def test_doc_shows_the_examples_verbatim():
     blocks = doc_blocks()
     assert set(blocks) == {"client/examples/example.c", "client/examples/example.py",
-                           "client/examples/example.php", "client/examples/example.rb"}
+                           "client/examples/example.php", "client/examples/example.rb",
+                           "client/examples/example.js", "client/examples/example.go"}
     for path, code in blocks.items():
         with open(os.path.join(SRC, path), encoding="utf-8") as f:
             assert code == f.read(), f"docs/client.md and {path} differ: copy the file in"
@@ -527,12 +522,17 @@ def test_php_example(objcached, ref):
 
 
 def test_ruby_dalli_example(objcached, ref):
-    if not DALLI_SERVED:
-        pytest.skip("objcached cannot serve Dalli yet: Debian 12's Dalli 3.0.6 speaks only "
-                    "the binary protocol (see docs/client.md)")
-    p = run(["ruby", os.path.join(EXAMPLES, "example.rb"), tcp(objcached)])
-    assert p.returncode == 0, p.stderr
-    assert lines(p) == expected_example_output(ref, name_email)
+    """Debian 12's Dalli (3.0.6) speaks memcached's binary protocol
+    (tests/integration/test_binary.py): its get_multi is GETKQs then NOOP."""
+    ruby = shutil.which("ruby")
+    assert ruby, "ruby and ruby-dalli are not installed (scripts/deps.sh installs them)"
+    before = objcached.stats()["bin_connections"]
+    for addr in (tcp(objcached), unix(objcached)):
+        p = run([ruby, os.path.join(EXAMPLES, "example.rb"), addr])
+        assert p.returncode == 0, p.stderr
+        assert p.stderr == b""
+        assert lines(p) == expected_example_output(ref, name_email)
+    assert objcached.stats()["bin_connections"] == before + 2
 
 
 # ------------------------------------------------------------------ installing

@@ -870,6 +870,107 @@ static void test_writer_limits(void **state)
     assert_bytes(out, 24, "81ab56789a001234bcdef0123456789abcdef0123456789a");
 }
 
+/* ---- a stream ------------------------------------------------------------- */
+
+static void test_next_pipeline(void **state)
+{
+    (void)state;
+    /* GETKQ "User:1", SET "User:2" {"a":1}, NOOP, then half a GET */
+    uint8_t buf[256];
+    size_t n = 0;
+    n += oc_bin_format_request(buf + n, sizeof buf - n, OC_BIN_OP_GETKQ, 1, 0, NULL, 0,
+                               "User:1", 6, NULL, 0);
+    static const uint8_t ext[8] = {0, 0, 0, 5, 0, 0, 0, 9};
+    n += oc_bin_format_request(buf + n, sizeof buf - n, OC_BIN_OP_SET, 2, 0, ext, 8,
+                               "User:2", 6, "{\"a\":1}", 7);
+    n += oc_bin_format_request(buf + n, sizeof buf - n, OC_BIN_OP_NOOP, 3, 0, NULL, 0,
+                               NULL, 0, NULL, 0);
+    size_t whole = n;
+    n += oc_bin_format_request(buf + n, sizeof buf - n, OC_BIN_OP_GET, 4, 0, NULL, 0,
+                               "User:3", 6, NULL, 0);
+    oc_bin_next_t nx;
+    size_t off = 0;
+    oc_bin_next(buf, n, MAX_VALUE, MAX_BODY, &nx);
+    assert_int_equal(nx.kind, OC_BIN_NEXT_SERVE);
+    assert_int_equal(nx.req.opcode, OC_BIN_OP_GETKQ);
+    assert_int_equal(nx.size, 30);
+    assert_int_equal(nx.body.keylen, 6);
+    assert_memory_equal(nx.body.key, "User:1", 6);
+    off += (size_t)nx.size;
+    oc_bin_next(buf + off, n - off, MAX_VALUE, MAX_BODY, &nx);
+    assert_int_equal(nx.kind, OC_BIN_NEXT_SERVE);
+    assert_int_equal(nx.req.opaque, 2);
+    assert_int_equal(nx.body.extlen, 8);
+    assert_ptr_equal(nx.body.extras, buf + off + 24);
+    assert_int_equal(nx.body.vlen, 7);
+    assert_memory_equal(nx.body.value, "{\"a\":1}", 7);
+    off += (size_t)nx.size;
+    oc_bin_next(buf + off, n - off, MAX_VALUE, MAX_BODY, &nx);
+    assert_int_equal(nx.kind, OC_BIN_NEXT_SERVE);
+    assert_int_equal(nx.req.opcode, OC_BIN_OP_NOOP);
+    off += (size_t)nx.size;
+    assert_int_equal(off, whole);
+    /* the last one cut anywhere: wait for a header, then for the body */
+    for (size_t cut = 0; cut < n - off; cut++) {
+        oc_bin_next(buf + off, cut, MAX_VALUE, MAX_BODY, &nx);
+        assert_int_equal(nx.kind, OC_BIN_NEXT_MORE);
+        assert_int_equal(nx.need, cut < 24 ? 24 : 30);
+    }
+    oc_bin_next(buf + off, n - off, MAX_VALUE, MAX_BODY, &nx);
+    assert_int_equal(nx.kind, OC_BIN_NEXT_SERVE);
+    /* nothing at all */
+    oc_bin_next(buf, 0, MAX_VALUE, MAX_BODY, &nx);
+    assert_int_equal(nx.kind, OC_BIN_NEXT_MORE);
+    assert_int_equal(nx.need, 24);
+}
+
+static void test_next_refused_and_lost(void **state)
+{
+    (void)state;
+    uint8_t h[24 + 16];
+    oc_bin_next_t nx;
+    /* a wrong magic is lost from its first byte, without a word */
+    h[0] = 'g';
+    oc_bin_next(h, 1, MAX_VALUE, MAX_BODY, &nx);
+    assert_int_equal(nx.kind, OC_BIN_NEXT_LOST);
+    assert_int_equal(nx.status, 0);
+    raw_header(h, 0x81, OC_BIN_OP_GET, 1, 0, 1, 7, 0);
+    oc_bin_next(h, 24, MAX_VALUE, MAX_BODY, &nx);
+    assert_int_equal(nx.kind, OC_BIN_NEXT_LOST);
+    assert_int_equal(nx.status, 0);
+    /* a length that lies: 0x81 with the opaque, then close */
+    raw_header(h, 0x80, OC_BIN_OP_GET, 10, 0, 3, 0xabcd, 0);
+    oc_bin_next(h, 24, MAX_VALUE, MAX_BODY, &nx);
+    assert_int_equal(nx.kind, OC_BIN_NEXT_LOST);
+    assert_int_equal(nx.status, OC_BIN_UNKNOWN_COMMAND);
+    assert_int_equal(nx.req.opaque, 0xabcd);
+    /* a value over max_value, refused from the header: skip it whole */
+    raw_header(h, 0x80, OC_BIN_OP_SET, 1, 8, 8 + 1 + MAX_VALUE + 1, 1, 0);
+    oc_bin_next(h, 24, MAX_VALUE, MAX_BODY, &nx);
+    assert_int_equal(nx.kind, OC_BIN_NEXT_REFUSE);
+    assert_int_equal(nx.status, OC_BIN_E2BIG);
+    assert_int_equal(nx.step, OC_BIN_STEP_SKIP);
+    assert_int_equal(nx.size, 24 + 8 + 1 + MAX_VALUE + 1);
+    /* a 4 GB body: refused from the header, and close */
+    raw_header(h, 0x80, OC_BIN_OP_SET, 1, 8, 0xffffffffu, 1, 0);
+    oc_bin_next(h, 24, MAX_VALUE, MAX_BODY, &nx);
+    assert_int_equal(nx.kind, OC_BIN_NEXT_REFUSE);
+    assert_int_equal(nx.status, OC_BIN_E2BIG);
+    assert_int_equal(nx.step, OC_BIN_STEP_CLOSE);
+    /* wrong extras: invalid, close; an unknown opcode: skip its body */
+    raw_header(h, 0x80, OC_BIN_OP_GET, 1, 4, 5, 1, 0);
+    oc_bin_next(h, 24, MAX_VALUE, MAX_BODY, &nx);
+    assert_int_equal(nx.kind, OC_BIN_NEXT_REFUSE);
+    assert_int_equal(nx.status, OC_BIN_EINVAL);
+    assert_int_equal(nx.step, OC_BIN_STEP_CLOSE);
+    raw_header(h, 0x80, 0x50, 0, 0, 16, 1, 0);
+    oc_bin_next(h, 24, MAX_VALUE, MAX_BODY, &nx);
+    assert_int_equal(nx.kind, OC_BIN_NEXT_REFUSE);
+    assert_int_equal(nx.status, OC_BIN_UNKNOWN_COMMAND);
+    assert_int_equal(nx.step, OC_BIN_STEP_SKIP);
+    assert_int_equal(nx.size, 40);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -890,6 +991,8 @@ int main(void)
         cmocka_unit_test(test_parse_response),
         cmocka_unit_test(test_writer_capacity),
         cmocka_unit_test(test_writer_limits),
+        cmocka_unit_test(test_next_pipeline),
+        cmocka_unit_test(test_next_refused_and_lost),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,217 @@
+"""Real memcached clients against a real objcached, each in its own language
+(tests/clients/: Python, PHP, Ruby, Node, Go), over TCP and the unix socket
+where the client can: a multi-get of existing and absent objects, a push, a
+get of it, a tombstone and a get of that, every value checked byte for byte
+against PostgreSQL's row_to_json (conftest's Reference). Also the Node and
+Go examples of docs/client.md (client/examples/), which need the same
+installs (test_client.py runs the others).
+
+Nothing here is skipped: the Debian packages come from scripts/deps.sh
+(which the test command runs), and the Node clients are installed by this
+file with `npm ci` from tests/clients/package-lock.json into the build
+tree; a client that is missing fails its test. What a client cannot do
+(memjs has no unix socket) is in NOT_SUPPORTED, and docs/client.md must
+say so (test_doc_lists_what_clients_cannot_do).
+
+Each client's wire protocol is checked from the daemon's own counters: a
+binary client opens binary connections (bin_connections), a text client
+none; and each multi-get is one memcached read (mc_gets)."""
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.dirname(os.path.dirname(HERE))
+CLIENTS_DIR = os.path.join(SRC, "tests", "clients")
+
+# name: (argv after the interpreter lookup, binary protocol?, transports)
+CLIENTS = {
+    "pymemcache": (["/usr/bin/python3", "client.py", "pymemcache"], False, ("tcp", "unix")),
+    "pylibmc": (["/usr/bin/python3", "client.py", "pylibmc"], False, ("tcp", "unix")),
+    "pylibmc-binary": (["/usr/bin/python3", "client.py", "pylibmc-binary"], True,
+                       ("tcp", "unix")),
+    "php-memcached": (["php", "client.php", "ascii"], False, ("tcp", "unix")),
+    "php-memcached-binary": (["php", "client.php", "binary"], True, ("tcp", "unix")),
+    "dalli": (["ruby", "client.rb"], True, ("tcp", "unix")),
+    "memjs": (["node", "client.js", "memjs"], True, ("tcp",)),
+    "node-memcached": (["node", "client.js", "memcached"], False, ("tcp", "unix")),
+    "gomemcache": (["GO"], False, ("tcp", "unix")),
+}
+
+# What a client cannot do, and the words docs/client.md uses for it.
+NOT_SUPPORTED = {("memjs", "unix"): "no unix socket"}
+
+GET_KEYS = ["User:1", "User:2", "User:3", "User:999999", "Counter:3", "Counter:999999",
+            "Page:home", "Page:zz-nope", "User:42", "Counter:50"]
+
+CASES = [(name, t) for name, (_, _, ts) in CLIENTS.items() for t in ts]
+
+
+@pytest.fixture(scope="session")
+def build_dir(objcached_bin):
+    return os.path.dirname(os.path.abspath(objcached_bin))
+
+
+@pytest.fixture(scope="session")
+def node_modules(build_dir):
+    """tests/clients' package-lock.json installed with `npm ci` under the
+    build tree, again only when the lock file changes."""
+    npm = shutil.which("npm")
+    assert npm, "npm is not installed (scripts/deps.sh installs nodejs and npm)"
+    dest = os.path.join(build_dir, "node-clients")
+    lock = os.path.join(CLIENTS_DIR, "package-lock.json")
+    with open(lock, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    stamp = os.path.join(dest, "installed.sha256")
+    if os.path.exists(stamp) and open(stamp).read() == digest and \
+            os.path.isdir(os.path.join(dest, "node_modules")):
+        return dest
+    os.makedirs(dest, exist_ok=True)
+    for f in ("package.json", "package-lock.json"):
+        shutil.copy(os.path.join(CLIENTS_DIR, f), dest)
+    p = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--prefer-offline"], cwd=dest,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, f"npm ci failed:\n{p.stdout}\n{p.stderr}"
+    with open(stamp, "w") as f:
+        f.write(digest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def go_client(build_dir):
+    """client.go built offline against Debian's gomemcache (GOPATH mode)."""
+    go = shutil.which("go")
+    assert go, "go is not installed (scripts/deps.sh installs golang-go)"
+    gopath = "/usr/share/gocode"
+    assert os.path.isdir(os.path.join(gopath, "src/github.com/bradfitz/gomemcache")), \
+        "golang-github-bradfitz-gomemcache-dev is not installed (scripts/deps.sh)"
+    out_dir = os.path.join(build_dir, "go-client")
+    os.makedirs(out_dir, exist_ok=True)
+    exe = os.path.join(out_dir, "client")
+    env = dict(os.environ, GO111MODULE="off", GOPATH=gopath, GOFLAGS="", GOPROXY="off",
+               GOCACHE=os.path.join(out_dir, "cache"), CGO_ENABLED="0")
+    p = subprocess.run([go, "build", "-o", exe, os.path.join(CLIENTS_DIR, "client.go")],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, f"go build failed:\n{p.stderr}"
+    return exe
+
+
+def argv_of(name, go_client):
+    argv = list(CLIENTS[name][0])
+    if argv == ["GO"]:
+        return [go_client]
+    exe = shutil.which(argv[0]) if not argv[0].startswith("/") else argv[0]
+    assert exe, f"{argv[0]} is not installed (scripts/deps.sh)"
+    return [exe, os.path.join(CLIENTS_DIR, argv[1])] + argv[2:]
+
+
+def address(name, transport, oc, tmp_path):
+    if transport == "tcp":
+        return f"127.0.0.1:{oc.port}"
+    if name == "node-memcached":
+        # memcached 2.2.2 appends ":11211" to a server string that does not
+        # end in ":<digits>", which breaks a plain socket path; a path that
+        # does end so is taken as it is (docs/client.md).
+        link = str(tmp_path / "objcached.sock:0")
+        os.symlink(oc.sock, link)
+        return link
+    return oc.sock
+
+
+def b64(data):
+    return None if data is None else base64.b64encode(data).decode()
+
+
+@pytest.mark.parametrize("name,transport", CASES, ids=[f"{n}-{t}" for n, t in CASES])
+def test_client(objcached, ref, name, transport, node_modules, go_client, tmp_path):
+    i = CASES.index((name, transport))
+    push_id, tomb_id = 150 + 2 * i, 151 + 2 * i
+    pushed = b"{ " + ref.json("User", push_id)[1:]   # the row, spaced: the check agrees
+    job = {"addr": address(name, transport, objcached, tmp_path), "get": GET_KEYS,
+           "push_key": f"User:{push_id}", "push_value": b64(pushed),
+           "tombstone": f"User:{tomb_id}"}
+    want_get = {k: b64(ref.json(k.split(":")[0], k.split(":")[1] if k.startswith("Page")
+                                else int(k.split(":")[1])))
+                for k in GET_KEYS}
+    assert sum(v is not None for v in want_get.values()) == 7
+    before = objcached.stats()
+    env = dict(os.environ, NODE_PATH=os.path.join(node_modules, "node_modules"))
+    p = subprocess.run(argv_of(name, go_client), input=json.dumps(job), env=env,
+                       capture_output=True, text=True, timeout=120, cwd=CLIENTS_DIR)
+    assert p.returncode == 0, f"{name} failed (exit {p.returncode}):\n{p.stderr}"
+    got = json.loads(p.stdout)
+    after = objcached.stats()
+    assert got["get"] == want_get
+    assert got["push"] is True
+    assert got["after_push"] == b64(pushed)
+    assert got["tombstone"] is True
+    assert got["after_tombstone"] is None
+    # the protocol it spoke, and one memcached read per multi-get
+    binary = CLIENTS[name][1]
+    assert (after["bin_connections"] > before["bin_connections"]) == binary, \
+        (name, before["bin_connections"], after["bin_connections"])
+    reads = after["mc_gets"] - before["mc_gets"]
+    if name == "memjs":     # pipelined plain GETs: as many reads as its writes
+        assert 3 <= reads <= len(GET_KEYS) + 2, reads
+    else:
+        assert reads == 3, reads    # the multi-get, and the two single gets
+    assert after["client_errors"] == before["client_errors"]
+    assert after["server_errors"] == before["server_errors"]
+
+
+def test_doc_lists_what_clients_cannot_do():
+    with open(os.path.join(SRC, "docs", "client.md"), encoding="utf-8") as f:
+        doc = f.read()
+    for (name, transport), words in NOT_SUPPORTED.items():
+        assert transport not in CLIENTS[name][2]
+        row = next((line for line in doc.splitlines()
+                    if line.startswith("|") and re.search(rf"\b{re.escape(name)}\b", line)),
+                   None)
+        assert row is not None, f"docs/client.md has no table row for {name}"
+        assert words in row, f"docs/client.md's row for {name} does not say {words!r}"
+
+
+def example_output(ref):
+    out = []
+    for key, ident in (("User:1", 1), ("User:2", 2), ("User:999999", 999999)):
+        data = ref.json("User", ident)
+        if data is None:
+            out.append(f"{key}: not found")
+        else:
+            user = json.loads(data)
+            out.append(f"{key} = {user['name']} <{user['email']}>")
+    return out
+
+
+def test_node_and_go_examples(objcached, ref, node_modules, build_dir):
+    examples = os.path.join(SRC, "client", "examples")
+    out_dir = os.path.join(build_dir, "go-client")
+    os.makedirs(out_dir, exist_ok=True)
+    go_example = os.path.join(out_dir, "example")
+    env = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode", GOFLAGS="",
+               GOPROXY="off", GOCACHE=os.path.join(out_dir, "cache"), CGO_ENABLED="0")
+    p = subprocess.run([shutil.which("go") or "go", "build", "-o", go_example,
+                        os.path.join(examples, "example.go")],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    node = shutil.which("node")
+    assert node, "nodejs is not installed (scripts/deps.sh)"
+    runs = [([node, os.path.join(examples, "example.js"), f"127.0.0.1:{objcached.port}"],
+             True),
+            ([go_example, f"127.0.0.1:{objcached.port}"], False),
+            ([go_example, f"unix:{objcached.sock}"], False)]
+    for argv, binary in runs:
+        before = objcached.stats()["bin_connections"]
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ,
+                                    NODE_PATH=os.path.join(node_modules, "node_modules")))
+        assert p.returncode == 0, (argv, p.stderr)
+        assert p.stdout.splitlines() == example_output(ref), argv
+        assert (objcached.stats()["bin_connections"] > before) == binary, argv
