@@ -341,3 +341,25 @@ def test_one_huge_multiget_of_distinct_keys_keeps_the_hot_ones(fleet, mc_pool, d
         s1 = c.stats()
     assert s1["near_flushes"] == 0, s1
     assert s1["near_hits"] - s0["near_hits"] >= 45, (s0["near_hits"], s1["near_hits"])
+
+
+def test_binary_gets_are_served_from_the_near_cache(fleet, mc_pool, db):
+    """A binary get answered entirely by the near-cache completes inside
+    oc_req_start (no done call): the binary connection must reply at once
+    and go on with the next command, as the text one does."""
+    from test_binary import Bin, GETK, GETKQ, NOOP, OK, req
+    a = start(fleet, mc_pool, db)
+    warm(a, ["Item:5", "Item:6"])
+    s0 = a.stats()
+    with Bin(a) as c:
+        for _ in range(3):
+            c.send(req(GETKQ, "Item:5", opaque=1) + req(GETK, "Item:6", opaque=2) +
+                   req(NOOP, opaque=3))
+            got, end = c.read_until_noop()
+            assert [(r.opcode, r.status, r.key, r.value) for r in got] == \
+                [(GETKQ, OK, b"Item:5", row(db, "items", 5)),
+                 (GETK, OK, b"Item:6", row(db, "items", 6))]
+            assert end.opaque == 3
+    s1 = a.stats()
+    assert s1["near_hits"] - s0["near_hits"] == 6
+    assert s1["mc_gets"] == s0["mc_gets"]
