@@ -28,6 +28,10 @@
 #define WAL_PRUNE_EVERY_S  60.0
 #define WAL_RETRY_FAST_S   1.0 /* after losing the slot we held */
 #define WAL_PAUSE_FACTOR   4   /* pending keys past 4 x max_txn_keys: pause */
+/* A standby tries the slot when the feed goes stale, and otherwise only
+ * every 60 x wal_takeover (5 min by default): a fresh feed already proves a
+ * holder is alive, and each try costs the primary two connections. */
+#define WAL_RECHECK_FACTOR 60
 
 typedef enum wal_state {
     WAL_STANDBY,    /* no connection: waiting to try */
@@ -78,6 +82,10 @@ struct oc_wal {
     double next_hb, next_status, next_stats, next_prune;
     double tried_at;
     double born; /* when oc_wal_new ran: the start of our watch */
+    /* the holder's confirmed position as this standby last saw it, and
+     * since when it has not moved: a stuck holder's does not */
+    char seen_lsn[32];
+    double seen_at;
     int tried;
     int sql_busy;
     int paused;
@@ -630,13 +638,6 @@ static void streaming(oc_wal_t *w)
 static void start_stream(oc_wal_t *w);
 static void recreate(oc_wal_t *w, int drop);
 
-/* The pid in 'replication slot "x" is active for PID 123'. */
-static long active_pid(const char *err)
-{
-    const char *p = strstr(err, "active for PID ");
-    return p ? strtol(p + 15, NULL, 10) : 0;
-}
-
 static void terminated(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                        void *arg)
 {
@@ -662,6 +663,47 @@ static double holder_silence(const oc_wal_t *w, double now)
     return stale < watched ? stale : watched;
 }
 
+/* The slot's state, read while another sidecar holds it: terminate the
+ * holder only if its confirmed position has not moved for 2 x wal_takeover
+ * as seen from here. The feed's staleness alone is not enough: a standby
+ * that reads the feed from a lagging replica sees it stale while the
+ * holder is fine; a live holder confirms at least every heartbeat. */
+static void slot_checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                         void *arg)
+{
+    (void)pc, (void)err;
+    oc_wal_t *w = arg;
+    double takeover = w->ctx->conf->wal_takeover_ms / 1000.0, now = now_s();
+    w->sql_busy = 0;
+    if (st != OC_OK || PQntuples(res) != 1 || PQgetisnull(res, 0, 1)) {
+        PQclear(res);
+        stand_by(w, takeover, "another sidecar holds the slot");
+        return;
+    }
+    const char *lsn = PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0);
+    long pid = strtol(PQgetvalue(res, 0, 1), NULL, 10);
+    if (strcmp(lsn, w->seen_lsn) != 0) {
+        snprintf(w->seen_lsn, sizeof(w->seen_lsn), "%s", lsn);
+        w->seen_at = now;
+    }
+    double stalled = now - w->seen_at;
+    PQclear(res);
+    if (stalled > 2 * takeover && pid > 0) {
+        char spid[24];
+        snprintf(spid, sizeof(spid), "%ld", pid);
+        const char *p[1] = {spid};
+        oc_log_warn(
+            "event=wal_holder_terminated slot=%s pid=%ld stale_s=%.1f stalled_s=%.1f",
+            w->slot, pid, holder_silence(w, now), stalled);
+        w->sql_busy = 1;
+        if (oc_pgconn_query(w->sql, "SELECT pg_terminate_backend($1::integer)", 1, p,
+                            terminated, w) == OC_OK)
+            return;
+        w->sql_busy = 0;
+    }
+    stand_by(w, takeover, "another sidecar holds the slot");
+}
+
 /* START_REPLICATION ended: another holder has the slot, the slot is gone,
  * or the stream broke. */
 static void stream_ended(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
@@ -674,19 +716,17 @@ static void stream_ended(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const c
     const char *why = st == OC_OK ? "the server ended the stream" : err;
     double takeover = ctx->conf->wal_takeover_ms / 1000.0;
     if (strstr(why, "is active for PID")) {
-        double stale = holder_silence(w, now_s());
-        long pid = active_pid(why);
-        if (stale > 3 * takeover && pid > 0 && w->sql_up && !w->sql_busy) {
-            /* Its walsender is alive but its heartbeats stopped: a holder
-             * stuck (or cut off) that PostgreSQL has not noticed yet. */
-            char spid[24];
-            snprintf(spid, sizeof(spid), "%ld", pid);
-            const char *p[1] = {spid};
-            oc_log_warn("event=wal_holder_terminated slot=%s pid=%ld stale_s=%.1f",
-                        w->slot, pid, stale);
+        if (holder_silence(w, now_s()) > takeover && w->sql_up && !w->sql_busy) {
+            /* Its walsender is alive but the feed says its heartbeats
+             * stopped: a holder stuck (or cut off) that PostgreSQL has not
+             * noticed yet, or only our view of the feed lags. Ask the slot. */
+            const char *p[1] = {w->slot};
             w->sql_busy = 1;
-            if (oc_pgconn_query(w->sql, "SELECT pg_terminate_backend($1::integer)", 1, p,
-                                terminated, w) == OC_OK)
+            if (oc_pgconn_query(
+                    w->sql,
+                    "SELECT confirmed_flush_lsn::text, active_pid "
+                    "FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+                    1, p, slot_checked, w) == OC_OK)
                 return;
             w->sql_busy = 0;
         }
@@ -941,7 +981,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         return;
     double takeover = w->ctx->conf->wal_takeover_ms / 1000.0;
     double stale = w->ctx->feed ? oc_feed_staleness(w->ctx->feed, now_s()) : INFINITY;
-    if (!w->tried || stale > takeover || now_s() - w->tried_at > 10 * takeover) {
+    if (!w->tried || stale > takeover ||
+        now_s() - w->tried_at > WAL_RECHECK_FACTOR * takeover) {
         wal_start_try(w);
         return;
     }

@@ -236,6 +236,48 @@ def test_frozen_holder_is_terminated_a_newcomer_is_not_a_judge(fleet, mc_pool, d
     assert holder([a, b]) is b
 
 
+def test_feed_read_from_a_lagging_replica(fleet, mc_pool, db, pg):
+    """A sidecar may follow the feed on a streaming replica (feed_conninfo):
+    its near-cache serves while the replica keeps up and turns itself off
+    when the replica's lag takes the feed past feed_max_lag, and its stale
+    view of the feed does not make it terminate a holder that is fine (the
+    holder's confirmed position still moves, seen on the primary)."""
+    from test_near import near_read, warm
+    from test_sql_feed import Standby
+    standby = Standby(pg)
+    try:
+        standby.start()
+        a = start(fleet, mc_pool, db)
+        holder([a])
+        feed = f"host={standby.dir} port={standby.port} dbname={db.name} user=postgres"
+        b = start(fleet, mc_pool, db, postgresql={"feed_conninfo": feed})
+        warm(b, ["Item:51"])
+        db.q("UPDATE items SET name = 'seen through the replica' WHERE id = 51")
+        wait_value(b, "Item:51", row(db, "Item", 51))
+        assert b.stats()["near_serving"] == 1
+        warm(b, ["Item:51"])
+        standby.execute("SELECT pg_wal_replay_pause()", dbname=db.name)
+        db.q("UPDATE items SET name = 'while the replica is paused' WHERE id = 51")
+        t_commit = time.monotonic()
+        want = row(db, "Item", 51)
+        # b's near-cache may answer the old row for feed_max_lag (2 s), no longer
+        while time.monotonic() < t_commit + 14:   # past 3 x wal_takeover and 2 x more
+            got, from_near = near_read(b, "Item:51")
+            if from_near and got != want:
+                assert time.monotonic() - t_commit < 2.5, "near-cache stale past feed_max_lag"
+            time.sleep(0.1)
+        assert get(b, "Item:51") == want          # memcached: the holder deleted it
+        assert b.stats()["near_serving"] == 0
+        assert holder([a, b]) is a
+        assert "wal_holder_terminated" not in b.log()
+        standby.execute("SELECT pg_wal_replay_resume()", dbname=db.name)
+        harness.wait_until(lambda: b.stats()["near_serving"] == 1, timeout=20,
+                           what="the near-cache to serve again once the replica caught up")
+        assert warm(b, ["Item:51"])[0][2] == want
+    finally:
+        standby.cleanup()
+
+
 def test_holder_killed_mid_batch_loses_nothing(fleet, mc_pool, db):
     """SIGKILL the holder while it applies a 100,000-key batch: it never
     confirmed it, so the next holder gets it again from the slot."""
