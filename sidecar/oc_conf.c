@@ -144,6 +144,7 @@ static const oc_conf_key_t oc_conf_postgresql_keys[] = {
     OC_CK("invalidation_batch", OC_CT_UINT, "1000", inval_batch, 1, 100000, OC_LIVE),
     OC_CK("feed_poll", OC_CT_MSECS, "250ms", feed_poll_ms, 0, OC_MS_10MIN, OC_LIVE),
     OC_CK("feed_conninfo", OC_CT_CONNINFO_OPT, "", feed_conninfo, 0, 0, OC_RESTART),
+    OC_CK("feed_listen", OC_CT_BOOL, "on", feed_listen, 0, 0, OC_RESTART),
     OC_CK("feed_max_lag", OC_CT_MSECS, "2s", feed_max_lag_ms, 100, OC_MS_10MIN, OC_LIVE),
     OC_CK("feed_batch", OC_CT_UINT, "1000", feed_batch, 1, 100000, OC_LIVE),
     OC_CK("feed_keep", OC_CT_SECS, "10m", feed_keep_s, OC_MS_M, 7 * OC_MS_D, OC_LIVE),

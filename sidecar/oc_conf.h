@@ -124,21 +124,22 @@ typedef struct oc_conf {
     size_t ngutter;
 
     /* [postgresql] */
-    char *conninfo;            /* libpq conninfo (required); secrets may
-                                  come from PGPASSWORD or a passfile */
-    uint32_t pg_connections;   /* loader connections, default 2 */
-    uint32_t inval_poll_ms;    /* invalidation_poll: outbox poll, 1s; 0 = off */
-    uint32_t inval_batch;      /* invalidation_batch: outbox rows per claim */
-    uint32_t feed_poll_ms;     /* feed_poll: follow the feed, 250ms; 0 = off */
-    char *feed_conninfo;       /* feed_conninfo: where to read it ("" = conninfo);
-                                  may be a streaming replica */
-    uint32_t feed_max_lag_ms;  /* feed_max_lag: the near-cache serves only
-                                  while fresh within this, 2s */
-    uint32_t feed_batch;       /* feed_batch: feed rows per poll, 1000 */
-    uint32_t feed_keep_s;      /* feed_keep: rows kept by appenders' prune, 10m */
-    int wal;                   /* wal = on: invalidations from the WAL (oc_wal) */
-    char *wal_slot;            /* wal_slot: the logical slot, "objcached" */
-    char *wal_conninfo;        /* wal_conninfo: a role with REPLICATION ("" = conninfo) */
+    char *conninfo;           /* libpq conninfo (required); secrets may
+                                 come from PGPASSWORD or a passfile */
+    uint32_t pg_connections;  /* loader connections, default 2 */
+    uint32_t inval_poll_ms;   /* invalidation_poll: outbox poll, 1s; 0 = off */
+    uint32_t inval_batch;     /* invalidation_batch: outbox rows per claim */
+    uint32_t feed_poll_ms;    /* feed_poll: follow the feed, 250ms; 0 = off */
+    char *feed_conninfo;      /* feed_conninfo: where to read it ("" = conninfo);
+                                 may be a streaming replica */
+    uint32_t feed_max_lag_ms; /* feed_max_lag: the near-cache serves only
+                                 while fresh within this, 2s */
+    uint32_t feed_batch;      /* feed_batch: feed rows per poll, 1000 */
+    uint32_t feed_keep_s;     /* feed_keep: rows kept by appenders' prune, 10m */
+    int feed_listen;          /* feed_listen = on: LISTEN on a primary (else poll only) */
+    int wal;                  /* wal = on: invalidations from the WAL (oc_wal) */
+    char *wal_slot;           /* wal_slot: the logical slot, "objcached" */
+    char *wal_conninfo;       /* wal_conninfo: a role with REPLICATION ("" = conninfo) */
     uint32_t wal_heartbeat_ms; /* wal_heartbeat: freshness proof interval, 250ms */
     uint32_t wal_takeover_ms;  /* wal_takeover: a standby tries after, 5s */
     uint32_t wal_max_txn_keys; /* wal_max_txn_keys: past it, a model goes whole */

@@ -291,7 +291,10 @@ static void resynced(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char 
     PQclear(res);
     ctx->stats->feed_resyncs++;
     oc_log_info("event=feed_resync head=%" PRIu64 " standby=%d", f->cursor, standby);
-    if (standby) { /* a hot standby cannot LISTEN: poll only */
+    /* A hot standby cannot LISTEN; feed_listen = off polls only too: with
+     * hundreds of sidecars on one primary, every append would wake each
+     * of them for a poll of its own. */
+    if (standby || !ctx->conf->feed_listen) {
         set_state(f, OC_FEED_IDLE);
         poll_start(f);
         return;

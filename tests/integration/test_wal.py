@@ -278,6 +278,41 @@ def test_feed_read_from_a_lagging_replica(fleet, mc_pool, db, pg):
         standby.cleanup()
 
 
+def test_a_sidecar_that_is_no_candidate_follows_the_feed(fleet, mc_pool, db):
+    """In a big fleet a few sidecars are WAL candidates (wal = on) and the
+    rest only follow the feed (wal = off): those hold no replication
+    connection, and their near-caches still hear every write."""
+    from test_near import warm
+    a = start(fleet, mc_pool, db)
+    holder([a])
+    b = start(fleet, mc_pool, db, postgresql={"wal": "off"})
+    warm(b, ["Item:61"])
+    db.q("UPDATE items SET name = 'heard by a follower' WHERE id = 61")
+    wait_value(b, "Item:61", row(db, "Item", 61), timeout=5)
+    assert b.stats()["near_serving"] == 1 and b.stats()["wal_holder"] == 0
+    assert "wal_" not in b.log()
+    walsenders = db.q("SELECT count(*) FROM pg_stat_replication")[0][0]
+    assert walsenders == 1, walsenders
+
+
+def test_feed_listen_off_polls_at_its_own_pace(fleet, mc_pool, db):
+    """feed_listen = off: the follower is not woken by each append's NOTIFY
+    (here the holder's heartbeats, every 100 ms), it polls every feed_poll,
+    and its near-cache still hears every write."""
+    from test_near import warm
+    a = start(fleet, mc_pool, db)
+    holder([a])
+    b = start(fleet, mc_pool, db, postgresql={"feed_listen": "off", "feed_poll": "500ms"})
+    warm(b, ["Item:71"])
+    p0 = {oc: oc.stats()["feed_polls"] for oc in (a, b)}
+    time.sleep(3)
+    polls = {oc: oc.stats()["feed_polls"] - p0[oc] for oc in (a, b)}
+    assert polls[b] <= 9, polls[b]           # 6 at 500 ms, and some slack
+    assert polls[a] >= 15, polls[a]          # woken by ~30 heartbeats
+    db.q("UPDATE items SET name = 'polled, not notified' WHERE id = 71")
+    wait_value(b, "Item:71", row(db, "Item", 71), timeout=5)
+
+
 def test_holder_killed_mid_batch_loses_nothing(fleet, mc_pool, db):
     """SIGKILL the holder while it applies a 100,000-key batch: it never
     confirmed it, so the next holder gets it again from the slot."""
