@@ -60,16 +60,29 @@ int oc_admin_install_hook(const oc_conf_t *conf, FILE *out)
         const oc_model_conf_t *m = &conf->models[i];
         char tbl[300];
         qualified(m, tbl, sizeof(tbl));
+        /* wal = off keeps a model the WAL reads there: in a fleet most
+         * sidecars only follow the feed (wal = off), and running this with
+         * one of their configs must not move the models back to triggers.
+         * Moving back is explicit: attach(..., 'triggers') in SQL. */
         const char *p[4] = {tbl, m->name, m->key_column, conf->wal ? "wal" : "triggers"};
-        r = admin_query(c, out, "SELECT objcached.attach($1::regclass, $2, $3, $4)", 4,
-                        p);
-        if (r == NULL) {
+        r = admin_query(
+            c, out,
+            "WITH v AS (SELECT CASE WHEN $4 = 'wal' THEN 'wal' ELSE "
+            "COALESCE((SELECT o.via FROM objcached.models o WHERE o.model = $2 "
+            "AND o.tbl = $1::regclass), $4) END AS via) "
+            "SELECT objcached.attach($1::regclass, $2, $3, v.via), v.via FROM v",
+            4, p);
+        if (r == NULL || PQntuples(r) != 1) {
+            PQclear(r);
             fprintf(out, "model %s: attach failed\n", m->name);
             goto done;
         }
+        int wal = strcmp(PQgetvalue(r, 0, 1), "wal") == 0;
         PQclear(r);
         fprintf(out, "model %s: attached to %s.%s (key %s, via %s)\n", m->name, m->schema,
-                m->table, m->key_column, conf->wal ? "the WAL" : "triggers");
+                m->table, m->key_column,
+                wal ? (conf->wal ? "the WAL" : "the WAL, kept: this config has wal = off")
+                    : "triggers");
     }
     if (conf->wal && admin_wal_setup(c, conf, out) != 0)
         goto done;

@@ -381,6 +381,23 @@ def test_check_config_reports_wal_problems(objcached_bin, pg, db, mc_pool, tmp_p
     assert "error: WAL source: replication slot" in out.stdout
 
 
+def test_install_hook_with_a_followers_config_keeps_the_wal(objcached_bin, db, mc_pool):
+    """A follower's config has wal = off: --install-hook with it must not
+    move the models the WAL reads back to triggers (every writer would pay
+    again); with wal = on it attaches via the WAL as before."""
+    config = wal_config(mc_pool, db, db.name, postgresql={"wal": "off"})
+    p = oc_c.run_install_hook(objcached_bin, config)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "model Item: attached to public.items (key id, via the WAL, kept: this config " \
+        "has wal = off)" in p.stdout, p.stdout
+    assert db.q("SELECT DISTINCT via FROM objcached.models") == [("wal",)]
+    assert db.q("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'items'::regclass "
+                "AND NOT tgisinternal") == [(0,)]
+    db.q("SELECT objcached.attach('slugs', 'Slug', 'slug', 'triggers')")   # explicit move
+    p = oc_c.run_install_hook(objcached_bin, config)
+    assert "model Slug: attached to public.slugs (key slug, via triggers)" in p.stdout, p.stdout
+
+
 def test_replica_identity_without_the_key_is_refused(pg, db):
     db.q("CREATE TABLE noid (id bigint NOT NULL, name text)")
     with pytest.raises(Exception) as e:
