@@ -62,14 +62,17 @@ static void not_fresh(oc_feed_t *f)
 static void failed(oc_feed_t *f, const char *what, const char *err)
 {
     char clean[OC_ERRLEN];
-    f->ctx->stats->feed_errors++;
     not_fresh(f);
     if (strstr(err, "feed_poll") && strstr(err, "does not exist")) {
-        if (!f->warned++)
+        /* no feed in this database: counted and logged once, not per poll */
+        if (!f->warned++) {
+            f->ctx->stats->feed_errors++;
             oc_log_warn("event=feed_unavailable reason=\"%s\" hint=\"install the hook's "
                         "schema version 2: objcached --install-hook\"",
                         oc_log_clean(clean, sizeof(clean), err));
+        }
     } else {
+        f->ctx->stats->feed_errors++;
         oc_log_warn("event=feed_failed step=%s reason=\"%s\"", what,
                     oc_log_clean(clean, sizeof(clean), err));
     }

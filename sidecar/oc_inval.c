@@ -403,12 +403,15 @@ static void claimed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *
     (void)pc;
     oc_inval_t *iv = arg;
     if (st != OC_OK) {
-        /* Most likely the hook is not installed: say so once, keep polling. */
-        if (!iv->hook_missing_logged++)
+        /* Most likely the hook is not installed: say so once, keep polling.
+         * Counted once too, until a claim succeeds: a sidecar without the
+         * hook (pushes only) must not show an error a second. */
+        if (!iv->hook_missing_logged++) {
             oc_log_warn("event=inval_unavailable reason=\"%s\" hint=\"install the hook: "
                         "objcached --install-hook or psql -f sql/install.sql\"",
                         err);
-        iv->ctx->stats->inval_errors++;
+            iv->ctx->stats->inval_errors++;
+        }
         iv->full = 0;
         finish(iv, "ROLLBACK");
         return;

@@ -56,7 +56,9 @@ struct evbuffer;
     X(inval_skipped, COUNTER,                                                            \
       "outbox keys no client could ask for (spaces, control bytes)")                     \
     X(inval_requeued, COUNTER, "invalidations put back: memcached failed")               \
-    X(inval_errors, COUNTER, "invalidation cycles rolled back")                          \
+    X(inval_errors, COUNTER,                                                             \
+      "invalidation cycles rolled back (a claim failing until one succeeds, e.g. no "    \
+      "hook: once)")                                                                     \
     X(inval_connected, GAUGE,                                                            \
       "1 while the invalidation consumer is connected and LISTENing")                    \
     X(inval_lag_ms, GAUGE, "age of the oldest outbox row in the last claim")             \
@@ -91,7 +93,8 @@ struct evbuffer;
       "keys of feed rows applied (fills stopped, near-cache dropped)")                   \
     X(feed_resyncs, COUNTER,                                                             \
       "times the follower jumped to the head (a connection, a gap): near-cache emptied") \
-    X(feed_errors, COUNTER, "feed queries that failed")                                  \
+    X(feed_errors, COUNTER,                                                              \
+      "feed queries that failed (a database without the feed: once)")                    \
     X(wal_holder, GAUGE, "1 while this sidecar holds the WAL slot (reads the WAL)")      \
     X(wal_takeovers, COUNTER, "times this sidecar took the WAL slot")                    \
     X(wal_transactions, COUNTER, "committed transactions decoded from the WAL")          \

@@ -439,3 +439,17 @@ def test_meta_get(objcached, ref):
         assert r.values[0].data == ref.json("User", 91)
         assert c.read_response().terminal == b"MN"
         assert not c.has_data(0.2)
+
+
+def test_a_database_without_the_hook_is_no_error_a_second(objcached):
+    """Pushes only, no hook installed (or not yet): the outbox consumer and
+    the feed follower find nothing to read. They say so once in the log and
+    count one error each, not one per poll (the feed polls 4 times a
+    second)."""
+    time.sleep(2.5)
+    st = objcached.stats()
+    assert st["inval_errors"] <= 1 and st["feed_errors"] <= 1, \
+        (st["inval_errors"], st["feed_errors"])
+    log = objcached.log()
+    assert log.count("event=inval_unavailable") <= 1
+    assert log.count("event=feed_unavailable") <= 1
