@@ -63,8 +63,9 @@ static void failed(oc_feed_t *f, const char *what, const char *err)
 {
     char clean[OC_ERRLEN];
     not_fresh(f);
-    if (strstr(err, "feed_poll") && strstr(err, "does not exist")) {
-        /* no feed in this database: counted and logged once, not per poll */
+    if (strstr(err, "does not exist") && strstr(err, "objcached")) {
+        /* no hook schema, or version 1 without the feed: counted and logged
+         * once, not per poll */
         if (!f->warned++) {
             f->ctx->stats->feed_errors++;
             oc_log_warn("event=feed_unavailable reason=\"%s\" hint=\"install the hook's "
