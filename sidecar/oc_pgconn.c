@@ -177,6 +177,17 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         go_down(c, "connect timed out");
 }
 
+int oc_pgconn_row_error(const char *sqlstate)
+{
+    static const char *const classes[] = {"22", "2F", "38", "39", "P0"};
+    if (sqlstate == NULL || strlen(sqlstate) != 5)
+        return 0;
+    for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++)
+        if (strncmp(sqlstate, classes[i], 2) == 0)
+            return 1;
+    return 0;
+}
+
 /* All results of the current command are in (PQgetResult gave NULL). */
 static void results_done(oc_pgconn_t *c)
 {
@@ -201,8 +212,11 @@ static void results_done(oc_pgconn_t *c)
     }
     set_state(c, OC_PGCONN_IDLE);
     if (c->failed) {
+        oc_status_t st = oc_pgconn_row_error(PQresultErrorField(res, PG_DIAG_SQLSTATE))
+                             ? OC_EROW
+                             : OC_EDB;
         PQclear(res);
-        command_done(c, NULL, OC_EDB, err);
+        command_done(c, NULL, st, err);
     } else {
         command_done(c, res, OC_OK, NULL);
     }

@@ -96,4 +96,13 @@ void oc_pgconn_abandon(oc_pgconn_t *c);
 /* Drop the connection (e.g. a query that does not end) and reconnect. */
 void oc_pgconn_reset(oc_pgconn_t *c, const char *why);
 
+/* ---- the pure rule, exposed for unit tests ---- */
+
+/* 1 if an error of this SQLSTATE came from the data of some row (classes
+ * 22 data exception, 2F/38/39 routine exceptions, P0 PL/pgSQL RAISE): a
+ * failed command then reports OC_EROW instead of OC_EDB, and a load of
+ * many ids may be split to find the rows at fault (oc_fill). NULL or
+ * malformed: 0. */
+int oc_pgconn_row_error(const char *sqlstate);
+
 #endif

@@ -33,6 +33,9 @@ struct evbuffer;
     X(pg_queries, COUNTER, "load queries sent to PostgreSQL")                            \
     X(pg_rows, COUNTER, "rows returned by load queries")                                 \
     X(pg_errors, COUNTER, "load queries that failed or timed out")                       \
+    X(load_splits, COUNTER,                                                              \
+      "loads split in two because a row's data made the query fail (only its keys "      \
+      "fail)")                                                                           \
     X(pg_connections_up, GAUGE, "loader connections connected now")                      \
     X(mc_servers_up, GAUGE, "memcached servers that answered the last health probe")     \
     X(mc_gets, COUNTER, "multi-gets sent to memcached")                                  \

@@ -13,6 +13,7 @@ static const char *const oc_status_names[OC_STATUS_COUNT] = {
     [OC_EIO] = "i/o error",
     [OC_ECONFIG] = "bad configuration",
     [OC_EDB] = "database error",
+    [OC_EROW] = "database error on a row",
     [OC_ECACHE] = "cache error",
     [OC_ETIMEOUT] = "timed out",
 };

@@ -24,6 +24,9 @@ typedef enum oc_status {
     OC_EIO,      /* a system call or peer failed */
     OC_ECONFIG,  /* configuration is invalid */
     OC_EDB,      /* PostgreSQL failed */
+    OC_EROW,     /* PostgreSQL ran the statement and it failed on the data of
+                    some row (SQLSTATE class 22, 2F, 38, 39, P0: a cast, a
+                    division, a function that raised): other ids may load */
     OC_ECACHE,   /* memcached failed */
     OC_ETIMEOUT, /* a bounded wait expired */
     OC_STATUS_COUNT

@@ -299,3 +299,54 @@ def test_no_head_of_line_blocking(objcached_factory, pg, ref):
             assert not a.has_data(0.3), "A was answered while its table was locked"
         r = a.read_response()
         assert ([(v.key, v.flags, v.data) for v in r.values], r.terminal) == (want_a, b"END")
+
+
+POISON_VIEW = """CREATE OR REPLACE VIEW poison AS
+    SELECT id, name, CASE WHEN id % 1000 = 13 THEN (1 / (id - id))::text ELSE 'ok' END AS x
+    FROM users"""
+
+
+def test_a_rows_error_fails_only_its_keys_not_the_requests_sharing_the_query(
+        objcached_factory, pg):
+    """Two requests in one loop turn share one query per model. When a row's
+    data makes that query fail (here a division by zero for id 13), the load
+    is split until the row at fault is alone: the request that asked for it
+    gets SERVER_ERROR, the other its values. Both requests reach the daemon
+    while it is stopped, so they are read in the same turn: with 4 ids and
+    one bad row the load is split twice (once if they had not shared)."""
+    pg.execute(POISON_VIEW)
+    oc = objcached_factory({"model Poison": {"table": "poison", "key_type": "bigint",
+                                             "columns": "id, name, x"}})
+    a = harness.McRaw(port=oc.port)
+    b = harness.McRaw(port=oc.port)
+    try:
+        s0 = oc.stats()
+        oc.kill(signal.SIGSTOP)
+        try:
+            a.sendline("get Poison:13 Poison:1")
+            b.sendline("get Poison:2 Poison:3")
+            time.sleep(0.2)
+        finally:
+            oc.kill(signal.SIGCONT)
+        ra, rb = a.read_response(), b.read_response()
+        assert ra.terminal.startswith(b"SERVER_ERROR load failed:"), ra
+        assert b"division by zero" in ra.terminal
+        assert rb.terminal == b"END"
+        conn = pg.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT id, row_to_json(t)::text FROM (SELECT id, name, x "
+                            "FROM poison WHERE id IN (2, 3)) t ORDER BY id")
+                want = [(f"Poison:{i}".encode(), j.encode()) for i, j in cur.fetchall()]
+        finally:
+            conn.close()
+        assert [(v.key, v.data) for v in rb.values] == want
+        oc.wait_idle()
+        s1 = oc.stats()
+        assert s1["load_splits"] - s0["load_splits"] == 2
+        assert a.get("Poison:1") is not None      # cached by its own half
+        assert oc.stats()["pg_queries"] == s1["pg_queries"]
+    finally:
+        a.close()
+        b.close()
+        pg.execute("DROP VIEW IF EXISTS poison")
