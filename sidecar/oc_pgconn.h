@@ -21,6 +21,7 @@
 #define OC_PGCONN_H
 
 #include <libpq-fe.h>
+#include <stdint.h>
 
 #include "oc_status.h"
 
@@ -95,5 +96,15 @@ int oc_pgconn_streaming(const oc_pgconn_t *c);
 void oc_pgconn_abandon(oc_pgconn_t *c);
 /* Drop the connection (e.g. a query that does not end) and reconnect. */
 void oc_pgconn_reset(oc_pgconn_t *c, const char *why);
+
+/* ---- the pure rules, exposed for unit tests ---- */
+
+#define OC_PGCONN_BACKOFF_MIN_MS 100  /* the first reconnect's wait */
+#define OC_PGCONN_BACKOFF_MAX_MS 2000 /* the longest */
+
+/* The wait before the reconnect after one that waited ms: doubled, capped
+ * at OC_PGCONN_BACKOFF_MAX_MS (a connection that came up starts again at
+ * OC_PGCONN_BACKOFF_MIN_MS). */
+uint32_t oc_pgconn_next_backoff(uint32_t ms);
 
 #endif
