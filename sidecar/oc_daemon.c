@@ -152,6 +152,11 @@ static void on_accept(void *arg, evutil_socket_t fd)
 }
 
 /* The shared context's own fields, before any module exists. */
+uint32_t oc_daemon_lease_ttl_s(uint32_t load_timeout_ms)
+{
+    return (uint32_t)(((uint64_t)load_timeout_ms + 999) / 1000 + 1);
+}
+
 static oc_status_t init_ctx(oc_daemon_t *d, oc_conf_t *conf, char *err)
 {
     oc_ctx_t *ctx = &d->ctx;
@@ -159,7 +164,7 @@ static oc_status_t init_ctx(oc_daemon_t *d, oc_conf_t *conf, char *err)
     ctx->stats = &d->stats;
     ctx->started = (double)time(NULL);
     ctx->max_key_len = OC_KEY_MAX - strlen(conf->key_prefix) - OC_KEY_GEN_ROOM;
-    ctx->lease_ttl_s = (conf->load_timeout_ms + 999) / 1000 + 1;
+    ctx->lease_ttl_s = oc_daemon_lease_ttl_s(conf->load_timeout_ms);
     ctx->base = event_base_new();
     ctx->model_gen = calloc(conf->nmodels ? conf->nmodels : 1, sizeof(*ctx->model_gen));
     if (ctx->base == NULL || ctx->model_gen == NULL ||

@@ -13,6 +13,8 @@
 #ifndef OC_DAEMON_H
 #define OC_DAEMON_H
 
+#include <stdint.h>
+
 #include "oc_conf.h"
 #include "oc_status.h"
 
@@ -24,5 +26,11 @@ oc_daemon_t *oc_daemon_new(oc_conf_t *conf, char *err);
 /* Runs until SIGTERM/SIGINT; returns OC_OK on a clean stop. */
 oc_status_t oc_daemon_run(oc_daemon_t *d);
 void oc_daemon_free(oc_daemon_t *d);
+
+/* ---- the pure rules, exposed for unit tests ---- */
+
+/* A lease's TTL (seconds): it must outlive the load it guards, so another
+ * sidecar does not load the key too; load_timeout rounded up, plus 1 s. */
+uint32_t oc_daemon_lease_ttl_s(uint32_t load_timeout_ms);
 
 #endif

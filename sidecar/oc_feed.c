@@ -156,9 +156,27 @@ static void fresh(oc_feed_t *f, const PGresult *res)
         lag = 0; /* a caught_up_at ahead of this server's clock */
     ctx->stats->feed_lag_ms = (uint64_t)(lag * 1000);
     f->fresh_at = f->sent - lag;
-    double until = f->sent + ctx->conf->feed_max_lag_ms / 1000.0 - lag;
     if (ctx->near)
-        oc_near_fresh_until(ctx->near, until > f->sent ? until : 0);
+        oc_near_fresh_until(
+            ctx->near, oc_feed_fresh_until(f->sent, lag, ctx->conf->feed_max_lag_ms));
+}
+
+double oc_feed_fresh_until(double sent, double lag_s, uint32_t feed_max_lag_ms)
+{
+    if (lag_s < 0)
+        lag_s = 0;
+    double until = sent + feed_max_lag_ms / 1000.0 - lag_s;
+    return until > sent ? until : 0;
+}
+
+int oc_feed_gap(uint64_t cursor, uint64_t head, uint64_t pruned_upto)
+{
+    return cursor < pruned_upto || cursor > head;
+}
+
+int oc_feed_more(uint64_t cursor, uint64_t head, uint64_t rows, uint32_t feed_batch)
+{
+    return cursor < head && rows >= feed_batch;
 }
 
 static void resync(oc_feed_t *f);
@@ -182,7 +200,7 @@ static void polled(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *e
     }
     uint64_t head = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
     uint64_t pruned = strtoull(PQgetvalue(res, 0, 2), NULL, 10);
-    if (f->cursor < pruned || f->cursor > head) {
+    if (oc_feed_gap(f->cursor, head, pruned)) {
         /* rows pruned past our cursor, or another database (a restore, a
          * failover to an older replica): what we missed cannot be known */
         oc_log_warn("event=feed_gap cursor=%" PRIu64 " head=%" PRIu64
@@ -203,7 +221,7 @@ static void polled(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *e
     if (seen > f->cursor)
         f->cursor = seen;
     ctx->stats->feed_cursor = f->cursor;
-    int more = f->cursor < head && feed_rows >= ctx->conf->feed_batch;
+    int more = oc_feed_more(f->cursor, head, feed_rows, ctx->conf->feed_batch);
     if (f->cursor >= head)
         fresh(f, res);
     PQclear(res);
@@ -263,17 +281,29 @@ static void listened(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char 
 static void resync_generations(oc_feed_t *f, const char *names, const char *gens)
 {
     oc_ctx_t *ctx = f->ctx;
-    const char *n = names, *g = gens;
-    while (*n && *g) {
-        size_t nl = strcspn(n, ",");
-        const oc_model_conf_t *mc = oc_conf_model(ctx->conf, n, nl);
-        uint64_t gen = strtoull(g, NULL, 10);
+    const char *n = names, *g = gens, *name;
+    size_t nl;
+    uint64_t gen;
+    while (oc_feed_next_generation(&n, &g, &name, &nl, &gen)) {
+        const oc_model_conf_t *mc = oc_conf_model(ctx->conf, name, nl);
         if (mc && gen > ctx->model_gen[mc - ctx->conf->models])
             ctx->model_gen[mc - ctx->conf->models] = gen;
-        n += nl + (n[nl] == ',');
-        g += strcspn(g, ",");
-        g += *g == ',';
     }
+}
+
+int oc_feed_next_generation(const char **names, const char **gens, const char **name,
+                            size_t *len, uint64_t *gen)
+{
+    const char *n = *names, *g = *gens;
+    if (*n == '\0' || *g == '\0')
+        return 0;
+    *name = n;
+    *len = strcspn(n, ",");
+    *gen = strtoull(g, NULL, 10);
+    *names = n + *len + (n[*len] == ',');
+    g += strcspn(g, ",");
+    *gens = g + (*g == ',');
+    return 1;
 }
 
 static void resynced(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,

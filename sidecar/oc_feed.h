@@ -31,6 +31,9 @@
 #ifndef OC_FEED_H
 #define OC_FEED_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "oc_ctx.h"
 #include "oc_status.h"
 
@@ -45,5 +48,28 @@ void oc_feed_free(oc_feed_t *f);
  * INFINITY before the first proof. The WAL reader's standbys watch it: only
  * the holder's heartbeats move caught_up_at. */
 double oc_feed_staleness(const oc_feed_t *f, double now);
+
+/* ---- the pure rules, exposed for unit tests ---- */
+
+/* A poll saw the feed's head and pruned_upto (rows up to it are gone):
+ * 1 if what this follower missed since its cursor cannot be known (rows
+ * pruned past it, or a cursor past the head: another database, a restore)
+ * and it must resync. */
+int oc_feed_gap(uint64_t cursor, uint64_t head, uint64_t pruned_upto);
+/* Poll again at once? The cursor is short of the head and the poll
+ * returned a full batch of feed rows (a poll is cut at feed_batch rows). */
+int oc_feed_more(uint64_t cursor, uint64_t head, uint64_t rows, uint32_t feed_batch);
+/* Until when (monotonic seconds) the near-cache may answer, after a poll
+ * sent at `sent` applied the feed up to its head, whose caught_up_at was
+ * lag_s old when the poll ran (a negative lag, a clock ahead, counts as
+ * 0): sent + feed_max_lag - lag. 0 (not fresh) unless that is after
+ * `sent`. Counting from `sent`, before the poll ran, errs on the safe side. */
+double oc_feed_fresh_until(double sent, double lag_s, uint32_t feed_max_lag_ms);
+/* The next (model, generation) pair of the resync's two lists, "User,Post"
+ * and "3,0" (names are identifiers: no commas). *names and *gens move
+ * past it; *name and *len point into the names list. 0 when either list is
+ * over. */
+int oc_feed_next_generation(const char **names, const char **gens, const char **name,
+                            size_t *len, uint64_t *gen);
 
 #endif

@@ -63,13 +63,20 @@ int oc_gate_hold(oc_gate_t *g, struct event **timer, event_callback_fn cb, void 
     return 1;
 }
 
+int oc_gate_listed(const char *list, const char *where)
+{
+    size_t n = strlen(where);
+    if (n == 0) /* strstr would match at the list's start: p[-1] before it */
+        return 0;
+    for (const char *p = strstr(list, where); p; p = strstr(p + 1, where))
+        if (p > list && p[-1] == ',' && p[n] == ',')
+            return 1;
+    return 0;
+}
+
 int oc_gate_oom(const oc_gate_t *g, const char *where)
 {
     if (g == NULL || g->oom == NULL)
         return 0;
-    size_t n = strlen(where);
-    for (const char *p = strstr(g->oom, where); p; p = strstr(p + 1, where))
-        if (p[-1] == ',' && p[n] == ',')
-            return 1;
-    return 0;
+    return oc_gate_listed(g->oom, where);
 }

@@ -31,4 +31,10 @@ int oc_gate_hold(oc_gate_t *g, struct event **timer, event_callback_fn cb, void 
 /* 1 if the allocation at `where` is to fail. */
 int oc_gate_oom(const oc_gate_t *g, const char *where);
 
+/* ---- the pure rules, exposed for unit tests ---- */
+
+/* 1 if `where` is one of the items of list, ",a,b," (OBJCACHED_FAULT_OOM's
+ * value between commas): whole items only; an empty `where` never. */
+int oc_gate_listed(const char *list, const char *where);
+
 #endif

@@ -107,6 +107,32 @@ static void probe_done(oc_mc_job_t *job, void *arg)
     oc_mc_job_free(job);
 }
 
+int oc_health_split_name(const char *name, char *host, size_t cap, uint32_t *port)
+{
+    const char *colon = strrchr(name, ':');
+    if (colon == NULL)
+        return -1;
+    size_t hl = (size_t)(colon - name);
+    const char *h = name;
+    if (name[0] == '[') {
+        if (hl < 2 || name[hl - 1] != ']')
+            return -1;
+        h++, hl -= 2;
+    } else if (memchr(name, ':', hl) || memchr(name, ']', hl)) {
+        return -1; /* a v6 address without its brackets */
+    }
+    const char *p = colon + 1;
+    uint32_t v = 0;
+    for (; *p >= '0' && *p <= '9' && v <= 65535; p++)
+        v = v * 10 + (uint32_t)(*p - '0');
+    if (hl == 0 || hl >= cap || p == colon + 1 || *p != '\0' || v > 65535)
+        return -1;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    *port = v;
+    return 0;
+}
+
 static void on_probe(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
@@ -130,15 +156,15 @@ static void on_probe(evutil_socket_t fd, short what, void *arg)
     for (size_t i = 0; i < st->nmc && k < n; i++) {
         if (!st->mc_up[i])
             continue;
-        /* The job's own copy of "host:port": a reload may change the table
-         * meanwhile. The host is what is between the brackets, if any. */
-        const char *name = st->mc_names[i];
-        const char *colon = strrchr(name, ':');
-        size_t hl = (size_t)(colon - name);
-        int br = name[0] == '[';
-        char *host = strndup(name + br, hl - 2 * (size_t)br);
-        job->items[k].key = host ? host : strdup("");
-        job->items[k].flags = (uint32_t)atoi(colon + 1);
+        /* The job's own copy of the host: a reload may change the table
+         * meanwhile. A name that cannot be split is probed as nothing (it
+         * fails as "server down"). */
+        char host[160];
+        uint32_t port = 0;
+        if (oc_health_split_name(st->mc_names[i], host, sizeof(host), &port) != 0)
+            host[0] = '\0', port = 0;
+        job->items[k].key = strdup(host);
+        job->items[k].flags = port;
         k++;
     }
     job->n = k;

@@ -18,6 +18,9 @@
 #ifndef OC_HEALTH_H
 #define OC_HEALTH_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "oc_ctx.h"
 #include "oc_status.h"
 
@@ -27,5 +30,13 @@ oc_health_t *oc_health_new(oc_ctx_t *ctx, char *err);
 /* The server lists of ctx->mc changed: the table again, from oc_mc. */
 oc_status_t oc_health_reconfigure(oc_health_t *h);
 void oc_health_free(oc_health_t *h);
+
+/* ---- the pure rules, exposed for unit tests ---- */
+
+/* A server's name as oc_mc_name gives it, "host:port" or "[v6]:port": its
+ * host (brackets dropped) into host[cap], and its port, for a PROBE item.
+ * -1 if the name is not that shape (a v6 address must be bracketed), the
+ * port is not 0..65535, or the host does not fit. */
+int oc_health_split_name(const char *name, char *host, size_t cap, uint32_t *port);
 
 #endif

@@ -152,6 +152,17 @@ static void fed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
     finish(iv, "COMMIT");
 }
 
+oc_inval_feed_row_t oc_inval_feed_row(size_t mlen, const char *key, size_t klen,
+                                      int requeued, size_t max_key_len)
+{
+    if (requeued || mlen > OC_MODEL_NAME_MAX)
+        return OC_INVAL_FEED_SKIP; /* requeued: in the feed already */
+    if (key == NULL)
+        return OC_INVAL_FEED_WHOLE;
+    return oc_key_id_cacheable(key, klen, max_key_len) ? OC_INVAL_FEED_KEY
+                                                       : OC_INVAL_FEED_SKIP;
+}
+
 /* The feed_append arrays of the claimed rows; returns 0 if nothing to append. */
 static int feed_arrays(oc_inval_t *iv)
 {
@@ -165,14 +176,15 @@ static int feed_arrays(oc_inval_t *iv)
     size_t *wl = malloc((size_t)(rows ? rows : 1) * sizeof(*wl));
     size_t nk = 0, nw = 0;
     for (int i = 0; m && k && w && ml && kl && wl && i < rows; i++) {
-        if (PQgetvalue(res, i, 4)[0] == 't' || PQgetlength(res, i, 0) > OC_MODEL_NAME_MAX)
-            continue; /* requeued: in the feed already */
-        if (PQgetisnull(res, i, 1)) {
+        oc_inval_feed_row_t kind =
+            oc_inval_feed_row((size_t)PQgetlength(res, i, 0),
+                              PQgetisnull(res, i, 1) ? NULL : PQgetvalue(res, i, 1),
+                              (size_t)PQgetlength(res, i, 1),
+                              PQgetvalue(res, i, 4)[0] == 't', iv->ctx->max_key_len);
+        if (kind == OC_INVAL_FEED_WHOLE) {
             w[nw] = PQgetvalue(res, i, 0);
             wl[nw++] = (size_t)PQgetlength(res, i, 0);
-        } else if (oc_key_id_cacheable(PQgetvalue(res, i, 1),
-                                       (size_t)PQgetlength(res, i, 1),
-                                       iv->ctx->max_key_len)) {
+        } else if (kind == OC_INVAL_FEED_KEY) {
             m[nk] = PQgetvalue(res, i, 0);
             ml[nk] = (size_t)PQgetlength(res, i, 0);
             k[nk] = PQgetvalue(res, i, 1);
@@ -248,6 +260,18 @@ static void requeued(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char 
     feed(iv);
 }
 
+const char *oc_inval_key_id(const char *ckey, size_t klen, size_t prefix_len,
+                            size_t *idlen)
+{
+    if (prefix_len >= klen)
+        return NULL;
+    const char *colon = memchr(ckey + prefix_len, ':', klen - prefix_len);
+    if (colon == NULL)
+        return NULL;
+    *idlen = klen - (size_t)(colon + 1 - ckey);
+    return colon + 1;
+}
+
 static void requeue(oc_inval_t *iv, size_t nfailed)
 {
     oc_ctx_t *ctx = iv->ctx;
@@ -261,11 +285,13 @@ static void requeue(oc_inval_t *iv, size_t nfailed)
         if (it->result != OC_MC_R_ERROR)
             continue;
         const char *name = iv->job_model[i];
-        const char *id = memchr(it->key + strlen(ctx->conf->key_prefix), ':', it->klen);
+        const char *id =
+            oc_inval_key_id(it->key, it->klen, strlen(ctx->conf->key_prefix), &klens[k]);
+        if (id == NULL)
+            continue; /* cannot be: apply() made the key (k falls short) */
         models[k] = name;
         mlens[k] = strlen(name);
-        keys[k] = id + 1;
-        klens[k] = it->klen - (size_t)(id + 1 - it->key);
+        keys[k] = id;
         k++;
     }
     if (k == nfailed) {
@@ -325,20 +351,29 @@ static uint64_t gen_of(const oc_inval_t *iv, const char *name, int *known)
     return 0;
 }
 
+int oc_inval_row_deletes(size_t mlen, const char *key, size_t klen, int model_known,
+                         size_t max_key_len)
+{
+    if (key == NULL) /* a TRUNCATE: done by the generation */
+        return 0;
+    if (mlen > OC_MODEL_NAME_MAX)
+        return 0;
+    /* An id no client could ask for was never cached, and must never reach
+     * a memcached command line (spaces, CR/LF would inject commands). */
+    return model_known && oc_key_id_cacheable(key, klen, max_key_len);
+}
+
 /* A claimed row this consumer turns into a memcached delete. */
 static int row_applies(const oc_inval_t *iv, PGresult *res, int i)
 {
-    int known;
-    if (PQgetisnull(res, i, 1)) /* a TRUNCATE: done by the generation */
+    int known = 0;
+    if (PQgetisnull(res, i, 1))
         return 0;
-    if (PQgetlength(res, i, 0) > OC_MODEL_NAME_MAX)
-        return 0;
-    (void)gen_of(iv, PQgetvalue(res, i, 0), &known);
-    /* An id no client could ask for was never cached, and must never reach
-     * a memcached command line (spaces, CR/LF would inject commands). */
-    return known &&
-           oc_key_id_cacheable(PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1),
-                               iv->ctx->max_key_len);
+    if (PQgetlength(res, i, 0) <= OC_MODEL_NAME_MAX)
+        (void)gen_of(iv, PQgetvalue(res, i, 0), &known);
+    return oc_inval_row_deletes((size_t)PQgetlength(res, i, 0), PQgetvalue(res, i, 1),
+                                (size_t)PQgetlength(res, i, 1), known,
+                                iv->ctx->max_key_len);
 }
 
 /* The claimed rows: one per key (model, key), key NULL for a TRUNCATE. */

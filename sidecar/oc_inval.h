@@ -40,6 +40,8 @@
 #ifndef OC_INVAL_H
 #define OC_INVAL_H
 
+#include <stddef.h>
+
 #include "oc_ctx.h"
 #include "oc_status.h"
 
@@ -53,5 +55,28 @@ void oc_inval_read_generations(oc_ctx_t *ctx);
 /* NULL with err empty when invalidation_poll is 0 (turned off). */
 oc_inval_t *oc_inval_new(oc_ctx_t *ctx, char *err);
 void oc_inval_free(oc_inval_t *iv);
+
+/* ---- the pure rules, exposed for unit tests ---- */
+
+/* What a claimed row (model[0..mlen), key[0..klen), key NULL for a
+ * TRUNCATE) is for the feed. */
+typedef enum oc_inval_feed_row {
+    OC_INVAL_FEED_SKIP,  /* requeued (in the feed already), a model name too
+                            long to be one, or a key no client could ask for */
+    OC_INVAL_FEED_KEY,   /* one key of the model */
+    OC_INVAL_FEED_WHOLE, /* the whole model (a TRUNCATE) */
+} oc_inval_feed_row_t;
+oc_inval_feed_row_t oc_inval_feed_row(size_t mlen, const char *key, size_t klen,
+                                      int requeued, size_t max_key_len);
+/* Does a claimed row become a memcached delete? A key (not a TRUNCATE:
+ * the generation does that) of a model still attached (model_known) that
+ * a client could have asked for (spaces or CR/LF would inject commands). */
+int oc_inval_row_deletes(size_t mlen, const char *key, size_t klen, int model_known,
+                         size_t max_key_len);
+/* The id in a cache key (prefix + Model[~gen] + ":" + id, oc_key), for the
+ * requeue: after the first ':' past the prefix's prefix_len bytes; NULL if
+ * there is none within the key. */
+const char *oc_inval_key_id(const char *ckey, size_t klen, size_t prefix_len,
+                            size_t *idlen);
 
 #endif

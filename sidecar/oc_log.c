@@ -50,36 +50,46 @@ char *oc_log_clean(char *dst, size_t cap, const char *src)
     return dst;
 }
 
+size_t oc_log_format(char *line, const struct timespec *ts, oc_log_level_t level,
+                     const char *fmt, va_list ap)
+{
+    size_t off = 0;
+    if (ts) {
+        struct tm tm;
+        gmtime_r(&ts->tv_sec, &tm);
+        off = strftime(line, OC_LOG_LINE_MAX, "ts=%Y-%m-%dT%H:%M:%S", &tm);
+        off += (size_t)snprintf(line + off, OC_LOG_LINE_MAX - off, ".%03ldZ ",
+                                ts->tv_nsec / 1000000);
+    }
+    off += (size_t)snprintf(line + off, OC_LOG_LINE_MAX - off, "level=%s ",
+                            oc_log_names[level]);
+    int n = vsnprintf(line + off, OC_LOG_LINE_MAX - off, fmt, ap);
+    if (n < 0)
+        return 0;
+    off += (size_t)n;
+    if (off > OC_LOG_LINE_MAX - 2)
+        off = OC_LOG_LINE_MAX - 2; /* truncated: keep it one line */
+    line[off] = '\0';
+    return off;
+}
+
 void oc_log(oc_log_level_t level, const char *fmt, ...)
 {
     if ((int)level > atomic_load_explicit(&oc_log_level, memory_order_relaxed))
         return;
-    char line[2048];
-    size_t off = 0;
+    char line[OC_LOG_LINE_MAX];
     int sys = atomic_load_explicit(&oc_log_syslog, memory_order_relaxed);
-    if (!sys) {
-        struct timespec ts;
-        struct tm tm;
+    struct timespec ts;
+    if (!sys)
         clock_gettime(CLOCK_REALTIME, &ts);
-        gmtime_r(&ts.tv_sec, &tm);
-        off = strftime(line, sizeof(line), "ts=%Y-%m-%dT%H:%M:%S", &tm);
-        off += (size_t)snprintf(line + off, sizeof(line) - off, ".%03ldZ ",
-                                ts.tv_nsec / 1000000);
-    }
-    off += (size_t)snprintf(line + off, sizeof(line) - off, "level=%s ",
-                            oc_log_names[level]);
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(line + off, sizeof(line) - off, fmt, ap);
+    size_t off = oc_log_format(line, sys ? NULL : &ts, level, fmt, ap);
     va_end(ap);
-    if (n < 0)
+    if (off == 0)
         return;
-    off += (size_t)n;
-    if (off > sizeof(line) - 2)
-        off = sizeof(line) - 2; /* truncated: keep it one line */
     if (sys) {
         static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
-        line[off] = '\0';
         syslog(prio[level], "%s", line);
         return;
     }

@@ -14,6 +14,7 @@
 #ifndef OC_LOG_H
 #define OC_LOG_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 typedef enum oc_log_level {
@@ -37,6 +38,19 @@ char *oc_log_clean(char *dst, size_t cap, const char *src);
 /* `fmt` should produce `event=name key=value ...` */
 void oc_log(oc_log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* ---- the pure rules, exposed for unit tests ---- */
+
+#define OC_LOG_LINE_MAX 2048 /* a line's bytes, its '\n' included */
+
+struct timespec;
+/* The text of one line into line[OC_LOG_LINE_MAX]: `ts=<ts as UTC, to the
+ * millisecond>Z ` (ts NULL: none, as for syslog, which stamps its own),
+ * `level=<level> `, then fmt's text, cut to OC_LOG_LINE_MAX - 2 bytes so a
+ * '\n' still fits; NUL-terminated. Returns its length, 0 if fmt could not
+ * be formatted (nothing to log). */
+size_t oc_log_format(char *line, const struct timespec *ts, oc_log_level_t level,
+                     const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
 
 #define oc_log_error(...) oc_log(OC_LOG_ERROR, __VA_ARGS__)
 #define oc_log_warn(...)  oc_log(OC_LOG_WARN, __VA_ARGS__)

@@ -19,7 +19,6 @@
 #include "oc_stats.h"
 #include "oc_tko.h"
 
-#define MC_PUSH_TRIES 8
 #define MC_READ_CHUNK 65536
 #define MC_WOP_SPARE  1024 /* freed wops kept for reuse */
 
@@ -268,12 +267,23 @@ static const char *ref_key(mc_ref_t r, size_t *klen)
     return r.job->items[r.idx].key;
 }
 
+int oc_mc_wants_mg(uint32_t lease_ttl_s, uint32_t refresh_s, int on_failover)
+{
+    return lease_ttl_s > 0 || oc_mc_refresh_window(refresh_s, on_failover) > 0;
+}
+
+uint32_t oc_mc_refresh_window(uint32_t refresh_s, int on_failover)
+{
+    return on_failover ? 0 : refresh_s;
+}
+
 /* A GET key is read with a meta get when it takes a lease on a miss or
  * asks for a refresh window (the text protocol's gets can do neither). */
 static int ref_wants_mg(mc_ref_t r)
 {
-    return r.job->lease_ttl_s > 0 ||
-           (r.via == MC_VIA_PRIMARY && r.job->refresh_s && r.job->refresh_s[r.idx]);
+    return oc_mc_wants_mg(r.job->lease_ttl_s,
+                          r.job->refresh_s ? r.job->refresh_s[r.idx] : 0,
+                          r.via != MC_VIA_PRIMARY);
 }
 
 /* ---- buffers ------------------------------------------------------------------ */
@@ -427,32 +437,45 @@ static oc_mc_result_t reply_result(oc_mcp_reply_t t)
 static void queue_store(mc_server_t *s, mc_ref_t ref, const char *verb, const char *val,
                         size_t vlen, uint32_t flags, uint64_t cas);
 
+oc_mc_result_t oc_mc_item_reply(oc_mc_op_t op, oc_mcp_reply_t reply, int *tries,
+                                int *again)
+{
+    oc_mc_result_t r = reply_result(reply);
+    *again = 0;
+    if (op == OC_MC_SWAP && (r == OC_MC_R_EXISTS || r == OC_MC_R_NOT_FOUND))
+        r = OC_MC_R_NOT_STORED; /* replaced or gone after our read */
+    if (op == OC_MC_PUSH && r != OC_MC_R_OK && r != OC_MC_R_ERROR) {
+        /* Someone wrote the key between our read and our write: again. */
+        if (++*tries < OC_MC_PUSH_TRIES)
+            *again = 1;
+        else
+            r = OC_MC_R_ERROR;
+    }
+    return r;
+}
+
 /* A store or delete of one item got its reply line. */
 static void on_item_reply(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l)
 {
     oc_mc_t *mc = s->mc;
     oc_mc_job_t *job = ref.job;
     oc_mc_item_t *it = &job->items[ref.idx];
-    oc_mc_result_t r = reply_result(l->type);
     if (ref.via == MC_VIA_SHADOW) {
         part_done(mc, job);
         return;
     }
-    if (r == OC_MC_R_ERROR)
-        job_error(job, l->text ? l->text : "unexpected reply",
-                  l->text ? l->text_len : strlen("unexpected reply"));
-    if (job->op == OC_MC_SWAP && (r == OC_MC_R_EXISTS || r == OC_MC_R_NOT_FOUND))
-        r = OC_MC_R_NOT_STORED; /* replaced or gone after our read */
-    if (job->op == OC_MC_PUSH && r != OC_MC_R_OK && r != OC_MC_R_ERROR) {
-        /* Someone wrote the key between our read and our write: again. */
-        if (++it->tries_ < MC_PUSH_TRIES) {
-            queue_get(s, ref);
-            return;
-        }
+    int again;
+    oc_mc_result_t r = oc_mc_item_reply(job->op, l->type, &it->tries_, &again);
+    if (again) {
+        queue_get(s, ref);
+        return;
+    }
+    if (r == OC_MC_R_ERROR && reply_result(l->type) != OC_MC_R_ERROR)
         job_error(job, "push: key kept changing, gave up",
                   strlen("push: key kept changing, gave up"));
-        r = OC_MC_R_ERROR;
-    }
+    else if (r == OC_MC_R_ERROR)
+        job_error(job, l->text ? l->text : "unexpected reply",
+                  l->text ? l->text_len : strlen("unexpected reply"));
     item_result(mc, ref, r);
 }
 
@@ -478,6 +501,12 @@ static void on_get_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l,
     part_done(mc, job);
 }
 
+int oc_mc_swap_holds(const oc_mc_item_t *it, uint32_t flags, const char *data, size_t len)
+{
+    return flags == it->expect_flags && len == it->expect_len &&
+           (len == 0 || memcmp(data, it->expect, len) == 0);
+}
+
 /* A read of `ref` found the key (found = 1, with l) or not. */
 static void on_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l,
                     const char *data)
@@ -490,8 +519,7 @@ static void on_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l,
     }
     oc_mc_item_t *it = &job->items[ref.idx];
     if (job->op == OC_MC_SWAP) {
-        if (l && l->flags == it->expect_flags && l->bytes == it->expect_len &&
-            (it->expect_len == 0 || memcmp(data, it->expect, it->expect_len) == 0))
+        if (l && oc_mc_swap_holds(it, l->flags, data, l->bytes))
             queue_store(s, ref, "cas", it->val, it->vlen, it->flags, l->cas);
         else
             item_result(mc, ref, OC_MC_R_NOT_STORED);
@@ -508,6 +536,20 @@ static void on_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l,
     queue_store(s, ref, l ? "cas" : "add", it->val, it->vlen, it->flags, l ? l->cas : 0);
 }
 
+int oc_mc_meta_lease(const oc_mcp_line_t *l, oc_mc_lease_t *lease,
+                     oc_mc_refresh_t *refresh)
+{
+    if (l == NULL || !l->win)
+        return 0;
+    int won = l->win == OC_MCP_WIN;
+    if (l->flags == 0 && l->bytes == 0) {
+        *lease = won ? OC_MC_LEASE_WON : OC_MC_LEASE_HELD;
+        return 1;
+    }
+    *refresh = won ? OC_MC_REFRESH_WON : OC_MC_REFRESH_HELD;
+    return 0;
+}
+
 /* A meta get's reply (l: VA, or NULL for EN or an error) for a GET key.
  * W or Z on an empty item with flags 0 is a lease (memcached made it for
  * an N flag); on a value they answer the R flag: this reader refreshes it
@@ -517,16 +559,13 @@ static void on_meta_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l,
 {
     oc_mc_job_t *job = ref.job;
     oc_mc_hit_t *h = &job->hits[ref.idx];
-    if (l && l->win && l->flags == 0 && l->bytes == 0) {
-        h->lease = l->win == OC_MCP_WIN ? OC_MC_LEASE_WON : OC_MC_LEASE_HELD;
+    if (oc_mc_meta_lease(l, &h->lease, &h->refresh)) {
         h->cas = l->cas;
         if (ref.via == MC_VIA_FAILOVER && s->mc->stats)
             s->mc->stats->mc_failover_reads++;
         part_done(s->mc, job);
         return;
     }
-    if (l && l->win)
-        h->refresh = l->win == OC_MCP_WIN ? OC_MC_REFRESH_WON : OC_MC_REFRESH_HELD;
     on_read(s, ref, l, data);
 }
 
@@ -703,14 +742,20 @@ static void srv_parse(mc_server_t *s)
 
 /* The exptime an item is written with on s: capped at failover_ttl on a
  * failover (0, never, is more than that too). */
+uint32_t oc_mc_store_exptime(uint32_t exptime_s, int on_failover, uint32_t failover_ttl_s)
+{
+    if (!on_failover)
+        return exptime_s;
+    return exptime_s == 0 || exptime_s > failover_ttl_s ? failover_ttl_s : exptime_s;
+}
+
 static uint32_t store_exptime(oc_mc_t *mc, mc_ref_t ref)
 {
-    uint32_t e = ref.job->items[ref.idx].exptime_s;
-    if (ref.via != MC_VIA_FAILOVER)
-        return e;
-    if (mc->stats)
+    int on_failover = ref.via == MC_VIA_FAILOVER;
+    if (on_failover && mc->stats)
         mc->stats->mc_failover_writes++;
-    return e == 0 || e > mc->failover_ttl_s ? mc->failover_ttl_s : e;
+    return oc_mc_store_exptime(ref.job->items[ref.idx].exptime_s, on_failover,
+                               mc->failover_ttl_s);
 }
 
 static void queue_store(mc_server_t *s, mc_ref_t ref, const char *verb, const char *val,
@@ -823,8 +868,8 @@ static void flush_mgs(mc_server_t *s)
         size_t k = refs[i].idx;
         /* No refresh on a failover: its entries live failover_ttl at most,
          * and every read of them would reload them. */
-        uint32_t refresh =
-            refs[i].via == MC_VIA_PRIMARY && job->refresh_s ? job->refresh_s[k] : 0;
+        uint32_t refresh = oc_mc_refresh_window(job->refresh_s ? job->refresh_s[k] : 0,
+                                                refs[i].via != MC_VIA_PRIMARY);
         p += oc_mcp_format_mg_r(p, job->keys[k], job->key_lens[k], job->lease_ttl_s,
                                 refresh);
     }
@@ -1064,6 +1109,11 @@ static void on_srv_write(evutil_socket_t fd, short what, void *arg)
     srv_write(s);
 }
 
+double oc_mc_time_left(double since, double limit, double now)
+{
+    return limit - (now - since);
+}
+
 static void on_srv_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
@@ -1077,11 +1127,10 @@ static void on_srv_timer(evutil_socket_t fd, short what, void *arg)
         }
         left = s->deadline - now;
     } else if (s->conn == MC_CONN_OPEN && s->wait_head) {
-        if (now - s->progress >= mc->io_s) {
+        if ((left = oc_mc_time_left(s->progress, mc->io_s, now)) <= 0) {
             srv_fail(s, "timeout");
             return;
         }
-        left = mc->io_s - (now - s->progress);
     } else {
         return;
     }
@@ -1267,6 +1316,11 @@ static void fail_down(oc_mc_t *mc, oc_mc_job_t *job, size_t i, const mc_server_t
     part_fail(mc, job, i, why);
 }
 
+int oc_mc_may_fail_over(oc_mc_op_t op, int primary_in_service)
+{
+    return !primary_in_service || op == OC_MC_GET;
+}
+
 /* The server part i goes to, and how (*ref); NULL after failing the part
  * (a key memcached cannot take, a server down with nowhere else to go). A
  * server out of service sends its keys to their failover; a GET also goes
@@ -1283,7 +1337,7 @@ static mc_server_t *route_part(oc_mc_t *mc, oc_mc_job_t *job, size_t i, const ch
     mc_server_t *p = primary_of(mc, key, klen, &pi);
     if (p && srv_ready(p))
         return p;
-    if (p && (!oc_tko_in_service(&p->tko) || job->op == OC_MC_GET)) {
+    if (p && oc_mc_may_fail_over(job->op, oc_tko_in_service(&p->tko))) {
         mc_server_t *f = failover_of(mc, key, klen, pi);
         if (f && srv_ready(f)) {
             ref->via = MC_VIA_FAILOVER;
@@ -1294,6 +1348,14 @@ static mc_server_t *route_part(oc_mc_t *mc, oc_mc_job_t *job, size_t i, const ch
     return NULL;
 }
 
+int oc_mc_wants_shadow(oc_mc_op_t op, int failover_on, int via_primary, int gutter,
+                       const oc_tko_t *tko, double now, uint32_t failover_ttl_s)
+{
+    if (!failover_on || !via_primary || gutter)
+        return 0;
+    return op == OC_MC_DELETE || oc_tko_recent(tko, now, (double)failover_ttl_s + 1);
+}
+
 /* A delete of item i's copy on its key's failover (see oc_mc.h): always
  * for a DELETE, and for other writes while the key's server is not long
  * back. Its answer changes nothing of the item's result. */
@@ -1301,10 +1363,9 @@ static void queue_shadow(oc_mc_t *mc, oc_mc_job_t *job, size_t i, const mc_serve
                          mc_ref_t ref)
 {
     const oc_mc_item_t *it = &job->items[i];
-    if (!mc->failover_on || ref.via != MC_VIA_PRIMARY || s == NULL || s->gutter)
-        return;
-    if (job->op != OC_MC_DELETE &&
-        !oc_tko_recent(&s->tko, mc_now(mc), (double)mc->failover_ttl_s + 1))
+    if (s == NULL ||
+        !oc_mc_wants_shadow(job->op, mc->failover_on, ref.via == MC_VIA_PRIMARY,
+                            s->gutter, &s->tko, mc_now(mc), mc->failover_ttl_s))
         return;
     mc_server_t *f = failover_of(mc, it->key, it->klen, s->idx);
     if (f == NULL || f == s || !srv_ready(f))

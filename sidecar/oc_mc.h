@@ -46,7 +46,9 @@
 #include <stdint.h>
 
 #include "oc_conf.h"
+#include "oc_mcproto.h"
 #include "oc_status.h"
+#include "oc_tko.h"
 
 struct event_base;
 typedef struct oc_mc oc_mc_t;
@@ -216,5 +218,56 @@ oc_mc_job_t *oc_mc_job_new_get(size_t n, oc_mc_done_fn done, void *arg);
 /* Any op but GET. */
 oc_mc_job_t *oc_mc_job_new_items(oc_mc_op_t op, size_t n, oc_mc_done_fn done, void *arg);
 void oc_mc_job_free(oc_mc_job_t *job);
+
+/* ---- the pure rules, exposed for unit tests ---- */
+
+/* A PUSH whose write kept finding the key changed since its read gives up
+ * after this many rounds (ERROR). */
+#define OC_MC_PUSH_TRIES 8
+
+/* What a store, delete or version reply means for an item of `op` (never
+ * called for a shadow delete). A SWAP whose cas found the key replaced or
+ * gone lost to a later write: NOT_STORED. A PUSH whose cas or add found
+ * the key changed since its read is read again: *again = 1 (*tries counts
+ * the rounds), up to OC_MC_PUSH_TRIES, then ERROR. */
+oc_mc_result_t oc_mc_item_reply(oc_mc_op_t op, oc_mcp_reply_t reply, int *tries,
+                                int *again);
+/* SWAP: does the key still hold exactly what the item expects (its value
+ * and flags)? The read found flags and data[0..len). */
+int oc_mc_swap_holds(const oc_mc_item_t *it, uint32_t flags, const char *data,
+                     size_t len);
+/* A meta get's VA line l (NULL: EN, a miss) for a GET key. W or Z on an
+ * empty item with flags 0 is a lease (made for the N flag): returns 1 with
+ * *lease set, there is no value. W or Z on a value answer the R flag: 0
+ * with *refresh set (W: this reader refreshes it), a hit either way. */
+int oc_mc_meta_lease(const oc_mcp_line_t *l, oc_mc_lease_t *lease,
+                     oc_mc_refresh_t *refresh);
+/* Is a GET key read with a meta get (mg) rather than in the multi-get? When
+ * the job takes a lease on a miss, or the key asks for a refresh window;
+ * never a refresh on a failover (on_failover), whose entries live
+ * failover_ttl at most and whose every read would reload them. */
+int oc_mc_wants_mg(uint32_t lease_ttl_s, uint32_t refresh_s, int on_failover);
+/* The refresh window (R flag) a meta get asks for: 0 on a failover. */
+uint32_t oc_mc_refresh_window(uint32_t refresh_s, int on_failover);
+/* The exptime an item is written with: as asked on its own server; on a
+ * failover capped at failover_ttl_s (0, never expire, is more than that). */
+uint32_t oc_mc_store_exptime(uint32_t exptime_s, int on_failover,
+                             uint32_t failover_ttl_s);
+/* A part whose own server cannot take it now: may it go to the key's
+ * failover? A GET may, at once (a read can go anywhere); a write only once
+ * the server is out of service (primary_in_service = 0): a write cut short
+ * by a failure may have been applied there. */
+int oc_mc_may_fail_over(oc_mc_op_t op, int primary_in_service);
+/* Does a write to a key's own server (via its primary, not on a failover
+ * or the gutter) also delete the key's copy on its failover? With failover
+ * on: a DELETE always; a SET, PUSH or SWAP while the server is failing or
+ * came back less than failover_ttl_s + 1 seconds before `now` (the failover
+ * may still hold what was written there meanwhile). */
+int oc_mc_wants_shadow(oc_mc_op_t op, int failover_on, int via_primary, int gutter,
+                       const oc_tko_t *tko, double now, uint32_t failover_ttl_s);
+/* Seconds left, at `now`, of a wait that began at `since` and may last
+ * `limit` (a server's io_timeout, counted from its oldest wait's start or
+ * the last bytes read): <= 0 when it is over. */
+double oc_mc_time_left(double since, double limit, double now);
 
 #endif

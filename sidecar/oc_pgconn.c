@@ -7,8 +7,6 @@
 
 #include "oc_log.h"
 
-#define OC_PGCONN_BACKOFF_MIN_MS    100
-#define OC_PGCONN_BACKOFF_MAX_MS    2000
 #define OC_PGCONN_CONNECT_TIMEOUT_S 5
 
 typedef enum oc_pgconn_state {
@@ -50,6 +48,11 @@ static void first_line(char *dst, size_t cap, const char *msg)
 {
     size_t n = strcspn(msg ? msg : "", "\n");
     snprintf(dst, cap, "%.*s", (int)n, msg ? msg : "");
+}
+
+uint32_t oc_pgconn_next_backoff(uint32_t ms)
+{
+    return ms > OC_PGCONN_BACKOFF_MAX_MS / 2 ? OC_PGCONN_BACKOFF_MAX_MS : ms * 2;
 }
 
 static void set_state(oc_pgconn_t *c, oc_pgconn_state_t st)
@@ -100,9 +103,7 @@ static void go_down(oc_pgconn_t *c, const char *why)
     struct timeval tv = {c->backoff_ms / 1000,
                          (suseconds_t)(c->backoff_ms % 1000) * 1000};
     evtimer_add(c->timer, &tv);
-    c->backoff_ms = c->backoff_ms * 2 > OC_PGCONN_BACKOFF_MAX_MS
-                        ? OC_PGCONN_BACKOFF_MAX_MS
-                        : c->backoff_ms * 2;
+    c->backoff_ms = oc_pgconn_next_backoff(c->backoff_ms);
     if (was_busy) {
         char err[OC_ERRLEN + 32];
         snprintf(err, sizeof(err), "database connection lost: %s", reason);

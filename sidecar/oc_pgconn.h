@@ -21,6 +21,7 @@
 #define OC_PGCONN_H
 
 #include <libpq-fe.h>
+#include <stdint.h>
 
 #include "oc_status.h"
 
@@ -96,7 +97,7 @@ void oc_pgconn_abandon(oc_pgconn_t *c);
 /* Drop the connection (e.g. a query that does not end) and reconnect. */
 void oc_pgconn_reset(oc_pgconn_t *c, const char *why);
 
-/* ---- the pure rule, exposed for unit tests ---- */
+/* ---- the pure rules, exposed for unit tests ---- */
 
 /* 1 if an error of this SQLSTATE came from the data of some row (classes
  * 22 data exception, 2F/38/39 routine exceptions, P0 PL/pgSQL RAISE): a
@@ -104,5 +105,13 @@ void oc_pgconn_reset(oc_pgconn_t *c, const char *why);
  * many ids may be split to find the rows at fault (oc_fill). NULL or
  * malformed: 0. */
 int oc_pgconn_row_error(const char *sqlstate);
+
+#define OC_PGCONN_BACKOFF_MIN_MS 100  /* the first reconnect's wait */
+#define OC_PGCONN_BACKOFF_MAX_MS 2000 /* the longest */
+
+/* The wait before the reconnect after one that waited ms: doubled, capped
+ * at OC_PGCONN_BACKOFF_MAX_MS (a connection that came up starts again at
+ * OC_PGCONN_BACKOFF_MIN_MS). */
+uint32_t oc_pgconn_next_backoff(uint32_t ms);
 
 #endif

@@ -22,14 +22,8 @@ static int find_model(const oc_conf_t *c, const char *name)
     return -1;
 }
 
-/*
- * next's models reordered so that every model of cur keeps its index: the
- * same name lands on the same index, a model next no longer has is copied
- * over from cur disabled, and new models go after. The entries are shallow
- * copies: nothing is owned by the returned array until commit_indexes().
- */
-static oc_model_conf_t *keep_indexes(const oc_conf_t *cur, const oc_conf_t *next,
-                                     size_t *n)
+oc_model_conf_t *oc_reload_keep_indexes(const oc_conf_t *cur, const oc_conf_t *next,
+                                        size_t *n)
 {
     size_t added = 0;
     for (size_t i = 0; i < next->nmodels; i++)
@@ -50,10 +44,8 @@ static oc_model_conf_t *keep_indexes(const oc_conf_t *cur, const oc_conf_t *next
     return models;
 }
 
-/* Make `models` next's own: disabled entries move out of cur (zeroed there,
- * so freeing cur does not free them). */
-static void commit_indexes(oc_conf_t *cur, oc_conf_t *next, oc_model_conf_t *models,
-                           size_t n)
+void oc_reload_commit_indexes(oc_conf_t *cur, oc_conf_t *next, oc_model_conf_t *models,
+                              size_t n)
 {
     for (size_t i = 0; i < cur->nmodels; i++)
         if (models[i].disabled)
@@ -76,14 +68,29 @@ static oc_status_t grow_generations(oc_ctx_t *ctx, size_t old, size_t n, char *e
     return OC_OK;
 }
 
+int oc_reload_near_drop(const oc_model_conf_t *old, const oc_model_conf_t *next)
+{
+    return old->near_ttl_ms != next->near_ttl_ms || next->disabled;
+}
+
+oc_reload_switch_t oc_reload_switch(uint32_t old_value, uint32_t new_value)
+{
+    if (old_value == 0 && new_value != 0)
+        return OC_RELOAD_START;
+    if (old_value != 0 && new_value == 0)
+        return OC_RELOAD_STOP;
+    return OC_RELOAD_KEEP;
+}
+
 /* The feed follower follows feed_poll: started or stopped. */
 static void reload_feed(oc_ctx_t *ctx, const oc_conf_t *old)
 {
-    if (old->feed_poll_ms == 0 && ctx->conf->feed_poll_ms != 0) {
+    oc_reload_switch_t sw = oc_reload_switch(old->feed_poll_ms, ctx->conf->feed_poll_ms);
+    if (sw == OC_RELOAD_START) {
         char ferr[OC_ERRLEN] = "";
         if ((ctx->feed = oc_feed_new(ctx, ferr)) == NULL)
             oc_log_error("event=reload_feed_failed reason=\"%s\"", ferr);
-    } else if (old->feed_poll_ms != 0 && ctx->conf->feed_poll_ms == 0) {
+    } else if (sw == OC_RELOAD_STOP) {
         oc_feed_free(ctx->feed); /* the near-cache stops serving with it */
         ctx->feed = NULL;
     }
@@ -96,8 +103,7 @@ static void reload_near(oc_ctx_t *ctx, const oc_conf_t *old)
 {
     oc_near_set_limit(ctx->near, ctx->conf->near_cache_size);
     for (size_t i = 0; i < old->nmodels && i < ctx->conf->nmodels; i++)
-        if (old->models[i].near_ttl_ms != ctx->conf->models[i].near_ttl_ms ||
-            ctx->conf->models[i].disabled)
+        if (oc_reload_near_drop(&old->models[i], &ctx->conf->models[i]))
             oc_near_invalidate_model(ctx->near, (uint32_t)i);
 }
 
@@ -106,11 +112,13 @@ static void reload_inval(oc_ctx_t *ctx, const oc_conf_t *old)
 {
     if (ctx->conf->wal)
         return; /* the WAL reader's holder runs the consumer */
-    if (old->inval_poll_ms == 0 && ctx->conf->inval_poll_ms != 0) {
+    oc_reload_switch_t sw =
+        oc_reload_switch(old->inval_poll_ms, ctx->conf->inval_poll_ms);
+    if (sw == OC_RELOAD_START) {
         char ierr[OC_ERRLEN] = "";
         if ((ctx->inval = oc_inval_new(ctx, ierr)) == NULL)
             oc_log_error("event=reload_inval_failed reason=\"%s\"", ierr);
-    } else if (old->inval_poll_ms != 0 && ctx->conf->inval_poll_ms == 0) {
+    } else if (sw == OC_RELOAD_STOP) {
         oc_inval_free(ctx->inval); /* a claim under way rolls back: nothing lost */
         ctx->inval = NULL;
     }
@@ -130,7 +138,7 @@ oc_status_t oc_reload(oc_ctx_t *ctx, oc_health_t *health, char *err)
     for (size_t i = 0; i < next->nwarnings; i++)
         oc_log_warn("event=config_warning reason=\"%s\"", next->warnings[i]);
     size_t n, nold = ctx->conf->nmodels;
-    oc_model_conf_t *models = keep_indexes(ctx->conf, next, &n);
+    oc_model_conf_t *models = oc_reload_keep_indexes(ctx->conf, next, &n);
     if (models == NULL || grow_generations(ctx, nold, n, err) != OC_OK ||
         oc_stats_reserve_models(ctx->stats, n) != 0) {
         free(models);
@@ -150,7 +158,7 @@ oc_status_t oc_reload(oc_ctx_t *ctx, oc_health_t *health, char *err)
         free(models);
         goto fail;
     }
-    commit_indexes(ctx->conf, next, models, n);
+    oc_reload_commit_indexes(ctx->conf, next, models, n);
     if (oc_mc_reconfigure(ctx->mc, next, err) != OC_OK) /* keeps the old pool */
         oc_log_error("event=reload_memcached_failed reason=\"%s\"", err);
     /* Past the last failure: switch. */

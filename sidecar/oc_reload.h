@@ -23,11 +23,45 @@
 #ifndef OC_RELOAD_H
 #define OC_RELOAD_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "oc_ctx.h"
 #include "oc_status.h"
 
 struct oc_health;
 
 oc_status_t oc_reload(oc_ctx_t *ctx, struct oc_health *health, char *err);
+
+/* ---- the pure rules, exposed for unit tests ---- */
+
+struct oc_conf;
+struct oc_model_conf;
+/* next's models reordered so that every model of cur keeps its index: the
+ * same name lands on the same index (with next's settings), a model next
+ * no longer has is copied over from cur and disabled, and new models go
+ * after, in next's order. *n entries, shallow copies: the array (malloc'd,
+ * the caller's) owns nothing until oc_reload_commit_indexes. NULL if out
+ * of memory. */
+struct oc_model_conf *oc_reload_keep_indexes(const struct oc_conf *cur,
+                                             const struct oc_conf *next, size_t *n);
+/* Make `models` next's own: disabled entries move out of cur (zeroed there,
+ * so freeing cur does not free them), next's own array is freed. */
+void oc_reload_commit_indexes(struct oc_conf *cur, struct oc_conf *next,
+                              struct oc_model_conf *models, size_t n);
+/* Does the near-cache drop what it holds of a model at a reload? When its
+ * near_ttl changed (what it holds may outlive the new one), or the model
+ * left (disabled). */
+int oc_reload_near_drop(const struct oc_model_conf *old,
+                        const struct oc_model_conf *next);
+
+/* What a reload does with a part that runs while its setting is above 0
+ * (invalidation_poll: the consumer; feed_poll: the follower). */
+typedef enum oc_reload_switch {
+    OC_RELOAD_KEEP,  /* as it was: running or not */
+    OC_RELOAD_START, /* off before, on now */
+    OC_RELOAD_STOP,  /* on before, off now */
+} oc_reload_switch_t;
+oc_reload_switch_t oc_reload_switch(uint32_t old_value, uint32_t new_value);
 
 #endif

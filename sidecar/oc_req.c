@@ -230,7 +230,7 @@ static void req_read_done(oc_mc_job_t *job, void *arg)
     }
     ctx->stats->get_misses += nmiss;
     oc_reqs_t *rs = ctx->reqs;
-    rs->miss_share += ((nmiss > 0) - rs->miss_share) / OC_REQ_MISS_WINDOW;
+    rs->miss_share = oc_req_miss_share(rs->miss_share, nmiss > 0);
     oc_fills_t *fs = ctx->fills;
     if (nmiss)
         oc_fill_misses(fs, misses, nmiss);
@@ -263,6 +263,29 @@ static oc_req_t *req_alloc(size_t n, const oc_token_t *echo)
     return r;
 }
 
+oc_status_t oc_req_unique(oc_map_t *seen, const char *ck, size_t cklen, uint32_t next,
+                          uint32_t *idx, int *is_new)
+{
+    /* The map holds index + 1: its values are never NULL. */
+    void *prev = seen ? oc_map_get(seen, ck, cklen) : NULL;
+    *is_new = prev == NULL;
+    *idx = prev ? (uint32_t)((uintptr_t)prev - 1) : next;
+    if (prev == NULL && seen &&
+        oc_map_put(seen, ck, cklen, (void *)((uintptr_t)next + 1)) != OC_OK)
+        return OC_ENOMEM;
+    return OC_OK;
+}
+
+double oc_req_miss_share(double share, int missed)
+{
+    return share + ((missed != 0) - share) / OC_REQ_MISS_WINDOW;
+}
+
+int oc_req_use_mg(double miss_share)
+{
+    return miss_share > OC_REQ_MG_ABOVE;
+}
+
 /* Parse every key into slots and unique cache keys. */
 static oc_status_t req_parse_keys(oc_req_t *r, const oc_token_t *keys,
                                   const oc_token_t *echo, size_t n, char *err)
@@ -288,11 +311,14 @@ static oc_status_t req_parse_keys(oc_req_t *r, const oc_token_t *keys,
             oc_key_cache_key(prefix, k.model->name, ctx->model_gen[k.model_idx], k.canon,
                              k.canon_len, ck, OC_KEY_MAX + 1, &canon_off);
         a += cklen + 1;
-        void *prev = seen ? oc_map_get(seen, ck, cklen) : NULL;
-        if (prev) {
-            r->slot_ukey[i] = (uint32_t)((uintptr_t)prev - 1);
-            continue;
+        int is_new;
+        if ((st = oc_req_unique(seen, ck, cklen, (uint32_t)r->nukeys, &r->slot_ukey[i],
+                                &is_new)) != OC_OK) {
+            oc_fail(err, OC_ENOMEM, "out of memory");
+            goto done;
         }
+        if (!is_new)
+            continue;
         oc_ukey_t *uk = &r->ukeys[r->nukeys];
         *uk = (oc_ukey_t){.req = r,
                           .w = {.ckey = ck,
@@ -300,11 +326,7 @@ static oc_status_t req_parse_keys(oc_req_t *r, const oc_token_t *keys,
                                 .canon_off = canon_off,
                                 .model_idx = k.model_idx,
                                 .done = ukey_filled}};
-        r->slot_ukey[i] = (uint32_t)r->nukeys++;
-        if (seen && oc_map_put(seen, ck, cklen, (void *)(uintptr_t)r->nukeys) != OC_OK) {
-            st = oc_fail(err, OC_ENOMEM, "out of memory");
-            goto done;
-        }
+        r->nukeys++;
     }
     r->nslots = n;
 done:
@@ -355,7 +377,7 @@ static oc_status_t req_read(oc_req_t *r, size_t n, char *err)
     r->mcjob = oc_mc_job_new_get(n, req_read_done, r);
     if (r->mcjob == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory");
-    if (ctx->reqs->miss_share > OC_REQ_MG_ABOVE) {
+    if (oc_req_use_mg(ctx->reqs->miss_share)) {
         r->mcjob->lease_ttl_s = ctx->lease_ttl_s;
         ctx->stats->mc_gets_leasing++;
     }

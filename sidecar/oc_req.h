@@ -56,4 +56,21 @@ void oc_req_free(oc_req_t *req);
 /* The caller is gone: finish quietly and free. */
 void oc_req_detach(oc_req_t *req);
 
+/* ---- the pure rules, exposed for unit tests ---- */
+
+struct oc_map;
+/* Dedupe a get's keys into unique cache keys. The unique index of cache key
+ * ck[0..cklen): an earlier key's if `seen` has it (*is_new = 0), else
+ * `next`, recorded in seen (*is_new = 1). seen NULL (a get of one key):
+ * always new. seen keeps pointers to ck: the caller keeps the bytes.
+ * OC_ENOMEM if seen could not grow. */
+oc_status_t oc_req_unique(struct oc_map *seen, const char *ck, size_t cklen,
+                          uint32_t next, uint32_t *idx, int *is_new);
+/* The share of recent gets that missed a key, a moving average over about
+ * 32 gets, after one more get (missed: it missed at least one key). */
+double oc_req_miss_share(double share, int missed);
+/* Read with meta gets that lease each miss in the same round trip (1), or
+ * one multi-get per server (0)? Meta gets once most recent gets missed. */
+int oc_req_use_mg(double miss_share);
+
 #endif

@@ -23,11 +23,8 @@
 #include "oc_stats.h"
 #include "oc_walbatch.h"
 
-#define WAL_STATUS_EVERY_S 1.0
-#define WAL_STATS_EVERY_S  5.0
-#define WAL_PRUNE_EVERY_S  60.0
-#define WAL_RETRY_FAST_S   1.0 /* after losing the slot we held */
-#define WAL_PAUSE_FACTOR   4   /* pending keys past 4 x max_txn_keys: pause */
+#define WAL_RETRY_FAST_S 1.0 /* after losing the slot we held */
+#define WAL_PAUSE_FACTOR 4   /* pending keys past 4 x max_txn_keys: pause */
 /* A standby tries the slot when the feed goes stale, and otherwise only
  * every 60 x wal_takeover (5 min by default): a fresh feed already proves a
  * holder is alive, and each try costs the primary two connections. */
@@ -79,13 +76,12 @@ struct oc_wal {
     size_t ngens;
     /* periodic work on the regular connection */
     int hb_due, stats_due, prune_due;
-    double next_hb, next_status, next_stats, next_prune;
+    oc_wal_sched_t sched;
     double tried_at;
     double born; /* when oc_wal_new ran: the start of our watch */
     /* the holder's confirmed position as this standby last saw it, and
      * since when it has not moved: a stuck holder's does not */
-    char seen_lsn[32];
-    double seen_at;
+    oc_wal_watch_t seen;
     int tried;
     int sql_busy;
     int paused;
@@ -274,8 +270,8 @@ static void on_data(oc_pgconn_t *pc, const char *buf, size_t len, void *arg)
     }
     if (m.type == OC_PGO_COMMIT)
         w->ctx->stats->wal_transactions++;
-    size_t limit = (size_t)w->ctx->conf->wal_max_txn_keys * WAL_PAUSE_FACTOR;
-    if (!w->paused && oc_walb_pending_keys(w->acc) > limit) {
+    if (!w->paused &&
+        oc_wal_over_limit(oc_walb_pending_keys(w->acc), w->ctx->conf->wal_max_txn_keys)) {
         w->paused = 1; /* the walsender waits on TCP meanwhile */
         oc_pgconn_pause(w->repl, 1);
     }
@@ -298,14 +294,14 @@ static void applied(oc_wal_t *w)
     if (w->batch.commit_ts > 0) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        double lag = (double)ts.tv_sec + ts.tv_nsec / 1e9 -
-                     oc_pgo_time_to_unix(w->batch.commit_ts);
-        ctx->stats->wal_apply_lag_ms = lag > 0 ? (uint64_t)(lag * 1000) : 0;
+        ctx->stats->wal_apply_lag_ms =
+            oc_wal_lag_ms((double)ts.tv_sec + ts.tv_nsec / 1e9,
+                          oc_pgo_time_to_unix(w->batch.commit_ts));
     }
     batch_clear(w);
     send_status(w, 0);
-    if (w->paused && oc_walb_pending_keys(w->acc) <=
-                         (size_t)ctx->conf->wal_max_txn_keys * WAL_PAUSE_FACTOR) {
+    if (w->paused &&
+        !oc_wal_over_limit(oc_walb_pending_keys(w->acc), ctx->conf->wal_max_txn_keys)) {
         w->paused = 0;
         oc_pgconn_pause(w->repl, 0);
     }
@@ -356,46 +352,57 @@ static void fed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
     applied(w);
 }
 
-/* Array literals of the batch: every key (for the feed), the whole models,
- * and the keys memcached failed to delete (for the requeue). */
-static oc_status_t feed_literals(oc_wal_t *w)
+oc_status_t oc_wal_feed_literals(const oc_walb_batch_t *b, const oc_mc_item_t *items,
+                                 size_t n, const size_t *del_idx, char *lit[5],
+                                 size_t *nfailed)
 {
-    const oc_walb_batch_t *b = &w->batch;
-    size_t n = b->nkeys;
-    size_t *mlen = malloc((n ? n : 1) * sizeof(*mlen));
+    size_t nk = b->nkeys;
+    size_t *mlen = malloc((nk ? nk : 1) * sizeof(*mlen));
     size_t *wlen = malloc((b->nwhole ? b->nwhole : 1) * sizeof(*wlen));
-    const char **fm = malloc((n ? n : 1) * sizeof(*fm));
-    const char **fk = malloc((n ? n : 1) * sizeof(*fk));
-    size_t *fkl = malloc((n ? n : 1) * sizeof(*fkl));
-    size_t *fml = malloc((n ? n : 1) * sizeof(*fml));
+    const char **fm = malloc((nk ? nk : 1) * sizeof(*fm));
+    const char **fk = malloc((nk ? nk : 1) * sizeof(*fk));
+    size_t *fkl = malloc((nk ? nk : 1) * sizeof(*fkl));
+    size_t *fml = malloc((nk ? nk : 1) * sizeof(*fml));
     oc_status_t st = OC_ENOMEM;
+    *nfailed = 0;
     if (!mlen || !wlen || !fm || !fk || !fkl || !fml)
         goto done;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < nk; i++)
         mlen[i] = strlen(b->models[i]);
     for (size_t i = 0; i < b->nwhole; i++)
         wlen[i] = strlen(b->whole[i]);
     size_t nf = 0;
-    for (size_t i = 0; w->job && i < w->job->n; i++) {
-        if (w->job->items[i].result != OC_MC_R_ERROR)
+    for (size_t i = 0; items && i < n; i++) {
+        if (items[i].result != OC_MC_R_ERROR)
             continue;
-        size_t k = w->del_idx[i];
+        size_t k = del_idx[i];
         fm[nf] = b->models[k], fml[nf] = mlen[k];
         fk[nf] = b->keys[k], fkl[nf++] = b->klens[k];
     }
-    w->lit[0] = oc_sql_array(b->models, mlen, n);
-    w->lit[1] = oc_sql_array(b->keys, b->klens, n);
-    w->lit[2] = oc_sql_array(b->whole, wlen, b->nwhole);
-    w->lit[3] = oc_sql_array(fm, fml, nf);
-    w->lit[4] = oc_sql_array(fk, fkl, nf);
-    st =
-        w->lit[0] && w->lit[1] && w->lit[2] && w->lit[3] && w->lit[4] ? OC_OK : OC_ENOMEM;
+    lit[0] = oc_sql_array(b->models, mlen, nk);
+    lit[1] = oc_sql_array(b->keys, b->klens, nk);
+    lit[2] = oc_sql_array(b->whole, wlen, b->nwhole);
+    lit[3] = oc_sql_array(fm, fml, nf);
+    lit[4] = oc_sql_array(fk, fkl, nf);
+    st = lit[0] && lit[1] && lit[2] && lit[3] && lit[4] ? OC_OK : OC_ENOMEM;
+    *nfailed = nf;
+done:
+    free(mlen), free(wlen), free(fm), free(fk), free(fkl), free(fml);
+    return st;
+}
+
+/* Array literals of the batch: every key (for the feed), the whole models,
+ * and the keys memcached failed to delete (for the requeue). */
+static oc_status_t feed_literals(oc_wal_t *w)
+{
+    size_t nf;
+    oc_status_t st =
+        oc_wal_feed_literals(&w->batch, w->job ? w->job->items : NULL,
+                             w->job ? w->job->n : 0, w->del_idx, w->lit, &nf);
     if (nf) {
         w->ctx->stats->inval_requeued += nf;
         oc_log_warn("event=inval_requeue keys=%zu reason=\"%s\"", nf, w->job->err);
     }
-done:
-    free(mlen), free(wlen), free(fm), free(fk), free(fkl), free(fml);
     return st;
 }
 
@@ -587,26 +594,48 @@ static void sql_next(oc_wal_t *w)
         w->sql_busy = 0;
 }
 
+void oc_wal_sched_start(oc_wal_sched_t *s, double now)
+{
+    s->next_hb = s->next_status = now;
+    s->next_stats = now + OC_WAL_STATS_EVERY_S;
+    s->next_prune = now + OC_WAL_PRUNE_EVERY_S;
+}
+
+unsigned oc_wal_due(oc_wal_sched_t *s, double now, double heartbeat_s, int stats_busy)
+{
+    unsigned due = 0;
+    if (now >= s->next_hb) {
+        due |= OC_WAL_DUE_HEARTBEAT;
+        s->next_hb = now + heartbeat_s;
+    }
+    if (now >= s->next_status) {
+        due |= OC_WAL_DUE_STATUS;
+        s->next_status = now + OC_WAL_STATUS_EVERY_S;
+    }
+    if (now >= s->next_stats && !stats_busy) {
+        due |= OC_WAL_DUE_STATS;
+        s->next_stats = now + OC_WAL_STATS_EVERY_S;
+    }
+    if (now >= s->next_prune) {
+        due |= OC_WAL_DUE_PRUNE;
+        s->next_prune = now + OC_WAL_PRUNE_EVERY_S;
+    }
+    return due;
+}
+
 /* The holder's periodic work, every wal_heartbeat. */
 static void tick(oc_wal_t *w)
 {
-    double now = now_s();
-    if (now >= w->next_hb) {
+    unsigned due = oc_wal_due(&w->sched, now_s(), w->ctx->conf->wal_heartbeat_ms / 1000.0,
+                              w->stats_due != 0);
+    if (due & OC_WAL_DUE_HEARTBEAT)
         w->hb_due = 1;
-        w->next_hb = now + w->ctx->conf->wal_heartbeat_ms / 1000.0;
-    }
-    if (now >= w->next_status) {
+    if (due & OC_WAL_DUE_STATUS)
         send_status(w, 0);
-        w->next_status = now + WAL_STATUS_EVERY_S;
-    }
-    if (now >= w->next_stats && w->stats_due == 0) {
+    if (due & OC_WAL_DUE_STATS)
         w->stats_due = 1;
-        w->next_stats = now + WAL_STATS_EVERY_S;
-    }
-    if (now >= w->next_prune) {
+    if (due & OC_WAL_DUE_PRUNE)
         w->prune_due = 1;
-        w->next_prune = now + WAL_PRUNE_EVERY_S;
-    }
     sql_next(w);
     arm(w, w->ctx->conf->wal_heartbeat_ms / 1000.0);
 }
@@ -620,10 +649,7 @@ static void streaming(oc_wal_t *w)
     set_state(w, WAL_STREAMING);
     ctx->stats->wal_takeovers++;
     oc_log_info("event=wal_holding slot=%s", w->slot);
-    double now = now_s();
-    w->next_hb = w->next_status = now;
-    w->next_stats = now + WAL_STATS_EVERY_S;
-    w->next_prune = now + WAL_PRUNE_EVERY_S;
+    oc_wal_sched_start(&w->sched, now_s());
     /* The holder drains the outbox too (requeued keys, attach's whole-model
      * rows, trigger-mode models). */
     if (ctx->inval == NULL && ctx->conf->inval_poll_ms > 0) {
@@ -658,9 +684,29 @@ static double holder_silence(const oc_wal_t *w, double now)
     const oc_ctx_t *ctx = w->ctx;
     if (ctx->feed == NULL || !ctx->stats->feed_connected)
         return 0;
-    double stale = oc_feed_staleness(ctx->feed, now);
-    double watched = now - w->born;
+    return oc_wal_silence(1, oc_feed_staleness(ctx->feed, now), now - w->born);
+}
+
+double oc_wal_silence(int feed_up, double stale, double watched)
+{
+    if (!feed_up)
+        return 0;
     return stale < watched ? stale : watched;
+}
+
+double oc_wal_watch_stalled(oc_wal_watch_t *wt, const char *lsn, double now)
+{
+    if (!wt->seen || strcmp(lsn, wt->lsn) != 0) {
+        snprintf(wt->lsn, sizeof(wt->lsn), "%s", lsn);
+        wt->at = now;
+        wt->seen = 1;
+    }
+    return now - wt->at;
+}
+
+int oc_wal_should_terminate(double stalled, double takeover_s, long pid)
+{
+    return stalled > 2 * takeover_s && pid > 0;
 }
 
 /* The slot's state, read while another sidecar holds it: terminate the
@@ -682,13 +728,9 @@ static void slot_checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const c
     }
     const char *lsn = PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0);
     long pid = strtol(PQgetvalue(res, 0, 1), NULL, 10);
-    if (strcmp(lsn, w->seen_lsn) != 0) {
-        snprintf(w->seen_lsn, sizeof(w->seen_lsn), "%s", lsn);
-        w->seen_at = now;
-    }
-    double stalled = now - w->seen_at;
+    double stalled = oc_wal_watch_stalled(&w->seen, lsn, now);
     PQclear(res);
-    if (stalled > 2 * takeover && pid > 0) {
+    if (oc_wal_should_terminate(stalled, takeover, pid)) {
         char spid[24];
         snprintf(spid, sizeof(spid), "%ld", pid);
         const char *p[1] = {spid};
@@ -704,6 +746,18 @@ static void slot_checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const c
     stand_by(w, takeover, "another sidecar holds the slot");
 }
 
+oc_wal_end_t oc_wal_end_kind(const char *why)
+{
+    if (strstr(why, "is active for PID"))
+        return OC_WAL_END_HELD;
+    if (strstr(why, "does not exist") && strstr(why, "replication slot"))
+        return OC_WAL_END_SLOT_MISSING;
+    if (strstr(why, "invalidated") || strstr(why, "can no longer get changes") ||
+        strstr(why, "cannot read from logical replication slot"))
+        return OC_WAL_END_SLOT_INVALID;
+    return OC_WAL_END_OTHER;
+}
+
 /* START_REPLICATION ended: another holder has the slot, the slot is gone,
  * or the stream broke. */
 static void stream_ended(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
@@ -715,7 +769,8 @@ static void stream_ended(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const c
     PQclear(res);
     const char *why = st == OC_OK ? "the server ended the stream" : err;
     double takeover = ctx->conf->wal_takeover_ms / 1000.0;
-    if (strstr(why, "is active for PID")) {
+    oc_wal_end_t kind = oc_wal_end_kind(why);
+    if (kind == OC_WAL_END_HELD) {
         if (holder_silence(w, now_s()) > takeover && w->sql_up && !w->sql_busy) {
             /* Its walsender is alive but the feed says its heartbeats
              * stopped: a holder stuck (or cut off) that PostgreSQL has not
@@ -733,13 +788,8 @@ static void stream_ended(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const c
         stand_by(w, takeover, "another sidecar holds the slot");
         return;
     }
-    if (strstr(why, "does not exist") && strstr(why, "replication slot")) {
-        recreate(w, 0);
-        return;
-    }
-    if (strstr(why, "invalidated") || strstr(why, "can no longer get changes") ||
-        strstr(why, "cannot read from logical replication slot")) {
-        recreate(w, 1);
+    if (kind == OC_WAL_END_SLOT_MISSING || kind == OC_WAL_END_SLOT_INVALID) {
+        recreate(w, kind == OC_WAL_END_SLOT_INVALID);
         return;
     }
     ctx->stats->wal_errors++;
@@ -967,6 +1017,22 @@ static void wal_start_try(oc_wal_t *w)
         stand_by(w, WAL_RETRY_FAST_S, "out of memory");
 }
 
+int oc_wal_try_now(int tried, double stale, double since_try, double takeover_s)
+{
+    return !tried || stale > takeover_s || since_try > WAL_RECHECK_FACTOR * takeover_s;
+}
+
+int oc_wal_over_limit(size_t pending, uint32_t max_txn_keys)
+{
+    return pending > (size_t)max_txn_keys * WAL_PAUSE_FACTOR;
+}
+
+uint64_t oc_wal_lag_ms(double now_unix, double commit_unix)
+{
+    double lag = now_unix - commit_unix;
+    return lag > 0 ? (uint64_t)(lag * 1000) : 0;
+}
+
 /* STANDBY: try when the holder looks gone (the feed's freshness, which only
  * the holder advances, is older than wal_takeover), or at the first chance. */
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -981,8 +1047,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         return;
     double takeover = w->ctx->conf->wal_takeover_ms / 1000.0;
     double stale = w->ctx->feed ? oc_feed_staleness(w->ctx->feed, now_s()) : INFINITY;
-    if (!w->tried || stale > takeover ||
-        now_s() - w->tried_at > WAL_RECHECK_FACTOR * takeover) {
+    if (oc_wal_try_now(w->tried, stale, now_s() - w->tried_at, takeover)) {
         wal_start_try(w);
         return;
     }

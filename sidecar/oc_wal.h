@@ -44,6 +44,9 @@
 #ifndef OC_WAL_H
 #define OC_WAL_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "oc_ctx.h"
 #include "oc_status.h"
 
@@ -52,5 +55,83 @@ typedef struct oc_wal oc_wal_t;
 /* NULL with err empty when wal is off. */
 oc_wal_t *oc_wal_new(oc_ctx_t *ctx, char *err);
 void oc_wal_free(oc_wal_t *w);
+
+/* ---- the pure rules, exposed for unit tests ---- */
+
+#define OC_WAL_STATUS_EVERY_S 1.0  /* a standby status to the walsender */
+#define OC_WAL_STATS_EVERY_S  5.0  /* the slot's lag, read */
+#define OC_WAL_PRUNE_EVERY_S  60.0 /* the feed, pruned */
+
+/* The holder's periodic work: when each is due next (monotonic seconds). */
+typedef struct oc_wal_sched {
+    double next_hb, next_status, next_stats, next_prune;
+} oc_wal_sched_t;
+
+enum {
+    OC_WAL_DUE_HEARTBEAT = 1, /* emit a heartbeat message */
+    OC_WAL_DUE_STATUS = 2,    /* send a standby status */
+    OC_WAL_DUE_STATS = 4,     /* read the slot's lag */
+    OC_WAL_DUE_PRUNE = 8,     /* prune the feed */
+};
+
+/* Streaming began at `now`: a heartbeat and a status at once, the lag and
+ * a prune after their period. */
+void oc_wal_sched_start(oc_wal_sched_t *s, double now);
+/* What is due at `now` (OC_WAL_DUE_* bits), each moved to its next time:
+ * heartbeats every heartbeat_s, statuses, lag reads (not while one is
+ * still under way: stats_busy) and prunes every OC_WAL_*_EVERY_S. */
+unsigned oc_wal_due(oc_wal_sched_t *s, double now, double heartbeat_s, int stats_busy);
+
+/* A standby's timer: try to take the slot now? At its first chance; when
+ * the feed's staleness (which only the holder's heartbeats move) is past
+ * wal_takeover; else every 60 x wal_takeover since its last try. */
+int oc_wal_try_now(int tried, double stale, double since_try, double takeover_s);
+/* How long the holder has been silent as this sidecar can tell: the feed's
+ * staleness, never more than this sidecar has watched (`watched` seconds:
+ * a sidecar just started has a feed not yet fresh, INFINITY, which says
+ * nothing of the holder), and 0 while the feed cannot be read (feed_up 0). */
+double oc_wal_silence(int feed_up, double stale, double watched);
+
+/* Another holder's confirmed position as this standby last saw it, and
+ * since when it has not moved. Zeroed: never seen. */
+typedef struct oc_wal_watch {
+    char lsn[32];
+    double at; /* when lsn was first seen (monotonic seconds) */
+    int seen;
+} oc_wal_watch_t;
+/* The slot now shows `lsn` ("" if PostgreSQL shows none): seconds it has
+ * not moved as of `now`, 0 at its first sighting or when it moved. */
+double oc_wal_watch_stalled(oc_wal_watch_t *wt, const char *lsn, double now);
+/* Terminate the holder (backend pid) whose position stalled that long? */
+int oc_wal_should_terminate(double stalled, double takeover_s, long pid);
+
+/* Why START_REPLICATION ended, from the server's message. */
+typedef enum oc_wal_end {
+    OC_WAL_END_OTHER,        /* the stream broke, or the server ended it */
+    OC_WAL_END_HELD,         /* another connection streams the slot */
+    OC_WAL_END_SLOT_MISSING, /* the slot does not exist: create it */
+    OC_WAL_END_SLOT_INVALID, /* invalidated (max_slot_wal_keep_size): drop
+                                and create it */
+} oc_wal_end_t;
+oc_wal_end_t oc_wal_end_kind(const char *why);
+
+/* Are more keys pending than the holder takes in (4 x wal_max_txn_keys)?
+ * Then the stream pauses until applying brings them under again. */
+int oc_wal_over_limit(size_t pending, uint32_t max_txn_keys);
+/* The apply lag (ms) of a batch whose newest commit was at commit_unix,
+ * applied at now_unix (both wall clock seconds); a commit ahead is 0. */
+uint64_t oc_wal_lag_ms(double now_unix, double commit_unix);
+
+/* The array literals (oc_sql_array) of a batch's feed_append and requeue:
+ * lit[0] and lit[1] the model and key of every key, lit[2] the whole
+ * models, lit[3] and lit[4] the model and key of each delete memcached
+ * failed (delete item i of n is batch key del_idx[i]; items NULL: none was
+ * sent), *nfailed of them. Each literal is malloc'd and the caller's (free
+ * them even on OC_ENOMEM). */
+struct oc_walb_batch;
+struct oc_mc_item;
+oc_status_t oc_wal_feed_literals(const struct oc_walb_batch *b,
+                                 const struct oc_mc_item *items, size_t n,
+                                 const size_t *del_idx, char *lit[5], size_t *nfailed);
 
 #endif

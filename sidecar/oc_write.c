@@ -82,8 +82,7 @@ int oc_write_is_json_object(const char *json, size_t len)
     return ok;
 }
 
-/* -1, 0, 1 as a <, =, > b; 2 if they cannot be compared. */
-static int version_cmp(const json_t *a, const json_t *b)
+int oc_write_version_cmp(const json_t *a, const json_t *b)
 {
     if (json_is_integer(a) && json_is_integer(b)) {
         json_int_t x = json_integer_value(a), y = json_integer_value(b);
@@ -101,27 +100,34 @@ static int version_cmp(const json_t *a, const json_t *b)
     return 2;
 }
 
-/* Called by oc_mc with what the key holds: is our push newer than that?
- * Only a version compared with the cached object's can say so. An empty
- * key (or a lease, a "missing" entry) says nothing: the invalidation of a
- * later commit may have emptied it, so the write must be checked. */
-static oc_mc_decision_t push_decide(const oc_mc_item_t *it, int found, uint32_t flags,
-                                    const char *val, size_t len)
+/* Only a version compared with the cached object's can say a push is
+ * newer. An empty key (or a lease, a "missing" entry) says nothing: the
+ * invalidation of a later commit may have emptied it, so the write must be
+ * checked. */
+oc_mc_decision_t oc_write_decide(const json_t *version, const char *version_column,
+                                 int found, uint32_t flags, const char *val, size_t len)
 {
-    const oc_write_t *w = it->decide_arg;
     oc_entry_kind_t kind = found ? oc_entry_kind(flags) : OC_ENTRY_NONE;
     if (kind == OC_ENTRY_TOMBSTONE)
         return OC_MC_KEEP;
-    if (kind != OC_ENTRY_OBJECT || w->version == NULL)
+    if (kind != OC_ENTRY_OBJECT || version == NULL)
         return OC_MC_WRITE_UNORDERED;
     json_error_t jerr;
     json_t *cur = json_loadb(val, len, 0, &jerr);
-    const json_t *cv = cur ? json_object_get(cur, w->version_column) : NULL;
-    int cmp = cv ? version_cmp(w->version, cv) : 2;
+    const json_t *cv = cur ? json_object_get(cur, version_column) : NULL;
+    int cmp = cv ? oc_write_version_cmp(version, cv) : 2;
     json_decref(cur);
     if (cmp == -1)
         return OC_MC_KEEP;                                 /* older loses */
     return cmp == 2 ? OC_MC_WRITE_UNORDERED : OC_MC_WRITE; /* equal writes */
+}
+
+/* Called by oc_mc with what the key holds: is our push newer than that? */
+static oc_mc_decision_t push_decide(const oc_mc_item_t *it, int found, uint32_t flags,
+                                    const char *val, size_t len)
+{
+    const oc_write_t *w = it->decide_arg;
+    return oc_write_decide(w->version, w->version_column, found, flags, val, len);
 }
 
 /* This sidecar's near-cache gets what the app just wrote (read-your-writes
@@ -138,27 +144,33 @@ static void write_near(const oc_write_t *w, int absent)
                 ttl_ms / 1000.0, w->near_since, oc_stats_now());
 }
 
+oc_write_outcome_t oc_write_outcome(int tombstone, oc_mc_result_t r)
+{
+    switch (r) {
+    case OC_MC_R_OK:
+        return tombstone ? OC_WRITE_DELETED : OC_WRITE_STORED;
+    case OC_MC_R_NOT_STORED:
+        return OC_WRITE_NOT_STORED;
+    default:
+        return OC_WRITE_FAILED;
+    }
+}
+
+int oc_write_needs_check(int tombstone, int push_check, oc_mc_result_t r, int unordered)
+{
+    return !tombstone && push_check && r == OC_MC_R_OK && unordered;
+}
+
 static void write_done(oc_mc_job_t *job, void *arg)
 {
     oc_write_t *w = arg;
     oc_stats_t *st = w->ctx->stats;
-    oc_write_outcome_t o;
     const oc_mc_item_t *it = &job->items[0];
     int check =
-        !w->tombstone && w->push_check && it->result == OC_MC_R_OK && it->unordered;
-    switch (it->result) {
-    case OC_MC_R_OK:
-        o = w->tombstone ? OC_WRITE_DELETED : OC_WRITE_STORED;
-        break;
-    case OC_MC_R_NOT_STORED:
-        o = OC_WRITE_NOT_STORED;
-        st->pushes_stale++;
-        break;
-    default:
-        o = OC_WRITE_FAILED;
-        st->mc_errors++;
-        break;
-    }
+        oc_write_needs_check(w->tombstone, w->push_check, it->result, it->unordered);
+    oc_write_outcome_t o = oc_write_outcome(w->tombstone, it->result);
+    st->pushes_stale += o == OC_WRITE_NOT_STORED;
+    st->mc_errors += o == OC_WRITE_FAILED;
     if (o == OC_WRITE_DELETED || (o == OC_WRITE_STORED && !it->unordered))
         write_near(w, w->tombstone);
     if (w->done)
@@ -227,22 +239,38 @@ static oc_write_t *write_new(oc_ctx_t *ctx, oc_write_done_fn done, void *arg)
     return w;
 }
 
+oc_status_t oc_write_parse_body(const char *json, size_t len, const char *version_column,
+                                json_t **obj, json_t **version, char *err)
+{
+    json_error_t jerr;
+    *version = NULL;
+    *obj = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (*obj == NULL || !json_is_object(*obj)) {
+        json_decref(*obj);
+        *obj = NULL;
+        return oc_fail(err, OC_EINVAL, "value is not a JSON object");
+    }
+    if (version_column) {
+        *version = json_incref(json_object_get(*obj, version_column));
+        if (*version == NULL) {
+            json_decref(*obj);
+            *obj = NULL;
+            return oc_fail(err, OC_EINVAL, "value has no \"%s\" field", version_column);
+        }
+    }
+    return OC_OK;
+}
+
 /* The push's body: one JSON object, with the model's version if it has one. */
 static oc_status_t push_body(oc_write_t *w, const oc_model_conf_t *m, const char *json,
                              size_t len, char *err)
 {
-    json_error_t jerr;
-    w->obj = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (w->obj == NULL || !json_is_object(w->obj))
-        return oc_fail(err, OC_EINVAL, "value is not a JSON object");
-    if (m->version_column) {
-        w->version = json_incref(json_object_get(w->obj, m->version_column));
-        if (w->version == NULL)
-            return oc_fail(err, OC_EINVAL, "value has no \"%s\" field",
-                           m->version_column);
-        if ((w->version_column = strdup(m->version_column)) == NULL)
-            return oc_fail(err, OC_ENOMEM, "out of memory");
-    }
+    oc_status_t st =
+        oc_write_parse_body(json, len, m->version_column, &w->obj, &w->version, err);
+    if (st != OC_OK)
+        return st;
+    if (m->version_column && (w->version_column = strdup(m->version_column)) == NULL)
+        return oc_fail(err, OC_ENOMEM, "out of memory");
     if ((w->json = malloc(len ? len : 1)) == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory");
     memcpy(w->json, json, len);
@@ -396,14 +424,13 @@ static void check_gate_cb(evutil_socket_t fd, short what, void *arg)
     check_correct(arg);
 }
 
-/* The row PostgreSQL returned for w (NULL: none) says the push is right. */
-static int check_agrees(const oc_write_t *w, const oc_pg_row_t *row)
+int oc_write_check_agrees(const json_t *pushed, const char *row_json, size_t len)
 {
-    if (row->json == NULL)
+    if (row_json == NULL)
         return 0;
     json_error_t jerr;
-    json_t *db = json_loadb(row->json, row->len, 0, &jerr);
-    int same = db != NULL && json_equal(db, w->obj);
+    json_t *db = json_loadb(row_json, len, 0, &jerr);
+    int same = db != NULL && json_equal(db, pushed);
     json_decref(db);
     return same;
 }
@@ -417,7 +444,8 @@ static oc_status_t check_keep_rows(oc_check_t *c, const oc_pg_row_t *rows)
     if (c->rows == NULL || c->agree == NULL)
         return OC_ENOMEM;
     for (size_t i = 0; i < c->n; i++) {
-        c->agree[i] = (unsigned char)check_agrees(c->w[i], &rows[i]);
+        c->agree[i] =
+            (unsigned char)oc_write_check_agrees(c->w[i]->obj, rows[i].json, rows[i].len);
         if (!c->agree[i] && rows[i].json &&
             (c->rows[i] = oc_blob_new(rows[i].json, rows[i].len)) == NULL)
             return OC_ENOMEM;

@@ -27,9 +27,12 @@
 #ifndef OC_WRITE_H
 #define OC_WRITE_H
 
+#include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "oc_ctx.h"
+#include "oc_mc.h"
 #include "oc_result.h"
 #include "oc_status.h"
 
@@ -58,5 +61,37 @@ void oc_write_detach(oc_write_t *w);
 
 /* 1 if json[0..len) is one JSON object; exposed for tests. */
 int oc_write_is_json_object(const char *json, size_t len);
+
+/* ---- the pure rules, exposed for unit tests ---- */
+
+/* A push's body: one JSON object (duplicate names refused), with a
+ * `version_column` field when the model has one (NULL: none). On OC_OK
+ * *obj is the parsed object and *version its field's value (NULL without
+ * a version_column), each a reference the caller owns (json_decref); on
+ * OC_EINVAL the reason is in err and both are NULL. */
+oc_status_t oc_write_parse_body(const char *json, size_t len, const char *version_column,
+                                json_t **obj, json_t **version, char *err);
+/* Compare two version values: -1, 0, 1 as a <, =, > b; 2 if they cannot be
+ * compared (different types, or not numbers or strings). Integers exactly,
+ * numbers as doubles, strings bytewise (PostgreSQL's ISO timestamps in one
+ * TimeZone sort as text). */
+int oc_write_version_cmp(const json_t *a, const json_t *b);
+/* What a push with `version` (NULL: the model has no version_column) does
+ * with the entry memcached holds (found, flags, val[0..len)): a tombstone
+ * keeps (the push loses); an object whose version_column compares older or
+ * equal is replaced (WRITE), newer keeps; anything else (absent, a lease, a
+ * missing entry, an object without a comparable version) is replaced
+ * UNORDERED, to be checked against PostgreSQL. */
+oc_mc_decision_t oc_write_decide(const json_t *version, const char *version_column,
+                                 int found, uint32_t flags, const char *val, size_t len);
+/* The client's answer for a write whose memcached item ended with r. */
+oc_write_outcome_t oc_write_outcome(int tombstone, oc_mc_result_t r);
+/* 1 if a push stored with r must be checked against PostgreSQL: the model
+ * checks pushes (push_check) and memcached could not order it. */
+int oc_write_needs_check(int tombstone, int push_check, oc_mc_result_t r, int unordered);
+/* The check's compare: 1 if PostgreSQL's row (row_json[0..len), NULL: no
+ * row) is the same JSON value as the pushed object: member order aside; an
+ * integer never equals a real (1 and 1.0 differ, as jansson parses them). */
+int oc_write_check_agrees(const json_t *pushed, const char *row_json, size_t len);
 
 #endif

@@ -1,5 +1,7 @@
-/* oc_pgconn's pure rule: which SQLSTATEs mean "the data of some row made
- * the statement fail" (a load may then be split to find the row). */
+/* oc_pgconn's pure rules: which SQLSTATEs mean "the data of some row made
+ * the statement fail" (a load may then be split to find the row), and the
+ * reconnect schedule (doubles from OC_PGCONN_BACKOFF_MIN_MS, capped at
+ * OC_PGCONN_BACKOFF_MAX_MS). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -47,12 +49,36 @@ static void test_malformed(void **state)
     assert_string_equal(oc_status_str(OC_EROW), "database error on a row");
 }
 
+static void test_backoff(void **state)
+{
+    (void)state;
+    uint32_t ms = OC_PGCONN_BACKOFF_MIN_MS;
+    const uint32_t want[] = {200, 400, 800, 1600, 2000, 2000, 2000};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        ms = oc_pgconn_next_backoff(ms);
+        assert_int_equal(ms, want[i]);
+    }
+    /* at the cap's half exactly: doubled to the cap; a ms more: the cap */
+    assert_int_equal(oc_pgconn_next_backoff(OC_PGCONN_BACKOFF_MAX_MS / 2),
+                     OC_PGCONN_BACKOFF_MAX_MS);
+    assert_int_equal(oc_pgconn_next_backoff(OC_PGCONN_BACKOFF_MAX_MS / 2 + 1),
+                     OC_PGCONN_BACKOFF_MAX_MS);
+    assert_int_equal(oc_pgconn_next_backoff(OC_PGCONN_BACKOFF_MAX_MS / 2 - 1),
+                     OC_PGCONN_BACKOFF_MAX_MS - 2);
+    /* never past the cap, even from values it never holds (no wrap) */
+    assert_int_equal(oc_pgconn_next_backoff(UINT32_MAX), OC_PGCONN_BACKOFF_MAX_MS);
+    assert_int_equal(oc_pgconn_next_backoff(UINT32_MAX / 2 + 1),
+                     OC_PGCONN_BACKOFF_MAX_MS);
+    assert_int_equal(oc_pgconn_next_backoff(1), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_row_errors),
         cmocka_unit_test(test_not_row_errors),
         cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_backoff),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,138 @@
+/* Unit tests for oc_feed's rules: when a follower has a gap and must
+ * resync, when it polls again at once, how fresh a poll makes the
+ * near-cache (with the clock passed in), and the resync's lists of
+ * models and generations, hostile ones included. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "oc_feed.h"
+
+static void test_gap(void **state)
+{
+    (void)state;
+    /* the cursor between pruned_upto and the head: nothing missed */
+    assert_false(oc_feed_gap(10, 20, 5));
+    assert_false(oc_feed_gap(10, 10, 10)); /* at both bounds */
+    assert_false(oc_feed_gap(0, 0, 0));    /* an empty feed */
+    assert_false(oc_feed_gap(5, 20, 5));   /* rows up to 5 pruned: 5 was applied */
+    assert_false(oc_feed_gap(20, 20, 5));
+    /* rows after the cursor were pruned before we read them */
+    assert_true(oc_feed_gap(4, 20, 5));
+    assert_true(oc_feed_gap(0, 20, 1));
+    /* a cursor past the head: another database (a restore, an older replica) */
+    assert_true(oc_feed_gap(21, 20, 5));
+    assert_true(oc_feed_gap(UINT64_MAX, UINT64_MAX - 1, 0));
+    assert_false(oc_feed_gap(UINT64_MAX, UINT64_MAX, UINT64_MAX));
+}
+
+static void test_more(void **state)
+{
+    (void)state;
+    /* a full batch and the head not reached: more rows wait */
+    assert_true(oc_feed_more(10, 20, 1000, 1000));
+    assert_true(oc_feed_more(10, 20, 1001, 1000));
+    /* a short batch: the poll returned everything there was */
+    assert_false(oc_feed_more(10, 20, 999, 1000));
+    /* at the head: nothing more, however many rows came */
+    assert_false(oc_feed_more(20, 20, 1000, 1000));
+    assert_false(oc_feed_more(21, 20, 1000, 1000));
+    assert_true(oc_feed_more(0, 1, 1, 1));
+    assert_false(oc_feed_more(0, 1, 0, 1));
+}
+
+static void test_fresh_until(void **state)
+{
+    (void)state;
+    /* sent at 100 s, caught_up_at 0.5 s old, feed_max_lag 2 s: the
+     * near-cache answers until 101.5 */
+    assert_true(oc_feed_fresh_until(100.0, 0.5, 2000) == 101.5);
+    assert_true(oc_feed_fresh_until(100.0, 0.0, 2000) == 102.0);
+    /* a caught_up_at ahead of the database's clock counts as 0 old */
+    assert_true(oc_feed_fresh_until(100.0, -3.0, 2000) == 102.0);
+    /* as old as the limit, or older: not fresh at all */
+    assert_true(oc_feed_fresh_until(100.0, 2.0, 2000) == 0);
+    assert_true(oc_feed_fresh_until(100.0, 2.5, 2000) == 0);
+    assert_true(oc_feed_fresh_until(100.0, 1e9, 2000) == 0);
+    assert_true(oc_feed_fresh_until(100.0, 1.999, 2000) > 100.0);
+    /* feed_max_lag 0: never fresh */
+    assert_true(oc_feed_fresh_until(100.0, 0.0, 0) == 0);
+    /* the smallest feed_max_lag, 100 ms */
+    assert_true(oc_feed_fresh_until(5.0, 0.05, 100) > 5.04);
+    assert_true(oc_feed_fresh_until(5.0, 0.05, 100) < 5.06);
+    /* a NaN lag (garbage from the poll) is never fresh */
+    volatile double zero = 0.0;
+    assert_true(oc_feed_fresh_until(100.0, zero / zero, 2000) == 0);
+}
+
+typedef struct pair {
+    char name[32];
+    uint64_t gen;
+} pair_t;
+
+static size_t walk(const char *names, const char *gens, pair_t *out, size_t cap)
+{
+    const char *n = names, *g = gens, *name;
+    size_t len, k = 0;
+    uint64_t gen;
+    while (oc_feed_next_generation(&n, &g, &name, &len, &gen)) {
+        assert_true(k < cap);
+        assert_true(len < sizeof(out[k].name));
+        memcpy(out[k].name, name, len);
+        out[k].name[len] = '\0';
+        out[k++].gen = gen;
+    }
+    return k;
+}
+
+static void test_generations(void **state)
+{
+    (void)state;
+    pair_t p[8];
+    assert_int_equal(walk("Post,User", "3,0", p, 8), 2);
+    assert_string_equal(p[0].name, "Post");
+    assert_int_equal(p[0].gen, 3);
+    assert_string_equal(p[1].name, "User");
+    assert_int_equal(p[1].gen, 0);
+
+    assert_int_equal(walk("User", "18446744073709551615", p, 8), 1);
+    assert_int_equal(p[0].gen, UINT64_MAX);
+    /* empty lists: nothing */
+    assert_int_equal(walk("", "", p, 8), 0);
+    assert_int_equal(walk("User", "", p, 8), 0);
+    assert_int_equal(walk("", "7", p, 8), 0);
+    /* lists of different lengths stop with the shorter */
+    assert_int_equal(walk("A,B,C", "1,2", p, 8), 2);
+    assert_string_equal(p[1].name, "B");
+    assert_int_equal(p[1].gen, 2);
+    assert_int_equal(walk("A", "1,2,3", p, 8), 1);
+    /* a trailing comma ends the list */
+    assert_int_equal(walk("A,", "1,", p, 8), 1);
+    /* an empty name is a pair with no model (nothing matches it) */
+    assert_int_equal(walk("A,,B", "1,2,3", p, 8), 3);
+    assert_string_equal(p[1].name, "");
+    assert_int_equal(p[1].gen, 2);
+    assert_string_equal(p[2].name, "B");
+    /* a generation that is not a number reads as 0 and moves on */
+    assert_int_equal(walk("A,B", "x,5", p, 8), 2);
+    assert_int_equal(p[0].gen, 0);
+    assert_int_equal(p[1].gen, 5);
+    assert_int_equal(walk("A,B", ",5", p, 8), 2);
+    assert_int_equal(p[0].gen, 0);
+    assert_int_equal(p[1].gen, 5);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gap),
+        cmocka_unit_test(test_more),
+        cmocka_unit_test(test_fresh_until),
+        cmocka_unit_test(test_generations),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,217 @@
+/* Unit tests for oc_wal's rules, with the clock passed in: the holder's
+ * schedule (heartbeats, statuses, lag reads, prunes), when a standby tries
+ * the slot, how long the holder has been silent, when a stuck holder is
+ * terminated, what the end of a stream means, the pause of a stream that
+ * runs ahead, the apply lag, and the array literals of feed_append and
+ * requeue. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "oc_mc.h"
+#include "oc_wal.h"
+#include "oc_walbatch.h"
+
+static void test_schedule(void **state)
+{
+    (void)state;
+    oc_wal_sched_t s;
+    oc_wal_sched_start(&s, 1000.0);
+    /* at once: a heartbeat and a status; the lag and a prune later */
+    assert_int_equal(oc_wal_due(&s, 1000.0, 0.5, 0),
+                     OC_WAL_DUE_HEARTBEAT | OC_WAL_DUE_STATUS);
+    assert_int_equal(oc_wal_due(&s, 1000.0, 0.5, 0), 0);
+    assert_int_equal(oc_wal_due(&s, 1000.49, 0.5, 0), 0);
+    /* exactly at the period: due */
+    assert_int_equal(oc_wal_due(&s, 1000.5, 0.5, 0), OC_WAL_DUE_HEARTBEAT);
+    assert_int_equal(oc_wal_due(&s, 1001.0, 0.5, 0),
+                     OC_WAL_DUE_HEARTBEAT | OC_WAL_DUE_STATUS);
+    /* the lag every 5 s, but not while the last read is under way */
+    assert_int_equal(oc_wal_due(&s, 1005.0, 0.5, 1) & OC_WAL_DUE_STATS, 0);
+    assert_int_equal(oc_wal_due(&s, 1005.1, 0.5, 1) & OC_WAL_DUE_STATS, 0);
+    assert_int_equal(oc_wal_due(&s, 1005.2, 0.5, 0) & OC_WAL_DUE_STATS, OC_WAL_DUE_STATS);
+    assert_int_equal(oc_wal_due(&s, 1010.1, 0.5, 0) & OC_WAL_DUE_STATS, 0);
+    assert_int_equal(oc_wal_due(&s, 1010.2, 0.5, 0) & OC_WAL_DUE_STATS, OC_WAL_DUE_STATS);
+    /* a prune a minute after streaming began, then every minute */
+    assert_int_equal(oc_wal_due(&s, 1059.9, 0.5, 0) & OC_WAL_DUE_PRUNE, 0);
+    assert_int_equal(oc_wal_due(&s, 1060.0, 0.5, 0) & OC_WAL_DUE_PRUNE, OC_WAL_DUE_PRUNE);
+    assert_int_equal(oc_wal_due(&s, 1119.9, 0.5, 0) & OC_WAL_DUE_PRUNE, 0);
+    /* a loop that stalled for long does one of each, not a burst */
+    unsigned due = oc_wal_due(&s, 5000.0, 0.5, 0);
+    assert_int_equal(due, OC_WAL_DUE_HEARTBEAT | OC_WAL_DUE_STATUS | OC_WAL_DUE_STATS |
+                              OC_WAL_DUE_PRUNE);
+    assert_int_equal(oc_wal_due(&s, 5000.0, 0.5, 0), 0);
+    assert_true(s.next_hb == 5000.5);
+    assert_true(s.next_status == 5000.0 + OC_WAL_STATUS_EVERY_S);
+    assert_true(s.next_stats == 5000.0 + OC_WAL_STATS_EVERY_S);
+    assert_true(s.next_prune == 5000.0 + OC_WAL_PRUNE_EVERY_S);
+}
+
+static void test_try_now(void **state)
+{
+    (void)state;
+    double takeover = 5.0;
+    /* the first chance: always */
+    assert_true(oc_wal_try_now(0, 0.0, 0.0, takeover));
+    /* a fresh feed proves a holder alive: wait */
+    assert_false(oc_wal_try_now(1, 1.0, 10.0, takeover));
+    assert_false(oc_wal_try_now(1, 5.0, 10.0, takeover)); /* exactly takeover */
+    assert_true(oc_wal_try_now(1, 5.01, 10.0, takeover));
+    assert_true(oc_wal_try_now(1, INFINITY, 10.0, takeover)); /* never fresh */
+    /* every 60 x takeover anyway */
+    assert_false(oc_wal_try_now(1, 1.0, 300.0, takeover));
+    assert_true(oc_wal_try_now(1, 1.0, 300.01, takeover));
+}
+
+static void test_silence(void **state)
+{
+    (void)state;
+    assert_true(oc_wal_silence(1, 3.0, 100.0) == 3.0);
+    /* never more than this sidecar has watched */
+    assert_true(oc_wal_silence(1, INFINITY, 100.0) == 100.0);
+    assert_true(oc_wal_silence(1, 30.0, 2.0) == 2.0);
+    /* the feed cannot be read: says nothing */
+    assert_true(oc_wal_silence(0, INFINITY, 100.0) == 0.0);
+    assert_true(oc_wal_silence(0, 3.0, 100.0) == 0.0);
+}
+
+static void test_stuck_holder(void **state)
+{
+    (void)state;
+    oc_wal_watch_t wt;
+    memset(&wt, 0, sizeof(wt));
+    double takeover = 5.0;
+    /* first sighting at 10000 s: the clock starts, however long the
+     * machine has been up */
+    assert_true(oc_wal_watch_stalled(&wt, "0/16B3748", 10000.0) == 0.0);
+    assert_true(oc_wal_watch_stalled(&wt, "0/16B3748", 10006.0) == 6.0);
+    assert_false(oc_wal_should_terminate(6.0, takeover, 1234));
+    assert_false(oc_wal_should_terminate(10.0, takeover, 1234)); /* exactly 2 x */
+    assert_true(oc_wal_should_terminate(10.5, takeover, 1234));
+    assert_false(oc_wal_should_terminate(10.5, takeover, 0)); /* no backend */
+    assert_false(oc_wal_should_terminate(10.5, takeover, -1));
+    /* it moved: the clock starts again */
+    assert_true(oc_wal_watch_stalled(&wt, "0/16B3800", 10011.0) == 0.0);
+    assert_true(oc_wal_watch_stalled(&wt, "0/16B3800", 10012.0) == 1.0);
+    /* a slot that shows no position (NULL confirmed_flush_lsn: a slot being
+     * created) is a sighting too: its first look is no stall */
+    memset(&wt, 0, sizeof(wt));
+    assert_true(oc_wal_watch_stalled(&wt, "", 10000.0) == 0.0);
+    assert_false(
+        oc_wal_should_terminate(oc_wal_watch_stalled(&wt, "", 10001.0), takeover, 1234));
+    assert_true(oc_wal_watch_stalled(&wt, "0/1", 10002.0) == 0.0);
+}
+
+static void test_end_kind(void **state)
+{
+    (void)state;
+    assert_int_equal(
+        oc_wal_end_kind("ERROR:  replication slot \"objcached\" is active for PID 4242"),
+        OC_WAL_END_HELD);
+    assert_int_equal(
+        oc_wal_end_kind("ERROR:  replication slot \"objcached\" does not exist"),
+        OC_WAL_END_SLOT_MISSING);
+    assert_int_equal(oc_wal_end_kind("ERROR:  can no longer get changes from replication "
+                                     "slot \"objcached\""),
+                     OC_WAL_END_SLOT_INVALID);
+    assert_int_equal(oc_wal_end_kind("ERROR:  cannot read from logical replication slot "
+                                     "\"objcached\""),
+                     OC_WAL_END_SLOT_INVALID);
+    assert_int_equal(oc_wal_end_kind("DETAIL:  This slot has been invalidated because it "
+                                     "exceeded the maximum reserved size."),
+                     OC_WAL_END_SLOT_INVALID);
+    /* "does not exist" of something else is not a missing slot */
+    assert_int_equal(oc_wal_end_kind("ERROR:  publication \"objcached\" does not exist"),
+                     OC_WAL_END_OTHER);
+    assert_int_equal(oc_wal_end_kind("the server ended the stream"), OC_WAL_END_OTHER);
+    assert_int_equal(oc_wal_end_kind("server closed the connection unexpectedly"),
+                     OC_WAL_END_OTHER);
+    assert_int_equal(oc_wal_end_kind(""), OC_WAL_END_OTHER);
+}
+
+static void test_pause_and_lag(void **state)
+{
+    (void)state;
+    /* 4 x wal_max_txn_keys pending: still taken in; one more pauses */
+    assert_false(oc_wal_over_limit(4000, 1000));
+    assert_true(oc_wal_over_limit(4001, 1000));
+    assert_false(oc_wal_over_limit(0, 0));
+    assert_true(oc_wal_over_limit(1, 0));
+    assert_false(oc_wal_over_limit((size_t)UINT32_MAX * 4, UINT32_MAX)); /* no wrap */
+    assert_int_equal(oc_wal_lag_ms(1000.25, 1000.0), 250);
+    assert_int_equal(oc_wal_lag_ms(1000.0, 1000.0), 0);
+    assert_int_equal(oc_wal_lag_ms(1000.0, 1000.5), 0); /* a commit ahead */
+    assert_int_equal(oc_wal_lag_ms(1.7e9 + 3600, 1.7e9), 3600000);
+}
+
+static void test_feed_literals(void **state)
+{
+    (void)state;
+    const char *models[] = {"User", "Post", "User"};
+    const char *keys[] = {"1", "a\"b", "3"};
+    size_t klens[] = {1, 3, 1};
+    const char *whole[] = {"Tag"};
+    oc_walb_batch_t b;
+    memset(&b, 0, sizeof(b));
+    b.nkeys = 3;
+    b.models = models;
+    b.keys = keys;
+    b.klens = klens;
+    b.nwhole = 1;
+    b.whole = whole;
+    /* deletes were sent for keys 0 and 2 (key 1 was not cacheable); the
+     * second failed */
+    oc_mc_item_t items[2];
+    memset(items, 0, sizeof(items));
+    items[0].result = OC_MC_R_OK;
+    items[1].result = OC_MC_R_ERROR;
+    size_t del_idx[] = {0, 2};
+    char *lit[5] = {0};
+    size_t nf = 99;
+    assert_int_equal(oc_wal_feed_literals(&b, items, 2, del_idx, lit, &nf), OC_OK);
+    assert_int_equal(nf, 1);
+    assert_string_equal(lit[0], "{\"User\",\"Post\",\"User\"}");
+    assert_string_equal(lit[1], "{\"1\",\"a\\\"b\",\"3\"}");
+    assert_string_equal(lit[2], "{\"Tag\"}");
+    assert_string_equal(lit[3], "{\"User\"}");
+    assert_string_equal(lit[4], "{\"3\"}");
+    for (int i = 0; i < 5; i++)
+        free(lit[i]);
+
+    /* no deletes sent (memcached off, or nothing cacheable): none requeued */
+    assert_int_equal(oc_wal_feed_literals(&b, NULL, 0, NULL, lit, &nf), OC_OK);
+    assert_int_equal(nf, 0);
+    assert_string_equal(lit[3], "{}");
+    assert_string_equal(lit[4], "{}");
+    for (int i = 0; i < 5; i++)
+        free(lit[i]);
+
+    /* a heartbeat-only batch with whole models and no key */
+    oc_walb_batch_t w;
+    memset(&w, 0, sizeof(w));
+    w.nwhole = 1;
+    w.whole = whole;
+    assert_int_equal(oc_wal_feed_literals(&w, NULL, 0, NULL, lit, &nf), OC_OK);
+    assert_string_equal(lit[0], "{}");
+    assert_string_equal(lit[1], "{}");
+    assert_string_equal(lit[2], "{\"Tag\"}");
+    for (int i = 0; i < 5; i++)
+        free(lit[i]);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_schedule),      cmocka_unit_test(test_try_now),
+        cmocka_unit_test(test_silence),       cmocka_unit_test(test_stuck_holder),
+        cmocka_unit_test(test_end_kind),      cmocka_unit_test(test_pause_and_lag),
+        cmocka_unit_test(test_feed_literals),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
