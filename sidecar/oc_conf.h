@@ -32,8 +32,9 @@
 
 #include "oc_status.h"
 
-#define OC_KEY_MAX        250 /* memcached's KEY_MAX_LENGTH */
-#define OC_MODEL_NAME_MAX 64
+#define OC_KEY_MAX            250 /* memcached's KEY_MAX_LENGTH */
+#define OC_MODEL_NAME_MAX     64
+#define OC_SAMPLE_WINDOWS_MAX 4 /* sample_windows: at most this many */
 
 typedef enum oc_key_type {
     OC_KEY_BIGINT = 0,
@@ -64,6 +65,9 @@ typedef struct oc_model_conf {
     uint32_t refresh_ahead_s; /* refresh_ahead = 0 (off): a hit with less than
                                  this left before it expires is reloaded in the
                                  background by one reader of the fleet; below ttl */
+    uint32_t sample_ppm;      /* sample_rate: share of invalidations and hits the
+                                 consistency sampler checks, in parts per million
+                                 ([objcached] sample_rate when not set here) */
     int line;                 /* line of the section header, for later errors */
     int disabled;             /* removed by a reload: kept so that model indexes
                                  stay stable, but no key reaches it */
@@ -100,10 +104,21 @@ typedef struct oc_conf {
     uint32_t near_cache_size;     /* bytes of the near-cache; 0 = off (default) */
     uint32_t write_timeout_ms;    /* close a client that reads nothing of its
                                      pending replies this long; 30s, 0 = never */
-    char *user;                   /* started as root: become this user after
-                                     binding (NULL = stay) */
-    char *log_level;              /* error|warn|info|debug, default info */
-    char *log_target;             /* stderr (default; journald) or syslog */
+    uint32_t sample_ppm;          /* sample_rate: the consistency sampler's share
+                                     of invalidations and hits, parts per million
+                                     (default 1000 = 0.1%); 0 = off */
+    uint32_t
+        sample_windows_ms[OC_SAMPLE_WINDOWS_MAX]; /* sample_windows: when an
+                                invalidation's key is checked after it (1s,10s,60s) */
+    size_t nsample_windows;
+    uint32_t sample_max_qps;    /* sample_max_qps: the sampler's PostgreSQL
+                                   queries per second at most (default 4) */
+    uint32_t sample_recheck_ms; /* sample_recheck: a disagreement is read again
+                                   after this before it counts (1s) */
+    char *user;                 /* started as root: become this user after
+                                   binding (NULL = stay) */
+    char *log_level;            /* error|warn|info|debug, default info */
+    char *log_target;           /* stderr (default; journald) or syslog */
 
     /* [memcached] */
     oc_mc_server_conf_t *servers; /* servers = h:p[:w] h:p[:w] ... (required) */
