@@ -282,33 +282,11 @@ static void rows_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char
     batch_end(s);
 }
 
-/* Model m's select for the batch, as the branch of a UNION ALL: the load
- * statement every sidecar caches rows with (oc_sql_load), its ids bound as
- * $p, plus the row version's xmin. Spliced into the load statement's text
- * at its FROM clause, whose form oc_sql_load fixes. */
+/* Model m's select for the batch, as the branch of a UNION ALL. */
 static char *branch_sql(oc_sampler_t *s, size_t m, size_t p)
 {
-    const oc_model_conf_t *md = &s->ctx->conf->models[m];
-    char *load = oc_sql_load(md);
-    if (load == NULL)
-        return NULL;
-    char from[300];
-    snprintf(from, sizeof(from), " FROM \"%s\".\"%s\" AS t WHERE", md->schema, md->table);
-    char *at = strstr(load, from);
-    char *arg = strstr(load, "= ANY($1::");
-    size_t cap = strlen(load) + 128;
-    char *out = malloc(cap);
-    if (at == NULL || arg == NULL || arg < at || out == NULL) {
-        free(load);
-        free(out);
-        return NULL;
-    }
-    int no_xmin = m < s->nmodels_cap && s->no_xmin[m];
-    snprintf(out, cap, "SELECT %zu, %.*s, %s%.*s= ANY($%zu::%s", m, (int)(at - load - 7),
-             load + 7, no_xmin ? "NULL::text" : "t.xmin::text", (int)(arg - at), at, p,
-             arg + strlen("= ANY($1::"));
-    free(load);
-    return out;
+    return oc_smp_sql(&s->ctx->conf->models[m], m, p,
+                      m < s->nmodels_cap && s->no_xmin[m]);
 }
 
 static void ids_of(const void *arg, size_t i, const char **p, size_t *len);

@@ -1,5 +1,7 @@
 #include "oc_smp.h"
 
+#include "oc_sql.h"
+
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,4 +187,32 @@ void oc_smp_slot_name(const uint32_t *windows_ms, size_t nwindows, size_t slot, 
         snprintf(buf, cap, "%ums", ms);
     else
         snprintf(buf, cap, "%us", ms / 1000);
+}
+
+/* Spliced into the load statement's text at its FROM clause and its one
+ * parameter, whose forms oc_sql_load fixes (a test compares the two). */
+char *oc_smp_sql(const oc_model_conf_t *m, size_t tag, size_t param, int no_xmin)
+{
+    char *load = oc_sql_load(m);
+    if (load == NULL)
+        return NULL;
+    char from[300];
+    snprintf(from, sizeof(from), " FROM \"%s\".\"%s\" AS t WHERE", m->schema, m->table);
+    static const char sel[] = "SELECT ", arg_at[] = "= ANY($1::";
+    char *at = strstr(load, from);
+    char *arg = strstr(load, arg_at);
+    size_t cap = strlen(load) + 128;
+    char *out = malloc(cap);
+    if (at == NULL || arg == NULL || arg < at || out == NULL ||
+        strncmp(load, sel, sizeof(sel) - 1) != 0) {
+        free(load);
+        free(out);
+        return NULL;
+    }
+    const char *cols = load + sizeof(sel) - 1;
+    snprintf(out, cap, "SELECT %zu, %.*s, %s%.*s= ANY($%zu::%s", tag, (int)(at - cols),
+             cols, no_xmin ? "NULL::text" : "t.xmin::text", (int)(arg - at), at, param,
+             arg + sizeof(arg_at) - 1);
+    free(load);
+    return out;
 }

@@ -139,6 +139,15 @@ int oc_smp_queue_pop_due(oc_smp_queue_t *q, double now, oc_smp_item_t *out);
 void oc_smp_slot_name(const uint32_t *windows_ms, size_t nwindows, size_t slot, char *buf,
                       size_t cap);
 
+/* The select a check reads rows with: the load statement every sidecar
+ * caches rows with (oc_sql_load, so the JSON is byte for byte what is
+ * cached), plus the row version's xmin (NULL::text if no_xmin: a view):
+ *   SELECT <tag>, key::text, json::text, xmin::text FROM ... WHERE key =
+ *   ANY($<param>::type[])
+ * tag tells the branches of a UNION ALL apart. malloc'd; NULL if out of
+ * memory. */
+char *oc_smp_sql(const oc_model_conf_t *m, size_t tag, size_t param, int no_xmin);
+
 /* A 64-bit FNV-1a hash. */
 uint64_t oc_smp_hash(const char *s, size_t len);
 
