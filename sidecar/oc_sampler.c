@@ -226,23 +226,43 @@ static void batch_end(oc_sampler_t *s)
 
 /* ---- PostgreSQL ----------------------------------------------------------- */
 
+/* The statement failed on xmin: a model of the batch is a view. Its models
+ * compare rows by their JSON from now on (oc_smp); 1 if that changed
+ * anything (else the error is another one). */
+static int no_xmin(oc_sampler_t *s)
+{
+    int changed = 0;
+    for (size_t i = 0; i < s->nbatch; i++) {
+        size_t m = s->batch[i].it.model;
+        if (m < s->nmodels_cap && !s->no_xmin[m]) {
+            s->no_xmin[m] = 1;
+            changed = 1;
+            oc_log_info("event=sampler_no_xmin model=%s note=\"no xmin (a view?): the "
+                        "sampler compares its rows' JSON\"",
+                        s->ctx->conf->models[m].name);
+        }
+    }
+    return changed;
+}
+
 static void rows_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                       void *arg)
 {
     (void)pc;
     oc_sampler_t *s = arg;
-    if (st != OC_OK) {
-        if (err && strstr(err, "xmin")) { /* a view: compare the JSON instead */
-            for (size_t i = 0; i < s->nbatch; i++)
-                if (s->batch[i].it.model < s->nmodels_cap)
-                    s->no_xmin[s->batch[i].it.model] = 1;
-            oc_log_info("event=sampler_no_xmin note=\"a relation has no xmin; the "
-                        "sampler compares its rows' JSON\"");
-        } else {
-            char clean[OC_ERRLEN];
-            oc_log_debug("event=sampler_pg_error reason=\"%s\"",
-                         oc_log_clean(clean, sizeof(clean), err ? err : "?"));
+    if (st != OC_OK && err && strstr(err, "xmin") && no_xmin(s)) {
+        for (size_t i = 0; i < s->nbatch; i++) { /* again, at the next tick */
+            enqueue(s, &s->batch[i].it);
+            s->batch[i].it.id = NULL;
         }
+        PQclear(res);
+        batch_end(s);
+        return;
+    }
+    if (st != OC_OK) {
+        char clean[OC_ERRLEN];
+        oc_log_debug("event=sampler_pg_error reason=\"%s\"",
+                     oc_log_clean(clean, sizeof(clean), err ? err : "?"));
         for (size_t i = 0; i < s->nbatch; i++)
             s->batch[i].row.error = 1;
     } else {
