@@ -59,7 +59,7 @@ typedef enum oc_conf_type {
     OC_CT_SERVERS,      /* h:p[:w] ... -> off = servers, off2 = size_t count */
     OC_CT_BOOL,         /* on|off (also yes|no, true|false, 1|0) -> int */
     OC_CT_RATE,         /* 0.001 or 0.1% -> uint32_t parts per million */
-    OC_CT_WINDOWS,      /* 1s, 10s, 60s -> off = uint32_t ms[], off2 = size_t count */
+    OC_CT_WINDOWS,      /* 1s, 10s, 60s -> oc_conf_windows_t */
 } oc_conf_type_t;
 
 /* One key of a section: how to parse it and which field it fills. */
@@ -113,9 +113,7 @@ static const oc_conf_key_t oc_conf_objcached_keys[] = {
     OC_CK("write_timeout",    OC_CT_MSECS,     "30s",  write_timeout_ms, 0, OC_MS_10MIN, OC_LIVE),
     OC_CK("near_cache_size",  OC_CT_SIZE,      "0",    near_cache_size, 0, 3 * 1024 * OC_MIB, OC_LIVE),
     OC_CK("sample_rate",      OC_CT_RATE,      "0.1%", sample_ppm, 0, 1000000, OC_LIVE),
-    {.name = "sample_windows", .type = OC_CT_WINDOWS, .def = "1s, 10s, 60s",
-     .off = offsetof(oc_conf_t, sample_windows_ms),
-     .off2 = offsetof(oc_conf_t, nsample_windows), OC_RESTART},
+    OC_CK("sample_windows",   OC_CT_WINDOWS,   "1s, 10s, 60s", sample_windows, 0, 0, OC_RESTART),
     OC_CK("sample_max_qps",   OC_CT_UINT,      "4",    sample_max_qps, 1, 100, OC_LIVE),
     OC_CK("sample_recheck",   OC_CT_MSECS,     "1s",   sample_recheck_ms, 100, OC_MS_M, OC_LIVE),
     /* No default: without it objcached keeps the user it was started as. */
@@ -1071,8 +1069,9 @@ static oc_status_t oc_conf_set_windows(const oc_conf_key_t *k, char *base,
     }
     if (n == 0)
         return oc_conf_bad(why, "at least one window (e.g. 10s)");
-    memcpy(base + k->off, ms, n * sizeof(*ms));
-    *(size_t *)(void *)(base + k->off2) = n;
+    oc_conf_windows_t *w = (oc_conf_windows_t *)(void *)(base + k->off);
+    memcpy(w->ms, ms, n * sizeof(*ms));
+    w->n = n;
     return OC_OK;
 }
 
@@ -1619,10 +1618,10 @@ static bool oc_conf_same(const oc_conf_key_t *k, const oc_conf_t *a, const oc_co
         return *(const int *)(const void *)x == *(const int *)(const void *)y;
     case OC_CT_RATE:
         return *(const uint32_t *)(const void *)x == *(const uint32_t *)(const void *)y;
-    case OC_CT_WINDOWS:
-        return a->nsample_windows == b->nsample_windows &&
-               memcmp(a->sample_windows_ms, b->sample_windows_ms,
-                      a->nsample_windows * sizeof(*a->sample_windows_ms)) == 0;
+    case OC_CT_WINDOWS: {
+        const oc_conf_windows_t *wx = (const void *)x, *wy = (const void *)y;
+        return wx->n == wy->n && memcmp(wx->ms, wy->ms, wx->n * sizeof(*wx->ms)) == 0;
+    }
     case OC_CT_SERVERS:
     case OC_CT_COLUMNS:
     case OC_CT_TABLE:

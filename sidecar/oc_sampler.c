@@ -111,14 +111,14 @@ void oc_sampler_offer_inval(oc_sampler_t *s, size_t m, const char *id, size_t le
     if (s == NULL || !offer_ok(s, m, len))
         return;
     const oc_conf_t *conf = s->ctx->conf;
-    if (s->q.cap - s->q.n < conf->nsample_windows) {
+    if (s->q.cap - s->q.n < conf->sample_windows.n) {
         s->ctx->stats->sampler_dropped++;
         return;
     }
     s->ctx->stats->sampler_samples++;
     double now = oc_stats_now();
-    for (size_t w = 0; w < conf->nsample_windows; w++)
-        offer(s, m, id, len, w, now + conf->sample_windows_ms[w] / 1000.0);
+    for (size_t w = 0; w < conf->sample_windows.n; w++)
+        offer(s, m, id, len, w, now + conf->sample_windows.ms[w] / 1000.0);
 }
 
 void oc_sampler_offer_hit(oc_sampler_t *s, size_t m, const char *id, size_t len)
@@ -126,7 +126,7 @@ void oc_sampler_offer_hit(oc_sampler_t *s, size_t m, const char *id, size_t len)
     if (s == NULL || !offer_ok(s, m, len))
         return;
     s->ctx->stats->sampler_samples++;
-    offer(s, m, id, len, s->ctx->conf->nsample_windows, oc_stats_now());
+    offer(s, m, id, len, s->ctx->conf->sample_windows.n, oc_stats_now());
 }
 
 /* ---- results -------------------------------------------------------------- */
@@ -135,7 +135,7 @@ static void log_stale(oc_sampler_t *s, const sample_t *sm)
 {
     const oc_conf_t *conf = s->ctx->conf;
     char slot[16], cached[OC_SMP_LOG_MAX * 4 + 8], db[OC_SMP_LOG_MAX * 4 + 8];
-    oc_smp_slot_name(conf->sample_windows_ms, conf->nsample_windows, sm->it.slot, slot,
+    oc_smp_slot_name(conf->sample_windows.ms, conf->sample_windows.n, sm->it.slot, slot,
                      sizeof(slot));
     char raw[OC_SMP_LOG_MAX + 1];
     const char *what = sm->cache.kind == OC_SMP_C_ABSENT ? "(absent)" : "";
@@ -580,9 +580,9 @@ oc_sampler_t *oc_sampler_new(oc_ctx_t *ctx, char *err)
     }
     const oc_conf_t *conf = ctx->conf;
     oc_stats_t *st = ctx->stats;
-    st->nsampler_slots = conf->nsample_windows + 1;
+    st->nsampler_slots = conf->sample_windows.n + 1;
     for (size_t i = 0; i < st->nsampler_slots; i++)
-        oc_smp_slot_name(conf->sample_windows_ms, conf->nsample_windows, i,
+        oc_smp_slot_name(conf->sample_windows.ms, conf->sample_windows.n, i,
                          st->sampler_slot[i], sizeof(st->sampler_slot[i]));
     arm(s);
     return s;
