@@ -869,7 +869,8 @@ class ConsistencyRun:
                 self._count(pushes_not_stored=1)
             elif line not in (b"STORED", b"DELETED"):
                 self._count(pushes_failed=1)
-                if not self.in_fault(time.monotonic() - 1.0):
+                now = time.monotonic()
+                if not self.in_fault(now - 5.0, now):  # the push began up to 5 s ago
                     self._count(push_errors_outside_faults=1)
                     self._outside_error(f"push {k!r} through {oc!r}: {line!r}")
         except (OSError, harness.HarnessError):

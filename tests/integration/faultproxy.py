@@ -26,9 +26,16 @@ MODES = ("forward", "delay", "drop", "reset")
 
 
 def _rst(sock):
-    """Close with a RST (SO_LINGER 0) rather than a FIN."""
+    """Close with a RST (SO_LINGER 0) rather than a FIN. shutdown() first:
+    a close() alone, while a pump thread is blocked in recv() on the socket,
+    is deferred by the kernel until that recv returns, and the peer (a
+    PostgreSQL backend idle in a transaction, say) would never hear of it."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
     try:

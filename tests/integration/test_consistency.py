@@ -128,6 +128,10 @@ def test_randomized_consistency(pg, mc_pool, cdb, fleet, proxies, capsys):
                 f"{k}={v}" for k, v in st.items() if k.startswith(("inval", "loads", "pg_", "feed"))))
             log(f"consistency: {s!r} log tail:\n{s.log()[-3000:]}")
         log(f"consistency: outbox rows {cdb.outbox_rows()}")
+        for r in cdb.q("SELECT pid, application_name, state, now() - xact_start, "
+                       "left(query, 120), client_port FROM pg_stat_activity "
+                       "WHERE datname = current_database()"):
+            log(f"consistency: backend {r}")
         raise
     t2 = time.monotonic()
     # the sampler's longest window (and its rechecks) after the last write
