@@ -18,7 +18,9 @@
 # replication stream: CopyData framing and pgoutput messages, as the WAL
 # invalidation source reads them), fuzz_binproto (binary-protocol
 # requests and the replies written to them), fuzz_walbatch (a stream of
-# pgoutput messages turned into invalidation batches). The sidecar sources each needs
+# pgoutput messages turned into invalidation batches), fuzz_smp (the
+# consistency sampler's comparisons of hostile cached bytes, and --verify's
+# --sample argument). The sidecar sources each needs
 # are compiled into it directly, so no other build is needed. New inputs
 # libFuzzer finds go to <build-dir>/corpus/<target>/, never into the tree;
 # a crash worth keeping is copied into tests/fuzz/corpus/<target>/ by hand.
@@ -30,7 +32,7 @@ root=$PWD
 seconds=30
 builddir=build-fuzz
 targets=()
-all_targets=(fuzz_proto fuzz_key fuzz_conf fuzz_parse fuzz_mcproto fuzz_pgoutput fuzz_binproto fuzz_walbatch)
+all_targets=(fuzz_proto fuzz_key fuzz_conf fuzz_parse fuzz_mcproto fuzz_pgoutput fuzz_binproto fuzz_walbatch fuzz_smp)
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
@@ -75,6 +77,8 @@ sources() {
     fuzz_pgoutput) echo tests/fuzz/fuzz_pgoutput.c sidecar/oc_pgoutput.c sidecar/oc_status.c ;;
     fuzz_binproto) echo tests/fuzz/fuzz_binproto.c sidecar/oc_binproto.c sidecar/oc_status.c ;;
     fuzz_walbatch) echo tests/fuzz/fuzz_walbatch.c sidecar/oc_walbatch.c sidecar/oc_pgoutput.c sidecar/oc_status.c ;;
+    fuzz_smp) echo tests/fuzz/fuzz_smp.c sidecar/oc_smp.c sidecar/oc_sql.c sidecar/oc_verify.c \
+        sidecar/oc_place.c sidecar/oc_key.c sidecar/oc_conf.c sidecar/oc_status.c -I/usr/include/postgresql -lpq -ljansson -lmemcached ;;
     *) return 1 ;;
     esac
 }

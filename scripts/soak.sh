@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # The randomized consistency test (tests/integration/test_consistency.py)
-# run for longer: writers in SQL and through pushes and tombstones, readers
-# through two sidecars, a memcached server or a sidecar restarted every
-# minute. Exits non-zero if any entry is stale once the writes stop and the
-# invalidations drain; prints the staleness measured during the run.
+# run for longer and with more faults: writers in SQL and through pushes and
+# tombstones racing on shared keys, readers through two sidecars, a fault
+# every 20 s (each kind of docs/consistency.md's table about three times in
+# ten minutes: memcached and PostgreSQL restarts, a sidecar SIGKILLed,
+# proxies that delay, drop and reset connections to memcached and to
+# PostgreSQL, TRUNCATE), the built-in sampler on every invalidation and hit
+# with windows 1 s, 10 s and 60 s. Fails on what the test asserts (phantoms,
+# errors outside the faults, staleness p99.9 over 1 s outside them, any
+# inconsistency at the sampler's 60 s window, a stale entry after the
+# drain); prints the sampler's figures per window (docs/consistency.md).
 #
 #   bash scripts/soak.sh                      10 minutes, a random seed, build-asan/
 #   bash scripts/soak.sh --seconds 3600       an hour
@@ -25,7 +31,7 @@ while [ $# -gt 0 ]; do
     --seed) seed="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
     --build-dir) build_dir="$2"; shift 2 ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "soak.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
 done
@@ -56,6 +62,9 @@ for ((i = 0; i < runs; i++)); do
     echo "==> soak run $((i + 1))/$runs: $seconds s, seed $s ($OBJCACHED_BIN)"
     if ! (cd tests/integration &&
           OC_CONSISTENCY_SECONDS="$seconds" OC_CONSISTENCY_SEED="$s" \
+          OC_CONSISTENCY_SAMPLE_RATE="${OC_CONSISTENCY_SAMPLE_RATE:-100%}" \
+          OC_CONSISTENCY_SAMPLE_QPS="${OC_CONSISTENCY_SAMPLE_QPS:-40}" \
+          OC_CONSISTENCY_WINDOWS="${OC_CONSISTENCY_WINDOWS:-1s, 10s, 60s}" \
           "$python" -m pytest -q -p no:cacheprovider -s test_consistency.py); then
         echo "==> soak run with seed $s FAILED (replay: bash scripts/soak.sh --seconds $seconds --seed $s)"
         failed=1

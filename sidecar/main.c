@@ -13,6 +13,7 @@
 #include "oc_conf.h"
 #include "oc_daemon.h"
 #include "oc_log.h"
+#include "oc_verify.h"
 
 static void usage(FILE *out)
 {
@@ -23,6 +24,8 @@ static void usage(FILE *out)
         "exit\n"
         "       objcached --install-hook -c FILE  install the invalidation hook, attach "
         "the models\n"
+        "       objcached --verify MODEL [--sample N] -c FILE  compare a sample of\n"
+        "                                         the cache with PostgreSQL\n"
         "       objcached --help | --version\n"
         "\n"
         "A read-through object cache sidecar: answers memcached-protocol gets\n"
@@ -39,6 +42,14 @@ static void usage(FILE *out)
         "  -p, --pidfile FILE       write the daemon's pid to FILE (removed on exit)\n"
         "  -I, --install-hook       install sql/install.sql (compiled in) into the\n"
         "                           database of -c FILE and attach every model\n"
+        "  --verify MODEL           read N random ids of MODEL (and some absent ones)\n"
+        "                           straight from memcached and compare them with\n"
+        "                           PostgreSQL; prints fresh, stale, missing, absent,\n"
+        "                           absent-but-cached; writes nothing; exit 0 if\n"
+        "                           nothing is stale, 1 if something is, 2 on bad\n"
+        "                           usage, 3 if PostgreSQL or memcached cannot be read\n"
+        "  --sample N               with --verify: ids with a row to check (1..100000,\n"
+        "                           default 1000)\n"
         "  -h, --help               this text\n"
         "  -V, --version            print the version\n"
         "\n"
@@ -62,6 +73,24 @@ static int check_config(const char *path, int with_db)
     int errors = with_db ? oc_admin_check_db(conf, stdout) : 0;
     oc_conf_free(conf);
     return errors ? 1 : 0;
+}
+
+static int verify(const char *path, const char *model, const char *sample)
+{
+    char err[OC_ERRLEN];
+    uint32_t n = OC_VERIFY_SAMPLE_DEFAULT;
+    if (sample && oc_verify_parse_sample(sample, &n, err) != OC_OK) {
+        fprintf(stderr, "objcached: %s\n", err);
+        return OC_VERIFY_USAGE;
+    }
+    oc_conf_t *conf = oc_conf_load_file(path, err);
+    if (conf == NULL) {
+        fprintf(stderr, "%s\n", err);
+        return OC_VERIFY_USAGE;
+    }
+    int rc = oc_verify_run(conf, model, n, stdout, stderr);
+    oc_conf_free(conf);
+    return rc;
 }
 
 static int install_hook(const char *path)
@@ -128,9 +157,12 @@ int main(int argc, char **argv)
         {"no-db", no_argument, NULL, 'n'},
         {"pidfile", required_argument, NULL, 'p'},
         {"help-config", no_argument, NULL, 'K'},
+        {"verify", required_argument, NULL, 'Y'},
+        {"sample", required_argument, NULL, 'S'},
         {NULL, 0, NULL, 0},
     };
-    const char *config = NULL, *check = NULL, *pidfile = NULL;
+    const char *config = NULL, *check = NULL, *pidfile = NULL, *vmodel = NULL,
+               *sample = NULL;
     int opt, install = 0, with_db = 1;
     while ((opt = getopt_long(argc, argv, "c:t:hVInp:", opts, NULL)) != -1) {
         switch (opt) {
@@ -155,6 +187,12 @@ int main(int argc, char **argv)
         case 'p':
             pidfile = optarg;
             break;
+        case 'Y':
+            vmodel = optarg;
+            break;
+        case 'S':
+            sample = optarg;
+            break;
         case 'K':
             printf("section\tkey\tdefault\treload\n");
             oc_conf_describe(stdout);
@@ -169,6 +207,14 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (sample && vmodel == NULL) {
+        fprintf(stderr, "objcached: --sample goes with --verify MODEL\n");
+        return 2;
+    }
+    if (vmodel && (check || install || pidfile)) {
+        fprintf(stderr, "objcached: --verify goes with -c FILE and --sample only\n");
+        return 2;
+    }
     if (check)
         return check_config(check, with_db);
     if (config == NULL) {
@@ -176,5 +222,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (vmodel)
+        return verify(config, vmodel, sample);
     return install ? install_hook(config) : run(config, pidfile);
 }

@@ -58,6 +58,8 @@ typedef enum oc_conf_type {
     OC_CT_COLUMNS,      /* a, b, c -> off = char **, off2 = size_t count */
     OC_CT_SERVERS,      /* h:p[:w] ... -> off = servers, off2 = size_t count */
     OC_CT_BOOL,         /* on|off (also yes|no, true|false, 1|0) -> int */
+    OC_CT_RATE,         /* 0.001 or 0.1% -> uint32_t parts per million */
+    OC_CT_WINDOWS,      /* 1s, 10s, 60s -> oc_conf_windows_t */
 } oc_conf_type_t;
 
 /* One key of a section: how to parse it and which field it fills. */
@@ -110,6 +112,10 @@ static const oc_conf_key_t oc_conf_objcached_keys[] = {
     OC_CK("idle_timeout",     OC_CT_MSECS,     "0",    idle_timeout_ms, 0, 7 * OC_MS_D, OC_LIVE),
     OC_CK("write_timeout",    OC_CT_MSECS,     "30s",  write_timeout_ms, 0, OC_MS_10MIN, OC_LIVE),
     OC_CK("near_cache_size",  OC_CT_SIZE,      "0",    near_cache_size, 0, 3 * 1024 * OC_MIB, OC_LIVE),
+    OC_CK("sample_rate",      OC_CT_RATE,      "0.1%", sample_ppm, 0, 1000000, OC_LIVE),
+    OC_CK("sample_windows",   OC_CT_WINDOWS,   "1s, 10s, 60s", sample_windows, 0, 0, OC_RESTART),
+    OC_CK("sample_max_qps",   OC_CT_UINT,      "4",    sample_max_qps, 1, 100, OC_LIVE),
+    OC_CK("sample_recheck",   OC_CT_MSECS,     "1s",   sample_recheck_ms, 100, OC_MS_M, OC_LIVE),
     /* No default: without it objcached keeps the user it was started as. */
     {.name = "user", .type = OC_CT_USER, .off = offsetof(oc_conf_t, user), OC_RESTART},
     OC_CK("log_level",        OC_CT_LOG_LEVEL, "info", log_level, 0, 0, OC_LIVE),
@@ -174,6 +180,9 @@ static const oc_conf_key_t oc_conf_model_keys[] = {
     OC_MK("push_check",  OC_CT_BOOL,     "on",     push_check, 0, 0),
     OC_MK("near_ttl",    OC_CT_MSECS,    "0",      near_ttl_ms, 0, OC_MS_H),
     OC_MK("refresh_ahead", OC_CT_SECS,   "0",      refresh_ahead_s, 0, OC_MS_30DAYS),
+    /* No default: [objcached] sample_rate applies (oc_conf_finish). */
+    {.name = "sample_rate", .type = OC_CT_RATE, .min = 0, .max = 1000000,
+     .off = offsetof(oc_model_conf_t, sample_ppm)},
 };
 
 #undef OC_CK
@@ -984,6 +993,89 @@ fail:
     return st;
 }
 
+/* A share: "0.001", "0.1%", "1", "0". Stored in parts per million, so the
+ * smallest is 0.0001% (1 ppm); finer digits are refused, not rounded. */
+static oc_status_t oc_conf_set_rate(const oc_conf_key_t *k, char *base, const char *val,
+                                    char *why)
+{
+    char shown[OC_CONF_SHOWBUF];
+    size_t n = strlen(val);
+    bool pct = n > 0 && val[n - 1] == '%';
+    uint64_t whole = 0, frac = 0, scale = pct ? 10000 : 1000000;
+    const char *p = val;
+    size_t digits = 0;
+    while (oc_conf_is_digit(*p) && digits < 8)
+        whole = whole * 10 + (uint64_t)(*p++ - '0'), digits++;
+    bool ok = digits > 0 && !oc_conf_is_digit(*p);
+    if (ok && *p == '.') {
+        p++;
+        uint64_t unit = scale;
+        size_t fd = 0;
+        while (oc_conf_is_digit(*p)) {
+            unit /= 10;
+            if (unit == 0 && *p != '0')
+                ok = false; /* finer than 1 ppm */
+            frac += unit * (uint64_t)(*p++ - '0');
+            fd++;
+        }
+        ok = ok && fd > 0;
+    }
+    ok = ok && p == val + n - (pct ? 1 : 0);
+    uint64_t v = whole * scale + frac;
+    if (!ok)
+        return oc_conf_bad(why,
+                           "'%s' is not a share (e.g. 0.001 or 0.1%%, at most 6 "
+                           "decimal places of a whole)",
+                           oc_conf_show(val, shown));
+    if (v > k->max)
+        return oc_conf_bad(why, "'%s' is out of range (0..1, or 0%%..100%%)",
+                           oc_conf_show(val, shown));
+    *(uint32_t *)(void *)(base + k->off) = (uint32_t)v;
+    return OC_OK;
+}
+
+/* A list of durations, each 1s..1h, strictly increasing, at most
+ * OC_SAMPLE_WINDOWS_MAX. */
+static oc_status_t oc_conf_set_windows(const oc_conf_key_t *k, char *base,
+                                       const char *val, char *why)
+{
+    char shown[OC_CONF_SHOWBUF], item[32];
+    uint32_t ms[OC_SAMPLE_WINDOWS_MAX];
+    size_t n = 0;
+    const char *p = val;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        const char *s = p;
+        oc_conf_trim_span(&s, &len);
+        uint64_t v = 0;
+        if (len == 0 || len >= sizeof(item))
+            return oc_conf_bad(why, "'%s' is not a list of durations (e.g. 1s, 10s, 60s)",
+                               oc_conf_show(val, shown));
+        memcpy(item, s, len);
+        item[len] = '\0';
+        if (oc_conf_duration(item, &v) != OC_OK)
+            return oc_conf_bad(why, "'%s' is not a duration (e.g. 1s, 10s, 60s)",
+                               oc_conf_show(item, shown));
+        if (v < OC_MS_S || v > OC_MS_H)
+            return oc_conf_bad(why, "'%s' is out of range (1s..1h)",
+                               oc_conf_show(item, shown));
+        if (n == OC_SAMPLE_WINDOWS_MAX)
+            return oc_conf_bad(why, "at most %d windows", OC_SAMPLE_WINDOWS_MAX);
+        if (n > 0 && v <= ms[n - 1])
+            return oc_conf_bad(why, "'%s': windows must grow from one to the next",
+                               oc_conf_show(val, shown));
+        ms[n++] = (uint32_t)v;
+        p = e ? e + 1 : s + len;
+    }
+    if (n == 0)
+        return oc_conf_bad(why, "at least one window (e.g. 10s)");
+    oc_conf_windows_t *w = (oc_conf_windows_t *)(void *)(base + k->off);
+    memcpy(w->ms, ms, n * sizeof(*ms));
+    w->n = n;
+    return OC_OK;
+}
+
 /* clang-format off */
 static const oc_conf_set_fn oc_conf_setters[] = {
     [OC_CT_LISTEN]    = oc_conf_set_listen,
@@ -1006,6 +1098,8 @@ static const oc_conf_set_fn oc_conf_setters[] = {
     [OC_CT_COLUMNS]   = oc_conf_set_columns,
     [OC_CT_SERVERS]   = oc_conf_set_servers,
     [OC_CT_BOOL]      = oc_conf_set_bool,
+    [OC_CT_RATE]      = oc_conf_set_rate,
+    [OC_CT_WINDOWS]   = oc_conf_set_windows,
 };
 /* clang-format on */
 
@@ -1383,6 +1477,11 @@ static oc_status_t oc_conf_finish(oc_conf_parser_t *p)
                                     c->models[m].line);
     for (size_t m = 0; m < c->nmodels && st == OC_OK; m++)
         st = oc_conf_check_refresh(p, m);
+    size_t rate_idx = 0;
+    if (oc_conf_find_key(OC_SECT_MODEL, "sample_rate", &rate_idx))
+        for (size_t m = 0; m < c->nmodels; m++)
+            if (p->model_seen[m][rate_idx] == 0)
+                c->models[m].sample_ppm = c->sample_ppm;
     return st == OC_OK ? oc_conf_check_gutter(p) : st;
 }
 
@@ -1518,6 +1617,12 @@ static bool oc_conf_same(const oc_conf_key_t *k, const oc_conf_t *a, const oc_co
         return *(const uint32_t *)(const void *)x == *(const uint32_t *)(const void *)y;
     case OC_CT_BOOL:
         return *(const int *)(const void *)x == *(const int *)(const void *)y;
+    case OC_CT_RATE:
+        return *(const uint32_t *)(const void *)x == *(const uint32_t *)(const void *)y;
+    case OC_CT_WINDOWS: {
+        const oc_conf_windows_t *wx = (const void *)x, *wy = (const void *)y;
+        return wx->n == wy->n && memcmp(wx->ms, wy->ms, wx->n * sizeof(*wx->ms)) == 0;
+    }
     case OC_CT_SERVERS:
     case OC_CT_COLUMNS:
     case OC_CT_TABLE:

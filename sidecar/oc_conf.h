@@ -32,8 +32,9 @@
 
 #include "oc_status.h"
 
-#define OC_KEY_MAX        250 /* memcached's KEY_MAX_LENGTH */
-#define OC_MODEL_NAME_MAX 64
+#define OC_KEY_MAX            250 /* memcached's KEY_MAX_LENGTH */
+#define OC_MODEL_NAME_MAX     64
+#define OC_SAMPLE_WINDOWS_MAX 4 /* sample_windows: at most this many */
 
 typedef enum oc_key_type {
     OC_KEY_BIGINT = 0,
@@ -64,10 +65,19 @@ typedef struct oc_model_conf {
     uint32_t refresh_ahead_s; /* refresh_ahead = 0 (off): a hit with less than
                                  this left before it expires is reloaded in the
                                  background by one reader of the fleet; below ttl */
+    uint32_t sample_ppm;      /* sample_rate: share of invalidations and hits the
+                                 consistency sampler checks, in parts per million
+                                 ([objcached] sample_rate when not set here) */
     int line;                 /* line of the section header, for later errors */
     int disabled;             /* removed by a reload: kept so that model indexes
                                  stay stable, but no key reaches it */
 } oc_model_conf_t;
+
+/* sample_windows: 1..OC_SAMPLE_WINDOWS_MAX durations, growing. */
+typedef struct oc_conf_windows {
+    uint32_t ms[OC_SAMPLE_WINDOWS_MAX];
+    size_t n;
+} oc_conf_windows_t;
 
 typedef struct oc_mc_server_conf {
     char *host; /* a name or an address (IPv6 in [brackets] in the
@@ -81,29 +91,38 @@ typedef struct oc_conf {
     char *path; /* the file it came from, or "<string>" */
 
     /* [objcached] */
-    char *listen;                 /* "127.0.0.1:11311"; "" = no TCP listener */
-    char *unix_socket;            /* path; "" = no unix socket (default "") */
-    char *metrics_listen;         /* host:port of the Prometheus page; "" = off */
-    uint32_t unix_socket_mode;    /* octal, default 0660 */
-    char *key_prefix;             /* prepended to memcached keys, default "oc:" */
-    char *timezone;               /* PostgreSQL TimeZone pinned per session, "UTC" */
-    uint32_t max_connections;     /* default 4096 */
-    uint32_t max_keys;            /* keys in one get, default 1024 */
-    uint32_t max_line;            /* bytes in one command line, default 65536 */
-    uint32_t max_value;           /* bytes in one value, default 1048576 */
-    uint32_t max_reply;           /* bytes in one get's reply, default 64m */
-    uint32_t load_timeout_ms;     /* a PostgreSQL load, default 5s */
-    uint32_t ttl_jitter_pct;      /* added TTL spread, default 10 (%) */
-    uint32_t lease_wait_ms;       /* wait for another sidecar's load, 250ms */
-    uint32_t shutdown_timeout_ms; /* SIGTERM: time to finish commands, 10s */
-    uint32_t idle_timeout_ms;     /* close a client idle this long; 0 = never */
-    uint32_t near_cache_size;     /* bytes of the near-cache; 0 = off (default) */
-    uint32_t write_timeout_ms;    /* close a client that reads nothing of its
-                                     pending replies this long; 30s, 0 = never */
-    char *user;                   /* started as root: become this user after
-                                     binding (NULL = stay) */
-    char *log_level;              /* error|warn|info|debug, default info */
-    char *log_target;             /* stderr (default; journald) or syslog */
+    char *listen;                     /* "127.0.0.1:11311"; "" = no TCP listener */
+    char *unix_socket;                /* path; "" = no unix socket (default "") */
+    char *metrics_listen;             /* host:port of the Prometheus page; "" = off */
+    uint32_t unix_socket_mode;        /* octal, default 0660 */
+    char *key_prefix;                 /* prepended to memcached keys, default "oc:" */
+    char *timezone;                   /* PostgreSQL TimeZone pinned per session, "UTC" */
+    uint32_t max_connections;         /* default 4096 */
+    uint32_t max_keys;                /* keys in one get, default 1024 */
+    uint32_t max_line;                /* bytes in one command line, default 65536 */
+    uint32_t max_value;               /* bytes in one value, default 1048576 */
+    uint32_t max_reply;               /* bytes in one get's reply, default 64m */
+    uint32_t load_timeout_ms;         /* a PostgreSQL load, default 5s */
+    uint32_t ttl_jitter_pct;          /* added TTL spread, default 10 (%) */
+    uint32_t lease_wait_ms;           /* wait for another sidecar's load, 250ms */
+    uint32_t shutdown_timeout_ms;     /* SIGTERM: time to finish commands, 10s */
+    uint32_t idle_timeout_ms;         /* close a client idle this long; 0 = never */
+    uint32_t near_cache_size;         /* bytes of the near-cache; 0 = off (default) */
+    uint32_t write_timeout_ms;        /* close a client that reads nothing of its
+                                         pending replies this long; 30s, 0 = never */
+    uint32_t sample_ppm;              /* sample_rate: the consistency sampler's share
+                                         of invalidations and hits, parts per million
+                                         (default 1000 = 0.1%); 0 = off */
+    oc_conf_windows_t sample_windows; /* sample_windows: when an invalidation's
+                                         key is checked after it (1s, 10s, 60s) */
+    uint32_t sample_max_qps;          /* sample_max_qps: the sampler's PostgreSQL
+                                         queries per second at most (default 4) */
+    uint32_t sample_recheck_ms;       /* sample_recheck: a disagreement is read again
+                                         after this before it counts (1s) */
+    char *user;                       /* started as root: become this user after
+                                         binding (NULL = stay) */
+    char *log_level;                  /* error|warn|info|debug, default info */
+    char *log_target;                 /* stderr (default; journald) or syslog */
 
     /* [memcached] */
     oc_mc_server_conf_t *servers; /* servers = h:p[:w] h:p[:w] ... (required) */

@@ -29,6 +29,7 @@ struct oc_inval;
 struct oc_near;
 struct oc_feed;
 struct oc_wal;
+struct oc_sampler;
 
 typedef struct oc_ctx {
     struct event_base *base;
@@ -41,16 +42,18 @@ typedef struct oc_ctx {
     double started;         /* unix time at start */
     int stopping;           /* SIGTERM: draining */
 
-    struct oc_mc *mc;         /* the memcached pool */
-    struct oc_pg *pg;         /* the PostgreSQL loader */
-    struct oc_fills *fills;   /* loads under way (coalescing, leases) */
-    struct oc_reqs *reqs;     /* the read path's own state */
-    struct oc_writes *writes; /* the write path's own state (push checks) */
-    struct oc_gate *gate;     /* the test-only fault gate, or NULL */
-    struct oc_inval *inval;   /* the invalidation consumer, or NULL */
-    struct oc_near *near;     /* the near-cache (always made; limit 0 = off) */
-    struct oc_feed *feed;     /* the feed follower, or NULL (feed_poll = 0) */
-    struct oc_wal *wal;       /* the WAL reader (a candidate), or NULL */
+    struct oc_mc *mc;           /* the memcached pool */
+    struct oc_pg *pg;           /* the PostgreSQL loader */
+    struct oc_fills *fills;     /* loads under way (coalescing, leases) */
+    struct oc_reqs *reqs;       /* the read path's own state */
+    struct oc_writes *writes;   /* the write path's own state (push checks) */
+    struct oc_gate *gate;       /* the test-only fault gate, or NULL */
+    struct oc_inval *inval;     /* the invalidation consumer, or NULL */
+    struct oc_near *near;       /* the near-cache (always made; limit 0 = off) */
+    struct oc_feed *feed;       /* the feed follower, or NULL (feed_poll = 0) */
+    struct oc_wal *wal;         /* the WAL reader (a candidate), or NULL */
+    struct oc_sampler *sampler; /* the consistency sampler (always made;
+                                   sample_rate 0 = idle) */
 } oc_ctx_t;
 
 #endif

@@ -31,6 +31,7 @@
 #include "oc_pg.h"
 #include "oc_reload.h"
 #include "oc_req.h"
+#include "oc_sampler.h"
 #include "oc_stats.h"
 #include "oc_wal.h"
 #include "oc_write.h"
@@ -197,7 +198,8 @@ static oc_status_t init_modules(oc_daemon_t *d, char *err)
     if ((ctx->fills = oc_fills_new(ctx, err)) == NULL ||
         (ctx->reqs = oc_reqs_new(ctx, err)) == NULL ||
         (ctx->writes = oc_writes_new(ctx, err)) == NULL ||
-        (d->health = oc_health_new(ctx, err)) == NULL)
+        (d->health = oc_health_new(ctx, err)) == NULL ||
+        (ctx->sampler = oc_sampler_new(ctx, err)) == NULL)
         return OC_ENOMEM;
     oc_inval_read_generations(ctx);
     err[0] = '\0';
@@ -296,12 +298,15 @@ void oc_daemon_free(oc_daemon_t *d)
     ctx->inval = NULL;
     oc_feed_free(ctx->feed);
     ctx->feed = NULL;
+    oc_sampler_close(ctx->sampler); /* its read in flight ends in oc_mc_free */
     oc_mc_free(ctx->mc);
     ctx->mc = NULL; /* oc_pg's last callbacks must not submit to it */
     oc_pg_free(ctx->pg);
     ctx->pg = NULL;
     oc_wal_free(ctx->wal); /* after oc_mc: its deletes' callbacks ran */
     ctx->wal = NULL;
+    oc_sampler_free(ctx->sampler);
+    ctx->sampler = NULL;
     oc_writes_free(ctx->writes);
     oc_fills_free(ctx->fills);
     oc_reqs_free(ctx->reqs);

@@ -13,6 +13,7 @@
 #include "oc_log.h"
 #include "oc_near.h"
 #include "oc_pgconn.h"
+#include "oc_sampler.h"
 #include "oc_sql.h"
 #include "oc_stats.h"
 
@@ -96,6 +97,7 @@ static void apply_key(oc_feed_t *f, size_t m, const char *id, size_t len)
     oc_fill_invalidate(ctx->fills, ck, cl);
     if (ctx->near)
         oc_near_invalidate(ctx->near, ck, cl);
+    oc_sampler_offer_inval(ctx->sampler, m, id, len);
 }
 
 /* A whole-model row: the model's new generation (generations only grow). */

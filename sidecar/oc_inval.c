@@ -14,6 +14,7 @@
 #include "oc_mc.h"
 #include "oc_near.h"
 #include "oc_pgconn.h"
+#include "oc_sampler.h"
 #include "oc_sql.h"
 #include "oc_stats.h"
 
@@ -376,6 +377,14 @@ static int row_applies(const oc_inval_t *iv, PGresult *res, int i)
                                 iv->ctx->max_key_len);
 }
 
+/* A key applied here, for the consistency sampler. */
+static void offer_sample(oc_ctx_t *ctx, const char *model, const char *id, size_t len)
+{
+    const oc_model_conf_t *m = oc_conf_model(ctx->conf, model, strlen(model));
+    if (m)
+        oc_sampler_offer_inval(ctx->sampler, (size_t)(m - ctx->conf->models), id, len);
+}
+
 /* The claimed rows: one per key (model, key), key NULL for a TRUNCATE. */
 static void apply(oc_inval_t *iv)
 {
@@ -422,6 +431,8 @@ static void apply(oc_inval_t *iv)
         iv->job_model[k++] = model;
         oc_fill_invalidate(ctx->fills, it->key, it->klen);
         oc_near_invalidate(ctx->near, it->key, it->klen);
+        if (ctx->feed == NULL) /* else the feed offers every key, ours too */
+            offer_sample(ctx, model, it->key + canon_off, it->klen - canon_off);
     }
     oc_mc_job_t *job = iv->job;
     iv->job = NULL; /* oc_mc's until applied() */

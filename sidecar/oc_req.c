@@ -12,6 +12,7 @@
 #include "oc_map.h"
 #include "oc_mc.h"
 #include "oc_near.h"
+#include "oc_sampler.h"
 #include "oc_stats.h"
 
 /* How gets read memcached: see req_read. The share of gets with a miss is
@@ -175,6 +176,13 @@ static void ukey_filled(oc_fill_waiter_t *w, oc_get_state_t state, oc_blob_t *bl
 
 /* ---- memcached answer ------------------------------------------------------ */
 
+/* A hit, offered to the consistency sampler (one random draw). */
+static void ukey_sample(const oc_req_t *r, const oc_ukey_t *uk)
+{
+    oc_sampler_offer_hit(r->ctx->sampler, uk->w.model_idx, uk->w.ckey + uk->w.canon_off,
+                         uk->w.ckey_len - uk->w.canon_off);
+}
+
 /* What the read found for uk: resolved now (1), or a miss (0). */
 static int ukey_read(oc_req_t *r, oc_ukey_t *uk, const oc_mc_job_t *job, size_t i)
 {
@@ -199,6 +207,7 @@ static int ukey_read(oc_req_t *r, oc_ukey_t *uk, const oc_mc_job_t *job, size_t 
     }
     st->get_hits++;
     st->models[uk->w.model_idx].get_hits++;
+    ukey_sample(r, uk);
     return 1;
 }
 
@@ -356,6 +365,7 @@ static size_t req_near(oc_req_t *r)
         }
         uk->job_idx = NO_JOB;
         uk->from_near = 1;
+        ukey_sample(r, uk);
         uk->state = found == OC_NEAR_OBJECT ? OC_GET_FOUND : OC_GET_ABSENT;
         if (found == OC_NEAR_OBJECT) {
             uk->blob = oc_blob_ref(b);

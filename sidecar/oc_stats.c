@@ -103,6 +103,15 @@ void oc_stats_write(const oc_stats_t *st, struct evbuffer *out)
         OC_MODEL_STATS_LIST(OC_MODEL_LINE)
 #undef OC_MODEL_LINE
     }
+    for (size_t m = 0; m < st->nmodels; m++)
+        for (size_t w = 0; w < st->nsampler_slots; w++) {
+#define OC_SAMPLER_LINE(name, help)                                                      \
+    evbuffer_add_printf(out, "STAT sampler:%s:%s:" #name " %" PRIu64 "\r\n",             \
+                        st->model_names[m], st->sampler_slot[w],                         \
+                        st->models[m].sampler_##name[w]);
+            OC_SAMPLER_STATS_LIST(OC_SAMPLER_LINE)
+#undef OC_SAMPLER_LINE
+        }
 }
 
 static void prom_hist(struct evbuffer *out, const char *name, const char *help,
@@ -148,6 +157,18 @@ void oc_stats_write_prometheus(const oc_stats_t *st, struct evbuffer *out)
             st->model_names[m], st->models[m].name);
     OC_MODEL_STATS_LIST(OC_PROM_MODEL)
 #undef OC_PROM_MODEL
+#define OC_PROM_SAMPLER(name, help)                                                      \
+    evbuffer_add_printf(out, "# HELP objcached_sampler_" #name "_total " help "\n"       \
+                             "# TYPE objcached_sampler_" #name "_total counter\n");      \
+    for (size_t m = 0; m < st->nmodels; m++)                                             \
+        for (size_t w = 0; w < st->nsampler_slots; w++)                                  \
+            evbuffer_add_printf(out,                                                     \
+                                "objcached_sampler_" #name                               \
+                                "_total{model=\"%s\",window=\"%s\"} %" PRIu64 "\n",      \
+                                st->model_names[m], st->sampler_slot[w],                 \
+                                st->models[m].sampler_##name[w]);
+    OC_SAMPLER_STATS_LIST(OC_PROM_SAMPLER)
+#undef OC_PROM_SAMPLER
     evbuffer_add_printf(
         out, "# HELP objcached_memcached_up 1 while the memcached server is in "
              "service\n# TYPE objcached_memcached_up gauge\n");

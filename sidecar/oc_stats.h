@@ -128,6 +128,16 @@ struct evbuffer;
     X(bin_connections, COUNTER, "client connections that spoke the binary protocol")     \
     X(bin_batches, COUNTER,                                                              \
       "read-through requests of binary gets (a pipeline of quiet gets is one)")          \
+    X(sampler_samples, COUNTER,                                                          \
+      "keys the consistency sampler chose to check (invalidations and hits)")            \
+    X(sampler_raced, COUNTER,                                                            \
+      "sampler checks given up: the row or the cache kept changing under them")          \
+    X(sampler_errors, COUNTER,                                                           \
+      "sampler checks that could not read memcached or PostgreSQL")                      \
+    X(sampler_dropped, COUNTER,                                                          \
+      "samples dropped: the sampler's queue was full or its database unreachable")       \
+    X(sampler_queued, GAUGE, "samples waiting for their time or their turn")             \
+    X(sampler_pg_queries, COUNTER, "PostgreSQL statements the sampler sent")             \
     X(client_errors, COUNTER, "CLIENT_ERROR and ERROR replies sent")                     \
     X(server_errors, COUNTER, "SERVER_ERROR replies sent")
 
@@ -141,10 +151,25 @@ struct evbuffer;
     X(pg_rows, "rows returned by load queries")                                          \
     X(pg_errors, "load queries that failed or timed out")
 
+/* The consistency sampler's results (oc_sampler.h), per model and slot: a
+ * slot is one of sample_windows, then the hits' (OC_STATS_SAMPLER_SLOTS is
+ * oc_smp.h's OC_SMP_SLOTS). `stats` shows sampler:MODEL:WINDOW:field,
+ * /metrics objcached_sampler_field_total{model=,window=}. */
+#define OC_STATS_SAMPLER_SLOTS 5
+#define OC_SAMPLER_STATS_LIST(X)                                                         \
+    X(checks, "sampled keys compared with PostgreSQL's current row")                     \
+    X(inconsistent, "of those, the cache held another value than the row, proven "       \
+                    "after a recheck")                                                   \
+    X(empty, "of those, nothing was cached (a client would have loaded the row)")
+
 typedef struct oc_model_stats {
 #define OC_MODEL_STATS_FIELD(name, help) uint64_t name;
     OC_MODEL_STATS_LIST(OC_MODEL_STATS_FIELD)
 #undef OC_MODEL_STATS_FIELD
+#define OC_SAMPLER_STATS_FIELD(name, help)                                               \
+    uint64_t sampler_##name[OC_STATS_SAMPLER_SLOTS];
+    OC_SAMPLER_STATS_LIST(OC_SAMPLER_STATS_FIELD)
+#undef OC_SAMPLER_STATS_FIELD
 } oc_model_stats_t;
 
 /* A latency histogram with fixed bounds (seconds), Prometheus-style:
@@ -177,6 +202,9 @@ typedef struct oc_stats {
     const char **mc_state;    /* [nmc] "up", "down" or "probing" (static) */
     size_t nmc;
     size_t nmc_pool; /* the first nmc_pool are the pool, the rest the gutter */
+    /* The sampler's slots in use (0: it is off) and their labels. */
+    size_t nsampler_slots;
+    char sampler_slot[OC_STATS_SAMPLER_SLOTS][16];
 } oc_stats_t;
 
 /* Per-model counters, in two steps so a reload can fail before it

@@ -253,6 +253,14 @@ class HookDb:
         self.q("UPDATE objcached.meta SET value = %s WHERE key = 'notify'",
                ("on" if on else "off",))
 
+    def reconnect(self):
+        """A new q() connection (after a PostgreSQL restart broke the old)."""
+        try:
+            self.conn.close()
+        except Exception:  # noqa: BLE001 - it is broken anyway
+            pass
+        self.conn = self.pg.connect(dbname=self.name)
+
     def close(self):
         for c in [self.conn] + self._extra:
             if not c.closed:
@@ -500,6 +508,70 @@ class History:
         return "phantom", None
 
 
+class ContendedHistory:
+    """Keys written by more than one thread at once (the SQL writer and the
+    app writer race on them). Their commit order is not the order the
+    threads see, so every write of such a key takes its `version` from one
+    sequence while it holds the row's lock (nextval in the UPDATE): version
+    order is commit order. Per key: {version: (t_start, t_done, json)}; no
+    deletes (rows always exist)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.versions = {}
+
+    def init(self, key, version, value):
+        self.versions[key] = {version: (float("-inf"), float("-inf"), value)}
+
+    def pending(self, key, version, value, t_start):
+        with self.lock:
+            self.versions[key][version] = (t_start, float("inf"), value)
+
+    def done(self, key, version, t_done):
+        with self.lock:
+            t_start, _, value = self.versions[key][version]
+            self.versions[key][version] = (t_start, t_done, value)
+
+    def forget(self, key, version):
+        """A COMMIT that failed before it was sent (the writer paused it)."""
+        with self.lock:
+            self.versions[key].pop(version, None)
+
+    def judge(self, key, value, t_read, t_read_end):
+        with self.lock:
+            vs = dict(self.versions[key])
+        if value is None:
+            return "phantom", None
+        mine = [(ver, v) for ver, v in vs.items() if v[2] == value]
+        if not mine or all(v[0] > t_read_end for _, v in mine):
+            return "phantom", None
+        ver = max(ver for ver, _ in mine)
+        newer = [v[1] for w, v in vs.items() if w > ver and v[1] < t_read]
+        if newer:
+            return "stale", t_read - min(newer)
+        return "fresh", None
+
+
+# The faults a run can inject (ConsistencyRun(faults=...)), each for real:
+FAULTS = (
+    "memcached_restart",  # a memcached server stopped for 1 s and started (empty)
+    "sidecar_kill",       # a sidecar SIGKILLed and started again
+    "pg_restart",         # PostgreSQL stopped (fast) and started
+    "mc_delay",           # the proxy to one memcached server delays every chunk
+    "mc_drop",            # ... passes nothing (connections hang)
+    "mc_reset",           # ... resets every connection, new ones too
+    "pg_delay",           # the same between the sidecars and PostgreSQL
+    "pg_drop",
+    "pg_reset",
+    "truncate",           # TRUNCATE acct mid-run (a whole-model invalidation)
+)
+BASIC_FAULTS = ("memcached_restart", "sidecar_kill")
+# A fault's own errors and staleness are expected until this long after it
+# ended (reconnect back-offs, a server marked down coming back, a consumer
+# catching up).
+FAULT_GRACE_S = 4.0
+
+
 class ConsistencyRun:
     """Writers, readers and faults for `seconds`, then the final check.
 
@@ -508,18 +580,23 @@ class ConsistencyRun:
     of up to 1000 rows), the rest only by the app writer (commit in SQL, then
     push the row's JSON or, after a delete, a tombstone, through a random
     sidecar). One thread per partition keeps each key's commits in a known
-    order (see History); it also keeps out a known design gap, pinned by
-    test_write_path.py::test_late_push_of_an_older_row_is_corrected: with
-    two writers on one key, one's late push of an older row can land after
-    the other's invalidation and stay. Readers get-multi random keys through
-    both sidecars and judge every answer against the history.
+    order (see History). `contended` more Note ids (n_ids+1 ...) are written
+    by both writers at once, SQL updates racing the app's update-and-push
+    (see ContendedHistory). Readers get-multi random keys through the
+    sidecars and judge every answer against the history.
 
-    Faults (faults()): a memcached server is restarted at 1/3 of the run and
-    a sidecar is SIGKILLed and started again at 2/3 (in runs over 3
-    minutes, one or the other every minute)."""
+    Faults (faults()): the kinds in `faults` (FAULTS), one after the other
+    in a random order (the seed's), spread over the run; in runs over 3
+    minutes the list is cycled, one fault every 20 s. Each fault's window
+    (from its start to FAULT_GRACE_S after its end) is recorded: errors and
+    staleness inside a window are the fault's own; outside every window a
+    read error, a writer error or a stale read beyond the bound is a
+    failure of objcached. `proxies` ({"mc": FaultProxy, "pg": FaultProxy})
+    are the proxies the sidecars reach one memcached server and PostgreSQL
+    through, for the network faults."""
 
     def __init__(self, pg, mc_pool, db, fleet, seconds, seed, n_ids=3000, split=2000,
-                 readers=3, log=print):
+                 readers=3, log=print, faults=BASIC_FAULTS, proxies=None, contended=0):
         self.pg, self.mc_pool, self.db, self.fleet = pg, mc_pool, db, fleet
         self.seconds = seconds
         self.seed = seed
@@ -527,20 +604,67 @@ class ConsistencyRun:
         self.split = split
         self.n_readers = readers
         self.log = log
+        self.fault_kinds = tuple(faults)
+        unknown = set(self.fault_kinds) - set(FAULTS)
+        if unknown:
+            raise ValueError(f"unknown faults {sorted(unknown)}")
+        self.proxies = proxies or {}
+        self.n_contended = contended
         self.history = History()
+        self.contended = ContendedHistory()
         self.stop = threading.Event()
         self.errors = []
         self.counts_lock = threading.Lock()
         self.counts = {"reads": 0, "read_keys": 0, "read_errors": 0, "fresh": 0, "stale": 0,
                        "phantom": 0, "sql_writes": 0, "sql_keys": 0, "bulk_updates": 0,
                        "app_writes": 0, "pushes": 0, "pushes_failed": 0,
-                       "pushes_not_stored": 0, "tombstones": 0}
-        self.delays = []
+                       "pushes_not_stored": 0, "tombstones": 0, "contended_writes": 0,
+                       "writes_lost_to_faults": 0, "writes_vanished": 0,
+                       "read_errors_in_faults": 0, "read_errors_outside_faults": 0,
+                       "push_errors_outside_faults": 0}
+        self.delays = []          # (t_read, delay) of every stale read
         self.phantoms = []
+        self.outside_errors = []  # the first few errors outside fault windows
         self.fault_counts = {"memcached_restarts": 0, "sidecar_restarts": 0}
+        for kind in FAULTS:
+            self.fault_counts.setdefault(kind, 0)
+        self.windows = []         # (start, end or None while it lasts, kind)
+        self.windows_lock = threading.Lock()
+        self.commit_gate = threading.Condition()
+        self.commits_paused = False
+        self.commits_in_flight = 0
+        self.sampler_lost = {}    # sampler figures of sidecars before they were killed
         self.sidecars = []
 
+    # -- fault windows
+
+    def _fault_begin(self, kind):
+        with self.windows_lock:
+            self.windows.append([time.monotonic(), None, kind])
+            return self.windows[-1]
+
+    def _fault_end(self, w):
+        with self.windows_lock:
+            w[1] = time.monotonic()
+
+    def in_fault(self, t0, t1=None):
+        """1 if [t0, t1] overlaps a fault's window (grace included)."""
+        t1 = t0 if t1 is None else t1
+        with self.windows_lock:
+            for start, end, _ in self.windows:
+                if t1 >= start and (end is None or t0 <= end + FAULT_GRACE_S):
+                    return True
+        return False
+
+    def _outside_error(self, what):
+        with self.counts_lock:
+            if len(self.outside_errors) < 20:
+                self.outside_errors.append(f"t={time.monotonic():.3f} {what}")
+
     # -- setup
+
+    def contended_ids(self):
+        return range(self.n_ids + 1, self.n_ids + 1 + self.n_contended)
 
     def populate(self):
         rng = random.Random(self.seed)
@@ -556,11 +680,20 @@ class ConsistencyRun:
                         (ids,))
             cur.execute("INSERT INTO note SELECT i, 'note ' || i, 1 FROM unnest(%s::bigint[]) i",
                         (ids,))
+            cur.execute("CREATE SEQUENCE IF NOT EXISTS oc_cver START 1000000")
+            cur.execute("INSERT INTO note SELECT i, 'contended ' || i, nextval('oc_cver') "
+                        "FROM unnest(%s::bigint[]) i", (list(self.contended_ids()),))
             for model in ("Acct", "Note"):
                 cur.execute(f"SELECT id, {ROW_JSON[model]} FROM {TABLE[model]}")
                 for ident, js in cur.fetchall():
+                    if model == "Note" and ident > self.n_ids:
+                        continue
                     self.history.versions[(model, ident)] = \
                         [(float("-inf"), float("-inf"), js.encode())]
+            cur.execute(f"SELECT id, version, {ROW_JSON['Note']} FROM note WHERE id > %s",
+                        (self.n_ids,))
+            for ident, ver, js in cur.fetchall():
+                self.contended.init(("Note", ident), ver, js.encode())
             cur.execute("DELETE FROM objcached.outbox")  # the initial load, cache is empty
         conn.close()
 
@@ -571,17 +704,36 @@ class ConsistencyRun:
             for k, v in kw.items():
                 self.counts[k] += v
 
+    def _commit_begin(self):
+        """Wait while a PostgreSQL restart is being prepared: no COMMIT is
+        ever in flight when the server stops, so every write's outcome is
+        known (a statement cut off by the restart just rolls back)."""
+        with self.commit_gate:
+            while self.commits_paused:
+                self.commit_gate.wait(0.1)
+            self.commits_in_flight += 1
+
+    def _commit_end(self):
+        with self.commit_gate:
+            self.commits_in_flight -= 1
+            self.commit_gate.notify_all()
+
     def _commit(self, conn, changes):
         """COMMIT, then record [(key, json or None)] in the history."""
-        t0 = time.monotonic()
-        self.history.pending(changes, t0)
-        conn.commit()
-        t1 = time.monotonic()
-        self.history.done(changes, t1)
+        self._commit_begin()
+        try:
+            t0 = time.monotonic()
+            self.history.pending(changes, t0)
+            conn.commit()
+            t1 = time.monotonic()
+            self.history.done(changes, t1)
+        finally:
+            self._commit_end()
         return t1
 
     def _write_one(self, cur, rng, model, ident, exists):
-        """One random single-row change; returns (kind, json or None)."""
+        """One random single-row change; returns (kind, json or None), or
+        (None, None) if the row vanished (a TRUNCATE came in between)."""
         table, js = TABLE[model], ROW_JSON[model]
         r = rng.random()
         if not exists:
@@ -595,7 +747,7 @@ class ConsistencyRun:
             return "insert", cur.fetchone()[0].encode()
         if r < 0.15:
             cur.execute(f"DELETE FROM {table} WHERE id = %s", (ident,))
-            return "delete", None
+            return ("delete", None) if cur.rowcount == 1 else (None, None)
         if model == "Acct":
             cur.execute(f"UPDATE acct SET balance = balance + %s, version = version + 1, "
                         f"name = %s, updated_at = clock_timestamp() WHERE id = %s "
@@ -603,45 +755,131 @@ class ConsistencyRun:
         else:
             cur.execute(f"UPDATE note SET body = %s, version = version + 1 WHERE id = %s "
                         f"RETURNING {js}", (f"b{rng.random():.6f} \"q\" \\ é", ident))
-        return "update", cur.fetchone()[0].encode()
+        row = cur.fetchone()
+        return ("update", row[0].encode()) if row else (None, None)
+
+    def _write_contended(self, conn, rng):
+        """Update a contended Note row (version from the sequence, under the
+        row lock) and commit; returns (key, json)."""
+        ident = rng.choice(self.contended_ids())
+        key = ("Note", ident)
+        with conn.cursor() as cur:
+            cur.execute(f"UPDATE note SET body = %s, version = nextval('oc_cver') WHERE id = %s "
+                        f"RETURNING version, {ROW_JSON['Note']}", (f"c{rng.random():.6f}", ident))
+            ver, js = cur.fetchone()
+        value = js.encode()
+        self._commit_begin()
+        try:
+            # a COMMIT that fails leaves its version pending (t_done inf): it
+            # may have committed, so a read of it is no phantom, and it never
+            # makes another read stale
+            self.contended.pending(key, ver, value, time.monotonic())
+            conn.commit()
+            self.contended.done(key, ver, time.monotonic())
+        finally:
+            self._commit_end()
+        self._count(contended_writes=1)
+        return key, value
 
     def _exists(self, key):
         with self.history.lock:
             return self.history.versions[key][-1][2] is not None
 
+    def _writer_failed(self, who, conn, e):
+        """A writer's statement failed: the fault's own if a fault is under
+        way (reconnect and go on), else a failure of the run."""
+        import psycopg2
+        now = time.monotonic()
+        if isinstance(e, psycopg2.Error) and self.in_fault(now - 1.0, now):
+            self._count(writes_lost_to_faults=1)
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+            while not self.stop.is_set():
+                try:
+                    return self.db.connect(autocommit=False)
+                except psycopg2.Error:
+                    self.stop.wait(0.2)
+            return None
+        self.errors.append(f"{who}: {e!r}")
+        return None
+
     def sql_writer(self, seed):
         rng = random.Random(seed)
         conn = self.db.connect(autocommit=False)
-        try:
-            while not self.stop.is_set():
-                model = rng.choice(("Acct", "Note"))
-                with conn.cursor() as cur:
-                    if rng.random() < 0.02:
-                        lo = rng.randint(1, max(1, self.split - 999))
-                        hi = min(self.split, lo + 999)
-                        if model == "Acct":
-                            cur.execute(f"UPDATE acct SET balance = balance + 1, version = "
-                                        f"version + 1, updated_at = clock_timestamp() WHERE id "
-                                        f"BETWEEN %s AND %s RETURNING id, {ROW_JSON[model]}",
-                                        (lo, hi))
-                        else:
-                            cur.execute(f"UPDATE note SET version = version + 1, body = body "
-                                        f"|| '+' WHERE id BETWEEN %s AND %s RETURNING id, "
-                                        f"{ROW_JSON[model]}", (lo, hi))
-                        rows = cur.fetchall()
-                        self._commit(conn, [((model, i), js.encode()) for i, js in rows])
-                        self._count(sql_writes=1, sql_keys=len(rows), bulk_updates=1)
-                    else:
-                        ident = rng.randint(1, self.split)
-                        key = (model, ident)
-                        _, value = self._write_one(cur, rng, model, ident, self._exists(key))
-                        self._commit(conn, [(key, value)])
-                        self._count(sql_writes=1, sql_keys=1)
+        while not self.stop.is_set() and conn is not None:
+            try:
+                self._sql_write(conn, rng)
                 self.stop.wait(rng.uniform(0, 0.004))
-        except Exception as e:  # noqa: BLE001 - reported by the test
-            self.errors.append(f"sql writer: {e!r}")
-        finally:
+            except Exception as e:  # noqa: BLE001 - reported by the test
+                conn = self._writer_failed("sql writer", conn, e)
+        if conn is not None:
             conn.close()
+
+    def _sql_write(self, conn, rng):
+        model = rng.choice(("Acct", "Note"))
+        if self.n_contended and rng.random() < 0.1:
+            self._write_contended(conn, rng)
+            self._count(sql_writes=1, sql_keys=1)
+            return
+        with conn.cursor() as cur:
+            if rng.random() < 0.02:
+                lo = rng.randint(1, max(1, self.split - 999))
+                hi = min(self.split, lo + 999)
+                if model == "Acct":
+                    cur.execute(f"UPDATE acct SET balance = balance + 1, version = "
+                                f"version + 1, updated_at = clock_timestamp() WHERE id "
+                                f"BETWEEN %s AND %s RETURNING id, {ROW_JSON[model]}",
+                                (lo, hi))
+                else:
+                    cur.execute(f"UPDATE note SET version = version + 1, body = body "
+                                f"|| '+' WHERE id BETWEEN %s AND %s RETURNING id, "
+                                f"{ROW_JSON[model]}", (lo, hi))
+                rows = cur.fetchall()
+                self._commit(conn, [((model, i), js.encode()) for i, js in rows])
+                self._count(sql_writes=1, sql_keys=len(rows), bulk_updates=1)
+            else:
+                ident = rng.randint(1, self.split)
+                key = (model, ident)
+                kind, value = self._write_one(cur, rng, model, ident, self._exists(key))
+                if kind is None:
+                    conn.rollback()
+                    self._count(writes_vanished=1)
+                    return
+                self._commit(conn, [(key, value)])
+                self._count(sql_writes=1, sql_keys=1)
+
+    def _push(self, clients, model, ident, value):
+        """Push (or tombstone) through a random sidecar."""
+        oc = random.choice(self.sidecars)
+        k = f"{model}:{ident}".encode()
+        try:
+            c = clients.get(id(oc))
+            if c is None:
+                c = clients[id(oc)] = oc.client(timeout=5)
+            if value is None:
+                c.send(b"delete " + k + b"\r\n")
+                self._count(tombstones=1)
+            else:
+                c.send(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(value), value))
+                self._count(pushes=1)
+            line = c.readline()
+            if line == b"NOT_STORED":
+                self._count(pushes_not_stored=1)
+            elif line not in (b"STORED", b"DELETED"):
+                self._count(pushes_failed=1)
+                now = time.monotonic()
+                if not self.in_fault(now - 5.0, now):  # the push began up to 5 s ago
+                    self._count(push_errors_outside_faults=1)
+                    self._outside_error(f"push {k!r} through {oc!r}: {line!r}")
+        except (OSError, harness.HarnessError):
+            # the sidecar is being restarted: the hook still invalidates the
+            # key, the push was only an optimisation
+            self._count(pushes_failed=1)
+            stale = clients.pop(id(oc), None)
+            if stale:
+                stale.close()
 
     def app_writer(self, seed):
         """The app path: commit in SQL, then push (or tombstone) through a
@@ -649,56 +887,51 @@ class ConsistencyRun:
         rng = random.Random(seed)
         conn = self.db.connect(autocommit=False)
         clients = {}
-        try:
-            while not self.stop.is_set():
+        while not self.stop.is_set() and conn is not None:
+            try:
+                if self.n_contended and rng.random() < 0.1:
+                    key, value = self._write_contended(conn, rng)
+                    self._push(clients, key[0], key[1], value)
+                    self._count(app_writes=1)
+                    continue
                 model = rng.choice(("Acct", "Note"))
                 ident = rng.randint(self.split + 1, self.n_ids)
                 key = (model, ident)
                 with conn.cursor() as cur:
                     kind, value = self._write_one(cur, rng, model, ident, self._exists(key))
+                if kind is None:
+                    conn.rollback()
+                    self._count(writes_vanished=1)
+                    continue
                 self._commit(conn, [(key, value)])
                 self._count(app_writes=1)
-                oc = rng.choice(self.sidecars)
-                k = f"{model}:{ident}".encode()
-                try:
-                    c = clients.get(id(oc))
-                    if c is None:
-                        c = clients[id(oc)] = oc.client(timeout=5)
-                    if value is None:
-                        c.send(b"delete " + k + b"\r\n")
-                        self._count(tombstones=1)
-                    else:
-                        c.send(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(value), value))
-                        self._count(pushes=1)
-                    line = c.readline()
-                    if line == b"NOT_STORED":
-                        self._count(pushes_not_stored=1)
-                    elif line not in (b"STORED", b"DELETED"):
-                        self._count(pushes_failed=1)
-                except (OSError, harness.HarnessError):
-                    # the sidecar is being restarted: the hook still
-                    # invalidates the key, the push was only an optimisation
-                    self._count(pushes_failed=1)
-                    stale = clients.pop(id(oc), None)
-                    if stale:
-                        stale.close()
+                self._push(clients, model, ident, value)
                 self.stop.wait(rng.uniform(0, 0.004))
-        except Exception as e:  # noqa: BLE001
-            self.errors.append(f"app writer: {e!r}")
-        finally:
+            except Exception as e:  # noqa: BLE001
+                conn = self._writer_failed("app writer", conn, e)
+        if conn is not None:
             conn.close()
-            for c in clients.values():
-                c.close()
+        for c in clients.values():
+            c.close()
 
     # -- readers
+
+    def _judge(self, key, value, t0, t1):
+        if key[0] == "Note" and key[1] > self.n_ids:
+            return self.contended.judge(key, value, t0, t1)
+        return self.history.judge(key, value, t0, t1)
 
     def reader(self, seed):
         rng = random.Random(seed)
         clients = {}
+        hi = self.n_ids + self.n_contended
         while not self.stop.is_set():
             oc = rng.choice(self.sidecars)
             keys = [(rng.choice(("Acct", "Note")), rng.randint(1, self.n_ids))
                     for _ in range(rng.randint(1, 30))]
+            if self.n_contended:
+                keys += [("Note", rng.randint(self.n_ids + 1, hi)) for _ in range(2)]
+            t0 = time.monotonic()
             try:
                 c = clients.get(id(oc))
                 if c is None:
@@ -706,15 +939,15 @@ class ConsistencyRun:
                 t0 = time.monotonic()
                 values, terminal = c.get_multi([f"{m}:{i}" for m, i in keys])
                 t1 = time.monotonic()
-            except (OSError, harness.HarnessError):
-                self._count(read_errors=1)
+            except (OSError, harness.HarnessError) as e:
+                self._read_error(t0, f"{oc!r}: {e!r}")
                 stale = clients.pop(id(oc), None)
                 if stale:
                     stale.close()
                 self.stop.wait(0.05)
                 continue
             if terminal != b"END":
-                self._count(read_errors=1)   # e.g. SERVER_ERROR load failed
+                self._read_error(t0, f"{oc!r}: {terminal!r}")   # e.g. SERVER_ERROR load failed
                 continue
             got = {}
             for k, _, data in values:
@@ -723,10 +956,10 @@ class ConsistencyRun:
             verdicts = {"fresh": 0, "stale": 0, "phantom": 0}
             delays = []
             for key in set(keys):
-                verdict, delay = self.history.judge(key, got.get(key), t0, t1)
+                verdict, delay = self._judge(key, got.get(key), t0, t1)
                 verdicts[verdict] += 1
                 if delay is not None:
-                    delays.append(delay)
+                    delays.append((t0, delay))
                 if verdict == "phantom" and len(self.phantoms) < 20:
                     self.phantoms.append((key, got.get(key), oc.port))
             with self.counts_lock:
@@ -738,40 +971,134 @@ class ConsistencyRun:
         for c in clients.values():
             c.close()
 
+    def _read_error(self, t0, what):
+        t1 = time.monotonic()
+        self._count(read_errors=1)
+        if self.in_fault(t0, t1):
+            self._count(read_errors_in_faults=1)
+        else:
+            self._count(read_errors_outside_faults=1)
+            self._outside_error(f"read: {what}")
+
     # -- faults
 
     def faults(self):
-        """Alternate a memcached server restart and a sidecar SIGKILL +
-        start, every third of the run (a short run gets one of each), or
-        every 60 s in a long run."""
         try:
             self._faults()
         except Exception as e:  # noqa: BLE001 - reported by the test
             self.errors.append(f"faults: {e!r}")
 
+    def _schedule(self):
+        """The faults in the order of the seed, cycled in long runs."""
+        rng = random.Random(self.seed ^ 0x5EED)
+        kinds = list(self.fault_kinds)
+        if not kinds:
+            return [], 0.0
+        if self.seconds > 180:
+            every = 20.0
+            n = max(len(kinds), int((self.seconds - 20) // every))
+        else:
+            n = len(kinds)
+            every = max(3.0, (self.seconds - 10.0) / n)
+        out = []
+        while len(out) < n:
+            rng.shuffle(kinds)
+            out += kinds
+        return out[:n], every
+
     def _faults(self):
         t0 = time.monotonic()
-        every = self.seconds / 3 if self.seconds <= 180 else 60.0
-        n = 0
-        while not self.stop.wait(max(0.0, t0 + (n + 1) * every - time.monotonic())):
+        schedule, every = self._schedule()
+        rng = random.Random(self.seed ^ 0xFA17)
+        for n, kind in enumerate(schedule):
+            if self.stop.wait(max(0.0, t0 + 2.0 + n * every - time.monotonic())):
+                return
             if time.monotonic() - t0 > self.seconds - min(5.0, self.seconds / 10):
                 return      # leave the end of the run alone
-            if n % 2 == 0:
-                mc = self.mc_pool[(n // 2) % len(self.mc_pool)]
-                self.log(f"consistency: t={time.monotonic() - t0:.1f}s restarting {mc!r}")
-                mc.stop()
-                self.stop.wait(1.0)
-                mc.start()
-                self.fault_counts["memcached_restarts"] += 1
-            else:
-                oc = self.sidecars[-1 - (n // 2) % len(self.sidecars)]
-                self.log(f"consistency: t={time.monotonic() - t0:.1f}s SIGKILL and restart "
-                         f"of {oc!r}")
-                self.fleet.kill(oc)
-                self.stop.wait(0.5)
-                self.fleet.restart(oc)
-                self.fault_counts["sidecar_restarts"] += 1
-            n += 1
+            w = self._fault_begin(kind)
+            try:
+                getattr(self, "_fault_" + kind)(rng)
+            finally:
+                self._fault_end(w)
+            self.log(f"consistency: t={w[0] - t0:.1f}s fault {kind} ({w[1] - w[0]:.1f} s; "
+                     f"monotonic {w[0]:.3f}..{w[1]:.3f})")
+            self.fault_counts[kind] += 1
+
+    def _fault_memcached_restart(self, rng):
+        mc = rng.choice(self.mc_pool)
+        mc.stop()
+        self.stop.wait(1.0)
+        mc.start()
+        self.fault_counts["memcached_restarts"] += 1
+
+    def snapshot_sampler(self, oc):
+        """Add `oc`'s sampler figures to those of sidecars killed before."""
+        try:
+            for k, v in sampler_stats(oc).items():
+                self.sampler_lost[k] = self.sampler_lost.get(k, 0) + v
+        except (OSError, harness.HarnessError):
+            pass
+
+    def _fault_sidecar_kill(self, rng):
+        oc = rng.choice(self.sidecars)
+        self.snapshot_sampler(oc)
+        self.fleet.kill(oc)
+        self.stop.wait(0.5)
+        self.fleet.restart(oc)
+        self.fault_counts["sidecar_restarts"] += 1
+
+    def _fault_pg_restart(self, rng):
+        with self.commit_gate:
+            self.commits_paused = True
+            while self.commits_in_flight:
+                self.commit_gate.wait(0.1)
+        try:
+            self.pg.stop(mode="fast")
+            self.stop.wait(1.0)
+            self.pg.start()
+            self.db.reconnect()
+        finally:
+            with self.commit_gate:
+                self.commits_paused = False
+                self.commit_gate.notify_all()
+
+    def _proxy_fault(self, which, mode, seconds=3.0, delay=None):
+        proxy = self.proxies.get(which)
+        if proxy is None:
+            raise harness.HarnessError(f"fault on {which} needs its proxy")
+        proxy.set_mode(mode, delay=delay)
+        self.stop.wait(seconds)
+        proxy.set_mode("forward")
+
+    def _fault_mc_delay(self, rng):
+        self._proxy_fault("mc", "delay", delay=0.15)
+
+    def _fault_mc_drop(self, rng):
+        self._proxy_fault("mc", "drop")
+
+    def _fault_mc_reset(self, rng):
+        self._proxy_fault("mc", "reset", seconds=2.0)
+
+    def _fault_pg_delay(self, rng):
+        self._proxy_fault("pg", "delay", delay=0.2)
+
+    def _fault_pg_drop(self, rng):
+        self._proxy_fault("pg", "drop")
+
+    def _fault_pg_reset(self, rng):
+        self._proxy_fault("pg", "reset", seconds=2.0)
+
+    def _fault_truncate(self, rng):
+        """TRUNCATE acct: every Acct key becomes absent, in one commit
+        (ordered after the writes whose row locks it waited for)."""
+        conn = self.db.connect(autocommit=False)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET lock_timeout = '10s'")
+                cur.execute("TRUNCATE acct")
+            self._commit(conn, [(("Acct", i), None) for i in range(1, self.n_ids + 1)])
+        finally:
+            conn.close()
 
     # -- the run
 
@@ -806,6 +1133,7 @@ class ConsistencyRun:
                 current[(model, ident)] = js.encode()
         mismatches = []
         all_keys = [(m, i) for m in ("Acct", "Note") for i in range(1, self.n_ids + 1)]
+        all_keys += [("Note", i) for i in self.contended_ids()]
         for oc in self.sidecars:
             with oc.client(timeout=30) as c:
                 for lo in range(0, len(all_keys), 500):
@@ -822,12 +1150,49 @@ class ConsistencyRun:
                             mismatches.append((oc.port, key, got.get(key), current.get(key)))
         return mismatches
 
+    def staleness(self):
+        """Delays of stale reads, split by whether the read overlapped a
+        fault's window: (outside, inside), each sorted."""
+        outside, inside = [], []
+        for t_read, d in self.delays:
+            (inside if self.in_fault(t_read - d, t_read) else outside).append(d)
+        return sorted(outside), sorted(inside)
+
     def report(self):
-        d = sorted(self.delays)
         c = dict(self.counts)
         c.update(self.fault_counts)
+        d = sorted(x for _, x in self.delays)
         c["stale_delay_p50_ms"] = None if not d else round(_percentile(d, 50) * 1000, 1)
         c["stale_delay_p99_ms"] = None if not d else round(_percentile(d, 99) * 1000, 1)
         c["stale_delay_max_ms"] = None if not d else round(d[-1] * 1000, 1)
         c["stale_delay_mean_ms"] = None if not d else round(statistics.mean(d) * 1000, 1)
+        outside, inside = self.staleness()
+        fresh_outside = c["read_keys"] - c["phantom"] - len(inside)
+        c["stale_outside_faults"] = len(outside)
+        c["stale_in_faults"] = len(inside)
+        c["stale_outside_p999_ms"] = None if not outside else \
+            round(_percentile_of(outside, fresh_outside, 99.9) * 1000, 1)
+        c["stale_outside_max_ms"] = None if not outside else round(outside[-1] * 1000, 1)
+        c["stale_in_faults_max_ms"] = None if not inside else round(inside[-1] * 1000, 1)
         return c
+
+
+def _percentile_of(stale_delays, reads, p):
+    """The p-th percentile of the staleness of `reads` key reads, of which
+    those not in `stale_delays` were fresh (staleness 0)."""
+    zeros = max(0, reads - len(stale_delays))
+    k = int(round(p / 100 * (zeros + len(stale_delays) - 1)))
+    return 0.0 if k < zeros else stale_delays[min(k - zeros, len(stale_delays) - 1)]
+
+
+def sampler_stats(oc):
+    """{(model, window, field): n} of `oc`'s consistency sampler."""
+    out = {}
+    for k, v in oc.stats().items():
+        m = re.fullmatch(r"sampler:([^:]+):([^:]+):(\w+)", k)
+        if m:
+            out[(m.group(1), m.group(2), m.group(3))] = int(v)
+        elif k in ("sampler_samples", "sampler_raced", "sampler_errors", "sampler_dropped",
+                   "sampler_pg_queries"):
+            out[("*", "*", k)] = int(v)
+    return out

@@ -1,47 +1,86 @@
 """The randomized consistency test: writers change rows directly in SQL
 (updates, deletes, inserts, bulk updates of up to 1,000 rows) and through
-the app path (commit, then push the row's JSON or a tombstone), readers
-get-multi through two sidecars on the same memcached pool, a memcached
-server and a sidecar are restarted mid-run. Once the writes stop and the
-invalidations drain, every key read through every sidecar must equal the
-database's current row, or be absent if there is none: zero stale entries.
+the app path (commit, then push the row's JSON or a tombstone), both race on
+a set of shared keys, readers get-multi through two sidecars on the same
+memcached pool, and every fault of consistency.FAULTS is injected for real,
+one after the other in the seed's order: a memcached server restarted, a
+sidecar SIGKILLed, PostgreSQL restarted, a TCP proxy between the sidecars
+and one memcached server that delays, drops and resets connections, the
+same between the sidecars and PostgreSQL, and a TRUNCATE mid-run.
 
-During the run every answer is judged against each key's history of
-committed versions: a stale read is one that returned a version already
-superseded by a commit that had returned when the get was sent; its delay
-is the time since that superseding commit. The counts and the delay
-percentiles are printed, not asserted (how stale a read-through cache may be
-in flight is a measurement, not a rule); only the final state is.
+What it asserts (what it measures, it asserts):
+- no read returned a value that was never committed (phantoms);
+- no error beyond the injected faults' own: a read error, a failed push or
+  a writer error outside every fault's window (the fault, plus
+  consistency.FAULT_GRACE_S) fails the test;
+- in-flight staleness outside the faults' windows: the p99.9 of every key
+  read's staleness (0 for a fresh read; for a stale one, the time since the
+  commit that superseded the value returned) is below STALE_BOUND_S;
+- the built-in sampler (sample_rate OC_CONSISTENCY_SAMPLE_RATE, windows
+  1 s and 10 s) found no inconsistency at its longest window, and checked
+  something there;
+- once the writes stop and the invalidations drain, every key read through
+  every sidecar equals the database's row (or is absent): zero stale
+  entries.
 
-Bounded: OC_CONSISTENCY_SECONDS (default 45) of writes, about a minute in
-all. OC_CONSISTENCY_SEED replays a run's random choices (the interleaving
+Bounded: OC_CONSISTENCY_SECONDS (default 75) of writes, about two minutes in
+all. The seed changes every run and is printed; OC_CONSISTENCY_SEED replays
+a run's random choices (the schedule of faults included; the interleaving
 of threads is not replayed). scripts/soak.sh runs the same test for ten
-minutes.
+minutes, with every fault three times and the sampler's 60 s window.
 """
 
 import os
+import random
 import time
 
 import pytest
 
 import consistency as oc_c
+import faultproxy
+import harness
 
-SECONDS = float(os.environ.get("OC_CONSISTENCY_SECONDS", "45"))
-SEED = int(os.environ.get("OC_CONSISTENCY_SEED", "20261122"))
+SECONDS = float(os.environ.get("OC_CONSISTENCY_SECONDS", "75"))
+SEED = int(os.environ.get("OC_CONSISTENCY_SEED") or random.SystemRandom().randrange(10**9))
+SAMPLE_RATE = os.environ.get("OC_CONSISTENCY_SAMPLE_RATE", "20%")
+WINDOWS = os.environ.get("OC_CONSISTENCY_WINDOWS", "1s, 10s")
+SAMPLE_QPS = os.environ.get("OC_CONSISTENCY_SAMPLE_QPS", "20")
+FAULTS = tuple(f for f in os.environ.get("OC_CONSISTENCY_FAULTS", ",".join(oc_c.FAULTS))
+               .split(",") if f)
+# The staleness bound while the hook is connected (no fault under way): the
+# outbox is claimed on every NOTIFY and at least every invalidation_poll
+# (200 ms here), the feed every feed_poll (100 ms).
+STALE_BOUND_S = 1.0
 
 
 @pytest.fixture
 def cdb(pg, objcached_bin):
+    if not pg.running:
+        pg.start()
     name = "oc_consistency"
     oc_c.create_template(pg, name, oc_c.CONSISTENCY_SCHEMA, oc_c.CONSISTENCY_MODELS,
                          objcached_bin)
     db = oc_c.HookDb(pg, name)
     yield db
+    if not pg.running:
+        pg.start()
+    db.reconnect()
     oc_c.drop_db(pg, db)
 
 
 @pytest.fixture
-def fleet(pg, mc_pool, objcached_bin):
+def proxies(pg, mc_pool):
+    for m in mc_pool:
+        m.start()
+    p = {"mc": faultproxy.FaultProxy(mc_pool[0].port, name="mc"),
+         "pg": faultproxy.FaultProxy(pg.port, name="pg")}
+    yield p
+    for x in p.values():
+        x.close()
+
+
+@pytest.fixture
+def fleet(pg, mc_pool, objcached_bin, proxies):
     for m in mc_pool:
         m.start()
         m.flush_all()
@@ -52,43 +91,105 @@ def fleet(pg, mc_pool, objcached_bin):
         raise AssertionError("objcached did not shut down cleanly:\n" + "\n\n".join(errors))
 
 
-def test_randomized_consistency(pg, mc_pool, cdb, fleet, capsys):
+def window_seconds(label):
+    return float(label[:-2]) / 1000 if label.endswith("ms") else float(label[:-1])
+
+
+def test_randomized_consistency(pg, mc_pool, cdb, fleet, proxies, capsys):
     def log(msg):
         with capsys.disabled():
             print(msg, flush=True)
 
     log(f"\nconsistency: seed {SEED} (OC_CONSISTENCY_SEED={SEED} replays it), "
-        f"{SECONDS:.0f} s of writes")
-    config = oc_c.sidecar_config(mc_pool, cdb.conninfo, oc_c.CONSISTENCY_MODELS,
-                                 {"postgresql": {"invalidation_poll": "200ms"},
-                                  "objcached": {"log_level": "warn"}})
-    run = oc_c.ConsistencyRun(pg, mc_pool, cdb, fleet, SECONDS, SEED, log=log)
+        f"{SECONDS:.0f} s of writes, faults {','.join(FAULTS)}")
+    # The sidecars reach memcached server 0 and PostgreSQL through the proxies.
+    servers = " ".join([proxies["mc"].address] + [m.address for m in mc_pool[1:]])
+    conninfo = f"host=127.0.0.1 port={proxies['pg'].port} dbname={cdb.name} user=postgres"
+    config = oc_c.sidecar_config(servers, conninfo, oc_c.CONSISTENCY_MODELS,
+                                 {"postgresql": {"invalidation_poll": "200ms",
+                                                 "feed_poll": "100ms"},
+                                  "objcached": {"log_level": "warn",
+                                                "sample_rate": SAMPLE_RATE,
+                                                "sample_windows": WINDOWS,
+                                                "sample_max_qps": SAMPLE_QPS}})
+    run = oc_c.ConsistencyRun(pg, mc_pool, cdb, fleet, SECONDS, SEED, log=log, faults=FAULTS,
+                              proxies=proxies, contended=40)
     run.populate()
     sidecars = [fleet.start(config), fleet.start(config)]
     t0 = time.monotonic()
     run.run(sidecars)
     t1 = time.monotonic()
-    mismatches = run.final_check()
+    try:
+        mismatches = run.final_check()
+    except harness.HarnessError:
+        for s in sidecars:
+            st = s.stats()
+            log(f"consistency: {s!r} at the drain: " + " ".join(
+                f"{k}={v}" for k, v in st.items() if k.startswith(("inval", "loads", "pg_", "feed"))))
+            log(f"consistency: {s!r} log tail:\n{s.log()[-3000:]}")
+        log(f"consistency: outbox rows {cdb.outbox_rows()}")
+        for r in cdb.q("SELECT pid, application_name, state, now() - xact_start, "
+                       "left(query, 120), client_port FROM pg_stat_activity "
+                       "WHERE datname = current_database()"):
+            log(f"consistency: backend {r}")
+        raise
     t2 = time.monotonic()
+    # the sampler's longest window (and its rechecks) after the last write
+    longest = max(window_seconds(w.strip()) for w in WINDOWS.split(","))
+    time.sleep(max(0.0, t1 + longest + 6.0 - time.monotonic()))
+    sampled = dict(run.sampler_lost)
+    for s in sidecars:
+        for k, v in oc_c.sampler_stats(s).items():
+            sampled[k] = sampled.get(k, 0) + v
     report = run.report()
     report["invalidations"] = sum(s.stats()["invalidations"] for s in sidecars)
     report["fills_dropped"] = sum(s.stats()["fills_dropped"] for s in sidecars)
     report["pushes_stale"] = sum(s.stats()["pushes_stale"] for s in sidecars)
+    report["pushes_corrected"] = sum(s.stats()["pushes_corrected"] for s in sidecars)
     report["inval_requeued"] = sum(s.stats()["inval_requeued"] for s in sidecars)
     report["run_s"] = round(t1 - t0, 1)
     report["drain_and_check_s"] = round(t2 - t1, 1)
     report["final_stale_entries"] = len(mismatches)
     log("consistency: " + " ".join(f"{k}={v}" for k, v in report.items()))
+    by_window = {}
+    for (model, window, field), v in sampled.items():
+        if model != "*":
+            by_window.setdefault(window, {}).setdefault(field, 0)
+            by_window[window][field] += v
+    log("consistency: sampler " + " ".join(
+        f"{w}:checks={f.get('checks', 0)},inconsistent={f.get('inconsistent', 0)},"
+        f"empty={f.get('empty', 0)}" for w, f in sorted(by_window.items())) + " " +
+        " ".join(f"{k[2]}={v}" for k, v in sorted(sampled.items()) if k[0] == "*"))
     if run.phantoms:
         log(f"consistency: answers matching no committed version: {run.phantoms}")
+    for s in sidecars:
+        lines = [ln for ln in s.log().splitlines() if "event=sampler_inconsistent" in ln]
+        for ln in lines[:10]:
+            log(f"consistency: {s!r}: {ln[:600]}")
+    if run.outside_errors:
+        log(f"consistency: errors outside the faults' windows: {run.outside_errors}")
     assert not run.errors, run.errors
     for port, key, got, want in mismatches[:20]:
         m, i = key
         log(f"consistency: STALE through port {port}: {m}:{i} cached {got!r}, database {want!r}"
             f"; in memcached: {oc_c.raw_values_for(mc_pool, m, i)}")
     assert mismatches == [], f"{len(mismatches)} stale entries after the drain (seed {SEED})"
+    # what it measures, it asserts
+    assert report["phantom"] == 0, f"reads of values never committed (seed {SEED})"
+    assert report["read_errors_outside_faults"] == 0, run.outside_errors
+    assert report["push_errors_outside_faults"] == 0, run.outside_errors
+    p999 = report["stale_outside_p999_ms"]
+    assert p999 is None or p999 < STALE_BOUND_S * 1000, \
+        f"staleness p99.9 {p999} ms outside faults (seed {SEED})"
+    longest_label = [w.strip() for w in WINDOWS.split(",")][-1]
+    at_longest = by_window.get(longest_label, {})
+    assert at_longest.get("checks", 0) > 0, by_window
+    assert at_longest.get("inconsistent", 0) == 0, \
+        f"the sampler found inconsistencies at {longest_label} (seed {SEED}): {by_window}"
+    # the run did what it says
     assert report["reads"] > 0 and report["read_keys"] > 0
     assert report["sql_writes"] > 0 and report["app_writes"] > 0 and report["pushes"] > 0
     assert report["tombstones"] > 0 and report["bulk_updates"] > 0
-    assert report["invalidations"] > 0
-    assert report["memcached_restarts"] >= 1 and report["sidecar_restarts"] >= 1
+    assert report["contended_writes"] > 0 and report["invalidations"] > 0
+    for kind in FAULTS:
+        assert report[kind] >= 1, f"fault {kind} was not injected"

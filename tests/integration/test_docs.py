@@ -115,8 +115,8 @@ def stats_list():
     return items
 
 
-def model_stats_list():
-    body = macro_body(read("sidecar/oc_stats.h"), "OC_MODEL_STATS_LIST")
+def model_stats_list(macro="OC_MODEL_STATS_LIST"):
+    body = macro_body(read("sidecar/oc_stats.h"), macro)
     items = re.findall(r"X\(\s*(\w+)\s*,", body)
     assert items and len(items) == body.count("X(")
     return items
@@ -132,6 +132,8 @@ def prometheus_names():
             want[f"objcached_{name}"] = "gauge"
     for name in model_stats_list():
         want[f"objcached_model_{name}_total"] = "counter"
+    for name in model_stats_list("OC_SAMPLER_STATS_LIST"):
+        want[f"objcached_sampler_{name}_total"] = "counter"
     # What oc_stats.c and oc_metrics.c print outside the lists.
     for path in ("sidecar/oc_stats.c", "sidecar/oc_metrics.c"):
         text = read(path)
@@ -239,7 +241,8 @@ DOC_TYPE = {
     "OC_CT_MSECS": "duration", "OC_CT_SECS": "duration", "OC_CT_MODE": "octal mode",
     "OC_CT_KEY_TYPE": "word", "OC_CT_IDENT": "identifier", "OC_CT_USER": "user name",
     "OC_CT_TABLE": "`[schema.]table`", "OC_CT_COLUMNS": "list of identifiers",
-    "OC_CT_SERVERS": "list", "OC_CT_BOOL": "on/off",
+    "OC_CT_SERVERS": "list", "OC_CT_BOOL": "on/off", "OC_CT_RATE": "share",
+    "OC_CT_WINDOWS": "list of durations",
 }
 NUMBER_TYPES = {"OC_CT_UINT", "OC_CT_SIZE", "OC_CT_MSECS", "OC_CT_SECS", "OC_CT_MODE"}
 CHOICE_TYPES = {"OC_CT_LOG_LEVEL", "OC_CT_LOG_TARGET", "OC_CT_KEY_TYPE", "OC_CT_BOOL"}

@@ -1,0 +1,282 @@
+"""`objcached --verify MODEL [--sample N] -c FILE` (sidecar/oc_verify.c):
+planted staleness found with exact counts, a live system under concurrent
+writes reported clean, nothing ever written to memcached, and bad input
+(no such model, sample sizes of zero, a billion or words, an unreachable
+pool or database) refused with a clear message and the documented exit
+status."""
+
+import os
+import random
+import re
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+import consistency as oc_c
+import harness
+
+SCHEMA = """
+CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, n int NOT NULL DEFAULT 0);
+INSERT INTO items SELECT i, 'item ' || i, i FROM generate_series(1, 400) AS i;
+CREATE TABLE docs (id uuid PRIMARY KEY, title text NOT NULL);
+INSERT INTO docs SELECT gen_random_uuid(), 'doc ' || i FROM generate_series(1, 50) AS i;
+CREATE VIEW item_view AS SELECT id, name FROM items;
+"""
+
+MODELS = {
+    "Item": {"table": "items"},
+    "Doc": {"table": "docs", "key_type": "uuid"},
+}
+
+OBJECT = (oc_c.ENTRY_MAGIC << 16) | (1 << 8) | 1
+MISSING = (oc_c.ENTRY_MAGIC << 16) | (1 << 8) | 2
+
+
+@pytest.fixture(scope="module")
+def template(pg, objcached_bin):
+    name = "verify_template"
+    oc_c.create_template(pg, name, SCHEMA, MODELS, objcached_bin)
+    yield name
+    pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', dbname="postgres")
+
+
+@pytest.fixture
+def db(pg, template):
+    d = oc_c.clone_db(pg, template, prefix="vfy")
+    yield d
+    oc_c.drop_db(pg, d)
+
+
+@pytest.fixture
+def fleet(pg, mc_pool, objcached_bin):
+    if not pg.running:
+        pg.start()
+    for m in mc_pool:
+        if m.alive():
+            m.kill(signal.SIGCONT)
+        m.start()
+        m.flush_all()
+    f = oc_c.Fleet(objcached_bin)
+    yield f
+    errors = f.stop_all()
+    if errors:
+        raise AssertionError("objcached did not shut down cleanly:\n" + "\n\n".join(errors))
+
+
+def config(mc_pool, db, models=None, **sections):
+    overrides = {"postgresql": {"invalidation_poll": "200ms", "feed_poll": "100ms"}}
+    for section, keys in sections.items():
+        overrides.setdefault(section, {}).update(keys)
+    return oc_c.sidecar_config(mc_pool, db.conninfo, models or MODELS, overrides)
+
+
+def verify(binary, conf, *args, timeout=120):
+    """Run --verify; returns (exit status, stdout, stderr, {category: n})."""
+    with tempfile.TemporaryDirectory(prefix="oc-vfy-") as d:
+        path = os.path.join(d, "objcached.ini")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(conf if isinstance(conf, str) else harness.render_ini(conf))
+        p = subprocess.run([binary, "-c", path, *args], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=timeout, check=False)
+    counts = {m.group(1): int(m.group(2))
+              for m in re.finditer(r"^([a-z-]+) (\d+)$", p.stdout, re.M)}
+    return p.returncode, p.stdout, p.stderr, counts
+
+
+def mc_totals(mc_pool):
+    """What memcached was asked to write, and holds, over the pool."""
+    out = {"cmd_set": 0, "cmd_touch": 0, "total_items": 0, "curr_items": 0, "delete_hits": 0,
+           "delete_misses": 0}
+    for m in mc_pool:
+        st = m.stats()
+        for k in out:
+            out[k] += int(st.get(k, 0))
+    return out
+
+
+def mc_set_raw(mc_pool, key, flags, data):
+    for m in mc_pool:
+        with m.client(timeout=5) as c:
+            c.send(b"set %s %d 3600 %d\r\n%s\r\n" % (key.encode(), flags, len(data), data))
+            assert c.readline() == b"STORED"
+
+
+def row(db, ident):
+    return db.one("SELECT row_to_json(t)::text FROM items t WHERE t.id = %s", (ident,)).encode()
+
+
+def test_planted_staleness_exact_counts(fleet, mc_pool, db, objcached_bin):
+    conf = config(mc_pool, db)
+    oc = fleet.start(conf)
+    old7 = row(db, 7)
+    db.q("UPDATE items SET name = 'renamed' WHERE id = 7")
+    db.q("DELETE FROM items WHERE id = 9")
+    oc_c.wait_drained(db, [oc])   # the invalidations ran: what follows stays
+    with oc.client() as c:
+        assert c.get_multi([f"Item:{i}" for i in range(1, 101)])[1] == b"END"
+    oc.wait_idle()
+    gen = db.generation("Item")
+    mc_set_raw(mc_pool, oc_c.cache_key("Item", 7, gen), OBJECT, old7)              # old row
+    mc_set_raw(mc_pool, oc_c.cache_key("Item", 8, gen), OBJECT, row(db, 20))        # other id
+    mc_set_raw(mc_pool, oc_c.cache_key("Item", 10, gen), OBJECT, b"\x00\xff{garbage")
+    mc_set_raw(mc_pool, oc_c.cache_key("Item", 11, gen), MISSING, b"")             # absent
+    mc_set_raw(mc_pool, oc_c.cache_key("Item", 9, gen), OBJECT,                     # deleted
+               b'{"id":9,"name":"item 9","n":9}')
+    before = mc_totals(mc_pool)
+    rc, out, err, n = verify(objcached_bin, conf, "--verify", "Item", "--sample", "1000")
+    print(out, err)
+    assert rc == 1, (out, err)
+    assert n["stale"] == 4 and n["absent-but-cached"] == 1, out
+    assert n["fresh"] == 95 and n["missing"] == 399 - 95 - 4, out
+    assert n["changing"] == 0 and n["errors"] == 0, out
+    assert n["absent"] >= 99, out   # a tenth of the sample, ids past the end
+    assert "result: STALE" in out
+    assert re.search(r"^stale oc:Item~\d+:7 cached=.*item 7.* database=.*renamed", out, re.M)
+    assert re.search(r"^absent-but-cached oc:Item~\d+:9 .*database=\(no row\)", out, re.M)
+    assert re.search(r"^stale oc:Item~\d+:11 cached=\(absent\)", out, re.M)
+    after = mc_totals(mc_pool)
+    assert after == before, (before, after)  # read only: nothing set, touched, deleted
+
+
+def test_clean_system_and_uuid_keys(fleet, mc_pool, db, objcached_bin):
+    conf = config(mc_pool, db)
+    oc = fleet.start(conf)
+    ids = [r[0] for r in db.q("SELECT id::text FROM docs")]
+    with oc.client() as c:
+        assert c.get_multi([f"Doc:{i}" for i in ids[:30]] +
+                           [f"Item:{i}" for i in range(1, 50)])[1] == b"END"
+    oc.wait_idle()
+    for model, fresh in (("Doc", 30), ("Item", 49)):
+        rc, out, err, n = verify(objcached_bin, conf, "--verify", model, "--sample", "500")
+        assert rc == 0, (out, err)
+        assert n["fresh"] == fresh and n["stale"] == 0 and n["absent-but-cached"] == 0, out
+        assert "result: ok" in out
+
+
+def test_no_false_positives_under_concurrent_writes(fleet, mc_pool, db, objcached_bin):
+    """SQL writers and pushes on every id while verify runs, five times: the
+    rows it reads change under it, and it reports nothing stale."""
+    conf = config(mc_pool, db)
+    a, b = fleet.start(conf), fleet.start(conf)
+    stop = threading.Event()
+    errors = []
+
+    def writer(seed):
+        rng = random.Random(seed)
+        conn = db.connect()
+        cs = [a.client(timeout=5), b.client(timeout=5)]
+        try:
+            while not stop.is_set():
+                i = rng.randint(1, 400)
+                cur = conn.cursor()
+                cur.execute("UPDATE items SET n = n + 1 WHERE id = %s "
+                            "RETURNING row_to_json(items)::text", (i,))
+                got = cur.fetchone()
+                if got and rng.random() < 0.5:
+                    js = got[0].encode()
+                    c = rng.choice(cs)
+                    c.send(b"set Item:%d 0 0 %d\r\n%s\r\n" % (i, len(js), js))
+                    c.readline()
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+        finally:
+            for c in cs:
+                c.close()
+
+    def reader(seed):
+        rng = random.Random(seed)
+        cs = [a.client(timeout=10), b.client(timeout=10)]
+        try:
+            while not stop.is_set():
+                rng.choice(cs).get_multi([f"Item:{rng.randint(1, 420)}" for _ in range(20)])
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+        finally:
+            for c in cs:
+                c.close()
+
+    threads = [threading.Thread(target=writer, args=(s,), daemon=True) for s in (1, 2)]
+    threads += [threading.Thread(target=reader, args=(s,), daemon=True) for s in (3, 4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(2)
+        for _ in range(5):
+            rc, out, err, n = verify(objcached_bin, conf, "--verify", "Item", "--sample", "400")
+            assert rc == 0, (out, err)
+            assert n["stale"] == 0 and n["absent-but-cached"] == 0 and n["errors"] == 0, out
+            assert n["fresh"] > 50, out
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(20)
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--verify", "Nope"], "no model 'Nope'"),
+    (["--verify", "item"], "no model 'item'"),
+    (["--verify", "Item\x01;DROP"], "no model 'Item?;DROP'"),
+    (["--verify", ""], "no model ''"),
+    (["--verify", "Item", "--sample", "0"], "at least 1"),
+    (["--verify", "Item", "--sample", "1000000000"], "too large"),
+    (["--verify", "Item", "--sample", "99999999999999999999999"], "too large"),
+    (["--verify", "Item", "--sample", "-5"], "whole number"),
+    (["--verify", "Item", "--sample", "1e3"], "whole number"),
+    (["--verify", "Item", "--sample", " 10"], "whole number"),
+    (["--verify", "Item", "--sample", ""], "needs a number"),
+    (["--sample", "10"], "--sample goes with --verify"),
+    (["--verify", "Item", "--pidfile", "/tmp/x"], "--verify goes with"),
+])
+def test_bad_arguments(mc_pool, db, objcached_bin, args, needle):
+    before = mc_totals(mc_pool)
+    rc, out, err, _ = verify(objcached_bin, config(mc_pool, db), *args)
+    assert rc == 2, (rc, out, err)
+    assert needle in err, err
+    assert out == ""
+    assert mc_totals(mc_pool) == before
+
+
+def test_unreachable_pool_and_database(pg, mc_pool, db, objcached_bin):
+    before = mc_totals(mc_pool)
+    port = harness.free_port()
+    bad_mc = oc_c.sidecar_config(f"127.0.0.1:{port}", db.conninfo, MODELS)
+    rc, out, err, _ = verify(objcached_bin, bad_mc, "--verify", "Item", "--sample", "10")
+    assert rc == 3, (rc, out, err)
+    assert f"memcached 127.0.0.1:{port}" in err and "refused" in err.lower(), err
+    bad_pg = config(mc_pool, db, postgresql={"conninfo": f"host=127.0.0.1 port={port} "
+                                                         "dbname=x user=postgres"})
+    rc, out, err, _ = verify(objcached_bin, bad_pg, "--verify", "Item")
+    assert rc == 3, (rc, out, err)
+    assert "cannot connect to PostgreSQL" in err and "password" not in err, err
+    # a model whose table went away
+    db.q("ALTER TABLE docs RENAME TO docs_gone")
+    rc, out, err, _ = verify(objcached_bin, config(mc_pool, db), "--verify", "Doc")
+    assert rc == 3 and "no relation public.docs" in err, (rc, out, err)
+    # a config that does not load
+    rc, out, err, _ = verify(objcached_bin, "[objcached]\nbogus = 1\n", "--verify", "Item")
+    assert rc == 2 and "bogus" in err, (rc, out, err)
+    assert mc_totals(mc_pool) == before
+
+
+def test_view_without_xmin(fleet, mc_pool, db, objcached_bin):
+    """A model over a view has no xmin: verify (and the sampler) compare the
+    row's JSON instead."""
+    models = {"IV": {"table": "item_view"}}
+    conf = config(mc_pool, db, models=models,
+                  objcached={"sample_rate": "1", "sample_windows": "1s"},
+                  postgresql={"invalidation_poll": "0", "feed_poll": "0"})
+    oc = fleet.start(conf)
+    with oc.client() as c:
+        for _ in range(2):
+            assert c.get_multi([f"IV:{i}" for i in range(1, 21)])[1] == b"END"
+    oc.wait_idle()
+    rc, out, err, n = verify(objcached_bin, conf, "--verify", "IV", "--sample", "1000")
+    assert rc == 0 and n["fresh"] == 20, (out, err)
+    harness.wait_until(lambda: oc.stats().get("sampler:IV:hit:checks", 0) >= 20, timeout=15,
+                       what="the sampler's checks of the view's hits")
+    assert oc.stats()["sampler:IV:hit:inconsistent"] == 0
