@@ -38,7 +38,8 @@ import time
 import harness
 
 import bench_near
-from bench_common import BenchError, McText, pct, say, spread, step, wait_for
+from bench_common import (BenchError, McText, cpu_seconds, pct, say, spread, step,
+                          wait_for)
 
 VARIANTS = ["plain", "trig", "wal"]
 MODEL = {"trig": "Wt", "wal": "Ww"}
@@ -124,6 +125,21 @@ class WriteWorld:
         if problems:
             raise BenchError("\n".join(problems))
 
+    # -- measuring
+
+    def meter(self):
+        """Cluster-wide WAL and commit counters, and the CPU of the sidecars
+        and of the WAL sender, now."""
+        row = self.pg.execute(
+            "SELECT w.wal_sync, w.wal_bytes::bigint, "
+            "(SELECT sum(xact_commit)::bigint FROM pg_stat_database), "
+            "(SELECT coalesce(array_agg(pid), '{}') FROM pg_stat_replication) "
+            "FROM pg_stat_wal w")[0]
+        return {"wal_sync": row[0], "wal_bytes": row[1], "commits": row[2],
+                "cpu_walsender": sum(cpu_seconds(pid) for pid in row[3]),
+                "cpu_trig": cpu_seconds(self.ocs["trig"].pid),
+                "cpu_wal": cpu_seconds(self.ocs["wal"].pid)}
+
     # -- between runs
 
     def settle(self):
@@ -174,6 +190,26 @@ def pgbench(world, variant, script, clients, seconds):
             "-h", world.pg.dir, "-p", str(world.pg.port), "-U", world.pg.SUPERUSER,
             DBS[variant]]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def parse_count(out):
+    for line in out.splitlines():
+        if line.startswith("number of transactions actually processed:"):
+            return int(line.split(":")[1].split("/")[0])
+    raise BenchError(f"no transaction count in pgbench's output:\n{out}")
+
+
+def per_tx(m0, m1, n):
+    """What one run cost per writer transaction: WAL flushes (fsyncs) and
+    records of the whole cluster, commits of every session (the writers',
+    and the feed appends and heartbeats of the sidecars), CPU of the
+    sidecars and of the WAL sender."""
+    d = {k: m1[k] - m0[k] for k in m1}
+    n = max(n, 1)
+    return {"tx": n, "wal_syncs_per_tx": d["wal_sync"] / n,
+            "wal_bytes_per_tx": d["wal_bytes"] / n, "commits_per_tx": d["commits"] / n,
+            "sidecar_cpu_us_per_tx": (d["cpu_trig"] + d["cpu_wal"]) / n * 1e6,
+            "walsender_cpu_us_per_tx": d["cpu_walsender"] / n * 1e6}
 
 
 # -------------------------------------------------------------------- probe
@@ -263,10 +299,12 @@ def phase_writes(world, cfg, rng):
                 rng.shuffle(order)
                 for v in order:
                     world.settle()
+                    m0 = world.meter()
                     p = pgbench(world, v, paths[shape], c, secs)
                     probe = Probe(world, v, probe_next)
                     probe.start()
                     out, err = p.communicate(timeout=secs + 120)
+                    m1 = world.meter()
                     probe.stop_flag.set()
                     probe.join(60)
                     probe_next = probe.i + 1
@@ -277,7 +315,8 @@ def phase_writes(world, cfg, rng):
                         raise BenchError(f"writes probe ({v}): {probe.error}")
                     tps = bench_near.parse_tps(out)
                     runs.append({"round": rnd, "shape": shape, "C": c, "variant": v,
-                                 "tps": tps, "delays": probe.delays})
+                                 "tps": tps, "delays": probe.delays,
+                                 **per_tx(m0, m1, parse_count(out))})
                     d = sorted(probe.delays)
                     say(f"    round {rnd + 1} {shape}-statement C={c:<2} {v:<5} "
                         f"{tps:>8,.0f} tx/s" + (f"  probe: {len(d)} deletes, p50 "
@@ -299,6 +338,7 @@ def summarize_writes(runs, cfg):
                 ratio, lo, hi = spread(ratios)
                 cells.append({"shape": shape, "C": c, "variant": v,
                               "tps": statistics.median(r["tps"] for r in mine),
+                              **{k: statistics.median(r[k] for r in mine) for k in PER_TX},
                               "ratio": ratio, "ratio_min": lo, "ratio_max": hi,
                               "rounds": len(mine)})
     probes = {}
@@ -307,7 +347,11 @@ def summarize_writes(runs, cfg):
         probes[v] = {"samples": len(d), "p50_ms": pct(d, 50), "p99_ms": pct(d, 99),
                      "max_ms": d[-1] if d else float("nan"), "delays": d}
     return {"cells": cells, "probes": probes, "runs": [
-        {k: r[k] for k in ("round", "shape", "C", "variant", "tps")} for r in runs]}
+        {k: r[k] for k in ("round", "shape", "C", "variant", "tps", *PER_TX)} for r in runs]}
+
+
+PER_TX = ("wal_syncs_per_tx", "wal_bytes_per_tx", "commits_per_tx", "sidecar_cpu_us_per_tx",
+          "walsender_cpu_us_per_tx")
 
 
 def phase_nearapply_wal(runner, world, cfg):

@@ -32,6 +32,7 @@ profiled process about 50 times, so this takes a few minutes."""
 import argparse
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -136,6 +137,33 @@ def profile_daemon(args, world, name, config, out, warm_asks):
             "stats": d}
 
 
+def user_sys(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tck = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tck, int(fields[12]) / tck
+
+
+def native(args, name, servers, prefix, pids, clients):
+    """The same gets without valgrind: user and system CPU per key of the
+    servers on the path (/proc) and of the load generator (rusage)."""
+    batches = args.batches * 10
+    u0 = [user_sys(p) for p in pids]
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    loadgen(args, servers, prefix, batches, f"uniform:1:{ROWS}", extra=["-C", str(clients)])
+    wall = time.monotonic() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    u1 = [user_sys(p_) for p_ in pids]
+    keys = batches * 100
+    per = lambda v: v / keys * 1e6  # noqa: E731
+    srv_u = sum(b[0] - a[0] for a, b in zip(u0, u1))
+    srv_s = sum(b[1] - a[1] for a, b in zip(u0, u1))
+    return {"name": name, "C": clients, "server_user": per(srv_u), "server_sys": per(srv_s),
+            "client_user": per(r1.ru_utime - r0.ru_utime),
+            "client_sys": per(r1.ru_stime - r0.ru_stime), "keys_per_s": keys / wall}
+
+
 def profile_client(args, name, servers, prefix, out):
     step(f"load generator under callgrind: {name}")
     irs = []
@@ -168,7 +196,7 @@ def main():
     wargs = argparse.Namespace(objcached=args.objcached, loadgen=args.loadgen, old=None)
     cfg = dict(run.QUICK, rows=ROWS, hot=ROWS, quick=True, want_near=False)
     world = run.World(wargs, cfg, workdir)
-    results = []
+    results, split = [], []
     t0 = time.monotonic()
     try:
         world.start()
@@ -180,6 +208,23 @@ def main():
         results.append(profile_daemon(args, world, "near-cache off", world.base_config(),
                                       args.out, 1))
         pool = ",".join(m.address for m in world.mcs)
+        near = harness.Objcached(world.near_config("64m"), binary=args.objcached,
+                                 parent_dir=world.dir).start()
+        try:
+            harness.wait_until(lambda: near.stats().get("near_serving") == 1, timeout=30,
+                               what="the near-cache to serve")
+            loadgen(args, near.sock, "Item:", ROWS // 100, f"seq:1:{ROWS}",
+                    extra=["--repeat", "3"])
+            step("the same gets without valgrind: user and system CPU per key")
+            for c in (1, 16):
+                split.append(native(args, "direct (3 memcached)", pool, world.oc_prefix,
+                                    [m.proc.pid for m in world.mcs], c))
+                split.append(native(args, "objcached, near-cache off", world.oc.sock,
+                                    "Item:", [world.oc.pid], c))
+                split.append(native(args, "objcached, near-cache on", near.sock, "Item:",
+                                    [near.pid], c))
+        finally:
+            near.stop()
         results.append(profile_client(args, "direct (3 servers)", pool, world.oc_prefix,
                                       args.out))
         results.append(profile_client(args, "objcached socket", world.oc.sock, "Item:",
@@ -196,6 +241,18 @@ def main():
     for r in results:
         say(f"| {r['name']} | {r['ir_per_key']:,.0f} | "
             + ", ".join(f"{k} {v:,}" for k, v in r["stats"].items()) + " |")
+    say()
+    say(f"CPU per key without valgrind (us; K=100, {args.batches * 1000:,} keys a run; "
+        "server: the 3 memcached, or objcached alone):")
+    say()
+    say("| path | C | keys/s | server user | server system | client user | client system "
+        "| total |")
+    say("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in split:
+        tot = r["server_user"] + r["server_sys"] + r["client_user"] + r["client_sys"]
+        say(f"| {r['name']} | {r['C']} | {r['keys_per_s']:,.0f} | {r['server_user']:.2f} | "
+            f"{r['server_sys']:.2f} | {r['client_user']:.2f} | {r['client_sys']:.2f} | "
+            f"{tot:.2f} |")
     for r in results[:2]:
         say()
         say(f"{r['name']}: the functions with the most self Ir (rep-prefixed string "

@@ -984,7 +984,8 @@ def tables(summary, extra, cfg, world, elapsed):
     add = lines.append
     add(f"objcached benchmark, {'quick' if cfg['quick'] else 'full'} run: {cfg['rows']:,} rows "
         f"(row JSON {world.row_bytes} B), 3 memcached, {cfg['trials']} trial(s) of "
-        f"{cfg['seconds']:g} s per setting, medians; {machine()}; {elapsed / 60:.1f} min")
+        f"{cfg['seconds']:g} s per setting, medians; {machine()}; {elapsed / 60:.1f} min; "
+        f"load average {LOADAVG[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     add("")
     for phase, title in (("hit", "Hit path (all hits)"),
                          ("cold", "Cold path (all misses)"),
@@ -1157,6 +1158,23 @@ def writes_tables(add, extra, cfg):
                 f"({t['ratio_min']:.2f}-{t['ratio_max']:.2f}) | {v['tps']:,.0f} | "
                 f"{v['ratio']:.2f} ({v['ratio_min']:.2f}-{v['ratio_max']:.2f}) |")
     add("")
+    if all("wal_syncs_per_tx" in c for c in w["cells"]):
+        add("Per writer transaction (medians over the rounds): WAL flushes and bytes of the "
+            "cluster, commits of every session (writers, feed appends, heartbeats), CPU of the "
+            "sidecars and of the WAL sender")
+        add("")
+        add("| statements per tx | writers | source | WAL flushes | WAL bytes | commits "
+            "| sidecar CPU us | WAL sender CPU us |")
+        add("|---:|---:|---|---:|---:|---:|---:|---:|")
+        for shape in cfg["writes_shapes"]:
+            for n in cfg["writes_c"]:
+                for v in ("plain", "trig", "wal"):
+                    c = cells[(shape, n, v)]
+                    add(f"| {shape} | {n} | {WRITE_NAMES[v]} | {c['wal_syncs_per_tx']:.2f} | "
+                        f"{c['wal_bytes_per_tx']:,.0f} | {c['commits_per_tx']:.2f} | "
+                        f"{c['sidecar_cpu_us_per_tx']:.1f} | "
+                        f"{c['walsender_cpu_us_per_tx']:.1f} |")
+        add("")
     add("Commit to memcached delete while the writers ran (a probe every 50 ms):")
     add("")
     add("| source | samples | p50 ms | p99 ms | max ms |")
@@ -1388,6 +1406,7 @@ def write_targets(extra, res):
 # -------------------------------------------------------------------- main
 
 PHASE_TIMES = []
+LOADAVG = os.getloadavg()   # the machine's load when the run started (it is shared)
 
 
 def timed(name, fn, *args):
