@@ -146,6 +146,11 @@ bool lg_batch_value_ok(const lg_batch_t *b, size_t slot, const char *v, size_t l
     return after == ',' || after == '}';
 }
 
+void lg_batch_rewind(lg_batch_t *b)
+{
+    memset(b->state, LG_SLOT_WANTED, b->n * sizeof(*b->state));
+}
+
 size_t lg_batch_wanted(lg_batch_t *b)
 {
     size_t n = 0;

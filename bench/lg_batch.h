@@ -73,6 +73,9 @@ long lg_batch_find_key(const lg_batch_t *b, const char *key, size_t len);
 /* True when v[0..len) is the row of the slot's id: it starts with
  * {"id":<id>, (or is {"id":<id>} for a one-column table). */
 bool lg_batch_value_ok(const lg_batch_t *b, size_t slot, const char *v, size_t len);
+/* The same ids asked again: every slot is wanted again (keys, ids and the
+ * id set are kept). */
+void lg_batch_rewind(lg_batch_t *b);
 /* Fills b->todo with the slots still wanted; returns their count. */
 size_t lg_batch_wanted(lg_batch_t *b);
 /* "{id,id,...}" of the given slots, NUL-terminated. */

@@ -56,6 +56,12 @@ void lg_opts_usage(FILE *out)
         "  --binary         speak memcached's binary protocol (libmemcached's\n"
         "                   BINARY_PROTOCOL: a get-multi is a GETKQ per key, then\n"
         "                   NOOP); default the text protocol\n"
+        "  --repeat N       ask each batch's ids N times in a row (default 1); each\n"
+        "                   ask is measured as a batch, but --batches counts distinct\n"
+        "                   ones (N x --batches asks). With N = 2 every key is offered\n"
+        "                   twice, which is what objcached's near-cache admits\n"
+        "  --rate N         each thread starts at most N batches a second, paced\n"
+        "                   (batch i no earlier than start + i/N); default no limit\n"
         "  --max-latency-samples N  per thread (default 1000000; reservoir beyond)\n"
         "  --csv-label STR  echoed as \"label\"\n"
         "  --conns N        connections to open (conns)\n"
@@ -278,6 +284,8 @@ enum {
     OPT_HIT_RATE,
     OPT_BARRIER,
     OPT_BINARY,
+    OPT_REPEAT,
+    OPT_RATE,
     OPT_MAX_SAMPLES,
     OPT_LABEL,
     OPT_CONNS,
@@ -298,6 +306,8 @@ static const struct option long_options[] = {
     {"hit-rate", required_argument, NULL, OPT_HIT_RATE},
     {"barrier", no_argument, NULL, OPT_BARRIER},
     {"binary", no_argument, NULL, OPT_BINARY},
+    {"repeat", required_argument, NULL, OPT_REPEAT},
+    {"rate", required_argument, NULL, OPT_RATE},
     {"max-latency-samples", required_argument, NULL, OPT_MAX_SAMPLES},
     {"csv-label", required_argument, NULL, OPT_LABEL},
     {"conns", required_argument, NULL, OPT_CONNS},
@@ -320,6 +330,7 @@ static void set_defaults(lg_opts_t *o)
     o->duration = 5.0;
     o->seed = 1;
     o->max_samples = 1000000;
+    o->repeat = 1;
 }
 
 /* One option; LG_PARSE_ERROR with err set when its value does not parse. */
@@ -401,6 +412,16 @@ static lg_parse_result_t take_option(int opt, const char *arg, lg_opts_t *o, see
         return LG_PARSE_OK;
     case OPT_BINARY:
         o->binary = true;
+        return LG_PARSE_OK;
+    case OPT_REPEAT:
+        if (!parse_u64(arg, 1, 1000, &u))
+            return fail(err, errlen, "--repeat: '%s' is not in 1..1000", arg);
+        o->repeat = (unsigned)u;
+        return LG_PARSE_OK;
+    case OPT_RATE:
+        if (!parse_double(arg, 0.001, 1e7, &o->rate))
+            return fail(err, errlen,
+                        "--rate: '%s' is not a number of batches a second > 0", arg);
         return LG_PARSE_OK;
     case OPT_MAX_SAMPLES:
         if (!parse_u64(arg, 1, 1000000000, &u))

@@ -67,7 +67,9 @@ typedef struct lg_opts {
     lg_keyspec_t cold; /* always LG_KEYS_SEQ */
     double hit_rate;
     bool barrier;
-    bool binary; /* --binary: memcached's binary protocol (get: GETKQs + NOOP) */
+    bool binary;     /* --binary: memcached's binary protocol (get: GETKQs + NOOP) */
+    unsigned repeat; /* --repeat: each batch's ids are asked this many times in a row */
+    double rate;     /* --rate: batches a second per thread at most; 0 = no limit */
     size_t max_samples;
     const char *label;       /* NULL when not given */
     unsigned conns;          /* mode conns */

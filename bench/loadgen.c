@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lg_batch.h"
 #include "lg_clock.h"
@@ -70,6 +71,9 @@ typedef struct worker {
     lg_lat_t lat;
     uint64_t last_end_ns;
     unsigned errors_logged;
+    unsigned asks_left; /* --repeat: asks of the current batch's ids still to come */
+    uint64_t paced;     /* --rate: batches started so far */
+    uint64_t pace_from; /* --rate: when the first one started */
 } worker_t;
 
 struct run {
@@ -194,17 +198,54 @@ static bool claim_batch(run_t *r)
     return false;
 }
 
+/* The next batch's ids: new ones, or the same again while --repeat asks. */
+static void next_ids(worker_t *w)
+{
+    if (w->asks_left > 0) {
+        w->asks_left--;
+        lg_batch_rewind(&w->batch);
+        return;
+    }
+    lg_pick(&w->run->picker, &w->rng, &w->batch);
+    w->asks_left = w->run->o->repeat - 1;
+}
+
+/* --rate: wait until this thread's next batch is due (start + i / rate). */
+static void pace(worker_t *w)
+{
+    double rate = w->run->o->rate;
+    if (rate <= 0)
+        return;
+    if (w->paced++ == 0) {
+        w->pace_from = lg_now_ns();
+        return;
+    }
+    uint64_t due = w->pace_from + (uint64_t)((double)(w->paced - 1) * 1e9 / rate);
+    uint64_t now = lg_now_ns();
+    if (due > now) {
+        struct timespec ts = {(time_t)((due - now) / 1000000000u),
+                              (long)((due - now) % 1000000000u)};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static void worker_loop(worker_t *w)
 {
     run_t *r = w->run;
     for (;;) {
         uint64_t now = lg_now_ns();
-        if (atomic_load_explicit(&r->stop, memory_order_relaxed) || now >= r->deadline_ns)
+        /* --batches counts distinct batches: the repeats of one claimed
+         * batch always run (another thread's failed claim does not cut
+         * them), so that every id of it is asked --repeat times. */
+        bool repeating = w->asks_left > 0;
+        if ((!repeating && atomic_load_explicit(&r->stop, memory_order_relaxed)) ||
+            now >= r->deadline_ns)
             return;
         bool measured = now >= r->measure_from_ns;
-        if (measured && !claim_batch(r))
+        if (measured && !repeating && !claim_batch(r))
             return;
-        lg_pick(&r->picker, &w->rng, &w->batch);
+        pace(w);
+        next_ids(w);
         /* Latency: from the first request to the full answer. */
         uint64_t t0 = lg_now_ns();
         run_batch(w);

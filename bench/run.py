@@ -61,7 +61,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,10 +68,22 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 import harness  # noqa: E402
 
-PHASES = ["cold", "hit", "mixed", "herd", "inval", "footprint", "failure", "expiry"]
+from bench_common import (BenchError, cpu_seconds, med, pct, rss_kib, say,  # noqa: E402
+                          spread, step)
+import bench_near  # noqa: E402
+import bench_writes  # noqa: E402
+
+# In the order they run: zipf caches ids of the whole table, so it comes
+# after the phases that need cold ids; failure and expiry flush the pool.
+PHASES = ["cold", "hit", "mixed", "herd", "inval", "zipf", "footprint", "nearapply",
+          "nearrss", "failure", "expiry", "writes"]
 # Phases that read the hot set warmed for the hit path (the others need none).
-WARM_PHASES = {"hit", "mixed", "herd", "inval", "footprint"}
-HIT_TARGETS = ["direct", "twemproxy", "oc-tcp", "oc-unix", "oc-tcp-bin"]
+WARM_PHASES = {"hit", "mixed", "herd", "inval", "footprint", "nearapply"}
+# oc-near: objcached with the near-cache (a second process over the same
+# pool); oc-old: --old BIN, an earlier build, side by side (not by default).
+HIT_TARGETS = ["direct", "twemproxy", "oc-tcp", "oc-unix", "oc-tcp-bin", "oc-near",
+               "oc-near-tcp", "oc-old"]
+DEFAULT_HIT_TARGETS = ["direct", "twemproxy", "oc-tcp", "oc-unix", "oc-tcp-bin", "oc-near"]
 
 # (name, settings) of the full and the quick run. `hot` ids are kept cached
 # for the hit and mixed paths; ids above it are the cold pool.
@@ -80,28 +91,34 @@ FULL = dict(rows=1_000_000, hot=200_000, trials=3, seconds=2.0,
             hit_k=[1, 10, 100], hit_c=[1, 4, 16, 64],
             cold_k=[10, 100], cold_c=[1, 4, 16],
             mixed_k=[100], mixed_c=[4, 16], mixed_rates=[0.90, 0.99],
-            inval_updates=300, trig_single=2000, trig_bulk=100_000, trig_trials=3,
+            inval_updates=300, inval_min_seconds=10, trig_single=2000, trig_bulk=100_000,
+            trig_trials=3,
             conns=10_000, soak_seconds=60,
-            outage_seconds=30, failure_ids=10_000, expiry_seconds=16)
+            outage_seconds=30, failure_ids=10_000, expiry_seconds=16,
+            near_size="128m",
+            zipf_s=0.99, zipf_c=[4, 16], zipf_trials=5, zipf_prewarm=30_000,
+            nearapply_samples=300, nearapply_probe_ids=2_000, nearapply_write_rate=1000,
+            nearapply_reads=100_000,
+            nearapply_hot_wal=100_000, nearrss_limit="64m", nearrss_passes=2,
+            writes_rows=1_000_000, writes_probe_ids=10_000, writes_c=[1, 8, 32],
+            writes_shapes=[1, 3], writes_seconds=6, writes_rounds=5,
+            writes_shared_buffers="512MB")
 QUICK = dict(rows=100_000, hot=20_000, trials=1, seconds=0.5,
              hit_k=[1, 100], hit_c=[1, 16],
              cold_k=[100], cold_c=[4],
              mixed_k=[100], mixed_c=[4], mixed_rates=[0.90],
-             inval_updates=40, trig_single=200, trig_bulk=20_000, trig_trials=1,
+             inval_updates=40, inval_min_seconds=4, trig_single=200, trig_bulk=20_000,
+             trig_trials=1,
              conns=2_000, soak_seconds=5,
-             outage_seconds=6, failure_ids=5_000, expiry_seconds=8)
-
-
-def say(msg=""):
-    print(msg, flush=True)
-
-
-def step(msg):
-    print(f"==> {msg}", flush=True)
-
-
-class BenchError(RuntimeError):
-    pass
+             outage_seconds=6, failure_ids=5_000, expiry_seconds=8,
+             near_size="32m",
+             zipf_s=0.99, zipf_c=[4], zipf_trials=1, zipf_prewarm=1_000,
+             nearapply_samples=20, nearapply_probe_ids=200, nearapply_write_rate=200,
+             nearapply_reads=20_000,
+             nearapply_hot_wal=5_000, nearrss_limit="8m", nearrss_passes=1,
+             writes_rows=20_000, writes_probe_ids=1_000, writes_c=[8],
+             writes_shapes=[1, 3], writes_seconds=1, writes_rounds=1,
+             writes_shared_buffers="128MB")
 
 
 # --------------------------------------------------------------- the world
@@ -112,6 +129,8 @@ class World:
     def __init__(self, args, cfg, workdir):
         self.args, self.cfg, self.dir = args, cfg, workdir
         self.pg = self.oc = self.tw = None
+        self.near = None     # objcached with the near-cache on (target oc-near)
+        self.old = None      # --old: an earlier build of objcached (target oc-old)
         self.mcs = []
 
     def start(self):
@@ -128,6 +147,10 @@ class World:
         self.load_data(cfg["rows"])
         self.start_twemproxy()
         self.start_objcached()
+        if cfg["want_near"]:
+            self.start_near()
+        if self.args.old:
+            self.start_old()
 
     def load_data(self, rows):
         t0 = time.monotonic()
@@ -193,6 +216,12 @@ class World:
         if hook.returncode != 0:
             raise BenchError(f"--install-hook failed:\n{hook.stdout}{hook.stderr}")
         self.pg.execute("SELECT objcached.attach('public.items', 'Item', 'id')")
+        # Notifications on, as version 1 of the hook had them by default: the
+        # invalidation phase measures the LISTEN/NOTIFY path, as it did in
+        # the runs docs/benchmarks.md compares with. (Version 2 installs with
+        # notify off; then a trigger-mode invalidation waits for the next
+        # invalidation_poll, 1 s here: the writes phase measures that mode.)
+        self.pg.execute("UPDATE objcached.meta SET value = 'on' WHERE key = 'notify'")
         # objcached's keys carry the model's generation (sql/install.sql):
         # oc:Item~G:id once the model is attached; the direct path reads those.
         gen = self.pg.execute("SELECT generation FROM objcached.models WHERE model = 'Item'")[0][0]
@@ -204,6 +233,38 @@ class World:
         step(f"objcached 127.0.0.1:{self.oc.port} and {self.oc.sock} "
              f"(RSS idle {self.rss_idle / 1024:.1f} MiB)")
 
+    def base_config(self):
+        """The main objcached's settings, for the other sidecars of the run."""
+        return {
+            "objcached": {"max_connections": "4000", "log_level": "warn", "max_keys": "1024"},
+            "memcached": {"servers": " ".join(m.address for m in self.mcs)},
+            "postgresql": {"conninfo": self.pg.conninfo, "connections": "4",
+                           "invalidation_poll": "1s"},
+            "model Item": {"table": "items", "key_type": "bigint", "ttl": "1h"},
+        }
+
+    def near_config(self, size):
+        """A sidecar like the main one with the near-cache on for Item.
+        near_ttl 1h (the longest allowed): the hit phase measures hits for
+        minutes; invalidations, not the TTL, keep entries correct."""
+        config = self.base_config()
+        config["objcached"].update(near_cache_size=size,
+                                   metrics_listen=f"127.0.0.1:{harness.free_port()}")
+        config["model Item"]["near_ttl"] = "1h"
+        return config
+
+    def start_near(self):
+        self.near = harness.Objcached(self.near_config(self.cfg["near_size"]),
+                                      binary=self.args.objcached, parent_dir=self.dir).start()
+        harness.wait_until(lambda: self.near.stats().get("near_serving") == 1, timeout=20,
+                           what="the near-cache to serve (a fresh feed)")
+        step(f"objcached with the near-cache ({self.cfg['near_size']}) on {self.near.sock}")
+
+    def start_old(self):
+        config = self.base_config()
+        self.old = harness.Objcached(config, binary=self.args.old, parent_dir=self.dir).start()
+        step(f"objcached built earlier ({self.args.old}) on {self.old.sock}")
+
     def stop(self):
         if self.tw is not None and self.tw.poll() is None:
             self.tw.terminate()
@@ -212,7 +273,7 @@ class World:
             except subprocess.TimeoutExpired:
                 self.tw.kill()
         problems = []
-        for s in [self.oc] + self.mcs:
+        for s in [self.near, self.old, self.oc] + self.mcs:
             if s is not None:
                 try:
                     s.stop()    # objcached: exit 0 and no sanitizer report, or it raises
@@ -233,10 +294,21 @@ class World:
             "oc-tcp": (f"127.0.0.1:{self.oc.port}", "Item:"),
             "oc-tcp-bin": (f"127.0.0.1:{self.oc.port}", "Item:"),   # with --binary
             "oc-unix": (self.oc.sock, "Item:"),
+            "oc-near": (self.near.sock if self.near else None, "Item:"),
+            "oc-near-tcp": (f"127.0.0.1:{self.near.port}" if self.near else None, "Item:"),
+            "oc-old": (self.old.sock if self.old else None, "Item:"),
             "hand": (pool, "hw:Item:"),            # the hand-written pattern's own keys
             "n1": (pool, "hw:Item:"),
             "sql": (pool, "-"),
         }[name]
+
+    def process(self, name):
+        """The objcached that serves a target, or None."""
+        if name.startswith("oc-near"):
+            return self.near
+        if name == "oc-old":
+            return self.old
+        return self.oc if name.startswith("oc") else None
 
     def flush(self):
         # memcached's flush_all spares items written in the current second
@@ -246,18 +318,8 @@ class World:
             m.flush_all()
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------- load generator
@@ -266,7 +328,8 @@ class Runner:
     """Runs the load generator and keeps every result row."""
 
     MODES = {"direct": "get", "twemproxy": "get", "oc-tcp": "get", "oc-unix": "get",
-             "oc-tcp-bin": "get", "hand": "hand", "n1": "n1", "sql": "sql"}
+             "oc-tcp-bin": "get", "oc-near": "get", "oc-near-tcp": "get", "oc-old": "get",
+             "hand": "hand", "n1": "n1", "sql": "sql"}
 
     def __init__(self, world, loadgen, seed, csv_path):
         self.w, self.loadgen, self.seed = world, loadgen, seed
@@ -274,14 +337,18 @@ class Runner:
         self.csv_path = csv_path
         self.seq = 0
 
+    NEAR_STATS = ("near_hits", "near_misses", "near_stored", "near_door_waits",
+                  "near_refused_stale", "near_evictions", "near_flushes")
+
     def run(self, phase, target, k, c, keys, seconds=None, batches=None, extra=(),
-            check=True, warmup=0.0, mode=None):
+            check=True, warmup=0.0, mode=None, seed=None, trial=None, repeat=1):
         servers, prefix = self.w.target(target)
         mode = mode or self.MODES[target]
         self.seq += 1
         argv = [self.loadgen, mode, "--servers", servers, "--prefix", prefix,
                 "--pg", self.w.pg.conninfo, "-K", str(k), "-C", str(c),
-                "--keys", keys, "--seed", str(self.seed * 1000 + self.seq),
+                "--keys", keys, "--seed", str(seed if seed is not None
+                                              else self.seed * 1000 + self.seq),
                 "--csv-label", f"{phase}/{target}"]
         if seconds is not None:
             argv += ["--duration", f"{seconds:g}"]
@@ -289,19 +356,38 @@ class Runner:
             argv += ["--batches", str(batches)]
         if warmup:
             argv += ["--warmup", f"{warmup:g}"]
+        if repeat > 1:
+            argv += ["--repeat", str(repeat)]
         if target.endswith("-bin"):
             argv.append("--binary")
         argv += list(extra)
-        oc_cpu0 = cpu_seconds(self.w.oc.pid)
+        oc = self.w.process(target) or self.w.oc
+        near = oc is not None and oc is self.w.near
+        st0 = near and oc.stats()
+        oc_cpu0 = cpu_seconds(oc.pid)
+        mc_cpu0, tw_cpu0 = self.pool_cpu(), cpu_seconds(self.w.tw.pid)
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run(argv, capture_output=True, text=True,
                               timeout=(seconds or 60) + 120)
-        oc_cpu = cpu_seconds(self.w.oc.pid) - oc_cpu0
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        oc_cpu = cpu_seconds(oc.pid) - oc_cpu0
+        mc_cpu, tw_cpu = self.pool_cpu() - mc_cpu0, cpu_seconds(self.w.tw.pid) - tw_cpu0
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if not lines or proc.returncode not in (0, 1):
             raise BenchError(f"loadgen failed (exit {proc.returncode}): {' '.join(argv)}\n"
                              f"{proc.stdout}\n{proc.stderr[-4000:]}")
         r = json.loads(lines[-1])
-        r.update(phase=phase, target=target, keys_spec=keys, oc_cpu_s=round(oc_cpu, 4))
+        # CPU of every process on the path, over the whole run (its warmup
+        # too, so per key it is slightly high): the load generator (the only
+        # child reaped meanwhile), the objcached serving it, memcached, twemproxy
+        r.update(phase=phase, target=target, keys_spec=keys, oc_cpu_s=round(oc_cpu, 4),
+                 trial=trial, mc_cpu_s=round(mc_cpu, 4), tw_cpu_s=round(tw_cpu, 4),
+                 client_cpu_s=round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime,
+                                    4))
+        if near:
+            st1 = oc.stats()
+            for name in self.NEAR_STATS:    # the whole run, its warmup included
+                r[name] = st1[name] - st0[name]
         self.rows.append(r)
         self.append_csv(r)
         bad = r.get("bad_values", 0) or r.get("errors", 0)
@@ -310,6 +396,9 @@ class Runner:
                              f"{r.get('errors')} errors - a benchmark that returns wrong data is "
                              f"not fast\n{proc.stderr[-2000:]}")
         return r
+
+    def pool_cpu(self):
+        return sum(cpu_seconds(m.proc.pid) for m in self.w.mcs)
 
     def delete(self, prefix, lo, hi):
         """Delete prefix+id for ids [lo, hi) from the pool (not timed)."""
@@ -324,7 +413,8 @@ class Runner:
 
     FIELDS = ["phase", "target", "mode", "K", "C", "keys_spec", "seconds", "batches", "keys",
               "hits", "misses", "absent", "errors", "bad_values", "keys_per_s", "batches_per_s",
-              "p50_us", "p99_us", "p999_us", "max_us", "mean_us", "pg_queries", "oc_cpu_s"]
+              "p50_us", "p99_us", "p999_us", "max_us", "mean_us", "pg_queries", "oc_cpu_s",
+              "trial", "near_hits", "near_misses", "client_cpu_s", "mc_cpu_s", "tw_cpu_s"]
 
     def append_csv(self, r):
         new = not os.path.exists(self.csv_path)
@@ -341,16 +431,14 @@ def progress(r, note=""):
         f"p99 {r['p99_us']:>8,.0f} us  hits {r['hits']}/{r['keys']} {note}")
 
 
-def med(rows, field):
-    vals = [r[field] for r in rows if r.get(field) is not None]
-    return statistics.median(vals) if vals else float("nan")
 
 
 # ------------------------------------------------------------------ phases
 
 def warm(runner, world, cfg):
     """Cache ids 1..hot for objcached (oc:), twemproxy (tw:) and the hand
-    pattern (hw:), then check every one is a hit."""
+    pattern (hw:), then check every one is a hit; fill the near-cache of
+    oc-near with them and check that a pass over them is all near hits."""
     hot = cfg["hot"]
     t0 = time.monotonic()
     batches = hot // 100
@@ -359,11 +447,19 @@ def warm(runner, world, cfg):
     runner.run("warm", "hand", 100, 4, f"seq:1:{hot}", batches=batches, seconds=600)
     runner.run("warm", "twemproxy", 100, 4, f"seq:1:{hot}", batches=batches, seconds=600,
                mode="hand")
-    for t in ("direct", "twemproxy", "hand", "oc-unix"):
+    checked = ["direct", "twemproxy", "hand", "oc-unix"]
+    if world.old is not None:
+        # an earlier build may name its keys otherwise: it warms its own
+        runner.run("warm", "oc-old", 100, 4, f"seq:1:{hot}", batches=batches, seconds=600)
+        world.old.wait_idle(timeout=120)
+        checked.append("oc-old")
+    for t in checked:
         r = runner.run("warm", t, 100, 4, f"seq:1:{hot}", batches=batches, seconds=600,
                        mode="get")
         if r["hits"] != r["keys"]:
             raise BenchError(f"after warming, {t} found {r['hits']} of {r['keys']} keys")
+    if world.near is not None:
+        bench_near.warm_near(runner, world.near, "oc-near", 1, hot)
     step(f"warmed ids 1..{hot:,} for objcached, twemproxy and the hand-written pattern "
          f"({time.monotonic() - t0:.1f} s)")
 
@@ -385,9 +481,11 @@ def phase_hit(runner, world, cfg, rng):
     targets = cfg["hit_targets"]
     for trial, k, c, t in interleaved(cfg, rng, targets, cfg["hit_k"], cfg["hit_c"]):
         r = runner.run("hit", t, k, c, f"uniform:1:{cfg['hot']}",
-                       seconds=cfg["seconds"], warmup=0.2, mode="get")
+                       seconds=cfg["seconds"], warmup=0.2, mode="get", trial=trial)
         if r["hits"] != r["keys"]:
             raise BenchError(f"hit path {t}: {r['keys'] - r['hits']} misses")
+        if "near_hits" in r:
+            bench_near.check_all_near(r)
         progress(r, f"trial {trial + 1}")
 
 
@@ -426,14 +524,14 @@ class ColdCursor:
     def forget(self, target, lo):
         """Delete the cold ids [lo, next) that `target` cached, and reuse them."""
         prefix = {"oc-unix": self.w.oc_prefix, "oc-tcp": self.w.oc_prefix,
-                  "hand": "hw:Item:"}[target]
+                  "oc-old": self.w.oc_prefix, "hand": "hw:Item:"}[target]
         self.runner.delete(prefix, lo, self.next)
         self.next = lo
 
 
 def phase_cold(runner, world, cfg, rng, cursor):
     step("cold path: all misses (each run asks ids nobody asked before)")
-    targets = ["hand", "n1", "oc-unix", "sql"]
+    targets = ["hand", "n1", "oc-unix", "sql"] + (["oc-old"] if world.old else [])
     for trial, k, c, t in interleaved(cfg, rng, targets, cfg["cold_k"], cfg["cold_c"]):
         # a run stops before its ids wrap around (that would be hits): its
         # threads may overshoot the batch limit by up to C batches
@@ -441,7 +539,7 @@ def phase_cold(runner, world, cfg, rng, cursor):
         budget = min(400_000 if t != "n1" else 100_000, cursor.hi - cursor.lo + 1 - margin)
         lo = cursor.take(budget + margin)
         r = runner.run("cold", t, k, c, f"seq:{lo}:{cursor.hi}",
-                       seconds=cfg["seconds"], batches=budget // k)
+                       seconds=cfg["seconds"], batches=budget // k, trial=trial)
         cursor.advance(r)
         # through objcached every key is answered (loaded on a miss), so
         # only the hand-written paths can show cache hits here
@@ -452,13 +550,14 @@ def phase_cold(runner, world, cfg, rng, cursor):
 
 def phase_mixed(runner, world, cfg, rng, cursor):
     step("mixed: Zipfian (s = 1) hot keys, the rest cold")
-    targets = ["hand", "oc-unix"]
-    for _, rate, k, c, t in interleaved(cfg, rng, targets, cfg["mixed_rates"],
+    targets = ["hand", "oc-unix"] + (["oc-old"] if world.old else [])
+    for trial, rate, k, c, t in interleaved(cfg, rng, targets, cfg["mixed_rates"],
                                         cfg["mixed_k"], cfg["mixed_c"]):
         lo = cursor.take(300_000)
         r = runner.run(f"mix{int(rate * 100)}", t, k, c, f"zipf:1:{cfg['hot']}:1.0",
                        seconds=cfg["seconds"],
-                       extra=["--cold", f"seq:{lo}:{cursor.hi}", "--hit-rate", f"{rate}"])
+                       extra=["--cold", f"seq:{lo}:{cursor.hi}", "--hit-rate", f"{rate}"],
+                       trial=trial)
         cursor.advance(r)
         cursor.forget(t, lo)
         progress(r, f"hit rate {r['hits'] / max(r['keys'], 1):.3f}")
@@ -505,7 +604,7 @@ def get_value(sock, key):
 def phase_inval(runner, world, cfg):
     step("invalidation: commit-to-cache delay of SQL updates under hit load")
     hot = cfg["hot"]
-    seconds = max(10.0, cfg["inval_updates"] * 0.05 + 5)
+    seconds = max(cfg["inval_min_seconds"], cfg["inval_updates"] * 0.05 + 3)
     servers, prefix = world.target("oc-tcp")
     load = subprocess.Popen([runner.loadgen, "get", "--servers", servers, "--prefix", prefix,
                              "-K", "100", "-C", "4", "--keys", f"uniform:1:{hot}",
@@ -547,11 +646,6 @@ def phase_inval(runner, world, cfg):
     return res
 
 
-def pct(sorted_vals, p):
-    if not sorted_vals:
-        return float("nan")
-    i = min(len(sorted_vals) - 1, max(0, int(round(p / 100 * len(sorted_vals) + 0.5)) - 1))
-    return sorted_vals[i]
 
 
 def phase_triggers(world, cfg, rng):
@@ -804,34 +898,81 @@ def expiry_run(runner, world, secs, load, table, name, model):
 
 # ------------------------------------------------------------------ report
 
+BASE_OF = {"hit": "direct", "cold": "hand", "mix90": "hand", "mix99": "hand", "zipf": "hand"}
+
+
+def cpu_per_key(target, rows, keys):
+    """us of CPU per key of each process on the target's path, and their sum."""
+    def us(field):
+        v = sum(x.get(field) or 0.0 for x in rows)
+        return v / keys * 1e6 if keys else None
+    out = {"cpu_client_us": us("client_cpu_s"),
+           "cpu_oc_us": us("oc_cpu_s") if target.startswith("oc") else 0.0,
+           "cpu_mc_us": us("mc_cpu_s"),
+           "cpu_tw_us": us("tw_cpu_s") if target == "twemproxy" else 0.0}
+    out["cpu_total_us"] = (sum(out.values())
+                           if all(v is not None for v in out.values()) else None)
+    return out
+
+
+def paired(rows, base_rows, field, how):
+    """how(row, base row) for each trial both were measured in (back to back,
+    in the same shuffled round): the paired figures the tables report."""
+    base = {b["trial"]: b for b in base_rows if b.get("trial") is not None}
+    return [how(r, base[r["trial"]]) for r in rows if r.get("trial") in base
+            and r.get(field) and base[r["trial"]].get(field)]
+
+
 def summarize(runner, extra, cfg, out):
-    rows = [r for r in runner.rows if r["phase"] not in ("warm", "soak")]
+    rows = [r for r in runner.rows if r["phase"] in BASE_OF]
     groups = {}
     for r in rows:
         groups.setdefault((r["phase"], r["K"], r["C"]), {}).setdefault(r["target"], []).append(r)
     summary = []
     for (phase, k, c), by_t in sorted(groups.items()):
+        base_rows = by_t.get(BASE_OF[phase], [])
+        tw_rows = by_t.get("twemproxy", [])
         for t, rs in by_t.items():
             keys = sum(x["keys"] for x in rs)
             cpu = sum(x["oc_cpu_s"] for x in rs)
+            ratios = paired(rs, base_rows, "keys_per_s",
+                            lambda r, b: r["keys_per_s"] / b["keys_per_s"])
+            deltas = paired(rs, base_rows, "p50_us", lambda r, b: r["p50_us"] - b["p50_us"])
+            tw = paired(rs, tw_rows, "keys_per_s",
+                        lambda r, b: r["keys_per_s"] / b["keys_per_s"])
+            ratio, ratio_min, ratio_max = spread(ratios)
+            near = [x for x in rs if "near_hits" in x]
             summary.append({
                 "phase": phase, "K": k, "C": c, "target": t, "trials": len(rs),
                 "keys_per_s": med(rs, "keys_per_s"), "p50_us": med(rs, "p50_us"),
                 "p99_us": med(rs, "p99_us"), "p999_us": med(rs, "p999_us"),
                 "hit_rate": sum(x["hits"] for x in rs) / max(keys, 1),
                 "oc_cpu_us_per_key": cpu / keys * 1e6 if t.startswith("oc") and keys else None,
+                "ratio": ratio if ratios else None,
+                "ratio_min": ratio_min if ratios else None,
+                "ratio_max": ratio_max if ratios else None,
+                "p50_delta_us": statistics.median(deltas) if deltas else None,
+                "p50_le_base": sum(d <= 0 for d in deltas) if deltas else None,
+                "ratio_tw": statistics.median(tw) if tw and t != "twemproxy" else None,
+                "by_trial": {x["trial"]: x["keys_per_s"] for x in rs},
+                **cpu_per_key(t, rs, keys),
+                "near_hit_rate": (sum(x["near_hits"] for x in near) /
+                                  max(sum(x["near_hits"] + x["near_misses"] for x in near), 1)
+                                  if near else None),
             })
-    base_of = {"hit": "direct", "cold": "hand", "mix90": "hand", "mix99": "hand"}
-    for s in summary:
-        base = next((b for b in summary if b["phase"] == s["phase"] and b["K"] == s["K"]
-                     and b["C"] == s["C"] and b["target"] == base_of.get(s["phase"])), None)
-        s["ratio"] = s["keys_per_s"] / base["keys_per_s"] if base else None
-        s["p50_delta_us"] = s["p50_us"] - base["p50_us"] if base else None
     with open(os.path.join(out, "summary.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(summary[0].keys()) if summary else ["phase"])
+        fields = [k for k in (summary[0].keys() if summary else ["phase"]) if k != "by_trial"]
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         w.writerows(summary)
     return summary
+
+
+def paired_ratio(s, base):
+    """Median of s / base over the trials both ran in; None if none."""
+    rs = [v / base["by_trial"][t] for t, v in s["by_trial"].items()
+          if t is not None and base["by_trial"].get(t)]
+    return statistics.median(rs) if rs else None
 
 
 def fmt(v, spec):
@@ -843,26 +984,42 @@ def tables(summary, extra, cfg, world, elapsed):
     add = lines.append
     add(f"objcached benchmark, {'quick' if cfg['quick'] else 'full'} run: {cfg['rows']:,} rows "
         f"(row JSON {world.row_bytes} B), 3 memcached, {cfg['trials']} trial(s) of "
-        f"{cfg['seconds']:g} s per setting, medians; {machine()}; {elapsed / 60:.1f} min")
+        f"{cfg['seconds']:g} s per setting, medians; {machine()}; {elapsed / 60:.1f} min; "
+        f"load average {LOADAVG[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     add("")
-    for phase, title, base in (("hit", "Hit path (all hits)", "direct"),
-                               ("cold", "Cold path (all misses)", "hand"),
-                               ("mix90", "Mixed, 90% hits (Zipf s=1)", "hand"),
-                               ("mix99", "Mixed, 99% hits (Zipf s=1)", "hand")):
+    for phase, title in (("hit", "Hit path (all hits)"),
+                         ("cold", "Cold path (all misses)"),
+                         ("mix90", "Mixed, 90% hits (Zipf s=1)"),
+                         ("mix99", "Mixed, 99% hits (Zipf s=1)"),
+                         ("zipf", f"Zipf (s={cfg['zipf_s']}) over all {cfg['rows']:,} ids")):
         ss = [s for s in summary if s["phase"] == phase]
         if not ss:
             continue
+        base = BASE_OF[phase]
+        hit = phase == "hit"
         add(f"### {title}: keys/s and ratio to `{base}`")
         add("")
-        add("| K | C | target | keys/s | ratio | p50 us | p99 us | p999 us | p50 - base us "
-            "| objcached CPU us/key |")
-        add("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        add("| K | C | target | keys/s | ratio (min-max) |" + (" x twemproxy |" if hit else "")
+            + " p50 us | p99 us | p999 us | p50 - base us | objcached CPU us/key |"
+            + ("" if hit else " near hits |"))
+        add("|---:|---:|---|---:|---:|" + ("---:|" if hit else "") + "---:|---:|---:|---:|---:|"
+            + ("" if hit else "---:|"))
         for s in sorted(ss, key=lambda s: (s["K"], s["C"], s["target"] != base, s["target"])):
+            rng_ = ("" if s["ratio"] is None or s["target"] == base else
+                    f" ({s['ratio_min']:.2f}-{s['ratio_max']:.2f})")
             add(f"| {s['K']} | {s['C']} | {s['target']} | {s['keys_per_s']:,.0f} | "
-                f"{fmt(s['ratio'], '.2f')} | {s['p50_us']:,.0f} | {s['p99_us']:,.0f} | "
+                f"{fmt(s['ratio'], '.2f')}{rng_} | "
+                + (f"{fmt(s['ratio_tw'], '.2f')} | " if hit else "")
+                + f"{s['p50_us']:,.0f} | {s['p99_us']:,.0f} | "
                 f"{s['p999_us']:,.0f} | {fmt(s['p50_delta_us'], '+,.0f')} | "
-                f"{fmt(s['oc_cpu_us_per_key'], '.2f')} |")
+                f"{fmt(s['oc_cpu_us_per_key'], '.2f')} |"
+                + ("" if hit else f" {fmt(s['near_hit_rate'], '.1%')} |"))
         add("")
+        add("(ratio: the median over trials of target / base keys/s measured back to back in "
+            "the same trial; p50 - base: the same, paired)")
+        add("")
+        if hit:
+            cpu_table(add, ss)
     if "herd" in extra:
         add("### Thundering herd: 64 clients x the same 100 cold keys")
         add("")
@@ -924,7 +1081,109 @@ def tables(summary, extra, cfg, world, elapsed):
             f"{f['rss_conns_mib']:.1f} MiB; after the whole run and a soak of "
             f"{f['soak_keys']:,} keys {f['rss_after_mib']:.1f} MiB.")
         add("")
+    near_tables(add, extra, cfg)
+    writes_tables(add, extra, cfg)
     return "\n".join(lines)
+
+
+def cpu_table(add, ss):
+    """CPU per key of each process on each path, from /proc and the load
+    generator's rusage over the same runs."""
+    add("CPU per key (us, user + system, over the runs above): the load generator, "
+        "objcached, the 3 memcached, twemproxy; on 2 cores a saturated path's keys/s is "
+        "about 2e6 / total")
+    add("")
+    add("| K | C | target | client | objcached | memcached | twemproxy | total |")
+    add("|---:|---:|---|---:|---:|---:|---:|---:|")
+    for s in sorted(ss, key=lambda s: (s["K"], s["C"], s["target"] != "direct", s["target"])):
+        if s.get("cpu_total_us") is None:
+            continue
+        add(f"| {s['K']} | {s['C']} | {s['target']} | {s['cpu_client_us']:.2f} | "
+            f"{s['cpu_oc_us']:.2f} | {s['cpu_mc_us']:.2f} | {s['cpu_tw_us']:.2f} | "
+            f"{s['cpu_total_us']:.2f} |")
+    add("")
+
+
+def near_tables(add, extra, cfg):
+    if "nearapply" in extra:
+        add("### Commit to applied in two sidecars' near-caches, under load")
+        add("")
+        add("| invalidation source | commits | p50 ms | p99 ms | max ms | p99 per sidecar ms "
+            "| feed_apply_seconds p50 / p99 (bucket bound) | near reads keys/s | writes/s |")
+        add("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for a in extra["nearapply"]:
+            add(f"| {NEARAPPLY_NAMES[a['source']]} | {a['samples']} | {a['p50_ms']:.1f} | "
+                f"{a['p99_ms']:.1f} | {a['max_ms']:.1f} | "
+                + " / ".join(f"{x:.1f}" for x in a["each_p99_ms"])
+                + f" | <= {a['hist_p50_le_s'] * 1000:g} / <= {a['hist_p99_le_s'] * 1000:g} ms "
+                f"({a['hist_count']:,} rows) | {a['load_keys_per_s']:,.0f} | "
+                f"{a['writes_per_s']:,.0f} |")
+        add("")
+        add("(commit: the UPDATE's acknowledgment to the moment the last of the two sidecars "
+            "served the new row, asked every 0.2 ms; feed_apply_seconds: the sidecars' own "
+            "histograms over the same time)")
+        add("")
+    if "nearrss" in extra:
+        n = extra["nearrss"]
+        add("### Near-cache memory at its limit")
+        add("")
+        add(f"near_cache_size {n['limit']}: {n['rows']:,} distinct ids read twice each, "
+            f"{n['passes']} pass(es): near_bytes {n['near_mib']:.1f} MiB in {n['entries']:,} "
+            f"entries ({n['evictions']:,} evictions); RSS {n['rss_mib']:.1f} MiB "
+            f"({n['ratio']:.2f}x the limit); idle {n['rss_idle_mib']:.1f} MiB, so the fill "
+            f"added {n['rss_mib'] - n['rss_idle_mib']:.1f} MiB ({n['growth_ratio']:.2f}x the "
+            "limit).")
+        add("")
+
+
+NEARAPPLY_NAMES = {"triggers": "trigger hook, notify on", "wal": "WAL source"}
+WRITE_NAMES = {"plain": "no hook", "trig": "trigger hook (notify off)", "wal": "WAL source"}
+
+
+def writes_tables(add, extra, cfg):
+    if "writes" not in extra:
+        return
+    w = extra["writes"]
+    add(f"### Write overhead, durable commits: tx/s and ratio to the unwatched table "
+        f"({cfg['writes_rounds']} rounds of {cfg['writes_seconds']} s runs, medians)")
+    add("")
+    add("| statements per tx | writers | no hook tx/s | trigger hook tx/s | ratio (min-max) "
+        "| WAL source tx/s | ratio (min-max) |")
+    add("|---:|---:|---:|---:|---:|---:|---:|")
+    cells = {(c["shape"], c["C"], c["variant"]): c for c in w["cells"]}
+    for shape in cfg["writes_shapes"]:
+        for n in cfg["writes_c"]:
+            p, t, v = (cells[(shape, n, x)] for x in ("plain", "trig", "wal"))
+            add(f"| {shape} | {n} | {p['tps']:,.0f} | {t['tps']:,.0f} | {t['ratio']:.2f} "
+                f"({t['ratio_min']:.2f}-{t['ratio_max']:.2f}) | {v['tps']:,.0f} | "
+                f"{v['ratio']:.2f} ({v['ratio_min']:.2f}-{v['ratio_max']:.2f}) |")
+    add("")
+    if all("wal_syncs_per_tx" in c for c in w["cells"]):
+        add("Per writer transaction (medians over the rounds): WAL flushes and bytes of the "
+            "cluster, commits of every session (writers, feed appends, heartbeats), CPU of the "
+            "sidecars and of the WAL sender")
+        add("")
+        add("| statements per tx | writers | source | WAL flushes | WAL bytes | commits "
+            "| sidecar CPU us | WAL sender CPU us |")
+        add("|---:|---:|---|---:|---:|---:|---:|---:|")
+        for shape in cfg["writes_shapes"]:
+            for n in cfg["writes_c"]:
+                for v in ("plain", "trig", "wal"):
+                    c = cells[(shape, n, v)]
+                    add(f"| {shape} | {n} | {WRITE_NAMES[v]} | {c['wal_syncs_per_tx']:.2f} | "
+                        f"{c['wal_bytes_per_tx']:,.0f} | {c['commits_per_tx']:.2f} | "
+                        f"{c['sidecar_cpu_us_per_tx']:.1f} | "
+                        f"{c['walsender_cpu_us_per_tx']:.1f} |")
+        add("")
+    add("Commit to memcached delete while the writers ran (a probe every 50 ms):")
+    add("")
+    add("| source | samples | p50 ms | p99 ms | max ms |")
+    add("|---|---:|---:|---:|---:|")
+    for v in ("wal", "trig"):
+        p = w["probes"][v]
+        add(f"| {WRITE_NAMES[v]} | {p['samples']} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} | "
+            f"{p['max_ms']:.1f} |")
+    add("")
 
 
 def machine():
@@ -1068,12 +1327,97 @@ def check_targets(summary, extra, cfg):
         f = extra["footprint"]
         target(f"RSS <= 64 MiB with {f['conns']:,} idle connections", f["rss_conns_mib"] <= 64,
                f"{f['rss_conns_mib']:.1f} MiB")
-    lines = ["### Targets (issue 5)", "", "| target | result | figure |", "|---|---|---|"]
-    lines += [f"| {n} | {ok} | {fig} |" for n, ok, fig in res]
-    return "\n".join(lines) + "\n"
+    res12, res16 = [], []
+    near_targets(summary, extra, res12, get)
+    write_targets(extra, res16)
+    lines = []
+    for title, rs in (("issue 5", res), ("issue 12, near-cache", res12),
+                      ("issue 16, WAL source", res16)):
+        if rs:
+            lines += [f"### Targets ({title})", "", "| target | result | figure |",
+                      "|---|---|---|"]
+            lines += [f"| {n} | {ok} | {fig} |" for n, ok, fig in rs]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def near_targets(summary, extra, res, get):
+    def target(name, ok, figure):
+        res.append((name, "met" if ok else "MISSED", figure))
+
+    for c, want in ((1, 1.0), (4, 1.0), (16, 1.5)):
+        s = get("hit", 100, c, "oc-near")
+        if s and s["ratio"] is not None:
+            target(f"near hits K=100 C={c} oc-near >= {want:.1f}x direct", s["ratio"] >= want,
+                   f"{s['ratio']:.2f}x ({s['ratio_min']:.2f}-{s['ratio_max']:.2f})")
+    s = get("hit", 100, 1, "oc-near")
+    if s and s["p50_delta_us"] is not None:
+        target("near hits K=100 C=1 oc-near p50 <= direct's", s["p50_delta_us"] <= 0,
+               f"{s['p50_delta_us']:+.0f} us (paired median; lower in {s['p50_le_base']} of "
+               f"{s['trials']} trials)")
+    s = get("zipf", 100, 4, "oc-near")
+    if s and s["ratio"] is not None:
+        target("zipf s=0.99 over all ids, C=4: oc-near >= 1.3x hand-written", s["ratio"] >= 1.3,
+               f"{s['ratio']:.2f}x ({s['ratio_min']:.2f}-{s['ratio_max']:.2f})")
+    for a in extra.get("nearapply", []):
+        target(f"commit to applied in 2 near-caches p99 <= 50 ms under load "
+               f"({NEARAPPLY_NAMES[a['source']]})", a["p99_ms"] <= 50,
+               f"{a['p99_ms']:.1f} ms ({a['samples']} commits)")
+    if "nearrss" in extra:
+        n = extra["nearrss"]
+        target(f"RSS with the near-cache at its limit ({n['limit']}) <= limit + 20%",
+               n["ratio"] <= 1.2, f"{n['rss_mib']:.1f} MiB = {n['ratio']:.2f}x")
+        target(f"RSS growth over idle with the near-cache at its limit ({n['limit']}) "
+               "<= limit + 20%", n["growth_ratio"] <= 1.2,
+               f"+{n['rss_mib'] - n['rss_idle_mib']:.1f} MiB = {n['growth_ratio']:.2f}x")
+    for t in ("oc-tcp", "oc-unix"):
+        for c in (1, 4, 16):
+            s = get("hit", 100, c, t)
+            old = get("hit", 100, c, "oc-old")
+            r = s and old and paired_ratio(s, old)
+            if r:
+                target(f"near off: hit K=100 C={c} {t} >= the earlier build (oc-old)", r >= 1.0,
+                       f"{r:.2f}x")
+    for phase, k, c in (("cold", 100, 4), ("mix90", 100, 4)):
+        s, old = get(phase, k, c, "oc-unix"), get(phase, k, c, "oc-old")
+        r = s and old and paired_ratio(s, old)
+        if r:
+            target(f"near off: {phase} K={k} C={c} oc-unix >= the earlier build (oc-old)",
+                   r >= 1.0, f"{r:.2f}x")
+
+
+def write_targets(extra, res):
+    def target(name, ok, figure):
+        res.append((name, "met" if ok else "MISSED", figure))
+
+    if "writes" not in extra:
+        return
+    w = extra["writes"]
+    for c in w["cells"]:
+        if c["variant"] == "wal":
+            target(f"WAL source, {c['shape']}-statement tx, {c['C']} writers: >= 0.9x the "
+                   "unwatched table's tx/s", c["ratio"] >= 0.9,
+                   f"{c['ratio']:.2f}x ({c['ratio_min']:.2f}-{c['ratio_max']:.2f})")
+    p = w["probes"]["wal"]
+    target("WAL source: commit to memcached delete p99 <= 50 ms under the writers",
+           p["p99_ms"] <= 50, f"{p['p99_ms']:.1f} ms ({p['samples']} commits)")
 
 
 # -------------------------------------------------------------------- main
+
+PHASE_TIMES = []
+LOADAVG = os.getloadavg()   # the machine's load when the run started (it is shared)
+
+
+def timed(name, fn, *args):
+    """fn(*args), its wall time kept for the summary's last line."""
+    t0 = time.monotonic()
+    try:
+        return fn(*args)
+    finally:
+        PHASE_TIMES.append((name, time.monotonic() - t0))
+        say(f"    ({name}: {time.monotonic() - t0:.1f} s)")
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -1091,14 +1435,17 @@ def main():
                                     "(default: the run's)")
     ap.add_argument("--hit-c", help="client counts of the hit phase (default: the run's)")
     ap.add_argument("--trials", type=int, help="trials per setting (default: the run's)")
-    ap.add_argument("--hit-targets", default=",".join(HIT_TARGETS),
-                    help=f"targets of the hit phase (default {','.join(HIT_TARGETS)})")
+    ap.add_argument("--hit-targets",
+                    help=f"targets of the hit phase among {','.join(HIT_TARGETS)} (default "
+                         f"{','.join(DEFAULT_HIT_TARGETS)}, and oc-old with --old)")
+    ap.add_argument("--old", help="an earlier build of objcached, run side by side as the "
+                                  "target oc-old in the hit, cold and mixed phases")
     args = ap.parse_args()
     only = set(p.strip() for p in args.only.split(",") if p.strip())
     unknown = only - set(PHASES)
     if unknown:
         ap.error(f"unknown phase(s): {', '.join(sorted(unknown))}")
-    for b in (args.objcached, args.loadgen):
+    for b in (args.objcached, args.loadgen) + ((args.old,) if args.old else ()):
         if not os.access(b, os.X_OK):
             ap.error(f"{b} is not built (bash scripts/build.sh)")
     cfg = dict(QUICK if args.quick else FULL, quick=args.quick)
@@ -1111,9 +1458,16 @@ def main():
         ap.error("--hit-k and --hit-c take comma-separated integers")
     if args.trials:
         cfg["trials"] = args.trials
-    cfg["hit_targets"] = [t.strip() for t in args.hit_targets.split(",") if t.strip()]
+    if args.hit_targets:
+        cfg["hit_targets"] = [t.strip() for t in args.hit_targets.split(",") if t.strip()]
+    else:
+        cfg["hit_targets"] = DEFAULT_HIT_TARGETS + (["oc-old"] if args.old else [])
     if not cfg["hit_targets"] or set(cfg["hit_targets"]) - set(HIT_TARGETS):
         ap.error(f"--hit-targets: choose among {','.join(HIT_TARGETS)}")
+    if "oc-old" in cfg["hit_targets"] and not args.old:
+        ap.error("--hit-targets oc-old needs --old BIN")
+    cfg["want_near"] = bool(only & {"zipf", "nearapply"}) or (
+        "hit" in only and any(t.startswith("oc-near") for t in cfg["hit_targets"]))
     os.makedirs(args.out, exist_ok=True)
     for name in os.listdir(args.out):
         if name.endswith((".csv", ".png", ".gp", ".md")):
@@ -1134,28 +1488,48 @@ def main():
         cursor = ColdCursor(world, cfg, runner)
         if "cold" in only:
             world.flush()
-            phase_cold(runner, world, cfg, rng, cursor)
+            timed("cold", phase_cold, runner, world, cfg, rng, cursor)
             world.flush()
             cursor.next = cursor.lo
         cursor.may_flush = False
         if only & WARM_PHASES:
-            warm(runner, world, cfg)
+            timed("warm", warm, runner, world, cfg)
         if "hit" in only:
-            phase_hit(runner, world, cfg, rng)
+            timed("hit", phase_hit, runner, world, cfg, rng)
         if "mixed" in only:
-            phase_mixed(runner, world, cfg, rng, cursor)
+            timed("mixed", phase_mixed, runner, world, cfg, rng, cursor)
         if "herd" in only:
-            extra["herd"] = phase_herd(runner, world, cfg, cursor)
+            extra["herd"] = timed("herd", phase_herd, runner, world, cfg, cursor)
         if "inval" in only:
-            extra["inval"] = phase_inval(runner, world, cfg)
-            extra["triggers"] = phase_triggers(world, cfg, rng)
+            extra["inval"] = timed("inval", phase_inval, runner, world, cfg)
+            extra["triggers"] = timed("triggers", phase_triggers, world, cfg, rng)
+        if "zipf" in only:
+            timed("zipf", bench_near.phase_zipf, runner, world, cfg, rng, interleaved, progress)
         if "footprint" in only:
-            extra["footprint"] = phase_footprint(runner, world, cfg)
+            extra["footprint"] = timed("footprint", phase_footprint, runner, world, cfg)
+        if "nearapply" in only:
+            extra["nearapply"] = [timed("nearapply", bench_near.phase_nearapply_triggers,
+                                        runner, world, cfg)]
+        if "nearrss" in only:
+            extra["nearrss"] = timed("nearrss", bench_near.phase_nearrss, runner, world, cfg)
         # Last: they kill and flush pool servers, which would cool the hot set.
         if "failure" in only:
-            extra["failure"] = phase_failure(runner, world, cfg)
+            extra["failure"] = timed("failure", phase_failure, runner, world, cfg)
         if "expiry" in only:
-            extra["expiry"] = phase_expiry(runner, world, cfg)
+            extra["expiry"] = timed("expiry", phase_expiry, runner, world, cfg)
+        if only & {"writes", "nearapply"}:
+            wworld = bench_writes.WriteWorld(args, cfg, workdir, world.mcs)
+            try:
+                timed("write world", wworld.start)
+                if "nearapply" in only:
+                    extra["nearapply"].append(timed("nearapply (WAL)",
+                                                    bench_writes.phase_nearapply_wal,
+                                                    runner, wworld, cfg))
+                if "writes" in only:
+                    extra["writes"] = timed("writes", bench_writes.phase_writes, wworld,
+                                            cfg, rng)
+            finally:
+                wworld.stop()
         summary = summarize(runner, extra, cfg, args.out)
         elapsed = time.monotonic() - started
         text = tables(summary, extra, cfg, world, elapsed) + "\n" + \

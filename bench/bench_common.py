@@ -1,0 +1,164 @@
+"""What every part of the benchmark shares: output, errors, percentiles,
+/proc readings, a minimal memcached text client and the Prometheus page.
+
+bench/run.py drives the run; bench_near.py (the near-cache phases) and
+bench_writes.py (the write-overhead world and phase) import this module and
+nothing of run.py, so that each can be read on its own."""
+
+import os
+import socket
+import statistics
+import time
+import urllib.request
+
+
+def say(msg=""):
+    print(msg, flush=True)
+
+
+def step(msg):
+    print(f"==> {msg}", flush=True)
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def pct(sorted_vals, p):
+    """The p-th percentile (nearest rank) of an already sorted list."""
+    if not sorted_vals:
+        return float("nan")
+    i = min(len(sorted_vals) - 1, max(0, int(round(p / 100 * len(sorted_vals) + 0.5)) - 1))
+    return sorted_vals[i]
+
+
+def med(rows, field):
+    vals = [r[field] for r in rows if r.get(field) is not None]
+    return statistics.median(vals) if vals else float("nan")
+
+
+def spread(vals):
+    """(median, min, max) of a non-empty list; NaNs when empty."""
+    if not vals:
+        return float("nan"), float("nan"), float("nan")
+    return statistics.median(vals), min(vals), max(vals)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ------------------------------------------------------ memcached, text
+
+class McText:
+    """One memcached text-protocol connection (TCP "host:port" or a unix
+    socket path): enough for the probes, which time single gets."""
+
+    def __init__(self, address, timeout=10.0):
+        if address.startswith("/"):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(address)
+        else:
+            host, port = address.rsplit(":", 1)
+            self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def close(self):
+        self.sock.close()
+
+    def get(self, key):
+        """The value of key (bytes), or None when the reply has none."""
+        self.sock.sendall(b"get " + key.encode() + b"\r\n")
+        while True:
+            if self.buf.startswith(b"END\r\n"):
+                self.buf = self.buf[5:]
+                return None
+            if self.buf.startswith(b"VALUE "):
+                head_end = self.buf.find(b"\r\n")
+                if head_end > 0:
+                    size = int(self.buf[:head_end].split()[3])
+                    total = head_end + 2 + size + 2 + 5
+                    if len(self.buf) >= total:
+                        value = self.buf[head_end + 2:head_end + 2 + size]
+                        if self.buf[total - 5:total] != b"END\r\n":
+                            raise BenchError(f"get {key}: more than one value")
+                        self.buf = self.buf[total:]
+                        return value
+            elif self.buf.startswith((b"SERVER_ERROR", b"CLIENT_ERROR", b"ERROR")) \
+                    and b"\r\n" in self.buf:
+                line, self.buf = self.buf.split(b"\r\n", 1)
+                raise BenchError(f"get {key}: {line.decode(errors='replace')}")
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise BenchError(f"get {key}: the server closed the connection")
+            self.buf += chunk
+
+
+# ------------------------------------------------------------ /metrics
+
+def metrics_address(oc):
+    """The metrics_listen address in a harness.Objcached's configuration."""
+    section = None
+    for raw in oc.config_text.splitlines():
+        line = raw.strip()
+        if line.startswith("["):
+            section = line.strip("[]").strip()
+        elif section == "objcached" and line.split("=", 1)[0].strip() == "metrics_listen":
+            return line.split("=", 1)[1].strip()
+    raise BenchError(f"{oc} has no metrics_listen")
+
+
+def metrics_text(address):
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
+def histogram(text, name):
+    """{upper bound (float, inf for +Inf): cumulative count} of a Prometheus
+    histogram (no labels) on the page."""
+    out = {}
+    prefix = f"{name}_bucket{{le=\""
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            le, count = line[len(prefix):].split("\"}", 1)
+            out[float("inf") if le == "+Inf" else float(le)] = float(count)
+    return out
+
+
+def histogram_delta(before, after):
+    return {le: after[le] - before.get(le, 0.0) for le in after}
+
+
+def histogram_quantile(buckets, q):
+    """The upper bound of the bucket holding quantile q (0..1) of a
+    cumulative histogram, and the count; (nan, 0) when it is empty. An upper
+    bound, not an interpolation: the buckets are coarse (25 ms, 50 ms, ...)."""
+    total = buckets.get(float("inf"), 0.0)
+    if total <= 0:
+        return float("nan"), 0
+    for le in sorted(buckets):
+        if buckets[le] >= q * total:
+            return le, int(total)
+    return float("inf"), int(total)
+
+
+def wait_for(predicate, timeout, what, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
