@@ -559,7 +559,7 @@ static void on_meta_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l,
 {
     oc_mc_job_t *job = ref.job;
     oc_mc_hit_t *h = &job->hits[ref.idx];
-    if (oc_mc_meta_lease(l, &h->lease, &h->refresh)) {
+    if (l != NULL && oc_mc_meta_lease(l, &h->lease, &h->refresh)) {
         h->cas = l->cas;
         if (ref.via == MC_VIA_FAILOVER && s->mc->stats)
             s->mc->stats->mc_failover_reads++;

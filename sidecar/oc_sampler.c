@@ -208,7 +208,8 @@ static void judge(oc_sampler_t *s, sample_t *sm)
 
 static void batch_end(oc_sampler_t *s)
 {
-    for (size_t i = 0; i < s->nbatch; i++) {
+    /* batch is NULL only when oc_sampler_new failed half way */
+    for (size_t i = 0; s->batch != NULL && i < s->nbatch; i++) {
         sample_t *sm = &s->batch[i];
         drop_item(&sm->it);
         oc_blob_unref(sm->blob);
@@ -446,6 +447,10 @@ static void cache_read(oc_mc_job_t *job, void *arg)
             s->batch[i].row.error = 1;
             judge(s, &s->batch[i]);
         }
+        batch_end(s);
+        return;
+    }
+    if (s->nbatch == 0) { /* a batch is never sent empty; kept for safety */
         batch_end(s);
         return;
     }

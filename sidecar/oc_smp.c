@@ -28,11 +28,14 @@ static int objects_agree(const char *version_column, const char *a, size_t alen,
     json_error_t jerr;
     json_t *x = json_loadb(a, alen, 0, &jerr);
     json_t *y = x ? json_loadb(b, blen, 0, &jerr) : NULL;
-    int same = x && y && json_equal(x, y);
-    if (!same && x && y && version_column && json_is_object(x) && json_is_object(y)) {
-        const json_t *vx = json_object_get(x, version_column);
-        const json_t *vy = json_object_get(y, version_column);
-        same = vx && vy && !json_is_null(vx) && json_equal(vx, vy);
+    int same = 0;
+    if (x != NULL && y != NULL) {
+        same = json_equal(x, y);
+        if (!same && version_column && json_is_object(x) && json_is_object(y)) {
+            const json_t *vx = json_object_get(x, version_column);
+            const json_t *vy = json_object_get(y, version_column);
+            same = vx && vy && !json_is_null(vx) && json_equal(vx, vy);
+        }
     }
     json_decref(x);
     json_decref(y);

@@ -121,7 +121,9 @@ def test_every_restart_key_is_refused_and_every_other_applies(objcached_factory,
                   "metrics_listen": "127.0.0.1:2", "unix_socket_mode": "0600",
                   "timezone": "Europe/Paris", "user": "nobody", "log_target": "syslog",
                   "load_timeout": "7s", "conninfo": "dbname=elsewhere", "connections": "5",
-                  "feed_conninfo": "dbname=replica"}
+                  "feed_conninfo": "dbname=replica", "feed_listen": "off", "wal": "on",
+                  "wal_slot": "other_slot", "wal_conninfo": "dbname=elsewhere",
+                  "sample_windows": "2s"}
     assert {k for _, k in restart} == set(new_values), "a new restart key needs a value here"
     oc = objcached_factory()
     good = oc.config_text

@@ -1298,7 +1298,7 @@ def test_install_hook_twice(bare_db, objcached_bin):
     first = oc_c.run_install_hook(objcached_bin, config)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "hook installed" in first.stdout
-    assert "model Item: attached to public.items (key id)" in first.stdout
+    assert "model Item: attached to public.items (key id, via triggers)" in first.stdout
     gens = dict(bare_db.q("SELECT model, generation FROM objcached.models"))
     outbox = bare_db.outbox_rows()
     assert outbox == 2                        # each first attach invalidates its model

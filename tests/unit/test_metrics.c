@@ -277,6 +277,12 @@ static void test_page(void **state)
     st.cmd_get = 12;
     st.curr_connections = 3;
     models[1].get_hits = 5;
+    /* the sampler's families carry model and window labels */
+    st.nsampler_slots = 2;
+    strcpy(st.sampler_slot[0], "1s");
+    strcpy(st.sampler_slot[1], "hit");
+    models[0].sampler_checks[1] = 7;
+    models[1].sampler_inconsistent[0] = 2;
     oc_hist_observe(&st.request_seconds, 0.0001);
     oc_hist_observe(&st.request_seconds, 0.003);
     oc_hist_observe(&st.request_seconds, 1e9); /* above every bound */
@@ -308,6 +314,13 @@ static void test_page(void **state)
     assert_non_null(strstr(text, "\nobjcached_curr_connections 3\n"));
     assert_non_null(
         strstr(text, "\nobjcached_model_get_hits_total{model=\"Post_2\"} 5\n"));
+    assert_non_null(strstr(
+        text, "\nobjcached_sampler_checks_total{model=\"User\",window=\"hit\"} 7\n"));
+    assert_non_null(strstr(text,
+                           "\nobjcached_sampler_inconsistent_total{model=\"Post_2\","
+                           "window=\"1s\"} 2\n"));
+    assert_non_null(strstr(
+        text, "\nobjcached_sampler_empty_total{model=\"User\",window=\"1s\"} 0\n"));
     assert_non_null(strstr(text, "\nobjcached_model_get_hits_total{model=\"User\"} 0\n"));
     /* the pool's servers are up or not; the gutter's only have states */
     assert_non_null(
