@@ -11,7 +11,9 @@
 # inconsistency at the sampler's 60 s window, a stale entry after the
 # drain); prints the sampler's figures per window (docs/consistency.md).
 #
-#   bash scripts/soak.sh                      10 minutes, a random seed, build-asan/
+#   bash scripts/soak.sh                      10 minutes per source (trigger hook, then
+#                                             the WAL), a random seed, build-asan/
+#   bash scripts/soak.sh --source wal         the WAL source only (or trigger)
 #   bash scripts/soak.sh --seconds 3600       an hour
 #   bash scripts/soak.sh --seed 42            replay a seed's random choices
 #   bash scripts/soak.sh --build-dir build    the daemon of another build
@@ -24,18 +26,21 @@ cd "$(dirname "$0")/.."
 seconds=600
 seed=""
 runs=1
+source=""
 build_dir=build-asan
 while [ $# -gt 0 ]; do
     case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
     --seed) seed="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
+    --source) source="$2"; shift 2 ;;
     --build-dir) build_dir="$2"; shift 2 ;;
-    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "soak.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
 done
 case "$seconds$runs" in *[!0-9]*) echo "soak.sh: --seconds and --runs take whole numbers" >&2; exit 2 ;; esac
+case "$source" in "" | trigger | wal) ;; *) echo "soak.sh: --source is trigger or wal" >&2; exit 2 ;; esac
 [ -n "$seed" ] || seed=$(( $(od -An -N4 -tu4 /dev/urandom | tr -d ' ') % 1000000000 ))
 
 if [ -z "${OBJCACHED_BIN:-}" ]; then
@@ -65,7 +70,7 @@ for ((i = 0; i < runs; i++)); do
           OC_CONSISTENCY_SAMPLE_RATE="${OC_CONSISTENCY_SAMPLE_RATE:-100%}" \
           OC_CONSISTENCY_SAMPLE_QPS="${OC_CONSISTENCY_SAMPLE_QPS:-40}" \
           OC_CONSISTENCY_WINDOWS="${OC_CONSISTENCY_WINDOWS:-1s, 10s, 60s}" \
-          "$python" -m pytest -q -p no:cacheprovider -s test_consistency.py); then
+          "$python" -m pytest -q -p no:cacheprovider -s test_consistency.py ${source:+-k "$source"}); then
         echo "==> soak run with seed $s FAILED (replay: bash scripts/soak.sh --seconds $seconds --seed $s)"
         failed=1
     fi

@@ -170,6 +170,9 @@ static oc_status_t parse_meta_flags(const oc_token_t *tok, size_t n, oc_cmd_t *c
         case 'b':
             bit = OC_META_B;
             break;
+        case 'n': /* objcached's own: where the value came from */
+            bit = OC_META_N;
+            break;
         case 'O':
             bit = OC_META_O;
             cmd->meta.opaque.p = t->p + 1;

@@ -46,6 +46,7 @@ typedef enum oc_cmd_type {
 #define OC_META_Q (1u << 6) /* quiet: no EN (mg) / HD (ms, md) reply */
 #define OC_META_B (1u << 7) /* the key is base64 */
 #define OC_META_O (1u << 8) /* return the opaque token */
+#define OC_META_N (1u << 9) /* mg: return n1 if the near-cache answered, else n0 */
 
 typedef struct oc_meta {
     unsigned flags;    /* OC_META_* */

@@ -72,6 +72,8 @@ static oc_reply_kind_t reply_meta_get(struct evbuffer *out, const oc_get_item_t 
         evbuffer_add_printf(out, " c%" PRIu64, it->cas);
     if (fl & OC_META_T)
         evbuffer_add(out, " t-1", 4); /* objcached does not track TTLs */
+    if (fl & OC_META_N)
+        evbuffer_add(out, it->from_near ? " n1" : " n0", 3);
     meta_key_opaque(f, out);
     evbuffer_add(out, "\r\n", 2);
     if (fl & OC_META_V) {

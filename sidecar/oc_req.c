@@ -140,6 +140,7 @@ static void req_finish(oc_req_t *r)
         it->data = uk->data;
         it->len = uk->len;
         it->cas = uk->cas;
+        it->from_near = uk->from_near;
     }
     r->result = (oc_get_result_t){r->nslots, r->items, r->err[0] ? r->err : NULL};
     if (r->complete)

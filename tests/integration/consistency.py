@@ -278,16 +278,19 @@ def run_install_hook(binary, config, timeout=60):
                               capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def create_template(pg, name, schema_sql, models, binary, mc_address="127.0.0.1:1"):
+def create_template(pg, name, schema_sql, models, binary, mc_address="127.0.0.1:1",
+                    overrides=None):
     """Create database `name` with `schema_sql`, install the hook with
     `objcached --install-hook` (which attaches every model of `models`,
-    {name: {config keys}}), and empty the outbox the attaches filled."""
+    {name: {config keys}}, through the config's overrides: with wal = on,
+    via the WAL, and the slot made), and empty the outbox the attaches
+    filled."""
     pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', dbname="postgres")
     pg.execute(f'CREATE DATABASE "{name}"', dbname="postgres")
     pg.execute(schema_sql, dbname=name)
     db = HookDb(pg, name)
     try:
-        config = sidecar_config(mc_address, db.conninfo, models)
+        config = sidecar_config(mc_address, db.conninfo, models, overrides)
         p = run_install_hook(binary, config)
         if p.returncode != 0:
             raise harness.HarnessError(f"objcached --install-hook failed ({p.returncode}):\n"
@@ -408,13 +411,28 @@ def wait_generation(oc, model, generation, timeout=10):
 
 
 def wait_drained(db, sidecars, timeout=30):
-    """Wait until the outbox is empty (nothing claimed and uncommitted either)
-    and every sidecar has nothing in flight."""
+    """Wait until the outbox is empty (nothing claimed and uncommitted either),
+    this database's WAL slots (if any) have confirmed every change written
+    before the call, every sidecar has nothing in flight, and then until
+    every sidecar's feed has applied the feed's last row (its near-cache
+    has dropped every key written)."""
+    target = db.one("SELECT pg_current_wal_lsn()::text")
+
     def drained():
-        return db.outbox_rows() == 0 and all(s.stats()["loads_in_flight"] == 0
-                                             for s in sidecars)
+        slots_done = db.one(
+            "SELECT coalesce(bool_and(confirmed_flush_lsn >= %s::pg_lsn), true) "
+            "FROM pg_replication_slots WHERE database = current_database()", (target,))
+        return slots_done and db.outbox_rows() == 0 and all(
+            s.stats()["loads_in_flight"] == 0 for s in sidecars)
     harness.wait_until(drained, timeout=timeout, interval=0.05,
-                       what="the outbox to drain and the sidecars to be idle")
+                       what="the outbox and the WAL slot to drain and the sidecars to be idle")
+    head = db.one("SELECT coalesce(max(seq), 0) FROM objcached.feed")
+
+    def fed(s):
+        st = s.stats()    # a sidecar whose feed is not connected serves no near-cache
+        return st.get("feed_connected", 0) != 1 or st["feed_cursor"] >= head
+    harness.wait_until(lambda: all(fed(s) for s in sidecars), timeout=timeout, interval=0.05,
+                       what=f"every sidecar's feed to apply row {head}")
 
 
 # --------------------------------------------------------------------------
@@ -596,7 +614,8 @@ class ConsistencyRun:
     through, for the network faults."""
 
     def __init__(self, pg, mc_pool, db, fleet, seconds, seed, n_ids=3000, split=2000,
-                 readers=3, log=print, faults=BASIC_FAULTS, proxies=None, contended=0):
+                 readers=3, log=print, faults=BASIC_FAULTS, proxies=None, contended=0,
+                 meta_reads=0.0):
         self.pg, self.mc_pool, self.db, self.fleet = pg, mc_pool, db, fleet
         self.seconds = seconds
         self.seed = seed
@@ -610,6 +629,10 @@ class ConsistencyRun:
             raise ValueError(f"unknown faults {sorted(unknown)}")
         self.proxies = proxies or {}
         self.n_contended = contended
+        # the share of reads made with `mg <key> v n k` (pipelined, then mn):
+        # their n flag says which keys the near-cache answered, so near-cache
+        # reads get staleness figures of their own
+        self.meta_reads = meta_reads
         self.history = History()
         self.contended = ContendedHistory()
         self.stop = threading.Event()
@@ -621,8 +644,10 @@ class ConsistencyRun:
                        "pushes_not_stored": 0, "tombstones": 0, "contended_writes": 0,
                        "writes_lost_to_faults": 0, "writes_vanished": 0,
                        "read_errors_in_faults": 0, "read_errors_outside_faults": 0,
-                       "push_errors_outside_faults": 0}
+                       "push_errors_outside_faults": 0, "near_read_keys": 0, "near_stale": 0,
+                       "near_phantom": 0}
         self.delays = []          # (t_read, delay) of every stale read
+        self.near_delays = []     # the same, of keys the near-cache answered
         self.phantoms = []
         self.outside_errors = []  # the first few errors outside fault windows
         self.fault_counts = {"memcached_restarts": 0, "sidecar_restarts": 0}
@@ -937,7 +962,11 @@ class ConsistencyRun:
                 if c is None:
                     c = clients[id(oc)] = oc.client(timeout=10)
                 t0 = time.monotonic()
-                values, terminal = c.get_multi([f"{m}:{i}" for m, i in keys])
+                near = set()
+                if self.meta_reads and rng.random() < self.meta_reads:
+                    values, terminal, near = meta_multi(c, [f"{m}:{i}" for m, i in keys])
+                else:
+                    values, terminal = c.get_multi([f"{m}:{i}" for m, i in keys])
                 t1 = time.monotonic()
             except (OSError, harness.HarnessError) as e:
                 self._read_error(t0, f"{oc!r}: {e!r}")
@@ -954,12 +983,17 @@ class ConsistencyRun:
                 m, i = k.decode().split(":")
                 got[(m, int(i))] = data
             verdicts = {"fresh": 0, "stale": 0, "phantom": 0}
-            delays = []
+            delays, near_delays, near_verdicts = [], [], {"fresh": 0, "stale": 0, "phantom": 0}
             for key in set(keys):
                 verdict, delay = self._judge(key, got.get(key), t0, t1)
                 verdicts[verdict] += 1
+                from_near = f"{key[0]}:{key[1]}" in near
+                if from_near:
+                    near_verdicts[verdict] += 1
                 if delay is not None:
                     delays.append((t0, delay))
+                    if from_near:
+                        near_delays.append((t0, delay))
                 if verdict == "phantom" and len(self.phantoms) < 20:
                     self.phantoms.append((key, got.get(key), oc.port))
             with self.counts_lock:
@@ -967,7 +1001,11 @@ class ConsistencyRun:
                 self.counts["read_keys"] += len(set(keys))
                 for k, v in verdicts.items():
                     self.counts[k] += v
+                self.counts["near_read_keys"] += sum(near_verdicts.values())
+                self.counts["near_stale"] += near_verdicts["stale"]
+                self.counts["near_phantom"] += near_verdicts["phantom"]
                 self.delays.extend(delays)
+                self.near_delays.extend(near_delays)
         for c in clients.values():
             c.close()
 
@@ -1150,11 +1188,12 @@ class ConsistencyRun:
                             mismatches.append((oc.port, key, got.get(key), current.get(key)))
         return mismatches
 
-    def staleness(self):
-        """Delays of stale reads, split by whether the read overlapped a
-        fault's window: (outside, inside), each sorted."""
+    def staleness(self, delays=None):
+        """Delays of stale reads (self.delays, or those given), split by
+        whether the read overlapped a fault's window: (outside, inside),
+        each sorted."""
         outside, inside = [], []
-        for t_read, d in self.delays:
+        for t_read, d in (self.delays if delays is None else delays):
             (inside if self.in_fault(t_read - d, t_read) else outside).append(d)
         return sorted(outside), sorted(inside)
 
@@ -1174,7 +1213,42 @@ class ConsistencyRun:
             round(_percentile_of(outside, fresh_outside, 99.9) * 1000, 1)
         c["stale_outside_max_ms"] = None if not outside else round(outside[-1] * 1000, 1)
         c["stale_in_faults_max_ms"] = None if not inside else round(inside[-1] * 1000, 1)
+        # the keys the near-cache answered, apart
+        outside, inside = self.staleness(self.near_delays)
+        fresh_outside = c["near_read_keys"] - c["near_phantom"] - len(inside)
+        c["near_stale_outside_faults"] = len(outside)
+        c["near_stale_in_faults"] = len(inside)
+        c["near_stale_outside_p999_ms"] = None if not outside else \
+            round(_percentile_of(outside, fresh_outside, 99.9) * 1000, 1)
+        c["near_stale_outside_max_ms"] = None if not outside else round(outside[-1] * 1000, 1)
+        c["near_stale_in_faults_max_ms"] = None if not inside else round(inside[-1] * 1000, 1)
         return c
+
+
+def meta_multi(c, keys):
+    """One `mg <key> v n k` per distinct key, pipelined, then `mn`:
+    ([(key, 0, data), ...], b"END" or the first error line, {keys the
+    near-cache answered}), shaped like McRaw.get_multi's answer."""
+    uniq = list(dict.fromkeys(keys))
+    c.send(b"".join(f"mg {k} v n k\r\n".encode() for k in uniq) + b"mn\r\n")
+    values, near, terminal = [], set(), b"END"
+    while True:
+        line = c.readline()
+        if line == b"MN":
+            return values, terminal, near
+        if line == b"EN":
+            continue
+        if line.startswith(b"VA "):
+            parts = line.split(b" ")
+            data = c.read_exact(int(parts[1]) + 2)[:-2]
+            flags = {p[:1]: p[1:] for p in parts[2:]}
+            key = flags[b"k"]
+            values.append((key, 0, data))
+            if flags[b"n"] == b"1":
+                near.add(key.decode())
+            continue
+        if terminal == b"END":
+            terminal = line    # an error: the read fails, as a get's would
 
 
 def _percentile_of(stale_delays, reads, p):

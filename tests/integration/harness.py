@@ -214,6 +214,8 @@ def wait_until(predicate, timeout=DEFAULT_TIMEOUT, interval=0.05, what="conditio
         if result:
             return result
         if time.monotonic() >= deadline:
+            if callable(what):    # a description of the state, made at the timeout
+                what = what()
             raise HarnessError(f"timed out after {timeout:.1f} s waiting for {what}")
         time.sleep(interval)
 

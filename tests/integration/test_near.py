@@ -118,14 +118,24 @@ def warm(oc, keys, tries=5):
     raise AssertionError(f"{keys} not served from the near-cache after {tries} tries: {s1}")
 
 
+def mg_origin(oc, key):
+    """(value or None, 'n1' or 'n0' or None when absent): one `mg <key> v n`,
+    whose n flag says whether the near-cache answered."""
+    with harness.McRaw(port=oc.port) as m:
+        m.sendline(f"mg {key} v n")
+        r = m.read_response()
+    if r.terminal == b"EN":
+        return None, None
+    assert r.terminal.startswith(b"VA "), r
+    flags = r.terminal.split(b" ")[2:]
+    assert len(flags) == 1 and flags[0] in (b"n0", b"n1"), r.terminal
+    return r.values[0].data, flags[0].decode()
+
+
 def near_read(oc, key):
     """(value, served from the near-cache?)"""
-    with oc.client() as c:
-        h0 = c.stats()["near_hits"]
-        values, end = c.get_multi([key])
-        h1 = c.stats()["near_hits"]
-    assert end == b"END", end
-    return (values[0][2] if values else None), h1 > h0
+    value, origin = mg_origin(oc, key)
+    return value, origin == "n1"
 
 
 def fresh_within_deadline(sidecars, key, want, t_commit, memcached_within=10):
@@ -163,6 +173,30 @@ def test_hits_come_from_the_near_cache(fleet, mc_pool, db):
         values = warm(oc, ["Item:1", "Item:2", "Item:999"])
         assert [v[2] for v in values] == [row(db, "items", 1), row(db, "items", 2)]
         assert oc.stats()["near_entries"] >= 3    # Item:999 is cached as absent
+
+
+def test_mg_n_flag_says_where_the_value_came_from(fleet, mc_pool, db):
+    """`mg <key> n` answers n0 until the near-cache holds the key, then n1;
+    a sidecar without a near-cache always says n0. The stats agree."""
+    a = two(fleet, mc_pool, db)[0]
+    want = row(db, "items", 3)
+    origins = []
+    for _ in range(4):
+        h0 = a.stats()["near_hits"]
+        value, origin = mg_origin(a, "Item:3")
+        assert value == want
+        assert (a.stats()["near_hits"] - h0 == 1) == (origin == "n1")
+        origins.append(origin)
+        a.wait_idle()
+    assert origins[0] == "n0" and origins[-1] == "n1", origins
+    assert origins == sorted(origins), origins    # once admitted, it stays
+    plain = start(fleet, mc_pool, db, size="0")
+    assert [mg_origin(plain, "Item:3") for _ in range(3)] == [(want, "n0")] * 3
+    with harness.McRaw(port=a.port) as m:
+        m.sendline("mg Item:3 n5")    # a return flag takes no token
+        assert m.readline() == b"CLIENT_ERROR invalid flag"
+        m.sendline("mg Item:424242 n")
+        assert m.readline() == b"EN"
 
 
 @pytest.mark.parametrize("what", ["update", "delete", "insert"])

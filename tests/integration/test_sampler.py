@@ -222,8 +222,11 @@ def test_idle_at_rate_zero_and_reload_turns_it_on(fleet, mc_pool, db, tmp_path):
     with oc.client() as c:
         for _ in range(2):
             c.get_multi([f"Item:{i}" for i in range(1, 40)])
-    harness.wait_until(lambda: total(oc, "checks", "hit") >= 39, timeout=10,
-                       what="hits checked after the reload")
+    # generous: under the sanitizers on a loaded machine the sampler's
+    # connection and its ticks take a while (10 s was seen to be too short)
+    harness.wait_until(lambda: total(oc, "checks", "hit") >= 39, timeout=45,
+                       what=lambda: f"hits checked after the reload: {total(oc, 'checks', 'hit')} "
+                       f"{ {k: v for k, v in oc.stats().items() if k.startswith('sampler')} }")
     assert total(oc, "inconsistent") == 0
 
 

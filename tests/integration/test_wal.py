@@ -9,7 +9,6 @@ reader's connection terminated."""
 
 import signal
 import subprocess
-import threading
 import time
 
 import pytest
@@ -80,18 +79,22 @@ def db(pg, template):
     d.q("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (d.name,))
     yield d
     # A database with a slot cannot be dropped, and the slot only while no
-    # sidecar streams it (they reconnect: terminate and drop until it goes).
-    def slot_gone():
-        pg.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-                   "WHERE slot_name = %s AND active", (d.name,), dbname="postgres")
+    # sidecar streams it; the sidecars still run (the fleet stops after this)
+    # and a holder makes a dropped slot again: terminate, drop the slot and
+    # the database, until both go.
+    d.close()
+
+    def gone():
         try:
+            pg.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                       "WHERE slot_name = %s AND active", (d.name,), dbname="postgres")
             pg.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
                        "WHERE slot_name = %s", (d.name,), dbname="postgres")
-        except Exception:  # noqa: BLE001 - active again: try again
+            pg.execute(f'DROP DATABASE IF EXISTS "{d.name}" WITH (FORCE)', dbname="postgres")
+        except Exception:  # noqa: BLE001 - active again, or made again: try again
             return False
         return True
-    harness.wait_until(slot_gone, timeout=20, interval=0.05, what="the test's slot to go")
-    oc_c.drop_db(pg, d)
+    harness.wait_until(gone, timeout=20, interval=0.05, what="the test's slot and database to go")
 
 
 @pytest.fixture

@@ -96,6 +96,13 @@ static void test_meta_get(void **state)
     f.klen = 8;
     oc_reply_get(b, &r, &f, 1 << 20);
     assert_string_equal(drain(b), "HD kVXNlcjox b\r\n");
+    f.meta_flags = OC_META_N | OC_META_S; /* where the value came from */
+    oc_reply_get(b, &r, &f, 1 << 20);
+    assert_string_equal(drain(b), "HD s2 n0\r\n");
+    it.from_near = 1;
+    oc_reply_get(b, &r, &f, 1 << 20);
+    assert_string_equal(drain(b), "HD s2 n1\r\n");
+    f.meta_flags = OC_META_K | OC_META_B;
     it.state = OC_GET_ABSENT;
     oc_reply_get(b, &r, &f, 1 << 20);
     assert_string_equal(drain(b), "EN\r\n");
