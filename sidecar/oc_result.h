@@ -28,7 +28,7 @@ typedef struct oc_get_item {
     oc_get_state_t state;
     const char *data;
     size_t len;
-    uint64_t cas; /* memcached's cas when the value came from there, else 0 */
+    uint64_t cas;  /* memcached's cas when the value came from there, else 0 */
     int from_near; /* answered from this sidecar's near-cache */
 } oc_get_item_t;
 
