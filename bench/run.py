@@ -1109,15 +1109,16 @@ def near_tables(add, extra, cfg):
         add("### Commit to applied in two sidecars' near-caches, under load")
         add("")
         add("| invalidation source | commits | p50 ms | p99 ms | max ms | p99 per sidecar ms "
-            "| feed_apply_seconds p50 / p99 (bucket bound) | near reads keys/s | writes/s |")
-        add("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+            "| feed_apply_seconds p50 / p99 (bucket bound) | near reads keys/s | writes/s "
+            "| near flushes |")
+        add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for a in extra["nearapply"]:
             add(f"| {NEARAPPLY_NAMES[a['source']]} | {a['samples']} | {a['p50_ms']:.1f} | "
                 f"{a['p99_ms']:.1f} | {a['max_ms']:.1f} | "
                 + " / ".join(f"{x:.1f}" for x in a["each_p99_ms"])
                 + f" | <= {a['hist_p50_le_s'] * 1000:g} / <= {a['hist_p99_le_s'] * 1000:g} ms "
                 f"({a['hist_count']:,} rows) | {a['load_keys_per_s']:,.0f} | "
-                f"{a['writes_per_s']:,.0f} |")
+                f"{a['writes_per_s']:,.0f} | {a.get('near_flushes', 0)} |")
         add("")
         add("(commit: the UPDATE's acknowledgment to the moment the last of the two sidecars "
             "served the new row, asked every 0.2 ms; feed_apply_seconds: the sidecars' own "
