@@ -20,9 +20,11 @@ OBJCACHED_BIN names the daemon (ctest sets it to the built binary).
 """
 
 import os
+import signal
 
 import pytest
 
+import consistency as oc_c
 import harness
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -206,3 +208,22 @@ def objcached_factory(pg, mc_pool, objcached_bin):
 def objcached(objcached_factory):
     """A daemon with the standard configuration."""
     return objcached_factory()
+
+
+# Sidecars started by a test that runs several (test_near, test_wal, test_sampler,
+# test_verify, test_write_path); test_consistency has its own, behind its proxies.
+@pytest.fixture
+def fleet(pg, mc_pool, objcached_bin):
+    """Sidecars for this test; memcached healed and flushed first."""
+    if not pg.running:
+        pg.start()
+    for m in mc_pool:
+        if m.alive():
+            m.kill(signal.SIGCONT)   # a failed test may have left it frozen
+        m.start()
+        m.flush_all()
+    f = oc_c.Fleet(objcached_bin)
+    yield f
+    errors = f.stop_all()
+    if errors:
+        raise AssertionError("objcached did not shut down cleanly:\n" + "\n\n".join(errors))

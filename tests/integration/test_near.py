@@ -9,7 +9,6 @@ off; one huge multi-get of distinct keys does not evict the hot ones.
 The deadline after a commit is NEAR_DEADLINE: feed_max_lag plus a poll and a
 round trip. After it, every read is checked (no 'eventually')."""
 
-import signal
 import threading
 import time
 
@@ -47,22 +46,6 @@ def db(pg, template):
     d = oc_c.clone_db(pg, template, prefix="near")
     yield d
     oc_c.drop_db(pg, d)
-
-
-@pytest.fixture
-def fleet(pg, mc_pool, objcached_bin):
-    if not pg.running:
-        pg.start()
-    for m in mc_pool:
-        if m.alive():
-            m.kill(signal.SIGCONT)
-        m.start()
-        m.flush_all()
-    f = oc_c.Fleet(objcached_bin)
-    yield f
-    errors = f.stop_all()
-    if errors:
-        raise AssertionError("objcached did not shut down cleanly:\n" + "\n\n".join(errors))
 
 
 def start(fleet, mc_pool, db, size="64m", env=None, **sections):

@@ -15,7 +15,6 @@ black-box against real PostgreSQL and memcached:
 
 import random
 import re
-import signal
 import threading
 import time
 import urllib.request
@@ -81,22 +80,6 @@ def wal_db(pg, wal_template):
     d.q("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (d.name,))
     yield d
     oc_c.drop_db(pg, d)
-
-
-@pytest.fixture
-def fleet(pg, mc_pool, objcached_bin):
-    if not pg.running:
-        pg.start()
-    for m in mc_pool:
-        if m.alive():
-            m.kill(signal.SIGCONT)
-        m.start()
-        m.flush_all()
-    f = oc_c.Fleet(objcached_bin)
-    yield f
-    errors = f.stop_all()
-    if errors:
-        raise AssertionError("objcached did not shut down cleanly:\n" + "\n\n".join(errors))
 
 
 def start(fleet, mc_pool, db, rate="1", windows="1s, 3s", extra=None, **kw):

@@ -8,7 +8,6 @@ status."""
 import os
 import random
 import re
-import signal
 import subprocess
 import tempfile
 import threading
@@ -49,22 +48,6 @@ def db(pg, template):
     d = oc_c.clone_db(pg, template, prefix="vfy")
     yield d
     oc_c.drop_db(pg, d)
-
-
-@pytest.fixture
-def fleet(pg, mc_pool, objcached_bin):
-    if not pg.running:
-        pg.start()
-    for m in mc_pool:
-        if m.alive():
-            m.kill(signal.SIGCONT)
-        m.start()
-        m.flush_all()
-    f = oc_c.Fleet(objcached_bin)
-    yield f
-    errors = f.stop_all()
-    if errors:
-        raise AssertionError("objcached did not shut down cleanly:\n" + "\n\n".join(errors))
 
 
 def config(mc_pool, db, models=None, **sections):

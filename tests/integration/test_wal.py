@@ -97,22 +97,6 @@ def db(pg, template):
     harness.wait_until(gone, timeout=20, interval=0.05, what="the test's slot and database to go")
 
 
-@pytest.fixture
-def fleet(pg, mc_pool, objcached_bin):
-    if not pg.running:
-        pg.start()
-    for m in mc_pool:
-        if m.alive():
-            m.kill(signal.SIGCONT)
-        m.start()
-        m.flush_all()
-    f = oc_c.Fleet(objcached_bin)
-    yield f
-    errors = f.stop_all()
-    if errors:
-        raise AssertionError("objcached did not shut down cleanly:\n" + "\n\n".join(errors))
-
-
 def start(fleet, mc_pool, db, **sections):
     return fleet.start(wal_config(mc_pool, db, db.name, **sections))
 

@@ -18,7 +18,6 @@ strict turns into a failure so the marker is removed with the fix.
 
 import contextlib
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -76,23 +75,6 @@ def db(pg, template):
     d = oc_c.clone_db(pg, template, prefix="wp")
     yield d
     oc_c.drop_db(pg, d)
-
-
-@pytest.fixture
-def fleet(pg, mc_pool, objcached_bin):
-    """Sidecars for this test; memcached healed and flushed first."""
-    if not pg.running:
-        pg.start()
-    for m in mc_pool:
-        if m.alive():
-            m.kill(signal.SIGCONT)   # a failed test may have left it frozen
-        m.start()
-        m.flush_all()
-    f = oc_c.Fleet(objcached_bin)
-    yield f
-    errors = f.stop_all()
-    if errors:
-        raise AssertionError("objcached did not shut down cleanly:\n" + "\n\n".join(errors))
 
 
 def start(fleet, mc_pool, db, poll="200ms", env=None, **sections):
