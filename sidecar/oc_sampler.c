@@ -198,7 +198,10 @@ static void judge(oc_sampler_t *s, sample_t *sm)
             break;
         }
         sm->it.round++;
-        sm->it.due = oc_stats_now() + conf->sample_recheck_ms / 1000.0;
+        sm->it.due = oc_stats_now() +
+                     oc_smp_recheck_ms(conf->sample_windows.ms, conf->sample_windows.n,
+                                       sm->it.slot, conf->sample_recheck_ms) /
+                         1000.0;
         enqueue(s, &sm->it);
         sm->it.id = NULL; /* the queue's now (or freed by enqueue) */
         return;

@@ -178,6 +178,14 @@ int oc_smp_queue_pop_due(oc_smp_queue_t *q, double now, oc_smp_item_t *out)
     return 1;
 }
 
+uint32_t oc_smp_recheck_ms(const uint32_t *windows_ms, size_t nwindows, size_t slot,
+                           uint32_t recheck_ms)
+{
+    if (slot >= nwindows || windows_ms[slot] < recheck_ms)
+        return recheck_ms;
+    return windows_ms[slot];
+}
+
 void oc_smp_slot_name(const uint32_t *windows_ms, size_t nwindows, size_t slot, char *buf,
                       size_t cap)
 {

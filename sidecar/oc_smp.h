@@ -134,6 +134,15 @@ int oc_smp_queue_push(oc_smp_queue_t *q, const oc_smp_item_t *it);
 /* Take the earliest item due at `now`: 1, or 0 if none is due. */
 int oc_smp_queue_pop_due(oc_smp_queue_t *q, double now, oc_smp_item_t *out);
 
+/* How long after a disagreement the sample is read again, in ms: the
+ * window's own length (at least recheck_ms), or recheck_ms for the hits'
+ * slot. So an inconsistency counted at window W is a cached copy that stayed
+ * wrong for at least W against a row that did not change meanwhile: the
+ * in-flight staleness of a later write (its own invalidation delayed by a
+ * fault, say) is counted at the windows it lasted, not at W. */
+uint32_t oc_smp_recheck_ms(const uint32_t *windows_ms, size_t nwindows, size_t slot,
+                           uint32_t recheck_ms);
+
 /* The label of slot i for `stats` and /metrics: a window in seconds ("10s", or "1500ms")
  * or "hit" for slot == nwindows. */
 void oc_smp_slot_name(const uint32_t *windows_ms, size_t nwindows, size_t slot, char *buf,

@@ -216,6 +216,22 @@ static void test_slot_names(void **state)
     assert_string_equal(b, "hit");
 }
 
+/* A disagreement at window W is read again W later (never sooner than
+ * sample_recheck), so what counts at W stayed wrong for W; hits: recheck. */
+static void test_recheck_after_the_window(void **state)
+{
+    (void)state;
+    uint32_t w[] = {200, 1000, 10000, 60000};
+    assert_int_equal(oc_smp_recheck_ms(w, 4, 0, 1000), 1000); /* shorter window */
+    assert_int_equal(oc_smp_recheck_ms(w, 4, 1, 1000), 1000);
+    assert_int_equal(oc_smp_recheck_ms(w, 4, 2, 1000), 10000);
+    assert_int_equal(oc_smp_recheck_ms(w, 4, 3, 1000), 60000);
+    assert_int_equal(oc_smp_recheck_ms(w, 4, 3, 90000), 90000);
+    assert_int_equal(oc_smp_recheck_ms(w, 4, 4, 1000), 1000); /* the hits' slot */
+    assert_int_equal(oc_smp_recheck_ms(w, 2, 2, 500), 500);
+    assert_int_equal(oc_smp_recheck_ms(w, 0, 0, 700), 700);
+}
+
 static oc_conf_t *load(const char *extra_objcached, const char *extra_model, char *err)
 {
     char text[2048];
@@ -384,6 +400,7 @@ int main(void)
         cmocka_unit_test(test_pick_rate),
         cmocka_unit_test(test_queue_by_due_time),
         cmocka_unit_test(test_slot_names),
+        cmocka_unit_test(test_recheck_after_the_window),
         cmocka_unit_test(test_settings),
         cmocka_unit_test(test_select),
         cmocka_unit_test(test_stats_lines),
