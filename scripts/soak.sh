@@ -67,10 +67,11 @@ for ((i = 0; i < runs; i++)); do
     echo "==> soak run $((i + 1))/$runs: $seconds s, seed $s ($OBJCACHED_BIN)"
     if ! (cd tests/integration &&
           OC_CONSISTENCY_SECONDS="$seconds" OC_CONSISTENCY_SEED="$s" \
+          OC_CONSISTENCY_SOURCES="${source:-trigger,wal}" \
           OC_CONSISTENCY_SAMPLE_RATE="${OC_CONSISTENCY_SAMPLE_RATE:-100%}" \
           OC_CONSISTENCY_SAMPLE_QPS="${OC_CONSISTENCY_SAMPLE_QPS:-40}" \
           OC_CONSISTENCY_WINDOWS="${OC_CONSISTENCY_WINDOWS:-1s, 10s, 60s}" \
-          "$python" -m pytest -q -p no:cacheprovider -s test_consistency.py ${source:+-k "$source"}); then
+          "$python" -m pytest -q -p no:cacheprovider -s test_consistency.py); then
         echo "==> soak run with seed $s FAILED (replay: bash scripts/soak.sh --seconds $seconds --seed $s)"
         failed=1
     fi
