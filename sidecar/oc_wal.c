@@ -29,6 +29,10 @@
  * every 60 x wal_takeover (5 min by default): a fresh feed already proves a
  * holder is alive, and each try costs the primary two connections. */
 #define WAL_RECHECK_FACTOR 60
+/* A try to take the slot (connect, map, generations, START_REPLICATION)
+ * that has not reached the stream after this many wal_takeover starts
+ * again: generous, since making a slot waits for running transactions. */
+#define WAL_TRY_LIMIT_FACTOR 12
 
 typedef enum wal_state {
     WAL_STANDBY,    /* no connection: waiting to try */
@@ -204,6 +208,17 @@ static void stand_by(oc_wal_t *w, double again, const char *why)
     set_state(w, WAL_STANDBY);
     evtimer_del(w->timer);
     arm(w, again);
+}
+
+/* A step of taking the slot could not send its command (its connection went
+ * down meanwhile): no callback will come to move the try on, so stand by
+ * and try again, rather than stay in that step for good. */
+static void not_sent(oc_wal_t *w, const char *what)
+{
+    char why[96];
+    snprintf(why, sizeof(why), "cannot send the query for %s", what);
+    w->sql_busy = 0;
+    stand_by(w, WAL_RETRY_FAST_S, why);
 }
 
 /* ---- the stream ------------------------------------------------------------------- */
@@ -840,7 +855,7 @@ static void bumped(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *e
     w->sql_busy = 1;
     if (oc_pgconn_query(w->sql, "SELECT model, generation FROM objcached.models", 0, NULL,
                         mapped_gens, w) != OC_OK)
-        w->sql_busy = 0;
+        not_sent(w, "the generations");
 }
 
 /* The slot exists again (from now): every wal model goes whole, since what
@@ -867,7 +882,7 @@ static void created(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *
             "SELECT objcached.feed_append(NULL, NULL, (SELECT array_agg(model) "
             "FROM objcached.models WHERE via = 'wal'), true, NULL, NULL, $1)",
             1, p, bumped, w) != OC_OK)
-        w->sql_busy = 0;
+        not_sent(w, "the new generations");
 }
 
 static void dropped(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
@@ -945,7 +960,7 @@ static void mapped(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *e
     w->sql_busy = 1;
     if (oc_pgconn_query(w->sql, "SELECT model, generation FROM objcached.models", 0, NULL,
                         mapped_gens, w) != OC_OK)
-        w->sql_busy = 0;
+        not_sent(w, "the generations");
 }
 
 /* Both connections up: which relations are which models (and every other
@@ -962,7 +977,7 @@ static void both_up(oc_wal_t *w)
             "SELECT format('%I.%I', p.schemaname, p.tablename)::regclass::oid, NULL, "
             "NULL FROM pg_publication_tables p WHERE p.pubname = 'objcached'",
             0, NULL, mapped, w) != OC_OK)
-        w->sql_busy = 0;
+        not_sent(w, "the publication's tables");
 }
 
 static void on_up(oc_pgconn_t *pc, void *owner)
@@ -970,15 +985,18 @@ static void on_up(oc_pgconn_t *pc, void *owner)
     oc_wal_t *w = owner;
     if (pc == w->repl)
         w->repl_up = 1;
-    else
+    else if (pc == w->sql)
         w->sql_up = 1;
+    else
+        return; /* a connection of an earlier try, on its way to the reaper */
     both_up(w);
 }
 
 static void on_down(oc_pgconn_t *pc, const char *err, void *owner)
 {
     oc_wal_t *w = owner;
-    (void)pc;
+    if (pc != w->repl && pc != w->sql)
+        return; /* a connection of an earlier try, on its way to the reaper */
     /* Either connection lost: the stream and what it promised go with it;
      * try again soon (the slot is free once our walsender exits). */
     if (w->state != WAL_STANDBY)
@@ -1013,8 +1031,20 @@ static void wal_start_try(oc_wal_t *w)
     w->sql = session ? oc_pgconn_new(ctx->base, conninfo, &sql_opts, session, &hooks, w)
                      : NULL;
     free(session);
-    if (w->repl == NULL || w->sql == NULL)
+    if (w->repl == NULL || w->sql == NULL) {
         stand_by(w, WAL_RETRY_FAST_S, "out of memory");
+        return;
+    }
+    /* the watchdog of this try (on_timer): every step has a callback, but a
+     * step that waits on a connection that never answers must not wait for
+     * good */
+    evtimer_del(w->timer);
+    arm(w, WAL_TRY_LIMIT_FACTOR * ctx->conf->wal_takeover_ms / 1000.0);
+}
+
+int oc_wal_try_overdue(double since_try, double limit_s)
+{
+    return since_try >= limit_s;
 }
 
 int oc_wal_try_now(int tried, double stale, double since_try, double takeover_s)
@@ -1043,8 +1073,15 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         tick(w);
         return;
     }
-    if (w->state != WAL_STANDBY)
+    if (w->state != WAL_STANDBY) {
+        /* a try still taking the slot: the timer wal_start_try armed */
+        double limit = WAL_TRY_LIMIT_FACTOR * w->ctx->conf->wal_takeover_ms / 1000.0;
+        if (oc_wal_try_overdue(now_s() - w->tried_at, limit))
+            stand_by(w, WAL_RETRY_FAST_S, "a try to take the slot did not finish");
+        else
+            arm(w, limit);
         return;
+    }
     double takeover = w->ctx->conf->wal_takeover_ms / 1000.0;
     double stale = w->ctx->feed ? oc_feed_staleness(w->ctx->feed, now_s()) : INFINITY;
     if (oc_wal_try_now(w->tried, stale, now_s() - w->tried_at, takeover)) {

@@ -86,6 +86,10 @@ unsigned oc_wal_due(oc_wal_sched_t *s, double now, double heartbeat_s, int stats
  * the feed's staleness (which only the holder's heartbeats move) is past
  * wal_takeover; else every 60 x wal_takeover since its last try. */
 int oc_wal_try_now(int tried, double stale, double since_try, double takeover_s);
+/* 1 if a try to take the slot, started since_try seconds ago and not
+ * streaming yet, has had its time (limit_s: 12 x wal_takeover) and must
+ * start again. */
+int oc_wal_try_overdue(double since_try, double limit_s);
 /* How long the holder has been silent as this sidecar can tell: the feed's
  * staleness, never more than this sidecar has watched (`watched` seconds:
  * a sidecar just started has a feed not yet fresh, INFINITY, which says

@@ -69,6 +69,17 @@ static void test_try_now(void **state)
     assert_true(oc_wal_try_now(1, 1.0, 300.01, takeover));
 }
 
+/* A try stuck before the stream (a step whose connection never answers)
+ * starts again once it has had its time, not before. */
+static void test_try_overdue(void **state)
+{
+    (void)state;
+    assert_false(oc_wal_try_overdue(0.0, 60.0));
+    assert_false(oc_wal_try_overdue(59.99, 60.0));
+    assert_true(oc_wal_try_overdue(60.0, 60.0));
+    assert_true(oc_wal_try_overdue(INFINITY, 60.0));
+}
+
 static void test_silence(void **state)
 {
     (void)state;
@@ -209,9 +220,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_schedule),      cmocka_unit_test(test_try_now),
-        cmocka_unit_test(test_silence),       cmocka_unit_test(test_stuck_holder),
-        cmocka_unit_test(test_end_kind),      cmocka_unit_test(test_pause_and_lag),
-        cmocka_unit_test(test_feed_literals),
+        cmocka_unit_test(test_try_overdue),   cmocka_unit_test(test_silence),
+        cmocka_unit_test(test_stuck_holder),  cmocka_unit_test(test_end_kind),
+        cmocka_unit_test(test_pause_and_lag), cmocka_unit_test(test_feed_literals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
