@@ -52,10 +52,35 @@ def rss_kib(pid):
     return 0
 
 
-def cpu_seconds(pid):
+def _stat_fields(pid):
     with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid):
+    fields = _stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cluster_cpu_seconds(datadir):
+    """CPU of a PostgreSQL cluster so far: the postmaster, its live children
+    (backends, WAL senders, background workers) and, through the
+    postmaster's cutime/cstime, every child it has reaped, so a backend that
+    exits between two readings still counts."""
+    with open(os.path.join(datadir, "postmaster.pid")) as f:
+        pm = int(f.readline())
+    fields = _stat_fields(pm)
+    ticks = sum(int(x) for x in fields[11:15])
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            fields = _stat_fields(name)
+        except OSError:
+            continue    # gone meanwhile: its time is in the postmaster's cutime
+        if int(fields[1]) == pm:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 # ------------------------------------------------------ memcached, text

@@ -106,8 +106,10 @@ def loadgen(args, servers, prefix, batches, keys, extra=(), wrap=()):
     return p
 
 
-def profile_daemon(args, world, name, config, out, warm_asks):
-    """objcached under callgrind: warm, zero, measured gets, dump."""
+def profile_daemon(args, world, name, config, out, warm_asks, cold=False):
+    """objcached under callgrind: warm, zero, measured gets, dump. cold:
+    the pool flushed after the warm-up and every id asked once, so each key
+    is a miss, loaded from PostgreSQL and filled."""
     step(f"objcached ({name}) under callgrind")
     tag = name.replace(" ", "-")
     os.environ["OBJCACHED_WRAPPER"] = " ".join(callgrind_argv(os.path.join(out, f"oc-{tag}")))
@@ -123,18 +125,25 @@ def profile_daemon(args, world, name, config, out, warm_asks):
         loadgen(args, oc.sock, "Item:", ROWS // 100, f"seq:1:{ROWS}",
                 extra=["--repeat", str(warm_asks)])
         oc.wait_idle(timeout=120)
+        if cold:
+            world.flush()
         st0 = oc.stats()
         control("-z", oc.pid)
-        loadgen(args, oc.sock, "Item:", args.batches, f"uniform:1:{ROWS}")
+        batches = ROWS // 100 if cold else args.batches
+        loadgen(args, oc.sock, "Item:", batches, f"seq:1:{ROWS}" if cold else
+                f"uniform:1:{ROWS}")
+        if cold:
+            oc.wait_idle(timeout=120)    # the fills after the replies count too
         control("-d", oc.pid)
         st1 = oc.stats()
     finally:
         oc.stop(timeout=120, check=False)
-    keys = args.batches * 100
+    keys = batches * 100
     dump = latest_dump(os.path.join(out, f"oc-{tag}"))
-    d = {k: st1[k] - st0[k] for k in ("near_hits", "get_hits") if k in st1}
+    d = {k: st1[k] - st0[k] for k in ("near_hits", "get_hits", "get_misses", "pg_queries")
+         if k in st1}
     return {"name": f"objcached, {name}", "ir_per_key": total_ir(dump) / keys, "dump": dump,
-            "stats": d}
+            "stats": d, "keys": keys}
 
 
 def user_sys(pid):
@@ -173,7 +182,8 @@ def profile_client(args, name, servers, prefix, out):
                 wrap=callgrind_argv(f) + ["--trace-children=no"])
         irs.append(total_ir(f))
     return {"name": f"load generator -> {name}", "ir_per_key": (irs[1] - irs[0]) /
-            (args.batches * 100), "dump": f, "stats": {}}
+            (args.batches * 100), "dump": f, "stats": {},
+            "keys": args.batches * 100}
 
 
 def main():
@@ -207,6 +217,8 @@ def main():
                                       world.near_config("64m"), args.out, 3))
         results.append(profile_daemon(args, world, "near-cache off", world.base_config(),
                                       args.out, 1))
+        results.append(profile_daemon(args, world, "cold (all misses)", world.base_config(),
+                                      args.out, 1, cold=True))
         pool = ",".join(m.address for m in world.mcs)
         near = harness.Objcached(world.near_config("64m"), binary=args.objcached,
                                  parent_dir=world.dir).start()
@@ -234,6 +246,7 @@ def main():
         shutil.rmtree(workdir, ignore_errors=True)
     say()
     say(f"Instructions per key, K=100 gets at 1 client, {args.batches * 100:,} keys measured "
+        f"({ROWS:,} for the cold run) "
         f"({(time.monotonic() - t0) / 60:.1f} min):")
     say()
     say("| process | Ir per key | checked |")
@@ -253,12 +266,12 @@ def main():
         say(f"| {r['name']} | {r['C']} | {r['keys_per_s']:,.0f} | {r['server_user']:.2f} | "
             f"{r['server_sys']:.2f} | {r['client_user']:.2f} | {r['client_sys']:.2f} | "
             f"{tot:.2f} |")
-    for r in results[:2]:
+    for r in results[:3]:
         say()
         say(f"{r['name']}: the functions with the most self Ir (rep-prefixed string "
             "instructions, memset's rep stosb, count one Ir per iteration: callgrind "
             "overstates them against their real cost)")
-        for ln in top(r["dump"], args.batches * 100):
+        for ln in top(r["dump"], r["keys"]):
             say("    " + ln)
     say()
     say(f"callgrind files: {args.out}")

@@ -68,7 +68,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 import harness  # noqa: E402
 
-from bench_common import (BenchError, cpu_seconds, med, pct, rss_kib, say,  # noqa: E402
+from bench_common import (BenchError, cluster_cpu_seconds, cpu_seconds, med, pct, rss_kib, say,  # noqa: E402
                           spread, step)
 import bench_near  # noqa: E402
 import bench_writes  # noqa: E402
@@ -366,12 +366,14 @@ class Runner:
         st0 = near and oc.stats()
         oc_cpu0 = cpu_seconds(oc.pid)
         mc_cpu0, tw_cpu0 = self.pool_cpu(), cpu_seconds(self.w.tw.pid)
+        pg_cpu0 = cluster_cpu_seconds(self.w.pg.datadir)
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run(argv, capture_output=True, text=True,
                               timeout=(seconds or 60) + 120)
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         oc_cpu = cpu_seconds(oc.pid) - oc_cpu0
         mc_cpu, tw_cpu = self.pool_cpu() - mc_cpu0, cpu_seconds(self.w.tw.pid) - tw_cpu0
+        pg_cpu = cluster_cpu_seconds(self.w.pg.datadir) - pg_cpu0
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if not lines or proc.returncode not in (0, 1):
             raise BenchError(f"loadgen failed (exit {proc.returncode}): {' '.join(argv)}\n"
@@ -379,9 +381,11 @@ class Runner:
         r = json.loads(lines[-1])
         # CPU of every process on the path, over the whole run (its warmup
         # too, so per key it is slightly high): the load generator (the only
-        # child reaped meanwhile), the objcached serving it, memcached, twemproxy
+        # child reaped meanwhile), the objcached serving it, memcached,
+        # twemproxy, PostgreSQL (the whole cluster)
         r.update(phase=phase, target=target, keys_spec=keys, oc_cpu_s=round(oc_cpu, 4),
                  trial=trial, mc_cpu_s=round(mc_cpu, 4), tw_cpu_s=round(tw_cpu, 4),
+                 pg_cpu_s=round(pg_cpu, 4),
                  client_cpu_s=round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime,
                                     4))
         if near:
@@ -414,7 +418,8 @@ class Runner:
     FIELDS = ["phase", "target", "mode", "K", "C", "keys_spec", "seconds", "batches", "keys",
               "hits", "misses", "absent", "errors", "bad_values", "keys_per_s", "batches_per_s",
               "p50_us", "p99_us", "p999_us", "max_us", "mean_us", "pg_queries", "oc_cpu_s",
-              "trial", "near_hits", "near_misses", "client_cpu_s", "mc_cpu_s", "tw_cpu_s"]
+              "trial", "near_hits", "near_misses", "client_cpu_s", "mc_cpu_s", "tw_cpu_s",
+              "pg_cpu_s"]
 
     def append_csv(self, r):
         new = not os.path.exists(self.csv_path)
@@ -909,7 +914,8 @@ def cpu_per_key(target, rows, keys):
     out = {"cpu_client_us": us("client_cpu_s"),
            "cpu_oc_us": us("oc_cpu_s") if target.startswith("oc") else 0.0,
            "cpu_mc_us": us("mc_cpu_s"),
-           "cpu_tw_us": us("tw_cpu_s") if target == "twemproxy" else 0.0}
+           "cpu_tw_us": us("tw_cpu_s") if target == "twemproxy" else 0.0,
+           "cpu_pg_us": us("pg_cpu_s")}
     out["cpu_total_us"] = (sum(out.values())
                            if all(v is not None for v in out.values()) else None)
     return out
@@ -1018,8 +1024,7 @@ def tables(summary, extra, cfg, world, elapsed):
         add("(ratio: the median over trials of target / base keys/s measured back to back in "
             "the same trial; p50 - base: the same, paired)")
         add("")
-        if hit:
-            cpu_table(add, ss)
+        cpu_table(add, ss)
     if "herd" in extra:
         add("### Thundering herd: 64 clients x the same 100 cold keys")
         add("")
@@ -1089,18 +1094,19 @@ def tables(summary, extra, cfg, world, elapsed):
 def cpu_table(add, ss):
     """CPU per key of each process on each path, from /proc and the load
     generator's rusage over the same runs."""
-    add("CPU per key (us, user + system, over the runs above): the load generator, "
-        "objcached, the 3 memcached, twemproxy; on 2 cores a saturated path's keys/s is "
-        "about 2e6 / total")
+    add("CPU per key (us, user + system, over the runs above, their warm-ups included): the "
+        "load generator (libmemcached and libpq), objcached, the 3 memcached, twemproxy, "
+        "PostgreSQL (the whole cluster: backends and background processes); on 2 cores a "
+        "saturated path's keys/s is about 2e6 / total")
     add("")
-    add("| K | C | target | client | objcached | memcached | twemproxy | total |")
-    add("|---:|---:|---|---:|---:|---:|---:|---:|")
+    add("| K | C | target | client | objcached | memcached | twemproxy | PostgreSQL | total |")
+    add("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for s in sorted(ss, key=lambda s: (s["K"], s["C"], s["target"] != "direct", s["target"])):
         if s.get("cpu_total_us") is None:
             continue
         add(f"| {s['K']} | {s['C']} | {s['target']} | {s['cpu_client_us']:.2f} | "
             f"{s['cpu_oc_us']:.2f} | {s['cpu_mc_us']:.2f} | {s['cpu_tw_us']:.2f} | "
-            f"{s['cpu_total_us']:.2f} |")
+            f"{s['cpu_pg_us']:.2f} | {s['cpu_total_us']:.2f} |")
     add("")
 
 

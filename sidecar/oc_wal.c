@@ -169,19 +169,11 @@ static void batch_clear(oc_wal_t *w)
     w->step = STEP_NONE;
 }
 
-/* Holding no more (or never got there): close both connections and stand
- * by; `again` seconds until the next try. The outbox consumer stops with
- * the slot: the next holder drains the outbox. */
-static void stand_by(oc_wal_t *w, double again, const char *why)
+/* Hand both connections to the reaper. Not freed here: this may run inside
+ * one of their callbacks. They get no more callbacks (abandon; their hooks
+ * see they are no longer ours) and are freed from the reap event. */
+static void retire_conns(oc_wal_t *w)
 {
-    oc_ctx_t *ctx = w->ctx;
-    int held = w->state == WAL_STREAMING;
-    if (held)
-        oc_log_warn("event=wal_released slot=%s reason=\"%s\"", w->slot, why);
-    else if (w->state != WAL_STANDBY)
-        oc_log_info("event=wal_standby slot=%s reason=\"%s\"", w->slot, why);
-    /* Not freed here: this may run inside one of their callbacks. They get
-     * no more callbacks (abandon) and are freed from the reap event. */
     for (int i = 0; i < 2; i++) {
         oc_pgconn_t *c = i ? w->sql : w->repl;
         if (c == NULL)
@@ -193,6 +185,20 @@ static void stand_by(oc_wal_t *w, double again, const char *why)
     event_active(w->reap, EV_TIMEOUT, 0);
     w->repl = w->sql = NULL;
     w->repl_up = w->sql_up = 0;
+}
+
+/* Holding no more (or never got there): close both connections and stand
+ * by; `again` seconds until the next try. The outbox consumer stops with
+ * the slot: the next holder drains the outbox. */
+static void stand_by(oc_wal_t *w, double again, const char *why)
+{
+    oc_ctx_t *ctx = w->ctx;
+    int held = w->state == WAL_STREAMING;
+    if (held)
+        oc_log_warn("event=wal_released slot=%s reason=\"%s\"", w->slot, why);
+    else if (w->state != WAL_STANDBY)
+        oc_log_info("event=wal_standby slot=%s reason=\"%s\"", w->slot, why);
+    retire_conns(w);
     w->sql_busy = 0;
     w->paused = 0;
     if (w->step != STEP_DELETES) /* deletes out: their callback clears */
@@ -1023,6 +1029,8 @@ static void wal_start_try(oc_wal_t *w)
     const char *conninfo =
         ctx->conf->wal_conninfo[0] ? ctx->conf->wal_conninfo : ctx->conf->conninfo;
     char *session = oc_sql_session(ctx->conf);
+    /* stand_by retired the last try's; never overwrite (and leak) a live one */
+    retire_conns(w);
     w->tried = 1;
     w->tried_at = now_s();
     set_state(w, WAL_CONNECTING);
