@@ -71,6 +71,32 @@ size_t oc_key_format_int(char *buf, int64_t v)
     return 1 + oc_key_format_u64(buf + 1, (uint64_t)0 - (uint64_t)v);
 }
 
+/* At most 18 digits after position `from` (1 after a minus sign). An id
+ * already in canonical form (no leading zero, no "-0") is copied rather
+ * than formatted again. */
+static oc_status_t parse_short_int(const char *id, size_t len, size_t from, int64_t lo,
+                                   int64_t hi, oc_key_t *out)
+{
+    int64_t v = 0;
+    for (size_t i = from; i < len; i++) {
+        if (id[i] < '0' || id[i] > '9')
+            return OC_EINVAL;
+        v = v * 10 + (id[i] - '0');
+    }
+    if (from)
+        v = -v;
+    if (v < lo || v > hi)
+        return OC_EINVAL;
+    if (id[from] == '0' && !(len == 1 && from == 0)) {
+        out->canon_len = oc_key_format_int(out->canon, v);
+        return OC_OK;
+    }
+    memcpy(out->canon, id, len);
+    out->canon[len] = '\0';
+    out->canon_len = len;
+    return OC_OK;
+}
+
 static oc_status_t parse_int(const char *id, size_t len, int64_t lo, int64_t hi,
                              oc_key_t *out)
 {
@@ -80,6 +106,8 @@ static oc_status_t parse_int(const char *id, size_t len, int64_t lo, int64_t hi,
         neg = 1, i = 1;
     if (i == len || len > 40)
         return OC_EINVAL;
+    if (len - i <= 18) /* every key of a get: no overflow possible, no check */
+        return parse_short_int(id, len, i, lo, hi, out);
     /* Accumulate as a negative number so INT64_MIN fits. */
     int64_t v = 0;
     for (; i < len; i++) {
@@ -207,11 +235,8 @@ oc_status_t oc_key_parse(const oc_conf_t *conf, const char *key, size_t len,
     int el = echo_len(len);
     if (len > max_len)
         return oc_fail(err, OC_ETOOBIG, "key too long");
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)key[i];
-        if (c <= 0x20 || c == 0x7f)
-            return oc_fail(err, OC_EINVAL, "bad key format: control character");
-    }
+    if (!oc_mcp_printable(key, len))
+        return oc_fail(err, OC_EINVAL, "bad key format: control character");
     const char *colon = memchr(key, ':', len);
     if (colon == NULL || colon == key || colon == key + len - 1)
         return oc_fail(err, OC_EINVAL, "bad key format: %.*s", el, key);

@@ -97,6 +97,20 @@ oc_status_t oc_map_put(oc_map_t *m, const char *key, size_t len, void *val)
     return OC_OK;
 }
 
+oc_status_t oc_map_add(oc_map_t *m, const char *key, size_t len, void *val, void **had)
+{
+    if ((m->count + 1) * 4 > m->cap * 3 && grow(m) != OC_OK)
+        return OC_ENOMEM;
+    uint64_t h = oc_hash(key, len);
+    oc_map_slot_t *s = &m->slots[find(m, key, len, h)];
+    *had = s->key ? s->val : NULL;
+    if (s->key == NULL) {
+        m->count++;
+        *s = (oc_map_slot_t){key, len, h, val};
+    }
+    return OC_OK;
+}
+
 void *oc_map_del(oc_map_t *m, const char *key, size_t len)
 {
     size_t mask = m->cap - 1;

@@ -23,6 +23,11 @@ void oc_map_free(oc_map_t *m); /* frees the table, not keys or values */
 void *oc_map_get(const oc_map_t *m, const char *key, size_t len);
 /* OC_OK, or OC_ENOMEM; a key already present is replaced. */
 oc_status_t oc_map_put(oc_map_t *m, const char *key, size_t len, void *val);
+
+/* Insert key -> val unless key is there: *had is its value then (and
+ * nothing changes), NULL if it was added. One hash for both, where a get
+ * then a put would take two. OC_ENOMEM if the table could not grow. */
+oc_status_t oc_map_add(oc_map_t *m, const char *key, size_t len, void *val, void **had);
 /* Removes and returns the value, or NULL if absent. */
 void *oc_map_del(oc_map_t *m, const char *key, size_t len);
 size_t oc_map_count(const oc_map_t *m);

@@ -2,11 +2,32 @@
 
 #include <string.h>
 
+/* A byte of a word that is a control character, a space or DEL: the SWAR
+ * "has a byte below n" test (bytes >= 0x80, UTF-8, pass), and the same for
+ * a zero byte of w ^ 0x7f..7f. Keys are checked on every get, so eight
+ * bytes at a time. */
+static int word_bad(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t del = w ^ (ones * 0x7f);
+    return (((w - ones * 0x21) & ~w) | ((del - ones) & ~del)) & highs ? 1 : 0;
+}
+
 int oc_mcp_key_ok(const char *key, size_t len)
 {
-    if (len == 0 || len > OC_MCP_KEY_MAX)
-        return 0;
-    for (size_t i = 0; i < len; i++) {
+    return len > 0 && len <= OC_MCP_KEY_MAX && oc_mcp_printable(key, len);
+}
+
+int oc_mcp_printable(const char *key, size_t len)
+{
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w;
+        memcpy(&w, key + i, 8);
+        if (word_bad(w))
+            return 0;
+    }
+    for (; i < len; i++) {
         unsigned char c = (unsigned char)key[i];
         if (c <= ' ' || c == 0x7f)
             return 0;
@@ -14,20 +35,24 @@ int oc_mcp_key_ok(const char *key, size_t len)
     return 1;
 }
 
-/* A decimal number of at most `max`, up to the next space or the end. */
+/* A decimal number of at most `max`, up to the next space or the end.
+ * Up to 19 digits cannot overflow: no check per digit (a division each)
+ * on the few numbers of every VALUE line. */
 static int parse_u64(const char **p, const char *end, uint64_t max, uint64_t *out)
 {
-    const char *s = *p;
+    const char *s = *p, *start = s;
     uint64_t v = 0;
-    if (s == end || *s < '0' || *s > '9')
+    while (s < end && *s >= '0' && *s <= '9' && s - start < 19)
+        v = v * 10 + (uint64_t)(*s++ - '0');
+    if (s == start)
         return -1;
-    for (; s < end && *s >= '0' && *s <= '9'; s++) {
+    for (; s < end && *s >= '0' && *s <= '9'; s++) { /* 20 digits and more */
         uint64_t d = (uint64_t)(*s - '0');
-        if (v > (max - d) / 10)
+        if (v > (UINT64_MAX - d) / 10)
             return -1;
         v = v * 10 + d;
     }
-    if (s < end && *s != ' ')
+    if (v > max || (s < end && *s != ' '))
         return -1;
     *out = v;
     *p = s;
@@ -112,6 +137,11 @@ oc_mcp_reply_t oc_mcp_parse_line(const char *buf, size_t len, oc_mcp_line_t *out
     if (nl == buf || nl[-1] != '\r')
         return out->type = OC_MCP_BAD;
     size_t n = (size_t)(nl - buf) - 1; /* without \r\n */
+    /* the line of every found key first */
+    if (n > 6 && memcmp(buf, "VALUE ", 6) == 0)
+        return out->type = parse_value(buf + 6, buf + n, out);
+    if (n > 3 && memcmp(buf, "VA ", 3) == 0)
+        return out->type = parse_va(buf + 3, buf + n, out);
     static const struct {
         const char *word;
         oc_mcp_reply_t type;
@@ -127,10 +157,6 @@ oc_mcp_reply_t oc_mcp_parse_line(const char *buf, size_t len, oc_mcp_line_t *out
     for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
         if (equals(buf, n, plain[i].word))
             return out->type = plain[i].type;
-    if (n > 6 && memcmp(buf, "VALUE ", 6) == 0)
-        return out->type = parse_value(buf + 6, buf + n, out);
-    if (n > 3 && memcmp(buf, "VA ", 3) == 0)
-        return out->type = parse_va(buf + 3, buf + n, out);
     if (equals(buf, n, "EN"))
         return out->type = OC_MCP_EN;
     if (starts(buf, n, "VERSION"))

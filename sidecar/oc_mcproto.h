@@ -39,6 +39,10 @@ static inline char *oc_mcp_put(char *p, const void *src, size_t n)
  * them a space or a control character (which would split the command). */
 int oc_mcp_key_ok(const char *key, size_t len);
 
+/* No control character, space or DEL in p[0..len) (bytes >= 0x80 pass):
+ * what memcached's text protocol allows in a key, without the length. */
+int oc_mcp_printable(const char *p, size_t len);
+
 typedef enum oc_mcp_reply {
     OC_MCP_NEED_MORE, /* no whole line yet */
     OC_MCP_VALUE,     /* VALUE <key> <flags> <bytes> [<cas>], a key memcached

@@ -1,12 +1,29 @@
 #include "oc_place.h"
 
 #include <libmemcached/memcached.h>
+#include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "oc_log.h"
+#include "oc_md5.h"
+
 #define PLACE_SLOTS   4096 /* remembered key -> server placements */
 #define PLACE_KEY_MAX 62   /* longer keys are always hashed */
+
+/* libmemcached 1.0's constants for weighted ketama: 160 points a server
+ * (scaled by its share of the weight), 4 of them from each MD5, and the
+ * port left out of a point's name when it is memcached's default. */
+#define KETAMA_POINTS       160
+#define KETAMA_DEFAULT_PORT 11211
+#define CHECK_KEYS          2000 /* keys placed both ways before ours is used */
+
+typedef struct place_point {
+    uint32_t value;  /* where on the circle */
+    uint32_t server; /* the caller's index */
+} place_point_t;
 
 typedef struct place_slot {
     uint8_t len;    /* 0: empty */
@@ -20,6 +37,8 @@ struct oc_place {
     uint32_t only;      /* n == 1: the caller's index of that server */
     uint32_t *by_hash;  /* libmemcached's server index -> the caller's */
     place_slot_t *slots;
+    place_point_t *points; /* our own continuum, sorted; NULL: ask libmemcached */
+    size_t npoints;
 };
 
 static memcached_st *make_hash(const oc_mc_server_conf_t *servers, size_t n, char *err)
@@ -77,6 +96,112 @@ static uint32_t *make_index(memcached_st *memc, const oc_mc_server_conf_t *serve
     return map;
 }
 
+static int point_cmp(const void *a, const void *b)
+{
+    const place_point_t *x = a, *y = b;
+    if (x->value != y->value)
+        return x->value < y->value ? -1 : 1;
+    return x->server < y->server ? -1 : x->server > y->server;
+}
+
+/* libmemcached's share of the 160 points of a server of weight w out of
+ * total over n servers, computed in the same float steps (their rounding
+ * decides how many points a server gets). */
+uint32_t oc_place_points(uint32_t w, uint64_t total, size_t n)
+{
+    float pct = (float)w / (float)total;
+    float f = pct * (float)KETAMA_POINTS;
+    f = f / 4.0f;
+    f = f * (float)n;
+    float g = (float)((double)f + 0.0000000001);
+    return (uint32_t)(floorf(g) * 4.0f);
+}
+
+/* The continuum libmemcached builds for these servers with weighted ketama:
+ * for each server, its points / 4 names "host:port-i" ("host-i" on the
+ * default port), each MD5'd into 4 points. */
+static int points_make(oc_place_t *p, const oc_mc_server_conf_t *servers, size_t n,
+                       const uint32_t *orig)
+{
+    uint64_t total = 0;
+    size_t cap = 0;
+    for (size_t i = 0; i < n; i++)
+        total += servers[i].weight;
+    if (total == 0)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        cap += oc_place_points(servers[i].weight, total, n);
+    if (cap == 0 || (p->points = malloc(cap * sizeof(*p->points))) == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t per = oc_place_points(servers[i].weight, total, n);
+        for (uint32_t j = 0; j < per / 4; j++) {
+            char name[512];
+            int len = servers[i].port == KETAMA_DEFAULT_PORT
+                          ? snprintf(name, sizeof(name), "%s-%u", servers[i].host, j)
+                          : snprintf(name, sizeof(name), "%s:%u-%u", servers[i].host,
+                                     (unsigned)servers[i].port, j);
+            if (len < 0 || (size_t)len >= sizeof(name))
+                return -1;
+            uint8_t d[OC_MD5_LEN];
+            oc_md5(name, (size_t)len, d);
+            for (unsigned x = 0; x < 4; x++)
+                p->points[p->npoints++] =
+                    (place_point_t){oc_md5_word(d, x), orig ? orig[i] : (uint32_t)i};
+        }
+    }
+    qsort(p->points, p->npoints, sizeof(*p->points), point_cmp);
+    return 0;
+}
+
+static size_t points_find(const oc_place_t *p, const char *key, size_t klen)
+{
+    uint8_t d[OC_MD5_LEN];
+    oc_md5(key, klen, d);
+    uint32_t h = oc_md5_word(d, 0);
+    size_t lo = 0, hi = p->npoints; /* the first point at or after h */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (p->points[mid].value < h)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return p->points[lo == p->npoints ? 0 : lo].server;
+}
+
+static size_t libmemcached_find(const oc_place_t *p, const char *key, size_t klen)
+{
+    uint32_t i = memcached_generate_hash(p->hash, key, klen);
+    return i < p->n ? p->by_hash[i] : 0;
+}
+
+/* Ours is used only if it places CHECK_KEYS keys (of every length up to
+ * memcached's limit, so MD5's one- and two-block paths are both asked)
+ * exactly where libmemcached does: a client of the pool must find what we
+ * store. Otherwise every key is placed by libmemcached, as before. */
+static void points_check(oc_place_t *p)
+{
+    for (uint32_t k = 0; k < CHECK_KEYS; k++) {
+        char key[251];
+        int len = snprintf(key, sizeof(key), "oc:Check~%u:%u", k % 7, k * 2654435761u);
+        size_t want = (size_t)len + (k % 200);
+        if (want > sizeof(key) - 1)
+            want = sizeof(key) - 1;
+        for (size_t i = (size_t)len; i < want; i++)
+            key[i] = (char)('a' + (i * 7 + k) % 26);
+        if (points_find(p, key, want) != libmemcached_find(p, key, want)) {
+            oc_log_warn("event=place_fallback reason=\"objcached's ketama disagrees with "
+                        "libmemcached's on key %.*s: keys are placed by libmemcached\"",
+                        (int)want, key);
+            free(p->points);
+            p->points = NULL;
+            p->npoints = 0;
+            return;
+        }
+    }
+}
+
 /* Ketama over servers[0..n), answering orig[i] (NULL: i) for servers[i]. */
 static oc_place_t *place_make(const oc_mc_server_conf_t *servers, size_t n,
                               const uint32_t *orig, char *err)
@@ -95,6 +220,17 @@ static oc_place_t *place_make(const oc_mc_server_conf_t *servers, size_t n,
         if ((p->hash = make_hash(servers, n, err)) == NULL ||
             (p->by_hash = make_index(p->hash, servers, n, orig, err)) == NULL)
             goto fail;
+        if (points_make(p, servers, n, orig) == 0) {
+            points_check(p);
+            if (p->points) { /* the cache is for libmemcached's slower path */
+                free(p->slots);
+                p->slots = NULL;
+            }
+        } else {
+            free(p->points);
+            p->points = NULL;
+            p->npoints = 0;
+        }
     }
     return p;
 fail:
@@ -141,6 +277,7 @@ void oc_place_free(oc_place_t *p)
         memcached_free(p->hash);
     free(p->by_hash);
     free(p->slots);
+    free(p->points);
     free(p);
 }
 
@@ -156,18 +293,24 @@ size_t oc_place_server(oc_place_t *p, const char *key, size_t klen)
 {
     if (p->n <= 1)
         return p->only;
+    if (p->points)
+        return points_find(p, key, klen);
     place_slot_t *slot = NULL;
     if (klen <= PLACE_KEY_MAX && p->n <= 256) {
         slot = &p->slots[slot_hash(key, klen) % PLACE_SLOTS];
         if (slot->len == klen && memcmp(slot->key, key, klen) == 0)
             return slot->server;
     }
-    uint32_t i = memcached_generate_hash(p->hash, key, klen);
-    size_t s = i < p->n ? p->by_hash[i] : 0;
+    size_t s = libmemcached_find(p, key, klen);
     if (slot) {
         slot->len = (uint8_t)klen;
         slot->server = (uint8_t)s;
         memcpy(slot->key, key, klen);
     }
     return s;
+}
+
+int oc_place_own(const oc_place_t *p)
+{
+    return p->points != NULL;
 }

@@ -277,12 +277,12 @@ oc_status_t oc_req_unique(oc_map_t *seen, const char *ck, size_t cklen, uint32_t
                           uint32_t *idx, int *is_new)
 {
     /* The map holds index + 1: its values are never NULL. */
-    void *prev = seen ? oc_map_get(seen, ck, cklen) : NULL;
+    void *prev = NULL;
+    if (seen &&
+        oc_map_add(seen, ck, cklen, (void *)((uintptr_t)next + 1), &prev) != OC_OK)
+        return OC_ENOMEM;
     *is_new = prev == NULL;
     *idx = prev ? (uint32_t)((uintptr_t)prev - 1) : next;
-    if (prev == NULL && seen &&
-        oc_map_put(seen, ck, cklen, (void *)((uintptr_t)next + 1)) != OC_OK)
-        return OC_ENOMEM;
     return OC_OK;
 }
 

@@ -60,6 +60,21 @@ static void test_bigint(void **state)
     expect_error("User:+1", "bad id for bigint key: User:+1");
     expect_error("User:-", "bad id for bigint key: User:-");
     expect_error("User:1;DROP", "bad id for bigint key: User:1;DROP");
+    /* short ids (up to 18 digits, parsed without overflow checks and copied
+     * when already canonical) against longer ones */
+    expect_canon("User:0", 0, "0");
+    expect_canon("User:00", 0, "0");
+    expect_canon("User:-00", 0, "0");
+    expect_canon("User:-007", 0, "-7");
+    expect_canon("User:10", 0, "10");
+    expect_canon("User:999999999999999999", 0, "999999999999999999");
+    expect_canon("User:-999999999999999999", 0, "-999999999999999999");
+    expect_canon("User:000000000000000001", 0, "1");
+    expect_canon("User:0000000000000000001", 0, "1");
+    expect_canon("User:1000000000000000000", 0, "1000000000000000000");
+    expect_error("User:12x", "bad id for bigint key: User:12x");
+    expect_error("User:-x", "bad id for bigint key: User:-x");
+    expect_error("User:--1", "bad id for bigint key: User:--1");
 }
 
 static void test_integer(void **state)
@@ -69,6 +84,8 @@ static void test_integer(void **state)
     expect_canon("Counter:-2147483648", 1, "-2147483648");
     expect_error("Counter:2147483648", "bad id for integer key: Counter:2147483648");
     expect_error("Counter:-2147483649", "bad id for integer key: Counter:-2147483649");
+    expect_canon("Counter:-02147483648", 1, "-2147483648");
+    expect_error("Counter:99999999999", "bad id for integer key: Counter:99999999999");
 }
 
 static void test_uuid(void **state)

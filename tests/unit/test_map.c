@@ -48,6 +48,27 @@ static void test_put_get_del(void **state)
     oc_map_free(m);
 }
 
+/* oc_map_add: inserts once, then reports the value it holds. */
+static void test_add(void **state)
+{
+    (void)state;
+    oc_map_t *m = oc_map_new(2);
+    assert_non_null(m);
+    for (int i = 0; i < N; i++)
+        snprintf(keys[i], sizeof(keys[i]), "k%d", i);
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < N; i++) {
+            void *had = (void *)1;
+            assert_int_equal(
+                oc_map_add(m, keys[i], strlen(keys[i]), keys[i] + round, &had), OC_OK);
+            assert_ptr_equal(had, round ? keys[i] : NULL);
+        }
+    assert_int_equal(oc_map_count(m), N);
+    for (int i = 0; i < N; i++)
+        assert_ptr_equal(oc_map_get(m, keys[i], strlen(keys[i])), keys[i]);
+    oc_map_free(m);
+}
+
 static void test_binary_keys(void **state)
 {
     (void)state;
@@ -65,6 +86,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_get_del),
         cmocka_unit_test(test_binary_keys),
+        cmocka_unit_test(test_add),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

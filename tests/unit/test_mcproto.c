@@ -183,6 +183,38 @@ static void test_key_ok(void **state)
     assert_false(oc_mcp_key_ok("a\x7f", 2));
     assert_false(oc_mcp_key_ok("a\0b", 3));
     assert_true(oc_mcp_key_ok("caf\xc3\xa9", 5)); /* UTF-8 bytes are fine */
+    /* eight bytes at a time: every byte value at every place of keys of
+     * 1..24 bytes (whole words, a tail, both) against the rule byte by byte */
+    for (size_t len = 1; len <= 24; len++)
+        for (size_t at = 0; at < len; at++)
+            for (int c = 0; c < 256; c++) {
+                memset(k, 'x', len);
+                k[at] = (char)c;
+                int want = !(c <= ' ' || c == 0x7f);
+                if (oc_mcp_key_ok(k, len) != want || oc_mcp_printable(k, len) != want)
+                    fail_msg("len %zu, byte 0x%02x at %zu: not %d", len, c, at, want);
+            }
+}
+
+static void test_numbers_at_their_limits(void **state)
+{
+    (void)state;
+    oc_mcp_line_t l;
+    /* 19 digits (no check per digit), 20 (checked), leading zeros */
+    assert_int_equal(parse("VALUE k 0 0 9999999999999999999\r\n", &l), OC_MCP_VALUE);
+    assert_true(l.cas == 9999999999999999999ull);
+    assert_int_equal(parse("VALUE k 0 0 10000000000000000000\r\n", &l), OC_MCP_VALUE);
+    assert_true(l.cas == 10000000000000000000ull);
+    assert_int_equal(parse("VALUE k 0 0 000000000000000000000000000007\r\n", &l),
+                     OC_MCP_VALUE);
+    assert_true(l.cas == 7);
+    assert_int_equal(parse("VALUE k 0000000004294967295 0 1\r\n", &l), OC_MCP_VALUE);
+    assert_true(l.flags == UINT32_MAX);
+    assert_int_equal(parse("VALUE k 0 0 99999999999999999999\r\n", &l), OC_MCP_BAD);
+    assert_int_equal(parse("VALUE k 0 0 184467440737095516150\r\n", &l), OC_MCP_BAD);
+    assert_int_equal(parse("VALUE k 0 0 1a\r\n", &l), OC_MCP_BAD);
+    assert_int_equal(parse("VA 5 c18446744073709551615\r\n", &l), OC_MCP_VA);
+    assert_true(l.cas == UINT64_MAX && l.bytes == 5);
 }
 
 static void test_format_store(void **state)
@@ -218,6 +250,7 @@ int main(void)
         cmocka_unit_test(test_partial_and_long_lines),
         cmocka_unit_test(test_meta_get_replies),
         cmocka_unit_test(test_key_ok),
+        cmocka_unit_test(test_numbers_at_their_limits),
         cmocka_unit_test(test_format_store),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

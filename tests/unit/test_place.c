@@ -69,6 +69,97 @@ static void test_agrees_with_libmemcached(void **state)
     oc_place_free(p);
 }
 
+/* Our own continuum, for many pools: sizes 2..12, weights 1..10, default
+ * and other ports, names and addresses. It must be the one in use (the
+ * check at oc_place_new did not fall back) and agree with libmemcached on
+ * every key. */
+static void test_own_ketama_for_many_pools(void **state)
+{
+    (void)state;
+    static const char *const hosts[] = {"127.0.0.1", "10.1.2.3", "cache-a.internal",
+                                        "::1", "memcached"};
+    uint32_t r = 88172645u;
+    char names[12][64];
+    oc_mc_server_conf_t pool[12];
+    for (int trial = 0; trial < 40; trial++) {
+        size_t n = 2 + (size_t)trial % 11;
+        for (size_t i = 0; i < n; i++) {
+            r ^= r << 13, r ^= r >> 17, r ^= r << 5;
+            /* distinct addresses: the default port (named without it)
+             * only on the first five, whose hosts differ */
+            snprintf(names[i], sizeof(names[i]), "%s", hosts[(i + (size_t)trial) % 5]);
+            pool[i] = (oc_mc_server_conf_t){
+                .host = names[i],
+                .port = (uint16_t)(i < 5 && r % 3 == 0 ? 11211 : 20000 + i),
+                .weight = trial % 2 ? 1 : 1 + (r >> 8) % 10};
+        }
+        char err[OC_ERRLEN];
+        oc_place_t *p = oc_place_new(pool, n, err);
+        assert_non_null(p);
+        assert_true(oc_place_own(p));
+        memcached_st *m = memcached_create(NULL);
+        memcached_behavior_set(m, MEMCACHED_BEHAVIOR_DISTRIBUTION,
+                               MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA);
+        memcached_behavior_set(m, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1);
+        for (size_t i = 0; i < n; i++)
+            memcached_server_add_with_weight(m, pool[i].host, pool[i].port,
+                                             pool[i].weight);
+        char key[128];
+        for (int i = 0; i < 5000; i++) {
+            int len =
+                snprintf(key, sizeof(key), "oc:Model%d~%d:%d", trial, i % 3, i * 7919);
+            uint32_t h = memcached_generate_hash(m, key, (size_t)len);
+            const memcached_instance_st *inst =
+                memcached_server_instance_by_position(m, h);
+            size_t s = oc_place_server(p, key, (size_t)len);
+            assert_true(s < n);
+            if (strcmp(memcached_server_name(inst), pool[s].host) != 0 ||
+                memcached_server_port(inst) != pool[s].port)
+                fail_msg(
+                    "pool %d (%zu servers): %s placed on %s:%u, libmemcached says %s:%u",
+                    trial, n, key, pool[s].host, (unsigned)pool[s].port,
+                    memcached_server_name(inst), (unsigned)memcached_server_port(inst));
+        }
+        memcached_free(m);
+        oc_place_free(p);
+    }
+}
+
+static void test_points_follow_the_weights(void **state)
+{
+    (void)state;
+    /* as many points as libmemcached's continuum holds, for pools of 1..64
+     * servers of equal and of mixed weights (float rounding takes 4 points
+     * off a server for some counts: both must do it alike) */
+    char host[64][32];
+    uint32_t r = 1;
+    for (size_t n = 1; n <= 64; n++)
+        for (int mixed = 0; mixed < 2; mixed++) {
+            memcached_st *m = memcached_create(NULL);
+            memcached_behavior_set(m, MEMCACHED_BEHAVIOR_DISTRIBUTION,
+                                   MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA);
+            memcached_behavior_set(m, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1);
+            uint32_t w[64];
+            uint64_t total = 0, ours = 0;
+            for (size_t i = 0; i < n; i++) {
+                r = r * 1103515245u + 12345u;
+                w[i] = mixed ? 1 + (r >> 16) % 7 : 1;
+                total += w[i];
+                snprintf(host[i], sizeof(host[i]), "10.0.0.%zu", i + 1);
+                memcached_server_add_with_weight(m, host[i], 11211, w[i]);
+            }
+            for (size_t i = 0; i < n; i++)
+                ours += oc_place_points(w[i], total, n);
+            if (ours != m->ketama.continuum_points_counter)
+                fail_msg("%zu servers (%s weights): %llu points, libmemcached %u", n,
+                         mixed ? "mixed" : "equal", (unsigned long long)ours,
+                         m->ketama.continuum_points_counter);
+            memcached_free(m);
+        }
+    assert_int_equal(oc_place_points(2, 4, 3), 240);  /* 1, 2, 1: half of 480 */
+    assert_int_equal(oc_place_points(1, 1000, 2), 0); /* too light for a point */
+}
+
 static void test_one_and_no_server(void **state)
 {
     (void)state;
@@ -196,6 +287,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_agrees_with_libmemcached),
+        cmocka_unit_test(test_own_ketama_for_many_pools),
+        cmocka_unit_test(test_points_follow_the_weights),
         cmocka_unit_test(test_one_and_no_server),
         cmocka_unit_test(test_cache_collisions),
         cmocka_unit_test(test_except_is_ketama_over_the_rest),

@@ -1,0 +1,74 @@
+/* Unit tests for oc_md5: RFC 1321's test suite, and the first word of the
+ * digest against libmemcached's own MD5 for every length across a block
+ * boundary (the words ketama places keys by). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <libmemcached/memcached.h>
+
+#include "oc_md5.h"
+
+static void hex(const uint8_t d[OC_MD5_LEN], char out[2 * OC_MD5_LEN + 1])
+{
+    for (int i = 0; i < OC_MD5_LEN; i++)
+        snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+static void test_rfc1321_suite(void **state)
+{
+    (void)state;
+    static const char *const v[][2] = {
+        {"", "d41d8cd98f00b204e9800998ecf8427e"},
+        {"a", "0cc175b9c0f1b6a831c399e269772661"},
+        {"abc", "900150983cd24fb0d6963f7d28e17f72"},
+        {"message digest", "f96b697d7cb7938d525a2f31aaf161d0"},
+        {"abcdefghijklmnopqrstuvwxyz", "c3fcd3d76192e4007dfb496cca67e13b"},
+        {"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+         "d174ab98d277d9f5a5611c2c9f419d9f"},
+        {"1234567890123456789012345678901234567890123456789012345678901234567890123456"
+         "7890",
+         "57edf4a22be3c955ac49da2e2107b67a"},
+    };
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        uint8_t d[OC_MD5_LEN];
+        char h[2 * OC_MD5_LEN + 1];
+        oc_md5(v[i][0], strlen(v[i][0]), d);
+        hex(d, h);
+        if (strcmp(h, v[i][1]) != 0)
+            fail_msg("md5(\"%s\") = %s, not %s", v[i][0], h, v[i][1]);
+    }
+}
+
+static void test_first_word_is_libmemcached_md5(void **state)
+{
+    (void)state;
+    char buf[300];
+    uint32_t r = 2463534242u;
+    for (size_t len = 0; len < sizeof(buf); len++)
+        for (int round = 0; round < 20; round++) {
+            for (size_t i = 0; i < len; i++) {
+                r ^= r << 13, r ^= r >> 17, r ^= r << 5; /* xorshift32 */
+                buf[i] = (char)(r & 0xff);
+            }
+            uint8_t d[OC_MD5_LEN];
+            oc_md5(buf, len, d);
+            uint32_t want = memcached_generate_hash_value(buf, len, MEMCACHED_HASH_MD5);
+            if (oc_md5_word(d, 0) != want)
+                fail_msg("length %zu: %08x, libmemcached %08x", len, oc_md5_word(d, 0),
+                         want);
+        }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rfc1321_suite),
+        cmocka_unit_test(test_first_word_is_libmemcached_md5),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
