@@ -1493,6 +1493,7 @@ void oc_mc_watch(oc_mc_t *mc, struct oc_stats *stats, void (*changed)(void *arg)
     mc->stats = stats;
     mc->changed = changed;
     mc->changed_arg = arg;
+    stats->mc_place_native = (uint64_t)oc_place_own(mc->place);
 }
 
 /* ---- the pool --------------------------------------------------------------------- */
@@ -1661,6 +1662,8 @@ static void shape_apply(oc_mc_t *mc, mc_shape_t *sh)
     mc->gutter = sh->gutter;
     mc->place = sh->place;
     mc->failover = sh->failover;
+    if (mc->stats)
+        mc->stats->mc_place_native = (uint64_t)oc_place_own(mc->place);
     for (int g = 0; g < 2; g++) {
         mc_list_t *l = g ? &mc->gutter : &mc->pool;
         for (size_t i = 0; i < l->n; i++) {

@@ -312,5 +312,5 @@ size_t oc_place_server(oc_place_t *p, const char *key, size_t klen)
 
 int oc_place_own(const oc_place_t *p)
 {
-    return p->points != NULL;
+    return p != NULL && (p->n <= 1 || p->points != NULL); /* one server: no hashing */
 }

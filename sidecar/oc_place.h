@@ -50,7 +50,8 @@ size_t oc_place_server(oc_place_t *p, const char *key, size_t klen);
  * weight w out of a total weight over n servers (a multiple of 4). */
 uint32_t oc_place_points(uint32_t w, uint64_t total, size_t n);
 
-/* 1 if keys are placed by objcached's own continuum, 0 if by libmemcached. */
+/* 1 if keys are placed by objcached's own continuum (or there is at most
+ * one server, so nothing to place), 0 if by libmemcached. */
 int oc_place_own(const oc_place_t *p);
 
 #endif

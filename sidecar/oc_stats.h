@@ -38,6 +38,10 @@ struct evbuffer;
       "fail)")                                                                           \
     X(pg_connections_up, GAUGE, "loader connections connected now")                      \
     X(mc_servers_up, GAUGE, "memcached servers that answered the last health probe")     \
+    X(mc_place_native, GAUGE,                                                            \
+      "1 if keys are placed by objcached's own ketama (checked against "                 \
+      "libmemcached's), "                                                                \
+      "0 if by libmemcached")                                                            \
     X(mc_gets, COUNTER, "multi-gets sent to memcached")                                  \
     X(mc_gets_leasing, COUNTER,                                                          \
       "of those, read with meta gets that lease a miss at once (most gets missed)")      \

@@ -339,6 +339,45 @@ def test_postgresql_restart_and_reader_terminated(fleet, mc_pool, db, pg):
     holder([a], timeout=20)
 
 
+def wal_backends(pg, dbname):
+    """The objcached-wal connections PostgreSQL holds for this database: a
+    holder has two (replication and SQL), a sidecar standing by none."""
+    conn = oc_c.HookDb(pg, dbname)
+    try:
+        return conn.q("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                      "'objcached-wal' AND datname = %s", (dbname,))[0][0]
+    finally:
+        conn.close()
+
+
+def test_postgresql_down_while_tries_connect(fleet, mc_pool, db, pg):
+    """PostgreSQL down for several tries, whose connections fail while they
+    are being made (the socket refuses at once): when it is back, exactly
+    one of the two sidecars holds the slot, no connection of a failed try
+    lingers, and writes reach both. (Before 2026-12-03 such a try went to
+    stand-by inside its own construction, its connections were kept anyway
+    and overwritten by the next try: leaked, reconnecting on their own, and
+    at times no sidecar held the slot again.)"""
+    a, b = start(fleet, mc_pool, db), start(fleet, mc_pool, db)
+    holder([a, b])
+    for round_ in range(2):
+        pg.stop(mode="fast")
+        time.sleep(4)     # several tries of both sidecars fail at once
+        pg.start()
+        db.reconnect()
+        held = holder([a, b], timeout=30)
+        db.q("UPDATE items SET name = %s WHERE id = 23", (f"back {round_}",))
+        want = db.q("SELECT row_to_json(t)::text FROM items t WHERE id = 23")[0][0]
+        for oc in (a, b):
+            wait_value(oc, "Item:23", want.encode(), timeout=30)
+        # settled: the holder's two connections, nothing else
+        harness.wait_until(lambda: wal_backends(pg, db.name) == 2, timeout=15,
+                           what="only the holder's two WAL connections")
+        assert held.stats()["wal_holder"] == 1
+    for oc in (a, b):
+        assert "pg_conn_up" in oc.log()
+
+
 def test_dropped_slot_is_made_again_with_new_generations(fleet, mc_pool, db):
     a = start(fleet, mc_pool, db)
     holder([a])
