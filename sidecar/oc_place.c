@@ -1,7 +1,6 @@
 #include "oc_place.h"
 
 #include <libmemcached/memcached.h>
-#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,7 +113,7 @@ uint32_t oc_place_points(uint32_t w, uint64_t total, size_t n)
     f = f / 4.0f;
     f = f * (float)n;
     float g = (float)((double)f + 0.0000000001);
-    return (uint32_t)(floorf(g) * 4.0f);
+    return (uint32_t)g * 4; /* g >= 0: truncation is their floor() */
 }
 
 /* The continuum libmemcached builds for these servers with weighted ketama:
