@@ -70,7 +70,7 @@ mkdir -p "$builddir/crashes"
 sources() {
     case "$1" in
     fuzz_proto) echo tests/fuzz/fuzz_proto.c sidecar/oc_proto.c sidecar/oc_status.c ;;
-    fuzz_key) echo tests/fuzz/fuzz_key.c sidecar/oc_key.c sidecar/oc_conf.c sidecar/oc_status.c ;;
+    fuzz_key) echo tests/fuzz/fuzz_key.c sidecar/oc_key.c sidecar/oc_mcproto.c sidecar/oc_conf.c sidecar/oc_status.c ;;
     fuzz_conf) echo tests/fuzz/fuzz_conf.c sidecar/oc_conf.c sidecar/oc_status.c ;;
     fuzz_parse) echo client/fuzz/fuzz_parse.c client/objcache_parse.c client/objcache_status.c ;;
     fuzz_mcproto) echo tests/fuzz/fuzz_mcproto.c sidecar/oc_mcproto.c ;;
@@ -78,7 +78,7 @@ sources() {
     fuzz_binproto) echo tests/fuzz/fuzz_binproto.c sidecar/oc_binproto.c sidecar/oc_status.c ;;
     fuzz_walbatch) echo tests/fuzz/fuzz_walbatch.c sidecar/oc_walbatch.c sidecar/oc_pgoutput.c sidecar/oc_status.c ;;
     fuzz_smp) echo tests/fuzz/fuzz_smp.c sidecar/oc_smp.c sidecar/oc_sql.c sidecar/oc_verify.c \
-        sidecar/oc_place.c sidecar/oc_key.c sidecar/oc_conf.c sidecar/oc_status.c -I/usr/include/postgresql -lpq -ljansson -lmemcached ;;
+        sidecar/oc_place.c sidecar/oc_md5.c sidecar/oc_log.c sidecar/oc_key.c sidecar/oc_mcproto.c sidecar/oc_conf.c sidecar/oc_status.c -I/usr/include/postgresql -lpq -ljansson -lmemcached ;;
     *) return 1 ;;
     esac
 }
