@@ -153,6 +153,13 @@ static int points_make(oc_place_t *p, const oc_mc_server_conf_t *servers, size_t
     return 0;
 }
 
+static void points_drop(oc_place_t *p)
+{
+    free(p->points);
+    p->points = NULL;
+    p->npoints = 0;
+}
+
 static size_t points_find(const oc_place_t *p, const char *key, size_t klen)
 {
     uint8_t d[OC_MD5_LEN];
@@ -193,9 +200,7 @@ static void points_check(oc_place_t *p)
             oc_log_warn("event=place_fallback reason=\"objcached's ketama disagrees with "
                         "libmemcached's on key %.*s: keys are placed by libmemcached\"",
                         (int)want, key);
-            free(p->points);
-            p->points = NULL;
-            p->npoints = 0;
+            points_drop(p);
             return;
         }
     }
@@ -226,9 +231,7 @@ static oc_place_t *place_make(const oc_mc_server_conf_t *servers, size_t n,
                 p->slots = NULL;
             }
         } else {
-            free(p->points);
-            p->points = NULL;
-            p->npoints = 0;
+            points_drop(p); /* libmemcached places the keys */
         }
     }
     return p;

@@ -125,6 +125,42 @@ static void test_own_ketama_for_many_pools(void **state)
     }
 }
 
+/* The fallback: a pool that names one server twice with two weights.
+ * libmemcached's index of the second maps back to the first (the same
+ * address), our continuum gives it points of its own, so the check at
+ * oc_place_new disagrees: libmemcached places every key, and the answers
+ * are still where a client of the pool looks. */
+static void test_falls_back_to_libmemcached_when_it_disagrees(void **state)
+{
+    (void)state;
+    static oc_mc_server_conf_t dup[] = {
+        {.host = "127.0.0.1", .port = 11211, .weight = 1},
+        {.host = "127.0.0.1", .port = 11211, .weight = 3},
+        {.host = "127.0.0.2", .port = 11211, .weight = 1},
+    };
+    char err[OC_ERRLEN];
+    oc_place_t *p = oc_place_new(dup, 3, err);
+    assert_non_null(p);
+    assert_false(oc_place_own(p));
+    memcached_st *m = memcached_create(NULL);
+    memcached_behavior_set(m, MEMCACHED_BEHAVIOR_DISTRIBUTION,
+                           MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA);
+    memcached_behavior_set(m, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1);
+    for (size_t i = 0; i < 3; i++)
+        memcached_server_add_with_weight(m, dup[i].host, dup[i].port, dup[i].weight);
+    char key[64];
+    for (int i = 0; i < 5000; i++) {
+        int len = snprintf(key, sizeof(key), "oc:User:%d", i);
+        const memcached_instance_st *inst = memcached_server_instance_by_position(
+            m, memcached_generate_hash(m, key, (size_t)len));
+        size_t s = oc_place_server(p, key, (size_t)len);
+        assert_string_equal(memcached_server_name(inst), dup[s].host);
+        assert_int_equal(memcached_server_port(inst), dup[s].port);
+    }
+    memcached_free(m);
+    oc_place_free(p);
+}
+
 static void test_points_follow_the_weights(void **state)
 {
     (void)state;
@@ -289,6 +325,7 @@ int main(void)
         cmocka_unit_test(test_agrees_with_libmemcached),
         cmocka_unit_test(test_own_ketama_for_many_pools),
         cmocka_unit_test(test_points_follow_the_weights),
+        cmocka_unit_test(test_falls_back_to_libmemcached_when_it_disagrees),
         cmocka_unit_test(test_one_and_no_server),
         cmocka_unit_test(test_cache_collisions),
         cmocka_unit_test(test_except_is_ketama_over_the_rest),
