@@ -69,7 +69,8 @@ for ((i = 0; i < runs; i++)); do
           OC_CONSISTENCY_SECONDS="$seconds" OC_CONSISTENCY_SEED="$s" \
           OC_CONSISTENCY_SOURCES="${source:-trigger,wal}" \
           OC_CONSISTENCY_SAMPLE_RATE="${OC_CONSISTENCY_SAMPLE_RATE:-100%}" \
-          OC_CONSISTENCY_SAMPLE_QPS="${OC_CONSISTENCY_SAMPLE_QPS:-40}" \
+          OC_CONSISTENCY_SAMPLE_QPS="${OC_CONSISTENCY_SAMPLE_QPS:-100}" \
+          OC_CONSISTENCY_SAMPLE_QUEUE="${OC_CONSISTENCY_SAMPLE_QUEUE:-262144}" \
           OC_CONSISTENCY_WINDOWS="${OC_CONSISTENCY_WINDOWS:-1s, 10s, 60s}" \
           "$python" -m pytest -q -p no:cacheprovider -s test_consistency.py); then
         echo "==> soak run with seed $s FAILED (replay: bash scripts/soak.sh --seconds $seconds --seed $s)"

@@ -115,6 +115,7 @@ static const oc_conf_key_t oc_conf_objcached_keys[] = {
     OC_CK("sample_rate",      OC_CT_RATE,      "0.1%", sample_ppm, 0, 1000000, OC_LIVE),
     OC_CK("sample_windows",   OC_CT_WINDOWS,   "1s, 10s, 60s", sample_windows, 0, 0, OC_RESTART),
     OC_CK("sample_max_qps",   OC_CT_UINT,      "4",    sample_max_qps, 1, 100, OC_LIVE),
+    OC_CK("sample_queue",     OC_CT_UINT,      "16384", sample_queue, 256, 4194304, OC_LIVE),
     OC_CK("sample_recheck",   OC_CT_MSECS,     "1s",   sample_recheck_ms, 100, OC_MS_M, OC_LIVE),
     /* No default: without it objcached keeps the user it was started as. */
     {.name = "user", .type = OC_CT_USER, .off = offsetof(oc_conf_t, user), OC_RESTART},

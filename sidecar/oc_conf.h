@@ -117,6 +117,8 @@ typedef struct oc_conf {
                                          key is checked after it (1s, 10s, 60s) */
     uint32_t sample_max_qps;          /* sample_max_qps: the sampler's PostgreSQL
                                          queries per second at most (default 4) */
+    uint32_t sample_queue;            /* sample_queue: samples waiting for their
+                                         check, at most; more are dropped (16384) */
     uint32_t sample_recheck_ms;       /* sample_recheck: a disagreement is read again
                                          after this before it counts (1s) */
     char *user;                       /* started as root: become this user after

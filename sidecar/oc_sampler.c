@@ -77,6 +77,7 @@ static void drop_item(oc_smp_item_t *it)
 
 static void enqueue(oc_sampler_t *s, oc_smp_item_t *it)
 {
+    oc_smp_queue_limit(&s->q, s->ctx->conf->sample_queue); /* a reload may change it */
     if (oc_smp_queue_push(&s->q, it) != 0) {
         s->ctx->stats->sampler_dropped++;
         drop_item(it);
@@ -111,7 +112,7 @@ void oc_sampler_offer_inval(oc_sampler_t *s, size_t m, const char *id, size_t le
     if (s == NULL || !offer_ok(s, m, len))
         return;
     const oc_conf_t *conf = s->ctx->conf;
-    if (s->q.cap - s->q.n < conf->sample_windows.n) {
+    if (s->q.n + conf->sample_windows.n > conf->sample_queue) {
         s->ctx->stats->sampler_dropped++;
         return;
     }
@@ -582,7 +583,7 @@ oc_sampler_t *oc_sampler_new(oc_ctx_t *ctx, char *err)
     s->batch = calloc(OC_SMP_BATCH, sizeof(*s->batch));
     s->timer = event_new(ctx->base, -1, EV_PERSIST, tick, s);
     if (s->batch == NULL || s->timer == NULL ||
-        oc_smp_queue_init(&s->q, OC_SMP_QUEUE) != 0 || !grow_models(s)) {
+        oc_smp_queue_init(&s->q, ctx->conf->sample_queue) != 0 || !grow_models(s)) {
         oc_sampler_free(s);
         return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
     }

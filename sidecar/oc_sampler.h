@@ -16,7 +16,7 @@
  * window (checks, inconsistent, empty); an inconsistency is logged with the
  * key and both values (event=sampler_inconsistent).
  *
- * Load, bounded: a timer ticks sample_max_qps times a second (at most 20
+ * Load, bounded: a timer ticks sample_max_qps times a second (at most 100
  * times); a tick with samples due takes up to OC_SMP_BATCH of them, reads
  * their keys with one memcached multi-get (no lease, no refresh: a read that
  * changes nothing), then their rows with ONE PostgreSQL statement (a UNION
@@ -24,9 +24,12 @@
  * connection, so a client's load never queues behind it. At most one tick's
  * batch is in flight. So the extra load is at most sample_max_qps
  * statements and multi-gets a second, whatever the rate; past what that
- * drains, samples wait in a queue of OC_SMP_QUEUE and the ones beyond are
- * dropped (sampler_dropped). Nothing here is on a client's path but the
- * offer calls: one random draw per key.
+ * drains, samples wait in a queue of sample_queue and the ones beyond are
+ * dropped (sampler_dropped). A sample waits its window out in that queue, so
+ * it holds about (rate x (1 + the windows' sum in seconds)) samples: 16,384
+ * keeps about 230 sampled invalidations a second with windows 1 s, 10 s,
+ * 60 s; a soak that samples more needs a larger queue. Nothing here is on a client's path
+ * but the offer calls: one random draw per key.
  *
  * Ownership: the daemon makes it after the memcached pool, the near-cache
  * and before the feed and the outbox consumer (which offer to it), and

@@ -122,11 +122,15 @@ int oc_smp_pick(uint64_t *rng, uint32_t ppm)
 
 /* ---- queue ------------------------------------------------------------- */
 
+/* The array's first size: a sampler at a small rate never needs more. */
+#define QUEUE_FIRST 1024
+
 int oc_smp_queue_init(oc_smp_queue_t *q, size_t cap)
 {
     q->n = 0;
     q->cap = cap;
-    q->heap = calloc(cap ? cap : 1, sizeof(*q->heap));
+    q->alloc = cap < QUEUE_FIRST ? (cap ? cap : 1) : QUEUE_FIRST;
+    q->heap = calloc(q->alloc, sizeof(*q->heap));
     return q->heap ? 0 : -1;
 }
 
@@ -134,7 +138,25 @@ void oc_smp_queue_free(oc_smp_queue_t *q)
 {
     free(q->heap);
     q->heap = NULL;
-    q->n = q->cap = 0;
+    q->n = q->cap = q->alloc = 0;
+}
+
+void oc_smp_queue_limit(oc_smp_queue_t *q, size_t cap)
+{
+    q->cap = cap;
+}
+
+static int queue_grow(oc_smp_queue_t *q)
+{
+    size_t want = q->alloc * 2 < q->cap ? q->alloc * 2 : q->cap;
+    if (want <= q->alloc || want > SIZE_MAX / sizeof(*q->heap))
+        return -1;
+    oc_smp_item_t *h = realloc(q->heap, want * sizeof(*h));
+    if (h == NULL)
+        return -1;
+    q->heap = h;
+    q->alloc = want;
+    return 0;
 }
 
 static void swap(oc_smp_item_t *a, oc_smp_item_t *b)
@@ -146,7 +168,7 @@ static void swap(oc_smp_item_t *a, oc_smp_item_t *b)
 
 int oc_smp_queue_push(oc_smp_queue_t *q, const oc_smp_item_t *it)
 {
-    if (q->n == q->cap)
+    if (q->n >= q->cap || (q->n == q->alloc && queue_grow(q) != 0))
         return -1;
     size_t i = q->n++;
     q->heap[i] = *it;

@@ -45,8 +45,7 @@
 #define OC_SMP_ROUNDS  4 /* rechecks of one sample before it counts as raced */
 #define OC_SMP_SLOTS   (OC_SAMPLE_WINDOWS_MAX + 1) /* the windows, and hits */
 #define OC_SMP_BATCH   256                         /* keys checked in one round trip */
-#define OC_SMP_QUEUE   16384 /* samples waiting, at most: more are dropped */
-#define OC_SMP_LOG_MAX 200   /* bytes of a value in a log line */
+#define OC_SMP_LOG_MAX 200                         /* bytes of a value in a log line */
 
 /* What a client would have been answered for the key when the sampler read
  * it. */
@@ -123,13 +122,19 @@ typedef struct oc_smp_item {
 
 typedef struct oc_smp_queue {
     oc_smp_item_t *heap; /* min-heap on due */
-    size_t n, cap;
+    size_t n;
+    size_t cap;   /* items at most (oc_smp_queue_limit may change it) */
+    size_t alloc; /* items the array holds: grown by doubling up to cap, so a
+                     large cap costs memory only once samples fill it */
 } oc_smp_queue_t;
 
 /* 0, or -1 if out of memory. */
 int oc_smp_queue_init(oc_smp_queue_t *q, size_t cap);
 void oc_smp_queue_free(oc_smp_queue_t *q); /* the array only: ids are the caller's */
-/* 0, or -1 if full (the caller keeps the item and its id). */
+/* A new bound (a reload): below n, the items stay and pushes are refused
+ * until the queue drains under it; the array is never shrunk. */
+void oc_smp_queue_limit(oc_smp_queue_t *q, size_t cap);
+/* 0, or -1 if full or out of memory (the caller keeps the item and its id). */
 int oc_smp_queue_push(oc_smp_queue_t *q, const oc_smp_item_t *it);
 /* Take the earliest item due at `now`: 1, or 0 if none is due. */
 int oc_smp_queue_pop_due(oc_smp_queue_t *q, double now, oc_smp_item_t *out);

@@ -52,6 +52,7 @@ SEED = int(os.environ.get("OC_CONSISTENCY_SEED") or random.SystemRandom().randra
 SAMPLE_RATE = os.environ.get("OC_CONSISTENCY_SAMPLE_RATE", "20%")
 WINDOWS = os.environ.get("OC_CONSISTENCY_WINDOWS", "1s, 10s")
 SAMPLE_QPS = os.environ.get("OC_CONSISTENCY_SAMPLE_QPS", "20")
+SAMPLE_QUEUE = os.environ.get("OC_CONSISTENCY_SAMPLE_QUEUE", "16384")
 FAULTS = tuple(f for f in os.environ.get("OC_CONSISTENCY_FAULTS", ",".join(oc_c.FAULTS))
                .split(",") if f)
 # The staleness bound while the hook is connected (no fault under way): the
@@ -142,7 +143,8 @@ def test_randomized_consistency(pg, mc_pool, cdb, fleet, proxies, capsys):
     conninfo = f"host=127.0.0.1 port={proxies['pg'].port} dbname={cdb.name} user=postgres"
     overrides = {"postgresql": {"invalidation_poll": "200ms", "feed_poll": "100ms"},
                  "objcached": {"log_level": "warn", "sample_rate": SAMPLE_RATE,
-                               "sample_windows": WINDOWS, "sample_max_qps": SAMPLE_QPS}}
+                               "sample_windows": WINDOWS, "sample_max_qps": SAMPLE_QPS,
+                               "sample_queue": SAMPLE_QUEUE}}
     sections = [NEAR] + ([wal_overrides(cdb.name)] if cdb.source == "wal" else [])
     for extra in sections:
         for section, keys in extra.items():

@@ -213,6 +213,30 @@ def test_idle_at_rate_zero_and_reload_turns_it_on(fleet, mc_pool, db, tmp_path):
     assert total(oc, "inconsistent") == 0
 
 
+def test_queue_bound_sheds_and_reload_raises_it(fleet, mc_pool, db):
+    """sample_queue bounds the samples waiting (each sampled invalidation
+    waits there once per window): past it they are dropped and counted, the
+    ones taken are still checked; a reload raises it for the next writes."""
+    oc = start(fleet, mc_pool, db, rate="1", windows="1s, 3s",
+               extra={"objcached": {"sample_queue": "256"}})
+    db.q("UPDATE items SET n = n + 1")  # 400 invalidations at once, 2 windows each
+    harness.wait_until(lambda: oc.stats()["sampler_dropped"] >= 400 - 128, timeout=15,
+                       what=lambda: f"samples dropped: {oc.stats()}")
+    st = oc.stats()
+    assert 0 < st["sampler_samples"] <= 128, st
+    taken = st["sampler_samples"]
+    harness.wait_until(lambda: total(oc, "checks", "3s") >= taken, timeout=20,
+                       what=lambda: f"the 3 s checks: {sampler(oc)}")
+    assert total(oc, "checks", "3s") == taken
+    dropped = oc.stats()["sampler_dropped"]
+    assert reload(oc, edit(oc.config_text, "objcached", "sample_queue", "4096"))
+    db.q("UPDATE items SET n = n + 1")
+    harness.wait_until(lambda: total(oc, "checks", "3s") >= taken + 400, timeout=20,
+                       what=lambda: f"the 3 s checks after the reload: {sampler(oc)}")
+    assert oc.stats()["sampler_dropped"] == dropped
+    assert total(oc, "inconsistent") == 0, sampler(oc)
+
+
 @pytest.mark.parametrize("mode", ["trigger", "wal"])
 def test_no_false_positives_under_heavy_concurrent_writes(mc_pool, request, mode):
     """Every invalidation and every hit sampled, while SQL writers and app

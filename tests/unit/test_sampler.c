@@ -197,6 +197,24 @@ static void test_queue_by_due_time(void **state)
     assert_int_equal(oc_smp_queue_push(&q, &it), -1);
     assert_int_equal(q.n, 3);
     oc_smp_queue_free(&q);
+    /* a large bound grows the array as samples come, keeping the order; a
+     * lower bound (a reload) keeps what waits and refuses until it drains */
+    assert_int_equal(oc_smp_queue_init(&q, 100000), 0);
+    assert_true(q.alloc < 100000);
+    for (int i = 0; i < 5000; i++) {
+        oc_smp_item_t x = {.due = (double)((i * 7919) % 5000)};
+        assert_int_equal(oc_smp_queue_push(&q, &x), 0);
+    }
+    assert_true(q.alloc >= 5000 && q.alloc < 100000);
+    oc_smp_queue_limit(&q, 4000);
+    assert_int_equal(oc_smp_queue_push(&q, &it), -1);
+    for (int i = 0; i < 1001; i++) {
+        assert_int_equal(oc_smp_queue_pop_due(&q, 1e9, &out), 1);
+        assert_true(out.due == (double)i);
+    }
+    assert_int_equal(oc_smp_queue_push(&q, &it), 0); /* 3,999 waited: room for one */
+    assert_int_equal(oc_smp_queue_push(&q, &it), -1);
+    oc_smp_queue_free(&q);
 }
 
 static void test_slot_names(void **state)
@@ -256,6 +274,7 @@ static void test_settings(void **state)
     assert_int_equal(c->sample_windows.ms[2], 60000);
     assert_int_equal(c->sample_max_qps, 4);
     assert_int_equal(c->sample_recheck_ms, 1000);
+    assert_int_equal(c->sample_queue, 16384);
     assert_int_equal(c->models[0].sample_ppm, 1000); /* inherited */
     oc_conf_free(c);
     c = load("sample_rate = 2.5%\nsample_windows = 1500ms, 2s", "sample_rate = 0", err);
@@ -292,6 +311,10 @@ static void test_settings(void **state)
         "sample_windows = x",
         "sample_max_qps = 0",
         "sample_max_qps = 101",
+        "sample_queue = 255",
+        "sample_queue = 4194305",
+        "sample_queue = -1",
+        "sample_queue = 1k",
         "sample_recheck = 50ms",
         "sample_recheck = 2m",
     };
@@ -305,7 +328,9 @@ static void test_settings(void **state)
     oc_conf_t *a = load("", "", err), *b = load("sample_windows = 2s", "", err);
     assert_string_equal(oc_conf_restart_key(a, b), "sample_windows");
     oc_conf_free(b);
-    b = load("sample_rate = 1%\nsample_max_qps = 9\nsample_recheck = 3s", "", err);
+    b = load("sample_rate = 1%\nsample_max_qps = 9\nsample_recheck = 3s\nsample_queue = "
+             "300000",
+             "", err);
     assert_null(oc_conf_restart_key(a, b));
     oc_conf_free(a);
     oc_conf_free(b);
