@@ -30,6 +30,8 @@ phase_nearapply_wal: two more sidecars on wr_wal with the near-cache on
 (standby WAL candidates, following the feed): bench_near.run_apply."""
 
 import os
+import re
+import signal
 import statistics
 import subprocess
 import threading
@@ -41,7 +43,7 @@ import bench_near
 from bench_common import (BenchError, McText, cpu_seconds, pct, say, spread, step,
                           wait_for)
 
-VARIANTS = ["plain", "trig", "wal"]
+VARIANTS = ["plain", "trig", "wal"]  # "wal@5ms": the WAL source at that wal_batch_interval
 MODEL = {"trig": "Wt", "wal": "Ww"}
 DBS = {"plain": "wr_plain", "trig": "wr_trig", "wal": "wr_wal"}
 SLOT = "bench_wal"
@@ -84,6 +86,24 @@ class WriteWorld:
              f"and full_page_writes on), {self.rows:,} rows in each of wr_plain, wr_trig "
              f"(trigger hook, notify off), wr_wal (WAL source) "
              f"({time.monotonic() - t0:.1f} s)")
+
+    def use(self, variant):
+        """Before a run of `variant`: a 'wal@X' one reloads the WAL sidecar
+        with wal_batch_interval X (SIGHUP), unless it runs with X already."""
+        _, _, interval = variant.partition("@")
+        oc = self.ocs["wal"]
+        if not interval or getattr(oc, "bench_interval", None) == interval:
+            return
+        text = re.sub(r"(?m)^wal_batch_interval = .*\n", "", oc.config_text)
+        text = text.replace("[postgresql]\n", f"[postgresql]\nwal_batch_interval = {interval}\n", 1)
+        with open(oc.config_path, "w") as f:
+            f.write(text)
+        oc.config_text = text
+        before = oc.stats()["reloads"]
+        oc.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: oc.stats()["reloads"] > before, 10,
+                 f"the WAL sidecar to reload with wal_batch_interval {interval}")
+        oc.bench_interval = interval
 
     def config(self, variant, postgresql, objcached=None, near_ttl=None):
         model = {"table": "w", "key_type": "bigint", "ttl": "1h"}
@@ -184,11 +204,16 @@ def scripts(world):
     return out
 
 
+def base(variant):
+    """'wal@5ms' -> 'wal': the database, model and sidecar of a variant."""
+    return variant.partition("@")[0]
+
+
 def pgbench(world, variant, script, clients, seconds):
     argv = [os.path.join(world.pg.bindir, "pgbench"), "-n", "-M", "prepared",
             "-T", str(seconds), "-c", str(clients), "-j", str(min(clients, 2)), "-f", script,
             "-h", world.pg.dir, "-p", str(world.pg.port), "-U", world.pg.SUPERUSER,
-            DBS[variant]]
+            DBS[base(variant)]]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -243,9 +268,10 @@ class Probe(threading.Thread):
             self.i += 1
 
     def loop(self):
-        conn = self.w.pg.connect(dbname=DBS[self.variant])
+        v = base(self.variant)
+        conn = self.w.pg.connect(dbname=DBS[v])
         cur = conn.cursor()
-        oc = McText(self.w.ocs[self.variant].sock) if self.variant != "plain" else None
+        oc = McText(self.w.ocs[v].sock) if v != "plain" else None
         mcs = [McText(m.address) for m in self.w.mcs]
         try:
             for ident in self.ids():
@@ -263,8 +289,9 @@ class Probe(threading.Thread):
             conn.close()
 
     def sample(self, cur, oc, mcs, ident):
-        key = f"{self.w.prefix[self.variant]}{ident}"
-        oc.get(f"{MODEL[self.variant]}:{ident}")
+        v = base(self.variant)
+        key = f"{self.w.prefix[v]}{ident}"
+        oc.get(f"{MODEL[v]}:{ident}")
         holder = None
         deadline = time.monotonic() + 5
         while holder is None:      # the fill's write-back lands after the answer
@@ -295,9 +322,10 @@ def phase_writes(world, cfg, rng):
     for rnd in range(rounds):
         for shape in cfg["writes_shapes"]:
             for c in cfg["writes_c"]:
-                order = VARIANTS[:]
+                order = ["plain", "trig"] + cfg.get("writes_wal", ["wal"])
                 rng.shuffle(order)
                 for v in order:
+                    world.use(v)
                     world.settle()
                     m0 = world.meter()
                     p = pgbench(world, v, paths[shape], c, secs)
@@ -332,7 +360,7 @@ def summarize_writes(runs, cfg):
         for c in cfg["writes_c"]:
             rs = [r for r in runs if r["shape"] == shape and r["C"] == c]
             plain = {r["round"]: r["tps"] for r in rs if r["variant"] == "plain"}
-            for v in VARIANTS:
+            for v in ["plain", "trig"] + cfg.get("writes_wal", ["wal"]):
                 mine = [r for r in rs if r["variant"] == v]
                 ratios = [r["tps"] / plain[r["round"]] for r in mine if plain.get(r["round"])]
                 ratio, lo, hi = spread(ratios)
@@ -342,7 +370,7 @@ def summarize_writes(runs, cfg):
                               "ratio": ratio, "ratio_min": lo, "ratio_max": hi,
                               "rounds": len(mine)})
     probes = {}
-    for v in ("trig", "wal"):
+    for v in ["trig"] + cfg.get("writes_wal", ["wal"]):
         d = sorted(x for r in runs if r["variant"] == v for x in r["delays"])
         probes[v] = {"samples": len(d), "p50_ms": pct(d, 50), "p99_ms": pct(d, 99),
                      "max_ms": d[-1] if d else float("nan"), "delays": d}

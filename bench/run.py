@@ -53,6 +53,7 @@ import json
 import os
 import platform
 import random
+import re
 import resource
 import shutil
 import signal
@@ -1147,6 +1148,12 @@ NEARAPPLY_NAMES = {"triggers": "trigger hook, notify on", "wal": "WAL source"}
 WRITE_NAMES = {"plain": "no hook", "trig": "trigger hook (notify off)", "wal": "WAL source"}
 
 
+def write_name(v):
+    """'wal@5ms' -> 'WAL source (wal_batch_interval 5ms)'."""
+    base, _, interval = v.partition("@")
+    return WRITE_NAMES[base] + (f" (wal_batch_interval {interval})" if interval else "")
+
+
 def writes_tables(add, extra, cfg):
     if "writes" not in extra:
         return
@@ -1154,16 +1161,21 @@ def writes_tables(add, extra, cfg):
     add(f"### Write overhead, durable commits: tx/s and ratio to the unwatched table "
         f"({cfg['writes_rounds']} rounds of {cfg['writes_seconds']} s runs, medians)")
     add("")
+    wals = cfg["writes_wal"]
     add("| statements per tx | writers | no hook tx/s | trigger hook tx/s | ratio (min-max) "
-        "| WAL source tx/s | ratio (min-max) |")
-    add("|---:|---:|---:|---:|---:|---:|---:|")
+        + "".join(f"| {write_name(v)} tx/s | ratio (min-max) " for v in wals) + "|")
+    add("|---:|---:|---:|---:|---:" + "|---:|---:" * len(wals) + "|")
     cells = {(c["shape"], c["C"], c["variant"]): c for c in w["cells"]}
     for shape in cfg["writes_shapes"]:
         for n in cfg["writes_c"]:
-            p, t, v = (cells[(shape, n, x)] for x in ("plain", "trig", "wal"))
-            add(f"| {shape} | {n} | {p['tps']:,.0f} | {t['tps']:,.0f} | {t['ratio']:.2f} "
-                f"({t['ratio_min']:.2f}-{t['ratio_max']:.2f}) | {v['tps']:,.0f} | "
-                f"{v['ratio']:.2f} ({v['ratio_min']:.2f}-{v['ratio_max']:.2f}) |")
+            p, t = (cells[(shape, n, x)] for x in ("plain", "trig"))
+            row = (f"| {shape} | {n} | {p['tps']:,.0f} | {t['tps']:,.0f} | {t['ratio']:.2f} "
+                   f"({t['ratio_min']:.2f}-{t['ratio_max']:.2f}) ")
+            for x in wals:
+                v = cells[(shape, n, x)]
+                row += (f"| {v['tps']:,.0f} | {v['ratio']:.2f} "
+                        f"({v['ratio_min']:.2f}-{v['ratio_max']:.2f}) ")
+            add(row + "|")
     add("")
     if all("wal_syncs_per_tx" in c for c in w["cells"]):
         add("Per writer transaction (medians over the rounds): WAL flushes and bytes of the "
@@ -1175,9 +1187,9 @@ def writes_tables(add, extra, cfg):
         add("|---:|---:|---|---:|---:|---:|---:|---:|")
         for shape in cfg["writes_shapes"]:
             for n in cfg["writes_c"]:
-                for v in ("plain", "trig", "wal"):
+                for v in ["plain", "trig"] + wals:
                     c = cells[(shape, n, v)]
-                    add(f"| {shape} | {n} | {WRITE_NAMES[v]} | {c['wal_syncs_per_tx']:.2f} | "
+                    add(f"| {shape} | {n} | {write_name(v)} | {c['wal_syncs_per_tx']:.2f} | "
                         f"{c['wal_bytes_per_tx']:,.0f} | {c['commits_per_tx']:.2f} | "
                         f"{c['sidecar_cpu_us_per_tx']:.1f} | "
                         f"{c['walsender_cpu_us_per_tx']:.1f} |")
@@ -1186,9 +1198,9 @@ def writes_tables(add, extra, cfg):
     add("")
     add("| source | samples | p50 ms | p99 ms | max ms |")
     add("|---|---:|---:|---:|---:|")
-    for v in ("wal", "trig"):
+    for v in wals + ["trig"]:
         p = w["probes"][v]
-        add(f"| {WRITE_NAMES[v]} | {p['samples']} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} | "
+        add(f"| {write_name(v)} | {p['samples']} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} | "
             f"{p['max_ms']:.1f} |")
     add("")
 
@@ -1401,13 +1413,14 @@ def write_targets(extra, res):
         return
     w = extra["writes"]
     for c in w["cells"]:
-        if c["variant"] == "wal":
-            target(f"WAL source, {c['shape']}-statement tx, {c['C']} writers: >= 0.9x the "
-                   "unwatched table's tx/s", c["ratio"] >= 0.9,
+        if c["variant"].startswith("wal"):
+            target(f"{write_name(c['variant'])}, {c['shape']}-statement tx, {c['C']} writers: "
+                   ">= 0.9x the unwatched table's tx/s", c["ratio"] >= 0.9,
                    f"{c['ratio']:.2f}x ({c['ratio_min']:.2f}-{c['ratio_max']:.2f})")
-    p = w["probes"]["wal"]
-    target("WAL source: commit to memcached delete p99 <= 50 ms under the writers",
-           p["p99_ms"] <= 50, f"{p['p99_ms']:.1f} ms ({p['samples']} commits)")
+    for v, p in w["probes"].items():
+        if v.startswith("wal"):
+            target(f"{write_name(v)}: commit to memcached delete p99 <= 50 ms under the "
+                   "writers", p["p99_ms"] <= 50, f"{p['p99_ms']:.1f} ms ({p['samples']} commits)")
 
 
 # -------------------------------------------------------------------- main
@@ -1445,6 +1458,12 @@ def main():
     ap.add_argument("--hit-targets",
                     help=f"targets of the hit phase among {','.join(HIT_TARGETS)} (default "
                          f"{','.join(DEFAULT_HIT_TARGETS)}, and oc-old with --old)")
+    ap.add_argument("--writes-wal-intervals",
+                    help="wal_batch_interval values (e.g. 0,5ms,20ms): the writes phase runs "
+                         "the WAL source once per value, interleaved, the sidecar reloaded "
+                         "between runs (default: one run at the configured default)")
+    ap.add_argument("--writes-c", help="writer counts of the writes phase (default: the run's)")
+    ap.add_argument("--writes-rounds", type=int, help="rounds of the writes phase")
     ap.add_argument("--old", help="an earlier build of objcached, run side by side as the "
                                   "target oc-old in the hit, cold and mixed phases")
     args = ap.parse_args()
@@ -1461,8 +1480,18 @@ def main():
             cfg["hit_k"] = [int(x) for x in args.hit_k.split(",")]
         if args.hit_c:
             cfg["hit_c"] = [int(x) for x in args.hit_c.split(",")]
+        if args.writes_c:
+            cfg["writes_c"] = [int(x) for x in args.writes_c.split(",")]
     except ValueError:
-        ap.error("--hit-k and --hit-c take comma-separated integers")
+        ap.error("--hit-k, --hit-c and --writes-c take comma-separated integers")
+    if args.writes_rounds:
+        cfg["writes_rounds"] = args.writes_rounds
+    cfg["writes_wal"] = ["wal"]
+    if args.writes_wal_intervals:
+        vals = [x.strip() for x in args.writes_wal_intervals.split(",") if x.strip()]
+        if not vals or any(not re.fullmatch(r"\d+(ms|s)?", x) for x in vals):
+            ap.error("--writes-wal-intervals takes durations such as 0,5ms,20ms")
+        cfg["writes_wal"] = [f"wal@{x}" for x in vals]
     if args.trials:
         cfg["trials"] = args.trials
     if args.hit_targets:

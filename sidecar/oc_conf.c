@@ -159,6 +159,7 @@ static const oc_conf_key_t oc_conf_postgresql_keys[] = {
     OC_CK("wal_slot", OC_CT_IDENT, "objcached", wal_slot, 0, 0, OC_RESTART),
     OC_CK("wal_conninfo", OC_CT_CONNINFO_OPT, "", wal_conninfo, 0, 0, OC_RESTART),
     OC_CK("wal_heartbeat", OC_CT_MSECS, "250ms", wal_heartbeat_ms, 10, 10 * OC_MS_S, OC_LIVE),
+    OC_CK("wal_batch_interval", OC_CT_MSECS, "5ms", wal_batch_interval_ms, 0, OC_MS_S, OC_LIVE),
     OC_CK("wal_takeover", OC_CT_MSECS, "5s", wal_takeover_ms, OC_MS_S, OC_MS_10MIN, OC_LIVE),
     OC_CK("wal_max_txn_keys", OC_CT_UINT, "1000000", wal_max_txn_keys, 1000, 100000000, OC_LIVE),
 };

@@ -161,9 +161,11 @@ typedef struct oc_conf {
     int wal;                  /* wal = on: invalidations from the WAL (oc_wal) */
     char *wal_slot;           /* wal_slot: the logical slot, "objcached" */
     char *wal_conninfo;       /* wal_conninfo: a role with REPLICATION ("" = conninfo) */
-    uint32_t wal_heartbeat_ms; /* wal_heartbeat: freshness proof interval, 250ms */
-    uint32_t wal_takeover_ms;  /* wal_takeover: a standby tries after, 5s */
-    uint32_t wal_max_txn_keys; /* wal_max_txn_keys: past it, a model goes whole */
+    uint32_t wal_heartbeat_ms;      /* wal_heartbeat: freshness proof interval, 250ms */
+    uint32_t wal_takeover_ms;       /* wal_takeover: a standby tries after, 5s */
+    uint32_t wal_batch_interval_ms; /* wal_batch_interval: batches start at least
+                                       this far apart (5ms; 0 = at once) */
+    uint32_t wal_max_txn_keys;      /* wal_max_txn_keys: past it, a model goes whole */
 
     oc_model_conf_t *models;
     size_t nmodels;

@@ -65,7 +65,9 @@ struct oc_wal {
     oc_pgconn_t *dead[2]; /* connections given up, freed from `reap` */
     struct event *reap;
     oc_walb_t *acc;
-    struct event *timer; /* STANDBY: the next try; else the periodic work */
+    struct event *timer;       /* STANDBY: the next try; else the periodic work */
+    struct event *batch_timer; /* the next batch, wal_batch_interval after the last */
+    double batch_at;           /* when the last batch was taken (0: none yet) */
     uint64_t received_lsn, applied_lsn;
     /* the batch being applied */
     wal_step_t step;
@@ -213,6 +215,7 @@ static void stand_by(oc_wal_t *w, double again, const char *why)
     }
     set_state(w, WAL_STANDBY);
     evtimer_del(w->timer);
+    evtimer_del(w->batch_timer);
     arm(w, again);
 }
 
@@ -494,6 +497,18 @@ static void apply_maybe(oc_wal_t *w)
 {
     if (w->step != STEP_NONE || w->state != WAL_STREAMING || !oc_walb_ready(w->acc))
         return;
+    double now = now_s();
+    double wait = oc_wal_batch_wait(
+        w->batch_at, now, w->ctx->conf->wal_batch_interval_ms / 1000.0, w->paused);
+    if (wait > 0) {
+        if (!evtimer_pending(w->batch_timer, NULL)) {
+            struct timeval tv = {(time_t)wait,
+                                 (suseconds_t)((wait - (time_t)wait) * 1e6) + 1};
+            evtimer_add(w->batch_timer, &tv);
+        }
+        return;
+    }
+    w->batch_at = now;
     if (oc_walb_take(w->acc, &w->batch) != OC_OK) {
         stand_by(w, WAL_RETRY_FAST_S, "out of memory");
         return;
@@ -1060,6 +1075,14 @@ int oc_wal_try_now(int tried, double stale, double since_try, double takeover_s)
     return !tried || stale > takeover_s || since_try > WAL_RECHECK_FACTOR * takeover_s;
 }
 
+double oc_wal_batch_wait(double last, double now, double interval_s, int paused)
+{
+    if (paused || interval_s <= 0 || last <= 0 || now < last)
+        return 0;
+    double wait = last + interval_s - now;
+    return wait > 0 ? wait : 0;
+}
+
 int oc_wal_over_limit(size_t pending, uint32_t max_txn_keys)
 {
     return pending > (size_t)max_txn_keys * WAL_PAUSE_FACTOR;
@@ -1073,6 +1096,12 @@ uint64_t oc_wal_lag_ms(double now_unix, double commit_unix)
 
 /* STANDBY: try when the holder looks gone (the feed's freshness, which only
  * the holder advances, is older than wal_takeover), or at the first chance. */
+static void on_batch_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    apply_maybe(arg);
+}
+
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
@@ -1106,6 +1135,7 @@ oc_wal_t *oc_wal_new(oc_ctx_t *ctx, char *err)
     oc_wal_t *w = calloc(1, sizeof(*w));
     if (w == NULL || (w->acc = oc_walb_new(ctx->conf->wal_max_txn_keys)) == NULL ||
         (w->timer = evtimer_new(ctx->base, on_timer, w)) == NULL ||
+        (w->batch_timer = evtimer_new(ctx->base, on_batch_timer, w)) == NULL ||
         (w->reap = event_new(ctx->base, -1, 0, on_reap, w)) == NULL) {
         oc_wal_free(w);
         oc_fail(err, OC_ENOMEM, "out of memory");
@@ -1135,6 +1165,8 @@ void oc_wal_free(oc_wal_t *w)
         oc_pgconn_free(w->dead[i]);
     if (w->timer)
         event_free(w->timer);
+    if (w->batch_timer)
+        event_free(w->batch_timer);
     if (w->reap)
         event_free(w->reap);
     /* Deletes still out at oc_mc would call back into freed memory: the

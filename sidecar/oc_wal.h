@@ -122,6 +122,13 @@ oc_wal_end_t oc_wal_end_kind(const char *why);
 /* Are more keys pending than the holder takes in (4 x wal_max_txn_keys)?
  * Then the stream pauses until applying brings them under again. */
 int oc_wal_over_limit(size_t pending, uint32_t max_txn_keys);
+/* Seconds the holder waits before it takes the next batch: batches start at
+ * least interval_s apart (wal_batch_interval), so that at a low write rate
+ * many transactions share one memcached round and one feed commit instead
+ * of one each; none while the stream is paused (the keys pending are over
+ * the limit: applying is what frees it), before the first batch (last 0),
+ * or when the clock is behind the last batch. */
+double oc_wal_batch_wait(double last, double now, double interval_s, int paused);
 /* The apply lag (ms) of a batch whose newest commit was at commit_unix,
  * applied at now_unix (both wall clock seconds); a commit ahead is 0. */
 uint64_t oc_wal_lag_ms(double now_unix, double commit_unix);

@@ -817,6 +817,23 @@ static void test_memcached_postgresql_keys(void **state)
                  "<string>:5: connections: '65' is out of range (1..64)");
     expect_error(MC "[postgresql]\nconninfo = ; nothing\n" MODEL,
                  "<string>:4: conninfo: must not be empty");
+    /* wal_batch_interval: 0 (each batch at once) up to 1s */
+    c = load(MC "[postgresql]\nconninfo = x\n" MODEL, err);
+    need_conf(c, err);
+    assert_int_equal(c->wal_batch_interval_ms, 5);
+    oc_conf_free(c);
+    c = load(MC "[postgresql]\nconninfo = x\nwal_batch_interval = 0\n" MODEL, err);
+    need_conf(c, err);
+    assert_int_equal(c->wal_batch_interval_ms, 0);
+    oc_conf_free(c);
+    expect_error(MC "[postgresql]\nconninfo = x\nwal_batch_interval = 2s\n" MODEL,
+                 "<string>:5: wal_batch_interval: '2s' is out of range (0..1s)");
+    expect_error(MC "[postgresql]\nconninfo = x\nwal_batch_interval = -5ms\n" MODEL,
+                 "<string>:5: wal_batch_interval: '-5ms' is not a duration "
+                 "(e.g. 250ms, 30s, 5m, 2h, 1d)");
+    expect_error(MC "[postgresql]\nconninfo = x\nwal_batch_interval = 5 ms\n" MODEL,
+                 "<string>:5: wal_batch_interval: '5 ms' is not a duration "
+                 "(e.g. 250ms, 30s, 5m, 2h, 1d)");
 }
 
 /* Failover: the defaults, a gutter, and what --check-config refuses. */

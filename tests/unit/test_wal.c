@@ -155,6 +155,16 @@ static void test_pause_and_lag(void **state)
     assert_false(oc_wal_over_limit(0, 0));
     assert_true(oc_wal_over_limit(1, 0));
     assert_false(oc_wal_over_limit((size_t)UINT32_MAX * 4, UINT32_MAX)); /* no wrap */
+    /* batches start wal_batch_interval apart: the rest of it is waited,
+     * none before the first, while paused, or with the interval off */
+    assert_true(oc_wal_batch_wait(100.0, 100.002, 0.005, 0) > 0.0029 &&
+                oc_wal_batch_wait(100.0, 100.002, 0.005, 0) < 0.0031);
+    assert_true(oc_wal_batch_wait(100.0, 100.005, 0.005, 0) == 0);
+    assert_true(oc_wal_batch_wait(100.0, 250.0, 0.005, 0) == 0);
+    assert_true(oc_wal_batch_wait(0, 100.0, 0.005, 0) == 0);
+    assert_true(oc_wal_batch_wait(100.0, 100.001, 0.005, 1) == 0);
+    assert_true(oc_wal_batch_wait(100.0, 100.001, 0, 0) == 0);
+    assert_true(oc_wal_batch_wait(100.0, 99.0, 0.005, 0) == 0);
     assert_int_equal(oc_wal_lag_ms(1000.25, 1000.0), 250);
     assert_int_equal(oc_wal_lag_ms(1000.0, 1000.0), 0);
     assert_int_equal(oc_wal_lag_ms(1000.0, 1000.5), 0); /* a commit ahead */
