@@ -35,6 +35,8 @@ struct oc_fill {
     uint64_t retire_seq; /* reads with seq <= this may still need it */
     uint64_t lease_seq;  /* read seq when our lease was confirmed (0: none) */
     uint64_t lease_cas;  /* leased: the cas of the lease item */
+    uint64_t place;      /* the read's place memo of the key (oc_mc): the
+                            fill's cas goes there without hashing it again */
     oc_fill_t *retire_next;
 };
 
@@ -408,6 +410,7 @@ static void batch_store(oc_batch_t *b)
         it->key = f->ckey;
         it->klen = f->ckey_len;
         it->cas = f->lease_cas; /* only over our lease, untouched since */
+        it->place = f->place;
         if (f->value) {
             it->val = f->value->data;
             it->vlen = f->value->len;
@@ -536,10 +539,11 @@ static void batch_wait(oc_batch_t *b)
     evtimer_add(b->timer, &tv);
 }
 
-static void fill_take_lease(oc_fills_t *fs, oc_fill_t *f, uint64_t cas)
+static void fill_take_lease(oc_fills_t *fs, oc_fill_t *f, uint64_t cas, uint64_t place)
 {
     f->leased = 1;
     f->lease_cas = cas;
+    f->place = place;
     f->lease_seq = fs->read_seq;
 }
 
@@ -554,7 +558,7 @@ static void fill_read(oc_fills_t *fs, oc_fill_t *f, const oc_mc_job_t *job, size
         (f->value = oc_blob_new(job->arena + h->off, h->len)) == NULL)
         next = OC_FILL_LOADING; /* out of memory: try the long way */
     if (found == OC_EC_LEASE_WON)
-        fill_take_lease(fs, f, h->cas);
+        fill_take_lease(fs, f, h->cas, h->place);
     if (found == OC_EC_LEASE_HELD && next == OC_FILL_LOADING)
         fs->ctx->stats->lease_timeouts++; /* waited enough: load, no fill */
     fill_set_state(f, next);
@@ -616,7 +620,7 @@ static oc_fill_t *fill_new(oc_fills_t *fs, const oc_fill_waiter_t *w)
     f->in_map = 1;
     /* Where the get's own read left the key decides the first step. */
     if (w->read == OC_EC_LEASE_WON)
-        fill_take_lease(fs, f, w->lease_cas);
+        fill_take_lease(fs, f, w->lease_cas, w->lease_place);
     fill_set_state(f, oc_fill_first_state(w->read));
     fs->ctx->stats->loads_in_flight++;
     return f;

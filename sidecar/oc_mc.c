@@ -114,8 +114,10 @@ typedef struct mc_list {
 
 struct oc_mc {
     struct event_base *base;
-    oc_place_t *place; /* which server a key lives on */
-    mc_wop_t *spare;   /* freed wops, for reuse */
+    oc_place_t *place;  /* which server a key lives on */
+    uint32_t place_gen; /* one more at every pool change: a place memo
+                           (hit.place, item.place) of another is stale */
+    mc_wop_t *spare;    /* freed wops, for reuse */
     size_t nspare;
     mc_list_t pool, gutter;
     oc_failover_t *failover; /* where the keys of a server down go */
@@ -1285,12 +1287,29 @@ static void probe_arm(mc_server_t *s)
 
 /* ---- submit --------------------------------------------------------------------- */
 
-/* A key's own server (of the pool) and its index. */
-static mc_server_t *primary_of(oc_mc_t *mc, const char *key, size_t klen, size_t *idx)
+uint64_t oc_mc_memo(uint32_t gen, size_t idx)
+{
+    return ((uint64_t)gen << 32) | (uint64_t)((uint32_t)idx + 1);
+}
+
+int oc_mc_memo_idx(uint64_t memo, uint32_t gen, size_t npool, size_t *idx)
+{
+    size_t m = (size_t)(memo & 0xffffffffu);
+    if (memo == 0 || (uint32_t)(memo >> 32) != gen || m < 1 || m > npool)
+        return 0;
+    *idx = m - 1;
+    return 1;
+}
+
+/* A key's own server (of the pool) and its index; `memo` (0 or a place
+ * memo of this key) saves hashing it when the pool has not changed since. */
+static mc_server_t *primary_of(oc_mc_t *mc, const char *key, size_t klen, uint64_t memo,
+                               size_t *idx)
 {
     if (mc->pool.n == 0)
         return NULL;
-    *idx = oc_place_server(mc->place, key, klen);
+    if (!oc_mc_memo_idx(memo, mc->place_gen, mc->pool.n, idx))
+        *idx = oc_place_server(mc->place, key, klen);
     return mc->pool.s[*idx];
 }
 
@@ -1326,7 +1345,7 @@ int oc_mc_may_fail_over(oc_mc_op_t op, int primary_in_service)
  * server out of service sends its keys to their failover; a GET also goes
  * there when the connection to its server failed just now. */
 static mc_server_t *route_part(oc_mc_t *mc, oc_mc_job_t *job, size_t i, const char *key,
-                               size_t klen, mc_ref_t *ref)
+                               size_t klen, uint64_t memo, mc_ref_t *ref)
 {
     *ref = (mc_ref_t){job, i, MC_VIA_PRIMARY};
     if (!oc_mcp_key_ok(key, klen)) {
@@ -1334,7 +1353,9 @@ static mc_server_t *route_part(oc_mc_t *mc, oc_mc_job_t *job, size_t i, const ch
         return NULL;
     }
     size_t pi = 0;
-    mc_server_t *p = primary_of(mc, key, klen, &pi);
+    mc_server_t *p = primary_of(mc, key, klen, memo, &pi);
+    if (p && job->op == OC_MC_GET)
+        job->hits[i].place = oc_mc_memo(mc->place_gen, pi);
     if (p && srv_ready(p))
         return p;
     if (p && oc_mc_may_fail_over(job->op, oc_tko_in_service(&p->tko))) {
@@ -1384,7 +1405,7 @@ static void submit_delete(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
         return;
     }
     size_t pi = 0;
-    mc_server_t *p = primary_of(mc, it->key, it->klen, &pi);
+    mc_server_t *p = primary_of(mc, it->key, it->klen, it->place, &pi);
     mc_ref_t ref = {job, i, MC_VIA_PRIMARY};
     if (p && srv_ready(p)) {
         queue_line(p, MC_WOP_DELETE, ref);
@@ -1418,7 +1439,7 @@ static void submit_item(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
         return;
     }
     mc_ref_t ref;
-    mc_server_t *s = route_part(mc, job, i, it->key, it->klen, &ref);
+    mc_server_t *s = route_part(mc, job, i, it->key, it->klen, it->place, &ref);
     if (s == NULL)
         return;
     switch (job->op) {
@@ -1453,7 +1474,7 @@ void oc_mc_submit(oc_mc_t *mc, oc_mc_job_t *job)
             continue;
         }
         mc_ref_t ref;
-        mc_server_t *s = route_part(mc, job, i, job->keys[i], job->key_lens[i], &ref);
+        mc_server_t *s = route_part(mc, job, i, job->keys[i], job->key_lens[i], 0, &ref);
         if (s && ref_wants_mg(ref))
             queue_mg(s, ref);
         else if (s)
@@ -1661,6 +1682,7 @@ static void shape_apply(oc_mc_t *mc, mc_shape_t *sh)
     mc->pool = sh->pool;
     mc->gutter = sh->gutter;
     mc->place = sh->place;
+    mc->place_gen++;
     mc->failover = sh->failover;
     if (mc->stats)
         mc->stats->mc_place_native = (uint64_t)oc_place_own(mc->place);

@@ -118,6 +118,9 @@ typedef struct oc_mc_hit {
     uint32_t flags;
     uint64_t cas;
     size_t off, len;
+    uint64_t place; /* the key's server as placed for this read: hand it to a
+                       write of the same key (item.place) so that write does
+                       not hash the key again; 0 = none */
 } oc_mc_hit_t;
 
 struct oc_mc_item;
@@ -150,6 +153,9 @@ typedef struct oc_mc_item {
     void *decide_arg;       /* PUSH: the caller's, for decide */
     oc_mc_result_t result;  /* out */
     int unordered;          /* out, PUSH: written on OC_MC_WRITE_UNORDERED */
+    uint64_t place;         /* 0, or a GET hit's place for this key: its server
+                               without hashing the key again (ignored if the
+                               pool changed since: oc_mc places it anew) */
     int tries_;             /* oc_mc's own: PUSH rounds so far */
 } oc_mc_item_t;
 
@@ -257,6 +263,12 @@ uint32_t oc_mc_store_exptime(uint32_t exptime_s, int on_failover,
  * failover? A GET may, at once (a read can go anywhere); a write only once
  * the server is out of service (primary_in_service = 0): a write cut short
  * by a failure may have been applied there. */
+/* Place memos (hit.place, item.place): a key's server index in the pool of
+ * generation gen (oc_mc counts its pool changes), never 0. oc_mc_memo_idx:
+ * 1 and the index if memo was made for generation gen and names one of
+ * npool servers, else 0 (no memo, or the pool changed: place the key). */
+uint64_t oc_mc_memo(uint32_t gen, size_t idx);
+int oc_mc_memo_idx(uint64_t memo, uint32_t gen, size_t npool, size_t *idx);
 int oc_mc_may_fail_over(oc_mc_op_t op, int primary_in_service);
 /* Does a write to a key's own server (via its primary, not on a failover
  * or the gutter) also delete the key's copy on its failover? With failover

@@ -195,14 +195,17 @@ static int ukey_read(oc_req_t *r, oc_ukey_t *uk, const oc_mc_job_t *job, size_t 
         uk->data = job->arena + h->off;
         uk->len = h->len;
         uk->cas = h->cas;
-        if (h->refresh == OC_MC_REFRESH_WON) /* this reader reloads it ahead */
+        if (h->refresh == OC_MC_REFRESH_WON) { /* this reader reloads it ahead */
+            uk->w.lease_place = h->place;
             oc_fill_refresh(r->ctx->fills, &uk->w, h->cas);
+        }
     } else if (c == OC_EC_ABSENT) {
         uk->state = OC_GET_ABSENT;
     } else {
         uk->w.read_seq = r->read.seq;
         uk->w.read = c;
         uk->w.lease_cas = h->cas;
+        uk->w.lease_place = h->place;
         st->models[uk->w.model_idx].get_misses++;
         return 0;
     }

@@ -168,6 +168,31 @@ static void test_store_exptime(void **state)
     assert_int_equal(oc_mc_store_exptime(UINT32_MAX, 1, 10), 10);
 }
 
+/* A place memo names its server only in the pool generation it was made
+ * for, and only a server that pool has: otherwise the key is placed anew. */
+static void test_place_memo(void **state)
+{
+    (void)state;
+    size_t idx = 99;
+    for (size_t i = 0; i < 5; i++) {
+        uint64_t m = oc_mc_memo(7, i);
+        assert_true(m != 0);
+        assert_int_equal(oc_mc_memo_idx(m, 7, 5, &idx), 1);
+        assert_int_equal(idx, i);
+        assert_int_equal(oc_mc_memo_idx(m, 8, 5, &idx), 0); /* the pool changed */
+        assert_int_equal(oc_mc_memo_idx(m, 6, 5, &idx), 0);
+    }
+    assert_true(oc_mc_memo(0, 0) != 0); /* even generation 0, index 0 */
+    idx = 99;
+    assert_int_equal(oc_mc_memo_idx(0, 0, 5, &idx), 0);                 /* no memo */
+    assert_int_equal(oc_mc_memo_idx(oc_mc_memo(7, 4), 7, 4, &idx), 0);  /* pool smaller */
+    assert_int_equal(oc_mc_memo_idx(oc_mc_memo(7, 0), 7, 0, &idx), 0);  /* empty pool */
+    assert_int_equal(oc_mc_memo_idx((uint64_t)7 << 32, 7, 5, &idx), 0); /* index part 0 */
+    assert_int_equal(idx, 99);                                          /* untouched */
+    assert_int_equal(oc_mc_memo_idx(oc_mc_memo(UINT32_MAX, 2), UINT32_MAX, 3, &idx), 1);
+    assert_int_equal(idx, 2);
+}
+
 static void test_may_fail_over(void **state)
 {
     (void)state;
@@ -244,6 +269,7 @@ int main(void)
         cmocka_unit_test(test_meta_lease),
         cmocka_unit_test(test_meta_get_choice),
         cmocka_unit_test(test_store_exptime),
+        cmocka_unit_test(test_place_memo),
         cmocka_unit_test(test_may_fail_over),
         cmocka_unit_test(test_wants_shadow),
         cmocka_unit_test(test_time_left),
