@@ -56,8 +56,11 @@ fi
 export OBJCACHED_BIN
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-# The test's own watchdog: the run, the drain and the check, with room to spare.
-export OC_TEST_WATCHDOG=$(( seconds + 600 ))
+# The test's own watchdog: the run, the drain and the check of every source
+# (pytest runs them one after the other), with room to spare.
+nsources=2
+[ -z "$source" ] || nsources=1
+export OC_TEST_WATCHDOG=$(( (seconds + 600) * nsources ))
 
 python=/usr/bin/python3
 [ -x "$python" ] || python=python3

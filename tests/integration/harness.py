@@ -157,13 +157,20 @@ class Watchdog:
         self._timer.start()
 
     def _fire(self):
-        sys.stderr.write(f"\nharness: watchdog: {self.what} still running after "
-                         f"{self.seconds:.0f} s; stacks follow, then everything "
-                         "is stopped\n")
-        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
-        sys.stderr.flush()
-        stop_all()
-        os._exit(124)
+        try:
+            sys.__stderr__.write(f"\nharness: watchdog: {self.what} still running after "
+                                 f"{self.seconds:.0f} s; stacks follow, then everything "
+                                 "is stopped\n")
+            sys.__stderr__.flush()
+            # fd 2 itself: pytest may have swapped sys.stderr for a capture
+            # object without a file descriptor (a soak's watchdog once died
+            # here and stopped nothing)
+            faulthandler.dump_traceback(file=2, all_threads=True)
+        except Exception as e:  # noqa: BLE001 - stopping matters more than stacks
+            os.write(2, f"harness: watchdog: no stacks ({e!r})\n".encode())
+        finally:
+            stop_all()
+            os._exit(124)
 
     def cancel(self):
         self._timer.cancel()
