@@ -1094,14 +1094,15 @@ uint64_t oc_wal_lag_ms(double now_unix, double commit_unix)
     return lag > 0 ? (uint64_t)(lag * 1000) : 0;
 }
 
-/* STANDBY: try when the holder looks gone (the feed's freshness, which only
- * the holder advances, is older than wal_takeover), or at the first chance. */
+/* wal_batch_interval after the last batch: the next one, if it is ready. */
 static void on_batch_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     apply_maybe(arg);
 }
 
+/* STANDBY: try when the holder looks gone (the feed's freshness, which only
+ * the holder advances, is older than wal_takeover), or at the first chance. */
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
