@@ -30,8 +30,6 @@ phase_nearapply_wal: two more sidecars on wr_wal with the near-cache on
 (standby WAL candidates, following the feed): bench_near.run_apply."""
 
 import os
-import re
-import signal
 import statistics
 import subprocess
 import threading
@@ -43,7 +41,7 @@ import bench_near
 from bench_common import (BenchError, McText, cpu_seconds, pct, say, spread, step,
                           wait_for)
 
-VARIANTS = ["plain", "trig", "wal"]  # "wal@5ms": the WAL source at that wal_batch_interval
+VARIANTS = ["plain", "trig", "wal"]  # the databases; a run's "wal@5ms" is "wal" at that interval
 MODEL = {"trig": "Wt", "wal": "Ww"}
 DBS = {"plain": "wr_plain", "trig": "wr_trig", "wal": "wr_wal"}
 SLOT = "bench_wal"
@@ -94,15 +92,10 @@ class WriteWorld:
         oc = self.ocs["wal"]
         if not interval or getattr(oc, "bench_interval", None) == interval:
             return
-        text = re.sub(r"(?m)^wal_batch_interval = .*\n", "", oc.config_text)
-        text = text.replace("[postgresql]\n", f"[postgresql]\nwal_batch_interval = {interval}\n", 1)
-        with open(oc.config_path, "w") as f:
-            f.write(text)
+        text = harness.edit(oc.config_text, "postgresql", "wal_batch_interval", interval)
+        if not harness.reload(oc, text):
+            raise BenchError(f"the WAL sidecar refused wal_batch_interval {interval}")
         oc.config_text = text
-        before = oc.stats()["reloads"]
-        oc.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: oc.stats()["reloads"] > before, 10,
-                 f"the WAL sidecar to reload with wal_batch_interval {interval}")
         oc.bench_interval = interval
 
     def config(self, variant, postgresql, objcached=None, near_ttl=None):
@@ -202,6 +195,12 @@ def scripts(world):
             f.write(text)
         out[shape] = path
     return out
+
+
+def run_variants(cfg):
+    """What a round runs: the unwatched table, the trigger hook, and the WAL
+    source once per cfg["writes_wal"] entry ("wal", or "wal@<interval>")."""
+    return ["plain", "trig"] + cfg["writes_wal"]
 
 
 def base(variant):
@@ -322,7 +321,7 @@ def phase_writes(world, cfg, rng):
     for rnd in range(rounds):
         for shape in cfg["writes_shapes"]:
             for c in cfg["writes_c"]:
-                order = ["plain", "trig"] + cfg.get("writes_wal", ["wal"])
+                order = run_variants(cfg)
                 rng.shuffle(order)
                 for v in order:
                     world.use(v)
@@ -360,7 +359,7 @@ def summarize_writes(runs, cfg):
         for c in cfg["writes_c"]:
             rs = [r for r in runs if r["shape"] == shape and r["C"] == c]
             plain = {r["round"]: r["tps"] for r in rs if r["variant"] == "plain"}
-            for v in ["plain", "trig"] + cfg.get("writes_wal", ["wal"]):
+            for v in run_variants(cfg):
                 mine = [r for r in rs if r["variant"] == v]
                 ratios = [r["tps"] / plain[r["round"]] for r in mine if plain.get(r["round"])]
                 ratio, lo, hi = spread(ratios)
@@ -370,7 +369,7 @@ def summarize_writes(runs, cfg):
                               "ratio": ratio, "ratio_min": lo, "ratio_max": hi,
                               "rounds": len(mine)})
     probes = {}
-    for v in ["trig"] + cfg.get("writes_wal", ["wal"]):
+    for v in run_variants(cfg)[1:]:
         d = sorted(x for r in runs if r["variant"] == v for x in r["delays"])
         probes[v] = {"samples": len(d), "p50_ms": pct(d, 50), "p99_ms": pct(d, 99),
                      "max_ms": d[-1] if d else float("nan"), "delays": d}

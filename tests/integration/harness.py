@@ -227,6 +227,39 @@ def wait_until(predicate, timeout=DEFAULT_TIMEOUT, interval=0.05, what="conditio
         time.sleep(interval)
 
 
+def reload(oc, text):
+    """Write `text` as oc's configuration and SIGHUP it: True if it was
+    taken (reloads counted), False if refused (reload_errors counted)."""
+    with open(oc.config_path, "w") as f:
+        f.write(text)
+    before = oc.stats()
+    oc.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: oc.stats()["reloads"] + oc.stats()["reload_errors"] >
+               before["reloads"] + before["reload_errors"], what="the reload")
+    return oc.stats()["reloads"] > before["reloads"]
+
+
+def edit(text, section, key, value):
+    """Set `key = value` in [section] of INI text (None removes the key)."""
+    out, cur, done = [], None, False
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("["):
+            if cur == section and not done and value is not None:
+                out.append(f"{key} = {value}")
+                done = True
+            cur = s[1:-1]
+        elif cur == section and s.split("=")[0].strip() == key:
+            if value is not None:
+                out.append(f"{key} = {value}")
+            done = True
+            continue
+        out.append(line)
+    if cur == section and not done and value is not None:
+        out.append(f"{key} = {value}")
+    return "\n".join(out) + "\n"
+
+
 def render_ini(config):
     """INI text from {section: {key: value}} (insertion order kept).
 

@@ -6,37 +6,7 @@ import signal
 
 import consistency as oc_c
 import harness
-
-
-def reload(oc, text):
-    with open(oc.config_path, "w") as f:
-        f.write(text)
-    before = oc.stats()
-    oc.proc.send_signal(signal.SIGHUP)
-    harness.wait_until(lambda: oc.stats()["reloads"] + oc.stats()["reload_errors"] >
-                       before["reloads"] + before["reload_errors"], what="the reload")
-    return oc.stats()["reloads"] > before["reloads"]
-
-
-def edit(text, section, key, value):
-    """Set `key = value` in [section] of INI text (None removes the key)."""
-    out, cur, done = [], None, False
-    for line in text.splitlines():
-        s = line.strip()
-        if s.startswith("["):
-            if cur == section and not done and value is not None:
-                out.append(f"{key} = {value}")
-                done = True
-            cur = s[1:-1]
-        elif cur == section and s.split("=")[0].strip() == key:
-            if value is not None:
-                out.append(f"{key} = {value}")
-            done = True
-            continue
-        out.append(line)
-    if cur == section and not done and value is not None:
-        out.append(f"{key} = {value}")
-    return "\n".join(out) + "\n"
+from harness import edit, reload  # noqa: F401 - test_near and test_sampler import them from here
 
 
 def drop_section(text, section):
