@@ -49,6 +49,7 @@ struct oc_batch {
     struct event *timer; /* WAITING: next read; the gate's (tests) */
     double wait_began;   /* WAITING: when this batch began waiting */
     uint32_t delay_ms;
+    int jobs_left; /* STORING: write-back jobs not answered yet */
 };
 
 struct oc_fills {
@@ -357,6 +358,16 @@ static void batch_dispatch(oc_batch_t *b)
 
 /* ---- step 4: write back ------------------------------------------------------ */
 
+/* One write-back job answered: the batch goes when both have. */
+static void batch_job_done(oc_batch_t *b)
+{
+    if (--b->jobs_left > 0)
+        return;
+    oc_fills_t *fs = b->fs;
+    batch_retire(b);
+    fills_retire(fs);
+}
+
 static void batch_stored(oc_mc_job_t *job, void *arg)
 {
     oc_batch_t *b = arg;
@@ -368,8 +379,16 @@ static void batch_stored(oc_mc_job_t *job, void *arg)
             job->items[i].result == OC_MC_R_NOT_FOUND)
             fs->ctx->stats->fills_dropped++; /* the lease was replaced or deleted */
     oc_mc_job_free(job);
-    batch_retire(b);
-    fills_retire(fs);
+    batch_job_done(b);
+}
+
+static void batch_released(oc_mc_job_t *job, void *arg)
+{
+    oc_batch_t *b = arg;
+    for (size_t i = 0; i < job->n; i++)
+        b->fs->ctx->stats->leases_released += job->items[i].result == OC_MC_R_OK;
+    oc_mc_job_free(job);
+    batch_job_done(b);
 }
 
 static void batch_store(oc_batch_t *b);
@@ -380,6 +399,31 @@ static void batch_gate_cb(evutil_socket_t fd, short what, void *arg)
     batch_store(arg);
 }
 
+/* Fill f's item of the write-back: its row over its lease. */
+static void store_item(oc_ctx_t *ctx, const oc_model_conf_t *m, const oc_fill_t *f,
+                       oc_mc_item_t *it)
+{
+    it->key = f->ckey;
+    it->klen = f->ckey_len;
+    it->cas = f->lease_cas; /* only over our lease, untouched since */
+    it->place = f->place;
+    if (f->value) {
+        it->val = f->value->data;
+        it->vlen = f->value->len;
+    }
+    oc_entry_item(it, f->value ? OC_ENTRY_OBJECT : OC_ENTRY_MISSING, m,
+                  ctx->conf->ttl_jitter_pct);
+}
+
+/* Write back what was loaded, by cas over each fill's lease. A fill a write
+ * landed on while it loaded (invalidated) may hold a row older than that
+ * write: it writes nothing, and takes its lease away instead (if memcached
+ * still holds exactly that lease). Left there, the lease would make every
+ * reader of the key, this sidecar's included, wait lease_wait and then load
+ * without writing back, until the lease's TTL (load_timeout + 1 s). The
+ * write's own delete usually took the lease already; it did not when the
+ * lease was taken after that delete and the same invalidation reached this
+ * sidecar a second time (the feed applies what its consumer applied). */
 static void batch_store(oc_batch_t *b)
 {
     oc_fills_t *fs = b->fs;
@@ -387,39 +431,48 @@ static void batch_store(oc_batch_t *b)
     if (oc_gate_hold(ctx->gate, &b->timer, batch_gate_cb, b))
         return;
     const oc_model_conf_t *m = &ctx->conf->models[b->model_idx];
-    size_t n = 0;
+    size_t n = 0, nrel = 0;
     for (size_t i = 0; i < b->n; i++) {
-        n += (b->fills[i]->leased && !b->fills[i]->invalidated);
-        ctx->stats->fills_dropped += (b->fills[i]->invalidated != 0); /* known already */
+        const oc_fill_t *f = b->fills[i];
+        n += (f->leased && !f->invalidated);
+        nrel += (f->leased && f->invalidated);
+        ctx->stats->fills_dropped += (f->invalidated != 0); /* known already */
     }
     /* Nothing to write, no memory, or shutting down (the pool is gone):
-     * answered anyway. */
-    oc_mc_job_t *job =
+     * answered anyway; leases left behind expire. */
+    oc_mc_job_t *store =
         n && ctx->mc ? oc_mc_job_new_items(OC_MC_CAS, n, batch_stored, b) : NULL;
-    if (job == NULL) {
+    oc_mc_job_t *rel =
+        nrel && ctx->mc ? oc_mc_job_new_items(OC_MC_CAS_DELETE, nrel, batch_released, b)
+                        : NULL;
+    b->jobs_left = (store != NULL) + (rel != NULL);
+    if (b->jobs_left == 0) {
         batch_retire(b);
         fills_retire(fs);
         return;
     }
-    size_t k = 0;
+    size_t k = 0, r = 0;
     for (size_t i = 0; i < b->n; i++) {
         oc_fill_t *f = b->fills[i];
-        if (!f->leased || f->invalidated)
+        if (!f->leased)
             continue;
-        oc_mc_item_t *it = &job->items[k++];
-        it->key = f->ckey;
-        it->klen = f->ckey_len;
-        it->cas = f->lease_cas; /* only over our lease, untouched since */
-        it->place = f->place;
-        if (f->value) {
-            it->val = f->value->data;
-            it->vlen = f->value->len;
+        if (!f->invalidated && store) {
+            store_item(ctx, m, f, &store->items[k++]);
+        } else if (f->invalidated && rel) {
+            oc_mc_item_t *it = &rel->items[r++];
+            it->key = f->ckey;
+            it->klen = f->ckey_len;
+            it->cas = f->lease_cas;
+            it->place = f->place;
         }
-        oc_entry_item(it, f->value ? OC_ENTRY_OBJECT : OC_ENTRY_MISSING, m,
-                      ctx->conf->ttl_jitter_pct);
     }
-    ctx->stats->mc_sets += n;
-    oc_mc_submit(ctx->mc, job);
+    /* Both are counted before either is sent: an answer may come at once. */
+    if (store) {
+        ctx->stats->mc_sets += n;
+        oc_mc_submit(ctx->mc, store);
+    }
+    if (rel)
+        oc_mc_submit(ctx->mc, rel);
 }
 
 /* ---- step 3: load ---------------------------------------------------------- */

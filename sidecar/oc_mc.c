@@ -423,6 +423,7 @@ static oc_mc_result_t reply_result(oc_mcp_reply_t t)
     switch (t) {
     case OC_MCP_STORED:
     case OC_MCP_DELETED:
+    case OC_MCP_HD:
     case OC_MCP_VERSION:
         return OC_MC_R_OK;
     case OC_MCP_NOT_STORED:
@@ -780,13 +781,16 @@ static void queue_store(mc_server_t *s, mc_ref_t ref, const char *verb, const ch
 }
 
 /* One command line without a data block, answered by one line: `delete
- * <key>` (DELETE), `version` (VERSION, PROBE), `flush_all` (FLUSH). */
+ * <key>` (DELETE) or `md <key> C<cas>` (a CAS_DELETE job's item), `version`
+ * (VERSION, PROBE), `flush_all` (FLUSH). */
 static void queue_line(mc_server_t *s, mc_wop_kind_t kind, mc_ref_t ref)
 {
     size_t klen = 0;
     const char *key = kind == MC_WOP_DELETE ? ref_key(ref, &klen) : NULL;
+    int md = kind == MC_WOP_DELETE && ref.via != MC_VIA_SHADOW &&
+             ref.job->op == OC_MC_CAS_DELETE;
     mc_wop_t *w = wop_new(s->mc);
-    char *p = w ? out_reserve(s, klen + 16) : NULL;
+    char *p = w ? out_reserve(s, oc_mcp_md_size(klen)) : NULL;
     if (p == NULL) {
         free(w);
         if (ref.job)
@@ -796,7 +800,9 @@ static void queue_line(mc_server_t *s, mc_wop_kind_t kind, mc_ref_t ref)
         return;
     }
     char *start = p;
-    if (kind == MC_WOP_DELETE) {
+    if (md) {
+        p += oc_mcp_format_md(p, key, klen, ref.job->items[ref.idx].cas);
+    } else if (kind == MC_WOP_DELETE) {
         p = oc_mcp_put(p, "delete ", 7);
         p = oc_mcp_put(p, key, klen);
         p = oc_mcp_put(p, "\r\n", 2);
@@ -1452,11 +1458,14 @@ static void submit_item(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
         queue_store(s, ref, job->op == OC_MC_SET ? "set" : "cas", it->val, it->vlen,
                     it->flags, it->cas);
         break;
+    case OC_MC_CAS_DELETE:
+        queue_line(s, MC_WOP_DELETE, ref);
+        break;
     default:
         part_fail(mc, job, i, "unknown operation");
         return;
     }
-    if (job->op != OC_MC_CAS)
+    if (job->op != OC_MC_CAS && job->op != OC_MC_CAS_DELETE)
         queue_shadow(mc, job, i, s, ref);
 }
 

@@ -56,28 +56,34 @@ typedef struct oc_mc_job oc_mc_job_t;
 typedef void (*oc_mc_done_fn)(oc_mc_job_t *job, void *arg);
 
 typedef enum oc_mc_op {
-    OC_MC_GET,    /* multi-get keys[] (with their cas); results in hits[] */
-    OC_MC_SET,    /* set each item */
-    OC_MC_DELETE, /* delete each item's key: NOT_FOUND if it was not there */
-    OC_MC_CAS,    /* cas each item against item.cas: EXISTS or NOT_FOUND if
-                     the key changed or went since that cas was read (a fill
-                     writes the row over its lease this way) */
-    OC_MC_SWAP,   /* for each item, read the key; if it still holds exactly
-                     item.expect (flags item.expect_flags), replace it by cas
-                     with the item, else NOT_STORED. Atomic per key: a write
-                     that lands between the read and the cas wins. A push
-                     check swaps the pushed object for PostgreSQL's row. */
-    OC_MC_PROBE,  /* for each item, ask the server named by key (host) and flags
-                     (port), of the pool or the gutter, for its version: OK if
-                     it answers, ERROR if not (a server idle but frozen is
-                     found this way). A server out of service is not asked:
-                     ERROR at once (its own probe brings it back). */
-    OC_MC_PUSH,   /* for each item, read the key and ask item.decide whether
-                     to replace what is there; write by cas (or add if the
-                     key is absent), retrying if it changed in between;
-                     NOT_STORED if decide says no. item.unordered tells
-                     whether the write replaced something it could not be
-                     ordered against (see oc_mc_decision_t). */
+    OC_MC_GET,        /* multi-get keys[] (with their cas); results in hits[] */
+    OC_MC_SET,        /* set each item */
+    OC_MC_DELETE,     /* delete each item's key: NOT_FOUND if it was not there */
+    OC_MC_CAS,        /* cas each item against item.cas: EXISTS or NOT_FOUND if
+                         the key changed or went since that cas was read (a fill
+                         writes the row over its lease this way) */
+    OC_MC_CAS_DELETE, /* delete each item's key only if it still holds the
+                         item of item.cas (`md key C<cas>`): EXISTS or
+                         NOT_FOUND if not. A fill that may not write back
+                         takes its lease away this way, so readers need not wait
+                         for it. Only on the key's server (or its failover
+                         while the server is out of service) */
+    OC_MC_SWAP,       /* for each item, read the key; if it still holds exactly
+                         item.expect (flags item.expect_flags), replace it by cas
+                         with the item, else NOT_STORED. Atomic per key: a write
+                         that lands between the read and the cas wins. A push
+                         check swaps the pushed object for PostgreSQL's row. */
+    OC_MC_PROBE,      /* for each item, ask the server named by key (host) and flags
+                         (port), of the pool or the gutter, for its version: OK if
+                         it answers, ERROR if not (a server idle but frozen is
+                         found this way). A server out of service is not asked:
+                         ERROR at once (its own probe brings it back). */
+    OC_MC_PUSH,       /* for each item, read the key and ask item.decide whether
+                         to replace what is there; write by cas (or add if the
+                         key is absent), retrying if it changed in between;
+                         NOT_STORED if decide says no. item.unordered tells
+                         whether the write replaced something it could not be
+                         ordered against (see oc_mc_decision_t). */
 } oc_mc_op_t;
 
 typedef enum oc_mc_result {

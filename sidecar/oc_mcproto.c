@@ -159,6 +159,13 @@ oc_mcp_reply_t oc_mcp_parse_line(const char *buf, size_t len, oc_mcp_line_t *out
             return out->type = plain[i].type;
     if (equals(buf, n, "EN"))
         return out->type = OC_MCP_EN;
+    /* md's answers (no return flags are asked for, so none follow) */
+    if (equals(buf, n, "HD"))
+        return out->type = OC_MCP_HD;
+    if (equals(buf, n, "NF"))
+        return out->type = OC_MCP_NOT_FOUND;
+    if (equals(buf, n, "EX"))
+        return out->type = OC_MCP_EXISTS;
     if (starts(buf, n, "VERSION"))
         return out->type = OC_MCP_VERSION;
     if (equals(buf, n, "ERROR") || starts(buf, n, "CLIENT_ERROR") ||
@@ -185,6 +192,22 @@ static char *put_u64(char *p, uint64_t v)
     char tmp[24];
     char *s = format_u64(tmp + sizeof(tmp), v);
     return oc_mcp_put(p, s, (size_t)(tmp + sizeof(tmp) - s));
+}
+
+size_t oc_mcp_md_size(size_t klen)
+{
+    /* "md ", key, " C", 20 digits, "\r\n" */
+    return 3 + klen + 2 + 20 + 2;
+}
+
+size_t oc_mcp_format_md(char *buf, const char *key, size_t klen, uint64_t cas)
+{
+    char *p = oc_mcp_put(buf, "md ", 3);
+    p = oc_mcp_put(p, key, klen);
+    p = oc_mcp_put(p, " C", 2);
+    p = put_u64(p, cas);
+    p = oc_mcp_put(p, "\r\n", 2);
+    return (size_t)(p - buf);
 }
 
 size_t oc_mcp_mg_size(size_t klen)

@@ -57,6 +57,8 @@ typedef enum oc_mcp_reply {
     OC_MCP_OK,    /* flush_all's answer */
     OC_MCP_VA,    /* VA <bytes> c<cas> f<flags> [W|Z|X]...: a meta get's value */
     OC_MCP_EN,    /* a meta get's miss */
+    OC_MCP_HD,    /* a meta command done, nothing to return (md: deleted);
+                     a meta command's NF and EX are NOT_FOUND and EXISTS */
     OC_MCP_ERROR, /* ERROR, CLIENT_ERROR ..., SERVER_ERROR ...: text */
     OC_MCP_BAD,   /* not a reply we know, or too long: the stream is lost */
 } oc_mcp_reply_t;
@@ -94,6 +96,13 @@ size_t oc_mcp_format_mg(char *buf, const char *key, size_t klen, uint32_t ttl);
  * item is replaced). At most oc_mcp_mg_size bytes too. */
 size_t oc_mcp_format_mg_r(char *buf, const char *key, size_t klen, uint32_t ttl,
                           uint32_t refresh_s);
+
+/* Bytes the md command below needs. */
+size_t oc_mcp_md_size(size_t klen);
+/* Write `md <key> C<cas>\r\n`: delete the key only if it still holds the
+ * item of that cas (HD; NF if absent, EX if it changed). Returns the bytes
+ * written (at most oc_mcp_md_size). */
+size_t oc_mcp_format_md(char *buf, const char *key, size_t klen, uint64_t cas);
 
 /* Bytes the store command needs, header and data and both \r\n. */
 size_t oc_mcp_store_size(size_t klen, size_t vlen);

@@ -797,6 +797,69 @@ def test_held_fill_does_not_answer_gets_after_another_sidecar_invalidated(
     assert late == row(db, "Item", 44)
 
 
+def test_refused_fill_takes_its_lease_away(fleet, mc_pool, db, tmp_path):
+    """A's fill of Item:46 took its lease after the write's delete, and an
+    invalidation of Item:46 then reaches A (the feed applies again what a
+    consumer applied): A may not write back what it read, so it deletes its
+    lease (`md ... C<cas>`). Left there, the lease would make B wait
+    lease_wait (5 s here) and load without writing back, and every reader
+    after it, until the lease's TTL (31 s here). Negative control: without
+    the release, B's get counts a lease timeout and memcached still holds
+    the LEASE."""
+    zero_generations(db)
+    gate = gate_path(tmp_path)
+    a = start(fleet, mc_pool, db, poll="0", env={"OBJCACHED_FAULT_FILL_GATE": gate},
+              objcached=GATED)
+    b = start(fleet, mc_pool, db, poll="0", objcached={"lease_wait": "5s"})
+    want = row(db, "Item", 46)
+    key = oc_c.cache_key("Item", 46, db.generation("Item"))
+    try:
+        sa0 = gated_cold_get(a, gate, "Item:46", want)
+        [(_, kind, _)] = oc_c.raw_items(mc_pool, key)
+        assert kind == "LEASE"
+        fa0 = a.stats()["feed_keys"]
+        db.q("SELECT objcached.feed_append(ARRAY['Item'], ARRAY['46'], NULL, false, "
+             "now(), NULL, 'test')")
+        harness.wait_until(lambda: a.stats()["feed_keys"] > fa0, timeout=10,
+                           what="A's feed to apply the invalidation")
+        assert oc_c.raw_items(mc_pool, key)[0][1] == "LEASE"   # nobody deleted it
+    finally:
+        release(a, gate)
+    assert moved(sa0, a.stats(), "fills_dropped", "leases_released", "mc_sets") == {
+        "fills_dropped": 1, "leases_released": 1, "mc_sets": 0}
+    assert oc_c.raw_items(mc_pool, key) == []
+    sb0 = b.stats()
+    with b.client() as c:
+        assert c.get("Item:46") == want
+    b.wait_idle()
+    assert moved(sb0, b.stats(), "lease_waits", "lease_timeouts", "pg_queries", "mc_sets") == {
+        "lease_waits": 0, "lease_timeouts": 0, "pg_queries": 1, "mc_sets": 1}
+    [(_, kind, data)] = oc_c.raw_items(mc_pool, key)
+    assert (kind, data) == ("OBJECT", want)
+
+
+def test_refused_fill_leaves_a_newer_entry_alone(fleet, mc_pool, db, tmp_path):
+    """The release is by cas: when a push replaced A's lease meanwhile, A's
+    refused fill deletes nothing (the push stays)."""
+    gate = gate_path(tmp_path)
+    a = start(fleet, mc_pool, db, env={"OBJCACHED_FAULT_FILL_GATE": gate},
+              objcached=GATED)
+    b = start(fleet, mc_pool, db)
+    old = row(db, "Item", 47)
+    pushed = spaced(old)
+    try:
+        sa0 = gated_cold_get(a, gate, "Item:47", old)
+        with a.client() as c:      # through A: A's own fill is refused at once
+            assert push(c, "Item:47", pushed) == b"STORED"
+    finally:
+        release(a, gate)
+    assert moved(sa0, a.stats(), "fills_dropped", "leases_released") == {
+        "fills_dropped": 1, "leases_released": 0}
+    for oc in (a, b):
+        with oc.client() as c:
+            assert c.get("Item:47") == pushed
+
+
 # ================================================================== the fill lock across sidecars
 
 @pytest.mark.parametrize("lease_wait", ["5s", "100ms"])

@@ -26,11 +26,13 @@ static oc_mc_result_t reply(oc_mc_op_t op, oc_mcp_reply_t t)
 static void test_item_reply(void **state)
 {
     (void)state;
-    const oc_mc_op_t plain[] = {OC_MC_SET, OC_MC_DELETE, OC_MC_CAS, OC_MC_PROBE};
+    const oc_mc_op_t plain[] = {OC_MC_SET, OC_MC_DELETE, OC_MC_CAS, OC_MC_CAS_DELETE,
+                                OC_MC_PROBE};
     for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
         oc_mc_op_t op = plain[i];
         assert_int_equal(reply(op, OC_MCP_STORED), OC_MC_R_OK);
         assert_int_equal(reply(op, OC_MCP_DELETED), OC_MC_R_OK);
+        assert_int_equal(reply(op, OC_MCP_HD), OC_MC_R_OK); /* md's DELETED */
         assert_int_equal(reply(op, OC_MCP_VERSION), OC_MC_R_OK);
         assert_int_equal(reply(op, OC_MCP_NOT_STORED), OC_MC_R_NOT_STORED);
         assert_int_equal(reply(op, OC_MCP_EXISTS), OC_MC_R_EXISTS);
@@ -199,7 +201,8 @@ static void test_may_fail_over(void **state)
     /* a read goes to the failover even before its server is marked down */
     assert_true(oc_mc_may_fail_over(OC_MC_GET, 1));
     assert_true(oc_mc_may_fail_over(OC_MC_GET, 0));
-    const oc_mc_op_t writes[] = {OC_MC_SET, OC_MC_CAS, OC_MC_SWAP, OC_MC_PUSH};
+    const oc_mc_op_t writes[] = {OC_MC_SET, OC_MC_CAS, OC_MC_CAS_DELETE, OC_MC_SWAP,
+                                 OC_MC_PUSH};
     for (size_t i = 0; i < sizeof(writes) / sizeof(writes[0]); i++) {
         assert_false(oc_mc_may_fail_over(writes[i], 1)); /* may have been applied */
         assert_true(oc_mc_may_fail_over(writes[i], 0));

@@ -169,6 +169,36 @@ static void test_meta_get_replies(void **state)
             fail_msg("accepted '%s'", bad_ok[i]);
 }
 
+/* md: the cas-guarded delete a refused fill sends for its lease, and its
+ * three answers (HD, NF, EX; no flags asked, so none may follow). */
+static void test_meta_delete(void **state)
+{
+    (void)state;
+    char buf[300];
+    size_t n = oc_mcp_format_md(buf, "oc:User:1", 9, 42);
+    assert_int_equal(n, strlen("md oc:User:1 C42\r\n"));
+    assert_memory_equal(buf, "md oc:User:1 C42\r\n", n);
+    assert_true(n <= oc_mcp_md_size(9));
+    char key[OC_MCP_KEY_MAX];
+    memset(key, 'k', sizeof(key));
+    static char big[OC_MCP_KEY_MAX + 64];
+    n = oc_mcp_format_md(big, key, sizeof(key), UINT64_MAX);
+    assert_int_equal(n, oc_mcp_md_size(sizeof(key))); /* 20 digits: the bound is tight */
+    assert_memory_equal(big + n - 23, "C18446744073709551615\r\n", 23);
+    n = oc_mcp_format_md(buf, "k", 1, 0);
+    assert_memory_equal(buf, "md k C0\r\n", n);
+    oc_mcp_line_t l;
+    assert_int_equal(parse("HD\r\n", &l), OC_MCP_HD);
+    assert_int_equal(l.line_len, 4);
+    assert_int_equal(parse("NF\r\n", &l), OC_MCP_NOT_FOUND);
+    assert_int_equal(parse("EX\r\n", &l), OC_MCP_EXISTS);
+    static const char *const bad[] = {"HD \r\n", "HDX\r\n", "NF k\r\n",
+                                      "EX1\r\n", "hd\r\n",  "H\r\n"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (parse(bad[i], &l) != OC_MCP_BAD)
+            fail_msg("accepted '%s'", bad[i]);
+}
+
 static void test_key_ok(void **state)
 {
     (void)state;
@@ -249,6 +279,7 @@ int main(void)
         cmocka_unit_test(test_one_line_replies),
         cmocka_unit_test(test_partial_and_long_lines),
         cmocka_unit_test(test_meta_get_replies),
+        cmocka_unit_test(test_meta_delete),
         cmocka_unit_test(test_key_ok),
         cmocka_unit_test(test_numbers_at_their_limits),
         cmocka_unit_test(test_format_store),
