@@ -80,10 +80,11 @@ static void test_wait_schedule(void **state)
     assert_int_equal(oc_fill_wait_delay(t0, t0, 0, 250), 2);
     assert_int_equal(oc_fill_wait_delay(t0, t0 + 0.002, 2, 250), 4);
     assert_int_equal(oc_fill_wait_delay(t0, t0 + 0.006, 4, 250), 8);
-    assert_int_equal(oc_fill_wait_delay(t0, t0 + 0.1, 32, 250), 50);
-    assert_int_equal(oc_fill_wait_delay(t0, t0 + 0.2, 50, 250), 50);
-    assert_int_equal(oc_fill_wait_delay(t0, t0 + 0.25, 50, 250), 0);
-    assert_int_equal(oc_fill_wait_delay(t0, t0 + 5, 50, 250), 0);
+    /* at most 10 ms apart: a waiter sees the holder's value within 10 ms */
+    assert_int_equal(oc_fill_wait_delay(t0, t0 + 0.014, 8, 250), 10);
+    assert_int_equal(oc_fill_wait_delay(t0, t0 + 0.2, 10, 250), 10);
+    assert_int_equal(oc_fill_wait_delay(t0, t0 + 0.25, 10, 250), 0);
+    assert_int_equal(oc_fill_wait_delay(t0, t0 + 5, 10, 250), 0);
     /* lease_wait 0: never wait */
     assert_int_equal(oc_fill_wait_delay(t0, t0, 0, 0), 0);
     /* the whole schedule, as a waiting batch lives it: it ends */
@@ -94,8 +95,8 @@ static void test_wait_schedule(void **state)
         now += d / 1000.0;
         polls++;
     }
-    assert_true(polls >= 8 && polls <= 12);
-    assert_true(now - t0 >= 0.25 && now - t0 < 0.31);
+    assert_true(polls >= 24 && polls <= 30);
+    assert_true(now - t0 >= 0.25 && now - t0 < 0.27);
 }
 
 int main(void)
