@@ -3,9 +3,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NEAR_EPOCH_SLOTS     65536u     /* hashed per-key invalidation epochs */
-#define NEAR_DOOR_BITS       (1u << 20) /* the doorkeeper's bitset: 128 KiB */
-#define NEAR_MALLOC_OVERHEAD 16         /* what glibc adds to each allocation, about */
+#define NEAR_EPOCH_SLOTS 65536u /* hashed per-key invalidation epochs */
+/* The doorkeeper remembers the last `window` keys offered in a bitset of
+ * 32 bits per key (two bits set per key: under 0.4% of new keys pass by
+ * mistake). The window follows the limit: about one key per 256 bytes, the
+ * entries a full cache of small objects holds, so a key asked again before
+ * the cache could have turned over once gets in. Between 32,768 keys
+ * (128 KiB) and 4,194,304 (16 MiB, from a 1 GiB limit up). */
+#define NEAR_DOOR_MIN_WINDOW (1u << 15)
+#define NEAR_DOOR_MAX_WINDOW (1u << 22)
+#define NEAR_DOOR_BYTES_KEY  256u
+#define NEAR_MALLOC_OVERHEAD 16 /* what glibc adds to each allocation, about */
 #define NEAR_MIN_BUCKETS     1024u
 #define NEAR_MAX_BUCKETS     (1u << 26) /* 512 MiB of buckets: longer chains past it */
 #define NEAR_MODELS_MAX      65536u
@@ -37,8 +45,9 @@ struct oc_near {
     uint64_t *key_epoch;   /* [NEAR_EPOCH_SLOTS] */
     uint64_t *model_epoch; /* [nmodels], grown on demand */
     size_t nmodels;
-    uint8_t *door;     /* [NEAR_DOOR_BITS / 8] */
-    size_t door_count; /* keys remembered since the last reset */
+    uint8_t *door;      /* [door_window * 4]: 32 bits a key */
+    size_t door_window; /* keys remembered before a reset (a power of 2) */
+    size_t door_count;  /* keys remembered since the last reset */
 };
 
 static uint64_t near_hash(const char *key, size_t len)
@@ -160,16 +169,17 @@ static void evict_to(oc_near_t *n, size_t target)
  * remembers it and says 0. */
 static int door_pass(oc_near_t *n, uint64_t h)
 {
-    uint32_t a = (uint32_t)h & (NEAR_DOOR_BITS - 1);
-    uint32_t b = (uint32_t)(h >> 32) & (NEAR_DOOR_BITS - 1);
+    uint64_t mask = n->door_window * 32 - 1;
+    uint64_t a = h & mask;
+    uint64_t b = (h >> 32 | h << 32) & mask;
     int seen = (n->door[a >> 3] >> (a & 7) & 1) && (n->door[b >> 3] >> (b & 7) & 1);
     if (seen)
         return 1;
-    /* Reset after NEAR_DOOR_BITS / 32 keys (about 6% of the bits set, so
-     * under 0.4% of new keys pass by mistake): a key must be offered twice
-     * within the last 32,768 keys offered. */
-    if (++n->door_count > NEAR_DOOR_BITS / 32) {
-        memset(n->door, 0, NEAR_DOOR_BITS / 8);
+    /* Reset after door_window keys (about 6% of the bits set, so under 0.4%
+     * of new keys pass by mistake): a key must be offered twice within the
+     * last door_window keys offered. */
+    if (++n->door_count > n->door_window) {
+        memset(n->door, 0, n->door_window * 4);
         n->door_count = 1;
     }
     n->door[a >> 3] |= (uint8_t)(1u << (a & 7));
@@ -190,6 +200,34 @@ static int stale(const oc_near_t *n, uint64_t h, uint32_t model, uint64_t since)
            n->clear_epoch > since;
 }
 
+size_t oc_near_door_window(size_t limit)
+{
+    size_t want = limit / NEAR_DOOR_BYTES_KEY, w = NEAR_DOOR_MIN_WINDOW;
+    while (w < want && w < NEAR_DOOR_MAX_WINDOW)
+        w *= 2;
+    return w;
+}
+
+/* A doorkeeper for `limit` (empty: every key must be offered twice again);
+ * its bytes count in the fixed part. -1 if out of memory (the old one kept). */
+static int door_size(oc_near_t *n, size_t limit)
+{
+    size_t w = oc_near_door_window(limit);
+    if (n->door && w == n->door_window)
+        return 0;
+    uint8_t *d = calloc(w * 4, 1);
+    if (d == NULL)
+        return -1;
+    size_t old = n->door ? n->door_window * 4 : 0;
+    free(n->door);
+    n->door = d;
+    n->door_window = w;
+    n->door_count = 0;
+    n->fixed = n->fixed - old + w * 4;
+    n->bytes = n->bytes - old + w * 4;
+    return 0;
+}
+
 /* ---- the API -------------------------------------------------------------- */
 
 oc_near_t *oc_near_new(size_t limit, oc_stats_t *stats)
@@ -202,14 +240,13 @@ oc_near_t *oc_near_new(size_t limit, oc_stats_t *stats)
     n->nbuckets = NEAR_MIN_BUCKETS;
     n->buckets = calloc(n->nbuckets, sizeof(*n->buckets));
     n->key_epoch = calloc(NEAR_EPOCH_SLOTS, sizeof(*n->key_epoch));
-    n->door = calloc(NEAR_DOOR_BITS / 8, 1);
-    if (n->buckets == NULL || n->key_epoch == NULL || n->door == NULL) {
+    n->fixed = sizeof(*n) + n->nbuckets * sizeof(*n->buckets) +
+               NEAR_EPOCH_SLOTS * sizeof(*n->key_epoch);
+    n->bytes = n->fixed;
+    if (n->buckets == NULL || n->key_epoch == NULL || door_size(n, limit) != 0) {
         oc_near_free(n);
         return NULL;
     }
-    n->fixed = sizeof(*n) + n->nbuckets * sizeof(*n->buckets) +
-               NEAR_EPOCH_SLOTS * sizeof(*n->key_epoch) + NEAR_DOOR_BITS / 8;
-    n->bytes = n->fixed;
     gauges(n);
     return n;
 }
@@ -239,6 +276,7 @@ void oc_near_clear(oc_near_t *n)
 void oc_near_set_limit(oc_near_t *n, size_t limit)
 {
     n->limit = limit;
+    (void)door_size(n, limit); /* out of memory: the old window stays */
     if (limit == 0)
         oc_near_clear(n);
     else

@@ -23,10 +23,11 @@
  * the first unvisited entry it meets, from the oldest side): a hit only
  * sets a bit (no list moves, unlike LRU), and objects seen once are demoted
  * quickly. Admission: a key enters only the second time it is offered
- * within the last 32,768 keys offered (a doorkeeper bitset, reset as it
- * fills; under 0.4% of keys seen once pass by mistake), so one huge
- * multi-get of distinct keys, read once, evicts nothing; an object larger
- * than 1/64 of the limit never enters.
+ * within the last oc_near_door_window(limit) keys offered (a doorkeeper
+ * bitset, reset as it fills; under 0.4% of keys seen once pass by mistake;
+ * the window follows the limit, from 32,768 keys), so one huge multi-get
+ * of distinct keys, read once, evicts nothing; an object larger than 1/64
+ * of the limit never enters.
  *
  * Contract: pure data structure, no I/O, loop thread only; time is passed
  * in (monotonic seconds). Blobs are referenced, never copied: get returns a
@@ -65,7 +66,12 @@ typedef enum oc_near_put {
 /* A cache of at most `limit` bytes, not serving until it is made fresh. */
 oc_near_t *oc_near_new(size_t limit, oc_stats_t *stats);
 void oc_near_free(oc_near_t *n);
-/* A new limit (reload): evicts down to it at once; 0 clears and stops. */
+/* How many offered keys the doorkeeper remembers for a limit: about one per
+ * 256 bytes (a power of 2, 32,768..4,194,304); 4 bytes each, counted in
+ * near_bytes. */
+size_t oc_near_door_window(size_t limit);
+/* A new limit (reload): evicts down to it at once; 0 clears and stops. A
+ * limit with another doorkeeper window starts the doorkeeper empty. */
 void oc_near_set_limit(oc_near_t *n, size_t limit);
 /* The owner proved freshness up to this instant (monotonic seconds): the
  * cache serves while now < until. Once a get or put finds that instant

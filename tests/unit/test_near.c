@@ -249,6 +249,47 @@ static void test_freshness_runs_out(void **state)
     oc_near_free(n);
 }
 
+/* The doorkeeper's window follows the limit: a key offered again after
+ * 100,000 other keys gets in under a 128 MiB limit (window 524,288), not
+ * under 1 MiB (window 32,768: reset since); its bitset counts in near_bytes,
+ * and a reload to another window resizes it. */
+static void test_door_window_follows_the_limit(void **state)
+{
+    (void)state;
+    assert_int_equal(oc_near_door_window(0), 32768);
+    assert_int_equal(oc_near_door_window(1 << 20), 32768);
+    assert_int_equal(oc_near_door_window((size_t)64 << 20), 262144);
+    assert_int_equal(oc_near_door_window((size_t)100 << 20),
+                     524288); /* up to a power of 2 */
+    assert_int_equal(oc_near_door_window((size_t)128 << 20), 524288);
+    assert_int_equal(oc_near_door_window((size_t)1 << 30), 4194304);
+    assert_int_equal(oc_near_door_window((size_t)64 << 30), 4194304);
+    oc_blob_t *v = oc_blob_new("x", 1);
+    char key[32];
+    size_t limits[] = {1 << 20, (size_t)128 << 20};
+    for (int li = 0; li < 2; li++) {
+        oc_near_t *n = serving(limits[li]);
+        uint64_t since = oc_near_epoch(n);
+        assert_int_equal(nput(n, "again", 5, 0, v, 60, since, 0), OC_NEAR_DOOR);
+        for (int i = 0; i < 100000; i++) {
+            int kl = snprintf(key, sizeof(key), "other:%d", i);
+            nput(n, key, (size_t)kl, 0, v, 60, since, 0);
+        }
+        assert_int_equal(nput(n, "again", 5, 0, v, 60, since, 0),
+                         li == 0 ? OC_NEAR_DOOR : OC_NEAR_STORED);
+        oc_near_free(n);
+    }
+    /* 2 MiB of bitset under 128 MiB, 128 KiB under 1 MiB */
+    oc_near_t *n = serving((size_t)128 << 20);
+    uint64_t big = stats.near_bytes;
+    oc_near_set_limit(n, 1 << 20);
+    assert_int_equal(big - stats.near_bytes, 524288 * 4 - 32768 * 4);
+    oc_near_set_limit(n, (size_t)128 << 20);
+    assert_int_equal(stats.near_bytes, big);
+    oc_near_free(n);
+    oc_blob_unref(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -259,6 +300,7 @@ int main(void)
         cmocka_unit_test(test_sieve_keeps_hot_keys),
         cmocka_unit_test(test_scan_of_distinct_keys_evicts_nothing),
         cmocka_unit_test(test_freshness_runs_out),
+        cmocka_unit_test(test_door_window_follows_the_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
