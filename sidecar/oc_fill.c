@@ -35,6 +35,8 @@ struct oc_fill {
     int lease_tries;
     int in_map;       /* the map maps ckey to this fill */
     int invalidated;  /* a write landed: do not write back */
+    int refresh;      /* an early refresh: its "lease" is the live object's
+                         cas, never taken away */
     oc_blob_t *value; /* once answered: the object, or NULL = absent */
     oc_fill_waiter_t *waiters;
     uint64_t retire_seq; /* reads with seq <= this may still need it */
@@ -390,6 +392,8 @@ static void batch_stored(oc_mc_job_t *job, void *arg)
 static void batch_released(oc_mc_job_t *job, void *arg)
 {
     oc_batch_t *b = arg;
+    if (job->errors)
+        b->fs->ctx->stats->mc_errors++;
     for (size_t i = 0; i < job->n; i++)
         b->fs->ctx->stats->leases_released += job->items[i].result == OC_MC_R_OK;
     oc_mc_job_free(job);
@@ -423,7 +427,8 @@ static void store_item(oc_ctx_t *ctx, const oc_model_conf_t *m, const oc_fill_t 
 /* Write back what was loaded, by cas over each fill's lease. A fill a write
  * landed on while it loaded (invalidated) may hold a row older than that
  * write: it writes nothing, and takes its lease away instead (if memcached
- * still holds exactly that lease). Left there, the lease would make every
+ * still holds exactly that lease; an early refresh holds no lease, only
+ * the live object's cas, and leaves it). Left there, the lease would make every
  * reader of the key, this sidecar's included, wait lease_wait and then load
  * without writing back, until the lease's TTL (load_timeout + 1 s). The
  * write's own delete usually took the lease already; it did not when the
@@ -440,7 +445,7 @@ static void batch_store(oc_batch_t *b)
     for (size_t i = 0; i < b->n; i++) {
         const oc_fill_t *f = b->fills[i];
         n += (f->leased && !f->invalidated);
-        nrel += (f->leased && f->invalidated);
+        nrel += (f->leased && f->invalidated && !f->refresh);
         ctx->stats->fills_dropped += (f->invalidated != 0); /* known already */
     }
     /* Nothing to write, no memory, or shutting down (the pool is gone):
@@ -463,7 +468,7 @@ static void batch_store(oc_batch_t *b)
             continue;
         if (!f->invalidated && store) {
             store_item(ctx, m, f, &store->items[k++]);
-        } else if (f->invalidated && rel) {
+        } else if (f->invalidated && !f->refresh && rel) {
             oc_mc_item_t *it = &rel->items[r++];
             it->key = f->ckey;
             it->klen = f->ckey_len;
@@ -746,6 +751,7 @@ void oc_fill_refresh(oc_fills_t *fs, const oc_fill_waiter_t *w, uint64_t cas)
     oc_fill_t *f = b ? fill_new(fs, &r) : NULL;
     if (f == NULL)
         return; /* out of memory: the object simply expires */
+    f->refresh = 1;
     if (batch_add(b, f) != 0) {
         fill_free(fs, f);
         return;

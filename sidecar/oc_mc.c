@@ -429,8 +429,10 @@ static oc_mc_result_t reply_result(oc_mcp_reply_t t)
     case OC_MCP_NOT_STORED:
         return OC_MC_R_NOT_STORED;
     case OC_MCP_EXISTS:
+    case OC_MCP_EX:
         return OC_MC_R_EXISTS;
     case OC_MCP_NOT_FOUND:
+    case OC_MCP_NF:
         return OC_MC_R_NOT_FOUND;
     default:
         return OC_MC_R_ERROR;
@@ -653,6 +655,29 @@ static int parse_gets(mc_server_t *s, mc_wop_t *w, const char *p, size_t avail,
     return 2;
 }
 
+/* An `md` line (a CAS_DELETE job's item): answered HD, NF or EX (memcached
+ * 1.6.10 on; an older one's OK counts as an error), where every other
+ * store or delete is answered in the classic words. */
+static int wop_is_md(const mc_wop_t *w)
+{
+    return w->kind == MC_WOP_DELETE && w->one.via != MC_VIA_SHADOW && w->one.job &&
+           w->one.job->op == OC_MC_CAS_DELETE;
+}
+
+static int is_meta_reply(oc_mcp_reply_t t)
+{
+    return t == OC_MCP_HD || t == OC_MCP_NF || t == OC_MCP_EX;
+}
+
+/* A line no one-line wop (store, delete, version, probe) is answered with:
+ * a read's, or an md's answer to a command that is not an md. */
+static int out_of_step(const mc_wop_t *w, oc_mcp_reply_t t)
+{
+    if (t == OC_MCP_VALUE || t == OC_MCP_END || t == OC_MCP_VA || t == OC_MCP_EN)
+        return 1;
+    return is_meta_reply(t) && !wop_is_md(w);
+}
+
 /* Parse what `w` is owed from the input. 1: done, 0: need more, -1: the
  * stream is broken. */
 static int parse_wop(mc_server_t *s, mc_wop_t *w)
@@ -671,7 +696,7 @@ static int parse_wop(mc_server_t *s, mc_wop_t *w)
             r = parse_mg(s, w, p, avail, &l);
         else if (w->kind == MC_WOP_GETS)
             r = parse_gets(s, w, p, avail, &l);
-        else if (t == OC_MCP_VALUE || t == OC_MCP_END || t == OC_MCP_VA || t == OC_MCP_EN)
+        else if (out_of_step(w, t))
             return -1;
         else {
             s->in_off += l.line_len;

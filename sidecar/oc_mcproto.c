@@ -163,9 +163,9 @@ oc_mcp_reply_t oc_mcp_parse_line(const char *buf, size_t len, oc_mcp_line_t *out
     if (equals(buf, n, "HD"))
         return out->type = OC_MCP_HD;
     if (equals(buf, n, "NF"))
-        return out->type = OC_MCP_NOT_FOUND;
+        return out->type = OC_MCP_NF;
     if (equals(buf, n, "EX"))
-        return out->type = OC_MCP_EXISTS;
+        return out->type = OC_MCP_EX;
     if (starts(buf, n, "VERSION"))
         return out->type = OC_MCP_VERSION;
     if (equals(buf, n, "ERROR") || starts(buf, n, "CLIENT_ERROR") ||

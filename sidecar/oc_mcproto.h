@@ -57,8 +57,9 @@ typedef enum oc_mcp_reply {
     OC_MCP_OK,    /* flush_all's answer */
     OC_MCP_VA,    /* VA <bytes> c<cas> f<flags> [W|Z|X]...: a meta get's value */
     OC_MCP_EN,    /* a meta get's miss */
-    OC_MCP_HD,    /* a meta command done, nothing to return (md: deleted);
-                     a meta command's NF and EX are NOT_FOUND and EXISTS */
+    OC_MCP_HD,    /* a meta command done, nothing to return (md: deleted) */
+    OC_MCP_NF,    /* a meta command's NOT_FOUND */
+    OC_MCP_EX,    /* a meta command's EXISTS (md: the cas did not match) */
     OC_MCP_ERROR, /* ERROR, CLIENT_ERROR ..., SERVER_ERROR ...: text */
     OC_MCP_BAD,   /* not a reply we know, or too long: the stream is lost */
 } oc_mcp_reply_t;

@@ -209,17 +209,25 @@ size_t oc_near_door_window(size_t limit)
 }
 
 /* A doorkeeper for `limit` (empty: every key must be offered twice again);
- * its bytes count in the fixed part. -1 if out of memory (the old one kept). */
+ * its bytes count in the fixed part. A smaller one is made in place (so it
+ * cannot fail); -1 if out of memory for a larger one (the old one kept). */
 static int door_size(oc_near_t *n, size_t limit)
 {
     size_t w = oc_near_door_window(limit);
     if (n->door && w == n->door_window)
         return 0;
-    uint8_t *d = calloc(w * 4, 1);
-    if (d == NULL)
-        return -1;
     size_t old = n->door ? n->door_window * 4 : 0;
-    free(n->door);
+    uint8_t *d;
+    if (n->door && w * 4 < old) {
+        d = realloc(n->door, w * 4);
+        if (d == NULL) /* cannot happen when shrinking; keep the block */
+            d = n->door;
+        memset(d, 0, w * 4);
+    } else {
+        if ((d = calloc(w * 4, 1)) == NULL)
+            return -1;
+        free(n->door);
+    }
     n->door = d;
     n->door_window = w;
     n->door_count = 0;

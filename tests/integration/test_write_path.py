@@ -838,6 +838,45 @@ def test_refused_fill_takes_its_lease_away(fleet, mc_pool, db, tmp_path):
     assert (kind, data) == ("OBJECT", want)
 
 
+def test_refused_fill_beside_a_good_one_in_one_batch(fleet, mc_pool, db, tmp_path):
+    """One load of two cold keys, held at the gate; an invalidation reaches
+    A for one of them only: that one's lease is taken away, the other is
+    written back, from the same batch (two memcached jobs, one retire)."""
+    zero_generations(db)
+    gate = gate_path(tmp_path)
+    a = start(fleet, mc_pool, db, poll="0", env={"OBJCACHED_FAULT_FILL_GATE": gate},
+              objcached=GATED)
+    b = start(fleet, mc_pool, db, poll="0", objcached={"lease_wait": "5s"})
+    gen = db.generation("Item")
+    want = {i: row(db, "Item", i) for i in (48, 49)}
+    keys = {i: oc_c.cache_key("Item", i, gen) for i in (48, 49)}
+    try:
+        open(gate, "w").close()
+        with a.client() as c:
+            sa0 = c.stats()
+            assert c.get_multi(["Item:48", "Item:49"]) == (
+                [(b"Item:48", 0, want[48]), (b"Item:49", 0, want[49])], b"END")
+        assert a.stats()["loads_in_flight"] == 2
+        fa0 = a.stats()["feed_keys"]
+        db.q("SELECT objcached.feed_append(ARRAY['Item'], ARRAY['48'], NULL, false, "
+             "now(), NULL, 'test')")
+        harness.wait_until(lambda: a.stats()["feed_keys"] > fa0, timeout=10,
+                           what="A's feed to apply the invalidation")
+    finally:
+        release(a, gate)
+    assert moved(sa0, a.stats(), "fills_dropped", "leases_released", "mc_sets",
+                 "mc_errors") == {"fills_dropped": 1, "leases_released": 1, "mc_sets": 1,
+                                  "mc_errors": 0}
+    assert oc_c.raw_items(mc_pool, keys[48]) == []
+    [(_, kind, data)] = oc_c.raw_items(mc_pool, keys[49])
+    assert (kind, data) == ("OBJECT", want[49])
+    sb0 = b.stats()
+    with b.client() as c:
+        assert c.get("Item:48") == want[48]
+    assert moved(sb0, b.stats(), "lease_waits", "lease_timeouts") == {
+        "lease_waits": 0, "lease_timeouts": 0}
+
+
 def test_refused_fill_leaves_a_newer_entry_alone(fleet, mc_pool, db, tmp_path):
     """The release is by cas: when a push replaced A's lease meanwhile, A's
     refused fill deletes nothing (the push stays)."""
@@ -853,8 +892,11 @@ def test_refused_fill_leaves_a_newer_entry_alone(fleet, mc_pool, db, tmp_path):
             assert push(c, "Item:47", pushed) == b"STORED"
     finally:
         release(a, gate)
-    assert moved(sa0, a.stats(), "fills_dropped", "leases_released") == {
-        "fills_dropped": 1, "leases_released": 0}
+    # the md was answered EX (another cas): counted as nothing, no error, no
+    # connection lost
+    assert moved(sa0, a.stats(), "fills_dropped", "leases_released", "mc_errors") == {
+        "fills_dropped": 1, "leases_released": 0, "mc_errors": 0}
+    assert "event=memcached_error" not in a.log()
     for oc in (a, b):
         with oc.client() as c:
             assert c.get("Item:47") == pushed

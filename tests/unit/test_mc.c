@@ -33,6 +33,8 @@ static void test_item_reply(void **state)
         assert_int_equal(reply(op, OC_MCP_STORED), OC_MC_R_OK);
         assert_int_equal(reply(op, OC_MCP_DELETED), OC_MC_R_OK);
         assert_int_equal(reply(op, OC_MCP_HD), OC_MC_R_OK); /* md's DELETED */
+        assert_int_equal(reply(op, OC_MCP_NF), OC_MC_R_NOT_FOUND);
+        assert_int_equal(reply(op, OC_MCP_EX), OC_MC_R_EXISTS);
         assert_int_equal(reply(op, OC_MCP_VERSION), OC_MC_R_OK);
         assert_int_equal(reply(op, OC_MCP_NOT_STORED), OC_MC_R_NOT_STORED);
         assert_int_equal(reply(op, OC_MCP_EXISTS), OC_MC_R_EXISTS);

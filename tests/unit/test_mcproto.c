@@ -190,8 +190,8 @@ static void test_meta_delete(void **state)
     oc_mcp_line_t l;
     assert_int_equal(parse("HD\r\n", &l), OC_MCP_HD);
     assert_int_equal(l.line_len, 4);
-    assert_int_equal(parse("NF\r\n", &l), OC_MCP_NOT_FOUND);
-    assert_int_equal(parse("EX\r\n", &l), OC_MCP_EXISTS);
+    assert_int_equal(parse("NF\r\n", &l), OC_MCP_NF);
+    assert_int_equal(parse("EX\r\n", &l), OC_MCP_EX);
     static const char *const bad[] = {"HD \r\n", "HDX\r\n", "NF k\r\n",
                                       "EX1\r\n", "hd\r\n",  "H\r\n"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
