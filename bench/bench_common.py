@@ -57,6 +57,22 @@ def _stat_fields(pid):
         return f.read().rsplit(")", 1)[1].split()
 
 
+def items_sql(rows):
+    """The run's table: `items` with ids 1..rows, row JSON about 225 bytes."""
+    return f"""
+        CREATE TABLE items (id bigint NOT NULL, name text NOT NULL, email text NOT NULL,
+                            score integer NOT NULL, created_at timestamptz NOT NULL,
+                            tags text[] NOT NULL, body text NOT NULL);
+        INSERT INTO items
+        SELECT g, 'item ' || g, 'user' || g || '@example.com', ((g::bigint * 7919) % 1000)::int,
+               timestamptz '2026-01-01 00:00:00+00' + g * interval '17 seconds',
+               ARRAY['t' || g % 7, 't' || g % 11],
+               substr(repeat(md5(g::text), 3), 1, 80)
+        FROM generate_series(1, {int(rows)}) g;
+        ALTER TABLE items ADD PRIMARY KEY (id);
+        """
+
+
 def cpu_seconds(pid):
     fields = _stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -23,17 +23,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 import harness  # noqa: E402
+from bench_common import items_sql  # noqa: E402
 
-ITEMS = """
-CREATE TABLE items (id bigint NOT NULL, name text NOT NULL, email text NOT NULL,
-                    score integer NOT NULL, created_at timestamptz NOT NULL,
-                    tags text[] NOT NULL, body text NOT NULL);
-INSERT INTO items
-SELECT g, 'item ' || g, 'user' || g || '@example.com', ((g::bigint * 7919) % 1000)::int,
-       timestamptz '2026-01-01 00:00:00+00' + g * interval '17 seconds',
-       ARRAY['t' || g % 7, 't' || g % 11], substr(repeat(md5(g::text), 3), 1, 80)
-FROM generate_series(1, {rows}) g;
-ALTER TABLE items ADD PRIMARY KEY (id);"""
 
 
 def main():
@@ -57,7 +48,7 @@ def main():
     try:
         pg.start()
         mcs = [harness.Memcached(memory_mb=256).start() for _ in range(3)]
-        pg.execute(ITEMS.format(rows=args.rows))
+        pg.execute(items_sql(args.rows))
         pg.execute("VACUUM ANALYZE items")
         oc = harness.Objcached({
             "objcached": {"log_level": "warn", "max_keys": "1024"},

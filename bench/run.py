@@ -69,8 +69,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 import harness  # noqa: E402
 
-from bench_common import (BenchError, cluster_cpu_seconds, cpu_seconds, med, pct, rss_kib, say,  # noqa: E402
-                          spread, step)
+from bench_common import (BenchError, cluster_cpu_seconds, cpu_seconds, items_sql,  # noqa: E402
+                          med, pct, rss_kib, say, spread, step)
 import bench_near  # noqa: E402
 import bench_writes  # noqa: E402
 
@@ -155,21 +155,9 @@ class World:
 
     def load_data(self, rows):
         t0 = time.monotonic()
-        sql = f"""
-        DROP TABLE IF EXISTS items, items_plain;
-        CREATE TABLE items (id bigint NOT NULL, name text NOT NULL, email text NOT NULL,
-                            score integer NOT NULL, created_at timestamptz NOT NULL,
-                            tags text[] NOT NULL, body text NOT NULL);
-        INSERT INTO items
-        SELECT g, 'item ' || g, 'user' || g || '@example.com', ((g::bigint * 7919) % 1000)::int,
-               timestamptz '2026-01-01 00:00:00+00' + g * interval '17 seconds',
-               ARRAY['t' || g % 7, 't' || g % 11],
-               substr(repeat(md5(g::text), 3), 1, 80)
-        FROM generate_series(1, {rows}) g;
-        ALTER TABLE items ADD PRIMARY KEY (id);
-        CREATE TABLE items_plain (LIKE items INCLUDING ALL);
-        INSERT INTO items_plain SELECT * FROM items;
-        """
+        sql = ("DROP TABLE IF EXISTS items, items_plain;" + items_sql(rows)
+               + "CREATE TABLE items_plain (LIKE items INCLUDING ALL);"
+               + "INSERT INTO items_plain SELECT * FROM items;")
         self.pg.execute(sql)
         self.pg.execute("VACUUM ANALYZE items")      # VACUUM cannot run in a transaction
         self.pg.execute("VACUUM ANALYZE items_plain")
