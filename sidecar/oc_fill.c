@@ -13,13 +13,17 @@
 #include "oc_pg.h"
 #include "oc_stats.h"
 
-/* A waiter reads the key again after 2, 4 and 8 ms, then every 10
- * ms: a load under way usually takes a few ms, and the gap between two
- * reads is how late the waiter can see its value (with 50 ms, bench
- * nearapply's commit-to-applied p99 was up to 52 ms; 24-33 ms with 10).
- * Only keys another sidecar is loading are read this way. */
+/* A waiter reads the key again after 2, 4 and 8 ms, then every 10 ms: a
+ * load under way usually takes a few ms, and the gap between two reads is
+ * how late the waiter can see its value (with 50 ms, bench nearapply's
+ * commit-to-applied p99 was up to 52 ms; 24-33 ms with 10). A lease_wait
+ * set long (for slow loads) spaces them up to lease_wait / 25, at most
+ * 50 ms, so a waiter reads about 25 times at most, not once per 10 ms for
+ * minutes. Only keys another sidecar is loading are read this way. */
 #define OC_FILL_POLL_FIRST_MS 2
 #define OC_FILL_POLL_MAX_MS   10
+#define OC_FILL_POLL_SLOW_MS  50
+#define OC_FILL_POLLS         25
 #define OC_FILL_LEASE_TRIES   3
 
 typedef struct oc_fill oc_fill_t;
@@ -135,8 +139,12 @@ uint32_t oc_fill_wait_delay(double began, double now, uint32_t prev_ms,
 {
     if ((now - began) * 1000.0 >= (double)lease_wait_ms)
         return 0;
+    uint32_t cap = lease_wait_ms / OC_FILL_POLLS;
+    cap = cap < OC_FILL_POLL_MAX_MS    ? OC_FILL_POLL_MAX_MS
+          : cap > OC_FILL_POLL_SLOW_MS ? OC_FILL_POLL_SLOW_MS
+                                       : cap;
     uint32_t d = prev_ms ? prev_ms * 2 : OC_FILL_POLL_FIRST_MS;
-    return d > OC_FILL_POLL_MAX_MS ? OC_FILL_POLL_MAX_MS : d;
+    return d > cap ? cap : d;
 }
 
 /* ---- reads ----------------------------------------------------------------- */

@@ -134,7 +134,8 @@ oc_fill_state_t oc_fill_after_read(oc_fill_state_t cur, oc_entry_class_t found,
 int oc_fill_may_answer(uint64_t fill_lease_seq, uint64_t fill_cas,
                        oc_entry_class_t w_read, uint64_t w_cas, uint64_t w_seq);
 /* The wait before the next read of another's lease: 2 ms, doubling up to
- * 10 ms; 0 once lease_wait_ms has passed since `began` (then load). */
+ * 10 ms (up to lease_wait_ms / 25, at most 50 ms, for a longer lease_wait);
+ * 0 once lease_wait_ms has passed since `began` (then load). */
 uint32_t oc_fill_wait_delay(double began, double now, uint32_t prev_ms,
                             uint32_t lease_wait_ms);
 

@@ -76,7 +76,7 @@ static void test_wait_schedule(void **state)
 {
     (void)state;
     double t0 = 1000.0;
-    /* 2 ms, doubling, capped at 50 ms, until lease_wait has passed */
+    /* 2 ms, doubling, capped at 10 ms, until lease_wait has passed */
     assert_int_equal(oc_fill_wait_delay(t0, t0, 0, 250), 2);
     assert_int_equal(oc_fill_wait_delay(t0, t0 + 0.002, 2, 250), 4);
     assert_int_equal(oc_fill_wait_delay(t0, t0 + 0.006, 4, 250), 8);
@@ -97,6 +97,19 @@ static void test_wait_schedule(void **state)
     }
     assert_true(polls >= 24 && polls <= 30);
     assert_true(now - t0 >= 0.25 && now - t0 < 0.27);
+    /* a long lease_wait spaces the reads out: lease_wait / 25, at most 50 */
+    assert_int_equal(oc_fill_wait_delay(t0, t0 + 0.1, 16, 1000), 32);
+    assert_int_equal(oc_fill_wait_delay(t0, t0 + 0.2, 32, 1000), 40);
+    assert_int_equal(oc_fill_wait_delay(t0, t0 + 1, 50, 600000), 50);
+    for (uint32_t lw = 250; lw <= 600000; lw *= 4) {
+        now = t0, d = 0, polls = 0;
+        while ((d = oc_fill_wait_delay(t0, now, d, lw)) != 0) {
+            now += d / 1000.0;
+            polls++;
+        }
+        /* about 25 reads, more only where 50 ms is the cap */
+        assert_true(polls >= 24 && (polls <= 30 || (polls - 4) * 50 <= (int)lw + 50));
+    }
 }
 
 int main(void)
