@@ -259,6 +259,12 @@ static int arena_append(oc_mc_job_t *job, const char *p, size_t len, size_t *off
     return 0;
 }
 
+/* A CAS_DELETE job's own item (not a shadow delete): sent as `md`. */
+static int ref_is_md(mc_ref_t ref)
+{
+    return ref.via != MC_VIA_SHADOW && ref.job && ref.job->op == OC_MC_CAS_DELETE;
+}
+
 static const char *ref_key(mc_ref_t r, size_t *klen)
 {
     if (r.job->op == OC_MC_GET) {
@@ -660,8 +666,7 @@ static int parse_gets(mc_server_t *s, mc_wop_t *w, const char *p, size_t avail,
  * store or delete is answered in the classic words. */
 static int wop_is_md(const mc_wop_t *w)
 {
-    return w->kind == MC_WOP_DELETE && w->one.via != MC_VIA_SHADOW && w->one.job &&
-           w->one.job->op == OC_MC_CAS_DELETE;
+    return w->kind == MC_WOP_DELETE && ref_is_md(w->one);
 }
 
 static int is_meta_reply(oc_mcp_reply_t t)
@@ -812,8 +817,7 @@ static void queue_line(mc_server_t *s, mc_wop_kind_t kind, mc_ref_t ref)
 {
     size_t klen = 0;
     const char *key = kind == MC_WOP_DELETE ? ref_key(ref, &klen) : NULL;
-    int md = kind == MC_WOP_DELETE && ref.via != MC_VIA_SHADOW &&
-             ref.job->op == OC_MC_CAS_DELETE;
+    int md = kind == MC_WOP_DELETE && ref_is_md(ref);
     mc_wop_t *w = wop_new(s->mc);
     char *p = w ? out_reserve(s, oc_mcp_md_size(klen)) : NULL;
     if (p == NULL) {
