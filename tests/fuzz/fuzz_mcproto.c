@@ -11,7 +11,9 @@
  *   byte count is within OC_MCP_VALUE_MAX; formatting the fields back as a
  *   store command and reading that line's numbers again gives the same;
  * - ERROR texts lie inside the line;
- * - NEED_MORE only when there is no line end within OC_MCP_LINE_MAX.
+ * - NEED_MORE only when there is no line end within OC_MCP_LINE_MAX;
+ * - an md line written for a VALUE's key and cas fits oc_mcp_md_size.
+ * The corpus has the meta answers too (HD, NF, EX: the lease release).
  *
  *   bash scripts/fuzz.sh --target fuzz_mcproto --seconds 60
  */
@@ -49,6 +51,11 @@ static void check_value(const char *line, const oc_mcp_line_t *l)
                                        "", 0, l->cas) > oc_mcp_store_size(l->klen, 0))
             abort();
         free(buf);
+        /* and as the md of a lease release, exactly sized */
+        char *md = malloc(oc_mcp_md_size(l->klen));
+        if (md && oc_mcp_format_md(md, l->key, l->klen, l->cas) > oc_mcp_md_size(l->klen))
+            abort();
+        free(md);
     }
 }
 
