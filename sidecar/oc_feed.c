@@ -252,13 +252,13 @@ static void poll_start(oc_feed_t *f)
     const char *params[2] = {f->param[0], f->param[1]};
     f->sent = oc_stats_now();
     set_state(f, OC_FEED_POLLING);
-    if (oc_pgconn_query(f->pc,
-                        "SELECT p.head, extract(epoch FROM p.db_now - p.caught_up_at), "
-                        "p.pruned_upto, p.seq, p.model, k, p.generation, "
-                        "extract(epoch FROM p.db_now - p.committed_at) "
-                        "FROM objcached.feed_poll($1::bigint, $2::integer) p "
-                        "LEFT JOIN LATERAL unnest(p.keys) AS k ON true ORDER BY p.seq",
-                        2, params, polled, f) != OC_OK)
+    if (oc_pgconn_exec(f->pc,
+                       "SELECT p.head, extract(epoch FROM p.db_now - p.caught_up_at), "
+                       "p.pruned_upto, p.seq, p.model, k, p.generation, "
+                       "extract(epoch FROM p.db_now - p.committed_at) "
+                       "FROM objcached.feed_poll($1::bigint, $2::integer) p "
+                       "LEFT JOIN LATERAL unnest(p.keys) AS k ON true ORDER BY p.seq",
+                       2, params, polled, f) != OC_OK)
         set_state(f, OC_FEED_DOWN);
 }
 

@@ -219,10 +219,10 @@ static void feed(oc_inval_t *iv)
         const char *params[3] = {iv->writer, prune ? "t" : "f", keep};
         if (prune)
             iv->pruned_at = now;
-        st = oc_pgconn_query(iv->pc,
-                             "SELECT objcached.feed_heartbeat_if_drained($1), CASE WHEN "
-                             "$2::boolean THEN objcached.feed_prune($3::interval) END",
-                             3, params, fed, iv);
+        st = oc_pgconn_exec(iv->pc,
+                            "SELECT objcached.feed_heartbeat_if_drained($1), CASE WHEN "
+                            "$2::boolean THEN objcached.feed_prune($3::interval) END",
+                            3, params, fed, iv);
     } else if (!feed_arrays(iv)) {
         finish(iv, "COMMIT"); /* everything was requeued (or never cacheable) */
         return;
@@ -235,10 +235,10 @@ static void feed(oc_inval_t *iv)
             iv->feed_models, iv->feed_keys, iv->feed_whole,
             PQgetisnull(iv->claimed, 0, 5) ? NULL : PQgetvalue(iv->claimed, 0, 5),
             iv->writer};
-        st = oc_pgconn_query(iv->pc,
-                             "SELECT objcached.feed_append($1::text[], $2::text[], "
-                             "$3::text[], false, $4::timestamptz, NULL, $5)",
-                             5, params, fed, iv);
+        st = oc_pgconn_exec(iv->pc,
+                            "SELECT objcached.feed_append($1::text[], $2::text[], "
+                            "$3::text[], false, $4::timestamptz, NULL, $5)",
+                            5, params, fed, iv);
     }
     if (st != OC_OK)
         cycle_end(iv); /* the connection dropped: PostgreSQL rolls back */

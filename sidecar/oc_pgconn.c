@@ -40,6 +40,21 @@ struct oc_pgconn {
     uint32_t backoff_ms;
     int was_up; /* for logging an outage once */
     char last_error[OC_ERRLEN];
+    /* oc_pgconn_exec: the statements prepared in this session, by sql
+     * address; names are unique per connection (prep_seq) */
+    struct {
+        const char *sql;
+        char name[24];
+    } prep[OC_PGCONN_STMTS];
+    int nprep;
+    unsigned prep_seq;
+    int exec_slot; /* the command in flight runs prep[exec_slot]; -1: not */
+    /* the run waiting for its statement's prepare */
+    int pend_slot;
+    char **pend_params;
+    int pend_n;
+    oc_pgconn_done_fn pend_cb;
+    void *pend_arg;
 };
 
 static void io_cb(evutil_socket_t fd, short what, void *arg);
@@ -152,6 +167,7 @@ static void start(oc_pgconn_t *c)
     const char *keys[] = {"dbname", "fallback_application_name", "replication", NULL};
     const char *vals[] = {c->conninfo, c->app_name, c->replication ? "database" : NULL,
                           NULL};
+    c->nprep = 0; /* a new session: nothing is prepared in it */
     c->conn = PQconnectStartParams(keys, vals, 1);
     if (c->conn == NULL) {
         go_down(c, "out of memory");
@@ -189,6 +205,15 @@ int oc_pgconn_row_error(const char *sqlstate)
     return 0;
 }
 
+/* A statement is gone from the session or stale: the last slot moves into
+ * its place. */
+static void forget_stmt(oc_pgconn_t *c, int slot)
+{
+    if (slot < 0 || slot >= c->nprep)
+        return;
+    c->prep[slot] = c->prep[--c->nprep];
+}
+
 /* All results of the current command are in (PQgetResult gave NULL). */
 static void results_done(oc_pgconn_t *c)
 {
@@ -213,9 +238,12 @@ static void results_done(oc_pgconn_t *c)
     }
     set_state(c, OC_PGCONN_IDLE);
     if (c->failed) {
-        oc_status_t st = oc_pgconn_row_error(PQresultErrorField(res, PG_DIAG_SQLSTATE))
-                             ? OC_EROW
-                             : OC_EDB;
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        oc_status_t st = oc_pgconn_row_error(state) ? OC_EROW : OC_EDB;
+        if (c->exec_slot >= 0 && state &&
+            (strcmp(state, "26000") == 0 || strcmp(state, "0A000") == 0))
+            forget_stmt(c, c->exec_slot); /* prepared again next time */
+        c->exec_slot = -1;
         PQclear(res);
         command_done(c, NULL, st, err);
     } else {
@@ -332,6 +360,7 @@ static oc_status_t sent(oc_pgconn_t *c, int ok, oc_pgconn_done_fn cb, void *arg)
     c->failed = 0;
     c->cb = cb;
     c->cb_arg = arg;
+    c->exec_slot = -1;
     set_state(c, OC_PGCONN_BUSY);
     watch(c, PQflush(c->conn) == 1 ? EV_READ | EV_WRITE : EV_READ);
     return OC_OK;
@@ -346,6 +375,93 @@ oc_status_t oc_pgconn_query(oc_pgconn_t *c, const char *sql, int nparams,
                  ? PQsendQueryParams(c->conn, sql, nparams, NULL, params, NULL, NULL, 0)
                  : PQsendQuery(c->conn, sql);
     return sent(c, ok, cb, arg);
+}
+
+static void pend_clear(oc_pgconn_t *c)
+{
+    for (int i = 0; c->pend_params && i < c->pend_n; i++)
+        free(c->pend_params[i]);
+    free(c->pend_params);
+    c->pend_params = NULL;
+    c->pend_n = 0;
+    c->pend_cb = NULL;
+}
+
+static oc_status_t send_prepared(oc_pgconn_t *c, int slot, int nparams,
+                                 const char *const *params, oc_pgconn_done_fn cb,
+                                 void *arg)
+{
+    oc_status_t st = sent(
+        c,
+        PQsendQueryPrepared(c->conn, c->prep[slot].name, nparams, params, NULL, NULL, 0),
+        cb, arg);
+    if (st == OC_OK)
+        c->exec_slot = slot;
+    return st;
+}
+
+/* The prepare of oc_pgconn_exec's statement came back: run it, or hand
+ * the prepare's error to the run's callback. */
+static void prepared(oc_pgconn_t *c, PGresult *res, oc_status_t st, const char *err,
+                     void *arg)
+{
+    (void)arg;
+    PQclear(res);
+    oc_pgconn_done_fn cb = c->pend_cb;
+    void *cb_arg = c->pend_arg;
+    int slot = c->pend_slot;
+    if (st != OC_OK) {
+        pend_clear(c);
+        if (cb)
+            cb(c, NULL, st, err, cb_arg);
+        return;
+    }
+    c->nprep = slot + 1;
+    /* on a failed send the connection is reset: the callback is not called */
+    send_prepared(c, slot, c->pend_n, (const char *const *)c->pend_params, cb, cb_arg);
+    pend_clear(c);
+}
+
+static int find_stmt(const oc_pgconn_t *c, const char *sql)
+{
+    for (int i = 0; i < c->nprep; i++)
+        if (c->prep[i].sql == sql)
+            return i;
+    return -1;
+}
+
+oc_status_t oc_pgconn_exec(oc_pgconn_t *c, const char *sql, int nparams,
+                           const char *const *params, oc_pgconn_done_fn cb, void *arg)
+{
+    if (c->state != OC_PGCONN_IDLE)
+        return OC_AGAIN;
+    int slot = find_stmt(c, sql);
+    if (slot >= 0)
+        return send_prepared(c, slot, nparams, params, cb, arg);
+    if (c->nprep == OC_PGCONN_STMTS)
+        return oc_pgconn_query(c, sql, nparams, params, cb, arg);
+    /* Prepare it first; the run waits with copies of its params (the
+     * caller's may be on its stack). */
+    pend_clear(c);
+    if (nparams > 0 && (c->pend_params = calloc((size_t)nparams, sizeof(char *))) == NULL)
+        return oc_pgconn_query(c, sql, nparams, params, cb, arg);
+    c->pend_n = nparams;
+    for (int i = 0; i < nparams; i++)
+        if (params[i] && (c->pend_params[i] = strdup(params[i])) == NULL) {
+            pend_clear(c);
+            return oc_pgconn_query(c, sql, nparams, params, cb, arg);
+        }
+    slot = c->nprep;
+    c->prep[slot].sql = sql;
+    snprintf(c->prep[slot].name, sizeof(c->prep[slot].name), "oc_stmt_%u", c->prep_seq++);
+    c->pend_slot = slot;
+    c->pend_cb = cb;
+    c->pend_arg = arg;
+    oc_status_t st =
+        sent(c, PQsendPrepare(c->conn, c->prep[slot].name, sql, 0, NULL), prepared, NULL);
+    if (st != OC_OK)
+        pend_clear(c);
+    return st;
 }
 
 oc_status_t oc_pgconn_stream(oc_pgconn_t *c, const char *sql, oc_pgconn_begin_fn on_begin,
@@ -412,6 +528,7 @@ oc_status_t oc_pgconn_query_prepared(oc_pgconn_t *c, const char *name, int npara
 void oc_pgconn_abandon(oc_pgconn_t *c)
 {
     c->cb = NULL;
+    pend_clear(c); /* a run waiting for its prepare is abandoned with it */
 }
 
 void oc_pgconn_reset(oc_pgconn_t *c, const char *why)
@@ -449,6 +566,7 @@ oc_pgconn_t *oc_pgconn_new(struct event_base *base, const char *conninfo,
     c->owner = owner;
     c->state = OC_PGCONN_DOWN;
     c->backoff_ms = OC_PGCONN_BACKOFF_MIN_MS;
+    c->exec_slot = -1;
     snprintf(c->last_error, sizeof(c->last_error), "not connected yet");
     c->conninfo = strdup(conninfo);
     c->app_name = strdup(opts && opts->app_name ? opts->app_name : "objcached");
@@ -470,6 +588,7 @@ void oc_pgconn_free(oc_pgconn_t *c)
     if (c == NULL)
         return;
     PQclear(c->res);
+    pend_clear(c);
     if (c->conn)
         PQfinish(c->conn);
     if (c->io)

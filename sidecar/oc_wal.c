@@ -417,12 +417,13 @@ done:
 
 /* Array literals of the batch: every key (for the feed), the whole models,
  * and the keys memcached failed to delete (for the requeue). */
-static oc_status_t feed_literals(oc_wal_t *w)
+static oc_status_t feed_literals(oc_wal_t *w, size_t *nfailed)
 {
     size_t nf;
     oc_status_t st =
         oc_wal_feed_literals(&w->batch, w->job ? w->job->items : NULL,
                              w->job ? w->job->n : 0, w->del_idx, w->lit, &nf);
+    *nfailed = nf;
     if (nf) {
         w->ctx->stats->inval_requeued += nf;
         oc_log_warn("event=inval_requeue keys=%zu reason=\"%s\"", nf, w->job->err);
@@ -551,13 +552,13 @@ static void sql_feed(oc_wal_t *w)
         const char *p[2] = {b->caught_up_at, w->writer};
         w->sql_busy = 1;
         w->ctx->stats->wal_heartbeats++;
-        if (oc_pgconn_query(w->sql,
-                            "SELECT objcached.feed_heartbeat($1::timestamptz, $2)", 2, p,
-                            fed, w) != OC_OK)
+        if (oc_pgconn_exec(w->sql, "SELECT objcached.feed_heartbeat($1::timestamptz, $2)",
+                           2, p, fed, w) != OC_OK)
             w->sql_busy = 0;
         return;
     }
-    if (feed_literals(w) != OC_OK) {
+    size_t nfailed;
+    if (feed_literals(w, &nfailed) != OC_OK) {
         stand_by(w, WAL_RETRY_FAST_S, "out of memory");
         return;
     }
@@ -574,12 +575,16 @@ static void sql_feed(oc_wal_t *w)
     w->sql_busy = 1;
     if (b->caught_up_at[0])
         w->ctx->stats->wal_heartbeats++;
-    if (oc_pgconn_query(
-            w->sql,
-            "SELECT objcached.feed_append($1::text[], $2::text[], $3::text[], "
-            "true, to_timestamp($4::double precision), $5::timestamptz, $6), "
-            "objcached.requeue($7::text[], $8::text[])",
-            8, p, fed, w) != OC_OK)
+    /* requeue() only when memcached failed some deletes: even with empty
+     * arrays it costs the batch's transaction about as much as the append */
+    const char *sql =
+        nfailed ? "SELECT objcached.feed_append($1::text[], $2::text[], "
+                  "$3::text[], true, to_timestamp($4::double precision), "
+                  "$5::timestamptz, $6), objcached.requeue($7::text[], $8::text[])"
+                : "SELECT objcached.feed_append($1::text[], $2::text[], "
+                  "$3::text[], true, to_timestamp($4::double precision), "
+                  "$5::timestamptz, $6)";
+    if (oc_pgconn_exec(w->sql, sql, nfailed ? 8 : 6, p, fed, w) != OC_OK)
         w->sql_busy = 0;
 }
 
@@ -626,7 +631,7 @@ static void sql_next(oc_wal_t *w)
     if (sql == NULL)
         return;
     w->sql_busy = 1;
-    if (oc_pgconn_query(w->sql, sql, np, np ? p : NULL, sql_done, w) != OC_OK)
+    if (oc_pgconn_exec(w->sql, sql, np, np ? p : NULL, sql_done, w) != OC_OK)
         w->sql_busy = 0;
 }
 

@@ -1494,6 +1494,8 @@ DECLARE
     v_bad      text;
     v_last     bigint;
     v_gen      bigint;
+    v_model    text;
+    v_keys     text[];
     r          record;
 BEGIN
     IF (p_models IS NULL) <> (p_keys IS NULL) THEN
@@ -1510,6 +1512,26 @@ BEGIN
             pg_catalog.cardinality(p_models), pg_catalog.cardinality(p_keys)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- The WAL reader's every batch: keys of one model, no whole-model row. Checked and appended
+    -- without the general path's queries (each costs an executor start): 2-3x less execution
+    -- time per call (docs/benchmarks.md, 2026-12-04); the rows are the same.
+    v_model := p_models[pg_catalog.array_lower(p_models, 1)];
+    IF v_model ~ '^[A-Za-z_][A-Za-z0-9_]{0,63}$'
+       AND pg_catalog.cardinality(pg_catalog.array_remove(p_models, v_model)) = 0
+       AND pg_catalog.cardinality(p_keys) <= c_max_keys
+       AND COALESCE(pg_catalog.cardinality(pg_catalog.array_remove(p_whole, NULL)), 0) = 0 THEN
+        PERFORM objcached._feed_lock('objcached.feed_append');
+        SELECT pg_catalog.array_agg(DISTINCT k COLLATE "C" ORDER BY k COLLATE "C") INTO v_keys
+          FROM pg_catalog.unnest(p_keys) k
+         WHERE k IS NOT NULL;
+        IF v_keys IS NOT NULL THEN
+            v_last := pg_catalog.nextval('objcached.feed_seq');
+            INSERT INTO objcached.feed (seq, committed_at, model, keys, generation)
+            VALUES (v_last, p_committed_at, v_model, v_keys, NULL);
+        END IF;
+        RETURN objcached._feed_advance(v_last, objcached._feed_bound(p_caught_up_at), p_writer);
+    END IF;
+
     SELECT objcached._shown(m) INTO v_bad
       FROM (SELECT pg_catalog.unnest(p_models) UNION ALL SELECT w FROM pg_catalog.unnest(p_whole) w
              WHERE w IS NOT NULL) x(m)
@@ -1519,7 +1541,7 @@ BEGIN
         RAISE EXCEPTION 'objcached.feed_append: invalid model name %: it must match [A-Za-z_][A-Za-z0-9_]{0,63}', v_bad
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF p_bump IS NULL AND EXISTS (SELECT 1 FROM pg_catalog.unnest(p_whole) w WHERE w IS NOT NULL) THEN
+    IF p_bump IS NULL AND pg_catalog.cardinality(pg_catalog.array_remove(p_whole, NULL)) > 0 THEN
         RAISE EXCEPTION 'objcached.feed_append: p_bump must be true or false when p_whole names models'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;

@@ -270,6 +270,37 @@ def test_feed_connection_killed_and_postgresql_restarted(fleet, mc_pool, db, pg)
     fresh_within_deadline((a, b), "Item:22", row(db, "items", 22), t)
 
 
+def test_a_poll_statement_gone_stale_is_prepared_again(fleet, mc_pool, db):
+    """The follower's poll is a statement prepared once per session. The
+    function under it replaced by one of another result type (what an
+    upgrade of the hook may do) makes the prepared statement fail once
+    (0A000, "cached plan must not change result type"); the follower then
+    prepares it again and follows the feed as before, instead of failing
+    every poll until it reconnects."""
+    a = start(fleet, mc_pool, db)
+    harness.wait_until(lambda: a.stats()["near_serving"] == 1, timeout=10, what="serving")
+    warm(a, ["Item:31"])
+    errors = a.stats()["feed_errors"]
+    db.q("ALTER FUNCTION objcached.feed_poll(bigint, integer) RENAME TO feed_poll_v0")
+    db.q("""CREATE FUNCTION objcached.feed_poll(p_after bigint, p_limit integer)
+            RETURNS TABLE (head numeric, caught_up_at timestamptz, pruned_upto bigint,
+                           db_now timestamptz, seq bigint, model text, keys text[],
+                           generation bigint, committed_at timestamptz)
+            LANGUAGE sql AS $$ SELECT f.head::numeric, f.caught_up_at, f.pruned_upto,
+                f.db_now, f.seq, f.model, f.keys, f.generation, f.committed_at
+                FROM objcached.feed_poll_v0(p_after, p_limit) f $$""")
+    harness.wait_until(lambda: a.stats()["feed_errors"] > errors, timeout=10,
+                       what="the stale statement's one failure")
+    harness.wait_until(lambda: a.stats()["near_serving"] == 1, timeout=10,
+                       what="serving again")
+    errors = a.stats()["feed_errors"]
+    polls = a.stats()["feed_polls"]
+    db.q("UPDATE items SET name = 'after the swap' WHERE id = 31")
+    fresh_within_deadline((a,), "Item:31", row(db, "items", 31), time.monotonic())
+    assert a.stats()["feed_polls"] > polls
+    assert a.stats()["feed_errors"] == errors
+
+
 def test_a_fill_racing_an_invalidation_does_not_install_the_old_row(fleet, mc_pool, db, tmp_path):
     """The fill gate holds A's write-back after its PostgreSQL read; an
     UPDATE commits and its invalidation is applied everywhere; the gate

@@ -198,6 +198,32 @@ def test_append_whole_model_generations(db):
     assert db.one("SELECT count(*) FROM objcached.models WHERE model = 'Nobody'") == 0
 
 
+def test_append_of_one_model_the_way_the_wal_reader_sends_it(db):
+    """The WAL reader's batches (one model, no whole-model row, at most
+    100,000 keys) take feed_append's fast path: the same rows as the
+    general one."""
+    listener = db.connect()
+    db.q("LISTEN objcached_feed", conn=listener)
+    h = append(db, ["User"] * 6, ["b", "a", None, "b", "10", "a"])
+    assert [r[1:] for r in feed(db)] == [("User", ["10", "a", "b"], None)]
+    assert h == feed(db)[-1][0] == head(db)[0]
+    assert notifies(listener) == [("objcached_feed", str(h))]
+    # only NULL keys: no row, the head stays
+    assert append(db, ["User", "User"], [None, None]) == h and len(feed(db)) == 1
+    # arrays that do not start at 1
+    db.q("SELECT objcached.feed_append('[5:6]={User,User}'::text[], '[5:6]={y,x}'::text[], "
+         "NULL, false, NULL, NULL, 't')")
+    assert feed(db)[-1][1:] == ("User", ["x", "y"], None)
+    # exactly 100,000 distinct keys: one row
+    append(db, ["Big"] * 100_000, [str(i) for i in range(100_000)])
+    assert db.one("SELECT cardinality(keys) FROM objcached.feed ORDER BY seq DESC LIMIT 1") \
+        == 100_000
+    # a NULL model among equal ones is refused, as by the general path
+    msg, code = err(db, APPEND_SQL, (["User", None, "User"], ["1", "2", "3"], None, False,
+                                     None, None, "t"))
+    assert "invalid model name NULL" in msg and code == "22023"
+
+
 def test_append_chunks_at_100000_distinct_keys(db):
     keys = [str(i) for i in range(100_001)]
     # every key twice: 200,002 pairs, 100,001 distinct keys
