@@ -146,9 +146,18 @@ class WriteWorld:
         row = self.pg.execute(
             "SELECT w.wal_sync, w.wal_bytes::bigint, "
             "(SELECT sum(xact_commit)::bigint FROM pg_stat_database), "
-            "(SELECT coalesce(array_agg(pid), '{}') FROM pg_stat_replication) "
+            "(SELECT coalesce(array_agg(pid), '{}') FROM pg_stat_replication), "
+            "(SELECT coalesce(array_agg(pid), '{}') FROM pg_stat_activity "
+            " WHERE application_name LIKE 'objcached%%' AND backend_type = 'client backend') "
             "FROM pg_stat_wal w")[0]
+        backends = {}
+        for pid in row[4]:
+            try:
+                backends[pid] = cpu_seconds(pid)
+            except OSError:  # gone since the query: it did not last the run
+                pass
         return {"wal_sync": row[0], "wal_bytes": row[1], "commits": row[2],
+                "cpu_backends": backends,
                 "cpu_walsender": sum(cpu_seconds(pid) for pid in row[3]),
                 "cpu_trig": cpu_seconds(self.ocs["trig"].pid),
                 "cpu_wal": cpu_seconds(self.ocs["wal"].pid)}
@@ -227,13 +236,29 @@ def per_tx(m0, m1, n):
     """What one run cost per writer transaction: WAL flushes (fsyncs) and
     records of the whole cluster, commits of every session (the writers',
     and the feed appends and heartbeats of the sidecars), CPU of the
-    sidecars and of the WAL sender."""
-    d = {k: m1[k] - m0[k] for k in m1}
+    sidecars, of the WAL sender, and of the backends that run the sidecars'
+    SQL (feed appends and polls, claims, heartbeats)."""
+    d = {k: m1[k] - m0[k] for k in m1 if k != "cpu_backends"}
+    d["cpu_backends"] = sum(cpu - m0["cpu_backends"][pid]
+                            for pid, cpu in m1["cpu_backends"].items()
+                            if pid in m0["cpu_backends"])
     n = max(n, 1)
     return {"tx": n, "wal_syncs_per_tx": d["wal_sync"] / n,
             "wal_bytes_per_tx": d["wal_bytes"] / n, "commits_per_tx": d["commits"] / n,
             "sidecar_cpu_us_per_tx": (d["cpu_trig"] + d["cpu_wal"]) / n * 1e6,
-            "walsender_cpu_us_per_tx": d["cpu_walsender"] / n * 1e6}
+            "walsender_cpu_us_per_tx": d["cpu_walsender"] / n * 1e6,
+            "backend_cpu_us_per_tx": d["cpu_backends"] / n * 1e6}
+
+
+def perf_record(cfg, name, secs):
+    """With --writes-perf: every CPU of the machine sampled (call graphs
+    included) for the run's first secs - 1 seconds, beside pgbench."""
+    if not cfg.get("writes_perf"):
+        return None
+    out = os.path.join(cfg["writes_perf"], f"{name}.data")
+    return subprocess.Popen(["perf", "record", "-a", "-g", "-q", "-o", out, "--",
+                             "sleep", str(max(secs - 1, 1))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 # -------------------------------------------------------------------- probe
@@ -328,10 +353,13 @@ def phase_writes(world, cfg, rng):
                     world.settle()
                     m0 = world.meter()
                     p = pgbench(world, v, paths[shape], c, secs)
+                    rec = perf_record(cfg, f"{rnd + 1}-{shape}-{c}-{v}", secs)
                     probe = Probe(world, v, probe_next)
                     probe.start()
                     out, err = p.communicate(timeout=secs + 120)
                     m1 = world.meter()
+                    if rec is not None:
+                        rec.wait(timeout=60)
                     probe.stop_flag.set()
                     probe.join(60)
                     probe_next = probe.i + 1
@@ -378,7 +406,7 @@ def summarize_writes(runs, cfg):
 
 
 PER_TX = ("wal_syncs_per_tx", "wal_bytes_per_tx", "commits_per_tx", "sidecar_cpu_us_per_tx",
-          "walsender_cpu_us_per_tx")
+          "walsender_cpu_us_per_tx", "backend_cpu_us_per_tx")
 
 
 def phase_nearapply_wal(runner, world, cfg):

@@ -1168,11 +1168,11 @@ def writes_tables(add, extra, cfg):
     if all("wal_syncs_per_tx" in c for c in w["cells"]):
         add("Per writer transaction (medians over the rounds): WAL flushes and bytes of the "
             "cluster, commits of every session (writers, feed appends, heartbeats), CPU of the "
-            "sidecars and of the WAL sender")
+            "sidecars, of the WAL sender, and of the backends that run the sidecars' SQL")
         add("")
         add("| statements per tx | writers | source | WAL flushes | WAL bytes | commits "
-            "| sidecar CPU us | WAL sender CPU us |")
-        add("|---:|---:|---|---:|---:|---:|---:|---:|")
+            "| sidecar CPU us | WAL sender CPU us | sidecars' backends CPU us |")
+        add("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
         for shape in cfg["writes_shapes"]:
             for n in cfg["writes_c"]:
                 for v in ["plain", "trig"] + wals:
@@ -1180,7 +1180,8 @@ def writes_tables(add, extra, cfg):
                     add(f"| {shape} | {n} | {write_name(v)} | {c['wal_syncs_per_tx']:.2f} | "
                         f"{c['wal_bytes_per_tx']:,.0f} | {c['commits_per_tx']:.2f} | "
                         f"{c['sidecar_cpu_us_per_tx']:.1f} | "
-                        f"{c['walsender_cpu_us_per_tx']:.1f} |")
+                        f"{c['walsender_cpu_us_per_tx']:.1f} | "
+                        f"{c.get('backend_cpu_us_per_tx', float('nan')):.1f} |")
         add("")
     add("Commit to memcached delete while the writers ran (a probe every 50 ms):")
     add("")
@@ -1452,6 +1453,10 @@ def main():
                          "between runs (default: one run at the configured default)")
     ap.add_argument("--writes-c", help="writer counts of the writes phase (default: the run's)")
     ap.add_argument("--writes-rounds", type=int, help="rounds of the writes phase")
+    ap.add_argument("--writes-perf", metavar="DIR",
+                    help="record each writes run system-wide with `perf record -a -g` into "
+                         "DIR/<round>-<shape>-<writers>-<variant>.data (perf report "
+                         "--sort comm,dso tells where the cluster's CPU went)")
     ap.add_argument("--old", help="an earlier build of objcached, run side by side as the "
                                   "target oc-old in the hit, cold and mixed phases")
     args = ap.parse_args()
@@ -1474,6 +1479,11 @@ def main():
         ap.error("--hit-k, --hit-c and --writes-c take comma-separated integers")
     if args.writes_rounds:
         cfg["writes_rounds"] = args.writes_rounds
+    if args.writes_perf:
+        if shutil.which("perf") is None:
+            ap.error("--writes-perf needs perf (Debian package linux-perf)")
+        os.makedirs(args.writes_perf, exist_ok=True)
+    cfg["writes_perf"] = args.writes_perf
     cfg["writes_wal"] = ["wal"]
     if args.writes_wal_intervals:
         vals = [x.strip() for x in args.writes_wal_intervals.split(",") if x.strip()]
