@@ -1453,6 +1453,8 @@ def main():
                          "between runs (default: one run at the configured default)")
     ap.add_argument("--writes-c", help="writer counts of the writes phase (default: the run's)")
     ap.add_argument("--writes-rounds", type=int, help="rounds of the writes phase")
+    ap.add_argument("--near-size", help="near_cache_size of the near-cache sidecars (default: "
+                                        "the run's, 128m; 32m in --quick)")
     ap.add_argument("--writes-perf", metavar="DIR",
                     help="record each writes run system-wide with `perf record -a -g` into "
                          "DIR/<round>-<shape>-<writers>-<variant>.data (perf report "
@@ -1479,6 +1481,10 @@ def main():
         ap.error("--hit-k, --hit-c and --writes-c take comma-separated integers")
     if args.writes_rounds:
         cfg["writes_rounds"] = args.writes_rounds
+    if args.near_size:
+        if not re.fullmatch(r"\d+[kmg]?", args.near_size):
+            ap.error("--near-size takes a size such as 128m or 1g")
+        cfg["near_size"] = args.near_size
     if args.writes_perf:
         if shutil.which("perf") is None:
             ap.error("--writes-perf needs perf (Debian package linux-perf)")
