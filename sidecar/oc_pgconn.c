@@ -240,9 +240,10 @@ static void results_done(oc_pgconn_t *c)
     if (c->failed) {
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
         oc_status_t st = oc_pgconn_row_error(state) ? OC_EROW : OC_EDB;
-        if (c->exec_slot >= 0 && state &&
-            (strcmp(state, "26000") == 0 || strcmp(state, "0A000") == 0))
-            forget_stmt(c, c->exec_slot); /* prepared again next time */
+        if (c->exec_slot >= 0 && state && strcmp(state, "26000") == 0)
+            c->nprep = 0; /* DISCARD ALL (or a pooler) dropped them all */
+        else if (c->exec_slot >= 0 && state && strcmp(state, "0A000") == 0)
+            forget_stmt(c, c->exec_slot); /* prepared again, under a new name */
         c->exec_slot = -1;
         PQclear(res);
         command_done(c, NULL, st, err);
@@ -416,10 +417,22 @@ static void prepared(oc_pgconn_t *c, PGresult *res, oc_status_t st, const char *
             cb(c, NULL, st, err, cb_arg);
         return;
     }
+    char **params = c->pend_params;
+    int n = c->pend_n;
+    c->pend_params = NULL; /* ours now: a down hook below may free c */
+    c->pend_n = 0;
+    c->pend_cb = NULL;
     c->nprep = slot + 1;
-    /* on a failed send the connection is reset: the callback is not called */
-    send_prepared(c, slot, c->pend_n, (const char *const *)c->pend_params, cb, cb_arg);
-    pend_clear(c);
+    /* In flight from the caller's view since oc_pgconn_exec returned OC_OK:
+     * a send that fails takes the connection down, which hands the
+     * callback its error first. */
+    c->cb = cb;
+    c->cb_arg = cb_arg;
+    set_state(c, OC_PGCONN_BUSY);
+    send_prepared(c, slot, n, (const char *const *)params, cb, cb_arg);
+    for (int i = 0; i < n; i++)
+        free(params[i]);
+    free(params);
 }
 
 static int find_stmt(const oc_pgconn_t *c, const char *sql)

@@ -74,9 +74,11 @@ oc_status_t oc_pgconn_query(oc_pgconn_t *c, const char *sql, int nparams,
  * literal). The first run in a session takes one more round trip (the
  * prepare; params are copied meanwhile); a prepare that fails is the
  * command's error. Beyond OC_PGCONN_STMTS statements, the rest run
- * unprepared. A run that finds its statement gone or stale (SQLSTATE 26000
- * after DISCARD ALL, 0A000 after its result type changed) fails once and
- * prepares it again, under a new name, the next time. Needs session
+ * unprepared. A run that finds its statement gone (SQLSTATE 26000, after
+ * DISCARD ALL: every statement is prepared again) or stale (0A000, its
+ * result type changed: that one is prepared again under a new name, the
+ * old one left in the session) fails once, and the next run prepares
+ * again. Needs session
  * semantics (a pooler in session mode, or pgbouncer 1.21+, which keeps
  * protocol-level prepared statements in transaction mode). */
 #define OC_PGCONN_STMTS 8
