@@ -235,9 +235,14 @@ static void feed(oc_inval_t *iv)
             iv->feed_models, iv->feed_keys, iv->feed_whole,
             PQgetisnull(iv->claimed, 0, 5) ? NULL : PQgetvalue(iv->claimed, 0, 5),
             iv->writer};
+        /* and a heartbeat in the same transaction: under steady writes the
+         * outbox rarely drains, and with rows still waiting it proves the
+         * feed complete up to the first one's created_at, so the
+         * near-caches stay fresh */
         st = oc_pgconn_exec(iv->pc,
                             "SELECT objcached.feed_append($1::text[], $2::text[], "
-                            "$3::text[], false, $4::timestamptz, NULL, $5)",
+                            "$3::text[], false, $4::timestamptz, NULL, $5), "
+                            "objcached.feed_heartbeat_if_drained($5)",
                             5, params, fed, iv);
     }
     if (st != OC_OK)

@@ -1603,22 +1603,29 @@ END
 $$;
 
 -- Trigger mode's heartbeat: under the feed lock, if no outbox row waits that was not requeued, moves
--- caught_up_at to the start of the calling statement, notifies, and returns true; else returns false
--- and changes nothing. Why statement_timestamp() is a correct caught_up_at under READ COMMITTED: the
+-- caught_up_at to the start of the calling statement, notifies, and returns true; else moves it as far
+-- as _feed_bound allows (the created_at of the first waiting row, in id order), notifies, and returns
+-- false. Why statement_timestamp() is a correct caught_up_at under READ COMMITTED: the
 -- check below runs in a snapshot taken after the statement began (and after the lock was granted),
 -- so a transaction that returned from COMMIT before the statement began is visible to it. Its outbox
 -- rows are then either still there (visible: not drained), or deleted by a consumer that committed,
 -- which appended them to the feed in that same transaction (so they are in rows with seq <= head),
 -- or claimed by a consumer that has not committed yet: its deletes are not committed, so to this
--- snapshot the rows are still there (not drained). Also false while any model is attached via
--- 'wal': the outbox says nothing of the writes the WAL reader has yet to read, and its heartbeats
+-- snapshot the rows are still there (not drained). False, and nothing moves, while any model is
+-- attached via 'wal': the outbox says nothing of the writes the WAL reader has yet to read, and its heartbeats
 -- (feed_heartbeat) advance caught_up_at instead.
 CREATE OR REPLACE FUNCTION objcached.feed_heartbeat_if_drained(p_writer text) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM objcached._feed_lock('objcached.feed_heartbeat_if_drained');
-    IF EXISTS (SELECT 1 FROM objcached.outbox o WHERE NOT o.requeued)
-       OR EXISTS (SELECT 1 FROM objcached.models o WHERE o.via = 'wal') THEN
+    IF EXISTS (SELECT 1 FROM objcached.models o WHERE o.via = 'wal') THEN
+        RETURN false;
+    END IF;
+    IF EXISTS (SELECT 1 FROM objcached.outbox o WHERE NOT o.requeued) THEN
+        -- Not drained: proven up to the first waiting row's created_at (_feed_bound), which under
+        -- steady writes is about the consumers' lag, so near-caches stay fresh without a drain.
+        PERFORM objcached._feed_advance(NULL, objcached._feed_bound(pg_catalog.statement_timestamp()),
+                                        p_writer);
         RETURN false;
     END IF;
     PERFORM objcached._feed_advance(NULL, pg_catalog.statement_timestamp(), p_writer);

@@ -301,6 +301,36 @@ def test_a_poll_statement_gone_stale_is_prepared_again(fleet, mc_pool, db):
     assert a.stats()["feed_errors"] == errors
 
 
+def test_an_outbox_row_that_does_not_move_holds_freshness_back(fleet, mc_pool, db):
+    """With the trigger hook, each consumer batch proves the feed complete up
+    to the first outbox row still waiting. A row that does not move (locked
+    by an open transaction, as by a stuck consumer) holds that proof back:
+    once it is older than feed_max_lag the near-cache stops answering,
+    though later writes flow past it; released, it serves again."""
+    a = start(fleet, mc_pool, db)
+    harness.wait_until(lambda: a.stats()["near_serving"] == 1, timeout=10, what="serving")
+    c = db.connect(autocommit=False)
+    for _ in range(10):  # lock it before a consumer's claim (every 200 ms) takes it
+        ident = db.one("INSERT INTO objcached.outbox (model, keys) VALUES ('Item', '{299}') "
+                       "RETURNING id")
+        if db.q("SELECT id FROM objcached.outbox WHERE id = %s FOR UPDATE", (ident,), conn=c):
+            break
+        c.rollback()
+    else:
+        pytest.fail("a consumer claimed every row before this test could lock one")
+    deadline = time.monotonic() + FEED_MAX_LAG + 5
+    n = 0
+    while a.stats()["near_serving"] == 1 and time.monotonic() < deadline:
+        n += 1
+        db.q("UPDATE items SET n = n + 1 WHERE id = 298")   # later writes keep flowing
+        time.sleep(0.1)
+    assert a.stats()["near_serving"] == 0, "served past a row held longer than feed_max_lag"
+    assert db.one("SELECT count(*) FROM objcached.outbox WHERE keys = '{298}'") < n
+    c.rollback()   # released: the consumers take it, the proof moves on
+    harness.wait_until(lambda: a.stats()["near_serving"] == 1, timeout=10,
+                       what="serving again")
+
+
 def test_a_fill_racing_an_invalidation_does_not_install_the_old_row(fleet, mc_pool, db, tmp_path):
     """The fill gate holds A's write-back after its PostgreSQL read; an
     UPDATE commits and its invalidation is applied everywhere; the gate

@@ -344,15 +344,24 @@ def test_heartbeat_if_drained(db):
     assert db.one("SELECT objcached.feed_heartbeat_if_drained('c1')") is True
     cu = head(db)[1]
     assert cu >= before and head(db)[3] == "c1"
-    # a waiting row: not drained, nothing changes
+    # a waiting row: not drained; proven up to that row's writer's start, not beyond
     db.q("INSERT INTO users (id) VALUES (1)")
+    waiting = db.one("SELECT created_at FROM objcached.outbox")
+    assert waiting > cu
     assert db.one("SELECT objcached.feed_heartbeat_if_drained('c2')") is False
-    assert head(db)[1] == cu and head(db)[3] == "c1"
+    assert head(db)[1] == waiting and head(db)[3] == "c2"
+    # a later write does not move it past the first waiting row
+    db.q("INSERT INTO users (id) VALUES (2)")
+    assert db.one("SELECT objcached.feed_heartbeat_if_drained('c2')") is False
+    assert head(db)[1] == waiting
+    db.q("DELETE FROM objcached.outbox WHERE keys = '{2}'")
     # a consumer holds it (claimed, not committed): to everyone else it still waits
     c = db.connect(autocommit=False)
     claimed = db.q("SELECT id, model, keys, requeued FROM objcached.claim(10)", conn=c)
     assert [r[1:] for r in claimed] == [("User", ["1"], False)]
     assert db.one("SELECT objcached.feed_heartbeat_if_drained('c2')") is False
+    assert head(db)[1] == waiting
+    cu = waiting
     # it applies them, requeues one key, appends what it applied, commits
     db.q("SELECT objcached.requeue('{User}', '{1}')", conn=c)
     append(db, ["User"], ["1"], conn=c)
@@ -361,10 +370,15 @@ def test_heartbeat_if_drained(db):
     assert db.q("SELECT requeued FROM objcached.outbox") == [(True,)]
     assert db.one("SELECT objcached.feed_heartbeat_if_drained('c2')") is True
     assert head(db)[1] > cu
-    # a model read from the WAL: the outbox does not cover it, so never drained here
+    # a model read from the WAL: the outbox does not cover it, so never drained here, and
+    # nothing moves, drained or not
     users(db, name="orders", model="Order", via="wal")
     db.clear()
+    cu = head(db)[1]
     assert db.one("SELECT objcached.feed_heartbeat_if_drained('c3')") is False
+    db.q("INSERT INTO users (id) VALUES (3)")
+    assert db.one("SELECT objcached.feed_heartbeat_if_drained('c3')") is False
+    assert head(db)[1] == cu and head(db)[3] == "c2"
 
 
 def test_heartbeat_if_drained_uses_the_statement_start(db):
