@@ -134,9 +134,11 @@ static void fail_cycle(oc_inval_t *iv, const char *what, const char *err)
  *
  * In the claim's transaction, after the deletes: what was applied (keys and
  * whole-model rows of claimed rows that were not requeued) goes to the feed,
- * which every sidecar's follower reads. A claim that came back empty says
- * the outbox is drained as of this statement: the feed's caught_up_at may
- * move (feed_heartbeat_if_drained), and once a minute old rows are pruned. */
+ * which every sidecar's follower reads, with feed_heartbeat_if_drained in
+ * the same statement: the feed's caught_up_at moves to the first row still
+ * waiting (sql/install.sql, _feed_bound). A claim that came back empty says
+ * the outbox is drained as of this statement: caught_up_at moves to its
+ * start, and once a minute old rows are pruned. */
 
 #define OC_INVAL_PRUNE_EVERY_S 60.0
 

@@ -1432,13 +1432,14 @@ $$;
 -- The caught_up_at an appender may claim: what it says (p_claim, NULL: nothing), but never later
 -- than now, nor than the created_at of the first outbox row (in id order) that waits and was not
 -- requeued. The WAL reader's instant covers the writes it reads from the WAL; the outbox holds the
--- others (trigger-mode models, and the whole-model invalidations of attach). Why that row bounds
--- them all: a row's created_at is its writer's transaction start; a waiting row W with a higher id
--- was inserted after that first row V (ids are drawn in time order), so W's writer committed after
--- V's created_at. Every write that committed before it has left the outbox, and a consumer that took
--- a row commits its feed_append with it. Reading the clock before the outbox is read (a later
--- snapshot) keeps a write that commits in between out of the claim. (The first row by id, not the
--- smallest created_at: an index scan, not a scan of a backlog.)
+-- others (trigger-mode models, and the whole-model invalidations of attach). Why that row V bounds
+-- them all: its created_at is its writer's transaction start, before V's id was drawn. A writer
+-- that committed before that instant drew its rows' ids earlier (ids are drawn in time order: the
+-- sequence has no per-session cache), so they are below V's; V being the first that waits, they
+-- have left the outbox, and a consumer that took a row commits its feed_append with it (a claim not
+-- yet committed still shows the row as waiting). Reading the clock before the outbox is read (a
+-- later snapshot) keeps a write that commits in between out of the claim. (The first row by id, not
+-- the smallest created_at: an index scan, not a scan of a backlog.)
 CREATE OR REPLACE FUNCTION objcached._feed_bound(p_claim timestamptz) RETURNS timestamptz
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
