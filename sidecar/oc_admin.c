@@ -212,6 +212,33 @@ static int check_model(PGconn *c, const oc_model_conf_t *m, int have_hook, int w
     return errors;
 }
 
+/* The near-cache's proof of freshness bounds caught_up_at by the first
+ * waiting outbox row in id order, which holds only while ids are drawn in
+ * time order: a sequence CACHE above 1 hands each session its own block
+ * (docs/invalidation.md, caught_up_at). An error where a near-cache relies
+ * on it, else a warning. */
+static int admin_outbox_seq_check(PGconn *c, int near, FILE *out)
+{
+    PGresult *r = admin_query(
+        c, out,
+        "SELECT s.seqcache, pg_get_serial_sequence('objcached.outbox', 'id') FROM "
+        "pg_sequence s WHERE s.seqrelid = "
+        "pg_get_serial_sequence('objcached.outbox', 'id')::regclass",
+        0, NULL);
+    int errors = 0;
+    if (r && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "1") != 0) {
+        fprintf(
+            out,
+            "%s: %s has CACHE %s: the near-cache's proof of freshness needs outbox ids "
+            "drawn in time order (ALTER SEQUENCE %s CACHE 1)\n",
+            near ? "error" : "warning", PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 0),
+            PQgetvalue(r, 0, 1));
+        errors = near != 0;
+    }
+    PQclear(r);
+    return errors;
+}
+
 int oc_admin_check_db(const oc_conf_t *conf, FILE *out)
 {
     PGconn *c = admin_connect(conf, out);
@@ -228,6 +255,8 @@ int oc_admin_check_db(const oc_conf_t *conf, FILE *out)
         errors += check_model(c, &conf->models[i], have_hook, conf->wal, out);
     if (conf->wal && have_hook)
         errors += admin_wal_check(c, conf->wal_slot, out);
+    if (have_hook)
+        errors += admin_outbox_seq_check(c, conf->near_cache_size > 0, out);
     PQfinish(c);
     return errors;
 }

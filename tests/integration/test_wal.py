@@ -407,6 +407,26 @@ def test_check_config_reports_wal_problems(objcached_bin, pg, db, mc_pool, tmp_p
     assert "error: WAL source: replication slot" in out.stdout
 
 
+@pytest.mark.parametrize("near, verdict, rc", [("64m", "error", 1), ("0", "warning", 0)])
+def test_check_config_refuses_an_outbox_sequence_with_a_cache(objcached_bin, db, mc_pool,
+                                                              tmp_path, near, verdict, rc):
+    """The near-cache's freshness proof needs outbox ids drawn in time order."""
+    config = wal_config(mc_pool, db, db.name, objcached={"near_cache_size": near})
+    path = tmp_path / "c.ini"
+    path.write_text(harness.render_ini(config))
+
+    def check():
+        return subprocess.run([objcached_bin, "--check-config", str(path)],
+                              capture_output=True, text=True, timeout=60)
+    out = check()
+    assert out.returncode == 0 and "CACHE" not in out.stdout, out.stdout
+    db.q("ALTER SEQUENCE objcached.outbox_id_seq CACHE 20")
+    out = check()
+    assert out.returncode == rc, out.stdout
+    assert f"{verdict}: objcached.outbox_id_seq has CACHE 20: the near-cache's proof of " \
+        "freshness needs outbox ids drawn in time order" in out.stdout, out.stdout
+
+
 def test_install_hook_with_a_followers_config_keeps_the_wal(objcached_bin, db, mc_pool):
     """A follower's config has wal = off: --install-hook with it must not
     move the models the WAL reads back to triggers (every writer would pay
