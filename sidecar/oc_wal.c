@@ -541,6 +541,12 @@ static void sql_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char 
     sql_next(w);
 }
 
+/* The batch's append (the WAL reader bumps the generation of a TRUNCATEd
+ * model: p_bump true). */
+#define WAL_FEED_APPEND                                                                  \
+    "SELECT objcached.feed_append($1::text[], $2::text[], $3::text[], true, "            \
+    "to_timestamp($4::double precision), $5::timestamptz, $6)"
+
 static void sql_feed(oc_wal_t *w)
 {
     const oc_walb_batch_t *b = &w->batch;
@@ -576,14 +582,11 @@ static void sql_feed(oc_wal_t *w)
     if (b->caught_up_at[0])
         w->ctx->stats->wal_heartbeats++;
     /* requeue() only when memcached failed some deletes: even with empty
-     * arrays it costs the batch's transaction about as much as the append */
-    const char *sql =
-        nfailed ? "SELECT objcached.feed_append($1::text[], $2::text[], "
-                  "$3::text[], true, to_timestamp($4::double precision), "
-                  "$5::timestamptz, $6), objcached.requeue($7::text[], $8::text[])"
-                : "SELECT objcached.feed_append($1::text[], $2::text[], "
-                  "$3::text[], true, to_timestamp($4::double precision), "
-                  "$5::timestamptz, $6)";
+     * arrays it costs the batch's transaction about as much as the append.
+     * Two literals: oc_pgconn_exec knows a statement by its address. */
+    const char *sql = nfailed ? WAL_FEED_APPEND
+                          ", objcached.requeue($7::text[], $8::text[])"
+                              : WAL_FEED_APPEND;
     if (oc_pgconn_exec(w->sql, sql, nfailed ? 8 : 6, p, fed, w) != OC_OK)
         w->sql_busy = 0;
 }

@@ -83,7 +83,7 @@ FEED_MAX_LAG = {"postgresql": {"feed_max_lag": "1s"}}
 
 def wal_overrides(name):
     return {"postgresql": {"wal": "on", "wal_slot": name, "wal_heartbeat": "200ms",
-                           "wal_takeover": "2s", "feed_max_lag": "1s"}}
+                           "wal_takeover": "2s", **FEED_MAX_LAG["postgresql"]}}
 
 
 # Which invalidation sources to run (both by default). The WAL source ran
