@@ -34,18 +34,20 @@ struct oc_inval {
     oc_pgconn_t *pc;
     oc_inval_state_t state;
     struct event *poll;
-    int again;              /* woken while busy: run another cycle after */
-    PGresult *claimed;      /* rows being applied (keys point into it) */
-    PGresult *gens;         /* every model's generation, read after the claim */
-    char *arena;            /* cache keys of the deletes */
-    oc_mc_job_t *job;       /* the deletes, once done (for the requeue) */
-    const char **job_model; /* per delete item: its model's name (in claimed) */
-    char *requeue_models;   /* array literals for the requeue, kept alive */
+    int again;            /* woken while busy: run another cycle after */
+    PGresult *claimed;    /* rows being applied (keys point into it) */
+    PGresult *gens;       /* every model's generation, read after the claim */
+    char *arena;          /* cache keys of the deletes */
+    oc_mc_job_t *job;     /* the deletes, once done (for the requeue) */
+    int *job_row;         /* per delete item: its row in claimed */
+    char *requeue_models; /* array literals for the requeue, kept alive */
     char *requeue_keys;
     int full;  /* the last claim was a full batch */
     int dying; /* freed while its deletes were out: applied() frees */
     int hook_missing_logged;
     int has_feed;      /* the hook's schema has the feed (version 2) */
+    int has_retry;     /* and requeue(..., since): requeued rows are appended
+                          again once their retry succeeds */
     char *feed_models; /* array literals of feed_append, kept alive */
     char *feed_keys;
     char *feed_whole;
@@ -77,8 +79,8 @@ static void cycle_clear(oc_inval_t *iv)
     iv->arena = NULL;
     oc_mc_job_free(iv->job);
     iv->job = NULL;
-    free(iv->job_model);
-    iv->job_model = NULL;
+    free(iv->job_row);
+    iv->job_row = NULL;
     free(iv->requeue_models);
     free(iv->requeue_keys);
     iv->requeue_models = iv->requeue_keys = NULL;
@@ -156,14 +158,36 @@ static void fed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
 }
 
 oc_inval_feed_row_t oc_inval_feed_row(size_t mlen, const char *key, size_t klen,
-                                      int requeued, size_t max_key_len)
+                                      int requeued_again, size_t max_key_len)
 {
-    if (requeued || mlen > OC_MODEL_NAME_MAX)
-        return OC_INVAL_FEED_SKIP; /* requeued: in the feed already */
+    if (requeued_again || mlen > OC_MODEL_NAME_MAX)
+        return OC_INVAL_FEED_SKIP; /* requeued again: appended once it works */
     if (key == NULL)
         return OC_INVAL_FEED_WHOLE;
     return oc_key_id_cacheable(key, klen, max_key_len) ? OC_INVAL_FEED_KEY
                                                        : OC_INVAL_FEED_SKIP;
+}
+
+/* Per claimed row: was it requeued before and did its retried delete fail
+ * again? Such a row is requeued once more (requeue()) and stays out of the
+ * feed until a retry succeeds. A requeued row whose retry succeeded is
+ * appended again: a sidecar may have refilled its near-cache from
+ * memcached's old value since the first append. Without requeue(...,
+ * since) (an older hook), requeued rows were appended when first applied
+ * only. NULL: out of memory. */
+static char *requeued_again(const oc_inval_t *iv, int rows)
+{
+    char *again = calloc((size_t)(rows ? rows : 1), 1);
+    if (again == NULL)
+        return NULL;
+    for (int i = 0; i < rows; i++)
+        again[i] = !iv->has_retry && PQgetvalue(iv->claimed, i, 4)[0] == 't';
+    for (size_t k = 0; iv->has_retry && iv->job && k < iv->job->n; k++) {
+        int i = iv->job_row[k];
+        again[i] = PQgetvalue(iv->claimed, i, 4)[0] == 't' &&
+                   iv->job->items[k].result == OC_MC_R_ERROR;
+    }
+    return again;
 }
 
 /* The feed_append arrays of the claimed rows; returns 0 if nothing to append. */
@@ -171,6 +195,7 @@ static int feed_arrays(oc_inval_t *iv)
 {
     PGresult *res = iv->claimed;
     int rows = PQntuples(res);
+    char *again = requeued_again(iv, rows);
     const char **m = malloc((size_t)(rows ? rows : 1) * sizeof(*m));
     const char **k = malloc((size_t)(rows ? rows : 1) * sizeof(*k));
     const char **w = malloc((size_t)(rows ? rows : 1) * sizeof(*w));
@@ -178,12 +203,11 @@ static int feed_arrays(oc_inval_t *iv)
     size_t *kl = malloc((size_t)(rows ? rows : 1) * sizeof(*kl));
     size_t *wl = malloc((size_t)(rows ? rows : 1) * sizeof(*wl));
     size_t nk = 0, nw = 0;
-    for (int i = 0; m && k && w && ml && kl && wl && i < rows; i++) {
-        oc_inval_feed_row_t kind =
-            oc_inval_feed_row((size_t)PQgetlength(res, i, 0),
-                              PQgetisnull(res, i, 1) ? NULL : PQgetvalue(res, i, 1),
-                              (size_t)PQgetlength(res, i, 1),
-                              PQgetvalue(res, i, 4)[0] == 't', iv->ctx->max_key_len);
+    for (int i = 0; again && m && k && w && ml && kl && wl && i < rows; i++) {
+        oc_inval_feed_row_t kind = oc_inval_feed_row(
+            (size_t)PQgetlength(res, i, 0),
+            PQgetisnull(res, i, 1) ? NULL : PQgetvalue(res, i, 1),
+            (size_t)PQgetlength(res, i, 1), again[i], iv->ctx->max_key_len);
         if (kind == OC_INVAL_FEED_WHOLE) {
             w[nw] = PQgetvalue(res, i, 0);
             wl[nw++] = (size_t)PQgetlength(res, i, 0);
@@ -194,14 +218,15 @@ static int feed_arrays(oc_inval_t *iv)
             kl[nk++] = (size_t)PQgetlength(res, i, 1);
         }
     }
+    int oom = !(again && m && k && w && ml && kl && wl);
     int any = nk + nw > 0;
-    if (any && m && k && w && ml && kl && wl) {
+    if (any && !oom) {
         iv->feed_models = oc_sql_array(m, ml, nk);
         iv->feed_keys = oc_sql_array(k, kl, nk);
         iv->feed_whole = oc_sql_array(w, wl, nw);
     }
-    free(m), free(k), free(w), free(ml), free(kl), free(wl);
-    return any ? 1 : 0;
+    free(again), free(m), free(k), free(w), free(ml), free(kl), free(wl);
+    return any || oom; /* out of memory: no arrays, and the caller says so */
 }
 
 static void feed(oc_inval_t *iv)
@@ -288,11 +313,19 @@ static void requeue(oc_inval_t *iv, size_t nfailed)
     size_t *mlens = malloc(nfailed * sizeof(*mlens));
     size_t *klens = malloc(nfailed * sizeof(*klens));
     size_t k = 0;
+    long long since = 0;
+    const char *since_text = NULL;
     for (size_t i = 0; models && keys && mlens && klens && i < iv->job->n; i++) {
         const oc_mc_item_t *it = &iv->job->items[i];
         if (it->result != OC_MC_R_ERROR)
             continue;
-        const char *name = iv->job_model[i];
+        int row = iv->job_row[i];
+        const char *name = PQgetvalue(iv->claimed, row, 0);
+        if (iv->has_retry) {
+            long long t = strtoll(PQgetvalue(iv->claimed, row, 6), NULL, 10);
+            if (since_text == NULL || t < since)
+                since = t, since_text = PQgetvalue(iv->claimed, row, 6);
+        }
         const char *id =
             oc_inval_key_id(it->key, it->klen, strlen(ctx->conf->key_prefix), &klens[k]);
         if (id == NULL)
@@ -311,10 +344,20 @@ static void requeue(oc_inval_t *iv, size_t nfailed)
         fail_cycle(iv, "requeue", "out of memory");
         return;
     }
-    const char *params[2] = {iv->requeue_models, iv->requeue_keys};
+    /* since: the oldest write among them (their rows' created_at, as
+     * claimed: microseconds since the epoch), which their requeued rows
+     * keep (a whole number of microseconds is exact as a double) */
+    const char *params[3] = {iv->requeue_models, iv->requeue_keys, since_text};
     set_state(iv, OC_INVAL_REQUEUEING);
-    if (oc_pgconn_query(iv->pc, "SELECT objcached.requeue($1::text[], $2::text[])", 2,
-                        params, requeued, iv) != OC_OK)
+    oc_status_t st =
+        iv->has_retry
+            ? oc_pgconn_query(iv->pc,
+                              "SELECT objcached.requeue($1::text[], $2::text[], "
+                              "to_timestamp(0) + $3::bigint * interval '1 microsecond')",
+                              3, params, requeued, iv)
+            : oc_pgconn_query(iv->pc, "SELECT objcached.requeue($1::text[], $2::text[])",
+                              2, params, requeued, iv);
+    if (st != OC_OK)
         cycle_end(iv);
 }
 
@@ -416,8 +459,8 @@ static void apply(oc_inval_t *iv)
     }
     iv->job = oc_mc_job_new_items(OC_MC_DELETE, n, applied, iv);
     iv->arena = malloc(n * (OC_KEY_MAX + 1));
-    iv->job_model = malloc(n * sizeof(*iv->job_model));
-    if (iv->job == NULL || iv->arena == NULL || iv->job_model == NULL) {
+    iv->job_row = malloc(n * sizeof(*iv->job_row));
+    if (iv->job == NULL || iv->arena == NULL || iv->job_row == NULL) {
         fail_cycle(iv, "apply", "out of memory");
         return;
     }
@@ -435,7 +478,7 @@ static void apply(oc_inval_t *iv)
             oc_key_cache_key(ctx->conf->key_prefix, model, gen_of(iv, model, &known),
                              PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1), ck,
                              OC_KEY_MAX + 1, &canon_off);
-        iv->job_model[k++] = model;
+        iv->job_row[k++] = i;
         oc_fill_invalidate(ctx->fills, it->key, it->klen);
         oc_near_invalidate(ctx->near, it->key, it->klen);
         if (ctx->feed == NULL) /* else the feed offers every key, ours too */
@@ -487,7 +530,7 @@ static void claimed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *
 
 static void claim(oc_inval_t *iv)
 {
-    char sql[512];
+    char sql[640];
     /* Every row, whatever its model: any consumer can apply any model's
      * invalidations (a cache key needs only key_prefix, which every sidecar
      * of a pool shares, the model's name and its generation), so a sidecar
@@ -495,8 +538,10 @@ static void claim(oc_inval_t *iv)
      * One row per key; a TRUNCATE's NULL keys give one row with key NULL;
      * the fourth column is the age of the oldest row claimed (lag). */
     /* With the feed (schema version 2): whether the row was requeued (its
-     * keys are in the feed already), and the newest row's time, for the
-     * feed's commit-to-applied latency. */
+     * keys are in the feed already), the newest row's time, for the
+     * feed's commit-to-applied latency, and the row's created_at
+     * (microseconds since the epoch), which a failed delete's requeue
+     * keeps. */
     snprintf(sql, sizeof(sql),
              "BEGIN; WITH c AS (SELECT * FROM objcached.claim(%u)) "
              "SELECT c.model, k, (SELECT count(*) FROM c), "
@@ -505,8 +550,9 @@ static void claim(oc_inval_t *iv)
              "FROM c LEFT JOIN LATERAL unnest(c.keys) AS k ON true",
              iv->ctx->conf->inval_batch,
              iv->has_feed ? "c.requeued, (SELECT max(x.created_at) FROM c x WHERE NOT "
-                            "x.requeued)::text"
-                          : "false, NULL::text");
+                            "x.requeued)::text, "
+                            "(extract(epoch FROM c.created_at) * 1000000)::bigint::text"
+                          : "false, NULL::text, NULL::text");
     set_state(iv, OC_INVAL_CLAIMING);
     if (oc_pgconn_query(iv->pc, sql, 0, NULL, claimed, iv) != OC_OK) {
         iv->full = 0;
@@ -561,7 +607,9 @@ static void probed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *e
 {
     (void)pc, (void)err;
     oc_inval_t *iv = arg;
-    iv->has_feed = st == OC_OK && PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
+    int ok = st == OC_OK && PQntuples(res) == 1;
+    iv->has_feed = ok && PQgetvalue(res, 0, 0)[0] == 't';
+    iv->has_retry = ok && PQgetvalue(res, 0, 1)[0] == 't';
     PQclear(res);
     set_state(iv, OC_INVAL_IDLE);
     cycle_start(iv); /* catch up on whatever came while we were away */
@@ -575,10 +623,13 @@ static void on_up(oc_pgconn_t *pc, void *owner)
     /* Does the hook have the feed (schema version 2)? Then what this
      * consumer applies is appended to it, for every sidecar's near-cache. */
     set_state(iv, OC_INVAL_PROBING);
-    if (oc_pgconn_query(iv->pc,
-                        "SELECT to_regprocedure('objcached.feed_append(text[], text[], "
-                        "text[], boolean, timestamptz, timestamptz, text)') IS NOT NULL",
-                        0, NULL, probed, iv) != OC_OK)
+    if (oc_pgconn_query(
+            iv->pc,
+            "SELECT to_regprocedure('objcached.feed_append(text[], text[], "
+            "text[], boolean, timestamptz, timestamptz, text)') IS NOT NULL, "
+            "to_regprocedure('objcached.requeue(text[], text[], timestamptz)') "
+            "IS NOT NULL",
+            0, NULL, probed, iv) != OC_OK)
         set_state(iv, OC_INVAL_IDLE);
 }
 

@@ -59,15 +59,16 @@ void oc_inval_free(oc_inval_t *iv);
 /* ---- the pure rules, exposed for unit tests ---- */
 
 /* What a claimed row (model[0..mlen), key[0..klen), key NULL for a
- * TRUNCATE) is for the feed. */
+ * TRUNCATE) is for the feed; requeued_again: a requeued row whose retried
+ * delete failed again (requeued once more, appended when a retry works). */
 typedef enum oc_inval_feed_row {
-    OC_INVAL_FEED_SKIP,  /* requeued (in the feed already), a model name too
-                            long to be one, or a key no client could ask for */
+    OC_INVAL_FEED_SKIP,  /* requeued again, a model name too long to be
+                            one, or a key no client could ask for */
     OC_INVAL_FEED_KEY,   /* one key of the model */
     OC_INVAL_FEED_WHOLE, /* the whole model (a TRUNCATE) */
 } oc_inval_feed_row_t;
 oc_inval_feed_row_t oc_inval_feed_row(size_t mlen, const char *key, size_t klen,
-                                      int requeued, size_t max_key_len);
+                                      int requeued_again, size_t max_key_len);
 /* Does a claimed row become a memcached delete? A key (not a TRUNCATE:
  * the generation does that) of a model still attached (model_known) that
  * a client could have asked for (spaces or CR/LF would inject commands). */

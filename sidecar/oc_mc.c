@@ -453,6 +453,11 @@ oc_mc_result_t oc_mc_item_reply(oc_mc_op_t op, oc_mcp_reply_t reply, int *tries,
 {
     oc_mc_result_t r = reply_result(reply);
     *again = 0;
+    /* VERSION answers `version` (a PROBE) and nothing else does: anything
+     * else is another command's reply, and a delete whose own reply went
+     * missing must not count as done. */
+    if (r != OC_MC_R_ERROR && (reply == OC_MCP_VERSION) != (op == OC_MC_PROBE))
+        return OC_MC_R_ERROR;
     if (op == OC_MC_SWAP && (r == OC_MC_R_EXISTS || r == OC_MC_R_NOT_FOUND))
         r = OC_MC_R_NOT_STORED; /* replaced or gone after our read */
     if (op == OC_MC_PUSH && r != OC_MC_R_OK && r != OC_MC_R_ERROR) {
@@ -675,10 +680,19 @@ static int is_meta_reply(oc_mcp_reply_t t)
 }
 
 /* A line no one-line wop (store, delete, version, probe) is answered with:
- * a read's, or an md's answer to a command that is not an md. */
+ * a read's, an md's answer to a command that is not an md, VERSION to
+ * anything but `version`, or a store's or delete's answer to `version`.
+ * Such a line means a reply went missing (a server or a middlebox dropped a
+ * command): every reply after it would answer the wrong command, so the
+ * connection is reset. */
 static int out_of_step(const mc_wop_t *w, oc_mcp_reply_t t)
 {
     if (t == OC_MCP_VALUE || t == OC_MCP_END || t == OC_MCP_VA || t == OC_MCP_EN)
+        return 1;
+    int asked_version = w->kind == MC_WOP_VERSION || w->kind == MC_WOP_PROBE;
+    if (t == OC_MCP_VERSION)
+        return !asked_version;
+    if (asked_version && t != OC_MCP_ERROR)
         return 1;
     return is_meta_reply(t) && !wop_is_md(w);
 }

@@ -76,7 +76,7 @@ struct oc_wal {
     char *arena;     /* cache keys of the deletes */
     size_t *del_idx; /* delete item i is batch key del_idx[i] */
     char *lit[5];    /* array literals of the feed query */
-    char num[2][32];
+    char num[3][32];
     /* generations of every model, for cache keys */
     wal_gen_t *gens;
     size_t ngens;
@@ -543,9 +543,16 @@ static void sql_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char 
 
 /* The batch's append (the WAL reader bumps the generation of a TRUNCATEd
  * model: p_bump true). */
-#define WAL_FEED_APPEND                                                                  \
-    "SELECT objcached.feed_append($1::text[], $2::text[], $3::text[], true, "            \
+#define WAL_APPEND_CALL                                                                  \
+    "objcached.feed_append($1::text[], $2::text[], $3::text[], true, "                   \
     "to_timestamp($4::double precision), $5::timestamptz, $6)"
+#define WAL_FEED_APPEND "SELECT " WAL_APPEND_CALL
+/* Evaluated left to right: the append's caught_up_at sees the requeued rows.
+ * $9: the batch's first commit in PostgreSQL's epoch (us), exact. */
+#define WAL_REQUEUE_THEN_APPEND                                                          \
+    "SELECT objcached.requeue($7::text[], $8::text[], timestamptz '2000-01-01 "          \
+    "00:00:00+00' "                                                                      \
+    "+ $9::bigint * interval '1 microsecond'), " WAL_APPEND_CALL
 
 static void sql_feed(oc_wal_t *w)
 {
@@ -570,24 +577,27 @@ static void sql_feed(oc_wal_t *w)
     }
     snprintf(w->num[0], sizeof(w->num[0]), "%.6f",
              b->commit_ts ? oc_pgo_time_to_unix(b->commit_ts) : 0.0);
-    const char *p[8] = {w->lit[0],
+    snprintf(w->num[2], sizeof(w->num[2]), "%" PRId64, b->first_commit_ts);
+    const char *p[9] = {w->lit[0],
                         w->lit[1],
                         w->lit[2],
                         b->commit_ts ? w->num[0] : NULL,
                         b->caught_up_at[0] ? b->caught_up_at : NULL,
                         w->writer,
                         w->lit[3],
-                        w->lit[4]};
+                        w->lit[4],
+                        b->first_commit_ts ? w->num[2] : NULL};
     w->sql_busy = 1;
     if (b->caught_up_at[0])
         w->ctx->stats->wal_heartbeats++;
     /* requeue() only when memcached failed some deletes: even with empty
      * arrays it costs the batch's transaction about as much as the append.
-     * Two literals: oc_pgconn_exec knows a statement by its address. */
-    const char *sql = nfailed ? WAL_FEED_APPEND
-                          ", objcached.requeue($7::text[], $8::text[])"
-                              : WAL_FEED_APPEND;
-    if (oc_pgconn_exec(w->sql, sql, nfailed ? 8 : 6, p, fed, w) != OC_OK)
+     * It comes first: its rows keep the batch's first commit time and hold
+     * the append's caught_up_at back to it (a sidecar may refill its
+     * near-cache from memcached's old value until the retry). Two
+     * literals: oc_pgconn_exec knows a statement by its address. */
+    const char *sql = nfailed ? WAL_REQUEUE_THEN_APPEND : WAL_FEED_APPEND;
+    if (oc_pgconn_exec(w->sql, sql, nfailed ? 9 : 6, p, fed, w) != OC_OK)
         w->sql_busy = 0;
 }
 

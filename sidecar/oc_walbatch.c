@@ -28,7 +28,7 @@ struct oc_walb {
     const char **whole; /* committed whole models (distinct) */
     size_t nwhole, whole_cap;
     uint64_t end_lsn;
-    int64_t commit_ts;
+    int64_t commit_ts, first_commit_ts;
     char caught_up_at[OC_WALB_INSTANT_MAX];
     size_t ntxn;
     /* The open transaction. */
@@ -200,6 +200,8 @@ static oc_walb_res_t txn_commit(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
     b->end_lsn = m->commit.end_lsn;
     if (m->commit.commit_ts > b->commit_ts)
         b->commit_ts = m->commit.commit_ts;
+    if (b->first_commit_ts == 0 || m->commit.commit_ts < b->first_commit_ts)
+        b->first_commit_ts = m->commit.commit_ts;
     if (b->txn_hb[0])
         memcpy(b->caught_up_at, b->txn_hb, sizeof(b->caught_up_at));
     b->ntxn++;
@@ -420,6 +422,7 @@ oc_status_t oc_walb_take(oc_walb_t *b, oc_walb_batch_t *out)
     out->nwhole = b->nwhole;
     out->end_lsn = b->end_lsn;
     out->commit_ts = b->commit_ts;
+    out->first_commit_ts = b->first_commit_ts;
     memcpy(out->caught_up_at, b->caught_up_at, sizeof(out->caught_up_at));
     out->ntxn = b->ntxn;
     /* What is left is the open transaction's: move it to the front. */
@@ -436,7 +439,7 @@ oc_status_t oc_walb_take(oc_walb_t *b, oc_walb_batch_t *out)
     b->alen = obytes;
     b->ncommitted = b->acommitted = 0;
     b->nwhole = 0;
-    b->commit_ts = 0;
+    b->commit_ts = b->first_commit_ts = 0;
     b->caught_up_at[0] = '\0';
     b->ntxn = 0;
     return OC_OK;

@@ -55,8 +55,8 @@ typedef enum oc_walb_res {
 } oc_walb_res_t;
 
 /* Committed transactions, ready to apply: pairs (models[i], keys[i]), the
- * models to invalidate whole, the LSN to confirm, the newest commit time
- * and the newest heartbeat instant ("" if none). */
+ * models to invalidate whole, the LSN to confirm, the oldest and newest
+ * commit times and the newest heartbeat instant ("" if none). */
 typedef struct oc_walb_batch {
     size_t nkeys;
     const char **models; /* interned: valid while the accumulator lives */
@@ -64,8 +64,9 @@ typedef struct oc_walb_batch {
     size_t *klens;
     size_t nwhole;
     const char **whole;
-    uint64_t end_lsn;  /* the last commit's end: confirm it once applied */
-    int64_t commit_ts; /* the newest commit (PostgreSQL epoch, us); 0: none */
+    uint64_t end_lsn;        /* the last commit's end: confirm it once applied */
+    int64_t commit_ts;       /* the newest commit (PostgreSQL epoch, us); 0: none */
+    int64_t first_commit_ts; /* the oldest (a failed delete's requeue keeps it) */
     char caught_up_at[OC_WALB_INSTANT_MAX]; /* the newest heartbeat, or "" */
     size_t ntxn;                            /* transactions in it */
     char *arena;

@@ -14,7 +14,8 @@
 --     to memcached, which every sidecar reads with its own cursor (feed_poll), also on a replica;
 --   * models.via ('triggers' | 'wal'): a 'wal' model has no triggers; its table is in publication
 --     objcached and one sidecar reads the changes from logical replication slot objcached;
---   * outbox.requeued, set by requeue(), returned last by claim();
+--   * outbox.requeued, set by requeue(), returned last by claim(); a requeued row keeps its keys'
+--     oldest write time and holds the feed's caught_up_at back until its delete is retried;
 --   * per-table trigger functions with static SQL (objcached."hook_<oid>"), instead of one function
 --     that planned dynamic statements on every statement; 'notify' defaults to 'off'.
 
@@ -94,10 +95,14 @@ CREATE TABLE IF NOT EXISTS objcached.outbox (
     keys       text[],             -- NULL: the whole model (TRUNCATE)
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
--- Version 2: true for rows put back by requeue(): their keys were appended to the feed when they
--- were first applied, so a consumer that applies them again must not append them again, and they do
--- not keep feed_heartbeat_if_drained from advancing caught_up_at.
+-- Version 2: true for rows put back by requeue() (memcached failed their deletes). Their created_at
+-- is the oldest write of their keys, not the requeue's time, and until a consumer's retried delete
+-- succeeds and appends them to the feed again they hold caught_up_at back to it (_feed_bound): a
+-- sidecar may have refilled its near-cache from memcached's old value after their first append.
 ALTER TABLE objcached.outbox ADD COLUMN IF NOT EXISTS requeued boolean NOT NULL DEFAULT false;
+-- _feed_bound's oldest requeued row: an index of the (few) requeued rows only, so the appenders'
+-- every call reads an empty index instead of scanning a backlog.
+CREATE INDEX IF NOT EXISTS outbox_requeued_created_at ON objcached.outbox (created_at) WHERE requeued;
 -- A queue: rows are deleted soon after they are inserted. Vacuum it by row count, not by a
 -- fraction of its (small) size, so dead rows do not pile up in front of the consumers' index scans.
 ALTER TABLE objcached.outbox SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
@@ -945,6 +950,14 @@ BEGIN
         SELECT 'objcached.claim(integer, integer)', p.proacl FROM pg_catalog.pg_proc p WHERE p.oid = v_fn;
         DROP FUNCTION objcached.claim(integer, integer);
     END IF;
+    -- requeue() takes its keys' write time (since) now; the old signature beside it would make
+    -- two-argument calls ambiguous.
+    v_fn := pg_catalog.to_regprocedure('objcached.requeue(text[], text[])');
+    IF v_fn IS NOT NULL THEN
+        INSERT INTO pg_temp.objcached_acl
+        SELECT 'objcached.requeue(text[], text[], timestamptz)', p.proacl FROM pg_catalog.pg_proc p WHERE p.oid = v_fn;
+        DROP FUNCTION objcached.requeue(text[], text[]);
+    END IF;
     -- Version 1 helpers whose result types changed or that are gone.
     DROP FUNCTION IF EXISTS objcached._trigger_specs();
     DROP FUNCTION IF EXISTS objcached._unhook_if_unused(regclass);
@@ -1153,7 +1166,8 @@ $$;
 -- first row, so that progress is always made) max_keys keys in all, and deletes them in the caller's
 -- transaction: they are gone at COMMIT, and back for the next consumer if it rolls back or dies.
 -- The columns keep version 1's positions; requeued (version 2) comes last: a consumer that appends
--- to the feed leaves requeued rows out of it (they were appended when first applied).
+-- to the feed appends a requeued row's keys only once their retried delete succeeded (a failed one
+-- is requeued again with the same created_at).
 CREATE OR REPLACE FUNCTION objcached.claim(max_rows integer, max_keys integer DEFAULT 100000)
 RETURNS TABLE (id bigint, model text, keys text[], created_at timestamptz, requeued boolean)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -1196,13 +1210,17 @@ $$;
 
 -- For consumers and the WAL reader: put keys whose invalidation could not be applied (a memcached
 -- server down or frozen) back into the outbox, one row per model, inside the caller's transaction,
--- so they are applied again later instead of lost. models[i] goes with keys[i]. The rows are marked
--- requeued: their keys were appended to the feed when they were first applied (only the memcached
--- delete is retried), so they are not appended again and do not hold back caught_up_at.
-CREATE OR REPLACE FUNCTION objcached.requeue(models text[], keys text[]) RETURNS void
+-- so they are applied again later instead of lost. models[i] goes with keys[i]; since is the oldest
+-- write among them (the claimed rows' created_at, the WAL batch's first commit; NULL or later than
+-- now: now). The rows are marked requeued and carry since as created_at: until a consumer's retry
+-- deletes them and appends them to the feed (in one transaction), _feed_bound keeps caught_up_at at
+-- or before since, so near-caches stop answering once the retry is older than feed_max_lag (their
+-- first append may have been followed by a refill from memcached's old value).
+CREATE OR REPLACE FUNCTION objcached.requeue(models text[], keys text[], since timestamptz DEFAULT NULL)
+RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    INSERT INTO objcached.outbox (model, keys, requeued)
-    SELECT u.m, pg_catalog.array_agg(u.k), true
+    INSERT INTO objcached.outbox (model, keys, requeued, created_at)
+    SELECT u.m, pg_catalog.array_agg(u.k), true, LEAST(since, pg_catalog.now())
       FROM ROWS FROM (pg_catalog.unnest(models), pg_catalog.unnest(keys)) AS u(m, k)
      WHERE u.m IS NOT NULL AND u.k IS NOT NULL
      GROUP BY u.m
@@ -1412,8 +1430,8 @@ $$;
 -- READ the head row would raise serialization errors), as late as possible in it: the lock is held
 -- until COMMIT, and every other appender waits for it. An outbox consumer calls feed_append right
 -- before COMMIT, after its memcached deletes were acknowledged (so a sidecar that hears of a row and
--- reads memcached again never reads what was deleted), and passes only its claimed rows that were
--- not requeued. Readers (every sidecar): feed_poll.
+-- reads memcached again never reads what was deleted), and passes its claimed rows except requeued
+-- ones whose retried delete failed again. Readers (every sidecar): feed_poll.
 
 -- The feed lock, and the isolation level every appender needs.
 CREATE OR REPLACE FUNCTION objcached._feed_lock(p_caller text) RETURNS void
@@ -1431,7 +1449,8 @@ $$;
 
 -- The caught_up_at an appender may claim: what it says (p_claim, NULL: nothing), but never later
 -- than now, nor than the created_at of the first outbox row (in id order) that waits and was not
--- requeued. The WAL reader's instant covers the writes it reads from the WAL; the outbox holds the
+-- requeued, nor than the oldest created_at of the requeued rows (their keys' write: see requeue()).
+-- The WAL reader's instant covers the writes it reads from the WAL; the outbox holds the
 -- others (trigger-mode models, and the whole-model invalidations of attach). Why that row V bounds
 -- them all: its created_at is its writer's transaction start, before V's id was drawn. A writer
 -- that committed before that instant drew its rows' ids earlier (ids are drawn in time order: the
@@ -1445,12 +1464,14 @@ LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_now    timestamptz := pg_catalog.clock_timestamp();
     v_oldest timestamptz;
+    v_retry  timestamptz;
 BEGIN
     IF p_claim IS NULL THEN
         RETURN NULL;
     END IF;
     SELECT o.created_at INTO v_oldest FROM objcached.outbox o WHERE NOT o.requeued ORDER BY o.id LIMIT 1;
-    RETURN LEAST(p_claim, v_now, v_oldest);
+    SELECT o.created_at INTO v_retry FROM objcached.outbox o WHERE o.requeued ORDER BY o.created_at LIMIT 1;
+    RETURN LEAST(p_claim, v_now, v_oldest, v_retry);
 END
 $$;
 
@@ -1603,10 +1624,10 @@ BEGIN
 END
 $$;
 
--- Trigger mode's heartbeat: under the feed lock, if no outbox row waits that was not requeued, moves
--- caught_up_at to the start of the calling statement, notifies, and returns true; else moves it as far
--- as _feed_bound allows (the created_at of the first waiting row, in id order), notifies, and returns
--- false. Why statement_timestamp() is a correct caught_up_at under READ COMMITTED: the
+-- Trigger mode's heartbeat: under the feed lock, if no outbox row waits, moves caught_up_at to the
+-- start of the calling statement, notifies, and returns true; else moves it as far as _feed_bound
+-- allows (the created_at of the first waiting row, in id order, or of the oldest requeued row),
+-- notifies, and returns false. Why statement_timestamp() is a correct caught_up_at under READ COMMITTED: the
 -- check below runs in a snapshot taken after the statement began (and after the lock was granted),
 -- so a transaction that returned from COMMIT before the statement began is visible to it. Its outbox
 -- rows are then either still there (visible: not drained), or deleted by a consumer that committed,
@@ -1622,7 +1643,7 @@ BEGIN
     IF EXISTS (SELECT 1 FROM objcached.models o WHERE o.via = 'wal') THEN
         RETURN false;
     END IF;
-    IF EXISTS (SELECT 1 FROM objcached.outbox o WHERE NOT o.requeued) THEN
+    IF EXISTS (SELECT 1 FROM objcached.outbox o) THEN
         -- Not drained: proven up to the first waiting row's created_at (_feed_bound), which under
         -- steady writes is about the consumers' lag, so near-caches stay fresh without a drain.
         PERFORM objcached._feed_advance(NULL, objcached._feed_bound(pg_catalog.statement_timestamp()),
@@ -1732,7 +1753,7 @@ UPDATE objcached.meta SET value = '2' WHERE key = 'schema_version';
 -- name, as docs/invalidation.md shows:
 --   GRANT USAGE ON SCHEMA objcached TO objcached;
 --   GRANT EXECUTE ON FUNCTION objcached.claim(integer, integer), objcached.pending(),
---                             objcached.hooked(regclass), objcached.requeue(text[], text[]),
+--                             objcached.hooked(regclass), objcached.requeue(text[], text[], timestamptz),
 --                             objcached.feed_poll(bigint, integer) TO objcached;
 --   GRANT SELECT ON objcached.models, objcached.status TO objcached;
 -- and the appenders (the WAL reader's role; every outbox consumer in trigger mode) also:

@@ -121,9 +121,12 @@ class McProxy:
     """A TCP proxy in front of one memcached server, for faults memcached
     itself cannot produce: in "blackhole" mode it accepts connections and
     reads what is sent but forwards nothing and answers nothing (a server
-    that is up but whose requests are lost); in "forward" mode it is
-    transparent. Connections made in blackhole mode are dropped when it
-    switches back, as a network that recovers would reset them."""
+    that is up but whose requests are lost); in "drop-deletes" mode it
+    forwards everything but the delete commands ("delete" and meta "md"
+    lines: never answered, so they time out; `dropped` counts them), a
+    server that fails some deletes while it serves reads; in "forward" mode
+    it is transparent. Connections are dropped at every switch, as a
+    network that recovers would reset them."""
 
     def __init__(self, target_port, target_host="127.0.0.1"):
         self.target = (target_host, target_port)
@@ -136,6 +139,7 @@ class McProxy:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._conns = []          # (client socket, server socket or None, mode at accept)
+        self.dropped = 0
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
 
@@ -144,7 +148,7 @@ class McProxy:
         return f"127.0.0.1:{self.port}"
 
     def set_mode(self, mode):
-        assert mode in ("forward", "blackhole")
+        assert mode in ("forward", "blackhole", "drop-deletes")
         with self._lock:
             self.mode = mode
             conns, self._conns = self._conns, []
@@ -168,28 +172,43 @@ class McProxy:
             with self._lock:
                 mode = self.mode
             server = None
-            if mode == "forward":
+            if mode != "blackhole":
                 try:
                     server = socket.create_connection(self.target, timeout=5)
                 except OSError:
                     client.close()
                     continue
             with self._lock:
+                if self.mode != mode:   # switched meanwhile: as if reset by it
+                    for sk in (client, server):
+                        if sk is not None:
+                            sk.close()
+                    continue
                 self._conns.append((client, server, mode))
             if server is None:
                 threading.Thread(target=self._pump, args=(client, None), daemon=True).start()
             else:
-                threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
+                threading.Thread(target=self._pump,
+                                 args=(client, server, mode == "drop-deletes"),
+                                 daemon=True).start()
                 threading.Thread(target=self._pump, args=(server, client), daemon=True).start()
 
-    @staticmethod
-    def _pump(src, dst):
+    def _pump(self, src, dst, drop_deletes=False):
+        buf = b""
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
-                if dst is not None:
+                if dst is None:
+                    continue
+                if drop_deletes:   # whole lines only (values are JSON: no line starts so)
+                    *lines, buf = (buf + data).split(b"\r\n")
+                    keep = [ln for ln in lines if not ln.startswith((b"delete ", b"md "))]
+                    with self._lock:
+                        self.dropped += len(lines) - len(keep)
+                    data = b"".join(ln + b"\r\n" for ln in keep)
+                if data:
                     dst.sendall(data)
         except OSError:
             pass

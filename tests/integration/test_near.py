@@ -331,6 +331,88 @@ def test_an_outbox_row_that_does_not_move_holds_freshness_back(fleet, mc_pool, d
                        what="serving again")
 
 
+def failed_delete_refill(db, mc_pool, proxy, start_writer, start_reader, near_deadline,
+                         ids=range(200, 260)):
+    """The scenario of a memcached server that fails a key's delete while it
+    still serves reads (`proxy`, in front of mc_pool[1], drops deletes).
+    start_writer(**sections) starts the sidecar that applies invalidations,
+    start_reader(**sections) one that only reads and follows the feed."""
+    mc = {"servers": f"{mc_pool[0].address} {proxy.address}", "io_timeout": "200ms",
+          "retry_timeout": "300ms", "failover": "off", "failure_limit": "100"}
+    a = start_writer(memcached=mc)
+    b = start_reader(memcached=mc, postgresql={"invalidation_poll": "0"})
+    harness.wait_until(lambda: b.stats()["near_serving"] == 1, timeout=15, what="serving")
+    gen = db.generation("Item")
+    with b.client() as c:
+        c.get_multi([f"Item:{i}" for i in ids])
+    b.wait_idle()
+    where = {i: [srv for srv, _, _ in oc_c.raw_items(mc_pool, oc_c.cache_key("Item", i, gen))]
+             for i in ids}
+    behind = [i for i in ids if where[i] == [mc_pool[1].address]]
+    front = [i for i in ids if where[i] == [mc_pool[0].address]]
+    assert len(behind) >= 4 and front, where
+    k = behind[0]
+    key = f"Item:{k}"
+    old = row(db, "items", k)
+    warm(b, [key])
+
+    def in_feed():
+        return db.one("SELECT count(*) FROM objcached.feed WHERE model = 'Item' "
+                      "AND keys @> ARRAY[%s]", (str(k),))
+    proxy.set_mode("drop-deletes")
+    for i in behind[1:4]:   # b connects again (the switch reset it): its next read of
+        get(b, f"Item:{i}")  # the key goes to memcached, not to PostgreSQL
+    t_commit = time.monotonic()
+    db.q("UPDATE items SET name = 'after a failed delete' WHERE id = %s", (k,))
+    new = row(db, "items", k)
+    harness.wait_until(lambda: a.stats()["inval_requeued"] >= 1, timeout=15,
+                       what="the failed delete requeued")
+    harness.wait_until(lambda: proxy.dropped >= 1, timeout=5, what="a delete dropped")
+    harness.wait_until(lambda: in_feed() == 1, timeout=5, what="the key in the feed once")
+    # b reads the key meanwhile: memcached still has the old row, and b's
+    # near-cache may keep it; other writes keep flowing (and proving the
+    # feed fresh, but not past the requeued row)
+    seen_old = 0
+    end = t_commit + near_deadline + 2
+    while time.monotonic() < end:
+        db.q("UPDATE items SET n = n + 1 WHERE id = %s", (front[0],))
+        got, from_near = near_read(b, key)
+        seen_old += got == old
+        late = time.monotonic() - t_commit
+        assert not (got == old and from_near and late > near_deadline), \
+            f"b's near-cache still serves the old row {late:.3f} s after the commit: " \
+            f"{ {n: v for n, v in b.stats().items() if n.startswith(('feed', 'near'))} }"
+        time.sleep(0.05)
+    assert seen_old, "memcached should have served the old row while its delete failed"
+    assert b.stats()["near_serving"] == 0, "held back by the requeued row"
+    assert in_feed() == 1, "a failed retry is not appended"
+    # the server deletes again: the retry works and is appended to the feed again
+    proxy.set_mode("forward")
+    harness.wait_until(lambda: in_feed() == 2, timeout=10, what="the retry in the feed")
+    fresh_within_deadline((a, b), key, new, time.monotonic())
+    harness.wait_until(lambda: b.stats()["near_serving"] == 1, timeout=10,
+                       what="serving again")
+    assert get(b, key) == new
+
+
+def test_a_failed_delete_holds_freshness_back_and_its_retry_reaches_the_feed(
+        fleet, mc_pool, db):
+    """memcached fails a key's delete while it still serves reads: the key goes
+    to the feed at once and its delete is requeued. A sidecar that reads it
+    meanwhile gets memcached's old row and may keep it in its near-cache; the
+    requeued row keeps the write's time and holds the feed's proof of
+    freshness back, so that near-cache stops answering feed_max_lag after
+    the commit though other writes flow; the retry that works is appended to
+    the feed again, and every sidecar serves the new row."""
+    proxy = oc_c.McProxy(mc_pool[1].port)
+    try:
+        failed_delete_refill(db, mc_pool, proxy,
+                             lambda **kw: start(fleet, mc_pool, db, **kw),
+                             lambda **kw: start(fleet, mc_pool, db, **kw), NEAR_DEADLINE)
+    finally:
+        proxy.close()
+
+
 def test_a_fill_racing_an_invalidation_does_not_install_the_old_row(fleet, mc_pool, db, tmp_path):
     """The fill gate holds A's write-back after its PostgreSQL read; an
     UPDATE commits and its invalidation is applied everywhere; the gate

@@ -9,6 +9,7 @@ version-1 database in place.
 One throwaway cluster with wal_level = logical for the whole file; every test
 gets a fresh database cloned from a template with the hook installed."""
 
+import datetime
 import os
 import random
 import select
@@ -309,7 +310,9 @@ def test_caught_up_at_only_grows_and_never_passes_now(db):
 def test_caught_up_at_is_bounded_by_the_outbox(db):
     """The WAL reader's instant says nothing of outbox rows (trigger-mode
     writes, attach's whole-model rows) that wait: caught_up_at stops at the
-    first one's created_at. Requeued rows do not count."""
+    first one's created_at. A requeued row (memcached failed its delete)
+    holds it at its keys' write time, which requeue() keeps, until its
+    retry is done."""
     users(db)
     w = db.connect(autocommit=False)
     db.q("INSERT INTO users (id) VALUES (1)", conn=w)
@@ -319,10 +322,48 @@ def test_caught_up_at_is_bounded_by_the_outbox(db):
     append(db, caught_up_at=db.one("SELECT clock_timestamp()"))
     assert head(db)[1] == started
     db.clear()
-    db.q("SELECT objcached.requeue('{User}', '{1}')")
+    written = db.one("SELECT now() - interval '3 s'")
+    db.q("SELECT objcached.requeue('{User}', '{1}', %s)", (written,))
+    db.q("SELECT objcached.requeue('{User}', '{2}', %s)",
+         (written + datetime.timedelta(seconds=1),))
+    assert sorted(r[0] for r in db.q("SELECT created_at FROM objcached.outbox")) == \
+        [written, written + datetime.timedelta(seconds=1)]
+    cu = head(db)[1]
+    append(db, caught_up_at=db.one("SELECT clock_timestamp()"))
+    assert head(db)[1] == cu   # held back (GREATEST: it never moves back)
+    db.clear()
     now = db.one("SELECT clock_timestamp()")
     append(db, caught_up_at=now)
     assert head(db)[1] == now
+
+
+def test_requeue_keeps_the_write_time(db):
+    """since: the oldest write of the keys, kept as the rows' created_at; NULL
+    or later than now is now. One row per model; NULL models and keys are
+    left out; the consumer's grant covers two-argument calls too."""
+    t0 = db.one("SELECT now()")
+    db.q("SELECT objcached.requeue('{User,User,Page,NULL,Page}', '{1,2,a,b,NULL}', "
+         "timestamptz '2026-01-01 00:00:00+00')")
+    db.q("SELECT objcached.requeue('{User}', '{3}')")
+    db.q("SELECT objcached.requeue('{User}', '{4}', NULL)")
+    db.q("SELECT objcached.requeue('{User}', '{5}', now() + interval '1 hour')")
+    rows = db.q("SELECT model, keys, requeued, created_at FROM objcached.outbox ORDER BY id")
+    old = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    assert sorted(r[:3] + (r[3] == old,) for r in rows[:2]) == \
+        [("Page", ["a"], True, True), ("User", ["1", "2"], True, True)]
+    assert [r[:3] for r in rows[2:]] == \
+        [("User", ["3"], True), ("User", ["4"], True), ("User", ["5"], True)]
+    now = db.one("SELECT now()")
+    assert all(t0 <= r[3] <= now for r in rows[2:])
+    # only one signature: two-argument calls are not ambiguous
+    assert db.q("SELECT pg_get_function_identity_arguments(oid) FROM pg_proc "
+                "WHERE proname = 'requeue' AND pronamespace = 'objcached'::regnamespace") == \
+        [("models text[], keys text[], since timestamp with time zone",)]
+    # a malformed instant is an error, and nothing is requeued
+    n = db.one("SELECT count(*) FROM objcached.outbox")
+    assert "invalid input syntax for type timestamp with time zone" in \
+        err(db, "SELECT objcached.requeue('{User}', '{1}', 'yesterday-ish')")[0]
+    assert db.one("SELECT count(*) FROM objcached.outbox") == n
 
 
 # ------------------------------------------------------------------ heartbeats
@@ -362,12 +403,21 @@ def test_heartbeat_if_drained(db):
     assert db.one("SELECT objcached.feed_heartbeat_if_drained('c2')") is False
     assert head(db)[1] == waiting
     cu = waiting
-    # it applies them, requeues one key, appends what it applied, commits
-    db.q("SELECT objcached.requeue('{User}', '{1}')", conn=c)
+    # it applies them, requeues one key (keeping its write time), appends what it
+    # applied, commits
+    db.q("SELECT objcached.requeue('{User}', '{1}', %s)", (waiting,), conn=c)
     append(db, ["User"], ["1"], conn=c)
     c.commit()
-    # only a requeued row waits: drained
-    assert db.q("SELECT requeued FROM objcached.outbox") == [(True,)]
+    # only a requeued row waits: not drained; held at its write time until its retry
+    assert db.q("SELECT requeued, created_at FROM objcached.outbox") == [(True, waiting)]
+    assert db.one("SELECT objcached.feed_heartbeat_if_drained('c2')") is False
+    assert head(db)[1] == cu
+    # the retry: claimed, deleted, appended again, committed: drained
+    c.rollback()
+    assert [r[2:] for r in db.q("SELECT id, model, keys, requeued FROM objcached.claim(10)",
+                                conn=c)] == [(["1"], True)]
+    append(db, ["User"], ["1"], conn=c)
+    c.commit()
     assert db.one("SELECT objcached.feed_heartbeat_if_drained('c2')") is True
     assert head(db)[1] > cu
     # a model read from the WAL: the outbox does not cover it, so never drained here, and
@@ -1174,6 +1224,9 @@ def test_upgrade_from_version_1_keeps_outbox_rows_generations_and_grants(bare_db
         assert [c.name for c in cur.description] == \
             ["id", "model", "keys", "created_at", "requeued"]
         assert len(cur.fetchall()) == len(outbox) + 3
+        # requeue gained an argument (since): the grant came along, old calls still work
+        cur.execute("SELECT objcached.requeue('{User}', '{9}')")
+        cur.execute("SELECT objcached.requeue('{User}', '{9}', now())")
     oc.commit()
     assert d.one("SELECT count(*) FROM objcached.status", conn=oc) == 3
     oc.commit()

@@ -282,6 +282,28 @@ def test_a_sidecar_that_is_no_candidate_follows_the_feed(fleet, mc_pool, db):
     assert walsenders == 1, walsenders
 
 
+def test_a_failed_delete_holds_freshness_back_and_its_retry_reaches_the_feed(
+        fleet, mc_pool, db):
+    """test_near's failed-delete case with the WAL reader: the batch's requeue
+    keeps the batch's first commit time and holds back the caught_up_at of
+    the append in the same statement and of every heartbeat after it; the
+    holder's outbox consumer retries the delete and appends it again."""
+    from test_near import failed_delete_refill
+    proxy = oc_c.McProxy(mc_pool[1].port)
+    try:
+        def writer(**kw):
+            a = start(fleet, mc_pool, db, **kw)
+            holder([a])
+            return a
+        failed_delete_refill(db, mc_pool, proxy, writer,
+                             lambda **kw: start(fleet, mc_pool, db,
+                                                **{**kw, "postgresql": {
+                                                    **kw["postgresql"], "wal": "off"}}),
+                             near_deadline=2.0 + 1.0)
+    finally:
+        proxy.close()
+
+
 def test_feed_listen_off_polls_at_its_own_pace(fleet, mc_pool, db):
     """feed_listen = off: the follower is not woken by each append's NOTIFY
     (here the holder's heartbeats, every 100 ms), it polls every feed_poll,

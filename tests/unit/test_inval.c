@@ -21,7 +21,7 @@ static void test_feed_row(void **state)
     (void)state;
     assert_int_equal(oc_inval_feed_row(4, "42", 2, 0, MAXK), OC_INVAL_FEED_KEY);
     assert_int_equal(oc_inval_feed_row(4, NULL, 0, 0, MAXK), OC_INVAL_FEED_WHOLE);
-    /* requeued rows are in the feed already, keys and TRUNCATEs alike */
+    /* a requeued row whose retry failed again waits for one that works */
     assert_int_equal(oc_inval_feed_row(4, "42", 2, 1, MAXK), OC_INVAL_FEED_SKIP);
     assert_int_equal(oc_inval_feed_row(4, NULL, 0, 1, MAXK), OC_INVAL_FEED_SKIP);
     /* a model name longer than any model's */

@@ -199,6 +199,7 @@ static void test_changes_become_keys(void **state)
     assert_int_equal(bt.nwhole, 0);
     assert_int_equal(bt.end_lsn, 0x1000);
     assert_int_equal(bt.commit_ts, 777);
+    assert_int_equal(bt.first_commit_ts, 777);
     assert_int_equal(bt.ntxn, 1);
     assert_string_equal(bt.caught_up_at, "");
     oc_walb_batch_free(&bt);
@@ -230,6 +231,8 @@ static void test_truncate_heartbeat_and_whole(void **state)
     assert_string_equal(bt.whole[2], "Person");
     assert_string_equal(bt.caught_up_at, "2026-12-03 15:00:00.123+00");
     assert_int_equal(bt.end_lsn, 0x4000);
+    assert_int_equal(bt.commit_ts, 3);       /* the newest, for the feed's rows */
+    assert_int_equal(bt.first_commit_ts, 1); /* the oldest, for a requeue */
     assert_int_equal(bt.ntxn, 3);
     oc_walb_batch_free(&bt);
 }
