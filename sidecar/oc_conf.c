@@ -1470,6 +1470,11 @@ static oc_status_t oc_conf_finish(oc_conf_parser_t *p)
             p, p->sect_line[OC_SECT_POSTGRESQL],
             "wal = on needs the feed (feed_poll above 0): the other "
             "sidecars and the generations follow the WAL reader through it");
+    if (c->wal && c->inval_poll_ms == 0)
+        return oc_conf_error(
+            p, p->sect_line[OC_SECT_POSTGRESQL],
+            "wal = on needs invalidation_poll above 0: the WAL holder retries the "
+            "memcached deletes that failed through the outbox");
     if (c->nmodels == 0)
         return oc_conf_error(p, 0,
                              "no [model NAME] section; at least one model is "

@@ -321,7 +321,10 @@ static void requeue(oc_inval_t *iv, size_t nfailed)
             continue;
         int row = iv->job_row[i];
         const char *name = PQgetvalue(iv->claimed, row, 0);
-        if (iv->has_retry) {
+        /* A key whose server is emptied before it is read again (failover's
+         * flush_all) cannot be refilled old: it holds nothing back. */
+        if (iv->has_retry && !PQgetisnull(iv->claimed, row, 6) &&
+            !oc_mc_emptied_before_read(ctx->mc, it->key, it->klen)) {
             long long t = strtoll(PQgetvalue(iv->claimed, row, 6), NULL, 10);
             if (since_text == NULL || t < since)
                 since = t, since_text = PQgetvalue(iv->claimed, row, 6);
@@ -346,7 +349,8 @@ static void requeue(oc_inval_t *iv, size_t nfailed)
     }
     /* since: the oldest write among them (their rows' created_at, as
      * claimed: microseconds since the epoch), which their requeued rows
-     * keep (a whole number of microseconds is exact as a double) */
+     * keep and hold the feed back to (a whole number of microseconds is
+     * exact as a double); NULL when none needs that */
     const char *params[3] = {iv->requeue_models, iv->requeue_keys, since_text};
     set_state(iv, OC_INVAL_REQUEUEING);
     oc_status_t st =
@@ -379,6 +383,10 @@ static void applied(oc_mc_job_t *job, void *arg)
         failed += (job->items[i].result == OC_MC_R_ERROR);
     ctx->stats->invalidations += job->n - failed;
     if (failed) {
+        /* Nothing applied (a server down fails at once): claim again at the
+         * next poll, not in a loop against PostgreSQL. */
+        if (failed == job->n)
+            iv->full = 0;
         ctx->stats->inval_requeued += failed;
         ctx->stats->mc_errors++;
         oc_log_warn("event=inval_requeue keys=%zu reason=\"%s\"", failed, job->err);
@@ -609,7 +617,7 @@ static void probed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *e
     oc_inval_t *iv = arg;
     int ok = st == OC_OK && PQntuples(res) == 1;
     iv->has_feed = ok && PQgetvalue(res, 0, 0)[0] == 't';
-    iv->has_retry = ok && PQgetvalue(res, 0, 1)[0] == 't';
+    iv->has_retry = iv->has_feed && PQgetvalue(res, 0, 1)[0] == 't';
     PQclear(res);
     set_state(iv, OC_INVAL_IDLE);
     cycle_start(iv); /* catch up on whatever came while we were away */

@@ -451,13 +451,13 @@ static void queue_store(mc_server_t *s, mc_ref_t ref, const char *verb, const ch
 oc_mc_result_t oc_mc_item_reply(oc_mc_op_t op, oc_mcp_reply_t reply, int *tries,
                                 int *again)
 {
-    oc_mc_result_t r = reply_result(reply);
-    *again = 0;
     /* VERSION answers `version` (a PROBE) and nothing else does: anything
-     * else is another command's reply, and a delete whose own reply went
-     * missing must not count as done. */
-    if (r != OC_MC_R_ERROR && (reply == OC_MCP_VERSION) != (op == OC_MC_PROBE))
-        return OC_MC_R_ERROR;
+     * else is another command's reply (out_of_step resets the connection
+     * first; this keeps the rule where the result is decided). */
+    oc_mc_result_t r = (reply == OC_MCP_VERSION) != (op == OC_MC_PROBE)
+                           ? OC_MC_R_ERROR
+                           : reply_result(reply);
+    *again = 0;
     if (op == OC_MC_SWAP && (r == OC_MC_R_EXISTS || r == OC_MC_R_NOT_FOUND))
         r = OC_MC_R_NOT_STORED; /* replaced or gone after our read */
     if (op == OC_MC_PUSH && r != OC_MC_R_OK && r != OC_MC_R_ERROR) {
@@ -486,7 +486,8 @@ static void on_item_reply(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l)
         queue_get(s, ref);
         return;
     }
-    if (r == OC_MC_R_ERROR && reply_result(l->type) != OC_MC_R_ERROR)
+    if (r == OC_MC_R_ERROR && job->op == OC_MC_PUSH &&
+        reply_result(l->type) != OC_MC_R_ERROR)
         job_error(job, "push: key kept changing, gave up",
                   strlen("push: key kept changing, gave up"));
     else if (r == OC_MC_R_ERROR)
@@ -679,22 +680,30 @@ static int is_meta_reply(oc_mcp_reply_t t)
     return t == OC_MCP_HD || t == OC_MCP_NF || t == OC_MCP_EX;
 }
 
-/* A line no one-line wop (store, delete, version, probe) is answered with:
- * a read's, an md's answer to a command that is not an md, VERSION to
- * anything but `version`, or a store's or delete's answer to `version`.
- * Such a line means a reply went missing (a server or a middlebox dropped a
- * command): every reply after it would answer the wrong command, so the
- * connection is reset. */
+/* A line that does not answer the one-line wop (store, delete, version)
+ * it came for: each command has its own words, and any of them may be
+ * answered ERROR, CLIENT_ERROR or SERVER_ERROR. Such a line means a reply
+ * went missing (a server or a middlebox dropped a command): every reply
+ * after it would answer the wrong command (a delete the server never saw
+ * counted as done), so the connection is reset. The server's own probe and
+ * flush are judged by on_probe_reply. */
 static int out_of_step(const mc_wop_t *w, oc_mcp_reply_t t)
 {
-    if (t == OC_MCP_VALUE || t == OC_MCP_END || t == OC_MCP_VA || t == OC_MCP_EN)
-        return 1;
-    int asked_version = w->kind == MC_WOP_VERSION || w->kind == MC_WOP_PROBE;
-    if (t == OC_MCP_VERSION)
-        return !asked_version;
-    if (asked_version && t != OC_MCP_ERROR)
-        return 1;
-    return is_meta_reply(t) && !wop_is_md(w);
+    if (t == OC_MCP_ERROR)
+        return 0;
+    switch (w->kind) {
+    case MC_WOP_DELETE:
+        if (wop_is_md(w)) /* an md older memcached answered OK: an error */
+            return !is_meta_reply(t) && t != OC_MCP_OK;
+        return t != OC_MCP_DELETED && t != OC_MCP_NOT_FOUND;
+    case MC_WOP_STORE:
+        return t != OC_MCP_STORED && t != OC_MCP_NOT_STORED && t != OC_MCP_EXISTS &&
+               t != OC_MCP_NOT_FOUND;
+    case MC_WOP_VERSION:
+        return t != OC_MCP_VERSION;
+    default:
+        return 0;
+    }
 }
 
 /* Parse what `w` is owed from the input. 1: done, 0: need more, -1: the
@@ -1360,6 +1369,13 @@ static mc_server_t *primary_of(oc_mc_t *mc, const char *key, size_t klen, uint64
     if (!oc_mc_memo_idx(memo, mc->place_gen, mc->pool.n, idx))
         *idx = oc_place_server(mc->place, key, klen);
     return mc->pool.s[*idx];
+}
+
+int oc_mc_emptied_before_read(oc_mc_t *mc, const char *key, size_t klen)
+{
+    size_t idx;
+    const mc_server_t *p = mc->failover_on ? primary_of(mc, key, klen, 0, &idx) : NULL;
+    return p != NULL && !oc_tko_in_service(&p->tko);
 }
 
 static mc_server_t *find_server(oc_mc_t *mc, const char *host, uint16_t port)

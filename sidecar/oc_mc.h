@@ -218,6 +218,12 @@ size_t oc_mc_count(const oc_mc_t *mc, int gutter);
 const char *oc_mc_name(const oc_mc_t *mc, int gutter, size_t i); /* "host:port" */
 /* 0 up, 1 down, 2 probing: an oc_tko_state_t. */
 int oc_mc_state(const oc_mc_t *mc, int gutter, size_t i);
+/* Whether the server that holds `key` will be emptied before anyone reads
+ * from it again: failover is on and this sidecar has it out of service (it
+ * serves again only after its probe's flush_all). A delete that failed there
+ * cannot leave an old value for a read to find (in this sidecar's view: a
+ * server cut off from this host only keeps serving the others). */
+int oc_mc_emptied_before_read(oc_mc_t *mc, const char *key, size_t klen);
 /* From now on oc_mc counts its ejections, returns and failover reads,
  * hits and writes in `stats`, and calls changed(arg) after any server's
  * state changed and after oc_mc_reconfigure (each change is also logged,

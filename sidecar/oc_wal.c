@@ -82,6 +82,7 @@ struct oc_wal {
     size_t ngens;
     /* periodic work on the regular connection */
     int hb_due, stats_due, prune_due;
+    int has_since; /* requeue(models, keys, since) exists */
     oc_wal_sched_t sched;
     double tried_at;
     double born; /* when oc_wal_new ran: the start of our watch */
@@ -127,6 +128,13 @@ static void gens_clear(oc_wal_t *w)
     w->gens = NULL;
     w->ngens = 0;
 }
+
+/* The generations when the stream starts, and whether requeue() takes its
+ * keys' write time (an older hook's has two arguments: the binary may be
+ * upgraded before the SQL). */
+#define WAL_GENS_AND_PROBE                                                               \
+    "SELECT model, generation, to_regprocedure('objcached.requeue(text[], text[], "      \
+    "timestamptz)') IS NOT NULL FROM objcached.models"
 
 static int gens_load(oc_wal_t *w, const PGresult *res)
 {
@@ -416,14 +424,22 @@ done:
 }
 
 /* Array literals of the batch: every key (for the feed), the whole models,
- * and the keys memcached failed to delete (for the requeue). */
-static oc_status_t feed_literals(oc_wal_t *w, size_t *nfailed)
+ * and the keys memcached failed to delete (for the requeue); *hold: some of
+ * those are on a server that may still serve their old values (not one
+ * emptied before it is read again), so the requeue holds the feed back. */
+static oc_status_t feed_literals(oc_wal_t *w, size_t *nfailed, int *hold)
 {
     size_t nf;
     oc_status_t st =
         oc_wal_feed_literals(&w->batch, w->job ? w->job->items : NULL,
                              w->job ? w->job->n : 0, w->del_idx, w->lit, &nf);
     *nfailed = nf;
+    *hold = 0;
+    for (size_t i = 0; nf && w->job && i < w->job->n && !*hold; i++) {
+        const oc_mc_item_t *it = &w->job->items[i];
+        *hold = it->result == OC_MC_R_ERROR &&
+                !oc_mc_emptied_before_read(w->ctx->mc, it->key, it->klen);
+    }
     if (nf) {
         w->ctx->stats->inval_requeued += nf;
         oc_log_warn("event=inval_requeue keys=%zu reason=\"%s\"", nf, w->job->err);
@@ -547,12 +563,14 @@ static void sql_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char 
     "objcached.feed_append($1::text[], $2::text[], $3::text[], true, "                   \
     "to_timestamp($4::double precision), $5::timestamptz, $6)"
 #define WAL_FEED_APPEND "SELECT " WAL_APPEND_CALL
-/* Evaluated left to right: the append's caught_up_at sees the requeued rows.
- * $9: the batch's first commit in PostgreSQL's epoch (us), exact. */
+/* The requeue in FROM: it runs before the append, whose caught_up_at then
+ * sees its rows (test_sql_feed runs this statement). $9: the batch's first
+ * commit in PostgreSQL's epoch (us), exact; NULL: nothing to hold back. */
+#define WAL_REQUEUE_OLD_THEN_APPEND                                                      \
+    "SELECT " WAL_APPEND_CALL " FROM objcached.requeue($7::text[], $8::text[]) r"
 #define WAL_REQUEUE_THEN_APPEND                                                          \
-    "SELECT objcached.requeue($7::text[], $8::text[], timestamptz '2000-01-01 "          \
-    "00:00:00+00' "                                                                      \
-    "+ $9::bigint * interval '1 microsecond'), " WAL_APPEND_CALL
+    "SELECT " WAL_APPEND_CALL " FROM objcached.requeue($7::text[], $8::text[], "         \
+    "timestamptz '2000-01-01 00:00:00+00' + $9::bigint * interval '1 microsecond') r"
 
 static void sql_feed(oc_wal_t *w)
 {
@@ -571,7 +589,8 @@ static void sql_feed(oc_wal_t *w)
         return;
     }
     size_t nfailed;
-    if (feed_literals(w, &nfailed) != OC_OK) {
+    int hold;
+    if (feed_literals(w, &nfailed, &hold) != OC_OK) {
         stand_by(w, WAL_RETRY_FAST_S, "out of memory");
         return;
     }
@@ -586,7 +605,7 @@ static void sql_feed(oc_wal_t *w)
                         w->writer,
                         w->lit[3],
                         w->lit[4],
-                        b->first_commit_ts ? w->num[2] : NULL};
+                        hold && b->first_commit_ts ? w->num[2] : NULL};
     w->sql_busy = 1;
     if (b->caught_up_at[0])
         w->ctx->stats->wal_heartbeats++;
@@ -594,10 +613,14 @@ static void sql_feed(oc_wal_t *w)
      * arrays it costs the batch's transaction about as much as the append.
      * It comes first: its rows keep the batch's first commit time and hold
      * the append's caught_up_at back to it (a sidecar may refill its
-     * near-cache from memcached's old value until the retry). Two
-     * literals: oc_pgconn_exec knows a statement by its address. */
-    const char *sql = nfailed ? WAL_REQUEUE_THEN_APPEND : WAL_FEED_APPEND;
-    if (oc_pgconn_exec(w->sql, sql, nfailed ? 9 : 6, p, fed, w) != OC_OK)
+     * near-cache from memcached's old value until the retry); an older
+     * hook's requeue has no since. Separate literals: oc_pgconn_exec knows
+     * a statement by its address. */
+    const char *sql = !nfailed       ? WAL_FEED_APPEND
+                      : w->has_since ? WAL_REQUEUE_THEN_APPEND
+                                     : WAL_REQUEUE_OLD_THEN_APPEND;
+    int np = !nfailed ? 6 : w->has_since ? 9 : 8;
+    if (oc_pgconn_exec(w->sql, sql, np, p, fed, w) != OC_OK)
         w->sql_busy = 0;
 }
 
@@ -892,8 +915,7 @@ static void bumped(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *e
     }
     set_state(w, WAL_GENS);
     w->sql_busy = 1;
-    if (oc_pgconn_query(w->sql, "SELECT model, generation FROM objcached.models", 0, NULL,
-                        mapped_gens, w) != OC_OK)
+    if (oc_pgconn_query(w->sql, WAL_GENS_AND_PROBE, 0, NULL, mapped_gens, w) != OC_OK)
         not_sent(w, "the generations");
 }
 
@@ -968,6 +990,8 @@ static void mapped_gens(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const ch
                  st != OC_OK ? err : "out of memory");
         return;
     }
+    w->has_since =
+        PQntuples(res) > 0 && PQnfields(res) > 2 && PQgetvalue(res, 0, 2)[0] == 't';
     PQclear(res);
     if (w->state == WAL_GENS && w->repl_up)
         start_stream(w);
@@ -997,8 +1021,7 @@ static void mapped(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *e
     PQclear(res);
     set_state(w, WAL_GENS);
     w->sql_busy = 1;
-    if (oc_pgconn_query(w->sql, "SELECT model, generation FROM objcached.models", 0, NULL,
-                        mapped_gens, w) != OC_OK)
+    if (oc_pgconn_query(w->sql, WAL_GENS_AND_PROBE, 0, NULL, mapped_gens, w) != OC_OK)
         not_sent(w, "the generations");
 }
 

@@ -14,8 +14,9 @@
 --     to memcached, which every sidecar reads with its own cursor (feed_poll), also on a replica;
 --   * models.via ('triggers' | 'wal'): a 'wal' model has no triggers; its table is in publication
 --     objcached and one sidecar reads the changes from logical replication slot objcached;
---   * outbox.requeued, set by requeue(), returned last by claim(); a requeued row keeps its keys'
---     oldest write time and holds the feed's caught_up_at back until its delete is retried;
+--   * outbox.requeued, set by requeue(), returned last by claim(); outbox.holds_back: a requeued row
+--     that keeps its keys' oldest write time and holds the feed's caught_up_at back until its delete
+--     is retried;
 --   * per-table trigger functions with static SQL (objcached."hook_<oid>"), instead of one function
 --     that planned dynamic statements on every statement; 'notify' defaults to 'off'.
 
@@ -95,14 +96,17 @@ CREATE TABLE IF NOT EXISTS objcached.outbox (
     keys       text[],             -- NULL: the whole model (TRUNCATE)
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
--- Version 2: true for rows put back by requeue() (memcached failed their deletes). Their created_at
--- is the oldest write of their keys, not the requeue's time, and until a consumer's retried delete
--- succeeds and appends them to the feed again they hold caught_up_at back to it (_feed_bound): a
--- sidecar may have refilled its near-cache from memcached's old value after their first append.
+-- Version 2: true for rows put back by requeue() (memcached failed their deletes).
 ALTER TABLE objcached.outbox ADD COLUMN IF NOT EXISTS requeued boolean NOT NULL DEFAULT false;
--- _feed_bound's oldest requeued row: an index of the (few) requeued rows only, so the appenders'
+-- Version 2: true for requeued rows whose created_at is the oldest write of their keys (requeue's
+-- since), not the requeue's time: until a consumer's retried delete succeeds and appends them to the
+-- feed again they hold caught_up_at back to it (_feed_bound), since a sidecar may have refilled its
+-- near-cache from memcached's old value after their first append. False for keys whose server is
+-- emptied before it is read again (requeue without since).
+ALTER TABLE objcached.outbox ADD COLUMN IF NOT EXISTS holds_back boolean NOT NULL DEFAULT false;
+-- _feed_bound's oldest holding row: an index of the (few) holding rows only, so the appenders'
 -- every call reads an empty index instead of scanning a backlog.
-CREATE INDEX IF NOT EXISTS outbox_requeued_created_at ON objcached.outbox (created_at) WHERE requeued;
+CREATE INDEX IF NOT EXISTS outbox_holds_back_created_at ON objcached.outbox (created_at) WHERE holds_back;
 -- A queue: rows are deleted soon after they are inserted. Vacuum it by row count, not by a
 -- fraction of its (small) size, so dead rows do not pile up in front of the consumers' index scans.
 ALTER TABLE objcached.outbox SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
@@ -666,8 +670,10 @@ CREATE TRIGGER meta_changed AFTER INSERT OR UPDATE OR DELETE ON objcached.meta
 --     the old-key tuple is sent (the key changed; it holds only replica-identity columns, and attach
 --     made sure they include the key); DELETE -> the old key; TRUNCATE -> every model of the
 --     relations, whole. Keys are the column's text output, as in trigger mode;
---   * delete the keys from memcached; then, in ONE transaction: objcached.requeue(models, keys) for
---     the deletes that failed, objcached.feed_append(models, keys, whole, p_bump => true,
+--   * delete the keys from memcached; then, in ONE transaction: objcached.requeue(models, keys,
+--     since => the batch's first commit, or NULL for keys whose server is emptied before it is read
+--     again) for the deletes that failed, FIRST (the append's caught_up_at must see them), then
+--     objcached.feed_append(models, keys, whole, p_bump => true,
 --     committed_at => newest commit of the batch, caught_up_at => NULL or a heartbeat instant,
 --     writer); COMMIT; then confirm the slot position past the batch;
 --   * heartbeat: SELECT pg_catalog.clock_timestamp(), pg_catalog.pg_logical_emit_message(true,
@@ -1211,16 +1217,18 @@ $$;
 -- For consumers and the WAL reader: put keys whose invalidation could not be applied (a memcached
 -- server down or frozen) back into the outbox, one row per model, inside the caller's transaction,
 -- so they are applied again later instead of lost. models[i] goes with keys[i]; since is the oldest
--- write among them (the claimed rows' created_at, the WAL batch's first commit; NULL or later than
--- now: now). The rows are marked requeued and carry since as created_at: until a consumer's retry
--- deletes them and appends them to the feed (in one transaction), _feed_bound keeps caught_up_at at
--- or before since, so near-caches stop answering once the retry is older than feed_max_lag (their
--- first append may have been followed by a refill from memcached's old value).
+-- write among them (the claimed rows' created_at, the WAL batch's first commit; later than now:
+-- now). The rows are marked requeued and, with a since, holds_back, with since as created_at: until
+-- a consumer's retry deletes them and appends them to the feed (in one transaction), _feed_bound
+-- keeps caught_up_at at or before since, so near-caches stop answering once the retry is older than
+-- feed_max_lag (their first append may have been followed by a refill from memcached's old value).
+-- since NULL: the keys' server is emptied before anyone reads it again (failover's flush_all), so
+-- nothing old can be refilled: created_at is now and the rows hold nothing back.
 CREATE OR REPLACE FUNCTION objcached.requeue(models text[], keys text[], since timestamptz DEFAULT NULL)
 RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    INSERT INTO objcached.outbox (model, keys, requeued, created_at)
-    SELECT u.m, pg_catalog.array_agg(u.k), true, LEAST(since, pg_catalog.now())
+    INSERT INTO objcached.outbox (model, keys, requeued, holds_back, created_at)
+    SELECT u.m, pg_catalog.array_agg(u.k), true, since IS NOT NULL, LEAST(since, pg_catalog.now())
       FROM ROWS FROM (pg_catalog.unnest(models), pg_catalog.unnest(keys)) AS u(m, k)
      WHERE u.m IS NOT NULL AND u.k IS NOT NULL
      GROUP BY u.m
@@ -1449,7 +1457,8 @@ $$;
 
 -- The caught_up_at an appender may claim: what it says (p_claim, NULL: nothing), but never later
 -- than now, nor than the created_at of the first outbox row (in id order) that waits and was not
--- requeued, nor than the oldest created_at of the requeued rows (their keys' write: see requeue()).
+-- requeued, nor than the oldest created_at of the rows that hold back (see requeue()): their keys'
+-- write, whose delete failed on a server that may still serve the old value.
 -- The WAL reader's instant covers the writes it reads from the WAL; the outbox holds the
 -- others (trigger-mode models, and the whole-model invalidations of attach). Why that row V bounds
 -- them all: its created_at is its writer's transaction start, before V's id was drawn. A writer
@@ -1470,7 +1479,7 @@ BEGIN
         RETURN NULL;
     END IF;
     SELECT o.created_at INTO v_oldest FROM objcached.outbox o WHERE NOT o.requeued ORDER BY o.id LIMIT 1;
-    SELECT o.created_at INTO v_retry FROM objcached.outbox o WHERE o.requeued ORDER BY o.created_at LIMIT 1;
+    SELECT o.created_at INTO v_retry FROM objcached.outbox o WHERE o.holds_back ORDER BY o.created_at LIMIT 1;
     RETURN LEAST(p_claim, v_now, v_oldest, v_retry);
 END
 $$;
@@ -1624,10 +1633,10 @@ BEGIN
 END
 $$;
 
--- Trigger mode's heartbeat: under the feed lock, if no outbox row waits, moves caught_up_at to the
--- start of the calling statement, notifies, and returns true; else moves it as far as _feed_bound
--- allows (the created_at of the first waiting row, in id order, or of the oldest requeued row),
--- notifies, and returns false. Why statement_timestamp() is a correct caught_up_at under READ COMMITTED: the
+-- Trigger mode's heartbeat: under the feed lock, if no outbox row waits (requeued rows that hold
+-- nothing back aside), moves caught_up_at to the start of the calling statement, notifies, and
+-- returns true; else moves it as far as _feed_bound allows (the created_at of the first waiting row,
+-- in id order, or of the oldest row that holds back), notifies, and returns false. Why statement_timestamp() is a correct caught_up_at under READ COMMITTED: the
 -- check below runs in a snapshot taken after the statement began (and after the lock was granted),
 -- so a transaction that returned from COMMIT before the statement began is visible to it. Its outbox
 -- rows are then either still there (visible: not drained), or deleted by a consumer that committed,
@@ -1643,7 +1652,7 @@ BEGIN
     IF EXISTS (SELECT 1 FROM objcached.models o WHERE o.via = 'wal') THEN
         RETURN false;
     END IF;
-    IF EXISTS (SELECT 1 FROM objcached.outbox o) THEN
+    IF EXISTS (SELECT 1 FROM objcached.outbox o WHERE NOT o.requeued OR o.holds_back) THEN
         -- Not drained: proven up to the first waiting row's created_at (_feed_bound), which under
         -- steady writes is about the consumers' lag, so near-caches stay fresh without a drain.
         PERFORM objcached._feed_advance(NULL, objcached._feed_bound(pg_catalog.statement_timestamp()),

@@ -331,6 +331,17 @@ def test_an_outbox_row_that_does_not_move_holds_freshness_back(fleet, mc_pool, d
                        what="serving again")
 
 
+def by_server(oc, mc_pool, db, ids):
+    """Read Item:ids through oc, then ([ids on mc_pool[0]], [ids on mc_pool[1]])."""
+    gen = db.generation("Item")
+    with oc.client() as c:
+        c.get_multi([f"Item:{i}" for i in ids])
+    oc.wait_idle()
+    where = {i: [srv for srv, _, _ in oc_c.raw_items(mc_pool, oc_c.cache_key("Item", i, gen))]
+             for i in ids}
+    return tuple([i for i in ids if where[i] == [m.address]] for m in mc_pool[:2])
+
+
 def failed_delete_refill(db, mc_pool, proxy, start_writer, start_reader, near_deadline,
                          ids=range(200, 260)):
     """The scenario of a memcached server that fails a key's delete while it
@@ -342,15 +353,8 @@ def failed_delete_refill(db, mc_pool, proxy, start_writer, start_reader, near_de
     a = start_writer(memcached=mc)
     b = start_reader(memcached=mc, postgresql={"invalidation_poll": "0"})
     harness.wait_until(lambda: b.stats()["near_serving"] == 1, timeout=15, what="serving")
-    gen = db.generation("Item")
-    with b.client() as c:
-        c.get_multi([f"Item:{i}" for i in ids])
-    b.wait_idle()
-    where = {i: [srv for srv, _, _ in oc_c.raw_items(mc_pool, oc_c.cache_key("Item", i, gen))]
-             for i in ids}
-    behind = [i for i in ids if where[i] == [mc_pool[1].address]]
-    front = [i for i in ids if where[i] == [mc_pool[0].address]]
-    assert len(behind) >= 4 and front, where
+    front, behind = by_server(b, mc_pool, db, ids)
+    assert len(behind) >= 4 and front
     k = behind[0]
     key = f"Item:{k}"
     old = row(db, "items", k)
@@ -411,6 +415,42 @@ def test_a_failed_delete_holds_freshness_back_and_its_retry_reaches_the_feed(
                              lambda **kw: start(fleet, mc_pool, db, **kw), NEAR_DEADLINE)
     finally:
         proxy.close()
+
+
+def test_a_server_down_with_failover_holds_nothing_back(fleet, mc_pool, db):
+    """With failover on, a memcached server marked down is emptied before it
+    serves again, so a delete that fails there cannot leave an old value to
+    refill from: it is requeued without holding the feed back, and the
+    near-cache keeps serving through the outage. The consumer retries at its
+    poll, not in a loop against PostgreSQL; once the server is back its keys
+    are applied and fresh."""
+    a = start(fleet, mc_pool, db, memcached={"failure_limit": "1", "retry_timeout": "500ms"})
+    harness.wait_until(lambda: a.stats()["near_serving"] == 1, timeout=10, what="serving")
+    kept, gone = by_server(a, mc_pool, db, range(100, 160))
+    assert gone and kept
+    flushes = a.stats()["near_flushes"]
+    mc_pool[1].kill()
+    try:
+        db.q("UPDATE items SET name = 'while its server is down' WHERE id = %s", (gone[0],))
+        harness.wait_until(lambda: a.stats()["inval_requeued"] >= 1, timeout=10,
+                           what="the failed delete requeued")
+        assert a.stats()[f"mc_server:{mc_pool[1].address}:state"] != "up"
+        r0 = a.stats()["inval_requeued"]
+        end = time.monotonic() + FEED_MAX_LAG + 2
+        while time.monotonic() < end:   # writes flow; the near-cache keeps serving
+            db.q("UPDATE items SET n = n + 1 WHERE id = %s", (kept[0],))
+            assert a.stats()["near_serving"] == 1, a.stats()
+            time.sleep(0.1)
+        assert a.stats()["near_flushes"] == flushes
+        assert db.one("SELECT count(*) FROM objcached.outbox WHERE requeued") >= 1
+        assert db.one("SELECT count(*) FROM objcached.outbox WHERE holds_back") == 0
+        # at the poll (200 ms) and after each write: tens, not thousands
+        assert a.stats()["inval_requeued"] - r0 < 100, a.stats()["inval_requeued"] - r0
+    finally:
+        mc_pool[1].start()
+    harness.wait_until(lambda: db.one("SELECT count(*) FROM objcached.outbox") == 0,
+                       timeout=15, what="the requeued deletes applied")
+    assert get(a, f"Item:{gone[0]}") == row(db, "items", gone[0])
 
 
 def test_a_fill_racing_an_invalidation_does_not_install_the_old_row(fleet, mc_pool, db, tmp_path):

@@ -12,6 +12,7 @@ gets a fresh database cloned from a template with the hook installed."""
 import datetime
 import os
 import random
+import re
 import select
 import subprocess
 import tempfile
@@ -347,7 +348,11 @@ def test_requeue_keeps_the_write_time(db):
     db.q("SELECT objcached.requeue('{User}', '{3}')")
     db.q("SELECT objcached.requeue('{User}', '{4}', NULL)")
     db.q("SELECT objcached.requeue('{User}', '{5}', now() + interval '1 hour')")
-    rows = db.q("SELECT model, keys, requeued, created_at FROM objcached.outbox ORDER BY id")
+    rows = db.q("SELECT model, keys, requeued, created_at, holds_back FROM objcached.outbox "
+                "ORDER BY id")
+    # with a since the rows hold the feed back; without one (a server emptied before it is
+    # read again) they do not
+    assert [r[4] for r in rows] == [True, True, False, False, True]
     old = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
     assert sorted(r[:3] + (r[3] == old,) for r in rows[:2]) == \
         [("Page", ["a"], True, True), ("User", ["1", "2"], True, True)]
@@ -364,6 +369,62 @@ def test_requeue_keeps_the_write_time(db):
     assert "invalid input syntax for type timestamp with time zone" in \
         err(db, "SELECT objcached.requeue('{User}', '{1}', 'yesterday-ish')")[0]
     assert db.one("SELECT count(*) FROM objcached.outbox") == n
+
+
+def c_string_macro(path, name):
+    """The string a C macro made of string literals and other such macros
+    expands to (the statements sidecar/oc_wal.c sends, read from its source,
+    so that a test of the SQL is a test of what the sidecar runs)."""
+    src = open(path).read().replace("\\\n", " ")
+    defs = dict(re.findall(r"^#define (\w+) +(.+)$", src, re.M))
+
+    def expand(body):
+        out = []
+        for lit, ident in re.findall(r'"((?:[^"\\]|\\.)*)"|(\w+)', body):
+            out.append(expand(defs[ident]) if ident else lit.replace("\\'", "'"))
+        return "".join(out)
+    return expand(defs[name])
+
+
+def test_wal_requeue_and_append_in_one_statement(db):
+    """The WAL holder's statement for a batch with failed deletes (read from
+    oc_wal.c): the requeue runs first, so the append's own caught_up_at (a
+    heartbeat in the batch) is held at the batch's first commit; with since
+    NULL (keys whose server is emptied before it is read again) nothing is
+    held back, and the older hook's two-argument form still works."""
+    users(db, via="wal")
+    src = os.path.join(os.path.dirname(__file__), "..", "..", "sidecar", "oc_wal.c")
+    sql = c_string_macro(src, "WAL_REQUEUE_THEN_APPEND")
+    assert "FROM objcached.requeue(" in sql and sql.startswith("SELECT objcached.feed_append(")
+    old_sql = c_string_macro(src, "WAL_REQUEUE_OLD_THEN_APPEND")
+    pg_epoch = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+    first = db.one("SELECT now() - interval '2 s'")
+    first_us = (first - pg_epoch) // datetime.timedelta(microseconds=1)
+    hb = db.one("SELECT clock_timestamp()")
+    c = db.connect()
+    with c.cursor() as cur:
+        cur.execute(f"PREPARE b(text[], text[], text[], float8, timestamptz, text, text[], "
+                    f"text[], bigint) AS {sql}")
+        cur.execute("EXECUTE b('{User}', '{1}', '{}', 1, %s, 'wal', '{User}', '{1}', %s)",
+                    (hb, first_us))
+        assert cur.fetchone()[0] >= 1
+    assert db.q("SELECT keys, requeued, holds_back, created_at FROM objcached.outbox") == \
+        [(["1"], True, True, first)]
+    assert head(db)[1] == first     # held at the batch's first commit, not the heartbeat's
+    db.clear()
+    with c.cursor() as cur:             # nothing to hold back: the heartbeat counts
+        cur.execute("EXECUTE b('{User}', '{2}', '{}', 1, %s, 'wal', '{User}', '{2}', NULL)",
+                    (hb,))
+    assert db.q("SELECT keys, requeued, holds_back FROM objcached.outbox") == \
+        [(["2"], True, False)]
+    assert head(db)[1] == hb
+    db.clear()
+    with c.cursor() as cur:
+        cur.execute(f"PREPARE o(text[], text[], text[], float8, timestamptz, text, text[], "
+                    f"text[]) AS {old_sql}")
+        cur.execute("EXECUTE o('{User}', '{3}', '{}', 1, NULL, 'wal', '{User}', '{3}')")
+    assert db.q("SELECT keys, requeued, holds_back FROM objcached.outbox") == \
+        [(["3"], True, False)]
 
 
 # ------------------------------------------------------------------ heartbeats
@@ -420,6 +481,11 @@ def test_heartbeat_if_drained(db):
     c.commit()
     assert db.one("SELECT objcached.feed_heartbeat_if_drained('c2')") is True
     assert head(db)[1] > cu
+    # a requeued row that holds nothing back (its server is emptied before it is read
+    # again): drained
+    db.q("SELECT objcached.requeue('{User}', '{1}')")
+    assert db.one("SELECT objcached.feed_heartbeat_if_drained('c2')") is True
+    db.clear()
     # a model read from the WAL: the outbox does not cover it, so never drained here, and
     # nothing moves, drained or not
     users(db, name="orders", model="Order", via="wal")

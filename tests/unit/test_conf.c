@@ -826,6 +826,10 @@ static void test_memcached_postgresql_keys(void **state)
     need_conf(c, err);
     assert_int_equal(c->wal_batch_interval_ms, 0);
     oc_conf_free(c);
+    /* the WAL holder retries failed deletes through the outbox consumer */
+    expect_error(MC "[postgresql]\nconninfo = x\nwal = on\ninvalidation_poll = 0\n" MODEL,
+                 "<string>:3: wal = on needs invalidation_poll above 0: the WAL holder "
+                 "retries the memcached deletes that failed through the outbox");
     expect_error(MC "[postgresql]\nconninfo = x\nwal_batch_interval = 2s\n" MODEL,
                  "<string>:5: wal_batch_interval: '2s' is out of range (0..1s)");
     expect_error(MC "[postgresql]\nconninfo = x\nwal_batch_interval = -5ms\n" MODEL,
