@@ -304,6 +304,22 @@ def test_a_failed_delete_holds_freshness_back_and_its_retry_reaches_the_feed(
         proxy.close()
 
 
+def test_a_server_down_with_failover_holds_nothing_back(fleet, mc_pool, db):
+    """test_near's server-down case with the WAL reader: its batch's failed
+    deletes are requeued without a since (the server is flushed before it
+    serves again), so the near-cache keeps serving through the outage. (The
+    outbox consumer polls every 10 s here, so that the batch's own requeue,
+    not the consumer's retry of it, decides.)"""
+    from test_near import server_down_holds_nothing
+
+    def writer(**kw):
+        kw["postgresql"] = {"invalidation_poll": "10s"}
+        a = start(fleet, mc_pool, db, **kw)
+        holder([a])
+        return a
+    server_down_holds_nothing(db, mc_pool, writer, feed_max_lag=2.0)
+
+
 def test_feed_listen_off_polls_at_its_own_pace(fleet, mc_pool, db):
     """feed_listen = off: the follower is not woken by each append's NOTIFY
     (here the holder's heartbeats, every 100 ms), it polls every feed_poll,
