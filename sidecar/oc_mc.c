@@ -1374,7 +1374,8 @@ static mc_server_t *primary_of(oc_mc_t *mc, const char *key, size_t klen, uint64
 int oc_mc_emptied_before_read(oc_mc_t *mc, const char *key, size_t klen)
 {
     size_t idx;
-    const mc_server_t *p = mc->failover_on ? primary_of(mc, key, klen, 0, &idx) : NULL;
+    const mc_server_t *p =
+        mc != NULL && mc->failover_on ? primary_of(mc, key, klen, 0, &idx) : NULL;
     return p != NULL && !oc_tko_in_service(&p->tko);
 }
 
