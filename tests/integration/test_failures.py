@@ -183,14 +183,19 @@ def test_memcached_server_down(objcached_factory, mc_pool, ref, how):
             assert s1[f"mc_server:{victim.address}:state"] in ("down", "probing")
             assert moved(s0, s1, "mc_failover_reads")["mc_failover_reads"] > 0
             assert moved(s0, s1, "pg_queries")["pg_queries"] >= 1   # its keys were reloaded
-            # ... once, not per get. One more get may still load a key whose
+            # ... once, not per get. A get may still load a key whose
             # write-back timed out (io_timeout is 300 ms here, tight under
-            # valgrind); the one after it must not.
-            assert c.get_multi(keys) == (want, b"END")
-            oc.wait_idle()
-            q1 = c.stats()["pg_queries"]
-            assert c.get_multi(keys) == (want, b"END")
-            assert c.stats()["pg_queries"] == q1
+            # valgrind, where one such write-back was seen to time out twice
+            # in a row), so: within a few gets, one that loads nothing. Were
+            # its keys loaded on every get, none would.
+            for _ in range(4):
+                q1 = c.stats()["pg_queries"]
+                assert c.get_multi(keys) == (want, b"END")
+                oc.wait_idle()
+                if c.stats()["pg_queries"] == q1:
+                    break
+            else:
+                pytest.fail("every get loaded from PostgreSQL: the failover does not cache")
             assert moved(s0, s1, "server_errors", "client_errors") == \
                 {"server_errors": 0, "client_errors": 0}
         finally:
