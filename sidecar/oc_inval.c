@@ -545,8 +545,9 @@ static void claim(oc_inval_t *iv)
      * that does not serve a model still cleans it for the ones that do.
      * One row per key; a TRUNCATE's NULL keys give one row with key NULL;
      * the fourth column is the age of the oldest row claimed (lag). */
-    /* With the feed (schema version 2): whether the row was requeued (its
-     * keys are in the feed already), the newest row's time, for the
+    /* With the feed (schema version 2): whether the row was requeued (in
+     * the feed already: appended again once its retry works), the newest
+     * row's time, for the
      * feed's commit-to-applied latency, and the row's created_at
      * (microseconds since the epoch), which a failed delete's requeue
      * keeps. */
