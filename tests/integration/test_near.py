@@ -301,6 +301,40 @@ def test_a_poll_statement_gone_stale_is_prepared_again(fleet, mc_pool, db):
     assert a.stats()["feed_errors"] == errors
 
 
+def test_statements_dropped_under_the_session_are_prepared_again(fleet, mc_pool, db):
+    """A session's prepared statements can vanish under objcached (DEALLOCATE
+    ALL, or DISCARD ALL by a pooler; here the claim function runs DEALLOCATE
+    ALL on every claim, in the consumer's own session): the append that finds
+    its statement gone (SQLSTATE 26000) fails its cycle, which rolls back,
+    and every statement is prepared again; each write still reaches the
+    feed (so every sidecar's near-cache), memcached and the consumer's own
+    near-cache."""
+    db.q("ALTER FUNCTION objcached.claim(integer, integer) RENAME TO claim_v0")
+    db.q("""CREATE FUNCTION objcached.claim(max_rows integer, max_keys integer DEFAULT 100000)
+            RETURNS TABLE (id bigint, model text, keys text[], created_at timestamptz,
+                           requeued boolean)
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                EXECUTE 'DEALLOCATE ALL';
+                RETURN QUERY SELECT * FROM objcached.claim_v0(max_rows, max_keys);
+            END $$""")
+    a = start(fleet, mc_pool, db)
+    harness.wait_until(lambda: a.stats()["near_serving"] == 1, timeout=10, what="serving")
+    warm(a, ["Item:41"])
+    errors = a.stats()["inval_errors"]
+
+    def in_feed():
+        return db.one("SELECT count(*) FROM objcached.feed WHERE keys @> '{41}'")
+    for n in range(3):
+        appended = in_feed()
+        db.q("UPDATE items SET name = %s WHERE id = 41", (f"discarded {n}",))
+        fresh_within_deadline((a,), "Item:41", row(db, "items", 41), time.monotonic())
+        harness.wait_until(lambda: in_feed() > appended, timeout=10,
+                           what="the write appended to the feed")
+    assert a.stats()["inval_errors"] > errors, "no statement was found gone"
+    assert "prepared statement" in a.log()
+
+
 def test_an_outbox_row_that_does_not_move_holds_freshness_back(fleet, mc_pool, db):
     """With the trigger hook, each consumer batch proves the feed complete up
     to the first outbox row still waiting. A row that does not move (locked
