@@ -1173,7 +1173,7 @@ $$;
 -- transaction: they are gone at COMMIT, and back for the next consumer if it rolls back or dies.
 -- The columns keep version 1's positions; requeued (version 2) comes last: a consumer that appends
 -- to the feed appends a requeued row's keys only once their retried delete succeeded (a failed one
--- is requeued again with the same created_at).
+-- is requeued again, keeping its created_at while its server may still serve the old value).
 CREATE OR REPLACE FUNCTION objcached.claim(max_rows integer, max_keys integer DEFAULT 100000)
 RETURNS TABLE (id bigint, model text, keys text[], created_at timestamptz, requeued boolean)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
