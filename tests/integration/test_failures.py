@@ -195,7 +195,10 @@ def test_memcached_server_down(objcached_factory, mc_pool, ref, how):
                 if c.stats()["pg_queries"] == q1:
                     break
             else:
-                pytest.fail("every get loaded from PostgreSQL: the failover does not cache")
+                s = c.stats()
+                pytest.fail("every get loaded from PostgreSQL: the failover does not cache: " +
+                            str({k: v for k, v in s.items() if k.startswith(
+                                ("mc_", "pg_queries", "fills", "lease"))}))
             assert moved(s0, s1, "server_errors", "client_errors") == \
                 {"server_errors": 0, "client_errors": 0}
         finally:
