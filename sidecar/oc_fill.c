@@ -383,6 +383,40 @@ static void batch_job_done(oc_batch_t *b)
     fills_retire(fs);
 }
 
+static void batch_released(oc_mc_job_t *job, void *arg);
+
+/* A write-back the server refused (SERVER_ERROR: a row larger than its
+ * item size, out of memory) leaves our lease: it is deleted, like a failed
+ * load's (batch_fail_release), so readers load at once instead of waiting
+ * lease_wait for it until its TTL. Not after a timeout or a lost
+ * connection: the delete would meet the same fate, and the server's
+ * failover or return deals with its keys. The items' keys are the fills'
+ * (alive until the batch retires). */
+static void batch_release_refused(oc_batch_t *b, const oc_mc_job_t *job)
+{
+    oc_ctx_t *ctx = b->fs->ctx;
+    size_t n = 0;
+    for (size_t i = 0; i < job->n; i++)
+        n += job->items[i].refused;
+    oc_mc_job_t *rel =
+        n && ctx->mc ? oc_mc_job_new_items(OC_MC_CAS_DELETE, n, batch_released, b) : NULL;
+    if (rel == NULL)
+        return; /* nothing refused, or no memory: the leases expire */
+    size_t r = 0;
+    for (size_t i = 0; i < job->n; i++) {
+        const oc_mc_item_t *it = &job->items[i];
+        if (!it->refused)
+            continue;
+        rel->items[r].key = it->key;
+        rel->items[r].klen = it->klen;
+        rel->items[r].cas = it->cas;
+        rel->items[r].place = it->place;
+        r++;
+    }
+    b->jobs_left++;
+    oc_mc_submit(ctx->mc, rel);
+}
+
 static void batch_stored(oc_mc_job_t *job, void *arg)
 {
     oc_batch_t *b = arg;
@@ -393,6 +427,7 @@ static void batch_stored(oc_mc_job_t *job, void *arg)
         if (job->items[i].result == OC_MC_R_EXISTS ||
             job->items[i].result == OC_MC_R_NOT_FOUND)
             fs->ctx->stats->fills_dropped++; /* the lease was replaced or deleted */
+    batch_release_refused(b, job);
     oc_mc_job_free(job);
     batch_job_done(b);
 }
@@ -406,6 +441,57 @@ static void batch_released(oc_mc_job_t *job, void *arg)
         b->fs->ctx->stats->leases_released += job->items[i].result == OC_MC_R_OK;
     oc_mc_job_free(job);
     batch_job_done(b);
+}
+
+/* The leases of a failed load deleted: its fills go now. */
+static void batch_fail_released(oc_mc_job_t *job, void *arg)
+{
+    oc_batch_t *b = arg;
+    if (job->errors)
+        b->fs->ctx->stats->mc_errors++;
+    for (size_t i = 0; i < job->n; i++)
+        b->fs->ctx->stats->leases_released += job->items[i].result == OC_MC_R_OK;
+    oc_mc_job_free(job);
+    for (size_t i = 0; i < b->n; i++)
+        fill_free(b->fs, b->fills[i]);
+    batch_free(b);
+}
+
+/* The load of b failed: every waiter gets SERVER_ERROR, and the leases it
+ * took are deleted (by cas, only if still its own). Left there until their
+ * TTL (load_timeout + 1 s), each would make every reader of its key, this
+ * sidecar's included, wait lease_wait and load without writing back: after
+ * a load that timed out or lost its connection, seconds of slow gets and
+ * of loads that cache nothing. The fills leave the map at once, so a get
+ * that comes meanwhile starts its own (it reads after the delete: the
+ * same connection, in order). Without a pool or memory: batch_fail. */
+static void batch_fail_release(oc_batch_t *b, const char *err)
+{
+    oc_ctx_t *ctx = b->fs->ctx;
+    size_t nrel = 0;
+    for (size_t i = 0; i < b->n; i++)
+        nrel += (b->fills[i]->leased && !b->fills[i]->refresh);
+    oc_mc_job_t *rel = nrel && ctx->mc ? oc_mc_job_new_items(OC_MC_CAS_DELETE, nrel,
+                                                             batch_fail_released, b)
+                                       : NULL;
+    if (rel == NULL) {
+        batch_fail(b, err);
+        return;
+    }
+    size_t r = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        oc_fill_t *f = b->fills[i];
+        fill_unmap(b->fs, f);
+        fill_wake(f, OC_GET_ERROR, err);
+        if (f->leased && !f->refresh) {
+            oc_mc_item_t *it = &rel->items[r++];
+            it->key = f->ckey;
+            it->klen = f->ckey_len;
+            it->cas = f->lease_cas;
+            it->place = f->place;
+        }
+    }
+    oc_mc_submit(ctx->mc, rel);
 }
 
 static void batch_store(oc_batch_t *b);
@@ -540,10 +626,10 @@ static void batch_loaded(const oc_pg_row_t *rows, size_t n, oc_status_t st,
         oc_log_warn("event=load_failed model=%s keys=%zu reason=\"%s\"",
                     ctx->conf->models[b->model_idx].name, b->n,
                     oc_log_clean(q, sizeof(q), err));
-        /* Our leases stay until they expire (lease_ttl): other sidecars
-         * wait lease_wait for them, then load by themselves. Nothing is
-         * cached: a key that could not be loaded is not called absent. */
-        batch_fail(b, err);
+        /* Nothing is cached: a key that could not be loaded is not
+         * called absent. Our leases are deleted, so the next reader loads
+         * at once. */
+        batch_fail_release(b, err);
         return;
     }
     for (size_t i = 0; i < b->n; i++) {

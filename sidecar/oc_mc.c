@@ -493,6 +493,7 @@ static void on_item_reply(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l)
     else if (r == OC_MC_R_ERROR)
         job_error(job, l->text ? l->text : "unexpected reply",
                   l->text ? l->text_len : strlen("unexpected reply"));
+    it->refused = (r == OC_MC_R_ERROR && l->type == OC_MCP_ERROR);
     item_result(mc, ref, r);
 }
 

@@ -159,6 +159,9 @@ typedef struct oc_mc_item {
     void *decide_arg;       /* PUSH: the caller's, for decide */
     oc_mc_result_t result;  /* out */
     int unordered;          /* out, PUSH: written on OC_MC_WRITE_UNORDERED */
+    int refused;            /* out: OC_MC_R_ERROR the server answered itself
+                               (SERVER_ERROR, CLIENT_ERROR, ERROR) on a sound
+                               connection, not a timeout or a lost server */
     uint64_t place;         /* 0, or a GET hit's place for this key: its server
                                without hashing the key again (ignored if the
                                pool changed since: oc_mc places it anew) */
