@@ -385,27 +385,44 @@ static void batch_job_done(oc_batch_t *b)
 
 static void batch_released(oc_mc_job_t *job, void *arg);
 
+/* Whether store item `it` of b's write-back must be released: the server
+ * refused it, and it was written over a lease. An early refresh's "lease"
+ * is the live object's cas: deleting by it would drop the object the
+ * refresh was to keep warm. Store items point at their fills' keys, in
+ * the fills' order (batch_store): *f walks the fills to the item's by that
+ * pointer, not by which fills are invalidated (an invalidation may land
+ * while the write-back is under way). */
+static int refused_lease(const oc_batch_t *b, size_t *f, const oc_mc_item_t *it)
+{
+    while (*f < b->n && b->fills[*f]->ckey != it->key)
+        (*f)++;
+    const oc_fill_t *fill = *f < b->n ? b->fills[(*f)++] : NULL;
+    return it->refused && fill != NULL && !fill->refresh;
+}
+
 /* A write-back the server refused (SERVER_ERROR: a row larger than its
  * item size, out of memory) leaves our lease: it is deleted, like a failed
  * load's (batch_fail_release), so readers load at once instead of waiting
  * lease_wait for it until its TTL. Not after a timeout or a lost
  * connection: the delete would meet the same fate, and the server's
- * failover or return deals with its keys. The items' keys are the fills'
- * (alive until the batch retires). */
+ * failover or return deals with its keys. Not an early refresh's (see
+ * refused_lease). The items' keys are the fills' (alive until the batch
+ * retires). */
 static void batch_release_refused(oc_batch_t *b, const oc_mc_job_t *job)
 {
     oc_ctx_t *ctx = b->fs->ctx;
-    size_t n = 0;
+    size_t n = 0, f = 0;
     for (size_t i = 0; i < job->n; i++)
-        n += job->items[i].refused;
+        n += refused_lease(b, &f, &job->items[i]);
     oc_mc_job_t *rel =
         n && ctx->mc ? oc_mc_job_new_items(OC_MC_CAS_DELETE, n, batch_released, b) : NULL;
     if (rel == NULL)
         return; /* nothing refused, or no memory: the leases expire */
     size_t r = 0;
+    f = 0;
     for (size_t i = 0; i < job->n; i++) {
         const oc_mc_item_t *it = &job->items[i];
-        if (!it->refused)
+        if (!refused_lease(b, &f, it))
             continue;
         rel->items[r].key = it->key;
         rel->items[r].klen = it->klen;

@@ -26,7 +26,8 @@
  *      |                  |--read: W (the holder's lease went)--> LOADING
  *      |                  \--lease_wait over--> LOADING (no lease)     |
  *   a get whose read found W or Z starts in LOADING or WAITING.        |
- *   a failed load fails every waiter and removes the fill at once.     v
+ *   a failed load fails every waiter, leaves the map at once, and is    |
+ *   removed once its lease is deleted (md by cas).                     v
  *                                                                 removed
  * RETIRING: the answer is known and written; the fill keeps answering
  * until every memcached read begun before then (oc_fill_read_begin) has

@@ -1540,6 +1540,7 @@ void oc_mc_submit(oc_mc_t *mc, oc_mc_job_t *job)
     job->parts_left = job->n + 1;
     for (size_t i = 0; i < job->n; i++) {
         if (job->op != OC_MC_GET) {
+            job->items[i].refused = 0; /* a job submitted again starts clean */
             submit_item(mc, job, i);
             continue;
         }

@@ -53,7 +53,8 @@ struct evbuffer;
     X(lease_timeouts, COUNTER, "keys loaded without a lease after lease_wait")           \
     X(fills_dropped, COUNTER, "fills refused because a write replaced the lease")        \
     X(leases_released, COUNTER,                                                          \
-      "leases a refused fill deleted, so that readers need not wait for them")           \
+      "leases no fill will replace, deleted (a fill refused after an invalidation, a "   \
+      "failed load, a refused write-back), so that readers need not wait for them")      \
     X(cmd_push, COUNTER, "set commands (pushes)")                                        \
     X(cmd_tombstone, COUNTER, "delete commands (tombstones)")                            \
     X(pushes_stale, COUNTER, "pushes refused as older than the cached object")           \

@@ -194,6 +194,49 @@ def test_refused_write_back_releases_its_lease(objcached_factory, pg, mc_pool):
         pg.execute("DELETE FROM users WHERE id = 990001")
 
 
+def test_refused_early_refresh_keeps_the_live_object(objcached_factory, pg, mc_pool):
+    """An early refresh writes over the live object's cas, not over a
+    lease: when memcached refuses it (the row grew past -I), nothing is
+    deleted, and the object it was to refresh stays until its TTL."""
+    pg.execute("INSERT INTO users (id, name, email, created_at, score) "
+               "VALUES (990002, 'small', 'small@example.com', now(), 1)")
+    try:
+        oc = objcached_factory({"objcached": {"ttl_jitter_pct": "0"},
+                                "model User": {"ttl": "6s", "refresh_ahead": "4s"}})
+        with oc.client() as c:
+            values, terminal = c.get_multi(["User:990002"])
+            assert terminal == b"END" and len(values) == 1
+            oc.wait_idle()
+            # the row grows past -I; no hook here, so nothing invalidates it
+            pg.execute("UPDATE users SET name = %s WHERE id = 990002", ("x" * (1100 * 1024),))
+            # into the refresh window: under 4 s of its 6 s left (memcached
+            # counts whole seconds, so well under)
+            time.sleep(3.5)
+            s0 = c.stats()
+            values, terminal = c.get_multi(["User:990002"])
+            assert terminal == b"END" and len(values) == 1
+            harness.wait_until(lambda: c.stats()["mc_errors"] > s0["mc_errors"], timeout=5,
+                               what="the refresh's write-back, refused")
+            oc.wait_idle()
+            s1 = c.stats()
+            assert moved(s0, s1, "early_refreshes", "leases_released") == \
+                {"early_refreshes": 1, "leases_released": 0}
+            # still the object (raw_items would call it a lease: after the
+            # refresh's W, memcached flags the item Z for the window's
+            # other readers), read with a plain get
+            held = []
+            for m in mc_pool:
+                with m.client(timeout=5) as mc:
+                    mc.sendline(b"get oc:User:990002")
+                    head = mc.readline().split()
+                    if head[0] == b"VALUE":
+                        held.append(mc.read_exact(int(head[3]) + 2)[:-2])
+                        assert mc.readline() == b"END"
+            assert len(held) == 1 and b"small" in held[0], held
+    finally:
+        pg.execute("DELETE FROM users WHERE id = 990002")
+
+
 def test_out_of_memory_while_matching_rows_caches_nothing(objcached_factory, mc_pool, ref):
     """An allocation that fails while a load's rows are matched to its ids
     (the OBJCACHED_FAULT_OOM fault point) fails the keys with SERVER_ERROR
