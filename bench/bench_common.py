@@ -78,6 +78,24 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def context_switches(pid):
+    """Context switches of every thread of pid so far (voluntary: it slept,
+    waiting for input; involuntary: preempted). On a virtual machine each
+    costs far more than on bare metal (waking a halted virtual CPU exits to
+    the hypervisor), so the count per request says what a hop costs there."""
+    n = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:",
+                                        "nonvoluntary_ctxt_switches:")):
+                        n += int(line.split()[1])
+        except OSError:
+            continue    # the thread exited meanwhile
+    return n
+
+
 def cluster_cpu_seconds(datadir):
     """CPU of a PostgreSQL cluster so far: the postmaster, its live children
     (backends, WAL senders, background workers) and, through the

@@ -42,6 +42,8 @@
 
 typedef struct totals {
     uint64_t batches, keys, hits, misses, absent, errors, bad_values, pg_queries;
+    uint64_t all_batches; /* the warm-up's too: per-get costs read off the
+                             processes (CPU, context switches) cover both */
 } totals_t;
 
 /* The start line: workers arrive, the main thread fixes the measured window
@@ -250,6 +252,7 @@ static void worker_loop(worker_t *w)
         uint64_t t0 = lg_now_ns();
         run_batch(w);
         uint64_t t1 = lg_now_ns();
+        w->totals.all_batches++;
         if (w->tally.error)
             log_error(w, w->tally.why);
         if (measured)
@@ -388,6 +391,7 @@ static void print_result(run_t *r, const totals_t *t, double seconds,
             ",\"p999_us\":%.1f,\"max_us\":%.1f,\"mean_us\":%.1f,\"pg_queries\":%" PRIu64,
             (double)t->keys * per_s, (double)t->batches * per_s, lat->p50_us, lat->p99_us,
             lat->p999_us, lat->max_us, lat->mean_us, t->pg_queries);
+    fprintf(f, ",\"all_batches\":%" PRIu64, t->all_batches);
     uint64_t next;
     if (lg_picker_cursor(&r->picker, &next))
         fprintf(f, ",\"cold_next\":%" PRIu64 "}\n", next);
@@ -406,6 +410,7 @@ static void add_totals(totals_t *sum, const totals_t *t)
     sum->errors += t->errors;
     sum->bad_values += t->bad_values;
     sum->pg_queries += t->pg_queries;
+    sum->all_batches += t->all_batches;
 }
 
 /* Sums the workers, prints the line; returns the exit status. */

@@ -69,8 +69,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 import harness  # noqa: E402
 
-from bench_common import (BenchError, cluster_cpu_seconds, cpu_seconds, items_sql,  # noqa: E402
-                          med, pct, rss_kib, say, spread, step)
+from bench_common import (BenchError, cluster_cpu_seconds, context_switches,  # noqa: E402
+                          cpu_seconds, items_sql, med, pct, rss_kib, say, spread, step)
 import bench_near  # noqa: E402
 import bench_writes  # noqa: E402
 
@@ -356,10 +356,12 @@ class Runner:
         oc_cpu0 = cpu_seconds(oc.pid)
         mc_cpu0, tw_cpu0 = self.pool_cpu(), cpu_seconds(self.w.tw.pid)
         pg_cpu0 = cluster_cpu_seconds(self.w.pg.datadir)
+        oc_cs0, mc_cs0 = context_switches(oc.pid), self.pool_cs()
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run(argv, capture_output=True, text=True,
                               timeout=(seconds or 60) + 120)
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        oc_cs, mc_cs = context_switches(oc.pid) - oc_cs0, self.pool_cs() - mc_cs0
         oc_cpu = cpu_seconds(oc.pid) - oc_cpu0
         mc_cpu, tw_cpu = self.pool_cpu() - mc_cpu0, cpu_seconds(self.w.tw.pid) - tw_cpu0
         pg_cpu = cluster_cpu_seconds(self.w.pg.datadir) - pg_cpu0
@@ -376,7 +378,9 @@ class Runner:
                  trial=trial, mc_cpu_s=round(mc_cpu, 4), tw_cpu_s=round(tw_cpu, 4),
                  pg_cpu_s=round(pg_cpu, 4),
                  client_cpu_s=round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime,
-                                    4))
+                                    4),
+                 oc_cs=oc_cs, mc_cs=mc_cs,
+                 client_cs=(ru1.ru_nvcsw + ru1.ru_nivcsw - ru0.ru_nvcsw - ru0.ru_nivcsw))
         if near:
             st1 = oc.stats()
             for name in self.NEAR_STATS:    # the whole run, its warmup included
@@ -392,6 +396,9 @@ class Runner:
 
     def pool_cpu(self):
         return sum(cpu_seconds(m.proc.pid) for m in self.w.mcs)
+
+    def pool_cs(self):
+        return sum(context_switches(m.proc.pid) for m in self.w.mcs)
 
     def delete(self, prefix, lo, hi):
         """Delete prefix+id for ids [lo, hi) from the pool (not timed)."""
@@ -907,6 +914,15 @@ def cpu_per_key(target, rows, keys):
            "cpu_pg_us": us("pg_cpu_s")}
     out["cpu_total_us"] = (sum(out.values())
                            if all(v is not None for v in out.values()) else None)
+    # context switches per get of K keys (batch): the client, the objcached
+    # serving it (0 for the paths without one), the 3 memcached; over every
+    # get of the runs, their warm-ups' too, as the counts are
+    batches = sum(x.get("all_batches") or x.get("batches") or 0 for x in rows)
+    for who, field in (("client", "client_cs"), ("oc", "oc_cs"), ("mc", "mc_cs")):
+        v = sum(x.get(field) or 0 for x in rows)
+        out[f"cs_{who}_per_get"] = (v / batches if batches and (who != "oc" or
+                                                                 target.startswith("oc"))
+                                    else (0.0 if batches else None))
     return out
 
 
@@ -1096,6 +1112,19 @@ def cpu_table(add, ss):
         add(f"| {s['K']} | {s['C']} | {s['target']} | {s['cpu_client_us']:.2f} | "
             f"{s['cpu_oc_us']:.2f} | {s['cpu_mc_us']:.2f} | {s['cpu_tw_us']:.2f} | "
             f"{s['cpu_pg_us']:.2f} | {s['cpu_total_us']:.2f} |")
+    add("")
+    add("Context switches per get of K keys (over the same runs, their warm-ups' gets counted "
+        "too; twemproxy's and PostgreSQL's not counted): each is a sleep and a wake-up, which "
+        "on a virtual machine costs far more than on bare metal")
+    add("")
+    add("| K | C | target | client | objcached | memcached | total |")
+    add("|---:|---:|---|---:|---:|---:|---:|")
+    for s in sorted(ss, key=lambda s: (s["K"], s["C"], s["target"] != "direct", s["target"])):
+        cs = [s.get(f"cs_{w}_per_get") for w in ("client", "oc", "mc")]
+        if any(v is None for v in cs):
+            continue
+        add(f"| {s['K']} | {s['C']} | {s['target']} | {cs[0]:.2f} | {cs[1]:.2f} | "
+            f"{cs[2]:.2f} | {sum(cs):.2f} |")
     add("")
 
 
