@@ -1223,6 +1223,21 @@ def writes_tables(add, extra, cfg):
     add("")
 
 
+def wakeup_round_trip(loadgen):
+    """objcached-wakeup (built beside the load generator): a 1-byte
+    ping-pong between two processes, p50 us; None if it is not built."""
+    exe = os.path.join(os.path.dirname(os.path.abspath(loadgen)), "objcached-wakeup")
+    if not os.access(exe, os.X_OK):
+        return None
+    p = subprocess.run([exe], capture_output=True, text=True, timeout=120)
+    if p.returncode != 0:
+        raise BenchError(f"{exe} failed: {p.stderr[-2000:]}")
+    return json.loads(p.stdout)["p50_us"]
+
+
+WAKEUP = {}   # the wake-up round trip, measured before any server starts
+
+
 def machine():
     try:
         with open("/proc/cpuinfo") as f:
@@ -1230,7 +1245,10 @@ def machine():
                           if ln.startswith("model name")), "?")
     except OSError:
         model = "?"
-    return (f"{os.cpu_count()} CPU ({model}), {platform.system()} {platform.release()}")
+    rt = WAKEUP.get("p50_us")
+    return (f"{os.cpu_count()} CPU ({model}), {platform.system()} {platform.release()}, "
+            + (f"a wake-up round trip between two processes {rt:.1f} us (objcached-wakeup, p50)"
+               if rt is not None else "objcached-wakeup not built"))
 
 
 GNUPLOT = """
@@ -1499,6 +1517,7 @@ def main():
         if not os.access(b, os.X_OK):
             ap.error(f"{b} is not built (bash scripts/build.sh)")
     cfg = dict(QUICK if args.quick else FULL, quick=args.quick)
+    WAKEUP["p50_us"] = wakeup_round_trip(args.loadgen)
     try:
         if args.hit_k:
             cfg["hit_k"] = [int(x) for x in args.hit_k.split(",")]
