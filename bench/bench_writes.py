@@ -38,8 +38,8 @@ import time
 import harness
 
 import bench_near
-from bench_common import (BenchError, McText, cpu_seconds, pct, say, spread, step,
-                          wait_for)
+from bench_common import (BenchError, McText, context_switches, cpu_seconds, pct, say,
+                          spread, step, wait_for)
 
 VARIANTS = ["plain", "trig", "wal"]  # the databases; a run's "wal@5ms" is "wal" at that interval
 MODEL = {"trig": "Wt", "wal": "Ww"}
@@ -160,7 +160,9 @@ class WriteWorld:
                 "cpu_backends": backends,
                 "cpu_walsender": sum(cpu_seconds(pid) for pid in row[3]),
                 "cpu_trig": cpu_seconds(self.ocs["trig"].pid),
-                "cpu_wal": cpu_seconds(self.ocs["wal"].pid)}
+                "cpu_wal": cpu_seconds(self.ocs["wal"].pid),
+                "cs_walsender": sum(context_switches(pid) for pid in row[3]),
+                "cs_sidecars": sum(context_switches(oc.pid) for oc in self.ocs.values())}
 
     # -- between runs
 
@@ -247,7 +249,9 @@ def per_tx(m0, m1, n):
             "wal_bytes_per_tx": d["wal_bytes"] / n, "commits_per_tx": d["commits"] / n,
             "sidecar_cpu_us_per_tx": (d["cpu_trig"] + d["cpu_wal"]) / n * 1e6,
             "walsender_cpu_us_per_tx": d["cpu_walsender"] / n * 1e6,
-            "backend_cpu_us_per_tx": d["cpu_backends"] / n * 1e6}
+            "backend_cpu_us_per_tx": d["cpu_backends"] / n * 1e6,
+            "sidecar_cs_per_tx": d["cs_sidecars"] / n,
+            "walsender_cs_per_tx": d["cs_walsender"] / n}
 
 
 def perf_record(cfg, name, secs):
@@ -406,7 +410,8 @@ def summarize_writes(runs, cfg):
 
 
 PER_TX = ("wal_syncs_per_tx", "wal_bytes_per_tx", "commits_per_tx", "sidecar_cpu_us_per_tx",
-          "walsender_cpu_us_per_tx", "backend_cpu_us_per_tx")
+          "walsender_cpu_us_per_tx", "backend_cpu_us_per_tx", "sidecar_cs_per_tx",
+          "walsender_cs_per_tx")
 
 
 def phase_nearapply_wal(runner, world, cfg):

@@ -1197,11 +1197,13 @@ def writes_tables(add, extra, cfg):
     if all("wal_syncs_per_tx" in c for c in w["cells"]):
         add("Per writer transaction (medians over the rounds): WAL flushes and bytes of the "
             "cluster, commits of every session (writers, feed appends, heartbeats), CPU of the "
-            "sidecars, of the WAL sender, and of the backends that run the sidecars' SQL")
+            "sidecars, of the WAL sender, and of the backends that run the sidecars' SQL; "
+            "context switches of the sidecars and of the WAL sender (each a sleep and a wake-up)")
         add("")
         add("| statements per tx | writers | source | WAL flushes | WAL bytes | commits "
-            "| sidecar CPU us | WAL sender CPU us | sidecars' backends CPU us |")
-        add("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+            "| sidecar CPU us | WAL sender CPU us | sidecars' backends CPU us "
+            "| sidecar switches | WAL sender switches |")
+        add("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for shape in cfg["writes_shapes"]:
             for n in cfg["writes_c"]:
                 for v in ["plain", "trig"] + wals:
@@ -1210,7 +1212,9 @@ def writes_tables(add, extra, cfg):
                         f"{c['wal_bytes_per_tx']:,.0f} | {c['commits_per_tx']:.2f} | "
                         f"{c['sidecar_cpu_us_per_tx']:.1f} | "
                         f"{c['walsender_cpu_us_per_tx']:.1f} | "
-                        f"{c.get('backend_cpu_us_per_tx', float('nan')):.1f} |")
+                        f"{c.get('backend_cpu_us_per_tx', float('nan')):.1f} | "
+                        f"{c.get('sidecar_cs_per_tx', float('nan')):.2f} | "
+                        f"{c.get('walsender_cs_per_tx', float('nan')):.2f} |")
         add("")
     add("Commit to memcached delete while the writers ran (a probe every 50 ms):")
     add("")
