@@ -449,14 +449,20 @@ static void batch_stored(oc_mc_job_t *job, void *arg)
     batch_job_done(b);
 }
 
+/* A lease-deleting job answered: counted, and freed. */
+static void release_done(oc_fills_t *fs, oc_mc_job_t *job)
+{
+    if (job->errors)
+        fs->ctx->stats->mc_errors++;
+    for (size_t i = 0; i < job->n; i++)
+        fs->ctx->stats->leases_released += job->items[i].result == OC_MC_R_OK;
+    oc_mc_job_free(job);
+}
+
 static void batch_released(oc_mc_job_t *job, void *arg)
 {
     oc_batch_t *b = arg;
-    if (job->errors)
-        b->fs->ctx->stats->mc_errors++;
-    for (size_t i = 0; i < job->n; i++)
-        b->fs->ctx->stats->leases_released += job->items[i].result == OC_MC_R_OK;
-    oc_mc_job_free(job);
+    release_done(b->fs, job);
     batch_job_done(b);
 }
 
@@ -464,11 +470,7 @@ static void batch_released(oc_mc_job_t *job, void *arg)
 static void batch_fail_released(oc_mc_job_t *job, void *arg)
 {
     oc_batch_t *b = arg;
-    if (job->errors)
-        b->fs->ctx->stats->mc_errors++;
-    for (size_t i = 0; i < job->n; i++)
-        b->fs->ctx->stats->leases_released += job->items[i].result == OC_MC_R_OK;
-    oc_mc_job_free(job);
+    release_done(b->fs, job);
     for (size_t i = 0; i < b->n; i++)
         fill_free(b->fs, b->fills[i]);
     batch_free(b);
