@@ -681,27 +681,35 @@ static int is_meta_reply(oc_mcp_reply_t t)
     return t == OC_MCP_HD || t == OC_MCP_NF || t == OC_MCP_EX;
 }
 
-/* A line that does not answer the one-line wop (store, delete, version)
- * it came for: each command has its own words, and any of them may be
- * answered ERROR, CLIENT_ERROR or SERVER_ERROR. Such a line means a reply
- * went missing (a server or a middlebox dropped a command): every reply
- * after it would answer the wrong command (a delete the server never saw
- * counted as done), so the connection is reset. The server's own probe and
- * flush are judged by on_probe_reply. */
-static int out_of_step(const mc_wop_t *w, oc_mcp_reply_t t)
+int oc_mc_out_of_step(oc_mc_line_cmd_t cmd, oc_mcp_reply_t t)
 {
     if (t == OC_MCP_ERROR)
         return 0;
-    switch (w->kind) {
-    case MC_WOP_DELETE:
-        if (wop_is_md(w)) /* an md older memcached answered OK: an error */
-            return !is_meta_reply(t) && t != OC_MCP_OK;
+    switch (cmd) {
+    case OC_MC_LINE_MD: /* an md older memcached answered OK: an error */
+        return !is_meta_reply(t) && t != OC_MCP_OK;
+    case OC_MC_LINE_DELETE:
         return t != OC_MCP_DELETED && t != OC_MCP_NOT_FOUND;
-    case MC_WOP_STORE:
+    case OC_MC_LINE_STORE:
         return t != OC_MCP_STORED && t != OC_MCP_NOT_STORED && t != OC_MCP_EXISTS &&
                t != OC_MCP_NOT_FOUND;
-    case MC_WOP_VERSION:
+    case OC_MC_LINE_VERSION:
         return t != OC_MCP_VERSION;
+    }
+    return 0;
+}
+
+/* oc_mc_out_of_step for the one-line wop w (store, delete, version); the
+ * server's own probe and flush are judged by on_probe_reply. */
+static int out_of_step(const mc_wop_t *w, oc_mcp_reply_t t)
+{
+    switch (w->kind) {
+    case MC_WOP_DELETE:
+        return oc_mc_out_of_step(wop_is_md(w) ? OC_MC_LINE_MD : OC_MC_LINE_DELETE, t);
+    case MC_WOP_STORE:
+        return oc_mc_out_of_step(OC_MC_LINE_STORE, t);
+    case MC_WOP_VERSION:
+        return oc_mc_out_of_step(OC_MC_LINE_VERSION, t);
     default:
         return 0;
     }

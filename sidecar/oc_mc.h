@@ -253,6 +253,20 @@ void oc_mc_job_free(oc_mc_job_t *job);
  * the rounds), up to OC_MC_PUSH_TRIES, then ERROR. */
 oc_mc_result_t oc_mc_item_reply(oc_mc_op_t op, oc_mcp_reply_t reply, int *tries,
                                 int *again);
+/* The one-line commands whose reply words oc_mc_out_of_step knows. */
+typedef enum oc_mc_line_cmd {
+    OC_MC_LINE_STORE,   /* set, add, cas: STORED, NOT_STORED, EXISTS, NOT_FOUND */
+    OC_MC_LINE_DELETE,  /* delete: DELETED, NOT_FOUND */
+    OC_MC_LINE_MD,      /* md: HD, NF, EX (an older memcached's OK: an error) */
+    OC_MC_LINE_VERSION, /* version: VERSION */
+} oc_mc_line_cmd_t;
+/* 1 if reply t does not answer cmd: each command has its own words, and any
+ * of them may be answered ERROR, CLIENT_ERROR or SERVER_ERROR (never out of
+ * step). Such a line means a reply went missing (a server or a middlebox
+ * dropped a command): every reply after it would answer the wrong command
+ * (a delete the server never saw counted as done), so oc_mc resets the
+ * connection. */
+int oc_mc_out_of_step(oc_mc_line_cmd_t cmd, oc_mcp_reply_t t);
 /* SWAP: does the key still hold exactly what the item expects (its value
  * and flags)? The read found flags and data[0..len). */
 int oc_mc_swap_holds(const oc_mc_item_t *it, uint32_t flags, const char *data,

@@ -68,6 +68,44 @@ static void test_item_reply(void **state)
     assert_int_equal(reply(OC_MC_PUSH, OC_MCP_ERROR), OC_MC_R_ERROR);
 }
 
+/* Each one-line command is answered in its own words, or an error line;
+ * a line of any other command's words means a reply went missing. The
+ * table lists, per command, every reply that answers it. */
+static void test_out_of_step(void **state)
+{
+    (void)state;
+    static const struct {
+        oc_mc_line_cmd_t cmd;
+        oc_mcp_reply_t fits[5];
+        size_t n;
+    } cases[] = {
+        {OC_MC_LINE_STORE,
+         {OC_MCP_STORED, OC_MCP_NOT_STORED, OC_MCP_EXISTS, OC_MCP_NOT_FOUND,
+          OC_MCP_ERROR},
+         5},
+        {OC_MC_LINE_DELETE, {OC_MCP_DELETED, OC_MCP_NOT_FOUND, OC_MCP_ERROR}, 3},
+        /* OK: an older memcached's answer to md, an error but in step */
+        {OC_MC_LINE_MD, {OC_MCP_HD, OC_MCP_NF, OC_MCP_EX, OC_MCP_OK, OC_MCP_ERROR}, 5},
+        {OC_MC_LINE_VERSION, {OC_MCP_VERSION, OC_MCP_ERROR}, 2},
+    };
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        for (int t = OC_MCP_NEED_MORE; t <= OC_MCP_BAD; t++) {
+            int fits = 0;
+            for (size_t i = 0; i < cases[c].n; i++)
+                fits |= cases[c].fits[i] == (oc_mcp_reply_t)t;
+            if (oc_mc_out_of_step(cases[c].cmd, (oc_mcp_reply_t)t) != !fits)
+                fail_msg("command %d, reply %d: out of step %d, expected %d",
+                         (int)cases[c].cmd, t,
+                         oc_mc_out_of_step(cases[c].cmd, (oc_mcp_reply_t)t), !fits);
+        }
+    }
+    /* the cases the drop-deletes tests met: a probe's VERSION behind a
+     * dropped delete or md, and a delete's reply behind a dropped store */
+    assert_true(oc_mc_out_of_step(OC_MC_LINE_DELETE, OC_MCP_VERSION));
+    assert_true(oc_mc_out_of_step(OC_MC_LINE_MD, OC_MCP_VERSION));
+    assert_true(oc_mc_out_of_step(OC_MC_LINE_STORE, OC_MCP_DELETED));
+}
+
 static void test_push_reads_again_then_gives_up(void **state)
 {
     (void)state;
@@ -281,6 +319,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_item_reply),
+        cmocka_unit_test(test_out_of_step),
         cmocka_unit_test(test_push_reads_again_then_gives_up),
         cmocka_unit_test(test_swap_holds),
         cmocka_unit_test(test_meta_lease),
