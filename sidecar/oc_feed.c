@@ -321,6 +321,15 @@ static void resynced(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char 
     }
     f->cursor = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
     ctx->stats->feed_cursor = f->cursor;
+    /* The cursor jumped past rows this sidecar never applied: a read under
+     * way (begun before the resync was sent, or while the feed was down and
+     * the near-cache not serving) may hold a row one of them changed.
+     * Emptying the near-cache moves its epoch, whatever its state, so such
+     * reads do not store what they got; and no later read joins a fill that
+     * loaded before the jump. */
+    if (ctx->near)
+        oc_near_clear(ctx->near);
+    oc_fill_forget_all(ctx->fills);
     int standby = PQgetvalue(res, 0, 1)[0] == 't';
     if (!PQgetisnull(res, 0, 2) && !PQgetisnull(res, 0, 3))
         resync_generations(f, PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));

@@ -48,6 +48,7 @@ struct oc_fill {
     uint64_t lease_cas;  /* leased: the cas of the lease item */
     uint64_t place;      /* the read's place memo of the key (oc_mc): the
                             fill's cas goes there without hashing it again */
+    uint64_t era;        /* oc_fills.era when it began */
     oc_fill_t *retire_next;
 };
 
@@ -72,6 +73,7 @@ struct oc_fills {
     oc_batch_t **pending; /* per model: fills started this turn, not yet sent */
     size_t npending;
     struct event *start_ev; /* sends the pending batches */
+    uint64_t era;           /* moved by oc_fill_forget_all: older fills take no joiners */
 };
 
 static void batch_load(oc_batch_t *b);
@@ -249,6 +251,13 @@ void oc_fill_invalidate(oc_fills_t *fs, const char *ckey, size_t len)
         return;
     f->invalidated = 1;
     fill_unmap(fs, f);
+}
+
+void oc_fill_forget_all(oc_fills_t *fs)
+{
+    /* Lazily: the map has no walk, and a resync is rare. fill_one treats a
+     * fill of an older era as invalidated when a miss would join it. */
+    fs->era++;
 }
 
 /* ---- batches --------------------------------------------------------------- */
@@ -794,6 +803,7 @@ static oc_fill_t *fill_new(oc_fills_t *fs, const oc_fill_waiter_t *w)
     f->canon_off = w->canon_off;
     f->model_idx = w->model_idx;
     f->in_map = 1;
+    f->era = fs->era;
     /* Where the get's own read left the key decides the first step. */
     if (w->read == OC_EC_LEASE_WON)
         fill_take_lease(fs, f, w->lease_cas, w->lease_place);
@@ -823,8 +833,9 @@ static oc_batch_t *pending_batch(oc_fills_t *fs, size_t m)
 static int fill_one(oc_fills_t *fs, oc_fill_waiter_t *w)
 {
     oc_fill_t *f = oc_map_get(fs->map, w->ckey, w->ckey_len);
-    if (f && !oc_fill_may_answer(f->lease_seq, f->lease_cas, w->read, w->lease_cas,
-                                 w->read_seq)) {
+    if (f &&
+        (f->era != fs->era || !oc_fill_may_answer(f->lease_seq, f->lease_cas, w->read,
+                                                  w->lease_cas, w->read_seq))) {
         oc_fill_invalidate(fs, w->ckey, w->ckey_len);
         f = NULL;
     }

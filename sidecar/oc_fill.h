@@ -98,6 +98,13 @@ void oc_fill_misses(oc_fills_t *fs, oc_fill_waiter_t **w, size_t n);
  * its (possibly older) answer back, and later misses must not join it. */
 void oc_fill_invalidate(oc_fills_t *fs, const char *ckey, size_t len);
 
+/* Writes may have landed that nobody will name (the feed skipped rows: a
+ * resync): every fill under way is treated as invalidated when a later miss
+ * would join it, so no read that starts from now on is answered with a row
+ * loaded before. Their own waiters are answered as before (their reads
+ * began before, and the near-cache's epoch refuses to keep what they got). */
+void oc_fill_forget_all(oc_fills_t *fs);
+
 /* Early refresh (a model's refresh_ahead): a read found w's key holding an
  * object about to expire, and memcached chose this reader, of all readers
  * in the fleet, to reload it (oc_mc_hit_t.refresh). The reader has its

@@ -604,3 +604,62 @@ def test_binary_gets_are_served_from_the_near_cache(fleet, mc_pool, db):
     s1 = a.stats()
     assert s1["near_hits"] - s0["near_hits"] == 6
     assert s1["mc_gets"] == s0["mc_gets"]
+
+
+# ------------------------------------------------------------------ a resync skips rows
+
+def test_a_read_begun_while_the_feed_was_down_is_refused_after_the_resync(
+        fleet, mc_pool, db, pg):
+    """A's feed is down (its near-cache emptied, not serving). A get begins
+    then and reads the old row from memcached (a proxy holds its answer).
+    Meanwhile an UPDATE commits and b's consumer applies it (memcached delete,
+    feed row). A's feed comes back: the resync jumps the cursor to the head,
+    past that feed row, and proves A fresh again. A's get then finishes: the
+    old row, read before the invalidation, must not enter A's near-cache.
+    (Before the resync moved the near-cache's epoch, it did, and was served
+    until near_ttl.)"""
+    import faultproxy
+    mcp = faultproxy.FaultProxy(mc_pool[0].port, name="mc")
+    feedp = faultproxy.FaultProxy(pg.port, name="feed")
+    try:
+        b = start(fleet, mc_pool[:1], db)
+        a = start(fleet, mcp.address, db,
+                  memcached={"io_timeout": "30s"},
+                  postgresql={"invalidation_poll": "0",
+                              "feed_conninfo": f"host=127.0.0.1 port={feedp.port} "
+                                               f"dbname={db.name} user=postgres"})
+        for oc in (a, b):
+            harness.wait_until(lambda oc=oc: oc.stats()["near_serving"] == 1, timeout=10,
+                               what="serving")
+        key = "Item:51"
+        old = row(db, "items", 51)
+        warm(a, [key])                      # in memcached; A's doorkeeper knows it
+        feedp.set_mode("reset")             # A loses its feed: emptied, not serving
+        harness.wait_until(lambda: a.stats()["feed_connected"] == 0
+                           and a.stats()["near_serving"] == 0, timeout=10,
+                           what="A's feed down")
+        D = 5.0
+        mcp.set_mode("delay", delay=D)
+        res = {}
+        th = threading.Thread(target=lambda: res.update(v=get(a, key)))
+        t0 = time.monotonic()
+        th.start()
+        time.sleep(D + 0.5)                 # memcached answered the old row (held)
+        t_commit = time.monotonic()
+        db.q("UPDATE items SET name = 'after the resync' WHERE id = 51")
+        new = row(db, "items", 51)
+        harness.wait_until(lambda: db.one("SELECT count(*) FROM objcached.feed WHERE "
+                                          "model = 'Item' AND keys @> ARRAY['51']") == 1,
+                           timeout=2, what="b applied the update")
+        feedp.set_mode("forward")
+        harness.wait_until(lambda: a.stats()["near_serving"] == 1, timeout=4,
+                           what="A's feed back")
+        assert time.monotonic() - t0 < 2 * D, "A resynced too late for this scenario"
+        th.join(30)
+        assert res["v"] == old              # the read began before the commit
+        mcp.set_mode("forward")
+        a.wait_idle()
+        fresh_within_deadline((a,), key, new, t_commit)
+    finally:
+        mcp.close()
+        feedp.close()
