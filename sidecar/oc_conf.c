@@ -1475,6 +1475,13 @@ static oc_status_t oc_conf_finish(oc_conf_parser_t *p)
             p, p->sect_line[OC_SECT_POSTGRESQL],
             "wal = on needs invalidation_poll above 0: the WAL holder retries the "
             "memcached deletes that failed through the outbox");
+    if (c->near_cache_size > 0 && c->near_cache_size < OC_NEAR_MIN_SIZE)
+        return oc_conf_error(
+            p, oc_conf_seen_line(p, OC_SECT_OBJCACHED, "near_cache_size"),
+            "near_cache_size (%u bytes) is below 1m: the near-cache's own tables take "
+            "about 650k of it and would leave no room for objects; use 0 (off) or at "
+            "least 1m",
+            c->near_cache_size);
     if (c->nmodels == 0)
         return oc_conf_error(p, 0,
                              "no [model NAME] section; at least one model is "

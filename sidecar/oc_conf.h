@@ -26,6 +26,10 @@
 #ifndef OC_CONF_H
 #define OC_CONF_H
 
+/* The smallest near_cache_size but 0: its fixed tables (per-key epochs,
+ * doorkeeper, buckets) take about 650 KiB. */
+#define OC_NEAR_MIN_SIZE (1024u * 1024u)
+
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -107,7 +111,8 @@ typedef struct oc_conf {
     uint32_t lease_wait_ms;           /* wait for another sidecar's load, 250ms */
     uint32_t shutdown_timeout_ms;     /* SIGTERM: time to finish commands, 10s */
     uint32_t idle_timeout_ms;         /* close a client idle this long; 0 = never */
-    uint32_t near_cache_size;         /* bytes of the near-cache; 0 = off (default) */
+    uint32_t near_cache_size;         /* bytes of the near-cache; 0 = off (default),
+                                         else at least OC_NEAR_MIN_SIZE */
     uint32_t write_timeout_ms;        /* close a client that reads nothing of its
                                          pending replies this long; 30s, 0 = never */
     uint32_t sample_ppm;              /* sample_rate: the consistency sampler's share

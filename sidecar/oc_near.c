@@ -119,15 +119,13 @@ static void entry_remove(oc_near_t *n, near_entry_t *e)
     free(e);
 }
 
-/* Double the buckets when the chains get long (load factor 2). */
-static void maybe_grow(oc_near_t *n)
+/* Move every entry to a table of nb buckets (a power of 2). Out of memory:
+ * the old table stays (longer or emptier chains, still correct). */
+static void rehash(oc_near_t *n, size_t nb)
 {
-    if (n->nbuckets == 0 || n->nbuckets >= NEAR_MAX_BUCKETS || n->count < n->nbuckets * 2)
-        return;
-    size_t nb = n->nbuckets * 2;
-    near_entry_t **b = nb > n->nbuckets ? calloc(nb, sizeof(*b)) : NULL;
+    near_entry_t **b = calloc(nb, sizeof(*b));
     if (b == NULL)
-        return; /* longer chains, still correct */
+        return;
     for (size_t i = 0; i < n->nbuckets; i++)
         for (near_entry_t *e = n->buckets[i], *next; e; e = next) {
             next = e->hnext;
@@ -135,10 +133,28 @@ static void maybe_grow(oc_near_t *n)
             b[e->hash & (nb - 1)] = e;
         }
     free(n->buckets);
-    n->fixed += (nb - n->nbuckets) * sizeof(*b);
-    n->bytes += (nb - n->nbuckets) * sizeof(*b);
+    n->fixed = n->fixed - n->nbuckets * sizeof(*b) + nb * sizeof(*b);
+    n->bytes = n->bytes - n->nbuckets * sizeof(*b) + nb * sizeof(*b);
     n->buckets = b;
     n->nbuckets = nb;
+}
+
+/* Double the buckets when the chains get long (load factor 2). */
+static void maybe_grow(oc_near_t *n)
+{
+    if (n->nbuckets == 0 || n->nbuckets >= NEAR_MAX_BUCKETS || n->count < n->nbuckets * 2)
+        return;
+    rehash(n, n->nbuckets * 2);
+}
+
+size_t oc_near_buckets_for(size_t limit)
+{
+    /* at most 1/32 of the limit: room for limit / 128 entries at load
+     * factor 2, more than a full cache of the smallest entries holds */
+    size_t b = NEAR_MIN_BUCKETS;
+    while (b < NEAR_MAX_BUCKETS && b * 2 * sizeof(near_entry_t *) <= limit / 32)
+        b *= 2;
+    return b;
 }
 
 /* SIEVE: from the hand (or the tail), clear visited bits until an
@@ -285,6 +301,12 @@ void oc_near_set_limit(oc_near_t *n, size_t limit)
 {
     n->limit = limit;
     (void)door_size(n, limit); /* out of memory: the old window stays */
+    /* The buckets only grow with the entries; a table grown under a larger
+     * limit would keep its bytes over a smaller one even with no entry
+     * left (and every put would then evict everything). */
+    size_t nb = oc_near_buckets_for(limit);
+    if (n->nbuckets > nb)
+        rehash(n, nb);
     if (limit == 0)
         oc_near_clear(n);
     else

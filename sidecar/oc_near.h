@@ -70,8 +70,14 @@ void oc_near_free(oc_near_t *n);
  * 256 bytes (a power of 2, 32,768..4,194,304); 4 bytes each, counted in
  * near_bytes. */
 size_t oc_near_door_window(size_t limit);
+/* The most hash buckets a limit keeps after a reload lowers it: their
+ * bytes at most 1/32 of it (between 1,024 and 2^26). The table grows past
+ * that only when the entries need it. */
+size_t oc_near_buckets_for(size_t limit);
 /* A new limit (reload): evicts down to it at once; 0 clears and stops. A
- * limit with another doorkeeper window starts the doorkeeper empty. */
+ * lower limit shrinks the hash table to oc_near_buckets_for(limit) first,
+ * so the table's own bytes cannot keep the cache over it. A limit with
+ * another doorkeeper window starts the doorkeeper empty. */
 void oc_near_set_limit(oc_near_t *n, size_t limit);
 /* The owner proved freshness up to this instant (monotonic seconds): the
  * cache serves while now < until. Once a get or put finds that instant

@@ -903,6 +903,11 @@ static void test_failover_keys(void **state)
     expect_error(MC PG "[model User]\ntable = users\nrefresh_ahead = 1s\n",
                  "<string>:5: refresh_ahead (1s) would never refresh: memcached counts "
                  "whole seconds, so use 0 (off) or at least 2s in [model User]");
+    expect_error(
+        "[objcached]\nnear_cache_size = 1000k\n" MC PG MODEL,
+        "<string>:2: near_cache_size (1024000 bytes) is below 1m: the near-cache's "
+        "own tables take about 650k of it and would leave no room for objects; "
+        "use 0 (off) or at least 1m");
     expect_error(MC PG "[model User]\ntable = users\nrefresh_ahead = 2h\n",
                  "<string>:5: refresh_ahead (7200s) must be shorter than ttl (3600s) in "
                  "[model User]");

@@ -256,6 +256,10 @@ static void test_freshness_runs_out(void **state)
 static void test_door_window_follows_the_limit(void **state)
 {
     (void)state;
+    assert_int_equal(oc_near_buckets_for(0), 1024);                /* the table's floor */
+    assert_int_equal(oc_near_buckets_for((size_t)4 << 20), 16384); /* 128 KiB = 1/32 */
+    assert_int_equal(oc_near_buckets_for((size_t)128 << 20), 524288);
+    assert_int_equal(oc_near_buckets_for((size_t)3 << 30), (size_t)1 << 23);
     assert_int_equal(oc_near_door_window(0), 32768);
     assert_int_equal(oc_near_door_window(1 << 20), 32768);
     assert_int_equal(oc_near_door_window((size_t)64 << 20), 262144);
@@ -290,6 +294,33 @@ static void test_door_window_follows_the_limit(void **state)
     oc_blob_unref(v);
 }
 
+/* A reload that lowers the limit brings near_bytes under it. The bucket
+ * table grown for a large cache is counted in near_bytes: before it shrank
+ * with the limit, near_bytes stayed over the new limit with no entry left,
+ * and every later put evicted everything (the near-cache held nothing). */
+static void test_shrinking_the_limit_after_the_table_grew(void **state)
+{
+    (void)state;
+    oc_near_t *n = serving((size_t)128 << 20);
+    char key[32];
+    for (int i = 0; i < 600000; i++)
+        for (int twice = 0; twice < 2; twice++) { /* absences: ~100 bytes each */
+            int kl = snprintf(key, sizeof(key), "oc:User:%d", i);
+            nput(n, key, (size_t)kl, 0, NULL, 60, oc_near_epoch(n), 0);
+        }
+    assert_true(stats.near_entries >= 524288); /* the table grew to 512 Ki buckets */
+    size_t limit = (size_t)4 << 20;            /* a reload: near_cache_size = 4m */
+    oc_near_set_limit(n, limit);
+    assert_true(stats.near_bytes <= limit);
+    assert_true(stats.near_entries > 0); /* what fits stays */
+    oc_blob_t *v = oc_blob_new("x", 1), *got;
+    assert_int_equal(put2(n, "hot", 0, v, 60, 0), OC_NEAR_STORED);
+    assert_int_equal(get(n, "hot", 0, &got), OC_NEAR_OBJECT);
+    assert_true(stats.near_bytes <= limit);
+    oc_blob_unref(v);
+    oc_near_free(n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -301,6 +332,7 @@ int main(void)
         cmocka_unit_test(test_scan_of_distinct_keys_evicts_nothing),
         cmocka_unit_test(test_freshness_runs_out),
         cmocka_unit_test(test_door_window_follows_the_limit),
+        cmocka_unit_test(test_shrinking_the_limit_after_the_table_grew),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
