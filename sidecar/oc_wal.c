@@ -284,6 +284,8 @@ static void on_data(oc_pgconn_t *pc, const char *buf, size_t len, void *arg)
             send_status(w, 0);
         return;
     }
+    if (oc_walb_remap(w->acc))
+        return; /* read with the old map: sent again after the restart */
     oc_pgo_msg_t m;
     if (oc_pgo_decode(copy.data, copy.data_len, &m, err) != OC_OK) {
         w->ctx->stats->wal_errors++;
@@ -332,6 +334,13 @@ static void applied(oc_wal_t *w)
     }
     batch_clear(w);
     send_status(w, 0);
+    if (oc_walb_remap(w->acc) && !oc_walb_ready(w->acc)) {
+        /* The transaction that changed the models (or renamed a key
+         * column) is applied and confirmed: read the map and the
+         * generations again, and restart past it. */
+        reload_map(w, "the models changed (attach, detach) or a key column was renamed");
+        return;
+    }
     if (w->paused &&
         !oc_wal_over_limit(oc_walb_pending_keys(w->acc), ctx->conf->wal_max_txn_keys)) {
         w->paused = 0;

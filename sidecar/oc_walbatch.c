@@ -8,8 +8,16 @@ typedef struct walb_rel {
     uint32_t relid;
     const char *model; /* interned; NULL: published, no model's */
     char *key_column;
-    int key_idx; /* from the Relation message; -1 until one came */
+    int key_idx; /* from the Relation message; -1 until one came, KEY_LOST */
 } walb_rel_t;
+
+/* The last Relation message of a model's relation had no column of the
+ * map's name (renamed since the map was read, or before: the stream may
+ * describe the table as it was): its changes make the model whole until a
+ * Relation message names the column again, and the map is read again once
+ * the transaction is confirmed. Reloading at once would restart from the
+ * confirmed position, before the rename, and meet the same message again. */
+#define KEY_LOST (-2)
 
 struct oc_walb {
     size_t max_txn_keys;
@@ -38,6 +46,8 @@ struct oc_walb {
     size_t ntouched, touched_cap;
     unsigned char *touched_whole; /* [touched_cap]: this model goes whole */
     char txn_hb[OC_WALB_INSTANT_MAX];
+    int txn_remap; /* the open transaction says the map is out of date */
+    int remap;     /* ... and it committed: see oc_walb_remap */
 };
 
 /* ---- small vectors ------------------------------------------------------------ */
@@ -86,6 +96,7 @@ void oc_walb_map_clear(oc_walb_t *b)
     for (size_t i = 0; i < b->nrels; i++)
         free(b->rels[i].key_column);
     b->nrels = 0;
+    b->remap = b->txn_remap = 0;
 }
 
 oc_status_t oc_walb_map_add(oc_walb_t *b, uint32_t relid, const char *model,
@@ -206,6 +217,8 @@ static oc_walb_res_t txn_commit(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
         memcpy(b->caught_up_at, b->txn_hb, sizeof(b->caught_up_at));
     b->ntxn++;
     b->in_txn = 0;
+    b->remap |= b->txn_remap;
+    b->txn_remap = 0;
     return OC_WALB_OK;
 }
 
@@ -213,7 +226,7 @@ static oc_walb_res_t txn_commit(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
  */
 
 /* A Relation: where each of its models' key column is. */
-static oc_walb_res_t relation(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
+static oc_walb_res_t relation(oc_walb_t *b, const oc_pgo_msg_t *m)
 {
     int known = 0;
     for (size_t i = 0; i < b->nrels; i++) {
@@ -230,10 +243,8 @@ static oc_walb_res_t relation(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
             if (strcmp(col.name, r->key_column) == 0)
                 r->key_idx = idx;
         if (r->key_idx < 0) {
-            oc_fail(err, OC_EINVAL,
-                    "relation %s.%s has no column %s (model %s): renamed?",
-                    m->rel.nspname, m->rel.relname, r->key_column, r->model);
-            return OC_WALB_RELOAD;
+            r->key_idx = KEY_LOST;
+            b->txn_remap = 1;
         }
     }
     /* A relation not in the map is not a reason to reload by itself:
@@ -281,7 +292,7 @@ static oc_walb_res_t change(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
         known = 1;
         if (r->model == NULL)
             continue;
-        if (r->key_idx < 0) {
+        if (r->key_idx == -1) {
             oc_fail(err, OC_EINVAL, "a change of relation %u before its Relation message",
                     r->relid);
             return OC_WALB_RELOAD;
@@ -326,14 +337,25 @@ static oc_walb_res_t truncate(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
     return OC_WALB_OK;
 }
 
-/* Our own heartbeat: an instant as text, kept if it looks like one. */
-static void heartbeat(oc_walb_t *b, const oc_pgo_msg_t *m)
+static int is_prefix(const oc_pgo_msg_t *m, const char *prefix)
 {
-    size_t plen = strlen(OC_WALB_HEARTBEAT_PREFIX);
+    size_t plen = strlen(prefix);
+    return m->message.prefix_len == plen && memcmp(m->message.prefix, prefix, plen) == 0;
+}
+
+/* Our own heartbeat: an instant as text, kept if it looks like one. The
+ * hook's attach and detach say that the models changed: read the map
+ * again once this transaction is confirmed. */
+static void message(oc_walb_t *b, const oc_pgo_msg_t *m)
+{
+    if ((m->message.flags & OC_PGO_MSG_TRANSACTIONAL) && b->in_txn &&
+        is_prefix(m, OC_WALB_MAP_PREFIX)) {
+        b->txn_remap = 1;
+        return;
+    }
     if (!(m->message.flags & OC_PGO_MSG_TRANSACTIONAL) || !b->in_txn ||
-        m->message.prefix_len != plen ||
-        memcmp(m->message.prefix, OC_WALB_HEARTBEAT_PREFIX, plen) != 0 ||
-        m->message.content_len == 0 || m->message.content_len >= OC_WALB_INSTANT_MAX)
+        !is_prefix(m, OC_WALB_HEARTBEAT_PREFIX) || m->message.content_len == 0 ||
+        m->message.content_len >= OC_WALB_INSTANT_MAX)
         return;
     for (uint32_t i = 0; i < m->message.content_len; i++) {
         char c = m->message.content[i];
@@ -356,7 +378,7 @@ oc_walb_res_t oc_walb_feed(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
             return oc_fail(err, OC_EINVAL, "a commit outside a transaction"), OC_WALB_BAD;
         return txn_commit(b, m, err);
     case OC_PGO_RELATION:
-        return relation(b, m, err);
+        return relation(b, m);
     case OC_PGO_INSERT:
     case OC_PGO_UPDATE:
     case OC_PGO_DELETE:
@@ -364,7 +386,7 @@ oc_walb_res_t oc_walb_feed(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
     case OC_PGO_TRUNCATE:
         return truncate(b, m, err);
     case OC_PGO_MESSAGE:
-        heartbeat(b, m);
+        message(b, m);
         return OC_WALB_OK;
     case OC_PGO_ORIGIN:
     case OC_PGO_TYPE:
@@ -381,8 +403,14 @@ void oc_walb_restart(oc_walb_t *b)
     b->nkeys = b->ncommitted;
     b->alen = b->acommitted;
     b->in_txn = 0;
+    b->txn_remap = 0;
     for (size_t i = 0; i < b->nrels; i++)
         b->rels[i].key_idx = -1; /* Relation messages come again */
+}
+
+int oc_walb_remap(const oc_walb_t *b)
+{
+    return b->remap;
 }
 
 int oc_walb_ready(const oc_walb_t *b)

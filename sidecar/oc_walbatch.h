@@ -7,7 +7,10 @@
  *
  * Fed one decoded message at a time (oc_pgoutput), in stream order:
  *   Relation  records where the model's key column is in that relation
- *             (a relation sent again after ALTER TABLE replaces it)
+ *             (a relation sent again after ALTER TABLE replaces it); one
+ *             without a column of the map's name (renamed) makes the
+ *             relation's changes invalidate their models whole, and the
+ *             transaction asks for the map again (oc_walb_remap)
  *   Begin     opens a transaction
  *   Insert    the new row's key
  *   Update    the new row's key, and the old one when it was sent (the key
@@ -16,7 +19,10 @@
  *   Truncate  the whole model of every relation listed
  *   Message   prefix "objcached", transactional: the WAL reader's own
  *             heartbeat; its content (an instant, as text) is how fresh
- *             the batch proves the feed once this transaction commits
+ *             the batch proves the feed once this transaction commits;
+ *             prefix "objcached-map", transactional: the hook's attach or
+ *             detach changed the models: the transaction asks for the map
+ *             again (oc_walb_remap)
  *   Commit    the transaction's changes join the committed part
  * A transaction that touches more than max_txn_keys keys of a model
  * invalidates that model whole instead (a new generation): memory stays
@@ -25,9 +31,17 @@
  *
  * A change of a relation the map does not know (a Relation message alone
  * is not enough: PostgreSQL describes partitions whose changes come as
- * their root's) means the map is out of date (a table attached since it was read, a key
- * column renamed): OC_WALB_RELOAD, and the caller reads the map again and restarts the
+ * their root's) means the map is out of date (a table attached since it was
+ * read): OC_WALB_RELOAD, and the caller reads the map again and restarts the
  * stream from the last confirmed position, so nothing is skipped.
+ *
+ * A transaction that asks for the map again (a model attached, moved or
+ * detached; a key column renamed) is applied first with the map it was read
+ * with (a renamed key's changes whole): once it has committed,
+ * oc_walb_remap says 1, the committed part ends with it, and the caller must
+ * feed nothing more (what follows would be read with the old map: it comes
+ * again after the restart), apply the committed part, then read the map
+ * again and restart from the confirmed position, which is past it.
  *
  * Ownership: the accumulator owns its keys; oc_walb_take moves the
  * committed part into a batch the caller owns (oc_walb_batch_free). Model
@@ -44,6 +58,7 @@
 #include "oc_status.h"
 
 #define OC_WALB_HEARTBEAT_PREFIX "objcached"
+#define OC_WALB_MAP_PREFIX       "objcached-map"
 #define OC_WALB_INSTANT_MAX      64 /* a timestamptz as text */
 
 typedef struct oc_walb oc_walb_t;
@@ -79,7 +94,7 @@ void oc_walb_free(oc_walb_t *b);
  * lists it; a relation may carry several models. Relations of the
  * publication that are no model's are added with model NULL (their changes
  * are ignored, not "unknown"). map_clear forgets it (and the key columns
- * learned from Relation messages). */
+ * learned from Relation messages, and a pending oc_walb_remap). */
 oc_status_t oc_walb_map_add(oc_walb_t *b, uint32_t relid, const char *model,
                             const char *key_column);
 void oc_walb_map_clear(oc_walb_t *b);
@@ -90,6 +105,10 @@ oc_walb_res_t oc_walb_feed(oc_walb_t *b, const oc_pgo_msg_t *m, char *err);
 /* The stream restarts (a reconnection): an open transaction is dropped (it
  * will be sent again); the committed part stays. */
 void oc_walb_restart(oc_walb_t *b);
+
+/* A committed transaction asked for the map again (see above); until
+ * oc_walb_map_clear. */
+int oc_walb_remap(const oc_walb_t *b);
 
 /* Is there a committed part, and how many keys does it hold? */
 int oc_walb_ready(const oc_walb_t *b);

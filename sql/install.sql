@@ -533,6 +533,40 @@ LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
                     WHERE p.oid = fn AND p.pronamespace = 'objcached'::regnamespace)
 $$;
 
+-- WAL models: PostgreSQL sends a partition's changes as its root's (publish_via_partition_root),
+-- but leaves a partition out of a TRUNCATE published that way (pgoutput_truncate), so a TRUNCATE of
+-- one partition alone never reaches the WAL reader. Every partition of a WAL model's table carries
+-- this one trigger, objcached_wal_truncate: the WAL models of its ancestors are invalidated whole
+-- through the outbox, which the WAL reader drains. Nothing else of the write path is hooked.
+CREATE OR REPLACE FUNCTION objcached.wal_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_model text;
+BEGIN
+    FOR v_model IN
+        SELECT o.model FROM objcached.models o
+         WHERE o.via = 'wal'
+           AND o.tbl::oid IN (SELECT a.relid FROM pg_catalog.pg_partition_ancestors(TG_RELID) a
+                               WHERE a.relid <> TG_RELID)
+         ORDER BY 1
+    LOOP
+        PERFORM objcached._invalidate_model(v_model);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION objcached.wal_truncate() FROM PUBLIC;
+
+-- Does relation p_rel need objcached_wal_truncate (a partition under a WAL model's table)?
+CREATE OR REPLACE FUNCTION objcached._wal_truncate_wanted(p_rel oid) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = p_rel AND c.relispartition)
+       AND EXISTS (SELECT 1 FROM objcached.models o
+                    WHERE o.via = 'wal'
+                      AND o.tbl::oid IN (SELECT a.relid FROM pg_catalog.pg_partition_ancestors(p_rel) a
+                                          WHERE a.relid <> p_rel))
+$$;
+
 -- Makes the triggers of every relation in the trees of p_tables (whole trees, from their topmost
 -- ancestors) what the models say: the four triggers, enabled ALWAYS, calling the right generated
 -- function, or none; writes the generated functions again where their source changed, and drops
@@ -549,6 +583,7 @@ DECLARE
     v_spec    record;
     v_trg     record;
     v_name    text;
+    v_wal_trg oid;
 BEGIN
     FOR v_rel, v_anchor IN
         SELECT t.rel, objcached._hook_anchor(t.rel)
@@ -558,6 +593,24 @@ BEGIN
          ORDER BY 1
     LOOP
         v_name := objcached._qualified(v_rel);
+        SELECT t.tgfoid INTO v_wal_trg FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid = v_rel AND t.tgname = 'objcached_wal_truncate';
+        IF objcached._wal_truncate_wanted(v_rel) THEN
+            IF v_wal_trg IS NULL THEN
+                EXECUTE pg_catalog.format('CREATE TRIGGER objcached_wal_truncate AFTER TRUNCATE ON %s'
+                                          ' FOR EACH STATEMENT EXECUTE FUNCTION objcached.wal_truncate()',
+                                          v_name);
+            ELSIF NOT objcached._ours(v_wal_trg) THEN
+                RAISE EXCEPTION 'objcached.attach: table % already has a trigger named % that objcached did not create',
+                    v_name, 'objcached_wal_truncate' USING ERRCODE = 'duplicate_object';
+            END IF;
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                            WHERE t.tgrelid = v_rel AND t.tgname = 'objcached_wal_truncate' AND t.tgenabled = 'A') THEN
+                EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER objcached_wal_truncate', v_name);
+            END IF;
+        ELSIF v_wal_trg IS NOT NULL AND objcached._ours(v_wal_trg) THEN
+            EXECUTE pg_catalog.format('DROP TRIGGER objcached_wal_truncate ON %s', v_name);
+        END IF;
         IF v_anchor IS NULL THEN
             FOR v_trg IN
                 SELECT t.tgname FROM pg_catalog.pg_trigger t JOIN objcached._hook_triggers() s USING (tgname)
@@ -623,16 +676,18 @@ BEGIN
 END
 $$;
 
--- Every table whose triggers objcached manages: those of trigger-mode models, and any relation that
--- carries a trigger calling one of objcached's functions.
+-- Every table whose triggers objcached manages: those of every model (a WAL model's partitions
+-- carry objcached_wal_truncate), and any relation that carries a trigger calling one of
+-- objcached's functions.
 CREATE OR REPLACE FUNCTION objcached._sync_all_hooks() RETURNS void
 LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT objcached._sync_hooks(ARRAY(
-        SELECT o.tbl::oid FROM objcached.models o WHERE o.via = 'triggers'
+        SELECT o.tbl::oid FROM objcached.models o
         UNION
         SELECT t.tgrelid FROM pg_catalog.pg_trigger t
-          JOIN objcached._hook_triggers() s USING (tgname)
-         WHERE objcached._ours(t.tgfoid)))
+         WHERE (t.tgname IN (SELECT s.tgname FROM objcached._hook_triggers() s)
+                OR t.tgname = 'objcached_wal_truncate')
+           AND objcached._ours(t.tgfoid)))
 $$;
 
 -- 'notify' in objcached.meta changed: it is baked into the generated functions, so write them again.
@@ -822,6 +877,16 @@ BEGIN
                                          p_model, v_rel.name);
             RETURN NEXT;
         END IF;
+        IF objcached._wal_truncate_wanted(v_rel.rel)
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                            WHERE t.tgrelid = v_rel.rel AND t.tgname = 'objcached_wal_truncate'
+                              AND t.tgenabled = 'A' AND objcached._ours(t.tgfoid)) THEN
+            kind := 'trigger';
+            problem := pg_catalog.format('model %s: partition %s has no trigger objcached_wal_truncate, enabled always: '
+                                         'a TRUNCATE of it alone would not be seen (the WAL does not carry it; '
+                                         'attach the model again to add it)', p_model, v_rel.name);
+            RETURN NEXT;
+        END IF;
         IF v_rel.relkind = 'r' THEN
             v_p := objcached._replica_identity_problem(v_rel.rel, v_col);
             IF v_p IS NOT NULL THEN
@@ -879,6 +944,21 @@ BEGIN
                   HINT = 'objcached needs publish = ''insert, update, delete, truncate'', publish_via_partition_root = true, '
                          'and a table list of its own: ALTER PUBLICATION objcached SET (publish = ''insert, update, delete, truncate'', '
                          'publish_via_partition_root = true), or drop it and attach again.';
+    END IF;
+END
+$$;
+
+-- Tells the WAL reader, in the WAL and in this transaction, that the models changed (attach,
+-- detach): once it has applied this transaction it reads its relation map and the generations
+-- again and restarts past it. Without it, a second model put on a table the reader already
+-- watches for another model would never be invalidated (no change of an unknown relation would
+-- ever make the reader look), nor would a generation attach bumped. Nothing without wal_level =
+-- logical: there is no reader then.
+CREATE OR REPLACE FUNCTION objcached._map_changed() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF pg_catalog.current_setting('wal_level') = 'logical' THEN
+        PERFORM pg_catalog.pg_logical_emit_message(true, 'objcached-map', '');
     END IF;
 END
 $$;
@@ -1133,6 +1213,9 @@ BEGIN
     -- attach: each needs its own triggers because a direct write to a partition fires only those.
     -- Also drops the triggers of a table whose last trigger-mode model moved away.
     PERFORM objcached._sync_hooks(ARRAY[tbl::oid, COALESCE(v_old.tbl::oid, tbl::oid)]);
+    IF via = 'wal' OR v_old.via IS NOT DISTINCT FROM 'wal' THEN
+        PERFORM objcached._map_changed();
+    END IF;
 END
 $$;
 
@@ -1158,6 +1241,9 @@ BEGIN
     DELETE FROM objcached.models o WHERE o.model = detach.model;
     PERFORM objcached._unpublish_if_unused(tbl);
     PERFORM objcached._sync_hooks(ARRAY[tbl::oid]);
+    IF v_old.via = 'wal' THEN
+        PERFORM objcached._map_changed();
+    END IF;
 END
 $$;
 

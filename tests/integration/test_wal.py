@@ -487,3 +487,83 @@ def test_replica_identity_without_the_key_is_refused(pg, db):
     with pytest.raises(Exception) as e:
         db.q("SELECT objcached.attach('noid', 'NoId', 'id', 'wal')")
     assert "REPLICA IDENTITY" in str(e.value)
+
+
+# ---- found by a review (2026-12-05): each failed on 116ebc7 ----
+
+def test_truncate_of_one_partition_invalidates_the_model(fleet, mc_pool, db):
+    """TRUNCATE of one partition of a watched partitioned table. pgoutput
+    leaves a partition out of a Truncate published via its root, so the WAL
+    carries nothing: each partition of a WAL model's table has a TRUNCATE
+    trigger (objcached_wal_truncate) that invalidates the model through the
+    outbox. A partition made after the attach lacks it until the model is
+    attached again, and wal_check says so."""
+    a = start(fleet, mc_pool, db)
+    holder([a])
+    cached(a, ["Ev:1"])
+    assert get(a, "Ev:1") == row(db, "Ev", 1)
+    db.q("TRUNCATE ev_2024")
+    assert row(db, "Ev", 1) is None
+    wait_value(a, "Ev:1", None, timeout=8)
+    # a partition made since the attach
+    db.q("CREATE TABLE ev_2026 PARTITION OF ev FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')")
+    problems = [r[0] for r in db.q("SELECT problem FROM objcached.wal_check(%s)", (db.name,))]
+    assert any("ev_2026" in p and "objcached_wal_truncate" in p for p in problems), problems
+    db.q("SELECT objcached.attach('ev', 'Ev', 'id', 'wal')")
+    assert db.q("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'ev_2026'::regclass "
+                "AND tgname = 'objcached_wal_truncate' AND tgenabled = 'A'")[0][0] == 1
+    assert not [r[0] for r in db.q("SELECT problem FROM objcached.wal_check(%s)", (db.name,))]
+    # the root's own TRUNCATE, and a detach drops the partitions' triggers
+    db.q("SELECT objcached.detach('ev', 'Ev')")
+    assert db.q("SELECT count(*) FROM pg_trigger WHERE tgname = 'objcached_wal_truncate'")[0][0] == 0
+
+
+def test_a_second_model_moved_to_the_wal_on_a_watched_table(fleet, mc_pool, db):
+    """Model ItemB on table items, which the holder already reads from the
+    WAL for Item, moves from triggers to the WAL while the holder streams.
+    No change is of an unknown relation, so before, the holder never read
+    its map again and ItemB's keys were never deleted: attach now writes a
+    logical message ('objcached-map') that makes the holder read its map and
+    generations again once the attach's transaction is applied."""
+    db.q("SELECT objcached.attach('items', 'ItemB', 'id', 'triggers')")
+    config = wal_config(mc_pool, db, db.name)
+    config["model ItemB"] = {"table": "items"}
+    a = fleet.start(config)
+    holder([a])
+    reloads = a.stats()["wal_map_reloads"]
+    db.q("SELECT objcached.attach('items', 'ItemB', 'id', 'wal')")
+    assert db.q("SELECT via FROM objcached.models WHERE model = 'ItemB'")[0][0] == 'wal'
+    harness.wait_until(lambda: a.stats()["wal_map_reloads"] > reloads, timeout=10,
+                       what="the holder reading its map again")
+    holder([a])
+    cached(a, ["ItemB:5", "Item:5"])
+    assert get(a, "ItemB:5") == row(db, "Item", 5)
+    db.q("UPDATE items SET name = 'after the move' WHERE id = 5")
+    wait_value(a, "Item:5", row(db, "Item", 5))
+    wait_value(a, "ItemB:5", row(db, "Item", 5), timeout=8)
+
+
+def test_key_column_renamed_with_a_change_before_it(fleet, mc_pool, db):
+    """The key column renamed in a transaction that changed the table before
+    the rename. Before, the Relation message after the rename made the
+    holder read its map again and restart from its confirmed position, where
+    the change before the rename came first with a Relation message naming
+    the old column: it restarted again, for ever, and nothing was applied for
+    any model. Now the relation's changes go whole (a new generation) and the
+    map is read again once the transaction is applied."""
+    a = start(fleet, mc_pool, db)
+    holder([a])
+    cached(a, ["Slug:about", "Item:1"])
+    db.q("BEGIN; UPDATE items SET name = 'x' WHERE id = 1; "
+         "ALTER TABLE items RENAME COLUMN id TO ident; "
+         "UPDATE items SET name = 'y' WHERE ident = 2; COMMIT")
+    db.q("UPDATE slugs SET title = 'After the rename' WHERE slug = 'about'")
+    wait_value(a, "Slug:about", row(db, "Slug", "about"), timeout=8)
+    st = a.stats()
+    assert st["wal_map_reloads"] <= 3, st["wal_map_reloads"]
+    # the renamed table's changes are read with the new name again
+    gen = db.q("SELECT generation FROM objcached.models WHERE model = 'Item'")[0][0]
+    db.q("UPDATE items SET name = 'z' WHERE ident = 3")
+    db.q("UPDATE slugs SET title = 'Later' WHERE slug = 'about'")
+    wait_value(a, "Slug:about", row(db, "Slug", "about"), timeout=8)
+    assert db.q("SELECT generation FROM objcached.models WHERE model = 'Item'")[0][0] == gen
