@@ -95,7 +95,8 @@ FULL = dict(rows=1_000_000, hot=200_000, trials=3, seconds=2.0,
             inval_updates=300, inval_min_seconds=10, trig_single=2000, trig_bulk=100_000,
             trig_trials=3,
             conns=10_000, soak_seconds=60,
-            outage_seconds=30, failure_ids=10_000, expiry_seconds=16,
+            outage_seconds=30, failure_before_seconds=3, failure_ids=10_000,
+            expiry_seconds=16,
             near_size="128m",
             zipf_s=0.99, zipf_c=[4, 16], zipf_trials=5, zipf_prewarm=30_000,
             nearapply_samples=300, nearapply_probe_ids=2_000, nearapply_write_rate=1000,
@@ -111,7 +112,8 @@ QUICK = dict(rows=100_000, hot=20_000, trials=1, seconds=0.5,
              inval_updates=40, inval_min_seconds=4, trig_single=200, trig_bulk=20_000,
              trig_trials=1,
              conns=2_000, soak_seconds=5,
-             outage_seconds=6, failure_ids=5_000, expiry_seconds=8,
+             outage_seconds=4, failure_before_seconds=1, failure_ids=5_000,
+             expiry_seconds=6,
              near_size="32m",
              zipf_s=0.99, zipf_c=[4], zipf_trials=1, zipf_prewarm=1_000,
              nearapply_samples=20, nearapply_probe_ids=200, nearapply_write_rate=200,
@@ -815,8 +817,8 @@ def phase_failure(runner, world, cfg):
                          batches=n // 100)
                 for oc in ocs:
                     oc.wait_idle(timeout=60)
-                before = loadgens(runner, ocs, "Item:", 100, 4, f"uniform:1:{n}", 3,
-                                  f"failure/{name}/before")
+                before = loadgens(runner, ocs, "Item:", 100, 4, f"uniform:1:{n}",
+                                  cfg["failure_before_seconds"], f"failure/{name}/before")
                 world.pg.execute("SELECT pg_stat_statements_reset()")
                 victim.kill(signal.SIGKILL)
                 during = loadgens(runner, ocs, "Item:", 100, 4, f"uniform:1:{n}", secs,
