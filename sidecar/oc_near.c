@@ -307,10 +307,17 @@ void oc_near_set_limit(oc_near_t *n, size_t limit)
     size_t nb = oc_near_buckets_for(limit);
     if (n->nbuckets > nb)
         rehash(n, nb);
-    if (limit == 0)
+    if (limit == 0) {
         oc_near_clear(n);
-    else
+    } else {
+        /* what oc_near_put would refuse now (over 1/64 of the limit) goes */
+        for (near_entry_t *e = n->head, *next; e; e = next) {
+            next = e->next;
+            if (e->charge > limit / 64)
+                entry_remove(n, e);
+        }
         evict_to(n, limit);
+    }
     gauges(n);
 }
 

@@ -321,6 +321,25 @@ static void test_shrinking_the_limit_after_the_table_grew(void **state)
     oc_near_free(n);
 }
 
+/* A lower limit also drops the entries a put would now refuse (over 1/64
+ * of it), not only what does not fit. */
+static void test_shrinking_the_limit_drops_entries_now_too_big(void **state)
+{
+    (void)state;
+    oc_near_t *n = serving((size_t)128 << 20);
+    static char big[512 * 1024];
+    memset(big, 'x', sizeof(big));
+    oc_blob_t *v = oc_blob_new(big, sizeof(big)), *small = oc_blob_new("s", 1), *got;
+    assert_int_equal(put2(n, "big", 0, v, 60, 0), OC_NEAR_STORED);
+    assert_int_equal(put2(n, "small", 0, small, 60, 0), OC_NEAR_STORED);
+    oc_near_set_limit(n, (size_t)16 << 20); /* 256 KiB at most now */
+    assert_int_equal(get(n, "big", 0, &got), OC_NEAR_MISS);
+    assert_int_equal(get(n, "small", 0, &got), OC_NEAR_OBJECT);
+    oc_blob_unref(v);
+    oc_blob_unref(small);
+    oc_near_free(n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -333,6 +352,7 @@ int main(void)
         cmocka_unit_test(test_freshness_runs_out),
         cmocka_unit_test(test_door_window_follows_the_limit),
         cmocka_unit_test(test_shrinking_the_limit_after_the_table_grew),
+        cmocka_unit_test(test_shrinking_the_limit_drops_entries_now_too_big),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
