@@ -8,7 +8,9 @@ typedef struct walb_rel {
     uint32_t relid;
     const char *model; /* interned; NULL: published, no model's */
     char *key_column;
-    int key_idx; /* from the Relation message; -1 until one came, KEY_LOST */
+    int key_idx;   /* from the Relation message; -1 until one came, KEY_LOST */
+    int key_named; /* ... and the key is in the replica identity: an UPDATE
+                      that changes it sends the old one */
 } walb_rel_t;
 
 /* The last Relation message of a model's relation had no column of the
@@ -237,11 +239,14 @@ static oc_walb_res_t relation(oc_walb_t *b, const oc_pgo_msg_t *m)
         if (r->model == NULL)
             continue;
         r->key_idx = -1;
+        r->key_named = 0;
         oc_pgo_iter_t it = oc_pgo_relcols_iter(&m->rel.cols);
         oc_pgo_relcol_t col;
         for (int idx = 0; oc_pgo_relcol_next(&it, &col) == OC_OK; idx++)
-            if (strcmp(col.name, r->key_column) == 0)
+            if (strcmp(col.name, r->key_column) == 0) {
                 r->key_idx = idx;
+                r->key_named = (col.flags & OC_PGO_RELCOL_KEY) != 0;
+            }
         if (r->key_idx < 0) {
             r->key_idx = KEY_LOST;
             b->txn_remap = 1;
@@ -298,6 +303,11 @@ static oc_walb_res_t change(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
             return OC_WALB_RELOAD;
         }
         int rc = 0;
+        /* The replica identity changed since the attach checked it (the key
+         * is not in it): an UPDATE may have changed the key without saying
+         * what it was, unless the whole old row came. */
+        if (m->type == OC_PGO_UPDATE && !r->key_named && m->change.old_kind != 'O')
+            rc |= touch(b, r->model, 1);
         if (m->type != OC_PGO_DELETE)
             rc |= take_key(b, r, &m->change.new_tuple, 0);
         if (m->change.old_kind != 0)

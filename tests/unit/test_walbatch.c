@@ -334,6 +334,30 @@ static void test_renamed_key_column_goes_whole_then_remaps(void **state)
     assert_false(oc_walb_remap(b));
 }
 
+/* The replica identity changed after the attach checked it: the key column
+ * is no longer in it (no KEY flag), so an UPDATE could change the key and
+ * send only the new one: the model goes whole. Inserts keep their keys. */
+static void test_key_outside_the_replica_identity_goes_whole(void **state)
+{
+    (void)state;
+    oc_walb_batch_t bt;
+    begin();
+    /* pages described with its key column second, unflagged */
+    assert_int_equal(relation(16400, "pages", "id", "slug"), OC_WALB_OK);
+    assert_int_equal(insert(16400, "t:7"), OC_WALB_OK);
+    commit(0xd000, 1);
+    assert_int_equal(oc_walb_take(b, &bt), OC_OK);
+    assert_int_equal(bt.nwhole, 0);
+    oc_walb_batch_free(&bt);
+    begin();
+    assert_int_equal(update(16400, NULL, "t:8"), OC_WALB_OK);
+    commit(0xe000, 1);
+    assert_int_equal(oc_walb_take(b, &bt), OC_OK);
+    assert_int_equal(bt.nwhole, 1);
+    assert_string_equal(bt.whole[0], "Page");
+    oc_walb_batch_free(&bt);
+}
+
 /* attach/detach say the models changed with a transactional message. */
 static void test_map_message_asks_for_the_map_again(void **state)
 {
@@ -379,6 +403,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_message_asks_for_the_map_again, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_key_outside_the_replica_identity_goes_whole,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
