@@ -249,7 +249,9 @@ static oc_walb_res_t relation(oc_walb_t *b, const oc_pgo_msg_t *m)
             }
         if (r->key_idx < 0) {
             r->key_idx = KEY_LOST;
-            b->txn_remap = 1;
+            /* an empty name: the map says the key column was dropped, and
+             * reading the map again would not find it either */
+            b->txn_remap |= r->key_column[0] != '\0';
         }
     }
     /* A relation not in the map is not a reason to reload by itself:

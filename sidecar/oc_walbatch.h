@@ -91,10 +91,11 @@ oc_walb_t *oc_walb_new(size_t max_txn_keys);
 void oc_walb_free(oc_walb_t *b);
 
 /* The relation map: relid -> (model, key column), as objcached.wal_tables()
- * lists it; a relation may carry several models. Relations of the
- * publication that are no model's are added with model NULL (their changes
- * are ignored, not "unknown"). map_clear forgets it (and the key columns
- * learned from Relation messages, and a pending oc_walb_remap). */
+ * lists it; a relation may carry several models. A NULL key column (it was
+ * dropped) makes every change of the relation invalidate the model whole. Relations of
+ * the publication that are no model's are added with model NULL (their changes are
+ * ignored, not "unknown"). map_clear forgets it (and the key columns learned from
+ * Relation messages, and a pending oc_walb_remap). */
 oc_status_t oc_walb_map_add(oc_walb_t *b, uint32_t relid, const char *model,
                             const char *key_column);
 void oc_walb_map_clear(oc_walb_t *b);

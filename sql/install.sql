@@ -1433,9 +1433,10 @@ SELECT o.model,
 CREATE OR REPLACE FUNCTION objcached.wal_tables()
 RETURNS TABLE (relid oid, table_name text, model text, key_column name)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    -- key_column NULL: the model's key column was dropped (its changes can only go whole)
     SELECT m.rel, objcached._qualified(m.rel), o.model, a.attname
       FROM objcached.models o
-      JOIN pg_catalog.pg_attribute a ON a.attrelid = o.tbl AND a.attnum = o.key_attnum AND NOT a.attisdropped
+      LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = o.tbl AND a.attnum = o.key_attnum AND NOT a.attisdropped
       CROSS JOIN LATERAL objcached._wal_members(o.tbl) m(rel)
      WHERE o.via = 'wal'
      ORDER BY 2, 3

@@ -567,3 +567,33 @@ def test_key_column_renamed_with_a_change_before_it(fleet, mc_pool, db):
     db.q("UPDATE slugs SET title = 'Later' WHERE slug = 'about'")
     wait_value(a, "Slug:about", row(db, "Slug", "about"), timeout=8)
     assert db.q("SELECT generation FROM objcached.models WHERE model = 'Item'")[0][0] == gen
+
+
+def test_key_column_dropped_invalidates_the_model_whole(fleet, mc_pool, db):
+    """The model's key column dropped (the table kept a replica identity:
+    FULL). The reader cannot name keys any more: every change of the table
+    invalidates the model whole (as trigger mode does), the map is read
+    again once (its key column NULL from then on: no reload per change),
+    and the other models' invalidations go on."""
+    a = start(fleet, mc_pool, db)
+    holder([a])
+    cached(a, ["Slug:about"])
+    db.q("ALTER TABLE items REPLICA IDENTITY FULL")
+    db.q("ALTER TABLE items DROP COLUMN id")
+
+    def generation():
+        return db.q("SELECT generation FROM objcached.models WHERE model = 'Item'")[0][0]
+
+    gen = generation()
+    db.q("UPDATE items SET name = 'x' WHERE n = 5")
+    harness.wait_until(lambda: generation() > gen, timeout=10, what="Item invalidated whole")
+    harness.wait_until(lambda: a.stats()["wal_holder"] == 1, timeout=15, what="the holder back")
+    reloads, gen = a.stats()["wal_map_reloads"], generation()
+    for n in (6, 7):
+        db.q("UPDATE items SET name = 'y' WHERE n = %s", (n,))
+        harness.wait_until(lambda: generation() > gen, timeout=10,
+                           what="Item invalidated whole again")
+        gen = generation()
+    assert a.stats()["wal_map_reloads"] == reloads
+    db.q("UPDATE slugs SET title = 'After the drop' WHERE slug = 'about'")
+    wait_value(a, "Slug:about", row(db, "Slug", "about"), timeout=8)

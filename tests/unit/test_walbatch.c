@@ -358,6 +358,25 @@ static void test_key_outside_the_replica_identity_goes_whole(void **state)
     oc_walb_batch_free(&bt);
 }
 
+/* The map says a model's key column was dropped (NULL): its changes go
+ * whole, without asking for the map again (it would say the same). */
+static void test_dropped_key_column_goes_whole_without_remapping(void **state)
+{
+    (void)state;
+    oc_walb_batch_t bt;
+    assert_int_equal(oc_walb_map_add(b, 16600, "Gone", NULL), OC_OK);
+    begin();
+    assert_int_equal(relation(16600, "gone", "name", "title"), OC_WALB_OK);
+    assert_int_equal(insert(16600, "t:1"), OC_WALB_OK);
+    commit(0xf000, 1);
+    assert_false(oc_walb_remap(b));
+    assert_int_equal(oc_walb_take(b, &bt), OC_OK);
+    assert_int_equal(bt.nkeys, 0);
+    assert_int_equal(bt.nwhole, 1);
+    assert_string_equal(bt.whole[0], "Gone");
+    oc_walb_batch_free(&bt);
+}
+
 /* attach/detach say the models changed with a transactional message. */
 static void test_map_message_asks_for_the_map_again(void **state)
 {
@@ -405,6 +424,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_key_outside_the_replica_identity_goes_whole,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_dropped_key_column_goes_whole_without_remapping, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
