@@ -69,6 +69,7 @@ struct oc_wal {
     struct event *batch_timer; /* the next batch, wal_batch_interval after the last */
     double batch_at;           /* when the last batch was taken (0: none yet) */
     uint64_t received_lsn, applied_lsn;
+    uint32_t unknown_relid; /* the map was last read again for this relation */
     /* the batch being applied */
     wal_step_t step;
     oc_walb_batch_t batch;
@@ -264,6 +265,22 @@ static void reload_map(oc_wal_t *w, const char *why)
     stand_by(w, 0.1, why);
 }
 
+/* A relation the map does not know even though it was read again for it:
+ * it is in the publication no more (detached or dropped after these changes
+ * were written, while nobody read the slot), so no model's cache depends on
+ * it. Its changes are skipped, where reading the map again would restart
+ * the stream before them for ever. */
+static int skip_unknown(oc_wal_t *w)
+{
+    uint32_t rel = oc_walb_unknown(w->acc);
+    if (rel == 0 || rel != w->unknown_relid)
+        return 0;
+    oc_log_warn("event=wal_relation_skipped relid=%u reason=\"not in the publication any "
+                "more: its changes are no model's\"",
+                rel);
+    return oc_walb_map_add(w->acc, rel, NULL, NULL) == OC_OK;
+}
+
 static void on_data(oc_pgconn_t *pc, const char *buf, size_t len, void *arg)
 {
     (void)pc;
@@ -293,7 +310,10 @@ static void on_data(oc_pgconn_t *pc, const char *buf, size_t len, void *arg)
         return;
     }
     oc_walb_res_t r = oc_walb_feed(w->acc, &m, err);
+    if (r == OC_WALB_RELOAD && skip_unknown(w))
+        r = oc_walb_feed(w->acc, &m, err);
     if (r == OC_WALB_RELOAD) {
+        w->unknown_relid = oc_walb_unknown(w->acc);
         reload_map(w, err);
         return;
     }
@@ -334,6 +354,7 @@ static void applied(oc_wal_t *w)
     }
     batch_clear(w);
     send_status(w, 0);
+    w->unknown_relid = 0; /* progress: a new unknown relation reads the map again */
     if (oc_walb_remap(w->acc) && !oc_walb_ready(w->acc)) {
         /* The transaction that changed the models (or renamed a key
          * column) is applied and confirmed: read the map and the

@@ -48,8 +48,9 @@ struct oc_walb {
     size_t ntouched, touched_cap;
     unsigned char *touched_whole; /* [touched_cap]: this model goes whole */
     char txn_hb[OC_WALB_INSTANT_MAX];
-    int txn_remap; /* the open transaction says the map is out of date */
-    int remap;     /* ... and it committed: see oc_walb_remap */
+    uint32_t unknown; /* the relation of the last RELOAD not in the map */
+    int txn_remap;    /* the open transaction says the map is out of date */
+    int remap;        /* ... and it committed: see oc_walb_remap */
 };
 
 /* ---- small vectors ------------------------------------------------------------ */
@@ -322,6 +323,7 @@ static oc_walb_res_t change(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
     if (!known) {
         oc_fail(err, OC_EINVAL, "a change of relation %u, not in the map",
                 m->change.relid);
+        b->unknown = m->change.relid;
         return OC_WALB_RELOAD;
     }
     return OC_WALB_OK;
@@ -343,6 +345,7 @@ static oc_walb_res_t truncate(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
         }
         if (!known) {
             oc_fail(err, OC_EINVAL, "a truncate of relation %u, not in the map", relid);
+            b->unknown = relid;
             return OC_WALB_RELOAD;
         }
     }
@@ -381,6 +384,7 @@ static void message(oc_walb_t *b, const oc_pgo_msg_t *m)
 
 oc_walb_res_t oc_walb_feed(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
 {
+    b->unknown = 0;
     switch (m->type) {
     case OC_PGO_BEGIN:
         txn_open(b);
@@ -418,6 +422,11 @@ void oc_walb_restart(oc_walb_t *b)
     b->txn_remap = 0;
     for (size_t i = 0; i < b->nrels; i++)
         b->rels[i].key_idx = -1; /* Relation messages come again */
+}
+
+uint32_t oc_walb_unknown(const oc_walb_t *b)
+{
+    return b->unknown;
 }
 
 int oc_walb_remap(const oc_walb_t *b)

@@ -107,6 +107,12 @@ oc_walb_res_t oc_walb_feed(oc_walb_t *b, const oc_pgo_msg_t *m, char *err);
  * will be sent again); the committed part stays. */
 void oc_walb_restart(oc_walb_t *b);
 
+/* After OC_WALB_RELOAD: the relation the map did not know (0 if that was
+ * not the reason). A caller that finds it unknown again after reading the
+ * map for it adds it with model NULL (its changes skipped) and feeds the
+ * message again. */
+uint32_t oc_walb_unknown(const oc_walb_t *b);
+
 /* A committed transaction asked for the map again (see above); until
  * oc_walb_map_clear. */
 int oc_walb_remap(const oc_walb_t *b);

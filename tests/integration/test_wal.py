@@ -597,3 +597,26 @@ def test_key_column_dropped_invalidates_the_model_whole(fleet, mc_pool, db):
     assert a.stats()["wal_map_reloads"] == reloads
     db.q("UPDATE slugs SET title = 'After the drop' WHERE slug = 'about'")
     wait_value(a, "Slug:about", row(db, "Slug", "about"), timeout=8)
+
+
+def test_changes_of_a_table_detached_and_dropped_while_no_reader_ran(fleet, mc_pool, db):
+    """A WAL model's table written, then detached and dropped while no
+    sidecar read the slot. The slot still holds those changes; the map read
+    at the next start does not know the table (it is published no more):
+    reading the map again cannot change that, so its changes are skipped
+    (logged) instead of restarting the stream for ever."""
+    db.q("CREATE TABLE gone (id bigint PRIMARY KEY, v int)")
+    db.q("INSERT INTO gone VALUES (1, 0)")
+    db.q("SELECT objcached.attach('gone', 'Gone', 'id', 'wal')")
+    a = start(fleet, mc_pool, db)
+    holder([a])
+    cached(a, ["Slug:about"])
+    fleet.kill(a)
+    db.q("UPDATE gone SET v = 1")
+    db.q("SELECT objcached.detach('gone', 'Gone')")
+    db.q("DROP TABLE gone")
+    db.q("UPDATE slugs SET title = 'After the drop' WHERE slug = 'about'")
+    b = start(fleet, mc_pool, db)
+    holder([b])
+    wait_value(b, "Slug:about", row(db, "Slug", "about"), timeout=10)
+    assert b.stats()["wal_map_reloads"] <= 3
