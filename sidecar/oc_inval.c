@@ -42,8 +42,11 @@ struct oc_inval {
     int *job_row;         /* per delete item: its row in claimed */
     char *requeue_models; /* array literals for the requeue, kept alive */
     char *requeue_keys;
-    int full;  /* the last claim was a full batch */
-    int dying; /* freed while its deletes were out: applied() frees */
+    int full;       /* the last claim was a full batch */
+    int dying;      /* freed while its deletes were out: applied() frees */
+    int orphaned;   /* the connection dropped while its deletes were out: the
+                       claim rolled back; applied() drops the cycle */
+    int up_pending; /* ... and it came back meanwhile: probe once applied() ran */
     int hook_missing_logged;
     int has_feed;      /* the hook's schema has the feed (version 2) */
     int has_retry;     /* and requeue(..., since): requeued rows are appended
@@ -367,6 +370,8 @@ static void requeue(oc_inval_t *iv, size_t nfailed)
 
 /* ---- apply ------------------------------------------------------------------------ */
 
+static void on_up(oc_pgconn_t *pc, void *owner);
+
 static void applied(oc_mc_job_t *job, void *arg)
 {
     oc_inval_t *iv = arg;
@@ -375,6 +380,22 @@ static void applied(oc_mc_job_t *job, void *arg)
         oc_mc_job_free(job);
         cycle_clear(iv);
         free(iv);
+        return;
+    }
+    if (iv->orphaned) {
+        /* Its connection dropped meanwhile: the claim rolled back, the rows
+         * are in the outbox again for the next claim, and this cycle's
+         * requeue or feed append has no transaction to go in. A new
+         * session waited for this (else its claim would take the same rows
+         * while these deletes were out, and this callback would act on it). */
+        oc_mc_job_free(job);
+        cycle_clear(iv);
+        iv->orphaned = 0;
+        set_state(iv, OC_INVAL_IDLE);
+        if (iv->up_pending) {
+            iv->up_pending = 0;
+            on_up(iv->pc, iv);
+        }
         return;
     }
     iv->job = job;
@@ -629,6 +650,10 @@ static void on_up(oc_pgconn_t *pc, void *owner)
     (void)pc;
     oc_inval_t *iv = owner;
     iv->ctx->stats->inval_connected = 1;
+    if (iv->orphaned) { /* the last session's deletes are still out */
+        iv->up_pending = 1;
+        return;
+    }
     /* Does the hook have the feed (schema version 2)? Then what this
      * consumer applies is appended to it, for every sidecar's near-cache. */
     set_state(iv, OC_INVAL_PROBING);
@@ -648,11 +673,14 @@ static void on_down(oc_pgconn_t *pc, const char *err, void *owner)
     oc_inval_t *iv = owner;
     iv->ctx->stats->inval_connected = 0;
     /* A cycle in flight got its callback already, except while applying:
-     * then applied() finds the connection gone and the rows come back to
-     * the outbox by rollback. */
+     * then the rows come back to the outbox by rollback, and applied()
+     * drops the cycle when its deletes answer. */
     if (iv->state != OC_INVAL_APPLYING) {
         cycle_clear(iv);
         set_state(iv, OC_INVAL_IDLE);
+    } else {
+        iv->orphaned = 1;
+        iv->up_pending = 0;
     }
 }
 

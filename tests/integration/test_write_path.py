@@ -1440,3 +1440,68 @@ def test_check_config_errors_for_what_does_not_exist(db, objcached_bin, tmp_path
 def test_check_config_checks_version_column(db, objcached_bin, tmp_path, model):
     p = harness.check_config(write_conf(tmp_path, db.conninfo, {"Ver": model}), objcached_bin)
     assert p.returncode == 1, p.stdout + p.stderr
+
+
+# ================================================================== found by a review (2026-12-05)
+
+def test_consumer_reconnect_while_deletes_are_out_loses_no_row(fleet, mc_pool, db):
+    """The consumer's PostgreSQL connection drops while its memcached deletes
+    are out; it reconnects in 100 ms. Before, it claimed again at once (claim
+    B) while the old deletes (A) were still in oc_mc; when A's deletes
+    answered, applied() ran on B's claim: it appended and COMMITted B's
+    transaction while B's deletes were out, B's failed delete could not be
+    requeued (the connection busy) and its outbox row was gone: the key
+    stayed stale. Now the new session waits for the old deletes."""
+    import signal as _signal
+    proxy = oc_c.McProxy(mc_pool[1].port)
+    s0 = mc_pool[0]
+    stopped = False
+    try:
+        servers = f"{s0.address} {proxy.address}"
+        oc = start(fleet, mc_pool, db,
+                   memcached={"servers": servers, "io_timeout": "3s", "failure_limit": "1",
+                              "failover": "off", "retry_timeout": "1s"})
+        ids = list(range(110, 150))
+        keys = [f"Item:{i}" for i in ids]
+        gen = db.generation("Item")
+        with oc.client() as c:
+            assert len(c.get_multi(keys)[0]) == 40
+        oc.wait_idle()
+        where = {i: [s for s, _, _ in oc_c.raw_items(mc_pool, oc_c.cache_key("Item", i, gen))]
+                 for i in ids}
+        a = next(i for i in ids if where[i] == [s0.address])
+        b = next(i for i in ids if where[i] == [mc_pool[1].address])
+        old_b = row(db, "Item", b)
+        # S1 answers nothing: one timed-out read marks it down (failure_limit 1),
+        # after which its deletes fail at once; its items stay (failover off)
+        proxy.set_mode("blackhole")
+        with oc.client() as c:
+            c.get(f"Item:{b}")
+        harness.wait_until(lambda: oc.stats()["mc_servers_up"] == 1, timeout=10,
+                           what="S1 marked down")
+        in_tx = ("SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = "
+                 "'objcached' AND state LIKE 'idle in transaction%%'")
+        os.kill(s0.proc.pid, _signal.SIGSTOP)
+        stopped = True
+        db.q(f"UPDATE items SET name = name || ' v2' WHERE id = {a}")
+        harness.wait_until(lambda: db.q(in_tx, (db.name,)), timeout=5, interval=0.01,
+                           what="claim A (its delete of a hangs on the stopped S0)")
+        pid_a = db.q(in_tx, (db.name,))[0][0]
+        db.q(f"UPDATE items SET name = name || ' v2' WHERE id = {b}")
+        db.q("SELECT pg_terminate_backend(%s)", (pid_a,))
+        # the reconnected consumer must not claim while A's delete is out
+        time.sleep(1.5)
+        os.kill(s0.proc.pid, _signal.SIGCONT)
+        stopped = False
+        time.sleep(1.0)
+        # b's delete failed (S1 down): its row must still be in the outbox
+        assert db.outbox_rows() >= 1, "the outbox row of Item:%d was lost" % b
+        proxy.set_mode("forward")
+        oc_c.wait_drained(db, [oc], timeout=20)
+        with oc.client() as c:
+            assert c.get(f"Item:{b}") != old_b
+            assert c.get(f"Item:{b}") == row(db, "Item", b)
+    finally:
+        if stopped:
+            os.kill(s0.proc.pid, _signal.SIGCONT)
+        proxy.close()
