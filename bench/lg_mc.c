@@ -107,7 +107,7 @@ memcached_st *lg_mc_connect(const lg_opts_t *o, bool pipelined_writes, char *err
 static bool oc_non_object(const memcached_result_st *r)
 {
     oc_entry_kind_t kind = oc_entry_kind(memcached_result_flags(r));
-    return kind != OC_ENTRY_NONE && kind != OC_ENTRY_OBJECT;
+    return kind != OC_ENTRY_NONE && kind != OC_ENTRY_OBJECT && kind != OC_ENTRY_PUSHED;
 }
 
 static void take_value(const memcached_result_st *r, lg_batch_t *b, lg_tally_t *t)

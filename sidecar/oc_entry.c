@@ -14,6 +14,7 @@ oc_entry_class_t oc_entry_classify(const oc_mc_hit_t *h)
         return OC_EC_LEASE_HELD;
     switch (oc_entry_kind(h->flags)) {
     case OC_ENTRY_OBJECT:
+    case OC_ENTRY_PUSHED:
         return OC_EC_OBJECT;
     case OC_ENTRY_MISSING:
     case OC_ENTRY_TOMBSTONE:
@@ -63,7 +64,7 @@ void oc_entry_item(oc_mc_item_t *it, oc_entry_kind_t kind, const oc_model_conf_t
 {
     it->flags = oc_entry_flags(kind);
     it->exptime_s = oc_entry_exptime(kind, m, jitter_pct, it->key, it->klen);
-    if (kind != OC_ENTRY_OBJECT) {
+    if (kind != OC_ENTRY_OBJECT && kind != OC_ENTRY_PUSHED) {
         it->val = "";
         it->vlen = 0;
     }

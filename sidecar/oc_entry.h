@@ -16,6 +16,13 @@
  *   MISSING    nothing: PostgreSQL had no row (short TTL)
  *   TOMBSTONE  nothing: the app deleted the object; reads answer "absent"
  *              without asking PostgreSQL, and no fill can replace it
+ *   PUSHED     an object an app pushed over something it could not be
+ *              ordered against (an empty key, a lease, another PUSHED
+ *              entry): served as the object, but its version proves
+ *              nothing to a later push and no near-cache keeps it, until
+ *              the push check replaces it by PostgreSQL's row or confirms
+ *              it as an OBJECT. (Sidecars before 2026-12-05 read it as a
+ *              miss.)
  *   LEASE      written by objcached before 0.2 (a token naming the sidecar
  *              loading the key): still honoured as another's lease while
  *              old and new sidecars share a pool. Leases are now memcached's
@@ -52,6 +59,7 @@ typedef enum oc_entry_kind {
     OC_ENTRY_MISSING = 2,   /* PostgreSQL has no row with this id */
     OC_ENTRY_TOMBSTONE = 3, /* deleted by the app */
     OC_ENTRY_LEASE = 4,     /* an older sidecar's lease */
+    OC_ENTRY_PUSHED = 5,    /* a pushed object not ordered or checked yet */
 } oc_entry_kind_t;
 
 /* What a read of one key found, as everything above memcached sees it. */
@@ -76,7 +84,7 @@ static inline oc_entry_kind_t oc_entry_kind(uint32_t flags)
     if ((flags >> 16) != OC_ENTRY_MAGIC || ((flags >> 8) & 0xFF) != OC_ENTRY_VERSION)
         return OC_ENTRY_NONE;
     uint32_t k = flags & 0xFF;
-    if (k >= OC_ENTRY_OBJECT && k <= OC_ENTRY_LEASE)
+    if (k >= OC_ENTRY_OBJECT && k <= OC_ENTRY_PUSHED)
         return (oc_entry_kind_t)k;
     return OC_ENTRY_NONE;
 }

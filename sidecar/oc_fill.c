@@ -41,6 +41,7 @@ struct oc_fill {
     int invalidated;  /* a write landed: do not write back */
     int refresh;      /* an early refresh: its "lease" is the live object's
                          cas, never taken away */
+    int unconfirmed;  /* its value is a PUSHED entry another wrote */
     oc_blob_t *value; /* once answered: the object, or NULL = absent */
     oc_fill_waiter_t *waiters;
     uint64_t retire_seq; /* reads with seq <= this may still need it */
@@ -210,6 +211,7 @@ static void fill_wake(oc_fill_t *f, oc_get_state_t st, const char *err)
     while (w) {
         oc_fill_waiter_t *next = w->next;
         w->next = NULL;
+        w->unconfirmed = f->unconfirmed;
         w->done(w, st, f->value, err);
         w = next;
     }
@@ -742,6 +744,7 @@ static void fill_read(oc_fills_t *fs, oc_fill_t *f, const oc_mc_job_t *job, size
     if (found == OC_EC_OBJECT &&
         (f->value = oc_blob_new(job->arena + h->off, h->len)) == NULL)
         next = OC_FILL_LOADING; /* out of memory: try the long way */
+    f->unconfirmed = found == OC_EC_OBJECT && oc_entry_kind(h->flags) == OC_ENTRY_PUSHED;
     if (found == OC_EC_LEASE_WON)
         fill_take_lease(fs, f, h->cas, h->place);
     if (found == OC_EC_LEASE_HELD && next == OC_FILL_LOADING)
@@ -841,6 +844,7 @@ static int fill_one(oc_fills_t *fs, oc_fill_waiter_t *w)
     }
     if (f && f->state >= OC_FILL_STORING) {
         fs->ctx->stats->coalesced_waits++;
+        w->unconfirmed = f->unconfirmed;
         w->done(w, f->value ? OC_GET_FOUND : OC_GET_ABSENT, f->value, NULL);
         return 0;
     }

@@ -80,6 +80,8 @@ struct oc_fill_waiter {
     oc_fill_done_fn done;
     /* The fill's: */
     oc_fill_waiter_t *next;
+    int unconfirmed; /* set before done: the object is a push nothing checked
+                        yet (OC_ENTRY_PUSHED), not for the near-cache */
 };
 
 oc_fills_t *oc_fills_new(oc_ctx_t *ctx, char *err);

@@ -551,7 +551,9 @@ static void on_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l,
         return;
     }
     it->unordered = (dec == OC_MC_WRITE_UNORDERED);
-    queue_store(s, ref, l ? "cas" : "add", it->val, it->vlen, it->flags, l ? l->cas : 0);
+    uint32_t flags =
+        it->unordered && it->unordered_flags ? it->unordered_flags : it->flags;
+    queue_store(s, ref, l ? "cas" : "add", it->val, it->vlen, flags, l ? l->cas : 0);
 }
 
 int oc_mc_meta_lease(const oc_mcp_line_t *l, oc_mc_lease_t *lease,

@@ -154,18 +154,21 @@ typedef struct oc_mc_item {
     uint64_t cas;       /* CAS: the cas to check */
     const char *expect; /* SWAP: the value the key must still hold */
     size_t expect_len;
-    uint32_t expect_flags;  /* SWAP: ... and its flags */
-    oc_mc_decide_fn decide; /* PUSH */
-    void *decide_arg;       /* PUSH: the caller's, for decide */
-    oc_mc_result_t result;  /* out */
-    int unordered;          /* out, PUSH: written on OC_MC_WRITE_UNORDERED */
-    int refused;            /* out: OC_MC_R_ERROR the server answered itself
-                               (SERVER_ERROR, CLIENT_ERROR, ERROR) on a sound
-                               connection, not a timeout or a lost server */
-    uint64_t place;         /* 0, or a GET hit's place for this key: its server
-                               without hashing the key again (ignored if the
-                               pool changed since: oc_mc places it anew) */
-    int tries_;             /* oc_mc's own: PUSH rounds so far */
+    uint32_t expect_flags;    /* SWAP: ... and its flags */
+    oc_mc_decide_fn decide;   /* PUSH */
+    void *decide_arg;         /* PUSH: the caller's, for decide */
+    uint32_t unordered_flags; /* PUSH: the flags to write instead of `flags`
+                                 when decide says OC_MC_WRITE_UNORDERED (0:
+                                 `flags`) */
+    oc_mc_result_t result;    /* out */
+    int unordered;            /* out, PUSH: written on OC_MC_WRITE_UNORDERED */
+    int refused;              /* out: OC_MC_R_ERROR the server answered itself
+                                 (SERVER_ERROR, CLIENT_ERROR, ERROR) on a sound
+                                 connection, not a timeout or a lost server */
+    uint64_t place;           /* 0, or a GET hit's place for this key: its server
+                                 without hashing the key again (ignored if the
+                                 pool changed since: oc_mc places it anew) */
+    int tries_;               /* oc_mc's own: PUSH rounds so far */
 } oc_mc_item_t;
 
 struct oc_mc_job {

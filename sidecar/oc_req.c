@@ -37,6 +37,9 @@ typedef struct oc_ukey {
                          near-cache */
     uint32_t job_idx; /* its index in the memcached read, or NO_JOB */
     int from_near;    /* answered by the near-cache */
+    int no_near;      /* an unchecked push (OC_ENTRY_PUSHED): not for the
+                         near-cache, which only keeps what every later
+                         write's invalidation will reach */
 } oc_ukey_t;
 
 #define NO_JOB UINT32_MAX
@@ -110,7 +113,7 @@ static void req_near_store(oc_req_t *r)
     for (size_t i = 0; i < r->nukeys; i++) {
         const oc_ukey_t *uk = &r->ukeys[i];
         const oc_model_conf_t *m = &ctx->conf->models[uk->w.model_idx];
-        if (m->near_ttl_ms == 0 || uk->from_near ||
+        if (m->near_ttl_ms == 0 || uk->from_near || uk->no_near ||
             (uk->state != OC_GET_FOUND && uk->state != OC_GET_ABSENT))
             continue;
         if (now == 0)
@@ -164,6 +167,7 @@ static void ukey_filled(oc_fill_waiter_t *w, oc_get_state_t state, oc_blob_t *bl
     oc_ukey_t *uk = (oc_ukey_t *)w; /* w is the first member */
     oc_req_t *r = uk->req;
     uk->state = state;
+    uk->no_near = w->unconfirmed;
     if (state == OC_GET_FOUND) {
         uk->blob = oc_blob_ref(blob);
         uk->data = blob->data;
@@ -195,6 +199,7 @@ static int ukey_read(oc_req_t *r, oc_ukey_t *uk, const oc_mc_job_t *job, size_t 
         uk->data = job->arena + h->off;
         uk->len = h->len;
         uk->cas = h->cas;
+        uk->no_near = oc_entry_kind(h->flags) == OC_ENTRY_PUSHED;
         if (h->refresh == OC_MC_REFRESH_WON) { /* this reader reloads it ahead */
             uk->w.lease_place = h->place;
             oc_fill_refresh(r->ctx->fills, &uk->w, h->cas);

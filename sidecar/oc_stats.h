@@ -58,10 +58,12 @@ struct evbuffer;
     X(cmd_push, COUNTER, "set commands (pushes)")                                        \
     X(cmd_tombstone, COUNTER, "delete commands (tombstones)")                            \
     X(pushes_stale, COUNTER, "pushes refused as older than the cached object")           \
-    X(pushes_checked, COUNTER, "pushes compared with PostgreSQL's row after the write")  \
+    X(pushes_checked, COUNTER,                                                           \
+      "pushes and tombstones compared with PostgreSQL's row after the write")            \
     X(pushes_corrected, COUNTER,                                                         \
-      "checked pushes replaced by PostgreSQL's row (or its absence)")                    \
-    X(pushes_unchecked, COUNTER, "pushes whose check failed: kept for missing_ttl only") \
+      "checked pushes or tombstones replaced by PostgreSQL's row (or its absence)")      \
+    X(pushes_unchecked, COUNTER,                                                         \
+      "pushes or tombstones whose check failed: kept for missing_ttl only")              \
     X(invalidations, COUNTER, "keys deleted for the DB hook's outbox")                   \
     X(inval_skipped, COUNTER,                                                            \
       "outbox keys no client could ask for (spaces, control bytes)")                     \

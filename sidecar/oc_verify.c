@@ -425,7 +425,7 @@ static int read_answer(rd_t *r, vid_t *x)
         return -1;
     oc_entry_kind_t k = oc_entry_kind(flags);
     x->cache.ident = cas;
-    if (k == OC_ENTRY_OBJECT) {
+    if (k == OC_ENTRY_OBJECT || k == OC_ENTRY_PUSHED) {
         x->cache.kind = OC_SMP_C_OBJECT;
         x->cache.val = x->cval;
         x->cache.len = len;

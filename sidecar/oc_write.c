@@ -53,7 +53,9 @@ typedef struct oc_check {
     oc_write_t **w;
     int loaded;           /* the load answered: rows[] says what is right */
     oc_blob_t **rows;     /* [n] PostgreSQL's row where it differs, else NULL */
-    unsigned char *agree; /* [n] the push equals PostgreSQL's row */
+    unsigned char *agree; /* [n] the push equals PostgreSQL's row (a tombstone:
+                             there is no row) */
+    size_t ncorrect;      /* the swaps that correct (the job's first ones) */
     struct event *timer;  /* the fill gate's (tests only) */
 } oc_check_t;
 
@@ -110,7 +112,7 @@ oc_mc_decision_t oc_write_decide(const json_t *version, const char *version_colu
     oc_entry_kind_t kind = found ? oc_entry_kind(flags) : OC_ENTRY_NONE;
     if (kind == OC_ENTRY_TOMBSTONE)
         return OC_MC_KEEP;
-    if (kind != OC_ENTRY_OBJECT || version == NULL)
+    if ((kind != OC_ENTRY_OBJECT && kind != OC_ENTRY_PUSHED) || version == NULL)
         return OC_MC_WRITE_UNORDERED;
     json_error_t jerr;
     json_t *cur = json_loadb(val, len, 0, &jerr);
@@ -118,8 +120,12 @@ oc_mc_decision_t oc_write_decide(const json_t *version, const char *version_colu
     int cmp = cv ? oc_write_version_cmp(version, cv) : 2;
     json_decref(cur);
     if (cmp == -1)
-        return OC_MC_KEEP;                                 /* older loses */
-    return cmp == 2 ? OC_MC_WRITE_UNORDERED : OC_MC_WRITE; /* equal writes */
+        return OC_MC_KEEP; /* older loses: pushes come after their commit, so even
+                              an unchecked push's version was committed */
+    if (cmp == 2 || kind == OC_ENTRY_PUSHED)
+        return OC_MC_WRITE_UNORDERED; /* an unchecked push proves nothing newer:
+                                         it may be late itself */
+    return OC_MC_WRITE;               /* equal writes */
 }
 
 /* Called by oc_mc with what the key holds: is our push newer than that? */
@@ -158,7 +164,7 @@ oc_write_outcome_t oc_write_outcome(int tombstone, oc_mc_result_t r)
 
 int oc_write_needs_check(int tombstone, int push_check, oc_mc_result_t r, int unordered)
 {
-    return !tombstone && push_check && r == OC_MC_R_OK && unordered;
+    return push_check && r == OC_MC_R_OK && (tombstone || unordered);
 }
 
 static void write_done(oc_mc_job_t *job, void *arg)
@@ -171,7 +177,7 @@ static void write_done(oc_mc_job_t *job, void *arg)
     oc_write_outcome_t o = oc_write_outcome(w->tombstone, it->result);
     st->pushes_stale += o == OC_WRITE_NOT_STORED;
     st->mc_errors += o == OC_WRITE_FAILED;
-    if (o == OC_WRITE_DELETED || (o == OC_WRITE_STORED && !it->unordered))
+    if (!check && (o == OC_WRITE_DELETED || (o == OC_WRITE_STORED && !it->unordered)))
         write_near(w, w->tombstone);
     if (w->done)
         w->done(w->arg, o, job->err[0] ? job->err : "write failed");
@@ -216,6 +222,9 @@ static oc_status_t write_start(oc_write_t *w, const oc_model_conf_t *m, char *er
         it->vlen = w->len;
         it->decide = push_decide;
         it->decide_arg = w;
+        /* stored over what it cannot be ordered against: PUSHED until its
+         * check (oc_entry.h) */
+        it->unordered_flags = oc_entry_flags(OC_ENTRY_PUSHED);
     }
     oc_entry_item(it, w->tombstone ? OC_ENTRY_TOMBSTONE : OC_ENTRY_OBJECT, m,
                   ctx->conf->ttl_jitter_pct);
@@ -323,7 +332,7 @@ oc_status_t oc_write_tombstone(oc_ctx_t *ctx, const char *key, size_t klen,
     return OC_OK;
 }
 
-/* ---- the check of unordered pushes ---------------------------------------
+/* ---- the check of unordered pushes and of tombstones ----------------------
  *
  * A push the cache could not order (see push_decide) was stored, and may be
  * older than what PostgreSQL has: its app was slow to push, and a later
@@ -333,7 +342,11 @@ oc_status_t oc_write_tombstone(oc_ctx_t *ctx, const char *key, size_t klen,
  * differs (or is gone), it replaces the pushed object by cas, only if the
  * key still holds exactly that object: a write that lands meanwhile wins,
  * and an invalidation that lands meanwhile deletes what the check wrote.
- * Pushes are checked in batches: one load per model per loop turn. */
+ * If it agrees, the PUSHED entry becomes an OBJECT the same way (its version
+ * may now order later pushes). A tombstone is stored unconditionally and
+ * checked the same way: a late one over a row that came back (inserted
+ * again, its invalidation applied already) is replaced by the row.
+ * Checks run in batches: one load per model per loop turn. */
 
 static void check_free(oc_check_t *c)
 {
@@ -357,29 +370,48 @@ static void check_swapped(oc_mc_job_t *job, void *arg)
     oc_stats_t *st = c->ws->ctx->stats;
     if (job->errors)
         st->mc_errors++;
-    for (size_t i = 0; i < job->n; i++)
+    for (size_t i = 0; i < job->n && i < c->ncorrect; i++)
         st->pushes_corrected += (job->items[i].result == OC_MC_R_OK);
     oc_mc_job_free(job);
     check_free(c);
 }
 
-/* The swap of push i: its object for PostgreSQL's row, a "missing" entry,
- * or (the load failed: unchecked) itself kept for missing_ttl only. */
+/* Does write i's entry need a swap? Not when PostgreSQL agrees with a
+ * tombstone (nothing to confirm: absent is absent). */
+static int check_swaps(const oc_check_t *c, size_t i)
+{
+    return !(c->loaded && c->agree[i] && c->w[i]->tombstone);
+}
+
+/* Corrections come first in the swap job (pushes_corrected counts them). */
+static int check_corrects(const oc_check_t *c, size_t i)
+{
+    return c->loaded && !c->agree[i];
+}
+
+/* The swap of write i: its entry for PostgreSQL's row or a "missing" entry;
+ * a push PostgreSQL agrees with confirmed as an OBJECT; or (the load failed:
+ * unchecked) itself kept for missing_ttl only. */
 static void check_item(const oc_check_t *c, size_t i, const oc_model_conf_t *m,
                        oc_mc_item_t *it)
 {
     const oc_write_t *w = c->w[i];
     uint32_t jitter = c->ws->ctx->conf->ttl_jitter_pct;
+    oc_entry_kind_t was = w->tombstone ? OC_ENTRY_TOMBSTONE : OC_ENTRY_PUSHED;
     it->key = w->ckey;
     it->klen = w->ckey_len;
-    it->expect = w->json;
-    it->expect_len = w->len;
-    it->expect_flags = oc_entry_flags(OC_ENTRY_OBJECT);
+    it->expect = w->tombstone ? "" : w->json;
+    it->expect_len = w->tombstone ? 0 : w->len;
+    it->expect_flags = oc_entry_flags(was);
     if (!c->loaded) {
+        it->val = it->expect;
+        it->vlen = it->expect_len;
+        it->flags = oc_entry_flags(was);
+        it->exptime_s = oc_entry_jitter(m->missing_ttl_s, jitter, it->key, it->klen);
+    } else if (c->agree[i]) {
         it->val = w->json;
         it->vlen = w->len;
-        it->flags = oc_entry_flags(OC_ENTRY_OBJECT);
-        it->exptime_s = oc_entry_jitter(m->missing_ttl_s, jitter, it->key, it->klen);
+        oc_entry_item(it, OC_ENTRY_OBJECT, m, jitter);
     } else if (c->rows[i]) {
         it->val = c->rows[i]->data;
         it->vlen = c->rows[i]->len;
@@ -399,9 +431,10 @@ static void check_correct(oc_check_t *c)
         return;
     size_t k = 0;
     for (size_t i = 0; i < c->n; i++) {
-        k += !(c->loaded && c->agree[i]);
+        k += (size_t)check_swaps(c, i);
+        c->ncorrect += (size_t)check_corrects(c, i);
         if (c->loaded && c->agree[i]) /* confirmed: the near-cache may have it */
-            write_near(c->w[i], 0);
+            write_near(c->w[i], c->w[i]->tombstone);
     }
     oc_mc_job_t *job =
         k && ctx->mc ? oc_mc_job_new_items(OC_MC_SWAP, k, check_swapped, c) : NULL;
@@ -411,9 +444,10 @@ static void check_correct(oc_check_t *c)
     }
     const oc_model_conf_t *m = &ctx->conf->models[c->model_idx];
     k = 0;
-    for (size_t i = 0; i < c->n; i++)
-        if (!(c->loaded && c->agree[i]))
-            check_item(c, i, m, &job->items[k++]);
+    for (int pass = 0; pass < 2; pass++) /* the corrections first */
+        for (size_t i = 0; i < c->n; i++)
+            if (check_swaps(c, i) && check_corrects(c, i) == !pass)
+                check_item(c, i, m, &job->items[k++]);
     ctx->stats->mc_sets += k;
     oc_mc_submit(ctx->mc, job);
 }
@@ -444,8 +478,10 @@ static oc_status_t check_keep_rows(oc_check_t *c, const oc_pg_row_t *rows)
     if (c->rows == NULL || c->agree == NULL)
         return OC_ENOMEM;
     for (size_t i = 0; i < c->n; i++) {
-        c->agree[i] =
-            (unsigned char)oc_write_check_agrees(c->w[i]->obj, rows[i].json, rows[i].len);
+        c->agree[i] = (unsigned char)(c->w[i]->tombstone
+                                          ? rows[i].json == NULL
+                                          : oc_write_check_agrees(
+                                                c->w[i]->obj, rows[i].json, rows[i].len));
         if (!c->agree[i] && rows[i].json &&
             (c->rows[i] = oc_blob_new(rows[i].json, rows[i].len)) == NULL)
             return OC_ENOMEM;

@@ -86,8 +86,10 @@ oc_mc_decision_t oc_write_decide(const json_t *version, const char *version_colu
                                  int found, uint32_t flags, const char *val, size_t len);
 /* The client's answer for a write whose memcached item ended with r. */
 oc_write_outcome_t oc_write_outcome(int tombstone, oc_mc_result_t r);
-/* 1 if a push stored with r must be checked against PostgreSQL: the model
- * checks pushes (push_check) and memcached could not order it. */
+/* 1 if a write stored with r must be checked against PostgreSQL: the model
+ * checks pushes (push_check), and it is a tombstone (stored whatever the
+ * key held: a late one may hide a row that came back) or a push memcached
+ * could not order. */
 int oc_write_needs_check(int tombstone, int push_check, oc_mc_result_t r, int unordered);
 /* The check's compare: 1 if PostgreSQL's row (row_json[0..len), NULL: no
  * row) is the same JSON value as the pushed object: member order aside; an

@@ -20,6 +20,12 @@ import pytest
 import harness
 
 
+# push_check off: with it, a tombstone of a row PostgreSQL still has (these tests
+# tombstone rows they did not delete) is replaced by the row once checked
+# (test_write_path.py::test_late_tombstone_after_the_row_came_back).
+NO_CHECK = {"model User": {"push_check": "off"}}
+
+
 def moved(before, after, *names):
     return {n: after[n] - before[n] for n in names}
 
@@ -214,7 +220,8 @@ def test_replies_one_byte_at_a_time(objcached_factory, mc_pool, ref):
     """Every reply split at every byte: the same answers, no errors."""
     proxy = TrickleProxy(mc_pool[0].port)
     try:
-        oc = objcached_factory({"memcached": {"servers": proxy.address, "io_timeout": "5s"}})
+        oc = objcached_factory({"memcached": {"servers": proxy.address, "io_timeout": "5s"},
+                                **NO_CHECK})
         ids = list(range(1, 21))
         keys = [f"User:{i}" for i in ids]
         with oc.client() as c:

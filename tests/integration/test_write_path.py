@@ -432,7 +432,9 @@ def test_push_key_over_250_bytes_is_a_client_error_as_for_get(fleet, mc_pool, db
 
 
 def test_noreply_pushes_land_and_errors_still_come_back(fleet, mc_pool, db):
-    oc = start(fleet, mc_pool, db)
+    # push_check off: with it, a tombstone of a row PostgreSQL still has is
+    # replaced by the row (test_late_tombstone_after_the_row_came_back)
+    oc = start(fleet, mc_pool, db, **{"model Item": {"push_check": "off"}})
     # pymemcache sends set and delete with noreply by default
     client = PymemcacheClient(("127.0.0.1", oc.port), connect_timeout=10, timeout=10)
     try:
@@ -526,7 +528,9 @@ def test_version_column_timestamptz(fleet, mc_pool, db):
 # ================================================================== tombstone
 
 def test_tombstone_answers_absent_without_asking_postgresql(fleet, mc_pool, db):
-    oc = start(fleet, mc_pool, db)
+    # push_check off: with it, a tombstone of a row PostgreSQL still has is
+    # replaced by the row (test_late_tombstone_after_the_row_came_back)
+    oc = start(fleet, mc_pool, db, **{"model Item": {"push_check": "off"}})
     with oc.client() as c:
         assert c.get("Item:10") == row(db, "Item", 10)
         oc.wait_idle()
@@ -545,7 +549,10 @@ def test_tombstone_answers_absent_without_asking_postgresql(fleet, mc_pool, db):
 
 
 def test_push_onto_a_tombstone_is_not_stored(fleet, mc_pool, db):
-    oc = start(fleet, mc_pool, db)
+    # push_check off: with it, a tombstone of a row PostgreSQL still has is
+    # replaced by the row (test_late_tombstone_after_the_row_came_back)
+    off = {"push_check": "off"}
+    oc = start(fleet, mc_pool, db, **{"model Item": off, "model Ver": off})
     with oc.client() as c:
         assert tombstone(c, "Item:13") == b"DELETED"
         s0 = c.stats()
@@ -582,7 +589,9 @@ def test_tombstone_errors(fleet, mc_pool, db, line, expected):
 
 
 def test_tombstone_ttl_expires_then_the_row_is_loaded_again(fleet, mc_pool, db):
-    oc = start(fleet, mc_pool, db, **{"model Item": {"tombstone_ttl": "2s"}})
+    # push_check off: with it, a tombstone of a row PostgreSQL still has is
+    # replaced by the row (test_late_tombstone_after_the_row_came_back)
+    oc = start(fleet, mc_pool, db, **{"model Item": {"tombstone_ttl": "2s", "push_check": "off"}})
     with oc.client() as c:
         assert tombstone(c, "Item:14") == b"DELETED"
         s0 = c.stats()
@@ -751,10 +760,13 @@ def test_stale_set_race_with_a_push_is_impossible(fleet, mc_pool, db, tmp_path, 
 
 @pytest.mark.parametrize("via", ["B", "A"])
 def test_stale_set_race_with_a_tombstone_is_impossible(fleet, mc_pool, db, tmp_path, via):
+    # push_check off: with it, a tombstone of a row PostgreSQL still has is
+    # replaced by the row (test_late_tombstone_after_the_row_came_back)
+    off = {"model Item": {"push_check": "off"}}
     gate = gate_path(tmp_path)
     a = start(fleet, mc_pool, db, env={"OBJCACHED_FAULT_FILL_GATE": gate},
-              objcached=GATED)
-    b = start(fleet, mc_pool, db)
+              objcached=GATED, **off)
+    b = start(fleet, mc_pool, db, **off)
     old = row(db, "Item", 43)
     try:
         sa0 = gated_cold_get(a, gate, "Item:43", old)
@@ -1505,3 +1517,85 @@ def test_consumer_reconnect_while_deletes_are_out_loses_no_row(fleet, mc_pool, d
         if stopped:
             os.kill(s0.proc.pid, _signal.SIGCONT)
         proxy.close()
+
+
+def test_two_late_versioned_pushes_leave_the_newest_row(fleet, mc_pool, db, tmp_path):
+    """Ver:31 commits v4, v5, v6 (version 4, 5, 6); v6's invalidation empties
+    the key. The app's late pushes of v4 then v5 land: v4 on the empty key is
+    unordered (stored, checked); v5 is 'newer than the cached object' (v4, an
+    unchecked push) so it is stored without a check, and v4's check then
+    finds v5 instead of its bytes and does nothing. Nothing invalidates the
+    key again: v5 was served until its TTL while v6 is committed. Now an
+    unchecked push is stored as PUSHED: its version orders nothing, so v5 is
+    unordered too and checked. (The gate holds v4's check so that v5 lands
+    first; in production any v5 arriving within v4's check round trip did the
+    same.)"""
+    gate = gate_path(tmp_path)
+    oc = start(fleet, mc_pool, db, env={"OBJCACHED_FAULT_FILL_GATE": gate}, objcached=GATED)
+    bodies = {}
+    for name in ("v4", "v5", "v6"):
+        db.q(f"UPDATE vitems SET name = '{name}', version = version + 1 WHERE id = 31")
+        bodies[name] = row(db, "Ver", 31)
+    harness.wait_until(lambda: db.outbox_rows() == 0, timeout=10, what="the invalidations")
+    time.sleep(0.5)
+    try:
+        held_check(oc, gate, "Ver:31", bodies["v4"])
+        with oc.client() as c:
+            assert push(c, "Ver:31", bodies["v5"]) == b"STORED"
+    finally:
+        release(oc, gate)
+    time.sleep(0.5)
+    with oc.client() as c:
+        assert c.get("Ver:31") == bodies["v6"] == row(db, "Ver", 31)
+
+
+def test_late_tombstone_after_the_row_came_back(fleet, mc_pool, db):
+    """The app deletes Item:60 and is slow to send its `delete`; another
+    writer inserts the row again, and its invalidation is applied. Then the
+    late tombstone lands: it is stored unconditionally, and before it was
+    never checked: the committed row answered absent for tombstone_ttl
+    (10 min). Now tombstones are checked like unordered pushes, and the row
+    replaces the late one."""
+    oc = start(fleet, mc_pool, db)
+    db.q("DELETE FROM items WHERE id = 60")
+    db.q("INSERT INTO items VALUES (60, 'back again', 60)")
+    harness.wait_until(lambda: db.outbox_rows() == 0, timeout=10, what="the invalidations")
+    with oc.client() as c:
+        assert tombstone(c, "Item:60") == b"DELETED"
+    time.sleep(1.0)
+    with oc.client() as c:
+        assert c.get("Item:60") == row(db, "Item", 60)
+
+
+def test_an_unchecked_push_is_not_kept_by_a_near_cache(fleet, mc_pool, db, tmp_path):
+    """A late push (v4, after v6 committed and its invalidation emptied the
+    key) is stored as PUSHED until its check. Another sidecar that reads it
+    meanwhile serves it (as any read concurrent with a write may), but must
+    not keep it in its near-cache: the check corrects memcached only, and no
+    invalidation would ever reach that near-cache entry. Before the PUSHED
+    kind, it did, and served v4 until near_ttl (30 s here)."""
+    gate = gate_path(tmp_path)
+    a = start(fleet, mc_pool, db, env={"OBJCACHED_FAULT_FILL_GATE": gate}, objcached=GATED)
+    models = dict(MODELS, Ver=dict(MODELS["Ver"], near_ttl="30s"))
+    b = fleet.start(oc_c.sidecar_config(
+        mc_pool, db.conninfo, models,
+        {"objcached": {"near_cache_size": "8m"},
+         "postgresql": {"invalidation_poll": "200ms", "feed_poll": "100ms"}}))
+    harness.wait_until(lambda: b.stats()["near_serving"] == 1, timeout=10,
+                       what="b's near-cache serving")
+    bodies = {}
+    for name in ("v4", "v5", "v6"):
+        db.q(f"UPDATE vitems SET name = '{name}', version = version + 1 WHERE id = 31")
+        bodies[name] = row(db, "Ver", 31)
+    harness.wait_until(lambda: db.outbox_rows() == 0, timeout=10, what="the invalidations")
+    time.sleep(0.5)
+    try:
+        held_check(a, gate, "Ver:31", bodies["v4"])
+        for _ in range(3):   # the second offer would admit it to b's near-cache
+            with b.client() as c:
+                assert c.get("Ver:31") == bodies["v4"]
+        assert b.stats()["near_entries"] == 0
+    finally:
+        release(a, gate)
+    harness.wait_until(lambda: b.client().get("Ver:31") == bodies["v6"], timeout=3,
+                       what="b serving the committed row")

@@ -172,6 +172,18 @@ static void test_decide(void **state)
                      OC_MC_WRITE_UNORDERED);
     assert_int_equal(decide("5", 1, oc_entry_flags(OC_ENTRY_LEASE), ""),
                      OC_MC_WRITE_UNORDERED);
+    /* a pushed object nothing checked yet: a newer or equal push is not proved
+     * current by it (it may be a late push older than a commit whose
+     * invalidation emptied the key): unordered, checked; an older one loses
+     * (the pushed version was committed: pushes come after their commit) */
+    assert_int_equal(decide("5", 1, oc_entry_flags(OC_ENTRY_PUSHED), "{\"version\":4}"),
+                     OC_MC_WRITE_UNORDERED);
+    assert_int_equal(decide("5", 1, oc_entry_flags(OC_ENTRY_PUSHED), "{\"version\":5}"),
+                     OC_MC_WRITE_UNORDERED);
+    assert_int_equal(decide("5", 1, oc_entry_flags(OC_ENTRY_PUSHED), "{\"version\":6}"),
+                     OC_MC_KEEP);
+    assert_int_equal(decide(NULL, 1, oc_entry_flags(OC_ENTRY_PUSHED), "{\"version\":6}"),
+                     OC_MC_WRITE_UNORDERED);
     assert_int_equal(decide("5", 1, 0, "{\"version\":9}"), OC_MC_WRITE_UNORDERED);
     /* flags of another entry version are not ours, even with kind OBJECT */
     assert_int_equal(decide("5", 1, obj ^ (1u << 8), "{\"version\":9}"),
@@ -200,7 +212,9 @@ static void test_needs_check(void **state)
     assert_true(oc_write_needs_check(0, 1, OC_MC_R_OK, 1));
     assert_false(oc_write_needs_check(0, 1, OC_MC_R_OK, 0)); /* proved newer */
     assert_false(oc_write_needs_check(0, 0, OC_MC_R_OK, 1)); /* push_check off */
-    assert_false(oc_write_needs_check(1, 1, OC_MC_R_OK, 1)); /* a tombstone */
+    assert_true(oc_write_needs_check(1, 1, OC_MC_R_OK, 0));  /* a tombstone: always */
+    assert_false(oc_write_needs_check(1, 0, OC_MC_R_OK, 0)); /* ... with push_check */
+    assert_false(oc_write_needs_check(1, 1, OC_MC_R_ERROR, 0));
     assert_false(oc_write_needs_check(0, 1, OC_MC_R_NOT_STORED, 1));
     assert_false(oc_write_needs_check(0, 1, OC_MC_R_ERROR, 1));
 }
