@@ -1605,6 +1605,14 @@ static void srv_free(mc_server_t *s)
     if (s == NULL)
         return;
     srv_abort(s, "shutting down", 0);
+    if (s->dirty) { /* a reload removes it with work queued: on_flush must not see it */
+        mc_server_t **pp = &s->mc->dirty;
+        while (*pp && *pp != s)
+            pp = &(*pp)->dirty_next;
+        if (*pp)
+            *pp = s->dirty_next;
+        s->dirty = 0;
+    }
     if (s->ev_timer)
         event_free(s->ev_timer);
     if (s->ev_probe)

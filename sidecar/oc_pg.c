@@ -170,10 +170,11 @@ static void load_deadline_cb(evutil_socket_t fd, short what, void *arg)
     if (l->conn != NULL) {
         /* Running: the server's statement_timeout cancels the query; the
          * connection is dropped if it has not answered a load_timeout
-         * later (conn_stuck_cb). */
+         * later (conn_stuck_cb). Its answer still comes to conn_query_done
+         * (or conn_prepare_done) with no load: that disarms the timer and
+         * gives the connection to the next load in the queue. */
         oc_pg_conn_t *c = l->conn;
         c->load = NULL;
-        oc_pgconn_abandon(c->pc);
         uint32_t ms = l->pg->conf->load_timeout_ms;
         struct timeval tv = {ms / 1000 + 1, (suseconds_t)(ms % 1000) * 1000};
         evtimer_add(c->stuck, &tv);
@@ -270,6 +271,11 @@ static void conn_query_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
     oc_pg_load_t *l = c->load;
     c->load = NULL;
     evtimer_del(c->stuck);
+    if (l == NULL) { /* a load that timed out (load_deadline_cb): it ended */
+        PQclear(res);
+        pg_dispatch(c->pg);
+        return;
+    }
     if (st == OC_OK) {
         c->pg->stats->pg_rows += (uint64_t)PQntuples(res);
         c->pg->stats->models[l->model_idx].pg_rows += (uint64_t)PQntuples(res);
@@ -285,6 +291,11 @@ static void conn_prepare_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
     oc_pg_conn_t *c = arg;
     PQclear(res);
     oc_pg_load_t *l = c->load;
+    if (l == NULL) { /* its load timed out meanwhile (load_deadline_cb) */
+        evtimer_del(c->stuck);
+        pg_dispatch(c->pg);
+        return;
+    }
     if (st != OC_OK) {
         c->load = NULL;
         load_finish(l, NULL, st, err);

@@ -477,3 +477,69 @@ def test_a_rows_error_fails_only_its_keys_not_the_requests_sharing_the_query(
         a.close()
         b.close()
         pg.execute("DROP VIEW IF EXISTS poison")
+
+
+def test_timed_out_load_does_not_reset_a_later_load(objcached_factory, pg):
+    """A load that times out arms its connection's `stuck` timer (reset
+    after load_timeout + 1 s if the query never ends). Before, when the
+    query did end (statement_timeout cancels it), nothing disarmed the timer
+    (the command was abandoned: no callback), and a later load running on
+    the same connection when it fired failed with "database connection
+    lost", though it was fine. Found by a review, 2026-12-05."""
+    oc = objcached_factory({"objcached": {"load_timeout": "3s"},
+                            "postgresql": {"connections": "1"}})
+    with oc.client() as c:
+        with TableLock(pg, "users"):
+            values, terminal = c.get_multi(["User:98765431"])
+            assert terminal.startswith(b"SERVER_ERROR load failed"), terminal
+        t1 = time.monotonic()   # the stuck timer fires about t1 + 4 s
+        time.sleep(2.0)
+        lock = TableLock(pg, "pages")
+        result = {}
+
+        def get():
+            with oc.client() as c2:
+                result["r"] = c2.get_multi(["Page:review2-absent-page"])
+
+        th = threading.Thread(target=get)
+        th.start()
+        try:
+            time.sleep(max(0.0, t1 + 4.5 - time.monotonic()))
+        finally:
+            lock.release()
+        th.join(10)
+        # the second load was blocked 2.5 s of its 3 s, then answered
+        assert result["r"] == ([], b"END"), result["r"]
+
+
+def test_load_queued_behind_a_timed_out_load_runs_when_the_connection_frees(
+        objcached_factory, pg, ref):
+    """With one loader connection, a load queued behind one that times out
+    must run as soon as the timed-out query ends (statement_timeout cancels
+    it at about the same moment). Before, nothing dispatched the queue then
+    (the command was abandoned: no callback), so the queued load waited for
+    another submit and, with none, failed "load timed out" though the
+    database was free for most of its load_timeout. Found by a review."""
+    oc = objcached_factory({"objcached": {"load_timeout": "2s"},
+                            "postgresql": {"connections": "1"}})
+    result = {}
+
+    def get_page():
+        with oc.client() as c2:
+            t0 = time.monotonic()
+            result["r"] = c2.get_multi(["Page:review2-queued"])
+            result["dt"] = time.monotonic() - t0
+
+    with oc.client() as c:
+        with TableLock(pg, "users"):
+            th = threading.Thread(target=get_page)
+            # start the page load once the users load holds the connection
+            timer = threading.Timer(0.5, th.start)
+            timer.start()
+            values, terminal = c.get_multi(["User:98765432"])
+            assert terminal.startswith(b"SERVER_ERROR load failed"), terminal
+            th_started = time.monotonic()
+            timer.join()
+        th.join(10)
+    # pages were never locked: its query could run from ~2.0 s on
+    assert result["r"] == ([], b"END"), (result, time.monotonic() - th_started)
