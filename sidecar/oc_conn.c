@@ -85,7 +85,13 @@ static void conn_count(oc_conn_t *c, oc_reply_kind_t k)
 static size_t conn_in_cap(const oc_conn_t *c)
 {
     const oc_conf_t *conf = conn_ctx(c)->conf;
-    return (size_t)conf->max_value + conf->max_line + 65536;
+    size_t cap = (size_t)conf->max_value + conf->max_line + 65536;
+    /* A data block accepted under a larger max_value (a reload lowered it
+     * meanwhile) is still read whole: else reading would stop short of it
+     * for good. */
+    if (c->state == OC_CONN_DATA && c->data_len + 2 + conf->max_line + 65536 > cap)
+        cap = (size_t)c->data_len + 2 + conf->max_line + 65536;
+    return cap;
 }
 
 static void conn_set_reading(oc_conn_t *c, int on)
@@ -356,6 +362,10 @@ static void conn_command(oc_conn_t *c, const char *line, size_t len)
         char why[64];
         snprintf(why, sizeof(why), "too many keys (max %u)", conn_ctx(c)->conf->max_keys);
         conn_client_error(c, why);
+        if (cmd.type == OC_CMD_MS) { /* its data block: skipped, not run */
+            c->swallow_left = cmd.data_len + 2;
+            conn_set_state(c, OC_CONN_SWALLOW);
+        }
         return;
     }
     if (st != OC_OK) {
@@ -444,7 +454,12 @@ static int conn_flush(oc_conn_t *c)
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             uint32_t ms = conn_ctx(c)->conf->write_timeout_ms;
             struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
-            event_add(c->ev_write, ms ? &tv : NULL);
+            /* Armed once per stall: re-arming it on every call (each read
+             * of a client that trickles bytes in without reading its
+             * replies) would put the deadline off for ever. conn_write_cb
+             * re-arms it after progress. */
+            if (!event_pending(c->ev_write, EV_WRITE, NULL))
+                event_add(c->ev_write, ms ? &tv : NULL);
             return 0;
         }
         return -1;
@@ -464,7 +479,7 @@ static int conn_next_line(oc_conn_t *c, struct evbuffer *in)
     size_t have = evbuffer_get_length(in);
     if (eol.pos < 0) {
         c->scanned = have;
-        if (have <= max_line)
+        if (have <= max_line + 1) /* max_line, and maybe the CR of its CRLF */
             return 0;
         conn_client_error(c, "line too long");
         c->swallow_left = 0;
@@ -474,7 +489,15 @@ static int conn_next_line(oc_conn_t *c, struct evbuffer *in)
     }
     size_t len = (size_t)eol.pos;
     c->scanned = 0;
-    if (len > max_line) {
+    size_t content = len;      /* without the CR of a CRLF */
+    if (len == max_line + 1) { /* over by one: fine if that one is a CR */
+        char last = 0;
+        struct evbuffer_ptr at;
+        evbuffer_ptr_set(in, &at, len - 1, EVBUFFER_PTR_SET);
+        evbuffer_copyout_from(in, &at, &last, 1);
+        content -= last == '\r';
+    }
+    if (content > max_line) {
         conn_client_error(c, "line too long");
         evbuffer_drain(in, len + eol_len);
         return 1;
@@ -650,9 +673,14 @@ static void conn_idle_cb(evutil_socket_t fd, short what, void *arg)
     oc_conn_t *c = arg;
     if (conn_ctx(c)->conf->idle_timeout_ms == 0)
         return; /* a reload turned it off after this timer was armed */
-    if (c->state != OC_CONN_READING || evbuffer_get_length(c->in) > 0 ||
-        evbuffer_get_length(c->out) > 0) {
-        conn_arm_idle(c); /* busy, not idle */
+    /* Busy: a command under way (a slow load: the client waits for us), or
+     * replies waiting (write_timeout's business). A command cut short, a
+     * data block that stopped coming or input being swallowed is not: the
+     * client has sent nothing for idle_timeout (each read re-arms this), and
+     * a client that stalls mid-command must not hold its connection (and a
+     * slot of max_connections) for ever. */
+    if (c->state == OC_CONN_WAITING || evbuffer_get_length(c->out) > 0) {
+        conn_arm_idle(c);
         return;
     }
     conn_ctx(c)->stats->timeouts++;

@@ -11,6 +11,9 @@
 #include "oc_conf.h"
 #include "oc_stats.h"
 
+#define OC_METRICS_MAX_HEADERS 16384 /* bytes of request line and headers */
+#define OC_METRICS_MAX_BODY    4096
+
 struct oc_metrics {
     oc_ctx_t *ctx;
     struct evhttp *http;
@@ -91,6 +94,11 @@ oc_metrics_t *oc_metrics_new(oc_ctx_t *ctx, char *err)
     }
     evhttp_set_allowed_methods(m->http, EVHTTP_REQ_GET);
     evhttp_set_timeout(m->http, 10);
+    /* libevent reads headers and bodies of any size by default: one
+     * connection could make this process hold gigabytes. A scraper sends a
+     * few hundred bytes of headers and no body. */
+    evhttp_set_max_headers_size(m->http, OC_METRICS_MAX_HEADERS);
+    evhttp_set_max_body_size(m->http, OC_METRICS_MAX_BODY);
     evhttp_set_gencb(m->http, on_request, m);
     if (evhttp_bind_socket(m->http, host, port) != 0) {
         oc_metrics_free(m);

@@ -249,8 +249,14 @@ oc_status_t oc_proto_parse(const char *line, size_t len, oc_token_t *tok, size_t
     memset(cmd, 0, sizeof(*cmd));
     cmd->type = OC_CMD_UNKNOWN;
     size_t n = tokenize(line, len, tok, maxtok);
-    if (n > maxtok)
+    if (n > maxtok) {
+        /* An ms line still says how long its data block is: the caller skips
+         * it, or the data would be read as the next command. */
+        if (maxtok > 2 && tok_is(&tok[0], "ms") && parse_u64(&tok[2], &cmd->data_len) &&
+            cmd->data_len <= INT32_MAX)
+            cmd->type = OC_CMD_MS;
         return oc_fail(err, OC_ETOOBIG, "too many tokens");
+    }
     if (n == 0)
         return OC_OK;
     const oc_token_t *c = &tok[0];

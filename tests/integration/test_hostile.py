@@ -907,3 +907,186 @@ def test_password_never_shown(pg, password_role, objcached_factory, expected, tm
     log = d.log()
     assert "pg_conn_down" in log, "no connection error was provoked:\n" + log[-4000:]
     print("\n".join(l for l in log.splitlines() if "pg_" in l or "reload" in l))
+
+
+def closed_within(s, seconds):
+    """True if the server closes s within `seconds` (EOF or reset)."""
+    s.settimeout(0.2)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        if not chunk:
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------
+# Found by a review, 2026-12-05: each failed before its fix.
+#
+# idle_timeout was defeated by any byte of a partial command
+
+
+@pytest.mark.parametrize("partial", [
+    b"g",                                # a command line cut short
+    b"set User:150 0 0 10\r\n",          # a set whose data block never comes
+], ids=["partial-line", "set-without-data"])
+def test_idle_timeout_closes_a_client_that_stalls_mid_command(objcached_factory, expected,
+                                                              partial):
+    d = objcached_factory({"objcached": {"idle_timeout": "1s"}}, env=ASAN_ENV)
+    quiet = connect(d)
+    stalled = connect(d)
+    stalled.sendall(partial)
+    try:
+        assert closed_within(quiet, 5), "control: a silent client is not closed"
+        # The stalled client has sent nothing for far longer than idle_timeout.
+        assert closed_within(stalled, 5), (
+            f"a client that sent {partial!r} and then nothing for 5 s is never closed "
+            f"by idle_timeout = 1s (slowloris: max_connections can be held this way)")
+    finally:
+        quiet.close()
+        stalled.close()
+    assert_healthy(d, expected)
+
+
+# --------------------------------------------------------------------------
+# write_timeout was re-armed by every read: a client that never read its
+# replies but trickled bytes in was never closed
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["control", "trickle"])
+def test_write_timeout_not_reset_by_trickled_input(objcached_factory, expected, trickle):
+    d = objcached_factory(WRITE_TIMEOUT, env=ASAN_ENV)
+    with d.client() as c:
+        assert line_reply(c, b"set User:170 0 0 %d\r\n%s\r\n" % (len(BIG), BIG)) == b"STORED"
+    timeouts = d.stats()["timeouts"]
+    s = connect(d, rcvbuf=4096)
+    # ~5.2 MiB of replies: the kernel's socket buffers take up to ~4 MiB
+    # of it, objcached holds the rest, under its 4 MiB mark (reading stays on).
+    s.sendall((b"get " + b"User:170 " * 20 + b"\r\n") * 4)
+    time.sleep(0.5)
+    try:
+        deadline = time.monotonic() + 8  # 4x write_timeout
+        closed = False
+        while time.monotonic() < deadline and not closed:
+            if trickle:
+                try:
+                    s.send(b"x")  # part of a line that never ends; never read
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+            time.sleep(0.5)
+            closed = d.stats()["timeouts"] > timeouts
+        assert closed, ("a client that read none of its replies for 8 s is still "
+                        "connected: write_timeout = 2s is pushed back by every read")
+    finally:
+        s.close()
+    assert_healthy(d, expected)
+
+
+# --------------------------------------------------------------------------
+# ms with more tokens than the token array: its data block was run as a command
+
+
+def test_ms_with_too_many_flags_skips_its_data_block(objcached_factory, expected):
+    d = objcached_factory(WRITE_TIMEOUT, env=ASAN_ENV)
+    with d.client() as c:
+        data = b"get User:1"  # a data block that is also a valid command line
+        line = b"ms User:150 %d " % len(data) + b"T0 " * 1100 + b"\r\n"
+        c.send(line + data + b"\r\nmn\r\n")
+        got, _ = drain(c.sock, quiet=0.5)
+        # One error for the ms, then MN. Anything in between is the data
+        # block answered as a command of its own.
+        assert got.startswith(b"CLIENT_ERROR"), got[:200]
+        first, rest = got.split(b"\r\n", 1)
+        assert rest == b"MN\r\n", (
+            f"after {first!r} the ms data block was run as a command: {rest[:120]!r}")
+    assert_healthy(d, expected)
+
+
+# --------------------------------------------------------------------------
+# /metrics: evhttp had no limit on headers: one client grew memory at will
+
+
+def test_metrics_oversized_request_header_is_refused(objcached_factory, expected):
+    port = harness.free_port()
+    d = objcached_factory({"objcached": {"metrics_listen": f"127.0.0.1:{port}"}},
+                          env=ASAN_ENV)
+    before = rss_kb(d.pid)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+    chunk = b"X-Pad: " + b"a" * ((1 << 20) - 16) + b"\r\n"  # 1 MiB header lines
+    sent, closed = 0, False
+    try:
+        for _ in range(256):  # up to 256 MiB of headers
+            try:
+                s.sendall(chunk)
+                sent += len(chunk)
+            except (BrokenPipeError, ConnectionResetError, socket.timeout):
+                closed = True
+                break
+        time.sleep(0.5)
+        grown = rss_kb(d.pid) - before
+    finally:
+        s.close()
+    print(f"sent {sent >> 20} MiB of headers, closed={closed}, RSS +{grown} KiB")
+    assert grown < 64 * 1024, (
+        f"RSS grew by {grown >> 10} MiB for {sent >> 20} MiB of one request's headers "
+        f"(closed by the server: {closed})")
+    assert_healthy(d, expected)
+
+
+# --------------------------------------------------------------------------
+# A reload that lowers max_value while a set's data block is being read:
+# the input cap dropped below the block, reading stopped, and the connection
+# waited for ever for bytes it would never read
+
+
+@pytest.mark.parametrize("lower", [False, True], ids=["control", "reload"])
+def test_reload_lowering_max_value_during_a_set_does_not_stall(objcached_factory,
+                                                                expected, lower):
+    d = objcached_factory({"objcached": {"max_value": "8m"},
+                           "model User": {"push_check": "off"}}, env=ASAN_ENV)
+    body = b'{"id":150,"pad":"' + b"p" * (4 << 20) + b'"}'
+    s = connect(d, timeout=1)
+    s.sendall(b"set User:150 0 0 %d\r\n" % len(body) + body[:1 << 20])
+    time.sleep(0.3)
+    if lower:
+        assert harness.reload(d, harness.edit(d.config_text, "objcached", "max_value", "1m"))
+    sent = 1 << 20
+    deadline = time.monotonic() + 10
+    while sent < len(body) and time.monotonic() < deadline:
+        try:
+            sent += s.send(body[sent:sent + 65536])
+        except socket.timeout:
+            pass
+    try:
+        s.sendall(b"\r\n")
+    except socket.timeout:
+        pass
+    got, closed = drain(s, quiet=3, total=8)
+    s.close()
+    assert got or closed, (
+        f"no reply and no close: {sent} of {len(body)} data bytes taken, then the "
+        f"connection stopped reading (input cap now under the block being read)")
+    assert_healthy(d, expected)
+
+
+# --------------------------------------------------------------------------
+# max_line: a line of exactly max_line bytes was refused when it ended in \r\n
+
+
+def test_line_of_exactly_max_line_bytes_is_accepted(objcached_factory, expected):
+    d = objcached_factory({"objcached": {"max_line": "1k"}}, env=ASAN_ENV)
+    with d.client() as c:
+        line = b"get User:1" + b" " * (1024 - 10)
+        assert len(line) == 1024
+        c.send(line + b"\n")
+        assert c.read_response().values[0].data == expected["User:1"]  # \n: accepted
+        c.send(line + b"\r\n")
+        r = c.read_response()
+        assert r.terminal == b"END", (
+            f"a {len(line)}-byte line (max_line = 1024) ending in \\r\\n: {r.terminal!r}")
