@@ -123,7 +123,7 @@ static void entry_remove(oc_near_t *n, near_entry_t *e)
  * the old table stays (longer or emptier chains, still correct). */
 static void rehash(oc_near_t *n, size_t nb)
 {
-    near_entry_t **b = calloc(nb, sizeof(*b));
+    near_entry_t **b = nb ? calloc(nb, sizeof(*b)) : NULL;
     if (b == NULL)
         return;
     for (size_t i = 0; i < n->nbuckets; i++)
