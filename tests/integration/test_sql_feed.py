@@ -978,7 +978,10 @@ def test_attach_wal_partitions(db):
     db.q("SELECT objcached.attach('ev', 'Event', 'id', 'wal')")
     assert pub_tables(db) == ["ev"]                       # partitions are sent as ev
     assert [r[1] for r in db.q("SELECT * FROM objcached.wal_tables()")] == ["public.ev"]
-    assert all(triggers_of(db, t) == [] for t in ("ev", "ev_1", "ev_2", "ev_2a"))
+    # no trigger on the write path; each partition only the TRUNCATE one, since pgoutput
+    # leaves a partition out of a Truncate published via its root (docs/wal.md)
+    assert triggers_of(db, "ev") == []
+    assert all(triggers_of(db, t) == ["objcached_wal_truncate"] for t in ("ev_1", "ev_2", "ev_2a"))
     # a partition added later without a usable replica identity shows up, and PostgreSQL
     # refuses UPDATE on it: exactly what wal_check and status must say
     db.q("CREATE TABLE ev_3 (id bigint NOT NULL, part int NOT NULL)")
