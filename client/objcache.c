@@ -54,9 +54,10 @@ static objcache_status_t options_check(const objcache_options_t *o, char *err)
                              "max_reply_bytes must be at least 1024");
     if (o->max_keys_per_get == 0)
         return objcache_fail(err, OBJCACHE_EINVAL, "max_keys_per_get must be at least 1");
-    if (o->max_line_bytes < OBJCACHE_KEY_MAX + 8)
-        return objcache_fail(err, OBJCACHE_EINVAL, "max_line_bytes must be at least %d",
-                             OBJCACHE_KEY_MAX + 8);
+    if (o->max_line_bytes < OBJCACHE_KEY_MAX + 8 || o->max_line_bytes > OBJCACHE_LINE_MAX)
+        return objcache_fail(err, OBJCACHE_EINVAL,
+                             "max_line_bytes must be between %d and %d",
+                             OBJCACHE_KEY_MAX + 8, OBJCACHE_LINE_MAX);
     return OBJCACHE_OK;
 }
 
@@ -409,7 +410,10 @@ static objcache_status_t get_batches(objcache_t *h, size_t nsent, objcache_item_
         size_t base = h->buf_len;
         objcache_status_t st = exchange(h, iov, 1, &p, deadline);
         if (st != OBJCACHE_OK) {
-            for (size_t j = from; j < nsent; j++)
+            /* The whole call failed: the batches before this one too (no
+             * item may say OK without a value; their bytes may be gone with
+             * the connection). */
+            for (size_t j = 0; j < nsent; j++)
                 items[h->sent_idx[j]].status = st;
             return st;
         }

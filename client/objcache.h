@@ -69,7 +69,8 @@ extern "C" {
 #define OBJCACHE_ERRLEN 256
 
 /* The longest key a memcached server accepts; objcached may accept fewer. */
-#define OBJCACHE_KEY_MAX 250
+#define OBJCACHE_KEY_MAX  250
+#define OBJCACHE_LINE_MAX (16 * 1024 * 1024) /* max_line_bytes' upper bound */
 
 typedef enum objcache_status {
     OBJCACHE_OK = 0,    /* done; for a key: found */
@@ -103,7 +104,8 @@ typedef struct objcache_options {
     size_t max_keys_per_get;     /* default 1024 (objcached's max_keys); more keys are
                                     asked with several get commands in one call */
     size_t max_line_bytes;       /* default 65536 (objcached's max_line); a longer
-                                    get line is split the same way */
+                                    get line is split the same way; at most
+                                    OBJCACHE_LINE_MAX */
 } objcache_options_t;
 
 /* Fill o with the defaults above. */

@@ -199,6 +199,8 @@ static char *read_stdin(size_t *len)
         n += fread(buf + n, 1, cap - n, stdin);
         if (n < cap)
             break;
+        if (cap >= CLI_STDIN_MAX && fgetc(stdin) == EOF)
+            break; /* exactly the most it takes */
         char *nb = cap >= CLI_STDIN_MAX ? NULL : realloc(buf, cap * 2);
         if (nb == NULL) {
             free(buf);
@@ -211,7 +213,7 @@ static char *read_stdin(size_t *len)
         free(buf);
         return NULL;
     }
-    while (n > 0 && strchr(" \t\r\n", buf[n - 1]) != NULL)
+    while (n > 0 && buf[n - 1] != '\0' && strchr(" \t\r\n", buf[n - 1]) != NULL)
         n--;
     *len = n;
     return buf;
@@ -356,7 +358,19 @@ static int run_batch(cli_t *c)
         goto done;
     }
     while (fgets(line, CLI_BATCH_LINE, stdin) != NULL) {
-        int push = strncmp(line, "push", 4) == 0 && (line[4] == ' ' || line[4] == '\t');
+        size_t got = strlen(line);
+        if (got == CLI_BATCH_LINE - 1 && line[got - 1] != '\n' && !feof(stdin)) {
+            /* Over the longest line: its rest must not run as a command. */
+            int ch;
+            while ((ch = fgetc(stdin)) != EOF && ch != '\n')
+                ;
+            fprintf(stderr, "objcache: batch line longer than %u bytes, skipped\n",
+                    CLI_BATCH_LINE - 1);
+            rc = objcache_cli_worse(rc, OBJCACHE_EXIT_USAGE);
+            continue;
+        }
+        const char *verb = line + strspn(line, " \t");
+        int push = strncmp(verb, "push", 4) == 0 && (verb[4] == ' ' || verb[4] == '\t');
         int n = objcache_cli_split(line, words, (int)max_words, push ? 2 : -1);
         if (n == 0 || words[0][0] == '#')
             continue;

@@ -51,12 +51,38 @@ int objcache_cli_worse(int a, int b)
     return a > b ? a : b;
 }
 
+/* Bytes in the well-formed UTF-8 sequence at s[0..n) (RFC 3629: no overlong
+ * forms, no surrogates, at most U+10FFFF), or 0 if it is not one. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 0;
+    if (len == 0 || c > 0xF4 || c == 0xC0 || c == 0xC1 || len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+    if ((c == 0xE0 && s[1] < 0xA0) ||
+        (c == 0xED && s[1] > 0x9F) || /* overlong, surrogate */
+        (c == 0xF0 && s[1] < 0x90) ||
+        (c == 0xF4 && s[1] > 0x8F)) /* overlong, > U+10FFFF */
+        return 0;
+    return len;
+}
+
 void objcache_cli_json_string(FILE *f, const char *s, size_t n)
 {
     fputc('"', f);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\')
+        if (c >= 0x80) { /* JSON is UTF-8 (RFC 8259): other bytes become U+FFFD */
+            size_t len = utf8_len((const unsigned char *)s + i, n - i);
+            if (len == 0)
+                fputs("\\ufffd", f);
+            else
+                fwrite(s + i, 1, len, f);
+            i += len ? len - 1 : 0;
+        } else if (c == '"' || c == '\\')
             fprintf(f, "\\%c", c);
         else if (c == '\n')
             fputs("\\n", f);

@@ -259,6 +259,15 @@ def test_batch_uses_one_connection(objcached, ref, cli):
     p = cli("batch", addr=tcp(objcached), input=b"frobnicate\nversion\n")
     assert p.returncode == 2 and lines(p) == [version]
 
+    # A line over the longest one (1 MiB) is refused whole: before, its rest
+    # ran as a command of its own (found by a review, 2026-12-05). A push
+    # indented by blanks is a push (before: "usage: push KEY JSON").
+    huge = b"push User:161 {\"a\":\"" + b"x" * (1 << 20) + b"version\"}\n"
+    p = cli("batch", addr=tcp(objcached), input=huge + b"  push User:160 " + row160 + b"\n")
+    assert p.returncode == 2, p.stderr
+    assert b"batch line longer than 1048575 bytes, skipped" in p.stderr
+    assert lines(p) == ["User:160 stored"]
+
 
 # ------------------------------------------------------------------ usage and connecting
 

@@ -100,12 +100,66 @@ static void test_split(void **state)
     assert_int_equal(objcache_cli_split(l5, w, 4, 2), 2);
 }
 
+/* 1 if s[0..n) is valid UTF-8 (RFC 3629). */
+static int utf8_ok(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i], need, min;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf)
+            need = 1, min = 0x80;
+        else if (c >= 0xe0 && c <= 0xef)
+            need = 2, min = 0x800;
+        else if (c >= 0xf0 && c <= 0xf4)
+            need = 3, min = 0x10000;
+        else
+            return 0;
+        if (i + need >= n)
+            return 0;
+        unsigned cp = c & (0x3f >> need);
+        for (unsigned k = 1; k <= need; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        i += need + 1;
+    }
+    return 1;
+}
+
+/*
+ * RFC 8259 section 8.1 requires JSON text to be UTF-8; objcache_cli_json_string()
+ * copied bytes >= 0x80 as they were, so a key, a stat value, a version or a
+ * server error line (objcached cuts keys in its error lines at 64 bytes,
+ * possibly inside a character) made `objcache --json` print invalid JSON
+ * (found by a review, 2026-12-05). Invalid bytes are now U+FFFD; valid
+ * sequences pass unchanged.
+ */
+static void test_json_invalid_utf8(void **state)
+{
+    (void)state;
+    char out[128];
+    static const char *const bad[] = {"\xff", "caf\xc3", "\xc3(", "\xed\xa0\x80"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_of(bad[i], strlen(bad[i]), out, sizeof(out));
+        assert_true(utf8_ok((const unsigned char *)out, strlen(out)));
+        assert_non_null(strstr(out, "\\ufffd"));
+    }
+    json_of("caf\xc3\xa9 \xf0\x9f\x98\x80", 10, out, sizeof(out));
+    assert_string_equal(out, "\"caf\xc3\xa9 \xf0\x9f\x98\x80\"");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_duration),    cmocka_unit_test(test_exit_codes),
         cmocka_unit_test(test_json_string), cmocka_unit_test(test_json_number),
-        cmocka_unit_test(test_split),
+        cmocka_unit_test(test_split),       cmocka_unit_test(test_json_invalid_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -722,6 +722,79 @@ static void test_pool_threads(void **state)
     objcache_pool_free(p);
 }
 
+/*
+ * A get_multi split in batches whose later batch fails on the connection
+ * (EPROTO here) must not leave the items of the earlier, complete batch with
+ * status OK and a NULL value (objcache.h: "value: OK: the object's JSON ...;
+ * else NULL"), nor report a key that batch did not find as OK: every key sent
+ * gets the failure (found by a review, 2026-12-05; before, they were OK).
+ */
+static void test_later_batch_fails(void **state)
+{
+    (void)state;
+    static const scene_t sc[] = {
+        {"VALUE A:1 0 1\r\n1\r\nEND\r\n", 0, SCENE_KEEP}, /* A:1 found, A:2 absent */
+        {"HELLO\r\n", 0, SCENE_STALL},                    /* garbage: EPROTO */
+    };
+    fake_t f;
+    fake_unix(&f, sc, NSCENES(sc));
+    objcache_options_t o;
+    objcache_options_init(&o);
+    o.max_keys_per_get = 2;
+    objcache_t *h = NULL;
+    assert_int_equal(objcache_new(&h, f.addr, &o, NULL), OBJCACHE_OK);
+    const char *keys[] = {"A:1", "A:2", "A:3"};
+    objcache_item_t it[3];
+    assert_int_equal(objcache_get_multi(h, keys, 3, it), OBJCACHE_EPROTO);
+    assert_int_equal(it[2].status, OBJCACHE_EPROTO);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(it[i].status, OBJCACHE_EPROTO);
+        assert_null(it[i].value);
+    }
+    objcache_free(h);
+    fake_stop(&f);
+}
+
+/*
+ * get_multi reserves max_line_bytes + longest + 8 bytes for the request:
+ * SIZE_MAX ("no limit") wrapped that to longest + 7, and batch_build() wrote
+ * every key into it (a heap overflow ASan reports; found by a review,
+ * 2026-12-05). Now max_line_bytes over OBJCACHE_LINE_MAX is refused.
+ */
+static void test_huge_max_line(void **state)
+{
+    (void)state;
+    static const scene_t sc[] = {{"END\r\n", 0, SCENE_KEEP}};
+    fake_t f;
+    fake_unix(&f, sc, NSCENES(sc));
+    objcache_options_t o;
+    objcache_options_init(&o);
+    o.max_line_bytes = SIZE_MAX;
+    objcache_t *h = NULL;
+    char err[OBJCACHE_ERRLEN];
+    if (objcache_new(&h, f.addr, &o, err) != OBJCACHE_OK) { /* refused */
+        assert_non_null(strstr(err, "max_line_bytes must be between"));
+        o.max_line_bytes = OBJCACHE_LINE_MAX; /* the largest it takes still works */
+        assert_int_equal(objcache_new(&h, f.addr, &o, NULL), OBJCACHE_OK);
+    }
+    enum { N = 64 };
+    static char kb[N][16];
+    const char *keys[N];
+    char want[REQ_MAX] = "get";
+    for (int i = 0; i < N; i++) {
+        snprintf(kb[i], sizeof(kb[i]), "User:%d", 1000000 + i);
+        keys[i] = kb[i];
+        strcat(want, " ");
+        strcat(want, kb[i]);
+    }
+    strcat(want, "\r\n");
+    objcache_item_t it[N];
+    assert_int_equal(objcache_get_multi(h, keys, N, it), OBJCACHE_OK);
+    objcache_free(h);
+    fake_stop(&f);
+    assert_string_equal(f.reqs[0], want);
+}
+
 static void test_strerror(void **state)
 {
     (void)state;
@@ -754,6 +827,8 @@ int main(void)
         cmocka_unit_test(test_pool),
         cmocka_unit_test(test_pool_threads),
         cmocka_unit_test(test_strerror),
+        cmocka_unit_test(test_later_batch_fails),
+        cmocka_unit_test(test_huge_max_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
