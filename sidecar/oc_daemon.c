@@ -45,6 +45,7 @@ struct oc_daemon {
     oc_metrics_t *metrics;
     struct event *sig_term, *sig_int, *sig_hup;
     struct event *drain_timer; /* shutdown: the drain's deadline */
+    struct event *drain_poll;  /* shutdown: waits for the writes' checks */
 };
 
 /* ---- signals ------------------------------------------------------------- */
@@ -74,10 +75,32 @@ static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(d->ctx.base);
 }
 
+/* The clients are gone; what they were answered for may still have to be
+ * checked against PostgreSQL (a push answered STORED before its check): wait
+ * for that too, within shutdown_timeout. */
+static void drain_writes(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    oc_daemon_t *d = arg;
+    size_t n = oc_writes_pending(d->ctx.writes);
+    if (n == 0) {
+        event_base_loopbreak(d->ctx.base);
+        return;
+    }
+    if (d->drain_poll == NULL) {
+        oc_log_info("event=stopping_waits_for_writes writes=%zu", n);
+        if ((d->drain_poll = evtimer_new(d->ctx.base, drain_writes, d)) == NULL) {
+            event_base_loopbreak(d->ctx.base);
+            return;
+        }
+    }
+    struct timeval tv = {0, 20000};
+    evtimer_add(d->drain_poll, &tv);
+}
+
 static void on_drained(void *arg)
 {
-    oc_daemon_t *d = arg;
-    event_base_loopbreak(d->ctx.base);
+    drain_writes(-1, 0, arg);
 }
 
 /* SIGTERM/SIGINT: stop accepting, let commands under way finish (at most
@@ -317,6 +340,7 @@ void oc_daemon_free(oc_daemon_t *d)
     free_event(d->sig_int);
     free_event(d->sig_hup);
     free_event(d->drain_timer);
+    free_event(d->drain_poll);
     free(ctx->model_gen);
     oc_stats_free(&d->stats);
     if (ctx->base)

@@ -163,7 +163,17 @@ oc_status_t oc_reload(oc_ctx_t *ctx, oc_health_t *health, char *err)
         oc_log_error("event=reload_memcached_failed reason=\"%s\"", err);
     /* Past the last failure: switch. */
     oc_conf_t *old = ctx->conf;
+    int fresh = n > nold; /* a model added, or back from disabled */
+    for (size_t i = 0; i < nold && i < n && !fresh; i++)
+        fresh = old->models[i].disabled && !next->models[i].disabled;
     ctx->conf = next;
+    /* Such a model's generation is 0 (or what it was when it left) until a
+     * consumer's cycle, a feed resync or a whole-model feed row says
+     * otherwise, and a WAL standby has no consumer: it would read and write
+     * keys of the wrong generation, which the holder's deletes never reach.
+     * Read them now, as at start (one short blocking query). */
+    if (fresh)
+        oc_inval_read_generations(ctx);
     ctx->max_key_len = OC_KEY_MAX - strlen(next->key_prefix) - OC_KEY_GEN_ROOM;
     for (size_t i = 0; i < n; i++) /* room reserved above */
         oc_stats_name_model(ctx->stats, i, next->models[i].name);

@@ -41,6 +41,7 @@ struct oc_write {
 
 struct oc_writes {
     oc_ctx_t *ctx;
+    size_t live; /* writes not freed: in memcached, or waiting for their check */
     oc_write_t *check_head, *check_tail; /* stored, not yet checked */
     struct event *check_ev;              /* starts the checks of a turn */
 };
@@ -63,6 +64,7 @@ static void push_check_add(oc_write_t *w);
 
 static void write_free(oc_write_t *w)
 {
+    w->ctx->writes->live--;
     json_decref(w->obj);
     json_decref(w->version);
     free(w->version_column);
@@ -241,6 +243,7 @@ static oc_write_t *write_new(oc_ctx_t *ctx, oc_write_done_fn done, void *arg)
 {
     oc_write_t *w = calloc(1, sizeof(*w));
     if (w) {
+        ctx->writes->live++;
         w->ctx = ctx;
         w->done = done;
         w->arg = arg;
@@ -574,6 +577,11 @@ static void push_check_add(oc_write_t *w)
         ws->check_head = w;
     ws->check_tail = w;
     event_active(ws->check_ev, EV_TIMEOUT, 0); /* a no-op if active already */
+}
+
+size_t oc_writes_pending(const oc_writes_t *ws)
+{
+    return ws ? ws->live : 0;
 }
 
 oc_writes_t *oc_writes_new(oc_ctx_t *ctx, char *err)

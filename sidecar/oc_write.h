@@ -47,6 +47,10 @@ typedef void (*oc_write_done_fn)(void *arg, oc_write_outcome_t o, const char *er
  * may queue or end checks). */
 oc_writes_t *oc_writes_new(oc_ctx_t *ctx, char *err);
 void oc_writes_free(oc_writes_t *ws);
+/* Writes not finished: in memcached, or stored and waiting for their check
+ * against PostgreSQL (their clients may be gone). A shutdown waits for them:
+ * a late push left unchecked would be served for its whole ttl. */
+size_t oc_writes_pending(const oc_writes_t *ws);
 
 /* Validate and start. On a client error returns OC_EINVAL/OC_ETOOBIG with
  * the reason in err and nothing started; OC_ENOMEM if out of memory. `json`

@@ -36,7 +36,7 @@ INSTALL_SQL = os.path.join(SQL_DIR, "install.sql")
 
 # oc_entry.h: flags = magic 0x6F63 << 16 | version 1 << 8 | kind
 ENTRY_MAGIC = 0x6F63
-KIND_NAMES = {1: "OBJECT", 2: "MISSING", 3: "TOMBSTONE", 4: "LEASE"}
+KIND_NAMES = {1: "OBJECT", 2: "MISSING", 3: "TOMBSTONE", 4: "LEASE", 5: "PUSHED"}
 
 
 def entry_kind(flags):

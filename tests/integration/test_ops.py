@@ -181,3 +181,34 @@ def test_memcached_health_per_server(objcached_factory, mc_pool):
         mc_pool[1].start()
     harness.wait_until(lambda: oc.stats()[name] == 1, timeout=10, what="the probe to see it back")
     assert "event=memcached_up" in oc.log()
+
+
+def test_drain_waits_for_the_check_of_a_push_already_answered(objcached_factory, pg, mc_pool):
+    """A `set` is answered STORED before its check against PostgreSQL runs
+    (protocol.md, "The check"). A SIGTERM right after must not drop that
+    check: before, the drain ended when the last connection went, and a late
+    push stayed in memcached unchecked for the model's whole ttl (found by a
+    review, 2026-12-05). Now the drain waits for the writes too."""
+    import consistency as oc_c
+    oc = objcached_factory({"objcached": {"shutdown_timeout": "10s"}})
+    locker = pg.connect(autocommit=False)
+    try:
+        locker.cursor().execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        body = b'{"id":152,"name":"a late push"}'
+        with socket.create_connection(("127.0.0.1", oc.port), timeout=15) as c:
+            c.sendall(b"set User:152 0 0 %d\r\n%s\r\n" % (len(body), body))
+            assert c.recv(100) == b"STORED\r\n"
+        harness.wait_until(lambda: oc.stats()["loads_in_flight"] >= 1,
+                           what="the push's check to start")
+        oc.begin_stop()
+        harness.wait_until(lambda: "event=stopping" in oc.log(), what="the stop to begin")
+        time.sleep(0.5)
+        still_draining = oc.proc.poll() is None
+        locker.rollback()   # the check can run now
+        assert oc.wait_stopped(timeout=15) == 0
+    finally:
+        locker.close()
+    items = oc_c.raw_values_for(mc_pool, "User", 152)
+    assert still_draining, f"exited with the push's check pending; memcached holds {items}"
+    assert [kind for _, kind, _ in items] == ["OBJECT"] and \
+        b"a late push" not in items[0][2], items

@@ -620,3 +620,39 @@ def test_changes_of_a_table_detached_and_dropped_while_no_reader_ran(fleet, mc_p
     holder([b])
     wait_value(b, "Slug:about", row(db, "Slug", "about"), timeout=10)
     assert b.stats()["wal_map_reloads"] <= 3
+
+
+def test_a_model_added_by_reload_on_a_standby_uses_its_generation(fleet, mc_pool, db):
+    """A reload that adds a model (or brings a removed one back) gave it
+    generation 0 and nothing read its real one: a WAL candidate standing by
+    runs no outbox consumer, so only a feed resync or a new generation
+    corrected it. Meanwhile it read and wrote back keys no invalidation
+    deletes (the holder deletes under the model's real generation): stale
+    until ttl (found by a review, 2026-12-05). Now the reload reads the
+    generations of such models, as the start does."""
+    a = start(fleet, mc_pool, db)
+    holder([a])
+    gen = db.generation("Slug")
+    assert gen > 0, gen
+    models = {k: v for k, v in MODELS.items() if k != "Slug"}
+    config = oc_c.sidecar_config(mc_pool, db.conninfo, models, {
+        "objcached": {"near_cache_size": "32m"},
+        "postgresql": {"wal": "on", "wal_slot": db.name, "invalidation_poll": "200ms",
+                       "feed_poll": "100ms", "feed_max_lag": "2s", "wal_heartbeat": "100ms",
+                       "wal_takeover": "2s"}})
+    b = fleet.start(config)
+    assert b.stats()["wal_holder"] == 0
+    harness.wait_until(lambda: "event=feed_resync" in b.log() and b.stats()["near_serving"],
+                       what="b's feed to follow")
+    time.sleep(0.5)
+    text = b.config_text + "\n[model Slug]\ntable = slugs\nkey = slug\nkey_type = text\n"
+    assert harness.reload(b, text)
+    time.sleep(1.0)   # a few feed polls and heartbeats
+    assert get(b, "Slug:about") == row(db, "Slug", "about")
+    b.wait_idle()
+    db.q("UPDATE slugs SET title = 'changed after the reload' WHERE slug = 'about'")
+    wait_value(a, "Slug:about", row(db, "Slug", "about"))
+    time.sleep(1.0)   # b's feed has the row by now
+    keys = [k for k, _, _ in oc_c.raw_values_for(mc_pool, "Slug", "about")]
+    assert get(b, "Slug:about") == row(db, "Slug", "about"), \
+        f"b serves the old row; memcached keys {keys}, generation {gen}"
