@@ -36,6 +36,7 @@ struct oc_pg_conn {
     oc_pgconn_t *pc;
     unsigned char *prepared; /* per model: statement prepared here */
     unsigned prepared_gen;   /* pg->gen the flags are for */
+    size_t nstmts;           /* statements prepared in this session, any gen */
     oc_pg_load_t *load;      /* running load; NULL if idle or orphaned */
     struct event *stuck;     /* an orphaned query that does not end */
     int up;                  /* counted in pg_connections_up */
@@ -302,8 +303,23 @@ static void conn_prepare_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
         pg_dispatch(c->pg);
         return;
     }
+    c->nstmts++;
     if (c->prepared_gen == c->pg->gen)
         c->prepared[l->model_idx] = 1; /* else a reload came: prepare again */
+    conn_run(c);
+}
+
+static void conn_deallocated(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
+                             const char *err, void *arg)
+{
+    (void)pc, (void)st, (void)err; /* a failure: the statements stay, no harm */
+    oc_pg_conn_t *c = arg;
+    PQclear(res);
+    if (c->load == NULL) { /* its load timed out meanwhile (load_deadline_cb) */
+        evtimer_del(c->stuck);
+        pg_dispatch(c->pg);
+        return;
+    }
     conn_run(c);
 }
 
@@ -315,6 +331,14 @@ static void conn_run(oc_pg_conn_t *c)
     if (c->prepared_gen != c->pg->gen) { /* a reload changed the statements */
         memset(c->prepared, 0, c->pg->nsql);
         c->prepared_gen = c->pg->gen;
+        /* The older ones go first: each reload names its statements anew,
+         * and a session that kept them would grow with every SIGHUP. */
+        if (c->nstmts > 0) {
+            c->nstmts = 0;
+            if (oc_pgconn_query(c->pc, "DEALLOCATE ALL", 0, NULL, conn_deallocated, c) ==
+                OC_OK)
+                return;
+        }
     }
     snprintf(name, sizeof(name), "oc_load_%zu_%u", l->model_idx, c->pg->gen);
     oc_status_t st;
@@ -371,6 +395,7 @@ static void conn_down(oc_pgconn_t *pc, const char *err, void *owner)
         pg->stats->pg_connections_up--;
     c->up = 0;
     memset(c->prepared, 0, pg->nsql);
+    c->nstmts = 0; /* a new session: nothing prepared in it */
     evtimer_del(c->stuck);
     if (!any_conn_alive(pg))
         fail_queue(pg, err); /* nobody can serve it soon */

@@ -2,6 +2,7 @@
 without dropping client connections; a bad file is refused and the old
 configuration keeps serving."""
 
+import os
 import signal
 
 import consistency as oc_c
@@ -130,3 +131,37 @@ def test_stopping_the_consumer_by_reload_drops_its_gauge(objcached_factory):
     assert oc.stats()["inval_connected"] == 0
     assert reload(oc, edit(oc.config_text, "postgresql", "invalidation_poll", "1s"))
     harness.wait_until(lambda: oc.stats()["inval_connected"] == 1, what="consumer back")
+
+
+def test_reloads_do_not_pile_up_prepared_statements(objcached_factory, pg, ref):
+    """Each reload names the loader's statements anew (the models' SQL may
+    have changed); before, the older ones stayed prepared in every loader
+    session, so a process reloaded again and again grew every backend's
+    memory without bound (found by a review, 2026-12-05). Now a loader
+    connection drops them (DEALLOCATE ALL) before it prepares the new ones:
+    with one loader connection, once per reload followed by a load. (The
+    server's statement log shows it: pg_stat_statements leaves DEALLOCATE
+    out.)"""
+    pg.execute("ALTER SYSTEM SET log_statement = 'all'")
+    pg.execute("ALTER SYSTEM SET log_line_prefix = '%m [%p] app=%a '")
+    pg.execute("SELECT pg_reload_conf()")
+    log_start = os.path.getsize(pg.logfile)
+    try:
+        oc = objcached_factory({"postgresql": {"connections": "1"}})
+        ids = iter(range(400, 500))
+        with oc.client() as c:
+            assert c.get(f"User:{next(ids)}") == ref.json("User", 400)   # prepares
+            for i in range(3):
+                assert reload(oc, edit(oc.config_text, "objcached", "lease_wait",
+                                       f"{300 + i}ms"))
+                ident = next(ids)
+                assert c.get(f"User:{ident}") == ref.json("User", ident)
+        with open(pg.logfile, "rb") as f:
+            f.seek(log_start)
+            log = f.read().decode("utf-8", "replace")
+    finally:
+        pg.execute("ALTER SYSTEM RESET log_statement")
+        pg.execute("ALTER SYSTEM RESET log_line_prefix")
+        pg.execute("SELECT pg_reload_conf()")
+    app = [line for line in log.splitlines() if "app=objcached" in line]
+    assert sum("statement: DEALLOCATE ALL" in line for line in app) == 3, "\n".join(app[-30:])
