@@ -435,7 +435,14 @@ def wait_drained(db, sidecars, timeout=30):
     before the call, every sidecar has nothing in flight, and then until
     every sidecar's feed has applied the feed's last row (its near-cache
     has dropped every key written)."""
-    target = db.one("SELECT pg_current_wal_lsn()::text")
+    # The insert position, not pg_current_wal_lsn() (the write position): with
+    # synchronous_commit off the last commits may still sit in the WAL
+    # buffers, unsent to the WAL reader until the WAL writer runs, and a
+    # drain that waited only for the write position passed before their
+    # invalidations reached the feed (a stale entry "after the drain", seen
+    # once under load, 2026-12-05). The holder's heartbeats carry the slot
+    # past it.
+    target = db.one("SELECT pg_current_wal_insert_lsn()::text")
 
     def drained():
         slots_done = db.one(
