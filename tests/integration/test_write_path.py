@@ -1525,6 +1525,18 @@ def test_consumer_reconnect_while_deletes_are_out_loses_no_row(fleet, mc_pool, d
         proxy.close()
 
 
+def three_commits_of_ver_31(db):
+    """Commit v4, v5, v6 of Ver:31 (versions 4, 5, 6) and wait until their
+    invalidations are applied (the key is empty); their rows, by name."""
+    bodies = {}
+    for name in ("v4", "v5", "v6"):
+        db.q(f"UPDATE vitems SET name = '{name}', version = version + 1 WHERE id = 31")
+        bodies[name] = row(db, "Ver", 31)
+    harness.wait_until(lambda: db.outbox_rows() == 0, timeout=10, what="the invalidations")
+    time.sleep(0.5)
+    return bodies
+
+
 def test_two_late_versioned_pushes_leave_the_newest_row(fleet, mc_pool, db, tmp_path):
     """Ver:31 commits v4, v5, v6 (version 4, 5, 6); v6's invalidation empties
     the key. The app's late pushes of v4 then v5 land: v4 on the empty key is
@@ -1538,12 +1550,7 @@ def test_two_late_versioned_pushes_leave_the_newest_row(fleet, mc_pool, db, tmp_
     same.)"""
     gate = gate_path(tmp_path)
     oc = start(fleet, mc_pool, db, env={"OBJCACHED_FAULT_FILL_GATE": gate}, objcached=GATED)
-    bodies = {}
-    for name in ("v4", "v5", "v6"):
-        db.q(f"UPDATE vitems SET name = '{name}', version = version + 1 WHERE id = 31")
-        bodies[name] = row(db, "Ver", 31)
-    harness.wait_until(lambda: db.outbox_rows() == 0, timeout=10, what="the invalidations")
-    time.sleep(0.5)
+    bodies = three_commits_of_ver_31(db)
     try:
         held_check(oc, gate, "Ver:31", bodies["v4"])
         with oc.client() as c:
@@ -1589,12 +1596,7 @@ def test_an_unchecked_push_is_not_kept_by_a_near_cache(fleet, mc_pool, db, tmp_p
          "postgresql": {"invalidation_poll": "200ms", "feed_poll": "100ms"}}))
     harness.wait_until(lambda: b.stats()["near_serving"] == 1, timeout=10,
                        what="b's near-cache serving")
-    bodies = {}
-    for name in ("v4", "v5", "v6"):
-        db.q(f"UPDATE vitems SET name = '{name}', version = version + 1 WHERE id = 31")
-        bodies[name] = row(db, "Ver", 31)
-    harness.wait_until(lambda: db.outbox_rows() == 0, timeout=10, what="the invalidations")
-    time.sleep(0.5)
+    bodies = three_commits_of_ver_31(db)
     try:
         held_check(a, gate, "Ver:31", bodies["v4"])
         for _ in range(3):   # the second offer would admit it to b's near-cache
