@@ -51,6 +51,7 @@ struct oc_conn {
     uint64_t swallow_left;  /* SWALLOW: data bytes to drop; 0 = drop to EOL */
     size_t scanned;         /* input bytes already searched for EOL */
     int detected;           /* the first byte has been seen: text or binary */
+    int eof;                /* the client shut its side: answer, then close */
     oc_binconn_t *bin;      /* a binary connection's own state, else NULL */
     oc_conn_t *prev, *next; /* the connections' list */
 };
@@ -586,6 +587,17 @@ static int conn_run_binary(oc_conn_t *c)
     return 0;
 }
 
+/* The client shut its side (`printf 'get k\r\n' | nc -N`): like memcached,
+ * answer every command it sent before that, then close. Once no command
+ * is under way and the output is under its mark, whatever input is left is
+ * a command cut short that can never be completed. */
+static void conn_eof_check(oc_conn_t *c)
+{
+    if (c->eof && c->state != OC_CONN_WAITING && c->state != OC_CONN_CLOSING &&
+        evbuffer_get_length(c->out) <= OC_CONN_OUT_HIGH)
+        conn_set_state(c, OC_CONN_CLOSING);
+}
+
 static void conn_process(oc_conn_t *c)
 {
     struct evbuffer *in = c->in;
@@ -597,6 +609,7 @@ static void conn_process(oc_conn_t *c)
         conn_free(c);
         return;
     }
+    conn_eof_check(c);
     if (conn_flush(c) != 0 ||
         (c->state == OC_CONN_CLOSING && evbuffer_get_length(out) == 0)) {
         conn_free(c);
@@ -605,7 +618,7 @@ static void conn_process(oc_conn_t *c)
     /* Reading stays on while a get runs (turning it off and on again
      * costs two epoll_ctl per request); backpressure stops it when the
      * output backs up or too much input waits. */
-    conn_set_reading(c, c->state != OC_CONN_CLOSING &&
+    conn_set_reading(c, c->state != OC_CONN_CLOSING && !c->eof &&
                             evbuffer_get_length(out) <= OC_CONN_OUT_HIGH &&
                             evbuffer_get_length(in) <= conn_in_cap(c));
 }
@@ -646,8 +659,13 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
-        conn_free(c); /* the client closed, or the connection failed */
-        return;
+        if (n < 0) {
+            conn_free(c); /* the connection failed: nobody to answer */
+            return;
+        }
+        c->eof = 1; /* shut for writing: what it sent is still answered */
+        conn_set_reading(c, 0);
+        break;
     }
     conn_arm_idle(c);
     conn_process(c);

@@ -2,6 +2,8 @@
 multi-get, "does not exist" entries, every key type, pipelining, version,
 stats, quit, and real memcached clients (pymemcache) over TCP and unix."""
 
+import socket
+import struct
 import subprocess
 import time
 
@@ -453,3 +455,59 @@ def test_a_database_without_the_hook_is_no_error_a_second(objcached):
     log = objcached.log()
     assert log.count("event=inval_unavailable") <= 1
     assert log.count("event=feed_unavailable") <= 1
+
+
+def _read_to_eof(sock, timeout=10.0):
+    sock.settimeout(timeout)
+    buf = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return buf
+        buf += chunk
+
+
+@pytest.mark.parametrize("how", ["text", "binary"])
+def test_half_closed_client_is_answered(objcached, pg, ref, how):
+    """A client that sends its commands and shuts its side at once
+    (`printf 'get k\\r\\n' | nc -N`) gets every answer, as from memcached,
+    then the connection closes; a command cut short by the shutdown is
+    dropped. The table is locked so that the gets are still loading when
+    objcached reads the end of the stream."""
+    ids = [101, 102, 103]
+    locker = pg.connect(autocommit=False)
+    try:
+        locker.cursor().execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        s = socket.create_connection(("127.0.0.1", objcached.port), timeout=10)
+        if how == "text":
+            s.sendall(b"get " + b" ".join(b"User:%d" % i for i in ids) +
+                      b"\r\nversion\r\nget User:30")     # the last one cut short
+        else:
+            def bin_req(opcode, key=b"", opaque=0):
+                return struct.pack(">BBHBBHIIQ", 0x80, opcode, len(key), 0, 0, 0, len(key),
+                                   opaque, 0) + key
+            s.sendall(b"".join(bin_req(0x0D, b"User:%d" % i, i) for i in ids) +  # GETKQ
+                      bin_req(0x0A, opaque=9) + bin_req(0x0C, b"User:30")[:10])  # NOOP, cut
+        s.shutdown(socket.SHUT_WR)
+        harness.wait_until(lambda: objcached.stats()["loads_in_flight"] >= 1,
+                           what="the load to start")
+        time.sleep(0.3)                                   # the EOF is read meanwhile
+        locker.rollback()
+        got = _read_to_eof(s)
+        s.close()
+    finally:
+        locker.close()
+    if how == "text":
+        want = b"".join(b"VALUE User:%d 0 %d\r\n%s\r\n" % (i, len(ref.json("User", i)),
+                                                          ref.json("User", i)) for i in ids)
+        assert got.startswith(want + b"END\r\nVERSION ")
+        assert got.endswith(b"\r\n") and got.count(b"\r\n") == 2 * len(ids) + 2
+    else:
+        opaques, pos = [], 0
+        while pos < len(got):
+            hdr = struct.unpack(">BBHBBHIIQ", got[pos:pos + 24])
+            assert hdr[0] == 0x81 and hdr[5] == 0, hdr
+            opaques.append(hdr[7])
+            pos += 24 + hdr[6]
+        assert pos == len(got) and opaques == ids + [9]
+    assert objcached.stats()["curr_connections"] == 1    # the stats connection only
