@@ -504,7 +504,9 @@ static void on_get_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l,
     oc_mc_t *mc = s->mc;
     oc_mc_job_t *job = ref.job;
     oc_mc_hit_t *h = &job->hits[ref.idx];
-    if (l && arena_append(job, data, l->bytes, &h->off) == 0) {
+    if (l && job->max_bytes && l->bytes > job->max_bytes - job->arena_len) {
+        h->too_large = 1; /* arena_len never passes max_bytes */
+    } else if (l && arena_append(job, data, l->bytes, &h->off) == 0) {
         h->found = 1;
         h->flags = l->flags;
         h->cas = l->cas;

@@ -118,7 +118,9 @@ typedef enum oc_mc_refresh {
  * never a value: a value chosen to be refreshed is found = 1 with refresh. */
 typedef struct oc_mc_hit {
     int found;
-    int error; /* memcached failed for this key (job->err says why) */
+    int error;     /* memcached failed for this key (job->err says why) */
+    int too_large; /* found, but its value would have taken the job's arena
+                      past max_bytes: not kept */
     oc_mc_lease_t lease;
     oc_mc_refresh_t refresh;
     uint32_t flags;
@@ -189,6 +191,10 @@ struct oc_mc_job {
     oc_mc_hit_t *hits;
     char *arena; /* owned by the job */
     size_t arena_len, arena_cap;
+    /* GET: 0, or the most value bytes the arena keeps: a value that would
+     * take it past that is read and dropped (hit.too_large), so one get of
+     * many large values cannot hold more than this in memory. */
+    size_t max_bytes;
     /* The other ops: the caller fills items; results in items[i].result. */
     oc_mc_item_t *items;
     /* How many operations failed (OC_MC_R_ERROR, not NOT_STORED & co), and

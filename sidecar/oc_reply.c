@@ -136,8 +136,9 @@ oc_reply_kind_t oc_reply_get(struct evbuffer *out, const oc_get_result_t *r,
         return reply_bin_get(out, r, f);
     for (size_t i = 0; i < r->n; i++)
         if (r->items[i].state == OC_GET_ERROR) {
-            evbuffer_add_printf(out, "SERVER_ERROR load failed: %s\r\n",
-                                r->err ? r->err : "unknown error");
+            evbuffer_add_printf(
+                out, "SERVER_ERROR %s%s\r\n",
+                r->too_large ? "" : "load failed: ", r->err ? r->err : "unknown error");
             return OC_REPLY_SERVER_ERROR;
         }
     if (f->style == OC_STYLE_META)
@@ -366,7 +367,7 @@ static oc_reply_kind_t reply_bin_get(struct evbuffer *out, const oc_get_result_t
     char errmsg[OC_ERRLEN + 16] = "";
     for (size_t k = 0; k < r->n; k++) /* the message only when needed */
         if (r->items[k].state != OC_GET_FOUND && r->items[k].state != OC_GET_ABSENT) {
-            snprintf(errmsg, sizeof(errmsg), "load failed: %s",
+            snprintf(errmsg, sizeof(errmsg), "%s%s", r->too_large ? "" : "load failed: ",
                      r->err ? r->err : "unknown error");
             break;
         }

@@ -1,5 +1,6 @@
 #include "oc_req.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,7 @@ struct oc_req {
     double started;      /* oc_stats_now() at start */
     uint64_t near_since; /* the near-cache's epoch at start */
     int complete;        /* resolved inside oc_req_start: no done call */
+    int too_large;       /* memcached's values passed max_reply */
     char err[OC_ERRLEN]; /* first load error */
     oc_get_result_t result;
     char *arena; /* client keys and cache keys */
@@ -145,7 +147,8 @@ static void req_finish(oc_req_t *r)
         it->cas = uk->cas;
         it->from_near = uk->from_near;
     }
-    r->result = (oc_get_result_t){r->nslots, r->items, r->err[0] ? r->err : NULL};
+    r->result =
+        (oc_get_result_t){r->nslots, r->items, r->err[0] ? r->err : NULL, r->too_large};
     if (r->complete)
         return; /* inside oc_req_start: the caller answers */
     if (r->done)
@@ -194,6 +197,16 @@ static int ukey_read(oc_req_t *r, oc_ukey_t *uk, const oc_mc_job_t *job, size_t 
     const oc_mc_hit_t *h = &job->hits[i];
     oc_entry_class_t c = oc_entry_classify(h);
     oc_stats_t *st = r->ctx->stats;
+    if (h->too_large) { /* the whole get fails: its reply could not be sent */
+        uk->state = OC_GET_ERROR;
+        if (!r->too_large)
+            snprintf(r->err, sizeof(r->err),
+                     "reply too large (the values read from memcached passed max_reply, "
+                     "%" PRIu32 " bytes)",
+                     r->ctx->conf->max_reply);
+        r->too_large = 1;
+        return 1;
+    }
     if (c == OC_EC_OBJECT) {
         uk->state = OC_GET_FOUND;
         uk->data = job->arena + h->off;
@@ -396,6 +409,7 @@ static oc_status_t req_read(oc_req_t *r, size_t n, char *err)
     r->mcjob = oc_mc_job_new_get(n, req_read_done, r);
     if (r->mcjob == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory");
+    r->mcjob->max_bytes = ctx->conf->max_reply;
     if (oc_req_use_mg(ctx->reqs->miss_share)) {
         r->mcjob->lease_ttl_s = ctx->lease_ttl_s;
         ctx->stats->mc_gets_leasing++;

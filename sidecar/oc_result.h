@@ -36,6 +36,8 @@ typedef struct oc_get_result {
     size_t n;
     const oc_get_item_t *items;
     const char *err; /* the first error, when any item is OC_GET_ERROR */
+    int too_large;   /* memcached's values passed max_reply: err says so,
+                        and it is not a load's failure */
 } oc_get_result_t;
 
 typedef enum oc_write_outcome {

@@ -1090,3 +1090,63 @@ def test_line_of_exactly_max_line_bytes_is_accepted(objcached_factory, expected)
         r = c.read_response()
         assert r.terminal == b"END", (
             f"a {len(line)}-byte line (max_line = 1024) ending in \\r\\n: {r.terminal!r}")
+
+
+def hwm_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_get_of_many_large_values_holds_at_most_max_reply(objcached_factory, expected):
+    """40 distinct cached values of 512 KiB (20 MiB) in one get, max_reply
+    1m: objcached stops keeping memcached's values once they pass max_reply
+    and fails the get (SERVER_ERROR reply too large; binary: status 0x84 on
+    each key), instead of holding all of them first. Peak RSS (VmHWM) grows
+    by far less than the 20 MiB; the daemon keeps serving."""
+    d = objcached_factory({"objcached": {"max_reply": "1m", "write_timeout": "2s"},
+                           "model User": {"push_check": "off"}}, env=ASAN_ENV)
+    ids = range(101, 141)
+    with d.client() as c:
+        for i in ids:
+            body = b'{"id":%d,"pad":"' % i + b"p" * (512 * 1024) + b'"}'
+            assert line_reply(c, b"set User:%d 0 0 %d\r\n%s\r\n" % (i, len(body), body)) \
+                == b"STORED"
+    before = hwm_kb(d.pid)
+    with d.client() as c:
+        for _ in range(3):
+            got = line_reply(c, b"get " + b" ".join(b"User:%d" % i for i in ids) + b"\r\n")
+            assert got.startswith(b"SERVER_ERROR reply too large (the values read from "
+                                  b"memcached passed max_reply"), got
+    s = connect(d)
+    s.sendall(b"".join(struct.pack(">BBHBBHIIQ", 0x80, 0x0D, len(k), 0, 0, 0, len(k), n, 0)
+                       + k for n, k in ((i, b"User:%d" % i) for i in ids)) +
+              struct.pack(">BBHBBHIIQ", 0x80, 0x0A, 0, 0, 0, 0, 0, 999, 0))   # GETKQ..., NOOP
+    buf = b""
+    while True:                  # a failed quiet get closes the connection after
+        chunk = s.recv(65536)    # its answers (docs/protocol.md): read to the end
+        if not chunk:
+            break
+        buf += chunk
+    s.close()
+    statuses = []
+    while buf:
+        hdr = struct.unpack(">BBHBBHIIQ", buf[:24])
+        statuses.append((hdr[5], hdr[7], buf[24 + hdr[3] + hdr[2]:24 + hdr[6]]))
+        buf = buf[24 + hdr[6]:]
+    # Each binary get answers for itself: those whose values were kept before
+    # the limit are served, every other one fails.
+    assert [st[1] for st in statuses] == list(ids), [st[:2] for st in statuses]
+    served = [st for st in statuses if st[0] == 0]
+    failed = [st for st in statuses if st[0] != 0]
+    assert len(served) <= 2 and all(st[2].endswith(b"p" * 100 + b'"}') for st in served)
+    assert len(failed) >= 38 and all(
+        st[0] == 0x84 and st[2].startswith(b"reply too large (the values read from")
+        for st in failed), [st[:2] for st in failed][:3]
+    grew = hwm_kb(d.pid) - before
+    # Under ASan freed blocks wait in its quarantine (16 MiB here) before reuse.
+    limit = (12 + (20 if "ASAN_OPTIONS" in os.environ else 0)) * 1024
+    assert grew < limit, f"peak RSS grew by {grew} KiB for gets of 20 MiB of values"
+    assert_healthy(d, expected)

@@ -43,7 +43,7 @@ static void test_values(void **state)
     oc_get_item_t items[] = {item("User:1", OC_GET_FOUND, "{\"id\":1}", 17),
                              item("User:2", OC_GET_ABSENT, NULL, 0),
                              item("User:01", OC_GET_FOUND, "{\"id\":1}", 17)};
-    oc_get_result_t r = {3, items, NULL};
+    oc_get_result_t r = {3, items, NULL, 0};
     oc_reply_fmt_t f = {.style = OC_STYLE_CLASSIC};
     assert_int_equal(oc_reply_get(b, &r, &f, 1 << 20), OC_REPLY_OK);
     assert_string_equal(drain(b), "VALUE User:1 0 8\r\n{\"id\":1}\r\n"
@@ -53,7 +53,7 @@ static void test_values(void **state)
     assert_string_equal(drain(b), "VALUE User:1 0 8 17\r\n{\"id\":1}\r\n"
                                   "VALUE User:01 0 8 17\r\n{\"id\":1}\r\nEND\r\n");
     /* nothing found */
-    oc_get_result_t none = {1, &items[1], NULL};
+    oc_get_result_t none = {1, &items[1], NULL, 0};
     assert_int_equal(oc_reply_get(b, &none, &f, 1 << 20), OC_REPLY_OK);
     assert_string_equal(drain(b), "END\r\n");
     /* an error fails the whole command */
@@ -70,10 +70,27 @@ static void test_reply_too_large(void **state)
     (void)state;
     struct evbuffer *b = evbuffer_new();
     oc_get_item_t items[] = {item("User:1", OC_GET_FOUND, "0123456789", 0)};
-    oc_get_result_t r = {1, items, NULL};
+    oc_get_result_t r = {1, items, NULL, 0};
     oc_reply_fmt_t f = {.style = OC_STYLE_CLASSIC};
     assert_int_equal(oc_reply_get(b, &r, &f, 40), OC_REPLY_SERVER_ERROR);
     assert_string_equal(drain(b), "SERVER_ERROR reply too large (77 bytes, max 40)\r\n");
+    evbuffer_free(b);
+}
+
+/* memcached's values passed max_reply (oc_req): the error alone, not as a
+ * load's failure. */
+static void test_values_too_large(void **state)
+{
+    (void)state;
+    struct evbuffer *b = evbuffer_new();
+    oc_get_item_t items[] = {item("User:1", OC_GET_ERROR, NULL, 0)};
+    oc_get_result_t r = {1, items, "reply too large (x)", 1};
+    oc_reply_fmt_t f = {.style = OC_STYLE_CLASSIC};
+    assert_int_equal(oc_reply_get(b, &r, &f, 40), OC_REPLY_SERVER_ERROR);
+    assert_string_equal(drain(b), "SERVER_ERROR reply too large (x)\r\n");
+    r.too_large = 0;
+    assert_int_equal(oc_reply_get(b, &r, &f, 40), OC_REPLY_SERVER_ERROR);
+    assert_string_equal(drain(b), "SERVER_ERROR load failed: reply too large (x)\r\n");
     evbuffer_free(b);
 }
 
@@ -82,7 +99,7 @@ static void test_meta_get(void **state)
     (void)state;
     struct evbuffer *b = evbuffer_new();
     oc_get_item_t it = item("User:1", OC_GET_FOUND, "{}", 5);
-    oc_get_result_t r = {1, &it, NULL};
+    oc_get_result_t r = {1, &it, NULL, 0};
     oc_reply_fmt_t f = {.style = OC_STYLE_META,
                         .meta_flags = OC_META_V | OC_META_F | OC_META_S | OC_META_C |
                                       OC_META_T | OC_META_K | OC_META_O,
@@ -225,7 +242,7 @@ static void test_binary_get(void **state)
                              {OC_BIN_OP_GETKQ, 3}, {OC_BIN_OP_GETK, 4},
                              {OC_BIN_OP_GETKQ, 5}, {OC_BIN_OP_GETQ, 6},
                              {OC_BIN_OP_GETQ, 7}};
-    oc_get_result_t r = {7, items, "database unavailable: x"};
+    oc_get_result_t r = {7, items, "database unavailable: x", 0};
     oc_reply_fmt_t f = {.style = OC_STYLE_BINARY, .bin = cmds};
     /* max_reply does not apply to binary packets */
     assert_int_equal(oc_reply_get(b, &r, &f, 1), OC_REPLY_SERVER_ERROR);
@@ -239,7 +256,7 @@ static void test_binary_get(void **state)
     expect_pkt(b, OC_BIN_OP_GETQ, 0, 7, 17, "", "{\"id\":1}");
     assert_int_equal(evbuffer_get_length(b), 0);
     /* a loud miss without the key */
-    oc_get_result_t one = {1, &items[1], NULL};
+    oc_get_result_t one = {1, &items[1], NULL, 0};
     cmds[1].opcode = OC_BIN_OP_GET;
     assert_int_equal(oc_reply_get(b, &one, &f, 1), OC_REPLY_OK);
     expect_pkt(b, OC_BIN_OP_GET, OC_BIN_KEY_ENOENT, 1, 0, "", "Not found");
@@ -269,7 +286,7 @@ static void test_binary_get_by_reference(void **state)
                              item("User:1", OC_GET_FOUND, big, 3)};
     oc_reply_bin_t cmds[] = {
         {OC_BIN_OP_GETKQ, 1}, {OC_BIN_OP_GET, 2}, {OC_BIN_OP_GETQ, 3}};
-    oc_get_result_t r = {3, items, NULL};
+    oc_get_result_t r = {3, items, NULL, 0};
     size_t refs = 0;
     unrefs = 0;
     oc_reply_fmt_t f = {.style = OC_STYLE_BINARY,
@@ -389,6 +406,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_values),
         cmocka_unit_test(test_reply_too_large),
+        cmocka_unit_test(test_values_too_large),
         cmocka_unit_test(test_meta_get),
         cmocka_unit_test(test_writes),
         cmocka_unit_test(test_errors),
