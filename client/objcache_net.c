@@ -54,6 +54,33 @@ static objcache_status_t net_connect_wait(int fd, int64_t deadline, char *err)
     return OBJCACHE_OK;
 }
 
+/* A unix socket's connect fails with EAGAIN while the server's listen
+ * backlog is full (TCP would wait in EINPROGRESS instead), and nothing can
+ * be polled for room: try again, 1 ms apart growing to 16 ms, until the
+ * deadline. A server busy for a moment is not one that is down. */
+static objcache_status_t net_connect_retry(int fd, const struct sockaddr *sa,
+                                           socklen_t salen, int64_t deadline, char *err)
+{
+    long pause_ms = 1;
+    for (;;) {
+        int64_t left = deadline - objcache_net_now_ms();
+        if (left <= 0)
+            return objcache_fail(err, OBJCACHE_ETIMEOUT,
+                                 "timed out: the server's listen backlog stayed full");
+        long ms = pause_ms < left ? pause_ms : (long)left;
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+        if (pause_ms < 16)
+            pause_ms *= 2;
+        if (connect(fd, sa, salen) == 0)
+            return OBJCACHE_OK;
+        if (errno == EINPROGRESS)
+            return net_connect_wait(fd, deadline, err);
+        if (errno != EAGAIN && errno != EINTR)
+            return objcache_fail(err, OBJCACHE_ECONNECT, "%s", strerror(errno));
+    }
+}
+
 static objcache_status_t net_connect_one(int family, const struct sockaddr *sa,
                                          socklen_t salen, int64_t deadline, int *out,
                                          char *err)
@@ -68,6 +95,8 @@ static objcache_status_t net_connect_one(int family, const struct sockaddr *sa,
     if (connect(fd, sa, salen) != 0) {
         if (errno == EINPROGRESS || errno == EINTR)
             st = net_connect_wait(fd, deadline, err);
+        else if (errno == EAGAIN && family == AF_UNIX)
+            st = net_connect_retry(fd, sa, salen, deadline, err);
         else
             st = objcache_fail(err, OBJCACHE_ECONNECT, "%s", strerror(errno));
     }

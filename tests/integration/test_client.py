@@ -395,6 +395,73 @@ def test_timeout(cli):
                                         "message": "no complete reply within 300 ms"}
 
 
+def _full_unix_listener(path):
+    """A unix listener with backlog 0 that accepts nobody, and the client
+    sockets that fill its backlog (a further connect gets EAGAIN)."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(0)
+    fillers = []
+    while True:
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.setblocking(False)
+        try:
+            c.connect(path)
+        except BlockingIOError:
+            c.close()
+            break
+        fillers.append(c)
+        assert len(fillers) < 64, "the backlog never filled"
+    return srv, fillers
+
+
+def test_unix_listen_backlog_full(cli, tmp_path):
+    """A unix server whose listen backlog is full for a moment (EAGAIN on a
+    unix connect, where TCP would wait): the CLI keeps trying until its
+    timeout instead of failing at once, and gets through once the server
+    accepts; if it never does, the CLI times out."""
+    path = str(tmp_path / "busy.sock")
+    srv, fillers = _full_unix_listener(path)
+    try:
+        t0 = time.monotonic()
+        p = cli("--timeout", "500ms", "version", addr=f"unix:{path}")
+        took = time.monotonic() - t0
+        assert p.returncode == 3, p.stderr
+        assert b"timed out after 500 ms" in p.stderr, p.stderr
+        assert 0.45 <= took < 3.0, took
+
+        def accept_later():
+            time.sleep(0.3)
+            srv.settimeout(5)
+            while True:
+                try:
+                    conn, _ = srv.accept()
+                except OSError:
+                    return
+                conn.settimeout(0.2)
+                try:
+                    req = conn.recv(4096)
+                except socket.timeout:
+                    conn.close()             # a filler: it never sends
+                    continue
+                if req.startswith(b"version"):
+                    conn.sendall(b"VERSION busy-then-free\r\n")
+                    conn.close()
+                    return
+                conn.close()
+
+        t = threading.Thread(target=accept_later, daemon=True)
+        t.start()
+        p = cli("--timeout", "5s", "version", addr=f"unix:{path}")
+        t.join(10)
+        assert p.returncode == 0, p.stderr
+        assert lines(p) == ["busy-then-free"]
+    finally:
+        for c in fillers:
+            c.close()
+        srv.close()
+
+
 def test_reconnect_after_server_closed(cli):
     """The server closes every connection after one reply: each next command
     in the batch finds the connection closed and opens a new one."""
