@@ -114,6 +114,7 @@ struct evbuffer;
     X(wal_whole, COUNTER,                                                                \
       "models invalidated whole from the WAL (TRUNCATE, huge transactions)")             \
     X(wal_batches, COUNTER, "batches applied and confirmed to the slot")                 \
+    X(wal_stream_reads, COUNTER, "bursts of the replication stream read (pacing)")       \
     X(wal_heartbeats, COUNTER, "heartbeats decoded back and appended to the feed")       \
     X(wal_lag_bytes, GAUGE,                                                              \
       "WAL the slot holds back: current LSN minus the confirmed one")                    \

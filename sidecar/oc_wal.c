@@ -66,7 +66,8 @@ struct oc_wal {
     struct event *reap;
     oc_walb_t *acc;
     struct event *timer;       /* STANDBY: the next try; else the periodic work */
-    struct event *batch_timer; /* the next batch, wal_batch_interval after the last */
+    struct event *batch_timer; /* reading again, and the next batch, after a pause */
+    struct event *kick;        /* after a burst of the stream is read: apply, pace */
     double batch_at;           /* when the last batch was taken (0: none yet) */
     uint64_t received_lsn, applied_lsn;
     uint32_t unknown_relid; /* the map was last read again for this relation */
@@ -92,7 +93,13 @@ struct oc_wal {
     oc_wal_watch_t seen;
     int tried;
     int sql_busy;
-    int paused;
+    int paused; /* too many keys pending: not reading until a batch is applied */
+    /* Pacing: the stream is read at most once per wal_batch_interval and not
+     * while a batch is applied, so a burst of commits (and the walsender's
+     * keepalive after each WAL flush) wakes the holder once, not per message. */
+    int paced;
+    int got_data;     /* the stream was read since the last kick */
+    int kick_pending; /* `kick` is active */
     char slot[OC_MODEL_NAME_MAX + 1];
     char writer[96];
 };
@@ -211,7 +218,7 @@ static void stand_by(oc_wal_t *w, double again, const char *why)
         oc_log_info("event=wal_standby slot=%s reason=\"%s\"", w->slot, why);
     retire_conns(w);
     w->sql_busy = 0;
-    w->paused = 0;
+    w->paused = w->paced = w->got_data = 0;
     if (w->step != STEP_DELETES) /* deletes out: their callback clears */
         batch_clear(w);
     oc_walb_restart(w->acc);
@@ -225,6 +232,8 @@ static void stand_by(oc_wal_t *w, double again, const char *why)
     set_state(w, WAL_STANDBY);
     evtimer_del(w->timer);
     evtimer_del(w->batch_timer);
+    event_del(w->kick);
+    w->kick_pending = 0;
     arm(w, again);
 }
 
@@ -252,6 +261,24 @@ static void send_status(oc_wal_t *w, int reply)
     size_t n = oc_pgo_format_status(buf, w->received_lsn, w->applied_lsn, w->applied_lsn,
                                     oc_pgo_time_from_unix(unix_now), reply);
     oc_pgconn_put_copy(w->repl, (const char *)buf, n);
+}
+
+/* The repl connection reads while neither the key limit nor the pacing
+ * holds it. Resuming hands it what libpq buffered meanwhile. */
+static void set_reading(oc_wal_t *w)
+{
+    if (w->repl)
+        oc_pgconn_pause(w->repl, w->paused || w->paced);
+}
+
+/* Apply and pace once the burst of messages read now is all in: `kick` is
+ * activated after the repl connection's read callback, so it runs after it. */
+static void kick_soon(oc_wal_t *w)
+{
+    if (!w->kick_pending) {
+        w->kick_pending = 1;
+        event_active(w->kick, EV_TIMEOUT, 0);
+    }
 }
 
 static void reload_map(oc_wal_t *w, const char *why)
@@ -296,6 +323,8 @@ static void on_data(oc_pgconn_t *pc, const char *buf, size_t len, void *arg)
     }
     if (copy.wal_end > w->received_lsn)
         w->received_lsn = copy.wal_end;
+    w->got_data = 1;
+    kick_soon(w);
     if (copy.type == OC_PGO_KEEPALIVE) {
         if (copy.reply_requested)
             send_status(w, 0);
@@ -327,9 +356,8 @@ static void on_data(oc_pgconn_t *pc, const char *buf, size_t len, void *arg)
     if (!w->paused &&
         oc_wal_over_limit(oc_walb_pending_keys(w->acc), w->ctx->conf->wal_max_txn_keys)) {
         w->paused = 1; /* the walsender waits on TCP meanwhile */
-        oc_pgconn_pause(w->repl, 1);
+        set_reading(w);
     }
-    apply_maybe(w);
 }
 
 /* ---- applying a batch ---------------------------------------------------------------
@@ -363,11 +391,12 @@ static void applied(oc_wal_t *w)
         return;
     }
     if (w->paused &&
-        !oc_wal_over_limit(oc_walb_pending_keys(w->acc), ctx->conf->wal_max_txn_keys)) {
+        !oc_wal_over_limit(oc_walb_pending_keys(w->acc), ctx->conf->wal_max_txn_keys))
         w->paused = 0;
-        oc_pgconn_pause(w->repl, 0);
-    }
-    apply_maybe(w);
+    /* Read what came while the batch was applied, then apply or pace. */
+    w->paced = 0;
+    set_reading(w);
+    kick_soon(w);
     sql_next(w);
 }
 
@@ -556,6 +585,8 @@ static void apply_maybe(oc_wal_t *w)
         return;
     }
     w->batch_at = now;
+    if (w->ctx->conf->wal_batch_interval_ms > 0)
+        w->paced = 1; /* until applied() */
     if (oc_walb_take(w->acc, &w->batch) != OC_OK) {
         stand_by(w, WAL_RETRY_FAST_S, "out of memory");
         return;
@@ -1154,6 +1185,12 @@ double oc_wal_batch_wait(double last, double now, double interval_s, int paused)
     return wait > 0 ? wait : 0;
 }
 
+double oc_wal_pace_wait(double last, double now, double interval_s)
+{
+    double wait = oc_wal_batch_wait(last, now, interval_s, 0);
+    return wait > 0 ? wait : interval_s;
+}
+
 int oc_wal_over_limit(size_t pending, uint32_t max_txn_keys)
 {
     return pending > (size_t)max_txn_keys * WAL_PAUSE_FACTOR;
@@ -1165,11 +1202,50 @@ uint64_t oc_wal_lag_ms(double now_unix, double commit_unix)
     return lag > 0 ? (uint64_t)(lag * 1000) : 0;
 }
 
-/* wal_batch_interval after the last batch: the next one, if it is ready. */
+/* The end of a pause: read what the stream holds, then (kick) apply the
+ * next batch if it is ready. */
 static void on_batch_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
-    apply_maybe(arg);
+    oc_wal_t *w = arg;
+    if (w->state != WAL_STREAMING)
+        return;
+    w->paced = 0;
+    set_reading(w);
+    kick_soon(w);
+}
+
+/* After a burst of the stream: apply if a batch is due, then pace. A burst
+ * that read something (but started no batch) pauses reading until the
+ * batch wait ends, or for wal_batch_interval; a kick that read nothing
+ * leaves the stream read as it comes, so an idle holder sleeps. */
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    oc_wal_t *w = arg;
+    w->kick_pending = 0;
+    if (w->state != WAL_STREAMING)
+        return;
+    int got = w->got_data;
+    w->got_data = 0;
+    if (got)
+        w->ctx->stats->wal_stream_reads++;
+    apply_maybe(w);
+    if (w->state != WAL_STREAMING)
+        return;
+    if (w->step != STEP_NONE) { /* a batch started: not read until applied() */
+        set_reading(w);
+        return;
+    }
+    double interval = w->ctx->conf->wal_batch_interval_ms / 1000.0;
+    if (interval <= 0 || w->paused || !got)
+        return; /* no pacing; the key limit pauses; a quiet stream is read */
+    double wait = oc_wal_pace_wait(w->batch_at, now_s(), interval);
+    struct timeval tv = {(time_t)wait, (suseconds_t)((wait - (time_t)wait) * 1e6) + 1};
+    evtimer_del(w->batch_timer);
+    evtimer_add(w->batch_timer, &tv);
+    w->paced = 1;
+    set_reading(w);
 }
 
 /* STANDBY: try when the holder looks gone (the feed's freshness, which only
@@ -1208,6 +1284,7 @@ oc_wal_t *oc_wal_new(oc_ctx_t *ctx, char *err)
     if (w == NULL || (w->acc = oc_walb_new(ctx->conf->wal_max_txn_keys)) == NULL ||
         (w->timer = evtimer_new(ctx->base, on_timer, w)) == NULL ||
         (w->batch_timer = evtimer_new(ctx->base, on_batch_timer, w)) == NULL ||
+        (w->kick = event_new(ctx->base, -1, 0, on_kick, w)) == NULL ||
         (w->reap = event_new(ctx->base, -1, 0, on_reap, w)) == NULL) {
         oc_wal_free(w);
         oc_fail(err, OC_ENOMEM, "out of memory");
@@ -1239,6 +1316,8 @@ void oc_wal_free(oc_wal_t *w)
         event_free(w->timer);
     if (w->batch_timer)
         event_free(w->batch_timer);
+    if (w->kick)
+        event_free(w->kick);
     if (w->reap)
         event_free(w->reap);
     /* Deletes still out at oc_mc would call back into freed memory: the

@@ -129,6 +129,12 @@ int oc_wal_over_limit(size_t pending, uint32_t max_txn_keys);
  * the limit: applying is what frees it), before the first batch (last 0),
  * or when the clock is behind the last batch. */
 double oc_wal_batch_wait(double last, double now, double interval_s, int paused);
+/* How long the holder stops reading the stream after a burst that started
+ * no batch: until the next batch is due (oc_wal_batch_wait, when a batch
+ * waits), else interval_s. A burst of commits, or the walsender's keepalive
+ * after each WAL flush, then wakes the holder once per interval instead of
+ * once per message; a quiet stream is read as it comes. */
+double oc_wal_pace_wait(double last, double now, double interval_s);
 /* The apply lag (ms) of a batch whose newest commit was at commit_unix,
  * applied at now_unix (both wall clock seconds); a commit ahead is 0. */
 uint64_t oc_wal_lag_ms(double now_unix, double commit_unix);

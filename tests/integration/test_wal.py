@@ -102,9 +102,16 @@ def start(fleet, mc_pool, db, **sections):
 
 
 def holder(sidecars, timeout=15):
-    harness.wait_until(lambda: sum(oc.stats()["wal_holder"] for oc in sidecars) == 1,
-                       timeout=timeout, what="one WAL holder")
-    return [oc for oc in sidecars if oc.stats()["wal_holder"]][0]
+    # One reading of the stats decides, and names the holder: reading them
+    # again could find none (a holder that reads its map again stands by
+    # for a moment).
+    found = []
+
+    def one():
+        found[:] = [oc for oc in sidecars if oc.stats()["wal_holder"]]
+        return len(found) == 1
+    harness.wait_until(one, timeout=timeout, what="one WAL holder")
+    return found[0]
 
 
 def row(db, model, ident):
