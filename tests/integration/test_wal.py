@@ -663,3 +663,36 @@ def test_a_model_added_by_reload_on_a_standby_uses_its_generation(fleet, mc_pool
     keys = [k for k, _, _ in oc_c.raw_values_for(mc_pool, "Slug", "about")]
     assert get(b, "Slug:about") == row(db, "Slug", "about"), \
         f"b serves the old row; memcached keys {keys}, generation {gen}"
+
+
+@pytest.mark.parametrize("interval", ["20ms", "0"])
+def test_stream_read_in_bursts(fleet, mc_pool, db, interval):
+    """The holder paces its reading of the stream (wal_batch_interval): 400
+    single-row commits spread over about a second reach it in at most about
+    one read per interval, not one per commit; and every one is applied.
+    With the interval 0 (pacing off) each commit is read by itself: what
+    the paced bound is checked against."""
+    a = start(fleet, mc_pool, db, postgresql={"wal_batch_interval": interval})
+    holder([a])
+    cached(a, ["Item:1"])
+    time.sleep(0.5)   # the start's own reads done
+    s0 = a.stats()
+    conn = db.pg.connect(dbname=db.name)    # autocommit: a transaction per UPDATE
+    t0 = time.monotonic()
+    with conn.cursor() as cur:
+        for i in range(400):
+            cur.execute("UPDATE items SET name = %s WHERE id = 1", (f"burst {i}",))
+            time.sleep(0.002)
+    took = time.monotonic() - t0
+    conn.close()
+    wait_value(a, "Item:1", row(db, "Item", 1))
+    harness.wait_until(lambda: a.stats()["wal_transactions"] - s0["wal_transactions"] >= 400,
+                       what="every commit applied")
+    s1 = a.stats()
+    reads = s1["wal_stream_reads"] - s0["wal_stream_reads"]
+    print(f"interval {interval}: {reads} reads for 400 commits in {took:.2f} s")
+    paced_bound = took / 0.020 * 1.5 + 10   # 12 here (unpaced: 224)
+    if interval == "0":
+        assert reads > paced_bound, (reads, took)
+    else:
+        assert reads <= paced_bound, (reads, took)
