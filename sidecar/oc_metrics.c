@@ -1,22 +1,44 @@
 #include "oc_metrics.h"
 
 #include <event2/buffer.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "oc_conf.h"
+#include "oc_http.h"
+#include "oc_log.h"
 #include "oc_stats.h"
 
-#define OC_METRICS_MAX_HEADERS 16384 /* bytes of request line and headers */
-#define OC_METRICS_MAX_BODY    4096
+/* A scraper sends a few hundred bytes of head and no body; one connection
+ * at a time, every 15 s or so. The limits keep a hostile local client from
+ * growing memory or holding descriptors: the head's bytes, the connections
+ * open at once, and the whole life of one (not renewed by activity, so a
+ * client trickling bytes is closed too). */
+#define OC_METRICS_MAX_HEAD  16384
+#define OC_METRICS_MAX_CONNS 64
+#define OC_METRICS_LIFE_S    10
+
+typedef struct mconn mconn_t;
+struct mconn {
+    oc_metrics_t *m;
+    struct bufferevent *bev;
+    struct event *deadline;
+    int answered; /* the answer is written: close once it is sent */
+    mconn_t *prev, *next;
+};
 
 struct oc_metrics {
     oc_ctx_t *ctx;
-    struct evhttp *http;
+    struct evconnlistener *lis;
+    mconn_t *conns;
+    size_t nconns;
 };
 
 void oc_metrics_render(struct evbuffer *out, const oc_stats_t *st, long uptime_s)
@@ -54,26 +76,152 @@ oc_status_t oc_metrics_address(const char *spec, char *host, size_t cap, uint16_
     return OC_OK;
 }
 
-static void on_request(struct evhttp_request *req, void *arg)
+static void mconn_free(mconn_t *c)
 {
+    oc_metrics_t *m = c->m;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        m->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    m->nconns--;
+    if (c->deadline)
+        event_free(c->deadline);
+    if (c->bev)
+        bufferevent_free(c->bev); /* closes the socket */
+    free(c);
+}
+
+/* The answer, then close once it is sent. */
+static void mconn_answer(mconn_t *c, oc_http_verdict_t v, int head_only)
+{
+    oc_ctx_t *ctx = c->m->ctx;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *body = evbuffer_new();
+    const char *reason;
+    int code = oc_http_status(v, &reason);
+    const char *type = "text/plain; charset=utf-8";
+    if (body == NULL) {
+        code = 500, reason = "Internal Server Error";
+    } else if (v == OC_HTTP_METRICS) {
+        oc_metrics_render(body, ctx->stats, (long)(time(NULL) - (time_t)ctx->started));
+        type = "text/plain; version=0.0.4; charset=utf-8";
+        ctx->stats->metrics_requests++;
+    } else {
+        evbuffer_add_printf(body, "%d %s%s\n", code, reason,
+                            v == OC_HTTP_NOT_FOUND ? ": try /metrics" : "");
+    }
+    size_t len = body ? evbuffer_get_length(body) : 0;
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                        "%sConnection: close\r\n\r\n",
+                        code, reason, type, len,
+                        code == 405 ? "Allow: GET, HEAD\r\n" : "");
+    if (body && !head_only)
+        evbuffer_add_buffer(out, body);
+    if (body)
+        evbuffer_free(body);
+    c->answered = 1;
+    bufferevent_disable(c->bev, EV_READ);
+}
+
+static void mconn_read(struct bufferevent *bev, void *arg)
+{
+    mconn_t *c = arg;
+    if (c->answered)
+        return;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t len = evbuffer_get_length(in);
+    if (len > OC_METRICS_MAX_HEAD)
+        len = OC_METRICS_MAX_HEAD;
+    const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
+    int head_only = 0;
+    oc_http_verdict_t v = oc_http_parse(p, len, OC_METRICS_MAX_HEAD, &head_only);
+    if (v != OC_HTTP_MORE)
+        mconn_answer(c, v, head_only);
+}
+
+/* Everything written: the answer is out. */
+static void mconn_written(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    mconn_t *c = arg;
+    if (c->answered)
+        mconn_free(c);
+}
+
+static void mconn_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    mconn_t *c = arg;
+    /* A client that shut its side after the request still gets the answer;
+     * an error, or the end before a whole request, closes. */
+    if ((what & BEV_EVENT_EOF) && c->answered && !(what & BEV_EVENT_ERROR))
+        return;
+    mconn_free(c);
+}
+
+static void mconn_expired(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    mconn_free(arg);
+}
+
+static void on_accept(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    (void)lis, (void)sa, (void)salen;
     oc_metrics_t *m = arg;
-    oc_ctx_t *ctx = m->ctx;
-    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET || path == NULL ||
-        strcmp(path, "/metrics") != 0) {
-        evhttp_send_error(req, HTTP_NOTFOUND, "try /metrics");
+    mconn_t *c = NULL;
+    if (m->nconns >= OC_METRICS_MAX_CONNS || (c = calloc(1, sizeof(*c))) == NULL) {
+        m->ctx->stats->metrics_refused++;
+        evutil_closesocket(fd);
         return;
     }
-    struct evbuffer *out = evbuffer_new();
-    if (out == NULL) {
-        evhttp_send_error(req, HTTP_INTERNAL, "out of memory");
+    c->m = m;
+    c->next = m->conns;
+    if (m->conns)
+        m->conns->prev = c;
+    m->conns = c;
+    m->nconns++;
+    struct timeval life = {OC_METRICS_LIFE_S, 0};
+    c->bev = bufferevent_socket_new(m->ctx->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL)
+        evutil_closesocket(fd);
+    c->deadline = evtimer_new(m->ctx->base, mconn_expired, c);
+    if (c->bev == NULL || c->deadline == NULL || evtimer_add(c->deadline, &life) != 0) {
+        m->ctx->stats->metrics_refused++;
+        mconn_free(c);
         return;
     }
-    oc_metrics_render(out, ctx->stats, (long)(time(NULL) - (time_t)ctx->started));
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                      "text/plain; version=0.0.4; charset=utf-8");
-    evhttp_send_reply(req, HTTP_OK, "OK", out);
-    evbuffer_free(out);
+    /* Reading stops at the head's limit (plus one byte to tell "over"). */
+    bufferevent_setwatermark(c->bev, EV_READ, 0, OC_METRICS_MAX_HEAD + 1);
+    bufferevent_setcb(c->bev, mconn_read, mconn_written, mconn_event, c);
+    bufferevent_enable(c->bev, EV_READ);
+}
+
+/* Listen on host:port, the first address it resolves to that binds. */
+static struct evconnlistener *metrics_listen(oc_metrics_t *m, const char *host,
+                                             uint16_t port)
+{
+    char service[8];
+    snprintf(service, sizeof(service), "%u", (unsigned)port);
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    if (getaddrinfo(host, service, &hints, &res) != 0)
+        return NULL;
+    struct evconnlistener *lis = NULL;
+    for (const struct addrinfo *ai = res; ai != NULL && lis == NULL; ai = ai->ai_next)
+        lis = evconnlistener_new_bind(m->ctx->base, on_accept, m,
+                                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                          LEV_OPT_CLOSE_ON_EXEC,
+                                      128, ai->ai_addr, (int)ai->ai_addrlen);
+    freeaddrinfo(res);
+    return lis;
 }
 
 oc_metrics_t *oc_metrics_new(oc_ctx_t *ctx, char *err)
@@ -87,20 +235,7 @@ oc_metrics_t *oc_metrics_new(oc_ctx_t *ctx, char *err)
     if (m == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
     m->ctx = ctx;
-    m->http = evhttp_new(ctx->base);
-    if (m->http == NULL) {
-        free(m);
-        return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
-    }
-    evhttp_set_allowed_methods(m->http, EVHTTP_REQ_GET);
-    evhttp_set_timeout(m->http, 10);
-    /* libevent reads headers and bodies of any size by default: one
-     * connection could make this process hold gigabytes. A scraper sends a
-     * few hundred bytes of headers and no body. */
-    evhttp_set_max_headers_size(m->http, OC_METRICS_MAX_HEADERS);
-    evhttp_set_max_body_size(m->http, OC_METRICS_MAX_BODY);
-    evhttp_set_gencb(m->http, on_request, m);
-    if (evhttp_bind_socket(m->http, host, port) != 0) {
+    if ((m->lis = metrics_listen(m, host, port)) == NULL) {
         oc_metrics_free(m);
         return oc_fail(err, OC_EIO, "metrics_listen %s: cannot bind", spec), NULL;
     }
@@ -111,6 +246,9 @@ void oc_metrics_free(oc_metrics_t *m)
 {
     if (m == NULL)
         return;
-    evhttp_free(m->http);
+    while (m->conns)
+        mconn_free(m->conns);
+    if (m->lis)
+        evconnlistener_free(m->lis);
     free(m);
 }

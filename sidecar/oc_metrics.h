@@ -1,10 +1,15 @@
 /*
- * oc_metrics: the Prometheus page. GET /metrics on metrics_listen (off
- * unless configured) answers every stat in the text exposition format
- * (oc_stats_write_prometheus); anything else is 404.
+ * oc_metrics: the Prometheus page. GET (or HEAD) /metrics on metrics_listen
+ * (off unless configured) answers every stat in the text exposition format
+ * (oc_stats_write_prometheus); another path is 404, another method 405, a
+ * malformed request 400, a head over 16 KiB 431 (oc_http decides). Every
+ * answer closes its connection. At most 64 connections are open at once
+ * (more are closed at accept: stat metrics_refused), each for at most
+ * 10 s whatever it does: a local client cannot hold descriptors or memory.
+ * (libevent's evhttp served it before: it had no limit on connections.)
  *
- * Ownership: the daemon owns it; evhttp runs on the daemon's loop, so the
- * page reads the stats without locks.
+ * Ownership: the daemon owns it; it runs on the daemon's loop, so the page
+ * reads the stats without locks. It owns its connections.
  */
 #ifndef OC_METRICS_H
 #define OC_METRICS_H

@@ -24,6 +24,8 @@ struct evbuffer;
     X(accept_errors, COUNTER,                                                            \
       "accepts that failed (out of descriptors): accepting pauses 100 ms")               \
     X(timeouts, COUNTER, "client connections closed by idle or write timeout")           \
+    X(metrics_requests, COUNTER, "pages served on metrics_listen")                       \
+    X(metrics_refused, COUNTER, "metrics_listen connections refused over 64 open")       \
     X(cmd_get, COUNTER, "get and gets commands answered")                                \
     X(get_keys, COUNTER, "keys asked in get and gets")                                   \
     X(get_hits, COUNTER, "keys answered from memcached")                                 \

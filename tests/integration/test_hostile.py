@@ -1039,6 +1039,87 @@ def test_metrics_oversized_request_header_is_refused(objcached_factory, expected
     assert_healthy(d, expected)
 
 
+def _http(port, request, timeout=5):
+    """Send raw bytes to the /metrics listener; the whole answer (it closes)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(request)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    finally:
+        s.close()
+
+
+def test_metrics_listener_answers_and_limits(objcached_factory, expected):
+    """The /metrics listener: 200 for GET and HEAD /metrics (HEAD without a
+    body), 404 for another path, 405 for another method, 400 for garbage,
+    each with Content-Length and the connection closed; a client that shuts
+    its side after the request still gets the page. At most 64 connections
+    open at once: 100 idle ones get 64 held and the rest closed at accept
+    (metrics_refused); once they go, the page is served again. A client
+    that trickles header bytes forever is closed after 10 s (evhttp renewed
+    its timeout at every byte, and had no limit on connections)."""
+    port = harness.free_port()
+    d = objcached_factory({"objcached": {"metrics_listen": f"127.0.0.1:{port}"}},
+                          env=ASAN_ENV)
+    page = _http(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = page.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close" in head
+    assert b"Content-Type: text/plain; version=0.0.4" in head
+    assert f"Content-Length: {len(body)}".encode() in head and b"objcached_info" in body
+    only = _http(port, b"HEAD /metrics HTTP/1.0\r\n\r\n")
+    assert only.startswith(b"HTTP/1.1 200 OK") and only.endswith(b"\r\n\r\n")
+    assert _http(port, b"GET /other HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 404 ")
+    answer = _http(port, b"DELETE /metrics HTTP/1.1\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 405 ") and b"Allow: GET, HEAD" in answer
+    assert _http(port, b"\x16\x03\x01 hello\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+    s.shutdown(socket.SHUT_WR)
+    half = b""
+    while chunk := s.recv(65536):
+        half += chunk
+    s.close()
+    assert half.startswith(b"HTTP/1.1 200 OK") and b"objcached_info" in half
+
+    refused0 = d.stats()["metrics_refused"]
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(100)]
+    time.sleep(0.5)
+    closed = 0
+    for c in socks:
+        c.setblocking(False)
+        try:
+            closed += c.recv(1) == b""
+        except BlockingIOError:
+            pass
+        except ConnectionResetError:
+            closed += 1
+    assert closed == 36, closed
+    assert d.stats()["metrics_refused"] - refused0 == 36
+    for c in socks:
+        c.close()
+    harness.wait_until(lambda: _http(port, b"GET /metrics HTTP/1.1\r\n\r\n")
+                       .startswith(b"HTTP/1.1 200"), timeout=5, what="the page again")
+
+    s = socket.create_connection(("127.0.0.1", port), timeout=15)
+    s.sendall(b"GET /metrics HTTP/1.1\r\n")
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < 14:
+            s.sendall(b"X")
+            time.sleep(0.5)
+        cut = False
+    except (BrokenPipeError, ConnectionResetError):
+        cut = True
+    s.close()
+    assert cut and 9 <= time.monotonic() - t0 <= 13, time.monotonic() - t0
+    assert_healthy(d, expected)
+
+
 # --------------------------------------------------------------------------
 # A reload that lowers max_value while a set's data block is being read:
 # the input cap dropped below the block, reading stopped, and the connection
