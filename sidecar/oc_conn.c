@@ -512,7 +512,8 @@ static int conn_next_line(oc_conn_t *c, struct evbuffer *in)
     return 1;
 }
 
-static void conn_run_text(oc_conn_t *c)
+/* Run a text connection's commands; -1 if the connection failed. */
+static int conn_run_text(oc_conn_t *c)
 {
     struct evbuffer *in = c->in;
     struct evbuffer *out = c->out;
@@ -529,11 +530,21 @@ static void conn_run_text(oc_conn_t *c)
             conn_set_state(c, OC_CONN_CLOSING); /* draining: no new commands */
             break;
         }
-        if (c->state != OC_CONN_READING || evbuffer_get_length(out) > OC_CONN_OUT_HIGH)
+        if (c->state != OC_CONN_READING)
             break;
+        if (evbuffer_get_length(out) > OC_CONN_OUT_HIGH) {
+            /* Output over the mark: write what can be written, and go on
+             * at once if that brought it under. Else EV_WRITE resumes; no
+             * event would if it all went out here (reading may be off). */
+            if (conn_flush(c) != 0)
+                return -1;
+            if (evbuffer_get_length(out) > OC_CONN_OUT_HIGH)
+                break;
+        }
         if (!conn_next_line(c, in))
             break;
     }
+    return 0;
 }
 
 /* A binary connection's batch or write was answered: go on. */
@@ -603,9 +614,7 @@ static void conn_process(oc_conn_t *c)
     struct evbuffer *in = c->in;
     struct evbuffer *out = c->out;
     conn_detect(c);
-    if (c->bin == NULL)
-        conn_run_text(c);
-    else if (conn_run_binary(c) != 0) {
+    if ((c->bin == NULL ? conn_run_text(c) : conn_run_binary(c)) != 0) {
         conn_free(c);
         return;
     }

@@ -129,18 +129,31 @@ static oc_reply_kind_t reply_values(struct evbuffer *out, const oc_get_result_t 
 static oc_reply_kind_t reply_bin_get(struct evbuffer *out, const oc_get_result_t *r,
                                      const oc_reply_fmt_t *f);
 
+static const char *too_large_msg(char *buf, size_t cap, const oc_get_result_t *r)
+{
+    snprintf(buf, cap,
+             "reply too large (the values read from memcached passed max_reply, %" PRIu64
+             " bytes)",
+             r->max_reply);
+    return buf;
+}
+
 oc_reply_kind_t oc_reply_get(struct evbuffer *out, const oc_get_result_t *r,
                              const oc_reply_fmt_t *f, uint64_t max_reply)
 {
     if (f->style == OC_STYLE_BINARY)
         return reply_bin_get(out, r, f);
-    for (size_t i = 0; i < r->n; i++)
+    for (size_t i = 0; i < r->n; i++) {
         if (r->items[i].state == OC_GET_ERROR) {
-            evbuffer_add_printf(
-                out, "SERVER_ERROR %s%s\r\n",
-                r->too_large ? "" : "load failed: ", r->err ? r->err : "unknown error");
+            evbuffer_add_printf(out, "SERVER_ERROR load failed: %s\r\n",
+                                r->err ? r->err : "unknown error");
             return OC_REPLY_SERVER_ERROR;
         }
+        if (r->items[i].state == OC_GET_TOO_LARGE) {
+            char why[OC_ERRLEN];
+            return oc_reply_server_error(out, too_large_msg(why, sizeof(why), r));
+        }
+    }
     if (f->style == OC_STYLE_META)
         return r->n == 1 ? reply_meta_get(out, &r->items[0], f)
                          : oc_reply_server_error(out, "meta get of several keys");
@@ -290,7 +303,7 @@ static int bin_by_ref(const oc_get_item_t *it, const oc_reply_fmt_t *f)
 /* The bytes of one item's packet that are copied (a referenced value is
  * not), 0 for a suppressed miss. */
 static size_t bin_item_size(const oc_get_item_t *it, const oc_reply_bin_t *c,
-                            const oc_reply_fmt_t *f, size_t errlen)
+                            const oc_reply_fmt_t *f, const char *const msgs[2])
 {
     uint16_t klen = (uint16_t)it->klen; /* keys are at most OC_KEY_MAX */
     switch (it->state) {
@@ -304,14 +317,14 @@ static size_t bin_item_size(const oc_get_item_t *it, const oc_reply_bin_t *c,
                                      ? klen
                                      : strlen(oc_bin_status_msg(OC_BIN_KEY_ENOENT)));
     default:
-        return OC_BIN_HDR_LEN + errlen;
+        return OC_BIN_HDR_LEN + strlen(msgs[it->state == OC_GET_TOO_LARGE]);
     }
 }
 
 /* Write one item's packet (its head only if the value goes by reference). */
 static size_t bin_item(uint8_t *p, size_t cap, const oc_get_item_t *it,
                        const oc_reply_bin_t *c, const oc_reply_fmt_t *f,
-                       const char *errmsg)
+                       const char *const msgs[2])
 {
     uint16_t klen = (uint16_t)it->klen;
     size_t n;
@@ -331,7 +344,7 @@ static size_t bin_item(uint8_t *p, size_t cap, const oc_get_item_t *it,
         return oc_bin_format_miss(p, cap, c->opcode, c->opaque, it->key, klen);
     default:
         return oc_bin_format_status(p, cap, c->opcode, OC_BIN_EINTERNAL, c->opaque, 0,
-                                    errmsg);
+                                    msgs[it->state == OC_GET_TOO_LARGE]);
     }
 }
 
@@ -339,7 +352,7 @@ static size_t bin_item(uint8_t *p, size_t cap, const oc_get_item_t *it,
  * it goes so. Returns OC_REPLY_OK or OC_REPLY_BROKEN. */
 static oc_reply_kind_t bin_items(struct evbuffer *out, const oc_get_result_t *r,
                                  const oc_reply_fmt_t *f, size_t i, size_t j, size_t size,
-                                 const char *errmsg)
+                                 const char *const msgs[2])
 {
     if (size > 0) {
         struct evbuffer_iovec v;
@@ -347,7 +360,7 @@ static oc_reply_kind_t bin_items(struct evbuffer *out, const oc_get_result_t *r,
             return OC_REPLY_BROKEN;
         uint8_t *p = v.iov_base, *end = p + size;
         for (size_t k = i; k < j; k++)
-            p += bin_item(p, (size_t)(end - p), &r->items[k], &f->bin[k], f, errmsg);
+            p += bin_item(p, (size_t)(end - p), &r->items[k], &f->bin[k], f, msgs);
         v.iov_len = (size_t)(p - (uint8_t *)v.iov_base);
         evbuffer_commit_space(out, &v, 1);
     }
@@ -364,14 +377,16 @@ static oc_reply_kind_t bin_items(struct evbuffer *out, const oc_get_result_t *r,
 static oc_reply_kind_t reply_bin_get(struct evbuffer *out, const oc_get_result_t *r,
                                      const oc_reply_fmt_t *f)
 {
-    char errmsg[OC_ERRLEN + 16] = "";
-    for (size_t k = 0; k < r->n; k++) /* the message only when needed */
-        if (r->items[k].state != OC_GET_FOUND && r->items[k].state != OC_GET_ABSENT) {
-            snprintf(errmsg, sizeof(errmsg), "%s%s", r->too_large ? "" : "load failed: ",
+    /* The messages only when needed: a load's failure, values too large. */
+    char errmsg[OC_ERRLEN + 16] = "", bigmsg[OC_ERRLEN] = "";
+    const char *const msgs[2] = {errmsg, bigmsg};
+    for (size_t k = 0; k < r->n; k++) {
+        if (r->items[k].state == OC_GET_ERROR && errmsg[0] == '\0')
+            snprintf(errmsg, sizeof(errmsg), "load failed: %s",
                      r->err ? r->err : "unknown error");
-            break;
-        }
-    size_t errlen = strlen(errmsg);
+        else if (r->items[k].state == OC_GET_TOO_LARGE && bigmsg[0] == '\0')
+            too_large_msg(bigmsg, sizeof(bigmsg), r);
+    }
     oc_reply_kind_t kind = OC_REPLY_OK;
     size_t i = 0;
     while (i < r->n) {
@@ -381,11 +396,11 @@ static oc_reply_kind_t reply_bin_get(struct evbuffer *out, const oc_get_result_t
             const oc_get_item_t *it = &r->items[j];
             if (it->state != OC_GET_FOUND && it->state != OC_GET_ABSENT)
                 kind = OC_REPLY_SERVER_ERROR;
-            size += bin_item_size(it, &f->bin[j], f, errlen);
+            size += bin_item_size(it, &f->bin[j], f, msgs);
             if (bin_by_ref(&r->items[j++], f))
                 break;
         }
-        if (bin_items(out, r, f, i, j, size, errmsg) == OC_REPLY_BROKEN)
+        if (bin_items(out, r, f, i, j, size, msgs) == OC_REPLY_BROKEN)
             return OC_REPLY_BROKEN;
         i = j;
     }

@@ -73,10 +73,11 @@ typedef struct oc_reply_fmt {
  * name one large object many times. Binary: one packet per item, each with
  * its own command (f->bin[i]): a hit (flags 0, the item's cas), a miss
  * (none for a quiet get), or, for an item whose load failed, status 0x84
- * "load failed: <r->err>" (r->too_large: <r->err> alone); SERVER_ERROR
- * if any item failed. max_reply does not apply here: every packet answers
- * a command of its own, and big values go by reference when f->unref is
- * set (what one request reads from memcached is bounded by it: oc_req). */
+ * "load failed: <r->err>", or for an item too large (OC_GET_TOO_LARGE)
+ * "reply too large (... max_reply ...)"; SERVER_ERROR if any item failed. max_reply does
+ * not apply here: every packet answers a command of its own, and big values go by
+ * reference when f->unref is set (what one request reads from memcached is bounded by it:
+ * oc_req). */
 oc_reply_kind_t oc_reply_get(struct evbuffer *out, const oc_get_result_t *r,
                              const oc_reply_fmt_t *f, uint64_t max_reply);
 /* A push or tombstone's outcome (err for OC_WRITE_FAILED). Errors are sent

@@ -1,6 +1,5 @@
 #include "oc_req.h"
 
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +59,6 @@ struct oc_req {
     double started;      /* oc_stats_now() at start */
     uint64_t near_since; /* the near-cache's epoch at start */
     int complete;        /* resolved inside oc_req_start: no done call */
-    int too_large;       /* memcached's values passed max_reply */
     char err[OC_ERRLEN]; /* first load error */
     oc_get_result_t result;
     char *arena; /* client keys and cache keys */
@@ -147,8 +145,8 @@ static void req_finish(oc_req_t *r)
         it->cas = uk->cas;
         it->from_near = uk->from_near;
     }
-    r->result =
-        (oc_get_result_t){r->nslots, r->items, r->err[0] ? r->err : NULL, r->too_large};
+    r->result = (oc_get_result_t){r->nslots, r->items, r->err[0] ? r->err : NULL,
+                                  r->ctx->conf->max_reply};
     if (r->complete)
         return; /* inside oc_req_start: the caller answers */
     if (r->done)
@@ -197,14 +195,12 @@ static int ukey_read(oc_req_t *r, oc_ukey_t *uk, const oc_mc_job_t *job, size_t 
     const oc_mc_hit_t *h = &job->hits[i];
     oc_entry_class_t c = oc_entry_classify(h);
     oc_stats_t *st = r->ctx->stats;
-    if (h->too_large) { /* the whole get fails: its reply could not be sent */
-        uk->state = OC_GET_ERROR;
-        if (!r->too_large)
-            snprintf(r->err, sizeof(r->err),
-                     "reply too large (the values read from memcached passed max_reply, "
-                     "%" PRIu32 " bytes)",
-                     r->ctx->conf->max_reply);
-        r->too_large = 1;
+    if (h->too_large) { /* its value was dropped: this get fails */
+        uk->state = OC_GET_TOO_LARGE;
+        if (h->refresh == OC_MC_REFRESH_WON) { /* memcached chose us: reload it */
+            uk->w.lease_place = h->place;
+            oc_fill_refresh(r->ctx->fills, &uk->w, h->cas);
+        }
         return 1;
     }
     if (c == OC_EC_OBJECT) {

@@ -16,10 +16,13 @@
 
 /* One key of a get, as the client asked it (duplicates included). */
 typedef enum oc_get_state {
-    OC_GET_PENDING, /* not resolved yet */
-    OC_GET_FOUND,   /* data/len hold the object's JSON */
-    OC_GET_ABSENT,  /* no such object */
-    OC_GET_ERROR,   /* the load failed: the whole command fails */
+    OC_GET_PENDING,   /* not resolved yet */
+    OC_GET_FOUND,     /* data/len hold the object's JSON */
+    OC_GET_ABSENT,    /* no such object */
+    OC_GET_ERROR,     /* the load failed: the whole command fails */
+    OC_GET_TOO_LARGE, /* found, but the values the request read from memcached
+                         passed max_reply before it: the command fails with
+                         "reply too large" (a binary get: this one) */
 } oc_get_state_t;
 
 typedef struct oc_get_item {
@@ -35,9 +38,8 @@ typedef struct oc_get_item {
 typedef struct oc_get_result {
     size_t n;
     const oc_get_item_t *items;
-    const char *err; /* the first error, when any item is OC_GET_ERROR */
-    int too_large;   /* memcached's values passed max_reply: err says so,
-                        and it is not a load's failure */
+    const char *err;    /* the first error, when any item is OC_GET_ERROR */
+    uint64_t max_reply; /* the limit OC_GET_TOO_LARGE items passed */
 } oc_get_result_t;
 
 typedef enum oc_write_outcome {

@@ -1231,3 +1231,116 @@ def test_get_of_many_large_values_holds_at_most_max_reply(objcached_factory, exp
     limit = (12 + (20 if "ASAN_OPTIONS" in os.environ else 0)) * 1024
     assert grew < limit, f"peak RSS grew by {grew} KiB for gets of 20 MiB of values"
     assert_healthy(d, expected)
+
+
+# --------------------------------------------------------------------------
+# Found by a review of the fixes above (2026-12-04, seventh session).
+
+def _bin_req(opcode, key=b"", opaque=0):
+    return struct.pack(">BBHBBHIIQ", 0x80, opcode, len(key), 0, 0, 0, len(key),
+                       opaque, 0) + key
+
+
+def _read_all(sock, timeout=10.0):
+    """Everything until the server closes, or (data, False) after timeout."""
+    sock.settimeout(timeout)
+    buf = b""
+    try:
+        while True:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                return buf, True
+            buf += chunk
+    except socket.timeout:
+        return buf, False
+
+
+def _push_big(d, ids, size):
+    with d.client() as c:
+        for i in ids:
+            body = b'{"id":%d,"pad":"' % i + b"p" * size + b'"}'
+            assert line_reply(c, b"set User:%d 0 0 %d\r\n%s\r\n" % (i, len(body), body)) \
+                == b"STORED"
+
+
+@pytest.mark.parametrize("half_close", [True, False])
+def test_commands_after_a_reply_over_the_output_mark_are_run(objcached_factory, half_close):
+    """A get whose reply passes the output mark (4 MiB), then `version`, from
+    a client whose receive buffer takes the whole reply at once: the one
+    flush wrote everything, no write event was armed, and `version` waited
+    for the client to send more; after a half-close nothing ever came, and
+    the connection was never freed."""
+    d = objcached_factory({"objcached": {"write_timeout": "2s"},
+                           "model User": {"push_check": "off"}}, env=ASAN_ENV)
+    ids = range(201, 206)
+    _push_big(d, ids, 900 * 1024)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.connect(("127.0.0.1", d.port))
+    s.sendall(b"get " + b" ".join(b"User:%d" % i for i in ids) + b"\r\nversion\r\n")
+    if half_close:
+        s.shutdown(socket.SHUT_WR)
+    time.sleep(1.0)
+    got, closed = _read_all(s, timeout=5.0)
+    s.close()
+    assert got.count(b"VALUE ") == 5 and b"END\r\nVERSION " in got, (len(got), got[-40:])
+    assert closed == half_close
+    harness.wait_until(lambda: d.stats()["curr_connections"] == 1, timeout=5,
+                       what="the connection freed")
+
+
+def test_binary_too_large_and_load_failure_each_say_their_own(objcached_factory, pg):
+    """One binary run (quiet gets, then NOOP): three cached 512 KiB values
+    with max_reply 1m (some are dropped: too large) and User:1, a miss whose
+    load fails (users locked, load_timeout 300ms). Each failed get says why:
+    "reply too large" for a dropped value, "load failed" for the load (the
+    first message was given to every failed get)."""
+    d = objcached_factory({"objcached": {"max_reply": "1m", "load_timeout": "300ms"},
+                           "model User": {"push_check": "off"}}, env=ASAN_ENV)
+    ids = [301, 302, 303]
+    _push_big(d, ids, 512 * 1024)
+    locker = pg.connect(autocommit=False)
+    try:
+        locker.cursor().execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+        s.sendall(b"".join(_bin_req(0x0D, b"User:%d" % i, i) for i in ids) +   # GETKQ
+                  _bin_req(0x0D, b"User:1", 1) + _bin_req(0x0A, opaque=9))      # NOOP
+        buf, closed = _read_all(s)
+        s.close()
+    finally:
+        locker.rollback()
+        locker.close()
+    got = {}
+    while buf:
+        hdr = struct.unpack(">BBHBBHIIQ", buf[:24])
+        got[hdr[7]] = (hdr[5], buf[24 + hdr[3] + hdr[2]:24 + hdr[6]])
+        buf = buf[24 + hdr[6]:]
+    assert closed                 # a failed quiet get closes after its answers
+    assert got[1][0] == 0x84 and got[1][1].startswith(b"load failed"), got[1]
+    big = [got[i] for i in ids if got[i][0] != 0]
+    assert len(big) >= 2 and all(st == 0x84 and msg.startswith(b"reply too large (the values")
+                                 for st, msg in big), big
+
+
+@pytest.mark.parametrize("big_get", [True, False])
+def test_a_dropped_value_keeps_its_refresh_ahead(objcached_factory, big_get):
+    """refresh_ahead 3s, ttl 5s: read in its refresh window by a get over
+    max_reply, a value memcached chose this reader to refresh (its win is
+    given once) was dropped, and its refresh with it: nobody refreshed it
+    ahead. Each of the three keys is refreshed once either way."""
+    d = objcached_factory({"objcached": {"max_reply": "1m", "ttl_jitter_pct": 0},
+                           "model User": {"push_check": "off", "ttl": "5s",
+                                          "refresh_ahead": "3s"}}, env=ASAN_ENV)
+    ids = [50, 51, 52]
+    _push_big(d, ids, 512 * 1024)
+    time.sleep(3.2)                                   # into the refresh window
+    with d.client() as c:
+        if big_get:
+            got = line_reply(c, b"get User:50 User:51 User:52\r\n")
+            assert got.startswith(b"SERVER_ERROR reply too large"), got
+        time.sleep(0.3)
+        for i in ids:
+            c.send(b"get User:%d\r\n" % i)
+            c.read_response()
+    harness.wait_until(lambda: d.stats()["early_refreshes"] == 3, timeout=3,
+                       what="each key refreshed once")

@@ -77,20 +77,33 @@ static void test_reply_too_large(void **state)
     evbuffer_free(b);
 }
 
-/* memcached's values passed max_reply (oc_req): the error alone, not as a
- * load's failure. */
+static void expect_pkt(struct evbuffer *b, uint8_t opcode, uint16_t status,
+                       uint32_t opaque, uint64_t cas, const char *key, const char *value);
+
+/* memcached's values passed max_reply (oc_req): "reply too large", not a
+ * load's failure; in a binary run each get has its own message. */
 static void test_values_too_large(void **state)
 {
     (void)state;
     struct evbuffer *b = evbuffer_new();
-    oc_get_item_t items[] = {item("User:1", OC_GET_ERROR, NULL, 0)};
-    oc_get_result_t r = {1, items, "reply too large (x)", 1};
+    oc_get_item_t items[] = {item("User:1", OC_GET_FOUND, "{}", 0),
+                             item("User:2", OC_GET_TOO_LARGE, NULL, 0),
+                             item("User:3", OC_GET_ERROR, NULL, 0)};
+    oc_get_result_t r = {3, items, "x", 1048576};
     oc_reply_fmt_t f = {.style = OC_STYLE_CLASSIC};
-    assert_int_equal(oc_reply_get(b, &r, &f, 40), OC_REPLY_SERVER_ERROR);
-    assert_string_equal(drain(b), "SERVER_ERROR reply too large (x)\r\n");
-    r.too_large = 0;
-    assert_int_equal(oc_reply_get(b, &r, &f, 40), OC_REPLY_SERVER_ERROR);
-    assert_string_equal(drain(b), "SERVER_ERROR load failed: reply too large (x)\r\n");
+    assert_int_equal(oc_reply_get(b, &r, &f, 1 << 20), OC_REPLY_SERVER_ERROR);
+    assert_string_equal(drain(b), "SERVER_ERROR reply too large (the values read from "
+                                  "memcached passed max_reply, 1048576 bytes)\r\n");
+    oc_reply_bin_t cmds[] = {
+        {OC_BIN_OP_GETQ, 1}, {OC_BIN_OP_GETQ, 2}, {OC_BIN_OP_GETQ, 3}};
+    oc_reply_fmt_t fb = {.style = OC_STYLE_BINARY, .bin = cmds};
+    assert_int_equal(oc_reply_get(b, &r, &fb, 1 << 20), OC_REPLY_SERVER_ERROR);
+    expect_pkt(b, OC_BIN_OP_GETQ, 0, 1, 0, "", "{}");
+    expect_pkt(b, OC_BIN_OP_GETQ, OC_BIN_EINTERNAL, 2, 0, "",
+               "reply too large (the values read from memcached passed max_reply, "
+               "1048576 bytes)");
+    expect_pkt(b, OC_BIN_OP_GETQ, OC_BIN_EINTERNAL, 3, 0, "", "load failed: x");
+    assert_int_equal(evbuffer_get_length(b), 0);
     evbuffer_free(b);
 }
 
