@@ -246,8 +246,11 @@ void oc_metrics_free(oc_metrics_t *m)
 {
     if (m == NULL)
         return;
-    while (m->conns)
-        mconn_free(m->conns);
+    mconn_t *next;
+    for (mconn_t *c = m->conns; c != NULL; c = next) {
+        next = c->next; /* mconn_free unlinks c */
+        mconn_free(c);
+    }
     if (m->lis)
         evconnlistener_free(m->lis);
     free(m);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include "oc_log.h"
 
@@ -518,6 +519,15 @@ void oc_pgconn_pause(oc_pgconn_t *c, int paused)
 int oc_pgconn_streaming(const oc_pgconn_t *c)
 {
     return c->state == OC_PGCONN_STREAMING;
+}
+
+int oc_pgconn_input_waiting(const oc_pgconn_t *c)
+{
+    int n = 0;
+    if (c->conn == NULL || PQsocket(c->conn) < 0 ||
+        ioctl(PQsocket(c->conn), FIONREAD, &n) != 0)
+        return 0;
+    return n > 0;
 }
 
 oc_status_t oc_pgconn_prepare(oc_pgconn_t *c, const char *name, const char *sql,

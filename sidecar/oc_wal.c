@@ -1188,7 +1188,9 @@ double oc_wal_batch_wait(double last, double now, double interval_s, int paused)
 double oc_wal_pace_wait(double last, double now, double interval_s)
 {
     double wait = oc_wal_batch_wait(last, now, interval_s, 0);
-    return wait > 0 ? wait : interval_s;
+    if (wait <= 0)
+        wait = interval_s;
+    return wait < OC_WAL_PACE_MAX_S ? wait : OC_WAL_PACE_MAX_S;
 }
 
 int oc_wal_over_limit(size_t pending, uint32_t max_txn_keys)
@@ -1208,7 +1210,9 @@ static void on_batch_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     oc_wal_t *w = arg;
-    if (w->state != WAL_STREAMING)
+    /* A timer armed before a batch started (the batch wait, then a reload
+     * or the clock) must not resume reading under it: applied() does. */
+    if (w->state != WAL_STREAMING || w->step != STEP_NONE)
         return;
     w->paced = 0;
     set_reading(w);
@@ -1238,8 +1242,14 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
         return;
     }
     double interval = w->ctx->conf->wal_batch_interval_ms / 1000.0;
-    if (interval <= 0 || w->paused || !got)
-        return; /* no pacing; the key limit pauses; a quiet stream is read */
+    /* Not paced: a quiet stream (read as it comes), a transaction being
+     * received (its commit is what a batch waits for: pausing inside it
+     * only delays it, and a 100,000-row one would come in one libpq buffer
+     * per interval), or more bytes in the socket than this read took
+     * (the stream is behind: catch up at full speed). */
+    if (interval <= 0 || w->paused || !got || oc_walb_in_txn(w->acc) ||
+        oc_pgconn_input_waiting(w->repl))
+        return;
     double wait = oc_wal_pace_wait(w->batch_at, now_s(), interval);
     struct timeval tv = {(time_t)wait, (suseconds_t)((wait - (time_t)wait) * 1e6) + 1};
     evtimer_del(w->batch_timer);

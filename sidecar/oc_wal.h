@@ -131,9 +131,13 @@ int oc_wal_over_limit(size_t pending, uint32_t max_txn_keys);
 double oc_wal_batch_wait(double last, double now, double interval_s, int paused);
 /* How long the holder stops reading the stream after a burst that started
  * no batch: until the next batch is due (oc_wal_batch_wait, when a batch
- * waits), else interval_s. A burst of commits, or the walsender's keepalive
- * after each WAL flush, then wakes the holder once per interval instead of
- * once per message; a quiet stream is read as it comes. */
+ * waits), else interval_s; never more than OC_WAL_PACE_MAX_S. A burst of
+ * commits, or the walsender's keepalive after each WAL flush, then wakes
+ * the holder at most every 5 ms instead of once per message. The cap keeps
+ * what waits in the socket small: paused for a long interval, a busy
+ * stream would fill it, and the walsender would send only a socket's worth
+ * per interval (found by a review: 7-13 s behind at a 1 s interval). */
+#define OC_WAL_PACE_MAX_S 0.005
 double oc_wal_pace_wait(double last, double now, double interval_s);
 /* The apply lag (ms) of a batch whose newest commit was at commit_unix,
  * applied at now_unix (both wall clock seconds); a commit ahead is 0. */

@@ -439,6 +439,11 @@ int oc_walb_ready(const oc_walb_t *b)
     return b->ntxn > 0;
 }
 
+int oc_walb_in_txn(const oc_walb_t *b)
+{
+    return b->in_txn;
+}
+
 size_t oc_walb_pending_keys(const oc_walb_t *b)
 {
     return b->nkeys;

@@ -117,6 +117,9 @@ uint32_t oc_walb_unknown(const oc_walb_t *b);
  * oc_walb_map_clear. */
 int oc_walb_remap(const oc_walb_t *b);
 
+/* A transaction's Begin was fed and not its Commit yet. */
+int oc_walb_in_txn(const oc_walb_t *b);
+
 /* Is there a committed part, and how many keys does it hold? */
 int oc_walb_ready(const oc_walb_t *b);
 size_t oc_walb_pending_keys(const oc_walb_t *b);

@@ -665,13 +665,14 @@ def test_a_model_added_by_reload_on_a_standby_uses_its_generation(fleet, mc_pool
         f"b serves the old row; memcached keys {keys}, generation {gen}"
 
 
-@pytest.mark.parametrize("interval", ["20ms", "0"])
+@pytest.mark.parametrize("interval", ["5ms", "0"])
 def test_stream_read_in_bursts(fleet, mc_pool, db, interval):
-    """The holder paces its reading of the stream (wal_batch_interval): 400
-    single-row commits spread over about a second reach it in at most about
-    one read per interval, not one per commit; and every one is applied.
-    With the interval 0 (pacing off) each commit is read by itself: what
-    the paced bound is checked against."""
+    """The holder paces its reading of the stream (wal_batch_interval, 5 ms
+    at most between reads): 1,000 single-row commits as fast as one client
+    makes them reach it in at most about one read per 5 ms, not one per
+    commit; and every one is applied. The interval 0 (pacing off) is the
+    control: 519-780 reads here against a bound of about 40 (printed; not
+    asserted: under load an unpaced holder's reads merge too)."""
     a = start(fleet, mc_pool, db, postgresql={"wal_batch_interval": interval})
     holder([a])
     cached(a, ["Item:1"])
@@ -680,19 +681,74 @@ def test_stream_read_in_bursts(fleet, mc_pool, db, interval):
     conn = db.pg.connect(dbname=db.name)    # autocommit: a transaction per UPDATE
     t0 = time.monotonic()
     with conn.cursor() as cur:
-        for i in range(400):
+        for i in range(1000):
             cur.execute("UPDATE items SET name = %s WHERE id = 1", (f"burst {i}",))
-            time.sleep(0.002)
     took = time.monotonic() - t0
     conn.close()
     wait_value(a, "Item:1", row(db, "Item", 1))
-    harness.wait_until(lambda: a.stats()["wal_transactions"] - s0["wal_transactions"] >= 400,
+    harness.wait_until(lambda: a.stats()["wal_transactions"] - s0["wal_transactions"] >= 1000,
                        what="every commit applied")
     s1 = a.stats()
     reads = s1["wal_stream_reads"] - s0["wal_stream_reads"]
-    print(f"interval {interval}: {reads} reads for 400 commits in {took:.2f} s")
-    paced_bound = took / 0.020 * 1.5 + 10   # 12 here (unpaced: 224)
-    if interval == "0":
-        assert reads > paced_bound, (reads, took)
-    else:
-        assert reads <= paced_bound, (reads, took)
+    bound = took / 0.005 * 1.5 + 10
+    print(f"interval {interval}: {reads} reads for 1000 commits in {took:.2f} s "
+          f"(bound {bound:.0f})")
+    if interval != "0":
+        assert reads <= bound, (reads, took)
+
+
+def confirmed_past(db, lsn):
+    return db.q("SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots "
+                "WHERE slot_name = %s", (lsn, db.name))[0][0]
+
+
+# Pacing must never slow a stream that has more to send (found by a review,
+# 2026-12-04, seventh session): paused for wal_batch_interval after every
+# read, the holder took one libpq buffer (16 kB) per interval. A 100,000-row
+# UPDATE at 100 ms took 39 s to reach the cache; with a standby it was never
+# confirmed (the standby took the stalled holder's slot 70 times over in
+# 90 s); 20 commits a second of 100 rows each left the holder 13.5 s behind
+# at a 1 s interval. Now a read inside a transaction, or one that left bytes
+# in the socket, is followed by the next at once, and a pause lasts 5 ms at
+# most.
+
+def test_a_big_transaction_is_read_at_full_speed(fleet, mc_pool, db):
+    """wal_batch_interval 100ms, two sidecars: one 100,000-row UPDATE is
+    served and confirmed to the slot within seconds (about 2 s here), and
+    the standby does not take the slot from a holder that is reading."""
+    sidecars = [start(fleet, mc_pool, db, postgresql={"wal_batch_interval": "100ms"})
+                for _ in range(2)]
+    a = holder(sidecars)
+    cached(a, ["Big:100000"])
+    time.sleep(0.5)
+    takeovers = sum(oc.stats()["wal_takeovers"] for oc in sidecars)
+    t0 = time.monotonic()
+    db.q("UPDATE big SET v = v + 1")
+    lsn = db.q("SELECT pg_current_wal_lsn()::text")[0][0]
+    wait_value(a, "Big:100000", row(db, "Big", 100000), timeout=30)
+    harness.wait_until(lambda: confirmed_past(db, lsn), timeout=30, interval=0.1,
+                       what="the UPDATE confirmed to the slot")
+    took = time.monotonic() - t0
+    assert took < 10, took
+    assert sum(oc.stats()["wal_takeovers"] for oc in sidecars) == takeovers
+
+
+def test_steady_commits_are_kept_up_with_at_a_long_interval(fleet, mc_pool, db):
+    """wal_batch_interval 1s (its maximum), 20 commits a second of 100 rows
+    each for 5 s: once the writer stops, the holder has confirmed everything
+    within about one interval (0.6 s here)."""
+    a = start(fleet, mc_pool, db, postgresql={"wal_batch_interval": "1s"})
+    holder([a])
+    time.sleep(0.5)
+    conn = db.pg.connect(dbname=db.name)
+    with conn.cursor() as cur:
+        for i in range(100):
+            lo = (i * 100) % 90000 + 1
+            cur.execute("UPDATE big SET v = v + 1 WHERE id BETWEEN %s AND %s", (lo, lo + 99))
+            time.sleep(0.05)
+    conn.close()
+    t0 = time.monotonic()
+    lsn = db.q("SELECT pg_current_wal_lsn()::text")[0][0]
+    harness.wait_until(lambda: confirmed_past(db, lsn), timeout=30, interval=0.1,
+                       what="the writes confirmed to the slot")
+    assert time.monotonic() - t0 < 3, time.monotonic() - t0

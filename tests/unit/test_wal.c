@@ -165,11 +165,14 @@ static void test_pause_and_lag(void **state)
     assert_true(oc_wal_batch_wait(100.0, 100.001, 0.005, 1) == 0);
     assert_true(oc_wal_batch_wait(100.0, 100.001, 0, 0) == 0);
     assert_true(oc_wal_batch_wait(100.0, 99.0, 0.005, 0) == 0);
-    /* pacing: until the batch is due, else a whole interval */
+    /* pacing: until the batch is due, else a whole interval; at most 5 ms */
     assert_true(oc_wal_pace_wait(100.0, 100.002, 0.005) > 0.0029 &&
                 oc_wal_pace_wait(100.0, 100.002, 0.005) < 0.0031);
     assert_true(oc_wal_pace_wait(100.0, 100.009, 0.005) == 0.005);
     assert_true(oc_wal_pace_wait(0, 100.0, 0.005) == 0.005);
+    assert_true(oc_wal_pace_wait(100.0, 100.5, 1.0) == OC_WAL_PACE_MAX_S);
+    assert_true(oc_wal_pace_wait(100.0, 100.001, 0.002) > 0.00099 &&
+                oc_wal_pace_wait(100.0, 100.001, 0.002) < 0.00101);
     assert_int_equal(oc_wal_lag_ms(1000.25, 1000.0), 250);
     assert_int_equal(oc_wal_lag_ms(1000.0, 1000.0), 0);
     assert_int_equal(oc_wal_lag_ms(1000.0, 1000.5), 0); /* a commit ahead */
