@@ -37,6 +37,7 @@ struct mconn {
 struct oc_metrics {
     oc_ctx_t *ctx;
     struct evconnlistener *lis;
+    struct event *resume; /* out of descriptors: accept again */
     mconn_t *conns;
     size_t nconns;
 };
@@ -201,6 +202,28 @@ static void on_accept(struct evconnlistener *lis, evutil_socket_t fd, struct soc
     bufferevent_enable(c->bev, EV_READ);
 }
 
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    oc_metrics_t *m = arg;
+    evconnlistener_enable(m->lis);
+}
+
+/* EMFILE and friends: the pending connection stays queued, so the listener
+ * stays readable and would fail again at once (a core spinning, libevent
+ * warning at every turn). Pause it for 100 ms, as oc_listen does. */
+static void on_accept_error(struct evconnlistener *lis, void *arg)
+{
+    oc_metrics_t *m = arg;
+    m->ctx->stats->accept_errors++;
+    oc_log_error("event=accept_failed where=metrics_listen reason=\"%s\" "
+                 "action=\"pausing accepts 100ms\"",
+                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    evconnlistener_disable(lis);
+    struct timeval tv = {0, 100000};
+    evtimer_add(m->resume, &tv);
+}
+
 /* Listen on host:port, the first address it resolves to that binds. */
 static struct evconnlistener *metrics_listen(oc_metrics_t *m, const char *host,
                                              uint16_t port)
@@ -235,10 +258,15 @@ oc_metrics_t *oc_metrics_new(oc_ctx_t *ctx, char *err)
     if (m == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
     m->ctx = ctx;
+    if ((m->resume = evtimer_new(ctx->base, on_resume, m)) == NULL) {
+        oc_metrics_free(m);
+        return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
+    }
     if ((m->lis = metrics_listen(m, host, port)) == NULL) {
         oc_metrics_free(m);
         return oc_fail(err, OC_EIO, "metrics_listen %s: cannot bind", spec), NULL;
     }
+    evconnlistener_set_error_cb(m->lis, on_accept_error);
     return m;
 }
 
@@ -253,5 +281,7 @@ void oc_metrics_free(oc_metrics_t *m)
     }
     if (m->lis)
         evconnlistener_free(m->lis);
+    if (m->resume)
+        event_free(m->resume);
     free(m);
 }

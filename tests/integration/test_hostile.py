@@ -1344,3 +1344,39 @@ def test_a_dropped_value_keeps_its_refresh_ahead(objcached_factory, big_get):
             c.read_response()
     harness.wait_until(lambda: d.stats()["early_refreshes"] == 3, timeout=3,
                        what="each key refreshed once")
+
+
+@pytest.mark.parametrize("scrape", [False, True], ids=["control", "scrape"])
+def test_metrics_listener_out_of_descriptors_pauses(objcached_factory, expected, scrape):
+    """Out of descriptors, a scrape queued on the metrics listener failed
+    accept() at every loop turn (no error callback: a core spinning and
+    libevent warning 230,000 times a second, found by a review). It pauses
+    100 ms per failure now, as the daemon's own listeners do."""
+    port = harness.free_port()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        d = objcached_factory({"objcached": {"metrics_listen": f"127.0.0.1:{port}",
+                                             "write_timeout": "2s"},
+                               "model User": {"push_check": "off"}}, env=ASAN_ENV)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    socks = []
+    try:
+        for _ in range(300):
+            socks.append(connect(d))
+        time.sleep(0.3)
+        if scrape:
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(0.2)
+        cpu0 = _cpu_seconds(d.pid)
+        time.sleep(1.0)
+        cpu = _cpu_seconds(d.pid) - cpu0
+    finally:
+        for s in socks:
+            s.close()
+    warns = d.log().count("Error from accept() call")
+    assert cpu < 0.25 and warns == 0, f"{cpu:.2f} s of CPU in 1 s; {warns} libevent warnings"
+    harness.wait_until(lambda: _http(port, b"GET /metrics HTTP/1.1\r\n\r\n")
+                       .startswith(b"HTTP/1.1 200"), timeout=5, what="the page again")
+    assert_healthy(d, expected)
