@@ -641,7 +641,17 @@ def test_a_read_begun_while_the_feed_was_down_is_refused_after_the_resync(
         D = 5.0
         mcp.set_mode("delay", delay=D)
         res = {}
-        th = threading.Thread(target=lambda: res.update(v=get(a, key)))
+
+        def slow_get():
+            # The proxy holds each chunk D seconds both ways: the get's mg
+            # reaches memcached after D, its answer comes back after 2 D,
+            # the client's default timeout (10 s): it timed out in 2 of 3
+            # runs. A longer one here.
+            with a.client(timeout=30) as c:
+                values, end = c.get_multi([key])
+            assert end == b"END", end
+            res["v"] = values[0][2] if values else None
+        th = threading.Thread(target=slow_get)
         t0 = time.monotonic()
         th.start()
         time.sleep(D + 0.5)                 # memcached answered the old row (held)
