@@ -37,6 +37,8 @@ struct oc_pg_conn {
     unsigned char *prepared; /* per model: statement prepared here */
     unsigned prepared_gen;   /* pg->gen the flags are for */
     size_t nstmts;           /* statements prepared in this session, any gen */
+    size_t prep_model;       /* the PREPARE in flight: its model and gen, */
+    unsigned prep_gen;       /* recorded even if its load timed out meanwhile */
     oc_pg_load_t *load;      /* running load; NULL if idle or orphaned */
     struct event *stuck;     /* an orphaned query that does not end */
     int up;                  /* counted in pg_connections_up */
@@ -291,6 +293,15 @@ static void conn_prepare_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
     (void)pc;
     oc_pg_conn_t *c = arg;
     PQclear(res);
+    /* The statement exists in the session whether or not its load is still
+     * here: a PREPARE blocked (by a lock on the table) past load_timeout
+     * that succeeded later was not recorded, and every later load on this
+     * connection failed on "prepared statement ... already exists". */
+    if (st == OC_OK) {
+        c->nstmts++;
+        if (c->prepared_gen == c->pg->gen && c->prep_gen == c->pg->gen)
+            c->prepared[c->prep_model] = 1; /* else a reload came: prepare again */
+    }
     oc_pg_load_t *l = c->load;
     if (l == NULL) { /* its load timed out meanwhile (load_deadline_cb) */
         evtimer_del(c->stuck);
@@ -303,9 +314,6 @@ static void conn_prepare_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
         pg_dispatch(c->pg);
         return;
     }
-    c->nstmts++;
-    if (c->prepared_gen == c->pg->gen)
-        c->prepared[l->model_idx] = 1; /* else a reload came: prepare again */
     conn_run(c);
 }
 
@@ -343,6 +351,8 @@ static void conn_run(oc_pg_conn_t *c)
     snprintf(name, sizeof(name), "oc_load_%zu_%u", l->model_idx, c->pg->gen);
     oc_status_t st;
     if (!c->prepared[l->model_idx]) {
+        c->prep_model = l->model_idx;
+        c->prep_gen = c->pg->gen;
         st = oc_pgconn_prepare(c->pc, name, c->pg->sql[l->model_idx], conn_prepare_done,
                                c);
     } else {

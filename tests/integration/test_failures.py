@@ -103,6 +103,41 @@ def test_postgresql_down_and_back(objcached_factory, pg, ref, mode):
                            what="pg_connections_up >= 1")
 
 
+def test_a_prepare_that_outlives_its_load_is_kept(objcached_factory, pg, ref):
+    """One loader connection, through a proxy that holds each chunk 0.4 s,
+    users locked: the first User load's PREPARE reaches PostgreSQL 0.4 s
+    late and waits on the lock; the load times out (1 s) before the
+    server's statement_timeout (1 s after the PREPARE arrived) cancels it;
+    the lock goes in between, so the PREPARE succeeds with nobody left to
+    record it, and every later load on that connection prepared again and
+    failed on "prepared statement ... already exists" (found by
+    test_load_timeout failing under valgrind, where the daemon is slow
+    enough to open that window). Now the statement is recorded whoever
+    waits for it."""
+    import faultproxy
+    proxy = faultproxy.FaultProxy(pg.port, name="pg")
+    try:
+        oc = objcached_factory({
+            "objcached": {"load_timeout": "1s"},
+            "postgresql": {"connections": "1",
+                           "conninfo": f"host=127.0.0.1 port={proxy.port} "
+                                       f"dbname={pg.dbname} user={pg.SUPERUSER}"}})
+        harness.wait_until(lambda: oc.stats()["pg_connections_up"] == 1, timeout=10,
+                           what="the loader connection up")
+        with oc.client() as c:
+            proxy.set_mode("delay", delay=0.4)
+            with TableLock(pg):
+                values, terminal = c.get_multi(["User:170"])
+                assert terminal.startswith(b"SERVER_ERROR load failed"), terminal
+            time.sleep(1.0)          # the PREPARE's answer is through the proxy
+            proxy.set_mode("forward")
+            time.sleep(0.5)
+            for i in (171, 172, 173):
+                assert c.get_multi([f"User:{i}"]) == (user_values(ref, [i]), b"END")
+    finally:
+        proxy.close()
+
+
 def test_load_timeout(objcached_factory, pg, ref):
     """A load stuck behind a lock fails with SERVER_ERROR after load_timeout,
     and the same get works once the lock is gone."""
