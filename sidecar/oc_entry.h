@@ -14,8 +14,9 @@
  *   OBJECT     the JSON text exactly as it is sent to clients (so a hit is
  *              served without decoding or copying into a new shape)
  *   MISSING    nothing: PostgreSQL had no row (short TTL)
- *   TOMBSTONE  nothing: the app deleted the object; reads answer "absent"
- *              without asking PostgreSQL, and no fill can replace it
+ *   TOMBSTONE  a token unique to the write (oc_write), never read: the
+ *              app deleted the object; reads answer "absent" without
+ *              asking PostgreSQL, and no fill can replace it
  *   PUSHED     an object an app pushed over something it could not be
  *              ordered against (an empty key, a lease, another PUSHED
  *              entry): served as the object, but its version proves

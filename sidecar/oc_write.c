@@ -1,10 +1,14 @@
 #include "oc_write.h"
 
 #include <event2/event.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "oc_blob.h"
 #include "oc_conf.h"
@@ -34,6 +38,8 @@ struct oc_write {
     size_t canon_off; /* the canonical id starts at ckey + canon_off */
     char *json;       /* push: owned copy of the body */
     size_t len;
+    char token[40]; /* tombstone: its value, unique to this write (below) */
+    size_t token_len;
     oc_write_t *check_next; /* in the writes' check queue */
     uint64_t near_since;    /* the near-cache's epoch after this write dropped
                                its key there */
@@ -42,6 +48,7 @@ struct oc_write {
 struct oc_writes {
     oc_ctx_t *ctx;
     size_t live; /* writes not freed: in memcached, or waiting for their check */
+    uint64_t token_base, token_seq;      /* tombstones' tokens */
     oc_write_t *check_head, *check_tail; /* stored, not yet checked */
     struct event *check_ev;              /* starts the checks of a turn */
 };
@@ -230,6 +237,10 @@ static oc_status_t write_start(oc_write_t *w, const oc_model_conf_t *m, char *er
     }
     oc_entry_item(it, w->tombstone ? OC_ENTRY_TOMBSTONE : OC_ENTRY_OBJECT, m,
                   ctx->conf->ttl_jitter_pct);
+    if (w->tombstone) { /* readers look at the flags only */
+        it->val = w->token;
+        it->vlen = w->token_len;
+    }
     oc_fill_invalidate(ctx->fills, w->ckey, w->ckey_len);
     /* What the near-cache held, and any read under way, is older: drop it
      * now; what this write stores there later starts from here. */
@@ -322,6 +333,15 @@ oc_status_t oc_write_tombstone(oc_ctx_t *ctx, const char *key, size_t klen,
     if (w == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory");
     w->tombstone = 1;
+    /* A tombstone's value is a token of its own: the check's swap replaces
+     * the entry only while it still holds these bytes, and were every
+     * tombstone alike (empty) it would replace a later delete's tombstone
+     * written after this one was invalidated, bringing the row back for
+     * its TTL (found by a review). */
+    oc_writes_t *ws = ctx->writes;
+    w->token_len =
+        (size_t)snprintf(w->token, sizeof(w->token), "%016" PRIx64 "%016" PRIx64,
+                         ws->token_base, ++ws->token_seq);
     const oc_model_conf_t *m;
     oc_status_t st = write_key(w, key, klen, &m, err);
     if (st == OC_OK)
@@ -403,8 +423,8 @@ static void check_item(const oc_check_t *c, size_t i, const oc_model_conf_t *m,
     oc_entry_kind_t was = w->tombstone ? OC_ENTRY_TOMBSTONE : OC_ENTRY_PUSHED;
     it->key = w->ckey;
     it->klen = w->ckey_len;
-    it->expect = w->tombstone ? "" : w->json;
-    it->expect_len = w->tombstone ? 0 : w->len;
+    it->expect = w->tombstone ? w->token : w->json;
+    it->expect_len = w->tombstone ? w->token_len : w->len;
     it->expect_flags = oc_entry_flags(was);
     if (!c->loaded) {
         it->val = it->expect;
@@ -590,6 +610,10 @@ oc_writes_t *oc_writes_new(oc_ctx_t *ctx, char *err)
     if (ws == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
     ws->ctx = ctx;
+    /* Tokens unique across the fleet: random, else time and pid. */
+    if (getrandom(&ws->token_base, sizeof(ws->token_base), GRND_NONBLOCK) !=
+        (ssize_t)sizeof(ws->token_base))
+        ws->token_base = ((uint64_t)time(NULL) << 32) ^ (uint64_t)getpid();
     if ((ws->check_ev = event_new(ctx->base, -1, 0, check_run, ws)) == NULL) {
         free(ws);
         return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;

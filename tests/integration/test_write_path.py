@@ -551,7 +551,7 @@ def test_tombstone_answers_absent_without_asking_postgresql(fleet, mc_pool, db):
     assert row(db, "Item", 10) is not None          # the row is still there
     [(_, kind, data)] = oc_c.raw_items(mc_pool, oc_c.cache_key("Item", 10,
                                                                db.generation("Item")))
-    assert (kind, data) == ("TOMBSTONE", b"")
+    assert kind == "TOMBSTONE" and len(data) == 32, (kind, data)   # its own token
 
 
 def test_push_onto_a_tombstone_is_not_stored(fleet, mc_pool, db):
@@ -1607,3 +1607,57 @@ def test_an_unchecked_push_is_not_kept_by_a_near_cache(fleet, mc_pool, db, tmp_p
         release(a, gate)
     harness.wait_until(lambda: b.client().get("Ver:31") == bodies["v6"], timeout=3,
                        what="b serving the committed row")
+
+
+# The check's swap must replace only the entry its own write stored.
+
+def _inval_total(*ocs):
+    return sum(oc.stats()["invalidations"] for oc in ocs)
+
+
+def _applied(db, ocs, at_least, what):
+    harness.wait_until(lambda: db.outbox_rows() == 0 and _inval_total(*ocs) >= at_least,
+                       timeout=10, what=what)
+
+
+def test_a_late_tombstone_check_never_replaces_a_later_tombstone(
+        fleet, mc_pool, db, tmp_path):
+    """A late tombstone D1 lands over a row that came back (r1); its check
+    reads r1 and is held before its swap. Then r1 is deleted (committed, its
+    invalidation deletes D1's tombstone) and the app's delete D2 stores a new
+    tombstone; D2's check finds no row and does nothing. D1's swap then finds
+    "a tombstone" (D2's, byte-for-byte the same as its own) and writes r1 over
+    it: a deleted row was served for the model's ttl (found by a review,
+    2026-12-04). Each tombstone now carries a token of its own, so D1's swap
+    finds D2's is not its own and leaves it."""
+    gate = gate_path(tmp_path)
+    a = start(fleet, mc_pool, db, env={"OBJCACHED_FAULT_FILL_GATE": gate}, objcached=GATED)
+    b = start(fleet, mc_pool, db)
+    key = oc_c.cache_key("Item", 70, db.generation("Item"))
+    n0 = _inval_total(a, b)
+    db.q("DELETE FROM items WHERE id = 70")                       # the app's delete ...
+    db.q("INSERT INTO items VALUES (70, 'back again', 70)")       # ... the row comes back
+    _applied(db, (a, b), n0 + 2, "the delete's and the insert's invalidations")
+    try:
+        open(gate, "w").close()
+        s0 = a.stats()
+        with a.client() as c:
+            assert tombstone(c, "Item:70") == b"DELETED"          # D1: the late delete
+        harness.wait_until(lambda: a.stats()["pushes_checked"] > s0["pushes_checked"],
+                           timeout=10, what="D1's check to read the row")
+        assert a.stats()["loads_in_flight"] == 1                  # held before its swap
+        n1 = _inval_total(a, b)
+        db.q("DELETE FROM items WHERE id = 70")                   # deleted again, committed
+        _applied(db, (a, b), n1 + 1, "the second delete's invalidation")
+        assert oc_c.raw_items(mc_pool, key) == []                 # D1's tombstone is gone
+        with b.client() as c:
+            assert tombstone(c, "Item:70") == b"DELETED"          # D2: the app's delete
+        b.wait_idle()                                             # D2's check: no row, agrees
+        assert [k for _, k, _ in oc_c.raw_items(mc_pool, key)] == ["TOMBSTONE"]
+    finally:
+        release(a, gate)                                          # D1's swap goes on
+    assert row(db, "Item", 70) is None
+    items = oc_c.raw_items(mc_pool, key)
+    with b.client() as c:
+        got = c.get("Item:70")
+    assert got is None, (got, items)
