@@ -535,6 +535,17 @@ class History:
                 t_start, _, value = vs[-1]
                 vs[-1] = (t_start, t_done, value)
 
+    def forget(self, changes, t_start):
+        """A COMMIT that cannot have happened (its connection died before
+        it was sent): drop the versions pending() recorded for it."""
+        with self.lock:
+            for key, _ in changes:
+                vs = self.versions[key]
+                for i in range(len(vs) - 1, -1, -1):
+                    if vs[i][0] == t_start and vs[i][1] == float("inf"):
+                        del vs[i]
+                        break
+
     def judge(self, key, value, t_read, t_read_end):
         """('fresh' | 'stale' | 'phantom', delay in s or None) of a read of
         `key` started at t_read that returned `value`."""
@@ -771,11 +782,23 @@ class ConsistencyRun:
 
     def _commit(self, conn, changes):
         """COMMIT, then record [(key, json or None)] in the history."""
+        import psycopg2
         self._commit_begin()
         try:
             t0 = time.monotonic()
             self.history.pending(changes, t0)
-            conn.commit()
+            try:
+                conn.commit()
+            except psycopg2.OperationalError:
+                # The connection died in a PostgreSQL restart (the only
+                # fault that reaches the writers' connections), and no
+                # COMMIT is ever in flight when the server stops
+                # (_commit_begin): this one was never sent, nothing was
+                # committed. Left pending, its version made the writer
+                # believe a DELETE had happened and INSERT the row again:
+                # a duplicate key error, which failed the run once.
+                self.history.forget(changes, t0)
+                raise
             t1 = time.monotonic()
             self.history.done(changes, t1)
         finally:
