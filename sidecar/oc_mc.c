@@ -506,6 +506,8 @@ static void on_get_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l,
     oc_mc_hit_t *h = &job->hits[ref.idx];
     if (l && job->max_bytes && l->bytes > job->max_bytes - job->arena_len) {
         h->too_large = 1; /* arena_len never passes max_bytes */
+        h->flags = l->flags;
+        h->cas = l->cas; /* a refresh it won writes over it by cas */
     } else if (l && arena_append(job, data, l->bytes, &h->off) == 0) {
         h->found = 1;
         h->flags = l->flags;

@@ -1344,6 +1344,16 @@ def test_a_dropped_value_keeps_its_refresh_ahead(objcached_factory, big_get):
             c.read_response()
     harness.wait_until(lambda: d.stats()["early_refreshes"] == 3, timeout=3,
                        what="each key refreshed once")
+    # ... and written back: past the pushes' ttl (5 s) every key is still a
+    # hit, no load (the refresh wrote by cas over the value memcached read)
+    time.sleep(2.0)
+    q0 = d.stats()["pg_queries"]
+    with d.client() as c:
+        for i in ids:
+            c.send(b"get User:%d\r\n" % i)
+            r = c.read_response()
+            assert len(r.values) == 1, (i, r)
+    assert d.stats()["pg_queries"] == q0
 
 
 @pytest.mark.parametrize("scrape", [False, True], ids=["control", "scrape"])
