@@ -11,7 +11,6 @@ stored: meta ms with its c flag), then move them into test_write_path.py.
 
 import os
 
-import harness
 from test_write_path import (GATED, _applied, _inval_total, held_check, release,  # noqa: F401
                              row, start)
 from test_write_path import db, template  # noqa: F401  (fixtures)
