@@ -288,8 +288,14 @@ static void resync_generations(oc_feed_t *f, const char *names, const char *gens
     uint64_t gen;
     while (oc_feed_next_generation(&n, &g, &name, &nl, &gen)) {
         const oc_model_conf_t *mc = oc_conf_model(ctx->conf, name, nl);
-        if (mc && gen > ctx->model_gen[mc - ctx->conf->models])
+        if (mc && gen > ctx->model_gen[mc - ctx->conf->models]) {
+            /* A switch like the feed's and the consumer's: logged too (a
+             * TRUNCATE seen first by a resync was a silent switch). */
+            oc_log_info("event=model_generation model=%s generation=%" PRIu64
+                        " source=resync",
+                        mc->name, gen);
             ctx->model_gen[mc - ctx->conf->models] = gen;
+        }
     }
 }
 

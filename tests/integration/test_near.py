@@ -673,3 +673,38 @@ def test_a_read_begun_while_the_feed_was_down_is_refused_after_the_resync(
     finally:
         mcp.close()
         feedp.close()
+
+
+def test_a_generation_learnt_by_a_resync_is_used_and_logged(fleet, mc_pool, db, pg):
+    """A's consumer is off and its feed is down while b applies a TRUNCATE
+    (a new generation, in the feed). When A's feed comes back, the resync
+    reads the new generation: A uses it (the old entries are unreachable)
+    and logs it, as the feed and the consumer do (before, a resync switched
+    silently, and test_write_path's TRUNCATE test waited for a log line
+    that never came when a resync got there first)."""
+    import faultproxy
+    feedp = faultproxy.FaultProxy(pg.port, name="feed")
+    try:
+        b = start(fleet, mc_pool, db)
+        a = start(fleet, mc_pool, db,
+                  postgresql={"invalidation_poll": "0",
+                              "feed_conninfo": f"host=127.0.0.1 port={feedp.port} "
+                                               f"dbname={db.name} user=postgres"})
+        harness.wait_until(lambda: a.stats()["near_serving"] == 1, timeout=10, what="serving")
+        key = "Item:52"
+        assert get(a, key) == row(db, "items", 52)
+        feedp.set_mode("reset")
+        harness.wait_until(lambda: a.stats()["feed_connected"] == 0, timeout=10,
+                           what="A's feed down")
+        g0 = db.generation("Item")
+        db.q("TRUNCATE items")
+        g1 = db.generation("Item")
+        assert g1 > g0
+        oc_c.wait_generation(b, "Item", g1)
+        assert get(a, key) is not None            # A still reads the old generation
+        feedp.set_mode("forward")
+        oc_c.wait_generation(a, "Item", g1)
+        assert f"event=model_generation model=Item generation={g1} source=resync" in a.log()
+        harness.wait_until(lambda: get(a, key) is None, timeout=5, what="A on the new one")
+    finally:
+        feedp.close()
