@@ -109,12 +109,17 @@ def send_quietly(s, data):
         return False
 
 
-def rss_kb(pid):
+def status_kb(pid, field="VmRSS"):
+    """A memory figure of /proc/<pid>/status, in KiB (VmRSS, VmHWM...)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field}")
+
+
+def rss_kb(pid):
+    return status_kb(pid, "VmRSS")
 
 
 def assert_healthy(d, expected, keys=("User:1", "User:42", "Page:café", "User:100000")):
@@ -1174,11 +1179,7 @@ def test_line_of_exactly_max_line_bytes_is_accepted(objcached_factory, expected)
 
 
 def hwm_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmHWM")
+    return status_kb(pid, "VmHWM")
 
 
 def test_get_of_many_large_values_holds_at_most_max_reply(objcached_factory, expected):
