@@ -211,6 +211,21 @@ def port_accepts(port, host="127.0.0.1", timeout=0.2):
         return False
 
 
+def read_to_eof(sock, timeout=DEFAULT_TIMEOUT):
+    """Everything a socket receives until the peer closes: (data, True); or,
+    if it stays open `timeout` seconds after the last byte, (data, False)."""
+    sock.settimeout(timeout)
+    buf = b""
+    try:
+        while True:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                return buf, True
+            buf += chunk
+    except socket.timeout:
+        return buf, False
+
+
 def wait_until(predicate, timeout=DEFAULT_TIMEOUT, interval=0.05, what="condition"):
     """Call predicate() until it returns a true value, which is returned.
 

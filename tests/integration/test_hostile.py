@@ -1242,20 +1242,6 @@ def _bin_req(opcode, key=b"", opaque=0):
                        opaque, 0) + key
 
 
-def _read_all(sock, timeout=10.0):
-    """Everything until the server closes, or (data, False) after timeout."""
-    sock.settimeout(timeout)
-    buf = b""
-    try:
-        while True:
-            chunk = sock.recv(1 << 20)
-            if not chunk:
-                return buf, True
-            buf += chunk
-    except socket.timeout:
-        return buf, False
-
-
 def _push_big(d, ids, size):
     with d.client() as c:
         for i in ids:
@@ -1282,7 +1268,7 @@ def test_commands_after_a_reply_over_the_output_mark_are_run(objcached_factory, 
     if half_close:
         s.shutdown(socket.SHUT_WR)
     time.sleep(1.0)
-    got, closed = _read_all(s, timeout=5.0)
+    got, closed = harness.read_to_eof(s, timeout=5.0)
     s.close()
     assert got.count(b"VALUE ") == 5 and b"END\r\nVERSION " in got, (len(got), got[-40:])
     assert closed == half_close
@@ -1306,7 +1292,7 @@ def test_binary_too_large_and_load_failure_each_say_their_own(objcached_factory,
         s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
         s.sendall(b"".join(_bin_req(0x0D, b"User:%d" % i, i) for i in ids) +   # GETKQ
                   _bin_req(0x0D, b"User:1", 1) + _bin_req(0x0A, opaque=9))      # NOOP
-        buf, closed = _read_all(s)
+        buf, closed = harness.read_to_eof(s)
         s.close()
     finally:
         locker.rollback()

@@ -457,16 +457,6 @@ def test_a_database_without_the_hook_is_no_error_a_second(objcached):
     assert log.count("event=feed_unavailable") <= 1
 
 
-def _read_to_eof(sock, timeout=10.0):
-    sock.settimeout(timeout)
-    buf = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return buf
-        buf += chunk
-
-
 @pytest.mark.parametrize("how", ["text", "binary"])
 def test_half_closed_client_is_answered(objcached, pg, ref, how):
     """A client that sends its commands and shuts its side at once
@@ -493,7 +483,8 @@ def test_half_closed_client_is_answered(objcached, pg, ref, how):
                            what="the load to start")
         time.sleep(0.3)                                   # the EOF is read meanwhile
         locker.rollback()
-        got = _read_to_eof(s)
+        got, closed = harness.read_to_eof(s)
+        assert closed
         s.close()
     finally:
         locker.close()
