@@ -34,6 +34,7 @@ typedef enum mc_wop_kind {
     MC_WOP_GETS,    /* refs[]: a GET key, or the read of a SWAP/PUSH item */
     MC_WOP_MG,      /* refs[]: GET keys read with mg, one reply each */
     MC_WOP_STORE,   /* job->items[idx]: set, add or cas */
+    MC_WOP_MS,      /* job->items[idx] of a PUSH: ms, which returns its cas */
     MC_WOP_DELETE,  /* job->items[idx] */
     MC_WOP_VERSION, /* job->items[idx] of a PROBE */
     MC_WOP_PROBE,   /* no job: the server's own probe (`version`) */
@@ -433,6 +434,7 @@ static oc_mc_result_t reply_result(oc_mcp_reply_t t)
     case OC_MCP_VERSION:
         return OC_MC_R_OK;
     case OC_MCP_NOT_STORED:
+    case OC_MCP_NS:
         return OC_MC_R_NOT_STORED;
     case OC_MCP_EXISTS:
     case OC_MCP_EX:
@@ -447,6 +449,7 @@ static oc_mc_result_t reply_result(oc_mcp_reply_t t)
 
 static void queue_store(mc_server_t *s, mc_ref_t ref, const char *verb, const char *val,
                         size_t vlen, uint32_t flags, uint64_t cas);
+static void queue_ms(mc_server_t *s, mc_ref_t ref, uint32_t flags, uint64_t cas);
 
 oc_mc_result_t oc_mc_item_reply(oc_mc_op_t op, oc_mcp_reply_t reply, int *tries,
                                 int *again)
@@ -494,6 +497,8 @@ static void on_item_reply(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l)
         job_error(job, l->text ? l->text : "unexpected reply",
                   l->text ? l->text_len : strlen("unexpected reply"));
     it->refused = (r == OC_MC_R_ERROR && l->type == OC_MCP_ERROR);
+    if (job->op == OC_MC_PUSH && r == OC_MC_R_OK)
+        it->stored_cas = l->cas;
     item_result(mc, ref, r);
 }
 
@@ -557,7 +562,7 @@ static void on_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l,
     it->unordered = (dec == OC_MC_WRITE_UNORDERED);
     uint32_t flags =
         it->unordered && it->unordered_flags ? it->unordered_flags : it->flags;
-    queue_store(s, ref, l ? "cas" : "add", it->val, it->vlen, flags, l ? l->cas : 0);
+    queue_ms(s, ref, flags, l ? l->cas : 0);
 }
 
 int oc_mc_meta_lease(const oc_mcp_line_t *l, oc_mc_lease_t *lease,
@@ -684,7 +689,7 @@ static int wop_is_md(const mc_wop_t *w)
 
 static int is_meta_reply(oc_mcp_reply_t t)
 {
-    return t == OC_MCP_HD || t == OC_MCP_NF || t == OC_MCP_EX;
+    return t == OC_MCP_HD || t == OC_MCP_NF || t == OC_MCP_EX || t == OC_MCP_NS;
 }
 
 int oc_mc_out_of_step(oc_mc_line_cmd_t cmd, oc_mcp_reply_t t)
@@ -693,7 +698,9 @@ int oc_mc_out_of_step(oc_mc_line_cmd_t cmd, oc_mcp_reply_t t)
         return 0;
     switch (cmd) {
     case OC_MC_LINE_MD: /* an md older memcached answered OK: an error */
-        return !is_meta_reply(t) && t != OC_MCP_OK;
+        return (!is_meta_reply(t) || t == OC_MCP_NS) && t != OC_MCP_OK;
+    case OC_MC_LINE_MS:
+        return !is_meta_reply(t);
     case OC_MC_LINE_DELETE:
         return t != OC_MCP_DELETED && t != OC_MCP_NOT_FOUND;
     case OC_MC_LINE_STORE:
@@ -714,6 +721,8 @@ static int out_of_step(const mc_wop_t *w, oc_mcp_reply_t t)
         return oc_mc_out_of_step(wop_is_md(w) ? OC_MC_LINE_MD : OC_MC_LINE_DELETE, t);
     case MC_WOP_STORE:
         return oc_mc_out_of_step(OC_MC_LINE_STORE, t);
+    case MC_WOP_MS:
+        return oc_mc_out_of_step(OC_MC_LINE_MS, t);
     case MC_WOP_VERSION:
         return oc_mc_out_of_step(OC_MC_LINE_VERSION, t);
     default:
@@ -843,6 +852,26 @@ static void queue_store(mc_server_t *s, mc_ref_t ref, const char *verb, const ch
     s->out_len += oc_mcp_format_store(p, verb, it->key, it->klen, flags,
                                       store_exptime(s->mc, ref), val, vlen, cas);
     w->kind = MC_WOP_STORE;
+    w->one = ref;
+    wait_push(s, w);
+    mark_dirty(s);
+}
+
+/* A PUSH item's write, over the item of `cas` (0: only if the key is
+ * absent), asking for the cas of what it stores (oc_mcp_format_ms). */
+static void queue_ms(mc_server_t *s, mc_ref_t ref, uint32_t flags, uint64_t cas)
+{
+    const oc_mc_item_t *it = &ref.job->items[ref.idx];
+    mc_wop_t *w = wop_new(s->mc);
+    char *p = w ? out_reserve(s, oc_mcp_ms_size(it->klen, it->vlen)) : NULL;
+    if (p == NULL) {
+        free(w);
+        ref_fail(s->mc, ref, "out of memory");
+        return;
+    }
+    s->out_len += oc_mcp_format_ms(p, it->key, it->klen, flags, store_exptime(s->mc, ref),
+                                   it->val, it->vlen, cas);
+    w->kind = MC_WOP_MS;
     w->one = ref;
     wait_push(s, w);
     mark_dirty(s);
@@ -1525,6 +1554,11 @@ static void submit_item(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
         return;
     switch (job->op) {
     case OC_MC_SWAP:
+        if (it->cas) /* the item to replace is known: no read */
+            queue_store(s, ref, "cas", it->val, it->vlen, it->flags, it->cas);
+        else
+            queue_get(s, ref);
+        break;
     case OC_MC_PUSH:
         queue_get(s, ref);
         break;

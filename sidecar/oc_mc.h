@@ -68,11 +68,13 @@ typedef enum oc_mc_op {
                          takes its lease away this way, so readers need not wait
                          for it. Only on the key's server (or its failover
                          while the server is out of service) */
-    OC_MC_SWAP,       /* for each item, read the key; if it still holds exactly
-                         item.expect (flags item.expect_flags), replace it by cas
-                         with the item, else NOT_STORED. Atomic per key: a write
-                         that lands between the read and the cas wins. A push
-                         check swaps the pushed object for PostgreSQL's row. */
+    OC_MC_SWAP,       /* for each item, replace the item of item.cas (a PUSH's
+                         stored_cas) by cas, without a read; with cas 0, read
+                         the key and replace it by cas only if it still holds
+                         exactly item.expect (flags item.expect_flags). Else
+                         NOT_STORED. Atomic per key: a write that lands
+                         meanwhile wins. A push check swaps the pushed object
+                         for PostgreSQL's row. */
     OC_MC_PROBE,      /* for each item, ask the server named by key (host) and flags
                          (port), of the pool or the gutter, for its version: OK if
                          it answers, ERROR if not (a server idle but frozen is
@@ -83,7 +85,8 @@ typedef enum oc_mc_op {
                          key is absent), retrying if it changed in between;
                          NOT_STORED if decide says no. item.unordered tells
                          whether the write replaced something it could not be
-                         ordered against (see oc_mc_decision_t). */
+                         ordered against (see oc_mc_decision_t), item.stored_cas
+                         the cas of the item it made (meta `ms ... c`). */
 } oc_mc_op_t;
 
 typedef enum oc_mc_result {
@@ -153,7 +156,7 @@ typedef struct oc_mc_item {
     size_t vlen;
     uint32_t flags;
     uint32_t exptime_s;
-    uint64_t cas;       /* CAS: the cas to check */
+    uint64_t cas;       /* CAS, CAS_DELETE, SWAP: the cas to check */
     const char *expect; /* SWAP: the value the key must still hold */
     size_t expect_len;
     uint32_t expect_flags;    /* SWAP: ... and its flags */
@@ -164,6 +167,8 @@ typedef struct oc_mc_item {
                                  `flags`) */
     oc_mc_result_t result;    /* out */
     int unordered;            /* out, PUSH: written on OC_MC_WRITE_UNORDERED */
+    uint64_t stored_cas;      /* out, PUSH: the cas of the item written (0: the
+                                 server did not say) */
     int refused;              /* out: OC_MC_R_ERROR the server answered itself
                                  (SERVER_ERROR, CLIENT_ERROR, ERROR) on a sound
                                  connection, not a timeout or a lost server */
@@ -267,6 +272,7 @@ typedef enum oc_mc_line_cmd {
     OC_MC_LINE_STORE,   /* set, add, cas: STORED, NOT_STORED, EXISTS, NOT_FOUND */
     OC_MC_LINE_DELETE,  /* delete: DELETED, NOT_FOUND */
     OC_MC_LINE_MD,      /* md: HD, NF, EX (an older memcached's OK: an error) */
+    OC_MC_LINE_MS,      /* ms: HD, NS, EX, NF */
     OC_MC_LINE_VERSION, /* version: VERSION */
 } oc_mc_line_cmd_t;
 /* 1 if reply t does not answer cmd: each command has its own words, and any

@@ -115,6 +115,27 @@ static oc_mcp_reply_t parse_va(const char *s, const char *end, oc_mcp_line_t *ou
     return OC_MCP_VA;
 }
 
+/* The return flags after HD, NF, EX or NS: c<cas> is read (ms asks for
+ * it); any other flag with a number (memcached 1.6.20 sends s<size> along
+ * with c) is skipped. A bare letter or anything else is a stream objcached
+ * does not understand. */
+static oc_mcp_reply_t parse_meta_flags(const char *s, const char *end,
+                                       oc_mcp_reply_t type, oc_mcp_line_t *out)
+{
+    while (s < end) {
+        uint64_t v;
+        if (skip_space(&s, end) || s == end)
+            return OC_MCP_BAD;
+        char f = *s++;
+        if (!((f >= 'a' && f <= 'z') || (f >= 'A' && f <= 'Z')) ||
+            parse_u64(&s, end, UINT64_MAX, &v))
+            return OC_MCP_BAD;
+        if (f == 'c')
+            out->cas = v;
+    }
+    return type;
+}
+
 static int starts(const char *s, size_t len, const char *word)
 {
     size_t n = strlen(word);
@@ -159,13 +180,15 @@ oc_mcp_reply_t oc_mcp_parse_line(const char *buf, size_t len, oc_mcp_line_t *out
             return out->type = plain[i].type;
     if (equals(buf, n, "EN"))
         return out->type = OC_MCP_EN;
-    /* md's answers (no return flags are asked for, so none follow) */
-    if (equals(buf, n, "HD"))
-        return out->type = OC_MCP_HD;
-    if (equals(buf, n, "NF"))
-        return out->type = OC_MCP_NF;
-    if (equals(buf, n, "EX"))
-        return out->type = OC_MCP_EX;
+    /* md's and ms's answers */
+    static const struct {
+        const char *word;
+        oc_mcp_reply_t type;
+    } meta[] = {
+        {"HD", OC_MCP_HD}, {"NF", OC_MCP_NF}, {"EX", OC_MCP_EX}, {"NS", OC_MCP_NS}};
+    for (size_t i = 0; i < sizeof(meta) / sizeof(meta[0]); i++)
+        if (starts(buf, n, meta[i].word))
+            return out->type = parse_meta_flags(buf + 2, buf + n, meta[i].type, out);
     if (starts(buf, n, "VERSION"))
         return out->type = OC_MCP_VERSION;
     if (equals(buf, n, "ERROR") || starts(buf, n, "CLIENT_ERROR") ||
@@ -236,6 +259,35 @@ size_t oc_mcp_format_mg_r(char *buf, const char *key, size_t klen, uint32_t ttl,
 size_t oc_mcp_format_mg(char *buf, const char *key, size_t klen, uint32_t ttl)
 {
     return oc_mcp_format_mg_r(buf, key, klen, ttl, 0);
+}
+
+size_t oc_mcp_ms_size(size_t klen, size_t vlen)
+{
+    /* "ms ", key, " ", bytes (20), " c T", exptime (10), " F", flags (10),
+     * " C", cas (20) (or " ME"), "\r\n", data, "\r\n" */
+    return 3 + klen + 1 + 20 + 4 + 10 + 2 + 10 + 2 + 20 + 2 + vlen + 2;
+}
+
+size_t oc_mcp_format_ms(char *buf, const char *key, size_t klen, uint32_t flags,
+                        uint32_t exptime, const char *val, size_t vlen, uint64_t cas)
+{
+    char *p = oc_mcp_put(buf, "ms ", 3);
+    p = oc_mcp_put(p, key, klen);
+    *p++ = ' ';
+    p = put_u64(p, vlen);
+    p = oc_mcp_put(p, " c T", 4);
+    p = put_u64(p, exptime);
+    p = oc_mcp_put(p, " F", 2);
+    p = put_u64(p, flags);
+    if (cas) {
+        p = oc_mcp_put(p, " C", 2);
+        p = put_u64(p, cas);
+    } else {
+        p = oc_mcp_put(p, " ME", 3);
+    }
+    p = oc_mcp_put(p, "\r\n", 2);
+    p = oc_mcp_put(p, val, vlen);
+    return (size_t)(oc_mcp_put(p, "\r\n", 2) - buf);
 }
 
 size_t oc_mcp_store_size(size_t klen, size_t vlen)

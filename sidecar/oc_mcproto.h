@@ -5,12 +5,14 @@
  * I/O and owns the buffers).
  *
  * Sent: `gets k1 k2 ...`, `mg <key> v c f [N<ttl>] [R<sec>]` (memcached
- * >= 1.6: the read that takes a lease on a miss, and that picks one reader
+ * >= 1.6.10: the read that takes a lease on a miss, and that picks one reader
  * to refresh a hit about to expire), `set|add|cas <key> <flags> <exptime>
- * <bytes> [<cas>]` + data, `delete <key>`, `version`, `flush_all` (a server
- * coming back into service). Replies read: the VALUE lines of a multi-get
- * up to END, the VA/EN of a meta get, and the one-line replies of the
- * others (`OK` is flush_all's).
+ * <bytes> [<cas>]` + data, `ms <key> <bytes> c T<exptime> F<flags> C<cas>|ME`
+ * + data (a store that returns the cas of the item it made), `md <key>
+ * C<cas>`, `delete <key>`, `version`, `flush_all` (a server coming back into
+ * service). Replies read: the VALUE lines of a multi-get up to END, the
+ * VA/EN of a meta get, and the one-line replies of the others (`OK` is
+ * flush_all's).
  */
 #ifndef OC_MCPROTO_H
 #define OC_MCPROTO_H
@@ -60,6 +62,7 @@ typedef enum oc_mcp_reply {
     OC_MCP_HD,    /* a meta command done, nothing to return (md: deleted) */
     OC_MCP_NF,    /* a meta command's NOT_FOUND */
     OC_MCP_EX,    /* a meta command's EXISTS (md: the cas did not match) */
+    OC_MCP_NS,    /* a meta set's NOT_STORED (ms in add mode: the key exists) */
     OC_MCP_ERROR, /* ERROR, CLIENT_ERROR ..., SERVER_ERROR ...: text */
     OC_MCP_BAD,   /* not a reply we know, or too long: the stream is lost */
 } oc_mcp_reply_t;
@@ -71,8 +74,9 @@ typedef struct oc_mcp_line {
     const char *key; /* VALUE */
     size_t klen;
     uint32_t flags;
-    uint32_t bytes; /* the data block that follows (then \r\n) */
-    uint64_t cas;
+    uint32_t bytes;   /* the data block that follows (then \r\n) */
+    uint64_t cas;     /* VALUE, VA; HD, NS, EX, NF: the c<cas> return flag (ms
+                         asks for it), else 0 */
     int win;          /* VA: W or Z, or 0. On an empty item (flags 0, no
                          value) they are a lease: W, this client won it
                          (its N flag made the item), Z, another holds it.
@@ -104,6 +108,17 @@ size_t oc_mcp_md_size(size_t klen);
  * item of that cas (HD; NF if absent, EX if it changed). Returns the bytes
  * written (at most oc_mcp_md_size). */
 size_t oc_mcp_format_md(char *buf, const char *key, size_t klen, uint64_t cas);
+
+/* Bytes the ms command below needs, header and data and both \r\n. */
+size_t oc_mcp_ms_size(size_t klen, size_t vlen);
+/* Write `ms <key> <bytes> c T<exptime> F<flags> C<cas>\r\n<data>\r\n`: store
+ * only over the item of that cas (EX if it changed, NF if it went), or with
+ * cas 0 `... ME` (add: NS if the key holds anything). Either way `c` asks
+ * for the cas of the item stored (`HD c<cas>`): a later write can then
+ * replace exactly that item, not whatever holds the same bytes. Returns
+ * the bytes written (at most oc_mcp_ms_size). */
+size_t oc_mcp_format_ms(char *buf, const char *key, size_t klen, uint32_t flags,
+                        uint32_t exptime, const char *val, size_t vlen, uint64_t cas);
 
 /* Bytes the store command needs, header and data and both \r\n. */
 size_t oc_mcp_store_size(size_t klen, size_t vlen);

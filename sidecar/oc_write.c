@@ -40,6 +40,8 @@ struct oc_write {
     size_t len;
     char token[40]; /* tombstone: its value, unique to this write (below) */
     size_t token_len;
+    uint64_t stored_cas;    /* push: the cas of the item it stored (0: unknown):
+                               its check replaces that item and no other */
     oc_write_t *check_next; /* in the writes' check queue */
     uint64_t near_since;    /* the near-cache's epoch after this write dropped
                                its key there */
@@ -184,6 +186,7 @@ static void write_done(oc_mc_job_t *job, void *arg)
     int check =
         oc_write_needs_check(w->tombstone, w->push_check, it->result, it->unordered);
     oc_write_outcome_t o = oc_write_outcome(w->tombstone, it->result);
+    w->stored_cas = it->stored_cas;
     st->pushes_stale += o == OC_WRITE_NOT_STORED;
     st->mc_errors += o == OC_WRITE_FAILED;
     if (!check && (o == OC_WRITE_DELETED || (o == OC_WRITE_STORED && !it->unordered)))
@@ -363,7 +366,8 @@ oc_status_t oc_write_tombstone(oc_ctx_t *ctx, const char *key, size_t klen,
  * for that later commit again, so objcached asks PostgreSQL itself, after
  * the store: the row read then is at least as new as the push. If it
  * differs (or is gone), it replaces the pushed object by cas, only if the
- * key still holds exactly that object: a write that lands meanwhile wins,
+ * key still holds the very item the push stored: a write that lands
+ * meanwhile wins (even one of the same bytes),
  * and an invalidation that lands meanwhile deletes what the check wrote.
  * If it agrees, the PUSHED entry becomes an OBJECT the same way (its version
  * may now order later pushes). A tombstone is stored unconditionally and
@@ -423,6 +427,12 @@ static void check_item(const oc_check_t *c, size_t i, const oc_model_conf_t *m,
     oc_entry_kind_t was = w->tombstone ? OC_ENTRY_TOMBSTONE : OC_ENTRY_PUSHED;
     it->key = w->ckey;
     it->klen = w->ckey_len;
+    /* A push's check replaces the very item the push stored (by its cas):
+     * a later push of the same bytes, stored after an invalidation emptied
+     * the key, is another item and wins (found by a review). Without that
+     * cas (a tombstone, or a server that did not return it), the item that
+     * still holds exactly these bytes: a tombstone's are its own token. */
+    it->cas = w->stored_cas;
     it->expect = w->tombstone ? w->token : w->json;
     it->expect_len = w->tombstone ? w->token_len : w->len;
     it->expect_flags = oc_entry_flags(was);

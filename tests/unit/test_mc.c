@@ -62,6 +62,9 @@ static void test_item_reply(void **state)
     assert_int_equal(reply(OC_MC_SWAP, OC_MCP_STORED), OC_MC_R_OK);
     assert_int_equal(reply(OC_MC_SWAP, OC_MCP_EXISTS), OC_MC_R_NOT_STORED);
     assert_int_equal(reply(OC_MC_SWAP, OC_MCP_NOT_FOUND), OC_MC_R_NOT_STORED);
+    /* ... and so did a cas into an item that is not ours */
+    assert_int_equal(reply(OC_MC_SWAP, OC_MCP_EX), OC_MC_R_NOT_STORED);
+    assert_int_equal(reply(OC_MC_SWAP, OC_MCP_NF), OC_MC_R_NOT_STORED);
     assert_int_equal(reply(OC_MC_SWAP, OC_MCP_ERROR), OC_MC_R_ERROR);
     /* a PUSH stored, or failed: no second round */
     assert_int_equal(reply(OC_MC_PUSH, OC_MCP_STORED), OC_MC_R_OK);
@@ -86,6 +89,7 @@ static void test_out_of_step(void **state)
         {OC_MC_LINE_DELETE, {OC_MCP_DELETED, OC_MCP_NOT_FOUND, OC_MCP_ERROR}, 3},
         /* OK: an older memcached's answer to md, an error but in step */
         {OC_MC_LINE_MD, {OC_MCP_HD, OC_MCP_NF, OC_MCP_EX, OC_MCP_OK, OC_MCP_ERROR}, 5},
+        {OC_MC_LINE_MS, {OC_MCP_HD, OC_MCP_NS, OC_MCP_EX, OC_MCP_NF, OC_MCP_ERROR}, 5},
         {OC_MC_LINE_VERSION, {OC_MCP_VERSION, OC_MCP_ERROR}, 2},
     };
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
@@ -109,7 +113,9 @@ static void test_out_of_step(void **state)
 static void test_push_reads_again_then_gives_up(void **state)
 {
     (void)state;
-    const oc_mcp_reply_t lost[] = {OC_MCP_EXISTS, OC_MCP_NOT_FOUND, OC_MCP_NOT_STORED};
+    /* the text replies, and ms's (cas changed, key gone, add found a key) */
+    const oc_mcp_reply_t lost[] = {OC_MCP_EXISTS, OC_MCP_NOT_FOUND, OC_MCP_NOT_STORED,
+                                   OC_MCP_EX,     OC_MCP_NF,        OC_MCP_NS};
     for (size_t k = 0; k < sizeof(lost) / sizeof(lost[0]); k++) {
         int tries = 0, again = 0;
         for (int round = 1; round < OC_MC_PUSH_TRIES; round++) {
@@ -130,6 +136,8 @@ static void test_push_reads_again_then_gives_up(void **state)
                      OC_MC_R_OK);
     assert_int_equal(again, 0);
     assert_int_equal(tries, 5);
+    assert_int_equal(oc_mc_item_reply(OC_MC_PUSH, OC_MCP_HD, &tries, &again), OC_MC_R_OK);
+    assert_int_equal(again, 0);
 }
 
 static void test_swap_holds(void **state)

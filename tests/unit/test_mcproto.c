@@ -199,6 +199,47 @@ static void test_meta_delete(void **state)
             fail_msg("accepted '%s'", bad[i]);
 }
 
+/* ms: the store that returns its item's cas (the push check replaces
+ * exactly that item). */
+static void test_meta_set(void **state)
+{
+    (void)state;
+    char buf[256];
+    size_t n = oc_mcp_format_ms(buf, "oc:User:1", 9, 5, 60, "{}", 2, 42);
+    assert_int_equal(n, strlen("ms oc:User:1 2 c T60 F5 C42\r\n{}\r\n"));
+    assert_memory_equal(buf, "ms oc:User:1 2 c T60 F5 C42\r\n{}\r\n", n);
+    assert_true(n <= oc_mcp_ms_size(9, 2));
+    n = oc_mcp_format_ms(buf, "k", 1, 0, 0, "", 0, 0); /* cas 0: add mode */
+    assert_memory_equal(buf, "ms k 0 c T0 F0 ME\r\n\r\n", n);
+    char key[OC_MCP_KEY_MAX];
+    memset(key, 'k', sizeof(key));
+    static char big[OC_MCP_KEY_MAX + 128];
+    n = oc_mcp_format_ms(big, key, sizeof(key), UINT32_MAX, UINT32_MAX, "", 0,
+                         UINT64_MAX);
+    assert_true(n <= oc_mcp_ms_size(sizeof(key), 0));
+    oc_mcp_line_t l;
+    assert_int_equal(parse("HD c77\r\n", &l), OC_MCP_HD);
+    assert_true(l.cas == 77);
+    assert_int_equal(parse("HD c18446744073709551615\r\n", &l), OC_MCP_HD);
+    assert_true(l.cas == UINT64_MAX);
+    /* memcached 1.6.20 returns s<size> too: skipped */
+    assert_int_equal(parse("HD c9 s2\r\n", &l), OC_MCP_HD);
+    assert_true(l.cas == 9);
+    assert_int_equal(parse("NS c0\r\n", &l), OC_MCP_NS);
+    assert_int_equal(parse("NS\r\n", &l), OC_MCP_NS);
+    assert_true(l.cas == 0);
+    assert_int_equal(parse("EX c0\r\n", &l), OC_MCP_EX);
+    assert_int_equal(parse("NF c0\r\n", &l), OC_MCP_NF);
+    static const char *const bad[] = {
+        "HD c\r\n",      "HD c-1\r\n",   "HD cx\r\n",
+        "HD c1  s2\r\n", "HD c1 \r\n",   "NS k\r\n",
+        "HD 5\r\n",      "NSc1\r\n",     "HD c18446744073709551616\r\n",
+        "ns c1\r\n",     "HD c1\ts2\r\n"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (parse(bad[i], &l) != OC_MCP_BAD)
+            fail_msg("accepted '%s'", bad[i]);
+}
+
 static void test_key_ok(void **state)
 {
     (void)state;
@@ -280,6 +321,7 @@ int main(void)
         cmocka_unit_test(test_partial_and_long_lines),
         cmocka_unit_test(test_meta_get_replies),
         cmocka_unit_test(test_meta_delete),
+        cmocka_unit_test(test_meta_set),
         cmocka_unit_test(test_key_ok),
         cmocka_unit_test(test_numbers_at_their_limits),
         cmocka_unit_test(test_format_store),
