@@ -83,7 +83,10 @@ typedef struct mc_server {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     mc_conn_state_t conn;
-    oc_tko_t tko; /* in service, down, probing */
+    uint64_t conn_id; /* this connection's number (oc_mc.conn_seq), new at
+                         every connect: a cas read or stored over it means
+                         nothing on another server, nor after a restart */
+    oc_tko_t tko;     /* in service, down, probing */
     int fd;
     struct event *ev_read, *ev_write, *ev_timer, *ev_probe;
     double deadline; /* CONNECTING: give up then */
@@ -119,6 +122,7 @@ struct oc_mc {
     uint32_t place_gen; /* one more at every pool change: a place memo
                            (hit.place, item.place) of another is stale */
     mc_wop_t *spare;    /* freed wops, for reuse */
+    uint64_t conn_seq;  /* connections made, of every server */
     size_t nspare;
     mc_list_t pool, gutter;
     oc_failover_t *failover; /* where the keys of a server down go */
@@ -497,8 +501,10 @@ static void on_item_reply(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l)
         job_error(job, l->text ? l->text : "unexpected reply",
                   l->text ? l->text_len : strlen("unexpected reply"));
     it->refused = (r == OC_MC_R_ERROR && l->type == OC_MCP_ERROR);
-    if (job->op == OC_MC_PUSH && r == OC_MC_R_OK)
+    if (job->op == OC_MC_PUSH && r == OC_MC_R_OK) {
         it->stored_cas = l->cas;
+        it->cas_conn = s->conn_id;
+    }
     item_result(mc, ref, r);
 }
 
@@ -712,22 +718,42 @@ int oc_mc_out_of_step(oc_mc_line_cmd_t cmd, oc_mcp_reply_t t)
     return 0;
 }
 
-/* oc_mc_out_of_step for the one-line wop w (store, delete, version); the
- * server's own probe and flush are judged by on_probe_reply. */
-static int out_of_step(const mc_wop_t *w, oc_mcp_reply_t t)
+int oc_mc_meta_flags_fit(oc_mc_line_cmd_t cmd, const oc_mcp_line_t *l)
+{
+    if (!is_meta_reply(l->type))
+        return 1;
+    if (cmd == OC_MC_LINE_MS)
+        return l->has_cas;
+    return cmd != OC_MC_LINE_MD || l->n_flags == 0;
+}
+
+/* The line command of the one-line wop w (store, delete, version); -1 for
+ * the others (the server's own probe and flush are judged by
+ * on_probe_reply). */
+static int wop_line_cmd(const mc_wop_t *w)
 {
     switch (w->kind) {
     case MC_WOP_DELETE:
-        return oc_mc_out_of_step(wop_is_md(w) ? OC_MC_LINE_MD : OC_MC_LINE_DELETE, t);
+        return wop_is_md(w) ? OC_MC_LINE_MD : OC_MC_LINE_DELETE;
     case MC_WOP_STORE:
-        return oc_mc_out_of_step(OC_MC_LINE_STORE, t);
+        return OC_MC_LINE_STORE;
     case MC_WOP_MS:
-        return oc_mc_out_of_step(OC_MC_LINE_MS, t);
+        return OC_MC_LINE_MS;
     case MC_WOP_VERSION:
-        return oc_mc_out_of_step(OC_MC_LINE_VERSION, t);
+        return OC_MC_LINE_VERSION;
     default:
-        return 0;
+        return -1;
     }
+}
+
+/* Does reply l answer the one-line wop w? (oc_mc_out_of_step) */
+static int out_of_step(const mc_wop_t *w, const oc_mcp_line_t *l)
+{
+    int cmd = wop_line_cmd(w);
+    if (cmd < 0)
+        return 0;
+    return oc_mc_out_of_step((oc_mc_line_cmd_t)cmd, l->type) ||
+           !oc_mc_meta_flags_fit((oc_mc_line_cmd_t)cmd, l);
 }
 
 /* Parse what `w` is owed from the input. 1: done, 0: need more, -1: the
@@ -748,7 +774,7 @@ static int parse_wop(mc_server_t *s, mc_wop_t *w)
             r = parse_mg(s, w, p, avail, &l);
         else if (w->kind == MC_WOP_GETS)
             r = parse_gets(s, w, p, avail, &l);
-        else if (out_of_step(w, t))
+        else if (out_of_step(w, &l))
             return -1;
         else {
             s->in_off += l.line_len;
@@ -1262,6 +1288,7 @@ static void srv_connect(mc_server_t *s)
         return;
     }
     s->conn = MC_CONN_CONNECTING;
+    s->conn_id = ++mc->conn_seq;
     if (connect(fd, (struct sockaddr *)&s->addr, s->addrlen) == 0) {
         srv_open(s);
         return;
@@ -1554,7 +1581,7 @@ static void submit_item(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
         return;
     switch (job->op) {
     case OC_MC_SWAP:
-        if (it->cas) /* the item to replace is known: no read */
+        if (it->cas && it->cas_conn == s->conn_id) /* its item is known: no read */
             queue_store(s, ref, "cas", it->val, it->vlen, it->flags, it->cas);
         else
             queue_get(s, ref);

@@ -8,7 +8,8 @@
  * adding a server moves few keys; libmemcached does no I/O here.
  *
  * What one loop turn submits is sent together: the keys that every job of
- * the turn reads from one server (GET, and the reads of SWAP and PUSH) go
+ * the turn reads from one server (GET, the reads of PUSH and of a SWAP whose
+ * item is not known) go
  * out as one `gets k1 k2 ...`, and each server gets one write. Replies come
  * back in order on each connection; a job's `done` runs once all its keys
  * and items are answered, always from the loop, never inside oc_mc_submit.
@@ -69,12 +70,12 @@ typedef enum oc_mc_op {
                          for it. Only on the key's server (or its failover
                          while the server is out of service) */
     OC_MC_SWAP,       /* for each item, replace the item of item.cas (a PUSH's
-                         stored_cas) by cas, without a read; with cas 0, read
-                         the key and replace it by cas only if it still holds
-                         exactly item.expect (flags item.expect_flags). Else
-                         NOT_STORED. Atomic per key: a write that lands
-                         meanwhile wins. A push check swaps the pushed object
-                         for PostgreSQL's row. */
+                         stored_cas) by cas, without a read, if the key goes
+                         over item.cas_conn; else read the key and replace it
+                         by cas only if it still holds exactly item.expect
+                         (flags item.expect_flags). Else NOT_STORED. Atomic
+                         per key: a write that lands meanwhile wins. A push
+                         check swaps the pushed object for PostgreSQL's row. */
     OC_MC_PROBE,      /* for each item, ask the server named by key (host) and flags
                          (port), of the pool or the gutter, for its version: OK if
                          it answers, ERROR if not (a server idle but frozen is
@@ -169,6 +170,12 @@ typedef struct oc_mc_item {
     int unordered;            /* out, PUSH: written on OC_MC_WRITE_UNORDERED */
     uint64_t stored_cas;      /* out, PUSH: the cas of the item written (0: the
                                  server did not say) */
+    uint64_t cas_conn;        /* out, PUSH: the connection that stored it (a
+                                 server's and its process's: a cas means
+                                 nothing elsewhere); in, SWAP: item.cas is
+                                 used only if the key goes over that same
+                                 connection, else the key is read and
+                                 compared with item.expect (cas 0 too) */
     int refused;              /* out: OC_MC_R_ERROR the server answered itself
                                  (SERVER_ERROR, CLIENT_ERROR, ERROR) on a sound
                                  connection, not a timeout or a lost server */
@@ -282,6 +289,12 @@ typedef enum oc_mc_line_cmd {
  * (a delete the server never saw counted as done), so oc_mc resets the
  * connection. */
 int oc_mc_out_of_step(oc_mc_line_cmd_t cmd, oc_mcp_reply_t t);
+/* 1 if the return flags of meta reply l fit cmd: an ms asks for its cas
+ * (`c`), and memcached (1.6.10 on) returns it on every answer; an md asks
+ * for nothing. md and ms share their words (HD, NF, EX): without this an
+ * md whose reply went missing would take an ms's `HD c<cas>` as its own
+ * (found by a review). Lines other than HD, NS, EX, NF always fit. */
+int oc_mc_meta_flags_fit(oc_mc_line_cmd_t cmd, const oc_mcp_line_t *l);
 /* SWAP: does the key still hold exactly what the item expects (its value
  * and flags)? The read found flags and data[0..len). */
 int oc_mc_swap_holds(const oc_mc_item_t *it, uint32_t flags, const char *data,

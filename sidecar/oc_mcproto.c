@@ -130,8 +130,11 @@ static oc_mcp_reply_t parse_meta_flags(const char *s, const char *end,
         if (!((f >= 'a' && f <= 'z') || (f >= 'A' && f <= 'Z')) ||
             parse_u64(&s, end, UINT64_MAX, &v))
             return OC_MCP_BAD;
-        if (f == 'c')
+        if (f == 'c') {
             out->cas = v;
+            out->has_cas = 1;
+        }
+        out->n_flags++;
     }
     return type;
 }

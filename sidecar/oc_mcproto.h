@@ -77,6 +77,8 @@ typedef struct oc_mcp_line {
     uint32_t bytes;   /* the data block that follows (then \r\n) */
     uint64_t cas;     /* VALUE, VA; HD, NS, EX, NF: the c<cas> return flag (ms
                          asks for it), else 0 */
+    int has_cas;      /* HD, NS, EX, NF: c<cas> came */
+    int n_flags;      /* HD, NS, EX, NF: how many return flags came (c too) */
     int win;          /* VA: W or Z, or 0. On an empty item (flags 0, no
                          value) they are a lease: W, this client won it
                          (its N flag made the item), Z, another holds it.

@@ -414,6 +414,68 @@ def test_held_confirmation_never_confirms_a_later_equal_late_push(
     assert got == new, (got, items)
 
 
+def _gets(m, key):
+    with m.client(timeout=5) as c:
+        vals, term = c.gets_multi([key])
+    return vals[0] if vals else None
+
+
+def test_check_never_uses_a_cas_on_another_server(
+        fleet, mc_pool, db, tmp_path):
+    """A cas is one server's own count: a held check whose key moved to
+    another server (a reload here; a failover, a return or a restart the
+    same) must not send the cas its push's ms returned there, where an
+    unrelated item may carry that number: here the newer row R2, which the
+    older R1 overwrote for the model's ttl (found by a review). The check
+    reads the key there instead and finds no push to replace."""
+    a = harness.Memcached().start()
+    b = harness.Memcached().start()
+    try:
+        # A's counter well ahead of B's (B fresh: its next cas is 1)
+        with a.client() as c:
+            for i in range(40):
+                c.send(b"set pump%d 0 0 1\r\nx\r\n" % i)
+                assert c.readline() == b"STORED"
+        gate = str(tmp_path / "fill.gate")
+        oc = start(fleet, [a], db, env={"OBJCACHED_FAULT_FILL_GATE": gate}, objcached=GATED)
+        key = oc_c.cache_key("Item", 61, db.generation("Item"))
+        r1 = row(db, "Item", 61)
+        try:
+            # a late push; its check reads R1 (differs) and is held
+            held_check(oc, gate, "Item:61", b'{"id":61,"name":"late push"}')
+            k, flags, data, x = _gets(a, key)
+            assert data == b'{"id":61,"name":"late push"}'
+            # a commit: R2; its invalidation empties the key on A
+            s0 = oc.stats()
+            db.q("UPDATE items SET name = 'newer' WHERE id = 61")
+            r2 = row(db, "Item", 61)
+            harness.wait_until(lambda: db.outbox_rows() == 0 and
+                               oc.stats()["invalidations"] > s0["invalidations"],
+                               timeout=10, what="the invalidation")
+            # the pool moves to B (a reload); another sidecar already on B
+            # loaded R2 there: its item's cas is B's own count
+            assert harness.reload(oc, harness.edit(oc.config_text, "memcached",
+                                                   "servers", b.address))
+            with b.client() as c:
+                while True:
+                    c.send(b"set %s %d 3600 %d\r\n%s\r\n" %
+                           (key.encode(), OBJECT_FLAGS, len(r2), r2))
+                    assert c.readline() == b"STORED"
+                    cas = _gets(b, key)[3]
+                    if cas >= x:
+                        break
+            assert cas == x, (cas, x)
+        finally:
+            release(oc, gate)                   # the check: `cas <key> ... x` on B
+        with oc.client() as c:
+            got = c.get("Item:61")
+        assert row(db, "Item", 61) == r2
+        assert got == r2, (got, r1, r2, _gets(b, key))
+    finally:
+        a.cleanup()
+        b.cleanup()
+
+
 @pytest.mark.parametrize("body", [b"[1]", b'"x"', b"1", b"null", b"", b'{"a":', b'{"a":1',
                                   b'{"a":1,"a":2}', b'{"a":1} {"b":2}', b"\xff{}"],
                          ids=["array", "string", "number", "null", "empty", "truncated",

@@ -110,6 +110,34 @@ static void test_out_of_step(void **state)
     assert_true(oc_mc_out_of_step(OC_MC_LINE_STORE, OC_MCP_DELETED));
 }
 
+/* md and ms share HD, NF and EX: the return flags tell them apart. An ms
+ * asked for its cas (memcached returns c on every answer); an md asked for
+ * nothing. An md whose reply went missing must not take an ms's. */
+static void test_meta_flags_fit(void **state)
+{
+    (void)state;
+    oc_mcp_line_t l;
+    const oc_mcp_reply_t meta[] = {OC_MCP_HD, OC_MCP_NS, OC_MCP_EX, OC_MCP_NF};
+    for (size_t i = 0; i < sizeof(meta) / sizeof(meta[0]); i++) {
+        l = (oc_mcp_line_t){.type = meta[i]};
+        assert_false(oc_mc_meta_flags_fit(OC_MC_LINE_MS, &l)); /* no c */
+        assert_true(oc_mc_meta_flags_fit(OC_MC_LINE_MD, &l));
+        l = (oc_mcp_line_t){.type = meta[i], .has_cas = 1, .n_flags = 1};
+        assert_true(oc_mc_meta_flags_fit(OC_MC_LINE_MS, &l));
+        assert_false(oc_mc_meta_flags_fit(OC_MC_LINE_MD, &l)); /* an ms's reply */
+        l = (oc_mcp_line_t){.type = meta[i], .has_cas = 1, .n_flags = 2};
+        assert_true(oc_mc_meta_flags_fit(OC_MC_LINE_MS, &l)); /* c and 1.6.20's s */
+        l = (oc_mcp_line_t){.type = meta[i], .n_flags = 1};
+        assert_false(oc_mc_meta_flags_fit(OC_MC_LINE_MS, &l)); /* a flag, not c */
+        assert_false(oc_mc_meta_flags_fit(OC_MC_LINE_MD, &l));
+    }
+    /* other lines: only their words count (oc_mc_out_of_step) */
+    l = (oc_mcp_line_t){.type = OC_MCP_ERROR};
+    assert_true(oc_mc_meta_flags_fit(OC_MC_LINE_MS, &l));
+    l = (oc_mcp_line_t){.type = OC_MCP_STORED};
+    assert_true(oc_mc_meta_flags_fit(OC_MC_LINE_STORE, &l));
+}
+
 static void test_push_reads_again_then_gives_up(void **state)
 {
     (void)state;
@@ -328,6 +356,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_item_reply),
         cmocka_unit_test(test_out_of_step),
+        cmocka_unit_test(test_meta_flags_fit),
         cmocka_unit_test(test_push_reads_again_then_gives_up),
         cmocka_unit_test(test_swap_holds),
         cmocka_unit_test(test_meta_lease),

@@ -225,6 +225,11 @@ static void test_meta_set(void **state)
     /* memcached 1.6.20 returns s<size> too: skipped */
     assert_int_equal(parse("HD c9 s2\r\n", &l), OC_MCP_HD);
     assert_true(l.cas == 9);
+    assert_true(l.has_cas && l.n_flags == 2);
+    assert_int_equal(parse("HD s2\r\n", &l), OC_MCP_HD);
+    assert_true(!l.has_cas && l.n_flags == 1);
+    assert_int_equal(parse("HD\r\n", &l), OC_MCP_HD);
+    assert_true(!l.has_cas && l.n_flags == 0);
     assert_int_equal(parse("NS c0\r\n", &l), OC_MCP_NS);
     assert_int_equal(parse("NS\r\n", &l), OC_MCP_NS);
     assert_true(l.cas == 0);
