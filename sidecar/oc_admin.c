@@ -3,6 +3,7 @@
 #include <libpq-fe.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "oc_sql.h"
 
@@ -21,18 +22,62 @@ static PGconn *admin_connect(const oc_conf_t *conf, FILE *out)
     return c;
 }
 
+#define ADMIN_TRIES 5 /* runs of a statement PostgreSQL chose to break a deadlock */
+
+static int admin_ok(const PGresult *r)
+{
+    ExecStatusType s = PQresultStatus(r);
+    return s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK;
+}
+
+/* Whether failed result r (run number `run`) is worth running again: the
+ * install replaces functions, views and columns of the hook's tables while
+ * the running sidecars' queries (the consumer's claim, the feed polls) take
+ * their locks on the same tables in their own order, and PostgreSQL breaks
+ * such a deadlock by failing one of the two. Every statement here is its
+ * own transaction (the install script one BEGIN ... COMMIT), so a run that
+ * deadlocked left nothing behind: wait a little, and run it again. */
+static int admin_retry(PGconn *c, const PGresult *r, int run, FILE *out)
+{
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (run >= ADMIN_TRIES || state == NULL || strcmp(state, "40P01") != 0)
+        return 0;
+    if (PQtransactionStatus(c) == PQTRANS_INERROR)
+        PQclear(PQexec(c, "ROLLBACK"));
+    fprintf(out,
+            "deadlock with another session (a running sidecar's query?): "
+            "running it again (%d of %d)\n",
+            run + 1, ADMIN_TRIES);
+    struct timespec ts = {0, 100000000L * run}; /* 0.1 s, 0.2 s, ... */
+    nanosleep(&ts, NULL);
+    return 1;
+}
+
+/* Run `sql`: with n < 0 a script of many statements (no parameters), else
+ * one statement with parameters p[0..n). NULL (and a message) unless it
+ * succeeded, after ADMIN_TRIES runs if deadlocks kept failing it. */
+static PGresult *admin_run(PGconn *c, FILE *out, const char *sql, int n,
+                           const char *const *p)
+{
+    for (int run = 1;; run++) {
+        PGresult *r =
+            n < 0 ? PQexec(c, sql) : PQexecParams(c, sql, n, NULL, p, NULL, NULL, 0);
+        if (admin_ok(r))
+            return r;
+        if (!admin_retry(c, r, run, out)) {
+            fprintf(out, "%s", PQresultErrorMessage(r));
+            PQclear(r);
+            return NULL;
+        }
+        PQclear(r);
+    }
+}
+
 /* Run one parameterized query; NULL (and a message) unless it succeeded. */
 static PGresult *admin_query(PGconn *c, FILE *out, const char *sql, int n,
                              const char *const *p)
 {
-    PGresult *r = PQexecParams(c, sql, n, NULL, p, NULL, NULL, 0);
-    ExecStatusType s = PQresultStatus(r);
-    if (s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK) {
-        fprintf(out, "%s", PQresultErrorMessage(r));
-        PQclear(r);
-        return NULL;
-    }
-    return r;
+    return admin_run(c, out, sql, n, p);
 }
 
 static void qualified(const oc_model_conf_t *m, char *buf, size_t cap)
@@ -48,10 +93,9 @@ int oc_admin_install_hook(const oc_conf_t *conf, FILE *out)
     if (c == NULL)
         return 1;
     int rc = 1;
-    PGresult *r = PQexec(c, oc_admin_install_sql);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
-        fprintf(out, "installing the hook failed: %s", PQresultErrorMessage(r));
-        PQclear(r);
+    PGresult *r = admin_run(c, out, oc_admin_install_sql, -1, NULL);
+    if (r == NULL) {
+        fprintf(out, "installing the hook failed (above)\n");
         goto done;
     }
     PQclear(r);

@@ -5,6 +5,7 @@ after a TRUNCATE reads the new generation at once."""
 
 import signal
 import subprocess
+import time
 
 import harness
 
@@ -75,6 +76,38 @@ def test_truncate_drops_the_model_and_a_new_sidecar_knows_it(objcached_factory, 
     b = objcached_factory(conf)
     assert "event=generations_unknown" not in b.log()
     assert get(b, "Scratch:5") == b'{"id":5,"v":"again"}'
+
+
+def test_install_runs_again_after_a_deadlock_with_a_sidecars_query(objcached_factory, pg):
+    """Installing again (an upgrade) while sidecars run: the install takes
+    the hook's tables in its order (models, then outbox), a sidecar's query
+    may take them in another, and PostgreSQL fails one of the two (a CI run
+    failed on it). Made here with a session that holds outbox, then asks
+    for models: the install, waiting longer, is the one failed; it runs
+    again and succeeds once the session ends."""
+    oc = objcached_factory({})
+    install(oc)
+    s = pg.connect(autocommit=False)
+    try:
+        cur = s.cursor()
+        cur.execute("SET deadlock_timeout = '30s'")          # the install detects it
+        cur.execute("SELECT count(*) FROM objcached.outbox")  # outbox: AccessShare
+        proc = subprocess.Popen([oc.binary, "--install-hook", "-c", oc.config_path],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        harness.wait_until(lambda: pg.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE NOT l.granted AND a.application_name = 'objcached-admin' "
+            "AND l.relation = 'objcached.outbox'::regclass")[0][0] == 1,
+            timeout=20, what="the install waiting for outbox, holding models")
+        cur.execute("SELECT count(*) FROM objcached.models")  # waits for the install
+        time.sleep(0.5)                                      # the install's retry waits for us
+        s.commit()
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        s.close()
+    assert proc.returncode == 0, out
+    assert "deadlock" in out and "running it again (2 of 5)" in out, out
+    assert "hook installed" in out, out
 
 
 def test_failed_deletes_are_put_back(objcached_factory, pg, mc_pool):
