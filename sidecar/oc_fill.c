@@ -47,6 +47,7 @@ struct oc_fill {
     uint64_t retire_seq; /* reads with seq <= this may still need it */
     uint64_t lease_seq;  /* read seq when our lease was confirmed (0: none) */
     uint64_t lease_cas;  /* leased: the cas of the lease item */
+    uint64_t lease_conn; /* ... read over this connection (oc_mc.h) */
     uint64_t place;      /* the read's place memo of the key (oc_mc): the
                             fill's cas goes there without hashing it again */
     uint64_t era;        /* oc_fills.era when it began */
@@ -438,6 +439,7 @@ static void batch_release_refused(oc_batch_t *b, const oc_mc_job_t *job)
         rel->items[r].key = it->key;
         rel->items[r].klen = it->klen;
         rel->items[r].cas = it->cas;
+        rel->items[r].cas_conn = it->cas_conn;
         rel->items[r].place = it->place;
         r++;
     }
@@ -518,6 +520,7 @@ static void batch_fail_release(oc_batch_t *b, const char *err)
             it->key = f->ckey;
             it->klen = f->ckey_len;
             it->cas = f->lease_cas;
+            it->cas_conn = f->lease_conn;
             it->place = f->place;
         }
     }
@@ -539,6 +542,7 @@ static void store_item(oc_ctx_t *ctx, const oc_model_conf_t *m, const oc_fill_t 
     it->key = f->ckey;
     it->klen = f->ckey_len;
     it->cas = f->lease_cas; /* only over our lease, untouched since */
+    it->cas_conn = f->lease_conn;
     it->place = f->place;
     if (f->value) {
         it->val = f->value->data;
@@ -597,6 +601,7 @@ static void batch_store(oc_batch_t *b)
             it->key = f->ckey;
             it->klen = f->ckey_len;
             it->cas = f->lease_cas;
+            it->cas_conn = f->lease_conn;
             it->place = f->place;
         }
     }
@@ -726,10 +731,12 @@ static void batch_wait(oc_batch_t *b)
     evtimer_add(b->timer, &tv);
 }
 
-static void fill_take_lease(oc_fills_t *fs, oc_fill_t *f, uint64_t cas, uint64_t place)
+static void fill_take_lease(oc_fills_t *fs, oc_fill_t *f, uint64_t cas, uint64_t conn,
+                            uint64_t place)
 {
     f->leased = 1;
     f->lease_cas = cas;
+    f->lease_conn = conn;
     f->place = place;
     f->lease_seq = fs->read_seq;
 }
@@ -746,7 +753,7 @@ static void fill_read(oc_fills_t *fs, oc_fill_t *f, const oc_mc_job_t *job, size
         next = OC_FILL_LOADING; /* out of memory: try the long way */
     f->unconfirmed = found == OC_EC_OBJECT && oc_entry_kind(h->flags) == OC_ENTRY_PUSHED;
     if (found == OC_EC_LEASE_WON)
-        fill_take_lease(fs, f, h->cas, h->place);
+        fill_take_lease(fs, f, h->cas, h->cas_conn, h->place);
     if (found == OC_EC_LEASE_HELD && next == OC_FILL_LOADING)
         fs->ctx->stats->lease_timeouts++; /* waited enough: load, no fill */
     fill_set_state(f, next);
@@ -809,7 +816,7 @@ static oc_fill_t *fill_new(oc_fills_t *fs, const oc_fill_waiter_t *w)
     f->era = fs->era;
     /* Where the get's own read left the key decides the first step. */
     if (w->read == OC_EC_LEASE_WON)
-        fill_take_lease(fs, f, w->lease_cas, w->lease_place);
+        fill_take_lease(fs, f, w->lease_cas, w->lease_conn, w->lease_place);
     fill_set_state(f, oc_fill_first_state(w->read));
     fs->ctx->stats->loads_in_flight++;
     return f;

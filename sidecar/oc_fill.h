@@ -75,6 +75,7 @@ struct oc_fill_waiter {
     uint64_t read_seq;     /* the oc_fill_read that missed it */
     oc_entry_class_t read; /* what it found: EMPTY, LEASE_WON/HELD, ERROR */
     uint64_t lease_cas;    /* ... and that lease's cas */
+    uint64_t lease_conn;   /* ... read over this connection (hit.cas_conn) */
     uint64_t lease_place;  /* ... and where the read placed the key (oc_mc's
                               hit.place; 0 = unknown) */
     oc_fill_done_fn done;

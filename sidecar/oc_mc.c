@@ -519,7 +519,9 @@ static void on_get_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l,
         h->too_large = 1; /* arena_len never passes max_bytes */
         h->flags = l->flags;
         h->cas = l->cas; /* a refresh it won writes over it by cas */
+        h->cas_conn = s->conn_id;
     } else if (l && arena_append(job, data, l->bytes, &h->off) == 0) {
+        h->cas_conn = s->conn_id;
         h->found = 1;
         h->flags = l->flags;
         h->cas = l->cas;
@@ -596,6 +598,7 @@ static void on_meta_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l,
     oc_mc_hit_t *h = &job->hits[ref.idx];
     if (l != NULL && oc_mc_meta_lease(l, &h->lease, &h->refresh)) {
         h->cas = l->cas;
+        h->cas_conn = s->conn_id;
         if (ref.via == MC_VIA_FAILOVER && s->mc->stats)
             s->mc->stats->mc_failover_reads++;
         part_done(s->mc, job);
@@ -1590,12 +1593,19 @@ static void submit_item(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
         queue_get(s, ref);
         break;
     case OC_MC_SET:
-    case OC_MC_CAS:
-        queue_store(s, ref, job->op == OC_MC_SET ? "set" : "cas", it->val, it->vlen,
-                    it->flags, it->cas);
+        queue_store(s, ref, "set", it->val, it->vlen, it->flags, it->cas);
         break;
+    case OC_MC_CAS:
     case OC_MC_CAS_DELETE:
-        queue_line(s, MC_WOP_DELETE, ref);
+        /* A cas is one server's own count: over another connection (a
+         * reload or a failover moved the key, the server restarted) it
+         * could name an unrelated item there (found by a review). */
+        if (it->cas_conn != s->conn_id)
+            item_result(mc, ref, OC_MC_R_NOT_FOUND);
+        else if (job->op == OC_MC_CAS)
+            queue_store(s, ref, "cas", it->val, it->vlen, it->flags, it->cas);
+        else
+            queue_line(s, MC_WOP_DELETE, ref);
         break;
     default:
         part_fail(mc, job, i, "unknown operation");

@@ -62,10 +62,14 @@ typedef enum oc_mc_op {
     OC_MC_DELETE,     /* delete each item's key: NOT_FOUND if it was not there */
     OC_MC_CAS,        /* cas each item against item.cas: EXISTS or NOT_FOUND if
                          the key changed or went since that cas was read (a fill
-                         writes the row over its lease this way) */
+                         writes the row over its lease this way). NOT_FOUND,
+                         without asking, if the key no longer goes over the
+                         connection the cas was read on (item.cas_conn): a cas
+                         is one server's own count */
     OC_MC_CAS_DELETE, /* delete each item's key only if it still holds the
                          item of item.cas (`md key C<cas>`): EXISTS or
-                         NOT_FOUND if not. A fill that may not write back
+                         NOT_FOUND if not (or, as for CAS, over another
+                         connection). A fill that may not write back
                          takes its lease away this way, so readers need not wait
                          for it. Only on the key's server (or its failover
                          while the server is out of service) */
@@ -130,9 +134,11 @@ typedef struct oc_mc_hit {
     uint32_t flags;
     uint64_t cas;
     size_t off, len;
-    uint64_t place; /* the key's server as placed for this read: hand it to a
-                       write of the same key (item.place) so that write does
-                       not hash the key again; 0 = none */
+    uint64_t place;    /* the key's server as placed for this read: hand it to a
+                          write of the same key (item.place) so that write does
+                          not hash the key again; 0 = none */
+    uint64_t cas_conn; /* the connection the read went over: hand it with
+                          cas to a write by that cas (item.cas_conn) */
 } oc_mc_hit_t;
 
 struct oc_mc_item;
@@ -172,10 +178,12 @@ typedef struct oc_mc_item {
                                  server did not say) */
     uint64_t cas_conn;        /* out, PUSH: the connection that stored it (a
                                  server's and its process's: a cas means
-                                 nothing elsewhere); in, SWAP: item.cas is
-                                 used only if the key goes over that same
-                                 connection, else the key is read and
-                                 compared with item.expect (cas 0 too) */
+                                 nothing elsewhere); in, CAS, CAS_DELETE,
+                                 SWAP: the connection item.cas was read or
+                                 stored over (hit.cas_conn, item.cas_conn);
+                                 over another, CAS and CAS_DELETE are
+                                 NOT_FOUND, SWAP reads the key and compares
+                                 it with item.expect (as with cas 0) */
     int refused;              /* out: OC_MC_R_ERROR the server answered itself
                                  (SERVER_ERROR, CLIENT_ERROR, ERROR) on a sound
                                  connection, not a timeout or a lost server */

@@ -476,6 +476,59 @@ def test_check_never_uses_a_cas_on_another_server(
         b.cleanup()
 
 
+def test_fill_write_back_never_uses_a_lease_cas_on_another_server(
+        fleet, mc_pool, db, tmp_path):
+    """The same for a fill: its lease's cas was read on A; held, its
+    write-back went by that cas to B after a reload, and replaced B's newer
+    row carrying the same number with the older one it loaded (a review
+    found it after the push check's). Now a cas goes only over the
+    connection it was read on: the write-back is dropped, B keeps R2."""
+    a = harness.Memcached().start()
+    b = harness.Memcached().start()
+    try:
+        with a.client() as c:          # A's counter well ahead of B's
+            for i in range(40):
+                c.send(b"set pump%d 0 0 1\r\nx\r\n" % i)
+                assert c.readline() == b"STORED"
+        # consumer off: this sidecar learns nothing of the commit below;
+        # only its lease in memcached may stop its write-back (as in
+        # test_stale_set_race_with_an_sql_update_is_impossible[consumer-on-B-only])
+        zero_generations(db)
+        gate = gate_path(tmp_path)
+        oc = start(fleet, [a], db, poll="0", env={"OBJCACHED_FAULT_FILL_GATE": gate},
+                   objcached=GATED)
+        key = oc_c.cache_key("Item", 62, db.generation("Item"))
+        r1 = row(db, "Item", 62)
+        try:
+            gated_cold_get(oc, gate, "Item:62", r1)   # lease on A, R1 loaded, held
+            k, flags, data, x = _gets(a, key)
+            assert (flags, data) == (0, b"")           # the lease item, cas x on A
+            # a commit: R2 (another sidecar's consumer applies it)
+            db.q("UPDATE items SET name = 'newer' WHERE id = 62")
+            r2 = row(db, "Item", 62)
+            # the pool moves to B; another sidecar already on B loaded R2
+            # there: its item's cas is B's own count
+            assert harness.reload(oc, harness.edit(oc.config_text, "memcached",
+                                                   "servers", b.address))
+            with b.client() as c:
+                while True:
+                    c.send(b"set %s %d 3600 %d\r\n%s\r\n" %
+                           (key.encode(), OBJECT_FLAGS, len(r2), r2))
+                    assert c.readline() == b"STORED"
+                    cas = _gets(b, key)[3]
+                    if cas >= x:
+                        break
+            assert cas == x, (cas, x)
+        finally:
+            release(oc, gate)   # the write-back: `cas <key> ... x` goes to B
+        got = _gets(b, key)
+        assert got[2] == r2, ("B's R2 replaced by the older R1 through A's lease cas",
+                              got, r1, r2)
+    finally:
+        a.cleanup()
+        b.cleanup()
+
+
 @pytest.mark.parametrize("body", [b"[1]", b'"x"', b"1", b"null", b"", b'{"a":', b'{"a":1',
                                   b'{"a":1,"a":2}', b'{"a":1} {"b":2}', b"\xff{}"],
                          ids=["array", "string", "number", "null", "empty", "truncated",
@@ -901,8 +954,10 @@ def test_stale_set_race_with_a_push_is_impossible(fleet, mc_pool, db, tmp_path, 
     for oc in (a, b):
         with oc.client() as c:
             assert c.get("Item:42") == pushed
-    [(_, kind, data)] = no_old_value_anywhere(mc_pool, "Item", 42, old)
-    assert (kind, data) == ("OBJECT", pushed)
+    # the push's check confirms it (a PostgreSQL round trip after STORED)
+    harness.wait_until(lambda: [(k, d) for _, k, d in
+                                no_old_value_anywhere(mc_pool, "Item", 42, old)]
+                       == [("OBJECT", pushed)], timeout=10, what="the push confirmed")
 
 
 @pytest.mark.parametrize("via", ["B", "A"])
@@ -1716,9 +1771,12 @@ def test_late_tombstone_after_the_row_came_back(fleet, mc_pool, db):
     harness.wait_until(lambda: db.outbox_rows() == 0, timeout=10, what="the invalidations")
     with oc.client() as c:
         assert tombstone(c, "Item:60") == b"DELETED"
-    time.sleep(1.0)
+    # the check (a PostgreSQL round trip) replaces it: polled, as the suite's
+    # first minutes load the machine (a fixed 1 s wait failed there once)
+    want = row(db, "Item", 60)
     with oc.client() as c:
-        assert c.get("Item:60") == row(db, "Item", 60)
+        harness.wait_until(lambda: c.get("Item:60") == want, timeout=10,
+                           what="the row to replace the late tombstone")
 
 
 def test_an_unchecked_push_is_not_kept_by_a_near_cache(fleet, mc_pool, db, tmp_path):
