@@ -618,6 +618,11 @@ def test_changes_of_a_table_detached_and_dropped_while_no_reader_ran(fleet, mc_p
     a = start(fleet, mc_pool, db)
     holder([a])
     cached(a, ["Slug:about"])
+    # a confirmed the attach's map message: b does not read it again (a
+    # 4th map reload in a full-suite run, 2026-12-05, when a was killed first)
+    past = db.q("SELECT pg_current_wal_insert_lsn()::text")[0][0]
+    harness.wait_until(lambda: confirmed_past(db, past), timeout=10,
+                       what="the slot confirmed past the attach")
     fleet.kill(a)
     db.q("UPDATE gone SET v = 1")
     db.q("SELECT objcached.detach('gone', 'Gone')")
