@@ -1524,9 +1524,11 @@ def test_late_push_of_an_older_row_is_corrected(fleet, mc_pool, db, model):
     s0 = oc.stats()
     with oc.client() as c:
         assert push(c, f"{model}:30", app_row) == b"STORED"
+    want = row(db, model, 30)
+    with oc.client() as c:     # polled: the check is a PostgreSQL round trip away
+        harness.wait_until(lambda: c.get(f"{model}:30") == want, timeout=10,
+                           what="the push check's correction")
     time.sleep(1.0)                         # several poll intervals: nothing else comes
-    with oc.client() as c:
-        assert c.get(f"{model}:30") == row(db, model, 30)
     # the push check did it, not an invalidation
     assert moved(s0, oc.stats(), "pushes_corrected", "invalidations") == \
         {"pushes_corrected": 1, "invalidations": 0}
@@ -1753,9 +1755,10 @@ def test_two_late_versioned_pushes_leave_the_newest_row(fleet, mc_pool, db, tmp_
             assert push(c, "Ver:31", bodies["v5"]) == b"STORED"
     finally:
         release(oc, gate)
-    time.sleep(0.5)
-    with oc.client() as c:
-        assert c.get("Ver:31") == bodies["v6"] == row(db, "Ver", 31)
+    assert bodies["v6"] == row(db, "Ver", 31)
+    with oc.client() as c:     # polled: v5's own check follows the release
+        harness.wait_until(lambda: c.get("Ver:31") == bodies["v6"], timeout=10,
+                           what="the newest row served")
 
 
 def test_late_tombstone_after_the_row_came_back(fleet, mc_pool, db):
