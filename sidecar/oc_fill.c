@@ -44,13 +44,13 @@ struct oc_fill {
     int unconfirmed;  /* its value is a PUSHED entry another wrote */
     oc_blob_t *value; /* once answered: the object, or NULL = absent */
     oc_fill_waiter_t *waiters;
-    uint64_t retire_seq; /* reads with seq <= this may still need it */
-    uint64_t lease_seq;  /* read seq when our lease was confirmed (0: none) */
-    uint64_t lease_cas;  /* leased: the cas of the lease item */
-    uint64_t lease_conn; /* ... read over this connection (oc_mc.h) */
-    uint64_t place;      /* the read's place memo of the key (oc_mc): the
-                            fill's cas goes there without hashing it again */
-    uint64_t era;        /* oc_fills.era when it began */
+    uint64_t retire_seq;  /* reads with seq <= this may still need it */
+    uint64_t lease_seq;   /* read seq when our lease was confirmed (0: none) */
+    uint64_t lease_cas;   /* leased: the cas of the lease item */
+    uint64_t lease_epoch; /* ... read in this cas epoch (oc_mc.h) */
+    uint64_t place;       /* the read's place memo of the key (oc_mc): the
+                             fill's cas goes there without hashing it again */
+    uint64_t era;         /* oc_fills.era when it began */
     oc_fill_t *retire_next;
 };
 
@@ -125,16 +125,19 @@ oc_fill_state_t oc_fill_after_read(oc_fill_state_t cur, oc_entry_class_t found,
     return ++*tries >= OC_FILL_LEASE_TRIES ? OC_FILL_LOADING : OC_FILL_LEASING;
 }
 
-int oc_fill_may_answer(uint64_t fill_lease_seq, uint64_t fill_cas,
-                       oc_entry_class_t w_read, uint64_t w_cas, uint64_t w_seq)
+int oc_fill_may_answer(uint64_t fill_lease_seq, oc_fill_cas_t fill_cas,
+                       oc_entry_class_t w_read, oc_fill_cas_t w_cas, uint64_t w_seq)
 {
     if (w_read == OC_EC_LEASE_WON)
         return 0; /* the key was empty: whatever the fill leased is gone,
                      and the waiter holds a new lease only a new load fills */
     if (fill_lease_seq == 0)
         return 1; /* a fill without a lease cannot tell, and answers */
-    if (w_read == OC_EC_LEASE_HELD && w_cas == fill_cas)
-        return 1; /* the fill's own lease, untouched */
+    if (w_read == OC_EC_LEASE_HELD && w_cas.cas == fill_cas.cas &&
+        w_cas.epoch == fill_cas.epoch)
+        return 1; /* the fill's own lease, untouched (the same number on
+                     another server, or after a restart, is another's:
+                     found by a review) */
     return w_seq <= fill_lease_seq;
 }
 
@@ -439,7 +442,7 @@ static void batch_release_refused(oc_batch_t *b, const oc_mc_job_t *job)
         rel->items[r].key = it->key;
         rel->items[r].klen = it->klen;
         rel->items[r].cas = it->cas;
-        rel->items[r].cas_conn = it->cas_conn;
+        rel->items[r].cas_epoch = it->cas_epoch;
         rel->items[r].place = it->place;
         r++;
     }
@@ -520,7 +523,7 @@ static void batch_fail_release(oc_batch_t *b, const char *err)
             it->key = f->ckey;
             it->klen = f->ckey_len;
             it->cas = f->lease_cas;
-            it->cas_conn = f->lease_conn;
+            it->cas_epoch = f->lease_epoch;
             it->place = f->place;
         }
     }
@@ -542,7 +545,7 @@ static void store_item(oc_ctx_t *ctx, const oc_model_conf_t *m, const oc_fill_t 
     it->key = f->ckey;
     it->klen = f->ckey_len;
     it->cas = f->lease_cas; /* only over our lease, untouched since */
-    it->cas_conn = f->lease_conn;
+    it->cas_epoch = f->lease_epoch;
     it->place = f->place;
     if (f->value) {
         it->val = f->value->data;
@@ -601,7 +604,7 @@ static void batch_store(oc_batch_t *b)
             it->key = f->ckey;
             it->klen = f->ckey_len;
             it->cas = f->lease_cas;
-            it->cas_conn = f->lease_conn;
+            it->cas_epoch = f->lease_epoch;
             it->place = f->place;
         }
     }
@@ -731,12 +734,12 @@ static void batch_wait(oc_batch_t *b)
     evtimer_add(b->timer, &tv);
 }
 
-static void fill_take_lease(oc_fills_t *fs, oc_fill_t *f, uint64_t cas, uint64_t conn,
+static void fill_take_lease(oc_fills_t *fs, oc_fill_t *f, uint64_t cas, uint64_t epoch,
                             uint64_t place)
 {
     f->leased = 1;
     f->lease_cas = cas;
-    f->lease_conn = conn;
+    f->lease_epoch = epoch;
     f->place = place;
     f->lease_seq = fs->read_seq;
 }
@@ -753,7 +756,7 @@ static void fill_read(oc_fills_t *fs, oc_fill_t *f, const oc_mc_job_t *job, size
         next = OC_FILL_LOADING; /* out of memory: try the long way */
     f->unconfirmed = found == OC_EC_OBJECT && oc_entry_kind(h->flags) == OC_ENTRY_PUSHED;
     if (found == OC_EC_LEASE_WON)
-        fill_take_lease(fs, f, h->cas, h->cas_conn, h->place);
+        fill_take_lease(fs, f, h->cas, h->cas_epoch, h->place);
     if (found == OC_EC_LEASE_HELD && next == OC_FILL_LOADING)
         fs->ctx->stats->lease_timeouts++; /* waited enough: load, no fill */
     fill_set_state(f, next);
@@ -816,7 +819,7 @@ static oc_fill_t *fill_new(oc_fills_t *fs, const oc_fill_waiter_t *w)
     f->era = fs->era;
     /* Where the get's own read left the key decides the first step. */
     if (w->read == OC_EC_LEASE_WON)
-        fill_take_lease(fs, f, w->lease_cas, w->lease_conn, w->lease_place);
+        fill_take_lease(fs, f, w->lease_cas, w->lease_epoch, w->lease_place);
     fill_set_state(f, oc_fill_first_state(w->read));
     fs->ctx->stats->loads_in_flight++;
     return f;
@@ -843,9 +846,10 @@ static oc_batch_t *pending_batch(oc_fills_t *fs, size_t m)
 static int fill_one(oc_fills_t *fs, oc_fill_waiter_t *w)
 {
     oc_fill_t *f = oc_map_get(fs->map, w->ckey, w->ckey_len);
-    if (f &&
-        (f->era != fs->era || !oc_fill_may_answer(f->lease_seq, f->lease_cas, w->read,
-                                                  w->lease_cas, w->read_seq))) {
+    if (f && (f->era != fs->era ||
+              !oc_fill_may_answer(
+                  f->lease_seq, (oc_fill_cas_t){f->lease_cas, f->lease_epoch}, w->read,
+                  (oc_fill_cas_t){w->lease_cas, w->lease_epoch}, w->read_seq))) {
         oc_fill_invalidate(fs, w->ckey, w->ckey_len);
         f = NULL;
     }

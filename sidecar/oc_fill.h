@@ -75,7 +75,7 @@ struct oc_fill_waiter {
     uint64_t read_seq;     /* the oc_fill_read that missed it */
     oc_entry_class_t read; /* what it found: EMPTY, LEASE_WON/HELD, ERROR */
     uint64_t lease_cas;    /* ... and that lease's cas */
-    uint64_t lease_conn;   /* ... read over this connection (hit.cas_conn) */
+    uint64_t lease_epoch;  /* ... read in this cas epoch (hit.cas_epoch) */
     uint64_t lease_place;  /* ... and where the read placed the key (oc_mc's
                               hit.place; 0 = unknown) */
     oc_fill_done_fn done;
@@ -136,14 +136,19 @@ oc_fill_state_t oc_fill_first_state(oc_entry_class_t found);
  * found something that is not ours to replace (3 of them: load, no fill). */
 oc_fill_state_t oc_fill_after_read(oc_fill_state_t cur, oc_entry_class_t found,
                                    int give_up, int *tries);
+/* A lease's cas and the cas epoch of the server it was read from (oc_mc.h):
+ * one server's number means nothing on another. */
+typedef struct oc_fill_cas {
+    uint64_t cas, epoch;
+} oc_fill_cas_t;
 /* May a waiter take a fill's answer? fill_lease_seq: the read seq when the
- * fill's lease was confirmed (0: it holds none); fill_cas: that lease's cas.
- * The waiter's read found `w_read` (with lease cas w_cas) at read seq w_seq.
+ * fill's lease was confirmed (0: it holds none); fill_cas: that lease.
+ * The waiter's read found `w_read` (with lease w_cas) at read seq w_seq.
  * Not when it was read after the fill's lease was there and found the key
  * without that lease: a write removed the lease, so the fill's row may be
  * older than that write. */
-int oc_fill_may_answer(uint64_t fill_lease_seq, uint64_t fill_cas,
-                       oc_entry_class_t w_read, uint64_t w_cas, uint64_t w_seq);
+int oc_fill_may_answer(uint64_t fill_lease_seq, oc_fill_cas_t fill_cas,
+                       oc_entry_class_t w_read, oc_fill_cas_t w_cas, uint64_t w_seq);
 /* The wait before the next read of another's lease: 2 ms, doubling up to
  * 10 ms (up to lease_wait_ms / 25, at most 50 ms, for a longer lease_wait);
  * 0 once lease_wait_ms has passed since `began` (then load). */

@@ -83,10 +83,11 @@ typedef struct mc_server {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     mc_conn_state_t conn;
-    uint64_t conn_id; /* this connection's number (oc_mc.conn_seq), new at
-                         every connect: a cas read or stored over it means
-                         nothing on another server, nor after a restart */
-    oc_tko_t tko;     /* in service, down, probing */
+    uint64_t cas_epoch; /* oc_mc.epoch_seq when this server was made or last
+                           changed state (out of service, back): a cas read
+                           or stored in one epoch means nothing in another,
+                           nor on another server (each counts its own) */
+    oc_tko_t tko;       /* in service, down, probing */
     int fd;
     struct event *ev_read, *ev_write, *ev_timer, *ev_probe;
     double deadline; /* CONNECTING: give up then */
@@ -122,7 +123,7 @@ struct oc_mc {
     uint32_t place_gen; /* one more at every pool change: a place memo
                            (hit.place, item.place) of another is stale */
     mc_wop_t *spare;    /* freed wops, for reuse */
-    uint64_t conn_seq;  /* connections made, of every server */
+    uint64_t epoch_seq; /* cas epochs given out, to every server */
     size_t nspare;
     mc_list_t pool, gutter;
     oc_failover_t *failover; /* where the keys of a server down go */
@@ -361,6 +362,11 @@ static void srv_changed(mc_server_t *s, oc_tko_state_t from, const char *why)
     oc_mc_t *mc = s->mc;
     oc_tko_state_t to = s->tko.state;
     const char *pool = s->gutter ? "gutter" : "pool";
+    /* Out of service, or back (flushed): what was read there before is
+     * gone, and memcached may have restarted meanwhile (its cas count with
+     * it). A reconnect while in service keeps the epoch: a fill's lease is
+     * still its own there after an io timeout (found by a review). */
+    s->cas_epoch = ++mc->epoch_seq;
     if (to == OC_TKO_DOWN && from == OC_TKO_UP) {
         oc_log_warn("event=memcached_down server=%s pool=%s failures=%u reason=\"%s\"",
                     s->name, pool, mc->rules.failure_limit, why);
@@ -503,7 +509,7 @@ static void on_item_reply(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l)
     it->refused = (r == OC_MC_R_ERROR && l->type == OC_MCP_ERROR);
     if (job->op == OC_MC_PUSH && r == OC_MC_R_OK) {
         it->stored_cas = l->cas;
-        it->cas_conn = s->conn_id;
+        it->cas_epoch = s->cas_epoch;
     }
     item_result(mc, ref, r);
 }
@@ -519,9 +525,9 @@ static void on_get_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l,
         h->too_large = 1; /* arena_len never passes max_bytes */
         h->flags = l->flags;
         h->cas = l->cas; /* a refresh it won writes over it by cas */
-        h->cas_conn = s->conn_id;
+        h->cas_epoch = s->cas_epoch;
     } else if (l && arena_append(job, data, l->bytes, &h->off) == 0) {
-        h->cas_conn = s->conn_id;
+        h->cas_epoch = s->cas_epoch;
         h->found = 1;
         h->flags = l->flags;
         h->cas = l->cas;
@@ -598,7 +604,7 @@ static void on_meta_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l,
     oc_mc_hit_t *h = &job->hits[ref.idx];
     if (l != NULL && oc_mc_meta_lease(l, &h->lease, &h->refresh)) {
         h->cas = l->cas;
-        h->cas_conn = s->conn_id;
+        h->cas_epoch = s->cas_epoch;
         if (ref.via == MC_VIA_FAILOVER && s->mc->stats)
             s->mc->stats->mc_failover_reads++;
         part_done(s->mc, job);
@@ -1291,7 +1297,6 @@ static void srv_connect(mc_server_t *s)
         return;
     }
     s->conn = MC_CONN_CONNECTING;
-    s->conn_id = ++mc->conn_seq;
     if (connect(fd, (struct sockaddr *)&s->addr, s->addrlen) == 0) {
         srv_open(s);
         return;
@@ -1584,7 +1589,7 @@ static void submit_item(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
         return;
     switch (job->op) {
     case OC_MC_SWAP:
-        if (it->cas && it->cas_conn == s->conn_id) /* its item is known: no read */
+        if (it->cas && it->cas_epoch == s->cas_epoch) /* its item known: no read */
             queue_store(s, ref, "cas", it->val, it->vlen, it->flags, it->cas);
         else
             queue_get(s, ref);
@@ -1600,7 +1605,7 @@ static void submit_item(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
         /* A cas is one server's own count: over another connection (a
          * reload or a failover moved the key, the server restarted) it
          * could name an unrelated item there (found by a review). */
-        if (it->cas_conn != s->conn_id)
+        if (it->cas_epoch != s->cas_epoch)
             item_result(mc, ref, OC_MC_R_NOT_FOUND);
         else if (job->op == OC_MC_CAS)
             queue_store(s, ref, "cas", it->val, it->vlen, it->flags, it->cas);
@@ -1726,6 +1731,7 @@ static mc_server_t *srv_new(oc_mc_t *mc, const oc_mc_server_conf_t *c, char *err
     }
     s->mc = mc;
     s->fd = -1;
+    s->cas_epoch = ++mc->epoch_seq;
     s->port = c->port;
     s->weight = c->weight;
     s->conn = MC_CONN_CLOSED;

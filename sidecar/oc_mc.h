@@ -63,19 +63,19 @@ typedef enum oc_mc_op {
     OC_MC_CAS,        /* cas each item against item.cas: EXISTS or NOT_FOUND if
                          the key changed or went since that cas was read (a fill
                          writes the row over its lease this way). NOT_FOUND,
-                         without asking, if the key no longer goes over the
-                         connection the cas was read on (item.cas_conn): a cas
-                         is one server's own count */
+                         without asking, if the key's server is not the one, in
+                         the same epoch, that the cas was read from
+                         (item.cas_epoch): a cas is one server's own count */
     OC_MC_CAS_DELETE, /* delete each item's key only if it still holds the
                          item of item.cas (`md key C<cas>`): EXISTS or
-                         NOT_FOUND if not (or, as for CAS, over another
-                         connection). A fill that may not write back
+                         NOT_FOUND if not (or, as for CAS, in another
+                         epoch). A fill that may not write back
                          takes its lease away this way, so readers need not wait
                          for it. Only on the key's server (or its failover
                          while the server is out of service) */
     OC_MC_SWAP,       /* for each item, replace the item of item.cas (a PUSH's
-                         stored_cas) by cas, without a read, if the key goes
-                         over item.cas_conn; else read the key and replace it
+                         stored_cas) by cas, without a read, if the key's server
+                         is in epoch item.cas_epoch; else read the key and replace it
                          by cas only if it still holds exactly item.expect
                          (flags item.expect_flags). Else NOT_STORED. Atomic
                          per key: a write that lands meanwhile wins. A push
@@ -134,11 +134,13 @@ typedef struct oc_mc_hit {
     uint32_t flags;
     uint64_t cas;
     size_t off, len;
-    uint64_t place;    /* the key's server as placed for this read: hand it to a
-                          write of the same key (item.place) so that write does
-                          not hash the key again; 0 = none */
-    uint64_t cas_conn; /* the connection the read went over: hand it with
-                          cas to a write by that cas (item.cas_conn) */
+    uint64_t place;     /* the key's server as placed for this read: hand it to a
+                           write of the same key (item.place) so that write does
+                           not hash the key again; 0 = none */
+    uint64_t cas_epoch; /* the server's cas epoch at the read (a number given
+                           to each server when it is made and whenever it
+                           goes out of service or comes back): hand it with
+                           cas to a write by that cas (item.cas_epoch) */
 } oc_mc_hit_t;
 
 struct oc_mc_item;
@@ -176,14 +178,13 @@ typedef struct oc_mc_item {
     int unordered;            /* out, PUSH: written on OC_MC_WRITE_UNORDERED */
     uint64_t stored_cas;      /* out, PUSH: the cas of the item written (0: the
                                  server did not say) */
-    uint64_t cas_conn;        /* out, PUSH: the connection that stored it (a
-                                 server's and its process's: a cas means
-                                 nothing elsewhere); in, CAS, CAS_DELETE,
-                                 SWAP: the connection item.cas was read or
-                                 stored over (hit.cas_conn, item.cas_conn);
-                                 over another, CAS and CAS_DELETE are
-                                 NOT_FOUND, SWAP reads the key and compares
-                                 it with item.expect (as with cas 0) */
+    uint64_t cas_epoch;       /* out, PUSH: the cas epoch of the server that
+                                stored it (hit.cas_epoch); in, CAS, CAS_DELETE,
+                                SWAP: the epoch item.cas was read or stored
+                                in. Another server, or another epoch: CAS and
+                                CAS_DELETE are NOT_FOUND, SWAP reads the key
+                                and compares it with item.expect (as with
+                                cas 0) */
     int refused;              /* out: OC_MC_R_ERROR the server answered itself
                                  (SERVER_ERROR, CLIENT_ERROR, ERROR) on a sound
                                  connection, not a timeout or a lost server */

@@ -199,7 +199,7 @@ static int ukey_read(oc_req_t *r, oc_ukey_t *uk, const oc_mc_job_t *job, size_t 
         uk->state = OC_GET_TOO_LARGE;
         if (h->refresh == OC_MC_REFRESH_WON) { /* memcached chose us: reload it */
             uk->w.lease_place = h->place;
-            uk->w.lease_conn = h->cas_conn;
+            uk->w.lease_epoch = h->cas_epoch;
             oc_fill_refresh(r->ctx->fills, &uk->w, h->cas);
         }
         return 1;
@@ -212,7 +212,7 @@ static int ukey_read(oc_req_t *r, oc_ukey_t *uk, const oc_mc_job_t *job, size_t 
         uk->no_near = oc_entry_kind(h->flags) == OC_ENTRY_PUSHED;
         if (h->refresh == OC_MC_REFRESH_WON) { /* this reader reloads it ahead */
             uk->w.lease_place = h->place;
-            uk->w.lease_conn = h->cas_conn;
+            uk->w.lease_epoch = h->cas_epoch;
             oc_fill_refresh(r->ctx->fills, &uk->w, h->cas);
         }
     } else if (c == OC_EC_ABSENT) {
@@ -221,7 +221,7 @@ static int ukey_read(oc_req_t *r, oc_ukey_t *uk, const oc_mc_job_t *job, size_t 
         uk->w.read_seq = r->read.seq;
         uk->w.read = c;
         uk->w.lease_cas = h->cas;
-        uk->w.lease_conn = h->cas_conn;
+        uk->w.lease_epoch = h->cas_epoch;
         uk->w.lease_place = h->place;
         st->models[uk->w.model_idx].get_misses++;
         return 0;

@@ -41,9 +41,9 @@ struct oc_write {
     char token[40]; /* tombstone: its value, unique to this write (below) */
     size_t token_len;
     uint64_t stored_cas; /* push: the cas of the item it stored (0: unknown),
-                            over connection cas_conn: its check replaces
+                            in its server's cas epoch cas_epoch: its check replaces
                             that item and no other */
-    uint64_t cas_conn;
+    uint64_t cas_epoch;
     oc_write_t *check_next; /* in the writes' check queue */
     uint64_t near_since;    /* the near-cache's epoch after this write dropped
                                its key there */
@@ -189,7 +189,7 @@ static void write_done(oc_mc_job_t *job, void *arg)
         oc_write_needs_check(w->tombstone, w->push_check, it->result, it->unordered);
     oc_write_outcome_t o = oc_write_outcome(w->tombstone, it->result);
     w->stored_cas = it->stored_cas;
-    w->cas_conn = it->cas_conn;
+    w->cas_epoch = it->cas_epoch;
     st->pushes_stale += o == OC_WRITE_NOT_STORED;
     st->mc_errors += o == OC_WRITE_FAILED;
     if (!check && (o == OC_WRITE_DELETED || (o == OC_WRITE_STORED && !it->unordered)))
@@ -436,7 +436,7 @@ static void check_item(const oc_check_t *c, size_t i, const oc_model_conf_t *m,
      * cas (a tombstone, or a server that did not return it), the item that
      * still holds exactly these bytes: a tombstone's are its own token. */
     it->cas = w->stored_cas;
-    it->cas_conn = w->cas_conn; /* a cas means nothing on another server */
+    it->cas_epoch = w->cas_epoch; /* a cas means nothing on another server */
     it->expect = w->tombstone ? w->token : w->json;
     it->expect_len = w->tombstone ? w->token_len : w->len;
     it->expect_flags = oc_entry_flags(was);

@@ -18,6 +18,7 @@ strict turns into a failure so the marker is removed with the fix.
 
 import contextlib
 import os
+import signal as _signal
 import subprocess
 import threading
 import time
@@ -527,6 +528,161 @@ def test_fill_write_back_never_uses_a_lease_cas_on_another_server(
     finally:
         a.cleanup()
         b.cleanup()
+
+
+def _reset_connection(m, oc):
+    """One io timeout on oc's connection to m (frozen for a get of another
+    key), then m thawed: oc reconnects to the same process, which keeps
+    every item and cas."""
+    s0 = oc.stats()
+    m.kill(_signal.SIGSTOP)
+    try:
+        with oc.client() as c:
+            try:
+                c.get("Item:7")          # times out after io_timeout (500ms)
+            except harness.HarnessError:
+                pass
+        harness.wait_until(lambda: oc.stats()["mc_errors"] > s0["mc_errors"],
+                           timeout=10, what="the io timeout")
+    finally:
+        m.kill(_signal.SIGCONT)
+
+
+def test_fill_written_back_across_a_reconnect_to_the_same_server(fleet, db, tmp_path):
+    """A new connection to the same memcached process (one io timeout; the
+    server stays in service) keeps the cas epoch: the fill held across it
+    writes back over its own lease. (2ae5da4 tied a cas to the connection:
+    the write-back was dropped, its lease left, and every reader of the key
+    waited lease_wait and loaded without caching until the lease's TTL;
+    found by a review.)"""
+    a = harness.Memcached().start()
+    try:
+        gate = gate_path(tmp_path)
+        # one timeout must not take A out of service (that does end the
+        # epoch): failure_limit well above the timeouts a loaded run may see
+        oc = start(fleet, [a], db, env={"OBJCACHED_FAULT_FILL_GATE": gate},
+                   objcached=dict(GATED, lease_wait="100ms"),
+                   memcached={"failure_limit": "100"})
+        key = oc_c.cache_key("Item", 62, db.generation("Item"))
+        r1 = row(db, "Item", 62)
+        try:
+            gated_cold_get(oc, gate, "Item:62", r1)   # lease on A, held
+            assert _gets(a, key)[1:3] == (0, b"")     # the lease item
+            _reset_connection(a, oc)
+            with oc.client() as c:                     # a new connection, same process
+                assert c.get("Item:63") == row(db, "Item", 63)
+            assert _gets(a, key)[1:3] == (0, b"")     # our lease, untouched
+        finally:
+            release(oc, gate)     # the write-back: `cas` over our own lease on A
+        s1 = oc.stats()
+        assert s1["mc_ejections"] == 0, s1
+        got = _gets(a, key)
+        with oc.client() as c:
+            for _ in range(5):
+                assert c.get("Item:62") == r1
+        s2 = oc.stats()
+        moved = {n: s2[n] - s1[n] for n in ("pg_queries", "lease_timeouts")}
+        assert got and got[2] == r1 and s1["fills_dropped"] == 0 and \
+            moved == {"pg_queries": 0, "lease_timeouts": 0}, \
+            ("write-back dropped after a reconnect to the same server; lease left",
+             got, s1["fills_dropped"], moved)
+    finally:
+        a.cleanup()
+
+
+def _lease_with_cas(m, key, want):
+    """An empty lease item for key on m (as another sidecar's mg N makes),
+    its cas exactly `want` (m's counter pumped up to it)."""
+    with m.client() as c:
+        i = 0
+        while True:
+            c.send(b"set pumpb%d 0 0 1\r\nx\r\n" % i)
+            assert c.readline() == b"STORED"
+            cas = _gets(m, "pumpb%d" % i)[3]
+            assert cas < want, (cas, want)
+            if cas == want - 1:
+                break
+            i += 1
+        c.send(b"mg %s N60 c v\r\n" % key.encode())
+        line = c.readline()
+        assert line.startswith(b"VA 0") and b"W" in line, line
+        assert c.readline() == b""
+    got = _gets(m, key)
+    assert got[1:] == (0, b"", want), (got, want)
+
+
+@pytest.mark.parametrize("same_cas", [True, False], ids=["same-cas", "control"])
+def test_a_get_is_not_answered_by_a_fill_whose_lease_cas_was_read_on_another_server(
+        fleet, db, tmp_path, same_cas):
+    """oc_fill_may_answer took a waiter that read a held lease with the
+    fill's lease cas for the fill's own, untouched lease (found by a
+    review). A cas is one
+    server's count: after a reload the key is on B, where another sidecar's
+    lease (taken after the commit R2's invalidation emptied the key) may
+    carry the same number. The get, begun after that invalidation, is
+    answered the held fill's older row R1 instead of waiting for B's lease."""
+    a = harness.Memcached().start()
+    b = harness.Memcached().start()
+    try:
+        with a.client() as c:          # A's counter well ahead of B's
+            for i in range(40):
+                c.send(b"set pump%d 0 0 1\r\nx\r\n" % i)
+                assert c.readline() == b"STORED"
+        zero_generations(db)           # consumer off: it learns nothing of R2
+        gate = gate_path(tmp_path)
+        oc = start(fleet, [a], db, poll="0", env={"OBJCACHED_FAULT_FILL_GATE": gate},
+                   objcached=GATED)
+        key = oc_c.cache_key("Item", 62, db.generation("Item"))
+        r1 = row(db, "Item", 62)
+        with oc.client() as c:         # mostly misses: each get's read is a meta get
+            for i in range(100, 140):   # that takes its lease (oc_req_use_mg)
+                assert c.get("Item:%d" % i) == row(db, "Item", i)
+        oc.wait_idle()
+        try:
+            gated_cold_get(oc, gate, "Item:62", r1)   # lease on A (cas x), R1 held
+            x = _gets(a, key)[3]
+            db.q("UPDATE items SET name = 'newer' WHERE id = 62")
+            r2 = row(db, "Item", 62)
+            assert harness.reload(oc, harness.edit(oc.config_text, "memcached",
+                                                   "servers", b.address))
+            _lease_with_cas(b, key, x if same_cas else x + 1)    # another sidecar's lease on B, cas x
+            with oc.client() as c:
+                got = c.get("Item:62")
+        finally:
+            release(oc, gate)
+        assert got == r2, ("answered the held fill's R1 through a lease cas of "
+                           "another server", got, r1, r2)
+    finally:
+        a.cleanup()
+        b.cleanup()
+
+
+def test_ordinary_fills_write_back_in_both_read_modes(fleet, mc_pool, db):
+    """Sanity: a lease taken by the get's own meta get (mostly misses) and
+    one taken by the fill's read (mostly hits: a multi-get first), and a
+    coalesced multi-get of one key: all written back, none dropped."""
+    oc = start(fleet, mc_pool, db)
+    with oc.client() as c:
+        for i in range(1, 41):            # cold: the gets' own reads lease
+            assert c.get("Item:%d" % i) == row(db, "Item", i)
+    oc.wait_idle()
+    with oc.client() as c:
+        for _ in range(40):               # warm: plain multi-gets
+            for i in range(1, 41):
+                assert c.get("Item:%d" % i) == row(db, "Item", i)
+        s0 = oc.stats()
+        assert c.get("Item:200") == row(db, "Item", 200)   # leased by the fill's read
+        vals, term = c.get_multi(["Item:201", "Item:201", "Item:202"])
+        assert term == b"END" and len(vals) == 3
+    oc.wait_idle()
+    s1 = oc.stats()
+    with oc.client() as c:
+        for i in list(range(1, 41)) + [200, 201, 202]:
+            assert c.get("Item:%d" % i) == row(db, "Item", i)
+    s2 = oc.stats()
+    assert s2["fills_dropped"] == 0 and s2["lease_timeouts"] == 0, s2
+    assert s2["pg_queries"] == s1["pg_queries"], (s0["pg_queries"], s1["pg_queries"],
+                                                  s2["pg_queries"])
 
 
 @pytest.mark.parametrize("body", [b"[1]", b'"x"', b"1", b"null", b"", b'{"a":', b'{"a":1',
