@@ -1602,9 +1602,10 @@ static void submit_item(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
         break;
     case OC_MC_CAS:
     case OC_MC_CAS_DELETE:
-        /* A cas is one server's own count: over another connection (a
-         * reload or a failover moved the key, the server restarted) it
-         * could name an unrelated item there (found by a review). */
+        /* A cas is one server's own count: on another server, or in
+         * another epoch of this one (a reload or a failover moved the key,
+         * the server was out of service meanwhile), it could name an
+         * unrelated item (found by a review). */
         if (it->cas_epoch != s->cas_epoch)
             item_result(mc, ref, OC_MC_R_NOT_FOUND);
         else if (job->op == OC_MC_CAS)
