@@ -433,8 +433,9 @@ static void check_item(const oc_check_t *c, size_t i, const oc_model_conf_t *m,
     /* A push's check replaces the very item the push stored (by its cas):
      * a later push of the same bytes, stored after an invalidation emptied
      * the key, is another item and wins (found by a review). Without that
-     * cas (a tombstone, or a server that did not return it), the item that
-     * still holds exactly these bytes: a tombstone's are its own token. */
+     * cas (a tombstone), or where it means nothing (the key's server is
+     * another, or out of service since: oc_mc.h), the item that still holds
+     * exactly these bytes: a tombstone's are its own token. */
     it->cas = w->stored_cas;
     it->cas_epoch = w->cas_epoch; /* a cas means nothing on another server */
     it->expect = w->tombstone ? w->token : w->json;
