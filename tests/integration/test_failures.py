@@ -180,8 +180,12 @@ def test_failed_load_releases_its_leases(objcached_factory, pg, mc_pool, ref):
             assert terminal.startswith(b"SERVER_ERROR load failed"), terminal
             oc.wait_idle()
         s1 = c.stats()
-        assert moved(s0, s1, "leases_released", "lease_timeouts") == \
-            {"leases_released": len(ids), "lease_timeouts": 0}
+        # each lease released, or gone by itself: its TTL (load_timeout + 1 s)
+        # counted on memcached's one-second clock may end within 1 s of the
+        # load's timeout, before a loaded machine sends the release (a
+        # full-suite run released 1 of 3). Either way none is left below.
+        got = moved(s0, s1, "leases_released", "lease_timeouts")
+        assert got["lease_timeouts"] == 0 and 1 <= got["leases_released"] <= len(ids), got
         for key in keys:
             assert [kind for _, kind, _ in raw_items(mc_pool, "oc:" + key)] == [], key
         assert c.get_multi(keys) == (user_values(ref, ids), b"END")

@@ -424,8 +424,8 @@ def _gets(m, key):
 def test_check_never_uses_a_cas_on_another_server(
         fleet, mc_pool, db, tmp_path):
     """A cas is one server's own count: a held check whose key moved to
-    another server (a reload here; a failover, a return or a restart the
-    same) must not send the cas its push's ms returned there, where an
+    another server (a reload here; a failover or a return the same) must
+    not send the cas its push's ms returned there, where an
     unrelated item may carry that number: here the newer row R2, which the
     older R1 overwrote for the model's ttl (found by a review). The check
     reads the key there instead and finds no push to replace."""
@@ -483,7 +483,8 @@ def test_fill_write_back_never_uses_a_lease_cas_on_another_server(
     write-back went by that cas to B after a reload, and replaced B's newer
     row carrying the same number with the older one it loaded (a review
     found it after the push check's). Now a cas goes only over the
-    connection it was read on: the write-back is dropped, B keeps R2."""
+    server, in the epoch, it was read from: the write-back is dropped, B
+    keeps R2."""
     a = harness.Memcached().start()
     b = harness.Memcached().start()
     try:
