@@ -16,7 +16,7 @@ test_write_path.py.
 """
 
 import test_write_path as wp  # noqa: F401
-from test_write_path import (db, template, GATED, _gets, _lease_with_cas, gate_path, gated_cold_get,
+from test_write_path import (db, template, GATED, _gets, _lease_with_cas, _pump, gate_path, gated_cold_get,
                              release, row, start, zero_generations)
 
 import consistency as oc_c
@@ -26,10 +26,7 @@ import harness
 def test_fill_write_back_after_a_quick_memcached_restart(fleet, db, tmp_path):
     a = harness.Memcached().start()
     try:
-        with a.client() as c:          # the old process's counter well ahead
-            for i in range(40):
-                c.send(b"set pump%d 0 0 1\r\nx\r\n" % i)
-                assert c.readline() == b"STORED"
+        _pump(a)                       # the old process's counter well ahead
         zero_generations(db)           # consumer off: it learns nothing of R2
         gate = gate_path(tmp_path)
         oc = start(fleet, [a], db, poll="0", env={"OBJCACHED_FAULT_FILL_GATE": gate},

@@ -336,6 +336,16 @@ def test_check_never_undoes_an_invalidation_that_lands_meanwhile(fleet, mc_pool,
 NOT_OBJECT = b"CLIENT_ERROR value is not a JSON object"
 
 
+def _gated_pair(fleet, mc_pool, db, tmp_path):
+    """Two sidecars, each with its own fill gate: [(sidecar, gate path)]."""
+    pair = []
+    for name in ("a", "b"):
+        gate = str(tmp_path / f"{name}.gate")
+        pair.append((start(fleet, mc_pool, db, env={"OBJCACHED_FAULT_FILL_GATE": gate},
+                           objcached=GATED), gate))
+    return pair
+
+
 def test_held_correction_never_replaces_an_equal_later_push(
         fleet, mc_pool, db, tmp_path):
     """A late push X of an older state ('on') is stored; its check reads the
@@ -348,10 +358,7 @@ def test_held_correction_never_replaces_an_equal_later_push(
     served for the model's ttl while PostgreSQL has 'on', no later
     invalidation comes. (Found by a review; the check now replaces the item
     of the cas its push stored, so Y, another item, wins.)"""
-    gate_a = str(tmp_path / "a.gate")
-    gate_b = str(tmp_path / "b.gate")
-    a = start(fleet, mc_pool, db, env={"OBJCACHED_FAULT_FILL_GATE": gate_a}, objcached=GATED)
-    b = start(fleet, mc_pool, db, env={"OBJCACHED_FAULT_FILL_GATE": gate_b}, objcached=GATED)
+    (a, gate_a), (b, gate_b) = _gated_pair(fleet, mc_pool, db, tmp_path)
     key = oc_c.cache_key("Item", 71, db.generation("Item"))
     n0 = _inval_total(a, b)
     db.q("UPDATE items SET name = 'on' WHERE id = 71")            # the app commits 'on' ...
@@ -387,10 +394,7 @@ def test_held_confirmation_never_confirms_a_later_equal_late_push(
     and Y's check reads the newer row, held. X's confirmation finds Y's
     entry, byte-for-byte X's, and makes it an OBJECT; Y's correction then
     no longer finds a PUSHED entry: the older version stays, confirmed."""
-    gate_a = str(tmp_path / "a.gate")
-    gate_b = str(tmp_path / "b.gate")
-    a = start(fleet, mc_pool, db, env={"OBJCACHED_FAULT_FILL_GATE": gate_a}, objcached=GATED)
-    b = start(fleet, mc_pool, db, env={"OBJCACHED_FAULT_FILL_GATE": gate_b}, objcached=GATED)
+    (a, gate_a), (b, gate_b) = _gated_pair(fleet, mc_pool, db, tmp_path)
     key = oc_c.cache_key("Ver", 31, db.generation("Ver"))
     n0 = _inval_total(a, b)
     db.q("UPDATE vitems SET name = 'A', version = version + 1 WHERE id = 31")
@@ -421,6 +425,29 @@ def _gets(m, key):
     return vals[0] if vals else None
 
 
+def _pump(m, n=40):
+    """n stores on memcached m: its cas counter ahead of a fresh server's."""
+    with m.client() as c:
+        for i in range(n):
+            c.send(b"set pump%d 0 0 1\r\nx\r\n" % i)
+            assert c.readline() == b"STORED"
+
+
+def _object_with_cas(m, key, body, want):
+    """body stored on m as an OBJECT under key (as another sidecar would
+    load it), its cas exactly `want`: m's counter pumped up to it by
+    storing it again."""
+    with m.client() as c:
+        while True:
+            c.send(b"set %s %d 3600 %d\r\n%s\r\n" %
+                   (key.encode(), OBJECT_FLAGS, len(body), body))
+            assert c.readline() == b"STORED"
+            cas = _gets(m, key)[3]
+            if cas >= want:
+                break
+    assert cas == want, (cas, want)
+
+
 def test_check_never_uses_a_cas_on_another_server(
         fleet, mc_pool, db, tmp_path):
     """A cas is one server's own count: a held check whose key moved to
@@ -432,11 +459,7 @@ def test_check_never_uses_a_cas_on_another_server(
     a = harness.Memcached().start()
     b = harness.Memcached().start()
     try:
-        # A's counter well ahead of B's (B fresh: its next cas is 1)
-        with a.client() as c:
-            for i in range(40):
-                c.send(b"set pump%d 0 0 1\r\nx\r\n" % i)
-                assert c.readline() == b"STORED"
+        _pump(a)                       # A's counter well ahead of B's (fresh)
         gate = str(tmp_path / "fill.gate")
         oc = start(fleet, [a], db, env={"OBJCACHED_FAULT_FILL_GATE": gate}, objcached=GATED)
         key = oc_c.cache_key("Item", 61, db.generation("Item"))
@@ -457,15 +480,7 @@ def test_check_never_uses_a_cas_on_another_server(
             # loaded R2 there: its item's cas is B's own count
             assert harness.reload(oc, harness.edit(oc.config_text, "memcached",
                                                    "servers", b.address))
-            with b.client() as c:
-                while True:
-                    c.send(b"set %s %d 3600 %d\r\n%s\r\n" %
-                           (key.encode(), OBJECT_FLAGS, len(r2), r2))
-                    assert c.readline() == b"STORED"
-                    cas = _gets(b, key)[3]
-                    if cas >= x:
-                        break
-            assert cas == x, (cas, x)
+            _object_with_cas(b, key, r2, x)
         finally:
             release(oc, gate)                   # the check: `cas <key> ... x` on B
         with oc.client() as c:
@@ -488,10 +503,7 @@ def test_fill_write_back_never_uses_a_lease_cas_on_another_server(
     a = harness.Memcached().start()
     b = harness.Memcached().start()
     try:
-        with a.client() as c:          # A's counter well ahead of B's
-            for i in range(40):
-                c.send(b"set pump%d 0 0 1\r\nx\r\n" % i)
-                assert c.readline() == b"STORED"
+        _pump(a)                       # A's counter well ahead of B's (fresh)
         # consumer off: this sidecar learns nothing of the commit below;
         # only its lease in memcached may stop its write-back (as in
         # test_stale_set_race_with_an_sql_update_is_impossible[consumer-on-B-only])
@@ -512,15 +524,7 @@ def test_fill_write_back_never_uses_a_lease_cas_on_another_server(
             # there: its item's cas is B's own count
             assert harness.reload(oc, harness.edit(oc.config_text, "memcached",
                                                    "servers", b.address))
-            with b.client() as c:
-                while True:
-                    c.send(b"set %s %d 3600 %d\r\n%s\r\n" %
-                           (key.encode(), OBJECT_FLAGS, len(r2), r2))
-                    assert c.readline() == b"STORED"
-                    cas = _gets(b, key)[3]
-                    if cas >= x:
-                        break
-            assert cas == x, (cas, x)
+            _object_with_cas(b, key, r2, x)
         finally:
             release(oc, gate)   # the write-back: `cas <key> ... x` goes to B
         got = _gets(b, key)
@@ -625,10 +629,7 @@ def test_a_get_is_not_answered_by_a_fill_whose_lease_cas_was_read_on_another_ser
     a = harness.Memcached().start()
     b = harness.Memcached().start()
     try:
-        with a.client() as c:          # A's counter well ahead of B's
-            for i in range(40):
-                c.send(b"set pump%d 0 0 1\r\nx\r\n" % i)
-                assert c.readline() == b"STORED"
+        _pump(a)                       # A's counter well ahead of B's (fresh)
         zero_generations(db)           # consumer off: it learns nothing of R2
         gate = gate_path(tmp_path)
         oc = start(fleet, [a], db, poll="0", env={"OBJCACHED_FAULT_FILL_GATE": gate},
