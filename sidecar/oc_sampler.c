@@ -433,7 +433,7 @@ static void cache_read(oc_mc_job_t *job, void *arg)
             continue;
         const oc_mc_hit_t *h = &job->hits[i];
         oc_entry_class_t c = oc_entry_classify(h);
-        sm->cache = (oc_smp_cache_t){.ident = h->cas};
+        sm->cache = (oc_smp_cache_t){.ident = h->cas, .epoch = h->cas_epoch};
         if (c == OC_EC_OBJECT) {
             sm->cache.kind = OC_SMP_C_OBJECT;
             sm->cache.val = job->arena + h->off;

@@ -63,6 +63,7 @@ static void evidence(oc_smp_evidence_t *ev, const oc_smp_cache_t *c,
     *ev = (oc_smp_evidence_t){.kind = c->kind,
                               .near = c->near,
                               .ident = c->ident,
+                              .epoch = c->epoch,
                               .found = r->found,
                               .xmin = r->found ? r->xmin : 0,
                               .json_hash = r->found ? oc_smp_hash(r->json, r->len) : 0};
@@ -99,7 +100,8 @@ oc_smp_verdict_t oc_smp_again(const char *version_column, oc_smp_evidence_t *ev,
         return OC_SMP_ERROR;
     if (oc_smp_agrees(version_column, c, r))
         return OC_SMP_AGREE;
-    int same_item = c->kind == ev->kind && c->near == ev->near && c->ident == ev->ident;
+    int same_item = c->kind == ev->kind && c->near == ev->near && c->ident == ev->ident &&
+                    c->epoch == ev->epoch;
     if (same_item && row_unchanged(ev, r))
         return OC_SMP_STALE;
     evidence(ev, c, r);

@@ -61,6 +61,8 @@ typedef struct oc_smp_cache {
     int near;        /* read from the near-cache */
     uint64_t ident;  /* the item: memcached's cas, or the near-cache value's
                         address (the sampler holds a reference meanwhile) */
+    uint64_t epoch;  /* memcached: the cas epoch of the server read (oc_mc.h:
+                        a cas names an item only there); near-cache: 0 */
     const char *val; /* OBJECT: its JSON */
     size_t len;
 } oc_smp_cache_t;
@@ -77,7 +79,7 @@ typedef struct oc_smp_row {
 typedef struct oc_smp_evidence {
     oc_smp_cache_kind_t kind;
     int near;
-    uint64_t ident;
+    uint64_t ident, epoch;
     int found;
     uint64_t xmin;
     uint64_t json_hash; /* of the row's JSON (for rows without an xmin) */

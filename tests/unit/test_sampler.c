@@ -117,6 +117,12 @@ static void test_recheck_rules(void **state)
     oc_smp_cache_t other = obj("{\"n\":0}", 9);
     assert_int_equal(oc_smp_first(NULL, &old, &r, &ev), OC_SMP_SUSPECT);
     assert_int_equal(oc_smp_again(NULL, &ev, &other, &r), OC_SMP_RACED);
+    /* the same cas read on another server (or after it was out of
+     * service): another item, raced (a cas is one server's count) */
+    oc_smp_cache_t moved = old;
+    moved.epoch = old.epoch + 1;
+    assert_int_equal(oc_smp_first(NULL, &old, &r, &ev), OC_SMP_SUSPECT);
+    assert_int_equal(oc_smp_again(NULL, &ev, &moved, &r), OC_SMP_RACED);
     /* a row updated to the same JSON is still a new version */
     oc_smp_row_t same_json = row("{\"n\":1}", 12);
     oc_smp_cache_t x = obj("{\"n\":5}", 1);
