@@ -56,8 +56,8 @@ static int admin_retry(PGconn *c, const PGresult *r, int run, FILE *out)
 /* Run `sql`: with n < 0 a script of many statements (no parameters), else
  * one statement with parameters p[0..n). NULL (and a message) unless it
  * succeeded, after ADMIN_TRIES runs if deadlocks kept failing it. */
-static PGresult *admin_run(PGconn *c, FILE *out, const char *sql, int n,
-                           const char *const *p)
+static PGresult *admin_query(PGconn *c, FILE *out, const char *sql, int n,
+                             const char *const *p)
 {
     for (int run = 1;; run++) {
         PGresult *r =
@@ -73,13 +73,6 @@ static PGresult *admin_run(PGconn *c, FILE *out, const char *sql, int n,
     }
 }
 
-/* Run one parameterized query; NULL (and a message) unless it succeeded. */
-static PGresult *admin_query(PGconn *c, FILE *out, const char *sql, int n,
-                             const char *const *p)
-{
-    return admin_run(c, out, sql, n, p);
-}
-
 static void qualified(const oc_model_conf_t *m, char *buf, size_t cap)
 {
     snprintf(buf, cap, "\"%s\".\"%s\"", m->schema, m->table);
@@ -93,7 +86,7 @@ int oc_admin_install_hook(const oc_conf_t *conf, FILE *out)
     if (c == NULL)
         return 1;
     int rc = 1;
-    PGresult *r = admin_run(c, out, oc_admin_install_sql, -1, NULL);
+    PGresult *r = admin_query(c, out, oc_admin_install_sql, -1, NULL);
     if (r == NULL) {
         fprintf(out, "installing the hook failed (above)\n");
         goto done;
