@@ -21,6 +21,9 @@
 
 #define MC_READ_CHUNK 65536
 #define MC_WOP_SPARE  1024 /* freed wops kept for reuse */
+/* memcached 1.6's `stats` is about 90 lines: a server that sends this many
+ * is not answering it */
+#define MC_STAT_LINES_MAX 1024
 
 /*
  * Per server, what was written (or sits in `out`, to be written) and waits
@@ -39,6 +42,7 @@ typedef enum mc_wop_kind {
     MC_WOP_VERSION, /* job->items[idx] of a PROBE */
     MC_WOP_PROBE,   /* no job: the server's own probe (`version`) */
     MC_WOP_FLUSH,   /* no job: `flush_all` before it serves again */
+    MC_WOP_STATS,   /* no job: `stats`, first on every new connection */
 } mc_wop_kind_t;
 
 /* How a part reached the server it is queued on. */
@@ -88,6 +92,17 @@ typedef struct mc_server {
                            or stored in one epoch means nothing in another,
                            nor on another server (each counts its own) */
     oc_tko_t tko;       /* in service, down, probing */
+    oc_mcp_proc_t proc; /* the process the last connection reached */
+    int proc_known;     /* proc came whole (oc_mcp_proc_known) */
+    int proc_warned;    /* its `stats` lacked pid, time or uptime: said once */
+    /* From connect to the answer of its `stats`, which process answers is
+     * not known: every write by cas for s waits in `held` (a cas of the
+     * old process must not reach a new one). */
+    int ident_pending;
+    oc_mcp_proc_t learning; /* the pending `stats` answer, so far */
+    unsigned stat_lines;    /* of it */
+    mc_ref_t *held;
+    size_t nheld, held_cap;
     int fd;
     struct event *ev_read, *ev_write, *ev_timer, *ev_probe;
     double deadline; /* CONNECTING: give up then */
@@ -694,6 +709,28 @@ static int parse_gets(mc_server_t *s, mc_wop_t *w, const char *p, size_t avail,
     return 2;
 }
 
+static void srv_learned(mc_server_t *s, int answered);
+
+/* A STATS wop's next line: STAT lines, then END (or an error: a server
+ * that has no `stats`). Same answers as parse_mg. */
+static int parse_stats(mc_server_t *s, const oc_mcp_line_t *l)
+{
+    if (l->type == OC_MCP_STAT && ++s->stat_lines <= MC_STAT_LINES_MAX) {
+        s->in_off += l->line_len;
+        oc_mcp_proc_stat(&s->learning, l->key, l->klen, l->text, l->text_len);
+        return 2;
+    }
+    if (l->type != OC_MCP_END && l->type != OC_MCP_ERROR) {
+        if (l->type == OC_MCP_STAT)
+            snprintf(s->broken, sizeof(s->broken), "stats: over %d lines",
+                     MC_STAT_LINES_MAX);
+        return -1;
+    }
+    s->in_off += l->line_len;
+    srv_learned(s, l->type == OC_MCP_END);
+    return 1;
+}
+
 /* An `md` line (a CAS_DELETE job's item): answered HD, NF or EX (memcached
  * 1.6.10 on; an older one's OK counts as an error), where every other
  * store or delete is answered in the classic words. */
@@ -779,7 +816,9 @@ static int parse_wop(mc_server_t *s, mc_wop_t *w)
         if (t == OC_MCP_BAD)
             return -1;
         int r;
-        if (w->kind == MC_WOP_MG)
+        if (w->kind == MC_WOP_STATS)
+            r = parse_stats(s, &l);
+        else if (w->kind == MC_WOP_MG)
             r = parse_mg(s, w, p, avail, &l);
         else if (w->kind == MC_WOP_GETS)
             r = parse_gets(s, w, p, avail, &l);
@@ -912,9 +951,10 @@ static void queue_ms(mc_server_t *s, mc_ref_t ref, uint32_t flags, uint64_t cas)
     mark_dirty(s);
 }
 
-/* One command line without a data block, answered by one line: `delete
- * <key>` (DELETE) or `md <key> C<cas>` (a CAS_DELETE job's item), `version`
- * (VERSION, PROBE), `flush_all` (FLUSH). */
+/* One command line without a data block: `delete <key>` (DELETE) or `md
+ * <key> C<cas>` (a CAS_DELETE job's item), `version` (VERSION, PROBE),
+ * `flush_all` (FLUSH), answered by one line; `stats` (STATS), by STAT
+ * lines and END. */
 static void queue_line(mc_server_t *s, mc_wop_kind_t kind, mc_ref_t ref)
 {
     size_t klen = 0;
@@ -939,6 +979,8 @@ static void queue_line(mc_server_t *s, mc_wop_kind_t kind, mc_ref_t ref)
         p = oc_mcp_put(p, "\r\n", 2);
     } else if (kind == MC_WOP_FLUSH) {
         p = oc_mcp_put(p, "flush_all\r\n", 11);
+    } else if (kind == MC_WOP_STATS) {
+        p = oc_mcp_put(p, "stats\r\n", 7);
     } else {
         p = oc_mcp_put(p, "version\r\n", 9);
     }
@@ -1079,6 +1121,7 @@ static void srv_close(mc_server_t *s)
     s->conn = MC_CONN_CLOSED;
     s->out_off = s->out_len = 0;
     s->in_off = s->in_len = 0;
+    s->ident_pending = 0;
 }
 
 /* A GET key whose read on its own server a failure cut short: read it
@@ -1129,10 +1172,10 @@ static void srv_abort(mc_server_t *s, const char *why, int failure)
      * down now, so those fail at once too). */
     mc_wop_t *w = s->wait_head;
     s->wait_head = s->wait_tail = NULL;
-    mc_ref_t *gets = s->gets, *mgs = s->mgs;
-    size_t ngets = s->ngets, nmgs = s->nmgs;
-    s->gets = s->mgs = NULL;
-    s->ngets = s->gets_cap = s->nmgs = s->mgs_cap = 0;
+    mc_ref_t *gets = s->gets, *mgs = s->mgs, *held = s->held;
+    size_t ngets = s->ngets, nmgs = s->nmgs, nheld = s->nheld;
+    s->gets = s->mgs = s->held = NULL;
+    s->ngets = s->gets_cap = s->nmgs = s->mgs_cap = s->nheld = s->held_cap = 0;
     while (w) {
         mc_wop_t *next = w->next;
         if (w->kind == MC_WOP_GETS || w->kind == MC_WOP_MG)
@@ -1147,8 +1190,11 @@ static void srv_abort(mc_server_t *s, const char *why, int failure)
         ref_abort(s, gets[i], msg, failure);
     for (size_t i = 0; i < nmgs; i++)
         ref_abort(s, mgs[i], msg, failure);
+    for (size_t i = 0; i < nheld; i++)
+        ref_fail(mc, held[i], msg);
     free(gets);
     free(mgs);
+    free(held);
 }
 
 static void srv_fail(mc_server_t *s, const char *why)
@@ -1297,6 +1343,15 @@ static void srv_connect(mc_server_t *s)
         return;
     }
     s->conn = MC_CONN_CONNECTING;
+    /* Which process answers, before any write by cas goes over this
+     * connection (srv_learned). Replies come in order: every read's cas
+     * on it is taken after this answer, in the epoch it settles. */
+    s->ident_pending = 1;
+    s->learning = (oc_mcp_proc_t){0};
+    s->stat_lines = 0;
+    queue_line(s, MC_WOP_STATS, (mc_ref_t){NULL, 0, 0});
+    if (s->conn == MC_CONN_CLOSED)
+        return; /* out of memory: failed */
     if (connect(fd, (struct sockaddr *)&s->addr, s->addrlen) == 0) {
         srv_open(s);
         return;
@@ -1572,6 +1627,73 @@ static void submit_probe(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
         queue_line(s, MC_WOP_VERSION, (mc_ref_t){job, i, MC_VIA_PRIMARY});
 }
 
+/* A CAS or CAS_DELETE item for s. A cas is one process's own count: on
+ * another server, or in another epoch of this one (a reload or a failover
+ * moved the key, the server was out of service or restarted meanwhile),
+ * it could name an unrelated item (found by reviews): answered NOT_FOUND
+ * unsent. While s's process is not known yet, it waits (srv_learned). */
+static void queue_by_cas(mc_server_t *s, mc_ref_t ref)
+{
+    const oc_mc_item_t *it = &ref.job->items[ref.idx];
+    if (s->ident_pending) {
+        if (s->nheld == s->held_cap) {
+            size_t c = s->held_cap ? s->held_cap * 2 : 16;
+            mc_ref_t *h = realloc(s->held, c * sizeof(*h));
+            if (h == NULL) {
+                ref_fail(s->mc, ref, "out of memory");
+                return;
+            }
+            s->held = h;
+            s->held_cap = c;
+        }
+        s->held[s->nheld++] = ref;
+    } else if (it->cas_epoch != s->cas_epoch) {
+        item_result(s->mc, ref, OC_MC_R_NOT_FOUND);
+    } else if (ref.job->op == OC_MC_CAS) {
+        queue_store(s, ref, "cas", it->val, it->vlen, it->flags, it->cas);
+    } else {
+        queue_line(s, MC_WOP_DELETE, ref);
+    }
+}
+
+/* s's `stats` answered (answered = 0: an error, a server without it):
+ * settle the connection's cas epoch and let the held writes go. */
+static void srv_learned(mc_server_t *s, int answered)
+{
+    oc_mc_t *mc = s->mc;
+    oc_mcp_proc_t now = s->learning;
+    int known = answered && oc_mcp_proc_known(&now);
+    s->ident_pending = 0;
+    if (known && s->proc_known && !oc_mcp_proc_same(&s->proc, &now)) {
+        s->cas_epoch = ++mc->epoch_seq;
+        oc_log_warn("event=memcached_restarted server=%s pid=%llu->%llu "
+                    "started=%llu->%llu",
+                    s->name, (unsigned long long)s->proc.pid, (unsigned long long)now.pid,
+                    (unsigned long long)(s->proc.time - s->proc.uptime),
+                    (unsigned long long)(now.time - now.uptime));
+        if (mc->stats)
+            mc->stats->mc_restarts++;
+    } else if (!known) {
+        /* Cannot tell a restart from a reconnect: take it for one. */
+        s->cas_epoch = ++mc->epoch_seq;
+        if (!s->proc_warned)
+            oc_log_warn("event=memcached_unidentified server=%s reason=\"`stats` gave "
+                        "no pid, time and uptime: each new connection starts a new cas "
+                        "epoch\"",
+                        s->name);
+        s->proc_warned = 1;
+    }
+    s->proc = now;
+    s->proc_known = known;
+    mc_ref_t *held = s->held;
+    size_t n = s->nheld;
+    s->held = NULL;
+    s->nheld = s->held_cap = 0;
+    for (size_t i = 0; i < n; i++)
+        queue_by_cas(s, held[i]);
+    free(held);
+}
+
 static void submit_item(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
 {
     const oc_mc_item_t *it = &job->items[i];
@@ -1589,7 +1711,7 @@ static void submit_item(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
         return;
     switch (job->op) {
     case OC_MC_SWAP:
-        if (it->cas && it->cas_epoch == s->cas_epoch) /* its item known: no read */
+        if (it->cas && it->cas_epoch == s->cas_epoch && !s->ident_pending)
             queue_store(s, ref, "cas", it->val, it->vlen, it->flags, it->cas);
         else
             queue_get(s, ref);
@@ -1602,16 +1724,7 @@ static void submit_item(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
         break;
     case OC_MC_CAS:
     case OC_MC_CAS_DELETE:
-        /* A cas is one server's own count: on another server, or in
-         * another epoch of this one (a reload or a failover moved the key,
-         * the server was out of service meanwhile), it could name an
-         * unrelated item (found by a review). */
-        if (it->cas_epoch != s->cas_epoch)
-            item_result(mc, ref, OC_MC_R_NOT_FOUND);
-        else if (job->op == OC_MC_CAS)
-            queue_store(s, ref, "cas", it->val, it->vlen, it->flags, it->cas);
-        else
-            queue_line(s, MC_WOP_DELETE, ref);
+        queue_by_cas(s, ref);
         break;
     default:
         part_fail(mc, job, i, "unknown operation");

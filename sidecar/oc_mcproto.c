@@ -139,6 +139,27 @@ static oc_mcp_reply_t parse_meta_flags(const char *s, const char *end,
     return type;
 }
 
+/* `STAT <name> <value>`, after "STAT ": a printable name, one space, a
+ * printable value of one or more words (memcached's `stats` writes
+ * versions, paths and numbers there). */
+static oc_mcp_reply_t parse_stat(const char *p, const char *end, oc_mcp_line_t *out)
+{
+    const char *sp = memchr(p, ' ', (size_t)(end - p));
+    if (sp == NULL || sp == p || sp + 1 >= end)
+        return OC_MCP_BAD;
+    size_t nlen = (size_t)(sp - p), vlen = (size_t)(end - sp - 1);
+    if (!oc_mcp_printable(p, nlen) || sp[1] == ' ')
+        return OC_MCP_BAD;
+    for (size_t i = 0; i < vlen; i++)
+        if ((unsigned char)sp[1 + i] < ' ' || sp[1 + i] == 0x7f)
+            return OC_MCP_BAD;
+    out->key = p;
+    out->klen = nlen;
+    out->text = sp + 1;
+    out->text_len = vlen;
+    return OC_MCP_STAT;
+}
+
 static int starts(const char *s, size_t len, const char *word)
 {
     size_t n = strlen(word);
@@ -192,6 +213,8 @@ oc_mcp_reply_t oc_mcp_parse_line(const char *buf, size_t len, oc_mcp_line_t *out
     for (size_t i = 0; i < sizeof(meta) / sizeof(meta[0]); i++)
         if (starts(buf, n, meta[i].word))
             return out->type = parse_meta_flags(buf + 2, buf + n, meta[i].type, out);
+    if (n > 5 && memcmp(buf, "STAT ", 5) == 0)
+        return out->type = parse_stat(buf + 5, buf + n, out);
     if (starts(buf, n, "VERSION"))
         return out->type = OC_MCP_VERSION;
     if (equals(buf, n, "ERROR") || starts(buf, n, "CLIENT_ERROR") ||
@@ -201,6 +224,54 @@ oc_mcp_reply_t oc_mcp_parse_line(const char *buf, size_t len, oc_mcp_line_t *out
         return out->type = OC_MCP_ERROR;
     }
     return out->type = OC_MCP_BAD;
+}
+
+/* A decimal number of at most 19 digits (no sign, no overflow). */
+static int stat_number(const char *v, size_t n, uint64_t *out)
+{
+    if (n == 0 || n > 19)
+        return 0;
+    uint64_t x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return 0;
+        x = x * 10 + (uint64_t)(v[i] - '0');
+    }
+    *out = x;
+    return 1;
+}
+
+void oc_mcp_proc_stat(oc_mcp_proc_t *p, const char *name, size_t nlen, const char *val,
+                      size_t vlen)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+        size_t off;
+    } fields[] = {{"pid", 1, offsetof(oc_mcp_proc_t, pid)},
+                  {"time", 2, offsetof(oc_mcp_proc_t, time)},
+                  {"uptime", 4, offsetof(oc_mcp_proc_t, uptime)}};
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        if (nlen != strlen(fields[i].name) || memcmp(name, fields[i].name, nlen) != 0)
+            continue;
+        uint64_t v;
+        if (stat_number(val, vlen, &v)) {
+            memcpy((char *)p + fields[i].off, &v, sizeof(v));
+            p->seen |= fields[i].bit;
+        }
+        return;
+    }
+}
+
+int oc_mcp_proc_known(const oc_mcp_proc_t *p)
+{
+    return p->seen == 7 && p->time >= p->uptime;
+}
+
+int oc_mcp_proc_same(const oc_mcp_proc_t *a, const oc_mcp_proc_t *b)
+{
+    return oc_mcp_proc_known(a) && oc_mcp_proc_known(b) && a->pid == b->pid &&
+           a->time - a->uptime == b->time - b->uptime;
 }
 
 /* Decimal digits of v, written backwards from end; returns the start. */

@@ -63,6 +63,8 @@ typedef enum oc_mcp_reply {
     OC_MCP_NF,    /* a meta command's NOT_FOUND */
     OC_MCP_EX,    /* a meta command's EXISTS (md: the cas did not match) */
     OC_MCP_NS,    /* a meta set's NOT_STORED (ms in add mode: the key exists) */
+    OC_MCP_STAT,  /* STAT <name> <value>, a line of `stats`: key is the
+                     name, text the value (one word or more, not empty) */
     OC_MCP_ERROR, /* ERROR, CLIENT_ERROR ..., SERVER_ERROR ...: text */
     OC_MCP_BAD,   /* not a reply we know, or too long: the stream is lost */
 } oc_mcp_reply_t;
@@ -71,7 +73,7 @@ typedef enum oc_mcp_reply {
 typedef struct oc_mcp_line {
     oc_mcp_reply_t type;
     size_t line_len; /* bytes of the line, \r\n included */
-    const char *key; /* VALUE */
+    const char *key; /* VALUE; STAT: the name */
     size_t klen;
     uint32_t flags;
     uint32_t bytes;   /* the data block that follows (then \r\n) */
@@ -84,10 +86,29 @@ typedef struct oc_mcp_line {
                          (its N flag made the item), Z, another holds it.
                          On a value they come from R: W, this reader is
                          the one to refresh it; Z, another reader is */
-    const char *text; /* ERROR: the whole line without \r\n */
+    const char *text; /* ERROR: the whole line without \r\n; STAT: the value */
     size_t text_len;
 } oc_mcp_line_t;
 
+/* Which memcached process answers a connection, from the `stats` oc_mc
+ * sends first on every new one: its pid and its start (`time` minus
+ * `uptime`, the same in every answer of one process). A cas is one
+ * process's count: after a restart the same number names another item.
+ * A reconnect that finds another process starts a new cas epoch; one that
+ * finds the same keeps it (a fill's lease is still its own there). */
+typedef struct oc_mcp_proc {
+    uint64_t pid;
+    uint64_t time, uptime;
+    unsigned seen; /* bits: 1 pid, 2 time, 4 uptime came, as numbers */
+} oc_mcp_proc_t;
+/* Take one `STAT <name> <value>` line into p (other names are ignored; a
+ * value that is not a decimal number leaves its field unseen). */
+void oc_mcp_proc_stat(oc_mcp_proc_t *p, const char *name, size_t nlen, const char *val,
+                      size_t vlen);
+/* 1 if pid, time and uptime all came and time >= uptime. */
+int oc_mcp_proc_known(const oc_mcp_proc_t *p);
+/* 1 if a and b are both known and the same process (pid and start). */
+int oc_mcp_proc_same(const oc_mcp_proc_t *a, const oc_mcp_proc_t *b);
 /* Read the reply line at buf[0..len). NEED_MORE if no \r\n yet (BAD if
  * there is none within OC_MCP_LINE_MAX bytes). */
 oc_mcp_reply_t oc_mcp_parse_line(const char *buf, size_t len, oc_mcp_line_t *out);

@@ -130,6 +130,8 @@ struct evbuffer;
     X(mc_ejections, COUNTER,                                                             \
       "memcached servers marked down (failure_limit failures in a row)")                 \
     X(mc_returns, COUNTER, "memcached servers back in service after their probe passed") \
+    X(mc_restarts, COUNTER,                                                              \
+      "reconnects that found another memcached process (pid or start changed)")          \
     X(mc_failover_reads, COUNTER,                                                        \
       "keys read from the failover of a server out of service")                          \
     X(mc_failover_hits, COUNTER, "of those, keys that held a value there")               \

@@ -11,6 +11,9 @@
  *   byte count is within OC_MCP_VALUE_MAX; formatting the fields back as a
  *   store command and reading that line's numbers again gives the same;
  * - ERROR texts lie inside the line;
+ * - a STAT line's name and value lie inside it, the name without spaces,
+ *   neither empty; feeding them to oc_mcp_proc_stat keeps it sane (the
+ *   process identity oc_mc learns on each new connection);
  * - NEED_MORE only when there is no line end within OC_MCP_LINE_MAX;
  * - an md line written for a VALUE's key and cas fits oc_mcp_md_size.
  * The corpus has the meta answers too (HD, NF, EX: the lease release).
@@ -59,8 +62,23 @@ static void check_value(const char *line, const oc_mcp_line_t *l)
     }
 }
 
+static void check_stat(const char *line, const oc_mcp_line_t *l, oc_mcp_proc_t *proc)
+{
+    const char *end = line + l->line_len - 2;
+    if (l->klen == 0 || l->key != line + 5 || l->key + l->klen >= end ||
+        memchr(l->key, ' ', l->klen) != NULL || l->text_len == 0 ||
+        l->text != l->key + l->klen + 1 || l->text + l->text_len != end)
+        abort();
+    oc_mcp_proc_stat(proc, l->key, l->klen, l->text, l->text_len);
+    if ((proc->seen & ~7u) != 0 ||
+        (oc_mcp_proc_known(proc) && proc->time < proc->uptime) ||
+        oc_mcp_proc_same(proc, proc) != oc_mcp_proc_known(proc))
+        abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    oc_mcp_proc_t proc = {0};
     char *in = malloc(size ? size : 1);
     if (in == NULL)
         return 0;
@@ -85,6 +103,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             check_value(in + off, &l);
         if (t == OC_MCP_ERROR && (l.text != in + off || l.text_len + 2 != l.line_len))
             abort();
+        if (t == OC_MCP_STAT)
+            check_stat(in + off, &l, &proc);
         off += l.line_len;
         if (t == OC_MCP_VALUE) {
             if (size - off < (size_t)l.bytes + 2)

@@ -6,10 +6,11 @@ time. Whatever the pool does, every get is answered right (from PostgreSQL
 when the pool fails), the daemon keeps serving, and a broken server is
 dropped and connected again after retry_timeout.
 
-The fake speaks just enough of the protocol: it answers `version`, and to
-the first read (a `gets`, or the first `mg` of a get's pipeline) it sends
-the scenario's bytes; every later command gets the honest answer of an
-empty cache (END / EN / NOT_STORED for a cas / STORED)."""
+The fake speaks just enough of the protocol: it answers `version`, `stats`
+(ERROR by default: a server without it), and to the first read (a `gets`,
+or the first `mg` of a get's pipeline) it sends the scenario's bytes; every
+later command gets the honest answer of an empty cache (END / EN /
+NOT_STORED for a cas / STORED)."""
 
 import socket
 import threading
@@ -49,8 +50,9 @@ class FakeMemcached:
     """A loopback TCP server; `first_gets` is what it answers to the first
     gets command (bytes, or None to close the connection instead)."""
 
-    def __init__(self, first_gets):
+    def __init__(self, first_gets, stats=b"ERROR\r\n"):
         self.first_gets = first_gets
+        self.stats = stats
         self.sent_scenario = threading.Event()
         self.connections = 0
         self.sock, self.port, self.address = listen_loopback()
@@ -102,6 +104,8 @@ class FakeMemcached:
                         c.sendall(b"NOT_FOUND\r\n")
                     elif words and words[0] == b"version":
                         c.sendall(b"VERSION 1.6.18-fake\r\n")
+                    elif words == [b"stats"]:
+                        c.sendall(self.stats)
                     else:
                         c.sendall(b"ERROR\r\n")
                     buf = rest
@@ -183,12 +187,18 @@ SCENARIOS = {
 }
 
 
+def on_fake(objcached_factory, fake):
+    """objcached with the fake as its one server, quick to give up on it and
+    to try it again."""
+    return objcached_factory({"memcached": {"servers": fake.address, "retry_timeout": "300ms",
+                                            "io_timeout": "500ms"}})
+
+
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_broken_memcached_replies_are_survived(objcached_factory, ref, scenario):
     fake = FakeMemcached(SCENARIOS[scenario])
     try:
-        oc = objcached_factory({"memcached": {"servers": fake.address, "retry_timeout": "300ms",
-                                              "io_timeout": "500ms"}})
+        oc = on_fake(objcached_factory, fake)
         ids = [1, 2, 3]
         with oc.client() as c:
             s0 = c.stats()
@@ -214,6 +224,63 @@ def test_broken_memcached_replies_are_survived(objcached_factory, ref, scenario)
                            what="objcached to connect to the server again")
     finally:
         fake.close()
+
+
+# `stats`, sent first on every new connection (which memcached process
+# answers: a cas is one process's count), answered wrong.
+STATS_SCENARIOS = {
+    "bad-stat-line": (b"STAT pid\r\nEND\r\n", "unexpected reply"),
+    "endless-stats": (b"STAT x 1\r\n" * 1100 + b"END\r\n", "stats: over 1024 lines"),
+    "another-reply": (b"VALUE oc:User:1 0 2 1\r\n{}\r\nEND\r\n", "unexpected reply"),
+    "no-end": (b"STAT pid 1\r\n", "timeout"),
+}
+
+
+@pytest.mark.parametrize("scenario", list(STATS_SCENARIOS))
+def test_broken_stats_replies_are_survived(objcached_factory, ref, scenario):
+    """The connection is reset (its `stats` is the first reply on it), every
+    get is answered right from PostgreSQL, and the daemon keeps serving."""
+    stats, reason = STATS_SCENARIOS[scenario]
+    fake = FakeMemcached(b"END\r\n", stats=stats)
+    try:
+        oc = on_fake(objcached_factory, fake)
+        ids = [1, 2, 3]
+        with oc.client() as c:
+            s0 = c.stats()
+            for _ in range(2):
+                assert c.get_multi([f"User:{i}" for i in ids]) == (user_values(ref, ids), b"END")
+            s1 = c.stats()
+            assert moved(s0, s1, "mc_errors")["mc_errors"] >= 1
+            assert moved(s0, s1, "server_errors", "client_errors") == \
+                {"server_errors": 0, "client_errors": 0}
+            assert c.command(b"version").terminal.startswith(b"VERSION ")
+        assert 'event=memcached_error server=%s reason="%s' % (fake.address, reason) in oc.log()
+        assert fake.connections >= 1
+    finally:
+        fake.close()
+
+
+def test_a_server_without_stats_is_used_with_a_new_cas_epoch_each_connection(
+        objcached_factory, ref):
+    """A server that answers `stats` with an error, or without pid, time and
+    uptime, cannot tell objcached a restart from a reconnect: it is used all
+    the same (said once in the log), every new connection taken for a
+    restart."""
+    for stats in (b"ERROR\r\n", b"STAT pid 7\r\nSTAT version 1.6.18\r\nEND\r\n"):
+        fake = FakeMemcached(b"END\r\n", stats=stats)
+        try:
+            oc = objcached_factory({"memcached": {"servers": fake.address}})
+            with oc.client() as c:
+                s0 = c.stats()
+                assert c.get_multi(["User:1", "User:2"]) == (user_values(ref, [1, 2]), b"END")
+                s1 = c.stats()
+                assert moved(s0, s1, "mc_errors", "server_errors") == \
+                    {"mc_errors": 0, "server_errors": 0}
+            log = oc.log()
+            assert log.count("event=memcached_unidentified server=" + fake.address) == 1, log
+            oc.stop()
+        finally:
+            fake.close()
 
 
 def test_replies_one_byte_at_a_time(objcached_factory, mc_pool, ref):

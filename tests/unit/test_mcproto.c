@@ -317,6 +317,82 @@ static void test_format_store(void **state)
     assert_memory_equal(buf, want, strlen(want));
 }
 
+/* `stats`, sent first on every new connection to learn which process
+ * answers: STAT <name> <value>, one line each. */
+static void test_stat_lines(void **state)
+{
+    (void)state;
+    oc_mcp_line_t l;
+    assert_int_equal(parse("STAT pid 1273\r\n", &l), OC_MCP_STAT);
+    assert_true(l.klen == 3 && memcmp(l.key, "pid", 3) == 0);
+    assert_true(l.text_len == 4 && memcmp(l.text, "1273", 4) == 0);
+    assert_int_equal(l.line_len, 15);
+    /* a value of more than one word is read whole */
+    assert_int_equal(parse("STAT libevent 2.1.12 stable\r\n", &l), OC_MCP_STAT);
+    assert_int_equal(l.text_len, strlen("2.1.12 stable"));
+    static const char *const bad[] = {
+        "STAT\r\n",           /* nothing */
+        "STAT \r\n",          /* no name */
+        "STAT pid\r\n",       /* no value */
+        "STAT pid \r\n",      /* an empty value */
+        "STAT  pid 1\r\n",    /* an empty name */
+        "STAT pid  1\r\n",    /* two spaces */
+        "STAT p\x01d 1\r\n",  /* a control byte in the name */
+        "STAT pid 1\x7f\r\n", /* and in the value */
+        "STATS pid 1\r\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (parse(bad[i], &l) != OC_MCP_BAD)
+            fail_msg("accepted '%s'", bad[i]);
+}
+
+static void feed(oc_mcp_proc_t *p, const char *name, const char *val)
+{
+    oc_mcp_proc_stat(p, name, strlen(name), val, strlen(val));
+}
+
+static void test_process_identity(void **state)
+{
+    (void)state;
+    oc_mcp_proc_t a = {0}, b = {0}, c = {0};
+    feed(&a, "pid", "1273");
+    feed(&a, "version", "1.6.18"); /* ignored */
+    feed(&a, "uptime", "2");
+    assert_false(oc_mcp_proc_known(&a)); /* no time yet */
+    assert_false(oc_mcp_proc_same(&a, &a));
+    feed(&a, "time", "1796441667");
+    assert_true(oc_mcp_proc_known(&a));
+    /* the same process later: time and uptime both moved on */
+    feed(&b, "time", "1796441670");
+    feed(&b, "uptime", "5");
+    feed(&b, "pid", "1273");
+    assert_true(oc_mcp_proc_same(&a, &b));
+    /* restarted: a new start (same pid, as in a container), or a new pid */
+    feed(&c, "pid", "1273");
+    feed(&c, "time", "1796441670");
+    feed(&c, "uptime", "1");
+    assert_false(oc_mcp_proc_same(&a, &c));
+    feed(&c, "uptime", "5");
+    feed(&c, "pid", "1274");
+    assert_false(oc_mcp_proc_same(&a, &c));
+    /* not numbers, too long, an uptime past the time: not known */
+    oc_mcp_proc_t d = {0};
+    feed(&d, "pid", "12x");
+    feed(&d, "time", "10");
+    feed(&d, "uptime", "5");
+    assert_false(oc_mcp_proc_known(&d));
+    feed(&d, "pid", "99999999999999999999");
+    assert_false(oc_mcp_proc_known(&d));
+    feed(&d, "pid", "-1");
+    assert_false(oc_mcp_proc_known(&d));
+    feed(&d, "pid", "7");
+    assert_true(oc_mcp_proc_known(&d));
+    feed(&d, "uptime", "11");
+    assert_false(oc_mcp_proc_known(&d));
+    feed(&d, "pidx", "7");
+    assert_int_equal(d.pid, 7);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -330,6 +406,8 @@ int main(void)
         cmocka_unit_test(test_key_ok),
         cmocka_unit_test(test_numbers_at_their_limits),
         cmocka_unit_test(test_format_store),
+        cmocka_unit_test(test_stat_lines),
+        cmocka_unit_test(test_process_identity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
