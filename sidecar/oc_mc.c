@@ -1656,6 +1656,26 @@ static void queue_by_cas(mc_server_t *s, mc_ref_t ref)
     }
 }
 
+/* Where a write by cas for the key of server s goes: s, or the key's
+ * failover if the cas was read there in the epoch it is in now. A read its
+ * server's failure cut short went to the failover (ref_reroute) and won
+ * its lease there while s stayed in service: written back on s, it was
+ * refused (another server's cas) and the lease left on the failover for
+ * every reader there to wait on until its TTL (found 2026-12-05). There it
+ * lands as if s had been down: TTL capped at failover_ttl; invalidations
+ * delete there too, and one before it took the lease, so the cas fails. */
+static mc_server_t *cas_home(oc_mc_t *mc, mc_server_t *s, mc_ref_t *ref)
+{
+    const oc_mc_item_t *it = &ref->job->items[ref->idx];
+    if (ref->via != MC_VIA_PRIMARY || it->cas_epoch == s->cas_epoch)
+        return s;
+    mc_server_t *f = failover_of(mc, it->key, it->klen, s->idx);
+    if (f == NULL || f == s || f->cas_epoch != it->cas_epoch || !srv_ready(f))
+        return s;
+    ref->via = MC_VIA_FAILOVER;
+    return f;
+}
+
 /* s's `stats` answered (answered = 0: an error, a server without it):
  * settle the connection's cas epoch and let the held writes go. */
 static void srv_learned(mc_server_t *s, int answered)
@@ -1724,6 +1744,7 @@ static void submit_item(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
         break;
     case OC_MC_CAS:
     case OC_MC_CAS_DELETE:
+        s = cas_home(mc, s, &ref);
         queue_by_cas(s, ref);
         break;
     default:
