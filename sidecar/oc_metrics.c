@@ -24,13 +24,19 @@
 #define OC_METRICS_MAX_HEAD  16384
 #define OC_METRICS_MAX_CONNS 64
 #define OC_METRICS_LIFE_S    10
+/* After the answer: how long, and how many bytes, to read and drop (the
+ * lingering close, mconn_linger) */
+#define OC_METRICS_LINGER_S     2
+#define OC_METRICS_LINGER_BYTES (1u << 20)
 
 typedef struct mconn mconn_t;
 struct mconn {
     oc_metrics_t *m;
     struct bufferevent *bev;
     struct event *deadline;
-    int answered; /* the answer is written: close once it is sent */
+    int answered;     /* the answer is written: close once it is sent */
+    int lingering;    /* sent, our side shut: reading until the client's end */
+    size_t discarded; /* bytes dropped since */
     mconn_t *prev, *next;
 };
 
@@ -127,12 +133,37 @@ static void mconn_answer(mconn_t *c, oc_http_verdict_t v, int head_only)
     bufferevent_disable(c->bev, EV_READ);
 }
 
+/* The answer is out. Closing with the client's bytes unread (a body, a
+ * pipelined request, a head over the limit) would send RST, and a client
+ * may then lose the part of the answer it has not read yet (seen: a page
+ * cut at 16 KiB). So shut our side and read and drop what comes until the
+ * client's end: HTTP's lingering close (RFC 9112, 9.6), bounded in time
+ * and bytes so a client cannot keep it busy. */
+static void mconn_linger(mconn_t *c)
+{
+    struct timeval t = {OC_METRICS_LINGER_S, 0};
+    if (shutdown(bufferevent_getfd(c->bev), SHUT_WR) != 0 ||
+        evtimer_add(c->deadline, &t) != 0) {
+        mconn_free(c);
+        return;
+    }
+    c->lingering = 1;
+    bufferevent_enable(c->bev, EV_READ);
+}
+
 static void mconn_read(struct bufferevent *bev, void *arg)
 {
     mconn_t *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    if (c->lingering) {
+        c->discarded += evbuffer_get_length(in);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        if (c->discarded > OC_METRICS_LINGER_BYTES)
+            mconn_free(c);
+        return;
+    }
     if (c->answered)
         return;
-    struct evbuffer *in = bufferevent_get_input(bev);
     size_t len = evbuffer_get_length(in);
     if (len > OC_METRICS_MAX_HEAD)
         len = OC_METRICS_MAX_HEAD;
@@ -148,8 +179,8 @@ static void mconn_written(struct bufferevent *bev, void *arg)
 {
     (void)bev;
     mconn_t *c = arg;
-    if (c->answered)
-        mconn_free(c);
+    if (c->answered && !c->lingering)
+        mconn_linger(c);
 }
 
 static void mconn_event(struct bufferevent *bev, short what, void *arg)
@@ -158,7 +189,8 @@ static void mconn_event(struct bufferevent *bev, short what, void *arg)
     mconn_t *c = arg;
     /* A client that shut its side after the request still gets the answer;
      * an error, or the end before a whole request, closes. */
-    if ((what & BEV_EVENT_EOF) && c->answered && !(what & BEV_EVENT_ERROR))
+    if ((what & BEV_EVENT_EOF) && c->answered && !c->lingering &&
+        !(what & BEV_EVENT_ERROR))
         return;
     mconn_free(c);
 }

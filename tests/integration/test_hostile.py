@@ -1125,6 +1125,64 @@ def test_metrics_listener_answers_and_limits(objcached_factory, expected):
     assert_healthy(d, expected)
 
 
+def _answer_by_length(s):
+    """Read one HTTP answer from s: (head, body, how the stream ended after
+    it: "eof" or "reset")."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    try:
+        while len(body) < length:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        end = "eof" if s.recv(1) == b"" else "more"
+    except ConnectionResetError:
+        end = "reset"
+    return head, body, end
+
+
+def test_metrics_answer_survives_unread_input(objcached_factory, expected):
+    """A request followed by bytes objcached does not read (a body, a
+    pipelined request): closing with them unread sent RST, and the client
+    lost the end of the page (cut at 16 KiB). Now the answer is whole and
+    the connection ends cleanly; a client that keeps sending after the
+    answer is cut off after 1 MiB or 2 s."""
+    port = harness.free_port()
+    d = objcached_factory({"objcached": {"metrics_listen": f"127.0.0.1:{port}"}},
+                          env=ASAN_ENV)
+    for extra in (b"x" * 300000, b"GET /metrics HTTP/1.1\r\n\r\n" * 4000):
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            try:
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" + extra)
+                time.sleep(0.2)          # the answer sent, the extra bytes unread
+                head, body, end = _answer_by_length(s)
+            finally:
+                s.close()
+            length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+            assert head.startswith(b"HTTP/1.1 200 OK") and len(body) == length and \
+                end == "eof", (head[:40], len(body), length, end)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+    t0 = time.monotonic()
+    cut = False
+    try:
+        while time.monotonic() - t0 < 20:
+            s.sendall(b"y" * 65536)
+    except (BrokenPipeError, ConnectionResetError):
+        cut = True
+    except socket.timeout:
+        pass
+    s.close()
+    assert cut, "a client sending after its answer was never cut off"
+    assert _http(port, b"GET /metrics HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 200")
+    assert_healthy(d, expected)
+
+
 # --------------------------------------------------------------------------
 # A reload that lowers max_value while a set's data block is being read:
 # the input cap dropped below the block, reading stopped, and the connection
