@@ -878,7 +878,11 @@ static void srv_parse(mc_server_t *s)
             srv_fail(s, why);
             return;
         }
-        oc_tko_success(&s->tko);
+        /* `stats` answered is no success: every new connection sends it,
+         * and a server that answers it but never a read would be "one
+         * failure in a row" forever, never marked down (found by a review) */
+        if (w->kind != MC_WOP_STATS)
+            oc_tko_success(&s->tko);
         s->wait_head = w->next;
         if (s->wait_head == NULL)
             s->wait_tail = NULL;
@@ -1627,11 +1631,15 @@ static void submit_probe(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
         queue_line(s, MC_WOP_VERSION, (mc_ref_t){job, i, MC_VIA_PRIMARY});
 }
 
-/* A CAS or CAS_DELETE item for s. A cas is one process's own count: on
- * another server, or in another epoch of this one (a reload or a failover
- * moved the key, the server was out of service or restarted meanwhile),
- * it could name an unrelated item (found by reviews): answered NOT_FOUND
- * unsent. While s's process is not known yet, it waits (srv_learned). */
+/* A CAS or CAS_DELETE item for s, or a SWAP with a cas. A cas is one
+ * process's own count: on another server, or in another epoch of this one
+ * (a reload or a failover moved the key, the server was out of service or
+ * restarted meanwhile), it could name an unrelated item (found by
+ * reviews): a CAS is answered NOT_FOUND unsent, a SWAP reads the key and
+ * compares bytes instead. While s's process is not known yet, it waits
+ * (srv_learned): a SWAP that read at once would lose its cas even when the
+ * process is the same, and the read can land on an equal later push
+ * (found by a review). */
 static void queue_by_cas(mc_server_t *s, mc_ref_t ref)
 {
     const oc_mc_item_t *it = &ref.job->items[ref.idx];
@@ -1647,6 +1655,11 @@ static void queue_by_cas(mc_server_t *s, mc_ref_t ref)
             s->held_cap = c;
         }
         s->held[s->nheld++] = ref;
+    } else if (ref.job->op == OC_MC_SWAP) {
+        if (it->cas_epoch == s->cas_epoch) /* its item known: no read */
+            queue_store(s, ref, "cas", it->val, it->vlen, it->flags, it->cas);
+        else
+            queue_get(s, ref);
     } else if (it->cas_epoch != s->cas_epoch) {
         item_result(s->mc, ref, OC_MC_R_NOT_FOUND);
     } else if (ref.job->op == OC_MC_CAS) {
@@ -1693,15 +1706,18 @@ static void srv_learned(mc_server_t *s, int answered)
                     (unsigned long long)(now.time - now.uptime));
         if (mc->stats)
             mc->stats->mc_restarts++;
-    } else if (!known) {
-        /* Cannot tell a restart from a reconnect: take it for one. */
+    } else if (!known || !s->proc_known) {
+        /* Cannot tell a restart from a reconnect (this process or the last
+         * one unknown): take it for one (found by a review). The first
+         * connection ever comes here too: nothing was read in the old
+         * epoch, so nothing is lost. */
         s->cas_epoch = ++mc->epoch_seq;
-        if (!s->proc_warned)
+        if (!known && !s->proc_warned)
             oc_log_warn("event=memcached_unidentified server=%s reason=\"`stats` gave "
                         "no pid, time and uptime: each new connection starts a new cas "
                         "epoch\"",
                         s->name);
-        s->proc_warned = 1;
+        s->proc_warned |= !known;
     }
     s->proc = now;
     s->proc_known = known;
@@ -1731,8 +1747,8 @@ static void submit_item(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
         return;
     switch (job->op) {
     case OC_MC_SWAP:
-        if (it->cas && it->cas_epoch == s->cas_epoch && !s->ident_pending)
-            queue_store(s, ref, "cas", it->val, it->vlen, it->flags, it->cas);
+        if (it->cas)
+            queue_by_cas(s, ref);
         else
             queue_get(s, ref);
         break;
