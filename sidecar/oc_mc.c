@@ -1669,24 +1669,27 @@ static void queue_by_cas(mc_server_t *s, mc_ref_t ref)
     }
 }
 
-/* Where a write by cas for the key of server s goes: s, or the key's
- * failover if the cas was read there in the epoch it is in now. A read its
- * server's failure cut short went to the failover (ref_reroute) and won
- * its lease there while s stayed in service: written back on s, it was
- * refused (another server's cas) and the lease left on the failover for
- * every reader there to wait on until its TTL (found 2026-12-05). There it
- * lands as if s had been down: TTL capped at failover_ttl; invalidations
- * delete there too, and one before it took the lease, so the cas fails. */
-static mc_server_t *cas_home(oc_mc_t *mc, mc_server_t *s, mc_ref_t *ref)
+/* A write by cas for the key of server s whose cas was read on the key's
+ * failover, in the epoch it is in now: a read its server's failure cut
+ * short went there (ref_reroute) and won its lease there while s stayed
+ * in service. It is not written on s (another server's cas: answered
+ * NOT_FOUND by queue_by_cas), nor on the failover: a push or tombstone to
+ * s does not reach the failover while s is in service, so the older row
+ * would be served from there if s failed within failover_ttl (found by a
+ * review of 1b048c0, which wrote it there). The lease is deleted there
+ * instead, so that no reader of the failover waits on it until its TTL
+ * (found 2026-12-05). A delete is always safe; its answer changes nothing
+ * of the item's result. */
+static void drop_failover_lease(oc_mc_t *mc, mc_server_t *s, mc_ref_t ref)
 {
-    const oc_mc_item_t *it = &ref->job->items[ref->idx];
-    if (ref->via != MC_VIA_PRIMARY || it->cas_epoch == s->cas_epoch)
-        return s;
+    const oc_mc_item_t *it = &ref.job->items[ref.idx];
+    if (ref.via != MC_VIA_PRIMARY || it->cas_epoch == s->cas_epoch)
+        return;
     mc_server_t *f = failover_of(mc, it->key, it->klen, s->idx);
     if (f == NULL || f == s || f->cas_epoch != it->cas_epoch || !srv_ready(f))
-        return s;
-    ref->via = MC_VIA_FAILOVER;
-    return f;
+        return;
+    ref.job->parts_left++;
+    queue_line(f, MC_WOP_DELETE, (mc_ref_t){ref.job, ref.idx, MC_VIA_SHADOW});
 }
 
 /* s's `stats` answered (answered = 0: an error, a server without it):
@@ -1760,7 +1763,7 @@ static void submit_item(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
         break;
     case OC_MC_CAS:
     case OC_MC_CAS_DELETE:
-        s = cas_home(mc, s, &ref);
+        drop_failover_lease(mc, s, ref);
         queue_by_cas(s, ref);
         break;
     default:

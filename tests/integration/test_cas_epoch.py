@@ -5,8 +5,11 @@ reconnect to the same process keeps the cas path, and `stats` does not
 hide a server's failures. Each test names the commit it failed on."""
 
 import os
+import signal as _signal
 import socket
 import threading
+
+import pytest
 
 import consistency as oc_c
 import faultproxy
@@ -14,7 +17,7 @@ import harness
 from test_mc_protocol import listen_loopback
 from test_write_path import (db, template, GATED, _applied, _gets, _inval_total,  # noqa: F401
                              _lease_with_cas, _pump, gate_path, gated_cold_get, held_check,
-                             release, row, start, zero_generations)
+                             push, release, row, start, tombstone, zero_generations)
 
 
 class StatsProxy:
@@ -313,3 +316,95 @@ def test_held_correction_after_a_reconnect_never_replaces_an_equal_later_push(
     finally:
         prx.close()
         m.cleanup()
+
+
+def _lease_on_the_failover(fleet, db, tmp_path, a, b, **more):
+    """A sidecar over [a, b] whose cold get of an Item that lives on a is
+    answered while its write-back waits at the gate, a frozen (SIGSTOP) for
+    the read: it timed out and went to the key's failover b, where the
+    fill's lease is. a stays in service (failure_limit 100). Returns
+    (sidecar, gate, id, cache key, the row loaded, another id on a)."""
+    gate = gate_path(tmp_path)
+    mc = {"failure_limit": "100", "io_timeout": "500ms"}
+    oc = start(fleet, [a, b], db, env={"OBJCACHED_FAULT_FILL_GATE": gate},
+               objcached=GATED, memcached=mc, **more)
+    gen = db.generation("Item")
+    with oc.client() as c:                      # where does each key live?
+        for i in range(62, 102):
+            c.get("Item:%d" % i)
+    oc.wait_idle()
+    on_a = [i for i in range(62, 102) if _gets(a, oc_c.cache_key("Item", i, gen)) is not None]
+    ident, other = on_a[0], on_a[1]
+    key = oc_c.cache_key("Item", ident, gen)
+    assert _gets(b, key) is None
+    a.flush_all()
+    r1 = row(db, "Item", ident)
+    a.kill(_signal.SIGSTOP)
+    try:
+        gated_cold_get(oc, gate, "Item:%d" % ident, r1)  # A times out: read, lease on B
+    finally:
+        a.kill(_signal.SIGCONT)
+    assert _gets(b, key)[1:3] == (0, b"")       # the lease, on the failover
+    return oc, gate, ident, key, r1, other
+
+
+def test_a_lease_won_on_the_failover_is_not_left_there(fleet, db, tmp_path):
+    """The fill's write-back goes neither to A (B's cas) nor to B (see the
+    next test): it is dropped, and the lease on B deleted. Before 1b048c0
+    it was left on B until its TTL, for every reader there (A down a moment
+    later) to wait lease_wait on and load without caching."""
+    a, b = harness.Memcached().start(), harness.Memcached().start()
+    try:
+        oc, gate, ident, key, r1, _ = _lease_on_the_failover(fleet, db, tmp_path, a, b)
+        release(oc, gate)
+        s = oc.stats()
+        assert s["mc_ejections"] == 0 and s["fills_dropped"] == 1, s
+        assert _gets(b, key) is None, ("the lease left on the failover", _gets(b, key))
+        with oc.client() as c:
+            assert c.get("Item:%d" % ident) == r1
+    finally:
+        a.cleanup()
+        b.cleanup()
+
+
+@pytest.mark.parametrize("write", ["push", "tombstone"])
+def test_failover_write_back_is_not_older_than_a_push_to_the_server(fleet, db, tmp_path, write):
+    """1b048c0 wrote that fill's row on B by cas instead. A push or a
+    tombstone for the key, made meanwhile through another sidecar while A is
+    in service, goes to A only: nothing touched the lease on B, the older
+    row landed there, and once A died (within failover_ttl) it was served:
+    an older version, or a deleted object back (found by a review; both
+    failed on 933e74b). The model is push-only here (consumer off): no
+    invalidation deletes B's copy."""
+    a, b = harness.Memcached().start(), harness.Memcached().start()
+    try:
+        zero_generations(db)
+        oc, gate, ident, key, r1, other = _lease_on_the_failover(
+            fleet, db, tmp_path, a, b, poll="0")
+        try:
+            oc2 = start(fleet, [a, b], db, poll="0",
+                        memcached={"failure_limit": "100", "io_timeout": "500ms"})
+            for sc in (oc, oc2):                 # A answers again: failures 0
+                with sc.client() as c:
+                    assert c.get("Item:%d" % other) == row(db, "Item", other)
+            if write == "push":
+                db.q("UPDATE items SET name = 'v2' WHERE id = %s", (ident,))
+                want = row(db, "Item", ident)
+                with oc2.client() as c:
+                    assert push(c, "Item:%d" % ident, want) == b"STORED"
+            else:
+                db.q("DELETE FROM items WHERE id = %s", (ident,))
+                want = None
+                with oc2.client() as c:
+                    assert tombstone(c, "Item:%d" % ident) == b"DELETED"
+        finally:
+            release(oc, gate)            # the fill's write-back (r1)
+        on_b = _gets(b, key)
+        a.kill(_signal.SIGKILL)          # A dies within failover_ttl
+        with oc.client() as c:
+            got = c.get("Item:%d" % ident)
+        assert got == want, ("the failover served the row older than the %s" % write,
+                             got, want, on_b, oc.stats()["fills_dropped"])
+    finally:
+        a.cleanup()
+        b.cleanup()
