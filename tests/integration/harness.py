@@ -327,6 +327,29 @@ def _read_text(path, limit=None):
     return data.decode("utf-8", "replace")
 
 
+def wait_stopped(pid, timeout=10.0):
+    """After SIGSTOP: wait until every thread of `pid` is stopped. A stop is
+    not synchronous for a threaded process: one thread takes the signal and
+    stops the others when it runs, so on a loaded machine another thread
+    (memcached's worker) can still answer a request sent right after the
+    kill (seen: a test's "frozen" memcached answered its get)."""
+    deadline = time.monotonic() + timeout
+    task_dir = f"/proc/{pid}/task"
+    while True:
+        states = []
+        for tid in os.listdir(task_dir):
+            try:
+                with open(f"{task_dir}/{tid}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except FileNotFoundError:
+                pass
+        if states and all(st in ("T", "t") for st in states):
+            return
+        if time.monotonic() >= deadline:
+            raise HarnessError(f"pid {pid} not stopped after {timeout} s: {states}")
+        time.sleep(0.005)
+
+
 def _stop_process(proc, sig=signal.SIGTERM, timeout=10.0):
     """Signal proc, wait up to `timeout`, then SIGKILL. Returns the status."""
     if proc.poll() is None:
@@ -694,6 +717,8 @@ class Memcached:
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(sig)
+        if sig == signal.SIGSTOP:
+            wait_stopped(self.proc.pid)
         if sig in (signal.SIGKILL, signal.SIGTERM):
             try:
                 self.proc.wait(timeout=DEFAULT_TIMEOUT)
@@ -956,9 +981,12 @@ class Objcached:
         return rc
 
     def kill(self, sig=signal.SIGKILL):
-        """Send `sig` to the daemon (no waiting, no checks)."""
+        """Send `sig` to the daemon (no checks; SIGSTOP waits until it is
+        stopped)."""
         if self.alive():
             self.proc.send_signal(sig)
+            if sig == signal.SIGSTOP:
+                wait_stopped(self.proc.pid)
 
     def cleanup(self):
         """Stop without checks and remove the temporary directory."""

@@ -1649,17 +1649,31 @@ def test_consumer_does_not_drop_rows_of_models_it_does_not_serve(fleet, mc_pool,
 
 def test_outbox_rows_over_max_keys_are_claimed_back_to_back(fleet, mc_pool, db):
     db.set_notify(True)  # the consumer polls every 10 minutes: NOTIFY wakes it
-    oc = start(fleet, mc_pool, db, poll="10m")
+    # io_timeout 5s: on a saturated machine (the ASan pass beside bench/quick)
+    # memcached, starved for 500 ms, timed out a 50,000-key delete batch and
+    # its keys were requeued for the next poll, 10 minutes away. What is
+    # tested here is the claim, not memcached's timeouts.
+    oc = start(fleet, mc_pool, db, poll="10m", memcached={"io_timeout": "5s"})
     conn = db.connect(autocommit=False)
     with conn.cursor() as cur:           # two outbox rows of 100,000 keys, one NOTIFY
         cur.execute("UPDATE big SET v = v + 1")
         cur.execute("UPDATE big SET v = v + 1")
     conn.commit()
     assert db.q("SELECT cardinality(keys) FROM objcached.outbox") == [(100000,), (100000,)]
-    harness.wait_until(lambda: oc.stats()["invalidations"] >= 100000, timeout=30,
-                       what="the first 100,000 keys")
-    harness.wait_until(lambda: db.outbox_rows() == 0, timeout=10,
-                       what="the second row (at once, not at the next poll in 10 minutes)")
+    # Generous waits: what is tested is "not at the next poll in 10 minutes"
+    # (an ASan build beside bench/quick took over 10 s for the second row).
+    def state():
+        return "%s; log: %s" % (
+            {k: v for k, v in oc.stats().items() if k.startswith(("inval", "mc_"))},
+            oc.log()[-3000:])
+    t0 = time.monotonic()
+    harness.wait_until(lambda: oc.stats()["invalidations"] >= 100000, timeout=60,
+                       what=lambda: "the first 100,000 keys (%s)" % state())
+    t1 = time.monotonic()
+    harness.wait_until(lambda: db.outbox_rows() == 0, timeout=60,
+                       what=lambda: "the second row (at once, not at the next poll in 10 "
+                                    "minutes; %s)" % state())
+    print("first 100,000 keys %.1f s, second %.1f s" % (t1 - t0, time.monotonic() - t1))
     assert oc.stats()["invalidations"] == 200000
 
 
@@ -1857,6 +1871,7 @@ def test_consumer_reconnect_while_deletes_are_out_loses_no_row(fleet, mc_pool, d
         in_tx = ("SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = "
                  "'objcached' AND state LIKE 'idle in transaction%%'")
         os.kill(s0.proc.pid, _signal.SIGSTOP)
+        harness.wait_stopped(s0.proc.pid)
         stopped = True
         db.q(f"UPDATE items SET name = name || ' v2' WHERE id = {a}")
         harness.wait_until(lambda: db.q(in_tx, (db.name,)), timeout=5, interval=0.01,
