@@ -1678,8 +1678,9 @@ static void queue_by_cas(mc_server_t *s, mc_ref_t ref)
  * would be served from there if s failed within failover_ttl (found by a
  * review of 1b048c0, which wrote it there). The lease is deleted there
  * instead, so that no reader of the failover waits on it until its TTL
- * (found 2026-12-05). A delete is always safe; its answer changes nothing
- * of the item's result. */
+ * (found 2026-12-05), and on s (below). A delete is always safe (at worst
+ * another sidecar's entry or lease there is loaded again); its answer
+ * changes nothing of the item's result. */
 static void drop_failover_lease(oc_mc_t *mc, mc_server_t *s, mc_ref_t ref)
 {
     const oc_mc_item_t *it = &ref.job->items[ref.idx];
@@ -1688,8 +1689,15 @@ static void drop_failover_lease(oc_mc_t *mc, mc_server_t *s, mc_ref_t ref)
     mc_server_t *f = failover_of(mc, it->key, it->klen, s->idx);
     if (f == NULL || f == s || f->cas_epoch != it->cas_epoch || !srv_ready(f))
         return;
-    ref.job->parts_left++;
+    ref.job->parts_left += 2;
     queue_line(f, MC_WOP_DELETE, (mc_ref_t){ref.job, ref.idx, MC_VIA_SHADOW});
+    /* And on s: the read it cut short (an `mg ... N` left in a frozen
+     * server's socket) may have made a lease there when the server thawed,
+     * whose cas nobody knows; readers of s would wait on it until its TTL
+     * (found by a review). Best effort: a thaw after this delete is not
+     * covered (the old connection's commands and this one's are not
+     * ordered). */
+    queue_line(s, MC_WOP_DELETE, (mc_ref_t){ref.job, ref.idx, MC_VIA_SHADOW});
 }
 
 /* s's `stats` answered (answered = 0: an error, a server without it):

@@ -350,7 +350,7 @@ def _lease_on_the_failover(fleet, db, tmp_path, a, b, **more):
 
 def test_a_lease_won_on_the_failover_is_not_left_there(fleet, db, tmp_path):
     """The fill's write-back goes neither to A (B's cas) nor to B (see the
-    next test): it is dropped, and the lease on B deleted. Before 1b048c0
+    next test): it is dropped, and the key deleted on B and on A. Before 1b048c0
     it was left on B until its TTL, for every reader there (A down a moment
     later) to wait lease_wait on and load without caching."""
     a, b = harness.Memcached().start(), harness.Memcached().start()
@@ -360,8 +360,13 @@ def test_a_lease_won_on_the_failover_is_not_left_there(fleet, db, tmp_path):
         s = oc.stats()
         assert s["mc_ejections"] == 0 and s["fills_dropped"] == 1, s
         assert _gets(b, key) is None, ("the lease left on the failover", _gets(b, key))
+        # The read cut short on A ran when A thawed: a lease there whose cas
+        # nobody knows; it is deleted too (found by a review of 431fcf7:
+        # the next get waited lease_wait on it)
+        assert _gets(a, key) is None, ("a lease left on the server", _gets(a, key))
         with oc.client() as c:
             assert c.get("Item:%d" % ident) == r1
+        assert oc.stats()["lease_timeouts"] == s["lease_timeouts"]
     finally:
         a.cleanup()
         b.cleanup()
