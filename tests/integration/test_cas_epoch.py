@@ -14,7 +14,7 @@ import pytest
 import consistency as oc_c
 import faultproxy
 import harness
-from test_mc_protocol import listen_loopback
+from test_mc_protocol import FakeMemcached, listen_loopback
 from test_write_path import (db, template, GATED, _applied, _gets, _inval_total,  # noqa: F401
                              _lease_with_cas, _pump, gate_path, gated_cold_get, held_check,
                              push, release, row, start, tombstone, zero_generations)
@@ -192,55 +192,9 @@ def test_identified_connection_after_an_unidentified_one_is_a_new_epoch(fleet, d
         a.cleanup()
 
 
-class ReadsHangFake:
-    """A memcached that answers `stats` (a whole, constant identity) and
-    `version`, but never answers a read (gets/mg): a server whose reads
-    hang (an extstore device stuck, a wedged item lock...)."""
-
-    STATS = b"STAT pid 4242\r\nSTAT uptime 100\r\nSTAT time 1700000100\r\nEND\r\n"
-
-    def __init__(self):
-        self.sock, _, self.address = listen_loopback()
-        self.connections = 0
-        self.conns = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            self.conns.append(c)
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c):
-        buf = b""
-        try:
-            while True:
-                d = c.recv(65536)
-                if not d:
-                    return
-                buf += d
-                while b"\r\n" in buf:
-                    line, _, buf = buf.partition(b"\r\n")
-                    w = line.split()
-                    if w == [b"stats"]:
-                        c.sendall(self.STATS)
-                    elif w and w[0] == b"version":
-                        c.sendall(b"VERSION 1.6.18-fake\r\n")
-                    # anything else: never answered
-        except OSError:
-            return
-
-    def close(self):
-        self.sock.close()
-        for c in self.conns:
-            try:
-                c.close()
-            except OSError:
-                pass
+# A whole, constant identity: the fake answers `stats` like one memcached
+# process.
+FAKE_STATS = b"STAT pid 4242\r\nSTAT uptime 100\r\nSTAT time 1700000100\r\nEND\r\n"
 
 
 def test_a_server_whose_reads_time_out_is_marked_down(objcached_factory):
@@ -250,7 +204,8 @@ def test_a_server_whose_reads_time_out_is_marked_down(objcached_factory):
     "in a row" again, a server that answers `stats` but not the reads was
     never taken out of service, and every request for its keys waited
     io_timeout)."""
-    fake = ReadsHangFake()
+    # reads hang: a stuck extstore device, a wedged item lock...
+    fake = FakeMemcached(b"", stats=FAKE_STATS, hang_reads=True)
     try:
         oc = objcached_factory({"memcached": {"servers": fake.address, "io_timeout": "300ms",
                                               "failure_limit": "3", "retry_timeout": "30s"}})

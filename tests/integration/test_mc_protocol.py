@@ -48,11 +48,13 @@ def listen_loopback():
 
 class FakeMemcached:
     """A loopback TCP server; `first_gets` is what it answers to the first
-    gets command (bytes, or None to close the connection instead)."""
+    gets command (bytes, or None to close the connection instead); with
+    `hang_reads`, no read (gets, mg) is ever answered."""
 
-    def __init__(self, first_gets, stats=b"ERROR\r\n"):
+    def __init__(self, first_gets, stats=b"ERROR\r\n", hang_reads=False):
         self.first_gets = first_gets
         self.stats = stats
+        self.hang_reads = hang_reads
         self.sent_scenario = threading.Event()
         self.connections = 0
         self.sock, self.port, self.address = listen_loopback()
@@ -89,6 +91,8 @@ class FakeMemcached:
                             break                       # wait for the data block
                         rest = rest[need:]
                         c.sendall(b"NOT_STORED\r\n" if words[0] == b"cas" else b"STORED\r\n")
+                    elif words and words[0] in (b"get", b"gets", b"mg") and self.hang_reads:
+                        pass
                     elif words and words[0] in (b"gets", b"mg") and \
                             not self.sent_scenario.is_set():
                         self.sent_scenario.set()
