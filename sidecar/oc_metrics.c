@@ -34,7 +34,7 @@ struct mconn {
     oc_metrics_t *m;
     struct bufferevent *bev;
     struct event *deadline;
-    int answered;     /* the answer is written: close once it is sent */
+    int answered;     /* the answer is written: linger once it is sent */
     int lingering;    /* sent, our side shut: reading until the client's end */
     size_t discarded; /* bytes dropped since */
     mconn_t *prev, *next;
@@ -100,7 +100,7 @@ static void mconn_free(mconn_t *c)
     free(c);
 }
 
-/* The answer, then close once it is sent. */
+/* The answer, then the lingering close once it is sent (mconn_linger). */
 static void mconn_answer(mconn_t *c, oc_http_verdict_t v, int head_only)
 {
     oc_ctx_t *ctx = c->m->ctx;
