@@ -15,7 +15,7 @@ import consistency as oc_c
 import faultproxy
 import harness
 from test_mc_protocol import FakeMemcached, listen_loopback
-from test_write_path import (db, template, GATED, _applied, _gets, _inval_total,  # noqa: F401
+from test_write_path import (db, template, GATED, _back_to_on, _gets, _on_then_off,  # noqa: F401
                              _lease_with_cas, _pump, gate_path, gated_cold_get, held_check,
                              push, release, row, start, tombstone, zero_generations)
 
@@ -239,17 +239,10 @@ def test_held_correction_after_a_reconnect_never_replaces_an_equal_later_push(
                   memcached={"failure_limit": "100"})
         b = start(fleet, [m], db, env={"OBJCACHED_FAULT_FILL_GATE": gate_b}, objcached=GATED)
         key = oc_c.cache_key("Item", 71, db.generation("Item"))
-        n0 = _inval_total(a, b)
-        db.q("UPDATE items SET name = 'on' WHERE id = 71")
-        on = row(db, "Item", 71)
-        db.q("UPDATE items SET name = 'off' WHERE id = 71")
-        off = row(db, "Item", 71)
-        _applied(db, (a, b), n0 + 2, "both invalidations")
+        on, off = _on_then_off(db, a, b)
         try:
             held_check(a, gate_a, "Item:71", on)                  # X: 'on', late; read 'off'
-            n1 = _inval_total(a, b)
-            db.q("UPDATE items SET name = 'on' WHERE id = 71")    # back to 'on'
-            _applied(db, (a, b), n1 + 1, "the revert's invalidation")
+            _back_to_on(db, a, b, on)
             assert _gets(m, key) is None                          # X's entry is gone
             held_check(b, gate_b, "Item:71", on)                  # Y: the current row, held
             s0 = a.stats()

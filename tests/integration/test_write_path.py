@@ -360,18 +360,10 @@ def test_held_correction_never_replaces_an_equal_later_push(
     of the cas its push stored, so Y, another item, wins.)"""
     (a, gate_a), (b, gate_b) = _gated_pair(fleet, mc_pool, db, tmp_path)
     key = oc_c.cache_key("Item", 71, db.generation("Item"))
-    n0 = _inval_total(a, b)
-    db.q("UPDATE items SET name = 'on' WHERE id = 71")            # the app commits 'on' ...
-    on = row(db, "Item", 71)
-    db.q("UPDATE items SET name = 'off' WHERE id = 71")           # another writer: 'off'
-    off = row(db, "Item", 71)
-    _applied(db, (a, b), n0 + 2, "both invalidations")
+    on, off = _on_then_off(db, a, b)
     try:
         held_check(a, gate_a, "Item:71", on)                      # X: 'on', late; read 'off'
-        n1 = _inval_total(a, b)
-        db.q("UPDATE items SET name = 'on' WHERE id = 71")        # back to 'on'
-        assert row(db, "Item", 71) == on
-        _applied(db, (a, b), n1 + 1, "the revert's invalidation")
+        _back_to_on(db, a, b, on)
         assert oc_c.raw_items(mc_pool, key) == []                 # X's entry is gone
         held_check(b, gate_b, "Item:71", on)                      # Y: the current row
         os.unlink(gate_a)
@@ -594,6 +586,26 @@ def test_fill_written_back_across_a_reconnect_to_the_same_server(fleet, db, tmp_
              got, s1["fills_dropped"], moved)
     finally:
         a.cleanup()
+
+
+def _on_then_off(db, a, b):
+    """Item 71 committed 'on' (the app), then 'off' (another writer), both
+    invalidations applied by sidecars a and b. Returns both rows."""
+    n0 = _inval_total(a, b)
+    db.q("UPDATE items SET name = 'on' WHERE id = 71")
+    on = row(db, "Item", 71)
+    db.q("UPDATE items SET name = 'off' WHERE id = 71")
+    off = row(db, "Item", 71)
+    _applied(db, (a, b), n0 + 2, "both invalidations")
+    return on, off
+
+
+def _back_to_on(db, a, b, on):
+    """Item 71 committed back to 'on' (the very bytes of `on`), applied."""
+    n1 = _inval_total(a, b)
+    db.q("UPDATE items SET name = 'on' WHERE id = 71")
+    assert row(db, "Item", 71) == on
+    _applied(db, (a, b), n1 + 1, "the revert's invalidation")
 
 
 def _lease_with_cas(m, key, want):
