@@ -147,17 +147,21 @@ class WriteWorld:
             "SELECT w.wal_sync, w.wal_bytes::bigint, "
             "(SELECT sum(xact_commit)::bigint FROM pg_stat_database), "
             "(SELECT coalesce(array_agg(pid), '{}') FROM pg_stat_replication), "
-            "(SELECT coalesce(array_agg(pid), '{}') FROM pg_stat_activity "
+            "(SELECT coalesce(array_agg(pid ORDER BY pid), '{}') FROM pg_stat_activity "
+            " WHERE application_name LIKE 'objcached%%' AND backend_type = 'client backend'), "
+            "(SELECT coalesce(array_agg(application_name ORDER BY pid), '{}') "
+            " FROM pg_stat_activity "
             " WHERE application_name LIKE 'objcached%%' AND backend_type = 'client backend') "
             "FROM pg_stat_wal w")[0]
-        backends = {}
-        for pid in row[4]:
+        backends, roles = {}, {}
+        for pid, app in zip(row[4], row[5]):
             try:
                 backends[pid] = cpu_seconds(pid)
+                roles[pid] = BACKEND_ROLES.get(app, "other")
             except OSError:  # gone since the query: it did not last the run
                 pass
         return {"wal_sync": row[0], "wal_bytes": row[1], "commits": row[2],
-                "cpu_backends": backends,
+                "cpu_backends": backends, "backend_roles": roles,
                 "cpu_walsender": sum(cpu_seconds(pid) for pid in row[3]),
                 "cpu_trig": cpu_seconds(self.ocs["trig"].pid),
                 "cpu_wal": cpu_seconds(self.ocs["wal"].pid),
@@ -240,16 +244,19 @@ def per_tx(m0, m1, n):
     and the feed appends and heartbeats of the sidecars), CPU of the
     sidecars, of the WAL sender, and of the backends that run the sidecars'
     SQL (feed appends and polls, claims, heartbeats)."""
-    d = {k: m1[k] - m0[k] for k in m1 if k != "cpu_backends"}
-    d["cpu_backends"] = sum(cpu - m0["cpu_backends"][pid]
-                            for pid, cpu in m1["cpu_backends"].items()
-                            if pid in m0["cpu_backends"])
+    d = {k: m1[k] - m0[k] for k in m1 if k not in ("cpu_backends", "backend_roles")}
+    by_role = dict.fromkeys(set(BACKEND_ROLES.values()) | {"other"}, 0.0)
+    for pid, cpu in m1["cpu_backends"].items():
+        if pid in m0["cpu_backends"]:
+            by_role[m1["backend_roles"][pid]] += cpu - m0["cpu_backends"][pid]
+    d["cpu_backends"] = sum(by_role.values())
     n = max(n, 1)
     return {"tx": n, "wal_syncs_per_tx": d["wal_sync"] / n,
             "wal_bytes_per_tx": d["wal_bytes"] / n, "commits_per_tx": d["commits"] / n,
             "sidecar_cpu_us_per_tx": (d["cpu_trig"] + d["cpu_wal"]) / n * 1e6,
             "walsender_cpu_us_per_tx": d["cpu_walsender"] / n * 1e6,
             "backend_cpu_us_per_tx": d["cpu_backends"] / n * 1e6,
+            **{f"backend_{role}_cpu_us_per_tx": cpu / n * 1e6 for role, cpu in by_role.items()},
             "sidecar_cs_per_tx": d["cs_sidecars"] / n,
             "walsender_cs_per_tx": d["cs_walsender"] / n}
 
@@ -410,8 +417,13 @@ def summarize_writes(runs, cfg):
 
 
 PER_TX = ("wal_syncs_per_tx", "wal_bytes_per_tx", "commits_per_tx", "sidecar_cpu_us_per_tx",
-          "walsender_cpu_us_per_tx", "backend_cpu_us_per_tx", "sidecar_cs_per_tx",
+          "walsender_cpu_us_per_tx", "backend_cpu_us_per_tx", "backend_wal_cpu_us_per_tx",
+          "backend_feed_cpu_us_per_tx", "backend_other_cpu_us_per_tx", "sidecar_cs_per_tx",
           "walsender_cs_per_tx")
+# The sidecars' backends by what they run (their application_name): the WAL
+# reader's SQL (feed appends, heartbeats, the slot's lag), the feed follower's
+# polls, and the rest (outbox consumers, loads).
+BACKEND_ROLES = {"objcached-wal": "wal", "objcached-feed": "feed"}
 
 
 def phase_nearapply_wal(runner, world, cfg):

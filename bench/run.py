@@ -1200,12 +1200,16 @@ def writes_tables(add, extra, cfg):
         add("Per writer transaction (medians over the rounds): WAL flushes and bytes of the "
             "cluster, commits of every session (writers, feed appends, heartbeats), CPU of the "
             "sidecars, of the WAL sender, and of the backends that run the sidecars' SQL; "
-            "context switches of the sidecars and of the WAL sender (each a sleep and a wake-up)")
+            "context switches of the sidecars and of the WAL sender (each a sleep and a wake-up). "
+            "The backends' CPU is split by what they run: the WAL reader's SQL (appends, "
+            "heartbeats, the slot's lag) / the feed follower's polls / the rest (outbox "
+            "consumers, loads)")
         add("")
         add("| statements per tx | writers | source | WAL flushes | WAL bytes | commits "
             "| sidecar CPU us | WAL sender CPU us | sidecars' backends CPU us "
+            "| of which WAL SQL / feed polls / rest "
             "| sidecar switches | WAL sender switches |")
-        add("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        add("|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|")
         for shape in cfg["writes_shapes"]:
             for n in cfg["writes_c"]:
                 for v in ["plain", "trig"] + wals:
@@ -1215,6 +1219,8 @@ def writes_tables(add, extra, cfg):
                         f"{c['sidecar_cpu_us_per_tx']:.1f} | "
                         f"{c['walsender_cpu_us_per_tx']:.1f} | "
                         f"{c.get('backend_cpu_us_per_tx', float('nan')):.1f} | "
+                        + " / ".join(f"{c.get(f'backend_{r}_cpu_us_per_tx', float('nan')):.1f}"
+                                     for r in ("wal", "feed", "other")) + " | "
                         f"{c.get('sidecar_cs_per_tx', float('nan')):.2f} | "
                         f"{c.get('walsender_cs_per_tx', float('nan')):.2f} |")
         add("")

@@ -1,5 +1,6 @@
 #include "oc_feed.h"
 
+#include <errno.h>
 #include <event2/event.h>
 #include <inttypes.h>
 #include <math.h>
@@ -30,11 +31,14 @@ struct oc_feed {
     oc_pgconn_t *pc;
     oc_feed_state_t state;
     struct event *timer;
-    uint64_t cursor; /* the last seq applied */
-    int again;       /* woken while polling: poll again after */
-    int warned;      /* the feed is missing (schema version 1): said once */
-    double sent;     /* monotonic time the poll was sent */
-    double fresh_at; /* caught_up_at, on the monotonic clock (0: never) */
+    uint64_t cursor;  /* the last seq applied */
+    int again;        /* woken while polling: poll again after */
+    int warned;       /* the feed is missing (schema version 1): said once */
+    double sent;      /* monotonic time the poll was sent */
+    double fresh_at;  /* caught_up_at, on the monotonic clock (0: never) */
+    int standby;      /* the last resync found a hot standby */
+    int own_pid;      /* the WAL holder's server process (0: none heard of) */
+    uint64_t own_due; /* the head of the holder's NOTIFY left to oc_feed_own */
     char param[2][24];
 };
 
@@ -144,23 +148,27 @@ static uint64_t apply_row(oc_feed_t *f, const PGresult *res, int r,
 }
 
 /* The sidecar applied the feed up to the head: fresh as of caught_up_at,
- * which was lag_s old when the poll ran (after it was sent: so counting
- * from `sent` errs on the safe side). */
-static void fresh(oc_feed_t *f, const PGresult *res)
+ * which was `lag` seconds old when the statement sent at `sent` ran (after
+ * it was sent: so counting from `sent` errs on the safe side). */
+static void fresh_as_of(oc_feed_t *f, double sent, double lag)
 {
     oc_ctx_t *ctx = f->ctx;
+    if (lag < 0)
+        lag = 0; /* a caught_up_at ahead of this server's clock */
+    ctx->stats->feed_lag_ms = (uint64_t)(lag * 1000);
+    f->fresh_at = sent - lag;
+    if (ctx->near)
+        oc_near_fresh_until(ctx->near,
+                            oc_feed_fresh_until(sent, lag, ctx->conf->feed_max_lag_ms));
+}
+
+static void fresh(oc_feed_t *f, const PGresult *res)
+{
     if (PQgetisnull(res, 0, 1)) { /* nobody ever said how fresh the feed is */
         not_fresh(f);
         return;
     }
-    double lag = atof(PQgetvalue(res, 0, 1));
-    if (lag < 0)
-        lag = 0; /* a caught_up_at ahead of this server's clock */
-    ctx->stats->feed_lag_ms = (uint64_t)(lag * 1000);
-    f->fresh_at = f->sent - lag;
-    if (ctx->near)
-        oc_near_fresh_until(
-            ctx->near, oc_feed_fresh_until(f->sent, lag, ctx->conf->feed_max_lag_ms));
+    fresh_as_of(f, f->sent, atof(PQgetvalue(res, 0, 1)));
 }
 
 double oc_feed_fresh_until(double sent, double lag_s, uint32_t feed_max_lag_ms)
@@ -179,6 +187,87 @@ int oc_feed_gap(uint64_t cursor, uint64_t head, uint64_t pruned_upto)
 int oc_feed_more(uint64_t cursor, uint64_t head, uint64_t rows, uint32_t feed_batch)
 {
     return cursor < head && rows >= feed_batch;
+}
+
+int oc_feed_own_fits(uint64_t cursor, uint64_t head, uint64_t rows)
+{
+    return head >= rows && cursor == head - rows;
+}
+
+int oc_feed_notify_own(int own_pid, int be_pid, const char *extra, uint64_t *head)
+{
+    if (own_pid == 0 || be_pid != own_pid || extra == NULL || *extra < '0' ||
+        *extra > '9')
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long long h = strtoull(extra, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return 0;
+    *head = h;
+    return 1;
+}
+
+int oc_feed_notify_covered(int own_pid, int be_pid, const char *extra, uint64_t cursor)
+{
+    uint64_t head;
+    return oc_feed_notify_own(own_pid, be_pid, extra, &head) && head <= cursor;
+}
+
+/* The two connections reach the same database: the holder's head is this
+ * follower's. (A follower on a standby lags the primary's head.) */
+static int same_feed(const oc_feed_t *f)
+{
+    const oc_conf_t *c = f->ctx->conf;
+    const char *feed = c->feed_conninfo[0] ? c->feed_conninfo : c->conninfo;
+    const char *wal = c->wal_conninfo[0] ? c->wal_conninfo : c->conninfo;
+    return !f->standby && strcmp(feed, wal) == 0;
+}
+
+void oc_feed_own(oc_feed_t *f, const oc_feed_own_t *own)
+{
+    if (f == NULL)
+        return;
+    oc_ctx_t *ctx = f->ctx;
+    int same = same_feed(f);
+    f->own_pid = same ? own->pid : 0;
+    uint64_t rows = own->model != NULL && own->nkeys > 0;
+    if (!same || f->state != OC_FEED_IDLE || isnan(own->lag_s) ||
+        !oc_feed_own_fits(f->cursor, own->head, rows)) {
+        /* A poll reads it: one in flight (begun after the NOTIFY, or asked
+         * to go again by it), or, for rows of others between the cursor and
+         * the holder's, this one when the NOTIFY was left to us. */
+        if (f->own_due > f->cursor)
+            poll_start(f);
+        return;
+    }
+    if (rows) {
+        ctx->stats->feed_rows++;
+        if (own->apply_s >= 0)
+            oc_hist_observe(&ctx->stats->feed_apply_seconds, own->apply_s);
+        const oc_model_conf_t *mc =
+            oc_conf_model(ctx->conf, own->model, strlen(own->model));
+        for (size_t i = 0; mc && i < own->nkeys; i++) {
+            ctx->stats->feed_keys++;
+            apply_key(f, (size_t)(mc - ctx->conf->models), own->keys[i], own->klens[i]);
+        }
+    }
+    ctx->stats->feed_own++;
+    f->cursor = own->head;
+    ctx->stats->feed_cursor = f->cursor;
+    fresh_as_of(f, own->sent, own->lag_s);
+    if (f->own_due > f->cursor) /* a NOTIFY whose statement's result was lost */
+        poll_start(f);
+}
+
+void oc_feed_own_end(oc_feed_t *f)
+{
+    if (f == NULL)
+        return;
+    f->own_pid = 0; /* its pid may serve another session now */
+    if (f->own_due > f->cursor)
+        poll_start(f);
+    f->own_due = 0;
 }
 
 static void resync(oc_feed_t *f);
@@ -326,6 +415,7 @@ static void resynced(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char 
         return;
     }
     f->cursor = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    f->own_due = 0; /* the head read covers it (or the feed is another one) */
     ctx->stats->feed_cursor = f->cursor;
     /* The cursor jumped past rows this sidecar never applied: a read under
      * way (begun before the resync was sent, or while the feed was down and
@@ -336,7 +426,7 @@ static void resynced(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char 
     if (ctx->near)
         oc_near_clear(ctx->near);
     oc_fill_forget_all(ctx->fills);
-    int standby = PQgetvalue(res, 0, 1)[0] == 't';
+    int standby = f->standby = PQgetvalue(res, 0, 1)[0] == 't';
     if (!PQgetisnull(res, 0, 2) && !PQgetisnull(res, 0, 3))
         resync_generations(f, PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
     PQclear(res);
@@ -393,8 +483,25 @@ static void on_down(oc_pgconn_t *pc, const char *err, void *owner)
 
 static void on_notify(oc_pgconn_t *pc, const PGnotify *n, void *owner)
 {
-    (void)pc, (void)n;
-    poll_start(owner);
+    (void)pc;
+    oc_feed_t *f = owner;
+    /* The holder's own statement, already applied by oc_feed_own: a poll
+     * would only read back what this process wrote. */
+    if (oc_feed_notify_covered(f->own_pid, n->be_pid, n->extra, f->cursor))
+        return;
+    /* Its NOTIFY read before its result (both wait in their sockets when
+     * this process wakes, in either order): the result is on its way, and
+     * oc_feed_own polls unless it covers the head. Should it never come
+     * (the holder's connection lost after COMMIT), oc_feed_own_end polls;
+     * freshness waits for a proof meanwhile. */
+    uint64_t due;
+    if (f->state == OC_FEED_IDLE &&
+        oc_feed_notify_own(f->own_pid, n->be_pid, n->extra, &due)) {
+        if (due > f->own_due)
+            f->own_due = due;
+        return;
+    }
+    poll_start(f);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)

@@ -49,6 +49,37 @@ void oc_feed_free(oc_feed_t *f);
  * the holder's heartbeats move caught_up_at. */
 double oc_feed_staleness(const oc_feed_t *f, double now);
 
+/* The WAL holder's own feed statement (an append of one model's keys, or a
+ * heartbeat) committed; oc_wal hands its result over. On the same server
+ * (the two connections use the same conninfo, and this follower's is not a
+ * standby), idle, with its cursor right below the holder's row (no other
+ * appender's row in between), this follower applies the row from memory
+ * and proves freshness from the statement's lag: no poll. The NOTIFY that
+ * the statement sent (be_pid `pid`) wakes no poll either: covered when it
+ * comes after, left to this call when it comes first (which then polls
+ * unless the row was taken). In every other case the NOTIFY's poll reads
+ * the row, as any other's. Nothing is kept: keys are read during the call. */
+typedef struct oc_feed_own {
+    int pid;                 /* the holder's server process */
+    uint64_t head;           /* the feed's head after the statement */
+    double lag_s;            /* db_now - caught_up_at as of the statement's
+                              * snapshot (before its own update: an older
+                              * caught_up_at, which errs on the safe side);
+                              * NAN: none known */
+    double sent;             /* monotonic time the statement was sent */
+    double apply_s;          /* seconds from the row's newest source commit
+                              * to now (negative: unknown) */
+    const char *model;       /* the row's model; NULL: a heartbeat, no row */
+    const char *const *keys; /* the row's keys (ids), nkeys of them */
+    const size_t *klens;
+    size_t nkeys;
+} oc_feed_own_t;
+
+void oc_feed_own(oc_feed_t *f, const oc_feed_own_t *own);
+/* The holder's connection is gone: no result comes for a NOTIFY left to
+ * oc_feed_own (it is polled now), and its pid may be another session's. */
+void oc_feed_own_end(oc_feed_t *f);
+
 /* ---- the pure rules, exposed for unit tests ---- */
 
 /* A poll saw the feed's head and pruned_upto (rows up to it are gone):
@@ -59,6 +90,16 @@ int oc_feed_gap(uint64_t cursor, uint64_t head, uint64_t pruned_upto);
 /* Poll again at once? The cursor is short of the head and the poll
  * returned a full batch of feed rows (a poll is cut at feed_batch rows). */
 int oc_feed_more(uint64_t cursor, uint64_t head, uint64_t rows, uint32_t feed_batch);
+/* May the holder's own statement that left the head at `head` after
+ * appending `rows` rows (0 or 1) be applied without a poll by a follower at
+ * `cursor`? Only when nothing lies between them: cursor == head - rows. */
+int oc_feed_own_fits(uint64_t cursor, uint64_t head, uint64_t rows);
+/* A NOTIFY of the feed from `be_pid` with payload `extra` (the head it
+ * left): 1 if it is the holder's own (`own_pid`) with a well-formed head,
+ * stored in *head. */
+int oc_feed_notify_own(int own_pid, int be_pid, const char *extra, uint64_t *head);
+/* 1 if it needs no poll, being the holder's own and covered by the cursor. */
+int oc_feed_notify_covered(int own_pid, int be_pid, const char *extra, uint64_t cursor);
 /* Until when (monotonic seconds) the near-cache may answer, after a poll
  * sent at `sent` applied the feed up to its head, whose caught_up_at was
  * lag_s old when the poll ran (a negative lag, a clock ahead, counts as

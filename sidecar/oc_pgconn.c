@@ -567,6 +567,11 @@ int oc_pgconn_idle(const oc_pgconn_t *c)
     return c->state == OC_PGCONN_IDLE;
 }
 
+int oc_pgconn_backend_pid(const oc_pgconn_t *c)
+{
+    return c->conn && c->state != OC_PGCONN_DOWN ? PQbackendPID(c->conn) : 0;
+}
+
 int oc_pgconn_alive(const oc_pgconn_t *c)
 {
     return c->state != OC_PGCONN_DOWN;

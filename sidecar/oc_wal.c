@@ -79,6 +79,8 @@ struct oc_wal {
     size_t *del_idx; /* delete item i is batch key del_idx[i] */
     char *lit[5];    /* array literals of the feed query */
     char num[3][32];
+    int own;       /* the feed statement is one the follower may take (oc_feed_own) */
+    double fed_at; /* when it was sent */
     /* generations of every model, for cache keys */
     wal_gen_t *gens;
     size_t ngens;
@@ -192,6 +194,8 @@ static void batch_clear(oc_wal_t *w)
  * see they are no longer ours) and are freed from the reap event. */
 static void retire_conns(oc_wal_t *w)
 {
+    if (w->sql)
+        oc_feed_own_end(w->ctx->feed);
     for (int i = 0; i < 2; i++) {
         oc_pgconn_t *c = i ? w->sql : w->repl;
         if (c == NULL)
@@ -420,12 +424,53 @@ static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char
     applied(w);
 }
 
+/* The follower of this process takes what its holder appended from the
+ * statement's result instead of polling it back (oc_feed_own). Columns:
+ * the head, and db_now - caught_up_at as of the statement's snapshot.
+ * Every statement that may have notified is handed over, takeable or not
+ * (res NULL, w->own 0): its NOTIFY, read first, waits for it. */
+static void hand_over(oc_wal_t *w, const PGresult *res)
+{
+    oc_ctx_t *ctx = w->ctx;
+    const oc_walb_batch_t *b = &w->batch;
+    if (ctx->feed == NULL)
+        return;
+    if (!w->own || res == NULL || PQntuples(res) != 1 || PQnfields(res) != 2 ||
+        PQgetisnull(res, 0, 0)) {
+        oc_feed_own_t none = {.pid = oc_pgconn_backend_pid(w->sql), .lag_s = NAN};
+        oc_feed_own(ctx->feed, &none);
+        return;
+    }
+    double apply_s = -1;
+    if (b->commit_ts > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        apply_s =
+            (double)ts.tv_sec + ts.tv_nsec / 1e9 - oc_pgo_time_to_unix(b->commit_ts);
+        if (apply_s < 0)
+            apply_s = 0;
+    }
+    oc_feed_own_t own = {
+        .pid = oc_pgconn_backend_pid(w->sql),
+        .head = strtoull(PQgetvalue(res, 0, 0), NULL, 10),
+        .lag_s = PQgetisnull(res, 0, 1) ? NAN : atof(PQgetvalue(res, 0, 1)),
+        .sent = w->fed_at,
+        .apply_s = apply_s,
+        .model = b->nkeys ? b->models[0] : NULL,
+        .keys = b->keys,
+        .klens = b->klens,
+        .nkeys = b->nkeys,
+    };
+    oc_feed_own(ctx->feed, &own);
+}
+
 static void fed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                 void *arg)
 {
     (void)pc;
     oc_wal_t *w = arg;
     w->sql_busy = 0;
+    hand_over(w, st == OC_OK ? res : NULL);
     PQclear(res);
     if (st != OC_OK) { /* nothing confirmed: the slot sends it again */
         char clean[OC_ERRLEN];
@@ -441,6 +486,16 @@ static void fed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
         return;
     }
     applied(w);
+}
+
+int oc_wal_one_row(const oc_walb_batch_t *b)
+{
+    if (b->nwhole > 0 || b->nkeys == 0 || b->nkeys > OC_WAL_FEED_ROW_KEYS)
+        return 0;
+    for (size_t i = 1; i < b->nkeys; i++)
+        if (b->models[i] != b->models[0] && strcmp(b->models[i], b->models[0]) != 0)
+            return 0;
+    return 1;
 }
 
 oc_status_t oc_wal_feed_literals(const oc_walb_batch_t *b, const oc_mc_item_t *items,
@@ -623,7 +678,14 @@ static void sql_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char 
 #define WAL_APPEND_CALL                                                                  \
     "objcached.feed_append($1::text[], $2::text[], $3::text[], true, "                   \
     "to_timestamp($4::double precision), $5::timestamptz, $6)"
-#define WAL_FEED_APPEND "SELECT " WAL_APPEND_CALL
+/* The head's caught_up_at and clock as the statement's snapshot saw them,
+ * before its own update (STABLE feed_poll: the snapshot's): for oc_feed_own. */
+#define WAL_FEED_LAG                                                                     \
+    "(SELECT extract(epoch FROM p.db_now - p.caught_up_at) "                             \
+    "FROM objcached.feed_poll(9223372036854775807, 0) p)"
+#define WAL_FEED_APPEND "SELECT " WAL_APPEND_CALL ", " WAL_FEED_LAG
+#define WAL_FEED_HEARTBEAT                                                               \
+    "SELECT objcached.feed_heartbeat($1::timestamptz, $2), " WAL_FEED_LAG
 /* The requeue in FROM: it runs before the append, whose caught_up_at then
  * sees its rows (test_sql_feed runs this statement). $9: the batch's first
  * commit in PostgreSQL's epoch (us), exact; NULL: nothing to hold back. */
@@ -644,8 +706,9 @@ static void sql_feed(oc_wal_t *w)
         const char *p[2] = {b->caught_up_at, w->writer};
         w->sql_busy = 1;
         w->ctx->stats->wal_heartbeats++;
-        if (oc_pgconn_exec(w->sql, "SELECT objcached.feed_heartbeat($1::timestamptz, $2)",
-                           2, p, fed, w) != OC_OK)
+        w->own = 1;
+        w->fed_at = now_s();
+        if (oc_pgconn_exec(w->sql, WAL_FEED_HEARTBEAT, 2, p, fed, w) != OC_OK)
             w->sql_busy = 0;
         return;
     }
@@ -681,6 +744,8 @@ static void sql_feed(oc_wal_t *w)
                       : w->has_since ? WAL_REQUEUE_THEN_APPEND
                                      : WAL_REQUEUE_OLD_THEN_APPEND;
     int np = !nfailed ? 6 : w->has_since ? 9 : 8;
+    w->own = !nfailed && oc_wal_one_row(b);
+    w->fed_at = now_s();
     if (oc_pgconn_exec(w->sql, sql, np, p, fed, w) != OC_OK)
         w->sql_busy = 0;
 }
@@ -969,6 +1034,8 @@ static void bumped(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *e
     oc_wal_t *w = arg;
     PQclear(res);
     w->sql_busy = 0;
+    w->own = 0;
+    hand_over(w, NULL); /* rows of every model: polled */
     if (st != OC_OK) {
         w->ctx->stats->wal_errors++;
         stand_by(w, WAL_RETRY_FAST_S, err);

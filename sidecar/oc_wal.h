@@ -143,13 +143,20 @@ double oc_wal_pace_wait(double last, double now, double interval_s);
  * applied at now_unix (both wall clock seconds); a commit ahead is 0. */
 uint64_t oc_wal_lag_ms(double now_unix, double commit_unix);
 
+/* feed_append appends one feed row for a batch of keys of one model, at
+ * most this many of them, and no whole model (its fast path). */
+#define OC_WAL_FEED_ROW_KEYS 100000
+/* 1 if the batch is such a batch: its append is one row, which the
+ * follower of this process can take without a poll (oc_feed_own). */
+struct oc_walb_batch;
+int oc_wal_one_row(const struct oc_walb_batch *b);
+
 /* The array literals (oc_sql_array) of a batch's feed_append and requeue:
  * lit[0] and lit[1] the model and key of every key, lit[2] the whole
  * models, lit[3] and lit[4] the model and key of each delete memcached
  * failed (delete item i of n is batch key del_idx[i]; items NULL: none was
  * sent), *nfailed of them. Each literal is malloc'd and the caller's (free
  * them even on OC_ENOMEM). */
-struct oc_walb_batch;
 struct oc_mc_item;
 oc_status_t oc_wal_feed_literals(const struct oc_walb_batch *b,
                                  const struct oc_mc_item *items, size_t n,

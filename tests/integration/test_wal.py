@@ -340,9 +340,62 @@ def test_feed_listen_off_polls_at_its_own_pace(fleet, mc_pool, db):
     time.sleep(3)
     polls = {oc: oc.stats()["feed_polls"] - p0[oc] for oc in (a, b)}
     assert polls[b] <= 9, polls[b]           # 6 at 500 ms, and some slack
-    assert polls[a] >= 15, polls[a]          # woken by ~30 heartbeats
+    assert polls[a] >= 15, polls[a]          # its feed_poll of 100 ms
     db.q("UPDATE items SET name = 'polled, not notified' WHERE id = 71")
     wait_value(b, "Item:71", row(db, "Item", 71), timeout=5)
+
+
+def test_the_holder_takes_its_own_appends_without_polling(fleet, mc_pool, db):
+    """The holder's follower takes each of its own appends and heartbeats
+    from the statement's result (feed_own) and skips their NOTIFY: no poll
+    reads back what its process wrote, its near-cache serves on the
+    heartbeats' proof alone, and every write still reaches both
+    near-caches; a follower of another sidecar polls each of them."""
+    from test_near import fresh_within_deadline, warm
+    slow = {"postgresql": {"feed_poll": "5s"}}          # no timer poll in this test
+    a = start(fleet, mc_pool, db, **slow)
+    holder([a])
+    b = start(fleet, mc_pool, db, postgresql={"wal": "off", "feed_poll": "5s"})
+    keys = [f"Item:{i}" for i in range(81, 86)]
+    for oc in (a, b):
+        warm(oc, keys)
+    s0 = {oc: oc.stats() for oc in (a, b)}
+    for n in range(20):
+        i = 81 + n % 5
+        t = time.monotonic()
+        db.q("UPDATE items SET name = %s WHERE id = %s", (f"own append {n}", i))
+        fresh_within_deadline((a, b), f"Item:{i}", row(db, "Item", i), t)
+    time.sleep(1)   # heartbeats only
+    d = {oc: {k: oc.stats()[k] - s0[oc][k] for k in ("feed_own", "feed_polls", "feed_rows")}
+         for oc in (a, b)}
+    assert d[a]["feed_own"] >= 20 + 5, d       # 20 appends, and heartbeats (every 100 ms)
+    assert d[a]["feed_rows"] >= 20, d
+    assert d[b]["feed_own"] == 0, d            # not its holder's
+    assert d[b]["feed_polls"] >= 20 + 5, d     # woken by each append and heartbeat
+    # a polls only when a NOTIFY outran its statement's result (about 1 in 20)
+    assert d[a]["feed_polls"] * 4 <= d[b]["feed_polls"], d
+    assert a.stats()["near_serving"] == 1 and b.stats()["near_serving"] == 1
+    for oc in (a, b):
+        assert [v[2] for v in warm(oc, keys)] == [row(db, "Item", int(k[5:])) for k in keys]
+
+
+def test_a_holder_reading_the_feed_elsewhere_polls_it(fleet, mc_pool, db):
+    """A follower whose feed_conninfo is not the holder's conninfo (a
+    replica, in production) cannot take the holder's appends as its own: it
+    polls each of them, and stays correct."""
+    from test_near import fresh_within_deadline, warm
+    feed = db.conninfo + " application_name=elsewhere"
+    a = start(fleet, mc_pool, db, postgresql={"feed_poll": "5s", "feed_conninfo": feed})
+    holder([a])
+    warm(a, ["Item:91"])
+    s0 = a.stats()
+    for n in range(5):
+        t = time.monotonic()
+        db.q("UPDATE items SET name = %s WHERE id = 91", (f"elsewhere {n}",))
+        fresh_within_deadline((a,), "Item:91", row(db, "Item", 91), t)
+    s1 = a.stats()
+    assert s1["feed_own"] == s0["feed_own"] == 0, s1
+    assert s1["feed_polls"] - s0["feed_polls"] >= 5, s1
 
 
 def test_holder_killed_mid_batch_loses_nothing(fleet, mc_pool, db):

@@ -45,6 +45,41 @@ static void test_more(void **state)
     assert_false(oc_feed_more(0, 1, 0, 1));
 }
 
+/* The holder's own statement is taken without a poll only when nothing
+ * lies between the follower's cursor and its row. */
+static void test_own_fits(void **state)
+{
+    (void)state;
+    assert_true(oc_feed_own_fits(9, 10, 1));   /* the row right after the cursor */
+    assert_true(oc_feed_own_fits(10, 10, 0));  /* a heartbeat at the cursor */
+    assert_false(oc_feed_own_fits(8, 10, 1));  /* row 9, another appender's, unread */
+    assert_false(oc_feed_own_fits(10, 10, 1)); /* polled already */
+    assert_false(oc_feed_own_fits(11, 10, 1)); /* a cursor past it */
+    assert_false(oc_feed_own_fits(9, 10, 0));  /* a heartbeat over an unread row */
+    assert_false(oc_feed_own_fits(UINT64_MAX, 0, 1)); /* no wrap-around */
+    assert_true(oc_feed_own_fits(0, 1, 1));
+    assert_true(oc_feed_own_fits(0, 0, 0));
+}
+
+/* A NOTIFY needs no poll only when it is the holder's own and covered. */
+static void test_notify_covered(void **state)
+{
+    (void)state;
+    assert_true(oc_feed_notify_covered(42, 42, "10", 10));
+    assert_true(oc_feed_notify_covered(42, 42, "9", 10));
+    assert_false(oc_feed_notify_covered(42, 42, "11", 10)); /* beyond the cursor */
+    assert_false(oc_feed_notify_covered(42, 43, "10", 10)); /* another appender's */
+    assert_false(oc_feed_notify_covered(0, 0, "10", 10));   /* no holder heard of */
+    /* payloads that are not a head: polled, as before */
+    assert_false(oc_feed_notify_covered(42, 42, NULL, 10));
+    assert_false(oc_feed_notify_covered(42, 42, "", 10));
+    assert_false(oc_feed_notify_covered(42, 42, "-1", 10));
+    assert_false(oc_feed_notify_covered(42, 42, " 5", 10));
+    assert_false(oc_feed_notify_covered(42, 42, "5x", 10));
+    assert_false(oc_feed_notify_covered(42, 42, "99999999999999999999999", UINT64_MAX));
+    assert_true(oc_feed_notify_covered(42, 42, "18446744073709551615", UINT64_MAX));
+}
+
 static void test_fresh_until(void **state)
 {
     (void)state;
@@ -129,10 +164,9 @@ static void test_generations(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_gap),
-        cmocka_unit_test(test_more),
-        cmocka_unit_test(test_fresh_until),
-        cmocka_unit_test(test_generations),
+        cmocka_unit_test(test_gap),         cmocka_unit_test(test_more),
+        cmocka_unit_test(test_own_fits),    cmocka_unit_test(test_notify_covered),
+        cmocka_unit_test(test_fresh_until), cmocka_unit_test(test_generations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -234,6 +234,44 @@ static void test_feed_literals(void **state)
         free(lit[i]);
 }
 
+/* Which batches append exactly one feed row (feed_append's fast path),
+ * that the holder's own follower may take without a poll. */
+static void test_one_row(void **state)
+{
+    (void)state;
+    char user2[] = "User"; /* equal, not interned: compared by content */
+    const char *models[] = {"User", user2, "Post"};
+    const char *keys[] = {"1", "2", "3"};
+    size_t klens[] = {1, 1, 1};
+    const char *whole[] = {"Tag"};
+    oc_walb_batch_t b;
+    memset(&b, 0, sizeof(b));
+    b.models = models;
+    b.keys = keys;
+    b.klens = klens;
+    assert_false(oc_wal_one_row(&b)); /* no key: no row (a heartbeat) */
+    b.nkeys = 2;
+    assert_true(oc_wal_one_row(&b));
+    b.nkeys = 3; /* two models: two rows */
+    assert_false(oc_wal_one_row(&b));
+    b.nkeys = 1;
+    b.nwhole = 1; /* a whole model: another row, and a generation */
+    b.whole = whole;
+    assert_false(oc_wal_one_row(&b));
+    b.nwhole = 0;
+    /* over the fast path's limit: the general path cuts it in chunks */
+    const char **many = malloc((OC_WAL_FEED_ROW_KEYS + 1) * sizeof(*many));
+    assert_non_null(many);
+    for (size_t i = 0; i <= OC_WAL_FEED_ROW_KEYS; i++)
+        many[i] = "User";
+    b.models = many;
+    b.nkeys = OC_WAL_FEED_ROW_KEYS;
+    assert_true(oc_wal_one_row(&b));
+    b.nkeys = OC_WAL_FEED_ROW_KEYS + 1;
+    assert_false(oc_wal_one_row(&b));
+    free(many);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -241,6 +279,7 @@ int main(void)
         cmocka_unit_test(test_try_overdue),   cmocka_unit_test(test_silence),
         cmocka_unit_test(test_stuck_holder),  cmocka_unit_test(test_end_kind),
         cmocka_unit_test(test_pause_and_lag), cmocka_unit_test(test_feed_literals),
+        cmocka_unit_test(test_one_row),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
