@@ -232,7 +232,7 @@ void oc_feed_own(oc_feed_t *f, const oc_feed_own_t *own)
     int same = same_feed(f);
     f->own_pid = same ? own->pid : 0;
     uint64_t rows = own->model != NULL && own->nkeys > 0;
-    if (!same || f->state != OC_FEED_IDLE || isnan(own->lag_s) ||
+    if (!same || !own->take || f->state != OC_FEED_IDLE ||
         !oc_feed_own_fits(f->cursor, own->head, rows)) {
         /* A poll reads it: one in flight (begun after the NOTIFY, or asked
          * to go again by it), or, for rows of others between the cursor and
@@ -255,7 +255,8 @@ void oc_feed_own(oc_feed_t *f, const oc_feed_own_t *own)
     ctx->stats->feed_own++;
     f->cursor = own->head;
     ctx->stats->feed_cursor = f->cursor;
-    fresh_as_of(f, own->sent, own->lag_s);
+    if (!isnan(own->lag_s))
+        fresh_as_of(f, own->sent, own->lag_s);
     if (f->own_due > f->cursor) /* a NOTIFY whose statement's result was lost */
         poll_start(f);
 }

@@ -54,18 +54,24 @@ double oc_feed_staleness(const oc_feed_t *f, double now);
  * (the two connections use the same conninfo, and this follower's is not a
  * standby), idle, with its cursor right below the holder's row (no other
  * appender's row in between), this follower applies the row from memory
- * and proves freshness from the statement's lag: no poll. The NOTIFY that
+ * and moves its cursor to the head: no poll. A statement that claimed a
+ * newer caught_up_at (a heartbeat, an append carrying one) also proves
+ * freshness from its lag; another leaves the proof as it was (the head's
+ * caught_up_at did not move, and what it covers was applied). The NOTIFY that
  * the statement sent (be_pid `pid`) wakes no poll either: covered when it
  * comes after, left to this call when it comes first (which then polls
  * unless the row was taken). In every other case the NOTIFY's poll reads
  * the row, as any other's. Nothing is kept: keys are read during the call. */
 typedef struct oc_feed_own {
     int pid;                 /* the holder's server process */
+    int take;                /* 0: not one row of one model or a heartbeat
+                              * (several rows, whole models, a requeue): the
+                              * rest is ignored, the NOTIFY polls */
     uint64_t head;           /* the feed's head after the statement */
     double lag_s;            /* db_now - caught_up_at as of the statement's
                               * snapshot (before its own update: an older
                               * caught_up_at, which errs on the safe side);
-                              * NAN: none known */
+                              * NAN: no proof (none asked, or none known) */
     double sent;             /* monotonic time the statement was sent */
     double apply_s;          /* seconds from the row's newest source commit
                               * to now (negative: unknown) */
