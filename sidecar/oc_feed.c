@@ -31,14 +31,19 @@ struct oc_feed {
     oc_pgconn_t *pc;
     oc_feed_state_t state;
     struct event *timer;
-    uint64_t cursor;  /* the last seq applied */
-    int again;        /* woken while polling: poll again after */
-    int warned;       /* the feed is missing (schema version 1): said once */
-    double sent;      /* monotonic time the poll was sent */
-    double fresh_at;  /* caught_up_at, on the monotonic clock (0: never) */
-    int standby;      /* the last resync found a hot standby */
-    int own_pid;      /* the WAL holder's server process (0: none heard of) */
-    uint64_t own_due; /* the head of the holder's NOTIFY left to oc_feed_own */
+    uint64_t cursor; /* the last seq applied */
+    int again;       /* woken while polling: poll again after */
+    int warned;      /* the feed is missing (schema version 1): said once */
+    double sent;     /* monotonic time the poll was sent */
+    double fresh_at; /* caught_up_at, on the monotonic clock (0: never) */
+    int standby;     /* not known to be a primary (the last resync said so) */
+    /* The WAL holder of this process (oc_feed_own): its server process (0:
+     * none heard of), a statement of it in flight, a NOTIFY read while it
+     * was (left to its result), NOTIFYs of taken statements still to come. */
+    int own_pid;
+    int own_inflight;
+    int own_deferred;
+    unsigned own_skip;
     char param[2][24];
 };
 
@@ -148,27 +153,23 @@ static uint64_t apply_row(oc_feed_t *f, const PGresult *res, int r,
 }
 
 /* The sidecar applied the feed up to the head: fresh as of caught_up_at,
- * which was `lag` seconds old when the statement sent at `sent` ran (after
- * it was sent: so counting from `sent` errs on the safe side). */
-static void fresh_as_of(oc_feed_t *f, double sent, double lag)
-{
-    oc_ctx_t *ctx = f->ctx;
-    if (lag < 0)
-        lag = 0; /* a caught_up_at ahead of this server's clock */
-    ctx->stats->feed_lag_ms = (uint64_t)(lag * 1000);
-    f->fresh_at = sent - lag;
-    if (ctx->near)
-        oc_near_fresh_until(ctx->near,
-                            oc_feed_fresh_until(sent, lag, ctx->conf->feed_max_lag_ms));
-}
-
+ * which was lag_s old when the poll ran (after it was sent: so counting
+ * from `sent` errs on the safe side). */
 static void fresh(oc_feed_t *f, const PGresult *res)
 {
+    oc_ctx_t *ctx = f->ctx;
     if (PQgetisnull(res, 0, 1)) { /* nobody ever said how fresh the feed is */
         not_fresh(f);
         return;
     }
-    fresh_as_of(f, f->sent, atof(PQgetvalue(res, 0, 1)));
+    double lag = atof(PQgetvalue(res, 0, 1));
+    if (lag < 0)
+        lag = 0; /* a caught_up_at ahead of this server's clock */
+    ctx->stats->feed_lag_ms = (uint64_t)(lag * 1000);
+    f->fresh_at = f->sent - lag;
+    if (ctx->near)
+        oc_near_fresh_until(
+            ctx->near, oc_feed_fresh_until(f->sent, lag, ctx->conf->feed_max_lag_ms));
 }
 
 double oc_feed_fresh_until(double sent, double lag_s, uint32_t feed_max_lag_ms)
@@ -208,10 +209,12 @@ int oc_feed_notify_own(int own_pid, int be_pid, const char *extra, uint64_t *hea
     return 1;
 }
 
-int oc_feed_notify_covered(int own_pid, int be_pid, const char *extra, uint64_t cursor)
+oc_feed_notify_t oc_feed_notify_rule(uint64_t head, uint64_t cursor, unsigned skip,
+                                     int inflight)
 {
-    uint64_t head;
-    return oc_feed_notify_own(own_pid, be_pid, extra, &head) && head <= cursor;
+    if (head <= cursor && skip > 0)
+        return OC_FEED_NOTIFY_SKIP;
+    return inflight ? OC_FEED_NOTIFY_DEFER : OC_FEED_NOTIFY_POLL;
 }
 
 /* The two connections reach the same database: the holder's head is this
@@ -224,20 +227,29 @@ static int same_feed(const oc_feed_t *f)
     return !f->standby && strcmp(feed, wal) == 0;
 }
 
+void oc_feed_own_begin(oc_feed_t *f)
+{
+    if (f == NULL)
+        return;
+    f->own_inflight = 1;
+    f->own_deferred = 0;
+}
+
 void oc_feed_own(oc_feed_t *f, const oc_feed_own_t *own)
 {
     if (f == NULL)
         return;
     oc_ctx_t *ctx = f->ctx;
     int same = same_feed(f);
+    int deferred = f->own_deferred;
     f->own_pid = same ? own->pid : 0;
+    f->own_inflight = f->own_deferred = 0;
     uint64_t rows = own->model != NULL && own->nkeys > 0;
     if (!same || !own->take || f->state != OC_FEED_IDLE ||
         !oc_feed_own_fits(f->cursor, own->head, rows)) {
-        /* A poll reads it: one in flight (begun after the NOTIFY, or asked
-         * to go again by it), or, for rows of others between the cursor and
-         * the holder's, this one when the NOTIFY was left to us. */
-        if (f->own_due > f->cursor)
+        /* A poll reads it (and the proof of a heartbeat): the NOTIFY's,
+         * which waited for this result if it came first. */
+        if (deferred)
             poll_start(f);
         return;
     }
@@ -255,20 +267,29 @@ void oc_feed_own(oc_feed_t *f, const oc_feed_own_t *own)
     ctx->stats->feed_own++;
     f->cursor = own->head;
     ctx->stats->feed_cursor = f->cursor;
-    if (!isnan(own->lag_s))
-        fresh_as_of(f, own->sent, own->lag_s);
-    if (f->own_due > f->cursor) /* a NOTIFY whose statement's result was lost */
-        poll_start(f);
+    /* No new proof: the statement claimed no caught_up_at, so the head's
+     * did not move, and the proof held covers it. Its NOTIFY, unless it
+     * came first, is still to come: covered. */
+    if (!deferred)
+        f->own_skip++;
+}
+
+/* Nothing of the holder in flight or expected (a new connection, its end). */
+static void own_forget(oc_feed_t *f)
+{
+    f->own_inflight = f->own_deferred = 0;
+    f->own_skip = 0;
 }
 
 void oc_feed_own_end(oc_feed_t *f)
 {
     if (f == NULL)
         return;
+    int deferred = f->own_deferred;
     f->own_pid = 0; /* its pid may serve another session now */
-    if (f->own_due > f->cursor)
+    own_forget(f);
+    if (deferred)
         poll_start(f);
-    f->own_due = 0;
 }
 
 static void resync(oc_feed_t *f);
@@ -416,7 +437,7 @@ static void resynced(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char 
         return;
     }
     f->cursor = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
-    f->own_due = 0; /* the head read covers it (or the feed is another one) */
+    own_forget(f); /* the head read covers what it was about */
     ctx->stats->feed_cursor = f->cursor;
     /* The cursor jumped past rows this sidecar never applied: a read under
      * way (begun before the resync was sent, or while the feed was down and
@@ -451,6 +472,7 @@ static void resynced(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char 
 static void resync(oc_feed_t *f)
 {
     not_fresh(f);
+    f->standby = 1; /* until it says */
     set_state(f, OC_FEED_RESYNC);
     if (oc_pgconn_query(f->pc,
                         "SELECT p.head, pg_is_in_recovery(), "
@@ -477,6 +499,8 @@ static void on_down(oc_pgconn_t *pc, const char *err, void *owner)
     (void)pc, (void)err;
     oc_feed_t *f = owner;
     f->ctx->stats->feed_connected = 0;
+    f->standby = 1; /* until a resync says */
+    own_forget(f);
     not_fresh(f);
     evtimer_del(f->timer);
     set_state(f, OC_FEED_DOWN);
@@ -486,21 +510,23 @@ static void on_notify(oc_pgconn_t *pc, const PGnotify *n, void *owner)
 {
     (void)pc;
     oc_feed_t *f = owner;
-    /* The holder's own statement, already applied by oc_feed_own: a poll
-     * would only read back what this process wrote. */
-    if (oc_feed_notify_covered(f->own_pid, n->be_pid, n->extra, f->cursor))
-        return;
-    /* Its NOTIFY read before its result (both wait in their sockets when
-     * this process wakes, in either order): the result is on its way, and
-     * oc_feed_own polls unless it covers the head. Should it never come
-     * (the holder's connection lost after COMMIT), oc_feed_own_end polls;
-     * freshness waits for a proof meanwhile. */
-    uint64_t due;
-    if (f->state == OC_FEED_IDLE &&
-        oc_feed_notify_own(f->own_pid, n->be_pid, n->extra, &due)) {
-        if (due > f->own_due)
-            f->own_due = due;
-        return;
+    /* The holder's own statement: one taken by oc_feed_own needs no poll
+     * (a poll would read back what this process wrote); one read before
+     * its result waits for it, and oc_feed_own polls unless it takes it
+     * (oc_feed_own_end if the result never comes). */
+    uint64_t head;
+    if (oc_feed_notify_own(f->own_pid, n->be_pid, n->extra, &head)) {
+        switch (oc_feed_notify_rule(head, f->cursor, f->own_skip,
+                                    f->own_inflight && f->state == OC_FEED_IDLE)) {
+        case OC_FEED_NOTIFY_SKIP:
+            f->own_skip--;
+            return;
+        case OC_FEED_NOTIFY_DEFER:
+            f->own_deferred = 1;
+            return;
+        case OC_FEED_NOTIFY_POLL:
+            break;
+        }
     }
     poll_start(f);
 }

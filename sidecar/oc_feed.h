@@ -49,38 +49,35 @@ void oc_feed_free(oc_feed_t *f);
  * the holder's heartbeats move caught_up_at. */
 double oc_feed_staleness(const oc_feed_t *f, double now);
 
-/* The WAL holder's own feed statement (an append of one model's keys, or a
- * heartbeat) committed; oc_wal hands its result over. On the same server
- * (the two connections use the same conninfo, and this follower's is not a
- * standby), idle, with its cursor right below the holder's row (no other
- * appender's row in between), this follower applies the row from memory
- * and moves its cursor to the head: no poll. A statement that claimed a
- * newer caught_up_at (a heartbeat, an append carrying one) also proves
- * freshness from its lag; another leaves the proof as it was (the head's
- * caught_up_at did not move, and what it covers was applied). The NOTIFY that
- * the statement sent (be_pid `pid`) wakes no poll either: covered when it
- * comes after, left to this call when it comes first (which then polls
- * unless the row was taken). In every other case the NOTIFY's poll reads
- * the row, as any other's. Nothing is kept: keys are read during the call. */
+/* The WAL holder of this process hands its feed statements over (oc_wal),
+ * so that its follower does not poll back what its own process appended.
+ * oc_feed_own_begin when one is sent (its NOTIFY may come before its
+ * result), oc_feed_own with its result, whatever it was. A statement that
+ * appended one row of one model's keys and claimed no caught_up_at (most of
+ * them under load) is taken when the follower reads the same database (the
+ * same conninfo, not a standby), is idle, and its cursor is right below the
+ * row (appenders draw seqs under the feed lock and commit before releasing
+ * it: nothing unread lies below): the keys are applied from memory and the
+ * cursor moves to the head. The proof of freshness held still covers it
+ * (the head's caught_up_at did not move). Its NOTIFY (be_pid `pid`) then
+ * wakes no poll: skipped when it comes after, left to the result when it
+ * comes first. Everything else (heartbeats and their proof, several rows,
+ * whole models, a requeue, rows of others in between) is read by the
+ * NOTIFY's poll, as any other appender's. Nothing is kept: keys are read
+ * during the call. */
 typedef struct oc_feed_own {
     int pid;                 /* the holder's server process */
-    int take;                /* 0: not one row of one model or a heartbeat
-                              * (several rows, whole models, a requeue): the
-                              * rest is ignored, the NOTIFY polls */
+    int take;                /* 0: not takeable (see above); the rest unset */
     uint64_t head;           /* the feed's head after the statement */
-    double lag_s;            /* db_now - caught_up_at as of the statement's
-                              * snapshot (before its own update: an older
-                              * caught_up_at, which errs on the safe side);
-                              * NAN: no proof (none asked, or none known) */
-    double sent;             /* monotonic time the statement was sent */
     double apply_s;          /* seconds from the row's newest source commit
                               * to now (negative: unknown) */
-    const char *model;       /* the row's model; NULL: a heartbeat, no row */
+    const char *model;       /* the row's model */
     const char *const *keys; /* the row's keys (ids), nkeys of them */
     const size_t *klens;
     size_t nkeys;
 } oc_feed_own_t;
 
+void oc_feed_own_begin(oc_feed_t *f);
 void oc_feed_own(oc_feed_t *f, const oc_feed_own_t *own);
 /* The holder's connection is gone: no result comes for a NOTIFY left to
  * oc_feed_own (it is polled now), and its pid may be another session's. */
@@ -104,8 +101,20 @@ int oc_feed_own_fits(uint64_t cursor, uint64_t head, uint64_t rows);
  * left): 1 if it is the holder's own (`own_pid`) with a well-formed head,
  * stored in *head. */
 int oc_feed_notify_own(int own_pid, int be_pid, const char *extra, uint64_t *head);
-/* 1 if it needs no poll, being the holder's own and covered by the cursor. */
-int oc_feed_notify_covered(int own_pid, int be_pid, const char *extra, uint64_t cursor);
+/* What the holder's own NOTIFY of `head` asks of a follower at `cursor`
+ * with `skip` NOTIFYs of taken statements still to come and a statement in
+ * flight (while idle): SKIP one of those (covered), DEFER to the result of
+ * the one in flight, or POLL. NOTIFYs come in commit order, so a covered
+ * one is a taken statement's unless one of those never came (a LISTEN that
+ * began after its commit): then a heartbeat's may be skipped, and its
+ * proof comes with the next poll. */
+typedef enum oc_feed_notify {
+    OC_FEED_NOTIFY_POLL,
+    OC_FEED_NOTIFY_SKIP,
+    OC_FEED_NOTIFY_DEFER,
+} oc_feed_notify_t;
+oc_feed_notify_t oc_feed_notify_rule(uint64_t head, uint64_t cursor, unsigned skip,
+                                     int inflight);
 /* Until when (monotonic seconds) the near-cache may answer, after a poll
  * sent at `sent` applied the feed up to its head, whose caught_up_at was
  * lag_s old when the poll ran (a negative lag, a clock ahead, counts as

@@ -102,8 +102,7 @@ struct evbuffer;
     X(feed_lag_ms, GAUGE,                                                                \
       "how old the feed's caught_up_at was when the follower last reached its head")     \
     X(feed_polls, COUNTER, "feed polls answered")                                        \
-    X(feed_own, COUNTER,                                                                 \
-      "the WAL holder's own appends and heartbeats applied without a poll")              \
+    X(feed_own, COUNTER, "the WAL holder's own appends applied without a poll")          \
     X(feed_rows, COUNTER, "feed rows applied")                                           \
     X(feed_keys, COUNTER,                                                                \
       "keys of feed rows applied (fills stopped, near-cache dropped)")                   \

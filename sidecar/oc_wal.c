@@ -79,8 +79,7 @@ struct oc_wal {
     size_t *del_idx; /* delete item i is batch key del_idx[i] */
     char *lit[5];    /* array literals of the feed query */
     char num[3][32];
-    int own;       /* the feed statement is one the follower may take (oc_feed_own) */
-    double fed_at; /* when it was sent */
+    int own; /* the feed statement is one the follower may take (oc_feed_own) */
     /* generations of every model, for cache keys */
     wal_gen_t *gens;
     size_t ngens;
@@ -425,44 +424,41 @@ static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char
 }
 
 /* The follower of this process takes what its holder appended from the
- * statement's result instead of polling it back (oc_feed_own). Columns:
- * the head, and db_now - caught_up_at as of the statement's snapshot.
- * Every statement that may have notified is handed over, takeable or not
- * (res NULL, w->own 0): its NOTIFY, read first, waits for it. */
+ * statement's result instead of polling it back (oc_feed_own). Every
+ * statement that may have notified is handed over, takeable or not (res
+ * NULL, w->own 0): its NOTIFY, read first, waits for it. */
 static void hand_over(oc_wal_t *w, const PGresult *res)
 {
     oc_ctx_t *ctx = w->ctx;
     const oc_walb_batch_t *b = &w->batch;
     if (ctx->feed == NULL)
         return;
-    if (!w->own || res == NULL || PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
-        oc_feed_own_t none = {.pid = oc_pgconn_backend_pid(w->sql), .lag_s = NAN};
-        oc_feed_own(ctx->feed, &none);
-        return;
+    oc_feed_own_t own = {.pid = oc_pgconn_backend_pid(w->sql)};
+    if (w->own && res != NULL && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) {
+        own.take = 1;
+        own.head = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+        own.apply_s = -1;
+        if (b->commit_ts > 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            own.apply_s = oc_wal_lag_ms((double)ts.tv_sec + ts.tv_nsec / 1e9,
+                                        oc_pgo_time_to_unix(b->commit_ts)) /
+                          1000.0;
+        }
+        own.model = b->models[0];
+        own.keys = b->keys;
+        own.klens = b->klens;
+        own.nkeys = b->nkeys;
     }
-    double apply_s = -1;
-    if (b->commit_ts > 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        apply_s =
-            (double)ts.tv_sec + ts.tv_nsec / 1e9 - oc_pgo_time_to_unix(b->commit_ts);
-        if (apply_s < 0)
-            apply_s = 0;
-    }
-    int proof = PQnfields(res) == 2 && !PQgetisnull(res, 0, 1);
-    oc_feed_own_t own = {
-        .pid = oc_pgconn_backend_pid(w->sql),
-        .take = 1,
-        .head = strtoull(PQgetvalue(res, 0, 0), NULL, 10),
-        .lag_s = proof ? atof(PQgetvalue(res, 0, 1)) : NAN,
-        .sent = w->fed_at,
-        .apply_s = apply_s,
-        .model = b->nkeys ? b->models[0] : NULL,
-        .keys = b->keys,
-        .klens = b->klens,
-        .nkeys = b->nkeys,
-    };
+    w->own = 0;
     oc_feed_own(ctx->feed, &own);
+}
+
+/* A statement that may notify goes out on the regular connection. */
+static void own_sent(oc_wal_t *w, int takeable)
+{
+    w->own = takeable;
+    oc_feed_own_begin(w->ctx->feed);
 }
 
 static void fed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
@@ -679,18 +675,7 @@ static void sql_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char 
 #define WAL_APPEND_CALL                                                                  \
     "objcached.feed_append($1::text[], $2::text[], $3::text[], true, "                   \
     "to_timestamp($4::double precision), $5::timestamptz, $6)"
-/* The head's caught_up_at and clock as the statement's snapshot saw them,
- * before its own update (STABLE feed_poll: the snapshot's): the proof of
- * freshness oc_feed_own takes from a statement that claims a caught_up_at
- * (about one in 50 appends under load: the rest go without, as the read
- * costs about what the follower's poll did). */
-#define WAL_FEED_LAG                                                                     \
-    "(SELECT extract(epoch FROM p.db_now - p.caught_up_at) "                             \
-    "FROM objcached.feed_poll(9223372036854775807, 0) p)"
-#define WAL_FEED_APPEND       "SELECT " WAL_APPEND_CALL
-#define WAL_FEED_APPEND_PROOF "SELECT " WAL_APPEND_CALL ", " WAL_FEED_LAG
-#define WAL_FEED_HEARTBEAT                                                               \
-    "SELECT objcached.feed_heartbeat($1::timestamptz, $2), " WAL_FEED_LAG
+#define WAL_FEED_APPEND "SELECT " WAL_APPEND_CALL
 /* The requeue in FROM: it runs before the append, whose caught_up_at then
  * sees its rows (test_sql_feed runs this statement). $9: the batch's first
  * commit in PostgreSQL's epoch (us), exact; NULL: nothing to hold back. */
@@ -711,9 +696,9 @@ static void sql_feed(oc_wal_t *w)
         const char *p[2] = {b->caught_up_at, w->writer};
         w->sql_busy = 1;
         w->ctx->stats->wal_heartbeats++;
-        w->own = 1;
-        w->fed_at = now_s();
-        if (oc_pgconn_exec(w->sql, WAL_FEED_HEARTBEAT, 2, p, fed, w) != OC_OK)
+        own_sent(w, 0); /* its proof is polled */
+        if (oc_pgconn_exec(w->sql, "SELECT objcached.feed_heartbeat($1::timestamptz, $2)",
+                           2, p, fed, w) != OC_OK)
             w->sql_busy = 0;
         return;
     }
@@ -745,13 +730,13 @@ static void sql_feed(oc_wal_t *w)
      * near-cache from memcached's old value until the retry); an older
      * hook's requeue has no since. Separate literals: oc_pgconn_exec knows
      * a statement by its address. */
-    const char *sql = !nfailed
-                          ? (b->caught_up_at[0] ? WAL_FEED_APPEND_PROOF : WAL_FEED_APPEND)
+    const char *sql = !nfailed       ? WAL_FEED_APPEND
                       : w->has_since ? WAL_REQUEUE_THEN_APPEND
                                      : WAL_REQUEUE_OLD_THEN_APPEND;
     int np = !nfailed ? 6 : w->has_since ? 9 : 8;
-    w->own = !nfailed && oc_wal_one_row(b);
-    w->fed_at = now_s();
+    /* One row and no caught_up_at claimed: the follower takes it (a claim
+     * is a new proof of freshness, which its poll reads). */
+    own_sent(w, !nfailed && !b->caught_up_at[0] && oc_wal_one_row(b));
     if (oc_pgconn_exec(w->sql, sql, np, p, fed, w) != OC_OK)
         w->sql_busy = 0;
 }
@@ -1072,6 +1057,7 @@ static void created(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *
                  w->slot);
     const char *p[1] = {w->writer};
     w->sql_busy = 1;
+    own_sent(w, 0);
     if (oc_pgconn_query(
             w->sql,
             "SELECT objcached.feed_append(NULL, NULL, (SELECT array_agg(model) "

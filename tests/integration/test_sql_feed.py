@@ -427,47 +427,6 @@ def test_wal_requeue_and_append_in_one_statement(db):
         [(["3"], True, False)]
 
 
-def test_wal_append_and_heartbeat_prove_the_caught_up_at_before_their_own(db):
-    """The WAL holder's append that claims a caught_up_at, and its heartbeat
-    (read from oc_wal.c), return the head and how old the head's
-    caught_up_at was in the statement's snapshot: the one before the
-    statement's own update, never the newer one it claimed (the follower of
-    the holder's process takes that as its proof, which must err on the
-    safe side), prepared (generic plan) as the sidecar runs them."""
-    users(db, via="wal")
-    src = os.path.join(os.path.dirname(__file__), "..", "..", "sidecar", "oc_wal.c")
-    append = c_string_macro(src, "WAL_FEED_APPEND_PROOF")
-    heartbeat = c_string_macro(src, "WAL_FEED_HEARTBEAT")
-    plain = c_string_macro(src, "WAL_FEED_APPEND")
-    assert "feed_poll" not in plain and "feed_poll" in append and "feed_poll" in heartbeat
-    def thirty_seconds_old():
-        db.q("UPDATE objcached.feed_head SET caught_up_at = clock_timestamp() - interval '30 s'")
-
-    c = db.connect()
-    with c.cursor() as cur:
-        cur.execute(f"PREPARE a(text[], text[], text[], float8, timestamptz, text) AS {append}")
-        cur.execute(f"PREPARE h(timestamptz, text) AS {heartbeat}")
-        for n in range(7):      # past the plan cache's five custom plans
-            thirty_seconds_old()
-            claim = db.one("SELECT clock_timestamp() - interval '1 s'")
-            cur.execute("EXECUTE a('{User}', %s, '{}', 1, %s, 'wal')", ([str(n)], claim))
-            seq, lag = cur.fetchone()
-            assert seq == head(db)[0]
-            assert head(db)[1] == claim             # the append moved it ...
-            assert 29 <= lag < 60, (n, lag)         # ... but proved the older one
-            thirty_seconds_old()
-            claim = db.one("SELECT clock_timestamp() - interval '1 s'")
-            cur.execute("EXECUTE h(%s, 'wal')", (claim,))
-            hseq, lag = cur.fetchone()
-            assert hseq == seq and head(db)[1] == claim, n
-            assert 29 <= lag < 60, (n, lag)
-        # no caught_up_at yet (NULL): no proof, and the statement still appends
-        db.q("UPDATE objcached.feed_head SET caught_up_at = NULL")
-        cur.execute("EXECUTE a('{User}', '{x}', '{}', 1, NULL, 'wal')")
-        seq, lag = cur.fetchone()
-        assert seq == head(db)[0] and lag is None
-
-
 # ------------------------------------------------------------------ heartbeats
 
 def test_heartbeat(db):

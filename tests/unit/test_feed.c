@@ -61,23 +61,46 @@ static void test_own_fits(void **state)
     assert_true(oc_feed_own_fits(0, 0, 0));
 }
 
-/* A NOTIFY needs no poll only when it is the holder's own and covered. */
-static void test_notify_covered(void **state)
+/* Which NOTIFYs are the holder's own, read from a hostile payload too. */
+static void test_notify_own(void **state)
 {
     (void)state;
-    assert_true(oc_feed_notify_covered(42, 42, "10", 10));
-    assert_true(oc_feed_notify_covered(42, 42, "9", 10));
-    assert_false(oc_feed_notify_covered(42, 42, "11", 10)); /* beyond the cursor */
-    assert_false(oc_feed_notify_covered(42, 43, "10", 10)); /* another appender's */
-    assert_false(oc_feed_notify_covered(0, 0, "10", 10));   /* no holder heard of */
+    uint64_t h = 7;
+    assert_true(oc_feed_notify_own(42, 42, "10", &h));
+    assert_int_equal(h, 10);
+    assert_true(oc_feed_notify_own(42, 42, "18446744073709551615", &h));
+    assert_true(h == UINT64_MAX);
+    h = 7;
+    assert_false(oc_feed_notify_own(42, 43, "10", &h)); /* another appender's */
+    assert_false(oc_feed_notify_own(0, 0, "10", &h));   /* no holder heard of */
     /* payloads that are not a head: polled, as before */
-    assert_false(oc_feed_notify_covered(42, 42, NULL, 10));
-    assert_false(oc_feed_notify_covered(42, 42, "", 10));
-    assert_false(oc_feed_notify_covered(42, 42, "-1", 10));
-    assert_false(oc_feed_notify_covered(42, 42, " 5", 10));
-    assert_false(oc_feed_notify_covered(42, 42, "5x", 10));
-    assert_false(oc_feed_notify_covered(42, 42, "99999999999999999999999", UINT64_MAX));
-    assert_true(oc_feed_notify_covered(42, 42, "18446744073709551615", UINT64_MAX));
+    assert_false(oc_feed_notify_own(42, 42, NULL, &h));
+    assert_false(oc_feed_notify_own(42, 42, "", &h));
+    assert_false(oc_feed_notify_own(42, 42, "-1", &h));
+    assert_false(oc_feed_notify_own(42, 42, " 5", &h));
+    assert_false(oc_feed_notify_own(42, 42, "5x", &h));
+    assert_false(oc_feed_notify_own(42, 42, "99999999999999999999999", &h));
+    assert_int_equal(h, 7); /* untouched when refused */
+}
+
+/* What the holder's own NOTIFY asks for. */
+static void test_notify_rule(void **state)
+{
+    (void)state;
+    /* a taken statement's, after its result: covered, skipped */
+    assert_int_equal(oc_feed_notify_rule(10, 10, 1, 0), OC_FEED_NOTIFY_SKIP);
+    assert_int_equal(oc_feed_notify_rule(9, 10, 2, 1), OC_FEED_NOTIFY_SKIP);
+    /* covered, but no taken statement's is expected (a heartbeat's, whose
+     * proof a poll reads; a declined statement's): polled, or left to the
+     * result of the one in flight */
+    assert_int_equal(oc_feed_notify_rule(10, 10, 0, 0), OC_FEED_NOTIFY_POLL);
+    assert_int_equal(oc_feed_notify_rule(10, 10, 0, 1), OC_FEED_NOTIFY_DEFER);
+    /* rows past the cursor: its result is on its way, or it already came
+     * and declined them */
+    assert_int_equal(oc_feed_notify_rule(11, 10, 0, 1), OC_FEED_NOTIFY_DEFER);
+    assert_int_equal(oc_feed_notify_rule(11, 10, 3, 1), OC_FEED_NOTIFY_DEFER);
+    assert_int_equal(oc_feed_notify_rule(11, 10, 0, 0), OC_FEED_NOTIFY_POLL);
+    assert_int_equal(oc_feed_notify_rule(11, 10, 5, 0), OC_FEED_NOTIFY_POLL);
 }
 
 static void test_fresh_until(void **state)
@@ -165,8 +188,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gap),         cmocka_unit_test(test_more),
-        cmocka_unit_test(test_own_fits),    cmocka_unit_test(test_notify_covered),
-        cmocka_unit_test(test_fresh_until), cmocka_unit_test(test_generations),
+        cmocka_unit_test(test_own_fits),    cmocka_unit_test(test_notify_own),
+        cmocka_unit_test(test_notify_rule), cmocka_unit_test(test_fresh_until),
+        cmocka_unit_test(test_generations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
