@@ -42,8 +42,8 @@ struct oc_feed {
      * was (left to its result), NOTIFYs of taken statements still to come. */
     int own_pid;
     int own_inflight;
-    int own_deferred;
-    unsigned own_skip;
+    uint64_t own_deferred; /* the highest head of those NOTIFYs (0: none) */
+    oc_feed_owed_t owed;   /* heads of taken statements whose NOTIFY is due */
     char param[2][24];
 };
 
@@ -209,12 +209,34 @@ int oc_feed_notify_own(int own_pid, int be_pid, const char *extra, uint64_t *hea
     return 1;
 }
 
-oc_feed_notify_t oc_feed_notify_rule(uint64_t head, uint64_t cursor, unsigned skip,
+void oc_feed_owed_push(oc_feed_owed_t *o, uint64_t head)
+{
+    if (o->n == OC_FEED_OWED_MAX) { /* its NOTIFY, when it comes, polls */
+        o->first = (o->first + 1) % OC_FEED_OWED_MAX;
+        o->n--;
+    }
+    o->head[(o->first + o->n++) % OC_FEED_OWED_MAX] = head;
+}
+
+int oc_feed_owed_match(oc_feed_owed_t *o, uint64_t head)
+{
+    while (o->n > 0 && o->head[o->first] < head) { /* passed: never coming */
+        o->first = (o->first + 1) % OC_FEED_OWED_MAX;
+        o->n--;
+    }
+    if (o->n == 0 || o->head[o->first] != head)
+        return 0;
+    o->first = (o->first + 1) % OC_FEED_OWED_MAX;
+    o->n--;
+    return 1;
+}
+
+oc_feed_notify_t oc_feed_notify_rule(int owed, uint64_t head, uint64_t cursor,
                                      int inflight)
 {
-    if (head <= cursor && skip > 0)
+    if (owed)
         return OC_FEED_NOTIFY_SKIP;
-    return inflight ? OC_FEED_NOTIFY_DEFER : OC_FEED_NOTIFY_POLL;
+    return inflight && head > cursor ? OC_FEED_NOTIFY_DEFER : OC_FEED_NOTIFY_POLL;
 }
 
 /* The two connections reach the same database: the holder's head is this
@@ -241,9 +263,10 @@ void oc_feed_own(oc_feed_t *f, const oc_feed_own_t *own)
         return;
     oc_ctx_t *ctx = f->ctx;
     int same = same_feed(f);
-    int deferred = f->own_deferred;
+    uint64_t deferred = f->own_deferred;
     f->own_pid = same ? own->pid : 0;
-    f->own_inflight = f->own_deferred = 0;
+    f->own_inflight = 0;
+    f->own_deferred = 0;
     uint64_t rows = own->model != NULL && own->nkeys > 0;
     if (!same || !own->take || f->state != OC_FEED_IDLE ||
         !oc_feed_own_fits(f->cursor, own->head, rows)) {
@@ -268,24 +291,26 @@ void oc_feed_own(oc_feed_t *f, const oc_feed_own_t *own)
     f->cursor = own->head;
     ctx->stats->feed_cursor = f->cursor;
     /* No new proof: the statement claimed no caught_up_at, so the head's
-     * did not move, and the proof held covers it. Its NOTIFY, unless it
-     * came first, is still to come: covered. */
-    if (!deferred)
-        f->own_skip++;
+     * did not move, and the proof held covers it. Its NOTIFY is covered:
+     * read already (a NOTIFY kept back with rows past the old cursor can
+     * only be its own, or one a poll has read since), or still due. */
+    if (deferred != own->head)
+        oc_feed_owed_push(&f->owed, own->head);
 }
 
 /* Nothing of the holder in flight or expected (a new connection, its end). */
 static void own_forget(oc_feed_t *f)
 {
-    f->own_inflight = f->own_deferred = 0;
-    f->own_skip = 0;
+    f->own_inflight = 0;
+    f->own_deferred = 0;
+    memset(&f->owed, 0, sizeof(f->owed));
 }
 
 void oc_feed_own_end(oc_feed_t *f)
 {
     if (f == NULL)
         return;
-    int deferred = f->own_deferred;
+    uint64_t deferred = f->own_deferred;
     f->own_pid = 0; /* its pid may serve another session now */
     own_forget(f);
     if (deferred)
@@ -512,17 +537,19 @@ static void on_notify(oc_pgconn_t *pc, const PGnotify *n, void *owner)
     oc_feed_t *f = owner;
     /* The holder's own statement: one taken by oc_feed_own needs no poll
      * (a poll would read back what this process wrote); one read before
-     * its result waits for it, and oc_feed_own polls unless it takes it
-     * (oc_feed_own_end if the result never comes). */
+     * its result, with rows past the cursor, waits for it, and oc_feed_own
+     * polls unless it takes it (oc_feed_own_end if the result never
+     * comes). Any other (a heartbeat's: its proof) polls. */
     uint64_t head;
     if (oc_feed_notify_own(f->own_pid, n->be_pid, n->extra, &head)) {
-        switch (oc_feed_notify_rule(head, f->cursor, f->own_skip,
+        int owed = oc_feed_owed_match(&f->owed, head);
+        switch (oc_feed_notify_rule(owed, head, f->cursor,
                                     f->own_inflight && f->state == OC_FEED_IDLE)) {
         case OC_FEED_NOTIFY_SKIP:
-            f->own_skip--;
             return;
         case OC_FEED_NOTIFY_DEFER:
-            f->own_deferred = 1;
+            if (head > f->own_deferred)
+                f->own_deferred = head;
             return;
         case OC_FEED_NOTIFY_POLL:
             break;

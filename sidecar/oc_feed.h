@@ -60,8 +60,8 @@ double oc_feed_staleness(const oc_feed_t *f, double now);
  * it: nothing unread lies below): the keys are applied from memory and the
  * cursor moves to the head. The proof of freshness held still covers it
  * (the head's caught_up_at did not move). Its NOTIFY (be_pid `pid`) then
- * wakes no poll: skipped when it comes after, left to the result when it
- * comes first. Everything else (heartbeats and their proof, several rows,
+ * wakes no poll: skipped when it comes after (oc_feed_owed), left to the
+ * result when it comes first. Everything else (heartbeats and their proof, several rows,
  * whole models, a requeue, rows of others in between) is read by the
  * NOTIFY's poll, as any other appender's. Nothing is kept: keys are read
  * during the call. */
@@ -101,19 +101,32 @@ int oc_feed_own_fits(uint64_t cursor, uint64_t head, uint64_t rows);
  * left): 1 if it is the holder's own (`own_pid`) with a well-formed head,
  * stored in *head. */
 int oc_feed_notify_own(int own_pid, int be_pid, const char *extra, uint64_t *head);
+/* The heads of the holder's statements taken by oc_feed_own whose NOTIFY
+ * has not come yet, oldest first (they only grow). NOTIFYs come in commit
+ * order: one of head h settles every entry up to h, and is a taken
+ * statement's (needs no poll) only if h is the oldest left. A heartbeat's
+ * NOTIFY carries the head of the append before it: it matches no entry
+ * once that append's NOTIFY (earlier in commit order) has come, and polls.
+ * Full: the oldest is dropped (its NOTIFY polls, once). */
+#define OC_FEED_OWED_MAX 64
+typedef struct oc_feed_owed {
+    uint64_t head[OC_FEED_OWED_MAX]; /* a ring */
+    unsigned first, n;
+} oc_feed_owed_t;
+void oc_feed_owed_push(oc_feed_owed_t *o, uint64_t head);
+/* Drops the entries below head; 1 (and drops it) if head is the oldest. */
+int oc_feed_owed_match(oc_feed_owed_t *o, uint64_t head);
+
 /* What the holder's own NOTIFY of `head` asks of a follower at `cursor`
- * with `skip` NOTIFYs of taken statements still to come and a statement in
- * flight (while idle): SKIP one of those (covered), DEFER to the result of
- * the one in flight, or POLL. NOTIFYs come in commit order, so a covered
- * one is a taken statement's unless one of those never came (a LISTEN that
- * began after its commit): then a heartbeat's may be skipped, and its
- * proof comes with the next poll. */
+ * with a statement of the holder in flight (while idle): SKIP it (`owed`:
+ * a taken statement's), DEFER it to the result of the one in flight (it
+ * names rows past the cursor: that result may take them), or POLL. */
 typedef enum oc_feed_notify {
     OC_FEED_NOTIFY_POLL,
     OC_FEED_NOTIFY_SKIP,
     OC_FEED_NOTIFY_DEFER,
 } oc_feed_notify_t;
-oc_feed_notify_t oc_feed_notify_rule(uint64_t head, uint64_t cursor, unsigned skip,
+oc_feed_notify_t oc_feed_notify_rule(int owed, uint64_t head, uint64_t cursor,
                                      int inflight);
 /* Until when (monotonic seconds) the near-cache may answer, after a poll
  * sent at `sent` applied the feed up to its head, whose caught_up_at was

@@ -87,20 +87,52 @@ static void test_notify_own(void **state)
 static void test_notify_rule(void **state)
 {
     (void)state;
-    /* a taken statement's, after its result: covered, skipped */
-    assert_int_equal(oc_feed_notify_rule(10, 10, 1, 0), OC_FEED_NOTIFY_SKIP);
-    assert_int_equal(oc_feed_notify_rule(9, 10, 2, 1), OC_FEED_NOTIFY_SKIP);
-    /* covered, but no taken statement's is expected (a heartbeat's, whose
-     * proof a poll reads; a declined statement's): polled, or left to the
-     * result of the one in flight */
-    assert_int_equal(oc_feed_notify_rule(10, 10, 0, 0), OC_FEED_NOTIFY_POLL);
-    assert_int_equal(oc_feed_notify_rule(10, 10, 0, 1), OC_FEED_NOTIFY_DEFER);
-    /* rows past the cursor: its result is on its way, or it already came
-     * and declined them */
-    assert_int_equal(oc_feed_notify_rule(11, 10, 0, 1), OC_FEED_NOTIFY_DEFER);
-    assert_int_equal(oc_feed_notify_rule(11, 10, 3, 1), OC_FEED_NOTIFY_DEFER);
-    assert_int_equal(oc_feed_notify_rule(11, 10, 0, 0), OC_FEED_NOTIFY_POLL);
-    assert_int_equal(oc_feed_notify_rule(11, 10, 5, 0), OC_FEED_NOTIFY_POLL);
+    /* a taken statement's: skipped, whatever else holds */
+    assert_int_equal(oc_feed_notify_rule(1, 10, 10, 0), OC_FEED_NOTIFY_SKIP);
+    assert_int_equal(oc_feed_notify_rule(1, 10, 10, 1), OC_FEED_NOTIFY_SKIP);
+    /* covered, but no taken statement's (a heartbeat's, whose proof a poll
+     * reads; a declined statement's read since): polled, even with a
+     * statement in flight */
+    assert_int_equal(oc_feed_notify_rule(0, 10, 10, 0), OC_FEED_NOTIFY_POLL);
+    assert_int_equal(oc_feed_notify_rule(0, 10, 10, 1), OC_FEED_NOTIFY_POLL);
+    assert_int_equal(oc_feed_notify_rule(0, 9, 10, 1), OC_FEED_NOTIFY_POLL);
+    /* rows past the cursor: left to the result of the one in flight, or
+     * polled when none is */
+    assert_int_equal(oc_feed_notify_rule(0, 11, 10, 1), OC_FEED_NOTIFY_DEFER);
+    assert_int_equal(oc_feed_notify_rule(0, 11, 10, 0), OC_FEED_NOTIFY_POLL);
+}
+
+/* The taken statements' NOTIFYs still due, in commit order. */
+static void test_owed(void **state)
+{
+    (void)state;
+    oc_feed_owed_t o;
+    memset(&o, 0, sizeof(o));
+    assert_false(oc_feed_owed_match(&o, 5)); /* nothing due */
+    oc_feed_owed_push(&o, 11);
+    oc_feed_owed_push(&o, 12);
+    oc_feed_owed_push(&o, 14);
+    /* a heartbeat's NOTIFY before 11's (it committed first, head 10) */
+    assert_false(oc_feed_owed_match(&o, 10));
+    assert_true(oc_feed_owed_match(&o, 11));
+    /* the heartbeat after 11: its NOTIFY carries 11 too, and polls */
+    assert_false(oc_feed_owed_match(&o, 11));
+    /* 12's NOTIFY never came (a LISTEN reset): 14's settles it */
+    assert_true(oc_feed_owed_match(&o, 14));
+    assert_int_equal(o.n, 0);
+    /* a NOTIFY past every entry (another declined statement's) */
+    oc_feed_owed_push(&o, 20);
+    assert_false(oc_feed_owed_match(&o, 21));
+    assert_int_equal(o.n, 0);
+    /* full: the oldest goes */
+    for (uint64_t h = 100; h < 100 + OC_FEED_OWED_MAX + 3; h++)
+        oc_feed_owed_push(&o, h);
+    assert_int_equal(o.n, OC_FEED_OWED_MAX);
+    assert_false(oc_feed_owed_match(&o, 100));
+    assert_false(oc_feed_owed_match(&o, 102));
+    assert_true(oc_feed_owed_match(&o, 103));
+    assert_true(oc_feed_owed_match(&o, 100 + OC_FEED_OWED_MAX + 2));
+    assert_int_equal(o.n, 0);
 }
 
 static void test_fresh_until(void **state)
@@ -189,8 +221,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gap),         cmocka_unit_test(test_more),
         cmocka_unit_test(test_own_fits),    cmocka_unit_test(test_notify_own),
-        cmocka_unit_test(test_notify_rule), cmocka_unit_test(test_fresh_until),
-        cmocka_unit_test(test_generations),
+        cmocka_unit_test(test_notify_rule), cmocka_unit_test(test_owed),
+        cmocka_unit_test(test_fresh_until), cmocka_unit_test(test_generations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
