@@ -100,7 +100,7 @@ struct evbuffer;
     X(feed_connected, GAUGE, "1 while the feed follower is connected")                   \
     X(feed_cursor, GAUGE, "the last feed row applied (its seq)")                         \
     X(feed_lag_ms, GAUGE,                                                                \
-      "how old the feed's caught_up_at was when the follower last reached its head")     \
+      "how old the feed's caught_up_at was at the last poll that reached its head")      \
     X(feed_polls, COUNTER, "feed polls answered")                                        \
     X(feed_own, COUNTER, "the WAL holder's own appends applied without a poll")          \
     X(feed_rows, COUNTER, "feed rows applied")                                           \
