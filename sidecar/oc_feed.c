@@ -190,9 +190,9 @@ int oc_feed_more(uint64_t cursor, uint64_t head, uint64_t rows, uint32_t feed_ba
     return cursor < head && rows >= feed_batch;
 }
 
-int oc_feed_own_fits(uint64_t cursor, uint64_t head, uint64_t rows)
+int oc_feed_own_fits(uint64_t cursor, uint64_t head)
 {
-    return head >= rows && cursor == head - rows;
+    return head >= 1 && cursor == head - 1;
 }
 
 int oc_feed_notify_own(int own_pid, int be_pid, const char *extra, uint64_t *head)
@@ -267,25 +267,21 @@ void oc_feed_own(oc_feed_t *f, const oc_feed_own_t *own)
     f->own_pid = same ? own->pid : 0;
     f->own_inflight = 0;
     f->own_deferred = 0;
-    uint64_t rows = own->model != NULL && own->nkeys > 0;
     if (!same || !own->take || f->state != OC_FEED_IDLE ||
-        !oc_feed_own_fits(f->cursor, own->head, rows)) {
+        !oc_feed_own_fits(f->cursor, own->head)) {
         /* A poll reads it (and the proof of a heartbeat): the NOTIFY's,
          * which waited for this result if it came first. */
         if (deferred)
             poll_start(f);
         return;
     }
-    if (rows) {
-        ctx->stats->feed_rows++;
-        if (own->apply_s >= 0)
-            oc_hist_observe(&ctx->stats->feed_apply_seconds, own->apply_s);
-        const oc_model_conf_t *mc =
-            oc_conf_model(ctx->conf, own->model, strlen(own->model));
-        for (size_t i = 0; mc && i < own->nkeys; i++) {
-            ctx->stats->feed_keys++;
-            apply_key(f, (size_t)(mc - ctx->conf->models), own->keys[i], own->klens[i]);
-        }
+    ctx->stats->feed_rows++;
+    if (own->apply_s >= 0)
+        oc_hist_observe(&ctx->stats->feed_apply_seconds, own->apply_s);
+    const oc_model_conf_t *mc = oc_conf_model(ctx->conf, own->model, strlen(own->model));
+    for (size_t i = 0; mc && i < own->nkeys; i++) {
+        ctx->stats->feed_keys++;
+        apply_key(f, (size_t)(mc - ctx->conf->models), own->keys[i], own->klens[i]);
     }
     ctx->stats->feed_own++;
     f->cursor = own->head;

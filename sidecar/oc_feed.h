@@ -61,13 +61,14 @@ double oc_feed_staleness(const oc_feed_t *f, double now);
  * cursor moves to the head. The proof of freshness held still covers it
  * (the head's caught_up_at did not move). Its NOTIFY (be_pid `pid`) then
  * wakes no poll: skipped when it comes after (oc_feed_owed), left to the
- * result when it comes first. Everything else (heartbeats and their proof, several rows,
- * whole models, a requeue, rows of others in between) is read by the
- * NOTIFY's poll, as any other appender's. Nothing is kept: keys are read
- * during the call. */
+ * result when it comes first. Everything else (heartbeats and their proof,
+ * several rows, whole models, a requeue, rows of others in between) is read
+ * by the NOTIFY's poll, as any other appender's. Nothing is kept: keys are
+ * read during the call. */
 typedef struct oc_feed_own {
     int pid;                 /* the holder's server process */
-    int take;                /* 0: not takeable (see above); the rest unset */
+    int take;                /* 0: not takeable (see above); the rest unset;
+                              * 1: one row, nkeys >= 1 */
     uint64_t head;           /* the feed's head after the statement */
     double apply_s;          /* seconds from the row's newest source commit
                               * to now (negative: unknown) */
@@ -93,10 +94,10 @@ int oc_feed_gap(uint64_t cursor, uint64_t head, uint64_t pruned_upto);
 /* Poll again at once? The cursor is short of the head and the poll
  * returned a full batch of feed rows (a poll is cut at feed_batch rows). */
 int oc_feed_more(uint64_t cursor, uint64_t head, uint64_t rows, uint32_t feed_batch);
-/* May the holder's own statement that left the head at `head` after
- * appending `rows` rows (0 or 1) be applied without a poll by a follower at
- * `cursor`? Only when nothing lies between them: cursor == head - rows. */
-int oc_feed_own_fits(uint64_t cursor, uint64_t head, uint64_t rows);
+/* May the holder's own append of one row, which left the head at `head`,
+ * be applied without a poll by a follower at `cursor`? Only when nothing
+ * lies between them: cursor == head - 1. */
+int oc_feed_own_fits(uint64_t cursor, uint64_t head);
 /* A NOTIFY of the feed from `be_pid` with payload `extra` (the head it
  * left): 1 if it is the holder's own (`own_pid`) with a well-formed head,
  * stored in *head. */

@@ -50,15 +50,12 @@ static void test_more(void **state)
 static void test_own_fits(void **state)
 {
     (void)state;
-    assert_true(oc_feed_own_fits(9, 10, 1));   /* the row right after the cursor */
-    assert_true(oc_feed_own_fits(10, 10, 0));  /* a heartbeat at the cursor */
-    assert_false(oc_feed_own_fits(8, 10, 1));  /* row 9, another appender's, unread */
-    assert_false(oc_feed_own_fits(10, 10, 1)); /* polled already */
-    assert_false(oc_feed_own_fits(11, 10, 1)); /* a cursor past it */
-    assert_false(oc_feed_own_fits(9, 10, 0));  /* a heartbeat over an unread row */
-    assert_false(oc_feed_own_fits(UINT64_MAX, 0, 1)); /* no wrap-around */
-    assert_true(oc_feed_own_fits(0, 1, 1));
-    assert_true(oc_feed_own_fits(0, 0, 0));
+    assert_true(oc_feed_own_fits(9, 10));          /* the row right after the cursor */
+    assert_false(oc_feed_own_fits(8, 10));         /* row 9, another appender's, unread */
+    assert_false(oc_feed_own_fits(10, 10));        /* polled already */
+    assert_false(oc_feed_own_fits(11, 10));        /* a cursor past it */
+    assert_false(oc_feed_own_fits(UINT64_MAX, 0)); /* no wrap-around */
+    assert_true(oc_feed_own_fits(0, 1));
 }
 
 /* Which NOTIFYs are the holder's own, read from a hostile payload too. */
