@@ -57,8 +57,9 @@ def _stat_fields(pid):
         return f.read().rsplit(")", 1)[1].split()
 
 
-def items_sql(rows):
-    """The run's table: `items` with ids 1..rows, row JSON about 225 bytes."""
+def items_sql(rows, body_bytes=80):
+    """The run's table: `items` with ids 1..rows, row JSON about 225 bytes
+    (a body of body_bytes: the JSON is about 145 bytes more)."""
     return f"""
         CREATE TABLE items (id bigint NOT NULL, name text NOT NULL, email text NOT NULL,
                             score integer NOT NULL, created_at timestamptz NOT NULL,
@@ -67,7 +68,7 @@ def items_sql(rows):
         SELECT g, 'item ' || g, 'user' || g || '@example.com', ((g::bigint * 7919) % 1000)::int,
                timestamptz '2026-01-01 00:00:00+00' + g * interval '17 seconds',
                ARRAY['t' || g % 7, 't' || g % 11],
-               substr(repeat(md5(g::text), 3), 1, 80)
+               substr(repeat(md5(g::text), {int(body_bytes) // 32 + 1}), 1, {int(body_bytes)})
         FROM generate_series(1, {int(rows)}) g;
         ALTER TABLE items ADD PRIMARY KEY (id);
         """

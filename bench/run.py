@@ -157,7 +157,8 @@ class World:
 
     def load_data(self, rows):
         t0 = time.monotonic()
-        sql = ("DROP TABLE IF EXISTS items, items_plain;" + items_sql(rows)
+        sql = ("DROP TABLE IF EXISTS items, items_plain;"
+               + items_sql(rows, self.cfg.get("body_bytes", 80))
                + "CREATE TABLE items_plain (LIKE items INCLUDING ALL);"
                + "INSERT INTO items_plain SELECT * FROM items;")
         self.pg.execute(sql)
@@ -1512,6 +1513,13 @@ def main():
                          "between runs (default: one run at the configured default)")
     ap.add_argument("--writes-c", help="writer counts of the writes phase (default: the run's)")
     ap.add_argument("--writes-rounds", type=int, help="rounds of the writes phase")
+    ap.add_argument("--rows", type=int, help="rows of the table (default: the run's)")
+    ap.add_argument("--hot", type=int, help="ids kept cached for the hit and mixed paths "
+                    "(default: the run's)")
+    ap.add_argument("--row-bytes", type=int, default=80, metavar="N",
+                    help="bytes of each row's body column (default 80: row JSON about 225 "
+                         "bytes); large values go through objcached by reference from "
+                         "16 KiB (docs/protocol.md, values_by_ref)")
     ap.add_argument("--near-size", help="near_cache_size of the near-cache sidecars (default: "
                                         "the run's, 128m; 32m in --quick)")
     ap.add_argument("--writes-perf", metavar="DIR",
@@ -1541,6 +1549,13 @@ def main():
         ap.error("--hit-k, --hit-c and --writes-c take comma-separated integers")
     if args.writes_rounds:
         cfg["writes_rounds"] = args.writes_rounds
+    if args.rows:
+        cfg["rows"] = args.rows
+    if args.hot:
+        cfg["hot"] = args.hot
+    if not 0 < cfg["hot"] < cfg["rows"] or args.row_bytes < 1:
+        ap.error("--hot must be below --rows, and --row-bytes at least 1")
+    cfg["body_bytes"] = args.row_bytes
     if args.near_size:
         if not re.fullmatch(r"\d+[kmg]?", args.near_size):
             ap.error("--near-size takes a size such as 128m or 1g")

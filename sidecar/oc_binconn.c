@@ -44,12 +44,6 @@ struct oc_binconn {
     int closing;          /* answer nothing more: close once written */
 };
 
-/* A batch's request, kept alive while the output refers to its values. */
-typedef struct bin_hold {
-    oc_req_t *req;
-    size_t refs;
-} bin_hold_t;
-
 static uint32_t bin_max_body(const oc_ctx_t *ctx)
 {
     return ctx->conf->max_value + OC_BIN_EXT_STORE + OC_BIN_KEY_MAX;
@@ -191,45 +185,13 @@ static void bin_get_failed(oc_binconn_t *b, size_t i, uint16_t status, const cha
         b->closing = 1;
 }
 
-static void bin_unref(const void *data, size_t len, void *arg)
-{
-    (void)data, (void)len;
-    bin_hold_t *h = arg;
-    if (--h->refs == 0) {
-        oc_req_free(h->req);
-        free(h);
-    }
-}
-
-/* A hold on req if some value of r is big enough to go by reference (and
- * the hold can be had: else every value is copied). */
-static bin_hold_t *bin_hold(oc_req_t *req, const oc_get_result_t *r)
-{
-    for (size_t i = 0; i < r->n; i++) {
-        if (r->items[i].state != OC_GET_FOUND || r->items[i].len < OC_REPLY_REF_MIN)
-            continue;
-        bin_hold_t *h = malloc(sizeof(*h));
-        if (h) {
-            h->req = req;
-            h->refs = 1; /* ours, dropped once the reply is written */
-        }
-        return h;
-    }
-    return NULL;
-}
-
 /* The batch is answered: a packet per get, in order. */
 static void bin_req_reply(oc_binconn_t *b, oc_req_t *req)
 {
     oc_stats_t *st = b->ctx->stats;
     const oc_get_result_t *r = oc_req_result(req);
-    bin_hold_t *hold = bin_hold(req, r);
     oc_reply_fmt_t f = {.style = OC_STYLE_BINARY, .bin = b->cmds};
-    if (hold) {
-        f.unref = bin_unref;
-        f.unref_arg = hold;
-        f.refs = &hold->refs;
-    }
+    oc_req_hold(req, &f);
     oc_reply_kind_t k = oc_reply_get(b->out, r, &f, b->ctx->conf->max_reply);
     size_t failed = 0;
     for (size_t i = 0; i < r->n; i++) {
@@ -245,10 +207,7 @@ static void bin_req_reply(oc_binconn_t *b, oc_req_t *req)
         bin_count(b, k);
     b->req = NULL;
     b->n = 0;
-    if (hold)
-        bin_unref(NULL, 0, hold);
-    else
-        oc_req_free(req);
+    oc_req_release(req, &f);
 }
 
 /* The batch finished later: its answers, then the commands after it. */

@@ -164,11 +164,12 @@ static void conn_server_error(oc_conn_t *c, const char *why)
 static void conn_req_reply(oc_conn_t *c, oc_req_t *req)
 {
     oc_ctx_t *ctx = conn_ctx(c);
+    oc_req_hold(req, &c->fmt);
     oc_reply_kind_t k =
         oc_reply_get(c->out, oc_req_result(req), &c->fmt, ctx->conf->max_reply);
     conn_count(c, k);
     ctx->stats->cmd_get += oc_req_result(req)->err == NULL;
-    oc_req_free(req);
+    oc_req_release(req, &c->fmt);
     c->req = NULL;
 }
 

@@ -751,8 +751,7 @@ static void fill_read(oc_fills_t *fs, oc_fill_t *f, const oc_mc_job_t *job, size
     const oc_mc_hit_t *h = &job->hits[i];
     oc_entry_class_t found = oc_entry_classify(h);
     oc_fill_state_t next = oc_fill_after_read(f->state, found, give_up, &f->lease_tries);
-    if (found == OC_EC_OBJECT &&
-        (f->value = oc_blob_new(job->arena + h->off, h->len)) == NULL)
+    if (found == OC_EC_OBJECT && (f->value = oc_blob_new(h->data, h->len)) == NULL)
         next = OC_FILL_LOADING; /* out of memory: try the long way */
     f->unconfirmed = found == OC_EC_OBJECT && oc_entry_kind(h->flags) == OC_ENTRY_PUSHED;
     if (found == OC_EC_LEASE_WON)

@@ -180,6 +180,18 @@ static void tv_of(struct timeval *tv, double s)
 
 /* ---- jobs ---------------------------------------------------------------- */
 
+/* A chunk of a GET job's arena. Chunks, not one buffer grown by realloc:
+ * a value is copied once out of the server's read buffer and stays there,
+ * so a large one can go to the client by reference (oc_reply). */
+struct oc_mc_chunk {
+    struct oc_mc_chunk *next;
+    size_t len, cap;
+    char data[];
+};
+
+#define MC_CHUNK_MIN 4096
+#define MC_CHUNK_MAX (256 * 1024)
+
 oc_mc_job_t *oc_mc_job_new_get(size_t n, oc_mc_done_fn done, void *arg)
 {
     size_t sz = sizeof(oc_mc_job_t) + n * (sizeof(char *) + sizeof(size_t) +
@@ -215,7 +227,11 @@ void oc_mc_job_free(oc_mc_job_t *job)
 {
     if (job == NULL)
         return;
-    free(job->arena);
+    while (job->arena) {
+        struct oc_mc_chunk *next = job->arena->next;
+        free(job->arena);
+        job->arena = next;
+    }
     free(job);
 }
 
@@ -261,21 +277,28 @@ static void ref_fail(oc_mc_t *mc, mc_ref_t ref, const char *why)
         part_fail(mc, ref.job, ref.idx, why);
 }
 
-static int arena_append(oc_mc_job_t *job, const char *p, size_t len, size_t *off)
+/* Keep len bytes of p in the arena; *at: where. */
+static int arena_append(oc_mc_job_t *job, const char *p, size_t len, const char **at)
 {
-    if (job->arena_len + len > job->arena_cap) {
-        size_t cap = job->arena_cap ? job->arena_cap : 4096;
-        while (cap < job->arena_len + len)
-            cap *= 2;
-        char *a = realloc(job->arena, cap);
-        if (a == NULL)
+    struct oc_mc_chunk *c = job->arena;
+    if (c == NULL || c->cap - c->len < len) {
+        /* Each chunk twice the last (within bounds), or the value's size. */
+        size_t cap = c ? c->cap * 2 : MC_CHUNK_MIN;
+        if (cap > MC_CHUNK_MAX)
+            cap = MC_CHUNK_MAX;
+        if (cap < len)
+            cap = len;
+        if ((c = malloc(sizeof(*c) + cap)) == NULL)
             return -1;
-        job->arena = a;
-        job->arena_cap = cap;
+        c->next = job->arena;
+        c->len = 0;
+        c->cap = cap;
+        job->arena = c;
     }
     if (len > 0)
-        memcpy(job->arena + job->arena_len, p, len);
-    *off = job->arena_len;
+        memcpy(c->data + c->len, p, len);
+    *at = c->data + c->len;
+    c->len += len;
     job->arena_len += len;
     return 0;
 }
@@ -541,7 +564,7 @@ static void on_get_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l,
         h->flags = l->flags;
         h->cas = l->cas; /* a refresh it won writes over it by cas */
         h->cas_epoch = s->cas_epoch;
-    } else if (l && arena_append(job, data, l->bytes, &h->off) == 0) {
+    } else if (l && arena_append(job, data, l->bytes, &h->data) == 0) {
         h->cas_epoch = s->cas_epoch;
         h->found = 1;
         h->flags = l->flags;

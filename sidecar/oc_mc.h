@@ -121,7 +121,8 @@ typedef enum oc_mc_refresh {
     OC_MC_REFRESH_HELD, /* another reader is reloading it: a plain hit */
 } oc_mc_refresh_t;
 
-/* One result of a GET: value bytes live in job->arena at [off, off+len).
+/* One result of a GET: the value's len bytes at data, in the job's arena
+ * (they stay where they are until the job is freed).
  * found = 0 with a lease: the key holds no value, only a lease. A lease is
  * never a value: a value chosen to be refreshed is found = 1 with refresh. */
 typedef struct oc_mc_hit {
@@ -133,7 +134,8 @@ typedef struct oc_mc_hit {
     oc_mc_refresh_t refresh;
     uint32_t flags;
     uint64_t cas;
-    size_t off, len;
+    const char *data;
+    size_t len;
     uint64_t place;     /* the key's server as placed for this read: hand it to a
                            write of the same key (item.place) so that write does
                            not hash the key again; 0 = none */
@@ -194,6 +196,8 @@ typedef struct oc_mc_item {
     int tries_;               /* oc_mc's own: PUSH rounds so far */
 } oc_mc_item_t;
 
+struct oc_mc_chunk; /* oc_mc.c's */
+
 struct oc_mc_job {
     oc_mc_op_t op;
     size_t n;
@@ -210,8 +214,10 @@ struct oc_mc_job {
      * asked of a failover, whose entries are short-lived anyway). */
     uint32_t *refresh_s;
     oc_mc_hit_t *hits;
-    char *arena; /* owned by the job */
-    size_t arena_len, arena_cap;
+    /* The values read, in chunks that never move (a reply may send a value
+     * from where it was read until the job is freed); owned by the job. */
+    struct oc_mc_chunk *arena;
+    size_t arena_len; /* value bytes kept, in every chunk */
     /* GET: 0, or the most value bytes the arena keeps: a value that would
      * take it past that is read and dropped (hit.too_large), so one get of
      * many large values cannot hold more than this in memory. */

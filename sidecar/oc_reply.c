@@ -36,6 +36,24 @@ oc_reply_kind_t oc_reply_text(struct evbuffer *out, const char *line)
     return OC_REPLY_OK;
 }
 
+/* Is this item's value sent by reference (f->unref)? */
+static int by_ref(const oc_get_item_t *it, const oc_reply_fmt_t *f)
+{
+    return f->unref != NULL && it->state == OC_GET_FOUND && it->len >= OC_REPLY_REF_MIN;
+}
+
+/* The item's value into the output by reference; copied if libevent cannot
+ * take the reference. Returns 0, or -1 out of memory. */
+static int add_by_ref(struct evbuffer *out, const oc_get_item_t *it,
+                      const oc_reply_fmt_t *f)
+{
+    ++*f->refs; /* before: a failed add may not call unref */
+    if (evbuffer_add_reference(out, it->data, it->len, f->unref, f->unref_arg) == 0)
+        return 0;
+    --*f->refs;
+    return evbuffer_add(out, it->data, it->len);
+}
+
 /* The k, b and O return flags every meta reply may carry. */
 static void meta_key_opaque(const oc_reply_fmt_t *f, struct evbuffer *out)
 {
@@ -77,52 +95,98 @@ static oc_reply_kind_t reply_meta_get(struct evbuffer *out, const oc_get_item_t 
     meta_key_opaque(f, out);
     evbuffer_add(out, "\r\n", 2);
     if (fl & OC_META_V) {
-        evbuffer_add(out, it->data, it->len);
+        if (by_ref(it, f))
+            add_by_ref(out, it, f);
+        else
+            evbuffer_add(out, it->data, it->len);
         evbuffer_add(out, "\r\n", 2);
     }
     return OC_REPLY_OK;
 }
 
-/* VALUE lines and END, written in one extent of the output buffer: no
- * printf per value. */
+/* Per value: "VALUE ", the key, " 0 ", its length and cas (<= 20 digits
+ * each, a space between) and two \r\n; the value's bytes aside. */
+#define VALUE_HEAD_MAX 56
+
+/* "VALUE <key> 0 <bytes>[ <cas>]\r\n" at p; returns the end. */
+static char *value_head(char *p, const oc_get_item_t *it, const oc_reply_fmt_t *f)
+{
+    p = oc_mcp_put(p, "VALUE ", 6);
+    p = oc_mcp_put(p, it->key, it->klen);
+    p = oc_mcp_put(p, " 0 ", 3);
+    p += oc_key_format_u64(p, it->len);
+    if (f->gets) {
+        *p++ = ' ';
+        p += oc_key_format_u64(p, it->cas);
+    }
+    return oc_mcp_put(p, "\r\n", 2);
+}
+
+/* Items [i, j) as VALUE lines in one extent of the output (no printf per
+ * value), after the \r\n that ends the value before i when crlf; the
+ * value of j - 1 left out when it goes by reference (ref), END when j is
+ * the last. size: the extent's bound. */
+static int values_extent(struct evbuffer *out, const oc_get_result_t *r,
+                         const oc_reply_fmt_t *f, size_t i, size_t j, int crlf, int ref,
+                         size_t size)
+{
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)size, &v, 1) < 1 || v.iov_len < size)
+        return -1;
+    char *p = v.iov_base;
+    if (crlf)
+        p = oc_mcp_put(p, "\r\n", 2);
+    for (size_t k = i; k < j; k++) {
+        const oc_get_item_t *it = &r->items[k];
+        if (it->state != OC_GET_FOUND)
+            continue;
+        p = value_head(p, it, f);
+        if (ref && k == j - 1)
+            break;
+        p = oc_mcp_put(p, it->data, it->len);
+        p = oc_mcp_put(p, "\r\n", 2);
+    }
+    if (j == r->n && !ref)
+        p = oc_mcp_put(p, "END\r\n", 5);
+    v.iov_len = (size_t)(p - (char *)v.iov_base);
+    evbuffer_commit_space(out, &v, 1);
+    return 0;
+}
+
+/* VALUE lines and END: in one extent of the output, or, when values go by
+ * reference, in one extent up to each such value, which follows it. */
 static oc_reply_kind_t reply_values(struct evbuffer *out, const oc_get_result_t *r,
                                     const oc_reply_fmt_t *f, uint64_t max_reply)
 {
-    /* Per value: "VALUE ", the key, " 0 ", its length and cas (<= 20
-     * digits each, a space between) and two \r\n. */
     uint64_t size = 5;
     for (size_t i = 0; i < r->n; i++)
         if (r->items[i].state == OC_GET_FOUND)
-            size += r->items[i].len + r->items[i].klen + 56;
+            size += r->items[i].len + r->items[i].klen + VALUE_HEAD_MAX;
     if (size > max_reply) {
         char why[96];
         snprintf(why, sizeof(why), "reply too large (%" PRIu64 " bytes, max %" PRIu64 ")",
                  size, max_reply);
         return oc_reply_server_error(out, why);
     }
-    struct evbuffer_iovec v;
-    if (evbuffer_reserve_space(out, (ev_ssize_t)size, &v, 1) < 1 || v.iov_len < size)
-        return oc_reply_server_error(out, "out of memory");
-    char *p = v.iov_base;
-    for (size_t i = 0; i < r->n; i++) {
-        const oc_get_item_t *it = &r->items[i];
-        if (it->state != OC_GET_FOUND)
-            continue;
-        p = oc_mcp_put(p, "VALUE ", 6);
-        p = oc_mcp_put(p, it->key, it->klen);
-        p = oc_mcp_put(p, " 0 ", 3);
-        p += oc_key_format_u64(p, it->len);
-        if (f->gets) {
-            *p++ = ' ';
-            p += oc_key_format_u64(p, it->cas);
+    size_t i = 0;
+    int crlf = 0;
+    do {
+        size_t ext = crlf ? 2 : 0, j = i;
+        int ref = 0;
+        while (j < r->n && !ref) {
+            const oc_get_item_t *it = &r->items[j++];
+            if (it->state != OC_GET_FOUND)
+                continue;
+            ref = by_ref(it, f);
+            ext += it->klen + VALUE_HEAD_MAX + (ref ? 0 : it->len);
         }
-        p = oc_mcp_put(p, "\r\n", 2);
-        p = oc_mcp_put(p, it->data, it->len);
-        p = oc_mcp_put(p, "\r\n", 2);
-    }
-    p = oc_mcp_put(p, "END\r\n", 5);
-    v.iov_len = (size_t)(p - (char *)v.iov_base);
-    evbuffer_commit_space(out, &v, 1);
+        if (values_extent(out, r, f, i, j, crlf, ref, ext + 5) != 0)
+            return i == 0 ? oc_reply_server_error(out, "out of memory") : OC_REPLY_BROKEN;
+        if (ref && add_by_ref(out, &r->items[j - 1], f) != 0)
+            return OC_REPLY_BROKEN;
+        crlf = ref;
+        i = j;
+    } while (i < r->n || crlf);
     return OC_REPLY_OK;
 }
 
@@ -294,12 +358,6 @@ oc_reply_kind_t oc_reply_bin_stats(struct evbuffer *out, uint32_t opaque,
                       OC_REPLY_OK);
 }
 
-/* Is this item's value sent by reference? */
-static int bin_by_ref(const oc_get_item_t *it, const oc_reply_fmt_t *f)
-{
-    return f->unref != NULL && it->state == OC_GET_FOUND && it->len >= OC_REPLY_REF_MIN;
-}
-
 /* The bytes of one item's packet that are copied (a referenced value is
  * not), 0 for a suppressed miss. */
 static size_t bin_item_size(const oc_get_item_t *it, const oc_reply_bin_t *c,
@@ -309,7 +367,7 @@ static size_t bin_item_size(const oc_get_item_t *it, const oc_reply_bin_t *c,
     switch (it->state) {
     case OC_GET_FOUND:
         return oc_bin_get_hit_size(c->opcode, klen, (uint32_t)it->len) -
-               (bin_by_ref(it, f) ? it->len : 0);
+               (by_ref(it, f) ? it->len : 0);
     case OC_GET_ABSENT:
         if (oc_bin_suppressed(c->opcode, OC_BIN_KEY_ENOENT))
             return 0;
@@ -330,7 +388,7 @@ static size_t bin_item(uint8_t *p, size_t cap, const oc_get_item_t *it,
     size_t n;
     switch (it->state) {
     case OC_GET_FOUND:
-        if (bin_by_ref(it, f))
+        if (by_ref(it, f))
             return oc_bin_format_get_hit_head(p, cap, c->opcode, c->opaque, it->cas, 0,
                                               it->key, klen, (uint32_t)it->len);
         n = oc_bin_format_get_hit_head(p, cap, c->opcode, c->opaque, it->cas, 0, it->key,
@@ -365,13 +423,9 @@ static oc_reply_kind_t bin_items(struct evbuffer *out, const oc_get_result_t *r,
         evbuffer_commit_space(out, &v, 1);
     }
     const oc_get_item_t *last = &r->items[j - 1];
-    if (!bin_by_ref(last, f))
+    if (!by_ref(last, f))
         return OC_REPLY_OK;
-    ++*f->refs; /* before: a failed add may not call unref */
-    if (evbuffer_add_reference(out, last->data, last->len, f->unref, f->unref_arg) == 0)
-        return OC_REPLY_OK;
-    --*f->refs;
-    return evbuffer_add(out, last->data, last->len) == 0 ? OC_REPLY_OK : OC_REPLY_BROKEN;
+    return add_by_ref(out, last, f) == 0 ? OC_REPLY_OK : OC_REPLY_BROKEN;
 }
 
 static oc_reply_kind_t reply_bin_get(struct evbuffer *out, const oc_get_result_t *r,
@@ -397,7 +451,7 @@ static oc_reply_kind_t reply_bin_get(struct evbuffer *out, const oc_get_result_t
             if (it->state != OC_GET_FOUND && it->state != OC_GET_ABSENT)
                 kind = OC_REPLY_SERVER_ERROR;
             size += bin_item_size(it, &f->bin[j], f, msgs);
-            if (bin_by_ref(&r->items[j++], f))
+            if (by_ref(&r->items[j++], f))
                 break;
         }
         if (bin_items(out, r, f, i, j, size, msgs) == OC_REPLY_BROKEN)

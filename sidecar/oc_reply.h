@@ -43,7 +43,9 @@ typedef struct oc_reply_bin {
     uint32_t opaque;
 } oc_reply_bin_t;
 
-/* Binary get: found values this long or longer may go by reference (unref). */
+/* Get (every style): found values this long or longer may go by reference
+ * (unref). Below it a copy costs less than libevent's chain per reference
+ * and the writev slot it takes. */
 #define OC_REPLY_REF_MIN 16384
 
 /* How to answer one command. */
@@ -58,8 +60,8 @@ typedef struct oc_reply_fmt {
     /* binary: the command of each item of a get, in the result's order, or
      * of a write ([0]) */
     const oc_reply_bin_t *bin;
-    /* binary get, optional: a found value of OC_REPLY_REF_MIN bytes or more
-     * is added to the output by reference instead of copied. *refs is
+    /* get, optional: a found value of OC_REPLY_REF_MIN bytes or more is
+     * added to the output by reference instead of copied (oc_req_hold). *refs is
      * incremented for each; unref(data, len, unref_arg) runs when the
      * output is done with it (sent, or the evbuffer freed), and the caller
      * keeps the values alive until the last one. NULL: copy everything. */

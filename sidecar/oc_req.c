@@ -89,6 +89,62 @@ void oc_req_free(oc_req_t *r)
     free(r);
 }
 
+/* A reply's hold on a request: the caller's reference and one per value in
+ * an output by reference. */
+typedef struct req_hold {
+    oc_req_t *req;
+    size_t refs;
+    size_t done; /* values the output was done with (for values_by_ref) */
+} req_hold_t;
+
+static void req_unref(const void *data, size_t len, void *arg)
+{
+    (void)len;
+    req_hold_t *h = arg;
+    h->done += data != NULL;
+    if (--h->refs == 0) {
+        oc_req_free(h->req);
+        free(h);
+    }
+}
+
+void oc_req_hold(oc_req_t *req, oc_reply_fmt_t *f)
+{
+    f->unref = NULL;
+    f->unref_arg = NULL;
+    f->refs = NULL;
+    const oc_get_result_t *r = &req->result;
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->items[i].state != OC_GET_FOUND || r->items[i].len < OC_REPLY_REF_MIN)
+            continue;
+        req_hold_t *h = malloc(sizeof(*h));
+        if (h == NULL)
+            return;
+        h->req = req;
+        h->refs = 1; /* the caller's, dropped by oc_req_release */
+        h->done = 0;
+        f->unref = req_unref;
+        f->unref_arg = h;
+        f->refs = &h->refs;
+        return;
+    }
+}
+
+void oc_req_release(oc_req_t *req, oc_reply_fmt_t *f)
+{
+    req_hold_t *h = f->unref == req_unref ? f->unref_arg : NULL;
+    f->unref = NULL;
+    f->unref_arg = NULL;
+    f->refs = NULL;
+    if (h == NULL) {
+        oc_req_free(req);
+        return;
+    }
+    /* the references the reply took: those left and those done */
+    req->ctx->stats->values_by_ref += h->refs - 1 + h->done;
+    req_unref(NULL, 0, h);
+}
+
 void oc_req_detach(oc_req_t *req)
 {
     req->done = NULL;
@@ -206,7 +262,7 @@ static int ukey_read(oc_req_t *r, oc_ukey_t *uk, const oc_mc_job_t *job, size_t 
     }
     if (c == OC_EC_OBJECT) {
         uk->state = OC_GET_FOUND;
-        uk->data = job->arena + h->off;
+        uk->data = h->data;
         uk->len = h->len;
         uk->cas = h->cas;
         uk->no_near = oc_entry_kind(h->flags) == OC_ENTRY_PUSHED;

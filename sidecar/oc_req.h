@@ -22,6 +22,7 @@
 
 #include "oc_ctx.h"
 #include "oc_proto.h"
+#include "oc_reply.h"
 #include "oc_result.h"
 #include "oc_status.h"
 
@@ -53,6 +54,15 @@ int oc_req_complete(const oc_req_t *req);
 /* The result, once done was called (or oc_req_complete). */
 const oc_get_result_t *oc_req_result(const oc_req_t *req);
 void oc_req_free(oc_req_t *req);
+/* Lets the reply send the result's large values (OC_REPLY_REF_MIN bytes or
+ * more) from where they were read, by reference: sets f's unref, unref_arg
+ * and refs to a hold on req when some found value is that large (if the
+ * hold cannot be had, f is left without them and every value is copied).
+ * After the reply, oc_req_release(req, f) drops the caller's reference in
+ * place of oc_req_free: req is freed then, or when the output is done with
+ * the last value it sends by reference (sent, or the output freed). */
+void oc_req_hold(oc_req_t *req, oc_reply_fmt_t *f);
+void oc_req_release(oc_req_t *req, oc_reply_fmt_t *f);
 /* The caller is gone: finish quietly and free. */
 void oc_req_detach(oc_req_t *req);
 

@@ -436,7 +436,7 @@ static void cache_read(oc_mc_job_t *job, void *arg)
         sm->cache = (oc_smp_cache_t){.ident = h->cas, .epoch = h->cas_epoch};
         if (c == OC_EC_OBJECT) {
             sm->cache.kind = OC_SMP_C_OBJECT;
-            sm->cache.val = job->arena + h->off;
+            sm->cache.val = h->data;
             sm->cache.len = h->len;
         } else if (c == OC_EC_ABSENT) {
             sm->cache.kind = OC_SMP_C_ABSENT;

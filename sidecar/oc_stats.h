@@ -47,6 +47,8 @@ struct evbuffer;
     X(mc_gets, COUNTER, "multi-gets sent to memcached")                                  \
     X(mc_gets_leasing, COUNTER,                                                          \
       "of those, read with meta gets that lease a miss at once (most gets missed)")      \
+    X(values_by_ref, COUNTER,                                                            \
+      "values of 16 KiB or more sent to clients from where they were read, not copied")  \
     X(mc_sets, COUNTER, "items written to memcached")                                    \
     X(mc_errors, COUNTER, "memcached operations that reported an error")                 \
     X(loads_in_flight, GAUGE,                                                            \

@@ -20,6 +20,7 @@ import harness
 SCHEMA = """
 CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, n int NOT NULL DEFAULT 0);
 INSERT INTO items SELECT i, 'item ' || i, i FROM generate_series(1, 300) AS i;
+UPDATE items SET name = repeat(chr(97 + (id % 26)::int), 300000 + id::int) WHERE id BETWEEN 280 AND 282;
 CREATE TABLE big (id bigint PRIMARY KEY, v int NOT NULL);
 INSERT INTO big SELECT i, 0 FROM generate_series(1, 100000) AS i;
 """
@@ -180,6 +181,41 @@ def test_mg_n_flag_says_where_the_value_came_from(fleet, mc_pool, db):
         assert m.readline() == b"CLIENT_ERROR invalid flag"
         m.sendline("mg Item:424242 n")
         assert m.readline() == b"EN"
+
+
+def test_big_near_hits_go_by_reference_and_outlive_their_entry(fleet, mc_pool, db):
+    """Near hits of 16 KiB or more go to the client by reference to the
+    near-cache's own copy (stat values_by_ref); a write that drops those
+    entries while replies that refer to them still wait to be sent leaves
+    every reply whole: each value is the row before or after the write."""
+    a = start(fleet, mc_pool, db)
+    harness.wait_until(lambda: a.stats()["near_serving"] == 1, timeout=10,
+                       what="the near-cache to serve")
+    ids = [280, 1, 281, 282]
+    keys = [f"Item:{i}" for i in ids]
+    old = [row(db, "items", i) for i in ids]
+    assert [v[2] for v in warm(a, keys)] == old
+    s0 = a.stats()
+    with a.client() as c:
+        assert [v[2] for v in c.get_multi(keys)[0]] == old
+    s1 = a.stats()
+    assert s1["near_hits"] - s0["near_hits"] == 4
+    assert s1["values_by_ref"] - s0["values_by_ref"] == 3
+    # replies queued behind a reader that does not read yet (the daemon
+    # stops reading commands once 4 MiB of replies wait)
+    with harness.McRaw(port=a.port) as m:
+        m.send(("get " + " ".join(keys) + "\r\n").encode() * 30)
+        time.sleep(0.5)
+        db.q("UPDATE items SET name = name || '!' WHERE id BETWEEN 280 AND 282")
+        new = [row(db, "items", i) for i in ids]
+        seen_old = 0
+        for _ in range(30):
+            r = m.read_response()
+            got = [v.data for v in r.values]
+            assert r.terminal == b"END" and got in (old, new), [len(g) for g in got]
+            seen_old += got == old
+        assert seen_old > 0    # some replies were waiting when the entries went
+    fresh_within_deadline((a,), "Item:281", new[2], time.monotonic())
 
 
 @pytest.mark.parametrize("what", ["update", "delete", "insert"])

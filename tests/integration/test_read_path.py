@@ -443,6 +443,63 @@ def test_meta_get(objcached, ref):
         assert not c.has_data(0.2)
 
 
+BIGVALS = """
+DROP TABLE IF EXISTS bigvals;
+CREATE TABLE bigvals (id bigint PRIMARY KEY, body text NOT NULL);
+INSERT INTO bigvals
+SELECT i, repeat(chr(96 + i), CASE WHEN i % 2 = 1 THEN 300000 + i ELSE 10 END)
+  FROM generate_series(1, 6) AS i;
+"""
+
+
+def test_big_values_go_by_reference(objcached_factory, pg):
+    """Values of 16 KiB or more go to the client from where objcached read
+    them (a load's row, memcached's reply), by reference (stat
+    values_by_ref), not copied: get, gets and mg answer them byte for byte
+    between small values, misses and duplicates, in one reply and pipelined;
+    clients that reset the connection mid-reply leave the daemon serving."""
+    pg.execute(BIGVALS)
+    try:
+        d = objcached_factory({"model BigVal": {"table": "bigvals"}})
+        want = {i: v.encode() for i, v in pg.execute(
+            "SELECT id, row_to_json(b)::text FROM bigvals b")}
+        ids = [1, 2, 99, 3, 4, 5, 1]            # 99 absent, 1 twice
+        keys = ["BigVal:%d" % i for i in ids]
+        expect = [(k.encode(), 0, want[i]) for k, i in zip(keys, ids) if i in want]
+        nbig = sum(1 for i in ids if i in want and len(want[i]) >= 16384)
+        assert nbig == 4
+        for source in ("loaded", "memcached"):
+            before = d.stats()["values_by_ref"]
+            with d.client() as c:
+                assert c.get_multi(keys) == (expect, b"END"), source
+            assert d.stats()["values_by_ref"] - before == nbig, source
+            d.wait_idle()                        # the loads written back
+        with d.client() as c:
+            got, end = c.gets_multi(keys)
+            assert end == b"END" and [(k, f, v) for k, f, v, _ in got] == expect
+            assert all(cas > 0 for *_, cas in got)  # read from memcached
+            r = c.command("mg BigVal:5 v c k")
+            assert r.terminal.startswith(b"VA %d " % len(want[5])) and r.values[0].data == want[5]
+            assert c.command("mg BigVal:2 v").values[0].data == want[2]
+            # 20 gets in one write: every reply whole and in order
+            c.send(b"get BigVal:1 BigVal:2 BigVal:3\r\nmg BigVal:5 v\r\n" * 20)
+            for _ in range(20):
+                r = c.read_response()
+                assert [v.data for v in r.values] == [want[1], want[2], want[3]]
+                assert c.read_response().values[0].data == want[5]
+        for _ in range(5):                       # reset while the replies go out
+            s = socket.create_connection(("127.0.0.1", d.port))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(b"get BigVal:1 BigVal:3 BigVal:5\r\n" * 50)
+            time.sleep(0.05)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+        with d.client() as c:
+            assert c.get_multi(keys) == (expect, b"END")
+    finally:
+        pg.execute("DROP TABLE IF EXISTS bigvals")
+
+
 def test_a_database_without_the_hook_is_no_error_a_second(objcached):
     """Pushes only, no hook installed (or not yet): the outbox consumer and
     the feed follower find nothing to read. They say so once in the log and

@@ -328,6 +328,71 @@ static void test_binary_get_by_reference(void **state)
     evbuffer_free(b);
 }
 
+/* The text and meta replies send large values by reference too, byte for
+ * byte what a copy sends, with their \r\n after them. */
+static char *reply_text(const oc_get_result_t *r, oc_reply_fmt_t *f)
+{
+    struct evbuffer *b = evbuffer_new();
+    assert_int_equal(oc_reply_get(b, r, f, 1 << 20), OC_REPLY_OK);
+    size_t n = evbuffer_get_length(b);
+    char *s = malloc(n + 1);
+    assert_int_equal(evbuffer_remove(b, s, n), (int)n);
+    s[n] = '\0';
+    evbuffer_free(b); /* done with what it referred to */
+    return s;
+}
+
+static void test_values_by_reference(void **state)
+{
+    (void)state;
+    char *big = malloc(OC_REPLY_REF_MIN + 1), *big2 = malloc(OC_REPLY_REF_MIN + 1);
+    memset(big, 'x', OC_REPLY_REF_MIN);
+    memset(big2, 'y', OC_REPLY_REF_MIN);
+    big[OC_REPLY_REF_MIN] = big2[OC_REPLY_REF_MIN] = '\0';
+    oc_get_item_t items[] = {
+        item("User:1", OC_GET_FOUND, big, 3), item("User:2", OC_GET_FOUND, "{}", 4),
+        item("User:3", OC_GET_ABSENT, NULL, 0), item("User:4", OC_GET_FOUND, big2, 5)};
+    /* every mix of copied and referenced values, last or not, first or not */
+    size_t shapes[][2] = {{0, 4}, {1, 4}, {3, 4}, {0, 1}, {1, 3}, {2, 4}};
+    for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+        for (int gets = 0; gets < 2; gets++) {
+            oc_get_result_t r = {shapes[s][1] - shapes[s][0], &items[shapes[s][0]], NULL,
+                                 0};
+            size_t refs = 0;
+            unrefs = 0;
+            oc_reply_fmt_t f = {.style = OC_STYLE_CLASSIC, .gets = gets};
+            char *copied = reply_text(&r, &f);
+            assert_int_equal(unrefs, 0);
+            f.unref = count_unref, f.unref_arg = &unrefs, f.refs = &refs;
+            char *referenced = reply_text(&r, &f);
+            assert_string_equal(referenced, copied);
+            size_t nbig = 0;
+            for (size_t i = 0; i < r.n; i++)
+                nbig += r.items[i].len == OC_REPLY_REF_MIN;
+            assert_int_equal(refs, nbig);
+            assert_int_equal(unrefs, nbig);
+            free(copied);
+            free(referenced);
+        }
+    }
+    /* mg ... v: the value by reference, then \r\n */
+    oc_get_result_t one = {1, &items[0], NULL, 0};
+    size_t refs = 0;
+    unrefs = 0;
+    oc_reply_fmt_t f = {.style = OC_STYLE_META, .meta_flags = OC_META_V | OC_META_C};
+    char *copied = reply_text(&one, &f);
+    f.unref = count_unref, f.unref_arg = &unrefs, f.refs = &refs;
+    char *referenced = reply_text(&one, &f);
+    assert_string_equal(referenced, copied);
+    assert_int_equal(strncmp(copied, "VA 16384 c3\r\nxxx", 16), 0);
+    assert_int_equal(refs, 1);
+    assert_int_equal(unrefs, 1);
+    free(copied);
+    free(referenced);
+    free(big);
+    free(big2);
+}
+
 static void test_binary_writes(void **state)
 {
     (void)state;
@@ -425,6 +490,7 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_binary_get),
         cmocka_unit_test(test_binary_get_by_reference),
+        cmocka_unit_test(test_values_by_reference),
         cmocka_unit_test(test_binary_writes),
         cmocka_unit_test(test_binary_status_and_kinds),
         cmocka_unit_test(test_binary_version_and_stats),
