@@ -10,6 +10,7 @@
 
 #include "oc_binproto.h"
 #include "oc_conf.h"
+#include "oc_gate.h"
 #include "oc_key.h"
 #include "oc_log.h"
 #include "oc_proto.h"
@@ -192,6 +193,7 @@ static void bin_req_reply(oc_binconn_t *b, oc_req_t *req)
     const oc_get_result_t *r = oc_req_result(req);
     oc_reply_fmt_t f = {.style = OC_STYLE_BINARY, .bin = b->cmds};
     oc_req_hold(req, &f);
+    f.fault_ref = oc_gate_oom(b->ctx->gate, "reply_ref");
     oc_reply_kind_t k = oc_reply_get(b->out, r, &f, b->ctx->conf->max_reply);
     size_t failed = 0;
     for (size_t i = 0; i < r->n; i++) {

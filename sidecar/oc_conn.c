@@ -15,6 +15,7 @@
 #include "oc_binconn.h"
 #include "oc_binproto.h"
 #include "oc_conf.h"
+#include "oc_gate.h"
 #include "oc_log.h"
 #include "oc_proto.h"
 #include "oc_reply.h"
@@ -73,12 +74,21 @@ static oc_ctx_t *conn_ctx(const oc_conn_t *c)
     return c->cs->ctx;
 }
 
-/* Count what a reply was, for stats. */
+static void conn_set_state(oc_conn_t *c, oc_conn_state_t st);
+
+/* Count what a reply was, for stats. A reply cut short (out of memory after
+ * part of it, values by reference among them, went out) leaves the stream
+ * out of step: no more commands, and the connection closes once what it
+ * has is written (the client sees the reply end early). */
 static void conn_count(oc_conn_t *c, oc_reply_kind_t k)
 {
     oc_stats_t *st = conn_ctx(c)->stats;
     st->client_errors += k == OC_REPLY_CLIENT_ERROR;
     st->server_errors += k == OC_REPLY_SERVER_ERROR;
+    if (k == OC_REPLY_BROKEN) {
+        oc_log_error("event=oom where=conn_reply");
+        conn_set_state(c, OC_CONN_CLOSING);
+    }
 }
 
 /* Input buffered ahead of the command under way (pipelined commands, a
@@ -165,6 +175,7 @@ static void conn_req_reply(oc_conn_t *c, oc_req_t *req)
 {
     oc_ctx_t *ctx = conn_ctx(c);
     oc_req_hold(req, &c->fmt);
+    c->fmt.fault_ref = oc_gate_oom(ctx->gate, "reply_ref");
     oc_reply_kind_t k =
         oc_reply_get(c->out, oc_req_result(req), &c->fmt, ctx->conf->max_reply);
     conn_count(c, k);
@@ -178,7 +189,8 @@ static void conn_req_done(oc_req_t *req, void *arg)
 {
     oc_conn_t *c = arg;
     conn_req_reply(c, req);
-    conn_set_state(c, OC_CONN_READING);
+    if (c->state == OC_CONN_WAITING) /* not CLOSING: the reply was whole */
+        conn_set_state(c, OC_CONN_READING);
     conn_process(c);
 }
 

@@ -8,7 +8,9 @@
  *       read and the cache write: fills and push checks) is held while PATH
  *       exists, so a test can land a write in exactly that window.
  *   OBJCACHED_FAULT_OOM=WHERE[,WHERE]  the allocation at WHERE fails, as if
- *       out of memory: match_rows (matching a load's rows to its ids).
+ *       out of memory: match_rows (matching a load's rows to its ids),
+ *       reply_ref (adding a get's value to the client's output by reference,
+ *       and its fallback copy: the reply is cut short).
  *
  * Contract: oc_gate_new returns NULL when none is set, and the functions
  * accept a NULL gate (nothing is ever held or failed). The caller owns

@@ -47,6 +47,8 @@ static int by_ref(const oc_get_item_t *it, const oc_reply_fmt_t *f)
 static int add_by_ref(struct evbuffer *out, const oc_get_item_t *it,
                       const oc_reply_fmt_t *f)
 {
+    if (f->fault_ref)
+        return -1;
     ++*f->refs; /* before: a failed add may not call unref */
     if (evbuffer_add_reference(out, it->data, it->len, f->unref, f->unref_arg) == 0)
         return 0;

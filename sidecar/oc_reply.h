@@ -23,9 +23,10 @@ typedef enum oc_reply_kind {
     OC_REPLY_OK,           /* an answer (values, STORED, ...) or nothing */
     OC_REPLY_CLIENT_ERROR, /* CLIENT_ERROR ... or ERROR */
     OC_REPLY_SERVER_ERROR, /* SERVER_ERROR ... */
-    OC_REPLY_BROKEN,       /* binary: out of memory part way through the
-                              packets of a reply; the stream is out of step
-                              and the connection must close */
+    OC_REPLY_BROKEN,       /* out of memory part way through a reply (the
+                              packets of a binary one, or the VALUE lines
+                              around a value sent by reference); the stream
+                              is out of step and the connection must close */
 } oc_reply_kind_t;
 
 typedef enum oc_reply_style {
@@ -68,6 +69,9 @@ typedef struct oc_reply_fmt {
     void (*unref)(const void *data, size_t len, void *arg);
     void *unref_arg;
     size_t *refs;
+    /* test only (oc_gate's reply_ref): adding a value by reference fails as
+     * if out of memory, so the reply is cut short (OC_REPLY_BROKEN) */
+    int fault_ref;
 } oc_reply_fmt_t;
 
 /* A get/gets (every item) or an mg (one item). A classic reply larger than

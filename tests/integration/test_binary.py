@@ -350,6 +350,23 @@ def test_big_values_by_reference(objcached_factory, ref):
     serves(d, ref)
 
 
+def test_a_reply_cut_short_closes_the_connection(objcached_factory, ref):
+    """Out of memory while a value goes out by reference (fault point
+    reply_ref): the packets after it would be out of step, so the connection
+    closes without answering the NOOP behind it; the daemon serves on."""
+    d = objcached_factory({"model User": {"push_check": "off"}},
+                          env={"OBJCACHED_FAULT_OOM": "reply_ref"})
+    big = b'{"id":161,"pad":"' + b"p" * 100000 + b'"}'
+    with Bin(d) as c:
+        error(c.call(SET, "User:161", big, store_extras()), SET, OK)
+        hit(c.call(GETK, "User:1", opaque=1), ref.json("User", 1), GETK, 1, b"User:1")
+        c.send(req(GETQ, "User:161", opaque=2) + req(NOOP, opaque=3))
+        with pytest.raises(harness.ConnectionClosed):
+            c.read_until_noop()
+    assert "event=oom where=binconn_reply" in d.log()
+    serves(d, ref)
+
+
 # ------------------------------------------------------------------ writes
 
 def test_set_add_replace_delete(objcached_factory, ref):

@@ -500,6 +500,36 @@ def test_big_values_go_by_reference(objcached_factory, pg):
         pg.execute("DROP TABLE IF EXISTS bigvals")
 
 
+def test_a_reply_cut_short_closes_the_connection(objcached_factory, pg):
+    """Out of memory while a value goes out by reference (the
+    OBJCACHED_FAULT_OOM fault point reply_ref) after part of the reply was
+    written: the stream is out of step, so the connection answers nothing
+    more and closes once that part is written (event=oom); the daemon goes
+    on serving other connections, and replies without a large value."""
+    pg.execute(BIGVALS)
+    try:
+        d = objcached_factory({"model BigVal": {"table": "bigvals"}},
+                              env={"OBJCACHED_FAULT_OOM": "reply_ref"})
+        small = pg.execute("SELECT row_to_json(b)::text FROM bigvals b WHERE id = 2")[0][0]
+        with d.client() as c:
+            assert c.get("BigVal:2") == small.encode()    # no large value: whole
+        with harness.McRaw(port=d.port) as m:
+            m.send(b"get BigVal:2 BigVal:1 BigVal:4\r\nversion\r\n")
+            assert m.readline() == b"VALUE BigVal:2 0 %d" % len(small)
+            assert m.read_exact(len(small) + 2) == small.encode() + b"\r\n"
+            assert m.readline().startswith(b"VALUE BigVal:1 0 ")
+            assert m.closed_by_peer(), "the connection must close, not answer version"
+            assert b"VERSION" not in m.buf and b"END" not in m.buf
+        harness.wait_until(lambda: "event=oom where=conn_reply" in d.log(), timeout=5,
+                           what="the cut-short reply to be logged")
+        with d.client() as c:
+            assert c.version().startswith(b"VERSION")
+            four = pg.execute("SELECT row_to_json(b)::text FROM bigvals b WHERE id = 4")[0][0]
+            assert c.get("BigVal:4") == four.encode()
+    finally:
+        pg.execute("DROP TABLE IF EXISTS bigvals")
+
+
 def test_a_database_without_the_hook_is_no_error_a_second(objcached):
     """Pushes only, no hook installed (or not yet): the outbox consumer and
     the feed follower find nothing to read. They say so once in the log and

@@ -393,6 +393,40 @@ static void test_values_by_reference(void **state)
     free(big2);
 }
 
+/* A value that cannot be added (out of memory; oc_gate's reply_ref) after
+ * part of the reply was written cuts it short: OC_REPLY_BROKEN, and the
+ * connection must close (a text reply has no way to say so in band). */
+static void test_values_cut_short(void **state)
+{
+    (void)state;
+    char *big = malloc(OC_REPLY_REF_MIN + 1);
+    memset(big, 'x', OC_REPLY_REF_MIN);
+    big[OC_REPLY_REF_MIN] = '\0';
+    oc_get_item_t items[] = {item("User:2", OC_GET_FOUND, "{}", 4),
+                             item("User:1", OC_GET_FOUND, big, 3),
+                             item("User:3", OC_GET_FOUND, "{}", 5)};
+    oc_get_result_t r = {3, items, NULL, 0};
+    size_t refs = 0;
+    unrefs = 0;
+    oc_reply_fmt_t f = {.style = OC_STYLE_CLASSIC,
+                        .unref = count_unref,
+                        .unref_arg = &unrefs,
+                        .refs = &refs,
+                        .fault_ref = 1};
+    struct evbuffer *b = evbuffer_new();
+    assert_int_equal(oc_reply_get(b, &r, &f, 1 << 20), OC_REPLY_BROKEN);
+    assert_string_equal(drain(b), "VALUE User:2 0 2\r\n{}\r\nVALUE User:1 0 16384\r\n");
+    assert_int_equal(refs, 0);
+    f.style = OC_STYLE_BINARY; /* the same for binary packets */
+    oc_reply_bin_t cmds[] = {{OC_BIN_OP_GET, 1}, {OC_BIN_OP_GET, 2}, {OC_BIN_OP_GET, 3}};
+    f.bin = cmds;
+    assert_int_equal(oc_reply_get(b, &r, &f, 1 << 20), OC_REPLY_BROKEN);
+    assert_int_equal(refs, 0);
+    evbuffer_free(b);
+    assert_int_equal(unrefs, 0);
+    free(big);
+}
+
 static void test_binary_writes(void **state)
 {
     (void)state;
@@ -491,6 +525,7 @@ int main(void)
         cmocka_unit_test(test_binary_get),
         cmocka_unit_test(test_binary_get_by_reference),
         cmocka_unit_test(test_values_by_reference),
+        cmocka_unit_test(test_values_cut_short),
         cmocka_unit_test(test_binary_writes),
         cmocka_unit_test(test_binary_status_and_kinds),
         cmocka_unit_test(test_binary_version_and_stats),
