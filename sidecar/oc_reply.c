@@ -97,10 +97,10 @@ static oc_reply_kind_t reply_meta_get(struct evbuffer *out, const oc_get_item_t 
     meta_key_opaque(f, out);
     evbuffer_add(out, "\r\n", 2);
     if (fl & OC_META_V) {
-        if (by_ref(it, f))
-            add_by_ref(out, it, f);
-        else
-            evbuffer_add(out, it->data, it->len);
+        /* The VA line is out: without its data the stream is out of step. */
+        if ((by_ref(it, f) ? add_by_ref(out, it, f)
+                           : evbuffer_add(out, it->data, it->len)) != 0)
+            return OC_REPLY_BROKEN;
         evbuffer_add(out, "\r\n", 2);
     }
     return OC_REPLY_OK;

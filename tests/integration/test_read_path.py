@@ -520,6 +520,10 @@ def test_a_reply_cut_short_closes_the_connection(objcached_factory, pg):
             assert m.readline().startswith(b"VALUE BigVal:1 0 ")
             assert m.closed_by_peer(), "the connection must close, not answer version"
             assert b"VERSION" not in m.buf and b"END" not in m.buf
+        with harness.McRaw(port=d.port) as m:              # mg: the VA line, then nothing
+            m.send(b"mg BigVal:1 v\r\nmn\r\n")
+            assert m.readline().startswith(b"VA ")
+            assert m.closed_by_peer() and b"MN" not in m.buf
         harness.wait_until(lambda: "event=oom where=conn_reply" in d.log(), timeout=5,
                            what="the cut-short reply to be logged")
         with d.client() as c:

@@ -417,6 +417,12 @@ static void test_values_cut_short(void **state)
     assert_int_equal(oc_reply_get(b, &r, &f, 1 << 20), OC_REPLY_BROKEN);
     assert_string_equal(drain(b), "VALUE User:2 0 2\r\n{}\r\nVALUE User:1 0 16384\r\n");
     assert_int_equal(refs, 0);
+    /* mg ... v: the VA line without its data */
+    oc_get_result_t one = {1, &items[1], NULL, 0};
+    f.style = OC_STYLE_META;
+    f.meta_flags = OC_META_V;
+    assert_int_equal(oc_reply_get(b, &one, &f, 1 << 20), OC_REPLY_BROKEN);
+    assert_string_equal(drain(b), "VA 16384\r\n");
     f.style = OC_STYLE_BINARY; /* the same for binary packets */
     oc_reply_bin_t cmds[] = {{OC_BIN_OP_GET, 1}, {OC_BIN_OP_GET, 2}, {OC_BIN_OP_GET, 3}};
     f.bin = cmds;
