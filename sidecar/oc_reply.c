@@ -170,6 +170,10 @@ static oc_reply_kind_t reply_values(struct evbuffer *out, const oc_get_result_t 
                  size, max_reply);
         return oc_reply_server_error(out, why);
     }
+    if (f->unref == NULL) /* every value copied: one extent */
+        return values_extent(out, r, f, 0, r->n, 0, 0, (size_t)size) != 0
+                   ? oc_reply_server_error(out, "out of memory")
+                   : OC_REPLY_OK;
     size_t i = 0;
     int crlf = 0;
     do {
