@@ -115,7 +115,9 @@ struct evbuffer;
     X(wal_holder, GAUGE, "1 while this sidecar holds the WAL slot (reads the WAL)")      \
     X(wal_takeovers, COUNTER, "times this sidecar took the WAL slot")                    \
     X(wal_transactions, COUNTER, "committed transactions decoded from the WAL")          \
-    X(wal_keys, COUNTER, "keys invalidated from the WAL")                                \
+    X(wal_keys, COUNTER,                                                                 \
+      "keys invalidated from the WAL (a key changed several times in one batch counts "  \
+      "once)")                                                                           \
     X(wal_whole, COUNTER,                                                                \
       "models invalidated whole from the WAL (TRUNCATE, huge transactions)")             \
     X(wal_batches, COUNTER, "batches applied and confirmed to the slot")                 \

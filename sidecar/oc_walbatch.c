@@ -449,6 +449,45 @@ size_t oc_walb_pending_keys(const oc_walb_t *b)
     return b->nkeys;
 }
 
+/* The batch's (model, key) pairs once each, in first-seen order: a row
+ * changed several times in a batch (a hot row, a transaction that updates
+ * it in a loop) is deleted from memcached and appended to the feed once.
+ * Models are interned, so a pointer compare tells them apart. Out of memory:
+ * left as it is (a duplicate costs a delete, never a miss). */
+static size_t batch_dedupe(oc_walb_batch_t *bt)
+{
+    size_t n = bt->nkeys, cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    size_t *slot = n > 1 ? calloc(cap, sizeof(*slot)) : NULL; /* index + 1; 0: free */
+    if (slot == NULL)
+        return n;
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t h = 1469598103934665603ULL ^ (uint64_t)(uintptr_t)bt->models[i];
+        for (size_t k = 0; k < bt->klens[i]; k++)
+            h = (h ^ (unsigned char)bt->keys[i][k]) * 1099511628211ULL;
+        size_t at = (size_t)h & (cap - 1);
+        int dup = 0;
+        for (; slot[at]; at = (at + 1) & (cap - 1)) {
+            size_t j = slot[at] - 1;
+            if (bt->models[j] == bt->models[i] && bt->klens[j] == bt->klens[i] &&
+                memcmp(bt->keys[j], bt->keys[i], bt->klens[i]) == 0) {
+                dup = 1;
+                break;
+            }
+        }
+        if (dup)
+            continue;
+        bt->models[kept] = bt->models[i];
+        bt->keys[kept] = bt->keys[i];
+        bt->klens[kept] = bt->klens[i];
+        slot[at] = ++kept;
+    }
+    free(slot);
+    return kept;
+}
+
 oc_status_t oc_walb_take(oc_walb_t *b, oc_walb_batch_t *out)
 {
     memset(out, 0, sizeof(*out));
@@ -471,6 +510,7 @@ oc_status_t oc_walb_take(oc_walb_t *b, oc_walb_batch_t *out)
         out->klens[i] = b->klen[i];
     }
     out->nkeys = n;
+    out->nkeys = batch_dedupe(out); /* n: the accumulator's part moved out */
     if (b->nwhole)
         memcpy(out->whole, b->whole, b->nwhole * sizeof(*out->whole));
     out->nwhole = b->nwhole;

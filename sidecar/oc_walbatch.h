@@ -69,7 +69,8 @@ typedef enum oc_walb_res {
     OC_WALB_BAD,    /* a change outside a transaction, or a broken stream */
 } oc_walb_res_t;
 
-/* Committed transactions, ready to apply: pairs (models[i], keys[i]), the
+/* Committed transactions, ready to apply: pairs (models[i], keys[i]), each
+ * once (in the order first changed), the
  * models to invalidate whole, the LSN to confirm, the oldest and newest
  * commit times and the newest heartbeat instant ("" if none). */
 typedef struct oc_walb_batch {

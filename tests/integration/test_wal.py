@@ -170,6 +170,25 @@ def test_writes_reach_the_cache_without_triggers(fleet, mc_pool, db):
     assert s["wal_transactions"] >= 5 and s["wal_keys"] >= 7 and s["wal_batches"] >= 1
 
 
+def test_a_row_changed_many_times_in_a_batch_is_deleted_once(fleet, mc_pool, db):
+    """A transaction that updates one row 50 times (a hot row; a loop in
+    PL/pgSQL) is one key of its batch: one memcached delete, one key in the
+    feed row, and the new value served."""
+    a = start(fleet, mc_pool, db)
+    holder([a])
+    cached(a, ["Item:5"])
+    s0 = a.stats()
+    db.q("DO $$ BEGIN FOR i IN 1..50 LOOP "
+         "UPDATE items SET name = 'hot ' || i WHERE id = 5; END LOOP; END $$")
+    wait_value(a, "Item:5", row(db, "Item", 5))
+    harness.wait_until(lambda: a.stats()["wal_keys"] > s0["wal_keys"], timeout=10,
+                       what="the batch to be counted")
+    s1 = a.stats()
+    assert s1["wal_keys"] - s0["wal_keys"] == 1, (s0["wal_keys"], s1["wal_keys"])
+    assert s1["invalidations"] - s0["invalidations"] == 1
+    assert s1["wal_transactions"] - s0["wal_transactions"] >= 1
+
+
 def test_100k_row_update_truncate_and_partitions(fleet, mc_pool, db):
     a = start(fleet, mc_pool, db)
     holder([a])

@@ -179,6 +179,31 @@ static const char *pairs(const oc_walb_batch_t *bt)
     return out;
 }
 
+/* A row changed several times in a batch, in one transaction or several,
+ * is one pair (deleted and appended once); the same key of another model,
+ * or another key, is not merged. */
+static void test_a_batch_holds_each_pair_once(void **state)
+{
+    (void)state;
+    oc_walb_batch_t bt;
+    begin();
+    assert_int_equal(insert(16384, "t:1"), OC_WALB_OK);
+    assert_int_equal(update(16384, NULL, "t:1"), OC_WALB_OK);
+    assert_int_equal(update(16400, NULL, "t:1"), OC_WALB_OK); /* Page:1 */
+    assert_int_equal(update(16384, NULL, "t:12"), OC_WALB_OK);
+    commit(0x2000, 800);
+    begin();
+    for (int i = 0; i < 50; i++)
+        assert_int_equal(update(16384, NULL, "t:1"), OC_WALB_OK);
+    assert_int_equal(delete_(16384, "t:12"), OC_WALB_OK);
+    assert_int_equal(update(16400, "t:1", "t:2"), OC_WALB_OK); /* a key change */
+    commit(0x2100, 801);
+    assert_int_equal(oc_walb_take(b, &bt), OC_OK);
+    assert_string_equal(pairs(&bt), "User:1 Person:1 Page:1 User:12 Person:12 Page:2");
+    assert_int_equal(bt.ntxn, 2);
+    oc_walb_batch_free(&bt);
+}
+
 static void test_changes_become_keys(void **state)
 {
     (void)state;
@@ -411,6 +436,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_changes_become_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_batch_holds_each_pair_once, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_truncate_heartbeat_and_whole, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_huge_transaction_goes_whole, setup,
