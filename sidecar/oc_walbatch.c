@@ -504,6 +504,7 @@ oc_status_t oc_walb_take(oc_walb_t *b, oc_walb_batch_t *out)
     /* empty buffers may still be NULL: memcpy(NULL, 0) is undefined */
     if (bytes)
         memcpy(out->arena, b->arena, bytes);
+    out->arena_len = bytes;
     for (size_t i = 0; i < n; i++) {
         out->models[i] = b->models[i];
         out->keys[i] = out->arena + b->koff[i];

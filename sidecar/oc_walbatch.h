@@ -86,6 +86,7 @@ typedef struct oc_walb_batch {
     char caught_up_at[OC_WALB_INSTANT_MAX]; /* the newest heartbeat, or "" */
     size_t ntxn;                            /* transactions in it */
     char *arena;
+    size_t arena_len; /* its bytes (a merged key's stay there) */
 } oc_walb_batch_t;
 
 oc_walb_t *oc_walb_new(size_t max_txn_keys);

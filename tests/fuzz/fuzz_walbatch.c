@@ -2,7 +2,8 @@
  * length and its bytes) decoded by oc_pgoutput and fed to oc_walbatch,
  * with batches taken along the way. Checks that nothing crashes or leaks,
  * that the open transaction stays bounded by max_txn_keys, and that every
- * batch taken is self-consistent (keys inside its arena, interned models). */
+ * batch taken is self-consistent (keys inside its arena, interned models,
+ * each (model, key) once). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,15 +16,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void check_batch(const oc_walb_batch_t *bt)
 {
-    size_t arena = 0;
-    for (size_t i = 0; i < bt->nkeys; i++)
-        arena += bt->klens[i] + 1;
     for (size_t i = 0; i < bt->nkeys; i++) {
         if (bt->keys[i] < bt->arena ||
-            bt->keys[i] + bt->klens[i] >= bt->arena + arena + 1 ||
+            bt->keys[i] + bt->klens[i] >= bt->arena + bt->arena_len ||
             bt->keys[i][bt->klens[i]] != '\0' || bt->models[i] == NULL ||
             bt->models[i][0] == '\0')
             abort();
+        for (size_t j = 0; j < i; j++) /* each (model, key) once */
+            if (bt->models[j] == bt->models[i] && bt->klens[j] == bt->klens[i] &&
+                memcmp(bt->keys[j], bt->keys[i], bt->klens[i]) == 0)
+                abort();
     }
     for (size_t i = 0; i < bt->nwhole; i++)
         if (bt->whole[i] == NULL || bt->whole[i][0] == '\0')
