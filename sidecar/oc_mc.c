@@ -186,11 +186,13 @@ static void tv_of(struct timeval *tv, double s)
 struct oc_mc_chunk {
     struct oc_mc_chunk *next;
     size_t len, cap;
+    int own; /* one value's alone (MC_CHUNK_OWN) */
     char data[];
 };
 
 #define MC_CHUNK_MIN 4096
 #define MC_CHUNK_MAX (256 * 1024)
+#define MC_CHUNK_OWN (64 * 1024)
 
 oc_mc_job_t *oc_mc_job_new_get(size_t n, oc_mc_done_fn done, void *arg)
 {
@@ -277,23 +279,36 @@ static void ref_fail(oc_mc_t *mc, mc_ref_t ref, const char *why)
         part_fail(mc, ref.job, ref.idx, why);
 }
 
-/* Keep len bytes of p in the arena; *at: where. */
+/* Keep len bytes of p in the arena; *at: where. Small values share chunks,
+ * each twice the last up to MC_CHUNK_MAX; a value of MC_CHUNK_OWN bytes or
+ * more gets a chunk of its own size, linked behind the shared one, so what
+ * a chunk leaves unused stays below the small values' own bytes plus one
+ * chunk whatever the mix of sizes (arena_len, bounded by max_bytes, counts
+ * only values). */
 static int arena_append(oc_mc_job_t *job, const char *p, size_t len, const char **at)
 {
-    struct oc_mc_chunk *c = job->arena;
-    if (c == NULL || c->cap - c->len < len) {
-        /* Each chunk twice the last (within bounds), or the value's size. */
-        size_t cap = c ? c->cap * 2 : MC_CHUNK_MIN;
-        if (cap > MC_CHUNK_MAX)
-            cap = MC_CHUNK_MAX;
-        if (cap < len)
-            cap = len;
-        if ((c = malloc(sizeof(*c) + cap)) == NULL)
+    struct oc_mc_chunk *head = job->arena, *c = head;
+    if (len >= MC_CHUNK_OWN || c == NULL || c->cap - c->len < len) {
+        size_t cap = len;
+        if (len < MC_CHUNK_OWN) {
+            cap = c && !c->own ? c->cap * 2 : MC_CHUNK_MIN;
+            if (cap > MC_CHUNK_MAX)
+                cap = MC_CHUNK_MAX;
+            if (cap < len)
+                cap = len;
+        }
+        if ((c = malloc(sizeof(*c) + (cap ? cap : 1))) == NULL)
             return -1;
-        c->next = job->arena;
         c->len = 0;
         c->cap = cap;
-        job->arena = c;
+        c->own = len >= MC_CHUNK_OWN;
+        if (c->own && head != NULL) { /* the shared chunk stays first */
+            c->next = head->next;
+            head->next = c;
+        } else {
+            c->next = head;
+            job->arena = c;
+        }
     }
     if (len > 0)
         memcpy(c->data + c->len, p, len);
