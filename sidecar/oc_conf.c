@@ -1045,7 +1045,9 @@ static oc_status_t oc_conf_set_windows(const oc_conf_key_t *k, char *base,
     uint32_t ms[OC_SAMPLE_WINDOWS_MAX];
     size_t n = 0;
     const char *p = val;
-    while (*p) {
+    /* Every comma is followed by a window: "1s, 10s," is refused like
+     * "1s,,10s" (and like a trailing comma in columns). */
+    while (*val != '\0') {
         const char *e = strchr(p, ',');
         size_t len = e ? (size_t)(e - p) : strlen(p);
         const char *s = p;
@@ -1068,7 +1070,9 @@ static oc_status_t oc_conf_set_windows(const oc_conf_key_t *k, char *base,
             return oc_conf_bad(why, "'%s': windows must grow from one to the next",
                                oc_conf_show(val, shown));
         ms[n++] = (uint32_t)v;
-        p = e ? e + 1 : s + len;
+        if (e == NULL)
+            break;
+        p = e + 1;
     }
     if (n == 0)
         return oc_conf_bad(why, "at least one window (e.g. 10s)");

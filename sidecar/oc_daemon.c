@@ -63,7 +63,10 @@ static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
         return;
     }
     d->stats.reloads++;
-    oc_log_info("event=reloaded models=%zu memcached_servers=%zu", d->ctx.conf->nmodels,
+    size_t live = 0; /* the file's models: not the ones kept disabled */
+    for (size_t i = 0; i < d->ctx.conf->nmodels; i++)
+        live += !d->ctx.conf->models[i].disabled;
+    oc_log_info("event=reloaded models=%zu memcached_servers=%zu", live,
                 d->ctx.conf->nservers);
 }
 

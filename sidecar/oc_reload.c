@@ -145,6 +145,16 @@ oc_status_t oc_reload(oc_ctx_t *ctx, oc_health_t *health, char *err)
         st = oc_fail(err, OC_ENOMEM, "out of memory");
         goto fail;
     }
+    /* The memcached pool first: it can fail for a reason in the file (a
+     * server name that does not resolve, as oc_mc_new refuses at start),
+     * and then the whole file is refused with nothing switched (oc_mc keeps
+     * its old pool on failure). What follows fails only out of memory,
+     * and then the new pool stays under the old settings (oc_mc keeps its
+     * own copy of the list and the rules). */
+    if ((st = oc_mc_reconfigure(ctx->mc, next, err)) != OC_OK) {
+        free(models);
+        goto fail;
+    }
     /* oc_pg builds its statements from the reordered list: show it a view
      * of next with it, and put next back if that fails. */
     oc_model_conf_t *orig = next->models;
@@ -159,8 +169,6 @@ oc_status_t oc_reload(oc_ctx_t *ctx, oc_health_t *health, char *err)
         goto fail;
     }
     oc_reload_commit_indexes(ctx->conf, next, models, n);
-    if (oc_mc_reconfigure(ctx->mc, next, err) != OC_OK) /* keeps the old pool */
-        oc_log_error("event=reload_memcached_failed reason=\"%s\"", err);
     /* Past the last failure: switch. */
     oc_conf_t *old = ctx->conf;
     int fresh = n > nold; /* a model added, or back from disabled */

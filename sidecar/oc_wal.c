@@ -341,6 +341,8 @@ static void on_data(oc_pgconn_t *pc, const char *buf, size_t len, void *arg)
         stand_by(w, WAL_RETRY_FAST_S, err);
         return;
     }
+    /* wal_max_txn_keys is reloadable: read it as every message is. */
+    oc_walb_set_max_txn_keys(w->acc, w->ctx->conf->wal_max_txn_keys);
     oc_walb_res_t r = oc_walb_feed(w->acc, &m, err);
     if (r == OC_WALB_RELOAD && skip_unknown(w))
         r = oc_walb_feed(w->acc, &m, err);

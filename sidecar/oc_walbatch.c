@@ -90,8 +90,13 @@ oc_walb_t *oc_walb_new(size_t max_txn_keys)
 {
     oc_walb_t *b = calloc(1, sizeof(*b));
     if (b)
-        b->max_txn_keys = max_txn_keys ? max_txn_keys : 1;
+        oc_walb_set_max_txn_keys(b, max_txn_keys);
     return b;
+}
+
+void oc_walb_set_max_txn_keys(oc_walb_t *b, size_t max_txn_keys)
+{
+    b->max_txn_keys = max_txn_keys ? max_txn_keys : 1;
 }
 
 void oc_walb_map_clear(oc_walb_t *b)

@@ -90,6 +90,8 @@ typedef struct oc_walb_batch {
 } oc_walb_batch_t;
 
 oc_walb_t *oc_walb_new(size_t max_txn_keys);
+/* A new max_txn_keys (a reload): applies from the next key added. */
+void oc_walb_set_max_txn_keys(oc_walb_t *b, size_t max_txn_keys);
 void oc_walb_free(oc_walb_t *b);
 
 /* The relation map: relid -> (model, key column), as objcached.wal_tables()

@@ -165,3 +165,95 @@ def test_reloads_do_not_pile_up_prepared_statements(objcached_factory, pg, ref):
         pg.execute("SELECT pg_reload_conf()")
     app = [line for line in log.splitlines() if "app=objcached" in line]
     assert sum("statement: DEALLOCATE ALL" in line for line in app) == 3, "\n".join(app[-30:])
+
+
+def test_an_unresolvable_server_refuses_the_reload(objcached_factory, ref, mc_pool):
+    """A memcached host that does not resolve makes the daemon refuse to
+    start; on a reload it must refuse the file as a whole (the docs: 'and so
+    is a file with any error; the old configuration keeps serving'), not
+    switch models and limits while memcached keeps the old pool."""
+    oc = objcached_factory({"objcached": {"max_keys": "5"}})
+    bad = edit(oc.config_text, "memcached", "servers",
+               f"{mc_pool[0].address} no-such-host.invalid:11211")
+    bad = edit(bad, "objcached", "max_keys", "50")
+    took = reload(oc, bad)
+    log = oc.log()
+    assert not took, "reload counted as applied: " + \
+        "\n".join(l for l in log.splitlines() if "reload" in l)
+    assert 'event=reload_refused reason="memcached server no-such-host.invalid:11211' in log
+    with oc.client() as c:
+        assert c.get_multi([f"User:{i}" for i in range(1, 7)])[1].startswith(
+            b"CLIENT_ERROR too many keys (max 5)")
+
+
+def test_a_reload_storm_while_serving_answers_every_get_right(objcached_factory, ref, mc_pool):
+    """Reloads that change the memcached pool, the near-cache, the consumer
+    and the feed, key_prefix and models, while clients pipeline gets: every
+    reply is right (the row, or 'unknown model' for a model removed), and
+    the daemon stops cleanly (with an ASan binary: no report)."""
+    import threading
+    oc = objcached_factory({"model User": {"near_ttl": "5s"},
+                            "objcached": {"near_cache_size": "2m"}})
+    base = oc.config_text
+    want = {i: ref.json("User", i) for i in range(1, 60)}
+    want_page = ref.json("Page", "café")
+    stop, errors, done = threading.Event(), [], [0]
+
+    def client(n):
+        try:
+            with oc.client() as c:
+                k = 0
+                while not stop.is_set():
+                    ids = [(k * 7 + j) % 59 + 1 for j in range(8)]
+                    k += 1
+                    done[0] += 1
+                    values, end = c.get_multi([f"User:{i}" for i in ids] + ["Page:café"])
+                    if end != b"END":
+                        if not end.startswith(b"CLIENT_ERROR unknown model: Page"):
+                            errors.append((n, end))
+                        continue
+                    got = {v[0]: v[2] for v in values}
+                    for i in ids:
+                        if got.get(f"User:{i}".encode()) != want[i]:
+                            errors.append((n, i, got.get(f"User:{i}".encode())))
+                    if got.get("Page:café".encode()) != want_page:
+                        errors.append((n, "page", got.get("Page:café".encode())))
+        except Exception as e:  # noqa: BLE001
+            errors.append((n, repr(e)))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    variants = [
+        edit(base, "memcached", "servers", mc_pool[0].address),
+        edit(base, "objcached", "near_cache_size", "0"),
+        drop_section(base, "model Page"),
+        edit(base, "postgresql", "invalidation_poll", "0"),
+        edit(base, "postgresql", "feed_poll", "0"),
+        edit(base, "objcached", "key_prefix", "xx:"),
+        edit(base, "model User", "near_ttl", "1s"),
+        edit(base, "memcached", "gutter", mc_pool[1].address).replace(
+            f" {mc_pool[1].address}", "").replace(f"{mc_pool[1].address} ", ""),
+        edit(base, "objcached", "near_cache_size", "1m"),
+        base,
+    ]
+    try:
+        for r in range(10):
+            for v in variants:
+                assert reload(oc, v), oc.log()[-2000:]
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert errors == [], errors[:10]
+    assert oc.alive() and done[0] > 100, done
+
+
+def test_reloaded_log_counts_the_models_of_the_file(objcached_factory):
+    """event=reloaded models=N: N should be the models the file has (as
+    --check-config's 'N models' and event=ready count), not including the
+    ones a reload removed (kept disabled only for their indexes)."""
+    oc = objcached_factory()
+    assert reload(oc, drop_section(oc.config_text, "model Page"))
+    line = [l for l in oc.log().splitlines() if "event=reloaded" in l][-1]
+    assert "models=3 " in line, line

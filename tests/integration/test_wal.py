@@ -880,3 +880,27 @@ def test_steady_commits_are_kept_up_with_at_a_long_interval(fleet, mc_pool, db):
     harness.wait_until(lambda: confirmed_past(db, lsn), timeout=30, interval=0.1,
                        what="the writes confirmed to the slot")
     assert time.monotonic() - t0 < 3, time.monotonic() - t0
+
+
+@pytest.mark.parametrize("how", ["start", "reload"])
+def test_wal_max_txn_keys_applies_by_reload(fleet, mc_pool, db, how):
+    """wal_max_txn_keys is documented as reloadable ('yes'): a transaction
+    changing more keys than it invalidates its models whole. Set at start
+    (the control) it does; set by a reload it must too."""
+    first = "1000" if how == "start" else "1000000"
+    a = start(fleet, mc_pool, db, postgresql={"wal_max_txn_keys": first})
+    holder([a])
+    if how == "reload":
+        assert harness.reload(a, harness.edit(a.config_text, "postgresql",
+                                              "wal_max_txn_keys", "1000"))
+    cached(a, ["Big:1"])
+    s0 = a.stats()
+    gen = db.generation("Big")
+    db.q("UPDATE big SET v = v + 1 WHERE id <= 1500")
+    wait_value(a, "Big:1", row(db, "Big", 1), timeout=30)
+    harness.wait_until(lambda: a.stats()["wal_transactions"] > s0["wal_transactions"],
+                       what="the transaction applied")
+    s1 = a.stats()
+    assert s1["wal_whole"] > s0["wal_whole"], \
+        (how, s0["wal_whole"], s1["wal_whole"], s1["wal_keys"] - s0["wal_keys"])
+    assert db.generation("Big") > gen

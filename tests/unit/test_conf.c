@@ -1485,10 +1485,30 @@ static void test_describe(void **state)
     assert_true(lines >= 35);
 }
 
+/* A trailing comma in sample_windows was taken ("1s, 10s," as two
+ * windows) while ",1s", "1s,,10s" and a trailing comma in columns are
+ * refused. */
+static void test_windows_trailing_comma(void **state)
+{
+    (void)state;
+    expect_error_at("[objcached]\nsample_windows = 1s, 10s,\n" MINIMAL, 2,
+                    "sample_windows: '1s, 10s,' is not a list of durations");
+    expect_error_at("[objcached]\nsample_windows = 1s,\n" MINIMAL, 2, "sample_windows:");
+    expect_error_at("[objcached]\nsample_windows =\n" MINIMAL, 2,
+                    "sample_windows: at least one window");
+    char err[OC_ERRLEN];
+    oc_conf_t *c = load("[objcached]\nsample_windows = 1s,2s , 3s\n" MINIMAL, err);
+    need_conf(c, err);
+    assert_int_equal(c->sample_windows.n, 3);
+    assert_int_equal(c->sample_windows.ms[2], 3000);
+    oc_conf_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_windows_trailing_comma),
         cmocka_unit_test(test_restart_keys),
         cmocka_unit_test(test_deprecated_warns),
         cmocka_unit_test(test_describe),
