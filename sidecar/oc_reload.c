@@ -68,9 +68,28 @@ static oc_status_t grow_generations(oc_ctx_t *ctx, size_t old, size_t n, char *e
     return OC_OK;
 }
 
+static int same_text(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
+/* The object a key names, and its shape: what a cached entry was read as. */
+static int same_object(const oc_model_conf_t *a, const oc_model_conf_t *b)
+{
+    if (!same_text(a->schema, b->schema) || !same_text(a->table, b->table) ||
+        !same_text(a->key_column, b->key_column) || a->key_type != b->key_type ||
+        a->ncolumns != b->ncolumns)
+        return 0;
+    for (size_t i = 0; i < a->ncolumns; i++)
+        if (!same_text(a->columns[i], b->columns[i]))
+            return 0;
+    return 1;
+}
+
 int oc_reload_near_drop(const oc_model_conf_t *old, const oc_model_conf_t *next)
 {
-    return old->near_ttl_ms != next->near_ttl_ms || next->disabled;
+    return old->near_ttl_ms != next->near_ttl_ms || next->disabled ||
+           !same_object(old, next);
 }
 
 oc_reload_switch_t oc_reload_switch(uint32_t old_value, uint32_t new_value)

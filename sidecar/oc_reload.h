@@ -50,8 +50,10 @@ struct oc_model_conf *oc_reload_keep_indexes(const struct oc_conf *cur,
 void oc_reload_commit_indexes(struct oc_conf *cur, struct oc_conf *next,
                               struct oc_model_conf *models, size_t n);
 /* Does the near-cache drop what it holds of a model at a reload? When its
- * near_ttl changed (what it holds may outlive the new one), or the model
- * left (disabled). */
+ * near_ttl changed (what it holds may outlive the new one), the model left
+ * (disabled), or what its keys name changed (table, key, key_type,
+ * columns): entries read under the old definition would be served as the
+ * new one's. */
 int oc_reload_near_drop(const struct oc_model_conf *old,
                         const struct oc_model_conf *next);
 

@@ -603,6 +603,22 @@ def test_reload_turns_it_on_and_off(fleet, mc_pool, db):
         assert a.stats()["near_hits"] == h
 
 
+def test_reload_drops_a_model_whose_definition_changed(fleet, mc_pool, db):
+    """A reload that changes what a model's keys name (here its columns)
+    drops that model's near-cache entries, read under the old definition;
+    one that leaves the model as it was keeps them."""
+    from test_reload import edit, reload
+    a = start(fleet, mc_pool, db, postgresql={"feed_max_lag": "60s"})
+    harness.wait_until(lambda: a.stats()["near_serving"] == 1, timeout=10, what="serving")
+    warm(a, ["Item:41", "Item:42"])
+    assert a.stats()["near_entries"] == 2
+    assert reload(a, edit(a.config_text, "model Big", "ttl", "2h"))
+    assert a.stats()["near_entries"] == 2          # Item's definition did not change
+    assert reload(a, edit(a.config_text, "model Item", "columns", "id, name"))
+    assert a.stats()["near_entries"] == 0
+    assert a.stats()["near_flushes"] == 0          # the model's entries, not a flush
+
+
 def test_one_huge_multiget_of_distinct_keys_keeps_the_hot_ones(fleet, mc_pool, db):
     # a long feed_max_lag: this test is about eviction, not freshness
     a = start(fleet, mc_pool, db, size="2m", objcached={"max_keys": "10000", "max_line": "1m"},

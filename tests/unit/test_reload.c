@@ -121,6 +121,49 @@ static void test_near_drop(void **state)
     assert_true(oc_reload_near_drop(&a, &b));
 }
 
+/* What a model's keys name changed: what the near-cache holds was read
+ * under the old definition. */
+static void test_near_drop_on_a_new_definition(void **state)
+{
+    (void)state;
+    char *cols_a[] = {"id", "name"}, *cols_b[] = {"id", "email"};
+    oc_model_conf_t a = {.schema = "public",
+                         .table = "users",
+                         .key_column = "id",
+                         .key_type = OC_KEY_BIGINT,
+                         .columns = cols_a,
+                         .ncolumns = 2,
+                         .near_ttl_ms = 500};
+    oc_model_conf_t b = a;
+    assert_false(oc_reload_near_drop(&a, &b));
+    b.table = "people";
+    assert_true(oc_reload_near_drop(&a, &b));
+    b = a;
+    b.schema = "app";
+    assert_true(oc_reload_near_drop(&a, &b));
+    b = a;
+    b.key_column = "uid";
+    assert_true(oc_reload_near_drop(&a, &b));
+    b = a;
+    b.key_type = OC_KEY_TEXT;
+    assert_true(oc_reload_near_drop(&a, &b));
+    b = a;
+    b.columns = cols_b;
+    assert_true(oc_reload_near_drop(&a, &b));
+    b = a;
+    b.ncolumns = 1;
+    assert_true(oc_reload_near_drop(&a, &b));
+    b = a;
+    b.columns = NULL; /* the whole row now */
+    b.ncolumns = 0;
+    assert_true(oc_reload_near_drop(&a, &b));
+    char *same[] = {"id", "name"}; /* equal text, other storage */
+    b = a;
+    b.columns = same;
+    b.table = (char[]){"users"};
+    assert_false(oc_reload_near_drop(&a, &b));
+}
+
 static void test_switch(void **state)
 {
     (void)state;
@@ -137,6 +180,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keep_indexes),
         cmocka_unit_test(test_near_drop),
+        cmocka_unit_test(test_near_drop_on_a_new_definition),
         cmocka_unit_test(test_switch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
