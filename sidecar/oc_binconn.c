@@ -190,19 +190,27 @@ static void bin_get_failed(oc_binconn_t *b, size_t i, uint16_t status, const cha
 static void bin_req_reply(oc_binconn_t *b, oc_req_t *req)
 {
     oc_stats_t *st = b->ctx->stats;
-    const oc_get_result_t *r = oc_req_result(req);
+    const oc_get_result_t *full = oc_req_result(req);
+    /* A failed quiet get is the last packet: the gets after it in the
+     * batch are not answered (the connection closes after it), as for a
+     * key refused in bin_batch_start. */
+    oc_get_result_t cut = *full;
+    const oc_get_result_t *r = &cut;
+    size_t failed = 0;
+    for (size_t i = 0; i < full->n; i++) {
+        if (full->items[i].state == OC_GET_FOUND || full->items[i].state == OC_GET_ABSENT)
+            continue;
+        failed++;
+        if (oc_bin_is_quiet(b->cmds[i].opcode)) {
+            b->closing = 1;
+            cut.n = i + 1;
+            break;
+        }
+    }
     oc_reply_fmt_t f = {.style = OC_STYLE_BINARY, .bin = b->cmds};
     oc_req_hold(req, &f);
     f.fault_ref = oc_gate_oom(b->ctx->gate, "reply_ref");
     oc_reply_kind_t k = oc_reply_get(b->out, r, &f, b->ctx->conf->max_reply);
-    size_t failed = 0;
-    for (size_t i = 0; i < r->n; i++) {
-        if (r->items[i].state == OC_GET_FOUND || r->items[i].state == OC_GET_ABSENT)
-            continue;
-        failed++;
-        if (oc_bin_is_quiet(b->cmds[i].opcode))
-            b->closing = 1;
-    }
     st->cmd_get += r->n - failed;
     st->server_errors += failed;
     if (k == OC_REPLY_BROKEN)

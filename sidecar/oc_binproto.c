@@ -200,8 +200,9 @@ void oc_bin_next(const uint8_t *p, size_t len, uint32_t max_value, uint32_t max_
     }
     oc_bin_req_t *r = &out->req;
     if (oc_bin_parse_header(p, r, NULL) != OC_OK) {
-        /* memcached answers a lying length, and closes on a wrong magic
-         * (an ASCII line on a binary connection) without a word. */
+        /* A lying length is answered (0x81) before the close; a wrong
+         * magic (an ASCII line on a binary connection) closes without a
+         * word, as in memcached. */
         out->kind = OC_BIN_NEXT_LOST;
         out->status = r->magic == OC_BIN_MAGIC_REQ ? OC_BIN_UNKNOWN_COMMAND : 0;
         return;

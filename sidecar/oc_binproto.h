@@ -188,9 +188,11 @@ typedef struct oc_bin_req {
  * when the header cannot be a request: the magic is not 0x80, or extlen +
  * keylen > bodylen (a length that lies). Either way the stream cannot be
  * resynchronised and the caller closes. out is filled in both cases, so the
- * caller may answer first: memcached answers a lying length with
- * 0x81 "Unknown command" (opaque echoed) then closes, and closes without a
- * word on a wrong magic (an ASCII line on a binary connection included).
+ * caller may answer first. objcached answers a lying length with 0x81
+ * "Unknown command" (opaque echoed) then closes, so that the client learns
+ * why; memcached 1.6.18 neither answers nor closes (it waits for the body
+ * the lengths imply). A wrong magic (an ASCII line on a binary connection
+ * included) closes without a word, as in memcached.
  */
 oc_status_t oc_bin_parse_header(const uint8_t *p, oc_bin_req_t *out, char *err);
 

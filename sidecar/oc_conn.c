@@ -97,6 +97,11 @@ static size_t conn_in_cap(const oc_conn_t *c)
 {
     const oc_conf_t *conf = conn_ctx(c)->conf;
     size_t cap = (size_t)conf->max_value + conf->max_line + 65536;
+    /* A binary request's header, extras, key and value: holds already
+     * (max_line >= 1 KiB), stated so that a change of the two sums cannot
+     * leave a largest request unread for good. */
+    if (cap < oc_binconn_max_request(conn_ctx(c)))
+        cap = oc_binconn_max_request(conn_ctx(c));
     /* A data block accepted under a larger max_value (a reload lowered it
      * meanwhile) is still read whole: else reading would stop short of it
      * for good. */

@@ -10,6 +10,7 @@ sidecar/oc_binproto.h), except where docs/protocol.md says objcached
 differs (CAS on writes, load errors, unsupported commands)."""
 
 import os
+import random
 import select
 import socket
 import struct
@@ -644,4 +645,159 @@ def test_client_that_never_reads(objcached_factory, ref, what):
     assert d.stats()["timeouts"] == timeouts + 1, f"not closed after {sent} bytes"
     assert sent >= len(batch), sent
     assert peak - before < 64 * 1024, f"RSS grew by {peak - before} KiB"
+    serves(d, ref)
+
+
+def big_obj(i, n):
+    return b'{"id":%d,"pad":"' % i + b"p" * n + b'"}'
+
+
+def test_a_stop_with_values_by_reference_unsent_ends_clean(objcached_factory, ref):
+    d = objcached_factory({"objcached": {"shutdown_timeout": "2s", "write_timeout": "30s"},
+                           "model User": {"push_check": "off"}})
+    big = big_obj(171, 200000)
+    with Bin(d) as c:
+        error(c.call(SET, "User:171", big, store_extras()), SET, OK)
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=2)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(b"".join(req(GETQ, "User:171", opaque=i) for i in range(100)))
+    time.sleep(1.0)
+    d.begin_stop()
+    rc = d.wait_stopped(timeout=20)
+    s.close()
+    assert rc == 0
+
+
+def test_a_half_close_in_the_middle_of_a_reply(objcached_factory, ref):
+    d = objcached_factory({"model User": {"push_check": "off"}})
+    big = big_obj(172, 100000)
+    with Bin(d) as c:
+        error(c.call(SET, "User:172", big, store_extras()), SET, OK)
+    for k in range(5):
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=2)
+        s.sendall(b"".join(req(GETQ, "User:172", opaque=i) for i in range(300)) + req(NOOP))
+        s.recv(1000)
+        s.shutdown(socket.SHUT_WR)
+        s.recv(100000)
+        s.close()
+    time.sleep(0.5)
+    serves(d, ref)
+    assert d.alive()
+
+
+def test_a_pipeline_sent_one_byte_at_a_time(objcached_factory, ref):
+    d = objcached_factory({"model User": {"push_check": "off"}, "objcached": {"max_value": "64k"}})
+    big = big_obj(173, 30000)
+    with Bin(d) as c:
+        error(c.call(SET, "User:173", big, store_extras()), SET, OK)
+    stream = (req(GETKQ, "User:173", opaque=1) + req(0x50, "k", b"v" * 100, opaque=2) +
+              req(GETQ, "User:1", opaque=3) + req(GETQ, "User:999999", opaque=4) +
+              req(SET, "User:174", b"x" * 65600, store_extras(), opaque=5) +
+              req(GETK, "User:2", opaque=6) + req(NOOP, opaque=7))
+    with Bin(d, timeout=30) as c:
+        for b in stream:
+            c.send(bytes([b]))
+        got, noop = c.read_until_noop()
+    assert noop.opaque == 7
+    assert [(r.opcode, r.status, r.opaque) for r in got] == [
+        (GETKQ, OK, 1), (0x50, 0x81, 2), (GETQ, OK, 3), (SET, 3, 5), (GETK, OK, 6)]
+    assert got[0].value == big
+
+
+def test_random_streams_with_big_values_and_resets(objcached_factory, ref):
+    d = objcached_factory({"model User": {"push_check": "off"},
+                           "objcached": {"max_keys": "7", "max_value": "64k"}})
+    big = big_obj(175, 40000)
+    with Bin(d) as c:
+        error(c.call(SET, "User:175", big, store_extras()), SET, OK)
+    rng = random.Random(7)
+    parts = [req(GETKQ, "User:175", opaque=1), req(GETQ, "User:175"), req(GET, "User:175"),
+             req(GETQ, "Nope:1"), req(NOOP), req(GETK, "User:" + "1" * 230),
+             req(SET, "User:176", b" " + ref.json("User", 176), store_extras()),
+             req(SET, "User:177", b"x" * 65600, store_extras()),
+             req(DELETE, "User:178"), req(STAT), req(VERSION), req(0x55, "k", b"v" * 50),
+             req(GETQ, "User:1"), req(GETK, "User:999999")]
+    for i in range(250):
+        data = bytearray(b"".join(rng.choice(parts) for _ in range(rng.randint(1, 40))))
+        for _ in range(rng.randint(0, 2)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        data[0] = 0x80
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+        if rng.random() < 0.5:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        try:
+            pos = 0
+            while pos < len(data):
+                n = rng.randint(1, 5000)
+                s.sendall(bytes(data[pos:pos + n]))
+                pos += n
+            mode = rng.randrange(4)
+            if mode == 0:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            elif mode == 1:
+                s.shutdown(socket.SHUT_WR)
+                s.settimeout(0.05)
+                try:
+                    s.recv(rng.randint(1, 100000))
+                except (socket.timeout, ConnectionResetError):
+                    pass
+            elif mode == 2:
+                s.settimeout(0.05)
+                try:
+                    while s.recv(65536):
+                        pass
+                except (socket.timeout, ConnectionResetError):
+                    pass
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        finally:
+            s.close()
+    time.sleep(1)
+    serves(d, ref)
+    assert d.alive()
+
+
+def test_a_failed_quiet_get_is_the_last_answer(objcached_factory, pg, ref):
+    """docs/protocol.md: a get that fails inside a pipeline of quiet gets "is
+    answered with its status, then the connection is closed" (the answers
+    after it would be taken by Dalli for replies to its next commands). A
+    refused key does that; a failed load must too: nothing after its reply."""
+    d = objcached_factory({"objcached": {"load_timeout": "1s"}})
+    u1, u2 = ref.json("User", 1), ref.json("User", 2)
+    with Bin(d) as c:
+        hit(c.call(GET, "User:1"), u1, GET)
+        hit(c.call(GET, "User:2"), u2, GET)
+    d.wait_idle()
+    pg.stop()
+    try:
+        with Bin(d) as c:
+            c.send(req(GETKQ, "User:1", opaque=1) + req(GETKQ, "User:31", opaque=2) +
+                   req(GETKQ, "User:2", opaque=3) + req(NOOP, opaque=4))
+            hit(c.read(), u1, GETKQ, 1, b"User:1")
+            r = c.read()
+            assert (r.opcode, r.status, r.opaque, r.key) == (GETKQ, 0x84, 2, b""), r
+            # nothing more: no hit for User:2 after the keyless error
+            assert c.closed() and c.buf == b"", c.buf[:40]
+    finally:
+        pg.start()
+
+
+def test_a_client_reset_while_its_batch_loads(objcached_factory, pg, ref):
+    """A batch under way (its load blocked), the client resets: the request
+    is detached and finishes quietly; the daemon serves on (ASan clean)."""
+    d = objcached_factory({"objcached": {"load_timeout": "5s"}})
+    locker = pg.connect(autocommit=False)
+    try:
+        locker.cursor().execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+        s.sendall(b"".join(req(GETKQ, f"User:{i}", opaque=i) for i in range(200, 230)) +
+                  req(SET, "User:231", b"{}", store_extras()) + req(NOOP))
+        harness.wait_until(lambda: d.stats()["loads_in_flight"] >= 1, what="the load")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+        time.sleep(0.3)
+        locker.rollback()
+    finally:
+        locker.close()
+    harness.wait_until(lambda: d.stats()["loads_in_flight"] == 0, what="the load to end")
     serves(d, ref)
