@@ -134,10 +134,16 @@ static objcache_status_t bad_key(objcache_t *h, const char *key)
 {
     if (key == NULL)
         return objcache_fail(h->errmsg, OBJCACHE_EINVAL, "key is NULL");
+    /* errmsg is one line: a control character of the key is shown as '?'. */
+    char echo[OBJCACHE_KEY_ECHO + 1];
+    size_t n = 0;
+    for (; n < OBJCACHE_KEY_ECHO && key[n] != '\0'; n++)
+        echo[n] = (unsigned char)key[n] < 0x20 || key[n] == 0x7f ? '?' : key[n];
+    echo[n] = '\0';
     return objcache_fail(h->errmsg, OBJCACHE_EINVAL,
-                         "invalid key '%.*s': expected Model:id, at most %d bytes, "
+                         "invalid key '%s': expected Model:id, at most %d bytes, "
                          "no spaces or control characters",
-                         OBJCACHE_KEY_ECHO, key, OBJCACHE_KEY_MAX);
+                         echo, OBJCACHE_KEY_MAX);
 }
 
 /* Start a call: forget the last one, and be connected. */
@@ -408,7 +414,12 @@ static objcache_status_t get_batches(objcache_t *h, size_t nsent, objcache_item_
                             h->vals + from, h->opts.max_reply_bytes - h->buf_len);
         struct iovec iov[1] = {{h->req, len}};
         size_t base = h->buf_len;
+        /* The first refused batch's line stays errmsg: its keys come first. */
+        char first[OBJCACHE_ERRLEN];
+        memcpy(first, h->errmsg, sizeof(first));
         objcache_status_t st = exchange(h, iov, 1, &p, deadline);
+        if (st == OBJCACHE_OK && first[0] != '\0')
+            memcpy(h->errmsg, first, sizeof(first));
         if (st != OBJCACHE_OK) {
             /* The whole call failed: the batches before this one too (no
              * item may say OK without a value; their bytes may be gone with
@@ -473,7 +484,7 @@ static objcache_status_t get_verdict(objcache_t *h, size_t nkeys,
         objcache_status_t st = items[i].status;
         if (st == OBJCACHE_OK || st == OBJCACHE_NOT_FOUND)
             continue;
-        if (h->errmsg[0] == '\0' && st == OBJCACHE_EINVAL)
+        if (st == OBJCACHE_EINVAL) /* errmsg may be another key's failure */
             bad_key(h, items[i].key);
         else if (h->errmsg[0] == '\0')
             objcache_fail(h->errmsg, st, "%s", objcache_strerror(st));

@@ -42,9 +42,11 @@
  *   - Result arrays for objcache_get_multi() are the caller's.
  *
  * Memory. Replies are read into one buffer per handle that grows to the
- * largest reply seen, capped by max_reply_bytes (a reply that would be bigger
- * fails with OBJCACHE_ETOOBIG before anything that large is allocated). If an
- * allocation fails the call returns OBJCACHE_ENOMEM; nothing aborts.
+ * largest call's replies seen (a get_multi of several get commands keeps them
+ * all), capped by max_reply_bytes (replies that would be bigger fail with
+ * OBJCACHE_ETOOBIG before anything that large is allocated). If an allocation
+ * fails the call returns OBJCACHE_ENOMEM (and, if a reply was being read,
+ * closes the connection); nothing aborts.
  */
 #ifndef OBJCACHE_H
 #define OBJCACHE_H

@@ -2,6 +2,7 @@
  * objcache: the command line client of objcached, a thin layer over
  * libobjcache. Usage in usage() below and in docs/client.md.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,7 +254,11 @@ static int cmd_tombstone(cli_t *c, int n, char **keys)
         return OBJCACHE_EXIT_USAGE;
     }
     int rc = check_keys(n, keys);
-    for (int i = 0; i < n && rc == OBJCACHE_EXIT_OK; i++) {
+    if (rc != OBJCACHE_EXIT_OK)
+        return rc;
+    /* Every key, whatever the one before answered: a NOT_FOUND (a plain
+     * memcached with nothing to delete) must not skip the keys after it. */
+    for (int i = 0; i < n; i++) {
         objcache_status_t st = objcache_tombstone(c->h, keys[i]);
         if (objcache_cli_exit_code(st) == OBJCACHE_EXIT_FAILED)
             return cli_fail(c, "tombstone", keys[i], st);
@@ -345,6 +350,32 @@ static int run_command(cli_t *c, int argc, char **argv, int in_batch)
     return OBJCACHE_EXIT_USAGE;
 }
 
+/*
+ * One line of stdin into line[0..cap-1), NUL-terminated, without its '\n'.
+ * 0 at the end of input. A line over cap-1 bytes is read to its end and
+ * *too_long set; *has_nul is set if it held a NUL byte (which strlen() would
+ * take for its end). fgets() could not tell either apart from a short line.
+ */
+static int batch_line(char *line, size_t cap, int *too_long, int *has_nul)
+{
+    size_t n = 0;
+    int ch, any = 0;
+    *too_long = *has_nul = 0;
+    while ((ch = getchar()) != EOF) {
+        any = 1;
+        if (ch == '\n')
+            break;
+        if (ch == '\0')
+            *has_nul = 1;
+        if (n < cap - 1)
+            line[n++] = (char)ch;
+        else
+            *too_long = 1;
+    }
+    line[n] = '\0';
+    return any;
+}
+
 /* One command per line; blank lines and lines starting with # are skipped. */
 static int run_batch(cli_t *c)
 {
@@ -357,15 +388,15 @@ static int run_batch(cli_t *c)
         rc = OBJCACHE_EXIT_FAILED;
         goto done;
     }
-    while (fgets(line, CLI_BATCH_LINE, stdin) != NULL) {
-        size_t got = strlen(line);
-        if (got == CLI_BATCH_LINE - 1 && line[got - 1] != '\n' && !feof(stdin)) {
-            /* Over the longest line: its rest must not run as a command. */
-            int ch;
-            while ((ch = fgetc(stdin)) != EOF && ch != '\n')
-                ;
-            fprintf(stderr, "objcache: batch line longer than %u bytes, skipped\n",
-                    CLI_BATCH_LINE - 1);
+    int too_long, has_nul;
+    while (batch_line(line, CLI_BATCH_LINE, &too_long, &has_nul)) {
+        if (too_long || has_nul) {
+            /* Skipped whole: no part of it may run as a command. */
+            if (too_long)
+                fprintf(stderr, "objcache: batch line longer than %u bytes, skipped\n",
+                        CLI_BATCH_LINE - 1);
+            else
+                fputs("objcache: batch line with a NUL byte, skipped\n", stderr);
             rc = objcache_cli_worse(rc, OBJCACHE_EXIT_USAGE);
             continue;
         }
@@ -462,5 +493,11 @@ int main(int argc, char **argv)
     c.json = o.json;
     rc = run_command(&c, argc - first, argv + first, 0);
     objcache_free(c.h);
+    /* Output that could not be written (a full disk, a closed pipe's EPIPE
+     * with SIGPIPE ignored) is a failure, not a silent exit 0. */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "objcache: writing the output: %s\n", strerror(errno));
+        rc = objcache_cli_worse(rc, OBJCACHE_EXIT_FAILED);
+    }
     return rc;
 }

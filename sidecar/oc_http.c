@@ -1,6 +1,7 @@
 #include "oc_http.h"
 
 #include <string.h>
+#include <strings.h>
 
 /* The end of the head: the offset just past its empty line, or 0. */
 static size_t head_end(const char *buf, size_t len)
@@ -46,6 +47,13 @@ static oc_http_verdict_t request_line(const char *p, const char *end, int *head_
     if (!get && !head)
         return OC_HTTP_METHOD;
     *head_only = head;
+    /* absolute-form (RFC 9112 3.2.2, a server MUST accept it): the path is
+     * what follows the authority; none is "/". */
+    if (tlen > 7 && strncasecmp(t, "http://", 7) == 0) {
+        const char *path = memchr(t + 7, '/', tlen - 7);
+        tlen = path ? tlen - (size_t)(path - t) : 0;
+        t = path;
+    }
     if (tlen < 8 || memcmp(t, "/metrics", 8) != 0 || (tlen > 8 && t[8] != '?'))
         return OC_HTTP_NOT_FOUND;
     return OC_HTTP_METRICS;

@@ -684,3 +684,57 @@ def test_install_and_build_against_it(objcached, ref, build_dir, tmp_path):
     # the shared one really loads the installed library
     ldd = run(["ldd", str(shared)], env={"LD_LIBRARY_PATH": str(libdir)}).stdout.decode()
     assert str(libdir / "libobjcache.so.0") in ldd
+
+
+def test_cli_tombstone_of_many_keys_goes_on_after_not_found(cli_bin):
+    """`objcache tombstone A:1 B:2 C:3` against a server that has nothing to
+    delete for A:1 (a plain memcached answers NOT_FOUND, objcache.h): B:2 and
+    C:3 must still be deleted and reported; exit 1 (a key not found)."""
+    def deleter(server, conn, n):
+        while True:
+            req = server.read_request(conn)
+            if req is None:
+                return
+            conn.sendall(b"NOT_FOUND\r\n" if b"A:1" in req else b"DELETED\r\n")
+
+    with FakeServer(deleter) as server:
+        p = run([cli_bin, "--addr", server.addr, "tombstone", "A:1", "B:2", "C:3"])
+        assert server.requests == [b"delete A:1\r\n", b"delete B:2\r\n", b"delete C:3\r\n"], \
+            (server.requests, p.stdout, p.stderr)
+        assert p.stdout == b"A:1 (not found)\nB:2 deleted\nC:3 deleted\n"
+        assert p.returncode == 1
+
+
+def test_cli_batch_line_with_a_nul_byte_does_not_run_its_rest(cli_bin):
+    """A batch line over the 1 MiB limit is skipped whole ("its rest must not
+    run as a command", objcache_cli.c). With a NUL byte early in the line,
+    strlen() hid the overflow and the line's tail ran as a command of its
+    own: here a comment line ends in `tombstone User:1`, which was sent."""
+    def recorder(server, conn, n):
+        while True:
+            req = server.read_request(conn)
+            if req is None:
+                return
+            conn.sendall(b"DELETED\r\n" if req.startswith(b"delete") else b"VERSION x\r\n")
+
+    line = b"#\0" + b"x" * ((1 << 20) - 1 - 2) + b"tombstone User:1\n"
+    with FakeServer(recorder) as server:
+        p = run([cli_bin, "--addr", server.addr, "batch"], input=line + b"version\n")
+        assert server.requests == [b"version\r\n"], (server.requests, p.stdout, p.stderr)
+        assert p.stdout == b"x\n"
+        assert p.returncode == 2  # the bad line is a usage error, as an over-long one is
+
+
+def test_cli_output_that_cannot_be_written_is_not_exit_0(cli_bin):
+    """`objcache get K > /dev/full`: the object could not be printed, so the
+    command did not do its job; exit 0 ("done") hid it, with no message."""
+    def answer(server, conn, n):
+        server.read_request(conn)
+        conn.sendall(b"VALUE User:1 0 2\r\n{}\r\nEND\r\n")
+        wait_for_close(conn)
+
+    with FakeServer(answer) as server, open("/dev/full", "wb") as full:
+        p = subprocess.run([cli_bin, "--addr", server.addr, "get", "User:1"],
+                           stdout=full, stderr=subprocess.PIPE, timeout=30)
+    assert p.returncode == 3, p.stderr
+    assert b"No space left on device" in p.stderr

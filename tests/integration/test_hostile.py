@@ -1261,12 +1261,14 @@ def test_get_of_many_large_values_holds_at_most_max_reply(objcached_factory, exp
             assert got.startswith(b"SERVER_ERROR reply too large (the values read from "
                                   b"memcached passed max_reply"), got
     s = connect(d)
-    s.sendall(b"".join(struct.pack(">BBHBBHIIQ", 0x80, 0x0D, len(k), 0, 0, 0, len(k), n, 0)
+    # GETK..., QUIT (GETKQ would end at the first failure: a failed quiet get
+    # is the last answer of its batch, docs/protocol.md)
+    s.sendall(b"".join(struct.pack(">BBHBBHIIQ", 0x80, 0x0C, len(k), 0, 0, 0, len(k), n, 0)
                        + k for n, k in ((i, b"User:%d" % i) for i in ids)) +
-              struct.pack(">BBHBBHIIQ", 0x80, 0x0A, 0, 0, 0, 0, 0, 999, 0))   # GETKQ..., NOOP
+              struct.pack(">BBHBBHIIQ", 0x80, 0x07, 0, 0, 0, 0, 0, 999, 0))
     buf = b""
-    while True:                  # a failed quiet get closes the connection after
-        chunk = s.recv(65536)    # its answers (docs/protocol.md): read to the end
+    while True:                  # QUIT closes the connection after its answer
+        chunk = s.recv(65536)
         if not chunk:
             break
         buf += chunk
@@ -1276,6 +1278,8 @@ def test_get_of_many_large_values_holds_at_most_max_reply(objcached_factory, exp
         hdr = struct.unpack(">BBHBBHIIQ", buf[:24])
         statuses.append((hdr[5], hdr[7], buf[24 + hdr[3] + hdr[2]:24 + hdr[6]]))
         buf = buf[24 + hdr[6]:]
+    assert statuses and statuses[-1][:2] == (0, 999), statuses[-1:]
+    statuses = statuses[:-1]
     # Each binary get answers for itself: those whose values were kept before
     # the limit are served, every other one fails.
     assert [st[1] for st in statuses] == list(ids), [st[:2] for st in statuses]
@@ -1335,11 +1339,12 @@ def test_commands_after_a_reply_over_the_output_mark_are_run(objcached_factory, 
 
 
 def test_binary_too_large_and_load_failure_each_say_their_own(objcached_factory, pg):
-    """One binary run (quiet gets, then NOOP): three cached 512 KiB values
-    with max_reply 1m (some are dropped: too large) and User:1, a miss whose
-    load fails (users locked, load_timeout 300ms). Each failed get says why:
+    """One binary run (GETKs, then QUIT): three cached 512 KiB values with
+    max_reply 1m (some are dropped: too large) and User:1, a miss whose load
+    fails (users locked, load_timeout 300ms). Each failed get says why:
     "reply too large" for a dropped value, "load failed" for the load (the
-    first message was given to every failed get)."""
+    first message was given to every failed get). GETK, not GETKQ: a failed
+    quiet get is the last answer of its batch (test_binary.py)."""
     d = objcached_factory({"objcached": {"max_reply": "1m", "load_timeout": "300ms"},
                            "model User": {"push_check": "off"}}, env=ASAN_ENV)
     ids = [301, 302, 303]
@@ -1348,8 +1353,8 @@ def test_binary_too_large_and_load_failure_each_say_their_own(objcached_factory,
     try:
         locker.cursor().execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
         s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
-        s.sendall(b"".join(_bin_req(0x0D, b"User:%d" % i, i) for i in ids) +   # GETKQ
-                  _bin_req(0x0D, b"User:1", 1) + _bin_req(0x0A, opaque=9))      # NOOP
+        s.sendall(b"".join(_bin_req(0x0C, b"User:%d" % i, i) for i in ids) +   # GETK
+                  _bin_req(0x0C, b"User:1", 1) + _bin_req(0x07, opaque=9))      # QUIT
         buf, closed = harness.read_to_eof(s)
         s.close()
     finally:
@@ -1360,7 +1365,7 @@ def test_binary_too_large_and_load_failure_each_say_their_own(objcached_factory,
         hdr = struct.unpack(">BBHBBHIIQ", buf[:24])
         got[hdr[7]] = (hdr[5], buf[24 + hdr[3] + hdr[2]:24 + hdr[6]])
         buf = buf[24 + hdr[6]:]
-    assert closed                 # a failed quiet get closes after its answers
+    assert closed and got[9][0] == 0          # answered up to the QUIT
     assert got[1][0] == 0x84 and got[1][1].startswith(b"load failed"), got[1]
     big = [got[i] for i in ids if got[i][0] != 0]
     assert len(big) >= 2 and all(st == 0x84 and msg.startswith(b"reply too large (the values")

@@ -78,6 +78,27 @@ static void test_refusals(void **state)
                      OC_HTTP_BAD);
 }
 
+/* RFC 9112 3.2.2: "A server MUST accept the absolute-form in
+ * requests" (what a client sends through a forward proxy). */
+static void test_absolute_form(void **state)
+{
+    (void)state;
+    int h;
+    assert_int_equal(
+        parse("GET http://127.0.0.1:11312/metrics HTTP/1.1\r\nHost: x\r\n\r\n", 16384,
+              &h),
+        OC_HTTP_METRICS);
+    assert_int_equal(
+        parse("GET HTTP://[::1]:11312/metrics?a=b HTTP/1.1\r\n\r\n", 16384, &h),
+        OC_HTTP_METRICS);
+    assert_int_equal(parse("GET http://host/other HTTP/1.1\r\n\r\n", 16384, &h),
+                     OC_HTTP_NOT_FOUND);
+    assert_int_equal(parse("GET http://host HTTP/1.1\r\n\r\n", 16384, &h),
+                     OC_HTTP_NOT_FOUND);
+    assert_int_equal(parse("GET http://host/metricsx HTTP/1.1\r\n\r\n", 16384, &h),
+                     OC_HTTP_NOT_FOUND);
+}
+
 static void test_status(void **state)
 {
     (void)state;
@@ -98,6 +119,7 @@ int main(void)
         cmocka_unit_test(test_incomplete_and_too_large),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_status),
+        cmocka_unit_test(test_absolute_form),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -755,6 +755,42 @@ static void test_later_batch_fails(void **state)
     fake_stop(&f);
 }
 
+/* objcache_errmsg() is "one line" (objcache.h), also for a key that
+ * holds a control character: the key is echoed in the message. */
+static void test_errmsg_is_one_line(void **state)
+{
+    (void)state;
+    fake_t f;
+    fake_unix(&f, NULL, 0);
+    objcache_t *h = handle(f.addr, 5000, 64 * MIB);
+    const char *v;
+    assert_int_equal(objcache_get(h, "User:1\nSTAT fake 1", &v, NULL), OBJCACHE_EINVAL);
+    assert_null(strchr(objcache_errmsg(h), '\n'));
+    assert_null(strchr(objcache_errmsg(h), '\r'));
+    objcache_free(h);
+    fake_stop(&f);
+}
+
+/* get_multi returns the status of the first key that is neither OK
+ * nor NOT_FOUND "(errmsg tells more)": the message must be about that key,
+ * not about another key's failure. */
+static void test_errmsg_matches_the_returned_status(void **state)
+{
+    (void)state;
+    static const scene_t sc[] = {{"SERVER_ERROR load failed: boom\r\n", 0, SCENE_KEEP}};
+    fake_t f;
+    fake_unix(&f, sc, NSCENES(sc));
+    objcache_t *h = handle(f.addr, 5000, 64 * MIB);
+    const char *keys[] = {"bad key", "User:1"};
+    objcache_item_t it[2];
+    assert_int_equal(objcache_get_multi(h, keys, 2, it), OBJCACHE_EINVAL);
+    assert_int_equal(it[0].status, OBJCACHE_EINVAL);
+    assert_int_equal(it[1].status, OBJCACHE_ESERVER);
+    assert_non_null(strstr(objcache_errmsg(h), "bad key"));
+    objcache_free(h);
+    fake_stop(&f);
+}
+
 /*
  * get_multi reserves max_line_bytes + longest + 8 bytes for the request:
  * SIZE_MAX ("no limit") wrapped that to longest + 7, and batch_build() wrote
@@ -829,6 +865,8 @@ int main(void)
         cmocka_unit_test(test_strerror),
         cmocka_unit_test(test_later_batch_fails),
         cmocka_unit_test(test_huge_max_line),
+        cmocka_unit_test(test_errmsg_is_one_line),
+        cmocka_unit_test(test_errmsg_matches_the_returned_status),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
