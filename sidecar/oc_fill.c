@@ -753,7 +753,10 @@ static void fill_read(oc_fills_t *fs, oc_fill_t *f, const oc_mc_job_t *job, size
     oc_fill_state_t next = oc_fill_after_read(f->state, found, give_up, &f->lease_tries);
     if (found == OC_EC_OBJECT && (f->value = oc_blob_new(h->data, h->len)) == NULL)
         next = OC_FILL_LOADING; /* out of memory: try the long way */
-    f->unconfirmed = found == OC_EC_OBJECT && oc_entry_kind(h->flags) == OC_ENTRY_PUSHED;
+    /* an unchecked push, or a tombstone (checked after it is stored) */
+    f->unconfirmed =
+        (found == OC_EC_OBJECT && oc_entry_kind(h->flags) == OC_ENTRY_PUSHED) ||
+        (found == OC_EC_ABSENT && oc_entry_kind(h->flags) == OC_ENTRY_TOMBSTONE);
     if (found == OC_EC_LEASE_WON)
         fill_take_lease(fs, f, h->cas, h->cas_epoch, h->place);
     if (found == OC_EC_LEASE_HELD && next == OC_FILL_LOADING)

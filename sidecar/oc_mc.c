@@ -950,8 +950,11 @@ static uint32_t store_exptime(oc_mc_t *mc, mc_ref_t ref)
     int on_failover = ref.via == MC_VIA_FAILOVER;
     if (on_failover && mc->stats)
         mc->stats->mc_failover_writes++;
-    return oc_mc_store_exptime(ref.job->items[ref.idx].exptime_s, on_failover,
-                               mc->failover_ttl_s);
+    const oc_mc_item_t *it = &ref.job->items[ref.idx];
+    uint32_t e = ref.job->op == OC_MC_PUSH && it->unordered && it->unordered_ttl_s
+                     ? it->unordered_ttl_s
+                     : it->exptime_s;
+    return oc_mc_store_exptime(e, on_failover, mc->failover_ttl_s);
 }
 
 static void queue_store(mc_server_t *s, mc_ref_t ref, const char *verb, const char *val,

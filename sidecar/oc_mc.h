@@ -176,6 +176,8 @@ typedef struct oc_mc_item {
     uint32_t unordered_flags; /* PUSH: the flags to write instead of `flags`
                                  when decide says OC_MC_WRITE_UNORDERED (0:
                                  `flags`) */
+    uint32_t unordered_ttl_s; /* PUSH: the exptime written with them (0:
+                                 `exptime_s`) */
     oc_mc_result_t result;    /* out */
     int unordered;            /* out, PUSH: written on OC_MC_WRITE_UNORDERED */
     uint64_t stored_cas;      /* out, PUSH: the cas of the item written (0: the

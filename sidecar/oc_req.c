@@ -273,6 +273,10 @@ static int ukey_read(oc_req_t *r, oc_ukey_t *uk, const oc_mc_job_t *job, size_t 
         }
     } else if (c == OC_EC_ABSENT) {
         uk->state = OC_GET_ABSENT;
+        /* A tombstone is stored unconditionally and checked after: a late
+         * one over a row that came back is replaced in memcached only, and
+         * no invalidation would reach a near-cache copy of its absence. */
+        uk->no_near = oc_entry_kind(h->flags) == OC_ENTRY_TOMBSTONE;
     } else {
         uk->w.read_seq = r->read.seq;
         uk->w.read = c;

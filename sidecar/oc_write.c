@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -97,6 +98,99 @@ int oc_write_is_json_object(const char *json, size_t len)
     return ok;
 }
 
+/* An ISO 8601 timestamp as row_to_json prints one (and as apps do):
+ * YYYY-MM-DD, 'T' or ' ', HH:MM:SS, an optional fraction, and an offset
+ * (Z, +HH, +HH:MM, +HH:MM:SS) or none. Its instant in *secs (UTC when it
+ * has an offset) and *nanos; *zoned says whether it had one. 0 if s is not
+ * such a timestamp (a year past 9999, BC, or any other text). */
+static int version_ts(const char *s, int64_t *secs, int64_t *nanos, int *zoned)
+{
+    int v[6];
+    static const char sep[6] = {'-', '-', 'T', ':', ':', 0};
+    const char *p = s;
+    for (int i = 0; i < 6; i++) {
+        int digits = i == 0 ? 4 : 2;
+        v[i] = 0;
+        for (int d = 0; d < digits; d++, p++) {
+            if (*p < '0' || *p > '9')
+                return 0;
+            v[i] = v[i] * 10 + (*p - '0');
+        }
+        if (i < 5 && !(*p == sep[i] || (i == 2 && *p == ' ')))
+            return 0;
+        if (i < 5)
+            p++;
+    }
+    if (v[1] < 1 || v[1] > 12 || v[2] < 1 || v[2] > 31 || v[3] > 24 || v[4] > 59 ||
+        v[5] > 60)
+        return 0;
+    *nanos = 0;
+    if (*p == '.') {
+        int n = 0;
+        for (p++; *p >= '0' && *p <= '9'; p++, n++)
+            if (n < 9)
+                *nanos = *nanos * 10 + (*p - '0');
+        if (n == 0)
+            return 0;
+        for (; n < 9; n++)
+            *nanos *= 10;
+    }
+    int64_t off = 0;
+    *zoned = 0;
+    if (*p == 'Z' || *p == 'z') {
+        *zoned = 1;
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int sign = *p++ == '-' ? -1 : 1, part = 0;
+        int64_t mul = 3600;
+        while (part < 3) {
+            if (p[0] < '0' || p[0] > '9' || p[1] < '0' || p[1] > '9')
+                return 0;
+            off += ((p[0] - '0') * 10 + (p[1] - '0')) * mul;
+            p += 2;
+            mul /= 60, part++;
+            if (*p == ':')
+                p++;
+            else if (*p < '0' || *p > '9')
+                break;
+        }
+        off *= sign;
+        *zoned = 1;
+    }
+    if (*p != '\0')
+        return 0;
+    /* days from 1970-01-01 of the proleptic Gregorian date (H. Hinnant) */
+    int64_t y = v[0] - (v[1] <= 2), m = v[1];
+    int64_t era = (y >= 0 ? y : y - 399) / 400, yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + v[2] - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    int64_t days = era * 146097 + doe - 719468;
+    *secs = days * 86400 + v[3] * 3600 + v[4] * 60 + v[5] - off;
+    return 1;
+}
+
+/* Two strings that are both timestamps compare as instants: as text they
+ * do not order across an offset change (a DST fall-back in a `timezone`
+ * other than UTC: 01:30-04:00 is before 01:10-05:00) nor across formats
+ * (an app's "12:00:00Z" sorts after row_to_json's "12:00:00.25+00:00").
+ * One zoned and one not, or one a timestamp and one not: 2 (unordered).
+ * Neither a timestamp: as text. (Found by a review, 2026-12-05.) */
+static int version_str_cmp(const char *a, const char *b)
+{
+    int64_t as, an, bs, bn;
+    int az, bz;
+    int ta = version_ts(a, &as, &an, &az), tb = version_ts(b, &bs, &bn, &bz);
+    if (ta && tb && az == bz) {
+        if (as != bs)
+            return as > bs ? 1 : -1;
+        return (an > bn) - (an < bn);
+    }
+    if (ta || tb)
+        return 2;
+    int c = strcmp(a, b);
+    return (c > 0) - (c < 0);
+}
+
 int oc_write_version_cmp(const json_t *a, const json_t *b)
 {
     if (json_is_integer(a) && json_is_integer(b)) {
@@ -107,11 +201,8 @@ int oc_write_version_cmp(const json_t *a, const json_t *b)
         double x = json_number_value(a), y = json_number_value(b);
         return (x > y) - (x < y);
     }
-    if (json_is_string(a) && json_is_string(b)) {
-        /* PostgreSQL's ISO timestamps in one pinned TimeZone sort as text. */
-        int c = strcmp(json_string_value(a), json_string_value(b));
-        return (c > 0) - (c < 0);
-    }
+    if (json_is_string(a) && json_is_string(b))
+        return version_str_cmp(json_string_value(a), json_string_value(b));
     return 2;
 }
 
@@ -243,6 +334,13 @@ static oc_status_t write_start(oc_write_t *w, const oc_model_conf_t *m, char *er
     }
     oc_entry_item(it, w->tombstone ? OC_ENTRY_TOMBSTONE : OC_ENTRY_OBJECT, m,
                   ctx->conf->ttl_jitter_pct);
+    /* ... and for missing_ttl only: the check gives it the model's ttl
+     * (confirmed) or replaces it. Should the check never run (this
+     * sidecar killed before it), a late push is not served for ttl
+     * (found by a review, 2026-12-05). */
+    if (!w->tombstone && w->push_check)
+        it->unordered_ttl_s = oc_entry_jitter(m->missing_ttl_s, ctx->conf->ttl_jitter_pct,
+                                              it->key, it->klen);
     if (w->tombstone) { /* readers look at the flags only */
         it->val = w->token;
         it->vlen = w->token_len;
@@ -290,7 +388,31 @@ oc_status_t oc_write_parse_body(const char *json, size_t len, const char *versio
     return OC_OK;
 }
 
-/* The push's body: one JSON object, with the model's version if it has one. */
+int oc_write_id_matches(const json_t *v, oc_key_type_t type, const char *canon,
+                        size_t canon_len)
+{
+    if (v == NULL)
+        return 1; /* no key column in the body: nothing to tell */
+    if (json_is_integer(v) && (type == OC_KEY_BIGINT || type == OC_KEY_INTEGER)) {
+        char buf[24];
+        size_t n = oc_key_format_int(buf, (int64_t)json_integer_value(v));
+        return n == canon_len && memcmp(buf, canon, n) == 0;
+    }
+    if (!json_is_string(v))
+        return 0;
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v);
+    if (n != canon_len)
+        return 0;
+    if (type == OC_KEY_UUID)
+        return strncasecmp(s, canon, n) == 0;
+    return memcmp(s, canon, n) == 0;
+}
+
+/* The push's body: one JSON object, with the model's version if it has one,
+ * and, if it carries the model's key column, the key's own id (a body of
+ * another row, ordered by its version alone, was served as this key's
+ * until ttl; found by a review, 2026-12-05). */
 static oc_status_t push_body(oc_write_t *w, const oc_model_conf_t *m, const char *json,
                              size_t len, char *err)
 {
@@ -298,6 +420,10 @@ static oc_status_t push_body(oc_write_t *w, const oc_model_conf_t *m, const char
         oc_write_parse_body(json, len, m->version_column, &w->obj, &w->version, err);
     if (st != OC_OK)
         return st;
+    if (!oc_write_id_matches(json_object_get(w->obj, m->key_column), m->key_type,
+                             w->ckey + w->canon_off, w->ckey_len - w->canon_off))
+        return oc_fail(err, OC_EINVAL, "value's \"%s\" is not the key's id",
+                       m->key_column);
     if (m->version_column && (w->version_column = strdup(m->version_column)) == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory");
     if ((w->json = malloc(len ? len : 1)) == NULL)

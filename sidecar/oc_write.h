@@ -75,10 +75,15 @@ int oc_write_is_json_object(const char *json, size_t len);
  * OC_EINVAL the reason is in err and both are NULL. */
 oc_status_t oc_write_parse_body(const char *json, size_t len, const char *version_column,
                                 json_t **obj, json_t **version, char *err);
+/* 1 if v, a push body's key column (NULL: the body has none), is the id
+ * canon (canonical, as oc_key_parse makes it) of a key of that type: an
+ * integer or the same text; a uuid in either case. */
+int oc_write_id_matches(const json_t *v, oc_key_type_t type, const char *canon,
+                        size_t canon_len);
 /* Compare two version values: -1, 0, 1 as a <, =, > b; 2 if they cannot be
  * compared (different types, or not numbers or strings). Integers exactly,
- * numbers as doubles, strings bytewise (PostgreSQL's ISO timestamps in one
- * TimeZone sort as text). */
+ * numbers as doubles; two ISO 8601 timestamps as instants (with an offset
+ * both, or without both; else 2), other strings bytewise. */
 int oc_write_version_cmp(const json_t *a, const json_t *b);
 /* What a push with `version` (NULL: the model has no version_column) does
  * with the entry memcached holds (found, flags, val[0..len)): a tombstone

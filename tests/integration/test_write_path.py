@@ -2054,3 +2054,165 @@ def test_a_late_tombstone_check_never_replaces_a_later_tombstone(
     with b.client() as c:
         got = c.get("Item:70")
     assert got is None, (got, items)
+
+
+# ---- review1 (2026-12-05): the write path and the near-cache
+
+def test_a_late_tombstone_is_not_kept_by_another_near_cache(fleet, mc_pool, db, tmp_path):
+    """The app deletes Item:61 and is slow to send its `delete`; the row is
+    inserted again and that insert's invalidation is applied everywhere
+    (memcached and every near-cache). The late tombstone then lands through
+    a: stored unconditionally, checked afterwards (its check, held here at
+    the gate, reads the row and will replace the tombstone). Sidecar b reads
+    the key meanwhile and is answered absent (as any read concurrent with a
+    write may be), but must not keep that absence in its near-cache: the
+    check corrects memcached only, and no invalidation will ever reach b's
+    near-cache entry again (the insert's was applied before). The same rule
+    as for an unchecked push (test_an_unchecked_push_is_not_kept_by_a_near_cache)."""
+    gate = gate_path(tmp_path)
+    a = start(fleet, mc_pool, db, env={"OBJCACHED_FAULT_FILL_GATE": gate}, objcached=GATED)
+    models = dict(MODELS, Item=dict(MODELS["Item"], near_ttl="30s"))
+    b = fleet.start(oc_c.sidecar_config(
+        mc_pool, db.conninfo, models,
+        {"objcached": {"near_cache_size": "8m"},
+         "postgresql": {"invalidation_poll": "200ms", "feed_poll": "100ms"}}))
+    harness.wait_until(lambda: b.stats()["near_serving"] == 1, timeout=10,
+                       what="b's near-cache serving")
+    n0 = _inval_total(a, b)
+    db.q("DELETE FROM items WHERE id = 61")                       # the app's delete ...
+    db.q("INSERT INTO items VALUES (61, 'back again', 61)")       # ... the row comes back
+    _applied(db, (a, b), n0 + 2, "the delete's and the insert's invalidations")
+    time.sleep(0.5)                                               # b's feed applied them too
+    back = row(db, "Item", 61)
+    try:
+        open(gate, "w").close()
+        s0 = a.stats()
+        with a.client() as c:
+            assert tombstone(c, "Item:61") == b"DELETED"          # the late delete
+        harness.wait_until(lambda: a.stats()["pushes_checked"] > s0["pushes_checked"],
+                           timeout=10, what="the tombstone's check to read the row")
+        for _ in range(3):   # the second offer would admit it to b's near-cache
+            with b.client() as c:
+                assert c.get("Item:61") is None
+        near_entries = b.stats()["near_entries"]
+    finally:
+        release(a, gate)
+    # memcached is corrected by a's check ...
+    with a.client() as c:
+        harness.wait_until(lambda: c.get("Item:61") == back, timeout=10,
+                           what="a serving the row that came back")
+    # ... and b, whose near-cache heard of no write since, must serve it too
+    # within feed_max_lag (2 s), not near_ttl (30 s)
+    time.sleep(2.5)
+    with b.client() as c:
+        got = c.get("Item:61")
+    assert (near_entries, got) == (0, back)
+
+
+def test_version_column_timestamptz_across_a_dst_change(fleet, mc_pool, db):
+    """`timezone` may be any zone (configuration.md), and row_to_json prints
+    timestamptz in it, with its offset. Across a DST fall-back the text of
+    the earlier instant sorts after the later one: 01:30-04:00 (05:30 UTC)
+    is before 01:10-05:00 (06:10 UTC). The app commits v1 (05:30 UTC) and is
+    slow to push; another writer commits v2 (06:10 UTC), whose invalidation
+    empties the key, and a get loads v2. The late push of v1 (the row as
+    PostgreSQL printed it) must not replace v2: NOT_STORED, as for any older
+    version. It is STORED as ordered (no check), and v1 is served until the
+    model's ttl while v2 is committed."""
+    oc = start(fleet, mc_pool, db, objcached={"timezone": "America/New_York"})
+    db.q("UPDATE titems SET name = 'v1', updated_at = '2024-11-03 05:30:00+00' WHERE id = 9")
+    db.q("UPDATE titems SET name = 'v2', updated_at = '2024-11-03 06:10:00+00' WHERE id = 9")
+    harness.wait_until(lambda: db.outbox_rows() == 0, timeout=10, what="the invalidations")
+    time.sleep(0.5)
+    with oc.client() as c:
+        v2 = c.get("Stamp:9")
+        assert b'"updated_at":"2024-11-03T01:10:00-05:00"' in v2, v2
+        oc.wait_idle()
+        late_v1 = b'{"id":9,"name":"v1","updated_at":"2024-11-03T01:30:00-04:00"}'
+        reply = push(c, "Stamp:9", late_v1)
+        oc.wait_idle()
+        time.sleep(0.5)
+        got = c.get("Stamp:9")
+    assert (reply, got) == (b"NOT_STORED", v2)
+
+
+def test_version_column_timestamptz_pushed_as_the_django_example_does(fleet, mc_pool, db):
+    """protocol.md's Django example pushes json.dumps(model_to_dict(obj),
+    cls=DjangoJSONEncoder): a UTC datetime becomes "...T12:00:00Z" (and
+    milliseconds only), not row_to_json's "...T12:00:00+00:00". Compared as
+    text with the row PostgreSQL printed, 'Z' sorts after '.', so the late
+    push of an older version (12:00:00, before the committed 12:00:00.25)
+    is taken for newer: stored as ordered, never checked, served until ttl."""
+    oc = start(fleet, mc_pool, db)
+    with oc.client() as c:
+        v2 = c.get("Stamp:3")
+        assert b'"updated_at":"2024-05-01T12:00:00.25+00:00"' in v2, v2
+        oc.wait_idle()
+        late_v1 = b'{"id": 3, "name": "older", "updated_at": "2024-05-01T12:00:00Z"}'
+        reply = push(c, "Stamp:3", late_v1)
+        oc.wait_idle()
+        time.sleep(0.5)
+        got = c.get("Stamp:3")
+    assert (reply, got) == (b"NOT_STORED", v2)
+
+
+def test_versioned_push_of_another_id_is_not_served(fleet, mc_pool, db):
+    """A push to Ver:5 whose body is another row's (id 6: an app that built
+    the key from one object and the body from another) with a version above
+    the cached object's is ordered by its version alone: STORED as an OBJECT,
+    never checked, and Ver:5 is answered with row 6 (a version 5 never had)
+    until the model's ttl or the row's next commit; every real push of Ver:5
+    meanwhile is NOT_STORED against that version. Without a version_column
+    the check replaces it with the row. It must be refused, or at least
+    checked."""
+    oc = start(fleet, mc_pool, db)
+    with oc.client() as c:
+        five = c.get("Ver:5")
+        assert five == row(db, "Ver", 5)
+        oc.wait_idle()
+        other = b'{"id":6,"name":"v 6","version":4}'
+        reply = push(c, "Ver:5", other)
+        oc.wait_idle()
+        time.sleep(0.5)
+        got = c.get("Ver:5")
+    assert (reply, got) == (b'CLIENT_ERROR value\'s "id" is not the key\'s id', five)
+    with oc.client() as c:   # the same id, spelled otherwise: accepted
+        assert push(c, "Ver:005", b'{"id":5,"name":"v 5","version":4}') == b"STORED"
+        assert push(c, "Slug:home", b'{"slug":"about","title":"x"}').startswith(
+            b"CLIENT_ERROR")
+
+
+def test_an_unchecked_push_outlives_its_sidecar_for_missing_ttl_only(fleet, mc_pool, db,
+                                                                     tmp_path):
+    """A late push (a made-up Item:48, as an app slow to push an older row)
+    is stored as PUSHED, answered STORED, and its check is to replace it.
+    If the sidecar dies before the check's swap (SIGKILL, a crash, an OOM
+    kill: here while the check is held at the gate; in production within a
+    PostgreSQL round trip), nobody checks it again: it is served by every
+    sidecar for as long as it was written for. A check that cannot run
+    keeps the push for missing_ttl only (protocol.md, pushes_unchecked);
+    a check that dies with its sidecar must not keep it for the model's ttl
+    (1 h by default)."""
+    gate = gate_path(tmp_path)
+    a = start(fleet, mc_pool, db, env={"OBJCACHED_FAULT_FILL_GATE": gate}, objcached=GATED)
+    b = start(fleet, mc_pool, db)
+    made_up = b'{"id":48,"name":"made up"}'
+    key = oc_c.cache_key("Item", 48, db.generation("Item"))
+    try:
+        held_check(a, gate, "Item:48", made_up)
+        fleet.kill(a)
+        a.proc.wait(timeout=10)
+    finally:
+        if os.path.exists(gate):
+            os.unlink(gate)
+    with b.client() as c:
+        assert c.get("Item:48") == made_up        # served as any unchecked push is
+    ttl = mc_ttl(mc_pool, key)
+    assert ttl is not None and ttl <= 33, (ttl, oc_c.raw_items(mc_pool, key))
+    # a push whose check runs and agrees is confirmed for the model's ttl
+    key49 = oc_c.cache_key("Item", 49, db.generation("Item"))
+    with b.client() as c:
+        assert push(c, "Item:49", spaced(row(db, "Item", 49))) == b"STORED"
+    b.wait_idle()
+    assert [k for _, k, _ in oc_c.raw_items(mc_pool, key49)] == ["OBJECT"]
+    assert mc_ttl(mc_pool, key49) > 3000

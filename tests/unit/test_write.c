@@ -98,6 +98,34 @@ static int cmp(const char *a, const char *b)
     return c;
 }
 
+static int idm(const char *v, oc_key_type_t t, const char *canon)
+{
+    json_t *x = v ? js(v) : NULL;
+    int r = oc_write_id_matches(x, t, canon, strlen(canon));
+    json_decref(x);
+    return r;
+}
+
+static void test_id_matches(void **state)
+{
+    (void)state;
+    assert_true(idm(NULL, OC_KEY_BIGINT, "7"));
+    assert_true(idm("7", OC_KEY_BIGINT, "7"));
+    assert_true(idm("-7", OC_KEY_INTEGER, "-7"));
+    assert_true(idm("\"7\"", OC_KEY_BIGINT, "7"));
+    assert_false(idm("8", OC_KEY_BIGINT, "7"));
+    assert_false(idm("70", OC_KEY_BIGINT, "7"));
+    assert_false(idm("7.0", OC_KEY_BIGINT, "7"));
+    assert_false(idm("null", OC_KEY_BIGINT, "7"));
+    assert_true(idm("\"home\"", OC_KEY_TEXT, "home"));
+    assert_false(idm("\"Home\"", OC_KEY_TEXT, "home"));
+    assert_false(idm("\"hom\"", OC_KEY_TEXT, "home"));
+    assert_true(idm("\"A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11\"", OC_KEY_UUID,
+                    "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"));
+    assert_false(idm("\"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12\"", OC_KEY_UUID,
+                     "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"));
+}
+
 static void test_version_cmp(void **state)
 {
     (void)state;
@@ -118,6 +146,25 @@ static void test_version_cmp(void **state)
         cmp("\"2024-05-01T10:00:00+00:00\"", "\"2024-05-01T10:00:00.5+00:00\""), -1);
     assert_int_equal(
         cmp("\"2024-05-01T10:00:01+00:00\"", "\"2024-05-01T10:00:00.9+00:00\""), 1);
+    /* timestamps as instants: across a DST fall-back (America/New_York) */
+    assert_int_equal(
+        cmp("\"2024-11-03T01:30:00-04:00\"", "\"2024-11-03T01:10:00-05:00\""), -1);
+    assert_int_equal(
+        cmp("\"2024-11-03T01:10:00-05:00\"", "\"2024-11-03T01:30:00-04:00\""), 1);
+    /* and across formats: an app's Z and milliseconds */
+    assert_int_equal(cmp("\"2024-05-01T12:00:00Z\"", "\"2024-05-01T12:00:00.25+00:00\""),
+                     -1);
+    assert_int_equal(
+        cmp("\"2024-05-01T12:00:00.250Z\"", "\"2024-05-01T12:00:00.25+00:00\""), 0);
+    assert_int_equal(cmp("\"2024-05-01 14:00:00.3+02\"", "\"2024-05-01T12:00:00.25Z\""),
+                     1);
+    assert_int_equal(cmp("\"2024-05-01T12:00:00+05:30:10\"", "\"2024-05-01T06:29:50Z\""),
+                     0);
+    /* without an offset, both: as wall times */
+    assert_int_equal(cmp("\"2024-05-01T12:00:00\"", "\"2024-05-01T12:00:00.5\""), -1);
+    /* one zoned and one not, or one not a timestamp: unordered */
+    assert_int_equal(cmp("\"2024-05-01T12:00:00\"", "\"2024-05-01T12:00:00Z\""), 2);
+    assert_int_equal(cmp("\"2024-05-01T12:00:00Z\"", "\"soon\""), 2);
     assert_int_equal(cmp("\"a\"", "\"a\""), 0);
     assert_int_equal(cmp("\"\"", "\"a\""), -1);
     /* different kinds say nothing */
@@ -259,7 +306,7 @@ int main(void)
         cmocka_unit_test(test_is_json_object), cmocka_unit_test(test_parse_body),
         cmocka_unit_test(test_version_cmp),    cmocka_unit_test(test_decide),
         cmocka_unit_test(test_outcome),        cmocka_unit_test(test_needs_check),
-        cmocka_unit_test(test_check_agrees),
+        cmocka_unit_test(test_check_agrees),   cmocka_unit_test(test_id_matches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
