@@ -10,7 +10,7 @@
  * soon as its own key is resolved.
  *
  * Leases (as in Facebook's "Scaling Memcache"), memcached's own: a read of
- * a missing key with `mg <key> v c f N<ttl>` (memcached >= 1.6) makes an
+ * a missing key with `mg <key> v c f k N<ttl>` (memcached >= 1.6) makes an
  * empty item there and tells this reader it won (W); every other reader of
  * that item is told another holds it (Z). Only the winner may fill the key,
  * and only by `cas` with the empty item's cas; any write in between (a

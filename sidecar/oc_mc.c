@@ -20,7 +20,14 @@
 #include "oc_tko.h"
 
 #define MC_READ_CHUNK 65536
-#define MC_WOP_SPARE  1024 /* freed wops kept for reuse */
+/* A server's input or output buffer grown past this (one large value, or a
+ * hostile reply up to OC_MCP_VALUE_MAX) is given back once it is empty, so
+ * one such reply does not stay resident for the life of the process
+ * (found by a review: 64 MiB kept per server, across reconnects). Above
+ * what a value of the default max_value (1 MiB) grows it to, so that such
+ * values do not map and unmap a buffer each. */
+#define MC_BUF_KEEP  (4u << 20)
+#define MC_WOP_SPARE 1024 /* freed wops kept for reuse */
 /* memcached 1.6's `stats` is about 90 lines: a server that sends this many
  * is not answering it */
 #define MC_STAT_LINES_MAX 1024
@@ -107,7 +114,7 @@ typedef struct mc_server {
     struct event *ev_read, *ev_write, *ev_timer, *ev_probe;
     double deadline; /* CONNECTING: give up then */
     double progress; /* OPEN: when the oldest wait began, or
-                        the last bytes arrived since */
+                        the last reply (or key's answer) was read since */
     char *out;       /* to write: [out_off, out_len) */
     size_t out_off, out_len, out_cap;
     char *in; /* read, not parsed: [in_off, in_len) */
@@ -237,11 +244,23 @@ void oc_mc_job_free(oc_mc_job_t *job)
     free(job);
 }
 
+/* Text a server sent (an error line, a probe's answer), made fit for a
+ * quoted log value and a client's reply line in place: `"` and `\`
+ * become `'`, control characters spaces (as oc_log_clean). Without it a
+ * server could end a log line's reason="..." and forge fields after it
+ * (found by a review). */
+static void text_clean(char *p)
+{
+    oc_log_clean(p, strlen(p) + 1, p);
+}
+
 /* Count a failed part; the first failure's text is the job's err. */
 static void job_error(oc_mc_job_t *job, const char *what, size_t len)
 {
-    if (job->errors++ == 0)
+    if (job->errors++ == 0) {
         snprintf(job->err, sizeof(job->err), "%.*s", (int)len, what);
+        text_clean(job->err);
+    }
 }
 
 /* One key or item of `job` is answered; when it was the last, its done is
@@ -368,6 +387,17 @@ static int buf_reserve(char **buf, size_t *cap, size_t len, size_t more)
     *buf = b;
     *cap = c;
     return 0;
+}
+
+/* An empty buffer that grew past MC_BUF_KEEP: freed (made again when
+ * needed). */
+static void buf_trim(char **buf, size_t *cap)
+{
+    if (*cap > MC_BUF_KEEP) {
+        free(*buf);
+        *buf = NULL;
+        *cap = 0;
+    }
 }
 
 /* Room for `more` bytes at the end of out, moving what was sent away. */
@@ -700,6 +730,17 @@ static int parse_mg(mc_server_t *s, mc_wop_t *w, const char *p, size_t avail,
     oc_mcp_reply_t t = l->type;
     if (t != OC_MCP_VA && t != OC_MCP_EN && t != OC_MCP_ERROR)
         return -1;
+    /* A meta reply names no command: the key it returns (k, asked on every
+     * mg) is what ties it to this one. A VA must name it; an EN may (an
+     * older server's). Another key means a reply went missing or came
+     * unasked: every answer after it would be another key's value. */
+    size_t kl;
+    const char *k = ref_key(w->refs[w->cursor], &kl);
+    if ((t == OC_MCP_VA || (t == OC_MCP_EN && l->klen > 0)) &&
+        (l->klen != kl || memcmp(l->key, k, kl) != 0)) {
+        snprintf(s->broken, sizeof(s->broken), "meta reply for another key");
+        return -1;
+    }
     if (t == OC_MCP_VA && avail < l->line_len + (size_t)l->bytes + 2)
         return 0; /* the data block is not all here yet */
     const char *data = p + l->line_len;
@@ -905,7 +946,14 @@ static void srv_parse(mc_server_t *s)
 {
     while (s->wait_head) {
         mc_wop_t *w = s->wait_head;
+        size_t before = s->in_off;
         int r = parse_wop(s, w);
+        /* io_timeout runs from the last reply (or a key's answer) read, not
+         * from the last byte: a server that trickles a byte at a time would
+         * otherwise hold every request on it as long as it likes (found by
+         * a review). `stats` lines do not count: only its END. */
+        if (r > 0 || (r == 0 && s->in_off != before && w->kind != MC_WOP_STATS))
+            s->progress = mc_now(s->mc);
         if (r == 0)
             break;
         if (r < 0) {
@@ -930,8 +978,10 @@ static void srv_parse(mc_server_t *s)
         srv_fail(s, "reply to nothing asked");
         return;
     }
-    if (s->in_off == s->in_len)
+    if (s->in_off == s->in_len) {
         s->in_off = s->in_len = 0;
+        buf_trim(&s->in, &s->in_cap);
+    }
 }
 
 /* ---- queueing ------------------------------------------------------------------ */
@@ -1166,6 +1216,8 @@ static void srv_close(mc_server_t *s)
     s->conn = MC_CONN_CLOSED;
     s->out_off = s->out_len = 0;
     s->in_off = s->in_len = 0;
+    buf_trim(&s->out, &s->out_cap);
+    buf_trim(&s->in, &s->in_cap);
     s->ident_pending = 0;
 }
 
@@ -1266,6 +1318,7 @@ static void srv_write(mc_server_t *s)
         return;
     }
     s->out_off = s->out_len = 0;
+    buf_trim(&s->out, &s->out_cap);
 }
 
 static void srv_read(mc_server_t *s)
@@ -1295,7 +1348,6 @@ static void srv_read(mc_server_t *s)
             return;
         }
         s->in_len += (size_t)n;
-        s->progress = mc_now(s->mc);
         srv_parse(s);
         if (s->conn != MC_CONN_OPEN || (size_t)n < room)
             return;
@@ -1492,6 +1544,7 @@ static int on_probe_reply(mc_server_t *s, mc_wop_kind_t kind, const oc_mcp_line_
     snprintf(s->broken, sizeof(s->broken), "%s answered '%.*s'",
              kind == MC_WOP_FLUSH ? "flush_all" : "version",
              (int)(l->line_len >= 2 ? l->line_len - 2 : 0), line);
+    text_clean(s->broken);
     return -1;
 }
 

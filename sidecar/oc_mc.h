@@ -205,7 +205,7 @@ struct oc_mc_job {
     size_t n;
     /* GET: the caller fills keys/key_lens (unique keys); results in hits.
      * With lease_ttl_s > 0 each key is read with a meta get whose miss
-     * takes a lease for that many seconds (`mg <key> v c f N<ttl>`,
+     * takes a lease for that many seconds (`mg <key> v c f k N<ttl>`,
      * memcached >= 1.6): the read and the lease are one round trip. */
     uint32_t lease_ttl_s;
     const char **keys;
@@ -353,7 +353,8 @@ int oc_mc_wants_shadow(oc_mc_op_t op, int failover_on, int via_primary, int gutt
                        const oc_tko_t *tko, double now, uint32_t failover_ttl_s);
 /* Seconds left, at `now`, of a wait that began at `since` and may last
  * `limit` (a server's io_timeout, counted from its oldest wait's start or
- * the last bytes read): <= 0 when it is over. */
+ * the last reply, or key of a multi-get, read: not from the last byte, or a
+ * server trickling bytes would never time out): <= 0 when it is over. */
 double oc_mc_time_left(double since, double limit, double now);
 
 #endif

@@ -90,6 +90,21 @@ static oc_mcp_reply_t parse_value(const char *s, const char *end, oc_mcp_line_t 
     return OC_MCP_VALUE;
 }
 
+/* The k<key> return flag of a meta reply (after the k): the key, printable
+ * and at most OC_MCP_KEY_MAX bytes, into out->key. */
+static int parse_key_flag(const char **p, const char *end, oc_mcp_line_t *out)
+{
+    const char *k = *p, *e = k;
+    while (e < end && *e != ' ')
+        e++;
+    if (!oc_mcp_key_ok(k, (size_t)(e - k)))
+        return -1;
+    out->key = k;
+    out->klen = (size_t)(e - k);
+    *p = e;
+    return 0;
+}
+
 /* VA <bytes> <flags>: of the flags, c, f, W, Z and X are read (X, stale,
  * only ever comes with W or Z); a flag objcached did not ask for is a
  * stream it does not understand. */
@@ -109,10 +124,21 @@ static oc_mcp_reply_t parse_va(const char *s, const char *end, oc_mcp_line_t *ou
             out->flags = (uint32_t)v;
         else if ((f == 'W' || f == 'Z' || f == 'X') && (s == end || *s == ' '))
             out->win = f == 'W' ? OC_MCP_WIN : f == 'Z' ? OC_MCP_WON_ELSEWHERE : out->win;
-        else
-            return OC_MCP_BAD;
+        else if (f != 'k' || parse_key_flag(&s, end, out) != 0)
+            return OC_MCP_BAD; /* k<key>: the key it answers, asked for */
     }
     return OC_MCP_VA;
+}
+
+/* EN [k<key>]: a meta get's miss, with the key it answers when asked. */
+static oc_mcp_reply_t parse_en(const char *s, const char *end, oc_mcp_line_t *out)
+{
+    while (s < end) {
+        if (skip_space(&s, end) || s == end || *s++ != 'k' ||
+            parse_key_flag(&s, end, out) != 0)
+            return OC_MCP_BAD;
+    }
+    return OC_MCP_EN;
 }
 
 /* The return flags after HD, NF, EX or NS: c<cas> is read (ms asks for
@@ -202,8 +228,8 @@ oc_mcp_reply_t oc_mcp_parse_line(const char *buf, size_t len, oc_mcp_line_t *out
     for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
         if (equals(buf, n, plain[i].word))
             return out->type = plain[i].type;
-    if (equals(buf, n, "EN"))
-        return out->type = OC_MCP_EN;
+    if (starts(buf, n, "EN"))
+        return out->type = parse_en(buf + 2, buf + n, out);
     /* md's and ms's answers */
     static const struct {
         const char *word;
@@ -309,8 +335,8 @@ size_t oc_mcp_format_md(char *buf, const char *key, size_t klen, uint64_t cas)
 
 size_t oc_mcp_mg_size(size_t klen)
 {
-    /* "mg ", key, " v c f", " N" ttl, " R" seconds, "\r\n" */
-    return 3 + klen + 6 + 2 + 10 + 2 + 10 + 2;
+    /* "mg ", key, " v c f k", " N" ttl, " R" seconds, "\r\n" */
+    return 3 + klen + 8 + 2 + 10 + 2 + 10 + 2;
 }
 
 size_t oc_mcp_format_mg_r(char *buf, const char *key, size_t klen, uint32_t ttl,
@@ -318,7 +344,7 @@ size_t oc_mcp_format_mg_r(char *buf, const char *key, size_t klen, uint32_t ttl,
 {
     char *p = oc_mcp_put(buf, "mg ", 3);
     p = oc_mcp_put(p, key, klen);
-    p = oc_mcp_put(p, " v c f", 6);
+    p = oc_mcp_put(p, " v c f k", 8);
     if (ttl > 0) {
         p = oc_mcp_put(p, " N", 2);
         p = put_u64(p, ttl);

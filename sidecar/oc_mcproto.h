@@ -4,7 +4,7 @@
  * Pure functions over caller buffers; no I/O, no allocation (oc_mc does the
  * I/O and owns the buffers).
  *
- * Sent: `gets k1 k2 ...`, `mg <key> v c f [N<ttl>] [R<sec>]` (memcached
+ * Sent: `gets k1 k2 ...`, `mg <key> v c f k [N<ttl>] [R<sec>]` (memcached
  * >= 1.6.10: the read that takes a lease on a miss, and that picks one reader
  * to refresh a hit about to expire), `set|add|cas <key> <flags> <exptime>
  * <bytes> [<cas>]` + data, `ms <key> <bytes> c T<exptime> F<flags> C<cas>|ME`
@@ -57,8 +57,9 @@ typedef enum oc_mcp_reply {
     OC_MCP_DELETED,
     OC_MCP_VERSION,
     OC_MCP_OK,    /* flush_all's answer */
-    OC_MCP_VA,    /* VA <bytes> c<cas> f<flags> [W|Z|X]...: a meta get's value */
-    OC_MCP_EN,    /* a meta get's miss */
+    OC_MCP_VA,    /* VA <bytes> c<cas> f<flags> k<key> [W|Z|X]...: a meta get's
+                     value (key: the k flag's, if it came) */
+    OC_MCP_EN,    /* a meta get's miss, EN [k<key>] */
     OC_MCP_HD,    /* a meta command done, nothing to return (md: deleted) */
     OC_MCP_NF,    /* a meta command's NOT_FOUND */
     OC_MCP_EX,    /* a meta command's EXISTS (md: the cas did not match) */
@@ -73,7 +74,7 @@ typedef enum oc_mcp_reply {
 typedef struct oc_mcp_line {
     oc_mcp_reply_t type;
     size_t line_len; /* bytes of the line, \r\n included */
-    const char *key; /* VALUE; STAT: the name */
+    const char *key; /* VALUE; VA, EN: k<key>, or NULL; STAT: the name */
     size_t klen;
     uint32_t flags;
     uint32_t bytes;   /* the data block that follows (then \r\n) */
@@ -116,7 +117,10 @@ oc_mcp_reply_t oc_mcp_parse_line(const char *buf, size_t len, oc_mcp_line_t *out
 #define OC_MCP_WIN           1 /* the W flag */
 #define OC_MCP_WON_ELSEWHERE 2 /* the Z flag */
 
-/* Bytes the mg command needs; write it (v c f, and N<ttl> when ttl > 0). */
+/* Bytes the mg command needs; write it (v c f k, and N<ttl> when ttl > 0).
+ * k: the reply names its key, the one thing that ties a meta reply to its
+ * command (a reply lost or sent twice would give the next keys another's
+ * value: found by a review). */
 size_t oc_mcp_mg_size(size_t klen);
 size_t oc_mcp_format_mg(char *buf, const char *key, size_t klen, uint32_t ttl);
 /* The same with R<refresh_s> when refresh_s > 0: a hit whose remaining TTL

@@ -125,31 +125,52 @@ static void test_meta_get_replies(void **state)
     assert_int_equal(parse("VA 3 c9 f1 X W\r\n", &l), OC_MCP_VA); /* stale, and won */
     assert_int_equal(l.win, OC_MCP_WIN);
     assert_int_equal(parse("EN\r\n", &l), OC_MCP_EN);
+    assert_true(l.key == NULL && l.klen == 0);
+    /* k: the key the reply answers (review2) */
+    assert_int_equal(parse("EN koc:User:1\r\n", &l), OC_MCP_EN);
+    assert_true(l.klen == 9 && memcmp(l.key, "oc:User:1", 9) == 0);
+    assert_int_equal(parse("VA 2 c7 f1 koc:User:2 W\r\n", &l), OC_MCP_VA);
+    assert_true(l.klen == 9 && memcmp(l.key, "oc:User:2", 9) == 0 && l.win == OC_MCP_WIN);
     static const char *const bad[] = {
-        "VA\r\n",       "VA \r\n",      "VA x c1\r\n",      "VA 1 c\r\n",
-        "VA 1 cx\r\n",  "VA 1 q\r\n",   "VA 1 t5\r\n",      "VA 1 W2\r\n",
-        "VA 1  c1\r\n", "VA 1 c1 \r\n", "VA 134217729\r\n", "VA 1 f4294967296\r\n",
-        "EN \r\n",      "ENX\r\n",
+        "EN k\r\n",
+        "EN x\r\n",
+        "EN ka c1\r\n",
+        "VA 1 k\r\n",
+        "VA 1 k\x01\r\n",
+        "VA\r\n",
+        "VA \r\n",
+        "VA x c1\r\n",
+        "VA 1 c\r\n",
+        "VA 1 cx\r\n",
+        "VA 1 q\r\n",
+        "VA 1 t5\r\n",
+        "VA 1 W2\r\n",
+        "VA 1  c1\r\n",
+        "VA 1 c1 \r\n",
+        "VA 134217729\r\n",
+        "VA 1 f4294967296\r\n",
+        "EN \r\n",
+        "ENX\r\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         if (parse(bad[i], &l) != OC_MCP_BAD)
             fail_msg("accepted '%s'", bad[i]);
     char buf[300];
     size_t n = oc_mcp_format_mg(buf, "oc:User:1", 9, 6);
-    assert_int_equal(n, strlen("mg oc:User:1 v c f N6\r\n"));
-    assert_memory_equal(buf, "mg oc:User:1 v c f N6\r\n", n);
+    assert_int_equal(n, strlen("mg oc:User:1 v c f k N6\r\n"));
+    assert_memory_equal(buf, "mg oc:User:1 v c f k N6\r\n", n);
     assert_true(n <= oc_mcp_mg_size(9));
     n = oc_mcp_format_mg(buf, "k", 1, 0);
-    assert_memory_equal(buf, "mg k v c f\r\n", n);
+    assert_memory_equal(buf, "mg k v c f k\r\n", n);
     assert_true(oc_mcp_format_mg(buf, "k", 1, UINT32_MAX) <= oc_mcp_mg_size(1));
     /* R: pick one reader to refresh a hit about to expire */
     n = oc_mcp_format_mg_r(buf, "oc:User:1", 9, 6, 30);
-    assert_int_equal(n, strlen("mg oc:User:1 v c f N6 R30\r\n"));
-    assert_memory_equal(buf, "mg oc:User:1 v c f N6 R30\r\n", n);
+    assert_int_equal(n, strlen("mg oc:User:1 v c f k N6 R30\r\n"));
+    assert_memory_equal(buf, "mg oc:User:1 v c f k N6 R30\r\n", n);
     n = oc_mcp_format_mg_r(buf, "k", 1, 0, 5);
-    assert_memory_equal(buf, "mg k v c f R5\r\n", n);
+    assert_memory_equal(buf, "mg k v c f k R5\r\n", n);
     n = oc_mcp_format_mg_r(buf, "k", 1, 0, 0);
-    assert_memory_equal(buf, "mg k v c f\r\n", n);
+    assert_memory_equal(buf, "mg k v c f k\r\n", n);
     /* the longest, within the size promised */
     char key[OC_MCP_KEY_MAX];
     memset(key, 'k', sizeof(key));
