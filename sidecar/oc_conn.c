@@ -25,6 +25,11 @@
 
 typedef struct oc_conn oc_conn_t;
 
+/* The longest key token a meta command can carry and objcached accept: a
+ * base64 key (b) that decodes to OC_KEY_MAX bytes. The k flag echoes it
+ * whole. */
+#define OC_KEY_B64_MAX (((OC_KEY_MAX + 2) / 3) * 4)
+
 typedef enum oc_conn_state {
     OC_CONN_READING,
     OC_CONN_WAITING,
@@ -42,12 +47,12 @@ struct oc_conn {
     struct event *ev_idle;     /* idle_timeout, or NULL */
     int reading;
     oc_conn_state_t state;
-    oc_req_t *req;                 /* WAITING: the get under way, or */
-    oc_write_t *write;             /* WAITING: the push or tombstone under way */
-    oc_reply_fmt_t fmt;            /* how to answer the command under way */
-    char fmt_key[OC_KEY_MAX + 1];  /* the key as sent, for the meta k flag */
-    uint64_t data_len;             /* DATA: the push's body length */
-    char data_key[OC_KEY_MAX + 1]; /* DATA: its key */
+    oc_req_t *req;                    /* WAITING: the get under way, or */
+    oc_write_t *write;                /* WAITING: the push or tombstone under way */
+    oc_reply_fmt_t fmt;               /* how to answer the command under way */
+    char fmt_key[OC_KEY_B64_MAX + 1]; /* the key as sent, for the meta k flag */
+    uint64_t data_len;                /* DATA: the push's body length */
+    char data_key[OC_KEY_MAX + 1];    /* DATA: its key */
     size_t data_key_len;
     uint64_t swallow_left;  /* SWALLOW: data bytes to drop; 0 = drop to EOL */
     size_t scanned;         /* input bytes already searched for EOL */
@@ -227,7 +232,8 @@ static int conn_fmt(oc_conn_t *c, const oc_cmd_t *cmd, oc_token_t *key, char *bu
     f->meta_flags = cmd->meta.flags;
     snprintf(f->opaque, sizeof(f->opaque), "%.*s", (int)cmd->meta.opaque.len,
              cmd->meta.opaque.p);
-    f->klen = key->len > OC_KEY_MAX ? OC_KEY_MAX : key->len;
+    /* (longer: not a key objcached accepts, so never echoed) */
+    f->klen = key->len > OC_KEY_B64_MAX ? OC_KEY_B64_MAX : key->len;
     memcpy(c->fmt_key, key->p, f->klen);
     f->key = c->fmt_key;
     if (!(cmd->meta.flags & OC_META_B))

@@ -76,8 +76,12 @@ static oc_reply_kind_t reply_meta_get(struct evbuffer *out, const oc_get_item_t 
 {
     unsigned fl = f->meta_flags;
     if (it->state != OC_GET_FOUND) {
-        if (!(fl & OC_META_Q))
-            evbuffer_add(out, "EN\r\n", 4);
+        /* memcached echoes k and O on a miss too: "EN k<key> O<opaque>" */
+        if (!(fl & OC_META_Q)) {
+            evbuffer_add(out, "EN", 2);
+            meta_key_opaque(f, out);
+            evbuffer_add(out, "\r\n", 2);
+        }
         return OC_REPLY_OK;
     }
     if (fl & OC_META_V)

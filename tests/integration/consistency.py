@@ -1285,7 +1285,7 @@ def meta_multi(c, keys):
         line = c.readline()
         if line == b"MN":
             return values, terminal, near
-        if line == b"EN":
+        if line.split(b" ")[0] == b"EN":   # a miss: EN k<key>
             continue
         if line.startswith(b"VA "):
             parts = line.split(b" ")

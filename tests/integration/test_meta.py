@@ -97,3 +97,42 @@ def test_ms_md_as_pushes_and_tombstones(objcached_factory, ref):
         assert c.readline().split() == [b"HD", b"kUser:8", b"O5"]
         c.sendline(b"mn")
         assert c.readline() == b"MN"
+
+
+def test_mg_miss_echoes_opaque_and_key_as_memcached(objcached, mc_pool):
+    """memcached 1.6 answers a miss with `EN` followed by the O and k return
+    flags; a client that pipelines non-quiet mgs and matches replies by
+    opaque needs them."""
+    with mc_pool[0].client() as m:
+        m.sendline(b"mg objcached-test:nope v k O13 s")
+        mc_miss = m.readline()
+        m.sendline(b"mg objcached-test:nope O9")
+        mc_miss_o = m.readline()
+    assert mc_miss == b"EN kobjcached-test:nope O13"     # memcached's own answer
+    assert mc_miss_o == b"EN O9"
+    with objcached.client() as c:
+        c.sendline(b"mg User:424242 v k O13 s")
+        assert c.readline() == b"EN kUser:424242 O13"
+        c.sendline(b"mg User:424242 O9")
+        assert c.readline() == b"EN O9"
+        enc = base64.b64encode(b"User:424242")
+        c.sendline(b"mg " + enc + b" b k O7")
+        assert c.readline() == b"EN k" + enc + b" b O7"
+        c.sendline(b"mg User:424242 v k O1 q")       # quiet: nothing
+        c.sendline(b"mn")
+        assert c.readline() == b"MN"
+
+
+def test_k_echo_of_a_long_base64_key_is_not_cut(objcached):
+    """A base64 key over 250 characters whose decoded key objcached accepts
+    (<= 226 bytes): the k flag must echo the key as sent, not its first
+    250 characters (memcached refuses such a token; refusing it is fine too)."""
+    raw = b"Page:" + b"x" * 190                      # 195 bytes: a valid key
+    enc = base64.b64encode(raw)                      # 260 characters
+    assert len(enc) > 250
+    with objcached.client() as c:
+        c.sendline(b"md " + enc + b" b k O1")
+        line = c.readline()
+        assert line == b"HD k" + enc + b" b O1" or line.startswith(b"CLIENT_ERROR"), line
+        c.sendline(b"mn")
+        assert c.readline() == b"MN"

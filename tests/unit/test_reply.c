@@ -135,8 +135,8 @@ static void test_meta_get(void **state)
     f.meta_flags = OC_META_K | OC_META_B;
     it.state = OC_GET_ABSENT;
     oc_reply_get(b, &r, &f, 1 << 20);
-    assert_string_equal(drain(b), "EN\r\n");
-    f.meta_flags |= OC_META_Q; /* quiet: no EN */
+    assert_string_equal(drain(b), "EN kVXNlcjox b\r\n"); /* as memcached: k, O */
+    f.meta_flags |= OC_META_Q;                           /* quiet: no EN */
     oc_reply_get(b, &r, &f, 1 << 20);
     assert_string_equal(drain(b), "");
     evbuffer_free(b);
