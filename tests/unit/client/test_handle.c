@@ -188,7 +188,8 @@ static int fake_listen_tcp(fake_t *f, int family)
 static void fake_start(fake_t *f, const scene_t *scenes, size_t n)
 {
     assert_true(n <= MAX_SCENES);
-    memcpy(f->scenes, scenes, n * sizeof(*scenes));
+    if (n > 0) /* no scenes: NULL (memcpy's arguments may not be, even for 0) */
+        memcpy(f->scenes, scenes, n * sizeof(*scenes));
     f->nscenes = n;
     f->conns = f->closed = 0;
     memset(f->req_len, 0, sizeof(f->req_len));
