@@ -338,9 +338,12 @@ static oc_status_t write_start(oc_write_t *w, const oc_model_conf_t *m, char *er
      * (confirmed) or replaces it. Should the check never run (this
      * sidecar killed before it), a late push is not served for ttl
      * (found by a review, 2026-12-05). */
-    if (!w->tombstone && w->push_check)
+    if (!w->tombstone && w->push_check) {
         it->unordered_ttl_s = oc_entry_jitter(m->missing_ttl_s, ctx->conf->ttl_jitter_pct,
                                               it->key, it->klen);
+        if (it->unordered_ttl_s > it->exptime_s) /* missing_ttl set above ttl */
+            it->unordered_ttl_s = it->exptime_s;
+    }
     if (w->tombstone) { /* readers look at the flags only */
         it->val = w->token;
         it->vlen = w->token_len;
