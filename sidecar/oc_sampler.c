@@ -86,6 +86,21 @@ static void enqueue(oc_sampler_t *s, oc_smp_item_t *it)
     s->ctx->stats->sampler_queued = s->q.n;
 }
 
+/* An item taken from the queue put back (a recheck, a batch retried): it
+ * may pass sample_queue by up to a batch, so new samples filling the queue
+ * meanwhile never crowd out a suspect's recheck (which would lose exactly
+ * the checks that find inconsistencies). */
+static void requeue(oc_sampler_t *s, oc_smp_item_t *it)
+{
+    oc_smp_queue_limit(&s->q, s->ctx->conf->sample_queue);
+    if (oc_smp_queue_push_over(&s->q, it, OC_SMP_BATCH) != 0) {
+        s->ctx->stats->sampler_dropped++;
+        drop_item(it);
+        return;
+    }
+    s->ctx->stats->sampler_queued = s->q.n;
+}
+
 static int offer_ok(oc_sampler_t *s, size_t m, size_t len)
 {
     const oc_conf_t *conf = s->ctx->conf;
@@ -203,8 +218,8 @@ static void judge(oc_sampler_t *s, sample_t *sm)
                      oc_smp_recheck_ms(conf->sample_windows.ms, conf->sample_windows.n,
                                        sm->it.slot, conf->sample_recheck_ms) /
                          1000.0;
-        enqueue(s, &sm->it);
-        sm->it.id = NULL; /* the queue's now (or freed by enqueue) */
+        requeue(s, &sm->it);
+        sm->it.id = NULL; /* the queue's now (or freed by requeue) */
         return;
     }
     drop_item(&sm->it);
@@ -257,7 +272,7 @@ static void rows_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char
     oc_sampler_t *s = arg;
     if (st != OC_OK && err && strstr(err, "xmin") && no_xmin(s)) {
         for (size_t i = 0; i < s->nbatch; i++) { /* again, at the next tick */
-            enqueue(s, &s->batch[i].it);
+            requeue(s, &s->batch[i].it);
             s->batch[i].it.id = NULL;
         }
         PQclear(res);

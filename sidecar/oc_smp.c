@@ -17,6 +17,56 @@ uint64_t oc_smp_hash(const char *s, size_t len)
     return h;
 }
 
+/* The non-integer numbers of a JSON text with more significant digits than
+ * a double keeps (DBL_DIG, 15), as a multiset: their count and the sum of
+ * their texts' hashes. jansson parses a number into a double, so two such
+ * numbers that differ past the 15th digit compare equal (a numeric column's
+ * row_to_json prints every digit): two texts whose values are equal agree
+ * only if these are equal too. Strings are skipped. */
+static void long_reals(const char *s, size_t len, size_t *count, uint64_t *sum)
+{
+    size_t i = 0;
+    *count = 0;
+    *sum = 0;
+    while (i < len) {
+        char c = s[i];
+        if (c == '"') {
+            for (i++; i < len && s[i] != '"'; i++)
+                if (s[i] == '\\')
+                    i++;
+            i++;
+            continue;
+        }
+        if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t from = i;
+            int digits = 0, real = 0, lead = 1, exp = 0;
+            for (; i < len; i++) {
+                c = s[i];
+                if (c >= '0' && c <= '9') {
+                    if (exp)
+                        continue;
+                    if (c != '0')
+                        lead = 0;
+                    if (!lead)
+                        digits++;
+                } else if (c == '.') {
+                    real = 1;
+                } else if (c == 'e' || c == 'E') {
+                    real = exp = 1;
+                } else if (c != '-' && c != '+') {
+                    break;
+                }
+            }
+            if (real && digits > 15) {
+                (*count)++;
+                *sum += oc_smp_hash(s + from, i - from);
+            }
+            continue;
+        }
+        i++;
+    }
+}
+
 /* Equal JSON values, or equal version fields when the model has one (a
  * push that PostgreSQL's row matches by version is that row, as far as the
  * model's contract goes: protocol.md, version_column). */
@@ -31,6 +81,13 @@ static int objects_agree(const char *version_column, const char *a, size_t alen,
     int same = 0;
     if (x != NULL && y != NULL) {
         same = json_equal(x, y);
+        if (same) { /* and the numbers a double cannot tell apart */
+            size_t na, nb;
+            uint64_t ha, hb;
+            long_reals(a, alen, &na, &ha);
+            long_reals(b, blen, &nb, &hb);
+            same = na == nb && ha == hb;
+        }
         if (!same && version_column && json_is_object(x) && json_is_object(y)) {
             const json_t *vx = json_object_get(x, version_column);
             const json_t *vy = json_object_get(y, version_column);
@@ -148,9 +205,9 @@ void oc_smp_queue_limit(oc_smp_queue_t *q, size_t cap)
     q->cap = cap;
 }
 
-static int queue_grow(oc_smp_queue_t *q)
+static int queue_grow(oc_smp_queue_t *q, size_t cap)
 {
-    size_t want = q->alloc * 2 < q->cap ? q->alloc * 2 : q->cap;
+    size_t want = q->alloc * 2 < cap ? q->alloc * 2 : cap;
     if (want <= q->alloc || want > SIZE_MAX / sizeof(*q->heap))
         return -1;
     oc_smp_item_t *h = realloc(q->heap, want * sizeof(*h));
@@ -170,7 +227,13 @@ static void swap(oc_smp_item_t *a, oc_smp_item_t *b)
 
 int oc_smp_queue_push(oc_smp_queue_t *q, const oc_smp_item_t *it)
 {
-    if (q->n >= q->cap || (q->n == q->alloc && queue_grow(q) != 0))
+    return oc_smp_queue_push_over(q, it, 0);
+}
+
+int oc_smp_queue_push_over(oc_smp_queue_t *q, const oc_smp_item_t *it, size_t extra)
+{
+    size_t cap = q->cap + extra;
+    if (q->n >= cap || (q->n == q->alloc && queue_grow(q, cap) != 0))
         return -1;
     size_t i = q->n++;
     q->heap[i] = *it;

@@ -21,8 +21,8 @@
  * current at the second, so the cache held a value other than the current
  * row for at least the whole recheck interval: not a race. Anything else
  * (the item replaced, the row written again) is inconclusive and looked at
- * again, up to OC_SMP_ROUNDS times, then counted as raced, never as
- * inconsistent.
+ * again, up to OC_SMP_ROUNDS reads in all, then counted as raced, never
+ * as inconsistent.
  *
  * Agreement: an empty key agrees (a client's read would load the row); an
  * "absent" entry (MISSING, TOMBSTONE) agrees with no row; an object agrees
@@ -42,7 +42,8 @@
 
 #include "oc_conf.h"
 
-#define OC_SMP_ROUNDS  4 /* rechecks of one sample before it counts as raced */
+#define OC_SMP_ROUNDS                                                                    \
+    4 /* reads of one sample (the first and 3 rechecks) before it counts as raced */
 #define OC_SMP_SLOTS   (OC_SAMPLE_WINDOWS_MAX + 1) /* the windows, and hits */
 #define OC_SMP_BATCH   256                         /* keys checked in one round trip */
 #define OC_SMP_LOG_MAX 200                         /* bytes of a value in a log line */
@@ -138,6 +139,11 @@ void oc_smp_queue_free(oc_smp_queue_t *q); /* the array only: ids are the caller
 void oc_smp_queue_limit(oc_smp_queue_t *q, size_t cap);
 /* 0, or -1 if full or out of memory (the caller keeps the item and its id). */
 int oc_smp_queue_push(oc_smp_queue_t *q, const oc_smp_item_t *it);
+/* The same, allowed `extra` items past the bound: for items taken out of the
+ * queue and put back (a suspect's recheck), which new samples must not
+ * crowd out (at most OC_SMP_BATCH are out at a time, so the queue never
+ * holds more than cap + OC_SMP_BATCH). */
+int oc_smp_queue_push_over(oc_smp_queue_t *q, const oc_smp_item_t *it, size_t extra);
 /* Take the earliest item due at `now`: 1, or 0 if none is due. */
 int oc_smp_queue_pop_due(oc_smp_queue_t *q, double now, oc_smp_item_t *out);
 

@@ -534,8 +534,8 @@ static void show(FILE *out, const char *what, const vid_t *x)
 
 static int category(const vid_t *x)
 {
-    if (!x->cacheable)
-        return C_ABSENT; /* an id no client can ask for: never cached */
+    if (!x->cacheable) /* an id no client can ask for: never cached */
+        return x->row.found ? C_MISSING : C_ABSENT;
     switch (x->verdict) {
     case OC_SMP_AGREE:
         if (x->cache.kind == OC_SMP_C_EMPTY)
@@ -609,6 +609,22 @@ static int round_trip(verify_t *v, int first)
     return 0;
 }
 
+/* The model's generation (0 without the hook: no TRUNCATE tracked); `gen`
+ * if it cannot be read. */
+static uint64_t read_gen(verify_t *v, uint64_t gen)
+{
+    const char *p[] = {v->m->name};
+    PGresult *r =
+        PQexecParams(v->pg,
+                     "SELECT generation FROM objcached.models WHERE model = $1 AND "
+                     "to_regclass('objcached.models') IS NOT NULL",
+                     1, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        gen = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return gen;
+}
+
 static int connect_pg(verify_t *v)
 {
     const char *keys[] = {"connect_timeout", "dbname", "fallback_application_name", NULL};
@@ -629,16 +645,23 @@ static int connect_pg(verify_t *v)
     free(session);
     if (!ok)
         return -1;
-    /* The model's generation (0 without the hook: no TRUNCATE tracked). */
-    const char *p[] = {v->m->name};
-    r = PQexecParams(v->pg,
-                     "SELECT generation FROM objcached.models WHERE model = $1 AND "
-                     "to_regclass('objcached.models') IS NOT NULL",
-                     1, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-        v->gen = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
-    PQclear(r);
+    v->gen = read_gen(v, 0);
     return 0;
+}
+
+/* Key every id at the generation v->gen; all of them to be read (again). */
+static void key_ids(verify_t *v)
+{
+    size_t max_key = OC_KEY_MAX - strlen(v->conf->key_prefix) - OC_KEY_GEN_ROOM;
+    for (size_t i = 0; i < v->n; i++) {
+        vid_t *x = &v->ids[i];
+        x->pending = 1;
+        x->verdict = OC_SMP_AGREE;
+        x->cacheable = oc_key_id_cacheable(x->id, x->idlen, max_key);
+        if (x->cacheable)
+            x->cklen = oc_key_cache_key(v->conf->key_prefix, v->m->name, v->gen, x->id,
+                                        x->idlen, x->ckey, sizeof(x->ckey), &(size_t){0});
+    }
 }
 
 static int run(verify_t *v, uint32_t sample)
@@ -651,21 +674,32 @@ static int run(verify_t *v, uint32_t sample)
     if (connect_pg(v) != 0 || pick_present(v, sample) != 0 ||
         pick_absent(v, sample / 10 ? sample / 10 : 1) != 0)
         return OC_VERIFY_UNREAD;
-    size_t max_key = OC_KEY_MAX - strlen(v->conf->key_prefix) - OC_KEY_GEN_ROOM;
-    for (size_t i = 0; i < v->n; i++) {
-        vid_t *x = &v->ids[i];
-        x->pending = 1;
-        x->cacheable = oc_key_id_cacheable(x->id, x->idlen, max_key);
-        if (x->cacheable)
-            x->cklen = oc_key_cache_key(v->conf->key_prefix, v->m->name, v->gen, x->id,
-                                        x->idlen, x->ckey, sizeof(x->ckey), &(size_t){0});
-    }
-    if (round_trip(v, 1) != 0)
-        return OC_VERIFY_UNREAD;
-    for (int k = 0; k < RECHECK_ROUNDS && pending(v) > 0; k++) {
-        sleep(1); /* past the invalidation of a write that raced the first read */
-        if (round_trip(v, 0) != 0)
+    /* A TRUNCATE committing meanwhile moves every client to the next
+     * generation's keys and leaves the old ones as they were: entries read
+     * at a generation that is no longer current prove nothing, so after
+     * each round the generation is read again and, if it moved, the check
+     * starts over at the new one. */
+    for (int gens = 0;; gens++) {
+        if (gens == RECHECK_ROUNDS) {
+            fprintf(v->errout,
+                    "objcached --verify: the generation of %s kept changing "
+                    "(TRUNCATE) during the check\n",
+                    v->m->name);
             return OC_VERIFY_UNREAD;
+        }
+        key_ids(v);
+        if (round_trip(v, 1) != 0)
+            return OC_VERIFY_UNREAD;
+        uint64_t gen = read_gen(v, v->gen);
+        for (int k = 0; gen == v->gen && k < RECHECK_ROUNDS && pending(v) > 0; k++) {
+            sleep(1); /* past the invalidation of a write that raced the first read */
+            if (round_trip(v, 0) != 0)
+                return OC_VERIFY_UNREAD;
+            gen = read_gen(v, v->gen);
+        }
+        if (gen == v->gen)
+            break;
+        v->gen = gen;
     }
     return report(v);
 }

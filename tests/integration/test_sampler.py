@@ -325,3 +325,57 @@ def test_no_false_positives_under_heavy_concurrent_writes(mc_pool, request, mode
         assert total(oc, "checks", "hit") > 100, s
         assert total(oc, "checks", "3s") > 100, s
         assert st["sampler_errors"] == 0
+
+
+def test_suspect_rechecks_are_not_lost_when_the_queue_is_full(fleet, mc_pool, db, pg):
+    """Under a load that keeps sample_queue full (the soak's
+    regime: millions dropped), a stale entry that the sampler does check
+    must still be counted. A suspect's recheck goes back into the same queue
+    the offers fill; if it is refused, the suspect vanishes (only
+    sampler_dropped moves) while every agreeing first read is counted: the
+    sampler reports checks and 0 inconsistent for a key it saw was wrong."""
+    import faultproxy
+    proxy = faultproxy.FaultProxy(pg.port, name="pg")
+    try:
+        conninfo = f"host=127.0.0.1 port={proxy.port} dbname={db.name} user=postgres"
+        overrides = {"objcached": {"sample_rate": "1", "sample_windows": "1s",
+                                   "sample_max_qps": "20", "sample_recheck": "500ms",
+                                   "sample_queue": "256"},
+                     "postgresql": {"invalidation_poll": "200ms", "feed_poll": "100ms"}}
+        oc = fleet.start(oc_c.sidecar_config(mc_pool, conninfo, MODELS, overrides))
+        hot = [f"Item:{i}" for i in range(100, 300)]
+        with oc.client(timeout=10) as c:
+            assert c.get_multi(hot)[1] == b"END"   # cached
+        gen = db.generation("Item")
+        mc_set_raw(mc_pool, oc_c.cache_key("Item", 7, gen), OBJECT,
+                   b'{"id":7,"name":"planted old","n":-1}')
+        proxy.set_mode("delay", delay=0.03)  # a slower database: each batch takes longer
+        stop = threading.Event()
+        errors = []
+
+        def reader():
+            try:
+                with oc.client(timeout=10) as c:
+                    while not stop.is_set():
+                        c.get_multi(["Item:7"] + hot)
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=reader, daemon=True) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(8)
+        s = sampler(oc)
+        st = oc.stats()
+        stop.set()
+        for t in threads:
+            t.join(20)
+        print(s.get(("Item", "hit")), {k: st[k] for k in st if k.startswith("sampler_")})
+        assert not errors, errors
+        assert st["sampler_dropped"] > 0, st        # the queue was full
+        assert s[("Item", "hit")]["checks"] > 500, s  # and keys were checked
+        # Item:7 was served wrong the whole time, and each check of it is a
+        # suspect: some of them must be proven.
+        assert s[("Item", "hit")]["inconsistent"] >= 1, (s, st)
+    finally:
+        proxy.close()

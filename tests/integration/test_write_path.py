@@ -2056,7 +2056,7 @@ def test_a_late_tombstone_check_never_replaces_a_later_tombstone(
     assert got is None, (got, items)
 
 
-# ---- review1 (2026-12-05): the write path and the near-cache
+# ---- the write path and the near-cache (found by a review, 2026-12-05)
 
 def test_a_late_tombstone_is_not_kept_by_another_near_cache(fleet, mc_pool, db, tmp_path):
     """The app deletes Item:61 and is slow to send its `delete`; the row is

@@ -69,6 +69,23 @@ static void test_agreement(void **state)
     assert_false(oc_smp_agrees(NULL, &err, &r));
 }
 
+/* JSON numbers that differ only past a double's precision are
+ * different values of a numeric column (PostgreSQL's row_to_json prints
+ * every digit): a stale copy must not agree with the row. */
+static void test_numeric_digits_not_lost(void **state)
+{
+    (void)state;
+    oc_smp_row_t r = row("{\"id\":1,\"bal\":1.000000000000000002}", 10);
+    oc_smp_cache_t old = obj("{\"id\":1,\"bal\":1.000000000000000001}", 3);
+    assert_false(oc_smp_agrees(NULL, &old, &r));
+    oc_smp_row_t big = row("{\"id\":1,\"bal\":12345678901234567.3}", 10);
+    oc_smp_cache_t bigold = obj("{\"id\":1,\"bal\":12345678901234567.1}", 3);
+    assert_false(oc_smp_agrees(NULL, &bigold, &big));
+    /* still: the same number spelt another way (a push's own JSON) agrees */
+    oc_smp_cache_t spelt = obj("{ \"bal\": 1.000000000000000002, \"id\": 1 }", 3);
+    assert_true(oc_smp_agrees(NULL, &spelt, &r));
+}
+
 static void test_first_read(void **state)
 {
     (void)state;
@@ -219,6 +236,18 @@ static void test_queue_by_due_time(void **state)
         assert_true(out.due == (double)i);
     }
     assert_int_equal(oc_smp_queue_push(&q, &it), 0); /* 3,999 waited: room for one */
+    assert_int_equal(oc_smp_queue_push(&q, &it), -1);
+    oc_smp_queue_free(&q);
+    /* An item put back (a recheck) may pass the bound by `extra`,
+     * new samples may not */
+    assert_int_equal(oc_smp_queue_init(&q, 3), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(oc_smp_queue_push(&q, &it), 0);
+    assert_int_equal(oc_smp_queue_push(&q, &it), -1);
+    assert_int_equal(oc_smp_queue_push_over(&q, &it, 2), 0);
+    assert_int_equal(oc_smp_queue_push_over(&q, &it, 2), 0);
+    assert_int_equal(oc_smp_queue_push_over(&q, &it, 2), -1);
+    assert_int_equal(q.n, 5);
     assert_int_equal(oc_smp_queue_push(&q, &it), -1);
     oc_smp_queue_free(&q);
 }
@@ -426,6 +455,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_agreement),
+        cmocka_unit_test(test_numeric_digits_not_lost),
         cmocka_unit_test(test_first_read),
         cmocka_unit_test(test_recheck_rules),
         cmocka_unit_test(test_pick_rate),
