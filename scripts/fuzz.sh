@@ -21,7 +21,7 @@
 # pgoutput messages turned into invalidation batches), fuzz_smp (the
 # consistency sampler's comparisons of hostile cached bytes, and --verify's
 # --sample argument), fuzz_http (the /metrics listener's verdict on a
-# request head). The sidecar sources each needs
+# request head), fuzz_push (a push's body: JSON object, version order, id). The sidecar sources each needs
 # are compiled into it directly, so no other build is needed. New inputs
 # libFuzzer finds go to <build-dir>/corpus/<target>/, never into the tree;
 # a crash worth keeping is copied into tests/fuzz/corpus/<target>/ by hand.
@@ -33,7 +33,7 @@ root=$PWD
 seconds=30
 builddir=build-fuzz
 targets=()
-all_targets=(fuzz_proto fuzz_key fuzz_conf fuzz_parse fuzz_mcproto fuzz_pgoutput fuzz_binproto fuzz_walbatch fuzz_smp fuzz_http)
+all_targets=(fuzz_proto fuzz_key fuzz_conf fuzz_parse fuzz_mcproto fuzz_pgoutput fuzz_binproto fuzz_walbatch fuzz_smp fuzz_http fuzz_push)
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
@@ -72,6 +72,7 @@ sources() {
     case "$1" in
     fuzz_proto) echo tests/fuzz/fuzz_proto.c sidecar/oc_proto.c sidecar/oc_status.c ;;
     fuzz_http) echo tests/fuzz/fuzz_http.c sidecar/oc_http.c ;;
+    fuzz_push) echo tests/fuzz/fuzz_push.c sidecar/oc_write_body.c sidecar/oc_key.c sidecar/oc_mcproto.c sidecar/oc_conf.c sidecar/oc_status.c -ljansson ;;
     fuzz_key) echo tests/fuzz/fuzz_key.c sidecar/oc_key.c sidecar/oc_mcproto.c sidecar/oc_conf.c sidecar/oc_status.c ;;
     fuzz_conf) echo tests/fuzz/fuzz_conf.c sidecar/oc_conf.c sidecar/oc_status.c ;;
     fuzz_parse) echo client/fuzz/fuzz_parse.c client/objcache_parse.c client/objcache_status.c ;;
