@@ -126,7 +126,7 @@ static void test_meta_get_replies(void **state)
     assert_int_equal(l.win, OC_MCP_WIN);
     assert_int_equal(parse("EN\r\n", &l), OC_MCP_EN);
     assert_true(l.key == NULL && l.klen == 0);
-    /* k: the key the reply answers (review2) */
+    /* k: the key the reply answers (mg asks for it) */
     assert_int_equal(parse("EN koc:User:1\r\n", &l), OC_MCP_EN);
     assert_true(l.klen == 9 && memcmp(l.key, "oc:User:1", 9) == 0);
     assert_int_equal(parse("VA 2 c7 f1 koc:User:2 W\r\n", &l), OC_MCP_VA);
