@@ -14,7 +14,7 @@ import pytest
 import consistency as oc_c
 import faultproxy
 import harness
-from test_mc_protocol import FakeMemcached, listen_loopback
+from fakemc import FAKE_STATS, FirstReadFake, listen_loopback
 from test_write_path import (db, template, GATED, _back_to_on, _gets, _on_then_off,  # noqa: F401
                              _lease_with_cas, _pump, gate_path, gated_cold_get, held_check,
                              push, release, row, start, tombstone, zero_generations)
@@ -192,11 +192,6 @@ def test_identified_connection_after_an_unidentified_one_is_a_new_epoch(fleet, d
         a.cleanup()
 
 
-# A whole, constant identity: the fake answers `stats` like one memcached
-# process.
-FAKE_STATS = b"STAT pid 4242\r\nSTAT uptime 100\r\nSTAT time 1700000100\r\nEND\r\n"
-
-
 def test_a_server_whose_reads_time_out_is_marked_down(objcached_factory):
     """failure_limit (3) io timeouts in a row mark a server down. Every new
     connection starts with `stats`; its answer must not count as a success
@@ -205,7 +200,7 @@ def test_a_server_whose_reads_time_out_is_marked_down(objcached_factory):
     never taken out of service, and every request for its keys waited
     io_timeout)."""
     # reads hang: a stuck extstore device, a wedged item lock...
-    fake = FakeMemcached(b"", stats=FAKE_STATS, hang_reads=True)
+    fake = FirstReadFake(b"", stats=FAKE_STATS, hang_reads=True)
     try:
         oc = objcached_factory({"memcached": {"servers": fake.address, "io_timeout": "300ms",
                                               "failure_limit": "3", "retry_timeout": "30s"}})

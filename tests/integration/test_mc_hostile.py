@@ -1,124 +1,18 @@
 """objcached's memcached client against a scripted fake memcached whose
-replies are decided per command by a handler (see FakeMc): replies lost,
+replies are decided per command by a handler (fakemc.FakeMc): replies lost,
 sent twice or for another key, trickled, oversized or hostile. Each test
 names what it proves (written in a review, 2026-12-05; test_mc_protocol.py
 has the cases against a real memcached)."""
 
-import socket
-import threading
 import time
 
 import pytest
 
 import harness
-from test_mc_protocol import listen_loopback, moved, user_values
+from fakemc import FakeMc
+from test_mc_protocol import moved, user_values
 
 OBJECT_FLAGS = (0x6F63 << 16) | (1 << 8) | 1   # oc_entry_flags(OC_ENTRY_OBJECT)
-FAKE_STATS = b"STAT pid 4242\r\nSTAT uptime 100\r\nSTAT time 1700000100\r\nEND\r\n"
-
-
-class FakeMc:
-    """A loopback memcached whose answers come from handler(fake, conn_no,
-    words, data) -> bytes (or None: answer nothing). data is the data block
-    of a storage command (set/add/cas/ms), else None. The default handler
-    answers like an empty cache."""
-
-    def __init__(self, handler=None, stats=FAKE_STATS):
-        self.handler = handler or (lambda *a: None)
-        self.stats = stats
-        self.connections = 0
-        self.commands = []            # (conn_no, words)
-        self.conns = []
-        self.lock = threading.Lock()
-        self.sock, self.port, self.address = listen_loopback()
-        self._stop = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while not self._stop:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.connections += 1
-                n = self.connections
-                self.conns.append(c)
-            threading.Thread(target=self._serve, args=(c, n), daemon=True).start()
-
-    @staticmethod
-    def empty_cache(words):
-        cmd = words[0]
-        if cmd in (b"get", b"gets"):
-            return b"END\r\n"
-        if cmd == b"mg":
-            return b"EN\r\n"
-        if cmd in (b"set", b"add"):
-            return b"STORED\r\n"
-        if cmd == b"cas":
-            return b"NOT_FOUND\r\n"
-        if cmd == b"ms":
-            return b"HD c1\r\n"
-        if cmd == b"md":
-            return b"NF\r\n"
-        if cmd == b"delete":
-            return b"NOT_FOUND\r\n"
-        if cmd == b"version":
-            return b"VERSION 1.6.18-fake\r\n"
-        if cmd == b"flush_all":
-            return b"OK\r\n"
-        return b"ERROR\r\n"
-
-    def _serve(self, c, n):
-        buf = b""
-        try:
-            while not self._stop:
-                data = c.recv(65536)
-                if not data:
-                    return
-                buf += data
-                while True:
-                    line, sep, rest = buf.partition(b"\r\n")
-                    if not sep:
-                        break
-                    words = line.split()
-                    block = None
-                    if words and words[0] in (b"set", b"add", b"cas", b"ms"):
-                        size = int(words[4] if words[0] != b"ms" else words[2])
-                        if len(rest) < size + 2:
-                            break
-                        block, rest = rest[:size], rest[size + 2:]
-                    buf = rest
-                    if not words:
-                        continue
-                    with self.lock:
-                        self.commands.append((n, words))
-                    if words == [b"stats"]:
-                        out = self.stats
-                    else:
-                        out = self.handler(self, n, words, block)
-                        if out is None:
-                            out = self.empty_cache(words)
-                    if out == b"":
-                        continue
-                    if out == b"CLOSE":
-                        c.close()
-                        return
-                    c.sendall(out)
-        except OSError:
-            return
-        finally:
-            c.close()
-
-    def close(self):
-        self._stop = True
-        self.sock.close()
-        with self.lock:
-            for c in self.conns:
-                try:
-                    c.close()
-                except OSError:
-                    pass
 
 
 def va(value, cas=7, flags=OBJECT_FLAGS, key=None):

@@ -6,11 +6,10 @@ time. Whatever the pool does, every get is answered right (from PostgreSQL
 when the pool fails), the daemon keeps serving, and a broken server is
 dropped and connected again after retry_timeout.
 
-The fake speaks just enough of the protocol: it answers `version`, `stats`
-(ERROR by default: a server without it), and to the first read (a `gets`,
-or the first `mg` of a get's pipeline) it sends the scenario's bytes; every
-later command gets the honest answer of an empty cache (END / EN /
-NOT_STORED for a cas / STORED)."""
+The fake (fakemc.FirstReadFake) answers `stats` with ERROR by default (a
+server without it), and to the first read (a `gets`, or the first `mg` of a
+get's pipeline) it sends the scenario's bytes; every later command gets the
+honest answer of an empty cache."""
 
 import socket
 import threading
@@ -19,6 +18,7 @@ import time
 import pytest
 
 import harness
+from fakemc import FirstReadFake, listen_loopback
 
 
 # push_check off: with it, a tombstone of a row PostgreSQL still has (these tests
@@ -34,93 +34,6 @@ def moved(before, after, *names):
 def user_values(ref, ids):
     return [(b"User:%d" % i, 0, ref.json("User", i)) for i in ids
             if ref.json("User", i) is not None]
-
-
-def listen_loopback():
-    """A listening socket on a free loopback port: (socket, port, "host:port")."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    port = sock.getsockname()[1]
-    return sock, port, f"127.0.0.1:{port}"
-
-
-class FakeMemcached:
-    """A loopback TCP server; `first_gets` is what it answers to the first
-    gets command (bytes, or None to close the connection instead); with
-    `hang_reads`, no read (gets, mg) is ever answered."""
-
-    def __init__(self, first_gets, stats=b"ERROR\r\n", hang_reads=False):
-        self.first_gets = first_gets
-        self.stats = stats
-        self.hang_reads = hang_reads
-        self.sent_scenario = threading.Event()
-        self.connections = 0
-        self.sock, self.port, self.address = listen_loopback()
-        self._stop = False
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-        self._threads[0].start()
-
-    def _accept(self):
-        while not self._stop:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            t = threading.Thread(target=self._serve, args=(c,), daemon=True)
-            t.start()
-
-    def _serve(self, c):
-        buf = b""
-        try:
-            while not self._stop:
-                data = c.recv(65536)
-                if not data:
-                    return
-                buf += data
-                while True:
-                    line, sep, rest = buf.partition(b"\r\n")
-                    if not sep:
-                        break
-                    words = line.split()
-                    if words and words[0] in (b"set", b"add", b"cas"):
-                        need = int(words[4]) + 2
-                        if len(rest) < need:
-                            break                       # wait for the data block
-                        rest = rest[need:]
-                        c.sendall(b"NOT_STORED\r\n" if words[0] == b"cas" else b"STORED\r\n")
-                    elif words and words[0] in (b"get", b"gets", b"mg") and self.hang_reads:
-                        pass
-                    elif words and words[0] in (b"gets", b"mg") and \
-                            not self.sent_scenario.is_set():
-                        self.sent_scenario.set()
-                        if self.first_gets is None:
-                            c.close()
-                            return
-                        c.sendall(self.first_gets)
-                    elif words and words[0] in (b"get", b"gets"):
-                        c.sendall(b"END\r\n")
-                    elif words and words[0] == b"mg":
-                        c.sendall(b"EN\r\n")
-                    elif words and words[0] == b"delete":
-                        c.sendall(b"NOT_FOUND\r\n")
-                    elif words and words[0] == b"version":
-                        c.sendall(b"VERSION 1.6.18-fake\r\n")
-                    elif words == [b"stats"]:
-                        c.sendall(self.stats)
-                    else:
-                        c.sendall(b"ERROR\r\n")
-                    buf = rest
-        except OSError:
-            return
-        finally:
-            c.close()
-
-    def close(self):
-        self._stop = True
-        self.sock.close()
 
 
 class TrickleProxy:
@@ -200,7 +113,7 @@ def on_fake(objcached_factory, fake):
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_broken_memcached_replies_are_survived(objcached_factory, ref, scenario):
-    fake = FakeMemcached(SCENARIOS[scenario])
+    fake = FirstReadFake(SCENARIOS[scenario])
     try:
         oc = on_fake(objcached_factory, fake)
         ids = [1, 2, 3]
@@ -245,7 +158,7 @@ def test_broken_stats_replies_are_survived(objcached_factory, ref, scenario):
     """The connection is reset (its `stats` is the first reply on it), every
     get is answered right from PostgreSQL, and the daemon keeps serving."""
     stats, reason = STATS_SCENARIOS[scenario]
-    fake = FakeMemcached(b"END\r\n", stats=stats)
+    fake = FirstReadFake(b"END\r\n", stats=stats)
     try:
         oc = on_fake(objcached_factory, fake)
         ids = [1, 2, 3]
@@ -271,7 +184,7 @@ def test_a_server_without_stats_is_used_with_a_new_cas_epoch_each_connection(
     the same (said once in the log), every new connection taken for a
     restart."""
     for stats in (b"ERROR\r\n", b"STAT pid 7\r\nSTAT version 1.6.18\r\nEND\r\n"):
-        fake = FakeMemcached(b"END\r\n", stats=stats)
+        fake = FirstReadFake(b"END\r\n", stats=stats)
         try:
             oc = objcached_factory({"memcached": {"servers": fake.address}})
             with oc.client() as c:
