@@ -604,7 +604,11 @@ static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char
         const oc_model_conf_t *m = oc_conf_model(ctx->conf, PQgetvalue(res, i, 0),
                                                  (size_t)PQgetlength(res, i, 0));
         uint64_t gen = strtoull(PQgetvalue(res, i, 1), NULL, 10);
-        if (m && ctx->model_gen[m - ctx->conf->models] != gen) {
+        /* Only forward, as the feed and its resync switch: this snapshot
+         * may predate a TRUNCATE whose feed row this sidecar applied while
+         * the answer was on its way, and the older generation's keys still
+         * hold the rows it removed. */
+        if (m && gen > ctx->model_gen[m - ctx->conf->models]) {
             oc_log_info("event=model_generation model=%s generation=%" PRIu64, m->name,
                         gen);
             ctx->model_gen[m - ctx->conf->models] = gen;

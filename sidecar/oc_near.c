@@ -323,8 +323,13 @@ void oc_near_set_limit(oc_near_t *n, size_t limit)
 
 void oc_near_fresh_until(oc_near_t *n, double until)
 {
-    if (until <= 0 && n->fresh_until > 0)
+    if (until <= 0 && n->fresh_until > 0) {
+        /* The feed lost its proof (its connection, a poll that found it
+         * lagging): a flush as much as a proof that ran out in a get. */
+        if (n->count > 0)
+            n->stats->near_flushes++;
         oc_near_clear(n);
+    }
     n->fresh_until = until;
     gauges(n);
 }

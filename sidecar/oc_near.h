@@ -82,7 +82,8 @@ void oc_near_set_limit(oc_near_t *n, size_t limit);
 /* The owner proved freshness up to this instant (monotonic seconds): the
  * cache serves while now < until. Once a get or put finds that instant
  * passed, everything is dropped (near_flushes) and nothing is answered or
- * stored until a later instant is given. 0: not fresh (drops at once). */
+ * stored until a later instant is given. 0: not fresh (drops at once; a
+ * flush too, if it held anything). */
 void oc_near_fresh_until(oc_near_t *n, double until);
 /* Serving at `now`: fresh and a limit above 0. */
 int oc_near_serving(oc_near_t *n, double now);

@@ -169,6 +169,24 @@ static uint64_t gen_of(const oc_wal_t *w, const char *model)
     return 0;
 }
 
+/* The generation to delete a model's keys under: the newer of what the
+ * holder read (at the start, and after its own whole-model rows) and what
+ * this sidecar uses. A whole-model invalidation that does not come through
+ * the WAL (a TRUNCATE of one partition: the outbox, which this process's
+ * consumer applies) moves the sidecars, this one first, to a generation
+ * the holder has not read; deleting under the older one would miss every
+ * key cached since. Generations only grow (every sidecar has the same
+ * models: docs/operations.md). */
+static uint64_t delete_gen(const oc_wal_t *w, const char *model)
+{
+    uint64_t gen = gen_of(w, model);
+    const oc_ctx_t *ctx = w->ctx;
+    const oc_model_conf_t *m = oc_conf_model(ctx->conf, model, strlen(model));
+    if (m && ctx->model_gen[m - ctx->conf->models] > gen)
+        gen = ctx->model_gen[m - ctx->conf->models];
+    return gen;
+}
+
 /* ---- giving up the slot --------------------------------------------------------------
  */
 
@@ -611,9 +629,9 @@ static void apply_deletes(oc_wal_t *w)
         size_t off;
         oc_mc_item_t *it = &w->job->items[k++];
         it->key = ck;
-        it->klen =
-            oc_key_cache_key(ctx->conf->key_prefix, b->models[i], gen_of(w, b->models[i]),
-                             b->keys[i], b->klens[i], ck, OC_KEY_MAX + 1, &off);
+        it->klen = oc_key_cache_key(ctx->conf->key_prefix, b->models[i],
+                                    delete_gen(w, b->models[i]), b->keys[i], b->klens[i],
+                                    ck, OC_KEY_MAX + 1, &off);
         w->del_idx[k - 1] = i; /* which batch key, for the requeue */
         oc_fill_invalidate(ctx->fills, it->key, it->klen);
         oc_near_invalidate(ctx->near, it->key, it->klen);

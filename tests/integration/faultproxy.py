@@ -15,6 +15,11 @@ Switching from "drop" or "reset" back to "forward" closes the connections
 that hung meanwhile (with a RST), as a recovered network would break them;
 connections made after the switch pass again. Loopback only. Used by
 consistency.py (the randomized consistency run) and its tests.
+
+Apart from the mode, hold_replies_after(marker) holds the server's bytes of
+a connection whose client sent `marker` (a query's text), from that query
+on, until release(): the query has run (its snapshot is taken) once
+held_ports() names the connection, and its result is not delivered yet.
 """
 
 import socket
@@ -59,6 +64,8 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._conns = set()       # open sockets, both sides
         self.counts = {"accepted": 0, "reset": 0, "bytes": 0}
+        self._marker = None       # hold_replies_after's
+        self._held = {}           # server socket -> (its local port, answered), while held
         self._thread = threading.Thread(target=self._accept_loop, daemon=True,
                                         name=f"{name}-accept")
         self._thread.start()
@@ -83,6 +90,23 @@ class FaultProxy:
             _rst(s)
         with self._lock:
             self.counts["reset"] += len(conns)
+
+    def hold_replies_after(self, marker):
+        """From now on, a connection whose client sends `marker` gets no more
+        bytes from the server until release()."""
+        with self._lock:
+            self._marker = marker
+
+    def held_ports(self):
+        """The local ports (PostgreSQL's client_port) of the connections
+        held that the server has answered since (their replies wait here)."""
+        with self._lock:
+            return sorted(port for port, answered in self._held.values() if answered)
+
+    def release(self):
+        with self._lock:
+            self._marker = None
+            self._held.clear()
 
     def _accept_loop(self):
         self.lsock.settimeout(0.2)
@@ -115,14 +139,32 @@ class FaultProxy:
                     self._conns.add(server)
             for src, dst in ((client, server), (server, client)):
                 if src is not None:
-                    threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+                    threading.Thread(target=self._pump, args=(src, dst, server),
+                                     daemon=True).start()
 
-    def _pump(self, src, dst):
+    def _hold(self, src, data, server):
+        """hold_replies_after: mark the connection when its client sends the
+        marker (before the query is passed on); hold its server's bytes."""
+        if src is not server:
+            with self._lock:
+                if self._marker is not None and self._marker in data:
+                    self._held[server] = (server.getsockname()[1], False)
+            return
+        while not self._stop.is_set():
+            with self._lock:
+                if server not in self._held:
+                    return
+                self._held[server] = (self._held[server][0], True)
+            time.sleep(0.02)
+
+    def _pump(self, src, dst, server=None):
         try:
             while not self._stop.is_set():
                 data = src.recv(65536)
                 if not data:
                     break
+                if server is not None:
+                    self._hold(src, data, server)
                 while True:
                     with self._lock:
                         mode, delay = self.mode, self.delay

@@ -306,6 +306,25 @@ def test_feed_connection_killed_and_postgresql_restarted(fleet, mc_pool, db, pg)
     fresh_within_deadline((a, b), "Item:22", row(db, "items", 22), t)
 
 
+def test_a_lost_feed_connection_counts_a_near_flush(fleet, mc_pool, db):
+    """A follower whose feed connection dies empties its near-cache; that is
+    the feed failing to prove it fresh, and near_flushes (which operations.md
+    alerts on) counts it. (Before, only a proof that ran out under a get was
+    counted: a lost connection, or a poll that found the feed lagging,
+    emptied the near-cache without a trace in near_flushes.)"""
+    a = start(fleet, mc_pool, db)
+    harness.wait_until(lambda: a.stats()["near_serving"] == 1, timeout=10, what="serving")
+    warm(a, ["Item:23"])
+    s0 = a.stats()
+    assert s0["near_entries"] >= 1 and s0["feed_resyncs"] == 1, s0
+    db.q("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
+         "'objcached-feed' AND datname = %s", (db.name,))
+    harness.wait_until(lambda: a.stats()["feed_resyncs"] >= 2, timeout=10,
+                       what="the follower to reconnect")
+    s1 = a.stats()
+    assert s1["near_flushes"] - s0["near_flushes"] == 1, s1
+
+
 def test_a_poll_statement_gone_stale_is_prepared_again(fleet, mc_pool, db):
     """The follower's poll is a statement prepared once per session. The
     function under it replaced by one of another result type (what an
@@ -760,3 +779,50 @@ def test_a_generation_learnt_by_a_resync_is_used_and_logged(fleet, mc_pool, db, 
         harness.wait_until(lambda: get(a, key) is None, timeout=5, what="A on the new one")
     finally:
         feedp.close()
+
+
+def test_a_consumer_generation_read_before_a_truncate_does_not_move_it_back(
+        fleet, mc_pool, db, pg):
+    """A's consumer reads the generations (its claim's transaction) just
+    before a TRUNCATE commits, and its answer is slow to come back (a proxy
+    holds it). Meanwhile b's consumer appends the TRUNCATE to the feed, and
+    A's feed moves A to the new generation. When the consumer's answer
+    arrives, it must not move A back to the old one: A would read the old
+    generation's entries in memcached again, rows the TRUNCATE removed, and
+    keep them in its near-cache while its feed proves it fresh. (Before,
+    the consumer set whatever it read, older or not.)"""
+    import faultproxy
+    proxy = faultproxy.FaultProxy(pg.port, name="pg")
+    try:
+        b = start(fleet, mc_pool, db)
+        a = start(fleet, mc_pool, db,
+                  postgresql={"conninfo": f"host=127.0.0.1 port={proxy.port} "
+                                          f"dbname={db.name} user=postgres",
+                              "feed_conninfo": db.conninfo,
+                              # A's consumer claims at start and on NOTIFY objcached only
+                              "invalidation_poll": "10m"})
+        harness.wait_until(lambda: a.stats()["near_serving"] == 1, timeout=10, what="serving")
+        key = "Item:53"
+        assert warm(a, [key])[0][2] == row(db, "items", 53)   # in memcached, A's near-cache
+        g0 = db.generation("Item")
+        proxy.hold_replies_after(b"FROM objcached.models")
+        db.q("NOTIFY objcached")            # A's consumer claims, then reads the generations
+        harness.wait_until(lambda: proxy.held_ports(), timeout=10,
+                           what="A's consumer's generations read, its answer held")
+        port = proxy.held_ports()[0]
+        db.q("TRUNCATE items")
+        g1 = db.generation("Item")
+        assert g1 > g0
+        oc_c.wait_generation(a, "Item", g1)     # A's feed: the TRUNCATE's feed row
+        assert get(a, key) is None
+        proxy.release()
+        harness.wait_until(
+            lambda: db.one("SELECT state FROM pg_stat_activity WHERE client_port = %s",
+                           (port,)) == "idle",
+            timeout=10, what="A's consumer's cycle over")
+        a.wait_idle()
+        for _ in range(3):                  # memcached, then the near-cache's turn
+            assert get(a, key) is None, "A serves a row the TRUNCATE removed"
+        assert oc_c.log_generation(a, "Item") == g1, a.log()
+    finally:
+        proxy.close()

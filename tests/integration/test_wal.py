@@ -904,3 +904,25 @@ def test_wal_max_txn_keys_applies_by_reload(fleet, mc_pool, db, how):
     assert s1["wal_whole"] > s0["wal_whole"], \
         (how, s0["wal_whole"], s1["wal_whole"], s1["wal_keys"] - s0["wal_keys"])
     assert db.generation("Big") > gen
+
+
+def test_after_a_partition_truncate_the_holder_deletes_under_the_new_generation(
+        fleet, mc_pool, db):
+    """TRUNCATE of one partition reaches the holder through the outbox (its
+    consumer applies the whole-model row: every sidecar moves to the model's
+    new generation). The WAL reader's later deletes of the model's keys must
+    use that generation too: with the old one they miss what is cached now,
+    and memcached keeps serving a row changed since, which near-caches then
+    read back after the feed dropped it."""
+    a = start(fleet, mc_pool, db)
+    holder([a])
+    g0 = db.generation("Ev")
+    db.q("TRUNCATE ev_2024")
+    g1 = db.generation("Ev")
+    assert g1 > g0
+    oc_c.wait_generation(a, "Ev", g1)
+    wait_value(a, "Ev:1", None, timeout=8)
+    cached(a, ["Ev:2"])                     # cached under the new generation
+    assert get(a, "Ev:2") == row(db, "Ev", 2)
+    db.q("UPDATE ev SET what = 'after the partition truncate' WHERE id = 2")
+    wait_value(a, "Ev:2", row(db, "Ev", 2), timeout=8)

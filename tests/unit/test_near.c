@@ -249,6 +249,29 @@ static void test_freshness_runs_out(void **state)
     oc_near_free(n);
 }
 
+/* The feed taking its proof back (its connection lost, a poll that found it
+ * lagging: oc_near_fresh_until(0)) empties the near-cache: a flush, as when
+ * a get finds the proof ran out, so near_flushes shows every time the feed
+ * could not prove it fresh; an empty one flushes nothing. */
+static void test_losing_the_proof_counts_a_flush(void **state)
+{
+    (void)state;
+    oc_near_t *n = serving(1 << 20);
+    oc_blob_t *v = oc_blob_new("v", 1);
+    assert_int_equal(put2(n, "k", 0, v, 60, 10), OC_NEAR_STORED);
+    oc_near_fresh_until(n, 0);
+    assert_int_equal(stats.near_entries, 0);
+    assert_int_equal(stats.near_serving, 0);
+    assert_int_equal(stats.near_flushes, 1);
+    oc_near_fresh_until(n, 0); /* not serving already: nothing more */
+    assert_int_equal(stats.near_flushes, 1);
+    oc_near_fresh_until(n, 100.0);
+    oc_near_fresh_until(n, 0); /* serving, but holding nothing */
+    assert_int_equal(stats.near_flushes, 1);
+    oc_blob_unref(v);
+    oc_near_free(n);
+}
+
 /* The doorkeeper's window follows the limit: a key offered again after
  * 100,000 other keys gets in under a 128 MiB limit (window 524,288), not
  * under 1 MiB (window 32,768: reset since); its bitset counts in near_bytes,
@@ -350,6 +373,7 @@ int main(void)
         cmocka_unit_test(test_sieve_keeps_hot_keys),
         cmocka_unit_test(test_scan_of_distinct_keys_evicts_nothing),
         cmocka_unit_test(test_freshness_runs_out),
+        cmocka_unit_test(test_losing_the_proof_counts_a_flush),
         cmocka_unit_test(test_door_window_follows_the_limit),
         cmocka_unit_test(test_shrinking_the_limit_after_the_table_grew),
         cmocka_unit_test(test_shrinking_the_limit_drops_entries_now_too_big),
