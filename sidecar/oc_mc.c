@@ -94,14 +94,22 @@ typedef struct mc_server {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     mc_conn_state_t conn;
-    uint64_t cas_epoch; /* oc_mc.epoch_seq when this server was made or last
-                           changed state (out of service, back): a cas read
-                           or stored in one epoch means nothing in another,
-                           nor on another server (each counts its own) */
-    oc_tko_t tko;       /* in service, down, probing */
-    oc_mcp_proc_t proc; /* the process the last connection reached */
-    int proc_known;     /* proc came whole (oc_mcp_proc_known) */
-    int proc_warned;    /* its `stats` lacked pid, time or uptime: said once */
+    uint64_t cas_epoch;    /* oc_mc.epoch_seq when this server was made or last
+                              changed state (out of service, back): a cas read
+                              or stored in one epoch means nothing in another,
+                              nor on another server (each counts its own) */
+    oc_tko_t tko;          /* in service, down, probing */
+    int flush_owed;        /* out of service while failover was on: its keys were
+                              written to the failover meanwhile, so it is
+                              emptied before it serves again even if a reload
+                              turned failover off since (found by a review) */
+    uint32_t copies_ttl_s; /* the longest failover_ttl in force while it was
+                              out of service: how long the failover's copies
+                              of its keys may outlive its return, whatever a
+                              reload set failover_ttl to since */
+    oc_mcp_proc_t proc;    /* the process the last connection reached */
+    int proc_known;        /* proc came whole (oc_mcp_proc_known) */
+    int proc_warned;       /* its `stats` lacked pid, time or uptime: said once */
     /* From connect to the answer of its `stats`, which process answers is
      * not known: every write by cas for s waits in `held` (a cas of the
      * old process must not reach a new one). */
@@ -468,6 +476,15 @@ static void srv_changed(mc_server_t *s, oc_tko_state_t from, const char *why)
     }
     if (to == OC_TKO_DOWN)
         probe_arm(s);
+    if (from == OC_TKO_UP && to == OC_TKO_DOWN &&
+        s->tko.down_at - s->tko.back_at > (double)s->copies_ttl_s + 1)
+        s->copies_ttl_s = 0; /* the last outage's copies are gone */
+    if (to != OC_TKO_UP && mc->failover_ttl_s > s->copies_ttl_s)
+        s->copies_ttl_s = mc->failover_ttl_s;
+    if (to != OC_TKO_UP && mc->failover_on)
+        s->flush_owed = 1;
+    else if (to == OC_TKO_UP)
+        s->flush_owed = 0;
     if (mc->changed)
         mc->changed(mc->changed_arg);
 }
@@ -503,6 +520,42 @@ static mc_server_t *failover_of(oc_mc_t *mc, const char *key, size_t klen, size_
     int g = 0;
     size_t t =
         oc_failover_target(mc->failover, key, klen, primary, in_service_cb, mc, &g);
+    if (t == OC_FAILOVER_NONE)
+        return NULL;
+    return g ? mc->gutter.s[t] : mc->pool.s[t];
+}
+
+/* Servers in service, but for those of `skip`: the failover chain of a
+ * key as it was while they were away. */
+typedef struct mc_chain_skip {
+    oc_mc_t *mc;
+    const mc_server_t **skip;
+    size_t n;
+} mc_chain_skip_t;
+
+static int in_service_but_cb(void *arg, int gutter, size_t idx)
+{
+    const mc_chain_skip_t *c = arg;
+    if (!in_service_cb(c->mc, gutter, idx))
+        return 0;
+    const mc_server_t *s = gutter ? c->mc->gutter.s[idx] : c->mc->pool.s[idx];
+    for (size_t i = 0; i < c->n; i++)
+        if (c->skip[i] == s)
+            return 0;
+    return 1;
+}
+
+/* Where key (of pool server `primary`, out of service) went while the
+ * servers of `skip` were out of service too: NULL as failover_of. */
+static mc_server_t *failover_but(oc_mc_t *mc, const char *key, size_t klen,
+                                 size_t primary, const mc_server_t **skip, size_t n)
+{
+    if (!mc->failover_on || mc->failover == NULL)
+        return NULL;
+    mc_chain_skip_t c = {mc, skip, n};
+    int g = 0;
+    size_t t =
+        oc_failover_target(mc->failover, key, klen, primary, in_service_but_cb, &c, &g);
     if (t == OC_FAILOVER_NONE)
         return NULL;
     return g ? mc->gutter.s[t] : mc->pool.s[t];
@@ -1531,7 +1584,7 @@ static int on_probe_reply(mc_server_t *s, mc_wop_kind_t kind, const oc_mcp_line_
     if (s->tko.state != OC_TKO_PROBING)
         return 0; /* cannot happen: only a probe's connection has these */
     if (kind == MC_WOP_PROBE && l->type == OC_MCP_VERSION) {
-        if (!s->mc->failover_on)
+        if (!s->mc->failover_on && !s->flush_owed)
             srv_passed(s, "probe answered");
         else
             queue_line(s, MC_WOP_FLUSH, (mc_ref_t){NULL, 0, 0});
@@ -1606,9 +1659,8 @@ static mc_server_t *primary_of(oc_mc_t *mc, const char *key, size_t klen, uint64
 int oc_mc_emptied_before_read(oc_mc_t *mc, const char *key, size_t klen)
 {
     size_t idx;
-    const mc_server_t *p =
-        mc != NULL && mc->failover_on ? primary_of(mc, key, klen, 0, &idx) : NULL;
-    return p != NULL && !oc_tko_in_service(&p->tko);
+    const mc_server_t *p = mc != NULL ? primary_of(mc, key, klen, 0, &idx) : NULL;
+    return p != NULL && !oc_tko_in_service(&p->tko) && (mc->failover_on || p->flush_owed);
 }
 
 static mc_server_t *find_server(oc_mc_t *mc, const char *host, uint16_t port)
@@ -1675,22 +1727,53 @@ int oc_mc_wants_shadow(oc_mc_op_t op, int failover_on, int via_primary, int gutt
     return op == OC_MC_DELETE || oc_tko_recent(tko, now, (double)failover_ttl_s + 1);
 }
 
-/* A delete of item i's copy on its key's failover (see oc_mc.h): always
- * for a DELETE, and for other writes while the key's server is not long
- * back. Its answer changes nothing of the item's result. */
+/* How long the failover may hold copies of the keys of s written while s
+ * was away: the longest failover_ttl in force then (a reload may have
+ * shortened it since). */
+static uint32_t copies_ttl(const oc_mc_t *mc, const mc_server_t *s)
+{
+    return s->copies_ttl_s > mc->failover_ttl_s ? s->copies_ttl_s : mc->failover_ttl_s;
+}
+
+/* Servers of a chain one write clears copies on (OC_FAILOVER_PLACES: the
+ * subsets oc_failover keeps placed). */
+#define MC_SHADOW_CHAIN OC_FAILOVER_PLACES
+
+/* Deletes of item i's copies on its key's failover chain after s, the
+ * server it is written to (see oc_mc.h): on its key's failover always for
+ * a DELETE, and for other writes while the key's server is not long back;
+ * then on the server after each one of the chain that is not long back
+ * itself, where the key went while that one was away (a failover that
+ * flaps: found by a review). Their answers change nothing of the item's
+ * result. */
 static void queue_shadow(oc_mc_t *mc, oc_mc_job_t *job, size_t i, const mc_server_t *s,
                          mc_ref_t ref)
 {
     const oc_mc_item_t *it = &job->items[i];
-    if (s == NULL ||
-        !oc_mc_wants_shadow(job->op, mc->failover_on, ref.via == MC_VIA_PRIMARY,
-                            s->gutter, &s->tko, mc_now(mc), mc->failover_ttl_s))
+    if (s == NULL || !mc->failover_on)
         return;
-    mc_server_t *f = failover_of(mc, it->key, it->klen, s->idx);
-    if (f == NULL || f == s || !srv_ready(f))
-        return;
-    job->parts_left++;
-    queue_line(f, MC_WOP_DELETE, (mc_ref_t){job, i, MC_VIA_SHADOW});
+    double now = mc_now(mc);
+    size_t pi = s->idx;
+    int want;
+    if (ref.via == MC_VIA_PRIMARY)
+        want = oc_mc_wants_shadow(job->op, mc->failover_on, 1, s->gutter, &s->tko, now,
+                                  copies_ttl(mc, s));
+    else
+        want = oc_tko_recent(&s->tko, now, (double)copies_ttl(mc, s) + 1) &&
+               primary_of(mc, it->key, it->klen, it->place, &pi) != NULL;
+    const mc_server_t *skip[MC_SHADOW_CHAIN];
+    size_t n = 0;
+    if (ref.via != MC_VIA_PRIMARY)
+        skip[n++] = s; /* the chain after it */
+    while (want && n < MC_SHADOW_CHAIN) {
+        mc_server_t *f = failover_but(mc, it->key, it->klen, pi, skip, n);
+        if (f == NULL || f == s || !srv_ready(f))
+            return;
+        job->parts_left++;
+        queue_line(f, MC_WOP_DELETE, (mc_ref_t){job, i, MC_VIA_SHADOW});
+        skip[n++] = f;
+        want = oc_tko_recent(&f->tko, now, (double)copies_ttl(mc, f) + 1);
+    }
 }
 
 /* A DELETE: on the key's server only (a server down fails it, and the
@@ -2151,9 +2234,23 @@ oc_status_t oc_mc_reconfigure(oc_mc_t *mc, const oc_conf_t *conf, char *err)
     if (shape_make(mc, conf, &sh, err) != 0)
         return err[0] ? OC_ECACHE : oc_fail(err, OC_ENOMEM, "out of memory");
     shape_apply(mc, &sh);
-    /* Servers kept stay as they are: one that is down is probed on (and
-     * flushed before it serves again if failover is on by then). */
+    /* Servers kept stay as they are: one that is down is probed on, and
+     * flushed before it serves again if failover is on by then or was on
+     * while it was out of service (flush_owed: turning failover off does
+     * not bring back the pushes its failover took). */
     set_rules(mc, conf);
+    /* And what the failover takes from now on lives the new failover_ttl:
+     * the copies of a server out of service live the longest of both. */
+    for (int g = 0; g < 2; g++) {
+        mc_list_t *l = g ? &mc->gutter : &mc->pool;
+        for (size_t i = 0; i < l->n; i++) {
+            mc_server_t *s = l->s[i];
+            if (oc_tko_in_service(&s->tko))
+                continue;
+            s->flush_owed |= mc->failover_on;
+            s->copies_ttl_s = copies_ttl(mc, s);
+        }
+    }
     if (mc->changed)
         mc->changed(mc->changed_arg);
     return OC_OK;

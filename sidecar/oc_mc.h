@@ -30,7 +30,10 @@
  * also applied to the failover of its key (while the server is down, the
  * server's own delete still fails, so the caller requeues it); a SET, PUSH
  * or SWAP written to a server that came back less than failover_ttl ago
- * (or is failing) also deletes the key's failover copy. With failover off,
+ * (or is failing) also deletes the key's failover copy, and each such
+ * delete goes on along the key's failover chain past every server that is
+ * not long back itself (where the key went while that one was away: a
+ * failover that flaps). With failover off,
  * the parts of a server out of service fail at once (a GET key misses, the
  * caller loads it from PostgreSQL).
  *
@@ -260,8 +263,10 @@ const char *oc_mc_name(const oc_mc_t *mc, int gutter, size_t i); /* "host:port" 
 /* 0 up, 1 down, 2 probing: an oc_tko_state_t. */
 int oc_mc_state(const oc_mc_t *mc, int gutter, size_t i);
 /* Whether the server that holds `key` will be emptied before anyone reads
- * from it again: failover is on and this sidecar has it out of service (it
- * serves again only after its probe's flush_all). A delete that failed there
+ * from it again: this sidecar has it out of service and failover is on (or
+ * was on while it was out: a reload that turned it off since does not
+ * spare it the flush), so it serves again only after its probe's
+ * flush_all. A delete that failed there
  * cannot leave an old value for a read to find (in this sidecar's view: a
  * server cut off from this host only keeps serving the others). */
 int oc_mc_emptied_before_read(oc_mc_t *mc, const char *key, size_t klen);

@@ -17,7 +17,10 @@ restarted, under TWO objcached processes that share the pool:
   with refresh_ahead nobody misses; without it every expiry is a miss (the
   lease makes one reader load it); p99 latency of both is printed (a
   report, not an assertion on timing);
-- --check-config refuses bad failover settings.
+- --check-config refuses bad failover settings;
+- what an outage's failover copies must not outlive: a reload that turns
+  failover off or shortens failover_ttl during the outage, and a failover
+  server that flaps (the key's chain moves on and back).
 
 The outage lasts OC_FAILOVER_OUTAGE_S seconds (10 by default, with
 failover_ttl 3 s); the issue's 30 s outage is the soak variant:
@@ -565,3 +568,122 @@ def test_reload_adds_a_gutter_and_keeps_server_states(world):
         in_gutter = [k for k in affected
                      if raw_items([world.gutter], cache_key("Item", k[5:], gen))]
         assert len(in_gutter) == len(affected), (in_gutter, affected)
+
+
+def test_reload_turning_failover_off_during_an_outage_still_flushes(world):
+    """A push made while a server is down goes to its failover only. A
+    reload that turns failover off before the server comes back must not
+    let it serve the value it held from before the push: it was marked
+    down under failover, so it is still emptied before it serves again."""
+    victim = world.pool[2]
+    with sidecars(world, n=1) as (oc,):
+        with oc.client() as c:
+            c.get_multi([f"Note:{i}" for i in range(200, 260)])
+        oc.wait_idle()
+        k = next(i for i in range(200, 260) if world.holder("Note", i) is victim)
+        old = world.json("fo_notes", k)
+        with oc.client() as c:
+            assert c.get(f"Note:{k}") == old
+            victim.kill(signal.SIGSTOP)
+            try:
+                wait_state([oc], victim, "down", timeout=10,
+                           poke=lambda: c.get(f"Note:{k}"))
+                world.pg.execute("UPDATE fo_notes SET body = 'pushed while down' "
+                                 "WHERE id = %s", (k,))
+                new = world.json("fo_notes", k)
+                assert set_cmd(c, f"Note:{k}", new) == b"STORED"
+                assert c.get(f"Note:{k}") == new
+                with open(oc.config_path) as f:
+                    text = f.read()
+                assert harness.reload(oc, harness.edit(text, "memcached", "failover", "off"))
+            finally:
+                victim.kill(signal.SIGCONT)
+            wait_state([oc], victim, "up", timeout=10, poke=lambda: c.get(f"Note:{k}"))
+            assert c.get(f"Note:{k}") == new
+        assert all(data != old for _, _, data in raw_items([victim], cache_key("Note", k)))
+
+
+def test_failover_copy_does_not_outlive_a_write_after_a_reload_shortens_failover_ttl(world):
+    """A push made while a server is down lives failover_ttl in the gutter.
+    A reload that shortens failover_ttl during the outage must not shorten
+    the time after the server's return in which writes also delete that
+    copy: else a write made then leaves the older gutter copy, served as
+    soon as the server flaps."""
+    victim = world.pool[0]
+    with sidecars(world, n=1, gutter=True, failover_ttl="30s") as (oc,):
+        with oc.client() as c:
+            c.get_multi([f"Note:{i}" for i in range(160, 200)])
+        oc.wait_idle()
+        k = next(i for i in range(160, 200) if world.holder("Note", i) is victim)
+        key = f"Note:{k}"
+
+        def push(c, body):
+            world.pg.execute("UPDATE fo_notes SET body = %s WHERE id = %s", (body, k))
+            value = world.json("fo_notes", k)
+            assert set_cmd(c, key, value) == b"STORED"
+            return value
+
+        with oc.client() as c:
+            victim.kill(signal.SIGKILL)
+            wait_state([oc], victim, "down", timeout=10, poke=lambda: c.get(key))
+            first = push(c, "pushed while down")
+            oc.wait_idle()   # its check done: stored with the failover_ttl of now
+            held = raw_items(world.pool[1:] + [world.gutter], cache_key("Note", k))
+            assert [(a, data) for a, _, data in held] == [(world.gutter.address, first)]
+            with open(oc.config_path) as f:
+                text = f.read()
+            assert harness.reload(oc, harness.edit(text, "memcached", "failover_ttl", "1s"))
+            victim.start()
+            wait_state([oc], victim, "up", timeout=10, poke=lambda: c.get(key))
+            time.sleep(3)   # past the new failover_ttl (+1 s) since its return
+            second = push(c, "pushed after the return")
+            assert second != first and c.get(key) == second
+            oc.wait_idle()
+            victim.kill(signal.SIGKILL)
+            wait_state([oc], victim, "down", timeout=10, poke=lambda: c.get(key))
+            assert c.get(key) == second
+
+
+def test_failover_copy_does_not_outlive_a_write_when_the_failover_flaps(world):
+    """Without a gutter, a key of a server that is down goes to the next
+    server of its chain: B, or C while B is down too. A push made while
+    both are down lives on C; B comes back (flushed) and takes the key's
+    next push. When B fails again the key goes back to C: the older copy
+    there must not be served over the later push."""
+    a = world.pool[0]
+    with sidecars(world, n=1, failover_ttl="30s") as (oc,):
+        ids = range(260, 300)
+        with oc.client() as c:
+            c.get_multi([f"Note:{i}" for i in ids])
+        oc.wait_idle()
+        on_a = [i for i in ids if world.holder("Note", i) is a]
+        with oc.client() as c:
+            a.kill(signal.SIGKILL)
+            wait_state([oc], a, "down", timeout=10, poke=lambda: c.get(f"Note:{on_a[0]}"))
+            c.get_multi([f"Note:{i}" for i in on_a])   # copies on their failover
+            oc.wait_idle()
+            where = {i: [addr for addr, _, _ in raw_items(world.pool[1:], cache_key("Note", i))]
+                     for i in on_a}
+            k = next(i for i in on_a if len(where[i]) == 1)
+            b = next(m for m in world.pool if m.address == where[k][0])
+            key = f"Note:{k}"
+
+            def push(body):
+                world.pg.execute("UPDATE fo_notes SET body = %s WHERE id = %s", (body, k))
+                value = world.json("fo_notes", k)
+                assert set_cmd(c, key, value) == b"STORED"
+                oc.wait_idle()   # its check done
+                return value
+
+            b.kill(signal.SIGKILL)
+            wait_state([oc], b, "down", timeout=10, poke=lambda: c.get(key))
+            first = push("pushed while both were down")
+            c_srv = [m for m in world.pool[1:] if m is not b][0]
+            assert [d for _, _, d in raw_items([c_srv], cache_key("Note", k))] == [first]
+            b.start()
+            wait_state([oc], b, "up", timeout=10, poke=lambda: c.get(key))
+            second = push("pushed after the failover came back")
+            assert second != first and c.get(key) == second
+            b.kill(signal.SIGKILL)
+            wait_state([oc], b, "down", timeout=10, poke=lambda: c.get(key))
+            assert c.get(key) == second
