@@ -63,7 +63,9 @@ struct oc_batch {
     struct event *timer; /* WAITING: next read; the gate's (tests) */
     double wait_began;   /* WAITING: when this batch began waiting */
     uint32_t delay_ms;
-    int jobs_left; /* STORING: write-back jobs not answered yet */
+    int jobs_left;  /* STORING: write-back jobs not answered yet */
+    double load_by; /* LOADING: when its load times out (oc_stats_now()'s
+                       clock), set by its first query; 0 before */
 };
 
 struct oc_fills {
@@ -635,6 +637,7 @@ static int batch_split(oc_batch_t *b)
         return -1;
     }
     o->cap = b->n - half;
+    o->load_by = b->load_by; /* the halves are still the one load */
     for (size_t i = half; i < b->n; i++)
         o->fills[o->n++] = b->fills[i];
     b->n = half;
@@ -693,7 +696,14 @@ static void batch_load(oc_batch_t *b)
         batch_fail(b, "shutting down");
         return;
     }
-    oc_pg_load(b->fs->ctx->pg, b->model_idx, b->n, batch_id, b, batch_loaded, b);
+    /* load_timeout runs from the first query: a split load's halves get
+     * what is left of it, not a load_timeout each (before, the requests of
+     * a load split k times could wait k + 1 load_timeouts, past their
+     * leases; found by a review). */
+    if (b->load_by == 0)
+        b->load_by = oc_stats_now() + b->fs->ctx->conf->load_timeout_ms / 1e3;
+    oc_pg_load_until(b->fs->ctx->pg, b->model_idx, b->n, batch_id, b, b->load_by,
+                     batch_loaded, b);
 }
 
 /* ---- step 2: read and lease -------------------------------------------------

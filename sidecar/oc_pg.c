@@ -28,6 +28,8 @@ struct oc_pg_load {
     oc_pg_conn_t *conn; /* the connection running it, or NULL if queued */
     oc_pg_load_t *next;
     double submitted; /* oc_stats_now() at submit, for load_seconds */
+    double until;     /* oc_stats_now() time it fails at; 0: load_timeout
+                         after submit */
 };
 
 /* One loader connection: which statements it has prepared, what it runs. */
@@ -191,6 +193,12 @@ static void load_submit(oc_pg_t *pg, oc_pg_load_t *l)
 {
     l->pg = pg;
     l->submitted = oc_stats_now();
+    double left =
+        l->until > 0 ? l->until - l->submitted : pg->conf->load_timeout_ms / 1e3;
+    if (left <= 0) {
+        load_finish(l, NULL, OC_ETIMEOUT, "load timed out");
+        return;
+    }
     if (!any_conn_alive(pg)) {
         /* Fail fast: no connection is even trying; waiting helps nobody. */
         char err[OC_ERRLEN + 32];
@@ -203,8 +211,8 @@ static void load_submit(oc_pg_t *pg, oc_pg_load_t *l)
         load_finish(l, NULL, OC_ENOMEM, "out of memory");
         return;
     }
-    uint32_t ms = pg->conf->load_timeout_ms;
-    struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
+    struct timeval tv = {(time_t)left,
+                         (suseconds_t)((left - (double)(time_t)left) * 1e6)};
     evtimer_add(l->deadline, &tv);
     if (pg->queue_tail)
         pg->queue_tail->next = l;
@@ -245,11 +253,18 @@ static oc_status_t load_copy_ids(oc_pg_load_t *l, oc_sql_item_fn id, const void 
 void oc_pg_load(oc_pg_t *pg, size_t model_idx, size_t n, oc_sql_item_fn id,
                 const void *id_arg, oc_pg_done_fn done, void *arg)
 {
+    oc_pg_load_until(pg, model_idx, n, id, id_arg, 0, done, arg);
+}
+
+void oc_pg_load_until(oc_pg_t *pg, size_t model_idx, size_t n, oc_sql_item_fn id,
+                      const void *id_arg, double deadline, oc_pg_done_fn done, void *arg)
+{
     oc_pg_load_t *l = calloc(1, sizeof(*l));
     if (l == NULL) {
         done(NULL, n, OC_ENOMEM, "out of memory", arg);
         return;
     }
+    l->until = deadline;
     l->pg = pg;
     l->model_idx = model_idx;
     l->n = n;

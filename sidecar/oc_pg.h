@@ -61,5 +61,11 @@ void oc_pg_free(oc_pg_t *pg);
  * its canonical text (duplicates allowed). */
 void oc_pg_load(oc_pg_t *pg, size_t model_idx, size_t n, oc_sql_item_fn id,
                 const void *id_arg, oc_pg_done_fn done, void *arg);
+/* The same, failed with OC_ETIMEOUT at `deadline` (oc_stats_now()'s clock)
+ * instead of load_timeout from now: a load that continues another one
+ * within that one's time (oc_fill's halves of a split load). A deadline
+ * already past fails it at once. */
+void oc_pg_load_until(oc_pg_t *pg, size_t model_idx, size_t n, oc_sql_item_fn id,
+                      const void *id_arg, double deadline, oc_pg_done_fn done, void *arg);
 
 #endif

@@ -165,9 +165,14 @@ static void on_notice(void *arg, const char *msg)
 
 static void start(oc_pgconn_t *c)
 {
-    const char *keys[] = {"dbname", "fallback_application_name", "replication", NULL};
-    const char *vals[] = {c->conninfo, c->app_name, c->replication ? "database" : NULL,
-                          NULL};
+    /* client_encoding at connect, not only in the setup SQL: a replication
+     * connection runs none, and pgoutput converts the text of every row it
+     * sends (the WAL reader's keys) to it. Keys are UTF-8 whatever the
+     * database's encoding (or the conninfo's, which this overrides). */
+    const char *keys[] = {"dbname", "fallback_application_name", "client_encoding",
+                          "replication", NULL};
+    const char *vals[] = {c->conninfo, c->app_name, "UTF8",
+                          c->replication ? "database" : NULL, NULL};
     c->nprep = 0; /* a new session: nothing is prepared in it */
     c->conn = PQconnectStartParams(keys, vals, 1);
     if (c->conn == NULL) {

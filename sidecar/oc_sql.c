@@ -40,6 +40,7 @@ char *oc_sql_session(const oc_conf_t *conf)
         return NULL;
     /* timezone is checked by oc_conf to [A-Za-z0-9_/+-]: safe in quotes. */
     snprintf(sql, 512,
+             "SET client_encoding = 'UTF8'; "
              "SET TimeZone = '%s'; SET DateStyle = 'ISO, MDY'; "
              "SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; "
              "SET bytea_output = 'hex'; SET statement_timeout = %u; "

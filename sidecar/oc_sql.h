@@ -23,7 +23,9 @@ char *oc_sql_load(const oc_model_conf_t *m);
 /* The session settings that change how row_to_json prints a row (TimeZone,
  * DateStyle, IntervalStyle, extra_float_digits, bytea_output), so every
  * sidecar caches the same bytes for the same row, and statement_timeout =
- * load_timeout. */
+ * load_timeout. client_encoding is UTF8 whatever the database's (or the
+ * environment's): ids are sent and rows served as UTF-8, which keys and
+ * JSON are. */
 char *oc_sql_session(const oc_conf_t *conf);
 
 /* A PostgreSQL array literal of n quoted text items, e.g. {"1","a\"b"},

@@ -582,3 +582,42 @@ def test_load_queued_behind_a_timed_out_load_runs_when_the_connection_frees(
         th.join(10)
     # pages were never locked: its query could run from ~2.0 s on
     assert result["r"] == ([], b"END"), (result, time.monotonic() - th_started)
+
+
+SLOW_POISON = """
+CREATE OR REPLACE FUNCTION slow_poison_x(i bigint) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    IF i = 13 THEN
+        PERFORM pg_sleep(1.8);
+        RAISE EXCEPTION 'poisoned row %', i;
+    END IF;
+    RETURN 'ok';
+END $$;
+CREATE OR REPLACE VIEW slow_poison AS SELECT id, name, slow_poison_x(id) AS x FROM users"""
+
+
+def test_a_split_load_keeps_its_requests_load_timeout(objcached_factory, pg):
+    """A load split to find a row at fault (see the test above) is still one
+    load for the requests waiting on it: load_timeout bounds their wait from
+    the first query on, not from each half's. Here the bad row's error comes
+    1.8 s into each query that reads it, and load_timeout is 3 s: the first
+    query fails at 1.8 s, its half with the bad row would fail at 3.6 s.
+    Before, each half had a load_timeout of its own, so a request waited up
+    to about log2(keys) + 1 times load_timeout (and outlived its lease,
+    load_timeout + 1 s, so other sidecars loaded the keys too); now the half
+    still running at 3 s fails "load timed out" then."""
+    pg.execute(SLOW_POISON)
+    oc = objcached_factory({"objcached": {"load_timeout": "3s"},
+                            "model SlowPoison": {"table": "slow_poison",
+                                                 "key_type": "bigint",
+                                                 "columns": "id, name, x"}})
+    try:
+        with oc.client(timeout=30) as c:
+            values, terminal = c.get_multi(["SlowPoison:13", "SlowPoison:1"])
+            assert terminal == b"SERVER_ERROR load failed: load timed out", terminal
+            assert oc.stats()["load_splits"] == 1
+            # the other half was loaded and cached
+            oc.wait_idle()
+            assert [v[0] for v in c.get_multi(["SlowPoison:1"])[0]] == [b"SlowPoison:1"]
+    finally:
+        pg.execute("DROP VIEW IF EXISTS slow_poison; DROP FUNCTION IF EXISTS slow_poison_x")

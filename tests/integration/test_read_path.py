@@ -593,3 +593,29 @@ def test_half_closed_client_is_answered(objcached, pg, ref, how):
             pos += 24 + hdr[6]
         assert pos == len(got) and opaques == ids + [9]
     assert objcached.stats()["curr_connections"] == 1    # the stats connection only
+
+
+def test_a_non_utf8_database_is_read_in_utf8(objcached_factory, pg):
+    """Keys and JSON are UTF-8 (protocol.md), whatever the database's
+    encoding: each session pins client_encoding to UTF8 as it pins TimeZone
+    and DateStyle. Before, a session took the database's encoding (or
+    PGCLIENTENCODING's, or the conninfo's): in a LATIN1 database the UTF-8
+    bytes of `Page:café` were read as LATIN1 text, matched no row, and the
+    page was cached as not existing (and rows were served in LATIN1, not
+    JSON's UTF-8). Found by a review."""
+    db = "oc_latin1"
+    pg.execute(f"DROP DATABASE IF EXISTS {db}")
+    pg.execute(f"CREATE DATABASE {db} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' "
+               "TEMPLATE template0")
+    pg.execute("CREATE TABLE pages (slug text PRIMARY KEY, title text NOT NULL);"
+               "INSERT INTO pages VALUES ('café', 'Le café'), ('home', 'Home')", dbname=db)
+    overrides = {f"model {m}": None for m in ("User", "Counter", "Doc")}
+    overrides["postgresql"] = {"conninfo": pg.conninfo.replace(f"dbname={pg.dbname}",
+                                                               f"dbname={db}")}
+    oc = objcached_factory(overrides)
+    with oc.client() as c:
+        want = [("Page:café".encode(), 0, '{"slug":"café","title":"Le café"}'.encode()),
+                (b"Page:home", 0, b'{"slug":"home","title":"Home"}')]
+        assert c.get_multi(["Page:café", "Page:home"]) == (want, b"END")
+        oc.wait_idle()
+        assert c.get_multi(["Page:café", "Page:home"]) == (want, b"END")

@@ -83,14 +83,19 @@ def db(pg, template):
     # and a holder makes a dropped slot again: terminate, drop the slot and
     # the database, until both go.
     d.close()
+    drop_slot_and_db(pg, d.name)
 
+
+def drop_slot_and_db(pg, name):
+    """Drops slot and database `name` (a test's), terminating whoever
+    streams the slot, until both are gone."""
     def gone():
         try:
             pg.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-                       "WHERE slot_name = %s AND active", (d.name,), dbname="postgres")
+                       "WHERE slot_name = %s AND active", (name,), dbname="postgres")
             pg.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                       "WHERE slot_name = %s", (d.name,), dbname="postgres")
-            pg.execute(f'DROP DATABASE IF EXISTS "{d.name}" WITH (FORCE)', dbname="postgres")
+                       "WHERE slot_name = %s", (name,), dbname="postgres")
+            pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', dbname="postgres")
         except Exception:  # noqa: BLE001 - active again, or made again: try again
             return False
         return True
@@ -926,3 +931,33 @@ def test_after_a_partition_truncate_the_holder_deletes_under_the_new_generation(
     assert get(a, "Ev:2") == row(db, "Ev", 2)
     db.q("UPDATE ev SET what = 'after the partition truncate' WHERE id = 2")
     wait_value(a, "Ev:2", row(db, "Ev", 2), timeout=8)
+
+
+def test_a_latin1_database_invalidates_text_keys_read_in_utf8(fleet, mc_pool, pg,
+                                                                objcached_bin):
+    """Keys are UTF-8 (protocol.md) whatever the database's encoding, and so
+    are the keys the WAL reader decodes: its replication connection pins
+    client_encoding as every other session does. Before, pgoutput sent a
+    LATIN1 database's `café` in LATIN1 (the session's encoding), the cache
+    key it made matched nothing cached, and the old row was served until
+    its ttl."""
+    name = "wal_latin1"
+    drop_slot_and_db(pg, name)
+    pg.execute(f"CREATE DATABASE \"{name}\" ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' "
+               "TEMPLATE template0", dbname="postgres")
+    pg.execute(SCHEMA, dbname=name)
+    db = oc_c.HookDb(pg, name)
+    try:
+        p = oc_c.run_install_hook(objcached_bin, wal_config("127.0.0.1:1", db, name))
+        assert p.returncode == 0, p.stdout + p.stderr
+        db.q("INSERT INTO slugs VALUES ('café', 'Café')")
+        a = start(fleet, mc_pool, db)
+        holder([a])
+        cached(a, ["Slug:café"])
+        assert get(a, "Slug:café") == row(db, "Slug", "café") == \
+            '{"slug":"café","title":"Café"}'.encode()
+        db.q("UPDATE slugs SET title = 'Café crème' WHERE slug = 'café'")
+        wait_value(a, "Slug:café", '{"slug":"café","title":"Café crème"}'.encode())
+    finally:
+        db.close()
+        drop_slot_and_db(pg, name)

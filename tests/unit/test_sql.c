@@ -66,6 +66,8 @@ static void test_session(void **state)
     assert_non_null(strstr(sql, "SET TimeZone = 'Europe/Paris';"));
     assert_non_null(strstr(sql, "SET statement_timeout = 5000;"));
     assert_non_null(strstr(sql, "SET extra_float_digits = 1;"));
+    /* ids and rows in UTF-8 even from a LATIN1 database */
+    assert_non_null(strstr(sql, "SET client_encoding = 'UTF8';"));
     free(sql);
 }
 
