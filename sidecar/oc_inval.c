@@ -51,6 +51,7 @@ struct oc_inval {
     int has_feed;      /* the hook's schema has the feed (version 2) */
     int has_retry;     /* and requeue(..., since): requeued rows are appended
                           again once their retry succeeds */
+    int probed_now;    /* a probe just answered: claim without another */
     char *feed_models; /* array literals of feed_append, kept alive */
     char *feed_keys;
     char *feed_whole;
@@ -618,6 +619,8 @@ static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char
     apply(iv);
 }
 
+static void probe(oc_inval_t *iv);
+
 static void cycle_start(oc_inval_t *iv)
 {
     if (iv->state != OC_INVAL_IDLE) {
@@ -625,6 +628,16 @@ static void cycle_start(oc_inval_t *iv)
         return;
     }
     evtimer_del(iv->poll);
+    /* An older hook may be upgraded by install.sql while we run (sidecars
+     * may keep running): look again before each claim until it is the
+     * newest, or what we apply would never reach the feed, and another
+     * sidecar's heartbeat, finding the outbox drained, would tell every
+     * near-cache it is caught up past keys it never heard of. */
+    if (!iv->has_retry && !iv->probed_now) {
+        probe(iv);
+        return;
+    }
+    iv->probed_now = 0;
     claim(iv); /* not connected: cycle_end; up() starts us again */
 }
 
@@ -645,8 +658,24 @@ static void probed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *e
     iv->has_feed = ok && PQgetvalue(res, 0, 0)[0] == 't';
     iv->has_retry = iv->has_feed && PQgetvalue(res, 0, 1)[0] == 't';
     PQclear(res);
+    iv->probed_now = 1;
     set_state(iv, OC_INVAL_IDLE);
     cycle_start(iv); /* catch up on whatever came while we were away */
+}
+
+/* Does the hook have the feed (schema version 2)? Then what this consumer
+ * applies is appended to it, for every sidecar's near-cache. */
+static void probe(oc_inval_t *iv)
+{
+    set_state(iv, OC_INVAL_PROBING);
+    if (oc_pgconn_query(
+            iv->pc,
+            "SELECT to_regprocedure('objcached.feed_append(text[], text[], "
+            "text[], boolean, timestamptz, timestamptz, text)') IS NOT NULL, "
+            "to_regprocedure('objcached.requeue(text[], text[], timestamptz)') "
+            "IS NOT NULL",
+            0, NULL, probed, iv) != OC_OK)
+        set_state(iv, OC_INVAL_IDLE); /* not connected: up() probes */
 }
 
 static void on_up(oc_pgconn_t *pc, void *owner)
@@ -658,17 +687,7 @@ static void on_up(oc_pgconn_t *pc, void *owner)
         iv->up_pending = 1;
         return;
     }
-    /* Does the hook have the feed (schema version 2)? Then what this
-     * consumer applies is appended to it, for every sidecar's near-cache. */
-    set_state(iv, OC_INVAL_PROBING);
-    if (oc_pgconn_query(
-            iv->pc,
-            "SELECT to_regprocedure('objcached.feed_append(text[], text[], "
-            "text[], boolean, timestamptz, timestamptz, text)') IS NOT NULL, "
-            "to_regprocedure('objcached.requeue(text[], text[], timestamptz)') "
-            "IS NOT NULL",
-            0, NULL, probed, iv) != OC_OK)
-        set_state(iv, OC_INVAL_IDLE);
+    probe(iv);
 }
 
 static void on_down(oc_pgconn_t *pc, const char *err, void *owner)

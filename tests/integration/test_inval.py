@@ -1,11 +1,16 @@
 """The invalidation consumer against the real hook (sql/install.sql):
 writes made in SQL reach the cache; TRUNCATE drops a model; failed deletes
 are put back; a reload turns the consumer on and off; a sidecar started
-after a TRUNCATE reads the new generation at once."""
+after a TRUNCATE reads the new generation at once; a consumer running
+through an upgrade from version 1 appends to the feed."""
 
+import os
 import signal
 import subprocess
 import time
+
+import psycopg2
+import psycopg2.errors
 
 import harness
 
@@ -148,3 +153,35 @@ def test_reload_turns_the_consumer_on_and_off(objcached_factory, pg):
     oc.proc.send_signal(signal.SIGHUP)
     harness.wait_until(lambda: oc.stats()["reloads"] == 2, what="the second reload")
     assert oc.stats()["inval_errors"] == 0
+
+
+def test_a_consumer_running_through_an_upgrade_from_version_1_appends_to_the_feed(
+        objcached_factory, pg):
+    """A sidecar connected while the hook was version 1 (no feed) and still
+    running after install.sql upgraded it must append what it applies to
+    the feed: else another sidecar's heartbeat, finding the outbox drained,
+    tells every near-cache it is caught up past writes it never heard of."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sql = os.path.normpath(os.path.join(here, "..", "..", "sql"))
+    pg.execute_file(os.path.join(sql, "uninstall.sql"))
+    pg.execute_file(os.path.join(here, "objcached_v1_install.sql"))
+    pg.execute("SELECT objcached.attach('public.users', 'User', 'id')")
+    oc = objcached_factory({"postgresql": {"invalidation_poll": "200ms"}})
+    note = pg.execute("SELECT note FROM users WHERE id = 31")[0][0]
+    try:
+        pg.execute("UPDATE users SET note = 'v1' WHERE id = 31")
+        harness.wait_until(lambda: outbox_empty(pg), what="the consumer to apply under version 1")
+        for run in range(5):   # the running consumer may deadlock the install: run it again
+            try:
+                pg.execute_file(os.path.join(sql, "install.sql"))
+                break
+            except psycopg2.errors.DeadlockDetected:
+                if run == 4:
+                    raise
+        pg.execute("UPDATE users SET note = 'v2' WHERE id = 31")
+        harness.wait_until(lambda: pg.execute(
+            "SELECT count(*) FROM objcached.feed WHERE model = 'User' AND '31' = ANY (keys)")[0][0] > 0,
+            timeout=15, what="the consumer to append the key to the feed")
+    finally:
+        install(oc)
+        pg.execute("UPDATE users SET note = %s WHERE id = 31", (note,))

@@ -259,6 +259,19 @@ def test_attach_rejects_nondeterministic_collation(db):
         error_of(db, "SELECT objcached.attach('handles', 'Handle', 'h')")
 
 
+def test_key_column_made_nondeterministic_after_attach_shows_in_status(db):
+    db.q("CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)")
+    db.q("CREATE TABLE handles (h text PRIMARY KEY)")
+    db.q("SELECT objcached.attach('handles', 'Handle', 'h')")
+    db.q("INSERT INTO handles VALUES ('Ann')")
+    db.q("ALTER TABLE handles ALTER COLUMN h TYPE text COLLATE ci")
+    db.clear()
+    db.q("UPDATE handles SET h = 'ann'")
+    # 'Ann' and 'ann' are one key to the collation: only one of them is queued
+    assert len(db.outbox()[0][1]) == 1
+    assert db.q("SELECT hooked FROM objcached.status") == [(False,)]
+
+
 def test_attach_rejects_temporary_table(db):
     db.q("CREATE TEMP TABLE tmp (id bigint)")
     assert "is a temporary table" in error_of(db, "SELECT objcached.attach('tmp', 'T')")
@@ -534,6 +547,126 @@ def test_disabled_trigger_shows_in_status(db):
     assert db.q("SELECT hooked FROM objcached.status") == [(False,)]
     db.q("SELECT objcached.attach('users', 'User')")   # attach again repairs it
     assert db.q("SELECT hooked FROM objcached.status") == [(True,)]
+
+
+def test_triggers_enabled_other_than_always_show_in_status(db):
+    users_table(db)
+    # ENABLE TRIGGER ALL after a DISABLE gives ENABLE (origin only): a write
+    # under session_replication_role = replica is missed.
+    db.q("ALTER TABLE users DISABLE TRIGGER ALL")
+    db.q("ALTER TABLE users ENABLE TRIGGER ALL")
+    db.q("SET session_replication_role = replica")
+    db.q("INSERT INTO users (id) VALUES (1)")
+    db.q("RESET session_replication_role")
+    assert db.outbox() == []
+    assert db.q("SELECT hooked FROM objcached.status") == [(False,)]
+    db.q("SELECT objcached.attach('users', 'User')")   # attach again repairs it
+    assert db.q("SELECT hooked FROM objcached.status") == [(True,)]
+    # ENABLE REPLICA fires under replica only: an ordinary write is missed.
+    db.q("ALTER TABLE users ENABLE REPLICA TRIGGER objcached_insert")
+    db.q("INSERT INTO users (id) VALUES (2)")
+    assert db.outbox() == []
+    assert db.q("SELECT hooked FROM objcached.status") == [(False,)]
+    assert not db.one("SELECT objcached.hooked('users')")
+
+
+def test_hooked_table_made_a_child_after_attach_shows_in_status(db):
+    db.q("CREATE TABLE p (id bigint, v int)")
+    db.q("CREATE TABLE c (id bigint, v int)")
+    db.q("SELECT objcached.attach('p', 'P')")
+    db.q("SELECT objcached.attach('c', 'C')")
+    db.clear()
+    db.q("ALTER TABLE c INHERIT p")
+    # Straight into the child: its own function knows only model C.
+    db.q("INSERT INTO c VALUES (5, 1)")
+    # Through the parent: only the parent's triggers fire, model C hears nothing.
+    db.q("UPDATE p SET v = 2")
+    assert db.outbox() == [("C", ["5"]), ("P", ["5"])]
+    assert db.q("SELECT model, hooked FROM objcached.status ORDER BY 1") == [
+        ("C", False), ("P", False)]
+    # attach P again gives the child a function with both models; C stays blind.
+    db.q("SELECT objcached.attach('p', 'P')")
+    db.clear()
+    db.q("INSERT INTO c VALUES (6, 1)")
+    assert db.outbox() == [("C", ["6"]), ("P", ["6"])]
+    assert db.q("SELECT model, hooked FROM objcached.status ORDER BY 1") == [
+        ("C", False), ("P", True)]
+
+
+def test_subscribed_table_in_trigger_mode_shows_in_status(db, cluster):
+    """The logical replication apply worker fires row triggers only: the
+    replicated writes of a subscribed table never reach the outbox."""
+    _counter[0] += 1
+    pub = f"oc_pub_{_counter[0]}"
+    cluster.execute(f'CREATE DATABASE "{pub}"')
+    pconn = psycopg2.connect(host=cluster.dir, port=cluster.port, dbname=pub, user="postgres")
+    pconn.autocommit = True
+    sub = f"oc_sub_{_counter[0]}"
+    try:
+        with pconn.cursor() as cur:
+            cur.execute("CREATE TABLE s (id bigint PRIMARY KEY, v int)")
+            cur.execute("CREATE PUBLICATION p FOR TABLE s")
+            # made here: CREATE SUBSCRIPTION cannot make a slot in its own cluster
+            cur.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (sub,))
+            cur.execute("INSERT INTO s VALUES (1, 0)")
+        db.q("CREATE TABLE s (id bigint PRIMARY KEY, v int)")
+        db.q("SELECT objcached.attach('s', 'S')")
+        assert db.q("SELECT hooked FROM objcached.status") == [(True,)]
+        db.q(f"CREATE SUBSCRIPTION {sub} CONNECTION 'host={cluster.dir} port={cluster.port} "
+             f"dbname={pub} user=postgres' PUBLICATION p "
+             f"WITH (create_slot = false, slot_name = '{sub}')")
+        harness.wait_until(lambda: db.q("SELECT v FROM s") == [(0,)], timeout=60,
+                           what="the initial copy")
+        db.clear()
+        with pconn.cursor() as cur:
+            cur.execute("UPDATE s SET v = 1")
+        harness.wait_until(lambda: db.q("SELECT v FROM s") == [(1,)], timeout=60,
+                           what="the replicated update")
+        assert db.outbox() == []   # the update was never queued
+        assert db.q("SELECT hooked FROM objcached.status") == [(False,)]
+        del db.conn.notices[:]
+        db.q("SELECT objcached.attach('s', 'S')")   # says why, and what to do
+        assert any("logical replication subscription" in n and "via => 'wal'" in n
+                   for n in db.conn.notices), db.conn.notices
+    finally:
+        db.q(f"DROP SUBSCRIPTION IF EXISTS {sub}")
+        pconn.close()
+        cluster.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                        "WHERE slot_name = %s AND NOT active", (sub,))
+        cluster.execute(f'DROP DATABASE "{pub}" WITH (FORCE)')
+
+
+def test_unlogged_table_emptied_by_crash_recovery_is_invalidated_whole(db, cluster):
+    """Crash recovery empties unlogged tables without firing a trigger: the
+    next claim() invalidates their models whole, once."""
+    db.q("CREATE UNLOGGED TABLE ul (id bigint PRIMARY KEY)")
+    db.q("SELECT objcached.attach('ul', 'Ul')")
+    users_table(db)   # a logged table: kept by crash recovery, not invalidated
+    db.q("INSERT INTO ul VALUES (1)")
+    db.q("INSERT INTO users (id) VALUES (1)")
+    db.clear()
+    gen = db.one("SELECT generation FROM objcached.models WHERE model = 'Ul'")
+    db.q("CHECKPOINT")   # the logged writes survive (the cluster runs with fsync off)
+    db.close()
+    cluster.stop(mode="immediate")
+    cluster.start()
+    # the template's own marker was emptied too: put it back for the other tests
+    cluster.execute("INSERT INTO objcached.unlogged_alive DEFAULT VALUES ON CONFLICT DO NOTHING",
+                    dbname=TEMPLATE)
+    db.conn = db.connect()
+    assert db.q("SELECT (SELECT count(*) FROM ul), (SELECT count(*) FROM users)") == [(0, 1)]
+
+    c1, c2 = db.connect(autocommit=False), db.connect(autocommit=False)
+    claim = "SELECT model, keys FROM objcached.claim(100)"
+    assert db.q(claim, conn=c1) == [("Ul", None)]
+    # A second consumer meanwhile neither waits for the first nor does it again.
+    db.q("SET lock_timeout = '5s'", conn=c2)
+    assert db.q(claim, conn=c2) == []
+    c2.commit()
+    c1.commit()
+    assert db.one("SELECT generation FROM objcached.models WHERE model = 'Ul'") > gen
+    assert db.q(claim, conn=c2) == []   # once
+    c2.commit()
 
 
 def test_dropped_table_shows_in_status_and_can_be_detached(db):
