@@ -13,6 +13,7 @@
 #include "oc_gate.h"
 #include "oc_key.h"
 #include "oc_log.h"
+#include "oc_near.h"
 #include "oc_proto.h"
 #include "oc_reply.h"
 #include "oc_req.h"
@@ -366,6 +367,8 @@ static void bin_stat(oc_binconn_t *b, const oc_bin_next_t *nx)
                         "STAT version %s\r\n",
                         (long)getpid(), (long)(now - (time_t)ctx->started), (long)now,
                         OC_VERSION);
+    if (ctx->near) /* near_serving: not a past proof */
+        oc_near_serving(ctx->near, oc_stats_now());
     oc_stats_write(ctx->stats, text);
     size_t len = evbuffer_get_length(text);
     const char *p = (const char *)evbuffer_pullup(text, -1);

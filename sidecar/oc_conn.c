@@ -17,6 +17,7 @@
 #include "oc_conf.h"
 #include "oc_gate.h"
 #include "oc_log.h"
+#include "oc_near.h"
 #include "oc_proto.h"
 #include "oc_reply.h"
 #include "oc_req.h"
@@ -189,7 +190,9 @@ static void conn_req_reply(oc_conn_t *c, oc_req_t *req)
     oc_reply_kind_t k =
         oc_reply_get(c->out, oc_req_result(req), &c->fmt, ctx->conf->max_reply);
     conn_count(c, k);
-    ctx->stats->cmd_get += oc_req_result(req)->err == NULL;
+    /* Answered: not a SERVER_ERROR, whether a load failed or the values
+     * passed max_reply (a binary get counts so too, oc_binconn). */
+    ctx->stats->cmd_get += k == OC_REPLY_OK;
     oc_req_release(req, &c->fmt);
     c->req = NULL;
 }
@@ -335,6 +338,8 @@ static void cmd_stats(oc_conn_t *c, const oc_cmd_t *cmd)
                         "STAT version %s\r\n",
                         (long)getpid(), (long)(now - (time_t)ctx->started), (long)now,
                         OC_VERSION);
+    if (ctx->near) /* near_serving: not a past proof */
+        oc_near_serving(ctx->near, oc_stats_now());
     oc_stats_write(ctx->stats, out);
     oc_reply_text(out, "END");
 }

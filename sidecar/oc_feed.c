@@ -135,8 +135,14 @@ static uint64_t apply_row(oc_feed_t *f, const PGresult *res, int r,
     if (seq != *last_counted) { /* the first row of a feed row */
         *last_counted = seq;
         ctx->stats->feed_rows++;
-        if (!PQgetisnull(res, r, 7))
-            oc_hist_observe(&ctx->stats->feed_apply_seconds, atof(PQgetvalue(res, r, 7)));
+        /* committed_at is the primary's clock, db_now the polled server's
+         * (a replica's): apart, a row looks applied before its commit. That
+         * counts as 0 s, as the WAL's lags do: a histogram's sum must not
+         * go down (rate() would take it for a reset). */
+        if (!PQgetisnull(res, r, 7)) {
+            double apply_s = atof(PQgetvalue(res, r, 7));
+            oc_hist_observe(&ctx->stats->feed_apply_seconds, apply_s > 0 ? apply_s : 0);
+        }
     }
     const oc_model_conf_t *mc =
         oc_conf_model(ctx->conf, PQgetvalue(res, r, 4), (size_t)PQgetlength(res, r, 4));

@@ -14,6 +14,7 @@
 #include "oc_conf.h"
 #include "oc_http.h"
 #include "oc_log.h"
+#include "oc_near.h"
 #include "oc_stats.h"
 
 /* A scraper sends a few hundred bytes of head and no body; one connection
@@ -112,6 +113,8 @@ static void mconn_answer(mconn_t *c, oc_http_verdict_t v, int head_only)
     if (body == NULL) {
         code = 500, reason = "Internal Server Error";
     } else if (v == OC_HTTP_METRICS) {
+        if (ctx->near) /* near_serving: not a past proof */
+            oc_near_serving(ctx->near, oc_stats_now());
         oc_metrics_render(body, ctx->stats, (long)(time(NULL) - (time_t)ctx->started));
         type = "text/plain; version=0.0.4; charset=utf-8";
         ctx->stats->metrics_requests++;

@@ -85,7 +85,9 @@ void oc_near_set_limit(oc_near_t *n, size_t limit);
  * stored until a later instant is given. 0: not fresh (drops at once; a
  * flush too, if it held anything). */
 void oc_near_fresh_until(oc_near_t *n, double until);
-/* Serving at `now`: fresh and a limit above 0. */
+/* Serving at `now`: fresh and a limit above 0. The stats' readers (`stats`,
+ * /metrics) call it first, so that a proof that ran out while no get looked
+ * shows in near_serving (and near_flushes) all the same. */
 int oc_near_serving(oc_near_t *n, double now);
 /* Tests and tools: fresh forever (on) or not at all (off). */
 void oc_near_serve(oc_near_t *n, int on);

@@ -26,8 +26,8 @@ struct evbuffer;
     X(timeouts, COUNTER, "client connections closed by idle or write timeout")           \
     X(metrics_requests, COUNTER, "pages served on metrics_listen")                       \
     X(metrics_refused, COUNTER, "metrics_listen connections refused over 64 open")       \
-    X(cmd_get, COUNTER, "get and gets commands answered")                                \
-    X(get_keys, COUNTER, "keys asked in get and gets")                                   \
+    X(cmd_get, COUNTER, "get, gets and mg commands answered (not a SERVER_ERROR)")       \
+    X(get_keys, COUNTER, "keys asked in get, gets and mg")                               \
     X(get_hits, COUNTER, "keys answered from memcached")                                 \
     X(get_misses, COUNTER, "keys not found in memcached")                                \
     X(get_absent, COUNTER, "keys answered as absent (no row)")                           \
@@ -39,7 +39,8 @@ struct evbuffer;
       "loads split in two because a row's data made the query fail (only its keys "      \
       "fail)")                                                                           \
     X(pg_connections_up, GAUGE, "loader connections connected now")                      \
-    X(mc_servers_up, GAUGE, "memcached servers that answered the last health probe")     \
+    X(mc_servers_up, GAUGE,                                                              \
+      "memcached servers of the pool in service (not marked down)")                      \
     X(mc_place_native, GAUGE,                                                            \
       "1 if keys are placed by objcached's own ketama (checked against "                 \
       "libmemcached's), "                                                                \
@@ -68,7 +69,7 @@ struct evbuffer;
       "checked pushes or tombstones replaced by PostgreSQL's row (or its absence)")      \
     X(pushes_unchecked, COUNTER,                                                         \
       "pushes or tombstones whose check failed: kept for missing_ttl only")              \
-    X(invalidations, COUNTER, "keys deleted for the DB hook's outbox")                   \
+    X(invalidations, COUNTER, "keys deleted for the DB hook's outbox or the WAL")        \
     X(inval_skipped, COUNTER,                                                            \
       "outbox keys no client could ask for (spaces, control bytes)")                     \
     X(inval_requeued, COUNTER, "invalidations put back: memcached failed")               \
@@ -124,9 +125,11 @@ struct evbuffer;
     X(wal_stream_reads, COUNTER, "bursts of the replication stream read (pacing)")       \
     X(wal_heartbeats, COUNTER, "heartbeats decoded back and appended to the feed")       \
     X(wal_lag_bytes, GAUGE,                                                              \
-      "WAL the slot holds back: current LSN minus the confirmed one")                    \
+      "WAL the slot holds back: current LSN minus the confirmed one (the holder; 0 "     \
+      "elsewhere)")                                                                      \
     X(wal_apply_lag_ms, GAUGE,                                                           \
-      "the last batch's newest commit to its application (clocks of two hosts)")         \
+      "the last batch's newest commit to its application (clocks of two hosts; the "     \
+      "holder, 0 elsewhere)")                                                            \
     X(wal_slot_recreated, COUNTER,                                                       \
       "times the slot was gone (dropped, invalidated) and made again")                   \
     X(wal_map_reloads, COUNTER,                                                          \

@@ -116,8 +116,14 @@ static double now_s(void)
 
 static void set_state(oc_wal_t *w, wal_state_t st)
 {
+    oc_stats_t *stats = w->ctx->stats;
     w->state = st;
-    w->ctx->stats->wal_holder = st == WAL_STREAMING;
+    stats->wal_holder = st == WAL_STREAMING;
+    /* The slot's lag is the holder's to tell: a sidecar that lets it go
+     * shows 0, not what it saw last, so that the fleet's max() (the alert
+     * rows) is the holder's. */
+    if (st != WAL_STREAMING)
+        stats->wal_lag_bytes = stats->wal_apply_lag_ms = 0;
 }
 
 static void arm(oc_wal_t *w, double secs)
@@ -1398,6 +1404,7 @@ void oc_wal_free(oc_wal_t *w)
         oc_pgconn_free(w->repl);
         oc_pgconn_free(w->sql);
         w->ctx->stats->wal_holder = 0;
+        w->ctx->stats->wal_lag_bytes = w->ctx->stats->wal_apply_lag_ms = 0;
     }
     for (int i = 0; i < 2; i++)
         oc_pgconn_free(w->dead[i]);

@@ -9,6 +9,7 @@ off; one huge multi-get of distinct keys does not evict the hot ones.
 The deadline after a commit is NEAR_DEADLINE: feed_max_lag plus a poll and a
 round trip. After it, every read is checked (no 'eventually')."""
 
+import re
 import threading
 import time
 
@@ -323,6 +324,56 @@ def test_a_lost_feed_connection_counts_a_near_flush(fleet, mc_pool, db):
                        what="the follower to reconnect")
     s1 = a.stats()
     assert s1["near_flushes"] - s0["near_flushes"] == 1, s1
+
+
+def test_near_serving_turns_0_when_the_proof_runs_out_without_a_get(fleet, mc_pool, db, pg):
+    """The feed's connection hangs (packets lost: no answer, no error): its
+    proof of freshness runs out at feed_max_lag and the near-cache stops
+    answering. near_serving (the "near-cache off" alert) says so, and the
+    emptied near-cache counts in near_flushes, though no get looked at it
+    (before 2026-12-05 they waited for a get: an idle sidecar showed 1 for
+    as long as the connection hung, its near-cache full)."""
+    import faultproxy
+    feedp = faultproxy.FaultProxy(pg.port, name="feed")
+    try:
+        a = start(fleet, mc_pool, db,
+                  postgresql={"feed_conninfo": f"host=127.0.0.1 port={feedp.port} "
+                                               f"dbname={db.name} user=postgres"})
+        harness.wait_until(lambda: a.stats()["near_serving"] == 1, timeout=10, what="serving")
+        warm(a, ["Item:24"])
+        s0 = a.stats()
+        assert s0["near_entries"] >= 1, s0
+        feedp.set_mode("drop")
+        harness.wait_until(lambda: a.stats()["near_serving"] == 0, timeout=20, interval=0.2,
+                           what="near_serving to say the near-cache stopped answering")
+        s1 = a.stats()
+        assert s1["near_entries"] == 0 and s1["near_flushes"] - s0["near_flushes"] == 1, s1
+        assert s1["feed_connected"] == 1  # the connection hangs: nobody saw it fail
+    finally:
+        feedp.close()
+
+
+def test_a_feed_row_committed_ahead_of_the_polled_clock_keeps_the_histogram_sum(
+        fleet, mc_pool, db):
+    """feed_apply_seconds compares a feed row's committed_at (the primary's
+    clock) with the clock of the database polled (a replica's, maybe): with
+    clocks apart, a row can look applied before it was committed. Such an
+    observation counts as 0 s: a histogram's _sum never goes down (rate()
+    would take it for a reset). Before 2026-12-05 the negative seconds went
+    into _sum."""
+    import urllib.request
+    port = harness.free_port()
+    a = start(fleet, mc_pool, db, objcached={"metrics_listen": f"127.0.0.1:{port}"})
+    harness.wait_until(lambda: a.stats()["near_serving"] == 1, timeout=10, what="serving")
+    rows0 = a.stats()["feed_rows"]
+    db.q("SELECT objcached.feed_append(ARRAY['Item'], ARRAY['25'], NULL, false, "
+         "clock_timestamp() + interval '1 hour', NULL, 'a clock an hour ahead')")
+    harness.wait_until(lambda: a.stats()["feed_rows"] > rows0, timeout=10,
+                       what="the row applied")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        page = r.read().decode()
+    total = float(re.search(r"^objcached_feed_apply_seconds_sum (\S+)$", page, re.M).group(1))
+    assert total >= 0, total
 
 
 def test_a_poll_statement_gone_stale_is_prepared_again(fleet, mc_pool, db):

@@ -56,6 +56,29 @@ def test_metrics_page_counts_requests(objcached_factory):
     assert e.value.code == 404
 
 
+def test_a_get_failed_as_too_large_is_not_counted_as_answered(objcached_factory):
+    """cmd_get counts the gets answered: a text get whose values passed
+    max_reply fails with SERVER_ERROR, as a failed load does and as a binary
+    get of it does, and is no more answered than they are (before 2026-12-05
+    it counted in cmd_get as well as in server_errors)."""
+    oc = objcached_factory({"objcached": {"max_reply": "1m"},
+                            "model User": {"push_check": "off"}})
+    with oc.client() as c:
+        for i in (61, 62, 63):
+            body = b'{"id":%d,"pad":"' % i + b"p" * (512 * 1024) + b'"}'
+            c.send(b"set User:%d 0 0 %d\r\n%s\r\n" % (i, len(body), body))
+            assert c.read_response().terminal == b"STORED"
+        before = c.stats()
+        c.send(b"get User:61 User:62 User:63\r\n")
+        got = c.read_response().terminal
+        assert got.startswith(b"SERVER_ERROR reply too large"), got
+        c.send(b"get User:61\r\n")
+        assert c.read_response().terminal == b"END"
+        after = c.stats()
+    assert after["server_errors"] - before["server_errors"] == 1
+    assert after["cmd_get"] - before["cmd_get"] == 1  # the second get only
+
+
 def test_sigterm_finishes_commands_under_way(objcached_factory, pg):
     oc = objcached_factory({"objcached": {"shutdown_timeout": "10s"}})
     locker = pg.connect(autocommit=False)

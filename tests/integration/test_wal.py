@@ -490,6 +490,32 @@ def test_holder_killed_mid_batch_loses_nothing(fleet, mc_pool, db):
     wait_value(other, "Big:99999", row(db, "Big", 99999), timeout=30)
 
 
+def test_a_sidecar_that_let_the_slot_go_shows_no_wal_lag(fleet, mc_pool, db):
+    """wal_lag_bytes and wal_apply_lag_ms are the holder's: a former holder
+    shows 0, not what it saw last, or the fleet's max() of them (the alert
+    rows "WAL held back", "WAL apply slow") would follow a standby's frozen
+    value for good. (Before 2026-12-05 they kept it.)"""
+    a = start(fleet, mc_pool, db)
+    holder([a])
+    db.q("UPDATE items SET name = 'lag seen' WHERE id = 42")
+    harness.wait_until(lambda: a.stats()["wal_apply_lag_ms"] > 0, timeout=20,
+                       interval=0.1, what="the holder to see an apply lag")
+    b = start(fleet, mc_pool, db)
+    # b judges a silent holder only once its own feed was fresh
+    harness.wait_until(lambda: b.stats()["near_serving"] == 1, timeout=20,
+                       what="the standby's feed to be fresh")
+    a.kill(signal.SIGSTOP)
+    try:
+        harness.wait_until(lambda: b.stats()["wal_holder"] == 1, timeout=30,
+                           what="the standby to take the slot")
+    finally:
+        a.kill(signal.SIGCONT)
+    harness.wait_until(lambda: "event=wal_released" in a.log(), what="the thawed holder to let go")
+    st = a.stats()
+    assert st["wal_holder"] == 0
+    assert (st["wal_lag_bytes"], st["wal_apply_lag_ms"]) == (0, 0), st
+
+
 def test_postgresql_restart_and_reader_terminated(fleet, mc_pool, db, pg):
     a = start(fleet, mc_pool, db)
     holder([a])
