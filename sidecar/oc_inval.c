@@ -40,6 +40,8 @@ struct oc_inval {
     char *arena;          /* cache keys of the deletes */
     oc_mc_job_t *job;     /* the deletes, once done (for the requeue) */
     int *job_row;         /* per delete item: its row in claimed */
+    size_t prefix_len;    /* key_prefix's length when apply() made the keys (a
+                             reload may change it before the requeue) */
     char *requeue_models; /* array literals for the requeue, kept alive */
     char *requeue_keys;
     int full;       /* the last claim was a full batch */
@@ -48,11 +50,15 @@ struct oc_inval {
                        claim rolled back; applied() drops the cycle */
     int up_pending; /* ... and it came back meanwhile: probe once applied() ran */
     int hook_missing_logged;
-    int has_feed;      /* the hook's schema has the feed (version 2) */
-    int has_retry;     /* and requeue(..., since): requeued rows are appended
-                          again once their retry succeeds */
-    int probed_now;    /* a probe just answered: claim without another */
-    char *feed_models; /* array literals of feed_append, kept alive */
+    int has_feed;              /* the hook's schema has the feed (version 2) */
+    int has_retry;             /* and requeue(..., since): requeued rows are appended
+                                  again once their retry succeeds */
+    int probed_now;            /* a probe just answered: claim without another */
+    unsigned long gens_schema; /* generation_seq's OID at the last generations
+                                  read of a model (0: none yet); another OID:
+                                  the hook was installed again, its
+                                  generations start over */
+    char *feed_models;         /* array literals of feed_append, kept alive */
     char *feed_keys;
     char *feed_whole;
     char writer[96];  /* host:pid, for feed_head.writer */
@@ -333,8 +339,7 @@ static void requeue(oc_inval_t *iv, size_t nfailed)
             if (since_text == NULL || t < since)
                 since = t, since_text = PQgetvalue(iv->claimed, row, 6);
         }
-        const char *id =
-            oc_inval_key_id(it->key, it->klen, strlen(ctx->conf->key_prefix), &klens[k]);
+        const char *id = oc_inval_key_id(it->key, it->klen, iv->prefix_len, &klens[k]);
         if (id == NULL)
             continue; /* cannot be: apply() made the key (k falls short) */
         models[k] = name;
@@ -495,6 +500,7 @@ static void apply(oc_inval_t *iv)
         return;
     }
     size_t k = 0;
+    iv->prefix_len = strlen(ctx->conf->key_prefix);
     for (int i = 0; i < rows; i++) {
         if (!row_applies(iv, res, i))
             continue;
@@ -523,6 +529,27 @@ static void apply(oc_inval_t *iv)
 static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                       void *arg);
 
+/* Does the hook have the feed (version 2), and requeue(..., since)? */
+#define OC_INVAL_HAS_FEED                                                                \
+    "to_regprocedure('objcached.feed_append(text[], text[], text[], boolean, "           \
+    "timestamptz, timestamptz, text)') IS NOT NULL"
+#define OC_INVAL_HAS_RETRY                                                               \
+    "to_regprocedure('objcached.requeue(text[], text[], timestamptz)') IS NOT NULL"
+
+/* Was the hook upgraded between the probe and the claim (install.sql
+ * committed in between)? Under an older hook the claim's statement also
+ * reads the schema, after its rows are taken (its last column): an upgrade
+ * alters the outbox, so it cannot commit while the claim's transaction
+ * holds its rows, and one that committed before is seen. Claiming with
+ * the probe's answer alone applied the newer hook's rows without a feed
+ * append (found by a review). */
+static int schema_moved(const oc_inval_t *iv, const PGresult *res)
+{
+    if (iv->has_retry || PQntuples(res) == 0)
+        return 0;
+    return atoi(PQgetvalue(res, 0, 7)) != iv->has_feed + iv->has_retry;
+}
+
 static void claimed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                     void *arg)
 {
@@ -546,13 +573,25 @@ static void claimed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *
         oc_log_info("event=inval_available");
         iv->hook_missing_logged = 0;
     }
+    if (schema_moved(iv, res)) {
+        /* Roll the claim back (the rows go back to the outbox), probe and
+         * claim again with the newer schema's columns. */
+        oc_log_info("event=inval_hook_upgraded");
+        PQclear(res);
+        iv->again = 1;
+        finish(iv, "ROLLBACK");
+        return;
+    }
     iv->claimed = res;
     /* The generations, read in the claim's transaction: a TRUNCATE bumps
      * its model's generation in the transaction that wrote its outbox row,
      * so what we read now is at least as new as every row we claimed. */
     set_state(iv, OC_INVAL_GENS);
-    if (oc_pgconn_query(iv->pc, "SELECT model, generation FROM objcached.models", 0, NULL,
-                        gens_read, iv) != OC_OK)
+    if (oc_pgconn_query(
+            iv->pc,
+            "SELECT model, generation, "
+            "to_regclass('objcached.generation_seq')::oid FROM objcached.models",
+            0, NULL, gens_read, iv) != OC_OK)
         cycle_end(iv);
 }
 
@@ -560,7 +599,7 @@ static void claimed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *
 
 static void claim(oc_inval_t *iv)
 {
-    char sql[640];
+    char sql[1024];
     /* Every row, whatever its model: any consumer can apply any model's
      * invalidations (a cache key needs only key_prefix, which every sidecar
      * of a pool shares, the model's name and its generation), so a sidecar
@@ -572,18 +611,22 @@ static void claim(oc_inval_t *iv)
      * row's time, for the
      * feed's commit-to-applied latency, and the row's created_at
      * (microseconds since the epoch), which a failed delete's requeue
-     * keeps. */
+     * keeps. Under an older hook, last, its schema as the claim saw it
+     * (schema_moved). */
     snprintf(sql, sizeof(sql),
              "BEGIN; WITH c AS (SELECT * FROM objcached.claim(%u)) "
              "SELECT c.model, k, (SELECT count(*) FROM c), "
              "(SELECT (extract(epoch FROM clock_timestamp() - min(created_at)) * "
-             "1000)::bigint FROM c), %s "
+             "1000)::bigint FROM c), %s%s "
              "FROM c LEFT JOIN LATERAL unnest(c.keys) AS k ON true",
              iv->ctx->conf->inval_batch,
              iv->has_feed ? "c.requeued, (SELECT max(x.created_at) FROM c x WHERE NOT "
                             "x.requeued)::text, "
                             "(extract(epoch FROM c.created_at) * 1000000)::bigint::text"
-                          : "false, NULL::text, NULL::text");
+                          : "false, NULL::text, NULL::text",
+             iv->has_retry ? ""
+                           : ", (" OC_INVAL_HAS_FEED ")::int * (1 + (" OC_INVAL_HAS_RETRY
+                             ")::int)");
     set_state(iv, OC_INVAL_CLAIMING);
     if (oc_pgconn_query(iv->pc, sql, 0, NULL, claimed, iv) != OC_OK) {
         iv->full = 0;
@@ -601,6 +644,20 @@ static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char
         fail_cycle(iv, "generations", err);
         return;
     }
+    /* uninstall.sql and install.sql again: a new generation_seq, and the
+     * generations start over below the ones we use, which nothing deletes
+     * under any more (found by a review). Every model starts over from 0,
+     * so that this read and the later ones move it forward again, a model
+     * attached again later too. */
+    unsigned long schema =
+        PQntuples(res) ? strtoul(PQgetvalue(res, 0, 2), NULL, 10) : iv->gens_schema;
+    if (iv->gens_schema != 0 && schema != iv->gens_schema) {
+        oc_log_info("event=model_generation model=* generation=0 note=\"hook installed "
+                    "again\"");
+        for (size_t m = 0; m < ctx->conf->nmodels; m++)
+            ctx->model_gen[m] = 0;
+    }
+    iv->gens_schema = schema;
     for (int i = 0; i < PQntuples(res); i++) {
         const oc_model_conf_t *m = oc_conf_model(ctx->conf, PQgetvalue(res, i, 0),
                                                  (size_t)PQgetlength(res, i, 0));
@@ -668,13 +725,8 @@ static void probed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *e
 static void probe(oc_inval_t *iv)
 {
     set_state(iv, OC_INVAL_PROBING);
-    if (oc_pgconn_query(
-            iv->pc,
-            "SELECT to_regprocedure('objcached.feed_append(text[], text[], "
-            "text[], boolean, timestamptz, timestamptz, text)') IS NOT NULL, "
-            "to_regprocedure('objcached.requeue(text[], text[], timestamptz)') "
-            "IS NOT NULL",
-            0, NULL, probed, iv) != OC_OK)
+    if (oc_pgconn_query(iv->pc, "SELECT " OC_INVAL_HAS_FEED ", " OC_INVAL_HAS_RETRY, 0,
+                        NULL, probed, iv) != OC_OK)
         set_state(iv, OC_INVAL_IDLE); /* not connected: up() probes */
 }
 

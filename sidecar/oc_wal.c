@@ -73,6 +73,7 @@ struct oc_wal {
     uint32_t unknown_relid; /* the map was last read again for this relation */
     /* the batch being applied */
     wal_step_t step;
+    double sql_step_at; /* when it reached STEP_FEED or STEP_GENS */
     oc_walb_batch_t batch;
     oc_mc_job_t *job;
     char *arena;     /* cache keys of the deletes */
@@ -85,7 +86,8 @@ struct oc_wal {
     size_t ngens;
     /* periodic work on the regular connection */
     int hb_due, stats_due, prune_due;
-    int has_since; /* requeue(models, keys, since) exists */
+    int has_since;           /* requeue(models, keys, since) exists */
+    double sender_timeout_s; /* the server's wal_sender_timeout; 0: none known */
     oc_wal_sched_t sched;
     double tried_at;
     double born; /* when oc_wal_new ran: the start of our watch */
@@ -100,6 +102,7 @@ struct oc_wal {
      * keepalive after each WAL flush) wakes the holder once, not per message. */
     int paced;
     int got_data;     /* the stream was read since the last kick */
+    double heard_at;  /* the stream's last CopyData, or reading resumed */
     int kick_pending; /* `kick` is active */
     char slot[OC_MODEL_NAME_MAX + 1];
     char writer[96];
@@ -144,12 +147,14 @@ static void gens_clear(oc_wal_t *w)
     w->ngens = 0;
 }
 
-/* The generations when the stream starts, and whether requeue() takes its
+/* The generations when the stream starts, whether requeue() takes its
  * keys' write time (an older hook's has two arguments: the binary may be
- * upgraded before the SQL). */
+ * upgraded before the SQL), and wal_sender_timeout (ms), which bounds how
+ * long a live walsender may leave a holder without a word. */
 #define WAL_GENS_AND_PROBE                                                               \
     "SELECT model, generation, to_regprocedure('objcached.requeue(text[], text[], "      \
-    "timestamptz)') IS NOT NULL FROM objcached.models"
+    "timestamptz)') IS NOT NULL, (SELECT s.setting FROM pg_catalog.pg_settings s "       \
+    "WHERE s.name = 'wal_sender_timeout') FROM objcached.models"
 
 static int gens_load(oc_wal_t *w, const PGresult *res)
 {
@@ -351,6 +356,7 @@ static void on_data(oc_pgconn_t *pc, const char *buf, size_t len, void *arg)
     if (copy.wal_end > w->received_lsn)
         w->received_lsn = copy.wal_end;
     w->got_data = 1;
+    w->heard_at = now_s();
     kick_soon(w);
     if (copy.type == OC_PGO_KEEPALIVE) {
         if (copy.reply_requested)
@@ -423,6 +429,7 @@ static void applied(oc_wal_t *w)
         !oc_wal_over_limit(oc_walb_pending_keys(w->acc), ctx->conf->wal_max_txn_keys))
         w->paused = 0;
     /* Read what came while the batch was applied, then apply or pace. */
+    w->heard_at = now_s(); /* not read meanwhile: no silence */
     w->paced = 0;
     set_reading(w);
     kick_soon(w);
@@ -505,6 +512,7 @@ static void fed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
     }
     if (w->batch.nwhole > 0) {
         w->step = STEP_GENS;
+        w->sql_step_at = now_s();
         sql_next(w);
         return;
     }
@@ -600,6 +608,7 @@ static void deleted(oc_mc_job_t *job, void *arg)
     if (failed)
         ctx->stats->mc_errors++;
     w->step = STEP_FEED;
+    w->sql_step_at = now_s();
     sql_next(w);
 }
 
@@ -617,6 +626,7 @@ static void apply_deletes(oc_wal_t *w)
     w->step = STEP_DELETES;
     if (n == 0 || ctx->mc == NULL) {
         w->step = STEP_FEED;
+        w->sql_step_at = now_s();
         sql_next(w);
         return;
     }
@@ -846,12 +856,35 @@ unsigned oc_wal_due(oc_wal_sched_t *s, double now, double heartbeat_s, int stats
 /* The holder's periodic work, every wal_heartbeat. */
 static void tick(oc_wal_t *w)
 {
-    unsigned due = oc_wal_due(&w->sched, now_s(), w->ctx->conf->wal_heartbeat_ms / 1000.0,
+    double now = now_s(), takeover = w->ctx->conf->wal_takeover_ms / 1000.0;
+    /* Not reading by choice (memcached deletes out, too many keys
+     * pending): what the walsender sent waits in the socket, which is no
+     * silence. A feed statement is waited for as the stream is: one that
+     * does not come back is silence too (the regular connection cut off). */
+    if (w->step == STEP_DELETES || w->paused)
+        w->heard_at = now;
+    else if (w->step != STEP_NONE && w->heard_at < w->sql_step_at)
+        w->heard_at = w->sql_step_at;
+    /* (bytes waiting in the socket: this process was frozen, not cut off) */
+    if (oc_wal_stream_silent(w->heard_at, now, takeover, w->sender_timeout_s) &&
+        !oc_pgconn_input_waiting(w->repl)) {
+        w->ctx->stats->wal_errors++;
+        stand_by(w, WAL_RETRY_FAST_S, "the stream is silent: the connection is cut off");
+        return;
+    }
+    unsigned due = oc_wal_due(&w->sched, now, w->ctx->conf->wal_heartbeat_ms / 1000.0,
                               w->stats_due != 0);
     if (due & OC_WAL_DUE_HEARTBEAT)
         w->hb_due = 1;
-    if (due & OC_WAL_DUE_STATUS)
-        send_status(w, 0);
+    /* A batch whose statements have not come back for 2 x wal_takeover
+     * (the regular connection stuck): no status, so that a standby sees no
+     * reply either and takes over, as it did when only the position
+     * counted. (Not while memcached deletes are out: they end by their
+     * own timeouts, and a slow memcached must not cost the slot.) */
+    int stuck = (w->step == STEP_FEED || w->step == STEP_GENS) &&
+                now - w->sql_step_at > 2 * takeover;
+    if ((due & OC_WAL_DUE_STATUS) && !stuck) /* a quiet stream: ask for a keepalive */
+        send_status(w, now - w->heard_at >= OC_WAL_STATUS_EVERY_S);
     if (due & OC_WAL_DUE_STATS)
         w->stats_due = 1;
     if (due & OC_WAL_DUE_PRUNE)
@@ -869,6 +902,7 @@ static void streaming(oc_wal_t *w)
     set_state(w, WAL_STREAMING);
     ctx->stats->wal_takeovers++;
     oc_log_info("event=wal_holding slot=%s", w->slot);
+    w->heard_at = now_s();
     oc_wal_sched_start(&w->sched, now_s());
     /* The holder drains the outbox too (requeued keys, attach's whole-model
      * rows, trigger-mode models). */
@@ -924,16 +958,33 @@ double oc_wal_watch_stalled(oc_wal_watch_t *wt, const char *lsn, double now)
     return now - wt->at;
 }
 
+int oc_wal_stream_silent(double heard_at, double now, double takeover_s,
+                         double sender_timeout_s)
+{
+    if (sender_timeout_s <= 0)
+        return 0;
+    double limit = 2 * takeover_s > sender_timeout_s ? 2 * takeover_s : sender_timeout_s;
+    return now - heard_at > limit;
+}
+
 int oc_wal_should_terminate(double stalled, double takeover_s, long pid)
 {
     return stalled > 2 * takeover_s && pid > 0;
 }
 
 /* The slot's state, read while another sidecar holds it: terminate the
- * holder only if its confirmed position has not moved for 2 x wal_takeover
- * as seen from here. The feed's staleness alone is not enough: a standby
- * that reads the feed from a lagging replica sees it stale while the
- * holder is fine; a live holder confirms at least every heartbeat. */
+ * holder only if neither its confirmed position nor its walsender's last
+ * reply from it (reply_time) has moved for 2 x wal_takeover as seen from
+ * here. The feed's staleness alone is not enough: a standby that reads the
+ * feed from a lagging replica sees it stale while the holder is fine. Nor
+ * is the confirmed position: a live holder confirms at least every
+ * heartbeat, but not while it receives a transaction that takes longer
+ * than that to stream (its heartbeats wait behind it); its status every
+ * second, which the walsender reads as it sends, shows it alive then. A
+ * frozen or cut-off holder's replies stop, and so do those of a holder
+ * whose feed statement has not come back for 2 x wal_takeover (tick). (Not the
+ * received position, write_lsn: a keepalive may have carried it past the
+ * whole transaction before its changes came.) */
 static void slot_checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                          void *arg)
 {
@@ -946,9 +997,9 @@ static void slot_checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const c
         stand_by(w, takeover, "another sidecar holds the slot");
         return;
     }
-    const char *lsn = PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0);
+    const char *shown = PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0);
     long pid = strtol(PQgetvalue(res, 0, 1), NULL, 10);
-    double stalled = oc_wal_watch_stalled(&w->seen, lsn, now);
+    double stalled = oc_wal_watch_stalled(&w->seen, shown, now);
     PQclear(res);
     if (oc_wal_should_terminate(stalled, takeover, pid)) {
         char spid[24];
@@ -999,8 +1050,11 @@ static void stream_ended(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const c
             w->sql_busy = 1;
             if (oc_pgconn_query(
                     w->sql,
-                    "SELECT confirmed_flush_lsn::text, active_pid "
-                    "FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+                    "SELECT COALESCE(s.confirmed_flush_lsn::text, '') || ' ' || "
+                    "COALESCE(r.reply_time::text, ''), s.active_pid "
+                    "FROM pg_catalog.pg_replication_slots s "
+                    "LEFT JOIN pg_catalog.pg_stat_replication r ON r.pid = s.active_pid "
+                    "WHERE s.slot_name = $1",
                     1, p, slot_checked, w) == OC_OK)
                 return;
             w->sql_busy = 0;
@@ -1138,6 +1192,10 @@ static void mapped_gens(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const ch
     }
     w->has_since =
         PQntuples(res) > 0 && PQnfields(res) > 2 && PQgetvalue(res, 0, 2)[0] == 't';
+    /* no model (no row): no silence watch, and nothing to invalidate */
+    w->sender_timeout_s = PQntuples(res) > 0 && PQnfields(res) > 3
+                              ? strtod(PQgetvalue(res, 0, 3), NULL) / 1000.0
+                              : 0;
     PQclear(res);
     if (w->state == WAL_GENS && w->repl_up)
         start_stream(w);

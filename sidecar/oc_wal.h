@@ -15,8 +15,10 @@
  * connection open and try again when the feed shows the holder gone (the
  * feed's freshness, which only the holder's heartbeats advance, is older
  * than wal_takeover) or every wal_takeover at most once per candidate... A
- * holder that is stuck (its walsender alive, its heartbeats not) is
- * terminated after 3 x wal_takeover. The holder also drains the outbox
+ * holder that is stuck (its walsender alive, its heartbeats, confirmed
+ * position and replies not) is terminated after 3 x wal_takeover; one
+ * whose stream is silent for wal_sender_timeout lets go by itself
+ * (oc_wal_stream_silent). The holder also drains the outbox
  * (the invalidation consumer, oc_inval: keys requeued after a memcached
  * failure, attach's whole-model rows, trigger-mode models).
  *
@@ -96,18 +98,37 @@ int oc_wal_try_overdue(double since_try, double limit_s);
  * nothing of the holder), and 0 while the feed cannot be read (feed_up 0). */
 double oc_wal_silence(int feed_up, double stale, double watched);
 
-/* Another holder's confirmed position as this standby last saw it, and
+/* What another holder shows (the slot's confirmed position and its
+ * walsender's last reply time, as text) as this standby last saw it, and
  * since when it has not moved. Zeroed: never seen. */
 typedef struct oc_wal_watch {
-    char lsn[32];
+    char lsn[128];
     double at; /* when lsn was first seen (monotonic seconds) */
     int seen;
 } oc_wal_watch_t;
-/* The slot now shows `lsn` ("" if PostgreSQL shows none): seconds it has
- * not moved as of `now`, 0 at its first sighting or when it moved. */
+/* The holder now shows `lsn` ("" if PostgreSQL shows nothing): seconds it
+ * has not moved as of `now`, 0 at its first sighting or when it moved. */
 double oc_wal_watch_stalled(oc_wal_watch_t *wt, const char *lsn, double now);
 /* Terminate the holder (backend pid) whose position stalled that long? */
 int oc_wal_should_terminate(double stalled, double takeover_s, long pid);
+
+/* The holder's stream has been silent since heard_at (monotonic seconds;
+ * the last CopyData read, or when reading last resumed): let go of the
+ * slot? A live walsender is never that silent to a holder that reads it:
+ * the holder's heartbeats come back every wal_heartbeat, and every status
+ * that finds the stream quiet asks for a keepalive, which the walsender
+ * answers at least every wal_sender_timeout / 2 even while it replays a
+ * big transaction whose changes it does not send (it reads replies only
+ * then). So silence for wal_sender_timeout (sender_timeout_s), and never
+ * less than 2 x wal_takeover (when a standby terminates a holder whose
+ * position stalls), means the connection is cut off without a word (a
+ * network partition: no RST, the sockets stay open), and the holder would
+ * count itself the holder beside the one that took the slot until TCP
+ * gives up (a feed statement that does not come back counts as silence
+ * too). sender_timeout_s 0 (disabled or unknown): the walsender may
+ * say nothing for good, and silence proves nothing. */
+int oc_wal_stream_silent(double heard_at, double now, double takeover_s,
+                         double sender_timeout_s);
 
 /* Why START_REPLICATION ended, from the server's message. */
 typedef enum oc_wal_end {

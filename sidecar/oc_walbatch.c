@@ -287,7 +287,9 @@ static int take_key(oc_walb_t *b, const walb_rel_t *r, const oc_pgo_tuple_t *t, 
     if (k > 0)
         return add_key(b, r->model, col.p, col.len);
     /* A DELETE's old key that is NULL in a 'K' tuple means the key is not in
-     * the replica identity: it cannot be named; nor can an unreadable one. */
+     * the replica identity: it cannot be named; nor can an unreadable one.
+     * (In an 'O' tuple, REPLICA IDENTITY FULL, a NULL is the row's own: the
+     * caller does not ask.) */
     if (k < 0 || must)
         return touch(b, r->model, 1);
     return 0;
@@ -319,7 +321,8 @@ static oc_walb_res_t change(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
         if (m->type != OC_PGO_DELETE)
             rc |= take_key(b, r, &m->change.new_tuple, 0);
         if (m->change.old_kind != 0)
-            rc |= take_key(b, r, &m->change.old_tuple, m->type == OC_PGO_DELETE);
+            rc |= take_key(b, r, &m->change.old_tuple,
+                           m->type == OC_PGO_DELETE && m->change.old_kind == 'K');
         else if (m->type == OC_PGO_DELETE)
             rc |= touch(b, r->model, 1); /* no old key at all: whole */
         if (rc != 0)

@@ -21,13 +21,16 @@
  *             heartbeat; its content (an instant, as text) is how fresh
  *             the batch proves the feed once this transaction commits;
  *             prefix "objcached-map", transactional: the hook's attach or
- *             detach changed the models: the transaction asks for the map
- *             again (oc_walb_remap)
+ *             detach changed the models, or a partition's TRUNCATE their
+ *             generations: the transaction asks for the map again
+ *             (oc_walb_remap)
  *   Commit    the transaction's changes join the committed part
  * A transaction that touches more than max_txn_keys keys of a model
  * invalidates that model whole instead (a new generation): memory stays
- * bounded whatever one statement does. A key that cannot be read (NULL,
- * unchanged TOAST, binary) makes its model whole too: never a silent loss.
+ * bounded whatever one statement does. A key that cannot be read (a
+ * DELETE's NULL in a 'K' old row: the replica identity lacks it; unchanged
+ * TOAST; binary) makes its model whole too: never a silent loss. A NULL key
+ * of a row (a new row, a FULL old row) is nothing cached: no key.
  *
  * A change of a relation the map does not know (a Relation message alone
  * is not enough: PostgreSQL describes partitions whose changes come as

@@ -550,10 +550,15 @@ $$;
 -- one partition alone never reaches the WAL reader. Every partition of a WAL model's table carries
 -- this one trigger, objcached_wal_truncate: the WAL models of its ancestors are invalidated whole
 -- through the outbox, which the WAL reader drains. Nothing else of the write path is hooked.
+-- The new generations are not in the stream either: the reader keys its deletes with the
+-- generations it last read, so the transaction also tells it (_map_changed) to read them again once
+-- it is applied; before, every later change of the model deleted keys of the old generation and
+-- what was cached under the new one stayed until its TTL.
 CREATE OR REPLACE FUNCTION objcached.wal_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_model text;
+    v_any   boolean := false;
 BEGIN
     FOR v_model IN
         SELECT o.model FROM objcached.models o
@@ -563,7 +568,11 @@ BEGIN
          ORDER BY 1
     LOOP
         PERFORM objcached._invalidate_model(v_model);
+        v_any := true;
     END LOOP;
+    IF v_any THEN
+        PERFORM objcached._map_changed();
+    END IF;
     RETURN NULL;
 END
 $$;

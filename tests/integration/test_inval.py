@@ -185,3 +185,130 @@ def test_a_consumer_running_through_an_upgrade_from_version_1_appends_to_the_fee
     finally:
         install(oc)
         pg.execute("UPDATE users SET note = %s WHERE id = 31", (note,))
+
+
+def test_a_consumer_that_probed_version_1_just_before_the_upgrade_appends_its_claim_to_the_feed(
+        objcached_factory, pg):
+    """The consumer probes the hook (version 1), and install.sql commits
+    before its claim (a proxy holds the probe's answer meanwhile, so the
+    order is certain). The claim then takes rows the version 2 hook wrote:
+    what it applies must reach the feed too, or another sidecar's heartbeat
+    proves every near-cache fresh past that key. (Before, that one cycle
+    committed without an append.)"""
+    import faultproxy
+    here = os.path.dirname(os.path.abspath(__file__))
+    sql = os.path.normpath(os.path.join(here, "..", "..", "sql"))
+    pg.execute_file(os.path.join(sql, "uninstall.sql"))
+    pg.execute_file(os.path.join(here, "objcached_v1_install.sql"))
+    pg.execute("SELECT objcached.attach('public.users', 'User', 'id')")
+    proxy = faultproxy.FaultProxy(pg.port, name="pg")
+    notes = dict(pg.execute("SELECT id, note FROM users WHERE id IN (32, 33, 34)"))
+    oc = None
+    try:
+        oc = objcached_factory({"postgresql": {
+            "invalidation_poll": "200ms",
+            "conninfo": f"host=127.0.0.1 port={proxy.port} dbname={pg.dbname} "
+                        f"user={pg.SUPERUSER}"}})
+        pg.execute("UPDATE users SET note = 'v1' WHERE id = 32")
+        harness.wait_until(lambda: outbox_empty(pg), what="the consumer to apply under version 1")
+        proxy.hold_replies_after(b"SELECT to_regprocedure(")
+        harness.wait_until(lambda: proxy.held_ports(), timeout=10,
+                           what="the consumer's probe answered (held)")
+        for run in range(5):
+            try:
+                pg.execute_file(os.path.join(sql, "install.sql"))
+                break
+            except psycopg2.errors.DeadlockDetected:
+                if run == 4:
+                    raise
+        pg.execute("UPDATE users SET note = 'after the upgrade' WHERE id = 33")
+        proxy.release()
+        harness.wait_until(lambda: outbox_empty(pg), timeout=15, what="the consumer to claim it")
+        pg.execute("UPDATE users SET note = 'later' WHERE id = 34")
+        harness.wait_until(lambda: pg.execute(
+            "SELECT count(*) FROM objcached.feed WHERE model = 'User' AND '34' = ANY (keys)")[0][0] > 0,
+            timeout=15, what="the consumer to append a later key to the feed")
+        assert pg.execute("SELECT count(*) FROM objcached.feed "
+                          "WHERE model = 'User' AND '33' = ANY (keys)")[0][0] == 1
+    finally:
+        proxy.release()
+        if oc is not None:
+            install(oc)
+        for i, note in notes.items():
+            pg.execute("UPDATE users SET note = %s WHERE id = %s", (note, i))
+        proxy.close()
+
+
+def test_a_delete_requeued_after_a_reload_that_changed_key_prefix_keeps_its_key(
+        objcached_factory, pg, mc_pool):
+    """A delete is out (a proxy in front of memcached passes nothing) when a
+    reload changes key_prefix to a shorter one, then fails: its key goes
+    back to the outbox. It must be the key claimed, '41', not an id cut from
+    the cache key at the new prefix's length ('User:41': the retry, and the
+    feed, would name a key nobody reads, and the real one would never be
+    deleted again)."""
+    import faultproxy
+    proxy = faultproxy.FaultProxy(mc_pool[0].port, name="mc")
+    note = pg.execute("SELECT note FROM users WHERE id = 41")[0][0]
+    try:
+        oc = objcached_factory({"postgresql": {"invalidation_poll": "200ms"},
+                                "memcached": {"servers": proxy.address, "io_timeout": "60s"}})
+        install(oc)
+        harness.wait_until(lambda: outbox_empty(pg), what="the consumer idle")
+        proxy.set_mode("drop")
+        pg.execute("UPDATE users SET note = 'during the reload' WHERE id = 41")
+        harness.wait_until(lambda: pg.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
+            "AND query LIKE 'SELECT model, generation%'")[0][0] == 1,
+            timeout=10, what="the consumer's delete out")
+        assert harness.reload(oc, harness.edit(oc.config_text, "objcached", "key_prefix", "o"))
+        proxy.set_mode("reset")
+        harness.wait_until(lambda: pg.execute(
+            "SELECT count(*) FROM objcached.outbox WHERE requeued")[0][0] > 0,
+            timeout=90, what="the failed delete requeued")
+        assert pg.execute("SELECT keys FROM objcached.outbox WHERE requeued")[0][0] == ["41"]
+    finally:
+        proxy.set_mode("forward")
+        pg.execute("UPDATE users SET note = %s WHERE id = 41", (note,))
+        harness.wait_until(lambda: outbox_empty(pg), timeout=30, what="the outbox drained")
+        proxy.close()
+
+
+def test_a_running_sidecar_follows_the_generations_of_a_reinstalled_hook(
+        objcached_factory, pg):
+    """uninstall.sql and install.sql again while a sidecar runs (the outbox
+    drained first, as invalidation.md asks): the new schema's generations
+    start again from 1, below the ones the sidecar used. It must move to
+    them, or it keeps reading keys of its old generation, which the
+    consumer, deleting under the database's generation, never touches: a
+    change made after the reinstall stayed hidden until ttl."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sql = os.path.normpath(os.path.join(here, "..", "..", "sql"))
+    oc = objcached_factory({"postgresql": {"invalidation_poll": "200ms"}})
+    install(oc)
+    # a generation above what the reinstalled schema will give
+    for _ in range(3):
+        pg.execute("SELECT objcached.attach('public.users', 'User', 'name')")
+        pg.execute("SELECT objcached.attach('public.users', 'User', 'id')")
+    gen = pg.execute("SELECT generation FROM objcached.models WHERE model = 'User'")[0][0]
+    harness.wait_until(lambda: f"model=User generation={gen}" in oc.log(), timeout=10,
+                       what="the sidecar on the model's generation")
+    note = pg.execute("SELECT note FROM users WHERE id = 42")[0][0]
+    try:
+        assert b'"note"' in get(oc, "User:42")
+        harness.wait_until(lambda: outbox_empty(pg), what="the outbox drained")
+        pg.execute_file(os.path.join(sql, "uninstall.sql"))
+        pg.execute_file(os.path.join(sql, "install.sql"))
+        # A cycle of the consumer (claim, then generations) with another
+        # model attached again first: its outbox row gone says it committed.
+        pg.execute("SELECT objcached.attach('public.counters', 'Counter', 'id')")
+        harness.wait_until(lambda: outbox_empty(pg), timeout=10,
+                           what="a consumer cycle before User's attach")
+        install(oc)
+        assert pg.execute("SELECT generation FROM objcached.models "
+                          "WHERE model = 'User'")[0][0] < gen
+        pg.execute("UPDATE users SET note = 'after the reinstall' WHERE id = 42")
+        harness.wait_until(lambda: b"after the reinstall" in (get(oc, "User:42") or b""),
+                           timeout=15, what="the update after the reinstall to reach the cache")
+    finally:
+        pg.execute("UPDATE users SET note = %s WHERE id = 42", (note,))

@@ -254,6 +254,69 @@ def test_frozen_holder_is_terminated_a_newcomer_is_not_a_judge(fleet, mc_pool, d
     assert holder([a, b]) is b
 
 
+def test_a_holder_cut_off_without_a_word_lets_go(fleet, mc_pool, db, pg):
+    """The holder's WAL connections are cut off silently (a network
+    partition: its sockets stay open, nothing passes, no RST). A standby
+    terminates its walsender and takes the slot; the holder, which reads
+    nothing from its stream any more, not even its own heartbeats nor the
+    keepalives it asks for, must let go too after wal_sender_timeout (3 s
+    here; at least 2 x wal_takeover), rather than go on counting itself the
+    holder (wal_holder 1 on two sidecars) until TCP gives up."""
+    import faultproxy
+    proxy = faultproxy.FaultProxy(pg.port, name="wal")
+    try:
+        a = start(fleet, mc_pool, db, postgresql={
+            "wal_conninfo": f"host=127.0.0.1 port={proxy.port} dbname={db.name} user=postgres "
+                            "options='-c wal_sender_timeout=3s'"})
+        holder([a])
+        b = start(fleet, mc_pool, db)
+        time.sleep(3)  # b watches the holder for a while (a newcomer is not a judge)
+        assert holder([a, b]) is a
+        cached(b, ["Item:42"])
+        proxy.set_mode("drop")
+        db.q("UPDATE items SET name = 'while the holder is cut off' WHERE id = 42")
+        harness.wait_until(lambda: b.stats()["wal_holder"] == 1, timeout=40,
+                           what="the standby to take the slot")
+        wait_value(b, "Item:42", row(db, "Item", 42))
+        harness.wait_until(lambda: a.stats()["wal_holder"] == 0, timeout=40,
+                           what="the cut-off holder to let go")
+        assert "event=wal_released" in a.log()
+    finally:
+        proxy.close()
+
+
+def test_a_holder_streaming_a_long_transaction_is_not_terminated(fleet, mc_pool, db, pg):
+    """A transaction whose stream takes longer than 3 x wal_takeover to
+    reach the holder (100,000 rows through a slow link, here a proxy that
+    holds each chunk 0.2 s). Meanwhile the holder confirms nothing and its
+    heartbeats wait behind the transaction, so the feed goes stale and the
+    slot's confirmed position stalls: the standby took that for a stuck
+    holder and terminated it, then streamed the same transaction as slowly
+    and was terminated in turn, for ever: the transaction was never
+    applied. The holder's status every second, which the walsender reads
+    as it sends, moves its reply_time: that shows it alive."""
+    import faultproxy
+    proxies = [faultproxy.FaultProxy(pg.port, name=f"wal{i}") for i in range(2)]
+    try:
+        # (wal_max_txn_keys: the model goes whole, so that applying it is
+        # quick even through the slow link)
+        sidecars = [start(fleet, mc_pool, db, postgresql={
+            "wal_conninfo": f"host=127.0.0.1 port={p.port} dbname={db.name} user=postgres",
+            "wal_max_txn_keys": "1000"}) for p in proxies]
+        h = holder(sidecars)
+        time.sleep(3)  # the standby watches the holder for a while
+        cached(h, ["Big:1", "Big:100000"])
+        for p in proxies:
+            p.set_mode("delay", delay=0.2)
+        db.q("UPDATE big SET v = v + 1")
+        for k in ("Big:1", "Big:100000"):
+            wait_value(h, k, row(db, "Big", int(k.split(":")[1])), timeout=120)
+        assert not any("event=wal_holder_terminated" in oc.log() for oc in sidecars)
+    finally:
+        for p in proxies:
+            p.close()
+
+
 def test_feed_read_from_a_lagging_replica(fleet, mc_pool, db, pg):
     """A sidecar may follow the feed on a streaming replica (feed_conninfo):
     its near-cache serves while the replica keeps up and turns itself off
@@ -677,6 +740,27 @@ def test_truncate_of_one_partition_invalidates_the_model(fleet, mc_pool, db):
     # the root's own TRUNCATE, and a detach drops the partitions' triggers
     db.q("SELECT objcached.detach('ev', 'Ev')")
     assert db.q("SELECT count(*) FROM pg_trigger WHERE tgname = 'objcached_wal_truncate'")[0][0] == 0
+
+
+def test_changes_after_a_partition_truncate_reach_the_new_generation(fleet, mc_pool, db):
+    """A TRUNCATE of one partition bumps the WAL model's generation through
+    the outbox (objcached_wal_truncate), not through the stream. The holder
+    keyed its deletes with the generations it read when it took the slot:
+    every later change of the model deleted keys of the old generation, and
+    what the sidecars had cached since under the new one (here: the row
+    cached as absent, then inserted) stayed until its TTL."""
+    a = start(fleet, mc_pool, db)
+    holder([a])
+    cached(a, ["Ev:1", "Ev:2"])
+    gen = db.generation("Ev")
+    db.q("TRUNCATE ev_2024")
+    harness.wait_until(lambda: db.generation("Ev") > gen, what="Ev's new generation")
+    wait_value(a, "Ev:1", None, timeout=8)
+    cached(a, ["Ev:1", "Ev:2"])   # at the new generation: absent, and b
+    db.q("INSERT INTO ev VALUES (1, '2024-05-01', 'back')")
+    db.q("UPDATE ev SET what = 'changed' WHERE id = 2")
+    wait_value(a, "Ev:1", row(db, "Ev", 1), timeout=8)
+    wait_value(a, "Ev:2", row(db, "Ev", 2), timeout=8)
 
 
 def test_a_second_model_moved_to_the_wal_on_a_watched_table(fleet, mc_pool, db):

@@ -117,6 +117,36 @@ static void test_stuck_holder(void **state)
     assert_false(
         oc_wal_should_terminate(oc_wal_watch_stalled(&wt, "", 10001.0), takeover, 1234));
     assert_true(oc_wal_watch_stalled(&wt, "0/1", 10002.0) == 0.0);
+    /* what the standby watches is the confirmed position and the
+     * walsender's last reply time: a holder receiving a long transaction
+     * confirms nothing, but it replies, and the clock starts again */
+    memset(&wt, 0, sizeof(wt));
+    assert_true(oc_wal_watch_stalled(&wt, "0/16B3748 15:00:01.5+00", 10000.0) == 0.0);
+    assert_true(oc_wal_watch_stalled(&wt, "0/16B3748 15:00:11.5+00", 10011.0) == 0.0);
+    assert_false(oc_wal_should_terminate(
+        oc_wal_watch_stalled(&wt, "0/16B3748 15:00:11.5+00", 10012.0), takeover, 1234));
+}
+
+/* A holder whose stream has said nothing (no heartbeat back, no keepalive
+ * asked for) for wal_sender_timeout, and at least 2 x wal_takeover (when a
+ * standby terminates a stalled holder), lets go; without a known
+ * wal_sender_timeout, never (a walsender replaying a big transaction it
+ * does not send may then say nothing for good). */
+static void test_silent_stream(void **state)
+{
+    (void)state;
+    double takeover = 5.0;
+    assert_false(oc_wal_stream_silent(10000.0, 10000.0, takeover, 60.0));
+    assert_false(oc_wal_stream_silent(10000.0, 10059.0, takeover, 60.0));
+    assert_false(oc_wal_stream_silent(10000.0, 10060.0, takeover, 60.0)); /* exactly */
+    assert_true(oc_wal_stream_silent(10000.0, 10060.5, takeover, 60.0));
+    /* a short wal_sender_timeout: 2 x wal_takeover still */
+    assert_false(oc_wal_stream_silent(10000.0, 10009.0, takeover, 3.0));
+    assert_true(oc_wal_stream_silent(10000.0, 10010.5, takeover, 3.0));
+    /* wal_sender_timeout 0, or not known */
+    assert_false(oc_wal_stream_silent(10000.0, 20000.0, takeover, 0));
+    /* a clock behind what was heard: not silent */
+    assert_false(oc_wal_stream_silent(10000.0, 9990.0, takeover, 60.0));
 }
 
 static void test_end_kind(void **state)
@@ -277,9 +307,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_schedule),      cmocka_unit_test(test_try_now),
         cmocka_unit_test(test_try_overdue),   cmocka_unit_test(test_silence),
-        cmocka_unit_test(test_stuck_holder),  cmocka_unit_test(test_end_kind),
-        cmocka_unit_test(test_pause_and_lag), cmocka_unit_test(test_feed_literals),
-        cmocka_unit_test(test_one_row),
+        cmocka_unit_test(test_stuck_holder),  cmocka_unit_test(test_silent_stream),
+        cmocka_unit_test(test_end_kind),      cmocka_unit_test(test_pause_and_lag),
+        cmocka_unit_test(test_feed_literals), cmocka_unit_test(test_one_row),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -128,6 +128,15 @@ static oc_walb_res_t delete_(uint32_t relid, const char *key)
     return feed(&m);
 }
 
+/* A DELETE under REPLICA IDENTITY FULL: the whole old row ('O'). */
+static oc_walb_res_t delete_full(uint32_t relid, const char *key)
+{
+    msg_t m = {0};
+    const char *o[2] = {key, "t:x"};
+    u8(&m, 'D'), u32(&m, relid), u8(&m, 'O'), tuple(&m, 2, o);
+    return feed(&m);
+}
+
 static oc_walb_res_t truncate_(uint32_t relid)
 {
     msg_t m = {0};
@@ -383,6 +392,31 @@ static void test_key_outside_the_replica_identity_goes_whole(void **state)
     oc_walb_batch_free(&bt);
 }
 
+/* REPLICA IDENTITY FULL (what attach proposes for a nullable key column):
+ * a DELETE's old row is whole, so a NULL key in it is a row that had none,
+ * nothing cached: not a reason to invalidate the model whole. A NULL key
+ * in a 'K' tuple still is (the key is not in the replica identity). */
+static void test_a_null_key_in_a_full_old_row_is_no_key(void **state)
+{
+    (void)state;
+    oc_walb_batch_t bt;
+    begin();
+    assert_int_equal(delete_full(16400, "n"), OC_WALB_OK);
+    assert_int_equal(delete_full(16400, "t:home"), OC_WALB_OK);
+    commit(0xd100, 1);
+    assert_int_equal(oc_walb_take(b, &bt), OC_OK);
+    assert_string_equal(pairs(&bt), "Page:home");
+    assert_int_equal(bt.nwhole, 0);
+    oc_walb_batch_free(&bt);
+    begin();
+    assert_int_equal(delete_(16400, "n"), OC_WALB_OK);
+    commit(0xd200, 1);
+    assert_int_equal(oc_walb_take(b, &bt), OC_OK);
+    assert_int_equal(bt.nwhole, 1);
+    assert_string_equal(bt.whole[0], "Page");
+    oc_walb_batch_free(&bt);
+}
+
 /* The map says a model's key column was dropped (NULL): its changes go
  * whole, without asking for the map again (it would say the same). */
 static void test_dropped_key_column_goes_whole_without_remapping(void **state)
@@ -449,6 +483,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_message_asks_for_the_map_again, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_a_null_key_in_a_full_old_row_is_no_key,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_outside_the_replica_identity_goes_whole,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
