@@ -72,9 +72,9 @@ sources() {
     case "$1" in
     fuzz_proto) echo tests/fuzz/fuzz_proto.c sidecar/oc_proto.c sidecar/oc_status.c ;;
     fuzz_http) echo tests/fuzz/fuzz_http.c sidecar/oc_http.c ;;
-    fuzz_push) echo tests/fuzz/fuzz_push.c sidecar/oc_write_body.c sidecar/oc_key.c sidecar/oc_mcproto.c sidecar/oc_conf.c sidecar/oc_status.c -ljansson ;;
-    fuzz_key) echo tests/fuzz/fuzz_key.c sidecar/oc_key.c sidecar/oc_mcproto.c sidecar/oc_conf.c sidecar/oc_status.c ;;
-    fuzz_conf) echo tests/fuzz/fuzz_conf.c sidecar/oc_conf.c sidecar/oc_status.c ;;
+    fuzz_push) echo tests/fuzz/fuzz_push.c sidecar/oc_write_body.c sidecar/oc_key.c sidecar/oc_mcproto.c sidecar/oc_conf.c sidecar/oc_status.c -I/usr/include/postgresql -lpq -ljansson ;;
+    fuzz_key) echo tests/fuzz/fuzz_key.c sidecar/oc_key.c sidecar/oc_mcproto.c sidecar/oc_conf.c sidecar/oc_status.c -I/usr/include/postgresql -lpq ;;
+    fuzz_conf) echo tests/fuzz/fuzz_conf.c sidecar/oc_conf.c sidecar/oc_status.c -I/usr/include/postgresql -lpq ;;
     fuzz_parse) echo client/fuzz/fuzz_parse.c client/objcache_parse.c client/objcache_status.c ;;
     fuzz_mcproto) echo tests/fuzz/fuzz_mcproto.c sidecar/oc_mcproto.c ;;
     fuzz_pgoutput) echo tests/fuzz/fuzz_pgoutput.c sidecar/oc_pgoutput.c sidecar/oc_status.c ;;

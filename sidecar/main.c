@@ -2,12 +2,10 @@
  * objcached: command line, then hand over to oc_daemon. Kept thin on
  * purpose: everything testable lives in the core library.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "oc_admin.h"
 #include "oc_conf.h"
@@ -108,18 +106,6 @@ static int install_hook(const char *path)
     return rc;
 }
 
-/* Write our pid to `path` (created 0644, replaced if it exists). */
-static int write_pidfile(const char *path)
-{
-    FILE *f = fopen(path, "w");
-    if (f == NULL || fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0) {
-        fprintf(stderr, "objcached: cannot write pidfile %s: %s\n", path,
-                strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
 static int run(const char *path, const char *pidfile)
 {
     char err[OC_ERRLEN];
@@ -132,19 +118,13 @@ static int run(const char *path, const char *pidfile)
     if (level >= 0)
         oc_log_set_level((oc_log_level_t)level);
     oc_log_use_syslog(strcmp(conf->log_target, "syslog") == 0);
-    oc_daemon_t *d = oc_daemon_new(conf, err);
+    oc_daemon_t *d = oc_daemon_new(conf, pidfile, err);
     if (d == NULL) {
         oc_log_error("event=start_failed reason=\"%s\"", err);
         return 1;
     }
-    if (pidfile && write_pidfile(pidfile) != 0) {
-        oc_daemon_free(d);
-        return 1;
-    }
     oc_status_t st = oc_daemon_run(d);
-    oc_daemon_free(d);
-    if (pidfile)
-        unlink(pidfile);
+    oc_daemon_free(d); /* (removes the pidfile) */
     return st == OC_OK ? 0 : 1;
 }
 

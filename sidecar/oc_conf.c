@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <libpq-fe.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -744,12 +745,29 @@ static oc_status_t oc_conf_set_bool(const oc_conf_key_t *k, char *base, const ch
     return OC_OK;
 }
 
-/* The conninfo may hold a password: no message ever shows it. */
+/* The conninfo may hold a password: no message ever shows it. One libpq
+ * cannot parse would fail every connection, and libpq's message about it
+ * quotes the string (a URI whole, its password too, in the log at every
+ * retry): refused here, naming only the key. PQconninfoParse reads neither
+ * the environment nor the network, so loading the file stays pure. */
 static oc_status_t oc_conf_set_conninfo(const oc_conf_key_t *k, char *base,
                                         const char *val, char *why)
 {
     if (*val == '\0' && k->type == OC_CT_CONNINFO)
         return oc_conf_bad(why, "must not be empty");
+    if (*val != '\0') {
+        char *msg = NULL;
+        PQconninfoOption *opts = PQconninfoParse(val, &msg);
+        if (opts == NULL) {
+            int oom = msg == NULL;
+            PQfreemem(msg);
+            return oom ? oc_conf_bad(why, "out of memory")
+                       : oc_conf_bad(why, "is not a libpq connection string (key=value "
+                                          "pairs or a postgresql:// URI); not shown, "
+                                          "as it may hold a password");
+        }
+        PQconninfoFree(opts);
+    }
     return oc_conf_store_string(base, k->off, val);
 }
 

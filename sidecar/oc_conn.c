@@ -532,7 +532,17 @@ static int conn_next_line(oc_conn_t *c, struct evbuffer *in)
         evbuffer_drain(in, len + eol_len);
         return 1;
     }
-    char *line = (char *)evbuffer_pullup(in, (ev_ssize_t)(len + eol_len));
+    /* A line that spans chains is copied into one: that can fail (a line
+     * of up to max_line). Refused then, as a data block is (conn_push),
+     * and the next line is read in step. */
+    char *line = oc_gate_oom(conn_ctx(c)->gate, "conn_line")
+                     ? NULL
+                     : (char *)evbuffer_pullup(in, (ev_ssize_t)(len + eol_len));
+    if (line == NULL) {
+        conn_server_error(c, "out of memory");
+        evbuffer_drain(in, len + eol_len);
+        return 1;
+    }
     if (len > 0 && line[len - 1] == '\r')
         len--;
     conn_command(c, line, len);

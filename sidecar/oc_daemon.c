@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <inttypes.h>
 #include <pwd.h>
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,6 +48,7 @@ struct oc_daemon {
     struct event *sig_term, *sig_int, *sig_hup;
     struct event *drain_timer; /* shutdown: the drain's deadline */
     struct event *drain_poll;  /* shutdown: waits for the writes' checks */
+    char *pidfile;             /* written by us: removed at free */
 };
 
 /* ---- signals ------------------------------------------------------------- */
@@ -161,6 +164,13 @@ static oc_status_t drop_privileges(oc_daemon_t *d, char *err)
     struct passwd *pw = getpwnam(name);
     if (pw == NULL)
         return oc_fail(err, OC_ECONFIG, "user %s: no such user", name);
+    /* (else the check below, that root cannot be regained, would fail
+     * with a message that blames the drop) */
+    if (pw->pw_uid == 0)
+        return oc_fail(err, OC_ECONFIG,
+                       "user %s is root (uid 0): name an unprivileged user, or leave "
+                       "user out",
+                       name);
     if (oc_listen_chown(d->listen, pw->pw_uid, pw->pw_gid, err) != OC_OK)
         return OC_EIO;
     if (initgroups(name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
@@ -169,6 +179,35 @@ static oc_status_t drop_privileges(oc_daemon_t *d, char *err)
     if (setuid(0) == 0) /* must be impossible now */
         return oc_fail(err, OC_EIO, "could regain root after dropping to %s", name);
     oc_log_info("event=privileges user=%s uid=%ld", name, (long)pw->pw_uid);
+    return OC_OK;
+}
+
+/* Our pid to `path` (created 0644, replaced if it exists). Written once
+ * the listeners are bound (a second daemon on the same address fails
+ * before it touches the first one's pidfile), and before root is dropped:
+ * a pidfile's usual directory (/run) is root's. Written as root, so a
+ * symbolic link or anything but a regular file there is refused, not
+ * followed (a link planted in a shared directory would truncate its
+ * target; O_NONBLOCK: a FIFO must not hang the start). */
+static oc_status_t write_pidfile(oc_daemon_t *d, const char *path, char *err)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
+    struct stat sb;
+    if (fd >= 0 && (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))) {
+        close(fd);
+        return oc_fail(err, OC_EIO, "cannot write pidfile %s: not a regular file", path);
+    }
+    char buf[32];
+    int len = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+    int ok = fd >= 0 && ftruncate(fd, 0) == 0 && write(fd, buf, (size_t)len) == len;
+    if (fd >= 0 && close(fd) != 0)
+        ok = 0;
+    if (!ok)
+        return oc_fail(err, OC_EIO, "cannot write pidfile %s: %s", path, strerror(errno));
+    if ((d->pidfile = strdup(path)) == NULL) {
+        unlink(path);
+        return oc_fail(err, OC_ENOMEM, "out of memory");
+    }
     return OC_OK;
 }
 
@@ -203,7 +242,7 @@ static oc_status_t init_ctx(oc_daemon_t *d, oc_conf_t *conf, char *err)
 }
 
 /* The modules, each after what it uses. */
-static oc_status_t init_modules(oc_daemon_t *d, char *err)
+static oc_status_t init_modules(oc_daemon_t *d, const char *pidfile, char *err)
 {
     oc_ctx_t *ctx = &d->ctx;
     ctx->gate = oc_gate_new(ctx->base);
@@ -213,6 +252,8 @@ static oc_status_t init_modules(oc_daemon_t *d, char *err)
     if (ctx->conf->metrics_listen[0] && (d->metrics = oc_metrics_new(ctx, err)) == NULL)
         return OC_EIO;
     oc_status_t st;
+    if (pidfile && (st = write_pidfile(d, pidfile, err)) != OC_OK)
+        return st;
     if (ctx->conf->user && (st = drop_privileges(d, err)) != OC_OK)
         return st;
     if ((ctx->mc = oc_mc_new(ctx->base, ctx->conf, err)) == NULL)
@@ -243,7 +284,7 @@ static oc_status_t init_modules(oc_daemon_t *d, char *err)
     return OC_OK;
 }
 
-oc_daemon_t *oc_daemon_new(oc_conf_t *conf, char *err)
+oc_daemon_t *oc_daemon_new(oc_conf_t *conf, const char *pidfile, char *err)
 {
     oc_daemon_t *d = calloc(1, sizeof(*d));
     if (d == NULL) {
@@ -251,7 +292,7 @@ oc_daemon_t *oc_daemon_new(oc_conf_t *conf, char *err)
         return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
     }
     if (init_ctx(d, conf, err) != OC_OK || init_signals(d, err) != OC_OK ||
-        init_modules(d, err) != OC_OK) {
+        init_modules(d, pidfile, err) != OC_OK) {
         if (d->ctx.conf == NULL)
             oc_conf_free(conf);
         oc_daemon_free(d);
@@ -349,5 +390,8 @@ void oc_daemon_free(oc_daemon_t *d)
     if (ctx->base)
         event_base_free(ctx->base);
     oc_conf_free(ctx->conf);
+    if (d->pidfile)
+        unlink(d->pidfile); /* fails if `user` cannot write its directory */
+    free(d->pidfile);
     free(d);
 }

@@ -10,7 +10,8 @@
  *   OBJCACHED_FAULT_OOM=WHERE[,WHERE]  the allocation at WHERE fails, as if
  *       out of memory: match_rows (matching a load's rows to its ids),
  *       reply_ref (adding a get's value to the client's output by reference,
- *       and its fallback copy: the reply is cut short).
+ *       and its fallback copy: the reply is cut short), conn_line (making a
+ *       client's command line contiguous: the command is refused).
  *
  * Contract: oc_gate_new returns NULL when none is set, and the functions
  * accept a NULL gate (nothing is ever held or failed). The caller owns

@@ -108,6 +108,32 @@ static oc_status_t listen_tcp(oc_listen_t *l, const char *addr, char *err)
     return OC_OK;
 }
 
+/* 1 if the socket file at sun was left by a run that ended: connecting
+ * to it is refused (ECONNREFUSED), nobody listens. Else 0, and why it is
+ * someone's: a listener that answers or whose backlog is full (EAGAIN,
+ * non-blocking), a datagram socket (EPROTOTYPE: /dev/log, say), or no
+ * right to find out. */
+static int unix_stale(const struct sockaddr_un *sun, char *why, size_t cap)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(why, cap, "cannot tell whether it is in use: %s", strerror(errno));
+        return 0;
+    }
+    int rc = connect(fd, (const struct sockaddr *)sun, (socklen_t)sizeof(*sun));
+    int e = errno;
+    close(fd);
+    if (rc != 0 && (e == ECONNREFUSED || e == ENOENT)) /* (ENOENT: gone meanwhile) */
+        return 1;
+    if (rc == 0 || e == EAGAIN || e == EINPROGRESS)
+        snprintf(why, cap, "another process is listening on it");
+    else if (e == EPROTOTYPE)
+        snprintf(why, cap, "it is another kind of socket (datagram)");
+    else
+        snprintf(why, cap, "cannot tell whether it is in use: %s", strerror(e));
+    return 0;
+}
+
 static oc_status_t listen_unix(oc_listen_t *l, const char *path, unsigned mode, char *err)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
@@ -116,11 +142,17 @@ static oc_status_t listen_unix(oc_listen_t *l, const char *path, unsigned mode, 
     snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
     struct stat sb;
     /* A socket left by an earlier run is ours to replace; anything else
-     * at that path is not ours to delete. */
+     * at that path is not ours to delete, and neither is a socket in use
+     * (a second objcached started by mistake would take the running one's
+     * clients, and leave none once it went; a path mistyped for /dev/log
+     * would take the host's syslog). */
+    char why[128];
     if (lstat(path, &sb) == 0) {
         if (!S_ISSOCK(sb.st_mode))
             return oc_fail(err, OC_ECONFIG, "unix_socket %s exists and is not a socket",
                            path);
+        if (!unix_stale(&sun, why, sizeof(why)))
+            return oc_fail(err, OC_EIO, "unix_socket %s: %s", path, why);
         unlink(path);
     }
     mode_t old = umask(0777 & ~mode);

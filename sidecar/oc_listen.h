@@ -19,6 +19,9 @@
 typedef struct oc_listen oc_listen_t;
 typedef void (*oc_listen_accept_fn)(void *arg, evutil_socket_t fd);
 
+/* A socket file already at unix_socket is replaced only when nobody
+ * listens on it (left by a run that ended); one in use, or any other
+ * file, fails the start and is left alone. */
 oc_listen_t *oc_listen_new(oc_ctx_t *ctx, oc_listen_accept_fn accept, void *arg,
                            char *err);
 /* chown the unix socket to uid/gid (before dropping root). */

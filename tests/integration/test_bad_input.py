@@ -424,6 +424,25 @@ def test_check_config_names_the_bad_line(objcached_bin, conf_dir, bad_line, line
     assert "ok" not in p.stdout
 
 
+def test_unparseable_conninfo_is_refused_without_showing_it(objcached_bin, conf_dir):
+    # libpq's message about a conninfo it cannot parse quotes it whole: with
+    # a URI, the password too (on stdout for --check-config, in the log at
+    # every reconnect for the daemon). The file is refused instead.
+    lines = GOOD_CONFIG.splitlines()
+    lines[9] = "conninfo = postgresql://app:S3cretPw@[::1/app"
+    path = write(conf_dir, "bad.ini", "\n".join(lines) + "\n")
+    p = harness.check_config(path, binary=objcached_bin)
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out
+    assert f"{path}:10: conninfo:" in out, out
+    assert "S3cretPw" not in out
+    p = subprocess.run([objcached_bin, "-c", path], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=10, check=False)
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out
+    assert "S3cretPw" not in out and "event=ready" not in out
+
+
 def test_daemon_refuses_a_bad_config(objcached_bin, conf_dir):
     lines = GOOD_CONFIG.splitlines()
     lines.insert(18, "ttll = 5m")

@@ -1448,3 +1448,21 @@ def test_metrics_listener_out_of_descriptors_pauses(objcached_factory, expected,
     harness.wait_until(lambda: _http(port, b"GET /metrics HTTP/1.1\r\n\r\n")
                        .startswith(b"HTTP/1.1 200"), timeout=5, what="the page again")
     assert_healthy(d, expected)
+
+
+# Making a command line contiguous (evbuffer_pullup) can fail when memory
+# is short: the line was used without a check, and the daemon crashed.
+
+
+def test_out_of_memory_reading_a_command_line_is_answered(objcached_factory):
+    d = objcached_factory(env={"OBJCACHED_FAULT_OOM": "conn_line"})
+    for _ in range(2):  # each command refused in step; the daemon lives on
+        with socket.create_connection(("127.0.0.1", d.port), timeout=15) as s:
+            s.sendall(b"version\r\nversion\r\n")
+            got = b""
+            while got.count(b"\r\n") < 2:
+                chunk = s.recv(4096)
+                assert chunk, got
+                got += chunk
+            assert got == b"SERVER_ERROR out of memory\r\n" * 2
+    assert d.alive()

@@ -164,6 +164,101 @@ def test_user_drops_root_after_binding(objcached_factory):
         assert c.get_multi(["User:3"])[1] == b"END"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_pidfile_in_root_owned_directory_with_user(objcached_factory, tmp_path):
+    # Started by hand as root with `user =`, the pidfile goes where root may
+    # write (/run/objcached.pid): it is written before root is dropped.
+    piddir = tmp_path / "run"
+    piddir.mkdir(mode=0o755)
+    pidfile = str(piddir / "objcached.pid")
+    oc = objcached_factory({"objcached": {"user": "nobody"}}, args=["--pidfile", pidfile])
+    with open(pidfile) as f:
+        assert int(f.read()) == oc.proc.pid
+    with oc.client() as c:
+        assert c.get_multi(["User:3"])[1] == b"END"
+    assert oc.stop() == 0
+
+
+def test_pidfile_that_is_a_symbolic_link_is_not_followed(objcached_bin, pg, mc_pool,
+                                                          tmp_path):
+    # A link planted where the pidfile goes (a shared directory) must not
+    # make the daemon, maybe root, truncate and write the file it points to.
+    from conftest import standard_config
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    pidfile = tmp_path / "objcached.pid"
+    pidfile.symlink_to(target)
+    oc = harness.Objcached(standard_config(pg, mc_pool), binary=objcached_bin,
+                           args=["--pidfile", str(pidfile)])
+    try:
+        with pytest.raises(harness.HarnessError) as e:
+            oc.start()
+        assert "cannot write pidfile" in str(e.value)
+    finally:
+        oc.stop(check=False)
+        oc.cleanup()
+    assert target.read_text() == "keep me\n"
+
+
+def test_second_daemon_does_not_take_a_live_unix_socket(objcached_factory, objcached_bin,
+                                                        pg, mc_pool):
+    # A second objcached started by mistake with the same unix_socket (the
+    # service runs; someone tries the file by hand) must not unlink the
+    # running one's socket: its clients would lose it for good once the
+    # second one exits.
+    from conftest import standard_config, merge_config
+    first = objcached_factory()
+    second = harness.Objcached(merge_config(standard_config(pg, mc_pool),
+                                            {"objcached": {"unix_socket": first.sock}}),
+                               binary=objcached_bin)
+    try:
+        with pytest.raises(harness.HarnessError) as e:
+            second.start()
+        assert "another process is listening" in str(e.value)
+    finally:
+        second.stop(check=False)
+        second.cleanup()
+    with first.unix_client() as c:   # the first one's socket still serves
+        assert c.get_multi(["User:3"])[1] == b"END"
+
+
+def test_unix_socket_path_of_a_datagram_socket_is_not_taken(objcached_bin, pg, mc_pool,
+                                                            tmp_path):
+    # unix_socket pointing at another service's datagram socket (a typo for
+    # /dev/log): it is not a stream socket left by objcached, so it stays.
+    from conftest import standard_config, merge_config
+    path = str(tmp_path / "log.sock")
+    dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dgram.bind(path)
+    oc = harness.Objcached(merge_config(standard_config(pg, mc_pool),
+                                        {"objcached": {"unix_socket": path}}),
+                           binary=objcached_bin)
+    try:
+        with pytest.raises(harness.HarnessError) as e:
+            oc.start()
+        assert "unix_socket " + path in str(e.value)
+    finally:
+        oc.stop(check=False)
+        oc.cleanup()
+    sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sender.sendto(b"still mine", path)      # the owner still receives on it
+    dgram.settimeout(10)
+    assert dgram.recv(64) == b"still mine"
+    sender.close()
+    dgram.close()
+
+
+def test_stale_unix_socket_is_replaced(objcached_factory, tmp_path):
+    # A socket file nobody listens on (a run killed with SIGKILL) is replaced.
+    path = str(tmp_path / "oc.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.close()                     # the file stays, with no listener
+    oc = objcached_factory({"objcached": {"unix_socket": path}})
+    with oc.unix_client() as c:
+        assert c.get_multi(["User:3"])[1] == b"END"
+
+
 def test_unknown_user_refuses_to_start(objcached_bin, pg, mc_pool):
     if os.geteuid() != 0:
         pytest.skip("the user setting is only acted on as root")
@@ -174,6 +269,19 @@ def test_unknown_user_refuses_to_start(objcached_bin, pg, mc_pool):
     with pytest.raises(harness.HarnessError) as e:
         oc.start()
     assert "no such user" in str(e.value)
+    oc.cleanup()
+
+
+def test_user_root_is_refused_with_a_clear_error(objcached_bin, pg, mc_pool):
+    if os.geteuid() != 0:
+        pytest.skip("the user setting is only acted on as root")
+    from conftest import standard_config, merge_config
+    oc = harness.Objcached(merge_config(standard_config(pg, mc_pool),
+                                        {"objcached": {"user": "root"}}),
+                           binary=objcached_bin)
+    with pytest.raises(harness.HarnessError) as e:
+        oc.start()
+    assert "user root is root (uid 0)" in str(e.value)
     oc.cleanup()
 
 

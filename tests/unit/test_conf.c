@@ -813,29 +813,32 @@ static void test_memcached_postgresql_keys(void **state)
                  "(1ms..10m)");
     expect_error("[memcached]\nservers = h:1\nio_timeout = 11m\n" PG MODEL,
                  "<string>:3: io_timeout: '11m' is out of range (1ms..10m)");
-    expect_error(MC "[postgresql]\nconninfo = x\nconnections = 65\n" MODEL,
+    expect_error(MC "[postgresql]\nconninfo = dbname=x\nconnections = 65\n" MODEL,
                  "<string>:5: connections: '65' is out of range (1..64)");
     expect_error(MC "[postgresql]\nconninfo = ; nothing\n" MODEL,
                  "<string>:4: conninfo: must not be empty");
     /* wal_batch_interval: 0 (each batch at once) up to 1s */
-    c = load(MC "[postgresql]\nconninfo = x\n" MODEL, err);
+    c = load(MC "[postgresql]\nconninfo = dbname=x\n" MODEL, err);
     need_conf(c, err);
     assert_int_equal(c->wal_batch_interval_ms, 5);
     oc_conf_free(c);
-    c = load(MC "[postgresql]\nconninfo = x\nwal_batch_interval = 0\n" MODEL, err);
+    c = load(MC "[postgresql]\nconninfo = dbname=x\nwal_batch_interval = 0\n" MODEL, err);
     need_conf(c, err);
     assert_int_equal(c->wal_batch_interval_ms, 0);
     oc_conf_free(c);
     /* the WAL holder retries failed deletes through the outbox consumer */
-    expect_error(MC "[postgresql]\nconninfo = x\nwal = on\ninvalidation_poll = 0\n" MODEL,
-                 "<string>:3: wal = on needs invalidation_poll above 0: the WAL holder "
-                 "retries the memcached deletes that failed through the outbox");
-    expect_error(MC "[postgresql]\nconninfo = x\nwal_batch_interval = 2s\n" MODEL,
+    expect_error(
+        MC "[postgresql]\nconninfo = dbname=x\nwal = on\ninvalidation_poll = 0\n" MODEL,
+        "<string>:3: wal = on needs invalidation_poll above 0: the WAL holder "
+        "retries the memcached deletes that failed through the outbox");
+    expect_error(MC "[postgresql]\nconninfo = dbname=x\nwal_batch_interval = 2s\n" MODEL,
                  "<string>:5: wal_batch_interval: '2s' is out of range (0..1s)");
-    expect_error(MC "[postgresql]\nconninfo = x\nwal_batch_interval = -5ms\n" MODEL,
+    expect_error(MC
+                 "[postgresql]\nconninfo = dbname=x\nwal_batch_interval = -5ms\n" MODEL,
                  "<string>:5: wal_batch_interval: '-5ms' is not a duration "
                  "(e.g. 250ms, 30s, 5m, 2h, 1d)");
-    expect_error(MC "[postgresql]\nconninfo = x\nwal_batch_interval = 5 ms\n" MODEL,
+    expect_error(MC
+                 "[postgresql]\nconninfo = dbname=x\nwal_batch_interval = 5 ms\n" MODEL,
                  "<string>:5: wal_batch_interval: '5 ms' is not a duration "
                  "(e.g. 250ms, 30s, 5m, 2h, 1d)");
 }
@@ -1120,7 +1123,7 @@ static void test_structure_errors(void **state)
     expect_error_at("[ objcached ]\n" MINIMAL, 1, "unknown section '[ objcached ]'");
     expect_error_at("[OBJCACHED]\n" MINIMAL, 1, "unknown section '[OBJCACHED]'");
     /* Keys belong to the section they are in. */
-    expect_error_at(MC "conninfo = x\n" PG MODEL, 3,
+    expect_error_at(MC "conninfo = dbname=x\n" PG MODEL, 3,
                     "unknown key 'conninfo' in [memcached]");
     expect_error_at(MINIMAL "servers = h:1\n", 7,
                     "unknown key 'servers' in [model User]");
@@ -1193,23 +1196,23 @@ static void test_line_endings(void **state)
     (void)state;
     char err[OC_ERRLEN];
     static const char *const texts[] = {
-        "[memcached]\r\nservers = h:1\r\n[postgresql]\r\nconninfo = x\r\n"
+        "[memcached]\r\nservers = h:1\r\n[postgresql]\r\nconninfo = dbname=x\r\n"
         "[model User]\r\ntable = users\r\n",
-        "[memcached]\nservers = h:1\n[postgresql]\nconninfo = x\n"
+        "[memcached]\nservers = h:1\n[postgresql]\nconninfo = dbname=x\n"
         "[model User]\ntable = users", /* no newline at the end */
-        "[memcached]\r\nservers = h:1\r\n[postgresql]\r\nconninfo = x\r\n"
+        "[memcached]\r\nservers = h:1\r\n[postgresql]\r\nconninfo = dbname=x\r\n"
         "[model User]\r\ntable = users",
-        "\xEF\xBB\xBF[memcached]\nservers = h:1\n[postgresql]\nconninfo = x\n"
+        "\xEF\xBB\xBF[memcached]\nservers = h:1\n[postgresql]\nconninfo = dbname=x\n"
         "[model User]\ntable = users\n",
         "\xEF\xBB\xBF[memcached]\r\nservers = h:1\r\n[postgresql]\r\n"
-        "conninfo = x\r\n[model User]\r\ntable = users\r\n\r\n",
+        "conninfo = dbname=x\r\n[model User]\r\ntable = users\r\n\r\n",
     };
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
         oc_conf_t *c = load(texts[i], err);
         if (c == NULL)
             fail_now("text %zu: %s", i, err);
         assert_string_equal(c->servers[0].host, "h");
-        assert_string_equal(c->conninfo, "x");
+        assert_string_equal(c->conninfo, "dbname=x");
         assert_string_equal(c->models[0].table, "users");
         assert_int_equal(c->models[0].line, 5);
         oc_conf_free(c);
@@ -1291,6 +1294,13 @@ static void test_conninfo_never_echoed(void **state)
         MC "[postgresql]\nconninfo password=SECRET\n" MODEL,
         "conninfo = password=SECRET\n" MINIMAL,
         MC "conninfo = password=SECRET\n" PG MODEL,
+        /* libpq cannot parse these, and its message quotes them */
+        MC "[postgresql]\nconninfo = postgresql://u:SECRET@[::1/app\n" MODEL,
+        MC "[postgresql]\nconninfo = postgresql://u:SECRET%zz@h/app\n" MODEL,
+        MC "[postgresql]\nconninfo = dbname=app\n"
+           "feed_conninfo = postgresql://u:SECRET@[::1/app\n" MODEL,
+        MC "[postgresql]\nconninfo = dbname=app\n"
+           "wal_conninfo = postgresql://u:SECRET@[::1/app\n" MODEL,
         MC "[postgresql]\nconninfo = password=SECRET \0\n" MODEL,
     };
     char err[OC_ERRLEN];
@@ -1308,6 +1318,9 @@ static void test_conninfo_never_echoed(void **state)
                     "conninfo = password=SECRET\n" MODEL,
                  "<string>:5: duplicate key 'conninfo' in [postgresql] (first "
                  "on line 4)");
+    expect_error(MC "[postgresql]\nconninfo = postgresql://u:SECRET@[::1/app\n" MODEL,
+                 "<string>:4: conninfo: is not a libpq connection string (key=value "
+                 "pairs or a postgresql:// URI); not shown, as it may hold a password");
 }
 
 static void write_file(const char *path, const char *data, size_t len)
