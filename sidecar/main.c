@@ -111,7 +111,8 @@ static int run(const char *path, const char *pidfile)
     char err[OC_ERRLEN];
     oc_conf_t *conf = oc_conf_load_file(path, err);
     if (conf == NULL) {
-        oc_log_error("event=bad_config reason=\"%s\"", err);
+        oc_log_error("event=bad_config reason=\"%s\"",
+                     oc_log_clean(err, sizeof(err), err));
         return 1;
     }
     int level = oc_log_parse_level(conf->log_level);
@@ -120,7 +121,8 @@ static int run(const char *path, const char *pidfile)
     oc_log_use_syslog(strcmp(conf->log_target, "syslog") == 0);
     oc_daemon_t *d = oc_daemon_new(conf, pidfile, err);
     if (d == NULL) {
-        oc_log_error("event=start_failed reason=\"%s\"", err);
+        oc_log_error("event=start_failed reason=\"%s\"",
+                     oc_log_clean(err, sizeof(err), err));
         return 1;
     }
     oc_status_t st = oc_daemon_run(d);

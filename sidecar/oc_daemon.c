@@ -298,8 +298,10 @@ oc_daemon_t *oc_daemon_new(oc_conf_t *conf, const char *pidfile, char *err)
         oc_daemon_free(d);
         return NULL;
     }
+    char clean[OC_ERRLEN];
     for (size_t i = 0; i < conf->nwarnings; i++)
-        oc_log_warn("event=config_warning reason=\"%s\"", conf->warnings[i]);
+        oc_log_warn("event=config_warning reason=\"%s\"",
+                    oc_log_clean(clean, sizeof(clean), conf->warnings[i]));
     return d;
 }
 

@@ -119,8 +119,10 @@ static void ended(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *er
     (void)pc;
     oc_inval_t *iv = arg;
     PQclear(res);
+    char clean[OC_ERRLEN];
     if (st != OC_OK)
-        oc_log_warn("event=inval_commit_failed reason=\"%s\"", err);
+        oc_log_warn("event=inval_commit_failed reason=\"%s\"",
+                    oc_log_clean(clean, sizeof(clean), err));
     cycle_end(iv);
 }
 
@@ -560,9 +562,10 @@ static void claimed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *
          * Counted once too, until a claim succeeds: a sidecar without the
          * hook (pushes only) must not show an error a second. */
         if (!iv->hook_missing_logged++) {
+            char clean[OC_ERRLEN];
             oc_log_warn("event=inval_unavailable reason=\"%s\" hint=\"install the hook: "
                         "objcached --install-hook or psql -f sql/install.sql\"",
-                        err);
+                        oc_log_clean(clean, sizeof(clean), err));
             iv->ctx->stats->inval_errors++;
         }
         iv->full = 0;

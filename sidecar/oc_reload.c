@@ -154,8 +154,10 @@ oc_status_t oc_reload(oc_ctx_t *ctx, oc_health_t *health, char *err)
         st = oc_fail(err, OC_ECONFIG, "%s cannot change without a restart", fixed);
         goto fail;
     }
+    char clean[OC_ERRLEN];
     for (size_t i = 0; i < next->nwarnings; i++)
-        oc_log_warn("event=config_warning reason=\"%s\"", next->warnings[i]);
+        oc_log_warn("event=config_warning reason=\"%s\"",
+                    oc_log_clean(clean, sizeof(clean), next->warnings[i]));
     size_t n, nold = ctx->conf->nmodels;
     oc_model_conf_t *models = oc_reload_keep_indexes(ctx->conf, next, &n);
     if (models == NULL || grow_generations(ctx, nold, n, err) != OC_OK ||

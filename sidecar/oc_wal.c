@@ -244,10 +244,13 @@ static void stand_by(oc_wal_t *w, double again, const char *why)
 {
     oc_ctx_t *ctx = w->ctx;
     int held = w->state == WAL_STREAMING;
+    char clean[OC_ERRLEN]; /* PostgreSQL's messages quote names */
     if (held)
-        oc_log_warn("event=wal_released slot=%s reason=\"%s\"", w->slot, why);
+        oc_log_warn("event=wal_released slot=%s reason=\"%s\"", w->slot,
+                    oc_log_clean(clean, sizeof(clean), why));
     else if (w->state != WAL_STANDBY)
-        oc_log_info("event=wal_standby slot=%s reason=\"%s\"", w->slot, why);
+        oc_log_info("event=wal_standby slot=%s reason=\"%s\"", w->slot,
+                    oc_log_clean(clean, sizeof(clean), why));
     retire_conns(w);
     w->sql_busy = 0;
     w->paused = w->paced = w->got_data = 0;

@@ -74,6 +74,27 @@ _SANITIZER_RE = re.compile(
     r"|==\d+== ERROR SUMMARY: [1-9]")
 
 
+# A log line as oc_log writes it (docs/operations.md, "Logs"): ts=, level=,
+# then key=value pairs whose values are bare or quoted with no quote inside
+# (oc_log_clean). A line that does not parse lost a field to text that was
+# not cleaned (a quote in a server's message, a config value): a forged or
+# broken field for whoever reads the log. Lines cut at OC_LOG_LINE_MAX
+# (2048 bytes with their newline) may end inside a quoted value.
+_LOG_LINE_RE = re.compile(
+    r'(?:ts=\S+ )?level=(?:error|warn|info|debug)'
+    r'(?: [A-Za-z_][A-Za-z0-9_.-]*=(?:"[^"\\]*"|[^\s"]*))*')
+_LOG_LINE_MAX = 2046
+
+
+def malformed_log_lines(text):
+    """The lines of an objcached log that are oc_log's but do not parse as
+    key=value pairs (see _LOG_LINE_RE)."""
+    return [line for line in text.splitlines()
+            if line.startswith(("ts=", "level="))
+            and len(line.encode("utf-8", "replace")) < _LOG_LINE_MAX
+            and not _LOG_LINE_RE.fullmatch(line)]
+
+
 class HarnessError(RuntimeError):
     """A server could not be started, stopped or reached."""
 
@@ -929,6 +950,15 @@ class Objcached:
                                f"its log:\n{log}")
         raise HarnessError("objcached did not start")
 
+    def check_log_lines(self):
+        """Raise HarnessError if a line of the log does not parse as
+        key=value pairs (malformed_log_lines)."""
+        bad = malformed_log_lines(self.log())
+        if bad:
+            raise HarnessError("objcached wrote log lines that do not parse as key=value "
+                               "pairs (text not cleaned with oc_log_clean?):\n" +
+                               "\n".join(bad[:20]))
+
     def sanitizer_report(self):
         """The sanitizer error lines in the log, or '' if there are none."""
         return "\n".join(l for l in self.log().splitlines() if _SANITIZER_RE.search(l))
@@ -955,6 +985,7 @@ class Objcached:
                 raise HarnessError(f"objcached {how} with status {rc}"
                                    f"{' and a sanitizer report' if report else ''}; "
                                    f"its log:\n{self.log(32000)}")
+            self.check_log_lines()
         return rc
 
     def begin_stop(self):
@@ -978,6 +1009,7 @@ class Objcached:
                 raise HarnessError(f"objcached exited with status {rc}"
                                    f"{' and a sanitizer report' if report else ''}; "
                                    f"its log:\n{self.log(32000)}")
+            self.check_log_lines()
         return rc
 
     def kill(self, sig=signal.SIGKILL):
