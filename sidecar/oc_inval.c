@@ -482,10 +482,13 @@ static void apply(oc_inval_t *iv)
      * cut short by claim's key budget, and one NOTIFY may stand for many
      * rows. */
     iv->full = rows > 0;
-    size_t n = 0;
+    size_t n = 0, bytes = 0, pl = strlen(ctx->conf->key_prefix);
     for (int i = 0; i < rows; i++) {
         int ok = row_applies(iv, res, i);
         n += ok;
+        if (ok)
+            bytes += oc_key_cache_key_room(pl, (size_t)PQgetlength(res, i, 0),
+                                           (size_t)PQgetlength(res, i, 1));
         ctx->stats->inval_skipped += !ok && !PQgetisnull(res, i, 1);
     }
     if (rows > 0 && !PQgetisnull(res, 0, 3))
@@ -495,27 +498,28 @@ static void apply(oc_inval_t *iv)
         return;
     }
     iv->job = oc_mc_job_new_items(OC_MC_DELETE, n, applied, iv);
-    iv->arena = malloc(n * (OC_KEY_MAX + 1));
+    iv->arena = malloc(bytes);
     iv->job_row = malloc(n * sizeof(*iv->job_row));
     if (iv->job == NULL || iv->arena == NULL || iv->job_row == NULL) {
         fail_cycle(iv, "apply", "out of memory");
         return;
     }
     size_t k = 0;
-    iv->prefix_len = strlen(ctx->conf->key_prefix);
+    iv->prefix_len = pl;
+    char *ck = iv->arena;
     for (int i = 0; i < rows; i++) {
         if (!row_applies(iv, res, i))
             continue;
         const char *model = PQgetvalue(res, i, 0);
         int known;
-        size_t canon_off;
-        char *ck = iv->arena + k * (OC_KEY_MAX + 1);
+        size_t canon_off, room = oc_key_cache_key_room(pl, (size_t)PQgetlength(res, i, 0),
+                                                       (size_t)PQgetlength(res, i, 1));
         oc_mc_item_t *it = &iv->job->items[k];
         it->key = ck;
-        it->klen =
-            oc_key_cache_key(ctx->conf->key_prefix, model, gen_of(iv, model, &known),
-                             PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1), ck,
-                             OC_KEY_MAX + 1, &canon_off);
+        it->klen = oc_key_cache_key(ctx->conf->key_prefix, model,
+                                    gen_of(iv, model, &known), PQgetvalue(res, i, 1),
+                                    (size_t)PQgetlength(res, i, 1), ck, room, &canon_off);
+        ck += room;
         iv->job_row[k++] = i;
         oc_fill_invalidate(ctx->fills, it->key, it->klen);
         oc_near_invalidate(ctx->near, it->key, it->klen);

@@ -50,6 +50,16 @@ oc_status_t oc_key_parse(const oc_conf_t *conf, const char *key, size_t len,
 size_t oc_key_cache_key(const char *prefix, const char *model, uint64_t gen,
                         const char *canon, size_t canon_len, char *buf, size_t cap,
                         size_t *canon_off);
+/* The cap oc_key_cache_key needs for a canonical id of id_len bytes,
+ * whatever the generation (its NUL included), at most OC_KEY_MAX + 1: a
+ * batch of deletes packs its keys with it instead of reserving
+ * OC_KEY_MAX + 1 bytes for each (a WAL batch may hold millions). */
+static inline size_t oc_key_cache_key_room(size_t prefix_len, size_t model_len,
+                                           size_t id_len)
+{
+    size_t room = prefix_len + model_len + OC_KEY_GEN_ROOM + 1 + id_len + 1;
+    return room < OC_KEY_MAX + 1 ? room : OC_KEY_MAX + 1;
+}
 
 /* Decimal text of v into buf (room for 21 bytes, NUL added); returns the
  * length. Used on the hot paths instead of snprintf. */

@@ -621,9 +621,12 @@ static void apply_deletes(oc_wal_t *w)
 {
     oc_ctx_t *ctx = w->ctx;
     const oc_walb_batch_t *b = &w->batch;
-    size_t n = 0;
+    size_t n = 0, bytes = 0, pl = strlen(ctx->conf->key_prefix);
     for (size_t i = 0; i < b->nkeys; i++)
-        n += oc_key_id_cacheable(b->keys[i], b->klens[i], ctx->max_key_len);
+        if (oc_key_id_cacheable(b->keys[i], b->klens[i], ctx->max_key_len)) {
+            n++;
+            bytes += oc_key_cache_key_room(pl, strlen(b->models[i]), b->klens[i]);
+        }
     ctx->stats->wal_keys += b->nkeys;
     ctx->stats->inval_skipped += b->nkeys - n;
     w->step = STEP_DELETES;
@@ -634,23 +637,24 @@ static void apply_deletes(oc_wal_t *w)
         return;
     }
     w->job = oc_mc_job_new_items(OC_MC_DELETE, n, deleted, w);
-    w->arena = malloc(n * (OC_KEY_MAX + 1));
+    w->arena = malloc(bytes);
     w->del_idx = malloc(n * sizeof(*w->del_idx));
     if (w->job == NULL || w->arena == NULL || w->del_idx == NULL) {
         stand_by(w, WAL_RETRY_FAST_S, "out of memory");
         return;
     }
     size_t k = 0;
+    char *ck = w->arena;
     for (size_t i = 0; i < b->nkeys; i++) {
         if (!oc_key_id_cacheable(b->keys[i], b->klens[i], ctx->max_key_len))
             continue;
-        char *ck = w->arena + k * (OC_KEY_MAX + 1);
-        size_t off;
+        size_t off, room = oc_key_cache_key_room(pl, strlen(b->models[i]), b->klens[i]);
         oc_mc_item_t *it = &w->job->items[k++];
         it->key = ck;
         it->klen = oc_key_cache_key(ctx->conf->key_prefix, b->models[i],
                                     delete_gen(w, b->models[i]), b->keys[i], b->klens[i],
-                                    ck, OC_KEY_MAX + 1, &off);
+                                    ck, room, &off);
+        ck += room;
         w->del_idx[k - 1] = i; /* which batch key, for the requeue */
         oc_fill_invalidate(ctx->fills, it->key, it->klen);
         oc_near_invalidate(ctx->near, it->key, it->klen);

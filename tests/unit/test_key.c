@@ -170,6 +170,30 @@ static void test_number_and_cache_key_formatting(void **state)
     assert_int_equal(off, n - 2);
 }
 
+/* oc_key_cache_key_room is what a batch of deletes gives each key (packed,
+ * no longer OC_KEY_MAX + 1 each): it must hold the key whatever the
+ * generation, the largest included, without cutting it. */
+static void test_cache_key_room_fits_every_generation(void **state)
+{
+    (void)state;
+    static const uint64_t gens[] = {0, 1, 9, 10, 12345, UINT64_MAX};
+    char id[OC_KEY_MAX + 1];
+    memset(id, '7', sizeof(id));
+    for (size_t g = 0; g < sizeof(gens) / sizeof(gens[0]); g++) {
+        for (size_t len = 1; len <= 200; len += 37) {
+            size_t room = oc_key_cache_key_room(3, 4, len), off;
+            char buf[OC_KEY_MAX + 64];
+            memset(buf, 'x', sizeof(buf));
+            size_t n = oc_key_cache_key("oc:", "User", gens[g], id, len, buf, room, &off);
+            assert_true(n + 1 <= room);
+            assert_int_equal(n - off, len); /* the id whole */
+            assert_int_equal(buf[n], '\0');
+            assert_int_equal(buf[room], 'x'); /* nothing past its room */
+        }
+    }
+    assert_int_equal(oc_key_cache_key_room(10, 10, 100000), OC_KEY_MAX + 1);
+}
+
 int main(void)
 {
     /* The space case: the protocol splits on spaces, so test via tokens. */
@@ -180,6 +204,7 @@ int main(void)
         cmocka_unit_test(test_text),
         cmocka_unit_test(test_format),
         cmocka_unit_test(test_number_and_cache_key_formatting),
+        cmocka_unit_test(test_cache_key_room_fits_every_generation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
