@@ -132,6 +132,9 @@ def phase_zipf(runner, world, cfg, rng, interleaved, progress):
     for trial, k, c, t in interleaved(zcfg, rng, targets, [100], cfg["zipf_c"]):
         r = runner.run("zipf", t, k, c, keys, seconds=cfg["seconds"], warmup=0.2,
                        seed=seed0 + 1 + trial * 1000 + c, trial=trial)
+        if r.get("absent"):     # counted in keys/s, yet neither cached nor loaded
+            raise BenchError(f"zipf/{t} C={c}: {r['absent']:,} of {r['keys']:,} keys served "
+                             "neither from a cache nor from PostgreSQL")
         if "near_hits" in r:
             looked = r["near_hits"] + r["near_misses"]
             note = f"near hits {r['near_hits'] / max(looked, 1):.1%}"

@@ -68,17 +68,74 @@ static double rank_us(const uint64_t *sorted, size_t n, double q)
     return (double)sorted[rank - 1] / 1000.0;
 }
 
+/* A kept sample and the batches it stands for: count / n of its thread. */
+typedef struct weighted {
+    uint64_t ns;
+    double w;
+} weighted_t;
+
+static int cmp_weighted(const void *a, const void *b)
+{
+    uint64_t x = ((const weighted_t *)a)->ns, y = ((const weighted_t *)b)->ns;
+    return (x > y) - (x < y);
+}
+
+/* The smallest sample whose cumulative weight reaches q of the total: the
+ * nearest rank over the batches the samples stand for. */
+static double weighted_rank_us(const weighted_t *sorted, size_t n, double total, double q)
+{
+    double want = q * total, cum = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        cum += sorted[i].w;
+        if (cum >= want * (1.0 - 1e-12))
+            return (double)sorted[i].ns / 1000.0;
+    }
+    return (double)sorted[n - 1].ns / 1000.0;
+}
+
+/* When a thread's reservoir dropped samples, each sample it kept stands for
+ * count / n of its batches: merged as they are, the threads that ran fewer
+ * batches (the slower ones) would weigh as much as the faster ones. */
+static bool summarize_weighted(const lg_lat_t *const *lats, size_t n, size_t total,
+                               lg_lat_summary_t *out)
+{
+    weighted_t *all = malloc(total * sizeof(*all));
+    if (all == NULL)
+        return false;
+    size_t at = 0;
+    double sum_w = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        if (lats[i]->n == 0)
+            continue;
+        double w = (double)lats[i]->count / (double)lats[i]->n;
+        for (size_t j = 0; j < lats[i]->n; j++) {
+            all[at].ns = lats[i]->ns[j];
+            all[at++].w = w;
+        }
+        sum_w += w * (double)lats[i]->n;
+    }
+    qsort(all, total, sizeof(*all), cmp_weighted);
+    out->p50_us = weighted_rank_us(all, total, sum_w, 0.50);
+    out->p99_us = weighted_rank_us(all, total, sum_w, 0.99);
+    out->p999_us = weighted_rank_us(all, total, sum_w, 0.999);
+    free(all);
+    return true;
+}
+
 bool lg_lat_summarize(const lg_lat_t *const *lats, size_t n, lg_lat_summary_t *out)
 {
     memset(out, 0, sizeof(*out));
     size_t total = 0;
     uint64_t count = 0, sum = 0, max = 0;
+    bool sampled = false;
     for (size_t i = 0; i < n; i++) {
         total += lats[i]->n;
         count += lats[i]->count;
         sum += lats[i]->sum_ns;
         if (lats[i]->max_ns > max)
             max = lats[i]->max_ns;
+        if (lats[i]->count > lats[i]->n)
+            sampled = true;
     }
     if (count == 0)
         return true;
@@ -86,6 +143,8 @@ bool lg_lat_summarize(const lg_lat_t *const *lats, size_t n, lg_lat_summary_t *o
     out->mean_us = (double)sum / (double)count / 1000.0;
     if (total == 0)
         return true;
+    if (sampled)
+        return summarize_weighted(lats, n, total, out);
     uint64_t *all = malloc(total * sizeof(*all));
     if (all == NULL)
         return false;

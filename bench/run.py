@@ -63,6 +63,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
@@ -374,7 +375,7 @@ class Runner:
                              f"{proc.stdout}\n{proc.stderr[-4000:]}")
         r = json.loads(lines[-1])
         # CPU of every process on the path, over the whole run (its warmup
-        # too, so per key it is slightly high): the load generator (the only
+        # too: summarize divides it by all_keys_asked): the load generator (the only
         # child reaped meanwhile), the objcached serving it, memcached,
         # twemproxy, PostgreSQL (the whole cluster)
         r.update(phase=phase, target=target, keys_spec=keys, oc_cpu_s=round(oc_cpu, 4),
@@ -418,7 +419,7 @@ class Runner:
               "hits", "misses", "absent", "errors", "bad_values", "keys_per_s", "batches_per_s",
               "p50_us", "p99_us", "p999_us", "max_us", "mean_us", "pg_queries", "oc_cpu_s",
               "trial", "near_hits", "near_misses", "client_cpu_s", "mc_cpu_s", "tw_cpu_s",
-              "pg_cpu_s"]
+              "pg_cpu_s", "all_batches"]
 
     def append_csv(self, r):
         new = not os.path.exists(self.csv_path)
@@ -480,12 +481,21 @@ def interleaved(cfg, rng, targets, *axes):
                 yield (trial, *setting, t)
 
 
+def setting_seed(runner, *setting):
+    """One key-choice seed per (phase, trial, setting), the same for every
+    target of it: the targets measured side by side ask the same key streams
+    (thread i of each gets the same ids in the same order), so that their
+    paired ratio does not also compare two draws of the keys."""
+    return runner.seed * 1_000_000 + zlib.crc32(repr(setting).encode()) % 1_000_000
+
+
 def phase_hit(runner, world, cfg, rng):
     step("hit path: all hits, uniform over the cached ids")
     targets = cfg["hit_targets"]
     for trial, k, c, t in interleaved(cfg, rng, targets, cfg["hit_k"], cfg["hit_c"]):
         r = runner.run("hit", t, k, c, f"uniform:1:{cfg['hot']}",
-                       seconds=cfg["seconds"], warmup=0.2, mode="get", trial=trial)
+                       seconds=cfg["seconds"], warmup=0.2, mode="get", trial=trial,
+                       seed=setting_seed(runner, "hit", trial, k, c))
         if r["hits"] != r["keys"]:
             raise BenchError(f"hit path {t}: {r['keys'] - r['hits']} misses")
         if "near_hits" in r:
@@ -533,6 +543,17 @@ class ColdCursor:
         self.next = lo
 
 
+def check_served(r):
+    """Every key a run counts in its keys/s must have been served: a value
+    from the cache, or a row loaded from PostgreSQL. Each id asked exists,
+    so a key that got neither (a miss objcached answered after a lease wait,
+    say) would be counted as served without being so."""
+    if r.get("absent"):
+        raise BenchError(f"{r['phase']}/{r['target']} K={r['K']} C={r['C']}: "
+                         f"{r['absent']:,} of {r['keys']:,} keys got neither a value nor a "
+                         "row: they would be counted in keys/s without being served")
+
+
 def phase_cold(runner, world, cfg, rng, cursor):
     step("cold path: all misses (each run asks ids nobody asked before)")
     targets = ["hand", "n1", "oc-unix", "sql"] + (["oc-old"] if world.old else [])
@@ -549,6 +570,7 @@ def phase_cold(runner, world, cfg, rng, cursor):
         # only the hand-written paths can show cache hits here
         if t in ("hand", "n1") and r["hits"] != 0:
             raise BenchError(f"cold path {t}: {r['hits']} hits")
+        check_served(r)
         progress(r, f"trial {trial + 1}")
 
 
@@ -561,8 +583,21 @@ def phase_mixed(runner, world, cfg, rng, cursor):
         r = runner.run(f"mix{int(rate * 100)}", t, k, c, f"zipf:1:{cfg['hot']}:1.0",
                        seconds=cfg["seconds"],
                        extra=["--cold", f"seq:{lo}:{cursor.hi}", "--hit-rate", f"{rate}"],
-                       trial=trial)
+                       trial=trial, seed=setting_seed(runner, "mixed", trial, rate, k, c))
+        check_served(r)
+        # The hot ids (all but the cold cursor's) are cached for the hand
+        # pattern too: if its get-multi found them not, it paid a load for
+        # each and the ratio would flatter objcached.
+        nxt = r.get("cold_next") or 0
+        hot_asked = r["keys"] - (nxt - lo) if nxt >= lo else None
+        if t == "hand" and hot_asked and r["hits"] < 0.99 * hot_asked:
+            raise BenchError(f"mixed/hand: {r['hits']:,} memcached hits for {hot_asked:,} "
+                             "hot keys asked: the hot set is not cached for it")
         cursor.advance(r)
+        # objcached fills memcached after it answers: let the last fills land
+        # before deleting, or a few "cold" ids would be hits in its next run
+        if world.process(t) is not None:
+            world.process(t).wait_idle(timeout=120)
         cursor.forget(t, lo)
         progress(r, f"hit rate {r['hits'] / max(r['keys'], 1):.3f}")
 
@@ -790,7 +825,10 @@ def merge_runs(runs):
             "batches": sum(r["batches"] for r in runs),
             "p50_us": max(r["p50_us"] for r in runs), "p99_us": max(r["p99_us"] for r in runs),
             "p999_us": max(r["p999_us"] for r in runs), "max_us": max(r["max_us"] for r in runs),
-            "errors": sum(r["errors"] + r["bad_values"] for r in runs)}
+            "errors": sum(r["errors"] + r["bad_values"] for r in runs),
+            # keys counted in keys/s that got no value (a miss answered, not
+            # an error): shown beside the errors rather than hidden in keys/s
+            "unserved": sum(r.get("absent", 0) for r in runs)}
 
 
 FAILOVER_VARIANTS = [
@@ -842,7 +880,8 @@ def phase_failure(runner, world, cfg):
                 f"{r['calls']:,} queries) while down; p50 {r['p50_us']:,.0f} us, "
                 f"p99 {r['p99_us']:,.0f} us (before: {r['before_p99_us']:,.0f} us), "
                 f"max {r['max_us']:,.0f} us; {r['keys_per_s']:,.0f} keys/s, "
-                f"{r['errors']} errors; {r['mc_failover_reads']:,} failover reads, "
+                f"{r['errors']} errors, {r['unserved']:,} keys unserved; "
+                f"{r['mc_failover_reads']:,} failover reads, "
                 f"{r['lease_timeouts']:,} lease timeouts")
     finally:
         if not victim.alive():
@@ -905,6 +944,12 @@ def expiry_run(runner, world, secs, load, table, name, model):
 BASE_OF = {"hit": "direct", "cold": "hand", "mix90": "hand", "mix99": "hand", "zipf": "hand"}
 
 
+def all_keys_asked(r):
+    """Keys a run asked, its warm-up's too: what its CPU readings cover.
+    Every batch asks K keys; all_batches counts the warm-up's batches."""
+    return (r.get("all_batches") or r.get("batches") or 0) * r["K"]
+
+
 def cpu_per_key(target, rows, keys):
     """us of CPU per key of each process on the target's path, and their sum."""
     def us(field):
@@ -933,8 +978,11 @@ def paired(rows, base_rows, field, how):
     """how(row, base row) for each trial both were measured in (back to back,
     in the same shuffled round): the paired figures the tables report."""
     base = {b["trial"]: b for b in base_rows if b.get("trial") is not None}
+    # A target's 0 is a figure (a ratio of 0), not a missing one: only the
+    # base must be non-zero, or a path that served nothing in one trial
+    # would drop that trial and look better for it.
     return [how(r, base[r["trial"]]) for r in rows if r.get("trial") in base
-            and r.get(field) and base[r["trial"]].get(field)]
+            and r.get(field) is not None and base[r["trial"]].get(field)]
 
 
 def summarize(runner, extra, cfg, out):
@@ -948,6 +996,10 @@ def summarize(runner, extra, cfg, out):
         tw_rows = by_t.get("twemproxy", [])
         for t, rs in by_t.items():
             keys = sum(x["keys"] for x in rs)
+            # The CPU readings cover each whole run, its warm-up too (0.2 s
+            # of a 2 s hit run: a tenth of its gets): per key they divide by
+            # every key asked, not only the measured ones.
+            all_keys = sum(all_keys_asked(x) for x in rs)
             cpu = sum(x["oc_cpu_s"] for x in rs)
             ratios = paired(rs, base_rows, "keys_per_s",
                             lambda r, b: r["keys_per_s"] / b["keys_per_s"])
@@ -961,7 +1013,8 @@ def summarize(runner, extra, cfg, out):
                 "keys_per_s": med(rs, "keys_per_s"), "p50_us": med(rs, "p50_us"),
                 "p99_us": med(rs, "p99_us"), "p999_us": med(rs, "p999_us"),
                 "hit_rate": sum(x["hits"] for x in rs) / max(keys, 1),
-                "oc_cpu_us_per_key": cpu / keys * 1e6 if t.startswith("oc") and keys else None,
+                "oc_cpu_us_per_key": (cpu / all_keys * 1e6 if t.startswith("oc") and all_keys
+                                      else None),
                 "ratio": ratio if ratios else None,
                 "ratio_min": ratio_min if ratios else None,
                 "ratio_max": ratio_max if ratios else None,
@@ -969,7 +1022,7 @@ def summarize(runner, extra, cfg, out):
                 "p50_le_base": sum(d <= 0 for d in deltas) if deltas else None,
                 "ratio_tw": statistics.median(tw) if tw and t != "twemproxy" else None,
                 "by_trial": {x["trial"]: x["keys_per_s"] for x in rs},
-                **cpu_per_key(t, rs, keys),
+                **cpu_per_key(t, rs, all_keys),
                 "near_hit_rate": (sum(x["near_hits"] for x in near) /
                                   max(sum(x["near_hits"] + x["near_misses"] for x in near), 1)
                                   if near else None),
@@ -1065,13 +1118,13 @@ def tables(summary, extra, cfg, world, elapsed):
             f"reads of {cfg['failure_ids']:,} ids (K=100) through 2 sidecars x 4 clients")
         add("")
         add("| failover | PostgreSQL rows/s while down | queries | client p50 us | p99 us "
-            "| p99 before us | max us | keys/s | errors | lease timeouts |")
-        add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            "| p99 before us | max us | keys/s | errors | unserved keys | lease timeouts |")
+        add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in extra["failure"]:
             add(f"| {r['variant']} | {r['rows_per_s']:,.1f} | {r['calls']:,} | "
                 f"{r['p50_us']:,.0f} | {r['p99_us']:,.0f} | {r['before_p99_us']:,.0f} | "
                 f"{r['max_us']:,.0f} | {r['keys_per_s']:,.0f} | {r['errors']} | "
-                f"{r['lease_timeouts']:,} |")
+                f"{r['unserved']:,} | {r['lease_timeouts']:,} |")
         add("")
     if "expiry" in extra:
         add(f"### Hot keys expiring: 10 keys, ttl 5 s, read for {cfg['expiry_seconds']} s by "

@@ -1,0 +1,94 @@
+"""Unit tests of the benchmark's Python arithmetic: bench_common.pct (the
+percentiles of the invalidation and nearapply delays) and run.py's paired
+ratios. No server is started."""
+
+import math
+import os
+import sys
+from fractions import Fraction
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import run  # noqa: E402
+from bench_common import pct  # noqa: E402
+
+
+def nearest_rank(vals, p):
+    rank = max(1, math.ceil(Fraction(str(p)) / 100 * len(vals)))
+    return vals[rank - 1]
+
+
+def test_pct_is_nearest_rank():
+    # 300 samples, p99: the 297th (it was the 298th: round() goes half to
+    # even, and 297.5 went up to 298)
+    vals = list(range(1, 301))
+    assert pct(vals, 99) == 297
+    assert pct(vals, 50) == 150
+    assert pct([1, 2], 50) == 1
+    for n in range(1, 1200):
+        vals = list(range(1, n + 1))
+        for p in (50, 90, 99, 99.9, 100):
+            assert pct(vals, p) == nearest_rank(vals, p), (n, p)
+    assert math.isnan(pct([], 99))
+
+
+def row(trial, kps, p50=100.0):
+    return {"trial": trial, "keys_per_s": kps, "p50_us": p50}
+
+
+def test_paired_is_per_trial():
+    base = [row(0, 100.0), row(1, 200.0), row(2, 400.0)]
+    mine = [row(2, 200.0), row(0, 90.0), row(1, 220.0)]
+    ratios = run.paired(mine, base, "keys_per_s", lambda r, b: r["keys_per_s"] / b["keys_per_s"])
+    assert sorted(ratios) == [0.5, 0.9, 1.1]
+
+
+def test_paired_keeps_a_target_zero():
+    # a target that served nothing in one trial is a ratio of 0, not a trial
+    # left out (which would raise its median)
+    base = [row(0, 100.0), row(1, 100.0), row(2, 100.0)]
+    mine = [row(0, 0.0), row(1, 0.0), row(2, 120.0)]
+    ratios = run.paired(mine, base, "keys_per_s", lambda r, b: r["keys_per_s"] / b["keys_per_s"])
+    assert sorted(ratios) == [0.0, 0.0, 1.2]
+    # a base of 0 has no ratio
+    assert run.paired(mine, [row(0, 0.0)], "keys_per_s", lambda r, b: 1) == []
+
+
+class FakeRunner:
+    seed = 3
+
+
+def test_setting_seed_same_for_every_target_of_a_setting():
+    r = FakeRunner()
+    a = run.setting_seed(r, "hit", 0, 100, 4)
+    assert a == run.setting_seed(r, "hit", 0, 100, 4)
+    others = {run.setting_seed(r, "hit", t, k, c) for t in range(3) for k in (1, 10, 100)
+              for c in (1, 4, 16, 64)}
+    assert len(others) == 36       # distinct across trials and settings
+    assert 0 < a < (2**64 - 1) // 1000 - 4096   # within the load generator's --seed
+
+
+def hit_row(target, keys_per_s, all_batches):
+    # a 2 s run after a 0.2 s warm-up: 1,000 measured gets of K=100, and
+    # all_batches with the warm-up's
+    return {"phase": "hit", "target": target, "K": 100, "C": 4, "trial": 0,
+            "keys": 100_000, "batches": 1_000, "all_batches": all_batches, "hits": 100_000,
+            "keys_per_s": keys_per_s, "p50_us": 100.0, "p99_us": 200.0, "p999_us": 300.0,
+            "oc_cpu_s": 0.22 if target.startswith("oc") else 0.0, "client_cpu_s": 0.11,
+            "mc_cpu_s": 0.0, "tw_cpu_s": 0.0, "pg_cpu_s": 0.0}
+
+
+class Rows:
+    def __init__(self, rows):
+        self.rows = rows
+
+
+def test_cpu_per_key_counts_the_warm_up_keys(tmp_path):
+    # the CPU readings cover the warm-up's 100 gets too: 0.22 s over 110,000
+    # keys is 2.0 us a key, not 2.2 (the measured 100,000 keys only)
+    rows = [hit_row("direct", 50_000.0, 1_100), hit_row("oc-unix", 40_000.0, 1_100)]
+    summary = run.summarize(Rows(rows), {}, {}, str(tmp_path))
+    oc = next(s for s in summary if s["target"] == "oc-unix")
+    assert abs(oc["oc_cpu_us_per_key"] - 2.0) < 1e-9
+    assert abs(oc["cpu_client_us"] - 1.0) < 1e-9
+    assert oc["ratio"] == 0.8
