@@ -88,6 +88,7 @@ struct oc_wal {
     int hb_due, stats_due, prune_due;
     int has_since;           /* requeue(models, keys, since) exists */
     double sender_timeout_s; /* the server's wal_sender_timeout; 0: none known */
+    int warned_replies;      /* event=wal_replies_hidden was logged */
     oc_wal_sched_t sched;
     double tried_at;
     double born; /* when oc_wal_new ran: the start of our watch */
@@ -149,12 +150,15 @@ static void gens_clear(oc_wal_t *w)
 
 /* The generations when the stream starts, whether requeue() takes its
  * keys' write time (an older hook's has two arguments: the binary may be
- * upgraded before the SQL), and wal_sender_timeout (ms), which bounds how
- * long a live walsender may leave a holder without a word. */
+ * upgraded before the SQL), wal_sender_timeout (ms), which bounds how long
+ * a live walsender may leave a holder without a word, and whether this role
+ * sees pg_stat_replication's details (reply_time: slot_checked), which
+ * PostgreSQL shows only to pg_read_all_stats. */
 #define WAL_GENS_AND_PROBE                                                               \
     "SELECT model, generation, to_regprocedure('objcached.requeue(text[], text[], "      \
     "timestamptz)') IS NOT NULL, (SELECT s.setting FROM pg_catalog.pg_settings s "       \
-    "WHERE s.name = 'wal_sender_timeout') FROM objcached.models"
+    "WHERE s.name = 'wal_sender_timeout'), "                                             \
+    "pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE') FROM objcached.models"
 
 static int gens_load(oc_wal_t *w, const PGresult *res)
 {
@@ -987,7 +991,8 @@ int oc_wal_should_terminate(double stalled, double takeover_s, long pid)
  * is the confirmed position: a live holder confirms at least every
  * heartbeat, but not while it receives a transaction that takes longer
  * than that to stream (its heartbeats wait behind it); its status every
- * second, which the walsender reads as it sends, shows it alive then. A
+ * second, which the walsender reads as it sends, shows it alive then, and
+ * a walsender busy decoding (WAL_SENDER_BUSY) counts as moving. A
  * frozen or cut-off holder's replies stop, and so do those of a holder
  * whose feed statement has not come back for 2 x wal_takeover (tick). (Not the
  * received position, write_lsn: a keepalive may have carried it past the
@@ -1036,6 +1041,18 @@ oc_wal_end_t oc_wal_end_kind(const char *why)
     return OC_WAL_END_OTHER;
 }
 
+/* The holder's walsender (pg_stat_activity a, when this role may see its
+ * details) is at work, waiting neither on its client (WalSenderWriteData,
+ * WalSenderWaitForWAL) nor idle in its loop (WalSenderMain): it decodes a
+ * transaction. It reads its holder's replies only every half
+ * wal_sender_timeout then, unless its sends block (a fast holder keeps
+ * them from blocking), so neither the position nor reply_time moves, yet
+ * the holder is fine: counted as moving (slot_checked). A frozen or
+ * cut-off holder's walsender ends up waiting on it. */
+#define WAL_SENDER_BUSY                                                                  \
+    "a.backend_type = 'walsender' AND a.query <> '<insufficient privilege>' AND "        \
+    "(a.wait_event_type IS NULL OR a.wait_event_type NOT IN ('Client', 'Activity'))"
+
 /* START_REPLICATION ended: another holder has the slot, the slot is gone,
  * or the stream broke. */
 static void stream_ended(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
@@ -1058,9 +1075,11 @@ static void stream_ended(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const c
             if (oc_pgconn_query(
                     w->sql,
                     "SELECT COALESCE(s.confirmed_flush_lsn::text, '') || ' ' || "
-                    "COALESCE(r.reply_time::text, ''), s.active_pid "
+                    "COALESCE(r.reply_time::text, '') || CASE WHEN " WAL_SENDER_BUSY
+                    " THEN ' ' || clock_timestamp()::text ELSE '' END, s.active_pid "
                     "FROM pg_catalog.pg_replication_slots s "
                     "LEFT JOIN pg_catalog.pg_stat_replication r ON r.pid = s.active_pid "
+                    "LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = s.active_pid "
                     "WHERE s.slot_name = $1",
                     1, p, slot_checked, w) == OC_OK)
                 return;
@@ -1185,6 +1204,23 @@ static void recreate(oc_wal_t *w, int drop)
 /* ---- mapping, then generations, then the stream ---------------------------------------
  */
 
+/* A role without pg_read_all_stats reads NULL for every column of
+ * pg_stat_replication but pid: as a standby it cannot see the holder's
+ * replies, only the slot's confirmed position, and terminates a holder
+ * that streams a transaction for longer than 2 x wal_takeover, then the
+ * next one, for ever (docs/wal.md). Said once, at the first try. */
+static void warn_replies_hidden(oc_wal_t *w)
+{
+    if (w->warned_replies)
+        return;
+    w->warned_replies = 1;
+    oc_log_warn(
+        "event=wal_replies_hidden slot=%s note=\"this role is not a member of "
+        "pg_read_all_stats: as a standby it cannot see the holder's replies and may "
+        "terminate a holder that streams a long transaction\"",
+        w->slot);
+}
+
 static void mapped_gens(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                         void *arg)
 {
@@ -1203,6 +1239,8 @@ static void mapped_gens(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const ch
     w->sender_timeout_s = PQntuples(res) > 0 && PQnfields(res) > 3
                               ? strtod(PQgetvalue(res, 0, 3), NULL) / 1000.0
                               : 0;
+    if (PQntuples(res) > 0 && PQnfields(res) > 4 && PQgetvalue(res, 0, 4)[0] == 'f')
+        warn_replies_hidden(w);
     PQclear(res);
     if (w->state == WAL_GENS && w->repl_up)
         start_stream(w);

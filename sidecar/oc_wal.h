@@ -15,8 +15,9 @@
  * connection open and try again when the feed shows the holder gone (the
  * feed's freshness, which only the holder's heartbeats advance, is older
  * than wal_takeover) or every wal_takeover at most once per candidate... A
- * holder that is stuck (its walsender alive, its heartbeats, confirmed
- * position and replies not) is terminated after 3 x wal_takeover; one
+ * holder that is stuck (its walsender alive but not at work decoding, its
+ * heartbeats, confirmed position and replies not) is terminated after
+ * 3 x wal_takeover; one
  * whose stream is silent for wal_sender_timeout lets go by itself
  * (oc_wal_stream_silent). The holder also drains the outbox
  * (the invalidation consumer, oc_inval: keys requeued after a memcached

@@ -1960,6 +1960,8 @@ UPDATE objcached.meta SET value = '2' WHERE key = 'schema_version';
 --       objcached.feed_append(text[], text[], text[], boolean, timestamptz, timestamptz, text),
 --       objcached.feed_heartbeat(timestamptz, text), objcached.feed_heartbeat_if_drained(text),
 --       objcached.feed_prune(interval), objcached.wal_check(name), objcached.wal_tables() TO objcached;
+-- and the WAL reader's role REPLICATION and GRANT pg_read_all_stats (its standbys read the holder's
+-- reply_time in pg_stat_replication: docs/wal.md).
 -- Only where PUBLIC has something: a REVOKE writes the catalog row even when it changes nothing,
 -- and a function whose row changed is compiled again by every session that calls it next.
 REVOKE ALL ON SCHEMA objcached FROM PUBLIC;

@@ -317,6 +317,122 @@ def test_a_holder_streaming_a_long_transaction_is_not_terminated(fleet, mc_pool,
             p.close()
 
 
+def documented_grants(role):
+    """The GRANT blocks of docs/invalidation.md's Grants section (every
+    sidecar's role, then the appenders'), given to `role`."""
+    import os
+    import re
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "invalidation.md")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    section = text[text.index("\n## Grants\n"):]
+    section = section[:section.index("\n## ", 1)]
+    blocks = re.findall(r"```sql\n(.*?)```", section, re.S)
+    assert len(blocks) == 2, blocks
+    return [b.replace("TO objcached;", f'TO "{role}";') for b in blocks]
+
+
+def wal_role(db, stats=True):
+    """A WAL reader's role made as docs/invalidation.md says (LOGIN
+    REPLICATION, the Grants section's grants, and, with stats, membership
+    in pg_read_all_stats), named after the test's database."""
+    role = f"{db.name}_wal"
+    db.q(f'CREATE ROLE "{role}" LOGIN REPLICATION')
+    for sql in documented_grants(role):
+        db.q(sql)
+    if stats:
+        db.q(f'GRANT pg_read_all_stats TO "{role}"')
+    return role
+
+
+def test_the_documented_grants_apply(db):
+    """The grants docs/invalidation.md shows run as written: they named
+    objcached.wal_check(), which does not exist (its argument has a
+    default: wal_check(name)), so the appenders' whole statement failed."""
+    role = wal_role(db)
+    import psycopg2
+    conn = psycopg2.connect(host=db.pg.dir, port=db.pg.port, dbname=db.name, user=role)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM objcached.wal_check()")
+            cur.execute("SELECT objcached.feed_prune('1 hour')")
+    finally:
+        conn.close()
+
+
+def test_a_holder_streaming_a_long_transaction_as_the_documented_role_is_not_terminated(
+        fleet, mc_pool, db, pg):
+    """The long transaction above, read by a role made as
+    docs/invalidation.md says (LOGIN REPLICATION and its grants, no
+    superuser). PostgreSQL shows such a role no column of
+    pg_stat_replication but pid unless it has pg_read_all_stats, which the
+    docs did not grant: the standby saw the holder's reply_time NULL for
+    ever, only the stalled position counted, and it terminated the holder
+    that streamed the transaction, then the next, for ever (19 times in
+    two minutes here, the transaction never applied)."""
+    import faultproxy
+    role = wal_role(db)
+    proxies = [faultproxy.FaultProxy(pg.port, name=f"wal{i}") for i in range(2)]
+    try:
+        sidecars = [start(fleet, mc_pool, db, postgresql={
+            "wal_conninfo": f"host=127.0.0.1 port={p.port} dbname={db.name} user={role}",
+            "wal_max_txn_keys": "1000"}) for p in proxies]
+        h = holder(sidecars)
+        time.sleep(3)  # the standby watches the holder for a while
+        cached(h, ["Big:1", "Big:100000"])
+        for p in proxies:
+            p.set_mode("delay", delay=0.2)
+        db.q("UPDATE big SET v = v + 1")
+        for k in ("Big:1", "Big:100000"):
+            wait_value(h, k, row(db, "Big", int(k.split(":")[1])), timeout=120)
+        assert not any("event=wal_holder_terminated" in oc.log() for oc in sidecars)
+        assert not any("event=wal_replies_hidden" in oc.log() for oc in sidecars)
+    finally:
+        for p in proxies:
+            p.close()
+
+
+def test_a_reader_role_that_cannot_see_the_holders_replies_is_told(fleet, mc_pool, db):
+    """A WAL reader's role without pg_read_all_stats sees the holder's
+    reply_time NULL, so as a standby it may terminate a holder that streams
+    a long transaction (above): each sidecar says so at its first try, once."""
+    role = wal_role(db, stats=False)
+    a = start(fleet, mc_pool, db, postgresql={
+        "wal_conninfo": f"host={db.pg.dir} port={db.pg.port} dbname={db.name} user={role}"})
+    holder([a])
+    harness.wait_until(lambda: "event=wal_replies_hidden" in a.log(), timeout=20,
+                       what="event=wal_replies_hidden")
+    b = start(fleet, mc_pool, db, postgresql={
+        "wal_conninfo": f"host={db.pg.dir} port={db.pg.port} dbname={db.name} user={role}"})
+    harness.wait_until(lambda: "event=wal_replies_hidden" in b.log(), timeout=20,
+                       what="event=wal_replies_hidden on the standby")
+    assert holder([a, b]) is a
+    assert a.log().count("event=wal_replies_hidden") == 1
+
+
+def test_a_holder_whose_walsender_decodes_a_big_transaction_is_not_terminated(
+        fleet, mc_pool, db):
+    """A big transaction of a table no model reads (3,000,000 rows, fast
+    link). At its commit the walsender decodes it for many seconds and
+    sends nothing; it reads the holder's statuses only every half
+    wal_sender_timeout (30 s) meanwhile, so neither the slot's position
+    nor reply_time moves, and the holder's heartbeats wait behind it. The
+    standby took that for a stuck holder and terminated it, then decoded
+    the same transaction and was terminated in turn, for ever: no later
+    change reached the cache. A walsender busy decoding (not waiting on its
+    client) shows the holder alive."""
+    db.q("CREATE TABLE junk (id bigint, pad text)")
+    sidecars = [start(fleet, mc_pool, db) for _ in range(2)]
+    h = holder(sidecars)
+    time.sleep(3)  # the standby watches the holder for a while
+    cached(h, ["Item:42"])
+    db.q("INSERT INTO junk SELECT i, 'x' FROM generate_series(1, 3000000) AS i")
+    db.q("UPDATE items SET name = 'after the big transaction' WHERE id = 42")
+    for oc in sidecars:
+        wait_value(oc, "Item:42", row(db, "Item", 42), timeout=120)
+    assert not any("event=wal_holder_terminated" in oc.log() for oc in sidecars)
+
+
 def test_feed_read_from_a_lagging_replica(fleet, mc_pool, db, pg):
     """A sidecar may follow the feed on a streaming replica (feed_conninfo):
     its near-cache serves while the replica keeps up and turns itself off
