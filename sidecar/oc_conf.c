@@ -1474,6 +1474,51 @@ static oc_status_t oc_conf_check_refresh(oc_conf_parser_t *p, size_t m)
                          md->refresh_ahead_s, md->ttl_s, md->name);
 }
 
+/* Whether listeners at host:port values a and b (both valid) would fight
+ * over one port: the same port on the same address, or on a wildcard that
+ * covers the other (0.0.0.0 any IPv4 address or name; [::] any address,
+ * IPv4 too, as Linux binds it dual-stack by default). Names are compared as
+ * written: "localhost" and 127.0.0.1 are not resolved here. */
+static bool oc_conf_listen_overlap(const char *a, const char *b)
+{
+    char ca[OC_CONF_LINE_MAX + 1], cb[OC_CONF_LINE_MAX + 1];
+    char *ha, *hb, *pa, *pb;
+    uint32_t porta = 0, portb = 0;
+    snprintf(ca, sizeof(ca), "%s", a);
+    snprintf(cb, sizeof(cb), "%s", b);
+    if (oc_conf_split_host(ca, &ha, &pa) != OC_OK ||
+        oc_conf_split_host(cb, &hb, &pb) != OC_OK ||
+        oc_conf_small_uint(pa, 1, 65535, &porta) != OC_OK ||
+        oc_conf_small_uint(pb, 1, 65535, &portb) != OC_OK || porta != portb)
+        return false;
+    struct in6_addr a6, b6;
+    bool av6 = a[0] == '[' && inet_pton(AF_INET6, ha, &a6) == 1;
+    bool bv6 = b[0] == '[' && inet_pton(AF_INET6, hb, &b6) == 1;
+    if ((av6 && IN6_IS_ADDR_UNSPECIFIED(&a6)) || (bv6 && IN6_IS_ADDR_UNSPECIFIED(&b6)))
+        return true;
+    if (av6 || bv6)
+        return av6 && bv6 && IN6_ARE_ADDR_EQUAL(&a6, &b6);
+    return strcasecmp(ha, hb) == 0 || strcmp(ha, "0.0.0.0") == 0 ||
+           strcmp(hb, "0.0.0.0") == 0;
+}
+
+/* [objcached] as a whole: the /metrics listener on the client listener's
+ * port passed the file, and then the start failed to bind it. */
+static oc_status_t oc_conf_check_listeners(oc_conf_parser_t *p)
+{
+    const oc_conf_t *c = p->conf;
+    char shown_m[OC_CONF_SHOWBUF], shown_l[OC_CONF_SHOWBUF];
+    if (oc_conf_empty(c->metrics_listen) || oc_conf_empty(c->listen) ||
+        !oc_conf_listen_overlap(c->metrics_listen, c->listen))
+        return OC_OK;
+    return oc_conf_error(p, oc_conf_seen_line(p, OC_SECT_OBJCACHED, "metrics_listen"),
+                         "metrics_listen (%s) and listen (%s) are the same port on the "
+                         "same address (or one's wildcard address covers the other's): "
+                         "both cannot bind it; give metrics_listen another port",
+                         oc_conf_show(c->metrics_listen, shown_m),
+                         oc_conf_show(c->listen, shown_l));
+}
+
 /* Checks that need the whole file. */
 static oc_status_t oc_conf_finish(oc_conf_parser_t *p)
 {
@@ -1487,6 +1532,8 @@ static oc_status_t oc_conf_finish(oc_conf_parser_t *p)
         return oc_conf_error(p, 0,
                              "listen and unix_socket are both empty; set at "
                              "least one in [objcached]");
+    if ((st = oc_conf_check_listeners(p)) != OC_OK)
+        return st;
     if (c->wal && c->feed_poll_ms == 0)
         return oc_conf_error(
             p, p->sect_line[OC_SECT_POSTGRESQL],

@@ -579,7 +579,9 @@ static void batch_store(oc_batch_t *b)
         const oc_fill_t *f = b->fills[i];
         n += (f->leased && !f->invalidated);
         nrel += (f->leased && f->invalidated && !f->refresh);
-        ctx->stats->fills_dropped += (f->invalidated != 0); /* known already */
+        /* known already; a fill without a lease (loaded after lease_wait)
+         * writes nothing anyway, so no write refused it */
+        ctx->stats->fills_dropped += (f->leased && f->invalidated);
     }
     /* Nothing to write, no memory, or shutting down (the pool is gone):
      * answered anyway; leases left behind expire. */

@@ -21,7 +21,9 @@ struct oc_listen {
     oc_listen_accept_fn accept;
     void *arg;
     struct evconnlistener *tcp, *unx;
-    char *unix_path;     /* to unlink at close */
+    char *unix_path; /* to unlink at close */
+    dev_t unix_dev;  /* ... if the file there is still the one we bound */
+    ino_t unix_ino;
     struct event *pause; /* out of descriptors: resume accepting */
 };
 
@@ -162,8 +164,12 @@ static oc_status_t listen_unix(oc_listen_t *l, const char *path, unsigned mode, 
     umask(old);
     if (l->unx == NULL)
         return oc_fail(err, OC_EIO, "unix_socket %s: %s", path, strerror(errno));
+    if (lstat(path, &sb) != 0)
+        return oc_fail(err, OC_EIO, "unix_socket %s: %s", path, strerror(errno));
     if ((l->unix_path = strdup(path)) == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory");
+    l->unix_dev = sb.st_dev;
+    l->unix_ino = sb.st_ino;
     if (chmod(path, mode) != 0)
         return oc_fail(err, OC_EIO, "chmod %s: %s", path, strerror(errno));
     evconnlistener_set_error_cb(l->unx, on_accept_error);
@@ -196,6 +202,25 @@ oc_status_t oc_listen_chown(oc_listen_t *l, unsigned uid, unsigned gid, char *er
     return OC_OK;
 }
 
+/* Removes the socket file only if it is still the one we bound: deleted
+ * while we ran, its path may hold another process's socket now (a second
+ * objcached started after the file was gone), which is not ours to remove.
+ * (Between the lstat and the unlink another could replace it again: a
+ * window of a few instructions, not the whole run.) */
+static void unlink_own_socket(const oc_listen_t *l)
+{
+    struct stat sb;
+    if (l->unix_path == NULL || lstat(l->unix_path, &sb) != 0)
+        return;
+    if (sb.st_dev != l->unix_dev || sb.st_ino != l->unix_ino) {
+        char shown[256];
+        oc_log_warn("event=unix_socket_replaced path=\"%s\" action=\"left in place\"",
+                    oc_log_clean(shown, sizeof(shown), l->unix_path));
+        return;
+    }
+    unlink(l->unix_path);
+}
+
 void oc_listen_close(oc_listen_t *l)
 {
     if (l == NULL)
@@ -205,8 +230,7 @@ void oc_listen_close(oc_listen_t *l)
     l->tcp = NULL;
     if (l->unx) {
         evconnlistener_free(l->unx);
-        if (l->unix_path)
-            unlink(l->unix_path);
+        unlink_own_socket(l);
     }
     l->unx = NULL;
 }

@@ -6,7 +6,9 @@
  * EMFILE, and each pause is counted (accept_errors) and logged.
  *
  * Ownership: the daemon owns the listeners; oc_listen_close stops
- * accepting (shutdown, step one) and removes the unix socket file.
+ * accepting (shutdown, step one) and removes the unix socket file, if
+ * the file at that path is still the socket it bound (one deleted while
+ * the daemon ran may since be another process's: event=unix_socket_replaced).
  */
 #ifndef OC_LISTEN_H
 #define OC_LISTEN_H

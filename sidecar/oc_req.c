@@ -258,6 +258,9 @@ static int ukey_read(oc_req_t *r, oc_ukey_t *uk, const oc_mc_job_t *job, size_t 
             uk->w.lease_epoch = h->cas_epoch;
             oc_fill_refresh(r->ctx->fills, &uk->w, h->cas);
         }
+        /* found, as memcached counts it (its get_hits), though not answered */
+        st->get_hits++;
+        st->models[uk->w.model_idx].get_hits++;
         return 1;
     }
     if (c == OC_EC_OBJECT) {

@@ -28,7 +28,7 @@ struct evbuffer;
     X(metrics_refused, COUNTER, "metrics_listen connections refused over 64 open")       \
     X(cmd_get, COUNTER, "get, gets and mg commands answered (not a SERVER_ERROR)")       \
     X(get_keys, COUNTER, "keys asked in get, gets and mg")                               \
-    X(get_hits, COUNTER, "keys answered from memcached")                                 \
+    X(get_hits, COUNTER, "keys found in memcached")                                      \
     X(get_misses, COUNTER, "keys not found in memcached")                                \
     X(get_absent, COUNTER, "keys answered as absent (no row)")                           \
     X(coalesced_waits, COUNTER, "keys that joined a load already under way")             \
@@ -167,7 +167,7 @@ struct evbuffer;
  * metrics page as objcached_model_field_total{model="NAME"}. */
 #define OC_MODEL_STATS_LIST(X)                                                           \
     X(get_keys, "keys of this model asked")                                              \
-    X(get_hits, "distinct keys answered from memcached")                                 \
+    X(get_hits, "distinct keys found in memcached")                                      \
     X(get_misses, "distinct keys not found in memcached")                                \
     X(pg_queries, "load queries sent to PostgreSQL")                                     \
     X(pg_rows, "rows returned by load queries")                                          \

@@ -424,6 +424,30 @@ def test_check_config_names_the_bad_line(objcached_bin, conf_dir, bad_line, line
     assert "ok" not in p.stdout
 
 
+@pytest.mark.parametrize("metrics", ["127.0.0.1", "0.0.0.0"])
+def test_metrics_listen_on_the_listen_port_is_refused(objcached_bin, conf_dir, metrics):
+    """metrics_listen on listen's port, at its address or at the wildcard
+    that covers it, cannot bind: before 2026-12-05 --check-config said ok and
+    the start then failed ("metrics_listen ...: cannot bind"). Both now name
+    the two settings."""
+    port = harness.free_port()
+    lines = GOOD_CONFIG.splitlines()
+    assert lines[2].startswith("listen = ")
+    lines[2] = f"listen = 127.0.0.1:{port}"
+    lines.insert(3, f"metrics_listen = {metrics}:{port}")
+    path = write(conf_dir, "clash.ini", "\n".join(lines) + "\n")
+    want = (f"{path}:4: metrics_listen ({metrics}:{port}) and listen (127.0.0.1:{port}) "
+            "are the same port on the same address")
+    p = harness.check_config(path, binary=objcached_bin)
+    out = p.stdout + p.stderr
+    assert p.returncode == 1 and want in out, out
+    p = subprocess.run([objcached_bin, "-c", path], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=10, check=False)
+    out = p.stdout + p.stderr
+    assert p.returncode == 1 and want in out, out
+    assert "event=ready" not in out
+
+
 def test_unparseable_conninfo_is_refused_without_showing_it(objcached_bin, conf_dir):
     # libpq's message about a conninfo it cannot parse quotes it whole: with
     # a URI, the password too (on stdout for --check-config, in the log at

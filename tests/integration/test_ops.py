@@ -56,6 +56,24 @@ def test_metrics_page_counts_requests(objcached_factory):
     assert e.value.code == 404
 
 
+def test_metrics_page_names_exactly_the_documented_metrics(objcached_factory):
+    """The names (and types) the live page declares in its # TYPE lines are
+    docs/metrics.md's table, both ways. test_docs.py checks the table
+    against the sources read as text; this checks it against what a
+    scraper gets (a metric printed in a way that reading misses, or only
+    when configured, would pass there)."""
+    from test_docs import first_code, md_table, read
+    port = harness.free_port()
+    objcached_factory({"objcached": {"metrics_listen": f"127.0.0.1:{port}"}})
+    page = dict(re.findall(r"^# TYPE (\S+) (\w+)$", scrape(port), re.M))
+    doc = {re.sub(r"\{.*\}$", "", first_code(cells[0]) or ""): cells[1]
+           for cells in md_table(read("docs/metrics.md"), "metric")}
+    assert len(page) > 50
+    assert sorted(set(page) - set(doc)) == [], "on /metrics but not in docs/metrics.md"
+    assert sorted(set(doc) - set(page)) == [], "in docs/metrics.md but not on /metrics"
+    assert {n: (doc[n], page[n]) for n in page if doc[n] != page[n]} == {}
+
+
 def test_a_get_failed_as_too_large_is_not_counted_as_answered(objcached_factory):
     """cmd_get counts the gets answered: a text get whose values passed
     max_reply fails with SERVER_ERROR, as a failed load does and as a binary
@@ -77,6 +95,31 @@ def test_a_get_failed_as_too_large_is_not_counted_as_answered(objcached_factory)
         after = c.stats()
     assert after["server_errors"] - before["server_errors"] == 1
     assert after["cmd_get"] - before["cmd_get"] == 1  # the second get only
+
+
+def test_values_too_large_to_answer_count_as_hits(objcached_factory):
+    """A value found in memcached but dropped for max_reply is a hit, as
+    memcached itself counts it (get_hits: the item was found); the get
+    fails, which server_errors counts. Before 2026-12-05 such a key was
+    neither a hit nor a miss, and get_hits + get_misses fell short of the
+    keys read from memcached."""
+    oc = objcached_factory({"objcached": {"max_reply": "1m"},
+                            "model User": {"push_check": "off"}})
+    with oc.client() as c:
+        for i in (64, 65, 66):
+            body = b'{"id":%d,"pad":"' % i + b"p" * (512 * 1024) + b'"}'
+            c.send(b"set User:%d 0 0 %d\r\n%s\r\n" % (i, len(body), body))
+            assert c.read_response().terminal == b"STORED"
+        before = c.stats()
+        c.send(b"get User:64 User:65 User:66\r\n")
+        got = c.read_response().terminal
+        assert got.startswith(b"SERVER_ERROR reply too large (the values read"), got
+        after = c.stats()
+    moved = {k: after[k] - before[k]
+             for k in ("get_keys", "get_hits", "get_misses", "model:User:get_hits",
+                       "server_errors")}
+    assert moved == {"get_keys": 3, "get_hits": 3, "get_misses": 0,
+                     "model:User:get_hits": 3, "server_errors": 1}, moved
 
 
 def test_sigterm_finishes_commands_under_way(objcached_factory, pg):
@@ -257,6 +300,24 @@ def test_stale_unix_socket_is_replaced(objcached_factory, tmp_path):
     oc = objcached_factory({"objcached": {"unix_socket": path}})
     with oc.unix_client() as c:
         assert c.get_multi(["User:3"])[1] == b"END"
+
+
+def test_stop_leaves_a_unix_socket_it_did_not_create(objcached_factory):
+    # The first daemon's socket file is deleted while it runs (a tmp
+    # cleaner, a hand), and a second objcached binds a new one at that path.
+    # When the first stops it must not unlink the second's socket: before
+    # 2026-12-05 it unlinked its path whatever was there, and the second's
+    # clients lost it for good.
+    first = objcached_factory()
+    os.unlink(first.sock)
+    second = objcached_factory({"objcached": {"unix_socket": first.sock}})
+    first.stop()
+    assert os.path.exists(second.sock)
+    assert "event=unix_socket_replaced" in first.log()
+    with second.unix_client() as c:
+        assert c.get_multi(["User:3"])[1] == b"END"
+    second.stop()               # its own socket it removes
+    assert not os.path.exists(second.sock)
 
 
 @pytest.mark.parametrize("user, says", [

@@ -1157,6 +1157,35 @@ def test_stale_set_race_with_a_tombstone_is_impossible(fleet, mc_pool, db, tmp_p
     assert kind == "TOMBSTONE"
 
 
+def test_fills_dropped_counts_only_fills_that_held_a_lease(fleet, mc_pool, db, tmp_path):
+    """B holds Item:51's lease (its write-back held at the gate); A waits
+    lease_wait, loads without a lease (lease_timeouts) and is held too; a
+    push through A lands. A's fill would write nothing anyway (no lease to
+    replace): it is not a fill refused because a write replaced its lease,
+    and before 2026-12-05 fills_dropped counted it all the same. B's fill,
+    whose lease the push replaced, is the one dropped."""
+    gate = gate_path(tmp_path)
+    env = {"OBJCACHED_FAULT_FILL_GATE": gate}
+    a = start(fleet, mc_pool, db, env=env, objcached={"lease_wait": "100ms", **GATED})
+    b = start(fleet, mc_pool, db, env=env, objcached=GATED)
+    old = row(db, "Item", 51)
+    try:
+        sb0 = gated_cold_get(b, gate, "Item:51", old)
+        with a.client() as c:
+            sa0 = c.stats()
+            assert c.get("Item:51") == old
+        assert a.stats()["loads_in_flight"] == 1            # held at the gate
+        assert moved(sa0, a.stats(), "lease_timeouts")["lease_timeouts"] == 1
+        with a.client() as c:
+            assert push(c, "Item:51", spaced(old)) == b"STORED"
+    finally:
+        release(a, gate)
+        b.wait_idle()
+    assert moved(sa0, a.stats(), "fills_dropped", "mc_sets") == {"fills_dropped": 0,
+                                                                  "mc_sets": 1}  # the push
+    assert moved(sb0, b.stats(), "fills_dropped")["fills_dropped"] == 1
+
+
 def test_held_fill_does_not_answer_gets_after_another_sidecar_invalidated(
         fleet, mc_pool, db, tmp_path):
     """A's fill of Item:44 is held before its write-back; B applies an

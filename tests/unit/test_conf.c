@@ -643,6 +643,56 @@ static void test_listeners(void **state)
                   "unix_socket: '/tmp/a\\x01.sock' has a control character");
 }
 
+/* metrics_listen on listen's port and address (or a wildcard that covers
+ * it) passed --check-config, and then the start failed to bind. */
+static void test_metrics_listen_not_on_listen(void **state)
+{
+    (void)state;
+    static const char *const clash[][2] = {
+        {"127.0.0.1:11311", "127.0.0.1:11311"},
+        {"LocalHost:80", "localhost:80"},
+        {"0.0.0.0:11311", "127.0.0.1:11311"},
+        {"127.0.0.1:11311", "0.0.0.0:11311"},
+        {"0.0.0.0:9", "myhost:9"},
+        {"[::1]:11311", "[0::1]:11311"},
+        {"[::]:11311", "127.0.0.1:11311"},
+        {"10.0.0.1:11311", "[::]:11311"},
+        {"[::]:7", "[::1]:7"},
+    };
+    for (size_t i = 0; i < sizeof(clash) / sizeof(clash[0]); i++) {
+        char text[512], want[256];
+        snprintf(text, sizeof(text),
+                 "[objcached]\nlisten = %s\nmetrics_listen = %s\n" MINIMAL, clash[i][0],
+                 clash[i][1]);
+        snprintf(want, sizeof(want),
+                 "metrics_listen (%s) and listen (%s) are the same port on the same "
+                 "address",
+                 clash[i][1], clash[i][0]);
+        expect_error_at(text, 3, want);
+    }
+    /* the default listen (127.0.0.1:11311) counts too */
+    expect_error_at("[objcached]\nmetrics_listen = 127.0.0.1:11311\n" MINIMAL, 2,
+                    "metrics_listen (127.0.0.1:11311) and listen (127.0.0.1:11311)");
+    static const char *const apart[][2] = {
+        {"127.0.0.1:11311", "127.0.0.1:11312"},
+        {"127.0.0.1:11311", "127.0.0.2:11311"},
+        {"0.0.0.0:11311", "[::1]:11311"},
+        {"[::1]:11311", "127.0.0.1:11311"},
+        {"", "127.0.0.1:11311"},
+    };
+    for (size_t i = 0; i < sizeof(apart) / sizeof(apart[0]); i++) {
+        char text[512], err[OC_ERRLEN];
+        snprintf(text, sizeof(text),
+                 "[objcached]\nlisten = %s\nunix_socket = /tmp/oc.sock\n"
+                 "metrics_listen = %s\n" MINIMAL,
+                 apart[i][0], apart[i][1]);
+        oc_conf_t *c = load(text, err);
+        if (c == NULL)
+            fail_now("'%s' and '%s': %s", apart[i][0], apart[i][1], err);
+        oc_conf_free(c);
+    }
+}
+
 static void test_strings(void **state)
 {
     (void)state;
@@ -1536,6 +1586,7 @@ int main(void)
         cmocka_unit_test(test_numbers_bad),
         cmocka_unit_test(test_listen),
         cmocka_unit_test(test_listeners),
+        cmocka_unit_test(test_metrics_listen_not_on_listen),
         cmocka_unit_test(test_strings),
         cmocka_unit_test(test_servers),
         cmocka_unit_test(test_servers_bad),
