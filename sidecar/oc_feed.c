@@ -37,6 +37,9 @@ struct oc_feed {
     double sent;     /* monotonic time the poll was sent */
     double fresh_at; /* caught_up_at, on the monotonic clock (0: never) */
     int standby;     /* not known to be a primary (the last resync said so) */
+    /* generation_seq's OID as the last resync read it (0: none yet):
+     * another one is a reinstalled hook, or another database. */
+    unsigned long gens_schema;
     /* The WAL holder of this process (oc_feed_own): its server process (0:
      * none heard of), a statement of it in flight, a NOTIFY read while it
      * was (left to its result), NOTIFYs of taken statements still to come. */
@@ -123,8 +126,9 @@ static void apply_generation(oc_feed_t *f, size_t m, uint64_t gen)
 }
 
 /* One result row: head, lag_s, pruned_upto, seq, model, key, generation,
- * apply_s (columns 0..7); a row per key (unnest), seq NULL when the poll
- * found nothing after the cursor. Returns the row's seq (0 if none). */
+ * apply_s, generation_seq's OID (columns 0..8); a row per key (unnest), seq
+ * NULL when the poll found nothing after the cursor. Returns the row's seq
+ * (0 if none). */
 static uint64_t apply_row(oc_feed_t *f, const PGresult *res, int r,
                           uint64_t *last_counted)
 {
@@ -321,6 +325,18 @@ void oc_feed_own_end(oc_feed_t *f)
 
 static void resync(oc_feed_t *f);
 
+/* generation_seq's OID in column `col` of a result (0: no hook). */
+static unsigned long schema_of(const PGresult *res, int col)
+{
+    return PQgetisnull(res, 0, col) ? 0 : strtoul(PQgetvalue(res, 0, col), NULL, 10);
+}
+
+/* Not the generation_seq this follower knew: the hook was installed again. */
+static int schema_moved(const oc_feed_t *f, unsigned long schema)
+{
+    return f->gens_schema != 0 && schema != 0 && schema != f->gens_schema;
+}
+
 static void polled(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                    void *arg)
 {
@@ -340,6 +356,19 @@ static void polled(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *e
     }
     uint64_t head = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
     uint64_t pruned = strtoull(PQgetvalue(res, 0, 2), NULL, 10);
+    unsigned long schema = schema_of(res, 8);
+    if (schema_moved(f, schema)) {
+        /* uninstall.sql and install.sql again (or a restore): the cursor
+         * means nothing in this feed, and its generations start over */
+        oc_log_warn("event=feed_gap cursor=%" PRIu64 " head=%" PRIu64
+                    " note=\"hook installed again\"",
+                    f->cursor, head);
+        PQclear(res);
+        resync(f);
+        return;
+    }
+    if (schema != 0) /* the first one seen, if no resync got that far */
+        f->gens_schema = schema;
     if (oc_feed_gap(f->cursor, head, pruned)) {
         /* rows pruned past our cursor, or another database (a restore, a
          * failover to an older replica): what we missed cannot be known */
@@ -393,7 +422,8 @@ static void poll_start(oc_feed_t *f)
     if (oc_pgconn_exec(f->pc,
                        "SELECT p.head, extract(epoch FROM p.db_now - p.caught_up_at), "
                        "p.pruned_upto, p.seq, p.model, k, p.generation, "
-                       "extract(epoch FROM p.db_now - p.committed_at) "
+                       "extract(epoch FROM p.db_now - p.committed_at), "
+                       "(SELECT to_regclass('objcached.generation_seq')::oid) "
                        "FROM objcached.feed_poll($1::bigint, $2::integer) p "
                        "LEFT JOIN LATERAL unnest(p.keys) AS k ON true ORDER BY p.seq",
                        2, params, polled, f) != OC_OK)
@@ -452,6 +482,26 @@ int oc_feed_next_generation(const char **names, const char **gens, const char **
     return 1;
 }
 
+/* uninstall.sql and install.sql again: a new generation_seq, whose
+ * generations start over below the ones this sidecar uses, which nothing
+ * deletes under any more. Every model starts over from 0, and the resync's
+ * generations (then the feed's whole-model rows) move it forward again, as
+ * the consumer does (oc_inval.c); a sidecar without a consumer (a WAL
+ * standby, invalidation_poll = 0) has only this. */
+static void follow_schema(oc_feed_t *f, const PGresult *res)
+{
+    oc_ctx_t *ctx = f->ctx;
+    unsigned long schema = schema_of(res, 4);
+    if (schema_moved(f, schema)) {
+        oc_log_info("event=model_generation model=* generation=0 source=resync "
+                    "note=\"hook installed again\"");
+        for (size_t m = 0; m < ctx->conf->nmodels; m++)
+            ctx->model_gen[m] = 0;
+    }
+    if (schema != 0)
+        f->gens_schema = schema;
+}
+
 static void resynced(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                      void *arg)
 {
@@ -476,6 +526,7 @@ static void resynced(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char 
         oc_near_clear(ctx->near);
     oc_fill_forget_all(ctx->fills);
     int standby = f->standby = PQgetvalue(res, 0, 1)[0] == 't';
+    follow_schema(f, res);
     if (!PQgetisnull(res, 0, 2) && !PQgetisnull(res, 0, 3))
         resync_generations(f, PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
     PQclear(res);
@@ -506,7 +557,8 @@ static void resync(oc_feed_t *f)
                         "(SELECT string_agg(m.model, ',' ORDER BY m.model) "
                         "FROM objcached.models m), "
                         "(SELECT string_agg(m.generation::text, ',' ORDER BY m.model) "
-                        "FROM objcached.models m) "
+                        "FROM objcached.models m), "
+                        "to_regclass('objcached.generation_seq')::oid "
                         "FROM objcached.feed_poll(9223372036854775807, 0) p",
                         0, NULL, resynced, f) != OC_OK)
         set_state(f, OC_FEED_DOWN);

@@ -21,7 +21,10 @@
  * an append or a heartbeat wakes it at once; on a standby it polls every
  * feed_poll. At each (re)connection it resynchronises: the head and every
  * model's generation are read in one snapshot, the cursor jumps to the
- * head, and the near-cache starts empty.
+ * head, and the near-cache starts empty. A poll that finds another
+ * objcached.generation_seq than the last resync (the hook uninstalled and
+ * installed again, or another database) resyncs too, and that resync
+ * starts every model's generation over from the database's, lower or not.
  *
  *   DOWN --up--> RESYNC --> IDLE <--> POLLING      (any failure: DOWN)
  *

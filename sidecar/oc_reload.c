@@ -5,6 +5,7 @@
 
 #include "oc_conf.h"
 #include "oc_feed.h"
+#include "oc_fill.h"
 #include "oc_health.h"
 #include "oc_inval.h"
 #include "oc_key.h"
@@ -117,10 +118,18 @@ static void reload_feed(oc_ctx_t *ctx, const oc_conf_t *old)
 
 /* The near-cache's size, and the models whose near_ttl changed: what they
  * hold may no longer fit the new lifetime (or the model left it), so it
- * goes. */
+ * goes. A new key_prefix empties it: invalidations are keyed with the
+ * prefix of their moment, so entries kept under the old one would miss
+ * every write until the prefix came back (A -> B -> A). Fills under way go
+ * the same way, for the same reason. */
 static void reload_near(oc_ctx_t *ctx, const oc_conf_t *old)
 {
     oc_near_set_limit(ctx->near, ctx->conf->near_cache_size);
+    if (strcmp(old->key_prefix, ctx->conf->key_prefix) != 0) {
+        oc_near_clear(ctx->near);
+        oc_fill_forget_all(ctx->fills);
+        return;
+    }
     for (size_t i = 0; i < old->nmodels && i < ctx->conf->nmodels; i++)
         if (oc_reload_near_drop(&old->models[i], &ctx->conf->models[i]))
             oc_near_invalidate_model(ctx->near, (uint32_t)i);

@@ -313,3 +313,39 @@ def test_a_running_sidecar_follows_the_generations_of_a_reinstalled_hook(
                            timeout=15, what="the update after the reinstall to reach the cache")
     finally:
         pg.execute("UPDATE users SET note = %s WHERE id = 42", (note,))
+
+
+def test_a_sidecar_without_a_consumer_follows_the_generations_of_a_reinstalled_hook(
+        objcached_factory, pg):
+    """As above, for a sidecar that follows the feed but runs no consumer
+    (invalidation_poll = 0; a WAL standby is one too): only its feed can
+    move it to the reinstalled hook's lower generations. Before, it kept
+    reading keys of its old generation, which the other sidecar's consumer
+    never deletes under, and served the row from before the update."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sql = os.path.normpath(os.path.join(here, "..", "..", "sql"))
+    a = objcached_factory({"postgresql": {"invalidation_poll": "200ms"}})
+    install(a)
+    b = objcached_factory({"postgresql": {"invalidation_poll": "0", "feed_poll": "100ms"}})
+    harness.wait_until(lambda: "event=feed_resync" in b.log(), what="b's feed resync")
+    for _ in range(3):
+        pg.execute("SELECT objcached.attach('public.users', 'User', 'name')")
+        pg.execute("SELECT objcached.attach('public.users', 'User', 'id')")
+    gen = pg.execute("SELECT generation FROM objcached.models WHERE model = 'User'")[0][0]
+    for oc in (a, b):
+        harness.wait_until(lambda oc=oc: f"model=User generation={gen}" in oc.log(),
+                           timeout=10, what=f"{oc!r} on the model's generation")
+    note = pg.execute("SELECT note FROM users WHERE id = 42")[0][0]
+    try:
+        assert b'"note"' in get(b, "User:42")    # cached under the old generation
+        harness.wait_until(lambda: outbox_empty(pg), what="the outbox drained")
+        pg.execute_file(os.path.join(sql, "uninstall.sql"))
+        pg.execute_file(os.path.join(sql, "install.sql"))
+        install(a)
+        assert pg.execute("SELECT generation FROM objcached.models "
+                          "WHERE model = 'User'")[0][0] < gen
+        pg.execute("UPDATE users SET note = 'after the reinstall' WHERE id = 42")
+        harness.wait_until(lambda: b"after the reinstall" in (get(b, "User:42") or b""),
+                           timeout=15, what="the update after the reinstall to reach b")
+    finally:
+        pg.execute("UPDATE users SET note = %s WHERE id = 42", (note,))

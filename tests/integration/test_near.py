@@ -689,6 +689,31 @@ def test_reload_drops_a_model_whose_definition_changed(fleet, mc_pool, db):
     assert a.stats()["near_flushes"] == 0          # the model's entries, not a flush
 
 
+def test_a_key_prefix_changed_and_back_does_not_serve_what_the_near_cache_held(
+        fleet, mc_pool, db):
+    """key_prefix A -> B -> A by two reloads: a write committed during B is
+    invalidated under B's keys only (the feed keys with the prefix of the
+    moment), so what the near-cache held under A from before must not be
+    served once A is back. memcached's own A entry, which missed that delete
+    too, is flushed here as if it had expired: operations.md says what it
+    keeps."""
+    from test_reload import edit, reload
+    a = start(fleet, mc_pool, db, postgresql={"feed_max_lag": "60s"})
+    harness.wait_until(lambda: a.stats()["near_serving"] == 1, timeout=10, what="serving")
+    old = warm(a, ["Item:41"])[0][2]
+    assert reload(a, edit(a.config_text, "objcached", "key_prefix", "ob:"))
+    keys = a.stats()["feed_keys"]
+    db.q("UPDATE items SET n = n + 1000 WHERE id = 41")
+    harness.wait_until(lambda: a.stats()["feed_keys"] > keys, timeout=10,
+                       what="the feed to apply the update under ob:")
+    new = row(db, "items", 41)
+    assert new != old
+    assert reload(a, a.config_text)                      # back to oc:
+    for m in mc_pool:
+        m.flush_all()
+    assert mg_origin(a, "Item:41") == (new, "n0")
+
+
 def test_one_huge_multiget_of_distinct_keys_keeps_the_hot_ones(fleet, mc_pool, db):
     # a long feed_max_lag: this test is about eviction, not freshness
     a = start(fleet, mc_pool, db, size="2m", objcached={"max_keys": "10000", "max_line": "1m"},
