@@ -211,6 +211,31 @@ static oc_status_t write_pidfile(oc_daemon_t *d, const char *path, char *err)
     return OC_OK;
 }
 
+/* Removes the pidfile only if it still holds our pid: a restart that did
+ * not wait for our drain (our listeners close at its start) may have
+ * written its own pid there meanwhile, which is not ours to remove (the
+ * pidfile's twin of oc_listen's unix_socket_replaced). Best effort: once
+ * root is dropped, the unlink fails in a directory only root may write. */
+static void remove_pidfile(const char *path)
+{
+    if (path == NULL)
+        return;
+    char want[32], got[32];
+    int wl = snprintf(want, sizeof(want), "%ld\n", (long)getpid());
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return; /* gone already, or a link: nothing of ours */
+    ssize_t n = read(fd, got, sizeof(got));
+    close(fd);
+    if (n == wl && memcmp(got, want, (size_t)wl) == 0) {
+        unlink(path);
+        return;
+    }
+    char shown[256];
+    oc_log_warn("event=pidfile_replaced path=\"%s\" action=\"left in place\"",
+                oc_log_clean(shown, sizeof(shown), path));
+}
+
 static void on_accept(void *arg, evutil_socket_t fd)
 {
     oc_daemon_t *d = arg;
@@ -392,8 +417,7 @@ void oc_daemon_free(oc_daemon_t *d)
     if (ctx->base)
         event_base_free(ctx->base);
     oc_conf_free(ctx->conf);
-    if (d->pidfile)
-        unlink(d->pidfile); /* fails if `user` cannot write its directory */
+    remove_pidfile(d->pidfile);
     free(d->pidfile);
     free(d);
 }

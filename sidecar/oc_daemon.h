@@ -23,8 +23,8 @@ typedef struct oc_daemon oc_daemon_t;
 /* Takes ownership of conf (also on failure). Binds the listeners, writes
  * pidfile (unless NULL) while still root, drops to `user`, starts the
  * memcached pool and the PostgreSQL connections. oc_daemon_free removes
- * the pidfile it wrote (best effort: once root is dropped, its directory
- * may not be writable). */
+ * the pidfile it wrote if it still holds our pid (best effort: once root
+ * is dropped, its directory may not be writable). */
 oc_daemon_t *oc_daemon_new(oc_conf_t *conf, const char *pidfile, char *err);
 /* Runs until SIGTERM/SIGINT; returns OC_OK on a clean stop. */
 oc_status_t oc_daemon_run(oc_daemon_t *d);

@@ -194,6 +194,44 @@ def test_pidfile_and_systemd_readiness(objcached_factory, tmp_path):
     sock.close()
 
 
+def test_stop_leaves_a_pidfile_another_daemon_wrote(objcached_factory, pg, tmp_path):
+    # A restart that does not wait for the old daemon's drain: its listeners
+    # close at once, so the new one binds the same address and writes its pid
+    # into the same pidfile while the old one still finishes a command. When
+    # the old one exits it must not remove the new one's pidfile (the twin of
+    # the unix socket's event=unix_socket_replaced): before, it unlinked the
+    # path whatever it held, and `kill $(cat FILE)` found nothing to stop.
+    pidfile = str(tmp_path / "objcached.pid")
+    old = objcached_factory({"objcached": {"shutdown_timeout": "10s"}},
+                            args=["--pidfile", pidfile])
+    locker = pg.connect(autocommit=False)
+    try:
+        locker.cursor().execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        busy = socket.create_connection(("127.0.0.1", old.port), timeout=15)
+        busy.sendall(b"get User:152\r\n")
+        harness.wait_until(lambda: old.stats()["loads_in_flight"] >= 1,
+                           what="the load to start")
+        old.begin_stop()
+        harness.wait_until(lambda: "event=stopping" in old.log(), what="the stop to begin")
+        new = objcached_factory({"objcached": {"listen": f"127.0.0.1:{old.port}",
+                                               "unix_socket": old.sock}},
+                                args=["--pidfile", pidfile])
+        with open(pidfile) as f:
+            assert int(f.read()) == new.proc.pid
+        assert old.proc.poll() is None, "the old daemon stopped before its command finished"
+        locker.rollback()
+        assert busy.recv(4096).startswith(b"VALUE User:152 ")
+        busy.close()
+        assert old.wait_stopped(timeout=15) == 0
+    finally:
+        locker.close()
+    with open(pidfile) as f:
+        assert int(f.read()) == new.proc.pid
+    assert "event=pidfile_replaced" in old.log()
+    new.stop()   # its own pidfile it removes
+    assert not os.path.exists(pidfile)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
 def test_user_drops_root_after_binding(objcached_factory):
     oc = objcached_factory({"objcached": {"user": "nobody"}})
