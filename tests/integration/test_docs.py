@@ -15,13 +15,25 @@ the one place in the sources that declares it:
 The C is read as text (the X-macro list, the table rows, the #defines
 their bounds use), so a key, counter or event added to the code without
 its line in the docs fails here, and so does a doc line left behind.
+
+The last tests run what the docs tell an operator to run: every option
+given to `objcached` or `objcache` in a command must be in its --help;
+every ```ini block must pass `--check-config`; and operations.md's SQL
+for the role and its grants, run as written, must be all a sidecar needs
+(a real PostgreSQL, memcached and daemon).
 """
 
 import glob
 import os
 import re
+import subprocess
+import tempfile
 
 import pytest
+
+import consistency as oc_c
+import harness
+from conftest import merge_config, standard_config
 
 SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -427,3 +439,158 @@ def test_operations_md_lists_every_log_event():
     unknown = {d for d in doc - plain
                if not any(d.startswith(p.split("%")[0]) for p in patterns)}
     assert sorted(unknown) == [], "events docs/operations.md lists but no code logs"
+
+
+# ------------------------------------------------------------------ running what the docs say
+
+USER_DOCS = ["README.md"] + [f"docs/{n}" for n in (
+    "operations.md", "configuration.md", "wal.md", "invalidation.md", "near-cache.md",
+    "client.md", "protocol.md", "consistency.md", "metrics.md")]
+
+
+def code_lines(text):
+    """The lines of every fenced block and every inline code span."""
+    out = []
+    for m in re.finditer(r"^```[^\n]*\n(.*?)^```", text, re.S | re.M):
+        out.extend(m.group(1).splitlines())
+    prose = re.sub(r"^```[^\n]*\n.*?^```", "", text, flags=re.S | re.M)
+    return out + [s.replace("\n", " ") for s in re.findall(r"`([^`]+)`", prose)]
+
+
+def invoked_options(prog):
+    """{option: {doc}} of every `-x`/`--xx` given to `prog` where a doc runs it
+    as a command (first word of a shell command, after `$`, `sudo`, VAR=...)."""
+    found = {}
+    for rel in USER_DOCS:
+        for line in code_lines(read(rel)):
+            for seg in re.split(r"&&|\|\||[;|]", line):
+                toks = seg.split()
+                while toks and (toks[0] in ("$", "sudo") or re.fullmatch(r"\w+=\S*", toks[0])):
+                    toks.pop(0)
+                if not toks or re.sub(r"^.*/", "", toks[0]) != prog:
+                    continue
+                for tok in toks[1:]:
+                    if tok.startswith("#"):
+                        break
+                    if re.fullmatch(r"--?[A-Za-z][\w-]*", tok):
+                        found.setdefault(tok, set()).add(rel)
+    return found
+
+
+def help_text(argv):
+    p = subprocess.run(argv + ["--help"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def test_every_option_the_docs_run_is_in_help(objcached_bin):
+    cli = os.path.join(os.path.dirname(os.path.abspath(objcached_bin)), "client", "objcache")
+    for prog, binary, at_least in (("objcached", objcached_bin, {"--check-config", "-c"}),
+                                   ("objcache", cli, {"-a"})):
+        helped = set(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", help_text([binary])))
+        used = invoked_options(prog)
+        assert at_least <= set(used), f"the docs' {prog} commands were not found"
+        missing = {o: sorted(d) for o, d in used.items() if o not in helped}
+        assert missing == {}, f"options the docs give {prog} that its --help lacks"
+    # client.md's option table too (each row: `-a`, `--addr ADDR`).
+    helped = help_text([cli])
+    for cells in md_table(read("docs/client.md"), "option"):
+        for span in code_spans(cells[0]):
+            assert re.search(r"(?<![\w-])" + re.escape(span.split()[0]) + r"\b", helped), span
+
+
+def ini_blocks():
+    """[(doc, text)] of every ```ini block of the user docs."""
+    out = []
+    for rel in USER_DOCS:
+        for indent, body in re.findall(r"^( *)```ini\n(.*?)^\1```", read(rel), re.S | re.M):
+            out.append((rel, re.sub(r"^" + indent, "", body, flags=re.M)))
+    return out
+
+
+def parse_ini(text):
+    """{section: {key: raw value}} of the lines that set a key."""
+    out, sec = {}, None
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("["):
+            sec = out.setdefault(s[1:-1], {})
+        elif s and s[0] not in ";#" and "=" in s:
+            k, v = s.split("=", 1)
+            sec[k.strip()] = v.strip()
+    return out
+
+
+def check_config(binary, text):
+    with tempfile.TemporaryDirectory(prefix="oc-docini-") as d:
+        path = os.path.join(d, "objcached.ini")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        p = subprocess.run([binary, "--no-db", "--check-config", path], capture_output=True,
+                           text=True, timeout=30)
+    return p.returncode, p.stdout + p.stderr
+
+
+def test_every_ini_the_docs_show_passes_check_config(objcached_bin):
+    """The example file and each complete ```ini block as they are; each
+    partial block (no servers, or no model's table) over configuration.md's
+    smallest file,
+    so a key it sets must exist, in that section, with a valid value."""
+    rc, out = check_config(objcached_bin, read("docs/objcached.example.ini"))
+    assert rc == 0, out
+    blocks = ini_blocks()
+    smallest = [b for rel, b in blocks if rel == "docs/configuration.md"][0]
+    assert {rel for rel, _ in blocks} >= {"README.md", "docs/wal.md", "docs/near-cache.md"}
+    for rel, block in blocks:
+        parsed = parse_ini(block)
+        if "servers" not in parsed.get("memcached", {}) or \
+                not any("table" in v for k, v in parsed.items() if k.startswith("model ")):
+            merged = merge_config(parse_ini(smallest), parse_ini(block))
+            block = harness.render_ini(merged)
+        rc, out = check_config(objcached_bin, block)
+        assert rc == 0, f"{rel}:\n{block}\n{out}"
+
+
+def ops_sql_blocks():
+    """operations.md's ```sql blocks that make the objcached role and grant it."""
+    text = read("docs/operations.md")  # (md_section would stop at a `# ` comment of a block)
+    start = text.index("\n### The database: role, grants, hook\n")
+    section = text[start:text.index("\n### ", start + 1)]
+    blocks = re.findall(r"^```sql\n(.*?)^```", section, re.S | re.M)
+    assert any("CREATE ROLE objcached" in b for b in blocks)
+    return [b.replace("PASSWORD '…'", "PASSWORD 'unused'") for b in blocks]
+
+
+def test_operations_md_role_and_grants_are_all_a_sidecar_needs(pg, mc_pool, objcached_bin,
+                                                              objcached_factory):
+    """Install the hook as the owner, run operations.md's SQL as written, and
+    run a sidecar as that role: an UPDATE reaches the cache through the
+    consumer, whose batches commit (the outbox drains), the feed follower
+    polls, and the sampler (every key) checks what it samples, without one
+    error. Each of these needs a grant the page once left out."""
+    # The model exactly as the grants name it (operations.md: public.users).
+    models = {"model Counter": None, "model Doc": None, "model Page": None,
+              "model User": {"columns": "id, name, email, created_at"}}
+    admin = merge_config(standard_config(pg, mc_pool), models)
+    p = oc_c.run_install_hook(objcached_bin, admin)
+    assert p.returncode == 0, p.stdout + p.stderr
+    for block in ops_sql_blocks():
+        pg.execute(block)  # the superuser is also the tables' owner here
+    role = pg.conninfo.replace(f"user={pg.SUPERUSER}", "user=objcached")
+    assert role != pg.conninfo
+    oc = objcached_factory(dict(models, objcached={"sample_rate": "100%"},
+                                postgresql={"conninfo": role}))
+    with oc.client() as c:
+        before = c.get("User:3")
+        assert before is not None
+        pg.execute("UPDATE users SET name = name || ' (docs)' WHERE id = 3")
+        harness.wait_until(lambda: c.get("User:3") != before, what="the UPDATE in the cache")
+    harness.wait_until(lambda: pg.execute("SELECT pending_rows FROM objcached.pending()") ==
+                       [(0,)], what="the outbox drained")
+    harness.wait_until(lambda: oc.stats()["sampler:User:hit:checks"] +
+                       oc.stats()["sampler:User:1s:checks"] > 0, timeout=15,
+                       what="a sampler check")
+    s = oc.stats()
+    assert (s["inval_errors"], s["feed_errors"], s["sampler_errors"]) == (0, 0, 0), \
+        {k: v for k, v in s.items() if k.endswith("errors")}
+    assert s["feed_polls"] > 0 and s["invalidations"] > 0
