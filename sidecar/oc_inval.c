@@ -491,7 +491,12 @@ static void apply(oc_inval_t *iv)
                                            (size_t)PQgetlength(res, i, 1));
         ctx->stats->inval_skipped += !ok && !PQgetisnull(res, i, 1);
     }
-    if (rows > 0 && !PQgetisnull(res, 0, 3))
+    /* An empty claim is no lag: the gauge would otherwise keep the age of
+     * a burst's oldest row on an idle sidecar, and its alert keep firing.
+     * (A claim that fails leaves it frozen: operations.md's caveat.) */
+    if (rows == 0)
+        ctx->stats->inval_lag_ms = 0;
+    else if (!PQgetisnull(res, 0, 3))
         ctx->stats->inval_lag_ms = (uint64_t)atoll(PQgetvalue(res, 0, 3));
     if (n == 0) {
         feed(iv); /* whole-model rows, skipped keys, or an empty claim */

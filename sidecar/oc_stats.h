@@ -78,7 +78,7 @@ struct evbuffer;
       "hook: once)")                                                                     \
     X(inval_connected, GAUGE,                                                            \
       "1 while the invalidation consumer is connected and LISTENing")                    \
-    X(inval_lag_ms, GAUGE, "age of the oldest outbox row in the last claim")             \
+    X(inval_lag_ms, GAUGE, "age of the oldest outbox row in the last claim (0: none)")   \
     X(reloads, COUNTER, "configuration reloads applied (SIGHUP)")                        \
     X(reload_errors, COUNTER, "configuration reloads refused")                           \
     X(near_serving, GAUGE,                                                               \

@@ -349,3 +349,31 @@ def test_a_sidecar_without_a_consumer_follows_the_generations_of_a_reinstalled_h
                            timeout=15, what="the update after the reinstall to reach b")
     finally:
         pg.execute("UPDATE users SET note = %s WHERE id = 42", (note,))
+
+
+def test_inval_lag_ms_falls_to_zero_once_the_outbox_is_drained(objcached_factory, pg):
+    """A writer that held its transaction open 1.5 s gives its outbox row
+    that age (lag is measured from the writer's transaction start); once the
+    consumer has applied it and claims nothing more, the gauge is 0. Before
+    2026-12-05 it kept the burst's age on an idle sidecar for good, and the
+    documented alert (inval_lag_ms > 10000) kept firing after one slow
+    burst."""
+    oc = objcached_factory({"postgresql": {"invalidation_poll": "200ms"}})
+    install(oc)
+    before = get(oc, "User:21")
+    note = pg.execute("SELECT note FROM users WHERE id = 21")[0][0]
+    conn = pg.connect(autocommit=False)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")          # the transaction starts here
+            time.sleep(1.5)                  # (the age the row will carry)
+            cur.execute("UPDATE users SET note = 'lagged' WHERE id = 21")
+        conn.commit()
+        harness.wait_until(lambda: get(oc, "User:21") != before, timeout=10,
+                           what="the update to reach the cache")
+        harness.wait_until(lambda: oc.stats()["inval_lag_ms"] == 0, timeout=10,
+                           what="inval_lag_ms back to 0 after an empty claim")
+        assert outbox_empty(pg)
+    finally:
+        conn.close()
+        pg.execute("UPDATE users SET note = %s WHERE id = 21", (note,))
