@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,12 +70,17 @@ struct oc_wal {
     struct event *batch_timer; /* reading again, and the next batch, after a pause */
     struct event *kick;        /* after a burst of the stream is read: apply, pace */
     double batch_at;           /* when the last batch was taken (0: none yet) */
+    /* of the current stream only: the next may be of another server (a
+     * failover) whose WAL is not as far, and a position confirmed there
+     * past what it sent would skip its changes at the next start */
     uint64_t received_lsn, applied_lsn;
+    unsigned stream_no;     /* START_REPLICATIONs sent */
     uint32_t unknown_relid; /* the map was last read again for this relation */
     /* the batch being applied */
     wal_step_t step;
     double sql_step_at; /* when it reached STEP_FEED or STEP_GENS */
     oc_walb_batch_t batch;
+    unsigned batch_stream; /* stream_no it was read from */
     oc_mc_job_t *job;
     char *arena;     /* cache keys of the deletes */
     size_t *del_idx; /* delete item i is batch key del_idx[i] */
@@ -107,6 +113,7 @@ struct oc_wal {
     int kick_pending; /* `kick` is active */
     char slot[OC_MODEL_NAME_MAX + 1];
     char writer[96];
+    char hb_token[OC_WALB_TOKEN_LEN + 1]; /* in our heartbeats: see hb_token_new */
 };
 
 static void wal_start_try(oc_wal_t *w);
@@ -302,6 +309,20 @@ static void send_status(oc_wal_t *w, int reply)
     oc_pgconn_put_copy(w->repl, (const char *)buf, n);
 }
 
+/* A batch whose statements have not come back for 2 x wal_takeover (the
+ * regular connection stuck): the holder sends no status, not even one the
+ * walsender asks for, so that neither its position nor its reply_time
+ * moves and a standby takes over (slot_checked), as it does when only the
+ * position counted. Without pacing (wal_batch_interval 0) the stream is
+ * read meanwhile, and an answered request moved reply_time every half
+ * wal_sender_timeout. (Not while memcached deletes are out: they end by
+ * their own timeouts, and a slow memcached must not cost the slot.) */
+static int batch_stuck(const oc_wal_t *w, double now)
+{
+    return (w->step == STEP_FEED || w->step == STEP_GENS) &&
+           now - w->sql_step_at > 2 * w->ctx->conf->wal_takeover_ms / 1000.0;
+}
+
 /* The repl connection reads while neither the key limit nor the pacing
  * holds it. Resuming hands it what libpq buffered meanwhile. */
 static void set_reading(oc_wal_t *w)
@@ -366,7 +387,7 @@ static void on_data(oc_pgconn_t *pc, const char *buf, size_t len, void *arg)
     w->heard_at = now_s();
     kick_soon(w);
     if (copy.type == OC_PGO_KEEPALIVE) {
-        if (copy.reply_requested)
+        if (copy.reply_requested && !batch_stuck(w, w->heard_at))
             send_status(w, 0);
         return;
     }
@@ -412,7 +433,9 @@ static void on_data(oc_pgconn_t *pc, const char *buf, size_t len, void *arg)
 static void applied(oc_wal_t *w)
 {
     oc_ctx_t *ctx = w->ctx;
-    if (w->batch.end_lsn > w->applied_lsn)
+    /* (a batch of an earlier stream, whose deletes came back after this
+     * one started: applied, but its position is not this stream's) */
+    if (w->batch_stream == w->stream_no && w->batch.end_lsn > w->applied_lsn)
         w->applied_lsn = w->batch.end_lsn;
     ctx->stats->wal_batches++;
     if (w->batch.commit_ts > 0) {
@@ -690,6 +713,7 @@ static void apply_maybe(oc_wal_t *w)
         stand_by(w, WAL_RETRY_FAST_S, "out of memory");
         return;
     }
+    w->batch_stream = w->stream_no;
     w->ctx->stats->wal_whole += w->batch.nwhole;
     apply_deletes(w);
 }
@@ -813,9 +837,13 @@ static void sql_next(oc_wal_t *w)
         w->hb_due = 0;
         /* The argument is evaluated before the message is written, so every
          * transaction that returned from COMMIT before that instant is in
-         * the WAL before the message's commit record. */
-        sql =
-            "SELECT pg_logical_emit_message(true, 'objcached', clock_timestamp()::text)";
+         * the WAL before the message's commit record. The token is a
+         * parameter: not in the statement's text, which pg_stat_activity
+         * shows. */
+        sql = "SELECT pg_logical_emit_message(true, 'objcached', $1 || ' ' || "
+              "clock_timestamp()::text)";
+        p[0] = w->hb_token;
+        np = 1;
     } else if (w->stats_due == 1) {
         w->stats_due = 2;
         sql = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
@@ -887,14 +915,8 @@ static void tick(oc_wal_t *w)
                               w->stats_due != 0);
     if (due & OC_WAL_DUE_HEARTBEAT)
         w->hb_due = 1;
-    /* A batch whose statements have not come back for 2 x wal_takeover
-     * (the regular connection stuck): no status, so that a standby sees no
-     * reply either and takes over, as it did when only the position
-     * counted. (Not while memcached deletes are out: they end by their
-     * own timeouts, and a slow memcached must not cost the slot.) */
-    int stuck = (w->step == STEP_FEED || w->step == STEP_GENS) &&
-                now - w->sql_step_at > 2 * takeover;
-    if ((due & OC_WAL_DUE_STATUS) && !stuck) /* a quiet stream: ask for a keepalive */
+    if ((due & OC_WAL_DUE_STATUS) && !batch_stuck(w, now))
+        /* a quiet stream: ask for a keepalive */
         send_status(w, now - w->heard_at >= OC_WAL_STATUS_EVERY_S);
     if (due & OC_WAL_DUE_STATS)
         w->stats_due = 1;
@@ -1114,6 +1136,10 @@ static void start_stream(oc_wal_t *w)
              w->slot);
     set_state(w, WAL_STARTING);
     oc_walb_restart(w->acc);
+    /* Nothing of this stream is received or applied yet: its statuses
+     * confirm nothing (0) until its first batch is applied. */
+    w->stream_no++;
+    w->received_lsn = w->applied_lsn = 0;
     if (oc_pgconn_stream(w->repl, sql, on_begin, on_data, stream_ended, w) != OC_OK)
         stand_by(w, WAL_RETRY_FAST_S, "cannot send START_REPLICATION");
 }
@@ -1474,6 +1500,22 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     arm(w, takeover / 2);
 }
 
+/* The secret our heartbeats carry. Any role may write a logical message
+ * (PUBLIC may run pg_logical_emit_message), but only a REPLICATION role
+ * reads them back: one of another instant would otherwise make the feed
+ * claim, once applied, that every write committed until then was. A
+ * guessable token would be no secret: no fallback. */
+static oc_status_t hb_token_new(char token[OC_WALB_TOKEN_LEN + 1], char *err)
+{
+    unsigned char raw[OC_WALB_TOKEN_LEN / 2];
+    if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
+        return oc_fail(err, OC_EIO,
+                       "wal: cannot read random bytes for the heartbeat token");
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(token + 2 * i, 3, "%02x", raw[i]);
+    return OC_OK;
+}
+
 oc_wal_t *oc_wal_new(oc_ctx_t *ctx, char *err)
 {
     if (!ctx->conf->wal)
@@ -1488,6 +1530,11 @@ oc_wal_t *oc_wal_new(oc_ctx_t *ctx, char *err)
         oc_fail(err, OC_ENOMEM, "out of memory");
         return NULL;
     }
+    if (hb_token_new(w->hb_token, err) != OC_OK) {
+        oc_wal_free(w);
+        return NULL;
+    }
+    oc_walb_set_token(w->acc, w->hb_token);
     w->born = now_s();
     w->ctx = ctx;
     snprintf(w->slot, sizeof(w->slot), "%s", ctx->conf->wal_slot);

@@ -48,6 +48,7 @@ struct oc_walb {
     size_t ntouched, touched_cap;
     unsigned char *touched_whole; /* [touched_cap]: this model goes whole */
     char txn_hb[OC_WALB_INSTANT_MAX];
+    char token[OC_WALB_TOKEN_LEN + 1]; /* of our heartbeats; "": none set */
     uint32_t unknown; /* the relation of the last RELOAD not in the map */
     int txn_remap;    /* the open transaction says the map is out of date */
     int remap;        /* ... and it committed: see oc_walb_remap */
@@ -366,28 +367,50 @@ static int is_prefix(const oc_pgo_msg_t *m, const char *prefix)
     return m->message.prefix_len == plen && memcmp(m->message.prefix, prefix, plen) == 0;
 }
 
-/* Our own heartbeat: an instant as text, kept if it looks like one. The
- * hook's attach and detach say that the models changed: read the map
- * again once this transaction is confirmed. */
+/* The instant of our own heartbeat ("<token> <instant>"), or NULL: a
+ * message of another prefix, another token (any role may write one: an
+ * instant of its choosing would claim that writes the stream has not
+ * reached yet were applied), or not an instant. */
+static const char *heartbeat_instant(const oc_walb_t *b, const oc_pgo_msg_t *m,
+                                     size_t *len)
+{
+    const char *c = m->message.content;
+    size_t n = m->message.content_len, tl = OC_WALB_TOKEN_LEN;
+    if (!is_prefix(m, OC_WALB_HEARTBEAT_PREFIX) || b->token[0] == '\0' || n <= tl + 1 ||
+        n - tl - 1 >= OC_WALB_INSTANT_MAX || memcmp(c, b->token, tl) != 0 || c[tl] != ' ')
+        return NULL;
+    c += tl + 1, n -= tl + 1;
+    for (size_t i = 0; i < n; i++)
+        if (!((c[i] >= '0' && c[i] <= '9') || c[i] == '-' || c[i] == ':' || c[i] == ' ' ||
+              c[i] == '.' || c[i] == '+' || c[i] == 'T'))
+            return NULL;
+    *len = n;
+    return c;
+}
+
+/* Our own heartbeat: its instant is kept. The hook's attach and detach say
+ * that the models changed: read the map again once this transaction is
+ * confirmed. */
 static void message(oc_walb_t *b, const oc_pgo_msg_t *m)
 {
-    if ((m->message.flags & OC_PGO_MSG_TRANSACTIONAL) && b->in_txn &&
-        is_prefix(m, OC_WALB_MAP_PREFIX)) {
+    if (!(m->message.flags & OC_PGO_MSG_TRANSACTIONAL) || !b->in_txn)
+        return;
+    if (is_prefix(m, OC_WALB_MAP_PREFIX)) {
         b->txn_remap = 1;
         return;
     }
-    if (!(m->message.flags & OC_PGO_MSG_TRANSACTIONAL) || !b->in_txn ||
-        !is_prefix(m, OC_WALB_HEARTBEAT_PREFIX) || m->message.content_len == 0 ||
-        m->message.content_len >= OC_WALB_INSTANT_MAX)
+    size_t len;
+    const char *instant = heartbeat_instant(b, m, &len);
+    if (instant == NULL)
         return;
-    for (uint32_t i = 0; i < m->message.content_len; i++) {
-        char c = m->message.content[i];
-        if (!((c >= '0' && c <= '9') || c == '-' || c == ':' || c == ' ' || c == '.' ||
-              c == '+' || c == 'T'))
-            return; /* not an instant of ours */
-    }
-    memcpy(b->txn_hb, m->message.content, m->message.content_len);
-    b->txn_hb[m->message.content_len] = '\0';
+    memcpy(b->txn_hb, instant, len);
+    b->txn_hb[len] = '\0';
+}
+
+void oc_walb_set_token(oc_walb_t *b, const char *token)
+{
+    memcpy(b->token, token, OC_WALB_TOKEN_LEN);
+    b->token[OC_WALB_TOKEN_LEN] = '\0';
 }
 
 oc_walb_res_t oc_walb_feed(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)

@@ -18,8 +18,12 @@
  *   Delete    the old row's key
  *   Truncate  the whole model of every relation listed
  *   Message   prefix "objcached", transactional: the WAL reader's own
- *             heartbeat; its content (an instant, as text) is how fresh
- *             the batch proves the feed once this transaction commits;
+ *             heartbeat, content "<token> <instant>"; the instant is how
+ *             fresh the batch proves the feed once this transaction
+ *             commits. Any role may write such a message (PUBLIC may run
+ *             pg_logical_emit_message): only one that carries this
+ *             reader's token (oc_walb_set_token), a secret it wrote only
+ *             into its own, counts;
  *             prefix "objcached-map", transactional: the hook's attach or
  *             detach changed the models, or a partition's TRUNCATE their
  *             generations: the transaction asks for the map again
@@ -63,6 +67,7 @@
 #define OC_WALB_HEARTBEAT_PREFIX "objcached"
 #define OC_WALB_MAP_PREFIX       "objcached-map"
 #define OC_WALB_INSTANT_MAX      64 /* a timestamptz as text */
+#define OC_WALB_TOKEN_LEN        32 /* the heartbeat token: hex digits */
 
 typedef struct oc_walb oc_walb_t;
 
@@ -106,6 +111,10 @@ void oc_walb_free(oc_walb_t *b);
 oc_status_t oc_walb_map_add(oc_walb_t *b, uint32_t relid, const char *model,
                             const char *key_column);
 void oc_walb_map_clear(oc_walb_t *b);
+
+/* The token of this reader's heartbeats (OC_WALB_TOKEN_LEN characters,
+ * copied): a heartbeat message counts only with it. None set: none counts. */
+void oc_walb_set_token(oc_walb_t *b, const char *token);
 
 /* One decoded message; err (OC_ERRLEN) says why for RELOAD and BAD. */
 oc_walb_res_t oc_walb_feed(oc_walb_t *b, const oc_pgo_msg_t *m, char *err);

@@ -752,9 +752,11 @@ CREATE TRIGGER meta_changed AFTER INSERT OR UPDATE OR DELETE ON objcached.meta
 --     objcached.feed_append(models, keys, whole, p_bump => true,
 --     committed_at => newest commit of the batch, caught_up_at => NULL or a heartbeat instant,
 --     writer); COMMIT; then confirm the slot position past the batch;
---   * heartbeat: SELECT pg_catalog.clock_timestamp(), pg_catalog.pg_logical_emit_message(true,
---     'objcached', <token>) in a transaction of its own; once that message is decoded back (all that
---     came before it applied and appended), objcached.feed_heartbeat(<that instant>, writer);
+--   * heartbeat: SELECT pg_catalog.pg_logical_emit_message(true, 'objcached', <token> || ' ' ||
+--     pg_catalog.clock_timestamp()::text) in a transaction of its own, the token a secret of the
+--     reader (PUBLIC may emit messages: only those with its token are its own); once that message is
+--     decoded back (all that came before it applied and appended), objcached.feed_heartbeat(<that
+--     instant>, writer);
 --   * objcached.wal_check() for --check-config and the setup command: no rows means fine.
 
 CREATE OR REPLACE FUNCTION objcached._publication_settings_differences() RETURNS SETOF text

@@ -45,6 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     oc_walb_map_add(b, 2, "A", "slug");
     oc_walb_map_add(b, 3, NULL, NULL);
     oc_walb_map_add(b, 16424, "User", "id");
+    /* the seeds' heartbeats carry it ("<token> <instant>") */
+    oc_walb_set_token(b, "0123456789abcdef0123456789abcdef");
     char err[OC_ERRLEN];
     size_t off = 0;
     while (off + 2 <= size) {

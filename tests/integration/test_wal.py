@@ -367,6 +367,159 @@ def test_a_holder_streaming_a_long_transaction_is_not_terminated(fleet, mc_pool,
             p.close()
 
 
+def test_an_ordinary_roles_forged_heartbeat_proves_nothing(fleet, mc_pool, db, pg):
+    """Any role may run pg_logical_emit_message (PUBLIC has EXECUTE). One
+    with no grant at all writes an 'objcached' message whose instant is far
+    in the future while the holder lags (its link holds each chunk 1 s):
+    the holder took it for its own heartbeat, and caught_up_at (bounded by
+    the clock only) jumped to the instant it applied it, a proof that
+    every write committed since the message was applied, when the holder
+    was seconds behind. Only the holder's own heartbeats count."""
+    import faultproxy
+    import psycopg2
+    role = f"{db.name}_nobody"
+    db.q(f'CREATE ROLE "{role}" LOGIN')
+    assert db.one("SELECT has_function_privilege(%s, "
+                  "'pg_logical_emit_message(boolean, text, text)', 'EXECUTE')", (role,))
+    proxy = faultproxy.FaultProxy(pg.port, name="wal")
+    try:
+        a = start(fleet, mc_pool, db, postgresql={
+            "wal_conninfo": f"host=127.0.0.1 port={proxy.port} dbname={db.name} user=postgres",
+            "wal_heartbeat": "1s"})
+        holder([a])
+        lag = "SELECT extract(epoch FROM clock_timestamp() - caught_up_at) FROM objcached.feed_head"
+        harness.wait_until(lambda: db.one(lag) is not None, what="a first heartbeat")
+        proxy.set_mode("delay", delay=1.0)
+        harness.wait_until(lambda: db.one(lag) > 1.5, timeout=20, what="the holder to lag")
+        conn = psycopg2.connect(host=db.pg.dir, port=db.pg.port, dbname=db.name, user=role)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                # for 3 s: a batch claims the instant of its last heartbeat
+                for _ in range(100):
+                    cur.execute("SELECT pg_logical_emit_message(true, 'objcached', "
+                                "'2100-01-01 00:00:00+00')::text")
+                    forged = cur.fetchone()[0]
+                    time.sleep(0.02)
+        finally:
+            conn.close()
+        lags = []
+
+        def applied_and_watched():
+            lags.append(db.one(lag))
+            return db.one("SELECT confirmed_flush_lsn > %s::pg_lsn FROM pg_replication_slots "
+                          "WHERE slot_name = %s", (forged, db.name)) and len(lags) > 40
+        harness.wait_until(applied_and_watched, timeout=40, interval=0.05,
+                           what="the holder to confirm past the forged message")
+        assert min(lags) > 1.0, lags
+    finally:
+        proxy.close()
+
+
+def test_a_failover_to_a_server_behind_confirms_nothing_of_the_old_stream(
+        fleet, mc_pool, objcached_bin):
+    """The holder confirmed its last stream's applied position on the next
+    stream too. After a failover to a replica that was behind (it missed
+    the old primary's last megabytes of WAL), the slot made again on it
+    was confirmed at once past WAL the new primary had not even written:
+    a stream started there later (a takeover, a map reload) would skip
+    every transaction up to it, their invalidations lost. A new stream
+    confirms only what it applied."""
+    from test_sql_feed import Standby
+    primary = harness.Postgres(dbname="failover")
+    standby = db = None
+    try:
+        primary.start()
+        primary.execute(SCHEMA)
+        db = oc_c.HookDb(primary, "failover")
+        p = oc_c.run_install_hook(objcached_bin, wal_config("127.0.0.1:1", db, "failover"))
+        assert p.returncode == 0, p.stdout + p.stderr
+        standby = Standby(primary)
+        standby.start()
+        standby.stop()     # it misses what follows
+        both = (f"host={primary.dir},{standby.dir} port={primary.port},{standby.port} "
+                "dbname=failover user=postgres target_session_attrs=read-write")
+        config = wal_config(mc_pool, db, "failover", postgresql={"conninfo": both})
+        a = fleet.start(config)
+        holder([a])
+        db.q("UPDATE big SET v = v + 1")
+        old_end = db.one("SELECT pg_current_wal_lsn()::text")
+        harness.wait_until(lambda: db.one(
+            "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots", (old_end,)),
+            timeout=60, what="the holder to apply the old primary's WAL")
+        db.close()
+        db = None
+        primary.stop(mode="immediate")
+        standby.start()
+        standby.execute("SELECT pg_promote()", dbname="postgres")
+        new = psycopg2_connect(standby)
+        try:
+            with new.cursor() as cur:
+                cur.execute("SELECT pg_current_wal_lsn() < %s::pg_lsn", (old_end,))
+                assert cur.fetchone()[0], "the replica is not behind the old primary"
+            seen = []
+
+            def streamed_a_while():
+                with new.cursor() as cur:
+                    cur.execute("SELECT pg_current_wal_lsn(), confirmed_flush_lsn, "
+                                "confirmed_flush_lsn <= pg_current_wal_lsn() "
+                                "FROM pg_replication_slots WHERE slot_name = 'failover'")
+                    r = cur.fetchone()
+                if r and r[1] is not None:
+                    seen.append(r)
+                return len(seen) > 30
+            harness.wait_until(streamed_a_while, timeout=60, interval=0.05,
+                               what="the holder to stream from the new primary")
+            assert all(r[2] for r in seen), seen
+            assert "event=wal_slot_recreated" in a.log()
+        finally:
+            new.close()
+    finally:
+        if db is not None:
+            db.close()
+        if standby is not None:
+            standby.cleanup()
+        primary.cleanup()
+
+
+def psycopg2_connect(server):
+    import psycopg2
+    conn = psycopg2.connect(host=server.dir, port=server.port, dbname="failover", user="postgres")
+    conn.autocommit = True
+    return conn
+
+
+def test_a_holder_whose_feed_statement_hangs_is_terminated_without_pacing(
+        fleet, mc_pool, db, pg):
+    """wal_batch_interval = 0 (no pacing: the stream is read while a batch
+    is applied), and the holder's feed statement never comes back (its
+    answer held: the regular connection cut off). The holder still
+    answered the walsender's keepalives that ask for a reply, every half
+    wal_sender_timeout (3 s here): its reply_time moved, so the standby
+    never terminated it, nor did the walsender time out, and
+    invalidations stopped for good. A holder whose batch is stuck does not
+    answer: a standby takes over and applies the write."""
+    import faultproxy
+    proxy = faultproxy.FaultProxy(pg.port, name="wal")
+    try:
+        a = start(fleet, mc_pool, db, postgresql={
+            "wal_conninfo": f"host=127.0.0.1 port={proxy.port} dbname={db.name} user=postgres "
+                            "options='-c wal_sender_timeout=3s'",
+            "wal_batch_interval": "0"})
+        holder([a])
+        b = start(fleet, mc_pool, db)
+        cached(b, ["Item:61"])
+        proxy.hold_replies_after(b"objcached.feed_append(")
+        db.q("UPDATE items SET name = 'the holder cannot append this' WHERE id = 61")
+        harness.wait_until(lambda: proxy.held_ports(), timeout=10,
+                           what="the holder's feed statement, its answer held")
+        harness.wait_until(lambda: b.stats()["wal_holder"] == 1, timeout=40,
+                           what="the standby to take the slot")
+        wait_value(b, "Item:61", row(db, "Item", 61))
+    finally:
+        proxy.close()
+
+
 def test_a_reader_role_that_cannot_see_the_holders_replies_is_told(fleet, mc_pool, db):
     """A WAL reader's role without pg_read_all_stats sees the holder's
     reply_time NULL, so as a standby it may terminate a holder that streams

@@ -154,10 +154,13 @@ static oc_walb_res_t message(const char *prefix, const char *content, int transa
     return feed(&m);
 }
 
+#define TOKEN "0123456789abcdef0123456789abcdef"
+
 static int setup(void **state)
 {
     (void)state;
     b = oc_walb_new(1000);
+    oc_walb_set_token(b, TOKEN);
     assert_int_equal(oc_walb_map_add(b, 16384, "User", "id"), OC_OK);
     assert_int_equal(oc_walb_map_add(b, 16384, "Person", "id"), OC_OK); /* two models */
     assert_int_equal(oc_walb_map_add(b, 16400, "Page", "slug"), OC_OK);
@@ -248,12 +251,14 @@ static void test_truncate_heartbeat_and_whole(void **state)
     assert_int_equal(truncate_(16400), OC_WALB_OK);
     commit(0x2000, 1);
     begin(); /* the reader's heartbeat, in its own transaction */
-    assert_int_equal(message("objcached", "2026-12-03 15:00:00.123+00", 1), OC_WALB_OK);
-    assert_int_equal(message("objcached", "not an instant", 1), OC_WALB_OK); /* ignored */
-    assert_int_equal(message("other", "2026-01-01 00:00:00+00", 1), OC_WALB_OK);
+    assert_int_equal(message("objcached", TOKEN " 2026-12-03 15:00:00.123+00", 1),
+                     OC_WALB_OK);
+    assert_int_equal(message("objcached", TOKEN " not an instant", 1), OC_WALB_OK);
+    assert_int_equal(message("other", TOKEN " 2026-01-01 00:00:00+00", 1), OC_WALB_OK);
     commit(0x3000, 2);
     /* a non-transactional message outside a transaction: ignored */
-    assert_int_equal(message("objcached", "2030-01-01 00:00:00+00", 0), OC_WALB_OK);
+    assert_int_equal(message("objcached", TOKEN " 2030-01-01 00:00:00+00", 0),
+                     OC_WALB_OK);
     begin(); /* a DELETE whose key is not in the replica identity: whole */
     assert_int_equal(delete_(16384, "n"), OC_WALB_OK);
     commit(0x4000, 3);
@@ -436,6 +441,48 @@ static void test_dropped_key_column_goes_whole_without_remapping(void **state)
     oc_walb_batch_free(&bt);
 }
 
+/* Anyone may write an "objcached" message: one without our token (none,
+ * another, a prefix of it, nothing after it) is no heartbeat of ours,
+ * whatever instant it carries; the last of ours in a batch counts. */
+static void test_only_our_token_makes_a_heartbeat(void **state)
+{
+    (void)state;
+    oc_walb_batch_t bt;
+    begin();
+    assert_int_equal(message("objcached", TOKEN " 2026-12-03 15:00:00+00", 1),
+                     OC_WALB_OK);
+    commit(0x1000, 1);
+    static const char *forged[] = {
+        "2100-01-01 00:00:00+00",
+        "fedcba9876543210fedcba9876543210 2100-01-01 00:00:00+00",
+        "0123456789abcdef0123456789abcde 2100-01-01 00:00:00+00",
+        TOKEN "2100-01-01 00:00:00+00",
+        TOKEN " ",
+        TOKEN,
+    };
+    for (size_t i = 0; i < sizeof(forged) / sizeof(forged[0]); i++) {
+        begin();
+        assert_int_equal(message("objcached", forged[i], 1), OC_WALB_OK);
+        commit(0x2000 + i, 2);
+    }
+    assert_int_equal(oc_walb_take(b, &bt), OC_OK);
+    assert_string_equal(bt.caught_up_at, "2026-12-03 15:00:00+00");
+    oc_walb_batch_free(&bt);
+    /* no token set: nothing is ours */
+    oc_walb_t *none = oc_walb_new(1000);
+    oc_walb_t *ours = b;
+    b = none;
+    begin();
+    assert_int_equal(message("objcached", TOKEN " 2026-12-03 15:00:00+00", 1),
+                     OC_WALB_OK);
+    commit(0x3000, 3);
+    assert_int_equal(oc_walb_take(b, &bt), OC_OK);
+    assert_string_equal(bt.caught_up_at, "");
+    oc_walb_batch_free(&bt);
+    oc_walb_free(none);
+    b = ours;
+}
+
 /* attach/detach say the models changed with a transactional message. */
 static void test_map_message_asks_for_the_map_again(void **state)
 {
@@ -481,6 +528,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_map_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_renamed_key_column_goes_whole_then_remaps,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_only_our_token_makes_a_heartbeat, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_map_message_asks_for_the_map_again, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_a_null_key_in_a_full_old_row_is_no_key,
