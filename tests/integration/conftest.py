@@ -72,6 +72,30 @@ def merge_config(base, overrides):
     return out
 
 
+def pytest_addoption(parser):
+    parser.addoption("--shard", default=None, metavar="K/N",
+                     help="run only the K-th of N shares of the collected tests (every "
+                          "N-th test, from the K-th): ctest runs a long file as N tests")
+
+
+def pytest_collection_modifyitems(config, items):
+    """--shard K/N keeps items K-1, K-1+N, ...: round robin in file order,
+    so a file's slow tests (grouped by topic) spread over the shares. Each
+    share starts its own servers, so shares run in parallel."""
+    shard = config.getoption("--shard")
+    if not shard:
+        return
+    try:
+        k, n = (int(x) for x in shard.split("/"))
+    except ValueError:
+        raise pytest.UsageError(f"--shard {shard!r}: want K/N, e.g. 1/2") from None
+    if not 1 <= k <= n:
+        raise pytest.UsageError(f"--shard {shard!r}: K must be 1..N")
+    kept = [it for i, it in enumerate(items) if i % n == k - 1]
+    config.hook.pytest_deselected(items=[it for i, it in enumerate(items) if i % n != k - 1])
+    items[:] = kept
+
+
 def pytest_configure(config):
     harness.install_signal_handlers()
     # Well inside ctest's 600 s TIMEOUT, so a hang stops our servers itself.
