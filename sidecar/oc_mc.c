@@ -83,6 +83,26 @@ typedef enum mc_conn_state {
     MC_CONN_OPEN,
 } mc_conn_state_t;
 
+/* A connection given up while the server may still run what was sent on
+ * it: a frozen server thaws with it in its socket and runs it then, on its
+ * own thread, in no order with other connections' commands. It is shut for
+ * writing and read to its end, which memcached makes only once it has run
+ * (or dropped) everything sent before: its server's probe flushes only
+ * after that (see "the server's own probe"). */
+typedef struct mc_drain {
+    struct mc_server *s;
+    int fd;
+    struct event *ev;
+    oc_mcp_proc_t proc; /* the process it reached, as far as known */
+    int proc_known;
+    struct mc_drain *next;
+} mc_drain_t;
+
+/* Drains kept per server: past this the oldest is given up (closed, no
+ * longer waited for). One is made per failure of a connection in service,
+ * and each ends within moments of the server running again. */
+#define MC_DRAINS_MAX 64
+
 typedef struct mc_server {
     oc_mc_t *mc;
     char *host; /* as configured (no brackets) */
@@ -136,6 +156,10 @@ typedef struct mc_server {
     struct mc_server *dirty_next;
     char broken[OC_ERRLEN]; /* why the stream was given up, if not "unexpected
                                reply" (a probe answered wrong) */
+    mc_drain_t *drains;     /* its connections given up, newest first */
+    size_t ndrains;
+    int flush_waits; /* PROBING: `version` answered, the flush waits for
+                        the drains to end (ev_probe: until io_timeout) */
 } mc_server_t;
 
 /* One list of servers (the pool, or the gutter), with a copy of its
@@ -175,6 +199,7 @@ static int srv_ready(mc_server_t *s);
 static void queue_get(mc_server_t *s, mc_ref_t ref);
 static void queue_mg(mc_server_t *s, mc_ref_t ref);
 static void probe_arm(mc_server_t *s);
+static void probe_drained(mc_server_t *s);
 static mc_server_t *failover_of(oc_mc_t *mc, const char *key, size_t klen,
                                 size_t primary);
 
@@ -1252,6 +1277,109 @@ static void flush_gets(mc_server_t *s)
     wait_push(s, w);
 }
 
+/* ---- drains ------------------------------------------------------------------- */
+
+static void drain_free(mc_drain_t *d)
+{
+    if (d->ev)
+        event_free(d->ev);
+    if (d->fd >= 0)
+        close(d->fd);
+    free(d);
+}
+
+/* d is over (or given up): unlinked and freed; a probe waiting for the
+ * last one goes on. */
+static void drain_end(mc_drain_t *d)
+{
+    mc_server_t *s = d->s;
+    mc_drain_t **pp = &s->drains;
+    while (*pp != d)
+        pp = &(*pp)->next;
+    *pp = d->next;
+    s->ndrains--;
+    drain_free(d);
+    if (s->ndrains == 0)
+        probe_drained(s);
+}
+
+static void on_drain_read(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    char buf[16384];
+    for (int rounds = 0; rounds < 16; rounds++) {
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n > 0)
+            continue; /* replies nobody waits for: dropped */
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        drain_end(arg); /* closed by memcached, reset, or timed out */
+        return;
+    }
+}
+
+/* s's open connection, failing while s is in service, is drained instead
+ * of closed: it takes s->fd. (A probe's connection carried only `stats`,
+ * `version` and `flush_all`, harmless whenever they run: it is closed.)
+ * Out of memory, or the socket already reset, it is just closed. */
+static void srv_drain(mc_server_t *s)
+{
+    if (s->conn != MC_CONN_OPEN || s->fd < 0 || !oc_tko_in_service(&s->tko))
+        return;
+    mc_drain_t *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return;
+    *d = (mc_drain_t){.s = s,
+                      .fd = s->fd,
+                      .proc = s->proc,
+                      .proc_known = s->proc_known,
+                      .next = s->drains};
+    d->ev = event_new(s->mc->base, d->fd, EV_READ | EV_PERSIST, on_drain_read, d);
+    if (d->ev == NULL || shutdown(d->fd, SHUT_WR) != 0 || event_add(d->ev, NULL) != 0) {
+        d->fd = -1; /* srv_close closes it */
+        drain_free(d);
+        return;
+    }
+    s->fd = -1;
+    s->drains = d;
+    if (++s->ndrains > MC_DRAINS_MAX) {
+        mc_drain_t *old = s->drains;
+        while (old->next)
+            old = old->next;
+        oc_log_warn(
+            "event=memcached_drain_dropped server=%s reason=\"over %d connections "
+            "still held by the server\"",
+            s->name, MC_DRAINS_MAX);
+        drain_end(old);
+    }
+}
+
+/* A new connection of s reached the process `now` (known: pid and start
+ * came): drains of another process end, for what they held died with it
+ * (a restart, a host rebooted without resetting them). When it cannot be
+ * told, they end too: a server that never says which process it is would
+ * otherwise wait for ever on a drain of a host gone. */
+static void drains_learned(mc_server_t *s, const oc_mcp_proc_t *now, int known)
+{
+    mc_drain_t *d = s->drains;
+    while (d) {
+        mc_drain_t *next = d->next;
+        if (!known || (d->proc_known && !oc_mcp_proc_same(&d->proc, now)))
+            drain_end(d);
+        d = next;
+    }
+}
+
+static void drains_free(mc_server_t *s)
+{
+    while (s->drains) {
+        mc_drain_t *d = s->drains;
+        s->drains = d->next;
+        drain_free(d);
+    }
+    s->ndrains = 0;
+}
+
 /* ---- connections -------------------------------------------------------------- */
 
 static void srv_close(mc_server_t *s)
@@ -1272,6 +1400,7 @@ static void srv_close(mc_server_t *s)
     buf_trim(&s->out, &s->out_cap);
     buf_trim(&s->in, &s->in_cap);
     s->ident_pending = 0;
+    s->flush_waits = 0;
 }
 
 /* A GET key whose read on its own server a failure cut short: read it
@@ -1313,6 +1442,8 @@ static void srv_abort(mc_server_t *s, const char *why, int failure)
         else
             oc_log_debug("event=memcached_error server=%s reason=\"%s\"", s->name, why);
     }
+    if (failure)
+        srv_drain(s);
     srv_close(s);
     if (failure)
         srv_failed(s, why);
@@ -1573,10 +1704,39 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
  * server thaws with everything it had; a partition leaves it the values of
  * before). Emptying it is the one step that needs no journal of what it
  * missed and no agreement between sidecars, each of which sees it come
- * back at its own time and flushes it then. `version` first: on a server
- * that thaws, commands sent before it froze are still in its sockets and
- * run as soon as it does; one round trip on a new connection orders the
- * flush after them. */
+ * back at its own time and flushes it then. A server that thaws still has
+ * the commands sent before it froze in its sockets, and runs them on its
+ * worker threads in no order with the probe's: a new connection's round
+ * trip orders nothing (memcached serves a connection 20 commands at a time
+ * and then the others; the probe's may be on another thread: a `flush_all`
+ * run before an old tombstone or `ms ... ME` was seen with 1 thread and
+ * with 4, found by a review). So this sidecar's old connections of s are
+ * drained (srv_drain), and `flush_all` is sent only once memcached has
+ * ended them all, io_timeout at most after `version` answered, else the
+ * probe fails and a later one tries again. Another sidecar's old commands
+ * are its own probe's to wait for: they may land after this flush, and
+ * are flushed by that sidecar's (if it ever marked s down). */
+
+/* `version` answered while old connections of s drain: the flush waits
+ * for them, io_timeout at most (on_probe_timer fails the probe then). */
+static void probe_wait_drains(mc_server_t *s)
+{
+    oc_log_debug("event=memcached_probe_waits server=%s drains=%zu", s->name, s->ndrains);
+    s->flush_waits = 1;
+    struct timeval tv;
+    tv_of(&tv, s->mc->io_s);
+    evtimer_add(s->ev_probe, &tv);
+}
+
+/* The last drain of s ended: a probe waiting for it flushes now. */
+static void probe_drained(mc_server_t *s)
+{
+    if (!s->flush_waits)
+        return;
+    s->flush_waits = 0;
+    evtimer_del(s->ev_probe);
+    queue_line(s, MC_WOP_FLUSH, (mc_ref_t){NULL, 0, 0});
+}
 
 static int on_probe_reply(mc_server_t *s, mc_wop_kind_t kind, const oc_mcp_line_t *l,
                           const char *line)
@@ -1586,8 +1746,10 @@ static int on_probe_reply(mc_server_t *s, mc_wop_kind_t kind, const oc_mcp_line_
     if (kind == MC_WOP_PROBE && l->type == OC_MCP_VERSION) {
         if (!s->mc->failover_on && !s->flush_owed)
             srv_passed(s, "probe answered");
-        else
+        else if (s->ndrains == 0)
             queue_line(s, MC_WOP_FLUSH, (mc_ref_t){NULL, 0, 0});
+        else
+            probe_wait_drains(s);
         return 0;
     }
     if (kind == MC_WOP_FLUSH && l->type == OC_MCP_OK) {
@@ -1606,6 +1768,10 @@ static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     mc_server_t *s = arg;
     oc_tko_state_t from = s->tko.state;
+    if (s->flush_waits) { /* out of service until a later probe */
+        srv_fail(s, "old connections still held by the server");
+        return;
+    }
     if (!oc_tko_probe(&s->tko, mc_now(s->mc))) {
         probe_arm(s);
         return;
@@ -1907,6 +2073,7 @@ static void srv_learned(mc_server_t *s, int answered)
                         s->name);
         s->proc_warned |= !known;
     }
+    drains_learned(s, &now, known);
     s->proc = now;
     s->proc_known = known;
     mc_ref_t *held = s->held;
@@ -2024,6 +2191,7 @@ static void srv_free(mc_server_t *s)
     if (s == NULL)
         return;
     srv_abort(s, "shutting down", 0);
+    drains_free(s);
     if (s->dirty) { /* a reload removes it with work queued: on_flush must not see it */
         mc_server_t **pp = &s->mc->dirty;
         while (*pp && *pp != s)

@@ -20,6 +20,9 @@ Apart from the mode, hold_replies_after(marker) holds the server's bytes of
 a connection whose client sent `marker` (a query's text), from that query
 on, until release(): the query has run (its snapshot is taken) once
 held_ports() names the connection, and its result is not delivered yet.
+With keep_open=True the client's end of such a connection is not closed
+either when the client shuts its side (a half-close) until release(): a
+server that has not answered yet, as the client sees it.
 """
 
 import socket
@@ -66,6 +69,7 @@ class FaultProxy:
         self.counts = {"accepted": 0, "reset": 0, "bytes": 0}
         self._marker = None       # hold_replies_after's
         self._held = {}           # server socket -> (its local port, answered), while held
+        self._keep_open = False   # hold_replies_after's
         self._thread = threading.Thread(target=self._accept_loop, daemon=True,
                                         name=f"{name}-accept")
         self._thread.start()
@@ -91,11 +95,13 @@ class FaultProxy:
         with self._lock:
             self.counts["reset"] += len(conns)
 
-    def hold_replies_after(self, marker):
+    def hold_replies_after(self, marker, keep_open=False):
         """From now on, a connection whose client sends `marker` gets no more
-        bytes from the server until release()."""
+        bytes from the server until release() (keep_open: nor the end of
+        the connection, when the client half-closes it)."""
         with self._lock:
             self._marker = marker
+            self._keep_open = keep_open
 
     def held_ports(self):
         """The local ports (PostgreSQL's client_port) of the connections
@@ -181,6 +187,11 @@ class FaultProxy:
         except OSError:
             pass
         finally:
+            while server is not None and src is not server and not self._stop.is_set():
+                with self._lock:
+                    if not (self._keep_open and server in self._held):
+                        break
+                time.sleep(0.02)
             with self._lock:
                 mine = src in self._conns
                 self._conns.discard(src)

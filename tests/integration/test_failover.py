@@ -17,6 +17,11 @@ restarted, under TWO objcached processes that share the pool:
   with refresh_ahead nobody misses; without it every expiry is a miss (the
   lease makes one reader load it); p99 latency of both is printed (a
   report, not an assertion on timing);
+- a frozen server's old commands (tombstones sent before it was marked
+  down) run before its probe's flush, even when it thaws with the probe
+  under way (memcached orders nothing between connections); a probe waits
+  for the sidecar's old connections io_timeout at most, and the server
+  stays out of service until they ended;
 - --check-config refuses bad failover settings;
 - what an outage's failover copies must not outlive: a reload that turns
   failover off or shortens failover_ttl during the outage, and a failover
@@ -37,6 +42,7 @@ import time
 
 import pytest
 
+import faultproxy
 import harness
 from consistency import cache_key, raw_items
 
@@ -687,3 +693,103 @@ def test_failover_copy_does_not_outlive_a_write_when_the_failover_flaps(world):
             b.kill(signal.SIGKILL)
             wait_state([oc], b, "down", timeout=10, poke=lambda: c.get(key))
             assert c.get(key) == second
+
+
+# ------------------------------------------------------------------ a thaw's old backlog
+
+
+def test_old_backlog_of_a_thawed_server_runs_before_its_flush(world):
+    """Tombstones sent to a frozen server (memcached's default 4 threads)
+    on the sidecar's connections before it is marked down fail and stay in
+    its sockets; during the outage the app saves those rows again (pushes:
+    to the gutter). The server thaws while the sidecar's probe is under
+    way. memcached orders nothing between connections: its probe's
+    `flush_all` could run before the old connections' commands, and an old
+    tombstone then hides the later push (a read answers "absent" while the
+    row exists). The sidecar flushes only once memcached has closed its old
+    connections, after running what they held. A few rounds: which thread
+    runs first after SIGCONT is up to the scheduler."""
+    victim = harness.Memcached(threads=4).start()
+    gutter = harness.Memcached().start()
+    per_conn, limit = 40, 6
+    ids = [r[0] for r in world.pg.execute("SELECT id FROM fo_notes ORDER BY id LIMIT %s",
+                                          (per_conn * limit,))]
+    assert len(ids) == per_conn * limit
+    rows = {i: world.json("fo_notes", i) for i in ids}
+    try:
+        conf = world.config(servers=victim.address, failure_limit=str(limit),
+                            objcached={"log_level": "debug"})
+        conf["memcached"]["gutter"] = gutter.address
+        with harness.Objcached(conf, binary=world.binary) as oc:
+
+            def tombstones(batch):
+                """One client per key, all at once: one connection of the
+                sidecar to the frozen server holds them all, and fails."""
+                clients = [oc.client(timeout=10) for _ in batch]
+                for c, i in zip(clients, batch):
+                    c.sendline(f"delete Note:{i}")
+                for c in clients:
+                    assert c.readline().startswith(b"SERVER_ERROR"), "reached the server"
+                    c.close()
+
+            for rnd in range(4):
+                victim.kill(signal.SIGSTOP)
+                try:
+                    for k in range(limit):   # made before the freeze, then while frozen
+                        tombstones(ids[k * per_conn:(k + 1) * per_conn])
+                    wait_state([oc], victim, "down", timeout=10)
+                    with oc.client() as c:
+                        for i in ids:
+                            assert set_cmd(c, f"Note:{i}", rows[i]) == b"STORED"
+                    # thaw with a probe under way: its connection is queued
+                    # behind the old ones
+                    probes = oc.log().count("event=memcached_probing")
+                    harness.wait_until(
+                        lambda: oc.log().count("event=memcached_probing") > probes,
+                        timeout=10, interval=0.005, what="a probe")
+                finally:
+                    victim.kill(signal.SIGCONT)
+                wait_state([oc], victim, "up", timeout=10)
+                with oc.client() as c:
+                    absent = [i for i in ids if c.get(f"Note:{i}") != rows[i]]
+                assert absent == [], f"round {rnd}: old tombstones ran after the flush: {absent}"
+            assert oc.stats()["mc_returns"] == 4
+    finally:
+        victim.cleanup()
+        gutter.cleanup()
+
+
+def test_probe_does_not_flush_before_an_old_connection_ends(world):
+    """The flush waits for the old connections at most io_timeout: one the
+    server has not ended yet (its replies and its end held by a proxy, as a
+    server that has not run it yet looks) keeps the server out of service,
+    probe after probe; once it ends, the next probe flushes and it serves."""
+    m = harness.Memcached().start()
+    gutter = harness.Memcached().start()
+    proxy = faultproxy.FaultProxy(m.port, name="to-m")
+    try:
+        conf = world.config(servers=proxy.address, failure_limit="1",
+                            objcached={"log_level": "debug"})
+        conf["memcached"]["gutter"] = gutter.address
+        with harness.Objcached(conf, binary=world.binary) as oc:
+            with oc.client() as c:
+                assert c.get("Note:7") == world.json("fo_notes", 7)
+                proxy.hold_replies_after(b" oc:Note:7 ", keep_open=True)
+                c.sendline("delete Note:7")
+                assert c.readline().startswith(b"SERVER_ERROR")
+            wait_state([oc], proxy, "down", timeout=10)
+            waited = 'reason="probe: old connections still held by the server"'
+            harness.wait_until(lambda: oc.log().count(waited) >= 2, timeout=10,
+                               what="two probes that waited in vain")
+            assert "event=memcached_probe_waits server=" + proxy.address in oc.log()
+            assert state(oc, proxy) != "up" and oc.stats()["mc_returns"] == 0
+            assert m.stats()["cmd_flush"] == 0
+            proxy.release()
+            wait_state([oc], proxy, "up", timeout=10)
+            assert m.stats()["cmd_flush"] == 1
+            with oc.client() as c:   # the tombstone ran before the flush
+                assert c.get("Note:7") == world.json("fo_notes", 7)
+    finally:
+        proxy.close()
+        m.cleanup()
+        gutter.cleanup()
