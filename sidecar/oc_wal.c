@@ -991,6 +991,20 @@ double oc_wal_watch_stalled(oc_wal_watch_t *wt, const char *lsn, double now)
     return now - wt->at;
 }
 
+double oc_wal_watch_holder(oc_wal_watch_t *wt, const char *lsn, const char *busy_at,
+                           double now)
+{
+    int replaying =
+        busy_at != NULL && (busy_at[0] == '\0' || strcmp(busy_at, wt->busy_at) == 0);
+    snprintf(wt->busy_at, sizeof(wt->busy_at), "%s", busy_at ? busy_at : "");
+    double stalled = oc_wal_watch_stalled(wt, lsn, now);
+    if (replaying) {
+        wt->at = now;
+        stalled = 0;
+    }
+    return stalled;
+}
+
 int oc_wal_stream_silent(double heard_at, double now, double takeover_s,
                          double sender_timeout_s)
 {
@@ -1014,11 +1028,12 @@ int oc_wal_should_terminate(double stalled, double takeover_s, long pid)
  * heartbeat, but not while it receives a transaction that takes longer
  * than that to stream (its heartbeats wait behind it); its status every
  * second, which the walsender reads as it sends, shows it alive then, and
- * a walsender busy decoding (WAL_SENDER_BUSY) counts as moving. A
- * frozen or cut-off holder's replies stop, and so do those of a holder
- * whose feed statement has not come back for 2 x wal_takeover (tick). (Not the
- * received position, write_lsn: a keepalive may have carried it past the
- * whole transaction before its changes came.) */
+ * a walsender busy decoding one transaction (WAL_SENDER_BUSY, its sent
+ * position where it was at the last look: oc_wal_watch_holder) counts as
+ * moving. A frozen or cut-off holder's replies stop, and so do those of a
+ * holder whose feed statement has not come back for 2 x wal_takeover
+ * (tick). (Not the received position, write_lsn: a keepalive may have
+ * carried it past the whole transaction before its changes came.) */
 static void slot_checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                          void *arg)
 {
@@ -1033,7 +1048,8 @@ static void slot_checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const c
     }
     const char *shown = PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0);
     long pid = strtol(PQgetvalue(res, 0, 1), NULL, 10);
-    double stalled = oc_wal_watch_stalled(&w->seen, shown, now);
+    const char *busy_at = PQgetisnull(res, 0, 2) ? NULL : PQgetvalue(res, 0, 2);
+    double stalled = oc_wal_watch_holder(&w->seen, shown, busy_at, now);
     PQclear(res);
     if (oc_wal_should_terminate(stalled, takeover, pid)) {
         char spid[24];
@@ -1065,12 +1081,15 @@ oc_wal_end_t oc_wal_end_kind(const char *why)
 
 /* The holder's walsender (pg_stat_activity a, when this role may see its
  * details) is at work, waiting neither on its client (WalSenderWriteData,
- * WalSenderWaitForWAL) nor idle in its loop (WalSenderMain): it decodes a
- * transaction. It reads its holder's replies only every half
- * wal_sender_timeout then, unless its sends block (a fast holder keeps
- * them from blocking), so neither the position nor reply_time moves, yet
- * the holder is fine: counted as moving (slot_checked). A frozen or
- * cut-off holder's walsender ends up waiting on it. */
+ * WalSenderWaitForWAL) nor idle in its loop (WalSenderMain): it decodes.
+ * Inside one transaction's commit (its sent position stands still) it
+ * reads its holder's replies only every half wal_sender_timeout, unless
+ * its sends block (a fast holder keeps them from blocking), so neither the
+ * position nor reply_time moves, yet the holder is fine: counted as moving
+ * (slot_checked). Between transactions it reads them at each WAL record:
+ * a walsender that decodes more than it is sent (other tables' writes)
+ * may never wait, and its frozen holder's replies stand still. A frozen or
+ * cut-off holder's walsender that sends ends up waiting on it. */
 #define WAL_SENDER_BUSY                                                                  \
     "a.backend_type = 'walsender' AND a.query <> '<insufficient privilege>' AND "        \
     "(a.wait_event_type IS NULL OR a.wait_event_type NOT IN ('Client', 'Activity'))"
@@ -1097,8 +1116,8 @@ static void stream_ended(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const c
             if (oc_pgconn_query(
                     w->sql,
                     "SELECT COALESCE(s.confirmed_flush_lsn::text, '') || ' ' || "
-                    "COALESCE(r.reply_time::text, '') || CASE WHEN " WAL_SENDER_BUSY
-                    " THEN ' ' || clock_timestamp()::text ELSE '' END, s.active_pid "
+                    "COALESCE(r.reply_time::text, ''), s.active_pid, CASE "
+                    "WHEN " WAL_SENDER_BUSY " THEN COALESCE(r.sent_lsn::text, '') END "
                     "FROM pg_catalog.pg_replication_slots s "
                     "LEFT JOIN pg_catalog.pg_stat_replication r ON r.pid = s.active_pid "
                     "LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = s.active_pid "

@@ -106,10 +106,20 @@ typedef struct oc_wal_watch {
     char lsn[128];
     double at; /* when lsn was first seen (monotonic seconds) */
     int seen;
+    char busy_at[32]; /* sent position of its walsender, at work at the last
+                         look; "": not at work */
 } oc_wal_watch_t;
 /* The holder now shows `lsn` ("" if PostgreSQL shows nothing): seconds it
  * has not moved as of `now`, 0 at its first sighting or when it moved. */
 double oc_wal_watch_stalled(oc_wal_watch_t *wt, const char *lsn, double now);
+/* The same, and its walsender is at work (decoding, not waiting on its
+ * client nor idle) at sent position `busy_at` (NULL: not at work; "": not
+ * shown). At work at the position of the last look, it is inside one
+ * transaction, where it reads no reply (docs/wal.md): counted as moving.
+ * At work elsewhere, it went from one transaction to the next and read the
+ * replies meanwhile: only those count (a frozen holder's do not move). */
+double oc_wal_watch_holder(oc_wal_watch_t *wt, const char *lsn, const char *busy_at,
+                           double now);
 /* Terminate the holder (backend pid) whose position stalled that long? */
 int oc_wal_should_terminate(double stalled, double takeover_s, long pid);
 

@@ -538,29 +538,6 @@ def test_a_reader_role_that_cannot_see_the_holders_replies_is_told(fleet, mc_poo
     assert a.log().count("event=wal_replies_hidden") == 1
 
 
-def test_a_holder_whose_walsender_decodes_a_big_transaction_is_not_terminated(
-        fleet, mc_pool, db):
-    """A big transaction of a table no model reads (3,000,000 rows, fast
-    link). At its commit the walsender decodes it for many seconds and
-    sends nothing; it reads the holder's statuses only every half
-    wal_sender_timeout (30 s) meanwhile, so neither the slot's position
-    nor reply_time moves, and the holder's heartbeats wait behind it. The
-    standby took that for a stuck holder and terminated it, then decoded
-    the same transaction and was terminated in turn, for ever: no later
-    change reached the cache. A walsender busy decoding (not waiting on its
-    client) shows the holder alive."""
-    db.q("CREATE TABLE junk (id bigint, pad text)")
-    sidecars = [start(fleet, mc_pool, db) for _ in range(2)]
-    h = holder(sidecars)
-    time.sleep(3)  # the standby watches the holder for a while
-    cached(h, ["Item:42"])
-    db.q("INSERT INTO junk SELECT i, 'x' FROM generate_series(1, 3000000) AS i")
-    db.q("UPDATE items SET name = 'after the big transaction' WHERE id = 42")
-    for oc in sidecars:
-        wait_value(oc, "Item:42", row(db, "Item", 42), timeout=120)
-    assert not any("event=wal_holder_terminated" in oc.log() for oc in sidecars)
-
-
 def test_feed_read_from_a_lagging_replica(fleet, mc_pool, db, pg):
     """A sidecar may follow the feed on a streaming replica (feed_conninfo):
     its near-cache serves while the replica keeps up and turns itself off

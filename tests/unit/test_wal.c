@@ -127,6 +127,40 @@ static void test_stuck_holder(void **state)
         oc_wal_watch_stalled(&wt, "0/16B3748 15:00:11.5+00", 10012.0), takeover, 1234));
 }
 
+/* A walsender at work (decoding) reads no reply inside one transaction's
+ * commit, where its sent position stands still: moving. Decoding one
+ * transaction after another (its sent position moves) it reads them at
+ * every record: a holder whose replies stand still then is stuck. */
+static void test_busy_walsender(void **state)
+{
+    (void)state;
+    oc_wal_watch_t wt;
+    memset(&wt, 0, sizeof(wt));
+    double takeover = 5.0;
+    const char *shown = "0/16B3748 15:00:01.5+00";
+    /* inside one big transaction: at work at the same position, look after look */
+    assert_true(oc_wal_watch_holder(&wt, shown, "0/2000000", 10000.0) == 0.0);
+    assert_true(oc_wal_watch_holder(&wt, shown, "0/2000000", 10006.0) == 0.0);
+    assert_true(oc_wal_watch_holder(&wt, shown, "0/2000000", 10012.0) == 0.0);
+    /* at work, its position moving, the replies not: the clock runs */
+    assert_true(oc_wal_watch_holder(&wt, shown, "0/3000000", 10014.0) == 2.0);
+    assert_true(oc_wal_watch_holder(&wt, shown, "0/4000000", 10020.0) == 8.0);
+    assert_false(oc_wal_should_terminate(8.0, takeover, 1234));
+    /* waiting between two looks at work elsewhere: no transaction spans them */
+    assert_true(oc_wal_watch_holder(&wt, shown, NULL, 10021.0) == 9.0);
+    assert_true(oc_wal_should_terminate(
+        oc_wal_watch_holder(&wt, shown, "0/5000000", 10023.0), takeover, 1234));
+    /* the replies move: alive, whatever the walsender does */
+    assert_true(oc_wal_watch_holder(&wt, "0/16B3748 15:00:30+00", "0/6000000", 10024.0) ==
+                0.0);
+    /* a position PostgreSQL does not show (no pg_read_all_stats): at work
+     * counts as moving, as it did before positions were compared */
+    assert_true(oc_wal_watch_holder(&wt, "0/16B3748 15:00:30+00", "", 10040.0) == 0.0);
+    assert_true(oc_wal_watch_holder(&wt, "0/16B3748 15:00:30+00", "", 10060.0) == 0.0);
+    /* not at work: the watch alone */
+    assert_true(oc_wal_watch_holder(&wt, "0/16B3748 15:00:30+00", NULL, 10066.0) == 6.0);
+}
+
 /* A holder whose stream has said nothing (no heartbeat back, no keepalive
  * asked for) for wal_sender_timeout, and at least 2 x wal_takeover (when a
  * standby terminates a stalled holder), lets go; without a known
@@ -307,9 +341,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_schedule),      cmocka_unit_test(test_try_now),
         cmocka_unit_test(test_try_overdue),   cmocka_unit_test(test_silence),
-        cmocka_unit_test(test_stuck_holder),  cmocka_unit_test(test_silent_stream),
-        cmocka_unit_test(test_end_kind),      cmocka_unit_test(test_pause_and_lag),
-        cmocka_unit_test(test_feed_literals), cmocka_unit_test(test_one_row),
+        cmocka_unit_test(test_stuck_holder),  cmocka_unit_test(test_busy_walsender),
+        cmocka_unit_test(test_silent_stream), cmocka_unit_test(test_end_kind),
+        cmocka_unit_test(test_pause_and_lag), cmocka_unit_test(test_feed_literals),
+        cmocka_unit_test(test_one_row),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
