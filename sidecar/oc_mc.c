@@ -102,6 +102,13 @@ typedef struct mc_drain {
  * longer waited for). One is made per failure of a connection in service,
  * and each ends within moments of the server running again. */
 #define MC_DRAINS_MAX 64
+/* Probes that found the server answering but its drains not ended: then
+ * they are given up. A server that answers runs an old connection's
+ * backlog, and ends it, within moments; one not ended after this many
+ * probes was lost on the way (a NAT or conntrack table that forgot it
+ * while the server was frozen: memcached's end never comes back), and
+ * would keep the server out of service for ever (found by a review). */
+#define MC_DRAIN_PROBES 5
 
 typedef struct mc_server {
     oc_mc_t *mc;
@@ -158,8 +165,10 @@ typedef struct mc_server {
                                reply" (a probe answered wrong) */
     mc_drain_t *drains;     /* its connections given up, newest first */
     size_t ndrains;
-    int flush_waits; /* PROBING: `version` answered, the flush waits for
-                        the drains to end (ev_probe: until io_timeout) */
+    int flush_waits;      /* PROBING: `version` answered, the flush waits for
+                             the drains to end (ev_probe: until io_timeout) */
+    unsigned drain_waits; /* probes that waited for them in vain, since they
+                             last all ended or it last came back */
 } mc_server_t;
 
 /* One list of servers (the pool, or the gutter), with a copy of its
@@ -525,6 +534,7 @@ static void srv_failed(mc_server_t *s, const char *why)
 /* The probe passed (answered, and flushed with failover on). */
 static void srv_passed(mc_server_t *s, const char *why)
 {
+    s->drain_waits = 0;
     if (oc_tko_passed(&s->tko, mc_now(s->mc)))
         srv_changed(s, OC_TKO_PROBING, why);
 }
@@ -1299,8 +1309,10 @@ static void drain_end(mc_drain_t *d)
     *pp = d->next;
     s->ndrains--;
     drain_free(d);
-    if (s->ndrains == 0)
-        probe_drained(s);
+    if (s->ndrains > 0)
+        return;
+    s->drain_waits = 0;
+    probe_drained(s);
 }
 
 static void on_drain_read(evutil_socket_t fd, short what, void *arg)
@@ -1329,10 +1341,12 @@ static void srv_drain(mc_server_t *s)
     mc_drain_t *d = calloc(1, sizeof(*d));
     if (d == NULL)
         return;
+    /* Before its `stats` answered, it may have reached another process
+     * than the last one (a restart): which is not known. */
     *d = (mc_drain_t){.s = s,
                       .fd = s->fd,
                       .proc = s->proc,
-                      .proc_known = s->proc_known,
+                      .proc_known = s->proc_known && !s->ident_pending,
                       .next = s->drains};
     d->ev = event_new(s->mc->base, d->fd, EV_READ | EV_PERSIST, on_drain_read, d);
     if (d->ev == NULL || shutdown(d->fd, SHUT_WR) != 0 || event_add(d->ev, NULL) != 0) {
@@ -1378,6 +1392,7 @@ static void drains_free(mc_server_t *s)
         drain_free(d);
     }
     s->ndrains = 0;
+    s->drain_waits = 0;
 }
 
 /* ---- connections -------------------------------------------------------------- */
@@ -1713,7 +1728,8 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
  * with 4, found by a review). So this sidecar's old connections of s are
  * drained (srv_drain), and `flush_all` is sent only once memcached has
  * ended them all, io_timeout at most after `version` answered, else the
- * probe fails and a later one tries again. Another sidecar's old commands
+ * probe fails and a later one tries again (MC_DRAIN_PROBES of them at
+ * most: then they are given up, probe_waited). Another sidecar's old commands
  * are its own probe's to wait for: they may land after this flush, and
  * are flushed by that sidecar's (if it ever marked s down). */
 
@@ -1736,6 +1752,22 @@ static void probe_drained(mc_server_t *s)
     s->flush_waits = 0;
     evtimer_del(s->ev_probe);
     queue_line(s, MC_WOP_FLUSH, (mc_ref_t){NULL, 0, 0});
+}
+
+/* The probe waited in vain once more: the server stays out until a later
+ * probe, or, after MC_DRAIN_PROBES of them, its drains are given up and
+ * this probe flushes. */
+static void probe_waited(mc_server_t *s)
+{
+    if (++s->drain_waits < MC_DRAIN_PROBES) {
+        srv_fail(s, "old connections still held by the server");
+        return;
+    }
+    oc_log_warn("event=memcached_drain_dropped server=%s drains=%zu reason=\"not ended "
+                "by the server in %d probes it answered\"",
+                s->name, s->ndrains, MC_DRAIN_PROBES);
+    drains_free(s);
+    probe_drained(s);
 }
 
 static int on_probe_reply(mc_server_t *s, mc_wop_kind_t kind, const oc_mcp_line_t *l,
@@ -1768,8 +1800,8 @@ static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     mc_server_t *s = arg;
     oc_tko_state_t from = s->tko.state;
-    if (s->flush_waits) { /* out of service until a later probe */
-        srv_fail(s, "old connections still held by the server");
+    if (s->flush_waits) {
+        probe_waited(s);
         return;
     }
     if (!oc_tko_probe(&s->tko, mc_now(s->mc))) {

@@ -21,7 +21,8 @@ restarted, under TWO objcached processes that share the pool:
   down) run before its probe's flush, even when it thaws with the probe
   under way (memcached orders nothing between connections); a probe waits
   for the sidecar's old connections io_timeout at most, and the server
-  stays out of service until they ended;
+  stays out of service until they ended, or until a few probes that
+  waited in vain gave up one that never ends;
 - --check-config refuses bad failover settings;
 - what an outage's failover copies must not outlive: a reload that turns
   failover off or shortens failover_ttl during the outage, and a failover
@@ -789,6 +790,77 @@ def test_probe_does_not_flush_before_an_old_connection_ends(world):
             assert m.stats()["cmd_flush"] == 1
             with oc.client() as c:   # the tombstone ran before the flush
                 assert c.get("Note:7") == world.json("fo_notes", 7)
+    finally:
+        proxy.close()
+        m.cleanup()
+        gutter.cleanup()
+
+
+def test_a_drain_the_server_never_ends_is_given_up(world):
+    """An old connection whose end never comes back (a NAT that forgot it
+    while the server was frozen; here the proxy holds it for good) does not
+    keep the server out of service for ever: after a few probes that found
+    the server answering and waited for it in vain, it is given up (a
+    warning), and the next such probe flushes and brings the server back."""
+    m = harness.Memcached().start()
+    gutter = harness.Memcached().start()
+    proxy = faultproxy.FaultProxy(m.port, name="to-m")
+    try:
+        conf = world.config(servers=proxy.address, failure_limit="1",
+                            objcached={"log_level": "debug"})
+        conf["memcached"]["gutter"] = gutter.address
+        with harness.Objcached(conf, binary=world.binary) as oc:
+            with oc.client() as c:
+                assert c.get("Note:7") == world.json("fo_notes", 7)
+                proxy.hold_replies_after(b" oc:Note:7 ", keep_open=True)
+                c.sendline("delete Note:7")
+                assert c.readline().startswith(b"SERVER_ERROR")
+            wait_state([oc], proxy, "down", timeout=10)
+            wait_state([oc], proxy, "up", timeout=20)
+            waited = 'reason="probe: old connections still held by the server"'
+            assert oc.log().count(waited) == 4
+            assert ("event=memcached_drain_dropped server=" + proxy.address + " drains=1 "
+                    'reason="not ended by the server in 5 probes it answered"') in oc.log()
+            assert m.stats()["cmd_flush"] == 1 and oc.stats()["mc_returns"] == 1
+    finally:
+        proxy.close()
+        m.cleanup()
+        gutter.cleanup()
+
+
+def test_a_drain_that_never_learned_its_process_is_waited_for(world):
+    """A connection made after a restart whose `stats` was never answered
+    (the new process froze at once) reached the new process, not the one
+    the sidecar knew: the probe that learns the new process must still wait
+    for it (its commands are in that process's hands), not take it for one
+    of the old process, whose backlog died with it."""
+    m = harness.Memcached().start()
+    gutter = harness.Memcached().start()
+    proxy = faultproxy.FaultProxy(m.port, name="to-m")
+    try:
+        conf = world.config(servers=proxy.address, failure_limit="2",
+                            objcached={"log_level": "debug"})
+        conf["memcached"]["gutter"] = gutter.address
+        with harness.Objcached(conf, binary=world.binary) as oc:
+            with oc.client() as c:
+                assert c.get("Note:7") == world.json("fo_notes", 7)
+                errors = oc.log().count("event=memcached_error")
+                m.kill(signal.SIGKILL)   # a restart: failure 1, its drain ends at once
+                harness.wait_until(lambda: oc.log().count("event=memcached_error") > errors,
+                                   timeout=10, what="the old connection's end")
+                m.start()
+                # the new connection's `stats` and delete are held alike: failure 2
+                proxy.hold_replies_after(b" oc:Note:7 ", keep_open=True)
+                c.sendline("delete Note:7")
+                assert c.readline().startswith(b"SERVER_ERROR")
+            wait_state([oc], proxy, "down", timeout=10)
+            waited = 'reason="probe: old connections still held by the server"'
+            harness.wait_until(lambda: waited in oc.log(), timeout=10,
+                               what="a probe that waited for the held connection")
+            assert m.stats()["cmd_flush"] == 0
+            proxy.release()
+            wait_state([oc], proxy, "up", timeout=10)
+            assert m.stats()["cmd_flush"] == 1
     finally:
         proxy.close()
         m.cleanup()
