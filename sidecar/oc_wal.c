@@ -1530,9 +1530,19 @@ static oc_status_t hb_token_new(char token[OC_WALB_TOKEN_LEN + 1], char *err)
     if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
         return oc_fail(err, OC_EIO,
                        "wal: cannot read random bytes for the heartbeat token");
-    for (size_t i = 0; i < sizeof(raw); i++)
-        snprintf(token + 2 * i, 3, "%02x", raw[i]);
+    oc_wal_hb_token(raw, token);
     return OC_OK;
+}
+
+void oc_wal_hb_token(const unsigned char raw[16], char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < 16; i++) {
+        out[2 * i] = hex[raw[i] >> 4];
+        out[2 * i + 1] = hex[raw[i] & 15];
+    }
+    out[0] = "abcdef"[raw[0] % 6]; /* 126 random bits left: see oc_wal.h */
+    out[32] = '\0';
 }
 
 oc_wal_t *oc_wal_new(oc_ctx_t *ctx, char *err)

@@ -61,6 +61,13 @@ void oc_wal_free(oc_wal_t *w);
 
 /* ---- the pure rules, exposed for unit tests ---- */
 
+/* The heartbeat token of 16 random bytes: 32 hex digits, the first a
+ * letter (a-f). A token of digits alone would pass an older holder's
+ * filter for instants ([0-9 :.+T-]), which then sends "<token> <instant>"
+ * to feed_heartbeat as a timestamp, failing every heartbeat of a rolling
+ * upgrade (a chance of (10/16)^32 per start, but no reason to leave it). */
+void oc_wal_hb_token(const unsigned char raw[16], char out[33]);
+
 #define OC_WAL_STATUS_EVERY_S 1.0  /* a standby status to the walsender */
 #define OC_WAL_STATS_EVERY_S  5.0  /* the slot's lag, read */
 #define OC_WAL_PRUNE_EVERY_S  60.0 /* the feed, pruned */

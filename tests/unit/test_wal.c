@@ -336,6 +336,27 @@ static void test_one_row(void **state)
     free(many);
 }
 
+/* A heartbeat token is 32 hex digits and never digits alone (an older
+ * holder would take "<token> <instant>" for an instant). */
+static void test_hb_token(void **state)
+{
+    (void)state;
+    unsigned char raw[16];
+    char tok[33];
+    memset(raw, 0x11, sizeof(raw)); /* every digit 1 */
+    oc_wal_hb_token(raw, tok);
+    assert_int_equal(strlen(tok), 32);
+    assert_true(strspn(tok, "0123456789abcdef") == 32);
+    assert_true(strspn(tok, "0123456789") < 32);
+    assert_true(tok[0] >= 'a' && tok[0] <= 'f');
+    assert_string_equal(tok + 1, "1111111111111111111111111111111");
+    for (int b = 0; b < 256; b++) {
+        memset(raw, b, sizeof(raw));
+        oc_wal_hb_token(raw, tok);
+        assert_true(tok[0] >= 'a' && tok[0] <= 'f');
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -344,7 +365,7 @@ int main(void)
         cmocka_unit_test(test_stuck_holder),  cmocka_unit_test(test_busy_walsender),
         cmocka_unit_test(test_silent_stream), cmocka_unit_test(test_end_kind),
         cmocka_unit_test(test_pause_and_lag), cmocka_unit_test(test_feed_literals),
-        cmocka_unit_test(test_one_row),
+        cmocka_unit_test(test_one_row),       cmocka_unit_test(test_hb_token),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
