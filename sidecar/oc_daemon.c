@@ -188,7 +188,11 @@ static oc_status_t drop_privileges(oc_daemon_t *d, char *err)
  * a pidfile's usual directory (/run) is root's. Written as root, so a
  * symbolic link or anything but a regular file there is refused, not
  * followed (a link planted in a shared directory would truncate its
- * target; O_NONBLOCK: a FIFO must not hang the start). */
+ * target; O_NONBLOCK: a FIFO must not hang the start), and so is a file
+ * of more than one name: a hard link planted there to another file would
+ * be written through (fs.protected_hardlinks, which forbids planting one
+ * to a file its planter may not write, is a sysctl, not a promise). The
+ * check is on the inode opened, before it is truncated. */
 static oc_status_t write_pidfile(oc_daemon_t *d, const char *path, char *err)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
@@ -196,6 +200,12 @@ static oc_status_t write_pidfile(oc_daemon_t *d, const char *path, char *err)
     if (fd >= 0 && (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))) {
         close(fd);
         return oc_fail(err, OC_EIO, "cannot write pidfile %s: not a regular file", path);
+    }
+    if (fd >= 0 && sb.st_nlink != 1) {
+        close(fd);
+        return oc_fail(err, OC_EIO,
+                       "cannot write pidfile %s: it has %ju names (a hard link), not one",
+                       path, (uintmax_t)sb.st_nlink);
     }
     char buf[32];
     int len = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());

@@ -281,6 +281,29 @@ def test_pidfile_that_is_a_symbolic_link_is_not_followed(objcached_bin, pg, mc_p
     assert target.read_text() == "keep me\n"
 
 
+def test_pidfile_that_is_a_hard_link_is_not_written_through(objcached_bin, pg, mc_pool,
+                                                             tmp_path):
+    # A hard link planted where the pidfile goes (a shared directory; only
+    # fs.protected_hardlinks keeps a user from linking a file it may not
+    # write) is the file itself under a second name: writing the pidfile,
+    # maybe as root, truncated and overwrote it.
+    from conftest import standard_config
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    pidfile = tmp_path / "objcached.pid"
+    os.link(target, pidfile)
+    oc = harness.Objcached(standard_config(pg, mc_pool), binary=objcached_bin,
+                           args=["--pidfile", str(pidfile)])
+    try:
+        with pytest.raises(harness.HarnessError) as e:
+            oc.start()
+        assert "cannot write pidfile" in str(e.value) and "hard link" in str(e.value)
+    finally:
+        oc.stop(check=False)
+        oc.cleanup()
+    assert target.read_text() == "keep me\n"
+
+
 def test_second_daemon_does_not_take_a_live_unix_socket(objcached_factory, objcached_bin,
                                                         pg, mc_pool):
     # A second objcached started by mistake with the same unix_socket (the
