@@ -379,23 +379,27 @@ BEGIN
              '                PERFORM pg_catalog.pg_notify(''objcached'', %L);\n'
              '            END IF;\n', m.model) ELSE '' END;
         -- The keys of the rows, made distinct in their own type and then read as text: exactly how
-        -- PostgreSQL prints them (a uuid in lower case with hyphens). NULL keys cannot be cached:
+        -- PostgreSQL prints them (a uuid in lower case with hyphens), with the type's output function
+        -- (concat), as pgoutput sends them, never with a cast: the table's owner may have made the
+        -- key column a type of its own since attach, with a cast to text of its own (CREATE CAST
+        -- needs only the type), which this SECURITY DEFINER function would run as its owner, maybe
+        -- a superuser. Output functions of types are C, so a superuser's. NULL keys cannot be cached:
         -- left out. No keys, no row. An UPDATE gives the old and the new keys, so changing a key
         -- invalidates both.
         v_ins := v_ins || pg_catalog.format(
             E'            INSERT INTO objcached.outbox (model, keys)\n'
-             '            SELECT %1$L, pg_catalog.array_agg(d.k::text)\n'
+             '            SELECT %1$L, pg_catalog.array_agg(pg_catalog.concat(d.k))\n'
              '              FROM (SELECT DISTINCT n.%2$I AS k FROM objcached_new n WHERE n.%2$I IS NOT NULL) d\n'
              '            HAVING pg_catalog.count(*) > 0;\n', m.model, m.attname) || v_after;
         v_upd := v_upd || pg_catalog.format(
             E'            INSERT INTO objcached.outbox (model, keys)\n'
-             '            SELECT %1$L, pg_catalog.array_agg(d.k::text)\n'
+             '            SELECT %1$L, pg_catalog.array_agg(pg_catalog.concat(d.k))\n'
              '              FROM (SELECT o.%2$I AS k FROM objcached_old o WHERE o.%2$I IS NOT NULL\n'
              '                    UNION SELECT n.%2$I FROM objcached_new n WHERE n.%2$I IS NOT NULL) d\n'
              '            HAVING pg_catalog.count(*) > 0;\n', m.model, m.attname) || v_after;
         v_del := v_del || pg_catalog.format(
             E'            INSERT INTO objcached.outbox (model, keys)\n'
-             '            SELECT %1$L, pg_catalog.array_agg(d.k::text)\n'
+             '            SELECT %1$L, pg_catalog.array_agg(pg_catalog.concat(d.k))\n'
              '              FROM (SELECT DISTINCT o.%2$I AS k FROM objcached_old o WHERE o.%2$I IS NOT NULL) d\n'
              '            HAVING pg_catalog.count(*) > 0;\n', m.model, m.attname) || v_after;
     END LOOP;
@@ -494,7 +498,7 @@ BEGIN
         END IF;
 
         IF v_rows <= c_max_keys THEN
-            EXECUTE 'SELECT pg_catalog.array_agg(d.k::text) FROM (' || src || ') d' INTO v_keys;
+            EXECUTE 'SELECT pg_catalog.array_agg(pg_catalog.concat(d.k)) FROM (' || src || ') d' INTO v_keys;
             IF v_keys IS NULL THEN
                 CONTINUE;   -- every key was NULL: nothing that can be cached changed
             END IF;
@@ -507,7 +511,7 @@ BEGIN
             -- Never one array of all the keys: it could pass PostgreSQL's 1 GB limit.
             EXECUTE 'INSERT INTO objcached.outbox (model, keys)'
                     ' SELECT $1, pg_catalog.array_agg(c.k)'
-                    '   FROM (SELECT d.k::text AS k, (pg_catalog.row_number() OVER () - 1) / $2 AS chunk'
+                    '   FROM (SELECT pg_catalog.concat(d.k) AS k, (pg_catalog.row_number() OVER () - 1) / $2 AS chunk'
                     '           FROM (' || src || ') d) c'
                     '  GROUP BY c.chunk'
                 USING m.model, c_max_keys;
@@ -1375,14 +1379,40 @@ $$;
 -- feed_max_lag (their first append may have been followed by a refill from memcached's old value).
 -- since NULL: the keys' server is emptied before anyone reads it again (failover's flush_all), so
 -- nothing old can be refilled: created_at is now and the rows hold nothing back.
+-- NULL models or keys are left out. Malformed input is an error, and nothing is requeued: arrays
+-- that do not pair would lose the unpaired keys, and a model name attach would refuse would be
+-- claimed by every consumer in turn and refused by its feed_append, rolling its batch back for ever.
 CREATE OR REPLACE FUNCTION objcached.requeue(models text[], keys text[], since timestamptz DEFAULT NULL)
 RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_bad text;
+BEGIN
+    IF (models IS NULL) <> (keys IS NULL) THEN
+        RAISE EXCEPTION 'objcached.requeue: models and keys must both be NULL or both be arrays'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.array_ndims(models) > 1 OR pg_catalog.array_ndims(keys) > 1 THEN
+        RAISE EXCEPTION 'objcached.requeue: arrays must have one dimension'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.cardinality(models) <> pg_catalog.cardinality(keys) THEN
+        RAISE EXCEPTION 'objcached.requeue: models has % elements and keys %: they go in pairs',
+            pg_catalog.cardinality(models), pg_catalog.cardinality(keys)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT objcached._shown(m) INTO v_bad FROM pg_catalog.unnest(models) m
+     WHERE m !~ '^[A-Za-z_][A-Za-z0-9_]{0,63}$' LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'objcached.requeue: invalid model name %: it must match [A-Za-z_][A-Za-z0-9_]{0,63}', v_bad
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     INSERT INTO objcached.outbox (model, keys, requeued, holds_back, created_at)
     SELECT u.m, pg_catalog.array_agg(u.k), true, since IS NOT NULL, LEAST(since, pg_catalog.now())
       FROM ROWS FROM (pg_catalog.unnest(models), pg_catalog.unnest(keys)) AS u(m, k)
      WHERE u.m IS NOT NULL AND u.k IS NOT NULL
-     GROUP BY u.m
+     GROUP BY u.m;
+END
 $$;
 
 -- How far behind the consumers are: rows waiting (including those being applied right now) and
@@ -1395,9 +1425,11 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- The models a generated hook function queues (its c_models constant, as _hook_source writes it).
+-- The pattern is an E'' literal: a plain one would lose its backslashes in a session with
+-- standard_conforming_strings off, which parses this body when it calls it.
 CREATE OR REPLACE FUNCTION objcached._hook_models(fn oid) RETURNS text[]
 LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
-    SELECT pg_catalog.substring(p.prosrc, '\n    c_models   constant text\[\] := ''([^'']*)'';')::text[]
+    SELECT pg_catalog.substring(p.prosrc, E'\\n    c_models   constant text\\[\\] := ''([^'']*)'';')::text[]
       FROM pg_catalog.pg_proc p WHERE p.oid = fn
 $$;
 

@@ -371,6 +371,33 @@ def test_requeue_keeps_the_write_time(db):
     assert db.one("SELECT count(*) FROM objcached.outbox") == n
 
 
+@pytest.mark.parametrize("args,expect", [
+    ("'{\"no such\"}', '{1}'", "invalid model name \"no such\""),
+    ("ARRAY['User', E'User\\nDROP'], '{1,2}'", "invalid model name \"User\\nDROP\""),
+    ("ARRAY[repeat('x', 65)], '{1}'", "invalid model name"),
+    ("'{User}', '{1,2}'", "models has 1 elements and keys 2"),
+    ("'{User,User}', '{1}'", "models has 2 elements and keys 1"),
+    ("'{User}', NULL", "models and keys must both be NULL or both be arrays"),
+    ("NULL, '{1}'", "models and keys must both be NULL or both be arrays"),
+    ("'{{User}}', '{{1}}'", "arrays must have one dimension"),
+])
+def test_requeue_rejects_what_would_poison_the_outbox_or_lose_keys(db, args, expect):
+    """requeue() is the only way into the outbox besides the hook and attach.
+    A model name attach would refuse was queued as it was, and then every
+    consumer that claimed it had its feed_append refused and its batch rolled
+    back, again and again: the outbox stalled. Arrays that do not pair lost
+    their unpaired keys without a word. Both are errors; nothing is queued."""
+    users(db)
+    db.clear()
+    msg, code = err(db, f"SELECT objcached.requeue({args}, now())")
+    assert "objcached.requeue: " + expect in msg and code == "22023", msg
+    assert db.outbox() == []
+    # NULL and empty arrays requeue nothing, as before
+    db.q("SELECT objcached.requeue(NULL, NULL)")
+    db.q("SELECT objcached.requeue('{}', '{}')")
+    assert db.outbox() == []
+
+
 def c_string_macro(path, name):
     """The string a C macro made of string literals and other such macros
     expands to (the statements sidecar/oc_wal.c sends, read from its source,

@@ -1143,6 +1143,52 @@ def test_documented_consumer_grants_are_enough_and_no_more(db):
         oc.rollback()
 
 
+def test_table_owner_cannot_run_code_as_the_hook_owner_through_a_cast(db):
+    """A superuser attached a table another role owns: the generated hook runs
+    as the superuser. The owner then turns the key column into a type of its
+    own with a cast to text of its own (CREATE CAST needs only ownership of the
+    type): the hook must read keys with the type's output function, as the WAL
+    reader does, and never call the owner's cast as the superuser."""
+    db.q("CREATE ROLE tabowner LOGIN")
+    db.q("GRANT CREATE ON SCHEMA public TO tabowner")
+    db.q("CREATE TABLE users (id bigint PRIMARY KEY, v int NOT NULL DEFAULT 0)")
+    db.q("ALTER TABLE users OWNER TO tabowner")
+    db.q("SELECT objcached.attach('users', 'User', 'id')")
+    o = db.connect(user="tabowner")
+    db.q("""
+        CREATE TABLE public.cast_calls (who text);
+        CREATE TYPE public.k AS ENUM ('1', '2', '3');
+        CREATE FUNCTION public.k_text(public.k) RETURNS text LANGUAGE sql
+            AS $$ INSERT INTO public.cast_calls VALUES (current_user) RETURNING 'x' $$;
+        CREATE CAST (public.k AS text) WITH FUNCTION public.k_text(public.k);
+        ALTER TABLE users ALTER COLUMN id TYPE public.k USING id::text::public.k;
+    """, conn=o)
+    db.clear()
+    db.q("INSERT INTO users (id) VALUES ('1'), ('2')", conn=o)
+    db.q("UPDATE users SET id = '3' WHERE id = '2'", conn=o)
+    db.q("DELETE FROM users WHERE id = '1'", conn=o)
+    assert db.q("SELECT who FROM public.cast_calls") == []
+    assert db.outbox() == [("User", ["1", "2"]), ("User", ["2", "3"]), ("User", ["1"])]
+    # the dynamic path (over 1,000 rows) too
+    db.q("ALTER TABLE users DROP CONSTRAINT users_pkey", conn=o)
+    db.clear()
+    db.q("INSERT INTO users (id) SELECT '2' FROM generate_series(1, 1001)", conn=o)
+    db.q("UPDATE users SET id = '1' WHERE id = '2'", conn=o)
+    assert db.q("SELECT who FROM public.cast_calls") == []
+    assert db.outbox() == [("User", ["2"]), ("User", ["1", "2"])]
+
+
+def test_status_with_standard_conforming_strings_off(db):
+    """A session (a role's default, an old client) with standard_conforming_strings
+    off reads backslashes in plain string literals as escapes, also in the SQL
+    functions it calls: status and hooked() must read the same."""
+    users_table(db)
+    c = db.connect()
+    db.q("SET standard_conforming_strings = off; SET escape_string_warning = off", conn=c)
+    assert db.q("SELECT model, hooked FROM objcached.status", conn=c) == [("User", True)]
+    assert db.one("SELECT objcached.hooked('users')", conn=c)
+
+
 def _error_as(db, conn, sql):
     with pytest.raises(psycopg2.Error) as info:
         db.q(sql, conn=conn)
