@@ -778,6 +778,24 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
      WHERE p.pubname = 'objcached' AND v.d IS NOT NULL
 $$;
 
+-- Why publication objcached's owner cannot be trusted with it (NULL when it can). A publication's
+-- owner may take tables out of it, stop it publishing update or delete, or give a table a row filter
+-- or column list, without owning the tables: the WAL reader would then lose those changes silently.
+-- A role with CREATE on the database could make publication objcached before the first wal-mode
+-- attach; trusted is an owner that has the privileges of the hook's owner (the owner of schema
+-- objcached: the role that ran this file), such as that role itself, a member of it or a superuser.
+CREATE OR REPLACE FUNCTION objcached._publication_owner_problem() RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.format('publication objcached is owned by role %I, which does not have the privileges of '
+                             'objcached''s owner %I: it could take tables out of it or change what it publishes',
+                             o.rolname, h.rolname)
+      FROM pg_catalog.pg_publication p
+      JOIN pg_catalog.pg_roles o ON o.oid = p.pubowner
+      JOIN pg_catalog.pg_namespace n ON n.nspname = 'objcached'
+      JOIN pg_catalog.pg_roles h ON h.oid = n.nspowner
+     WHERE p.pubname = 'objcached' AND NOT pg_catalog.pg_has_role(p.pubowner, n.nspowner, 'USAGE')
+$$;
+
 -- The relations of a table's tree whose changes pgoutput sends: the table itself if it is
 -- partitioned (its partitions are sent as it), else the table and its inheritance children that are
 -- plain tables (a foreign table's writes are not in this database's WAL).
@@ -952,8 +970,8 @@ BEGIN
 END
 $$;
 
--- Creates publication objcached if it does not exist; an existing one must have objcached's
--- settings.
+-- Creates publication objcached if it does not exist; an existing one must have an owner with the
+-- hook owner's privileges and objcached's settings.
 CREATE OR REPLACE FUNCTION objcached._ensure_publication() RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -963,6 +981,15 @@ BEGIN
         CREATE PUBLICATION objcached
             WITH (publish = 'insert, update, delete, truncate', publish_via_partition_root = true);
         RETURN;
+    END IF;
+    v_diff := objcached._publication_owner_problem();
+    IF v_diff IS NOT NULL THEN
+        RAISE EXCEPTION 'objcached.attach: %', v_diff
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = pg_catalog.format('ALTER PUBLICATION objcached OWNER TO %I (or DROP PUBLICATION objcached), then attach again.',
+                                           (SELECT r.rolname FROM pg_catalog.pg_namespace n
+                                              JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
+                                             WHERE n.nspname = 'objcached'));
     END IF;
     SELECT pg_catalog.string_agg(d, '; ') INTO v_diff FROM objcached._publication_settings_differences() d;
     IF v_diff IS NOT NULL THEN
@@ -1485,7 +1512,8 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE o.via
            WHEN 'triggers' THEN objcached._triggers_ok(o.tbl) AND objcached._triggers_blind(o.tbl) IS NULL
            ELSE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = o.tbl)
-                AND NOT EXISTS (SELECT 1 FROM objcached._wal_problems(o.model)) END
+                AND NOT EXISTS (SELECT 1 FROM objcached._wal_problems(o.model))
+                AND NOT EXISTS (SELECT 1 FROM objcached._publication_settings_differences()) END
            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
                              JOIN pg_catalog.pg_collation c ON c.oid = a.attcollation
                             WHERE a.attrelid = o.tbl AND a.attnum = o.key_attnum AND NOT a.attisdropped
@@ -1509,7 +1537,8 @@ $$;
 -- schema-qualified (NULL if the table was dropped); key_column is the column's current name (NULL if
 -- it was dropped); hooked is objcached.hooked(tbl): every model of the table is hooked its way.
 -- Version 2 adds, last: via; for wal-mode models, published (the table, or its plain-table
--- inheritance children, are in publication objcached without a row filter or column list) and
+-- inheritance children, are in publication objcached without a row filter or column list, and the
+-- publication publishes insert, update, delete and truncate, via the partition root) and
 -- replica_identity_ok (every plain table of the tree has a replica identity carrying the key
 -- column); NULL for trigger mode. Written in plain SQL on the catalogs: a view's functions are called
 -- with its reader's rights, and the objcached role may execute only the functions granted to it.
@@ -1524,7 +1553,11 @@ SELECT o.model,
        o.generation,
        o.via,
        CASE WHEN o.via = 'wal' THEN
-           c.oid IS NOT NULL AND NOT EXISTS (
+           c.oid IS NOT NULL
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_publication p
+                        WHERE p.pubname = 'objcached' AND p.pubinsert AND p.pubupdate AND p.pubdelete
+                          AND p.pubtruncate AND p.pubviaroot)
+           AND NOT EXISTS (
                WITH RECURSIVE tree(rel) AS (
                    SELECT o.tbl::oid
                    UNION
@@ -1606,6 +1639,10 @@ BEGIN
         problem := 'publication objcached does not exist: attach a model with via => ''wal''';
         RETURN NEXT;
     ELSE
+        problem := objcached._publication_owner_problem();
+        IF problem IS NOT NULL THEN
+            RETURN NEXT;
+        END IF;
         SELECT pg_catalog.string_agg(d, '; ') INTO v_diff FROM objcached._publication_settings_differences() d;
         IF v_diff IS NOT NULL THEN
             problem := 'publication objcached has other settings than objcached''s: ' || v_diff;

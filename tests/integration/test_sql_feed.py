@@ -1079,6 +1079,57 @@ def test_attach_wal_refuses_a_row_filter_or_column_list(db):
         err(db, "SELECT objcached.attach('users', 'User', 'id', 'wal')")[0]
 
 
+def test_attach_wal_refuses_a_publication_squatted_by_another_role(db):
+    """A role with CREATE on the database makes publication objcached, with
+    objcached's settings, before the first wal-mode attach. attach (here by
+    a superuser) reused it: its owner could then take the table out of it or
+    change what it publishes, and the table's changes would stop reaching the
+    WAL reader. attach refuses it; wal_check reports it; handed to the
+    hook's owner, it is objcached's."""
+    users(db, model=None)
+    squatter = f"{db.name}_squatter"
+    db.q(f'CREATE ROLE "{squatter}" LOGIN')
+    db.q(f'GRANT CREATE ON DATABASE "{db.name}" TO "{squatter}"')
+    db.q("CREATE PUBLICATION objcached WITH (publish = 'insert, update, delete, truncate', "
+         "publish_via_partition_root = true)", conn=db.connect(user=squatter))
+    msg, code = err(db, "SELECT objcached.attach('users', 'User', 'id', 'wal')")
+    assert f"objcached.attach: publication objcached is owned by role {squatter}, which does " \
+        "not have the privileges of objcached's owner postgres" in msg, msg
+    assert "ALTER PUBLICATION objcached OWNER TO postgres" in msg, msg
+    assert code == "55000"
+    assert pub_tables(db) == [] and db.q("SELECT count(*) FROM objcached.models") == [(0,)]
+    assert any(p.startswith(f"publication objcached is owned by role {squatter}")
+               for p in problems(db))
+    db.q("ALTER PUBLICATION objcached OWNER TO postgres")
+    db.q("SELECT objcached.attach('users', 'User', 'id', 'wal')")
+    assert pub_tables(db) == ["users"]
+    assert not any("owned by" in p for p in problems(db))
+
+
+@pytest.mark.parametrize("alter, problem", [
+    ("DROP TABLE users", "model User: table public.users is not in publication objcached"),
+    ("SET (publish = 'insert')", "it does not publish update; it does not publish delete; "
+     "it does not publish truncate"),
+    ("SET (publish_via_partition_root = false)", "publish_via_partition_root is false"),
+    ("SET TABLE users WHERE (v > 0)", "table public.users is in publication objcached with a "
+     "row filter"),
+    ("SET TABLE users (id, v)", "table public.users is in publication objcached with a column "
+     "list"),
+])
+def test_a_publication_changed_after_attach_is_reported(db, alter, problem):
+    """Whatever its owner does to publication objcached that would hide a
+    watched table's changes from the WAL reader, wal_check (so --check-config
+    and --install-hook) and status say: status said published and hooked
+    for a publication that no longer published update or delete."""
+    users(db, via="wal")
+    db.q("SELECT pg_create_logical_replication_slot('objcached', 'pgoutput')")
+    assert problems(db) == []
+    assert db.q("SELECT published, hooked FROM objcached.status") == [(True, True)]
+    db.q("ALTER PUBLICATION objcached " + alter)
+    assert any(problem in p for p in problems(db)), problems(db)
+    assert db.q("SELECT published, hooked FROM objcached.status") == [(False, False)]
+
+
 def test_attach_wal_refuses_unlogged_tables(db):
     db.q("CREATE UNLOGGED TABLE u (id bigint PRIMARY KEY)")
     assert "public.u is an unlogged table: its writes are not in the WAL" in \
