@@ -37,6 +37,8 @@ typedef struct oc_ctx {
     struct oc_stats *stats; /* every counter (oc_stats.h) */
     uint64_t *model_gen;    /* [conf->nmodels] each model's generation: a
                                TRUNCATE bumps it, and cache keys carry it */
+    unsigned long gens_oid; /* generation_seq's OID model_gen follows (0:
+                               none seen): oc_feed_follow_gens */
     size_t max_key_len;     /* longest client key: 250 - key_prefix - room */
     uint32_t lease_ttl_s;   /* a lease outlives a load: load_timeout + 1 s */
     double started;         /* unix time at start */

@@ -112,11 +112,12 @@ static void apply_key(oc_feed_t *f, size_t m, const char *id, size_t len)
     oc_sampler_offer_inval(ctx->sampler, m, id, len);
 }
 
-/* A whole-model row: the model's new generation (generations only grow). */
-static void apply_generation(oc_feed_t *f, size_t m, uint64_t gen)
+/* A whole-model row: the model's new generation (generations only grow;
+ * `follow` 0: of a hook the models no longer follow, oc_feed_follow_gens). */
+static void apply_generation(oc_feed_t *f, size_t m, uint64_t gen, int follow)
 {
     oc_ctx_t *ctx = f->ctx;
-    if (gen > ctx->model_gen[m]) {
+    if (follow && gen > ctx->model_gen[m]) {
         oc_log_info("event=model_generation model=%s generation=%" PRIu64 " source=feed",
                     ctx->conf->models[m].name, gen);
         ctx->model_gen[m] = gen;
@@ -130,7 +131,7 @@ static void apply_generation(oc_feed_t *f, size_t m, uint64_t gen)
  * NULL when the poll found nothing after the cursor. Returns the row's seq
  * (0 if none). */
 static uint64_t apply_row(oc_feed_t *f, const PGresult *res, int r,
-                          uint64_t *last_counted)
+                          uint64_t *last_counted, int follow)
 {
     oc_ctx_t *ctx = f->ctx;
     if (PQgetisnull(res, r, 3))
@@ -154,7 +155,7 @@ static uint64_t apply_row(oc_feed_t *f, const PGresult *res, int r,
         return seq; /* a model this sidecar does not serve: nothing cached */
     size_t m = (size_t)(mc - ctx->conf->models);
     if (!PQgetisnull(res, r, 6)) {
-        apply_generation(f, m, strtoull(PQgetvalue(res, r, 6), NULL, 10));
+        apply_generation(f, m, strtoull(PQgetvalue(res, r, 6), NULL, 10), follow);
     } else if (!PQgetisnull(res, r, 5)) {
         ctx->stats->feed_keys++;
         apply_key(f, m, PQgetvalue(res, r, 5), (size_t)PQgetlength(res, r, 5));
@@ -367,8 +368,9 @@ static void polled(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *e
         resync(f);
         return;
     }
-    if (schema != 0) /* the first one seen, if no resync got that far */
-        f->gens_schema = schema;
+    /* A poll that predates a reinstall the consumer already followed: its
+     * rows' generations are the old hook's (oc_feed_follow_gens) */
+    int follow = oc_feed_follow_gens(ctx, &f->gens_schema, schema, "feed");
     if (oc_feed_gap(f->cursor, head, pruned)) {
         /* rows pruned past our cursor, or another database (a restore, a
          * failover to an older replica): what we missed cannot be known */
@@ -382,7 +384,7 @@ static void polled(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *e
     uint64_t last = 0, seen = 0, feed_rows = 0;
     for (int r = 0; r < rows; r++) {
         uint64_t before = last;
-        uint64_t seq = apply_row(f, res, r, &last);
+        uint64_t seq = apply_row(f, res, r, &last, follow);
         feed_rows += seq != 0 && seq != before;
         if (seq > seen)
             seen = seq;
@@ -482,24 +484,44 @@ int oc_feed_next_generation(const char **names, const char **gens, const char **
     return 1;
 }
 
+oc_feed_gens_t oc_feed_gens_rule(unsigned long *current, unsigned long *seen,
+                                 unsigned long oid)
+{
+    if (oid == 0)
+        return OC_FEED_GENS_APPLY; /* no generation_seq to tell hooks apart */
+    int first = oid != *seen;
+    *seen = oid;
+    if (*current == oid)
+        return OC_FEED_GENS_APPLY;
+    if (*current == 0) { /* the first hook this process reads */
+        *current = oid;
+        return OC_FEED_GENS_APPLY;
+    }
+    if (!first)
+        return OC_FEED_GENS_IGNORE; /* the other reader moved on since */
+    *current = oid;
+    return OC_FEED_GENS_RESET;
+}
+
 /* uninstall.sql and install.sql again: a new generation_seq, whose
  * generations start over below the ones this sidecar uses, which nothing
- * deletes under any more. Every model starts over from 0, and the resync's
- * generations (then the feed's whole-model rows) move it forward again, as
- * the consumer does (oc_inval.c); a sidecar without a consumer (a WAL
- * standby, invalidation_poll = 0) has only this. */
-static void follow_schema(oc_feed_t *f, const PGresult *res)
+ * deletes under any more. Every model starts over from 0, once per hook
+ * for the whole process: the consumer (oc_inval.c) and this follower share
+ * it, or the second of them to see the new hook moved a model back below
+ * a TRUNCATE the first applied meanwhile (found by a review). A sidecar
+ * without a consumer (a WAL standby, invalidation_poll = 0) has only this. */
+int oc_feed_follow_gens(oc_ctx_t *ctx, unsigned long *seen, unsigned long oid,
+                        const char *source)
 {
-    oc_ctx_t *ctx = f->ctx;
-    unsigned long schema = schema_of(res, 4);
-    if (schema_moved(f, schema)) {
-        oc_log_info("event=model_generation model=* generation=0 source=resync "
-                    "note=\"hook installed again\"");
+    oc_feed_gens_t r = oc_feed_gens_rule(&ctx->gens_oid, seen, oid);
+    if (r == OC_FEED_GENS_RESET) {
+        oc_log_info("event=model_generation model=* generation=0%s%s note=\"hook "
+                    "installed again\"",
+                    source ? " source=" : "", source ? source : "");
         for (size_t m = 0; m < ctx->conf->nmodels; m++)
             ctx->model_gen[m] = 0;
     }
-    if (schema != 0)
-        f->gens_schema = schema;
+    return r != OC_FEED_GENS_IGNORE;
 }
 
 static void resynced(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
@@ -526,8 +548,8 @@ static void resynced(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char 
         oc_near_clear(ctx->near);
     oc_fill_forget_all(ctx->fills);
     int standby = f->standby = PQgetvalue(res, 0, 1)[0] == 't';
-    follow_schema(f, res);
-    if (!PQgetisnull(res, 0, 2) && !PQgetisnull(res, 0, 3))
+    if (oc_feed_follow_gens(ctx, &f->gens_schema, schema_of(res, 4), "resync") &&
+        !PQgetisnull(res, 0, 2) && !PQgetisnull(res, 0, 3))
         resync_generations(f, PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
     PQclear(res);
     ctx->stats->feed_resyncs++;

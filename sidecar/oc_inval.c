@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "oc_conf.h"
+#include "oc_feed.h"
 #include "oc_fill.h"
 #include "oc_key.h"
 #include "oc_log.h"
@@ -57,7 +58,8 @@ struct oc_inval {
     unsigned long gens_schema; /* generation_seq's OID at the last generations
                                   read of a model (0: none yet); another OID:
                                   the hook was installed again, its
-                                  generations start over */
+                                  generations start over, once per
+                                  process (oc_feed_follow_gens) */
     char *feed_models;         /* array literals of feed_append, kept alive */
     char *feed_keys;
     char *feed_whole;
@@ -659,18 +661,14 @@ static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char
     /* uninstall.sql and install.sql again: a new generation_seq, and the
      * generations start over below the ones we use, which nothing deletes
      * under any more (found by a review). Every model starts over from 0,
-     * so that this read and the later ones move it forward again, a model
-     * attached again later too. */
+     * once for the process (the feed follower may have done it, then
+     * applied a TRUNCATE this read predates), so that this read and the
+     * later ones move it forward again, a model attached again later too.
+     * This read's generations still name the keys of its deletes (gen_of). */
     unsigned long schema =
         PQntuples(res) ? strtoul(PQgetvalue(res, 0, 2), NULL, 10) : iv->gens_schema;
-    if (iv->gens_schema != 0 && schema != iv->gens_schema) {
-        oc_log_info("event=model_generation model=* generation=0 note=\"hook installed "
-                    "again\"");
-        for (size_t m = 0; m < ctx->conf->nmodels; m++)
-            ctx->model_gen[m] = 0;
-    }
-    iv->gens_schema = schema;
-    for (int i = 0; i < PQntuples(res); i++) {
+    int follow = oc_feed_follow_gens(ctx, &iv->gens_schema, schema, NULL);
+    for (int i = 0; follow && i < PQntuples(res); i++) {
         const oc_model_conf_t *m = oc_conf_model(ctx->conf, PQgetvalue(res, i, 0),
                                                  (size_t)PQgetlength(res, i, 0));
         uint64_t gen = strtoull(PQgetvalue(res, i, 1), NULL, 10);

@@ -109,9 +109,12 @@ class FaultProxy:
         with self._lock:
             return sorted(port for port, answered in self._held.values() if answered)
 
-    def release(self):
+    def release(self, then_hold=None):
+        """Pass the held replies on; then_hold: at once, hold_replies_after
+        that marker (no statement of a released client can slip past)."""
         with self._lock:
-            self._marker = None
+            self._marker = then_hold
+            self._keep_open = False
             self._held.clear()
 
     def _accept_loop(self):

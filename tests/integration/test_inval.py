@@ -351,6 +351,133 @@ def test_a_sidecar_without_a_consumer_follows_the_generations_of_a_reinstalled_h
         pg.execute("UPDATE users SET note = %s WHERE id = 42", (note,))
 
 
+def test_a_reset_after_a_reinstall_does_not_undo_a_truncate_the_feed_applied(
+        objcached_factory, pg):
+    """After a reinstall, sidecar x's feed resyncs to the new hook and then
+    applies a TRUNCATE (its row appended by sidecar y's consumer), while
+    x's consumer's first generations read of the new hook, taken before the
+    TRUNCATE, is on its way (a proxy holds its answer). That read must not
+    start the models over a second time: before, x's consumer set every
+    model to 0 and forward to the read's generation, below the TRUNCATE's,
+    and x served the row it removed from memcached (y had cached it under
+    the older generation) until its consumer's next cycle."""
+    import faultproxy
+    here = os.path.dirname(os.path.abspath(__file__))
+    sql = os.path.normpath(os.path.join(here, "..", "..", "sql"))
+    pg.execute("CREATE TABLE IF NOT EXISTS scratch (id bigint PRIMARY KEY, v text)")
+    pg.execute("INSERT INTO scratch SELECT g, 'v' || g FROM generate_series(1, 50) g "
+               "ON CONFLICT DO NOTHING")
+    proxy = faultproxy.FaultProxy(pg.port, name="pg")
+    model = {"model Scratch": {"table": "scratch"}}
+    try:
+        # x's consumer cycles at its start, then only when woken: a row
+        # waiting for it, gone, says its first cycle (generation_seq's OID
+        # of the hook installed now) committed
+        install_while_running(pg, sql)
+        pg.execute("SELECT objcached.attach('public.scratch', 'Scratch', 'id')")
+        pg.execute("UPDATE scratch SET v = 'x' WHERE id = 1")
+        x = objcached_factory({**model, "postgresql": {
+            "invalidation_poll": "10m",
+            "conninfo": f"host=127.0.0.1 port={proxy.port} dbname={pg.dbname} "
+                        f"user={pg.SUPERUSER}"}})
+        harness.wait_until(lambda: outbox_empty(pg), what="x's first consumer cycle")
+        y = objcached_factory({**model, "postgresql": {"invalidation_poll": "200ms"}})
+        proxy.hold_replies_after(b"SELECT model, generation, to_regclass")
+        pg.execute_file(os.path.join(sql, "uninstall.sql"))
+        pg.execute_file(os.path.join(sql, "install.sql"))
+        at = len(y.log())
+        install(y)
+        harness.wait_until(lambda: outbox_empty(pg), what="y's consumer to apply the attaches")
+        g0 = pg.execute("SELECT generation FROM objcached.models WHERE model = 'Scratch'")[0][0]
+        harness.wait_until(lambda: f"model=Scratch generation={g0}" in y.log()[at:],
+                           what="y on the reinstalled hook's generation")
+        assert get(y, "Scratch:5") is not None    # in memcached under g0
+        # x's consumer: its first read of the new hook, answered now, held
+        pg.execute("SELECT pg_notify('objcached', 'Scratch')")
+        harness.wait_until(lambda: proxy.held_ports(), timeout=10,
+                           what="x's consumer's generations answered (held)")
+        at = len(x.log())
+        pg.execute("TRUNCATE scratch")
+        g1 = pg.execute("SELECT generation FROM objcached.models WHERE model = 'Scratch'")[0][0]
+        assert g1 > g0
+        harness.wait_until(lambda: f"model=Scratch generation={g1}" in x.log()[at:],
+                           timeout=15, what="x's feed to apply the TRUNCATE")
+        proxy.release()
+        harness.wait_until(lambda: pg.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
+            "AND query LIKE 'SELECT model, generation%'")[0][0] == 0,
+            timeout=10, what="x's consumer's cycle to end")
+        assert get(x, "Scratch:5") is None
+    finally:
+        proxy.release()
+        proxy.close()
+
+
+def test_a_resync_after_a_reinstall_does_not_undo_a_truncate_the_consumer_applied(
+        objcached_factory, pg):
+    """The reverse order: x's consumer follows the reinstalled hook and
+    then a TRUNCATE, while x's feed resync, its first read of the new hook,
+    taken before the TRUNCATE, is on its way (a proxy holds its answer, then
+    the feed's LISTEN, so that its next poll waits). Before, the resync set every model to 0 again and
+    forward to its generation, below the TRUNCATE's, and x served the row
+    the TRUNCATE removed from memcached until its feed's next poll."""
+    import faultproxy
+    here = os.path.dirname(os.path.abspath(__file__))
+    sql = os.path.normpath(os.path.join(here, "..", "..", "sql"))
+    pg.execute("CREATE TABLE IF NOT EXISTS scratch (id bigint PRIMARY KEY, v text)")
+    pg.execute("INSERT INTO scratch SELECT g, 'v' || g FROM generate_series(1, 50) g "
+               "ON CONFLICT DO NOTHING")
+    proxy = faultproxy.FaultProxy(pg.port, name="pg")
+    model = {"model Scratch": {"table": "scratch"}}
+    y = None
+    try:
+        install_while_running(pg, sql)
+        pg.execute("SELECT objcached.attach('public.scratch', 'Scratch', 'id')")
+        pg.execute("UPDATE scratch SET v = 'x' WHERE id = 1")
+        # both of x's readers run only when woken (NOTIFY)
+        x = objcached_factory({**model, "postgresql": {
+            "invalidation_poll": "10m", "feed_poll": "10m",
+            "conninfo": f"host=127.0.0.1 port={proxy.port} dbname={pg.dbname} "
+                        f"user={pg.SUPERUSER}"}})
+        harness.wait_until(lambda: outbox_empty(pg), what="x's first consumer cycle")
+        harness.wait_until(lambda: "event=feed_resync" in x.log(), what="x's feed resync")
+        y = objcached_factory({**model, "postgresql": {"invalidation_poll": "200ms"}})
+        proxy.hold_replies_after(b"pg_is_in_recovery()")
+        pg.execute_file(os.path.join(sql, "uninstall.sql"))
+        pg.execute_file(os.path.join(sql, "install.sql"))
+        at = len(y.log())
+        # y's consumer appends the attach to the feed: x's feed polls, finds
+        # the new hook and resyncs (its answer held)
+        pg.execute("SELECT objcached.attach('public.scratch', 'Scratch', 'id')")
+        harness.wait_until(lambda: proxy.held_ports(), timeout=10,
+                           what="x's feed resync answered (held)")
+        g0 = pg.execute("SELECT generation FROM objcached.models WHERE model = 'Scratch'")[0][0]
+        harness.wait_until(lambda: f"model=Scratch generation={g0}" in y.log()[at:],
+                           what="y on the reinstalled hook's generation")
+        assert get(y, "Scratch:5") is not None    # in memcached under g0
+        at = len(x.log())
+        pg.execute("SELECT pg_notify('objcached', 'Scratch')")
+        harness.wait_until(lambda: f"model=Scratch generation={g0}" in x.log()[at:],
+                           timeout=10, what="x's consumer on the new hook")
+        pg.execute("TRUNCATE scratch")
+        g1 = pg.execute("SELECT generation FROM objcached.models WHERE model = 'Scratch'")[0][0]
+        assert g1 > g0
+        harness.wait_until(lambda: outbox_empty(pg), what="y's consumer to apply the TRUNCATE")
+        pg.execute("SELECT pg_notify('objcached', 'Scratch')")
+        harness.wait_until(lambda: f"model=Scratch generation={g1}" in x.log()[at:],
+                           timeout=10, what="x's consumer on the TRUNCATE's generation")
+        at = len(x.log())
+        proxy.release(then_hold=b"LISTEN objcached_feed")
+        harness.wait_until(lambda: "event=feed_resync" in x.log()[at:] and proxy.held_ports(),
+                           timeout=10, what="x's resync applied, its next poll held")
+        assert get(x, "Scratch:5") is None
+    finally:
+        proxy.release()
+        if y is not None:
+            install(y)
+        proxy.close()
+
+
 def test_inval_lag_ms_falls_to_zero_once_the_outbox_is_drained(objcached_factory, pg):
     """A writer that held its transaction open 1.5 s gives its outbox row
     that age (lag is measured from the writer's transaction start); once the

@@ -213,6 +213,35 @@ static void test_generations(void **state)
     assert_int_equal(p[1].gen, 5);
 }
 
+/* One reset per hook for the process: the consumer and the feed share
+ * it, a later first read of the same hook moves forward only, and a
+ * reader still on the hook the other left is ignored. */
+static void test_gens_rule(void **state)
+{
+    (void)state;
+    unsigned long cur = 0, consumer = 0, feed = 0;
+    /* the first hook read: followed, no reset */
+    assert_int_equal(oc_feed_gens_rule(&cur, &consumer, 100), OC_FEED_GENS_APPLY);
+    assert_int_equal(oc_feed_gens_rule(&cur, &feed, 100), OC_FEED_GENS_APPLY);
+    assert_int_equal(cur, 100);
+    /* reinstalled (OID 200): the feed sees it first and resets */
+    assert_int_equal(oc_feed_gens_rule(&cur, &feed, 200), OC_FEED_GENS_RESET);
+    assert_int_equal(cur, 200);
+    assert_int_equal(oc_feed_gens_rule(&cur, &feed, 200), OC_FEED_GENS_APPLY);
+    /* the consumer's first read of it: forward only, no second reset */
+    assert_int_equal(oc_feed_gens_rule(&cur, &consumer, 200), OC_FEED_GENS_APPLY);
+    assert_int_equal(consumer, 200);
+    /* a feed poll that predates the next reinstall, read after the
+     * consumer followed it: ignored, until the feed sees the new hook */
+    assert_int_equal(oc_feed_gens_rule(&cur, &consumer, 300), OC_FEED_GENS_RESET);
+    assert_int_equal(oc_feed_gens_rule(&cur, &feed, 200), OC_FEED_GENS_IGNORE);
+    assert_int_equal(cur, 300);
+    assert_int_equal(oc_feed_gens_rule(&cur, &feed, 300), OC_FEED_GENS_APPLY);
+    /* no generation_seq (OID 0): nothing to tell apart, as before */
+    assert_int_equal(oc_feed_gens_rule(&cur, &feed, 0), OC_FEED_GENS_APPLY);
+    assert_int_equal(cur, 300);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -220,6 +249,7 @@ int main(void)
         cmocka_unit_test(test_own_fits),    cmocka_unit_test(test_notify_own),
         cmocka_unit_test(test_notify_rule), cmocka_unit_test(test_owed),
         cmocka_unit_test(test_fresh_until), cmocka_unit_test(test_generations),
+        cmocka_unit_test(test_gens_rule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
