@@ -777,7 +777,11 @@ static void on_notify(oc_pgconn_t *pc, const PGnotify *n, void *owner)
 
 /* Before serving: learn the models' generations with one blocking query,
  * so that a sidecar started after a TRUNCATE does not read entries of the
- * old generation until its first cycle. Runs before the loop does. */
+ * old generation until its first cycle. Runs before the loop does. The
+ * models follow this read's hook (ctx->gens_oid) from now on: else a hook
+ * installed again before the consumer's or the feed's first read would be
+ * taken for the first one and followed forward only, from this read's
+ * higher generations, for good (found by the second pass). */
 void oc_inval_read_generations(oc_ctx_t *ctx)
 {
     const char *keys[] = {"connect_timeout", "dbname", "fallback_application_name", NULL};
@@ -785,8 +789,12 @@ void oc_inval_read_generations(oc_ctx_t *ctx)
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     PGresult *r = NULL;
     if (c && PQstatus(c) == CONNECTION_OK)
-        r = PQexec(c, "SELECT model, generation FROM objcached.models");
+        r = PQexec(c,
+                   "SELECT model, generation, "
+                   "to_regclass('objcached.generation_seq')::oid FROM objcached.models");
     if (r && PQresultStatus(r) == PGRES_TUPLES_OK) {
+        if (PQntuples(r) > 0 && !PQgetisnull(r, 0, 2))
+            ctx->gens_oid = strtoul(PQgetvalue(r, 0, 2), NULL, 10);
         for (int i = 0; i < PQntuples(r); i++) {
             const oc_model_conf_t *m = oc_conf_model(ctx->conf, PQgetvalue(r, i, 0),
                                                      (size_t)PQgetlength(r, i, 0));

@@ -478,6 +478,60 @@ def test_a_resync_after_a_reinstall_does_not_undo_a_truncate_the_consumer_applie
         proxy.close()
 
 
+
+def test_a_reinstall_between_the_start_read_and_the_first_feed_read_starts_the_models_over(
+        objcached_factory, pg):
+    """Sidecar x (no consumer) reads the generations at start from hook A
+    (Scratch at 1001); the hook is installed again (B: Scratch at 1) before
+    its feed's first read, which is then of B. That read must start the
+    models over: before, the start read recorded no generation_seq OID,
+    so B was taken for the first hook, followed forward only, and x kept
+    Scratch at 1001 for good: it read keys that no consumer deletes under
+    (they delete under B's generations) and served a row from before an
+    update (found by the second pass)."""
+    import faultproxy
+    here = os.path.dirname(os.path.abspath(__file__))
+    sql = os.path.normpath(os.path.join(here, "..", "..", "sql"))
+    pg.execute("CREATE TABLE IF NOT EXISTS scratch (id bigint PRIMARY KEY, v text)")
+    pg.execute("INSERT INTO scratch SELECT g, 'v' || g FROM generate_series(1, 50) g "
+               "ON CONFLICT DO NOTHING")
+    proxy = faultproxy.FaultProxy(pg.port, name="pg-feed")
+    model = {"model Scratch": {"table": "scratch"}}
+    y = None
+    try:
+        pg.execute_file(os.path.join(sql, "uninstall.sql"))
+        pg.execute_file(os.path.join(sql, "install.sql"))
+        pg.execute("SELECT setval('objcached.generation_seq', 1000)")
+        pg.execute("SELECT objcached.attach('public.scratch', 'Scratch', 'id')")
+        assert pg.execute("SELECT generation FROM objcached.models "
+                          "WHERE model = 'Scratch'")[0][0] == 1001
+        proxy.set_mode("drop")      # x's feed cannot reach PostgreSQL yet
+        x = objcached_factory({**model, "postgresql": {
+            "invalidation_poll": "0", "feed_poll": "100ms",
+            "feed_conninfo": f"host=127.0.0.1 port={proxy.port} dbname={pg.dbname} "
+                             f"user={pg.SUPERUSER}"}})
+        pg.execute_file(os.path.join(sql, "uninstall.sql"))
+        pg.execute_file(os.path.join(sql, "install.sql"))
+        pg.execute("SELECT objcached.attach('public.scratch', 'Scratch', 'id')")
+        g = pg.execute("SELECT generation FROM objcached.models WHERE model = 'Scratch'")[0][0]
+        assert g < 1001
+        y = objcached_factory({**model, "postgresql": {"invalidation_poll": "200ms"}})
+        at = len(x.log())
+        proxy.set_mode("forward")
+        harness.wait_until(lambda: "event=feed_resync" in x.log()[at:], timeout=15,
+                           what="x's feed's first resync, of the new hook")
+        assert get(x, "Scratch:5") is not None
+        pg.execute("UPDATE scratch SET v = 'after the reinstall' WHERE id = 5")
+        harness.wait_until(lambda: outbox_empty(pg), what="y's consumer to apply the update")
+        harness.wait_until(lambda: b"after the reinstall" in (get(x, "Scratch:5") or b""),
+                           timeout=10, what="x to serve the row updated after the reinstall")
+    finally:
+        proxy.set_mode("forward")
+        proxy.close()
+        pg.execute("UPDATE scratch SET v = 'v5' WHERE id = 5")
+        if y is not None:
+            install(y)
+
 def test_inval_lag_ms_falls_to_zero_once_the_outbox_is_drained(objcached_factory, pg):
     """A writer that held its transaction open 1.5 s gives its outbox row
     that age (lag is measured from the writer's transaction start); once the
