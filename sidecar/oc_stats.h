@@ -130,6 +130,9 @@ struct evbuffer;
     X(wal_apply_lag_ms, GAUGE,                                                           \
       "the last batch's newest commit to its application (clocks of two hosts; the "     \
       "holder, 0 elsewhere)")                                                            \
+    X(wal_check_problems, GAUGE,                                                         \
+      "problems objcached.wal_check() reports to the holder; while not 0 it holds "      \
+      "heartbeats back (0 elsewhere)")                                                   \
     X(wal_slot_recreated, COUNTER,                                                       \
       "times the slot was gone (dropped, invalidated) and made again")                   \
     X(wal_map_reloads, COUNTER,                                                          \

@@ -92,6 +92,11 @@ struct oc_wal {
     size_t ngens;
     /* periodic work on the regular connection */
     int hb_due, stats_due, prune_due;
+    int check_due;     /* wal_check: 1 due, 2 under way */
+    int check_failing; /* its last run failed (logged once) */
+    /* what wal_check reported last, "; "-joined (NULL: nothing); while it
+     * reports anything the holder emits no heartbeat (see checked) */
+    char *problems;
     int has_since;           /* requeue(models, keys, since) exists */
     double sender_timeout_s; /* the server's wal_sender_timeout; 0: none known */
     int warned_replies;      /* event=wal_replies_hidden was logged */
@@ -133,8 +138,13 @@ static void set_state(oc_wal_t *w, wal_state_t st)
     /* The slot's lag is the holder's to tell: a sidecar that lets it go
      * shows 0, not what it saw last, so that the fleet's max() (the alert
      * rows) is the holder's. */
-    if (st != WAL_STREAMING)
+    if (st != WAL_STREAMING) {
         stats->wal_lag_bytes = stats->wal_apply_lag_ms = 0;
+        stats->wal_check_problems = 0; /* the next holder tells, logs anew */
+        free(w->problems);
+        w->problems = NULL;
+        w->check_due = w->check_failing = 0;
+    }
 }
 
 static void arm(oc_wal_t *w, double secs)
@@ -741,6 +751,76 @@ static void sql_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char 
     sql_next(w);
 }
 
+/* The problems of a wal_check() result, "; "-joined (NULL: out of memory). */
+static char *problems_join(const PGresult *res)
+{
+    size_t len = 1;
+    for (int i = 0; i < PQntuples(res); i++)
+        len += (size_t)PQgetlength(res, i, 0) + 2;
+    char *s = malloc(len);
+    if (s == NULL)
+        return NULL;
+    s[0] = '\0';
+    for (int i = 0; i < PQntuples(res); i++) {
+        if (i)
+            strcat(s, "; ");
+        strcat(s, PQgetvalue(res, i, 0));
+    }
+    return s;
+}
+
+/* wal_check() answered: n problems, "; "-joined in `now` (taken). A line
+ * per change of the set of problems. */
+static void problems_set(oc_wal_t *w, int n, char *now)
+{
+    if (n == 0) {
+        if (w->problems != NULL)
+            oc_log_info("event=wal_check_ok slot=%s heartbeats=resumed", w->slot);
+        free(now);
+        now = NULL;
+    } else if (w->problems == NULL || strcmp(now, w->problems) != 0) {
+        char clean[2048];
+        oc_log_warn("event=wal_check_problem slot=%s problems=%d heartbeats=held "
+                    "reason=\"%s\"",
+                    w->slot, n, oc_log_clean(clean, sizeof(clean), now));
+    }
+    free(w->problems);
+    w->problems = now;
+    w->ctx->stats->wal_check_problems = (uint64_t)n;
+}
+
+/* wal_check() came back. Whatever it reports may keep changes of a
+ * watched table from reaching the slot (a table taken out of the
+ * publication, publish narrowed, a row filter, a replica identity without
+ * the key), and the feed cannot say which keys: while it reports anything
+ * the holder emits no heartbeat (sql_next), so caught_up_at stays behind
+ * and every near-cache stops answering after feed_max_lag. A failure keeps
+ * what was known, logged once until the check works again (a hook older
+ * than wal_check(name) would otherwise log every 5 s). */
+static void checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                    void *arg)
+{
+    (void)pc;
+    oc_wal_t *w = arg;
+    w->sql_busy = 0;
+    w->check_due = 0;
+    char *now = st == OC_OK ? problems_join(res) : NULL;
+    if (now != NULL) {
+        w->check_failing = 0;
+        problems_set(w, PQntuples(res), now);
+    } else {
+        char clean[OC_ERRLEN];
+        w->ctx->stats->wal_errors++;
+        if (!w->check_failing)
+            oc_log_warn(
+                "event=wal_query_failed reason=\"wal_check: %s\"",
+                oc_log_clean(clean, sizeof(clean), st == OC_OK ? "out of memory" : err));
+        w->check_failing = 1;
+    }
+    PQclear(res);
+    sql_next(w);
+}
+
 /* The batch's append (the WAL reader bumps the generation of a TRUNCATEd
  * model: p_bump true). */
 #define WAL_APPEND_CALL                                                                  \
@@ -833,6 +913,16 @@ static void sql_next(oc_wal_t *w)
     const char *sql = NULL;
     const char *p[1] = {w->slot};
     int np = 0;
+    if (w->check_due == 1) {
+        w->check_due = 2;
+        w->sql_busy = 1;
+        if (oc_pgconn_exec(w->sql, "SELECT problem FROM objcached.wal_check($1::name)", 1,
+                           p, checked, w) != OC_OK)
+            w->sql_busy = 0;
+        return;
+    }
+    if (w->problems != NULL)
+        w->hb_due = 0; /* held back while wal_check reports problems: see checked */
     if (w->hb_due) {
         w->hb_due = 0;
         /* The argument is evaluated before the message is written, so every
@@ -918,8 +1008,11 @@ static void tick(oc_wal_t *w)
     if ((due & OC_WAL_DUE_STATUS) && !batch_stuck(w, now))
         /* a quiet stream: ask for a keepalive */
         send_status(w, now - w->heard_at >= OC_WAL_STATUS_EVERY_S);
-    if (due & OC_WAL_DUE_STATS)
+    if (due & OC_WAL_DUE_STATS) {
         w->stats_due = 1;
+        if (!w->check_due)
+            w->check_due = 1; /* at the lag's cadence: only the holder runs it */
+    }
     if (due & OC_WAL_DUE_PRUNE)
         w->prune_due = 1;
     sql_next(w);
@@ -937,6 +1030,7 @@ static void streaming(oc_wal_t *w)
     oc_log_info("event=wal_holding slot=%s", w->slot);
     w->heard_at = now_s();
     oc_wal_sched_start(&w->sched, now_s());
+    w->check_due = 1; /* before the first heartbeat */
     /* The holder drains the outbox too (requeued keys, attach's whole-model
      * rows, trigger-mode models). */
     if (ctx->inval == NULL && ctx->conf->inval_poll_ms > 0) {
@@ -1584,7 +1678,9 @@ void oc_wal_free(oc_wal_t *w)
         oc_pgconn_free(w->sql);
         w->ctx->stats->wal_holder = 0;
         w->ctx->stats->wal_lag_bytes = w->ctx->stats->wal_apply_lag_ms = 0;
+        w->ctx->stats->wal_check_problems = 0;
     }
+    free(w->problems);
     for (int i = 0; i < 2; i++)
         oc_pgconn_free(w->dead[i]);
     if (w->timer)

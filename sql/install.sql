@@ -761,7 +761,8 @@ CREATE TRIGGER meta_changed AFTER INSERT OR UPDATE OR DELETE ON objcached.meta
 --     reader (PUBLIC may emit messages: only those with its token are its own); once that message is
 --     decoded back (all that came before it applied and appended), objcached.feed_heartbeat(<that
 --     instant>, writer);
---   * objcached.wal_check() for --check-config and the setup command: no rows means fine.
+--   * objcached.wal_check() for --check-config and the setup command, and by the holder at the start of
+--     streaming and every 5 s (while it returns rows the holder emits no heartbeat): no rows means fine.
 
 CREATE OR REPLACE FUNCTION objcached._publication_settings_differences() RETURNS SETOF text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -1613,7 +1614,8 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- Everything that keeps the WAL source from working, one problem a row; no rows: fine. objcached
--- runs it for --check-config and its setup command.
+-- runs it for --check-config and its setup command, and the WAL holder every 5 s (it must stay
+-- cheap: catalog reads only).
 DROP FUNCTION IF EXISTS objcached.wal_check();
 CREATE OR REPLACE FUNCTION objcached.wal_check(p_slot name DEFAULT 'objcached') RETURNS TABLE (problem text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

@@ -538,6 +538,52 @@ def test_a_reader_role_that_cannot_see_the_holders_replies_is_told(fleet, mc_poo
     assert a.log().count("event=wal_replies_hidden") == 1
 
 
+def test_a_publication_changed_under_the_holder_is_noticed(fleet, mc_pool, db):
+    """ALTER PUBLICATION objcached DROP TABLE items under a streaming holder
+    (its role the documented one, which may run wal_check): items' changes
+    no longer reach the slot. The holder's periodic wal_check sees it: the
+    gauge, one event=wal_check_problem, and no more heartbeats, so the
+    near-caches stop answering after feed_max_lag (a standby candidate then
+    sees a stale feed but a live holder: it does not terminate it); the
+    table back, it says event=wal_check_ok and they answer again. (Before
+    2026-12-05 nothing noticed: the feed stayed fresh while items'
+    invalidations were lost, and near-caches kept answering.)"""
+    from test_near import warm
+    role = wal_role(db)
+    a = start(fleet, mc_pool, db, postgresql={
+        "wal_conninfo": f"host={db.pg.dir} port={db.pg.port} dbname={db.name} user={role}"})
+    holder([a])
+    b = start(fleet, mc_pool, db, postgresql={"wal": "off"})
+    warm(b, ["Item:41"])
+    # a standby candidate sees the feed stale too: it tries the slot every
+    # wal_takeover, finds the holder alive and leaves it be
+    c = start(fleet, mc_pool, db, postgresql={
+        "wal_conninfo": f"host={db.pg.dir} port={db.pg.port} dbname={db.name} user={role}"})
+    db.q("ALTER PUBLICATION objcached DROP TABLE items")
+    harness.wait_until(lambda: b.stats()["near_serving"] == 0, timeout=20,
+                       what="the near-cache to stop answering")
+    assert a.stats()["wal_check_problems"] == 1
+    # absence needs a window: longer than a check's period (5 s), during
+    # which no heartbeat is appended and the problem is not logged again
+    heartbeats = a.stats()["wal_heartbeats"]
+    end = time.monotonic() + 6
+    while time.monotonic() < end:
+        assert a.stats()["wal_heartbeats"] == heartbeats
+        assert b.stats()["near_serving"] == 0
+        time.sleep(0.5)
+    assert holder([a, c]) is a
+    assert "event=wal_holder_terminated" not in c.log()
+    log = a.log()
+    assert log.count("event=wal_check_problem") == 1, log
+    assert "table public.items is not in publication objcached" in log
+    db.q("ALTER PUBLICATION objcached ADD TABLE items")
+    harness.wait_until(lambda: "event=wal_check_ok" in a.log(), timeout=20,
+                       what="event=wal_check_ok")
+    assert a.stats()["wal_check_problems"] == 0
+    harness.wait_until(lambda: b.stats()["near_serving"] == 1, timeout=20,
+                       what="the near-cache to answer again")
+
+
 def test_feed_read_from_a_lagging_replica(fleet, mc_pool, db, pg):
     """A sidecar may follow the feed on a streaming replica (feed_conninfo):
     its near-cache serves while the replica keeps up and turns itself off
