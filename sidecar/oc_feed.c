@@ -504,12 +504,14 @@ oc_feed_gens_t oc_feed_gens_rule(unsigned long *current, unsigned long *seen,
 }
 
 /* uninstall.sql and install.sql again: a new generation_seq, whose
- * generations start over below the ones this sidecar uses, which nothing
- * deletes under any more. Every model starts over from 0, once per hook
- * for the whole process: the consumer (oc_inval.c) and this follower share
- * it, or the second of them to see the new hook moved a model back below
- * a TRUNCATE the first applied meanwhile (found by a review). A sidecar
- * without a consumer (a WAL standby, invalidation_poll = 0) has only this. */
+ * generations may be below the ones this sidecar uses (an install.sql from
+ * before 2026-12-05 starts them over from 1; now they start at the time in
+ * microseconds), which nothing deletes under any more. Every model starts
+ * over from 0, once per hook for the whole process: the consumer
+ * (oc_inval.c) and this follower share it, or the second of them to see
+ * the new hook moved a model back below a TRUNCATE the first applied
+ * meanwhile (found by a review). A sidecar without a consumer (a WAL
+ * standby, invalidation_poll = 0) has only this. */
 int oc_feed_follow_gens(oc_ctx_t *ctx, unsigned long *seen, unsigned long oid,
                         const char *source)
 {

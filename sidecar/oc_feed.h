@@ -150,12 +150,13 @@ int oc_feed_next_generation(const char **names, const char **gens, const char **
  * consumer, the feed follower; *seen: the OID of that reader's last
  * read). The process's models follow one hook at a time (*current, the
  * ctx's gens_oid). The first read of a new hook, by either reader, starts
- * every model over (RESET: a reinstalled hook's generations start over
- * below ours); every later read of that hook, the other reader's first
- * one too, moves them forward only (APPLY), so a read taken before a
- * TRUNCATE the other reader applied cannot undo it. A reader still on a
- * hook the other has left (its read predates the reinstall) is ignored
- * (IGNORE) until it sees the new one. */
+ * every model over (RESET: a reinstalled hook's generations may be below
+ * ours: one installed by a version before 2026-12-05 starts over from 1);
+ * every later read of that hook, the other reader's first one too, moves
+ * them forward only (APPLY), so a read taken before a TRUNCATE the other
+ * reader applied cannot undo it. A reader still on a hook the other has
+ * left (its read predates the reinstall) is ignored (IGNORE) until it sees
+ * the new one. */
 typedef enum oc_feed_gens {
     OC_FEED_GENS_APPLY,
     OC_FEED_GENS_RESET,

@@ -658,9 +658,10 @@ static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char
         fail_cycle(iv, "generations", err);
         return;
     }
-    /* uninstall.sql and install.sql again: a new generation_seq, and the
-     * generations start over below the ones we use, which nothing deletes
-     * under any more (found by a review). Every model starts over from 0,
+    /* uninstall.sql and install.sql again: a new generation_seq, whose
+     * generations may be below the ones we use (an install.sql from before
+     * 2026-12-05 starts them over from 1), which nothing deletes under any
+     * more (found by a review). Every model starts over from 0,
      * once for the process (the feed follower may have done it, then
      * applied a TRUNCATE this read predates), so that this read and the
      * later ones move it forward again, a model attached again later too.

@@ -65,8 +65,22 @@ INSERT INTO objcached.meta (key, value) VALUES ('notify', 'off')
     ON CONFLICT (key) DO NOTHING;
 
 -- Generations only ever grow, across detach and re-attach too: a model that is attached again must
--- not come back to a generation whose cache entries may still be in memcached.
-CREATE SEQUENCE IF NOT EXISTS objcached.generation_seq;
+-- not come back to a generation whose cache entries may still be in memcached. Across an uninstall
+-- and a new install too: uninstall.sql drops the sequence, and the old hook's entries stay in
+-- memcached until their ttl, also those of rows written while no hook recorded the writes. So a
+-- new sequence starts at the time in microseconds since the epoch, above every generation an
+-- earlier install reached (unless it drew more than one a microsecond since it was made, or the
+-- server's clock went back). An existing one (a run again, an upgrade from version 1) is kept.
+DO $$
+BEGIN
+    IF pg_catalog.to_regclass('objcached.generation_seq') IS NULL THEN
+        CREATE SEQUENCE objcached.generation_seq;
+        PERFORM pg_catalog.setval('objcached.generation_seq',
+            pg_catalog.floor(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) * 1000000)::bigint,
+            false);
+    END IF;
+END
+$$;
 
 CREATE TABLE IF NOT EXISTS objcached.models (
     model      text PRIMARY KEY

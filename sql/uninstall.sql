@@ -4,6 +4,9 @@
 --
 --   psql -v ON_ERROR_STOP=1 -f sql/uninstall.sql
 --
+-- The hook's cache entries stay in memcached until their ttl, also those of rows written after this:
+-- install.sql starts the generations of a new install above them (docs/invalidation.md).
+--
 -- Invalidations still in the outbox are dropped with it: let the consumers drain it first
 -- (SELECT * FROM objcached.pending() shows 0 rows) if the caches must stay exact. Stop the WAL reader
 -- first too: a slot that is being read cannot be dropped, and a slot left behind keeps the server

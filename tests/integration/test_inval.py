@@ -12,6 +12,7 @@ import time
 import psycopg2
 import psycopg2.errors
 
+import consistency as oc_c
 import harness
 
 
@@ -194,6 +195,15 @@ def install_while_running(pg, sql):
                 raise
 
 
+def install_as_before_2026_12_05(pg, sql):
+    """install.sql as a version before 2026-12-05 left it: a new
+    generation_seq started over from 1 (now it starts at the time in
+    microseconds). The sidecars must still follow such a hook's lower
+    generations."""
+    pg.execute_file(os.path.join(sql, "install.sql"))
+    pg.execute("SELECT setval('objcached.generation_seq', 1, false)")
+
+
 def test_a_consumer_that_probed_version_1_just_before_the_upgrade_appends_its_claim_to_the_feed(
         objcached_factory, pg):
     """The consumer probes the hook (version 1), and install.sql commits
@@ -278,11 +288,12 @@ def test_a_delete_requeued_after_a_reload_that_changed_key_prefix_keeps_its_key(
 def test_a_running_sidecar_follows_the_generations_of_a_reinstalled_hook(
         objcached_factory, pg):
     """uninstall.sql and install.sql again while a sidecar runs (the outbox
-    drained first, as invalidation.md asks): the new schema's generations
-    start again from 1, below the ones the sidecar used. It must move to
-    them, or it keeps reading keys of its old generation, which the
-    consumer, deleting under the database's generation, never touches: a
-    change made after the reinstall stayed hidden until ttl."""
+    drained first, as invalidation.md asks), by a version before 2026-12-05
+    (its new schema's generations start again from 1, below the ones the
+    sidecar used: set by hand here). It must move to them, or it keeps
+    reading keys of its old generation, which the consumer, deleting under
+    the database's generation, never touches: a change made after the
+    reinstall stayed hidden until ttl."""
     here = os.path.dirname(os.path.abspath(__file__))
     sql = os.path.normpath(os.path.join(here, "..", "..", "sql"))
     oc = objcached_factory({"postgresql": {"invalidation_poll": "200ms"}})
@@ -299,7 +310,7 @@ def test_a_running_sidecar_follows_the_generations_of_a_reinstalled_hook(
         assert b'"note"' in get(oc, "User:42")
         harness.wait_until(lambda: outbox_empty(pg), what="the outbox drained")
         pg.execute_file(os.path.join(sql, "uninstall.sql"))
-        pg.execute_file(os.path.join(sql, "install.sql"))
+        install_as_before_2026_12_05(pg, sql)
         # A cycle of the consumer (claim, then generations) with another
         # model attached again first: its outbox row gone says it committed.
         pg.execute("SELECT objcached.attach('public.counters', 'Counter', 'id')")
@@ -317,9 +328,10 @@ def test_a_running_sidecar_follows_the_generations_of_a_reinstalled_hook(
 
 def test_a_sidecar_without_a_consumer_follows_the_generations_of_a_reinstalled_hook(
         objcached_factory, pg):
-    """As above, for a sidecar that follows the feed but runs no consumer
-    (invalidation_poll = 0; a WAL standby is one too): only its feed can
-    move it to the reinstalled hook's lower generations. Before, it kept
+    """As above (a reinstall by a version before 2026-12-05), for a sidecar
+    that follows the feed but runs no consumer (invalidation_poll = 0; a WAL
+    standby is one too): only its feed can move it to the reinstalled hook's
+    lower generations. Before, it kept
     reading keys of its old generation, which the other sidecar's consumer
     never deletes under, and served the row from before the update."""
     here = os.path.dirname(os.path.abspath(__file__))
@@ -340,7 +352,7 @@ def test_a_sidecar_without_a_consumer_follows_the_generations_of_a_reinstalled_h
         assert b'"note"' in get(b, "User:42")    # cached under the old generation
         harness.wait_until(lambda: outbox_empty(pg), what="the outbox drained")
         pg.execute_file(os.path.join(sql, "uninstall.sql"))
-        pg.execute_file(os.path.join(sql, "install.sql"))
+        install_as_before_2026_12_05(pg, sql)
         install(a)
         assert pg.execute("SELECT generation FROM objcached.models "
                           "WHERE model = 'User'")[0][0] < gen
@@ -482,7 +494,8 @@ def test_a_resync_after_a_reinstall_does_not_undo_a_truncate_the_consumer_applie
 def test_a_reinstall_between_the_start_read_and_the_first_feed_read_starts_the_models_over(
         objcached_factory, pg):
     """Sidecar x (no consumer) reads the generations at start from hook A
-    (Scratch at 1001); the hook is installed again (B: Scratch at 1) before
+    (Scratch at 1001); the hook is installed again (B: Scratch at 1, an
+    install by a version before 2026-12-05) before
     its feed's first read, which is then of B. That read must start the
     models over: before, the start read recorded no generation_seq OID,
     so B was taken for the first hook, followed forward only, and x kept
@@ -511,7 +524,7 @@ def test_a_reinstall_between_the_start_read_and_the_first_feed_read_starts_the_m
             "feed_conninfo": f"host=127.0.0.1 port={proxy.port} dbname={pg.dbname} "
                              f"user={pg.SUPERUSER}"}})
         pg.execute_file(os.path.join(sql, "uninstall.sql"))
-        pg.execute_file(os.path.join(sql, "install.sql"))
+        install_as_before_2026_12_05(pg, sql)
         pg.execute("SELECT objcached.attach('public.scratch', 'Scratch', 'id')")
         g = pg.execute("SELECT generation FROM objcached.models WHERE model = 'Scratch'")[0][0]
         assert g < 1001
@@ -531,6 +544,46 @@ def test_a_reinstall_between_the_start_read_and_the_first_feed_read_starts_the_m
         pg.execute("UPDATE scratch SET v = 'v5' WHERE id = 5")
         if y is not None:
             install(y)
+
+
+def test_a_reinstalled_hook_does_not_serve_what_the_old_one_cached(objcached_factory, pg, mc_pool):
+    """uninstall.sql, a write that no hook records, install.sql again and
+    the model attached again: a sidecar must serve the write. The old
+    hook's cache entries stay in memcached until their ttl, and nothing
+    deleted the written row's: the new hook's generations must never come
+    back to the old one's. Before, the new objcached.generation_seq started
+    over from 1, the attach took the old hook's generation again, and the
+    sidecar served the row from before the write (found by the second
+    pass)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sql = os.path.normpath(os.path.join(here, "..", "..", "sql"))
+    # no consumer, no feed: only the generations read at start choose the keys
+    readers_off = {"postgresql": {"invalidation_poll": "0", "feed_poll": "0"}}
+    note = pg.execute("SELECT note FROM users WHERE id = 45")[0][0]
+    a = b = None
+    try:
+        pg.execute_file(os.path.join(sql, "uninstall.sql"))
+        pg.execute_file(os.path.join(sql, "install.sql"))
+        pg.execute("SELECT objcached.attach('public.users', 'User', 'id')")
+        g_old = pg.execute("SELECT generation FROM objcached.models WHERE model = 'User'")[0][0]
+        a = objcached_factory(readers_off)
+        assert b'"note"' in get(a, "User:45")
+        harness.wait_until(lambda: oc_c.raw_items(mc_pool, oc_c.cache_key("User", 45, g_old)),
+                           what="User:45 cached under the old hook's generation")
+        a.stop()
+        pg.execute_file(os.path.join(sql, "uninstall.sql"))
+        pg.execute("UPDATE users SET note = 'written with no hook' WHERE id = 45")
+        pg.execute_file(os.path.join(sql, "install.sql"))
+        pg.execute("SELECT objcached.attach('public.users', 'User', 'id')")
+        g_new = pg.execute("SELECT generation FROM objcached.models WHERE model = 'User'")[0][0]
+        b = objcached_factory(readers_off)
+        assert b"written with no hook" in get(b, "User:45"), (g_old, g_new)
+        assert g_new > g_old
+    finally:
+        pg.execute("UPDATE users SET note = %s WHERE id = 45", (note,))
+        if a is not None:
+            install(a)      # the hook and the standard models, as other tests expect
+
 
 def test_inval_lag_ms_falls_to_zero_once_the_outbox_is_drained(objcached_factory, pg):
     """A writer that held its transaction open 1.5 s gives its outbox row

@@ -156,6 +156,28 @@ def test_install_twice_and_uninstall_twice(bare_db):
     bare_db.q("INSERT INTO users VALUES (1, 'still writable')")
 
 
+def test_a_new_install_starts_the_generations_above_every_earlier_install(bare_db):
+    """uninstall.sql drops generation_seq; the old hook's cache entries stay
+    in memcached until their ttl. A new sequence starts at the time in
+    microseconds, above the old hook's generations; a run of install.sql
+    over an existing one keeps it. Before, a new one started over from 1,
+    and the first attach after a reinstall took the old hook's generation
+    again (test_inval.py shows the stale row that served)."""
+    before = bare_db.one("SELECT floor(extract(epoch FROM clock_timestamp()) * 1e6)::bigint")
+    run_psql(bare_db.server, bare_db.name, INSTALL)
+    users_table(bare_db)
+    g1 = bare_db.one("SELECT generation FROM objcached.models")
+    assert g1 >= before
+    run_psql(bare_db.server, bare_db.name, INSTALL)   # kept as it is
+    bare_db.q("TRUNCATE users")
+    g2 = bare_db.one("SELECT generation FROM objcached.models")
+    assert g2 == g1 + 1
+    run_psql(bare_db.server, bare_db.name, UNINSTALL)
+    run_psql(bare_db.server, bare_db.name, INSTALL)
+    bare_db.q("SELECT objcached.attach('users', 'User', 'id')")
+    assert bare_db.one("SELECT generation FROM objcached.models") > g2
+
+
 def test_uninstall_on_database_that_never_had_it(bare_db):
     run_psql(bare_db.server, bare_db.name, UNINSTALL)
 
