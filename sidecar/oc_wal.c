@@ -61,6 +61,7 @@ typedef struct wal_gen {
 struct oc_wal {
     oc_ctx_t *ctx;
     wal_state_t state;
+    unsigned stream_no; /* START_REPLICATIONs sent */
     oc_pgconn_t *repl, *sql;
     int repl_up, sql_up;
     oc_pgconn_t *dead[2]; /* connections given up, freed from `reap` */
@@ -74,32 +75,31 @@ struct oc_wal {
      * failover) whose WAL is not as far, and a position confirmed there
      * past what it sent would skip its changes at the next start */
     uint64_t received_lsn, applied_lsn;
-    unsigned stream_no;     /* START_REPLICATIONs sent */
     uint32_t unknown_relid; /* the map was last read again for this relation */
     /* the batch being applied */
     wal_step_t step;
+    unsigned batch_stream; /* stream_no it was read from */
+    int own; /* the feed statement is one the follower may take (oc_feed_own) */
     double sql_step_at; /* when it reached STEP_FEED or STEP_GENS */
     oc_walb_batch_t batch;
-    unsigned batch_stream; /* stream_no it was read from */
     oc_mc_job_t *job;
     char *arena;     /* cache keys of the deletes */
     size_t *del_idx; /* delete item i is batch key del_idx[i] */
     char *lit[5];    /* array literals of the feed query */
     char num[3][32];
-    int own; /* the feed statement is one the follower may take (oc_feed_own) */
     /* generations of every model, for cache keys */
     wal_gen_t *gens;
     size_t ngens;
     /* periodic work on the regular connection */
     int hb_due, stats_due, prune_due;
-    int check_due;     /* wal_check: 1 due, 2 under way */
-    int check_failing; /* its last run failed (logged once) */
+    int check_due;      /* wal_check: 1 due, 2 under way */
+    int check_failing;  /* its last run failed (logged once) */
+    int has_since;      /* requeue(models, keys, since) exists */
+    int warned_replies; /* event=wal_replies_hidden was logged */
     /* what wal_check reported last, "; "-joined (NULL: nothing); while it
      * reports anything the holder emits no heartbeat (see checked) */
     char *problems;
-    int has_since;           /* requeue(models, keys, since) exists */
     double sender_timeout_s; /* the server's wal_sender_timeout; 0: none known */
-    int warned_replies;      /* event=wal_replies_hidden was logged */
     oc_wal_sched_t sched;
     double tried_at;
     double born; /* when oc_wal_new ran: the start of our watch */
@@ -114,8 +114,8 @@ struct oc_wal {
      * keepalive after each WAL flush) wakes the holder once, not per message. */
     int paced;
     int got_data;     /* the stream was read since the last kick */
-    double heard_at;  /* the stream's last CopyData, or reading resumed */
     int kick_pending; /* `kick` is active */
+    double heard_at;  /* the stream's last CopyData, or reading resumed */
     char slot[OC_MODEL_NAME_MAX + 1];
     char writer[96];
     char hb_token[OC_WALB_TOKEN_LEN + 1]; /* in our heartbeats: see hb_token_new */
@@ -760,12 +760,15 @@ static char *problems_join(const PGresult *res)
     char *s = malloc(len);
     if (s == NULL)
         return NULL;
-    s[0] = '\0';
+    size_t at = 0;
     for (int i = 0; i < PQntuples(res); i++) {
+        size_t n = (size_t)PQgetlength(res, i, 0);
         if (i)
-            strcat(s, "; ");
-        strcat(s, PQgetvalue(res, i, 0));
+            memcpy(s + at, "; ", 2), at += 2;
+        memcpy(s + at, PQgetvalue(res, i, 0), n);
+        at += n;
     }
+    s[at] = '\0';
     return s;
 }
 
