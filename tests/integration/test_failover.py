@@ -760,40 +760,55 @@ def test_old_backlog_of_a_thawed_server_runs_before_its_flush(world):
         gutter.cleanup()
 
 
+@contextlib.contextmanager
+def memcached_behind_a_proxy(world, failure_limit):
+    """One memcached behind a proxy (which can hold an old connection's
+    replies and end, as a frozen server holds them) and a gutter, and a
+    sidecar over them. Yields (oc, m, proxy)."""
+    m = harness.Memcached().start()
+    gutter = harness.Memcached().start()
+    proxy = faultproxy.FaultProxy(m.port, name="to-m")
+    try:
+        conf = world.config(servers=proxy.address, failure_limit=failure_limit,
+                            objcached={"log_level": "debug"})
+        conf["memcached"]["gutter"] = gutter.address
+        with harness.Objcached(conf, binary=world.binary) as oc:
+            yield oc, m, proxy
+    finally:
+        proxy.close()
+        m.cleanup()
+        gutter.cleanup()
+
+
+def hold_a_failed_tombstone(c, proxy):
+    """A tombstone of Note:7 fails (failure_limit 1: the server goes down)
+    with its reply and its connection's end held by the proxy."""
+    proxy.hold_replies_after(b" oc:Note:7 ", keep_open=True)
+    c.sendline("delete Note:7")
+    assert c.readline().startswith(b"SERVER_ERROR")
+
+
 def test_probe_does_not_flush_before_an_old_connection_ends(world):
     """The flush waits for the old connections at most io_timeout: one the
     server has not ended yet (its replies and its end held by a proxy, as a
     server that has not run it yet looks) keeps the server out of service,
     probe after probe; once it ends, the next probe flushes and it serves."""
-    m = harness.Memcached().start()
-    gutter = harness.Memcached().start()
-    proxy = faultproxy.FaultProxy(m.port, name="to-m")
-    try:
-        conf = world.config(servers=proxy.address, failure_limit="1",
-                            objcached={"log_level": "debug"})
-        conf["memcached"]["gutter"] = gutter.address
-        with harness.Objcached(conf, binary=world.binary) as oc:
-            with oc.client() as c:
-                assert c.get("Note:7") == world.json("fo_notes", 7)
-                proxy.hold_replies_after(b" oc:Note:7 ", keep_open=True)
-                c.sendline("delete Note:7")
-                assert c.readline().startswith(b"SERVER_ERROR")
-            wait_state([oc], proxy, "down", timeout=10)
-            waited = 'reason="probe: old connections still held by the server"'
-            harness.wait_until(lambda: oc.log().count(waited) >= 2, timeout=10,
-                               what="two probes that waited in vain")
-            assert "event=memcached_probe_waits server=" + proxy.address in oc.log()
-            assert state(oc, proxy) != "up" and oc.stats()["mc_returns"] == 0
-            assert m.stats()["cmd_flush"] == 0
-            proxy.release()
-            wait_state([oc], proxy, "up", timeout=10)
-            assert m.stats()["cmd_flush"] == 1
-            with oc.client() as c:   # the tombstone ran before the flush
-                assert c.get("Note:7") == world.json("fo_notes", 7)
-    finally:
-        proxy.close()
-        m.cleanup()
-        gutter.cleanup()
+    with memcached_behind_a_proxy(world, "1") as (oc, m, proxy):
+        with oc.client() as c:
+            assert c.get("Note:7") == world.json("fo_notes", 7)
+            hold_a_failed_tombstone(c, proxy)
+        wait_state([oc], proxy, "down", timeout=10)
+        waited = 'reason="probe: old connections still held by the server"'
+        harness.wait_until(lambda: oc.log().count(waited) >= 2, timeout=10,
+                           what="two probes that waited in vain")
+        assert "event=memcached_probe_waits server=" + proxy.address in oc.log()
+        assert state(oc, proxy) != "up" and oc.stats()["mc_returns"] == 0
+        assert m.stats()["cmd_flush"] == 0
+        proxy.release()
+        wait_state([oc], proxy, "up", timeout=10)
+        assert m.stats()["cmd_flush"] == 1
+        with oc.client() as c:   # the tombstone ran before the flush
+            assert c.get("Note:7") == world.json("fo_notes", 7)
 
 
 def test_a_drain_the_server_never_ends_is_given_up(world):
@@ -802,30 +817,17 @@ def test_a_drain_the_server_never_ends_is_given_up(world):
     keep the server out of service for ever: after a few probes that found
     the server answering and waited for it in vain, it is given up (a
     warning), and the next such probe flushes and brings the server back."""
-    m = harness.Memcached().start()
-    gutter = harness.Memcached().start()
-    proxy = faultproxy.FaultProxy(m.port, name="to-m")
-    try:
-        conf = world.config(servers=proxy.address, failure_limit="1",
-                            objcached={"log_level": "debug"})
-        conf["memcached"]["gutter"] = gutter.address
-        with harness.Objcached(conf, binary=world.binary) as oc:
-            with oc.client() as c:
-                assert c.get("Note:7") == world.json("fo_notes", 7)
-                proxy.hold_replies_after(b" oc:Note:7 ", keep_open=True)
-                c.sendline("delete Note:7")
-                assert c.readline().startswith(b"SERVER_ERROR")
-            wait_state([oc], proxy, "down", timeout=10)
-            wait_state([oc], proxy, "up", timeout=20)
-            waited = 'reason="probe: old connections still held by the server"'
-            assert oc.log().count(waited) == 4
-            assert ("event=memcached_drain_dropped server=" + proxy.address + " drains=1 "
-                    'reason="not ended by the server in 5 probes it answered"') in oc.log()
-            assert m.stats()["cmd_flush"] == 1 and oc.stats()["mc_returns"] == 1
-    finally:
-        proxy.close()
-        m.cleanup()
-        gutter.cleanup()
+    with memcached_behind_a_proxy(world, "1") as (oc, m, proxy):
+        with oc.client() as c:
+            assert c.get("Note:7") == world.json("fo_notes", 7)
+            hold_a_failed_tombstone(c, proxy)
+        wait_state([oc], proxy, "down", timeout=10)
+        wait_state([oc], proxy, "up", timeout=20)
+        waited = 'reason="probe: old connections still held by the server"'
+        assert oc.log().count(waited) == 4
+        assert ("event=memcached_drain_dropped server=" + proxy.address + " drains=1 "
+                'reason="not ended by the server in 5 probes it answered"') in oc.log()
+        assert m.stats()["cmd_flush"] == 1 and oc.stats()["mc_returns"] == 1
 
 
 def test_a_drain_that_never_learned_its_process_is_waited_for(world):
@@ -834,34 +836,21 @@ def test_a_drain_that_never_learned_its_process_is_waited_for(world):
     the sidecar knew: the probe that learns the new process must still wait
     for it (its commands are in that process's hands), not take it for one
     of the old process, whose backlog died with it."""
-    m = harness.Memcached().start()
-    gutter = harness.Memcached().start()
-    proxy = faultproxy.FaultProxy(m.port, name="to-m")
-    try:
-        conf = world.config(servers=proxy.address, failure_limit="2",
-                            objcached={"log_level": "debug"})
-        conf["memcached"]["gutter"] = gutter.address
-        with harness.Objcached(conf, binary=world.binary) as oc:
-            with oc.client() as c:
-                assert c.get("Note:7") == world.json("fo_notes", 7)
-                errors = oc.log().count("event=memcached_error")
-                m.kill(signal.SIGKILL)   # a restart: failure 1, its drain ends at once
-                harness.wait_until(lambda: oc.log().count("event=memcached_error") > errors,
-                                   timeout=10, what="the old connection's end")
-                m.start()
-                # the new connection's `stats` and delete are held alike: failure 2
-                proxy.hold_replies_after(b" oc:Note:7 ", keep_open=True)
-                c.sendline("delete Note:7")
-                assert c.readline().startswith(b"SERVER_ERROR")
-            wait_state([oc], proxy, "down", timeout=10)
-            waited = 'reason="probe: old connections still held by the server"'
-            harness.wait_until(lambda: waited in oc.log(), timeout=10,
-                               what="a probe that waited for the held connection")
-            assert m.stats()["cmd_flush"] == 0
-            proxy.release()
-            wait_state([oc], proxy, "up", timeout=10)
-            assert m.stats()["cmd_flush"] == 1
-    finally:
-        proxy.close()
-        m.cleanup()
-        gutter.cleanup()
+    with memcached_behind_a_proxy(world, "2") as (oc, m, proxy):
+        with oc.client() as c:
+            assert c.get("Note:7") == world.json("fo_notes", 7)
+            errors = oc.log().count("event=memcached_error")
+            m.kill(signal.SIGKILL)   # a restart: failure 1, its drain ends at once
+            harness.wait_until(lambda: oc.log().count("event=memcached_error") > errors,
+                               timeout=10, what="the old connection's end")
+            m.start()
+            # the new connection's `stats` and delete are held alike: failure 2
+            hold_a_failed_tombstone(c, proxy)
+        wait_state([oc], proxy, "down", timeout=10)
+        waited = 'reason="probe: old connections still held by the server"'
+        harness.wait_until(lambda: waited in oc.log(), timeout=10,
+                           what="a probe that waited for the held connection")
+        assert m.stats()["cmd_flush"] == 0
+        proxy.release()
+        wait_state([oc], proxy, "up", timeout=10)
+        assert m.stats()["cmd_flush"] == 1
