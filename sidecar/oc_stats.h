@@ -131,8 +131,8 @@ struct evbuffer;
       "the last batch's newest commit to its application (clocks of two hosts; the "     \
       "holder, 0 elsewhere)")                                                            \
     X(wal_check_problems, GAUGE,                                                         \
-      "problems objcached.wal_check() reports to the holder; while not 0 it holds "      \
-      "heartbeats back (0 elsewhere)")                                                   \
+      "problems objcached.wal_check() reports to the holder; while not 0 its "           \
+      "heartbeats claim no freshness (0 elsewhere)")                                     \
     X(wal_slot_recreated, COUNTER,                                                       \
       "times the slot was gone (dropped, invalidated) and made again")                   \
     X(wal_map_reloads, COUNTER,                                                          \

@@ -97,7 +97,7 @@ struct oc_wal {
     int has_since;      /* requeue(models, keys, since) exists */
     int warned_replies; /* event=wal_replies_hidden was logged */
     /* what wal_check reported last, "; "-joined (NULL: nothing); while it
-     * reports anything the holder emits no heartbeat (see checked) */
+     * reports anything the heartbeats claim nothing (see checked) */
     char *problems;
     double sender_timeout_s; /* the server's wal_sender_timeout; 0: none known */
     oc_wal_sched_t sched;
@@ -796,8 +796,10 @@ static void problems_set(oc_wal_t *w, int n, char *now)
  * watched table from reaching the slot (a table taken out of the
  * publication, publish narrowed, a row filter, a replica identity without
  * the key), and the feed cannot say which keys: while it reports anything
- * the holder emits no heartbeat (sql_next), so caught_up_at stays behind
- * and every near-cache stops answering after feed_max_lag. A failure keeps
+ * its heartbeats claim no caught_up_at (sql_feed), which stays behind, and
+ * every near-cache stops answering after feed_max_lag. The messages still
+ * go out: they confirm the slot, which keeps no WAL back for changes that
+ * will never be decoded. A failure keeps
  * what was known, logged once until the check works again (a hook older
  * than wal_check(name) would otherwise log every 5 s). */
 static void checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
@@ -841,7 +843,13 @@ static void checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *
 
 static void sql_feed(oc_wal_t *w)
 {
-    const oc_walb_batch_t *b = &w->batch;
+    oc_walb_batch_t *b = &w->batch;
+    /* While wal_check reports problems the heartbeat's instant proves
+     * nothing (see checked): the batch claims no caught_up_at, yet is
+     * applied and confirmed, so the slot keeps no WAL back for changes that
+     * will never be decoded anyway. */
+    if (w->problems != NULL)
+        b->caught_up_at[0] = '\0';
     if (b->nkeys + b->nwhole == 0) {
         if (b->caught_up_at[0] == '\0') { /* only other tables' changes */
             applied(w);
@@ -924,8 +932,6 @@ static void sql_next(oc_wal_t *w)
             w->sql_busy = 0;
         return;
     }
-    if (w->problems != NULL)
-        w->hb_due = 0; /* held back while wal_check reports problems: see checked */
     if (w->hb_due) {
         w->hb_due = 0;
         /* The argument is evaluated before the message is written, so every

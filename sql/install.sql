@@ -776,7 +776,7 @@ CREATE TRIGGER meta_changed AFTER INSERT OR UPDATE OR DELETE ON objcached.meta
 --     decoded back (all that came before it applied and appended), objcached.feed_heartbeat(<that
 --     instant>, writer);
 --   * objcached.wal_check() for --check-config and the setup command, and by the holder at the start of
---     streaming and every 5 s (while it returns rows the holder emits no heartbeat): no rows means fine.
+--     streaming and every 5 s (while it returns rows the holder's heartbeats claim no caught_up_at): no rows means fine.
 
 CREATE OR REPLACE FUNCTION objcached._publication_settings_differences() RETURNS SETOF text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$

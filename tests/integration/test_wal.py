@@ -584,6 +584,28 @@ def test_a_publication_changed_under_the_holder_is_noticed(fleet, mc_pool, db):
                        what="the near-cache to answer again")
 
 
+def test_a_holder_whose_wal_check_reports_problems_still_confirms_the_slot(fleet, mc_pool,
+                                                                          db):
+    """While wal_check reports a problem the holder claims no freshness, but
+    its slot must still advance past other tables' WAL: the changes a
+    narrowed publication hid are never decoded, whatever the slot keeps, so
+    keeping WAL back only fills the disk (a fleet with wal on and nothing
+    attached via wal, whose only problem is harmless, had it for good).
+    (Found by a review, 2026-12-05: the holder held its heartbeat messages
+    back, which were all that confirmed the slot on a quiet publication.)"""
+    a = start(fleet, mc_pool, db)
+    holder([a])
+    db.q("ALTER PUBLICATION objcached DROP TABLE items")
+    harness.wait_until(lambda: a.stats()["wal_check_problems"] == 1, timeout=20,
+                       what="wal_check to report the publication")
+    heartbeats = a.stats()["wal_heartbeats"]
+    db.q("CREATE TABLE noise AS SELECT g FROM generate_series(1, 20000) g")
+    end = db.one("SELECT pg_current_wal_lsn()::text")
+    harness.wait_until(lambda: confirmed_past(db, end), timeout=15,
+                       what="the slot confirmed past other tables' WAL")
+    assert a.stats()["wal_heartbeats"] == heartbeats  # and no freshness claimed
+
+
 def test_feed_read_from_a_lagging_replica(fleet, mc_pool, db, pg):
     """A sidecar may follow the feed on a streaming replica (feed_conninfo):
     its near-cache serves while the replica keeps up and turns itself off
