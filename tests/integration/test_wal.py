@@ -781,7 +781,10 @@ def test_a_batch_the_holder_cannot_take_is_polled_on_its_notify(fleet, mc_pool, 
             harness.wait_until(lambda: oc.stats()["feed_cursor"] >= head, timeout=20,
                                interval=0.01, what=f"{oc!r} at the head")
         took.append(round(time.monotonic() - t, 3))
-    assert all(x < 1.0 for x in took), took
+    # On the NOTIFY: well under the 5 s heartbeat and the 8 s poll. (1.0 s
+    # was the bound until the ASan pass, beside the holder's wal_check every
+    # 5 s on the same connection, took 1.052 s once, 2026-12-05.)
+    assert all(x < 2.5 for x in took), took
 
 
 def test_the_holders_near_cache_serves_with_a_heartbeat_near_max_lag(fleet, mc_pool, db):
