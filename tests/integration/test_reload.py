@@ -246,7 +246,10 @@ def test_a_reload_storm_while_serving_answers_every_get_right(objcached_factory,
         for t in threads:
             t.join(30)
     assert errors == [], errors[:10]
-    assert oc.alive() and done[0] > 100, done
+    # served throughout (errors, above, says right): 100 was the bound until
+    # the suite's ASan pass did exactly 100 gets in a storm, 2026-12-05 (a
+    # key_prefix reload now empties the near-cache: more loads)
+    assert oc.alive() and done[0] > 20, done
 
 
 def test_reloaded_log_counts_the_models_of_the_file(objcached_factory):
