@@ -38,6 +38,29 @@ def outbox_empty(pg):
     return pg.execute("SELECT count(*) FROM objcached.outbox")[0][0] == 0
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+SQL_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "sql"))
+
+
+def run_sql(pg, name):
+    """sql/<name> (install.sql, uninstall.sql) run as the superuser."""
+    pg.execute_file(os.path.join(SQL_DIR, name))
+
+
+def generation(pg, model):
+    """The model's generation in the database (objcached.models)."""
+    return pg.execute("SELECT generation FROM objcached.models WHERE model = %s",
+                      (model,))[0][0]
+
+
+def scratch_table(pg):
+    """The table `scratch` (ids 1-50), which the tests that reinstall the
+    hook attach as model Scratch; kept if a test before made it."""
+    pg.execute("CREATE TABLE IF NOT EXISTS scratch (id bigint PRIMARY KEY, v text)")
+    pg.execute("INSERT INTO scratch SELECT g, 'v' || g FROM generate_series(1, 50) g "
+               "ON CONFLICT DO NOTHING")
+
+
 def test_sql_writes_reach_the_cache(objcached_factory, pg, ref):
     oc = objcached_factory({"postgresql": {"invalidation_poll": "200ms"}})
     install(oc)
@@ -66,9 +89,7 @@ def test_sql_writes_reach_the_cache(objcached_factory, pg, ref):
 def test_truncate_drops_the_model_and_a_new_sidecar_knows_it(objcached_factory, pg):
     oc = objcached_factory({"postgresql": {"invalidation_poll": "200ms"}})
     install(oc)
-    pg.execute("CREATE TABLE IF NOT EXISTS scratch (id bigint PRIMARY KEY, v text)")
-    pg.execute("INSERT INTO scratch SELECT g, 'v' || g FROM generate_series(1, 50) g "
-               "ON CONFLICT DO NOTHING")
+    scratch_table(pg)
     conf = {"postgresql": {"invalidation_poll": "200ms"},
             "model Scratch": {"table": "scratch"}}
     a = objcached_factory(conf)
@@ -162,17 +183,15 @@ def test_a_consumer_running_through_an_upgrade_from_version_1_appends_to_the_fee
     running after install.sql upgraded it must append what it applies to
     the feed: else another sidecar's heartbeat, finding the outbox drained,
     tells every near-cache it is caught up past writes it never heard of."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    sql = os.path.normpath(os.path.join(here, "..", "..", "sql"))
-    uninstall_while_running(pg, sql)
-    pg.execute_file(os.path.join(here, "objcached_v1_install.sql"))
+    uninstall_while_running(pg)
+    pg.execute_file(os.path.join(HERE, "objcached_v1_install.sql"))
     pg.execute("SELECT objcached.attach('public.users', 'User', 'id')")
     oc = objcached_factory({"postgresql": {"invalidation_poll": "200ms"}})
     note = pg.execute("SELECT note FROM users WHERE id = 31")[0][0]
     try:
         pg.execute("UPDATE users SET note = 'v1' WHERE id = 31")
         harness.wait_until(lambda: outbox_empty(pg), what="the consumer to apply under version 1")
-        install_while_running(pg, sql)
+        install_while_running(pg)
         pg.execute("UPDATE users SET note = 'v2' WHERE id = 31")
         harness.wait_until(lambda: pg.execute(
             "SELECT count(*) FROM objcached.feed WHERE model = 'User' AND '31' = ANY (keys)")[0][0] > 0,
@@ -182,39 +201,59 @@ def test_a_consumer_running_through_an_upgrade_from_version_1_appends_to_the_fee
         pg.execute("UPDATE users SET note = %s WHERE id = 31", (note,))
 
 
-def install_while_running(pg, sql):
-    """install.sql over a hook a running consumer uses: its queries may
-    deadlock the install, which is one transaction: run it again, up to 5
-    runs (as --install-hook does, docs/operations.md)."""
+def run_sql_while_running(pg, name):
+    """sql/<name> beside running sidecars: their consumer's or feed's
+    queries may deadlock it (each script is one transaction; seen with
+    both in the suite's ASan pass), and both are safe to run again (as
+    --install-hook does, docs/operations.md and invalidation.md): up to 5
+    runs."""
     for run in range(5):
         try:
-            pg.execute_file(os.path.join(sql, "install.sql"))
+            run_sql(pg, name)
             return
         except psycopg2.errors.DeadlockDetected:
             if run == 4:
                 raise
 
 
-def uninstall_while_running(pg, sql):
-    """uninstall.sql while a sidecar's consumer or feed queries the hook:
-    they may deadlock it too (seen once in the suite's ASan pass); it is
-    safe to run again (docs/invalidation.md), up to 5 runs."""
-    for run in range(5):
-        try:
-            pg.execute_file(os.path.join(sql, "uninstall.sql"))
-            return
-        except psycopg2.errors.DeadlockDetected:
-            if run == 4:
-                raise
+def install_while_running(pg):
+    run_sql_while_running(pg, "install.sql")
 
 
-def install_as_before_2026_12_05(pg, sql):
+def uninstall_while_running(pg):
+    run_sql_while_running(pg, "uninstall.sql")
+
+
+def install_as_before_2026_12_05(pg):
     """install.sql as a version before 2026-12-05 left it: a new
     generation_seq started over from 1 (now it starts at the time in
     microseconds). The sidecars must still follow such a hook's lower
     generations."""
-    pg.execute_file(os.path.join(sql, "install.sql"))
+    run_sql(pg, "install.sql")
     pg.execute("SELECT setval('objcached.generation_seq', 1, false)")
+
+
+def raise_user_generation(pg, sidecars):
+    """Attach User again a few times, so that its generation is above what
+    a reinstalled schema of a version before 2026-12-05 gives (below); wait
+    for each sidecar to be on it. Returns the generation."""
+    for _ in range(3):
+        pg.execute("SELECT objcached.attach('public.users', 'User', 'name')")
+        pg.execute("SELECT objcached.attach('public.users', 'User', 'id')")
+    gen = generation(pg, "User")
+    for oc in sidecars:
+        harness.wait_until(lambda oc=oc: f"model=User generation={gen}" in oc.log(),
+                           timeout=10, what=f"{oc!r} on the model's generation")
+    return gen
+
+
+def update_after_reinstall_reaches(pg, oc, gen):
+    """With the hook reinstalled below generation gen: an UPDATE of user 42
+    (its note; the caller restores it) is served by oc within 15 s."""
+    assert generation(pg, "User") < gen
+    pg.execute("UPDATE users SET note = 'after the reinstall' WHERE id = 42")
+    harness.wait_until(lambda: b"after the reinstall" in (get(oc, "User:42") or b""),
+                       timeout=15, what=f"the update after the reinstall to reach {oc!r}")
 
 
 def test_a_consumer_that_probed_version_1_just_before_the_upgrade_appends_its_claim_to_the_feed(
@@ -226,10 +265,8 @@ def test_a_consumer_that_probed_version_1_just_before_the_upgrade_appends_its_cl
     proves every near-cache fresh past that key. (Before, that one cycle
     committed without an append.)"""
     import faultproxy
-    here = os.path.dirname(os.path.abspath(__file__))
-    sql = os.path.normpath(os.path.join(here, "..", "..", "sql"))
-    uninstall_while_running(pg, sql)
-    pg.execute_file(os.path.join(here, "objcached_v1_install.sql"))
+    uninstall_while_running(pg)
+    pg.execute_file(os.path.join(HERE, "objcached_v1_install.sql"))
     pg.execute("SELECT objcached.attach('public.users', 'User', 'id')")
     proxy = faultproxy.FaultProxy(pg.port, name="pg")
     notes = dict(pg.execute("SELECT id, note FROM users WHERE id IN (32, 33, 34)"))
@@ -244,7 +281,7 @@ def test_a_consumer_that_probed_version_1_just_before_the_upgrade_appends_its_cl
         proxy.hold_replies_after(b"SELECT to_regprocedure(")
         harness.wait_until(lambda: proxy.held_ports(), timeout=10,
                            what="the consumer's probe answered (held)")
-        install_while_running(pg, sql)
+        install_while_running(pg)
         pg.execute("UPDATE users SET note = 'after the upgrade' WHERE id = 33")
         proxy.release()
         harness.wait_until(lambda: outbox_empty(pg), timeout=15, what="the consumer to claim it")
@@ -307,34 +344,22 @@ def test_a_running_sidecar_follows_the_generations_of_a_reinstalled_hook(
     reading keys of its old generation, which the consumer, deleting under
     the database's generation, never touches: a change made after the
     reinstall stayed hidden until ttl."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    sql = os.path.normpath(os.path.join(here, "..", "..", "sql"))
     oc = objcached_factory({"postgresql": {"invalidation_poll": "200ms"}})
     install(oc)
-    # a generation above what the reinstalled schema will give
-    for _ in range(3):
-        pg.execute("SELECT objcached.attach('public.users', 'User', 'name')")
-        pg.execute("SELECT objcached.attach('public.users', 'User', 'id')")
-    gen = pg.execute("SELECT generation FROM objcached.models WHERE model = 'User'")[0][0]
-    harness.wait_until(lambda: f"model=User generation={gen}" in oc.log(), timeout=10,
-                       what="the sidecar on the model's generation")
+    gen = raise_user_generation(pg, [oc])
     note = pg.execute("SELECT note FROM users WHERE id = 42")[0][0]
     try:
         assert b'"note"' in get(oc, "User:42")
         harness.wait_until(lambda: outbox_empty(pg), what="the outbox drained")
-        uninstall_while_running(pg, sql)
-        install_as_before_2026_12_05(pg, sql)
+        uninstall_while_running(pg)
+        install_as_before_2026_12_05(pg)
         # A cycle of the consumer (claim, then generations) with another
         # model attached again first: its outbox row gone says it committed.
         pg.execute("SELECT objcached.attach('public.counters', 'Counter', 'id')")
         harness.wait_until(lambda: outbox_empty(pg), timeout=10,
                            what="a consumer cycle before User's attach")
         install(oc)
-        assert pg.execute("SELECT generation FROM objcached.models "
-                          "WHERE model = 'User'")[0][0] < gen
-        pg.execute("UPDATE users SET note = 'after the reinstall' WHERE id = 42")
-        harness.wait_until(lambda: b"after the reinstall" in (get(oc, "User:42") or b""),
-                           timeout=15, what="the update after the reinstall to reach the cache")
+        update_after_reinstall_reaches(pg, oc, gen)
     finally:
         pg.execute("UPDATE users SET note = %s WHERE id = 42", (note,))
 
@@ -347,31 +372,19 @@ def test_a_sidecar_without_a_consumer_follows_the_generations_of_a_reinstalled_h
     lower generations. Before, it kept
     reading keys of its old generation, which the other sidecar's consumer
     never deletes under, and served the row from before the update."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    sql = os.path.normpath(os.path.join(here, "..", "..", "sql"))
     a = objcached_factory({"postgresql": {"invalidation_poll": "200ms"}})
     install(a)
     b = objcached_factory({"postgresql": {"invalidation_poll": "0", "feed_poll": "100ms"}})
     harness.wait_until(lambda: "event=feed_resync" in b.log(), what="b's feed resync")
-    for _ in range(3):
-        pg.execute("SELECT objcached.attach('public.users', 'User', 'name')")
-        pg.execute("SELECT objcached.attach('public.users', 'User', 'id')")
-    gen = pg.execute("SELECT generation FROM objcached.models WHERE model = 'User'")[0][0]
-    for oc in (a, b):
-        harness.wait_until(lambda oc=oc: f"model=User generation={gen}" in oc.log(),
-                           timeout=10, what=f"{oc!r} on the model's generation")
+    gen = raise_user_generation(pg, [a, b])
     note = pg.execute("SELECT note FROM users WHERE id = 42")[0][0]
     try:
         assert b'"note"' in get(b, "User:42")    # cached under the old generation
         harness.wait_until(lambda: outbox_empty(pg), what="the outbox drained")
-        uninstall_while_running(pg, sql)
-        install_as_before_2026_12_05(pg, sql)
+        uninstall_while_running(pg)
+        install_as_before_2026_12_05(pg)
         install(a)
-        assert pg.execute("SELECT generation FROM objcached.models "
-                          "WHERE model = 'User'")[0][0] < gen
-        pg.execute("UPDATE users SET note = 'after the reinstall' WHERE id = 42")
-        harness.wait_until(lambda: b"after the reinstall" in (get(b, "User:42") or b""),
-                           timeout=15, what="the update after the reinstall to reach b")
+        update_after_reinstall_reaches(pg, b, gen)
     finally:
         pg.execute("UPDATE users SET note = %s WHERE id = 42", (note,))
 
@@ -387,18 +400,14 @@ def test_a_reset_after_a_reinstall_does_not_undo_a_truncate_the_feed_applied(
     and x served the row it removed from memcached (y had cached it under
     the older generation) until its consumer's next cycle."""
     import faultproxy
-    here = os.path.dirname(os.path.abspath(__file__))
-    sql = os.path.normpath(os.path.join(here, "..", "..", "sql"))
-    pg.execute("CREATE TABLE IF NOT EXISTS scratch (id bigint PRIMARY KEY, v text)")
-    pg.execute("INSERT INTO scratch SELECT g, 'v' || g FROM generate_series(1, 50) g "
-               "ON CONFLICT DO NOTHING")
+    scratch_table(pg)
     proxy = faultproxy.FaultProxy(pg.port, name="pg")
     model = {"model Scratch": {"table": "scratch"}}
     try:
         # x's consumer cycles at its start, then only when woken: a row
         # waiting for it, gone, says its first cycle (generation_seq's OID
         # of the hook installed now) committed
-        install_while_running(pg, sql)
+        install_while_running(pg)
         pg.execute("SELECT objcached.attach('public.scratch', 'Scratch', 'id')")
         pg.execute("UPDATE scratch SET v = 'x' WHERE id = 1")
         x = objcached_factory({**model, "postgresql": {
@@ -408,12 +417,12 @@ def test_a_reset_after_a_reinstall_does_not_undo_a_truncate_the_feed_applied(
         harness.wait_until(lambda: outbox_empty(pg), what="x's first consumer cycle")
         y = objcached_factory({**model, "postgresql": {"invalidation_poll": "200ms"}})
         proxy.hold_replies_after(b"SELECT model, generation, to_regclass")
-        uninstall_while_running(pg, sql)
-        pg.execute_file(os.path.join(sql, "install.sql"))
+        uninstall_while_running(pg)
+        run_sql(pg, "install.sql")
         at = len(y.log())
         install(y)
         harness.wait_until(lambda: outbox_empty(pg), what="y's consumer to apply the attaches")
-        g0 = pg.execute("SELECT generation FROM objcached.models WHERE model = 'Scratch'")[0][0]
+        g0 = generation(pg, "Scratch")
         harness.wait_until(lambda: f"model=Scratch generation={g0}" in y.log()[at:],
                            what="y on the reinstalled hook's generation")
         assert get(y, "Scratch:5") is not None    # in memcached under g0
@@ -423,7 +432,7 @@ def test_a_reset_after_a_reinstall_does_not_undo_a_truncate_the_feed_applied(
                            what="x's consumer's generations answered (held)")
         at = len(x.log())
         pg.execute("TRUNCATE scratch")
-        g1 = pg.execute("SELECT generation FROM objcached.models WHERE model = 'Scratch'")[0][0]
+        g1 = generation(pg, "Scratch")
         assert g1 > g0
         harness.wait_until(lambda: f"model=Scratch generation={g1}" in x.log()[at:],
                            timeout=15, what="x's feed to apply the TRUNCATE")
@@ -447,16 +456,12 @@ def test_a_resync_after_a_reinstall_does_not_undo_a_truncate_the_consumer_applie
     forward to its generation, below the TRUNCATE's, and x served the row
     the TRUNCATE removed from memcached until its feed's next poll."""
     import faultproxy
-    here = os.path.dirname(os.path.abspath(__file__))
-    sql = os.path.normpath(os.path.join(here, "..", "..", "sql"))
-    pg.execute("CREATE TABLE IF NOT EXISTS scratch (id bigint PRIMARY KEY, v text)")
-    pg.execute("INSERT INTO scratch SELECT g, 'v' || g FROM generate_series(1, 50) g "
-               "ON CONFLICT DO NOTHING")
+    scratch_table(pg)
     proxy = faultproxy.FaultProxy(pg.port, name="pg")
     model = {"model Scratch": {"table": "scratch"}}
     y = None
     try:
-        install_while_running(pg, sql)
+        install_while_running(pg)
         pg.execute("SELECT objcached.attach('public.scratch', 'Scratch', 'id')")
         pg.execute("UPDATE scratch SET v = 'x' WHERE id = 1")
         # both of x's readers run only when woken (NOTIFY)
@@ -468,15 +473,15 @@ def test_a_resync_after_a_reinstall_does_not_undo_a_truncate_the_consumer_applie
         harness.wait_until(lambda: "event=feed_resync" in x.log(), what="x's feed resync")
         y = objcached_factory({**model, "postgresql": {"invalidation_poll": "200ms"}})
         proxy.hold_replies_after(b"pg_is_in_recovery()")
-        uninstall_while_running(pg, sql)
-        pg.execute_file(os.path.join(sql, "install.sql"))
+        uninstall_while_running(pg)
+        run_sql(pg, "install.sql")
         at = len(y.log())
         # y's consumer appends the attach to the feed: x's feed polls, finds
         # the new hook and resyncs (its answer held)
         pg.execute("SELECT objcached.attach('public.scratch', 'Scratch', 'id')")
         harness.wait_until(lambda: proxy.held_ports(), timeout=10,
                            what="x's feed resync answered (held)")
-        g0 = pg.execute("SELECT generation FROM objcached.models WHERE model = 'Scratch'")[0][0]
+        g0 = generation(pg, "Scratch")
         harness.wait_until(lambda: f"model=Scratch generation={g0}" in y.log()[at:],
                            what="y on the reinstalled hook's generation")
         assert get(y, "Scratch:5") is not None    # in memcached under g0
@@ -485,7 +490,7 @@ def test_a_resync_after_a_reinstall_does_not_undo_a_truncate_the_consumer_applie
         harness.wait_until(lambda: f"model=Scratch generation={g0}" in x.log()[at:],
                            timeout=10, what="x's consumer on the new hook")
         pg.execute("TRUNCATE scratch")
-        g1 = pg.execute("SELECT generation FROM objcached.models WHERE model = 'Scratch'")[0][0]
+        g1 = generation(pg, "Scratch")
         assert g1 > g0
         harness.wait_until(lambda: outbox_empty(pg), what="y's consumer to apply the TRUNCATE")
         pg.execute("SELECT pg_notify('objcached', 'Scratch')")
@@ -516,30 +521,25 @@ def test_a_reinstall_between_the_start_read_and_the_first_feed_read_starts_the_m
     (they delete under B's generations) and served a row from before an
     update (found by the second pass)."""
     import faultproxy
-    here = os.path.dirname(os.path.abspath(__file__))
-    sql = os.path.normpath(os.path.join(here, "..", "..", "sql"))
-    pg.execute("CREATE TABLE IF NOT EXISTS scratch (id bigint PRIMARY KEY, v text)")
-    pg.execute("INSERT INTO scratch SELECT g, 'v' || g FROM generate_series(1, 50) g "
-               "ON CONFLICT DO NOTHING")
+    scratch_table(pg)
     proxy = faultproxy.FaultProxy(pg.port, name="pg-feed")
     model = {"model Scratch": {"table": "scratch"}}
     y = None
     try:
-        uninstall_while_running(pg, sql)
-        pg.execute_file(os.path.join(sql, "install.sql"))
+        uninstall_while_running(pg)
+        run_sql(pg, "install.sql")
         pg.execute("SELECT setval('objcached.generation_seq', 1000)")
         pg.execute("SELECT objcached.attach('public.scratch', 'Scratch', 'id')")
-        assert pg.execute("SELECT generation FROM objcached.models "
-                          "WHERE model = 'Scratch'")[0][0] == 1001
+        assert generation(pg, "Scratch") == 1001
         proxy.set_mode("drop")      # x's feed cannot reach PostgreSQL yet
         x = objcached_factory({**model, "postgresql": {
             "invalidation_poll": "0", "feed_poll": "100ms",
             "feed_conninfo": f"host=127.0.0.1 port={proxy.port} dbname={pg.dbname} "
                              f"user={pg.SUPERUSER}"}})
-        uninstall_while_running(pg, sql)
-        install_as_before_2026_12_05(pg, sql)
+        uninstall_while_running(pg)
+        install_as_before_2026_12_05(pg)
         pg.execute("SELECT objcached.attach('public.scratch', 'Scratch', 'id')")
-        g = pg.execute("SELECT generation FROM objcached.models WHERE model = 'Scratch'")[0][0]
+        g = generation(pg, "Scratch")
         assert g < 1001
         y = objcached_factory({**model, "postgresql": {"invalidation_poll": "200ms"}})
         at = len(x.log())
@@ -568,27 +568,25 @@ def test_a_reinstalled_hook_does_not_serve_what_the_old_one_cached(objcached_fac
     over from 1, the attach took the old hook's generation again, and the
     sidecar served the row from before the write (found by the second
     pass)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    sql = os.path.normpath(os.path.join(here, "..", "..", "sql"))
     # no consumer, no feed: only the generations read at start choose the keys
     readers_off = {"postgresql": {"invalidation_poll": "0", "feed_poll": "0"}}
     note = pg.execute("SELECT note FROM users WHERE id = 45")[0][0]
     a = b = None
     try:
-        uninstall_while_running(pg, sql)
-        pg.execute_file(os.path.join(sql, "install.sql"))
+        uninstall_while_running(pg)
+        run_sql(pg, "install.sql")
         pg.execute("SELECT objcached.attach('public.users', 'User', 'id')")
-        g_old = pg.execute("SELECT generation FROM objcached.models WHERE model = 'User'")[0][0]
+        g_old = generation(pg, "User")
         a = objcached_factory(readers_off)
         assert b'"note"' in get(a, "User:45")
         harness.wait_until(lambda: oc_c.raw_items(mc_pool, oc_c.cache_key("User", 45, g_old)),
                            what="User:45 cached under the old hook's generation")
         a.stop()
-        uninstall_while_running(pg, sql)
+        uninstall_while_running(pg)
         pg.execute("UPDATE users SET note = 'written with no hook' WHERE id = 45")
-        pg.execute_file(os.path.join(sql, "install.sql"))
+        run_sql(pg, "install.sql")
         pg.execute("SELECT objcached.attach('public.users', 'User', 'id')")
-        g_new = pg.execute("SELECT generation FROM objcached.models WHERE model = 'User'")[0][0]
+        g_new = generation(pg, "User")
         b = objcached_factory(readers_off)
         assert b"written with no hook" in get(b, "User:45"), (g_old, g_new)
         assert g_new > g_old
