@@ -74,21 +74,31 @@ def test_metrics_page_names_exactly_the_documented_metrics(objcached_factory):
     assert {n: (doc[n], page[n]) for n in page if doc[n] != page[n]} == {}
 
 
+# a sidecar whose replies stop at 1 MiB; pushes of User taken unchecked
+MAX_REPLY_1M = {"objcached": {"max_reply": "1m"}, "model User": {"push_check": "off"}}
+
+
+def get_past_max_reply(c, ids):
+    """Push a 512 KiB User for each id, then get them all in one text get,
+    which passes max_reply (1 MiB) with three. Returns the get's terminal
+    line and the stats from just before it."""
+    for i in ids:
+        body = b'{"id":%d,"pad":"' % i + b"p" * (512 * 1024) + b'"}'
+        c.send(b"set User:%d 0 0 %d\r\n%s\r\n" % (i, len(body), body))
+        assert c.read_response().terminal == b"STORED"
+    before = c.stats()
+    c.send(b"get " + b" ".join(b"User:%d" % i for i in ids) + b"\r\n")
+    return c.read_response().terminal, before
+
+
 def test_a_get_failed_as_too_large_is_not_counted_as_answered(objcached_factory):
     """cmd_get counts the gets answered: a text get whose values passed
     max_reply fails with SERVER_ERROR, as a failed load does and as a binary
     get of it does, and is no more answered than they are (before 2026-12-05
     it counted in cmd_get as well as in server_errors)."""
-    oc = objcached_factory({"objcached": {"max_reply": "1m"},
-                            "model User": {"push_check": "off"}})
+    oc = objcached_factory(MAX_REPLY_1M)
     with oc.client() as c:
-        for i in (61, 62, 63):
-            body = b'{"id":%d,"pad":"' % i + b"p" * (512 * 1024) + b'"}'
-            c.send(b"set User:%d 0 0 %d\r\n%s\r\n" % (i, len(body), body))
-            assert c.read_response().terminal == b"STORED"
-        before = c.stats()
-        c.send(b"get User:61 User:62 User:63\r\n")
-        got = c.read_response().terminal
+        got, before = get_past_max_reply(c, (61, 62, 63))
         assert got.startswith(b"SERVER_ERROR reply too large"), got
         c.send(b"get User:61\r\n")
         assert c.read_response().terminal == b"END"
@@ -103,16 +113,9 @@ def test_values_too_large_to_answer_count_as_hits(objcached_factory):
     fails, which server_errors counts. Before 2026-12-05 such a key was
     neither a hit nor a miss, and get_hits + get_misses fell short of the
     keys read from memcached."""
-    oc = objcached_factory({"objcached": {"max_reply": "1m"},
-                            "model User": {"push_check": "off"}})
+    oc = objcached_factory(MAX_REPLY_1M)
     with oc.client() as c:
-        for i in (64, 65, 66):
-            body = b'{"id":%d,"pad":"' % i + b"p" * (512 * 1024) + b'"}'
-            c.send(b"set User:%d 0 0 %d\r\n%s\r\n" % (i, len(body), body))
-            assert c.read_response().terminal == b"STORED"
-        before = c.stats()
-        c.send(b"get User:64 User:65 User:66\r\n")
-        got = c.read_response().terminal
+        got, before = get_past_max_reply(c, (64, 65, 66))
         assert got.startswith(b"SERVER_ERROR reply too large (the values read"), got
         after = c.stats()
     moved = {k: after[k] - before[k]
