@@ -93,16 +93,41 @@ static int seen_before(const objcache_item_t *items, size_t i)
     return 0;
 }
 
-static void print_items(const cli_t *c, const objcache_item_t *items, size_t n)
+/*
+ * A found value as the output's JSON: the server's bytes when they are JSON
+ * text, else (a hostile or foreign server) a JSON string of them, so that
+ * they cannot break the output's syntax, add members or lines of their own,
+ * or reach a terminal raw. Returns 0 for the second case, with a message.
+ */
+static int print_value(const objcache_item_t *it)
 {
+    if (objcache_cli_is_json(it->value, it->value_len)) {
+        fwrite(it->value, 1, it->value_len, stdout);
+        return 1;
+    }
+    objcache_cli_json_string(stdout, it->value, it->value_len);
+    fprintf(stderr,
+            "objcache: get %s: the server's value is not JSON (written as a JSON "
+            "string)\n",
+            it->key);
+    return 0;
+}
+
+/* Returns OBJCACHE_EXIT_FAILED if a value was not JSON, else OBJCACHE_EXIT_OK. */
+static int print_items(const cli_t *c, const objcache_item_t *items, size_t n)
+{
+    int ok = 1;
     if (!c->json) {
         for (size_t i = 0; i < n; i++) {
-            if (items[i].status == OBJCACHE_OK)
-                printf("%s %s\n", items[i].key, items[i].value);
-            else
+            if (items[i].status != OBJCACHE_OK) {
                 printf("%s (not found)\n", items[i].key);
+                continue;
+            }
+            printf("%s ", items[i].key);
+            ok &= print_value(&items[i]);
+            fputc('\n', stdout);
         }
-        return;
+        return ok ? OBJCACHE_EXIT_OK : OBJCACHE_EXIT_FAILED;
     }
     fputc('{', stdout);
     for (size_t i = 0, first = 1; i < n; i++) {
@@ -114,11 +139,12 @@ static void print_items(const cli_t *c, const objcache_item_t *items, size_t n)
         objcache_cli_json_string(stdout, items[i].key, strlen(items[i].key));
         fputc(':', stdout);
         if (items[i].status == OBJCACHE_OK)
-            fwrite(items[i].value, 1, items[i].value_len, stdout);
+            ok &= print_value(&items[i]);
         else
             fputs("null", stdout);
     }
     fputs("}\n", stdout);
+    return ok ? OBJCACHE_EXIT_OK : OBJCACHE_EXIT_FAILED;
 }
 
 static int cmd_get(cli_t *c, int n, char **keys)
@@ -141,10 +167,10 @@ static int cmd_get(cli_t *c, int n, char **keys)
         rc = cli_fail(c, "get", NULL, st);
         goto done;
     }
-    print_items(c, items, (size_t)n);
     for (int i = 0; i < n; i++)
         if (items[i].status == OBJCACHE_NOT_FOUND)
             rc = OBJCACHE_EXIT_MISSING;
+    rc = objcache_cli_worse(rc, print_items(c, items, (size_t)n));
 done:
     free(items);
     return rc;

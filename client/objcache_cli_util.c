@@ -1,5 +1,6 @@
 #include "objcache_cli_util.h"
 
+#include <ctype.h>
 #include <string.h>
 
 int objcache_cli_duration(const char *s, unsigned *ms)
@@ -96,6 +97,181 @@ void objcache_cli_json_string(FILE *f, const char *s, size_t n)
             fputc(c, f);
     }
     fputc('"', f);
+}
+
+/* A recursive-descent check of RFC 8259 JSON text; depth bounds the stack. */
+typedef struct json_scan {
+    const unsigned char *s;
+    size_t n, i;
+    int depth;
+} json_scan_t;
+
+#define JSON_MAX_DEPTH 256
+
+static void json_ws(json_scan_t *j)
+{
+    while (j->i < j->n && (j->s[j->i] == ' ' || j->s[j->i] == '\t' ||
+                           j->s[j->i] == '\n' || j->s[j->i] == '\r'))
+        j->i++;
+}
+
+static int json_eat(json_scan_t *j, char c)
+{
+    if (j->i < j->n && j->s[j->i] == (unsigned char)c) {
+        j->i++;
+        return 1;
+    }
+    return 0;
+}
+
+static int json_is_digit(const json_scan_t *j)
+{
+    return j->i < j->n && j->s[j->i] >= '0' && j->s[j->i] <= '9';
+}
+
+/* One or more digits. */
+static int json_digits(json_scan_t *j)
+{
+    size_t start = j->i;
+    while (json_is_digit(j))
+        j->i++;
+    return j->i > start;
+}
+
+static int json_number(json_scan_t *j)
+{
+    json_eat(j, '-');
+    if (json_eat(j, '0')) {
+        if (json_is_digit(j))
+            return 0; /* no leading zeros */
+    } else if (!json_digits(j)) {
+        return 0;
+    }
+    if (json_eat(j, '.') && !json_digits(j))
+        return 0;
+    if (json_eat(j, 'e') || json_eat(j, 'E')) {
+        if (!json_eat(j, '+'))
+            json_eat(j, '-');
+        if (!json_digits(j))
+            return 0;
+    }
+    return 1;
+}
+
+static int json_hex4(json_scan_t *j)
+{
+    for (int k = 0; k < 4; k++, j->i++)
+        if (j->i >= j->n || !isxdigit(j->s[j->i]))
+            return 0;
+    return 1;
+}
+
+/* A string, its opening quote at i: escapes as RFC 8259 lists, UTF-8 only. */
+static int json_string(json_scan_t *j)
+{
+    if (!json_eat(j, '"'))
+        return 0;
+    while (j->i < j->n) {
+        unsigned char c = j->s[j->i];
+        if (c == '"') {
+            j->i++;
+            return 1;
+        }
+        if (c < 0x20)
+            return 0;
+        if (c == '\\') {
+            j->i++;
+            if (j->i >= j->n)
+                return 0;
+            c = j->s[j->i++];
+            if (c == 'u' && !json_hex4(j))
+                return 0;
+            if (c != 'u' && (c == '\0' || strchr("\"\\/bfnrt", c) == NULL))
+                return 0;
+            continue;
+        }
+        size_t len = c >= 0x80 ? utf8_len(j->s + j->i, j->n - j->i) : 1;
+        if (len == 0)
+            return 0;
+        j->i += len;
+    }
+    return 0; /* no closing quote */
+}
+
+static int json_value(json_scan_t *j);
+
+/* The members of an object or the elements of an array, after its opener. */
+static int json_container(json_scan_t *j, char close, int object)
+{
+    json_ws(j);
+    if (json_eat(j, close))
+        return 1;
+    for (;;) {
+        if (object) {
+            if (!json_string(j))
+                return 0;
+            json_ws(j);
+            if (!json_eat(j, ':'))
+                return 0;
+        }
+        if (!json_value(j))
+            return 0;
+        if (json_eat(j, close))
+            return 1;
+        if (!json_eat(j, ','))
+            return 0;
+        json_ws(j);
+    }
+}
+
+static int json_literal(json_scan_t *j, const char *word)
+{
+    size_t w = strlen(word);
+    if (j->n - j->i < w || memcmp(j->s + j->i, word, w) != 0)
+        return 0;
+    j->i += w;
+    return 1;
+}
+
+/* A value with the whitespace around it. */
+static int json_value(json_scan_t *j)
+{
+    int ok;
+    json_ws(j);
+    if (j->i >= j->n)
+        return 0;
+    switch (j->s[j->i]) {
+    case '{':
+    case '[':
+        if (++j->depth > JSON_MAX_DEPTH)
+            return 0;
+        j->i++;
+        ok = json_container(j, j->s[j->i - 1] == '{' ? '}' : ']', j->s[j->i - 1] == '{');
+        j->depth--;
+        break;
+    case '"':
+        ok = json_string(j);
+        break;
+    case 't':
+        ok = json_literal(j, "true");
+        break;
+    case 'f':
+        ok = json_literal(j, "false");
+        break;
+    case 'n':
+        ok = json_literal(j, "null");
+        break;
+    default:
+        ok = json_number(j);
+    }
+    json_ws(j);
+    return ok;
+}
+
+int objcache_cli_is_json(const char *s, size_t n)
+{
+    json_scan_t j = {(const unsigned char *)s, n, 0, 0};
+    return json_value(&j) && j.i == n;
 }
 
 static size_t digits(const char *s)

@@ -40,6 +40,13 @@ void objcache_cli_json_string(FILE *f, const char *s, size_t n);
 int objcache_cli_is_json_number(const char *s);
 
 /*
+ * 1 if s[0..n) is one JSON value (RFC 8259), whitespace around it allowed,
+ * its strings well-formed UTF-8 without raw control characters; nesting
+ * deeper than 256 is refused.
+ */
+int objcache_cli_is_json(const char *s, size_t n);
+
+/*
  * Split a batch line in place into at most max words separated by spaces or
  * tabs; a trailing "\n" or "\r\n" is dropped. If rest_from >= 0, the word at
  * that index (when present) runs to the end of the line, inner spaces

@@ -13,7 +13,8 @@
 # Targets (sources in tests/fuzz/ and client/fuzz/, seeds in
 # tests/fuzz/corpus/<target>/): fuzz_proto (command lines, base64),
 # fuzz_key (client keys, cache keys), fuzz_conf (config files),
-# fuzz_parse (libobjcache's reply parser), fuzz_mcproto (the replies of the
+# fuzz_parse (libobjcache's reply parser), fuzz_cli_json (the objcache CLI's
+# check that a server's value is JSON, against jansson), fuzz_mcproto (the replies of the
 # memcached pool, as oc_mc reads them), fuzz_pgoutput (the logical
 # replication stream: CopyData framing and pgoutput messages, as the WAL
 # invalidation source reads them), fuzz_binproto (binary-protocol
@@ -33,7 +34,7 @@ root=$PWD
 seconds=30
 builddir=build-fuzz
 targets=()
-all_targets=(fuzz_proto fuzz_key fuzz_conf fuzz_parse fuzz_mcproto fuzz_pgoutput fuzz_binproto fuzz_walbatch fuzz_smp fuzz_http fuzz_push)
+all_targets=(fuzz_proto fuzz_key fuzz_conf fuzz_parse fuzz_cli_json fuzz_mcproto fuzz_pgoutput fuzz_binproto fuzz_walbatch fuzz_smp fuzz_http fuzz_push)
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
@@ -76,6 +77,7 @@ sources() {
     fuzz_key) echo tests/fuzz/fuzz_key.c sidecar/oc_key.c sidecar/oc_mcproto.c sidecar/oc_conf.c sidecar/oc_status.c -I/usr/include/postgresql -lpq ;;
     fuzz_conf) echo tests/fuzz/fuzz_conf.c sidecar/oc_conf.c sidecar/oc_status.c -I/usr/include/postgresql -lpq ;;
     fuzz_parse) echo client/fuzz/fuzz_parse.c client/objcache_parse.c client/objcache_status.c ;;
+    fuzz_cli_json) echo client/fuzz/fuzz_cli_json.c client/objcache_cli_util.c client/objcache_status.c -ljansson ;;
     fuzz_mcproto) echo tests/fuzz/fuzz_mcproto.c sidecar/oc_mcproto.c ;;
     fuzz_pgoutput) echo tests/fuzz/fuzz_pgoutput.c sidecar/oc_pgoutput.c sidecar/oc_status.c ;;
     fuzz_binproto) echo tests/fuzz/fuzz_binproto.c sidecar/oc_binproto.c sidecar/oc_status.c ;;

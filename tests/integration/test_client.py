@@ -594,9 +594,10 @@ def test_python_example(objcached, ref):
 
 def test_php_example(objcached, ref):
     php = shutil.which("php")
-    if php is None or b"memcached" not in subprocess.run([php, "-m"], capture_output=True,
-                                                         timeout=30).stdout:
-        pytest.skip("php-cli and php-memcached are not installed")
+    # scripts/deps.sh installs both: missing, the test fails (none is skipped)
+    assert php is not None, "php-cli is not installed (scripts/deps.sh installs it)"
+    assert b"memcached" in subprocess.run([php, "-m"], capture_output=True, timeout=30).stdout, \
+        "php-memcached is not installed (scripts/deps.sh installs it)"
     for addr in (tcp(objcached), unix(objcached)):
         p = run([php, os.path.join(EXAMPLES, "example.php"), addr])
         assert p.returncode == 0, p.stderr
@@ -738,3 +739,42 @@ def test_cli_output_that_cannot_be_written_is_not_exit_0(cli_bin):
                            stdout=full, stderr=subprocess.PIPE, timeout=30)
     assert p.returncode == 3, p.stderr
     assert b"No space left on device" in p.stderr
+
+
+NOT_JSON = [
+    # a value that would add a member of its own to --json's object
+    (b'1,"User:2":{"x":1}', '1,"User:2":{"x":1}'),
+    # bytes that are not UTF-8, and a terminal escape
+    (b"\xff\xfe\x1b[2J", "\ufffd\ufffd\x1b[2J"),
+    # a line of its own in plain output
+    (b'{}\nUser:2 {"x":1}', '{}\nUser:2 {"x":1}'),
+]
+
+
+@pytest.mark.parametrize("value,as_string", NOT_JSON,
+                         ids=[str(i) for i in range(len(NOT_JSON))])
+def test_cli_value_that_is_not_json(cli_bin, value, as_string):
+    """A hostile (or plain memcached) server's value that is not JSON text:
+    `get --json` wrote it raw into its "one JSON object", which could then be
+    invalid (non-UTF-8 bytes) or hold members the server made up (User:2
+    here); plain output got lines the server made up. It is now written as a
+    JSON string, with a message and exit 3 (a bad reply); output stays one
+    line per key, one JSON object with the keys asked."""
+    def answer(server, conn, n):
+        server.read_request(conn)
+        conn.sendall(b"VALUE User:1 0 %d\r\n%s\r\nEND\r\n" % (len(value), value))
+        wait_for_close(conn)
+
+    with FakeServer(answer) as server:
+        p = run([cli_bin, "--addr", server.addr, "--json", "get", "User:1", "User:2"])
+        assert p.returncode == 3, (p.stdout, p.stderr)
+        assert json.loads(p.stdout.decode("utf-8")) == {"User:1": as_string, "User:2": None}
+        assert p.stdout.count(b"\n") == 1
+        assert p.stderr == b"objcache: get User:1: the server's value is not JSON " \
+            b"(written as a JSON string)\n", p.stderr
+        p = run([cli_bin, "--addr", server.addr, "get", "User:1", "User:2"])
+        assert p.returncode == 3, (p.stdout, p.stderr)
+        out = p.stdout.decode("utf-8").splitlines()
+        assert len(out) == 2 and out[1] == "User:2 (not found)", out
+        assert out[0].startswith("User:1 ")
+        assert json.loads(out[0][len("User:1 "):]) == as_string

@@ -154,12 +154,118 @@ static void test_json_invalid_utf8(void **state)
     assert_string_equal(out, "\"caf\xc3\xa9 \xf0\x9f\x98\x80\"");
 }
 
+static int is_json(const char *s)
+{
+    return objcache_cli_is_json(s, strlen(s));
+}
+
+/*
+ * objcache_cli_is_json() decides whether a server's value may be written raw
+ * into `get`'s output (objcache_cli.c): RFC 8259 JSON text, nothing more.
+ */
+static void test_is_json(void **state)
+{
+    (void)state;
+    static const char *const good[] = {
+        "{}",
+        "[]",
+        " {\"a\":1} ",
+        "{\"id\":1,\"name\":\"Ada\",\"tags\":[1,2.5,-3e+2,true,null]}",
+        "\"x\"",
+        "0",
+        "-0.5E-7",
+        "true",
+        "false",
+        "null",
+        "[{\"a\":[{}]}]",
+        "{\"s\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\uD83D\"}",
+        "{\"\xc3\xa9\":\"\xf0\x9f\x98\x80\"}",
+        "{\n  \"a\": 1\n}"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        assert_true(is_json(good[i]));
+    static const char *const bad[] = {"",
+                                      " ",
+                                      "{",
+                                      "}",
+                                      "{}}",
+                                      "{},{}",
+                                      "1,\"User:2\":{\"x\":1}",
+                                      "{\"a\"}",
+                                      "{\"a\":}",
+                                      "{\"a\":1,}",
+                                      "[1,]",
+                                      "[,1]",
+                                      "{a:1}",
+                                      "{'a':1}",
+                                      "01",
+                                      "1.",
+                                      ".5",
+                                      "-",
+                                      "1e",
+                                      "+1",
+                                      "tru",
+                                      "nul",
+                                      "nulll",
+                                      "\"abc",
+                                      "\"a\x01b\"",
+                                      "\"a\nb\"",
+                                      "\"\\x\"",
+                                      "\"\\u12g4\"",
+                                      "\"\\u12\"",
+                                      "\"\xff\"",
+                                      "\"\xc3(\"",
+                                      "\"\xed\xa0\x80\"",
+                                      "\x1b[2J",
+                                      "{} \x1b",
+                                      "NaN",
+                                      "[1 2]",
+                                      "{\"a\" 1}",
+                                      "{\"a\":1 \"b\":2}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (is_json(bad[i]))
+            fail_msg("accepted as JSON: bad[%zu]", i);
+    }
+    /* A NUL inside is not JSON (the length, not strlen, bounds the text). */
+    assert_false(objcache_cli_is_json("\"a\0b\"", 5));
+    assert_false(objcache_cli_is_json("{}\0", 3));
+    /* Nesting: 256 levels are fine, 257 are refused (the stack stays bounded),
+     * and a million-deep attempt is refused, not a crash. */
+    size_t deep = 1000000;
+    char *s = malloc(2 * deep);
+    assert_non_null(s);
+    memset(s, '[', 256);
+    memset(s + 256, ']', 256);
+    assert_true(objcache_cli_is_json(s, 512));
+    memset(s, '[', 257);
+    memset(s + 257, ']', 257);
+    assert_false(objcache_cli_is_json(s, 514));
+    memset(s, '[', deep);
+    memset(s + deep, ']', deep);
+    assert_false(objcache_cli_is_json(s, 2 * deep));
+    free(s);
+    /* No cut of a document is JSON (each read stays inside the cut). */
+    const char *doc =
+        "{\"id\":12,\"name\":\"Ada \xc3\xa9\",\"a\":[true,false,null,-1.5e3]}";
+    size_t n = strlen(doc);
+    for (size_t i = 0; i < n; i++) {
+        char *cut = malloc(i + 1); /* exactly sized: ASan sees a read past it */
+        assert_non_null(cut);
+        memcpy(cut, doc, i);
+        int ok = objcache_cli_is_json(cut, i);
+        free(cut);
+        if (ok)
+            fail_msg("a cut at %zu was accepted", i);
+    }
+    assert_true(objcache_cli_is_json(doc, n));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_duration),    cmocka_unit_test(test_exit_codes),
         cmocka_unit_test(test_json_string), cmocka_unit_test(test_json_number),
         cmocka_unit_test(test_split),       cmocka_unit_test(test_json_invalid_utf8),
+        cmocka_unit_test(test_is_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
