@@ -7,7 +7,9 @@
 # a quiet get per key then a noop, which objcached serves as one request.
 # objcached returns flags 0, so values come back as the JSON strings. To push
 # (set), pass raw: true with each call (client.set(key, json, nil, raw: true)):
-# Dalli 3.0.6 ignores a client-wide raw: true and would send Marshal data.
+# Dalli 3.0.6 ignores a client-wide raw: true and would send Marshal data;
+# and make the client with compress: false, or a value of 4 KiB or more goes
+# deflated, which objcached refuses as not JSON.
 require 'dalli'
 require 'json'
 

@@ -6,6 +6,9 @@ $job = json_decode(file_get_contents('php://stdin'), true);
 $m = new Memcached();
 $m->setOption(Memcached::OPT_BINARY_PROTOCOL, $argv[1] === 'binary');
 $m->setOption(Memcached::OPT_CONNECT_TIMEOUT, 2000);
+// php-memcached compresses a value over 2000 bytes by default (a flag bit),
+// which objcached refuses as not JSON (docs/client.md).
+$m->setOption(Memcached::OPT_COMPRESSION, false);
 $addr = $job['addr'];
 if ($addr[0] === '/') {
     $m->addServer($addr, 0);

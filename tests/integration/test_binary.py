@@ -12,6 +12,7 @@ differs (CAS on writes, load errors, unsupported commands)."""
 import os
 import random
 import select
+import signal
 import socket
 import struct
 import time
@@ -801,3 +802,109 @@ def test_a_client_reset_while_its_batch_loads(objcached_factory, pg, ref):
         locker.close()
     harness.wait_until(lambda: d.stats()["loads_in_flight"] == 0, what="the load to end")
     serves(d, ref)
+
+
+# ------------------------------------------------------------------ review: order, bodies, flags
+
+def test_replies_keep_request_order_behind_a_slow_load(objcached_factory, pg, ref):
+    """GETQ of a cold row (its load held by a lock in PostgreSQL), GETQ of a
+    memcached hit, a quiet miss, NOOP; then, in a later write while the load
+    still waits, a hit, a push, VERSION and NOOP: nothing goes out before
+    the slow load's answer, and every reply comes in request order with its
+    own opaque, each NOOP last of its pipeline."""
+    d = objcached_factory(dict(NO_CHECK, objcached={"load_timeout": "10s"}))
+    u1, u41, u179 = ref.json("User", 1), ref.json("User", 41), b" " + ref.json("User", 179)
+    with Bin(d) as c:
+        hit(c.call(GET, "User:1"), u1, GET)   # in memcached now
+    d.wait_idle()
+    locker = pg.connect(autocommit=False)
+    try:
+        locker.cursor().execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        with Bin(d) as c:
+            c.send(req(GETQ, "User:41", opaque=1) + req(GETQ, "User:1", opaque=2) +
+                   req(GETQ, "User:999997", opaque=3) + req(NOOP, opaque=4))
+            harness.wait_until(lambda: d.stats()["loads_in_flight"] >= 1, what="the load")
+            c.send(req(GETKQ, "User:1", opaque=5) +
+                   req(SET, "User:179", u179, store_extras(), 6) +
+                   req(VERSION, opaque=7) + req(NOOP, opaque=8))
+            assert not c.has_data(0.3), c.buf[:48]
+            locker.rollback()
+            got, noop = c.read_until_noop()
+            assert [(r.opcode, r.opaque) for r in got] == [(GETQ, 1), (GETQ, 2)], got
+            hit(got[0], u41, GETQ, 1)
+            hit(got[1], u1, GETQ, 2)
+            error(noop, NOOP, OK, 4)
+            got, noop = c.read_until_noop()
+            assert [(r.opcode, r.status, r.opaque) for r in got] == \
+                [(GETKQ, OK, 5), (SET, OK, 6), (VERSION, OK, 7)], got
+            hit(got[0], u1, GETKQ, 5, b"User:1")
+            error(noop, NOOP, OK, 8)
+            assert not c.has_data()
+    finally:
+        locker.close()
+
+
+def test_flags_are_not_kept_and_cas_is_memcached_s(objcached_factory, ref):
+    """A push with Dalli's "serialized" flag (1) through the binary protocol:
+    the flags are ignored (docs/protocol.md: hits carry flags 0), so a text
+    `get` and a binary GET both answer flags 0 with the bytes pushed, and a
+    binary GET's CAS is the one a text `gets` shows for the same item."""
+    d = objcached_factory(NO_CHECK)
+    body = b" " + ref.json("User", 158)
+    with Bin(d) as c:
+        error(c.call(SET, "User:158", body, store_extras(flags=1, exptime=300), opaque=1),
+              SET, OK, 1, b"")
+        r = c.call(GET, "User:158", opaque=2)
+        hit(r, body, GET, 2)
+        bin_cas = r.cas
+    with d.client() as t:
+        assert t.get_multi(["User:158"])[0] == [(b"User:158", 0, body)]
+        (values, terminal) = t.gets_multi(["User:158"])
+        assert terminal == b"END" and values[0][:3] == (b"User:158", 0, body)
+        assert bin_cas != 0 and values[0][3] == bin_cas, (bin_cas, values)
+
+
+def test_a_refused_body_is_dropped_as_it_comes(objcached_factory, ref):
+    """A SET whose value is over max_value (its header sent a byte at a
+    time): 0x03 comes from the header alone, before one byte of the body is
+    sent; other clients are served meanwhile; the body is dropped as it
+    comes (never buffered: RSS does not grow by it) and the next request on
+    the same connection is answered."""
+    d = objcached_factory({"objcached": {"max_value": "4m"}})
+    value = b'{"a":"' + b"x" * (4 << 20) + b'"}'
+    full = req(SET, "User:159", value, store_extras(), opaque=9)
+    head = full[:24 + 8 + len("User:159")]
+    rss0 = rss_kb(d.pid)
+    with Bin(d) as c:
+        for b in full[:24]:
+            c.send(bytes([b]))
+        error(c.read(), SET, E2BIG, 9, b"Too large.")
+        serves(d, ref)
+        c.send(head[24:])
+        body = full[len(head):]
+        for i in range(0, len(body), 1 << 16):
+            c.send(body[i:i + (1 << 16)])
+        hit(c.call(GET, "User:1", opaque=10), ref.json("User", 1), GET, 10)
+    assert rss_kb(d.pid) - rss0 < 2 * 1024
+
+
+def test_a_client_gone_with_a_write_in_flight(objcached_factory, mc_pool, ref):
+    """A push under way (memcached stopped, so it waits) when the client
+    resets: the write is detached and finishes quietly; the daemon serves
+    on and shuts down clean (run under OBJCACHED_WRAPPER=valgrind too)."""
+    d = objcached_factory(NO_CHECK)
+    pushes = d.stats()["cmd_push"]
+    for m in mc_pool:
+        m.kill(signal.SIGSTOP)
+    try:
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+        s.sendall(req(SET, "User:180", b" " + ref.json("User", 180), store_extras()) +
+                  req(GETQ, "User:1") + req(NOOP))
+        harness.wait_until(lambda: d.stats()["cmd_push"] == pushes + 1, what="the push")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    finally:
+        for m in mc_pool:
+            m.kill(signal.SIGCONT)
+    serves(d, ref)
+    assert d.stop() == 0
