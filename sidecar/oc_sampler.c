@@ -48,6 +48,7 @@ struct oc_sampler {
     uint32_t tick_ms;
     oc_pgconn_t *pg; /* its own connection, made at the first batch */
     int pg_up;
+    struct event *stuck;    /* the statement in flight did not end: drop pg */
     unsigned char *no_xmin; /* [nmodels_cap] the relation has no xmin (a view) */
     size_t nmodels_cap;
     int closing;
@@ -141,6 +142,10 @@ void oc_sampler_offer_hit(oc_sampler_t *s, size_t m, const char *id, size_t len)
 {
     if (s == NULL || !offer_ok(s, m, len))
         return;
+    if (s->q.n >= s->ctx->conf->sample_queue) { /* as an invalidation's: not taken */
+        s->ctx->stats->sampler_dropped++;
+        return;
+    }
     s->ctx->stats->sampler_samples++;
     offer(s, m, id, len, s->ctx->conf->sample_windows.n, oc_stats_now());
 }
@@ -270,6 +275,7 @@ static void rows_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char
 {
     (void)pc;
     oc_sampler_t *s = arg;
+    evtimer_del(s->stuck);
     if (st != OC_OK && err && strstr(err, "xmin") && no_xmin(s)) {
         for (size_t i = 0; i < s->nbatch; i++) { /* again, at the next tick */
             requeue(s, &s->batch[i].it);
@@ -393,6 +399,13 @@ static void read_rows(oc_sampler_t *s)
         oc_pgconn_query(s->pg, sql, (int)s->nparams, (const char *const *)s->params,
                         rows_read, s) == OC_OK) {
         s->ctx->stats->sampler_pg_queries++;
+        /* statement_timeout (load_timeout) ends it on the server; an answer
+         * that never comes (a dead peer, a network that drops everything)
+         * would stop the sampler for good, so the connection is dropped as
+         * the loaders' is (oc_pg): its callback then fails the batch */
+        uint64_t ms = 2 * (uint64_t)s->ctx->conf->load_timeout_ms + 1000;
+        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+        evtimer_add(s->stuck, &tv);
         free(sql);
         return;
     }
@@ -478,6 +491,15 @@ static void cache_read(oc_mc_job_t *job, void *arg)
 
 /* ---- the tick ------------------------------------------------------------- */
 
+static void stuck_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    oc_sampler_t *s = arg;
+    if (s->pg != NULL && s->phase == READING_ROWS) /* rows_read runs from here */
+        oc_pgconn_reset(s->pg, "the sampler's query did not end after twice "
+                               "load_timeout; connection dropped");
+}
+
 static void pg_up(oc_pgconn_t *c, void *owner)
 {
     (void)c;
@@ -552,6 +574,7 @@ static void tick(evutil_socket_t fd, short what, void *arg)
     oc_smp_item_t it;
     while (s->nbatch < OC_SMP_BATCH && oc_smp_queue_pop_due(&s->q, now, &it)) {
         if (!take(s, &s->batch[s->nbatch], &it)) {
+            ctx->stats->sampler_dropped++; /* a check not made */
             drop_item(&it);
             continue;
         }
@@ -597,7 +620,8 @@ oc_sampler_t *oc_sampler_new(oc_ctx_t *ctx, char *err)
     s->rng = ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid() ^ (uint64_t)(uintptr_t)s;
     s->batch = calloc(OC_SMP_BATCH, sizeof(*s->batch));
     s->timer = event_new(ctx->base, -1, EV_PERSIST, tick, s);
-    if (s->batch == NULL || s->timer == NULL ||
+    s->stuck = evtimer_new(ctx->base, stuck_cb, s);
+    if (s->batch == NULL || s->timer == NULL || s->stuck == NULL ||
         oc_smp_queue_init(&s->q, ctx->conf->sample_queue) != 0 || !grow_models(s)) {
         oc_sampler_free(s);
         return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
@@ -625,6 +649,8 @@ void oc_sampler_close(oc_sampler_t *s)
     }
     if (s->timer)
         evtimer_del(s->timer);
+    if (s->stuck)
+        evtimer_del(s->stuck);
 }
 
 void oc_sampler_free(oc_sampler_t *s)
@@ -642,5 +668,7 @@ void oc_sampler_free(oc_sampler_t *s)
     free(s->no_xmin);
     if (s->timer)
         event_free(s->timer);
+    if (s->stuck)
+        event_free(s->stuck);
     free(s);
 }

@@ -22,7 +22,10 @@
  * changes nothing), then their rows with ONE PostgreSQL statement (a UNION
  * ALL of one `= ANY($n)` select per model of the batch) on the sampler's own
  * connection, so a client's load never queues behind it. At most one tick's
- * batch is in flight. So the extra load is at most sample_max_qps
+ * batch is in flight (a statement not answered 2 x load_timeout + 1 s
+ * after it was sent drops the connection: its samples count as errors,
+ * and the sampler goes on after a reconnect instead of waiting for an
+ * answer that may never come). So the extra load is at most sample_max_qps
  * statements and multi-gets a second, whatever the rate; past what that
  * drains, samples wait in a queue of sample_queue and the ones beyond are
  * dropped (sampler_dropped). A sample waits its window out in that queue, so

@@ -154,13 +154,14 @@ struct evbuffer;
     X(bin_batches, COUNTER,                                                              \
       "read-through requests of binary gets (a pipeline of quiet gets is one)")          \
     X(sampler_samples, COUNTER,                                                          \
-      "keys the consistency sampler chose to check (invalidations and hits)")            \
+      "keys the consistency sampler chose and took to check (a full queue's refusals: "  \
+      "sampler_dropped)")                                                                \
     X(sampler_raced, COUNTER,                                                            \
       "sampler checks given up: the row or the cache kept changing under them")          \
     X(sampler_errors, COUNTER,                                                           \
       "sampler checks that could not read memcached or PostgreSQL")                      \
     X(sampler_dropped, COUNTER,                                                          \
-      "samples dropped: the sampler's queue was full or its database unreachable")       \
+      "samples dropped: the sampler's queue was full, or their model was removed")       \
     X(sampler_queued, GAUGE, "samples waiting for their time or their turn")             \
     X(sampler_pg_queries, COUNTER, "PostgreSQL statements the sampler sent")             \
     X(client_errors, COUNTER, "CLIENT_ERROR and ERROR replies sent")                     \

@@ -664,6 +664,13 @@ static void key_ids(verify_t *v)
     }
 }
 
+static void recheck_wait(uint32_t ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
 static int run(verify_t *v, uint32_t sample)
 {
     char err[OC_ERRLEN];
@@ -692,7 +699,10 @@ static int run(verify_t *v, uint32_t sample)
             return OC_VERIFY_UNREAD;
         uint64_t gen = read_gen(v, v->gen);
         for (int k = 0; gen == v->gen && k < RECHECK_ROUNDS && pending(v) > 0; k++) {
-            sleep(1); /* past the invalidation of a write that raced the first read */
+            /* past the invalidation of a write that raced the first read:
+             * sample_recheck, the sampler's own grace for a hit, which an
+             * operator whose invalidations come by polling sets longer */
+            recheck_wait(v->conf->sample_recheck_ms);
             if (round_trip(v, 0) != 0)
                 return OC_VERIFY_UNREAD;
             gen = read_gen(v, v->gen);

@@ -11,8 +11,10 @@
  * path, which would repair a stale entry, is not used, and nothing is ever
  * written), reads the rows (the daemon's own load statement, so the bytes
  * compare), and judges each with oc_smp: a disagreement is read again
- * after a second and counts only if the same item still disagrees with an
- * unchanged row, so a write committing during the run is not reported.
+ * after sample_recheck (1 s by default, as the sampler does for a hit) and
+ * counts only if the same item still disagrees with an unchanged row, so a
+ * write committing during the run, whose invalidation lands within
+ * sample_recheck, is not reported.
  *
  * Report: fresh, stale, missing (not cached), absent (no row, and not
  * cached or cached as absent), absent-but-cached (no row, an object

@@ -379,3 +379,261 @@ def test_suspect_rechecks_are_not_lost_when_the_queue_is_full(fleet, mc_pool, db
         assert s[("Item", "hit")]["inconsistent"] >= 1, (s, st)
     finally:
         proxy.close()
+
+
+def test_unanswered_statement_does_not_stop_the_sampler(fleet, mc_pool, db, pg):
+    """PostgreSQL that takes the sampler's statement and never answers (a
+    dead peer, a network that drops everything; here the proxy holds the
+    replies of the sampler's connection only): under a flood of hits of
+    distinct keys the queue stays bounded, the excess is dropped and
+    counted, clients' gets are not slowed, at most one statement is in
+    flight; and the unanswered statement is given up (its samples counted
+    as errors, the connection made again) instead of stopping the sampler
+    for good with nothing to show for it (sampler_errors 0)."""
+    import faultproxy
+    proxy = faultproxy.FaultProxy(pg.port, name="pg")
+    try:
+        conninfo = f"host=127.0.0.1 port={proxy.port} dbname={db.name} user=postgres"
+        overrides = {"objcached": {"sample_rate": "1", "sample_windows": "1s",
+                                   "sample_max_qps": "2", "sample_recheck": "500ms",
+                                   "sample_queue": "256", "load_timeout": "1s"},
+                     "postgresql": {"invalidation_poll": "200ms", "feed_poll": "100ms"}}
+        oc = fleet.start(oc_c.sidecar_config(mc_pool, conninfo, MODELS, overrides))
+        keys = [f"Item:{i}" for i in range(1, 401)]
+        with oc.client(timeout=10) as c:
+            assert c.get_multi(keys)[1] == b"END"   # cached (loads answered)
+        oc.wait_idle()
+        proxy.hold_replies_after(b"xmin::text")     # the sampler's select only
+        t0 = time.monotonic()
+        slowest = 0.0
+        with oc.client(timeout=10) as c:
+            while time.monotonic() - t0 < 3:        # 400 distinct hits a round
+                t = time.monotonic()
+                values, end = c.get_multi(keys)
+                slowest = max(slowest, time.monotonic() - t)
+                assert end == b"END" and len(values) == 400
+                assert oc.stats()["sampler_queued"] <= 256 + 256
+        st = oc.stats()
+        assert proxy.held_ports(), "the sampler's statement was sent and held"
+        assert st["sampler_dropped"] > 0, st
+        assert st["sampler_pg_queries"] <= 2, st     # one in flight (and maybe one retried)
+        assert slowest < 2.0, slowest                # clients do not wait for the sampler
+        # 2 x load_timeout + 1 s after it was sent, the statement is given up
+        harness.wait_until(lambda: oc.stats()["sampler_errors"] > 0, timeout=15,
+                           what=lambda: f"the held statement given up: {oc.stats()}")
+        assert "the sampler's query did not end" in oc.log()
+        proxy.release()
+        # it checks again, at most sample_max_qps statements a second
+        q0, t0 = oc.stats()["sampler_pg_queries"], time.monotonic()
+        with oc.client(timeout=10) as c:
+            while time.monotonic() - t0 < 3:
+                c.get_multi(keys)
+        harness.wait_until(lambda: total(oc, "checks", "hit") > 0, timeout=15,
+                           what=lambda: f"hit checks after the release: {sampler(oc)}")
+        q1, t1 = oc.stats()["sampler_pg_queries"], time.monotonic()
+        assert q1 - q0 <= 2 * (t1 - t0) + 2, (q0, q1, t1 - t0)
+        assert total(oc, "inconsistent") == 0, sampler(oc)
+        # every sample taken is accounted for once the queue drains: checked,
+        # an error or raced (the ones the full queue refused are only dropped)
+
+        def accounted():
+            st = oc.stats()
+            done = total(oc, "checks") + st["sampler_errors"] + st["sampler_raced"]
+            return st["sampler_queued"] == 0 and st["sampler_samples"] == done
+        harness.wait_until(accounted, timeout=30,
+                           what=lambda: f"samples accounted for: {oc.stats()} {sampler(oc)}")
+    finally:
+        proxy.release()
+        proxy.close()
+
+
+def test_a_write_between_serve_and_check_both_edges(fleet, mc_pool, db):
+    """The rule (oc_smp.h): a check reads the cache, then the row (a new
+    statement, so a snapshot taken after the cache read); a disagreement is
+    read again sample_recheck later and counts only if the same item still
+    disagrees with a row that did not change. With the invalidation
+    consumer off, a write commits and its invalidation is held back for as
+    long as the test wants:
+    - a hit whose copy the write made old, never invalidated: counted
+      inconsistent (the row read sees the write: not counted as fresh);
+    - a hit of the old copy, the write committed before the check, its
+      invalidation applied after the first read and before the recheck:
+      not counted (the compare raced the invalidation, not a stale cache)."""
+    oc = start(fleet, mc_pool, db, rate="1", windows="1s",
+               extra={"objcached": {"sample_recheck": "3s"},
+                      "postgresql": {"invalidation_poll": "0"}})
+    with oc.client() as c:
+        for _ in range(2):  # loaded, then hits: agree
+            assert c.get_multi(["Item:5", "Item:6"])[1] == b"END"
+    harness.wait_until(lambda: total(oc, "checks", "hit") == 2, timeout=15,
+                       what=lambda: f"the first hits checked: {sampler(oc)}")
+    # truly stale: the write commits, no invalidation ever comes
+    db.q("UPDATE items SET name = 'written' WHERE id = 5")
+    with oc.client() as c:
+        values, _ = c.get_multi(["Item:5"])
+        assert len(values) == 1 and b"written" not in values[0][2]  # the old copy served
+    harness.wait_until(lambda: total(oc, "inconsistent", "hit") == 1, timeout=15,
+                       what=lambda: f"the stale copy of 5 counted: {sampler(oc)}")
+    assert total(oc, "checks", "hit") == 3
+    # a race: the write committed, the old copy read by the check, then the
+    # invalidation lands (the consumer started by reload) before the recheck
+    db.q("UPDATE items SET name = 'written' WHERE id = 6")
+    q0 = oc.stats()["sampler_pg_queries"]
+    with oc.client() as c:
+        values, _ = c.get_multi(["Item:6"])
+        assert len(values) == 1 and b"written" not in values[0][2]
+    harness.wait_until(lambda: oc.stats()["sampler_pg_queries"] > q0, timeout=10,
+                       what="the check's first read of 6")
+    assert reload(oc, edit(oc.config_text, "postgresql", "invalidation_poll", "200ms"))
+    harness.wait_until(lambda: db.outbox_rows() == 0, timeout=10, what="the invalidations")
+    assert total(oc, "checks", "hit") == 3, sampler(oc)  # 6's recheck is still to come
+    harness.wait_until(lambda: total(oc, "checks", "hit") == 4, timeout=15,
+                       what=lambda: f"6's recheck: {sampler(oc)}")
+    assert total(oc, "inconsistent", "hit") == 1, sampler(oc)
+    assert oc.stats()["sampler_raced"] == 0
+    lines = [ln for ln in oc.log().splitlines() if "event=sampler_inconsistent" in ln]
+    assert len(lines) == 1 and ":5\"" in lines[0] and "written" in lines[0], lines
+
+
+def test_absent_and_deleted_rows_per_model(fleet, mc_pool, db):
+    """Real writes, their invalidations held back (consumer off): an absent
+    entry whose row was then inserted, and an object whose row was then
+    deleted, each counted inconsistent under its own model; an absent entry
+    for a row still absent, and an object of a row not written, agree."""
+    oc = start(fleet, mc_pool, db, rate="1", windows="1s",
+               extra={"postgresql": {"invalidation_poll": "0"}})
+    keys = ["Item:500", "Item:501", "Item:7", "Item:8", "Ver:9", "Ver:10", "Ver:300"]
+    with oc.client() as c:
+        assert c.get_multi(keys)[1] == b"END"          # loaded: absent or objects
+    oc.wait_idle()
+    db.q("INSERT INTO items (id, name) VALUES (500, 'new')")
+    db.q("DELETE FROM items WHERE id = 7")
+    db.q("DELETE FROM vers WHERE id = 9")
+    db.q("INSERT INTO vers (id, body, version) VALUES (300, 'new', 1)")
+    with oc.client() as c:
+        values, _ = c.get_multi(keys)                 # hits, each sampled
+        assert {k for k, _, _ in values} == {b"Item:7", b"Item:8", b"Ver:9", b"Ver:10"}, values
+    harness.wait_until(lambda: total(oc, "checks", "hit") == 7, timeout=20,
+                       what=lambda: f"the hits checked: {sampler(oc)}")
+    s = sampler(oc)
+    assert s[("Item", "hit")] == {"checks": 4, "inconsistent": 2, "empty": 0}, s
+    assert s[("Ver", "hit")] == {"checks": 3, "inconsistent": 2, "empty": 0}, s
+    lines = [ln for ln in oc.log().splitlines() if "event=sampler_inconsistent" in ln]
+    assert len(lines) == 4, lines
+    assert any("model=Item" in ln and ':500"' in ln and 'cached="(absent)"' in ln
+               for ln in lines), lines
+    assert any("model=Item" in ln and ':7"' in ln and 'database="(no row)"' in ln
+               for ln in lines), lines
+    assert any("model=Ver" in ln and ':9"' in ln and 'database="(no row)"' in ln
+               for ln in lines), lines
+    assert any("model=Ver" in ln and ':300"' in ln and 'cached="(absent)"' in ln
+               for ln in lines), lines
+
+
+def without_section(text, section):
+    out, skip = [], False
+    for line in text.splitlines():
+        if line.strip().startswith("["):
+            skip = line.strip() == f"[{section}]"
+        if not skip:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def test_reload_removes_a_model_with_checks_queued_and_in_flight(fleet, mc_pool, db, pg):
+    """A reload that removes a model, turns sampling off and changes
+    sample_max_qps while a batch with that model's keys is in flight (its
+    statement's answer held by the proxy) and more of its samples wait in
+    the queue: the batch in flight is judged against the model's kept
+    definition, the queued ones are dropped when due, nothing is read
+    after it was freed (run once under OBJCACHED_WRAPPER=valgrind); samples
+    taken before the reload are still checked; the model added back is
+    sampled again."""
+    import faultproxy
+    proxy = faultproxy.FaultProxy(pg.port, name="pg")
+    try:
+        conninfo = f"host=127.0.0.1 port={proxy.port} dbname={db.name} user=postgres"
+        overrides = {"objcached": {"sample_rate": "1", "sample_windows": "1s, 3s",
+                                   "sample_max_qps": "20", "sample_recheck": "500ms"},
+                     "postgresql": {"invalidation_poll": "200ms", "feed_poll": "100ms"}}
+        oc = fleet.start(oc_c.sidecar_config(mc_pool, conninfo, MODELS, overrides))
+        with oc.client(timeout=10) as c:  # cached, then hits
+            for _ in range(2):
+                c.get_multi([f"Ver:{i}" for i in range(1, 51)])
+        harness.wait_until(lambda: total(oc, "checks", "hit", "Ver") == 50, timeout=30,
+                           what=lambda: f"Ver's hits checked: {sampler(oc)}")
+        proxy.hold_replies_after(b"xmin::text")
+        db.q("UPDATE vers SET version = version + 1 WHERE id <= 50")
+        db.q("UPDATE items SET n = n + 1 WHERE id <= 50")
+        # the 1 s checks' batch is sent, its answer held; the 3 s ones wait
+        harness.wait_until(lambda: proxy.held_ports(), timeout=15,
+                           what="the sampler's statement held")
+        text = without_section(oc.config_text, "model Ver")
+        text = edit(edit(text, "objcached", "sample_rate", "0"),
+                    "objcached", "sample_max_qps", "5")
+        assert reload(oc, text)
+        proxy.release()
+        harness.wait_until(lambda: oc.stats()["sampler_queued"] == 0, timeout=30,
+                           what=lambda: f"the queue drained: {oc.stats()['sampler_queued']}")
+        s = sampler(oc)
+        # Item's samples, taken before the reload, are all checked at 3 s
+        assert s[("Item", "3s")]["checks"] == 50, s
+        assert s[("Ver", "1s")]["checks"] == 50, s    # the batch in flight, judged
+        assert s[("Ver", "3s")]["checks"] == 0, s     # dropped: the model is gone
+        assert oc.stats()["sampler_dropped"] == 50   # and counted
+        assert oc.stats()["sampler_errors"] == 0
+        assert total(oc, "inconsistent") == 0, s
+        with oc.client() as c:
+            assert c.get("Item:1") is not None
+        # back: Ver is sampled again
+        assert reload(oc, oc.config_text)  # the first configuration again
+        before = total(oc, "checks", "hit", "Ver")
+        with oc.client(timeout=10) as c:
+            for _ in range(2):
+                c.get_multi([f"Ver:{i}" for i in range(51, 61)])
+        harness.wait_until(lambda: total(oc, "checks", "hit", "Ver") >= before + 10,
+                           timeout=30, what=lambda: f"Ver checked again: {sampler(oc)}")
+        assert total(oc, "inconsistent") == 0, sampler(oc)
+    finally:
+        proxy.release()
+        proxy.close()
+
+
+def test_text_keys_with_odd_characters_check_their_own_row(fleet, mc_pool, db):
+    """Text ids with `%`, quotes, a backslash, braces and a comma (which the
+    check's array literal must quote), unicode, and one of the longest id a
+    client may ask for: each check reads the row that was served (agrees),
+    and, once the rows are written behind the cache's back, finds each one
+    changed (not "no row", not another id's row)."""
+    db.q("CREATE TABLE tags (id text PRIMARY KEY, label text NOT NULL)")
+    longest = "é" * 50 + "x" * (250 - len("oc:") - 21 - len("Tag:") - 100)
+    ids = ["a%b", "100%", "%25", "ünï©ødé", '"q\\u{,}', "NULL", "a,b", longest]
+    assert len(("Tag:" + longest).encode()) == 250 - len("oc:") - 21
+    for i in ids:
+        db.q("INSERT INTO tags VALUES (%s, %s)", (i, "label " + i))
+    conf = oc_c.sidecar_config(mc_pool, db.conninfo, {"Tag": {"table": "tags",
+                                                              "key_type": "text"}},
+                               {"objcached": {"sample_rate": "1", "sample_windows": "1s",
+                                              "sample_max_qps": "20",
+                                              "sample_recheck": "500ms"},
+                                "postgresql": {"invalidation_poll": "0", "feed_poll": "0"}})
+    oc = fleet.start(conf)
+    keys = [f"Tag:{i}" for i in ids]
+    with oc.client() as c:
+        for _ in range(2):  # loaded, then hits
+            values, end = c.get_multi(keys)
+            assert end == b"END" and len(values) == len(ids), values
+    harness.wait_until(lambda: total(oc, "checks", "hit") == len(ids), timeout=15,
+                       what=lambda: f"the hits checked: {sampler(oc)}")
+    assert total(oc, "inconsistent") == 0 and total(oc, "empty") == 0, sampler(oc)
+    db.q("UPDATE tags SET label = label || ' changed'")  # no invalidation (consumer off)
+    with oc.client() as c:
+        values, _ = c.get_multi(keys)
+        assert len(values) == len(ids) and not any(b"changed" in v for _, _, v in values)
+    harness.wait_until(lambda: total(oc, "inconsistent", "hit") == len(ids), timeout=15,
+                       what=lambda: f"every old copy found: {sampler(oc)}")
+    lines = [ln for ln in oc.log().splitlines() if "event=sampler_inconsistent" in ln]
+    assert len(lines) == len(ids), lines
+    # both values are cut to 200 bytes in the log: the longest id's row shows no label
+    assert sum("changed" in ln for ln in lines) == len(ids) - 1, lines
+    assert oc.stats()["sampler_errors"] == 0

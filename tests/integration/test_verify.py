@@ -337,3 +337,51 @@ def test_numeric_digits_past_a_double_are_compared(mc_pool, db, objcached_bin):
     print(out, err)
     assert n["stale"] == 2 and n["fresh"] == 0, out
     assert rc == 1, (out, err)
+
+
+def test_recheck_waits_sample_recheck(mc_pool, db, objcached_bin):
+    """A disagreement is read again after `sample_recheck`, as the sampler
+    does for a hit (docs/consistency.md: the same recheck rule), not after a
+    fixed second: with invalidations that take up to 4 s (polled, no
+    NOTIFY), an operator sets sample_recheck = 5s, and a write committing
+    as --verify starts, whose invalidation lands 2 s after the first read,
+    is not reported; a copy that stays wrong still is."""
+    gen = db.generation("Item")
+    old5, old7 = row(db, 5), row(db, 7)
+    db.q("UPDATE items SET name = 'renamed' WHERE id IN (5, 7)")  # committed; not invalidated yet
+    mc_set_raw(mc_pool, oc_c.cache_key("Item", 5, gen), OBJECT, old5)
+    mc_set_raw(mc_pool, oc_c.cache_key("Item", 7, gen), OBJECT, old7)
+    conf = config(mc_pool, db, objcached={"sample_recheck": "5s"})
+
+    def gets():
+        return sum(int(m.stats()["cmd_get"]) for m in mc_pool)
+
+    before = gets()
+    with tempfile.TemporaryDirectory(prefix="oc-vfy-") as d:
+        path = os.path.join(d, "objcached.ini")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(harness.render_ini(conf))
+        p = subprocess.Popen([objcached_bin, "-c", path, "--verify", "Item", "--sample",
+                              "400"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            # its first read of the 400 ids (and the absent ones) is done
+            harness.wait_until(lambda: gets() - before >= 400, timeout=30,
+                               what="verify's first read of memcached")
+            # The point of the test: key 5's invalidation is 2 s late (past the
+            # old fixed 1 s recheck, within sample_recheck). A consumer's delete.
+            time.sleep(2)
+            for m in mc_pool:
+                with m.client(timeout=5) as c:
+                    c.send(b"delete %s\r\n" % oc_c.cache_key("Item", 5, gen).encode())
+                    c.readline()
+            out, err = p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    print(out, err)
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^([a-z-]+) (\d+)$", out, re.M)}
+    assert counts["stale"] == 1, out                     # key 7 only
+    assert re.search(r"^stale oc:Item~\d+:7 ", out, re.M), out
+    assert p.returncode == 1, (p.returncode, out, err)
