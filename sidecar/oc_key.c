@@ -49,16 +49,38 @@ int oc_key_utf8_valid(const unsigned char *s, size_t len)
     return 1;
 }
 
+/* "00" .. "99": two digits per division. Generations are 16-digit numbers
+ * (microseconds, sql/install.sql) formatted into every key of every get, so
+ * digit by digit this was the near-cache hit's costliest function. */
+static const char digit_pairs[201] = "00010203040506070809"
+                                     "10111213141516171819"
+                                     "20212223242526272829"
+                                     "30313233343536373839"
+                                     "40414243444546474849"
+                                     "50515253545556575859"
+                                     "60616263646566676869"
+                                     "70717273747576777879"
+                                     "80818283848586878889"
+                                     "90919293949596979899";
+
 size_t oc_key_format_u64(char *buf, uint64_t v)
 {
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        buf[i] = tmp[n - 1 - i];
+    char tmp[20]; /* UINT64_MAX has 20 digits */
+    char *p = tmp + sizeof(tmp);
+    while (v >= 100) {
+        const char *d = digit_pairs + 2 * (v % 100);
+        v /= 100;
+        *--p = d[1];
+        *--p = d[0];
+    }
+    if (v >= 10) {
+        *--p = digit_pairs[2 * v + 1];
+        *--p = digit_pairs[2 * v];
+    } else {
+        *--p = (char)('0' + v);
+    }
+    size_t n = (size_t)(tmp + sizeof(tmp) - p);
+    memcpy(buf, p, n);
     buf[n] = '\0';
     return n;
 }
@@ -202,15 +224,12 @@ int oc_key_id_cacheable(const char *id, size_t len, size_t max_len)
     return 1;
 }
 
-size_t oc_key_cache_key(const char *prefix, const char *model, uint64_t gen,
-                        const char *canon, size_t canon_len, char *buf, size_t cap,
-                        size_t *canon_off)
+size_t oc_key_cache_head(const char *prefix, const char *model, uint64_t gen, char *head)
 {
-    /* prefix, model, ~gen (only when not 0), ':' and the id; on every get's
-     * every key, so written out rather than through snprintf. */
-    char head[OC_KEY_MAX + 32];
-    size_t pl = strlen(prefix), ml = strlen(model), off = 0;
-    if (pl + ml + 24 > sizeof(head)) /* cannot happen: both are length-checked */
+    /* prefix, model, ~gen (only when not 0) and ':'; written out rather
+     * than through snprintf, being on every get's path. */
+    size_t pl = strlen(prefix), ml = strlen(model), off;
+    if (pl + ml + 24 > OC_KEY_HEAD_MAX) /* cannot happen: both are length-checked */
         pl = ml = 0;
     off = (size_t)(oc_mcp_put(oc_mcp_put(head, prefix, pl), model, ml) - head);
     if (gen) {
@@ -218,6 +237,12 @@ size_t oc_key_cache_key(const char *prefix, const char *model, uint64_t gen,
         off += oc_key_format_u64(head + off, gen);
     }
     head[off++] = ':';
+    return off;
+}
+
+size_t oc_key_cache_key_at(const char *head, size_t off, const char *canon,
+                           size_t canon_len, char *buf, size_t cap, size_t *canon_off)
+{
     if (off >= cap)
         off = cap - 1;
     memcpy(buf, head, off);
@@ -227,6 +252,15 @@ size_t oc_key_cache_key(const char *prefix, const char *model, uint64_t gen,
     buf[off + canon_len] = '\0';
     *canon_off = off;
     return off + canon_len;
+}
+
+size_t oc_key_cache_key(const char *prefix, const char *model, uint64_t gen,
+                        const char *canon, size_t canon_len, char *buf, size_t cap,
+                        size_t *canon_off)
+{
+    char head[OC_KEY_HEAD_MAX];
+    size_t off = oc_key_cache_head(prefix, model, gen, head);
+    return oc_key_cache_key_at(head, off, canon, canon_len, buf, cap, canon_off);
 }
 
 oc_status_t oc_key_parse(const oc_conf_t *conf, const char *key, size_t len,

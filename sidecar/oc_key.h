@@ -50,6 +50,13 @@ oc_status_t oc_key_parse(const oc_conf_t *conf, const char *key, size_t len,
 size_t oc_key_cache_key(const char *prefix, const char *model, uint64_t gen,
                         const char *canon, size_t canon_len, char *buf, size_t cap,
                         size_t *canon_off);
+/* The same in two steps, for a loop over keys of few models (a get's):
+ * the head (prefix + Model + "~<gen>" + ":") into head (OC_KEY_HEAD_MAX
+ * bytes, no NUL), its length returned; then a key from a head. */
+#define OC_KEY_HEAD_MAX (OC_KEY_MAX + 32)
+size_t oc_key_cache_head(const char *prefix, const char *model, uint64_t gen, char *head);
+size_t oc_key_cache_key_at(const char *head, size_t head_len, const char *canon,
+                           size_t canon_len, char *buf, size_t cap, size_t *canon_off);
 /* The cap oc_key_cache_key needs for a canonical id of id_len bytes,
  * whatever the generation (its NUL included), at most OC_KEY_MAX + 1: a
  * batch of deletes packs its keys with it instead of reserving

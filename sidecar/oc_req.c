@@ -1,5 +1,6 @@
 #include "oc_req.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -390,6 +391,10 @@ static oc_status_t req_parse_keys(oc_req_t *r, const oc_token_t *keys,
         return oc_fail(err, OC_ENOMEM, "out of memory");
     char *a = r->arena;
     oc_status_t st = OC_OK;
+    /* the last model's key head: a get's keys are mostly of one model, and
+     * its generation (16 digits) need not be formatted for each */
+    char head[OC_KEY_HEAD_MAX];
+    size_t head_len = 0, head_model = SIZE_MAX;
     for (size_t i = 0; i < n; i++) {
         oc_key_t k;
         st = oc_key_parse(ctx->conf, keys[i].p, keys[i].len, ctx->max_key_len, &k, err);
@@ -400,9 +405,13 @@ static oc_status_t req_parse_keys(oc_req_t *r, const oc_token_t *keys,
         a += echo[i].len;
         char *ck = a;
         size_t canon_off;
-        size_t cklen =
-            oc_key_cache_key(prefix, k.model->name, ctx->model_gen[k.model_idx], k.canon,
-                             k.canon_len, ck, OC_KEY_MAX + 1, &canon_off);
+        if (k.model_idx != head_model) {
+            head_len = oc_key_cache_head(prefix, k.model->name,
+                                         ctx->model_gen[k.model_idx], head);
+            head_model = k.model_idx;
+        }
+        size_t cklen = oc_key_cache_key_at(head, head_len, k.canon, k.canon_len, ck,
+                                           OC_KEY_MAX + 1, &canon_off);
         a += cklen + 1;
         int is_new;
         if ((st = oc_req_unique(seen, ck, cklen, (uint32_t)r->nukeys, &r->slot_ukey[i],

@@ -1,4 +1,5 @@
 /* Unit tests for oc_key: model lookup, id validation and canonical ids. */
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -158,6 +159,20 @@ static void test_number_and_cache_key_formatting(void **state)
     assert_string_equal(buf, "-1");
     assert_int_equal(oc_key_format_int(buf, INT64_MAX), 19);
     assert_string_equal(buf, "9223372036854775807");
+    /* against snprintf at every digit count's edges (9..10, 99..100, …),
+     * where the two-digits-at-a-time loop hands over to its last digit(s) */
+    for (uint64_t p10 = 1;; p10 *= 10) {
+        uint64_t around[] = {p10 - 1, p10, p10 + 1, p10 * 5 + 3};
+        for (size_t i = 0; i < sizeof(around) / sizeof(around[0]); i++) {
+            char want[32];
+            int wl = snprintf(want, sizeof(want), "%" PRIu64, around[i]);
+            memset(buf, 'x', sizeof(buf));
+            assert_int_equal(oc_key_format_u64(buf, around[i]), (size_t)wl);
+            assert_string_equal(buf, want);
+        }
+        if (p10 > UINT64_MAX / 10)
+            break;
+    }
     char key[OC_KEY_MAX + 1];
     size_t off;
     size_t n = oc_key_cache_key("oc:", "User", 0, "42", 2, key, sizeof(key), &off);
