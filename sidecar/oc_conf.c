@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <libpq-fe.h>
+#include <netdb.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -1474,11 +1475,53 @@ static oc_status_t oc_conf_check_refresh(oc_conf_parser_t *p, size_t m)
                          md->refresh_ahead_s, md->ttl_s, md->name);
 }
 
+/* Whether addresses x and y (one port) would fight over it: the same
+ * address, or a wildcard that covers the other (0.0.0.0 any IPv4 address;
+ * [::] any address, IPv4 too, as Linux binds it dual-stack by default). */
+static bool oc_conf_addr_overlap(const struct addrinfo *x, const struct addrinfo *y)
+{
+    struct sockaddr_in6 x6 = {0}, y6 = {0};
+    struct sockaddr_in x4 = {0}, y4 = {0};
+    if (x->ai_family == AF_INET6 && x->ai_addrlen >= sizeof(x6))
+        memcpy(&x6, x->ai_addr, sizeof(x6));
+    if (y->ai_family == AF_INET6 && y->ai_addrlen >= sizeof(y6))
+        memcpy(&y6, y->ai_addr, sizeof(y6));
+    if ((x->ai_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&x6.sin6_addr)) ||
+        (y->ai_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&y6.sin6_addr)))
+        return true;
+    if (x->ai_family != y->ai_family)
+        return false;
+    if (x->ai_family == AF_INET6)
+        return IN6_ARE_ADDR_EQUAL(&x6.sin6_addr, &y6.sin6_addr);
+    if (x->ai_family != AF_INET || x->ai_addrlen < sizeof(x4) ||
+        y->ai_addrlen < sizeof(y4))
+        return false;
+    memcpy(&x4, x->ai_addr, sizeof(x4));
+    memcpy(&y4, y->ai_addr, sizeof(y4));
+    return x4.sin_addr.s_addr == y4.sin_addr.s_addr || x4.sin_addr.s_addr == INADDR_ANY ||
+           y4.sin_addr.s_addr == INADDR_ANY;
+}
+
+/* The addresses a listener at host may bind, as the listeners resolve it
+ * (oc_listen.c binds the first, oc_metrics.c the first that binds); NULL
+ * when it does not resolve (the start tells). */
+static struct addrinfo *oc_conf_listen_addrs(const char *host, const char *port)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    return getaddrinfo(host, port, &hints, &ai) == 0 ? ai : NULL;
+}
+
 /* Whether listeners at host:port values a and b (both valid) would fight
- * over one port: the same port on the same address, or on a wildcard that
- * covers the other (0.0.0.0 any IPv4 address or name; [::] any address,
- * IPv4 too, as Linux binds it dual-stack by default). Names are compared as
- * written: "localhost" and 127.0.0.1 are not resolved here. */
+ * over one port, or share it ambiguously: any address one may bind
+ * overlaps any the other may (oc_conf_addr_overlap). Names are resolved,
+ * only when the ports are equal: "localhost" is 127.0.0.1 and, where the
+ * hosts file says so, [::1]; compared as written, localhost:P beside
+ * 127.0.0.1:P passed, and on such a host bound [::1]:P, so that a client
+ * of localhost:P reached either listener. A name that does not resolve is
+ * compared as written (0.0.0.0 covers it; the start tells the rest). */
 static bool oc_conf_listen_overlap(const char *a, const char *b)
 {
     char ca[OC_CONF_LINE_MAX + 1], cb[OC_CONF_LINE_MAX + 1];
@@ -1491,15 +1534,23 @@ static bool oc_conf_listen_overlap(const char *a, const char *b)
         oc_conf_small_uint(pa, 1, 65535, &porta) != OC_OK ||
         oc_conf_small_uint(pb, 1, 65535, &portb) != OC_OK || porta != portb)
         return false;
-    struct in6_addr a6, b6;
-    bool av6 = a[0] == '[' && inet_pton(AF_INET6, ha, &a6) == 1;
-    bool bv6 = b[0] == '[' && inet_pton(AF_INET6, hb, &b6) == 1;
-    if ((av6 && IN6_IS_ADDR_UNSPECIFIED(&a6)) || (bv6 && IN6_IS_ADDR_UNSPECIFIED(&b6)))
-        return true;
-    if (av6 || bv6)
-        return av6 && bv6 && IN6_ARE_ADDR_EQUAL(&a6, &b6);
-    return strcasecmp(ha, hb) == 0 || strcmp(ha, "0.0.0.0") == 0 ||
-           strcmp(hb, "0.0.0.0") == 0;
+    struct addrinfo *ra = oc_conf_listen_addrs(ha, pa);
+    struct addrinfo *rb = oc_conf_listen_addrs(hb, pb);
+    bool overlap = false;
+    if (ra != NULL && rb != NULL) {
+        for (const struct addrinfo *x = ra; x != NULL && !overlap; x = x->ai_next)
+            for (const struct addrinfo *y = rb; y != NULL && !overlap; y = y->ai_next)
+                overlap = oc_conf_addr_overlap(x, y);
+    } else {
+        overlap = strcasecmp(ha, hb) == 0 || strcmp(ha, "0.0.0.0") == 0 ||
+                  strcmp(hb, "0.0.0.0") == 0 || strcmp(ha, "::") == 0 ||
+                  strcmp(hb, "::") == 0;
+    }
+    if (ra != NULL)
+        freeaddrinfo(ra);
+    if (rb != NULL)
+        freeaddrinfo(rb);
+    return overlap;
 }
 
 /* [objcached] as a whole: the /metrics listener on the client listener's
@@ -1513,7 +1564,8 @@ static oc_status_t oc_conf_check_listeners(oc_conf_parser_t *p)
         return OC_OK;
     return oc_conf_error(p, oc_conf_seen_line(p, OC_SECT_OBJCACHED, "metrics_listen"),
                          "metrics_listen (%s) and listen (%s) are the same port on the "
-                         "same address (or one's wildcard address covers the other's): "
+                         "same address (names resolved; or one's wildcard address covers "
+                         "the other's): "
                          "both cannot bind it; give metrics_listen another port",
                          oc_conf_show(c->metrics_listen, shown_m),
                          oc_conf_show(c->listen, shown_l));

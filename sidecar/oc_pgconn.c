@@ -49,7 +49,8 @@ struct oc_pgconn {
     } prep[OC_PGCONN_STMTS];
     int nprep;
     unsigned prep_seq;
-    int exec_slot; /* the command in flight runs prep[exec_slot]; -1: not */
+    int exec_slot;    /* the command in flight runs prep[exec_slot]; -1: not */
+    char sqlstate[6]; /* the failed command's, for its callback ("": none) */
     /* the run waiting for its statement's prepare */
     int pend_slot;
     char **pend_params;
@@ -123,6 +124,7 @@ static void go_down(oc_pgconn_t *c, const char *why)
     if (was_busy) {
         char err[OC_ERRLEN + 32];
         snprintf(err, sizeof(err), "database connection lost: %s", reason);
+        c->sqlstate[0] = '\0';
         command_done(c, NULL, OC_EDB, err);
     }
     if (c->hooks.down)
@@ -251,6 +253,7 @@ static void results_done(oc_pgconn_t *c)
         else if (c->exec_slot >= 0 && state && strcmp(state, "0A000") == 0)
             forget_stmt(c, c->exec_slot); /* prepared again, under a new name */
         c->exec_slot = -1;
+        snprintf(c->sqlstate, sizeof(c->sqlstate), "%s", state ? state : "");
         PQclear(res);
         command_done(c, NULL, st, err);
     } else {
@@ -585,6 +588,11 @@ int oc_pgconn_alive(const oc_pgconn_t *c)
 const char *oc_pgconn_last_error(const oc_pgconn_t *c)
 {
     return c->last_error;
+}
+
+const char *oc_pgconn_sqlstate(const oc_pgconn_t *c)
+{
+    return c->sqlstate;
 }
 
 oc_pgconn_t *oc_pgconn_new(struct event_base *base, const char *conninfo,

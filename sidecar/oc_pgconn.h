@@ -60,6 +60,9 @@ void oc_pgconn_free(oc_pgconn_t *c);
 int oc_pgconn_idle(const oc_pgconn_t *c);  /* ready for a command */
 int oc_pgconn_alive(const oc_pgconn_t *c); /* not DOWN (up or trying) */
 const char *oc_pgconn_last_error(const oc_pgconn_t *c);
+/* In a done callback with st != OC_OK: the server's SQLSTATE for the
+ * command's error ("" when it has none: the connection was lost). */
+const char *oc_pgconn_sqlstate(const oc_pgconn_t *c);
 /* The server process of the connection (what a NOTIFY it sends carries as
  * be_pid); 0 when not connected. */
 int oc_pgconn_backend_pid(const oc_pgconn_t *c);

@@ -792,6 +792,13 @@ static void problems_set(oc_wal_t *w, int n, char *now)
     w->ctx->stats->wal_check_problems = (uint64_t)n;
 }
 
+/* What a hook without objcached.wal_check(name) is reported as: a problem,
+ * since the holder cannot tell whether the publication still carries every
+ * watched table's changes. */
+#define WAL_HOOK_OUTDATED                                                                \
+    "objcached.wal_check(name) does not exist: the hook is older than this objcached; "  \
+    "install it again (objcached --install-hook -c FILE, or psql -f sql/install.sql)"
+
 /* wal_check() came back. Whatever it reports may keep changes of a
  * watched table from reaching the slot (a table taken out of the
  * publication, publish narrowed, a row filter, a replica identity without
@@ -800,12 +807,11 @@ static void problems_set(oc_wal_t *w, int n, char *now)
  * every near-cache stops answering after feed_max_lag. The messages still
  * go out: they confirm the slot, which keeps no WAL back for changes that
  * will never be decoded. A failure keeps
- * what was known, logged once until the check works again (a hook older
- * than wal_check(name) would otherwise log every 5 s). */
+ * what was known, logged once until the check works again; a hook older
+ * than wal_check(name) is a problem (WAL_HOOK_OUTDATED), not a failure. */
 static void checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                     void *arg)
 {
-    (void)pc;
     oc_wal_t *w = arg;
     w->sql_busy = 0;
     w->check_due = 0;
@@ -813,6 +819,14 @@ static void checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *
     if (now != NULL) {
         w->check_failing = 0;
         problems_set(w, PQntuples(res), now);
+    } else if (st != OC_OK && strcmp(oc_pgconn_sqlstate(pc), "42883") == 0 &&
+               (now = strdup(WAL_HOOK_OUTDATED)) != NULL) {
+        /* undefined_function: a hook installed by a release without
+         * wal_check(name). Not a failure that passes: a problem, told once
+         * with what to run, held until a check works (the hook installed
+         * again), and not a wal_errors every 5 s. */
+        w->check_failing = 0;
+        problems_set(w, 1, now);
     } else {
         char clean[OC_ERRLEN];
         w->ctx->stats->wal_errors++;

@@ -266,11 +266,34 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT COALESCE((SELECT m.value <> 'off' FROM objcached.meta m WHERE m.key = 'notify'), true)
 $$;
 
+-- A new generation: generation_seq's next value, or the time in microseconds since the epoch when
+-- that is higher (the sequence then moves up to it). A new install starts the sequence at the clock
+-- (above), but a schema restored by pg_dump --schema-only has it back at its START value, 1, and
+-- without the schema's rows: the models attached there again took generations 1, 2, ... , the keys
+-- of an earlier copy's rows in a memcached pool that copies share (a staging copy made every night),
+-- served until their ttl. A full dump gives it back at the dump's value, below what was drawn after
+-- the dump. The clock is above both (unless it was set back). Two callers in the same microsecond
+-- may return the same value: only for different models, whose keys differ anyway (one model's draws
+-- are serialised by its objcached.models row, and a commit lies between them).
+CREATE OR REPLACE FUNCTION objcached._next_generation() RETURNS bigint
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_next bigint := pg_catalog.nextval('objcached.generation_seq');
+    v_now  bigint := pg_catalog.floor(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) * 1000000)::bigint;
+BEGIN
+    IF v_next >= v_now THEN
+        RETURN v_next;
+    END IF;
+    PERFORM pg_catalog.setval('objcached.generation_seq', v_now, true);
+    RETURN v_now;
+END
+$$;
+
 -- Whole-model invalidation: a keys-NULL outbox row and a new generation.
 CREATE OR REPLACE FUNCTION objcached._invalidate_model(p_model text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    UPDATE objcached.models SET generation = pg_catalog.nextval('objcached.generation_seq')
+    UPDATE objcached.models SET generation = objcached._next_generation()
      WHERE model = p_model;
     INSERT INTO objcached.outbox (model, keys) VALUES (p_model, NULL);
     IF objcached._notify_on() THEN
@@ -1252,7 +1275,7 @@ BEGIN
     SELECT * INTO v_old FROM objcached.models o WHERE o.model = attach.model FOR UPDATE;
     IF NOT FOUND THEN
         INSERT INTO objcached.models (model, tbl, key_column, key_attnum, generation, via)
-        VALUES (attach.model, tbl, key_column, v_attnum, pg_catalog.nextval('objcached.generation_seq'), attach.via);
+        VALUES (attach.model, tbl, key_column, v_attnum, objcached._next_generation(), attach.via);
         -- Whatever was cached for this model before the hook existed may be stale.
         INSERT INTO objcached.outbox (model, keys) VALUES (attach.model, NULL);
         IF objcached._notify_on() THEN
@@ -1784,7 +1807,7 @@ $$;
 
 -- Appends applied invalidations: p_models[i] goes with p_keys[i] (one row per model and 100,000
 -- distinct keys, NULL keys left out), and a keys-NULL row for each model in p_whole, carrying the
--- model's generation: bumped first (nextval of objcached.generation_seq) when p_bump (the WAL
+-- model's generation: bumped first (_next_generation()) when p_bump (the WAL
 -- reader's TRUNCATE: no trigger bumped it), read as it is when not (trigger mode: the TRUNCATE
 -- trigger bumped it in the writer's transaction). A model of p_whole that is not in objcached.models
 -- gets no row: a whole-model row must carry a generation and it has none (it was detached; its
@@ -1876,7 +1899,7 @@ BEGIN
         SELECT DISTINCT w AS m FROM pg_catalog.unnest(p_whole) w WHERE w IS NOT NULL ORDER BY 1
     LOOP
         IF p_bump THEN
-            UPDATE objcached.models o SET generation = pg_catalog.nextval('objcached.generation_seq')
+            UPDATE objcached.models o SET generation = objcached._next_generation()
              WHERE o.model = r.m RETURNING o.generation INTO v_gen;
         ELSE
             SELECT o.generation INTO v_gen FROM objcached.models o WHERE o.model = r.m;

@@ -227,10 +227,27 @@ def uninstall_while_running(pg):
 def install_as_before_2026_12_05(pg):
     """install.sql as a version before 2026-12-05 left it: a new
     generation_seq started over from 1 (now it starts at the time in
-    microseconds). The sidecars must still follow such a hook's lower
-    generations."""
+    microseconds), and a generation was its next value only (now never
+    below the clock either). The sidecars must still follow such a hook's
+    lower generations."""
     run_sql(pg, "install.sql")
+    sequence_only_generations(pg)
     pg.execute("SELECT setval('objcached.generation_seq', 1, false)")
+
+
+def attach_user_as_before_2026_12_05(pg):
+    """User attached to a hook of install_as_before_2026_12_05, as
+    --install-hook of that version did: its generation from the sequence
+    (today's --install-hook would run today's install.sql first, whose
+    generations are never below the clock)."""
+    pg.execute("SELECT objcached.attach('public.users', 'User', 'id')")
+
+
+def sequence_only_generations(pg):
+    """A generation drawn as a version before 2026-12-05 drew it: the next
+    value of generation_seq, however low (now never below the clock)."""
+    pg.execute("CREATE OR REPLACE FUNCTION objcached._next_generation() RETURNS bigint "
+               "LANGUAGE sql AS $$ SELECT pg_catalog.nextval('objcached.generation_seq') $$")
 
 
 def raise_user_generation(pg, sidecars):
@@ -358,10 +375,11 @@ def test_a_running_sidecar_follows_the_generations_of_a_reinstalled_hook(
         pg.execute("SELECT objcached.attach('public.counters', 'Counter', 'id')")
         harness.wait_until(lambda: outbox_empty(pg), timeout=10,
                            what="a consumer cycle before User's attach")
-        install(oc)
+        attach_user_as_before_2026_12_05(pg)
         update_after_reinstall_reaches(pg, oc, gen)
     finally:
         pg.execute("UPDATE users SET note = %s WHERE id = 42", (note,))
+        install(oc)     # today's hook and every model, as the other tests expect
 
 
 def test_a_sidecar_without_a_consumer_follows_the_generations_of_a_reinstalled_hook(
@@ -383,10 +401,11 @@ def test_a_sidecar_without_a_consumer_follows_the_generations_of_a_reinstalled_h
         harness.wait_until(lambda: outbox_empty(pg), what="the outbox drained")
         uninstall_while_running(pg)
         install_as_before_2026_12_05(pg)
-        install(a)
+        attach_user_as_before_2026_12_05(pg)
         update_after_reinstall_reaches(pg, b, gen)
     finally:
         pg.execute("UPDATE users SET note = %s WHERE id = 42", (note,))
+        install(a)      # today's hook and every model, as the other tests expect
 
 
 def test_a_reset_after_a_reinstall_does_not_undo_a_truncate_the_feed_applied(
@@ -528,6 +547,7 @@ def test_a_reinstall_between_the_start_read_and_the_first_feed_read_starts_the_m
     try:
         uninstall_while_running(pg)
         run_sql(pg, "install.sql")
+        sequence_only_generations(pg)
         pg.execute("SELECT setval('objcached.generation_seq', 1000)")
         pg.execute("SELECT objcached.attach('public.scratch', 'Scratch', 'id')")
         assert generation(pg, "Scratch") == 1001

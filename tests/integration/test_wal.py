@@ -606,6 +606,44 @@ def test_a_holder_whose_wal_check_reports_problems_still_confirms_the_slot(fleet
     assert a.stats()["wal_heartbeats"] == heartbeats  # and no freshness claimed
 
 
+def test_a_hook_older_than_the_binary_is_told_once_and_the_check_resumes_after_its_install(
+        fleet, mc_pool, db, objcached_bin):
+    """A hook without objcached.wal_check(name) (installed by an older
+    release; dropped here by hand): the holder's check every 5 s cannot run.
+    It must say once that the hook is older than the binary and what to run,
+    show it in wal_check_problems (its heartbeats claim no freshness: nothing
+    vouches for the publication), not count a wal_errors every 5 s, and
+    check again once the hook is installed again (--install-hook). (Before, each check was
+    a wal_errors, the failure was logged once as a query failure, and no
+    gauge showed it.)"""
+    a = start(fleet, mc_pool, db)
+    holder([a])
+    db.q("DROP FUNCTION objcached.wal_check(name)")
+    harness.wait_until(lambda: a.stats()["wal_check_problems"] == 1, timeout=20,
+                       what="the outdated hook in wal_check_problems")
+    errors = a.stats()["wal_errors"]
+    end = time.monotonic() + 11   # two checks' period (5 s) and more
+    while time.monotonic() < end:
+        assert a.stats()["wal_errors"] == errors
+        assert a.stats()["wal_check_problems"] == 1
+        time.sleep(0.5)
+    log = a.log()
+    assert log.count("event=wal_check_problem") == 1, log
+    assert "the hook is older than this objcached" in log and "--install-hook" in log, log
+    assert "event=wal_query_failed" not in log, log
+    p = oc_c.run_install_hook(objcached_bin, wal_config(mc_pool, db, db.name))
+    assert p.returncode == 0, p.stdout + p.stderr
+    # the install reattaches the models: the holder reads its map again
+    # and holds anew, which clears the gauge; that the check runs again
+    # shows in what it finds next
+    harness.wait_until(lambda: a.stats()["wal_check_problems"] == 0, timeout=20,
+                       what="the gauge back to 0")
+    db.q("ALTER PUBLICATION objcached DROP TABLE items")
+    harness.wait_until(lambda: "table public.items is not in publication objcached" in a.log(),
+                       timeout=20, what="the check to run again")
+    assert a.stats()["wal_errors"] == errors
+
+
 def test_feed_read_from_a_lagging_replica(fleet, mc_pool, db, pg):
     """A sidecar may follow the feed on a streaming replica (feed_conninfo):
     its near-cache serves while the replica keeps up and turns itself off

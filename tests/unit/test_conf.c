@@ -644,7 +644,8 @@ static void test_listeners(void **state)
 }
 
 /* metrics_listen on listen's port and address (or a wildcard that covers
- * it) passed --check-config, and then the start failed to bind. */
+ * it, or a name that resolves to it) passed --check-config, and then the
+ * start failed to bind. */
 static void test_metrics_listen_not_on_listen(void **state)
 {
     (void)state;
@@ -658,6 +659,11 @@ static void test_metrics_listen_not_on_listen(void **state)
         {"[::]:11311", "127.0.0.1:11311"},
         {"10.0.0.1:11311", "[::]:11311"},
         {"[::]:7", "[::1]:7"},
+        /* names are resolved: compared as written, these passed, and where
+         * localhost is also ::1 the metrics listener bound [::1]:P, so a
+         * client of localhost:P reached either listener */
+        {"127.0.0.1:11311", "localhost:11311"},
+        {"localhost:11311", "127.0.0.1:11311"},
     };
     for (size_t i = 0; i < sizeof(clash) / sizeof(clash[0]); i++) {
         char text[512], want[256];
