@@ -10,6 +10,9 @@ client, after a warm-up, with the counters zeroed between (callgrind_control
 
   objcached, near-cache on    every key answered from the near-cache
   objcached, near-cache off   every key a memcached hit
+  objcached, cold             every key loaded from PostgreSQL
+  near-cache on, 10% cold     90% near-cache hits, 10% loaded from
+                              PostgreSQL: the Zipf phase's mix
   load generator              libmemcached's client side, against the 3-server
                               pool (direct) and against objcached's socket;
                               counted as the difference of two runs (--batches
@@ -106,12 +109,29 @@ def loadgen(args, servers, prefix, batches, keys, extra=(), wrap=()):
     return p
 
 
-def profile_daemon(args, world, name, config, out, warm_asks, cold=False):
+def measured_gets(args, mode):
+    """(batches, --keys, extra loadgen arguments) of a profile's measured
+    gets. hit: uniform over every row. cold: every id once. mixed: 90% of
+    keys uniform over the first half of the rows (warm), 10% first reads
+    of the second half, as the Zipf phase's near misses are (a request of
+    100 keys with about 10 loads from PostgreSQL)."""
+    if mode == "cold":
+        return ROWS // 100, f"seq:1:{ROWS}", []
+    if mode == "mixed":
+        half = ROWS // 2
+        batches = min(args.batches, half // 10)
+        return batches, f"uniform:1:{half}", ["--cold", f"seq:{half + 1}:{ROWS}",
+                                             "--hit-rate", "0.9"]
+    return args.batches, f"uniform:1:{ROWS}", []
+
+
+def profile_daemon(args, world, name, config, out, warm_asks, mode="hit"):
     """objcached under callgrind: warm, zero, measured gets, dump. cold:
     the pool flushed after the warm-up and every id asked once, so each key
-    is a miss, loaded from PostgreSQL and filled."""
+    is a miss, loaded from PostgreSQL and filled. mixed: the same flush,
+    then gets that are 90% near-cache hits and 10% such misses."""
     step(f"objcached ({name}) under callgrind")
-    tag = name.replace(" ", "-")
+    tag = re.sub(r"[^A-Za-z0-9_]+", "-", name).strip("-")
     os.environ["OBJCACHED_WRAPPER"] = " ".join(callgrind_argv(os.path.join(out, f"oc-{tag}")))
     try:
         oc = harness.Objcached(config, binary=args.objcached, parent_dir=world.dir,
@@ -122,17 +142,17 @@ def profile_daemon(args, world, name, config, out, warm_asks, cold=False):
         if "near_cache_size" in config["objcached"]:
             harness.wait_until(lambda: oc.stats().get("near_serving") == 1, timeout=60,
                                what="the near-cache to serve")
-        loadgen(args, oc.sock, "Item:", ROWS // 100, f"seq:1:{ROWS}",
+        warm = ROWS // 2 if mode == "mixed" else ROWS    # mixed: the second half stays cold
+        loadgen(args, oc.sock, "Item:", warm // 100, f"seq:1:{warm}",
                 extra=["--repeat", str(warm_asks)])
         oc.wait_idle(timeout=120)
-        if cold:
+        if mode != "hit":
             world.flush()
         st0 = oc.stats()
         control("-z", oc.pid)
-        batches = ROWS // 100 if cold else args.batches
-        loadgen(args, oc.sock, "Item:", batches, f"seq:1:{ROWS}" if cold else
-                f"uniform:1:{ROWS}")
-        if cold:
+        batches, keys, extra = measured_gets(args, mode)
+        loadgen(args, oc.sock, "Item:", batches, keys, extra=extra)
+        if mode != "hit":
             oc.wait_idle(timeout=120)    # the fills after the replies count too
         control("-d", oc.pid)
         st1 = oc.stats()
@@ -218,7 +238,9 @@ def main():
         results.append(profile_daemon(args, world, "near-cache off", world.base_config(),
                                       args.out, 1))
         results.append(profile_daemon(args, world, "cold (all misses)", world.base_config(),
-                                      args.out, 1, cold=True))
+                                      args.out, 1, mode="cold"))
+        results.append(profile_daemon(args, world, "near-cache on, 10% cold",
+                                      world.near_config("64m"), args.out, 3, mode="mixed"))
         pool = ",".join(m.address for m in world.mcs)
         near = harness.Objcached(world.near_config("64m"), binary=args.objcached,
                                  parent_dir=world.dir).start()
@@ -266,7 +288,7 @@ def main():
         say(f"| {r['name']} | {r['C']} | {r['keys_per_s']:,.0f} | {r['server_user']:.2f} | "
             f"{r['server_sys']:.2f} | {r['client_user']:.2f} | {r['client_sys']:.2f} | "
             f"{tot:.2f} |")
-    for r in results[:3]:
+    for r in results[:4]:
         say()
         say(f"{r['name']}: the functions with the most self Ir (rep-prefixed string "
             "instructions, memset's rep stosb, count one Ir per iteration: callgrind "
