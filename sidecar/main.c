@@ -3,14 +3,19 @@
  * purpose: everything testable lives in the core library.
  */
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "oc_admin.h"
 #include "oc_conf.h"
 #include "oc_daemon.h"
 #include "oc_log.h"
+#include "oc_map.h"
 #include "oc_verify.h"
 
 static void usage(FILE *out)
@@ -106,8 +111,21 @@ static int install_hook(const char *path)
     return rc;
 }
 
+/* The hash seed of every table keyed by clients' keys (oc_map.h), drawn
+ * before any exists: random, else the time and pid (still unknown to a
+ * client that cannot see this host). */
+static void seed_hashes(void)
+{
+    uint64_t seed;
+    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed))
+        seed = ((uint64_t)time(NULL) << 32) ^ (uint64_t)getpid() ^
+               (uint64_t)(uintptr_t)&seed;
+    oc_hash_seed(seed);
+}
+
 static int run(const char *path, const char *pidfile)
 {
+    seed_hashes();
     char err[OC_ERRLEN];
     oc_conf_t *conf = oc_conf_load_file(path, err);
     if (conf == NULL) {

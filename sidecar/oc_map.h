@@ -16,7 +16,12 @@
 
 typedef struct oc_map oc_map_t;
 
+/* A seeded, not cryptographic, 64-bit hash of p[0..len), its bits well
+ * mixed (any subset may index a table). oc_hash_seed sets the seed for
+ * the whole process: once, at start, before any table is filled (every
+ * hash kept in a table is of the seed it was made with). */
 uint64_t oc_hash(const void *p, size_t len);
+void oc_hash_seed(uint64_t seed);
 
 oc_map_t *oc_map_new(size_t hint);
 void oc_map_free(oc_map_t *m); /* frees the table, not keys or values */

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "oc_map.h"
+
 #define NEAR_EPOCH_SLOTS 65536u /* hashed per-key invalidation epochs */
 /* The doorkeeper remembers the last `window` keys offered in a bitset of
  * 32 bits per key (two bits set per key: under 0.4% of new keys pass by
@@ -52,13 +54,7 @@ struct oc_near {
 
 static uint64_t near_hash(const char *key, size_t len)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a, then a mix for the low bits */
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)key[i]) * 1099511628211ull;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    return h;
+    return oc_hash(key, len); /* seeded: a client cannot aim keys at one chain */
 }
 
 size_t oc_near_charge(size_t klen, size_t vlen, int has_blob)

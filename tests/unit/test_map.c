@@ -81,12 +81,47 @@ static void test_binary_keys(void **state)
     oc_map_free(m);
 }
 
+/* oc_hash reads 8 bytes a step and then a tail: a key differing in any
+ * one byte, or only in length (trailing NULs), hashes differently, at every
+ * length around the steps; the low 16 bits (a table's bucket) spread; and
+ * the seed changes every hash. */
+static void test_hash(void **state)
+{
+    (void)state;
+    unsigned char k[40] = {0};
+    for (size_t len = 0; len <= sizeof(k); len++) {
+        uint64_t h = oc_hash(k, len);
+        if (len < sizeof(k))
+            assert_true(oc_hash(k, len + 1) != h); /* one more NUL byte */
+        for (size_t i = 0; i < len; i++) {
+            k[i] = 1;
+            assert_true(oc_hash(k, len) != h);
+            k[i] = 0;
+        }
+    }
+    static unsigned char seen[65536 / 8];
+    size_t distinct = 0;
+    char key[32];
+    for (int i = 0; i < 4096; i++) {
+        int n = snprintf(key, sizeof(key), "oc:User~1796500113333782:%d", i);
+        uint16_t b = (uint16_t)oc_hash(key, (size_t)n);
+        distinct += !(seen[b >> 3] >> (b & 7) & 1);
+        seen[b >> 3] |= (unsigned char)(1u << (b & 7));
+    }
+    assert_true(distinct > 3900); /* 4096 into 65536 buckets: about 3970 expected */
+    uint64_t before = oc_hash("oc:User:1", 9);
+    oc_hash_seed(12345);
+    assert_true(oc_hash("oc:User:1", 9) != before);
+    assert_int_equal(oc_hash("oc:User:1", 9), oc_hash("oc:User:1", 9));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_get_del),
         cmocka_unit_test(test_binary_keys),
         cmocka_unit_test(test_add),
+        cmocka_unit_test(test_hash),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
