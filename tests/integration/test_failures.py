@@ -3,6 +3,8 @@ server stopped, killed or frozen, a table lock that holds loads up
 (coalescing, head-of-line blocking, load_timeout)."""
 
 import signal
+import socket
+import struct
 import threading
 import time
 
@@ -521,6 +523,160 @@ def test_a_rows_error_fails_only_its_keys_not_the_requests_sharing_the_query(
         a.close()
         b.close()
         pg.execute("DROP VIEW IF EXISTS poison")
+
+
+def test_a_model_whose_load_errors_does_not_fail_another_models_request_in_the_same_turn(
+        objcached_factory, pg, mc_pool, ref):
+    """One request asks a model whose table was dropped after the daemon
+    started (its load statement, prepared already, now errors: 42P01),
+    another asks User keys; both reach the daemon in the same loop turn
+    (sent while it is stopped, one memcached server, as in the test above).
+    Loads are batched per model, one query each, and a failed query does not
+    reset its connection: the broken model's request gets SERVER_ERROR, the
+    other its values, which are cached."""
+    pg.execute("DROP TABLE IF EXISTS doomed")
+    pg.execute("CREATE TABLE doomed (id bigint PRIMARY KEY, v int NOT NULL)")
+    pg.execute("INSERT INTO doomed SELECT i, i FROM generate_series(1, 10) AS i")
+    try:
+        oc = objcached_factory({"model Doomed": {"table": "doomed", "columns": "id, v"},
+                                "memcached": {"servers": mc_pool[0].address},
+                                "postgresql": {"connections": "1"}})
+        with oc.client() as c:   # prepared on the loader connection
+            assert c.get_multi(["Doomed:1"]) == ([(b"Doomed:1", 0, b'{"id":1,"v":1}')],
+                                                 b"END")
+        oc.wait_idle()
+        pg.execute("DROP TABLE doomed")
+        a = harness.McRaw(port=oc.port)
+        b = harness.McRaw(port=oc.port)
+        try:
+            s0 = oc.stats()
+            oc.kill(signal.SIGSTOP)
+            try:
+                a.sendline("get Doomed:2 Doomed:3")
+                b.sendline("get User:180 User:181")
+                time.sleep(0.2)
+            finally:
+                oc.kill(signal.SIGCONT)
+            ra, rb = a.read_response(), b.read_response()
+            assert ra.terminal.startswith(b"SERVER_ERROR load failed:"), ra
+            assert b"does not exist" in ra.terminal, ra
+            assert ([(v.key, v.flags, v.data) for v in rb.values], rb.terminal) == \
+                (user_values(ref, [180, 181]), b"END")
+            oc.wait_idle()
+            s1 = oc.stats()
+            assert moved(s0, s1, "pg_queries", "pg_errors", "mc_sets") == \
+                {"pg_queries": 2, "pg_errors": 1, "mc_sets": 2}
+            # the User keys were cached: asked again, no query
+            assert b.get_multi(["User:180", "User:181"]) == \
+                (user_values(ref, [180, 181]), b"END")
+            assert oc.stats()["pg_queries"] == s1["pg_queries"]
+        finally:
+            a.close()
+            b.close()
+    finally:
+        pg.execute("DROP TABLE IF EXISTS doomed")
+
+
+def test_a_client_gone_while_its_load_runs_loses_no_fill(objcached_factory, pg, mc_pool,
+                                                          ref):
+    """Client A asks two cold keys while users is locked, so its load waits
+    in PostgreSQL; client B asks one of them and joins A's load (a coalesced
+    wait); A then goes (a reset, with its get unanswered). When the lock
+    goes, B gets its value, and both keys are written back: A's request
+    finishes without its connection (oc_req_detach), and nothing is freed
+    under the fill's waiters (the valgrind pass, OBJCACHED_WRAPPER, runs
+    this too)."""
+    from consistency import raw_values_for
+    oc = objcached_factory({"objcached": {"load_timeout": "30s"}})
+    ids = [164, 165]
+    s0 = oc.stats()
+    b = harness.McRaw(port=oc.port, timeout=40)
+    try:
+        with TableLock(pg):
+            a = socket.create_connection(("127.0.0.1", oc.port), timeout=10)
+            a.sendall(b"get User:164 User:165\r\n")
+            harness.wait_until(lambda: oc.stats()["loads_in_flight"] == 2, timeout=10,
+                               what="A's load to start")
+            b.sendline("get User:165")
+            harness.wait_until(
+                lambda: oc.stats()["coalesced_waits"] > s0["coalesced_waits"],
+                timeout=10, what="B joined A's load")
+            a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            a.close()
+            harness.wait_until(
+                lambda: oc.stats()["curr_connections"] <= s0["curr_connections"] + 1,
+                timeout=10, what="A's connection closed")
+            assert not b.has_data(0.2), "B was answered while its table was locked"
+        r = b.read_response()
+        assert ([(v.key, v.flags, v.data) for v in r.values], r.terminal) == \
+            (user_values(ref, [165]), b"END")
+        oc.wait_idle()
+        s1 = oc.stats()
+        assert moved(s0, s1, "pg_queries", "coalesced_waits", "mc_sets", "fills_dropped") == \
+            {"pg_queries": 1, "coalesced_waits": 1, "mc_sets": 2, "fills_dropped": 0}
+        for i in ids:
+            # under any generation (the hook, if another test file installed
+            # it in this session's database, gives User one)
+            assert [(k, d) for _, k, d in raw_values_for(mc_pool, "User", i)] == \
+                [("OBJECT", ref.json("User", i))], i
+        assert b.get_multi(["User:164", "User:165"]) == (user_values(ref, ids), b"END")
+        assert oc.stats()["pg_queries"] == s1["pg_queries"]
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize("write", ["push", "tombstone"])
+def test_a_write_while_a_load_runs_is_read_back_and_not_overwritten(
+        objcached_factory, pg, mc_pool, ref, write):
+    """A get's load of K waits in PostgreSQL (users locked); meanwhile a push
+    (set) or a tombstone (delete) of K comes through the same sidecar. After
+    its STORED / DELETED, a get of K on that host is answered the write at
+    once (it does not join the load under way: oc_fill_invalidate), the get
+    in flight is answered the loaded row or the write (a read racing a
+    write may see either, docs/consistency.md), and the load's write-back,
+    by cas over a lease the write replaced, never lands: memcached keeps the
+    write. push_check off, so the write is not checked against the locked
+    table afterwards."""
+    from consistency import raw_values_for
+    oc = objcached_factory({"objcached": {"load_timeout": "30s"},
+                            "model User": {"push_check": "off"}})
+    uid = 166 if write == "push" else 167
+    key = "User:%d" % uid
+    old = ref.json("User", uid)
+    pushed = b'{"id":%d,"name":"pushed while loading"}' % uid
+    a = harness.McRaw(port=oc.port, timeout=40)
+    try:
+        with harness.McRaw(port=oc.port) as c:
+            s0 = c.stats()
+            with TableLock(pg):
+                a.sendline("get " + key)
+                harness.wait_until(lambda: oc.stats()["loads_in_flight"] == 1, timeout=10,
+                                   what="the load to start")
+                if write == "push":
+                    c.send(b"set %s 0 0 %d\r\n%s\r\n" % (key.encode(), len(pushed), pushed))
+                    assert c.read_response().terminal == b"STORED"
+                else:
+                    assert c.command("delete " + key).terminal == b"DELETED"
+                t0 = time.monotonic()
+                assert c.get(key) == (pushed if write == "push" else None)
+                assert time.monotonic() - t0 < 2   # not behind the lock
+                assert not a.has_data(0.2), "the get in flight was answered under the lock"
+            r = a.read_response()
+            assert r.terminal == b"END"
+            got = [v.data for v in r.values]
+            assert got in ([old], [pushed] if write == "push" else [])
+            oc.wait_idle()
+            s1 = c.stats()
+            assert moved(s0, s1, "fills_dropped")["fills_dropped"] == 1
+            kinds = [(k, d) for _, k, d in raw_values_for(mc_pool, "User", uid)]
+            if write == "push":
+                assert len(kinds) == 1 and kinds[0][1] == pushed, kinds
+            else:
+                assert [k for k, _ in kinds] == ["TOMBSTONE"], kinds
+            assert c.get(key) == (pushed if write == "push" else None)
+            assert c.stats()["pg_queries"] == s1["pg_queries"]
+    finally:
+        a.close()
 
 
 def test_timed_out_load_does_not_reset_a_later_load(objcached_factory, pg):

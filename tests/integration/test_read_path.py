@@ -295,6 +295,27 @@ def test_duplicate_keys_are_answered_twice(objcached, ref):
         assert c.get_multi(["User:4", "User:4"]) == ([(b"User:4", 0, u4)] * 2, b"END")
 
 
+def test_one_key_in_several_forms_is_one_load_counted_as_documented(objcached, ref):
+    """`User:42`, `User:042` and `User:42` again in one cold get are one cache
+    key: one load (no coalesced wait: the request asks it once), every slot
+    answered with its own echo; counted as protocol.md's stats say: get_keys
+    per key asked, get_misses and get_hits per distinct key."""
+    u42 = ref.json("User", 42)
+    asked = ["User:42", "User:042", "User:42", "User:0000042"]
+    with objcached.client() as c:
+        s0 = c.stats()
+        assert c.get_multi(asked) == ([(k.encode(), 0, u42) for k in asked], b"END")
+        objcached.wait_idle()
+        s1 = c.stats()
+        assert moved(s0, s1, "get_keys", "get_misses", "get_hits", "coalesced_waits",
+                     "pg_queries", "pg_rows", "mc_sets") == \
+            {"get_keys": 4, "get_misses": 1, "get_hits": 0, "coalesced_waits": 0,
+             "pg_queries": 1, "pg_rows": 1, "mc_sets": 1}
+        assert c.get_multi(asked[1:3]) == ([(k.encode(), 0, u42) for k in asked[1:3]], b"END")
+        assert moved(s1, c.stats(), "get_keys", "get_misses", "get_hits", "pg_queries") == \
+            {"get_keys": 2, "get_misses": 0, "get_hits": 1, "pg_queries": 0}
+
+
 def test_pipelined_commands_are_answered_in_order(objcached, ref):
     j = {i: ref.json("User", i) for i in (30, 31, 32, 33)}
     with objcached.client() as c:
