@@ -102,7 +102,7 @@ static int seen_before(const objcache_item_t *items, size_t i)
 static int print_value(const objcache_item_t *it)
 {
     if (objcache_cli_is_json(it->value, it->value_len)) {
-        fwrite(it->value, 1, it->value_len, stdout);
+        objcache_cli_json_text(stdout, it->value, it->value_len);
         return 1;
     }
     objcache_cli_json_string(stdout, it->value, it->value_len);

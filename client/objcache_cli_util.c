@@ -71,6 +71,31 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
+/* A C1 control (U+0080..U+009F) at s: xterm and others take one in UTF-8
+ * as a control (U+009B as CSI), as they do ESC. */
+static int is_c1(const unsigned char *s, size_t n)
+{
+    return n >= 2 && s[0] == 0xC2 && s[1] >= 0x80 && s[1] <= 0x9F;
+}
+
+void objcache_cli_json_text(FILE *f, const char *s, size_t n)
+{
+    /* JSON text has DEL and C1 controls only inside its strings (outside
+     * them it is ASCII without controls), where an escape means the same */
+    const unsigned char *u = (const unsigned char *)s;
+    size_t from = 0;
+    for (size_t i = 0; i < n; i++) {
+        int c1 = is_c1(u + i, n - i);
+        if (u[i] != 0x7f && !c1)
+            continue;
+        fwrite(s + from, 1, i - from, f);
+        fprintf(f, "\\u%04x", c1 ? u[i + 1] : u[i]);
+        i += (size_t)c1;
+        from = i + 1;
+    }
+    fwrite(s + from, 1, n - from, f);
+}
+
 void objcache_cli_json_string(FILE *f, const char *s, size_t n)
 {
     fputc('"', f);
@@ -80,6 +105,8 @@ void objcache_cli_json_string(FILE *f, const char *s, size_t n)
             size_t len = utf8_len((const unsigned char *)s + i, n - i);
             if (len == 0)
                 fputs("\\ufffd", f);
+            else if (is_c1((const unsigned char *)s + i, n - i))
+                fprintf(f, "\\u%04x", (unsigned char)s[i + 1]);
             else
                 fwrite(s + i, 1, len, f);
             i += len ? len - 1 : 0;

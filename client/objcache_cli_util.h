@@ -36,6 +36,11 @@ int objcache_cli_worse(int a, int b);
 /* Write s[0..n) as a JSON string, quotes included, escaping as RFC 8259 asks. */
 void objcache_cli_json_string(FILE *f, const char *s, size_t n);
 
+/* Write JSON text s[0..n) (objcache_cli_is_json() accepted it) with the DEL
+ * and C1 controls of its strings as \u escapes: the same JSON, no raw
+ * control for a terminal. */
+void objcache_cli_json_text(FILE *f, const char *s, size_t n);
+
 /* 1 if s is a JSON number without exponent (-?(0|[1-9][0-9]*)(\.[0-9]+)?). */
 int objcache_cli_is_json_number(const char *s);
 

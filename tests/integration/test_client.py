@@ -778,3 +778,53 @@ def test_cli_value_that_is_not_json(cli_bin, value, as_string):
         assert len(out) == 2 and out[1] == "User:2 (not found)", out
         assert out[0].startswith("User:1 ")
         assert json.loads(out[0][len("User:1 "):]) == as_string
+
+
+# JSON text whose strings hold raw C1 controls (U+009B is a CSI to terminals
+# that take C1 controls in UTF-8, as xterm does) or DEL: valid JSON, so the
+# value is written as the server sent it, but with those as \u escapes (the
+# same JSON); U+00A0 and U+2028 stay raw, being no controls to a terminal.
+C1_JSON = [
+    (b'{"a":"\xc2\x9b2J"}', b'{"a":"\\u009b2J"}', {"a": "\x9b2J"}),
+    (b'["\x7f","\xc2\x80\xc2\x9f\xc2\xa0","\xe2\x80\xa8"]',
+     b'["\\u007f","\\u0080\\u009f\xc2\xa0","\xe2\x80\xa8"]',
+     ["\x7f", "\x80\x9f\xa0", "\u2028"]),
+]
+
+
+@pytest.mark.parametrize("value,shown,decoded", C1_JSON,
+                         ids=[str(i) for i in range(len(C1_JSON))])
+def test_cli_json_value_with_c1_controls(cli_bin, value, shown, decoded):
+    """A JSON value carrying raw C1 controls or DEL in its strings was
+    written raw (it is JSON text), reaching a terminal as controls. They are
+    now written as \\u escapes: the value means the same, exit 0."""
+    def answer(server, conn, n):
+        server.read_request(conn)
+        conn.sendall(b"VALUE User:1 0 %d\r\n%s\r\nEND\r\n" % (len(value), value))
+        wait_for_close(conn)
+
+    with FakeServer(answer) as server:
+        p = run([cli_bin, "--addr", server.addr, "--json", "get", "User:1"])
+        assert p.returncode == 0, (p.stdout, p.stderr)
+        assert p.stdout == b'{"User:1":' + shown + b"}\n", p.stdout
+        assert json.loads(p.stdout.decode("utf-8")) == {"User:1": decoded}
+        p = run([cli_bin, "--addr", server.addr, "get", "User:1"])
+        assert p.returncode == 0, (p.stdout, p.stderr)
+        assert p.stdout == b"User:1 " + shown + b"\n", p.stdout
+
+
+def test_cli_not_json_value_with_c1_controls(cli_bin):
+    """A value that is not JSON is written as a JSON string: its DEL was
+    escaped there, but a C1 control went out raw inside it."""
+    value = b"\xc2\x9b2J \x7f"
+
+    def answer(server, conn, n):
+        server.read_request(conn)
+        conn.sendall(b"VALUE User:1 0 %d\r\n%s\r\nEND\r\n" % (len(value), value))
+        wait_for_close(conn)
+
+    with FakeServer(answer) as server:
+        p = run([cli_bin, "--addr", server.addr, "--json", "get", "User:1"])
+        assert p.returncode == 3, (p.stdout, p.stderr)
+        assert p.stdout == b'{"User:1":"\\u009b2J \\u007f"}\n', p.stdout
+        assert json.loads(p.stdout.decode("utf-8")) == {"User:1": "\x9b2J \x7f"}

@@ -540,6 +540,38 @@ def without_section(text, section):
     return "\n".join(out) + "\n"
 
 
+def test_stop_with_the_sampler_statement_unanswered(fleet, mc_pool, db, pg):
+    """SIGTERM while the sampler's statement is held unanswered, its
+    give-up timer (2 x load_timeout + 1 s) armed: the daemon exits 0 at
+    once, the timer neither fired after the sampler was freed nor freed
+    twice (run once under OBJCACHED_WRAPPER=valgrind)."""
+    import faultproxy
+    proxy = faultproxy.FaultProxy(pg.port, name="pg")
+    try:
+        conninfo = f"host=127.0.0.1 port={proxy.port} dbname={db.name} user=postgres"
+        overrides = {"objcached": {"sample_rate": "1", "sample_windows": "1s",
+                                   "sample_max_qps": "20", "load_timeout": "5s"},
+                     "postgresql": {"invalidation_poll": "200ms", "feed_poll": "100ms"}}
+        oc = fleet.start(oc_c.sidecar_config(mc_pool, conninfo, MODELS, overrides))
+        keys = [f"Item:{i}" for i in range(1, 51)]
+        with oc.client(timeout=10) as c:
+            assert c.get_multi(keys)[1] == b"END"   # cached (loads answered)
+        oc.wait_idle()
+        proxy.hold_replies_after(b"xmin::text")     # the sampler's select only
+        with oc.client(timeout=10) as c:
+            assert len(c.get_multi(keys)[0]) == 50  # hits: sampled
+        harness.wait_until(lambda: proxy.held_ports(), timeout=15,
+                           what="the sampler's statement held")
+        assert oc.stats()["sampler_errors"] == 0    # not given up yet: armed
+        t0 = time.monotonic()
+        assert oc.stop() == 0
+        assert time.monotonic() - t0 < 10           # not after the timer's 11 s
+        assert "the sampler's query did not end" not in oc.log()
+    finally:
+        proxy.release()
+        proxy.close()
+
+
 def test_reload_removes_a_model_with_checks_queued_and_in_flight(fleet, mc_pool, db, pg):
     """A reload that removes a model, turns sampling off and changes
     sample_max_qps while a batch with that model's keys is in flight (its

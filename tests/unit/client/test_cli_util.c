@@ -66,6 +66,35 @@ static void test_json_string(void **state)
     assert_string_equal(out, "\"caf\xc3\xa9\"");
     json_of("a\0b", 3, out, sizeof(out));
     assert_string_equal(out, "\"a\\u0000b\"");
+    /* C1 controls (U+009B is a CSI to xterm) escaped as DEL is; U+00A0 not */
+    json_of("\xc2\x9b"
+            "2J\xc2\x80\xc2\x9f\xc2\xa0",
+            10, out, sizeof(out));
+    assert_string_equal(out, "\"\\u009b2J\\u0080\\u009f\xc2\xa0\"");
+}
+
+static void text_of(const char *s, char *out, size_t cap)
+{
+    FILE *f = fmemopen(out, cap, "w");
+    assert_non_null(f);
+    objcache_cli_json_text(f, s, strlen(s));
+    fclose(f);
+}
+
+/* JSON text is written as it is but for the DEL and C1 controls of its
+ * strings, as \u escapes (the same JSON, nothing raw for a terminal). */
+static void test_json_text(void **state)
+{
+    (void)state;
+    char out[128];
+    text_of("{\"a\":[1,\"caf\xc3\xa9\xe2\x80\xa8\"]}", out, sizeof(out));
+    assert_string_equal(out, "{\"a\":[1,\"caf\xc3\xa9\xe2\x80\xa8\"]}");
+    text_of("[\"\x7f\",\"\xc2\x9b"
+            "2J\",\"\xc2\x80\xc2\x9f\xc2\xa0\"]",
+            out, sizeof(out));
+    assert_string_equal(out, "[\"\\u007f\",\"\\u009b2J\",\"\\u0080\\u009f\xc2\xa0\"]");
+    text_of("\"\xc2\x9f\"", out, sizeof(out));
+    assert_string_equal(out, "\"\\u009f\"");
 }
 
 static void test_json_number(void **state)
@@ -262,10 +291,10 @@ static void test_is_json(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_duration),    cmocka_unit_test(test_exit_codes),
-        cmocka_unit_test(test_json_string), cmocka_unit_test(test_json_number),
-        cmocka_unit_test(test_split),       cmocka_unit_test(test_json_invalid_utf8),
-        cmocka_unit_test(test_is_json),
+        cmocka_unit_test(test_duration),          cmocka_unit_test(test_exit_codes),
+        cmocka_unit_test(test_json_string),       cmocka_unit_test(test_json_text),
+        cmocka_unit_test(test_json_number),       cmocka_unit_test(test_split),
+        cmocka_unit_test(test_json_invalid_utf8), cmocka_unit_test(test_is_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
