@@ -4,6 +4,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <netdb.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,13 +26,22 @@ struct oc_listen {
     dev_t unix_dev;  /* ... if the file there is still the one we bound */
     ino_t unix_ino;
     struct event *pause; /* out of descriptors: resume accepting */
+    uint64_t failed;     /* accepts failed since accepting last worked */
+    double logged_at;    /* when the last accept_failed line was written */
 };
+
+/* While accepts keep failing, one accept_failed line a minute at most. */
+#define OC_LISTEN_LOG_EVERY 60.0
 
 static void on_accept(struct evconnlistener *el, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
     (void)el, (void)sa, (void)salen;
     oc_listen_t *l = arg;
+    if (l->failed > 0) { /* the end of an episode out of descriptors */
+        oc_log_info("event=accept_resumed failed=%llu", (unsigned long long)l->failed);
+        l->failed = 0;
+    }
     l->accept(l->arg, fd);
 }
 
@@ -46,15 +56,23 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
 }
 
 /* EMFILE and friends: the pending connection stays queued, so the listener
- * stays readable and would fail again at once. Pause accepting for 100 ms
- * and log once a pause. */
+ * stays readable and would fail again at once. Pause accepting for 100 ms.
+ * Each failure is counted; the first of an episode is logged, then one a
+ * minute while it lasts (a line per pause was ten a second for as long as
+ * a client held the descriptors), and accept_resumed ends it. */
 static void on_accept_error(struct evconnlistener *el, void *arg)
 {
     (void)el;
     oc_listen_t *l = arg;
     l->ctx->stats->accept_errors++;
-    oc_log_error("event=accept_failed reason=\"%s\" action=\"pausing accepts 100ms\"",
-                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    double now = oc_stats_now();
+    if (l->failed++ == 0 || now - l->logged_at >= OC_LISTEN_LOG_EVERY) {
+        l->logged_at = now;
+        oc_log_error("event=accept_failed reason=\"%s\" failed=%llu "
+                     "action=\"pausing accepts 100ms\"",
+                     evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()),
+                     (unsigned long long)l->failed);
+    }
     if (l->tcp)
         evconnlistener_disable(l->tcp);
     if (l->unx)

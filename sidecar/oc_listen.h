@@ -3,7 +3,9 @@
  * socket (unix_socket = path, with unix_socket_mode), handing each
  * accepted socket to a callback. Out of file descriptors, accepting pauses
  * for 100 ms (clients wait in the kernel's backlog) instead of spinning on
- * EMFILE, and each pause is counted (accept_errors) and logged.
+ * EMFILE; each failed accept is counted (accept_errors), the first of an
+ * episode is logged (then one line a minute while it lasts), and the
+ * first accept that works again logs its end (event=accept_resumed).
  *
  * Ownership: the daemon owns the listeners; oc_listen_close stops
  * accepting (shutdown, step one) and removes the unix socket file, if

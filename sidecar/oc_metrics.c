@@ -5,6 +5,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <netdb.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,8 @@ struct oc_metrics {
     oc_ctx_t *ctx;
     struct evconnlistener *lis;
     struct event *resume; /* out of descriptors: accept again */
+    uint64_t failed;      /* accepts failed since accepting last worked */
+    double logged_at;     /* when the last accept_failed line was written */
     mconn_t *conns;
     size_t nconns;
 };
@@ -210,6 +213,11 @@ static void on_accept(struct evconnlistener *lis, evutil_socket_t fd, struct soc
     (void)lis, (void)sa, (void)salen;
     oc_metrics_t *m = arg;
     mconn_t *c = NULL;
+    if (m->failed > 0) { /* the end of an episode out of descriptors */
+        oc_log_info("event=accept_resumed where=metrics_listen failed=%llu",
+                    (unsigned long long)m->failed);
+        m->failed = 0;
+    }
     if (m->nconns >= OC_METRICS_MAX_CONNS || (c = calloc(1, sizeof(*c))) == NULL) {
         m->ctx->stats->metrics_refused++;
         evutil_closesocket(fd);
@@ -246,14 +254,20 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
 
 /* EMFILE and friends: the pending connection stays queued, so the listener
  * stays readable and would fail again at once (a core spinning, libevent
- * warning at every turn). Pause it for 100 ms, as oc_listen does. */
+ * warning at every turn). Pause it for 100 ms, and log as oc_listen does:
+ * the first failure of an episode, then one line a minute at most. */
 static void on_accept_error(struct evconnlistener *lis, void *arg)
 {
     oc_metrics_t *m = arg;
     m->ctx->stats->accept_errors++;
-    oc_log_error("event=accept_failed where=metrics_listen reason=\"%s\" "
-                 "action=\"pausing accepts 100ms\"",
-                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    double now = oc_stats_now();
+    if (m->failed++ == 0 || now - m->logged_at >= 60.0) {
+        m->logged_at = now;
+        oc_log_error("event=accept_failed where=metrics_listen reason=\"%s\" failed=%llu "
+                     "action=\"pausing accepts 100ms\"",
+                     evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()),
+                     (unsigned long long)m->failed);
+    }
     evconnlistener_disable(lis);
     struct timeval tv = {0, 100000};
     evtimer_add(m->resume, &tv);

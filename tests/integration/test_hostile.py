@@ -1474,3 +1474,103 @@ def test_out_of_memory_reading_a_command_line_is_answered(objcached_factory):
                 got += chunk
             assert got == b"SERVER_ERROR out of memory\r\n" * 2
     assert d.alive()
+
+
+# --------------------------------------------------------------------------
+# A pipeline trickled in one byte at a time: every command boundary falls
+# inside a read, the quiet ones answer nothing, and nothing after `quit` runs
+
+
+def test_pipeline_one_byte_at_a_time_with_noreply_and_quit(oc, expected):
+    body = b'{"id":150,"trickled":true}'
+    ms_body = b'{"id":153}'
+    pipeline = (b"get User:1\r\n"
+                b"set User:150 0 0 %d noreply\r\n%s\r\n" % (len(body), body)
+                + b"delete User:151 noreply\r\n"
+                b"md User:152 q\r\n"
+                b"ms User:153 %d q\r\n%s\r\n" % (len(ms_body), ms_body)
+                + b"mg User:151 v q\r\n"          # a tombstone now: EN, quiet
+                b"mg User:150 v\r\n"
+                b"set User:154 0 0 1 noreply\r\nxx\r\n"  # bad data chunk: sent anyway
+                b"mn\r\n"
+                b"version\r\n"
+                b"quit\r\n"
+                b"get User:2\r\n"                 # after quit: never run
+                b"delete User:156\r\n")
+    with oc.client() as c:  # what the quiet deletes and the one after quit act on
+        for i in (151, 152, 156):
+            assert line_reply(c, b'set User:%d 0 0 10\r\n{"id":%d}\r\n' % (i, i)) == b"STORED"
+    user1 = expected["User:1"]
+    want = (b"VALUE User:1 0 %d\r\n%s\r\nEND\r\n" % (len(user1), user1)
+            + b"VA %d\r\n%s\r\n" % (len(body), body)
+            + b"CLIENT_ERROR bad data chunk\r\n"
+            + b"ERROR\r\n"  # the "\\n" left of that block: an empty line
+            + b"MN\r\n")
+    s = connect(oc)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for i in range(len(pipeline)):
+        if not send_quietly(s, pipeline[i:i + 1]):
+            break  # closed after quit: the bytes after it may be refused
+        time.sleep(0.001)  # one segment per byte
+    got, closed = drain(s, quiet=1, total=10)
+    s.close()
+    assert got.startswith(want), got
+    rest = got[len(want):]
+    assert re.fullmatch(rb"VERSION [^\r\n]+\r\n", rest), (
+        f"after the version line, {rest!r}: nothing may follow quit")
+    assert closed, "quit did not close the connection"
+    with oc.client() as c:
+        assert c.get("User:150") == body
+        assert c.get("User:151") is None
+        assert c.get("User:152") is None
+        assert c.get("User:153") == ms_body
+        assert c.get("User:156") == b'{"id":156}', "a delete sent after quit ran"
+    assert_healthy(oc, expected)
+
+
+# --------------------------------------------------------------------------
+# Out of descriptors, every 100 ms pause was logged: a client that holds
+# connections up to the limit (idle_timeout is off by default) kept the
+# daemon writing ten accept_failed lines a second for as long as it did
+
+
+@pytest.mark.parametrize("scrape", [False, True], ids=["clients", "clients-and-scrape"])
+def test_out_of_descriptors_is_logged_once_per_episode(objcached_factory, expected, scrape):
+    port = harness.free_port()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        d = objcached_factory({"objcached": {"metrics_listen": f"127.0.0.1:{port}",
+                                             "write_timeout": "2s"}}, env=ASAN_ENV)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    def lines(event, metrics):
+        return sum(1 for line in d.log().splitlines()
+                   if f"event={event}" in line and ("where=metrics_listen" in line) == metrics)
+
+    with d.client() as held:
+        for episode in (1, 2):
+            socks = []
+            try:
+                for _ in range(300):
+                    socks.append(connect(d))  # the kernel queues those not accepted
+                if scrape:  # queued on the metrics listener, which fails the same way
+                    socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+                errors = held.stats()["accept_errors"]
+                harness.wait_until(lambda: held.stats()["accept_errors"] >= errors + 10,
+                                   timeout=10, what="ten failed accepts (a second of pauses)")
+                failed = (lines("accept_failed", False), lines("accept_failed", True))
+                assert failed == (episode, episode if scrape else 0), (
+                    f"accept_failed lines (clients, metrics) {failed} after "
+                    f"{held.stats()['accept_errors']} failed accepts: one per pause, not "
+                    f"one per episode")
+            finally:
+                for s in socks:
+                    s.close()
+            # Accepting again: said once, with how many accepts failed meanwhile.
+            harness.wait_until(lambda: lines("accept_resumed", False) == episode and
+                               lines("accept_resumed", True) == (episode if scrape else 0),
+                               timeout=10, what="the accept_resumed lines")
+            serves(held, expected)
+    assert_healthy(d, expected)
