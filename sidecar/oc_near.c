@@ -356,17 +356,10 @@ uint64_t oc_near_epoch(const oc_near_t *n)
     return n->epoch;
 }
 
-oc_near_found_t oc_near_get(oc_near_t *n, const char *key, size_t klen, double now,
-                            oc_blob_t **blob)
+/* A lookup of a serving, non-empty near-cache, counted. */
+static oc_near_found_t lookup(oc_near_t *n, const char *key, size_t klen, uint64_t h,
+                              double now, oc_blob_t **blob)
 {
-    *blob = NULL;
-    if (!oc_near_serving(n, now))
-        return OC_NEAR_MISS; /* not counted: the near-cache is off */
-    if (n->count == 0) {
-        n->stats->near_misses++;
-        return OC_NEAR_MISS;
-    }
-    uint64_t h = near_hash(key, klen);
     near_entry_t *e = find(n, key, klen, h);
     if (e && e->expires <= now) {
         entry_remove(n, e);
@@ -382,6 +375,60 @@ oc_near_found_t oc_near_get(oc_near_t *n, const char *key, size_t klen, double n
     n->stats->near_hits++;
     *blob = e->blob;
     return e->blob ? OC_NEAR_OBJECT : OC_NEAR_ABSENT;
+}
+
+oc_near_found_t oc_near_get(oc_near_t *n, const char *key, size_t klen, double now,
+                            oc_blob_t **blob)
+{
+    *blob = NULL;
+    if (!oc_near_serving(n, now))
+        return OC_NEAR_MISS; /* not counted: the near-cache is off */
+    if (n->count == 0) {
+        n->stats->near_misses++;
+        return OC_NEAR_MISS;
+    }
+    return lookup(n, key, klen, near_hash(key, klen), now, blob);
+}
+
+void oc_near_get_many(oc_near_t *n, oc_near_ask_t *asks, size_t count, double now)
+{
+    for (size_t i = 0; i < count; i++) {
+        asks[i].found = OC_NEAR_MISS;
+        asks[i].blob = NULL;
+    }
+    if (count == 0 || !oc_near_serving(n, now))
+        return; /* not counted: the near-cache is off */
+    if (n->count == 0) {
+        n->stats->near_misses += count;
+        return;
+    }
+    /* A table of many entries is far larger than the CPU's caches, so each
+     * lookup is a chain of cache misses (bucket, entry, blob), waited for
+     * one after the other. Issued for a group of keys at once, they
+     * overlap: the buckets, then the first entry of each chain, then the
+     * lookups proper (which read the bucket again: a lookup may free an
+     * expired entry that another key's prefetch pointed at). */
+    uint64_t h[OC_NEAR_GET_MANY];
+    for (size_t from = 0; from < count; from += OC_NEAR_GET_MANY) {
+        size_t k = count - from < OC_NEAR_GET_MANY ? count - from : OC_NEAR_GET_MANY;
+        oc_near_ask_t *a = asks + from;
+        for (size_t i = 0; i < k; i++) {
+            h[i] = near_hash(a[i].key, a[i].klen);
+            __builtin_prefetch(bucket_of(n, h[i]));
+        }
+        for (size_t i = 0; i < k; i++) {
+            near_entry_t *e = *bucket_of(n, h[i]);
+            if (e != NULL) {
+                __builtin_prefetch(e);
+                __builtin_prefetch((const char *)e + 64); /* the key, past the header */
+            }
+        }
+        for (size_t i = 0; i < k; i++) {
+            a[i].found = lookup(n, a[i].key, a[i].klen, h[i], now, &a[i].blob);
+            if (a[i].blob)
+                __builtin_prefetch(a[i].blob, 1); /* the caller takes a reference */
+        }
+    }
 }
 
 static int model_room(oc_near_t *n, uint32_t model)

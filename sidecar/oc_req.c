@@ -446,24 +446,40 @@ static size_t req_near(oc_req_t *r)
     int serving = oc_near_serving(near, r->started);
     r->near_since = oc_near_epoch(near);
     size_t n = 0;
-    for (size_t i = 0; i < r->nukeys; i++) {
-        oc_ukey_t *uk = &r->ukeys[i];
-        oc_blob_t *b;
-        oc_near_found_t found = OC_NEAR_MISS;
-        if (serving && ctx->conf->models[uk->w.model_idx].near_ttl_ms > 0)
-            found = oc_near_get(near, uk->w.ckey, uk->w.ckey_len, r->started, &b);
-        if (found == OC_NEAR_MISS) {
-            uk->job_idx = (uint32_t)n++;
-            continue;
+    /* the keys asked of the near-cache, a group at a time (its lookups
+     * overlap: oc_near_get_many) */
+    oc_near_ask_t asks[OC_NEAR_GET_MANY];
+    for (size_t from = 0; from < r->nukeys; from += OC_NEAR_GET_MANY) {
+        size_t to =
+            r->nukeys - from < OC_NEAR_GET_MANY ? r->nukeys : from + OC_NEAR_GET_MANY;
+        size_t na = 0;
+        for (size_t i = from; i < to && serving; i++) {
+            const oc_ukey_t *uk = &r->ukeys[i];
+            if (ctx->conf->models[uk->w.model_idx].near_ttl_ms > 0)
+                asks[na++] = (oc_near_ask_t){.key = uk->w.ckey, .klen = uk->w.ckey_len};
         }
-        uk->job_idx = NO_JOB;
-        uk->from_near = 1;
-        ukey_sample(r, uk);
-        uk->state = found == OC_NEAR_OBJECT ? OC_GET_FOUND : OC_GET_ABSENT;
-        if (found == OC_NEAR_OBJECT) {
-            uk->blob = oc_blob_ref(b);
-            uk->data = b->data;
-            uk->len = b->len;
+        oc_near_get_many(near, asks, na, r->started);
+        for (size_t i = from, a = 0; i < to; i++) {
+            oc_ukey_t *uk = &r->ukeys[i];
+            oc_near_found_t found = OC_NEAR_MISS;
+            oc_blob_t *b = NULL;
+            if (a < na && asks[a].key == uk->w.ckey) { /* asked, in order */
+                found = asks[a].found;
+                b = asks[a++].blob;
+            }
+            if (found == OC_NEAR_MISS) {
+                uk->job_idx = (uint32_t)n++;
+                continue;
+            }
+            uk->job_idx = NO_JOB;
+            uk->from_near = 1;
+            ukey_sample(r, uk);
+            uk->state = found == OC_NEAR_OBJECT ? OC_GET_FOUND : OC_GET_ABSENT;
+            if (found == OC_NEAR_OBJECT) {
+                uk->blob = oc_blob_ref(b);
+                uk->data = b->data;
+                uk->len = b->len;
+            }
         }
     }
     return n;

@@ -363,10 +363,65 @@ static void test_shrinking_the_limit_drops_entries_now_too_big(void **state)
     oc_near_free(n);
 }
 
+/* oc_near_get_many answers and counts as one oc_near_get per key would:
+ * objects, absences, misses, expired entries dropped (freed in the middle
+ * of a group: ASan and valgrind runs of this test see any use after),
+ * more keys than one group, and nothing counted while not serving. */
+static void test_get_many_is_get_for_each(void **state)
+{
+    (void)state;
+    oc_near_t *n = serving(1 << 20);
+    enum { KEYS = 3 * OC_NEAR_GET_MANY + 5 };
+    char keys[KEYS][24];
+    oc_blob_t *v = oc_blob_new("{\"id\":1}", 8);
+    oc_near_ask_t asks[KEYS];
+    for (int i = 0; i < KEYS; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "oc:User:%d", i);
+        if (i % 3 == 0)
+            assert_int_equal(put2(n, keys[i], 0, v, 10, 0), OC_NEAR_STORED);
+        else if (i % 3 == 1)
+            assert_int_equal(put2(n, keys[i], 0, NULL, i < 10 ? 1 : 10, 0),
+                             OC_NEAR_STORED);
+        asks[i] = (oc_near_ask_t){.key = keys[i], .klen = strlen(keys[i])};
+    }
+    oc_stats_t before = stats;
+    oc_near_get_many(n, asks, KEYS, 5); /* absences under 10 have expired */
+    size_t hits = 0, misses = 0, expired = 0;
+    for (int i = 0; i < KEYS; i++) {
+        oc_near_found_t want = i % 3 == 0              ? OC_NEAR_OBJECT
+                               : i % 3 == 1 && i >= 10 ? OC_NEAR_ABSENT
+                                                       : OC_NEAR_MISS;
+        assert_int_equal(asks[i].found, want);
+        assert_ptr_equal(asks[i].blob, want == OC_NEAR_OBJECT ? v : NULL);
+        hits += want != OC_NEAR_MISS;
+        misses += want == OC_NEAR_MISS;
+        expired += i % 3 == 1 && i < 10;
+    }
+    assert_int_equal(stats.near_hits - before.near_hits, hits);
+    assert_int_equal(stats.near_misses - before.near_misses, misses);
+    assert_int_equal(stats.near_expired - before.near_expired, expired);
+    /* each answer the same as oc_near_get's */
+    for (int i = 0; i < KEYS; i++) {
+        oc_blob_t *b;
+        assert_int_equal(get(n, keys[i], 5, &b), asks[i].found);
+    }
+    /* not serving: all misses, nothing counted */
+    oc_near_serve(n, 0);
+    before = stats;
+    oc_near_get_many(n, asks, KEYS, 5);
+    for (int i = 0; i < KEYS; i++)
+        assert_int_equal(asks[i].found, OC_NEAR_MISS);
+    assert_int_equal(stats.near_misses, before.near_misses);
+    assert_int_equal(stats.near_hits, before.near_hits);
+    oc_blob_unref(v);
+    oc_near_free(n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hit_absent_and_expiry),
+        cmocka_unit_test(test_get_many_is_get_for_each),
         cmocka_unit_test(test_invalidation_epochs),
         cmocka_unit_test(test_serving_off_clears_and_refuses),
         cmocka_unit_test(test_limit_holds_with_a_million_keys),
