@@ -868,10 +868,16 @@ def test_a_refused_body_is_dropped_as_it_comes(objcached_factory, ref):
     """A SET whose value is over max_value (its header sent a byte at a
     time): 0x03 comes from the header alone, before one byte of the body is
     sent; other clients are served meanwhile; the body is dropped as it
-    comes (never buffered: RSS does not grow by it) and the next request on
-    the same connection is answered."""
-    d = objcached_factory({"objcached": {"max_value": "4m"}})
-    value = b'{"a":"' + b"x" * (4 << 20) + b'"}'
+    comes (never buffered whole: RSS grows by far less than it) and the next
+    request on the same connection is answered."""
+    # 32 MiB, just over max_value (a body past max_value + 258 closes the
+    # connection instead): bytes read and dropped pass through the input
+    # buffer in chunks as large as the kernel holds (MiBs on a busy machine,
+    # where the daemon reads seldom; the suite's run saw 5 MiB of RSS for a
+    # 4 MiB body), so the bound tells chunks from the whole body only with
+    # a large one
+    d = objcached_factory({"objcached": {"max_value": "32m"}})
+    value = b'{"a":"' + b"x" * (32 << 20) + b'"}'
     full = req(SET, "User:159", value, store_extras(), opaque=9)
     head = full[:24 + 8 + len("User:159")]
     # what serving first allocates (connections to PostgreSQL and memcached,
@@ -891,7 +897,7 @@ def test_a_refused_body_is_dropped_as_it_comes(objcached_factory, ref):
         for i in range(0, len(body), 1 << 16):
             c.send(body[i:i + (1 << 16)])
         hit(c.call(GET, "User:1", opaque=10), ref.json("User", 1), GET, 10)
-    assert rss_kb(d.pid) - rss0 < 2 * 1024
+    assert rss_kb(d.pid) - rss0 < 12 * 1024
 
 
 def test_a_client_gone_with_a_write_in_flight(objcached_factory, mc_pool, ref):
