@@ -296,6 +296,23 @@ static int take_key(oc_walb_t *b, const walb_rel_t *r, const oc_pgo_tuple_t *t, 
     return 0;
 }
 
+/* An UPDATE whose new key is 'u' (unchanged, stored out of line: pgoutput
+ * sends no value) and whose old tuple names the key: the key is the old one,
+ * which the old tuple gives. PostgreSQL 15 sends the old key then even under
+ * REPLICA IDENTITY DEFAULT (an out-of-line identity column is logged), the
+ * whole row under FULL. Without this, every update of such a row made its
+ * model whole. */
+static int new_key_is_the_old(const walb_rel_t *r, const oc_pgo_msg_t *m)
+{
+    oc_pgo_col_t col;
+    if (m->type != OC_PGO_UPDATE || m->change.old_kind == 0 || r->key_idx < 0 ||
+        r->key_idx >= m->change.new_tuple.ncols ||
+        oc_pgo_tuple_col(&m->change.new_tuple, (uint16_t)r->key_idx, &col) != OC_OK ||
+        col.kind != OC_PGO_COL_UNCHANGED)
+        return 0;
+    return tuple_key(r, &m->change.old_tuple, &col) > 0;
+}
+
 static oc_walb_res_t change(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
 {
     if (!b->in_txn)
@@ -319,7 +336,7 @@ static oc_walb_res_t change(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
          * what it was, unless the whole old row came. */
         if (m->type == OC_PGO_UPDATE && !r->key_named && m->change.old_kind != 'O')
             rc |= touch(b, r->model, 1);
-        if (m->type != OC_PGO_DELETE)
+        if (m->type != OC_PGO_DELETE && !new_key_is_the_old(r, m))
             rc |= take_key(b, r, &m->change.new_tuple, 0);
         if (m->change.old_kind != 0)
             rc |= take_key(b, r, &m->change.old_tuple,

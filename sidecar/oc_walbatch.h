@@ -33,8 +33,10 @@
  * invalidates that model whole instead (a new generation): memory stays
  * bounded whatever one statement does. A key that cannot be read (a
  * DELETE's NULL in a 'K' old row: the replica identity lacks it; unchanged
- * TOAST; binary) makes its model whole too: never a silent loss. A NULL key
- * of a row (a new row, a FULL old row) is nothing cached: no key.
+ * TOAST with no old key beside it; binary) makes its model whole too: never
+ * a silent loss. An UPDATE's unchanged TOASTed key ('u', a key stored out of
+ * line) with the old key sent ('K' or 'O') is that old key. A NULL key of a
+ * row (a new row, a FULL old row) is nothing cached: no key.
  *
  * A change of a relation the map does not know (a Relation message alone
  * is not enough: PostgreSQL describes partitions whose changes come as

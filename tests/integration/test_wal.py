@@ -1406,3 +1406,38 @@ def test_a_latin1_database_invalidates_text_keys_read_in_utf8(fleet, mc_pool, pg
     finally:
         db.close()
         drop_slot_and_db(pg, name)
+
+
+def test_an_update_of_a_row_whose_key_is_stored_out_of_line_deletes_that_key(
+        fleet, mc_pool, db):
+    """A text key column with STORAGE EXTERNAL in a row too wide to keep it
+    inline: PostgreSQL stores the key out of line, and an UPDATE of another
+    column sends the new key as 'u' (unchanged TOAST, no value) with the old
+    key beside it ('K', PostgreSQL logs an out-of-line identity column; 'O'
+    under REPLICA IDENTITY FULL). Before, the unreadable new key made the
+    model whole at every such update (a new generation: every cached object
+    of the model cold); now the old key, the same, is deleted."""
+    db.q("CREATE TABLE docs (k text PRIMARY KEY, pad text NOT NULL, v int NOT NULL)")
+    db.q("ALTER TABLE docs ALTER COLUMN k SET STORAGE EXTERNAL, "
+         "ALTER COLUMN pad SET STORAGE PLAIN")
+    key = "k" * 150
+    db.q("INSERT INTO docs VALUES (%s, repeat('p', 1950), 1), ('short', 'x', 1)", (key,))
+    db.q("SELECT objcached.attach('docs', 'Doc', 'k', 'wal')")
+    config = wal_config(mc_pool, db, db.name)
+    config["model Doc"] = {"table": "docs", "key": "k", "key_type": "text"}
+    a = fleet.start(config)
+    holder([a])
+
+    def doc(k):
+        return db.q("SELECT row_to_json(t)::text FROM docs t WHERE t.k = %s",
+                    (k,))[0][0].encode()
+
+    gen, whole = db.generation("Doc"), a.stats()["wal_whole"]
+    for v, identity in ((2, "DEFAULT"), (3, "FULL")):
+        db.q(f"ALTER TABLE docs REPLICA IDENTITY {identity}")
+        cached(a, [f"Doc:{key}", "Doc:short"])
+        assert get(a, f"Doc:{key}") == doc(key)
+        db.q("UPDATE docs SET v = %s WHERE k = %s", (v, key))
+        wait_value(a, f"Doc:{key}", doc(key))
+    assert db.generation("Doc") == gen
+    assert a.stats()["wal_whole"] == whole

@@ -422,6 +422,40 @@ static void test_a_null_key_in_a_full_old_row_is_no_key(void **state)
     oc_walb_batch_free(&bt);
 }
 
+/* An UPDATE of a row whose key is stored out of line: the new tuple says
+ * 'u' (unchanged, not sent) and the old one, 'K' or 'O', has the key. The key
+ * is the old one: no whole model (before, every such update made it whole).
+ * A 'u' with no old key sent still goes whole. */
+static void test_an_unchanged_toasted_key_is_the_old_one(void **state)
+{
+    (void)state;
+    oc_walb_batch_t bt;
+    msg_t m = {0};
+    const char *o[2] = {"t:long", "n"}, *n[2] = {"u", "t:y"};
+    const char *of[2] = {"t:long2", "t:x"};
+    begin();
+    u8(&m, 'U'), u32(&m, 16400), u8(&m, 'K'), tuple(&m, 2, o);
+    u8(&m, 'N'), tuple(&m, 2, n);
+    assert_int_equal(feed(&m), OC_WALB_OK);
+    m.n = 0;
+    u8(&m, 'U'), u32(&m, 16400), u8(&m, 'O'), tuple(&m, 2, of);
+    u8(&m, 'N'), tuple(&m, 2, n);
+    assert_int_equal(feed(&m), OC_WALB_OK);
+    commit(0xd300, 1);
+    assert_int_equal(oc_walb_take(b, &bt), OC_OK);
+    assert_string_equal(pairs(&bt), "Page:long Page:long2");
+    assert_int_equal(bt.nwhole, 0);
+    oc_walb_batch_free(&bt);
+    begin();
+    assert_int_equal(update(16400, NULL, "u"), OC_WALB_OK);
+    commit(0xd400, 1);
+    assert_int_equal(oc_walb_take(b, &bt), OC_OK);
+    assert_int_equal(bt.nkeys, 0);
+    assert_int_equal(bt.nwhole, 1);
+    assert_string_equal(bt.whole[0], "Page");
+    oc_walb_batch_free(&bt);
+}
+
 /* The map says a model's key column was dropped (NULL): its changes go
  * whole, without asking for the map again (it would say the same). */
 static void test_dropped_key_column_goes_whole_without_remapping(void **state)
@@ -532,6 +566,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_map_message_asks_for_the_map_again, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_an_unchanged_toasted_key_is_the_old_one,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_null_key_in_a_full_old_row_is_no_key,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_outside_the_replica_identity_goes_whole,
