@@ -753,6 +753,40 @@ def test_binary_gets_are_served_from_the_near_cache(fleet, mc_pool, db):
     assert s1["mc_gets"] == s0["mc_gets"]
 
 
+def test_a_get_mixing_models_with_and_without_near_ttl_answers_each_key(
+        fleet, mc_pool, db):
+    """A get's keys are asked of the near-cache 16 at a time, only those of
+    models with a near_ttl (oc_near_get_many): with keys of a model without
+    one between them, in more than one group, each key gets its own value
+    (none shifted to a neighbour), the near_ttl ones from the near-cache and
+    only they counted there, the others from memcached."""
+    models = {"Item": MODELS["Item"], "Big": {"table": "big"}}
+    a = fleet.start(oc_c.sidecar_config(
+        mc_pool, db.conninfo, models,
+        {"objcached": {"near_cache_size": "64m"},
+         "postgresql": {"invalidation_poll": "200ms", "feed_poll": "100ms",
+                        "feed_max_lag": f"{int(FEED_MAX_LAG * 1000)}ms"}}))
+    harness.wait_until(lambda: a.stats()["near_serving"] == 1, timeout=10, what="serving")
+    # 3 of Item, then 2 of Big, and so on: 45 keys, groups of 16 split anywhere
+    keys = [f"Item:{i}" if i % 5 < 3 else f"Big:{i}" for i in range(1, 46)]
+    want = [row(db, "items" if k.startswith("Item") else "big", int(k.split(":")[1]))
+            for k in keys]
+    n_item = sum(k.startswith("Item") for k in keys)
+    with a.client() as c:
+        for _ in range(2):  # the doorkeeper admits on the second offer
+            assert c.get_multi(keys)[1] == b"END"
+            a.wait_idle()
+        for _ in range(3):
+            s0 = c.stats()
+            values, end = c.get_multi(keys)
+            s1 = c.stats()
+            assert end == b"END"
+            assert [(v[0].decode(), v[2]) for v in values] == list(zip(keys, want))
+            assert s1["near_hits"] - s0["near_hits"] == n_item, (s0, s1)
+            assert s1["near_misses"] == s0["near_misses"], (s0, s1)
+            assert s1["mc_gets"] - s0["mc_gets"] == 1, (s0, s1)
+
+
 # ------------------------------------------------------------------ a resync skips rows
 
 def test_a_read_begun_while_the_feed_was_down_is_refused_after_the_resync(

@@ -456,6 +456,41 @@ static void test_an_unchanged_toasted_key_is_the_old_one(void **state)
     oc_walb_batch_free(&bt);
 }
 
+/* REPLICA IDENTITY USING INDEX on another unique column than the key: the
+ * 'K' old tuple carries that column, the key column only as a NULL (pgoutput
+ * sends every column, those outside the identity NULL). An UPDATE leaving an
+ * out-of-line key as it was ('u') names no key then: its model goes whole,
+ * never a key taken from the NULL. Under FULL ('O') the old row has it. */
+static void test_an_unchanged_toasted_key_outside_the_identity_goes_whole(void **state)
+{
+    (void)state;
+    oc_walb_batch_t bt;
+    msg_t m = {0};
+    /* pages described with its key column (slug) second, unflagged */
+    const char *ok[2] = {"t:7", "n"}, *of[2] = {"t:7", "t:long"}, *n[2] = {"t:7", "u"};
+    begin();
+    assert_int_equal(relation(16400, "pages", "id", "slug"), OC_WALB_OK);
+    u8(&m, 'U'), u32(&m, 16400), u8(&m, 'K'), tuple(&m, 2, ok);
+    u8(&m, 'N'), tuple(&m, 2, n);
+    assert_int_equal(feed(&m), OC_WALB_OK);
+    commit(0xd500, 1);
+    assert_int_equal(oc_walb_take(b, &bt), OC_OK);
+    assert_int_equal(bt.nkeys, 0);
+    assert_int_equal(bt.nwhole, 1);
+    assert_string_equal(bt.whole[0], "Page");
+    oc_walb_batch_free(&bt);
+    begin();
+    m.n = 0;
+    u8(&m, 'U'), u32(&m, 16400), u8(&m, 'O'), tuple(&m, 2, of);
+    u8(&m, 'N'), tuple(&m, 2, n);
+    assert_int_equal(feed(&m), OC_WALB_OK);
+    commit(0xd600, 1);
+    assert_int_equal(oc_walb_take(b, &bt), OC_OK);
+    assert_string_equal(pairs(&bt), "Page:long");
+    assert_int_equal(bt.nwhole, 0);
+    oc_walb_batch_free(&bt);
+}
+
 /* The map says a model's key column was dropped (NULL): its changes go
  * whole, without asking for the map again (it would say the same). */
 static void test_dropped_key_column_goes_whole_without_remapping(void **state)
@@ -568,6 +603,9 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_an_unchanged_toasted_key_is_the_old_one,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_an_unchanged_toasted_key_outside_the_identity_goes_whole, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(test_a_null_key_in_a_full_old_row_is_no_key,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_outside_the_replica_identity_goes_whole,
