@@ -24,8 +24,9 @@
 #include "oc_stats.h"
 #include "oc_walbatch.h"
 
-#define WAL_RETRY_FAST_S 1.0 /* after losing the slot we held */
-#define WAL_PAUSE_FACTOR 4   /* pending keys past 4 x max_txn_keys: pause */
+#define WAL_RETRY_FAST_S 1.0   /* after losing the slot we held */
+#define WAL_PAUSE_FACTOR 4     /* pending keys past 4 x max_txn_keys: pause */
+#define WAL_DELETE_CHUNK 16384 /* a batch's deletes out at a time: see delete_chunk */
 /* A standby tries the slot when the feed goes stale, and otherwise only
  * every 60 x wal_takeover (5 min by default): a fresh feed already proves a
  * holder is alive, and each try costs the primary two connections. */
@@ -82,10 +83,20 @@ struct oc_wal {
     int own; /* the feed statement is one the follower may take (oc_feed_own) */
     double sql_step_at; /* when it reached STEP_FEED or STEP_GENS */
     oc_walb_batch_t batch;
+    /* Its deletes go out a chunk at a time (WAL_DELETE_CHUNK): the job
+     * of the chunk under way, its cache keys, which batch key each item is,
+     * and the next batch key to send. */
     oc_mc_job_t *job;
-    char *arena;     /* cache keys of the deletes */
+    char *arena;     /* cache keys of the chunk's deletes */
     size_t *del_idx; /* delete item i is batch key del_idx[i] */
-    char *lit[5];    /* array literals of the feed query */
+    size_t del_next;
+    /* the batch keys whose delete failed (for the requeue), the first
+     * failure's text, and whether one of them may still be served */
+    size_t *failed;
+    size_t nfailed, failed_cap;
+    int hold;
+    char del_err[OC_ERRLEN];
+    char *lit[5]; /* array literals of the feed query */
     char num[3][32];
     /* generations of every model, for cache keys */
     wal_gen_t *gens;
@@ -222,15 +233,25 @@ static uint64_t delete_gen(const oc_wal_t *w, const char *model)
 /* ---- giving up the slot --------------------------------------------------------------
  */
 
-static void batch_clear(oc_wal_t *w)
+static void chunk_clear(oc_wal_t *w)
 {
-    oc_walb_batch_free(&w->batch);
     oc_mc_job_free(w->job);
     w->job = NULL;
     free(w->arena);
     w->arena = NULL;
     free(w->del_idx);
     w->del_idx = NULL;
+}
+
+static void batch_clear(oc_wal_t *w)
+{
+    oc_walb_batch_free(&w->batch);
+    chunk_clear(w);
+    free(w->failed);
+    w->failed = NULL;
+    w->nfailed = w->failed_cap = 0;
+    w->hold = 0;
+    w->del_err[0] = '\0';
     for (size_t i = 0; i < 5; i++) {
         free(w->lit[i]);
         w->lit[i] = NULL;
@@ -569,40 +590,34 @@ int oc_wal_one_row(const oc_walb_batch_t *b)
     return 1;
 }
 
-oc_status_t oc_wal_feed_literals(const oc_walb_batch_t *b, const oc_mc_item_t *items,
-                                 size_t n, const size_t *del_idx, char *lit[5],
-                                 size_t *nfailed)
+oc_status_t oc_wal_feed_literals(const oc_walb_batch_t *b, const size_t *failed,
+                                 size_t nfailed, char *lit[5])
 {
     size_t nk = b->nkeys;
     size_t *mlen = malloc((nk ? nk : 1) * sizeof(*mlen));
     size_t *wlen = malloc((b->nwhole ? b->nwhole : 1) * sizeof(*wlen));
-    const char **fm = malloc((nk ? nk : 1) * sizeof(*fm));
-    const char **fk = malloc((nk ? nk : 1) * sizeof(*fk));
-    size_t *fkl = malloc((nk ? nk : 1) * sizeof(*fkl));
-    size_t *fml = malloc((nk ? nk : 1) * sizeof(*fml));
+    const char **fm = malloc((nfailed ? nfailed : 1) * sizeof(*fm));
+    const char **fk = malloc((nfailed ? nfailed : 1) * sizeof(*fk));
+    size_t *fkl = malloc((nfailed ? nfailed : 1) * sizeof(*fkl));
+    size_t *fml = malloc((nfailed ? nfailed : 1) * sizeof(*fml));
     oc_status_t st = OC_ENOMEM;
-    *nfailed = 0;
     if (!mlen || !wlen || !fm || !fk || !fkl || !fml)
         goto done;
     for (size_t i = 0; i < nk; i++)
         mlen[i] = strlen(b->models[i]);
     for (size_t i = 0; i < b->nwhole; i++)
         wlen[i] = strlen(b->whole[i]);
-    size_t nf = 0;
-    for (size_t i = 0; items && i < n; i++) {
-        if (items[i].result != OC_MC_R_ERROR)
-            continue;
-        size_t k = del_idx[i];
-        fm[nf] = b->models[k], fml[nf] = mlen[k];
-        fk[nf] = b->keys[k], fkl[nf++] = b->klens[k];
+    for (size_t i = 0; i < nfailed; i++) {
+        size_t k = failed[i];
+        fm[i] = b->models[k], fml[i] = mlen[k];
+        fk[i] = b->keys[k], fkl[i] = b->klens[k];
     }
     lit[0] = oc_sql_array(b->models, mlen, nk);
     lit[1] = oc_sql_array(b->keys, b->klens, nk);
     lit[2] = oc_sql_array(b->whole, wlen, b->nwhole);
-    lit[3] = oc_sql_array(fm, fml, nf);
-    lit[4] = oc_sql_array(fk, fkl, nf);
+    lit[3] = oc_sql_array(fm, fml, nfailed);
+    lit[4] = oc_sql_array(fk, fkl, nfailed);
     st = lit[0] && lit[1] && lit[2] && lit[3] && lit[4] ? OC_OK : OC_ENOMEM;
-    *nfailed = nf;
 done:
     free(mlen), free(wlen), free(fm), free(fk), free(fkl), free(fml);
     return st;
@@ -614,60 +629,92 @@ done:
  * emptied before it is read again), so the requeue holds the feed back. */
 static oc_status_t feed_literals(oc_wal_t *w, size_t *nfailed, int *hold)
 {
-    size_t nf;
-    oc_status_t st =
-        oc_wal_feed_literals(&w->batch, w->job ? w->job->items : NULL,
-                             w->job ? w->job->n : 0, w->del_idx, w->lit, &nf);
+    size_t nf = w->nfailed;
+    oc_status_t st = oc_wal_feed_literals(&w->batch, w->failed, nf, w->lit);
     *nfailed = nf;
-    *hold = 0;
-    for (size_t i = 0; nf && w->job && i < w->job->n && !*hold; i++) {
-        const oc_mc_item_t *it = &w->job->items[i];
-        *hold = it->result == OC_MC_R_ERROR &&
-                !oc_mc_emptied_before_read(w->ctx->mc, it->key, it->klen);
-    }
+    *hold = nf && w->hold;
     if (nf) {
         w->ctx->stats->inval_requeued += nf;
-        oc_log_warn("event=inval_requeue keys=%zu reason=\"%s\"", nf, w->job->err);
+        oc_log_warn("event=inval_requeue keys=%zu reason=\"%s\"", nf, w->del_err);
     }
     return st;
 }
 
+static int grow_failed(oc_wal_t *w)
+{
+    if (w->nfailed < w->failed_cap)
+        return 0;
+    size_t cap = w->failed_cap ? 2 * w->failed_cap : 64;
+    size_t *f = realloc(w->failed, cap * sizeof(*f));
+    if (f == NULL)
+        return -1;
+    w->failed = f;
+    w->failed_cap = cap;
+    return 0;
+}
+
+/* A chunk's deletes came back: its failures are kept for the requeue, and
+ * whether such a server may still serve the old value is asked now (one
+ * that will be emptied before it is read stays so until its flush). */
+static int chunk_failures(oc_wal_t *w, const oc_mc_job_t *job)
+{
+    oc_ctx_t *ctx = w->ctx;
+    size_t failed = 0;
+    for (size_t i = 0; i < job->n; i++) {
+        const oc_mc_item_t *it = &job->items[i];
+        if (it->result != OC_MC_R_ERROR)
+            continue;
+        failed++;
+        if (grow_failed(w) != 0)
+            return -1;
+        w->failed[w->nfailed++] = w->del_idx[i];
+        w->hold |= !oc_mc_emptied_before_read(ctx->mc, it->key, it->klen);
+    }
+    if (failed && w->del_err[0] == '\0')
+        snprintf(w->del_err, sizeof(w->del_err), "%s", job->err);
+    ctx->stats->invalidations += job->n - failed;
+    if (failed)
+        ctx->stats->mc_errors++;
+    return 0;
+}
+
+static void delete_chunk(oc_wal_t *w);
+
 static void deleted(oc_mc_job_t *job, void *arg)
 {
     oc_wal_t *w = arg;
-    oc_ctx_t *ctx = w->ctx;
     w->job = job;
     if (w->state != WAL_STREAMING) { /* the slot was lost meanwhile */
         batch_clear(w);
         return;
     }
-    size_t failed = 0;
-    for (size_t i = 0; i < job->n; i++)
-        failed += job->items[i].result == OC_MC_R_ERROR;
-    ctx->stats->invalidations += job->n - failed;
-    if (failed)
-        ctx->stats->mc_errors++;
-    w->step = STEP_FEED;
-    w->sql_step_at = now_s();
-    sql_next(w);
+    if (chunk_failures(w, job) != 0) {
+        w->step = STEP_NONE; /* nothing out: stand_by clears the batch */
+        stand_by(w, WAL_RETRY_FAST_S, "out of memory");
+        return;
+    }
+    chunk_clear(w);
+    delete_chunk(w);
 }
 
-/* The memcached deletes of the batch's keys (and this sidecar's fills and
- * near-cache entries of them, at once). */
-static void apply_deletes(oc_wal_t *w)
+/* The next up to WAL_DELETE_CHUNK cacheable keys of the batch from
+ * w->del_next, in one job (and this sidecar's fills and near-cache entries
+ * of them, at once); none left: on to the feed. A chunk, not the batch, is
+ * what the deletes hold at a time: an item (144 bytes), a cache key, and a
+ * queued request and an output line on each server a delete goes to (the
+ * key's and its failover). All of a batch's at once were 0.4 KB per key,
+ * 400 MB for a 1,000,000-key transaction (a review, 2026-12-05). */
+static void delete_chunk(oc_wal_t *w)
 {
     oc_ctx_t *ctx = w->ctx;
     const oc_walb_batch_t *b = &w->batch;
-    size_t n = 0, bytes = 0, pl = strlen(ctx->conf->key_prefix);
-    for (size_t i = 0; i < b->nkeys; i++)
-        if (oc_key_id_cacheable(b->keys[i], b->klens[i], ctx->max_key_len)) {
+    size_t n = 0, bytes = 0, end = w->del_next, pl = strlen(ctx->conf->key_prefix);
+    for (; end < b->nkeys && n < WAL_DELETE_CHUNK; end++)
+        if (oc_key_id_cacheable(b->keys[end], b->klens[end], ctx->max_key_len)) {
             n++;
-            bytes += oc_key_cache_key_room(pl, strlen(b->models[i]), b->klens[i]);
+            bytes += oc_key_cache_key_room(pl, strlen(b->models[end]), b->klens[end]);
         }
-    ctx->stats->wal_keys += b->nkeys;
-    ctx->stats->inval_skipped += b->nkeys - n;
-    w->step = STEP_DELETES;
-    if (n == 0 || ctx->mc == NULL) {
+    if (n == 0) {
         w->step = STEP_FEED;
         w->sql_step_at = now_s();
         sql_next(w);
@@ -677,12 +724,13 @@ static void apply_deletes(oc_wal_t *w)
     w->arena = malloc(bytes);
     w->del_idx = malloc(n * sizeof(*w->del_idx));
     if (w->job == NULL || w->arena == NULL || w->del_idx == NULL) {
+        w->step = STEP_NONE; /* nothing out: stand_by clears the batch */
         stand_by(w, WAL_RETRY_FAST_S, "out of memory");
         return;
     }
     size_t k = 0;
     char *ck = w->arena;
-    for (size_t i = 0; i < b->nkeys; i++) {
+    for (size_t i = w->del_next; i < end; i++) {
         if (!oc_key_id_cacheable(b->keys[i], b->klens[i], ctx->max_key_len))
             continue;
         size_t off, room = oc_key_cache_key_room(pl, strlen(b->models[i]), b->klens[i]);
@@ -696,9 +744,25 @@ static void apply_deletes(oc_wal_t *w)
         oc_fill_invalidate(ctx->fills, it->key, it->klen);
         oc_near_invalidate(ctx->near, it->key, it->klen);
     }
+    w->del_next = end;
     oc_mc_job_t *job = w->job;
     w->job = NULL; /* oc_mc's until deleted() */
     oc_mc_submit(ctx->mc, job);
+}
+
+/* The memcached deletes of the batch's keys, a chunk at a time. */
+static void apply_deletes(oc_wal_t *w)
+{
+    oc_ctx_t *ctx = w->ctx;
+    const oc_walb_batch_t *b = &w->batch;
+    size_t n = 0;
+    for (size_t i = 0; i < b->nkeys; i++)
+        n += oc_key_id_cacheable(b->keys[i], b->klens[i], ctx->max_key_len) != 0;
+    ctx->stats->wal_keys += b->nkeys;
+    ctx->stats->inval_skipped += b->nkeys - n;
+    w->step = STEP_DELETES;
+    w->del_next = ctx->mc ? 0 : b->nkeys;
+    delete_chunk(w);
 }
 
 static void apply_maybe(oc_wal_t *w)

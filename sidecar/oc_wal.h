@@ -193,12 +193,9 @@ int oc_wal_one_row(const struct oc_walb_batch *b);
 /* The array literals (oc_sql_array) of a batch's feed_append and requeue:
  * lit[0] and lit[1] the model and key of every key, lit[2] the whole
  * models, lit[3] and lit[4] the model and key of each delete memcached
- * failed (delete item i of n is batch key del_idx[i]; items NULL: none was
- * sent), *nfailed of them. Each literal is malloc'd and the caller's (free
- * them even on OC_ENOMEM). */
-struct oc_mc_item;
-oc_status_t oc_wal_feed_literals(const struct oc_walb_batch *b,
-                                 const struct oc_mc_item *items, size_t n,
-                                 const size_t *del_idx, char *lit[5], size_t *nfailed);
+ * failed (batch keys failed[0..nfailed)). Each literal is malloc'd and the
+ * caller's (free them even on OC_ENOMEM). */
+oc_status_t oc_wal_feed_literals(const struct oc_walb_batch *b, const size_t *failed,
+                                 size_t nfailed, char *lit[5]);
 
 #endif
