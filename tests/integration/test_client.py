@@ -751,6 +751,15 @@ NOT_JSON = [
 ]
 
 
+def answering_user_1(value):
+    """A FakeServer handler that answers any get with User:1 = value."""
+    def answer(server, conn, n):
+        server.read_request(conn)
+        conn.sendall(b"VALUE User:1 0 %d\r\n%s\r\nEND\r\n" % (len(value), value))
+        wait_for_close(conn)
+    return answer
+
+
 @pytest.mark.parametrize("value,as_string", NOT_JSON,
                          ids=[str(i) for i in range(len(NOT_JSON))])
 def test_cli_value_that_is_not_json(cli_bin, value, as_string):
@@ -760,12 +769,7 @@ def test_cli_value_that_is_not_json(cli_bin, value, as_string):
     here); plain output got lines the server made up. It is now written as a
     JSON string, with a message and exit 3 (a bad reply); output stays one
     line per key, one JSON object with the keys asked."""
-    def answer(server, conn, n):
-        server.read_request(conn)
-        conn.sendall(b"VALUE User:1 0 %d\r\n%s\r\nEND\r\n" % (len(value), value))
-        wait_for_close(conn)
-
-    with FakeServer(answer) as server:
+    with FakeServer(answering_user_1(value)) as server:
         p = run([cli_bin, "--addr", server.addr, "--json", "get", "User:1", "User:2"])
         assert p.returncode == 3, (p.stdout, p.stderr)
         assert json.loads(p.stdout.decode("utf-8")) == {"User:1": as_string, "User:2": None}
@@ -798,12 +802,7 @@ def test_cli_json_value_with_c1_controls(cli_bin, value, shown, decoded):
     """A JSON value carrying raw C1 controls or DEL in its strings was
     written raw (it is JSON text), reaching a terminal as controls. They are
     now written as \\u escapes: the value means the same, exit 0."""
-    def answer(server, conn, n):
-        server.read_request(conn)
-        conn.sendall(b"VALUE User:1 0 %d\r\n%s\r\nEND\r\n" % (len(value), value))
-        wait_for_close(conn)
-
-    with FakeServer(answer) as server:
+    with FakeServer(answering_user_1(value)) as server:
         p = run([cli_bin, "--addr", server.addr, "--json", "get", "User:1"])
         assert p.returncode == 0, (p.stdout, p.stderr)
         assert p.stdout == b'{"User:1":' + shown + b"}\n", p.stdout
@@ -818,12 +817,7 @@ def test_cli_not_json_value_with_c1_controls(cli_bin):
     escaped there, but a C1 control went out raw inside it."""
     value = b"\xc2\x9b2J \x7f"
 
-    def answer(server, conn, n):
-        server.read_request(conn)
-        conn.sendall(b"VALUE User:1 0 %d\r\n%s\r\nEND\r\n" % (len(value), value))
-        wait_for_close(conn)
-
-    with FakeServer(answer) as server:
+    with FakeServer(answering_user_1(value)) as server:
         p = run([cli_bin, "--addr", server.addr, "--json", "get", "User:1"])
         assert p.returncode == 3, (p.stdout, p.stderr)
         assert p.stdout == b'{"User:1":"\\u009b2J \\u007f"}\n', p.stdout

@@ -494,14 +494,7 @@ def test_a_rows_error_fails_only_its_keys_not_the_requests_sharing_the_query(
     b = harness.McRaw(port=oc.port)
     try:
         s0 = oc.stats()
-        oc.kill(signal.SIGSTOP)
-        try:
-            a.sendline("get Poison:13 Poison:1")
-            b.sendline("get Poison:2 Poison:3")
-            time.sleep(0.2)
-        finally:
-            oc.kill(signal.SIGCONT)
-        ra, rb = a.read_response(), b.read_response()
+        ra, rb = in_one_turn(oc, (a, "get Poison:13 Poison:1"), (b, "get Poison:2 Poison:3"))
         assert ra.terminal.startswith(b"SERVER_ERROR load failed:"), ra
         assert b"division by zero" in ra.terminal
         assert rb.terminal == b"END"
@@ -523,6 +516,19 @@ def test_a_rows_error_fails_only_its_keys_not_the_requests_sharing_the_query(
         a.close()
         b.close()
         pg.execute("DROP VIEW IF EXISTS poison")
+
+
+def in_one_turn(oc, *sends):
+    """Each (McRaw, line) sent while the daemon is stopped, so that it reads
+    them all in one loop turn; their responses, in order."""
+    oc.kill(signal.SIGSTOP)
+    try:
+        for conn, line in sends:
+            conn.sendline(line)
+        time.sleep(0.2)
+    finally:
+        oc.kill(signal.SIGCONT)
+    return [conn.read_response() for conn, _ in sends]
 
 
 def test_a_model_whose_load_errors_does_not_fail_another_models_request_in_the_same_turn(
@@ -550,14 +556,7 @@ def test_a_model_whose_load_errors_does_not_fail_another_models_request_in_the_s
         b = harness.McRaw(port=oc.port)
         try:
             s0 = oc.stats()
-            oc.kill(signal.SIGSTOP)
-            try:
-                a.sendline("get Doomed:2 Doomed:3")
-                b.sendline("get User:180 User:181")
-                time.sleep(0.2)
-            finally:
-                oc.kill(signal.SIGCONT)
-            ra, rb = a.read_response(), b.read_response()
+            ra, rb = in_one_turn(oc, (a, "get Doomed:2 Doomed:3"), (b, "get User:180 User:181"))
             assert ra.terminal.startswith(b"SERVER_ERROR load failed:"), ra
             assert b"does not exist" in ra.terminal, ra
             assert ([(v.key, v.flags, v.data) for v in rb.values], rb.terminal) == \

@@ -23,7 +23,7 @@ import pytest
 
 import consistency as oc_c
 import harness
-from test_reload import edit, reload
+from test_reload import drop_section, edit, reload
 
 SCHEMA = """
 CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, n int NOT NULL DEFAULT 0);
@@ -381,6 +381,23 @@ def test_suspect_rechecks_are_not_lost_when_the_queue_is_full(fleet, mc_pool, db
         proxy.close()
 
 
+def sampler_unanswered(fleet, mc_pool, db, proxy, nkeys, **objcached):
+    """A sidecar whose PostgreSQL goes through proxy, sampling every key
+    (windows 1 s; objcached settings added), with Item:1..nkeys cached; then
+    the proxy holds the replies to the sampler's statement only. Returns
+    (sidecar, keys)."""
+    conninfo = f"host=127.0.0.1 port={proxy.port} dbname={db.name} user=postgres"
+    overrides = {"objcached": {"sample_rate": "1", "sample_windows": "1s", **objcached},
+                 "postgresql": {"invalidation_poll": "200ms", "feed_poll": "100ms"}}
+    oc = fleet.start(oc_c.sidecar_config(mc_pool, conninfo, MODELS, overrides))
+    keys = [f"Item:{i}" for i in range(1, nkeys + 1)]
+    with oc.client(timeout=10) as c:
+        assert c.get_multi(keys)[1] == b"END"   # cached (loads answered)
+    oc.wait_idle()
+    proxy.hold_replies_after(b"xmin::text")     # the sampler's select only
+    return oc, keys
+
+
 def test_unanswered_statement_does_not_stop_the_sampler(fleet, mc_pool, db, pg):
     """PostgreSQL that takes the sampler's statement and never answers (a
     dead peer, a network that drops everything; here the proxy holds the
@@ -393,17 +410,9 @@ def test_unanswered_statement_does_not_stop_the_sampler(fleet, mc_pool, db, pg):
     import faultproxy
     proxy = faultproxy.FaultProxy(pg.port, name="pg")
     try:
-        conninfo = f"host=127.0.0.1 port={proxy.port} dbname={db.name} user=postgres"
-        overrides = {"objcached": {"sample_rate": "1", "sample_windows": "1s",
-                                   "sample_max_qps": "2", "sample_recheck": "500ms",
-                                   "sample_queue": "256", "load_timeout": "1s"},
-                     "postgresql": {"invalidation_poll": "200ms", "feed_poll": "100ms"}}
-        oc = fleet.start(oc_c.sidecar_config(mc_pool, conninfo, MODELS, overrides))
-        keys = [f"Item:{i}" for i in range(1, 401)]
-        with oc.client(timeout=10) as c:
-            assert c.get_multi(keys)[1] == b"END"   # cached (loads answered)
-        oc.wait_idle()
-        proxy.hold_replies_after(b"xmin::text")     # the sampler's select only
+        oc, keys = sampler_unanswered(fleet, mc_pool, db, proxy, 400, sample_max_qps="2",
+                                      sample_recheck="500ms", sample_queue="256",
+                                      load_timeout="1s")
         t0 = time.monotonic()
         slowest = 0.0
         with oc.client(timeout=10) as c:
@@ -530,16 +539,6 @@ def test_absent_and_deleted_rows_per_model(fleet, mc_pool, db):
                for ln in lines), lines
 
 
-def without_section(text, section):
-    out, skip = [], False
-    for line in text.splitlines():
-        if line.strip().startswith("["):
-            skip = line.strip() == f"[{section}]"
-        if not skip:
-            out.append(line)
-    return "\n".join(out) + "\n"
-
-
 def test_stop_with_the_sampler_statement_unanswered(fleet, mc_pool, db, pg):
     """SIGTERM while the sampler's statement is held unanswered, its
     give-up timer (2 x load_timeout + 1 s) armed: the daemon exits 0 at
@@ -548,16 +547,8 @@ def test_stop_with_the_sampler_statement_unanswered(fleet, mc_pool, db, pg):
     import faultproxy
     proxy = faultproxy.FaultProxy(pg.port, name="pg")
     try:
-        conninfo = f"host=127.0.0.1 port={proxy.port} dbname={db.name} user=postgres"
-        overrides = {"objcached": {"sample_rate": "1", "sample_windows": "1s",
-                                   "sample_max_qps": "20", "load_timeout": "5s"},
-                     "postgresql": {"invalidation_poll": "200ms", "feed_poll": "100ms"}}
-        oc = fleet.start(oc_c.sidecar_config(mc_pool, conninfo, MODELS, overrides))
-        keys = [f"Item:{i}" for i in range(1, 51)]
-        with oc.client(timeout=10) as c:
-            assert c.get_multi(keys)[1] == b"END"   # cached (loads answered)
-        oc.wait_idle()
-        proxy.hold_replies_after(b"xmin::text")     # the sampler's select only
+        oc, keys = sampler_unanswered(fleet, mc_pool, db, proxy, 50, sample_max_qps="20",
+                                      load_timeout="5s")
         with oc.client(timeout=10) as c:
             assert len(c.get_multi(keys)[0]) == 50  # hits: sampled
         harness.wait_until(lambda: proxy.held_ports(), timeout=15,
@@ -600,7 +591,7 @@ def test_reload_removes_a_model_with_checks_queued_and_in_flight(fleet, mc_pool,
         # the 1 s checks' batch is sent, its answer held; the 3 s ones wait
         harness.wait_until(lambda: proxy.held_ports(), timeout=15,
                            what="the sampler's statement held")
-        text = without_section(oc.config_text, "model Ver")
+        text = drop_section(oc.config_text, "model Ver")
         text = edit(edit(text, "objcached", "sample_rate", "0"),
                     "objcached", "sample_max_qps", "5")
         assert reload(oc, text)
