@@ -5,6 +5,7 @@ writes reported clean, nothing ever written to memcached, and bad input
 pool or database) refused with a clear message and the documented exit
 status."""
 
+import contextlib
 import os
 import random
 import re
@@ -57,17 +58,35 @@ def config(mc_pool, db, models=None, **sections):
     return oc_c.sidecar_config(mc_pool, db.conninfo, models or MODELS, overrides)
 
 
-def verify(binary, conf, *args, timeout=120):
-    """Run --verify; returns (exit status, stdout, stderr, {category: n})."""
+@contextlib.contextmanager
+def verify_running(binary, conf, *args):
+    """--verify started with conf (a dict or INI text) written to a
+    temporary file; yields the Popen (text pipes), killed if still running
+    when the block ends."""
     with tempfile.TemporaryDirectory(prefix="oc-vfy-") as d:
         path = os.path.join(d, "objcached.ini")
         with open(path, "w", encoding="utf-8") as f:
             f.write(conf if isinstance(conf, str) else harness.render_ini(conf))
-        p = subprocess.run([binary, "-c", path, *args], stdin=subprocess.DEVNULL,
-                           capture_output=True, text=True, timeout=timeout, check=False)
-    counts = {m.group(1): int(m.group(2))
-              for m in re.finditer(r"^([a-z-]+) (\d+)$", p.stdout, re.M)}
-    return p.returncode, p.stdout, p.stderr, counts
+        p = subprocess.Popen([binary, "-c", path, *args], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            yield p
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+
+
+def counts_of(out):
+    """The report's `category N` lines."""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^([a-z-]+) (\d+)$", out, re.M)}
+
+
+def verify(binary, conf, *args, timeout=120):
+    """Run --verify; returns (exit status, stdout, stderr, {category: n})."""
+    with verify_running(binary, conf, *args) as p:
+        out, err = p.communicate(timeout=timeout)
+    return p.returncode, out, err, counts_of(out)
 
 
 def mc_totals(mc_pool):
@@ -284,21 +303,14 @@ def test_a_truncate_during_the_run_is_not_stale(fleet, mc_pool, db, objcached_bi
     try:
         vconf = config(proxy.address, db)
         proxy.set_mode("delay", delay=0.5)  # verify's memcached reads take a while
-        with tempfile.TemporaryDirectory(prefix="oc-vfy-") as d:
-            path = os.path.join(d, "objcached.ini")
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(harness.render_ini(vconf))
-            p = subprocess.Popen([objcached_bin, "-c", path, "--verify", "Item", "--sample",
-                                  "1000"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
+        with verify_running(objcached_bin, vconf, "--verify", "Item", "--sample", "1000") as p:
             time.sleep(0.8)        # it has its generation and ids; reading memcached
             db.q("TRUNCATE items")  # a new generation, committed
             time.sleep(1.5)
             proxy.set_mode("forward")
             out, err = p.communicate(timeout=60)
         print(out, err)
-        counts = {m.group(1): int(m.group(2))
-                  for m in re.finditer(r"^([a-z-]+) (\d+)$", out, re.M)}
+        counts = counts_of(out)
         # nothing a client can be served is wrong: the run must not say STALE
         assert counts.get("absent-but-cached", 0) == 0, out
         assert p.returncode in (0, 3), (p.returncode, out, err)
@@ -357,31 +369,20 @@ def test_recheck_waits_sample_recheck(mc_pool, db, objcached_bin):
         return sum(int(m.stats()["cmd_get"]) for m in mc_pool)
 
     before = gets()
-    with tempfile.TemporaryDirectory(prefix="oc-vfy-") as d:
-        path = os.path.join(d, "objcached.ini")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(harness.render_ini(conf))
-        p = subprocess.Popen([objcached_bin, "-c", path, "--verify", "Item", "--sample",
-                              "400"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-        try:
-            # its first read of the 400 ids (and the absent ones) is done
-            harness.wait_until(lambda: gets() - before >= 400, timeout=30,
-                               what="verify's first read of memcached")
-            # The point of the test: key 5's invalidation is 2 s late (past the
-            # old fixed 1 s recheck, within sample_recheck). A consumer's delete.
-            time.sleep(2)
-            for m in mc_pool:
-                with m.client(timeout=5) as c:
-                    c.send(b"delete %s\r\n" % oc_c.cache_key("Item", 5, gen).encode())
-                    c.readline()
-            out, err = p.communicate(timeout=60)
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
+    with verify_running(objcached_bin, conf, "--verify", "Item", "--sample", "400") as p:
+        # its first read of the 400 ids (and the absent ones) is done
+        harness.wait_until(lambda: gets() - before >= 400, timeout=30,
+                           what="verify's first read of memcached")
+        # The point of the test: key 5's invalidation is 2 s late (past the
+        # old fixed 1 s recheck, within sample_recheck). A consumer's delete.
+        time.sleep(2)
+        for m in mc_pool:
+            with m.client(timeout=5) as c:
+                c.send(b"delete %s\r\n" % oc_c.cache_key("Item", 5, gen).encode())
+                c.readline()
+        out, err = p.communicate(timeout=60)
     print(out, err)
-    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^([a-z-]+) (\d+)$", out, re.M)}
+    counts = counts_of(out)
     assert counts["stale"] == 1, out                     # key 7 only
     assert re.search(r"^stale oc:Item~\d+:7 ", out, re.M), out
     assert p.returncode == 1, (p.returncode, out, err)
