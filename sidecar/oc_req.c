@@ -436,6 +436,23 @@ done:
     return st;
 }
 
+/* uk resolved by what the near-cache answered (1), or a miss (0). */
+static int ukey_near(oc_req_t *r, oc_ukey_t *uk, const oc_near_ask_t *ask)
+{
+    if (ask->found == OC_NEAR_MISS)
+        return 0;
+    uk->job_idx = NO_JOB;
+    uk->from_near = 1;
+    ukey_sample(r, uk);
+    uk->state = ask->found == OC_NEAR_OBJECT ? OC_GET_FOUND : OC_GET_ABSENT;
+    if (ask->found == OC_NEAR_OBJECT) {
+        uk->blob = oc_blob_ref(ask->blob);
+        uk->data = ask->blob->data;
+        uk->len = ask->blob->len;
+    }
+    return 1;
+}
+
 /* Answer what the near-cache holds (models with a near_ttl, while it
  * serves); number the others for the memcached read. Returns how many are
  * left to read. */
@@ -461,25 +478,11 @@ static size_t req_near(oc_req_t *r)
         oc_near_get_many(near, asks, na, r->started);
         for (size_t i = from, a = 0; i < to; i++) {
             oc_ukey_t *uk = &r->ukeys[i];
-            oc_near_found_t found = OC_NEAR_MISS;
-            oc_blob_t *b = NULL;
             if (a < na && asks[a].key == uk->w.ckey) { /* asked, in order */
-                found = asks[a].found;
-                b = asks[a++].blob;
+                if (ukey_near(r, uk, &asks[a++]))
+                    continue;
             }
-            if (found == OC_NEAR_MISS) {
-                uk->job_idx = (uint32_t)n++;
-                continue;
-            }
-            uk->job_idx = NO_JOB;
-            uk->from_near = 1;
-            ukey_sample(r, uk);
-            uk->state = found == OC_NEAR_OBJECT ? OC_GET_FOUND : OC_GET_ABSENT;
-            if (found == OC_NEAR_OBJECT) {
-                uk->blob = oc_blob_ref(b);
-                uk->data = b->data;
-                uk->len = b->len;
-            }
+            uk->job_idx = (uint32_t)n++;
         }
     }
     return n;
