@@ -107,6 +107,13 @@ def sampler(oc):
     return out
 
 
+def sampler_state(oc):
+    """What a timed-out wait reports: the sampler's counters and log lines."""
+    st = {k: v for k, v in oc.stats().items() if k.startswith(("sampler", "inval"))}
+    events = [ln for ln in oc.log().splitlines() if "sampler" in ln or "level=warn" in ln]
+    return f"{st} {events[-20:]}"
+
+
 def total(oc, field, window=None, model=None):
     return sum(v[field] for (m, w), v in sampler(oc).items()
                if (window is None or w == window) and (model is None or m == model))
@@ -178,13 +185,13 @@ def test_invalidation_windows_and_stale_planted_after(fleet, mc_pool, db):
     oc = start(fleet, mc_pool, db, rate="1", windows="1s, 4s")
     db.q("UPDATE items SET n = n + 1 WHERE id BETWEEN 1 AND 50")
     harness.wait_until(lambda: total(oc, "checks", "1s") >= 50, timeout=15,
-                       what="the 1 s checks")
+                       what=lambda: f"the 1 s checks: {sampler_state(oc)}")
     assert total(oc, "inconsistent") == 0
     assert total(oc, "empty", "1s") == 50   # invalidated, not read again: empty
     # plant an old value into key 3 before its 4 s check
     mc_set_raw(mc_pool, oc_c.cache_key("Item", 3, db.generation("Item")), OBJECT, b'{"id":3,"name":"item 3","n":3}')
     harness.wait_until(lambda: total(oc, "checks", "4s") >= 50, timeout=20,
-                       what="the 4 s checks")
+                       what=lambda: f"the 4 s checks: {sampler_state(oc)}")
     time.sleep(1.5)
     assert total(oc, "inconsistent", "4s") == 1, sampler(oc)
     assert total(oc, "inconsistent", "1s") == 0
