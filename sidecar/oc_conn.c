@@ -48,9 +48,11 @@ struct oc_conn {
     struct event *ev_idle;     /* idle_timeout, or NULL */
     int reading;
     oc_conn_state_t state;
-    oc_req_t *req;                    /* WAITING: the get under way, or */
-    oc_write_t *write;                /* WAITING: the push or tombstone under way */
-    oc_reply_fmt_t fmt;               /* how to answer the command under way */
+    oc_req_t *req;      /* WAITING: the get under way, or */
+    oc_write_t *write;  /* WAITING: the push or tombstone under way */
+    oc_reply_fmt_t fmt; /* how to answer the command under way */
+    int quiet;          /* the command under way is a classic one with noreply: no
+                         * reply at all, errors included (memcached's out_string) */
     char fmt_key[OC_KEY_B64_MAX + 1]; /* the key as sent, for the meta k flag */
     uint64_t data_len;                /* DATA: the push's body length */
     char data_key[OC_KEY_MAX + 1];    /* DATA: its key */
@@ -171,14 +173,31 @@ static void conn_set_state(oc_conn_t *c, oc_conn_state_t st)
     c->state = st;
 }
 
+/* An error a noreply command asked not to hear: memcached drops it too
+ * (a client that sent noreply reads no reply, so one sent would be read as
+ * the next command's, and every reply after it would be off by one).
+ * Counted and logged at debug level instead. Returns 1 if dropped. */
+static int conn_quiet_error(oc_conn_t *c, const char *why)
+{
+    if (!c->quiet)
+        return 0;
+    conn_ctx(c)->stats->noreply_errors++;
+    char clean[OC_ERRLEN];
+    oc_log_debug("event=noreply_error reason=\"%s\"",
+                 oc_log_clean(clean, sizeof(clean), why ? why : "?"));
+    return 1;
+}
+
 static void conn_client_error(oc_conn_t *c, const char *why)
 {
-    conn_count(c, oc_reply_client_error(c->out, why));
+    if (!conn_quiet_error(c, why))
+        conn_count(c, oc_reply_client_error(c->out, why));
 }
 
 static void conn_server_error(oc_conn_t *c, const char *why)
 {
-    conn_count(c, oc_reply_server_error(c->out, why));
+    if (!conn_quiet_error(c, why))
+        conn_count(c, oc_reply_server_error(c->out, why));
 }
 
 /* A get's reply, and the request is gone. */
@@ -212,7 +231,8 @@ static void conn_write_done(void *arg, oc_write_outcome_t o, const char *err)
 {
     oc_conn_t *c = arg;
     c->write = NULL;
-    conn_count(c, oc_reply_write(c->out, o, err, &c->fmt));
+    if (o != OC_WRITE_FAILED || !conn_quiet_error(c, err))
+        conn_count(c, oc_reply_write(c->out, o, err, &c->fmt));
     conn_set_state(c, OC_CONN_READING);
     conn_process(c);
 }
@@ -406,6 +426,10 @@ static void conn_command(oc_conn_t *c, const char *line, size_t len)
         }
         return;
     }
+    /* meta's q drops only the nominal reply (conn_fmt), binary has its own */
+    c->quiet =
+        cmd.noreply && (cmd.type == OC_CMD_SET || cmd.type == OC_CMD_DELETE ||
+                        cmd.type == OC_CMD_STORAGE || cmd.type == OC_CMD_UNSUPPORTED);
     switch (cmd.type) {
     case OC_CMD_GET:
     case OC_CMD_GETS:
@@ -501,6 +525,9 @@ static int conn_flush(oc_conn_t *c)
 static int conn_next_line(oc_conn_t *c, struct evbuffer *in)
 {
     size_t max_line = conn_ctx(c)->conf->max_line;
+    /* A new line: no noreply yet (one that is too long, or does not parse,
+     * is answered: its noreply cannot be trusted). */
+    c->quiet = 0;
     /* Search only the bytes not searched before (slow writers). */
     struct evbuffer_ptr start;
     evbuffer_ptr_set(in, &start, c->scanned, EVBUFFER_PTR_SET);

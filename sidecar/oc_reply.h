@@ -86,9 +86,10 @@ typedef struct oc_reply_fmt {
  * oc_req). */
 oc_reply_kind_t oc_reply_get(struct evbuffer *out, const oc_get_result_t *r,
                              const oc_reply_fmt_t *f, uint64_t max_reply);
-/* A push or tombstone's outcome (err for OC_WRITE_FAILED). Errors are sent
- * even with noreply, as memcached does. Binary (f->bin[0]): status 0 (none
- * for a quiet command), 0x05 "Not stored." or 0x84 with err; cas 0. */
+/* A push or tombstone's outcome (err for OC_WRITE_FAILED). Errors are
+ * written whatever f->noreply: meta's q drops only HD, as memcached does (a
+ * classic noreply's error is dropped by the caller, oc_conn). Binary (f->bin[0]): status
+ * 0 (none for a quiet command), 0x05 "Not stored." or 0x84 with err; cas 0. */
 oc_reply_kind_t oc_reply_write(struct evbuffer *out, oc_write_outcome_t o,
                                const char *err, const oc_reply_fmt_t *f);
 oc_reply_kind_t oc_reply_client_error(struct evbuffer *out, const char *why);

@@ -165,7 +165,9 @@ struct evbuffer;
     X(sampler_queued, GAUGE, "samples waiting for their time or their turn")             \
     X(sampler_pg_queries, COUNTER, "PostgreSQL statements the sampler sent")             \
     X(client_errors, COUNTER, "CLIENT_ERROR and ERROR replies sent")                     \
-    X(server_errors, COUNTER, "SERVER_ERROR replies sent")
+    X(server_errors, COUNTER, "SERVER_ERROR replies sent")                               \
+    X(noreply_errors, COUNTER,                                                           \
+      "errors not sent: the command asked for noreply (memcached drops them too)")
 
 /* Per model, all counters: `stats` shows them as model:NAME:field, the
  * metrics page as objcached_model_field_total{model="NAME"}. */

@@ -796,7 +796,7 @@ def test_push_key_over_250_bytes_is_a_client_error_as_for_get(fleet, mc_pool, db
         assert c.read_response().terminal == b"CLIENT_ERROR key too long"
 
 
-def test_noreply_pushes_land_and_errors_still_come_back(fleet, mc_pool, db):
+def test_noreply_pushes_land_and_errors_are_not_sent(fleet, mc_pool, db):
     # push_check off: with it, a tombstone of a row PostgreSQL still has is
     # replaced by the row (test_late_tombstone_after_the_row_came_back)
     oc = start(fleet, mc_pool, db, **{"model Item": {"push_check": "off"}})
@@ -811,23 +811,47 @@ def test_noreply_pushes_land_and_errors_still_come_back(fleet, mc_pool, db):
         harness.wait_until(lambda: oc.stats()["cmd_tombstone"] == 1, timeout=5,
                            what="the tombstone")
         assert client.get("Item:5") is None
+        # a refused push (not an object) and pymemcache's flush_all(), both
+        # noreply by default: before, their errors were sent and read as the
+        # next get's reply (a MemcacheClientError, then every reply one late)
+        assert client.set("Item:8", b"[1]") is True
+        assert client.flush_all() is True
+        assert client.get("Item:9") == row(db, "Item", 9)
+        assert client.get_many(["Item:10", "Item:11"]) == {
+            "Item:10": row(db, "Item", 10), "Item:11": row(db, "Item", 11)}
     finally:
         client.close()
     with oc.client() as c:
-        # success (and NOT_STORED) is silent, errors are sent
+        # memcached's rule: noreply drops every reply, errors included
         six = spaced(row(db, "Item", 6))
         c.send(set_cmd("Item:6", six, noreply=True) + b"version\r\n")
         assert c.read_response().terminal.startswith(b"VERSION ")
         c.send(set_cmd("Item:5", b'{"id":5}', noreply=True) + b"version\r\n")   # tombstoned
         assert c.read_response().terminal.startswith(b"VERSION ")
-        c.send(set_cmd("Item:6", b"[1]", noreply=True) + b"version\r\n")
+        before = c.stats()["noreply_errors"]
+        c.send(set_cmd("Item:6", b"[1]", noreply=True)                 # not an object
+               + b"set Item:6 0 0 2 noreply\r\n{}XY"                    # bad data chunk
+               + set_cmd("Nope:6", b"{}", noreply=True)                 # unknown model
+               + set_cmd("Item:" + "9" * 300, b"{}", noreply=True)      # key too long
+               + b"delete Nope:6 noreply\r\ndelete Item:7 0 noreply\r\n"
+               + b"add Item:6 0 0 2 noreply\r\n{}\r\n"                  # not supported
+               + b"touch Item:6 10 noreply\r\nflush_all noreply\r\n"
+               + b"version\r\n")
+        assert c.read_response().terminal.startswith(b"VERSION ")
+        st = c.stats()
+        assert st["noreply_errors"] - before == 8, st
+        # a line that does not parse is answered: its noreply cannot be trusted
+        assert c.command(b"delete Item:1 5 noreply").terminal.startswith(b"CLIENT_ERROR")
+        # and a line too long after a quiet command is answered, not taken for its part
+        c.send(set_cmd("Item:6", b"[1]", noreply=True) + b"get " + b"x" * 70000 + b"\r\n")
+        assert c.read_response().terminal == b"CLIENT_ERROR line too long"
+        # meta's q drops only the nominal reply (HD), never an error
+        c.send(b"ms Item:6 3 q\r\n[1]\r\nmn\r\n")
         assert c.read_response().terminal == NOT_OBJECT
-        assert c.read_response().terminal.startswith(b"VERSION ")
-        c.send(b"delete Nope:6 noreply\r\ndelete Item:7 0 noreply\r\nversion\r\n")
-        assert c.read_response().terminal == b"CLIENT_ERROR unknown model: Nope:6"
-        assert c.read_response().terminal.startswith(b"VERSION ")
+        assert c.read_response().terminal == b"MN"
         assert c.get_multi(["Item:5", "Item:6", "Item:7"]) == ([(b"Item:6", 0, six)], b"END")
         assert c.stats()["pushes_stale"] == 1
+        assert c.stats()["noreply_errors"] - before == 9
 
 
 # ================================================================== version_column
