@@ -130,6 +130,9 @@ struct evbuffer;
     X(wal_apply_lag_ms, GAUGE,                                                           \
       "the last batch's newest commit to its application (clocks of two hosts; the "     \
       "holder, 0 elsewhere)")                                                            \
+    X(wal_buffer_bytes, GAUGE,                                                           \
+      "bytes the holder's buffers of decoded keys hold after its last batch (they grow " \
+      "with a large transaction and are given back after it)")                           \
     X(wal_check_problems, GAUGE,                                                         \
       "problems objcached.wal_check() reports to the holder; while not 0 its "           \
       "heartbeats claim no freshness (0 elsewhere)")                                     \

@@ -789,6 +789,7 @@ static void apply_maybe(oc_wal_t *w)
     }
     w->batch_stream = w->stream_no;
     w->ctx->stats->wal_whole += w->batch.nwhole;
+    w->ctx->stats->wal_buffer_bytes = oc_walb_bytes(w->acc);
     apply_deletes(w);
 }
 

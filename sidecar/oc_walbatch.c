@@ -71,6 +71,46 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
+/* After a large batch its arrays would stay that large for the process's
+ * life (76 MB after one 1,000,000-key UPDATE): once they are over twice
+ * what the keys left need, they go back to that (never under `floor`
+ * elements, so that batches under it never realloc). A failed realloc
+ * keeps the larger block, which is still right. */
+static void shrink(void **p, size_t *cap, size_t keep, size_t floor, size_t elem)
+{
+    size_t c = floor;
+    while (c < keep)
+        c *= 2;
+    if (*cap <= 2 * c)
+        return;
+    void *q = realloc(*p, c * elem);
+    if (q == NULL)
+        return;
+    *p = q;
+    *cap = c;
+}
+
+#define SHRINK_FLOOR_KEYS  4096u
+#define SHRINK_FLOOR_BYTES (256u * 1024u)
+
+static void shrink_all(oc_walb_t *b)
+{
+    shrink((void **)&b->models, &b->models_cap, b->nkeys, SHRINK_FLOOR_KEYS,
+           sizeof(*b->models));
+    shrink((void **)&b->koff, &b->koff_cap, b->nkeys, SHRINK_FLOOR_KEYS,
+           sizeof(*b->koff));
+    shrink((void **)&b->klen, &b->klen_cap, b->nkeys, SHRINK_FLOOR_KEYS,
+           sizeof(*b->klen));
+    shrink((void **)&b->arena, &b->acap, b->alen, SHRINK_FLOOR_BYTES, 1);
+}
+
+size_t oc_walb_bytes(const oc_walb_t *b)
+{
+    return b->models_cap * sizeof(*b->models) + b->koff_cap * sizeof(*b->koff) +
+           b->klen_cap * sizeof(*b->klen) + b->acap + b->whole_cap * sizeof(*b->whole) +
+           b->rels_cap * sizeof(*b->rels) + b->touched_cap * (sizeof(*b->touched) + 1);
+}
+
 static const char *intern(oc_walb_t *b, const char *name)
 {
     for (size_t i = 0; i < b->ninterned; i++)
@@ -585,6 +625,7 @@ oc_status_t oc_walb_take(oc_walb_t *b, oc_walb_batch_t *out)
     b->commit_ts = b->first_commit_ts = 0;
     b->caught_up_at[0] = '\0';
     b->ntxn = 0;
+    shrink_all(b);
     return OC_OK;
 }
 

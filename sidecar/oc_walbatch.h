@@ -145,6 +145,11 @@ size_t oc_walb_pending_keys(const oc_walb_t *b);
 /* Move the committed part into *out (zeroed first); OC_ENOMEM if out of
  * memory (nothing moved). */
 oc_status_t oc_walb_take(oc_walb_t *b, oc_walb_batch_t *out);
+/* The bytes the accumulator's buffers hold (capacity, not use): they grow
+ * with a batch, and oc_walb_take gives back what a large one left once the
+ * keys that remain need under half of it (never below room for 4,096 keys
+ * and 256 KiB of their text). */
+size_t oc_walb_bytes(const oc_walb_t *b);
 void oc_walb_batch_free(oc_walb_batch_t *bt);
 
 #endif

@@ -224,6 +224,9 @@ def test_a_100k_key_batch_costs_the_holder_little_memory_per_key(fleet, mc_pool,
                        what="the 100,000 keys applied")
     rise = proc_status_kb(a.pid, "VmHWM") - base
     assert rise < 25 * 1024, f"the holder's RSS rose {rise} kB for 100,000 keys"
+    # the decoded keys' buffers (several MB for the batch) are given back
+    # once it is taken, down to their floor (oc_walbatch's shrink)
+    assert 0 < a.stats()["wal_buffer_bytes"] < 1024 * 1024, a.stats()["wal_buffer_bytes"]
 
 
 def test_100k_row_update_truncate_and_partitions(fleet, mc_pool, db):

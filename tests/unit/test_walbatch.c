@@ -321,6 +321,55 @@ static void test_take_keeps_the_open_transaction(void **state)
     assert_int_equal(oc_walb_pending_keys(b), 0);
 }
 
+/* A large batch's buffers are given back once it is taken; the open
+ * transaction's keys move with them; small batches keep a floor. */
+static void test_buffers_shrink_after_a_large_batch(void **state)
+{
+    (void)state;
+    oc_walb_batch_t bt;
+    char key[32];
+    oc_walb_set_max_txn_keys(b, 200000);
+    size_t idle = oc_walb_bytes(b);
+    begin();
+    for (int i = 0; i < 100000; i++) {
+        snprintf(key, sizeof(key), "t:page-%d", i);
+        assert_int_equal(insert(16400, key), OC_WALB_OK);
+    }
+    commit(0x8000, 1);
+    size_t big = oc_walb_bytes(b);
+    assert_true(big > 3u * 1024 * 1024); /* 100,000 keys: offsets, lengths, text */
+    begin();
+    for (int i = 0; i < 10; i++) { /* open: kept across the take */
+        snprintf(key, sizeof(key), "t:open-%d", i);
+        assert_int_equal(insert(16400, key), OC_WALB_OK);
+    }
+    assert_int_equal(oc_walb_take(b, &bt), OC_OK);
+    assert_int_equal(bt.nkeys, 100000);
+    oc_walb_batch_free(&bt);
+    size_t after = oc_walb_bytes(b);
+    assert_true(after < 512u * 1024); /* the floors: 4,096 keys, 256 KiB of text */
+    commit(0x9000, 1);
+    assert_int_equal(oc_walb_take(b, &bt), OC_OK);
+    assert_string_equal(pairs(&bt), "Page:open-0 Page:open-1 Page:open-2 Page:open-3 "
+                                    "Page:open-4 Page:open-5 Page:open-6 Page:open-7 "
+                                    "Page:open-8 Page:open-9");
+    oc_walb_batch_free(&bt);
+    /* small batches: the floor stays, nothing is given back and taken again */
+    for (int round = 0; round < 3; round++) {
+        begin();
+        for (int i = 0; i < 3000; i++) {
+            snprintf(key, sizeof(key), "t:%d", i);
+            assert_int_equal(insert(16400, key), OC_WALB_OK);
+        }
+        commit(0xa000 + (uint64_t)round, 1);
+        size_t before = oc_walb_bytes(b);
+        assert_int_equal(oc_walb_take(b, &bt), OC_OK);
+        oc_walb_batch_free(&bt);
+        assert_int_equal(oc_walb_bytes(b), before);
+    }
+    assert_true(idle <= oc_walb_bytes(b));
+}
+
 static void test_map_rules(void **state)
 {
     (void)state;
@@ -595,6 +644,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_take_keeps_the_open_transaction, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_map_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_buffers_shrink_after_a_large_batch, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_renamed_key_column_goes_whole_then_remaps,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_only_our_token_makes_a_heartbeat, setup,
