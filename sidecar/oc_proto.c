@@ -98,6 +98,24 @@ static int in_list(const oc_token_t *t, const char *const *list, size_t n)
     return 0;
 }
 
+/* An unsupported command's noreply, only where memcached takes one (its
+ * set_noreply_maybe): there its error is dropped (oc_conn), and anywhere
+ * else a last token "noreply" is an argument, a key named so (`gat 0
+ * noreply`, `me noreply`): memcached answers those lines, and a reply not
+ * sent would leave the client waiting for it. touch, incr and decr take it
+ * in their one form only, <cmd> <key> <arg> noreply (memcached answers
+ * another count of tokens with ERROR). */
+static int unsupported_noreply(const oc_token_t *tok, size_t n)
+{
+    static const char *const takes[] = {"flush_all", "verbosity", "cache_memlimit",
+                                        "lru"};
+    if (!tok_is(&tok[n - 1], "noreply"))
+        return 0;
+    if (tok_is(&tok[0], "touch") || tok_is(&tok[0], "incr") || tok_is(&tok[0], "decr"))
+        return n == 4;
+    return in_list(&tok[0], takes, OC_NELEM(takes));
+}
+
 long oc_proto_base64_decode(const char *in, size_t len, char *out, size_t cap)
 {
     if (len % 4 != 0)
@@ -294,7 +312,7 @@ oc_status_t oc_proto_parse(const char *line, size_t len, oc_token_t *tok, size_t
         return parse_storage(tok, n, cmd, err);
     } else if (in_list(c, oc_proto_unsupported, OC_NELEM(oc_proto_unsupported))) {
         cmd->type = OC_CMD_UNSUPPORTED;
-        cmd->noreply = tok_is(&tok[n - 1], "noreply");
+        cmd->noreply = unsupported_noreply(tok, n);
     }
     return OC_OK;
 }

@@ -59,7 +59,8 @@ typedef struct oc_cmd {
     const oc_token_t *keys; /* GET/GETS: the keys; STATS: the argument(s) */
     size_t nkeys;
     uint64_t data_len; /* SET/STORAGE/MS: bytes in the data block (no \r\n) */
-    int noreply;       /* the last token was "noreply" */
+    int noreply;       /* the last token was "noreply" (an unsupported command:
+                        * only where memcached takes it) */
 } oc_cmd_t;
 
 /*

@@ -302,6 +302,7 @@ static void stand_by(oc_wal_t *w, double again, const char *why)
     oc_walb_batch_t drop;
     if (oc_walb_take(w->acc, &drop) == OC_OK) /* sent again from the slot */
         oc_walb_batch_free(&drop);
+    ctx->stats->wal_buffer_bytes = oc_walb_bytes(w->acc); /* given back by the take */
     if (ctx->inval) {
         oc_inval_free(ctx->inval);
         ctx->inval = NULL;

@@ -201,10 +201,13 @@ static int touch(oc_walb_t *b, const char *m, int whole)
             b->touched_whole[i] |= (unsigned char)whole;
             return 0;
         }
+    /* touched_whole first, on a copy of the capacity: touched_cap grows only
+     * once both have (the other order left it claiming room that
+     * touched_whole lacked when its realloc failed) */
     size_t cap = b->touched_cap;
-    if (grow((void **)&b->touched, &b->touched_cap, b->ntouched + 1,
-             sizeof(*b->touched)) != 0 ||
-        grow((void **)&b->touched_whole, &cap, b->ntouched + 1, 1) != 0)
+    if (grow((void **)&b->touched_whole, &cap, b->ntouched + 1, 1) != 0 ||
+        grow((void **)&b->touched, &b->touched_cap, b->ntouched + 1,
+             sizeof(*b->touched)) != 0)
         return -1;
     b->touched[b->ntouched] = m;
     b->touched_whole[b->ntouched++] = (unsigned char)whole;

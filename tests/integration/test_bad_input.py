@@ -179,6 +179,27 @@ def test_not_supported_commands_keep_the_stream_in_step(oc, ref, cmd):
         assert [v.key for v in c.read_response().values] == [b"User:3"]
 
 
+# A line that ends with "noreply" is quiet only where memcached takes noreply
+# (its set_noreply_maybe); elsewhere that token is an argument, a key named
+# so, and memcached 1.6.18 answers the line (gat: END, me: EN, ma: NF, touch
+# with too few tokens: ERROR): a client that sent it waits for that reply.
+def test_noreply_token_is_noreply_only_where_memcached_takes_it(oc, ref):
+    answered = [b"gat 10 noreply", b"gats 10 User:1 noreply", b"me noreply",
+                b"ma noreply", b"touch noreply", b"incr User:1 noreply",
+                b"shutdown noreply", b"slabs reassign 1 2 noreply", b"misbehave noreply"]
+    quiet = [b"flush_all noreply", b"touch User:1 10 noreply", b"incr Counter:1 1 noreply",
+             b"verbosity 1 noreply", b"cache_memlimit 100 noreply"]
+    with oc.client() as c:
+        for line in answered:
+            c.send(line + b"\r\nversion\r\n")
+            assert c.read_response().terminal == b"SERVER_ERROR not supported", line
+            assert c.read_response().terminal.startswith(b"VERSION "), line
+        c.send(b"".join(line + b"\r\n" for line in quiet) + b"version\r\n")
+        assert c.read_response().terminal.startswith(b"VERSION ")
+        assert not c.has_data(0.2)
+        assert_serves(c, ref)
+
+
 # set (push) and delete (tombstone) with bad input: refused, nothing stored,
 # the data block consumed, the stream in step.
 def set_cmd(key, data):

@@ -74,6 +74,42 @@ static void test_simple(void **state)
     assert_int_equal(c.noreply, 1);
 }
 
+/* An unsupported command's noreply is one only where memcached takes it
+ * (memcached 1.6.18 answers the others: gat's END, me's EN, ma's NF, ERROR). */
+static void test_unsupported_noreply_as_memcached(void **state)
+{
+    (void)state;
+    oc_cmd_t c;
+    char err[OC_ERRLEN];
+    const char *quiet[] = {"flush_all noreply",          "flush_all 0 noreply",
+                           "verbosity 1 noreply",        "verbosity noreply",
+                           "cache_memlimit 100 noreply", "lru mode flat noreply",
+                           "incr k 1 noreply",           "decr k 1 noreply"};
+    const char *answered[] = {"gat 0 noreply",
+                              "gats 0 k noreply",
+                              "me noreply",
+                              "ma noreply",
+                              "touch noreply",
+                              "incr k noreply",
+                              "shutdown noreply",
+                              "slabs reassign 1 2 noreply",
+                              "lru_crawler metadump noreply",
+                              "misbehave noreply",
+                              "flush_all"};
+    for (size_t i = 0; i < sizeof(quiet) / sizeof(quiet[0]); i++) {
+        assert_int_equal(parse(quiet[i], &c, err), OC_OK);
+        assert_int_equal(c.type, OC_CMD_UNSUPPORTED);
+        if (c.noreply != 1)
+            fail_msg("%s: not taken as noreply", quiet[i]);
+    }
+    for (size_t i = 0; i < sizeof(answered) / sizeof(answered[0]); i++) {
+        assert_int_equal(parse(answered[i], &c, err), OC_OK);
+        assert_int_equal(c.type, OC_CMD_UNSUPPORTED);
+        if (c.noreply != 0)
+            fail_msg("%s: taken as noreply (memcached answers it)", answered[i]);
+    }
+}
+
 static void test_delete(void **state)
 {
     (void)state;
@@ -146,9 +182,13 @@ static void test_prefixes_in_bounds(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_get),    cmocka_unit_test(test_too_many),
-        cmocka_unit_test(test_simple), cmocka_unit_test(test_storage),
-        cmocka_unit_test(test_delete), cmocka_unit_test(test_prefixes_in_bounds),
+        cmocka_unit_test(test_get),
+        cmocka_unit_test(test_too_many),
+        cmocka_unit_test(test_simple),
+        cmocka_unit_test(test_unsupported_noreply_as_memcached),
+        cmocka_unit_test(test_storage),
+        cmocka_unit_test(test_delete),
+        cmocka_unit_test(test_prefixes_in_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
