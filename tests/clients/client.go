@@ -20,6 +20,7 @@ type job struct {
 	PushKey   string   `json:"push_key"`
 	PushValue string   `json:"push_value"`
 	Tombstone string   `json:"tombstone"`
+	GetOne    string   `json:"get_one"`
 }
 
 func b64(it *memcache.Item) *string {
@@ -52,6 +53,11 @@ func main() {
 	check(json.NewDecoder(os.Stdin).Decode(&j), "job")
 	c := memcache.New(j.Addr) // a path with a "/" is a unix socket
 	c.Timeout = 6 * time.Second
+	if j.GetOne != "" {
+		out := map[string]*string{"one": b64(get(c, j.GetOne))}
+		check(json.NewEncoder(os.Stdout).Encode(out), "output")
+		return
+	}
 	found, err := c.GetMulti(j.Get) // one "gets k1 k2 ..."
 	check(err, "get_multi")
 	out := map[string]interface{}{}
@@ -60,6 +66,10 @@ func main() {
 		got[k] = b64(found[k])
 	}
 	out["get"] = got
+	if j.PushKey == "" {
+		check(json.NewEncoder(os.Stdout).Encode(out), "output")
+		return
+	}
 	val, err := base64.StdEncoding.DecodeString(j.PushValue)
 	check(err, "push_value")
 	err = c.Set(&memcache.Item{Key: j.PushKey, Value: val})

@@ -42,9 +42,21 @@ function memcached() {
 
 async function main() {
   const c = process.argv[2] === 'memjs' ? memjs() : memcached();
+  if ('get_one' in job) {
+    const one = b64(await c.get(job.get_one));
+    c.close();
+    // after a failed get, memcached 2.2.2 keeps a timer that holds the process
+    process.stdout.write(JSON.stringify({ one }) + '\n', () => process.exit(0));
+    return;
+  }
   const found = await c.getMulti(job.get);
   const out = { get: {} };
   for (const k of job.get) out.get[k] = b64(found[k]);
+  if (!('push_key' in job)) {
+    c.close();
+    process.stdout.write(JSON.stringify(out) + '\n', () => process.exit(0));
+    return;
+  }
   out.push = !!(await c.set(job.push_key, Buffer.from(job.push_value, 'base64')));
   out.after_push = b64(await c.get(job.push_key));
   out.tombstone = !!(await c.del(job.tombstone));

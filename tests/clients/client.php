@@ -21,10 +21,20 @@ function fail($m, $what) {
     fwrite(STDERR, "$what: " . $m->getResultCode() . ' ' . $m->getResultMessage() . "\n");
     exit(3);
 }
+if (isset($job['get_one'])) {
+    $v = $m->get($job['get_one']);
+    if ($v === false && $m->getResultCode() !== Memcached::RES_NOTFOUND) fail($m, 'get');
+    echo json_encode(['one' => b64($v)]), "\n";
+    exit(0);
+}
 $found = $m->getMulti($job['get']);
 if ($found === false) fail($m, 'getMulti');
 $out = ['get' => []];
 foreach ($job['get'] as $k) $out['get'][$k] = b64($found[$k] ?? null);
+if (!isset($job['push_key'])) {
+    echo json_encode($out), "\n";
+    exit(0);
+}
 $out['push'] = $m->set($job['push_key'], base64_decode($job['push_value']));
 if (!$out['push'] && $m->getResultCode() !== Memcached::RES_NOTSTORED) fail($m, 'set');
 $v = $m->get($job['push_key']);

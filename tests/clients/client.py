@@ -38,8 +38,14 @@ def main():
         client, get_multi, get, set_, delete = with_pylibmc(job, kind == "pylibmc-binary")
     else:
         sys.exit(f"unknown client {kind}")
+    if "get_one" in job:
+        print(json.dumps({"one": b64(get(job["get_one"]))}))
+        return
     found = get_multi(job["get"])
     out = {"get": {k: b64(found.get(k)) for k in job["get"]}}
+    if "push_key" not in job:
+        print(json.dumps(out))
+        return
     out["push"] = bool(set_(job["push_key"], base64.b64decode(job["push_value"])))
     out["after_push"] = b64(get(job["push_key"]))
     out["tombstone"] = bool(delete(job["tombstone"]))

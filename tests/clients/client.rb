@@ -14,8 +14,16 @@ job = JSON.parse($stdin.read)
 client = Dalli::Client.new(job['addr'], socket_timeout: 6, socket_max_failures: 1,
                                         down_retry_delay: 0, compress: false)
 b64 = ->(v) { v.nil? ? nil : Base64.strict_encode64(v) }
+if job.key?('get_one')
+  puts JSON.generate('one' => b64.call(client.get(job['get_one'])))
+  exit
+end
 found = client.get_multi(*job['get'])
 out = { 'get' => job['get'].to_h { |k| [k, b64.call(found[k])] } }
+unless job.key?('push_key')
+  puts JSON.generate(out)
+  exit
+end
 # raw: the string as it is; Dalli 3.0.6 takes the option per call only (a
 # client-wide raw: true is ignored, and the value would go as Marshal data).
 value = Base64.strict_decode64(job['push_value'])

@@ -27,6 +27,8 @@ import subprocess
 
 import pytest
 
+import harness
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(os.path.dirname(HERE))
 CLIENTS_DIR = os.path.join(SRC, "tests", "clients")
@@ -250,3 +252,121 @@ def test_node_and_go_examples(objcached, ref, node_modules, build_dir):
         assert p.returncode == 0, (argv, p.stderr)
         assert p.stdout.splitlines() == example_output(ref), argv
         assert (objcached.stats()["bin_connections"] > before) == binary, argv
+
+
+
+# What each client makes of a get that objcached fails (PostgreSQL down and the
+# key not cached: SERVER_ERROR load failed, binary 0x84), which the app must
+# never take for "no such row": a multi-get of a cached and a cold key, and a
+# single get of a cold key. "error": the client raises or reports it; "miss":
+# the cold key comes back absent, no error; "all missing": both keys come back
+# absent (a text multi-get fails as a whole). libmemcached reports any error
+# answer to a get as "not found" (its fetch.cc: no value read ->
+# MEMCACHED_NOTFOUND); Dalli 3.0.6 ends a multi-get at the error reply and
+# drops the keys after it; npm's memcached 2.2.2 drops a failed getMulti's
+# error. No answer objcached could send changes that (closing the connection
+# instead: pylibmc's get then raises, its get_multi still returns {}), so
+# docs/client.md says so in each such client's row, in these words.
+LOAD_FAILURE = {
+    "pymemcache": ("error", "error"),
+    "pylibmc": ("all missing", "miss"),
+    "pylibmc-binary": ("miss", "miss"),
+    "php-memcached": ("all missing", "miss"),
+    "php-memcached-binary": ("error", "miss"),
+    "dalli": ("miss", "error"),
+    "memjs": ("error", "error"),
+    "node-memcached": ("all missing", "error"),
+    "gomemcache": ("error", "error"),
+}
+LOAD_FAILURE_WORDS = "a failed load reads as a miss"
+# Each client's row in docs/client.md's table starts with these words.
+DOC_ROWS = {"pymemcache": "pymemcache", "pylibmc": "pylibmc", "pylibmc-binary": "pylibmc",
+            "php-memcached": "php-memcached", "php-memcached-binary": "php-memcached",
+            "dalli": "Dalli", "memjs": "memjs", "node-memcached": "memcached 2.2.2",
+            "gomemcache": "gomemcache"}
+
+
+def outcome(name, job, node_modules, go_client):
+    """What a client program made of `job`: its result, or "error" when the
+    client raised (the programs exit non-zero on any error but a miss)."""
+    env = dict(os.environ, NODE_PATH=os.path.join(node_modules, "node_modules"))
+    p = subprocess.run(argv_of(name, go_client), input=json.dumps(job), env=env,
+                       capture_output=True, text=True, timeout=60, cwd=CLIENTS_DIR)
+    # Dalli logs its warnings to stdout: the result is the last line.
+    return json.loads(p.stdout.splitlines()[-1]) if p.returncode == 0 else "error"
+
+
+def test_clients_on_a_failed_load(objcached_factory, pg, ref, node_modules, go_client):
+    """PostgreSQL down: objcached answers a cold key's get with an error, and
+    half of the clients hand the app "not found" for a row that exists
+    (LOAD_FAILURE); docs/client.md must say so for each of them."""
+    objcached = objcached_factory({"objcached": {"load_timeout": "1s"}})
+    addr = f"127.0.0.1:{objcached.port}"
+    cached = ref.json("User", 1)
+    got = run_client("pymemcache", {"addr": addr, "get": ["User:1"]}, node_modules, go_client)
+    assert got["get"] == {"User:1": b64(cached)}
+    objcached.wait_idle()
+    colds = {name: (70 + 2 * i, 71 + 2 * i) for i, name in enumerate(LOAD_FAILURE)}
+    assert all(ref.json("User", i) for pair in colds.values() for i in pair)
+    before = objcached.stats()["server_errors"]
+    seen = {}
+    pg.stop()
+    try:
+        for name, (cold, cold_one) in colds.items():
+            multi = outcome(name, {"addr": addr, "get": ["User:1", f"User:{cold}"]},
+                            node_modules, go_client)
+            if multi != "error":
+                assert multi["get"][f"User:{cold}"] is None, (name, multi)
+                multi = "all missing" if multi["get"]["User:1"] is None else "miss"
+            one = outcome(name, {"addr": addr, "get_one": f"User:{cold_one}"}, node_modules,
+                          go_client)
+            if one != "error":
+                assert one == {"one": None}, (name, one)
+                one = "miss"
+            seen[name] = (multi, one)
+    finally:
+        pg.start()
+    assert seen == LOAD_FAILURE
+    # objcached answered every one of them with an error (two gets each)
+    assert objcached.stats()["server_errors"] - before >= 2 * len(LOAD_FAILURE)
+    with open(os.path.join(SRC, "docs", "client.md"), encoding="utf-8") as f:
+        rows = [line for line in f.read().splitlines() if line.startswith("| ")]
+    silent = {DOC_ROWS[name] for name, got in LOAD_FAILURE.items() if got != ("error", "error")}
+    for client in set(DOC_ROWS.values()):
+        row = next(line for line in rows if line.startswith(f"| {client} "))
+        assert (LOAD_FAILURE_WORDS in row) == (client in silent), (client, row)
+
+
+def test_refused_commands_that_clients_report_done(objcached_factory, ref):
+    """Two defaults that turn a command objcached refuses into success, which
+    docs/client.md warns of: pymemcache sends add, replace, append, prepend
+    and touch with noreply (as set, delete and flush_all), so it returns True
+    for each, and objcached sends nothing (noreply_errors counts them);
+    pylibmc in binary returns True from flush_all, whose refusal (0x83) its
+    libmemcached reads and drops. The cache is untouched either way."""
+    import pylibmc
+    from pymemcache.client.base import Client
+    objcached = objcached_factory(NO_CHECK)
+    u1 = ref.json("User", 1)
+    pm = Client(("127.0.0.1", objcached.port), connect_timeout=2, timeout=6)
+    before = objcached.stats()
+    assert pm.add("User:180", b'{"id":180}') is True
+    assert pm.replace("User:1", b'{"id":1}') is True
+    assert pm.append("User:1", b" ") is True
+    assert pm.touch("User:1", 60) is True
+    assert pm.get("User:1") == u1
+    assert pm.get("User:180") == ref.json("User", 180)
+    harness.wait_until(
+        lambda: objcached.stats()["noreply_errors"] - before["noreply_errors"] == 4,
+        what="four noreply errors")
+    lib = pylibmc.Client([f"127.0.0.1:{objcached.port}"], binary=True)
+    before = objcached.stats()["server_errors"]
+    assert lib.flush_all() is True
+    assert objcached.stats()["server_errors"] - before == 1
+    assert lib.get("User:1") == u1
+    with open(os.path.join(SRC, "docs", "client.md"), encoding="utf-8") as f:
+        rows = [line for line in f.read().splitlines() if line.startswith("| ")]
+    row = next(line for line in rows if line.startswith("| pymemcache "))
+    assert "`add`, `replace`, `append`, `prepend` and `touch` return `True`" in row
+    row = next(line for line in rows if line.startswith("| pylibmc "))
+    assert "`flush_all()` returns `True`" in row
