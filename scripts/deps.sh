@@ -12,13 +12,14 @@ export DEBIAN_FRONTEND=noninteractive
 # postgresql-contrib is the metapackage that pulls it in.
 # The real clients of tests/integration/test_real_clients.py: pylibmc,
 # Dalli (and ruby), Node (its clients come from npm, installed by the test),
-# Go with Debian's gomemcache (built offline).
+# Go with Debian's gomemcache (built offline), and Django's cache framework on
+# pymemcache and pylibmc (python3-django 3.2).
 pkgs=(build-essential cmake pkg-config libevent-dev libmemcached-dev libpq-dev
       libcmocka-dev libjansson-dev memcached postgresql-15 postgresql-contrib python3
       python3-pytest python3-psycopg2 python3-pymemcache procps php-cli php-memcached
       valgrind clang libclang-rt-14-dev cppcheck clang-tidy
       python3-pylibmc ruby ruby-dalli nodejs golang-go golang-github-bradfitz-gomemcache-dev
-      "$@")
+      python3-django "$@")
 # Debian's nodejs comes without npm (package npm); NodeSource's has it built in
 # and conflicts with Debian's npm: ask for the package only if no npm exists.
 command -v npm >/dev/null || pkgs+=(npm)

@@ -370,3 +370,38 @@ def test_refused_commands_that_clients_report_done(objcached_factory, ref):
     assert "`add`, `replace`, `append`, `prepend` and `touch` return `True`" in row
     row = next(line for line in rows if line.startswith("| pylibmc "))
     assert "`flush_all()` returns `True`" in row
+
+
+def test_django_cache_framework(objcached_factory, ref):
+    """Django's cache framework on both of its memcached backends
+    (python3-django 3.2, tests/clients/client_django.py). With Django's key
+    function every key is sent as ':1:User:1', which objcached refuses:
+    PyMemcacheCache raises, and PyLibMCCache hands the app a miss for a row
+    that exists (libmemcached reads the error as not found). With a
+    KEY_FUNCTION that sends the key as given (docs/client.md), reads, pushes
+    and tombstones work on both."""
+    oc = objcached_factory(NO_CHECK)
+    keys = ["User:1", "User:2", "User:999999"]
+    pushes = {"pymemcache-as-is": ("User:181", b'{"id":181,"name":"from django"}'),
+              "pylibmc-as-is": ("User:182", b'{"id":182,"name":"from django"}')}
+    job = {"addr": f"127.0.0.1:{oc.port}", "key": "User:1", "keys": keys,
+           "push": {name: [k, b64(v)] for name, (k, v) in pushes.items()}}
+    p = subprocess.run(["/usr/bin/python3", "client_django.py"], input=json.dumps(job),
+                       capture_output=True, text=True, timeout=60, cwd=CLIENTS_DIR)
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout.splitlines()[-1])
+    u1, u2 = b64(ref.json("User", 1)), b64(ref.json("User", 2))
+    # Django's own key function: refused loudly by one backend, silently by the other
+    assert got["pymemcache"]["get"].startswith("error: "), got["pymemcache"]
+    assert got["pymemcache"]["get_many"].startswith("error: "), got["pymemcache"]
+    assert got["pylibmc"] == {"get": None, "get_many": {}}, got["pylibmc"]
+    for name in ("pymemcache-as-is", "pylibmc-as-is"):
+        r = got[name]
+        assert r["get"] == u1, (name, r)
+        assert r["get_many"] == {"User:1": u1, "User:2": u2}, (name, r)  # no absent key
+        assert r["set"] == "done" and r["after_set"] == b64(pushes[name][1]), (name, r)
+        assert r["delete"] is True and r["after_delete"] is None, (name, r)
+    # what docs/client.md tells a Django user, in these words
+    with open(os.path.join(SRC, "docs", "client.md"), encoding="utf-8") as f:
+        doc = f.read()
+    assert "KEY_FUNCTION" in doc and "PyLibMCCache" in doc
