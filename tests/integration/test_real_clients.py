@@ -405,3 +405,24 @@ def test_django_cache_framework(objcached_factory, ref):
     with open(os.path.join(SRC, "docs", "client.md"), encoding="utf-8") as f:
         doc = f.read()
     assert "KEY_FUNCTION" in doc and "PyLibMCCache" in doc
+
+
+def test_rails_push_example_needs_raw_on_each_set(objcached_factory, ref):
+    """docs/protocol.md's Rails push, with Dalli 3.0.6: the JSON string is
+    Marshaled unless `raw: true` comes with the call, and objcached refuses
+    that (the example left it out before 2026-12-06)."""
+    oc = objcached_factory(NO_CHECK)
+    rb = ('require "dalli"\n'
+          f'c = Dalli::Client.new("127.0.0.1:{oc.port}")\n'
+          'begin; c.set("User:5", %q({"id":5,"name":"x"})); puts "stored"; '
+          'rescue Dalli::DalliError => e; puts e.message; end\n'
+          'c.set("User:6", %q({"id":6,"name":"from rails"}), nil, raw: true)\n'
+          'puts c.get("User:6")\n')
+    p = subprocess.run(["ruby", "-e", rb], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout.splitlines()
+    assert out[0] == "Response error 4: Invalid arguments", out
+    assert out[1] == '{"id":6,"name":"from rails"}', out
+    with open(os.path.join(SRC, "docs", "protocol.md"), encoding="utf-8") as f:
+        doc = f.read()
+    assert 'OBJCACHE.set("User:#{id}", attributes.to_json, nil, raw: true)' in doc
