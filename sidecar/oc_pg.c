@@ -30,6 +30,7 @@ struct oc_pg_load {
     double submitted; /* oc_stats_now() at submit, for load_seconds */
     double until;     /* oc_stats_now() time it fails at; 0: load_timeout
                          after submit */
+    int retried;      /* sent again once already (load_retry) */
 };
 
 /* One loader connection: which statements it has prepared, what it runs. */
@@ -281,6 +282,45 @@ void oc_pg_load_until(oc_pg_t *pg, size_t model_idx, size_t n, oc_sql_item_fn id
 
 static void conn_run(oc_pg_conn_t *c);
 
+/* The server ended the session (terminated, shut down, the network):
+ * nothing more can run on this connection. */
+static int session_ended(const char *sqlstate)
+{
+    return sqlstate[0] == '\0' || strncmp(sqlstate, "08", 2) == 0 ||
+           strcmp(sqlstate, "57P01") == 0 || strcmp(sqlstate, "57P02") == 0 ||
+           strcmp(sqlstate, "57P05") == 0;
+}
+
+/* A load that failed for a reason of its connection, not of its query (the
+ * session ended under it; a standby cancelled it for a recovery conflict,
+ * or a deadlock: class 40) is a read: it goes back to the head of the
+ * queue, once, within its own deadline, rather than fail a client's get
+ * (which some clients take for "not found"). 1 if queued again; then
+ * dispatching it is the caller's. `unsent`: the query never left. */
+static int load_retry(oc_pg_conn_t *c, oc_pg_load_t *l, oc_status_t st, const char *err,
+                      int unsent)
+{
+    oc_pg_t *pg = c->pg;
+    const char *state = unsent ? "" : oc_pgconn_sqlstate(c->pc);
+    if (l->retried || st != OC_EDB ||
+        (!session_ended(state) && strncmp(state, "40", 2) != 0))
+        return 0;
+    if (!unsent && session_ended(state))
+        oc_pgconn_reset(c->pc, err); /* a session that said FATAL is over */
+    if (!any_conn_alive(pg))
+        return 0;
+    char clean[OC_ERRLEN];
+    oc_log_debug("event=pg_load_retry reason=\"%s\"",
+                 oc_log_clean(clean, sizeof(clean), err ? err : ""));
+    l->retried = 1;
+    l->conn = NULL;
+    l->next = pg->queue_head;
+    pg->queue_head = l;
+    if (pg->queue_tail == NULL)
+        pg->queue_tail = l;
+    return 1;
+}
+
 static void conn_query_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
                             const char *err, void *arg)
 {
@@ -297,6 +337,10 @@ static void conn_query_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
     if (st == OC_OK) {
         c->pg->stats->pg_rows += (uint64_t)PQntuples(res);
         c->pg->stats->models[l->model_idx].pg_rows += (uint64_t)PQntuples(res);
+    } else if (load_retry(c, l, st, err, 0)) {
+        PQclear(res);
+        pg_dispatch(c->pg);
+        return;
     }
     load_finish(l, res, st, err);
     pg_dispatch(c->pg);
@@ -325,7 +369,8 @@ static void conn_prepare_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
     }
     if (st != OC_OK) {
         c->load = NULL;
-        load_finish(l, NULL, st, err);
+        if (!load_retry(c, l, st, err, 0))
+            load_finish(l, NULL, st, err);
         pg_dispatch(c->pg);
         return;
     }
@@ -380,7 +425,10 @@ static void conn_run(oc_pg_conn_t *c)
     }
     if (st != OC_OK && c->load == l) { /* the send failed; the conn went down */
         c->load = NULL;
-        load_finish(l, NULL, OC_EDB, "database connection lost");
+        if (load_retry(c, l, OC_EDB, "database connection lost", 1))
+            pg_dispatch(c->pg);
+        else
+            load_finish(l, NULL, OC_EDB, "database connection lost");
     }
 }
 

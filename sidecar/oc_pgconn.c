@@ -39,7 +39,9 @@ struct oc_pgconn {
     oc_pgconn_done_fn cb; /* the command in flight; NULL if abandoned */
     void *cb_arg;
     uint32_t backoff_ms;
-    int was_up; /* for logging an outage once */
+    int was_up;    /* for logging an outage once */
+    int lost_live; /* DOWN after losing a session that was up: its first
+                      reconnect is still to come (oc_pgconn_alive) */
     char last_error[OC_ERRLEN];
     /* oc_pgconn_exec: the statements prepared in this session, by sql
      * address; names are unique per connection (prep_seq) */
@@ -105,6 +107,7 @@ static void go_down(oc_pgconn_t *c, const char *why)
     first_line(reason, sizeof(reason), why);
     /* Say it once per outage, not at every reconnect attempt. */
     int repeat = !c->was_up && strcmp(reason, c->last_error) == 0;
+    int was_up_before = c->was_up;
     oc_log(repeat ? OC_LOG_DEBUG : OC_LOG_WARN, "event=pg_conn_down reason=\"%s\"",
            oc_log_clean(clean, sizeof(clean), reason));
     memcpy(c->last_error, reason, sizeof(reason));
@@ -121,6 +124,7 @@ static void go_down(oc_pgconn_t *c, const char *why)
                          (suseconds_t)(c->backoff_ms % 1000) * 1000};
     evtimer_add(c->timer, &tv);
     c->backoff_ms = oc_pgconn_next_backoff(c->backoff_ms);
+    c->lost_live = was_up_before;
     if (was_busy) {
         char err[OC_ERRLEN + 32];
         snprintf(err, sizeof(err), "database connection lost: %s", reason);
@@ -582,7 +586,7 @@ int oc_pgconn_backend_pid(const oc_pgconn_t *c)
 
 int oc_pgconn_alive(const oc_pgconn_t *c)
 {
-    return c->state != OC_PGCONN_DOWN;
+    return c->state != OC_PGCONN_DOWN || c->lost_live;
 }
 
 const char *oc_pgconn_last_error(const oc_pgconn_t *c)

@@ -57,8 +57,11 @@ oc_pgconn_t *oc_pgconn_new(struct event_base *base, const char *conninfo,
 /* Closes; a command in flight gets no callback. */
 void oc_pgconn_free(oc_pgconn_t *c);
 
-int oc_pgconn_idle(const oc_pgconn_t *c);  /* ready for a command */
-int oc_pgconn_alive(const oc_pgconn_t *c); /* not DOWN (up or trying) */
+int oc_pgconn_idle(const oc_pgconn_t *c); /* ready for a command */
+/* Not DOWN (up or trying), or just lost a session that was up: its
+ * reconnect is due (a server that ended an idle or busy session is likely
+ * there for the next one), until that attempt fails. */
+int oc_pgconn_alive(const oc_pgconn_t *c);
 const char *oc_pgconn_last_error(const oc_pgconn_t *c);
 /* In a done callback with st != OC_OK: the server's SQLSTATE for the
  * command's error ("" when it has none: the connection was lost). */

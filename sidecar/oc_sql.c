@@ -35,16 +35,31 @@ char *oc_sql_load(const oc_model_conf_t *m)
 
 char *oc_sql_session(const oc_conf_t *conf)
 {
-    char *sql = malloc(512);
+    char *sql = malloc(768);
     if (sql == NULL)
         return NULL;
-    /* timezone is checked by oc_conf to [A-Za-z0-9_/+-]: safe in quotes. */
-    snprintf(sql, 512,
+    /* timezone is checked by oc_conf to [A-Za-z0-9_/+-]: safe in quotes.
+     * What a role's defaults (a managed service's, a hardened config's)
+     * would otherwise change under every statement objcached sends:
+     * search_path, whose first schema could shadow the unqualified built-ins
+     * (row_to_json, text, =) every query uses (tables and objcached.* are
+     * qualified); idle_session_timeout, which would close these pooled
+     * sessions whenever traffic pauses (PostgreSQL's own docs warn against
+     * it for pools); default_transaction_read_only and _isolation, under
+     * which the consumer and the feed could not write (objcached.claim
+     * refuses SERIALIZABLE), and a hot standby refuses SERIALIZABLE reads;
+     * lock_timeout, which would fail a load that waits on a lock before
+     * load_timeout (statement_timeout) does. */
+    snprintf(sql, 768,
              "SET client_encoding = 'UTF8'; "
              "SET TimeZone = '%s'; SET DateStyle = 'ISO, MDY'; "
              "SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; "
              "SET bytea_output = 'hex'; SET statement_timeout = %u; "
-             "SET client_connection_check_interval = 1000",
+             "SET client_connection_check_interval = 1000; "
+             "SET search_path = pg_catalog, pg_temp; SET idle_session_timeout = 0; "
+             "SET default_transaction_read_only = off; "
+             "SET default_transaction_isolation = 'read committed'; "
+             "SET lock_timeout = 0",
              conf->timezone, conf->load_timeout_ms);
     return sql;
 }

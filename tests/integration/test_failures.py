@@ -781,3 +781,123 @@ def test_a_split_load_keeps_its_requests_load_timeout(objcached_factory, pg):
             assert [v[0] for v in c.get_multi(["SlowPoison:1"])[0]] == [b"SlowPoison:1"]
     finally:
         pg.execute("DROP VIEW IF EXISTS slow_poison; DROP FUNCTION IF EXISTS slow_poison_x")
+
+
+# ------------------------------------------ production role settings and session loss
+
+PROD_ROLE = "oc_prod"
+
+
+@pytest.fixture
+def prod_role(pg):
+    """A role for objcached, as a managed service or a hardened config sets
+    one up; the test ALTERs its defaults. Yields its conninfo."""
+    pg.execute(f"DROP ROLE IF EXISTS {PROD_ROLE}; CREATE ROLE {PROD_ROLE} LOGIN; "
+               f"GRANT SELECT ON users, counters, docs, pages TO {PROD_ROLE}")
+    try:
+        yield pg.conninfo.replace(f"user={pg.SUPERUSER}", f"user={PROD_ROLE}")
+    finally:
+        pg.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                   f"WHERE usename = '{PROD_ROLE}'")
+        pg.execute("DROP SCHEMA IF EXISTS evil CASCADE")
+        pg.execute(f"DROP OWNED BY {PROD_ROLE}; DROP ROLE {PROD_ROLE}")
+
+
+def loader_pids(pg):
+    return sorted(r[0] for r in pg.execute(
+        f"SELECT pid FROM pg_stat_activity WHERE usename = '{PROD_ROLE}' "
+        "AND application_name = 'objcached'"))
+
+
+def test_idle_session_timeout_does_not_close_loaders(objcached_factory, pg, ref, prod_role):
+    """A role's idle_session_timeout (PostgreSQL 14+, common on managed
+    services) closed every loader session whenever gets paused: each was
+    logged as an outage, and a get in the reconnect's window, all sessions
+    down at once, failed at once ("database unavailable"). objcached's
+    pooled sessions now pin it off."""
+    pg.execute(f"ALTER ROLE {PROD_ROLE} SET idle_session_timeout = '300ms'")
+    oc = objcached_factory({"postgresql": {"conninfo": prod_role, "connections": "2"}})
+    harness.wait_until(lambda: oc.stats()["pg_connections_up"] == 2, timeout=10,
+                       what="both loaders up")
+    with oc.client() as c:
+        assert c.get_multi(["User:180"]) == (user_values(ref, [180]), b"END")
+        pids = loader_pids(pg)
+        assert len(pids) >= 2  # the loaders, and the other sessions of the role
+        # idle for many timeouts: the same sessions, nothing went down
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            assert loader_pids(pg) == pids
+            assert "pg_conn_down" not in oc.log()
+            time.sleep(0.1)
+        assert c.get_multi(["User:181"]) == (user_values(ref, [181]), b"END")
+
+
+def test_role_search_path_cannot_shadow_builtins(objcached_factory, pg, ref, prod_role):
+    """A role whose search_path puts a schema others can write ahead of
+    pg_catalog: a row_to_json there took over every load (the load SQL
+    names the table with its schema, but not the built-ins). The sessions
+    now pin search_path."""
+    pg.execute("DROP SCHEMA IF EXISTS evil CASCADE; CREATE SCHEMA evil; "
+               "CREATE FUNCTION evil.row_to_json(anyelement) RETURNS json "
+               "LANGUAGE sql AS $$ SELECT '{\"hijacked\": true}'::json $$; "
+               "CREATE FUNCTION evil.row_to_json(anyelement, boolean) RETURNS json "
+               "LANGUAGE sql AS $$ SELECT '{\"hijacked\": true}'::json $$; "
+               f"GRANT USAGE ON SCHEMA evil TO {PROD_ROLE}")
+    pg.execute(f"ALTER ROLE {PROD_ROLE} SET search_path = evil, pg_catalog, public")
+    oc = objcached_factory({"postgresql": {"conninfo": prod_role}})
+    with oc.client() as c:
+        for model, ident in (("User", 182), ("Counter", 3), ("Page", "café")):
+            key = f"{model}:{ident}"
+            assert c.get_multi([key]) == ([(key.encode(), 0, ref.json(model, ident))],
+                                          b"END"), key
+
+
+def test_loader_terminated_mid_load_is_retried(objcached_factory, pg, ref, prod_role):
+    """pg_terminate_backend of the only loader while its load waits on a
+    lock: the load is a read, so it runs again on the next session within
+    its load_timeout instead of failing the client's get (which
+    libmemcached-based clients report as "not found")."""
+    oc = objcached_factory({"objcached": {"load_timeout": "10s"},
+                            "postgresql": {"conninfo": prod_role, "connections": "1"}})
+    harness.wait_until(lambda: oc.stats()["pg_connections_up"] == 1, timeout=10,
+                       what="the loader up")
+    result = {}
+    with oc.client() as c:
+        with TableLock(pg):
+            t = threading.Thread(target=lambda: result.update(r=c.get_multi(["User:183"])))
+            t.start()
+            harness.wait_until(lambda: pg.execute(
+                f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{PROD_ROLE}' "
+                "AND wait_event_type = 'Lock'")[0][0] == 1, timeout=10,
+                what="the load waiting on the lock")
+            pg.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       f"WHERE usename = '{PROD_ROLE}'")
+            harness.wait_until(lambda: "pg_conn_down" in oc.log(), timeout=10,
+                               what="the loader session lost")
+        t.join(15)
+        assert not t.is_alive()
+    assert result["r"] == (user_values(ref, [183]), b"END")
+
+
+def test_role_lock_timeout_does_not_cut_a_load_short(objcached_factory, pg, ref, prod_role):
+    """A role's lock_timeout shorter than load_timeout failed a load that
+    waited on a lock released well within load_timeout; a load's waits are
+    bounded by load_timeout (the session's statement_timeout) alone."""
+    pg.execute(f"ALTER ROLE {PROD_ROLE} SET lock_timeout = '200ms'")
+    oc = objcached_factory({"objcached": {"load_timeout": "10s"},
+                            "postgresql": {"conninfo": prod_role, "connections": "1"}})
+    harness.wait_until(lambda: oc.stats()["pg_connections_up"] == 1, timeout=10,
+                       what="the loader up")
+    result = {}
+    with oc.client() as c:
+        with TableLock(pg):
+            t = threading.Thread(target=lambda: result.update(r=c.get_multi(["User:184"])))
+            t.start()
+            harness.wait_until(lambda: pg.execute(
+                f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{PROD_ROLE}' "
+                "AND wait_event_type = 'Lock'")[0][0] == 1, timeout=10,
+                what="the load waiting on the lock")
+            time.sleep(0.6)  # past the role's lock_timeout, well within load_timeout
+        t.join(15)
+        assert not t.is_alive()
+    assert result["r"] == (user_values(ref, [184]), b"END")

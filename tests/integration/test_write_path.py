@@ -2269,3 +2269,29 @@ def test_an_unchecked_push_outlives_its_sidecar_for_missing_ttl_only(fleet, mc_p
     b.wait_idle()
     assert [k for _, k, _ in oc_c.raw_items(mc_pool, key49)] == ["OBJECT"]
     assert mc_ttl(mc_pool, key49) > 3000
+
+
+@pytest.mark.parametrize("setting,value", [
+    ("default_transaction_read_only", "on"),
+    ("default_transaction_isolation", "serializable"),
+    ("idle_session_timeout", "300ms"),
+])
+def test_consumer_under_production_database_defaults(fleet, mc_pool, db, setting, value):
+    """Defaults a hardened or managed PostgreSQL sets for every session of a
+    database (or role): the consumer still claims, applies and commits each
+    change (its sessions pin what would stop them), and nothing logs a
+    connection lost."""
+    db.q(f'ALTER DATABASE "{db.name}" SET {setting} = \'{value}\'')
+    oc = start(fleet, mc_pool, db)
+    harness.wait_until(lambda: oc.stats()["inval_connected"] == 1, timeout=10,
+                       what="the consumer connected")
+    with oc.client() as c:
+        c.get_multi(["Item:101", "Item:102"])
+    oc.wait_idle()
+    for i, ident in enumerate((101, 102)):
+        db.q("SET default_transaction_read_only = off; "
+             f"UPDATE items SET name = 'changed {i}' WHERE id = {ident}")
+        wait_get(oc, f"Item:{ident}", row(db, "Item", ident), timeout=10)
+        if i == 0:  # idle past any idle timeout in between
+            time.sleep(1.0)
+    assert "event=pg_conn_down" not in oc.log(), oc.log()

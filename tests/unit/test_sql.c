@@ -68,6 +68,12 @@ static void test_session(void **state)
     assert_non_null(strstr(sql, "SET extra_float_digits = 1;"));
     /* ids and rows in UTF-8 even from a LATIN1 database */
     assert_non_null(strstr(sql, "SET client_encoding = 'UTF8';"));
+    /* a role's defaults must not reach objcached's statements */
+    assert_non_null(strstr(sql, "SET search_path = pg_catalog, pg_temp;"));
+    assert_non_null(strstr(sql, "SET idle_session_timeout = 0;"));
+    assert_non_null(strstr(sql, "SET default_transaction_read_only = off;"));
+    assert_non_null(strstr(sql, "SET default_transaction_isolation = 'read committed';"));
+    assert_non_null(strstr(sql, "SET lock_timeout = 0"));
     free(sql);
 }
 
