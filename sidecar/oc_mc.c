@@ -110,6 +110,13 @@ typedef struct mc_drain {
  * would keep the server out of service for ever (found by a review). */
 #define MC_DRAIN_PROBES 5
 
+/* A warning said at most once a minute per server, with how many times
+ * its cause came since the last line. */
+typedef struct mc_ratelog {
+    uint64_t count;
+    double at; /* when the last line went out (0: never) */
+} mc_ratelog_t;
+
 typedef struct mc_server {
     oc_mc_t *mc;
     char *host; /* as configured (no brackets) */
@@ -121,22 +128,25 @@ typedef struct mc_server {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     mc_conn_state_t conn;
-    uint64_t cas_epoch;    /* oc_mc.epoch_seq when this server was made or last
-                              changed state (out of service, back): a cas read
-                              or stored in one epoch means nothing in another,
-                              nor on another server (each counts its own) */
-    oc_tko_t tko;          /* in service, down, probing */
-    int flush_owed;        /* out of service while failover was on: its keys were
-                              written to the failover meanwhile, so it is
-                              emptied before it serves again even if a reload
-                              turned failover off since (found by a review) */
-    uint32_t copies_ttl_s; /* the longest failover_ttl in force while it was
-                              out of service: how long the failover's copies
-                              of its keys may outlive its return, whatever a
-                              reload set failover_ttl to since */
-    oc_mcp_proc_t proc;    /* the process the last connection reached */
-    int proc_known;        /* proc came whole (oc_mcp_proc_known) */
-    int proc_warned;       /* its `stats` lacked pid, time or uptime: said once */
+    uint64_t cas_epoch;         /* oc_mc.epoch_seq when this server was made or last
+                                   changed state (out of service, back): a cas read
+                                   or stored in one epoch means nothing in another,
+                                   nor on another server (each counts its own) */
+    oc_tko_t tko;               /* in service, down, probing */
+    int flush_owed;             /* out of service while failover was on: its keys were
+                                   written to the failover meanwhile, so it is
+                                   emptied before it serves again even if a reload
+                                   turned failover off since (found by a review) */
+    uint32_t copies_ttl_s;      /* the longest failover_ttl in force while it was
+                                   out of service: how long the failover's copies
+                                   of its keys may outlive its return, whatever a
+                                   reload set failover_ttl to since */
+    oc_mcp_proc_t proc;         /* the process the last connection reached */
+    int proc_known;             /* proc came whole (oc_mcp_proc_known) */
+    int proc_warned;            /* its `stats` lacked pid, time or uptime: said once */
+    unsigned setup_warned;      /* MC_WARN_*: a setup objcached cannot use, said once */
+    mc_ratelog_t lease_refused; /* `mg ... N` answered EN */
+    mc_ratelog_t store_refused; /* a write answered SERVER_ERROR */
     /* From connect to the answer of its `stats`, which process answers is
      * not known: every write by cas for s waits in `held` (a cas of the
      * old process must not reach a new one). */
@@ -539,6 +549,93 @@ static void srv_passed(mc_server_t *s, const char *why)
         srv_changed(s, OC_TKO_PROBING, why);
 }
 
+/* Setups that work but never cache, said once per server (found by a
+ * review, 2026-12-06: until then only PostgreSQL's load showed them). */
+#define MC_WARN_NO_META 1u /* a meta command answered ERROR */
+#define MC_WARN_NO_CAS  2u /* a cas of 0 */
+
+/* A bare ERROR to mg, ms or md: the server does not know the meta protocol
+ * (memcached before 1.6, or a proxy where a memcached should be). It stays
+ * in service (it answers): gets are loaded from PostgreSQL, never written
+ * back, with no lease between hosts, and pushes fail. */
+static void srv_meta_refused(mc_server_t *s, const oc_mcp_line_t *l)
+{
+    if (l->type != OC_MCP_ERROR || l->text_len != 5 ||
+        (s->setup_warned & MC_WARN_NO_META))
+        return;
+    s->setup_warned |= MC_WARN_NO_META;
+    oc_log_warn(
+        "event=memcached_no_meta server=%s reason=\"a meta command (mg, ms, md) "
+        "answered ERROR: memcached 1.6.10 or later is needed, not an older one or a "
+        "proxy; gets load from PostgreSQL and nothing is cached\"",
+        s->name);
+}
+
+/* A cas of 0 from a meta reply that asked for it: memcached counts cas
+ * from 1, unless started with -C (no cas), where every lease has cas 0, so
+ * no fill can write over it (`cas ... 0` is EXISTS) and no push check can
+ * replace a push. */
+static void srv_cas_seen(mc_server_t *s, uint64_t cas)
+{
+    if (cas != 0 || (s->setup_warned & MC_WARN_NO_CAS))
+        return;
+    s->setup_warned |= MC_WARN_NO_CAS;
+    oc_log_warn(
+        "event=memcached_cas_disabled server=%s reason=\"it answers cas 0: started "
+        "with -C? leases and fills need cas; gets load from PostgreSQL and nothing "
+        "is cached\"",
+        s->name);
+}
+
+/* Count one more cause of r's warning: how many to say now, or 0 (a line
+ * went out less than a minute ago). */
+static uint64_t ratelog_due(mc_ratelog_t *r, double now)
+{
+    r->count++;
+    if (r->at != 0 && now - r->at < 60)
+        return 0;
+    uint64_t n = r->count;
+    r->at = now;
+    r->count = 0;
+    return n;
+}
+
+/* An EN to `mg ... N`: memcached makes the lease of every key it lacks,
+ * unless it has no memory for it and may not evict (-M). The key loads
+ * from PostgreSQL without a lease: not written back, and every sidecar
+ * loads it. Said at most once a minute per server, with the count (found
+ * by a review, 2026-12-06: before, nothing said it). */
+static void srv_lease_refused(mc_server_t *s)
+{
+    uint64_t n = ratelog_due(&s->lease_refused, mc_now(s->mc));
+    if (n)
+        oc_log_warn(
+            "event=memcached_lease_refused server=%s count=%llu reason=\"`mg ... "
+            "N` answered EN, no lease made: out of memory with -M? keys load from "
+            "PostgreSQL and are not written back\"",
+            s->name, (unsigned long long)n);
+}
+
+/* A write memcached refused itself (SERVER_ERROR: an item over its -I, out
+ * of memory with -M): a load so refused is served but never cached, and
+ * every get of it loads it again; only mc_errors counted it. Said at most
+ * once a minute per server, with the count and the words of the refusal
+ * that drew the line (found by a review, 2026-12-06). */
+static void srv_store_refused(mc_server_t *s, const oc_mcp_line_t *l)
+{
+    if (l->type != OC_MCP_ERROR || l->text_len < 12 ||
+        memcmp(l->text, "SERVER_ERROR", 12) != 0)
+        return;
+    uint64_t n = ratelog_due(&s->store_refused, mc_now(s->mc));
+    if (n == 0)
+        return;
+    char why[OC_ERRLEN];
+    snprintf(why, sizeof(why), "%.*s", (int)l->text_len, l->text);
+    text_clean(why);
+    oc_log_warn("event=memcached_store_refused server=%s count=%llu reason=\"%s\"",
+                s->name, (unsigned long long)n, why);
+}
+
 static int in_service_cb(void *arg, int gutter, size_t idx)
 {
     const oc_mc_t *mc = arg;
@@ -679,6 +776,7 @@ static void on_item_reply(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l)
                   l->text ? l->text_len : strlen("unexpected reply"));
     it->refused = (r == OC_MC_R_ERROR && l->type == OC_MCP_ERROR);
     if (job->op == OC_MC_PUSH && r == OC_MC_R_OK) {
+        srv_cas_seen(s, l->cas);
         it->stored_cas = l->cas;
         it->cas_epoch = s->cas_epoch;
     }
@@ -773,7 +871,17 @@ static void on_meta_read(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l,
 {
     oc_mc_job_t *job = ref.job;
     oc_mc_hit_t *h = &job->hits[ref.idx];
+    if (l != NULL)
+        srv_cas_seen(s, l->cas);
     if (l != NULL && oc_mc_meta_lease(l, &h->lease, &h->refresh)) {
+        if (l->cas == 0) {
+            /* memcached -C: a lease no fill can write over (srv_cas_seen),
+             * which would make every other reader wait lease_wait for
+             * nothing. A failed read instead: the key loads at once. */
+            h->lease = OC_MC_LEASE_NONE;
+            ref_fail(s->mc, ref, "memcached gave a lease without a cas (-C)");
+            return;
+        }
         h->cas = l->cas;
         h->cas_epoch = s->cas_epoch;
         if (ref.via == MC_VIA_FAILOVER && s->mc->stats)
@@ -837,10 +945,13 @@ static int parse_mg(mc_server_t *s, mc_wop_t *w, const char *p, size_t avail,
     s->in_off += l->line_len + (t == OC_MCP_VA ? (size_t)l->bytes + 2 : 0);
     mc_ref_t ref = w->refs[w->cursor++];
     if (t == OC_MCP_ERROR) { /* this key only: the next reply is the next key's */
+        srv_meta_refused(s, l);
         char why[OC_ERRLEN];
         snprintf(why, sizeof(why), "%.*s", (int)l->text_len, l->text);
         ref_fail(s->mc, ref, why);
     } else {
+        if (t == OC_MCP_EN && ref.job->lease_ttl_s > 0)
+            srv_lease_refused(s);
         on_meta_read(s, ref, t == OC_MCP_VA ? l : NULL, data);
     }
     return w->cursor == w->nrefs ? 1 : 2; /* 2: go on with the same wop */
@@ -891,6 +1002,14 @@ static int parse_stats(mc_server_t *s, const oc_mcp_line_t *l)
         if (l->type == OC_MCP_STAT)
             snprintf(s->broken, sizeof(s->broken), "stats: over %d lines",
                      MC_STAT_LINES_MAX);
+        return -1;
+    }
+    if (l->type == OC_MCP_ERROR && l->text_len > 5 && memcmp(l->text, "ERROR ", 6) == 0) {
+        /* memcached's refusal of the connection (over -c), which it closes
+         * next: a failure, with its words as the reason (it was "unexpected
+         * reply"; found by a review) */
+        snprintf(s->broken, sizeof(s->broken), "%.*s", (int)l->text_len, l->text);
+        text_clean(s->broken);
         return -1;
     }
     s->in_off += l->line_len;
@@ -998,8 +1117,12 @@ static int parse_wop(mc_server_t *s, mc_wop_t *w)
                             t == OC_MCP_VERSION ? OC_MC_R_OK : OC_MC_R_ERROR);
             else if (w->kind == MC_WOP_PROBE || w->kind == MC_WOP_FLUSH)
                 return on_probe_reply(s, w->kind, &l, p) < 0 ? -1 : 1;
-            else
+            else {
+                if (w->kind == MC_WOP_MS || wop_is_md(w))
+                    srv_meta_refused(s, &l);
+                srv_store_refused(s, &l);
                 on_item_reply(s, w->one, &l);
+            }
             return 1;
         }
         if (r != 2)

@@ -243,7 +243,9 @@ oc_mcp_reply_t oc_mcp_parse_line(const char *buf, size_t len, oc_mcp_line_t *out
         return out->type = parse_stat(buf + 5, buf + n, out);
     if (starts(buf, n, "VERSION"))
         return out->type = OC_MCP_VERSION;
-    if (equals(buf, n, "ERROR") || starts(buf, n, "CLIENT_ERROR") ||
+    /* `ERROR <text>`: memcached's refusal of a connection over its -c
+     * ("ERROR Too many open connections"), sent before it closes it */
+    if (starts(buf, n, "ERROR") || starts(buf, n, "CLIENT_ERROR") ||
         starts(buf, n, "SERVER_ERROR")) {
         out->text = buf;
         out->text_len = n;

@@ -66,7 +66,7 @@ typedef enum oc_mcp_reply {
     OC_MCP_NS,    /* a meta set's NOT_STORED (ms in add mode: the key exists) */
     OC_MCP_STAT,  /* STAT <name> <value>, a line of `stats`: key is the
                      name, text the value (one word or more, not empty) */
-    OC_MCP_ERROR, /* ERROR, CLIENT_ERROR ..., SERVER_ERROR ...: text */
+    OC_MCP_ERROR, /* ERROR [...], CLIENT_ERROR ..., SERVER_ERROR ...: text */
     OC_MCP_BAD,   /* not a reply we know, or too long: the stream is lost */
 } oc_mcp_reply_t;
 

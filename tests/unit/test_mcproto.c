@@ -79,6 +79,7 @@ static void test_one_line_replies(void **state)
         {"VERSION 1.6.18\r\n", OC_MCP_VERSION},
         {"OK\r\n", OC_MCP_OK}, /* flush_all */
         {"ERROR\r\n", OC_MCP_ERROR},
+        {"ERROR Too many open connections\r\n", OC_MCP_ERROR}, /* over -c */
         {"CLIENT_ERROR bad data chunk\r\n", OC_MCP_ERROR},
         {"SERVER_ERROR out of memory storing object\r\n", OC_MCP_ERROR},
     };

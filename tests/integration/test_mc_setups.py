@@ -1,0 +1,160 @@
+"""objcached against memcached servers started the way production runs
+them, or a server that is not memcached 1.6 (a review, 2026-12-06): each
+setup that cannot work must say so in the log, once per server, not just
+send every get to PostgreSQL."""
+
+import time
+
+import harness
+from fakemc import FakeMc
+from test_mc_protocol import moved, user_values
+
+
+def one_server(objcached_factory, address, **objcached):
+    return objcached_factory({"memcached": {"servers": address, "retry_timeout": "300ms"},
+                              "objcached": objcached})
+
+
+def test_memcached_with_cas_disabled_is_named_in_the_log_once(objcached_factory, ref):
+    """memcached -C answers every cas as 0: a lease (`mg ... N`) is `VA 0 c0
+    ... W`, the fill's `cas ... 0` is refused (EXISTS), so nothing is ever
+    written back and every get goes to PostgreSQL; and the lease, left for
+    its TTL, made every later get wait lease_wait (250 ms) before loading.
+    Expected: gets still answered without that wait (a lease without a cas
+    is a failed read), and one warning naming the server and -C."""
+    mc = harness.Memcached(extra_args=["-C"]).start()
+    try:
+        oc = one_server(objcached_factory, mc.address)
+        with oc.client() as c:
+            s0 = c.stats()
+            for _ in range(3):
+                assert c.get_multi(["User:1", "User:2"]) == (user_values(ref, [1, 2]),
+                                                             b"END")
+                oc.wait_idle()
+            s1 = c.stats()
+        # what the setup costs: nothing cached, each get loads again
+        assert moved(s0, s1, "get_hits")["get_hits"] == 0
+        assert moved(s0, s1, "pg_queries")["pg_queries"] >= 3
+        assert moved(s0, s1, "lease_timeouts")["lease_timeouts"] == 0
+        log = oc.log()
+        assert log.count("event=memcached_cas_disabled server=" + mc.address) == 1, log
+    finally:
+        mc.stop()
+
+
+def test_a_server_without_meta_commands_is_named_in_the_log_once(objcached_factory, ref):
+    """memcached 1.5, twemproxy or mcrouter where a memcached 1.6 should be:
+    `mg`, `ms` and `md` are answered ERROR. Gets still work (from
+    PostgreSQL), the server stays in service. Expected: one warning naming
+    the server and the meta commands, not a silent `mc_errors` only."""
+    def handler(fake, n, words, block):
+        if words[0] in (b"mg", b"ms", b"md"):
+            return b"ERROR\r\n"
+        return None
+
+    fake = FakeMc(handler)
+    try:
+        oc = one_server(objcached_factory, fake.address)
+        with oc.client() as c:
+            for _ in range(3):
+                assert c.get_multi(["User:1", "User:2"]) == (user_values(ref, [1, 2]),
+                                                             b"END")
+            assert c.command(b"set User:9 0 0 2\r\n{}").terminal.startswith(b"SERVER_ERROR")
+            time.sleep(0.1)
+            assert c.get_multi(["User:1"]) == (user_values(ref, [1]), b"END")
+        log = oc.log()
+        assert log.count("event=memcached_no_meta server=" + fake.address) == 1, log
+    finally:
+        fake.close()
+
+
+def test_memcached_full_without_eviction_is_named_in_the_log(objcached_factory, ref):
+    """memcached -M (no eviction) with its memory full: `mg ... N` cannot
+    make the lease and answers EN, so every get loads from PostgreSQL with
+    no lease between hosts and nothing written back. Expected: gets
+    answered, and one warning (at most one a minute) naming the server."""
+    mc = harness.Memcached(memory_mb=2, extra_args=["-M"]).start()
+    try:
+        with mc.client() as m:
+            i = 0
+            for size in (2000, 1000, 500, 300, 200, 150, 100, 60, 30, 10, 1):
+                while True:   # every slab class full
+                    m.send(b"set junk%d 0 0 %d\r\n%s\r\n" % (i, size, b"j" * size))
+                    i += 1
+                    if m.readline() != b"STORED":
+                        break
+            m.send(b"mg oc:probe v c f k N30\r\n")
+            assert m.readline() == b"EN koc:probe"
+        oc = one_server(objcached_factory, mc.address)
+        with oc.client() as c:
+            s0 = c.stats()
+            for _ in range(3):
+                assert c.get_multi(["User:1", "User:2"]) == (user_values(ref, [1, 2]),
+                                                             b"END")
+                oc.wait_idle()
+            s1 = c.stats()
+        assert moved(s0, s1, "get_hits")["get_hits"] == 0
+        log = oc.log()
+        assert log.count("event=memcached_lease_refused server=" + mc.address) == 1, log
+    finally:
+        mc.stop()
+
+
+def test_memcached_over_its_connection_limit_says_so(objcached_factory, ref):
+    """memcached -c: a connection over the limit is answered `ERROR Too
+    many open connections` and closed (hundreds of sidecars, one connection
+    each, against a small -c). objcached took that line for an unknown
+    reply: the server was marked down with reason="unexpected reply".
+    Expected: gets answered, and the server's own words as the reason."""
+    mc = harness.Memcached(extra_args=["-c", "30"]).start()
+    held = []
+    try:
+        while True:   # take every connection memcached allows
+            c = harness.McRaw(port=mc.port)
+            held.append(c)
+            c.sendline(b"version")
+            if not c.readline().startswith(b"VERSION"):
+                break
+        oc = objcached_factory({"memcached": {"servers": mc.address,
+                                              "retry_timeout": "300ms",
+                                              "failure_limit": "1"}})
+        with oc.client() as c:
+            assert c.get_multi(["User:1"]) == (user_values(ref, [1]), b"END")
+        harness.wait_until(lambda: "event=memcached_down" in oc.log(), what="server down")
+        log = oc.log()
+        assert ('event=memcached_down server=%s pool=pool failures=1 '
+                'reason="ERROR Too many open connections"' % mc.address) in log, log
+    finally:
+        for c in held:
+            c.close()
+        mc.stop()
+
+
+def test_row_over_the_item_size_is_served_and_said_once_a_minute(objcached_factory, pg,
+                                                                  ref):
+    """memcached -I 1k and a 2 KiB row: its write-back is refused
+    (`SERVER_ERROR object too large for cache`). The row is served, its
+    lease deleted, and every get loads it again (operations.md, "Item
+    size"); only mc_errors counted that. Expected: also one warning naming
+    the server and memcached's words, not one per get."""
+    mc = harness.Memcached(extra_args=["-I", "1k", "-o", "slab_chunk_max=1024"]).start()
+    pg.execute("INSERT INTO users (id, name, email, created_at, score) "
+               "VALUES (990201, %s, 'wide@example.com', now(), 1)", ("w" * 2048,))
+    try:
+        oc = one_server(objcached_factory, mc.address)
+        row = ref.json("User", 990201)
+        with oc.client() as c:
+            s0 = c.stats()
+            for _ in range(3):
+                assert c.get_multi(["User:990201"]) == ([(b"User:990201", 0, row)], b"END")
+                oc.wait_idle()
+            s1 = c.stats()
+        assert moved(s0, s1, "pg_queries", "leases_released", "lease_timeouts") == \
+            {"pg_queries": 3, "leases_released": 3, "lease_timeouts": 0}
+        log = oc.log()
+        assert log.count("event=memcached_store_refused server=%s count=1 reason=\"SERVER_ERROR "
+                         "object too large for cache\"" % mc.address) == 1, log
+        assert log.count("event=memcached_store_refused") == 1, log
+    finally:
+        pg.execute("DELETE FROM users WHERE id = 990201")
+        mc.stop()
