@@ -19,6 +19,11 @@ oc_reply_kind_t oc_reply_client_error(struct evbuffer *out, const char *why)
 
 oc_reply_kind_t oc_reply_server_error(struct evbuffer *out, const char *why)
 {
+    /* memcached's own refusal of a write comes whole ("SERVER_ERROR out of
+     * memory storing object"): said once, not "SERVER_ERROR SERVER_ERROR" */
+    static const char prefix[] = "SERVER_ERROR ";
+    if (strncmp(why, prefix, sizeof(prefix) - 1) == 0)
+        why += sizeof(prefix) - 1;
     evbuffer_add_printf(out, "SERVER_ERROR %s\r\n", why);
     return OC_REPLY_SERVER_ERROR;
 }

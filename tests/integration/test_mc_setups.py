@@ -93,6 +93,11 @@ def test_memcached_full_without_eviction_is_named_in_the_log(objcached_factory, 
                                                              b"END")
                 oc.wait_idle()
             s1 = c.stats()
+            # a push memcached refuses: its words, once (they came as
+            # "SERVER_ERROR SERVER_ERROR out of memory storing object")
+            body = b'{"id":3,"name":"pushed"}'
+            c.send(b"set User:3 0 0 %d\r\n%s\r\n" % (len(body), body))
+            assert c.read_response().terminal == b"SERVER_ERROR out of memory storing object"
         assert moved(s0, s1, "get_hits")["get_hits"] == 0
         log = oc.log()
         assert log.count("event=memcached_lease_refused server=" + mc.address) == 1, log
