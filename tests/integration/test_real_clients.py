@@ -15,7 +15,11 @@ say so (test_doc_lists_what_clients_cannot_do).
 
 Each client's wire protocol is checked from the daemon's own counters: a
 binary client opens binary connections (bin_connections), a text client
-none; and each multi-get is one memcached read (mc_gets)."""
+none; and each multi-get is one memcached read (mc_gets).
+
+test_client_timeout_shorter_than_a_load: what each client does when its read
+timeout is shorter than a load (small programs of its own, below): all close
+the connection, so none reads the late reply as the next key's."""
 
 import base64
 import hashlib
@@ -426,3 +430,257 @@ def test_rails_push_example_needs_raw_on_each_set(objcached_factory, ref):
     with open(os.path.join(SRC, "docs", "protocol.md"), encoding="utf-8") as f:
         doc = f.read()
     assert 'OBJCACHE.set("User:#{id}", attributes.to_json, nil, raw: true)' in doc
+
+
+# ------------------------------------------------------- a client timeout shorter than a load
+#
+# A get of a key objcached does not cache waits for PostgreSQL, up to
+# load_timeout (5 s by default). A client whose read timeout is shorter gives
+# up first; objcached answers later, on the same connection. A client that
+# then closes the connection loses nothing; one that keeps it reads that late
+# reply as the reply to its next command: another key's value. Each program
+# below gets key A (slow: the users table is locked), prints what it got,
+# waits for a line on stdin (sent once the lock is gone and the load done),
+# gets key B on the same client and prints that. TIMEOUT_MS is each client's
+# read timeout here (gomemcache: its default, 100 ms).
+TIMEOUT_MS = 300
+# The Python clients' part after making `c`: get A, wait for the go, get B.
+PY_GET_A_THEN_B = """
+def get(k):
+    try:
+        v = c.get(k)
+        return "miss" if v is None else "value " + base64.b64encode(v).decode()
+    except Exception as e:
+        return "error " + type(e).__name__
+print(get(sys.argv[3]), flush=True)
+sys.stdin.readline()
+print(get(sys.argv[4]), flush=True)
+"""
+LATE_PROGRAMS = {
+    "pymemcache": ("py", """
+import base64, sys
+from pymemcache.client.base import Client
+host, port = sys.argv[1].rsplit(":", 1)
+c = Client((host, int(port)), connect_timeout=2, timeout=int(sys.argv[2]) / 1000)
+""" + PY_GET_A_THEN_B),
+    # A client that keeps its connection after a timeout (none of the above):
+    # the control, which shows this test sees a desync when there is one.
+    "keeps-connection": ("py", """
+import base64, socket, sys
+host, port = sys.argv[1].rsplit(":", 1)
+s = socket.create_connection((host, int(port)), timeout=int(sys.argv[2]) / 1000)
+buf = b""
+def read_until(n=None):
+    global buf
+    while (b"\\r\\n" not in buf) if n is None else (len(buf) < n):
+        buf += s.recv(65536)
+    end = buf.index(b"\\r\\n") + 2 if n is None else n
+    out, buf = buf[:end], buf[end:]
+    return out
+def get(k):
+    s.sendall(b"get %s\\r\\n" % k.encode())
+    try:
+        line = read_until()
+        if line == b"END\\r\\n":
+            return "miss"
+        if not line.startswith(b"VALUE "):
+            return "error " + line.decode().strip()
+        v = read_until(int(line.split()[3]) + 2)[:-2]
+        read_until()
+        return "value " + base64.b64encode(v).decode()
+    except OSError as e:        # the timeout: the connection is kept
+        return "error " + type(e).__name__
+print(get(sys.argv[3]), flush=True)
+sys.stdin.readline()
+print(get(sys.argv[4]), flush=True)
+"""),
+    "pylibmc": ("py", """
+import base64, sys
+import pylibmc
+ms = int(sys.argv[2])
+c = pylibmc.Client([sys.argv[1]], binary=IS_BINARY,
+                   behaviors={"_poll_timeout": ms})
+""" + PY_GET_A_THEN_B),
+    "php-memcached": ("php", """<?php
+$m = new Memcached();
+$m->setOption(Memcached::OPT_BINARY_PROTOCOL, IS_BINARY);
+[$host, $port] = explode(':', $argv[1]);
+$m->addServer($host, (int)$port);
+$m->setOption(Memcached::OPT_POLL_TIMEOUT, (int)$argv[2]);
+function get($m, $k) {
+    $v = $m->get($k);
+    if ($v !== false) return 'value ' . base64_encode($v);
+    if ($m->getResultCode() === Memcached::RES_NOTFOUND) return 'miss';
+    return 'error ' . $m->getResultCode();
+}
+echo get($m, $argv[3]), "\\n";
+fgets(STDIN);
+echo get($m, $argv[4]), "\\n";
+"""),
+    "dalli": ("rb", """
+require 'base64'
+require 'dalli'
+require 'logger'
+$stdout.sync = true
+Dalli.logger = Logger.new($stderr)
+c = Dalli::Client.new(ARGV[0], socket_timeout: ARGV[1].to_i / 1000.0,
+                      socket_max_failures: 1, down_retry_delay: 0)
+get = lambda do |k|
+  v = c.get(k, raw: true)
+  v.nil? ? 'miss' : 'value ' + Base64.strict_encode64(v)
+rescue StandardError => e
+  'error ' + e.class.name
+end
+puts get.call(ARGV[2])
+$stdin.gets
+puts get.call(ARGV[3])
+"""),
+    "memjs": ("js", """
+const [addr, ms, a, b] = process.argv.slice(2);
+// its logger (console.log by default) to stderr: stdout is the results
+const c = require('memjs').Client.create(addr, { retries: 0, timeout: ms / 1000,
+                                                 conntimeout: 2,
+                                                 logger: { log: console.error } });
+const get = (k) => c.get(k).then(
+  (r) => (r.value === null ? 'miss' : 'value ' + r.value.toString('base64')),
+  (e) => 'error ' + e.message.split('\\n')[0]);
+get(a).then((r) => {
+  console.log(r);
+  process.stdin.once('data', () => get(b).then((r2) => {
+    process.stdout.write(r2 + '\\n', () => process.exit(0));
+  }));
+});
+"""),
+    "node-memcached": ("js", """
+const [addr, ms, a, b] = process.argv.slice(2);
+const Memcached = require('memcached');
+// its read timeout is `idle` (`timeout` bounds connecting only)
+const c = new Memcached(addr, { retries: 0, idle: Number(ms), poolSize: 1 });
+const get = (k) => new Promise((res) => c.get(k, (err, v) => res(
+  err ? 'error ' + err.message.split('\\n')[0]
+      : v === undefined ? 'miss' : 'value ' + Buffer.from(v).toString('base64'))));
+let second = false;
+const then = () => process.stdin.once('data', () => get(b).then((r2) => {
+  process.stdout.write(r2 + '\\n', () => process.exit(0));
+}));
+// memcached 2.2.2 drops a connection idle for `idle` ms and never calls the
+// get back: nothing is left to wait for, which node reports as beforeExit.
+process.once('beforeExit', () => { console.log('no answer'); then(); });
+get(a).then((r) => { console.log(r); then(); });
+"""),
+    "gomemcache": ("go", """
+package main
+
+import (
+	"bufio"
+	"encoding/base64"
+	"fmt"
+	"os"
+
+	"github.com/bradfitz/gomemcache/memcache"
+)
+
+func get(c *memcache.Client, k string) string {
+	it, err := c.Get(k)
+	if err == memcache.ErrCacheMiss {
+		return "miss"
+	}
+	if err != nil {
+		return "error " + err.Error()
+	}
+	return "value " + base64.StdEncoding.EncodeToString(it.Value)
+}
+
+func main() {
+	c := memcache.New(os.Args[1]) // its default Timeout: 100 ms
+	fmt.Println(get(c, os.Args[3]))
+	bufio.NewReader(os.Stdin).ReadString('\\n')
+	fmt.Println(get(c, os.Args[4]))
+}
+"""),
+}
+# What each does: (the slow get, the next get). "error": it reports the
+# timeout; "no answer": memcached 2.2.2 drops the connection after `idle` ms
+# and never calls the get back; "B": the next get returns its own key's
+# value (the client closed the timed-out connection); "A": the late reply to
+# the slow get, taken for the next key's (a desync).
+LATE_OUTCOME = {
+    "keeps-connection": ("error", "A"),
+    "pymemcache": ("error", "B"),
+    "pylibmc": ("error", "B"),
+    "pylibmc-binary": ("error", "B"),
+    "php-memcached": ("error", "B"),
+    "php-memcached-binary": ("error", "B"),
+    "dalli": ("error", "B"),
+    "memjs": ("error", "B"),
+    "node-memcached": ("no answer", "B"),
+    "gomemcache": ("error", "B"),
+}
+LATE_CLIENTS = list(LATE_OUTCOME)
+# The read timeout of each client, as docs/client.md names it.
+LATE_DOC_WORDS = {"pymemcache": "`timeout`", "pylibmc": "`_poll_timeout`",
+                  "php-memcached": "`Memcached::OPT_POLL_TIMEOUT`",
+                  "Dalli": "`socket_timeout`", "memjs": "`timeout`",
+                  "memcached 2.2.2": "`idle`", "gomemcache": "`Timeout`"}
+
+
+def late_program(name, tmp_path, build_dir, node_modules):
+    """argv (without the four arguments) and env of the program for `name`."""
+    binary = name.endswith("-binary")
+    lang, text = LATE_PROGRAMS[name.replace("-binary", "")]
+    text = text.replace("IS_BINARY", ("true" if lang == "php" else "True") if binary else
+                        ("false" if lang == "php" else "False"))
+    src = tmp_path / f"late.{lang}"
+    src.write_text(text)
+    env = dict(os.environ, NODE_PATH=os.path.join(node_modules, "node_modules"))
+    if lang == "py":
+        return ["/usr/bin/python3", str(src)], env
+    if lang in ("php", "rb"):
+        return [shutil.which("php" if lang == "php" else "ruby"), str(src)], env
+    if lang == "js":
+        return [shutil.which("node"), str(src)], env
+    out_dir = os.path.join(build_dir, "go-client")
+    exe = str(tmp_path / "late")
+    genv = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode", GOFLAGS="",
+                GOPROXY="off", GOCACHE=os.path.join(out_dir, "cache"), CGO_ENABLED="0")
+    p = subprocess.run([shutil.which("go"), "build", "-o", exe, str(src)], env=genv,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    return [exe], env
+
+
+@pytest.mark.parametrize("name", LATE_CLIENTS)
+def test_client_timeout_shorter_than_a_load(objcached_factory, pg, ref, name, tmp_path,
+                                            build_dir, node_modules):
+    import test_failures
+    oc = objcached_factory({"objcached": {"load_timeout": "10s"}})
+    i = LATE_CLIENTS.index(name)
+    key_a, key_b = f"User:{110 + 2 * i}", f"User:{111 + 2 * i}"
+    val_a, val_b = ref.json("User", 110 + 2 * i), ref.json("User", 111 + 2 * i)
+    assert val_a and val_b and val_a != val_b
+    argv, env = late_program(name, tmp_path, build_dir, node_modules)
+    ms = "100" if name == "gomemcache" else str(TIMEOUT_MS)
+    lock = test_failures.TableLock(pg)
+    try:
+        p = subprocess.Popen(argv + [f"127.0.0.1:{oc.port}", ms, key_a, key_b], env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, cwd=str(tmp_path))
+        first = p.stdout.readline().strip()
+    finally:
+        lock.release()
+    oc.wait_idle()
+    out, err = p.communicate("go\n", timeout=60)
+    second = out.strip().splitlines()[-1] if out.strip() else ""
+    b64 = lambda v: base64.b64encode(v).decode()
+    values = {f"value {b64(val_a)}": "A", f"value {b64(val_b)}": "B"}
+    got = ("no answer" if first == "no answer" else
+           "error" if first.startswith("error ") else first,
+           values.get(second, second))
+    assert got == LATE_OUTCOME[name], (name, first, second, err)
+    if name == "keeps-connection":
+        return
+    with open(os.path.join(SRC, "docs", "client.md"), encoding="utf-8") as f:
+        doc = f.read()
+    section = doc[doc.index("**A client timeout shorter than a load**"):]
+    section = section[:section.index("\n\n")]
+    assert LATE_DOC_WORDS[DOC_ROWS[name]] in section, (name, LATE_DOC_WORDS[DOC_ROWS[name]])
