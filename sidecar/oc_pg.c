@@ -529,7 +529,7 @@ oc_pg_t *oc_pg_new(struct event_base *base, const oc_conf_t *conf, oc_stats_t *s
     pg->gate = gate;
     pg->sql = calloc(conf->nmodels, sizeof(char *));
     pg->conns = calloc(conf->pg_connections, sizeof(*pg->conns));
-    setup = oc_sql_session(conf);
+    setup = oc_sql_session_reader(conf);
     if (pg->sql == NULL || pg->conns == NULL || setup == NULL)
         goto nomem;
     pg->nsql = conf->nmodels;

@@ -517,7 +517,7 @@ static int ensure_pg(oc_sampler_t *s)
     if (s->pg)
         return 1;
     const oc_conf_t *conf = s->ctx->conf;
-    char *setup = oc_sql_session(conf);
+    char *setup = oc_sql_session_reader(conf);
     static const oc_pgconn_hooks_t hooks = {.up = pg_up, .down = pg_down};
     static const oc_pgconn_opts_t opts = {.app_name = "objcached-sampler"};
     if (setup)

@@ -296,7 +296,7 @@ char *oc_smp_sql(const oc_model_conf_t *m, size_t tag, size_t param, int no_xmin
         return NULL;
     char from[300];
     snprintf(from, sizeof(from), " FROM \"%s\".\"%s\" AS t WHERE", m->schema, m->table);
-    static const char sel[] = "SELECT ", arg_at[] = "= ANY($1::";
+    static const char sel[] = "SELECT ", arg_at[] = "OPERATOR(pg_catalog.=) ANY($1::";
     char *at = strstr(load, from);
     char *arg = strstr(load, arg_at);
     size_t cap = strlen(load) + 128;
@@ -308,9 +308,10 @@ char *oc_smp_sql(const oc_model_conf_t *m, size_t tag, size_t param, int no_xmin
         return NULL;
     }
     const char *cols = load + sizeof(sel) - 1;
-    snprintf(out, cap, "SELECT %zu, %.*s, %s%.*s= ANY($%zu::%s", tag, (int)(at - cols),
-             cols, no_xmin ? "NULL::text" : "t.xmin::text", (int)(arg - at), at, param,
-             arg + sizeof(arg_at) - 1);
+    snprintf(out, cap, "SELECT %zu, %.*s, %s%.*sOPERATOR(pg_catalog.=) ANY($%zu::%s", tag,
+             (int)(at - cols), cols,
+             no_xmin ? "NULL::pg_catalog.text" : "t.xmin::pg_catalog.text",
+             (int)(arg - at), at, param, arg + sizeof(arg_at) - 1);
     free(load);
     return out;
 }

@@ -6,7 +6,10 @@
 
 static const char *key_sql_type(oc_key_type_t t)
 {
-    static const char *const names[] = {"bigint", "integer", "uuid", "text"};
+    /* Qualified: uuid and text are type names the role's search_path could
+     * shadow (bigint and integer are keywords, pg_catalog's always). */
+    static const char *const names[] = {"pg_catalog.int8", "pg_catalog.int4",
+                                        "pg_catalog.uuid", "pg_catalog.text"};
     return names[t];
 }
 
@@ -16,24 +19,31 @@ char *oc_sql_load(const oc_model_conf_t *m)
     char *sql = malloc(cap);
     if (sql == NULL)
         return NULL;
-    size_t off = (size_t)snprintf(sql, cap, "SELECT t.\"%s\"::text, ", m->key_column);
+    /* Every built-in named in pg_catalog: a loader session keeps the role's
+     * search_path (the application's functions a view calls resolve their
+     * own unqualified names with it), so a schema listed there ahead of
+     * pg_catalog must not take over row_to_json, text or =. */
+    size_t off =
+        (size_t)snprintf(sql, cap, "SELECT t.\"%s\"::pg_catalog.text, ", m->key_column);
     if (m->ncolumns == 0) {
-        off += (size_t)snprintf(sql + off, cap - off, "row_to_json(t)::text");
+        off += (size_t)snprintf(sql + off, cap - off,
+                                "pg_catalog.row_to_json(t)::pg_catalog.text");
     } else {
         off += (size_t)snprintf(sql + off, cap - off,
-                                "(SELECT row_to_json(r) FROM (SELECT ");
+                                "(SELECT pg_catalog.row_to_json(r) FROM (SELECT ");
         for (size_t i = 0; i < m->ncolumns; i++)
             off += (size_t)snprintf(sql + off, cap - off, "%st.\"%s\"", i ? ", " : "",
                                     m->columns[i]);
-        off += (size_t)snprintf(sql + off, cap - off, ") AS r)::text");
+        off += (size_t)snprintf(sql + off, cap - off, ") AS r)::pg_catalog.text");
     }
-    snprintf(sql + off, cap - off,
-             " FROM \"%s\".\"%s\" AS t WHERE t.\"%s\" = ANY($1::%s[])", m->schema,
-             m->table, m->key_column, key_sql_type(m->key_type));
+    snprintf(
+        sql + off, cap - off,
+        " FROM \"%s\".\"%s\" AS t WHERE t.\"%s\" OPERATOR(pg_catalog.=) ANY($1::%s[])",
+        m->schema, m->table, m->key_column, key_sql_type(m->key_type));
     return sql;
 }
 
-char *oc_sql_session(const oc_conf_t *conf)
+static char *session_sql(const oc_conf_t *conf, int pin_search_path)
 {
     char *sql = malloc(768);
     if (sql == NULL)
@@ -41,13 +51,14 @@ char *oc_sql_session(const oc_conf_t *conf)
     /* timezone is checked by oc_conf to [A-Za-z0-9_/+-]: safe in quotes.
      * What a role's defaults (a managed service's, a hardened config's)
      * would otherwise change under every statement objcached sends:
-     * search_path, whose first schema could shadow the unqualified built-ins
-     * (row_to_json, text, =) every query uses (tables and objcached.* are
-     * qualified); idle_session_timeout, which would close these pooled
-     * sessions whenever traffic pauses (PostgreSQL's own docs warn against
-     * it for pools); default_transaction_read_only and _isolation, under
-     * which the consumer and the feed could not write (objcached.claim
-     * refuses SERIALIZABLE), and a hot standby refuses SERIALIZABLE reads;
+     * search_path (pinned where only objcached's own SQL runs), whose first
+     * schema could shadow the unqualified built-ins those queries use
+     * (tables and objcached.* are qualified); idle_session_timeout, which
+     * would close these pooled sessions whenever traffic pauses
+     * (PostgreSQL's own docs warn against it for pools);
+     * default_transaction_read_only and _isolation, under which the
+     * consumer and the feed could not write (objcached.claim refuses
+     * SERIALIZABLE), and a hot standby refuses SERIALIZABLE reads;
      * lock_timeout, which would fail a load that waits on a lock before
      * load_timeout (statement_timeout) does. */
     snprintf(sql, 768,
@@ -56,12 +67,23 @@ char *oc_sql_session(const oc_conf_t *conf)
              "SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; "
              "SET bytea_output = 'hex'; SET statement_timeout = %u; "
              "SET client_connection_check_interval = 1000; "
-             "SET search_path = pg_catalog, pg_temp; SET idle_session_timeout = 0; "
+             "%sSET idle_session_timeout = 0; "
              "SET default_transaction_read_only = off; "
              "SET default_transaction_isolation = 'read committed'; "
              "SET lock_timeout = 0",
-             conf->timezone, conf->load_timeout_ms);
+             conf->timezone, conf->load_timeout_ms,
+             pin_search_path ? "SET search_path = pg_catalog, pg_temp; " : "");
     return sql;
+}
+
+char *oc_sql_session(const oc_conf_t *conf)
+{
+    return session_sql(conf, 1);
+}
+
+char *oc_sql_session_reader(const oc_conf_t *conf)
+{
+    return session_sql(conf, 0);
 }
 
 char *oc_sql_array(const char *const *items, const size_t *lens, size_t n)

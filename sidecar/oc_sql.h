@@ -27,6 +27,13 @@ char *oc_sql_load(const oc_model_conf_t *m);
  * environment's): ids are sent and rows served as UTF-8, which keys and
  * JSON are. */
 char *oc_sql_session(const oc_conf_t *conf);
+/* The same without search_path, for the sessions that read the models'
+ * tables (loaders, the sampler, --verify): a view's functions resolve
+ * their unqualified names with the session's search_path at each call, so
+ * these keep the role's, and the SQL they send names its built-ins in
+ * pg_catalog (oc_sql_load, oc_smp_sql). The other sessions, which run
+ * objcached's own SQL only, pin search_path = pg_catalog, pg_temp. */
+char *oc_sql_session_reader(const oc_conf_t *conf);
 
 /* A PostgreSQL array literal of n quoted text items, e.g. {"1","a\"b"},
  * for binding as one parameter (valid for bigint[], uuid[] and text[]). */

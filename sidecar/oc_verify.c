@@ -635,7 +635,7 @@ static int connect_pg(verify_t *v)
                 v->pg ? PQerrorMessage(v->pg) : "out of memory\n");
         return -1;
     }
-    char *session = oc_sql_session(v->conf);
+    char *session = oc_sql_session_reader(v->conf);
     PGresult *r = session ? PQexec(v->pg, session) : NULL;
     int ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok)

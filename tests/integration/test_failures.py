@@ -2,6 +2,7 @@
 server stopped, killed or frozen, a table lock that holds loads up
 (coalescing, head-of-line blocking, load_timeout)."""
 
+import json
 import signal
 import socket
 import struct
@@ -835,13 +836,21 @@ def test_idle_session_timeout_does_not_close_loaders(objcached_factory, pg, ref,
 def test_role_search_path_cannot_shadow_builtins(objcached_factory, pg, ref, prod_role):
     """A role whose search_path puts a schema others can write ahead of
     pg_catalog: a row_to_json there took over every load (the load SQL
-    names the table with its schema, but not the built-ins). The sessions
-    now pin search_path."""
+    names the table with its schema, but not the built-ins). The load
+    statement now names its built-ins (row_to_json, text, =) in pg_catalog;
+    the other sessions pin search_path."""
     pg.execute("DROP SCHEMA IF EXISTS evil CASCADE; CREATE SCHEMA evil; "
                "CREATE FUNCTION evil.row_to_json(anyelement) RETURNS json "
                "LANGUAGE sql AS $$ SELECT '{\"hijacked\": true}'::json $$; "
                "CREATE FUNCTION evil.row_to_json(anyelement, boolean) RETURNS json "
                "LANGUAGE sql AS $$ SELECT '{\"hijacked\": true}'::json $$; "
+               # the key's = and the text cast too (the loaders keep the role's
+               # search_path: the load statement names them in pg_catalog)
+               "CREATE FUNCTION evil.never(bigint, bigint) RETURNS boolean "
+               "LANGUAGE sql AS $$ SELECT false $$; "
+               "CREATE OPERATOR evil.= (LEFTARG = bigint, RIGHTARG = bigint, "
+               "FUNCTION = evil.never); "
+               "CREATE TYPE evil.text AS ENUM ('hijacked'); "
                f"GRANT USAGE ON SCHEMA evil TO {PROD_ROLE}")
     pg.execute(f"ALTER ROLE {PROD_ROLE} SET search_path = evil, pg_catalog, public")
     oc = objcached_factory({"postgresql": {"conninfo": prod_role}})
@@ -901,3 +910,34 @@ def test_role_lock_timeout_does_not_cut_a_load_short(objcached_factory, pg, ref,
         t.join(15)
         assert not t.is_alive()
     assert result["r"] == (user_values(ref, [184]), b"END")
+
+
+VIEW_HELPER = """
+CREATE OR REPLACE FUNCTION oc_user_label(i bigint) RETURNS text LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT 'user ' || u.name FROM users u WHERE u.id = i);
+END $$;
+CREATE OR REPLACE VIEW user_labels AS SELECT id, oc_user_label(id) AS label FROM users"""
+
+
+def test_a_view_whose_function_names_tables_unqualified_loads(objcached_factory, pg, ref):
+    """A model over a view calling the application's own function, which
+    names its tables without a schema and has no search_path of its own
+    (as most application functions): PostgreSQL resolves the function's
+    body at each call with the session's search_path, so pinning it to
+    pg_catalog alone made every load of the model fail ('relation "users"
+    does not exist'). The loaders keep the role's search_path; the load
+    statement names the built-ins it uses in pg_catalog instead."""
+    pg.execute(VIEW_HELPER)
+    oc = objcached_factory({"model UserLabel": {"table": "user_labels",
+                                                "key_type": "bigint",
+                                                "columns": "id, label"}})
+    try:
+        name = pg.execute("SELECT name FROM users WHERE id = 185")[0][0]
+        with oc.client() as c:
+            values, terminal = c.get_multi(["UserLabel:185"])
+            assert terminal == b"END", terminal
+            assert [(v[0], json.loads(v[2])) for v in values] == [
+                (b"UserLabel:185", {"id": 185, "label": f"user {name}"})]
+    finally:
+        pg.execute("DROP VIEW IF EXISTS user_labels; DROP FUNCTION IF EXISTS oc_user_label")

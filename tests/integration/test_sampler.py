@@ -401,7 +401,7 @@ def sampler_unanswered(fleet, mc_pool, db, proxy, nkeys, **objcached):
     with oc.client(timeout=10) as c:
         assert c.get_multi(keys)[1] == b"END"   # cached (loads answered)
     oc.wait_idle()
-    proxy.hold_replies_after(b"xmin::text")     # the sampler's select only
+    proxy.hold_replies_after(b"xmin::pg_catalog.text")     # the sampler's select only
     return oc, keys
 
 
@@ -592,7 +592,7 @@ def test_reload_removes_a_model_with_checks_queued_and_in_flight(fleet, mc_pool,
                 c.get_multi([f"Ver:{i}" for i in range(1, 51)])
         harness.wait_until(lambda: total(oc, "checks", "hit", "Ver") == 50, timeout=30,
                            what=lambda: f"Ver's hits checked: {sampler(oc)}")
-        proxy.hold_replies_after(b"xmin::text")
+        proxy.hold_replies_after(b"xmin::pg_catalog.text")
         db.q("UPDATE vers SET version = version + 1 WHERE id <= 50")
         db.q("UPDATE items SET n = n + 1 WHERE id <= 50")
         # the 1 s checks' batch is sent, its answer held; the 3 s ones wait

@@ -381,15 +381,18 @@ static void test_select(void **state)
     assert_non_null(c);
     char *s = oc_smp_sql(&c->models[0], 3, 2, 0);
     assert_string_equal(
-        s, "SELECT 3, t.\"id\"::text, (SELECT row_to_json(r) FROM (SELECT t.\"id\", "
-           "t.\"name\") "
-           "AS r)::text, t.xmin::text FROM \"app\".\"users\" AS t WHERE t.\"id\" = "
-           "ANY($2::bigint[])");
+        s,
+        "SELECT 3, t.\"id\"::pg_catalog.text, (SELECT pg_catalog.row_to_json(r) FROM "
+        "(SELECT t.\"id\", t.\"name\") AS r)::pg_catalog.text, t.xmin::pg_catalog.text "
+        "FROM \"app\".\"users\" AS t WHERE t.\"id\" OPERATOR(pg_catalog.=) "
+        "ANY($2::pg_catalog.int8[])");
     free(s);
     s = oc_smp_sql(&c->models[1], 0, 1, 1);
-    assert_string_equal(s,
-                        "SELECT 0, t.\"id\"::text, row_to_json(t)::text, NULL::text FROM "
-                        "\"public\".\"other\" AS t WHERE t.\"id\" = ANY($1::bigint[])");
+    assert_string_equal(
+        s, "SELECT 0, t.\"id\"::pg_catalog.text, "
+           "pg_catalog.row_to_json(t)::pg_catalog.text, NULL::pg_catalog.text "
+           "FROM \"public\".\"other\" AS t WHERE t.\"id\" "
+           "OPERATOR(pg_catalog.=) ANY($1::pg_catalog.int8[])");
     free(s);
     oc_conf_free(c);
 }

@@ -20,8 +20,10 @@ static void test_load_whole_row(void **state)
                          .key_type = OC_KEY_BIGINT};
     char *sql = oc_sql_load(&m);
     assert_string_equal(
-        sql, "SELECT t.\"id\"::text, row_to_json(t)::text FROM \"public\".\"users\" "
-             "AS t WHERE t.\"id\" = ANY($1::bigint[])");
+        sql,
+        "SELECT t.\"id\"::pg_catalog.text, pg_catalog.row_to_json(t)::pg_catalog.text "
+        "FROM \"public\".\"users\" AS t WHERE t.\"id\" OPERATOR(pg_catalog.=) "
+        "ANY($1::pg_catalog.int8[])");
     free(sql);
 }
 
@@ -36,10 +38,11 @@ static void test_load_columns(void **state)
                          .columns = cols,
                          .ncolumns = 3};
     char *sql = oc_sql_load(&m);
-    assert_string_equal(sql,
-                        "SELECT t.\"uuid\"::text, (SELECT row_to_json(r) FROM (SELECT "
-                        "t.\"id\", t.\"Name\", t.\"select\") AS r)::text FROM "
-                        "\"app\".\"Docs\" AS t WHERE t.\"uuid\" = ANY($1::uuid[])");
+    assert_string_equal(
+        sql, "SELECT t.\"uuid\"::pg_catalog.text, (SELECT pg_catalog.row_to_json(r) "
+             "FROM (SELECT t.\"id\", t.\"Name\", t.\"select\") AS "
+             "r)::pg_catalog.text FROM \"app\".\"Docs\" AS t WHERE t.\"uuid\" "
+             "OPERATOR(pg_catalog.=) ANY($1::pg_catalog.uuid[])");
     free(sql);
     /* 256 columns of 63 bytes: the longest a configuration allows */
     static char names[256][64];
@@ -54,7 +57,7 @@ static void test_load_columns(void **state)
     m.key_type = OC_KEY_TEXT;
     sql = oc_sql_load(&m);
     assert_non_null(sql);
-    assert_non_null(strstr(sql, "= ANY($1::text[])"));
+    assert_non_null(strstr(sql, "OPERATOR(pg_catalog.=) ANY($1::pg_catalog.text[])"));
     free(sql);
 }
 
@@ -73,6 +76,14 @@ static void test_session(void **state)
     assert_non_null(strstr(sql, "SET idle_session_timeout = 0;"));
     assert_non_null(strstr(sql, "SET default_transaction_read_only = off;"));
     assert_non_null(strstr(sql, "SET default_transaction_isolation = 'read committed';"));
+    assert_non_null(strstr(sql, "SET lock_timeout = 0"));
+    free(sql);
+    /* the sessions that read the models' tables keep the role's search_path
+     * (a view's functions resolve their own names with it), all else alike */
+    sql = oc_sql_session_reader(&c);
+    assert_null(strstr(sql, "search_path"));
+    assert_non_null(strstr(sql, "SET statement_timeout = 5000;"));
+    assert_non_null(strstr(sql, "SET idle_session_timeout = 0;"));
     assert_non_null(strstr(sql, "SET lock_timeout = 0"));
     free(sql);
 }
