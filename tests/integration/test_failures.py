@@ -861,24 +861,34 @@ def test_role_search_path_cannot_shadow_builtins(objcached_factory, pg, ref, pro
                                           b"END"), key
 
 
+def one_loader(objcached_factory, prod_role):
+    """objcached with one loader session, as the production-like role, up."""
+    oc = objcached_factory({"objcached": {"load_timeout": "10s"},
+                            "postgresql": {"conninfo": prod_role, "connections": "1"}})
+    harness.wait_until(lambda: oc.stats()["pg_connections_up"] == 1, timeout=10,
+                       what="the loader up")
+    return oc
+
+
+def wait_load_on_lock(pg):
+    harness.wait_until(lambda: pg.execute(
+        f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{PROD_ROLE}' "
+        "AND wait_event_type = 'Lock'")[0][0] == 1, timeout=10,
+        what="the load waiting on the lock")
+
+
 def test_loader_terminated_mid_load_is_retried(objcached_factory, pg, ref, prod_role):
     """pg_terminate_backend of the only loader while its load waits on a
     lock: the load is a read, so it runs again on the next session within
     its load_timeout instead of failing the client's get (which
     libmemcached-based clients report as "not found")."""
-    oc = objcached_factory({"objcached": {"load_timeout": "10s"},
-                            "postgresql": {"conninfo": prod_role, "connections": "1"}})
-    harness.wait_until(lambda: oc.stats()["pg_connections_up"] == 1, timeout=10,
-                       what="the loader up")
+    oc = one_loader(objcached_factory, prod_role)
     result = {}
     with oc.client() as c:
         with TableLock(pg):
             t = threading.Thread(target=lambda: result.update(r=c.get_multi(["User:183"])))
             t.start()
-            harness.wait_until(lambda: pg.execute(
-                f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{PROD_ROLE}' "
-                "AND wait_event_type = 'Lock'")[0][0] == 1, timeout=10,
-                what="the load waiting on the lock")
+            wait_load_on_lock(pg)
             pg.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                        f"WHERE usename = '{PROD_ROLE}'")
             harness.wait_until(lambda: "pg_conn_down" in oc.log(), timeout=10,
@@ -893,19 +903,13 @@ def test_role_lock_timeout_does_not_cut_a_load_short(objcached_factory, pg, ref,
     waited on a lock released well within load_timeout; a load's waits are
     bounded by load_timeout (the session's statement_timeout) alone."""
     pg.execute(f"ALTER ROLE {PROD_ROLE} SET lock_timeout = '200ms'")
-    oc = objcached_factory({"objcached": {"load_timeout": "10s"},
-                            "postgresql": {"conninfo": prod_role, "connections": "1"}})
-    harness.wait_until(lambda: oc.stats()["pg_connections_up"] == 1, timeout=10,
-                       what="the loader up")
+    oc = one_loader(objcached_factory, prod_role)
     result = {}
     with oc.client() as c:
         with TableLock(pg):
             t = threading.Thread(target=lambda: result.update(r=c.get_multi(["User:184"])))
             t.start()
-            harness.wait_until(lambda: pg.execute(
-                f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{PROD_ROLE}' "
-                "AND wait_event_type = 'Lock'")[0][0] == 1, timeout=10,
-                what="the load waiting on the lock")
+            wait_load_on_lock(pg)
             time.sleep(0.6)  # past the role's lock_timeout, well within load_timeout
         t.join(15)
         assert not t.is_alive()

@@ -15,6 +15,16 @@ def one_server(objcached_factory, address, **objcached):
                               "objcached": objcached})
 
 
+def three_gets(c, oc, ref):
+    """Three gets of User:1 and User:2, each answered right and its loads
+    done: the stats before and after."""
+    s0 = c.stats()
+    for _ in range(3):
+        assert c.get_multi(["User:1", "User:2"]) == (user_values(ref, [1, 2]), b"END")
+        oc.wait_idle()
+    return s0, c.stats()
+
+
 def test_memcached_with_cas_disabled_is_named_in_the_log_once(objcached_factory, ref):
     """memcached -C answers every cas as 0: a lease (`mg ... N`) is `VA 0 c0
     ... W`, the fill's `cas ... 0` is refused (EXISTS), so nothing is ever
@@ -26,12 +36,7 @@ def test_memcached_with_cas_disabled_is_named_in_the_log_once(objcached_factory,
     try:
         oc = one_server(objcached_factory, mc.address)
         with oc.client() as c:
-            s0 = c.stats()
-            for _ in range(3):
-                assert c.get_multi(["User:1", "User:2"]) == (user_values(ref, [1, 2]),
-                                                             b"END")
-                oc.wait_idle()
-            s1 = c.stats()
+            s0, s1 = three_gets(c, oc, ref)
         # what the setup costs: nothing cached, each get loads again
         assert moved(s0, s1, "get_hits")["get_hits"] == 0
         assert moved(s0, s1, "pg_queries")["pg_queries"] >= 3
@@ -87,12 +92,7 @@ def test_memcached_full_without_eviction_is_named_in_the_log(objcached_factory, 
             assert m.readline() == b"EN koc:probe"
         oc = one_server(objcached_factory, mc.address)
         with oc.client() as c:
-            s0 = c.stats()
-            for _ in range(3):
-                assert c.get_multi(["User:1", "User:2"]) == (user_values(ref, [1, 2]),
-                                                             b"END")
-                oc.wait_idle()
-            s1 = c.stats()
+            s0, s1 = three_gets(c, oc, ref)
             # a push memcached refuses: its words, once (they came as
             # "SERVER_ERROR SERVER_ERROR out of memory storing object")
             body = b'{"id":3,"name":"pushed"}'
