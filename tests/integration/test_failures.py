@@ -870,11 +870,22 @@ def one_loader(objcached_factory, prod_role):
     return oc
 
 
-def wait_load_on_lock(pg):
-    harness.wait_until(lambda: pg.execute(
-        f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{PROD_ROLE}' "
-        "AND wait_event_type = 'Lock'")[0][0] == 1, timeout=10,
-        what="the load waiting on the lock")
+def get_while_locked(oc, pg, key, during):
+    """A get of key whose load waits on a lock of the users table; `during`
+    runs once it waits, the lock still held. The get's answer."""
+    result = {}
+    with oc.client() as c:
+        with TableLock(pg):
+            t = threading.Thread(target=lambda: result.update(r=c.get_multi([key])))
+            t.start()
+            harness.wait_until(lambda: pg.execute(
+                f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{PROD_ROLE}' "
+                "AND wait_event_type = 'Lock'")[0][0] == 1, timeout=10,
+                what="the load waiting on the lock")
+            during()
+        t.join(15)
+        assert not t.is_alive()
+    return result["r"]
 
 
 def test_loader_terminated_mid_load_is_retried(objcached_factory, pg, ref, prod_role):
@@ -883,19 +894,14 @@ def test_loader_terminated_mid_load_is_retried(objcached_factory, pg, ref, prod_
     its load_timeout instead of failing the client's get (which
     libmemcached-based clients report as "not found")."""
     oc = one_loader(objcached_factory, prod_role)
-    result = {}
-    with oc.client() as c:
-        with TableLock(pg):
-            t = threading.Thread(target=lambda: result.update(r=c.get_multi(["User:183"])))
-            t.start()
-            wait_load_on_lock(pg)
-            pg.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                       f"WHERE usename = '{PROD_ROLE}'")
-            harness.wait_until(lambda: "pg_conn_down" in oc.log(), timeout=10,
-                               what="the loader session lost")
-        t.join(15)
-        assert not t.is_alive()
-    assert result["r"] == (user_values(ref, [183]), b"END")
+
+    def terminate():
+        pg.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                   f"WHERE usename = '{PROD_ROLE}'")
+        harness.wait_until(lambda: "pg_conn_down" in oc.log(), timeout=10,
+                           what="the loader session lost")
+    assert get_while_locked(oc, pg, "User:183", terminate) == \
+        (user_values(ref, [183]), b"END")
 
 
 def test_role_lock_timeout_does_not_cut_a_load_short(objcached_factory, pg, ref, prod_role):
@@ -904,16 +910,9 @@ def test_role_lock_timeout_does_not_cut_a_load_short(objcached_factory, pg, ref,
     bounded by load_timeout (the session's statement_timeout) alone."""
     pg.execute(f"ALTER ROLE {PROD_ROLE} SET lock_timeout = '200ms'")
     oc = one_loader(objcached_factory, prod_role)
-    result = {}
-    with oc.client() as c:
-        with TableLock(pg):
-            t = threading.Thread(target=lambda: result.update(r=c.get_multi(["User:184"])))
-            t.start()
-            wait_load_on_lock(pg)
-            time.sleep(0.6)  # past the role's lock_timeout, well within load_timeout
-        t.join(15)
-        assert not t.is_alive()
-    assert result["r"] == (user_values(ref, [184]), b"END")
+    # past the role's lock_timeout, well within load_timeout
+    assert get_while_locked(oc, pg, "User:184", lambda: time.sleep(0.6)) == \
+        (user_values(ref, [184]), b"END")
 
 
 VIEW_HELPER = """
