@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "oc_log.h"
 
@@ -39,6 +42,7 @@ struct oc_pgconn {
     oc_pgconn_done_fn cb; /* the command in flight; NULL if abandoned */
     void *cb_arg;
     uint32_t backoff_ms;
+    uint64_t rng;  /* oc_pgconn_jitter's state, drawn at creation */
     int was_up;    /* for logging an outage once */
     int lost_live; /* DOWN after losing a session that was up: its first
                       reconnect is still to come (oc_pgconn_alive) */
@@ -72,6 +76,27 @@ static void first_line(char *dst, size_t cap, const char *msg)
 uint32_t oc_pgconn_next_backoff(uint32_t ms)
 {
     return ms > OC_PGCONN_BACKOFF_MAX_MS / 2 ? OC_PGCONN_BACKOFF_MAX_MS : ms * 2;
+}
+
+uint32_t oc_pgconn_jitter(uint32_t ms, uint64_t *rng)
+{
+    uint64_t x = *rng ? *rng : 0x9E3779B97F4A7C15ULL;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *rng = x;
+    uint32_t spread = ms / 2;
+    return ms - (uint32_t)((x * 0x2545F4914F6CDD1DULL >> 32) % ((uint64_t)spread + 1));
+}
+
+/* A different state per connection and per process: the point is that
+ * sidecars started from one image at one instant do not draw alike. */
+static uint64_t jitter_seed(const void *c)
+{
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed))
+        seed = ((uint64_t)time(NULL) << 32) ^ (uint64_t)getpid() ^ (uint64_t)(uintptr_t)c;
+    return seed ? seed : 1;
 }
 
 static void set_state(oc_pgconn_t *c, oc_pgconn_state_t st)
@@ -120,8 +145,8 @@ static void go_down(oc_pgconn_t *c, const char *why)
     int was_busy = (c->state == OC_PGCONN_BUSY || c->state == OC_PGCONN_STREAMING);
     set_state(c, OC_PGCONN_DOWN);
     c->was_up = 0;
-    struct timeval tv = {c->backoff_ms / 1000,
-                         (suseconds_t)(c->backoff_ms % 1000) * 1000};
+    uint32_t wait_ms = oc_pgconn_jitter(c->backoff_ms, &c->rng);
+    struct timeval tv = {wait_ms / 1000, (suseconds_t)(wait_ms % 1000) * 1000};
     evtimer_add(c->timer, &tv);
     c->backoff_ms = oc_pgconn_next_backoff(c->backoff_ms);
     c->lost_live = was_up_before;
@@ -611,6 +636,7 @@ oc_pgconn_t *oc_pgconn_new(struct event_base *base, const char *conninfo,
     c->owner = owner;
     c->state = OC_PGCONN_DOWN;
     c->backoff_ms = OC_PGCONN_BACKOFF_MIN_MS;
+    c->rng = jitter_seed(c);
     c->exec_slot = -1;
     snprintf(c->last_error, sizeof(c->last_error), "not connected yet");
     c->conninfo = strdup(conninfo);

@@ -145,4 +145,13 @@ int oc_pgconn_row_error(const char *sqlstate);
  * OC_PGCONN_BACKOFF_MIN_MS). */
 uint32_t oc_pgconn_next_backoff(uint32_t ms);
 
+/* The wait actually armed for a back-off of ms: drawn in [ms - ms/2, ms]
+ * from *rng (xorshift64*; a 0 state is replaced). Why: every sidecar of a
+ * fleet loses its sessions at the same instant when PostgreSQL restarts or
+ * fails over, and with the same doubling each would come back at the same
+ * instants, hundreds of connection attempts (a backend forked for each, even
+ * one refused for max_connections) arriving together at every step. Half a
+ * step of spread keeps the first retry quick and scatters the rest. */
+uint32_t oc_pgconn_jitter(uint32_t ms, uint64_t *rng);
+
 #endif

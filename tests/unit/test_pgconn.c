@@ -72,13 +72,48 @@ static void test_backoff(void **state)
     assert_int_equal(oc_pgconn_next_backoff(1), 2);
 }
 
+/* The armed wait stays within [ms - ms/2, ms], covers that range, and two
+ * connections (two states) do not draw the same waits in step. */
+static void test_jitter(void **state)
+{
+    (void)state;
+    const uint32_t steps[] = {
+        1, 2, 3, OC_PGCONN_BACKOFF_MIN_MS, 1600, OC_PGCONN_BACKOFF_MAX_MS};
+    uint64_t rng = 12345;
+    for (size_t s = 0; s < sizeof(steps) / sizeof(steps[0]); s++) {
+        uint32_t ms = steps[s], lo = ms, hi = 0;
+        for (int i = 0; i < 2000; i++) {
+            uint32_t w = oc_pgconn_jitter(ms, &rng);
+            assert_true(w >= ms - ms / 2 && w <= ms);
+            lo = w < lo ? w : lo;
+            hi = w > hi ? w : hi;
+        }
+        assert_int_equal(lo, ms - ms / 2); /* both ends are reached */
+        assert_int_equal(hi, ms);
+    }
+    /* a zero state is not a stuck generator */
+    uint64_t zero = 0;
+    uint32_t first = oc_pgconn_jitter(OC_PGCONN_BACKOFF_MAX_MS, &zero);
+    assert_true(zero != 0);
+    int differs = 0;
+    for (int i = 0; i < 50; i++)
+        differs |= oc_pgconn_jitter(OC_PGCONN_BACKOFF_MAX_MS, &zero) != first;
+    assert_true(differs);
+    /* two connections seeded apart: their waits at the same steps differ */
+    uint64_t a = 1, b = 2;
+    int same = 0;
+    for (int i = 0; i < 100; i++)
+        same += oc_pgconn_jitter(OC_PGCONN_BACKOFF_MAX_MS, &a) ==
+                oc_pgconn_jitter(OC_PGCONN_BACKOFF_MAX_MS, &b);
+    assert_true(same < 10);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_row_errors),
-        cmocka_unit_test(test_not_row_errors),
-        cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_row_errors), cmocka_unit_test(test_not_row_errors),
+        cmocka_unit_test(test_malformed),  cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_jitter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
