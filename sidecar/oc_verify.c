@@ -124,11 +124,11 @@ static int pick_present(verify_t *v, uint32_t want)
     char rel[300], sql[1024], lim[16], pct[32];
     snprintf(rel, sizeof(rel), "\"%s\".\"%s\"", m->schema, m->table);
     const char *p1[] = {rel};
-    PGresult *r =
-        query(v,
-              "SELECT coalesce(c.reltuples, 0)::float8, c.relkind FROM pg_class c "
-              "WHERE c.oid = to_regclass($1)",
-              1, p1);
+    PGresult *r = query(v,
+                        "SELECT coalesce(c.reltuples, 0)::pg_catalog.float8, c.relkind "
+                        "FROM pg_catalog.pg_class c "
+                        "WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)",
+                        1, p1);
     if (r == NULL)
         return -1;
     if (PQntuples(r) != 1) {
@@ -144,14 +144,17 @@ static int pick_present(verify_t *v, uint32_t want)
     int sample = (kind == 'r' || kind == 'm' || kind == 'p') && tuples > 20.0 * want;
     if (sample) {
         snprintf(pct, sizeof(pct), "%.6f", 100.0 * 5.0 * want / tuples);
-        snprintf(sql, sizeof(sql),
-                 "SELECT t.\"%s\"::text FROM %s AS t TABLESAMPLE BERNOULLI ($1) "
-                 "ORDER BY random() LIMIT $2",
-                 m->key_column, rel);
+        snprintf(
+            sql, sizeof(sql),
+            "SELECT t.\"%s\"::pg_catalog.text FROM %s AS t "
+            "TABLESAMPLE pg_catalog.bernoulli ($1) ORDER BY pg_catalog.random() LIMIT $2",
+            m->key_column, rel);
     } else {
-        snprintf(sql, sizeof(sql),
-                 "SELECT t.\"%s\"::text FROM %s AS t ORDER BY random() LIMIT $1",
-                 m->key_column, rel);
+        snprintf(
+            sql, sizeof(sql),
+            "SELECT t.\"%s\"::pg_catalog.text FROM %s AS t ORDER BY pg_catalog.random() "
+            "LIMIT $1",
+            m->key_column, rel);
     }
     const char *p2[] = {sample ? pct : lim, lim};
     r = query(v, sql, sample ? 2 : 1, p2);
@@ -174,28 +177,34 @@ static int pick_absent(verify_t *v, uint32_t want)
     const char *p[] = {lim};
     if (m->key_type == OC_KEY_UUID) {
         snprintf(sql, sizeof(sql),
-                 "SELECT gen_random_uuid()::text FROM generate_series(1, $1)");
+                 "SELECT pg_catalog.gen_random_uuid()::pg_catalog.text "
+                 "FROM pg_catalog.generate_series(1, $1::pg_catalog.int4)");
     } else if (m->key_type == OC_KEY_TEXT) {
         snprintf(sql, sizeof(sql),
-                 "SELECT 'oc-verify-absent-' || md5(random()::text) FROM "
-                 "generate_series(1, $1)");
+                 "SELECT 'oc-verify-absent-' OPERATOR(pg_catalog.||) "
+                 "pg_catalog.md5(pg_catalog.random()::pg_catalog.text) "
+                 "FROM pg_catalog.generate_series(1, $1::pg_catalog.int4)");
     } else {
         const char *k = m->key_column;
         const char *top =
             m->key_type == OC_KEY_INTEGER ? "2147483647" : "9223372036854775807";
         snprintf(
             sql, sizeof(sql),
-            "WITH b AS (SELECT min(t.\"%s\")::bigint AS lo, max(t.\"%s\")::bigint AS hi "
-            "FROM %s AS t), "
-            "gaps AS (SELECT g FROM b, generate_series(b.lo, b.hi) AS g "
-            "WHERE b.hi - b.lo <= 1000000 AND NOT EXISTS "
-            "(SELECT 1 FROM %s AS t WHERE t.\"%s\" = g) ORDER BY random() LIMIT "
-            "$1::int), "
-            "past AS (SELECT CASE WHEN coalesce(b.hi, 0) <= %s - $1::int THEN "
-            "coalesce(b.hi, 0) + g ELSE coalesce(b.lo, 0) - g END AS g "
-            "FROM b, generate_series(1, $1::int) AS g) "
-            "(SELECT g::text FROM gaps) UNION ALL (SELECT g::text FROM past LIMIT "
-            "greatest(1, $1::int - (SELECT count(*) FROM gaps)))",
+            "WITH b AS (SELECT pg_catalog.min(t.\"%s\")::pg_catalog.int8 AS lo, "
+            "pg_catalog.max(t.\"%s\")::pg_catalog.int8 AS hi FROM %s AS t), "
+            "gaps AS (SELECT g FROM b, pg_catalog.generate_series(b.lo, b.hi) AS g "
+            "WHERE (b.hi OPERATOR(pg_catalog.-) b.lo) OPERATOR(pg_catalog.<=) 1000000 "
+            "AND NOT EXISTS (SELECT 1 FROM %s AS t WHERE t.\"%s\" OPERATOR(pg_catalog.=) "
+            "g) "
+            "ORDER BY pg_catalog.random() LIMIT $1::pg_catalog.int4), "
+            "past AS (SELECT CASE WHEN coalesce(b.hi, 0) OPERATOR(pg_catalog.<=) "
+            "(%s OPERATOR(pg_catalog.-) $1::pg_catalog.int4) "
+            "THEN coalesce(b.hi, 0) OPERATOR(pg_catalog.+) g "
+            "ELSE coalesce(b.lo, 0) OPERATOR(pg_catalog.-) g END AS g "
+            "FROM b, pg_catalog.generate_series(1, $1::pg_catalog.int4) AS g) "
+            "(SELECT g::pg_catalog.text FROM gaps) UNION ALL "
+            "(SELECT g::pg_catalog.text FROM past LIMIT greatest(1, $1::pg_catalog.int4 "
+            "OPERATOR(pg_catalog.-) (SELECT pg_catalog.count(*) FROM gaps)))",
             k, k, rel, rel, k, top);
     }
     PGresult *r = query(v, sql, 1, p);
@@ -614,11 +623,11 @@ static int round_trip(verify_t *v, int first)
 static uint64_t read_gen(verify_t *v, uint64_t gen)
 {
     const char *p[] = {v->m->name};
-    PGresult *r =
-        PQexecParams(v->pg,
-                     "SELECT generation FROM objcached.models WHERE model = $1 AND "
-                     "to_regclass('objcached.models') IS NOT NULL",
-                     1, NULL, p, NULL, NULL, 0);
+    PGresult *r = PQexecParams(
+        v->pg,
+        "SELECT generation FROM objcached.models WHERE model OPERATOR(pg_catalog.=) $1 "
+        "AND pg_catalog.to_regclass('objcached.models') IS NOT NULL",
+        1, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
         gen = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);

@@ -386,3 +386,45 @@ def test_recheck_waits_sample_recheck(mc_pool, db, objcached_bin):
     assert counts["stale"] == 1, out                     # key 7 only
     assert re.search(r"^stale oc:Item~\d+:7 ", out, re.M), out
     assert p.returncode == 1, (p.returncode, out, err)
+
+
+EVIL = """
+CREATE SCHEMA evil;
+CREATE FUNCTION evil.never(bigint, bigint) RETURNS boolean LANGUAGE sql AS $$ SELECT false $$;
+CREATE OPERATOR evil.= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = evil.never);
+CREATE FUNCTION evil.never(text, text) RETURNS boolean LANGUAGE sql AS $$ SELECT false $$;
+CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.never);
+CREATE FUNCTION evil.gen_random_uuid() RETURNS uuid LANGUAGE sql
+    AS $$ SELECT id FROM public.docs ORDER BY id LIMIT 1 $$;
+CREATE FUNCTION evil.generate_series(integer, integer) RETURNS SETOF integer LANGUAGE sql
+    AS $$ SELECT 1 WHERE false $$;
+CREATE FUNCTION evil.max(bigint) RETURNS bigint LANGUAGE sql AS $$ SELECT 1::bigint $$;
+"""
+
+
+def test_a_search_path_that_shadows_builtins_changes_nothing(fleet, mc_pool, db, objcached_bin):
+    """--verify keeps the role's search_path (a model over a view may need
+    it), so the SQL it writes itself names its built-ins in pg_catalog: a
+    schema ahead of pg_catalog whose =, gen_random_uuid or generate_series
+    took over made it report present ids as absent (a false alarm) or pick
+    no absent ids at all."""
+    conf = config(mc_pool, db)
+    oc = fleet.start(conf)
+    ids = [r[0] for r in db.q("SELECT id::text FROM docs ORDER BY id")]
+    with oc.client() as c:
+        assert c.get_multi([f"Doc:{i}" for i in ids[:30]] +
+                           [f"Item:{i}" for i in range(1, 50)])[1] == b"END"
+    oc.wait_idle()
+    db.q(EVIL)
+    db.q(f'ALTER DATABASE "{db.name}" SET search_path = evil, pg_catalog, public')
+    for model, fresh in (("Doc", 30), ("Item", 49)):
+        rc, out, err, n = verify(objcached_bin, conf, "--verify", model, "--sample", "500")
+        assert rc == 0, (out, err)
+        assert n["fresh"] == fresh and n["stale"] == 0 and n["absent-but-cached"] == 0, out
+        assert n["errors"] == 0 and n["absent"] >= 40, out
+        assert "result: ok" in out
+    # a table larger than 20 times the sample is sampled (TABLESAMPLE)
+    db.q("ANALYZE items")
+    rc, out, err, n = verify(objcached_bin, conf, "--verify", "Item", "--sample", "5")
+    assert rc == 0 and n["errors"] == 0 and n["stale"] == 0 and n["absent"] >= 1, (out, err)
+    assert n["fresh"] + n["missing"] >= 1 and "result: ok" in out, out
