@@ -789,10 +789,16 @@ void oc_inval_read_generations(oc_ctx_t *ctx)
     const char *vals[] = {"2", ctx->conf->conninfo, "objcached", NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     PGresult *r = NULL;
+    /* Blocking, before the listeners are bound: a lock on objcached.models
+     * (an upgrade in a long transaction) must not hold the start for as
+     * long as it lasts. The read is an optimisation; the consumer or the
+     * feed reads the generations again once connected. */
     if (c && PQstatus(c) == CONNECTION_OK)
         r = PQexec(c,
+                   "SET statement_timeout = 2000; SET lock_timeout = 0; "
                    "SELECT model, generation, "
-                   "to_regclass('objcached.generation_seq')::oid FROM objcached.models");
+                   "pg_catalog.to_regclass('objcached.generation_seq')::pg_catalog.oid "
+                   "FROM objcached.models");
     if (r && PQresultStatus(r) == PGRES_TUPLES_OK) {
         if (PQntuples(r) > 0 && !PQgetisnull(r, 0, 2))
             ctx->gens_oid = strtoul(PQgetvalue(r, 0, 2), NULL, 10);

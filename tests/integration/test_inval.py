@@ -642,3 +642,28 @@ def test_inval_lag_ms_falls_to_zero_once_the_outbox_is_drained(objcached_factory
     finally:
         conn.close()
         pg.execute("UPDATE users SET note = %s WHERE id = 21", (note,))
+
+
+def test_a_start_while_the_models_table_is_locked_does_not_hang(objcached_factory, pg):
+    """The generations are read at start, before the listeners are bound,
+    with a blocking query. It had a connect timeout but no statement
+    timeout: a sidecar (re)started while a transaction held a lock on
+    objcached.models (an --install-hook upgrade in a long transaction, a
+    VACUUM FULL) waited for it with its listeners unbound, for as long as
+    the lock lasted. Now the read gives up after 2 s, says so, and the
+    models are read at generation 0 until the consumer connects."""
+    oc = objcached_factory({"postgresql": {"invalidation_poll": "200ms"}})
+    install(oc)
+    conn = pg.connect(autocommit=False)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("LOCK TABLE objcached.models IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        b = objcached_factory({"postgresql": {"invalidation_poll": "200ms"}})
+        assert time.monotonic() - started < 15
+        assert "event=generations_unknown" in b.log()
+        assert "statement timeout" in b.log()
+    finally:
+        conn.rollback()
+        conn.close()
+    assert get(b, "User:1") is not None
