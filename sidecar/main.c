@@ -60,7 +60,8 @@ static void usage(FILE *out)
         "\n"
         "Logs go to stderr as key=value lines. SIGTERM or SIGINT stops the daemon\n"
         "after the commands under way finish; under systemd (Type=notify) it\n"
-        "reports readiness through NOTIFY_SOCKET.\n");
+        "reports readiness through NOTIFY_SOCKET, and takes the listeners of a\n"
+        "socket unit (LISTEN_PID, LISTEN_FDS) instead of binding them.\n");
 }
 
 static int check_config(const char *path, int with_db)

@@ -123,7 +123,9 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     oc_log_info("event=stopping signal=%d connections=%" PRIu64, (int)sig,
                 oc_conns_count(d->conns));
     d->ctx.stopping = 1;
-    oc_listen_close(d->listen); /* new connections are refused, not queued */
+    /* New connections are refused, not queued; on a socket systemd passed
+     * (oc_listen.h) they queue for the next process instead. */
+    oc_listen_close(d->listen);
     uint32_t ms = d->ctx.conf->shutdown_timeout_ms;
     struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
     d->drain_timer = evtimer_new(d->ctx.base, on_drain_timeout, d);

@@ -1,9 +1,14 @@
 #include "oc_listen.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +27,7 @@ struct oc_listen {
     oc_listen_accept_fn accept;
     void *arg;
     struct evconnlistener *tcp, *unx;
-    char *unix_path; /* to unlink at close */
+    char *unix_path; /* to unlink at close (NULL: inherited, systemd's) */
     dev_t unix_dev;  /* ... if the file there is still the one we bound */
     ino_t unix_ino;
     struct event *pause; /* out of descriptors: resume accepting */
@@ -105,7 +110,8 @@ static oc_status_t split_hostport(const char *s, char *host, size_t hcap, char *
     return OC_OK;
 }
 
-static oc_status_t listen_tcp(oc_listen_t *l, const char *addr, char *err)
+/* listen's addresses (getaddrinfo's list: the first is the one bound). */
+static oc_status_t resolve_listen(const char *addr, struct addrinfo **ai, char *err)
 {
     char host[256], port[16];
     if (split_hostport(addr, host, sizeof(host), port, sizeof(port), err) != OC_OK)
@@ -113,10 +119,17 @@ static oc_status_t listen_tcp(oc_listen_t *l, const char *addr, char *err)
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *ai = NULL;
-    int rc = getaddrinfo(host, port, &hints, &ai);
+    int rc = getaddrinfo(host, port, &hints, ai);
     if (rc != 0)
         return oc_fail(err, OC_ECONFIG, "listen %s: %s", addr, gai_strerror(rc));
+    return OC_OK;
+}
+
+static oc_status_t listen_tcp(oc_listen_t *l, const char *addr, char *err)
+{
+    struct addrinfo *ai = NULL;
+    if (resolve_listen(addr, &ai, err) != OC_OK)
+        return OC_ECONFIG;
     l->tcp = evconnlistener_new_bind(l->ctx->base, on_accept, l,
                                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
                                          LEV_OPT_CLOSE_ON_EXEC,
@@ -194,6 +207,194 @@ static oc_status_t listen_unix(oc_listen_t *l, const char *path, unsigned mode, 
     return OC_OK;
 }
 
+/* ---- socket activation ---------------------------------------------------- */
+
+#define OC_LISTEN_STR_(x) #x
+#define OC_LISTEN_STR(x)  OC_LISTEN_STR_(x)
+
+/* A plain decimal (digits only: no sign, space or prefix) of at most max. */
+static int parse_decimal(const char *s, long max, long *out)
+{
+    long v = 0;
+    if (s == NULL || *s == '\0')
+        return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || v > (max - (*s - '0')) / 10)
+            return -1;
+        v = v * 10 + (*s - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+int oc_listen_fds_parse(const char *pid_s, const char *fds_s, long mypid,
+                        const char **why)
+{
+    long pid, n;
+    if (pid_s == NULL)
+        return 0;
+    if (parse_decimal(pid_s, LONG_MAX, &pid) != 0 || pid == 0)
+        return *why = "LISTEN_PID is not a process id", -1;
+    if (pid != mypid)
+        return 0; /* for another process */
+    if (fds_s == NULL)
+        return *why = "LISTEN_PID without LISTEN_FDS", -1;
+    if (parse_decimal(fds_s, LONG_MAX, &n) != 0)
+        return *why = "LISTEN_FDS is not a number", -1;
+    if (n < 1 || n > OC_LISTEN_FDS_MAX)
+        return *why =
+                   "LISTEN_FDS is out of range (1.." OC_LISTEN_STR(OC_LISTEN_FDS_MAX) ")",
+               -1;
+    return (int)n;
+}
+
+/* "127.0.0.1:11311", "[::1]:11311" or the unix path, for the log. */
+static void sockaddr_text(const struct sockaddr_storage *ss, socklen_t len, char *buf,
+                          size_t cap)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+        snprintf(buf, cap, "%s:%u", ip, (unsigned)ntohs(in->sin_port));
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+        snprintf(buf, cap, "[%s]:%u", ip, (unsigned)ntohs(in6->sin6_port));
+    } else if (ss->ss_family == AF_UNIX) {
+        const struct sockaddr_un *sun = (const struct sockaddr_un *)ss;
+        size_t plen = len > offsetof(struct sockaddr_un, sun_path)
+                          ? len - offsetof(struct sockaddr_un, sun_path)
+                          : 0;
+        if (plen > 0 && sun->sun_path[0] == '\0')
+            snprintf(buf, cap, "unix:@abstract");
+        else
+            snprintf(buf, cap, "%.*s", (int)strnlen(sun->sun_path, plen), sun->sun_path);
+    } else {
+        snprintf(buf, cap, "address family %d", (int)ss->ss_family);
+    }
+}
+
+/* 1 if the socket's address is one of those `listen` resolves to. */
+static int tcp_matches(const char *listen, const struct sockaddr_storage *ss)
+{
+    struct addrinfo *ai = NULL;
+    char err[OC_ERRLEN];
+    if (listen[0] == '\0' || resolve_listen(listen, &ai, err) != OC_OK)
+        return 0;
+    int match = 0;
+    for (const struct addrinfo *a = ai; a != NULL && !match; a = a->ai_next) {
+        if (a->ai_family != ss->ss_family)
+            continue;
+        if (a->ai_family == AF_INET) {
+            const struct sockaddr_in *x = (const struct sockaddr_in *)a->ai_addr;
+            const struct sockaddr_in *y = (const struct sockaddr_in *)ss;
+            match =
+                x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+        } else if (a->ai_family == AF_INET6) {
+            const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a->ai_addr;
+            const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)ss;
+            match = x->sin6_port == y->sin6_port &&
+                    memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+        }
+    }
+    freeaddrinfo(ai);
+    return match;
+}
+
+/* Which of our listeners the socket at fd is: its slot, or NULL with err
+ * set (not a listening stream socket, or an address none is configured at). */
+static struct evconnlistener **inherited_slot(oc_listen_t *l, int fd, char *addr,
+                                              size_t cap, char *err)
+{
+    const oc_conf_t *conf = l->ctx->conf;
+    int type = 0, listening = 0;
+    socklen_t olen = sizeof(type);
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &olen) != 0)
+        return oc_fail(err, OC_EIO, "LISTEN_FDS: fd %d is not a socket: %s", fd,
+                       strerror(errno)),
+               NULL;
+    olen = sizeof(listening);
+    if (type != SOCK_STREAM)
+        return oc_fail(err, OC_EIO, "LISTEN_FDS: fd %d is not a stream socket (type %d)",
+                       fd, type),
+               NULL;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &olen) != 0 || !listening)
+        return oc_fail(err, OC_EIO, "LISTEN_FDS: fd %d is a socket that is not listening",
+                       fd),
+               NULL;
+    struct sockaddr_storage ss = {0};
+    socklen_t slen = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &slen) != 0)
+        return oc_fail(err, OC_EIO, "LISTEN_FDS: fd %d: getsockname: %s", fd,
+                       strerror(errno)),
+               NULL;
+    sockaddr_text(&ss, slen, addr, cap);
+    struct evconnlistener **slot = NULL;
+    if (ss.ss_family == AF_UNIX && conf->unix_socket[0] &&
+        strcmp(addr, conf->unix_socket) == 0)
+        slot = &l->unx;
+    else if ((ss.ss_family == AF_INET || ss.ss_family == AF_INET6) &&
+             tcp_matches(conf->listen, &ss))
+        slot = &l->tcp;
+    if (slot == NULL)
+        return oc_fail(err, OC_ECONFIG,
+                       "LISTEN_FDS: fd %d listens on %s, which neither listen (%s) nor "
+                       "unix_socket (%s) names (metrics_listen is always bound)",
+                       fd, addr, conf->listen[0] ? conf->listen : "-",
+                       conf->unix_socket[0] ? conf->unix_socket : "-"),
+               NULL;
+    if (*slot != NULL)
+        return oc_fail(err, OC_ECONFIG, "LISTEN_FDS: fd %d: a second socket for %s", fd,
+                       addr),
+               NULL;
+    return slot;
+}
+
+/* Take the listening socket systemd passed at fd. Already listening, so
+ * no backlog is set (-1): systemd's Backlog= stands. */
+static oc_status_t adopt_fd(oc_listen_t *l, int fd, char *err)
+{
+    char addr[sizeof(((struct sockaddr_un *)0)->sun_path) + 16];
+    struct evconnlistener **slot = inherited_slot(l, fd, addr, sizeof(addr), err);
+    if (slot == NULL)
+        return OC_ECONFIG;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0 ||
+        fcntl(fd, F_SETFD, FD_CLOEXEC) != 0)
+        return oc_fail(err, OC_EIO, "LISTEN_FDS: fd %d: %s", fd, strerror(errno));
+    *slot = evconnlistener_new(l->ctx->base, on_accept, l,
+                               LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+    if (*slot == NULL)
+        return oc_fail(err, OC_ENOMEM, "out of memory");
+    evconnlistener_set_error_cb(*slot, on_accept_error);
+    l->ctx->stats->listeners_inherited++;
+    char shown[sizeof(addr)];
+    oc_log_info("event=listen_inherited fd=%d addr=\"%s\"", fd,
+                oc_log_clean(shown, sizeof(shown), addr));
+    return OC_OK;
+}
+
+/* The sockets systemd passed, if it did. The variables are read and unset
+ * (so no child of ours would take them for its own). */
+static oc_status_t take_inherited(oc_listen_t *l, char *err)
+{
+    const char *why = NULL;
+    int n = oc_listen_fds_parse(getenv("LISTEN_PID"), getenv("LISTEN_FDS"),
+                                (long)getpid(), &why);
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    if (n < 0)
+        oc_log_warn(
+            "event=listen_fds_ignored reason=\"%s\" action=\"binding as configured\"",
+            why);
+    for (int i = 0; i < n; i++)
+        if (adopt_fd(l, OC_LISTEN_FDS_START + i, err) != OC_OK)
+            return OC_ECONFIG;
+    return OC_OK;
+}
+
 oc_listen_t *oc_listen_new(oc_ctx_t *ctx, oc_listen_accept_fn accept, void *arg,
                            char *err)
 {
@@ -204,8 +405,10 @@ oc_listen_t *oc_listen_new(oc_ctx_t *ctx, oc_listen_accept_fn accept, void *arg,
     l->accept = accept;
     l->arg = arg;
     const oc_conf_t *conf = ctx->conf;
-    if ((conf->listen[0] && listen_tcp(l, conf->listen, err) != OC_OK) ||
-        (conf->unix_socket[0] &&
+    if (take_inherited(l, err) != OC_OK ||
+        (conf->listen[0] && l->tcp == NULL &&
+         listen_tcp(l, conf->listen, err) != OC_OK) ||
+        (conf->unix_socket[0] && l->unx == NULL &&
          listen_unix(l, conf->unix_socket, conf->unix_socket_mode, err) != OC_OK)) {
         oc_listen_free(l);
         return NULL;
@@ -248,7 +451,7 @@ void oc_listen_close(oc_listen_t *l)
     l->tcp = NULL;
     if (l->unx) {
         evconnlistener_free(l->unx);
-        unlink_own_socket(l);
+        unlink_own_socket(l); /* (none if inherited: the file is systemd's) */
     }
     l->unx = NULL;
 }

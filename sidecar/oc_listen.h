@@ -7,10 +7,21 @@
  * episode is logged (then one line a minute while it lasts), and the
  * first accept that works again logs its end (event=accept_resumed).
  *
+ * Socket activation (systemd, sd_listen_fds(3)): when LISTEN_PID is this
+ * process and LISTEN_FDS = n, the listening sockets at descriptors 3 ..
+ * 3+n-1 are taken instead of bound: each must be a listening stream
+ * socket whose address is the one `listen` or `unix_socket` names (else
+ * the start fails); a listener configured but not passed is bound as
+ * without systemd. Names (LISTEN_FDNAMES) are not used: the address says
+ * which listener a socket is. The three variables are unset once read.
+ *
  * Ownership: the daemon owns the listeners; oc_listen_close stops
  * accepting (shutdown, step one) and removes the unix socket file, if
  * the file at that path is still the socket it bound (one deleted while
  * the daemon ran may since be another process's: event=unix_socket_replaced).
+ * An inherited socket's file is systemd's: it is left in place, and only
+ * our copy of the descriptor is closed (systemd's keeps it listening, so
+ * connections queue until the next process takes it).
  */
 #ifndef OC_LISTEN_H
 #define OC_LISTEN_H
@@ -32,5 +43,20 @@ oc_listen_t *oc_listen_new(oc_ctx_t *ctx, oc_listen_accept_fn accept, void *arg,
 oc_status_t oc_listen_chown(oc_listen_t *l, unsigned uid, unsigned gid, char *err);
 void oc_listen_close(oc_listen_t *l);
 void oc_listen_free(oc_listen_t *l);
+
+/* ---- the pure rule, exposed for unit tests ---- */
+
+#define OC_LISTEN_FDS_START 3 /* SD_LISTEN_FDS_START */
+#define OC_LISTEN_FDS_MAX   16
+
+/* The number of sockets systemd passed, from the values of LISTEN_PID and
+ * LISTEN_FDS (NULL: not set) and our pid. 0: not socket-activated (no
+ * LISTEN_PID, or another process's: the variables were inherited through
+ * a process that did not exec us). -1, with *why set to a static reason:
+ * the variables are malformed (LISTEN_PID not a pid; LISTEN_FDS missing,
+ * not a plain decimal, 0, or over OC_LISTEN_FDS_MAX), and are ignored as
+ * sd_listen_fds ignores them. Else 1..OC_LISTEN_FDS_MAX. */
+int oc_listen_fds_parse(const char *pid_s, const char *fds_s, long mypid,
+                        const char **why);
 
 #endif

@@ -23,6 +23,8 @@ struct evbuffer;
     X(rejected_connections, COUNTER, "connections refused over max_connections")         \
     X(accept_errors, COUNTER,                                                            \
       "accepts that failed (out of descriptors): accepting pauses 100 ms")               \
+    X(listeners_inherited, GAUGE,                                                        \
+      "client listeners taken from systemd at start (socket activation), not bound")     \
     X(timeouts, COUNTER, "client connections closed by idle or write timeout")           \
     X(metrics_requests, COUNTER, "pages served on metrics_listen")                       \
     X(metrics_refused, COUNTER, "metrics_listen connections refused over 64 open")       \

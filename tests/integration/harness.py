@@ -31,6 +31,7 @@ Rules every helper here follows:
 
 import atexit
 import ctypes
+import fcntl
 import faulthandler
 import glob
 import os
@@ -335,6 +336,20 @@ def _child_preexec(detached=False):
     if not detached and threading.current_thread() is threading.main_thread():
         return _set_pdeathsig
     return None
+
+
+def _listen_fds_preexec(fds, then):
+    """preexec_fn that puts `fds` at 3, 4, ... in the child (first copied
+    above 100, so that one already at 3 or 4 is not overwritten before it
+    is moved), then runs `then`. Popen closes the rest after it runs."""
+    def run():
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]
+        for i, fd in enumerate(high):
+            os.dup2(fd, 3 + i)   # inheritable: no FD_CLOEXEC
+            os.close(fd)
+        if then:
+            then()
+    return run
 
 
 def _read_text(path, limit=None):
@@ -808,10 +823,16 @@ class Objcached:
     not 0 or the log holds a sanitizer report.
 
     parent_dir: where the temporary directory goes. detached=True starts it
-    in its own session, not killed when we die (see detach())."""
+    in its own session, not killed when we die (see detach()).
+
+    listen_fds: descriptors (sockets, or anything: the hostile tests pass a
+    file) to hand over as systemd's socket activation does: they become the
+    daemon's descriptors 3, 4, ..., with LISTEN_FDS their number and
+    LISTEN_PID the daemon's pid (set by a `sh -c ... exec` in front of it,
+    so that it is the exec'd process's), unless `env` sets either."""
 
     def __init__(self, config, binary=None, ready_timeout=START_TIMEOUT, env=None,
-                 args=None, parent_dir=None, detached=False):
+                 args=None, parent_dir=None, detached=False, listen_fds=None):
         self.binary = binary or os.environ.get("OBJCACHED_BIN")
         if not self.binary:
             raise HarnessError("no objcached binary: pass binary= or set OBJCACHED_BIN")
@@ -821,6 +842,7 @@ class Objcached:
         self.env = env
         self.extra_args = list(args or [])
         self.detached = detached
+        self.listen_fds = None if listen_fds is None else list(listen_fds)
         self.dir = tempfile.mkdtemp(prefix="oc-d-", dir=parent_dir or _short_tmpdir())
         self.config_path = os.path.join(self.dir, "objcached.ini")
         self.logfile = os.path.join(self.dir, "objcached.log")
@@ -918,6 +940,16 @@ class Objcached:
         for attempt in range(3):
             _register(self)
             env = dict(os.environ)
+            for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+                env.pop(name, None)
+            cmd_front, pass_fds, preexec = [], (), _child_preexec(self.detached)
+            if self.listen_fds is not None:
+                env["LISTEN_FDS"] = str(len(self.listen_fds))
+                cmd_front = ["/bin/sh", "-c",
+                             'LISTEN_PID="${LISTEN_PID-$$}"; export LISTEN_PID; exec "$@"',
+                             "sh"]
+                pass_fds = tuple(range(3, 3 + len(self.listen_fds)))
+                preexec = _listen_fds_preexec(self.listen_fds, preexec)
             if self.env:
                 env.update(self.env)
             with open(self.logfile, "ab") as log:
@@ -926,12 +958,13 @@ class Objcached:
                 # "valgrind --error-exitcode=99 --leak-check=full" (the
                 # valgrind pass of scripts/test.sh).
                 wrapper = shlex.split(os.environ.get("OBJCACHED_WRAPPER", ""))
-                self.proc = subprocess.Popen(wrapper + [self.binary, "-c", self.config_path]
+                self.proc = subprocess.Popen(cmd_front + wrapper
+                                             + [self.binary, "-c", self.config_path]
                                              + self.extra_args,
                                              stdin=subprocess.DEVNULL, stdout=log,
                                              stderr=log, cwd=self.dir, env=env,
                                              start_new_session=self.detached,
-                                             preexec_fn=_child_preexec(self.detached))
+                                             pass_fds=pass_fds, preexec_fn=preexec)
             deadline = time.monotonic() + self.ready_timeout
             while self.proc.poll() is None:
                 if self._ready():

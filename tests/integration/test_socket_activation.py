@@ -1,0 +1,335 @@
+"""systemd socket activation (LISTEN_PID, LISTEN_FDS: sd_listen_fds(3)).
+
+This file plays systemd: it binds the TCP and unix listeners itself and
+hands them to each objcached it starts as descriptors 3 and 4
+(harness.Objcached(listen_fds=...)). What it shows:
+
+- a restart (SIGTERM A, wait for its exit, start B on the same sockets)
+  refuses no connection: while no process accepts, connections wait in the
+  kernel's backlog, and every get is answered with the right value;
+- the stop leaves the unix socket file, which is systemd's, in place;
+- a reload (SIGHUP) leaves the inherited listeners serving;
+- a configured listener that was not passed is bound as without systemd;
+- malformed variables are ignored (the daemon binds as usual); a passed
+  descriptor that is not a listening stream socket at a configured address
+  fails the start with exit 1 and a line that says which and why.
+"""
+
+import os
+import socket
+import stat
+import tempfile
+import threading
+import time
+
+import pytest
+
+import harness
+from conftest import merge_config, standard_config
+
+IDS = [1, 2, 3, 4, 5]
+
+
+class Listeners:
+    """What systemd's objcached.socket holds: a TCP listener on a free port
+    of 127.0.0.1 and a unix one, both listening, owned by this process."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="oc-sa-", dir="/tmp")
+        self.path = os.path.join(self.dir, "objcached.sock")
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.tcp.bind(("127.0.0.1", 0))
+        self.tcp.listen(1024)
+        self.port = self.tcp.getsockname()[1]
+        self.unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.unix.bind(self.path)
+        self.unix.listen(1024)
+
+    def fds(self):
+        return [self.tcp.fileno(), self.unix.fileno()]
+
+    def overrides(self):
+        return {"objcached": {"listen": f"127.0.0.1:{self.port}", "unix_socket": self.path}}
+
+    def close(self):
+        self.tcp.close()
+        self.unix.close()
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        os.rmdir(self.dir)
+
+
+@pytest.fixture
+def listeners():
+    ls = Listeners()
+    yield ls
+    ls.close()
+
+
+@pytest.fixture
+def daemons():
+    """Objcached daemons a test starts itself; stopped (checked: exit 0, clean
+    log) at teardown unless the test stopped them."""
+    started = []
+    yield started
+    errors = []
+    for d in started:
+        try:
+            d.stop(check=True)
+        except harness.HarnessError as e:
+            errors.append(str(e))
+        finally:
+            d.cleanup()
+    if errors:
+        raise AssertionError("objcached did not shut down cleanly:\n" + "\n\n".join(errors))
+
+
+def make(daemons, pg, mc_pool, objcached_bin, overrides=None, **kw):
+    d = harness.Objcached(merge_config(standard_config(pg, mc_pool), overrides),
+                          binary=objcached_bin, **kw)
+    daemons.append(d)
+    return d
+
+
+def served(ref, port=None, path=None):
+    with harness.McRaw(port=port, path=path) as c:
+        for i in IDS:
+            assert c.get(f"User:{i}") == ref.json("User", i)
+
+
+class Client(threading.Thread):
+    """Gets User:1..5 in a loop until stopped, over TCP or the unix socket;
+    `persistent` keeps one connection, else a new connection per get.
+
+    Records each failure as (time, kind, error): kind "connect" (refused,
+    no such file, reset while connecting: what socket activation must
+    prevent), "wrong" (a wrong value), or "closed" (a connection the
+    server had accepted was closed or reset before the reply: the drain of
+    the old process closes idle connections; the get is sent again on a
+    new connection)."""
+
+    def __init__(self, ref_values, port=None, path=None, persistent=False):
+        super().__init__(daemon=True)
+        self.want = ref_values
+        self.port, self.path, self.persistent = port, path, persistent
+        self.stop = threading.Event()
+        self.failures = []
+        self.answered = 0
+        self.conn = None
+
+    def connect(self):
+        # Long timeouts: a connection waits in the backlog for the old
+        # process's exit and the new one's start.
+        return harness.McRaw(port=self.port, path=self.path, timeout=60)
+
+    def one(self, key, want):
+        if self.conn is None:
+            try:
+                self.conn = self.connect()
+            except OSError as e:
+                self.failures.append((time.monotonic(), "connect", repr(e)))
+                time.sleep(0.01)
+                return
+        try:
+            got = self.conn.get(key)
+        except (harness.ConnectionClosed, ConnectionResetError, BrokenPipeError) as e:
+            self.failures.append((time.monotonic(), "closed", repr(e)))
+            self.conn.close()
+            self.conn = None
+            return self.one(key, want)   # again, on a new connection
+        if got != want:
+            self.failures.append((time.monotonic(), "wrong", f"{key}: {got!r}"))
+        self.answered += 1
+        if not self.persistent:
+            self.conn.close()
+            self.conn = None
+
+    def run(self):
+        try:
+            while not self.stop.is_set():
+                for i in IDS:
+                    self.one(f"User:{i}", self.want[i])
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.failures.append((time.monotonic(), "error", repr(e)))
+        finally:
+            if self.conn is not None:
+                self.conn.close()
+
+
+def accept_queue(port):
+    """Connections waiting to be accepted on the TCP listener of 127.0.0.1:port
+    (/proc/net/tcp: a LISTEN socket's rx_queue is its accept queue)."""
+    want = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp", encoding="ascii") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == want and fields[3] == "0A":
+                return int(fields[4].split(":")[1], 16)
+    raise AssertionError(f"no listener on 127.0.0.1:{port} in /proc/net/tcp")
+
+
+def wait_answered(clients, more, what):
+    base = [c.answered for c in clients]
+    harness.wait_until(lambda: all(c.answered >= b + more for c, b in zip(clients, base)),
+                       timeout=60, what=what)
+
+
+def test_restart_on_inherited_sockets_refuses_no_connection(daemons, listeners, pg, mc_pool,
+                                                            objcached_bin, ref):
+    a = make(daemons, pg, mc_pool, objcached_bin, listeners.overrides(),
+             listen_fds=listeners.fds()).start()
+    log = a.log()
+    assert f'event=listen_inherited fd=3 addr="127.0.0.1:{listeners.port}"' in log
+    assert f'event=listen_inherited fd=4 addr="{listeners.path}"' in log
+    served(ref, port=listeners.port)
+    served(ref, path=listeners.path)
+    assert a.stats()["listeners_inherited"] == 2
+
+    # A reload leaves the inherited listeners alone.
+    assert harness.reload(a, a.config_text)
+    served(ref, port=listeners.port)
+    served(ref, path=listeners.path)
+
+    want = {i: ref.json("User", i) for i in IDS}
+    clients = [Client(want, port=listeners.port), Client(want, port=listeners.port),
+               Client(want, path=listeners.path), Client(want, path=listeners.path),
+               Client(want, port=listeners.port, persistent=True),
+               Client(want, path=listeners.path, persistent=True)]
+    for c in clients:
+        c.start()
+    try:
+        wait_answered(clients, 20, "every client answered under A")
+        stop_sent = time.monotonic()
+        a.begin_stop()
+        a.wait_stopped()
+        # The file is systemd's: A closed its copy of the socket and left it.
+        assert stat.S_ISSOCK(os.lstat(listeners.path).st_mode)
+        # No process at all now: the TCP clients' connections (two new ones,
+        # the persistent one's reconnection) wait in the backlog.
+        harness.wait_until(lambda: accept_queue(listeners.port) >= 3, timeout=20,
+                           what="3 connections queued on the TCP listener")
+        b_started = time.monotonic()
+        b = make(daemons, pg, mc_pool, objcached_bin, listeners.overrides(),
+                 listen_fds=listeners.fds()).start()
+        wait_answered(clients, 20, "every client answered under B")
+    finally:
+        for c in clients:
+            c.stop.set()
+        for c in clients:
+            c.join(timeout=60)
+    assert all(not c.is_alive() for c in clients)
+    failures = [(c.path or c.port, c.persistent) + f for c in clients for f in c.failures]
+    assert [f for f in failures if f[3] != "closed"] == [], \
+        "connections refused or wrong values across the restart"
+    # A connection A had accepted may be closed by its drain (idle ones at
+    # once; the get goes again on a new connection, answered by B): only
+    # while A stopped, never after B started.
+    assert [f for f in failures if not stop_sent <= f[2] < b_started] == []
+    assert "event=listen_inherited fd=3" in b.log()
+    served(ref, port=listeners.port)
+    served(ref, path=listeners.path)
+    b.stop()
+    assert stat.S_ISSOCK(os.lstat(listeners.path).st_mode)
+
+
+def test_only_the_listener_passed_is_inherited(daemons, listeners, pg, mc_pool,
+                                               objcached_bin, ref):
+    # systemd passes the unix socket only: listen is bound as without it,
+    # on a port of its own, and that socket file is removed at the stop.
+    port = harness.free_port()
+    d = make(daemons, pg, mc_pool, objcached_bin,
+             {"objcached": {"listen": f"127.0.0.1:{port}", "unix_socket": listeners.path}},
+             listen_fds=[listeners.unix.fileno()]).start()
+    assert d.log().count("event=listen_inherited") == 1
+    served(ref, port=port)
+    served(ref, path=listeners.path)
+    assert d.stats()["listeners_inherited"] == 1
+    d.stop()
+    assert stat.S_ISSOCK(os.lstat(listeners.path).st_mode)
+    assert not harness.port_accepts(port)
+
+
+@pytest.mark.parametrize("env, reason", [
+    ({"LISTEN_FDS": "abc"}, "LISTEN_FDS is not a number"),
+    ({"LISTEN_FDS": "-1"}, "LISTEN_FDS is not a number"),
+    ({"LISTEN_FDS": "0"}, "LISTEN_FDS is out of range (1..16)"),
+    ({"LISTEN_FDS": "99999"}, "LISTEN_FDS is out of range (1..16)"),
+    ({"LISTEN_PID": "1x"}, "LISTEN_PID is not a process id"),
+    ({"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "1"}, None),   # another process's
+])
+def test_malformed_variables_are_ignored(daemons, pg, mc_pool, objcached_bin, ref, env,
+                                         reason):
+    # Nothing passed at 3; the variables say otherwise or are not ours: the
+    # daemon binds its listeners itself and serves.
+    d = make(daemons, pg, mc_pool, objcached_bin, listen_fds=[], env=env).start()
+    if reason:
+        assert f'event=listen_fds_ignored reason="{reason}"' in d.log()
+    else:
+        assert "event=listen_fds_ignored" not in d.log()
+    assert "event=listen_inherited" not in d.log()
+    served(ref, port=d.port)
+    served(ref, path=d.sock)
+    assert d.stats()["listeners_inherited"] == 0
+
+
+def udp_socket():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+def regular_file():
+    return tempfile.TemporaryFile()
+
+
+def not_listening():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+def other_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    return s
+
+
+@pytest.mark.parametrize("make_fd, says", [
+    (udp_socket, "LISTEN_FDS: fd 3 is not a stream socket (type 2)"),
+    (regular_file, "LISTEN_FDS: fd 3 is not a socket: Socket operation on non-socket"),
+    (not_listening, "LISTEN_FDS: fd 3 is a socket that is not listening"),
+    (other_port, "LISTEN_FDS: fd 3 listens on 127.0.0.1:{port}, which neither listen "
+                 "(127.0.0.1:{listen}) nor unix_socket ({sock}) names"),
+])
+def test_a_passed_descriptor_that_is_not_a_configured_listener_fails_the_start(
+        daemons, pg, mc_pool, objcached_bin, make_fd, says):
+    f = make_fd()
+    try:
+        d = make(daemons, pg, mc_pool, objcached_bin, listen_fds=[f.fileno()])
+        with pytest.raises(harness.HarnessError):
+            d.start()
+        assert d.proc.returncode == 1
+        port = f.getsockname()[1] if isinstance(f, socket.socket) else None
+        want = says.format(port=port, listen=d.port, sock=d.sock)
+        assert f'event=start_failed reason="{want}' in d.log()
+        assert "event=ready" not in d.log()
+        assert not harness.port_accepts(d.port)     # nothing bound, nothing served
+        assert not os.path.exists(d.sock)
+        d.stop(check=False)
+    finally:
+        f.close()
+
+
+def test_a_second_socket_for_the_same_listener_fails_the_start(daemons, listeners, pg,
+                                                               mc_pool, objcached_bin):
+    d = make(daemons, pg, mc_pool, objcached_bin, listeners.overrides(),
+             listen_fds=[listeners.unix.fileno(), listeners.unix.fileno()])
+    with pytest.raises(harness.HarnessError):
+        d.start()
+    assert d.proc.returncode == 1
+    assert (f'event=start_failed reason="LISTEN_FDS: fd 4: a second socket for '
+            f'{listeners.path}"') in d.log()
+    d.stop(check=False)
+    assert stat.S_ISSOCK(os.lstat(listeners.path).st_mode)
