@@ -147,6 +147,10 @@ typedef struct mc_server {
     unsigned setup_warned;      /* MC_WARN_*: a setup objcached cannot use, said once */
     mc_ratelog_t lease_refused; /* `mg ... N` answered EN */
     mc_ratelog_t store_refused; /* a write answered SERVER_ERROR */
+    mc_ratelog_t conn_limit;    /* a connection refused over memcached's -c */
+    int conn_limited;           /* the stream broke on that refusal */
+    double refused_until;       /* in service, but no new connection before
+                                   this (one was refused over the limit) */
     /* From connect to the answer of its `stats`, which process answers is
      * not known: every write by cas for s waits in `held` (a cas of the
      * old process must not reach a new one). */
@@ -213,6 +217,7 @@ struct oc_mc {
 };
 
 static void srv_fail(mc_server_t *s, const char *why);
+static void srv_refused(mc_server_t *s, const char *why);
 static void srv_flush(mc_server_t *s);
 static int srv_ready(mc_server_t *s);
 static void queue_get(mc_server_t *s, mc_ref_t ref);
@@ -1006,10 +1011,11 @@ static int parse_stats(mc_server_t *s, const oc_mcp_line_t *l)
     }
     if (l->type == OC_MCP_ERROR && l->text_len > 5 && memcmp(l->text, "ERROR ", 6) == 0) {
         /* memcached's refusal of the connection (over -c), which it closes
-         * next: a failure, with its words as the reason (it was "unexpected
-         * reply"; found by a review) */
+         * next, with its words as the reason (it was "unexpected reply";
+         * found by a review). Not a failure of the server (srv_refused). */
         snprintf(s->broken, sizeof(s->broken), "%.*s", (int)l->text_len, l->text);
         text_clean(s->broken);
+        s->conn_limited = strcmp(s->broken, "ERROR Too many open connections") == 0;
         return -1;
     }
     s->in_off += l->line_len;
@@ -1172,7 +1178,12 @@ static void srv_parse(mc_server_t *s)
             snprintf(why, sizeof(why), "%s",
                      s->broken[0] ? s->broken : "unexpected reply");
             s->broken[0] = '\0';
-            srv_fail(s, why);
+            int refused = s->conn_limited;
+            s->conn_limited = 0;
+            if (refused && oc_tko_in_service(&s->tko))
+                srv_refused(s, why);
+            else
+                srv_fail(s, why); /* a probe's refusal fails the probe */
             return;
         }
         /* `stats` answered is no success: every new connection sends it,
@@ -1568,12 +1579,20 @@ static void ref_abort(mc_server_t *s, mc_ref_t ref, const char *msg, int reroute
         ref_fail(s->mc, ref, msg);
 }
 
-/* Everything sent or queued to s fails (reads go to the failover when
- * `failure`; at shutdown or for a server removed they just fail). A
- * failure is counted: enough of them mark it down. */
-static void srv_abort(mc_server_t *s, const char *why, int failure)
+/* How srv_abort ends a connection. */
+typedef enum mc_abort {
+    MC_ABORT_QUIET,   /* shutdown, a server removed: everything just fails */
+    MC_ABORT_FAILURE, /* a failure: counted, reads go to the failover */
+    MC_ABORT_REFUSED, /* memcached refused it unread: reads go to the
+                         failover, nothing counted, nothing to drain */
+} mc_abort_t;
+
+/* Everything sent or queued to s fails (reads go to the failover unless
+ * MC_ABORT_QUIET). A failure is counted: enough of them mark it down. */
+static void srv_abort(mc_server_t *s, const char *why, mc_abort_t how)
 {
     oc_mc_t *mc = s->mc;
+    int failure = how == MC_ABORT_FAILURE;
     if (failure && s->conn != MC_CONN_CLOSED) {
         if (oc_tko_in_service(&s->tko))
             oc_log_warn("event=memcached_error server=%s reason=\"%s\"", s->name, why);
@@ -1599,16 +1618,16 @@ static void srv_abort(mc_server_t *s, const char *why, int failure)
         mc_wop_t *next = w->next;
         if (w->kind == MC_WOP_GETS || w->kind == MC_WOP_MG)
             for (size_t i = w->cursor; i < w->nrefs; i++)
-                ref_abort(s, w->refs[i], msg, failure);
+                ref_abort(s, w->refs[i], msg, how != MC_ABORT_QUIET);
         else if (w->one.job)
             ref_fail(mc, w->one, msg);
         wop_free(mc, w);
         w = next;
     }
     for (size_t i = 0; i < ngets; i++)
-        ref_abort(s, gets[i], msg, failure);
+        ref_abort(s, gets[i], msg, how != MC_ABORT_QUIET);
     for (size_t i = 0; i < nmgs; i++)
-        ref_abort(s, mgs[i], msg, failure);
+        ref_abort(s, mgs[i], msg, how != MC_ABORT_QUIET);
     for (size_t i = 0; i < nheld; i++)
         ref_fail(mc, held[i], msg);
     free(gets);
@@ -1618,7 +1637,37 @@ static void srv_abort(mc_server_t *s, const char *why, int failure)
 
 static void srv_fail(mc_server_t *s, const char *why)
 {
-    srv_abort(s, why, 1);
+    srv_abort(s, why, MC_ABORT_FAILURE);
+}
+
+/* memcached, at its connection limit (-c), answered a new connection of s
+ * in service `ERROR Too many open connections` and closed it without
+ * reading it: nothing sent on it ran. The server is alive and serves the
+ * rest of the fleet, so this is no failure of it: counted as one, a fleet
+ * over -c had its sidecars mark a healthy server down and flush_all it
+ * when a slot freed (the whole server reloaded from PostgreSQL; found by a
+ * review). It stays in service, unreached: for retry_timeout no new
+ * connection is tried (a refusal costs the server an accept, and the fleet
+ * is what fills it), reads go to the failover, writes fail (a delete is
+ * requeued by its caller), as for a server failing but not marked down;
+ * and until failover_ttl after that, a write also deletes the key's
+ * failover copy made meanwhile (oc_tko_recent, through back_at). */
+static void srv_refused(mc_server_t *s, const char *why)
+{
+    oc_mc_t *mc = s->mc;
+    double now = mc_now(mc);
+    mc->stats->mc_conn_limited++;
+    s->refused_until = now + mc->rules.retry_s;
+    if (s->tko.back_at < s->refused_until)
+        s->tko.back_at = s->refused_until;
+    uint64_t n = ratelog_due(&s->conn_limit, now);
+    if (n)
+        oc_log_warn("event=memcached_conn_limit server=%s count=%llu reason=\"%s: "
+                    "memcached's -c is full; the server stays in service, its reads "
+                    "go to the failover and its writes fail until a connection is "
+                    "accepted\"",
+                    s->name, (unsigned long long)n, why);
+    srv_abort(s, why, MC_ABORT_REFUSED);
 }
 
 static void srv_write(mc_server_t *s)
@@ -1788,11 +1837,14 @@ static void srv_connect(mc_server_t *s)
 
 /* Can work be queued for s now? Only a server in service takes work; its
  * connection is made at once if it has none (a failure made then is
- * counted, and may take it out of service). */
+ * counted, and may take it out of service), unless memcached refused one
+ * over its -c less than retry_timeout ago. */
 static int srv_ready(mc_server_t *s)
 {
     if (!oc_tko_in_service(&s->tko))
         return 0;
+    if (s->conn == MC_CONN_CLOSED && mc_now(s->mc) < s->refused_until)
+        return 0; /* refused over its -c a moment ago (srv_refused) */
     if (s->conn == MC_CONN_CLOSED)
         srv_connect(s);
     return s->conn != MC_CONN_CLOSED && oc_tko_in_service(&s->tko);
@@ -1998,7 +2050,10 @@ static mc_server_t *find_server(oc_mc_t *mc, const char *host, uint16_t port)
 static void fail_down(oc_mc_t *mc, oc_mc_job_t *job, size_t i, const mc_server_t *p)
 {
     char why[OC_ERRLEN];
-    if (p && oc_tko_in_service(&p->tko))
+    if (p && oc_tko_in_service(&p->tko) && mc_now(mc) < p->refused_until)
+        snprintf(why, sizeof(why), "memcached %.128s: over its connection limit (-c)",
+                 p->name);
+    else if (p && oc_tko_in_service(&p->tko))
         snprintf(why, sizeof(why), "memcached %.128s: cannot connect", p->name);
     else
         snprintf(why, sizeof(why), "memcached %.128s: down%s", p ? p->name : "?",
@@ -2345,7 +2400,7 @@ static void srv_free(mc_server_t *s)
 {
     if (s == NULL)
         return;
-    srv_abort(s, "shutting down", 0);
+    srv_abort(s, "shutting down", MC_ABORT_QUIET);
     drains_free(s);
     if (s->dirty) { /* a reload removes it with work queued: on_flush must not see it */
         mc_server_t **pp = &s->mc->dirty;

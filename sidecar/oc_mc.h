@@ -17,7 +17,10 @@
  * Failures and failover. Each server's health is an oc_tko state machine:
  * a server that refuses, drops the connection, or does not answer within
  * io_timeout (connect_timeout to connect) fails what was sent to it, and
- * after failure_limit such failures in a row it is marked down. A server
+ * after failure_limit such failures in a row it is marked down (a
+ * connection memcached refuses over its -c is no failure: the server stays
+ * in service, unreached for retry_timeout, its reads failing over and its
+ * writes failing meanwhile; it is never flushed for it). A server
  * marked down gets no requests: only a probe every retry_timeout (connect,
  * `version`, and with failover on `flush_all`), and it serves again once
  * the probe passed. With failover on, the keys of a server out of service

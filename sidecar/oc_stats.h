@@ -146,6 +146,8 @@ struct evbuffer;
     X(mc_ejections, COUNTER,                                                             \
       "memcached servers marked down (failure_limit failures in a row)")                 \
     X(mc_returns, COUNTER, "memcached servers back in service after their probe passed") \
+    X(mc_conn_limited, COUNTER,                                                          \
+      "connections memcached refused over its -c (not counted as failures)")             \
     X(mc_restarts, COUNTER,                                                              \
       "reconnects that found another memcached process (pid or start changed)")          \
     X(mc_failover_reads, COUNTER,                                                        \

@@ -667,3 +667,52 @@ def test_a_start_while_the_models_table_is_locked_does_not_hang(objcached_factor
         conn.rollback()
         conn.close()
     assert get(b, "User:1") is not None
+
+
+def test_a_warm_restart_does_not_serve_a_row_updated_while_it_was_down(
+        objcached_factory, pg, ref):
+    """memcached -e (warm restart) comes back with what it held. A row
+    updated while it was down (its delete failed) must not be served old
+    from it afterwards, also when the sidecar never marked it down (a high
+    failure_limit: no probe, no flush_all): the failed delete is requeued
+    and retried on the next poll, against the restarted process (a review,
+    2026-12-06, suspected it lost)."""
+    shm = "/dev/shm/oc-warm-%d" % os.getpid()
+    mc = harness.Memcached(extra_args=["-e", shm]).start()
+    name = pg.execute("SELECT name FROM users WHERE id = 30")[0][0]
+    try:
+        oc = objcached_factory({"memcached": {"servers": mc.address, "failure_limit": "100",
+                                              "retry_timeout": "200ms"},
+                                "postgresql": {"invalidation_poll": "200ms"}})
+        install(oc)
+        old = ref.json("User", 30)
+        key = oc_c.cache_key("User", 30, generation(pg, "User"))
+
+        def cached():   # under the hook's generation, once the sidecar knows it
+            assert get(oc, "User:30") == old
+            oc.wait_idle()
+            return [d for _, kind, d in oc_c.raw_items([mc], key) if kind == "OBJECT"] == [old]
+        harness.wait_until(cached, what="User:30 cached under its generation")
+        requeued = oc.stats()["inval_requeued"]
+        mc.kill(signal.SIGUSR1)           # graceful stop: saves its items to shm
+        mc.proc.wait(10)
+        stopped = time.monotonic()
+        pg.execute("UPDATE users SET name = 'updated during a warm restart' WHERE id = 30")
+        new = ref.json("User", 30)
+        harness.wait_until(lambda: oc.stats()["inval_requeued"] > requeued, timeout=10,
+                           what="the delete to fail and be requeued")
+        # memcached refuses to restore items saved in the same second
+        # ("restart incompatible due to setting for [stop_time]")
+        time.sleep(max(0.0, 1.2 - (time.monotonic() - stopped)))
+        mc.start()
+        assert "clean cache" not in mc.log().split("Gracefully stopping")[-1], mc.log()
+        wait_value(oc, "User:30", new, "the requeued delete to reach the restarted server")
+        assert oc.stats()["mc_ejections"] == 0   # never marked down: nothing flushed it
+        assert all(d != old for _, _, d in oc_c.raw_items([mc], key))
+        assert "event=memcached_restarted server=%s" % mc.address in oc.log()
+    finally:
+        pg.execute("UPDATE users SET name = %s WHERE id = 30", (name,))
+        mc.cleanup()
+        for path in (shm, shm + ".meta"):
+            if os.path.exists(path):
+                os.unlink(path)

@@ -105,30 +105,64 @@ def test_memcached_full_without_eviction_is_named_in_the_log(objcached_factory, 
         mc.stop()
 
 
-def test_memcached_over_its_connection_limit_says_so(objcached_factory, ref):
+def fill_connection_limit(mc):
+    """Clients holding every connection memcached (-c) allows, the last one
+    refused; the first stores `marker` on it."""
+    held = [harness.McRaw(port=mc.port)]
+    held[0].send(b"set marker 0 0 4\r\nkept\r\n")
+    assert held[0].readline() == b"STORED"
+    while True:
+        c = harness.McRaw(port=mc.port)
+        held.append(c)
+        c.sendline(b"version")
+        line = c.readline()
+        if not line.startswith(b"VERSION"):
+            assert line == b"ERROR Too many open connections", line
+            return held
+
+
+def test_memcached_over_its_connection_limit_is_not_taken_down(objcached_factory, ref,
+                                                               mc_pool):
     """memcached -c: a connection over the limit is answered `ERROR Too
-    many open connections` and closed (hundreds of sidecars, one connection
-    each, against a small -c). objcached took that line for an unknown
-    reply: the server was marked down with reason="unexpected reply".
-    Expected: gets answered, and the server's own words as the reason."""
+    many open connections` and closed unread (hundreds of sidecars, one
+    connection each, against a small -c). objcached counted it as a
+    failure: failure_limit of them marked the server down, and when a slot
+    freed, its probe flush_all-ed a healthy server the rest of the fleet
+    was using (the whole server reloaded from PostgreSQL), for nothing: no
+    command sent on a refused connection ever runs. Expected: gets
+    answered (from the failover), the server kept in service and never
+    flushed, and the refusal said clearly, once."""
     mc = harness.Memcached(extra_args=["-c", "30"]).start()
-    held = []
+    held = fill_connection_limit(mc)
     try:
-        while True:   # take every connection memcached allows
-            c = harness.McRaw(port=mc.port)
-            held.append(c)
-            c.sendline(b"version")
-            if not c.readline().startswith(b"VERSION"):
-                break
-        oc = objcached_factory({"memcached": {"servers": mc.address,
-                                              "retry_timeout": "300ms",
-                                              "failure_limit": "1"}})
+        oc = objcached_factory({"memcached": {
+            "servers": " ".join([mc.address] + [m.address for m in mc_pool]),
+            "retry_timeout": "300ms", "failure_limit": "2"}})
+        ids = list(range(1, 21))
+        refused0 = held[0].stats()["rejected_connections"]
         with oc.client() as c:
-            assert c.get_multi(["User:1"]) == (user_values(ref, [1]), b"END")
-        harness.wait_until(lambda: "event=memcached_down" in oc.log(), what="server down")
+            def refused_often():   # a new try each retry_timeout, each refused
+                assert c.get_multi(["User:%d" % i for i in ids]) == \
+                    (user_values(ref, ids), b"END")
+                return held[0].stats()["rejected_connections"] >= refused0 + 4
+            harness.wait_until(refused_often, what="4 connections refused")
+            state = oc.stats()["mc_server:%s:state" % mc.address]
+            for h in held[1:]:
+                h.close()
+            # served by it again once a connection is accepted
+            harness.wait_until(lambda: c.get_multi(["User:%d" % i for i in ids])[1] == b"END"
+                               and mc.stats()["cmd_get"] > 0, what="reads on it again")
+            assert c.get_multi(["User:%d" % i for i in ids]) == (user_values(ref, ids), b"END")
+        held[0].sendline(b"get marker")
+        assert held[0].readline() == b"VALUE marker 0 4", \
+            "a server refused over its -c was flushed: " + oc.log()
+        s = oc.stats()
+        assert state == "up" and s["mc_ejections"] == 0 and s["mc_returns"] == 0, (state, s)
+        assert s["mc_conn_limited"] >= 4, s
         log = oc.log()
-        assert ('event=memcached_down server=%s pool=pool failures=1 '
-                'reason="ERROR Too many open connections"' % mc.address) in log, log
+        assert log.count("event=memcached_conn_limit server=%s count=1 "
+                         'reason="ERROR Too many open connections:' % mc.address) == 1, log
+        assert "event=memcached_down" not in log, log
     finally:
         for c in held:
             c.close()
