@@ -786,7 +786,7 @@ static void on_notify(oc_pgconn_t *pc, const PGnotify *n, void *owner)
 void oc_inval_read_generations(oc_ctx_t *ctx)
 {
     const char *keys[] = {"connect_timeout", "dbname", "fallback_application_name", NULL};
-    const char *vals[] = {"2", ctx->conf->conninfo, "objcached", NULL};
+    const char *vals[] = {"2", ctx->conf->conninfo, "objcached-generations", NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     PGresult *r = NULL;
     /* Blocking, before the listeners are bound: a lock on objcached.models
@@ -842,7 +842,8 @@ oc_inval_t *oc_inval_new(oc_ctx_t *ctx, char *err)
         goto nomem;
     static const oc_pgconn_hooks_t hooks = {
         .up = on_up, .down = on_down, .notify = on_notify};
-    if ((iv->pc = oc_pgconn_new(ctx->base, ctx->conf->conninfo, NULL, setup, &hooks,
+    static const oc_pgconn_opts_t opts = {.app_name = "objcached-inval"};
+    if ((iv->pc = oc_pgconn_new(ctx->base, ctx->conf->conninfo, &opts, setup, &hooks,
                                 iv)) == NULL)
         goto nomem;
     free(session);

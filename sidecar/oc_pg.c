@@ -538,6 +538,7 @@ oc_pg_t *oc_pg_new(struct event_base *base, const oc_conf_t *conf, oc_stats_t *s
             goto nomem;
     pg->nconns = conf->pg_connections;
     static const oc_pgconn_hooks_t hooks = {.up = conn_up, .down = conn_down};
+    static const oc_pgconn_opts_t opts = {.app_name = "objcached-loader"};
     for (size_t i = 0; i < pg->nconns; i++) {
         oc_pg_conn_t *c = &pg->conns[i];
         c->pg = pg;
@@ -547,7 +548,7 @@ oc_pg_t *oc_pg_new(struct event_base *base, const oc_conf_t *conf, oc_stats_t *s
             goto nomem;
     }
     for (size_t i = 0; i < pg->nconns; i++)
-        if ((pg->conns[i].pc = oc_pgconn_new(base, conf->conninfo, NULL, setup, &hooks,
+        if ((pg->conns[i].pc = oc_pgconn_new(base, conf->conninfo, &opts, setup, &hooks,
                                              &pg->conns[i])) == NULL)
             goto nomem;
     free(setup);

@@ -133,7 +133,8 @@ static void go_down(oc_pgconn_t *c, const char *why)
     /* Say it once per outage, not at every reconnect attempt. */
     int repeat = !c->was_up && strcmp(reason, c->last_error) == 0;
     int was_up_before = c->was_up;
-    oc_log(repeat ? OC_LOG_DEBUG : OC_LOG_WARN, "event=pg_conn_down reason=\"%s\"",
+    oc_log(repeat ? OC_LOG_DEBUG : OC_LOG_WARN,
+           "event=pg_conn_down conn=%s reason=\"%s\"", c->app_name,
            oc_log_clean(clean, sizeof(clean), reason));
     memcpy(c->last_error, reason, sizeof(reason));
     watch(c, 0);
@@ -268,7 +269,7 @@ static void results_done(oc_pgconn_t *c)
         c->backoff_ms = OC_PGCONN_BACKOFF_MIN_MS;
         c->was_up = 1;
         set_state(c, OC_PGCONN_IDLE);
-        oc_log_info("event=pg_conn_up");
+        oc_log_info("event=pg_conn_up conn=%s", c->app_name);
         if (c->hooks.up)
             c->hooks.up(c, c->owner);
         return;
@@ -638,7 +639,10 @@ oc_pgconn_t *oc_pgconn_new(struct event_base *base, const char *conninfo,
     c->backoff_ms = OC_PGCONN_BACKOFF_MIN_MS;
     c->rng = jitter_seed(c);
     c->exec_slot = -1;
-    snprintf(c->last_error, sizeof(c->last_error), "not connected yet");
+    if (opts && opts->last_error && opts->last_error[0])
+        first_line(c->last_error, sizeof(c->last_error), opts->last_error);
+    else
+        snprintf(c->last_error, sizeof(c->last_error), "not connected yet");
     c->conninfo = strdup(conninfo);
     c->app_name = strdup(opts && opts->app_name ? opts->app_name : "objcached");
     c->replication = opts ? opts->replication : 0;

@@ -43,10 +43,15 @@ typedef struct oc_pgconn_hooks {
 
 /* How to connect, beyond the conninfo (NULL: the defaults). */
 typedef struct oc_pgconn_opts {
-    const char *app_name; /* fallback_application_name ("objcached"): what
-                             operators see in pg_stat_activity */
-    int replication;      /* a replication=database connection, for a
-                             logical replication stream (oc_pgconn_stream) */
+    const char *app_name;   /* fallback_application_name ("objcached"): what
+                               operators see in pg_stat_activity, and the
+                               conn= of its log lines */
+    int replication;        /* a replication=database connection, for a
+                               logical replication stream (oc_pgconn_stream) */
+    const char *last_error; /* the failure of the connection this one
+                               replaces (an owner that makes a new one per
+                               try): the same failure is then logged at
+                               debug, so an outage is said once (NULL: none) */
 } oc_pgconn_opts_t;
 
 /* Starts connecting at once. conninfo, the options' strings and setup_sql

@@ -65,6 +65,12 @@ struct oc_wal {
     unsigned stream_no; /* START_REPLICATIONs sent */
     oc_pgconn_t *repl, *sql;
     int repl_up, sql_up;
+    /* Each try makes new connections: the last failure of each (repl, sql)
+     * and of the last try, so that tries that keep failing the same way
+     * (max_wal_senders reached, once a second) say it once, not per try;
+     * cleared when the slot is ours. */
+    char down_why[2][OC_ERRLEN];
+    char standby_why[OC_ERRLEN];
     oc_pgconn_t *dead[2]; /* connections given up, freed from `reap` */
     struct event *reap;
     oc_walb_t *acc;
@@ -287,12 +293,16 @@ static void stand_by(oc_wal_t *w, double again, const char *why)
     oc_ctx_t *ctx = w->ctx;
     int held = w->state == WAL_STREAMING;
     char clean[OC_ERRLEN]; /* PostgreSQL's messages quote names */
-    if (held)
+    if (held) {
         oc_log_warn("event=wal_released slot=%s reason=\"%s\"", w->slot,
                     oc_log_clean(clean, sizeof(clean), why));
-    else if (w->state != WAL_STANDBY)
-        oc_log_info("event=wal_standby slot=%s reason=\"%s\"", w->slot,
-                    oc_log_clean(clean, sizeof(clean), why));
+    } else if (w->state != WAL_STANDBY) {
+        int repeat = strcmp(why, w->standby_why) == 0;
+        oc_log(repeat ? OC_LOG_DEBUG : OC_LOG_INFO,
+               "event=wal_standby slot=%s reason=\"%s\"", w->slot,
+               oc_log_clean(clean, sizeof(clean), why));
+        snprintf(w->standby_why, sizeof(w->standby_why), "%s", why);
+    }
     retire_conns(w);
     w->sql_busy = 0;
     w->paused = w->paced = w->got_data = 0;
@@ -1116,6 +1126,7 @@ static void streaming(oc_wal_t *w)
     oc_ctx_t *ctx = w->ctx;
     set_state(w, WAL_STREAMING);
     ctx->stats->wal_takeovers++;
+    w->down_why[0][0] = w->down_why[1][0] = w->standby_why[0] = '\0';
     oc_log_info("event=wal_holding slot=%s", w->slot);
     w->heard_at = now_s();
     oc_wal_sched_start(&w->sched, now_s());
@@ -1528,6 +1539,7 @@ static void on_up(oc_pgconn_t *pc, void *owner)
         w->sql_up = 1;
     else
         return; /* a connection of an earlier try, on its way to the reaper */
+    w->down_why[pc == w->sql][0] = '\0'; /* its next failure is news */
     both_up(w);
 }
 
@@ -1536,6 +1548,7 @@ static void on_down(oc_pgconn_t *pc, const char *err, void *owner)
     oc_wal_t *w = owner;
     if (pc != w->repl && pc != w->sql)
         return; /* a connection of an earlier try, on its way to the reaper */
+    snprintf(w->down_why[pc == w->sql], OC_ERRLEN, "%s", err);
     /* Either connection lost: the stream and what it promised go with it;
      * try again soon (the slot is free once our walsender exits). */
     if (w->state != WAL_STANDBY)
@@ -1556,9 +1569,10 @@ static void wal_start_try(oc_wal_t *w)
 {
     oc_ctx_t *ctx = w->ctx;
     static const oc_pgconn_hooks_t hooks = {.up = on_up, .down = on_down};
-    static const oc_pgconn_opts_t repl_opts = {.app_name = "objcached-wal",
-                                               .replication = 1};
-    static const oc_pgconn_opts_t sql_opts = {.app_name = "objcached-wal"};
+    const oc_pgconn_opts_t repl_opts = {
+        .app_name = "objcached-wal", .replication = 1, .last_error = w->down_why[0]};
+    const oc_pgconn_opts_t sql_opts = {.app_name = "objcached-wal",
+                                       .last_error = w->down_why[1]};
     const char *conninfo =
         ctx->conf->wal_conninfo[0] ? ctx->conf->wal_conninfo : ctx->conf->conninfo;
     char *session = oc_sql_session(ctx->conf);

@@ -807,7 +807,7 @@ def prod_role(pg):
 def loader_pids(pg):
     return sorted(r[0] for r in pg.execute(
         f"SELECT pid FROM pg_stat_activity WHERE usename = '{PROD_ROLE}' "
-        "AND application_name = 'objcached'"))
+        "AND application_name = 'objcached-loader'"))
 
 
 def test_idle_session_timeout_does_not_close_loaders(objcached_factory, pg, ref, prod_role):

@@ -164,7 +164,7 @@ def consumer_pids(db):
     commit)."""
     return [r[0] for r in db.q(
         "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = "
-        "'objcached' AND (query LIKE '%%LISTEN objcached%%' OR query LIKE '%%objcached.%%' "
+        "'objcached-inval' AND (query LIKE '%%LISTEN objcached%%' OR query LIKE '%%objcached.%%' "
         "OR query IN ('COMMIT', 'ROLLBACK'))", (db.name,))]
 
 
@@ -1665,7 +1665,7 @@ def test_sidecar_killed_while_holding_a_claim_loses_nothing(fleet, mc_pool, db):
         c.get_multi(sample)
     first.wait_idle()
     in_tx = ("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = "
-             "'objcached' AND state LIKE 'idle in transaction%%'")
+             "'objcached-inval' AND state LIKE 'idle in transaction%%'")
     db.q("UPDATE big SET v = v + 1")
     harness.wait_until(lambda: db.one(in_tx, (db.name,)) == 1, timeout=10, interval=0.002,
                        what="the consumer to claim the batch")
@@ -1939,7 +1939,7 @@ def test_consumer_reconnect_while_deletes_are_out_loses_no_row(fleet, mc_pool, d
         harness.wait_until(lambda: oc.stats()["mc_servers_up"] == 1, timeout=10,
                            what="S1 marked down")
         in_tx = ("SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = "
-                 "'objcached' AND state LIKE 'idle in transaction%%'")
+                 "'objcached-inval' AND state LIKE 'idle in transaction%%'")
         os.kill(s0.proc.pid, _signal.SIGSTOP)
         harness.wait_stopped(s0.proc.pid)
         stopped = True
