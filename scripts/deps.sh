@@ -7,6 +7,8 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
+# pgbouncer: tests/integration/test_pgbouncer.py starts its own, in front of
+# the test cluster (Debian 12's is 1.18).
 # Debian 12 has no real postgresql-contrib-15 package (postgresql-15 provides
 # that name and ships the contrib modules, pg_stat_statements included);
 # postgresql-contrib is the metapackage that pulls it in.
@@ -19,7 +21,7 @@ pkgs=(build-essential cmake pkg-config libevent-dev libmemcached-dev libpq-dev
       python3-pytest python3-psycopg2 python3-pymemcache procps php-cli php-memcached
       valgrind clang libclang-rt-14-dev cppcheck clang-tidy
       python3-pylibmc ruby ruby-dalli nodejs golang-go golang-github-bradfitz-gomemcache-dev
-      python3-django "$@")
+      python3-django pgbouncer "$@")
 # Debian's nodejs comes without npm (package npm); NodeSource's has it built in
 # and conflicts with Debian's npm: ask for the package only if no npm exists.
 command -v npm >/dev/null || pkgs+=(npm)
@@ -46,6 +48,13 @@ if ((${#missing[@]} > 0)); then
     fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    # The package starts a system-wide pgbouncer on localhost:6432 (where
+    # systemd or the init script run): the tests start their own, so stop
+    # and disable the one we installed.
+    if [[ " ${missing[*]} " == *" pgbouncer "* ]]; then
+        systemctl disable --now pgbouncer >/dev/null 2>&1 ||
+            service pgbouncer stop >/dev/null 2>&1 || true
+    fi
 fi
 
 pgss=(/usr/lib/postgresql/*/lib/pg_stat_statements.so)

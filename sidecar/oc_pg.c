@@ -8,6 +8,7 @@
 #include "oc_gate.h"
 #include "oc_log.h"
 #include "oc_map.h"
+#include "oc_md5.h"
 #include "oc_pgconn.h"
 
 typedef struct oc_pg_conn oc_pg_conn_t;
@@ -349,9 +350,15 @@ static void conn_query_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
 static void conn_prepare_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
                               const char *err, void *arg)
 {
-    (void)pc;
     oc_pg_conn_t *c = arg;
     PQclear(res);
+    /* "already exists" (42P05): the session was another client's first (a
+     * pooler that hands sessions on without DISCARD ALL: pgbouncer with an
+     * empty server_reset_query, an objcached restarted) and holds this very
+     * statement, its SQL being in its name (stmt_name): use it. Refused,
+     * every load on this connection failed until it was closed. */
+    if (st != OC_OK && strcmp(oc_pgconn_sqlstate(pc), "42P05") == 0)
+        st = OC_OK;
     /* The statement exists in the session whether or not its load is still
      * here: a PREPARE blocked (by a lock on the table) past load_timeout
      * that succeeded later was not recorded, and every later load on this
@@ -391,11 +398,27 @@ static void conn_deallocated(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
     conn_run(c);
 }
 
+/* The name model `m`'s statement is prepared under in this generation. It
+ * carries a digest of the statement's text, so a statement of that name in
+ * a session is that very SQL: behind a pooler that hands a server session
+ * from client to client (pgbouncer in transaction mode, or in session mode
+ * without server_reset_query), a session can hold another sidecar's (or an
+ * earlier run's) statements, and under a name of model index and generation
+ * only, sidecars whose models differ in order executed each other's SQL:
+ * one served a row of `users` as a Counter. */
+static void stmt_name(const oc_pg_t *pg, size_t m, char *name, size_t cap)
+{
+    uint8_t d[OC_MD5_LEN];
+    oc_md5(pg->sql[m], strlen(pg->sql[m]), d);
+    snprintf(name, cap, "oc_load_%zu_%u_%08x%08x", m, pg->gen,
+             (unsigned)oc_md5_word(d, 0), (unsigned)oc_md5_word(d, 1));
+}
+
 /* Send c->load's query, preparing its statement first if need be. */
 static void conn_run(oc_pg_conn_t *c)
 {
     oc_pg_load_t *l = c->load;
-    char name[48];
+    char name[64]; /* within NAMEDATALEN: 8 + 20 + 1 + 10 + 1 + 16 */
     if (c->prepared_gen != c->pg->gen) { /* a reload changed the statements */
         memset(c->prepared, 0, c->pg->nsql);
         c->prepared_gen = c->pg->gen;
@@ -408,7 +431,7 @@ static void conn_run(oc_pg_conn_t *c)
                 return;
         }
     }
-    snprintf(name, sizeof(name), "oc_load_%zu_%u", l->model_idx, c->pg->gen);
+    stmt_name(c->pg, l->model_idx, name, sizeof(name));
     oc_status_t st;
     if (!c->prepared[l->model_idx]) {
         c->prep_model = l->model_idx;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "oc_log.h"
+#include "oc_md5.h"
 
 #define OC_PGCONN_CONNECT_TIMEOUT_S 5
 
@@ -48,10 +49,11 @@ struct oc_pgconn {
                       reconnect is still to come (oc_pgconn_alive) */
     char last_error[OC_ERRLEN];
     /* oc_pgconn_exec: the statements prepared in this session, by sql
-     * address; names are unique per connection (prep_seq) */
+     * address; names are unique per connection (prep_seq) and carry a
+     * digest of their SQL (stmt_name) */
     struct {
         const char *sql;
-        char name[24];
+        char name[40];
     } prep[OC_PGCONN_STMTS];
     int nprep;
     unsigned prep_seq;
@@ -450,6 +452,10 @@ static void prepared(oc_pgconn_t *c, PGresult *res, oc_status_t st, const char *
     oc_pgconn_done_fn cb = c->pend_cb;
     void *cb_arg = c->pend_arg;
     int slot = c->pend_slot;
+    /* "already exists": a session handed on by a pooler holds this very
+     * statement (its SQL is in its name): run it */
+    if (st != OC_OK && strcmp(c->sqlstate, "42P05") == 0)
+        st = OC_OK;
     if (st != OC_OK) {
         pend_clear(c);
         if (cb)
@@ -472,6 +478,20 @@ static void prepared(oc_pgconn_t *c, PGresult *res, oc_status_t st, const char *
     for (int i = 0; i < n; i++)
         free(params[i]);
     free(params);
+}
+
+/* A name for `sql`, the prep_seq-th prepared on this connection. With a
+ * digest of the SQL in it, a statement of that name in a session is that
+ * very SQL: a pooler that hands one server session to several clients
+ * (pgbouncer in transaction mode, or without server_reset_query) can leave
+ * another connection's "oc_stmt_0" there, which was its own SQL (the
+ * consumer's claim where the feed polls). */
+static void stmt_name(oc_pgconn_t *c, const char *sql, char *name, size_t cap)
+{
+    uint8_t d[OC_MD5_LEN];
+    oc_md5(sql, strlen(sql), d);
+    snprintf(name, cap, "oc_stmt_%u_%08x%08x", c->prep_seq++, (unsigned)oc_md5_word(d, 0),
+             (unsigned)oc_md5_word(d, 1));
 }
 
 static int find_stmt(const oc_pgconn_t *c, const char *sql)
@@ -505,7 +525,7 @@ oc_status_t oc_pgconn_exec(oc_pgconn_t *c, const char *sql, int nparams,
         }
     slot = c->nprep;
     c->prep[slot].sql = sql;
-    snprintf(c->prep[slot].name, sizeof(c->prep[slot].name), "oc_stmt_%u", c->prep_seq++);
+    stmt_name(c, sql, c->prep[slot].name, sizeof(c->prep[slot].name));
     c->pend_slot = slot;
     c->pend_cb = cb;
     c->pend_arg = arg;

@@ -1,7 +1,8 @@
 """Real servers for objcached's integration tests, the demo and bench/.
 
 This module starts throwaway PostgreSQL, memcached and objcached processes
-on free loopback ports, talks to them, and makes sure they are stopped
+(and pgbouncer, for the tests that put one in front of PostgreSQL) on free
+loopback ports, talks to them, and makes sure they are stopped
 again. It has no pytest dependency: tests/integration/conftest.py wraps it
 in fixtures, scripts/demo.py and bench/ use it directly.
 
@@ -52,7 +53,7 @@ from collections import namedtuple
 __all__ = [
     "HarnessError", "free_port", "port_accepts", "wait_until", "Watchdog",
     "install_signal_handlers", "stop_all", "render_ini", "Postgres",
-    "Memcached", "Objcached", "McRaw", "Value", "Reply", "SESSION_OPTIONS",
+    "Memcached", "Pgbouncer", "Objcached", "McRaw", "Value", "Reply", "SESSION_OPTIONS",
     "CLIENT_OPTIONS", "check_config",
 ]
 
@@ -800,6 +801,159 @@ class Memcached:
     def stats(self):
         with self.client() as c:
             return c.stats()
+
+
+# --------------------------------------------------------------------------
+# pgbouncer
+
+
+class Pgbouncer:
+    """A pgbouncer (Debian's, `apt-get install pgbouncer`) on 127.0.0.1:port
+    in front of a harness Postgres, with trust authentication and the
+    `pool_mode` given ("session" or "transaction"); `settings` adds or
+    overrides [pgbouncer] keys (server_lifetime, query_timeout, ...).
+    Every database of the cluster is reachable under its own name (pg's and
+    `dbnames` as [databases] entries of their own); admin(cmd) runs a command
+    on the admin console (RECONNECT, KILL, PAUSE, RESUME, SHOW ...).
+
+    pgbouncer refuses to run as root: as root it runs as 'postgres' (its
+    own -u), like the cluster."""
+
+    def __init__(self, pg, pool_mode="session", port=None, settings=None, binary=None,
+                 dbnames=()):
+        self.pg = pg
+        self.dbnames = list(dbnames)
+        self.pool_mode = pool_mode
+        self._auto_port = port is None
+        self.port = port or free_port()
+        self.settings = dict(settings or {})
+        self.binary = binary or shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        self.proc = None
+        self.dir = tempfile.mkdtemp(prefix="oc-pgb-", dir=_short_tmpdir())
+        os.chmod(self.dir, 0o755)
+        self.logfile = os.path.join(self.dir, "pgbouncer.log")
+
+    def __repr__(self):
+        return f"Pgbouncer(port={self.port}, pool_mode={self.pool_mode})"
+
+    def conninfo(self, dbname=None):
+        """libpq connection string for `dbname` (the cluster's test database
+        by default) through pgbouncer."""
+        return (f"host=127.0.0.1 port={self.port} dbname={dbname or self.pg.dbname} "
+                f"user={Postgres.SUPERUSER}")
+
+    def log(self, limit=None):
+        return _read_text(self.logfile, limit)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def _write_ini(self):
+        settings = {
+            "listen_addr": "127.0.0.1", "listen_port": str(self.port),
+            "unix_socket_dir": "", "auth_type": "trust",
+            "auth_file": os.path.join(self.dir, "userlist.txt"),
+            "admin_users": Postgres.SUPERUSER, "pool_mode": self.pool_mode,
+            "default_pool_size": "20", "max_client_conn": "200",
+            "logfile": self.logfile, "pidfile": os.path.join(self.dir, "pgbouncer.pid"),
+            # objcached sets them at connect; pgbouncer refuses a client's
+            # SET of an untracked parameter only in the startup packet
+            "ignore_startup_parameters": "extra_float_digits,options",
+        }
+        settings.update(self.settings)
+        with open(settings["auth_file"], "w") as f:
+            f.write(f'"{Postgres.SUPERUSER}" ""\n')
+        path = os.path.join(self.dir, "pgbouncer.ini")
+        with open(path, "w") as f:
+            f.write("[databases]\n")
+            # named databases, and the others through the fallback (whose
+            # automatic entries KILL removes for good: RESUME does not bring
+            # them back)
+            for name in (self.pg.dbname, *self.dbnames):
+                f.write(f"{name} = host={self.pg.dir} port={self.pg.port} dbname={name}\n")
+            f.write(f"* = host={self.pg.dir} port={self.pg.port}\n")
+            f.write("[pgbouncer]\n")
+            for k, v in settings.items():
+                f.write(f"{k} = {v}\n")
+        if IS_ROOT:
+            pw = pwd.getpwnam("postgres")
+            for p in (self.dir, path, settings["auth_file"]):
+                os.chown(p, pw.pw_uid, pw.pw_gid)
+        return path
+
+    def start(self, timeout=DEFAULT_TIMEOUT):
+        """Start (again: the same port and ini) and wait until it accepts."""
+        if self.alive():
+            return self
+        if not os.path.exists(self.binary):
+            raise HarnessError(f"{self.binary} not found (apt-get install pgbouncer)")
+        for attempt in range(3):
+            argv = [self.binary, self._write_ini()]
+            if IS_ROOT:   # pgbouncer switches user itself: our signals reach it
+                argv += ["-u", "postgres"]
+            _register(self)
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL,
+                                         preexec_fn=_child_preexec())
+            deadline = time.monotonic() + timeout
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                if port_accepts(self.port):
+                    return self
+                time.sleep(0.02)
+            if self.proc.poll() is None:
+                _stop_process(self.proc, signal.SIGKILL)
+                raise HarnessError(f"pgbouncer on port {self.port} did not accept within "
+                                   f"{timeout} s:\n{self.log(4000)}")
+            log = self.log(4000)
+            if self._auto_port and attempt < 2 and "in use" in log:
+                self.port = free_port()
+                continue
+            raise HarnessError(f"pgbouncer exited with status {self.proc.returncode}:\n{log}")
+        raise HarnessError("pgbouncer did not start")
+
+    def stop(self, timeout=DEFAULT_TIMEOUT):
+        """SIGINT (pgbouncer's fast shutdown) and wait; SIGKILL after `timeout`."""
+        if self.proc is not None:
+            _stop_process(self.proc, signal.SIGINT, timeout)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        _unregister(self)
+
+    def _emergency_stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            _stop_process(self.proc, signal.SIGKILL, 5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+    def connect(self, dbname=None, **kw):
+        """A psycopg2 autocommit connection to `dbname` through pgbouncer."""
+        import psycopg2
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port,
+                                dbname=dbname or self.pg.dbname,
+                                user=Postgres.SUPERUSER, connect_timeout=10, **kw)
+        conn.autocommit = True
+        return conn
+
+    def admin(self, command):
+        """Run `command` on the admin console; the rows it returns (or [])."""
+        import psycopg2
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, dbname="pgbouncer",
+                                user=Postgres.SUPERUSER, connect_timeout=10)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(command)
+                return cur.fetchall() if cur.description is not None else []
+        finally:
+            conn.close()
 
 
 # --------------------------------------------------------------------------

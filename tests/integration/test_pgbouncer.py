@@ -1,0 +1,309 @@
+"""objcached behind a real pgbouncer (Debian's, 1.18), docs/operations.md's
+pgbouncer row: in session mode every connection made through `conninfo`
+works (loads, the consumer, the feed, the near-cache); in transaction mode
+no sidecar ever runs another sidecar's statement (it served a row of
+`users` as a Counter) and the near-cache's staleness stays bounded by the
+feed's poll; RECONNECT and PAUSE leave session-mode sessions alone, KILL
+fails loads clearly until RESUME, query_timeout fails a load after its one
+retry; a session pgbouncer hands on (with or without DISCARD ALL) gets
+objcached's SETs and statements again; wal_conninfo cannot be pgbouncer."""
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+import pytest
+
+import consistency as oc_c
+import harness
+
+SCHEMA = """
+CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL);
+INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 100) AS i;
+CREATE TABLE counters (id integer PRIMARY KEY, n integer NOT NULL);
+INSERT INTO counters SELECT i, i * 10 FROM generate_series(1, 100) AS i;
+"""
+
+MODELS = {
+    "Item": {"table": "items", "near_ttl": "30s"},
+    "Counter": {"table": "counters", "key_type": "integer"},
+}
+
+FEED_MAX_LAG = 1.0
+
+
+@pytest.fixture(scope="module")
+def template(pg, objcached_bin):
+    name = "pgb_template"
+    oc_c.create_template(pg, name, SCHEMA, MODELS, objcached_bin)
+    yield name
+    pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', dbname="postgres")
+
+
+@pytest.fixture
+def db(pg, template):
+    d = oc_c.clone_db(pg, template, prefix="pgb")
+    yield d
+    oc_c.drop_db(pg, d)
+
+
+@pytest.fixture
+def bouncer(pg):
+    """bouncer(pool_mode, **settings) -> a started harness.Pgbouncer."""
+    started = []
+
+    def start(pool_mode, **settings):
+        b = harness.Pgbouncer(pg, pool_mode=pool_mode,
+                              settings={k: str(v) for k, v in settings.items()})
+        started.append(b)
+        return b.start()
+    yield start
+    for b in started:
+        b.cleanup()
+
+
+def config(mc_pool, conninfo, models=MODELS, **sections):
+    overrides = {"objcached": {"near_cache_size": "16m", "load_timeout": "3s"},
+                 "postgresql": {"invalidation_poll": "200ms", "feed_poll": "100ms",
+                                "feed_max_lag": f"{int(FEED_MAX_LAG * 1000)}ms"}}
+    for section, keys in sections.items():
+        overrides.setdefault(section, {}).update(keys)
+    return oc_c.sidecar_config(mc_pool, conninfo, models, overrides)
+
+
+def row(db, table, ident):
+    rows = db.q(f"SELECT row_to_json(t)::text FROM {table} t WHERE t.id = %s", (ident,))
+    return rows[0][0].encode() if rows else None
+
+
+def get(oc, key):
+    """(value or None, the reply's terminal line)."""
+    with oc.client() as c:
+        values, end = c.get_multi([key])
+    return (values[0][2] if values else None), end
+
+
+def value(oc, key):
+    v, end = get(oc, key)
+    assert end == b"END", (key, end, oc.log(3000))
+    return v
+
+
+def clients_of(b, dbname):
+    """The client sessions pgbouncer holds for `dbname`, by application_name."""
+    rows = b.admin("SHOW CLIENTS")
+    return [r for r in rows if r[2] == dbname]
+
+
+def test_session_mode_serves_loads_invalidation_and_near_cache(fleet, mc_pool, db, bouncer):
+    b = bouncer("session")
+    oc = fleet.start(config(mc_pool, b.conninfo(db.name)))
+    harness.wait_until(lambda: oc.stats()["near_serving"] == 1, timeout=10,
+                       what="the near-cache to serve (the feed through pgbouncer)")
+    # the loaders, the consumer and the feed all went through pgbouncer
+    harness.wait_until(lambda: len(clients_of(b, db.name)) >= 4, timeout=10,
+                       what=lambda: f"4 sessions through pgbouncer: {clients_of(b, db.name)}")
+    assert value(oc, "Item:1") == row(db, "items", 1)
+    assert value(oc, "Counter:7") == row(db, "counters", 7)
+    for _ in range(3):              # the doorkeeper admits on the second offer
+        value(oc, "Item:1")
+    assert oc.stats()["near_hits"] > 0
+    db.q("UPDATE items SET name = 'renamed' WHERE id = 1")
+    want = row(db, "items", 1)
+    harness.wait_until(lambda: value(oc, "Item:1") == want, timeout=FEED_MAX_LAG + 5,
+                       what="the UPDATE to reach the near-cache and memcached")
+    assert "load_failed" not in oc.log()
+
+
+def test_transaction_mode_never_runs_another_sidecars_statement(fleet, mc_pool, db,
+                                                                 bouncer):
+    """Two sidecars whose first model differs share one server session
+    (pool size 1, transaction mode). B prepares its Counter statement,
+    pgbouncer replaces the server session (RECONNECT; server_lifetime does
+    the same by itself), A prepares its Item statement on the new one, and
+    B's next Counter load runs there. Under a name of model index and
+    generation only, both were "oc_load_0_0" and B served Item 2's row as
+    Counter:2; now the name holds a digest of the SQL and B's load fails
+    with a clear error."""
+    b = bouncer("transaction", default_pool_size=1)
+    counter_first = {"Counter": MODELS["Counter"], "Item": MODELS["Item"]}
+    one = {"postgresql": {"connections": "1"}, "objcached": {"near_cache_size": "0"}}
+    sb = fleet.start(config(mc_pool[1:], b.conninfo(db.name), counter_first, **one))
+    assert value(sb, "Counter:1") == row(db, "counters", 1)
+    b.admin("RECONNECT")
+    sa = fleet.start(config(mc_pool[:1], b.conninfo(db.name), MODELS, **one))
+    assert value(sa, "Item:1") == row(db, "items", 1)
+    v, end = get(sb, "Counter:2")
+    assert v in (None, row(db, "counters", 2)), f"Counter:2 served {v!r}"
+    if v is None:
+        assert end.startswith(b"SERVER_ERROR load failed") and b"does not exist" in end, end
+
+
+def test_transaction_mode_near_cache_bounded_by_the_feed_poll(fleet, mc_pool, db, bouncer):
+    """LISTEN does not survive transaction pooling; the feed's poll still
+    bounds how long the near-cache serves a row after its UPDATE. (One
+    server session, so that the loads find their statements: with more,
+    they fail as server sessions change hands.)"""
+    b = bouncer("transaction", default_pool_size=1)
+    oc = fleet.start(config(mc_pool, b.conninfo(db.name),
+                            postgresql={"connections": "1"}))
+    harness.wait_until(lambda: oc.stats()["near_serving"] == 1, timeout=10,
+                       what="the near-cache to serve")
+    old = value(oc, "Item:3")
+    for _ in range(3):
+        assert value(oc, "Item:3") == old
+    assert oc.stats()["near_hits"] > 0
+    db.q("UPDATE items SET name = 'renamed' WHERE id = 3")
+    want = row(db, "items", 3)
+    harness.wait_until(lambda: value(oc, "Item:3") == want, timeout=FEED_MAX_LAG + 5,
+                       what="the UPDATE to reach the near-cache")
+
+
+def test_reconnect_leaves_session_mode_sessions_alone(fleet, mc_pool, db, bouncer):
+    """RECONNECT closes a server session when its client releases it, and
+    in session mode objcached never does: loads go on, unbroken."""
+    b = bouncer("session")
+    oc = fleet.start(config(mc_pool, b.conninfo(db.name), postgresql={"connections": "1"}))
+    assert value(oc, "Item:1") == row(db, "items", 1)
+    b.admin(f'RECONNECT "{db.name}"')
+    for i in range(2, 6):
+        assert value(oc, f"Item:{i}") == row(db, "items", i)
+    assert "pg_conn_down" not in oc.log() and "load_failed" not in oc.log(), oc.log(3000)
+
+
+def test_kill_fails_loads_clearly_until_resume(fleet, mc_pool, db, bouncer):
+    """KILL closes objcached's sessions ("FATAL: database removed") and holds
+    new logins until RESUME: loads fail at load_timeout with a clear error,
+    then work again on new sessions, set up and prepared anew. (pgbouncer
+    waits server_login_retry, 15 s by default, before it connects again.)"""
+    b = bouncer("session", server_login_retry=1)
+    oc = fleet.start(config(mc_pool, b.conninfo(db.name), objcached={"load_timeout": "1s"},
+                            postgresql={"connections": "1"}))
+    assert value(oc, "Item:1") == row(db, "items", 1)
+    b.admin(f'KILL "{db.name}"')
+    harness.wait_until(lambda: "event=pg_conn_down" in oc.log(), timeout=10,
+                       what=lambda: f"objcached to see its sessions closed:\n{oc.log(2000)}")
+    v, end = get(oc, "Item:2")
+    assert v is None and end == b"SERVER_ERROR load failed: load timed out", end
+    b.admin(f'RESUME "{db.name}"')
+    harness.wait_until(lambda: get(oc, "Item:3")[0] == row(db, "items", 3), timeout=15,
+                       what=lambda: f"loads after RESUME: {get(oc, 'Item:3')}")
+    assert value(oc, "Item:2") == row(db, "items", 2)
+
+
+def test_pause_waits_for_objcached_sessions(fleet, mc_pool, db, bouncer):
+    """In session mode objcached never releases its sessions, so PAUSE does
+    not complete while it is connected, and its loads go on meanwhile."""
+    b = bouncer("session")
+    oc = fleet.start(config(mc_pool, b.conninfo(db.name), postgresql={"connections": "1"}))
+    assert value(oc, "Item:1") == row(db, "items", 1)
+    harness.wait_until(lambda: len(clients_of(b, db.name)) >= 3, timeout=10,
+                       what="the loader, consumer and feed sessions")
+    console = psycopg2.connect(host="127.0.0.1", port=b.port, dbname="pgbouncer",
+                               user="postgres", connect_timeout=10, async_=1)
+    psycopg2.extras.wait_select(console)
+    console.cursor().execute(f'PAUSE "{db.name}"')
+    try:
+        for i in range(2, 6):
+            assert value(oc, f"Item:{i}") == row(db, "items", i)
+        assert console.poll() != psycopg2.extensions.POLL_OK, "PAUSE completed"
+    finally:
+        b.admin(f'RESUME "{db.name}"')
+        console.close()
+
+
+def test_query_timeout_below_load_timeout_fails_the_load_clearly(fleet, mc_pool, db,
+                                                                 bouncer):
+    """pgbouncer's query_timeout closes the session ("FATAL: query timeout",
+    no SQLSTATE objcached can tell from a lost session): the load is sent
+    again once, then fails with that reason, before load_timeout."""
+    b = bouncer("session", query_timeout=1)
+    oc = fleet.start(config(mc_pool, b.conninfo(db.name), objcached={"load_timeout": "5s"},
+                            postgresql={"connections": "1"}))
+    assert value(oc, "Item:1") == row(db, "items", 1)
+    conn = db.connect(autocommit=False)
+    db.q("LOCK TABLE items", conn=conn)
+    try:
+        v, end = get(oc, "Item:2")
+    finally:
+        conn.rollback()
+    assert v is None and end == (b"SERVER_ERROR load failed: database connection lost: "
+                                 b"FATAL:  query timeout"), end
+    assert oc.log().count('pg_conn_down conn=objcached-loader reason="FATAL:  query timeout"') == 2
+    assert value(oc, "Item:2") == row(db, "items", 2)
+
+
+@pytest.mark.parametrize("reset", ["DISCARD ALL", ""])
+def test_a_restarted_sidecar_loads_on_a_handed_on_session(fleet, mc_pool, db, bouncer,
+                                                          reset):
+    """One server session (pool size 1), handed from a stopped sidecar to
+    its successor: with server_reset_query (DISCARD ALL) the SETs and the
+    statement are made again; without it the session still holds the same
+    statement, and its PREPARE's "already exists" failed every load."""
+    b = bouncer("session", default_pool_size=1, server_reset_query=reset or '""')
+    one = {"postgresql": {"connections": "1", "invalidation_poll": "0", "feed_poll": "0"},
+           "objcached": {"near_cache_size": "0"}}
+    conf = config(mc_pool, b.conninfo(db.name), **one)
+    first = fleet.start(conf)
+    assert value(first, "Item:1") == row(db, "items", 1)
+    first.stop()
+    second = fleet.start(conf)
+    for i in range(2, 5):
+        assert value(second, f"Item:{i}") == row(db, "items", i)
+
+
+def test_a_restarted_sidecars_consumer_and_feed_work_on_handed_on_sessions(fleet, mc_pool, db,
+                                                                          bouncer):
+    """Without server_reset_query the successor's consumer and feed get
+    sessions that hold the stopped sidecar's statements, under the same
+    names: their PREPAREs said "already exists" (or, in another's session,
+    the name was another's SQL)."""
+    b = bouncer("session", default_pool_size=4, server_reset_query='""')
+    conf = config(mc_pool, b.conninfo(db.name), postgresql={"connections": "1"})
+    first = fleet.start(conf)
+    harness.wait_until(lambda: first.stats()["near_serving"] == 1, timeout=10,
+                       what="the first sidecar's near-cache to serve")
+    assert value(first, "Item:1") == row(db, "items", 1)
+    db.q("UPDATE items SET name = 'first' WHERE id = 1")
+    harness.wait_until(lambda: value(first, "Item:1") == row(db, "items", 1), timeout=10,
+                       what="the first sidecar's invalidation")
+    first.stop()
+    second = fleet.start(conf)
+    harness.wait_until(lambda: second.stats()["near_serving"] == 1, timeout=10,
+                       what=lambda: f"the second sidecar's near-cache:\n{second.log(2000)}")
+    assert value(second, "Item:2") == row(db, "items", 2)
+    db.q("UPDATE items SET name = 'second' WHERE id = 2")
+    harness.wait_until(lambda: value(second, "Item:2") == row(db, "items", 2), timeout=10,
+                       what=lambda: f"the second sidecar's invalidation:\n{second.log(2000)}")
+    assert "already exists" not in second.log(), second.log(3000)
+
+def test_wal_conninfo_through_pgbouncer_is_refused_in_the_log(pg, fleet, mc_pool, bouncer,
+                                                              objcached_bin, tmp_path):
+    """pgbouncer cannot pass a replication connection: --check-config does
+    not open wal_conninfo and says ok; the daemon logs pgbouncer's refusal
+    once, tries again and again, and never holds the slot."""
+    name = "pgb_wal"
+    models = {"Item": {"table": "items"}}
+    wal = {"postgresql": {"wal": "on", "wal_slot": name}}
+    oc_c.create_template(pg, name, SCHEMA, models, objcached_bin, overrides=wal)  # and slot
+    db = oc_c.HookDb(pg, name)
+    try:
+        b = bouncer("session")
+        conf = oc_c.sidecar_config(mc_pool, db.conninfo, models, {"postgresql": {
+            **wal["postgresql"], "wal_conninfo": b.conninfo(name), "wal_takeover": "1s"}})
+        path = tmp_path / "objcached.ini"
+        path.write_text(harness.render_ini(conf))
+        checked = harness.check_config(str(path), objcached_bin)
+        assert checked.returncode == 0 and "replication" not in checked.stdout, checked
+        oc = fleet.start(conf)
+        refused = ('event=pg_conn_down conn=objcached-wal reason="connection to server at '
+                   f'\'127.0.0.1\', port {b.port} failed: FATAL:  unsupported startup '
+                   'parameter: replication"')
+        # tried again and again (pgbouncer's log), said once (the repeats at debug)
+        harness.wait_until(lambda: b.log().count("unsupported startup parameter: replication")
+                           >= 3, timeout=15, what=lambda: f"three tries:\n{b.log(2000)}")
+        assert oc.log().count(refused) == 1, oc.log()
+        assert "event=wal_holding" not in oc.log() and oc.stats()["wal_holder"] == 0
+    finally:
+        db.close()
+        pg.execute(f"SELECT pg_drop_replication_slot('{name}')", dbname="postgres")
+        pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', dbname="postgres")
