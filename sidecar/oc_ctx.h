@@ -30,6 +30,7 @@ struct oc_near;
 struct oc_feed;
 struct oc_wal;
 struct oc_sampler;
+struct oc_gens;
 
 typedef struct oc_ctx {
     struct event_base *base;
@@ -38,7 +39,9 @@ typedef struct oc_ctx {
     uint64_t *model_gen;    /* [conf->nmodels] each model's generation: a
                                TRUNCATE bumps it, and cache keys carry it */
     unsigned long gens_oid; /* generation_seq's OID model_gen follows (0:
-                               none seen): oc_feed_follow_gens */
+                               none seen): oc_gens_follow */
+    int gens_unknown;       /* model_gen could not be read yet: gets do not
+                               use memcached (oc_gens.h) */
     size_t max_key_len;     /* longest client key: 250 - key_prefix - room */
     uint32_t lease_ttl_s;   /* a lease outlives a load: load_timeout + 1 s */
     double started;         /* unix time at start */
@@ -56,6 +59,7 @@ typedef struct oc_ctx {
     struct oc_wal *wal;         /* the WAL reader (a candidate), or NULL */
     struct oc_sampler *sampler; /* the consistency sampler (always made;
                                    sample_rate 0 = idle) */
+    struct oc_gens *gens;       /* whether model_gen is known, and its reader */
 } oc_ctx_t;
 
 #endif

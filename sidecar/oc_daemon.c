@@ -22,6 +22,7 @@
 #include "oc_feed.h"
 #include "oc_fill.h"
 #include "oc_gate.h"
+#include "oc_gens.h"
 #include "oc_health.h"
 #include "oc_inval.h"
 #include "oc_key.h"
@@ -303,7 +304,8 @@ static oc_status_t init_modules(oc_daemon_t *d, const char *pidfile, char *err)
         (ctx->reqs = oc_reqs_new(ctx, err)) == NULL ||
         (ctx->writes = oc_writes_new(ctx, err)) == NULL ||
         (d->health = oc_health_new(ctx, err)) == NULL ||
-        (ctx->sampler = oc_sampler_new(ctx, err)) == NULL)
+        (ctx->sampler = oc_sampler_new(ctx, err)) == NULL ||
+        (ctx->gens = oc_gens_new(ctx)) == NULL)
         return OC_ENOMEM;
     oc_inval_read_generations(ctx);
     err[0] = '\0';
@@ -417,6 +419,7 @@ void oc_daemon_free(oc_daemon_t *d)
     oc_fills_free(ctx->fills);
     oc_reqs_free(ctx->reqs);
     oc_near_free(ctx->near); /* after every holder of its blobs' readers */
+    oc_gens_free(ctx->gens);
     oc_health_free(d->health);
     oc_gate_free(ctx->gate);
     free_event(d->sig_term);

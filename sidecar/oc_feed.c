@@ -10,6 +10,7 @@
 
 #include "oc_conf.h"
 #include "oc_fill.h"
+#include "oc_gens.h"
 #include "oc_key.h"
 #include "oc_log.h"
 #include "oc_near.h"
@@ -113,7 +114,7 @@ static void apply_key(oc_feed_t *f, size_t m, const char *id, size_t len)
 }
 
 /* A whole-model row: the model's new generation (generations only grow;
- * `follow` 0: of a hook the models no longer follow, oc_feed_follow_gens). */
+ * `follow` 0: of a hook the models no longer follow, oc_gens_follow). */
 static void apply_generation(oc_feed_t *f, size_t m, uint64_t gen, int follow)
 {
     oc_ctx_t *ctx = f->ctx;
@@ -369,8 +370,8 @@ static void polled(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *e
         return;
     }
     /* A poll that predates a reinstall the consumer already followed: its
-     * rows' generations are the old hook's (oc_feed_follow_gens) */
-    int follow = oc_feed_follow_gens(ctx, &f->gens_schema, schema, "feed");
+     * rows' generations are the old hook's (oc_gens_follow) */
+    int follow = oc_gens_follow(ctx, &f->gens_schema, schema, "feed");
     if (oc_feed_gap(f->cursor, head, pruned)) {
         /* rows pruned past our cursor, or another database (a restore, a
          * failover to an older replica): what we missed cannot be known */
@@ -484,48 +485,6 @@ int oc_feed_next_generation(const char **names, const char **gens, const char **
     return 1;
 }
 
-oc_feed_gens_t oc_feed_gens_rule(unsigned long *current, unsigned long *seen,
-                                 unsigned long oid)
-{
-    if (oid == 0)
-        return OC_FEED_GENS_APPLY; /* no generation_seq to tell hooks apart */
-    int first = oid != *seen;
-    *seen = oid;
-    if (*current == oid)
-        return OC_FEED_GENS_APPLY;
-    if (*current == 0) { /* the first hook this process reads */
-        *current = oid;
-        return OC_FEED_GENS_APPLY;
-    }
-    if (!first)
-        return OC_FEED_GENS_IGNORE; /* the other reader moved on since */
-    *current = oid;
-    return OC_FEED_GENS_RESET;
-}
-
-/* uninstall.sql and install.sql again: a new generation_seq, whose
- * generations may be below the ones this sidecar uses (an install.sql from
- * before 2026-12-05 starts them over from 1; now they start at the time in
- * microseconds), which nothing deletes under any more. Every model starts
- * over from 0, once per hook for the whole process: the consumer
- * (oc_inval.c) and this follower share it, or the second of them to see
- * the new hook moved a model back below a TRUNCATE the first applied
- * meanwhile (found by a review). A sidecar without a consumer (a WAL
- * standby, invalidation_poll = 0) has only this. */
-int oc_feed_follow_gens(oc_ctx_t *ctx, unsigned long *seen, unsigned long oid,
-                        const char *source)
-{
-    oc_feed_gens_t r = oc_feed_gens_rule(&ctx->gens_oid, seen, oid);
-    if (r == OC_FEED_GENS_RESET) {
-        oc_log_info("event=model_generation model=* generation=0%s%s note=\"hook "
-                    "installed again\"",
-                    source ? " source=" : "", source ? source : "");
-        for (size_t m = 0; m < ctx->conf->nmodels; m++)
-            ctx->model_gen[m] = 0;
-    }
-    return r != OC_FEED_GENS_IGNORE;
-}
-
 static void resynced(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                      void *arg)
 {
@@ -550,9 +509,11 @@ static void resynced(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char 
         oc_near_clear(ctx->near);
     oc_fill_forget_all(ctx->fills);
     int standby = f->standby = PQgetvalue(res, 0, 1)[0] == 't';
-    if (oc_feed_follow_gens(ctx, &f->gens_schema, schema_of(res, 4), "resync") &&
-        !PQgetisnull(res, 0, 2) && !PQgetisnull(res, 0, 3))
-        resync_generations(f, PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
+    if (oc_gens_follow(ctx, &f->gens_schema, schema_of(res, 4), "resync")) {
+        if (!PQgetisnull(res, 0, 2) && !PQgetisnull(res, 0, 3))
+            resync_generations(f, PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
+        oc_gens_read(ctx->gens, "resync");
+    }
     PQclear(res);
     ctx->stats->feed_resyncs++;
     oc_log_info("event=feed_resync head=%" PRIu64 " standby=%d", f->cursor, standby);

@@ -145,28 +145,4 @@ double oc_feed_fresh_until(double sent, double lag_s, uint32_t feed_max_lag_ms);
 int oc_feed_next_generation(const char **names, const char **gens, const char **name,
                             size_t *len, uint64_t *gen);
 
-/* Generations read from the hook whose objcached.generation_seq has OID
- * `oid` (0: unknown, as before any hook), by one of the two readers (the
- * consumer, the feed follower; *seen: the OID of that reader's last
- * read). The process's models follow one hook at a time (*current, the
- * ctx's gens_oid). The first read of a new hook, by either reader, starts
- * every model over (RESET: a reinstalled hook's generations may be below
- * ours: one installed by a version before 2026-12-05 starts over from 1);
- * every later read of that hook, the other reader's first one too, moves
- * them forward only (APPLY), so a read taken before a TRUNCATE the other
- * reader applied cannot undo it. A reader still on a hook the other has
- * left (its read predates the reinstall) is ignored (IGNORE) until it sees
- * the new one. */
-typedef enum oc_feed_gens {
-    OC_FEED_GENS_APPLY,
-    OC_FEED_GENS_RESET,
-    OC_FEED_GENS_IGNORE,
-} oc_feed_gens_t;
-oc_feed_gens_t oc_feed_gens_rule(unsigned long *current, unsigned long *seen,
-                                 unsigned long oid);
-/* oc_feed_gens_rule on ctx->gens_oid; a RESET sets every model to 0 (logs
- * it, with `source` when not NULL). 0: ignore this read's generations. */
-int oc_feed_follow_gens(oc_ctx_t *ctx, unsigned long *seen, unsigned long oid,
-                        const char *source);
-
 #endif

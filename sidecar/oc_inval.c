@@ -10,6 +10,7 @@
 #include "oc_conf.h"
 #include "oc_feed.h"
 #include "oc_fill.h"
+#include "oc_gens.h"
 #include "oc_key.h"
 #include "oc_log.h"
 #include "oc_mc.h"
@@ -59,7 +60,7 @@ struct oc_inval {
                                   read of a model (0: none yet); another OID:
                                   the hook was installed again, its
                                   generations start over, once per
-                                  process (oc_feed_follow_gens) */
+                                  process (oc_gens_follow) */
     char *feed_models;         /* array literals of feed_append, kept alive */
     char *feed_keys;
     char *feed_whole;
@@ -668,7 +669,7 @@ static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char
      * This read's generations still name the keys of its deletes (gen_of). */
     unsigned long schema =
         PQntuples(res) ? strtoul(PQgetvalue(res, 0, 2), NULL, 10) : iv->gens_schema;
-    int follow = oc_feed_follow_gens(ctx, &iv->gens_schema, schema, NULL);
+    int follow = oc_gens_follow(ctx, &iv->gens_schema, schema, NULL);
     for (int i = 0; follow && i < PQntuples(res); i++) {
         const oc_model_conf_t *m = oc_conf_model(ctx->conf, PQgetvalue(res, i, 0),
                                                  (size_t)PQgetlength(res, i, 0));
@@ -683,6 +684,8 @@ static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char
             ctx->model_gen[m - ctx->conf->models] = gen;
         }
     }
+    if (follow)
+        oc_gens_read(ctx->gens, "consumer");
     iv->gens = res;
     apply(iv);
 }
@@ -800,6 +803,7 @@ void oc_inval_read_generations(oc_ctx_t *ctx)
                    "pg_catalog.to_regclass('objcached.generation_seq')::pg_catalog.oid "
                    "FROM objcached.models");
     if (r && PQresultStatus(r) == PGRES_TUPLES_OK) {
+        oc_gens_read(ctx->gens, "start");
         if (PQntuples(r) > 0 && !PQgetisnull(r, 0, 2))
             ctx->gens_oid = strtoul(PQgetvalue(r, 0, 2), NULL, 10);
         for (int i = 0; i < PQntuples(r); i++) {
@@ -810,14 +814,11 @@ void oc_inval_read_generations(oc_ctx_t *ctx)
                     strtoull(PQgetvalue(r, i, 1), NULL, 10);
         }
     } else {
-        char clean[OC_ERRLEN];
-        oc_log(ctx->conf->inval_poll_ms ? OC_LOG_WARN : OC_LOG_INFO,
-               "event=generations_unknown reason=\"%s\" note=\"until the consumer "
-               "connects, models are read at generation 0\"",
-               oc_log_clean(clean, sizeof(clean),
-                            r   ? PQresultErrorMessage(r)
-                            : c ? PQerrorMessage(c)
-                                : "oom"));
+        oc_gens_failed(ctx->gens, "start",
+                       r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL,
+                       r   ? PQresultErrorMessage(r)
+                       : c ? PQerrorMessage(c)
+                           : "out of memory");
     }
     PQclear(r);
     PQfinish(c);

@@ -1,5 +1,6 @@
 #include "oc_req.h"
 
+#include <event2/event.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -488,6 +489,13 @@ static size_t req_near(oc_req_t *r)
     return n;
 }
 
+static void req_bypass_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    oc_req_t *r = arg;
+    req_read_done(r->mcjob, r);
+}
+
 /* Send the request's read: when most gets miss something, each key is read
  * with a meta get that takes a miss's lease in the same round trip (one
  * round trip less per cold get); when most hit, one multi-get per server is
@@ -500,7 +508,7 @@ static oc_status_t req_read(oc_req_t *r, size_t n, char *err)
     if (r->mcjob == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory");
     r->mcjob->max_bytes = ctx->conf->max_reply;
-    if (oc_req_use_mg(ctx->reqs->miss_share)) {
+    if (oc_req_use_mg(ctx->reqs->miss_share) && !ctx->gens_unknown) {
         r->mcjob->lease_ttl_s = ctx->lease_ttl_s;
         ctx->stats->mc_gets_leasing++;
     }
@@ -513,8 +521,23 @@ static oc_status_t req_read(oc_req_t *r, size_t n, char *err)
         r->mcjob->refresh_s[uk->job_idx] =
             ctx->conf->models[uk->w.model_idx].refresh_ahead_s;
     }
-    ctx->stats->mc_gets++;
     oc_fill_read_begin(ctx->fills, &r->read);
+    if (ctx->gens_unknown) {
+        /* The keys' generation is not known (oc_gens.h): what memcached
+         * holds under these keys is no one's to trust, and nothing loaded
+         * may go there. Each key reads as a failed read: loaded, answered,
+         * not written back (a fill writes only over a lease). Answered on
+         * the next turn of the loop, as memcached's answer would be:
+         * done is never called inside oc_req_start. */
+        for (size_t i = 0; i < n; i++)
+            r->mcjob->hits[i].error = 1;
+        struct timeval now = {0, 0};
+        if (event_base_once(ctx->base, -1, EV_TIMEOUT, req_bypass_cb, r, &now) == 0)
+            return OC_OK;
+        oc_fill_read_end(ctx->fills, &r->read);
+        return oc_fail(err, OC_ENOMEM, "out of memory");
+    }
+    ctx->stats->mc_gets++;
     oc_mc_submit(ctx->mc, r->mcjob);
     return OC_OK;
 }

@@ -23,6 +23,8 @@ struct evbuffer;
     X(rejected_connections, COUNTER, "connections refused over max_connections")         \
     X(accept_errors, COUNTER,                                                            \
       "accepts that failed (out of descriptors): accepting pauses 100 ms")               \
+    X(generations_unknown, GAUGE,                                                        \
+      "1 while the models' generations could not be read: gets bypass memcached")        \
     X(listeners_inherited, GAUGE,                                                        \
       "client listeners taken from systemd at start (socket activation), not bound")     \
     X(timeouts, COUNTER, "client connections closed by idle or write timeout")           \

@@ -14,6 +14,7 @@ import psycopg2.errors
 
 import consistency as oc_c
 import harness
+import faultproxy
 
 
 def install(oc):
@@ -644,16 +645,20 @@ def test_inval_lag_ms_falls_to_zero_once_the_outbox_is_drained(objcached_factory
         pg.execute("UPDATE users SET note = %s WHERE id = 21", (note,))
 
 
-def test_a_start_while_the_models_table_is_locked_does_not_hang(objcached_factory, pg):
+def test_a_start_while_the_models_table_is_locked_does_not_hang(objcached_factory, pg,
+                                                               mc_pool, ref):
     """The generations are read at start, before the listeners are bound,
     with a blocking query. It had a connect timeout but no statement
     timeout: a sidecar (re)started while a transaction held a lock on
     objcached.models (an --install-hook upgrade in a long transaction, a
     VACUUM FULL) waited for it with its listeners unbound, for as long as
-    the lock lasted. Now the read gives up after 2 s, says so, and the
-    models are read at generation 0 until the consumer connects."""
+    the lock lasted. Now the read gives up after 2 s and says so; until the
+    generations are read (by its own reader once the lock goes) gets load
+    from PostgreSQL and nothing is read from or written to memcached under
+    keys of a generation it does not know."""
     oc = objcached_factory({"postgresql": {"invalidation_poll": "200ms"}})
     install(oc)
+    gen = generation(pg, "User")
     conn = pg.connect(autocommit=False)
     try:
         with conn.cursor() as cur:
@@ -661,12 +666,67 @@ def test_a_start_while_the_models_table_is_locked_does_not_hang(objcached_factor
         started = time.monotonic()
         b = objcached_factory({"postgresql": {"invalidation_poll": "200ms"}})
         assert time.monotonic() - started < 15
-        assert "event=generations_unknown" in b.log()
+        assert "event=generations_unknown source=start" in b.log()
         assert "statement timeout" in b.log()
+        assert b.stats()["generations_unknown"] == 1
+        sets = sum(m.stats()["cmd_set"] for m in mc_pool)
+        for _ in range(2):   # loaded both times: nothing kept
+            assert get(b, "User:41") == ref.json("User", 41)
+        b.wait_idle()
+        assert sum(m.stats()["cmd_set"] for m in mc_pool) == sets
+        for g in (0, gen):
+            assert oc_c.raw_items(mc_pool, oc_c.cache_key("User", 41, g)) == []
+        assert b.stats()["generations_unknown"] == 1
     finally:
         conn.rollback()
         conn.close()
-    assert get(b, "User:1") is not None
+    harness.wait_until(lambda: b.stats()["generations_unknown"] == 0, timeout=15,
+                       what="the generations read once the lock is gone")
+    assert get(b, "User:41") == ref.json("User", 41)
+    b.wait_idle()
+    assert [k for _, k, _ in oc_c.raw_items(mc_pool, oc_c.cache_key("User", 41, gen))] == \
+        ["OBJECT"]
+    assert "event=generations_known" in b.log()
+
+
+def test_a_sidecar_started_without_its_generations_serves_nothing_no_one_deletes(
+        objcached_factory, pg, ref):
+    """A sidecar that could not read the generations at start (PostgreSQL
+    unreachable, or out of connection slots) read and filled keys of
+    generation 0 until its consumer or feed read them, and the other
+    sidecars' invalidations delete under the real generation: with its
+    consumer and feed off (or without a connection slot for them), an
+    UPDATE was never seen by it. Now it bypasses memcached until its own
+    reader has read them."""
+    a = objcached_factory({"postgresql": {"invalidation_poll": "200ms"}})
+    install(a)
+    proxy = faultproxy.FaultProxy(pg.port, name="pg-b")
+    name = pg.execute("SELECT name FROM users WHERE id = 42")[0][0]
+    try:
+        proxy.set_mode("reset")
+        b = objcached_factory({"postgresql": {
+            "conninfo": f"host=127.0.0.1 port={proxy.port} dbname={pg.dbname} "
+                        f"user={pg.SUPERUSER}",
+            "invalidation_poll": "0", "feed_poll": "0"}})
+        assert "event=generations_unknown" in b.log()
+        proxy.set_mode("forward")
+        old = ref.json("User", 42)
+
+        def loaded():   # b's loaders reconnect through the proxy
+            with b.client() as c:
+                values, end = c.get_multi(["User:42"])
+            return end == b"END" and values[0][2] == old
+        harness.wait_until(loaded, timeout=15, what="b's loaders through the proxy")
+        assert get(b, "User:42") == old
+        pg.execute("UPDATE users SET name = 'changed while b ran' WHERE id = 42")
+        new = ref.json("User", 42)
+        wait_value(a, "User:42", new, "a's consumer to apply the update")
+        harness.wait_until(lambda: outbox_empty(pg), what="an empty outbox")
+        assert get(b, "User:42") == new
+        assert b.stats()["generations_unknown"] == 0
+    finally:
+        pg.execute("UPDATE users SET name = %s WHERE id = 42", (name,))
+        proxy.close()
 
 
 def test_a_warm_restart_does_not_serve_a_row_updated_while_it_was_down(

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "oc_feed.h"
+#include "oc_gens.h"
 
 static void test_gap(void **state)
 {
@@ -221,24 +222,24 @@ static void test_gens_rule(void **state)
     (void)state;
     unsigned long cur = 0, consumer = 0, feed = 0;
     /* the first hook read: followed, no reset */
-    assert_int_equal(oc_feed_gens_rule(&cur, &consumer, 100), OC_FEED_GENS_APPLY);
-    assert_int_equal(oc_feed_gens_rule(&cur, &feed, 100), OC_FEED_GENS_APPLY);
+    assert_int_equal(oc_gens_rule(&cur, &consumer, 100), OC_GENS_APPLY);
+    assert_int_equal(oc_gens_rule(&cur, &feed, 100), OC_GENS_APPLY);
     assert_int_equal(cur, 100);
     /* reinstalled (OID 200): the feed sees it first and resets */
-    assert_int_equal(oc_feed_gens_rule(&cur, &feed, 200), OC_FEED_GENS_RESET);
+    assert_int_equal(oc_gens_rule(&cur, &feed, 200), OC_GENS_RESET);
     assert_int_equal(cur, 200);
-    assert_int_equal(oc_feed_gens_rule(&cur, &feed, 200), OC_FEED_GENS_APPLY);
+    assert_int_equal(oc_gens_rule(&cur, &feed, 200), OC_GENS_APPLY);
     /* the consumer's first read of it: forward only, no second reset */
-    assert_int_equal(oc_feed_gens_rule(&cur, &consumer, 200), OC_FEED_GENS_APPLY);
+    assert_int_equal(oc_gens_rule(&cur, &consumer, 200), OC_GENS_APPLY);
     assert_int_equal(consumer, 200);
     /* a feed poll that predates the next reinstall, read after the
      * consumer followed it: ignored, until the feed sees the new hook */
-    assert_int_equal(oc_feed_gens_rule(&cur, &consumer, 300), OC_FEED_GENS_RESET);
-    assert_int_equal(oc_feed_gens_rule(&cur, &feed, 200), OC_FEED_GENS_IGNORE);
+    assert_int_equal(oc_gens_rule(&cur, &consumer, 300), OC_GENS_RESET);
+    assert_int_equal(oc_gens_rule(&cur, &feed, 200), OC_GENS_IGNORE);
     assert_int_equal(cur, 300);
-    assert_int_equal(oc_feed_gens_rule(&cur, &feed, 300), OC_FEED_GENS_APPLY);
+    assert_int_equal(oc_gens_rule(&cur, &feed, 300), OC_GENS_APPLY);
     /* no generation_seq (OID 0): nothing to tell apart, as before */
-    assert_int_equal(oc_feed_gens_rule(&cur, &feed, 0), OC_FEED_GENS_APPLY);
+    assert_int_equal(oc_gens_rule(&cur, &feed, 0), OC_GENS_APPLY);
     assert_int_equal(cur, 300);
 }
 
