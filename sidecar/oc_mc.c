@@ -1670,6 +1670,22 @@ static void srv_refused(mc_server_t *s, const char *why)
     srv_abort(s, why, MC_ABORT_REFUSED);
 }
 
+static void srv_read(mc_server_t *s);
+
+/* A write failed on a new connection (its `stats` not answered yet): did
+ * memcached refuse it over its -c? It closes such a connection with our
+ * `stats` unread, which resets it, and a write queued meanwhile fails on
+ * the reset before its `ERROR Too many open connections` is read: taken
+ * for a failure, a busy sidecar kept refused marked a healthy server down
+ * anyway (found by a review). Its words are still there to read (the
+ * kernel hands over what came before a reset). */
+static int refusal_unread(const mc_server_t *s)
+{
+    char c;
+    return s->ident_pending && s->conn == MC_CONN_OPEN &&
+           recv(s->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 1;
+}
+
 static void srv_write(mc_server_t *s)
 {
     while (s->out_off < s->out_len) {
@@ -1685,7 +1701,14 @@ static void srv_write(mc_server_t *s)
         }
         if (n < 0 && errno == EINTR)
             continue;
-        srv_fail(s, n < 0 ? strerror(errno) : "write failed");
+        char why[OC_ERRLEN];
+        snprintf(why, sizeof(why), "%s", n < 0 ? strerror(errno) : "write failed");
+        if (refusal_unread(s)) {
+            srv_read(s); /* the refusal (srv_refused) */
+            if (s->conn != MC_CONN_OPEN)
+                return;
+        }
+        srv_fail(s, why);
         return;
     }
     s->out_off = s->out_len = 0;

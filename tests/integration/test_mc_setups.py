@@ -3,6 +3,9 @@ them, or a server that is not memcached 1.6 (a review, 2026-12-06): each
 setup that cannot work must say so in the log, once per server, not just
 send every get to PostgreSQL."""
 
+import os
+import signal
+import socket
 import time
 
 import harness
@@ -167,6 +170,60 @@ def test_memcached_over_its_connection_limit_is_not_taken_down(objcached_factory
         for c in held:
             c.close()
         mc.stop()
+
+
+def test_a_refusal_reset_under_a_write_is_still_no_failure(objcached_factory):
+    """memcached refuses a connection over its -c by writing `ERROR Too
+    many open connections` and closing it; with our `stats` unread in its
+    socket, the close is a reset. A get queued for the server while that
+    connection awaited its `stats` answer, in the same turn of the event
+    loop as the reset came in (a busy sidecar: more clients ready than one
+    epoll_wait returns), was written before the refusal was read: the send
+    failed on the reset and counted a failure, so a sidecar kept refused by
+    a full -c still marked the healthy server down (and flushed it when a
+    slot freed). Here the sidecar is stopped while 200 clients send a get
+    each and a stand-in refuses its connection, then continued. Expected:
+    the refusal read as one; no failure."""
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(8)
+    address = "127.0.0.1:%d" % lsock.getsockname()[1]
+    clients = []
+    oc = None
+    try:
+        oc = objcached_factory({"memcached": {"servers": address, "retry_timeout": "300ms",
+                                              "failure_limit": "1"}})
+        clients = [oc.client() for _ in range(200)]
+        for c in clients:
+            c.stats()  # accepted and served: each is ready again at once
+        first = clients[0]
+        first.sock.sendall(b"get User:1\r\n")  # objcached connects to the stand-in
+        lsock.settimeout(harness.DEFAULT_TIMEOUT)
+        conn, _ = lsock.accept()
+        conn.settimeout(harness.DEFAULT_TIMEOUT)
+        assert conn.recv(5, socket.MSG_PEEK) == b"stats"  # sent, left unread
+        os.kill(oc.pid, signal.SIGSTOP)
+        try:
+            for i, c in enumerate(clients[1:]):
+                c.sock.sendall(b"get User:%d\r\n" % (i + 2))
+            conn.sendall(b"ERROR Too many open connections\r\n")
+            conn.close()  # over unread input: a reset, as memcached's
+        finally:
+            os.kill(oc.pid, signal.SIGCONT)
+        for c in clients:  # every get answered (from PostgreSQL)
+            assert c.readline().startswith(b"VALUE "), oc.log()
+        harness.wait_until(lambda: oc.stats()["mc_conn_limited"] >= 1
+                           or "event=memcached_error" in oc.log(), what="the refusal")
+        s = oc.stats()
+        log = oc.log()
+        assert "event=memcached_error" not in log and "event=memcached_down" not in log, log
+        assert s["mc_ejections"] == 0 and s["mc_conn_limited"] == 1, s
+    finally:
+        if oc is not None and oc.alive():
+            os.kill(oc.pid, signal.SIGCONT)
+        for c in clients:
+            c.close()
+        lsock.close()
 
 
 def test_row_over_the_item_size_is_served_and_said_once_a_minute(objcached_factory, pg,
