@@ -407,6 +407,8 @@ void oc_daemon_free(oc_daemon_t *d)
     oc_feed_free(ctx->feed);
     ctx->feed = NULL;
     oc_sampler_close(ctx->sampler); /* its read in flight ends in oc_mc_free */
+    if (ctx->reqs)
+        oc_reqs_flush(ctx->reqs); /* reads bypassing memcached: to their loads */
     oc_mc_free(ctx->mc);
     ctx->mc = NULL; /* oc_pg's last callbacks must not submit to it */
     oc_pg_free(ctx->pg);

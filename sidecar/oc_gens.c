@@ -170,8 +170,13 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
 
 static void reader_start(oc_gens_t *g)
 {
-    if (g->pc != NULL)
+    if (g->pc != NULL) {
+        /* Known and unknown again in one loop turn (a reload's read failed
+         * before reap_cb ran): the kept connection may be idle, with no
+         * retry armed and no up to come; it reads again now. */
+        reader_read(g);
         return;
+    }
     oc_ctx_t *ctx = g->ctx;
     char *session = oc_sql_session(ctx->conf);
     static const oc_pgconn_hooks_t hooks = {.up = reader_up, .down = reader_down};

@@ -25,6 +25,11 @@
 struct oc_reqs {
     oc_ctx_t *ctx;
     double miss_share; /* moving average: share of recent gets with a miss */
+    /* Reads that bypass memcached (generations unknown), answered on the
+     * next loop turn: here, not in event_base_once, so that a stop in the
+     * same turn still finishes them (oc_reqs_flush) and frees them. */
+    oc_req_t *bypass_head;
+    struct event *bypass_ev;
 };
 
 /* One unique cache key of a request. The waiter is what oc_fill sees. */
@@ -58,25 +63,33 @@ struct oc_req {
     size_t pending;     /* unique keys not resolved yet */
     oc_mc_job_t *mcjob; /* hits point into its arena */
     oc_fill_read_t read;
-    double started;      /* oc_stats_now() at start */
-    uint64_t near_since; /* the near-cache's epoch at start */
-    int complete;        /* resolved inside oc_req_start: no done call */
-    char err[OC_ERRLEN]; /* first load error */
+    double started;        /* oc_stats_now() at start */
+    uint64_t near_since;   /* the near-cache's epoch at start */
+    int complete;          /* resolved inside oc_req_start: no done call */
+    oc_req_t *bypass_next; /* oc_reqs' list of reads bypassing memcached */
+    char err[OC_ERRLEN];   /* first load error */
     oc_get_result_t result;
     char *arena; /* client keys and cache keys */
 };
 
+static void bypass_cb(evutil_socket_t fd, short what, void *arg);
+
 oc_reqs_t *oc_reqs_new(oc_ctx_t *ctx, char *err)
 {
     oc_reqs_t *rs = calloc(1, sizeof(*rs));
-    if (rs == NULL)
+    if (rs == NULL || (rs->bypass_ev = evtimer_new(ctx->base, bypass_cb, rs)) == NULL) {
+        free(rs);
         return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
+    }
     rs->ctx = ctx;
     return rs;
 }
 
 void oc_reqs_free(oc_reqs_t *rs)
 {
+    if (rs == NULL)
+        return;
+    event_free(rs->bypass_ev);
     free(rs);
 }
 
@@ -489,11 +502,21 @@ static size_t req_near(oc_req_t *r)
     return n;
 }
 
-static void req_bypass_cb(evutil_socket_t fd, short what, void *arg)
+void oc_reqs_flush(oc_reqs_t *rs)
+{
+    oc_req_t *r = rs->bypass_head;
+    rs->bypass_head = NULL;
+    while (r != NULL) {
+        oc_req_t *next = r->bypass_next; /* r may be freed by its answer */
+        req_read_done(r->mcjob, r);
+        r = next;
+    }
+}
+
+static void bypass_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
-    oc_req_t *r = arg;
-    req_read_done(r->mcjob, r);
+    oc_reqs_flush(arg);
 }
 
 /* Send the request's read: when most gets miss something, each key is read
@@ -528,14 +551,15 @@ static oc_status_t req_read(oc_req_t *r, size_t n, char *err)
          * may go there. Each key reads as a failed read: loaded, answered,
          * not written back (a fill writes only over a lease). Answered on
          * the next turn of the loop, as memcached's answer would be:
-         * done is never called inside oc_req_start. */
+         * done is never called inside oc_req_start (oc_reqs_flush). */
         for (size_t i = 0; i < n; i++)
             r->mcjob->hits[i].error = 1;
+        oc_reqs_t *rs = ctx->reqs;
+        r->bypass_next = rs->bypass_head; /* order does not matter */
+        rs->bypass_head = r;
         struct timeval now = {0, 0};
-        if (event_base_once(ctx->base, -1, EV_TIMEOUT, req_bypass_cb, r, &now) == 0)
-            return OC_OK;
-        oc_fill_read_end(ctx->fills, &r->read);
-        return oc_fail(err, OC_ENOMEM, "out of memory");
+        evtimer_add(rs->bypass_ev, &now);
+        return OC_OK;
     }
     ctx->stats->mc_gets++;
     oc_mc_submit(ctx->mc, r->mcjob);

@@ -33,6 +33,10 @@ typedef void (*oc_req_done_fn)(oc_req_t *req, void *arg);
 /* The read path's own state (how gets read memcached, see oc_req.c). */
 oc_reqs_t *oc_reqs_new(oc_ctx_t *ctx, char *err);
 void oc_reqs_free(oc_reqs_t *rs);
+/* Hand the reads that bypass memcached (oc_gens.h) their answer now, not
+ * on the next loop turn: the daemon's stop, before the pool and the loader
+ * go, so that their requests finish and are freed. */
+void oc_reqs_flush(oc_reqs_t *rs);
 
 /*
  * Start a get of n keys. echo (NULL: the same) are the keys as the client

@@ -689,6 +689,50 @@ def test_a_start_while_the_models_table_is_locked_does_not_hang(objcached_factor
     assert "event=generations_known" in b.log()
 
 
+def test_a_reload_that_cannot_read_the_generations_as_its_reader_did_reads_again(
+        objcached_factory, pg, ref):
+    """The generations reader's connection goes on the turn after they are
+    known; a reload that adds a model reads them again at once and, if that
+    read fails, they are unknown again and the reader is kept. A reload in
+    the same loop turn as the reader's answer (the connection still there,
+    idle) left it so: nothing read again, memcached bypassed for good by a
+    sidecar without consumer and feed (found by the second pass)."""
+    a = objcached_factory({"postgresql": {"invalidation_poll": "200ms"}})
+    install(a)
+    conn = pg.connect(autocommit=False)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("LOCK TABLE objcached.models IN ACCESS EXCLUSIVE MODE")
+        b = objcached_factory({"postgresql": {"invalidation_poll": "0", "feed_poll": "0"}})
+        assert b.stats()["generations_unknown"] == 1
+        reader = ("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                  "'objcached-generations' AND state = %s")
+        harness.wait_until(lambda: pg.execute(reader, ("active",))[0][0] == 1, timeout=10,
+                           what="the reader's read to wait on the lock")
+        b.kill(signal.SIGSTOP)
+        try:
+            conn.rollback()   # the reader's answer waits in its socket
+            harness.wait_until(lambda: pg.execute(reader, ("idle",))[0][0] == 1,
+                               what="the reader's answer sent")
+            with conn.cursor() as cur:   # the reload's own read times out on it
+                cur.execute("LOCK TABLE objcached.models IN ACCESS EXCLUSIVE MODE")
+            with open(b.config_path, "w") as f:   # a model added: read them again
+                f.write(b.config_text + "[model Slug]\ntable = pages\nkey = slug\n"
+                        "key_type = text\ncolumns = slug\n")
+            b.proc.send_signal(signal.SIGHUP)
+        finally:
+            b.kill(signal.SIGCONT)
+        harness.wait_until(lambda: b.stats()["reloads"] == 1, timeout=10, what="the reload")
+        assert "event=generations_known source=reader" in b.log()
+        assert b.stats()["generations_unknown"] == 1
+    finally:
+        conn.rollback()
+        conn.close()
+    harness.wait_until(lambda: b.stats()["generations_unknown"] == 0, timeout=10,
+                       what="the reader to read them again once the lock is gone")
+    assert get(b, "User:41") == ref.json("User", 41)
+
+
 def test_a_sidecar_started_without_its_generations_serves_nothing_no_one_deletes(
         objcached_factory, pg, ref):
     """A sidecar that could not read the generations at start (PostgreSQL
