@@ -216,6 +216,12 @@ def objcached_factory(pg, mc_pool, objcached_bin):
         return d.start()
 
     yield start
+    stop_checked(daemons)
+
+
+def stop_checked(daemons):
+    """Stop every daemon (exit 0 and a clean log checked) and clean up; one
+    AssertionError naming every one that did not shut down cleanly."""
     errors = []
     for d in daemons:
         try:
@@ -244,10 +250,4 @@ def fleet(pg, mc_pool, objcached_bin):
     for m in mc_pool:
         if m.alive():
             m.kill(signal.SIGCONT)   # a failed test may have left it frozen
-        m.start()
-        m.flush_all()
-    f = oc_c.Fleet(objcached_bin)
-    yield f
-    errors = f.stop_all()
-    if errors:
-        raise AssertionError("objcached did not shut down cleanly:\n" + "\n\n".join(errors))
+    yield from oc_c.run_fleet(mc_pool, objcached_bin)

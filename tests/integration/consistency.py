@@ -336,6 +336,27 @@ def drop_db(pg, db):
     pg.execute(f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)', dbname="postgres")
 
 
+def template_fixtures(name, schema, models, prefix):
+    """A test module's `template` (a database made once per module with
+    `schema` and the hook attached for `models`) and `db` (a fresh copy of
+    it per test) pytest fixtures: `template, db = template_fixtures(...)`."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def template(pg, objcached_bin):
+        create_template(pg, name, schema, models, objcached_bin)
+        yield name
+        pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', dbname="postgres")
+
+    @pytest.fixture
+    def db(pg, template):
+        d = clone_db(pg, template, prefix=prefix)
+        yield d
+        drop_db(pg, d)
+
+    return template, db
+
+
 # --------------------------------------------------------------------------
 # sidecars
 
@@ -1319,3 +1340,17 @@ def sampler_stats(oc):
                    "sampler_pg_queries"):
             out[("*", "*", k)] = int(v)
     return out
+
+
+def run_fleet(mc_pool, objcached_bin):
+    """The body of a `fleet` fixture (`yield from run_fleet(...)`): the pool
+    started and emptied, a Fleet handed out, and every sidecar it started
+    stopped and checked after the test."""
+    for m in mc_pool:
+        m.start()
+        m.flush_all()
+    f = Fleet(objcached_bin)
+    yield f
+    errors = f.stop_all()
+    if errors:
+        raise AssertionError("objcached did not shut down cleanly:\n" + "\n\n".join(errors))

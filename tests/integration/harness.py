@@ -353,6 +353,13 @@ def _listen_fds_preexec(fds, then):
     return run
 
 
+def _kill_and_remove(proc, path):
+    """An emergency stop: SIGKILL proc if it still runs, remove its directory."""
+    if proc is not None and proc.poll() is None:
+        _stop_process(proc, signal.SIGKILL, 5)
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _read_text(path, limit=None):
     try:
         with open(path, "rb") as f:
@@ -923,9 +930,7 @@ class Pgbouncer:
         _unregister(self)
 
     def _emergency_stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            _stop_process(self.proc, signal.SIGKILL, 5)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        _kill_and_remove(self.proc, self.dir)
 
     def __enter__(self):
         return self.start()
@@ -1215,9 +1220,7 @@ class Objcached:
         _unregister(self)
 
     def _emergency_stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            _stop_process(self.proc, signal.SIGKILL, 5)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        _kill_and_remove(self.proc, self.dir)
 
     def detach(self):
         """Forget this daemon: it is no longer stopped at exit."""

@@ -129,14 +129,7 @@ def proxies(pg, mc_pool):
 
 @pytest.fixture
 def fleet(pg, mc_pool, objcached_bin, proxies):
-    for m in mc_pool:
-        m.start()
-        m.flush_all()
-    f = oc_c.Fleet(objcached_bin)
-    yield f
-    errors = f.stop_all()
-    if errors:
-        raise AssertionError("objcached did not shut down cleanly:\n" + "\n\n".join(errors))
+    yield from oc_c.run_fleet(mc_pool, objcached_bin)
 
 
 def window_seconds(label):

@@ -35,19 +35,7 @@ FEED_MAX_LAG = 1.0
 NEAR_DEADLINE = FEED_MAX_LAG + 1.0
 
 
-@pytest.fixture(scope="module")
-def template(pg, objcached_bin):
-    name = "near_template"
-    oc_c.create_template(pg, name, SCHEMA, MODELS, objcached_bin)
-    yield name
-    pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', dbname="postgres")
-
-
-@pytest.fixture
-def db(pg, template):
-    d = oc_c.clone_db(pg, template, prefix="near")
-    yield d
-    oc_c.drop_db(pg, d)
+template, db = oc_c.template_fixtures("near_template", SCHEMA, MODELS, "near")
 
 
 def start(fleet, mc_pool, db, size="64m", env=None, **sections):

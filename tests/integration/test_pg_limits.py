@@ -74,14 +74,7 @@ def hook_config(mc, db, objcached=None, **postgresql):
 
 @pytest.fixture
 def fleet(cluster, mc_pool, objcached_bin):
-    for m in mc_pool:
-        m.start()
-        m.flush_all()
-    f = oc_c.Fleet(objcached_bin)
-    yield f
-    errors = f.stop_all()
-    if errors:
-        raise AssertionError("objcached did not shut down cleanly:\n" + "\n\n".join(errors))
+    yield from oc_c.run_fleet(mc_pool, objcached_bin)
 
 
 @pytest.fixture

@@ -31,19 +31,7 @@ MODELS = {
 FEED_MAX_LAG = 1.0
 
 
-@pytest.fixture(scope="module")
-def template(pg, objcached_bin):
-    name = "pgb_template"
-    oc_c.create_template(pg, name, SCHEMA, MODELS, objcached_bin)
-    yield name
-    pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', dbname="postgres")
-
-
-@pytest.fixture
-def db(pg, template):
-    d = oc_c.clone_db(pg, template, prefix="pgb")
-    yield d
-    oc_c.drop_db(pg, d)
+template, db = oc_c.template_fixtures("pgb_template", SCHEMA, MODELS, "pgb")
 
 
 @pytest.fixture

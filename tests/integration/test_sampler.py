@@ -38,19 +38,7 @@ MODELS = {
 }
 
 
-@pytest.fixture(scope="module")
-def template(pg, objcached_bin):
-    name = "sampler_template"
-    oc_c.create_template(pg, name, SCHEMA, MODELS, objcached_bin)
-    yield name
-    pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', dbname="postgres")
-
-
-@pytest.fixture
-def db(pg, template):
-    d = oc_c.clone_db(pg, template, prefix="smp")
-    yield d
-    oc_c.drop_db(pg, d)
+template, db = oc_c.template_fixtures("sampler_template", SCHEMA, MODELS, "smp")
 
 
 @pytest.fixture(scope="module")

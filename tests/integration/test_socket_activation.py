@@ -25,7 +25,7 @@ import time
 import pytest
 
 import harness
-from conftest import merge_config, standard_config
+from conftest import merge_config, standard_config, stop_checked
 
 IDS = [1, 2, 3, 4, 5]
 
@@ -73,16 +73,7 @@ def daemons():
     log) at teardown unless the test stopped them."""
     started = []
     yield started
-    errors = []
-    for d in started:
-        try:
-            d.stop(check=True)
-        except harness.HarnessError as e:
-            errors.append(str(e))
-        finally:
-            d.cleanup()
-    if errors:
-        raise AssertionError("objcached did not shut down cleanly:\n" + "\n\n".join(errors))
+    stop_checked(started)
 
 
 def make(daemons, pg, mc_pool, objcached_bin, overrides=None, **kw):

@@ -36,19 +36,7 @@ OBJECT = (oc_c.ENTRY_MAGIC << 16) | (1 << 8) | 1
 MISSING = (oc_c.ENTRY_MAGIC << 16) | (1 << 8) | 2
 
 
-@pytest.fixture(scope="module")
-def template(pg, objcached_bin):
-    name = "verify_template"
-    oc_c.create_template(pg, name, SCHEMA, MODELS, objcached_bin)
-    yield name
-    pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', dbname="postgres")
-
-
-@pytest.fixture
-def db(pg, template):
-    d = oc_c.clone_db(pg, template, prefix="vfy")
-    yield d
-    oc_c.drop_db(pg, d)
+template, db = oc_c.template_fixtures("verify_template", SCHEMA, MODELS, "vfy")
 
 
 def config(mc_pool, db, models=None, **sections):
@@ -87,6 +75,16 @@ def verify(binary, conf, *args, timeout=120):
     with verify_running(binary, conf, *args) as p:
         out, err = p.communicate(timeout=timeout)
     return p.returncode, out, err, counts_of(out)
+
+
+def verify_clean(binary, conf, model, fresh):
+    """--verify model --sample 500 reports `fresh` fresh entries, none stale
+    and result ok; its counts."""
+    rc, out, err, n = verify(binary, conf, "--verify", model, "--sample", "500")
+    assert rc == 0, (out, err)
+    assert n["fresh"] == fresh and n["stale"] == 0 and n["absent-but-cached"] == 0, out
+    assert "result: ok" in out
+    return n
 
 
 def mc_totals(mc_pool):
@@ -153,10 +151,7 @@ def test_clean_system_and_uuid_keys(fleet, mc_pool, db, objcached_bin):
                            [f"Item:{i}" for i in range(1, 50)])[1] == b"END"
     oc.wait_idle()
     for model, fresh in (("Doc", 30), ("Item", 49)):
-        rc, out, err, n = verify(objcached_bin, conf, "--verify", model, "--sample", "500")
-        assert rc == 0, (out, err)
-        assert n["fresh"] == fresh and n["stale"] == 0 and n["absent-but-cached"] == 0, out
-        assert "result: ok" in out
+        verify_clean(objcached_bin, conf, model, fresh)
 
 
 def test_no_false_positives_under_concurrent_writes(fleet, mc_pool, db, objcached_bin):
@@ -418,11 +413,8 @@ def test_a_search_path_that_shadows_builtins_changes_nothing(fleet, mc_pool, db,
     db.q(EVIL)
     db.q(f'ALTER DATABASE "{db.name}" SET search_path = evil, pg_catalog, public')
     for model, fresh in (("Doc", 30), ("Item", 49)):
-        rc, out, err, n = verify(objcached_bin, conf, "--verify", model, "--sample", "500")
-        assert rc == 0, (out, err)
-        assert n["fresh"] == fresh and n["stale"] == 0 and n["absent-but-cached"] == 0, out
-        assert n["errors"] == 0 and n["absent"] >= 40, out
-        assert "result: ok" in out
+        n = verify_clean(objcached_bin, conf, model, fresh)
+        assert n["errors"] == 0 and n["absent"] >= 40, n
     # a table larger than 20 times the sample is sampled (TABLESAMPLE)
     db.q("ANALYZE items")
     rc, out, err, n = verify(objcached_bin, conf, "--verify", "Item", "--sample", "5")
