@@ -97,3 +97,14 @@ void oc_log(oc_log_level_t level, const char *fmt, ...)
     ssize_t w = write(STDERR_FILENO, line, off);
     (void)w; /* nowhere left to report a failed log write */
 }
+
+uint64_t oc_ratelog_due(oc_ratelog_t *r, double now, double every)
+{
+    r->count++;
+    if (r->at != 0 && now - r->at < every && now >= r->at)
+        return 0;
+    uint64_t n = r->count;
+    r->at = now;
+    r->count = 0;
+    return n;
+}

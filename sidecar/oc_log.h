@@ -16,6 +16,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef enum oc_log_level {
     OC_LOG_ERROR = 0,
@@ -34,6 +35,18 @@ int oc_log_parse_level(const char *s);
 /* Copy src into dst (cap bytes) fit for a quoted value: `"` and `\` become
  * `'`, control characters become spaces. Returns dst. */
 char *oc_log_clean(char *dst, size_t cap, const char *src);
+
+/* A warning said at most once per interval (per cause: one per thing it
+ * is about), with how many times its cause came since the last line: a
+ * cause that repeats at every request (memcached refusing every write,
+ * every load failing while PostgreSQL is down) must not flood the log. */
+typedef struct oc_ratelog {
+    uint64_t count; /* causes since the last line, this one included */
+    double at;      /* when the last line went out (0: never) */
+} oc_ratelog_t;
+/* Count one more cause at `now` (seconds, any clock): how many to say now
+ * (the first at once, then at most once per `every` seconds), or 0. */
+uint64_t oc_ratelog_due(oc_ratelog_t *r, double now, double every);
 
 /* `fmt` should produce `event=name key=value ...` */
 void oc_log(oc_log_level_t level, const char *fmt, ...)

@@ -110,12 +110,8 @@ typedef struct mc_drain {
  * would keep the server out of service for ever (found by a review). */
 #define MC_DRAIN_PROBES 5
 
-/* A warning said at most once a minute per server, with how many times
- * its cause came since the last line. */
-typedef struct mc_ratelog {
-    uint64_t count;
-    double at; /* when the last line went out (0: never) */
-} mc_ratelog_t;
+/* Warnings said at most once a minute per server (oc_ratelog). */
+#define MC_RATELOG_S 60.0
 
 typedef struct mc_server {
     oc_mc_t *mc;
@@ -145,9 +141,9 @@ typedef struct mc_server {
     int proc_known;             /* proc came whole (oc_mcp_proc_known) */
     int proc_warned;            /* its `stats` lacked pid, time or uptime: said once */
     unsigned setup_warned;      /* MC_WARN_*: a setup objcached cannot use, said once */
-    mc_ratelog_t lease_refused; /* `mg ... N` answered EN */
-    mc_ratelog_t store_refused; /* a write answered SERVER_ERROR */
-    mc_ratelog_t conn_limit;    /* a connection refused over memcached's -c */
+    oc_ratelog_t lease_refused; /* `mg ... N` answered EN */
+    oc_ratelog_t store_refused; /* a write answered SERVER_ERROR */
+    oc_ratelog_t conn_limit;    /* a connection refused over memcached's -c */
     int conn_limited;           /* the stream broke on that refusal */
     double refused_until;       /* in service, but no new connection before
                                    this (one was refused over the limit) */
@@ -592,17 +588,9 @@ static void srv_cas_seen(mc_server_t *s, uint64_t cas)
         s->name);
 }
 
-/* Count one more cause of r's warning: how many to say now, or 0 (a line
- * went out less than a minute ago). */
-static uint64_t ratelog_due(mc_ratelog_t *r, double now)
+static uint64_t ratelog_due(oc_ratelog_t *r, double now)
 {
-    r->count++;
-    if (r->at != 0 && now - r->at < 60)
-        return 0;
-    uint64_t n = r->count;
-    r->at = now;
-    r->count = 0;
-    return n;
+    return oc_ratelog_due(r, now, MC_RATELOG_S);
 }
 
 /* An EN to `mg ... N`: memcached makes the lease of every key it lacks,

@@ -3,6 +3,7 @@ server stopped, killed or frozen, a table lock that holds loads up
 (coalescing, head-of-line blocking, load_timeout)."""
 
 import json
+import re
 import signal
 import socket
 import struct
@@ -104,6 +105,34 @@ def test_postgresql_down_and_back(objcached_factory, pg, ref, mode):
         oc.wait_idle()
         harness.wait_until(lambda: oc.stats()["pg_connections_up"] >= 1, timeout=10,
                            what="pg_connections_up >= 1")
+
+
+def test_load_failures_are_said_once_a_second_per_model(objcached_factory, pg):
+    """With PostgreSQL down every get that misses fails a load, and each
+    failed load wrote its own warn line: under load, thousands a second,
+    burying every other line. Now one line a second per model at most, the
+    first at once, each with the loads and keys failed since the last; none
+    is lost from the count."""
+    oc = objcached_factory({"objcached": {"load_timeout": "2s"}})
+    pg.stop("fast")
+    try:
+        with oc.client() as c:
+            t0 = time.monotonic()
+            for i in range(300, 360):
+                values, end = c.get_multi([f"User:{i}"])
+                assert values == [] and end.startswith(b"SERVER_ERROR load failed"), end
+            elapsed = time.monotonic() - t0
+            time.sleep(1.1)   # past the second: the next failure carries the rest
+            values, end = c.get_multi(["User:999", "User:998"])
+            assert end.startswith(b"SERVER_ERROR load failed"), end
+    finally:
+        pg.start()
+    lines = [ln for ln in oc.log().splitlines() if "event=load_failed" in ln]
+    assert len(lines) <= elapsed + 3, "\n".join(lines)
+    assert "model=User loads=1 keys=1 " in lines[0], lines[0]
+    counts = [re.search(r"loads=(\d+) keys=(\d+)", ln).groups() for ln in lines]
+    assert sum(int(n) for n, _ in counts) == 61, lines
+    assert sum(int(k) for _, k in counts) == 62, lines
 
 
 def test_a_prepare_that_outlives_its_load_is_kept(objcached_factory, pg, ref):

@@ -174,12 +174,30 @@ static void test_oc_log_lines(void **state)
     assert_ptr_equal(strchr(out, '\n'), out + n - 1);
 }
 
+/* The first cause is said at once; the others within the interval are
+ * counted and said with the next line after it; a clock that went back
+ * does not silence the warning for good. */
+static void test_ratelog(void **state)
+{
+    (void)state;
+    oc_ratelog_t r = {0};
+    assert_int_equal(oc_ratelog_due(&r, 100.0, 1.0), 1);
+    assert_int_equal(oc_ratelog_due(&r, 100.2, 1.0), 0);
+    assert_int_equal(oc_ratelog_due(&r, 100.9, 1.0), 0);
+    assert_int_equal(oc_ratelog_due(&r, 101.0, 1.0), 3); /* 100.2, 100.9 and this */
+    assert_int_equal(oc_ratelog_due(&r, 101.5, 1.0), 0);
+    assert_int_equal(oc_ratelog_due(&r, 50.0, 1.0), 2); /* the clock went back */
+    assert_int_equal(oc_ratelog_due(&r, 50.5, 60.0), 0);
+    assert_int_equal(oc_ratelog_due(&r, 110.5, 60.0), 2);
+    oc_ratelog_t first = {0}; /* a clock at 0 is still a first line */
+    assert_int_equal(oc_ratelog_due(&first, 0.0, 1.0), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_clean),
-        cmocka_unit_test(test_parse_level),
-        cmocka_unit_test(test_format),
+        cmocka_unit_test(test_clean),        cmocka_unit_test(test_parse_level),
+        cmocka_unit_test(test_format),       cmocka_unit_test(test_ratelog),
         cmocka_unit_test(test_oc_log_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
