@@ -68,12 +68,6 @@ struct oc_batch {
                        clock), set by its first query; 0 before */
 };
 
-/* A model's load_failed line: when it went out, and what failed since. */
-typedef struct load_failed {
-    oc_ratelog_t log;
-    uint64_t keys;
-} load_failed_t;
-
 struct oc_fills {
     oc_ctx_t *ctx;
     oc_map_t *map;                           /* cache key -> fill */
@@ -84,8 +78,7 @@ struct oc_fills {
     size_t npending;
     struct event *start_ev; /* sends the pending batches */
     uint64_t era;           /* moved by oc_fill_forget_all: older fills take no joiners */
-    load_failed_t *load_failed; /* per model: its load_failed line, once a second */
-    size_t nload_failed;
+    oc_ratelogs_t load_failed; /* per model: its load_failed line, once a second */
 };
 
 static void batch_load(oc_batch_t *b);
@@ -666,25 +659,15 @@ static int batch_split(oc_batch_t *b)
 static void load_failed_say(oc_batch_t *b, const char *err)
 {
     oc_fills_t *fs = b->fs;
-    size_t m = b->model_idx;
-    if (m >= fs->nload_failed) {
-        load_failed_t *grown = realloc(fs->load_failed, (m + 1) * sizeof(*grown));
-        if (grown == NULL)
-            return; /* the clients were told; stats count it */
-        memset(grown + fs->nload_failed, 0, (m + 1 - fs->nload_failed) * sizeof(*grown));
-        fs->load_failed = grown;
-        fs->nload_failed = m + 1;
-    }
-    load_failed_t *r = &fs->load_failed[m];
-    r->keys += b->n;
-    uint64_t n = oc_ratelog_due(&r->log, fills_now(fs), 1.0);
+    uint64_t keys = 0;
+    uint64_t n =
+        oc_ratelogs_due(&fs->load_failed, b->model_idx, b->n, fills_now(fs), 1.0, &keys);
     if (n == 0)
         return;
     char q[OC_ERRLEN];
     oc_log_warn("event=load_failed model=%s loads=%llu keys=%llu reason=\"%s\"",
-                fs->ctx->conf->models[m].name, (unsigned long long)n,
-                (unsigned long long)r->keys, oc_log_clean(q, sizeof(q), err));
-    r->keys = 0;
+                fs->ctx->conf->models[b->model_idx].name, (unsigned long long)n,
+                (unsigned long long)keys, oc_log_clean(q, sizeof(q), err));
 }
 
 static void batch_loaded(const oc_pg_row_t *rows, size_t n, oc_status_t st,
@@ -993,7 +976,7 @@ void oc_fills_free(oc_fills_t *fs)
         if (fs->pending[m])
             batch_fail(fs->pending[m], "shutting down");
     free(fs->pending);
-    free(fs->load_failed);
+    oc_ratelogs_free(&fs->load_failed);
     while (fs->retire_head) {
         oc_fill_t *f = fs->retire_head;
         fs->retire_head = f->retire_next;

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
 #include <time.h>
@@ -107,4 +108,32 @@ uint64_t oc_ratelog_due(oc_ratelog_t *r, double now, double every)
     r->at = now;
     r->count = 0;
     return n;
+}
+
+uint64_t oc_ratelogs_due(oc_ratelogs_t *rl, size_t i, uint64_t items, double now,
+                         double every, uint64_t *items_said)
+{
+    if (i >= rl->n) {
+        struct oc_ratelog_of *grown = realloc(rl->of, (i + 1) * sizeof(*grown));
+        if (grown == NULL)
+            return 0;
+        memset(grown + rl->n, 0, (i + 1 - rl->n) * sizeof(*grown));
+        rl->of = grown;
+        rl->n = i + 1;
+    }
+    struct oc_ratelog_of *r = &rl->of[i];
+    r->items += items;
+    uint64_t n = oc_ratelog_due(&r->log, now, every);
+    if (n) {
+        *items_said = r->items;
+        r->items = 0;
+    }
+    return n;
+}
+
+void oc_ratelogs_free(oc_ratelogs_t *rl)
+{
+    free(rl->of);
+    rl->of = NULL;
+    rl->n = 0;
 }

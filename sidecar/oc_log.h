@@ -48,6 +48,22 @@ typedef struct oc_ratelog {
  * (the first at once, then at most once per `every` seconds), or 0. */
 uint64_t oc_ratelog_due(oc_ratelog_t *r, double now, double every);
 
+/* Rate logs of many things of a kind (one per model), grown on demand,
+ * each counting also the items (keys) its causes carried. */
+typedef struct oc_ratelogs {
+    struct oc_ratelog_of {
+        oc_ratelog_t log;
+        uint64_t items;
+    } * of;
+    size_t n;
+} oc_ratelogs_t;
+/* oc_ratelog_due for thing i, whose cause carried `items`: the causes to
+ * say now and, in *items_said, their items; 0 when no line is due (or no
+ * memory to count it: the caller's stats still do). */
+uint64_t oc_ratelogs_due(oc_ratelogs_t *rl, size_t i, uint64_t items, double now,
+                         double every, uint64_t *items_said);
+void oc_ratelogs_free(oc_ratelogs_t *rl);
+
 /* `fmt` should produce `event=name key=value ...` */
 void oc_log(oc_log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -55,6 +55,7 @@ struct oc_writes {
     uint64_t token_base, token_seq;      /* tombstones' tokens */
     oc_write_t *check_head, *check_tail; /* stored, not yet checked */
     struct event *check_ev;              /* starts the checks of a turn */
+    oc_ratelogs_t check_failed;          /* per model: push_check_failed lines */
 };
 
 /* One model's unordered pushes, checked by one load. */
@@ -469,10 +470,17 @@ static void check_loaded(const oc_pg_row_t *rows, size_t n, oc_status_t st,
     if (c->loaded) {
         ctx->stats->pushes_checked += c->n;
     } else {
+        /* Once a second per model: with PostgreSQL down every loop turn
+         * with a push fails a check (as oc_fill's load_failed). */
+        uint64_t keys = 0;
+        uint64_t checks = oc_ratelogs_due(&c->ws->check_failed, c->model_idx, c->n,
+                                          oc_stats_now(), 1.0, &keys);
         char q[OC_ERRLEN];
-        oc_log_warn("event=push_check_failed model=%s keys=%zu reason=\"%s\"",
-                    ctx->conf->models[c->model_idx].name, c->n,
-                    oc_log_clean(q, sizeof(q), err));
+        if (checks)
+            oc_log_warn("event=push_check_failed model=%s checks=%llu keys=%llu "
+                        "reason=\"%s\"",
+                        ctx->conf->models[c->model_idx].name, (unsigned long long)checks,
+                        (unsigned long long)keys, oc_log_clean(q, sizeof(q), err));
         ctx->stats->pushes_unchecked += c->n;
     }
     check_correct(c);
@@ -578,5 +586,6 @@ void oc_writes_free(oc_writes_t *ws)
         write_free(w);
     }
     event_free(ws->check_ev);
+    oc_ratelogs_free(&ws->check_failed);
     free(ws);
 }

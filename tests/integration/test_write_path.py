@@ -277,7 +277,7 @@ def test_push_whose_check_fails_is_kept_for_missing_ttl_only(fleet, mc_pool, db)
         lock.rollback()
     ttl = mc_ttl(mc_pool, oc_c.cache_key("Item", 4, db.generation("Item")))
     assert ttl is not None and 0 < ttl <= 7, ttl
-    assert "event=push_check_failed model=Item keys=1" in oc.log()
+    assert "event=push_check_failed model=Item checks=1 keys=1 " in oc.log()
 
 
 def held_check(oc, gate, key, body):

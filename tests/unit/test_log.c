@@ -193,12 +193,35 @@ static void test_ratelog(void **state)
     assert_int_equal(oc_ratelog_due(&first, 0.0, 1.0), 1);
 }
 
+/* One rate log per thing (model), grown on demand; each line carries the
+ * items of the causes it counts. */
+static void test_ratelogs(void **state)
+{
+    (void)state;
+    oc_ratelogs_t rl = {0};
+    uint64_t items = 99;
+    assert_int_equal(oc_ratelogs_due(&rl, 3, 10, 100.0, 1.0, &items), 1);
+    assert_int_equal(items, 10);
+    assert_int_equal(rl.n, 4);
+    items = 99;
+    assert_int_equal(oc_ratelogs_due(&rl, 0, 5, 100.1, 1.0, &items), 1); /* its own */
+    assert_int_equal(items, 5);
+    items = 99;
+    assert_int_equal(oc_ratelogs_due(&rl, 3, 7, 100.5, 1.0, &items), 0);
+    assert_int_equal(items, 99); /* untouched when nothing is said */
+    assert_int_equal(oc_ratelogs_due(&rl, 3, 2, 101.5, 1.0, &items), 2);
+    assert_int_equal(items, 9); /* 7 + 2 */
+    oc_ratelogs_free(&rl);
+    assert_null(rl.of);
+    assert_int_equal(rl.n, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_clean),        cmocka_unit_test(test_parse_level),
-        cmocka_unit_test(test_format),       cmocka_unit_test(test_ratelog),
-        cmocka_unit_test(test_oc_log_lines),
+        cmocka_unit_test(test_clean),    cmocka_unit_test(test_parse_level),
+        cmocka_unit_test(test_format),   cmocka_unit_test(test_ratelog),
+        cmocka_unit_test(test_ratelogs), cmocka_unit_test(test_oc_log_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
