@@ -16,7 +16,7 @@ export DEBIAN_FRONTEND=noninteractive
 # Dalli (and ruby), Node (its clients come from npm, installed by the test),
 # Go with Debian's gomemcache (built offline), and Django's cache framework on
 # pymemcache and pylibmc (python3-django 3.2).
-pkgs=(build-essential cmake pkg-config libevent-dev libmemcached-dev libpq-dev
+pkgs=(build-essential cmake pkg-config libevent-dev libmemcached-dev libpq-dev libssl-dev
       libcmocka-dev libjansson-dev memcached postgresql-15 postgresql-contrib python3
       python3-pytest python3-psycopg2 python3-pymemcache procps php-cli php-memcached
       valgrind clang libclang-rt-14-dev cppcheck clang-tidy

@@ -1,6 +1,7 @@
 #include "oc_pgconn.h"
 
 #include <event2/event.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -322,12 +323,28 @@ static int read_stream(oc_pgconn_t *c)
     }
 }
 
+/* Bytes of a TLS record that OpenSSL decrypted and libpq has not taken.
+ * libpq reads one record per PQconsumeInput into the room it has, 8 KB or
+ * more: a 16 KB record (PostgreSQL 17's large messages, a walsender, a
+ * pooler or proxy in front) can be taken in part, and the rest, maybe the
+ * end of a result, waits here while the socket says nothing. */
+static int tls_pending(PGconn *conn)
+{
+    SSL *ssl = PQsslInUse(conn) ? PQsslStruct(conn, "OpenSSL") : NULL;
+    return ssl ? SSL_pending(ssl) : 0;
+}
+
 static void read_input(oc_pgconn_t *c)
 {
-    if (!PQconsumeInput(c->conn)) {
-        go_down(c, PQerrorMessage(c->conn));
-        return;
-    }
+    /* Each call takes OpenSSL's pending bytes first (8 KB or more of them):
+     * a record's rest is in after two; the bound only guards the loop. */
+    int rounds = 0;
+    do {
+        if (!PQconsumeInput(c->conn)) {
+            go_down(c, PQerrorMessage(c->conn));
+            return;
+        }
+    } while (++rounds < 8 && tls_pending(c->conn) > 0);
     if (c->state == OC_PGCONN_STREAMING && read_stream(c) <= 0)
         return;
     PGnotify *n;
@@ -582,8 +599,11 @@ int oc_pgconn_streaming(const oc_pgconn_t *c)
 int oc_pgconn_input_waiting(const oc_pgconn_t *c)
 {
     int n = 0;
-    if (c->conn == NULL || PQsocket(c->conn) < 0 ||
-        ioctl(PQsocket(c->conn), FIONREAD, &n) != 0)
+    if (c->conn == NULL || PQsocket(c->conn) < 0)
+        return 0;
+    if (tls_pending(c->conn) > 0) /* decrypted already: the socket cannot say */
+        return 1;
+    if (ioctl(PQsocket(c->conn), FIONREAD, &n) != 0)
         return 0;
     return n > 0;
 }

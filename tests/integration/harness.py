@@ -446,13 +446,19 @@ class Postgres:
     tests. cleanup() stops it and removes the directory.
 
     As root, every server command runs as the 'postgres' system user via
-    `runuser -u postgres --`; as anyone else, as that user."""
+    `runuser -u postgres --`; as anyone else, as that user.
+
+    ssl=True turns TLS on (`ssl = on`) with a self-signed certificate that
+    initdb's first start makes with the openssl CLI (server.crt, and
+    server.key of mode 0600 owned by the server's user, as PostgreSQL
+    demands); ssl_conninfo() then names a TCP session with sslmode=require."""
 
     SUPERUSER = "postgres"
 
     def __init__(self, dbname="objcached_test", port=None, parent_dir=None,
-                 bindir=None, settings=None):
+                 bindir=None, settings=None, ssl=False):
         self.dbname = dbname
+        self.ssl = ssl
         self._auto_port = port is None
         self.port = port or free_port()
         self.parent_dir = parent_dir or _short_tmpdir()
@@ -494,6 +500,26 @@ class Postgres:
         return (f"host=127.0.0.1 port={self.port} dbname={self.dbname} "
                 f"user={self.SUPERUSER}")
 
+    def ssl_conninfo(self, dbname=None):
+        """libpq connection string over TCP with TLS required (ssl=True)."""
+        return (f"host=127.0.0.1 port={self.port} dbname={dbname or self.dbname} "
+                f"user={self.SUPERUSER} sslmode=require")
+
+    def _make_certificate(self):
+        crt = os.path.join(self.datadir, "server.crt")
+        key = os.path.join(self.datadir, "server.key")
+        proc = subprocess.run(["openssl", "req", "-new", "-x509", "-nodes", "-days", "2",
+                               "-newkey", "rsa:2048", "-subj", "/CN=127.0.0.1",
+                               "-keyout", key, "-out", crt],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=60, check=False)
+        if proc.returncode != 0:
+            raise HarnessError("openssl req failed:\n" + proc.stdout.decode("utf-8", "replace"))
+        os.chmod(key, 0o600)
+        if self._pw:
+            for path in (crt, key):
+                os.chown(path, self._pw.pw_uid, self._pw.pw_gid)
+
     def _cmd(self, args, timeout=120, check=True):
         exe = os.path.join(self.bindir, args[0])
         argv = [exe] + list(args[1:])
@@ -528,6 +554,8 @@ class Postgres:
                    "-E", "UTF8", "--no-locale", "--no-sync"])
         with open(os.path.join(self.datadir, "postgresql.conf"), "a") as f:
             f.write("\ninclude 'harness.conf'\n")
+        if self.ssl:
+            self._make_certificate()
 
     def _write_settings(self):
         settings = {
@@ -547,6 +575,8 @@ class Postgres:
             "max_wal_senders": "20",
             "max_replication_slots": "20",
         }
+        if self.ssl:
+            settings["ssl"] = "on"   # server.crt and server.key: _make_certificate
         settings.update(self.settings)
         path = os.path.join(self.datadir, "harness.conf")
         with open(path, "w") as f:

@@ -1,0 +1,426 @@
+"""objcached over TLS to PostgreSQL (sslmode=require), as managed services
+demand it: a cluster with `ssl = on` and a self-signed certificate made at
+test time (harness.Postgres(ssl=True)), every connection of objcached
+(loader, invalidation consumer, feed follower, WAL reader, sampler) on it
+with `sslmode=require`, and pg_stat_ssl saying each session is TLS.
+
+With TLS, libpq reads whole records: bytes can wait decrypted in OpenSSL's
+buffer while the socket is not readable, and an event loop that waits for
+the socket would then not see a result, a NOTIFY or replication data that
+is already in. So each kind of connection is held to a bound here, with
+nothing else to wake it (polls set to 10 minutes, WAL heartbeats to 10 s):
+big rows (100 KB of JSON: results and CopyData messages of many records),
+loads of cold keys in parallel, NOTIFYs while results are read, a
+100,000-row UPDATE streamed, heartbeats read back, the sampler's checks.
+PostgreSQL 15 (here) writes a regular session's records of 8 KB at most,
+which libpq always takes whole; TlsFrontProxy writes 16 KB records as
+PostgreSQL 17, poolers and proxies do, and with them a result's last bytes
+did wait in OpenSSL (test_a_result_whose_end_waits_decrypted_in_openssl)
+until oc_pgconn's read_input took them before waiting again."""
+
+import os
+import select
+import socket
+import ssl
+import struct
+import threading
+import time
+
+import pytest
+
+import consistency as oc_c
+import harness
+
+SCHEMA = """
+CREATE TABLE docs (id bigint PRIMARY KEY, body text NOT NULL, n int NOT NULL DEFAULT 0);
+ALTER TABLE docs ALTER COLUMN body SET STORAGE EXTERNAL;
+INSERT INTO docs SELECT i, repeat(md5(i::text), 3200), 0 FROM generate_series(1, 120) AS i;
+CREATE TABLE big (id bigint PRIMARY KEY, v int NOT NULL);
+INSERT INTO big SELECT i, 0 FROM generate_series(1, 100000) AS i;
+"""
+
+MODELS = {
+    "Doc": {"table": "docs", "near_ttl": "5m"},
+    "Big": {"table": "big", "near_ttl": "5m"},
+}
+NEVER = "10m"   # a poll that never comes within a test: only a NOTIFY or the stream wakes
+BOUND = 5       # seconds from a commit to its invalidation applied
+
+
+@pytest.fixture(scope="module")
+def pg():
+    """This module's own cluster, with TLS (it replaces conftest's `pg`)."""
+    server = harness.Postgres(dbname="postgres", ssl=True)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def trigger_template(pg, objcached_bin):
+    oc_c.create_template(pg, "tls_trigger", SCHEMA, MODELS, objcached_bin)
+    d = oc_c.HookDb(pg, "tls_trigger")
+    try:
+        d.set_notify(True)   # the triggers NOTIFY: the consumer claims at once
+    finally:
+        d.close()
+    yield "tls_trigger"
+
+
+@pytest.fixture(scope="module")
+def wal_template(pg, objcached_bin):
+    oc_c.create_template(pg, "tls_wal", SCHEMA, MODELS, objcached_bin,
+                         overrides={"postgresql": {"wal": "on", "wal_slot": "tls_wal"}})
+    pg.execute("SELECT pg_drop_replication_slot('tls_wal')", dbname="postgres")
+    yield "tls_wal"
+
+
+@pytest.fixture
+def db(pg, trigger_template):
+    d = oc_c.clone_db(pg, trigger_template, prefix="tls")
+    yield d
+    oc_c.drop_db(pg, d)
+
+
+@pytest.fixture
+def wal_db(pg, wal_template):
+    d = oc_c.clone_db(pg, wal_template, prefix="tlsw")
+    d.q("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (d.name,))
+    yield d
+    d.close()
+
+    def gone():
+        try:
+            pg.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                       "WHERE slot_name = %s AND active", (d.name,), dbname="postgres")
+            pg.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                       "WHERE slot_name = %s", (d.name,), dbname="postgres")
+            pg.execute(f'DROP DATABASE IF EXISTS "{d.name}" WITH (FORCE)', dbname="postgres")
+        except Exception:  # noqa: BLE001 - streamed again meanwhile: try again
+            return False
+        return True
+    harness.wait_until(gone, timeout=20, what="the test's slot and database to go")
+
+
+class TlsFrontProxy:
+    """TLS in front of the cluster's plain TCP port, written as PostgreSQL 17
+    and later (large messages sent at once), pgbouncer or a cloud proxy
+    write it: what the server sends is read in big chunks and each written
+    with one SSL write, so records are the 16 KB maximum and a record holds
+    the end of one message and the start of the next. (PostgreSQL 15 here
+    writes its regular sessions' records of 8 KB at most, which libpq always
+    reads whole.) It answers the SSLRequest with 'S' and uses the cluster's
+    certificate."""
+
+    def __init__(self, pg):
+        self.target = ("127.0.0.1", pg.port)
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(os.path.join(pg.datadir, "server.crt"),
+                                 os.path.join(pg.datadir, "server.key"))
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.lsock.getsockname()[1]
+        self.closed = False
+        self.socks = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def conninfo(self, dbname):
+        return f"host=127.0.0.1 port={self.port} dbname={dbname} user=postgres sslmode=require"
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        b = None
+        try:
+            req = c.recv(8, socket.MSG_WAITALL)
+            if len(req) != 8 or struct.unpack("!ii", req) != (8, 80877103):
+                c.close()
+                return
+            c.sendall(b"S")
+            t = self.ctx.wrap_socket(c, server_side=True)
+            b = socket.create_connection(self.target)
+            self.socks += [t, b]
+            while not self.closed:
+                ready = [t] if t.pending() else select.select([t, b], [], [], 1.0)[0]
+                if t in ready:
+                    data = t.recv(65536)
+                    if not data:
+                        return
+                    b.sendall(data)
+                if b in ready:
+                    data = b.recv(262144)
+                    if not data:
+                        return
+                    # what follows within a few ms goes in the same write
+                    while select.select([b], [], [], 0.005)[0]:
+                        more = b.recv(262144)
+                        if not more:
+                            break
+                        data += more
+                    t.sendall(data)
+        except (OSError, ssl.SSLError, ValueError):
+            return
+        finally:
+            for x in (c, b):
+                if x is not None:
+                    x.close()
+
+    def close(self):
+        self.closed = True
+        self.lsock.close()
+        for x in self.socks:
+            try:
+                x.close()
+            except OSError:
+                pass
+
+
+def config(pg, mc_pool, db, wal=False, **sections):
+    tls = pg.ssl_conninfo(db.name)
+    overrides = {"objcached": {"near_cache_size": "64m", "load_timeout": "10s"},
+                 "postgresql": {"conninfo": tls, "feed_conninfo": tls, "wal_conninfo": tls,
+                                "connections": "4", "invalidation_poll": NEVER,
+                                "feed_poll": NEVER}}
+    if wal:
+        overrides["postgresql"].update({"wal": "on", "wal_slot": db.name,
+                                        "wal_heartbeat": "10s", "feed_max_lag": "30s",
+                                        "wal_takeover": "30s"})
+    for section, keys in sections.items():
+        overrides.setdefault(section, {}).update(keys)
+    return oc_c.sidecar_config(mc_pool, tls, MODELS, overrides)
+
+
+def row(db, table, ident):
+    rows = db.q(f"SELECT row_to_json(t)::text FROM {table} t WHERE t.id = %s", (ident,))
+    return rows[0][0].encode() if rows else None
+
+
+def get(oc, key):
+    with oc.client() as c:
+        values, end = c.get_multi([key])
+    assert end == b"END", end
+    return values[0][2] if values else None
+
+
+def served_within(oc, key, want, seconds=BOUND):
+    harness.wait_until(lambda: get(oc, key) == want, timeout=seconds, interval=0.02,
+                       what=f"{oc!r} to serve the new {key} within {seconds} s")
+
+
+def tls_sessions(pg, db):
+    """{application_name: [ssl, ...]} of objcached's sessions on db (a
+    logical walsender's too: it has the database)."""
+    rows = pg.execute("SELECT a.application_name, s.ssl FROM pg_stat_activity a "
+                      "JOIN pg_stat_ssl s USING (pid) WHERE a.datname = %s "
+                      "AND a.application_name LIKE 'objcached%%'", (db.name,),
+                      dbname="postgres")
+    out = {}
+    for name, ssl in rows:
+        out.setdefault(name, []).append(ssl)
+    return out
+
+
+def assert_all_tls(pg, db, names):
+    found = tls_sessions(pg, db)
+    assert names <= set(found), found
+    assert all(all(v) for v in found.values()), found
+
+
+def test_cold_loads_of_big_rows_in_parallel(fleet, pg, mc_pool, db):
+    """120 cold keys of 100 KB rows, 8 clients at once: every result spans
+    many TLS records and all come back whole within the bound."""
+    oc = fleet.start(config(pg, mc_pool, db, objcached={"near_cache_size": "0"}))
+    want = {f"Doc:{i}": row(db, "docs", i) for i in range(1, 121)}
+    assert all(len(v) > 100000 for v in want.values())
+    got, errors = {}, []
+
+    def reader(ids):
+        try:
+            with oc.client(timeout=30) as c:
+                for i in ids:
+                    values, end = c.get_multi([f"Doc:{j}" for j in (i, i + 1, i + 2)])
+                    assert end == b"END", end
+                    for k, _flags, data in values:
+                        got[k.decode()] = data
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=reader, args=(range(1 + 15 * t, 16 + 15 * t, 3),))
+               for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    took = time.monotonic() - t0
+    assert not errors, errors
+    assert got == want
+    assert took < 20, took
+    s = oc.stats()
+    assert s["pg_errors"] == 0, s
+    assert_all_tls(pg, db, {"objcached-loader", "objcached-inval", "objcached-feed"})
+
+
+def test_a_result_whose_end_waits_decrypted_in_openssl(fleet, pg, mc_pool, db):
+    """Through TlsFrontProxy, a fresh loader (libpq's 16 KB input buffer)
+    loads two rows in one result: Doc:1 of 10 KB, then Doc:2 of about
+    16 KB. The first record ends inside Doc:2's DataRow; libpq reads the
+    second record into the 16 KB less what it kept, so the last bytes of
+    that record (CommandComplete, ReadyForQuery) stay decrypted in
+    OpenSSL and the socket has nothing more to say. Swept over Doc:2's
+    size (the window is about 20 bytes wide): each load answers within the
+    bound, which before the fix it did not (it stalled until load_timeout)."""
+    proxy = TlsFrontProxy(pg)
+    db.q("UPDATE docs SET body = repeat('a', 10000) WHERE id = 1")
+    tls = proxy.conninfo(db.name)
+    try:
+        for size in range(16290, 16390, 7):
+            db.q("UPDATE docs SET body = repeat('b', %s) WHERE id = 2", (size,))
+            for m in mc_pool:
+                m.flush_all()   # cold keys: the load is what is tested
+            oc = fleet.start(config(pg, mc_pool, db, objcached={"near_cache_size": "0",
+                                                                "load_timeout": "30s"},
+                                    postgresql={"conninfo": tls, "connections": "1",
+                                                "invalidation_poll": "0",
+                                                "feed_poll": "0"}))
+            harness.wait_until(lambda: oc.stats()["pg_connections_up"] == 1, timeout=10,
+                               what="the loader connected")
+            t0 = time.monotonic()
+            with oc.client(timeout=60) as c:
+                values, end = c.get_multi(["Doc:1", "Doc:2"])
+            took = time.monotonic() - t0
+            assert end == b"END" and [v[2] for v in values] == \
+                [row(db, "docs", 1), row(db, "docs", 2)], size
+            assert took < BOUND, (size, took)
+            oc.stop()
+    finally:
+        proxy.close()
+
+
+def test_notify_wakes_the_consumer_and_the_follower(fleet, pg, mc_pool, db):
+    """Only NOTIFY wakes the consumer and the follower (their polls are
+    10 minutes): an UPDATE of a 100 KB row reaches memcached and the
+    near-cache within the bound; then 60 commits, each NOTIFYing, while
+    the consumer's claims and the loads' results are being read, and every
+    one is served new within the bound of the last commit."""
+    oc = fleet.start(config(pg, mc_pool, db))
+    harness.wait_until(lambda: oc.stats()["inval_connected"] == 1, timeout=15,
+                       what="the consumer connected")
+    assert_all_tls(pg, db, {"objcached-inval", "objcached-feed"})
+    for i in range(1, 61):
+        assert get(oc, f"Doc:{i}") == row(db, "docs", i)
+    db.q("UPDATE docs SET body = repeat(md5('one'), 3200), n = n + 1 WHERE id = 1")
+    served_within(oc, "Doc:1", row(db, "docs", 1))
+    stop = threading.Event()
+
+    def reads():   # loads (of 100 KB rows) meanwhile, on the same sidecar
+        while not stop.is_set():
+            for i in range(61, 121):
+                get(oc, f"Doc:{i}")
+    t = threading.Thread(target=reads)
+    t.start()
+    try:
+        conn = db.connect()
+        for i in range(1, 61):
+            db.q("UPDATE docs SET body = repeat(md5(%s), 3200), n = n + 1 WHERE id = %s",
+                 (f"two {i}", i), conn=conn)
+        deadline = time.monotonic() + BOUND
+        for i in range(1, 61):
+            want = row(db, "docs", i)
+            harness.wait_until(lambda: get(oc, f"Doc:{i}") == want,
+                               timeout=max(0.1, deadline - time.monotonic()), interval=0.02,
+                               what=f"Doc:{i} new within {BOUND} s of the last commit")
+    finally:
+        stop.set()
+        t.join(30)
+
+
+def test_the_sampler_checks_over_tls(fleet, pg, mc_pool, db):
+    """The sampler's reads of 100 KB rows: every sampled invalidation is
+    checked at its 1 s window, on a TLS session."""
+    oc = fleet.start(config(pg, mc_pool, db, objcached={
+        "sample_rate": "1", "sample_windows": "1s", "sample_max_qps": "100"}))
+    harness.wait_until(lambda: oc.stats()["inval_connected"] == 1, timeout=15,
+                       what="the consumer connected")
+    for i in range(1, 41):
+        get(oc, f"Doc:{i}")
+    db.q("UPDATE docs SET body = repeat(md5(id::text || 'x'), 3200) WHERE id <= 40")
+
+    def checks():
+        return sum(int(v) for k, v in oc.stats().items()
+                   if k.startswith("sampler:Doc:1s:checks"))
+    harness.wait_until(lambda: checks() >= 40, timeout=1 + 2 * BOUND,
+                       what=lambda: f"40 checks at 1 s: {checks()}")
+    assert sum(int(v) for k, v in oc.stats().items()
+               if k.endswith(":inconsistent")) == 0
+    assert_all_tls(pg, db, {"objcached-sampler"})
+
+
+def test_the_wal_stream_over_tls(fleet, pg, mc_pool, wal_db):
+    """The WAL reader on a TLS replication session (heartbeats 10 s apart:
+    nothing else brings bytes): a 100 KB row's UPDATE (CopyData messages
+    of several records) reaches the holder and, through the feed's NOTIFY,
+    a follower's near-cache within the bound; then a 100,000-row UPDATE is
+    streamed and applied; heartbeats are read back."""
+    db = wal_db
+    a = fleet.start(config(pg, mc_pool, db, wal=True))
+    harness.wait_until(lambda: a.stats()["wal_holder"] == 1, timeout=20, what="a holder")
+    b = fleet.start(config(pg, mc_pool, db, wal=True))
+    harness.wait_until(lambda: "event=pg_conn_up conn=objcached-feed" in b.log(),
+                       timeout=20, what="the follower up")
+    assert_all_tls(pg, db, {"objcached-wal", "objcached-feed", "objcached-inval"})
+    # the walsender of the slot: a logical one, so it has the database
+    assert pg.execute("SELECT s.ssl FROM pg_replication_slots r JOIN pg_stat_ssl s "
+                      "ON s.pid = r.active_pid WHERE r.slot_name = %s", (db.name,),
+                      dbname="postgres") == [(True,)]
+    for oc in (a, b):
+        for k in ("Doc:1", "Doc:2", "Big:1", "Big:100000"):
+            get(oc, k)
+            get(oc, k)
+    for i, oc in ((1, a), (2, b)):
+        db.q("UPDATE docs SET body = repeat(md5(%s), 3200), n = n + 1 WHERE id = %s",
+             (f"wal {i}", i))
+        want = row(db, "docs", i)
+        served_within(a, f"Doc:{i}", want)
+        served_within(b, f"Doc:{i}", want)
+    keys0 = a.stats()["wal_keys"]
+    db.q("UPDATE big SET v = v + 1")
+    harness.wait_until(lambda: a.stats()["wal_keys"] - keys0 >= 100000, timeout=60,
+                       what="the 100,000 keys applied")
+    for oc in (a, b):
+        served_within(oc, "Big:1", row(db, "big", 1))
+        served_within(oc, "Big:100000", row(db, "big", 100000))
+    # heartbeats (every 10 s): each is a logical message read back from the
+    # stream, which nothing else wakes meanwhile
+    for _ in range(2):
+        n = a.stats()["wal_stream_reads"]
+        harness.wait_until(lambda: a.stats()["wal_stream_reads"] > n, timeout=10 + BOUND,
+                           what=lambda: f"a heartbeat read back: {a.stats()}")
+    assert a.stats()["wal_holder"] == 1
+
+
+def test_wal_stream_through_a_tls_front_writing_16k_records(fleet, pg, mc_pool, wal_db):
+    """The WAL reader through TlsFrontProxy: the walsender's messages of
+    many sizes, coalesced into 16 KB records, so a transaction's last
+    messages can share a record with the end of a big one. Heartbeats are
+    10 s apart: each transaction must be applied within the bound by what
+    it sent itself."""
+    db = wal_db
+    proxy = TlsFrontProxy(pg)
+    try:
+        a = fleet.start(config(pg, mc_pool, db, wal=True,
+                               postgresql={"wal_conninfo": proxy.conninfo(db.name)}))
+        harness.wait_until(lambda: a.stats()["wal_holder"] == 1, timeout=20, what="a holder")
+        for i in range(1, 25):
+            get(a, f"Doc:{i}")
+            db.q("UPDATE docs SET body = repeat('y', (3700 * %s + 53 * (%s %% 11))::int) "
+                 "WHERE id = %s", (i, i, i))
+            served_within(a, f"Doc:{i}", row(db, "docs", i))
+    finally:
+        proxy.close()
