@@ -336,6 +336,21 @@ def drop_db(pg, db):
     pg.execute(f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)', dbname="postgres")
 
 
+def row_json(db, table, ident):
+    """The row's JSON as objcached caches it (bytes), or None: no such id."""
+    rows = db.q(f"SELECT row_to_json(t)::text FROM {table} t WHERE t.id = %s", (ident,))
+    return rows[0][0].encode() if rows else None
+
+
+def get_value(oc, key):
+    """One get through objcached: the value (bytes) or None (a miss); any
+    reply but END fails the test."""
+    with oc.client() as c:
+        values, end = c.get_multi([key])
+    assert end == b"END", end
+    return values[0][2] if values else None
+
+
 def template_fixtures(name, schema, models, prefix):
     """A test module's `template` (a database made once per module with
     `schema` and the hook attached for `models`) and `db` (a fresh copy of

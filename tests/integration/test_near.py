@@ -55,16 +55,10 @@ def two(fleet, mc_pool, db, **kw):
     return a, b
 
 
-def row(db, table, ident):
-    rows = db.q(f"SELECT row_to_json(t)::text FROM {table} t WHERE t.id = %s", (ident,))
-    return rows[0][0].encode() if rows else None
+row = oc_c.row_json
 
 
-def get(oc, key):
-    with oc.client() as c:
-        values, end = c.get_multi([key])
-    assert end == b"END", end
-    return values[0][2] if values else None
+get = oc_c.get_value
 
 
 def warm(oc, keys, tries=5):

@@ -58,9 +58,7 @@ def config(mc_pool, conninfo, models=MODELS, **sections):
     return oc_c.sidecar_config(mc_pool, conninfo, models, overrides)
 
 
-def row(db, table, ident):
-    rows = db.q(f"SELECT row_to_json(t)::text FROM {table} t WHERE t.id = %s", (ident,))
-    return rows[0][0].encode() if rows else None
+row = oc_c.row_json
 
 
 def get(oc, key):

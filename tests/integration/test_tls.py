@@ -197,16 +197,10 @@ def config(pg, mc_pool, db, wal=False, **sections):
     return oc_c.sidecar_config(mc_pool, tls, MODELS, overrides)
 
 
-def row(db, table, ident):
-    rows = db.q(f"SELECT row_to_json(t)::text FROM {table} t WHERE t.id = %s", (ident,))
-    return rows[0][0].encode() if rows else None
+row = oc_c.row_json
 
 
-def get(oc, key):
-    with oc.client() as c:
-        values, end = c.get_multi([key])
-    assert end == b"END", end
-    return values[0][2] if values else None
+get = oc_c.get_value
 
 
 def served_within(oc, key, want, seconds=BOUND):
@@ -222,8 +216,8 @@ def tls_sessions(pg, db):
                       "AND a.application_name LIKE 'objcached%%'", (db.name,),
                       dbname="postgres")
     out = {}
-    for name, ssl in rows:
-        out.setdefault(name, []).append(ssl)
+    for name, in_tls in rows:
+        out.setdefault(name, []).append(in_tls)
     return out
 
 
