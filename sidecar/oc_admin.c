@@ -276,6 +276,38 @@ static int admin_outbox_seq_check(PGconn *c, int near, FILE *out)
     return errors;
 }
 
+/* The WAL reader's stream needs a replication connection to wal_conninfo
+ * (else conninfo): a pooler cannot pass one (pgbouncer answers
+ * "unsupported startup parameter: replication"), and pg_hba.conf and the
+ * REPLICATION attribute decide it apart from the role's ordinary logins.
+ * Without this check --check-config said ok and the sidecar never held the
+ * slot, saying why only in its log (found by the pgbouncer review).
+ * IDENTIFY_SYSTEM is the replication protocol's no-op. */
+static int admin_wal_stream_check(const oc_conf_t *conf, FILE *out)
+{
+    const char *conninfo = conf->wal_conninfo[0] ? conf->wal_conninfo : conf->conninfo;
+    const char *keys[] = {"connect_timeout", "dbname", "replication",
+                          "fallback_application_name", NULL};
+    const char *vals[] = {"5", conninfo, "database", "objcached-admin", NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    PGresult *r = c && PQstatus(c) == CONNECTION_OK ? PQexec(c, "IDENTIFY_SYSTEM") : NULL;
+    int ok = r && PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok) {
+        const char *why = r   ? PQresultErrorMessage(r)
+                          : c ? PQerrorMessage(c)
+                              : "out of memory";
+        fprintf(out,
+                "error: WAL source: no replication connection to %s: %.*s (it needs a "
+                "replication entry in pg_hba.conf and the REPLICATION attribute, and no "
+                "pooler in between)\n",
+                conf->wal_conninfo[0] ? "wal_conninfo" : "conninfo",
+                (int)strcspn(why, "\n"), why);
+    }
+    PQclear(r);
+    PQfinish(c);
+    return !ok;
+}
+
 int oc_admin_check_db(const oc_conf_t *conf, FILE *out)
 {
     PGconn *c = admin_connect(conf, out);
@@ -292,6 +324,8 @@ int oc_admin_check_db(const oc_conf_t *conf, FILE *out)
         errors += check_model(c, &conf->models[i], have_hook, conf->wal, out);
     if (conf->wal && have_hook)
         errors += admin_wal_check(c, conf->wal_slot, out);
+    if (conf->wal)
+        errors += admin_wal_stream_check(conf, out);
     if (have_hook)
         errors += admin_outbox_seq_check(c, conf->near_cache_size > 0, out);
     PQfinish(c);

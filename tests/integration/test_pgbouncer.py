@@ -264,9 +264,11 @@ def test_a_restarted_sidecars_consumer_and_feed_work_on_handed_on_sessions(fleet
 
 def test_wal_conninfo_through_pgbouncer_is_refused_in_the_log(pg, fleet, mc_pool, bouncer,
                                                               objcached_bin, tmp_path):
-    """pgbouncer cannot pass a replication connection: --check-config does
-    not open wal_conninfo and says ok; the daemon logs pgbouncer's refusal
-    once, tries again and again, and never holds the slot."""
+    """pgbouncer cannot pass a replication connection: --check-config says
+    so (it opened no replication connection and said ok until 2026-12-06);
+    the daemon logs pgbouncer's refusal once, tries again and again, and
+    never holds the slot. The same config with wal_conninfo at PostgreSQL
+    itself checks clean."""
     name = "pgb_wal"
     models = {"Item": {"table": "items"}}
     wal = {"postgresql": {"wal": "on", "wal_slot": name}}
@@ -279,14 +281,24 @@ def test_wal_conninfo_through_pgbouncer_is_refused_in_the_log(pg, fleet, mc_pool
         path = tmp_path / "objcached.ini"
         path.write_text(harness.render_ini(conf))
         checked = harness.check_config(str(path), objcached_bin)
-        assert checked.returncode == 0 and "replication" not in checked.stdout, checked
+        assert checked.returncode == 1, checked
+        assert ("error: WAL source: no replication connection to wal_conninfo: connection to "
+                f"server at \"127.0.0.1\", port {b.port} failed: FATAL:  unsupported startup "
+                "parameter: replication") in checked.stdout, checked.stdout
+        direct = tmp_path / "direct.ini"
+        direct.write_text(harness.render_ini(oc_c.sidecar_config(
+            mc_pool, db.conninfo, models, {"postgresql": {**wal["postgresql"]}})))
+        clean = harness.check_config(str(direct), objcached_bin)
+        assert clean.returncode == 0 and "error" not in clean.stdout, clean.stdout
+        unsupported = "unsupported startup parameter: replication"
+        tries = b.log().count(unsupported)   # the check's own try
         oc = fleet.start(conf)
         refused = ('event=pg_conn_down conn=objcached-wal reason="connection to server at '
                    f'\'127.0.0.1\', port {b.port} failed: FATAL:  unsupported startup '
                    'parameter: replication"')
         # tried again and again (pgbouncer's log), said once (the repeats at debug)
-        harness.wait_until(lambda: b.log().count("unsupported startup parameter: replication")
-                           >= 3, timeout=15, what=lambda: f"three tries:\n{b.log(2000)}")
+        harness.wait_until(lambda: b.log().count(unsupported) >= tries + 3, timeout=15,
+                           what=lambda: f"three tries:\n{b.log(2000)}")
         assert oc.log().count(refused) == 1, oc.log()
         assert "event=wal_holding" not in oc.log() and oc.stats()["wal_holder"] == 0
     finally:
