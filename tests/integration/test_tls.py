@@ -90,18 +90,7 @@ def wal_db(pg, wal_template):
     d.q("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (d.name,))
     yield d
     d.close()
-
-    def gone():
-        try:
-            pg.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-                       "WHERE slot_name = %s AND active", (d.name,), dbname="postgres")
-            pg.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                       "WHERE slot_name = %s", (d.name,), dbname="postgres")
-            pg.execute(f'DROP DATABASE IF EXISTS "{d.name}" WITH (FORCE)', dbname="postgres")
-        except Exception:  # noqa: BLE001 - streamed again meanwhile: try again
-            return False
-        return True
-    harness.wait_until(gone, timeout=20, what="the test's slot and database to go")
+    oc_c.drop_slot_and_db(pg, d.name)
 
 
 class TlsFrontProxy:

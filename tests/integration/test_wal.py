@@ -87,20 +87,7 @@ def db(pg, template):
     drop_slot_and_db(pg, d.name)
 
 
-def drop_slot_and_db(pg, name):
-    """Drops slot and database `name` (a test's), terminating whoever
-    streams the slot, until both are gone."""
-    def gone():
-        try:
-            pg.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-                       "WHERE slot_name = %s AND active", (name,), dbname="postgres")
-            pg.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                       "WHERE slot_name = %s", (name,), dbname="postgres")
-            pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', dbname="postgres")
-        except Exception:  # noqa: BLE001 - active again, or made again: try again
-            return False
-        return True
-    harness.wait_until(gone, timeout=20, interval=0.05, what="the test's slot and database to go")
+drop_slot_and_db = oc_c.drop_slot_and_db
 
 
 def start(fleet, mc_pool, db, **sections):
