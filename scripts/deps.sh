@@ -7,6 +7,7 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
+# openssl: test_tls.py makes its certificate with the CLI (not in minimal images).
 # pgbouncer: tests/integration/test_pgbouncer.py starts its own, in front of
 # the test cluster (Debian 12's is 1.18).
 # Debian 12 has no real postgresql-contrib-15 package (postgresql-15 provides
@@ -21,7 +22,7 @@ pkgs=(build-essential cmake pkg-config libevent-dev libmemcached-dev libpq-dev l
       python3-pytest python3-psycopg2 python3-pymemcache procps php-cli php-memcached
       valgrind clang libclang-rt-14-dev cppcheck clang-tidy
       python3-pylibmc ruby ruby-dalli nodejs golang-go golang-github-bradfitz-gomemcache-dev
-      python3-django pgbouncer "$@")
+      python3-django pgbouncer openssl "$@")
 # Debian's nodejs comes without npm (package npm); NodeSource's has it built in
 # and conflicts with Debian's npm: ask for the package only if no npm exists.
 command -v npm >/dev/null || pkgs+=(npm)
