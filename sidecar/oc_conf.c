@@ -142,6 +142,11 @@ static const oc_conf_key_t oc_conf_memcached_keys[] = {
      * the other servers of the pool. */
     {.name = "gutter", .type = OC_CT_SERVERS, .off = offsetof(oc_conf_t, gutter),
      .off2 = offsetof(oc_conf_t, ngutter), OC_LIVE},
+    /* No default: during a change of servers, the other list of the
+     * rollout, whose placement also gets every delete (docs/operations.md). */
+    {.name = "servers_previous", .type = OC_CT_SERVERS,
+     .off = offsetof(oc_conf_t, servers_previous),
+     .off2 = offsetof(oc_conf_t, nservers_previous), OC_LIVE},
 };
 
 static const oc_conf_key_t oc_conf_postgresql_keys[] = {
@@ -1452,6 +1457,17 @@ static oc_status_t oc_conf_check_gutter(oc_conf_parser_t *p)
                     "gutter: server '%s' port %u is also in servers (a gutter "
                     "pool must be other memcached servers)",
                     oc_conf_show(c->gutter[g].host, shown), c->gutter[g].port);
+    /* Nor of servers_previous: that list is the pool before or after a
+     * change, whose servers are flushed by no failover rule. */
+    for (size_t g = 0; g < c->ngutter; g++)
+        for (size_t i = 0; i < c->nservers_previous; i++)
+            if (c->gutter[g].port == c->servers_previous[i].port &&
+                strcasecmp(c->gutter[g].host, c->servers_previous[i].host) == 0)
+                return oc_conf_error(
+                    p, oc_conf_seen_line(p, OC_SECT_MEMCACHED, "gutter"),
+                    "gutter: server '%s' port %u is also in servers_previous (a "
+                    "gutter pool must be other memcached servers)",
+                    oc_conf_show(c->gutter[g].host, shown), c->gutter[g].port);
     return OC_OK;
 }
 
@@ -1727,6 +1743,7 @@ void oc_conf_free(oc_conf_t *conf)
     free(conf->metrics_listen);
     oc_conf_free_servers(conf->servers, conf->nservers);
     oc_conf_free_servers(conf->gutter, conf->ngutter);
+    oc_conf_free_servers(conf->servers_previous, conf->nservers_previous);
     free(conf->conninfo);
     free(conf->feed_conninfo);
     free(conf->wal_slot);

@@ -148,6 +148,13 @@ typedef struct oc_conf {
     oc_mc_server_conf_t *gutter;    /* gutter = h:p[:w] ... (optional): where
                                        they go; none: the other servers */
     size_t ngutter;
+    oc_mc_server_conf_t *servers_previous; /* servers_previous = h:p[:w] ...
+                                              (optional): during a change of
+                                              servers, the other list; its
+                                              placement also gets every delete
+                                              (invalidation, tombstone, push)
+                                              but serves no reads */
+    size_t nservers_previous;
 
     /* [postgresql] */
     char *conninfo;           /* libpq conninfo (required); secrets may

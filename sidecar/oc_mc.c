@@ -58,6 +58,9 @@ typedef enum mc_via {
     MC_VIA_FAILOVER,    /* the failover of its server, out of service */
     MC_VIA_SHADOW,      /* a delete of the key's failover copy, whose
                            answer changes nothing of the item's result */
+    MC_VIA_PREVIOUS,    /* a delete of the key on its server of
+                           servers_previous: its failure fails the item
+                           (so the caller requeues it), nothing else does */
 } mc_via_t;
 
 typedef struct mc_ref {
@@ -119,6 +122,7 @@ typedef struct mc_server {
     uint16_t port;
     uint32_t weight;
     int gutter;     /* of the gutter pool, not the pool */
+    int prev_only;  /* only of servers_previous: gets deletes, serves no reads */
     size_t idx;     /* in its list */
     char name[128]; /* host:port, for logs and errors */
     struct sockaddr_storage addr;
@@ -199,6 +203,9 @@ struct oc_mc {
     uint64_t epoch_seq; /* cas epochs given out, to every server */
     size_t nspare;
     mc_list_t pool, gutter;
+    mc_list_t prev;          /* servers_previous (those also in the pool are
+                                the pool's own: one server each) */
+    oc_place_t *prev_place;  /* where keys lived (or will live) under it */
     oc_failover_t *failover; /* where the keys of a server down go */
     int failover_on;
     uint32_t failover_ttl_s;
@@ -322,6 +329,9 @@ static void part_done(oc_mc_t *mc, oc_mc_job_t *job)
 {
     if (--job->parts_left > 0)
         return;
+    for (size_t i = 0; job->prev_failed_ > 0 && i < job->n; i++)
+        if (job->items[i].prev_failed_)
+            job->items[i].result = OC_MC_R_ERROR;
     job->next = NULL;
     if (mc->due_tail)
         mc->due_tail->next = job;
@@ -342,10 +352,22 @@ static void part_fail(oc_mc_t *mc, oc_mc_job_t *job, size_t idx, const char *why
     part_done(mc, job);
 }
 
+/* A delete on the key's server of servers_previous failed (why): its item
+ * is an error once every part of the job is answered, whatever its own
+ * server answered (the order of the answers does not matter). */
+static void prev_fail(oc_mc_job_t *job, size_t idx, const char *why, size_t len)
+{
+    job_error(job, why, len);
+    job->items[idx].prev_failed_ = 1;
+    job->prev_failed_++;
+}
+
 /* The same for a ref: a shadow delete failing changes nothing. */
 static void ref_fail(oc_mc_t *mc, mc_ref_t ref, const char *why)
 {
-    if (ref.via == MC_VIA_SHADOW)
+    if (ref.via == MC_VIA_PREVIOUS)
+        prev_fail(ref.job, ref.idx, why, strlen(why));
+    if (ref.via == MC_VIA_SHADOW || ref.via == MC_VIA_PREVIOUS)
         part_done(mc, ref.job);
     else
         part_fail(mc, ref.job, ref.idx, why);
@@ -393,7 +415,8 @@ static int arena_append(oc_mc_job_t *job, const char *p, size_t len, const char 
 /* A CAS_DELETE job's own item (not a shadow delete): sent as `md`. */
 static int ref_is_md(mc_ref_t ref)
 {
-    return ref.via != MC_VIA_SHADOW && ref.job && ref.job->op == OC_MC_CAS_DELETE;
+    return ref.via != MC_VIA_SHADOW && ref.via != MC_VIA_PREVIOUS && ref.job &&
+           ref.job->op == OC_MC_CAS_DELETE;
 }
 
 static const char *ref_key(mc_ref_t r, size_t *klen)
@@ -497,7 +520,7 @@ static void srv_changed(mc_server_t *s, oc_tko_state_t from, const char *why)
 {
     oc_mc_t *mc = s->mc;
     oc_tko_state_t to = s->tko.state;
-    const char *pool = s->gutter ? "gutter" : "pool";
+    const char *pool = s->gutter ? "gutter" : s->prev_only ? "previous" : "pool";
     /* Out of service, or back (flushed): what was read there before is
      * gone, and memcached may have restarted meanwhile (its cas count with
      * it). A reconnect while in service keeps the epoch: a fill's lease is
@@ -690,7 +713,7 @@ static mc_server_t *failover_but(oc_mc_t *mc, const char *key, size_t klen,
 
 static void item_result(oc_mc_t *mc, mc_ref_t ref, oc_mc_result_t r)
 {
-    if (ref.via != MC_VIA_SHADOW)
+    if (ref.via != MC_VIA_SHADOW && ref.via != MC_VIA_PREVIOUS)
         ref.job->items[ref.idx].result = r;
     part_done(mc, ref.job);
 }
@@ -751,6 +774,14 @@ static void on_item_reply(mc_server_t *s, mc_ref_t ref, const oc_mcp_line_t *l)
     oc_mc_job_t *job = ref.job;
     oc_mc_item_t *it = &job->items[ref.idx];
     if (ref.via == MC_VIA_SHADOW) {
+        part_done(mc, job);
+        return;
+    }
+    if (ref.via == MC_VIA_PREVIOUS) { /* deleted or not there: both fine */
+        if (reply_result(l->type) != OC_MC_R_OK &&
+            reply_result(l->type) != OC_MC_R_NOT_FOUND)
+            prev_fail(job, ref.idx, l->text ? l->text : "unexpected reply",
+                      l->text ? l->text_len : strlen("unexpected reply"));
         part_done(mc, job);
         return;
     }
@@ -2040,11 +2071,31 @@ static mc_server_t *primary_of(oc_mc_t *mc, const char *key, size_t klen, uint64
     return mc->pool.s[*idx];
 }
 
+static int srv_emptied(const oc_mc_t *mc, const mc_server_t *s)
+{
+    return !oc_tko_in_service(&s->tko) && (mc->failover_on || s->flush_owed);
+}
+
+/* A key's server of servers_previous, if it is another than its own (p):
+ * NULL if none. */
+static mc_server_t *prev_of(oc_mc_t *mc, const char *key, size_t klen,
+                            const mc_server_t *p)
+{
+    if (mc->prev.n == 0)
+        return NULL;
+    mc_server_t *q = mc->prev.s[oc_place_server(mc->prev_place, key, klen)];
+    return q == p ? NULL : q;
+}
+
 int oc_mc_emptied_before_read(oc_mc_t *mc, const char *key, size_t klen)
 {
     size_t idx;
     const mc_server_t *p = mc != NULL ? primary_of(mc, key, klen, 0, &idx) : NULL;
-    return p != NULL && !oc_tko_in_service(&p->tko) && (mc->failover_on || p->flush_owed);
+    if (p == NULL || !srv_emptied(mc, p))
+        return 0;
+    /* Its delete on servers_previous may have failed too (or alone). */
+    const mc_server_t *q = prev_of(mc, key, klen, p);
+    return q == NULL || srv_emptied(mc, q);
 }
 
 static mc_server_t *find_server(oc_mc_t *mc, const char *host, uint16_t port)
@@ -2163,8 +2214,31 @@ static void queue_shadow(oc_mc_t *mc, oc_mc_job_t *job, size_t i, const mc_serve
     }
 }
 
+/* Item i replaces or removes its key (`p`: the key's own server, NULL if
+ * none): with servers_previous set, it is also deleted on the key's server
+ * there, if another, so that a host on either list of a rollout cannot
+ * keep serving what it filled there (docs/operations.md). A server down
+ * there fails the item (the caller requeues an invalidation). */
+static void queue_previous(oc_mc_t *mc, oc_mc_job_t *job, size_t i, const mc_server_t *p)
+{
+    const oc_mc_item_t *it = &job->items[i];
+    mc_server_t *q = prev_of(mc, it->key, it->klen, p);
+    if (q == NULL)
+        return;
+    if (!srv_ready(q)) {
+        char why[OC_ERRLEN];
+        snprintf(why, sizeof(why), "memcached %.128s (servers_previous): down", q->name);
+        prev_fail(job, i, why, strlen(why));
+        return;
+    }
+    job->parts_left++;
+    if (mc->stats)
+        mc->stats->mc_previous_deletes++;
+    queue_line(q, MC_WOP_DELETE, (mc_ref_t){job, i, MC_VIA_PREVIOUS});
+}
+
 /* A DELETE: on the key's server only (a server down fails it, and the
- * caller requeues it), and on its failover. */
+ * caller requeues it), on its failover, and on servers_previous. */
 static void submit_delete(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
 {
     const oc_mc_item_t *it = &job->items[i];
@@ -2183,6 +2257,7 @@ static void submit_delete(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
         part_fail(mc, job, i, why);
     }
     queue_shadow(mc, job, i, p, ref);
+    queue_previous(mc, job, i, p);
 }
 
 static void submit_probe(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
@@ -2343,8 +2418,12 @@ static void submit_item(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
         part_fail(mc, job, i, "unknown operation");
         return;
     }
-    if (job->op != OC_MC_CAS && job->op != OC_MC_CAS_DELETE)
+    if (job->op != OC_MC_CAS && job->op != OC_MC_CAS_DELETE) {
         queue_shadow(mc, job, i, s, ref);
+        size_t pi = 0;
+        if (mc->prev.n > 0) /* not hashed again without it */
+            queue_previous(mc, job, i, primary_of(mc, it->key, it->klen, it->place, &pi));
+    }
 }
 
 void oc_mc_submit(oc_mc_t *mc, oc_mc_job_t *job)
@@ -2355,9 +2434,11 @@ void oc_mc_submit(oc_mc_t *mc, oc_mc_job_t *job)
     /* One extra part, released below, so no part answered at once can make
      * the job due before every part is queued. */
     job->parts_left = job->n + 1;
+    job->prev_failed_ = 0;
     for (size_t i = 0; i < job->n; i++) {
         if (job->op != OC_MC_GET) {
             job->items[i].refused = 0; /* a job submitted again starts clean */
+            job->items[i].prev_failed_ = 0;
             submit_item(mc, job, i);
             continue;
         }
@@ -2490,27 +2571,54 @@ static void set_rules(oc_mc_t *mc, const oc_conf_t *conf)
     mc->failover_ttl_s = conf->mc_failover_ttl_s ? conf->mc_failover_ttl_s : 1;
 }
 
-/* Free the servers of `l` that are not in `keep` (a list made from it),
- * and the list. */
-static void list_free(mc_list_t *l, const mc_list_t *keep)
+/* Lists whose servers a list_free keeps, or list_make reuses. */
+#define MC_LISTS_MAX 3
+typedef struct mc_lists {
+    const mc_list_t *l[MC_LISTS_MAX]; /* NULL: none */
+} mc_lists_t;
+
+static int lists_have(const mc_lists_t *ls, const mc_server_t *s)
 {
-    for (size_t i = 0; l->s && i < l->n; i++) {
-        int kept = 0;
-        for (size_t j = 0; keep && j < keep->n; j++)
-            kept |= keep->s[j] == l->s[i];
-        if (!kept)
+    for (int k = 0; ls && k < MC_LISTS_MAX; k++)
+        for (size_t j = 0; ls->l[k] && j < ls->l[k]->n; j++)
+            if (ls->l[k]->s[j] == s)
+                return 1;
+    return 0;
+}
+
+/* Free the servers of `l` that are in no list of `keep` (lists made from
+ * it, or sharing servers with it), and the list. */
+static void list_free(mc_list_t *l, const mc_lists_t *keep)
+{
+    for (size_t i = 0; l->s && i < l->n; i++)
+        if (!lists_have(keep, l->s[i]))
             srv_free(l->s[i]); /* removed: what was sent to it fails */
-    }
     free(l->s);
     free(l->conf);
     *l = (mc_list_t){0};
 }
 
-/* The list of n servers of conf: a server of `old` with the same host and
- * port is reused (its connection, its health, what is under way on it),
- * the others are made. On failure nothing of `old` is touched. */
+/* A server of the lists `old` named host:port, not yet in out->s[0..i). */
+static mc_server_t *list_reuse(const mc_lists_t *old, const mc_list_t *out, size_t i,
+                               const oc_mc_server_conf_t *c)
+{
+    for (int k = 0; k < MC_LISTS_MAX; k++)
+        for (size_t j = 0; old->l[k] && j < old->l[k]->n; j++) {
+            mc_server_t *s = old->l[k]->s[j];
+            int taken = 0;
+            for (size_t t = 0; t < i; t++)
+                taken |= out->s[t] == s;
+            if (!taken && s->port == c->port && strcmp(s->host, c->host) == 0)
+                return s;
+        }
+    return NULL;
+}
+
+/* The list of n servers of conf: a server of the lists `old` with the same
+ * host and port is reused (its connection, its health, what is under way
+ * on it), the others are made. On failure nothing of `old` is touched. */
 static int list_make(oc_mc_t *mc, const oc_mc_server_conf_t *conf, size_t n,
-                     const mc_list_t *old, mc_list_t *out, char *err)
+                     const mc_lists_t *old, mc_list_t *out, char *err)
 {
     *out = (mc_list_t){0};
     out->s = calloc(n ? n : 1, sizeof(*out->s));
@@ -2521,14 +2629,7 @@ static int list_make(oc_mc_t *mc, const oc_mc_server_conf_t *conf, size_t n,
     }
     for (size_t i = 0; i < n; i++) {
         const oc_mc_server_conf_t *c = &conf[i];
-        for (size_t j = 0; j < old->n && out->s[i] == NULL; j++) {
-            int taken = 0;
-            for (size_t k = 0; k < i; k++)
-                taken |= out->s[k] == old->s[j];
-            if (!taken && old->s[j]->port == c->port &&
-                strcmp(old->s[j]->host, c->host) == 0)
-                out->s[i] = old->s[j];
-        }
+        out->s[i] = list_reuse(old, out, i, c);
         if (out->s[i] == NULL && (out->s[i] = srv_new(mc, c, err)) == NULL) {
             out->n = i;
             list_free(out, old); /* only the ones made here */
@@ -2543,8 +2644,8 @@ static int list_make(oc_mc_t *mc, const oc_mc_server_conf_t *conf, size_t n,
 /* The lists, placement and failover of conf, in `next` (nothing of mc's
  * own is touched). */
 typedef struct mc_shape {
-    mc_list_t pool, gutter;
-    oc_place_t *place;
+    mc_list_t pool, gutter, prev;
+    oc_place_t *place, *prev_place;
     oc_failover_t *failover;
 } mc_shape_t;
 
@@ -2552,16 +2653,27 @@ static void shape_drop(mc_shape_t *sh, oc_mc_t *mc)
 {
     oc_failover_free(sh->failover);
     oc_place_free(sh->place);
-    list_free(&sh->pool, &mc->pool);
-    list_free(&sh->gutter, &mc->gutter);
+    oc_place_free(sh->prev_place);
+    /* prev first: it may share servers made for the new pool */
+    list_free(&sh->prev, &(mc_lists_t){{&mc->pool, &mc->prev, &sh->pool}});
+    list_free(&sh->pool, &(mc_lists_t){{&mc->pool, &mc->prev, NULL}});
+    list_free(&sh->gutter, &(mc_lists_t){{&mc->gutter, NULL, NULL}});
 }
 
+/* A server moving between the pool and servers_previous keeps its
+ * connection and health; one in both is one server. */
 static int shape_make(oc_mc_t *mc, const oc_conf_t *conf, mc_shape_t *sh, char *err)
 {
     *sh = (mc_shape_t){0};
-    if (list_make(mc, conf->servers, conf->nservers, &mc->pool, &sh->pool, err) != 0 ||
-        list_make(mc, conf->gutter, conf->ngutter, &mc->gutter, &sh->gutter, err) != 0 ||
+    if (list_make(mc, conf->servers, conf->nservers,
+                  &(mc_lists_t){{&mc->pool, &mc->prev, NULL}}, &sh->pool, err) != 0 ||
+        list_make(mc, conf->gutter, conf->ngutter,
+                  &(mc_lists_t){{&mc->gutter, NULL, NULL}}, &sh->gutter, err) != 0 ||
+        list_make(mc, conf->servers_previous, conf->nservers_previous,
+                  &(mc_lists_t){{&sh->pool, &mc->prev, &mc->pool}}, &sh->prev,
+                  err) != 0 ||
         (sh->place = oc_place_new(sh->pool.conf, sh->pool.n, err)) == NULL ||
+        (sh->prev_place = oc_place_new(sh->prev.conf, sh->prev.n, err)) == NULL ||
         (sh->failover = oc_failover_new(sh->pool.conf, sh->pool.n, sh->gutter.conf,
                                         sh->gutter.n, err)) == NULL) {
         shape_drop(sh, mc);
@@ -2573,25 +2685,72 @@ static int shape_make(oc_mc_t *mc, const oc_conf_t *conf, mc_shape_t *sh, char *
 /* Switch to `sh`: servers not kept are freed (their work fails). */
 static void shape_apply(oc_mc_t *mc, mc_shape_t *sh)
 {
-    list_free(&mc->pool, &sh->pool);
-    list_free(&mc->gutter, &sh->gutter);
+    list_free(&mc->prev, &(mc_lists_t){{&sh->pool, &sh->prev, &mc->pool}});
+    list_free(&mc->pool, &(mc_lists_t){{&sh->pool, &sh->prev, NULL}});
+    list_free(&mc->gutter, &(mc_lists_t){{&sh->gutter, NULL, NULL}});
     oc_place_free(mc->place);
+    oc_place_free(mc->prev_place);
     oc_failover_free(mc->failover);
     mc->pool = sh->pool;
     mc->gutter = sh->gutter;
+    mc->prev = sh->prev;
+    mc->prev_place = sh->prev_place;
     mc->place = sh->place;
     mc->place_gen++;
     mc->failover = sh->failover;
     if (mc->stats)
         mc->stats->mc_place_native = (uint64_t)oc_place_own(mc->place);
+    /* servers_previous last: a server also in the pool keeps the pool's
+     * index (its failover chain is placed by it) */
+    for (size_t i = 0; i < mc->prev.n; i++) {
+        mc->prev.s[i]->prev_only = 1;
+        mc->prev.s[i]->gutter = 0;
+        mc->prev.s[i]->idx = i;
+        mc->prev.s[i]->weight = mc->prev.conf[i].weight;
+    }
     for (int g = 0; g < 2; g++) {
         mc_list_t *l = g ? &mc->gutter : &mc->pool;
         for (size_t i = 0; i < l->n; i++) {
             l->s[i]->gutter = g;
+            l->s[i]->prev_only = 0;
             l->s[i]->idx = i;
             l->s[i]->weight = l->conf[i].weight;
         }
     }
+}
+
+/* Does servers_previous change from what mc has to conf's? */
+static int prev_changes(const oc_mc_t *mc, const oc_conf_t *conf)
+{
+    if (mc->prev.n != conf->nservers_previous)
+        return 1;
+    for (size_t i = 0; i < mc->prev.n; i++) {
+        const oc_mc_server_conf_t *a = &mc->prev.conf[i], *b = &conf->servers_previous[i];
+        if (a->port != b->port || a->weight != b->weight || strcmp(a->host, b->host) != 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Said whenever servers_previous changes (and at start if set): the
+ * operator follows a rollout of servers by it (docs/operations.md). */
+static void prev_log(const oc_mc_t *mc)
+{
+    char list[1024];
+    size_t off = 0;
+    list[0] = '\0';
+    for (size_t i = 0; i < mc->prev.n; i++) {
+        const char *name = mc->prev.s[i]->name;
+        if (off + strlen(name) + 5 >= sizeof(list)) {
+            snprintf(list + off, sizeof(list) - off, "%s...", off ? " " : "");
+            break;
+        }
+        off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%s", off ? " " : "",
+                                name);
+    }
+    oc_log_info("event=memcached_previous count=%zu servers_previous=\"%s\" "
+                "extra_deletes=%s",
+                mc->prev.n, list, mc->prev.n ? "on" : "off");
 }
 
 oc_mc_t *oc_mc_new(struct event_base *base, const oc_conf_t *conf, char *err)
@@ -2610,6 +2769,8 @@ oc_mc_t *oc_mc_new(struct event_base *base, const oc_conf_t *conf, char *err)
     if (shape_make(mc, conf, &sh, err) != 0)
         goto fail;
     shape_apply(mc, &sh);
+    if (mc->prev.n > 0)
+        prev_log(mc);
     return mc;
 fail:
     oc_mc_free(mc);
@@ -2622,7 +2783,10 @@ oc_status_t oc_mc_reconfigure(oc_mc_t *mc, const oc_conf_t *conf, char *err)
     mc_shape_t sh;
     if (shape_make(mc, conf, &sh, err) != 0)
         return err[0] ? OC_ECACHE : oc_fail(err, OC_ENOMEM, "out of memory");
+    int prev_changed = prev_changes(mc, conf);
     shape_apply(mc, &sh);
+    if (prev_changed)
+        prev_log(mc);
     /* Servers kept stay as they are: one that is down is probed on, and
      * flushed before it serves again if failover is on by then or was on
      * while it was out of service (flush_owed: turning failover off does
@@ -2650,6 +2814,7 @@ void oc_mc_free(oc_mc_t *mc)
     if (mc == NULL)
         return;
     mc->changed = NULL;
+    list_free(&mc->prev, &(mc_lists_t){{&mc->pool, NULL, NULL}});
     list_free(&mc->pool, NULL);
     list_free(&mc->gutter, NULL);
     mc->dirty = NULL;
@@ -2660,6 +2825,7 @@ void oc_mc_free(oc_mc_t *mc)
     if (mc->ev_flush)
         event_free(mc->ev_flush);
     oc_place_free(mc->place);
+    oc_place_free(mc->prev_place);
     oc_failover_free(mc->failover);
     while (mc->spare) {
         mc_wop_t *w = mc->spare;

@@ -40,6 +40,18 @@
  * the parts of a server out of service fail at once (a GET key misses, the
  * caller loads it from PostgreSQL).
  *
+ * servers_previous (a change of servers under way: docs/operations.md). A
+ * second list, placed by ketama like the pool, that serves nothing: every
+ * DELETE, SET, PUSH and SWAP is also sent as a `delete` of its key to the
+ * key's server there, unless that is the key's own server (the same
+ * host:port: a server in both lists is one server, one connection, one
+ * health). Reads, leases, fills (CAS) and CAS_DELETE use the pool only.
+ * Such a delete that fails (the server out of service, a timeout, an
+ * error reply) makes its item an error whatever its own server answered,
+ * so an invalidation is requeued as when its own server fails; a server
+ * only in servers_previous has health like any other (marked down, probed)
+ * but is never read.
+ *
  * Ownership: the caller allocates a job with oc_mc_job_new_get/_items,
  * fills it, and hands it to oc_mc_submit; from then until `done` runs the
  * job belongs to oc_mc and the caller must not touch it, nor free the key
@@ -202,6 +214,8 @@ typedef struct oc_mc_item {
                                  without hashing the key again (ignored if the
                                  pool changed since: oc_mc places it anew) */
     int tries_;               /* oc_mc's own: PUSH rounds so far */
+    int prev_failed_;         /* oc_mc's own: its delete on servers_previous
+                                 failed (the item is an error) */
 } oc_mc_item_t;
 
 struct oc_mc_chunk; /* oc_mc.c's */
@@ -240,8 +254,9 @@ struct oc_mc_job {
     oc_mc_done_fn done;
     void *arg;
     /* oc_mc's own: */
-    size_t parts_left; /* keys and items not answered yet */
-    oc_mc_job_t *next; /* in the list of jobs whose done is due */
+    size_t parts_left;   /* keys and items not answered yet */
+    size_t prev_failed_; /* items whose servers_previous delete failed */
+    oc_mc_job_t *next;   /* in the list of jobs whose done is due */
 };
 
 /* Resolves the server names (the only blocking step: at start and reload);

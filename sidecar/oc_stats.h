@@ -157,6 +157,8 @@ struct evbuffer;
     X(mc_failover_hits, COUNTER, "of those, keys that held a value there")               \
     X(mc_failover_writes, COUNTER,                                                       \
       "items written to a failover (their TTL capped at failover_ttl)")                  \
+    X(mc_previous_deletes, COUNTER,                                                      \
+      "deletes sent to a key's server of servers_previous (a change of servers)")        \
     X(early_refreshes, COUNTER,                                                          \
       "hits near their expiry this sidecar was chosen to reload in the background")      \
     X(bin_connections, COUNTER, "client connections that spoke the binary protocol")     \
