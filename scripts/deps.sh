@@ -8,6 +8,8 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 # openssl: test_tls.py makes its certificate with the CLI (not in minimal images).
+# krb5-kdc, krb5-admin-server (kdb5_util, kadmin.local), krb5-user (kinit) and
+# python3-gssapi: test_gssapi.py runs its own Kerberos realm and a GSSAPI front.
 # pgbouncer: tests/integration/test_pgbouncer.py starts its own, in front of
 # the test cluster (Debian 12's is 1.18).
 # Debian 12 has no real postgresql-contrib-15 package (postgresql-15 provides
@@ -22,7 +24,8 @@ pkgs=(build-essential cmake pkg-config libevent-dev libmemcached-dev libpq-dev l
       python3-pytest python3-psycopg2 python3-pymemcache procps php-cli php-memcached
       valgrind clang libclang-rt-14-dev cppcheck clang-tidy
       python3-pylibmc ruby ruby-dalli nodejs golang-go golang-github-bradfitz-gomemcache-dev
-      python3-django pgbouncer openssl "$@")
+      python3-django pgbouncer openssl krb5-kdc krb5-admin-server krb5-user python3-gssapi
+      "$@")
 # Debian's nodejs comes without npm (package npm); NodeSource's has it built in
 # and conflicts with Debian's npm: ask for the package only if no npm exists.
 command -v npm >/dev/null || pkgs+=(npm)

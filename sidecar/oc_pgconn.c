@@ -1,12 +1,16 @@
 #include "oc_pgconn.h"
 
 #include <event2/event.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
 #include <openssl/ssl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -334,17 +338,57 @@ static int tls_pending(PGconn *conn)
     return ssl ? SSL_pending(ssl) : 0;
 }
 
+static int socket_queued(int fd)
+{
+    int n = 0;
+    return ioctl(fd, FIONREAD, &n) == 0 ? n : -1;
+}
+
+/* Bytes the kernel has taken in on this TCP connection so far; -1 if it
+ * cannot say (then the caller cannot rule out a new packet). */
+static long long tcp_received(int fd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+        len < offsetof(struct tcp_info, tcpi_bytes_received) +
+                  sizeof ti.tcpi_bytes_received)
+        return -1;
+    return (long long)ti.tcpi_bytes_received;
+}
+
+/* GSSAPI encryption (libpq 12 and later) has the same hole as TLS and no
+ * call to see it: pg_GSS_read (fe-secure-gssapi.c) decrypts a whole packet,
+ * up to 16 KB, and gives libpq's buffer what fits in its room (8 KB or
+ * more, pqReadData); the rest waits in libpq while the socket is quiet. The
+ * next PQconsumeInput takes that rest (under 8 KB) whole, and then returns
+ * without reading the socket. So: after a read, while the socket has
+ * nothing (else it will wake us), consume again. A round ends the loop when
+ * the socket had nothing before it and the kernel took in no byte during
+ * it: that round read nothing, so it decrypted no new packet, and whatever
+ * rest the previous one left is now in libpq's buffer. */
+static int gss_rest_may_wait(int fd, int queued_before, long long rx_before)
+{
+    if (socket_queued(fd) != 0)
+        return 0; /* readable: the event loop calls again */
+    return !(queued_before == 0 && rx_before >= 0 && tcp_received(fd) == rx_before);
+}
+
 static void read_input(oc_pgconn_t *c)
 {
     /* Each call takes OpenSSL's pending bytes first (8 KB or more of them):
-     * a record's rest is in after two; the bound only guards the loop. */
-    int rounds = 0;
+     * a record's rest is in after two; with GSSAPI a packet's rest is in
+     * after the next call; the bound only guards the loop. */
+    int gss = PQgssEncInUse(c->conn), fd = PQsocket(c->conn), rounds = 0, more;
     do {
+        int queued = gss ? socket_queued(fd) : 0;
+        long long rx = gss ? tcp_received(fd) : 0;
         if (!PQconsumeInput(c->conn)) {
             go_down(c, PQerrorMessage(c->conn));
             return;
         }
-    } while (++rounds < 8 && tls_pending(c->conn) > 0);
+        more = tls_pending(c->conn) > 0 || (gss && gss_rest_may_wait(fd, queued, rx));
+    } while (++rounds < 8 && more);
     if (c->state == OC_PGCONN_STREAMING && read_stream(c) <= 0)
         return;
     PGnotify *n;

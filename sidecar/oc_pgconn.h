@@ -125,7 +125,8 @@ oc_status_t oc_pgconn_put_copy(oc_pgconn_t *c, const char *buf, size_t len);
 int oc_pgconn_streaming(const oc_pgconn_t *c);
 /* Bytes wait in the socket, not read yet (FIONREAD), or decrypted in
  * OpenSSL (TLS): a read stopped by the size of libpq's buffer, not because
- * the server had sent no more. */
+ * the server had sent no more. (A GSSAPI packet's decrypted rest is taken
+ * by the read itself, before it returns.) */
 int oc_pgconn_input_waiting(const oc_pgconn_t *c);
 
 /* Forget the command in flight: its callback will not be called, and its

@@ -451,14 +451,18 @@ class Postgres:
     ssl=True turns TLS on (`ssl = on`) with a self-signed certificate that
     initdb's first start makes with the openssl CLI (server.crt, and
     server.key of mode 0600 owned by the server's user, as PostgreSQL
-    demands); ssl_conninfo() then names a TCP session with sslmode=require."""
+    demands); ssl_conninfo() then names a TCP session with sslmode=require.
+
+    hba: pg_hba.conf lines put before initdb's (which trust everything),
+    e.g. a `hostgssenc ... gss` line (test_gssapi.py)."""
 
     SUPERUSER = "postgres"
 
     def __init__(self, dbname="objcached_test", port=None, parent_dir=None,
-                 bindir=None, settings=None, ssl=False):
+                 bindir=None, settings=None, ssl=False, hba=()):
         self.dbname = dbname
         self.ssl = ssl
+        self.hba = list(hba)
         self._auto_port = port is None
         self.port = port or free_port()
         self.parent_dir = parent_dir or _short_tmpdir()
@@ -556,6 +560,12 @@ class Postgres:
             f.write("\ninclude 'harness.conf'\n")
         if self.ssl:
             self._make_certificate()
+        if self.hba:
+            path = os.path.join(self.datadir, "pg_hba.conf")
+            with open(path) as f:
+                rest = f.read()
+            with open(path, "w") as f:
+                f.write("\n".join(self.hba) + "\n" + rest)
 
     def _write_settings(self):
         settings = {
