@@ -16,6 +16,7 @@
 #include "oc_log.h"
 #include "oc_mcproto.h"
 #include "oc_place.h"
+#include "oc_resolve.h"
 #include "oc_stats.h"
 #include "oc_tko.h"
 
@@ -123,34 +124,37 @@ typedef struct mc_server {
     uint32_t weight;
     int gutter;     /* of the gutter pool, not the pool */
     int prev_only;  /* only of servers_previous: gets deletes, serves no reads */
+    int literal;    /* host is an IP address: never resolved again */
     size_t idx;     /* in its list */
     char name[128]; /* host:port, for logs and errors */
     struct sockaddr_storage addr;
-    socklen_t addrlen;
+    socklen_t addrlen; /* 0: not resolved yet (added by a reload) */
     mc_conn_state_t conn;
-    uint64_t cas_epoch;         /* oc_mc.epoch_seq when this server was made or last
-                                   changed state (out of service, back): a cas read
-                                   or stored in one epoch means nothing in another,
-                                   nor on another server (each counts its own) */
-    oc_tko_t tko;               /* in service, down, probing */
-    int flush_owed;             /* out of service while failover was on: its keys were
-                                   written to the failover meanwhile, so it is
-                                   emptied before it serves again even if a reload
-                                   turned failover off since (found by a review) */
-    uint32_t copies_ttl_s;      /* the longest failover_ttl in force while it was
-                                   out of service: how long the failover's copies
-                                   of its keys may outlive its return, whatever a
-                                   reload set failover_ttl to since */
-    oc_mcp_proc_t proc;         /* the process the last connection reached */
-    int proc_known;             /* proc came whole (oc_mcp_proc_known) */
-    int proc_warned;            /* its `stats` lacked pid, time or uptime: said once */
-    unsigned setup_warned;      /* MC_WARN_*: a setup objcached cannot use, said once */
-    oc_ratelog_t lease_refused; /* `mg ... N` answered EN */
-    oc_ratelog_t store_refused; /* a write answered SERVER_ERROR */
-    oc_ratelog_t conn_limit;    /* a connection refused over memcached's -c */
-    int conn_limited;           /* the stream broke on that refusal */
-    double refused_until;       /* in service, but no new connection before
-                                   this (one was refused over the limit) */
+    uint64_t cas_epoch;          /* oc_mc.epoch_seq when this server was made or last
+                                    changed state (out of service, back): a cas read
+                                    or stored in one epoch means nothing in another,
+                                    nor on another server (each counts its own) */
+    oc_tko_t tko;                /* in service, down, probing */
+    int flush_owed;              /* out of service while failover was on: its keys were
+                                    written to the failover meanwhile, so it is
+                                    emptied before it serves again even if a reload
+                                    turned failover off since (found by a review) */
+    uint32_t copies_ttl_s;       /* the longest failover_ttl in force while it was
+                                    out of service: how long the failover's copies
+                                    of its keys may outlive its return, whatever a
+                                    reload set failover_ttl to since */
+    oc_mcp_proc_t proc;          /* the process the last connection reached */
+    int proc_known;              /* proc came whole (oc_mcp_proc_known) */
+    int proc_warned;             /* its `stats` lacked pid, time or uptime: said once */
+    unsigned setup_warned;       /* MC_WARN_*: a setup objcached cannot use, said once */
+    oc_ratelog_t lease_refused;  /* `mg ... N` answered EN */
+    oc_ratelog_t store_refused;  /* a write answered SERVER_ERROR */
+    oc_ratelog_t conn_limit;     /* a connection refused over memcached's -c */
+    oc_ratelog_t resolve_failed; /* its name did not resolve again */
+    oc_resolve_req_t *resolving; /* its name, being resolved again */
+    int conn_limited;            /* the stream broke on that refusal */
+    double refused_until;        /* in service, but no new connection before
+                                    this (one was refused over the limit) */
     /* From connect to the answer of its `stats`, which process answers is
      * not known: every write by cas for s waits in `held` (a cas of the
      * old process must not reach a new one). */
@@ -207,6 +211,8 @@ struct oc_mc {
                                 the pool's own: one server each) */
     oc_place_t *prev_place;  /* where keys lived (or will live) under it */
     oc_failover_t *failover; /* where the keys of a server down go */
+    oc_resolver_t *resolver; /* names resolved again, off the loop */
+    int running;             /* oc_mc_new returned: names resolve off the loop */
     int failover_on;
     uint32_t failover_ttl_s;
     oc_tko_rules_t rules;
@@ -227,6 +233,8 @@ static void queue_get(mc_server_t *s, mc_ref_t ref);
 static void queue_mg(mc_server_t *s, mc_ref_t ref);
 static void probe_arm(mc_server_t *s);
 static void probe_drained(mc_server_t *s);
+static void srv_connect(mc_server_t *s);
+static void queue_line(mc_server_t *s, mc_wop_kind_t kind, mc_ref_t ref);
 static mc_server_t *failover_of(oc_mc_t *mc, const char *key, size_t klen,
                                 size_t primary);
 
@@ -2012,6 +2020,77 @@ static int on_probe_reply(mc_server_t *s, mc_wop_kind_t kind, const oc_mcp_line_
     return -1;
 }
 
+/* The probe's connection, to the address the name has now. */
+static void probe_connect(mc_server_t *s)
+{
+    srv_close(s);
+    if (s->addrlen == 0) { /* added by a reload, never resolved */
+        srv_fail(s, "its name does not resolve");
+        return;
+    }
+    srv_connect(s);
+    if (s->conn != MC_CONN_CLOSED)
+        queue_line(s, MC_WOP_PROBE, (mc_ref_t){NULL, 0, 0});
+}
+
+/* The address the name of s resolved to: 1 if it is another than the one
+ * s had (said once, and counted). Placement is by the name, so nothing
+ * else moves. */
+static int srv_address(mc_server_t *s, const struct sockaddr *a, socklen_t len)
+{
+    char was[80], now[80];
+    oc_resolve_addr_text(a, len, now, sizeof(now));
+    if (s->addrlen > 0) {
+        oc_resolve_addr_text((const struct sockaddr *)&s->addr, s->addrlen, was,
+                             sizeof(was));
+        if (strcmp(was, now) == 0)
+            return 0;
+        oc_log_info("event=memcached_address_changed server=%s old=%s new=%s", s->name,
+                    was, now);
+        if (s->mc->stats)
+            s->mc->stats->mc_address_changes++;
+    }
+    memcpy(&s->addr, a, len);
+    s->addrlen = len;
+    return 1;
+}
+
+/* The name of s resolved again (by its probe, or a reload). A probe
+ * waiting for it connects now, to the old address if the name no longer
+ * resolves (a DNS server down says nothing of memcached). A server in
+ * service whose name moved leaves the old address at once, as a failure
+ * (what was sent there fails, reads go to the failover): the operator's
+ * pool is the names, and another process may answer at the old address. */
+static void srv_resolved(int rc, const struct sockaddr *a, socklen_t len, void *arg)
+{
+    mc_server_t *s = arg;
+    s->resolving = NULL;
+    int moved = 0;
+    if (rc != 0) {
+        uint64_t n = ratelog_due(&s->resolve_failed, mc_now(s->mc));
+        if (n)
+            oc_log_warn("event=memcached_resolve_failed server=%s count=%llu "
+                        "reason=\"%s\"",
+                        s->name, (unsigned long long)n, gai_strerror(rc));
+    } else {
+        moved = srv_address(s, a, len);
+    }
+    if (s->tko.state == OC_TKO_PROBING && s->conn == MC_CONN_CLOSED)
+        probe_connect(s);
+    else if (moved && oc_tko_in_service(&s->tko) && s->conn != MC_CONN_CLOSED)
+        srv_fail(s, "its name resolves to a new address");
+}
+
+/* Resolve the name of s again, off the loop (srv_resolved answers): 1 if
+ * under way. */
+static int probe_resolve(mc_server_t *s)
+{
+    if (s->resolving == NULL)
+        s->resolving =
+            oc_resolve_start(s->mc->resolver, s->host, s->port, srv_resolved, s);
+    return s->resolving != NULL;
+}
+
 static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
@@ -2026,10 +2105,9 @@ static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
         return;
     }
     srv_changed(s, from, "probe");
-    srv_close(s);
-    srv_connect(s);
-    if (s->conn != MC_CONN_CLOSED)
-        queue_line(s, MC_WOP_PROBE, (mc_ref_t){NULL, 0, 0});
+    if (!s->literal && probe_resolve(s))
+        return; /* probed once its name is resolved (srv_resolved) */
+    probe_connect(s);
 }
 
 /* A server down: its probe timer for when the probe is due. */
@@ -2494,6 +2572,8 @@ static void srv_free(mc_server_t *s)
         return;
     srv_abort(s, "shutting down", MC_ABORT_QUIET);
     drains_free(s);
+    if (s->resolving)
+        oc_resolve_cancel(s->mc->resolver, s->resolving);
     if (s->dirty) { /* a reload removes it with work queued: on_flush must not see it */
         mc_server_t **pp = &s->mc->dirty;
         while (*pp && *pp != s)
@@ -2531,6 +2611,20 @@ static int srv_resolve(mc_server_t *s, char *err)
     return 0;
 }
 
+/* A name a reload added: resolved off the loop (a DNS server that does
+ * not answer would stall every request), so it starts out of service with
+ * its probe due now, which resolves it (and flushes it, failover on: its
+ * keys went to the failover meanwhile). */
+static void srv_unresolved(mc_server_t *s)
+{
+    double now = mc_now(s->mc);
+    oc_tko_rules_t once = s->mc->rules;
+    once.failure_limit = 1;
+    (void)oc_tko_failure(&s->tko, &once, now);
+    s->tko.probe_at = now;
+    probe_arm(s);
+}
+
 static mc_server_t *srv_new(oc_mc_t *mc, const oc_mc_server_conf_t *c, char *err)
 {
     mc_server_t *s = calloc(1, sizeof(*s));
@@ -2547,7 +2641,8 @@ static mc_server_t *srv_new(oc_mc_t *mc, const oc_mc_server_conf_t *c, char *err
     oc_tko_init(&s->tko, mc_now(mc));
     snprintf(s->name, sizeof(s->name), strchr(c->host, ':') ? "[%.100s]:%u" : "%.100s:%u",
              c->host, (unsigned)c->port);
-    if (srv_resolve(s, err) != 0) {
+    s->literal = oc_resolve_is_literal(s->host);
+    if ((s->literal || !mc->running) && srv_resolve(s, err) != 0) {
         free(s->host);
         free(s);
         return NULL;
@@ -2558,6 +2653,8 @@ static mc_server_t *srv_new(oc_mc_t *mc, const oc_mc_server_conf_t *c, char *err
         srv_free(s);
         return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
     }
+    if (s->addrlen == 0)
+        srv_unresolved(s);
     return s;
 }
 
@@ -2761,8 +2858,9 @@ oc_mc_t *oc_mc_new(struct event_base *base, const oc_conf_t *conf, char *err)
     mc->base = base;
     set_rules(mc, conf);
     mc->ev_flush = event_new(base, -1, 0, on_flush, mc);
+    mc->resolver = oc_resolver_new(base);
     mc_shape_t sh;
-    if (mc->ev_flush == NULL) {
+    if (mc->ev_flush == NULL || mc->resolver == NULL) {
         oc_fail(err, OC_ENOMEM, "out of memory");
         goto fail;
     }
@@ -2771,10 +2869,27 @@ oc_mc_t *oc_mc_new(struct event_base *base, const oc_conf_t *conf, char *err)
     shape_apply(mc, &sh);
     if (mc->prev.n > 0)
         prev_log(mc);
+    mc->running = 1;
     return mc;
 fail:
     oc_mc_free(mc);
     return NULL;
+}
+
+/* A reload resolves every name again, as a probe does: a server out of
+ * service is probed now (its probe resolves it), one in service is
+ * resolved off the loop (srv_resolved). */
+static void srv_recheck(mc_server_t *s)
+{
+    if (s->literal || s->resolving)
+        return;
+    if (s->tko.state == OC_TKO_DOWN) {
+        s->tko.probe_at = mc_now(s->mc);
+        evtimer_del(s->ev_probe);
+        probe_arm(s);
+    } else if (oc_tko_in_service(&s->tko)) {
+        (void)probe_resolve(s);
+    }
 }
 
 oc_status_t oc_mc_reconfigure(oc_mc_t *mc, const oc_conf_t *conf, char *err)
@@ -2794,10 +2909,14 @@ oc_status_t oc_mc_reconfigure(oc_mc_t *mc, const oc_conf_t *conf, char *err)
     set_rules(mc, conf);
     /* And what the failover takes from now on lives the new failover_ttl:
      * the copies of a server out of service live the longest of both. */
-    for (int g = 0; g < 2; g++) {
-        mc_list_t *l = g ? &mc->gutter : &mc->pool;
+    mc_list_t *lists[] = {&mc->pool, &mc->gutter, &mc->prev};
+    for (int g = 0; g < 3; g++) {
+        mc_list_t *l = lists[g];
         for (size_t i = 0; i < l->n; i++) {
             mc_server_t *s = l->s[i];
+            if (g == 2 && !s->prev_only)
+                continue; /* the pool's own, done above */
+            srv_recheck(s);
             if (oc_tko_in_service(&s->tko))
                 continue;
             s->flush_owed |= mc->failover_on;
@@ -2827,6 +2946,7 @@ void oc_mc_free(oc_mc_t *mc)
     oc_place_free(mc->place);
     oc_place_free(mc->prev_place);
     oc_failover_free(mc->failover);
+    oc_resolver_free(mc->resolver);
     while (mc->spare) {
         mc_wop_t *w = mc->spare;
         mc->spare = w->next;

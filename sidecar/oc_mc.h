@@ -259,17 +259,25 @@ struct oc_mc_job {
     oc_mc_job_t *next;   /* in the list of jobs whose done is due */
 };
 
-/* Resolves the server names (the only blocking step: at start and reload);
- * connects lazily. */
+/* Resolves the server names (the only blocking step: at start); connects
+ * lazily. After start names are resolved off the loop (oc_resolve): before
+ * each probe of a server out of service, and for every server at
+ * oc_mc_reconfigure. A name found at another address is logged and counted
+ * (mc_address_changes); a server in service leaves the old address as on a
+ * failure, one being probed is probed at the new one. Placement is by the
+ * name, so keys do not move. An IP address is never resolved again. */
 oc_mc_t *oc_mc_new(struct event_base *base, const oc_conf_t *conf, char *err);
 /* Closes the connections; jobs not yet done get `done` (their unanswered
  * parts as errors, err "shutting down"). */
 void oc_mc_free(oc_mc_t *mc);
 void oc_mc_submit(oc_mc_t *mc, oc_mc_job_t *job);
 /* A reload: the new server list and timeouts. Servers kept (same host and
- * port) keep their connection and what is under way on it; what was sent
- * to a removed server fails (ERROR). Keeps nothing of `conf`. On error the
- * old pool is left as it was. */
+ * port) keep their connection and what is under way on it (until their
+ * name, resolved again, is found at another address); what was sent
+ * to a removed server fails (ERROR). A server added by name starts out of
+ * service, its probe due at once (the probe resolves it, off the loop).
+ * Keeps nothing of `conf`. On error (out of memory) the old pool is left
+ * as it was. */
 oc_status_t oc_mc_reconfigure(oc_mc_t *mc, const oc_conf_t *conf, char *err);
 
 /* Server health, for oc_health. Servers are numbered in the configured

@@ -175,12 +175,12 @@ oc_status_t oc_reload(oc_ctx_t *ctx, oc_health_t *health, char *err)
         st = oc_fail(err, OC_ENOMEM, "out of memory");
         goto fail;
     }
-    /* The memcached pool first: it can fail for a reason in the file (a
-     * server name that does not resolve, as oc_mc_new refuses at start),
-     * and then the whole file is refused with nothing switched (oc_mc keeps
-     * its old pool on failure). What follows fails only out of memory,
-     * and then the new pool stays under the old settings (oc_mc keeps its
-     * own copy of the list and the rules). */
+    /* The memcached pool first: if it fails, the whole file is refused
+     * with nothing switched (oc_mc keeps its old pool on failure). A name
+     * that does not resolve refuses nothing: names are resolved off the
+     * loop, a new server by its probe. What follows fails only out of
+     * memory, and then the new pool stays under the old settings (oc_mc
+     * keeps its own copy of the list and the rules). */
     if ((st = oc_mc_reconfigure(ctx->mc, next, err)) != OC_OK) {
         free(models);
         goto fail;

@@ -152,6 +152,9 @@ struct evbuffer;
       "connections memcached refused over its -c (not counted as failures)")             \
     X(mc_restarts, COUNTER,                                                              \
       "reconnects that found another memcached process (pid or start changed)")          \
+    X(mc_address_changes, COUNTER,                                                       \
+      "memcached server names found resolving to a new address (by a probe or a "        \
+      "reload)")                                                                         \
     X(mc_failover_reads, COUNTER,                                                        \
       "keys read from the failover of a server out of service")                          \
     X(mc_failover_hits, COUNTER, "of those, keys that held a value there")               \

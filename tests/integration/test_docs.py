@@ -574,23 +574,29 @@ def test_operations_md_role_and_grants_are_all_a_sidecar_needs(pg, mc_pool, objc
     admin = merge_config(standard_config(pg, mc_pool), models)
     p = oc_c.run_install_hook(objcached_bin, admin)
     assert p.returncode == 0, p.stdout + p.stderr
-    for block in ops_sql_blocks():
-        pg.execute(block)  # the superuser is also the tables' owner here
-    role = pg.conninfo.replace(f"user={pg.SUPERUSER}", "user=objcached")
-    assert role != pg.conninfo
-    oc = objcached_factory(dict(models, objcached={"sample_rate": "100%"},
-                                postgresql={"conninfo": role}))
-    with oc.client() as c:
-        before = c.get("User:3")
-        assert before is not None
-        pg.execute("UPDATE users SET name = name || ' (docs)' WHERE id = 3")
-        harness.wait_until(lambda: c.get("User:3") != before, what="the UPDATE in the cache")
-    harness.wait_until(lambda: pg.execute("SELECT pending_rows FROM objcached.pending()") ==
-                       [(0,)], what="the outbox drained")
-    harness.wait_until(lambda: oc.stats()["sampler:User:hit:checks"] +
-                       oc.stats()["sampler:User:1s:checks"] > 0, timeout=15,
-                       what="a sampler check")
-    s = oc.stats()
-    assert (s["inval_errors"], s["feed_errors"], s["sampler_errors"]) == (0, 0, 0), \
-        {k: v for k, v in s.items() if k.endswith("errors")}
-    assert s["feed_polls"] > 0 and s["invalidations"] > 0
+    try:
+        for block in ops_sql_blocks():
+            pg.execute(block)  # the superuser is also the tables' owner here
+        role = pg.conninfo.replace(f"user={pg.SUPERUSER}", "user=objcached")
+        assert role != pg.conninfo
+        oc = objcached_factory(dict(models, objcached={"sample_rate": "100%"},
+                                    postgresql={"conninfo": role}))
+        with oc.client() as c:
+            before = c.get("User:3")
+            assert before is not None
+            pg.execute("UPDATE users SET name = name || ' (docs)' WHERE id = 3")
+            harness.wait_until(lambda: c.get("User:3") != before, what="the UPDATE in the cache")
+        harness.wait_until(lambda: pg.execute("SELECT pending_rows FROM objcached.pending()") ==
+                           [(0,)], what="the outbox drained")
+        harness.wait_until(lambda: oc.stats()["sampler:User:hit:checks"] +
+                           oc.stats()["sampler:User:1s:checks"] > 0, timeout=15,
+                           what="a sampler check")
+        s = oc.stats()
+        assert (s["inval_errors"], s["feed_errors"], s["sampler_errors"]) == (0, 0, 0), \
+            {k: v for k, v in s.items() if k.endswith("errors")}
+        assert s["feed_polls"] > 0 and s["invalidations"] > 0
+    finally:
+        # The hook was installed in the session's database: a sidecar started
+        # there later would read generations the tests after this one do not
+        # expect in their keys.
+        pg.execute_file(os.path.join(SRC, "sql", "uninstall.sql"))
