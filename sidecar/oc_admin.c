@@ -9,9 +9,11 @@
 
 static PGconn *admin_connect(const oc_conf_t *conf, FILE *out)
 {
-    /* connect_timeout first: a value in the conninfo overrides it. */
-    const char *keys[] = {"connect_timeout", "dbname", "fallback_application_name", NULL};
-    const char *vals[] = {"5", conf->conninfo, "objcached-admin", NULL};
+    /* connect_timeout and target_session_attrs first: a value in the
+     * conninfo overrides them. A standby would take none of the writes. */
+    const char *keys[] = {"connect_timeout", "target_session_attrs", "dbname",
+                          "fallback_application_name", NULL};
+    const char *vals[] = {"5", "primary", conf->conninfo, "objcached-admin", NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (c == NULL || PQstatus(c) != CONNECTION_OK) {
         fprintf(out, "cannot connect to PostgreSQL: %s",
@@ -286,9 +288,10 @@ static int admin_outbox_seq_check(PGconn *c, int near, FILE *out)
 static int admin_wal_stream_check(const oc_conf_t *conf, FILE *out)
 {
     const char *conninfo = conf->wal_conninfo[0] ? conf->wal_conninfo : conf->conninfo;
-    const char *keys[] = {"connect_timeout", "dbname", "replication",
-                          "fallback_application_name", NULL};
-    const char *vals[] = {"5", conninfo, "database", "objcached-admin", NULL};
+    /* target_session_attrs as the WAL reader connects (oc_pgconn) */
+    const char *keys[] = {"connect_timeout", "target_session_attrs",      "dbname",
+                          "replication",     "fallback_application_name", NULL};
+    const char *vals[] = {"5", "primary", conninfo, "database", "objcached-admin", NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     PGresult *r = c && PQstatus(c) == CONNECTION_OK ? PQexec(c, "IDENTIFY_SYSTEM") : NULL;
     int ok = r && PQresultStatus(r) == PGRES_TUPLES_OK;

@@ -751,6 +751,35 @@ static oc_status_t oc_conf_set_bool(const oc_conf_key_t *k, char *base, const ch
     return OC_OK;
 }
 
+/* conninfo and wal_conninfo must reach the primary: a load from a hot
+ * standby that has not replayed a commit yet caches the old row with a
+ * valid lease after the invalidation that deleted it, stale until its ttl
+ * (the WAL reader: PostgreSQL 15 decodes on a primary only). objcached asks
+ * for target_session_attrs=primary when none is set (oc_pgconn); a value
+ * that lets a standby in is refused. feed_conninfo may be a replica. */
+static oc_status_t oc_conf_session_attrs(const oc_conf_key_t *k,
+                                         const PQconninfoOption *opts, char *why)
+{
+    static const char *const standby_ok[] = {"any", "standby", "prefer-standby",
+                                             "read-only"};
+    if (strcmp(k->name, "feed_conninfo") == 0)
+        return OC_OK;
+    for (const PQconninfoOption *o = opts; o->keyword; o++) {
+        if (strcmp(o->keyword, "target_session_attrs") != 0 || o->val == NULL)
+            continue;
+        for (size_t i = 0; i < sizeof(standby_ok) / sizeof(standby_ok[0]); i++)
+            if (strcmp(o->val, standby_ok[i]) == 0)
+                return oc_conf_bad(why,
+                                   "target_session_attrs=%s can reach a hot standby, "
+                                   "and loads from a replica are served stale after "
+                                   "writes (not replayed yet); use primary or "
+                                   "read-write, or leave it out (objcached then asks "
+                                   "for primary)",
+                                   standby_ok[i]);
+    }
+    return OC_OK;
+}
+
 /* The conninfo may hold a password: no message ever shows it. One libpq
  * cannot parse would fail every connection, and libpq's message about it
  * quotes the string (a URI whole, its password too, in the log at every
@@ -772,7 +801,10 @@ static oc_status_t oc_conf_set_conninfo(const oc_conf_key_t *k, char *base,
                                           "pairs or a postgresql:// URI); not shown, "
                                           "as it may hold a password");
         }
+        oc_status_t st = oc_conf_session_attrs(k, opts, why);
         PQconninfoFree(opts);
+        if (st != OC_OK)
+            return st;
     }
     return oc_conf_store_string(base, k->off, val);
 }

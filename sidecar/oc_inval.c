@@ -788,8 +788,12 @@ static void on_notify(oc_pgconn_t *pc, const PGnotify *n, void *owner)
  * higher generations, for good (found by the second pass). */
 void oc_inval_read_generations(oc_ctx_t *ctx)
 {
-    const char *keys[] = {"connect_timeout", "dbname", "fallback_application_name", NULL};
-    const char *vals[] = {"2", ctx->conf->conninfo, "objcached-generations", NULL};
+    /* target_session_attrs before the conninfo (its own wins): a standby's
+     * generations may be older than the primary's (oc_pgconn) */
+    const char *keys[] = {"connect_timeout", "target_session_attrs", "dbname",
+                          "fallback_application_name", NULL};
+    const char *vals[] = {"2", "primary", ctx->conf->conninfo, "objcached-generations",
+                          NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     PGresult *r = NULL;
     /* Blocking, before the listeners are bound: a lock on objcached.models

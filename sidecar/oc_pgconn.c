@@ -17,8 +17,6 @@
 #include "oc_log.h"
 #include "oc_md5.h"
 
-#define OC_PGCONN_CONNECT_TIMEOUT_S 5
-
 typedef enum oc_pgconn_state {
     OC_PGCONN_DOWN,       /* no connection; reconnect timer armed */
     OC_PGCONN_CONNECTING, /* PQconnectPoll in progress */
@@ -53,6 +51,16 @@ struct oc_pgconn {
     int lost_live; /* DOWN after losing a session that was up: its first
                       reconnect is still to come (oc_pgconn_alive) */
     char last_error[OC_ERRLEN];
+    /* failover: the conninfo's hosts, when tried one per attempt (nhosts
+     * 0: libpq tries them all in one) */
+    oc_pgconn_host_t *hosts;
+    int nhosts;
+    int good;      /* where this round started (memo_good) */
+    int cur;       /* the host of this attempt */
+    int tried;     /* attempts of this round that failed */
+    int timeout_s; /* one attempt's bound */
+    int replica_ok;
+    char round_err[OC_ERRLEN]; /* each failed host's error, this round */
     /* oc_pgconn_exec: the statements prepared in this session, by sql
      * address; names are unique per connection (prep_seq) and carry a
      * digest of their SQL (stmt_name) */
@@ -133,10 +141,182 @@ static void command_done(oc_pgconn_t *c, PGresult *res, oc_status_t st, const ch
         PQclear(res);
 }
 
+/* ---- failover: one host per attempt (see the header) ---------------------- */
+
+static int count_elems(const char *s)
+{
+    if (s == NULL || *s == '\0')
+        return 0;
+    int n = 1;
+    for (; *s; s++)
+        n += *s == ',';
+    return n;
+}
+
+static int has_empty_elem(const char *s)
+{
+    if (s == NULL || *s == '\0')
+        return 0;
+    return *s == ',' || s[strlen(s) - 1] == ',' || strstr(s, ",,") != NULL;
+}
+
+/* A copy of the i-th element of a comma list (NULL: past its end, or out
+ * of memory). */
+static char *elem_dup(const char *s, int i)
+{
+    for (; i > 0 && s != NULL; i--) {
+        s = strchr(s, ',');
+        s = s ? s + 1 : NULL;
+    }
+    return s ? strndup(s, strcspn(s, ",")) : NULL;
+}
+
+void oc_pgconn_hosts_free(oc_pgconn_host_t *hosts, int n)
+{
+    for (int i = 0; hosts && i < n; i++) {
+        free(hosts[i].host);
+        free(hosts[i].hostaddr);
+        free(hosts[i].port);
+    }
+    free(hosts);
+}
+
+int oc_pgconn_split_hosts(const char *host, const char *hostaddr, const char *port,
+                          oc_pgconn_host_t **out)
+{
+    *out = NULL;
+    int nh = count_elems(host), na = count_elems(hostaddr), np = count_elems(port);
+    int n = nh ? nh : na;
+    if (n < 2 || (nh && na && na != nh) || (np > 1 && np != n))
+        return 0;
+    if (has_empty_elem(host) || has_empty_elem(hostaddr) || has_empty_elem(port))
+        return 0;
+    oc_pgconn_host_t *h = calloc((size_t)n, sizeof(*h));
+    if (h == NULL)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        h[i].host = nh ? elem_dup(host, i) : NULL;
+        h[i].hostaddr = na ? elem_dup(hostaddr, i) : NULL;
+        h[i].port = np ? elem_dup(port, np == 1 ? 0 : i) : NULL;
+        if ((nh && !h[i].host) || (na && !h[i].hostaddr) || (np && !h[i].port)) {
+            oc_pgconn_hosts_free(h, n);
+            return -1;
+        }
+    }
+    *out = h;
+    return n;
+}
+
+int oc_pgconn_attempt_timeout_s(const char *connect_timeout)
+{
+    if (connect_timeout == NULL)
+        return OC_PGCONN_CONNECT_TIMEOUT_S;
+    char *end;
+    long v = strtol(connect_timeout, &end, 10);
+    while (*end == ' ' || *end == '\t')
+        end++;
+    if (end == connect_timeout || *end != '\0' || v <= 0 || v > 86400)
+        return OC_PGCONN_CONNECT_TIMEOUT_S;
+    return v < 2 ? 2 : (int)v;
+}
+
+int oc_pgconn_round_host(int first, int k, int n)
+{
+    return n > 0 ? (first + k) % n : 0;
+}
+
+/* Add "host: error" to the round's reason, short enough for every host's
+ * to fit: libpq's "connection to server at ... failed: " is cut, the host
+ * is named once. */
+static void note_host_error(oc_pgconn_t *c, const char *reason)
+{
+    const oc_pgconn_host_t *h = &c->hosts[c->cur];
+    const char *name = h->host ? h->host : h->hostaddr;
+    const char *msg = strstr(reason, " failed: ");
+    msg = msg ? msg + strlen(" failed: ") : reason;
+    size_t used = strlen(c->round_err);
+    int room = (int)((OC_ERRLEN - 1) / (size_t)c->nhosts) - (int)strlen(name) - 4;
+    snprintf(c->round_err + used, sizeof(c->round_err) - used, "%s%s: %.*s",
+             used ? "; " : "", name, room > 16 ? room : 16, msg);
+}
+
+/* The host that last came up, per conninfo (known by its digest: no copy
+ * of a password is kept), shared by the process's connections: the others
+ * of the loader pool, and an owner that makes a new connection per try
+ * (the WAL reader), start a round there too. The loop is the only thread
+ * that connects. */
+#define OC_PGCONN_MEMO 8
+static struct {
+    uint8_t digest[OC_MD5_LEN];
+    int replica_ok; /* a standby's good is not the primary's */
+    int good;
+    int used;
+} memo[OC_PGCONN_MEMO];
+static unsigned memo_next;
+
+static int memo_find(const oc_pgconn_t *c, uint8_t *digest)
+{
+    oc_md5(c->conninfo, strlen(c->conninfo), digest);
+    for (int i = 0; i < OC_PGCONN_MEMO; i++)
+        if (memo[i].used && memo[i].replica_ok == c->replica_ok &&
+            memcmp(memo[i].digest, digest, OC_MD5_LEN) == 0)
+            return i;
+    return -1;
+}
+
+static int memo_good(const oc_pgconn_t *c)
+{
+    uint8_t d[OC_MD5_LEN];
+    int i = memo_find(c, d);
+    return i >= 0 && memo[i].good < c->nhosts ? memo[i].good : 0;
+}
+
+static void memo_set_good(const oc_pgconn_t *c)
+{
+    uint8_t d[OC_MD5_LEN];
+    int i = memo_find(c, d);
+    if (i < 0) {
+        i = (int)(memo_next++ % OC_PGCONN_MEMO);
+        memcpy(memo[i].digest, d, OC_MD5_LEN);
+        memo[i].replica_ok = c->replica_ok;
+        memo[i].used = 1;
+    }
+    memo[i].good = c->cur;
+}
+
+static void attempt(oc_pgconn_t *c);
+
+/* A host's attempt failed: hand the turn to the next host of the round;
+ * 0 when every host has failed (the round's reason is in round_err). */
+static int next_host(oc_pgconn_t *c, const char *reason)
+{
+    note_host_error(c, reason);
+    if (++c->tried >= c->nhosts)
+        return 0;
+    char clean[OC_ERRLEN];
+    oc_log_debug("event=pg_conn_host_failed conn=%s reason=\"%s\"", c->app_name,
+                 oc_log_clean(clean, sizeof(clean), reason));
+    watch(c, 0);
+    PQclear(c->res);
+    c->res = NULL;
+    PQfinish(c->conn);
+    c->conn = NULL;
+    c->cur = oc_pgconn_round_host(c->good, c->tried, c->nhosts);
+    set_state(c, OC_PGCONN_CONNECTING);
+    attempt(c);
+    return 1;
+}
+
 static void go_down(oc_pgconn_t *c, const char *why)
 {
     char reason[OC_ERRLEN], clean[OC_ERRLEN];
     first_line(reason, sizeof(reason), why);
+    if (c->nhosts > 0 &&
+        (c->state == OC_PGCONN_CONNECTING || c->state == OC_PGCONN_SETUP)) {
+        if (next_host(c, reason))
+            return;
+        memcpy(reason, c->round_err, sizeof(reason));
+    }
     /* Say it once per outage, not at every reconnect attempt. */
     int repeat = !c->was_up && strcmp(reason, c->last_error) == 0;
     int was_up_before = c->was_up;
@@ -202,17 +382,39 @@ static void on_notice(void *arg, const char *msg)
                  oc_log_clean(clean, sizeof(clean), msg));
 }
 
-static void start(oc_pgconn_t *c)
+static void attempt(oc_pgconn_t *c)
 {
+    const char *keys[10], *vals[10];
+    int n = 0;
+#define OC_PGCONN_KEY(k, v) (keys[n] = (k), vals[n++] = (v))
+    /* Before the conninfo: a target_session_attrs of its own wins. */
+    if (!c->replica_ok)
+        OC_PGCONN_KEY("target_session_attrs", "primary");
+    OC_PGCONN_KEY("dbname", c->conninfo);
+    if (c->nhosts > 0) { /* after it: this attempt's host, not the lists */
+        const oc_pgconn_host_t *h = &c->hosts[c->cur];
+        if (h->host)
+            OC_PGCONN_KEY("host", h->host);
+        if (h->hostaddr)
+            OC_PGCONN_KEY("hostaddr", h->hostaddr);
+        if (h->port)
+            OC_PGCONN_KEY("port", h->port);
+    }
     /* client_encoding at connect, not only in the setup SQL: a replication
      * connection runs none, and pgoutput converts the text of every row it
      * sends (the WAL reader's keys) to it. Keys are UTF-8 whatever the
      * database's encoding (or the conninfo's, which this overrides). */
-    const char *keys[] = {"dbname", "fallback_application_name", "client_encoding",
-                          "replication", NULL};
-    const char *vals[] = {c->conninfo, c->app_name, "UTF8",
-                          c->replication ? "database" : NULL, NULL};
+    OC_PGCONN_KEY("fallback_application_name", c->app_name);
+    OC_PGCONN_KEY("client_encoding", "UTF8");
+    if (c->replication)
+        OC_PGCONN_KEY("replication", "database");
+#undef OC_PGCONN_KEY
+    keys[n] = vals[n] = NULL;
     c->nprep = 0; /* a new session: nothing is prepared in it */
+    /* Bounds this host's attempt (PQconnectPoll ignores connect_timeout);
+     * armed first, as a failure below may hand the turn on at once. */
+    struct timeval tv = {c->timeout_s, 0};
+    evtimer_add(c->timer, &tv);
     c->conn = PQconnectStartParams(keys, vals, 1);
     if (c->conn == NULL) {
         go_down(c, "out of memory");
@@ -224,9 +426,18 @@ static void start(oc_pgconn_t *c)
     }
     PQsetNoticeProcessor(c->conn, on_notice, NULL);
     set_state(c, OC_PGCONN_CONNECTING);
-    struct timeval tv = {OC_PGCONN_CONNECT_TIMEOUT_S, 0};
-    evtimer_add(c->timer, &tv);
     poll_connect(c);
+}
+
+/* A round: every host once, from the one that last came up. */
+static void start(oc_pgconn_t *c)
+{
+    c->tried = 0;
+    c->round_err[0] = '\0';
+    c->good = c->nhosts > 0 ? memo_good(c) : 0;
+    c->cur = c->good;
+    set_state(c, OC_PGCONN_CONNECTING); /* a failure below is this round's */
+    attempt(c);
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -275,6 +486,8 @@ static void results_done(oc_pgconn_t *c)
         evtimer_del(c->timer);
         c->backoff_ms = OC_PGCONN_BACKOFF_MIN_MS;
         c->was_up = 1;
+        if (c->nhosts > 0)
+            memo_set_good(c);
         set_state(c, OC_PGCONN_IDLE);
         oc_log_info("event=pg_conn_up conn=%s", c->app_name);
         if (c->hooks.up)
@@ -709,6 +922,32 @@ const char *oc_pgconn_sqlstate(const oc_pgconn_t *c)
     return c->sqlstate;
 }
 
+/* The conninfo's hosts and attempt bound, read once. One libpq cannot
+ * parse (refused by the config check; a bare database name) is left to
+ * libpq, which says why at connect. */
+static void parse_hosts(oc_pgconn_t *c)
+{
+    c->timeout_s = OC_PGCONN_CONNECT_TIMEOUT_S;
+    PQconninfoOption *opts = PQconninfoParse(c->conninfo, NULL);
+    if (opts == NULL)
+        return;
+    const char *host = NULL, *hostaddr = NULL, *port = NULL, *timeout = NULL;
+    for (const PQconninfoOption *o = opts; o->keyword; o++) {
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            hostaddr = o->val;
+        else if (strcmp(o->keyword, "port") == 0)
+            port = o->val;
+        else if (strcmp(o->keyword, "connect_timeout") == 0)
+            timeout = o->val;
+    }
+    c->timeout_s = oc_pgconn_attempt_timeout_s(timeout);
+    int n = oc_pgconn_split_hosts(host, hostaddr, port, &c->hosts);
+    c->nhosts = n > 0 ? n : 0; /* out of memory: libpq tries them in one */
+    PQconninfoFree(opts);
+}
+
 oc_pgconn_t *oc_pgconn_new(struct event_base *base, const char *conninfo,
                            const oc_pgconn_opts_t *opts, const char *setup_sql,
                            const oc_pgconn_hooks_t *hooks, void *owner)
@@ -730,6 +969,7 @@ oc_pgconn_t *oc_pgconn_new(struct event_base *base, const char *conninfo,
     c->conninfo = strdup(conninfo);
     c->app_name = strdup(opts && opts->app_name ? opts->app_name : "objcached");
     c->replication = opts ? opts->replication : 0;
+    c->replica_ok = opts ? opts->replica_ok : 0;
     c->setup_sql = strdup(setup_sql);
     c->io = event_new(base, -1, 0, io_cb, c);
     c->timer = evtimer_new(base, timer_cb, c);
@@ -738,6 +978,7 @@ oc_pgconn_t *oc_pgconn_new(struct event_base *base, const char *conninfo,
         oc_pgconn_free(c);
         return NULL;
     }
+    parse_hosts(c);
     start(c);
     return c;
 }
@@ -754,6 +995,7 @@ void oc_pgconn_free(oc_pgconn_t *c)
         event_free(c->io);
     if (c->timer)
         event_free(c->timer);
+    oc_pgconn_hosts_free(c->hosts, c->nhosts);
     free(c->conninfo);
     free(c->app_name);
     free(c->setup_sql);

@@ -9,7 +9,30 @@
  * SETUP runs the owner's setup SQL (session settings, LISTEN) once per
  * connection. In IDLE one command may be sent; its callback gets the
  * outcome once: the first error, or else the last result. Reconnects back
- * off from 100 ms to 2 s. A connect that takes over 5 s is abandoned.
+ * off from 100 ms to 2 s.
+ *
+ * Failover (a multi-host conninfo: host=a,b,c, libpq's "Specifying
+ * Multiple Hosts"): PQconnectPoll ignores connect_timeout and cannot be told
+ * to skip a host, so a host that does not answer (a dead machine) would hold
+ * every attempt until it is abandoned, and the next host would never be
+ * tried. So the connection parses the conninfo once and tries ONE host per
+ * attempt (its elements of the host, hostaddr and port lists override the
+ * lists), each attempt (connect and setup SQL) bounded by the conninfo's
+ * connect_timeout (at least 2 s, as libpq) or else 5 s; a host that fails or
+ * times out passes the turn to the next at once, and only when every host
+ * of the round failed does the connection go DOWN, with a reason that names
+ * each host's error. A round starts with the host that last came up, so a
+ * reconnect does not wait on a dead first host. A single host, a list with
+ * an empty element (libpq's default host or port) or lists libpq would
+ * refuse are left to libpq in one attempt, bounded the same way. Hosts from
+ * the environment (PGHOST) or a service file are not split.
+ *
+ * Standbys: unless opts->replica_ok, the connection asks libpq for
+ * target_session_attrs=primary when the conninfo sets none (a key before
+ * the conninfo's, so the conninfo's own value wins): a load or an
+ * invalidation read from a hot standby that has not replayed a commit yet
+ * would be cached stale. A standby is then a failed attempt (libpq's
+ * "server is in hot standby mode"), never a session.
  *
  * Ownership: the owner creates and frees the connection. A result handed to
  * a callback is the callback's to PQclear. Callbacks run on the loop thread
@@ -52,6 +75,8 @@ typedef struct oc_pgconn_opts {
                                replaces (an owner that makes a new one per
                                try): the same failure is then logged at
                                debug, so an outage is said once (NULL: none) */
+    int replica_ok;         /* a hot standby will do (the feed's reads): no
+                               target_session_attrs=primary added */
 } oc_pgconn_opts_t;
 
 /* Starts connecting at once. conninfo, the options' strings and setup_sql
@@ -160,5 +185,36 @@ uint32_t oc_pgconn_next_backoff(uint32_t ms);
  * one refused for max_connections) arriving together at every step. Half a
  * step of spread keeps the first retry quick and scatters the rest. */
 uint32_t oc_pgconn_jitter(uint32_t ms, uint64_t *rng);
+
+/* One host of a multi-host conninfo: its elements of the host, hostaddr
+ * and port lists (NULL: that list is not set). */
+typedef struct oc_pgconn_host {
+    char *host;
+    char *hostaddr;
+    char *port;
+} oc_pgconn_host_t;
+
+/* Splits a conninfo's host, hostaddr and port values (NULL or "": not set)
+ * by libpq's rules: the hosts are host's elements, else hostaddr's; a list
+ * set beside host has as many elements, and a single port applies to every
+ * host. Returns the number of hosts, *out a malloc'd array (free it with
+ * oc_pgconn_hosts_free); 0 (*out NULL) when they are not to be tried one
+ * at a time: fewer than two, an empty element (libpq's default, which no
+ * key can name), or counts libpq refuses (its own attempt then says so);
+ * -1 out of memory. */
+int oc_pgconn_split_hosts(const char *host, const char *hostaddr, const char *port,
+                          oc_pgconn_host_t **out);
+void oc_pgconn_hosts_free(oc_pgconn_host_t *hosts, int n);
+
+#define OC_PGCONN_CONNECT_TIMEOUT_S 5 /* an attempt's bound by default */
+
+/* The bound of one host's attempt, in seconds, for a conninfo's
+ * connect_timeout (NULL: not set): libpq's rule, at least 2; unset, 0
+ * (libpq: no limit) or not a number: OC_PGCONN_CONNECT_TIMEOUT_S. */
+int oc_pgconn_attempt_timeout_s(const char *connect_timeout);
+
+/* The host the k-th attempt of a round of n hosts tries, the round
+ * starting with host first (the one that last came up). */
+int oc_pgconn_round_host(int first, int k, int n);
 
 #endif

@@ -636,8 +636,11 @@ static uint64_t read_gen(verify_t *v, uint64_t gen)
 
 static int connect_pg(verify_t *v)
 {
-    const char *keys[] = {"connect_timeout", "dbname", "fallback_application_name", NULL};
-    const char *vals[] = {"5", v->conf->conninfo, "objcached-verify", NULL};
+    /* the primary, as the loader reads (oc_pgconn): a standby behind it
+     * would report fresh entries as stale */
+    const char *keys[] = {"connect_timeout", "target_session_attrs", "dbname",
+                          "fallback_application_name", NULL};
+    const char *vals[] = {"5", "primary", v->conf->conninfo, "objcached-verify", NULL};
     v->pg = PQconnectdbParams(keys, vals, 1);
     if (v->pg == NULL || PQstatus(v->pg) != CONNECTION_OK) {
         fprintf(v->errout, "objcached --verify: cannot connect to PostgreSQL: %s",

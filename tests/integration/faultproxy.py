@@ -180,7 +180,9 @@ class FaultProxy:
                     if mode != "drop" or dst is None:
                         break
                     time.sleep(0.05)  # hold it: nothing passes while dropping
-                if dst is None or mode == "reset":
+                if dst is None:
+                    continue  # accepted while dropping: it hangs, as documented
+                if mode == "reset":
                     break
                 if mode == "delay":
                     time.sleep(delay)

@@ -1334,6 +1334,47 @@ static void test_hostile_bytes(void **state)
 
 /* Whatever is wrong with the [postgresql] section, its value is never
  * printed: it may hold a password. */
+/* Loads from a standby are served stale after writes: conninfo and
+ * wal_conninfo must reach the primary; feed_conninfo may be a replica. */
+static void test_conninfo_refuses_a_standby(void **state)
+{
+    (void)state;
+    char err[OC_ERRLEN];
+    static const char *const bad[] = {"any", "standby", "prefer-standby", "read-only"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char text[1024], want[128];
+        snprintf(text, sizeof(text),
+                 MC "[postgresql]\nconninfo = host=a,b target_session_attrs=%s\n" MODEL,
+                 bad[i]);
+        snprintf(want, sizeof(want), "target_session_attrs=%s can reach a hot standby",
+                 bad[i]);
+        expect_error_at(text, 4, want);
+        expect_error_at(text, 4, "served stale after writes");
+        snprintf(text, sizeof(text),
+                 MC "[postgresql]\nconninfo = dbname=x\nwal_conninfo = "
+                    "postgresql://a,b/db?target_session_attrs=%s\n" MODEL,
+                 bad[i]);
+        expect_error_at(text, 5, want);
+        snprintf(text, sizeof(text),
+                 MC "[postgresql]\nconninfo = dbname=x\nfeed_conninfo = "
+                    "host=r target_session_attrs=%s\n" MODEL,
+                 bad[i]);
+        oc_conf_t *c = load(text, err);
+        need_conf(c, err);
+        oc_conf_free(c);
+    }
+    static const char *const good[] = {"primary", "read-write"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        char text[1024];
+        snprintf(text, sizeof(text),
+                 MC "[postgresql]\nconninfo = host=a,b target_session_attrs=%s\n" MODEL,
+                 good[i]);
+        oc_conf_t *c = load(text, err);
+        need_conf(c, err);
+        oc_conf_free(c);
+    }
+}
+
 static void test_conninfo_never_echoed(void **state)
 {
     (void)state;
@@ -1608,6 +1649,7 @@ int main(void)
         cmocka_unit_test(test_line_endings),
         cmocka_unit_test(test_hostile_bytes),
         cmocka_unit_test(test_conninfo_never_echoed),
+        cmocka_unit_test(test_conninfo_refuses_a_standby),
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_mutations),
     };

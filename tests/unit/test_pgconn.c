@@ -108,12 +108,92 @@ static void test_jitter(void **state)
     assert_true(same < 10);
 }
 
+/* libpq's lists: a host per element, a single port for all, hostaddr
+ * beside host; the rest is left to libpq in one attempt. */
+static void test_split_hosts(void **state)
+{
+    (void)state;
+    oc_pgconn_host_t *h = NULL;
+    assert_int_equal(oc_pgconn_split_hosts("a,b,c", NULL, "5432", &h), 3);
+    assert_string_equal(h[0].host, "a");
+    assert_string_equal(h[2].host, "c");
+    assert_string_equal(h[1].port, "5432"); /* one port applies to all */
+    assert_null(h[1].hostaddr);
+    oc_pgconn_hosts_free(h, 3);
+
+    assert_int_equal(oc_pgconn_split_hosts("a,/run/pg", "10.0.0.1,10.0.0.2", "1,2", &h),
+                     2);
+    assert_string_equal(h[1].host, "/run/pg");
+    assert_string_equal(h[0].hostaddr, "10.0.0.1");
+    assert_string_equal(h[1].hostaddr, "10.0.0.2");
+    assert_string_equal(h[0].port, "1");
+    assert_string_equal(h[1].port, "2");
+    oc_pgconn_hosts_free(h, 2);
+
+    assert_int_equal(oc_pgconn_split_hosts(NULL, "10.0.0.1,10.0.0.2", NULL, &h), 2);
+    assert_null(h[0].host);
+    assert_null(h[0].port);
+    assert_string_equal(h[1].hostaddr, "10.0.0.2");
+    oc_pgconn_hosts_free(h, 2);
+}
+
+static void test_split_hosts_left_to_libpq(void **state)
+{
+    (void)state;
+    oc_pgconn_host_t *h = (oc_pgconn_host_t *)1;
+    assert_int_equal(oc_pgconn_split_hosts(NULL, NULL, NULL, &h), 0);
+    assert_null(h);
+    assert_int_equal(oc_pgconn_split_hosts("", "", "", &h), 0);
+    assert_int_equal(oc_pgconn_split_hosts("a", NULL, "5432", &h), 0);    /* one host */
+    assert_int_equal(oc_pgconn_split_hosts("a,b", NULL, "1,2,3", &h), 0); /* ports */
+    assert_int_equal(oc_pgconn_split_hosts("a,b", "1.1.1.1", NULL, &h), 0);
+    assert_int_equal(oc_pgconn_split_hosts("a,,b", NULL, NULL, &h), 0); /* a default */
+    assert_int_equal(oc_pgconn_split_hosts("a,b,", NULL, NULL, &h), 0);
+    assert_int_equal(oc_pgconn_split_hosts(",a", NULL, NULL, &h), 0);
+    assert_int_equal(oc_pgconn_split_hosts("a,b", NULL, "1,", &h), 0);
+    assert_null(h);
+}
+
+static void test_attempt_timeout(void **state)
+{
+    (void)state;
+    assert_int_equal(oc_pgconn_attempt_timeout_s(NULL), OC_PGCONN_CONNECT_TIMEOUT_S);
+    assert_int_equal(oc_pgconn_attempt_timeout_s("10"), 10);
+    assert_int_equal(oc_pgconn_attempt_timeout_s("1"), 2); /* libpq's minimum */
+    assert_int_equal(oc_pgconn_attempt_timeout_s("3 "), 3);
+    assert_int_equal(oc_pgconn_attempt_timeout_s("0"), OC_PGCONN_CONNECT_TIMEOUT_S);
+    assert_int_equal(oc_pgconn_attempt_timeout_s("-4"), OC_PGCONN_CONNECT_TIMEOUT_S);
+    assert_int_equal(oc_pgconn_attempt_timeout_s("5s"), OC_PGCONN_CONNECT_TIMEOUT_S);
+    assert_int_equal(oc_pgconn_attempt_timeout_s(""), OC_PGCONN_CONNECT_TIMEOUT_S);
+}
+
+/* A round tries every host once, from the one that last came up. */
+static void test_round(void **state)
+{
+    (void)state;
+    int seen[3] = {0};
+    for (int k = 0; k < 3; k++)
+        seen[oc_pgconn_round_host(1, k, 3)]++;
+    assert_int_equal(oc_pgconn_round_host(1, 0, 3), 1);
+    assert_int_equal(oc_pgconn_round_host(1, 1, 3), 2);
+    assert_int_equal(oc_pgconn_round_host(1, 2, 3), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(seen[i], 1);
+    assert_int_equal(oc_pgconn_round_host(0, 0, 0), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_row_errors), cmocka_unit_test(test_not_row_errors),
-        cmocka_unit_test(test_malformed),  cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_row_errors),
+        cmocka_unit_test(test_not_row_errors),
+        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_backoff),
         cmocka_unit_test(test_jitter),
+        cmocka_unit_test(test_split_hosts),
+        cmocka_unit_test(test_split_hosts_left_to_libpq),
+        cmocka_unit_test(test_attempt_timeout),
+        cmocka_unit_test(test_round),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
