@@ -16,6 +16,7 @@
 #include "oc_daemon.h"
 #include "oc_log.h"
 #include "oc_map.h"
+#include "oc_mc.h"
 #include "oc_verify.h"
 
 static void usage(FILE *out)
@@ -76,6 +77,7 @@ static int check_config(const char *path, int with_db)
            conf->nservers);
     for (size_t i = 0; i < conf->nwarnings; i++)
         printf("warning: %s\n", conf->warnings[i]);
+    (void)oc_mc_check_names(conf, stdout);
     int errors = with_db ? oc_admin_check_db(conf, stdout) : 0;
     oc_conf_free(conf);
     return errors ? 1 : 0;

@@ -2611,10 +2611,11 @@ static int srv_resolve(mc_server_t *s, char *err)
     return 0;
 }
 
-/* A name a reload added: resolved off the loop (a DNS server that does
- * not answer would stall every request), so it starts out of service with
- * its probe due now, which resolves it (and flushes it, failover on: its
- * keys went to the failover meanwhile). */
+/* A name a reload added (resolved off the loop: a DNS server that does
+ * not answer would stall every request), or one that did not resolve at
+ * start: it starts out of service with its probe due now, which resolves
+ * it (and flushes it, failover on: its keys went to the failover
+ * meanwhile). */
 static void srv_unresolved(mc_server_t *s)
 {
     double now = mc_now(s->mc);
@@ -2642,11 +2643,20 @@ static mc_server_t *srv_new(oc_mc_t *mc, const oc_mc_server_conf_t *c, char *err
     snprintf(s->name, sizeof(s->name), strchr(c->host, ':') ? "[%.100s]:%u" : "%.100s:%u",
              c->host, (unsigned)c->port);
     s->literal = oc_resolve_is_literal(s->host);
-    if ((s->literal || !mc->running) && srv_resolve(s, err) != 0) {
+    if (s->literal && srv_resolve(s, err) != 0) {
         free(s->host);
         free(s);
         return NULL;
     }
+    /* At start a name is resolved here, blocking (the loop serves nothing
+     * yet). One that does not resolve is a server that is down, not a
+     * reason to refuse to start: a pod being replaced has no DNS record for
+     * a moment, and a sidecar that does not start serves no key at all. */
+    char why[OC_ERRLEN];
+    if (!s->literal && !mc->running && srv_resolve(s, why) != 0)
+        oc_log_warn("event=memcached_resolve_failed server=%s count=%llu reason=\"%s\"",
+                    s->name,
+                    (unsigned long long)ratelog_due(&s->resolve_failed, mc_now(mc)), why);
     s->ev_timer = evtimer_new(mc->base, on_srv_timer, s);
     s->ev_probe = evtimer_new(mc->base, on_probe_timer, s);
     if (s->ev_timer == NULL || s->ev_probe == NULL) {
@@ -2848,6 +2858,39 @@ static void prev_log(const oc_mc_t *mc)
     oc_log_info("event=memcached_previous count=%zu servers_previous=\"%s\" "
                 "extra_deletes=%s",
                 mc->prev.n, list, mc->prev.n ? "on" : "off");
+}
+
+static size_t check_names(const oc_mc_server_conf_t *list, size_t n, const char *key,
+                          FILE *out)
+{
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (oc_resolve_is_literal(list[i].host))
+            continue;
+        char port[8];
+        snprintf(port, sizeof(port), "%u", (unsigned)list[i].port);
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+        int rc = getaddrinfo(list[i].host, port, &hints, &ai);
+        if (ai)
+            freeaddrinfo(ai);
+        if (rc == 0)
+            continue;
+        fprintf(out,
+                "warning: %s: memcached server %.100s:%u does not resolve here (%s): "
+                "objcached would start with it out of service, resolving it again "
+                "before each probe\n",
+                key, list[i].host, (unsigned)list[i].port, gai_strerror(rc));
+        bad++;
+    }
+    return bad;
+}
+
+size_t oc_mc_check_names(const oc_conf_t *conf, FILE *out)
+{
+    return check_names(conf->servers, conf->nservers, "servers", out) +
+           check_names(conf->gutter, conf->ngutter, "gutter", out) +
+           check_names(conf->servers_previous, conf->nservers_previous,
+                       "servers_previous", out);
 }
 
 oc_mc_t *oc_mc_new(struct event_base *base, const oc_conf_t *conf, char *err)

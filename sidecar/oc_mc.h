@@ -63,6 +63,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "oc_conf.h"
 #include "oc_mcproto.h"
@@ -259,14 +260,20 @@ struct oc_mc_job {
     oc_mc_job_t *next;   /* in the list of jobs whose done is due */
 };
 
-/* Resolves the server names (the only blocking step: at start); connects
- * lazily. After start names are resolved off the loop (oc_resolve): before
- * each probe of a server out of service, and for every server at
+/* Resolves the server names (the only blocking step: at start; a name that
+ * does not resolve then is a server out of service, probed at once, not an
+ * error); connects lazily. After start names are resolved off the loop (oc_resolve):
+ * before each probe of a server out of service, and for every server at
  * oc_mc_reconfigure. A name found at another address is logged and counted
  * (mc_address_changes); a server in service leaves the old address as on a
  * failure, one being probed is probed at the new one. Placement is by the
  * name, so keys do not move. An IP address is never resolved again. */
 oc_mc_t *oc_mc_new(struct event_base *base, const oc_conf_t *conf, char *err);
+/* --check-config: prints a `warning:` line to out for each memcached name
+ * of conf (servers, gutter, servers_previous) that does not resolve here
+ * and now (blocking): the sidecar would start with that server out of
+ * service. Returns how many. */
+size_t oc_mc_check_names(const oc_conf_t *conf, FILE *out);
 /* Closes the connections; jobs not yet done get `done` (their unanswered
  * parts as errors, err "shutting down"). */
 void oc_mc_free(oc_mc_t *mc);

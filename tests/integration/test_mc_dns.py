@@ -89,8 +89,9 @@ def private_etc(tmp_path, monkeypatch):
     hosts, resolv = tmp_path / "hosts", tmp_path / "resolv.conf"
 
     def write_hosts(ip):
+        """ip None: NAME is in no hosts file (DNS, which never answers)."""
         with open(hosts, "w") as f:
-            f.write(f"127.0.0.1 localhost\n{ip} {NAME}\n")
+            f.write("127.0.0.1 localhost\n" + (f"{ip} {NAME}\n" if ip else ""))
 
     write_hosts("127.0.0.2")
     # SLOW_NAME is not in hosts: asked of a DNS server that never answers
@@ -215,3 +216,33 @@ def test_a_reload_adding_a_name_dns_does_not_answer_stalls_nothing(
                            what="the resolution's failure in the log")
     finally:
         dns.close()
+
+
+def test_a_name_that_does_not_resolve_at_start_is_a_server_down(
+        objcached_factory, private_etc, two_addresses):
+    """The sidecar (re)starts while a pod is being replaced: its name is in
+    no hosts file and DNS does not answer. Before: objcached refused to
+    start, so the host served no key at all. Expected: it starts with that
+    server out of service (said once), answers from PostgreSQL meanwhile,
+    and serves at the name's address once it resolves; --check-config says
+    so in a warning (exit 0: DNS where the file is checked may not be the
+    servers')."""
+    port, a, _ = two_addresses
+    private_etc(None)
+    oc = start(objcached_factory, port)
+    assert f"event=memcached_resolve_failed server={NAME}:{port}" in oc.log()
+    assert state(oc, port) != "up"
+    with oc.client() as c:
+        got, end = c.get_multi(["User:5"])
+    assert end == b"END" and [k for k, _, _ in got] == [b"User:5"]
+    check = subprocess.run(
+        shlex.split(os.environ["OBJCACHED_WRAPPER"]) +
+        [oc.binary, "--check-config", oc.config_path, "--no-db"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert (f"warning: servers: memcached server {NAME}:{port} does not resolve here"
+            in check.stdout), check.stdout
+    private_etc("127.0.0.2")
+    harness.wait_until(lambda: state(oc, port) == "up" and get_lands_on(oc, a, 6),
+                       timeout=20, what=lambda: f"the server up at 127.0.0.2: "
+                       f"{state(oc, port)}\n{oc.log(4000)}")
