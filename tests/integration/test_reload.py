@@ -168,8 +168,8 @@ def test_reloads_do_not_pile_up_prepared_statements(objcached_factory, pg, ref):
 
 
 def test_an_unresolvable_server_does_not_refuse_the_reload(objcached_factory, ref, mc_pool):
-    """A memcached host that does not resolve makes the daemon refuse to
-    start (and --check-config the file); a reload resolves names off the
+    """A memcached host that does not resolve is a server out of service
+    (test_mc_dns.py: at start too); a reload resolves names off the
     loop (test_mc_dns.py: a slow DNS server stalled every request), so it
     takes the file as a whole: the new server is out of service, its name
     tried again by its probes and its failure logged, while the rest of the
