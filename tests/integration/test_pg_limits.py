@@ -140,7 +140,11 @@ class Hog:
             self.release(1)  # a slot for the wait below
             harness.wait_until(lambda: not any(a.startswith("objcached") for a in
                                                apps_of(self.conns[0])), what="them gone")
-            return self._fill_until_full(oc.stats) == 0
+            # none up, and none half-way: a loader whose backend took a slot
+            # before the cluster filled would be up a moment later (seen in
+            # the ASan pass, whose setups are slower)
+            return self._fill_until_full(oc.stats) == 0 and not any(
+                a.startswith("objcached") for a in apps_of(self.conns[0]))
         harness.wait_until(starved, what="oc starved")
 
     def _fill_until_full(self, stats):
