@@ -388,6 +388,51 @@ def template_fixtures(name, schema, models, prefix):
     return template, db
 
 
+def source_fixtures(schema, models, prefix):
+    """A test module's fixtures for both invalidation sources, on whatever
+    `pg` fixture the module has (a TLS or a Kerberos cluster):
+    `trigger_template, wal_template, db, wal_db = source_fixtures(...)`.
+    The trigger hook's template NOTIFYs (the consumer claims at once); the
+    WAL one is attached `via => 'wal'`, and each wal_db gets its own slot
+    (named after it), dropped with it."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def trigger_template(pg, objcached_bin):
+        name = f"{prefix}_trigger"
+        create_template(pg, name, schema, models, objcached_bin)
+        d = HookDb(pg, name)
+        try:
+            d.set_notify(True)
+        finally:
+            d.close()
+        yield name
+
+    @pytest.fixture(scope="module")
+    def wal_template(pg, objcached_bin):
+        name = f"{prefix}_wal"
+        create_template(pg, name, schema, models, objcached_bin,
+                        overrides={"postgresql": {"wal": "on", "wal_slot": name}})
+        pg.execute(f"SELECT pg_drop_replication_slot('{name}')", dbname="postgres")
+        yield name
+
+    @pytest.fixture
+    def db(pg, trigger_template):
+        d = clone_db(pg, trigger_template, prefix=prefix)
+        yield d
+        drop_db(pg, d)
+
+    @pytest.fixture
+    def wal_db(pg, wal_template):
+        d = clone_db(pg, wal_template, prefix=prefix + "w")
+        d.q("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (d.name,))
+        yield d
+        d.close()
+        drop_slot_and_db(pg, d.name)
+
+    return trigger_template, wal_template, db, wal_db
+
+
 # --------------------------------------------------------------------------
 # sidecars
 

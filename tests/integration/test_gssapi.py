@@ -220,39 +220,8 @@ def gss_conninfo(port, dbname):
             "gssencmode=require krbsrvname=postgres")
 
 
-@pytest.fixture(scope="module")
-def trigger_template(pg, objcached_bin):
-    oc_c.create_template(pg, "gss_trigger", SCHEMA, MODELS, objcached_bin)
-    d = oc_c.HookDb(pg, "gss_trigger")
-    try:
-        d.set_notify(True)   # the triggers NOTIFY: the consumer claims at once
-    finally:
-        d.close()
-    yield "gss_trigger"
-
-
-@pytest.fixture(scope="module")
-def wal_template(pg, objcached_bin):
-    oc_c.create_template(pg, "gss_wal", SCHEMA, MODELS, objcached_bin,
-                         overrides={"postgresql": {"wal": "on", "wal_slot": "gss_wal"}})
-    pg.execute("SELECT pg_drop_replication_slot('gss_wal')", dbname="postgres")
-    yield "gss_wal"
-
-
-@pytest.fixture
-def db(pg, trigger_template):
-    d = oc_c.clone_db(pg, trigger_template, prefix="gss")
-    yield d
-    oc_c.drop_db(pg, d)
-
-
-@pytest.fixture
-def wal_db(pg, wal_template):
-    d = oc_c.clone_db(pg, wal_template, prefix="gssw")
-    d.q("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (d.name,))
-    yield d
-    d.close()
-    oc_c.drop_slot_and_db(pg, d.name)
+trigger_template, wal_template, db, wal_db = oc_c.source_fixtures(
+    SCHEMA, MODELS, "gss")
 
 
 def _recv_exact(s, n):

@@ -58,39 +58,8 @@ def pg():
         server.cleanup()
 
 
-@pytest.fixture(scope="module")
-def trigger_template(pg, objcached_bin):
-    oc_c.create_template(pg, "tls_trigger", SCHEMA, MODELS, objcached_bin)
-    d = oc_c.HookDb(pg, "tls_trigger")
-    try:
-        d.set_notify(True)   # the triggers NOTIFY: the consumer claims at once
-    finally:
-        d.close()
-    yield "tls_trigger"
-
-
-@pytest.fixture(scope="module")
-def wal_template(pg, objcached_bin):
-    oc_c.create_template(pg, "tls_wal", SCHEMA, MODELS, objcached_bin,
-                         overrides={"postgresql": {"wal": "on", "wal_slot": "tls_wal"}})
-    pg.execute("SELECT pg_drop_replication_slot('tls_wal')", dbname="postgres")
-    yield "tls_wal"
-
-
-@pytest.fixture
-def db(pg, trigger_template):
-    d = oc_c.clone_db(pg, trigger_template, prefix="tls")
-    yield d
-    oc_c.drop_db(pg, d)
-
-
-@pytest.fixture
-def wal_db(pg, wal_template):
-    d = oc_c.clone_db(pg, wal_template, prefix="tlsw")
-    d.q("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (d.name,))
-    yield d
-    d.close()
-    oc_c.drop_slot_and_db(pg, d.name)
+trigger_template, wal_template, db, wal_db = oc_c.source_fixtures(
+    SCHEMA, MODELS, "tls")
 
 
 class TlsFrontProxy:
