@@ -30,21 +30,9 @@ import pytest
 
 import consistency as oc_c
 import harness
+import secure_sessions as ss
 
-SCHEMA = """
-CREATE TABLE docs (id bigint PRIMARY KEY, body text NOT NULL, n int NOT NULL DEFAULT 0);
-ALTER TABLE docs ALTER COLUMN body SET STORAGE EXTERNAL;
-INSERT INTO docs SELECT i, repeat(md5(i::text), 3200), 0 FROM generate_series(1, 120) AS i;
-CREATE TABLE big (id bigint PRIMARY KEY, v int NOT NULL);
-INSERT INTO big SELECT i, 0 FROM generate_series(1, 100000) AS i;
-"""
-
-MODELS = {
-    "Doc": {"table": "docs", "near_ttl": "5m"},
-    "Big": {"table": "big", "near_ttl": "5m"},
-}
-NEVER = "10m"   # a poll that never comes within a test: only a NOTIFY or the stream wakes
-BOUND = 5       # seconds from a commit to its invalidation applied
+SCHEMA, MODELS, NEVER, BOUND = ss.SCHEMA, ss.MODELS, ss.NEVER, ss.BOUND
 
 
 @pytest.fixture(scope="module")
@@ -141,82 +129,24 @@ class TlsFrontProxy:
 
 
 def config(pg, mc_pool, db, wal=False, **sections):
-    tls = pg.ssl_conninfo(db.name)
-    overrides = {"objcached": {"near_cache_size": "64m", "load_timeout": "10s"},
-                 "postgresql": {"conninfo": tls, "feed_conninfo": tls, "wal_conninfo": tls,
-                                "connections": "4", "invalidation_poll": NEVER,
-                                "feed_poll": NEVER}}
-    if wal:
-        overrides["postgresql"].update({"wal": "on", "wal_slot": db.name,
-                                        "wal_heartbeat": "10s", "feed_max_lag": "30s",
-                                        "wal_takeover": "30s"})
-    for section, keys in sections.items():
-        overrides.setdefault(section, {}).update(keys)
-    return oc_c.sidecar_config(mc_pool, tls, MODELS, overrides)
+    return ss.config(pg.ssl_conninfo(db.name), mc_pool, db, wal=wal, **sections)
 
 
-row = oc_c.row_json
-
-
-get = oc_c.get_value
-
-
-def served_within(oc, key, want, seconds=BOUND):
-    harness.wait_until(lambda: get(oc, key) == want, timeout=seconds, interval=0.02,
-                       what=f"{oc!r} to serve the new {key} within {seconds} s")
-
-
-def tls_sessions(pg, db):
-    """{application_name: [ssl, ...]} of objcached's sessions on db (a
-    logical walsender's too: it has the database)."""
-    rows = pg.execute("SELECT a.application_name, s.ssl FROM pg_stat_activity a "
-                      "JOIN pg_stat_ssl s USING (pid) WHERE a.datname = %s "
-                      "AND a.application_name LIKE 'objcached%%'", (db.name,),
-                      dbname="postgres")
-    out = {}
-    for name, in_tls in rows:
-        out.setdefault(name, []).append(in_tls)
-    return out
+row, get, served_within = ss.row, ss.get, ss.served_within
 
 
 def assert_all_tls(pg, db, names):
-    found = tls_sessions(pg, db)
+    """Each named kind of objcached's sessions on db is there, and every
+    session of objcached there is TLS (pg_stat_ssl)."""
+    found = ss.sessions(pg, db, "s.ssl", "pg_stat_ssl s")
     assert names <= set(found), found
-    assert all(all(v) for v in found.values()), found
+    assert all(v == (True,) for vs in found.values() for v in vs), found
 
 
 def test_cold_loads_of_big_rows_in_parallel(fleet, pg, mc_pool, db):
-    """120 cold keys of 100 KB rows, 8 clients at once: every result spans
-    many TLS records and all come back whole within the bound."""
+    """secure_sessions.cold_loads_of_big_rows over TLS records."""
     oc = fleet.start(config(pg, mc_pool, db, objcached={"near_cache_size": "0"}))
-    want = {f"Doc:{i}": row(db, "docs", i) for i in range(1, 121)}
-    assert all(len(v) > 100000 for v in want.values())
-    got, errors = {}, []
-
-    def reader(ids):
-        try:
-            with oc.client(timeout=30) as c:
-                for i in ids:
-                    values, end = c.get_multi([f"Doc:{j}" for j in (i, i + 1, i + 2)])
-                    assert end == b"END", end
-                    for k, _flags, data in values:
-                        got[k.decode()] = data
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-    t0 = time.monotonic()
-    threads = [threading.Thread(target=reader, args=(range(1 + 15 * t, 16 + 15 * t, 3),))
-               for t in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    took = time.monotonic() - t0
-    assert not errors, errors
-    assert got == want
-    assert took < 20, took
-    s = oc.stats()
-    assert s["pg_errors"] == 0, s
-    assert_all_tls(pg, db, {"objcached-loader", "objcached-inval", "objcached-feed"})
+    ss.cold_loads_of_big_rows(oc, db, lambda names: assert_all_tls(pg, db, names))
 
 
 def test_a_result_whose_end_waits_decrypted_in_openssl(fleet, pg, mc_pool, db):
@@ -256,41 +186,9 @@ def test_a_result_whose_end_waits_decrypted_in_openssl(fleet, pg, mc_pool, db):
 
 
 def test_notify_wakes_the_consumer_and_the_follower(fleet, pg, mc_pool, db):
-    """Only NOTIFY wakes the consumer and the follower (their polls are
-    10 minutes): an UPDATE of a 100 KB row reaches memcached and the
-    near-cache within the bound; then 60 commits, each NOTIFYing, while
-    the consumer's claims and the loads' results are being read, and every
-    one is served new within the bound of the last commit."""
+    """secure_sessions.notify_wakes over TLS."""
     oc = fleet.start(config(pg, mc_pool, db))
-    harness.wait_until(lambda: oc.stats()["inval_connected"] == 1, timeout=15,
-                       what="the consumer connected")
-    assert_all_tls(pg, db, {"objcached-inval", "objcached-feed"})
-    for i in range(1, 61):
-        assert get(oc, f"Doc:{i}") == row(db, "docs", i)
-    db.q("UPDATE docs SET body = repeat(md5('one'), 3200), n = n + 1 WHERE id = 1")
-    served_within(oc, "Doc:1", row(db, "docs", 1))
-    stop = threading.Event()
-
-    def reads():   # loads (of 100 KB rows) meanwhile, on the same sidecar
-        while not stop.is_set():
-            for i in range(61, 121):
-                get(oc, f"Doc:{i}")
-    t = threading.Thread(target=reads)
-    t.start()
-    try:
-        conn = db.connect()
-        for i in range(1, 61):
-            db.q("UPDATE docs SET body = repeat(md5(%s), 3200), n = n + 1 WHERE id = %s",
-                 (f"two {i}", i), conn=conn)
-        deadline = time.monotonic() + BOUND
-        for i in range(1, 61):
-            want = row(db, "docs", i)
-            harness.wait_until(lambda: get(oc, f"Doc:{i}") == want,
-                               timeout=max(0.1, deadline - time.monotonic()), interval=0.02,
-                               what=f"Doc:{i} new within {BOUND} s of the last commit")
-    finally:
-        stop.set()
-        t.join(30)
+    ss.notify_wakes(oc, db, lambda names: assert_all_tls(pg, db, names))
 
 
 def test_the_sampler_checks_over_tls(fleet, pg, mc_pool, db):
@@ -315,39 +213,16 @@ def test_the_sampler_checks_over_tls(fleet, pg, mc_pool, db):
 
 
 def test_the_wal_stream_over_tls(fleet, pg, mc_pool, wal_db):
-    """The WAL reader on a TLS replication session (heartbeats 10 s apart:
-    nothing else brings bytes): a 100 KB row's UPDATE (CopyData messages
-    of several records) reaches the holder and, through the feed's NOTIFY,
-    a follower's near-cache within the bound; then a 100,000-row UPDATE is
-    streamed and applied; heartbeats are read back."""
+    """secure_sessions.wal_stream on a TLS replication session; then
+    heartbeats (10 s apart: nothing else brings bytes) are read back."""
     db = wal_db
-    a = fleet.start(config(pg, mc_pool, db, wal=True))
-    harness.wait_until(lambda: a.stats()["wal_holder"] == 1, timeout=20, what="a holder")
-    b = fleet.start(config(pg, mc_pool, db, wal=True))
-    harness.wait_until(lambda: "event=pg_conn_up conn=objcached-feed" in b.log(),
-                       timeout=20, what="the follower up")
-    assert_all_tls(pg, db, {"objcached-wal", "objcached-feed", "objcached-inval"})
-    # the walsender of the slot: a logical one, so it has the database
-    assert pg.execute("SELECT s.ssl FROM pg_replication_slots r JOIN pg_stat_ssl s "
-                      "ON s.pid = r.active_pid WHERE r.slot_name = %s", (db.name,),
-                      dbname="postgres") == [(True,)]
-    for oc in (a, b):
-        for k in ("Doc:1", "Doc:2", "Big:1", "Big:100000"):
-            get(oc, k)
-            get(oc, k)
-    for i, oc in ((1, a), (2, b)):
-        db.q("UPDATE docs SET body = repeat(md5(%s), 3200), n = n + 1 WHERE id = %s",
-             (f"wal {i}", i))
-        want = row(db, "docs", i)
-        served_within(a, f"Doc:{i}", want)
-        served_within(b, f"Doc:{i}", want)
-    keys0 = a.stats()["wal_keys"]
-    db.q("UPDATE big SET v = v + 1")
-    harness.wait_until(lambda: a.stats()["wal_keys"] - keys0 >= 100000, timeout=60,
-                       what="the 100,000 keys applied")
-    for oc in (a, b):
-        served_within(oc, "Big:1", row(db, "big", 1))
-        served_within(oc, "Big:100000", row(db, "big", 100000))
+
+    def slot_session():
+        assert pg.execute("SELECT s.ssl FROM pg_replication_slots r JOIN pg_stat_ssl s "
+                          "ON s.pid = r.active_pid WHERE r.slot_name = %s", (db.name,),
+                          dbname="postgres") == [(True,)]
+    a, _ = ss.wal_stream(lambda: fleet.start(config(pg, mc_pool, db, wal=True)), db,
+                         lambda names: assert_all_tls(pg, db, names), slot_session)
     # heartbeats (every 10 s): each is a logical message read back from the
     # stream, which nothing else wakes meanwhile
     for _ in range(2):
