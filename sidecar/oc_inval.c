@@ -339,7 +339,7 @@ static void requeue(oc_inval_t *iv, size_t nfailed)
         /* A key whose server is emptied before it is read again (failover's
          * flush_all) cannot be refilled old: it holds nothing back. */
         if (iv->has_retry && !PQgetisnull(iv->claimed, row, 6) &&
-            !oc_mc_emptied_before_read(ctx->mc, it->key, it->klen)) {
+            !oc_mc_emptied_before_read(ctx->mc, it)) {
             long long t = strtoll(PQgetvalue(iv->claimed, row, 6), NULL, 10);
             if (since_text == NULL || t < since)
                 since = t, since_text = PQgetvalue(iv->claimed, row, 6);

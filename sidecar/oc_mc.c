@@ -337,9 +337,13 @@ static void part_done(oc_mc_t *mc, oc_mc_job_t *job)
 {
     if (--job->parts_left > 0)
         return;
-    for (size_t i = 0; job->prev_failed_ > 0 && i < job->n; i++)
-        if (job->items[i].prev_failed_)
-            job->items[i].result = OC_MC_R_ERROR;
+    for (size_t i = 0; job->prev_failed_ > 0 && i < job->n; i++) {
+        oc_mc_item_t *it = &job->items[i];
+        if (!it->prev_failed_)
+            continue;
+        it->own_failed_ = it->result == OC_MC_R_ERROR; /* its own part's answer */
+        it->result = OC_MC_R_ERROR;
+    }
     job->next = NULL;
     if (mc->due_tail)
         mc->due_tail->next = job;
@@ -2165,14 +2169,20 @@ static mc_server_t *prev_of(oc_mc_t *mc, const char *key, size_t klen,
     return q == p ? NULL : q;
 }
 
-int oc_mc_emptied_before_read(oc_mc_t *mc, const char *key, size_t klen)
+int oc_mc_emptied_before_read(oc_mc_t *mc, const oc_mc_item_t *it)
 {
     size_t idx;
-    const mc_server_t *p = mc != NULL ? primary_of(mc, key, klen, 0, &idx) : NULL;
-    if (p == NULL || !srv_emptied(mc, p))
+    const mc_server_t *p = mc != NULL ? primary_of(mc, it->key, it->klen, 0, &idx) : NULL;
+    if (p == NULL)
         return 0;
-    /* Its delete on servers_previous may have failed too (or alone). */
-    const mc_server_t *q = prev_of(mc, key, klen, p);
+    /* Only where the delete failed: a server that took it holds no old
+     * value (asking it of both held the feed back for a whole outage of
+     * either while servers_previous was set; found by a review). */
+    if ((!it->prev_failed_ || it->own_failed_) && !srv_emptied(mc, p))
+        return 0;
+    if (!it->prev_failed_)
+        return 1;
+    const mc_server_t *q = prev_of(mc, it->key, it->klen, p);
     return q == NULL || srv_emptied(mc, q);
 }
 
@@ -2516,7 +2526,7 @@ void oc_mc_submit(oc_mc_t *mc, oc_mc_job_t *job)
     for (size_t i = 0; i < job->n; i++) {
         if (job->op != OC_MC_GET) {
             job->items[i].refused = 0; /* a job submitted again starts clean */
-            job->items[i].prev_failed_ = 0;
+            job->items[i].prev_failed_ = job->items[i].own_failed_ = 0;
             submit_item(mc, job, i);
             continue;
         }

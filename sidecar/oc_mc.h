@@ -217,6 +217,9 @@ typedef struct oc_mc_item {
     int tries_;               /* oc_mc's own: PUSH rounds so far */
     int prev_failed_;         /* oc_mc's own: its delete on servers_previous
                                  failed (the item is an error) */
+    int own_failed_;          /* oc_mc's own, with prev_failed_: its part on its
+                                 own server failed too (which server an error
+                                 left an old value on) */
 } oc_mc_item_t;
 
 struct oc_mc_chunk; /* oc_mc.c's */
@@ -295,14 +298,18 @@ size_t oc_mc_count(const oc_mc_t *mc, int gutter);
 const char *oc_mc_name(const oc_mc_t *mc, int gutter, size_t i); /* "host:port" */
 /* 0 up, 1 down, 2 probing: an oc_tko_state_t. */
 int oc_mc_state(const oc_mc_t *mc, int gutter, size_t i);
-/* Whether the server that holds `key` will be emptied before anyone reads
- * from it again: this sidecar has it out of service and failover is on (or
- * was on while it was out: a reload that turned it off since does not
- * spare it the flush), so it serves again only after its probe's
- * flush_all. A delete that failed there
- * cannot leave an old value for a read to find (in this sidecar's view: a
- * server cut off from this host only keeps serving the others). */
-int oc_mc_emptied_before_read(oc_mc_t *mc, const char *key, size_t klen);
+/* Whether every server where the failed delete `it` (a DELETE job's item
+ * answered OC_MC_R_ERROR) failed will be emptied before anyone reads from
+ * it again: this sidecar has it out of service and failover is on (or was
+ * on while it was out: a reload that turned it off since does not spare it
+ * the flush), so it serves again only after its probe's flush_all. The
+ * servers are the key's own and, with servers_previous, its server there:
+ * only those whose part failed count (a pool server down does not hold the
+ * feed back because the key's delete on servers_previous went through, nor
+ * the other way round). A delete that failed there cannot leave an old
+ * value for a read to find (in this sidecar's view: a server cut off from
+ * this host only keeps serving the others). */
+int oc_mc_emptied_before_read(oc_mc_t *mc, const oc_mc_item_t *it);
 /* From now on oc_mc counts its ejections, returns and failover reads,
  * hits and writes in `stats`, and calls changed(arg) after any server's
  * state changed and after oc_mc_reconfigure (each change is also logged,

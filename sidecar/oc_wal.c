@@ -679,7 +679,7 @@ static int chunk_failures(oc_wal_t *w, const oc_mc_job_t *job)
         if (grow_failed(w) != 0)
             return -1;
         w->failed[w->nfailed++] = w->del_idx[i];
-        w->hold |= !oc_mc_emptied_before_read(ctx->mc, it->key, it->klen);
+        w->hold |= !oc_mc_emptied_before_read(ctx->mc, it);
     }
     if (failed && w->del_err[0] == '\0')
         snprintf(w->del_err, sizeof(w->del_err), "%s", job->err);

@@ -44,8 +44,8 @@ def lists(mc_pool, third):
     return old, old + " " + third.address
 
 
-def start(fleet, mc_pool, db, servers, previous=None, consumer=False):
-    mc = {"servers": servers}
+def start(fleet, mc_pool, db, servers, previous=None, consumer=False, **mc):
+    mc["servers"] = servers
     if previous:
         mc["servers_previous"] = previous
     overrides = {"postgresql": {"invalidation_poll": "200ms" if consumer else "0"},
@@ -65,15 +65,15 @@ def get(oc, ident):
 
 
 def moved_keys(new_host, third, n=1):
-    """n ids whose entries the host on the new list placed on the added
-    server (read through it: it filled them there), with their memcached
-    keys."""
+    """n ids (None: all) whose entries the host on the new list placed on
+    the added server (read through it: it filled them there), with their
+    memcached keys."""
     for ident in range(1, 61):
         get(new_host, ident)
     keys = sorted((int(k.rsplit(b":", 1)[1]), k) for k in oc_c.dump_keys(third)
                   if k.startswith((b"oc:Item:", b"oc:Item~")))
-    assert len(keys) >= n, f"fewer than {n} of 60 keys placed on the added server"
-    return keys[:n]
+    assert len(keys) >= (n or 1), f"fewer than {n or 1} of 60 keys placed on the added server"
+    return keys[:n] if n else keys
 
 
 def filled_on_old(mc_pool, key):
@@ -187,6 +187,49 @@ def test_an_invalidation_whose_previous_server_is_down_is_requeued(
     assert db.q("SELECT count(*) FROM objcached.outbox")[0][0] >= 1
     third.start()  # empty: a restart; the requeued delete is applied anyway
     applied(db, a, n0)
+    assert get(b, k) == row(db, k)
+
+
+@pytest.mark.parametrize("down", ["its own server", "its previous server"])
+def test_a_delete_failing_only_on_a_server_emptied_before_read_holds_nothing_back(
+        fleet, mc_pool, db, lists, third, down):
+    """Failover on: a server marked down is emptied before it serves again,
+    so a delete that failed there is requeued without holding the feed back
+    (test_near's test_a_server_down_with_failover_holds_nothing_back). With
+    servers_previous the key's delete goes to two servers, and only where it
+    failed matters: its own server down while its previous server took the
+    delete (or the other way round) held the feed back, and every
+    near-cache of the fleet stopped answering, for the whole outage."""
+    old, new = lists
+    a = start(fleet, mc_pool, db, old, new, consumer=True, failure_limit="1")
+    b = start(fleet, mc_pool, db, new, old)
+    victim = mc_pool[1] if down == "its own server" else third
+    k = None
+    for ident, key in moved_keys(b, third, None):  # previous server: the added one
+        get(a, ident)
+        a.wait_idle()  # its fill written
+        if oc_c.raw_items([mc_pool[1]], key):  # a's own server: the one killed
+            k = ident
+            break
+    assert k is not None, "no key of the added server on the second old one"
+    victim.kill()
+    try:
+        db.q("UPDATE items SET name = 'while down' WHERE id = %s", (k,))
+        harness.wait_until(lambda: a.stats()["inval_requeued"] >= 1,
+                           what="the failed delete requeued")
+        harness.wait_until(
+            lambda: f"event=memcached_down server={victim.address} pool=" in a.log(),
+            what="the server marked down")
+        # the requeue's row (its holds_back written with it), as committed
+        harness.wait_until(
+            lambda: db.one("SELECT count(*) FROM objcached.outbox WHERE requeued") >= 1,
+            what="the requeued row")
+        assert db.one("SELECT count(*) FROM objcached.outbox WHERE holds_back") == 0
+    finally:
+        victim.start()
+    harness.wait_until(lambda: db.one("SELECT count(*) FROM objcached.outbox") == 0,
+                       timeout=30, what="the requeued delete applied")
+    assert get(a, k) == row(db, k)
     assert get(b, k) == row(db, k)
 
 
