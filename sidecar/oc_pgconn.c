@@ -60,6 +60,8 @@ struct oc_pgconn {
     int tried;     /* attempts of this round that failed */
     int timeout_s; /* one attempt's bound */
     int replica_ok;
+    int checking;              /* SETUP: the standby check runs, the setup SQL waits */
+    int libpq_list;            /* hosts libpq tries in one attempt (not split) */
     char round_err[OC_ERRLEN]; /* each failed host's error, this round */
     /* oc_pgconn_exec: the statements prepared in this session, by sql
      * address; names are unique per connection (prep_seq) and carry a
@@ -348,6 +350,19 @@ static void go_down(oc_pgconn_t *c, const char *why)
         c->hooks.down(c, reason, c->owner);
 }
 
+#define OC_PGCONN_STANDBY_CHECK "SELECT pg_catalog.pg_is_in_recovery()"
+
+/* SETUP: send one of its statements. */
+static void send_setup(oc_pgconn_t *c, const char *sql)
+{
+    if (!PQsendQuery(c->conn, sql)) {
+        go_down(c, PQerrorMessage(c->conn));
+        return;
+    }
+    c->failed = 0;
+    watch(c, PQflush(c->conn) == 1 ? EV_READ | EV_WRITE : EV_READ);
+}
+
 static void poll_connect(oc_pgconn_t *c)
 {
     switch (PQconnectPoll(c->conn)) {
@@ -363,13 +378,18 @@ static void poll_connect(oc_pgconn_t *c)
         go_down(c, PQerrorMessage(c->conn));
         return;
     }
-    if (PQsetnonblocking(c->conn, 1) != 0 || !PQsendQuery(c->conn, c->setup_sql)) {
+    if (PQsetnonblocking(c->conn, 1) != 0) {
         go_down(c, PQerrorMessage(c->conn));
         return;
     }
-    c->failed = 0;
     set_state(c, OC_PGCONN_SETUP);
-    watch(c, PQflush(c->conn) == 1 ? EV_READ | EV_WRITE : EV_READ);
+    /* Asked of the server itself, not taken from what it reported at
+     * login (libpq's target_session_attrs): pgbouncer hands every client
+     * the in_hot_standby of its pool's first server login, kept until
+     * RECONNECT, so a standby promoted since would be refused for good and
+     * a primary demoted since taken for one. */
+    c->checking = !c->replica_ok;
+    send_setup(c, c->checking ? OC_PGCONN_STANDBY_CHECK : c->setup_sql);
 }
 
 /* libpq prints notices (and the server's FATAL on shutdown) to stderr by
@@ -387,8 +407,11 @@ static void attempt(oc_pgconn_t *c)
     const char *keys[10], *vals[10];
     int n = 0;
 #define OC_PGCONN_KEY(k, v) (keys[n] = (k), vals[n++] = (v))
-    /* Before the conninfo: a target_session_attrs of its own wins. */
-    if (!c->replica_ok)
+    /* Before the conninfo (a value of its own wins): in a list libpq tries
+     * in one attempt, only libpq can pass over a standby to the next host
+     * (it believes what the server reported at login; the check in SETUP
+     * asks the server) */
+    if (!c->replica_ok && c->libpq_list)
         OC_PGCONN_KEY("target_session_attrs", "primary");
     OC_PGCONN_KEY("dbname", c->conninfo);
     if (c->nhosts > 0) { /* after it: this attempt's host, not the lists */
@@ -478,9 +501,16 @@ static void results_done(oc_pgconn_t *c)
     char err[OC_ERRLEN];
     first_line(err, sizeof(err), res ? PQresultErrorMessage(res) : "no result");
     if (c->state == OC_PGCONN_SETUP) {
+        int standby = c->checking && !c->failed &&
+                      !(PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "f") == 0);
         PQclear(res);
-        if (c->failed) {
-            go_down(c, err);
+        if (c->failed || standby) {
+            go_down(c, c->failed ? err : "server is in hot standby mode");
+            return;
+        }
+        if (c->checking) { /* a primary: now the owner's setup */
+            c->checking = 0;
+            send_setup(c, c->setup_sql);
             return;
         }
         evtimer_del(c->timer);
@@ -602,6 +632,12 @@ static void read_input(oc_pgconn_t *c)
         }
         more = tls_pending(c->conn) > 0 || (gss && gss_rest_may_wait(fd, queued, rx));
     } while (++rounds < 8 && more);
+    /* The bound cut a round short of taking a rest that waits decrypted
+     * (new bytes arrived at every round): read again in this loop turn, as
+     * the socket may say nothing more. (A watch() that follows, for a new
+     * command, drops this; that command's answer wakes the socket.) */
+    if (more)
+        event_active(c->io, EV_READ, 0);
     if (c->state == OC_PGCONN_STREAMING && read_stream(c) <= 0)
         return;
     PGnotify *n;
@@ -944,7 +980,13 @@ static void parse_hosts(oc_pgconn_t *c)
     }
     c->timeout_s = oc_pgconn_attempt_timeout_s(timeout);
     int n = oc_pgconn_split_hosts(host, hostaddr, port, &c->hosts);
-    c->nhosts = n > 0 ? n : 0; /* out of memory: libpq tries them in one */
+    c->nhosts = n > 0 ? n : 0;              /* out of memory: libpq tries them in one */
+    if (host == NULL && hostaddr == NULL) { /* libpq's defaults, then */
+        host = getenv("PGHOST");
+        hostaddr = getenv("PGHOSTADDR");
+    }
+    c->libpq_list =
+        c->nhosts == 0 && (count_elems(host) > 1 || count_elems(hostaddr) > 1);
     PQconninfoFree(opts);
 }
 

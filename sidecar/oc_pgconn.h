@@ -27,12 +27,17 @@
  * refuse are left to libpq in one attempt, bounded the same way. Hosts from
  * the environment (PGHOST) or a service file are not split.
  *
- * Standbys: unless opts->replica_ok, the connection asks libpq for
- * target_session_attrs=primary when the conninfo sets none (a key before
- * the conninfo's, so the conninfo's own value wins): a load or an
- * invalidation read from a hot standby that has not replayed a commit yet
- * would be cached stale. A standby is then a failed attempt (libpq's
- * "server is in hot standby mode"), never a session.
+ * Standbys: unless opts->replica_ok, SETUP first asks the server
+ * (SELECT pg_is_in_recovery()), then runs the owner's setup SQL: a load or
+ * an invalidation read from a hot standby that has not replayed a commit
+ * yet would be cached stale. A standby is then a failed attempt ("server is
+ * in hot standby mode"), never a session. Not libpq's
+ * target_session_attrs=primary, which believes the in_hot_standby the
+ * server reported at login: pgbouncer hands on the one of its pool's first
+ * server login until RECONNECT, so a standby promoted behind it would be
+ * refused, a primary demoted behind it taken. It is added (before the
+ * conninfo, whose own value wins) only for a list libpq tries in one
+ * attempt (not split, above), where only libpq can pass over a standby.
  *
  * Ownership: the owner creates and frees the connection. A result handed to
  * a callback is the callback's to PQclear. Callbacks run on the loop thread

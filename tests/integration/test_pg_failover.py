@@ -12,6 +12,9 @@ standbys such a list (or a demoted old primary) can lead to.
   on purpose);
 - a conninfo that names a standby only: the loader fails loudly
   (pg_conn_down with libpq's reason), it never fills;
+- behind pgbouncer, a standby promoted after the pool's first login is
+  taken (pgbouncer hands on the in_hot_standby of that login: objcached
+  asks the server);
 - --check-config refuses a conninfo or wal_conninfo whose
   target_session_attrs lets a standby in, accepts a feed_conninfo that
   does; the WAL reader's replication=database connection takes
@@ -118,6 +121,42 @@ def test_a_loader_on_a_standby_fails_loudly(objcached_factory, standby, pg):
     assert re.search(r"level=warn.*event=pg_conn_down conn=objcached-loader "
                      r"reason=\".*hot standby", oc.log()), oc.log()
 
+
+def test_a_standby_promoted_behind_pgbouncer_is_taken(objcached_factory, pg, ref):
+    """pgbouncer (1.18: add_welcome_parameter) hands every client the server
+    parameters of its pool's first server login, in_hot_standby among them,
+    until the pool is reset (RECONNECT, a RELOAD with a new connect string, a
+    restart); libpq's target_session_attrs=primary believed them, and a
+    standby promoted behind a pgbouncer that first reached it as a standby
+    was refused ("server is in hot standby mode") until then: after a
+    failover, no load at all. objcached asks the server itself."""
+    s = Standby(pg)
+    b = harness.Pgbouncer(s, pool_mode="session")
+    try:
+        s.start()
+        b.start()
+        b.connect().close()                     # the pool's first login: a standby
+        s.execute("SELECT pg_promote()")
+        harness.wait_until(lambda: not s.execute("SELECT pg_is_in_recovery()")[0][0],
+                           timeout=30, what="the promotion")
+        after = b.connect()
+        try:
+            assert after.get_parameter_status("in_hot_standby") == "on"   # the cached one
+            with after.cursor() as cur:
+                cur.execute("SELECT pg_is_in_recovery()")
+                assert cur.fetchone()[0] is False                       # the server's
+        finally:
+            after.close()
+        oc = objcached_factory({"postgresql": {"conninfo": b.conninfo()}})
+        with oc.client() as c:
+            harness.wait_until(lambda: loaded(c, "User:3") == ref.json("User", 3),
+                               timeout=30, what=lambda: f"a load:\n{oc.log(3000)}")
+        # (the start's one-shot generations read still believes pgbouncer:
+        # docs/operations.md)
+        assert not re.search(r"event=pg_conn_down conn=\S+ reason=\".*hot standby", oc.log())
+    finally:
+        b.cleanup()
+        s.cleanup()
 
 def check(tmp_path, pg, mc_pool, postgresql):
     """objcached --check-config on the standard config with these [postgresql] keys."""
