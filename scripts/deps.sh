@@ -19,13 +19,16 @@ export DEBIAN_FRONTEND=noninteractive
 # Dalli (and ruby), Node (its clients come from npm, installed by the test),
 # Go with Debian's gomemcache (built offline), and Django's cache framework on
 # pymemcache and pylibmc (python3-django 3.2).
+# locales: tests/integration/test_pg_locale.py runs a server with
+# lc_messages = 'de_DE.UTF-8' (generated below; postgresql-15 ships the
+# German catalogue).
 pkgs=(build-essential cmake pkg-config libevent-dev libmemcached-dev libpq-dev libssl-dev
       libcmocka-dev libjansson-dev memcached postgresql-15 postgresql-contrib python3
       python3-pytest python3-psycopg2 python3-pymemcache procps php-cli php-memcached
       valgrind clang libclang-rt-14-dev cppcheck clang-tidy
       python3-pylibmc ruby ruby-dalli nodejs golang-go golang-github-bradfitz-gomemcache-dev
       python3-django pgbouncer openssl krb5-kdc krb5-admin-server krb5-user python3-gssapi
-      "$@")
+      locales "$@")
 # Debian's nodejs comes without npm (package npm); NodeSource's has it built in
 # and conflicts with Debian's npm: ask for the package only if no npm exists.
 command -v npm >/dev/null || pkgs+=(npm)
@@ -59,6 +62,18 @@ if ((${#missing[@]} > 0)); then
         systemctl disable --now pgbouncer >/dev/null 2>&1 ||
             service pgbouncer stop >/dev/null 2>&1 || true
     fi
+fi
+
+# A German PostgreSQL needs the locale generated (minimal images have none).
+if ! locale -a 2>/dev/null | grep -qix 'de_DE.utf-\?8'; then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "deps.sh: locale de_DE.UTF-8 missing: run as root" >&2
+        exit 1
+    fi
+    echo "deps.sh: generating locale de_DE.UTF-8"
+    sed -i 's/^# *\(de_DE.UTF-8 UTF-8\)/\1/' /etc/locale.gen
+    grep -qx 'de_DE.UTF-8 UTF-8' /etc/locale.gen || echo 'de_DE.UTF-8 UTF-8' >>/etc/locale.gen
+    locale-gen >/dev/null
 fi
 
 pgss=(/usr/lib/postgresql/*/lib/pg_stat_statements.so)

@@ -73,11 +73,21 @@ static void not_fresh(oc_feed_t *f)
 }
 
 /* A failure of the connection's command: it is reset and comes back. */
-static void failed(oc_feed_t *f, const char *what, const char *err)
+int oc_feed_hook_missing(const char *sqlstate, const char *err)
+{
+    return sqlstate != NULL && err != NULL &&
+           (strcmp(sqlstate, "3F000") == 0 || strcmp(sqlstate, "42P01") == 0 ||
+            strcmp(sqlstate, "42883") == 0) &&
+           strstr(err, "objcached") != NULL;
+}
+
+/* A failure of the connection's command (sqlstate: its SQLSTATE, "" or
+ * NULL if none): it is reset and comes back. */
+static void failed(oc_feed_t *f, const char *what, const char *sqlstate, const char *err)
 {
     char clean[OC_ERRLEN];
     not_fresh(f);
-    if (strstr(err, "does not exist") && strstr(err, "objcached")) {
+    if (oc_feed_hook_missing(sqlstate, err)) {
         /* no hook schema, or version 1 without the feed: counted and logged
          * once, not per poll */
         if (!f->warned++) {
@@ -342,18 +352,17 @@ static int schema_moved(const oc_feed_t *f, unsigned long schema)
 static void polled(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                    void *arg)
 {
-    (void)pc;
     oc_feed_t *f = arg;
     oc_ctx_t *ctx = f->ctx;
     if (st != OC_OK) {
-        failed(f, "poll", err);
+        failed(f, "poll", oc_pgconn_sqlstate(pc), err);
         return;
     }
     ctx->stats->feed_polls++;
     int rows = PQntuples(res);
     if (rows == 0) { /* feed_poll always returns the head: the schema is broken */
         PQclear(res);
-        failed(f, "poll", "no head row");
+        failed(f, "poll", NULL, "no head row");
         return;
     }
     uint64_t head = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
@@ -438,11 +447,10 @@ static void poll_start(oc_feed_t *f)
 static void listened(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                      void *arg)
 {
-    (void)pc;
     oc_feed_t *f = arg;
     PQclear(res);
     if (st != OC_OK) {
-        failed(f, "listen", err);
+        failed(f, "listen", oc_pgconn_sqlstate(pc), err);
         return;
     }
     set_state(f, OC_FEED_IDLE);
@@ -488,12 +496,12 @@ int oc_feed_next_generation(const char **names, const char **gens, const char **
 static void resynced(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                      void *arg)
 {
-    (void)pc;
     oc_feed_t *f = arg;
     oc_ctx_t *ctx = f->ctx;
     if (st != OC_OK || PQntuples(res) != 1) {
         PQclear(res);
-        failed(f, "resync", st != OC_OK ? err : "no head row");
+        failed(f, "resync", st != OC_OK ? oc_pgconn_sqlstate(pc) : NULL,
+               st != OC_OK ? err : "no head row");
         return;
     }
     f->cursor = strtoull(PQgetvalue(res, 0, 0), NULL, 10);

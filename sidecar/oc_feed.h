@@ -89,6 +89,12 @@ void oc_feed_own_end(oc_feed_t *f);
 
 /* ---- the pure rules, exposed for unit tests ---- */
 
+/* Did a feed command fail because the hook's schema, or version 2's feed,
+ * is not installed? By its SQLSTATE (invalid_schema_name, undefined_table,
+ * undefined_function), never by the message, which is in the server's
+ * language; those codes could name another object, so the message must
+ * also name objcached's (an identifier: never translated). */
+int oc_feed_hook_missing(const char *sqlstate, const char *err);
 /* A poll saw the feed's head and pruned_upto (rows up to it are gone):
  * 1 if what this follower missed since its cursor cannot be known (rows
  * pruned past it, or a cursor past the head: another database, a restore)

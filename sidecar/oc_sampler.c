@@ -273,10 +273,11 @@ static int no_xmin(oc_sampler_t *s)
 static void rows_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                       void *arg)
 {
-    (void)pc;
     oc_sampler_t *s = arg;
     evtimer_del(s->stuck);
-    if (st != OC_OK && err && strstr(err, "xmin") && no_xmin(s)) {
+    /* undefined_column naming xmin (an identifier: in every language) */
+    if (st != OC_OK && strcmp(oc_pgconn_sqlstate(pc), "42703") == 0 && err &&
+        strstr(err, "xmin") && no_xmin(s)) {
         for (size_t i = 0; i < s->nbatch; i++) { /* again, at the next tick */
             requeue(s, &s->batch[i].it);
             s->batch[i].it.id = NULL;

@@ -252,8 +252,10 @@ static int read_rows(verify_t *v)
         PGresult *r = NULL;
         if (lit && sql) {
             r = PQexecParams(v->pg, sql, 1, NULL, p, NULL, NULL, 0);
-            if (PQresultStatus(r) != PGRES_TUPLES_OK && !v->no_xmin &&
-                strstr(PQresultErrorMessage(r), "xmin")) { /* a view: no xmin */
+            const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            /* a view: no xmin (undefined_column naming it, in any language) */
+            if (PQresultStatus(r) != PGRES_TUPLES_OK && !v->no_xmin && state &&
+                strcmp(state, "42703") == 0 && strstr(PQresultErrorMessage(r), "xmin")) {
                 PQclear(r);
                 free(sql);
                 v->no_xmin = 1;

@@ -63,6 +63,10 @@ struct oc_wal {
     oc_ctx_t *ctx;
     wal_state_t state;
     unsigned stream_no; /* START_REPLICATIONs sent */
+    int began;          /* this START_REPLICATION's stream began (COPY BOTH) */
+    /* the error of a START_REPLICATION refused for an unusable slot (55000),
+     * while pg_replication_slots is asked whether the slot is lost */
+    char unusable_why[OC_ERRLEN];
     oc_pgconn_t *repl, *sql;
     int repl_up, sql_up;
     /* Each try makes new connections: the last failure of each (repl, sql)
@@ -1261,15 +1265,25 @@ static void slot_checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const c
     stand_by(w, takeover, "another sidecar holds the slot");
 }
 
-oc_wal_end_t oc_wal_end_kind(const char *why)
+oc_wal_end_t oc_wal_end_kind(const char *sqlstate, int began)
 {
-    if (strstr(why, "is active for PID"))
+    if (sqlstate == NULL)
+        return OC_WAL_END_OTHER;
+    /* object_in_use: slot.c's "replication slot ... is active for PID" */
+    if (strcmp(sqlstate, "55006") == 0)
         return OC_WAL_END_HELD;
-    if (strstr(why, "does not exist") && strstr(why, "replication slot"))
+    /* undefined_object: before the stream begins, slot.c's "replication
+     * slot ... does not exist"; once it streams, pgoutput's "publication
+     * ... does not exist" (it reads the publications at the first change) */
+    if (strcmp(sqlstate, "42704") == 0 && !began)
         return OC_WAL_END_SLOT_MISSING;
-    if (strstr(why, "invalidated") || strstr(why, "can no longer get changes") ||
-        strstr(why, "cannot read from logical replication slot"))
-        return OC_WAL_END_SLOT_INVALID;
+    /* object_not_in_prerequisite_state: an invalidated slot (walsender.c's
+     * "cannot read from logical replication slot", logical.c's "can no
+     * longer get changes from replication slot"), but also a slot of
+     * another database, a physical slot, wal_level below logical: the
+     * code cannot tell them apart, pg_replication_slots can (stream_ended) */
+    if (strcmp(sqlstate, "55000") == 0)
+        return OC_WAL_END_SLOT_UNUSABLE;
     return OC_WAL_END_OTHER;
 }
 
@@ -1288,18 +1302,37 @@ oc_wal_end_t oc_wal_end_kind(const char *why)
     "a.backend_type = 'walsender' AND a.query <> '<insufficient privilege>' AND "        \
     "(a.wait_event_type IS NULL OR a.wait_event_type NOT IN ('Client', 'Activity'))"
 
+/* START_REPLICATION was refused for an unusable slot (55000): made again
+ * if it is invalidated (wal_status 'lost'), else that error stands. */
+static void lost_checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                         void *arg)
+{
+    (void)pc, (void)err;
+    oc_wal_t *w = arg;
+    w->sql_busy = 0;
+    int lost = st == OC_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) &&
+               strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    if (lost) {
+        recreate(w, 1);
+        return;
+    }
+    w->ctx->stats->wal_errors++;
+    stand_by(w, w->ctx->conf->wal_takeover_ms / 1000.0, w->unusable_why);
+}
+
 /* START_REPLICATION ended: another holder has the slot, the slot is gone,
  * or the stream broke. */
 static void stream_ended(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                          void *arg)
 {
-    (void)pc;
     oc_wal_t *w = arg;
     oc_ctx_t *ctx = w->ctx;
     PQclear(res);
     const char *why = st == OC_OK ? "the server ended the stream" : err;
     double takeover = ctx->conf->wal_takeover_ms / 1000.0;
-    oc_wal_end_t kind = oc_wal_end_kind(why);
+    oc_wal_end_t kind =
+        oc_wal_end_kind(st == OC_OK ? NULL : oc_pgconn_sqlstate(pc), w->began);
     if (kind == OC_WAL_END_HELD) {
         if (holder_silence(w, now_s()) > takeover && w->sql_up && !w->sql_busy) {
             /* Its walsender is alive but the feed says its heartbeats
@@ -1323,9 +1356,23 @@ static void stream_ended(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const c
         stand_by(w, takeover, "another sidecar holds the slot");
         return;
     }
-    if (kind == OC_WAL_END_SLOT_MISSING || kind == OC_WAL_END_SLOT_INVALID) {
-        recreate(w, kind == OC_WAL_END_SLOT_INVALID);
+    if (kind == OC_WAL_END_SLOT_MISSING) {
+        recreate(w, 0);
         return;
+    }
+    if (kind == OC_WAL_END_SLOT_UNUSABLE && w->sql_up && !w->sql_busy) {
+        /* Only an invalidated slot is dropped: not another database's
+         * slot of that name, nor ours while wal_level is wrong. */
+        const char *p[1] = {w->slot};
+        snprintf(w->unusable_why, sizeof(w->unusable_why), "%s", why);
+        w->sql_busy = 1;
+        if (oc_pgconn_query(
+                w->sql,
+                "SELECT wal_status = 'lost' FROM pg_catalog.pg_replication_slots "
+                "WHERE slot_name = $1 AND database = current_database()",
+                1, p, lost_checked, w) == OC_OK)
+            return;
+        w->sql_busy = 0;
     }
     ctx->stats->wal_errors++;
     stand_by(w, w->state == WAL_STREAMING ? WAL_RETRY_FAST_S : takeover, why);
@@ -1336,6 +1383,7 @@ static void on_begin(oc_pgconn_t *pc, void *arg)
 {
     (void)pc;
     oc_wal_t *w = arg;
+    w->began = 1;
     if (w->state == WAL_STARTING)
         streaming(w);
 }
@@ -1352,6 +1400,7 @@ static void start_stream(oc_wal_t *w)
     /* Nothing of this stream is received or applied yet: its statuses
      * confirm nothing (0) until its first batch is applied. */
     w->stream_no++;
+    w->began = 0;
     w->received_lsn = w->applied_lsn = 0;
     if (oc_pgconn_stream(w->repl, sql, on_begin, on_data, stream_ended, w) != OC_OK)
         stand_by(w, WAL_RETRY_FAST_S, "cannot send START_REPLICATION");
@@ -1388,10 +1437,11 @@ static void bumped(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *e
 static void created(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                     void *arg)
 {
-    (void)pc;
     oc_wal_t *w = arg;
     PQclear(res);
-    if (st != OC_OK && !strstr(err, "already exists")) {
+    /* duplicate_object: another sidecar made it first (the only 42710 of
+     * CREATE_REPLICATION_SLOT); it exists from now all the same */
+    if (st != OC_OK && strcmp(oc_pgconn_sqlstate(pc), "42710") != 0) {
         w->ctx->stats->wal_errors++;
         stand_by(w, w->ctx->conf->wal_takeover_ms / 1000.0, err);
         return;

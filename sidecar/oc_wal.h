@@ -148,15 +148,19 @@ int oc_wal_should_terminate(double stalled, double takeover_s, long pid);
 int oc_wal_stream_silent(double heard_at, double now, double takeover_s,
                          double sender_timeout_s);
 
-/* Why START_REPLICATION ended, from the server's message. */
+/* Why START_REPLICATION ended, from the failure's SQLSTATE (NULL or "":
+ * none, the server ended the stream or the connection broke) and whether
+ * the stream had begun (COPY BOTH): never from the message, which is in
+ * the server's lc_messages language. */
 typedef enum oc_wal_end {
-    OC_WAL_END_OTHER,        /* the stream broke, or the server ended it */
-    OC_WAL_END_HELD,         /* another connection streams the slot */
-    OC_WAL_END_SLOT_MISSING, /* the slot does not exist: create it */
-    OC_WAL_END_SLOT_INVALID, /* invalidated (max_slot_wal_keep_size): drop
-                                and create it */
+    OC_WAL_END_OTHER,         /* the stream broke, or the server ended it */
+    OC_WAL_END_HELD,          /* another connection streams the slot */
+    OC_WAL_END_SLOT_MISSING,  /* the slot does not exist: create it */
+    OC_WAL_END_SLOT_UNUSABLE, /* the slot cannot be used: invalidated
+                                 (max_slot_wal_keep_size: drop and create it)
+                                 if pg_replication_slots says it is lost */
 } oc_wal_end_t;
-oc_wal_end_t oc_wal_end_kind(const char *why);
+oc_wal_end_t oc_wal_end_kind(const char *sqlstate, int began);
 
 /* Are more keys pending than the holder takes in (4 x wal_max_txn_keys)?
  * Then the stream pauses until applying brings them under again. */

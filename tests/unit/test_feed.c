@@ -13,6 +13,25 @@
 #include "oc_feed.h"
 #include "oc_gens.h"
 
+static void test_hook_missing(void **state)
+{
+    (void)state;
+    /* by the code, in any language: the identifier is never translated */
+    assert_true(
+        oc_feed_hook_missing("3F000", "FEHLER:  Schema »objcached« existiert nicht"));
+    assert_true(oc_feed_hook_missing("42P01", "ERROR:  relation \"objcached.feed\" does "
+                                              "not exist"));
+    assert_true(oc_feed_hook_missing("42883", "ERREUR:  la fonction objcached.feed_poll("
+                                              "bigint, integer) n'existe pas"));
+    /* English words without the code: not the hook */
+    assert_false(oc_feed_hook_missing("57014", "ERROR:  objcached: does not exist"));
+    assert_false(oc_feed_hook_missing("", "database connection lost: objcached"));
+    assert_false(oc_feed_hook_missing(NULL, "no head row"));
+    /* the code of another object */
+    assert_false(
+        oc_feed_hook_missing("42P01", "ERROR:  relation \"other\" does not exist"));
+}
+
 static void test_gap(void **state)
 {
     (void)state;
@@ -246,11 +265,11 @@ static void test_gens_rule(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_gap),         cmocka_unit_test(test_more),
-        cmocka_unit_test(test_own_fits),    cmocka_unit_test(test_notify_own),
-        cmocka_unit_test(test_notify_rule), cmocka_unit_test(test_owed),
-        cmocka_unit_test(test_fresh_until), cmocka_unit_test(test_generations),
-        cmocka_unit_test(test_gens_rule),
+        cmocka_unit_test(test_hook_missing), cmocka_unit_test(test_gap),
+        cmocka_unit_test(test_more),         cmocka_unit_test(test_own_fits),
+        cmocka_unit_test(test_notify_own),   cmocka_unit_test(test_notify_rule),
+        cmocka_unit_test(test_owed),         cmocka_unit_test(test_fresh_until),
+        cmocka_unit_test(test_generations),  cmocka_unit_test(test_gens_rule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -186,28 +186,20 @@ static void test_silent_stream(void **state)
 static void test_end_kind(void **state)
 {
     (void)state;
-    assert_int_equal(
-        oc_wal_end_kind("ERROR:  replication slot \"objcached\" is active for PID 4242"),
-        OC_WAL_END_HELD);
-    assert_int_equal(
-        oc_wal_end_kind("ERROR:  replication slot \"objcached\" does not exist"),
-        OC_WAL_END_SLOT_MISSING);
-    assert_int_equal(oc_wal_end_kind("ERROR:  can no longer get changes from replication "
-                                     "slot \"objcached\""),
-                     OC_WAL_END_SLOT_INVALID);
-    assert_int_equal(oc_wal_end_kind("ERROR:  cannot read from logical replication slot "
-                                     "\"objcached\""),
-                     OC_WAL_END_SLOT_INVALID);
-    assert_int_equal(oc_wal_end_kind("DETAIL:  This slot has been invalidated because it "
-                                     "exceeded the maximum reserved size."),
-                     OC_WAL_END_SLOT_INVALID);
-    /* "does not exist" of something else is not a missing slot */
-    assert_int_equal(oc_wal_end_kind("ERROR:  publication \"objcached\" does not exist"),
-                     OC_WAL_END_OTHER);
-    assert_int_equal(oc_wal_end_kind("the server ended the stream"), OC_WAL_END_OTHER);
-    assert_int_equal(oc_wal_end_kind("server closed the connection unexpectedly"),
-                     OC_WAL_END_OTHER);
-    assert_int_equal(oc_wal_end_kind(""), OC_WAL_END_OTHER);
+    /* By the SQLSTATE, whatever the language of the message */
+    assert_int_equal(oc_wal_end_kind("55006", 0), OC_WAL_END_HELD);
+    assert_int_equal(oc_wal_end_kind("42704", 0), OC_WAL_END_SLOT_MISSING);
+    /* 42704 once streaming: pgoutput's missing publication, not the slot */
+    assert_int_equal(oc_wal_end_kind("42704", 1), OC_WAL_END_OTHER);
+    /* invalidated, or another database's, or wal_level: asked of the server */
+    assert_int_equal(oc_wal_end_kind("55000", 0), OC_WAL_END_SLOT_UNUSABLE);
+    assert_int_equal(oc_wal_end_kind("42710", 0), OC_WAL_END_OTHER);
+    assert_int_equal(oc_wal_end_kind("57P01", 1), OC_WAL_END_OTHER);
+    assert_int_equal(oc_wal_end_kind("08006", 1), OC_WAL_END_OTHER);
+    /* no SQLSTATE: the connection broke, or the server ended the stream */
+    assert_int_equal(oc_wal_end_kind("", 1), OC_WAL_END_OTHER);
+    assert_int_equal(oc_wal_end_kind("", 0), OC_WAL_END_OTHER);
+    assert_int_equal(oc_wal_end_kind(NULL, 1), OC_WAL_END_OTHER);
 }
 
 static void test_pause_and_lag(void **state)
