@@ -628,8 +628,8 @@ oc_feed_t *oc_feed_new(oc_ctx_t *ctx, char *err)
         .up = on_up, .down = on_down, .notify = on_notify};
     /* feed_conninfo may name a replica (docs/invalidation.md): the feed
      * polls what has been replayed, and reads no rows to cache */
-    static const oc_pgconn_opts_t feed_opts = {.app_name = "objcached-feed",
-                                               .replica_ok = 1};
+    const oc_pgconn_opts_t feed_opts = {
+        .app_name = "objcached-feed", .replica_ok = 1, .stats = ctx->stats};
     const char *conninfo = conf->feed_conninfo[0] ? conf->feed_conninfo : conf->conninfo;
     if ((f->pc = oc_pgconn_new(ctx->base, conninfo, &feed_opts, session, &hooks, f)) ==
         NULL)

@@ -180,7 +180,8 @@ static void reader_start(oc_gens_t *g)
     oc_ctx_t *ctx = g->ctx;
     char *session = oc_sql_session(ctx->conf);
     static const oc_pgconn_hooks_t hooks = {.up = reader_up, .down = reader_down};
-    static const oc_pgconn_opts_t opts = {.app_name = "objcached-generations"};
+    const oc_pgconn_opts_t opts = {.app_name = "objcached-generations",
+                                   .stats = ctx->stats};
     if (session != NULL)
         g->pc = oc_pgconn_new(ctx->base, ctx->conf->conninfo, &opts, session, &hooks, g);
     free(session);

@@ -847,7 +847,7 @@ oc_inval_t *oc_inval_new(oc_ctx_t *ctx, char *err)
         goto nomem;
     static const oc_pgconn_hooks_t hooks = {
         .up = on_up, .down = on_down, .notify = on_notify};
-    static const oc_pgconn_opts_t opts = {.app_name = "objcached-inval"};
+    const oc_pgconn_opts_t opts = {.app_name = "objcached-inval", .stats = ctx->stats};
     if ((iv->pc = oc_pgconn_new(ctx->base, ctx->conf->conninfo, &opts, setup, &hooks,
                                 iv)) == NULL)
         goto nomem;

@@ -561,7 +561,7 @@ oc_pg_t *oc_pg_new(struct event_base *base, const oc_conf_t *conf, oc_stats_t *s
             goto nomem;
     pg->nconns = conf->pg_connections;
     static const oc_pgconn_hooks_t hooks = {.up = conn_up, .down = conn_down};
-    static const oc_pgconn_opts_t opts = {.app_name = "objcached-loader"};
+    const oc_pgconn_opts_t opts = {.app_name = "objcached-loader", .stats = stats};
     for (size_t i = 0; i < pg->nconns; i++) {
         oc_pg_conn_t *c = &pg->conns[i];
         c->pg = pg;

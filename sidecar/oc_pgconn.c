@@ -60,6 +60,7 @@ struct oc_pgconn {
     int tried;     /* attempts of this round that failed */
     int timeout_s; /* one attempt's bound */
     int replica_ok;
+    oc_stats_t *stats;         /* the owner's, or NULL */
     int checking;              /* SETUP: the standby check runs, the setup SQL waits */
     int libpq_list;            /* hosts libpq tries in one attempt (not split) */
     char round_err[OC_ERRLEN]; /* each failed host's error, this round */
@@ -295,6 +296,8 @@ static int next_host(oc_pgconn_t *c, const char *reason)
     note_host_error(c, reason);
     if (++c->tried >= c->nhosts)
         return 0;
+    if (c->stats)
+        c->stats->pg_hosts_passed++;
     char clean[OC_ERRLEN];
     oc_log_debug("event=pg_conn_host_failed conn=%s reason=\"%s\"", c->app_name,
                  oc_log_clean(clean, sizeof(clean), reason));
@@ -504,6 +507,8 @@ static void results_done(oc_pgconn_t *c)
         int standby = c->checking && !c->failed &&
                       !(PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "f") == 0);
         PQclear(res);
+        if (standby && c->stats)
+            c->stats->pg_standbys_refused++;
         if (c->failed || standby) {
             go_down(c, c->failed ? err : "server is in hot standby mode");
             return;
@@ -1012,6 +1017,7 @@ oc_pgconn_t *oc_pgconn_new(struct event_base *base, const char *conninfo,
     c->app_name = strdup(opts && opts->app_name ? opts->app_name : "objcached");
     c->replication = opts ? opts->replication : 0;
     c->replica_ok = opts ? opts->replica_ok : 0;
+    c->stats = opts ? opts->stats : NULL;
     c->setup_sql = strdup(setup_sql);
     c->io = event_new(base, -1, 0, io_cb, c);
     c->timer = evtimer_new(base, timer_cb, c);

@@ -51,6 +51,7 @@
 #include <libpq-fe.h>
 #include <stdint.h>
 
+#include "oc_stats.h"
 #include "oc_status.h"
 
 struct event_base;
@@ -81,7 +82,9 @@ typedef struct oc_pgconn_opts {
                                try): the same failure is then logged at
                                debug, so an outage is said once (NULL: none) */
     int replica_ok;         /* a hot standby will do (the feed's reads): no
-                               target_session_attrs=primary added */
+                               standby check */
+    oc_stats_t *stats;      /* pg_hosts_passed and pg_standbys_refused are
+                               counted there (NULL: not counted) */
 } oc_pgconn_opts_t;
 
 /* Starts connecting at once. conninfo, the options' strings and setup_sql

@@ -520,7 +520,8 @@ static int ensure_pg(oc_sampler_t *s)
     const oc_conf_t *conf = s->ctx->conf;
     char *setup = oc_sql_session_reader(conf);
     static const oc_pgconn_hooks_t hooks = {.up = pg_up, .down = pg_down};
-    static const oc_pgconn_opts_t opts = {.app_name = "objcached-sampler"};
+    const oc_pgconn_opts_t opts = {.app_name = "objcached-sampler",
+                                   .stats = s->ctx->stats};
     if (setup)
         s->pg = oc_pgconn_new(s->ctx->base, conf->conninfo, &opts, setup, &hooks, s);
     free(setup);

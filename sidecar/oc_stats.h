@@ -43,6 +43,12 @@ struct evbuffer;
       "loads split in two because a row's data made the query fail (only its keys "      \
       "fail)")                                                                           \
     X(pg_connections_up, GAUGE, "loader connections connected now")                      \
+    X(pg_hosts_passed, COUNTER,                                                          \
+      "connection attempts to one host of a multi-host conninfo that failed, the turn "  \
+      "passed to the next host")                                                         \
+    X(pg_standbys_refused, COUNTER,                                                      \
+      "sessions refused because the server was a hot standby (every connection but "     \
+      "the feed's must be on the primary)")                                              \
     X(mc_servers_up, GAUGE,                                                              \
       "memcached servers of the pool in service (not marked down)")                      \
     X(mc_place_native, GAUGE,                                                            \

@@ -1619,10 +1619,12 @@ static void wal_start_try(oc_wal_t *w)
 {
     oc_ctx_t *ctx = w->ctx;
     static const oc_pgconn_hooks_t hooks = {.up = on_up, .down = on_down};
-    const oc_pgconn_opts_t repl_opts = {
-        .app_name = "objcached-wal", .replication = 1, .last_error = w->down_why[0]};
-    const oc_pgconn_opts_t sql_opts = {.app_name = "objcached-wal",
-                                       .last_error = w->down_why[1]};
+    const oc_pgconn_opts_t repl_opts = {.app_name = "objcached-wal",
+                                        .replication = 1,
+                                        .last_error = w->down_why[0],
+                                        .stats = ctx->stats};
+    const oc_pgconn_opts_t sql_opts = {
+        .app_name = "objcached-wal", .last_error = w->down_why[1], .stats = ctx->stats};
     const char *conninfo =
         ctx->conf->wal_conninfo[0] ? ctx->conf->wal_conninfo : ctx->conf->conninfo;
     char *session = oc_sql_session(ctx->conf);

@@ -81,6 +81,8 @@ def test_a_dead_first_host_passes_the_turn_to_the_next(objcached_factory, pg, re
                            timeout=10, what="both loaders back")
         assert c.get("User:2") == ref.json("User", 2)
         assert dead.counts["accepted"] == accepted
+    s = oc.stats()   # the first round passed the dead host's turn on, per connection
+    assert s["pg_hosts_passed"] >= 2 and s["pg_standbys_refused"] == 0, s
 
 
 def test_every_host_failed_names_each(objcached_factory, pg, dead):
@@ -107,6 +109,8 @@ def test_a_standby_first_in_the_list_is_passed_over(objcached_factory, pg, stand
         assert old[0][0].encode() != fresh          # the standby is behind on purpose
         with oc.client() as c:
             assert c.get("User:21") == fresh
+        s = oc.stats()   # each connection's round: the standby refused, the turn passed
+        assert s["pg_standbys_refused"] >= 2 and s["pg_hosts_passed"] >= 2, s
     finally:
         pg.execute("UPDATE users SET score = score - 1 WHERE id = 21")
         standby.execute("SELECT pg_wal_replay_resume()")
@@ -118,6 +122,7 @@ def test_a_loader_on_a_standby_fails_loudly(objcached_factory, standby, pg):
     with oc.client() as c:
         values, terminal = c.get_multi(["User:22"])
         assert values == [] and terminal.startswith(b"SERVER_ERROR load failed"), terminal
+    assert oc.stats()["pg_standbys_refused"] >= 1
     assert re.search(r"level=warn.*event=pg_conn_down conn=objcached-loader "
                      r"reason=\".*hot standby", oc.log()), oc.log()
 
