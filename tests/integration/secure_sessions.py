@@ -4,6 +4,8 @@ sessions held to a bound with nothing else to wake them (polls of 10
 minutes, WAL heartbeats 10 s apart), on 100 KB rows whose results and
 CopyData messages span many records or packets."""
 
+import select
+import socket
 import threading
 import time
 
@@ -166,3 +168,76 @@ def wal_stream(start, db, check_sessions, slot_session):
         served_within(oc, "Big:1", row(db, "big", 1))
         served_within(oc, "Big:100000", row(db, "big", 100000))
     return a, b
+
+
+class FrontProxy:
+    """A listener in front of the cluster's plain TCP port that speaks an
+    encrypted transport to objcached the way PostgreSQL 17 and later (large
+    messages sent at once), poolers and cloud proxies write it: what the
+    server sends is read in big chunks (read_burst) and sent on in the
+    largest records or packets the transport has, so one holds the end of a
+    message and the start of the next. A subclass sets up its credentials,
+    then calls this __init__ (which starts accepting), and implements
+    _relay(c, conns): the handshake on c, then the relay both ways, the
+    server's socket opened by self.backend(conns). `errors`: the exceptions
+    that end a connection quietly."""
+
+    errors = (OSError, ValueError)
+
+    def __init__(self, pg):
+        self.target = ("127.0.0.1", pg.port)
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.lsock.getsockname()[1]
+        self.closed = False
+        self.socks = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def backend(self, conns):
+        b = socket.create_connection(self.target)
+        conns.append(b)
+        self.socks += conns
+        return b
+
+    def _serve(self, c):
+        conns = [c]
+        try:
+            self._relay(c, conns)
+        except self.errors:
+            return
+        finally:
+            for x in conns:
+                x.close()
+
+    def _relay(self, c, conns):
+        raise NotImplementedError
+
+    def close(self):
+        self.closed = True
+        self.lsock.close()
+        for x in self.socks:
+            try:
+                x.close()
+            except OSError:
+                pass
+
+
+def read_burst(b):
+    """What the server sent, with what follows within a few ms (b'' once it
+    closed): one write's worth."""
+    data = b.recv(262144)
+    if not data:
+        return data
+    while select.select([b], [], [], 0.005)[0]:
+        more = b.recv(262144)
+        if not more:
+            break
+        data += more
+    return data

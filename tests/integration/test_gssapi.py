@@ -33,7 +33,6 @@ import socket
 import struct
 import subprocess
 import tempfile
-import threading
 import time
 
 import gssapi
@@ -220,38 +219,25 @@ def _recv_exact(s, n):
     return data
 
 
-class GssFrontProxy:
-    """GSSAPI encryption in front of the cluster's plain TCP port, written
-    as PostgreSQL 17 and later (large messages sent at once), poolers and
-    proxies write it: what the server sends is read in big chunks and
-    wrapped in packets of the largest size libpq takes (16 KB with their
-    length word), so a packet holds the end of one message and the start
-    of the next. (PostgreSQL 15 here writes a regular session's packets
-    of 8 KB at most, its send buffer, which libpq always takes whole.) It
-    answers the GSSENCRequest with 'G' and accepts the client's context
-    with the service keytab; behind it the session is plain and trusted."""
+class GssFrontProxy(ss.FrontProxy):
+    """GSSAPI encryption in front of the cluster (secure_sessions.FrontProxy):
+    each chunk of the server's is wrapped in packets of the largest size
+    libpq takes (16 KB with their length word). (PostgreSQL 15 here writes
+    a regular session's packets of 8 KB at most, its send buffer, which
+    libpq always takes whole.) It answers the GSSENCRequest with 'G' and
+    accepts the client's context with the service keytab; behind it the
+    session is plain and trusted."""
+
+    errors = (OSError, gssapi.exceptions.GSSError, ValueError, struct.error)
 
     def __init__(self, pg, realm):
-        self.target = ("127.0.0.1", pg.port)
         self.creds = gssapi.Credentials(usage="accept",
                                         store={"keytab": realm.server_keytab})
-        self.lsock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.lsock.getsockname()[1]
-        self.closed = False
-        self.socks = []
         self.packets = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(pg)
 
     def conninfo(self, dbname):
         return gss_conninfo(self.port, dbname)
-
-    def _accept(self):
-        while not self.closed:
-            try:
-                c, _ = self.lsock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _handshake(self, c):
         ctx = gssapi.SecurityContext(creds=self.creds, usage="accept")
@@ -262,63 +248,38 @@ class GssFrontProxy:
                 c.sendall(struct.pack("!I", len(out)) + out)
         return ctx
 
-    def _serve(self, c):
-        b = None
-        try:
-            req = _recv_exact(c, 8)
-            if struct.unpack("!ii", req) != (8, GSSENC_REQUEST):
-                c.close()
-                return
-            c.sendall(b"G")
-            ctx = self._handshake(c)
-            maxp = ctx.get_wrap_size_limit(16384 - 4, encrypted=True)
-            b = socket.create_connection(self.target)
-            self.socks += [c, b]
-            inbuf = b""
-            while not self.closed:
-                ready = select.select([c, b], [], [], 1.0)[0]
-                if c in ready:
-                    data = c.recv(65536)
-                    if not data:
-                        return
-                    inbuf += data
-                    while len(inbuf) >= 4:
-                        n = struct.unpack("!I", inbuf[:4])[0]
-                        if len(inbuf) < 4 + n:
-                            break
-                        b.sendall(ctx.unwrap(inbuf[4:4 + n]).message)
-                        inbuf = inbuf[4 + n:]
-                if b in ready:
-                    data = b.recv(262144)
-                    if not data:
-                        return
-                    # what follows within a few ms goes in the same packets
-                    while select.select([b], [], [], 0.005)[0]:
-                        more = b.recv(262144)
-                        if not more:
-                            break
-                        data += more
-                    out = []
-                    for i in range(0, len(data), maxp):
-                        w = ctx.wrap(data[i:i + maxp], True).message
-                        out.append(struct.pack("!I", len(w)) + w)
-                        self.packets += 1
-                    c.sendall(b"".join(out))
-        except (OSError, gssapi.exceptions.GSSError, ValueError, struct.error):
+    def _relay(self, c, conns):
+        req = _recv_exact(c, 8)
+        if struct.unpack("!ii", req) != (8, GSSENC_REQUEST):
             return
-        finally:
-            for x in (c, b):
-                if x is not None:
-                    x.close()
-
-    def close(self):
-        self.closed = True
-        self.lsock.close()
-        for x in self.socks:
-            try:
-                x.close()
-            except OSError:
-                pass
+        c.sendall(b"G")
+        ctx = self._handshake(c)
+        maxp = ctx.get_wrap_size_limit(16384 - 4, encrypted=True)
+        b = self.backend(conns)
+        inbuf = b""
+        while not self.closed:
+            ready = select.select([c, b], [], [], 1.0)[0]
+            if c in ready:
+                data = c.recv(65536)
+                if not data:
+                    return
+                inbuf += data
+                while len(inbuf) >= 4:
+                    n = struct.unpack("!I", inbuf[:4])[0]
+                    if len(inbuf) < 4 + n:
+                        break
+                    b.sendall(ctx.unwrap(inbuf[4:4 + n]).message)
+                    inbuf = inbuf[4 + n:]
+            if b in ready:
+                data = ss.read_burst(b)
+                if not data:
+                    return
+                out = []
+                for i in range(0, len(data), maxp):
+                    w = ctx.wrap(data[i:i + maxp], True).message
+                    out.append(struct.pack("!I", len(w)) + w)
+                    self.packets += 1
+                c.sendall(b"".join(out))
 
 
 def config(pg, mc_pool, db, wal=False, **sections):

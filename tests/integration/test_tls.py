@@ -23,7 +23,6 @@ import select
 import socket
 import ssl
 import struct
-import threading
 import time
 
 import pytest
@@ -50,82 +49,44 @@ trigger_template, wal_template, db, wal_db = oc_c.source_fixtures(
     SCHEMA, MODELS, "tls")
 
 
-class TlsFrontProxy:
-    """TLS in front of the cluster's plain TCP port, written as PostgreSQL 17
-    and later (large messages sent at once), pgbouncer or a cloud proxy
-    write it: what the server sends is read in big chunks and each written
-    with one SSL write, so records are the 16 KB maximum and a record holds
-    the end of one message and the start of the next. (PostgreSQL 15 here
-    writes its regular sessions' records of 8 KB at most, which libpq always
-    reads whole.) It answers the SSLRequest with 'S' and uses the cluster's
-    certificate."""
+class TlsFrontProxy(ss.FrontProxy):
+    """TLS in front of the cluster (secure_sessions.FrontProxy): each chunk
+    of the server's is written with one SSL write, so records are the 16 KB
+    maximum. (PostgreSQL 15 here writes its regular sessions' records of
+    8 KB at most, which libpq always reads whole.) It answers the
+    SSLRequest with 'S' and uses the cluster's certificate."""
+
+    errors = (OSError, ssl.SSLError, ValueError)
 
     def __init__(self, pg):
-        self.target = ("127.0.0.1", pg.port)
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(os.path.join(pg.datadir, "server.crt"),
                                  os.path.join(pg.datadir, "server.key"))
-        self.lsock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.lsock.getsockname()[1]
-        self.closed = False
-        self.socks = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(pg)
 
     def conninfo(self, dbname):
         return f"host=127.0.0.1 port={self.port} dbname={dbname} user=postgres sslmode=require"
 
-    def _accept(self):
-        while not self.closed:
-            try:
-                c, _ = self.lsock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c):
-        b = None
-        try:
-            req = c.recv(8, socket.MSG_WAITALL)
-            if len(req) != 8 or struct.unpack("!ii", req) != (8, 80877103):
-                c.close()
-                return
-            c.sendall(b"S")
-            t = self.ctx.wrap_socket(c, server_side=True)
-            b = socket.create_connection(self.target)
-            self.socks += [t, b]
-            while not self.closed:
-                ready = [t] if t.pending() else select.select([t, b], [], [], 1.0)[0]
-                if t in ready:
-                    data = t.recv(65536)
-                    if not data:
-                        return
-                    b.sendall(data)
-                if b in ready:
-                    data = b.recv(262144)
-                    if not data:
-                        return
-                    # what follows within a few ms goes in the same write
-                    while select.select([b], [], [], 0.005)[0]:
-                        more = b.recv(262144)
-                        if not more:
-                            break
-                        data += more
-                    t.sendall(data)
-        except (OSError, ssl.SSLError, ValueError):
+    def _relay(self, c, conns):
+        req = c.recv(8, socket.MSG_WAITALL)
+        if len(req) != 8 or struct.unpack("!ii", req) != (8, 80877103):
             return
-        finally:
-            for x in (c, b):
-                if x is not None:
-                    x.close()
-
-    def close(self):
-        self.closed = True
-        self.lsock.close()
-        for x in self.socks:
-            try:
-                x.close()
-            except OSError:
-                pass
+        c.sendall(b"S")
+        t = self.ctx.wrap_socket(c, server_side=True)
+        conns.append(t)
+        b = self.backend(conns)
+        while not self.closed:
+            ready = [t] if t.pending() else select.select([t, b], [], [], 1.0)[0]
+            if t in ready:
+                data = t.recv(65536)
+                if not data:
+                    return
+                b.sendall(data)
+            if b in ready:
+                data = ss.read_burst(b)
+                if not data:
+                    return
+                t.sendall(data)
 
 
 def config(pg, mc_pool, db, wal=False, **sections):
