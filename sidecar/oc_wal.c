@@ -64,6 +64,8 @@ struct oc_wal {
     wal_state_t state;
     unsigned stream_no; /* START_REPLICATIONs sent */
     int began;          /* this START_REPLICATION's stream began (COPY BOTH) */
+    int pub_missing;    /* a stream ended on pgoutput's "publication does not
+                           exist": the next try asks pg_publication first */
     /* the error of a START_REPLICATION refused for an unusable slot (55000),
      * while pg_replication_slots is asked whether the slot is lost */
     char unusable_why[OC_ERRLEN];
@@ -1147,7 +1149,7 @@ static void streaming(oc_wal_t *w)
 }
 
 static void start_stream(oc_wal_t *w);
-static void recreate(oc_wal_t *w, int drop);
+static void recreate(oc_wal_t *w, int drop, const char *why);
 
 static void terminated(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                        void *arg)
@@ -1314,7 +1316,7 @@ static void lost_checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const c
                strcmp(PQgetvalue(res, 0, 0), "t") == 0;
     PQclear(res);
     if (lost) {
-        recreate(w, 1);
+        recreate(w, 1, "invalidated: it fell more than max_slot_wal_keep_size behind");
         return;
     }
     w->ctx->stats->wal_errors++;
@@ -1356,8 +1358,18 @@ static void stream_ended(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const c
         stand_by(w, takeover, "another sidecar holds the slot");
         return;
     }
+    if (w->began && strcmp(oc_pgconn_sqlstate(pc), "42704") == 0) {
+        /* pgoutput's "publication does not exist", at the first change
+         * after it was dropped. Retried at once it fails at once, for good
+         * even once the publication is made again (the slot decodes with
+         * the catalog of the change's time): the next try asks first. */
+        w->pub_missing = 1;
+        ctx->stats->wal_errors++;
+        stand_by(w, takeover, why);
+        return;
+    }
     if (kind == OC_WAL_END_SLOT_MISSING) {
-        recreate(w, 0);
+        recreate(w, 0, "it does not exist");
         return;
     }
     if (kind == OC_WAL_END_SLOT_UNUSABLE && w->sql_up && !w->sql_busy) {
@@ -1388,8 +1400,44 @@ static void on_begin(oc_pgconn_t *pc, void *arg)
         streaming(w);
 }
 
+static void pub_checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                        void *arg)
+{
+    (void)pc;
+    oc_wal_t *w = arg;
+    w->sql_busy = 0;
+    int exists = st == OC_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) &&
+                 strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    if (st != OC_OK) {
+        w->ctx->stats->wal_errors++;
+        stand_by(w, w->ctx->conf->wal_takeover_ms / 1000.0, err);
+        return;
+    }
+    if (!exists) { /* nothing to stream until it is made again */
+        w->ctx->stats->wal_errors++;
+        stand_by(w, w->ctx->conf->wal_takeover_ms / 1000.0,
+                 "publication objcached does not exist: run objcached --install-hook");
+        return;
+    }
+    /* Made again since: what was written while it did not exist cannot be
+     * decoded from this slot; a new slot, and every WAL model goes whole */
+    w->pub_missing = 0;
+    recreate(w, 1, "publication objcached was dropped: the slot cannot decode past it");
+}
+
 static void start_stream(oc_wal_t *w)
 {
+    if (w->pub_missing && w->sql_up && !w->sql_busy) {
+        w->sql_busy = 1;
+        set_state(w, WAL_STARTING);
+        if (oc_pgconn_query(w->sql,
+                            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication "
+                            "WHERE pubname = 'objcached')",
+                            0, NULL, pub_checked, w) == OC_OK)
+            return;
+        w->sql_busy = 0;
+    }
     char sql[256];
     snprintf(sql, sizeof(sql),
              "START_REPLICATION SLOT \"%s\" LOGICAL 0/0 (proto_version '1', "
@@ -1474,13 +1522,11 @@ static void dropped(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *
         stand_by(w, WAL_RETRY_FAST_S, "cannot create the slot");
 }
 
-static void recreate(oc_wal_t *w, int drop)
+static void recreate(oc_wal_t *w, int drop, const char *why)
 {
     char sql[128];
     set_state(w, WAL_RECREATING);
-    oc_log_error("event=wal_slot_lost slot=%s reason=\"%s\"", w->slot,
-                 drop ? "invalidated: it fell more than max_slot_wal_keep_size behind"
-                      : "it does not exist");
+    oc_log_error("event=wal_slot_lost slot=%s reason=\"%s\"", w->slot, why);
     if (!drop) {
         dropped(NULL, NULL, OC_OK, NULL, w);
         return;

@@ -438,6 +438,32 @@ def test_an_ordinary_roles_forged_heartbeat_proves_nothing(fleet, mc_pool, db, p
         proxy.close()
 
 
+def test_a_dropped_publication_made_again_is_followed_by_a_new_slot(
+        fleet, mc_pool, db, objcached_bin):
+    """DROP PUBLICATION objcached under a running holder: pgoutput fails the
+    stream at the first change ("publication does not exist"), and keeps
+    failing it even once the publication is made again (the slot decodes
+    with the catalog of the change's time). Before: the holder took the
+    slot again every second, for good, and no write reached the cache
+    again. Now it waits wal_takeover between tries, asks pg_publication,
+    and once the publication exists makes a new slot, every WAL model going
+    whole: a row written while there was none is served fresh without
+    another write."""
+    a = start(fleet, mc_pool, db)
+    holder([a])
+    cached(a, ["Item:1", "Item:2"])
+    db.q("DROP PUBLICATION objcached")
+    db.q("UPDATE items SET name = 'while there was no publication' WHERE id = 2")
+    harness.wait_until(lambda: "publication" in a.log() and a.stats()["wal_errors"] >= 1,
+                       timeout=20, what="the stream to fail on the missing publication")
+    p = oc_c.run_install_hook(objcached_bin, wal_config(mc_pool, db, db.name))
+    assert p.returncode == 0, p.stdout + p.stderr
+    wait_value(a, "Item:2", row(db, "Item", 2), timeout=30)
+    assert 'reason="publication objcached was dropped' in a.log()
+    db.q("UPDATE items SET name = 'after the new slot' WHERE id = 1")
+    wait_value(a, "Item:1", row(db, "Item", 1), timeout=10)
+
+
 def test_a_failover_to_a_server_behind_confirms_nothing_of_the_old_stream(
         fleet, mc_pool, objcached_bin):
     """The holder confirmed its last stream's applied position on the next
