@@ -241,3 +241,29 @@ def read_burst(b):
             break
         data += more
     return data
+
+
+def result_end_sweep(fleet, conninfo, mc_pool, db, sizes, **start_kw):
+    """Through a front proxy (conninfo): Doc:1 of 10 KB, then Doc:2 of each
+    size, loaded together by a fresh single loader into cold keys; the
+    result's last bytes may end up waiting decrypted below libpq's socket.
+    Each load must answer within BOUND."""
+    db.q("UPDATE docs SET body = repeat('a', 10000) WHERE id = 1")
+    for size in sizes:
+        db.q("UPDATE docs SET body = repeat('b', %s) WHERE id = 2", (size,))
+        for m in mc_pool:
+            m.flush_all()   # cold keys: the load is what is tested
+        oc = fleet.start(config(conninfo, mc_pool, db,
+                                objcached={"near_cache_size": "0", "load_timeout": "30s"},
+                                postgresql={"connections": "1", "invalidation_poll": "0",
+                                            "feed_poll": "0"}), **start_kw)
+        harness.wait_until(lambda: oc.stats()["pg_connections_up"] == 1, timeout=10,
+                           what="the loader connected")
+        t0 = time.monotonic()
+        with oc.client(timeout=60) as c:
+            values, end = c.get_multi(["Doc:1", "Doc:2"])
+        took = time.monotonic() - t0
+        assert end == b"END" and [v[2] for v in values] == \
+            [row(db, "docs", 1), row(db, "docs", 2)], size
+        assert took < BOUND, (size, took)
+        oc.stop()

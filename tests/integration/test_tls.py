@@ -23,7 +23,6 @@ import select
 import socket
 import ssl
 import struct
-import time
 
 import pytest
 
@@ -120,28 +119,8 @@ def test_a_result_whose_end_waits_decrypted_in_openssl(fleet, pg, mc_pool, db):
     size (the window is about 20 bytes wide): each load answers within the
     bound, which before the fix it did not (it stalled until load_timeout)."""
     proxy = TlsFrontProxy(pg)
-    db.q("UPDATE docs SET body = repeat('a', 10000) WHERE id = 1")
-    tls = proxy.conninfo(db.name)
     try:
-        for size in range(16290, 16390, 7):
-            db.q("UPDATE docs SET body = repeat('b', %s) WHERE id = 2", (size,))
-            for m in mc_pool:
-                m.flush_all()   # cold keys: the load is what is tested
-            oc = fleet.start(config(pg, mc_pool, db, objcached={"near_cache_size": "0",
-                                                                "load_timeout": "30s"},
-                                    postgresql={"conninfo": tls, "connections": "1",
-                                                "invalidation_poll": "0",
-                                                "feed_poll": "0"}))
-            harness.wait_until(lambda: oc.stats()["pg_connections_up"] == 1, timeout=10,
-                               what="the loader connected")
-            t0 = time.monotonic()
-            with oc.client(timeout=60) as c:
-                values, end = c.get_multi(["Doc:1", "Doc:2"])
-            took = time.monotonic() - t0
-            assert end == b"END" and [v[2] for v in values] == \
-                [row(db, "docs", 1), row(db, "docs", 2)], size
-            assert took < BOUND, (size, took)
-            oc.stop()
+        ss.result_end_sweep(fleet, proxy.conninfo(db.name), mc_pool, db, range(16290, 16390, 7))
     finally:
         proxy.close()
 
