@@ -1473,34 +1473,38 @@ static int oc_conf_seen_line(const oc_conf_parser_t *p, oc_conf_sect_t sect,
     return oc_conf_find_key(sect, name, &idx) ? p->fixed_seen[sect][idx] : 0;
 }
 
-/* [memcached] as a whole: a gutter server must not be a server of the
- * pool (its keys would be written there as failover entries with a short
- * TTL, and a flush of it on return would empty part of the pool). */
-static oc_status_t oc_conf_check_gutter(oc_conf_parser_t *p)
+/* A gutter server that is also in `list` (named `key`), refused. */
+static oc_status_t oc_conf_gutter_not_in(oc_conf_parser_t *p,
+                                         const oc_mc_server_conf_t *list, size_t n,
+                                         const char *key)
 {
     const oc_conf_t *c = p->conf;
     char shown[OC_CONF_SHOWBUF];
     for (size_t g = 0; g < c->ngutter; g++)
-        for (size_t i = 0; i < c->nservers; i++)
-            if (c->gutter[g].port == c->servers[i].port &&
-                strcasecmp(c->gutter[g].host, c->servers[i].host) == 0)
+        for (size_t i = 0; i < n; i++)
+            if (c->gutter[g].port == list[i].port &&
+                strcasecmp(c->gutter[g].host, list[i].host) == 0)
                 return oc_conf_error(
                     p, oc_conf_seen_line(p, OC_SECT_MEMCACHED, "gutter"),
-                    "gutter: server '%s' port %u is also in servers (a gutter "
-                    "pool must be other memcached servers)",
-                    oc_conf_show(c->gutter[g].host, shown), c->gutter[g].port);
-    /* Nor of servers_previous: that list is the pool before or after a
-     * change, whose servers are flushed by no failover rule. */
-    for (size_t g = 0; g < c->ngutter; g++)
-        for (size_t i = 0; i < c->nservers_previous; i++)
-            if (c->gutter[g].port == c->servers_previous[i].port &&
-                strcasecmp(c->gutter[g].host, c->servers_previous[i].host) == 0)
-                return oc_conf_error(
-                    p, oc_conf_seen_line(p, OC_SECT_MEMCACHED, "gutter"),
-                    "gutter: server '%s' port %u is also in servers_previous (a "
-                    "gutter pool must be other memcached servers)",
-                    oc_conf_show(c->gutter[g].host, shown), c->gutter[g].port);
+                    "gutter: server '%s' port %u is also in %s (a gutter pool must be "
+                    "other memcached servers)",
+                    oc_conf_show(c->gutter[g].host, shown), c->gutter[g].port, key);
     return OC_OK;
+}
+
+/* [memcached] as a whole: a gutter server must not be a server of the
+ * pool (its keys would be written there as failover entries with a short
+ * TTL, and a flush of it on return would empty part of the pool), nor of
+ * servers_previous (the pool before or after a change, whose servers are
+ * flushed by no failover rule). */
+static oc_status_t oc_conf_check_gutter(oc_conf_parser_t *p)
+{
+    const oc_conf_t *c = p->conf;
+    oc_status_t st = oc_conf_gutter_not_in(p, c->servers, c->nservers, "servers");
+    if (st != OC_OK)
+        return st;
+    return oc_conf_gutter_not_in(p, c->servers_previous, c->nservers_previous,
+                                 "servers_previous");
 }
 
 /* A model's refresh_ahead must leave the entry some time as a plain hit:
