@@ -1575,6 +1575,11 @@ def main():
                          "16 KiB (docs/protocol.md, values_by_ref)")
     ap.add_argument("--near-size", help="near_cache_size of the near-cache sidecars (default: "
                                         "the run's, 128m; 32m in --quick)")
+    ap.add_argument("--zipf-prewarm", type=int, metavar="BATCHES",
+                    help="get-multis of 100 keys that pre-warm both caches of the zipf phase "
+                         "(default: the run's, 30,000; 1,000 in --quick)")
+    ap.add_argument("--zipf-trials", type=int, help="trials of the zipf phase (default: the "
+                                                    "run's, 5; 1 in --quick)")
     ap.add_argument("--writes-perf", metavar="DIR",
                     help="record each writes run system-wide with `perf record -a -g` into "
                          "DIR/<round>-<shape>-<writers>-<variant>.data (perf report "
@@ -1613,6 +1618,14 @@ def main():
         if not re.fullmatch(r"\d+[kmg]?", args.near_size):
             ap.error("--near-size takes a size such as 128m or 1g")
         cfg["near_size"] = args.near_size
+    if args.zipf_prewarm is not None:
+        if args.zipf_prewarm < 1:
+            ap.error("--zipf-prewarm takes a count of batches, at least 1")
+        cfg["zipf_prewarm"] = args.zipf_prewarm
+    if args.zipf_trials is not None:
+        if args.zipf_trials < 1:
+            ap.error("--zipf-trials takes at least 1")
+        cfg["zipf_trials"] = args.zipf_trials
     if args.writes_perf:
         if shutil.which("perf") is None:
             ap.error("--writes-perf needs perf (Debian package linux-perf)")
