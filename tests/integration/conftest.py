@@ -120,15 +120,23 @@ def objcached_bin():
     return path
 
 
-@pytest.fixture(scope="session")
-def pg():
-    server = harness.Postgres(dbname="objcached_test")
+def throwaway_cluster(settings=None):
+    """A throwaway PostgreSQL with the tests' schema loaded, stopped and
+    removed when the generator closes: the body of the session's `pg`, and
+    of the module fixtures that need a cluster of their own (settings, or a
+    server they take down)."""
+    server = harness.Postgres(dbname="objcached_test", settings=settings)
     try:
         server.start()
         server.execute_file(SCHEMA)
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pg():
+    yield from throwaway_cluster()
 
 
 @pytest.fixture(scope="session")

@@ -15,20 +15,13 @@ import consistency as oc_c
 import harness
 import test_verify
 import test_wal
-from conftest import SCHEMA
+from conftest import throwaway_cluster
 from test_wal import cached, db, holder, row, start, template, wait_value  # noqa: F401
 
 
 @pytest.fixture(scope="module")
 def pg():
-    server = harness.Postgres(dbname="objcached_test",
-                              settings={"lc_messages": "'de_DE.UTF-8'"})
-    try:
-        server.start()
-        server.execute_file(SCHEMA)
-        yield server
-    finally:
-        server.cleanup()
+    yield from throwaway_cluster({"lc_messages": "'de_DE.UTF-8'"})
 
 
 def test_the_server_answers_in_german(pg):

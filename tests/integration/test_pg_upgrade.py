@@ -20,19 +20,13 @@ import shutil
 import pytest
 
 import harness
-from conftest import SCHEMA
+from conftest import throwaway_cluster
 from test_wal import cached, db, holder, row, start, template, wait_value  # noqa: F401
 
 
 @pytest.fixture(scope="module")
 def pg():
-    server = harness.Postgres(dbname="objcached_test")
-    try:
-        server.start()
-        server.execute_file(SCHEMA)
-        yield server
-    finally:
-        server.cleanup()
+    yield from throwaway_cluster()
 
 
 def pg_upgrade(pg):
@@ -75,8 +69,9 @@ def test_a_holder_follows_the_upgraded_cluster_with_a_new_slot(fleet, mc_pool, d
     pg_upgrade(pg)
     assert sysid(pg) != before          # a new cluster, as pg_upgrade makes
     db.reconnect()
-    assert db.q("SELECT count(*) FROM pg_replication_slots")[0][0] == 0   # not carried
-    # Written before any slot exists in the new cluster: in no slot's WAL.
+    # Written while the holder finds the slot gone and makes it again: before
+    # the new slot (in no slot's WAL, so only the new generations cover it)
+    # or just after it, as the race goes; either way it must be served.
     db.q("UPDATE items SET name = 'between' WHERE id = 41")
     harness.wait_until(lambda: a.stats()["wal_slot_recreated"] == 1, timeout=30,
                        what="the slot made again in the upgraded cluster")
