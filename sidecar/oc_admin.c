@@ -82,6 +82,31 @@ static void qualified(const oc_model_conf_t *m, char *buf, size_t cap)
 
 static int admin_wal_setup(PGconn *c, const oc_conf_t *conf, FILE *out);
 
+/* The hook's two event triggers (sql/install.sql, _ddl_watch) turn DDL
+ * that moves rows in or out of a model (ATTACH/DETACH PARTITION, INHERIT,
+ * NO INHERIT, DROP TABLE of a partition) into whole-model invalidations.
+ * Only a superuser can make them: an install by another role succeeds
+ * without them, and this says what that leaves unseen. A warning, as a
+ * missing hook is. */
+static void admin_ddl_watch_check(PGconn *c, FILE *out)
+{
+    PGresult *r = admin_query(
+        c, out,
+        "SELECT count(*) FROM pg_event_trigger e JOIN pg_proc p ON p.oid = e.evtfoid "
+        "WHERE e.evtname IN ('objcached_ddl_end', 'objcached_sql_drop') "
+        "AND e.evtenabled = 'A' AND p.proname = '_ddl_watch' "
+        "AND p.pronamespace = 'objcached'::regnamespace",
+        0, NULL);
+    if (r != NULL && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "2") != 0)
+        fprintf(out, "warning: the hook's event triggers objcached_ddl_end and "
+                     "objcached_sql_drop are missing or not enabled always (only a "
+                     "superuser can make them: objcached --install-hook as one): ALTER "
+                     "TABLE ... ATTACH/DETACH PARTITION, INHERIT, NO INHERIT and DROP "
+                     "TABLE of a partition do not invalidate the models whose rows "
+                     "they move\n");
+    PQclear(r);
+}
+
 int oc_admin_install_hook(const oc_conf_t *conf, FILE *out)
 {
     PGconn *c = admin_connect(conf, out);
@@ -95,6 +120,7 @@ int oc_admin_install_hook(const oc_conf_t *conf, FILE *out)
     }
     PQclear(r);
     fprintf(out, "hook installed (schema objcached)\n");
+    admin_ddl_watch_check(c, out);
     for (size_t i = 0; i < conf->nmodels; i++) {
         const oc_model_conf_t *m = &conf->models[i];
         char tbl[300];
@@ -329,8 +355,10 @@ int oc_admin_check_db(const oc_conf_t *conf, FILE *out)
         errors += admin_wal_check(c, conf->wal_slot, out);
     if (conf->wal)
         errors += admin_wal_stream_check(conf, out);
-    if (have_hook)
+    if (have_hook) {
         errors += admin_outbox_seq_check(c, conf->near_cache_size > 0, out);
+        admin_ddl_watch_check(c, out);
+    }
     PQfinish(c);
     return errors;
 }

@@ -18,7 +18,11 @@
 --     that keeps its keys' oldest write time and holds the feed's caught_up_at back until its delete
 --     is retried;
 --   * per-table trigger functions with static SQL (objcached."hook_<oid>"), instead of one function
---     that planned dynamic statements on every statement; 'notify' defaults to 'off'.
+--     that planned dynamic statements on every statement; 'notify' defaults to 'off';
+--   * added later to version 2, made by any run of this file over an install without them:
+--     objcached.members and the event triggers objcached_ddl_end and objcached_sql_drop, which
+--     invalidate a model whose rows DDL moved (ATTACH/DETACH PARTITION, INHERIT, NO INHERIT, DROP
+--     TABLE of a partition); only a superuser's run can make the event triggers (_ddl_watch).
 
 BEGIN;
 
@@ -103,6 +107,20 @@ END
 $$;
 COMMENT ON TABLE objcached.models IS
     'Models whose table is hooked (via triggers or the WAL); generation grows on every whole-model invalidation';
+
+-- Which relations each model's table tree held (the table, its partitions and inheritance children)
+-- when the hook last looked: attach, and the event triggers below after every CREATE, ALTER and DROP
+-- TABLE. ATTACH/DETACH PARTITION, INHERIT, NO INHERIT and DROP TABLE of a partition move rows in or
+-- out of a model without writing a row change (no trigger fires, the WAL carries none): the event
+-- trigger sees the tree differ from these rows and invalidates the model whole. Added to version 2
+-- later: an install that lacks it gets it, filled without invalidating anything.
+CREATE TABLE IF NOT EXISTS objcached.members (
+    model text NOT NULL REFERENCES objcached.models (model) ON DELETE CASCADE,
+    rel   oid NOT NULL,
+    PRIMARY KEY (model, rel)
+);
+COMMENT ON TABLE objcached.members IS
+    'The relations of each model''s table tree when last seen; a DDL that changes the tree invalidates the model';
 
 CREATE TABLE IF NOT EXISTS objcached.outbox (
     id         bigserial PRIMARY KEY,
@@ -1303,7 +1321,10 @@ BEGIN
     END IF;
     -- The table and every partition or child table, existing ones and ones added since the last
     -- attach: each needs its own triggers because a direct write to a partition fires only those.
-    -- Also drops the triggers of a table whose last trigger-mode model moved away.
+    -- Also drops the triggers of a table whose last trigger-mode model moved away. The tree is
+    -- recorded first: the ALTER TABLEs of _sync_hooks fire objcached_ddl_end, which must find it
+    -- unchanged (attach already invalidates what a change of table needs).
+    PERFORM objcached._members_refresh(attach.model);
     PERFORM objcached._sync_hooks(ARRAY[tbl::oid, COALESCE(v_old.tbl::oid, tbl::oid)]);
     v_problem := CASE WHEN via = 'triggers' THEN objcached._triggers_blind(tbl) END;
     IF v_problem IS NOT NULL THEN
@@ -1343,6 +1364,139 @@ BEGIN
     END IF;
 END
 $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- DDL that moves rows in or out of a model: ALTER TABLE ... ATTACH PARTITION of a table with rows,
+-- DETACH PARTITION (also CONCURRENTLY), INHERIT, NO INHERIT, DROP TABLE of a partition or child. None
+-- fires a row or statement trigger, none writes a row change to the WAL: without this, the removed
+-- rows stayed cached, and ids cached as absent stayed absent, until their TTL. Two event triggers
+-- (objcached_ddl_end on ddl_command_end, objcached_sql_drop on sql_drop) compare each model's tree
+-- with objcached.members and, for a model whose tree changed, do what a TRUNCATE does: a new
+-- generation and a whole-model outbox row (which the consumers, or the WAL reader, apply and append
+-- to the feed for the near-caches), and for a WAL model the map message so the reader reads the new
+-- generation. Then the tree's triggers are made what attach makes them (an attached partition gets
+-- its triggers, a detached one loses them) and a WAL model's plain children are published.
+--
+-- Event triggers need a superuser to create them: installed by another role, the hook has none,
+-- and such DDL stays unseen (install.sql warns, --install-hook and --check-config say so). They do
+-- not fire in single-user mode. pg_event_trigger_ddl_commands() names the altered relation only (the
+-- parent for ATTACH/DETACH PARTITION, the child for INHERIT/NO INHERIT); what changed is read from
+-- pg_inherits against objcached.members, so the subcommand does not matter. CREATE TABLE ... PARTITION
+-- OF / INHERITS adds an empty table: nothing to invalidate, but it gets its triggers at once (a
+-- direct write to it would otherwise go unseen until attach ran again).
+
+-- Records model p_model's tree as it is now. changed: it differs from what was recorded; gone: the
+-- relations that left it.
+CREATE OR REPLACE FUNCTION objcached._members_refresh(p_model text, OUT changed boolean, OUT gone oid[])
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_now oid[];
+    v_was oid[];
+BEGIN
+    -- Two DDL on one tree at once (ATTACH takes SHARE UPDATE EXCLUSIVE on the parent) serialise here.
+    PERFORM 1 FROM objcached.models o WHERE o.model = p_model FOR UPDATE;
+    SELECT pg_catalog.array_agg(t.rel ORDER BY t.rel) INTO v_now
+      FROM objcached.models o CROSS JOIN LATERAL objcached._tree(o.tbl) t(rel)
+     WHERE o.model = p_model;
+    SELECT pg_catalog.array_agg(m.rel ORDER BY m.rel) INTO v_was
+      FROM objcached.members m WHERE m.model = p_model;
+    changed := v_now IS DISTINCT FROM v_was;
+    gone := ARRAY(SELECT x FROM pg_catalog.unnest(v_was) x WHERE NOT x = ANY (COALESCE(v_now, '{}')));
+    IF changed THEN
+        DELETE FROM objcached.members m WHERE m.model = p_model;
+        INSERT INTO objcached.members (model, rel) SELECT p_model, x FROM pg_catalog.unnest(v_now) x;
+    END IF;
+END
+$$;
+
+-- The event triggers' function. SECURITY DEFINER: whoever runs the DDL (a table owner with no right
+-- on schema objcached) gets the invalidation. An error in the invalidation aborts the DDL, as an
+-- error of a row trigger aborts the write: committing it would leave the cache stale with no trace.
+-- Re-hooking the tree is another matter: what fails there (a table that has a trigger named like
+-- ours, say) is a WARNING and the DDL goes on; objcached.status shows hooked = false until attach
+-- is run again.
+CREATE OR REPLACE FUNCTION objcached._ddl_watch() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rels   oid[];
+    v_model  record;
+    v_ref    record;
+    v_tables oid[] := '{}';
+    v_gone   oid[] := '{}';
+    v_wal    oid[] := '{}';
+    v_names  text[] := '{}';
+BEGIN
+    -- The hook being dropped (DROP SCHEMA objcached CASCADE, a table of it dropped by hand).
+    IF pg_catalog.to_regclass('objcached.members') IS NULL OR pg_catalog.to_regclass('objcached.models') IS NULL THEN
+        RETURN;
+    END IF;
+    IF TG_EVENT = 'sql_drop' THEN
+        SELECT pg_catalog.array_agg(d.objid) INTO v_rels FROM pg_catalog.pg_event_trigger_dropped_objects() d
+         WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0;
+    ELSE
+        SELECT pg_catalog.array_agg(c.objid) INTO v_rels FROM pg_catalog.pg_event_trigger_ddl_commands() c
+         WHERE c.classid = 'pg_catalog.pg_class'::regclass;
+    END IF;
+    IF v_rels IS NULL THEN
+        RETURN;
+    END IF;
+    FOR v_model IN
+        SELECT o.model, o.tbl::oid AS tbl, o.via FROM objcached.models o
+         WHERE EXISTS (SELECT 1 FROM objcached.members m WHERE m.model = o.model AND m.rel = ANY (v_rels))
+            OR EXISTS (SELECT 1 FROM objcached._tree(o.tbl) t(rel) WHERE t.rel = ANY (v_rels))
+         ORDER BY o.model
+    LOOP
+        SELECT * INTO v_ref FROM objcached._members_refresh(v_model.model);
+        IF NOT v_ref.changed THEN
+            CONTINUE;
+        END IF;
+        v_names := v_names || v_model.model;
+        v_tables := v_tables || v_model.tbl;
+        v_gone := v_gone || v_ref.gone;
+        IF v_model.via = 'wal' THEN
+            v_wal := v_wal || v_model.tbl;
+        END IF;
+        -- A new partition or child (CREATE TABLE ... PARTITION OF / INHERITS) is empty: it brings no
+        -- row, so nothing to invalidate; it only needs its triggers, below.
+        IF TG_TAG NOT IN ('CREATE TABLE', 'CREATE FOREIGN TABLE') THEN
+            PERFORM objcached._invalidate_model(v_model.model);
+        END IF;
+    END LOOP;
+    IF pg_catalog.cardinality(v_names) = 0 THEN
+        RETURN;
+    END IF;
+    IF pg_catalog.cardinality(v_wal) > 0 THEN
+        PERFORM objcached._map_changed();
+    END IF;
+    BEGIN
+        -- The trees as they are now, and the relations that left them (their triggers go).
+        PERFORM objcached._sync_hooks(v_tables || v_gone);
+        -- A plain child made by CREATE TABLE ... INHERITS is not published here: it usually has no
+        -- primary key yet, and a published table without a usable replica identity refuses every
+        -- UPDATE and DELETE; attach publishes it (or says why not), as before.
+        FOR v_ref IN SELECT DISTINCT x AS tbl FROM pg_catalog.unnest(v_wal) x
+                      WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = x)
+                        AND TG_TAG NOT IN ('CREATE TABLE', 'CREATE FOREIGN TABLE') LOOP
+            PERFORM objcached._publish(v_ref.tbl);
+        END LOOP;
+        -- A plain child that left a WAL model (NO INHERIT) is published no more.
+        FOR v_ref IN
+            SELECT pr.prrelid AS rel FROM pg_catalog.pg_publication_rel pr
+              JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid AND p.pubname = 'objcached'
+             WHERE pr.prrelid = ANY (v_gone)
+               AND NOT EXISTS (SELECT 1 FROM objcached.models o CROSS JOIN LATERAL objcached._wal_members(o.tbl) w(rel)
+                                WHERE o.via = 'wal' AND w.rel = pr.prrelid)
+        LOOP
+            EXECUTE pg_catalog.format('ALTER PUBLICATION objcached DROP TABLE ONLY %s', objcached._qualified(v_ref.rel));
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'objcached: % changed the tables of model %, but their triggers could not be made again: %',
+            TG_TAG, pg_catalog.array_to_string(v_names, ', '), SQLERRM
+            USING HINT = 'objcached.status shows hooked = false until objcached.attach() is run again for the model.';
+    END;
+END
+$$;
+REVOKE ALL ON FUNCTION objcached._ddl_watch() FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------------------------
 -- For outbox consumers (the objcached role). The contract, in one transaction:
@@ -1503,7 +1657,8 @@ $$;
 -- other way they miss writes: ENABLE TRIGGER (what ENABLE TRIGGER ALL after a DISABLE gives) does not
 -- fire under session_replication_role = replica, ENABLE REPLICA TRIGGER fires under nothing else. A
 -- hooked table made a partition or child of another hooked table (ATTACH PARTITION, INHERIT) keeps
--- its own function, which knows nothing of the parent's models, until attach runs again.
+-- its own function, which knows nothing of the parent's models, until attach runs again (or the
+-- event trigger objcached_ddl_end, which does what attach does for the parent's tree).
 CREATE OR REPLACE FUNCTION objcached._triggers_ok(p_tbl oid) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = p_tbl)
@@ -2029,6 +2184,18 @@ BEGIN
 END
 $$;
 
+-- Every model's tree as it is now (an install or an upgrade invalidates nothing for it), before
+-- _sync_all_hooks's ALTER TABLEs fire the event trigger.
+DO $$
+DECLARE
+    v_model text;
+BEGIN
+    FOR v_model IN SELECT o.model FROM objcached.models o ORDER BY 1 LOOP
+        PERFORM objcached._members_refresh(v_model);
+    END LOOP;
+END
+$$;
+
 -- ---------------------------------------------------------------------------------------------
 -- Version 1 to 2: the triggers call the generated functions now; version 1's are no longer used.
 DO $$ BEGIN PERFORM objcached._sync_all_hooks(); END $$;
@@ -2050,6 +2217,51 @@ BEGIN
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I%s', r.fn,
                                   (SELECT rol.rolname FROM pg_catalog.pg_roles rol WHERE rol.oid = r.grantee),
                                   CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END
+$$;
+
+-- The event triggers (see _ddl_watch), enabled ALWAYS (they also fire under
+-- session_replication_role = replica). Only a superuser may create them: another role's install
+-- goes on without them, and says what that leaves unseen.
+DO $$
+DECLARE
+    v_spec record;
+    v_have record;
+BEGIN
+    FOR v_spec IN
+        VALUES ('objcached_ddl_end'::name, 'ddl_command_end',
+                $t$'ALTER TABLE', 'ALTER FOREIGN TABLE', 'CREATE TABLE', 'CREATE FOREIGN TABLE'$t$),
+               ('objcached_sql_drop', 'sql_drop',
+                $t$'DROP TABLE', 'DROP FOREIGN TABLE', 'DROP SCHEMA', 'DROP OWNED'$t$)
+    LOOP
+        SELECT e.evtfoid, e.evtenabled INTO v_have FROM pg_catalog.pg_event_trigger e
+         WHERE e.evtname = v_spec.column1;
+        IF FOUND AND v_have.evtfoid = 'objcached._ddl_watch()'::regprocedure AND v_have.evtenabled = 'A' THEN
+            CONTINUE;
+        END IF;
+        IF FOUND AND NOT objcached._ours(v_have.evtfoid) THEN
+            RAISE WARNING 'objcached install: an event trigger named % exists that objcached did not make: left alone, '
+                          'so ATTACH/DETACH PARTITION, INHERIT, NO INHERIT and DROP TABLE of a partition are not seen',
+                v_spec.column1;
+            CONTINUE;
+        END IF;
+        -- Tried rather than decided from rolsuper: managed services let their admin role make event
+        -- triggers without being a superuser (rds_superuser, azure_pg_admin).
+        BEGIN
+            IF FOUND THEN
+                EXECUTE pg_catalog.format('DROP EVENT TRIGGER %I', v_spec.column1);
+            END IF;
+            EXECUTE pg_catalog.format('CREATE EVENT TRIGGER %I ON %s WHEN TAG IN (%s) EXECUTE FUNCTION objcached._ddl_watch()',
+                                      v_spec.column1, v_spec.column2, v_spec.column3);
+            EXECUTE pg_catalog.format('ALTER EVENT TRIGGER %I ENABLE ALWAYS', v_spec.column1);
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE WARNING 'objcached install: event trigger % was not made (%): '
+                          'ALTER TABLE ... ATTACH/DETACH PARTITION, INHERIT, NO INHERIT and DROP TABLE of a partition '
+                          'will not invalidate the models whose rows they move', v_spec.column1, SQLERRM
+                USING HINT = 'Run the install again as a superuser, or invalidate the model after such DDL '
+                             '(docs/invalidation.md, "What the hook does not cover").';
+        END;
     END LOOP;
 END
 $$;

@@ -44,6 +44,8 @@ $$;
 -- writes again (PostgreSQL no longer asks them for a replica identity).
 DROP PUBLICATION IF EXISTS objcached;
 
+-- Also drops the event triggers objcached_ddl_end and objcached_sql_drop (they depend on
+-- objcached._ddl_watch()), whoever owns them: a superuser made them.
 DROP SCHEMA IF EXISTS objcached CASCADE;
 
 -- Last, because dropping a slot cannot be rolled back. Only this database's slot: one of that name in

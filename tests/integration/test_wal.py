@@ -1102,7 +1102,9 @@ def test_truncate_of_one_partition_invalidates_the_model(fleet, mc_pool, db):
     leaves a partition out of a Truncate published via its root, so the WAL
     carries nothing: each partition of a WAL model's table has a TRUNCATE
     trigger (objcached_wal_truncate) that invalidates the model through the
-    outbox. A partition made after the attach lacks it until the model is
+    outbox. A partition made after the attach gets it at once from the
+    hook's event trigger; where the hook has none (an install by a role that
+    is not a superuser; here disabled) it lacks it until the model is
     attached again, and wal_check says so."""
     a = start(fleet, mc_pool, db)
     holder([a])
@@ -1112,6 +1114,11 @@ def test_truncate_of_one_partition_invalidates_the_model(fleet, mc_pool, db):
     assert row(db, "Ev", 1) is None
     wait_value(a, "Ev:1", None, timeout=8)
     # a partition made since the attach
+    db.q("CREATE TABLE ev_2027 PARTITION OF ev FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')")
+    assert db.q("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'ev_2027'::regclass "
+                "AND tgname = 'objcached_wal_truncate' AND tgenabled = 'A'")[0][0] == 1
+    # ... without the event trigger
+    db.q("ALTER EVENT TRIGGER objcached_ddl_end DISABLE")
     db.q("CREATE TABLE ev_2026 PARTITION OF ev FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')")
     problems = [r[0] for r in db.q("SELECT problem FROM objcached.wal_check(%s)", (db.name,))]
     assert any("ev_2026" in p and "objcached_wal_truncate" in p for p in problems), problems
