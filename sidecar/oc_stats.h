@@ -123,6 +123,10 @@ struct evbuffer;
       "times the follower jumped to the head (a connection, a gap): near-cache emptied") \
     X(feed_errors, COUNTER,                                                              \
       "feed queries that failed (a database without the feed: once)")                    \
+    X(db_rollbacks, COUNTER,                                                             \
+      "times this sidecar found the database on a later timeline or another cluster "    \
+      "than memcached's marker (a failover, a restore) and invalidated every model "     \
+      "whole")                                                                           \
     X(wal_holder, GAUGE, "1 while this sidecar holds the WAL slot (reads the WAL)")      \
     X(wal_takeovers, COUNTER, "times this sidecar took the WAL slot")                    \
     X(wal_transactions, COUNTER, "committed transactions decoded from the WAL")          \

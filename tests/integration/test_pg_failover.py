@@ -18,13 +18,18 @@ standbys such a list (or a demoted old primary) can lead to.
 - --check-config refuses a conninfo or wal_conninfo whose
   target_session_attrs lets a standby in, accepts a feed_conninfo that
   does; the WAL reader's replication=database connection takes
-  target_session_attrs=primary (a standby's is refused).
+  target_session_attrs=primary (a standby's is refused);
+- the database going back in time (a promote of a replica that had not
+  received the last commit): no lost value is served, from a running
+  sidecar or one started after, for trigger-mode and WAL models; a plain
+  restart and a marker gone from memcached invalidate nothing.
 """
 
 import re
 
 import pytest
 
+import consistency as oc_c
 import harness
 from conftest import merge_config, standard_config
 from faultproxy import FaultProxy
@@ -199,3 +204,196 @@ def test_the_wal_readers_replication_connection_asks_for_the_primary(tmp_path, p
                         f"user=postgres"})
     assert re.search(r"error: WAL source: no replication connection to wal_conninfo: .*"
                      r"hot standby", on_standby.stdout), on_standby.stdout
+
+
+# ------------------------------------------------------------------ the database goes back in time
+#
+# A failover to a replica that had not received the last commits (asynchronous
+# replication), or a point-in-time restore, leaves the database OLDER than what
+# memcached may hold: a row loaded after a commit the new primary does not
+# have. Every sidecar's feed compares the primary's identity (system
+# identifier, timeline) with a marker in memcached at each connection
+# (docs/operations.md, "The database went back in time"): a later timeline
+# invalidates every model whole, once, for the fleet.
+
+RB_SCHEMA = """
+CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL);
+INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 20) AS i;
+"""
+RB_MODELS = {"Item": {"table": "items", "near_ttl": "60s", "ttl": "1h"}}
+
+
+def rb_config(mc_pool, conninfo, source, **postgresql):
+    pg = {"feed_poll": "100ms", "feed_max_lag": "2s", "invalidation_poll": "200ms",
+          **postgresql}
+    if source == "wal":
+        pg.update({"wal": "on", "wal_slot": "oc_rb", "wal_heartbeat": "100ms",
+                   "wal_takeover": "2s"})
+    return oc_c.sidecar_config(mc_pool, conninfo, RB_MODELS,
+                               {"objcached": {"near_cache_size": "16m"}, "postgresql": pg})
+
+
+@pytest.fixture(params=["triggers", "wal"])
+def rb(request, objcached_bin, mc_pool):
+    """(source, primary, standby): a primary whose database oc_rb has the hook
+    (Item attached via `source`), and a streaming replica of it; memcached
+    flushed."""
+    source = request.param
+    primary = harness.Postgres(dbname="oc_rb")
+    standby = None
+    try:
+        primary.start()
+        wal = {"postgresql": {"wal": "on", "wal_slot": "oc_rb"}} if source == "wal" else None
+        oc_c.create_template(primary, "oc_rb", RB_SCHEMA, RB_MODELS, objcached_bin,
+                             overrides=wal)
+        standby = Standby(primary)
+        standby.start()
+        for m in mc_pool:
+            m.start()
+            m.flush_all()
+        yield source, primary, standby
+    finally:
+        if standby is not None:
+            standby.cleanup()
+        primary.cleanup()
+
+
+def both(primary, standby):
+    return (f"host={primary.dir},{standby.dir} port={primary.port},{standby.port} "
+            f"dbname=oc_rb user=postgres connect_timeout=2")
+
+
+def lose_a_commit(primary, standby, value):
+    """The standby replays everything so far, then receives nothing more (its
+    WAL receiver stopped: a promote replays what was received, paused or not);
+    the primary commits `value` into Item 1, which only it has."""
+    lsn = primary.execute("SELECT pg_current_wal_lsn()")[0][0]
+    harness.wait_until(lambda: standby.execute(
+        "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,))[0][0],
+        timeout=30, what="the standby to catch up")
+    standby.execute("ALTER SYSTEM SET primary_conninfo = ''")
+    standby.execute("SELECT pg_reload_conf()")
+    harness.wait_until(lambda: not standby.execute("SELECT count(*) FROM pg_stat_wal_receiver")[0][0],
+                       timeout=30, what="the standby's WAL receiver to stop")
+    standby.execute("SELECT pg_wal_replay_pause()")
+    primary.execute("UPDATE items SET name = %s WHERE id = 1", (value,), dbname="oc_rb")
+
+
+def fail_over(primary, standby):
+    primary.stop("immediate")
+    standby.execute("SELECT pg_promote()")
+    harness.wait_until(lambda: not standby.execute("SELECT pg_is_in_recovery()")[0][0],
+                       timeout=30, what="the promotion")
+
+
+def item1(server):
+    return server.execute("SELECT row_to_json(t)::text FROM items t WHERE t.id = 1",
+                          dbname="oc_rb")[0][0].encode()
+
+
+def marker(mc_pool):
+    """memcached's marker of the database (key_prefix oc:), or None."""
+    for m in mc_pool:
+        with m.client() as c:
+            v = c.get("oc:objcached.db")
+        if v is not None:
+            return v
+    return None
+
+
+def get1(oc):
+    """Item:1 through oc, or None (an error reply while PostgreSQL is away)."""
+    with oc.client(timeout=30) as c:
+        return loaded(c, "Item:1")
+
+
+def test_a_failover_to_a_replica_behind_serves_no_lost_commit(objcached_factory, rb, mc_pool):
+    source, primary, standby = rb
+    oc = objcached_factory(config=rb_config(mc_pool, both(primary, standby), source))
+    old = item1(primary)
+    lose_a_commit(primary, standby, "a lost commit")
+    lost = item1(primary)
+    harness.wait_until(lambda: get1(oc) == lost, timeout=20,
+                       what="the lost commit read through objcached")
+    get1(oc)   # the near-cache's doorkeeper admits it now
+    fail_over(primary, standby)
+    assert item1(standby) == old
+    harness.wait_until(lambda: get1(oc) is not None and oc.stats()["feed_connected"] == 1,
+                       timeout=30, what="objcached on the promoted replica")
+    harness.wait_until(lambda: get1(oc) == old, timeout=15,
+                       what=lambda: f"the replica's row, not the lost one:\n{oc.log(3000)}")
+    s = oc.stats()
+    assert s["db_rollbacks"] == 1, s
+    assert re.search(r"level=error.*event=db_rollback", oc.log())
+
+
+def test_a_sidecar_started_after_the_failover_serves_no_lost_commit(objcached_factory, rb,
+                                                                    mc_pool):
+    source, primary, standby = rb
+    a = objcached_factory(config=rb_config(mc_pool, primary.conninfo, source))
+    old = item1(primary)
+    lose_a_commit(primary, standby, "a lost commit")
+    lost = item1(primary)
+    harness.wait_until(lambda: get1(a) == lost, timeout=20,
+                       what="the lost commit read through objcached")
+    a.stop()
+    fail_over(primary, standby)
+    b = objcached_factory(config=rb_config(mc_pool, standby.conninfo, source))
+    harness.wait_until(lambda: b.stats()["feed_resyncs"] >= 1, timeout=30,
+                       what="the feed on the new primary")
+    harness.wait_until(lambda: get1(b) == old, timeout=15,
+                       what=lambda: f"the replica's row, not the lost one:\n{b.log(3000)}")
+    assert b.stats()["db_rollbacks"] == 1
+    harness.wait_until(lambda: marker(mc_pool).endswith(b" 2"), timeout=10,
+                       what="the marker of the promote's timeline")
+    # once for the fleet: the marker now names the new timeline
+    c = objcached_factory(config=rb_config(mc_pool, standby.conninfo, source))
+    harness.wait_until(lambda: "event=db_identity" in c.log(), timeout=30,
+                       what="the second sidecar's check")
+    assert 'marker=same' in c.log()
+    assert get1(c) == old
+    assert c.stats()["db_rollbacks"] == 0 and b.stats()["db_rollbacks"] == 1
+
+
+def test_a_postgresql_restart_keeps_the_cache_warm(objcached_factory, rb, mc_pool):
+    """Same cluster, same timeline: nothing was lost, nothing is invalidated;
+    and a marker gone from memcached (restarted, evicted) is written again,
+    invalidating nothing."""
+    source, primary, standby = rb
+    standby.cleanup()
+    oc = objcached_factory(config=rb_config(mc_pool, primary.conninfo, source))
+    gen = primary.execute("SELECT generation FROM objcached.models WHERE model = 'Item'",
+                          dbname="oc_rb")[0][0]
+    want = item1(primary)
+    harness.wait_until(lambda: oc.stats()["feed_resyncs"] >= 1, timeout=30,
+                       what="the feed")
+    assert get1(oc) == want
+    oc.wait_idle()                       # its fill written back to memcached
+    sysid = primary.execute("SELECT system_identifier FROM pg_control_system()")[0][0]
+    want_marker = f"{sysid} 1".encode()
+    harness.wait_until(lambda: marker(mc_pool) == want_marker, timeout=10,
+                       what="the marker written")
+    for flush in (False, True):
+        before = oc.stats()
+        checks = oc.log().count("event=db_identity")
+        if flush:   # the marker gone (memcached restarted: its entries gone too)
+            for m in mc_pool:
+                m.flush_all()
+        primary.stop("fast")
+        primary.start()
+        harness.wait_until(lambda: oc.stats()["feed_resyncs"] > before["feed_resyncs"],
+                           timeout=30, what="the feed back")
+        harness.wait_until(lambda: oc.log().count("event=db_identity") == checks + 1,
+                           timeout=10, what="the marker's check")
+        assert oc.log().count("marker=written") == (2 if flush else 1)
+        hits = oc.stats()["get_hits"]
+        harness.wait_until(lambda: get1(oc) == want, timeout=30, what="Item:1")
+        if not flush:
+            assert oc.stats()["get_hits"] == hits + 1   # still warm: a hit
+        harness.wait_until(lambda: marker(mc_pool) == want_marker, timeout=10,
+                           what="the marker written again")
+        oc.wait_idle()
+    assert primary.execute("SELECT generation FROM objcached.models WHERE model = 'Item'",
+                           dbname="oc_rb")[0][0] == gen
+    assert oc.stats()["db_rollbacks"] == 0
+    assert "event=db_rollback" not in oc.log()

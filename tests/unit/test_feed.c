@@ -262,6 +262,36 @@ static void test_gens_rule(void **state)
     assert_int_equal(cur, 300);
 }
 
+/* The resync's identity against memcached's marker (docs/operations.md,
+ * "The database went back in time"). */
+static void test_db_rule(void **state)
+{
+    (void)state;
+    const char *now = "7312345678901234567 3";
+#define RULE(found, m) oc_feed_db_rule(found, m, strlen(m), now)
+    /* a plain restart keeps its timeline: nothing */
+    assert_int_equal(RULE(1, "7312345678901234567 3"), OC_FEED_DB_SAME);
+    /* a promote (failover, point-in-time restore, switchover): bump */
+    assert_int_equal(RULE(1, "7312345678901234567 2"), OC_FEED_DB_ROLLBACK);
+    /* another cluster (a restore into a new one) */
+    assert_int_equal(RULE(1, "7312345678901234568 3"), OC_FEED_DB_ROLLBACK);
+    assert_int_equal(RULE(1, "7312345678901234568 9"), OC_FEED_DB_ROLLBACK);
+    /* an old primary left on an older timeline: neither bumps nor writes */
+    assert_int_equal(RULE(1, "7312345678901234567 4"), OC_FEED_DB_BEHIND);
+    /* no marker (memcached restarted, evicted), or not one: written only */
+    assert_int_equal(RULE(0, ""), OC_FEED_DB_FIRST);
+    assert_int_equal(RULE(1, ""), OC_FEED_DB_FIRST);
+    assert_int_equal(RULE(1, "7312345678901234567"), OC_FEED_DB_FIRST);
+    assert_int_equal(RULE(1, "7312345678901234567 3 "), OC_FEED_DB_FIRST);
+    assert_int_equal(RULE(1, "x 3"), OC_FEED_DB_FIRST);
+    assert_int_equal(RULE(1, "7312345678901234567  3"), OC_FEED_DB_FIRST);
+    assert_int_equal(RULE(1, "99999999999999999999999 3"), OC_FEED_DB_FIRST);
+    /* the marker's bytes are not a C string */
+    assert_int_equal(oc_feed_db_rule(1, "7312345678901234567 3junk", 21, now),
+                     OC_FEED_DB_SAME);
+#undef RULE
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -270,6 +300,7 @@ int main(void)
         cmocka_unit_test(test_notify_own),   cmocka_unit_test(test_notify_rule),
         cmocka_unit_test(test_owed),         cmocka_unit_test(test_fresh_until),
         cmocka_unit_test(test_generations),  cmocka_unit_test(test_gens_rule),
+        cmocka_unit_test(test_db_rule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
