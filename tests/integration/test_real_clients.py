@@ -624,13 +624,14 @@ LATE_DOC_WORDS = {"pymemcache": "`timeout`", "pylibmc": "`_poll_timeout`",
                   "memcached 2.2.2": "`idle`", "gomemcache": "`Timeout`"}
 
 
-def late_program(name, tmp_path, build_dir, node_modules):
-    """argv (without the four arguments) and env of the program for `name`."""
+def late_program(name, tmp_path, build_dir, node_modules, programs=None):
+    """argv (without the program's arguments) and env of the program for
+    `name` in `programs` (LATE_PROGRAMS by default)."""
     binary = name.endswith("-binary")
-    lang, text = LATE_PROGRAMS[name.replace("-binary", "")]
+    lang, text = (programs or LATE_PROGRAMS)[name.replace("-binary", "")]
     text = text.replace("IS_BINARY", ("true" if lang == "php" else "True") if binary else
                         ("false" if lang == "php" else "False"))
-    src = tmp_path / f"late.{lang}"
+    src = tmp_path / f"prog.{lang}"
     src.write_text(text)
     env = dict(os.environ, NODE_PATH=os.path.join(node_modules, "node_modules"))
     if lang == "py":
@@ -640,7 +641,7 @@ def late_program(name, tmp_path, build_dir, node_modules):
     if lang == "js":
         return [shutil.which("node"), str(src)], env
     out_dir = os.path.join(build_dir, "go-client")
-    exe = str(tmp_path / "late")
+    exe = str(tmp_path / "prog")
     genv = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode", GOFLAGS="",
                 GOPROXY="off", GOCACHE=os.path.join(out_dir, "cache"), CGO_ENABLED="0")
     p = subprocess.run([shutil.which("go"), "build", "-o", exe, str(src)], env=genv,
