@@ -527,9 +527,29 @@ int oc_feed_next_generation(const char **names, const char **gens, const char **
 /* A read or a write of the marker in flight; the job's done frees it. */
 typedef struct db_check {
     oc_feed_t *f; /* the read's follower; NULL once it is freed, and for a write */
-    char key[64 + sizeof(DB_MARKER)]; /* key_prefix: at most 32 bytes */
+    char key[OC_FEED_MARKER_KEY];
     char val[48];
 } db_check_t;
+
+/* FNV-1a, unseeded: every sidecar must name the same marker (oc_hash is
+ * seeded per process). */
+static uint64_t name_hash(const char *s)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h;
+}
+
+void oc_feed_marker_key(const oc_conf_t *conf, char *buf, size_t cap)
+{
+    /* A sum: the same set of models in any order of the config names one
+     * marker. */
+    uint64_t sum = 0;
+    for (size_t i = 0; i < conf->nmodels; i++)
+        sum += name_hash(conf->models[i].name);
+    snprintf(buf, cap, "%.64s" DB_MARKER ".%016" PRIx64, conf->key_prefix, sum);
+}
 
 static int parse_identity(const char *s, size_t len, uint64_t *sysid, uint64_t *tli)
 {
@@ -580,7 +600,7 @@ static void marker_write(oc_feed_t *f)
         free(c);
         return;
     }
-    snprintf(c->key, sizeof(c->key), "%.64s" DB_MARKER, f->ctx->conf->key_prefix);
+    oc_feed_marker_key(f->ctx->conf, c->key, sizeof(c->key));
     snprintf(c->val, sizeof(c->val), "%s", f->db_identity);
     job->items[0] = (oc_mc_item_t){
         .key = c->key, .klen = strlen(c->key), .val = c->val, .vlen = strlen(c->val)};
@@ -686,7 +706,7 @@ static void db_check_start(oc_feed_t *f)
     if (f->check) /* an older read still in flight: its answer is dropped */
         f->check->f = NULL;
     c->f = f;
-    snprintf(c->key, sizeof(c->key), "%.64s" DB_MARKER, f->ctx->conf->key_prefix);
+    oc_feed_marker_key(f->ctx->conf, c->key, sizeof(c->key));
     job->keys[0] = c->key;
     job->key_lens[0] = strlen(c->key);
     f->check = c;

@@ -134,6 +134,15 @@ typedef enum oc_feed_db {
 } oc_feed_db_t;
 oc_feed_db_t oc_feed_db_rule(int found, const char *marker, size_t len,
                              const char *identity);
+/* The marker's key: "<key_prefix>objcached.db.<16 hex digits>", the digits
+ * naming the set of models configured (in any order). Per set of models,
+ * not per pool: services that share a memcached pool and key_prefix with
+ * models of other names (their keys do not collide) read each their own
+ * database's marker; with one marker per pool they took each other's
+ * databases for a rollback at every connection (seen in bench/'s writes
+ * phase, a second cluster on the same pool). */
+#define OC_FEED_MARKER_KEY (64 + 32)
+void oc_feed_marker_key(const struct oc_conf *conf, char *buf, size_t cap);
 /* Poll again at once? The cursor is short of the head and the poll
  * returned a full batch of feed rows (a poll is cut at feed_batch rows). */
 int oc_feed_more(uint64_t cursor, uint64_t head, uint64_t rows, uint32_t feed_batch);

@@ -291,11 +291,23 @@ def item1(server):
                           dbname="oc_rb")[0][0].encode()
 
 
-def marker(mc_pool):
+def marker_key(models, prefix="oc:"):
+    """The marker's key for a set of model names (oc_feed_marker_key): the
+    prefix, objcached.db. and the 64-bit sum of the names' FNV-1a, in hex."""
+    total = 0
+    for name in models:
+        h = 14695981039346656037
+        for b in name.encode():
+            h = ((h ^ b) * 1099511628211) & (2**64 - 1)
+        total = (total + h) & (2**64 - 1)
+    return f"{prefix}objcached.db.{total:016x}"
+
+
+def marker(mc_pool, models=RB_MODELS):
     """memcached's marker of the database (key_prefix oc:), or None."""
     for m in mc_pool:
         with m.client() as c:
-            v = c.get("oc:objcached.db")
+            v = c.get(marker_key(models))
         if v is not None:
             return v
     return None
@@ -397,3 +409,42 @@ def test_a_postgresql_restart_keeps_the_cache_warm(objcached_factory, rb, mc_poo
                            dbname="oc_rb")[0][0] == gen
     assert oc.stats()["db_rollbacks"] == 0
     assert "event=db_rollback" not in oc.log()
+
+
+def test_two_services_on_one_pool_take_no_rollback_from_each_other(objcached_factory, rb,
+                                                                    mc_pool, objcached_bin):
+    """Two services, each its own PostgreSQL cluster and its own models,
+    share the memcached pool and the default key_prefix (their keys cannot
+    collide). Each sidecar's check must read its own database's marker: with
+    one marker per pool, the second to connect took the other's database
+    for a rollback and made every model cold, at every connection (seen:
+    bench/'s writes phase)."""
+    source, primary, standby = rb
+    standby.cleanup()
+    other = harness.Postgres(dbname="oc_other")
+    try:
+        other.start()
+        models = {"Other": {"table": "items"}}
+        oc_c.create_template(other, "oc_other", RB_SCHEMA, models, objcached_bin)
+        a = objcached_factory(config=rb_config(mc_pool, primary.conninfo, source))
+        harness.wait_until(lambda: "event=db_identity" in a.log(), timeout=30,
+                           what="the first service's check")
+        b = objcached_factory(config=oc_c.sidecar_config(
+            mc_pool, other.conninfo, models, {"postgresql": {"feed_poll": "100ms"}}))
+        harness.wait_until(lambda: "event=db_identity" in b.log()
+                           or "event=db_rollback" in b.log(), timeout=30,
+                           what="the second service's check")
+        assert b.stats()["db_rollbacks"] == 0, b.log()
+        for server, oc in ((primary, a), (other, b)):     # each connects again
+            checks = oc.log().count("event=db_identity")
+            server.stop("fast")
+            server.start()
+            harness.wait_until(lambda: oc.log().count("event=db_identity") > checks,
+                               timeout=30, what="the check after the restart")
+        for oc in (a, b):
+            assert oc.stats()["db_rollbacks"] == 0, oc.log()
+            assert oc.log().count("marker=written") == 1
+        assert marker(mc_pool) is not None and marker(mc_pool, models) is not None
+        assert marker(mc_pool) != marker(mc_pool, models)
+    finally:
+        other.cleanup()

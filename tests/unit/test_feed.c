@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "oc_conf.h"
 #include "oc_feed.h"
 #include "oc_gens.h"
 
@@ -292,6 +293,38 @@ static void test_db_rule(void **state)
 #undef RULE
 }
 
+/* One marker per set of models, whatever their order in the config; other
+ * models (another service on the same pool and key_prefix) another one. */
+static void test_marker_key(void **state)
+{
+    (void)state;
+    oc_model_conf_t ab[2] = {{.name = "User"}, {.name = "Post"}};
+    oc_model_conf_t ba[2] = {{.name = "Post"}, {.name = "User"}};
+    oc_model_conf_t other[2] = {{.name = "Wt"}, {.name = "Item"}};
+    oc_conf_t c1 = {.key_prefix = "oc:", .models = ab, .nmodels = 2};
+    oc_conf_t c2 = {.key_prefix = "oc:", .models = ba, .nmodels = 2};
+    oc_conf_t c3 = {.key_prefix = "oc:", .models = other, .nmodels = 2};
+    oc_conf_t c4 = {.key_prefix = "oc:", .models = ab, .nmodels = 1};
+    char k1[OC_FEED_MARKER_KEY], k2[OC_FEED_MARKER_KEY], k3[OC_FEED_MARKER_KEY],
+        k4[OC_FEED_MARKER_KEY];
+    oc_feed_marker_key(&c1, k1, sizeof(k1));
+    oc_feed_marker_key(&c2, k2, sizeof(k2));
+    oc_feed_marker_key(&c3, k3, sizeof(k3));
+    oc_feed_marker_key(&c4, k4, sizeof(k4));
+    assert_string_equal(k1, k2);
+    assert_string_not_equal(k1, k3);
+    assert_string_not_equal(k1, k4);
+    assert_int_equal(strncmp(k1, "oc:objcached.db.", 16), 0);
+    assert_int_equal(strlen(k1), 16 + 16);
+    /* the longest key_prefix (32 bytes) fits */
+    char prefix[33];
+    memset(prefix, 'p', 32);
+    prefix[32] = '\0';
+    c1.key_prefix = prefix;
+    oc_feed_marker_key(&c1, k1, sizeof(k1));
+    assert_int_equal(strlen(k1), 32 + 13 + 16);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -300,7 +333,7 @@ int main(void)
         cmocka_unit_test(test_notify_own),   cmocka_unit_test(test_notify_rule),
         cmocka_unit_test(test_owed),         cmocka_unit_test(test_fresh_until),
         cmocka_unit_test(test_generations),  cmocka_unit_test(test_gens_rule),
-        cmocka_unit_test(test_db_rule),
+        cmocka_unit_test(test_db_rule),      cmocka_unit_test(test_marker_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
