@@ -114,11 +114,25 @@ COMMENT ON TABLE objcached.models IS
 -- out of a model without writing a row change (no trigger fires, the WAL carries none): the event
 -- trigger sees the tree differ from these rows and invalidates the model whole. Added to version 2
 -- later: an install that lacks it gets it, filled without invalidating anything.
+-- rel is a regclass, not an oid: pg_dump writes it as the relation's name, so a restored database
+-- has its own OIDs here (with oids, a DROP TABLE or NO INHERIT of a partition after a restore found
+-- no member with the dropped table's new OID and invalidated nothing). pg_upgrade keeps OIDs anyway.
 CREATE TABLE IF NOT EXISTS objcached.members (
     model text NOT NULL REFERENCES objcached.models (model) ON DELETE CASCADE,
-    rel   oid NOT NULL,
+    rel   regclass NOT NULL,
     PRIMARY KEY (model, rel)
 );
+-- An install from before rel was a regclass.
+DO $$
+BEGIN
+    IF (SELECT a.atttypid FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = 'objcached.members'::pg_catalog.regclass AND a.attname = 'rel') = 'pg_catalog.oid'::pg_catalog.regtype THEN
+        ALTER TABLE objcached.members ALTER COLUMN rel TYPE pg_catalog.regclass;
+    END IF;
+END
+$$;
+-- _ddl_watch looks up every DDL's relations here.
+CREATE INDEX IF NOT EXISTS members_rel ON objcached.members (rel);
 COMMENT ON TABLE objcached.members IS
     'The relations of each model''s table tree when last seen; a DDL that changes the tree invalidates the model';
 
@@ -1383,7 +1397,8 @@ $$;
 -- parent for ATTACH/DETACH PARTITION, the child for INHERIT/NO INHERIT); what changed is read from
 -- pg_inherits against objcached.members, so the subcommand does not matter. CREATE TABLE ... PARTITION
 -- OF / INHERITS adds an empty table: nothing to invalidate, but it gets its triggers at once (a
--- direct write to it would otherwise go unseen until attach ran again).
+-- direct write to it would otherwise go unseen until attach ran again). A foreign table made so is not
+-- empty (its server's rows join the model): invalidated as an ATTACH is.
 
 -- Records model p_model's tree as it is now. changed: it differs from what was recorded; gone: the
 -- relations that left it.
@@ -1393,13 +1408,22 @@ DECLARE
     v_now oid[];
     v_was oid[];
 BEGIN
-    -- Two DDL on one tree at once (ATTACH takes SHARE UPDATE EXCLUSIVE on the parent) serialise here.
-    PERFORM 1 FROM objcached.models o WHERE o.model = p_model FOR UPDATE;
-    SELECT pg_catalog.array_agg(t.rel ORDER BY t.rel) INTO v_now
-      FROM objcached.models o CROSS JOIN LATERAL objcached._tree(o.tbl) t(rel)
-     WHERE o.model = p_model;
-    SELECT pg_catalog.array_agg(m.rel ORDER BY m.rel) INTO v_was
-      FROM objcached.members m WHERE m.model = p_model;
+    -- Compared first without a lock: most DDL on a model's tables (ADD COLUMN, SET (...), the ALTER
+    -- TABLEs of _sync_hooks) changes no tree, and must not wait for, or deadlock with, a transaction
+    -- that holds the model's row (a TRUNCATE of one partition, until it commits). Unchanged here is
+    -- final: the committed members match the committed tree (every change of it records them in its
+    -- own transaction), and this DDL's own change would show in v_now.
+    FOR i IN 1 .. 2 LOOP
+        SELECT pg_catalog.array_agg(t.rel ORDER BY t.rel) INTO v_now
+          FROM objcached.models o CROSS JOIN LATERAL objcached._tree(o.tbl) t(rel)
+         WHERE o.model = p_model;
+        SELECT pg_catalog.array_agg(m.rel::oid ORDER BY m.rel::oid) INTO v_was
+          FROM objcached.members m WHERE m.model = p_model;
+        EXIT WHEN i = 2 OR v_now IS NOT DISTINCT FROM v_was;
+        -- Two DDL on one tree at once (ATTACH takes SHARE UPDATE EXCLUSIVE on the parent) serialise
+        -- here; then compared again (READ COMMITTED: the other's commit is seen).
+        PERFORM 1 FROM objcached.models o WHERE o.model = p_model FOR UPDATE;
+    END LOOP;
     changed := v_now IS DISTINCT FROM v_was;
     gone := ARRAY(SELECT x FROM pg_catalog.unnest(v_was) x WHERE NOT x = ANY (COALESCE(v_now, '{}')));
     IF changed THEN
@@ -1419,6 +1443,7 @@ CREATE OR REPLACE FUNCTION objcached._ddl_watch() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_rels   oid[];
+    v_hit    text[];
     v_model  record;
     v_ref    record;
     v_tables oid[] := '{}';
@@ -1440,10 +1465,21 @@ BEGIN
     IF v_rels IS NULL THEN
         RETURN;
     END IF;
+    -- The models whose tree holds, or held, one of the DDL's relations. A model's members always
+    -- hold its table (attach and every run of this file record them), so a relation that joined a
+    -- tree has an ancestor among them: walked up from the DDL's relations (most have no parent), an
+    -- index probe each, not down every model's tree. Every CREATE TABLE comes here, an application's
+    -- temporary table of every request too: for those this is all, and objcached.models is not even
+    -- read (an install holds it locked until it commits).
+    SELECT pg_catalog.array_agg(DISTINCT m.model) INTO v_hit FROM objcached.members m
+     WHERE m.rel::oid IN (SELECT a.anc FROM pg_catalog.unnest(v_rels) r(rel)
+                            CROSS JOIN LATERAL objcached._ancestors(r.rel) a);
+    IF v_hit IS NULL THEN
+        RETURN;
+    END IF;
     FOR v_model IN
         SELECT o.model, o.tbl::oid AS tbl, o.via FROM objcached.models o
-         WHERE EXISTS (SELECT 1 FROM objcached.members m WHERE m.model = o.model AND m.rel = ANY (v_rels))
-            OR EXISTS (SELECT 1 FROM objcached._tree(o.tbl) t(rel) WHERE t.rel = ANY (v_rels))
+         WHERE o.model = ANY (v_hit)
          ORDER BY o.model
     LOOP
         SELECT * INTO v_ref FROM objcached._members_refresh(v_model.model);
@@ -1457,8 +1493,9 @@ BEGIN
             v_wal := v_wal || v_model.tbl;
         END IF;
         -- A new partition or child (CREATE TABLE ... PARTITION OF / INHERITS) is empty: it brings no
-        -- row, so nothing to invalidate; it only needs its triggers, below.
-        IF TG_TAG NOT IN ('CREATE TABLE', 'CREATE FOREIGN TABLE') THEN
+        -- row, so nothing to invalidate; it only needs its triggers, below. Not a foreign one: its
+        -- rows are wherever its server keeps them, and they join the model now.
+        IF TG_TAG <> 'CREATE TABLE' THEN
             PERFORM objcached._invalidate_model(v_model.model);
         END IF;
     END LOOP;

@@ -319,3 +319,92 @@ def test_an_install_by_a_role_that_is_not_superuser_says_what_it_leaves_unseen(
     finally:
         pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', dbname="postgres")
         pg.execute(f'DROP ROLE IF EXISTS "{role}"', dbname="postgres")
+
+
+def test_a_foreign_child_brings_its_rows_into_the_model(src):
+    """CREATE FOREIGN TABLE ... INHERITS is no empty table: its rows are
+    wherever its server keeps them (here a program's output), and they join
+    the model at once. Animal:5, cached as absent, is served then. Before,
+    CREATE FOREIGN TABLE was taken for an empty CREATE TABLE and invalidated
+    nothing: Animal:5 stayed absent until its ttl."""
+    oc = src.start()
+    cached(oc, "Animal:5", None)
+    src.db.q("CREATE EXTENSION file_fdw")
+    src.db.q("CREATE SERVER files FOREIGN DATA WRAPPER file_fdw")
+    src.db.q("CREATE FOREIGN TABLE fox () INHERITS (animal) SERVER files "
+             "OPTIONS (program 'echo 5,fox', format 'csv')")
+    assert row(src.db, "Animal", 5) is not None
+    served(oc, "Animal:5", row(src.db, "Animal", 5), "CREATE FOREIGN TABLE ... INHERITS")
+
+
+def test_ddl_that_moves_no_row_does_not_wait_for_the_models_row(db):
+    """A transaction that truncated one partition holds the model's row of
+    objcached.models (its new generation) until it ends. DDL on another
+    partition that moves no row must not wait for it: before, every DDL on
+    a model's tables locked that row (and could deadlock with the truncating
+    transaction once it touched the altered table)."""
+    gen = db.generation("Ev")
+    conn = db.connect(autocommit=False)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("TRUNCATE ev_2025")
+        other = db.connect()
+        with other.cursor() as cur:
+            cur.execute("SET lock_timeout = '3s'")
+            cur.execute("ALTER TABLE ev_2024 SET (autovacuum_enabled = false)")
+            cur.execute("ALTER TABLE ev_2024 ALTER COLUMN what SET DEFAULT 'x'")
+    finally:
+        conn.rollback()
+    assert db.generation("Ev") == gen
+
+
+def test_a_restored_dump_sees_a_partition_dropped(db, pg):
+    """pg_dump of a hooked database restored into a new one: its tables have
+    new OIDs. objcached.members must name them (a regclass, dumped as the
+    relation's name): before, it held the old database's OIDs, and a DROP
+    TABLE of a partition or NO INHERIT of a child there found no member and
+    invalidated nothing."""
+    copy = db.name + "_copy"
+    pg.execute(f'CREATE DATABASE "{copy}"', dbname="postgres")
+    c = None
+    try:
+        conn = ["-h", pg.dir, "-p", str(pg.port), "-U", "postgres"]
+        dump = subprocess.run([os.path.join(pg.bindir, "pg_dump"), *conn, db.name],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, timeout=120,
+                              check=True)
+        subprocess.run([os.path.join(pg.bindir, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                        *conn, "-d", copy], input=dump.stdout, stdout=subprocess.DEVNULL,
+                       timeout=120, check=True)
+        c = oc_c.HookDb(pg, copy)
+        assert {r[0] for r in c.q("SELECT evtname FROM pg_event_trigger")} == \
+            {"objcached_ddl_end", "objcached_sql_drop"}
+        gens = dict(c.q("SELECT model, generation FROM objcached.models"))
+        c.q("DROP TABLE ev_2024")
+        assert c.generation("Ev") > gens["Ev"]
+        c.q("ALTER TABLE dog NO INHERIT animal")
+        assert c.generation("Animal") > gens["Animal"]
+    finally:
+        if c is not None:
+            c.close()
+        pg.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)', dbname="postgres")
+
+
+def test_ddl_of_no_model_does_not_wait_for_an_install(db):
+    """An install run (install.sql) holds objcached.models locked (ALTER
+    TABLE ... ADD COLUMN IF NOT EXISTS) until it commits. DDL of a relation
+    in no model's tree (an application's temporary table of every request)
+    must not wait for it: before, the event trigger read objcached.models for
+    every CREATE TABLE and waited."""
+    conn = db.connect(autocommit=False)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("LOCK TABLE objcached.models IN ACCESS EXCLUSIVE MODE")
+        other = db.connect(autocommit=False)
+        with other.cursor() as cur:
+            cur.execute("SET lock_timeout = '3s'")
+            cur.execute("CREATE TEMP TABLE scratch (id int PRIMARY KEY, v text) ON COMMIT DROP")
+            cur.execute("DROP TABLE scratch")
+            cur.execute("CREATE TABLE plain (id int)")
+        other.rollback()
+    finally:
+        conn.rollback()
