@@ -111,6 +111,7 @@ static const oc_conf_key_t oc_conf_objcached_keys[] = {
     OC_CK("ttl_jitter_pct",   OC_CT_UINT,      "10",   ttl_jitter_pct, 0, 100, OC_LIVE),
     OC_CK("lease_wait",       OC_CT_MSECS,     "250ms", lease_wait_ms, 0, OC_MS_10MIN, OC_LIVE),
     OC_CK("shutdown_timeout", OC_CT_MSECS,     "10s",  shutdown_timeout_ms, 0, OC_MS_10MIN, OC_LIVE),
+    OC_CK("restart_handover", OC_CT_BOOL,      "on",   restart_handover, 0, 0, OC_LIVE),
     OC_CK("idle_timeout",     OC_CT_MSECS,     "0",    idle_timeout_ms, 0, 7 * OC_MS_D, OC_LIVE),
     OC_CK("write_timeout",    OC_CT_MSECS,     "30s",  write_timeout_ms, 0, OC_MS_10MIN, OC_LIVE),
     OC_CK("near_cache_size",  OC_CT_SIZE,      "0",    near_cache_size, 0, 3 * 1024 * OC_MIB, OC_LIVE),

@@ -110,6 +110,9 @@ typedef struct oc_conf {
     uint32_t ttl_jitter_pct;          /* added TTL spread, default 10 (%) */
     uint32_t lease_wait_ms;           /* wait for another sidecar's load, 250ms */
     uint32_t shutdown_timeout_ms;     /* SIGTERM: time to finish commands, 10s */
+    int restart_handover;             /* SIGTERM under systemd: idle client
+                                         connections to its fd store, for the
+                                         next process (oc_conn), default on */
     uint32_t idle_timeout_ms;         /* close a client idle this long; 0 = never */
     uint32_t near_cache_size;         /* bytes of the near-cache; 0 = off (default),
                                          else at least OC_NEAR_MIN_SIZE */

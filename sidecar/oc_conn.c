@@ -21,6 +21,7 @@
 #include "oc_proto.h"
 #include "oc_reply.h"
 #include "oc_req.h"
+#include "oc_sd.h"
 #include "oc_stats.h"
 #include "oc_write.h"
 
@@ -61,6 +62,8 @@ struct oc_conn {
     size_t scanned;         /* input bytes already searched for EOL */
     int detected;           /* the first byte has been seen: text or binary */
     int eof;                /* the client shut its side: answer, then close */
+    int handover;           /* draining, idle: to systemd's store, not closed */
+    int handed;             /* ... and it went there */
     oc_binconn_t *bin;      /* a binary connection's own state, else NULL */
     oc_conn_t *prev, *next; /* the connections' list */
 };
@@ -73,6 +76,9 @@ struct oc_conns {
     size_t ntokens;
     void (*drained)(void *arg); /* draining: called when the last one goes */
     void *drained_arg;
+    int handover;             /* draining: idle ones go to systemd's store */
+    uint64_t handed, closed;  /* draining: handed over, closed */
+    uint64_t handover_failed; /* sends to systemd that failed (closed) */
 };
 
 static void conn_process(oc_conn_t *c);
@@ -161,6 +167,10 @@ static void conn_free(oc_conn_t *c)
         cs->head = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    if (cs->drained) {
+        cs->handed += c->handed;
+        cs->closed += !c->handed;
+    }
     conn_release(c);
     cs->count--;
     cs->ctx->stats->curr_connections = cs->count;
@@ -171,6 +181,39 @@ static void conn_free(oc_conn_t *c)
 static void conn_set_state(oc_conn_t *c, oc_conn_state_t st)
 {
     c->state = st;
+}
+
+/* Draining, at a request boundary: close, or (restart_handover under
+ * systemd) hand over to the next process once the output is written, if
+ * the connection is idle: nothing read that is not answered (the next
+ * process reads what the client sends next from the kernel) and the client
+ * has not shut its side. */
+static void conn_drain_stop(oc_conn_t *c)
+{
+    c->handover = c->cs->handover && !c->eof && evbuffer_get_length(c->in) == 0;
+    conn_set_state(c, OC_CONN_CLOSING);
+}
+
+/* The connection's socket to systemd's file descriptor store
+ * (FDSTORE=1), for the next process: systemd's dup keeps it open when
+ * conn_free closes ours (close, never shutdown, which would end it for
+ * every holder). No protocol in the name: the next process detects it
+ * again from the next request's first byte (conn_detect), as each binary
+ * request begins with the magic and a text line does not. A failed send:
+ * closed, as without systemd. */
+static void conn_hand_over(oc_conn_t *c)
+{
+    oc_conns_t *cs = c->cs;
+    if (c->eof || evbuffer_get_length(c->in) != 0)
+        return; /* read something meanwhile: no longer idle */
+    if (oc_sd_notify("FDSTORE=1\nFDNAME=" OC_SD_CLIENT_FDNAME, &c->fd, 1) != 0) {
+        if (cs->handover_failed++ == 0)
+            oc_log_warn("event=handover_failed reason=\"%s\" action=\"closing\"",
+                        strerror(errno));
+        return;
+    }
+    c->handed = 1;
+    cs->ctx->stats->handover_sent++;
 }
 
 /* An error a noreply command asked not to hear: memcached drops it too
@@ -593,7 +636,7 @@ static int conn_run_text(oc_conn_t *c)
             continue;
         }
         if (c->state == OC_CONN_READING && c->cs->drained) {
-            conn_set_state(c, OC_CONN_CLOSING); /* draining: no new commands */
+            conn_drain_stop(c); /* draining: no new commands */
             break;
         }
         if (c->state != OC_CONN_READING)
@@ -644,7 +687,7 @@ static int conn_run_binary(oc_conn_t *c)
 {
     while (c->state == OC_CONN_READING) {
         if (c->cs->drained) {
-            conn_set_state(c, OC_CONN_CLOSING); /* draining: no new commands */
+            conn_drain_stop(c); /* draining: no new commands */
             break;
         }
         oc_binconn_state_t st = oc_binconn_process(c->bin, c->in, OC_CONN_OUT_HIGH);
@@ -685,8 +728,13 @@ static void conn_process(oc_conn_t *c)
         return;
     }
     conn_eof_check(c);
-    if (conn_flush(c) != 0 ||
-        (c->state == OC_CONN_CLOSING && evbuffer_get_length(out) == 0)) {
+    if (conn_flush(c) != 0) {
+        conn_free(c);
+        return;
+    }
+    if (c->state == OC_CONN_CLOSING && evbuffer_get_length(out) == 0) {
+        if (c->handover)
+            conn_hand_over(c);
         conn_free(c);
         return;
     }
@@ -813,6 +861,24 @@ static oc_conn_t *conn_new(oc_conns_t *cs, evutil_socket_t fd)
     return c;
 }
 
+/* A new connection (accepted or adopted) joins the list and reads. */
+static void conn_link(oc_conns_t *cs, oc_conn_t *c)
+{
+    conn_nodelay(c->fd);
+    c->state = OC_CONN_READING;
+    c->next = cs->head;
+    if (cs->head)
+        cs->head->prev = c;
+    cs->head = c;
+    cs->count++;
+    cs->ctx->stats->curr_connections = cs->count;
+    /* idle_timeout: clients that send nothing; write_timeout (conn_flush):
+     * clients that stop reading their replies (their output is capped,
+     * then they go). */
+    conn_arm_idle(c);
+    conn_set_reading(c, 1);
+}
+
 void oc_conn_accept(oc_conns_t *cs, evutil_socket_t fd)
 {
     oc_ctx_t *ctx = cs->ctx;
@@ -830,20 +896,23 @@ void oc_conn_accept(oc_conns_t *cs, evutil_socket_t fd)
         evutil_closesocket(fd);
         return;
     }
-    conn_nodelay(fd);
-    c->state = OC_CONN_READING;
-    c->next = cs->head;
-    if (cs->head)
-        cs->head->prev = c;
-    cs->head = c;
-    cs->count++;
-    ctx->stats->curr_connections = cs->count;
+    conn_link(cs, c);
     ctx->stats->total_connections++;
-    /* idle_timeout: clients that send nothing; write_timeout (conn_flush):
-     * clients that stop reading their replies (their output is capped,
-     * then they go). */
-    conn_arm_idle(c);
-    conn_set_reading(c, 1);
+}
+
+int oc_conn_adopt(oc_conns_t *cs, evutil_socket_t fd)
+{
+    /* No SERVER_ERROR line over the limit: the client sent no command to
+     * answer, and would read it as its next command's reply. */
+    oc_conn_t *c = cs->count < cs->ctx->conf->max_connections && !cs->drained
+                       ? conn_new(cs, fd)
+                       : NULL;
+    if (c == NULL) {
+        evutil_closesocket(fd);
+        return -1;
+    }
+    conn_link(cs, c);
+    return 0;
 }
 
 oc_conns_t *oc_conns_new(oc_ctx_t *ctx, char *err)
@@ -859,6 +928,7 @@ void oc_conns_drain(oc_conns_t *cs, void (*drained)(void *arg), void *arg)
 {
     cs->drained = drained;
     cs->drained_arg = arg;
+    cs->handover = cs->ctx->conf->restart_handover && oc_sd_enabled();
     if (cs->head == NULL) {
         drained(arg);
         return;
@@ -874,6 +944,13 @@ void oc_conns_drain(oc_conns_t *cs, void (*drained)(void *arg), void *arg)
 uint64_t oc_conns_count(const oc_conns_t *cs)
 {
     return cs->count;
+}
+
+int oc_conns_handover(const oc_conns_t *cs, uint64_t *handed, uint64_t *closed)
+{
+    *handed = cs->handed;
+    *closed = cs->closed;
+    return cs->handover;
 }
 
 void oc_conns_free(oc_conns_t *cs)

@@ -45,11 +45,26 @@ void oc_conns_free(oc_conns_t *cs);
 /* Take over an accepted socket (refused with a SERVER_ERROR line over
  * max_connections or while draining). Closes it on failure. */
 void oc_conn_accept(oc_conns_t *cs, evutil_socket_t fd);
+/* Take over a client connection a previous process handed to systemd's
+ * file descriptor store (oc_listen checked it: a connected, non-blocking
+ * stream socket). 0, or -1 if refused (over max_connections, out of
+ * memory): closed. */
+int oc_conn_adopt(oc_conns_t *cs, evutil_socket_t fd);
 /* Shutdown, step one: connections finish the command under way and write
  * its reply, then close; idle ones close now. `drained` runs when the last
- * one is gone (at once if there is none). */
+ * one is gone (at once if there is none).
+ * Under systemd (NOTIFY_SOCKET) with restart_handover on, a connection
+ * idle at a request boundary (nothing read that is not answered, no reply
+ * pending, not inside a command; a busy one once its reply is written) is
+ * sent to systemd's file descriptor store (FDSTORE=1, FDNAME=oc-client)
+ * and then closed here without shutdown(): systemd's copy keeps it open,
+ * and what the client sends meanwhile waits in the kernel for the next
+ * process, which adopts it (oc_listen). */
 void oc_conns_drain(oc_conns_t *cs, void (*drained)(void *arg), void *arg);
 /* Connections open now. */
 uint64_t oc_conns_count(const oc_conns_t *cs);
+/* The drain's handover: 1 if it hands over, and how many connections it
+ * handed over and closed so far. */
+int oc_conns_handover(const oc_conns_t *cs, uint64_t *handed, uint64_t *closed);
 
 #endif

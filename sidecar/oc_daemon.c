@@ -13,7 +13,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,6 +34,7 @@
 #include "oc_reload.h"
 #include "oc_req.h"
 #include "oc_sampler.h"
+#include "oc_sd.h"
 #include "oc_stats.h"
 #include "oc_wal.h"
 #include "oc_write.h"
@@ -255,6 +255,12 @@ static void on_accept(void *arg, evutil_socket_t fd)
     oc_conn_accept(d->conns, fd);
 }
 
+static int on_adopt(void *arg, int fd)
+{
+    oc_daemon_t *d = arg;
+    return oc_conn_adopt(d->conns, fd);
+}
+
 /* The shared context's own fields, before any module exists. */
 uint32_t oc_daemon_lease_ttl_s(uint32_t load_timeout_ms)
 {
@@ -320,6 +326,9 @@ static oc_status_t init_modules(oc_daemon_t *d, const char *pidfile, char *err)
     ctx->wal = oc_wal_new(ctx, err);
     if (ctx->wal == NULL && err[0] != '\0')
         return OC_EDB;
+    /* The clients a restart handed over, once every module they use
+     * exists (served from the loop's first turn). */
+    oc_listen_adopt_clients(d->listen, on_adopt, d);
     return OC_OK;
 }
 
@@ -344,28 +353,11 @@ oc_daemon_t *oc_daemon_new(oc_conf_t *conf, const char *pidfile, char *err)
     return d;
 }
 
-/* systemd's readiness protocol (sd_notify(3)): one datagram to the socket
- * named by NOTIFY_SOCKET. Written out rather than linking libsystemd for
- * these few lines; a no-op when not started by systemd. */
+/* systemd's readiness protocol (oc_sd); a no-op when not started by it. */
 static void notify_systemd(const char *state)
 {
-    const char *path = getenv("NOTIFY_SOCKET");
-    if (path == NULL || (path[0] != '/' && path[0] != '@'))
-        return;
-    struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    size_t len = strlen(path);
-    if (len >= sizeof(sun.sun_path))
-        return;
-    memcpy(sun.sun_path, path, len);
-    if (sun.sun_path[0] == '@')
-        sun.sun_path[0] = '\0'; /* abstract namespace */
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return;
-    socklen_t sl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
-    if (sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sun, sl) < 0)
+    if (oc_sd_enabled() && oc_sd_notify(state, NULL, 0) != 0)
         oc_log_warn("event=sd_notify_failed reason=\"%s\"", strerror(errno));
-    close(fd);
 }
 
 oc_status_t oc_daemon_run(oc_daemon_t *d)
@@ -379,6 +371,11 @@ oc_status_t oc_daemon_run(oc_daemon_t *d)
     notify_systemd("READY=1\nSTATUS=serving");
     if (event_base_dispatch(d->ctx.base) < 0)
         return OC_EIO;
+    uint64_t handed, closed;
+    if (d->ctx.stopping && oc_conns_handover(d->conns, &handed, &closed))
+        oc_log_info("event=handover handed=%llu closed=%llu left=%llu",
+                    (unsigned long long)handed, (unsigned long long)closed,
+                    (unsigned long long)oc_conns_count(d->conns));
     notify_systemd("STOPPING=1");
     oc_log_info("event=stopped connections=%" PRIu64,
                 d->conns ? oc_conns_count(d->conns) : 0);

@@ -20,6 +20,7 @@
 
 #include "oc_conf.h"
 #include "oc_log.h"
+#include "oc_sd.h"
 #include "oc_stats.h"
 
 struct oc_listen {
@@ -33,6 +34,10 @@ struct oc_listen {
     struct event *pause; /* out of descriptors: resume accepting */
     uint64_t failed;     /* accepts failed since accepting last worked */
     double logged_at;    /* when the last accept_failed line was written */
+    int *clients;        /* passed as oc-client...: until adopted */
+    char **client_names; /* ... and their names (for FDSTOREREMOVE) */
+    size_t nclients;
+    char **names; /* LISTEN_FDNAMES, split (split_names) */
 };
 
 /* While accepts keep failing, one accept_failed line a minute at most. */
@@ -375,6 +380,60 @@ static oc_status_t adopt_fd(oc_listen_t *l, int fd, char *err)
     return OC_OK;
 }
 
+/* LISTEN_FDNAMES split at ':' into n names (a copy, one allocation:
+ * names[0] is it), or NULL: unset, or not n of them (then, as
+ * sd_listen_fds_with_names, no descriptor has a name). */
+static char **split_names(const char *s, int n)
+{
+    if (s == NULL || n <= 0)
+        return NULL;
+    int colons = 0;
+    for (const char *p = s; *p; p++)
+        colons += *p == ':';
+    if (colons != n - 1)
+        return NULL;
+    size_t len = strlen(s);
+    char **names = calloc((size_t)n, sizeof(*names));
+    char *copy = malloc(len + 1);
+    if (names == NULL || copy == NULL) {
+        free(names);
+        free(copy);
+        return NULL;
+    }
+    memcpy(copy, s, len + 1);
+    char *p = copy;
+    for (int k = 0; k < n; k++) {
+        names[k] = p;
+        char *end = strchr(p, ':');
+        if (end != NULL) {
+            *end = '\0';
+            p = end + 1;
+        }
+    }
+    return names;
+}
+
+static int is_client_name(const char *name)
+{
+    return name != NULL &&
+           strncmp(name, OC_SD_CLIENT_FDNAME, sizeof(OC_SD_CLIENT_FDNAME) - 1) == 0;
+}
+
+/* Keep a client connection passed at fd for oc_listen_adopt_clients. */
+static oc_status_t keep_client(oc_listen_t *l, int fd, char *name, char *err)
+{
+    if (l->clients == NULL) {
+        l->clients = calloc(OC_LISTEN_FDS_MAX, sizeof(*l->clients));
+        l->client_names = calloc(OC_LISTEN_FDS_MAX, sizeof(*l->client_names));
+        if (l->clients == NULL || l->client_names == NULL)
+            return oc_fail(err, OC_ENOMEM, "out of memory");
+    }
+    (void)fcntl(fd, F_SETFD, FD_CLOEXEC); /* not a child's, whatever it is */
+    l->clients[l->nclients] = fd;
+    l->client_names[l->nclients++] = name;
+    return OC_OK;
+}
+
 /* The sockets systemd passed, if it did. The variables are read and unset
  * (so no child of ours would take them for its own). */
 static oc_status_t take_inherited(oc_listen_t *l, char *err)
@@ -382,6 +441,7 @@ static oc_status_t take_inherited(oc_listen_t *l, char *err)
     const char *why = NULL;
     int n = oc_listen_fds_parse(getenv("LISTEN_PID"), getenv("LISTEN_FDS"),
                                 (long)getpid(), &why);
+    char **names = split_names(getenv("LISTEN_FDNAMES"), n);
     unsetenv("LISTEN_PID");
     unsetenv("LISTEN_FDS");
     unsetenv("LISTEN_FDNAMES");
@@ -389,10 +449,96 @@ static oc_status_t take_inherited(oc_listen_t *l, char *err)
         oc_log_warn(
             "event=listen_fds_ignored reason=\"%s\" action=\"binding as configured\"",
             why);
-    for (int i = 0; i < n; i++)
-        if (adopt_fd(l, OC_LISTEN_FDS_START + i, err) != OC_OK)
-            return OC_ECONFIG;
-    return OC_OK;
+    oc_status_t st = OC_OK;
+    for (int i = 0; i < n && st == OC_OK; i++) {
+        int fd = OC_LISTEN_FDS_START + i;
+        if (names != NULL && is_client_name(names[i]))
+            st = keep_client(l, fd, names[i], err);
+        else
+            st = adopt_fd(l, fd, err) != OC_OK ? OC_ECONFIG : OC_OK;
+    }
+    l->names = names;
+    return st;
+}
+
+/* Why the descriptor passed as a client connection is not one objcached
+ * can serve, or NULL if it is. */
+static const char *client_refusal(const oc_listen_t *l, int fd)
+{
+    const oc_conf_t *conf = l->ctx->conf;
+    int type = 0, listening = 0;
+    socklen_t olen = sizeof(type);
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &olen) != 0)
+        return "not a socket";
+    if (type != SOCK_STREAM)
+        return "not a stream socket";
+    olen = sizeof(listening);
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &olen) != 0 || listening)
+        return "a listening socket";
+    struct sockaddr_storage ss = {0};
+    socklen_t slen = sizeof(ss);
+    if (getpeername(fd, (struct sockaddr *)&ss, &slen) != 0)
+        return "not connected";
+    int served =
+        (ss.ss_family == AF_UNIX && conf->unix_socket[0]) ||
+        ((ss.ss_family == AF_INET || ss.ss_family == AF_INET6) && conf->listen[0]);
+    if (!served)
+        return "an address family no listener of objcached serves";
+    char b;
+    ssize_t r = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        return "the client has gone";
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)
+        return "cannot make it non-blocking";
+    return NULL;
+}
+
+/* Out of the store, every name the clients were passed under (one, but
+ * said by systemd, not assumed): else the store's copy would keep each
+ * connection open after objcached closes it, and the client would never
+ * see the close. */
+static void remove_from_store(const oc_listen_t *l)
+{
+    for (size_t i = 0; i < l->nclients; i++) {
+        const char *name = l->client_names[i];
+        int seen = 0;
+        for (size_t j = 0; j < i && j < 16 && !seen; j++)
+            seen = strcmp(l->client_names[j], name) == 0;
+        if (seen || strlen(name) > 255)
+            continue;
+        char msg[300];
+        snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=%s", name);
+        if (oc_sd_notify(msg, NULL, 0) != 0 && errno != ENOENT)
+            oc_log_warn("event=sd_notify_failed reason=\"%s\"", strerror(errno));
+    }
+}
+
+void oc_listen_adopt_clients(oc_listen_t *l, int (*adopt)(void *arg, int fd), void *arg)
+{
+    if (l == NULL || l->nclients == 0)
+        return;
+    oc_stats_t *st = l->ctx->stats;
+    uint64_t adopted = 0, refused = 0;
+    for (size_t i = 0; i < l->nclients; i++) {
+        int fd = l->clients[i];
+        l->clients[i] = -1;
+        const char *why = client_refusal(l, fd);
+        if (why != NULL) {
+            oc_log_warn("event=handover_refused fd=%d reason=\"%s\"", fd, why);
+            close(fd);
+        }
+        if (why != NULL || adopt(arg, fd) != 0) {
+            refused++;
+            continue;
+        }
+        adopted++;
+    }
+    st->handover_adopted += adopted;
+    st->handover_refused += refused;
+    remove_from_store(l);
+    oc_log_info("event=handover_adopted adopted=%llu refused=%llu",
+                (unsigned long long)adopted, (unsigned long long)refused);
 }
 
 oc_listen_t *oc_listen_new(oc_ctx_t *ctx, oc_listen_accept_fn accept, void *arg,
@@ -463,6 +609,14 @@ void oc_listen_free(oc_listen_t *l)
     oc_listen_close(l);
     if (l->pause)
         event_free(l->pause);
+    for (size_t i = 0; i < l->nclients; i++) /* not adopted: the start failed */
+        if (l->clients[i] >= 0)
+            close(l->clients[i]);
+    free(l->clients);
+    free(l->client_names);
+    if (l->names)
+        free(l->names[0]);
+    free(l->names);
     free(l->unix_path);
     free(l);
 }

@@ -12,8 +12,16 @@
  * 3+n-1 are taken instead of bound: each must be a listening stream
  * socket whose address is the one `listen` or `unix_socket` names (else
  * the start fails); a listener configured but not passed is bound as
- * without systemd. Names (LISTEN_FDNAMES) are not used: the address says
- * which listener a socket is. The three variables are unset once read.
+ * without systemd. Names (LISTEN_FDNAMES) do not say which listener a
+ * socket is (its address does), but one named oc-client... is not a
+ * listener: it is a client connection a previous process handed to
+ * systemd's file descriptor store at its stop (oc_conn, restart_handover).
+ * Those are kept until oc_listen_adopt_clients checks each (a connected
+ * stream socket of a family objcached serves, whose peer is still there)
+ * and hands it to oc_conn; the rest are closed and counted
+ * (handover_refused). Then they are removed from the store
+ * (FDSTOREREMOVE), so that objcached's close of one later reaches the
+ * client. The three variables are unset once read.
  *
  * Ownership: the daemon owns the listeners; oc_listen_close stops
  * accepting (shutdown, step one) and removes the unix socket file, if
@@ -42,12 +50,18 @@ oc_listen_t *oc_listen_new(oc_ctx_t *ctx, oc_listen_accept_fn accept, void *arg,
 /* chown the unix socket to uid/gid (before dropping root). */
 oc_status_t oc_listen_chown(oc_listen_t *l, unsigned uid, unsigned gid, char *err);
 void oc_listen_close(oc_listen_t *l);
+/* The client connections passed at start (see above): each that passes the
+ * checks goes to adopt(arg, fd), which returns 0, or -1 if it closed it
+ * (over max_connections: counted refused). Once, before the loop runs. */
+void oc_listen_adopt_clients(oc_listen_t *l, int (*adopt)(void *arg, int fd), void *arg);
 void oc_listen_free(oc_listen_t *l);
 
 /* ---- the pure rule, exposed for unit tests ---- */
 
 #define OC_LISTEN_FDS_START 3 /* SD_LISTEN_FDS_START */
-#define OC_LISTEN_FDS_MAX   16
+/* Listeners and the client connections of a handover (FileDescriptorStoreMax,
+ * at most LimitNOFILE): a bound, not a real limit. */
+#define OC_LISTEN_FDS_MAX 65536
 
 /* The number of sockets systemd passed, from the values of LISTEN_PID and
  * LISTEN_FDS (NULL: not set) and our pid. 0: not socket-activated (no

@@ -27,6 +27,15 @@ struct evbuffer;
       "1 while the models' generations could not be read: gets bypass memcached")        \
     X(listeners_inherited, GAUGE,                                                        \
       "client listeners taken from systemd at start (socket activation), not bound")     \
+    X(handover_sent, COUNTER,                                                            \
+      "idle client connections handed to systemd's fd store at a stop, for the next "    \
+      "process")                                                                         \
+    X(handover_adopted, COUNTER,                                                         \
+      "client connections taken from systemd's fd store at start (a restart's "          \
+      "handover)")                                                                       \
+    X(handover_refused, COUNTER,                                                         \
+      "descriptors passed as oc-client at start and closed: not a connected stream "     \
+      "socket objcached serves, peer gone, or over max_connections")                     \
     X(timeouts, COUNTER, "client connections closed by idle or write timeout")           \
     X(metrics_requests, COUNTER, "pages served on metrics_listen")                       \
     X(metrics_refused, COUNTER, "metrics_listen connections refused over 64 open")       \

@@ -9,7 +9,9 @@ same inherited sockets (socket activation, as test_socket_activation.py
 plays systemd) or plainly on the same port. The old process closes the
 pool's idle connection at the SIGTERM (docs/operations.md, "Restarting"),
 and no client checks a pooled connection before it sends on it: the next
-get reads EOF. What happens then is the client's own: it fails that get
+get reads EOF. With systemd's file descriptor store too ("handover":
+FakeSystemd, restart_handover) the old process hands that connection to
+the next one instead of closing it, and the get is answered. What happens then is the client's own: it fails that get
 (or not), and libmemcached marks the server failed for its retry timeout
 (every get meanwhile fails at once, without trying the server).
 """
@@ -25,7 +27,7 @@ import pytest
 import harness
 from conftest import merge_config, standard_config
 from test_real_clients import SRC, build_dir, late_program, node_modules  # noqa: F401 (fixtures)
-from test_socket_activation import Listeners, daemons  # noqa: F401 (a fixture)
+from test_socket_activation import FakeSystemd, Listeners, daemons  # noqa: F401 (a fixture)
 
 SECONDS = 5
 PY_LOOP = """
@@ -220,14 +222,19 @@ def through_restart(name, opts, how, pg, mc_pool, objcached_bin, tmp_path, build
                     node_modules, daemons, gap=0.0):
     """Run `name`'s program with client options `opts` and restart objcached
     under it: how = "socket-activation" (the next process on the inherited
-    listeners) or "plain" (bound again on the same port). Its summary()."""
+    listeners), "handover" (the same, with systemd's fd store: FakeSystemd) or
+    "plain" (bound again on the same port). Its summary()."""
     config = standard_config(pg, mc_pool)
-    ls = None
-    if how == "socket-activation":
+    ls = sd = None
+    if how in ("socket-activation", "handover"):
         ls = Listeners()
         kw = {"listen_fds": ls.fds()}
         config = merge_config(config, ls.overrides())
         port = ls.port
+        if how == "handover":
+            sd = FakeSystemd(ls)
+            fds, env = sd.env()
+            kw = {"listen_fds": fds, "env": env}
     else:
         kw = {}
         port = harness.free_port()
@@ -242,7 +249,12 @@ def through_restart(name, opts, how, pg, mc_pool, objcached_bin, tmp_path, build
         harness.wait_until(lambda: run.oks() >= 20, timeout=30, what=f"{name} served")
         stop_ms = int(time.time() * 1000)
         a.begin_stop()
-        a.wait_stopped()
+        if sd is not None:
+            sd.wait_stopped(a, 1)
+            fds, env = sd.env()     # the listeners and the stored connections
+            kw = {"listen_fds": fds, "env": env}
+        else:
+            a.wait_stopped()
         exit_ms = int(time.time() * 1000)
         time.sleep(gap)     # what a restart takes beyond the test's own (a deploy's install)
         b = harness.Objcached(config, binary=objcached_bin, **kw)
@@ -256,6 +268,8 @@ def through_restart(name, opts, how, pg, mc_pool, objcached_bin, tmp_path, build
         print(name, how, opts, json.dumps(got))    # the figures, with pytest -s
         return got
     finally:
+        if sd is not None:
+            sd.close()
         if ls is not None:
             ls.close()
 
@@ -299,6 +313,16 @@ PINNED = [
     ("pymemcache", "socket-activation", {"retrying": True}, {"failed": 0,
                                                               "recovered": True},
      "`RetryingClient`"),
+    # With systemd's fd store (restart_handover): the pooled connection is
+    # handed to the next process, and no call fails.
+    ("pymemcache", "handover", {}, {"failed": 0, "recovered": True},
+     "with the fd store: **no failed call**"),
+    ("pylibmc", "handover", {}, {"failed": 0, "recovered": True},
+     "with the fd store: **no failed call**"),
+    ("php-memcached-binary", "handover", {}, {"failed": 0, "recovered": True},
+     "with the fd store: **no failed call**"),
+    ("gomemcache", "handover", {"timeout_ms": 1000}, {"failed": 0, "recovered": True},
+     "with the fd store: **no failed call**"),
     # the others, with socket activation
     ("php-memcached-binary", "socket-activation", {}, {"failed": 1, "recovered": True},
      "socket activation: **1 failed call**"),

@@ -12,10 +12,16 @@ hands them to each objcached it starts as descriptors 3 and 4
 - a configured listener that was not passed is bound as without systemd;
 - malformed variables are ignored (the daemon binds as usual); a passed
   descriptor that is not a listening stream socket at a configured address
-  fails the start with exit 1 and a line that says which and why.
+  fails the start with exit 1 and a line that says which and why;
+- with NOTIFY_SOCKET too (FakeSystemd: systemd's file descriptor store), a
+  restart hands the idle client connections to the next process
+  (restart_handover): a client's connection outlives the restart, and what
+  objcached closes after it reaches the client; a descriptor passed as a
+  client that is not one objcached serves is closed and counted.
 """
 
 import os
+import re
 import socket
 import stat
 import tempfile
@@ -60,11 +66,99 @@ class Listeners:
         os.rmdir(self.dir)
 
 
+class FakeSystemd:
+    """systemd's part of the notification protocol and the file descriptor
+    store (https://systemd.io/FILE_DESCRIPTOR_STORE/), for one service: a
+    NOTIFY_SOCKET (AF_UNIX, SOCK_DGRAM) read by a thread, which keeps the
+    descriptors of FDSTORE=1 messages under their FDNAME, drops those of
+    FDSTOREREMOVE=1 (and of any other message), and start() hands the
+    listeners and the store to the next process as systemd does (LISTEN_FDS,
+    LISTEN_FDNAMES: the socket unit's listeners first). Unlike systemd, it
+    does not drop a stored connection whose client hung up (POLLHUP): the
+    next process must."""
+
+    def __init__(self, listeners):
+        self.ls = listeners
+        self.path = os.path.join(listeners.dir, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.05)
+        self.lock = threading.Lock()
+        self.store = []         # [(name, fd)]
+        self.messages = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.done.is_set():
+            try:
+                msg, fds, _, _ = socket.recv_fds(self.sock, 4096, 512)
+            except socket.timeout:
+                continue
+            self._handle(msg.decode(), fds)
+
+    def _handle(self, text, fds):
+        fields = dict(line.split("=", 1) for line in text.split("\n") if "=" in line)
+        with self.lock:
+            self.messages.append(text)
+            if fields.get("FDSTORE") == "1":
+                self.store += [(fields.get("FDNAME", "stored"), fd) for fd in fds]
+                return
+            for fd in fds:
+                os.close(fd)
+            if fields.get("FDSTOREREMOVE") == "1":
+                for name, fd in self.store:
+                    if name == fields.get("FDNAME"):
+                        os.close(fd)
+                self.store = [(n, fd) for n, fd in self.store if n != fields.get("FDNAME")]
+
+    def stored(self):
+        with self.lock:
+            return [name for name, _ in self.store]
+
+    def said(self, what):
+        with self.lock:
+            return sum(m == what or m.startswith(what + "\n") for m in self.messages)
+
+    def wait_stopped(self, d, stops):
+        """Wait for d's exit and for its last word (STOPPING=1, sent after
+        its drain's FDSTOREs) to be read: the store is complete."""
+        d.wait_stopped()
+        harness.wait_until(lambda: self.said("STOPPING=1") >= stops, timeout=10,
+                           what="STOPPING=1 read")
+
+    def env(self, extra=()):
+        """The next process's descriptors (listeners, the store, `extra`:
+        [(name, fd)]) and environment."""
+        with self.lock:
+            stored = list(self.store) + list(extra)
+        names = ["objcached.socket"] * 2 + [name for name, _ in stored]
+        fds = self.ls.fds() + [fd for _, fd in stored]
+        return fds, {"NOTIFY_SOCKET": self.path, "LISTEN_FDNAMES": ":".join(names)}
+
+    def close(self):
+        self.done.set()
+        self.thread.join(timeout=10)
+        self.sock.close()
+        os.unlink(self.path)
+        for _, fd in self.store:
+            os.close(fd)
+        self.store = []
+
+
 @pytest.fixture
 def listeners():
     ls = Listeners()
     yield ls
     ls.close()
+
+
+@pytest.fixture
+def systemd(listeners):
+    sd = FakeSystemd(listeners)
+    yield sd
+    sd.close()
 
 
 @pytest.fixture
@@ -244,8 +338,8 @@ def test_only_the_listener_passed_is_inherited(daemons, listeners, pg, mc_pool,
 @pytest.mark.parametrize("env, reason", [
     ({"LISTEN_FDS": "abc"}, "LISTEN_FDS is not a number"),
     ({"LISTEN_FDS": "-1"}, "LISTEN_FDS is not a number"),
-    ({"LISTEN_FDS": "0"}, "LISTEN_FDS is out of range (1..16)"),
-    ({"LISTEN_FDS": "99999"}, "LISTEN_FDS is out of range (1..16)"),
+    ({"LISTEN_FDS": "0"}, "LISTEN_FDS is out of range (1..65536)"),
+    ({"LISTEN_FDS": "99999"}, "LISTEN_FDS is out of range (1..65536)"),
     ({"LISTEN_PID": "1x"}, "LISTEN_PID is not a process id"),
     ({"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "1"}, None),   # another process's
 ])
@@ -324,3 +418,131 @@ def test_a_second_socket_for_the_same_listener_fails_the_start(daemons, listener
             f'{listeners.path}"') in d.log()
     d.stop(check=False)
     assert stat.S_ISSOCK(os.lstat(listeners.path).st_mode)
+
+
+# ---- restart_handover: systemd's file descriptor store -----------------------
+
+
+def under_systemd(daemons, sd, pg, mc_pool, objcached_bin, settings=None, extra=()):
+    """An objcached started by `sd` (FakeSystemd): its listeners, its store
+    and `extra` [(name, fd)] passed, NOTIFY_SOCKET set."""
+    fds, env = sd.env(extra)
+    overrides = sd.ls.overrides()
+    overrides["objcached"].update(settings or {})
+    return make(daemons, pg, mc_pool, objcached_bin, overrides, listen_fds=fds,
+                env=env).start()
+
+
+def test_a_restart_hands_idle_connections_to_the_next_process(daemons, systemd, pg,
+                                                              mc_pool, objcached_bin, ref):
+    ls = systemd.ls
+    a = under_systemd(daemons, systemd, pg, mc_pool, objcached_bin)
+    tcp = harness.McRaw(port=ls.port, timeout=10)
+    unx = harness.McRaw(path=ls.path, timeout=10)
+    try:
+        for c in (tcp, unx):
+            assert c.get("User:1") == ref.json("User", 1)
+        a.begin_stop()
+        systemd.wait_stopped(a, 1)
+        assert "event=handover handed=2 closed=0 left=0" in a.log()
+        assert systemd.stored() == ["oc-client", "oc-client"]
+        # No process: what the client sends waits in the kernel for the next.
+        tcp.sendline("get User:2")
+        b = under_systemd(daemons, systemd, pg, mc_pool, objcached_bin)
+        reply = tcp.read_response()
+        assert [v.data for v in reply.values] == [ref.json("User", 2)]
+        assert unx.get("User:3") == ref.json("User", 3)
+        assert "event=handover_adopted adopted=2 refused=0" in b.log()
+        # Out of the store (FDSTOREREMOVE): objcached's close reaches the client.
+        harness.wait_until(lambda: systemd.stored() == [], timeout=10, what="FDSTOREREMOVE")
+        st = tcp.stats()
+        assert (st["handover_adopted"], st["handover_refused"]) == (2, 0)
+        tcp.sendline("quit")
+        with pytest.raises(harness.ConnectionClosed):
+            tcp.readline()
+        # restart_handover = off (a reload): the next drain closes, as before.
+        text = b.config_text.replace("[objcached]\n", "[objcached]\nrestart_handover = off\n")
+        assert harness.reload(b, text)
+        b.begin_stop()
+        systemd.wait_stopped(b, 2)
+        with pytest.raises(harness.ConnectionClosed):
+            unx.readline()
+        assert systemd.stored() == []
+        assert "event=handover " not in b.log()
+    finally:
+        tcp.close()
+        unx.close()
+
+
+def test_descriptors_passed_as_clients_that_objcached_cannot_serve(daemons, systemd, pg,
+                                                                   mc_pool, objcached_bin,
+                                                                   ref):
+    ls = systemd.ls
+    keep = []
+
+    def connection():
+        """A client's connection, as the store would hold it: the server's end."""
+        c = harness.McRaw(port=ls.port, timeout=10)
+        s, _ = ls.tcp.accept()
+        keep.extend([c, s])
+        return c, s
+
+    good = [connection() for _ in range(4)]
+    gone_client, gone = connection()
+    gone_client.close()     # the client hung up while its connection was stored
+    odd = [udp_socket(), regular_file(), other_port()]
+    extra = [("oc-client", s.fileno()) for _, s in good] + \
+        [("oc-client", gone.fileno())] + [("oc-client", f.fileno()) for f in odd]
+    try:
+        b = under_systemd(daemons, systemd, pg, mc_pool, objcached_bin,
+                          {"max_connections": "3"}, extra)
+        log = b.log()
+        for why in ("not a stream socket", "not a socket", "a listening socket",
+                    "the client has gone"):
+            assert f'reason="{why}"' in log, why
+        # Three connections of four within max_connections; the rest closed.
+        assert "event=handover_adopted adopted=3 refused=5" in log
+        assert systemd.said("FDSTOREREMOVE=1") == 1
+        for c, _ in good[:3]:
+            assert c.get("User:1") == ref.json("User", 1)
+        st = good[0][0].stats()
+        assert (st["handover_adopted"], st["handover_refused"]) == (3, 5)
+        assert st["curr_connections"] == 3
+    finally:
+        for x in keep + odd:
+            x.close()
+
+
+def test_a_connection_busy_at_the_stop_is_answered_then_handed_over(daemons, systemd, pg,
+                                                                    mc_pool, objcached_bin,
+                                                                    ref):
+    ls = systemd.ls
+    a = under_systemd(daemons, systemd, pg, mc_pool, objcached_bin)
+    locker = pg.connect(autocommit=False)
+    busy = harness.McRaw(port=ls.port, timeout=15)
+    piped = harness.McRaw(port=ls.port, timeout=15)
+    try:
+        locker.cursor().execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        busy.sendline("get User:150")
+        # a command behind the one under way: not run, and the connection is
+        # closed after the reply, as without the handover
+        piped.send("get User:151\r\nget User:1\r\n")
+        harness.wait_until(lambda: a.stats()["loads_in_flight"] >= 2, what="the loads to start")
+        a.begin_stop()
+        harness.wait_until(lambda: "event=stopping" in a.log(), what="the stop to begin")
+        assert a.proc.poll() is None, "stopped before the commands under way finished"
+        locker.rollback()
+        assert [v.data for v in busy.read_response().values] == [ref.json("User", 150)]
+        assert [v.data for v in piped.read_response().values] == [ref.json("User", 151)]
+        with pytest.raises(harness.ConnectionClosed):
+            piped.readline()
+        systemd.wait_stopped(a, 1)
+        m = re.search(r"event=handover handed=(\d+) closed=(\d+) left=0", a.log())
+        assert m and int(m.group(1)) >= 1 and int(m.group(2)) >= 1, a.log()
+        assert "oc-client" in systemd.stored()
+        under_systemd(daemons, systemd, pg, mc_pool, objcached_bin)
+        assert busy.get("User:1") == ref.json("User", 1)
+    finally:
+        locker.close()
+        busy.close()
+        piped.close()

@@ -24,7 +24,7 @@ static void test_activated(void **state)
     assert_int_equal(parse("4242", "1", &why), 1);
     assert_null(why);
     assert_int_equal(parse("4242", "2", &why), 2);
-    assert_int_equal(parse("4242", "16", &why), OC_LISTEN_FDS_MAX);
+    assert_int_equal(parse("4242", "65536", &why), OC_LISTEN_FDS_MAX);
     assert_int_equal(parse("4242", "02", &why), 2); /* leading zero: still decimal */
 }
 
@@ -74,10 +74,10 @@ static void test_malformed_fds(void **state)
         assert_int_equal(parse("4242", nan[i], &why), -1);
         assert_string_equal(why, "LISTEN_FDS is not a number");
     }
-    static const char *range[] = {"0", "17", "99999", "2147483648"};
+    static const char *range[] = {"0", "65537", "99999", "2147483648"};
     for (size_t i = 0; i < sizeof(range) / sizeof(range[0]); i++) {
         assert_int_equal(parse("4242", range[i], &why), -1);
-        assert_string_equal(why, "LISTEN_FDS is out of range (1..16)");
+        assert_string_equal(why, "LISTEN_FDS is out of range (1..65536)");
     }
 }
 
