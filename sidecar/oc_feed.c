@@ -7,14 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "oc_conf.h"
 #include "oc_fill.h"
 #include "oc_gens.h"
 #include "oc_key.h"
 #include "oc_log.h"
-#include "oc_mc.h"
 #include "oc_near.h"
 #include "oc_pgconn.h"
 #include "oc_sampler.h"
@@ -24,7 +22,6 @@
 typedef enum oc_feed_state {
     OC_FEED_DOWN,    /* not connected */
     OC_FEED_RESYNC,  /* reading the head and the generations */
-    OC_FEED_BUMP,    /* a rollback: every model's generation bumped */
     OC_FEED_LISTEN,  /* LISTEN sent (primaries only) */
     OC_FEED_IDLE,    /* waiting for a NOTIFY or the poll timer */
     OC_FEED_POLLING, /* feed_poll sent */
@@ -52,16 +49,9 @@ struct oc_feed {
     uint64_t own_deferred; /* the highest head of those NOTIFYs (0: none) */
     oc_feed_owed_t owed;   /* heads of taken statements whose NOTIFY is due */
     char param[2][24];
-    /* The read of memcached's marker in flight (NULL: none); oc_feed_free
-     * leaves it to its callback. The follower does not wait for it: a
-     * rollback it finds is bumped at the next poll's turn (bump_due). */
-    struct db_check *check;
-    int bump_due;
-    char db_identity[48]; /* the resync's "<system id> <timeline>" */
 };
 
 static void poll_start(oc_feed_t *f);
-static void bump(oc_feed_t *f);
 
 static void set_state(oc_feed_t *f, oc_feed_state_t st)
 {
@@ -390,8 +380,7 @@ static void polled(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *e
     }
     if (f->standby && PQgetvalue(res, 0, 9)[0] == 'f') {
         /* the standby this follower reads was promoted: its connection
-         * stayed, and the rollback check (oc_feed_db_rule) runs on a
-         * primary only */
+         * stayed; a resync reads it as a primary (it LISTENs) */
         oc_log_warn("event=feed_promoted note=\"the feed's standby is a primary now\"");
         PQclear(res);
         resync(f);
@@ -426,7 +415,7 @@ static void polled(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *e
         fresh(f, res);
     PQclear(res);
     set_state(f, OC_FEED_IDLE);
-    if (more || f->again || f->bump_due) {
+    if (more || f->again) {
         f->again = 0;
         poll_start(f);
         return;
@@ -438,17 +427,13 @@ static void poll_start(oc_feed_t *f)
 {
     oc_ctx_t *ctx = f->ctx;
     if (f->state == OC_FEED_POLLING || f->state == OC_FEED_RESYNC ||
-        f->state == OC_FEED_LISTEN || f->state == OC_FEED_BUMP) {
+        f->state == OC_FEED_LISTEN) {
         f->again = 1;
         return;
     }
     if (f->state == OC_FEED_DOWN)
         return; /* up() resyncs */
     evtimer_del(f->timer);
-    if (f->bump_due) {
-        bump(f);
-        return;
-    }
     snprintf(f->param[0], sizeof(f->param[0]), "%" PRIu64, f->cursor);
     snprintf(f->param[1], sizeof(f->param[1]), "%u", ctx->conf->feed_batch);
     const char *params[2] = {f->param[0], f->param[1]};
@@ -517,202 +502,6 @@ int oc_feed_next_generation(const char **names, const char **gens, const char **
     return 1;
 }
 
-/* ---- the database went back in time? ------------------------------------------ */
-
-/* Memcached's marker: the identity of the database whose rows the pool may
- * hold, "<system id> <timeline>". No model key has it (model names have no
- * '.', and every cache key has a ':' after its model). */
-#define DB_MARKER "objcached.db"
-
-/* A read or a write of the marker in flight; the job's done frees it. */
-typedef struct db_check {
-    oc_feed_t *f; /* the read's follower; NULL once it is freed, and for a write */
-    char key[OC_FEED_MARKER_KEY];
-    char val[48];
-} db_check_t;
-
-/* FNV-1a, unseeded: every sidecar must name the same marker (oc_hash is
- * seeded per process). */
-static uint64_t name_hash(const char *s)
-{
-    uint64_t h = 14695981039346656037ull;
-    for (; *s; s++)
-        h = (h ^ (uint8_t)*s) * 1099511628211ull;
-    return h;
-}
-
-void oc_feed_marker_key(const oc_conf_t *conf, char *buf, size_t cap)
-{
-    /* A sum: the same set of models in any order of the config names one
-     * marker. */
-    uint64_t sum = 0;
-    for (size_t i = 0; i < conf->nmodels; i++)
-        sum += name_hash(conf->models[i].name);
-    snprintf(buf, cap, "%.64s" DB_MARKER ".%016" PRIx64, conf->key_prefix, sum);
-}
-
-static int parse_identity(const char *s, size_t len, uint64_t *sysid, uint64_t *tli)
-{
-    char buf[48], *end;
-    if (len == 0 || len >= sizeof(buf))
-        return 0;
-    memcpy(buf, s, len);
-    buf[len] = '\0';
-    if (buf[0] < '0' || buf[0] > '9')
-        return 0;
-    errno = 0;
-    *sysid = strtoull(buf, &end, 10);
-    if (errno != 0 || *end != ' ' || end[1] < '0' || end[1] > '9')
-        return 0;
-    *tli = strtoull(end + 1, &end, 10);
-    return errno == 0 && *end == '\0';
-}
-
-oc_feed_db_t oc_feed_db_rule(int found, const char *marker, size_t len,
-                             const char *identity)
-{
-    uint64_t msys, mtli, sys, tli;
-    if (!parse_identity(identity, strlen(identity), &sys, &tli))
-        return OC_FEED_DB_SAME; /* cannot happen (the server's own numbers) */
-    if (!found || !parse_identity(marker, len, &msys, &mtli))
-        return OC_FEED_DB_FIRST;
-    if (msys != sys || tli > mtli)
-        return OC_FEED_DB_ROLLBACK;
-    return tli < mtli ? OC_FEED_DB_BEHIND : OC_FEED_DB_SAME;
-}
-
-static void marker_written(oc_mc_job_t *job, void *arg)
-{
-    db_check_t *c = arg;
-    if (job->errors)
-        oc_log_warn("event=db_marker_failed key=%s reason=\"%s\"", c->key, job->err);
-    oc_mc_job_free(job);
-    free(c);
-}
-
-/* Remembers in memcached that the pool may hold this database's rows (the
- * marker never expires; a write that fails is tried at the next resync). */
-static void marker_write(oc_feed_t *f)
-{
-    db_check_t *c = calloc(1, sizeof(*c));
-    oc_mc_job_t *job = c ? oc_mc_job_new_items(OC_MC_SET, 1, marker_written, c) : NULL;
-    if (job == NULL) {
-        free(c);
-        return;
-    }
-    oc_feed_marker_key(f->ctx->conf, c->key, sizeof(c->key));
-    snprintf(c->val, sizeof(c->val), "%s", f->db_identity);
-    job->items[0] = (oc_mc_item_t){
-        .key = c->key, .klen = strlen(c->key), .val = c->val, .vlen = strlen(c->val)};
-    oc_mc_submit(f->ctx->mc, job);
-}
-
-static void bumped(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
-                   void *arg)
-{
-    oc_feed_t *f = arg;
-    PQclear(res);
-    if (st != OC_OK) { /* the marker stays: the next resync tries again */
-        failed(f, "rollback", oc_pgconn_sqlstate(pc), err);
-        return;
-    }
-    /* the whole-model rows come with the next poll: every sidecar (this
-     * one too) moves to the new generations and empties its near-cache */
-    marker_write(f);
-    set_state(f, OC_FEED_IDLE);
-    poll_start(f);
-}
-
-/* The database has another timeline than the one the pool's rows were read
- * from (a promote: a failover, a point-in-time restore), or is another
- * cluster: rows the pool holds may be of commits it lost. Every model goes
- * whole, as a TRUNCATE would: sent in the poll's turn (poll_start). */
-static void rollback(oc_feed_t *f, const char *marker, size_t len)
-{
-    f->ctx->stats->db_rollbacks++;
-    /* the marker parsed (oc_feed_db_rule): digits and a space */
-    oc_log_error("event=db_rollback was=\"%.*s\" now=\"%s\" note=\"the database is "
-                 "another timeline or cluster than the cache's rows were read from (a "
-                 "failover, a restore): every model is invalidated whole (new "
-                 "generations)\"",
-                 (int)len, marker, f->db_identity);
-    f->bump_due = 1;
-    if (f->state == OC_FEED_IDLE)
-        poll_start(f);
-}
-
-static void bump(oc_feed_t *f)
-{
-    char host[64] = "";
-    f->bump_due = 0;
-    gethostname(host, sizeof(host) - 1);
-    snprintf(f->param[0], sizeof(f->param[0]), "%.23s", host);
-    const char *p[1] = {f->param[0]};
-    set_state(f, OC_FEED_BUMP);
-    if (oc_pgconn_query(
-            f->pc,
-            "SELECT objcached.feed_append(NULL, NULL, (SELECT array_agg(model) "
-            "FROM objcached.models), true, NULL, NULL, 'rollback ' || $1)",
-            1, p, bumped, f) != OC_OK)
-        set_state(f, OC_FEED_DOWN);
-}
-
-static void marker_read(oc_mc_job_t *job, void *arg)
-{
-    db_check_t *c = arg;
-    oc_feed_t *f = c->f;
-    const oc_mc_hit_t *h = &job->hits[0];
-    if (f != NULL && f->check == c)
-        f->check = NULL;
-    else
-        f = NULL; /* freed, or another resync since: it reads again */
-    if (f == NULL || f->state == OC_FEED_DOWN || f->state == OC_FEED_RESYNC) {
-        /* nothing: the next resync checks */
-    } else if (h->error) { /* cannot tell: said, and tried at the next resync */
-        oc_log_warn("event=db_marker_failed key=%s reason=\"%s\"", c->key, job->err);
-    } else {
-        switch (oc_feed_db_rule(h->found, h->data, h->len, f->db_identity)) {
-        case OC_FEED_DB_ROLLBACK:
-            rollback(f, h->data, h->len);
-            break;
-        case OC_FEED_DB_FIRST:
-            oc_log_info("event=db_identity now=\"%s\" marker=written", f->db_identity);
-            marker_write(f);
-            break;
-        case OC_FEED_DB_BEHIND:
-            oc_log_warn("event=db_behind now=\"%s\" note=\"an older timeline than the "
-                        "cache's marker: a server left behind by a failover?\"",
-                        f->db_identity);
-            break;
-        case OC_FEED_DB_SAME:
-            oc_log_info("event=db_identity now=\"%s\" marker=same", f->db_identity);
-            break;
-        }
-    }
-    oc_mc_job_free(job);
-    free(c);
-}
-
-/* Reads memcached's marker (one get per connection of the feed to a
- * primary; the follower goes on meanwhile). */
-static void db_check_start(oc_feed_t *f)
-{
-    db_check_t *c = calloc(1, sizeof(*c));
-    oc_mc_job_t *job = c ? oc_mc_job_new_get(1, marker_read, c) : NULL;
-    if (job == NULL) {
-        free(c);
-        return;
-    }
-    if (f->check) /* an older read still in flight: its answer is dropped */
-        f->check->f = NULL;
-    c->f = f;
-    oc_feed_marker_key(f->ctx->conf, c->key, sizeof(c->key));
-    job->keys[0] = c->key;
-    job->key_lens[0] = strlen(c->key);
-    f->check = c;
-    oc_mc_submit(f->ctx->mc, job);
-}
-
 static void resynced(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                      void *arg)
 {
@@ -742,14 +531,9 @@ static void resynced(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char 
             resync_generations(f, PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
         oc_gens_read(ctx->gens, "resync");
     }
-    f->db_identity[0] = '\0';
-    if (!standby && !PQgetisnull(res, 0, 5))
-        snprintf(f->db_identity, sizeof(f->db_identity), "%s", PQgetvalue(res, 0, 5));
     PQclear(res);
     ctx->stats->feed_resyncs++;
     oc_log_info("event=feed_resync head=%" PRIu64 " standby=%d", f->cursor, standby);
-    if (f->db_identity[0] && ctx->mc)
-        db_check_start(f);
     /* A hot standby cannot LISTEN; feed_listen = off polls only too: with
      * hundreds of sidecars on one primary, every append would wake each
      * of them for a poll of its own. */
@@ -768,8 +552,7 @@ static void resynced(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char 
 static void resync(oc_feed_t *f)
 {
     not_fresh(f);
-    f->bump_due = 0; /* its check decides again */
-    f->standby = 1;  /* until it says */
+    f->standby = 1; /* until it says */
     set_state(f, OC_FEED_RESYNC);
     if (oc_pgconn_query(f->pc,
                         "SELECT p.head, pg_is_in_recovery(), "
@@ -777,13 +560,7 @@ static void resync(oc_feed_t *f)
                         "FROM objcached.models m), "
                         "(SELECT string_agg(m.generation::text, ',' ORDER BY m.model) "
                         "FROM objcached.models m), "
-                        "to_regclass('objcached.generation_seq')::oid, "
-                        /* the database's identity, on a primary: its
-                         * system identifier and timeline (oc_feed_db_rule) */
-                        "CASE WHEN NOT pg_is_in_recovery() THEN "
-                        "(SELECT system_identifier FROM pg_control_system())::text "
-                        "|| ' ' || ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), "
-                        "1, 8))::bit(32)::bigint END "
+                        "to_regclass('objcached.generation_seq')::oid "
                         "FROM objcached.feed_poll(9223372036854775807, 0) p",
                         0, NULL, resynced, f) != OC_OK)
         set_state(f, OC_FEED_DOWN);
@@ -884,8 +661,6 @@ void oc_feed_free(oc_feed_t *f)
 {
     if (f == NULL)
         return;
-    if (f->check) /* its done frees it */
-        f->check->f = NULL;
     oc_pgconn_free(f->pc);
     if (f->timer)
         event_free(f->timer);

@@ -26,20 +26,11 @@
  * installed again, or another database) resyncs too, and that resync
  * starts every model's generation over from the database's, lower or not.
  *
- * On a primary the resync also reads the database's identity (system
- * identifier, timeline) and compares it with memcached's marker
- * (oc_feed_db_rule): a later timeline or another cluster (a failover to a
- * replica that was behind, a point-in-time restore) may have lost commits
- * whose rows the pool holds, so every model is bumped whole, once per
- * promote for the fleet (docs/operations.md, "The database went back in
- * time"). A standby read by the follower that is promoted (a poll says so)
- * resyncs for that check. The follower does not wait for memcached's
- * answer (a slow memcached must not hold the feed): a rollback it finds is
- * bumped in the next poll's turn (BUMP instead of POLLING).
+ * A standby read by the follower that is promoted (a poll says so)
+ * resyncs, as a primary. (A database that went back in time, a failover to
+ * a replica that was behind, is the outbox consumer's check: oc_inval.h.)
  *
  *   DOWN --up--> RESYNC --> IDLE <--> POLLING      (any failure: DOWN)
- *                            ^  \--> BUMP (a rollback found)
- *                            \_______/
  *
  * Ownership: the daemon owns it (made when feed_poll > 0; a reload may
  * start or stop it). It holds no memory of the rows it applied.
@@ -113,36 +104,6 @@ int oc_feed_hook_missing(const char *sqlstate, const char *err);
  * pruned past it, or a cursor past the head: another database, a restore)
  * and it must resync. */
 int oc_feed_gap(uint64_t cursor, uint64_t head, uint64_t pruned_upto);
-/* What the resync of a connection to a primary (identity: "<system
- * identifier> <timeline>", of pg_control_system() and the current WAL
- * file) makes of memcached's marker (found 0: none; else its len bytes),
- * the identity of the database the pool's rows were read from:
- * FIRST: none, or not one (memcached restarted, the entry evicted, a new
- *   pool): written, nothing invalidated (nothing shows a rollback);
- * ROLLBACK: another cluster, or a later timeline (a promote: a failover to
- *   a replica that may be behind, a point-in-time restore, a switchover):
- *   commits whose rows the pool holds may be lost: every model goes whole
- *   (new generations), then the marker is written;
- * BEHIND: an earlier timeline of the same cluster (an old primary still
- *   up): said, nothing written or invalidated;
- * SAME: nothing (a plain restart keeps its timeline). */
-typedef enum oc_feed_db {
-    OC_FEED_DB_SAME,
-    OC_FEED_DB_FIRST,
-    OC_FEED_DB_ROLLBACK,
-    OC_FEED_DB_BEHIND,
-} oc_feed_db_t;
-oc_feed_db_t oc_feed_db_rule(int found, const char *marker, size_t len,
-                             const char *identity);
-/* The marker's key: "<key_prefix>objcached.db.<16 hex digits>", the digits
- * naming the set of models configured (in any order). Per set of models,
- * not per pool: services that share a memcached pool and key_prefix with
- * models of other names (their keys do not collide) read each their own
- * database's marker; with one marker per pool they took each other's
- * databases for a rollback at every connection (seen in bench/'s writes
- * phase, a second cluster on the same pool). */
-#define OC_FEED_MARKER_KEY (64 + 32)
-void oc_feed_marker_key(const struct oc_conf *conf, char *buf, size_t cap);
 /* Poll again at once? The cursor is short of the head and the poll
  * returned a full batch of feed rows (a poll is cut at feed_batch rows). */
 int oc_feed_more(uint64_t cursor, uint64_t head, uint64_t rows, uint32_t feed_batch);

@@ -1,5 +1,6 @@
 #include "oc_inval.h"
 
+#include <errno.h>
 #include <event2/event.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -29,6 +30,8 @@ typedef enum oc_inval_state {
     OC_INVAL_FEEDING,    /* appending what was applied to the feed */
     OC_INVAL_PROBING,    /* is there a feed (schema version 2)? */
     OC_INVAL_ENDING,     /* COMMIT or ROLLBACK sent */
+    OC_INVAL_CHECKING,   /* reading the database's identity */
+    OC_INVAL_BUMPING,    /* a rollback: every model bumped whole */
 } oc_inval_state_t;
 
 struct oc_inval {
@@ -66,6 +69,16 @@ struct oc_inval {
     char *feed_whole;
     char writer[96];  /* host:pid, for feed_head.writer */
     double pruned_at; /* monotonic time of the last feed_prune */
+    /* The database went back in time? (oc_inval_db_rule) check_due: this
+     * connection's identity is still to be read; check: the read of
+     * memcached's marker in flight (NULL: none; oc_inval_free and on_down
+     * leave it to its callback); bump_due: a rollback found, not bumped
+     * yet (tried last at bump_tried, monotonic). */
+    int check_due;
+    struct db_check *check;
+    int bump_due;
+    double bump_tried;
+    char db_identity[48]; /* "<system id> <timeline>" of this connection */
 };
 
 static void cycle_start(oc_inval_t *iv);
@@ -690,6 +703,252 @@ static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char
     apply(iv);
 }
 
+/* ---- the database went back in time? ------------------------------------------ */
+
+/* Memcached's marker: the identity of the database whose rows the pool may
+ * hold, "<system id> <timeline>". No model key has it (model names have no
+ * '.', and every cache key has a ':' after its model). */
+#define DB_MARKER "objcached.db"
+
+/* A read or a write of the marker in flight; the job's done frees it. */
+typedef struct db_check {
+    oc_inval_t *iv; /* the read's consumer while it is iv->check; else NULL */
+    char key[OC_INVAL_MARKER_KEY];
+    char val[48];
+} db_check_t;
+
+/* FNV-1a, unseeded: every sidecar must name the same marker (oc_hash is
+ * seeded per process). */
+static uint64_t name_hash(const char *s)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h;
+}
+
+void oc_inval_marker_key(const oc_conf_t *conf, char *buf, size_t cap)
+{
+    /* A sum: the same set of models in any order of the config names one
+     * marker. */
+    uint64_t sum = 0;
+    for (size_t i = 0; i < conf->nmodels; i++)
+        sum += name_hash(conf->models[i].name);
+    snprintf(buf, cap, "%.64s" DB_MARKER ".%016" PRIx64, conf->key_prefix, sum);
+}
+
+static int parse_identity(const char *s, size_t len, uint64_t *sysid, uint64_t *tli)
+{
+    char buf[48], *end;
+    if (len == 0 || len >= sizeof(buf))
+        return 0;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    if (buf[0] < '0' || buf[0] > '9')
+        return 0;
+    errno = 0;
+    *sysid = strtoull(buf, &end, 10);
+    if (errno != 0 || *end != ' ' || end[1] < '0' || end[1] > '9')
+        return 0;
+    *tli = strtoull(end + 1, &end, 10);
+    return errno == 0 && *end == '\0';
+}
+
+oc_inval_db_t oc_inval_db_rule(int found, const char *marker, size_t len,
+                               const char *identity)
+{
+    uint64_t msys, mtli, sys, tli;
+    if (!parse_identity(identity, strlen(identity), &sys, &tli))
+        return OC_INVAL_DB_SAME; /* cannot happen (the server's own numbers) */
+    if (!found || !parse_identity(marker, len, &msys, &mtli))
+        return OC_INVAL_DB_FIRST;
+    if (msys != sys || tli > mtli)
+        return OC_INVAL_DB_ROLLBACK;
+    return tli < mtli ? OC_INVAL_DB_BEHIND : OC_INVAL_DB_SAME;
+}
+
+/* The marker's read in flight, if any, is of no use any more. */
+static void check_forget(oc_inval_t *iv)
+{
+    if (iv->check)
+        iv->check->iv = NULL;
+    iv->check = NULL;
+}
+
+static void marker_written(oc_mc_job_t *job, void *arg)
+{
+    db_check_t *c = arg;
+    if (job->errors)
+        oc_log_warn("event=db_marker_failed key=%s reason=\"%s\"", c->key, job->err);
+    oc_mc_job_free(job);
+    free(c);
+}
+
+/* Remembers in memcached that the pool may hold this database's rows (the
+ * marker never expires; a write that fails is tried at the next check). */
+static void marker_write(oc_inval_t *iv)
+{
+    db_check_t *c = calloc(1, sizeof(*c));
+    oc_mc_job_t *job = c ? oc_mc_job_new_items(OC_MC_SET, 1, marker_written, c) : NULL;
+    if (job == NULL) {
+        free(c);
+        return;
+    }
+    oc_inval_marker_key(iv->ctx->conf, c->key, sizeof(c->key));
+    snprintf(c->val, sizeof(c->val), "%s", iv->db_identity);
+    job->items[0] = (oc_mc_item_t){
+        .key = c->key, .klen = strlen(c->key), .val = c->val, .vlen = strlen(c->val)};
+    oc_mc_submit(iv->ctx->mc, job);
+}
+
+/* A bump may be sent now: due, and not tried within invalidation_poll (a
+ * bump that keeps failing must neither spin nor hold the claims back). */
+static int bump_now(const oc_inval_t *iv)
+{
+    return iv->bump_due &&
+           oc_stats_now() - iv->bump_tried >= iv->ctx->conf->inval_poll_ms / 1000.0;
+}
+
+static void bumped(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                   void *arg)
+{
+    oc_inval_t *iv = arg;
+    char clean[OC_ERRLEN];
+    PQclear(res);
+    set_state(iv, OC_INVAL_IDLE);
+    if (st != OC_OK) { /* the marker stays: tried again (bump_now) */
+        oc_log_warn("event=db_check_failed step=bump sqlstate=%s reason=\"%s\" "
+                    "note=\"memcached may hold rows of lost commits until the bump "
+                    "works: the role needs EXECUTE on objcached.feed_append\"",
+                    oc_pgconn_sqlstate(pc) ? oc_pgconn_sqlstate(pc) : "",
+                    oc_log_clean(clean, sizeof(clean), err));
+    } else {
+        /* every feed (this sidecar's too) reads the whole-model rows: new
+         * generations, near-caches emptied */
+        iv->bump_due = 0;
+        marker_write(iv);
+    }
+    cycle_start(iv);
+}
+
+static void bump(oc_inval_t *iv)
+{
+    const char *p[1] = {iv->writer};
+    iv->bump_tried = oc_stats_now();
+    set_state(iv, OC_INVAL_BUMPING);
+    if (oc_pgconn_query(
+            iv->pc,
+            "SELECT objcached.feed_append(NULL, NULL, (SELECT array_agg(model) "
+            "FROM objcached.models), true, NULL, NULL, 'rollback ' || $1)",
+            1, p, bumped, iv) != OC_OK)
+        set_state(iv, OC_INVAL_IDLE); /* not connected: up() checks again */
+}
+
+/* The database has another timeline than the one the pool's rows were read
+ * from (a promote: a failover, a point-in-time restore), or is another
+ * cluster: rows the pool holds may be of commits it lost. Every model goes
+ * whole, as a TRUNCATE would, before the next claim. */
+static void rollback(oc_inval_t *iv, const char *marker, size_t len)
+{
+    iv->ctx->stats->db_rollbacks++;
+    /* the marker parsed (oc_inval_db_rule): digits and a space */
+    oc_log_error("event=db_rollback was=\"%.*s\" now=\"%s\" note=\"the database is "
+                 "another timeline or cluster than the cache's rows were read from (a "
+                 "failover, a restore): every model is invalidated whole (new "
+                 "generations)\"",
+                 (int)len, marker, iv->db_identity);
+    iv->bump_due = 1;
+    iv->bump_tried = 0;
+    cycle_start(iv); /* busy: right after this cycle */
+}
+
+static void marker_read(oc_mc_job_t *job, void *arg)
+{
+    db_check_t *c = arg;
+    oc_inval_t *iv = c->iv; /* NULL: freed, or its connection ended */
+    const oc_mc_hit_t *h = &job->hits[0];
+    if (iv != NULL)
+        iv->check = NULL;
+    if (iv == NULL) {
+        /* nothing: the next connection checks */
+    } else if (h->error) { /* cannot tell: said, and tried at the next connection */
+        oc_log_warn("event=db_marker_failed key=%s reason=\"%s\"", c->key, job->err);
+    } else {
+        switch (oc_inval_db_rule(h->found, h->data, h->len, iv->db_identity)) {
+        case OC_INVAL_DB_ROLLBACK:
+            rollback(iv, h->data, h->len);
+            break;
+        case OC_INVAL_DB_FIRST:
+            oc_log_info("event=db_identity now=\"%s\" marker=written", iv->db_identity);
+            marker_write(iv);
+            break;
+        case OC_INVAL_DB_BEHIND:
+            oc_log_warn("event=db_behind now=\"%s\" note=\"an older timeline than the "
+                        "cache's marker: a server left behind by a failover?\"",
+                        iv->db_identity);
+            break;
+        case OC_INVAL_DB_SAME:
+            oc_log_info("event=db_identity now=\"%s\" marker=same", iv->db_identity);
+            break;
+        }
+    }
+    oc_mc_job_free(job);
+    free(c);
+}
+
+/* Reads memcached's marker (one get per connection; the consumer goes on
+ * meanwhile: a slow memcached must not hold the claims back). */
+static void db_check_start(oc_inval_t *iv)
+{
+    db_check_t *c = calloc(1, sizeof(*c));
+    oc_mc_job_t *job = c ? oc_mc_job_new_get(1, marker_read, c) : NULL;
+    if (job == NULL) {
+        free(c);
+        return;
+    }
+    check_forget(iv);
+    c->iv = iv;
+    oc_inval_marker_key(iv->ctx->conf, c->key, sizeof(c->key));
+    job->keys[0] = c->key;
+    job->key_lens[0] = strlen(c->key);
+    iv->check = c;
+    oc_mc_submit(iv->ctx->mc, job);
+}
+
+static void identified(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                       void *arg)
+{
+    (void)pc;
+    oc_inval_t *iv = arg;
+    char clean[OC_ERRLEN];
+    iv->db_identity[0] = '\0';
+    if (st != OC_OK)
+        oc_log_warn("event=db_check_failed step=identity reason=\"%s\"",
+                    oc_log_clean(clean, sizeof(clean), err));
+    else if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
+        snprintf(iv->db_identity, sizeof(iv->db_identity), "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    set_state(iv, OC_INVAL_IDLE);
+    if (iv->db_identity[0] && iv->ctx->mc)
+        db_check_start(iv);
+    cycle_start(iv);
+}
+
+/* The database's identity: its system identifier and timeline (of the
+ * current WAL file), once per connection, before its first claim. */
+static void identify(oc_inval_t *iv)
+{
+    iv->check_due = 0;
+    set_state(iv, OC_INVAL_CHECKING);
+    if (oc_pgconn_query(iv->pc,
+                        "SELECT CASE WHEN NOT pg_is_in_recovery() THEN "
+                        "(SELECT system_identifier FROM pg_control_system())::text "
+                        "|| ' ' || ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), "
+                        "1, 8))::bit(32)::bigint END",
+                        0, NULL, identified, iv) != OC_OK)
+        set_state(iv, OC_INVAL_IDLE); /* not connected: up() checks */
+}
+
 static void probe(oc_inval_t *iv);
 
 static void cycle_start(oc_inval_t *iv)
@@ -706,6 +965,14 @@ static void cycle_start(oc_inval_t *iv)
      * near-cache it is caught up past keys it never heard of. */
     if (!iv->has_retry && !iv->probed_now) {
         probe(iv);
+        return;
+    }
+    if (iv->check_due && iv->has_feed) { /* (no feed_append: no bump either) */
+        identify(iv);
+        return;
+    }
+    if (bump_now(iv)) {
+        bump(iv);
         return;
     }
     iv->probed_now = 0;
@@ -749,6 +1016,8 @@ static void on_up(oc_pgconn_t *pc, void *owner)
     (void)pc;
     oc_inval_t *iv = owner;
     iv->ctx->stats->inval_connected = 1;
+    iv->check_due = 1;  /* a new connection: maybe another server */
+    iv->bump_due = 0;   /* its check decides again */
     if (iv->orphaned) { /* the last session's deletes are still out */
         iv->up_pending = 1;
         return;
@@ -761,6 +1030,7 @@ static void on_down(oc_pgconn_t *pc, const char *err, void *owner)
     (void)pc, (void)err;
     oc_inval_t *iv = owner;
     iv->ctx->stats->inval_connected = 0;
+    check_forget(iv);
     /* A cycle in flight got its callback already, except while applying:
      * then the rows come back to the outbox by rollback, and applied()
      * drops the cycle when its deletes answer. */
@@ -866,6 +1136,7 @@ void oc_inval_free(oc_inval_t *iv)
 {
     if (iv == NULL)
         return;
+    check_forget(iv);       /* its callback frees it */
     oc_pgconn_free(iv->pc); /* a claim under way rolls back */
     iv->pc = NULL;
     if (iv->ctx)

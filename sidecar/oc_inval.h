@@ -31,6 +31,20 @@
  * that model change (prefix + Model~gen:id), so every old entry is dropped
  * at once.
  *
+ * The database went back in time? (docs/operations.md) At each connection,
+ * before its first claim, the consumer reads the database's identity
+ * (system identifier, timeline) and compares it with memcached's marker
+ * (oc_inval_marker_key; oc_inval_db_rule), without waiting for it: a
+ * later timeline or another cluster (a failover to a replica that was
+ * behind, a point-in-time restore) may have lost commits whose rows the
+ * pool holds, so every model is bumped whole through feed_append (every
+ * feed follows), then the marker is written. The consumer is where it runs
+ * because it always reaches the primary, and its role may append (the feed
+ * followers may read replicas, with fewer grants); in WAL mode the
+ * holder's consumer checks. A bump that fails is tried again before the
+ * next claims, at most once per invalidation_poll, until this connection
+ * ends (the next one checks again).
+ *
  * Ownership: the daemon owns the consumer (ctx->inval; a reload may start
  * or stop it); oc_inval_free() rolls back a
  * cycle in flight (PostgreSQL does, when the connection closes). If its
@@ -57,6 +71,38 @@ oc_inval_t *oc_inval_new(oc_ctx_t *ctx, char *err);
 void oc_inval_free(oc_inval_t *iv);
 
 /* ---- the pure rules, exposed for unit tests ---- */
+
+/* What the consumer's check (identity: "<system identifier> <timeline>",
+ * of pg_control_system() and the current WAL file) makes of memcached's
+ * marker (found 0: none; else its len bytes), the identity of the database
+ * the pool's rows were read from:
+ * FIRST: none, or not one (memcached restarted, the entry evicted, a new
+ *   pool): written, nothing invalidated (nothing shows a rollback);
+ * ROLLBACK: another cluster, or a later timeline (a promote: a failover to
+ *   a replica that may be behind, a point-in-time restore, a switchover):
+ *   commits whose rows the pool holds may be lost: every model goes whole
+ *   (new generations), then the marker is written;
+ * BEHIND: an earlier timeline of the same cluster (an old primary still
+ *   up): said, nothing written or invalidated;
+ * SAME: nothing (a plain restart keeps its timeline). */
+typedef enum oc_inval_db {
+    OC_INVAL_DB_SAME,
+    OC_INVAL_DB_FIRST,
+    OC_INVAL_DB_ROLLBACK,
+    OC_INVAL_DB_BEHIND,
+} oc_inval_db_t;
+oc_inval_db_t oc_inval_db_rule(int found, const char *marker, size_t len,
+                               const char *identity);
+/* The marker's key: "<key_prefix>objcached.db.<16 hex digits>", the digits
+ * naming the set of models configured (in any order). Per set of models,
+ * not per pool: services that share a memcached pool and key_prefix with
+ * models of other names (their keys do not collide) read each their own
+ * database's marker; with one marker per pool they took each other's
+ * databases for a rollback at every connection (seen in bench/'s writes
+ * phase, a second cluster on the same pool). */
+#define OC_INVAL_MARKER_KEY (64 + 32)
+struct oc_conf;
+void oc_inval_marker_key(const struct oc_conf *conf, char *buf, size_t cap);
 
 /* What a claimed row (model[0..mlen), key[0..klen), key NULL for a
  * TRUNCATE) is for the feed; requeued_again: a requeued row whose retried

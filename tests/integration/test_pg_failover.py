@@ -211,7 +211,7 @@ def test_the_wal_readers_replication_connection_asks_for_the_primary(tmp_path, p
 # A failover to a replica that had not received the last commits (asynchronous
 # replication), or a point-in-time restore, leaves the database OLDER than what
 # memcached may hold: a row loaded after a commit the new primary does not
-# have. Every sidecar's feed compares the primary's identity (system
+# have. Every outbox consumer compares the primary's identity (system
 # identifier, timeline) with a marker in memcached at each connection
 # (docs/operations.md, "The database went back in time"): a later timeline
 # invalidates every model whole, once, for the fleet.
@@ -323,6 +323,9 @@ def test_a_failover_to_a_replica_behind_serves_no_lost_commit(objcached_factory,
     source, primary, standby = rb
     oc = objcached_factory(config=rb_config(mc_pool, both(primary, standby), source))
     old = item1(primary)
+    # the pool's marker names the database before (with WAL: once a holder's
+    # consumer runs)
+    harness.wait_until(lambda: marker(mc_pool) is not None, timeout=30, what="the marker")
     lose_a_commit(primary, standby, "a lost commit")
     lost = item1(primary)
     harness.wait_until(lambda: get1(oc) == lost, timeout=20,
@@ -334,9 +337,118 @@ def test_a_failover_to_a_replica_behind_serves_no_lost_commit(objcached_factory,
                        timeout=30, what="objcached on the promoted replica")
     harness.wait_until(lambda: get1(oc) == old, timeout=15,
                        what=lambda: f"the replica's row, not the lost one:\n{oc.log(3000)}")
-    s = oc.stats()
-    assert s["db_rollbacks"] == 1, s
+    # (with WAL, the holder's new slot bumps its models first; its consumer,
+    # started once it streams, checks)
+    harness.wait_until(lambda: oc.stats()["db_rollbacks"] >= 1, timeout=15,
+                       what="the consumer's check")
+    assert oc.stats()["db_rollbacks"] == 1
     assert re.search(r"level=error.*event=db_rollback", oc.log())
+
+
+def cascade(primary, standby):
+    """A streaming replica that reads its WAL from `standby` (a cascade): a copy
+    of the primary (the harness's servers run without full_page_writes, so no
+    base backup of a standby), then pointed at the standby."""
+    reader = Standby(primary)
+    reader.start()
+    reader.execute(f"ALTER SYSTEM SET primary_conninfo = 'host={standby.dir} "
+                   f"port={standby.port} user=postgres'")
+    reader.execute("SELECT pg_reload_conf()")
+    harness.wait_until(lambda: reader.execute(
+        "SELECT sender_port FROM pg_stat_wal_receiver")[0:1] == [(standby.port,)],
+        timeout=30, what="the cascade from the standby")
+    return reader
+
+
+def test_a_fleet_whose_feeds_read_a_replica_serves_no_lost_commit(objcached_factory, rb,
+                                                                   mc_pool):
+    """docs/wal.md#fleet-scale: every sidecar's feed reads a replica
+    (feed_conninfo), here a cascading standby of the replica promoted: it
+    stays a standby and follows the new timeline, so no feed ever reads a
+    primary. The outbox consumer (the WAL holder's in WAL mode) reaches the
+    primary at each connection: it checks (until 2026-12-06 only a feed
+    reading a primary did, and the lost row was served for good)."""
+    source, primary, standby = rb
+    reader = cascade(primary, standby)
+    try:
+        oc = objcached_factory(config=rb_config(mc_pool, both(primary, standby), source,
+                                                feed_conninfo=reader.conninfo))
+        old = item1(primary)
+        # the pool's marker names the database before (with WAL: once a holder's
+        # consumer runs)
+        harness.wait_until(lambda: marker(mc_pool) is not None, timeout=30,
+                           what="the marker")
+        lose_a_commit(primary, standby, "a lost commit")
+        lost = item1(primary)
+        harness.wait_until(lambda: get1(oc) == lost, timeout=20,
+                           what="the lost commit read through objcached")
+        get1(oc)   # the near-cache's doorkeeper admits it now
+        fail_over(primary, standby)
+        harness.wait_until(lambda: reader.execute(
+            "SELECT received_tli FROM pg_stat_wal_receiver")[0:1] == [(2,)], timeout=30,
+            what="the feed's replica following the new primary")
+        assert reader.execute("SELECT pg_is_in_recovery()")[0][0]
+        harness.wait_until(lambda: get1(oc) == old, timeout=30,
+                           what=lambda: f"the replica's row, not the lost one:\n{oc.log(3000)}")
+        harness.wait_until(lambda: oc.stats()["db_rollbacks"] >= 1, timeout=15,
+                           what=lambda: f"the consumer's check:\n{oc.log(4000)}")
+        assert oc.stats()["db_rollbacks"] == 1
+        assert "event=feed_promoted" not in oc.log()
+        assert re.search(r"level=error.*event=db_rollback", oc.log())
+    finally:
+        reader.cleanup()
+
+
+# docs/operations.md's grants: a follower (near-cache, invalidation_poll = 0)
+# gets these only, no feed_append
+FOLLOWER_GRANTS = """
+CREATE ROLE oc_follower LOGIN;
+GRANT USAGE ON SCHEMA objcached TO oc_follower;
+GRANT EXECUTE ON FUNCTION objcached.claim(integer, integer), objcached.pending(),
+    objcached.hooked(regclass), objcached.requeue(text[], text[], timestamptz),
+    objcached.feed_poll(bigint, integer) TO oc_follower;
+GRANT SELECT ON objcached.models, objcached.status, items TO oc_follower;
+"""
+
+
+@pytest.mark.parametrize("rb", ["triggers"], indirect=True)
+def test_a_follower_without_the_appenders_grant_leaves_the_check_to_a_consumer(
+        objcached_factory, rb, mc_pool):
+    """The only feed reading the primary is a follower's, whose role may not
+    call feed_append; the consumer's sidecar reads its feed from a replica.
+    Until 2026-12-06 the follower found the rollback, its bump failed
+    (`feed_failed step=rollback`, permission denied) and nobody else looked:
+    the lost row was served for good, by both. The consumer checks now; the
+    follower does not try."""
+    _, primary, standby = rb
+    primary.execute(FOLLOWER_GRANTS, dbname="oc_rb")
+    reader = cascade(primary, standby)
+    try:
+        a = objcached_factory(config=rb_config(mc_pool, both(primary, standby), "triggers",
+                                               feed_conninfo=reader.conninfo))
+        f = objcached_factory(config=rb_config(
+            mc_pool, both(primary, standby).replace("user=postgres", "user=oc_follower"),
+            "triggers", invalidation_poll="0"))
+        old = item1(primary)
+        # the pool's marker names the database before (with WAL: once a holder's
+        # consumer runs)
+        harness.wait_until(lambda: marker(mc_pool) is not None, timeout=30,
+                           what="the marker")
+        lose_a_commit(primary, standby, "a lost commit")
+        lost = item1(primary)
+        for oc in (a, f):
+            harness.wait_until(lambda: get1(oc) == lost, timeout=20,
+                               what="the lost commit read through objcached")
+        fail_over(primary, standby)
+        for oc in (a, f):
+            harness.wait_until(lambda: get1(oc) == old, timeout=30,
+                               what=lambda: f"the replica's row, not the lost one:\n"
+                                            f"{oc.log(3000)}")
+        assert a.stats()["db_rollbacks"] == 1
+        assert f.stats()["db_rollbacks"] == 0
+        assert "permission denied" not in f.log()
+    finally:
+        reader.cleanup()
 
 
 def test_a_sidecar_started_after_the_failover_serves_no_lost_commit(objcached_factory, rb,
@@ -344,6 +456,9 @@ def test_a_sidecar_started_after_the_failover_serves_no_lost_commit(objcached_fa
     source, primary, standby = rb
     a = objcached_factory(config=rb_config(mc_pool, primary.conninfo, source))
     old = item1(primary)
+    # the pool's marker names the database before (with WAL: once a holder's
+    # consumer runs)
+    harness.wait_until(lambda: marker(mc_pool) is not None, timeout=30, what="the marker")
     lose_a_commit(primary, standby, "a lost commit")
     lost = item1(primary)
     harness.wait_until(lambda: get1(a) == lost, timeout=20,
@@ -355,14 +470,17 @@ def test_a_sidecar_started_after_the_failover_serves_no_lost_commit(objcached_fa
                        what="the feed on the new primary")
     harness.wait_until(lambda: get1(b) == old, timeout=15,
                        what=lambda: f"the replica's row, not the lost one:\n{b.log(3000)}")
+    harness.wait_until(lambda: b.stats()["db_rollbacks"] >= 1, timeout=15,
+                       what="the consumer's check")
     assert b.stats()["db_rollbacks"] == 1
     harness.wait_until(lambda: marker(mc_pool).endswith(b" 2"), timeout=10,
                        what="the marker of the promote's timeline")
     # once for the fleet: the marker now names the new timeline
     c = objcached_factory(config=rb_config(mc_pool, standby.conninfo, source))
-    harness.wait_until(lambda: "event=db_identity" in c.log(), timeout=30,
-                       what="the second sidecar's check")
-    assert 'marker=same' in c.log()
+    if source == "triggers":    # (with WAL only the holder, b, runs a consumer)
+        harness.wait_until(lambda: "event=db_identity" in c.log(), timeout=30,
+                           what="the second sidecar's check")
+        assert 'marker=same' in c.log()
     assert get1(c) == old
     assert c.stats()["db_rollbacks"] == 0 and b.stats()["db_rollbacks"] == 1
 

@@ -8,7 +8,7 @@ cluster also has a new system identifier. So, for the WAL source, an
 upgrade is a slot that is gone: the holder must make it again and
 invalidate every WAL model whole (the writes between the upgrade's start
 and the new slot are in no slot's WAL), and every write after it must
-reach the cache. The feed sees a new system identifier too
+reach the cache. The outbox consumer sees a new system identifier too
 (docs/operations.md, "The database went back in time"): every model goes
 whole once.
 
@@ -79,11 +79,11 @@ def test_a_holder_follows_the_upgraded_cluster_with_a_new_slot(fleet, mc_pool, d
     holder([a], timeout=30)
     log = a.log()
     assert "event=wal_slot_lost" in log and "event=wal_slot_recreated" in log
-    # A new system identifier: the feed's check of the database's identity
+    # A new system identifier: the consumer's check of the database's identity
     # against memcached's marker cannot tell an upgrade from another cluster,
     # and invalidates every model whole too (cold once, never stale).
     harness.wait_until(lambda: a.stats()["db_rollbacks"] == 1, timeout=15,
-                       what="the feed to see another cluster")
+                       what="the consumer to see another cluster")
     for model, gen in gens.items():     # every WAL model whole, once
         assert db.generation(model) > gen, model
     for key, (model, ident) in {"Item:40": ("Item", 40), "Item:41": ("Item", 41),

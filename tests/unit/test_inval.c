@@ -102,12 +102,74 @@ static void test_key_id(void **state)
     assert_null(oc_inval_key_id("oc", 2, 3, &idlen));
 }
 
+/* The consumer's check of the database's identity against memcached's marker
+ * (docs/operations.md, "The database went back in time"). */
+static void test_db_rule(void **state)
+{
+    (void)state;
+    const char *now = "7312345678901234567 3";
+#define RULE(found, m) oc_inval_db_rule(found, m, strlen(m), now)
+    /* a plain restart keeps its timeline: nothing */
+    assert_int_equal(RULE(1, "7312345678901234567 3"), OC_INVAL_DB_SAME);
+    /* a promote (failover, point-in-time restore, switchover): bump */
+    assert_int_equal(RULE(1, "7312345678901234567 2"), OC_INVAL_DB_ROLLBACK);
+    /* another cluster (a restore into a new one) */
+    assert_int_equal(RULE(1, "7312345678901234568 3"), OC_INVAL_DB_ROLLBACK);
+    assert_int_equal(RULE(1, "7312345678901234568 9"), OC_INVAL_DB_ROLLBACK);
+    /* an old primary left on an older timeline: neither bumps nor writes */
+    assert_int_equal(RULE(1, "7312345678901234567 4"), OC_INVAL_DB_BEHIND);
+    /* no marker (memcached restarted, evicted), or not one: written only */
+    assert_int_equal(RULE(0, ""), OC_INVAL_DB_FIRST);
+    assert_int_equal(RULE(1, ""), OC_INVAL_DB_FIRST);
+    assert_int_equal(RULE(1, "7312345678901234567"), OC_INVAL_DB_FIRST);
+    assert_int_equal(RULE(1, "7312345678901234567 3 "), OC_INVAL_DB_FIRST);
+    assert_int_equal(RULE(1, "x 3"), OC_INVAL_DB_FIRST);
+    assert_int_equal(RULE(1, "7312345678901234567  3"), OC_INVAL_DB_FIRST);
+    assert_int_equal(RULE(1, "99999999999999999999999 3"), OC_INVAL_DB_FIRST);
+    /* the marker's bytes are not a C string */
+    assert_int_equal(oc_inval_db_rule(1, "7312345678901234567 3junk", 21, now),
+                     OC_INVAL_DB_SAME);
+#undef RULE
+}
+
+/* One marker per set of models, whatever their order in the config; other
+ * models (another service on the same pool and key_prefix) another one. */
+static void test_marker_key(void **state)
+{
+    (void)state;
+    oc_model_conf_t ab[2] = {{.name = "User"}, {.name = "Post"}};
+    oc_model_conf_t ba[2] = {{.name = "Post"}, {.name = "User"}};
+    oc_model_conf_t other[2] = {{.name = "Wt"}, {.name = "Item"}};
+    oc_conf_t c1 = {.key_prefix = "oc:", .models = ab, .nmodels = 2};
+    oc_conf_t c2 = {.key_prefix = "oc:", .models = ba, .nmodels = 2};
+    oc_conf_t c3 = {.key_prefix = "oc:", .models = other, .nmodels = 2};
+    oc_conf_t c4 = {.key_prefix = "oc:", .models = ab, .nmodels = 1};
+    char k1[OC_INVAL_MARKER_KEY], k2[OC_INVAL_MARKER_KEY], k3[OC_INVAL_MARKER_KEY],
+        k4[OC_INVAL_MARKER_KEY];
+    oc_inval_marker_key(&c1, k1, sizeof(k1));
+    oc_inval_marker_key(&c2, k2, sizeof(k2));
+    oc_inval_marker_key(&c3, k3, sizeof(k3));
+    oc_inval_marker_key(&c4, k4, sizeof(k4));
+    assert_string_equal(k1, k2);
+    assert_string_not_equal(k1, k3);
+    assert_string_not_equal(k1, k4);
+    assert_int_equal(strncmp(k1, "oc:objcached.db.", 16), 0);
+    assert_int_equal(strlen(k1), 16 + 16);
+    /* the longest key_prefix (32 bytes) fits */
+    char prefix[33];
+    memset(prefix, 'p', 32);
+    prefix[32] = '\0';
+    c1.key_prefix = prefix;
+    oc_inval_marker_key(&c1, k1, sizeof(k1));
+    assert_int_equal(strlen(k1), 32 + 13 + 16);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_feed_row),
-        cmocka_unit_test(test_row_deletes),
-        cmocka_unit_test(test_key_id),
+        cmocka_unit_test(test_feed_row),   cmocka_unit_test(test_row_deletes),
+        cmocka_unit_test(test_key_id),     cmocka_unit_test(test_db_rule),
+        cmocka_unit_test(test_marker_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
