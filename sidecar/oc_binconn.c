@@ -459,6 +459,11 @@ oc_binconn_state_t oc_binconn_process(oc_binconn_t *b, struct evbuffer *in,
     }
 }
 
+int oc_binconn_at_boundary(const oc_binconn_t *b)
+{
+    return b->skip_left == 0;
+}
+
 oc_binconn_t *oc_binconn_new(oc_ctx_t *ctx, struct evbuffer *out,
                              void (*resume)(void *arg), void *arg)
 {

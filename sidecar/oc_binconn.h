@@ -71,6 +71,12 @@ void oc_binconn_free(oc_binconn_t *b);
 oc_binconn_state_t oc_binconn_process(oc_binconn_t *b, struct evbuffer *in,
                                       size_t out_high);
 
+/* 1 at a request boundary: no request partly consumed from the input (a
+ * refused request's body still to drop as it comes). oc_conn hands a
+ * connection over at a restart only there: the next process would take the
+ * rest of the body for requests. */
+int oc_binconn_at_boundary(const oc_binconn_t *b);
+
 /* The most bytes one request may take, header included: the input must be
  * allowed to hold this much. */
 size_t oc_binconn_max_request(const oc_ctx_t *ctx);

@@ -183,14 +183,22 @@ static void conn_set_state(oc_conn_t *c, oc_conn_state_t st)
     c->state = st;
 }
 
+/* Idle for a handover: nothing read that is not answered (the next
+ * process reads what the client sends next from the kernel), no binary
+ * request partly consumed (a refused body being dropped: the next process
+ * would read the rest as requests), and the client has not shut its side. */
+static int conn_idle(const oc_conn_t *c)
+{
+    return !c->eof && evbuffer_get_length(c->in) == 0 &&
+           (c->bin == NULL || oc_binconn_at_boundary(c->bin));
+}
+
 /* Draining, at a request boundary: close, or (restart_handover under
  * systemd) hand over to the next process once the output is written, if
- * the connection is idle: nothing read that is not answered (the next
- * process reads what the client sends next from the kernel) and the client
- * has not shut its side. */
+ * the connection is idle (conn_idle). */
 static void conn_drain_stop(oc_conn_t *c)
 {
-    c->handover = c->cs->handover && !c->eof && evbuffer_get_length(c->in) == 0;
+    c->handover = c->cs->handover && conn_idle(c);
     conn_set_state(c, OC_CONN_CLOSING);
 }
 
@@ -204,7 +212,7 @@ static void conn_drain_stop(oc_conn_t *c)
 static void conn_hand_over(oc_conn_t *c)
 {
     oc_conns_t *cs = c->cs;
-    if (c->eof || evbuffer_get_length(c->in) != 0)
+    if (!conn_idle(c))
         return; /* read something meanwhile: no longer idle */
     if (oc_sd_notify("FDSTORE=1\nFDNAME=" OC_SD_CLIENT_FDNAME, &c->fd, 1) != 0) {
         if (cs->handover_failed++ == 0)

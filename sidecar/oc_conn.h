@@ -55,7 +55,8 @@ int oc_conn_adopt(oc_conns_t *cs, evutil_socket_t fd);
  * one is gone (at once if there is none).
  * Under systemd (NOTIFY_SOCKET) with restart_handover on, a connection
  * idle at a request boundary (nothing read that is not answered, no reply
- * pending, not inside a command; a busy one once its reply is written) is
+ * pending, not inside a command, a refused binary body included; a busy
+ * one once its reply is written) is
  * sent to systemd's file descriptor store (FDSTORE=1, FDNAME=oc-client)
  * and then closed here without shutdown(): systemd's copy keeps it open,
  * and what the client sends meanwhile waits in the kernel for the next

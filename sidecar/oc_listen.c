@@ -381,8 +381,9 @@ static oc_status_t adopt_fd(oc_listen_t *l, int fd, char *err)
 }
 
 /* LISTEN_FDNAMES split at ':' into n names (a copy, one allocation:
- * names[0] is it), or NULL: unset, or not n of them (then, as
- * sd_listen_fds_with_names, no descriptor has a name). */
+ * names[0] is it), or NULL: unset, or not n of them (systemd never sets
+ * that; sd_listen_fds_with_names fails, here no descriptor has a name:
+ * each must be a configured listener, else the start fails). */
 static char **split_names(const char *s, int n)
 {
     if (s == NULL || n <= 0)

@@ -279,6 +279,23 @@ def lose_a_commit(primary, standby, value):
     primary.execute("UPDATE items SET name = %s WHERE id = 1", (value,), dbname="oc_rb")
 
 
+def cache_a_lost_commit(primary, standby, mc_pool, sidecars):
+    """Once the pool's marker names the database (with WAL: once a holder's
+    consumer runs), commit a value only the primary will have
+    (lose_a_commit) and read it through each sidecar (each near-cache's
+    doorkeeper sees it twice). Returns (old, lost): Item 1's row before, and
+    the lost one."""
+    old = item1(primary)
+    harness.wait_until(lambda: marker(mc_pool) is not None, timeout=30, what="the marker")
+    lose_a_commit(primary, standby, "a lost commit")
+    lost = item1(primary)
+    for oc in sidecars:
+        harness.wait_until(lambda: get1(oc) == lost, timeout=20,
+                           what="the lost commit read through objcached")
+        get1(oc)
+    return old, lost
+
+
 def fail_over(primary, standby):
     primary.stop("immediate")
     standby.execute("SELECT pg_promote()")
@@ -322,15 +339,7 @@ def get1(oc):
 def test_a_failover_to_a_replica_behind_serves_no_lost_commit(objcached_factory, rb, mc_pool):
     source, primary, standby = rb
     oc = objcached_factory(config=rb_config(mc_pool, both(primary, standby), source))
-    old = item1(primary)
-    # the pool's marker names the database before (with WAL: once a holder's
-    # consumer runs)
-    harness.wait_until(lambda: marker(mc_pool) is not None, timeout=30, what="the marker")
-    lose_a_commit(primary, standby, "a lost commit")
-    lost = item1(primary)
-    harness.wait_until(lambda: get1(oc) == lost, timeout=20,
-                       what="the lost commit read through objcached")
-    get1(oc)   # the near-cache's doorkeeper admits it now
+    old, lost = cache_a_lost_commit(primary, standby, mc_pool, [oc])
     fail_over(primary, standby)
     assert item1(standby) == old
     harness.wait_until(lambda: get1(oc) is not None and oc.stats()["feed_connected"] == 1,
@@ -373,16 +382,7 @@ def test_a_fleet_whose_feeds_read_a_replica_serves_no_lost_commit(objcached_fact
     try:
         oc = objcached_factory(config=rb_config(mc_pool, both(primary, standby), source,
                                                 feed_conninfo=reader.conninfo))
-        old = item1(primary)
-        # the pool's marker names the database before (with WAL: once a holder's
-        # consumer runs)
-        harness.wait_until(lambda: marker(mc_pool) is not None, timeout=30,
-                           what="the marker")
-        lose_a_commit(primary, standby, "a lost commit")
-        lost = item1(primary)
-        harness.wait_until(lambda: get1(oc) == lost, timeout=20,
-                           what="the lost commit read through objcached")
-        get1(oc)   # the near-cache's doorkeeper admits it now
+        old, lost = cache_a_lost_commit(primary, standby, mc_pool, [oc])
         fail_over(primary, standby)
         harness.wait_until(lambda: reader.execute(
             "SELECT received_tli FROM pg_stat_wal_receiver")[0:1] == [(2,)], timeout=30,
@@ -429,16 +429,7 @@ def test_a_follower_without_the_appenders_grant_leaves_the_check_to_a_consumer(
         f = objcached_factory(config=rb_config(
             mc_pool, both(primary, standby).replace("user=postgres", "user=oc_follower"),
             "triggers", invalidation_poll="0"))
-        old = item1(primary)
-        # the pool's marker names the database before (with WAL: once a holder's
-        # consumer runs)
-        harness.wait_until(lambda: marker(mc_pool) is not None, timeout=30,
-                           what="the marker")
-        lose_a_commit(primary, standby, "a lost commit")
-        lost = item1(primary)
-        for oc in (a, f):
-            harness.wait_until(lambda: get1(oc) == lost, timeout=20,
-                               what="the lost commit read through objcached")
+        old, lost = cache_a_lost_commit(primary, standby, mc_pool, [a, f])
         fail_over(primary, standby)
         for oc in (a, f):
             harness.wait_until(lambda: get1(oc) == old, timeout=30,
@@ -455,14 +446,7 @@ def test_a_sidecar_started_after_the_failover_serves_no_lost_commit(objcached_fa
                                                                     mc_pool):
     source, primary, standby = rb
     a = objcached_factory(config=rb_config(mc_pool, primary.conninfo, source))
-    old = item1(primary)
-    # the pool's marker names the database before (with WAL: once a holder's
-    # consumer runs)
-    harness.wait_until(lambda: marker(mc_pool) is not None, timeout=30, what="the marker")
-    lose_a_commit(primary, standby, "a lost commit")
-    lost = item1(primary)
-    harness.wait_until(lambda: get1(a) == lost, timeout=20,
-                       what="the lost commit read through objcached")
+    old, lost = cache_a_lost_commit(primary, standby, mc_pool, [a])
     a.stop()
     fail_over(primary, standby)
     b = objcached_factory(config=rb_config(mc_pool, standby.conninfo, source))

@@ -17,13 +17,15 @@ hands them to each objcached it starts as descriptors 3 and 4
   restart hands the idle client connections to the next process
   (restart_handover): a client's connection outlives the restart, and what
   objcached closes after it reaches the client; a descriptor passed as a
-  client that is not one objcached serves is closed and counted.
+  client that is not one objcached serves is closed and counted; a binary
+  connection inside a refused request's body is closed, not handed over.
 """
 
 import os
 import re
 import socket
 import stat
+import struct
 import tempfile
 import threading
 import time
@@ -546,3 +548,60 @@ def test_a_connection_busy_at_the_stop_is_answered_then_handed_over(daemons, sys
         locker.close()
         busy.close()
         piped.close()
+
+
+BIN_HDR = struct.Struct(">BBHBBHIIQ")   # a binary request's or response's header
+
+
+def bin_request(opcode, key, extras=b"", value=b"", opaque=0):
+    body = extras + key + value
+    return BIN_HDR.pack(0x80, opcode, len(key), len(extras), 0, 0, len(body), opaque, 0) + body
+
+
+def bin_response(s):
+    """(opcode, status, opaque, value) of the next binary response on s."""
+    def exactly(n):
+        got = b""
+        while len(got) < n:
+            chunk = s.recv(n - len(got))
+            if not chunk:
+                raise harness.ConnectionClosed(f"closed with {len(got)} of {n} bytes")
+            got += chunk
+        return got
+    magic, opcode, klen, elen, _, status, blen, opaque, _ = BIN_HDR.unpack(exactly(24))
+    assert magic == 0x81
+    body = exactly(blen)
+    return opcode, status, opaque, body[elen + klen:]
+
+
+def test_a_binary_connection_inside_a_refused_body_is_closed_not_handed_over(
+        daemons, systemd, pg, mc_pool, objcached_bin, ref):
+    """A binary SET over max_value is answered 0x03 from its header and its
+    body dropped as it comes: until the body's last byte, the connection is
+    inside a request although objcached's input buffer is empty. Handed
+    over there, the next process would take the rest of the body for
+    requests (text ones, from its first byte) and answer garbage: it is
+    closed, as without the handover; an idle binary one is handed over."""
+    ls = systemd.ls
+    a = under_systemd(daemons, systemd, pg, mc_pool, objcached_bin, {"max_value": "1k"})
+    idle = socket.create_connection(("127.0.0.1", ls.port), timeout=10)
+    inside = socket.create_connection(("127.0.0.1", ls.port), timeout=10)
+    try:
+        idle.sendall(bin_request(0x00, b"User:1", opaque=1))
+        assert bin_response(idle) == (0x00, 0, 1, ref.json("User", 1))
+        # a value of 1100 bytes (over 1 KiB, within the skip's bound): its
+        # header and the first 100 bytes, the rest to come
+        big = bin_request(0x01, b"User:2", b"\0" * 8, b"x" * 1100, opaque=2)
+        inside.sendall(big[:24 + 8 + 6 + 100])
+        assert bin_response(inside)[:3] == (0x01, 0x03, 2)
+        a.begin_stop()
+        systemd.wait_stopped(a, 1)
+        assert "event=handover handed=1 closed=1 left=0" in a.log()
+        assert systemd.stored() == ["oc-client"]
+        assert inside.recv(4096) == b""
+        under_systemd(daemons, systemd, pg, mc_pool, objcached_bin, {"max_value": "1k"})
+        idle.sendall(bin_request(0x00, b"User:3", opaque=3))
+        assert bin_response(idle) == (0x00, 0, 3, ref.json("User", 3))
+    finally:
+        idle.close()
+        inside.close()
