@@ -212,11 +212,16 @@ static void conn_drain_stop(oc_conn_t *c)
 static void conn_hand_over(oc_conn_t *c)
 {
     oc_conns_t *cs = c->cs;
-    if (!conn_idle(c))
-        return; /* read something meanwhile: no longer idle */
+    if (cs->handover_failed || !conn_idle(c))
+        return; /* a send failed before, or read something meanwhile */
     if (oc_sd_notify("FDSTORE=1\nFDNAME=" OC_SD_CLIENT_FDNAME, &c->fd, 1) != 0) {
+        /* The rest would fail the same way, and a systemd that stopped
+         * reading makes each send wait its 1 s timeout on the loop: with
+         * thousands of idle clients the stop would outlast any timeout.
+         * Every other connection is closed, as without systemd. */
         if (cs->handover_failed++ == 0)
-            oc_log_warn("event=handover_failed reason=\"%s\" action=\"closing\"",
+            oc_log_warn("event=handover_failed reason=\"%s\" action=\"closing the "
+                        "connections left\"",
                         strerror(errno));
         return;
     }

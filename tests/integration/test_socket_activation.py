@@ -89,11 +89,15 @@ class FakeSystemd:
         self.store = []         # [(name, fd)]
         self.messages = []
         self.done = threading.Event()
+        self.reading = threading.Event()    # cleared: a systemd that stopped reading
+        self.reading.set()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self):
         while not self.done.is_set():
+            if not self.reading.wait(0.05):
+                continue
             try:
                 msg, fds, _, _ = socket.recv_fds(self.sock, 4096, 512)
             except socket.timeout:
@@ -474,6 +478,38 @@ def test_a_restart_hands_idle_connections_to_the_next_process(daemons, systemd, 
     finally:
         tcp.close()
         unx.close()
+
+
+def test_a_systemd_that_stopped_reading_does_not_hold_the_stop(daemons, systemd, pg, mc_pool,
+                                                               objcached_bin, ref):
+    """Each send to systemd waits at most 1 s (its send timeout) once the
+    notification socket's queue is full. With a systemd that stopped
+    reading, every idle connection's send waited its second on the loop, one
+    after the other, where no timer (shutdown_timeout) could end the stop:
+    about 20 s for this test's clients (seen), hours for thousands. The first
+    failed send now ends the handover; the connections left are closed."""
+    with open("/proc/sys/net/unix/max_dgram_qlen") as f:
+        queue = int(f.read())       # datagrams a unix socket queues unread
+    a = under_systemd(daemons, systemd, pg, mc_pool, objcached_bin)
+    clients = [harness.McRaw(port=systemd.ls.port, timeout=10) for _ in range(queue + 20)]
+    try:
+        for c in clients:
+            assert c.get("User:1") == ref.json("User", 1)
+        systemd.reading.clear()
+        t0 = time.monotonic()
+        a.begin_stop()
+        a.wait_stopped(timeout=60)
+        took = time.monotonic() - t0
+        assert "event=handover_failed" in a.log(), a.log(3000)
+        m = re.search(r"event=handover handed=(\d+) closed=(\d+)", a.log())
+        handed, closed = int(m.group(1)), int(m.group(2))
+        assert handed + closed == len(clients) and closed >= 10, m.group(0)
+        # the queue's sends, one failed send and STOPPING=1's: a few seconds, not one a client
+        assert took < 10, took
+    finally:
+        systemd.reading.set()
+        for c in clients:
+            c.close()
 
 
 def test_descriptors_passed_as_clients_that_objcached_cannot_serve(daemons, systemd, pg,
