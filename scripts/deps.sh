@@ -22,13 +22,16 @@ export DEBIAN_FRONTEND=noninteractive
 # locales: tests/integration/test_pg_locale.py runs a server with
 # lc_messages = 'de_DE.UTF-8' (generated below; postgresql-15 ships the
 # German catalogue).
+# systemd and util-linux (unshare): tests/integration/test_systemd.py runs the
+# packaged units under a real systemd (a user manager in a mount namespace of
+# its own; the machine need not have booted with systemd).
 pkgs=(build-essential cmake pkg-config libevent-dev libmemcached-dev libpq-dev libssl-dev
       libcmocka-dev libjansson-dev memcached postgresql-15 postgresql-contrib python3
       python3-pytest python3-psycopg2 python3-pymemcache procps php-cli php-memcached
       valgrind clang libclang-rt-14-dev cppcheck clang-tidy
       python3-pylibmc ruby ruby-dalli nodejs golang-go golang-github-bradfitz-gomemcache-dev
       python3-django pgbouncer openssl krb5-kdc krb5-admin-server krb5-user python3-gssapi
-      locales "$@")
+      locales systemd util-linux "$@")
 # Debian's nodejs comes without npm (package npm); NodeSource's has it built in
 # and conflicts with Debian's npm: ask for the package only if no npm exists.
 command -v npm >/dev/null || pkgs+=(npm)
