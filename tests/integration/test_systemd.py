@@ -30,6 +30,7 @@ reached over TCP for the same reason.
 """
 
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -302,3 +303,31 @@ def test_the_packaged_sandbox_is_in_force(unit):
     assert "ro" in root[5].split(","), root
     tmp = [m for m in mounts if m[4] == "/tmp"]
     assert tmp, "no mount of its own on /tmp (PrivateTmp=)"
+
+
+def test_two_thousand_idle_connections_come_across_a_restart(unit, ref):
+    """One datagram per descriptor reaches systemd's notification socket,
+    whose queue is short (net.unix.max_dgram_qlen): systemd must drain it
+    as objcached sends, or the handover ends at the first send that waits
+    too long. Every connection must come across."""
+    n = 2000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n + 200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 1000), hard))
+    start(unit)
+    want = ref.json("User", 1)
+    conns = []
+    try:
+        for _ in range(n):
+            c = harness.McRaw(port=unit.port, timeout=STEP_TIMEOUT)
+            conns.append(c)
+            assert c.get("User:1") == want
+        unit.sd.systemctl("restart", "objcached.service")
+        st = unit.stats()
+        assert (st["handover_adopted"], st["handover_refused"]) == (n, 0), st
+        for c in conns:
+            assert c.get("User:1") == want
+    finally:
+        for c in conns:
+            c.close()
+    assert "event=handover handed=2000 closed=0 left=0" in unit.log()
