@@ -148,7 +148,8 @@ class Service:
         for unit in ("objcached.service", "objcached.socket"):
             shutil.copy(os.path.join(ROOT, "packaging", unit), sd.units)
             os.makedirs(os.path.join(sd.units, unit + ".d"))
-        sanitizers = "".join(f'Environment="{k}={os.environ[k]}"\n'
+        # ('%' doubled: systemd expands specifiers in Environment=)
+        sanitizers = "".join(f'Environment="{k}={os.environ[k].replace("%", "%%")}"\n'
                              for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS")
                              if k in os.environ)
         self._dropin("objcached.service", f"""[Service]
@@ -203,6 +204,8 @@ def unit(pg, mc_pool, objcached_bin):
         yield svc
         sd.systemctl("stop", "objcached.service", "objcached.socket")
         assert svc.stored() == 0
+        # the last process exited 0 (a sanitizer's report would exit 1)
+        assert sd.prop("objcached.service", "Result") == "success", svc.log()[-3000:]
         bad = harness.malformed_log_lines(svc.log())
         assert not bad, f"malformed log lines: {bad}"
     finally:
