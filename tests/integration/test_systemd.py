@@ -334,3 +334,39 @@ def test_two_thousand_idle_connections_come_across_a_restart(unit, ref):
         for c in conns:
             c.close()
     assert "event=handover handed=2000 closed=0 left=0" in unit.log()
+
+
+def test_past_file_descriptor_store_max_a_client_sees_its_connection_closed(unit, ref):
+    """FileDescriptorStoreMax= below the idle connections: systemd keeps
+    what fits and closes the rest, so those clients see the close, as
+    without a handover (operations.md). objcached is not told: it counts
+    every descriptor it sent."""
+    unit.sd.systemctl("stop", "objcached.service")
+    with open(os.path.join(unit.sd.units, "objcached.service.d", "small-store.conf"), "w",
+              encoding="utf-8") as f:
+        f.write("[Service]\nFileDescriptorStoreMax=1\n")
+    unit.sd.systemctl("daemon-reload")
+    start(unit)
+    want = ref.json("User", 1)
+    conns = [harness.McRaw(port=unit.port, timeout=STEP_TIMEOUT) for _ in range(3)]
+    try:
+        for c in conns:
+            assert c.get("User:1") == want
+        unit.sd.systemctl("restart", "objcached.service")
+        assert unit.stats()["handover_adopted"] == 1
+        alive = 0
+        for c in conns:
+            c.sock.settimeout(10)
+            try:
+                c.sock.sendall(b"get User:1\r\n")
+                data = c.sock.recv(65536)
+            except (ConnectionResetError, BrokenPipeError):
+                data = b""   # closed by systemd: its FIN, then our request's RST
+            if data:
+                assert data.startswith(b"VALUE User:1 "), data
+                alive += 1
+        assert alive == 1
+    finally:
+        for c in conns:
+            c.close()
+    assert "event=handover handed=3 closed=0 left=0" in unit.log()
