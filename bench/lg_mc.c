@@ -15,7 +15,7 @@ static bool set_behaviors(memcached_st *m, const lg_opts_t *o, bool pipelined_wr
                           char *err, size_t errlen)
 {
     /* The first two decide which server holds a key: they must stay what
-     * objcached sets (sidecar/oc_mc.c make_memc), in this order, since
+     * objcached sets (sidecar/oc_place.c make_hash), in this order, since
      * KETAMA_WEIGHTED also switches the hashes to MD5. TCP_NODELAY and the
      * failure settings match it too: a dead server is skipped for a while
      * but keeps its keys. */

@@ -1,7 +1,7 @@
 /*
  * lg_mc: the memcached side of the load generator, through libmemcached.
  *
- * The pool is set up as objcached sets up its own (oc_mc.c make_memc):
+ * The pool is set up as objcached sets up its own (oc_place.c make_hash):
  * ketama, weighted, MD5, so a key objcached wrote is found here on the same
  * server. Each thread makes its own handle (a memcached_st is not shared
  * between threads; memcached_clone would lose the ketama continuum) and

@@ -222,7 +222,7 @@ typedef struct oc_mc_item {
                                  left an old value on) */
 } oc_mc_item_t;
 
-struct oc_mc_chunk; /* oc_mc.c's */
+struct oc_mc_chunk; /* oc_mc_job.c's */
 
 struct oc_mc_job {
     oc_mc_op_t op;

@@ -1,5 +1,5 @@
 """A scripted fake memcached on loopback, for tests of objcached's own
-memcached client (sidecar/oc_mc.c): what it answers is decided per command,
+memcached client (sidecar/oc_mc_*.c): what it answers is decided per command,
 so a test can lose a reply, send one twice or for another key, trickle,
 oversize or garble it, hang, or close the connection.
 

@@ -1,5 +1,5 @@
 """The memcached pool as hostile input, black-box: objcached's own client
-(sidecar/oc_mc.c) against a scripted fake memcached that answers garbage,
+(sidecar/oc_mc_*.c) against a scripted fake memcached that answers garbage,
 oversized or unasked-for replies, or closes the connection; and against a
 real memcached behind a proxy that hands every reply over one byte at a
 time. Whatever the pool does, every get is answered right (from PostgreSQL
