@@ -541,7 +541,8 @@ void oc_mc_srv_refused(mc_server_t *s, const char *why)
 {
     oc_mc_t *mc = s->mc;
     double now = oc_mc_now(mc);
-    mc->stats->mc_conn_limited++;
+    if (mc->stats)
+        mc->stats->mc_conn_limited++;
     s->refused_until = now + mc->rules.retry_s;
     if (s->tko.back_at < s->refused_until)
         s->tko.back_at = s->refused_until;

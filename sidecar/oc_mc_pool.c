@@ -183,7 +183,8 @@ void oc_mc_watch(oc_mc_t *mc, struct oc_stats *stats, void (*changed)(void *arg)
     mc->stats = stats;
     mc->changed = changed;
     mc->changed_arg = arg;
-    stats->mc_place_native = (uint64_t)oc_place_own(mc->place);
+    if (stats)
+        stats->mc_place_native = (uint64_t)oc_place_own(mc->place);
 }
 
 /* ---- the pool --------------------------------------------------------------------- */

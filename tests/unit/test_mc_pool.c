@@ -92,10 +92,31 @@ static void test_reconfigure_removes_a_dirty_server(void **state)
     close(lb);
 }
 
+/* oc_mc.h: "NULLs turn it off". oc_mc_watch wrote the placement stat
+ * through a NULL stats (a crash), found by the split of oc_mc.c. */
+static void test_watch_with_null_stats_turns_counting_off(void **state)
+{
+    (void)state;
+    uint16_t pa;
+    int la = listen_any(&pa);
+    char one[64], err[OC_ERRLEN];
+    snprintf(one, sizeof(one), "127.0.0.1:%u", pa);
+    oc_conf_t *c = conf_of(one);
+    struct event_base *base = event_base_new();
+    oc_mc_t *mc = oc_mc_new(base, c, err);
+    assert_non_null(mc);
+    oc_mc_watch(mc, NULL, NULL, NULL);
+    oc_mc_free(mc);
+    event_base_free(base);
+    oc_conf_free(c);
+    close(la);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reconfigure_removes_a_dirty_server),
+        cmocka_unit_test(test_watch_with_null_stats_turns_counting_off),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
