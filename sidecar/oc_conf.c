@@ -62,6 +62,7 @@ typedef enum oc_conf_type {
     OC_CT_BOOL,         /* on|off (also yes|no, true|false, 1|0) -> int */
     OC_CT_RATE,         /* 0.001 or 0.1% -> uint32_t parts per million */
     OC_CT_WINDOWS,      /* 1s, 10s, 60s -> oc_conf_windows_t */
+    OC_CT_POOL_MODE,    /* session|transaction -> int (1: transaction) */
 } oc_conf_type_t;
 
 /* One key of a section: how to parse it and which field it fills. */
@@ -154,6 +155,7 @@ static const oc_conf_key_t oc_conf_postgresql_keys[] = {
     {.name = "conninfo", .type = OC_CT_CONNINFO, .required = true,
      .off = offsetof(oc_conf_t, conninfo), OC_RESTART},
     OC_CK("connections", OC_CT_UINT, "2", pg_connections, 1, 64, OC_RESTART),
+    OC_CK("pool_mode", OC_CT_POOL_MODE, "session", pg_txn_pool, 0, 0, OC_RESTART),
     /* 0 turns the invalidation consumer off (no hook installed). */
     OC_CK("invalidation_poll", OC_CT_MSECS, "1s", inval_poll_ms, 0, OC_MS_10MIN, OC_LIVE),
     OC_CK("invalidation_batch", OC_CT_UINT, "1000", inval_batch, 1, 100000, OC_LIVE),
@@ -741,6 +743,22 @@ static oc_status_t oc_conf_set_log_target(const oc_conf_key_t *k, char *base,
                        oc_conf_show(val, shown));
 }
 
+/* What a pooler in front of conninfo and feed_conninfo keeps for a client
+ * (pgbouncer's pool_mode): its server session (session), or only each
+ * transaction (transaction). */
+static oc_status_t oc_conf_set_pool_mode(const oc_conf_key_t *k, char *base,
+                                         const char *val, char *why)
+{
+    char shown[OC_CONF_SHOWBUF];
+    int *mode = (int *)(void *)(base + k->off);
+    if (strcmp(val, "session") == 0 || strcmp(val, "transaction") == 0) {
+        *mode = strcmp(val, "transaction") == 0;
+        return OC_OK;
+    }
+    return oc_conf_bad(why, "'%s' is not one of session, transaction",
+                       oc_conf_show(val, shown));
+}
+
 static oc_status_t oc_conf_set_bool(const oc_conf_key_t *k, char *base, const char *val,
                                     char *why)
 {
@@ -1161,6 +1179,7 @@ static const oc_conf_set_fn oc_conf_setters[] = {
     [OC_CT_COLUMNS]   = oc_conf_set_columns,
     [OC_CT_SERVERS]   = oc_conf_set_servers,
     [OC_CT_BOOL]      = oc_conf_set_bool,
+    [OC_CT_POOL_MODE] = oc_conf_set_pool_mode,
     [OC_CT_RATE]      = oc_conf_set_rate,
     [OC_CT_WINDOWS]   = oc_conf_set_windows,
 };
@@ -1644,6 +1663,12 @@ static oc_status_t oc_conf_finish(oc_conf_parser_t *p)
             p, p->sect_line[OC_SECT_POSTGRESQL],
             "wal = on needs the feed (feed_poll above 0): the other "
             "sidecars and the generations follow the WAL reader through it");
+    if (c->wal && c->pg_txn_pool && c->wal_conninfo[0] == '\0')
+        return oc_conf_error(
+            p, p->sect_line[OC_SECT_POSTGRESQL],
+            "wal = on with pool_mode = transaction needs wal_conninfo: the WAL reader's "
+            "replication stream and its session cannot go through a pooler, so it "
+            "connects to PostgreSQL directly");
     if (c->wal && c->inval_poll_ms == 0)
         return oc_conf_error(
             p, p->sect_line[OC_SECT_POSTGRESQL],
@@ -1805,6 +1830,7 @@ static bool oc_conf_same(const oc_conf_key_t *k, const oc_conf_t *a, const oc_co
     case OC_CT_MODE:
         return *(const uint32_t *)(const void *)x == *(const uint32_t *)(const void *)y;
     case OC_CT_BOOL:
+    case OC_CT_POOL_MODE:
         return *(const int *)(const void *)x == *(const int *)(const void *)y;
     case OC_CT_RATE:
         return *(const uint32_t *)(const void *)x == *(const uint32_t *)(const void *)y;

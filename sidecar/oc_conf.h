@@ -163,6 +163,9 @@ typedef struct oc_conf {
     char *conninfo;           /* libpq conninfo (required); secrets may
                                  come from PGPASSWORD or a passfile */
     uint32_t pg_connections;  /* loader connections, default 2 */
+    int pg_txn_pool;          /* pool_mode = transaction: a pooler (pgbouncer)
+                                 keeps a server session for one transaction
+                                 only (oc_pgconn_opts_t.local_sql) */
     uint32_t inval_poll_ms;   /* invalidation_poll: outbox poll, 1s; 0 = off */
     uint32_t inval_batch;     /* invalidation_batch: outbox rows per claim */
     uint32_t feed_poll_ms;    /* feed_poll: follow the feed, 250ms; 0 = off */

@@ -536,8 +536,9 @@ static void resynced(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char 
     oc_log_info("event=feed_resync head=%" PRIu64 " standby=%d", f->cursor, standby);
     /* A hot standby cannot LISTEN; feed_listen = off polls only too: with
      * hundreds of sidecars on one primary, every append would wake each
-     * of them for a poll of its own. */
-    if (standby || !ctx->conf->feed_listen) {
+     * of them for a poll of its own; and so does transaction mode, where
+     * a LISTEN would end with its transaction. */
+    if (standby || !ctx->conf->feed_listen || ctx->conf->pg_txn_pool) {
         set_state(f, OC_FEED_IDLE);
         poll_start(f);
         return;
@@ -627,7 +628,8 @@ oc_feed_t *oc_feed_new(oc_ctx_t *ctx, char *err)
         return NULL;
     oc_feed_t *f = calloc(1, sizeof(*f));
     char *session = oc_sql_session(conf);
-    if (f == NULL || session == NULL)
+    char *local = conf->pg_txn_pool ? oc_sql_local(conf) : NULL;
+    if (f == NULL || session == NULL || (conf->pg_txn_pool && local == NULL))
         goto nomem;
     f->ctx = ctx;
     set_state(f, OC_FEED_DOWN);
@@ -637,16 +639,20 @@ oc_feed_t *oc_feed_new(oc_ctx_t *ctx, char *err)
         .up = on_up, .down = on_down, .notify = on_notify};
     /* feed_conninfo may name a replica (docs/invalidation.md): the feed
      * polls what has been replayed, and reads no rows to cache */
-    const oc_pgconn_opts_t feed_opts = {
-        .app_name = "objcached-feed", .replica_ok = 1, .stats = ctx->stats};
+    const oc_pgconn_opts_t feed_opts = {.app_name = "objcached-feed",
+                                        .replica_ok = 1,
+                                        .stats = ctx->stats,
+                                        .local_sql = local};
     const char *conninfo = conf->feed_conninfo[0] ? conf->feed_conninfo : conf->conninfo;
     if ((f->pc = oc_pgconn_new(ctx->base, conninfo, &feed_opts, session, &hooks, f)) ==
         NULL)
         goto nomem;
     free(session);
+    free(local);
     return f;
 nomem:
     free(session);
+    free(local);
     oc_feed_free(f);
     oc_fail(err, OC_ENOMEM, "out of memory");
     return NULL;

@@ -18,11 +18,11 @@
  *
  * One connection (feed_conninfo, which may point at a streaming replica;
  * conninfo by default). On a primary it also LISTENs on objcached_feed, so
- * an append or a heartbeat wakes it at once; on a standby it polls every
- * feed_poll. At each (re)connection it resynchronises: the head and every
- * model's generation are read in one snapshot, the cursor jumps to the
- * head, and the near-cache starts empty. A poll that finds another
- * objcached.generation_seq than the last resync (the hook uninstalled and
+ * an append or a heartbeat wakes it at once; on a standby (and with
+ * feed_listen = off or pool_mode = transaction) it polls every feed_poll. At each
+ * (re)connection it resynchronises: the head and every model's generation are read in one
+ * snapshot, the cursor jumps to the head, and the near-cache starts empty. A poll that
+ * finds another objcached.generation_seq than the last resync (the hook uninstalled and
  * installed again, or another database) resyncs too, and that resync
  * starts every model's generation over from the database's, lower or not.
  *

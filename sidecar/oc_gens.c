@@ -179,12 +179,14 @@ static void reader_start(oc_gens_t *g)
     }
     oc_ctx_t *ctx = g->ctx;
     char *session = oc_sql_session(ctx->conf);
+    char *local = ctx->conf->pg_txn_pool ? oc_sql_local(ctx->conf) : NULL;
     static const oc_pgconn_hooks_t hooks = {.up = reader_up, .down = reader_down};
-    const oc_pgconn_opts_t opts = {.app_name = "objcached-generations",
-                                   .stats = ctx->stats};
-    if (session != NULL)
+    const oc_pgconn_opts_t opts = {
+        .app_name = "objcached-generations", .stats = ctx->stats, .local_sql = local};
+    if (session != NULL && (local != NULL || !ctx->conf->pg_txn_pool))
         g->pc = oc_pgconn_new(ctx->base, ctx->conf->conninfo, &opts, session, &hooks, g);
     free(session);
+    free(local);
     if (g->pc == NULL)
         oc_log_error("event=generations_reader_failed reason=\"out of memory\" "
                      "note=\"the consumer or the feed will read them\"");

@@ -1069,10 +1069,13 @@ void oc_inval_read_generations(oc_ctx_t *ctx)
     /* Blocking, before the listeners are bound: a lock on objcached.models
      * (an upgrade in a long transaction) must not hold the start for as
      * long as it lasts. The read is an optimisation; the consumer or the
-     * feed reads the generations again once connected. */
+     * feed reads the generations again once connected. SET LOCAL: for
+     * this query string's transaction only (behind a pooler in transaction
+     * mode a session's SET would stay for the server session's next
+     * client). */
     if (c && PQstatus(c) == CONNECTION_OK)
         r = PQexec(c,
-                   "SET statement_timeout = 2000; SET lock_timeout = 0; "
+                   "SET LOCAL statement_timeout = 2000; SET LOCAL lock_timeout = 0; "
                    "SELECT model, generation, "
                    "pg_catalog.to_regclass('objcached.generation_seq')::pg_catalog.oid "
                    "FROM objcached.models");
@@ -1105,7 +1108,10 @@ oc_inval_t *oc_inval_new(oc_ctx_t *ctx, char *err)
     oc_inval_t *iv = calloc(1, sizeof(*iv));
     char *session = oc_sql_session(ctx->conf);
     char *setup = session ? malloc(strlen(session) + 32) : NULL;
-    if (iv == NULL || setup == NULL)
+    /* Transaction mode: no LISTEN (a server session's is gone with its
+     * transaction): the poll (invalidation_poll) claims */
+    char *local = ctx->conf->pg_txn_pool ? oc_sql_local(ctx->conf) : NULL;
+    if (iv == NULL || setup == NULL || (ctx->conf->pg_txn_pool && local == NULL))
         goto nomem;
     sprintf(setup, "%s; LISTEN objcached", session);
     iv->ctx = ctx;
@@ -1117,16 +1123,19 @@ oc_inval_t *oc_inval_new(oc_ctx_t *ctx, char *err)
         goto nomem;
     static const oc_pgconn_hooks_t hooks = {
         .up = on_up, .down = on_down, .notify = on_notify};
-    const oc_pgconn_opts_t opts = {.app_name = "objcached-inval", .stats = ctx->stats};
+    const oc_pgconn_opts_t opts = {
+        .app_name = "objcached-inval", .stats = ctx->stats, .local_sql = local};
     if ((iv->pc = oc_pgconn_new(ctx->base, ctx->conf->conninfo, &opts, setup, &hooks,
                                 iv)) == NULL)
         goto nomem;
     free(session);
     free(setup);
+    free(local);
     return iv;
 nomem:
     free(session);
     free(setup);
+    free(local);
     oc_inval_free(iv);
     oc_fail(err, OC_ENOMEM, "out of memory");
     return NULL;

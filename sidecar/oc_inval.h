@@ -3,8 +3,9 @@
  * writes to objcached.outbox, so writes that bypass the app reach the cache.
  *
  * One dedicated connection LISTENs on channel "objcached" to wake up at
- * once, and polls every invalidation_poll in case a NOTIFY was missed. A
- * cycle is:
+ * once, and polls every invalidation_poll in case a NOTIFY was missed
+ * (pool_mode = transaction: polls only; the cycle's first statement then
+ * carries the settings, oc_pgconn). A cycle is:
  *
  *   BEGIN; SELECT ... FROM objcached.claim(batch)         (rows deleted, locked)
  *   SELECT model, generation FROM objcached.models      (TRUNCATE bumps it)

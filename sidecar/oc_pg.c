@@ -414,10 +414,19 @@ static void stmt_name(const oc_pg_t *pg, size_t m, char *name, size_t cap)
              (unsigned)oc_md5_word(d, 0), (unsigned)oc_md5_word(d, 1));
 }
 
-/* Send c->load's query, preparing its statement first if need be. */
-static void conn_run(oc_pg_conn_t *c)
+/* Send c->load's statement (*query = 1), or first what it needs (the
+ * callback of DEALLOCATE ALL or of the PREPARE comes back to conn_run): the
+ * prepared one in session mode, or in transaction mode an unnamed one, parsed
+ * at each load (a prepared one would be in one server session and the
+ * next load in another), the settings going in its transaction
+ * (oc_pgconn). */
+static oc_status_t conn_send(oc_pg_conn_t *c, oc_pg_load_t *l, int *query)
 {
-    oc_pg_load_t *l = c->load;
+    const char *params[1] = {l->lit};
+    *query = c->pg->conf->pg_txn_pool;
+    if (*query)
+        return oc_pgconn_query(c->pc, c->pg->sql[l->model_idx], 1, params,
+                               conn_query_done, c);
     char name[64]; /* within NAMEDATALEN: 8 + 20 + 1 + 10 + 1 + 16 */
     if (c->prepared_gen != c->pg->gen) { /* a reload changed the statements */
         memset(c->prepared, 0, c->pg->nsql);
@@ -428,23 +437,29 @@ static void conn_run(oc_pg_conn_t *c)
             c->nstmts = 0;
             if (oc_pgconn_query(c->pc, "DEALLOCATE ALL", 0, NULL, conn_deallocated, c) ==
                 OC_OK)
-                return;
+                return OC_OK;
         }
     }
     stmt_name(c->pg, l->model_idx, name, sizeof(name));
-    oc_status_t st;
     if (!c->prepared[l->model_idx]) {
         c->prep_model = l->model_idx;
         c->prep_gen = c->pg->gen;
-        st = oc_pgconn_prepare(c->pc, name, c->pg->sql[l->model_idx], conn_prepare_done,
-                               c);
-    } else {
-        const char *params[1] = {l->lit};
-        st = oc_pgconn_query_prepared(c->pc, name, 1, params, conn_query_done, c);
-        if (st == OC_OK) {
-            c->pg->stats->pg_queries++;
-            c->pg->stats->models[l->model_idx].pg_queries++;
-        }
+        return oc_pgconn_prepare(c->pc, name, c->pg->sql[l->model_idx], conn_prepare_done,
+                                 c);
+    }
+    *query = 1;
+    return oc_pgconn_query_prepared(c->pc, name, 1, params, conn_query_done, c);
+}
+
+/* Send c->load's query, preparing its statement first if need be. */
+static void conn_run(oc_pg_conn_t *c)
+{
+    oc_pg_load_t *l = c->load;
+    int query;
+    oc_status_t st = conn_send(c, l, &query);
+    if (st == OC_OK && query) {
+        c->pg->stats->pg_queries++;
+        c->pg->stats->models[l->model_idx].pg_queries++;
     }
     if (st != OC_OK && c->load == l) { /* the send failed; the conn went down */
         c->load = NULL;
@@ -543,7 +558,7 @@ oc_pg_t *oc_pg_new(struct event_base *base, const oc_conf_t *conf, oc_stats_t *s
                    const oc_gate_t *gate, char *err)
 {
     oc_pg_t *pg = calloc(1, sizeof(*pg));
-    char *setup = NULL;
+    char *setup = NULL, *local = NULL;
     if (pg == NULL)
         return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
     pg->base = base;
@@ -553,7 +568,9 @@ oc_pg_t *oc_pg_new(struct event_base *base, const oc_conf_t *conf, oc_stats_t *s
     pg->sql = calloc(conf->nmodels, sizeof(char *));
     pg->conns = calloc(conf->pg_connections, sizeof(*pg->conns));
     setup = oc_sql_session_reader(conf);
-    if (pg->sql == NULL || pg->conns == NULL || setup == NULL)
+    local = conf->pg_txn_pool ? oc_sql_local_reader(conf) : NULL;
+    if (pg->sql == NULL || pg->conns == NULL || setup == NULL ||
+        (conf->pg_txn_pool && local == NULL))
         goto nomem;
     pg->nsql = conf->nmodels;
     for (size_t i = 0; i < conf->nmodels; i++)
@@ -561,7 +578,8 @@ oc_pg_t *oc_pg_new(struct event_base *base, const oc_conf_t *conf, oc_stats_t *s
             goto nomem;
     pg->nconns = conf->pg_connections;
     static const oc_pgconn_hooks_t hooks = {.up = conn_up, .down = conn_down};
-    const oc_pgconn_opts_t opts = {.app_name = "objcached-loader", .stats = stats};
+    const oc_pgconn_opts_t opts = {
+        .app_name = "objcached-loader", .stats = stats, .local_sql = local};
     for (size_t i = 0; i < pg->nconns; i++) {
         oc_pg_conn_t *c = &pg->conns[i];
         c->pg = pg;
@@ -575,9 +593,11 @@ oc_pg_t *oc_pg_new(struct event_base *base, const oc_conf_t *conf, oc_stats_t *s
                                              &pg->conns[i])) == NULL)
             goto nomem;
     free(setup);
+    free(local);
     return pg;
 nomem:
     free(setup);
+    free(local);
     oc_fail(err, OC_ENOMEM, "out of memory");
     oc_pg_free(pg);
     return NULL;

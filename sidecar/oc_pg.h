@@ -6,7 +6,9 @@
  * A load is one query for one model: `... WHERE key = ANY($1)` with all the
  * ids bound as one array parameter (never spliced into SQL), prepared once
  * per connection (oc_sql_load). Each connection pins the session settings
- * of oc_sql_session, so every sidecar caches the same bytes for a row.
+ * of oc_sql_session, so every sidecar caches the same bytes for a row. In
+ * transaction mode (pool_mode = transaction) nothing is prepared, and the
+ * settings go in each load's own transaction (oc_sql_local_reader).
  *
  * Each connection is an oc_pgconn (reconnects by itself); a load waits in a
  * queue until a connection is idle. When no connection is even trying to

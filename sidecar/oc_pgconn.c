@@ -32,6 +32,8 @@ struct oc_pgconn {
     char *app_name;
     int replication;
     char *setup_sql;
+    char *local_sql;             /* transaction mode (opts->local_sql), else NULL */
+    int piped;                   /* the command in flight is a pipeline (send_local) */
     oc_pgconn_data_fn on_data;   /* a stream's messages */
     oc_pgconn_begin_fn on_begin; /* ... and its start */
     int paused;                  /* not reading (oc_pgconn_pause) */
@@ -84,6 +86,7 @@ struct oc_pgconn {
 };
 
 static void io_cb(evutil_socket_t fd, short what, void *arg);
+static void setup_done(oc_pgconn_t *c);
 
 static void first_line(char *dst, size_t cap, const char *msg)
 {
@@ -392,6 +395,11 @@ static void poll_connect(oc_pgconn_t *c)
      * RECONNECT, so a standby promoted since would be refused for good and
      * a primary demoted since taken for one. */
     c->checking = !c->replica_ok;
+    if (!c->checking && c->local_sql != NULL) {
+        watch(c, EV_READ); /* as after a setup query */
+        setup_done(c);     /* transaction mode: no session to set up */
+        return;
+    }
     send_setup(c, c->checking ? OC_PGCONN_STANDBY_CHECK : c->setup_sql);
 }
 
@@ -437,6 +445,7 @@ static void attempt(oc_pgconn_t *c)
 #undef OC_PGCONN_KEY
     keys[n] = vals[n] = NULL;
     c->nprep = 0; /* a new session: nothing is prepared in it */
+    c->piped = 0;
     /* Bounds this host's attempt (PQconnectPoll ignores connect_timeout);
      * armed first, as a failure below may hand the turn on at once. */
     struct timeval tv = {c->timeout_s, 0};
@@ -496,6 +505,20 @@ static void forget_stmt(oc_pgconn_t *c, int slot)
     c->prep[slot] = c->prep[--c->nprep];
 }
 
+/* SETUP is over: the connection is up. */
+static void setup_done(oc_pgconn_t *c)
+{
+    evtimer_del(c->timer);
+    c->backoff_ms = OC_PGCONN_BACKOFF_MIN_MS;
+    c->was_up = 1;
+    if (c->nhosts > 0)
+        memo_set_good(c);
+    set_state(c, OC_PGCONN_IDLE);
+    oc_log_info("event=pg_conn_up conn=%s", c->app_name);
+    if (c->hooks.up)
+        c->hooks.up(c, c->owner);
+}
+
 /* All results of the current command are in (PQgetResult gave NULL). */
 static void results_done(oc_pgconn_t *c)
 {
@@ -513,20 +536,13 @@ static void results_done(oc_pgconn_t *c)
             go_down(c, c->failed ? err : "server is in hot standby mode");
             return;
         }
-        if (c->checking) { /* a primary: now the owner's setup */
+        if (c->checking && c->local_sql == NULL) { /* a primary: the owner's setup */
             c->checking = 0;
             send_setup(c, c->setup_sql);
             return;
         }
-        evtimer_del(c->timer);
-        c->backoff_ms = OC_PGCONN_BACKOFF_MIN_MS;
-        c->was_up = 1;
-        if (c->nhosts > 0)
-            memo_set_good(c);
-        set_state(c, OC_PGCONN_IDLE);
-        oc_log_info("event=pg_conn_up conn=%s", c->app_name);
-        if (c->hooks.up)
-            c->hooks.up(c, c->owner);
+        c->checking = 0;
+        setup_done(c);
         return;
     }
     set_state(c, OC_PGCONN_IDLE);
@@ -651,14 +667,32 @@ static void read_input(oc_pgconn_t *c)
             c->hooks.notify(c, n, c->owner);
         PQfreemem(n);
     }
+    int nulls = 0; /* in a row: a pipeline's queries end with one each */
     while (c->state >= OC_PGCONN_SETUP && c->state != OC_PGCONN_IDLE &&
            !PQisBusy(c->conn)) {
         PGresult *r = PQgetResult(c->conn);
+        if (r == NULL && c->piped && ++nulls < 2)
+            continue; /* the end of one of its queries; its Sync ends it */
         if (r == NULL) {
+            if (c->piped) { /* libpq has nothing more, and no Sync came */
+                go_down(c, "pipeline ended without its sync");
+                return;
+            }
             results_done(c); /* may send the next command, or reset */
             return;
         }
+        nulls = 0;
         ExecStatusType s = PQresultStatus(r);
+        if (s == PGRES_PIPELINE_SYNC && c->piped) {
+            PQclear(r);
+            c->piped = 0;
+            if (!PQexitPipelineMode(c->conn)) {
+                go_down(c, PQerrorMessage(c->conn));
+                return;
+            }
+            results_done(c);
+            return;
+        }
         if (s == PGRES_COPY_BOTH && c->state == OC_PGCONN_BUSY && !c->failed) {
             PQclear(r); /* the stream began */
             set_state(c, OC_PGCONN_STREAMING);
@@ -723,11 +757,41 @@ static oc_status_t sent(oc_pgconn_t *c, int ok, oc_pgconn_done_fn cb, void *arg)
     return OC_OK;
 }
 
+/* Transaction mode, outside a transaction: the command goes with the local
+ * settings, in the same transaction, in one round trip. Without parameters
+ * both go in one simple query (one implicit transaction, which a BEGIN in
+ * sql makes the explicit one it starts); with them, a pipeline of the two
+ * and one Sync (one implicit transaction too). Inside a transaction (the
+ * consumer's BEGIN ... COMMIT), the settings made at its start still hold,
+ * and COMMIT or ROLLBACK must not follow a statement that could fail. */
+static int send_local(oc_pgconn_t *c, const char *sql, int nparams,
+                      const char *const *params)
+{
+    if (nparams == 0) {
+        size_t len = strlen(c->local_sql) + strlen(sql) + 3;
+        char *both = malloc(len);
+        if (both == NULL)
+            return 0;
+        snprintf(both, len, "%s; %s", c->local_sql, sql);
+        int ok = PQsendQuery(c->conn, both);
+        free(both);
+        return ok;
+    }
+    if (!PQenterPipelineMode(c->conn))
+        return 0;
+    c->piped = 1;
+    return PQsendQueryParams(c->conn, c->local_sql, 0, NULL, NULL, NULL, NULL, 0) &&
+           PQsendQueryParams(c->conn, sql, nparams, NULL, params, NULL, NULL, 0) &&
+           PQpipelineSync(c->conn);
+}
+
 oc_status_t oc_pgconn_query(oc_pgconn_t *c, const char *sql, int nparams,
                             const char *const *params, oc_pgconn_done_fn cb, void *arg)
 {
     if (c->state != OC_PGCONN_IDLE)
         return OC_AGAIN;
+    if (c->local_sql != NULL && PQtransactionStatus(c->conn) == PQTRANS_IDLE)
+        return sent(c, send_local(c, sql, nparams, params), cb, arg);
     int ok = nparams
                  ? PQsendQueryParams(c->conn, sql, nparams, NULL, params, NULL, NULL, 0)
                  : PQsendQuery(c->conn, sql);
@@ -822,6 +886,8 @@ oc_status_t oc_pgconn_exec(oc_pgconn_t *c, const char *sql, int nparams,
 {
     if (c->state != OC_PGCONN_IDLE)
         return OC_AGAIN;
+    if (c->local_sql != NULL) /* no statement outlives a transaction */
+        return oc_pgconn_query(c, sql, nparams, params, cb, arg);
     int slot = find_stmt(c, sql);
     if (slot >= 0)
         return send_prepared(c, slot, nparams, params, cb, arg);
@@ -1019,6 +1085,10 @@ oc_pgconn_t *oc_pgconn_new(struct event_base *base, const char *conninfo,
     c->replica_ok = opts ? opts->replica_ok : 0;
     c->stats = opts ? opts->stats : NULL;
     c->setup_sql = strdup(setup_sql);
+    if (opts && opts->local_sql && (c->local_sql = strdup(opts->local_sql)) == NULL) {
+        oc_pgconn_free(c);
+        return NULL;
+    }
     c->io = event_new(base, -1, 0, io_cb, c);
     c->timer = evtimer_new(base, timer_cb, c);
     if (c->conninfo == NULL || c->app_name == NULL || c->setup_sql == NULL ||
@@ -1047,5 +1117,6 @@ void oc_pgconn_free(oc_pgconn_t *c)
     free(c->conninfo);
     free(c->app_name);
     free(c->setup_sql);
+    free(c->local_sql);
     free(c);
 }

@@ -7,9 +7,9 @@
  *     ^________________|_____________|________________|_________|  (any failure)
  *
  * SETUP runs the owner's setup SQL (session settings, LISTEN) once per
- * connection. In IDLE one command may be sent; its callback gets the
- * outcome once: the first error, or else the last result. Reconnects back
- * off from 100 ms to 2 s.
+ * connection (in transaction mode, none: opts->local_sql). In IDLE one command may be
+ * sent; its callback gets the outcome once: the first error, or else the last result.
+ * Reconnects back off from 100 ms to 2 s.
  *
  * Failover (a multi-host conninfo: host=a,b,c, libpq's "Specifying
  * Multiple Hosts"): PQconnectPoll ignores connect_timeout and cannot be told
@@ -85,6 +85,16 @@ typedef struct oc_pgconn_opts {
                                standby check */
     oc_stats_t *stats;      /* pg_hosts_passed and pg_standbys_refused are
                                counted there (NULL: not counted) */
+    const char *local_sql;  /* transaction mode (a pooler that keeps a server
+                               session for one transaction only: pgbouncer's
+                               pool_mode = transaction): one statement, the
+                               settings for one transaction (oc_sql_local).
+                               The setup SQL is then not run (nothing of a
+                               session lasts: no LISTEN, no SET), and every
+                               command that starts a transaction carries it
+                               first, in the same round trip and transaction
+                               (oc_pgconn_query); oc_pgconn_exec prepares
+                               nothing. NULL: session mode */
 } oc_pgconn_opts_t;
 
 /* Starts connecting at once. conninfo, the options' strings and setup_sql
@@ -105,7 +115,8 @@ const char *oc_pgconn_last_error(const oc_pgconn_t *c);
  * command's error ("" when it has none: the connection was lost). */
 const char *oc_pgconn_sqlstate(const oc_pgconn_t *c);
 /* The server process of the connection (what a NOTIFY it sends carries as
- * be_pid); 0 when not connected. */
+ * be_pid); 0 when not connected. Meaningless in transaction mode (each
+ * transaction may run in another). */
 int oc_pgconn_backend_pid(const oc_pgconn_t *c);
 
 /* Send one command in IDLE (OC_AGAIN if not idle; OC_EDB if the send
@@ -127,7 +138,10 @@ oc_status_t oc_pgconn_query(oc_pgconn_t *c, const char *sql, int nparams,
  * old one left in the session) fails once, and the next run prepares
  * again. Needs session
  * semantics (a pooler in session mode, or pgbouncer 1.21+, which keeps
- * protocol-level prepared statements in transaction mode). */
+ * protocol-level prepared statements in transaction mode); in transaction
+ * mode (opts->local_sql) it is oc_pgconn_query: an unnamed statement. The
+ * owner of a connection in transaction mode must not use
+ * oc_pgconn_prepare / oc_pgconn_query_prepared. */
 #define OC_PGCONN_STMTS 8
 oc_status_t oc_pgconn_exec(oc_pgconn_t *c, const char *sql, int nparams,
                            const char *const *params, oc_pgconn_done_fn cb, void *arg);

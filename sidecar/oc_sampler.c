@@ -519,12 +519,14 @@ static int ensure_pg(oc_sampler_t *s)
         return 1;
     const oc_conf_t *conf = s->ctx->conf;
     char *setup = oc_sql_session_reader(conf);
+    char *local = conf->pg_txn_pool ? oc_sql_local_reader(conf) : NULL;
     static const oc_pgconn_hooks_t hooks = {.up = pg_up, .down = pg_down};
-    const oc_pgconn_opts_t opts = {.app_name = "objcached-sampler",
-                                   .stats = s->ctx->stats};
-    if (setup)
+    const oc_pgconn_opts_t opts = {
+        .app_name = "objcached-sampler", .stats = s->ctx->stats, .local_sql = local};
+    if (setup && (local != NULL || !conf->pg_txn_pool))
         s->pg = oc_pgconn_new(s->ctx->base, conf->conninfo, &opts, setup, &hooks, s);
     free(setup);
+    free(local);
     return s->pg != NULL;
 }
 

@@ -43,36 +43,72 @@ char *oc_sql_load(const oc_model_conf_t *m)
     return sql;
 }
 
+/* The settings every statement objcached sends relies on. timezone is
+ * checked by oc_conf to [A-Za-z0-9_/+-]: safe in quotes. What a role's
+ * defaults (a managed service's, a hardened config's) would otherwise
+ * change under every statement: the text of a row (TimeZone, DateStyle,
+ * IntervalStyle, extra_float_digits, bytea_output); search_path (pinned
+ * where only objcached's own SQL runs), whose first schema could shadow the
+ * unqualified built-ins those queries use (tables and objcached.* are
+ * qualified); lock_timeout, which would fail a load that waits on a lock
+ * before load_timeout (statement_timeout) does. The session-only ones
+ * cannot be set for one transaction (oc_sql_local): idle_session_timeout,
+ * which would close these pooled sessions whenever traffic pauses
+ * (PostgreSQL's own docs warn against it for pools);
+ * default_transaction_read_only and _isolation, under which the consumer
+ * and the feed could not write (objcached.claim refuses SERIALIZABLE), and
+ * a hot standby refuses SERIALIZABLE reads. value NULL: the role's own
+ * (the readers' search_path). */
+typedef struct sql_setting {
+    const char *name;
+    const char *value;
+    int session_only;
+    int quoted; /* in SET; unquoted a list such as search_path stays a list */
+} sql_setting_t;
+
+#define SQL_SETTINGS_MAX 16
+
+static size_t sql_settings(const oc_conf_t *conf, int pin_search_path, char *timeout,
+                           size_t tcap, sql_setting_t *out)
+{
+    snprintf(timeout, tcap, "%u", conf->load_timeout_ms);
+    const sql_setting_t all[] = {
+        {"client_encoding", "UTF8", 1, 1},
+        {"TimeZone", conf->timezone, 0, 1},
+        {"DateStyle", "ISO, MDY", 0, 1},
+        {"IntervalStyle", "postgres", 0, 1},
+        {"extra_float_digits", "1", 0, 0},
+        {"bytea_output", "hex", 0, 1},
+        {"statement_timeout", timeout, 0, 0},
+        {"client_connection_check_interval", "1000", 1, 0},
+        {"search_path", pin_search_path ? "pg_catalog, pg_temp" : NULL, 0, 0},
+        {"idle_session_timeout", "0", 1, 0},
+        {"default_transaction_read_only", "off", 1, 0},
+        {"default_transaction_isolation", "read committed", 1, 1},
+        {"lock_timeout", "0", 0, 0},
+    };
+    _Static_assert(sizeof(all) / sizeof(all[0]) <= SQL_SETTINGS_MAX, "SQL_SETTINGS_MAX");
+    size_t n = sizeof(all) / sizeof(all[0]);
+    memcpy(out, all, sizeof(all));
+    return n;
+}
+
+/* A session's settings: `SET name = 'value'; ...` (a reader's search_path
+ * is left as the role has it). */
 static char *session_sql(const oc_conf_t *conf, int pin_search_path)
 {
-    char *sql = malloc(768);
+    sql_setting_t set[SQL_SETTINGS_MAX];
+    char timeout[16];
+    size_t n = sql_settings(conf, pin_search_path, timeout, sizeof(timeout), set);
+    char *sql = malloc(1024);
     if (sql == NULL)
         return NULL;
-    /* timezone is checked by oc_conf to [A-Za-z0-9_/+-]: safe in quotes.
-     * What a role's defaults (a managed service's, a hardened config's)
-     * would otherwise change under every statement objcached sends:
-     * search_path (pinned where only objcached's own SQL runs), whose first
-     * schema could shadow the unqualified built-ins those queries use
-     * (tables and objcached.* are qualified); idle_session_timeout, which
-     * would close these pooled sessions whenever traffic pauses
-     * (PostgreSQL's own docs warn against it for pools);
-     * default_transaction_read_only and _isolation, under which the
-     * consumer and the feed could not write (objcached.claim refuses
-     * SERIALIZABLE), and a hot standby refuses SERIALIZABLE reads;
-     * lock_timeout, which would fail a load that waits on a lock before
-     * load_timeout (statement_timeout) does. */
-    snprintf(sql, 768,
-             "SET client_encoding = 'UTF8'; "
-             "SET TimeZone = '%s'; SET DateStyle = 'ISO, MDY'; "
-             "SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; "
-             "SET bytea_output = 'hex'; SET statement_timeout = %u; "
-             "SET client_connection_check_interval = 1000; "
-             "%sSET idle_session_timeout = 0; "
-             "SET default_transaction_read_only = off; "
-             "SET default_transaction_isolation = 'read committed'; "
-             "SET lock_timeout = 0",
-             conf->timezone, conf->load_timeout_ms,
-             pin_search_path ? "SET search_path = pg_catalog, pg_temp; " : "");
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++)
+        if (set[i].value)
+            off += (size_t)snprintf(
+                sql + off, 1024 - off, "%sSET %s = %s%s%s", off ? "; " : "", set[i].name,
+                set[i].quoted ? "'" : "", set[i].value, set[i].quoted ? "'" : "");
     return sql;
 }
 
@@ -84,6 +120,42 @@ char *oc_sql_session(const oc_conf_t *conf)
 char *oc_sql_session_reader(const oc_conf_t *conf)
 {
     return session_sql(conf, 0);
+}
+
+/* The same for one transaction: one SELECT of set_config(..., true) (SET
+ * LOCAL), undone at the transaction's end, so nothing of ours is left on a
+ * session a pooler hands on. statement_timeout set in the transaction
+ * bounds the statements after this one (PostgreSQL arms each statement's
+ * timeout when it starts). A NULL value resets (set_config's own rule): the
+ * readers get the role's search_path whatever another client SET. */
+static char *local_sql(const oc_conf_t *conf, int pin_search_path)
+{
+    sql_setting_t set[SQL_SETTINGS_MAX];
+    char timeout[16];
+    size_t n = sql_settings(conf, pin_search_path, timeout, sizeof(timeout), set);
+    char *sql = malloc(1024);
+    if (sql == NULL)
+        return NULL;
+    size_t off = (size_t)snprintf(sql, 1024, "SELECT ");
+    for (size_t i = 0, k = 0; i < n; i++) {
+        if (set[i].session_only)
+            continue;
+        off += (size_t)snprintf(
+            sql + off, 1024 - off, "%spg_catalog.set_config('%s', %s%s%s, true)",
+            k++ ? ", " : "", set[i].name, set[i].value ? "'" : "",
+            set[i].value ? set[i].value : "NULL", set[i].value ? "'" : "");
+    }
+    return sql;
+}
+
+char *oc_sql_local(const oc_conf_t *conf)
+{
+    return local_sql(conf, 1);
+}
+
+char *oc_sql_local_reader(const oc_conf_t *conf)
+{
+    return local_sql(conf, 0);
 }
 
 char *oc_sql_array(const char *const *items, const size_t *lens, size_t n)

@@ -35,6 +35,21 @@ char *oc_sql_session(const oc_conf_t *conf);
  * objcached's own SQL only, pin search_path = pg_catalog, pg_temp. */
 char *oc_sql_session_reader(const oc_conf_t *conf);
 
+/* pool_mode = transaction: the same settings for one transaction only, as
+ * one SELECT of set_config(..., true) that goes first in the transaction of
+ * every command (oc_pgconn_opts_t.local_sql): a pooler hands each
+ * transaction a server session that another client may have SET anything
+ * on, and a session SET of ours would stay there for the next client.
+ * Without the settings a transaction cannot change or that pgbouncer
+ * restores itself: idle_session_timeout and client_connection_check_interval
+ * (sessions are pgbouncer's), default_transaction_read_only and _isolation
+ * (they apply at BEGIN, before any statement; docs/operations.md says so),
+ * client_encoding (pgbouncer sets each client's on the server session it
+ * hands it). The reader's restores the role's search_path (set_config with
+ * NULL: what RESET gives, whatever another client SET). */
+char *oc_sql_local(const oc_conf_t *conf);
+char *oc_sql_local_reader(const oc_conf_t *conf);
+
 /* A PostgreSQL array literal of n quoted text items, e.g. {"1","a\"b"},
  * for binding as one parameter (valid for bigint[], uuid[] and text[]). */
 char *oc_sql_array(const char *const *items, const size_t *lens, size_t n);

@@ -96,7 +96,8 @@ struct evbuffer;
       "invalidation cycles rolled back (a claim failing until one succeeds, e.g. no "    \
       "hook: once)")                                                                     \
     X(inval_connected, GAUGE,                                                            \
-      "1 while the invalidation consumer is connected and LISTENing")                    \
+      "1 while the invalidation consumer is connected (and LISTENing in session "        \
+      "mode)")                                                                           \
     X(inval_lag_ms, GAUGE, "age of the oldest outbox row in the last claim (0: none)")   \
     X(reloads, COUNTER, "configuration reloads applied (SIGHUP)")                        \
     X(reload_errors, COUNTER, "configuration reloads refused")                           \

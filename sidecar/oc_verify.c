@@ -64,6 +64,7 @@ typedef struct verify {
     const oc_model_conf_t *m;
     FILE *out, *errout;
     PGconn *pg;
+    char *local; /* pool_mode = transaction: oc_sql_local_reader, else NULL */
     uint64_t gen;
     int no_xmin;
     vid_t *ids;
@@ -96,9 +97,38 @@ static int add_id(verify_t *v, const char *id, size_t len)
     return 0;
 }
 
+/* One statement. In transaction mode in a transaction of its own that
+ * first applies the settings (a pooler may run each transaction in another
+ * server session, which another client may have SET anything on): three
+ * round trips, for a tool that reads in batches. */
+static PGresult *exec_params(verify_t *v, const char *sql, int n,
+                             const char *const *params)
+{
+    if (v->local == NULL)
+        return PQexecParams(v->pg, sql, n, NULL, params, NULL, NULL, 0);
+    PGresult *b = PQexec(v->pg, "BEGIN");
+    if (PQresultStatus(b) != PGRES_COMMAND_OK)
+        return b;
+    PQclear(b);
+    PGresult *r = PQexec(v->pg, v->local);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        PQclear(r);
+        r = PQexecParams(v->pg, sql, n, NULL, params, NULL, NULL, 0);
+    }
+    int ok =
+        PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK;
+    PGresult *e = PQexec(v->pg, ok ? "COMMIT" : "ROLLBACK");
+    if (ok && PQresultStatus(e) != PGRES_COMMAND_OK) {
+        PQclear(r);
+        return e;
+    }
+    PQclear(e);
+    return r;
+}
+
 static PGresult *query(verify_t *v, const char *sql, int n, const char *const *params)
 {
-    PGresult *r = PQexecParams(v->pg, sql, n, NULL, params, NULL, NULL, 0);
+    PGresult *r = exec_params(v, sql, n, params);
     if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK) {
         fprintf(v->errout, "objcached --verify: PostgreSQL: %s", PQresultErrorMessage(r));
         PQclear(r);
@@ -251,7 +281,7 @@ static int read_rows(verify_t *v)
         const char *p[] = {lit};
         PGresult *r = NULL;
         if (lit && sql) {
-            r = PQexecParams(v->pg, sql, 1, NULL, p, NULL, NULL, 0);
+            r = exec_params(v, sql, 1, p);
             const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
             /* a view: no xmin (undefined_column naming it, in any language) */
             if (PQresultStatus(r) != PGRES_TUPLES_OK && !v->no_xmin && state &&
@@ -260,7 +290,7 @@ static int read_rows(verify_t *v)
                 free(sql);
                 v->no_xmin = 1;
                 sql = oc_smp_sql(v->m, 0, 1, 1);
-                r = sql ? PQexecParams(v->pg, sql, 1, NULL, p, NULL, NULL, 0) : NULL;
+                r = sql ? exec_params(v, sql, 1, p) : NULL;
             }
         }
         if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK) {
@@ -625,11 +655,11 @@ static int round_trip(verify_t *v, int first)
 static uint64_t read_gen(verify_t *v, uint64_t gen)
 {
     const char *p[] = {v->m->name};
-    PGresult *r = PQexecParams(
-        v->pg,
+    PGresult *r = exec_params(
+        v,
         "SELECT generation FROM objcached.models WHERE model OPERATOR(pg_catalog.=) $1 "
         "AND pg_catalog.to_regclass('objcached.models') IS NOT NULL",
-        1, NULL, p, NULL, NULL, 0);
+        1, p);
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
         gen = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
@@ -648,6 +678,15 @@ static int connect_pg(verify_t *v)
         fprintf(v->errout, "objcached --verify: cannot connect to PostgreSQL: %s",
                 v->pg ? PQerrorMessage(v->pg) : "out of memory\n");
         return -1;
+    }
+    /* transaction mode: nothing of a session lasts; each read carries them */
+    if (v->conf->pg_txn_pool) {
+        if ((v->local = oc_sql_local_reader(v->conf)) == NULL) {
+            fprintf(v->errout, "objcached --verify: out of memory\n");
+            return -1;
+        }
+        v->gen = read_gen(v, 0);
+        return 0;
     }
     char *session = oc_sql_session_reader(v->conf);
     PGresult *r = session ? PQexec(v->pg, session) : NULL;
@@ -760,5 +799,6 @@ int oc_verify_run(const oc_conf_t *conf, const char *model, uint32_t sample, FIL
     free(v.ids);
     oc_place_free(v.place);
     PQfinish(v.pg);
+    free(v.local);
     return rc;
 }

@@ -427,6 +427,7 @@ def test_check_config_good(objcached_bin, conf_dir):
     ("max_keys = 0", 4, "max_keys"),
     ("key_type = smallint", 15, "key_type"),
     ("table = users; DROP TABLE x", 13, "table"),
+    ("pool_mode = statement", 11, "pool_mode: 'statement' is not one of session, transaction"),
 ])
 def test_check_config_names_the_bad_line(objcached_bin, conf_dir, bad_line, lineno, words):
     lines = GOOD_CONFIG.splitlines()

@@ -254,10 +254,11 @@ DOC_TYPE = {
     "OC_CT_KEY_TYPE": "word", "OC_CT_IDENT": "identifier", "OC_CT_USER": "user name",
     "OC_CT_TABLE": "`[schema.]table`", "OC_CT_COLUMNS": "list of identifiers",
     "OC_CT_SERVERS": "list", "OC_CT_BOOL": "on/off", "OC_CT_RATE": "share",
-    "OC_CT_WINDOWS": "list of durations",
+    "OC_CT_WINDOWS": "list of durations", "OC_CT_POOL_MODE": "word",
 }
 NUMBER_TYPES = {"OC_CT_UINT", "OC_CT_SIZE", "OC_CT_MSECS", "OC_CT_SECS", "OC_CT_MODE"}
-CHOICE_TYPES = {"OC_CT_LOG_LEVEL", "OC_CT_LOG_TARGET", "OC_CT_KEY_TYPE", "OC_CT_BOOL"}
+CHOICE_TYPES = {"OC_CT_LOG_LEVEL", "OC_CT_LOG_TARGET", "OC_CT_KEY_TYPE", "OC_CT_BOOL",
+                "OC_CT_POOL_MODE"}
 
 
 def fmt_number(typ, v, env):

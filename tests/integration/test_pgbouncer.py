@@ -6,7 +6,16 @@ no sidecar ever runs another sidecar's statement (it served a row of
 feed's poll; RECONNECT and PAUSE leave session-mode sessions alone, KILL
 fails loads clearly until RESUME, query_timeout fails a load after its one
 retry; a session pgbouncer hands on (with or without DISCARD ALL) gets
-objcached's SETs and statements again; wal_conninfo cannot be pgbouncer."""
+objcached's SETs and statements again; wal_conninfo cannot be pgbouncer.
+With `pool_mode = transaction` objcached needs no server session of its own:
+two sidecars share a pool smaller than their loaders, the settings another
+client left on a server session do not change what it caches, the consumer
+and the feed work by their polls, and load_timeout still ends a load on the
+server."""
+
+import re
+import subprocess
+import threading
 
 import psycopg2
 import psycopg2.extensions
@@ -21,6 +30,14 @@ CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL);
 INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 100) AS i;
 CREATE TABLE counters (id integer PRIMARY KEY, n integer NOT NULL);
 INSERT INTO counters SELECT i, i * 10 FROM generate_series(1, 100) AS i;
+-- every column's text depends on a setting: TimeZone, extra_float_digits,
+-- IntervalStyle, bytea_output (JSON prints timestamps in ISO 8601 whatever
+-- DateStyle says; the other client sets it too)
+CREATE TABLE measures (id bigint PRIMARY KEY, at timestamptz NOT NULL,
+                       x double precision NOT NULL, d interval NOT NULL, b bytea NOT NULL);
+INSERT INTO measures SELECT i, timestamptz '2026-01-02 03:04:05.678+00' + i * interval '1 h',
+                            0.1::float8 * i + 0.2, i * interval '1 day 02:03:04', '\\x00ff'
+                       FROM generate_series(1, 10) AS i;
 """
 
 MODELS = {
@@ -31,7 +48,9 @@ MODELS = {
 FEED_MAX_LAG = 1.0
 
 
-template, db = oc_c.template_fixtures("pgb_template", SCHEMA, MODELS, "pgb")
+MEASURE = {"Measure": {"table": "measures"}}
+
+template, db = oc_c.template_fixtures("pgb_template", SCHEMA, {**MODELS, **MEASURE}, "pgb")
 
 
 @pytest.fixture
@@ -102,8 +121,9 @@ def test_session_mode_serves_loads_invalidation_and_near_cache(fleet, mc_pool, d
 
 def test_transaction_mode_never_runs_another_sidecars_statement(fleet, mc_pool, db,
                                                                  bouncer):
-    """Two sidecars whose first model differs share one server session
-    (pool size 1, transaction mode). B prepares its Counter statement,
+    """objcached in pool_mode = session (the default) behind pgbouncer in
+    transaction mode, which is not supported: two sidecars whose first
+    model differs share one server session (pool size 1). B prepares its Counter statement,
     pgbouncer replaces the server session (RECONNECT; server_lifetime does
     the same by itself), A prepares its Item statement on the new one, and
     B's next Counter load runs there. Under a name of model index and
@@ -125,10 +145,11 @@ def test_transaction_mode_never_runs_another_sidecars_statement(fleet, mc_pool, 
 
 
 def test_transaction_mode_near_cache_bounded_by_the_feed_poll(fleet, mc_pool, db, bouncer):
-    """LISTEN does not survive transaction pooling; the feed's poll still
-    bounds how long the near-cache serves a row after its UPDATE. (One
-    server session, so that the loads find their statements: with more,
-    they fail as server sessions change hands.)"""
+    """pool_mode = session (the default) behind pgbouncer in transaction
+    mode, not supported: LISTEN does not survive transaction pooling; the
+    feed's poll still bounds how long the near-cache serves a row after its
+    UPDATE. (One server session, so that the loads find their statements:
+    with more, they fail as server sessions change hands.)"""
     b = bouncer("transaction", default_pool_size=1)
     oc = fleet.start(config(mc_pool, b.conninfo(db.name),
                             postgresql={"connections": "1"}))
@@ -305,3 +326,195 @@ def test_wal_conninfo_through_pgbouncer_is_refused_in_the_log(pg, fleet, mc_pool
         db.close()
         pg.execute(f"SELECT pg_drop_replication_slot('{name}')", dbname="postgres")
         pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', dbname="postgres")
+
+
+# ------------------------------------------------------------ pool_mode = transaction
+
+TXN = {"pool_mode": "transaction"}
+
+
+def measure_row(db, ident):
+    """Measure's row as objcached caches it: under objcached's settings."""
+    conn = db.connect()
+    db.q("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; "
+         "SET extra_float_digits = 1; SET bytea_output = 'hex'", conn=conn)
+    rows = db.q("SELECT row_to_json(t)::text FROM measures t WHERE t.id = %s", (ident,),
+                conn=conn)
+    return rows[0][0].encode()
+
+
+def test_transaction_mode_two_sidecars_share_a_pool_smaller_than_their_loaders(
+        fleet, mc_pool, db, bouncer):
+    """Two sidecars (their models in another order), 3 loaders each plus
+    the consumer, the feed and the generations reader, on two server
+    sessions: loads of both models from both, at once, all rows right, and
+    never a prepared statement missing or another's."""
+    b = bouncer("transaction", default_pool_size=2)
+    counter_first = {"Counter": MODELS["Counter"], "Item": MODELS["Item"]}
+    each = {"postgresql": {"connections": "3", **TXN}, "objcached": {"near_cache_size": "0"}}
+    sa = fleet.start(config(mc_pool[:1], b.conninfo(db.name), MODELS, **each))
+    sb = fleet.start(config(mc_pool[1:], b.conninfo(db.name), counter_first, **each))
+    want = {f"Item:{i}": row(db, "items", i) for i in range(1, 101)}
+    want.update({f"Counter:{i}": row(db, "counters", i) for i in range(1, 101)})
+    wrong = []
+
+    def reader(oc, start):
+        for lo in range(start, 101, 10):   # 10 ids of each model per get
+            keys = [f"{m}:{i}" for i in range(lo, min(lo + 10, 101)) for m in ("Item", "Counter")]
+            with oc.client() as c:
+                values, end = c.get_multi(keys)
+            got = {v[0].decode(): v[2] for v in values}
+            if end != b"END" or got != {k: want[k] for k in keys}:
+                wrong.append((start, end, sorted(set(keys) ^ set(got))))
+    threads = [threading.Thread(target=reader, args=(oc, s)) for oc in (sa, sb)
+               for s in (1, 6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert wrong == [], (wrong, sa.log(2000), sb.log(2000))
+    for oc in (sa, sb):
+        assert oc.stats()["pg_queries"] >= 20
+        assert "load_failed" not in oc.log() and "does not exist" not in oc.log(), oc.log(3000)
+    assert len([r for r in b.admin("SHOW SERVERS") if r[2] == db.name]) <= 2
+
+
+def test_transaction_mode_settings_another_client_left_do_not_change_cached_text(
+        fleet, mc_pool, db, bouncer):
+    """One server session (pool size 1) that a plain client SETs TimeZone,
+    DateStyle, IntervalStyle, extra_float_digits and bytea_output on, in
+    transaction mode, and hands back to the pool: objcached's next load on
+    it caches the same text as before (its settings go in the load's own
+    transaction), the consistency sampler's reads of PostgreSQL agree with
+    what is cached; and objcached leaves none of its own on the session."""
+    b = bouncer("transaction", default_pool_size=1)
+    oc = fleet.start(config(mc_pool, b.conninfo(db.name), {**MODELS, **MEASURE},
+                            postgresql={"connections": "1", **TXN},
+                            objcached={"near_cache_size": "0", "sample_rate": "1"}))
+    assert value(oc, "Measure:1") == measure_row(db, 1)
+    other = psycopg2.connect(host="127.0.0.1", port=b.port, dbname=db.name,
+                             user="postgres", connect_timeout=10)
+    other.autocommit = True
+    try:
+        with other.cursor() as cur:
+            cur.execute("SET TimeZone = 'Asia/Tokyo'; SET DateStyle = 'SQL, DMY'; "
+                        "SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 0; "
+                        "SET bytea_output = 'escape'")
+        for i in range(2, 5):
+            assert value(oc, f"Measure:{i}") == measure_row(db, i)
+            with other.cursor() as cur:   # the one server session still has them
+                cur.execute("SHOW extra_float_digits")
+                assert cur.fetchone()[0] == "0"
+                cur.execute("SHOW IntervalStyle")
+                assert cur.fetchone()[0] == "iso_8601"
+
+        def sampled(field):
+            return sum(int(v) for k, v in oc.stats().items()
+                       if k.startswith("sampler:Measure:hit:") and k.endswith(":" + field))
+        for i in range(1, 5):            # hits: every one sampled, read back from PostgreSQL
+            assert value(oc, f"Measure:{i}") == measure_row(db, i)
+        harness.wait_until(lambda: sampled("checks") >= 4, timeout=15,
+                           what=lambda: f"the sampler's checks: {oc.stats()}")
+        assert sampled("inconsistent") == 0, oc.log(3000)
+        with other.cursor() as cur:   # objcached's own (load_timeout 3s): not left there
+            cur.execute("SHOW statement_timeout")
+            assert cur.fetchone()[0] == "0"
+            cur.execute("SHOW search_path")
+            assert "pg_temp" not in cur.fetchone()[0]
+    finally:
+        other.close()
+
+
+def test_transaction_mode_consumer_and_feed_work_by_their_polls(fleet, mc_pool, db, bouncer):
+    """No LISTEN in transaction mode: the consumer claims at each
+    invalidation_poll (memcached's entry is deleted) and the feed's poll
+    clears the near-cache, so an UPDATE is served within their bounds."""
+    b = bouncer("transaction", default_pool_size=2)
+    oc = fleet.start(config(mc_pool, b.conninfo(db.name),
+                            postgresql={"connections": "2", **TXN}))
+    harness.wait_until(lambda: oc.stats()["near_serving"] == 1, timeout=10,
+                       what=lambda: f"the near-cache to serve:\n{oc.log(2000)}")
+    old = value(oc, "Item:3")
+    for _ in range(3):
+        assert value(oc, "Item:3") == old
+    assert oc.stats()["near_hits"] > 0
+    before = oc.stats()["invalidations"]
+    db.q("UPDATE items SET name = 'renamed' WHERE id = 3")
+    want = row(db, "items", 3)
+    harness.wait_until(lambda: value(oc, "Item:3") == want, timeout=FEED_MAX_LAG + 5,
+                       what=lambda: f"the UPDATE to be served:\n{oc.log(2000)}")
+    harness.wait_until(lambda: oc.stats()["invalidations"] > before, timeout=5,
+                       what="the consumer's delete")
+    assert oc.stats()["inval_errors"] == 0 and "LISTEN" not in b.log()
+    assert "load_failed" not in oc.log() and "inval_failed" not in oc.log(), oc.log(3000)
+
+
+def test_transaction_mode_load_timeout_ends_the_query_on_the_server(fleet, mc_pool, db,
+                                                                    bouncer):
+    """statement_timeout = load_timeout, set in the load's transaction,
+    cancels a load that waits on a lock: the server ends it when the
+    client gives up, and the connection serves the next load (it is not
+    dropped a load_timeout later, which would leave the query waiting)."""
+    b = bouncer("transaction", default_pool_size=2)
+    oc = fleet.start(config(mc_pool, b.conninfo(db.name), objcached={"load_timeout": "1s"},
+                            postgresql={"connections": "1", **TXN}))
+    assert value(oc, "Item:1") == row(db, "items", 1)
+    conn = db.connect(autocommit=False)
+    db.q("LOCK TABLE items", conn=conn)
+
+    def waiting():
+        return db.one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                      "AND query LIKE '%row_to_json%' AND pid <> pg_backend_pid()")
+    try:
+        v, end = get(oc, "Item:2")
+        assert v is None and end == b"SERVER_ERROR load failed: load timed out", end
+        harness.wait_until(lambda: waiting() == 0, timeout=1.5,
+                           what="the server to cancel the load")
+    finally:
+        conn.rollback()
+    assert value(oc, "Item:2") == row(db, "items", 2)
+    assert "query did not end" not in oc.log() and "pg_conn_down" not in oc.log(), oc.log()
+
+
+def test_transaction_mode_verify_reads_under_objcached_settings(fleet, mc_pool, db, bouncer,
+                                                               objcached_bin, tmp_path):
+    """--verify in transaction mode reads each batch in a transaction that
+    carries objcached's settings: the cached rows compare fresh although
+    the one server session holds another client's TimeZone,
+    extra_float_digits, IntervalStyle and bytea_output."""
+    b = bouncer("transaction", default_pool_size=1)
+    conf = config(mc_pool, b.conninfo(db.name), {**MODELS, **MEASURE},
+                  postgresql={"connections": "1", **TXN}, objcached={"near_cache_size": "0"})
+    oc = fleet.start(conf)
+    for i in range(1, 11):
+        assert value(oc, f"Measure:{i}") == measure_row(db, i)
+    other = psycopg2.connect(host="127.0.0.1", port=b.port, dbname=db.name,
+                             user="postgres", connect_timeout=10)
+    other.autocommit = True
+    try:
+        with other.cursor() as cur:
+            cur.execute("SET TimeZone = 'Asia/Tokyo'; SET IntervalStyle = 'iso_8601'; "
+                        "SET extra_float_digits = 0; SET bytea_output = 'escape'")
+        path = tmp_path / "verify.ini"
+        path.write_text(harness.render_ini(conf))
+        out = subprocess.run([objcached_bin, "-c", str(path), "--verify", "Measure",
+                              "--sample", "100"], stdin=subprocess.DEVNULL,
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        other.close()
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    assert re.search(r"^fresh 10$", out.stdout, re.M) and "result: ok" in out.stdout, out.stdout
+
+
+def test_transaction_mode_with_wal_needs_wal_conninfo(db, mc_pool, bouncer, objcached_bin,
+                                                      tmp_path):
+    """The WAL reader never goes through a pooler: with pool_mode =
+    transaction, conninfo is one, and --check-config wants wal_conninfo."""
+    b = bouncer("transaction")
+    conf = config(mc_pool, b.conninfo(db.name), postgresql={"wal": "on", **TXN})
+    path = tmp_path / "objcached.ini"
+    path.write_text(harness.render_ini(conf))
+    out = harness.check_config(str(path), objcached_bin)
+    assert out.returncode == 1, out
+    assert ("wal = on with pool_mode = transaction needs wal_conninfo" in
+            out.stdout + out.stderr), out

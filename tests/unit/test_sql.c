@@ -88,6 +88,34 @@ static void test_session(void **state)
     free(sql);
 }
 
+/* pool_mode = transaction: the same settings, each local to the
+ * transaction (set_config's third argument), in one statement */
+static void test_local(void **state)
+{
+    (void)state;
+    oc_conf_t c = {.timezone = "Europe/Paris", .load_timeout_ms = 5000};
+    char *sql = oc_sql_local(&c);
+    assert_int_equal(strncmp(sql, "SELECT ", 7), 0);
+    assert_null(strchr(sql, ';'));
+    assert_null(strstr(sql, "SET "));
+    assert_non_null(strstr(sql, "set_config('TimeZone', 'Europe/Paris', true)"));
+    assert_non_null(strstr(sql, "set_config('DateStyle', 'ISO, MDY', true)"));
+    assert_non_null(strstr(sql, "set_config('IntervalStyle', 'postgres', true)"));
+    assert_non_null(strstr(sql, "set_config('extra_float_digits', '1', true)"));
+    assert_non_null(strstr(sql, "set_config('bytea_output', 'hex', true)"));
+    assert_non_null(strstr(sql, "set_config('statement_timeout', '5000', true)"));
+    assert_non_null(strstr(sql, "set_config('lock_timeout', '0', true)"));
+    assert_non_null(
+        strstr(sql, "set_config('search_path', 'pg_catalog, pg_temp', true)"));
+    free(sql);
+    /* the readers: the role's search_path, whatever another client SET */
+    sql = oc_sql_local_reader(&c);
+    assert_null(strstr(sql, "pg_temp"));
+    assert_non_null(strstr(sql, "set_config('search_path', NULL, true)"));
+    assert_non_null(strstr(sql, "set_config('statement_timeout', '5000', true)"));
+    free(sql);
+}
+
 static void test_array(void **state)
 {
     (void)state;
@@ -131,7 +159,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_whole_row), cmocka_unit_test(test_load_columns),
         cmocka_unit_test(test_session),        cmocka_unit_test(test_array),
-        cmocka_unit_test(test_array_of),
+        cmocka_unit_test(test_array_of),       cmocka_unit_test(test_local),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
