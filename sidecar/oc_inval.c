@@ -73,15 +73,28 @@ struct oc_inval {
      * connection's identity is still to be read; check: the read of
      * memcached's marker in flight (NULL: none; oc_inval_free and on_down
      * leave it to its callback); bump_due: a rollback found, not bumped
-     * yet (tried last at bump_tried, monotonic). */
+     * yet (tried last at bump_tried, monotonic). marker_ours: this
+     * connection's check found the marker naming its database, or wrote
+     * it: only then may it move the marker's position (marker_refresh);
+     * refresh_due: rows claimed since (every cycle with WAL), the marker
+     * last written at refreshed_at (monotonic). recheck_due: the marker
+     * (was) is at a position above this connection's: read the position
+     * again before deciding (oc_inval_db_rule's LSN rule). */
     int check_due;
     struct db_check *check;
     int bump_due;
     double bump_tried;
+    int marker_ours;
+    int recheck_due;
+    char was[72];
+    int refresh_due;
+    double refreshed_at;
     char db_identity[48]; /* "<system id> <timeline>" of this connection */
+    uint64_t db_lsn;      /* its flush LSN, at the check or the last refresh */
 };
 
 static void cycle_start(oc_inval_t *iv);
+static void marker_refresh(oc_inval_t *iv, const PGresult *gens);
 
 static void set_state(oc_inval_t *iv, oc_inval_state_t st)
 {
@@ -618,7 +631,8 @@ static void claimed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *
     if (oc_pgconn_query(
             iv->pc,
             "SELECT model, generation, "
-            "to_regclass('objcached.generation_seq')::oid FROM objcached.models",
+            "to_regclass('objcached.generation_seq')::oid, "
+            "(pg_current_wal_flush_lsn() - '0/0')::text FROM objcached.models",
             0, NULL, gens_read, iv) != OC_OK)
         cycle_end(iv);
 }
@@ -700,22 +714,27 @@ static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char
     if (follow)
         oc_gens_read(ctx->gens, "consumer");
     iv->gens = res;
+    marker_refresh(iv, res);
     apply(iv);
 }
 
 /* ---- the database went back in time? ------------------------------------------ */
 
 /* Memcached's marker: the identity of the database whose rows the pool may
- * hold, "<system id> <timeline>". No model key has it (model names have no
- * '.', and every cache key has a ':' after its model). */
+ * hold, "<system id> <timeline> <flush LSN>". No model key has it (model
+ * names have no '.', and every cache key has a ':' after its model). */
 #define DB_MARKER "objcached.db"
 
 /* A read or a write of the marker in flight; the job's done frees it. */
 typedef struct db_check {
     oc_inval_t *iv; /* the read's consumer while it is iv->check; else NULL */
     char key[OC_INVAL_MARKER_KEY];
-    char val[48];
+    char val[72];
 } db_check_t;
+
+/* Seconds between two moves of the marker's position by one consumer: one
+ * memcached set a second at most, per consumer that claims rows. */
+#define OC_INVAL_REFRESH_S 1.0
 
 /* FNV-1a, unseeded: every sidecar must name the same marker (oc_hash is
  * seeded per process). */
@@ -737,34 +756,53 @@ void oc_inval_marker_key(const oc_conf_t *conf, char *buf, size_t cap)
     snprintf(buf, cap, "%.64s" DB_MARKER ".%016" PRIx64, conf->key_prefix, sum);
 }
 
-static int parse_identity(const char *s, size_t len, uint64_t *sysid, uint64_t *tli)
+/* "<system id> <timeline>[ <LSN>]" into v: a marker of two numbers
+ * (written before 2026-12-06) has position 0, which no check is below. */
+static int parse_identity(const char *s, size_t len, uint64_t v[3])
 {
-    char buf[48], *end;
+    char buf[72], *p = buf, *end;
     if (len == 0 || len >= sizeof(buf))
         return 0;
     memcpy(buf, s, len);
     buf[len] = '\0';
-    if (buf[0] < '0' || buf[0] > '9')
-        return 0;
-    errno = 0;
-    *sysid = strtoull(buf, &end, 10);
-    if (errno != 0 || *end != ' ' || end[1] < '0' || end[1] > '9')
-        return 0;
-    *tli = strtoull(end + 1, &end, 10);
-    return errno == 0 && *end == '\0';
+    v[2] = 0;
+    for (int i = 0; i < 3; i++) {
+        if (*p < '0' || *p > '9')
+            return 0;
+        errno = 0;
+        v[i] = strtoull(p, &end, 10);
+        if (errno != 0)
+            return 0;
+        if (*end == '\0')
+            return i >= 1;
+        if (*end != ' ')
+            return 0;
+        p = end + 1;
+    }
+    return 0; /* a fourth number */
 }
 
 oc_inval_db_t oc_inval_db_rule(int found, const char *marker, size_t len,
                                const char *identity)
 {
-    uint64_t msys, mtli, sys, tli;
-    if (!parse_identity(identity, strlen(identity), &sys, &tli))
+    uint64_t m[3], now[3];
+    if (!parse_identity(identity, strlen(identity), now))
         return OC_INVAL_DB_SAME; /* cannot happen (the server's own numbers) */
-    if (!found || !parse_identity(marker, len, &msys, &mtli))
+    if (!found || !parse_identity(marker, len, m))
         return OC_INVAL_DB_FIRST;
-    if (msys != sys || tli > mtli)
-        return OC_INVAL_DB_ROLLBACK;
-    return tli < mtli ? OC_INVAL_DB_BEHIND : OC_INVAL_DB_SAME;
+    if (m[0] != now[0])
+        return OC_INVAL_DB_CLUSTER;
+    if (now[1] != m[1])
+        return now[1] > m[1] ? OC_INVAL_DB_TIMELINE : OC_INVAL_DB_BEHIND;
+    /* A flushed position survives a crash: a restart is never below it. */
+    return now[2] < m[2] ? OC_INVAL_DB_LSN : OC_INVAL_DB_SAME;
+}
+
+/* This connection's identity with its position, as the marker has it. */
+static const char *identity(const oc_inval_t *iv, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s %" PRIu64, iv->db_identity, iv->db_lsn);
+    return buf;
 }
 
 /* The marker's read in flight, if any, is of no use any more. */
@@ -795,7 +833,8 @@ static void marker_write(oc_inval_t *iv)
         return;
     }
     oc_inval_marker_key(iv->ctx->conf, c->key, sizeof(c->key));
-    snprintf(c->val, sizeof(c->val), "%s", iv->db_identity);
+    identity(iv, c->val, sizeof(c->val));
+    iv->refreshed_at = oc_stats_now();
     job->items[0] = (oc_mc_item_t){
         .key = c->key, .klen = strlen(c->key), .val = c->val, .vlen = strlen(c->val)};
     oc_mc_submit(iv->ctx->mc, job);
@@ -826,6 +865,7 @@ static void bumped(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *e
         /* every feed (this sidecar's too) reads the whole-model rows: new
          * generations, near-caches emptied */
         iv->bump_due = 0;
+        iv->marker_ours = 1;
         marker_write(iv);
     }
     cycle_start(iv);
@@ -844,19 +884,67 @@ static void bump(oc_inval_t *iv)
         set_state(iv, OC_INVAL_IDLE); /* not connected: up() checks again */
 }
 
-/* The database has another timeline than the one the pool's rows were read
- * from (a promote: a failover, a point-in-time restore), or is another
- * cluster: rows the pool holds may be of commits it lost. Every model goes
- * whole, as a TRUNCATE would, before the next claim. */
-static void rollback(oc_inval_t *iv, const char *marker, size_t len)
+/* After each claim's generations read (gens: its last column is the flush
+ * LSN): the marker's position moves forward, so that a copy of the data
+ * directory put back later is found below it (OC_INVAL_DB_LSN). Only a
+ * consumer that claimed rows (every cycle of the WAL holder's, whose
+ * models' commits leave no outbox rows), at most once per
+ * OC_INVAL_REFRESH_S, and once more at the first cycle after that (an
+ * asynchronous commit is visible before it is flushed: the claim's read
+ * may be below it): the commits whose rows a sidecar may cache are the ones
+ * whose outbox rows some consumer claims, so an idle fleet writes nothing,
+ * and hundreds of consumers write at most once a second each. Two writers
+ * may race: the marker may then go back a little, which can only hide a
+ * rollback of the last second, never make one up. Only while this
+ * connection's check found the marker naming its database: an old primary
+ * left on an earlier timeline, or a consumer whose check has not answered,
+ * writes nothing. */
+static void marker_refresh(oc_inval_t *iv, const PGresult *gens)
 {
+    int claimed = PQntuples(iv->claimed) > 0 || iv->ctx->conf->wal;
+    if (claimed)
+        iv->refresh_due = 1;
+    if (!iv->refresh_due || !iv->marker_ours || PQntuples(gens) == 0 ||
+        PQnfields(gens) < 4 || PQgetisnull(gens, 0, 3) ||
+        oc_stats_now() - iv->refreshed_at < OC_INVAL_REFRESH_S)
+        return;
+    uint64_t lsn = strtoull(PQgetvalue(gens, 0, 3), NULL, 10);
+    iv->refresh_due = claimed; /* a last one once the claims stop */
+    if (lsn <= iv->db_lsn)
+        return; /* nothing new flushed */
+    iv->db_lsn = lsn;
+    marker_write(iv);
+}
+
+static const char *const rollback_note[] = {
+    [OC_INVAL_DB_CLUSTER] = "another cluster than the cache's rows were read from (a "
+                            "restore into a new cluster, pg_upgrade)",
+    [OC_INVAL_DB_TIMELINE] = "a later timeline than the cache's rows were read from (a "
+                             "failover, a point-in-time restore, a switchover)",
+    [OC_INVAL_DB_LSN] = "the same cluster and timeline at an earlier WAL position than "
+                        "the cache's rows were read at (a copy of the data directory put "
+                        "back: a snapshot, a base backup restored without recovery)",
+};
+static const char *const rollback_rule[] = {
+    [OC_INVAL_DB_CLUSTER] = "cluster",
+    [OC_INVAL_DB_TIMELINE] = "timeline",
+    [OC_INVAL_DB_LSN] = "lsn",
+};
+
+/* The database is another cluster, a later timeline (a promote: a
+ * failover, a point-in-time restore), or a position below the marker's (a
+ * copy put back) than the pool's rows were read from: rows the pool holds
+ * may be of commits it lost. Every model goes whole, as a TRUNCATE would,
+ * before the next claim. */
+static void rollback(oc_inval_t *iv, oc_inval_db_t rule, const char *marker, size_t len)
+{
+    char now[72];
     iv->ctx->stats->db_rollbacks++;
-    /* the marker parsed (oc_inval_db_rule): digits and a space */
-    oc_log_error("event=db_rollback was=\"%.*s\" now=\"%s\" note=\"the database is "
-                 "another timeline or cluster than the cache's rows were read from (a "
-                 "failover, a restore): every model is invalidated whole (new "
-                 "generations)\"",
-                 (int)len, marker, iv->db_identity);
+    /* the marker parsed (oc_inval_db_rule): digits and spaces */
+    oc_log_error("event=db_rollback rule=%s was=\"%.*s\" now=\"%s\" note=\"the database "
+                 "is %s: every model is invalidated whole (new generations)\"",
+                 rollback_rule[rule], (int)len, marker, identity(iv, now, sizeof(now)),
+                 rollback_note[rule]);
     iv->bump_due = 1;
     iv->bump_tried = 0;
     cycle_start(iv); /* busy: right after this cycle */
@@ -867,6 +955,7 @@ static void marker_read(oc_mc_job_t *job, void *arg)
     db_check_t *c = arg;
     oc_inval_t *iv = c->iv; /* NULL: freed, or its connection ended */
     const oc_mc_hit_t *h = &job->hits[0];
+    char now[72];
     if (iv != NULL)
         iv->check = NULL;
     if (iv == NULL) {
@@ -874,26 +963,79 @@ static void marker_read(oc_mc_job_t *job, void *arg)
     } else if (h->error) { /* cannot tell: said, and tried at the next connection */
         oc_log_warn("event=db_marker_failed key=%s reason=\"%s\"", c->key, job->err);
     } else {
-        switch (oc_inval_db_rule(h->found, h->data, h->len, iv->db_identity)) {
-        case OC_INVAL_DB_ROLLBACK:
-            rollback(iv, h->data, h->len);
+        oc_inval_db_t rule =
+            oc_inval_db_rule(h->found, h->data, h->len, identity(iv, now, sizeof(now)));
+        switch (rule) {
+        case OC_INVAL_DB_CLUSTER:
+        case OC_INVAL_DB_TIMELINE:
+            rollback(iv, rule, h->data, h->len);
+            break;
+        case OC_INVAL_DB_LSN:
+            /* h->len < sizeof(was): the marker parsed */
+            snprintf(iv->was, sizeof(iv->was), "%.*s", (int)h->len, h->data);
+            iv->recheck_due = 1;
+            cycle_start(iv); /* busy: right after this cycle */
             break;
         case OC_INVAL_DB_FIRST:
-            oc_log_info("event=db_identity now=\"%s\" marker=written", iv->db_identity);
+            oc_log_info("event=db_identity now=\"%s\" marker=written", now);
+            iv->marker_ours = 1;
             marker_write(iv);
             break;
         case OC_INVAL_DB_BEHIND:
             oc_log_warn("event=db_behind now=\"%s\" note=\"an older timeline than the "
                         "cache's marker: a server left behind by a failover?\"",
-                        iv->db_identity);
+                        now);
             break;
         case OC_INVAL_DB_SAME:
-            oc_log_info("event=db_identity now=\"%s\" marker=same", iv->db_identity);
+            oc_log_info("event=db_identity now=\"%s\" marker=same", now);
+            iv->marker_ours = 1;
             break;
         }
     }
     oc_mc_job_free(job);
     free(c);
+}
+
+static void rechecked(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                      void *arg)
+{
+    (void)pc;
+    oc_inval_t *iv = arg;
+    char clean[OC_ERRLEN], now[72];
+    int ok = st == OC_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0);
+    if (!ok)
+        oc_log_warn(
+            "event=db_check_failed step=position reason=\"%s\"",
+            oc_log_clean(clean, sizeof(clean), st == OC_OK ? "no position" : err));
+    else
+        iv->db_lsn = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    set_state(iv, OC_INVAL_IDLE);
+    if (ok && oc_inval_db_rule(1, iv->was, strlen(iv->was),
+                               identity(iv, now, sizeof(now))) == OC_INVAL_DB_LSN) {
+        rollback(iv, OC_INVAL_DB_LSN, iv->was, strlen(iv->was));
+        return;
+    }
+    if (ok) {
+        oc_log_info("event=db_identity now=\"%s\" marker=same was=\"%s\" note=\"moved "
+                    "forward by another consumer during this check\"",
+                    now, iv->was);
+        iv->marker_ours = 1;
+    }
+    cycle_start(iv);
+}
+
+/* The marker was above this connection's position, read before the
+ * marker: another consumer may have moved it forward in between (a live
+ * server's flush position only grows). Read again, now that the marker has
+ * answered: a position still below it is a copy put back. */
+static void recheck(oc_inval_t *iv)
+{
+    iv->recheck_due = 0;
+    set_state(iv, OC_INVAL_CHECKING);
+    if (oc_pgconn_query(iv->pc, "SELECT (pg_current_wal_flush_lsn() - '0/0')::text", 0,
+                        NULL, rechecked, iv) != OC_OK)
+        set_state(iv, OC_INVAL_IDLE); /* not connected: up() checks */
 }
 
 /* Reads memcached's marker (one get per connection; the consumer goes on
@@ -925,8 +1067,10 @@ static void identified(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const cha
     if (st != OC_OK)
         oc_log_warn("event=db_check_failed step=identity reason=\"%s\"",
                     oc_log_clean(clean, sizeof(clean), err));
-    else if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
+    else if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) && !PQgetisnull(res, 0, 1)) {
         snprintf(iv->db_identity, sizeof(iv->db_identity), "%s", PQgetvalue(res, 0, 0));
+        iv->db_lsn = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+    }
     PQclear(res);
     set_state(iv, OC_INVAL_IDLE);
     if (iv->db_identity[0] && iv->ctx->mc)
@@ -935,7 +1079,9 @@ static void identified(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const cha
 }
 
 /* The database's identity: its system identifier and timeline (of the
- * current WAL file), once per connection, before its first claim. */
+ * current WAL file), and its flush LSN (a position a crash never goes
+ * below, unlike the insert position), once per connection, before its
+ * first claim. */
 static void identify(oc_inval_t *iv)
 {
     iv->check_due = 0;
@@ -944,7 +1090,8 @@ static void identify(oc_inval_t *iv)
                         "SELECT CASE WHEN NOT pg_is_in_recovery() THEN "
                         "(SELECT system_identifier FROM pg_control_system())::text "
                         "|| ' ' || ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), "
-                        "1, 8))::bit(32)::bigint END",
+                        "1, 8))::bit(32)::bigint END, CASE WHEN NOT pg_is_in_recovery() "
+                        "THEN (pg_current_wal_flush_lsn() - '0/0')::text END",
                         0, NULL, identified, iv) != OC_OK)
         set_state(iv, OC_INVAL_IDLE); /* not connected: up() checks */
 }
@@ -969,6 +1116,10 @@ static void cycle_start(oc_inval_t *iv)
     }
     if (iv->check_due && iv->has_feed) { /* (no feed_append: no bump either) */
         identify(iv);
+        return;
+    }
+    if (iv->recheck_due) {
+        recheck(iv);
         return;
     }
     if (bump_now(iv)) {
@@ -1016,8 +1167,10 @@ static void on_up(oc_pgconn_t *pc, void *owner)
     (void)pc;
     oc_inval_t *iv = owner;
     iv->ctx->stats->inval_connected = 1;
-    iv->check_due = 1;  /* a new connection: maybe another server */
-    iv->bump_due = 0;   /* its check decides again */
+    iv->check_due = 1; /* a new connection: maybe another server */
+    iv->bump_due = 0;  /* its check decides again */
+    iv->marker_ours = 0;
+    iv->recheck_due = 0;
     if (iv->orphaned) { /* the last session's deletes are still out */
         iv->up_pending = 1;
         return;

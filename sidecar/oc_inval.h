@@ -46,6 +46,14 @@
  * next claims, at most once per invalidation_poll, until this connection
  * ends (the next one checks again).
  *
+ * The marker also names a WAL position (the flush LSN), moved forward by
+ * the consumers as they claim rows (in WAL mode: the holder's, at each
+ * cycle), at most once a second each, one memcached set: a connection that
+ * finds the same cluster and timeline at a position below it is a copy of
+ * the data directory put back (a file-system snapshot, a restored
+ * pg_basebackup without recovery targets), which lost the commits after
+ * it: every model is bumped too.
+ *
  * Ownership: the daemon owns the consumer (ctx->inval; a reload may start
  * or stop it); oc_inval_free() rolls back a
  * cycle in flight (PostgreSQL does, when the connection closes). If its
@@ -73,23 +81,35 @@ void oc_inval_free(oc_inval_t *iv);
 
 /* ---- the pure rules, exposed for unit tests ---- */
 
-/* What the consumer's check (identity: "<system identifier> <timeline>",
- * of pg_control_system() and the current WAL file) makes of memcached's
- * marker (found 0: none; else its len bytes), the identity of the database
- * the pool's rows were read from:
+/* What the consumer's check (identity: "<system identifier> <timeline>
+ * <flush LSN>", of pg_control_system(), the current WAL file and
+ * pg_current_wal_flush_lsn(), the LSN as a decimal number) makes of
+ * memcached's marker (found 0: none; else its len bytes, the same three
+ * numbers; a marker of two, written before 2026-12-06, has position 0),
+ * the identity of the database the pool's rows were read from:
  * FIRST: none, or not one (memcached restarted, the entry evicted, a new
  *   pool): written, nothing invalidated (nothing shows a rollback);
- * ROLLBACK: another cluster, or a later timeline (a promote: a failover to
- *   a replica that may be behind, a point-in-time restore, a switchover):
- *   commits whose rows the pool holds may be lost: every model goes whole
- *   (new generations), then the marker is written;
+ * CLUSTER: another system identifier (a restore into a new cluster,
+ *   pg_upgrade);
+ * TIMELINE: a later timeline (a promote: a failover to a replica that may
+ *   be behind, a point-in-time restore, a switchover);
+ * LSN: the same cluster and timeline, at a WAL position below the
+ *   marker's (a copy of the data directory put back; a flushed position
+ *   survives a crash, so a restart never goes below it); the consumer
+ *   reads its position again once the marker has answered (another
+ *   consumer may have moved it forward since the first read) and decides
+ *   on that one;
+ *   for these three, commits whose rows the pool holds may be lost: every
+ *   model goes whole (new generations), then the marker is written;
  * BEHIND: an earlier timeline of the same cluster (an old primary still
  *   up): said, nothing written or invalidated;
- * SAME: nothing (a plain restart keeps its timeline). */
+ * SAME: nothing (a plain restart keeps its timeline and position). */
 typedef enum oc_inval_db {
     OC_INVAL_DB_SAME,
     OC_INVAL_DB_FIRST,
-    OC_INVAL_DB_ROLLBACK,
+    OC_INVAL_DB_CLUSTER,
+    OC_INVAL_DB_TIMELINE,
+    OC_INVAL_DB_LSN,
     OC_INVAL_DB_BEHIND,
 } oc_inval_db_t;
 oc_inval_db_t oc_inval_db_rule(int found, const char *marker, size_t len,

@@ -134,8 +134,9 @@ struct evbuffer;
     X(feed_errors, COUNTER,                                                              \
       "feed queries that failed (a database without the feed: once)")                    \
     X(db_rollbacks, COUNTER,                                                             \
-      "times this sidecar found the database on a later timeline or another cluster "    \
-      "than memcached's marker (a failover, a restore) and invalidated every model "     \
+      "times this sidecar found the database on a later timeline, another cluster, or "  \
+      "the same one at an earlier WAL position than memcached's marker (a failover, a "  \
+      "restore, a copy of the data directory put back) and invalidated every model "     \
       "whole")                                                                           \
     X(wal_holder, GAUGE, "1 while this sidecar holds the WAL slot (reads the WAL)")      \
     X(wal_takeovers, COUNTER, "times this sidecar took the WAL slot")                    \

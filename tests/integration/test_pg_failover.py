@@ -20,12 +20,18 @@ standbys such a list (or a demoted old primary) can lead to.
   does; the WAL reader's replication=database connection takes
   target_session_attrs=primary (a standby's is refused);
 - the database going back in time (a promote of a replica that had not
-  received the last commit): no lost value is served, from a running
-  sidecar or one started after, for trigger-mode and WAL models; a plain
-  restart and a marker gone from memcached invalidate nothing.
+  received the last commit; a point-in-time restore from a base backup and
+  archived WAL; a stopped copy of the data directory put back, same cluster
+  and timeline): no lost value is served, from a running sidecar or one
+  started after, for trigger-mode and WAL models; a plain restart, a crash
+  under writes, a marker moved forward by another consumer during a check
+  and a marker gone from memcached invalidate nothing.
 """
 
+import os
 import re
+import shutil
+import subprocess
 
 import pytest
 
@@ -233,21 +239,20 @@ def rb_config(mc_pool, conninfo, source, **postgresql):
                                {"objcached": {"near_cache_size": "16m"}, "postgresql": pg})
 
 
-@pytest.fixture(params=["triggers", "wal"])
-def rb(request, objcached_bin, mc_pool):
-    """(source, primary, standby): a primary whose database oc_rb has the hook
-    (Item attached via `source`), and a streaming replica of it; memcached
-    flushed."""
-    source = request.param
-    primary = harness.Postgres(dbname="oc_rb")
+def rb_servers(source, objcached_bin, mc_pool, settings=None, replica=True):
+    """(source, primary, standby): a primary (PostgreSQL `settings`) whose
+    database oc_rb has the hook (Item attached via `source`), and a streaming
+    replica of it (None without `replica`); memcached flushed."""
+    primary = harness.Postgres(dbname="oc_rb", settings=settings)
     standby = None
     try:
         primary.start()
         wal = {"postgresql": {"wal": "on", "wal_slot": "oc_rb"}} if source == "wal" else None
         oc_c.create_template(primary, "oc_rb", RB_SCHEMA, RB_MODELS, objcached_bin,
                              overrides=wal)
-        standby = Standby(primary)
-        standby.start()
+        if replica:
+            standby = Standby(primary)
+            standby.start()
         for m in mc_pool:
             m.start()
             m.flush_all()
@@ -256,6 +261,11 @@ def rb(request, objcached_bin, mc_pool):
         if standby is not None:
             standby.cleanup()
         primary.cleanup()
+
+
+@pytest.fixture(params=["triggers", "wal"])
+def rb(request, objcached_bin, mc_pool):
+    yield from rb_servers(request.param, objcached_bin, mc_pool)
 
 
 def both(primary, standby):
@@ -328,6 +338,14 @@ def marker(mc_pool, models=RB_MODELS):
         if v is not None:
             return v
     return None
+
+
+def marker_of(mc_pool):
+    """The marker's (system identifier, timeline) as bytes, and its WAL
+    position (the flush LSN, an int; 0 if it has none): (b"", b"", 0) if
+    there is no marker."""
+    fields = (marker(mc_pool) or b"").split() + [b"", b"", b"0"]
+    return fields[0], fields[1], int(fields[2]) if len(fields) > 5 else 0
 
 
 def get1(oc):
@@ -457,7 +475,7 @@ def test_a_sidecar_started_after_the_failover_serves_no_lost_commit(objcached_fa
     harness.wait_until(lambda: b.stats()["db_rollbacks"] >= 1, timeout=15,
                        what="the consumer's check")
     assert b.stats()["db_rollbacks"] == 1
-    harness.wait_until(lambda: marker(mc_pool).endswith(b" 2"), timeout=10,
+    harness.wait_until(lambda: marker_of(mc_pool)[1] == b"2", timeout=10,
                        what="the marker of the promote's timeline")
     # once for the fleet: the marker now names the new timeline
     c = objcached_factory(config=rb_config(mc_pool, standby.conninfo, source))
@@ -484,8 +502,8 @@ def test_a_postgresql_restart_keeps_the_cache_warm(objcached_factory, rb, mc_poo
     assert get1(oc) == want
     oc.wait_idle()                       # its fill written back to memcached
     sysid = primary.execute("SELECT system_identifier FROM pg_control_system()")[0][0]
-    want_marker = f"{sysid} 1".encode()
-    harness.wait_until(lambda: marker(mc_pool) == want_marker, timeout=10,
+    want_marker = (str(sysid).encode(), b"1")
+    harness.wait_until(lambda: marker_of(mc_pool)[:2] == want_marker, timeout=10,
                        what="the marker written")
     for flush in (False, True):
         before = oc.stats()
@@ -504,7 +522,7 @@ def test_a_postgresql_restart_keeps_the_cache_warm(objcached_factory, rb, mc_poo
         harness.wait_until(lambda: get1(oc) == want, timeout=30, what="Item:1")
         if not flush:
             assert oc.stats()["get_hits"] == hits + 1   # still warm: a hit
-        harness.wait_until(lambda: marker(mc_pool) == want_marker, timeout=10,
+        harness.wait_until(lambda: marker_of(mc_pool)[:2] == want_marker, timeout=10,
                            what="the marker written again")
         oc.wait_idle()
     assert primary.execute("SELECT generation FROM objcached.models WHERE model = 'Item'",
@@ -550,3 +568,205 @@ def test_two_services_on_one_pool_take_no_rollback_from_each_other(objcached_fac
         assert marker(mc_pool) != marker(mc_pool, models)
     finally:
         other.cleanup()
+
+
+# ------------------------------------------------------------------ restores
+#
+# A point-in-time restore (a base backup, archived WAL, a recovery target
+# before some commits, then a promote) is a new timeline; a copy of the data
+# directory put back as it was (a file-system snapshot, a base backup started
+# without recovery targets) keeps the cluster and the timeline, and is seen by
+# its WAL position below the marker's.
+
+# (both run in the data directory: the archive is beside it, in the server's
+# own temporary directory, where a cluster restored in its place finds it)
+ARCHIVE = {"archive_mode": "on",
+           "archive_command": "'mkdir -p ../archive && cp %p ../archive/%f'"}
+
+
+@pytest.fixture(params=["triggers", "wal"])
+def archiving(request, objcached_bin, mc_pool):
+    """(source, primary, None): rb's primary, archiving its WAL; no replica."""
+    yield from rb_servers(request.param, objcached_bin, mc_pool, settings=ARCHIVE,
+                          replica=False)
+
+
+def put_back(server, datadir, **recovery):
+    """Stop `server`, put `datadir` (a base backup, a copy of its data
+    directory) in place of its data directory, start it again: same
+    directory, same port. `recovery`: recovery settings, and recovery.signal."""
+    server.stop("fast")
+    shutil.rmtree(server.datadir)
+    os.rename(datadir, server.datadir)
+    if recovery:
+        server.settings.update(recovery)
+        signal_file = os.path.join(server.datadir, "recovery.signal")
+        open(signal_file, "w").close()
+        if server._pw:
+            os.chown(signal_file, server._pw.pw_uid, server._pw.pw_gid)
+    server.start()
+
+
+def flush_lsn(server):
+    return int(server.execute("SELECT (pg_current_wal_flush_lsn() - '0/0')::text")[0][0])
+
+
+def test_a_point_in_time_restore_serves_no_lost_commit(objcached_factory, archiving,
+                                                       mc_pool):
+    """A base backup, a restore point, a commit cached by objcached, then the
+    cluster replaced by one restored from the backup and the archive up to the
+    restore point and promoted (timeline 2), on the same port: the running
+    sidecar's consumer finds the later timeline and every model is bumped."""
+    source, primary, _ = archiving
+    oc = objcached_factory(config=rb_config(mc_pool, primary.conninfo, source))
+    old = item1(primary)
+    harness.wait_until(lambda: marker(mc_pool) is not None, timeout=30, what="the marker")
+    assert get1(oc) == old
+    base = os.path.join(primary.dir, "base")
+    primary._cmd(["pg_basebackup", "-h", primary.dir, "-p", str(primary.port),
+                  "-U", primary.SUPERUSER, "-D", base, "-X", "stream",
+                  "--checkpoint=fast", "--no-sync"], timeout=180)
+    primary.execute("SELECT pg_create_restore_point('before_the_lost_commit')")
+    primary.execute("UPDATE items SET name = 'a lost commit' WHERE id = 1", dbname="oc_rb")
+    lost = item1(primary)
+    harness.wait_until(lambda: get1(oc) == lost, timeout=20,
+                       what="the lost commit read through objcached")
+    get1(oc)                               # (the near-cache's doorkeeper saw it twice)
+    segment = primary.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0]
+    primary.execute("SELECT pg_switch_wal()")
+    harness.wait_until(lambda: primary.execute(
+        "SELECT last_archived_wal >= %s FROM pg_stat_archiver", (segment,))[0][0],
+        timeout=30, what="the restore point's WAL archived")
+    put_back(primary, base, restore_command="'cp ../archive/%f %p'",
+             recovery_target_name="'before_the_lost_commit'",
+             recovery_target_action="'promote'")
+    harness.wait_until(lambda: not primary.execute("SELECT pg_is_in_recovery()")[0][0],
+                       timeout=30, what="the restore's promotion")
+    assert item1(primary) == old
+    harness.wait_until(lambda: get1(oc) == old, timeout=30,
+                       what=lambda: f"the restored row, not the lost one:\n{oc.log(3000)}")
+    harness.wait_until(lambda: oc.stats()["db_rollbacks"] >= 1, timeout=15,
+                       what="the consumer's check")
+    assert oc.stats()["db_rollbacks"] == 1
+    assert re.search(r"level=error.*event=db_rollback rule=timeline", oc.log())
+    harness.wait_until(lambda: marker_of(mc_pool)[1] == b"2", timeout=10,
+                       what="the marker of the restore's timeline")
+
+
+def test_a_copy_of_the_data_directory_put_back_serves_no_lost_commit(objcached_factory,
+                                                                     rb, mc_pool):
+    """A copy of the stopped data directory, taken before a commit cached by
+    objcached, put back: the same system identifier and timeline, which the
+    check took for a plain restart until 2026-12-06 (the lost row served
+    until ttl). The marker's WAL position, moved forward as the consumers
+    claim, is above the copy's: every model is bumped (rule=lsn). The
+    restart that took the copy bumps nothing."""
+    source, primary, standby = rb
+    standby.cleanup()
+    oc = objcached_factory(config=rb_config(mc_pool, primary.conninfo, source))
+    old = item1(primary)
+    harness.wait_until(lambda: marker(mc_pool) is not None, timeout=30, what="the marker")
+    assert get1(oc) == old
+    copy = os.path.join(primary.dir, "copy")
+    checks = oc.log().count("event=db_identity")
+    primary.stop("fast")
+    subprocess.run(["cp", "-a", primary.datadir, copy], check=True)
+    primary.start()
+    harness.wait_until(lambda: oc.log().count("event=db_identity") > checks, timeout=30,
+                       what="the check after the restart")
+    conn = primary.connect(dbname="oc_rb")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET synchronous_commit = on")      # (the harness's is off)
+            cur.execute("UPDATE items SET name = 'a lost commit' WHERE id = 1")
+            cur.execute("SELECT (pg_current_wal_lsn() - '0/0')::text")
+            committed = int(cur.fetchone()[0])
+    finally:
+        conn.close()
+    lost = item1(primary)
+    harness.wait_until(lambda: get1(oc) == lost, timeout=20,
+                       what="the lost commit read through objcached")
+    get1(oc)
+    harness.wait_until(lambda: marker_of(mc_pool)[2] >= committed, timeout=15,
+                       what=lambda: f"the marker's position past the lost commit "
+                                    f"({committed}): {marker(mc_pool)}")
+    assert oc.stats()["db_rollbacks"] == 0
+    put_back(primary, copy)
+    assert flush_lsn(primary) < committed and item1(primary) == old
+    harness.wait_until(lambda: get1(oc) == old, timeout=30,
+                       what=lambda: f"the copy's row, not the lost one:\n{oc.log(3000)}")
+    harness.wait_until(lambda: oc.stats()["db_rollbacks"] >= 1, timeout=15,
+                       what="the consumer's check")
+    assert oc.stats()["db_rollbacks"] == 1
+    assert re.search(r"level=error.*event=db_rollback rule=lsn", oc.log())
+
+
+@pytest.mark.parametrize("rb", ["triggers"], indirect=True)
+def test_a_marker_moved_forward_during_a_check_is_no_rollback(objcached_factory, rb, mc_pool):
+    """A live primary, two sidecars, steady writes. B's consumer connects again
+    and reads its position; its read of the marker reaches memcached 3 s later
+    (a slow link), after A's claims moved the marker past that position: a
+    position below the marker that is no copy put back. B reads its position
+    again once the marker has answered, and invalidates nothing."""
+    _, primary, standby = rb
+    standby.cleanup()
+    slow_mc = FaultProxy(mc_pool[0].port, name="slow-mc")
+    b_pg = FaultProxy(primary.port, name="b-pg")
+    try:
+        a = objcached_factory(config=rb_config([mc_pool[0]], primary.conninfo, "triggers"))
+        config = rb_config(slow_mc.address,
+                           f"host=127.0.0.1 port={b_pg.port} dbname=oc_rb user=postgres",
+                           "triggers")
+        config["memcached"]["io_timeout"] = "60s"    # slow, not failed
+        b = objcached_factory(config=config)
+        harness.wait_until(lambda: all("event=db_identity" in oc.log() for oc in (a, b)),
+                           timeout=30, what="both checks")
+        checks = b.log().count("event=db_identity")
+        slow_mc.set_mode("delay", delay=3.0)
+        b_pg.set_mode("reset")                   # B's connections end, and come back
+        b_pg.set_mode("forward")
+
+        def checked():
+            primary.execute("UPDATE items SET name = 'moved ' || clock_timestamp() "
+                            "WHERE id = 2", dbname="oc_rb")
+            log = b.log()
+            return log.count("event=db_identity") > checks or "event=db_rollback" in log
+        harness.wait_until(checked, timeout=60, interval=0.2,
+                           what=lambda: f"B's check:\n{b.log(3000)}")
+        assert b.stats()["db_rollbacks"] == 0 and a.stats()["db_rollbacks"] == 0, b.log()
+        # the marker B read was above the position it read first
+        assert re.search(r"event=db_identity now=\S+ \S+ \S+ marker=same was=", b.log()), \
+            b.log()
+    finally:
+        slow_mc.close()
+        b_pg.close()
+
+
+@pytest.mark.parametrize("rb", ["triggers"], indirect=True)
+def test_a_crash_under_writes_is_no_rollback(objcached_factory, rb, mc_pool):
+    """The marker's position is a flushed one: a PostgreSQL crash (immediate
+    stop) while the consumer claims and moves the marker comes back at or
+    above it (crash recovery replays every flushed record), and nothing is
+    invalidated."""
+    _, primary, standby = rb
+    standby.cleanup()
+    oc = objcached_factory(config=rb_config(mc_pool, primary.conninfo, "triggers"))
+    harness.wait_until(lambda: "event=db_identity" in oc.log(), timeout=30,
+                       what="the check")
+    start = marker_of(mc_pool)[2]
+
+    def moved():
+        primary.execute("UPDATE items SET name = 'w ' || clock_timestamp() WHERE id = 3",
+                        dbname="oc_rb")
+        return marker_of(mc_pool)[2] > start
+    harness.wait_until(moved, timeout=30, interval=0.1, what="the marker moving forward")
+    for _ in range(20):                          # the crash in the middle of writes
+        primary.execute("UPDATE items SET name = 'w ' || clock_timestamp() WHERE id = 3",
+                        dbname="oc_rb")
+    checks = oc.log().count("event=db_identity")
+    primary.stop("immediate")
+    primary.start()
+    harness.wait_until(lambda: oc.log().count("event=db_identity") > checks
+                       or "event=db_rollback" in oc.log(), timeout=30,
+                       what="the check after the crash")
+    assert oc.stats()["db_rollbacks"] == 0, oc.log(3000)

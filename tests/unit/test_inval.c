@@ -107,28 +107,47 @@ static void test_key_id(void **state)
 static void test_db_rule(void **state)
 {
     (void)state;
-    const char *now = "7312345678901234567 3";
+    const char *now = "7312345678901234567 3 5000";
 #define RULE(found, m) oc_inval_db_rule(found, m, strlen(m), now)
-    /* a plain restart keeps its timeline: nothing */
+    /* a plain restart keeps its timeline, its position at least: nothing */
+    assert_int_equal(RULE(1, "7312345678901234567 3 5000"), OC_INVAL_DB_SAME);
+    assert_int_equal(RULE(1, "7312345678901234567 3 4999"), OC_INVAL_DB_SAME);
+    assert_int_equal(RULE(1, "7312345678901234567 3 0"), OC_INVAL_DB_SAME);
+    /* a marker written before the position was (2026-12-06): position 0 */
     assert_int_equal(RULE(1, "7312345678901234567 3"), OC_INVAL_DB_SAME);
-    /* a promote (failover, point-in-time restore, switchover): bump */
-    assert_int_equal(RULE(1, "7312345678901234567 2"), OC_INVAL_DB_ROLLBACK);
-    /* another cluster (a restore into a new one) */
-    assert_int_equal(RULE(1, "7312345678901234568 3"), OC_INVAL_DB_ROLLBACK);
-    assert_int_equal(RULE(1, "7312345678901234568 9"), OC_INVAL_DB_ROLLBACK);
+    /* a promote (failover, point-in-time restore, switchover): bump,
+     * whatever the positions */
+    assert_int_equal(RULE(1, "7312345678901234567 2"), OC_INVAL_DB_TIMELINE);
+    assert_int_equal(RULE(1, "7312345678901234567 2 9000"), OC_INVAL_DB_TIMELINE);
+    /* another cluster (a restore into a new one, pg_upgrade) */
+    assert_int_equal(RULE(1, "7312345678901234568 3"), OC_INVAL_DB_CLUSTER);
+    assert_int_equal(RULE(1, "7312345678901234568 9 1"), OC_INVAL_DB_CLUSTER);
+    /* same cluster and timeline, below the marker's position: a copy of
+     * the data directory put back */
+    assert_int_equal(RULE(1, "7312345678901234567 3 5001"), OC_INVAL_DB_LSN);
+    assert_int_equal(RULE(1, "7312345678901234567 3 18446744073709551615"),
+                     OC_INVAL_DB_LSN);
     /* an old primary left on an older timeline: neither bumps nor writes */
     assert_int_equal(RULE(1, "7312345678901234567 4"), OC_INVAL_DB_BEHIND);
+    assert_int_equal(RULE(1, "7312345678901234567 4 1"), OC_INVAL_DB_BEHIND);
     /* no marker (memcached restarted, evicted), or not one: written only */
     assert_int_equal(RULE(0, ""), OC_INVAL_DB_FIRST);
     assert_int_equal(RULE(1, ""), OC_INVAL_DB_FIRST);
     assert_int_equal(RULE(1, "7312345678901234567"), OC_INVAL_DB_FIRST);
     assert_int_equal(RULE(1, "7312345678901234567 3 "), OC_INVAL_DB_FIRST);
+    assert_int_equal(RULE(1, "7312345678901234567 3 9000 "), OC_INVAL_DB_FIRST);
+    assert_int_equal(RULE(1, "7312345678901234567 3 9000 1"), OC_INVAL_DB_FIRST);
+    assert_int_equal(RULE(1, "7312345678901234567 3 x"), OC_INVAL_DB_FIRST);
+    assert_int_equal(RULE(1, "7312345678901234567 3 99999999999999999999"),
+                     OC_INVAL_DB_FIRST);
     assert_int_equal(RULE(1, "x 3"), OC_INVAL_DB_FIRST);
     assert_int_equal(RULE(1, "7312345678901234567  3"), OC_INVAL_DB_FIRST);
     assert_int_equal(RULE(1, "99999999999999999999999 3"), OC_INVAL_DB_FIRST);
     /* the marker's bytes are not a C string */
-    assert_int_equal(oc_inval_db_rule(1, "7312345678901234567 3junk", 21, now),
+    assert_int_equal(oc_inval_db_rule(1, "7312345678901234567 3 5000junk", 26, now),
                      OC_INVAL_DB_SAME);
+    assert_int_equal(oc_inval_db_rule(1, "7312345678901234567 3 5001junk", 26, now),
+                     OC_INVAL_DB_LSN);
 #undef RULE
 }
 
