@@ -94,7 +94,7 @@ def test_every_restart_key_is_refused_and_every_other_applies(objcached_factory,
                   "load_timeout": "7s", "conninfo": "dbname=elsewhere", "connections": "5",
                   "feed_conninfo": "dbname=replica", "feed_listen": "off", "wal": "on",
                   "wal_slot": "other_slot", "wal_conninfo": "dbname=elsewhere",
-                  "sample_windows": "2s"}
+                  "sample_windows": "2s", "pool_mode": "transaction"}
     assert {k for _, k in restart} == set(new_values), "a new restart key needs a value here"
     oc = objcached_factory()
     good = oc.config_text
