@@ -58,7 +58,10 @@ char *oc_sql_load(const oc_model_conf_t *m)
  * default_transaction_read_only and _isolation, under which the consumer
  * and the feed could not write (objcached.claim refuses SERIALIZABLE), and
  * a hot standby refuses SERIALIZABLE reads. value NULL: the role's own
- * (the readers' search_path). */
+ * (the readers' search_path), reset in each transaction and not set in a
+ * session (ours from its start): session_authorization and role first,
+ * which a pooled server session may hold from another client's SET ROLE
+ * or SET SESSION AUTHORIZATION (its rights, its rows under row security). */
 typedef struct sql_setting {
     const char *name;
     const char *value;
@@ -74,6 +77,8 @@ static size_t sql_settings(const oc_conf_t *conf, int pin_search_path, char *tim
     snprintf(timeout, tcap, "%u", conf->load_timeout_ms);
     const sql_setting_t all[] = {
         {"client_encoding", "UTF8", 1, 1},
+        {"session_authorization", NULL, 0, 0},
+        {"role", NULL, 0, 0},
         {"TimeZone", conf->timezone, 0, 1},
         {"DateStyle", "ISO, MDY", 0, 1},
         {"IntervalStyle", "postgres", 0, 1},

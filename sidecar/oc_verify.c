@@ -669,10 +669,14 @@ static uint64_t read_gen(verify_t *v, uint64_t gen)
 static int connect_pg(verify_t *v)
 {
     /* the primary, as the loader reads (oc_pgconn): a standby behind it
-     * would report fresh entries as stale */
-    const char *keys[] = {"connect_timeout", "target_session_attrs", "dbname",
-                          "fallback_application_name", NULL};
-    const char *vals[] = {"5", "primary", v->conf->conninfo, "objcached-verify", NULL};
+     * would report fresh entries as stale. UTF8 at connect, as the loader
+     * too: in transaction mode no setup SQL sets it, and a pooler hands
+     * each client the encoding it connected with (PGCLIENTENCODING's, or
+     * the database's), which would print rows in other bytes than cached */
+    const char *keys[] = {"connect_timeout",           "target_session_attrs", "dbname",
+                          "fallback_application_name", "client_encoding",      NULL};
+    const char *vals[] = {"5",    "primary", v->conf->conninfo, "objcached-verify",
+                          "UTF8", NULL};
     v->pg = PQconnectdbParams(keys, vals, 1);
     if (v->pg == NULL || PQstatus(v->pg) != CONNECTION_OK) {
         fprintf(v->errout, "objcached --verify: cannot connect to PostgreSQL: %s",

@@ -11,8 +11,12 @@ With `pool_mode = transaction` objcached needs no server session of its own:
 two sidecars share a pool smaller than their loaders, the settings another
 client left on a server session do not change what it caches, the consumer
 and the feed work by their polls, and load_timeout still ends a load on the
-server."""
+server; a role another client SET is not objcached's, a settings error fails
+its load once and keeps the connection, a read-only session fails claims
+cleanly until reset, and --verify reads UTF8 whatever the environment's
+encoding."""
 
+import os
 import re
 import subprocess
 import threading
@@ -468,7 +472,9 @@ def test_transaction_mode_load_timeout_ends_the_query_on_the_server(fleet, mc_po
     try:
         v, end = get(oc, "Item:2")
         assert v is None and end == b"SERVER_ERROR load failed: load timed out", end
-        harness.wait_until(lambda: waiting() == 0, timeout=1.5,
+        # (not a timing bound: without the setting the load waits on the
+        # lock, and objcached's own give-up shows in the log checked below)
+        harness.wait_until(lambda: waiting() == 0, timeout=10,
                            what="the server to cancel the load")
     finally:
         conn.rollback()
@@ -518,3 +524,123 @@ def test_transaction_mode_with_wal_needs_wal_conninfo(db, mc_pool, bouncer, objc
     assert out.returncode == 1, out
     assert ("wal = on with pool_mode = transaction needs wal_conninfo" in
             out.stdout + out.stderr), out
+
+
+def test_transaction_mode_a_role_another_client_switched_to_does_not_load(fleet, mc_pool, db,
+                                                                          bouncer):
+    """One server session (pool size 1) that a plain client switched to a
+    role with no right on the tables, by SET SESSION AUTHORIZATION and then
+    by SET ROLE, and handed back to the pool: objcached's loads and its
+    consumer's claims on it still run as objcached's own role (reset in
+    each transaction, like the settings), not as whatever role the session
+    was left in (permission denied, or rows another role sees)."""
+    role = f"nobody_{db.name}"[:63]
+    db.q(f'DROP ROLE IF EXISTS "{role}"; CREATE ROLE "{role}"')
+    b = bouncer("transaction", default_pool_size=1)
+    oc = fleet.start(config(mc_pool, b.conninfo(db.name), postgresql={"connections": "1", **TXN},
+                            objcached={"near_cache_size": "0"}))
+    assert value(oc, "Item:1") == row(db, "items", 1)
+    other = psycopg2.connect(host="127.0.0.1", port=b.port, dbname=db.name,
+                             user="postgres", connect_timeout=10)
+    other.autocommit = True
+    try:
+        for switch in (f'SET SESSION AUTHORIZATION "{role}"',
+                       f'RESET SESSION AUTHORIZATION; SET ROLE "{role}"'):
+            with other.cursor() as cur:
+                cur.execute(switch)
+            errors = oc.stats()["inval_errors"]
+            for i in range(2, 5):
+                assert value(oc, f"Item:{i}") == row(db, "items", i), oc.log(2000)
+                with other.cursor() as cur:   # the one server session is still in it
+                    cur.execute("SELECT current_user")
+                    assert cur.fetchone()[0] == role
+            db.q("UPDATE items SET name = name || '!' WHERE id = 2")
+            want = row(db, "items", 2)
+            harness.wait_until(lambda: value(oc, "Item:2") == want, timeout=10,
+                               what=lambda: f"the consumer's delete:\n{oc.log(2000)}")
+            assert oc.stats()["inval_errors"] == errors, oc.log(3000)
+    finally:
+        other.close()
+    assert "permission denied" not in oc.log(), oc.log(3000)
+
+
+def test_transaction_mode_a_read_only_session_fails_claims_until_it_is_reset(fleet, mc_pool, db,
+                                                                             bouncer):
+    """operations.md's limit: default_transaction_read_only that another
+    client SET on the one server session is not undone (a transaction's
+    mode is fixed before objcached's first statement): loads still serve,
+    the consumer's claims fail cleanly and roll back; once the session is
+    read-write again the next poll applies the write, nothing stuck."""
+    b = bouncer("transaction", default_pool_size=1)
+    oc = fleet.start(config(mc_pool, b.conninfo(db.name), postgresql={"connections": "1", **TXN},
+                            objcached={"near_cache_size": "0"}))
+    assert value(oc, "Item:2") == row(db, "items", 2)
+    other = psycopg2.connect(host="127.0.0.1", port=b.port, dbname=db.name,
+                             user="postgres", connect_timeout=10)
+    other.autocommit = True
+    try:
+        with other.cursor() as cur:
+            cur.execute("SET default_transaction_read_only = on")
+        errors = oc.stats()["inval_errors"]
+        old = value(oc, "Item:2")
+        db.q("UPDATE items SET name = 'read only' WHERE id = 2")
+        harness.wait_until(lambda: "read-only transaction" in oc.log(), timeout=10,
+                           what=lambda: f"a claim to fail:\n{oc.log(2000)}")
+        assert oc.stats()["inval_errors"] == errors + 1   # once, until a claim works
+        assert value(oc, "Item:3") == row(db, "items", 3)   # loads: unaffected
+        assert value(oc, "Item:2") == old                   # not invalidated yet
+        with other.cursor() as cur:
+            cur.execute("RESET default_transaction_read_only")
+    finally:
+        other.close()
+    want = row(db, "items", 2)
+    harness.wait_until(lambda: value(oc, "Item:2") == want, timeout=10,
+                       what=lambda: f"the consumer's delete:\n{oc.log(2000)}")
+    assert "event=inval_available" in oc.log(), oc.log(3000)
+
+
+def test_transaction_mode_an_error_in_the_settings_fails_the_load_once(fleet, mc_pool, db,
+                                                                      bouncer):
+    """The pipeline's first statement (the settings) fails: here a time
+    zone the server does not know. Its load fails with that error, once
+    (the load's statement, aborted in the pipeline, adds nothing), and the
+    connection is left out of pipeline mode and up: every next load gets
+    the same clear error, none a protocol error, and no reconnect."""
+    b = bouncer("transaction", default_pool_size=1)
+    oc = fleet.start(config(mc_pool, b.conninfo(db.name), postgresql={"connections": "1", **TXN},
+                            objcached={"near_cache_size": "0", "timezone": "Nowhere/Zone"}))
+    for i in range(1, 5):
+        v, end = get(oc, f"Item:{i}")
+        assert v is None and end.startswith(b"SERVER_ERROR load failed:"), (end, oc.log(2000))
+        assert b"TimeZone" in end, end
+    assert oc.stats()["pg_queries"] == 4
+    assert "pg_conn_down" not in oc.log() and "pipeline" not in oc.log(), oc.log(3000)
+
+
+def test_transaction_mode_verify_reads_utf8_whatever_the_client_encoding(
+        fleet, mc_pool, db, bouncer, objcached_bin, tmp_path):
+    """--verify in transaction mode asks for UTF8 when it connects, as the
+    loaders do (in session mode its setup SET it; in transaction mode
+    nothing is set on a session, and pgbouncer hands each client the
+    encoding it connected with): rows with non-ASCII characters compare
+    fresh, none stale, although the environment says
+    PGCLIENTENCODING=LATIN1."""
+    db.q("UPDATE items SET name = 'café ü ' || id")
+    b = bouncer("transaction", default_pool_size=1)
+    conf = config(mc_pool, b.conninfo(db.name), postgresql={"connections": "1", **TXN},
+                  objcached={"near_cache_size": "0"})
+    oc = fleet.start(conf)
+    harness.wait_until(lambda: db.outbox_rows() == 0, timeout=10,   # no delete after the loads
+                       what=lambda: f"the UPDATE's invalidations:\n{oc.log(2000)}")
+    for i in range(1, 101):
+        assert value(oc, f"Item:{i}") == row(db, "items", i)
+    oc.wait_idle()   # the fills' write-backs are in memcached
+    path = tmp_path / "verify.ini"
+    path.write_text(harness.render_ini(conf))
+    out = subprocess.run([objcached_bin, "-c", str(path), "--verify", "Item", "--sample", "100"],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PGCLIENTENCODING": "LATIN1"})
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    fresh = re.search(r"^fresh (\d+)$", out.stdout, re.M)
+    assert fresh and int(fresh.group(1)) >= 90, out.stdout   # a fill may lose a race
+    assert re.search(r"^stale 0$", out.stdout, re.M) and "result: ok" in out.stdout, out.stdout

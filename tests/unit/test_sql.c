@@ -114,6 +114,28 @@ static void test_local(void **state)
     assert_non_null(strstr(sql, "set_config('search_path', NULL, true)"));
     assert_non_null(strstr(sql, "set_config('statement_timeout', '5000', true)"));
     free(sql);
+    /* objcached's own role, whatever role another client left the pooled
+     * session in; whole with the longest zone and timeout */
+    char tz[65];
+    memset(tz, 'Z', 64);
+    tz[64] = '\0';
+    oc_conf_t l = {.timezone = tz, .load_timeout_ms = UINT32_MAX};
+    for (int reader = 0; reader < 2; reader++) {
+        sql = reader ? oc_sql_local_reader(&l) : oc_sql_local(&l);
+        const char *sa = strstr(sql, "set_config('session_authorization', NULL, true), "
+                                     "pg_catalog.set_config('role', NULL, true)");
+        assert_non_null(sa);
+        assert_true(sa < strstr(sql, "'TimeZone'"));
+        const char *tail = "set_config('lock_timeout', '0', true)"; /* the last */
+        assert_true(strlen(sql) > strlen(tail));
+        assert_string_equal(sql + strlen(sql) - strlen(tail), tail);
+        free(sql);
+    }
+    /* a session is objcached's own: no SET ROLE in it */
+    sql = oc_sql_session(&c);
+    assert_null(strstr(sql, "role"));
+    assert_null(strstr(sql, "session_authorization"));
+    free(sql);
 }
 
 static void test_array(void **state)
