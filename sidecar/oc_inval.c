@@ -90,11 +90,20 @@ struct oc_inval {
     int refresh_due;
     double refreshed_at;
     char db_identity[48]; /* "<system id> <timeline>" of this connection */
-    uint64_t db_lsn;      /* its flush LSN, at the check or the last refresh */
+    /* its server's start time (seconds since the epoch, as text), at the
+     * check: behind pgbouncer in transaction mode the server may stop, start
+     * or change while this connection stays (db_server_changed) */
+    char db_started[40];
+    uint64_t db_lsn; /* its flush LSN, at the check or the last refresh */
 };
+
+/* The server's start time, which any restart, failover or copy put back
+ * changes: in the check and in each claim's generations read. */
+#define OC_INVAL_STARTED "(extract(epoch FROM pg_postmaster_start_time()))::text"
 
 static void cycle_start(oc_inval_t *iv);
 static void marker_refresh(oc_inval_t *iv, const PGresult *gens);
+static void db_server_changed(oc_inval_t *iv, const PGresult *gens);
 
 static void set_state(oc_inval_t *iv, oc_inval_state_t st)
 {
@@ -628,12 +637,12 @@ static void claimed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *
      * its model's generation in the transaction that wrote its outbox row,
      * so what we read now is at least as new as every row we claimed. */
     set_state(iv, OC_INVAL_GENS);
-    if (oc_pgconn_query(
-            iv->pc,
-            "SELECT model, generation, "
-            "to_regclass('objcached.generation_seq')::oid, "
-            "(pg_current_wal_flush_lsn() - '0/0')::text FROM objcached.models",
-            0, NULL, gens_read, iv) != OC_OK)
+    if (oc_pgconn_query(iv->pc,
+                        "SELECT model, generation, "
+                        "to_regclass('objcached.generation_seq')::oid, "
+                        "(pg_current_wal_flush_lsn() - '0/0')::text, " OC_INVAL_STARTED
+                        " FROM objcached.models",
+                        0, NULL, gens_read, iv) != OC_OK)
         cycle_end(iv);
 }
 
@@ -714,7 +723,8 @@ static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char
     if (follow)
         oc_gens_read(ctx->gens, "consumer");
     iv->gens = res;
-    marker_refresh(iv, res);
+    db_server_changed(iv, res);
+    marker_refresh(iv, res); /* (after a change: only notes the claim) */
     apply(iv);
 }
 
@@ -730,6 +740,7 @@ typedef struct db_check {
     oc_inval_t *iv; /* the read's consumer while it is iv->check; else NULL */
     char key[OC_INVAL_MARKER_KEY];
     char val[72];
+    uint64_t lsn; /* a refresh's read: the position to write */
 } db_check_t;
 
 /* Seconds between two moves of the marker's position by one consumer: one
@@ -805,12 +816,59 @@ static const char *identity(const oc_inval_t *iv, char *buf, size_t cap)
     return buf;
 }
 
+/* The check found the marker naming this database at or below its
+ * position: this consumer may move it from now on, starting from the
+ * marker's position, not the one the check read. The commits between the
+ * two (claimed after the check) are cached once claimed: with db_lsn at the
+ * check's position, a database quiet after them never moved the marker
+ * past them (found by a review). */
+static void marker_same(oc_inval_t *iv, const char *marker, size_t len)
+{
+    uint64_t m[3];
+    iv->marker_ours = 1;
+    if (parse_identity(marker, len, m) && m[2] < iv->db_lsn)
+        iv->db_lsn = m[2];
+}
+
 /* The marker's read in flight, if any, is of no use any more. */
 static void check_forget(oc_inval_t *iv)
 {
     if (iv->check)
         iv->check->iv = NULL;
     iv->check = NULL;
+}
+
+/* The database's identity is to be read again before the next claim, and
+ * its check decides again (a pending bump too); until then this consumer
+ * does not move the marker. */
+static void check_again(oc_inval_t *iv)
+{
+    check_forget(iv);
+    iv->check_due = 1;
+    iv->bump_due = 0;
+    iv->marker_ours = 0;
+    iv->recheck_due = 0;
+    iv->db_identity[0] = '\0';
+    iv->db_started[0] = '\0';
+}
+
+/* The server this claim ran on started at another time than the one the
+ * check identified (gens' fifth column): pgbouncer in transaction mode
+ * keeps our connection while the server behind it restarts, fails over or
+ * is replaced by a copy (PAUSE, the switch, RESUME), so on_up never runs.
+ * The marker is not moved for the old identity, and the check runs again
+ * before the next claim (found by a review: a copy put back behind
+ * pgbouncer was never seen). Without a check done (none yet, or its
+ * identity read failed) there is nothing to compare. */
+static void db_server_changed(oc_inval_t *iv, const PGresult *gens)
+{
+    if (!iv->db_started[0] || PQntuples(gens) == 0 || PQnfields(gens) < 5 ||
+        strcmp(PQgetvalue(gens, 0, 4), iv->db_started) == 0)
+        return;
+    oc_log_info("event=db_server_changed note=\"the server's start time changed while "
+                "this connection stayed (a pooler in transaction mode): its identity is "
+                "checked again\"");
+    check_again(iv);
 }
 
 static void marker_written(oc_mc_job_t *job, void *arg)
@@ -884,8 +942,77 @@ static void bump(oc_inval_t *iv)
         set_state(iv, OC_INVAL_IDLE); /* not connected: up() checks again */
 }
 
-/* After each claim's generations read (gens: its last column is the flush
- * LSN): the marker's position moves forward, so that a copy of the data
+/* A refresh's read of the marker answered: the position is written only
+ * while the marker still names this cluster and timeline (or is gone). A
+ * later timeline or another cluster wrote it since this consumer's check:
+ * this is an old primary left up after a failover (a split brain), whose
+ * writes made every consumer of the new primary bump every model again at
+ * each connection (found by a review); it stops moving the marker until
+ * its next check. A position above this one (another consumer's) is left
+ * as it is: no race of two writers moves it back by more than a read's
+ * round trip. */
+static void refresh_answer(oc_mc_job_t *job, void *arg)
+{
+    db_check_t *c = arg;
+    oc_inval_t *iv = c->iv; /* NULL: freed, or its connection ended */
+    const oc_mc_hit_t *h = &job->hits[0];
+    char now[72], was[72];
+    if (iv != NULL)
+        iv->check = NULL;
+    if (iv != NULL && h->error) {
+        oc_log_warn("event=db_marker_failed key=%s reason=\"%s\"", c->key, job->err);
+    } else if (iv != NULL) {
+        uint64_t checked = iv->db_lsn;
+        iv->db_lsn = c->lsn;
+        switch (
+            oc_inval_db_rule(h->found, h->data, h->len, identity(iv, now, sizeof(now)))) {
+        case OC_INVAL_DB_FIRST:
+        case OC_INVAL_DB_SAME:
+        case OC_INVAL_DB_TIMELINE: /* an older one's writer: ours is newer */
+            marker_write(iv);
+            break;
+        case OC_INVAL_DB_LSN:
+            break; /* moved past this position by another consumer */
+        case OC_INVAL_DB_BEHIND:
+        case OC_INVAL_DB_CLUSTER:
+            iv->db_lsn = checked;
+            iv->marker_ours = 0;
+            /* the marker parsed: digits and spaces, under sizeof(was) */
+            snprintf(was, sizeof(was), "%.*s", (int)h->len, h->data);
+            oc_log_warn("event=db_behind now=\"%s\" marker=\"%s\" note=\"the marker "
+                        "names a later timeline or another cluster since this consumer's "
+                        "check: an old primary still up after a failover? It no longer "
+                        "moves the marker\"",
+                        identity(iv, now, sizeof(now)), was);
+            break;
+        }
+    }
+    oc_mc_job_free(job);
+    free(c);
+}
+
+/* Reads the marker before moving its position to lsn (refresh_answer); the
+ * consumer goes on meanwhile. */
+static void refresh_read(oc_inval_t *iv, uint64_t lsn)
+{
+    db_check_t *c = calloc(1, sizeof(*c));
+    oc_mc_job_t *job = c ? oc_mc_job_new_get(1, refresh_answer, c) : NULL;
+    if (job == NULL) {
+        free(c);
+        return;
+    }
+    c->iv = iv;
+    c->lsn = lsn;
+    oc_inval_marker_key(iv->ctx->conf, c->key, sizeof(c->key));
+    job->keys[0] = c->key;
+    job->key_lens[0] = strlen(c->key);
+    iv->check = c;
+    iv->refreshed_at = oc_stats_now();
+    oc_mc_submit(iv->ctx->mc, job);
+}
+
+/* After each claim's generations read (gens: its fourth column is the
+ * flush LSN): the marker's position moves forward, so that a copy of the data
  * directory put back later is found below it (OC_INVAL_DB_LSN). Only a
  * consumer that claimed rows (every cycle of the WAL holder's, whose
  * models' commits leave no outbox rows), at most once per
@@ -893,12 +1020,13 @@ static void bump(oc_inval_t *iv)
  * asynchronous commit is visible before it is flushed: the claim's read
  * may be below it): the commits whose rows a sidecar may cache are the ones
  * whose outbox rows some consumer claims, so an idle fleet writes nothing,
- * and hundreds of consumers write at most once a second each. Two writers
- * may race: the marker may then go back a little, which can only hide a
- * rollback of the last second, never make one up. Only while this
- * connection's check found the marker naming its database: an old primary
- * left on an earlier timeline, or a consumer whose check has not answered,
- * writes nothing. */
+ * and hundreds of consumers read and write it at most once a second each
+ * (a get, then a set: refresh_answer). Two writers may race between the
+ * read and the write: the marker may then go back a little, which can only
+ * hide a rollback of the last second, never make one up. Only while this
+ * connection's check found the marker naming its database (and its reads
+ * still do): an old primary left on an earlier timeline, or a consumer
+ * whose check has not answered, writes nothing. */
 static void marker_refresh(oc_inval_t *iv, const PGresult *gens)
 {
     int claimed = PQntuples(iv->claimed) > 0 || iv->ctx->conf->wal;
@@ -909,11 +1037,12 @@ static void marker_refresh(oc_inval_t *iv, const PGresult *gens)
         oc_stats_now() - iv->refreshed_at < OC_INVAL_REFRESH_S)
         return;
     uint64_t lsn = strtoull(PQgetvalue(gens, 0, 3), NULL, 10);
+    if (iv->check != NULL)
+        return;                /* the last one's read is out: at the next cycle */
     iv->refresh_due = claimed; /* a last one once the claims stop */
     if (lsn <= iv->db_lsn)
         return; /* nothing new flushed */
-    iv->db_lsn = lsn;
-    marker_write(iv);
+    refresh_read(iv, lsn);
 }
 
 static const char *const rollback_note[] = {
@@ -988,7 +1117,7 @@ static void marker_read(oc_mc_job_t *job, void *arg)
             break;
         case OC_INVAL_DB_SAME:
             oc_log_info("event=db_identity now=\"%s\" marker=same", now);
-            iv->marker_ours = 1;
+            marker_same(iv, h->data, h->len);
             break;
         }
     }
@@ -1020,7 +1149,7 @@ static void rechecked(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char
         oc_log_info("event=db_identity now=\"%s\" marker=same was=\"%s\" note=\"moved "
                     "forward by another consumer during this check\"",
                     now, iv->was);
-        iv->marker_ours = 1;
+        marker_same(iv, iv->was, strlen(iv->was));
     }
     cycle_start(iv);
 }
@@ -1070,6 +1199,7 @@ static void identified(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const cha
     else if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) && !PQgetisnull(res, 0, 1)) {
         snprintf(iv->db_identity, sizeof(iv->db_identity), "%s", PQgetvalue(res, 0, 0));
         iv->db_lsn = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+        snprintf(iv->db_started, sizeof(iv->db_started), "%s", PQgetvalue(res, 0, 2));
     }
     PQclear(res);
     set_state(iv, OC_INVAL_IDLE);
@@ -1086,13 +1216,14 @@ static void identify(oc_inval_t *iv)
 {
     iv->check_due = 0;
     set_state(iv, OC_INVAL_CHECKING);
-    if (oc_pgconn_query(iv->pc,
-                        "SELECT CASE WHEN NOT pg_is_in_recovery() THEN "
-                        "(SELECT system_identifier FROM pg_control_system())::text "
-                        "|| ' ' || ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), "
-                        "1, 8))::bit(32)::bigint END, CASE WHEN NOT pg_is_in_recovery() "
-                        "THEN (pg_current_wal_flush_lsn() - '0/0')::text END",
-                        0, NULL, identified, iv) != OC_OK)
+    if (oc_pgconn_query(
+            iv->pc,
+            "SELECT CASE WHEN NOT pg_is_in_recovery() THEN "
+            "(SELECT system_identifier FROM pg_control_system())::text "
+            "|| ' ' || ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), "
+            "1, 8))::bit(32)::bigint END, CASE WHEN NOT pg_is_in_recovery() "
+            "THEN (pg_current_wal_flush_lsn() - '0/0')::text END, " OC_INVAL_STARTED,
+            0, NULL, identified, iv) != OC_OK)
         set_state(iv, OC_INVAL_IDLE); /* not connected: up() checks */
 }
 
@@ -1167,10 +1298,7 @@ static void on_up(oc_pgconn_t *pc, void *owner)
     (void)pc;
     oc_inval_t *iv = owner;
     iv->ctx->stats->inval_connected = 1;
-    iv->check_due = 1; /* a new connection: maybe another server */
-    iv->bump_due = 0;  /* its check decides again */
-    iv->marker_ours = 0;
-    iv->recheck_due = 0;
+    check_again(iv);    /* a new connection: maybe another server */
     if (iv->orphaned) { /* the last session's deletes are still out */
         iv->up_pending = 1;
         return;

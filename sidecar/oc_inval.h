@@ -44,11 +44,16 @@
  * followers may read replicas, with fewer grants); in WAL mode the
  * holder's consumer checks. A bump that fails is tried again before the
  * next claims, at most once per invalidation_poll, until this connection
- * ends (the next one checks again).
+ * ends (the next one checks again). A claim that finds the server's start
+ * time changed since the check (a pooler in transaction mode keeps this
+ * connection while the server behind it restarts or is switched) checks
+ * again too.
  *
  * The marker also names a WAL position (the flush LSN), moved forward by
  * the consumers as they claim rows (in WAL mode: the holder's, at each
- * cycle), at most once a second each, one memcached set: a connection that
+ * cycle), at most once a second each, a memcached get then set (only while
+ * the marker still names its cluster and timeline), from the
+ * position the check found in the marker on: a connection that
  * finds the same cluster and timeline at a position below it is a copy of
  * the data directory put back (a file-system snapshot, a restored
  * pg_basebackup without recovery targets), which lost the commits after

@@ -25,7 +25,10 @@ standbys such a list (or a demoted old primary) can lead to.
   and timeline): no lost value is served, from a running sidecar or one
   started after, for trigger-mode and WAL models; a plain restart, a crash
   under writes, a marker moved forward by another consumer during a check
-  and a marker gone from memcached invalidate nothing.
+  and a marker gone from memcached invalidate nothing; behind pgbouncer in
+  transaction mode (the consumer's connection outlives the server), a copy
+  put back is seen too; an old primary left up stops moving the marker
+  once the new primary's timeline is there.
 """
 
 import os
@@ -770,3 +773,121 @@ def test_a_crash_under_writes_is_no_rollback(objcached_factory, rb, mc_pool):
                        or "event=db_rollback" in oc.log(), timeout=30,
                        what="the check after the crash")
     assert oc.stats()["db_rollbacks"] == 0, oc.log(3000)
+
+
+@pytest.fixture
+def slow_flush(objcached_bin, mc_pool):
+    """("triggers", primary, None): rb's primary, no replica, whose WAL
+    writer flushes asynchronous commits (the consumer's claims: the harness's
+    synchronous_commit is off) only every 10 s: the consumer's own commits
+    do not move the flush position meanwhile."""
+    yield from rb_servers("triggers", objcached_bin, mc_pool,
+                          settings={"wal_writer_delay": "10s"}, replica=False)
+
+
+def test_a_copy_put_back_behind_pgbouncer_in_transaction_mode_serves_no_lost_commit(
+        objcached_factory, slow_flush, mc_pool):
+    """pool_mode = transaction behind pgbouncer, which keeps its clients'
+    connections while the server behind it stops and starts (PAUSE, then
+    RESUME: pgbouncer's own way to restart or switch a server without
+    dropping clients): the consumer's connection never ends, so a check made
+    once per connection never ran again, the copy put back was not seen and
+    the lost row was served until ttl (found by a review). The consumer
+    reads the server's start time at each claim and checks again when it
+    changed. The lost commit is made before that check, which reads a
+    position past it, while the marker's is not: the consumer moves the
+    marker from the marker's position, not from its check's (it waited for
+    a later flush, which a quiet database may not make, until 2026-12-06)."""
+    _, primary, _ = slow_flush
+    b = harness.Pgbouncer(primary, pool_mode="transaction", dbnames=["oc_rb"])
+    try:
+        b.start()
+        oc = objcached_factory(config=rb_config(mc_pool, b.conninfo("oc_rb"), "triggers",
+                                                pool_mode="transaction"))
+        old = item1(primary)
+        harness.wait_until(lambda: marker(mc_pool) is not None, timeout=30,
+                           what="the marker")
+        assert get1(oc) == old
+        copy = os.path.join(primary.dir, "copy")
+
+        def behind_pause(switch):
+            b.admin("PAUSE")
+            switch()
+            b.admin("RESUME")
+
+        committed = []
+
+        def take_copy_then_commit():
+            # the commit before the check: the check's position is past it,
+            # the marker's is not (the database quiet after it)
+            primary.stop("fast")
+            subprocess.run(["cp", "-a", primary.datadir, copy], check=True)
+            primary.start()
+            conn = primary.connect(dbname="oc_rb")
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SET synchronous_commit = on")  # (the harness's is off)
+                    cur.execute("UPDATE items SET name = 'a lost commit' WHERE id = 1")
+                    cur.execute("SELECT (pg_current_wal_lsn() - '0/0')::text")
+                    committed.append(int(cur.fetchone()[0]))
+            finally:
+                conn.close()
+        behind_pause(take_copy_then_commit)
+        committed = committed[0]
+        lost = item1(primary)
+        harness.wait_until(lambda: get1(oc) == lost, timeout=20,
+                           what="the lost commit read through objcached")
+        get1(oc)
+        harness.wait_until(lambda: marker_of(mc_pool)[2] >= committed, timeout=15,
+                           what=lambda: f"the marker's position past the lost commit "
+                                        f"({committed}): {marker(mc_pool)}\n{oc.log(3000)}")
+        behind_pause(lambda: put_back(primary, copy))
+        assert flush_lsn(primary) < committed and item1(primary) == old
+        harness.wait_until(lambda: get1(oc) == old, timeout=30,
+                           what=lambda: f"the copy's row, not the lost one:\n{oc.log(3000)}")
+        harness.wait_until(lambda: oc.stats()["db_rollbacks"] >= 1, timeout=15,
+                           what="the consumer's check")
+        assert oc.stats()["db_rollbacks"] == 1
+        assert re.search(r"level=error.*event=db_rollback rule=lsn", oc.log())
+        assert "event=pg_conn_down" not in oc.log()     # (no connection ended)
+    finally:
+        b.cleanup()
+
+
+@pytest.mark.parametrize("rb", ["wal"], indirect=True)
+def test_an_old_primary_left_up_stops_moving_the_marker(objcached_factory, rb, mc_pool):
+    """A split brain: the replica promoted while the old primary stays up,
+    sidecar A still on it (its WAL holder's heartbeats move its flush
+    position, so its consumer moves the marker each second), B on the new
+    primary. B's check bumps once (a later timeline) and writes the marker;
+    A, which wrote its own timeline over it until 2026-12-06 (every
+    connection of B's consumer bumped every model again, found by a review),
+    reads the marker before moving it, finds a later timeline and leaves it."""
+    source, primary, standby = rb
+    a = objcached_factory(config=rb_config(mc_pool, primary.conninfo, source))
+    harness.wait_until(lambda: a.stats()["wal_holder"] == 1 and marker(mc_pool) is not None,
+                       timeout=30, what="A's holder and the marker")
+    standby.execute("SELECT pg_promote()")
+    harness.wait_until(lambda: not standby.execute("SELECT pg_is_in_recovery()")[0][0],
+                       timeout=30, what="the promotion")
+    b_pg = FaultProxy(standby.port, name="b-pg")
+    try:
+        b = objcached_factory(config=rb_config(
+            mc_pool, f"host=127.0.0.1 port={b_pg.port} dbname=oc_rb user=postgres", source))
+        harness.wait_until(lambda: b.stats()["db_rollbacks"] == 1, timeout=30,
+                           what=lambda: f"B's check:\n{b.log(3000)}")
+        harness.wait_until(lambda: marker_of(mc_pool)[1] == b"2", timeout=10,
+                           what="B's marker")
+        harness.wait_until(lambda: marker_of(mc_pool)[1] == b"1"
+                           or "event=db_behind" in a.log(), timeout=15,
+                           what=lambda: f"A's next move of the marker:\n{a.log(3000)}")
+        checks = b.log().count("event=db_identity")
+        b_pg.set_mode("reset")                   # B's connections end, and come back
+        b_pg.set_mode("forward")
+        harness.wait_until(lambda: b.log().count("event=db_identity") > checks
+                           or b.stats()["db_rollbacks"] > 1, timeout=30,
+                           what=lambda: f"B's check again:\n{b.log(3000)}")
+        assert b.stats()["db_rollbacks"] == 1, b.log(3000)
+        assert marker_of(mc_pool)[1] == b"2"
+    finally:
+        b_pg.close()
