@@ -773,6 +773,13 @@ def memcached_behind_a_proxy(world, failure_limit):
                             objcached={"log_level": "debug"})
         conf["memcached"]["gutter"] = gutter.address
         with harness.Objcached(conf, binary=world.binary) as oc:
+            # The consumer reads memcached's marker of the database once
+            # connected (operations.md, "The database went back in time"):
+            # done before the test counts the server's failures, or a read
+            # in a test's window (memcached killed, not started yet) is one
+            # failure more (seen under load: the server went down early).
+            harness.wait_until(lambda: "event=db_identity" in oc.log(), timeout=30,
+                               what="the consumer's check of the database")
             yield oc, m, proxy
     finally:
         proxy.close()
