@@ -98,9 +98,15 @@ static size_t sql_settings(const oc_conf_t *conf, int pin_search_path, char *tim
     return n;
 }
 
-/* A session's settings: `SET name = 'value'; ...` (a reader's search_path
- * is left as the role has it). */
-static char *session_sql(const oc_conf_t *conf, int pin_search_path)
+/* The settings as SQL. A session's (local 0): `SET name = value; ...`,
+ * those without a value left as the role has them (a reader's
+ * search_path). One transaction's (local 1): one SELECT of
+ * set_config(..., true) (SET LOCAL), undone at the transaction's end, so
+ * nothing of ours is left on a session a pooler hands on; statement_timeout
+ * set in the transaction bounds the statements after this one (PostgreSQL
+ * arms each statement's timeout when it starts); a NULL value resets
+ * (set_config's own rule): the role's own, whatever another client SET. */
+static char *settings_sql(const oc_conf_t *conf, int pin_search_path, int local)
 {
     sql_setting_t set[SQL_SETTINGS_MAX];
     char timeout[16];
@@ -108,59 +114,40 @@ static char *session_sql(const oc_conf_t *conf, int pin_search_path)
     char *sql = malloc(1024);
     if (sql == NULL)
         return NULL;
-    size_t off = 0;
-    for (size_t i = 0; i < n; i++)
-        if (set[i].value)
-            off += (size_t)snprintf(
-                sql + off, 1024 - off, "%sSET %s = %s%s%s", off ? "; " : "", set[i].name,
-                set[i].quoted ? "'" : "", set[i].value, set[i].quoted ? "'" : "");
+    size_t off = local ? (size_t)snprintf(sql, 1024, "SELECT ") : 0, k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const sql_setting_t *st = &set[i];
+        if (local && !st->session_only)
+            off += (size_t)snprintf(sql + off, 1024 - off,
+                                    "%spg_catalog.set_config('%s', %s%s%s, true)",
+                                    k++ ? ", " : "", st->name, st->value ? "'" : "",
+                                    st->value ? st->value : "NULL", st->value ? "'" : "");
+        else if (!local && st->value)
+            off += (size_t)snprintf(sql + off, 1024 - off, "%sSET %s = %s%s%s",
+                                    k++ ? "; " : "", st->name, st->quoted ? "'" : "",
+                                    st->value, st->quoted ? "'" : "");
+    }
     return sql;
 }
 
 char *oc_sql_session(const oc_conf_t *conf)
 {
-    return session_sql(conf, 1);
+    return settings_sql(conf, 1, 0);
 }
 
 char *oc_sql_session_reader(const oc_conf_t *conf)
 {
-    return session_sql(conf, 0);
-}
-
-/* The same for one transaction: one SELECT of set_config(..., true) (SET
- * LOCAL), undone at the transaction's end, so nothing of ours is left on a
- * session a pooler hands on. statement_timeout set in the transaction
- * bounds the statements after this one (PostgreSQL arms each statement's
- * timeout when it starts). A NULL value resets (set_config's own rule): the
- * readers get the role's search_path whatever another client SET. */
-static char *local_sql(const oc_conf_t *conf, int pin_search_path)
-{
-    sql_setting_t set[SQL_SETTINGS_MAX];
-    char timeout[16];
-    size_t n = sql_settings(conf, pin_search_path, timeout, sizeof(timeout), set);
-    char *sql = malloc(1024);
-    if (sql == NULL)
-        return NULL;
-    size_t off = (size_t)snprintf(sql, 1024, "SELECT ");
-    for (size_t i = 0, k = 0; i < n; i++) {
-        if (set[i].session_only)
-            continue;
-        off += (size_t)snprintf(
-            sql + off, 1024 - off, "%spg_catalog.set_config('%s', %s%s%s, true)",
-            k++ ? ", " : "", set[i].name, set[i].value ? "'" : "",
-            set[i].value ? set[i].value : "NULL", set[i].value ? "'" : "");
-    }
-    return sql;
+    return settings_sql(conf, 0, 0);
 }
 
 char *oc_sql_local(const oc_conf_t *conf)
 {
-    return local_sql(conf, 1);
+    return settings_sql(conf, 1, 1);
 }
 
 char *oc_sql_local_reader(const oc_conf_t *conf)
 {
-    return local_sql(conf, 0);
+    return settings_sql(conf, 0, 1);
 }
 
 char *oc_sql_array(const char *const *items, const size_t *lens, size_t n)

@@ -656,6 +656,42 @@ def test_a_point_in_time_restore_serves_no_lost_commit(objcached_factory, archiv
                        what="the marker of the restore's timeline")
 
 
+def commit_to_lose(primary):
+    """An UPDATE of item 1, durable (the harness's synchronous_commit is
+    off): the commit a copy put back will lack. Returns its WAL position."""
+    conn = primary.connect(dbname="oc_rb")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET synchronous_commit = on")
+            cur.execute("UPDATE items SET name = 'a lost commit' WHERE id = 1")
+            cur.execute("SELECT (pg_current_wal_lsn() - '0/0')::text")
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def served_lost_then_old(oc, mc_pool, primary, committed, old, put_back_copy):
+    """The lost commit read through objcached and the marker's position past
+    it; then put_back_copy() puts the copy back: the copy's row must be
+    served, after exactly one rollback by rule=lsn."""
+    lost = item1(primary)
+    harness.wait_until(lambda: get1(oc) == lost, timeout=20,
+                       what="the lost commit read through objcached")
+    get1(oc)
+    harness.wait_until(lambda: marker_of(mc_pool)[2] >= committed, timeout=15,
+                       what=lambda: f"the marker's position past the lost commit "
+                                    f"({committed}): {marker(mc_pool)}\n{oc.log(3000)}")
+    assert oc.stats()["db_rollbacks"] == 0
+    put_back_copy()
+    assert flush_lsn(primary) < committed and item1(primary) == old
+    harness.wait_until(lambda: get1(oc) == old, timeout=30,
+                       what=lambda: f"the copy's row, not the lost one:\n{oc.log(3000)}")
+    harness.wait_until(lambda: oc.stats()["db_rollbacks"] >= 1, timeout=15,
+                       what="the consumer's check")
+    assert oc.stats()["db_rollbacks"] == 1
+    assert re.search(r"level=error.*event=db_rollback rule=lsn", oc.log())
+
+
 def test_a_copy_of_the_data_directory_put_back_serves_no_lost_commit(objcached_factory,
                                                                      rb, mc_pool):
     """A copy of the stopped data directory, taken before a commit cached by
@@ -677,31 +713,9 @@ def test_a_copy_of_the_data_directory_put_back_serves_no_lost_commit(objcached_f
     primary.start()
     harness.wait_until(lambda: oc.log().count("event=db_identity") > checks, timeout=30,
                        what="the check after the restart")
-    conn = primary.connect(dbname="oc_rb")
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SET synchronous_commit = on")      # (the harness's is off)
-            cur.execute("UPDATE items SET name = 'a lost commit' WHERE id = 1")
-            cur.execute("SELECT (pg_current_wal_lsn() - '0/0')::text")
-            committed = int(cur.fetchone()[0])
-    finally:
-        conn.close()
-    lost = item1(primary)
-    harness.wait_until(lambda: get1(oc) == lost, timeout=20,
-                       what="the lost commit read through objcached")
-    get1(oc)
-    harness.wait_until(lambda: marker_of(mc_pool)[2] >= committed, timeout=15,
-                       what=lambda: f"the marker's position past the lost commit "
-                                    f"({committed}): {marker(mc_pool)}")
-    assert oc.stats()["db_rollbacks"] == 0
-    put_back(primary, copy)
-    assert flush_lsn(primary) < committed and item1(primary) == old
-    harness.wait_until(lambda: get1(oc) == old, timeout=30,
-                       what=lambda: f"the copy's row, not the lost one:\n{oc.log(3000)}")
-    harness.wait_until(lambda: oc.stats()["db_rollbacks"] >= 1, timeout=15,
-                       what="the consumer's check")
-    assert oc.stats()["db_rollbacks"] == 1
-    assert re.search(r"level=error.*event=db_rollback rule=lsn", oc.log())
+    committed = commit_to_lose(primary)
+    served_lost_then_old(oc, mc_pool, primary, committed, old,
+                         lambda: put_back(primary, copy))
 
 
 @pytest.mark.parametrize("rb", ["triggers"], indirect=True)
@@ -823,32 +837,10 @@ def test_a_copy_put_back_behind_pgbouncer_in_transaction_mode_serves_no_lost_com
             primary.stop("fast")
             subprocess.run(["cp", "-a", primary.datadir, copy], check=True)
             primary.start()
-            conn = primary.connect(dbname="oc_rb")
-            try:
-                with conn.cursor() as cur:
-                    cur.execute("SET synchronous_commit = on")  # (the harness's is off)
-                    cur.execute("UPDATE items SET name = 'a lost commit' WHERE id = 1")
-                    cur.execute("SELECT (pg_current_wal_lsn() - '0/0')::text")
-                    committed.append(int(cur.fetchone()[0]))
-            finally:
-                conn.close()
+            committed.append(commit_to_lose(primary))
         behind_pause(take_copy_then_commit)
-        committed = committed[0]
-        lost = item1(primary)
-        harness.wait_until(lambda: get1(oc) == lost, timeout=20,
-                           what="the lost commit read through objcached")
-        get1(oc)
-        harness.wait_until(lambda: marker_of(mc_pool)[2] >= committed, timeout=15,
-                           what=lambda: f"the marker's position past the lost commit "
-                                        f"({committed}): {marker(mc_pool)}\n{oc.log(3000)}")
-        behind_pause(lambda: put_back(primary, copy))
-        assert flush_lsn(primary) < committed and item1(primary) == old
-        harness.wait_until(lambda: get1(oc) == old, timeout=30,
-                           what=lambda: f"the copy's row, not the lost one:\n{oc.log(3000)}")
-        harness.wait_until(lambda: oc.stats()["db_rollbacks"] >= 1, timeout=15,
-                           what="the consumer's check")
-        assert oc.stats()["db_rollbacks"] == 1
-        assert re.search(r"level=error.*event=db_rollback rule=lsn", oc.log())
+        served_lost_then_old(oc, mc_pool, primary, committed[0], old,
+                             lambda: behind_pause(lambda: put_back(primary, copy)))
         assert "event=pg_conn_down" not in oc.log()     # (no connection ended)
     finally:
         b.cleanup()
