@@ -41,9 +41,13 @@ Run through bench/run.sh, which installs and builds first:
 Direct use: /usr/bin/python3 bench/run.py [--quick] [--out DIR] [--seed N]
             [--only hit,cold,...] [--objcached BIN] [--loadgen BIN]
             [--hit-k 1,10,100] [--hit-c 1,4,16,64] [--hit-targets direct,oc-tcp,...]
-            [--trials N]
+            [--trials N] [--old BIN] [--pgbouncer session,transaction]
 A focused run of the hit path, text against binary through objcached:
     bench/run.py --only hit --hit-k 100 --hit-c 1,4,16 --hit-targets oc-tcp,oc-tcp-bin
+objcached's cold and mixed paths through pgbouncer (oc-pgb-session: session mode;
+oc-pgb-txn: transaction mode, objcached's pool_mode = transaction, default_pool_size =
+its 4 loader connections) beside oc-unix, straight to PostgreSQL:
+    bench/run.py --only cold,mixed --pgbouncer session,transaction
 """
 
 import argparse
@@ -86,6 +90,10 @@ WARM_PHASES = {"hit", "mixed", "herd", "inval", "footprint", "nearapply"}
 HIT_TARGETS = ["direct", "twemproxy", "oc-tcp", "oc-unix", "oc-tcp-bin", "oc-near",
                "oc-near-tcp", "oc-old"]
 DEFAULT_HIT_TARGETS = ["direct", "twemproxy", "oc-tcp", "oc-unix", "oc-tcp-bin", "oc-near"]
+# --pgbouncer: objcached whose loaders go through a pgbouncer in front of the
+# same PostgreSQL, in the cold and mixed phases: pgbouncer's pool_mode, the
+# target's name (objcached's own pool_mode is the same word).
+PGB_TARGETS = {"session": "oc-pgb-session", "transaction": "oc-pgb-txn"}
 
 # (name, settings) of the full and the quick run. `hot` ids are kept cached
 # for the hit and mixed paths; ids above it are the cold pool.
@@ -135,6 +143,10 @@ class World:
         self.pg = self.oc = self.tw = None
         self.near = None     # objcached with the near-cache on (target oc-near)
         self.old = None      # --old: an earlier build of objcached (target oc-old)
+        # objcached processes side by side with oc-unix in the cold and mixed
+        # phases (oc-old, oc-pgb-*), by target name, in the order started
+        self.sides = {}
+        self.pgbs = {}       # --pgbouncer: target name -> its harness.Pgbouncer
         self.mcs = []
 
     def start(self):
@@ -155,6 +167,8 @@ class World:
             self.start_near()
         if self.args.old:
             self.start_old()
+        for mode in cfg.get("pgbouncer", ()):    # bench/profile.py's cfg has none
+            self.start_pgbouncer(mode)
 
     def load_data(self, rows):
         t0 = time.monotonic()
@@ -256,7 +270,29 @@ class World:
     def start_old(self):
         config = self.base_config()
         self.old = harness.Objcached(config, binary=self.args.old, parent_dir=self.dir).start()
+        self.sides["oc-old"] = self.old
         step(f"objcached built earlier ({self.args.old}) on {self.old.sock}")
+
+    def start_pgbouncer(self, mode):
+        """A pgbouncer in `mode` in front of the run's PostgreSQL, and an
+        objcached (this build, pool_mode = `mode`) whose every connection to
+        PostgreSQL goes through it. Its keys are oc-unix's (the same model
+        and generation): the hot set warmed for oc-unix is its too, and the
+        cold cursor hands each run ids nobody asked, as for oc-old. In
+        transaction mode the server side is as large as the loaders
+        (default_pool_size = connections); the consumer's and the sampler's
+        short transactions share it, as they would in a fleet."""
+        name = PGB_TARGETS[mode]
+        config = self.base_config()
+        conns = config["postgresql"]["connections"]
+        pgb = harness.Pgbouncer(self.pg, pool_mode=mode, settings=(
+            {"default_pool_size": conns} if mode == "transaction" else {}))
+        self.pgbs[name] = pgb.start()
+        config["postgresql"].update(conninfo=pgb.conninfo(), pool_mode=mode)
+        self.sides[name] = harness.Objcached(config, binary=self.args.objcached,
+                                             parent_dir=self.dir).start()
+        step(f"pgbouncer ({mode} mode) 127.0.0.1:{pgb.port}; objcached with pool_mode = "
+             f"{mode} through it on {self.sides[name].sock} (target {name})")
 
     def stop(self):
         if self.tw is not None and self.tw.poll() is None:
@@ -266,12 +302,17 @@ class World:
             except subprocess.TimeoutExpired:
                 self.tw.kill()
         problems = []
-        for s in [self.near, self.old, self.oc] + self.mcs:
+        for s in [self.near] + list(self.sides.values()) + [self.oc] + self.mcs:
             if s is not None:
                 try:
                     s.stop()    # objcached: exit 0 and no sanitizer report, or it raises
                 except Exception as e:  # noqa: BLE001 - stop the others anyway
                     problems.append(f"stopping {s}: {e}")
+        for pgb in self.pgbs.values():   # after the objcached processes behind them
+            try:
+                pgb.cleanup()
+            except Exception as e:  # noqa: BLE001 - stop the others anyway
+                problems.append(f"stopping {pgb}: {e}")
         if self.pg is not None:
             self.pg.cleanup()
         if problems:
@@ -290,17 +331,22 @@ class World:
             "oc-near": (self.near.sock if self.near else None, "Item:"),
             "oc-near-tcp": (f"127.0.0.1:{self.near.port}" if self.near else None, "Item:"),
             "oc-old": (self.old.sock if self.old else None, "Item:"),
+            **{t: (self.sides[t].sock if t in self.sides else None, "Item:")
+               for t in PGB_TARGETS.values()},
             "hand": (pool, "hw:Item:"),            # the hand-written pattern's own keys
             "n1": (pool, "hw:Item:"),
             "sql": (pool, "-"),
         }[name]
 
+    def pgb_targets(self):
+        return [t for t in self.sides if t in self.pgbs]
+
     def process(self, name):
         """The objcached that serves a target, or None."""
         if name.startswith("oc-near"):
             return self.near
-        if name == "oc-old":
-            return self.old
+        if name in self.sides:
+            return self.sides[name]
         return self.oc if name.startswith("oc") else None
 
     def flush(self):
@@ -322,6 +368,7 @@ class Runner:
 
     MODES = {"direct": "get", "twemproxy": "get", "oc-tcp": "get", "oc-unix": "get",
              "oc-tcp-bin": "get", "oc-near": "get", "oc-near-tcp": "get", "oc-old": "get",
+             "oc-pgb-session": "get", "oc-pgb-txn": "get",
              "hand": "hand", "n1": "n1", "sql": "sql"}
 
     def __init__(self, world, loadgen, seed, csv_path):
@@ -359,6 +406,8 @@ class Runner:
         st0 = near and oc.stats()
         oc_cpu0 = cpu_seconds(oc.pid)
         mc_cpu0, tw_cpu0 = self.pool_cpu(), cpu_seconds(self.w.tw.pid)
+        pgb = self.w.pgbs.get(target)     # the pgbouncer on the target's path
+        pgb_cpu0 = pgb and cpu_seconds(pgb.proc.pid)
         pg_cpu0 = cluster_cpu_seconds(self.w.pg.datadir)
         oc_cs0, mc_cs0 = context_switches(oc.pid), self.pool_cs()
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -368,6 +417,7 @@ class Runner:
         oc_cs, mc_cs = context_switches(oc.pid) - oc_cs0, self.pool_cs() - mc_cs0
         oc_cpu = cpu_seconds(oc.pid) - oc_cpu0
         mc_cpu, tw_cpu = self.pool_cpu() - mc_cpu0, cpu_seconds(self.w.tw.pid) - tw_cpu0
+        pgb_cpu = pgb and cpu_seconds(pgb.proc.pid) - pgb_cpu0
         pg_cpu = cluster_cpu_seconds(self.w.pg.datadir) - pg_cpu0
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if not lines or proc.returncode not in (0, 1):
@@ -377,10 +427,10 @@ class Runner:
         # CPU of every process on the path, over the whole run (its warmup
         # too: summarize divides it by all_keys_asked): the load generator (the only
         # child reaped meanwhile), the objcached serving it, memcached,
-        # twemproxy, PostgreSQL (the whole cluster)
+        # twemproxy, pgbouncer (oc-pgb-*), PostgreSQL (the whole cluster)
         r.update(phase=phase, target=target, keys_spec=keys, oc_cpu_s=round(oc_cpu, 4),
                  trial=trial, mc_cpu_s=round(mc_cpu, 4), tw_cpu_s=round(tw_cpu, 4),
-                 pg_cpu_s=round(pg_cpu, 4),
+                 pg_cpu_s=round(pg_cpu, 4), pgb_cpu_s=pgb and round(pgb_cpu, 4),
                  client_cpu_s=round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime,
                                     4),
                  oc_cs=oc_cs, mc_cs=mc_cs,
@@ -419,7 +469,7 @@ class Runner:
               "hits", "misses", "absent", "errors", "bad_values", "keys_per_s", "batches_per_s",
               "p50_us", "p99_us", "p999_us", "max_us", "mean_us", "pg_queries", "oc_cpu_s",
               "trial", "near_hits", "near_misses", "client_cpu_s", "mc_cpu_s", "tw_cpu_s",
-              "pg_cpu_s", "all_batches"]
+              "pg_cpu_s", "all_batches", "pgb_cpu_s"]
 
     def append_csv(self, r):
         new = not os.path.exists(self.csv_path)
@@ -463,6 +513,16 @@ def warm(runner, world, cfg):
                        mode="get")
         if r["hits"] != r["keys"]:
             raise BenchError(f"after warming, {t} found {r['hits']} of {r['keys']} keys")
+    for t in world.pgb_targets():
+        # oc-unix's entries are theirs (the same keys): a pass over the hot
+        # set through each must miss nothing, or its mixed runs are colder
+        oc = world.process(t)
+        m0 = oc.stats()["get_misses"]
+        runner.run("warm", t, 100, 4, f"seq:1:{hot}", batches=batches, seconds=600)
+        missed = oc.stats()["get_misses"] - m0
+        if missed:
+            raise BenchError(f"after warming, {t} missed {missed} of {hot} keys: it does not "
+                             "read oc-unix's entries")
     if world.near is not None:
         bench_near.warm_near(runner, world.near, "oc-near", 1, hot)
     step(f"warmed ids 1..{hot:,} for objcached, twemproxy and the hand-written pattern "
@@ -537,8 +597,7 @@ class ColdCursor:
 
     def forget(self, target, lo):
         """Delete the cold ids [lo, next) that `target` cached, and reuse them."""
-        prefix = {"oc-unix": self.w.oc_prefix, "oc-tcp": self.w.oc_prefix,
-                  "oc-old": self.w.oc_prefix, "hand": "hw:Item:"}[target]
+        prefix = self.w.oc_prefix if target.startswith("oc-") else {"hand": "hw:Item:"}[target]
         self.runner.delete(prefix, lo, self.next)
         self.next = lo
 
@@ -556,7 +615,7 @@ def check_served(r):
 
 def phase_cold(runner, world, cfg, rng, cursor):
     step("cold path: all misses (each run asks ids nobody asked before)")
-    targets = ["hand", "n1", "oc-unix", "sql"] + (["oc-old"] if world.old else [])
+    targets = ["hand", "n1", "oc-unix", "sql"] + list(world.sides)
     for trial, k, c, t in interleaved(cfg, rng, targets, cfg["cold_k"], cfg["cold_c"]):
         # a run stops before its ids wrap around (that would be hits): its
         # threads may overshoot the batch limit by up to C batches
@@ -576,7 +635,7 @@ def phase_cold(runner, world, cfg, rng, cursor):
 
 def phase_mixed(runner, world, cfg, rng, cursor):
     step("mixed: Zipfian (s = 1) hot keys, the rest cold")
-    targets = ["hand", "oc-unix"] + (["oc-old"] if world.old else [])
+    targets = ["hand", "oc-unix"] + list(world.sides)
     for trial, rate, k, c, t in interleaved(cfg, rng, targets, cfg["mixed_rates"],
                                         cfg["mixed_k"], cfg["mixed_c"]):
         lo = cursor.take(300_000)
@@ -959,6 +1018,7 @@ def cpu_per_key(target, rows, keys):
            "cpu_oc_us": us("oc_cpu_s") if target.startswith("oc") else 0.0,
            "cpu_mc_us": us("mc_cpu_s"),
            "cpu_tw_us": us("tw_cpu_s") if target == "twemproxy" else 0.0,
+           "cpu_pgb_us": us("pgb_cpu_s") if target.startswith("oc-pgb") else 0.0,
            "cpu_pg_us": us("pg_cpu_s")}
     out["cpu_total_us"] = (sum(out.values())
                            if all(v is not None for v in out.values()) else None)
@@ -1085,6 +1145,7 @@ def tables(summary, extra, cfg, world, elapsed):
         add("(ratio: the median over trials of target / base keys/s measured back to back in "
             "the same trial; p50 - base: the same, paired)")
         add("")
+        pgb_table(add, ss)
         cpu_table(add, ss)
     if "herd" in extra:
         add("### Thundering herd: 64 clients x the same 100 cold keys")
@@ -1152,21 +1213,41 @@ def tables(summary, extra, cfg, world, elapsed):
     return "\n".join(lines)
 
 
+def pgb_table(add, ss):
+    """oc-pgb-* against oc-unix (the same objcached straight to PostgreSQL),
+    paired per trial: what pgbouncer costs objcached end to end."""
+    direct = {(s["K"], s["C"]): s for s in ss if s["target"] == "oc-unix"}
+    rows = [(s, direct.get((s["K"], s["C"]))) for s in ss if s["target"].startswith("oc-pgb")]
+    if not rows:
+        return
+    add("Through pgbouncer: keys/s and p50 against `oc-unix` (objcached straight to "
+        "PostgreSQL), paired per trial")
+    add("")
+    add("| K | C | target | keys/s x oc-unix | p50 us | oc-unix p50 us |")
+    add("|---:|---:|---|---:|---:|---:|")
+    for s, d in sorted(rows, key=lambda x: (x[0]["K"], x[0]["C"], x[0]["target"])):
+        add(f"| {s['K']} | {s['C']} | {s['target']} | "
+            f"{fmt(d and paired_ratio(s, d), '.2f')} | {s['p50_us']:,.0f} | "
+            f"{fmt(d and d['p50_us'], ',.0f')} |")
+    add("")
+
+
 def cpu_table(add, ss):
     """CPU per key of each process on each path, from /proc and the load
     generator's rusage over the same runs."""
     add("CPU per key (us, user + system, over the runs above, their warm-ups included): the "
-        "load generator (libmemcached and libpq), objcached, the 3 memcached, twemproxy, "
-        "PostgreSQL (the whole cluster: backends and background processes); on 2 cores a "
+        "load generator (libmemcached and libpq), objcached, the 3 memcached, the proxy "
+        "(twemproxy; pgbouncer for oc-pgb-*), PostgreSQL (the whole cluster: backends and background processes); on 2 cores a "
         "saturated path's keys/s is about 2e6 / total")
     add("")
-    add("| K | C | target | client | objcached | memcached | twemproxy | PostgreSQL | total |")
+    add("| K | C | target | client | objcached | memcached | proxy | PostgreSQL | total |")
     add("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for s in sorted(ss, key=lambda s: (s["K"], s["C"], s["target"] != "direct", s["target"])):
         if s.get("cpu_total_us") is None:
             continue
         add(f"| {s['K']} | {s['C']} | {s['target']} | {s['cpu_client_us']:.2f} | "
-            f"{s['cpu_oc_us']:.2f} | {s['cpu_mc_us']:.2f} | {s['cpu_tw_us']:.2f} | "
+            f"{s['cpu_oc_us']:.2f} | {s['cpu_mc_us']:.2f} | "
+            f"{s['cpu_tw_us'] + s['cpu_pgb_us']:.2f} | "
             f"{s['cpu_pg_us']:.2f} | {s['cpu_total_us']:.2f} |")
     add("")
     add("Context switches per get of K keys (over the same runs, their warm-ups' gets counted "
@@ -1586,6 +1667,11 @@ def main():
                          "--sort comm,dso tells where the cluster's CPU went)")
     ap.add_argument("--old", help="an earlier build of objcached, run side by side as the "
                                   "target oc-old in the hit, cold and mixed phases")
+    ap.add_argument("--pgbouncer", metavar="MODES",
+                    help="session and/or transaction (comma-separated): in the cold and mixed "
+                         "phases, objcached through a pgbouncer in that pool_mode (its own "
+                         "pool_mode the same) in front of the same PostgreSQL, as target "
+                         + " / ".join(PGB_TARGETS.values()))
     args = ap.parse_args()
     only = set(p.strip() for p in args.only.split(",") if p.strip())
     unknown = only - set(PHASES)
@@ -1595,6 +1681,15 @@ def main():
         if not os.access(b, os.X_OK):
             ap.error(f"{b} is not built (bash scripts/build.sh)")
     cfg = dict(QUICK if args.quick else FULL, quick=args.quick)
+    cfg["pgbouncer"] = [m.strip() for m in (args.pgbouncer or "").split(",") if m.strip()]
+    if args.pgbouncer is not None:
+        if not cfg["pgbouncer"] or set(cfg["pgbouncer"]) - set(PGB_TARGETS):
+            ap.error(f"--pgbouncer takes {','.join(PGB_TARGETS)} (one or both)")
+        if not only & {"cold", "mixed"}:
+            ap.error("--pgbouncer adds targets to the cold and mixed phases: --only has neither")
+        if not os.access(shutil.which("pgbouncer") or "/usr/sbin/pgbouncer", os.X_OK):
+            ap.error("--pgbouncer needs pgbouncer (bash scripts/deps.sh installs it)")
+        cfg["pgbouncer"] = list(dict.fromkeys(cfg["pgbouncer"]))    # each mode once
     WAKEUP["p50_us"] = wakeup_round_trip(args.loadgen)
     try:
         if args.hit_k:
