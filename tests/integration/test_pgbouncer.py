@@ -337,6 +337,15 @@ def test_wal_conninfo_through_pgbouncer_is_refused_in_the_log(pg, fleet, mc_pool
 TXN = {"pool_mode": "transaction"}
 
 
+def another_client(b, db):
+    """A plain client of pgbouncer `b` (autocommit), to leave its SETs on the
+    server session objcached's transactions run on next."""
+    other = psycopg2.connect(host="127.0.0.1", port=b.port, dbname=db.name,
+                             user="postgres", connect_timeout=10)
+    other.autocommit = True
+    return other
+
+
 def measure_row(db, ident):
     """Measure's row as objcached caches it: under objcached's settings."""
     conn = db.connect()
@@ -396,9 +405,7 @@ def test_transaction_mode_settings_another_client_left_do_not_change_cached_text
                             postgresql={"connections": "1", **TXN},
                             objcached={"near_cache_size": "0", "sample_rate": "1"}))
     assert value(oc, "Measure:1") == measure_row(db, 1)
-    other = psycopg2.connect(host="127.0.0.1", port=b.port, dbname=db.name,
-                             user="postgres", connect_timeout=10)
-    other.autocommit = True
+    other = another_client(b, db)
     try:
         with other.cursor() as cur:
             cur.execute("SET TimeZone = 'Asia/Tokyo'; SET DateStyle = 'SQL, DMY'; "
@@ -494,9 +501,7 @@ def test_transaction_mode_verify_reads_under_objcached_settings(fleet, mc_pool, 
     oc = fleet.start(conf)
     for i in range(1, 11):
         assert value(oc, f"Measure:{i}") == measure_row(db, i)
-    other = psycopg2.connect(host="127.0.0.1", port=b.port, dbname=db.name,
-                             user="postgres", connect_timeout=10)
-    other.autocommit = True
+    other = another_client(b, db)
     try:
         with other.cursor() as cur:
             cur.execute("SET TimeZone = 'Asia/Tokyo'; SET IntervalStyle = 'iso_8601'; "
@@ -540,9 +545,7 @@ def test_transaction_mode_a_role_another_client_switched_to_does_not_load(fleet,
     oc = fleet.start(config(mc_pool, b.conninfo(db.name), postgresql={"connections": "1", **TXN},
                             objcached={"near_cache_size": "0"}))
     assert value(oc, "Item:1") == row(db, "items", 1)
-    other = psycopg2.connect(host="127.0.0.1", port=b.port, dbname=db.name,
-                             user="postgres", connect_timeout=10)
-    other.autocommit = True
+    other = another_client(b, db)
     try:
         for switch in (f'SET SESSION AUTHORIZATION "{role}"',
                        f'RESET SESSION AUTHORIZATION; SET ROLE "{role}"'):
@@ -575,9 +578,7 @@ def test_transaction_mode_a_read_only_session_fails_claims_until_it_is_reset(fle
     oc = fleet.start(config(mc_pool, b.conninfo(db.name), postgresql={"connections": "1", **TXN},
                             objcached={"near_cache_size": "0"}))
     assert value(oc, "Item:2") == row(db, "items", 2)
-    other = psycopg2.connect(host="127.0.0.1", port=b.port, dbname=db.name,
-                             user="postgres", connect_timeout=10)
-    other.autocommit = True
+    other = another_client(b, db)
     try:
         with other.cursor() as cur:
             cur.execute("SET default_transaction_read_only = on")
