@@ -596,11 +596,17 @@ def test_reload_removes_a_model_with_checks_queued_and_in_flight(fleet, mc_pool,
                     "objcached", "sample_max_qps", "5")
         assert reload(oc, text)
         proxy.release()
-        harness.wait_until(lambda: oc.stats()["sampler_queued"] == 0, timeout=30,
-                           what=lambda: f"the queue drained: {oc.stats()['sampler_queued']}")
+        # The queue empties when its last batch is taken, before that
+        # batch's checks are counted (sampler_queued is the queue, not the
+        # batch in flight): wait for the checks too, or a slow batch (ASan)
+        # reads as 0 checks (seen: 1 run in 10-25 since 0d066cc at least).
+        # Item's samples, taken before the reload, are all checked at 3 s.
+        harness.wait_until(
+            lambda: oc.stats()["sampler_queued"] == 0
+            and sampler(oc)[("Item", "3s")]["checks"] == 50, timeout=30,
+            what=lambda: f"the queue drained and Item's 3 s checks made: "
+                         f"{oc.stats()['sampler_queued']} {sampler(oc)}")
         s = sampler(oc)
-        # Item's samples, taken before the reload, are all checked at 3 s
-        assert s[("Item", "3s")]["checks"] == 50, s
         assert s[("Ver", "1s")]["checks"] == 50, s    # the batch in flight, judged
         assert s[("Ver", "3s")]["checks"] == 0, s     # dropped: the model is gone
         assert oc.stats()["sampler_dropped"] == 50   # and counted
