@@ -1938,15 +1938,18 @@ def test_consumer_reconnect_while_deletes_are_out_loses_no_row(fleet, mc_pool, d
             c.get(f"Item:{b}")
         harness.wait_until(lambda: oc.stats()["mc_servers_up"] == 1, timeout=10,
                            what="S1 marked down")
+        # Every poll is a transaction too (an empty claim, then the feed's
+        # heartbeat): idle in transaction for a round trip, about 5 times a
+        # second. Only a delete out on the stopped S0 keeps it so for long.
         in_tx = ("SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = "
-                 "'objcached-inval' AND state LIKE 'idle in transaction%%'")
+                 "'objcached-inval' AND state LIKE 'idle in transaction%%' "
+                 "AND clock_timestamp() - state_change > interval '300 ms'")
         os.kill(s0.proc.pid, _signal.SIGSTOP)
         harness.wait_stopped(s0.proc.pid)
         stopped = True
         db.q(f"UPDATE items SET name = name || ' v2' WHERE id = {a}")
-        harness.wait_until(lambda: db.q(in_tx, (db.name,)), timeout=5, interval=0.01,
-                           what="claim A (its delete of a hangs on the stopped S0)")
-        pid_a = db.q(in_tx, (db.name,))[0][0]
+        pid_a = harness.wait_until(lambda: db.q(in_tx, (db.name,)), timeout=5, interval=0.01,
+                                   what="claim A (its delete of a hangs on the stopped S0)")[0][0]
         db.q(f"UPDATE items SET name = name || ' v2' WHERE id = {b}")
         db.q("SELECT pg_terminate_backend(%s)", (pid_a,))
         # the reconnected consumer must not claim while A's delete is out
