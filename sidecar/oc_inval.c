@@ -648,6 +648,13 @@ static void claimed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *
 
 /* ---- claim, then generations ------------------------------------------------------- */
 
+/* The claim's transaction names its modes: behind pgbouncer in transaction
+ * mode the server session may carry another client's
+ * default_transaction_read_only or _isolation = serializable, under which
+ * the claim could not write (objcached.claim refuses SERIALIZABLE). In
+ * session mode the session's own settings say the same. */
+#define OC_INVAL_BEGIN "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE"
+
 static void claim(oc_inval_t *iv)
 {
     char sql[1024];
@@ -665,7 +672,8 @@ static void claim(oc_inval_t *iv)
      * keeps. Under an older hook, last, its schema as the claim saw it
      * (schema_moved). */
     snprintf(sql, sizeof(sql),
-             "BEGIN; WITH c AS (SELECT * FROM objcached.claim(%u)) "
+             OC_INVAL_BEGIN
+             "; WITH c AS (SELECT * FROM objcached.claim(%u)) "
              "SELECT c.model, k, (SELECT count(*) FROM c), "
              "(SELECT (extract(epoch FROM clock_timestamp() - min(created_at)) * "
              "1000)::bigint FROM c), %s%s "

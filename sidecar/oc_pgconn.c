@@ -757,22 +757,39 @@ static oc_status_t sent(oc_pgconn_t *c, int ok, oc_pgconn_done_fn cb, void *arg)
     return OC_OK;
 }
 
+/* Length of the BEGIN statement sql starts with ("BEGIN" up to its ';'),
+ * or 0 if sql does not open a transaction that way. */
+static size_t begin_len(const char *sql)
+{
+    if (strncmp(sql, "BEGIN", 5) != 0 || (sql[5] != ';' && sql[5] != ' '))
+        return 0;
+    const char *semi = strchr(sql, ';');
+    return semi ? (size_t)(semi - sql) : 0;
+}
+
 /* Transaction mode, outside a transaction: the command goes with the local
  * settings, in the same transaction, in one round trip. Without parameters
  * both go in one simple query (one implicit transaction, which a BEGIN in
  * sql makes the explicit one it starts); with them, a pipeline of the two
- * and one Sync (one implicit transaction too). Inside a transaction (the
- * consumer's BEGIN ... COMMIT), the settings made at its start still hold,
- * and COMMIT or ROLLBACK must not follow a statement that could fail. */
+ * and one Sync (one implicit transaction too). A BEGIN that sql starts
+ * with goes before the settings: the modes it names (READ WRITE, an
+ * isolation level) can only be set before the transaction's first query,
+ * and set_config's SELECT is one. Inside a transaction (the consumer's
+ * BEGIN ... COMMIT), the settings made at its start still hold, and COMMIT
+ * or ROLLBACK must not follow a statement that could fail. */
 static int send_local(oc_pgconn_t *c, const char *sql, int nparams,
                       const char *const *params)
 {
     if (nparams == 0) {
-        size_t len = strlen(c->local_sql) + strlen(sql) + 3;
+        size_t b = begin_len(sql);
+        size_t len = strlen(c->local_sql) + strlen(sql) + 4;
         char *both = malloc(len);
         if (both == NULL)
             return 0;
-        snprintf(both, len, "%s; %s", c->local_sql, sql);
+        if (b)
+            snprintf(both, len, "%.*s; %s%s", (int)b, sql, c->local_sql, sql + b);
+        else
+            snprintf(both, len, "%s; %s", c->local_sql, sql);
         int ok = PQsendQuery(c->conn, both);
         free(both);
         return ok;
