@@ -322,6 +322,21 @@ static int load_retry(oc_pg_conn_t *c, oc_pg_load_t *l, oc_status_t st, const ch
     return 1;
 }
 
+/* The server's statement_timeout (= load_timeout, set by objcached) ended
+ * the load: it is objcached's own timeout, and says so. The server's clock
+ * starts when the statement does, after load_submit's, so its cancel
+ * (57014) normally comes after load_deadline_cb has failed the load; when
+ * the loop runs late (a busy host) both are ready at once and libevent
+ * hands over the socket first, which told the client "canceling statement
+ * due to statement timeout" instead. A 57014 before the deadline is
+ * another's cancel (pg_cancel_backend) and keeps its text. */
+static int server_timed_out(const oc_pg_conn_t *c, const oc_pg_load_t *l)
+{
+    double deadline =
+        l->until > 0 ? l->until : l->submitted + c->pg->conf->load_timeout_ms / 1e3;
+    return strcmp(oc_pgconn_sqlstate(c->pc), "57014") == 0 && oc_stats_now() >= deadline;
+}
+
 static void conn_query_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
                             const char *err, void *arg)
 {
@@ -338,6 +353,8 @@ static void conn_query_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
     if (st == OC_OK) {
         c->pg->stats->pg_rows += (uint64_t)PQntuples(res);
         c->pg->stats->models[l->model_idx].pg_rows += (uint64_t)PQntuples(res);
+    } else if (server_timed_out(c, l)) {
+        st = OC_ETIMEOUT, err = "load timed out";
     } else if (load_retry(c, l, st, err, 0)) {
         PQclear(res);
         pg_dispatch(c->pg);
@@ -376,7 +393,9 @@ static void conn_prepare_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
     }
     if (st != OC_OK) {
         c->load = NULL;
-        if (!load_retry(c, l, st, err, 0))
+        if (server_timed_out(c, l))
+            load_finish(l, NULL, OC_ETIMEOUT, "load timed out");
+        else if (!load_retry(c, l, st, err, 0))
             load_finish(l, NULL, st, err);
         pg_dispatch(c->pg);
         return;
