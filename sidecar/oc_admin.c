@@ -203,6 +203,67 @@ static const char *expected_type(oc_key_type_t t)
     return names[t];
 }
 
+/* oc_sql_item_fn over a model's listed columns, then its key column. */
+static void read_column(const void *arg, size_t i, const char **p, size_t *len)
+{
+    const oc_model_conf_t *m = arg;
+    *p = i < m->ncolumns ? m->columns[i] : m->key_column;
+    *len = strlen(*p);
+}
+
+/* What the loaders need of the table: SELECT on it, or on each column
+ * they read (the listed ones and the key; without a list, row_to_json of
+ * the whole row reads every column). Without it every load of the model
+ * fails ("permission denied"). Then row security: a policy that applies
+ * to objcached's role hides rows from its loads, and a hidden row is
+ * cached as absent ("not found" for a row that exists). A permissive
+ * policy that shows it every row is legitimate, so a warning. Returns the
+ * error count. */
+static int check_access(PGconn *c, const oc_model_conf_t *m, const char *tbl, FILE *out)
+{
+    const char *p[2] = {tbl, NULL};
+    PGresult *r = admin_query(c, out,
+                              "SELECT has_table_privilege($1::regclass, 'SELECT'), "
+                              "row_security_active($1::regclass), current_user",
+                              1, p);
+    if (r == NULL)
+        return 0; /* said by admin_query */
+    int table_ok = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    if (strcmp(PQgetvalue(r, 0, 1), "t") == 0)
+        fprintf(
+            out,
+            "warning: model %s: row security is active on %s.%s for role %s: rows its "
+            "policies hide from the role are cached as absent (give it BYPASSRLS, or a "
+            "policy that shows it every row)\n",
+            m->name, m->schema, m->table, PQgetvalue(r, 0, 2));
+    char role[128];
+    snprintf(role, sizeof(role), "%s", PQgetvalue(r, 0, 2));
+    PQclear(r);
+    if (table_ok)
+        return 0;
+    /* Column grants: the columns the loads read, by name (the listed ones
+     * and the key), or every live column (names NULL). */
+    char *names = m->ncolumns ? oc_sql_array_of(m->ncolumns + 1, read_column, m) : NULL;
+    p[1] = names;
+    r = admin_query(
+        c, out,
+        "SELECT a.attname FROM pg_attribute a WHERE a.attrelid = $1::regclass "
+        "AND a.attnum > 0 AND NOT a.attisdropped AND NOT "
+        "has_column_privilege($1::regclass, a.attnum, 'SELECT') AND "
+        "($2::text[] IS NULL OR a.attname = ANY ($2::text[])) ORDER BY a.attnum",
+        2, p);
+    free(names);
+    int errors = 0;
+    for (int i = 0; r && i < PQntuples(r); i++, errors = 1)
+        fprintf(out,
+                "error: model %s: role %s may not read column %s of %s.%s: every load "
+                "would fail (GRANT SELECT ON %s.%s TO %s)\n",
+                m->name, role, PQgetvalue(r, i, 0), m->schema, m->table, m->schema,
+                m->table, role);
+    PQclear(r);
+    return errors;
+}
+
 /* Check one model; returns its error count. */
 static int check_model(PGconn *c, const oc_model_conf_t *m, int have_hook, int wal,
                        FILE *out)
@@ -253,6 +314,8 @@ static int check_model(PGconn *c, const oc_model_conf_t *m, int have_hook, int w
         }
         PQclear(r);
     }
+    if (errors == 0)
+        errors += check_access(c, m, tbl, out); /* of columns that exist */
     if (!have_hook) {
         fprintf(out,
                 "warning: model %s: the invalidation hook is not installed "
@@ -337,6 +400,25 @@ static int admin_wal_stream_check(const oc_conf_t *conf, FILE *out)
     return !ok;
 }
 
+/* timezone is checked for its characters only when the file is read; a
+ * name the server does not know fails every loader session's SET at
+ * connect, so the sidecar never loads. The server's own set_config says
+ * (SET LOCAL: nothing stays on the session). */
+static int admin_timezone_check(PGconn *c, const char *tz, FILE *out)
+{
+    const char *p[1] = {tz};
+    PGresult *r = PQexecParams(c, "SELECT set_config('TimeZone', $1, true)", 1, NULL, p,
+                               NULL, NULL, 0);
+    int ok = admin_ok(r);
+    if (!ok) {
+        const char *why = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+        fprintf(out, "error: timezone %s: PostgreSQL refuses it: %s\n", tz,
+                why ? why : "no message");
+    }
+    PQclear(r);
+    return !ok;
+}
+
 int oc_admin_check_db(const oc_conf_t *conf, FILE *out)
 {
     PGconn *c = admin_connect(conf, out);
@@ -348,7 +430,7 @@ int oc_admin_check_db(const oc_conf_t *conf, FILE *out)
         admin_query(c, out, "SELECT to_regnamespace('objcached') IS NOT NULL", 0, NULL);
     int have_hook = r && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
     PQclear(r);
-    int errors = 0;
+    int errors = admin_timezone_check(c, conf->timezone, out);
     for (size_t i = 0; i < conf->nmodels; i++)
         errors += check_model(c, &conf->models[i], have_hook, conf->wal, out);
     if (conf->wal && have_hook)

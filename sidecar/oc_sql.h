@@ -43,10 +43,10 @@ char *oc_sql_session_reader(const oc_conf_t *conf);
  * Without the settings a transaction cannot change or that pgbouncer
  * restores itself: idle_session_timeout and client_connection_check_interval
  * (sessions are pgbouncer's), default_transaction_read_only and _isolation
- * (they apply at BEGIN, before any statement; docs/operations.md says so),
- * client_encoding (pgbouncer sets each client's on the server session it
- * hands it). Both first reset session_authorization and role (set_config
- * with NULL: what RESET gives), so that objcached runs as its own role
+ * (they apply at BEGIN, before any statement: the consumer's BEGIN names
+ * its modes instead, oc_inval), client_encoding (pgbouncer sets each client's on the
+ * server session it hands it). Both first reset session_authorization and role
+ * (set_config with NULL: what RESET gives), so that objcached runs as its own role
  * whatever SET ROLE another client left; the reader's restores the role's
  * search_path the same way. */
 char *oc_sql_local(const oc_conf_t *conf);

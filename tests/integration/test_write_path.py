@@ -1901,6 +1901,81 @@ def test_check_config_checks_version_column(db, objcached_bin, tmp_path, model):
     assert p.returncode == 1, p.stdout + p.stderr
 
 
+def test_check_config_asks_the_server_about_timezone(bare_db, objcached_bin, tmp_path):
+    """timezone passes the file's check by its characters; one the server
+    does not know failed every loader session's SET at connect, so the
+    sidecar never loaded, and --check-config said ok."""
+    path = write_conf(tmp_path, bare_db.conninfo, {"Item": MODELS["Item"]})
+    text = open(path).read()
+    open(path, "w").write(harness.edit(text, "objcached", "timezone", "Europe/Nowhere"))
+    p = harness.check_config(path, objcached_bin)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert 'error: timezone Europe/Nowhere: PostgreSQL refuses it: invalid value for ' \
+        'parameter "TimeZone": "Europe/Nowhere"' in p.stdout, p.stdout
+    open(path, "w").write(harness.edit(text, "objcached", "timezone", "Europe/Paris"))
+    p = harness.check_config(path, objcached_bin)
+    assert p.returncode == 0 and "timezone" not in p.stdout, p.stdout + p.stderr
+
+
+@pytest.fixture
+def reader_role(bare_db, pg):
+    """A login role with no rights on bare_db's tables; yields its name."""
+    role = f"oc_reader_{os.getpid()}"
+    pg.execute(f"DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN")
+    try:
+        yield role
+    finally:
+        bare_db.q(f"DROP OWNED BY {role}")
+        pg.execute(f"DROP ROLE {role}")
+
+
+def test_check_config_names_the_columns_its_role_may_not_read(bare_db, reader_role,
+                                                               objcached_bin, tmp_path):
+    """A role without SELECT on a model's table (or on a column its loads
+    read): every load of the model fails ("permission denied"), and
+    --check-config said ok. It now names each column, the listed ones and
+    the key when the model lists columns, every column when it reads the
+    whole row."""
+    conninfo = bare_db.conninfo.replace("user=postgres", f"user={reader_role}")
+    listed = {"Item": dict(MODELS["Item"], columns="id, name")}
+    p = harness.check_config(write_conf(tmp_path, conninfo, {"Item": MODELS["Item"]}),
+                             objcached_bin)
+    assert p.returncode == 1, p.stdout + p.stderr
+    for col in ("id", "name", "n"):
+        assert f"error: model Item: role {reader_role} may not read column {col} of " \
+            f"public.items: every load would fail (GRANT SELECT ON public.items TO " \
+            f"{reader_role})" in p.stdout, p.stdout
+    bare_db.q(f"GRANT SELECT (id, name) ON items TO {reader_role}")
+    p = harness.check_config(write_conf(tmp_path, conninfo, {"Item": MODELS["Item"]}),
+                             objcached_bin)
+    assert p.returncode == 1 and "may not read column n of" in p.stdout, p.stdout
+    assert "column id of" not in p.stdout and "column name of" not in p.stdout, p.stdout
+    p = harness.check_config(write_conf(tmp_path, conninfo, listed), objcached_bin)
+    assert p.returncode == 0 and "may not read" not in p.stdout, p.stdout + p.stderr
+    bare_db.q(f"GRANT SELECT ON items TO {reader_role}")
+    p = harness.check_config(write_conf(tmp_path, conninfo, {"Item": MODELS["Item"]}),
+                             objcached_bin)
+    assert p.returncode == 0 and "may not read" not in p.stdout, p.stdout + p.stderr
+
+
+def test_check_config_warns_of_row_security(bare_db, reader_role, objcached_bin, tmp_path):
+    """Row security on a model's table applies to objcached's role: a row
+    its policies hide is loaded as absent and cached as "not found". A
+    warning (a policy may show the role every row); none for a role that
+    bypasses it (the table's owner here, without FORCE)."""
+    bare_db.q(f"GRANT SELECT ON items TO {reader_role}; "
+              "ALTER TABLE items ENABLE ROW LEVEL SECURITY")
+    conninfo = bare_db.conninfo.replace("user=postgres", f"user={reader_role}")
+    want = (f"warning: model Item: row security is active on public.items for role "
+            f"{reader_role}: rows its policies hide from the role are cached as absent")
+    p = harness.check_config(write_conf(tmp_path, conninfo, {"Item": MODELS["Item"]}),
+                             objcached_bin)
+    assert p.returncode == 0 and want in p.stdout, p.stdout + p.stderr
+    p = harness.check_config(write_conf(tmp_path, bare_db.conninfo, {"Item": MODELS["Item"]}),
+                             objcached_bin)
+    assert p.returncode == 0 and "row security" not in p.stdout, p.stdout + p.stderr
+
+
 # ================================================================== found by a review (2026-12-05)
 
 def test_consumer_reconnect_while_deletes_are_out_loses_no_row(fleet, mc_pool, db):
