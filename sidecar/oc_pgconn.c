@@ -34,6 +34,7 @@ struct oc_pgconn {
     char *setup_sql;
     char *local_sql;             /* transaction mode (opts->local_sql), else NULL */
     int piped;                   /* the command in flight is a pipeline (send_local) */
+    int recovery;                /* SETUP: the standby check's answer: -1 none, 0 no, 1 */
     oc_pgconn_data_fn on_data;   /* a stream's messages */
     oc_pgconn_begin_fn on_begin; /* ... and its start */
     int paused;                  /* not reading (oc_pgconn_pause) */
@@ -63,7 +64,7 @@ struct oc_pgconn {
     int timeout_s; /* one attempt's bound */
     int replica_ok;
     oc_stats_t *stats;         /* the owner's, or NULL */
-    int checking;              /* SETUP: the standby check runs, the setup SQL waits */
+    int checking;              /* SETUP: the standby check runs first */
     int libpq_list;            /* hosts libpq tries in one attempt (not split) */
     char round_err[OC_ERRLEN]; /* each failed host's error, this round */
     /* oc_pgconn_exec: the statements prepared in this session, by sql
@@ -395,12 +396,30 @@ static void poll_connect(oc_pgconn_t *c)
      * RECONNECT, so a standby promoted since would be refused for good and
      * a primary demoted since taken for one. */
     c->checking = !c->replica_ok;
+    c->recovery = -1;
     if (!c->checking && c->local_sql != NULL) {
         watch(c, EV_READ); /* as after a setup query */
         setup_done(c);     /* transaction mode: no session to set up */
         return;
     }
-    send_setup(c, c->checking ? OC_PGCONN_STANDBY_CHECK : c->setup_sql);
+    if (!c->checking || c->local_sql != NULL || c->setup_sql[0] == '\0') {
+        send_setup(c, c->checking ? OC_PGCONN_STANDBY_CHECK : c->setup_sql);
+        return;
+    }
+    /* The check and the setup in one round trip: a session was the role's
+     * (its idle_session_timeout, say) for a round trip between the two,
+     * and each connect, at a failover hundreds of sidecars' at once, cost
+     * one more. The setup's statements (SET, LISTEN) run on a standby too,
+     * harmlessly, or fail there (LISTEN) after the check said standby. */
+    size_t len = strlen(OC_PGCONN_STANDBY_CHECK) + strlen(c->setup_sql) + 3;
+    char *both = malloc(len);
+    if (both == NULL) {
+        go_down(c, "out of memory");
+        return;
+    }
+    snprintf(both, len, "%s; %s", OC_PGCONN_STANDBY_CHECK, c->setup_sql);
+    send_setup(c, both);
+    free(both);
 }
 
 /* libpq prints notices (and the server's FATAL on shutdown) to stderr by
@@ -527,18 +546,14 @@ static void results_done(oc_pgconn_t *c)
     char err[OC_ERRLEN];
     first_line(err, sizeof(err), res ? PQresultErrorMessage(res) : "no result");
     if (c->state == OC_PGCONN_SETUP) {
-        int standby = c->checking && !c->failed &&
-                      !(PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "f") == 0);
+        /* A standby first: the setup that followed its check may have
+         * failed there (LISTEN), which says nothing more. */
+        int standby = c->checking && c->recovery == 1;
         PQclear(res);
         if (standby && c->stats)
             c->stats->pg_standbys_refused++;
         if (c->failed || standby) {
-            go_down(c, c->failed ? err : "server is in hot standby mode");
-            return;
-        }
-        if (c->checking && c->local_sql == NULL) { /* a primary: the owner's setup */
-            c->checking = 0;
-            send_setup(c, c->setup_sql);
+            go_down(c, standby ? "server is in hot standby mode" : err);
             return;
         }
         c->checking = 0;
@@ -706,6 +721,11 @@ static void read_input(oc_pgconn_t *c)
         }
         int bad =
             (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && s != PGRES_EMPTY_QUERY);
+        /* SETUP's first result is the standby check's (a failed check
+         * leaves recovery -1: its error is the first) */
+        if (c->state == OC_PGCONN_SETUP && c->checking && c->recovery < 0 && !c->failed &&
+            !bad)
+            c->recovery = !(PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "f") == 0);
         /* Keep the first error, or else the last result. */
         if (c->failed) {
             PQclear(r);
