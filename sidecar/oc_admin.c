@@ -222,10 +222,19 @@ static void read_column(const void *arg, size_t i, const char **p, size_t *len)
 static int check_access(PGconn *c, const oc_model_conf_t *m, const char *tbl, FILE *out)
 {
     const char *p[2] = {tbl, NULL};
-    PGresult *r = admin_query(c, out,
-                              "SELECT has_table_privilege($1::regclass, 'SELECT'), "
-                              "row_security_active($1::regclass), current_user",
-                              1, p);
+    /* The GRANT printed names the table and role as SQL must, quoted when
+     * their case or characters need it ("App"."Things"): unquoted,
+     * PostgreSQL folds them to lower case, another table or no role. */
+    PGresult *r =
+        admin_query(c, out,
+                    "SELECT has_table_privilege($1::regclass, 'SELECT'), "
+                    "row_security_active($1::regclass), current_user, "
+                    "pg_catalog.quote_ident(current_user), "
+                    "(SELECT pg_catalog.quote_ident(n.nspname) || '.' || "
+                    "pg_catalog.quote_ident(k.relname) FROM pg_catalog.pg_class k "
+                    "JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace "
+                    "WHERE k.oid = $1::regclass)",
+                    1, p);
     if (r == NULL)
         return 0; /* said by admin_query */
     int table_ok = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
@@ -236,8 +245,11 @@ static int check_access(PGconn *c, const oc_model_conf_t *m, const char *tbl, FI
             "policies hide from the role are cached as absent (give it BYPASSRLS, or a "
             "policy that shows it every row)\n",
             m->name, m->schema, m->table, PQgetvalue(r, 0, 2));
-    char role[128];
+    /* Names are at most NAMEDATALEN - 1 bytes; quoted, at most twice that + 2. */
+    char role[128], grant_role[136], grant_tbl[280];
     snprintf(role, sizeof(role), "%s", PQgetvalue(r, 0, 2));
+    snprintf(grant_role, sizeof(grant_role), "%s", PQgetvalue(r, 0, 3));
+    snprintf(grant_tbl, sizeof(grant_tbl), "%s", PQgetvalue(r, 0, 4));
     PQclear(r);
     if (table_ok)
         return 0;
@@ -254,12 +266,12 @@ static int check_access(PGconn *c, const oc_model_conf_t *m, const char *tbl, FI
         2, p);
     free(names);
     int errors = 0;
-    for (int i = 0; r && i < PQntuples(r); i++, errors = 1)
+    for (int i = 0; r && i < PQntuples(r); i++, errors++)
         fprintf(out,
                 "error: model %s: role %s may not read column %s of %s.%s: every load "
-                "would fail (GRANT SELECT ON %s.%s TO %s)\n",
-                m->name, role, PQgetvalue(r, i, 0), m->schema, m->table, m->schema,
-                m->table, role);
+                "would fail (GRANT SELECT ON %s TO %s)\n",
+                m->name, role, PQgetvalue(r, i, 0), m->schema, m->table, grant_tbl,
+                grant_role);
     PQclear(r);
     return errors;
 }

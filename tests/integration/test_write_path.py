@@ -1976,6 +1976,37 @@ def test_check_config_warns_of_row_security(bare_db, reader_role, objcached_bin,
     assert p.returncode == 0 and "row security" not in p.stdout, p.stdout + p.stderr
 
 
+def test_check_config_grant_hint_quotes_mixed_case_names(bare_db, pg, objcached_bin,
+                                                         tmp_path):
+    """The GRANT that --check-config prints for a column its role may not
+    read named the schema, table and role as the file and current_user spell
+    them, unquoted: for "App"."Things" and a role "OcReader…" PostgreSQL
+    folds them to app.things and ocreader…, and the printed GRANT failed.
+    It is now quoted as the server quotes identifiers (found by a review).
+    Column names with capitals are compared as the loads name them."""
+    role = f"OcReader{os.getpid()}"
+    pg.execute(f'DROP ROLE IF EXISTS "{role}"; CREATE ROLE "{role}" LOGIN')
+    try:
+        bare_db.q('CREATE SCHEMA "App"; CREATE TABLE "App"."Things" ("Id" bigint PRIMARY KEY, '
+                  f'"FullName" text, n int); GRANT USAGE ON SCHEMA "App" TO "{role}"; '
+                  f'GRANT SELECT ("Id") ON "App"."Things" TO "{role}"')
+        conninfo = bare_db.conninfo.replace("user=postgres", f"user={role}")
+        models = {"Thing": {"table": "App.Things", "key": "Id", "columns": "Id, FullName"}}
+        path = write_conf(tmp_path, conninfo, models)
+        p = harness.check_config(path, objcached_bin)
+        assert p.returncode == 1, p.stdout + p.stderr
+        grant = f'GRANT SELECT ON "App"."Things" TO "{role}"'
+        assert f"error: model Thing: role {role} may not read column FullName of App.Things: " \
+            f"every load would fail ({grant})" in p.stdout, p.stdout
+        assert "column Id of" not in p.stdout and "column n of" not in p.stdout, p.stdout
+        bare_db.q(grant)  # as printed
+        p = harness.check_config(path, objcached_bin)
+        assert p.returncode == 0 and "may not read" not in p.stdout, p.stdout + p.stderr
+    finally:
+        bare_db.q(f'DROP OWNED BY "{role}"')
+        pg.execute(f'DROP ROLE "{role}"')
+
+
 # ================================================================== found by a review (2026-12-05)
 
 def test_consumer_reconnect_while_deletes_are_out_loses_no_row(fleet, mc_pool, db):
