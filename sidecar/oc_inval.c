@@ -602,8 +602,14 @@ static int schema_moved(const oc_inval_t *iv, const PGresult *res)
 static void claimed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                     void *arg)
 {
-    (void)pc;
     oc_inval_t *iv = arg;
+    if (st != OC_OK && oc_pgconn_sqlstate(pc)[0] == '\0') {
+        /* The session ended under the claim (pgbouncer's query_timeout or
+         * KILL, a restart): it rolled back; the next session claims again.
+         * Not the hook missing, which the hint below would say. */
+        fail_cycle(iv, "claim", err);
+        return;
+    }
     if (st != OC_OK) {
         /* Most likely the hook is not installed: say so once, keep polling.
          * Counted once too, until a claim succeeds: a sidecar without the

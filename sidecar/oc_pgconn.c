@@ -316,10 +316,25 @@ static int next_host(oc_pgconn_t *c, const char *reason)
     return 1;
 }
 
+/* The FATAL error a command in flight got before its session ended, as the
+ * session's end: the server (pgbouncer's query_timeout, KILL) says why,
+ * then closes. In a pipeline libpq's connection error holds only the close
+ * ("server closed the connection unexpectedly"). NULL: none. */
+static const char *fatal_reason(const oc_pgconn_t *c)
+{
+    if (!c->failed || c->res == NULL || PQresultStatus(c->res) != PGRES_FATAL_ERROR)
+        return NULL;
+    const char *sev = PQresultErrorField(c->res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (sev == NULL) /* a server before 9.6, or a pooler, may send only this one */
+        sev = PQresultErrorField(c->res, PG_DIAG_SEVERITY);
+    return sev && strcmp(sev, "FATAL") == 0 ? PQresultErrorMessage(c->res) : NULL;
+}
+
 static void go_down(oc_pgconn_t *c, const char *why)
 {
     char reason[OC_ERRLEN], clean[OC_ERRLEN];
-    first_line(reason, sizeof(reason), why);
+    const char *fatal = fatal_reason(c);
+    first_line(reason, sizeof(reason), fatal ? fatal : why);
     if (c->nhosts > 0 &&
         (c->state == OC_PGCONN_CONNECTING || c->state == OC_PGCONN_SETUP)) {
         if (next_host(c, reason))

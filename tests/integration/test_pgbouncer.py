@@ -14,12 +14,18 @@ and the feed work by their polls, and load_timeout still ends a load on the
 server; a role another client SET is not objcached's, a settings error fails
 its load once and keeps the connection, a read-only session fails claims
 cleanly until reset, and --verify reads UTF8 whatever the environment's
-encoding."""
+encoding. Under pgbouncer's admin commands in transaction mode: PAUSE waits
+for a consumer's claim held open and loads fail clearly or run after
+RESUME; KILL then RESUME brings every connection back and a killed claim is
+claimed again; RECONNECT, short server lifetimes and a restarted pgbouncer
+break nothing; query_timeout fails a load with pgbouncer's reason."""
 
 import os
 import re
+import signal
 import subprocess
 import threading
+import time
 
 import psycopg2
 import psycopg2.extensions
@@ -647,3 +653,421 @@ def test_transaction_mode_verify_reads_utf8_whatever_the_client_encoding(
     fresh = re.search(r"^fresh (\d+)$", out.stdout, re.M)
     assert fresh and int(fresh.group(1)) >= 90, out.stdout   # a fill may lose a race
     assert re.search(r"^stale 0$", out.stdout, re.M) and "result: ok" in out.stdout, out.stdout
+
+
+# ------------------------------------- transaction mode: pgbouncer's admin commands
+
+
+class AsyncConsole:
+    """`command` sent on a new admin console connection of pgbouncer `b`,
+    not waited for (PAUSE returns only once every server session is
+    released): done() says whether it completed."""
+
+    def __init__(self, b, command):
+        self.conn = psycopg2.connect(host="127.0.0.1", port=b.port, dbname="pgbouncer",
+                                     user="postgres", connect_timeout=10, async_=1)
+        psycopg2.extras.wait_select(self.conn)
+        self.cursor = self.conn.cursor()   # (kept: polling needs it)
+        self.cursor.execute(command)
+
+    def done(self):
+        return self.conn.poll() == psycopg2.extensions.POLL_OK
+
+    def close(self):
+        self.conn.close()
+
+
+def claims_held(db):
+    """Server sessions of objcached's consumer idle inside a transaction:
+    its claim, waiting for its memcached deletes."""
+    return db.one("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
+                  "AND application_name = 'objcached-inval'")
+
+
+def server_of(mc_pool, db, ident, model="Item"):
+    """The memcached server of mc_pool that holds `model`:`ident`."""
+    key = oc_c.cache_key(model, ident, db.generation(model) or 0)
+    held = [addr for addr, _, _ in oc_c.raw_items(mc_pool, key)]
+    assert len(held) == 1, (key, held)
+    return next(m for m in mc_pool if m.address == held[0])
+
+
+def misses_on(oc, mc_pool, db, server, ids, n):
+    """n ids of Item, among `ids`, whose key lives on `server`, loaded once
+    and deleted there again: misses that load from PostgreSQL, on a server
+    that answers."""
+    for i in ids:
+        assert value(oc, f"Item:{i}") == row(db, "items", i)
+    oc.wait_idle()
+    mine = [i for i in ids if server_of(mc_pool, db, i) is server][:n]
+    assert len(mine) == n, (server, mine)
+    with server.client() as c:
+        for i in mine:
+            c.sendline(f"delete {oc_c.cache_key('Item', i, db.generation('Item') or 0)}"
+                       .encode())
+            assert c.readline() == b"DELETED"
+    return mine
+
+
+def timed_get(oc, key):
+    t0 = time.monotonic()
+    v, end = get(oc, key)
+    return v, end, time.monotonic() - t0
+
+
+def conn_ups(oc):
+    """pg_conn_up lines per connection name, so far."""
+    return {name: oc.log().count(f"event=pg_conn_up conn={name}\n")
+            for name in ("objcached-loader", "objcached-inval", "objcached-feed",
+                         "objcached-sampler")}
+
+
+def wait_sampler_up(oc):
+    """The sampler connects for its first key to check: hits of Item:1."""
+    harness.wait_until(lambda: value(oc, "Item:1") is not None
+                       and "event=pg_conn_up conn=objcached-sampler" in oc.log(),
+                       timeout=10, what="the sampler's connection")
+
+
+def wait_all_up_again(oc, ups, timeout=30):
+    """Every connection of conn_ups up again since `ups` was taken (a hit
+    per try: the sampler connects for a key to check)."""
+    def again():
+        get(oc, "Item:1")
+        return all(n > ups[name] for name, n in conn_ups(oc).items())
+    harness.wait_until(again, timeout=timeout,
+                       what=lambda: f"every connection up again: {ups} -> {conn_ups(oc)}:\n"
+                                    f"{oc.log(3000)}")
+
+
+def test_transaction_mode_pause_waits_for_a_held_claim_then_loads_and_claims_resume(
+        fleet, mc_pool, db, bouncer):
+    """The consumer's claim transaction held open (its memcached deletes out
+    to a stopped server): PAUSE waits for it; a load meanwhile fails
+    clearly at load_timeout; once the claim commits PAUSE completes, a load
+    queued in pgbouncer runs after RESUME, the outbox drains and a row
+    updated during the pause is served fresh."""
+    b = bouncer("transaction")
+    oc = fleet.start(config(mc_pool, b.conninfo(db.name),
+                            objcached={"near_cache_size": "0", "load_timeout": "2s"},
+                            memcached={"io_timeout": "20s"},
+                            postgresql={"connections": "2", **TXN}))
+    assert value(oc, "Item:1") == row(db, "items", 1)
+    oc.wait_idle()
+    victim = server_of(mc_pool, db, 1)
+    other = next(m for m in mc_pool if m is not victim)
+    first, second = misses_on(oc, mc_pool, db, other, range(2, 41), 2)
+    assert value(oc, "Item:50") == row(db, "items", 50)   # cached: updated during the pause
+    victim.kill(signal.SIGSTOP)
+    console = None
+    try:
+        db.q("UPDATE items SET name = 'held' WHERE id = 1")
+        harness.wait_until(lambda: claims_held(db) == 1, timeout=10,
+                           what=lambda: f"the consumer's claim held:\n{oc.log(2000)}")
+        console = AsyncConsole(b, f'PAUSE "{db.name}"')
+        v, end, took = timed_get(oc, f"Item:{first}")
+        assert v is None and end == b"SERVER_ERROR load failed: load timed out", end
+        assert took < 2 + 1, took
+        assert not console.done(), "PAUSE completed while the claim was held"
+        assert claims_held(db) == 1
+    finally:
+        victim.kill(signal.SIGCONT)
+    harness.wait_until(console.done, timeout=15,
+                       what=lambda: f"PAUSE to complete once the claim committed:\n{oc.log(2000)}")
+    db.q("UPDATE items SET name = 'during the pause' WHERE id = 50")
+    got = {}
+    loader = threading.Thread(target=lambda: got.update(r=timed_get(oc, f"Item:{second}")))
+    loader.start()
+    harness.wait_until(lambda: oc.stats()["loads_in_flight"] > 0, timeout=5,
+                       what="a load waiting in pgbouncer")
+    b.admin(f'RESUME "{db.name}"')
+    console.close()
+    loader.join(10)
+    v, end, took = got["r"]
+    assert v == row(db, "items", second) and end == b"END", (end, oc.log(2000))
+    assert took < 2 + 1, took
+    harness.wait_until(lambda: db.outbox_rows() == 0, timeout=10,
+                       what=lambda: f"the outbox to drain:\n{oc.log(2000)}")
+    for i in (1, 50):
+        want = row(db, "items", i)
+        harness.wait_until(lambda: value(oc, f"Item:{i}") == want, timeout=10,
+                           what=lambda: f"Item:{i} fresh after RESUME:\n{oc.log(2000)}")
+    assert oc.stats()["inval_errors"] == 0, oc.log(3000)
+
+
+def test_transaction_mode_kill_then_resume_every_connection_recovers_and_a_killed_claim_is_claimed_again(
+        fleet, mc_pool, db, bouncer):
+    """KILL while the consumer's claim is held (its deletes out to a stopped
+    server): the claim rolls back with its session; the near-cache stops
+    serving while the feed is down; after RESUME every connection (loaders,
+    consumer, feed, sampler; the generations reader of a sidecar started
+    meanwhile) comes back without a restart, the killed
+    claim's rows are claimed and applied again, and both this sidecar and
+    another one (straight to PostgreSQL, near-cache fed by the feed only)
+    serve the new row."""
+    b = bouncer("transaction", server_login_retry=1)
+    oc = fleet.start(config(mc_pool, b.conninfo(db.name),
+                            objcached={"load_timeout": "2s", "sample_rate": "1"},
+                            memcached={"io_timeout": "20s"},
+                            postgresql={"connections": "2", **TXN}))
+    direct = fleet.start(config(mc_pool, db.conninfo, postgresql={"invalidation_poll": "0"}))
+    for s in (oc, direct):
+        harness.wait_until(lambda: s.stats()["near_serving"] == 1, timeout=10,
+                           what=lambda: f"the near-cache to serve:\n{s.log(2000)}")
+        for _ in range(3):              # the doorkeeper admits on the second offer
+            assert value(s, "Item:1") == row(db, "items", 1)
+        assert s.stats()["near_hits"] > 0
+    wait_sampler_up(oc)
+    oc.wait_idle()
+    victim = server_of(mc_pool, db, 1)
+    ups = conn_ups(oc)
+    applied = oc.stats()["invalidations"]
+    victim.kill(signal.SIGSTOP)
+    try:
+        db.q("UPDATE items SET name = 'killed claim' WHERE id = 1")
+        harness.wait_until(lambda: claims_held(db) == 1, timeout=10,
+                           what=lambda: f"the consumer's claim held:\n{oc.log(2000)}")
+        b.admin(f'KILL "{db.name}"')
+        harness.wait_until(lambda: claims_held(db) == 0, timeout=10,
+                           what="the killed claim's session to end")
+    finally:
+        victim.kill(signal.SIGCONT)
+    assert db.one("SELECT count(*) FROM objcached.outbox") >= 1   # rolled back, not lost
+    harness.wait_until(lambda: oc.stats()["near_serving"] == 0, timeout=10,
+                       what="the near-cache to stop while the feed is down")
+    v, end, took = timed_get(oc, "Item:60")
+    assert v is None and end.startswith(b"SERVER_ERROR load failed: "), end
+    assert took < 2 + 1, took
+    assert oc.stats()["invalidations"] == applied   # the killed cycle counted nothing
+    # a sidecar started meanwhile cannot read its generations: its reader
+    # connection (objcached-generations) waits for RESUME too
+    late = fleet.start(config(mc_pool, b.conninfo(db.name),
+                              postgresql={"connections": "1", **TXN}))
+    assert late.stats()["generations_unknown"] == 1, late.log(2000)
+    b.admin(f'RESUME "{db.name}"')
+    wait_all_up_again(oc, ups)
+    harness.wait_until(lambda: oc.stats()["pg_connections_up"] == 2, timeout=10,
+                       what="both loaders up")
+    harness.wait_until(lambda: db.outbox_rows() == 0, timeout=15,
+                       what=lambda: f"the outbox to drain:\n{oc.log(2000)}")
+    # claimed again and applied (by either consumer)
+    assert oc.stats()["invalidations"] + late.stats()["invalidations"] > applied, oc.log(3000)
+    harness.wait_until(lambda: oc.stats()["near_serving"] == 1, timeout=15,
+                       what=lambda: f"the near-cache to serve again:\n{oc.log(2000)}")
+    want = row(db, "items", 1)
+    for s in (oc, direct):
+        harness.wait_until(lambda: value(s, "Item:1") == want, timeout=FEED_MAX_LAG + 5,
+                           what=lambda: f"the killed claim's row fresh:\n{s.log(2000)}")
+        hits = s.stats()["near_hits"]
+        for _ in range(3):
+            assert value(s, "Item:1") == want
+        assert s.stats()["near_hits"] > hits   # the near-cache serves, the new row
+    assert value(oc, "Item:60") == row(db, "items", 60)
+    harness.wait_until(lambda: late.stats()["generations_unknown"] == 0, timeout=15,
+                       what=lambda: f"the late sidecar's generations:\n{late.log(2000)}")
+    assert value(late, "Item:1") == want
+    db.q("UPDATE items SET name = 'after resume' WHERE id = 1")
+    want = row(db, "items", 1)
+    harness.wait_until(lambda: value(oc, "Item:1") == want and value(direct, "Item:1") == want,
+                       timeout=FEED_MAX_LAG + 5, what="an UPDATE after RESUME served")
+
+
+class Traffic:
+    """A steady stream of UPDATEs (straight to PostgreSQL) and of gets of
+    the rows they change (to `oc`), in two threads, until stop(); every
+    reply that is not END is kept in `errors`."""
+
+    def __init__(self, oc, db, ids=range(1, 11)):
+        self.oc, self.db, self.ids = oc, db, list(ids)
+        self.stopping = threading.Event()
+        self.errors, self.gets, self.writes = [], 0, 0
+        self.threads = [threading.Thread(target=self._reader),
+                        threading.Thread(target=self._writer)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def _reader(self):
+        while not self.stopping.is_set():
+            with self.oc.client() as c:
+                values, end = c.get_multi([f"Item:{i}" for i in self.ids])
+            self.gets += 1
+            if end != b"END":
+                self.errors.append(end)
+
+    def _writer(self):
+        conn = self.db.connect()
+        n = 0
+        while not self.stopping.is_set():
+            n += 1
+            i = self.ids[n % len(self.ids)]
+            self.db.q("UPDATE items SET name = %s WHERE id = %s", (f"w{n}", i), conn=conn)
+            self.writes += 1
+            time.sleep(0.01)   # a pace, not a proof
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            t.join(30)
+
+    def wait_fresh(self, oc, timeout=15):
+        """Every row the stream changed served as PostgreSQL has it now."""
+        for i in self.ids:
+            want = row(self.db, "items", i)
+            harness.wait_until(lambda: value(oc, f"Item:{i}") == want, timeout=timeout,
+                               what=lambda: f"Item:{i} fresh:\n{oc.log(2000)}")
+
+
+def backends(db):
+    """pgbouncer's server sessions to the test database (named by the last
+    objcached connection that used them), not the test's own ones."""
+    return {r[0] for r in db.q("SELECT pid FROM pg_stat_activity WHERE datname = "
+                               "current_database() AND application_name LIKE 'objcached%'")}
+
+
+def test_transaction_mode_reconnect_under_steady_loads_and_writes(fleet, mc_pool, db, bouncer):
+    """RECONNECT closes each server session as its transaction ends; in
+    transaction mode objcached keeps no session state, so under a steady
+    stream of loads and writes nothing fails, no connection of objcached
+    drops, and every row is served fresh at the end."""
+    b = bouncer("transaction")
+    oc = fleet.start(config(mc_pool, b.conninfo(db.name),
+                            postgresql={"connections": "2", **TXN}))
+    harness.wait_until(lambda: oc.stats()["near_serving"] == 1, timeout=10,
+                       what=lambda: f"the near-cache to serve:\n{oc.log(2000)}")
+    traffic = Traffic(oc, db).start()
+    try:
+        for _ in range(3):
+            harness.wait_until(lambda: traffic.writes > 20 and traffic.gets > 20, timeout=15,
+                               what="traffic")
+            old = backends(db)
+            b.admin(f'RECONNECT "{db.name}"')
+            # every server session of before closed and replaced
+            harness.wait_until(lambda: not (old & backends(db)), timeout=15,
+                               what=lambda: f"old server sessions closed: {old & backends(db)}")
+            traffic.writes = traffic.gets = 0
+    finally:
+        traffic.stop()
+    assert traffic.errors == [], (traffic.errors[:5], oc.log(3000))
+    traffic.wait_fresh(oc)
+    harness.wait_until(lambda: db.outbox_rows() == 0, timeout=10, what="the outbox to drain")
+    assert oc.stats()["inval_errors"] == 0 and oc.stats()["feed_errors"] == 0, oc.log(3000)
+    assert "pg_conn_down" not in oc.log() and "load_failed" not in oc.log(), oc.log(3000)
+
+
+def test_transaction_mode_short_server_lifetimes_and_query_timeout(fleet, mc_pool, db, bouncer):
+    """server_lifetime (3 s) and server_idle_timeout (1 s) close server sessions
+    between objcached's transactions: loads and claims go on unbroken.
+    query_timeout (1 s) below load_timeout (3 s) ends a load held by a
+    lock (fails clearly, before load_timeout + 1 s) and the consumer's
+    claim held by a lock on the outbox (its session closed: the claim
+    rolls back); once the locks go, loads work, the claim is retried and
+    nothing is stale."""
+    b = bouncer("transaction", query_timeout=1, server_lifetime=3, server_idle_timeout=1)
+    # polls half a second apart: two seldom overlap, so one server session
+    # serves them and another one idles out (below)
+    oc = fleet.start(config(mc_pool, b.conninfo(db.name),
+                            postgresql={"connections": "2", "invalidation_poll": "500ms",
+                                        "feed_poll": "500ms", **TXN}))
+    harness.wait_until(lambda: oc.stats()["near_serving"] == 1, timeout=10,
+                       what=lambda: f"the near-cache to serve:\n{oc.log(2000)}")
+    traffic = Traffic(oc, db).start()
+    try:
+        harness.wait_until(lambda: b.log().count("server lifetime over") >= 3, timeout=30,
+                           what=lambda: f"server sessions closed by age:\n{b.log(3000)}")
+    finally:
+        traffic.stop()
+    assert traffic.errors == [], (traffic.errors[:5], oc.log(3000))
+    # server_idle_timeout: lifetimes off (else the session that would idle
+    # out may reach its lifetime first), and a second server session (for
+    # objcached's polls while a plain client's transaction holds one); once
+    # it commits, the polls use one of the two (pgbouncer reuses the last
+    # released), the other idles out
+    b.admin("SET server_lifetime = 3600")
+    other = another_client(b, db)
+    try:
+        other.autocommit = False
+        with other.cursor() as cur:
+            cur.execute("SELECT 1")
+        harness.wait_until(lambda: len([r for r in b.admin("SHOW SERVERS")
+                                        if r[2] == db.name]) >= 2, timeout=10,
+                           what=lambda: f"two server sessions: {b.admin('SHOW SERVERS')}")
+        other.commit()
+    finally:
+        other.close()
+    harness.wait_until(lambda: "server idle timeout" in b.log(), timeout=30,
+                       what=lambda: f"a server session closed idle:\n{b.log(3000)}")
+    traffic.wait_fresh(oc)
+    assert "pg_conn_down" not in oc.log(), oc.log(3000)
+
+    lock = db.connect(autocommit=False)
+    db.q("LOCK TABLE items", conn=lock)
+    try:
+        v, end, took = timed_get(oc, "Item:77")
+    finally:
+        lock.rollback()
+    # pgbouncer's reason, as in session mode (the load is a pipeline: libpq's
+    # own error said only "server closed the connection unexpectedly")
+    assert v is None and end == (b"SERVER_ERROR load failed: database connection lost: "
+                                 b"FATAL:  query timeout"), end
+    assert took < 3 + 1, took
+    assert oc.log().count('pg_conn_down conn=objcached-loader reason="FATAL:  query timeout"') \
+        == 2, oc.log(3000)
+    assert value(oc, "Item:77") == row(db, "items", 77)
+
+    errors = oc.stats()["inval_errors"]
+    db.q("LOCK TABLE objcached.outbox", conn=lock)
+    try:
+        harness.wait_until(lambda: oc.stats()["inval_errors"] > errors, timeout=15,
+                           what=lambda: f"a claim ended by query_timeout:\n{oc.log(2000)}")
+    finally:
+        lock.rollback()
+    db.q("UPDATE items SET name = 'after the lock' WHERE id = 77")
+    want = row(db, "items", 77)
+    harness.wait_until(lambda: value(oc, "Item:77") == want, timeout=FEED_MAX_LAG + 5,
+                       what=lambda: f"the claim retried:\n{oc.log(2000)}")
+    harness.wait_until(lambda: db.outbox_rows() == 0, timeout=10, what="the outbox to drain")
+    # said as what it is: it told the operator to install the hook
+    assert ('event=inval_failed step=claim reason="database connection lost: FATAL:  query '
+            'timeout"') in oc.log(), oc.log(3000)
+    assert "event=inval_unavailable" not in oc.log(), oc.log(3000)
+    harness.wait_until(lambda: oc.stats()["near_serving"] == 1, timeout=10,
+                       what="the near-cache to serve again")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_transaction_mode_pgbouncer_restarted_every_connection_comes_back(fleet, mc_pool, db,
+                                                                          bouncer, sig):
+    """pgbouncer stopped (SIGTERM: at once; SIGINT: safe shutdown, which
+    waits for transactions) and started again on the same port: every
+    connection of objcached comes back by itself, loads fail clearly while
+    it is away, and invalidation and the near-cache work again after."""
+    b = bouncer("transaction")
+    oc = fleet.start(config(mc_pool, b.conninfo(db.name), objcached={"sample_rate": "1"},
+                            postgresql={"connections": "2", **TXN}))
+    harness.wait_until(lambda: oc.stats()["near_serving"] == 1, timeout=10,
+                       what=lambda: f"the near-cache to serve:\n{oc.log(2000)}")
+    assert value(oc, "Item:1") == row(db, "items", 1)
+    wait_sampler_up(oc)
+    ups = conn_ups(oc)
+    port = b.port
+    b.proc.send_signal(sig)
+    b.proc.wait(30)
+    harness.wait_until(lambda: oc.stats()["pg_connections_up"] == 0, timeout=10,
+                       what="the loaders to see pgbouncer gone")
+    v, end = get(oc, "Item:2")
+    assert v is None and end.startswith(b"SERVER_ERROR load failed: "), end
+    b.start()
+    assert b.port == port
+    wait_all_up_again(oc, ups)
+    harness.wait_until(lambda: oc.stats()["pg_connections_up"] == 2, timeout=10,
+                       what="both loaders up")
+    assert value(oc, "Item:2") == row(db, "items", 2)
+    harness.wait_until(lambda: oc.stats()["near_serving"] == 1, timeout=10,
+                       what="the near-cache to serve again")
+    db.q("UPDATE items SET name = 'after restart' WHERE id = 1")
+    want = row(db, "items", 1)
+    harness.wait_until(lambda: value(oc, "Item:1") == want, timeout=FEED_MAX_LAG + 5,
+                       what=lambda: f"an UPDATE after the restart:\n{oc.log(2000)}")
