@@ -960,7 +960,8 @@ class Pgbouncer:
         raise HarnessError("pgbouncer did not start")
 
     def stop(self, timeout=DEFAULT_TIMEOUT):
-        """SIGINT (pgbouncer's fast shutdown) and wait; SIGKILL after `timeout`."""
+        """SIGINT (pgbouncer 1.18: safe shutdown, it waits for transactions in flight) and wait;
+        SIGKILL after `timeout`."""
         if self.proc is not None:
             _stop_process(self.proc, signal.SIGINT, timeout)
 
