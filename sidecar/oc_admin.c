@@ -7,7 +7,26 @@
 
 #include "oc_sql.h"
 
-static PGconn *admin_connect(const oc_conf_t *conf, FILE *out)
+/* The tool's session. reset: with pool_mode = transaction, what each
+ * statement's transaction starts with (oc_admin_reset_sql), else NULL:
+ * a pooler hands every transaction a server session that another client
+ * may have left in SET ROLE, SET SESSION AUTHORIZATION or another
+ * search_path, which would run the install's DDL as that role (its
+ * objects then that role's) and the checks with its rights. */
+/* pool_mode = transaction: the role and search_path the conninfo's role
+ * logs in with, whatever another client left on the server session (as
+ * the loaders' local settings do, oc_sql.c) */
+#define OC_ADMIN_RESET_SQL                                                               \
+    "SELECT pg_catalog.set_config('session_authorization', NULL, true), "                \
+    "pg_catalog.set_config('role', NULL, true), "                                        \
+    "pg_catalog.set_config('search_path', NULL, true)"
+
+typedef struct admin {
+    PGconn *pg;
+    const char *reset;
+} admin_t;
+
+static int admin_connect(const oc_conf_t *conf, FILE *out, admin_t *a)
 {
     /* connect_timeout and target_session_attrs first: a value in the
      * conninfo overrides them. A standby would take none of the writes. */
@@ -19,9 +38,11 @@ static PGconn *admin_connect(const oc_conf_t *conf, FILE *out)
         fprintf(out, "cannot connect to PostgreSQL: %s",
                 c ? PQerrorMessage(c) : "out of memory\n");
         PQfinish(c);
-        return NULL;
+        return 0;
     }
-    return c;
+    a->pg = c;
+    a->reset = conf->pg_txn_pool ? OC_ADMIN_RESET_SQL : NULL;
+    return 1;
 }
 
 #define ADMIN_TRIES 5 /* runs of a statement PostgreSQL chose to break a deadlock */
@@ -39,13 +60,13 @@ static int admin_ok(const PGresult *r)
  * such a deadlock by failing one of the two. Every statement here is its
  * own transaction (the install script one BEGIN ... COMMIT), so a run that
  * deadlocked left nothing behind: wait a little, and run it again. */
-static int admin_retry(PGconn *c, const PGresult *r, int run, FILE *out)
+static int admin_retry(admin_t *c, const PGresult *r, int run, FILE *out)
 {
     const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     if (run >= ADMIN_TRIES || state == NULL || strcmp(state, "40P01") != 0)
         return 0;
-    if (PQtransactionStatus(c) == PQTRANS_INERROR)
-        PQclear(PQexec(c, "ROLLBACK"));
+    if (PQtransactionStatus(c->pg) == PQTRANS_INERROR)
+        PQclear(PQexec(c->pg, "ROLLBACK"));
     fprintf(out,
             "deadlock with another session (a running sidecar's query?): "
             "running it again (%d of %d)\n",
@@ -55,15 +76,65 @@ static int admin_retry(PGconn *c, const PGresult *r, int run, FILE *out)
     return 1;
 }
 
+/* sql in one transaction with a->reset before it. Without parameters one
+ * query string (its implicit transaction, which a BEGIN in sql makes the
+ * explicit one it starts); with them a pipeline of the two and one Sync
+ * (one implicit transaction too). The first error, or sql's result. */
+static PGresult *admin_exec(admin_t *a, const char *sql, int n, const char *const *p)
+{
+    if (a->reset == NULL)
+        return n < 0 ? PQexec(a->pg, sql)
+                     : PQexecParams(a->pg, sql, n, NULL, p, NULL, NULL, 0);
+    if (n < 0) {
+        size_t len = strlen(a->reset) + strlen(sql) + 3;
+        char *both = malloc(len);
+        if (both == NULL)
+            return NULL;
+        snprintf(both, len, "%s; %s", a->reset, sql);
+        PGresult *r = PQexec(a->pg, both);
+        free(both);
+        return r;
+    }
+    if (!PQenterPipelineMode(a->pg))
+        return NULL;
+    PGresult *keep = NULL;
+    if (PQsendQueryParams(a->pg, a->reset, 0, NULL, NULL, NULL, NULL, 0) &&
+        PQsendQueryParams(a->pg, sql, n, NULL, p, NULL, NULL, 0) &&
+        PQpipelineSync(a->pg)) {
+        /* the reset's result, NULL, sql's result, NULL, the Sync */
+        int failed = 0;
+        for (int nulls = 0;;) {
+            PGresult *r = PQgetResult(a->pg);
+            if (r == NULL) {
+                if (++nulls > 2)
+                    break; /* the connection is gone: no Sync will come */
+                continue;
+            }
+            if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+                PQclear(r);
+                break;
+            }
+            if (failed) { /* the first error stays (then PIPELINE_ABORTED) */
+                PQclear(r);
+                continue;
+            }
+            failed = !admin_ok(r);
+            PQclear(keep);
+            keep = r;
+        }
+    }
+    PQexitPipelineMode(a->pg);
+    return keep;
+}
+
 /* Run `sql`: with n < 0 a script of many statements (no parameters), else
  * one statement with parameters p[0..n). NULL (and a message) unless it
  * succeeded, after ADMIN_TRIES runs if deadlocks kept failing it. */
-static PGresult *admin_query(PGconn *c, FILE *out, const char *sql, int n,
+static PGresult *admin_query(admin_t *c, FILE *out, const char *sql, int n,
                              const char *const *p)
 {
     for (int run = 1;; run++) {
-        PGresult *r =
-            n < 0 ? PQexec(c, sql) : PQexecParams(c, sql, n, NULL, p, NULL, NULL, 0);
+        PGresult *r = admin_exec(c, sql, n, p);
         if (admin_ok(r))
             return r;
         if (!admin_retry(c, r, run, out)) {
@@ -80,7 +151,7 @@ static void qualified(const oc_model_conf_t *m, char *buf, size_t cap)
     snprintf(buf, cap, "\"%s\".\"%s\"", m->schema, m->table);
 }
 
-static int admin_wal_setup(PGconn *c, const oc_conf_t *conf, FILE *out);
+static int admin_wal_setup(admin_t *c, const oc_conf_t *conf, FILE *out);
 
 /* The hook's two event triggers (sql/install.sql, _ddl_watch) turn DDL
  * that moves rows in or out of a model (ATTACH/DETACH PARTITION, INHERIT,
@@ -88,7 +159,7 @@ static int admin_wal_setup(PGconn *c, const oc_conf_t *conf, FILE *out);
  * Only a superuser can make them: an install by another role succeeds
  * without them, and this says what that leaves unseen. A warning, as a
  * missing hook is. */
-static void admin_ddl_watch_check(PGconn *c, FILE *out)
+static void admin_ddl_watch_check(admin_t *c, FILE *out)
 {
     PGresult *r = admin_query(
         c, out,
@@ -109,8 +180,8 @@ static void admin_ddl_watch_check(PGconn *c, FILE *out)
 
 int oc_admin_install_hook(const oc_conf_t *conf, FILE *out)
 {
-    PGconn *c = admin_connect(conf, out);
-    if (c == NULL)
+    admin_t a, *c = &a;
+    if (!admin_connect(conf, out, c))
         return 1;
     int rc = 1;
     PGresult *r = admin_query(c, out, oc_admin_install_sql, -1, NULL);
@@ -153,14 +224,14 @@ int oc_admin_install_hook(const oc_conf_t *conf, FILE *out)
         goto done;
     rc = 0;
 done:
-    PQfinish(c);
+    PQfinish(c->pg);
     return rc;
 }
 
 /* The WAL source: the slot (made if missing; it needs the REPLICATION
  * attribute), then every problem objcached.wal_check() finds. Returns the
  * number of problems. */
-static int admin_wal_check(PGconn *c, const char *slot, FILE *out)
+static int admin_wal_check(admin_t *c, const char *slot, FILE *out)
 {
     const char *p[1] = {slot};
     PGresult *r =
@@ -174,7 +245,7 @@ static int admin_wal_check(PGconn *c, const char *slot, FILE *out)
     return n;
 }
 
-static int admin_wal_setup(PGconn *c, const oc_conf_t *conf, FILE *out)
+static int admin_wal_setup(admin_t *c, const oc_conf_t *conf, FILE *out)
 {
     const char *p[1] = {conf->wal_slot};
     PGresult *r = admin_query(c, out,
@@ -219,7 +290,7 @@ static void read_column(const void *arg, size_t i, const char **p, size_t *len)
  * cached as absent ("not found" for a row that exists). A permissive
  * policy that shows it every row is legitimate, so a warning. Returns the
  * error count. */
-static int check_access(PGconn *c, const oc_model_conf_t *m, const char *tbl, FILE *out)
+static int check_access(admin_t *c, const oc_model_conf_t *m, const char *tbl, FILE *out)
 {
     const char *p[2] = {tbl, NULL};
     /* The GRANT printed names the table and role as SQL must, quoted when
@@ -277,7 +348,7 @@ static int check_access(PGconn *c, const oc_model_conf_t *m, const char *tbl, FI
 }
 
 /* Check one model; returns its error count. */
-static int check_model(PGconn *c, const oc_model_conf_t *m, int have_hook, int wal,
+static int check_model(admin_t *c, const oc_model_conf_t *m, int have_hook, int wal,
                        FILE *out)
 {
     char tbl[300];
@@ -357,7 +428,7 @@ static int check_model(PGconn *c, const oc_model_conf_t *m, int have_hook, int w
  * time order: a sequence CACHE above 1 hands each session its own block
  * (docs/invalidation.md, caught_up_at). An error where a near-cache relies
  * on it, else a warning. */
-static int admin_outbox_seq_check(PGconn *c, int near, FILE *out)
+static int admin_outbox_seq_check(admin_t *c, int near, FILE *out)
 {
     PGresult *r = admin_query(
         c, out,
@@ -416,11 +487,10 @@ static int admin_wal_stream_check(const oc_conf_t *conf, FILE *out)
  * name the server does not know fails every loader session's SET at
  * connect, so the sidecar never loads. The server's own set_config says
  * (SET LOCAL: nothing stays on the session). */
-static int admin_timezone_check(PGconn *c, const char *tz, FILE *out)
+static int admin_timezone_check(admin_t *c, const char *tz, FILE *out)
 {
     const char *p[1] = {tz};
-    PGresult *r = PQexecParams(c, "SELECT set_config('TimeZone', $1, true)", 1, NULL, p,
-                               NULL, NULL, 0);
+    PGresult *r = admin_exec(c, "SELECT set_config('TimeZone', $1, true)", 1, p);
     int ok = admin_ok(r);
     if (!ok) {
         const char *why = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
@@ -433,8 +503,8 @@ static int admin_timezone_check(PGconn *c, const char *tz, FILE *out)
 
 int oc_admin_check_db(const oc_conf_t *conf, FILE *out)
 {
-    PGconn *c = admin_connect(conf, out);
-    if (c == NULL) {
+    admin_t a, *c = &a;
+    if (!admin_connect(conf, out, c)) {
         fprintf(out, "warning: the database was not checked\n");
         return 0;
     }
@@ -453,6 +523,6 @@ int oc_admin_check_db(const oc_conf_t *conf, FILE *out)
         errors += admin_outbox_seq_check(c, conf->near_cache_size > 0, out);
         admin_ddl_watch_check(c, out);
     }
-    PQfinish(c);
+    PQfinish(c->pg);
     return errors;
 }

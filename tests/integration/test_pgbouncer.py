@@ -573,6 +573,36 @@ def test_transaction_mode_a_role_another_client_switched_to_does_not_load(fleet,
     assert "permission denied" not in oc.log(), oc.log(3000)
 
 
+def test_transaction_mode_check_config_runs_as_its_own_role(mc_pool, db, bouncer, objcached_bin,
+                                                           tmp_path):
+    """--check-config through pgbouncer in transaction mode, on the one
+    server session a plain client left in another role (no right on the
+    tables): each of its statements now resets the role, search_path and
+    session authorization first, as the loads do, so it checks objcached's
+    own rights. Before, it checked that role's: "may not read column" for
+    every column, exit 1 (and --install-hook ran its DDL as that role)."""
+    role = f"nobody_{db.name}"[:63]
+    db.q(f'DROP ROLE IF EXISTS "{role}"; CREATE ROLE "{role}"')
+    b = bouncer("transaction", default_pool_size=1)
+    path = tmp_path / "objcached.ini"
+    path.write_text(harness.render_ini(config(mc_pool, b.conninfo(db.name), postgresql=TXN)))
+    other = another_client(b, db)
+    try:
+        for switch in (f'SET SESSION AUTHORIZATION "{role}"',
+                       f'RESET SESSION AUTHORIZATION; SET ROLE "{role}"'):
+            with other.cursor() as cur:
+                cur.execute(switch)
+            p = harness.check_config(str(path), objcached_bin)
+            assert p.returncode == 0, p.stdout + p.stderr
+            assert "may not read" not in p.stdout and "permission denied" not in p.stdout, \
+                p.stdout
+            with other.cursor() as cur:   # the one server session is still in it
+                cur.execute("SELECT current_user")
+                assert cur.fetchone()[0] == role
+    finally:
+        other.close()
+
+
 def test_transaction_mode_a_read_only_serializable_session_does_not_stop_claims(fleet, mc_pool,
                                                                                   db, bouncer):
     """default_transaction_read_only and default_transaction_isolation =
