@@ -352,6 +352,24 @@ def another_client(b, db):
     return other
 
 
+def one_session_sidecar(fleet, mc_pool, db, bouncer, first):
+    """A sidecar with one loader, no near-cache, on a transaction-mode
+    pgbouncer of ONE server session, its load of `first` done, and a plain
+    client of the same pool, to leave its SETs on that session: (oc,
+    other); the caller closes other."""
+    b = bouncer("transaction", default_pool_size=1)
+    oc = fleet.start(config(mc_pool, b.conninfo(db.name), postgresql={"connections": "1", **TXN},
+                            objcached={"near_cache_size": "0"}))
+    assert value(oc, f"Item:{first}") == row(db, "items", first)
+    return oc, another_client(b, db)
+
+
+def role_switches(role):
+    """The two ways a client leaves a server session in another role."""
+    return (f'SET SESSION AUTHORIZATION "{role}"',
+            f'RESET SESSION AUTHORIZATION; SET ROLE "{role}"')
+
+
 def measure_row(db, ident):
     """Measure's row as objcached caches it: under objcached's settings."""
     conn = db.connect()
@@ -547,14 +565,9 @@ def test_transaction_mode_a_role_another_client_switched_to_does_not_load(fleet,
     was left in (permission denied, or rows another role sees)."""
     role = f"nobody_{db.name}"[:63]
     db.q(f'DROP ROLE IF EXISTS "{role}"; CREATE ROLE "{role}"')
-    b = bouncer("transaction", default_pool_size=1)
-    oc = fleet.start(config(mc_pool, b.conninfo(db.name), postgresql={"connections": "1", **TXN},
-                            objcached={"near_cache_size": "0"}))
-    assert value(oc, "Item:1") == row(db, "items", 1)
-    other = another_client(b, db)
+    oc, other = one_session_sidecar(fleet, mc_pool, db, bouncer, 1)
     try:
-        for switch in (f'SET SESSION AUTHORIZATION "{role}"',
-                       f'RESET SESSION AUTHORIZATION; SET ROLE "{role}"'):
+        for switch in role_switches(role):
             with other.cursor() as cur:
                 cur.execute(switch)
             errors = oc.stats()["inval_errors"]
@@ -588,8 +601,7 @@ def test_transaction_mode_check_config_runs_as_its_own_role(mc_pool, db, bouncer
     path.write_text(harness.render_ini(config(mc_pool, b.conninfo(db.name), postgresql=TXN)))
     other = another_client(b, db)
     try:
-        for switch in (f'SET SESSION AUTHORIZATION "{role}"',
-                       f'RESET SESSION AUTHORIZATION; SET ROLE "{role}"'):
+        for switch in role_switches(role):
             with other.cursor() as cur:
                 cur.execute(switch)
             p = harness.check_config(str(path), objcached_bin)
@@ -613,11 +625,7 @@ def test_transaction_mode_a_read_only_serializable_session_does_not_stop_claims(
     it applies the write at once, no error. Before, every claim failed
     (read-only transaction, or objcached.claim refusing SERIALIZABLE) until
     the session was reset."""
-    b = bouncer("transaction", default_pool_size=1)
-    oc = fleet.start(config(mc_pool, b.conninfo(db.name), postgresql={"connections": "1", **TXN},
-                            objcached={"near_cache_size": "0"}))
-    assert value(oc, "Item:2") == row(db, "items", 2)
-    other = another_client(b, db)
+    oc, other = one_session_sidecar(fleet, mc_pool, db, bouncer, 2)
     try:
         with other.cursor() as cur:
             cur.execute("SET default_transaction_read_only = on")
