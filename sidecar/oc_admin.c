@@ -7,12 +7,6 @@
 
 #include "oc_sql.h"
 
-/* The tool's session. reset: with pool_mode = transaction, what each
- * statement's transaction starts with (oc_admin_reset_sql), else NULL:
- * a pooler hands every transaction a server session that another client
- * may have left in SET ROLE, SET SESSION AUTHORIZATION or another
- * search_path, which would run the install's DDL as that role (its
- * objects then that role's) and the checks with its rights. */
 /* pool_mode = transaction: the role and search_path the conninfo's role
  * logs in with, whatever another client left on the server session (as
  * the loaders' local settings do, oc_sql.c) */
@@ -21,6 +15,12 @@
     "pg_catalog.set_config('role', NULL, true), "                                        \
     "pg_catalog.set_config('search_path', NULL, true)"
 
+/* The tool's session. reset: with pool_mode = transaction, what each
+ * statement's transaction starts with (OC_ADMIN_RESET_SQL), else NULL:
+ * a pooler hands every transaction a server session that another client
+ * may have left in SET ROLE, SET SESSION AUTHORIZATION or another
+ * search_path, which would run the install's DDL as that role (its
+ * objects then that role's) and the checks with its rights. */
 typedef struct admin {
     PGconn *pg;
     const char *reset;
