@@ -7,23 +7,15 @@
 
 #include "oc_sql.h"
 
-/* pool_mode = transaction: the role and search_path the conninfo's role
- * logs in with, whatever another client left on the server session (as
- * the loaders' local settings do, oc_sql.c) */
-#define OC_ADMIN_RESET_SQL                                                               \
-    "SELECT pg_catalog.set_config('session_authorization', NULL, true), "                \
-    "pg_catalog.set_config('role', NULL, true), "                                        \
-    "pg_catalog.set_config('search_path', NULL, true)"
-
 /* The tool's session. reset: with pool_mode = transaction, what each
- * statement's transaction starts with (OC_ADMIN_RESET_SQL), else NULL:
+ * statement's transaction starts with (oc_sql_local_resets, owned), else NULL:
  * a pooler hands every transaction a server session that another client
  * may have left in SET ROLE, SET SESSION AUTHORIZATION or another
  * search_path, which would run the install's DDL as that role (its
  * objects then that role's) and the checks with its rights. */
 typedef struct admin {
     PGconn *pg;
-    const char *reset;
+    char *reset;
 } admin_t;
 
 static int admin_connect(const oc_conf_t *conf, FILE *out, admin_t *a)
@@ -41,8 +33,19 @@ static int admin_connect(const oc_conf_t *conf, FILE *out, admin_t *a)
         return 0;
     }
     a->pg = c;
-    a->reset = conf->pg_txn_pool ? OC_ADMIN_RESET_SQL : NULL;
+    a->reset = NULL;
+    if (conf->pg_txn_pool && (a->reset = oc_sql_local_resets(conf)) == NULL) {
+        fprintf(out, "out of memory\n");
+        PQfinish(c);
+        return 0;
+    }
     return 1;
+}
+
+static void admin_close(admin_t *a)
+{
+    PQfinish(a->pg);
+    free(a->reset);
 }
 
 #define ADMIN_TRIES 5 /* runs of a statement PostgreSQL chose to break a deadlock */
@@ -224,7 +227,7 @@ int oc_admin_install_hook(const oc_conf_t *conf, FILE *out)
         goto done;
     rc = 0;
 done:
-    PQfinish(c->pg);
+    admin_close(c);
     return rc;
 }
 
@@ -523,6 +526,6 @@ int oc_admin_check_db(const oc_conf_t *conf, FILE *out)
         errors += admin_outbox_seq_check(c, conf->near_cache_size > 0, out);
         admin_ddl_watch_check(c, out);
     }
-    PQfinish(c->pg);
+    admin_close(c);
     return errors;
 }

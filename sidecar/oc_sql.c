@@ -106,6 +106,8 @@ static size_t sql_settings(const oc_conf_t *conf, int pin_search_path, char *tim
  * set in the transaction bounds the statements after this one (PostgreSQL
  * arms each statement's timeout when it starts); a NULL value resets
  * (set_config's own rule): the role's own, whatever another client SET. */
+enum { SQL_SESSION, SQL_LOCAL, SQL_RESETS }; /* settings_sql's `local` */
+
 static char *settings_sql(const oc_conf_t *conf, int pin_search_path, int local)
 {
     sql_setting_t set[SQL_SETTINGS_MAX];
@@ -117,6 +119,8 @@ static char *settings_sql(const oc_conf_t *conf, int pin_search_path, int local)
     size_t off = local ? (size_t)snprintf(sql, 1024, "SELECT ") : 0, k = 0;
     for (size_t i = 0; i < n; i++) {
         const sql_setting_t *st = &set[i];
+        if (local == SQL_RESETS && st->value)
+            continue; /* the resets only: set_config(name, NULL, true) */
         if (local && !st->session_only)
             off += (size_t)snprintf(sql + off, 1024 - off,
                                     "%spg_catalog.set_config('%s', %s%s%s, true)",
@@ -132,22 +136,27 @@ static char *settings_sql(const oc_conf_t *conf, int pin_search_path, int local)
 
 char *oc_sql_session(const oc_conf_t *conf)
 {
-    return settings_sql(conf, 1, 0);
+    return settings_sql(conf, 1, SQL_SESSION);
 }
 
 char *oc_sql_session_reader(const oc_conf_t *conf)
 {
-    return settings_sql(conf, 0, 0);
+    return settings_sql(conf, 0, SQL_SESSION);
 }
 
 char *oc_sql_local(const oc_conf_t *conf)
 {
-    return settings_sql(conf, 1, 1);
+    return settings_sql(conf, 1, SQL_LOCAL);
 }
 
 char *oc_sql_local_reader(const oc_conf_t *conf)
 {
-    return settings_sql(conf, 0, 1);
+    return settings_sql(conf, 0, SQL_LOCAL);
+}
+
+char *oc_sql_local_resets(const oc_conf_t *conf)
+{
+    return settings_sql(conf, 0, SQL_RESETS);
 }
 
 char *oc_sql_array(const char *const *items, const size_t *lens, size_t n)

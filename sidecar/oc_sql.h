@@ -51,6 +51,11 @@ char *oc_sql_session_reader(const oc_conf_t *conf);
  * search_path the same way. */
 char *oc_sql_local(const oc_conf_t *conf);
 char *oc_sql_local_reader(const oc_conf_t *conf);
+/* Only the reader's resets of those (session_authorization, role,
+ * search_path: set_config(name, NULL, true)), for a transaction that must
+ * run as the conninfo's role but under its own timeouts (--install-hook's
+ * DDL, --check-config). */
+char *oc_sql_local_resets(const oc_conf_t *conf);
 
 /* A PostgreSQL array literal of n quoted text items, e.g. {"1","a\"b"},
  * for binding as one parameter (valid for bigint[], uuid[] and text[]). */

@@ -131,6 +131,14 @@ static void test_local(void **state)
         assert_string_equal(sql + strlen(sql) - strlen(tail), tail);
         free(sql);
     }
+    /* the resets alone (the admin tool's): role and search_path, nothing
+     * that would bound its DDL or shape its text */
+    sql = oc_sql_local_resets(&c);
+    assert_string_equal(sql,
+                        "SELECT pg_catalog.set_config('session_authorization', NULL, "
+                        "true), pg_catalog.set_config('role', NULL, true), "
+                        "pg_catalog.set_config('search_path', NULL, true)");
+    free(sql);
     /* a session is objcached's own: no SET ROLE in it */
     sql = oc_sql_session(&c);
     assert_null(strstr(sql, "role"));
