@@ -16,6 +16,7 @@
 #include "oc_log.h"
 #include "oc_mc.h"
 #include "oc_near.h"
+#include "oc_pg.h"
 #include "oc_pgconn.h"
 #include "oc_sampler.h"
 #include "oc_sql.h"
@@ -1393,6 +1394,11 @@ void oc_inval_read_generations(oc_ctx_t *ctx)
                            : "out of memory");
     }
     PQclear(r);
+    /* The same connection, one round trip more: the loads' role meets
+     * row security (a warning a daemon started without --check-config
+     * would otherwise never give). */
+    if (c && PQstatus(c) == CONNECTION_OK)
+        oc_pg_warn_row_security(ctx->conf, c);
     PQfinish(c);
 }
 

@@ -645,3 +645,21 @@ void oc_pg_free(oc_pg_t *pg)
     free(pg->conns);
     free(pg);
 }
+
+void oc_pg_warn_row_security(const oc_conf_t *conf, PGconn *c)
+{
+    char *sql = oc_sql_row_security(conf);
+    if (sql == NULL)
+        return;
+    PGresult *r = PQexec(c, sql);
+    free(sql);
+    for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++)
+        oc_log_warn(
+            "event=row_security_active model=%s table=%s.%s role=%s "
+            "reason=\"rows its policies hide from the role are loaded as absent and "
+            "cached as not found\" hint=\"give the role BYPASSRLS, or a policy "
+            "that shows it every row\"",
+            PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
+            PQgetvalue(r, i, 3));
+    PQclear(r);
+}

@@ -59,6 +59,15 @@ oc_status_t oc_pg_reconfigure(oc_pg_t *pg, const oc_conf_t *conf, char *err);
 /* Closes the connections; queued and running loads get done(OC_EDB). */
 void oc_pg_free(oc_pg_t *pg);
 
+struct pg_conn;
+/* At start, on the start's one blocking connection (oc_inval_read_generations,
+ * the conninfo's role): a warning per model whose table has row security
+ * active for that role (event=row_security_active): a row its policies hide
+ * is loaded as absent and cached as "not found". --check-config says the
+ * same; this says it to a daemon started without it. A query that fails
+ * says nothing (the start goes on; the generations read logs the cause). */
+void oc_pg_warn_row_security(const oc_conf_t *conf, struct pg_conn *c);
+
 /* Load the rows of n ids of model model_idx; id(arg, i, ...) gives id i in
  * its canonical text (duplicates allowed). */
 void oc_pg_load(oc_pg_t *pg, size_t model_idx, size_t n, oc_sql_item_fn id,

@@ -159,6 +159,42 @@ char *oc_sql_local_resets(const oc_conf_t *conf)
     return settings_sql(conf, 0, SQL_RESETS);
 }
 
+char *oc_sql_row_security(const oc_conf_t *conf)
+{
+    static const char head[] = "; SELECT v.m, v.s, v.r, current_user FROM (VALUES ";
+    /* the start's bound (as the generations read's): a lock on the
+     * catalogs must not hold the start */
+    static const char timeout[] = "SET LOCAL statement_timeout = 2000; ";
+    static const char tail[] =
+        ") v(m, s, r) JOIN pg_catalog.pg_namespace n ON n.nspname = v.s "
+        "JOIN pg_catalog.pg_class k ON k.relnamespace = n.oid AND k.relname = v.r "
+        "WHERE pg_catalog.row_security_active(k.oid) ORDER BY v.m";
+    if (conf->nmodels == 0)
+        return NULL;
+    char *resets = oc_sql_local_resets(conf);
+    if (resets == NULL)
+        return NULL;
+    size_t cap = sizeof(timeout) + strlen(resets) + sizeof(head) + sizeof(tail);
+    for (size_t i = 0; i < conf->nmodels; i++) {
+        const oc_model_conf_t *m = &conf->models[i];
+        cap += strlen(m->name) + strlen(m->schema) + strlen(m->table) + 16;
+    }
+    char *sql = malloc(cap);
+    if (sql == NULL) {
+        free(resets);
+        return NULL;
+    }
+    size_t len = (size_t)snprintf(sql, cap, "%s%s%s", timeout, resets, head);
+    free(resets);
+    for (size_t i = 0; i < conf->nmodels; i++) {
+        const oc_model_conf_t *m = &conf->models[i];
+        len += (size_t)snprintf(sql + len, cap - len, "%s('%s', '%s', '%s')",
+                                i ? ", " : "", m->name, m->schema, m->table);
+    }
+    snprintf(sql + len, cap - len, "%s", tail);
+    return sql;
+}
+
 char *oc_sql_array(const char *const *items, const size_t *lens, size_t n)
 {
     size_t cap = 3;

@@ -57,6 +57,16 @@ char *oc_sql_local_reader(const oc_conf_t *conf);
  * DDL, --check-config). */
 char *oc_sql_local_resets(const oc_conf_t *conf);
 
+/* The daemon's start-time question (oc_pg_warn_row_security): the models
+ * whose table has row security active for the conninfo's role, as rows
+ * (model, schema, table, current_user), after a 2 s statement_timeout
+ * and the resets of oc_sql_local_resets in the same query string (one
+ * implicit transaction: the role is the conninfo's, whatever a pooled
+ * server session was left in). The names are the config's, which match
+ * [A-Za-z_][A-Za-z0-9_]* (oc_conf), so they go in as literals. NULL: out
+ * of memory, or no model. */
+char *oc_sql_row_security(const oc_conf_t *conf);
+
 /* A PostgreSQL array literal of n quoted text items, e.g. {"1","a\"b"},
  * for binding as one parameter (valid for bigint[], uuid[] and text[]). */
 char *oc_sql_array(const char *const *items, const size_t *lens, size_t n);

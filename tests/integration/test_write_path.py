@@ -1976,6 +1976,25 @@ def test_check_config_warns_of_row_security(bare_db, reader_role, objcached_bin,
     assert p.returncode == 0 and "row security" not in p.stdout, p.stdout + p.stderr
 
 
+def test_daemon_start_warns_of_row_security(bare_db, reader_role, fleet, mc_pool):
+    """The same warning in the daemon's log at start, for an operator who
+    never ran --check-config: before, the daemon cached the hidden rows as
+    "not found" and said nothing. Only the tables with row security active
+    for the conninfo's role are named; the owner (no FORCE) is not warned."""
+    bare_db.q(f"GRANT SELECT ON items, vitems TO {reader_role}; "
+              "ALTER TABLE items ENABLE ROW LEVEL SECURITY")
+    models = {"Item": MODELS["Item"], "Ver": MODELS["Ver"]}
+    want = (f"event=row_security_active model=Item table=public.items role={reader_role} "
+            'reason="rows its policies hide from the role are loaded as absent')
+    reader = bare_db.conninfo.replace("user=postgres", f"user={reader_role}")
+    oc = fleet.start(oc_c.sidecar_config(mc_pool, reader, models))
+    log = oc.log()
+    assert want in log, log[-3000:]
+    assert "model=Ver" not in log, log[-3000:]
+    oc = fleet.start(oc_c.sidecar_config(mc_pool, bare_db.conninfo, models))
+    assert "event=row_security_active" not in oc.log(), oc.log()[-3000:]
+
+
 def test_check_config_grant_hint_quotes_mixed_case_names(bare_db, pg, objcached_bin,
                                                          tmp_path):
     """The GRANT that --check-config prints for a column its role may not

@@ -146,6 +146,32 @@ static void test_local(void **state)
     free(sql);
 }
 
+/* The start's row security question: the resets first (the conninfo's
+ * role), the models' names as literals in config order, sorted output. */
+static void test_row_security(void **state)
+{
+    (void)state;
+    oc_model_conf_t models[2] = {{.name = "Item", .schema = "public", .table = "items"},
+                                 {.name = "Ver", .schema = "App", .table = "Vers"}};
+    oc_conf_t c = {
+        .timezone = "UTC", .load_timeout_ms = 5000, .models = models, .nmodels = 2};
+    char *sql = oc_sql_row_security(&c);
+    char *resets = oc_sql_local_resets(&c);
+    assert_non_null(sql);
+    const char *timeout = "SET LOCAL statement_timeout = 2000; ";
+    assert_int_equal(strncmp(sql, timeout, strlen(timeout)), 0);
+    assert_int_equal(strncmp(sql + strlen(timeout), resets, strlen(resets)), 0);
+    assert_non_null(
+        strstr(sql, "; SELECT v.m, v.s, v.r, current_user FROM (VALUES "
+                    "('Item', 'public', 'items'), ('Ver', 'App', 'Vers')) v(m, s, r) "));
+    assert_non_null(
+        strstr(sql, "WHERE pg_catalog.row_security_active(k.oid) ORDER BY v.m"));
+    free(sql);
+    free(resets);
+    c.nmodels = 0;
+    assert_null(oc_sql_row_security(&c));
+}
+
 static void test_array(void **state)
 {
     (void)state;
@@ -189,7 +215,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_whole_row), cmocka_unit_test(test_load_columns),
         cmocka_unit_test(test_session),        cmocka_unit_test(test_array),
-        cmocka_unit_test(test_array_of),       cmocka_unit_test(test_local),
+        cmocka_unit_test(test_row_security),   cmocka_unit_test(test_array_of),
+        cmocka_unit_test(test_local),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
