@@ -518,10 +518,16 @@ def test_a_postgresql_restart_keeps_the_cache_warm(objcached_factory, rb, mc_poo
     for flush in (False, True):
         before = oc.stats()
         checks = oc.log().count("event=db_identity")
+        primary.stop("fast")
         if flush:   # the marker gone (memcached restarted: its entries gone too)
+            # Flushed once the sidecar has seen its connection go: before the
+            # stop, the consumer's next cycle wrote the marker back (a refresh
+            # finding it gone, as it should), and the check found it there
+            # (CI, 2026-12-06).
+            harness.wait_until(lambda: oc.stats()["inval_connected"] == 0, timeout=10,
+                               what="the consumer's connection gone")
             for m in mc_pool:
                 m.flush_all()
-        primary.stop("fast")
         primary.start()
         harness.wait_until(lambda: oc.stats()["feed_resyncs"] > before["feed_resyncs"],
                            timeout=30, what="the feed back")
