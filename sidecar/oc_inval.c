@@ -80,11 +80,28 @@ struct oc_inval {
      * refresh_due: rows claimed since (every cycle with WAL), the marker
      * last written at refreshed_at (monotonic). recheck_due: the marker
      * (was) is at a position above this connection's: read the position
-     * again before deciding (oc_inval_db_rule's LSN rule). */
+     * again before deciding (oc_inval_db_rule's LSN rule). check_tried:
+     * the last identity read sent (monotonic): a check that failed (the
+     * identity or the marker unread) is tried again at the next poll, not
+     * at the next connection, which behind pgbouncer in transaction mode
+     * may never come (found by a review); identity_failing and
+     * marker_failing: said once per run of failures. bump_behind: the bump
+     * due is for an earlier timeline (OC_INVAL_DB_BEHIND): the marker, a
+     * later timeline's, is not written after it. A bump due survives a new
+     * connection: the LSN rule's evidence does not (the copy's position
+     * passes the marker's as it takes writes; found by a review).
+     * checked_first: this connection's check found no marker, so compared
+     * with nothing; a marker of an earlier timeline found by a later
+     * refresh (the check's read failed over to another server, or the
+     * marker's server came back) is a rollback, not an old writer. */
     int check_due;
+    double check_tried;
+    int identity_failing, marker_failing;
     struct db_check *check;
     int bump_due;
+    int bump_behind;
     double bump_tried;
+    int checked_first;
     int marker_ours;
     int recheck_due;
     char was[72];
@@ -104,6 +121,7 @@ struct oc_inval {
 
 static void cycle_start(oc_inval_t *iv);
 static void marker_refresh(oc_inval_t *iv, const PGresult *gens);
+static void rollback(oc_inval_t *iv, oc_inval_db_t rule, const char *marker, size_t len);
 static void db_server_changed(oc_inval_t *iv, const PGresult *gens);
 
 static void set_state(oc_inval_t *iv, oc_inval_state_t st)
@@ -854,13 +872,15 @@ static void check_forget(oc_inval_t *iv)
 }
 
 /* The database's identity is to be read again before the next claim, and
- * its check decides again (a pending bump too); until then this consumer
- * does not move the marker. */
+ * its check decides again; until then this consumer does not move the
+ * marker. A bump due stays due: bumping again is safe, and the evidence of
+ * the LSN rule is gone once the copy's position passes the marker's. */
 static void check_again(oc_inval_t *iv)
 {
     check_forget(iv);
     iv->check_due = 1;
-    iv->bump_due = 0;
+    iv->check_tried = 0;
+    iv->checked_first = 0;
     iv->marker_ours = 0;
     iv->recheck_due = 0;
     iv->db_identity[0] = '\0';
@@ -913,6 +933,16 @@ static void marker_write(oc_inval_t *iv)
     oc_mc_submit(iv->ctx->mc, job);
 }
 
+/* The database's identity may be read now: due (a new connection, or the
+ * last check could not tell), and not tried within invalidation_poll (a
+ * check that keeps failing must neither spin nor hold the claims back). No
+ * feed_append (an older hook): no check, since no bump could follow. */
+static int check_now(const oc_inval_t *iv)
+{
+    return iv->check_due && iv->has_feed &&
+           oc_stats_now() - iv->check_tried >= iv->ctx->conf->inval_poll_ms / 1000.0;
+}
+
 /* A bump may be sent now: due, and not tried within invalidation_poll (a
  * bump that keeps failing must neither spin nor hold the claims back). */
 static int bump_now(const oc_inval_t *iv)
@@ -936,10 +966,15 @@ static void bumped(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *e
                     oc_log_clean(clean, sizeof(clean), err));
     } else {
         /* every feed (this sidecar's too) reads the whole-model rows: new
-         * generations, near-caches emptied */
+         * generations, near-caches emptied. After an earlier timeline's
+         * bump the marker stays the later one's: written over, the later
+         * timeline's consumers would take it for a rollback of theirs. */
         iv->bump_due = 0;
-        iv->marker_ours = 1;
-        marker_write(iv);
+        if (!iv->bump_behind) {
+            iv->marker_ours = 1;
+            marker_write(iv);
+        }
+        iv->bump_behind = 0;
     }
     cycle_start(iv);
 }
@@ -979,8 +1014,20 @@ static void refresh_answer(oc_mc_job_t *job, void *arg)
     } else if (iv != NULL) {
         uint64_t checked = iv->db_lsn;
         iv->db_lsn = c->lsn;
-        switch (
-            oc_inval_db_rule(h->found, h->data, h->len, identity(iv, now, sizeof(now)))) {
+        oc_inval_db_t rule =
+            oc_inval_db_rule(h->found, h->data, h->len, identity(iv, now, sizeof(now)));
+        if (rule == OC_INVAL_DB_TIMELINE && iv->checked_first) {
+            /* our check found no marker: this earlier timeline's was never
+             * compared (the check's read failed over, or its server came
+             * back), and the pool may hold its lost commits */
+            iv->checked_first = 0;
+            iv->marker_ours = 0;
+            rollback(iv, rule, h->data, h->len);
+            oc_mc_job_free(job);
+            free(c);
+            return;
+        }
+        switch (rule) {
         case OC_INVAL_DB_FIRST:
         case OC_INVAL_DB_SAME:
         case OC_INVAL_DB_TIMELINE: /* an older one's writer: ours is newer */
@@ -1068,28 +1115,43 @@ static const char *const rollback_note[] = {
     [OC_INVAL_DB_LSN] = "the same cluster and timeline at an earlier WAL position than "
                         "the cache's rows were read at (a copy of the data directory put "
                         "back: a snapshot, a base backup restored without recovery)",
+    [OC_INVAL_DB_BEHIND] = "an earlier timeline than the cache's marker names (a copy of "
+                           "an earlier timeline put back after a failover, or an old "
+                           "primary left up): the pool may hold rows of the later "
+                           "timeline's commits, which this database never had. The "
+                           "marker is left to the later timeline, so each connection "
+                           "of a consumer here bumps again until it is deleted "
+                           "(docs/operations.md)",
 };
 static const char *const rollback_rule[] = {
     [OC_INVAL_DB_CLUSTER] = "cluster",
     [OC_INVAL_DB_TIMELINE] = "timeline",
     [OC_INVAL_DB_LSN] = "lsn",
+    [OC_INVAL_DB_BEHIND] = "behind",
 };
 
 /* The database is another cluster, a later timeline (a promote: a
  * failover, a point-in-time restore), or a position below the marker's (a
  * copy put back) than the pool's rows were read from: rows the pool holds
- * may be of commits it lost. Every model goes whole, as a TRUNCATE would,
+ * may be of commits it lost. Or an earlier timeline than the marker's: rows
+ * the pool holds may be of the later timeline's commits, which it never
+ * had; a split brain's old primary and a copy of an earlier timeline put
+ * back look alike from here, and either way its readers must not be served
+ * them (found by a review: a copy of timeline 1 put back after a failover
+ * served timeline 2's rows). Every model goes whole, as a TRUNCATE would,
  * before the next claim. */
 static void rollback(oc_inval_t *iv, oc_inval_db_t rule, const char *marker, size_t len)
 {
-    char now[72];
+    char now[72], key[OC_INVAL_MARKER_KEY];
     iv->ctx->stats->db_rollbacks++;
+    oc_inval_marker_key(iv->ctx->conf, key, sizeof(key));
     /* the marker parsed (oc_inval_db_rule): digits and spaces */
-    oc_log_error("event=db_rollback rule=%s was=\"%.*s\" now=\"%s\" note=\"the database "
-                 "is %s: every model is invalidated whole (new generations)\"",
-                 rollback_rule[rule], (int)len, marker, identity(iv, now, sizeof(now)),
-                 rollback_note[rule]);
+    oc_log_error("event=db_rollback rule=%s key=%s was=\"%.*s\" now=\"%s\" note=\"the "
+                 "database is %s: every model is invalidated whole (new generations)\"",
+                 rollback_rule[rule], key, (int)len, marker,
+                 identity(iv, now, sizeof(now)), rollback_note[rule]);
     iv->bump_due = 1;
+    iv->bump_behind = rule == OC_INVAL_DB_BEHIND;
     iv->bump_tried = 0;
     cycle_start(iv); /* busy: right after this cycle */
 }
@@ -1104,14 +1166,23 @@ static void marker_read(oc_mc_job_t *job, void *arg)
         iv->check = NULL;
     if (iv == NULL) {
         /* nothing: the next connection checks */
-    } else if (h->error) { /* cannot tell: said, and tried at the next connection */
-        oc_log_warn("event=db_marker_failed key=%s reason=\"%s\"", c->key, job->err);
+    } else if (h->error) { /* cannot tell: said once, and tried at the next poll */
+        if (!iv->marker_failing)
+            oc_log_warn("event=db_marker_failed key=%s reason=\"%s\" note=\"the "
+                        "database's identity is checked again at each poll until the "
+                        "marker answers\"",
+                        c->key, job->err);
+        iv->marker_failing = 1;
+        iv->check_due = 1;
     } else {
         oc_inval_db_t rule =
             oc_inval_db_rule(h->found, h->data, h->len, identity(iv, now, sizeof(now)));
+        iv->marker_failing = 0;
+        iv->checked_first = rule == OC_INVAL_DB_FIRST;
         switch (rule) {
         case OC_INVAL_DB_CLUSTER:
         case OC_INVAL_DB_TIMELINE:
+        case OC_INVAL_DB_BEHIND:
             rollback(iv, rule, h->data, h->len);
             break;
         case OC_INVAL_DB_LSN:
@@ -1124,11 +1195,6 @@ static void marker_read(oc_mc_job_t *job, void *arg)
             oc_log_info("event=db_identity now=\"%s\" marker=written", now);
             iv->marker_ours = 1;
             marker_write(iv);
-            break;
-        case OC_INVAL_DB_BEHIND:
-            oc_log_warn("event=db_behind now=\"%s\" note=\"an older timeline than the "
-                        "cache's marker: a server left behind by a failover?\"",
-                        now);
             break;
         case OC_INVAL_DB_SAME:
             oc_log_info("event=db_identity now=\"%s\" marker=same", now);
@@ -1208,14 +1274,26 @@ static void identified(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const cha
     oc_inval_t *iv = arg;
     char clean[OC_ERRLEN];
     iv->db_identity[0] = '\0';
-    if (st != OC_OK)
-        oc_log_warn("event=db_check_failed step=identity reason=\"%s\"",
-                    oc_log_clean(clean, sizeof(clean), err));
-    else if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) && !PQgetisnull(res, 0, 1)) {
+    if (st != OC_OK) {
+        if (!iv->identity_failing)
+            oc_log_warn(
+                "event=db_check_failed step=identity reason=\"%s\" note=\"checked "
+                "again at each poll until it works\"",
+                oc_log_clean(clean, sizeof(clean), err));
+        iv->identity_failing = 1;
+    } else if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) &&
+               !PQgetisnull(res, 0, 1)) {
         snprintf(iv->db_identity, sizeof(iv->db_identity), "%s", PQgetvalue(res, 0, 0));
         iv->db_lsn = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
         snprintf(iv->db_started, sizeof(iv->db_started), "%s", PQgetvalue(res, 0, 2));
+        iv->identity_failing = 0;
     }
+    /* Unread (an error, a server in recovery): again at the next poll. Until
+     * 2026-12-06 at the next connection only, which behind pgbouncer in
+     * transaction mode never comes: one failed read there turned the check
+     * off for the process's life (found by a review). */
+    if (!iv->db_identity[0])
+        iv->check_due = 1;
     PQclear(res);
     set_state(iv, OC_INVAL_IDLE);
     if (iv->db_identity[0] && iv->ctx->mc)
@@ -1230,6 +1308,7 @@ static void identified(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const cha
 static void identify(oc_inval_t *iv)
 {
     iv->check_due = 0;
+    iv->check_tried = oc_stats_now();
     set_state(iv, OC_INVAL_CHECKING);
     if (oc_pgconn_query(
             iv->pc,
@@ -1260,7 +1339,7 @@ static void cycle_start(oc_inval_t *iv)
         probe(iv);
         return;
     }
-    if (iv->check_due && iv->has_feed) { /* (no feed_append: no bump either) */
+    if (check_now(iv)) {
         identify(iv);
         return;
     }

@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -892,3 +893,138 @@ def test_an_old_primary_left_up_stops_moving_the_marker(objcached_factory, rb, m
         assert marker_of(mc_pool)[1] == b"2"
     finally:
         b_pg.close()
+
+
+@pytest.mark.parametrize("rb", ["triggers"], indirect=True)
+def test_a_copy_of_an_earlier_timeline_put_back_serves_no_later_row(objcached_factory, rb,
+                                                                   mc_pool):
+    """A copy of the data directory taken on timeline 1, put back after a
+    failover to timeline 2 whose rows the pool holds: the marker names the
+    later timeline. Until 2026-12-06 the check said `db_behind` (an old
+    primary still up?) and invalidated nothing: timeline 2's row was served
+    from a database that never had it (found by a review). Now it is a
+    rollback of its own (`rule=behind`), and the marker stays the later
+    timeline's."""
+    source, primary, standby = rb
+    oc = objcached_factory(config=rb_config(mc_pool, both(primary, standby), source))
+    harness.wait_until(lambda: marker(mc_pool) is not None, timeout=30, what="the marker")
+    old = item1(primary)
+    checks = oc.log().count("event=db_identity")
+    copy = os.path.join(primary.dir, "copy")
+    primary.stop("fast")
+    subprocess.run(["cp", "-a", primary.datadir, copy], check=True)
+    primary.start()
+    harness.wait_until(lambda: oc.log().count("event=db_identity") > checks, timeout=30,
+                       what="the check after the restart")
+    lsn = primary.execute("SELECT pg_current_wal_lsn()")[0][0]
+    harness.wait_until(lambda: standby.execute(
+        "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,))[0][0], timeout=30,
+        what="the standby to catch up")
+    fail_over(primary, standby)
+    one_rollback(oc)
+    harness.wait_until(lambda: marker_of(mc_pool)[1] == b"2", timeout=15,
+                       what="the marker of timeline 2")
+    standby.execute("UPDATE items SET name = 'timeline 2' WHERE id = 1", dbname="oc_rb")
+    later = item1(standby)
+    harness.wait_until(lambda: get1(oc) == later, timeout=20,
+                       what="timeline 2's row read through objcached")
+    get1(oc)
+    standby.stop("fast")
+    put_back(primary, copy)
+    assert item1(primary) == old
+    harness.wait_until(lambda: oc.stats()["db_rollbacks"] == 2, timeout=30,
+                       what=lambda: f"the check of the copy:\n{oc.log(3000)}")
+    assert "rule=behind" in oc.log()
+    harness.wait_until(lambda: get1(oc) == old, timeout=15,
+                       what=lambda: f"the copy's row, not timeline 2's:\n{oc.log(3000)}")
+    assert marker_of(mc_pool)[1] == b"2"
+
+
+@pytest.mark.parametrize("rb", ["triggers"], indirect=True)
+def test_a_failover_whose_marker_read_fails_over_is_still_a_rollback(objcached_factory, rb,
+                                                                     mc_pool):
+    """The check after a failover reads the marker while its memcached server
+    resets connections (not enough failures to be taken out): the read goes
+    to the key's failover server, which has no marker, so the check finds
+    none. Until 2026-12-06 the consumer then wrote its own, and the first
+    refresh after the server came back found timeline 1's marker there and
+    wrote over it ("an older writer"): nothing was invalidated and the lost
+    commit was served (found by a review). A consumer whose check found no
+    marker now takes an earlier timeline's, found later, for a rollback."""
+    source, primary, standby = rb
+    proxies = [FaultProxy(m.port, name=f"mc{i}") for i, m in enumerate(mc_pool)]
+    try:
+        config = rb_config(" ".join(p.address for p in proxies), both(primary, standby),
+                           source)
+        config["memcached"]["failure_limit"] = "100"   # a hiccup: not taken out
+        oc = objcached_factory(config=config)
+        old, lost = cache_a_lost_commit(primary, standby, mc_pool, [oc])
+        key = marker_key(RB_MODELS)
+        holder = []
+        for i, m in enumerate(mc_pool):
+            with m.client() as c:
+                if c.get(key) is not None:
+                    holder.append(i)
+        assert len(holder) == 1
+        checks = oc.log().count("event=db_identity")
+        proxies[holder[0]].set_mode("reset")
+        fail_over(primary, standby)
+        harness.wait_until(lambda: oc.log().count("event=db_identity") > checks
+                           or oc.stats()["db_rollbacks"] > 0, timeout=60,
+                           what=lambda: f"the check after the failover:\n{oc.log(3000)}")
+        proxies[holder[0]].set_mode("forward")
+        for i in range(100):   # claims: the consumer refreshes the marker
+            if oc.stats()["db_rollbacks"] > 0:
+                break
+            standby.execute("UPDATE items SET name = name WHERE id = 5", dbname="oc_rb")
+            time.sleep(0.2)
+        assert oc.stats()["db_rollbacks"] == 1, oc.log(3000)
+        harness.wait_until(lambda: get1(oc) == old, timeout=15,
+                           what=lambda: f"the replica's row, not the lost one:\n{oc.log(3000)}")
+        harness.wait_until(lambda: marker_of(mc_pool)[1] == b"2", timeout=15,
+                           what="the marker of timeline 2")
+    finally:
+        for p in proxies:
+            p.close()
+
+
+CHECKER_GRANTS = """
+CREATE ROLE oc_checker LOGIN;
+GRANT USAGE ON SCHEMA objcached TO oc_checker;
+GRANT EXECUTE ON FUNCTION objcached.claim(integer, integer), objcached.pending(),
+    objcached.hooked(regclass), objcached.requeue(text[], text[], timestamptz),
+    objcached.feed_poll(bigint, integer),
+    objcached.feed_append(text[], text[], text[], boolean, timestamptz, timestamptz, text),
+    objcached.feed_heartbeat(timestamptz, text), objcached.feed_heartbeat_if_drained(text),
+    objcached.feed_prune(interval) TO oc_checker;
+GRANT SELECT ON objcached.models, objcached.status, items TO oc_checker;
+REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC;
+"""
+
+
+@pytest.mark.parametrize("rb", ["triggers"], indirect=True)
+def test_a_failed_identity_read_is_tried_again_at_the_next_poll(objcached_factory, rb,
+                                                                mc_pool):
+    """The identity read fails (here: its role may not call
+    pg_control_system()). Until 2026-12-06 it was tried again at the next
+    connection only, which behind pgbouncer in transaction mode never comes:
+    the check was off for the process's life (found by a review). Now the
+    next poll tries again, on the same connection, and the failure is said
+    once."""
+    source, primary, standby = rb
+    standby.cleanup()
+    primary.execute(CHECKER_GRANTS, dbname="oc_rb")
+    oc = objcached_factory(config=rb_config(
+        mc_pool, primary.conninfo.replace("user=postgres", "user=oc_checker"), source))
+    harness.wait_until(lambda: "event=db_check_failed step=identity" in oc.log(), timeout=30,
+                       what=lambda: f"the failed identity read:\n{oc.log(3000)}")
+    ups = oc.log().count("event=pg_conn_up conn=objcached-inval")
+    time.sleep(1)                                   # five polls
+    assert "event=db_identity" not in oc.log()
+    assert oc.log().count("event=db_check_failed step=identity") == 1
+    primary.execute("GRANT EXECUTE ON FUNCTION pg_control_system() TO oc_checker",
+                    dbname="oc_rb")
+    harness.wait_until(lambda: "event=db_identity" in oc.log(), timeout=10,
+                       what=lambda: f"the check at a later poll:\n{oc.log(3000)}")
+    assert oc.log().count("event=pg_conn_up conn=objcached-inval") == ups
+    assert oc.stats()["db_rollbacks"] == 0
