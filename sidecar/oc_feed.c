@@ -32,12 +32,13 @@ struct oc_feed {
     oc_pgconn_t *pc;
     oc_feed_state_t state;
     struct event *timer;
-    uint64_t cursor; /* the last seq applied */
-    int again;       /* woken while polling: poll again after */
-    int warned;      /* the feed is missing (schema version 1): said once */
-    double sent;     /* monotonic time the poll was sent */
-    double fresh_at; /* caught_up_at, on the monotonic clock (0: never) */
-    int standby;     /* not known to be a primary (the last resync said so) */
+    uint64_t cursor;  /* the last seq applied */
+    int again;        /* woken while polling: poll again after */
+    int warned;       /* the feed is missing (schema version 1): said once */
+    int clock_warned; /* caught_up_at too far ahead (oc_feed_clock_ahead): said once */
+    double sent;      /* monotonic time the poll was sent */
+    double fresh_at;  /* caught_up_at, on the monotonic clock (0: never) */
+    int standby;      /* not known to be a primary (the last resync said so) */
     /* generation_seq's OID as the last resync read it (0: none yet):
      * another one is a reinstalled hook, or another database. */
     unsigned long gens_schema;
@@ -185,13 +186,40 @@ static void fresh(oc_feed_t *f, const PGresult *res)
         return;
     }
     double lag = atof(PQgetvalue(res, 0, 1));
+    if (oc_feed_clock_ahead(lag, ctx->conf->feed_max_lag_ms)) {
+        /* Proves nothing, and the proof of freshness and the holder's
+         * liveness (oc_feed_staleness) stay where they were: a clock that
+         * once ran ahead wrote it (GREATEST kept it while the clock came
+         * back), or this server's runs behind. Taken as 0 old, every
+         * near-cache served for as long as it was ahead, whatever stopped
+         * the feed, and a standby waited 60 x wal_takeover to take over
+         * from a dead holder (found by a review). */
+        ctx->stats->feed_clock_ahead++;
+        if (!f->clock_warned)
+            oc_log_warn("event=feed_clock_ahead ahead_ms=%.0f note=\"the feed's "
+                        "caught_up_at is ahead of the database's clock by more than "
+                        "feed_max_lag: no near-cache answers until a claim or heartbeat "
+                        "writes a caught_up_at this clock has reached\"",
+                        -lag * 1000);
+        f->clock_warned = 1;
+        not_fresh(f);
+        return;
+    }
+    if (f->clock_warned)
+        oc_log_info("event=feed_clock_ahead_ended");
+    f->clock_warned = 0;
     if (lag < 0)
-        lag = 0; /* a caught_up_at ahead of this server's clock */
+        lag = 0; /* ahead within feed_max_lag: a replica's clock a little behind */
     ctx->stats->feed_lag_ms = (uint64_t)(lag * 1000);
     f->fresh_at = f->sent - lag;
     if (ctx->near)
         oc_near_fresh_until(
             ctx->near, oc_feed_fresh_until(f->sent, lag, ctx->conf->feed_max_lag_ms));
+}
+
+int oc_feed_clock_ahead(double lag_s, uint32_t feed_max_lag_ms)
+{
+    return lag_s < -(feed_max_lag_ms / 1000.0);
 }
 
 double oc_feed_fresh_until(double sent, double lag_s, uint32_t feed_max_lag_ms)

@@ -148,6 +148,13 @@ oc_feed_notify_t oc_feed_notify_rule(int owed, uint64_t head, uint64_t cursor,
  * 0): sent + feed_max_lag - lag. 0 (not fresh) unless that is after
  * `sent`. Counting from `sent`, before the poll ran, errs on the safe side. */
 double oc_feed_fresh_until(double sent, double lag_s, uint32_t feed_max_lag_ms);
+/* A caught_up_at ahead of the polling server's clock by more than
+ * feed_max_lag (lag_s below -feed_max_lag) proves nothing: the clock that
+ * wrote it ran ahead (a step, a resumed virtual machine), or this one runs
+ * behind. The poll is not fresh, whatever oc_feed_fresh_until says, and
+ * the holder's silence keeps counting. Within feed_max_lag it is taken as
+ * 0 old (a replica's clock a little behind the primary's). */
+int oc_feed_clock_ahead(double lag_s, uint32_t feed_max_lag_ms);
 /* The next (model, generation) pair of the resync's two lists, "User,Post"
  * and "3,0" (names are identifiers: no commas). *names and *gens move
  * past it; *name and *len point into the names list. 0 when either list is

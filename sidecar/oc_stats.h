@@ -124,6 +124,9 @@ struct evbuffer;
     X(feed_cursor, GAUGE, "the last feed row applied (its seq)")                         \
     X(feed_lag_ms, GAUGE,                                                                \
       "how old the feed's caught_up_at was at the last poll that reached its head")      \
+    X(feed_clock_ahead, COUNTER,                                                         \
+      "polls whose caught_up_at was ahead of the database's clock by more than "         \
+      "feed_max_lag: no proof of freshness")                                             \
     X(feed_polls, COUNTER, "feed polls answered")                                        \
     X(feed_own, COUNTER, "the WAL holder's own appends applied without a poll")          \
     X(feed_rows, COUNTER, "feed rows applied")                                           \

@@ -1985,7 +1985,14 @@ DECLARE
 BEGIN
     UPDATE objcached.feed_head h
        SET seq = GREATEST(h.seq, p_last),
-           caught_up_at = GREATEST(h.caught_up_at, p_caught_up_at),   -- GREATEST skips NULLs
+           -- A claim (never past this clock: _feed_bound) moves it forward, and replaces one ahead
+           -- of this clock: kept by GREATEST, a value written while the clock ran ahead (a step, a
+           -- resumed virtual machine) stayed in the future once the clock came back, and the
+           -- followers took it for a fresh proof until time caught up (found by a review; they now
+           -- refuse one ahead by more than feed_max_lag, oc_feed_clock_ahead). No claim: unchanged.
+           caught_up_at = CASE WHEN p_caught_up_at IS NULL THEN h.caught_up_at
+                               WHEN h.caught_up_at > pg_catalog.clock_timestamp() THEN p_caught_up_at
+                               ELSE GREATEST(h.caught_up_at, p_caught_up_at) END,
            writer = pg_catalog.left(p_writer, 200),
            updated_at = pg_catalog.clock_timestamp()
      RETURNING h.seq INTO v_head;

@@ -453,6 +453,33 @@ def test_an_outbox_row_that_does_not_move_holds_freshness_back(fleet, mc_pool, d
                        what="serving again")
 
 
+def test_a_caught_up_at_ahead_of_the_clock_proves_nothing(fleet, mc_pool, db):
+    """The feed's caught_up_at as a database clock that once ran an hour
+    ahead leaves it (GREATEST kept it while the clock came back). Until
+    2026-12-06 every follower took it for 0 s old: a near-cache served for
+    the hour whatever stopped the feed, here a consumer gone (found by a
+    review). Now a follower refuses one ahead by more than feed_max_lag, and
+    the next claim puts a true one in its place."""
+    f = start(fleet, mc_pool, db, postgresql={"invalidation_poll": "0"})   # no consumer
+    c = start(fleet, mc_pool, db)
+    harness.wait_until(lambda: f.stats()["near_serving"] == 1, timeout=10, what="serving")
+    c.stop()
+    harness.wait_until(lambda: f.stats()["near_serving"] == 0, timeout=FEED_MAX_LAG + 5,
+                       what="no claims: not fresh")
+    db.q("UPDATE objcached.feed_head SET caught_up_at = clock_timestamp() + interval '1 hour'")
+    deadline = time.monotonic() + FEED_MAX_LAG + 1   # 20 polls
+    while time.monotonic() < deadline:
+        assert f.stats()["near_serving"] == 0, "served on a caught_up_at from the future"
+        time.sleep(0.05)
+    assert f.stats()["feed_clock_ahead"] > 0
+    assert f.log().count("event=feed_clock_ahead ") == 1
+    start(fleet, mc_pool, db)                    # a consumer claims: a true caught_up_at
+    harness.wait_until(lambda: f.stats()["near_serving"] == 1, timeout=10,
+                       what=lambda: f"serving again:\n{f.log(2000)}")
+    assert "event=feed_clock_ahead_ended" in f.log()
+    assert db.one("SELECT caught_up_at <= clock_timestamp() FROM objcached.feed_head")
+
+
 def by_server(oc, mc_pool, db, ids):
     """Read Item:ids through oc, then ([ids on mc_pool[0]], [ids on mc_pool[1]])."""
     gen = db.generation("Item")

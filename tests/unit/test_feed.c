@@ -175,6 +175,15 @@ static void test_fresh_until(void **state)
     /* a NaN lag (garbage from the poll) is never fresh */
     volatile double zero = 0.0;
     assert_true(oc_feed_fresh_until(100.0, zero / zero, 2000) == 0);
+    /* a caught_up_at ahead of the clock by feed_max_lag or less: a replica's
+     * clock a little behind, taken as 0 old; by more: no proof at all */
+    assert_false(oc_feed_clock_ahead(0.5, 2000));
+    assert_false(oc_feed_clock_ahead(0.0, 2000));
+    assert_false(oc_feed_clock_ahead(-2.0, 2000));
+    assert_true(oc_feed_clock_ahead(-2.001, 2000));
+    assert_true(oc_feed_clock_ahead(-3600.0, 2000));
+    assert_true(oc_feed_clock_ahead(-0.2, 100));
+    assert_false(oc_feed_clock_ahead(zero / zero, 2000)); /* NaN: fresh_until says no */
 }
 
 typedef struct pair {
