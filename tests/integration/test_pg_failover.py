@@ -988,16 +988,12 @@ def test_a_failover_whose_marker_read_fails_over_is_still_a_rollback(objcached_f
             p.close()
 
 
-CHECKER_GRANTS = """
-CREATE ROLE oc_checker LOGIN;
-GRANT USAGE ON SCHEMA objcached TO oc_checker;
-GRANT EXECUTE ON FUNCTION objcached.claim(integer, integer), objcached.pending(),
-    objcached.hooked(regclass), objcached.requeue(text[], text[], timestamptz),
-    objcached.feed_poll(bigint, integer),
+# a consumer's grants (operations.md), but not pg_control_system()
+CHECKER_GRANTS = FOLLOWER_GRANTS.replace("oc_follower", "oc_checker") + """
+GRANT EXECUTE ON FUNCTION
     objcached.feed_append(text[], text[], text[], boolean, timestamptz, timestamptz, text),
     objcached.feed_heartbeat(timestamptz, text), objcached.feed_heartbeat_if_drained(text),
     objcached.feed_prune(interval) TO oc_checker;
-GRANT SELECT ON objcached.models, objcached.status, items TO oc_checker;
 REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC;
 """
 
