@@ -252,6 +252,29 @@ def test_one_reader_per_slot_and_takeover(fleet, mc_pool, db):
     assert "event=wal_holding" in h2.log()
 
 
+def test_a_caught_up_at_ahead_of_the_clock_hides_no_dead_holder(fleet, mc_pool, db):
+    """The holder SIGKILLed, then the feed's caught_up_at an hour ahead (as a
+    clock that ran ahead would have left it; written after the kill, so no
+    heartbeat of the holder replaces it). Until 2026-12-06 the standby took
+    it for 0 s old: the holder looked alive, and the standby, having found
+    the slot held once, tried again only after 60 x wal_takeover (56 s with
+    1 s, found by a review). Now it proves nothing: the holder's silence
+    keeps counting from the last true proof, and the standby takes over."""
+    sidecars = [start(fleet, mc_pool, db, postgresql={"wal_takeover": "1s"})
+                for _ in range(2)]
+    h = holder(sidecars)
+    other = [oc for oc in sidecars if oc is not h][0]
+    harness.wait_until(lambda: other.stats()["near_serving"] == 1, timeout=15,
+                       what="the standby's near-cache serving")
+    time.sleep(3)   # the standby has tried once and found the slot held
+    fleet.kill(h)
+    db.q("UPDATE objcached.feed_head SET caught_up_at = clock_timestamp() + interval '1 hour'")
+    holder([other], timeout=20)
+    assert other.stats()["feed_clock_ahead"] > 0
+    harness.wait_until(lambda: other.stats()["near_serving"] == 1, timeout=15,
+                       what=lambda: f"serving again, the new holder's claims:\n{other.log(2000)}")
+
+
 def test_frozen_holder_is_terminated_a_newcomer_is_not_a_judge(fleet, mc_pool, db):
     """A sidecar that just started has no fresh feed yet: it must not take
     that for a silent holder. A holder frozen (SIGSTOP) for longer than
