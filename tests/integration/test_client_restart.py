@@ -330,7 +330,13 @@ PINNED = [
     # the others, with socket activation
     ("php-memcached-binary", "socket-activation", {}, {"failed": 1, "recovered": True},
      "socket activation: **1 failed call**"),
-    ("memjs", "socket-activation", {}, {"failed": 0, "recovered": True},
+    # memjs sends a timed-out request again (timeout 0.5 s, retries 2,
+    # retry_delay 0.2 s): no failed call while the restart takes under about
+    # 1.2 s (0.66-0.98 s here), one "timed out" past it (the sanitizer
+    # build's restart took 1.43 s in the suite, 2026-12-06).
+    ("memjs", "socket-activation", {}, {"failed": (0, 1), "recovered": True,
+                                        "texts": lambda t: t in (
+                                            [], ["error socket timed out waiting on response."])},
      "socket activation: **no failed call**"),
     # npm memcached: no failed call, unless a get goes out in the instant the
     # old process closes the idle connection (the suite's sanitizer pass hit
