@@ -465,7 +465,8 @@ static void on_data(oc_pgconn_t *pc, const char *buf, size_t len, void *arg)
     if (m.type == OC_PGO_COMMIT)
         w->ctx->stats->wal_transactions++;
     if (!w->paused &&
-        oc_wal_over_limit(oc_walb_pending_keys(w->acc), w->ctx->conf->wal_max_txn_keys)) {
+        oc_wal_pause_now(oc_walb_pending_keys(w->acc), w->ctx->conf->wal_max_txn_keys,
+                         oc_walb_ready(w->acc))) {
         w->paused = 1; /* the walsender waits on TCP meanwhile */
         set_reading(w);
     }
@@ -504,7 +505,8 @@ static void applied(oc_wal_t *w)
         return;
     }
     if (w->paused &&
-        !oc_wal_over_limit(oc_walb_pending_keys(w->acc), ctx->conf->wal_max_txn_keys))
+        !oc_wal_pause_now(oc_walb_pending_keys(w->acc), ctx->conf->wal_max_txn_keys,
+                          oc_walb_ready(w->acc)))
         w->paused = 0;
     /* Read what came while the batch was applied, then apply or pace. */
     w->heard_at = now_s(); /* not read meanwhile: no silence */
@@ -595,6 +597,14 @@ static void fed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
         return;
     }
     applied(w);
+}
+
+int oc_wal_pause_now(size_t pending, uint32_t max_txn_keys, int committed)
+{
+    /* (found by a review: a reload lowering wal_max_txn_keys while a big
+     * transaction streamed paused a holder with nothing to apply, for good,
+     * its statuses still telling the standbys it was alive) */
+    return committed && oc_wal_over_limit(pending, max_txn_keys);
 }
 
 int oc_wal_one_row(const oc_walb_batch_t *b)
@@ -1254,13 +1264,19 @@ static void slot_checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const c
     if (oc_wal_should_terminate(stalled, takeover, pid)) {
         char spid[24];
         snprintf(spid, sizeof(spid), "%ld", pid);
-        const char *p[1] = {spid};
+        const char *p[2] = {spid, w->slot};
         oc_log_warn(
             "event=wal_holder_terminated slot=%s pid=%ld stale_s=%.1f stalled_s=%.1f",
             w->slot, pid, holder_silence(w, now), stalled);
         w->sql_busy = 1;
-        if (oc_pgconn_query(w->sql, "SELECT pg_terminate_backend($1::integer)", 1, p,
-                            terminated, w) == OC_OK)
+        /* Only while that process still holds the slot: the pid was read by
+         * the statement before, and a process that ended since may have
+         * given its pid to another session (found by a review). */
+        if (oc_pgconn_query(w->sql,
+                            "SELECT pg_terminate_backend(active_pid) FROM "
+                            "pg_catalog.pg_replication_slots WHERE slot_name = $2 "
+                            "AND active_pid = $1::integer",
+                            2, p, terminated, w) == OC_OK)
             return;
         w->sql_busy = 0;
     }

@@ -165,6 +165,12 @@ oc_wal_end_t oc_wal_end_kind(const char *sqlstate, int began);
 /* Are more keys pending than the holder takes in (4 x wal_max_txn_keys)?
  * Then the stream pauses until applying brings them under again. */
 int oc_wal_over_limit(size_t pending, uint32_t max_txn_keys);
+/* Does the stream pause now? Over the limit, and only with a committed part
+ * to apply: applying is what ends a pause, so with nothing committed (an
+ * open transaction over a limit lowered by a reload while it streamed) it
+ * would never end; read on instead, and the transaction's next key goes
+ * whole-model (oc_walb's overflow), which brings the keys under. */
+int oc_wal_pause_now(size_t pending, uint32_t max_txn_keys, int committed);
 /* Seconds the holder waits before it takes the next batch: batches start at
  * least interval_s apart (wal_batch_interval), so that at a low write rate
  * many transactions share one memcached round and one feed commit instead

@@ -211,6 +211,11 @@ static void test_pause_and_lag(void **state)
     assert_false(oc_wal_over_limit(0, 0));
     assert_true(oc_wal_over_limit(1, 0));
     assert_false(oc_wal_over_limit((size_t)UINT32_MAX * 4, UINT32_MAX)); /* no wrap */
+    /* a pause needs a committed part to apply, which ends it */
+    assert_true(oc_wal_pause_now(4001, 1000, 1));
+    assert_false(oc_wal_pause_now(4001, 1000, 0));
+    assert_false(oc_wal_pause_now(5000, 1000, 0)); /* a limit lowered mid-transaction */
+    assert_false(oc_wal_pause_now(4000, 1000, 1));
     /* batches start wal_batch_interval apart: the rest of it is waited,
      * none before the first, while paused, or with the interval off */
     assert_true(oc_wal_batch_wait(100.0, 100.002, 0.005, 0) > 0.0029 &&
