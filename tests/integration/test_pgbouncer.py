@@ -868,6 +868,13 @@ def test_transaction_mode_kill_then_resume_every_connection_recovers_and_a_kille
         b.admin(f'KILL "{db.name}"')
         harness.wait_until(lambda: claims_held(db) == 0, timeout=10,
                            what="the killed claim's session to end")
+        # and the sidecar has seen its consumer's connection go: had the
+        # deletes answered first (the memcached server let go at once, the
+        # two events in one turn of a slow loop: the suite's sanitizer pass,
+        # 2026-12-06), the cycle would count them, as a cycle whose
+        # connection is still up does
+        harness.wait_until(lambda: oc.stats()["inval_connected"] == 0, timeout=10,
+                           what=lambda: f"the consumer's connection gone:\n{oc.log(2000)}")
     finally:
         victim.kill(signal.SIGCONT)
     assert db.one("SELECT count(*) FROM objcached.outbox") >= 1   # rolled back, not lost
