@@ -150,6 +150,10 @@ struct evbuffer;
     X(wal_whole, COUNTER,                                                                \
       "models invalidated whole from the WAL (TRUNCATE, huge transactions)")             \
     X(wal_batches, COUNTER, "batches applied and confirmed to the slot")                 \
+    X(wal_visibility_waits, COUNTER,                                                     \
+      "batches whose deletes waited for a decoded commit to become visible "             \
+      "(synchronous "                                                                    \
+      "replication waiting for a standby)")                                              \
     X(wal_stream_reads, COUNTER, "bursts of the replication stream read (pacing)")       \
     X(wal_heartbeats, COUNTER, "heartbeats decoded back and appended to the feed")       \
     X(wal_lag_bytes, GAUGE,                                                              \

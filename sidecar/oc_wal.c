@@ -49,6 +49,7 @@ typedef enum wal_state {
 /* Where a batch is in being applied. */
 typedef enum wal_step {
     STEP_NONE,
+    STEP_VISIBLE, /* waiting until its commits are visible (visible_check) */
     STEP_DELETES, /* memcached deletes out */
     STEP_FEED,    /* to append to the feed (and requeue failures) */
     STEP_GENS,    /* to read the generations a whole-model row bumped */
@@ -83,6 +84,7 @@ struct oc_wal {
     struct event *timer;       /* STANDBY: the next try; else the periodic work */
     struct event *batch_timer; /* reading again, and the next batch, after a pause */
     struct event *kick;        /* after a burst of the stream is read: apply, pace */
+    struct event *vis_timer;   /* STEP_VISIBLE: the next visibility check */
     double batch_at;           /* when the last batch was taken (0: none yet) */
     /* of the current stream only: the next may be of another server (a
      * failover) whose WAL is not as far, and a position confirmed there
@@ -93,7 +95,8 @@ struct oc_wal {
     wal_step_t step;
     unsigned batch_stream; /* stream_no it was read from */
     int own; /* the feed statement is one the follower may take (oc_feed_own) */
-    double sql_step_at; /* when it reached STEP_FEED or STEP_GENS */
+    double sql_step_at; /* when it reached STEP_FEED or STEP_GENS, or sent a
+                           visibility check */
     oc_walb_batch_t batch;
     /* Its deletes go out a chunk at a time (WAL_DELETE_CHUNK): the job
      * of the chunk under way, its cache keys, which batch key each item is,
@@ -109,6 +112,12 @@ struct oc_wal {
     int hold;
     char del_err[OC_ERRLEN];
     char *lit[5]; /* array literals of the feed query */
+    /* STEP_VISIBLE: the batch's xids as an array literal, a check due (the
+     * first, or vis_timer fired), when the wait began, the delay before the
+     * next check, and whether the wait was logged (event=wal_commit_invisible) */
+    char *vis_lit;
+    int vis_due, vis_logged;
+    double vis_from, vis_delay;
     char num[3][32];
     /* generations of every model, for cache keys */
     wal_gen_t *gens;
@@ -268,6 +277,11 @@ static void batch_clear(oc_wal_t *w)
         free(w->lit[i]);
         w->lit[i] = NULL;
     }
+    free(w->vis_lit);
+    w->vis_lit = NULL;
+    w->vis_due = w->vis_logged = 0;
+    if (w->vis_timer)
+        evtimer_del(w->vis_timer);
     w->step = STEP_NONE;
 }
 
@@ -367,7 +381,7 @@ static void send_status(oc_wal_t *w, int reply)
  * their own timeouts, and a slow memcached must not cost the slot.) */
 static int batch_stuck(const oc_wal_t *w, double now)
 {
-    return (w->step == STEP_FEED || w->step == STEP_GENS) &&
+    return (w->step == STEP_VISIBLE || w->step == STEP_FEED || w->step == STEP_GENS) &&
            now - w->sql_step_at > 2 * w->ctx->conf->wal_takeover_ms / 1000.0;
 }
 
@@ -792,6 +806,125 @@ static void apply_deletes(oc_wal_t *w)
     delete_chunk(w);
 }
 
+/* ---- visibility: a batch's deletes wait until its commits are visible --------- */
+
+/* How many of the batch's xids ($1, 32-bit) a snapshot taken now does not
+ * see: in its running list, or at or past its xmax (a transaction that has
+ * not left the running set yet can be past it). The snapshot's xids are
+ * 64-bit; the batch's are recent, within 2^31 of xmax, so comparing them
+ * modulo 2^32 is exact. A committed transaction is visible to every later
+ * snapshot once it is neither. */
+#define WAL_VISIBLE_SQL                                                                  \
+    "SELECT count(*) FROM pg_current_snapshot() s, unnest($1::bigint[]) x "              \
+    "WHERE (x - pg_snapshot_xmax(s)::text::bigint % 4294967296 + 4294967296) "           \
+    "% 4294967296 < 2147483648 "                                                         \
+    "OR x IN (SELECT r::text::bigint % 4294967296 FROM pg_snapshot_xip(s) r)"
+#define WAL_VISIBLE_FIRST_S 0.001 /* the first check again after this... */
+#define WAL_VISIBLE_MAX_S   0.02  /* ...doubling up to this */
+#define WAL_VISIBLE_LOG_S   1.0   /* a wait this long is logged */
+
+/* The batch's xids as a bigint[] literal (malloc'd; NULL: out of memory). */
+static char *xids_literal(const oc_walb_batch_t *b)
+{
+    char *s = malloc(b->nxids * 11 + 3), *at = s;
+    if (s == NULL)
+        return NULL;
+    *at++ = '{';
+    for (size_t i = 0; i < b->nxids; i++)
+        at += sprintf(at, i ? ",%" PRIu32 : "%" PRIu32, b->xids[i]);
+    *at++ = '}';
+    *at = '\0';
+    return s;
+}
+
+static void visible_checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
+                            const char *err, void *arg)
+{
+    (void)pc;
+    oc_wal_t *w = arg;
+    w->sql_busy = 0;
+    long running = st == OC_OK && PQntuples(res) == 1 ? atol(PQgetvalue(res, 0, 0)) : -1;
+    PQclear(res);
+    if (running < 0) { /* nothing confirmed: the slot sends it again */
+        char clean[OC_ERRLEN];
+        w->ctx->stats->wal_errors++;
+        oc_log_warn("event=wal_apply_failed step=visible reason=\"%s\"",
+                    oc_log_clean(clean, sizeof(clean), st == OC_OK ? "no result" : err));
+        stand_by(w, WAL_RETRY_FAST_S, st == OC_OK ? "the visibility check failed" : err);
+        return;
+    }
+    double now = now_s(), waited = now - w->vis_from;
+    if (running == 0) {
+        if (w->vis_logged)
+            oc_log_info("event=wal_commit_visible slot=%s waited_ms=%.0f", w->slot,
+                        waited * 1000);
+        apply_deletes(w);
+        return;
+    }
+    if (w->vis_delay == 0)
+        w->ctx->stats->wal_visibility_waits++;
+    if (!w->vis_logged && waited >= WAL_VISIBLE_LOG_S) {
+        w->vis_logged = 1;
+        oc_log_warn(
+            "event=wal_commit_invisible slot=%s waited_ms=%.0f running=%ld "
+            "reason=\"decoded commits are not visible yet (synchronous replication "
+            "waiting for a standby?): their invalidations wait\"",
+            w->slot, waited * 1000, running);
+    }
+    w->vis_delay = w->vis_delay == 0                      ? WAL_VISIBLE_FIRST_S
+                   : 2 * w->vis_delay > WAL_VISIBLE_MAX_S ? WAL_VISIBLE_MAX_S
+                                                          : 2 * w->vis_delay;
+    struct timeval tv = {0, (suseconds_t)(w->vis_delay * 1e6)};
+    evtimer_add(w->vis_timer, &tv);
+    sql_next(w); /* a heartbeat or a lag read meanwhile */
+}
+
+/* A check of the batch's visibility goes out (sql_next, STEP_VISIBLE). */
+static void visible_check(oc_wal_t *w)
+{
+    const char *p[1] = {w->vis_lit};
+    w->vis_due = 0;
+    w->sql_busy = 1;
+    w->sql_step_at = now_s();
+    if (oc_pgconn_exec(w->sql, WAL_VISIBLE_SQL, 1, p, visible_checked, w) != OC_OK)
+        w->sql_busy = 0;
+}
+
+static void on_vis_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    oc_wal_t *w = arg;
+    if (w->state != WAL_STREAMING || w->step != STEP_VISIBLE)
+        return;
+    w->vis_due = 1;
+    sql_next(w);
+}
+
+/* The batch's deletes wait until every transaction of it that touched a
+ * model is visible to a new snapshot. The walsender sends a commit once it
+ * is in the WAL, and the committing backend leaves the running set only
+ * after that (after a synchronous standby answered, under synchronous
+ * replication): a delete before then lets a miss load the old row, under a
+ * fresh lease, and write it back for good. One statement per batch; it
+ * finds them visible at once unless a commit is waiting. */
+static void visible_wait(oc_wal_t *w)
+{
+    if (w->batch.nxids == 0) {
+        apply_deletes(w);
+        return;
+    }
+    if ((w->vis_lit = xids_literal(&w->batch)) == NULL) {
+        stand_by(w, WAL_RETRY_FAST_S, "out of memory");
+        return;
+    }
+    w->step = STEP_VISIBLE;
+    w->vis_due = 1;
+    w->vis_logged = 0;
+    w->vis_from = now_s();
+    w->vis_delay = 0;
+    sql_next(w);
+}
+
 static void apply_maybe(oc_wal_t *w)
 {
     if (w->step != STEP_NONE || w->state != WAL_STREAMING || !oc_walb_ready(w->acc))
@@ -817,7 +950,7 @@ static void apply_maybe(oc_wal_t *w)
     w->batch_stream = w->stream_no;
     w->ctx->stats->wal_whole += w->batch.nwhole;
     w->ctx->stats->wal_buffer_bytes = oc_walb_bytes(w->acc);
-    apply_deletes(w);
+    visible_wait(w);
 }
 
 /* ---- the regular connection: one command at a time ------------------------------ */
@@ -1018,6 +1151,10 @@ static void sql_next(oc_wal_t *w)
         return;
     if (w->step == STEP_FEED) {
         sql_feed(w);
+        return;
+    }
+    if (w->step == STEP_VISIBLE && w->vis_due) {
+        visible_check(w);
         return;
     }
     if (w->step == STEP_GENS) {
@@ -1865,6 +2002,7 @@ oc_wal_t *oc_wal_new(oc_ctx_t *ctx, char *err)
         (w->timer = evtimer_new(ctx->base, on_timer, w)) == NULL ||
         (w->batch_timer = evtimer_new(ctx->base, on_batch_timer, w)) == NULL ||
         (w->kick = event_new(ctx->base, -1, 0, on_kick, w)) == NULL ||
+        (w->vis_timer = evtimer_new(ctx->base, on_vis_timer, w)) == NULL ||
         (w->reap = event_new(ctx->base, -1, 0, on_reap, w)) == NULL) {
         oc_wal_free(w);
         oc_fail(err, OC_ENOMEM, "out of memory");
@@ -1906,6 +2044,9 @@ void oc_wal_free(oc_wal_t *w)
         event_free(w->batch_timer);
     if (w->kick)
         event_free(w->kick);
+    if (w->vis_timer)
+        event_free(w->vis_timer);
+    w->vis_timer = NULL; /* batch_clear, below, would delete it */
     if (w->reap)
         event_free(w->reap);
     /* Deletes still out at oc_mc would call back into freed memory: the

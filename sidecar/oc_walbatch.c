@@ -41,8 +41,11 @@ struct oc_walb {
     int64_t commit_ts, first_commit_ts;
     char caught_up_at[OC_WALB_INSTANT_MAX];
     size_t ntxn;
+    uint32_t *xids; /* of the committed transactions that touched a model */
+    size_t nxids, xids_cap;
     /* The open transaction. */
     int in_txn;
+    uint32_t xid;
     int overflow;         /* over max_txn_keys: its models go whole */
     const char **touched; /* models it touched, or made whole (distinct) */
     size_t ntouched, touched_cap;
@@ -102,13 +105,16 @@ static void shrink_all(oc_walb_t *b)
     shrink((void **)&b->klen, &b->klen_cap, b->nkeys, SHRINK_FLOOR_KEYS,
            sizeof(*b->klen));
     shrink((void **)&b->arena, &b->acap, b->alen, SHRINK_FLOOR_BYTES, 1);
+    shrink((void **)&b->xids, &b->xids_cap, b->nxids, SHRINK_FLOOR_KEYS,
+           sizeof(*b->xids));
 }
 
 size_t oc_walb_bytes(const oc_walb_t *b)
 {
     return b->models_cap * sizeof(*b->models) + b->koff_cap * sizeof(*b->koff) +
            b->klen_cap * sizeof(*b->klen) + b->acap + b->whole_cap * sizeof(*b->whole) +
-           b->rels_cap * sizeof(*b->rels) + b->touched_cap * (sizeof(*b->touched) + 1);
+           b->rels_cap * sizeof(*b->rels) + b->touched_cap * (sizeof(*b->touched) + 1) +
+           b->xids_cap * sizeof(*b->xids);
 }
 
 static const char *intern(oc_walb_t *b, const char *name)
@@ -178,13 +184,15 @@ void oc_walb_free(oc_walb_t *b)
     free(b->whole);
     free(b->touched);
     free(b->touched_whole);
+    free(b->xids);
     free(b);
 }
 
 /* ---- the open transaction -------------------------------------------------------- */
 
-static void txn_open(oc_walb_t *b)
+static void txn_open(oc_walb_t *b, uint32_t xid)
 {
+    b->xid = xid;
     b->nkeys = b->ncommitted; /* drop what an unfinished one left */
     b->alen = b->acommitted;
     b->in_txn = 1;
@@ -258,6 +266,13 @@ static oc_walb_res_t txn_commit(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
     for (size_t i = 0; i < b->ntouched; i++)
         if ((b->overflow || b->touched_whole[i]) && add_whole(b, b->touched[i]) != 0)
             return oc_fail(err, OC_ENOMEM, "out of memory"), OC_WALB_BAD;
+    /* Its xid, for the visibility wait (oc_walb_batch_t.xids): only one that
+     * touched a model has deletes to wait for. */
+    if (b->ntouched > 0) {
+        if (grow((void **)&b->xids, &b->xids_cap, b->nxids + 1, sizeof(*b->xids)) != 0)
+            return oc_fail(err, OC_ENOMEM, "out of memory"), OC_WALB_BAD;
+        b->xids[b->nxids++] = b->xid;
+    }
     b->ncommitted = b->nkeys;
     b->acommitted = b->alen;
     b->end_lsn = m->commit.end_lsn;
@@ -478,7 +493,7 @@ oc_walb_res_t oc_walb_feed(oc_walb_t *b, const oc_pgo_msg_t *m, char *err)
     b->unknown = 0;
     switch (m->type) {
     case OC_PGO_BEGIN:
-        txn_open(b);
+        txn_open(b, m->begin.xid);
         return OC_WALB_OK;
     case OC_PGO_COMMIT:
         if (!b->in_txn)
@@ -588,7 +603,9 @@ oc_status_t oc_walb_take(oc_walb_t *b, oc_walb_batch_t *out)
     out->klens = malloc((n ? n : 1) * sizeof(*out->klens));
     out->whole = malloc((b->nwhole ? b->nwhole : 1) * sizeof(*out->whole));
     out->arena = malloc(bytes ? bytes : 1);
-    if (!out->models || !out->keys || !out->klens || !out->whole || !out->arena) {
+    out->xids = malloc((b->nxids ? b->nxids : 1) * sizeof(*out->xids));
+    if (!out->models || !out->keys || !out->klens || !out->whole || !out->arena ||
+        !out->xids) {
         oc_walb_batch_free(out);
         return OC_ENOMEM;
     }
@@ -611,6 +628,9 @@ oc_status_t oc_walb_take(oc_walb_t *b, oc_walb_batch_t *out)
     out->first_commit_ts = b->first_commit_ts;
     memcpy(out->caught_up_at, b->caught_up_at, sizeof(out->caught_up_at));
     out->ntxn = b->ntxn;
+    if (b->nxids)
+        memcpy(out->xids, b->xids, b->nxids * sizeof(*out->xids));
+    out->nxids = b->nxids;
     /* What is left is the open transaction's: move it to the front. */
     size_t open = b->nkeys - n, obytes = b->alen - bytes;
     if (open && n) {
@@ -628,6 +648,7 @@ oc_status_t oc_walb_take(oc_walb_t *b, oc_walb_batch_t *out)
     b->commit_ts = b->first_commit_ts = 0;
     b->caught_up_at[0] = '\0';
     b->ntxn = 0;
+    b->nxids = 0;
     shrink_all(b);
     return OC_OK;
 }
@@ -639,5 +660,6 @@ void oc_walb_batch_free(oc_walb_batch_t *bt)
     free(bt->klens);
     free(bt->whole);
     free(bt->arena);
+    free(bt->xids);
     memset(bt, 0, sizeof(*bt));
 }

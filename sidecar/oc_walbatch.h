@@ -95,6 +95,13 @@ typedef struct oc_walb_batch {
     int64_t first_commit_ts; /* the oldest (a failed delete's requeue keeps it) */
     char caught_up_at[OC_WALB_INSTANT_MAX]; /* the newest heartbeat, or "" */
     size_t ntxn;                            /* transactions in it */
+    /* The xids of its transactions that touched a model. Decoded is not yet
+     * visible: a commit is in the WAL (and sent) before the committing
+     * backend leaves the running set, and under synchronous replication it
+     * stays invisible until a standby answers; its deletes wait until no
+     * xid is running (oc_wal). */
+    uint32_t *xids;
+    size_t nxids;
     char *arena;
     size_t arena_len; /* its bytes (a merged key's stay there) */
 } oc_walb_batch_t;

@@ -10,6 +10,7 @@ reader's connection terminated."""
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -956,6 +957,92 @@ def test_holder_killed_mid_batch_loses_nothing(fleet, mc_pool, db):
     holder([other], timeout=20)
     wait_value(other, "Big:1", row(db, "Big", 1), timeout=30)
     wait_value(other, "Big:99999", row(db, "Big", 99999), timeout=30)
+
+
+def sync_rep_to_nobody(pg, on):
+    """Synchronous replication to a standby that never answers: a writing
+    session with synchronous_commit = on waits after its commit record is
+    flushed (and decoded), invisible to every other session, until it is
+    cancelled; every other session commits locally."""
+    if on:
+        pg.execute("ALTER SYSTEM SET synchronous_commit = 'local'", dbname="postgres")
+        pg.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'", dbname="postgres")
+    else:
+        pg.execute("ALTER SYSTEM RESET synchronous_standby_names", dbname="postgres")
+        pg.execute("ALTER SYSTEM RESET synchronous_commit", dbname="postgres")
+    pg.execute("SELECT pg_reload_conf()", dbname="postgres")
+
+
+def test_a_commit_decoded_before_it_is_visible_is_applied_once_it_is(fleet, mc_pool, db,
+                                                                        pg):
+    """The walsender sends a commit once it is in the WAL; the committing
+    backend leaves the running set only after that, and under synchronous
+    replication only once a standby answers. A holder that deleted at decode
+    let a get in between load the old row (the commit invisible) under a fresh
+    lease and write it back for good (a review, 2026-12-06: the old row served
+    after the commit was visible). The deletes now wait until the batch's
+    transactions are visible: a miss meanwhile loads the old row, which is
+    what PostgreSQL shows, and once the commit is visible both sidecars
+    (their near-caches) and memcached serve the new row: Item:60 was cached
+    before the commit, Item:61 is first read inside the window."""
+    a, b = start(fleet, mc_pool, db), start(fleet, mc_pool, db)
+    h = holder([a, b])
+    other = b if h is a else a
+    harness.wait_until(lambda: other.stats()["near_serving"] == 1, timeout=20,
+                       what="the follower's feed to be fresh")
+    old60, old61 = row(db, "Item", 60), row(db, "Item", 61)
+    for oc in (a, b):
+        assert get(oc, "Item:60") == old60
+        oc.wait_idle()
+    waits0 = h.stats()["wal_visibility_waits"]
+    sync_rep_to_nobody(pg, True)
+    err = []
+
+    def writer():
+        conn = pg.connect(dbname=db.name)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SET synchronous_commit = on")
+                cur.execute("UPDATE items SET name = 'visible at last' WHERE id IN (60, 61)")
+        except Exception as e:  # noqa: BLE001 (the cancel ends its wait with a warning)
+            err.append(e)
+        finally:
+            conn.close()
+    t = threading.Thread(target=writer, daemon=True)
+    try:
+        harness.wait_until(lambda: pg.execute("SHOW synchronous_standby_names",
+                                              dbname="postgres")[0][0] == "nobody",
+                           what="the setting to be loaded")
+        t.start()
+        harness.wait_until(lambda: h.stats()["wal_visibility_waits"] > waits0, timeout=15,
+                           what="the holder to decode the commit and wait for it")
+        assert row(db, "Item", 60) == old60  # invisible: the window is open
+        for oc in (a, b):
+            assert get(oc, "Item:60") == old60
+            assert get(oc, "Item:61") == old61  # a miss: loaded and written back
+            oc.wait_idle()
+        # a wait of a second is logged
+        harness.wait_until(lambda: "event=wal_commit_invisible" in h.log(), timeout=10,
+                           what="the holder to log its wait")
+        for (pid,) in pg.execute("SELECT pid FROM pg_stat_activity WHERE wait_event = "
+                                 "'SyncRep'", dbname="postgres"):
+            pg.execute("SELECT pg_cancel_backend(%s)", (pid,), dbname="postgres")
+        t.join(10)
+    finally:
+        sync_rep_to_nobody(pg, False)
+    new60, new61 = row(db, "Item", 60), row(db, "Item", 61)
+    assert new60 != old60 and b"visible at last" in new61, (new60, new61, err)
+    for oc in (a, b):
+        wait_value(oc, "Item:60", new60, timeout=10)
+        wait_value(oc, "Item:61", new61, timeout=10)
+    harness.wait_until(lambda: "event=wal_commit_visible" in h.log(), timeout=5,
+                       what="the end of the wait logged")
+    time.sleep(1.0)  # nothing writes an old row back after the deletes
+    for oc in (a, b):
+        assert (get(oc, "Item:60"), get(oc, "Item:61")) == (new60, new61)
+    for ident, new in ((60, new60), (61, new61)):
+        assert all(data == new for _, _, data in oc_c.raw_values_for(mc_pool, "Item", ident))
 
 
 def test_a_sidecar_that_let_the_slot_go_shows_no_wal_lag(fleet, mc_pool, db):

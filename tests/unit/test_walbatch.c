@@ -73,10 +73,12 @@ static oc_walb_res_t feed(const msg_t *m)
     return oc_walb_feed(b, &d, err);
 }
 
+static uint32_t xid_next; /* each begin() a new xid, from 100 (setup) */
+
 static void begin(void)
 {
     msg_t m = {0};
-    u8(&m, 'B'), u64(&m, 100), u64(&m, 5000000), u32(&m, 7);
+    u8(&m, 'B'), u64(&m, 100), u64(&m, 5000000), u32(&m, xid_next++);
     assert_int_equal(feed(&m), OC_WALB_OK);
 }
 
@@ -160,6 +162,7 @@ static int setup(void **state)
 {
     (void)state;
     b = oc_walb_new(1000);
+    xid_next = 100;
     oc_walb_set_token(b, TOKEN);
     assert_int_equal(oc_walb_map_add(b, 16384, "User", "id"), OC_OK);
     assert_int_equal(oc_walb_map_add(b, 16384, "Person", "id"), OC_OK); /* two models */
@@ -228,6 +231,9 @@ static void test_changes_become_keys(void **state)
     assert_int_equal(insert(16500, "t:99"), OC_WALB_OK); /* no model's: ignored */
     assert_false(oc_walb_ready(b));                      /* not committed yet */
     commit(0x1000, 777);
+    begin(); /* another table's change only: nothing to wait for */
+    assert_int_equal(insert(16500, "t:98"), OC_WALB_OK);
+    commit(0x1000, 777);
     assert_true(oc_walb_ready(b));
     assert_int_equal(oc_walb_take(b, &bt), OC_OK);
     assert_string_equal(pairs(&bt),
@@ -237,7 +243,9 @@ static void test_changes_become_keys(void **state)
     assert_int_equal(bt.end_lsn, 0x1000);
     assert_int_equal(bt.commit_ts, 777);
     assert_int_equal(bt.first_commit_ts, 777);
-    assert_int_equal(bt.ntxn, 1);
+    assert_int_equal(bt.ntxn, 2);
+    assert_int_equal(bt.nxids, 1);
+    assert_int_equal(bt.xids[0], 100);
     assert_string_equal(bt.caught_up_at, "");
     oc_walb_batch_free(&bt);
     assert_false(oc_walb_ready(b));
@@ -273,6 +281,11 @@ static void test_truncate_heartbeat_and_whole(void **state)
     assert_int_equal(bt.commit_ts, 3);       /* the newest, for the feed's rows */
     assert_int_equal(bt.first_commit_ts, 1); /* the oldest, for a requeue */
     assert_int_equal(bt.ntxn, 3);
+    /* the xids whose visibility the deletes wait for: the heartbeat's
+     * transaction touched no model */
+    assert_int_equal(bt.nxids, 2);
+    assert_int_equal(bt.xids[0], 100);
+    assert_int_equal(bt.xids[1], 102);
     oc_walb_batch_free(&bt);
 }
 
