@@ -1829,15 +1829,23 @@ SELECT o.model,
 -- Every relation whose changes pgoutput sends for a wal-mode model, with the model and the key
 -- column's name in that relation: the reader maps a Relation message's OID to models with it. A
 -- partitioned table appears once (its partitions' changes are sent as its own); a plain table
--- appears with each of its inheritance children.
+-- appears with each of its inheritance children. Each of these also appears as every partition
+-- ancestor it has: a model's table made a partition of another published table (ATTACH PARTITION)
+-- has its changes sent as that table's (publish_via_partition_root), so the ancestor carries the
+-- model too. A partition has its parent's column names, so the key column is the same name there.
+-- The cost: a change of the ancestor's other partitions deletes that model's key too (an extra
+-- delete, never a stale row; found by a review, 2026-12-06: the model was never invalidated).
 CREATE OR REPLACE FUNCTION objcached.wal_tables()
 RETURNS TABLE (relid oid, table_name text, model text, key_column name)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     -- key_column NULL: the model's key column was dropped (its changes can only go whole)
-    SELECT m.rel, objcached._qualified(m.rel), o.model, a.attname
+    SELECT x.rel, objcached._qualified(x.rel), o.model, a.attname
       FROM objcached.models o
       LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = o.tbl AND a.attnum = o.key_attnum AND NOT a.attisdropped
       CROSS JOIN LATERAL objcached._wal_members(o.tbl) m(rel)
+      CROSS JOIN LATERAL (SELECT m.rel
+                          UNION
+                          SELECT p.relid FROM pg_catalog.pg_partition_ancestors(m.rel) p) x(rel)
      WHERE o.via = 'wal'
      ORDER BY 2, 3
 $$;

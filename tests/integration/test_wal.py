@@ -42,14 +42,14 @@ TABLES = {"Item": ("items", "id"), "Big": ("big", "id"), "Ev": ("ev", "id"),
           "Slug": ("slugs", "slug")}
 
 
-def wal_config(mc_pool, db, slot, **sections):
+def wal_config(mc_pool, db, slot, models=None, **sections):
     overrides = {"objcached": {"near_cache_size": "32m"},
                  "postgresql": {"wal": "on", "wal_slot": slot, "invalidation_poll": "200ms",
                                 "feed_poll": "100ms", "feed_max_lag": "2s",
                                 "wal_heartbeat": "100ms", "wal_takeover": "2s"}}
     for section, keys in sections.items():
         overrides.setdefault(section, {}).update(keys)
-    return oc_c.sidecar_config(mc_pool, db.conninfo, MODELS, overrides)
+    return oc_c.sidecar_config(mc_pool, db.conninfo, models or MODELS, overrides)
 
 
 @pytest.fixture(scope="module")
@@ -1260,6 +1260,42 @@ def test_changes_after_a_partition_truncate_reach_the_new_generation(fleet, mc_p
     db.q("UPDATE ev SET what = 'changed' WHERE id = 2")
     wait_value(a, "Ev:1", row(db, "Ev", 1), timeout=8)
     wait_value(a, "Ev:2", row(db, "Ev", 2), timeout=8)
+
+
+def test_a_model_table_attached_as_a_partition_of_another_is_still_invalidated(
+        fleet, mc_pool, db):
+    """A WAL model's table made a partition of another WAL model's table:
+    the publication sends its changes as the root's (publish_via_partition_
+    root), which the map knew as Ev's only, so Solo was never invalidated
+    again (a review, 2026-12-06). wal_tables() now lists the root with Solo
+    too: its UPDATE reaches Solo:7 (and deletes Ev:7, an extra delete)."""
+    db.q("CREATE TABLE solo (id bigint NOT NULL, day date NOT NULL, what text, "
+         "PRIMARY KEY (id, day))")
+    db.q("INSERT INTO solo VALUES (7, '2026-05-01', 'v0')")
+    db.q("SELECT objcached.attach('public.solo', 'Solo', 'id', 'wal')")
+    models = dict(MODELS, Solo={"table": "solo"})
+    a = fleet.start(wal_config(mc_pool, db, db.name, models=models))
+    holder([a])
+
+    def solo():
+        return db.q("SELECT row_to_json(t)::text FROM solo t WHERE t.id = 7")[0][0].encode()
+    cached(a, ["Solo:7"])
+    db.q("UPDATE solo SET what = 'v1' WHERE id = 7")  # a plain WAL model table
+    wait_value(a, "Solo:7", solo())
+    reloads = a.stats()["wal_map_reloads"]
+    db.q("ALTER TABLE ev ATTACH PARTITION solo FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')")
+    harness.wait_until(lambda: a.stats()["wal_map_reloads"] > reloads, timeout=10,
+                       what="the map read again after the DDL")
+    holder([a])
+    rows = db.q("SELECT model FROM objcached.wal_tables() WHERE relid = 'ev'::regclass "
+                "ORDER BY 1")
+    assert [r[0] for r in rows] == ["Ev", "Solo"], rows
+    cached(a, ["Solo:7"])
+    before = get(a, "Solo:7")
+    assert before == solo()
+    db.q("UPDATE solo SET what = 'v2' WHERE id = 7")
+    wait_value(a, "Solo:7", solo())
+    assert get(a, "Solo:7") != before
 
 
 def test_a_second_model_moved_to_the_wal_on_a_watched_table(fleet, mc_pool, db):
