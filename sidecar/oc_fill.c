@@ -44,13 +44,19 @@ struct oc_fill {
     int unconfirmed;  /* its value is a PUSHED entry another wrote */
     oc_blob_t *value; /* once answered: the object, or NULL = absent */
     oc_fill_waiter_t *waiters;
-    uint64_t retire_seq;  /* reads with seq <= this may still need it */
-    uint64_t lease_seq;   /* read seq when our lease was confirmed (0: none) */
-    uint64_t lease_cas;   /* leased: the cas of the lease item */
-    uint64_t lease_epoch; /* ... read in this cas epoch (oc_mc.h) */
-    uint64_t place;       /* the read's place memo of the key (oc_mc): the
-                             fill's cas goes there without hashing it again */
-    uint64_t era;         /* oc_fills.era when it began */
+    uint64_t retire_seq;    /* reads with seq <= this may still need it */
+    uint64_t lease_seq;     /* read seq when our lease was confirmed (0: none) */
+    uint64_t sent_seq;      /* read seq when its last read or load was sent
+                               (0: none yet): without a lease, only reads
+                               begun by then may take its answer */
+    oc_fill_waiter_t *late; /* joined after sent_seq, without a lease: they
+                               wait for the next read or load, or the next
+                               fill once this one answers (fill_answer) */
+    uint64_t lease_cas;     /* leased: the cas of the lease item */
+    uint64_t lease_epoch;   /* ... read in this cas epoch (oc_mc.h) */
+    uint64_t place;         /* the read's place memo of the key (oc_mc): the
+                               fill's cas goes there without hashing it again */
+    uint64_t era;           /* oc_fills.era when it began */
     oc_fill_t *retire_next;
 };
 
@@ -129,13 +135,19 @@ oc_fill_state_t oc_fill_after_read(oc_fill_state_t cur, oc_entry_class_t found,
 }
 
 int oc_fill_may_answer(uint64_t fill_lease_seq, oc_fill_cas_t fill_cas,
-                       oc_entry_class_t w_read, oc_fill_cas_t w_cas, uint64_t w_seq)
+                       uint64_t fill_sent_seq, oc_entry_class_t w_read,
+                       oc_fill_cas_t w_cas, uint64_t w_seq)
 {
     if (w_read == OC_EC_LEASE_WON)
         return 0; /* the key was empty: whatever the fill leased is gone,
                      and the waiter holds a new lease only a new load fills */
     if (fill_lease_seq == 0)
-        return 1; /* a fill without a lease cannot tell, and answers */
+        /* No lease tells whether a write landed since: only a read begun
+         * before its answer was asked for (the load's snapshot, or the
+         * memcached read, is younger than the read) may take it. A later
+         * one may have missed the key because another sidecar applied an
+         * invalidation meanwhile (found by a review, 2026-12-06). */
+        return fill_sent_seq == 0 || w_seq <= fill_sent_seq;
     if (w_read == OC_EC_LEASE_HELD && w_cas.cas == fill_cas.cas &&
         w_cas.epoch == fill_cas.epoch)
         return 1; /* the fill's own lease, untouched (the same number on
@@ -224,9 +236,48 @@ static void fill_wake(oc_fill_t *f, oc_get_state_t st, const char *err)
     }
 }
 
-static void fill_answer(oc_fill_t *f)
+static int fill_one(oc_fills_t *fs, oc_fill_waiter_t *w);
+
+/* A failed fill fails its late joiners too: they would have joined it. */
+static void fill_fail(oc_fill_t *f, const char *err)
+{
+    fill_wake(f, OC_GET_ERROR, err);
+    f->waiters = f->late;
+    f->late = NULL;
+    fill_wake(f, OC_GET_ERROR, err);
+}
+
+/* Answer every waiter; the late ones (joined after the answer was asked
+ * for, without a lease) start the next fill of the key together: one load
+ * in flight per key still, as when they joined. */
+static void fill_answer(oc_fills_t *fs, oc_fill_t *f)
 {
     fill_wake(f, f->value ? OC_GET_FOUND : OC_GET_ABSENT, NULL);
+    oc_fill_waiter_t *w = f->late;
+    f->late = NULL;
+    if (w == NULL)
+        return;
+    fill_unmap(fs, f);
+    while (w) {
+        oc_fill_waiter_t *next = w->next;
+        w->next = NULL;
+        if (fill_one(fs, w) != 0)
+            w->done(w, OC_GET_ERROR, NULL, "out of memory");
+        w = next;
+    }
+}
+
+/* A read or load of f goes out: who joined since the last is answered by
+ * this one. */
+static void fill_sent(oc_fills_t *fs, oc_fill_t *f)
+{
+    while (f->late) {
+        oc_fill_waiter_t *w = f->late;
+        f->late = w->next;
+        w->next = f->waiters;
+        f->waiters = w;
+    }
+    f->sent_seq = fs->read_seq;
 }
 
 static void fill_retire_later(oc_fills_t *fs, oc_fill_t *f)
@@ -307,7 +358,7 @@ static int batch_add(oc_batch_t *b, oc_fill_t *f)
 static void batch_fail(oc_batch_t *b, const char *err)
 {
     for (size_t i = 0; i < b->n; i++) {
-        fill_wake(b->fills[i], OC_GET_ERROR, err);
+        fill_fail(b->fills[i], err);
         fill_free(b->fs, b->fills[i]);
     }
     batch_free(b);
@@ -364,7 +415,7 @@ static void batch_dispatch(oc_batch_t *b)
         batch_take(b, OC_FILL_LOADING, &load) != 0) {
         if (done) /* answered already: these are not failures */
             for (size_t i = 0; i < done->n; i++)
-                fill_answer(done->fills[i]);
+                fill_answer(b->fs, done->fills[i]);
         if (done)
             batch_retire(done);
         if (lease)
@@ -376,7 +427,7 @@ static void batch_dispatch(oc_batch_t *b)
     }
     if (done) {
         for (size_t i = 0; i < done->n; i++)
-            fill_answer(done->fills[i]);
+            fill_answer(b->fs, done->fills[i]);
         batch_retire(done);
     }
     if (lease)
@@ -520,7 +571,7 @@ static void batch_fail_release(oc_batch_t *b, const char *err)
     for (size_t i = 0; i < b->n; i++) {
         oc_fill_t *f = b->fills[i];
         fill_unmap(b->fs, f);
-        fill_wake(f, OC_GET_ERROR, err);
+        fill_fail(f, err);
         if (f->leased && !f->refresh) {
             oc_mc_item_t *it = &rel->items[r++];
             it->key = f->ckey;
@@ -694,7 +745,7 @@ static void batch_loaded(const oc_pg_row_t *rows, size_t n, oc_status_t st,
     }
     for (size_t i = 0; i < b->n; i++) {
         fill_set_state(b->fills[i], OC_FILL_STORING);
-        fill_answer(b->fills[i]);
+        fill_answer(b->fs, b->fills[i]);
     }
     batch_store(b);
 }
@@ -709,8 +760,10 @@ static void batch_id(const void *arg, size_t i, const char **p, size_t *len)
 
 static void batch_load(oc_batch_t *b)
 {
-    for (size_t i = 0; i < b->n; i++)
+    for (size_t i = 0; i < b->n; i++) {
         fill_set_state(b->fills[i], OC_FILL_LOADING);
+        fill_sent(b->fs, b->fills[i]);
+    }
     if (b->fs->ctx->pg == NULL) {
         batch_fail(b, "shutting down");
         return;
@@ -821,6 +874,7 @@ static void batch_read(oc_batch_t *b)
     }
     job->lease_ttl_s = ctx->lease_ttl_s;
     for (size_t i = 0; i < b->n; i++) {
+        fill_sent(b->fs, b->fills[i]);
         job->keys[i] = b->fills[i]->ckey;
         job->key_lens[i] = b->fills[i]->ckey_len;
     }
@@ -877,10 +931,20 @@ static oc_batch_t *pending_batch(oc_fills_t *fs, size_t m)
 static int fill_one(oc_fills_t *fs, oc_fill_waiter_t *w)
 {
     oc_fill_t *f = oc_map_get(fs->map, w->ckey, w->ckey_len);
-    if (f && (f->era != fs->era ||
-              !oc_fill_may_answer(
-                  f->lease_seq, (oc_fill_cas_t){f->lease_cas, f->lease_epoch}, w->read,
-                  (oc_fill_cas_t){w->lease_cas, w->lease_epoch}, w->read_seq))) {
+    if (f && f->era == fs->era && f->state < OC_FILL_STORING && f->lease_seq == 0 &&
+        f->sent_seq != 0 && w->read != OC_EC_LEASE_WON && w->read_seq > f->sent_seq) {
+        /* Too late for the answer under way (oc_fill_may_answer): it waits
+         * for this fill's next read or load, or the fill after it. */
+        fs->ctx->stats->coalesced_waits++;
+        w->next = f->late;
+        f->late = w;
+        return 0;
+    }
+    if (f &&
+        (f->era != fs->era ||
+         !oc_fill_may_answer(
+             f->lease_seq, (oc_fill_cas_t){f->lease_cas, f->lease_epoch}, f->sent_seq,
+             w->read, (oc_fill_cas_t){w->lease_cas, w->lease_epoch}, w->read_seq))) {
         oc_fill_invalidate(fs, w->ckey, w->ckey_len);
         f = NULL;
     }

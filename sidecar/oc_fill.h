@@ -142,13 +142,19 @@ typedef struct oc_fill_cas {
     uint64_t cas, epoch;
 } oc_fill_cas_t;
 /* May a waiter take a fill's answer? fill_lease_seq: the read seq when the
- * fill's lease was confirmed (0: it holds none); fill_cas: that lease.
- * The waiter's read found `w_read` (with lease w_cas) at read seq w_seq.
- * Not when it was read after the fill's lease was there and found the key
- * without that lease: a write removed the lease, so the fill's row may be
- * older than that write. */
+ * fill's lease was confirmed (0: it holds none); fill_cas: that lease;
+ * fill_sent_seq: the read seq when the fill's last memcached read or load
+ * went out (0: none yet). The waiter's read found `w_read` (with lease
+ * w_cas) at read seq w_seq. Not when it was read after the fill's lease was
+ * there and found the key without that lease: a write removed the lease, so
+ * the fill's row may be older than that write. Without a lease, not when
+ * it began after the fill's answer was asked for: the key may have been
+ * invalidated (by another sidecar) in between, with nothing here to tell.
+ * Such a waiter of a fill still under way waits for its next read or load,
+ * or joins the next fill once it answers (one load in flight per key). */
 int oc_fill_may_answer(uint64_t fill_lease_seq, oc_fill_cas_t fill_cas,
-                       oc_entry_class_t w_read, oc_fill_cas_t w_cas, uint64_t w_seq);
+                       uint64_t fill_sent_seq, oc_entry_class_t w_read,
+                       oc_fill_cas_t w_cas, uint64_t w_seq);
 /* The wait before the next read of another's lease: 2 ms, doubling up to
  * 10 ms (up to lease_wait_ms / 25, at most 50 ms, for a longer lease_wait);
  * 0 once lease_wait_ms has passed since `began` (then load). */

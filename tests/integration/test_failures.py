@@ -338,6 +338,62 @@ def test_out_of_memory_while_matching_rows_caches_nothing(objcached_factory, mc_
 
 # ---------------------------------------------------------------- memcached down
 
+def test_misses_after_a_leaseless_load_went_out_share_the_next_one(objcached_factory, pg,
+                                                                   mc_pool, ref):
+    """Every memcached server down: loads hold no lease, so nothing tells
+    whether a write landed after a load went out, and only the gets that
+    began before may take its answer (oc_fill_may_answer; a review,
+    2026-12-06). The 10 gets that come while the first load waits behind a
+    table lock do not take its answer, nor load each on their own: they
+    wait for it, then share the next load. Two queries, every answer right
+    (before: one query, and a get sent after another sidecar's invalidation
+    was answered the older row)."""
+    oc = objcached_factory({"objcached": {"load_timeout": "30s"},
+                            "memcached": {"retry_timeout": "60s",
+                                          "connect_timeout": "300ms"}})
+    want = user_values(ref, [160])
+    for m in mc_pool:
+        m.stop()
+    try:
+        leaseless_loads_shared(oc, pg, ref, want)
+    finally:
+        for m in mc_pool:
+            m.start()
+
+
+def leaseless_loads_shared(oc, pg, ref, want):
+    results, errors = {}, []
+
+    def client(i):
+        try:
+            with oc.client(timeout=40) as c:
+                results[i] = c.get_multi(["User:160"])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(f"client {i}: {e!r}")
+
+    with oc.client() as c:  # the servers are marked down first
+        assert c.get_multi(["User:161"]) == (user_values(ref, [161]), b"END")
+    s0 = oc.stats()
+    first = threading.Thread(target=client, args=(0,))
+    late = [threading.Thread(target=client, args=(i,)) for i in range(1, 11)]
+    with TableLock(pg):
+        first.start()
+        harness.wait_until(lambda: oc.stats()["pg_queries"] > s0["pg_queries"],
+                           timeout=10, interval=0.02, what="the first load to go out")
+        for t in late:
+            t.start()
+        harness.wait_until(
+            lambda: oc.stats()["coalesced_waits"] - s0["coalesced_waits"] >= 10,
+            timeout=10, interval=0.02, what="10 gets to wait")
+        assert results == {}, "a client was answered while the table was locked"
+        assert oc.stats()["pg_queries"] - s0["pg_queries"] == 1
+    for t in [first] + late:
+        t.join(30)
+    assert not errors, errors
+    assert results == {i: (want, b"END") for i in range(11)}
+    assert moved(s0, oc.stats(), "pg_queries")["pg_queries"] == 2
+
+
 @pytest.mark.parametrize("how", ["stop", "kill"])
 def test_memcached_server_down(objcached_factory, mc_pool, ref, how):
     # io_timeout is not what finds the victim (killed or stopped, its port

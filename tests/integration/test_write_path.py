@@ -1235,6 +1235,39 @@ def test_held_fill_does_not_answer_gets_after_another_sidecar_invalidated(
     assert late == row(db, "Item", 44)
 
 
+def test_leaseless_fill_does_not_answer_gets_after_another_sidecar_invalidated(
+        fleet, mc_pool, db, tmp_path):
+    """A's fill of Item:45 holds no lease (B held it: A waited lease_wait,
+    then loaded by itself) and is held before its answer retires. An UPDATE
+    commits and B applies its invalidation; a get that A sends after that
+    misses, and must not take the held fill's (older) row: with no lease
+    there is nothing to tell whether a write landed since the fill's load
+    went out, so only reads begun before then may take its answer (a review,
+    2026-12-06: A answered the old row; oc_fill_may_answer)."""
+    zero_generations(db)
+    gate = gate_path(tmp_path)
+    env = {"OBJCACHED_FAULT_FILL_GATE": gate}
+    # A: no consumer, no feed (it learns nothing by itself); waits 100 ms on a lease
+    a = start(fleet, mc_pool, db, poll="0", env=env,
+              objcached={"lease_wait": "100ms", **GATED}, postgresql={"feed_poll": "0"})
+    b = start(fleet, mc_pool, db, poll="200ms", env=env, objcached=GATED)
+    old = row(db, "Item", 45)
+    try:
+        gated_cold_get(b, gate, "Item:45", old)  # B holds the lease
+        with a.client() as c:
+            assert c.get("Item:45") == old  # A: lease_wait, load, no lease
+        assert a.stats()["loads_in_flight"] == 1  # A's fill held in the map
+        db.q("UPDATE items SET name = 'updated' WHERE id = 45")
+        harness.wait_until(lambda: b.stats()["invalidations"] >= 1 and db.outbox_rows() == 0,
+                           timeout=10, what="B to apply the invalidation")
+        with a.client() as c:
+            late = c.get("Item:45")  # sent after the delete
+    finally:
+        release(a, gate)
+        release(b, gate)
+    assert late == row(db, "Item", 45)
+
+
 def test_refused_fill_takes_its_lease_away(fleet, mc_pool, db, tmp_path):
     """A's fill of Item:46 took its lease after the write's delete, and an
     invalidation of Item:46 then reaches A (the feed applies again what a

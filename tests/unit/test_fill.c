@@ -63,23 +63,29 @@ static void test_may_answer(void **state)
 {
     (void)state;
     /* a get that won a lease never takes an older fill's answer */
-    assert_false(oc_fill_may_answer(0, cas1(0), OC_EC_LEASE_WON, cas1(5), 9));
-    assert_false(oc_fill_may_answer(3, cas1(7), OC_EC_LEASE_WON, cas1(5), 2));
-    /* a fill without a lease cannot tell: it answers */
-    assert_true(oc_fill_may_answer(0, cas1(0), OC_EC_EMPTY, cas1(0), 100));
+    assert_false(oc_fill_may_answer(0, cas1(0), 50, OC_EC_LEASE_WON, cas1(5), 9));
+    assert_false(oc_fill_may_answer(3, cas1(7), 50, OC_EC_LEASE_WON, cas1(5), 2));
+    /* a fill without a lease answers the reads begun before its load or
+     * read went out (50), or any while none has (0); not a later one: the
+     * key may have been invalidated meanwhile, with nothing to tell */
+    assert_true(oc_fill_may_answer(0, cas1(0), 0, OC_EC_EMPTY, cas1(0), 100));
+    assert_true(oc_fill_may_answer(0, cas1(0), 50, OC_EC_EMPTY, cas1(0), 50));
+    assert_true(oc_fill_may_answer(0, cas1(0), 50, OC_EC_LEASE_HELD, cas1(4), 49));
+    assert_false(oc_fill_may_answer(0, cas1(0), 50, OC_EC_EMPTY, cas1(0), 51));
+    assert_false(oc_fill_may_answer(0, cas1(0), 50, OC_EC_ERROR, cas1(0), 100));
     /* the fill's own lease, seen by the get: consistent */
-    assert_true(oc_fill_may_answer(3, cas1(7), OC_EC_LEASE_HELD, cas1(7), 100));
+    assert_true(oc_fill_may_answer(3, cas1(7), 50, OC_EC_LEASE_HELD, cas1(7), 100));
     /* the same number read from another server (or after its restart):
      * another sidecar's lease, after a write removed the fill's */
     assert_false(
-        oc_fill_may_answer(3, cas1(7), OC_EC_LEASE_HELD, (oc_fill_cas_t){7, 2}, 100));
+        oc_fill_may_answer(3, cas1(7), 50, OC_EC_LEASE_HELD, (oc_fill_cas_t){7, 2}, 100));
     /* another lease than the fill's, read after the fill's was confirmed:
      * a write removed the fill's lease */
-    assert_false(oc_fill_may_answer(3, cas1(7), OC_EC_LEASE_HELD, cas1(8), 4));
-    assert_false(oc_fill_may_answer(3, cas1(7), OC_EC_EMPTY, cas1(0), 4));
+    assert_false(oc_fill_may_answer(3, cas1(7), 50, OC_EC_LEASE_HELD, cas1(8), 4));
+    assert_false(oc_fill_may_answer(3, cas1(7), 50, OC_EC_EMPTY, cas1(0), 4));
     /* read before (or with) the lease's confirmation: consistent */
-    assert_true(oc_fill_may_answer(3, cas1(7), OC_EC_EMPTY, cas1(0), 3));
-    assert_true(oc_fill_may_answer(3, cas1(7), OC_EC_LEASE_HELD, cas1(8), 2));
+    assert_true(oc_fill_may_answer(3, cas1(7), 50, OC_EC_EMPTY, cas1(0), 3));
+    assert_true(oc_fill_may_answer(3, cas1(7), 50, OC_EC_LEASE_HELD, cas1(8), 2));
 }
 
 static void test_wait_schedule(void **state)
