@@ -49,7 +49,7 @@ struct oc_feed {
     int own_inflight;
     uint64_t own_deferred; /* the highest head of those NOTIFYs (0: none) */
     oc_feed_owed_t owed;   /* heads of taken statements whose NOTIFY is due */
-    char param[2][24];
+    char param[3][24];
 };
 
 static void poll_start(oc_feed_t *f);
@@ -235,9 +235,10 @@ int oc_feed_gap(uint64_t cursor, uint64_t head, uint64_t pruned_upto)
     return cursor < pruned_upto || cursor > head;
 }
 
-int oc_feed_more(uint64_t cursor, uint64_t head, uint64_t rows, uint32_t feed_batch)
+int oc_feed_more(uint64_t cursor, uint64_t head, uint64_t rows, uint32_t feed_batch,
+                 int cut)
 {
-    return cursor < head && rows >= feed_batch;
+    return cursor < head && (rows >= feed_batch || cut);
 }
 
 int oc_feed_own_fits(uint64_t cursor, uint64_t head)
@@ -438,7 +439,10 @@ static void polled(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *e
     if (seen > f->cursor)
         f->cursor = seen;
     ctx->stats->feed_cursor = f->cursor;
-    int more = oc_feed_more(f->cursor, head, feed_rows, ctx->conf->feed_batch);
+    /* column 10: the feed rows feed_poll read, before the cut at keys */
+    int cut = feed_rows < strtoull(PQgetvalue(res, 0, 10), NULL, 10);
+    ctx->stats->feed_polls_cut += cut;
+    int more = oc_feed_more(f->cursor, head, feed_rows, ctx->conf->feed_batch, cut);
     if (f->cursor >= head)
         fresh(f, res);
     PQclear(res);
@@ -464,18 +468,24 @@ static void poll_start(oc_feed_t *f)
     evtimer_del(f->timer);
     snprintf(f->param[0], sizeof(f->param[0]), "%" PRIu64, f->cursor);
     snprintf(f->param[1], sizeof(f->param[1]), "%u", ctx->conf->feed_batch);
-    const char *params[2] = {f->param[0], f->param[1]};
+    snprintf(f->param[2], sizeof(f->param[2]), "%d", OC_FEED_POLL_KEYS);
+    const char *params[3] = {f->param[0], f->param[1], f->param[2]};
     f->sent = oc_stats_now();
     set_state(f, OC_FEED_POLLING);
-    if (oc_pgconn_exec(f->pc,
-                       "SELECT p.head, extract(epoch FROM p.db_now - p.caught_up_at), "
-                       "p.pruned_upto, p.seq, p.model, k, p.generation, "
-                       "extract(epoch FROM p.db_now - p.committed_at), "
-                       "(SELECT to_regclass('objcached.generation_seq')::oid), "
-                       "pg_is_in_recovery() "
-                       "FROM objcached.feed_poll($1::bigint, $2::integer) p "
-                       "LEFT JOIN LATERAL unnest(p.keys) AS k ON true ORDER BY p.seq",
-                       2, params, polled, f) != OC_OK)
+    if (oc_pgconn_exec(
+            f->pc,
+            "SELECT p.head, extract(epoch FROM p.db_now - p.caught_up_at), "
+            "p.pruned_upto, p.seq, p.model, k, p.generation, "
+            "extract(epoch FROM p.db_now - p.committed_at), "
+            "(SELECT to_regclass('objcached.generation_seq')::oid), "
+            "pg_is_in_recovery(), p.n "
+            "FROM (SELECT q.*, count(q.seq) OVER () AS n, "
+            "coalesce(sum(cardinality(q.keys)) OVER (ORDER BY q.seq ROWS "
+            "UNBOUNDED PRECEDING), 0) - coalesce(cardinality(q.keys), 0) AS ahead "
+            "FROM objcached.feed_poll($1::bigint, $2::integer) q) p "
+            "LEFT JOIN LATERAL unnest(p.keys) AS k ON true "
+            "WHERE p.ahead < $3::bigint ORDER BY p.seq",
+            3, params, polled, f) != OC_OK)
         set_state(f, OC_FEED_DOWN);
 }
 

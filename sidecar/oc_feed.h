@@ -105,8 +105,15 @@ int oc_feed_hook_missing(const char *sqlstate, const char *err);
  * and it must resync. */
 int oc_feed_gap(uint64_t cursor, uint64_t head, uint64_t pruned_upto);
 /* Poll again at once? The cursor is short of the head and the poll
- * returned a full batch of feed rows (a poll is cut at feed_batch rows). */
-int oc_feed_more(uint64_t cursor, uint64_t head, uint64_t rows, uint32_t feed_batch);
+ * returned a full batch of feed rows (a poll is cut at feed_batch rows),
+ * or was cut short of them at OC_FEED_POLL_KEYS keys (cut). */
+int oc_feed_more(uint64_t cursor, uint64_t head, uint64_t rows, uint32_t feed_batch,
+                 int cut);
+/* A poll returns the feed rows whose keys before them (in the poll) number
+ * fewer than this: a row holds up to 100,000 keys, and a follower behind
+ * by feed_batch such rows would otherwise take them all in one result
+ * (100 million keys, gigabytes in libpq). At least one row always comes. */
+#define OC_FEED_POLL_KEYS 100000
 /* May the holder's own append of one row, which left the head at `head`,
  * be applied without a poll by a follower at `cursor`? Only when nothing
  * lies between them: cursor == head - 1. */

@@ -236,7 +236,7 @@ static void fill_wake(oc_fill_t *f, oc_get_state_t st, const char *err)
     }
 }
 
-static int fill_one(oc_fills_t *fs, oc_fill_waiter_t *w);
+static int fill_one(oc_fills_t *fs, oc_fill_waiter_t *w, int counted);
 
 /* A failed fill fails its late joiners too: they would have joined it. */
 static void fill_fail(oc_fill_t *f, const char *err)
@@ -261,7 +261,7 @@ static void fill_answer(oc_fills_t *fs, oc_fill_t *f)
     while (w) {
         oc_fill_waiter_t *next = w->next;
         w->next = NULL;
-        if (fill_one(fs, w) != 0)
+        if (fill_one(fs, w, 1) != 0) /* counted when it waited on f */
             w->done(w, OC_GET_ERROR, NULL, "out of memory");
         w = next;
     }
@@ -927,15 +927,16 @@ static oc_batch_t *pending_batch(oc_fills_t *fs, size_t m)
     return fs->pending[m];
 }
 
-/* Start a load for w, or join one; returns 0, or -1 if out of memory. */
-static int fill_one(oc_fills_t *fs, oc_fill_waiter_t *w)
+/* Start a load for w, or join one; returns 0, or -1 if out of memory.
+ * counted: w counts in coalesced_waits already (a late joiner sent on). */
+static int fill_one(oc_fills_t *fs, oc_fill_waiter_t *w, int counted)
 {
     oc_fill_t *f = oc_map_get(fs->map, w->ckey, w->ckey_len);
     if (f && f->era == fs->era && f->state < OC_FILL_STORING && f->lease_seq == 0 &&
         f->sent_seq != 0 && w->read != OC_EC_LEASE_WON && w->read_seq > f->sent_seq) {
         /* Too late for the answer under way (oc_fill_may_answer): it waits
          * for this fill's next read or load, or the fill after it. */
-        fs->ctx->stats->coalesced_waits++;
+        fs->ctx->stats->coalesced_waits += !counted;
         w->next = f->late;
         f->late = w;
         return 0;
@@ -949,13 +950,13 @@ static int fill_one(oc_fills_t *fs, oc_fill_waiter_t *w)
         f = NULL;
     }
     if (f && f->state >= OC_FILL_STORING) {
-        fs->ctx->stats->coalesced_waits++;
+        fs->ctx->stats->coalesced_waits += !counted;
         w->unconfirmed = f->unconfirmed;
         w->done(w, f->value ? OC_GET_FOUND : OC_GET_ABSENT, f->value, NULL);
         return 0;
     }
     if (f) {
-        fs->ctx->stats->coalesced_waits++;
+        fs->ctx->stats->coalesced_waits += !counted;
     } else {
         oc_batch_t *b = pending_batch(fs, w->model_idx);
         if (b == NULL || (f = fill_new(fs, w)) == NULL)
@@ -997,7 +998,7 @@ void oc_fill_refresh(oc_fills_t *fs, const oc_fill_waiter_t *w, uint64_t cas)
 void oc_fill_misses(oc_fills_t *fs, oc_fill_waiter_t **w, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (fill_one(fs, w[i]) != 0)
+        if (fill_one(fs, w[i], 0) != 0)
             w[i]->done(w[i], OC_GET_ERROR, NULL, "out of memory");
 }
 

@@ -128,6 +128,9 @@ struct evbuffer;
       "polls whose caught_up_at was ahead of the database's clock by more than "         \
       "feed_max_lag: no proof of freshness")                                             \
     X(feed_polls, COUNTER, "feed polls answered")                                        \
+    X(feed_polls_cut, COUNTER,                                                           \
+      "feed polls cut at 100,000 keys (a follower catching up on large rows reads "      \
+      "them a bounded part at a time)")                                                  \
     X(feed_own, COUNTER, "the WAL holder's own appends applied without a poll")          \
     X(feed_rows, COUNTER, "feed rows applied")                                           \
     X(feed_keys, COUNTER,                                                                \

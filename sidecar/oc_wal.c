@@ -886,8 +886,10 @@ static void visible_check(oc_wal_t *w)
     w->vis_due = 0;
     w->sql_busy = 1;
     w->sql_step_at = now_s();
-    if (oc_pgconn_exec(w->sql, WAL_VISIBLE_SQL, 1, p, visible_checked, w) != OC_OK)
+    if (oc_pgconn_exec(w->sql, WAL_VISIBLE_SQL, 1, p, visible_checked, w) != OC_OK) {
         w->sql_busy = 0;
+        w->vis_due = 1; /* tried again at the next tick */
+    }
 }
 
 static void on_vis_timer(evutil_socket_t fd, short what, void *arg)
@@ -1175,7 +1177,11 @@ static void sql_next(oc_wal_t *w)
             w->sql_busy = 0;
         return;
     }
-    if (w->hb_due) {
+    /* While a batch waits for its commits to be visible, no write of ours
+     * (a heartbeat, a prune): under synchronous replication to a standby
+     * that does not answer, it would wait as the writers do and hold the
+     * connection the visibility checks need (found by a review). */
+    if (w->hb_due && w->step != STEP_VISIBLE) {
         w->hb_due = 0;
         /* The argument is evaluated before the message is written, so every
          * transaction that returned from COMMIT before that instant is in
@@ -1191,7 +1197,7 @@ static void sql_next(oc_wal_t *w)
         sql = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
               "FROM pg_replication_slots WHERE slot_name = $1";
         np = 1;
-    } else if (w->prune_due) {
+    } else if (w->prune_due && w->step != STEP_VISIBLE) {
         w->prune_due = 0;
         snprintf(w->num[1], sizeof(w->num[1]), "%u seconds", w->ctx->conf->feed_keep_s);
         p[0] = w->num[1];

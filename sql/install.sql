@@ -627,6 +627,9 @@ $$;
 -- generations it last read, so the transaction also tells it (_map_changed) to read them again once
 -- it is applied; before, every later change of the model deleted keys of the old generation and
 -- what was cached under the new one stayed until its TTL.
+-- The WAL models of the truncated relation itself too: a model's table made a partition of another
+-- WAL model's table (ATTACH PARTITION) is such a partition, its TRUNCATE left out of the WAL as well
+-- (found by a review, 2026-12-06).
 CREATE OR REPLACE FUNCTION objcached.wal_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -636,8 +639,7 @@ BEGIN
     FOR v_model IN
         SELECT o.model FROM objcached.models o
          WHERE o.via = 'wal'
-           AND o.tbl::oid IN (SELECT a.relid FROM pg_catalog.pg_partition_ancestors(TG_RELID) a
-                               WHERE a.relid <> TG_RELID)
+           AND o.tbl::oid IN (SELECT a.relid FROM pg_catalog.pg_partition_ancestors(TG_RELID) a)
          ORDER BY 1
     LOOP
         PERFORM objcached._invalidate_model(v_model);
@@ -1010,6 +1012,31 @@ BEGIN
                                              objcached._replica_identity_fix(v_rel.rel, v_col));
                 RETURN NEXT;
             END IF;
+        END IF;
+    END LOOP;
+    -- A partitioned table's changes come as its own, and so do a partition's when an ancestor is
+    -- published (a model's table attached under another's): the Relation message is that table's,
+    -- and when its replica identity lacks the key column the reader cannot tell whether an UPDATE
+    -- changed the key, and invalidates the model whole at every UPDATE. Only the plain tables were
+    -- checked before (found by a review, 2026-12-06).
+    FOR v_rel IN
+        SELECT a.relid AS rel, objcached._qualified(a.relid) AS name
+          FROM pg_catalog.pg_partition_ancestors(v_o.tbl) a
+          JOIN pg_catalog.pg_class c ON c.oid = a.relid
+         WHERE c.relkind = 'p'
+           AND (a.relid = v_o.tbl
+                OR EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel pr
+                            WHERE pr.prpubid = v_pub AND pr.prrelid = a.relid))
+         ORDER BY 2
+    LOOP
+        v_p := objcached._replica_identity_problem(v_rel.rel, v_col);
+        IF v_p IS NOT NULL THEN
+            kind := 'replica_identity';
+            problem := pg_catalog.format('model %s: partitioned table %s, whose changes carry %s''s: %s '
+                                         '(every UPDATE would invalidate the model whole; fix: %s)',
+                                         p_model, v_rel.name, objcached._qualified(v_o.tbl), v_p,
+                                         objcached._replica_identity_fix(v_rel.rel, v_col));
+            RETURN NEXT;
         END IF;
     END LOOP;
     IF v_pub IS NULL THEN

@@ -55,15 +55,18 @@ static void test_more(void **state)
 {
     (void)state;
     /* a full batch and the head not reached: more rows wait */
-    assert_true(oc_feed_more(10, 20, 1000, 1000));
-    assert_true(oc_feed_more(10, 20, 1001, 1000));
+    assert_true(oc_feed_more(10, 20, 1000, 1000, 0));
+    assert_true(oc_feed_more(10, 20, 1001, 1000, 0));
     /* a short batch: the poll returned everything there was */
-    assert_false(oc_feed_more(10, 20, 999, 1000));
+    assert_false(oc_feed_more(10, 20, 999, 1000, 0));
+    /* ... unless it was cut at OC_FEED_POLL_KEYS keys */
+    assert_true(oc_feed_more(10, 20, 2, 1000, 1));
     /* at the head: nothing more, however many rows came */
-    assert_false(oc_feed_more(20, 20, 1000, 1000));
-    assert_false(oc_feed_more(21, 20, 1000, 1000));
-    assert_true(oc_feed_more(0, 1, 1, 1));
-    assert_false(oc_feed_more(0, 1, 0, 1));
+    assert_false(oc_feed_more(20, 20, 1000, 1000, 0));
+    assert_false(oc_feed_more(21, 20, 1000, 1000, 0));
+    assert_false(oc_feed_more(20, 20, 2, 1000, 1));
+    assert_true(oc_feed_more(0, 1, 1, 1, 0));
+    assert_false(oc_feed_more(0, 1, 0, 1, 0));
 }
 
 /* The holder's own statement is taken without a poll only when nothing
