@@ -72,6 +72,10 @@ struct oc_batch {
     int jobs_left;  /* STORING: write-back jobs not answered yet */
     double load_by; /* LOADING: when its load times out (oc_stats_now()'s
                        clock), set by its first query; 0 before */
+    /* WAITING: in the fills' list of batches whose timer holds them, the
+     * only reference to them: oc_fills_free fails them at a shutdown */
+    oc_batch_t *wprev, *wnext;
+    int waiting;
 };
 
 struct oc_fills {
@@ -84,6 +88,7 @@ struct oc_fills {
     size_t npending;
     struct event *start_ev; /* sends the pending batches */
     uint64_t era;           /* moved by oc_fill_forget_all: older fills take no joiners */
+    oc_batch_t *waiting;    /* batches waiting for their next read (batch_wait) */
     oc_ratelogs_t load_failed; /* per model: its load_failed line, once a second */
 };
 
@@ -332,8 +337,24 @@ static oc_batch_t *batch_new(oc_fills_t *fs, size_t model_idx)
     return b;
 }
 
+/* b's timer no longer holds it (it fired, or b goes). */
+static void batch_unwait(oc_batch_t *b)
+{
+    if (!b->waiting)
+        return;
+    if (b->wprev)
+        b->wprev->wnext = b->wnext;
+    else
+        b->fs->waiting = b->wnext;
+    if (b->wnext)
+        b->wnext->wprev = b->wprev;
+    b->wprev = b->wnext = NULL;
+    b->waiting = 0;
+}
+
 static void batch_free(oc_batch_t *b)
 {
+    batch_unwait(b);
     if (b->timer)
         event_free(b->timer);
     free(b->fills);
@@ -789,6 +810,7 @@ static void batch_poll(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     oc_batch_t *b = arg;
+    batch_unwait(b);
     b->fs->ctx->stats->lease_waits += b->n;
     batch_read(b);
 }
@@ -814,6 +836,14 @@ static void batch_wait(oc_batch_t *b)
     evtimer_assign(b->timer, fs->ctx->base, batch_poll, b);
     struct timeval tv = {0, (suseconds_t)d * 1000};
     evtimer_add(b->timer, &tv);
+    if (!b->waiting) {
+        b->waiting = 1;
+        b->wprev = NULL;
+        b->wnext = fs->waiting;
+        if (fs->waiting)
+            fs->waiting->wprev = b;
+        fs->waiting = b;
+    }
 }
 
 static void fill_take_lease(oc_fills_t *fs, oc_fill_t *f, uint64_t cas, uint64_t epoch,
@@ -1040,6 +1070,8 @@ void oc_fills_free(oc_fills_t *fs)
     for (size_t m = 0; m < fs->npending; m++)
         if (fs->pending[m])
             batch_fail(fs->pending[m], "shutting down");
+    while (fs->waiting) /* a forced shutdown: nothing else holds them */
+        batch_fail(fs->waiting, "shutting down");
     free(fs->pending);
     oc_ratelogs_free(&fs->load_failed);
     while (fs->retire_head) {

@@ -1269,6 +1269,32 @@ def test_leaseless_fill_does_not_answer_gets_after_another_sidecar_invalidated(
     assert late == row(db, "Item", 45)
 
 
+def test_a_forced_stop_while_a_fill_waits_on_a_lease_frees_it(fleet, mc_pool, db, tmp_path):
+    """A waits on B's lease (lease_wait 30 s: its fill's batch is held by
+    its read-again timer alone) and is stopped at once (two SIGTERMs): the
+    batch is failed and freed with the rest. It leaked before (a review,
+    2026-12-06): the sanitizer pass's LeakSanitizer reports it at exit,
+    which wait_stopped() checks."""
+    zero_generations(db)
+    gate = gate_path(tmp_path)
+    env = {"OBJCACHED_FAULT_FILL_GATE": gate}
+    a = start(fleet, mc_pool, db, poll="0", objcached={"lease_wait": "30s"})
+    b = start(fleet, mc_pool, db, poll="0", env=env, objcached=GATED)
+    try:
+        gated_cold_get(b, gate, "Item:47", row(db, "Item", 47))  # B holds the lease
+        c = a.client()
+        c.send(b"get Item:47\r\n")
+        harness.wait_until(lambda: a.stats()["lease_waits"] >= 1, timeout=10,
+                           what="A to wait on B's lease")
+        a.begin_stop()
+        time.sleep(0.2)
+        a.begin_stop()  # the second signal stops at once
+        assert a.wait_stopped(timeout=20) == 0
+        c.close()
+    finally:
+        release(b, gate)
+
+
 def test_refused_fill_takes_its_lease_away(fleet, mc_pool, db, tmp_path):
     """A's fill of Item:46 took its lease after the write's delete, and an
     invalidation of Item:46 then reaches A (the feed applies again what a
