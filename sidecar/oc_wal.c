@@ -112,10 +112,9 @@ struct oc_wal {
     int hold;
     char del_err[OC_ERRLEN];
     char *lit[5]; /* array literals of the feed query */
-    /* STEP_VISIBLE: the batch's xids as an array literal, a check due (the
-     * first, or vis_timer fired), when the wait began, the delay before the
-     * next check, and whether the wait was logged (event=wal_commit_invisible) */
-    char *vis_lit;
+    /* STEP_VISIBLE: a check due (the first, or vis_timer fired), when the
+     * wait began, the delay before the next check, and whether the wait was
+     * logged (event=wal_commit_invisible) */
     int vis_due, vis_logged;
     double vis_from, vis_delay;
     char num[3][32];
@@ -277,8 +276,6 @@ static void batch_clear(oc_wal_t *w)
         free(w->lit[i]);
         w->lit[i] = NULL;
     }
-    free(w->vis_lit);
-    w->vis_lit = NULL;
     w->vis_due = w->vis_logged = 0;
     if (w->vis_timer)
         evtimer_del(w->vis_timer);
@@ -808,34 +805,9 @@ static void apply_deletes(oc_wal_t *w)
 
 /* ---- visibility: a batch's deletes wait until its commits are visible --------- */
 
-/* How many of the batch's xids ($1, 32-bit) a snapshot taken now does not
- * see: in its running list, or at or past its xmax (a transaction that has
- * not left the running set yet can be past it). The snapshot's xids are
- * 64-bit; the batch's are recent, within 2^31 of xmax, so comparing them
- * modulo 2^32 is exact. A committed transaction is visible to every later
- * snapshot once it is neither. */
-#define WAL_VISIBLE_SQL                                                                  \
-    "SELECT count(*) FROM pg_current_snapshot() s, unnest($1::bigint[]) x "              \
-    "WHERE (x - pg_snapshot_xmax(s)::text::bigint % 4294967296 + 4294967296) "           \
-    "% 4294967296 < 2147483648 "                                                         \
-    "OR x IN (SELECT r::text::bigint % 4294967296 FROM pg_snapshot_xip(s) r)"
 #define WAL_VISIBLE_FIRST_S 0.001 /* the first check again after this... */
 #define WAL_VISIBLE_MAX_S   0.02  /* ...doubling up to this */
 #define WAL_VISIBLE_LOG_S   1.0   /* a wait this long is logged */
-
-/* The batch's xids as a bigint[] literal (malloc'd; NULL: out of memory). */
-static char *xids_literal(const oc_walb_batch_t *b)
-{
-    char *s = malloc(b->nxids * 11 + 3), *at = s;
-    if (s == NULL)
-        return NULL;
-    *at++ = '{';
-    for (size_t i = 0; i < b->nxids; i++)
-        at += sprintf(at, i ? ",%" PRIu32 : "%" PRIu32, b->xids[i]);
-    *at++ = '}';
-    *at = '\0';
-    return s;
-}
 
 static void visible_checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
                             const char *err, void *arg)
@@ -843,13 +815,18 @@ static void visible_checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
     (void)pc;
     oc_wal_t *w = arg;
     w->sql_busy = 0;
-    long running = st == OC_OK && PQntuples(res) == 1 ? atol(PQgetvalue(res, 0, 0)) : -1;
+    long running =
+        st == OC_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)
+            ? oc_walb_running(PQgetvalue(res, 0, 0), w->batch.xids, w->batch.nxids)
+            : -1;
     PQclear(res);
     if (running < 0) { /* nothing confirmed: the slot sends it again */
         char clean[OC_ERRLEN];
         w->ctx->stats->wal_errors++;
-        oc_log_warn("event=wal_apply_failed step=visible reason=\"%s\"",
-                    oc_log_clean(clean, sizeof(clean), st == OC_OK ? "no result" : err));
+        oc_log_warn(
+            "event=wal_apply_failed step=visible reason=\"%s\"",
+            oc_log_clean(clean, sizeof(clean),
+                         st == OC_OK ? "no snapshot read (or out of memory)" : err));
         stand_by(w, WAL_RETRY_FAST_S, st == OC_OK ? "the visibility check failed" : err);
         return;
     }
@@ -882,11 +859,14 @@ static void visible_checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
 /* A check of the batch's visibility goes out (sql_next, STEP_VISIBLE). */
 static void visible_check(oc_wal_t *w)
 {
-    const char *p[1] = {w->vis_lit};
     w->vis_due = 0;
     w->sql_busy = 1;
     w->sql_step_at = now_s();
-    if (oc_pgconn_exec(w->sql, WAL_VISIBLE_SQL, 1, p, visible_checked, w) != OC_OK) {
+    /* The comparison is ours (oc_walb_running): the statement is the
+     * cheapest there is (33 us against 93 for the same in SQL, unnested,
+     * one client, nothing else running), and it runs once per batch. */
+    if (oc_pgconn_exec(w->sql, "SELECT pg_current_snapshot()::text", 0, NULL,
+                       visible_checked, w) != OC_OK) {
         w->sql_busy = 0;
         w->vis_due = 1; /* tried again at the next tick */
     }
@@ -913,10 +893,6 @@ static void visible_wait(oc_wal_t *w)
 {
     if (w->batch.nxids == 0) {
         apply_deletes(w);
-        return;
-    }
-    if ((w->vis_lit = xids_literal(&w->batch)) == NULL) {
-        stand_by(w, WAL_RETRY_FAST_S, "out of memory");
         return;
     }
     w->step = STEP_VISIBLE;

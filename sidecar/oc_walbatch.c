@@ -1,5 +1,6 @@
 #include "oc_walbatch.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -662,4 +663,52 @@ void oc_walb_batch_free(oc_walb_batch_t *bt)
     free(bt->arena);
     free(bt->xids);
     memset(bt, 0, sizeof(*bt));
+}
+
+/* ---- visibility -------------------------------------------------------------- */
+
+static int xid_cmp(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+long oc_walb_running(const char *snap, const uint32_t *xids, size_t n)
+{
+    /* "xmin:xmax:xip,xip,..." (pg_snapshot's text form, 64-bit xids) */
+    char *end;
+    errno = 0;
+    (void)strtoull(snap, &end, 10);
+    if (errno || end == snap || *end != ':')
+        return -1;
+    const char *p = end + 1;
+    unsigned long long xmax = strtoull(p, &end, 10);
+    if (errno || end == p || *end != ':')
+        return -1;
+    p = end + 1;
+    size_t nxip = 0, cap = 0;
+    uint32_t *xip = NULL;
+    while (*p) {
+        unsigned long long x = strtoull(p, &end, 10);
+        uint32_t *more = xip;
+        if (!errno && end != p && (*end == ',' || *end == '\0') && nxip == cap) {
+            cap = cap ? 2 * cap : 64;
+            more = realloc(xip, cap * sizeof(*xip));
+        }
+        if (errno || end == p || (*end != ',' && *end != '\0') || more == NULL) {
+            free(xip);
+            return -1;
+        }
+        xip = more;
+        xip[nxip++] = (uint32_t)x; /* modulo 2^32, as the batch's */
+        p = *end ? end + 1 : end;
+    }
+    if (nxip > 1)
+        qsort(xip, nxip, sizeof(*xip), xid_cmp);
+    long running = 0;
+    for (size_t i = 0; i < n; i++)
+        running += (uint32_t)(xids[i] - (uint32_t)xmax) < 0x80000000u ||
+                   (nxip && bsearch(&xids[i], xip, nxip, sizeof(*xip), xid_cmp) != NULL);
+    free(xip);
+    return running;
 }

@@ -159,4 +159,12 @@ oc_status_t oc_walb_take(oc_walb_t *b, oc_walb_batch_t *out);
 size_t oc_walb_bytes(const oc_walb_t *b);
 void oc_walb_batch_free(oc_walb_batch_t *bt);
 
+/* How many of xids[0..n) (32-bit, a batch's: recent, within 2^31 of the
+ * snapshot's xmax) the snapshot `snap` does not see yet, or -1 if it does
+ * not parse (or out of memory). `snap` is pg_current_snapshot()'s text,
+ * "xmin:xmax:xip,...": a committed xid is visible to it unless it is in the
+ * running list xip, or at or past xmax (a transaction that has not left
+ * the running set yet can be past it). Compared modulo 2^32. */
+long oc_walb_running(const char *snap, const uint32_t *xids, size_t n);
+
 #endif

@@ -3,7 +3,9 @@
  * with batches taken along the way. Checks that nothing crashes or leaks,
  * that the open transaction stays bounded by max_txn_keys, and that every
  * batch taken is self-consistent (keys inside its arena, interned models,
- * each (model, key) once). */
+ * each (model, key) once). The whole input, as text, is also read as a
+ * pg_current_snapshot() against each batch's xids (oc_walb_running): no
+ * crash, and a count within the xids. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +34,21 @@ static void check_batch(const oc_walb_batch_t *bt)
             abort();
     if (memchr(bt->caught_up_at, '\0', sizeof(bt->caught_up_at)) == NULL)
         abort();
+}
+
+/* The input as a NUL-terminated string (exact size: overreads are caught),
+ * read as a snapshot against the batch's xids. */
+static void check_running(const oc_walb_batch_t *bt, const uint8_t *data, size_t size)
+{
+    char *snap = malloc(size + 1);
+    if (snap == NULL)
+        return;
+    memcpy(snap, data, size);
+    snap[size] = '\0';
+    long n = oc_walb_running(snap, bt->xids, bt->nxids);
+    if (n < -1 || (n >= 0 && (size_t)n > bt->nxids))
+        abort();
+    free(snap);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -84,6 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     oc_walb_batch_t bt;
     if (oc_walb_take(b, &bt) == OC_OK) {
         check_batch(&bt);
+        check_running(&bt, data, size);
         oc_walb_batch_free(&bt);
     }
     oc_walb_free(b);

@@ -644,9 +644,47 @@ static void test_map_message_asks_for_the_map_again(void **state)
     oc_walb_batch_free(&bt);
 }
 
+/* Which of a batch's xids a snapshot does not see yet: in its running
+ * list, or at or past its xmax; compared modulo 2^32 (the snapshot's are
+ * 64-bit, the batch's 32-bit). */
+static void test_running(void **state)
+{
+    (void)state;
+    const uint32_t x[] = {95, 100, 104, 105, 110};
+    /* 100 and 104 running; 105 and 110 at or past xmax 105; 95 visible */
+    assert_int_equal(oc_walb_running("90:105:100,104", x, 5), 4);
+    assert_int_equal(oc_walb_running("90:105:104,100,", x, 2), 1);
+    assert_int_equal(oc_walb_running("111:111:", x, 5), 0); /* all done */
+    assert_int_equal(oc_walb_running("111:111:", x, 0), 0);
+    /* 64-bit xids in epoch 3: 3 * 2^32 + 100 is 100 modulo 2^32 */
+    assert_int_equal(oc_walb_running("12884901978:12884901993:12884901988", x, 5), 3);
+    /* a batch's xid just below the wrap, xmax just past it: visible */
+    const uint32_t w[] = {4294967290u, 2};
+    assert_int_equal(oc_walb_running("4294967200:4294967300:", w, 1), 0);
+    assert_int_equal(oc_walb_running("4294967200:4294967300:", w + 1, 1), 0);
+    assert_int_equal(oc_walb_running("4294967200:4294967298:", w + 1, 1), 1);
+    /* a long running list (sorted and searched) */
+    char big[16384];
+    size_t at = (size_t)snprintf(big, sizeof(big), "1000:3000:");
+    for (unsigned i = 2999; i >= 1001 && at < sizeof(big) - 16; i -= 2)
+        at += (size_t)snprintf(big + at, sizeof(big) - at, "%u,", i);
+    const uint32_t odd[] = {1001, 1002, 2999, 3000};
+    assert_int_equal(oc_walb_running(big, odd, 4), 3);
+    /* not a snapshot: -1 */
+    assert_int_equal(oc_walb_running("", x, 5), -1);
+    assert_int_equal(oc_walb_running("90", x, 5), -1);
+    assert_int_equal(oc_walb_running("90:105", x, 5), -1);
+    assert_int_equal(oc_walb_running("90:x:", x, 5), -1);
+    assert_int_equal(oc_walb_running("90:105:100;104", x, 5), -1);
+    assert_int_equal(oc_walb_running("90:105:,", x, 5), -1);
+    assert_int_equal(oc_walb_running(":105:", x, 5), -1);
+    assert_int_equal(oc_walb_running("90:105:99999999999999999999999", x, 5), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_running),
         cmocka_unit_test_setup_teardown(test_changes_become_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_batch_holds_each_pair_once, setup,
                                         teardown),
