@@ -1070,8 +1070,14 @@ void oc_fills_free(oc_fills_t *fs)
     for (size_t m = 0; m < fs->npending; m++)
         if (fs->pending[m])
             batch_fail(fs->pending[m], "shutting down");
-    while (fs->waiting) /* a forced shutdown: nothing else holds them */
-        batch_fail(fs->waiting, "shutting down");
+    /* a forced shutdown: nothing else holds them */
+    for (oc_batch_t *b = fs->waiting, *next; b != NULL; b = next) {
+        next = b->wnext;
+        b->waiting = 0; /* the list goes as a whole */
+        b->wprev = b->wnext = NULL;
+        batch_fail(b, "shutting down");
+    }
+    fs->waiting = NULL;
     free(fs->pending);
     oc_ratelogs_free(&fs->load_failed);
     while (fs->retire_head) {

@@ -690,16 +690,16 @@ long oc_walb_running(const char *snap, const uint32_t *xids, size_t n)
     uint32_t *xip = NULL;
     while (*p) {
         unsigned long long x = strtoull(p, &end, 10);
-        uint32_t *more = xip;
-        if (!errno && end != p && (*end == ',' || *end == '\0') && nxip == cap) {
-            cap = cap ? 2 * cap : 64;
-            more = realloc(xip, cap * sizeof(*xip));
+        if (errno || end == p || (*end != ',' && *end != '\0'))
+            goto bad;
+        if (nxip == cap) {
+            size_t ncap = cap ? 2 * cap : 64;
+            uint32_t *more = realloc(xip, ncap * sizeof(*xip));
+            if (more == NULL)
+                goto bad;
+            xip = more;
+            cap = ncap;
         }
-        if (errno || end == p || (*end != ',' && *end != '\0') || more == NULL) {
-            free(xip);
-            return -1;
-        }
-        xip = more;
         xip[nxip++] = (uint32_t)x; /* modulo 2^32, as the batch's */
         p = *end ? end + 1 : end;
     }
@@ -711,4 +711,7 @@ long oc_walb_running(const char *snap, const uint32_t *xids, size_t n)
                    (nxip && bsearch(&xids[i], xip, nxip, sizeof(*xip), xid_cmp) != NULL);
     free(xip);
     return running;
+bad:
+    free(xip);
+    return -1;
 }
