@@ -170,6 +170,7 @@ static const oc_conf_key_t oc_conf_postgresql_keys[] = {
     OC_CK("wal_conninfo", OC_CT_CONNINFO_OPT, "", wal_conninfo, 0, 0, OC_RESTART),
     OC_CK("wal_heartbeat", OC_CT_MSECS, "250ms", wal_heartbeat_ms, 10, 10 * OC_MS_S, OC_LIVE),
     OC_CK("wal_batch_interval", OC_CT_MSECS, "5ms", wal_batch_interval_ms, 0, OC_MS_S, OC_LIVE),
+    OC_CK("wal_feed_keys", OC_CT_BOOL, "on", wal_feed_keys, 0, 0, OC_LIVE),
     OC_CK("wal_takeover", OC_CT_MSECS, "5s", wal_takeover_ms, OC_MS_S, OC_MS_10MIN, OC_LIVE),
     OC_CK("wal_max_txn_keys", OC_CT_UINT, "1000000", wal_max_txn_keys, 1000, 100000000, OC_LIVE),
 };
@@ -1644,6 +1645,30 @@ static oc_status_t oc_conf_check_listeners(oc_conf_parser_t *p)
 }
 
 /* Checks that need the whole file. */
+/* wal_feed_keys = off is valid, but says something the file may not mean:
+ * it does nothing without wal = on, and with near-caches it drops each
+ * written model from all of them at every heartbeat (oc_walowed.h). */
+static oc_status_t oc_conf_check_feed_keys(oc_conf_parser_t *p)
+{
+    const oc_conf_t *c = p->conf;
+    int line = oc_conf_seen_line(p, OC_SECT_POSTGRESQL, "wal_feed_keys");
+    if (!c->wal)
+        return oc_conf_warn(
+            p,
+            "%s:%d: wal_feed_keys = off does nothing with wal = off: only "
+            "the WAL holder appends to the feed",
+            c->path, line);
+    for (size_t m = 0; m < c->nmodels; m++)
+        if (c->models[m].near_ttl_ms > 0 && c->near_cache_size > 0)
+            return oc_conf_warn(
+                p,
+                "%s:%d: wal_feed_keys = off with near-caches (model %s has near_ttl): "
+                "while this sidecar holds the slot, every sidecar's near-cache drops a "
+                "written model whole at each wal_heartbeat instead of its written keys",
+                c->path, line, c->models[m].name);
+    return OC_OK;
+}
+
 static oc_status_t oc_conf_finish(oc_conf_parser_t *p)
 {
     oc_conf_t *c = p->conf;
@@ -1690,6 +1715,8 @@ static oc_status_t oc_conf_finish(oc_conf_parser_t *p)
                                     c->models[m].line);
     for (size_t m = 0; m < c->nmodels && st == OC_OK; m++)
         st = oc_conf_check_refresh(p, m);
+    if (st == OC_OK && !c->wal_feed_keys)
+        st = oc_conf_check_feed_keys(p);
     size_t rate_idx = 0;
     if (oc_conf_find_key(OC_SECT_MODEL, "sample_rate", &rate_idx))
         for (size_t m = 0; m < c->nmodels; m++)

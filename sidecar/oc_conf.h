@@ -184,6 +184,9 @@ typedef struct oc_conf {
     uint32_t wal_batch_interval_ms; /* wal_batch_interval: batches start at least
                                        this far apart (5ms; 0 = at once) */
     uint32_t wal_max_txn_keys;      /* wal_max_txn_keys: past it, a model goes whole */
+    int wal_feed_keys;              /* wal_feed_keys = on: the holder appends every
+                                       key to the feed; off: whole-model rows per
+                                       wal_heartbeat instead (oc_walowed.h) */
 
     oc_model_conf_t *models;
     size_t nmodels;

@@ -159,6 +159,11 @@ struct evbuffer;
       "replication waiting for a standby)")                                              \
     X(wal_stream_reads, COUNTER, "bursts of the replication stream read (pacing)")       \
     X(wal_heartbeats, COUNTER, "heartbeats decoded back and appended to the feed")       \
+    X(wal_feed_keys_owed, COUNTER,                                                       \
+      "keys deleted from memcached but not appended to the feed (wal_feed_keys = off): " \
+      "their models were owed a whole-model row instead")                                \
+    X(wal_feed_flushes, COUNTER,                                                         \
+      "appends of whole-model rows for the models owed (wal_feed_keys = off)")           \
     X(wal_lag_bytes, GAUGE,                                                              \
       "WAL the slot holds back: current LSN minus the confirmed one (the holder; 0 "     \
       "elsewhere)")                                                                      \

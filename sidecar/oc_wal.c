@@ -20,9 +20,11 @@
 #include "oc_near.h"
 #include "oc_pgconn.h"
 #include "oc_pgoutput.h"
+#include "oc_sampler.h"
 #include "oc_sql.h"
 #include "oc_stats.h"
 #include "oc_walbatch.h"
+#include "oc_walowed.h"
 
 #define WAL_RETRY_FAST_S 1.0   /* after losing the slot we held */
 #define WAL_PAUSE_FACTOR 4     /* pending keys past 4 x max_txn_keys: pause */
@@ -112,6 +114,11 @@ struct oc_wal {
     int hold;
     char del_err[OC_ERRLEN];
     char *lit[5]; /* array literals of the feed query */
+    /* wal_feed_keys = off: the models whose keys this stream deleted and did
+     * not append (oc_walowed.h); the slot is not confirmed while any is */
+    oc_walowed_t owed;
+    int feed_keys;  /* wal_feed_keys as this holder last applied it */
+    int paid_claim; /* the flush out carries the batch's whole statement */
     /* STEP_VISIBLE: a check due (the first, or vis_timer fired), when the
      * wait began, the delay before the next check, and whether the wait was
      * logged (event=wal_commit_invisible) */
@@ -323,6 +330,7 @@ static void stand_by(oc_wal_t *w, double again, const char *why)
     retire_conns(w);
     w->sql_busy = 0;
     w->paused = w->paced = w->got_data = 0;
+    oc_walowed_clear(&w->owed);  /* unconfirmed: sent again from the slot */
     if (w->step != STEP_DELETES) /* deletes out: their callback clears */
         batch_clear(w);
     oc_walb_restart(w->acc);
@@ -495,7 +503,8 @@ static void applied(oc_wal_t *w)
     oc_ctx_t *ctx = w->ctx;
     /* (a batch of an earlier stream, whose deletes came back after this
      * one started: applied, but its position is not this stream's) */
-    if (w->batch_stream == w->stream_no && w->batch.end_lsn > w->applied_lsn)
+    if (w->batch_stream == w->stream_no && w->batch.end_lsn > w->applied_lsn &&
+        w->owed.n == 0)
         w->applied_lsn = w->batch.end_lsn;
     ctx->stats->wal_batches++;
     if (w->batch.commit_ts > 0) {
@@ -1058,6 +1067,93 @@ static void checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *
     "SELECT " WAL_APPEND_CALL " FROM objcached.requeue($7::text[], $8::text[], "         \
     "timestamptz '2000-01-01 00:00:00+00' + $9::bigint * interval '1 microsecond') r"
 
+static void sql_feed(oc_wal_t *w);
+
+/* The whole-model rows owed went in (or not: nothing is confirmed, and the
+ * slot sends the owing transactions again). */
+static void paid(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
+                 void *arg)
+{
+    (void)pc;
+    oc_wal_t *w = arg;
+    w->sql_busy = 0;
+    hand_over(w, NULL);
+    PQclear(res);
+    if (st != OC_OK) {
+        char clean[OC_ERRLEN];
+        w->ctx->stats->wal_errors++;
+        oc_log_warn("event=wal_apply_failed step=flush reason=\"%s\"",
+                    oc_log_clean(clean, sizeof(clean), err));
+        stand_by(w, WAL_RETRY_FAST_S, err);
+        return;
+    }
+    w->ctx->stats->wal_feed_flushes++;
+    oc_walowed_clear(&w->owed);
+    if (w->paid_claim) /* the batch had nothing else to say */
+        applied(w);
+    else
+        sql_feed(w); /* the batch's own statement */
+}
+
+/* wal_feed_keys = off: one whole-model row per model owed, the generation
+ * as it is (memcached keeps its entries; near-caches drop the model). A
+ * batch with nothing else to append makes its claim of caught_up_at in the
+ * same statement: one feed commit per heartbeat, not two. */
+static void pay_owed(oc_wal_t *w)
+{
+    const oc_walowed_t *o = &w->owed;
+    const oc_walb_batch_t *b = &w->batch;
+    w->paid_claim = b->nkeys + b->nwhole == 0 && w->nfailed == 0;
+    size_t *lens = malloc(o->n * sizeof(*lens));
+    char *lit = NULL;
+    if (lens != NULL) {
+        for (size_t i = 0; i < o->n; i++)
+            lens[i] = strlen(o->models[i]);
+        lit = oc_sql_array(o->models, lens, o->n);
+    }
+    free(lens);
+    if (lit == NULL) {
+        stand_by(w, WAL_RETRY_FAST_S, "out of memory");
+        return;
+    }
+    snprintf(w->num[0], sizeof(w->num[0]), "%.6f",
+             o->commit_ts ? oc_pgo_time_to_unix(o->commit_ts) : 0.0);
+    const char *claim = w->paid_claim && b->caught_up_at[0] ? b->caught_up_at : NULL;
+    const char *p[4] = {lit, o->commit_ts ? w->num[0] : NULL, claim, w->writer};
+    w->sql_busy = 1;
+    if (claim)
+        w->ctx->stats->wal_heartbeats++;
+    own_sent(w, 0); /* whole-model rows and claims: polled */
+    if (oc_pgconn_exec(w->sql,
+                       "SELECT objcached.feed_append(NULL, NULL, $1::text[], false, "
+                       "to_timestamp($2::double precision), $3::timestamptz, $4)",
+                       4, p, paid, w) != OC_OK)
+        w->sql_busy = 0;
+    free(lit); /* copied by the send */
+}
+
+/* wal_feed_keys = off and every delete of the batch done: its keys are not
+ * appended, their models are owed (their near-cache entries are dropped
+ * here at once, as the deletes did; the sampler hears of them as the
+ * follower's own append would have told it). */
+static oc_status_t owe_keys(oc_wal_t *w)
+{
+    oc_ctx_t *ctx = w->ctx;
+    oc_walb_batch_t *b = &w->batch;
+    if (oc_walowed_add(&w->owed, b->models, b->nkeys, b->commit_ts, now_s()) != OC_OK)
+        return OC_ENOMEM;
+    for (size_t i = 0; i < b->nkeys; i++) {
+        const oc_model_conf_t *m =
+            oc_conf_model(ctx->conf, b->models[i], strlen(b->models[i]));
+        if (m != NULL)
+            oc_sampler_offer_inval(ctx->sampler, (size_t)(m - ctx->conf->models),
+                                   b->keys[i], b->klens[i]);
+    }
+    ctx->stats->wal_feed_keys_owed += b->nkeys;
+    b->nkeys = 0; /* owed, not appended: the batch is applied without them */
+    return OC_OK;
+}
+
 static void sql_feed(oc_wal_t *w)
 {
     oc_walb_batch_t *b = &w->batch;
@@ -1067,6 +1163,23 @@ static void sql_feed(oc_wal_t *w)
      * will never be decoded anyway. */
     if (w->problems != NULL)
         b->caught_up_at[0] = '\0';
+    if (w->feed_keys != w->ctx->conf->wal_feed_keys) { /* a reload */
+        w->feed_keys = w->ctx->conf->wal_feed_keys;
+        oc_log_info("event=wal_feed_keys slot=%s feed_keys=%s owed_models=%zu", w->slot,
+                    w->feed_keys ? "on" : "off", w->owed.n);
+    }
+    if (!w->feed_keys && b->nkeys > 0 && w->nfailed == 0 && owe_keys(w) != OC_OK) {
+        stand_by(w, WAL_RETRY_FAST_S, "out of memory");
+        return;
+    }
+    /* What is owed goes in before anything that claims or appends (a claim
+     * vouches for every earlier commit), and at the latest a heartbeat
+     * after it was first owed (until then the slot is not confirmed). */
+    if (oc_walowed_due(&w->owed, b->caught_up_at[0] != '\0', b->nkeys + b->nwhole > 0,
+                       now_s(), w->ctx->conf->wal_heartbeat_ms / 1000.0)) {
+        pay_owed(w);
+        return;
+    }
     if (b->nkeys + b->nwhole == 0) {
         if (b->caught_up_at[0] == '\0') { /* only other tables' changes */
             applied(w);
@@ -1262,7 +1375,9 @@ static void streaming(oc_wal_t *w)
     set_state(w, WAL_STREAMING);
     ctx->stats->wal_takeovers++;
     w->down_why[0][0] = w->down_why[1][0] = w->standby_why[0] = '\0';
-    oc_log_info("event=wal_holding slot=%s", w->slot);
+    w->feed_keys = ctx->conf->wal_feed_keys;
+    oc_log_info("event=wal_holding slot=%s feed_keys=%s", w->slot,
+                w->feed_keys ? "on" : "off");
     w->heard_at = now_s();
     oc_wal_sched_start(&w->sched, now_s());
     w->check_due = 1; /* before the first heartbeat */
@@ -2035,6 +2150,7 @@ void oc_wal_free(oc_wal_t *w)
      * daemon frees oc_mc (which runs every callback) before us. */
     batch_clear(w);
     gens_clear(w);
+    oc_walowed_free(&w->owed);
     oc_walb_free(w->acc);
     free(w);
 }

@@ -902,6 +902,97 @@ def test_the_holder_takes_its_own_appends_without_polling(fleet, mc_pool, db):
         assert [v[2] for v in warm(oc, keys)] == [row(db, "Item", int(k[5:])) for k in keys]
 
 
+def feed_rows_after(db, seq, model):
+    """(keys, generation) of model's feed rows past seq, in seq order."""
+    return db.q("SELECT keys, generation FROM objcached.feed WHERE seq > %s AND model = %s "
+                "ORDER BY seq", (seq, model))
+
+
+def test_feed_keys_off_owes_whole_models_and_reload_turns_keys_back_on(fleet, mc_pool, db):
+    """wal_feed_keys = off: the holder deletes every key from memcached as
+    always but appends no key to the feed; each model it wrote gets a
+    whole-model row instead (the generation as it was: memcached keeps the
+    model's other entries), so both near-caches drop what was written in
+    time, and a model nobody wrote stays in them. A reload turns the keys
+    back on, with a log line."""
+    from test_near import fresh_within_deadline, near_read, warm
+    models = dict(MODELS, Slug=dict(MODELS["Slug"], near_ttl="30s"))
+    a = fleet.start(wal_config(mc_pool, db, db.name, models,
+                               postgresql={"wal_feed_keys": "off"}))
+    holder([a])
+    assert f"event=wal_holding slot={db.name} feed_keys=off" in a.log()
+    b = fleet.start(wal_config(mc_pool, db, db.name, models, postgresql={"wal": "off"}))
+    keys = ["Item:1", "Item:2", "Item:3"]
+    for oc in (a, b):
+        warm(oc, keys + ["Slug:home"])
+    gen0 = db.one("SELECT generation FROM objcached.models WHERE model = 'Item'")
+    head0 = db.one("SELECT seq FROM objcached.feed_head")
+    s0 = a.stats()
+    for n, i in enumerate((1, 2, 1)):
+        t = time.monotonic()
+        db.q("UPDATE items SET name = %s WHERE id = %s", (f"keys off {n}", i))
+        fresh_within_deadline((a, b), f"Item:{i}", row(db, "Item", i), t)
+    rows = feed_rows_after(db, head0, "Item")
+    assert rows and all(k is None and g == gen0 for k, g in rows), rows
+    assert feed_rows_after(db, head0, "Slug") == []
+    assert db.one("SELECT generation FROM objcached.models WHERE model = 'Item'") == gen0
+    s1 = a.stats()
+    assert s1["wal_feed_keys_owed"] - s0["wal_feed_keys_owed"] >= 3, s1
+    assert s1["wal_feed_flushes"] > s0["wal_feed_flushes"], s1
+    # the model nobody wrote is still in both near-caches; Item:3, in
+    # memcached under the same generation, is a memcached hit for both
+    for oc in (a, b):
+        assert near_read(oc, "Slug:home") == (row(db, "Slug", "home"), True)
+        h0 = oc.stats()
+        assert get(oc, "Item:3") == row(db, "Item", 3)
+        h1 = oc.stats()
+        assert h1["get_hits"] - h0["get_hits"] == 1, (h0, h1)      # memcached's
+        assert h1["model:Item:pg_queries"] == h0["model:Item:pg_queries"], (h0, h1)
+
+    assert harness.reload(a, harness.edit(a.config_text, "postgresql", "wal_feed_keys", "on"))
+    head1 = db.one("SELECT seq FROM objcached.feed_head")
+    t = time.monotonic()
+    db.q("UPDATE items SET name = 'keys on' WHERE id = 2")
+    fresh_within_deadline((a, b), "Item:2", row(db, "Item", 2), t)
+    harness.wait_until(lambda: ["2"] in [k for k, _ in feed_rows_after(db, head1, "Item")],
+                       timeout=10, what="a keyed row of Item:2")
+    assert f"event=wal_feed_keys slot={db.name} feed_keys=on" in a.log()
+
+
+def test_a_holder_killed_while_it_owes_the_feed_confirmed_none_of_it(fleet, mc_pool, db):
+    """With wal_feed_keys = off the slot is not confirmed past a batch whose
+    models are owed a whole-model row: a holder that dies before it appends
+    them leaves those transactions to the next holder, which (keys on)
+    appends their keys. Frozen first, so it cannot pay in between; a
+    heartbeat of 10 s keeps the debt up to that long."""
+    slow = {"wal_heartbeat": "10s", "feed_max_lag": "60s", "wal_takeover": "2s"}
+    a = start(fleet, mc_pool, db, postgresql=dict(slow, wal_feed_keys="off"))
+    holder([a])
+    b = start(fleet, mc_pool, db, postgresql=dict(slow))
+    cached(b, ["Item:5"])
+    for attempt in range(5):
+        s0 = a.stats()
+        head0 = db.one("SELECT seq FROM objcached.feed_head")
+        db.q("UPDATE items SET name = %s WHERE id = 5", (f"owed {attempt}",))
+        lsn = db.one("SELECT pg_current_wal_lsn()::text")
+        harness.wait_until(lambda: a.stats()["wal_feed_keys_owed"] > s0["wal_feed_keys_owed"],
+                           timeout=10, interval=0.01, what="the key owed")
+        a.kill(signal.SIGSTOP)
+        paid = db.one("SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots "
+                      "WHERE slot_name = %s", (lsn, db.name))
+        if not paid:
+            break
+        a.kill(signal.SIGCONT)   # its heartbeat came in between: again
+    else:
+        pytest.fail("the holder paid its debt before every freeze")
+    assert feed_rows_after(db, head0, "Item") == []
+    fleet.kill(a)
+    holder([b], timeout=20)
+    harness.wait_until(lambda: ["5"] in [k for k, _ in feed_rows_after(db, head0, "Item")],
+                       timeout=20, what="the next holder to append the owed key")
+    wait_value(b, "Item:5", row(db, "Item", 5))
+
+
 def test_a_batch_the_holder_cannot_take_is_polled_on_its_notify(fleet, mc_pool, db):
     """A transaction that writes two models appends two feed rows, which the
     holder's follower does not take: it reads them on the NOTIFY, as another

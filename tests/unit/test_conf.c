@@ -897,6 +897,42 @@ static void test_memcached_postgresql_keys(void **state)
                  "[postgresql]\nconninfo = dbname=x\nwal_batch_interval = 5 ms\n" MODEL,
                  "<string>:5: wal_batch_interval: '5 ms' is not a duration "
                  "(e.g. 250ms, 30s, 5m, 2h, 1d)");
+    /* wal_feed_keys: on by default; off warns when it does nothing (no
+     * wal) or drops near-caches whole (a model with near_ttl) */
+    c = load(MC "[postgresql]\nconninfo = dbname=x\nwal = on\n" MODEL, err);
+    need_conf(c, err);
+    assert_int_equal(c->wal_feed_keys, 1);
+    assert_int_equal(c->nwarnings, 0);
+    oc_conf_free(c);
+    c = load(MC
+             "[postgresql]\nconninfo = dbname=x\nwal = on\nwal_feed_keys = off\n" MODEL,
+             err);
+    need_conf(c, err);
+    assert_int_equal(c->wal_feed_keys, 0);
+    assert_int_equal(c->nwarnings, 0);
+    oc_conf_free(c);
+    c = load(MC "[postgresql]\nconninfo = dbname=x\nwal_feed_keys = off\n" MODEL, err);
+    need_conf(c, err);
+    assert_int_equal(c->nwarnings, 1);
+    assert_string_equal(c->warnings[0],
+                        "<string>:5: wal_feed_keys = off does nothing with "
+                        "wal = off: only the WAL holder appends to the feed");
+    oc_conf_free(c);
+    c = load("[objcached]\nnear_cache_size = 8m\n" MC
+             "[postgresql]\nconninfo = dbname=x\nwal = on\nwal_feed_keys = off\n" MODEL
+             "near_ttl = 2s\n",
+             err);
+    need_conf(c, err);
+    assert_int_equal(c->nwarnings, 1);
+    assert_string_equal(
+        c->warnings[0],
+        "<string>:8: wal_feed_keys = off with near-caches (model User has "
+        "near_ttl): while this sidecar holds the slot, every sidecar's "
+        "near-cache drops a written model whole at each wal_heartbeat "
+        "instead of its written keys");
+    oc_conf_free(c);
+    expect_error(MC "[postgresql]\nconninfo = dbname=x\nwal_feed_keys = some\n" MODEL,
+                 "<string>:5: wal_feed_keys: 'some' is not one of on, off");
 }
 
 /* Failover: the defaults, a gutter, and what --check-config refuses. */
