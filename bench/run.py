@@ -1303,9 +1303,13 @@ WRITE_NAMES = {"plain": "no hook", "trig": "trigger hook (notify off)", "wal": "
 
 
 def write_name(v):
-    """'wal@5ms' -> 'WAL source (wal_batch_interval 5ms)'."""
-    base, _, interval = v.partition("@")
-    return WRITE_NAMES[base] + (f" (wal_batch_interval {interval})" if interval else "")
+    """'wal@5ms' -> 'WAL source (wal_batch_interval 5ms)'; '+nokeys' adds
+    ', wal_feed_keys off'."""
+    base, _, spec = v.partition("@")
+    interval, _, nokeys = spec.partition("+")
+    return WRITE_NAMES[base] + (f" (wal_batch_interval {interval}"
+                                + (", wal_feed_keys off" if nokeys else "") + ")"
+                                if interval else "")
 
 
 def writes_tables(add, extra, cfg):
@@ -1338,13 +1342,14 @@ def writes_tables(add, extra, cfg):
             "context switches of the sidecars and of the WAL sender (each a sleep and a wake-up). "
             "The backends' CPU is split by what they run: the WAL reader's SQL (appends, "
             "heartbeats, the slot's lag) / the feed follower's polls / the rest (outbox "
-            "consumers, loads)")
+            "consumers, loads); the bench's own probe thread (it polls memcached every "
+            "millisecond after each watched UPDATE, on the same cores)")
         add("")
         add("| statements per tx | writers | source | WAL flushes | WAL bytes | commits "
             "| sidecar CPU us | WAL sender CPU us | sidecars' backends CPU us "
             "| of which WAL SQL / feed polls / rest "
-            "| sidecar switches | WAL sender switches |")
-        add("|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|")
+            "| sidecar switches | WAL sender switches | probe CPU us |")
+        add("|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
         for shape in cfg["writes_shapes"]:
             for n in cfg["writes_c"]:
                 for v in ["plain", "trig"] + wals:
@@ -1357,7 +1362,8 @@ def writes_tables(add, extra, cfg):
                         + " / ".join(f"{c.get(f'backend_{r}_cpu_us_per_tx', float('nan')):.1f}"
                                      for r in ("wal", "feed", "other")) + " | "
                         f"{c.get('sidecar_cs_per_tx', float('nan')):.2f} | "
-                        f"{c.get('walsender_cs_per_tx', float('nan')):.2f} |")
+                        f"{c.get('walsender_cs_per_tx', float('nan')):.2f} | "
+                        f"{c.get('probe_cpu_us_per_tx', float('nan')):.1f} |")
         add("")
     add("Commit to memcached delete while the writers ran (a probe every 50 ms):")
     add("")
@@ -1642,7 +1648,8 @@ def main():
                     help=f"targets of the hit phase among {','.join(HIT_TARGETS)} (default "
                          f"{','.join(DEFAULT_HIT_TARGETS)}, and oc-old with --old)")
     ap.add_argument("--writes-wal-intervals",
-                    help="wal_batch_interval values (e.g. 0,5ms,20ms): the writes phase runs "
+                    help="wal_batch_interval values (e.g. 0,5ms,20ms), each with +nokeys "
+                         "for wal_feed_keys = off (5ms+nokeys): the writes phase runs "
                          "the WAL source once per value, interleaved, the sidecar reloaded "
                          "between runs (default: one run at the configured default)")
     ap.add_argument("--writes-c", help="writer counts of the writes phase (default: the run's)")
@@ -1729,8 +1736,9 @@ def main():
     cfg["writes_wal"] = ["wal"]
     if args.writes_wal_intervals:
         vals = [x.strip() for x in args.writes_wal_intervals.split(",") if x.strip()]
-        if not vals or any(not re.fullmatch(r"\d+(ms|s)?", x) for x in vals):
-            ap.error("--writes-wal-intervals takes durations such as 0,5ms,20ms")
+        if not vals or any(not re.fullmatch(r"\d+(ms|s)?(\+nokeys)?", x) for x in vals):
+            ap.error("--writes-wal-intervals takes durations such as 0,5ms,20ms, each "
+                     "with +nokeys for wal_feed_keys = off (5ms+nokeys)")
         cfg["writes_wal"] = [f"wal@{x}" for x in vals]
     if args.trials:
         cfg["trials"] = args.trials
