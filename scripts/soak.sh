@@ -13,7 +13,8 @@
 #
 #   bash scripts/soak.sh                      10 minutes per source (trigger hook, then
 #                                             the WAL), a random seed, build-asan/
-#   bash scripts/soak.sh --source wal         the WAL source only (or trigger)
+#   bash scripts/soak.sh --source wal         the WAL source only (or trigger, or
+#                                             wal-nokeys: the WAL, wal_feed_keys = off)
 #   bash scripts/soak.sh --seconds 3600       an hour
 #   bash scripts/soak.sh --seed 42            replay a seed's random choices
 #   bash scripts/soak.sh --build-dir build    the daemon of another build
@@ -40,7 +41,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$seconds$runs" in *[!0-9]*) echo "soak.sh: --seconds and --runs take whole numbers" >&2; exit 2 ;; esac
-case "$source" in "" | trigger | wal) ;; *) echo "soak.sh: --source is trigger or wal" >&2; exit 2 ;; esac
+case "$source" in "" | trigger | wal | wal-nokeys) ;; *) echo "soak.sh: --source is trigger, wal or wal-nokeys" >&2; exit 2 ;; esac
 [ -n "$seed" ] || seed=$(( $(od -An -N4 -tu4 /dev/urandom | tr -d ' ') % 1000000000 ))
 
 if [ -z "${OBJCACHED_BIN:-}" ]; then

@@ -1644,7 +1644,6 @@ static oc_status_t oc_conf_check_listeners(oc_conf_parser_t *p)
                          oc_conf_show(c->listen, shown_l));
 }
 
-/* Checks that need the whole file. */
 /* wal_feed_keys = off is valid, but says something the file may not mean:
  * it does nothing without wal = on, and with near-caches it drops each
  * written model from all of them at every heartbeat (oc_walowed.h). */
@@ -1669,6 +1668,7 @@ static oc_status_t oc_conf_check_feed_keys(oc_conf_parser_t *p)
     return OC_OK;
 }
 
+/* Checks that need the whole file. */
 static oc_status_t oc_conf_finish(oc_conf_parser_t *p)
 {
     oc_conf_t *c = p->conf;

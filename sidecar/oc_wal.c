@@ -119,6 +119,9 @@ struct oc_wal {
     oc_walowed_t owed;
     int feed_keys;  /* wal_feed_keys as this holder last applied it */
     int paid_claim; /* the flush out carries the batch's whole statement */
+    /* It let go of the slot it held (a map change, a failed statement): its
+     * next try comes at the time stand_by set, whatever the feed says */
+    int retry_held;
     /* STEP_VISIBLE: a check due (the first, or vis_timer fired), when the
      * wait began, the delay before the next check, and whether the wait was
      * logged (event=wal_commit_invisible) */
@@ -343,6 +346,7 @@ static void stand_by(oc_wal_t *w, double again, const char *why)
         ctx->inval = NULL;
     }
     set_state(w, WAL_STANDBY);
+    w->retry_held = held;
     evtimer_del(w->timer);
     evtimer_del(w->batch_timer);
     event_del(w->kick);
@@ -1163,6 +1167,11 @@ static void sql_feed(oc_wal_t *w)
      * will never be decoded anyway. */
     if (w->problems != NULL)
         b->caught_up_at[0] = '\0';
+    /* A batch of an earlier stream (its deletes came back after a restart)
+     * claims nothing: the restart forgot what that stream owed, and its
+     * transactions come again (found by a review). */
+    if (w->batch_stream != w->stream_no)
+        b->caught_up_at[0] = '\0';
     if (w->feed_keys != w->ctx->conf->wal_feed_keys) { /* a reload */
         w->feed_keys = w->ctx->conf->wal_feed_keys;
         oc_log_info("event=wal_feed_keys slot=%s feed_keys=%s owed_models=%zu", w->slot,
@@ -1173,10 +1182,15 @@ static void sql_feed(oc_wal_t *w)
         return;
     }
     /* What is owed goes in before anything that claims or appends (a claim
-     * vouches for every earlier commit), and at the latest a heartbeat
-     * after it was first owed (until then the slot is not confirmed). */
-    if (oc_walowed_due(&w->owed, b->caught_up_at[0] != '\0', b->nkeys + b->nwhole > 0,
-                       now_s(), w->ctx->conf->wal_heartbeat_ms / 1000.0)) {
+     * vouches for every earlier commit), before the map is read again (the
+     * stream restarts from the confirmed position, which must be past the
+     * transaction that changed the models, or it would restart before it
+     * for ever: found by a review), and at the latest with the first batch
+     * a heartbeat after it was first owed (until then the slot is not
+     * confirmed). */
+    int must = b->nkeys + b->nwhole > 0 || oc_walb_remap(w->acc);
+    if (oc_walowed_due(&w->owed, b->caught_up_at[0] != '\0', must, now_s(),
+                       w->ctx->conf->wal_heartbeat_ms / 1000.0)) {
         pay_owed(w);
         return;
     }
@@ -2057,7 +2071,13 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     }
     double takeover = w->ctx->conf->wal_takeover_ms / 1000.0;
     double stale = w->ctx->feed ? oc_feed_staleness(w->ctx->feed, now_s()) : INFINITY;
-    if (oc_wal_try_now(w->tried, stale, now_s() - w->tried_at, takeover)) {
+    /* A holder that let go (to read the map again: 0.1 s; after a failure:
+     * 1 s) tries again then: the feed it kept fresh says nothing of that,
+     * and waiting for it to go stale left every model without invalidations
+     * for wal_takeover after each attach or detach (found 2026-12-07). */
+    if (w->retry_held ||
+        oc_wal_try_now(w->tried, stale, now_s() - w->tried_at, takeover)) {
+        w->retry_held = 0;
         wal_start_try(w);
         return;
     }

@@ -8,9 +8,10 @@
  * as always, but its keys are not appended; its models are owed instead: a
  * whole-model row each (the model's generation unchanged, so memcached keeps
  * its entries and only the near-caches drop the model), appended before the
- * next claim of caught_up_at, before any other append, and at the latest
- * one wal_heartbeat after the first debt. A whole-model row covers every key
- * of its model, so the claim stays true.
+ * next claim of caught_up_at, before any other append, before the map is
+ * read again, and otherwise with the first batch at least one wal_heartbeat
+ * after the first debt (normally a heartbeat's own batch). A whole-model row
+ * covers every key of its model, so the claim stays true.
  *
  * The slot is not confirmed past a batch whose models are owed (oc_wal's
  * applied): a holder that stops before paying (killed, its connection cut,
@@ -45,9 +46,11 @@ oc_status_t oc_walowed_add(oc_walowed_t *o, const char *const *models, size_t n,
                            int64_t commit_ts, double now);
 
 /* Must the debt be paid before this batch goes on? Yes when anything is owed
- * and the batch claims caught_up_at, appends anything (whole models, keys
- * whose delete failed), or the first debt is heartbeat_s old. */
-int oc_walowed_due(const oc_walowed_t *o, int claims, int appends, double now,
+ * and the batch claims caught_up_at, `must` (it appends anything: whole
+ * models, keys whose delete failed; or it ends with a change of the models,
+ * after which the stream restarts from the confirmed position), or the
+ * first debt is heartbeat_s old. */
+int oc_walowed_due(const oc_walowed_t *o, int claims, int must, double now,
                    double heartbeat_s);
 
 /* Paid, or forgotten with the stream that owed it (its transactions will be

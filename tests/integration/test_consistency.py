@@ -12,7 +12,8 @@ same between the sidecars and PostgreSQL, and a TRUNCATE mid-run.
 
 It runs twice: with invalidations from the trigger hook, and from the WAL
 source (a logical slot; one sidecar holds it, the other takes over when the
-holder is SIGKILLed). OC_CONSISTENCY_SOURCES=trigger or =wal runs one.
+holder is SIGKILLed). OC_CONSISTENCY_SOURCES=trigger or =wal runs one (or
+=wal-nokeys: the WAL source with wal_feed_keys = off).
 
 What it asserts (what it measures, it asserts):
 - no read returned a value that was never committed (phantoms);
@@ -81,17 +82,24 @@ META_READS = 0.5
 FEED_MAX_LAG = {"postgresql": {"feed_max_lag": "1s"}}
 
 
-def wal_overrides(name):
+def wal_overrides(name, feed_keys=True):
     return {"postgresql": {"wal": "on", "wal_slot": name, "wal_heartbeat": "200ms",
-                           "wal_takeover": "2s", **FEED_MAX_LAG["postgresql"]}}
+                           "wal_takeover": "2s", "wal_feed_keys": "on" if feed_keys else "off",
+                           **FEED_MAX_LAG["postgresql"]}}
 
 
-# Which invalidation sources to run (both by default). The WAL source ran
-# only where asked until 2026-12-03: a try's connections were overwritten
-# when one went down while it was being made, so after PostgreSQL faults
-# neither sidecar held the slot (docs/wal.md, "A bug found and fixed").
+# Which invalidation sources to run (trigger and wal by default). The WAL
+# source ran only where asked until 2026-12-03: a try's connections were
+# overwritten when one went down while it was being made, so after
+# PostgreSQL faults neither sidecar held the slot (docs/wal.md, "A bug found
+# and fixed"). wal-nokeys: the WAL source with wal_feed_keys = off (the feed
+# gets whole-model rows, not keys; the soak's --source wal-nokeys).
 SOURCES = [s for s in os.environ.get("OC_CONSISTENCY_SOURCES", "trigger,wal").split(",")
            if s]
+
+
+def wal_source(source):
+    return source in ("wal", "wal-nokeys")
 
 
 @pytest.fixture(params=SOURCES)
@@ -101,8 +109,8 @@ def cdb(request, pg, objcached_bin):
     if not pg.running:
         pg.start()
     source = request.param
-    name = f"oc_consistency_{source}"
-    overrides = wal_overrides(name) if source == "wal" else None
+    name = f"oc_consistency_{source.replace('-', '_')}"   # a slot's name: [a-z0-9_]
+    overrides = wal_overrides(name, source != "wal-nokeys") if wal_source(source) else None
     oc_c.create_template(pg, name, oc_c.CONSISTENCY_SCHEMA, oc_c.CONSISTENCY_MODELS,
                          objcached_bin, overrides=overrides)
     db = oc_c.HookDb(pg, name)
@@ -150,7 +158,8 @@ def test_randomized_consistency(pg, mc_pool, cdb, fleet, proxies, capsys):
                  "objcached": {"log_level": "warn", "sample_rate": SAMPLE_RATE,
                                "sample_windows": WINDOWS, "sample_max_qps": SAMPLE_QPS,
                                "sample_queue": SAMPLE_QUEUE}}
-    sections = [NEAR] + ([wal_overrides(cdb.name)] if cdb.source == "wal" else [FEED_MAX_LAG])
+    sections = [NEAR] + ([wal_overrides(cdb.name, cdb.source != "wal-nokeys")]
+                         if wal_source(cdb.source) else [FEED_MAX_LAG])
     for extra in sections:
         for section, keys in extra.items():
             overrides.setdefault(section, {}).update(keys)

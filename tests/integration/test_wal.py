@@ -993,6 +993,62 @@ def test_a_holder_killed_while_it_owes_the_feed_confirmed_none_of_it(fleet, mc_p
     wait_value(b, "Item:5", row(db, "Item", 5))
 
 
+def test_a_model_attached_while_the_holder_owes_the_feed_does_not_stall_it(fleet, mc_pool,
+                                                                             db):
+    """wal_feed_keys = off: a transaction that writes a model and attaches
+    another makes the holder read the map again and restart from its
+    confirmed position, which must be past that transaction: the debt is
+    paid first. Unpaid (a review of 35f12df), the restart came before the
+    transaction again and again, and nothing after it was ever applied. A
+    heartbeat of 3 s: a claim seldom pays the debt by chance."""
+    slow = {"wal_heartbeat": "3s", "feed_max_lag": "30s", "wal_takeover": "30s"}
+    db.q("CREATE TABLE solo (id bigint PRIMARY KEY, what text)")
+    db.q("INSERT INTO solo VALUES (7, 'v0')")
+    a = start(fleet, mc_pool, db, postgresql=dict(slow, wal_feed_keys="off"))
+    holder([a])
+    cached(a, ["Item:1", "Item:2"])
+    s0 = a.stats()
+    db.q("UPDATE items SET name = 'before attach' WHERE id = 1; "
+         "SELECT objcached.attach('public.solo', 'Solo', 'id', 'wal')")
+    db.q("UPDATE items SET name = 'after attach' WHERE id = 2")
+    try:
+        wait_value(a, "Item:1", row(db, "Item", 1))
+        wait_value(a, "Item:2", row(db, "Item", 2))
+    except harness.HarnessError as e:
+        raise AssertionError(f"{e}\n{a.log(limit=6000)}") from None
+    lsn = db.one("SELECT pg_current_wal_lsn()::text")
+    harness.wait_until(
+        lambda: db.one("SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots "
+                       "WHERE slot_name = %s", (lsn, db.name)),
+        timeout=30, what="the slot confirmed past both writes")
+    s1 = a.stats()
+    assert s1["wal_map_reloads"] - s0["wal_map_reloads"] <= 2, s1
+    assert s1["wal_feed_flushes"] > s0["wal_feed_flushes"], s1
+
+
+def test_a_holder_that_reads_the_map_again_takes_the_slot_back_at_once(fleet, mc_pool, db):
+    """An attach makes the holder let go of the slot to read the map again
+    and restart past it. It takes the slot back at once (0.1 s): until
+    2026-12-07 its next try waited, like a standby's, until the feed it had
+    kept fresh was wal_takeover stale, and every model went without
+    invalidations (and every near-cache off) that long after each attach."""
+    a = start(fleet, mc_pool, db, postgresql={"wal_takeover": "60s", "feed_max_lag": "2s"})
+    holder([a])
+    db.q("CREATE TABLE solo (id bigint PRIMARY KEY, what text)")
+    cached(a, ["Item:3"])
+    reloads = a.stats()["wal_map_reloads"]
+    db.q("SELECT objcached.attach('public.solo', 'Solo', 'id', 'wal')")
+    harness.wait_until(lambda: a.stats()["wal_map_reloads"] > reloads, timeout=10,
+                       what="the map read again after the attach")
+    t = time.monotonic()
+    db.q("UPDATE items SET name = 'after the reload' WHERE id = 3")
+    wait_value(a, "Item:3", row(db, "Item", 3), timeout=10)
+    took = time.monotonic() - t
+    assert a.log().count("event=wal_holding") == 2, a.log()
+    # (60 s before the fix; with it, a try 0.1 s after the release)
+    assert took < 5, took
+
+
 def test_a_batch_the_holder_cannot_take_is_polled_on_its_notify(fleet, mc_pool, db):
     """A transaction that writes two models appends two feed rows, which the
     holder's follower does not take: it reads them on the NOTIFY, as another
