@@ -598,6 +598,18 @@ static void own_sent(oc_wal_t *w, int takeable)
     oc_feed_own_begin(w->ctx->feed);
 }
 
+/* A step of applying a batch failed (`reason` logged, `why` for the stand-by
+ * line): nothing was confirmed, so the slot sends the batch again. */
+static void apply_failed(oc_wal_t *w, const char *step, const char *reason,
+                         const char *why)
+{
+    char clean[OC_ERRLEN];
+    w->ctx->stats->wal_errors++;
+    oc_log_warn("event=wal_apply_failed step=%s reason=\"%s\"", step,
+                oc_log_clean(clean, sizeof(clean), reason));
+    stand_by(w, WAL_RETRY_FAST_S, why);
+}
+
 static void fed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                 void *arg)
 {
@@ -606,12 +618,8 @@ static void fed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
     w->sql_busy = 0;
     hand_over(w, st == OC_OK ? res : NULL);
     PQclear(res);
-    if (st != OC_OK) { /* nothing confirmed: the slot sends it again */
-        char clean[OC_ERRLEN];
-        w->ctx->stats->wal_errors++;
-        oc_log_warn("event=wal_apply_failed step=feed reason=\"%s\"",
-                    oc_log_clean(clean, sizeof(clean), err));
-        stand_by(w, WAL_RETRY_FAST_S, err);
+    if (st != OC_OK) {
+        apply_failed(w, "feed", err, err);
         return;
     }
     if (w->batch.nwhole > 0) {
@@ -833,14 +841,10 @@ static void visible_checked(oc_pgconn_t *pc, PGresult *res, oc_status_t st,
             ? oc_walb_running(PQgetvalue(res, 0, 0), w->batch.xids, w->batch.nxids)
             : -1;
     PQclear(res);
-    if (running < 0) { /* nothing confirmed: the slot sends it again */
-        char clean[OC_ERRLEN];
-        w->ctx->stats->wal_errors++;
-        oc_log_warn(
-            "event=wal_apply_failed step=visible reason=\"%s\"",
-            oc_log_clean(clean, sizeof(clean),
-                         st == OC_OK ? "no snapshot read (or out of memory)" : err));
-        stand_by(w, WAL_RETRY_FAST_S, st == OC_OK ? "the visibility check failed" : err);
+    if (running < 0) {
+        apply_failed(w, "visible",
+                     st == OC_OK ? "no snapshot read (or out of memory)" : err,
+                     st == OC_OK ? "the visibility check failed" : err);
         return;
     }
     double now = now_s(), waited = now - w->vis_from;
@@ -1084,11 +1088,7 @@ static void paid(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err
     hand_over(w, NULL);
     PQclear(res);
     if (st != OC_OK) {
-        char clean[OC_ERRLEN];
-        w->ctx->stats->wal_errors++;
-        oc_log_warn("event=wal_apply_failed step=flush reason=\"%s\"",
-                    oc_log_clean(clean, sizeof(clean), err));
-        stand_by(w, WAL_RETRY_FAST_S, err);
+        apply_failed(w, "flush", err, err);
         return;
     }
     w->ctx->stats->wal_feed_flushes++;

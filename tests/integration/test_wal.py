@@ -925,6 +925,7 @@ def test_feed_keys_off_owes_whole_models_and_reload_turns_keys_back_on(fleet, mc
     keys = ["Item:1", "Item:2", "Item:3"]
     for oc in (a, b):
         warm(oc, keys + ["Slug:home"])
+    flushes0 = {oc: oc.stats()["near_flushes"] for oc in (a, b)}
     gen0 = db.one("SELECT generation FROM objcached.models WHERE model = 'Item'")
     head0 = db.one("SELECT seq FROM objcached.feed_head")
     s0 = a.stats()
@@ -939,10 +940,13 @@ def test_feed_keys_off_owes_whole_models_and_reload_turns_keys_back_on(fleet, mc
     s1 = a.stats()
     assert s1["wal_feed_keys_owed"] - s0["wal_feed_keys_owed"] >= 3, s1
     assert s1["wal_feed_flushes"] > s0["wal_feed_flushes"], s1
-    # the model nobody wrote is still in both near-caches; Item:3, in
-    # memcached under the same generation, is a memcached hit for both
+    # the model nobody wrote is still in both near-caches (unless one was
+    # emptied whole meanwhile: its feed lagged past feed_max_lag, which a
+    # slow build may see); Item:3, in memcached under the same generation,
+    # is a memcached hit for both
     for oc in (a, b):
-        assert near_read(oc, "Slug:home") == (row(db, "Slug", "home"), True)
+        if oc.stats()["near_flushes"] == flushes0[oc]:
+            assert near_read(oc, "Slug:home") == (row(db, "Slug", "home"), True)
         h0 = oc.stats()
         assert get(oc, "Item:3") == row(db, "Item", 3)
         h1 = oc.stats()
@@ -978,14 +982,15 @@ def test_a_holder_killed_while_it_owes_the_feed_confirmed_none_of_it(fleet, mc_p
         harness.wait_until(lambda: a.stats()["wal_feed_keys_owed"] > s0["wal_feed_keys_owed"],
                            timeout=10, interval=0.01, what="the key owed")
         a.kill(signal.SIGSTOP)
-        paid = db.one("SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots "
-                      "WHERE slot_name = %s", (lsn, db.name))
+        # paid: its whole-model row committed (the confirmation follows it)
+        paid = feed_rows_after(db, head0, "Item") != [] or db.one(
+            "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots "
+            "WHERE slot_name = %s", (lsn, db.name))
         if not paid:
             break
         a.kill(signal.SIGCONT)   # its heartbeat came in between: again
     else:
         pytest.fail("the holder paid its debt before every freeze")
-    assert feed_rows_after(db, head0, "Item") == []
     fleet.kill(a)
     holder([b], timeout=20)
     harness.wait_until(lambda: ["5"] in [k for k, _ in feed_rows_after(db, head0, "Item")],
