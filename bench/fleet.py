@@ -48,9 +48,11 @@ MODELS = {"User": {"table": "users", "near_ttl": "30s"}}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def config(mc, db, candidate, listen):
+def config(mc, db, candidate, listen, feed_keys="on"):
     pgsec = {"wal": "on" if candidate else "off", "feed_listen": "on" if listen else "off"}
-    if not candidate:
+    if candidate:
+        pgsec["wal_feed_keys"] = feed_keys
+    else:
         pgsec["invalidation_poll"] = "0"
     return oc_c.sidecar_config([mc], db.conninfo, MODELS,
                                {"objcached": {"near_cache_size": "16m", "log_level": "warn"},
@@ -94,10 +96,10 @@ def pgbench(pg, db, rate, seconds):
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def run_size(pg, mc, db, binary, n, listen, seconds, rate):
+def run_size(pg, mc, db, binary, n, listen, seconds, rate, feed_keys):
     fleet = oc_c.Fleet(binary)
     try:
-        sidecars = [fleet.start(config(mc, db, i < 3, listen)) for i in range(n)]
+        sidecars = [fleet.start(config(mc, db, i < 3, listen, feed_keys)) for i in range(n)]
         harness.wait_until(lambda: sum(oc.stats()["wal_holder"] for oc in sidecars) == 1,
                            timeout=30, what="a WAL holder")
         time.sleep(2)
@@ -120,6 +122,9 @@ def main():
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--rate", type=int, default=500)
     ap.add_argument("--out", default="/tmp/oc-fleet")
+    ap.add_argument("--wal-feed-keys", choices=("on", "off"), default="on",
+                    help="wal_feed_keys of the WAL candidates (off: whole-model rows per "
+                         "heartbeat instead of keys, docs/wal.md)")
     args = ap.parse_args()
     harness.install_signal_handlers()
     os.makedirs(args.out, exist_ok=True)
@@ -143,7 +148,7 @@ def main():
         for n in sizes:
             for listen in (True, False):
                 idle, busy = run_size(pg, mc, db, args.objcached, n, listen,
-                                      args.seconds, args.rate)
+                                      args.seconds, args.rate, args.wal_feed_keys)
                 row = {"sidecars": n, "feed_listen": "on" if listen else "off",
                        "conns": busy["conns"], "idle_cpu_ms_s": round(idle["cpu_ms_s"], 1),
                        "busy_cpu_ms_s": round(busy["cpu_ms_s"], 1),
@@ -162,7 +167,7 @@ def main():
         w.writeheader()
         w.writerows(rows)
     print(f"pgbench: 4 clients, {args.rate} single-row UPDATEs/s; {args.seconds:g} s windows; "
-          f"csv in {args.out}/fleet.csv")
+          f"wal_feed_keys {args.wal_feed_keys}; csv in {args.out}/fleet.csv")
 
 
 if __name__ == "__main__":

@@ -543,6 +543,18 @@ static void applied(oc_wal_t *w)
 static void sql_done(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                      void *arg);
 
+/* A step of applying a batch failed (`reason` logged, `why` for the stand-by
+ * line): nothing was confirmed, so the slot sends the batch again. */
+static void apply_failed(oc_wal_t *w, const char *step, const char *reason,
+                         const char *why)
+{
+    char clean[OC_ERRLEN];
+    w->ctx->stats->wal_errors++;
+    oc_log_warn("event=wal_apply_failed step=%s reason=\"%s\"", step,
+                oc_log_clean(clean, sizeof(clean), reason));
+    stand_by(w, WAL_RETRY_FAST_S, why);
+}
+
 /* The generations after a whole-model row bumped them. */
 static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
                       void *arg)
@@ -552,8 +564,8 @@ static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char
     w->sql_busy = 0;
     if (st != OC_OK || gens_load(w, res) != 0) {
         PQclear(res);
-        w->ctx->stats->wal_errors++;
-        stand_by(w, WAL_RETRY_FAST_S, st != OC_OK ? err : "out of memory");
+        apply_failed(w, "gens", st != OC_OK ? err : "out of memory",
+                     st != OC_OK ? err : "out of memory");
         return;
     }
     PQclear(res);
@@ -596,18 +608,6 @@ static void own_sent(oc_wal_t *w, int takeable)
 {
     w->own = takeable;
     oc_feed_own_begin(w->ctx->feed);
-}
-
-/* A step of applying a batch failed (`reason` logged, `why` for the stand-by
- * line): nothing was confirmed, so the slot sends the batch again. */
-static void apply_failed(oc_wal_t *w, const char *step, const char *reason,
-                         const char *why)
-{
-    char clean[OC_ERRLEN];
-    w->ctx->stats->wal_errors++;
-    oc_log_warn("event=wal_apply_failed step=%s reason=\"%s\"", step,
-                oc_log_clean(clean, sizeof(clean), reason));
-    stand_by(w, WAL_RETRY_FAST_S, why);
 }
 
 static void fed(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char *err,
