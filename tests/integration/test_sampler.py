@@ -586,7 +586,15 @@ def test_reload_removes_a_model_with_checks_queued_and_in_flight(fleet, mc_pool,
         harness.wait_until(lambda: total(oc, "checks", "hit", "Ver") == 50, timeout=30,
                            what=lambda: f"Ver's hits checked: {sampler(oc)}")
         proxy.hold_replies_after(b"xmin::pg_catalog.text")
+        # Ver's samples first: the feed offers the sampler each invalidation,
+        # and one consumer cycle that claimed both writes appended them by
+        # model (Item before Ver), so Item's batch went out and was held
+        # (the ASan pass of the full suite, 2026-12-07): the second write
+        # waits until the feed has applied the first
+        fk0 = oc.stats()["feed_keys"]
         db.q("UPDATE vers SET version = version + 1 WHERE id <= 50")
+        harness.wait_until(lambda: oc.stats()["feed_keys"] >= fk0 + 50, timeout=15,
+                           what="Ver's 50 invalidations applied from the feed")
         db.q("UPDATE items SET n = n + 1 WHERE id <= 50")
         # the 1 s checks' batch is sent, its answer held; the 3 s ones wait
         harness.wait_until(lambda: proxy.held_ports(), timeout=15,
