@@ -22,9 +22,14 @@ transactions of 3 UPDATEs) at each concurrency, the three variants in a
 shuffled order within each round, several rounds; the ratio of a variant's
 tx/s to the plain table's in the same round, median and range. Each run
 starts after the previous one's invalidations were all applied (outbox
-empty, slot confirmed past the run's last WAL) and a CHECKPOINT. Meanwhile a
-probe commits an UPDATE of a cached row every 50 ms and times until the
-memcached entry is gone (the plain variant gets the same UPDATEs, untimed).
+empty, slot confirmed past the run's last WAL) and a CHECKPOINT. The commit
+to memcached delete is timed by a probe that commits an UPDATE of a cached
+row every 50 ms and polls memcached until the entry is gone: with
+--writes-probe apart (the default) in runs of its own, one per watched
+variant, shuffled in among the others, whose tx/s count in no ratio (the
+probe's polling is apparatus on the writers' cores that the unwatched table
+would not pay); with --writes-probe during in every run (the plain variant
+gets the same UPDATEs, untimed), as until 2026-12-07.
 
 phase_nearapply_wal: two more sidecars on wr_wal with the near-cache on
 (standby WAL candidates, following the feed): bench_near.run_apply."""
@@ -379,35 +384,42 @@ def phase_writes(world, cfg, rng):
     for rnd in range(rounds):
         for shape in cfg["writes_shapes"]:
             for c in cfg["writes_c"]:
-                order = run_variants(cfg)
+                order = run_order(cfg)
                 rng.shuffle(order)
-                for v in order:
+                for v, probed in order:
                     world.use(v)
                     world.settle()
                     m0 = world.meter()
                     p = pgbench(world, v, paths[shape], c, secs)
-                    rec = perf_record(cfg, f"{rnd + 1}-{shape}-{c}-{v}", secs)
-                    probe = Probe(world, v, probe_next)
-                    probe.start()
+                    rec = perf_record(cfg, f"{rnd + 1}-{shape}-{c}-{v}"
+                                      + ("-probed" if probed and apart(cfg) else ""), secs)
+                    probe = Probe(world, v, probe_next) if probed else None
+                    if probe is not None:
+                        probe.start()
                     out, err = p.communicate(timeout=secs + 120)
                     m1 = world.meter()
                     if rec is not None:
                         rec.wait(timeout=60)
-                    probe.stop_flag.set()
-                    probe.join(60)
-                    probe_next = probe.i + 1
+                    if probe is not None:
+                        probe.stop_flag.set()
+                        probe.join(60)
+                        probe_next = probe.i + 1
                     if p.returncode != 0:
                         raise BenchError(f"pgbench ({v}, {c} writers) failed:\n{out}\n"
                                          f"{err[-2000:]}")
-                    if probe.error is not None:
+                    if probe is not None and probe.error is not None:
                         raise BenchError(f"writes probe ({v}): {probe.error}")
                     tps = bench_near.parse_tps(out)
                     n = parse_count(out)
                     runs.append({"round": rnd, "shape": shape, "C": c, "variant": v,
-                                 "tps": tps, "delays": probe.delays, **per_tx(m0, m1, n),
-                                 "probe_cpu_us_per_tx": probe.cpu_s / max(n, 1) * 1e6})
-                    d = sorted(probe.delays)
-                    say(f"    round {rnd + 1} {shape}-statement C={c:<2} {v:<5} "
+                                 "probed": probed, "counted": not (probed and apart(cfg)),
+                                 "tps": tps, "delays": probe.delays if probe else [],
+                                 **per_tx(m0, m1, n),
+                                 "probe_cpu_us_per_tx":
+                                 probe.cpu_s / max(n, 1) * 1e6 if probe else 0.0})
+                    d = sorted(probe.delays) if probe else []
+                    label = v + (" (probe)" if probed and apart(cfg) else "")
+                    say(f"    round {rnd + 1} {shape}-statement C={c:<2} {label:<13} "
                         f"{tps:>8,.0f} tx/s" + (f"  probe: {len(d)} deletes, p50 "
                                                 f"{pct(d, 50):.1f} ms, max {d[-1]:.1f} ms"
                                                 if d else ""))
@@ -415,14 +427,31 @@ def phase_writes(world, cfg, rng):
     return summarize_writes(runs, cfg)
 
 
+def apart(cfg):
+    """Whether the probe runs in runs of its own (--writes-probe apart)."""
+    return cfg.get("writes_probe", "apart") == "apart"
+
+
+def run_order(cfg):
+    """A cell's runs as (variant, probed): with the probe apart, every
+    variant unprobed (its tx/s counted) and every watched one once more with
+    the probe (its tx/s reported, not counted); with it during, every
+    variant once, probed (the plain one's UPDATEs untimed)."""
+    vs = run_variants(cfg)
+    if apart(cfg):
+        return [(v, False) for v in vs] + [(v, True) for v in vs[1:]]
+    return [(v, True) for v in vs]
+
+
 def summarize_writes(runs, cfg):
     cells = []
     for shape in cfg["writes_shapes"]:
         for c in cfg["writes_c"]:
             rs = [r for r in runs if r["shape"] == shape and r["C"] == c]
-            plain = {r["round"]: r["tps"] for r in rs if r["variant"] == "plain"}
+            plain = {r["round"]: r["tps"] for r in rs
+                     if r["variant"] == "plain" and r["counted"]}
             for v in run_variants(cfg):
-                mine = [r for r in rs if r["variant"] == v]
+                mine = [r for r in rs if r["variant"] == v and r["counted"]]
                 ratios = [r["tps"] / plain[r["round"]] for r in mine if plain.get(r["round"])]
                 ratio, lo, hi = spread(ratios)
                 cells.append({"shape": shape, "C": c, "variant": v,
@@ -432,11 +461,24 @@ def summarize_writes(runs, cfg):
                               "rounds": len(mine)})
     probes = {}
     for v in run_variants(cfg)[1:]:
-        d = sorted(x for r in runs if r["variant"] == v for x in r["delays"])
+        mine = [r for r in runs if r["variant"] == v and r["probed"]]
+        d = sorted(x for r in mine for x in r["delays"])
+        plain = {(r["round"], r["shape"], r["C"]): r["tps"] for r in runs
+                 if r["variant"] == "plain" and r["counted"]}
+        ratios = [r["tps"] / plain[k] for r in mine
+                  if plain.get(k := (r["round"], r["shape"], r["C"]))]
         probes[v] = {"samples": len(d), "p50_ms": pct(d, 50), "p99_ms": pct(d, 99),
-                     "max_ms": d[-1] if d else float("nan"), "delays": d}
+                     "max_ms": d[-1] if d else float("nan"), "delays": d,
+                     # what the probed runs did, beside the unwatched table's
+                     # runs of their cell and round (with --writes-probe apart
+                     # these are not the ratios above)
+                     "ratio_probed": statistics.median(ratios) if ratios else float("nan"),
+                     "probe_cpu_us_per_tx":
+                     statistics.median(r["probe_cpu_us_per_tx"] for r in mine)
+                     if mine else float("nan")}
     return {"cells": cells, "probes": probes, "runs": [
-        {k: r[k] for k in ("round", "shape", "C", "variant", "tps", *PER_TX)} for r in runs]}
+        {k: r[k] for k in ("round", "shape", "C", "variant", "probed", "counted", "tps",
+                           *PER_TX)} for r in runs]}
 
 
 PER_TX = ("wal_syncs_per_tx", "wal_bytes_per_tx", "commits_per_tx", "sidecar_cpu_us_per_tx",

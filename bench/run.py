@@ -1342,14 +1342,18 @@ def writes_tables(add, extra, cfg):
             "context switches of the sidecars and of the WAL sender (each a sleep and a wake-up). "
             "The backends' CPU is split by what they run: the WAL reader's SQL (appends, "
             "heartbeats, the slot's lag) / the feed follower's polls / the rest (outbox "
-            "consumers, loads); the bench's own probe thread (it polls memcached every "
-            "millisecond after each watched UPDATE, on the same cores)")
+            "consumers, loads)"
+            + ("." if cfg.get("writes_probe", "apart") == "apart" else
+               "; the bench's own probe thread (it polls memcached every millisecond after "
+               "each watched UPDATE, on the same cores)"))
         add("")
+        probe_col = cfg.get("writes_probe", "apart") != "apart"
         add("| statements per tx | writers | source | WAL flushes | WAL bytes | commits "
             "| sidecar CPU us | WAL sender CPU us | sidecars' backends CPU us "
             "| of which WAL SQL / feed polls / rest "
-            "| sidecar switches | WAL sender switches | probe CPU us |")
-        add("|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+            "| sidecar switches | WAL sender switches |" + (" probe CPU us |" if probe_col else ""))
+        add("|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"
+            + ("---:|" if probe_col else ""))
         for shape in cfg["writes_shapes"]:
             for n in cfg["writes_c"]:
                 for v in ["plain", "trig"] + wals:
@@ -1362,17 +1366,27 @@ def writes_tables(add, extra, cfg):
                         + " / ".join(f"{c.get(f'backend_{r}_cpu_us_per_tx', float('nan')):.1f}"
                                      for r in ("wal", "feed", "other")) + " | "
                         f"{c.get('sidecar_cs_per_tx', float('nan')):.2f} | "
-                        f"{c.get('walsender_cs_per_tx', float('nan')):.2f} | "
-                        f"{c.get('probe_cpu_us_per_tx', float('nan')):.1f} |")
+                        f"{c.get('walsender_cs_per_tx', float('nan')):.2f} |"
+                        + (f" {c.get('probe_cpu_us_per_tx', float('nan')):.1f} |"
+                           if probe_col else ""))
         add("")
-    add("Commit to memcached delete while the writers ran (a probe every 50 ms):")
+    if cfg.get("writes_probe", "apart") == "apart":
+        add("Commit to memcached delete while the writers ran, timed in runs of their own (the "
+            "same writers, one per watched source in each cell and round, shuffled in among the "
+            "others; their tx/s count in no ratio above): a probe every 50 ms, its thread's CPU "
+            "per writer tx, and those runs' tx/s over the unwatched table's of their cell "
+            "(median):")
+    else:
+        add("Commit to memcached delete while the writers ran (a probe every 50 ms; its thread's "
+            "CPU per writer tx):")
     add("")
-    add("| source | samples | p50 ms | p99 ms | max ms |")
-    add("|---|---:|---:|---:|---:|")
+    add("| source | samples | p50 ms | p99 ms | max ms | probe CPU us | ratio with the probe |")
+    add("|---|---:|---:|---:|---:|---:|---:|")
     for v in wals + ["trig"]:
         p = w["probes"][v]
         add(f"| {write_name(v)} | {p['samples']} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} | "
-            f"{p['max_ms']:.1f} |")
+            f"{p['max_ms']:.1f} | {p.get('probe_cpu_us_per_tx', float('nan')):.1f} | "
+            f"{p.get('ratio_probed', float('nan')):.2f} |")
     add("")
 
 
@@ -1652,6 +1666,11 @@ def main():
                          "for wal_feed_keys = off (5ms+nokeys): the writes phase runs "
                          "the WAL source once per value, interleaved, the sidecar reloaded "
                          "between runs (default: one run at the configured default)")
+    ap.add_argument("--writes-probe", choices=["apart", "during"], default="apart",
+                    help="where the writes phase times commit to memcached delete: in runs "
+                         "of its own beside the counted ones (apart, the default: the probe's "
+                         "polling loads no counted run), or in every run (during, as until "
+                         "2026-12-07: the watched sources' ratios pay for it)")
     ap.add_argument("--writes-c", help="writer counts of the writes phase (default: the run's)")
     ap.add_argument("--writes-rounds", type=int, help="rounds of the writes phase")
     ap.add_argument("--rows", type=int, help="rows of the table (default: the run's)")
@@ -1733,6 +1752,7 @@ def main():
             ap.error("--writes-perf needs perf (Debian package linux-perf)")
         os.makedirs(args.writes_perf, exist_ok=True)
     cfg["writes_perf"] = args.writes_perf
+    cfg["writes_probe"] = args.writes_probe
     cfg["writes_wal"] = ["wal"]
     if args.writes_wal_intervals:
         vals = [x.strip() for x in args.writes_wal_intervals.split(",") if x.strip()]

@@ -92,3 +92,47 @@ def test_cpu_per_key_counts_the_warm_up_keys(tmp_path):
     assert abs(oc["oc_cpu_us_per_key"] - 2.0) < 1e-9
     assert abs(oc["cpu_client_us"] - 1.0) < 1e-9
     assert oc["ratio"] == 0.8
+
+
+def write_run(rnd, variant, tps, probed, counted, delays=()):
+    import bench_writes
+    return {"round": rnd, "shape": 1, "C": 8, "variant": variant, "probed": probed,
+            "counted": counted, "tps": tps, "delays": list(delays),
+            **{k: 1.0 for k in bench_writes.PER_TX}}
+
+
+def test_writes_probe_apart_keeps_probed_runs_out_of_the_ratios():
+    import bench_writes
+    cfg = {"writes_shapes": [1], "writes_c": [8], "writes_wal": ["wal"],
+           "writes_probe": "apart"}
+    assert bench_writes.run_order(cfg) == [("plain", False), ("trig", False), ("wal", False),
+                                           ("trig", True), ("wal", True)]
+    runs = []
+    for rnd, plain in enumerate([1000.0, 2000.0]):
+        runs += [write_run(rnd, "plain", plain, False, True),
+                 write_run(rnd, "trig", plain * 0.5, False, True),
+                 write_run(rnd, "wal", plain * 0.9, False, True),
+                 write_run(rnd, "trig", plain * 0.4, True, False, [900.0]),
+                 write_run(rnd, "wal", plain * 0.7, True, False, [10.0 + rnd, 20.0])]
+    w = bench_writes.summarize_writes(runs, cfg)
+    cells = {c["variant"]: c for c in w["cells"]}
+    assert cells["wal"]["ratio"] == 0.9 and cells["wal"]["rounds"] == 2
+    assert cells["trig"]["ratio"] == 0.5 and cells["plain"]["tps"] == 1500.0
+    assert w["probes"]["wal"]["samples"] == 4
+    assert w["probes"]["wal"]["delays"] == [10.0, 11.0, 20.0, 20.0]
+    assert w["probes"]["wal"]["ratio_probed"] == 0.7
+    assert w["probes"]["trig"]["samples"] == 2
+
+
+def test_writes_probe_during_counts_every_run():
+    import bench_writes
+    cfg = {"writes_shapes": [1], "writes_c": [8], "writes_wal": ["wal"],
+           "writes_probe": "during"}
+    assert bench_writes.run_order(cfg) == [("plain", True), ("trig", True), ("wal", True)]
+    runs = [write_run(0, "plain", 1000.0, True, True),
+            write_run(0, "trig", 500.0, True, True, [800.0]),
+            write_run(0, "wal", 800.0, True, True, [5.0])]
+    w = bench_writes.summarize_writes(runs, cfg)
+    assert {c["variant"]: c["ratio"] for c in w["cells"]} == {"plain": 1.0, "trig": 0.5,
+                                                               "wal": 0.8}
+    assert w["probes"]["wal"]["ratio_probed"] == 0.8
