@@ -15,8 +15,8 @@
 #      the sanitizer canaries, the demo (scripts/demo.py, checked), the
 #      fuzz targets briefly and the benchmark's smoke run.
 # A label of steps 4-6 that selects no test fails. Exits non-zero on the
-# first failure; the last lines are ctest's summary of step 6 and the time
-# the whole command took.
+# first failure; the last lines are ctest's summary of step 6, the slowest
+# integration tests (scripts/slowest.py) and the time the whole command took.
 #
 #   bash scripts/test.sh
 set -euo pipefail
@@ -104,7 +104,12 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # waiting (for a timeout to pass, a takeover, a proxy's delay, PostgreSQL),
 # not computing; at two the pass took 861 s of which test_wal alone 296 s
 # (2026-12-05, 18m59s in all). CPU-heavy tests keep their RESOURCE_LOCK.
-ctest --test-dir build-asan --no-tests=error --output-on-failure -j3
+rm -rf build-asan/tests/junit
+asan_rc=0
+ctest --test-dir build-asan --no-tests=error --output-on-failure -j3 || asan_rc=$?
+# where the pass's time went (each integration test's JUnit XML)
+/usr/bin/python3 scripts/slowest.py build-asan --top 15 || true
+((asan_rc == 0)) || fail "the ASan+UBSan pass (ctest exit $asan_rc)"
 
 elapsed=$((SECONDS - start))
 printf 'test.sh: passed in %dm%02ds\n' $((elapsed / 60)) $((elapsed % 60))
