@@ -988,8 +988,10 @@ class Pgbouncer:
         conn.autocommit = True
         return conn
 
-    def admin(self, command):
-        """Run `command` on the admin console; the rows it returns (or [])."""
+    def admin(self, command, named=False):
+        """Run `command` on the admin console; the rows it returns (or []),
+        each a dict by column name when named (the columns of SHOW
+        commands differ between pgbouncer versions)."""
         import psycopg2
         conn = psycopg2.connect(host="127.0.0.1", port=self.port, dbname="pgbouncer",
                                 user=Postgres.SUPERUSER, connect_timeout=10)
@@ -997,7 +999,12 @@ class Pgbouncer:
         try:
             with conn.cursor() as cur:
                 cur.execute(command)
-                return cur.fetchall() if cur.description is not None else []
+                if cur.description is None:
+                    return []
+                if named:
+                    cols = [d[0] for d in cur.description]
+                    return [dict(zip(cols, r)) for r in cur.fetchall()]
+                return cur.fetchall()
         finally:
             conn.close()
 
