@@ -998,6 +998,71 @@ def test_a_holder_killed_while_it_owes_the_feed_confirmed_none_of_it(fleet, mc_p
     wait_value(b, "Item:5", row(db, "Item", 5))
 
 
+def slot_confirmed_past(db, lsn):
+    return db.one("SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots "
+                  "WHERE slot_name = %s", (lsn, db.name))
+
+
+def test_a_holder_whose_whole_model_rows_are_refused_confirms_nothing_and_pays_later(
+        fleet, mc_pool, db):
+    """wal_feed_keys = off, and the feed refuses whole-model rows for a
+    while (a trigger on objcached.feed raises): the holder logs
+    wal_apply_failed step=flush and tries again, appends nothing, claims no
+    caught_up_at and confirms the slot past none of the owing transaction;
+    the follower's near-cache goes off within its bound instead of serving
+    the written row's old value. Once the feed takes rows again, the holder
+    pays (the whole-model row, then the slot past the write) and the
+    follower serves from its near-cache again."""
+    from test_near import fresh_within_deadline, near_read, warm
+    lag = {"feed_max_lag": "1s"}
+    a = start(fleet, mc_pool, db, postgresql=dict(lag, wal_feed_keys="off"))
+    holder([a])
+    b = start(fleet, mc_pool, db, postgresql=dict(lag, wal="off"))
+    for oc in (a, b):
+        warm(oc, ["Item:5", "Item:6"])
+    db.q("CREATE TABLE public.refuse_whole (since timestamptz)")
+    db.q("""CREATE FUNCTION public.refuse_whole() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF NEW.keys IS NULL AND EXISTS (SELECT 1 FROM public.refuse_whole) THEN
+                RAISE EXCEPTION 'test: whole-model rows refused';
+              END IF;
+              RETURN NEW;
+            END $$""")
+    db.q("CREATE TRIGGER refuse_whole BEFORE INSERT ON objcached.feed FOR EACH ROW "
+         "EXECUTE FUNCTION public.refuse_whole()")
+    db.q("INSERT INTO public.refuse_whole VALUES (now())")
+    errors0 = a.stats()["wal_errors"]
+    head0 = db.one("SELECT seq FROM objcached.feed_head")
+    t = time.monotonic()
+    db.q("UPDATE items SET name = 'refused' WHERE id = 5")
+    lsn = db.one("SELECT pg_current_wal_lsn()::text")
+    harness.wait_until(lambda: "event=wal_apply_failed step=flush" in a.log(), timeout=10,
+                       what=lambda: f"the refused append logged:\n{a.log(3000)}")
+    # memcached's entry went before the append; the near-caches drop theirs
+    # (the holder's with its own apply, the follower's whole when the feed
+    # lags past feed_max_lag)
+    fresh_within_deadline((a, b), "Item:5", row(db, "Item", 5), t)
+    harness.wait_until(lambda: a.stats()["wal_errors"] >= errors0 + 2, timeout=10,
+                       what="the holder to try again and be refused again")
+    assert feed_rows_after(db, head0, "Item") == []
+    assert not slot_confirmed_past(db, lsn)
+    assert b.stats()["near_serving"] == 0, b.stats()
+    assert near_read(b, "Item:6")[1] is False
+
+    db.q("DELETE FROM public.refuse_whole")
+    harness.wait_until(lambda: feed_rows_after(db, head0, "Item") != [], timeout=10,
+                       what="the whole-model row, paid")
+    rows = feed_rows_after(db, head0, "Item")
+    assert all(k is None for k, _ in rows), rows
+    harness.wait_until(lambda: slot_confirmed_past(db, lsn), timeout=10,
+                       what="the slot confirmed past the write")
+    harness.wait_until(lambda: b.stats()["near_serving"] == 1, timeout=10,
+                       what="the follower's near-cache to serve again")
+    warm(b, ["Item:6"])
+    assert near_read(b, "Item:6") == (row(db, "Item", 6), True)
+    assert get(b, "Item:5") == row(db, "Item", 5)
+
+
 def test_a_model_attached_while_the_holder_owes_the_feed_does_not_stall_it(fleet, mc_pool,
                                                                              db):
     """wal_feed_keys = off: a transaction that writes a model and attaches
