@@ -419,7 +419,7 @@ def phase_writes(world, cfg, rng):
                                  probe.cpu_s / max(n, 1) * 1e6 if probe else 0.0})
                     d = sorted(probe.delays) if probe else []
                     label = v + (" (probe)" if probed and apart(cfg) else "")
-                    say(f"    round {rnd + 1} {shape}-statement C={c:<2} {label:<13} "
+                    say(f"    round {rnd + 1} {shape}-statement C={c:<2} {label:<24} "
                         f"{tps:>8,.0f} tx/s" + (f"  probe: {len(d)} deletes, p50 "
                                                 f"{pct(d, 50):.1f} ms, max {d[-1]:.1f} ms"
                                                 if d else ""))

@@ -2,7 +2,9 @@
 """Where the integration tests' time goes: the slowest test cases and the
 files' totals, from the JUnit XML that each integration test of a build
 directory writes (tests/junit/*.xml; see tests/CMakeLists.txt).
-scripts/test.sh prints it after the ASan pass.
+scripts/test.sh prints it after the ASan pass. A pytest process that ctest
+killed at its TIMEOUT wrote no XML and is not listed: ctest's own output
+names it, with its time.
 
     /usr/bin/python3 scripts/slowest.py [BUILD_DIR] [--top N]
 """

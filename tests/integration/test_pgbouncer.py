@@ -982,8 +982,10 @@ def test_transaction_mode_reconnect_under_steady_loads_and_writes(fleet, mc_pool
     # refuses every client that needs a new server session ("server login
     # has been failing"; failed once under the ASan pass, 2026-12-07). That
     # is pgbouncer's behaviour, not objcached's, so the test issues its
-    # RECONNECTs while no server session is logging in, and keeps the
-    # retry short in case one starts in between.
+    # RECONNECTs once the pool is steady: no server session logging in, the
+    # same sessions on two readings apart. (server_login_retry = 1 only
+    # shortens what a login started in between would cost; the test would
+    # still fail.)
     b = bouncer("transaction", server_login_retry=1)
     oc = fleet.start(config(mc_pool, b.conninfo(db.name),
                             postgresql={"connections": "2", **TXN}))
@@ -991,16 +993,23 @@ def test_transaction_mode_reconnect_under_steady_loads_and_writes(fleet, mc_pool
                        what=lambda: f"the near-cache to serve:\n{oc.log(2000)}")
     traffic = Traffic(oc, db).start()
 
-    def no_login():
-        pools = [p for p in b.admin("SHOW POOLS", named=True) if p["database"] == db.name]
-        return pools and all(p["sv_login"] == 0 for p in pools)
+    def pool():
+        return [(p["sv_login"], p["sv_active"] + p["sv_idle"] + p["sv_used"] + p["sv_tested"])
+                for p in b.admin("SHOW POOLS", named=True) if p["database"] == db.name]
+
+    def steady():
+        first = pool()
+        if not first or any(login for login, _ in first):
+            return False
+        time.sleep(0.3)
+        return pool() == first
 
     try:
         for _ in range(3):
             harness.wait_until(lambda: traffic.writes > 20 and traffic.gets > 20, timeout=15,
                                what="traffic")
-            harness.wait_until(no_login, timeout=15, what="no server session logging in")
             old = backends(db)
+            harness.wait_until(steady, timeout=15, what=lambda: f"a steady pool: {pool()}")
             b.admin(f'RECONNECT "{db.name}"')
             # every server session of before closed and replaced
             harness.wait_until(lambda: not (old & backends(db)), timeout=15,
