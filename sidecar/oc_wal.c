@@ -563,9 +563,9 @@ static void gens_read(oc_pgconn_t *pc, PGresult *res, oc_status_t st, const char
     oc_wal_t *w = arg;
     w->sql_busy = 0;
     if (st != OC_OK || gens_load(w, res) != 0) {
+        const char *why = st != OC_OK ? err : "out of memory";
         PQclear(res);
-        apply_failed(w, "gens", st != OC_OK ? err : "out of memory",
-                     st != OC_OK ? err : "out of memory");
+        apply_failed(w, "gens", why, why);
         return;
     }
     PQclear(res);
