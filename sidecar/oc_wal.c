@@ -312,6 +312,8 @@ static void retire_conns(oc_wal_t *w)
     w->repl_up = w->sql_up = 0;
 }
 
+static int batch_stuck(const oc_wal_t *w, double now);
+
 /* Holding no more (or never got there): close both connections and stand
  * by; `again` seconds until the next try. The outbox consumer stops with
  * the slot: the next holder drains the outbox. */
@@ -321,8 +323,19 @@ static void stand_by(oc_wal_t *w, double again, const char *why)
     int held = w->state == WAL_STREAMING;
     char clean[OC_ERRLEN]; /* PostgreSQL's messages quote names */
     if (held) {
-        oc_log_warn("event=wal_released slot=%s reason=\"%s\"", w->slot,
-                    oc_log_clean(clean, sizeof(clean), why));
+        /* A holder let go with its batch stuck (terminated for it, or
+         * timed out by its walsender) must not take the slot back before a
+         * standby could: one second later it won the slot back each time,
+         * got stuck again, and standbys, which try at least every
+         * wal_takeover while the feed is stale, missed the second between
+         * (found 2026-12-07 in a run of its test: no standby took over in
+         * 40 s). Waiting longer than wal_takeover leaves them a try. */
+        int stuck = batch_stuck(w, now_s());
+        double fair = ctx->conf->wal_takeover_ms / 1000.0 + WAL_RETRY_FAST_S;
+        if (stuck && again < fair)
+            again = fair;
+        oc_log_warn("event=wal_released slot=%s reason=\"%s\" stuck=%d retry_s=%.1f",
+                    w->slot, oc_log_clean(clean, sizeof(clean), why), stuck, again);
     } else if (w->state != WAL_STANDBY) {
         int repeat = strcmp(why, w->standby_why) == 0;
         oc_log(repeat ? OC_LOG_DEBUG : OC_LOG_INFO,

@@ -8,6 +8,7 @@ lost across a holder SIGKILLed mid-batch, a PostgreSQL restart, the
 reader's connection terminated."""
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -586,8 +587,15 @@ def test_a_holder_whose_feed_statement_hangs_is_terminated_without_pacing(
         harness.wait_until(lambda: proxy.held_ports(), timeout=10,
                            what="the holder's feed statement, its answer held")
         harness.wait_until(lambda: b.stats()["wal_holder"] == 1, timeout=40,
-                           what="the standby to take the slot")
+                           what=lambda: f"the standby to take the slot\nholder:\n{a.log(4000)}"
+                                        f"\nstandby:\n{b.log(4000)}")
         wait_value(b, "Item:61", row(db, "Item", 61))
+        # and the stuck holder let go for longer than wal_takeover, so that
+        # the standby had a try before it took the slot back (1 s later it
+        # won it back, stuck again, for 40 s and more, 2026-12-07)
+        harness.wait_until(lambda: re.search(r"event=wal_released .* stuck=1 retry_s=3\.0",
+                                             a.log()),
+                           timeout=20, what=lambda: f"a stuck release:\n{a.log(3000)}")
     finally:
         proxy.close()
 
