@@ -327,7 +327,7 @@ def clone_db(pg, template, prefix="oc_t"):
     """A fresh copy of `template` (CREATE DATABASE ... TEMPLATE) as a HookDb."""
     _db_counter[0] += 1
     name = f"{prefix}_{os.getpid()}_{_db_counter[0]}"
-    pg.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"', dbname="postgres")
+    pg.copy_database(name, template)
     return HookDb(pg, name)
 
 

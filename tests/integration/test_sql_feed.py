@@ -57,7 +57,7 @@ _counter = [0]
 def _fresh(cluster, template):
     _counter[0] += 1
     name = f"oc_feed_{_counter[0]}"
-    cluster.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    cluster.copy_database(name, template)
     return Db(cluster, name)
 
 

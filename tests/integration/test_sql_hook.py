@@ -104,7 +104,7 @@ def db(cluster):
     """A fresh database with the hook installed."""
     _counter[0] += 1
     name = f"oc_hook_{_counter[0]}"
-    cluster.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    cluster.copy_database(name, TEMPLATE)
     d = Db(cluster, name)
     yield d
     d.close()
