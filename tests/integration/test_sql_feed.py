@@ -14,7 +14,6 @@ import os
 import random
 import re
 import select
-import subprocess
 import tempfile
 import threading
 import time
