@@ -97,8 +97,8 @@ struct oc_wal {
     wal_step_t step;
     unsigned batch_stream; /* stream_no it was read from */
     int own; /* the feed statement is one the follower may take (oc_feed_own) */
-    double sql_step_at; /* when it reached STEP_FEED or STEP_GENS, or sent a
-                           visibility check */
+    double sql_step_at; /* when it reached STEP_VISIBLE, STEP_FEED or
+                           STEP_GENS, or sent a visibility check */
     oc_walb_batch_t batch;
     /* Its deletes go out a chunk at a time (WAL_DELETE_CHUNK): the job
      * of the chunk under way, its cache keys, which batch key each item is,
@@ -326,7 +326,7 @@ static void stand_by(oc_wal_t *w, double again, const char *why)
         /* A holder let go with its batch stuck (terminated for it, or
          * timed out by its walsender) must not take the slot back before a
          * standby could: one second later it won the slot back each time,
-         * got stuck again, and standbys, which try at least every
+         * got stuck again, and standbys, which try about every
          * wal_takeover while the feed is stale, missed the second between
          * (found 2026-12-07 in a run of its test: no standby took over in
          * 40 s). Waiting longer than wal_takeover leaves them a try. */
@@ -929,6 +929,11 @@ static void visible_wait(oc_wal_t *w)
     w->vis_due = 1;
     w->vis_logged = 0;
     w->vis_from = now_s();
+    /* its check may wait behind another statement: from now, not from the
+     * last batch's (a first batch's check waiting behind wal_check counted
+     * as stuck since boot, and a release then waited wal_takeover: found by
+     * a review, 2026-12-07) */
+    w->sql_step_at = w->vis_from;
     w->vis_delay = 0;
     sql_next(w);
 }
