@@ -517,9 +517,8 @@ def test_a_failover_to_a_server_behind_confirms_nothing_of_the_old_stream(
         holder([a])
         db.q("UPDATE big SET v = v + 1")
         old_end = wal_end(db)
-        harness.wait_until(lambda: db.one(
-            "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots", (old_end,)),
-            timeout=60, what="the holder to apply the old primary's WAL")
+        harness.wait_until(lambda: confirmed_past(db, old_end),
+                           timeout=60, what="the holder to apply the old primary's WAL")
         db.close()
         db = None
         primary.stop(mode="immediate")
@@ -1093,10 +1092,8 @@ def test_a_model_attached_while_the_holder_owes_the_feed_does_not_stall_it(fleet
     except harness.HarnessError as e:
         raise AssertionError(f"{e}\n{a.log(limit=6000)}") from None
     lsn = wal_end(db)
-    harness.wait_until(
-        lambda: db.one("SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots "
-                       "WHERE slot_name = %s", (lsn, db.name)),
-        timeout=30, what="the slot confirmed past both writes")
+    harness.wait_until(lambda: confirmed_past(db, lsn), timeout=30,
+                       what="the slot confirmed past both writes")
     s1 = a.stats()
     assert s1["wal_map_reloads"] - s0["wal_map_reloads"] <= 2, s1
     assert s1["wal_feed_flushes"] > s0["wal_feed_flushes"], s1
