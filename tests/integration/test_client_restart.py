@@ -274,11 +274,19 @@ def through_restart(name, opts, how, pg, mc_pool, objcached_bin, tmp_path, build
             ls.close()
 
 
+# What Dalli does once a server is marked down, and a pymemcache call that
+# waited longer than its timeout (the restart's slow outcomes below).
+DALLI_DOWN = ["error Dalli::RingError: No server available"]
+PYMEMCACHE_TIMED_OUT = {"failed": (1, None), "recovered": True,
+                        "texts": lambda t: "error TimeoutError: timed out" in t}
+MEMJS_TIMED_OUT = ["error socket timed out waiting on response."]
 # (client, how, client options): what the app saw, from the measurement
 # above, and the words of that client's row in docs/client.md's table "What
 # your client does when the sidecar restarts". `failed`: exact failed gets,
 # or (at least, at most); `recovered`: good gets again before the run's end;
-# a function: what it accepts.
+# a function: what it accepts. `slow`: (the client's timeout in ms from the
+# SIGTERM, what it does when the next process is ready later than that):
+# the sanitizer build on a loaded machine restarts in up to 2 s.
 PINNED = [
     # libmemcached: a connection closed while idle fails one get; a refused
     # connect marks the server failed for retry_timeout (2 s): every get
@@ -292,10 +300,16 @@ PINNED = [
     # Dalli retries a get once on a new connection: no failure; a refused
     # connect twice (socket_max_failures) marks the server down for
     # down_retry_delay (30 s): "No server available".
-    ("dalli", "socket-activation", {}, {"failed": 0, "recovered": True},
+    # Only while the restart is shorter than its socket_timeout (1 s) after
+    # the resent call (socket_failure_delay, 0.1 s, after the EOF): past
+    # that the resent call times out too, the second failure marks the
+    # server down for down_retry_delay (30 s), and every call fails (the
+    # suite's sanitizer pass, next process ready 1.15 s after the SIGTERM).
+    ("dalli", "socket-activation", {}, {"failed": 0, "recovered": True,
+                                        "slow": (1100, {"failed": (1, None), "recovered": False,
+                                                        "texts": DALLI_DOWN})},
      "socket activation: **no failed call**"),
-    ("dalli", "plain", {}, {"failed": (10, None), "recovered": False,
-                            "texts": ["error Dalli::RingError: No server available"]},
+    ("dalli", "plain", {}, {"failed": (10, None), "recovered": False, "texts": DALLI_DOWN},
      "plain restart: calls fail for **30 s**"),
     ("dalli", "plain", {"down_retry_delay": 1}, {"failed": (1, None),
                                                  "failing_ms": (0, 2500),
@@ -311,15 +325,22 @@ PINNED = [
     ("gomemcache", "socket-activation", {"timeout_ms": 6000}, {"failed": 1,
                                                                "recovered": True},
      "a `Timeout` longer than a restart takes"),
-    # pymemcache: one failed get; its RetryingClient sends it again.
-    ("pymemcache", "socket-activation", {}, {"failed": 1, "recovered": True},
+    # pymemcache: one failed get; its RetryingClient sends it again. The
+    # call that waits for the next process fails past the program's timeout
+    # (2 s): once more.
+    ("pymemcache", "socket-activation", {}, {"failed": 1, "recovered": True,
+                                             "slow": (2000, PYMEMCACHE_TIMED_OUT)},
      "socket activation: **1 failed call**"),
     ("pymemcache", "socket-activation", {"retrying": True}, {"failed": 0,
-                                                              "recovered": True},
+                                                              "recovered": True,
+                                                              "slow": (2000, PYMEMCACHE_TIMED_OUT)},
      "`RetryingClient`"),
     # With systemd's fd store (restart_handover): the pooled connection is
-    # handed to the next process, and no call fails.
-    ("pymemcache", "handover", {}, {"failed": 0, "recovered": True},
+    # handed to the next process, and no call fails, unless the restart
+    # takes longer than the timeout (the suite's sanitizer pass: ready
+    # 2.07 s after the SIGTERM, the get sent at 11 ms timed out).
+    ("pymemcache", "handover", {}, {"failed": 0, "recovered": True,
+                                    "slow": (2000, PYMEMCACHE_TIMED_OUT)},
      "with the fd store: **no failed call**"),
     ("pylibmc", "handover", {}, {"failed": 0, "recovered": True},
      "with the fd store: **no failed call**"),
@@ -331,12 +352,13 @@ PINNED = [
     ("php-memcached-binary", "socket-activation", {}, {"failed": 1, "recovered": True},
      "socket activation: **1 failed call**"),
     # memjs sends a timed-out request again (timeout 0.5 s, retries 2,
-    # retry_delay 0.2 s): no failed call while the restart takes under about
-    # 1.2 s (0.66-0.98 s here), one "timed out" past it (the sanitizer
-    # build's restart took 1.43 s in the suite, 2026-12-06).
-    ("memjs", "socket-activation", {}, {"failed": (0, 1), "recovered": True,
-                                        "texts": lambda t: t in (
-                                            [], ["error socket timed out waiting on response."])},
+    # retry_delay 0.2 s): no failed call while the next process is ready
+    # within about 1.25 s of the SIGTERM (1.18 s passed, 1.33 s failed one,
+    # 2026-12-07), one "timed out" past it (the sanitizer build's restart
+    # took 1.43 s in the suite, 2026-12-06).
+    ("memjs", "socket-activation", {}, {"failed": 0, "recovered": True,
+                                        "slow": (1250, {"failed": (1, None), "recovered": True,
+                                                        "texts": MEMJS_TIMED_OUT})},
      "socket activation: **no failed call**"),
     # npm memcached: no failed call, unless a get goes out in the instant the
     # old process closes the idle connection (the suite's sanitizer pass hit
@@ -356,6 +378,27 @@ DOC_ROW = {"pylibmc": LIBMEMCACHED_ROW, "php-memcached-binary": LIBMEMCACHED_ROW
            "memjs": "| memjs ", "node-memcached": "| memcached 2.2.2 (npm) "}
 
 
+# How far from a client's timeout a restart may show either outcome: the
+# waiting call goes out up to 20 ms after the SIGTERM and `ready` is seen
+# up to 20 ms after the next process answers (harness.Objcached.start).
+SLOW_MARGIN_MS = 100
+
+
+def outcomes(want, ready_ms):
+    """The outcomes a row accepts for a restart whose next process was
+    ready `ready_ms` after the SIGTERM: `want`, or its `slow` outcome past
+    the client's timeout, or either near it."""
+    base = {k: v for k, v in want.items() if k != "slow"}
+    if "slow" not in want:
+        return [base]
+    timeout_ms, slow = want["slow"]
+    if ready_ms < timeout_ms - SLOW_MARGIN_MS:
+        return [base]
+    if ready_ms > timeout_ms + SLOW_MARGIN_MS:
+        return [slow]
+    return [base, slow]
+
+
 def within(got, want):
     if callable(want):
         return want(got)
@@ -372,8 +415,9 @@ def test_what_a_client_sees_when_objcached_restarts(name, how, opts, want, doc, 
                                                    node_modules, daemons):
     got = through_restart(name, opts, how, pg, mc_pool, objcached_bin, tmp_path, build_dir,
                           node_modules, daemons, RESTART_GAP)
-    for key, value in want.items():
-        assert within(got[key], value), (key, got)
+    accepted = outcomes(want, got["ready"])
+    assert any(all(within(got[key], value) for key, value in one.items())
+               for one in accepted), (got, accepted)
     with open(os.path.join(SRC, "docs", "client.md"), encoding="utf-8") as f:
         text = f.read()
     table = text[text.index("**What your client does when the sidecar restarts**"):]
