@@ -278,15 +278,16 @@ def through_restart(name, opts, how, pg, mc_pool, objcached_bin, tmp_path, build
 # waited longer than its timeout (the restart's slow outcomes below).
 DALLI_DOWN = ["error Dalli::RingError: No server available"]
 PYMEMCACHE_TIMED_OUT = {"failed": (1, None), "recovered": True,
-                        "texts": lambda t: "error TimeoutError: timed out" in t}
+                        "texts": lambda t, _got: "error TimeoutError: timed out" in t}
 MEMJS_TIMED_OUT = ["error socket timed out waiting on response."]
 # (client, how, client options): what the app saw, from the measurement
 # above, and the words of that client's row in docs/client.md's table "What
 # your client does when the sidecar restarts". `failed`: exact failed gets,
 # or (at least, at most); `recovered`: good gets again before the run's end;
-# a function: what it accepts. `slow`: (the client's timeout in ms from the
-# SIGTERM, what it does when the next process is ready later than that):
-# the sanitizer build on a loaded machine restarts in up to 2 s.
+# a function of the value and the whole summary: what it accepts. `slow`:
+# (the client's timeout in ms from the SIGTERM, what it does when the next
+# process is ready later than that): the sanitizer build on a loaded
+# machine restarts in up to 2 s.
 PINNED = [
     # libmemcached: a connection closed while idle fails one get; a refused
     # connect marks the server failed for retry_timeout (2 s): every get
@@ -294,7 +295,13 @@ PINNED = [
     # DISABLED UNTIL TIMED RETRY).
     ("pylibmc", "socket-activation", {}, {"failed": 1, "recovered": True},
      "socket activation: **1 failed call**"),
-    ("pylibmc", "plain", {}, {"failed": (10, None), "failing_ms": (1500, 3500),
+    # (Its first retry after the next process listens, up to a retry
+    # timeout later: a slower restart, the sanitizer build's on a loaded
+    # machine, fails calls for up to that much more; 5.6 s for a next
+    # process ready at 2.8 s.)
+    ("pylibmc", "plain", {}, {"failed": (10, None),
+                              "failing_ms": lambda ms, got: 1500 <= ms <= max(3500,
+                                                                              got["ready"] + 3500),
                               "recovered": True},
      "plain restart: calls fail for **2–3 s**"),
     # Dalli retries a get once on a new connection: no failure; a refused
@@ -312,7 +319,8 @@ PINNED = [
     ("dalli", "plain", {}, {"failed": (10, None), "recovered": False, "texts": DALLI_DOWN},
      "plain restart: calls fail for **30 s**"),
     ("dalli", "plain", {"down_retry_delay": 1}, {"failed": (1, None),
-                                                 "failing_ms": (0, 2500),
+                                                 "failing_ms": lambda ms, got: ms <= max(
+                                                     2500, got["ready"] + 1600),
                                                  "recovered": True},
      "`down_retry_delay: 1`"),
     # gomemcache's Timeout (100 ms) is shorter than the restart: the gets
@@ -365,7 +373,8 @@ PINNED = [
     # it once, sent 1 ms after the SIGTERM): its callback is never called,
     # which the program's own 3 s limit reports as "no answer".
     ("node-memcached", "socket-activation", {}, {"failed": (0, 1), "recovered": True,
-                                                 "texts": lambda t: t in ([], ["error no answer"])},
+                                                 "texts": lambda t, _got: t in (
+                                                     [], ["error no answer"])},
      "socket activation: **no failed call**"),
 ]
 # How long the restart takes beyond the test's own (stop, start): what a
@@ -399,13 +408,15 @@ def outcomes(want, ready_ms):
     return [base, slow]
 
 
-def within(got, want):
+def within(value, want, got):
+    """Whether `value` (got[key]) is what `want` accepts: a number, a
+    (low, high) range, or a function of the value and the whole summary."""
     if callable(want):
-        return want(got)
+        return want(value, got)
     if isinstance(want, tuple):
         low, high = want
-        return got >= low and (high is None or got <= high)
-    return got == want
+        return value >= low and (high is None or value <= high)
+    return value == want
 
 
 @pytest.mark.parametrize("name,how,opts,want,doc", PINNED,
@@ -416,7 +427,7 @@ def test_what_a_client_sees_when_objcached_restarts(name, how, opts, want, doc, 
     got = through_restart(name, opts, how, pg, mc_pool, objcached_bin, tmp_path, build_dir,
                           node_modules, daemons, RESTART_GAP)
     accepted = outcomes(want, got["ready"])
-    assert any(all(within(got[key], value) for key, value in one.items())
+    assert any(all(within(got[key], value, got) for key, value in one.items())
                for one in accepted), (got, accepted)
     with open(os.path.join(SRC, "docs", "client.md"), encoding="utf-8") as f:
         text = f.read()
