@@ -27,6 +27,11 @@ int oc_mcp_printable(const char *key, size_t len)
         if (word_bad(w))
             return 0;
     }
+    if (i < len && len >= 8) { /* the tail: the last word, overlapping */
+        uint64_t w;
+        memcpy(&w, key + len - 8, 8);
+        return !word_bad(w);
+    }
     for (; i < len; i++) {
         unsigned char c = (unsigned char)key[i];
         if (c <= ' ' || c == 0x7f)
@@ -37,25 +42,33 @@ int oc_mcp_printable(const char *key, size_t len)
 
 /* A decimal number of at most `max`, up to the next space or the end.
  * Up to 19 digits cannot overflow: no check per digit (a division each)
- * on the few numbers of every VALUE line. */
+ * on the few numbers of every VALUE line, and one test a digit (a byte
+ * below '0' wraps above 9). */
 static int parse_u64(const char **p, const char *end, uint64_t max, uint64_t *out)
 {
-    const char *s = *p, *start = s;
+    const char *s = *p;
+    size_t n = (size_t)(end - s), i = 0, fast = n < 19 ? n : 19;
     uint64_t v = 0;
-    while (s < end && *s >= '0' && *s <= '9' && s - start < 19)
-        v = v * 10 + (uint64_t)(*s++ - '0');
-    if (s == start)
+    for (; i < fast; i++) {
+        unsigned d = (unsigned)(unsigned char)s[i] - '0';
+        if (d > 9)
+            break;
+        v = v * 10 + d;
+    }
+    if (i == 0)
         return -1;
-    for (; s < end && *s >= '0' && *s <= '9'; s++) { /* 20 digits and more */
-        uint64_t d = (uint64_t)(*s - '0');
+    for (; i < n; i++) { /* 20 digits and more */
+        unsigned d = (unsigned)(unsigned char)s[i] - '0';
+        if (d > 9)
+            break;
         if (v > (UINT64_MAX - d) / 10)
             return -1;
         v = v * 10 + d;
     }
-    if (v > max || (s < end && *s != ' '))
+    if (v > max || (i < n && s[i] != ' '))
         return -1;
     *out = v;
-    *p = s;
+    *p = s + i;
     return 0;
 }
 
@@ -70,9 +83,8 @@ static int skip_space(const char **p, const char *end)
 /* VALUE <key> <flags> <bytes> [<cas>] */
 static oc_mcp_reply_t parse_value(const char *s, const char *end, oc_mcp_line_t *out)
 {
-    const char *k = s;
-    while (s < end && *s != ' ')
-        s++;
+    const char *k = s, *sp = memchr(s, ' ', (size_t)(end - s)); /* vector scan */
+    s = sp ? sp : end;
     out->key = k;
     out->klen = (size_t)(s - k);
     uint64_t flags, bytes, cas = 0;
@@ -94,9 +106,9 @@ static oc_mcp_reply_t parse_value(const char *s, const char *end, oc_mcp_line_t 
  * and at most OC_MCP_KEY_MAX bytes, into out->key. */
 static int parse_key_flag(const char **p, const char *end, oc_mcp_line_t *out)
 {
-    const char *k = *p, *e = k;
-    while (e < end && *e != ' ')
-        e++;
+    const char *k = *p, *e = memchr(k, ' ', (size_t)(end - k));
+    if (e == NULL)
+        e = end;
     if (!oc_mcp_key_ok(k, (size_t)(e - k)))
         return -1;
     out->key = k;
