@@ -17,14 +17,20 @@
 #include "oc_sampler.h"
 #include "oc_stats.h"
 
-/* How gets read memcached: see req_read. The share of gets with a miss is
- * averaged over about OC_REQ_MISS_WINDOW gets. */
-#define OC_REQ_MG_ABOVE    0.5
+/* How gets read memcached: see req_read. The share of the keys read that
+ * missed is averaged over about OC_REQ_MISS_WINDOW gets. Above one in
+ * twenty, meta gets: measured side by side (bench/run.py --only
+ * cold,mixed, 2026-12-07), one multi-get per server won with 1% of keys
+ * missing (against the hand-written pattern 0.73x for 0.71x at 4 clients,
+ * 1.01x for 0.91x at 16) and lost a little with 10% (0.65x for 0.68x at
+ * 4); meta gets win by far when every key misses (0.80x for 0.63x, 10 keys
+ * a get at 1 client). */
+#define OC_REQ_MG_ABOVE    0.05
 #define OC_REQ_MISS_WINDOW 32.0
 
 struct oc_reqs {
     oc_ctx_t *ctx;
-    double miss_share; /* moving average: share of recent gets with a miss */
+    double miss_share; /* moving average: share of recent keys read that missed */
     /* Reads that bypass memcached (generations unknown), answered on the
      * next loop turn: here, not in event_base_once, so that a stop in the
      * same turn still finishes them (oc_reqs_flush) and frees them. */
@@ -323,11 +329,12 @@ static void req_read_done(oc_mc_job_t *job, void *arg)
      * function, so keys resolved here cannot finish and free the request
      * under our feet. */
     oc_fill_waiter_t **misses = malloc(r->nukeys * sizeof(*misses));
-    size_t nmiss = 0;
+    size_t nmiss = 0, nread = 0;
     for (size_t i = 0; i < r->nukeys; i++) {
         oc_ukey_t *uk = &r->ukeys[i];
         if (uk->job_idx == NO_JOB)
             continue; /* answered by the near-cache */
+        nread++;
         if (ukey_read(r, uk, job, uk->job_idx)) {
             r->pending--;
         } else if (misses) {
@@ -338,7 +345,7 @@ static void req_read_done(oc_mc_job_t *job, void *arg)
     }
     ctx->stats->get_misses += nmiss;
     oc_reqs_t *rs = ctx->reqs;
-    rs->miss_share = oc_req_miss_share(rs->miss_share, nmiss > 0);
+    rs->miss_share = oc_req_miss_share(rs->miss_share, nmiss, nread);
     oc_fills_t *fs = ctx->fills;
     if (nmiss)
         oc_fill_misses(fs, misses, nmiss);
@@ -384,9 +391,11 @@ oc_status_t oc_req_unique(oc_map_t *seen, const char *ck, size_t cklen, uint32_t
     return OC_OK;
 }
 
-double oc_req_miss_share(double share, int missed)
+double oc_req_miss_share(double share, size_t missed, size_t read)
 {
-    return share + ((missed != 0) - share) / OC_REQ_MISS_WINDOW;
+    if (read == 0 || missed > read)
+        return share;
+    return share + ((double)missed / (double)read - share) / OC_REQ_MISS_WINDOW;
 }
 
 int oc_req_use_mg(double miss_share)
@@ -519,11 +528,14 @@ static void bypass_cb(evutil_socket_t fd, short what, void *arg)
     oc_reqs_flush(arg);
 }
 
-/* Send the request's read: when most gets miss something, each key is read
- * with a meta get that takes a miss's lease in the same round trip (one
- * round trip less per cold get); when most hit, one multi-get per server is
- * cheaper for memcached and for us, and the few misses take their lease
- * after (oc_fill). */
+/* Send the request's read: while more than a few of the keys read miss
+ * (over OC_REQ_MG_ABOVE of them lately), each key is read with a meta get that
+ * takes a miss's lease in the same round trip (one round trip less per
+ * cold get); while most hit, one multi-get per server is cheaper for
+ * memcached and for us, and the few misses take their lease after
+ * (oc_fill). Keys, not gets, are counted: with 1% of keys missing, most
+ * gets of 100 keys miss one, and per-key meta gets for the other 99 cost
+ * more than the missed key's second round trip. */
 static oc_status_t req_read(oc_req_t *r, size_t n, char *err)
 {
     oc_ctx_t *ctx = r->ctx;

@@ -80,11 +80,14 @@ struct oc_map;
  * OC_ENOMEM if seen could not grow. */
 oc_status_t oc_req_unique(struct oc_map *seen, const char *ck, size_t cklen,
                           uint32_t next, uint32_t *idx, int *is_new);
-/* The share of recent gets that missed a key, a moving average over about
- * 32 gets, after one more get (missed: it missed at least one key). */
-double oc_req_miss_share(double share, int missed);
+/* The share of the keys recent gets read from memcached that missed, a
+ * moving average over about 32 gets, after one more get that read `read`
+ * keys of which `missed` missed (a get that read none, or a count that
+ * makes no sense, leaves it as it was). */
+double oc_req_miss_share(double share, size_t missed, size_t read);
 /* Read with meta gets that lease each miss in the same round trip (1), or
- * one multi-get per server (0)? Meta gets once most recent gets missed. */
+ * one multi-get per server (0)? Meta gets once over one in twenty of the
+ * recent keys read missed. */
 int oc_req_use_mg(double miss_share);
 
 #endif

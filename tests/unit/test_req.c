@@ -83,40 +83,44 @@ static void test_miss_share(void **state)
 {
     (void)state;
     double s = 0;
-    /* every get misses: meta gets from the 23rd get on (1 - (31/32)^22 is
-     * just over a half) */
-    for (int i = 1; i <= 21; i++) {
-        s = oc_req_miss_share(s, 1);
-        assert_false(oc_req_use_mg(s));
-    }
-    s = oc_req_miss_share(s, 1);
-    assert_true(oc_req_use_mg(s));
-    double kept = 1;
-    for (int i = 0; i < 22; i++)
-        kept *= 31.0 / 32.0;
-    assert_true(s - (1 - kept) < 1e-12 && (1 - kept) - s < 1e-12);
-    /* one get that hits everything brings it back under */
-    s = oc_req_miss_share(s, 0);
+    /* every key misses: meta gets from the 2nd get on (1/32 is under one
+     * in twenty, 1 - (31/32)^2 over it) */
+    s = oc_req_miss_share(s, 100, 100);
     assert_false(oc_req_use_mg(s));
-    /* steady state: it tends to the share of gets that miss */
+    s = oc_req_miss_share(s, 100, 100);
+    assert_true(oc_req_use_mg(s));
+    assert_true(s - (1 - (31.0 / 32.0) * (31.0 / 32.0)) < 1e-12);
+    /* keys, not gets: one key in a hundred missing in every get stays on
+     * multi-gets (counting gets with a miss, it went to meta gets) */
+    s = 0;
     for (int i = 0; i < 2000; i++)
-        s = oc_req_miss_share(s, i % 4 == 0); /* a quarter miss */
-    assert_true(s > 0.15 && s < 0.35);
+        s = oc_req_miss_share(s, 1, 100);
+    assert_true(s > 0.009 && s < 0.011);
+    assert_false(oc_req_use_mg(s));
+    /* steady state: it tends to the share of keys that miss */
+    for (int i = 0; i < 2000; i++)
+        s = oc_req_miss_share(s, 3, 100);
+    assert_true(s > 0.029 && s < 0.031);
     assert_false(oc_req_use_mg(s));
     for (int i = 0; i < 2000; i++)
-        s = oc_req_miss_share(s, i % 4 != 0); /* three quarters miss */
-    assert_true(s > 0.65 && s < 0.85);
+        s = oc_req_miss_share(s, 10, 100);
+    assert_true(s > 0.099 && s < 0.101);
     assert_true(oc_req_use_mg(s));
+    /* gets that hit everything bring it back under: 0.1 (31/32)^k < 0.05
+     * from k = 22 */
+    for (int i = 0; i < 21; i++)
+        s = oc_req_miss_share(s, 0, 100);
+    assert_true(oc_req_use_mg(s));
+    s = oc_req_miss_share(s, 0, 100);
+    assert_false(oc_req_use_mg(s));
     /* it stays within [0, 1] */
     for (int i = 0; i < 5000; i++)
-        s = oc_req_miss_share(s, 1);
+        s = oc_req_miss_share(s, 7, 7);
     assert_true(s <= 1.0 && s > 0.99);
-    /* "missed" is a truth value: many keys missed count once */
-    assert_true(oc_req_miss_share(0, 7) == oc_req_miss_share(0, 1));
-    /* the boundary: a half exactly is not "most" */
-    assert_false(oc_req_use_mg(0.5));
-    assert_true(oc_req_use_mg(0.5 + 1e-12));
-    assert_false(oc_req_use_mg(0.0));
+    /* a get that read nothing (the near-cache answered it all), or more
+     * misses than keys read, leaves it as it was */
+    assert_true(oc_req_miss_share(0.3, 0, 0) == 0.3);
+    assert_true(oc_req_miss_share(0.3, 5, 4) == 0.3);
 }
 
 int main(void)
