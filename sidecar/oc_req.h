@@ -80,14 +80,19 @@ struct oc_map;
  * OC_ENOMEM if seen could not grow. */
 oc_status_t oc_req_unique(struct oc_map *seen, const char *ck, size_t cklen,
                           uint32_t next, uint32_t *idx, int *is_new);
-/* The share of the keys recent gets read from memcached that missed, a
- * moving average over about 32 gets, after one more get that read `read`
- * keys of which `missed` missed (a get that read none, or a count that
- * makes no sense, leaves it as it was). */
-double oc_req_miss_share(double share, size_t missed, size_t read);
+/* The keys recent gets read from memcached and the keys of those that
+ * missed (a failed read counts as a miss), each a moving average over
+ * about 32 gets: their ratio is the share of recent keys that missed, a
+ * get weighing by its keys. Starts zeroed. */
+typedef struct oc_req_misses {
+    double missed, read;
+} oc_req_misses_t;
+/* One more get, that read `read` keys of which `missed` missed (a get
+ * that read none, or a count that makes no sense, changes nothing). */
+void oc_req_misses_add(oc_req_misses_t *m, size_t missed, size_t read);
 /* Read with meta gets that lease each miss in the same round trip (1), or
  * one multi-get per server (0)? Meta gets once over one in twenty of the
- * recent keys read missed. */
-int oc_req_use_mg(double miss_share);
+ * recent keys read missed; multi-gets before anything was read. */
+int oc_req_use_mg(const oc_req_misses_t *m);
 
 #endif

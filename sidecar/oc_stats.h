@@ -66,7 +66,7 @@ struct evbuffer;
       "0 if by libmemcached")                                                            \
     X(mc_gets, COUNTER, "multi-gets sent to memcached")                                  \
     X(mc_gets_leasing, COUNTER,                                                          \
-      "of those, read with meta gets that lease a miss at once (most gets missed)")      \
+      "of those, read with meta gets that lease a miss at once (1 key in 20 missed)")    \
     X(values_by_ref, COUNTER,                                                            \
       "values of 16 KiB or more sent to clients from where they were read, not copied")  \
     X(mc_sets, COUNTER, "items written to memcached")                                    \

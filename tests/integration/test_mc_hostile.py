@@ -317,8 +317,8 @@ def test_memcached_1_6_9_ms_error_does_not_shift_pipelined_meta_gets(objcached_f
         oc = on_fake(objcached_factory, fake, io_timeout="2s")
         body = ref.json("User", 1)
         with oc.client() as pusher, oc.client() as c:
-            # gets that miss: then gets are meta gets (protocol.md, "while most
-            # recent gets missed something")
+            # gets that miss: then gets are meta gets (protocol.md, "while over
+            # one in twenty of the keys recent gets read missed")
             for _ in range(30):
                 assert c.get_multi(["User:9"]) == (user_values(ref, [9]), b"END")
             oc.wait_idle()

@@ -79,48 +79,66 @@ static void test_unique(void **state)
     oc_map_free(m);
 }
 
+static int near(double a, double b)
+{
+    return a - b < 1e-9 && b - a < 1e-9;
+}
+
+/* n gets, each reading `read` keys of which `missed` missed */
+static void gets(oc_req_misses_t *m, int n, size_t missed, size_t read)
+{
+    for (int i = 0; i < n; i++)
+        oc_req_misses_add(m, missed, read);
+}
+
 static void test_miss_share(void **state)
 {
     (void)state;
-    double s = 0;
-    /* every key misses: meta gets from the 2nd get on (1/32 is under one
-     * in twenty, 1 - (31/32)^2 over it) */
-    s = oc_req_miss_share(s, 100, 100);
-    assert_false(oc_req_use_mg(s));
-    s = oc_req_miss_share(s, 100, 100);
-    assert_true(oc_req_use_mg(s));
-    assert_true(s - (1 - (31.0 / 32.0) * (31.0 / 32.0)) < 1e-12);
+    oc_req_misses_t m = {0, 0};
+    /* nothing read yet: multi-gets */
+    assert_false(oc_req_use_mg(&m));
+    /* every key misses: meta gets from the 2nd get on */
+    gets(&m, 1, 100, 100);
+    assert_true(oc_req_use_mg(&m));
     /* keys, not gets: one key in a hundred missing in every get stays on
      * multi-gets (counting gets with a miss, it went to meta gets) */
-    s = 0;
-    for (int i = 0; i < 2000; i++)
-        s = oc_req_miss_share(s, 1, 100);
-    assert_true(s > 0.009 && s < 0.011);
-    assert_false(oc_req_use_mg(s));
+    m = (oc_req_misses_t){0, 0};
+    gets(&m, 2000, 1, 100);
+    assert_true(near(m.missed / m.read, 0.01));
+    assert_false(oc_req_use_mg(&m));
+    /* a get weighs by its keys: nine gets of 100 keys that all hit for
+     * each get of one key that misses is 1 key in 901 missed, not the
+     * average of the gets' shares (a tenth) */
+    m = (oc_req_misses_t){0, 0};
+    for (int i = 0; i < 200; i++) {
+        gets(&m, 9, 0, 100);
+        gets(&m, 1, 1, 1);
+        assert_false(oc_req_use_mg(&m));
+    }
     /* steady state: it tends to the share of keys that miss */
-    for (int i = 0; i < 2000; i++)
-        s = oc_req_miss_share(s, 3, 100);
-    assert_true(s > 0.029 && s < 0.031);
-    assert_false(oc_req_use_mg(s));
-    for (int i = 0; i < 2000; i++)
-        s = oc_req_miss_share(s, 10, 100);
-    assert_true(s > 0.099 && s < 0.101);
-    assert_true(oc_req_use_mg(s));
+    gets(&m, 2000, 3, 100);
+    assert_true(near(m.missed / m.read, 0.03));
+    assert_false(oc_req_use_mg(&m));
+    gets(&m, 2000, 10, 100);
+    assert_true(near(m.missed / m.read, 0.10));
+    assert_true(oc_req_use_mg(&m));
     /* gets that hit everything bring it back under: 0.1 (31/32)^k < 0.05
      * from k = 22 */
-    for (int i = 0; i < 21; i++)
-        s = oc_req_miss_share(s, 0, 100);
-    assert_true(oc_req_use_mg(s));
-    s = oc_req_miss_share(s, 0, 100);
-    assert_false(oc_req_use_mg(s));
-    /* it stays within [0, 1] */
-    for (int i = 0; i < 5000; i++)
-        s = oc_req_miss_share(s, 7, 7);
-    assert_true(s <= 1.0 && s > 0.99);
+    gets(&m, 21, 0, 100);
+    assert_true(oc_req_use_mg(&m));
+    gets(&m, 1, 0, 100);
+    assert_false(oc_req_use_mg(&m));
+    /* at one in twenty exactly: multi-gets */
+    m = (oc_req_misses_t){5, 100};
+    assert_false(oc_req_use_mg(&m));
+    m = (oc_req_misses_t){5.001, 100};
+    assert_true(oc_req_use_mg(&m));
     /* a get that read nothing (the near-cache answered it all), or more
-     * misses than keys read, leaves it as it was */
-    assert_true(oc_req_miss_share(0.3, 0, 0) == 0.3);
-    assert_true(oc_req_miss_share(0.3, 5, 4) == 0.3);
+     * misses than keys read, changes nothing */
+    m = (oc_req_misses_t){3, 10};
+    oc_req_misses_add(&m, 0, 0);
+    oc_req_misses_add(&m, 5, 4);
+    assert_true(m.missed == 3 && m.read == 10);
 }
 
 int main(void)
