@@ -19,13 +19,13 @@
 
 /* How gets read memcached: see req_read. The keys read and the keys that
  * missed are each averaged over about OC_REQ_MISS_WINDOW gets, so that
- * their ratio weighs a get by its keys. Above one in
- * twenty, meta gets: measured side by side (bench/run.py --only
- * cold,mixed, 2026-12-07), one multi-get per server won with 1% of keys
- * missing (against the hand-written pattern 0.73x for 0.71x at 4 clients,
- * 1.01x for 0.91x at 16) and lost a little with 10% (0.65x for 0.68x at
- * 4); meta gets win by far when every key misses (0.80x for 0.63x, 10 keys
- * a get at 1 client). */
+ * their ratio weighs a get by its keys. Above one key in twenty, meta
+ * gets: measured side by side (bench/run.py --only cold,mixed,
+ * 2026-12-07), one multi-get per server won with 1% of keys missing
+ * (against the hand-written pattern 0.73x for 0.71x at 4 clients, 1.01x
+ * for 0.91x at 16) and lost a little with 10% (0.65x for 0.68x at 4);
+ * meta gets win by far when every key misses (0.80x for 0.63x, 10 keys a
+ * get at 1 client). */
 #define OC_REQ_MG_ABOVE    0.05
 #define OC_REQ_MISS_WINDOW 32.0
 
@@ -532,9 +532,9 @@ static void bypass_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Send the request's read: while more than a few of the keys read miss
- * (over OC_REQ_MG_ABOVE of them lately), each key is read with a meta get that
- * takes a miss's lease in the same round trip (one round trip less per
- * cold get); while most hit, one multi-get per server is cheaper for
+ * (over OC_REQ_MG_ABOVE of them lately), each key is read with a meta get
+ * that takes a miss's lease in the same round trip (one round trip less
+ * per cold get); while few miss, one multi-get per server is cheaper for
  * memcached and for us, and the few misses take their lease after
  * (oc_fill). Keys, not gets, are counted: with 1% of keys missing, most
  * gets of 100 keys miss one, and per-key meta gets for the other 99 cost
