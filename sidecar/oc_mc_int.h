@@ -356,6 +356,12 @@ mc_server_t *oc_mc_primary_of(oc_mc_t *mc, const char *key, size_t klen, uint64_
                               size_t *idx);
 mc_server_t *oc_mc_prev_of(oc_mc_t *mc, const char *key, size_t klen,
                            const mc_server_t *p);
+/* memo[i]: the place memo of keys[i] (klens[i] bytes) in the pool as it
+ * is, for i < n (all 0 with no pool): oc_mc_primary_of's answer for the
+ * key without hashing it again. A get's keys are placed this way, side by
+ * side (oc_place_servers). n <= OC_PLACE_BATCH. */
+void oc_mc_place_many(oc_mc_t *mc, size_t n, const char *const *keys, const size_t *klens,
+                      uint64_t *memo);
 mc_server_t *oc_mc_find_server(oc_mc_t *mc, const char *host, uint16_t port);
 
 #endif

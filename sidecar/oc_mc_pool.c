@@ -107,6 +107,19 @@ mc_server_t *oc_mc_primary_of(oc_mc_t *mc, const char *key, size_t klen, uint64_
     return mc->pool.s[*idx];
 }
 
+void oc_mc_place_many(oc_mc_t *mc, size_t n, const char *const *keys, const size_t *klens,
+                      uint64_t *memo)
+{
+    size_t idx[OC_PLACE_BATCH];
+    if (mc->pool.n == 0 || n > OC_PLACE_BATCH) {
+        memset(memo, 0, n * sizeof(*memo)); /* no memo: placed one by one */
+        return;
+    }
+    oc_place_servers(mc->place, n, keys, klens, idx);
+    for (size_t i = 0; i < n; i++)
+        memo[i] = oc_mc_memo(mc->place_gen, idx[i]);
+}
+
 static int srv_emptied(const oc_mc_t *mc, const mc_server_t *s)
 {
     return !oc_tko_in_service(&s->tko) && (mc->failover_on || s->flush_owed);

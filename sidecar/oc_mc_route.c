@@ -339,6 +339,26 @@ static void submit_item(oc_mc_t *mc, oc_mc_job_t *job, size_t i)
     }
 }
 
+/* A GET's keys, placed OC_PLACE_BATCH at a time (their MD5s side by side)
+ * and queued on their servers. */
+static void submit_gets(oc_mc_t *mc, oc_mc_job_t *job)
+{
+    uint64_t memo[OC_PLACE_BATCH];
+    for (size_t base = 0; base < job->n; base += OC_PLACE_BATCH) {
+        size_t m = job->n - base < OC_PLACE_BATCH ? job->n - base : OC_PLACE_BATCH;
+        oc_mc_place_many(mc, m, job->keys + base, job->key_lens + base, memo);
+        for (size_t i = base; i < base + m; i++) {
+            mc_ref_t ref;
+            mc_server_t *s = route_part(mc, job, i, job->keys[i], job->key_lens[i],
+                                        memo[i - base], &ref);
+            if (s && oc_mc_ref_wants_mg(ref))
+                oc_mc_queue_mg(s, ref);
+            else if (s)
+                oc_mc_queue_get(s, ref);
+        }
+    }
+}
+
 void oc_mc_submit(oc_mc_t *mc, oc_mc_job_t *job)
 {
     job->errors = 0;
@@ -348,19 +368,14 @@ void oc_mc_submit(oc_mc_t *mc, oc_mc_job_t *job)
      * the job due before every part is queued. */
     job->parts_left = job->n + 1;
     job->prev_failed_ = 0;
-    for (size_t i = 0; i < job->n; i++) {
-        if (job->op != OC_MC_GET) {
+    if (job->op != OC_MC_GET) {
+        for (size_t i = 0; i < job->n; i++) {
             job->items[i].refused = 0; /* a job submitted again starts clean */
             job->items[i].prev_failed_ = job->items[i].own_failed_ = 0;
             submit_item(mc, job, i);
-            continue;
         }
-        mc_ref_t ref;
-        mc_server_t *s = route_part(mc, job, i, job->keys[i], job->key_lens[i], 0, &ref);
-        if (s && oc_mc_ref_wants_mg(ref))
-            oc_mc_queue_mg(s, ref);
-        else if (s)
-            oc_mc_queue_get(s, ref);
+    } else {
+        submit_gets(mc, job);
     }
     oc_mc_part_done(mc, job);
 }

@@ -160,12 +160,11 @@ static void points_drop(oc_place_t *p)
     p->npoints = 0;
 }
 
-static size_t points_find(const oc_place_t *p, const char *key, size_t klen)
+/* The server of the first point at or after h (the first point past the
+ * last one). */
+static size_t point_at(const oc_place_t *p, uint32_t h)
 {
-    uint8_t d[OC_MD5_LEN];
-    oc_md5(key, klen, d);
-    uint32_t h = oc_md5_word(d, 0);
-    size_t lo = 0, hi = p->npoints; /* the first point at or after h */
+    size_t lo = 0, hi = p->npoints;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         if (p->points[mid].value < h)
@@ -176,30 +175,55 @@ static size_t points_find(const oc_place_t *p, const char *key, size_t klen)
     return p->points[lo == p->npoints ? 0 : lo].server;
 }
 
+static size_t points_find(const oc_place_t *p, const char *key, size_t klen)
+{
+    uint8_t d[OC_MD5_LEN];
+    oc_md5(key, klen, d);
+    return point_at(p, oc_md5_word(d, 0));
+}
+
 static size_t libmemcached_find(const oc_place_t *p, const char *key, size_t klen)
 {
     uint32_t i = memcached_generate_hash(p->hash, key, klen);
     return i < p->n ? p->by_hash[i] : 0;
 }
 
+/* Check key k of points_check into key (251 bytes); its length. */
+static size_t check_key(uint32_t k, char *key)
+{
+    int len = snprintf(key, 251, "oc:Check~%u:%u", k % 7, k * 2654435761u);
+    size_t want = (size_t)len + (k % 200);
+    if (want > 250)
+        want = 250;
+    for (size_t i = (size_t)len; i < want; i++)
+        key[i] = (char)('a' + (i * 7 + k) % 26);
+    return want;
+}
+
 /* Ours is used only if it places CHECK_KEYS keys (of every length up to
  * memcached's limit, so MD5's one- and two-block paths are both asked)
- * exactly where libmemcached does: a client of the pool must find what we
- * store. Otherwise every key is placed by libmemcached, as before. */
+ * exactly where libmemcached does, one by one and side by side
+ * (oc_place_servers): a client of the pool must find what we store.
+ * Otherwise every key is placed by libmemcached, as before. */
 static void points_check(oc_place_t *p)
 {
-    for (uint32_t k = 0; k < CHECK_KEYS; k++) {
-        char key[251];
-        int len = snprintf(key, sizeof(key), "oc:Check~%u:%u", k % 7, k * 2654435761u);
-        size_t want = (size_t)len + (k % 200);
-        if (want > sizeof(key) - 1)
-            want = sizeof(key) - 1;
-        for (size_t i = (size_t)len; i < want; i++)
-            key[i] = (char)('a' + (i * 7 + k) % 26);
-        if (points_find(p, key, want) != libmemcached_find(p, key, want)) {
+    char keys[OC_PLACE_BATCH][251];
+    const char *kp[OC_PLACE_BATCH];
+    size_t lens[OC_PLACE_BATCH], batch[OC_PLACE_BATCH];
+    for (uint32_t k0 = 0; k0 < CHECK_KEYS; k0 += OC_PLACE_BATCH) {
+        size_t m = CHECK_KEYS - k0 < OC_PLACE_BATCH ? CHECK_KEYS - k0 : OC_PLACE_BATCH;
+        for (size_t i = 0; i < m; i++) {
+            lens[i] = check_key(k0 + (uint32_t)i, keys[i]);
+            kp[i] = keys[i];
+        }
+        oc_place_servers(p, m, kp, lens, batch);
+        for (size_t i = 0; i < m; i++) {
+            size_t want = libmemcached_find(p, keys[i], lens[i]);
+            if (points_find(p, keys[i], lens[i]) == want && batch[i] == want)
+                continue;
             oc_log_warn("event=place_fallback reason=\"objcached's ketama disagrees with "
                         "libmemcached's on key %.*s: keys are placed by libmemcached\"",
-                        (int)want, key);
+                        (int)lens[i], keys[i]);
             points_drop(p);
             return;
         }
@@ -310,6 +334,23 @@ size_t oc_place_server(oc_place_t *p, const char *key, size_t klen)
         memcpy(slot->key, key, klen);
     }
     return s;
+}
+
+void oc_place_servers(oc_place_t *p, size_t n, const char *const *keys,
+                      const size_t *klens, size_t *out)
+{
+    if (p->n <= 1 || p->points == NULL) {
+        for (size_t i = 0; i < n; i++)
+            out[i] = oc_place_server(p, keys[i], klens[i]);
+        return;
+    }
+    uint32_t h[OC_PLACE_BATCH];
+    for (size_t base = 0; base < n; base += OC_PLACE_BATCH) {
+        size_t m = n - base < OC_PLACE_BATCH ? n - base : OC_PLACE_BATCH;
+        oc_md5_word0_many(m, keys + base, klens + base, h);
+        for (size_t i = 0; i < m; i++)
+            out[base + i] = point_at(p, h[i]);
+    }
 }
 
 int oc_place_own(const oc_place_t *p)

@@ -7,9 +7,10 @@
  *
  * objcached computes the same continuum itself (oc_place_points, oc_md5)
  * and places keys with one MD5 and a binary search, about a third of
- * libmemcached's instructions. It is used only after it has placed 2,000
- * keys exactly where libmemcached does, checked when each oc_place_t is
- * made; otherwise (a libmemcached that builds its continuum differently)
+ * libmemcached's instructions (a batch of keys, oc_place_servers: their
+ * MD5s side by side, a third again). It is used only after it has placed
+ * 2,000 keys exactly where libmemcached does, one by one and in batches,
+ * checked when each oc_place_t is made; otherwise (a libmemcached that builds its continuum differently)
  * keys are placed by libmemcached, with a small exact cache of recent
  * placements, and a warning is logged (event=place_fallback).
  *
@@ -45,6 +46,14 @@ oc_place_t *oc_place_new_except(const oc_mc_server_conf_t *servers, size_t n,
 
 /* The index, in the list given to oc_place_new, of the key's server. */
 size_t oc_place_server(oc_place_t *p, const char *key, size_t klen);
+
+/* out[i] = oc_place_server(p, keys[i], klens[i]) for i < n. Why: on
+ * objcached's own continuum the keys' MD5s are computed side by side
+ * (oc_md5_word0_many), several times cheaper than one at a time; a get
+ * places all its keys at once. */
+#define OC_PLACE_BATCH 64
+void oc_place_servers(oc_place_t *p, size_t n, const char *const *keys,
+                      const size_t *klens, size_t *out);
 
 /* How many points libmemcached 1.0's weighted ketama gives a server of
  * weight w out of a total weight over n servers (a multiple of 4). */

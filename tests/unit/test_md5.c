@@ -1,6 +1,7 @@
 /* Unit tests for oc_md5: RFC 1321's test suite, and the first word of the
  * digest against libmemcached's own MD5 for every length across a block
- * boundary (the words ketama places keys by). */
+ * boundary (the words ketama places keys by), one by one and side by side
+ * (oc_md5_word0_many). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -64,11 +65,49 @@ static void test_first_word_is_libmemcached_md5(void **state)
         }
 }
 
+/* Batches of every size up to three vectors' worth, lengths drawn so that
+ * one- and two-block messages (and the 55/56 edge) mix in one batch, and
+ * messages that share bytes: each lane must hash its own message. */
+static void test_side_by_side_is_one_by_one(void **state)
+{
+    (void)state;
+    static char bufs[3 * OC_MD5_LANES + 2][300];
+    const char *msg[3 * OC_MD5_LANES + 2];
+    size_t len[3 * OC_MD5_LANES + 2];
+    uint32_t got[3 * OC_MD5_LANES + 2];
+    uint32_t r = 88172645u;
+    for (int round = 0; round < 4000; round++) {
+        size_t n = (size_t)round % (3 * OC_MD5_LANES + 2); /* 0 too */
+        for (size_t i = 0; i < n; i++) {
+            r ^= r << 13, r ^= r >> 17, r ^= r << 5;
+            static const size_t edge[] = {0, 1, 54, 55, 56, 63, 64, 65, 250};
+            len[i] = r % 4 == 0 ? edge[(r >> 8) % 9] : (r >> 4) % (round % 2 ? 56 : 300);
+            for (size_t j = 0; j < len[i]; j++) {
+                r ^= r << 13, r ^= r >> 17, r ^= r << 5;
+                bufs[i][j] = (char)(round % 3 ? 'a' + r % 3 : r & 0xff);
+            }
+            msg[i] = bufs[i];
+        }
+        memset(got, 0xa5, sizeof(got));
+        oc_md5_word0_many(n, msg, len, got);
+        for (size_t i = 0; i < n; i++) {
+            uint8_t d[OC_MD5_LEN];
+            oc_md5(msg[i], len[i], d);
+            if (got[i] != oc_md5_word(d, 0))
+                fail_msg(
+                    "round %d, message %zu of %zu (%zu bytes): %08x, one by one %08x",
+                    round, i, n, len[i], got[i], oc_md5_word(d, 0));
+        }
+        assert_int_equal(got[n], 0xa5a5a5a5u); /* nothing written past n */
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rfc1321_suite),
         cmocka_unit_test(test_first_word_is_libmemcached_md5),
+        cmocka_unit_test(test_side_by_side_is_one_by_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

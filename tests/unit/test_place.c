@@ -217,6 +217,48 @@ static void test_one_and_no_server(void **state)
     oc_place_free(p);
 }
 
+/* oc_place_servers answers what oc_place_server does for every key, on
+ * our continuum, on libmemcached's (the fallback) and with one server, for
+ * batches of every size (past OC_PLACE_BATCH too) mixing keys of one and
+ * two MD5 blocks. */
+static void test_batch_is_one_by_one(void **state)
+{
+    (void)state;
+    static oc_mc_server_conf_t dup[] = {
+        {.host = "127.0.0.1", .port = 11211, .weight = 1},
+        {.host = "127.0.0.1", .port = 11211, .weight = 3},
+        {.host = "127.0.0.2", .port = 11211, .weight = 1},
+    };
+    char err[OC_ERRLEN];
+    oc_place_t *places[] = {oc_place_new(servers, 3, err), oc_place_new(dup, 3, err),
+                            oc_place_new(servers, 1, err)};
+    assert_true(oc_place_own(places[0]));
+    assert_false(oc_place_own(places[1]));
+    enum { MAX = 2 * OC_PLACE_BATCH + 3 };
+    static char keys[MAX][200];
+    const char *kp[MAX];
+    size_t lens[MAX], got[MAX + 1];
+    uint32_t r = 2463534242u;
+    for (size_t pi = 0; pi < 3; pi++)
+        for (size_t n = 0; n <= MAX; n += 1 + n / 16) {
+            for (size_t i = 0; i < n; i++) {
+                r ^= r << 13, r ^= r >> 17, r ^= r << 5;
+                int len = snprintf(keys[i], sizeof(keys[i]), "oc:Item:%u", r % 1000000);
+                size_t pad = r % 5 == 0 ? 40 + (r >> 8) % 150 : 0; /* past one block */
+                memset(keys[i] + len, 'x', pad);
+                lens[i] = (size_t)len + pad;
+                kp[i] = keys[i];
+            }
+            got[n] = 12345;
+            oc_place_servers(places[pi], n, kp, lens, got);
+            for (size_t i = 0; i < n; i++)
+                assert_int_equal(got[i], oc_place_server(places[pi], kp[i], lens[i]));
+            assert_int_equal(got[n], 12345);
+        }
+    for (size_t pi = 0; pi < 3; pi++)
+        oc_place_free(places[pi]);
+}
+
 static void test_cache_collisions(void **state)
 {
     (void)state;
@@ -336,6 +378,7 @@ int main(void)
         cmocka_unit_test(test_falls_back_to_libmemcached_when_it_disagrees),
         cmocka_unit_test(test_one_and_no_server),
         cmocka_unit_test(test_cache_collisions),
+        cmocka_unit_test(test_batch_is_one_by_one),
         cmocka_unit_test(test_except_is_ketama_over_the_rest),
         cmocka_unit_test(test_except_equal_weights_moves_only_the_skipped),
     };
