@@ -10,9 +10,9 @@
  * libmemcached's instructions (a batch of keys, oc_place_servers: their
  * MD5s side by side, a third again). It is used only after it has placed
  * 2,000 keys exactly where libmemcached does, one by one and in batches,
- * checked when each oc_place_t is made; otherwise (a libmemcached that builds its continuum differently)
- * keys are placed by libmemcached, with a small exact cache of recent
- * placements, and a warning is logged (event=place_fallback).
+ * checked when each oc_place_t is made; otherwise (a libmemcached that builds its
+ * continuum differently) keys are placed by libmemcached, with a small exact cache of
+ * recent placements, and a warning is logged (event=place_fallback).
  *
  * A placement over part of a list (oc_place_new_except) is ketama over the
  * servers left, exactly as a libmemcached client given only those would
