@@ -235,7 +235,7 @@ static void test_batch_is_one_by_one(void **state)
     assert_true(oc_place_own(places[0]));
     assert_false(oc_place_own(places[1]));
     enum { MAX = 2 * OC_PLACE_BATCH + 3 };
-    static char keys[MAX][200];
+    static char keys[MAX][256]; /* 16 + 189 bytes at most */
     const char *kp[MAX];
     size_t lens[MAX], got[MAX + 1];
     uint32_t r = 2463534242u;
