@@ -161,18 +161,21 @@ static void points_drop(oc_place_t *p)
 }
 
 /* The server of the first point at or after h (the first point past the
- * last one). */
+ * last one). Branch-free: a key's hash is random, so each step of a
+ * branching search guessed wrong half the time (perf: 5% of a memcached
+ * hit's CPU in the search alone, a continuum that fits in L1); here each
+ * step is a conditional move. Invariant: the answer is in [base, base + len]. */
 static size_t point_at(const oc_place_t *p, uint32_t h)
 {
-    size_t lo = 0, hi = p->npoints;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (p->points[mid].value < h)
-            lo = mid + 1;
-        else
-            hi = mid;
+    const place_point_t *base = p->points;
+    size_t len = p->npoints; /* >= 1: a continuum has points */
+    while (len > 1) {
+        size_t half = len / 2;
+        base = base[half].value < h ? base + half : base;
+        len -= half;
     }
-    return p->points[lo == p->npoints ? 0 : lo].server;
+    size_t i = (size_t)(base - p->points) + (base->value < h);
+    return p->points[i == p->npoints ? 0 : i].server;
 }
 
 static size_t points_find(const oc_place_t *p, const char *key, size_t klen)
