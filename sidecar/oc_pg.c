@@ -92,10 +92,9 @@ static oc_status_t match_rows(const oc_pg_load_t *l, const PGresult *res,
     for (size_t i = 0; i < l->n && st == OC_OK; i++) {
         const char *id = l->ids + l->id_off[i];
         size_t len = l->id_off[i + 1] - l->id_off[i];
-        void *first = oc_map_get(byid, id, len);
+        void *first = NULL; /* one hash: added unless there */
+        st = oc_map_add(byid, id, len, (void *)(uintptr_t)(i + 1), &first);
         dup[i] = first ? (uintptr_t)first - 1 : i;
-        if (first == NULL)
-            st = oc_map_put(byid, id, len, (void *)(uintptr_t)(i + 1));
     }
     for (int r = 0; st == OC_OK && r < PQntuples(res); r++) {
         if (PQgetisnull(res, r, 0) || PQgetisnull(res, r, 1))
