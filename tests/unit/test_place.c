@@ -19,6 +19,15 @@ static oc_mc_server_conf_t servers[] = {
     {.host = "127.0.0.2", .port = 11211, .weight = 1},
 };
 
+/* One server named twice with two weights: libmemcached's index of the
+ * second maps back to the first (the same address), our continuum gives it
+ * points of its own, so oc_place_new's check disagrees and falls back. */
+static oc_mc_server_conf_t dup[] = {
+    {.host = "127.0.0.1", .port = 11211, .weight = 1},
+    {.host = "127.0.0.1", .port = 11211, .weight = 3},
+    {.host = "127.0.0.2", .port = 11211, .weight = 1},
+};
+
 /* What an app's libmemcached client does (bench/lg_mc.c does the same). */
 static memcached_st *app_client(void)
 {
@@ -133,11 +142,6 @@ static void test_own_ketama_for_many_pools(void **state)
 static void test_falls_back_to_libmemcached_when_it_disagrees(void **state)
 {
     (void)state;
-    static oc_mc_server_conf_t dup[] = {
-        {.host = "127.0.0.1", .port = 11211, .weight = 1},
-        {.host = "127.0.0.1", .port = 11211, .weight = 3},
-        {.host = "127.0.0.2", .port = 11211, .weight = 1},
-    };
     char err[OC_ERRLEN];
     oc_place_t *p = oc_place_new(dup, 3, err);
     assert_non_null(p);
@@ -224,11 +228,6 @@ static void test_one_and_no_server(void **state)
 static void test_batch_is_one_by_one(void **state)
 {
     (void)state;
-    static oc_mc_server_conf_t dup[] = {
-        {.host = "127.0.0.1", .port = 11211, .weight = 1},
-        {.host = "127.0.0.1", .port = 11211, .weight = 3},
-        {.host = "127.0.0.2", .port = 11211, .weight = 1},
-    };
     char err[OC_ERRLEN];
     oc_place_t *places[] = {oc_place_new(servers, 3, err), oc_place_new(dup, 3, err),
                             oc_place_new(servers, 1, err)};
