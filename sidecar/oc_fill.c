@@ -30,7 +30,7 @@ typedef struct oc_fill oc_fill_t;
 typedef struct oc_batch oc_batch_t;
 
 struct oc_fill {
-    char *ckey; /* owned; the map key */
+    char *ckey; /* the map key, in the fill's own allocation (fill_new) */
     size_t ckey_len;
     size_t canon_off;
     size_t model_idx;
@@ -223,8 +223,7 @@ static void fill_free(oc_fills_t *fs, oc_fill_t *f)
     fill_unmap(fs, f);
     fs->ctx->stats->loads_in_flight--;
     oc_blob_unref(f->value);
-    free(f->ckey);
-    free(f);
+    free(f); /* and its key (fill_new) */
 }
 
 /* Answer every waiter. */
@@ -915,15 +914,16 @@ static void batch_read(oc_batch_t *b)
 
 static oc_fill_t *fill_new(oc_fills_t *fs, const oc_fill_waiter_t *w)
 {
-    oc_fill_t *f = calloc(1, sizeof(*f));
-    char *ck = malloc(w->ckey_len + 1);
-    if (ck != NULL) {
-        memcpy(ck, w->ckey, w->ckey_len);
-        ck[w->ckey_len] = '\0';
-    }
-    if (f == NULL || ck == NULL || oc_map_put(fs->map, ck, w->ckey_len, f) != OC_OK) {
+    /* The key right after the fill, one allocation: a cold get makes and
+     * frees one fill per key. */
+    oc_fill_t *f = calloc(1, sizeof(*f) + w->ckey_len + 1);
+    if (f == NULL)
+        return NULL;
+    char *ck = (char *)(f + 1);
+    memcpy(ck, w->ckey, w->ckey_len);
+    ck[w->ckey_len] = '\0';
+    if (oc_map_put(fs->map, ck, w->ckey_len, f) != OC_OK) {
         free(f);
-        free(ck);
         return NULL;
     }
     f->ckey = ck;

@@ -280,6 +280,7 @@ static void test_full_file(void **state)
     assert_null(oc_conf_model(c, "user", 4));
     assert_null(oc_conf_model(c, "Users", 5));
     assert_null(oc_conf_model(c, "", 0));
+    assert_null(oc_conf_model(c, "User\0xy", 7)); /* a NUL inside: no name matches */
     oc_conf_free(c);
 }
 
