@@ -1915,10 +1915,12 @@ const oc_model_conf_t *oc_conf_model(const oc_conf_t *conf, const char *name, si
      * strlen and memcmp were two calls per model. */
     for (size_t i = 0; i < conf->nmodels; i++) {
         const oc_model_conf_t *m = &conf->models[i];
+        if (m->disabled)
+            continue;
         size_t k = 0;
         while (k < len && m->name[k] != '\0' && m->name[k] == name[k])
             k++;
-        if (k == len && m->name[k] == '\0' && !m->disabled)
+        if (k == len && m->name[k] == '\0')
             return m;
     }
     return NULL;
