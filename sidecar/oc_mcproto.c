@@ -47,6 +47,8 @@ int oc_mcp_printable(const char *key, size_t len)
 static int parse_u64(const char **p, const char *end, uint64_t max, uint64_t *out)
 {
     const char *s = *p;
+    if (s >= end) /* no digits; and end - s must not wrap (a review's note) */
+        return -1;
     size_t n = (size_t)(end - s), i = 0, fast = n < 19 ? n : 19;
     uint64_t v = 0;
     for (; i < fast; i++) {
