@@ -313,6 +313,94 @@ static void test_numbers_at_their_limits(void **state)
     assert_int_equal(parse("VALUE k 0 0 1a\r\n", &l), OC_MCP_BAD);
     assert_int_equal(parse("VA 5 c18446744073709551615\r\n", &l), OC_MCP_VA);
     assert_true(l.cas == UINT64_MAX && l.bytes == 5);
+    /* a number must end at a space or the line's end, however many bytes follow */
+    assert_int_equal(parse("VA 5 c1234567x t1 s5\r\n", &l), OC_MCP_BAD);
+    assert_int_equal(parse("VA 5 c12x45678 t1\r\n", &l), OC_MCP_BAD);
+}
+
+/* A number token as the VALUE line's rule has it: digits only, at least
+ * one, at most max (any length: leading zeros). */
+static int ref_number(const char *t, size_t n, uint64_t max, uint64_t *v)
+{
+    if (n == 0)
+        return -1;
+    uint64_t x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (t[i] < '0' || t[i] > '9')
+            return -1;
+        unsigned d = (unsigned)(t[i] - '0');
+        if (x > (UINT64_MAX - d) / 10)
+            return -1;
+        x = x * 10 + d;
+    }
+    if (x > max)
+        return -1;
+    *v = x;
+    return 0;
+}
+
+/* A random number token: mostly digits (1 to 22 of them, 8 and 16 often:
+ * the parser reads eight at a time), sometimes empty, with a stray byte,
+ * or near a limit. */
+static size_t gen_number(char *t, uint32_t *r)
+{
+    static const char *const near[] = {
+        "4294967295",           "4294967296",           "134217728", "134217729",
+        "18446744073709551615", "18446744073709551616", "00000000",  "099999999"};
+    *r ^= *r << 13, *r ^= *r >> 17, *r ^= *r << 5;
+    if (*r % 10 == 0) {
+        const char *s = near[(*r >> 8) % 8];
+        memcpy(t, s, strlen(s));
+        return strlen(s);
+    }
+    static const size_t lens[] = {0, 1, 3, 7, 8, 9, 15, 16, 17, 19, 20, 22};
+    size_t n = *r % 3 ? (*r >> 4) % 23 : lens[(*r >> 4) % 12];
+    for (size_t i = 0; i < n; i++) {
+        *r ^= *r << 13, *r ^= *r >> 17, *r ^= *r << 5;
+        t[i] = (char)('0' + *r % 10);
+    }
+    *r ^= *r << 13, *r ^= *r >> 17, *r ^= *r << 5;
+    if (n > 0 &&
+        *r % 6 == 0) /* a stray byte: a letter, '/' or ':' (just past 9), 0x80+ */
+        t[(*r >> 8) % n] = "a/:\xb0x"[(*r >> 16) % 5];
+    return n;
+}
+
+/* Random VALUE lines, their numbers read by oc_mcp_parse_line and by the
+ * plain rule above: the same verdict and the same numbers, every line. */
+static void test_value_numbers_against_the_rule(void **state)
+{
+    (void)state;
+    uint32_t r = 2463534242u;
+    for (int round = 0; round < 200000; round++) {
+        char line[160], tok[3][32];
+        size_t tl[3];
+        r ^= r << 13, r ^= r >> 17, r ^= r << 5;
+        int ntok = 2 + (int)(r % 2);
+        for (int k = 0; k < ntok; k++)
+            tl[k] = gen_number(tok[k], &r);
+        size_t n = (size_t)snprintf(line, sizeof(line), "VALUE oc:Item:%u", r % 1000);
+        for (int k = 0; k < ntok; k++) {
+            line[n++] = ' ';
+            memcpy(line + n, tok[k], tl[k]);
+            n += tl[k];
+        }
+        memcpy(line + n, "\r\n", 2);
+        n += 2;
+        uint64_t want[3] = {0, 0, 0};
+        static const uint64_t max[3] = {UINT32_MAX, OC_MCP_VALUE_MAX, UINT64_MAX};
+        int ok = 1;
+        for (int k = 0; k < ntok; k++)
+            ok = ok && ref_number(tok[k], tl[k], max[k], &want[k]) == 0;
+        oc_mcp_line_t l;
+        oc_mcp_reply_t got = oc_mcp_parse_line(line, n, &l);
+        if (got != (ok ? OC_MCP_VALUE : OC_MCP_BAD))
+            fail_msg("'%.*s': %s, the rule says %s", (int)n - 2, line,
+                     got == OC_MCP_VALUE ? "read" : "refused", ok ? "read" : "refused");
+        if (ok && (l.flags != want[0] || l.bytes != want[1] || l.cas != want[2]))
+            fail_msg("'%.*s': %u %u %llu", (int)n - 2, line, l.flags, l.bytes,
+                     (unsigned long long)l.cas);
+    }
 }
 
 static void test_format_store(void **state)
@@ -427,6 +515,7 @@ int main(void)
         cmocka_unit_test(test_meta_set),
         cmocka_unit_test(test_key_ok),
         cmocka_unit_test(test_numbers_at_their_limits),
+        cmocka_unit_test(test_value_numbers_against_the_rule),
         cmocka_unit_test(test_format_store),
         cmocka_unit_test(test_stat_lines),
         cmocka_unit_test(test_process_identity),
