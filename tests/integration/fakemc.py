@@ -32,11 +32,15 @@ class FakeMc:
     words, data) -> bytes: b"" answers nothing, b"CLOSE" closes the
     connection, None gives the answer of an empty cache (empty_cache). data
     is the data block of a storage command (set/add/cas/ms), else None.
-    `stats` is answered with `stats`, `commands` records (conn_no, words)."""
+    `stats` is answered with `stats`, `commands` records (conn_no, words).
+    With `mute_after_stats`, nothing sent after a `stats` on the same
+    connection is answered: a reply that never ends stays unended, instead of
+    being ended by whatever the next command's answer happens to be."""
 
-    def __init__(self, handler=None, stats=FAKE_STATS):
+    def __init__(self, handler=None, stats=FAKE_STATS, mute_after_stats=False):
         self.handler = handler or (lambda *a: None)
         self.stats = stats
+        self.mute_after_stats = mute_after_stats
         self.connections = 0
         self.commands = []            # (conn_no, words)
         self.conns = []
@@ -82,6 +86,7 @@ class FakeMc:
 
     def _serve(self, c, n):
         buf = b""
+        muted = False
         try:
             while not self._stop:
                 data = c.recv(65536)
@@ -104,8 +109,11 @@ class FakeMc:
                         continue
                     with self.lock:
                         self.commands.append((n, words))
+                    if muted:
+                        continue
                     if words == [b"stats"]:
                         out = self.stats
+                        muted = self.mute_after_stats
                     else:
                         out = self.handler(self, n, words, block)
                         if out is None:
@@ -138,11 +146,11 @@ class FirstReadFake(FakeMc):
     `hang_reads`, no read (get, gets, mg) is ever answered. `stats` is
     answered `stats` (ERROR by default: a server without it)."""
 
-    def __init__(self, first, stats=b"ERROR\r\n", hang_reads=False):
+    def __init__(self, first, stats=b"ERROR\r\n", hang_reads=False, mute_after_stats=False):
         self.first = first
         self.hang_reads = hang_reads
         self.sent_scenario = threading.Event()
-        super().__init__(self._answer, stats=stats)
+        super().__init__(self._answer, stats=stats, mute_after_stats=mute_after_stats)
 
     def _answer(self, fake, n, words, block):
         if words[0] in (b"get", b"gets", b"mg") and self.hang_reads:
