@@ -143,8 +143,10 @@ class FakeMc:
 class FirstReadFake(FakeMc):
     """Answers the first read (gets or mg) with `first` (bytes, or None to
     close the connection instead) and sets `sent_scenario`; with
-    `hang_reads`, no read (get, gets, mg) is ever answered. `stats` is
-    answered `stats` (ERROR by default: a server without it)."""
+    `hang_reads`, no read (get, gets, mg) and no `version` (the health
+    probe, whose answer would count as a success between the reads'
+    timeouts) is ever answered. `stats` is answered `stats` (ERROR by
+    default: a server without it)."""
 
     def __init__(self, first, stats=b"ERROR\r\n", hang_reads=False, mute_after_stats=False):
         self.first = first
@@ -153,7 +155,7 @@ class FirstReadFake(FakeMc):
         super().__init__(self._answer, stats=stats, mute_after_stats=mute_after_stats)
 
     def _answer(self, fake, n, words, block):
-        if words[0] in (b"get", b"gets", b"mg") and self.hang_reads:
+        if words[0] in (b"get", b"gets", b"mg", b"version") and self.hang_reads:
             return b""
         if words[0] in (b"gets", b"mg") and not self.sent_scenario.is_set():
             self.sent_scenario.set()
