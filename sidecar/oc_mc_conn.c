@@ -13,6 +13,7 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,11 @@ static char *out_reserve(mc_server_t *s, size_t more)
 static void wait_push(mc_server_t *s, mc_wop_t *w)
 {
     if (s->wait_head == NULL) {
+        /* The wait starts now, not when this turn of the loop began (its
+         * cached time): a turn that ran long (a burst of clients, a starved
+         * CPU) took its own length off io_timeout, and a server that
+         * answered in time was failed. One clock read per idle -> busy. */
+        event_base_update_cache_time(s->mc->base);
         s->progress = oc_mc_now(s->mc);
         if (s->conn == MC_CONN_OPEN && !evtimer_pending(s->ev_timer, NULL)) {
             struct timeval tv;
@@ -676,6 +682,26 @@ double oc_mc_time_left(double since, double limit, double now)
     return limit - (now - since);
 }
 
+/* A deadline passed: has the server really not answered, or was this
+ * process the one that stood still? A sidecar starved of CPU (a busy app
+ * host, a stop, ASan under load) wakes with its timers due and the answers
+ * waiting in its sockets, and libevent may run the timer first: taken for
+ * a timeout, that marked healthy servers failed (and, failure_limit times,
+ * down: their keys to PostgreSQL) for a stall of our own. So what is there
+ * is read first; only what is still missing then times out. */
+static int srv_late_answer(mc_server_t *s)
+{
+    struct pollfd p = {.fd = s->fd,
+                       .events = s->conn == MC_CONN_CONNECTING ? POLLOUT : POLLIN};
+    if (s->fd < 0 || poll(&p, 1, 0) != 1)
+        return 0;
+    if (s->conn == MC_CONN_CONNECTING)
+        on_srv_write(s->fd, EV_WRITE, s); /* connected, or its error */
+    else
+        srv_read(s);
+    return 1;
+}
+
 void oc_mc_on_srv_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
@@ -684,14 +710,21 @@ void oc_mc_on_srv_timer(evutil_socket_t fd, short what, void *arg)
     double now = oc_mc_now(mc), left;
     if (s->conn == MC_CONN_CONNECTING) {
         if (now >= s->deadline) {
-            oc_mc_srv_fail(s, "connect timeout");
-            return;
+            if (!srv_late_answer(s))
+                oc_mc_srv_fail(s, "connect timeout");
+            return; /* else open (srv_open arms the io timeout) or failed */
         }
         left = s->deadline - now;
     } else if (s->conn == MC_CONN_OPEN && s->wait_head) {
         if ((left = oc_mc_time_left(s->progress, mc->io_s, now)) <= 0) {
-            oc_mc_srv_fail(s, "timeout");
-            return;
+            (void)srv_late_answer(s);
+            if (s->conn != MC_CONN_OPEN || !s->wait_head)
+                return; /* the read ended the connection, or every reply */
+            /* an answer read just now moved progress: from there */
+            if ((left = oc_mc_time_left(s->progress, mc->io_s, oc_mc_now(mc))) <= 0) {
+                oc_mc_srv_fail(s, "timeout");
+                return;
+            }
         }
     } else {
         return;

@@ -4,6 +4,9 @@ sent twice or for another key, trickled, oversized or hostile. Each test
 names what it proves (written in a review, 2026-12-05; test_mc_protocol.py
 has the cases against a real memcached)."""
 
+import os
+import signal
+import threading
 import time
 
 import pytest
@@ -203,6 +206,67 @@ def test_one_large_memcached_reply_does_not_stay_resident(objcached_factory, ref
         assert fake.connections >= 2
         assert after - base < 16 * 1024, (base, before, after)
     finally:
+        fake.close()
+
+
+def test_an_answer_that_came_while_the_sidecar_stood_still_is_no_timeout(
+        objcached_factory, ref):
+    """A sidecar that stands still (starved of CPU on a busy app host,
+    stopped) wakes with its io timer due and memcached's answer waiting in
+    the socket. When more clients are ready than one epoll_wait returns
+    (libevent asks for 32 at first) and they became ready first, the timer
+    ran before the socket was read: the answer was taken for a timeout, the
+    healthy server counted a failure (failure_limit of them: down, its keys
+    to PostgreSQL) and the key was loaded again. Here the fake answers User:1
+    while the sidecar is stopped for twice io_timeout, after 199 clients
+    sent their gets. Expected: the answer read, served (the fake's own
+    value, not PostgreSQL's row), no failure."""
+    value = b'{"id":1,"from":"memcached"}'
+    asked, go = threading.Event(), threading.Event()
+
+    def handler(fake, n, words, block):
+        if words[0] in (b"get", b"gets", b"mg") and b"oc:User:1" in words and \
+                not asked.is_set():
+            asked.set()
+            go.wait(30)        # answered once the sidecar stands still
+            if words[0] == b"mg":
+                return va(value, key=b"oc:User:1")
+            return b"VALUE oc:User:1 %d %d 7\r\n%s\r\nEND\r\n" % (
+                OBJECT_FLAGS, len(value), value)
+        return None
+
+    fake = FakeMc(handler)
+    clients = []
+    oc = None
+    try:
+        oc = on_fake(objcached_factory, fake, io_timeout="300ms", failure_limit="1")
+        clients = [oc.client() for _ in range(200)]
+        for c in clients:
+            c.stats()          # accepted and served: each is ready again at once
+        first = clients[0]
+        first.sock.sendall(b"get User:1\r\n")
+        assert asked.wait(10), "the read never reached the fake"
+        os.kill(oc.pid, signal.SIGSTOP)
+        try:
+            for i, c in enumerate(clients[1:]):  # ready before the answer
+                c.sock.sendall(b"get User:%d\r\n" % (i + 2))
+            time.sleep(0.05)
+            go.set()
+            time.sleep(0.6)    # twice io_timeout, the answer in the socket
+        finally:
+            os.kill(oc.pid, signal.SIGCONT)
+        got = first.read_response()
+        assert [v.data for v in got.values] == [value], (got, oc.log())
+        for c in clients[1:]:
+            assert c.read_response().values, oc.log()   # from PostgreSQL
+        s = clients[0].stats()
+        log = oc.log()
+        assert "event=memcached_error" not in log, log
+        assert s["mc_errors"] == 0 and s["mc_ejections"] == 0, s
+    finally:
+        go.set()
+        for c in clients:
+            c.close()
         fake.close()
 
 
