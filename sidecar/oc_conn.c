@@ -811,7 +811,13 @@ static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     oc_conn_t *c = arg;
-    if (what & EV_TIMEOUT) { /* no progress for write_timeout */
+    /* No progress for write_timeout: unless the client read meanwhile and
+     * this sidecar stood still itself (stopped, starved of CPU), so that the
+     * timer is due with the socket writable (what carries both, or the
+     * readiness is not reported in this turn: after a stop epoll_wait
+     * fails with EINTR): what can be written now is progress (before
+     * 2026-12-07 such a client was cut off mid-reply). */
+    if ((what & EV_TIMEOUT) && !(what & EV_WRITE) && evbuffer_write(c->out, fd) <= 0) {
         conn_ctx(c)->stats->timeouts++;
         oc_log_debug("event=client_timeout what=write");
         conn_free(c);
@@ -834,6 +840,16 @@ static void conn_idle_cb(evutil_socket_t fd, short what, void *arg)
      * a client that stalls mid-command must not hold its connection (and a
      * slot of max_connections) for ever. */
     if (c->state == OC_CONN_WAITING || evbuffer_get_length(c->out) > 0) {
+        conn_arm_idle(c);
+        return;
+    }
+    /* Bytes waiting unread: the client did send; this sidecar stood still
+     * (stopped, starved of CPU) and its timer runs before the read (after a
+     * stop epoll_wait fails with EINTR, so no socket is reported in that
+     * turn; under load more may be ready than one epoll_wait returns).
+     * Before 2026-12-07 such clients were cut off, their commands unanswered. */
+    char b;
+    if (recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 1) {
         conn_arm_idle(c);
         return;
     }

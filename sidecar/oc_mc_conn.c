@@ -683,12 +683,14 @@ double oc_mc_time_left(double since, double limit, double now)
 }
 
 /* A deadline passed: has the server really not answered, or was this
- * process the one that stood still? A sidecar starved of CPU (a busy app
- * host, a stop, ASan under load) wakes with its timers due and the answers
- * waiting in its sockets, and libevent may run the timer first: taken for
- * a timeout, that marked healthy servers failed (and, failure_limit times,
- * down: their keys to PostgreSQL) for a stall of our own. So what is there
- * is read first; only what is still missing then times out. */
+ * process the one that stood still? A sidecar that was stopped (SIGSTOP, a
+ * debugger) or starved of CPU wakes with its timers due and the answers
+ * waiting in its sockets, and the timers can run first: after a stop
+ * epoll_wait fails with EINTR (signal(7)), so no socket is reported in that
+ * turn; under load more sockets may be ready than one epoll_wait returns.
+ * Taken for a timeout, that marked healthy servers failed (failure_limit
+ * times: down, their keys to PostgreSQL) for a stall of our own. So what
+ * is there is read first; only what is still missing then times out. */
 static int srv_late_answer(mc_server_t *s)
 {
     struct pollfd p = {.fd = s->fd,

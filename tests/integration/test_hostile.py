@@ -623,6 +623,51 @@ def test_pipelining_client_that_never_reads(oc, expected, request_line):
     assert_healthy(oc, expected)
 
 
+def test_a_client_that_read_while_the_sidecar_stood_still_is_not_cut_off(oc):
+    """write_timeout closes a client that reads none of its replies. This
+    one reads all it can while the sidecar is stopped (a CPU-starved or
+    paused sidecar) for longer than write_timeout: on waking, the timer is
+    due and the socket writable at once (the event carries both, or only the
+    timeout: epoll_wait fails with EINTR after a stop). That was taken for a
+    timeout: the client was cut off mid-reply. Expected: the whole reply, no
+    timeout counted."""
+    body = b'{"id":160,"pad":"' + b"p" * (512 * 1024) + b'"}'
+    with oc.client() as c:
+        assert line_reply(c, b"set User:160 0 0 %d\r\n%s\r\n" % (len(body), body)) == b"STORED"
+    timeouts = oc.stats()["timeouts"]
+    copies = 16                 # 8 MiB: more than the kernel's buffers hold
+    s = connect(oc, timeout=10, rcvbuf=4096)
+    got = bytearray()
+    try:
+        s.sendall(b"get " + b"User:160 " * copies + b"\r\n")
+        time.sleep(0.5)         # the sidecar's writes block: write_timeout armed
+        os.kill(oc.pid, signal.SIGSTOP)
+        try:
+            s.settimeout(0.3)   # read what the kernel holds, then stand still
+            try:
+                while True:
+                    chunk = s.recv(1 << 20)
+                    if not chunk:
+                        break
+                    got += chunk
+            except socket.timeout:
+                pass
+            time.sleep(2.5)     # stopped for more than write_timeout (2 s)
+        finally:
+            os.kill(oc.pid, signal.SIGCONT)
+        s.settimeout(10)
+        value = b"VALUE User:160 0 %d\r\n%s\r\n" % (len(body), body)
+        want = value * copies + b"END\r\n"
+        while len(got) < len(want):
+            chunk = s.recv(1 << 20)
+            assert chunk, "cut off after %d of %d bytes" % (len(got), len(want))
+            got += chunk
+        assert bytes(got) == want
+    finally:
+        s.close()
+    assert oc.stats()["timeouts"] == timeouts
+
+
 def test_one_get_with_a_reply_far_over_the_output_cap(oc, expected):
     """Push one ~512 KiB object, then ask for it 400 times in one get (a
     200 MiB reply) from a client that never reads: memory must stay bounded
@@ -943,6 +988,42 @@ def closed_within(s, seconds):
 # Found by a review, 2026-12-05: each failed before its fix.
 #
 # idle_timeout was defeated by any byte of a partial command
+
+
+def test_clients_that_sent_while_the_sidecar_stood_still_are_not_idle(objcached_factory):
+    """idle_timeout closes a client that sends nothing. These 200 send a
+    command each while the sidecar is stopped for longer than idle_timeout
+    (a paused or CPU-starved sidecar): on waking (epoll_wait fails with
+    EINTR after a stop; under load more sockets are ready than one
+    epoll_wait reports) the idle timers ran before the reads: every client
+    was cut off, its command unanswered (the 29th session's build: 200 of
+    200, and 1 of 1 alone). Expected: every one answered."""
+    d = objcached_factory({"objcached": {"idle_timeout": "1s", "max_connections": "1000"}},
+                          env=ASAN_ENV)
+    socks = [connect(d) for _ in range(200)]
+    try:
+        for s in socks:         # accepted and served: each idle timer armed
+            s.sendall(b"version\r\n")
+            assert s.recv(64).startswith(b"VERSION "), "not served before the stop"
+        timeouts = d.stats()["timeouts"]
+        os.kill(d.pid, signal.SIGSTOP)
+        try:
+            for s in socks:
+                s.sendall(b"version\r\n")
+            time.sleep(1.8)     # stopped for more than idle_timeout
+        finally:
+            os.kill(d.pid, signal.SIGCONT)
+        cut = 0
+        for s in socks:
+            try:
+                cut += not s.recv(64).startswith(b"VERSION ")
+            except OSError:
+                cut += 1
+        assert cut == 0, "%d of %d clients cut off" % (cut, len(socks))
+        assert d.stats()["timeouts"] == timeouts
+    finally:
+        for s in socks:
+            s.close()
 
 
 @pytest.mark.parametrize("partial", [

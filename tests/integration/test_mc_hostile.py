@@ -211,13 +211,14 @@ def test_one_large_memcached_reply_does_not_stay_resident(objcached_factory, ref
 
 def test_an_answer_that_came_while_the_sidecar_stood_still_is_no_timeout(
         objcached_factory, ref):
-    """A sidecar that stands still (starved of CPU on a busy app host,
-    stopped) wakes with its io timer due and memcached's answer waiting in
-    the socket. When more clients are ready than one epoll_wait returns
-    (libevent asks for 32 at first) and they became ready first, the timer
-    ran before the socket was read: the answer was taken for a timeout, the
-    healthy server counted a failure (failure_limit of them: down, its keys
-    to PostgreSQL) and the key was loaded again. Here the fake answers User:1
+    """A sidecar that stands still (stopped, starved of CPU on a busy app
+    host) wakes with its io timer due and memcached's answer waiting in the
+    socket. The timer ran before the socket was read (after a stop
+    epoll_wait fails with EINTR; under load more sockets are ready than one
+    epoll_wait returns, here 199 clients ready before the answer): the
+    answer was taken for a timeout, the healthy server counted a failure
+    (failure_limit of them: down, its keys to PostgreSQL) and the key was
+    loaded again. Here the fake answers User:1
     while the sidecar is stopped for twice io_timeout, after 199 clients
     sent their gets. Expected: the answer read, served (the fake's own
     value, not PostgreSQL's row), no failure."""
