@@ -32,6 +32,7 @@ struct oc_pg_load {
     double until;     /* oc_stats_now() time it fails at; 0: load_timeout
                          after submit */
     int retried;      /* sent again once already (load_retry) */
+    int read_first;   /* its deadline waited once for input already there */
 };
 
 /* One loader connection: which statements it has prepared, what it runs. */
@@ -45,6 +46,7 @@ struct oc_pg_conn {
     unsigned prep_gen;       /* recorded even if its load timed out meanwhile */
     oc_pg_load_t *load;      /* running load; NULL if idle or orphaned */
     struct event *stuck;     /* an orphaned query that does not end */
+    int stuck_read_first;    /* its timer waited once for input already there */
     int up;                  /* counted in pg_connections_up */
 };
 
@@ -169,10 +171,20 @@ static void fail_queue(oc_pg_t *pg, const char *why)
     }
 }
 
+static const struct timeval next_turn = {0, 0};
+
 static void load_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     oc_pg_load_t *l = arg;
+    /* Its answer may be in the socket, unread because this sidecar stood
+     * still: read first, decide in the next turn (the read may finish l,
+     * which deletes this timer). Once: a server still sending times out. */
+    if (l->conn != NULL && !l->read_first && oc_pgconn_read_first(l->conn->pc)) {
+        l->read_first = 1;
+        evtimer_add(l->deadline, &next_turn);
+        return;
+    }
     if (l->conn != NULL) {
         /* Running: the server's statement_timeout cancels the query; the
          * connection is dropped if it has not answered a load_timeout
@@ -183,6 +195,7 @@ static void load_deadline_cb(evutil_socket_t fd, short what, void *arg)
         c->load = NULL;
         uint32_t ms = l->pg->conf->load_timeout_ms;
         struct timeval tv = {ms / 1000 + 1, (suseconds_t)(ms % 1000) * 1000};
+        c->stuck_read_first = 0;
         evtimer_add(c->stuck, &tv);
     } else {
         queue_remove(l->pg, l);
@@ -214,6 +227,9 @@ static void load_submit(oc_pg_t *pg, oc_pg_load_t *l)
     }
     struct timeval tv = {(time_t)left,
                          (suseconds_t)((left - (double)(time_t)left) * 1e6)};
+    /* left is from the clock; the timer counts from the loop's cached
+     * time, which a long turn leaves behind: the same clock for both */
+    event_base_update_cache_time(pg->base);
     evtimer_add(l->deadline, &tv);
     if (pg->queue_tail)
         pg->queue_tail->next = l;
@@ -534,6 +550,12 @@ static void conn_stuck_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     oc_pg_conn_t *c = arg;
+    /* the late answer may be waiting unread (load_deadline_cb): once */
+    if (!c->stuck_read_first && oc_pgconn_read_first(c->pc)) {
+        c->stuck_read_first = 1;
+        evtimer_add(c->stuck, &next_turn);
+        return;
+    }
     oc_pgconn_reset(c->pc, "query did not end after load_timeout; connection dropped");
 }
 

@@ -1024,6 +1024,14 @@ int oc_pgconn_input_waiting(const oc_pgconn_t *c)
     return n > 0;
 }
 
+int oc_pgconn_read_first(oc_pgconn_t *c)
+{
+    if (c->state == OC_PGCONN_CONNECTING || !oc_pgconn_input_waiting(c))
+        return 0;
+    event_active(c->io, EV_READ, 0);
+    return 1;
+}
+
 oc_status_t oc_pgconn_prepare(oc_pgconn_t *c, const char *name, const char *sql,
                               oc_pgconn_done_fn cb, void *arg)
 {

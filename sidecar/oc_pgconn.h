@@ -175,6 +175,15 @@ int oc_pgconn_streaming(const oc_pgconn_t *c);
  * the server had sent no more. (A GSSAPI packet's decrypted rest is taken
  * by the read itself, before it returns.) */
 int oc_pgconn_input_waiting(const oc_pgconn_t *c);
+/* For a timer about to call c's server silent (a query that did not end):
+ * if input waits (oc_pgconn_input_waiting), it is read in this loop turn,
+ * after the running callback, and 1 is returned: the caller decides again
+ * in a later turn (a timer re-armed for 0 s runs after that read). This
+ * sidecar may have stood still itself (stopped: epoll_wait fails with
+ * EINTR, so the waking turn runs due timers before any read; starved of
+ * CPU) with the answer already there. 0 while connecting or if nothing
+ * waits. */
+int oc_pgconn_read_first(oc_pgconn_t *c);
 
 /* Forget the command in flight: its callback will not be called, and its
  * answer is discarded when it comes. */

@@ -49,6 +49,7 @@ struct oc_sampler {
     oc_pgconn_t *pg; /* its own connection, made at the first batch */
     int pg_up;
     struct event *stuck;    /* the statement in flight did not end: drop pg */
+    int stuck_read_first;   /* its timer waited once for input already there */
     unsigned char *no_xmin; /* [nmodels_cap] the relation has no xmin (a view) */
     size_t nmodels_cap;
     int closing;
@@ -406,6 +407,7 @@ static void read_rows(oc_sampler_t *s)
          * the loaders' is (oc_pg): its callback then fails the batch */
         uint64_t ms = 2 * (uint64_t)s->ctx->conf->load_timeout_ms + 1000;
         struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+        s->stuck_read_first = 0;
         evtimer_add(s->stuck, &tv);
         free(sql);
         return;
@@ -496,9 +498,19 @@ static void stuck_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     oc_sampler_t *s = arg;
-    if (s->pg != NULL && s->phase == READING_ROWS) /* rows_read runs from here */
-        oc_pgconn_reset(s->pg, "the sampler's query did not end after twice "
-                               "load_timeout; connection dropped");
+    if (s->pg == NULL || s->phase != READING_ROWS)
+        return;
+    /* its answer may be waiting unread, this sidecar having stood still
+     * (oc_pgconn_read_first): read first, decide in the next turn; once */
+    if (!s->stuck_read_first && oc_pgconn_read_first(s->pg)) {
+        static const struct timeval next_turn = {0, 0};
+        s->stuck_read_first = 1;
+        evtimer_add(s->stuck, &next_turn);
+        return;
+    }
+    /* rows_read runs from here */
+    oc_pgconn_reset(s->pg, "the sampler's query did not end after twice "
+                           "load_timeout; connection dropped");
 }
 
 static void pg_up(oc_pgconn_t *c, void *owner)
