@@ -697,10 +697,20 @@ static int srv_late_answer(mc_server_t *s)
                        .events = s->conn == MC_CONN_CONNECTING ? POLLOUT : POLLIN};
     if (s->fd < 0 || poll(&p, 1, 0) != 1)
         return 0;
-    if (s->conn == MC_CONN_CONNECTING)
+    if (s->conn == MC_CONN_CONNECTING) {
+        /* as if it had fired: not left pending, holding new writes */
+        event_del(s->ev_write);
         on_srv_write(s->fd, EV_WRITE, s); /* connected, or its error */
-    else
+        return 1;
+    }
+    /* all that waits: one srv_read stops after 4 chunks (a value of a few
+     * hundred KiB would not be whole, and would time out: a review) */
+    for (int i = 0; i < 256 && s->conn == MC_CONN_OPEN; i++) {
         srv_read(s);
+        p.revents = 0;
+        if (s->conn != MC_CONN_OPEN || poll(&p, 1, 0) != 1)
+            break;
+    }
     return 1;
 }
 
@@ -772,6 +782,7 @@ void oc_mc_srv_connect(mc_server_t *s)
         oc_mc_srv_fail(s, strerror(errno));
         return;
     }
+    event_base_update_cache_time(mc->base); /* as wait_push: from now */
     s->deadline = oc_mc_now(mc) + mc->connect_s;
     struct timeval tv;
     oc_mc_tv_of(&tv, mc->connect_s);

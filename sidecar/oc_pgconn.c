@@ -1026,8 +1026,16 @@ int oc_pgconn_input_waiting(const oc_pgconn_t *c)
 
 int oc_pgconn_read_first(oc_pgconn_t *c)
 {
-    if (c->state == OC_PGCONN_CONNECTING || !oc_pgconn_input_waiting(c))
+    /* a command's answer only: a paused stream keeps its backpressure */
+    if (c->state != OC_PGCONN_BUSY || !oc_pgconn_input_waiting(c))
         return 0;
+    /* All of it into libpq's buffer now (no callback runs from this), so
+     * the read that follows parses an answer of any size: one read_input
+     * takes about 16 KiB a call (found by a review). Bounded: a server
+     * still sending is a server still answering. */
+    for (int rounds = 0; rounds < 4096 && oc_pgconn_input_waiting(c); rounds++)
+        if (!PQconsumeInput(c->conn))
+            break; /* the read below says so (go_down) */
     event_active(c->io, EV_READ, 0);
     return 1;
 }

@@ -181,8 +181,9 @@ int oc_pgconn_input_waiting(const oc_pgconn_t *c);
  * in a later turn (a timer re-armed for 0 s runs after that read). This
  * sidecar may have stood still itself (stopped: epoll_wait fails with
  * EINTR, so the waking turn runs due timers before any read; starved of
- * CPU) with the answer already there. 0 while connecting or if nothing
- * waits. */
+ * CPU) with the answer already there. Takes what waits into libpq's
+ * buffer at once (no callback runs). 0 unless a command runs (BUSY) and
+ * input waits. */
 int oc_pgconn_read_first(oc_pgconn_t *c);
 
 /* Forget the command in flight: its callback will not be called, and its

@@ -196,20 +196,22 @@ def test_load_timeout(objcached_factory, pg, ref):
         assert (values, terminal) == (user_values(ref, [170, 171]), b"END")
 
 
+@pytest.mark.parametrize("ids", [[177], list(range(1, 201))], ids=["1-row", "200-rows"])
 def test_a_load_answered_while_the_sidecar_stood_still_is_not_timed_out(
-        objcached_factory, pg, ref):
+        objcached_factory, pg, ref, ids):
     """A sidecar stopped (or starved of CPU) past load_timeout while
     PostgreSQL's answer to its load came: on waking, epoll_wait fails with
     EINTR (signal(7)), so the turn that wakes runs the due deadline before
     any socket is read. The answer was there, and the get failed with
     SERVER_ERROR load failed: load timed out (its rows then thrown away).
     Here a proxy holds the load's answer until the sidecar is stopped, then
-    lets it through. Expected: the row served, no load error."""
+    lets it through; 200 rows are more than one read of libpq takes (about
+    16 KiB: a review). Expected: the rows served, no load error."""
     import faultproxy
     proxy = faultproxy.FaultProxy(pg.port, name="pg")
     try:
         oc = objcached_factory({
-            "objcached": {"load_timeout": "1s"},
+            "objcached": {"load_timeout": "2s"},
             "postgresql": {"connections": "1",
                            "conninfo": f"host=127.0.0.1 port={proxy.port} "
                                        f"dbname={pg.dbname} user={pg.SUPERUSER}"}})
@@ -217,19 +219,19 @@ def test_a_load_answered_while_the_sidecar_stood_still_is_not_timed_out(
                            what="the loader connection up")
         with oc.client() as c:
             s0 = c.stats()
-            proxy.hold_replies_after(b'{"177"}')   # the load's ids
-            c.send(b"get User:177\r\n")
+            proxy.hold_replies_after(b'"%d"}' % ids[-1])   # the load's ids
+            c.send(b"get " + b" ".join(b"User:%d" % i for i in ids) + b"\r\n")
             harness.wait_until(lambda: proxy.held_ports(), timeout=5,
                                what="the load answered, its answer held")
             os.kill(oc.pid, signal.SIGSTOP)
             try:
                 proxy.release()
-                time.sleep(1.6)          # stopped past load_timeout (1 s)
+                time.sleep(2.6)          # stopped past load_timeout (2 s)
             finally:
                 os.kill(oc.pid, signal.SIGCONT)
             got = c.read_response()
             assert ([v.data for v in got.values], got.terminal) == \
-                ([ref.json("User", 177)], b"END"), (got, oc.log())
+                ([ref.json("User", i) for i in ids], b"END"), (got.terminal, oc.log())
             s1 = c.stats()
             assert moved(s0, s1, "pg_errors", "server_errors") == \
                 {"pg_errors": 0, "server_errors": 0}
