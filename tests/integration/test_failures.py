@@ -196,22 +196,44 @@ def test_load_timeout(objcached_factory, pg, ref):
         assert (values, terminal) == (user_values(ref, [170, 171]), b"END")
 
 
-@pytest.mark.parametrize("ids", [[177], list(range(1, 201))], ids=["1-row", "200-rows"])
+WIDE_TABLE = """
+CREATE TABLE IF NOT EXISTS stall_wide (id bigint PRIMARY KEY, pad text NOT NULL);
+INSERT INTO stall_wide SELECT i, repeat(chr(97 + i % 26), 24576)
+FROM generate_series(1, 40) AS i ON CONFLICT DO NOTHING;
+"""
+
+
+@pytest.mark.parametrize("model,ids", [("User", [177]), ("Wide", list(range(1, 41)))],
+                         ids=["1-row", "1MiB"])
 def test_a_load_answered_while_the_sidecar_stood_still_is_not_timed_out(
-        objcached_factory, pg, ref, ids):
+        objcached_factory, pg, ref, model, ids):
     """A sidecar stopped (or starved of CPU) past load_timeout while
     PostgreSQL's answer to its load came: on waking, epoll_wait fails with
     EINTR (signal(7)), so the turn that wakes runs the due deadline before
     any socket is read. The answer was there, and the get failed with
     SERVER_ERROR load failed: load timed out (its rows then thrown away).
     Here a proxy holds the load's answer until the sidecar is stopped, then
-    lets it through; 200 rows are more than one read of libpq takes (about
-    16 KiB: a review). Expected: the rows served, no load error."""
+    lets it through; 1 MiB of rows is more than a read of libpq takes (a
+    review). Expected: the rows served, no load error."""
     import faultproxy
+    pg.execute(WIDE_TABLE)
+    if model == "User":
+        want = [ref.json("User", i) for i in ids]
+    else:
+        conn = pg.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT id, row_to_json(t)::text FROM stall_wide t "
+                            "WHERE id = ANY(%s) ORDER BY id", (ids,))
+                want = [j.encode() for _, j in cur.fetchall()]
+        finally:
+            conn.close()
+    assert len(want) == len(ids)
     proxy = faultproxy.FaultProxy(pg.port, name="pg")
     try:
         oc = objcached_factory({
             "objcached": {"load_timeout": "2s"},
+            "model Wide": {"table": "stall_wide", "key_type": "bigint"},
             "postgresql": {"connections": "1",
                            "conninfo": f"host=127.0.0.1 port={proxy.port} "
                                        f"dbname={pg.dbname} user={pg.SUPERUSER}"}})
@@ -220,7 +242,7 @@ def test_a_load_answered_while_the_sidecar_stood_still_is_not_timed_out(
         with oc.client() as c:
             s0 = c.stats()
             proxy.hold_replies_after(b'"%d"}' % ids[-1])   # the load's ids
-            c.send(b"get " + b" ".join(b"User:%d" % i for i in ids) + b"\r\n")
+            c.send(b"get " + b" ".join(b"%s:%d" % (model.encode(), i) for i in ids) + b"\r\n")
             harness.wait_until(lambda: proxy.held_ports(), timeout=5,
                                what="the load answered, its answer held")
             os.kill(oc.pid, signal.SIGSTOP)
@@ -230,8 +252,8 @@ def test_a_load_answered_while_the_sidecar_stood_still_is_not_timed_out(
             finally:
                 os.kill(oc.pid, signal.SIGCONT)
             got = c.read_response()
-            assert ([v.data for v in got.values], got.terminal) == \
-                ([ref.json("User", i) for i in ids], b"END"), (got.terminal, oc.log())
+            assert ([v.data for v in got.values], got.terminal) == (want, b"END"), \
+                (got.terminal, oc.log())
             s1 = c.stats()
             assert moved(s0, s1, "pg_errors", "server_errors") == \
                 {"pg_errors": 0, "server_errors": 0}
