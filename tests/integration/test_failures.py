@@ -136,6 +136,20 @@ def test_load_failures_are_said_once_a_second_per_model(objcached_factory, pg):
     assert sum(int(k) for _, k in counts) == 62, lines
 
 
+def one_loader_through(objcached_factory, pg, proxy, objcached, extra=None):
+    """objcached with one loader connection, to PostgreSQL through proxy
+    (a faultproxy.FaultProxy), once that connection is up."""
+    conf = {"objcached": objcached,
+            "postgresql": {"connections": "1",
+                           "conninfo": f"host=127.0.0.1 port={proxy.port} "
+                                       f"dbname={pg.dbname} user={pg.SUPERUSER}"}}
+    conf.update(extra or {})
+    oc = objcached_factory(conf)
+    harness.wait_until(lambda: oc.stats()["pg_connections_up"] == 1, timeout=10,
+                       what="the loader connection up")
+    return oc
+
+
 def test_a_prepare_that_outlives_its_load_is_kept(objcached_factory, pg, ref):
     """One loader connection, through a proxy that holds each chunk 0.4 s,
     users locked: the first User load's PREPARE reaches PostgreSQL 0.4 s
@@ -150,13 +164,7 @@ def test_a_prepare_that_outlives_its_load_is_kept(objcached_factory, pg, ref):
     import faultproxy
     proxy = faultproxy.FaultProxy(pg.port, name="pg")
     try:
-        oc = objcached_factory({
-            "objcached": {"load_timeout": "1s"},
-            "postgresql": {"connections": "1",
-                           "conninfo": f"host=127.0.0.1 port={proxy.port} "
-                                       f"dbname={pg.dbname} user={pg.SUPERUSER}"}})
-        harness.wait_until(lambda: oc.stats()["pg_connections_up"] == 1, timeout=10,
-                           what="the loader connection up")
+        oc = one_loader_through(objcached_factory, pg, proxy, {"load_timeout": "1s"})
         with oc.client() as c:
             proxy.set_mode("delay", delay=0.4)
             with TableLock(pg):
@@ -231,14 +239,8 @@ def test_a_load_answered_while_the_sidecar_stood_still_is_not_timed_out(
     assert len(want) == len(ids)
     proxy = faultproxy.FaultProxy(pg.port, name="pg")
     try:
-        oc = objcached_factory({
-            "objcached": {"load_timeout": "2s"},
-            "model Wide": {"table": "stall_wide", "key_type": "bigint"},
-            "postgresql": {"connections": "1",
-                           "conninfo": f"host=127.0.0.1 port={proxy.port} "
-                                       f"dbname={pg.dbname} user={pg.SUPERUSER}"}})
-        harness.wait_until(lambda: oc.stats()["pg_connections_up"] == 1, timeout=10,
-                           what="the loader connection up")
+        oc = one_loader_through(objcached_factory, pg, proxy, {"load_timeout": "2s"},
+                                {"model Wide": {"table": "stall_wide", "key_type": "bigint"}})
         with oc.client() as c:
             s0 = c.stats()
             proxy.hold_replies_after(b'"%d"}' % ids[-1])   # the load's ids
