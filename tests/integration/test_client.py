@@ -476,7 +476,9 @@ def test_reconnect_after_server_closed(cli):
         # then close: the with-statement in _serve does it
 
     with FakeServer(one_reply_each) as server:
-        script = b"version\nsleep 200ms\nversion\nsleep 200ms\nget User:1\n"
+        # the sleeps: time for the server's thread to close (1 s: it may be
+        # starved on a busy machine, and the CLI does not retry)
+        script = b"version\nsleep 1s\nversion\nsleep 1s\nget User:1\n"
         p = cli("batch", addr=server.addr, input=script)
         assert p.returncode == 0, p.stderr
         assert lines(p) == ["conn-1", "conn-2", "User:1 {}"]

@@ -456,6 +456,26 @@ print(get(sys.argv[3]), flush=True)
 sys.stdin.readline()
 print(get(sys.argv[4]), flush=True)
 """
+# Dalli 3.0.6 sends a call that failed on a network error (its timeout
+# too) again on a new connection (Client#perform: rescue NetworkError,
+# retry) until the server is marked down: socket_max_failures failures.
+DALLI_LATE = """
+require 'base64'
+require 'dalli'
+require 'logger'
+$stdout.sync = true
+Dalli.logger = Logger.new($stderr)
+c = Dalli::Client.new(ARGV[0], socket_timeout: ARGV[1].to_i / 1000.0, **OPTIONS)
+get = lambda do |k|
+  v = c.get(k, raw: true)
+  v.nil? ? 'miss' : 'value ' + Base64.strict_encode64(v)
+rescue StandardError => e
+  'error ' + e.class.name
+end
+puts get.call(ARGV[2])
+$stdin.gets
+puts get.call(ARGV[3])
+"""
 LATE_PROGRAMS = {
     "pymemcache": ("py", """
 import base64, sys
@@ -517,24 +537,7 @@ echo get($m, $argv[3]), "\\n";
 fgets(STDIN);
 echo get($m, $argv[4]), "\\n";
 """),
-    "dalli": ("rb", """
-require 'base64'
-require 'dalli'
-require 'logger'
-$stdout.sync = true
-Dalli.logger = Logger.new($stderr)
-c = Dalli::Client.new(ARGV[0], socket_timeout: ARGV[1].to_i / 1000.0,
-                      socket_max_failures: 1, down_retry_delay: 0)
-get = lambda do |k|
-  v = c.get(k, raw: true)
-  v.nil? ? 'miss' : 'value ' + Base64.strict_encode64(v)
-rescue StandardError => e
-  'error ' + e.class.name
-end
-puts get.call(ARGV[2])
-$stdin.gets
-puts get.call(ARGV[3])
-"""),
+    "dalli": ("rb", DALLI_LATE.replace("OPTIONS", "{socket_max_failures: 1, down_retry_delay: 0}")),
     "memjs": ("js", """
 const [addr, ms, a, b] = process.argv.slice(2);
 // its logger (console.log by default) to stderr: stdout is the results
@@ -584,6 +587,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
 )
@@ -603,12 +607,13 @@ func main() {
 	c := memcache.New(os.Args[1]) // its default Timeout: 100 ms
 	fmt.Println(get(c, os.Args[3]))
 	bufio.NewReader(os.Stdin).ReadString('\\n')
+	c.Timeout = 5 * time.Second // the default only for the slow get
 	fmt.Println(get(c, os.Args[4]))
 }
 """),
 }
 # What each does: (the slow get, the next get). "error": it reports the
-# timeout; "no answer": memcached 2.2.2 drops the connection after `idle` ms
+# timeout (Dalli: see LATE_FIRST); "no answer": memcached 2.2.2 drops the connection after `idle` ms
 # and never calls the get back; "B": the next get returns its own key's
 # value (the client closed the timed-out connection); "A": the late reply to
 # the slow get, taken for the next key's (a desync).
@@ -625,6 +630,13 @@ LATE_OUTCOME = {
     "gomemcache": ("error", "B"),
 }
 LATE_CLIENTS = list(LATE_OUTCOME)
+# The slow get's error, where it is not the client's timeout. Dalli never
+# reports its timeout: it sends the get again on a new connection each
+# time (socket_max_failures 1 and down_retry_delay 0 here: down and back at
+# once), until objcached fails the load at load_timeout (10 s here): a
+# response error. test_dalli_waits_out_a_load_longer_than_its_timeout
+# shows the same with Dalli's defaults.
+LATE_FIRST = {"dalli": "error Dalli::DalliError"}
 # The read timeout of each client, as docs/client.md names it.
 LATE_DOC_WORDS = {"pymemcache": "`timeout`", "pylibmc": "`_poll_timeout`",
                   "php-memcached": "`Memcached::OPT_POLL_TIMEOUT`",
@@ -670,22 +682,33 @@ def test_client_timeout_shorter_than_a_load(objcached_factory, pg, ref, name, tm
     argv, env = late_program(name, tmp_path, build_dir, node_modules)
     ms = "100" if name == "gomemcache" else str(TIMEOUT_MS)
     lock = test_failures.TableLock(pg)
+    # stderr to a file: Dalli logs each retry, and a pipe nobody reads
+    # while the slow get lasts would fill and stop it
+    errfile = tmp_path / "stderr.txt"
     try:
-        p = subprocess.Popen(argv + [f"127.0.0.1:{oc.port}", ms, key_a, key_b], env=env,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, cwd=str(tmp_path))
+        with open(errfile, "w") as errf:
+            p = subprocess.Popen(argv + [f"127.0.0.1:{oc.port}", ms, key_a, key_b], env=env,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=errf, text=True, cwd=str(tmp_path))
         first = p.stdout.readline().strip()
     finally:
         lock.release()
     oc.wait_idle()
-    out, err = p.communicate("go\n", timeout=60)
+    # B cached first: the get that must succeed is a hit, well inside the
+    # client's short read timeout even under the sanitizer on a busy machine
+    with oc.client() as c:
+        assert c.get(key_b) is not None
+    oc.wait_idle()
+    out, _ = p.communicate("go\n", timeout=60)
+    err = errfile.read_text()[-3000:]
     second = out.strip().splitlines()[-1] if out.strip() else ""
     b64 = lambda v: base64.b64encode(v).decode()
     values = {f"value {b64(val_a)}": "A", f"value {b64(val_b)}": "B"}
     got = ("no answer" if first == "no answer" else
            "error" if first.startswith("error ") else first,
-           values.get(second, second))
+           "error" if second.startswith("error ") else values.get(second, second))
     assert got == LATE_OUTCOME[name], (name, first, second, err)
+    assert first == LATE_FIRST.get(name, first), (name, first, err)
     if name == "keeps-connection":
         return
     with open(os.path.join(SRC, "docs", "client.md"), encoding="utf-8") as f:
@@ -693,3 +716,37 @@ def test_client_timeout_shorter_than_a_load(objcached_factory, pg, ref, name, tm
     section = doc[doc.index("**A client timeout shorter than a load**"):]
     section = section[:section.index("\n\n")]
     assert LATE_DOC_WORDS[DOC_ROWS[name]] in section, (name, LATE_DOC_WORDS[DOC_ROWS[name]])
+
+
+def test_dalli_waits_out_a_load_longer_than_its_timeout(objcached_factory, pg, ref, tmp_path,
+                                                       build_dir, node_modules):
+    """Dalli 3.0.6 with its defaults (socket_max_failures 2, down_retry_delay
+    30 s) and a 300 ms socket_timeout, a load held up past three of its
+    timeouts: it never marks the sidecar down (each connect that works
+    starts its failure count again), it sends the get again on a new
+    connection every socket_timeout + socket_failure_delay (0.1 s), and the
+    call returns the row once the load is done; the next get is its own
+    key's (docs/client.md)."""
+    import test_failures
+    oc = objcached_factory({"objcached": {"load_timeout": "10s"}})
+    key_a, key_b = "User:140", "User:141"
+    val_a, val_b = ref.json("User", 140), ref.json("User", 141)
+    argv, env = late_program("dalli", tmp_path, build_dir, node_modules,
+                             {"dalli": ("rb", DALLI_LATE.replace("OPTIONS", "{}"))})
+    lock = test_failures.TableLock(pg)
+    errfile = tmp_path / "stderr.txt"
+    try:
+        with open(errfile, "w") as errf:
+            p = subprocess.Popen(argv + [f"127.0.0.1:{oc.port}", "300", key_a, key_b], env=env,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errf,
+                                 text=True, cwd=str(tmp_path))
+        harness.wait_until(lambda: errfile.read_text().count("Timeout::Error") >= 3,
+                           timeout=8, what="Dalli's third timeout")
+    finally:
+        lock.release()
+    first = p.stdout.readline().strip()
+    out, _ = p.communicate("go\n", timeout=60)
+    err = errfile.read_text()
+    b64 = lambda v: base64.b64encode(v).decode()
+    assert (first, out.strip()) == (f"value {b64(val_a)}", f"value {b64(val_b)}"), err[-3000:]
+    assert "is down" not in err and "No server available" not in err, err[-3000:]
