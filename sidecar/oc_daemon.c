@@ -25,6 +25,7 @@
 #include "oc_health.h"
 #include "oc_inval.h"
 #include "oc_key.h"
+#include "oc_lag.h"
 #include "oc_listen.h"
 #include "oc_log.h"
 #include "oc_mc.h"
@@ -45,6 +46,7 @@ struct oc_daemon {
     oc_listen_t *listen;
     oc_conns_t *conns;
     oc_health_t *health;
+    oc_lag_t *lag;
     oc_metrics_t *metrics;
     struct event *sig_term, *sig_int, *sig_hup;
     struct event *drain_timer; /* shutdown: the drain's deadline */
@@ -310,6 +312,7 @@ static oc_status_t init_modules(oc_daemon_t *d, const char *pidfile, char *err)
         (ctx->reqs = oc_reqs_new(ctx, err)) == NULL ||
         (ctx->writes = oc_writes_new(ctx, err)) == NULL ||
         (d->health = oc_health_new(ctx, err)) == NULL ||
+        (d->lag = oc_lag_new(ctx, err)) == NULL ||
         (ctx->sampler = oc_sampler_new(ctx, err)) == NULL ||
         (ctx->gens = oc_gens_new(ctx)) == NULL)
         return OC_ENOMEM;
@@ -420,6 +423,7 @@ void oc_daemon_free(oc_daemon_t *d)
     oc_near_free(ctx->near); /* after every holder of its blobs' readers */
     oc_gens_free(ctx->gens);
     oc_health_free(d->health);
+    oc_lag_free(d->lag);
     oc_gate_free(ctx->gate);
     free_event(d->sig_term);
     free_event(d->sig_int);

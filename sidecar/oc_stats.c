@@ -78,6 +78,7 @@ void oc_stats_reset(oc_stats_t *st)
     memset(&st->request_seconds, 0, sizeof(st->request_seconds));
     memset(&st->load_seconds, 0, sizeof(st->load_seconds));
     memset(&st->feed_apply_seconds, 0, sizeof(st->feed_apply_seconds));
+    memset(&st->loop_lag_seconds, 0, sizeof(st->loop_lag_seconds));
     if (st->models)
         memset(st->models, 0, st->nmodels * sizeof(*st->models));
 }
@@ -194,4 +195,8 @@ void oc_stats_write_prometheus(const oc_stats_t *st, struct evbuffer *out)
     prom_hist(out, "feed_apply_seconds",
               "a write's commit to its invalidation applied in this sidecar (the feed)",
               &st->feed_apply_seconds);
+    prom_hist(
+        out, "loop_lag_seconds",
+        "how late the event loop ran its 100 ms tick (0: on time; 1 s or more: a stall)",
+        &st->loop_lag_seconds);
 }

@@ -37,6 +37,10 @@ struct evbuffer;
       "descriptors passed as oc-client at start and closed: not a connected stream "     \
       "socket objcached serves, peer gone, or over max_connections")                     \
     X(timeouts, COUNTER, "client connections closed by idle or write timeout")           \
+    X(loop_stalls, COUNTER,                                                              \
+      "times the event loop stood still 1 s or more (the process stopped, starved of "   \
+      "CPU, or one long turn): its timers ran that late")                                \
+    X(loop_stall_us, COUNTER, "microseconds those stalls' timers ran late, summed")      \
     X(metrics_requests, COUNTER, "pages served on metrics_listen")                       \
     X(metrics_refused, COUNTER, "metrics_listen connections refused over 64 open")       \
     X(cmd_get, COUNTER, "get, gets and mg commands answered (not a SERVER_ERROR)")       \
@@ -271,6 +275,7 @@ typedef struct oc_stats {
     oc_hist_t request_seconds;    /* get/gets/mg: start to reply */
     oc_hist_t load_seconds;       /* one PostgreSQL load: submit to answer */
     oc_hist_t feed_apply_seconds; /* a write's commit to its feed row applied here */
+    oc_hist_t loop_lag_seconds;   /* how late the loop ran a 100 ms tick (oc_lag) */
     oc_model_stats_t *models;     /* [nmodels] (oc_stats_reserve_models) */
     size_t nmodels;
     const char **model_names; /* [nmodels], pointing into the config */

@@ -56,6 +56,32 @@ def test_metrics_page_counts_requests(objcached_factory):
     assert e.value.code == 404
 
 
+def test_a_stopped_sidecar_counts_and_logs_its_stall(objcached_factory):
+    """A sidecar stopped for 1.5 s (SIGSTOP: a paused container, or a host
+    that starves it of CPU) finds its 100 ms tick at least 1.4 s late on
+    waking: one stall counted with its length, a line in the log, and the
+    tick's lateness on the metrics page, so an operator can tell it from a
+    slow memcached or PostgreSQL (operations.md, a sidecar that stood still)."""
+    port = harness.free_port()
+    oc = objcached_factory({"objcached": {"metrics_listen": f"127.0.0.1:{port}"}})
+    before = oc.stats()
+    os.kill(oc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(1.5)
+    finally:
+        os.kill(oc.pid, signal.SIGCONT)
+    harness.wait_until(lambda: oc.stats()["loop_stalls"] > before["loop_stalls"],
+                       what="loop_stalls counted")
+    after = oc.stats()
+    assert after["loop_stall_us"] - before["loop_stall_us"] >= 1_350_000, (before, after)
+    said = [float(m) for m in re.findall(r"event=loop_stalled seconds=([0-9.]+) ", oc.log())]
+    assert said and max(said) >= 1.35, said
+    page = scrape(port)
+    assert metric(page, "objcached_loop_stalls_total") >= 1
+    assert metric(page, "objcached_loop_lag_seconds_count") > \
+        metric(page, 'objcached_loop_lag_seconds_bucket{le="1"}'), "no tick 1 s late or more"
+
+
 def test_metrics_page_names_exactly_the_documented_metrics(objcached_factory):
     """The names (and types) the live page declares in its # TYPE lines are
     docs/metrics.md's table, both ways. test_docs.py checks the table
