@@ -16,6 +16,9 @@
  * is measured from that tick's due time (at most 100 ms short). Ten
  * wake-ups a second cost an idle daemon ~0.03% of a core here.
  *
+ * The measure starts at the loop's first turn, so the start's own blocking
+ * work (a slow PostgreSQL) is not a stall.
+ *
  * Ownership: the daemon owns it (oc_lag_new after ctx->base and
  * ctx->stats; oc_lag_free before the base). It writes only its stats.
  */

@@ -725,14 +725,15 @@ def test_dalli_waits_out_a_load_longer_than_its_timeout(objcached_factory, pg, r
     timeouts: it never marks the sidecar down (each connect that works
     starts its failure count again), it sends the get again on a new
     connection every socket_timeout + socket_failure_delay (0.1 s), and the
-    call returns the row once the load is done; the next get is its own
-    key's (docs/client.md)."""
+    call returns the row once the load is done, one query for all its
+    resends; the next get is its own key's (docs/client.md)."""
     import test_failures
     oc = objcached_factory({"objcached": {"load_timeout": "10s"}})
     key_a, key_b = "User:140", "User:141"
     val_a, val_b = ref.json("User", 140), ref.json("User", 141)
     argv, env = late_program("dalli", tmp_path, build_dir, node_modules,
                              {"dalli": ("rb", DALLI_LATE.replace("OPTIONS", "{}"))})
+    queries = oc.stats()["pg_queries"]
     lock = test_failures.TableLock(pg)
     errfile = tmp_path / "stderr.txt"
     try:
@@ -745,6 +746,8 @@ def test_dalli_waits_out_a_load_longer_than_its_timeout(objcached_factory, pg, r
     finally:
         lock.release()
     first = p.stdout.readline().strip()
+    oc.wait_idle()
+    assert oc.stats()["pg_queries"] - queries == 1, "the resent gets did not join the load"
     out, _ = p.communicate("go\n", timeout=60)
     err = errfile.read_text()
     b64 = lambda v: base64.b64encode(v).decode()
