@@ -12,6 +12,7 @@ struct oc_gate {
     struct event_base *base;
     char *path; /* the fill gate's file, or NULL */
     char *oom;  /* ",where,where," or NULL */
+    int no_health_probe;
 };
 
 static char *env_copy(const char *name)
@@ -22,7 +23,9 @@ static char *env_copy(const char *name)
 
 oc_gate_t *oc_gate_new(struct event_base *base)
 {
-    if (!getenv("OBJCACHED_FAULT_FILL_GATE") && !getenv("OBJCACHED_FAULT_OOM"))
+    const char *no_probe = getenv("OBJCACHED_FAULT_NO_HEALTH_PROBE");
+    if (!getenv("OBJCACHED_FAULT_FILL_GATE") && !getenv("OBJCACHED_FAULT_OOM") &&
+        !(no_probe && strcmp(no_probe, "1") == 0))
         return NULL;
     oc_gate_t *g = calloc(1, sizeof(*g));
     if (g == NULL) {
@@ -39,6 +42,8 @@ oc_gate_t *oc_gate_new(struct event_base *base)
         oc_log_warn("event=fault_point name=fill_gate path=%s", g->path);
     if (g->oom)
         oc_log_warn("event=fault_point name=oom where=%s", oom);
+    if ((g->no_health_probe = no_probe && strcmp(no_probe, "1") == 0))
+        oc_log_warn("event=fault_point name=no_health_probe");
     return g;
 }
 
@@ -79,4 +84,9 @@ int oc_gate_oom(const oc_gate_t *g, const char *where)
     if (g == NULL || g->oom == NULL)
         return 0;
     return oc_gate_listed(g->oom, where);
+}
+
+int oc_gate_no_health_probe(const oc_gate_t *g)
+{
+    return g != NULL && g->no_health_probe;
 }

@@ -12,6 +12,11 @@
  *       reply_ref (adding a get's value to the client's output by reference,
  *       and its fallback copy: the reply is cut short), conn_line (making a
  *       client's command line contiguous: the command is refused).
+ *   OBJCACHED_FAULT_NO_HEALTH_PROBE=1  the health probe of the memcached
+ *       servers in service (oc_health, every 2 s) never runs, so a test
+ *       that counts a server's failures is not raced by one (a probe that
+ *       lands in the milliseconds of a restart is a failure more). Servers
+ *       out of service are still probed by oc_mc.
  *
  * Contract: oc_gate_new returns NULL when none is set, and the functions
  * accept a NULL gate (nothing is ever held or failed). The caller owns
@@ -33,6 +38,9 @@ int oc_gate_hold(oc_gate_t *g, struct event **timer, event_callback_fn cb, void 
 
 /* 1 if the allocation at `where` is to fail. */
 int oc_gate_oom(const oc_gate_t *g, const char *where);
+
+/* 1 if the health probe of servers in service is off. */
+int oc_gate_no_health_probe(const oc_gate_t *g);
 
 /* ---- the pure rules, exposed for unit tests ---- */
 

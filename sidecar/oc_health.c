@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "oc_conf.h"
+#include "oc_gate.h"
 #include "oc_log.h"
 #include "oc_mc.h"
 #include "oc_stats.h"
@@ -140,7 +141,8 @@ static void on_probe(evutil_socket_t fd, short what, void *arg)
     oc_ctx_t *ctx = h->ctx;
     struct timeval tv = {OC_PROBE_INTERVAL_S, 0};
     evtimer_add(h->timer, &tv);
-    if (h->probing || ctx->stopping || ctx->mc == NULL)
+    if (h->probing || ctx->stopping || ctx->mc == NULL ||
+        oc_gate_no_health_probe(ctx->gate))
         return;
     /* Servers in service only: oc_mc probes the others itself. */
     const oc_stats_t *st = ctx->stats;

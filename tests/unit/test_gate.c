@@ -46,6 +46,7 @@ static void test_environment(void **state)
     (void)state;
     unsetenv("OBJCACHED_FAULT_FILL_GATE");
     unsetenv("OBJCACHED_FAULT_OOM");
+    unsetenv("OBJCACHED_FAULT_NO_HEALTH_PROBE");
     /* none set: no gate, and a NULL gate holds and fails nothing */
     assert_null(oc_gate_new(NULL));
     assert_false(oc_gate_oom(NULL, "match_rows"));
@@ -78,8 +79,24 @@ static void test_environment(void **state)
     assert_non_null(g);
     assert_false(oc_gate_hold(g, &timer, NULL, NULL));
     assert_false(oc_gate_oom(g, "match_rows"));
+    assert_false(oc_gate_no_health_probe(g));
     oc_gate_free(g);
     unsetenv("OBJCACHED_FAULT_FILL_GATE");
+
+    /* the health probe off: "1" only */
+    assert_false(oc_gate_no_health_probe(NULL));
+    setenv("OBJCACHED_FAULT_NO_HEALTH_PROBE", "0", 1);
+    assert_null(oc_gate_new(NULL));
+    setenv("OBJCACHED_FAULT_NO_HEALTH_PROBE", "yes", 1);
+    assert_null(oc_gate_new(NULL));
+    setenv("OBJCACHED_FAULT_NO_HEALTH_PROBE", "1", 1);
+    g = oc_gate_new(NULL);
+    assert_non_null(g);
+    assert_true(oc_gate_no_health_probe(g));
+    assert_false(oc_gate_oom(g, "match_rows"));
+    assert_false(oc_gate_hold(g, &timer, NULL, NULL));
+    oc_gate_free(g);
+    unsetenv("OBJCACHED_FAULT_NO_HEALTH_PROBE");
 }
 
 static int runs;
