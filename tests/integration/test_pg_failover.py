@@ -851,7 +851,12 @@ def test_a_copy_put_back_behind_pgbouncer_in_transaction_mode_serves_no_lost_com
         behind_pause(take_copy_then_commit)
         served_lost_then_old(oc, mc_pool, primary, committed[0], old,
                              lambda: behind_pause(lambda: put_back(primary, copy)))
-        assert "event=pg_conn_down" not in oc.log()     # (no connection ended)
+        # the consumer's connection never ended (the premise: its check ran
+        # again without a new connection). Another may: a sidecar connection
+        # that asked pgbouncer for a server while the server was stopped gets
+        # "server login has been failing" (server_login_retry) and is closed
+        # (the sampler's, once, in the suite's ASan pass)
+        assert "event=pg_conn_down conn=objcached-inval " not in oc.log()
     finally:
         b.cleanup()
 
