@@ -14,7 +14,8 @@
  * lateness is sampled: a stall shows in the tick that falls due inside
  * it, so one shorter than the tick's 100 ms may pass unseen, and a stall
  * is measured from that tick's due time (at most 100 ms short). Ten
- * wake-ups a second cost an idle daemon ~0.03% of a core here.
+ * wake-ups a second: an idle daemon's CPU went from 1 to 2 ms a second
+ * here (20 s idle, /proc, 10 ms ticks: coarse), 0.1% of a core.
  *
  * The measure starts at the loop's first turn, so the start's own blocking
  * work (a slow PostgreSQL) is not a stall.
