@@ -38,6 +38,7 @@ import glob
 import os
 import shlex
 import pwd
+import random
 import re
 import select
 import shutil
@@ -205,16 +206,65 @@ class Watchdog:
 
 _handed_out = set()
 _port_lock = threading.Lock()
+_port_registry = None       # the open file whose byte locks reserve ports
+_port_rng = random.Random()  # its own: a test that seeds `random` must not steer it
+PORT_REGISTRY = os.path.join(tempfile.gettempdir(), "objcached-test-ports.lock")
+LOWEST_PORT = 15000
+
+
+def _ephemeral_low():
+    """The lowest port the kernel picks for bind(0) and for the source port
+    of an outgoing connection (32768 on Debian)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _reserve(port):
+    """Takes the lock on byte `port` of the shared registry: held until this
+    process ends (the kernel drops it then, even on a kill), refused while
+    another test process holds it."""
+    global _port_registry
+    if _port_registry is None:
+        _port_registry = os.open(PORT_REGISTRY, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.lockf(_port_registry, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port, os.SEEK_SET)
+    except OSError:
+        return False
+    return True
+
+
+def _bindable(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago.
+    """A TCP port on 127.0.0.1, free now and this process's until it ends.
 
-    Binds 127.0.0.1:0, reads the port the kernel chose and closes the socket.
-    Never hands out the same port twice in one process; another process may
-    still take it, so the server classes retry on a new port when their
-    first start fails to bind."""
+    Chosen below the kernel's ephemeral range, so that neither another
+    process's bind(0) nor the source port of any outgoing connection can take
+    it while a test has its server stopped (a PostgreSQL restarted on the
+    same port once failed to bind in CI for this reason), and reserved
+    across the suite's parallel test processes by a byte lock in
+    PORT_REGISTRY. Never hands out the same port twice in one process. When
+    the ephemeral range starts too low to leave room, falls back to a port
+    the kernel chooses; the server classes then retry on a new port when
+    their first start fails to bind."""
     with _port_lock:
+        low = _ephemeral_low()
+        if low - LOWEST_PORT >= 4096:
+            for _ in range(500):
+                port = _port_rng.randrange(LOWEST_PORT, low)
+                if port not in _handed_out and _reserve(port) and _bindable(port):
+                    _handed_out.add(port)
+                    return port
         for _ in range(100):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 s.bind(("127.0.0.1", 0))
