@@ -155,6 +155,8 @@ static const oc_conf_key_t oc_conf_postgresql_keys[] = {
     {.name = "conninfo", .type = OC_CT_CONNINFO, .required = true,
      .off = offsetof(oc_conf_t, conninfo), OC_RESTART},
     OC_CK("connections", OC_CT_UINT, "2", pg_connections, 1, 64, OC_RESTART),
+    /* 0: a load is one query however many connections sit idle. */
+    OC_CK("load_split_min", OC_CT_UINT, "50", pg_split_min, 0, 100000, OC_LIVE),
     OC_CK("pool_mode", OC_CT_POOL_MODE, "session", pg_txn_pool, 0, 0, OC_RESTART),
     /* 0 turns the invalidation consumer off (no hook installed). */
     OC_CK("invalidation_poll", OC_CT_MSECS, "1s", inval_poll_ms, 0, OC_MS_10MIN, OC_LIVE),

@@ -163,6 +163,9 @@ typedef struct oc_conf {
     char *conninfo;           /* libpq conninfo (required); secrets may
                                  come from PGPASSWORD or a passfile */
     uint32_t pg_connections;  /* loader connections, default 2 */
+    uint32_t pg_split_min;    /* load_split_min: a load's parts on idle
+                                 connections hold this many ids or more;
+                                 0: never split */
     int pg_txn_pool;          /* pool_mode = transaction: a pooler (pgbouncer)
                                  keeps a server session for one transaction
                                  only (oc_pgconn_opts_t.local_sql) */

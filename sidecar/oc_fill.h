@@ -155,6 +155,11 @@ typedef struct oc_fill_cas {
 int oc_fill_may_answer(uint64_t fill_lease_seq, oc_fill_cas_t fill_cas,
                        uint64_t fill_sent_seq, oc_entry_class_t w_read,
                        oc_fill_cas_t w_cas, uint64_t w_seq);
+/* How many queries a new load of n ids goes out as, with `idle` loader
+ * connections idle (oc_pg_idle) and load_split_min `min`: as many parts as
+ * idle connections, each of min ids or more; 1 (one query) when min is 0,
+ * n is under 2 min, or fewer than two connections are idle. */
+size_t oc_fill_parts(size_t n, size_t min, size_t idle);
 /* The wait before the next read of another's lease: 2 ms, doubling up to
  * 10 ms (up to lease_wait_ms / 25, at most 50 ms, for a longer lease_wait);
  * 0 once lease_wait_ms has passed since `began` (then load). */

@@ -522,6 +522,16 @@ static void pg_dispatch(oc_pg_t *pg)
         conn_dispatch(&pg->conns[i]);
 }
 
+size_t oc_pg_idle(const oc_pg_t *pg)
+{
+    if (pg->queue_head != NULL)
+        return 0;
+    size_t n = 0;
+    for (size_t i = 0; i < pg->nconns; i++)
+        n += pg->conns[i].load == NULL && oc_pgconn_idle(pg->conns[i].pc);
+    return n;
+}
+
 static void conn_up(oc_pgconn_t *pc, void *owner)
 {
     (void)pc;

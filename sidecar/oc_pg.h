@@ -68,6 +68,11 @@ struct pg_conn;
  * says nothing (the start goes on; the generations read logs the cause). */
 void oc_pg_warn_row_security(const oc_conf_t *conf, struct pg_conn *c);
 
+/* How many loader connections would run a load submitted now at once: up,
+ * running nothing, and no load queued. oc_fill splits a load across them
+ * (load_split_min). */
+size_t oc_pg_idle(const oc_pg_t *pg);
+
 /* Load the rows of n ids of model model_idx; id(arg, i, ...) gives id i in
  * its canonical text (duplicates allowed). */
 void oc_pg_load(oc_pg_t *pg, size_t model_idx, size_t n, oc_sql_item_fn id,

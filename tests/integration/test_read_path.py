@@ -76,15 +76,18 @@ def test_whole_row_and_column_models(objcached, ref):
 
 
 def test_many_keys_spread_over_the_pool(objcached, ref, mc_pool):
-    """100 users in one get: one query; then all hits, from both servers."""
+    """100 users in one get: one load, in two queries of 50 ids (both loader
+    connections idle: load_split_min); then all hits, from both servers."""
     keys = [f"User:{i}" for i in range(1, 101)]
     want = expect_values(ref, [(k, "User", int(k[5:])) for k in keys])
+    harness.wait_until(lambda: objcached.stats()["pg_connections_up"] == 2,
+                       what="both loader connections")
     with objcached.client() as c:
         s0 = c.stats()
         assert c.get_multi(keys) == (want, b"END")
         s1 = c.stats()
-        assert moved(s0, s1, "pg_queries", "pg_rows", "get_misses") == \
-            {"pg_queries": 1, "pg_rows": 100, "get_misses": 100}
+        assert moved(s0, s1, "pg_queries", "pg_rows", "get_misses", "load_parallel_parts") == \
+            {"pg_queries": 2, "pg_rows": 100, "get_misses": 100, "load_parallel_parts": 1}
         objcached.wait_idle()
         s1 = c.stats()
         assert c.get_multi(keys) == (want, b"END")
@@ -93,6 +96,84 @@ def test_many_keys_spread_over_the_pool(objcached, ref, mc_pool):
     # ketama spreads 100 keys over both servers of the pool
     for m in mc_pool:
         assert m.stats()["curr_items"] > 0, f"{m} holds nothing"
+
+
+SLOW_VIEW = """
+CREATE OR REPLACE FUNCTION oc_slow_name(t text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_sleep(0.02);
+    RETURN t;
+END $$;
+CREATE OR REPLACE VIEW slow_rows AS
+    SELECT i::bigint AS id, oc_slow_name('row ' || i) AS name FROM generate_series(1, 400) AS i"""
+
+
+def active_loads(pg, table):
+    """How many loader backends are running a load of `table` now."""
+    return pg.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                      "'objcached-loader' AND state = 'active' AND query LIKE %s",
+                      (f"%{table}%",))[0][0]
+
+
+def test_a_large_load_runs_in_parts_side_by_side(objcached_factory, pg, ref):
+    """A load of 100 ids with both loader connections idle goes out as two
+    queries of 50 that PostgreSQL runs at the same time (each row here
+    takes 20 ms, so each query about a second: both are seen active at
+    once); every row is read once and every key answered. With
+    load_split_min = 0 (a reload) the next load is one query; with one
+    idle connection, one too."""
+    pg.execute(SLOW_VIEW)
+    oc = objcached_factory({"model Slow": {"table": "slow_rows", "key_type": "bigint",
+                                           "columns": "id, name"}})
+    try:
+        harness.wait_until(lambda: oc.stats()["pg_connections_up"] == 2,
+                           what="both loader connections")
+        want = {}
+        for i, j in pg.execute("SELECT id, row_to_json(t)::text FROM (SELECT i::bigint AS id, "
+                               "'row ' || i AS name FROM generate_series(1, 400) AS i) t"):
+            want[f"Slow:{i}".encode()] = j.encode()
+
+        def load(ids, most_at_once):
+            keys = [f"Slow:{i}" for i in ids]
+            s0 = oc.stats()
+            with harness.McRaw(port=oc.port, timeout=30) as c:
+                c.sendline("get " + " ".join(keys))
+                harness.wait_until(lambda: active_loads(pg, "slow_rows") >= 1,
+                                   what="the load to start")
+                seen = 0
+                while not c.has_data(timeout=0.05):
+                    seen = max(seen, active_loads(pg, "slow_rows"))
+                r = c.read_response()
+            assert r.terminal == b"END", r
+            assert {v.key: v.data for v in r.values} == {k.encode(): want[k.encode()]
+                                                         for k in keys}
+            m = moved(s0, oc.stats(), "pg_queries", "pg_rows", "load_parallel_parts")
+            assert seen == most_at_once, (seen, m)
+            return m
+
+        assert load(range(1, 101), 2) == {"pg_queries": 2, "pg_rows": 100,
+                                          "load_parallel_parts": 1}
+        oc.wait_idle()
+        assert harness.reload(oc, harness.edit(oc.config_text, "postgresql",
+                                               "load_split_min", "0"))
+        assert load(range(101, 201), 1) == {"pg_queries": 1, "pg_rows": 100,
+                                            "load_parallel_parts": 0}
+        oc.wait_idle()
+        assert harness.reload(oc, harness.edit(oc.config_text, "postgresql",
+                                               "load_split_min", "50"))
+        # one connection busy with a load of 49 ids (one query, about a
+        # second): the next 100 ids go as one query on the other
+        with harness.McRaw(port=oc.port, timeout=30) as busy:
+            busy.sendline("get " + " ".join(f"Slow:{i}" for i in range(201, 250)))
+            harness.wait_until(lambda: active_loads(pg, "slow_rows") == 1,
+                               what="the first load to start")
+            m = load(range(250, 350), 2)
+            assert busy.read_response().terminal == b"END"
+        # one query (the busy one went out before), whose rows and the busy
+        # one's are counted
+        assert m == {"pg_queries": 1, "pg_rows": 149, "load_parallel_parts": 0}, m
+    finally:
+        pg.execute("DROP VIEW IF EXISTS slow_rows; DROP FUNCTION IF EXISTS oc_slow_name(text)")
 
 
 def test_get_multi_mixed_hits_misses_absent(objcached, ref):

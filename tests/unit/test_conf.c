@@ -874,6 +874,25 @@ static void test_memcached_postgresql_keys(void **state)
                  "<string>:5: connections: '65' is out of range (1..64)");
     expect_error(MC "[postgresql]\nconninfo = ; nothing\n" MODEL,
                  "<string>:4: conninfo: must not be empty");
+    /* load_split_min: 50 by default, 0 (never split) up to 100000 */
+    c = load(MC "[postgresql]\nconninfo = dbname=x\n" MODEL, err);
+    need_conf(c, err);
+    assert_int_equal(c->pg_split_min, 50);
+    oc_conf_free(c);
+    c = load(MC "[postgresql]\nconninfo = dbname=x\nload_split_min = 0\n" MODEL, err);
+    need_conf(c, err);
+    assert_int_equal(c->pg_split_min, 0);
+    oc_conf_free(c);
+    expect_error(MC "[postgresql]\nconninfo = dbname=x\nload_split_min = 100001\n" MODEL,
+                 "<string>:5: load_split_min: '100001' is out of range (0..100000)");
+    expect_error(MC "[postgresql]\nconninfo = dbname=x\nload_split_min = -1\n" MODEL,
+                 "<string>:5: load_split_min: '-1' is not a whole number");
+    expect_error(MC "[postgresql]\nconninfo = dbname=x\nload_split_min = 50 ids\n" MODEL,
+                 "<string>:5: load_split_min: '50 ids' is not a whole number");
+    expect_error(MC "[postgresql]\nconninfo = dbname=x\nload_split_min = "
+                    "99999999999999999999\n" MODEL,
+                 "<string>:5: load_split_min: '99999999999999999999' is out of range "
+                 "(0..100000)");
     /* wal_batch_interval: 0 (each batch at once) up to 1s */
     c = load(MC "[postgresql]\nconninfo = dbname=x\n" MODEL, err);
     need_conf(c, err);

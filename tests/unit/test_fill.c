@@ -10,6 +10,24 @@
 
 #include "oc_fill.h"
 
+/* A load in parts: one per idle connection, none under load_split_min. */
+static void test_parts(void **state)
+{
+    (void)state;
+    assert_int_equal(oc_fill_parts(100, 50, 4), 2);
+    assert_int_equal(oc_fill_parts(100, 50, 2), 2);
+    assert_int_equal(oc_fill_parts(99, 50, 4), 1);   /* a part would hold 49 */
+    assert_int_equal(oc_fill_parts(100, 50, 1), 1);  /* one idle: one query */
+    assert_int_equal(oc_fill_parts(100, 50, 0), 1);  /* none idle: queued whole */
+    assert_int_equal(oc_fill_parts(1000, 50, 4), 4); /* no more than idle */
+    assert_int_equal(oc_fill_parts(160, 50, 4), 3);
+    assert_int_equal(oc_fill_parts(100, 0, 4), 1); /* 0: never split */
+    assert_int_equal(oc_fill_parts(2, 1, 64), 2);
+    assert_int_equal(oc_fill_parts(0, 1, 64), 1);
+    assert_int_equal(oc_fill_parts(SIZE_MAX, SIZE_MAX / 2 + 1, 4), 1); /* no overflow */
+    assert_int_equal(oc_fill_parts(SIZE_MAX, SIZE_MAX / 2, 4), 2);
+}
+
 static void test_first_state(void **state)
 {
     (void)state;
@@ -131,10 +149,9 @@ static void test_wait_schedule(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_first_state),
-        cmocka_unit_test(test_after_read),
-        cmocka_unit_test(test_may_answer),
-        cmocka_unit_test(test_wait_schedule),
+        cmocka_unit_test(test_first_state), cmocka_unit_test(test_after_read),
+        cmocka_unit_test(test_may_answer),  cmocka_unit_test(test_wait_schedule),
+        cmocka_unit_test(test_parts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
