@@ -781,9 +781,10 @@ static void batch_id(const void *arg, size_t i, const char **p, size_t *len)
 /* How many queries a new load of b goes out as: PostgreSQL answers one
  * query on one core, so the ids of a large load in parts on connections
  * that sit idle come back sooner (cold gets of 100 keys at one client:
- * 0.80x -> 0.97x the hand-written pattern, docs/benchmarks.md). Only idle
+ * 0.82x -> 1.01x the hand-written pattern, docs/benchmarks.md). Only idle
  * ones: a part that waited in the queue would gain nothing and cost the
- * database a statement. Each part holds load_split_min ids or more. */
+ * database a statement. Each part holds load_split_min ids or more, so
+ * there may be fewer parts than idle connections. */
 size_t oc_fill_parts(size_t n, size_t min, size_t idle)
 {
     if (min == 0 || n / 2 < min)

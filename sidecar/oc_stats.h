@@ -56,8 +56,8 @@ struct evbuffer;
       "loads split in two because a row's data made the query fail (only its keys "      \
       "fail)")                                                                           \
     X(load_parallel_parts, COUNTER,                                                      \
-      "load queries that ran beside another part of the same load (split across idle "   \
-      "loader connections: load_split_min)")                                             \
+      "load queries added by splitting loads across idle loader connections (each "      \
+      "load's parts after its first: load_split_min)")                                   \
     X(pg_connections_up, GAUGE, "loader connections connected now")                      \
     X(pg_hosts_passed, COUNTER,                                                          \
       "connection attempts to one host of a multi-host conninfo that failed, the turn "  \
