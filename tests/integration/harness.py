@@ -251,7 +251,8 @@ def free_port():
     Chosen below the kernel's ephemeral range, so that neither another
     process's bind(0) nor the source port of any outgoing connection can take
     it while a test has its server stopped (a PostgreSQL restarted on the
-    same port once failed to bind in CI for this reason), and reserved
+    same port once failed to start in CI, most likely for this reason: its
+    log was not shown), and reserved
     across the suite's parallel test processes by a byte lock in
     PORT_REGISTRY. Never hands out the same port twice in one process. When
     the ephemeral range starts too low to leave room, falls back to a port
