@@ -136,3 +136,61 @@ def test_writes_probe_during_counts_every_run():
     assert {c["variant"]: c["ratio"] for c in w["cells"]} == {"plain": 1.0, "trig": 0.5,
                                                                "wal": 0.8}
     assert w["probes"]["wal"]["ratio_probed"] == 0.8
+
+
+def test_cluster_cpu_counts_a_backend_reaped_during_the_reading(tmp_path):
+    # A fake /proc: the postmaster (pid 10) and one backend (11) that has
+    # used 500 ticks and is reaped by the postmaster right after the
+    # postmaster's first stat is read, i.e. before the scan reaches it:
+    # read once, the backend's ticks were in neither place (the bug that
+    # took the hand-written pattern's PostgreSQL CPU out of every table).
+    from bench_common import cluster_cpu_seconds
+    (tmp_path / "postmaster.pid").write_text("10\n")
+    state = {"reaped": False, "pm_reads": 0}
+
+    def fields(state_char, ppid, utime, stime, cutime, cstime):
+        # the fields after "(comm)": [0] state, [1] ppid, [11..14] times
+        f = [state_char, str(ppid)] + ["0"] * 9 + [str(utime), str(stime),
+                                                   str(cutime), str(cstime)]
+        return f
+
+    def stat(pid):
+        pid = int(pid)
+        if pid == 10:
+            state["pm_reads"] += 1
+            if state["pm_reads"] == 1:
+                cut = 0
+            else:
+                state["reaped"] = True
+                cut = 500
+            return fields("S", 1, 7, 3, cut, 0)
+        if pid == 11 and not state["reaped"]:
+            raise OSError("gone")   # exited; the reap lands just after
+        raise OSError("no such process")
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    got = cluster_cpu_seconds(str(tmp_path), stat=stat, pids=lambda: ["10", "11", "self"])
+    assert round(got * ticks) == 7 + 3 + 500
+    assert state["pm_reads"] >= 3   # the first reading was taken again
+
+
+def test_cluster_cpu_waits_for_a_zombie_backend(tmp_path):
+    from bench_common import cluster_cpu_seconds
+    (tmp_path / "postmaster.pid").write_text("10\n")
+    calls = {"n": 0}
+
+    def stat(pid):
+        pid = int(pid)
+        base = ["S", "1"] + ["0"] * 9
+        if pid == 10:
+            reaped = calls["n"] >= 2
+            return base + ["1", "1", "40" if reaped else "0", "0"]
+        if pid == 11:
+            calls["n"] += 1
+            if calls["n"] < 2:
+                return ["Z", "10"] + ["0"] * 9 + ["0", "0", "0", "0"]
+            raise OSError("reaped")
+        raise OSError("no such process")
+
+    got = cluster_cpu_seconds(str(tmp_path), stat=stat, pids=lambda: ["10", "11"])
+    assert round(got * os.sysconf("SC_CLK_TCK")) == 42
