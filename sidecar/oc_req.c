@@ -73,6 +73,7 @@ struct oc_req {
     double started;        /* oc_stats_now() at start */
     uint64_t near_since;   /* the near-cache's epoch at start */
     int complete;          /* resolved inside oc_req_start: no done call */
+    int bypassed;          /* memcached not read (generations unknown) */
     oc_req_t *bypass_next; /* oc_reqs' list of reads bypassing memcached */
     char err[OC_ERRLEN];   /* first load error */
     oc_get_result_t result;
@@ -346,7 +347,10 @@ static void req_read_done(oc_mc_job_t *job, void *arg)
     }
     ctx->stats->get_misses += nmiss;
     oc_reqs_t *rs = ctx->reqs;
-    oc_req_misses_add(&rs->misses, nmiss, nread);
+    /* A bypass read says nothing of what memcached holds: counted, its
+     * failed keys kept meta gets on for about 95 gets after it. */
+    if (!r->bypassed)
+        oc_req_misses_add(&rs->misses, nmiss, nread);
     oc_fills_t *fs = ctx->fills;
     if (nmiss)
         oc_fill_misses(fs, misses, nmiss);
@@ -569,6 +573,7 @@ static oc_status_t req_read(oc_req_t *r, size_t n, char *err)
          * done is never called inside oc_req_start (oc_reqs_flush). */
         for (size_t i = 0; i < n; i++)
             r->mcjob->hits[i].error = 1;
+        r->bypassed = 1;
         oc_reqs_t *rs = ctx->reqs;
         r->bypass_next = rs->bypass_head; /* order does not matter */
         rs->bypass_head = r;
