@@ -1383,6 +1383,12 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_old objcached.models%ROWTYPE;
 BEGIN
+    -- NULL compared with the model's table is NULL, not a mismatch: the model row went and its
+    -- triggers stayed on the table, queueing rows for a model no one reads (a probe's finding).
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'objcached.detach: no table given for model %', COALESCE(model, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     SELECT * INTO v_old FROM objcached.models o WHERE o.model = detach.model FOR UPDATE;
     IF NOT FOUND THEN
         RAISE NOTICE 'objcached.detach: model % is not attached', pg_catalog.quote_literal(model);

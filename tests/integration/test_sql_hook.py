@@ -392,6 +392,12 @@ def test_detach(db):
     assert db.outbox() == [("UserName", ["1"])]
     assert "is attached to public.users, not to public.other" in \
         error_of(db, "SELECT objcached.detach('other', 'UserName')")
+    # No table (a typo's to_regclass): refused. It used to delete the model's
+    # row and leave its triggers queueing outbox rows for it.
+    for tbl in ("NULL", "to_regclass('public.userz')"):
+        assert "objcached.detach: no table given for model UserName" in \
+            error_of(db, f"SELECT objcached.detach({tbl}, 'UserName')")
+    assert db.one("SELECT count(*) FROM objcached.models WHERE model = 'UserName'") == 1
     db.q("SELECT objcached.detach('users', 'UserName')")
     db.q("SELECT objcached.detach('users', 'UserName')")   # again: a notice, no error
     assert not db.one("SELECT objcached.hooked('users')")
