@@ -316,7 +316,7 @@ static oc_status_t init_modules(oc_daemon_t *d, const char *pidfile, char *err)
         (ctx->sampler = oc_sampler_new(ctx, err)) == NULL ||
         (ctx->gens = oc_gens_new(ctx)) == NULL)
         return OC_ENOMEM;
-    oc_inval_read_generations(ctx);
+    oc_inval_read_generations(ctx, "start");
     err[0] = '\0';
     /* With the WAL source, the sidecar that holds the slot drains the
      * outbox (oc_wal starts and stops the consumer). */

@@ -42,7 +42,7 @@ void oc_gens_free(oc_gens_t *g);
  * would do better (oc_gens_never_readable): then 0, as before, said too. */
 void oc_gens_failed(oc_gens_t *g, const char *source, const char *sqlstate,
                     const char *why);
-/* source (start, consumer, resync, reader) read them: known (said with
+/* source (start, reload, consumer, resync, reader) read them: known (said with
  * event=generations_known if they were unknown), the reader's connection
  * goes. */
 void oc_gens_read(oc_gens_t *g, const char *source);

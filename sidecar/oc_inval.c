@@ -1431,13 +1431,16 @@ static void on_notify(oc_pgconn_t *pc, const PGnotify *n, void *owner)
  * installed again before the consumer's or the feed's first read would be
  * taken for the first one and followed forward only, from this read's
  * higher generations, for good (found by the second pass). */
-void oc_inval_read_generations(oc_ctx_t *ctx)
+void oc_inval_read_generations(oc_ctx_t *ctx, const char *source)
 {
     /* target_session_attrs before the conninfo (its own wins): a standby's
-     * generations may be older than the primary's (oc_pgconn) */
-    const char *keys[] = {"connect_timeout", "target_session_attrs", "dbname",
+     * generations may be older than the primary's (oc_pgconn).
+     * connect_timeout after it (ours wins): this read blocks the loop at a
+     * reload, and a conninfo's connect_timeout = 20 for the loaders held
+     * every client 20 s (a probe's finding). libpq applies it per host. */
+    const char *keys[] = {"target_session_attrs", "dbname", "connect_timeout",
                           "fallback_application_name", NULL};
-    const char *vals[] = {"2", "primary", ctx->conf->conninfo, "objcached-generations",
+    const char *vals[] = {"primary", ctx->conf->conninfo, "2", "objcached-generations",
                           NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     PGresult *r = NULL;
@@ -1455,7 +1458,7 @@ void oc_inval_read_generations(oc_ctx_t *ctx)
                    "pg_catalog.to_regclass('objcached.generation_seq')::pg_catalog.oid "
                    "FROM objcached.models");
     if (r && PQresultStatus(r) == PGRES_TUPLES_OK) {
-        oc_gens_read(ctx->gens, "start");
+        oc_gens_read(ctx->gens, source);
         if (PQntuples(r) > 0 && !PQgetisnull(r, 0, 2))
             ctx->gens_oid = strtoul(PQgetvalue(r, 0, 2), NULL, 10);
         for (int i = 0; i < PQntuples(r); i++) {
@@ -1466,7 +1469,7 @@ void oc_inval_read_generations(oc_ctx_t *ctx)
                     strtoull(PQgetvalue(r, i, 1), NULL, 10);
         }
     } else {
-        oc_gens_failed(ctx->gens, "start",
+        oc_gens_failed(ctx->gens, source,
                        r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL,
                        r   ? PQresultErrorMessage(r)
                        : c ? PQerrorMessage(c)

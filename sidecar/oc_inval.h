@@ -76,9 +76,12 @@
 typedef struct oc_inval oc_inval_t;
 
 /* Before serving: learn the models' generations with one blocking query
- * (2 s connect timeout), so that a sidecar started after a TRUNCATE, or one
- * whose consumer is off, does not read entries of an old generation. */
-void oc_inval_read_generations(oc_ctx_t *ctx);
+ * (2 s connect timeout per host of the conninfo, whatever the conninfo
+ * says; 2 s statement timeout), so that a sidecar started after a
+ * TRUNCATE, or one whose consumer is off, does not read entries of an old
+ * generation. Also at a reload that adds a model. source ("start",
+ * "reload") names it in the log (oc_gens). */
+void oc_inval_read_generations(oc_ctx_t *ctx, const char *source);
 
 /* NULL with err empty when invalidation_poll is 0 (turned off). */
 oc_inval_t *oc_inval_new(oc_ctx_t *ctx, char *err);

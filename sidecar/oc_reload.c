@@ -211,7 +211,7 @@ oc_status_t oc_reload(oc_ctx_t *ctx, oc_health_t *health, char *err)
      * keys of the wrong generation, which the holder's deletes never reach.
      * Read them now, as at start (one short blocking query). */
     if (fresh)
-        oc_inval_read_generations(ctx);
+        oc_inval_read_generations(ctx, "reload");
     ctx->max_key_len = OC_KEY_MAX - strlen(next->key_prefix) - OC_KEY_GEN_ROOM;
     for (size_t i = 0; i < n; i++) /* room reserved above */
         oc_stats_name_model(ctx->stats, i, next->models[i].name);

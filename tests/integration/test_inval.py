@@ -697,6 +697,39 @@ def test_a_start_while_the_models_table_is_locked_does_not_hang(objcached_factor
     assert "event=generations_known" in b.log()
 
 
+def test_the_blocking_generations_read_keeps_its_2_s_connect_timeout(objcached_factory,
+                                                                      pg, mc_pool):
+    """The generations are read with one blocking query at start and at a
+    reload that adds a model, with a 2 s connect timeout. It was given
+    before the conninfo, so a conninfo's own connect_timeout (meant for the
+    loaders) won: with connect_timeout=20 and a server that accepts but
+    never answers, a reload held every client for 20 s (found by a probe).
+    A listening socket that never accepts: the kernel completes the TCP
+    handshake, libpq waits for the startup reply until its timeout."""
+    import socket
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", harness.free_port()))
+    hole.listen(64)
+    try:
+        port = hole.getsockname()[1]
+        conf = {"postgresql": {"conninfo": f"host=127.0.0.1 port={port} dbname=x user=x "
+                                           "connect_timeout=20",
+                               "invalidation_poll": "0"}}
+        started = time.monotonic()
+        b = objcached_factory(conf)
+        assert time.monotonic() - started < 12    # 20 s and more before
+        assert "event=generations_unknown source=start" in b.log()
+        text = open(b.config_path).read() + "\n[model Extra]\ntable = users\n"
+        started = time.monotonic()
+        assert harness.reload(b, text)
+        took = time.monotonic() - started
+        # the reload read them (2 s: still unknown, said at debug), and not for 20 s
+        assert 1.5 < took < 12, took
+        assert b.client().version()     # serving
+    finally:
+        hole.close()
+
+
 def test_a_reload_that_cannot_read_the_generations_as_its_reader_did_reads_again(
         objcached_factory, pg, ref):
     """The generations reader's connection goes on the turn after they are
