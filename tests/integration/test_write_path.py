@@ -1942,7 +1942,15 @@ def test_check_config_warns_about_models_without_the_hook(bare_db, db, objcached
      "error: model Bad: column nosuch does not exist in public.items"),
     ({"table": "items", "key": "nokey"},
      "error: model Bad: column nokey does not exist in public.items"),
-], ids=["table", "column", "key"])
+    # a text key with the default key_type (bigint): every load failed with
+    # "operator does not exist", and this was a warning like integer's
+    ({"table": "items", "key": "name"},
+     "error: model Bad: its load query cannot run, every get would fail (key_type = bigint "
+     "for key name?): ERROR:  operator does not exist: text pg_catalog.= bigint"),
+    ({"table": "slugs", "key": "slug", "key_type": "uuid"},
+     "error: model Bad: its load query cannot run, every get would fail (key_type = uuid "
+     "for key slug?): ERROR:  operator does not exist: text pg_catalog.= uuid"),
+], ids=["table", "column", "key", "key-type-bigint", "key-type-uuid"])
 def test_check_config_errors_for_what_does_not_exist(db, objcached_bin, tmp_path, model,
                                                      message):
     p = harness.check_config(write_conf(tmp_path, db.conninfo, {"Item": MODELS["Item"],
@@ -1950,6 +1958,25 @@ def test_check_config_errors_for_what_does_not_exist(db, objcached_bin, tmp_path
                              objcached_bin)
     assert p.returncode == 1, p.stdout + p.stderr
     assert message in p.stdout
+
+
+def test_check_config_errors_for_a_key_the_hook_does_not_invalidate_by(db, objcached_bin,
+                                                                        tmp_path):
+    """Item is attached by id. A configuration whose key is another column
+    reads keys no write's invalidation deletes: --check-config said ok and
+    every change stayed cached until its TTL (a probe's finding)."""
+    conf = {"Item": {"table": "items", "key": "name", "key_type": "text"}}
+    p = harness.check_config(write_conf(tmp_path, db.conninfo, conf), objcached_bin)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "error: model Item: the hook invalidates it by column id, the configuration's key " \
+        "is name: changes would delete keys no one reads (objcached --install-hook -c FILE " \
+        "attaches it by name)" in p.stdout, p.stdout
+    # a renamed key column is still the hook's (it keeps the column's number)
+    db.q("ALTER TABLE items RENAME COLUMN id TO ident")
+    conf = {"Item": {"table": "items", "key": "ident"}}
+    p = harness.check_config(write_conf(tmp_path, db.conninfo, conf), objcached_bin)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "model Item" not in p.stdout, p.stdout
 
 
 @pytest.mark.parametrize("model", [
