@@ -196,12 +196,15 @@ static int pick_present(verify_t *v, uint32_t want)
 }
 
 /* Ids without a row: for an integer key, gaps in its range (when the range
- * is at most a million wide) and ids past its end; for uuid and text keys,
- * random values. */
+ * is at most a million wide), ids past its ends (above first, then below,
+ * within the type's range) and, for a wider range, random ids inside it;
+ * for uuid and text keys, random values. The range's arithmetic is numeric:
+ * in int8, hi - lo and lo - g overflowed for keys spread over the type
+ * ("bigint out of range", exit 3: a probe's finding). */
 static int pick_absent(verify_t *v, uint32_t want)
 {
     const oc_model_conf_t *m = v->m;
-    char rel[300], sql[2048], lim[16];
+    char rel[300], sql[3072], lim[16];
     snprintf(rel, sizeof(rel), "\"%s\".\"%s\"", m->schema, m->table);
     snprintf(lim, sizeof(lim), "%u", want);
     const char *p[] = {lim};
@@ -216,26 +219,44 @@ static int pick_absent(verify_t *v, uint32_t want)
                  "FROM pg_catalog.generate_series(1, $1::pg_catalog.int4)");
     } else {
         const char *k = m->key_column;
-        const char *top =
-            m->key_type == OC_KEY_INTEGER ? "2147483647" : "9223372036854775807";
+        int i4 = m->key_type == OC_KEY_INTEGER;
+        const char *top = i4 ? "2147483647" : "9223372036854775807";
+        const char *bottom = i4 ? "-2147483648" : "-9223372036854775808";
         snprintf(
             sql, sizeof(sql),
-            "WITH b AS (SELECT pg_catalog.min(t.\"%s\")::pg_catalog.int8 AS lo, "
-            "pg_catalog.max(t.\"%s\")::pg_catalog.int8 AS hi FROM %s AS t), "
-            "gaps AS (SELECT g FROM b, pg_catalog.generate_series(b.lo, b.hi) AS g "
+            "WITH b AS (SELECT pg_catalog.min(t.\"%s\")::pg_catalog.numeric AS lo, "
+            "pg_catalog.max(t.\"%s\")::pg_catalog.numeric AS hi FROM %s AS t), "
+            "gaps AS (SELECT g FROM b, pg_catalog.generate_series(b.lo::pg_catalog.int8, "
+            "b.hi::pg_catalog.int8) AS g "
             "WHERE (b.hi OPERATOR(pg_catalog.-) b.lo) OPERATOR(pg_catalog.<=) 1000000 "
             "AND NOT EXISTS (SELECT 1 FROM %s AS t WHERE t.\"%s\" OPERATOR(pg_catalog.=) "
-            "g) "
-            "ORDER BY pg_catalog.random() LIMIT $1::pg_catalog.int4), "
-            "past AS (SELECT CASE WHEN coalesce(b.hi, 0) OPERATOR(pg_catalog.<=) "
-            "(%s OPERATOR(pg_catalog.-) $1::pg_catalog.int4) "
-            "THEN coalesce(b.hi, 0) OPERATOR(pg_catalog.+) g "
-            "ELSE coalesce(b.lo, 0) OPERATOR(pg_catalog.-) g END AS g "
-            "FROM b, pg_catalog.generate_series(1, $1::pg_catalog.int4) AS g) "
+            "g) ORDER BY pg_catalog.random() LIMIT $1::pg_catalog.int4), "
+            "ends AS (SELECT x.g::pg_catalog.int8 AS g FROM (SELECT coalesce(b.hi, 0) "
+            "OPERATOR(pg_catalog.+) s AS g, s AS o FROM b, pg_catalog.generate_series(1, "
+            "$1::pg_catalog.int4) AS s UNION ALL SELECT coalesce(b.lo, 0) "
+            "OPERATOR(pg_catalog.-) s, $1::pg_catalog.int4 OPERATOR(pg_catalog.+) s FROM "
+            "b, "
+            "pg_catalog.generate_series(1, $1::pg_catalog.int4) AS s) AS x "
+            "WHERE x.g OPERATOR(pg_catalog.>=) %s AND x.g OPERATOR(pg_catalog.<=) %s "
+            "ORDER BY x.o LIMIT greatest(1, $1::pg_catalog.int4 OPERATOR(pg_catalog.-) "
+            "(SELECT pg_catalog.count(*) FROM gaps))), "
+            "inside AS (SELECT DISTINCT x.g FROM (SELECT (b.lo OPERATOR(pg_catalog.+) "
+            "pg_catalog.floor(pg_catalog.random()::pg_catalog.numeric "
+            "OPERATOR(pg_catalog.*) "
+            "(b.hi OPERATOR(pg_catalog.-) b.lo)))::pg_catalog.int8 AS g FROM b, "
+            "pg_catalog.generate_series(1, 4 OPERATOR(pg_catalog.*) $1::pg_catalog.int4) "
+            "WHERE (b.hi OPERATOR(pg_catalog.-) b.lo) OPERATOR(pg_catalog.>) 1000000) AS "
+            "x "
+            "WHERE NOT EXISTS (SELECT 1 FROM %s AS t WHERE t.\"%s\" "
+            "OPERATOR(pg_catalog.=) "
+            "x.g)) "
             "(SELECT g::pg_catalog.text FROM gaps) UNION ALL "
-            "(SELECT g::pg_catalog.text FROM past LIMIT greatest(1, $1::pg_catalog.int4 "
-            "OPERATOR(pg_catalog.-) (SELECT pg_catalog.count(*) FROM gaps)))",
-            k, k, rel, rel, k, top);
+            "(SELECT g::pg_catalog.text FROM ends) UNION ALL "
+            "(SELECT g::pg_catalog.text FROM inside LIMIT greatest(0, "
+            "$1::pg_catalog.int4 "
+            "OPERATOR(pg_catalog.-) (SELECT pg_catalog.count(*) FROM gaps) "
+            "OPERATOR(pg_catalog.-) (SELECT pg_catalog.count(*) FROM ends)))",
+            k, k, rel, rel, k, bottom, top, rel, k);
     }
     PGresult *r = query(v, sql, 1, p);
     if (r == NULL)

@@ -332,6 +332,26 @@ def test_rows_with_uncacheable_ids_are_not_absent(mc_pool, db, objcached_bin):
     assert n["absent"] <= 1, out  # only the one random absent id
 
 
+@pytest.mark.parametrize("typ,key_type,lo,hi", [
+    ("bigint", "bigint", -9223372036854775808, 9223372036854775807),
+    ("bigint", "bigint", -42, 9223372036854775807),
+    ("integer", "integer", -2147483648, 2147483647),
+], ids=["int8-both-ends", "int8-top", "int4-both-ends"])
+def test_keys_spread_over_the_types_range(mc_pool, db, objcached_bin, typ, key_type, lo, hi):
+    """The absent ids were picked with int8 arithmetic: hi - lo overflowed
+    for keys spread over the type ("bigint out of range", exit 3; a probe's
+    finding), and so did lo - g with both ends taken. Now: ids inside the
+    range, past the free end, and each one checked as absent."""
+    db.q(f"CREATE TABLE wide (id {typ} PRIMARY KEY, v int NOT NULL)")
+    db.q("INSERT INTO wide VALUES (%s, 1), (%s, 2), (0, 3), (7, 4)", (lo, hi))
+    conf = config(mc_pool, db, models={"Wide": {"table": "wide", "key_type": key_type}})
+    rc, out, err, n = verify(objcached_bin, conf, "--verify", "Wide", "--sample", "20")
+    print(out, err)
+    assert rc == 0, (out, err)
+    assert n.get("errors", 0) == 0 and n["stale"] == 0, out
+    assert n["absent"] >= 1, out
+
+
 def test_numeric_digits_past_a_double_are_compared(mc_pool, db, objcached_bin):
     """A cached row whose numeric column differs from PostgreSQL's
     only past the 15th significant digit (an 18-decimal token amount) is
