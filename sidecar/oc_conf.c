@@ -802,6 +802,79 @@ static oc_status_t oc_conf_session_attrs(const oc_conf_key_t *k,
     return OC_OK;
 }
 
+/* Whether val is one of the comma-separated words of list, exactly. */
+static int oc_conf_in_list(const char *list, const char *val)
+{
+    size_t len = strlen(val);
+    for (const char *p = list;; p++) {
+        size_t n = strcspn(p, ",");
+        if (n == len && strncmp(p, val, n) == 0)
+            return 1;
+        p += n;
+        if (*p == '\0')
+            return 0;
+    }
+}
+
+/* Values libpq (15) refuses when it connects, never when it parses: the
+ * daemon started, then failed every load with "invalid sslmode value", and
+ * --check-config could only say it did not check the database (a probe's
+ * finding). Compared as libpq does, case and all (it takes "any", not
+ * "ANY"). Not secrets: shown. */
+static oc_status_t oc_conf_libpq_values(const PQconninfoOption *opts, char *why)
+{
+    static const struct {
+        const char *key, *list;
+    } enums[] = {
+        {"sslmode", "disable,allow,prefer,require,verify-ca,verify-full"},
+        {"gssencmode", "disable,prefer,require"},
+        {"channel_binding", "disable,prefer,require"},
+        {"target_session_attrs",
+         "any,read-write,read-only,primary,standby,prefer-standby"},
+    };
+    char shown[OC_CONF_SHOWBUF];
+    for (const PQconninfoOption *o = opts; o->keyword; o++) {
+        if (o->val == NULL)
+            continue;
+        if (strcmp(o->keyword, "port") == 0) {
+            /* a list, one per host; each empty (the default) or what
+             * libpq's parse_int_param takes (strtol, blanks around), 1..65535 */
+            for (const char *p = o->val;; p++) {
+                size_t n = strcspn(p, ",");
+                char one[32];
+                int ok = n < sizeof(one);
+                if (ok && n > 0) {
+                    memcpy(one, p, n);
+                    one[n] = '\0';
+                    char *end;
+                    errno = 0;
+                    long v = strtol(one, &end, 10);
+                    while (*end != '\0' && isspace((unsigned char)*end))
+                        end++;
+                    ok = end != one && errno == 0 && *end == '\0' && v >= 1 && v <= 65535;
+                }
+                if (!ok)
+                    return oc_conf_bad(why, "port=%s: each port must be 1..65535",
+                                       oc_conf_show(o->val, shown));
+                p += n;
+                if (*p == '\0')
+                    break;
+            }
+            continue;
+        }
+        for (size_t i = 0; i < sizeof(enums) / sizeof(enums[0]); i++) {
+            if (strcmp(o->keyword, enums[i].key) != 0)
+                continue;
+            int found = oc_conf_in_list(enums[i].list, o->val);
+            if (!found)
+                return oc_conf_bad(why, "%s=%s is not a value libpq takes (%s)",
+                                   o->keyword, oc_conf_show(o->val, shown),
+                                   enums[i].list);
+        }
+    }
+    return OC_OK;
+}
+
 /* The conninfo may hold a password: no message ever shows it. One libpq
  * cannot parse would fail every connection, and libpq's message about it
  * quotes the string (a URI whole, its password too, in the log at every
@@ -823,7 +896,9 @@ static oc_status_t oc_conf_set_conninfo(const oc_conf_key_t *k, char *base,
                                           "pairs or a postgresql:// URI); not shown, "
                                           "as it may hold a password");
         }
-        oc_status_t st = oc_conf_session_attrs(k, opts, why);
+        oc_status_t st = oc_conf_libpq_values(opts, why);
+        if (st == OC_OK)
+            st = oc_conf_session_attrs(k, opts, why);
         PQconninfoFree(opts);
         if (st != OC_OK)
             return st;

@@ -1431,6 +1431,60 @@ static void test_conninfo_refuses_a_standby(void **state)
     }
 }
 
+/* Values libpq refuses only when it connects: the daemon started and
+ * failed every load, --check-config said the database was not checked. */
+static void test_conninfo_values_libpq_refuses(void **state)
+{
+    (void)state;
+    char err[OC_ERRLEN];
+    static const struct {
+        const char *opts, *want;
+    } bad[] = {
+        {"sslmode=requird",
+         "sslmode=requird is not a value libpq takes (disable,allow,prefer,require,"},
+        {"gssencmode=yes", "gssencmode=yes is not a value libpq takes"},
+        {"channel_binding=Require", "channel_binding=Require is not a value libpq takes"},
+        {"target_session_attrs=ANY",
+         "target_session_attrs=ANY is not a value libpq takes"},
+        {"port=0", "port=0: each port must be 1..65535"},
+        {"port=65536", "port=65536: each port must be 1..65535"},
+        {"host=a,b port=5432,x", "port=5432,x: each port must be 1..65535"},
+        {"port=' '", "port= : each port must be 1..65535"},
+        {"port=-5", "port=-5: each port must be 1..65535"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char text[1024];
+        snprintf(text, sizeof(text), MC "[postgresql]\nconninfo = %s\n" MODEL,
+                 bad[i].opts);
+        expect_error_at(text, 4, bad[i].want);
+        snprintf(text, sizeof(text),
+                 MC "[postgresql]\nconninfo = dbname=x\nfeed_conninfo = %s\n" MODEL,
+                 bad[i].opts);
+        expect_error_at(text, 5, bad[i].want);
+    }
+    expect_error_at(MC "[postgresql]\nconninfo = postgresql://h/db?sslmode=on\n" MODEL, 4,
+                    "sslmode=on is not a value libpq takes");
+    static const char *const good[] = {
+        "sslmode=verify-full",
+        "gssencmode=disable",
+        "channel_binding=prefer",
+        "host=a,b port=5432,",
+        "port=' 5432 '",
+        "host=a,b port=,6432",
+        "port=+5432",
+        "port=65535",
+        "target_session_attrs=read-write",
+        "postgresql://h:5433/db?sslmode=require",
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        char text[1024];
+        snprintf(text, sizeof(text), MC "[postgresql]\nconninfo = %s\n" MODEL, good[i]);
+        oc_conf_t *c = load(text, err);
+        need_conf(c, err);
+        oc_conf_free(c);
+    }
+}
+
 static void test_conninfo_never_echoed(void **state)
 {
     (void)state;
@@ -1704,6 +1758,7 @@ int main(void)
         cmocka_unit_test(test_comments_and_whitespace),
         cmocka_unit_test(test_line_endings),
         cmocka_unit_test(test_hostile_bytes),
+        cmocka_unit_test(test_conninfo_values_libpq_refuses),
         cmocka_unit_test(test_conninfo_never_echoed),
         cmocka_unit_test(test_conninfo_refuses_a_standby),
         cmocka_unit_test(test_load_file),
