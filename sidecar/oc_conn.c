@@ -474,6 +474,13 @@ static void conn_command(oc_conn_t *c, const char *line, size_t len)
         }
         return;
     }
+    /* meta's q drops only the nominal reply (conn_fmt), binary has its own.
+     * A classic line's noreply, where the parser found it in a place
+     * memcached reads it (oc_proto), drops the line's error too, as
+     * memcached's does: `set K x 0 2 noreply` is silent there. */
+    c->quiet =
+        cmd.noreply && (cmd.type == OC_CMD_SET || cmd.type == OC_CMD_DELETE ||
+                        cmd.type == OC_CMD_STORAGE || cmd.type == OC_CMD_UNSUPPORTED);
     if (st != OC_OK) {
         conn_client_error(c, err);
         if (cmd.type == OC_CMD_MS) { /* a bad flag on a known length: skip the data */
@@ -482,10 +489,6 @@ static void conn_command(oc_conn_t *c, const char *line, size_t len)
         }
         return;
     }
-    /* meta's q drops only the nominal reply (conn_fmt), binary has its own */
-    c->quiet =
-        cmd.noreply && (cmd.type == OC_CMD_SET || cmd.type == OC_CMD_DELETE ||
-                        cmd.type == OC_CMD_STORAGE || cmd.type == OC_CMD_UNSUPPORTED);
     switch (cmd.type) {
     case OC_CMD_GET:
     case OC_CMD_GETS:
@@ -581,8 +584,8 @@ static int conn_flush(oc_conn_t *c)
 static int conn_next_line(oc_conn_t *c, struct evbuffer *in)
 {
     size_t max_line = conn_ctx(c)->conf->max_line;
-    /* A new line: no noreply yet (one that is too long, or does not parse,
-     * is answered: its noreply cannot be trusted). */
+    /* A new line: no noreply yet (one that is too long is answered: its
+     * noreply cannot be read; conn_command says where one holds). */
     c->quiet = 0;
     /* Search only the bytes not searched before (slow writers). */
     struct evbuffer_ptr start;

@@ -183,19 +183,47 @@ def test_not_supported_commands_keep_the_stream_in_step(oc, ref, cmd):
 # (its set_noreply_maybe); elsewhere that token is an argument, a key named
 # so, and memcached 1.6.18 answers the line (gat: END, me: EN, ma: NF, touch
 # with too few tokens: ERROR): a client that sent it waits for that reply.
-def test_noreply_token_is_noreply_only_where_memcached_takes_it(oc, ref):
-    answered = [b"gat 10 noreply", b"gats 10 User:1 noreply", b"me noreply",
-                b"ma noreply", b"touch noreply", b"incr User:1 noreply",
-                b"shutdown noreply", b"slabs reassign 1 2 noreply", b"misbehave noreply"]
-    quiet = [b"flush_all noreply", b"touch User:1 10 noreply", b"incr Counter:1 1 noreply",
-             b"verbosity 1 noreply", b"cache_memlimit 100 noreply"]
-    with oc.client() as c:
-        for line in answered:
-            c.send(line + b"\r\nversion\r\n")
-            assert c.read_response().terminal == b"SERVER_ERROR not supported", line
-            assert c.read_response().terminal.startswith(b"VERSION "), line
-        c.send(b"".join(line + b"\r\n" for line in quiet) + b"version\r\n")
-        assert c.read_response().terminal.startswith(b"VERSION ")
+NOREPLY_LINES = [
+    b"gat 10 noreply", b"gats 10 User:1 noreply", b"me noreply", b"ma noreply",
+    b"touch noreply", b"touch User:1 noreply", b"touch User:1 10 noreply",
+    b"touch User:1 1 1 noreply", b"incr noreply", b"incr User:1 noreply",
+    b"incr Counter:1 1 noreply", b"incr User:1 1 1 noreply", b"decr x noreply",
+    b"flush_all noreply", b"flush_all 0 noreply", b"flush_all a 1 noreply",
+    b"verbosity noreply", b"verbosity 1 noreply", b"verbosity 1 2 noreply",
+    b"cache_memlimit 100 noreply", b"cache_memlimit 1 2 noreply", b"lru noreply",
+    b"lru mode flat noreply", b"slabs reassign 1 2 noreply", b"misbehave noreply",
+    b"delete noreply", b"delete User:1 0 noreply", b"delete User:1 1 noreply",
+    b"delete User:1 0 0 noreply", b"set User:1 x 0 2 noreply\r\nab",
+    b"set User:1 0 0 x noreply\r\nab", b"cas User:1 0 0 2 x noreply\r\nab",
+]
+
+
+def replies_before_version(c, line):
+    """The reply lines a server sends to `line` (a version after it marks
+    the end)."""
+    c.send(line + b"\r\nversion\r\n")
+    out = []
+    while True:
+        got = c.readline()
+        if got.startswith(b"VERSION "):
+            return out
+        out.append(got)
+
+
+def test_noreply_is_noreply_where_memcached_takes_it(oc, ref):
+    """Each line is answered with as many replies as memcached 1.6 sends
+    (a throwaway one, asked the same lines): a reply more or less puts
+    every later reply of the connection off by one. memcached reads a last
+    noreply only for the token counts its dispatch admits, and then drops
+    the line's errors too (`incr K noreply` is silent there, `flush_all 1 2
+    noreply` is ERROR); both were the other way round here (a probe's
+    finding). The texts differ (not supported, CLIENT_ERROR), the count may
+    not."""
+    with harness.Memcached() as mc, mc.client() as m, oc.client() as c:
+        for line in NOREPLY_LINES:
+            want = replies_before_version(m, line)
+            got = replies_before_version(c, line)
+            assert len(got) == len(want), (line, got, want)
         assert not c.has_data(0.2)
         assert_serves(c, ref)
 

@@ -74,23 +74,41 @@ static void test_simple(void **state)
     assert_int_equal(c.noreply, 1);
 }
 
-/* An unsupported command's noreply is one only where memcached takes it
- * (memcached 1.6.18 answers the others: gat's END, me's EN, ma's NF, ERROR). */
+/* An unsupported command's noreply is one only where memcached takes it,
+ * for the token counts its dispatch admits (measured against memcached
+ * 1.6.18: it answers the others, gat's END, me's EN, ma's NF, ERROR). */
 static void test_unsupported_noreply_as_memcached(void **state)
 {
     (void)state;
     oc_cmd_t c;
     char err[OC_ERRLEN];
-    const char *quiet[] = {"flush_all noreply",          "flush_all 0 noreply",
-                           "verbosity 1 noreply",        "verbosity noreply",
-                           "cache_memlimit 100 noreply", "lru mode flat noreply",
-                           "incr k 1 noreply",           "decr k 1 noreply"};
+    const char *quiet[] = {
+        "flush_all noreply",
+        "flush_all 0 noreply",
+        "verbosity 1 noreply",
+        "verbosity noreply",
+        "cache_memlimit 100 noreply",
+        "lru mode flat noreply",
+        "lru noreply",
+        "incr k 1 noreply",
+        "decr k 1 noreply",
+        "incr k noreply",
+        "decr k noreply",
+        "touch k noreply",
+        "touch k 10 noreply",
+        "verbosity x noreply",
+    };
     const char *answered[] = {"gat 0 noreply",
                               "gats 0 k noreply",
                               "me noreply",
                               "ma noreply",
                               "touch noreply",
-                              "incr k noreply",
+                              "incr noreply",
+                              "incr k 1 1 noreply",
+                              "touch k 1 1 noreply",
+                              "flush_all 1 1 noreply",
+                              "verbosity 1 1 noreply",
+                              "cache_memlimit 1 1 noreply",
                               "shutdown noreply",
                               "slabs reassign 1 2 noreply",
                               "lru_crawler metadump noreply",
@@ -129,6 +147,9 @@ static void test_delete(void **state)
     assert_int_equal(parse("delete", &c, err), OC_EINVAL);
     assert_int_equal(parse("delete User:1 0 0", &c, err), OC_EINVAL);
     assert_int_equal(parse("delete User:1 x noreply", &c, err), OC_EINVAL);
+    assert_int_equal(c.noreply, 1); /* its error dropped, as memcached does */
+    assert_int_equal(parse("delete User:1 0 0 noreply", &c, err), OC_EINVAL);
+    assert_int_equal(c.noreply, 0); /* memcached: ERROR */
 }
 
 static void test_storage(void **state)
