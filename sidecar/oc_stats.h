@@ -95,6 +95,11 @@ struct evbuffer;
       "checked pushes or tombstones replaced by PostgreSQL's row (or its absence)")      \
     X(pushes_unchecked, COUNTER,                                                         \
       "pushes or tombstones whose check failed: kept for missing_ttl only")              \
+    X(push_checks_waiting, GAUGE,                                                        \
+      "pushes and tombstones stored and waiting for their check against PostgreSQL")     \
+    X(push_replies_held, COUNTER,                                                        \
+      "pushes and tombstones whose reply waited for their check: 16,384 checks were "    \
+      "waiting (PostgreSQL slower than the writes)")                                     \
     X(invalidations, COUNTER, "keys deleted for the DB hook's outbox or the WAL")        \
     X(inval_skipped, COUNTER,                                                            \
       "outbox keys no client could ask for (spaces, control bytes)")                     \

@@ -44,9 +44,11 @@ struct oc_write {
                             in its server's cas epoch cas_epoch: its check replaces
                             that item and no other */
     uint64_t cas_epoch;
-    oc_write_t *check_next; /* in the writes' check queue */
-    uint64_t near_since;    /* the near-cache's epoch after this write dropped
-                               its key there */
+    oc_write_t *check_next;  /* in the writes' check queue */
+    int holding;             /* its reply waits for the check (write_done) */
+    oc_write_outcome_t held; /* that reply */
+    uint64_t near_since;     /* the near-cache's epoch after this write dropped
+                                its key there */
 };
 
 struct oc_writes {
@@ -54,6 +56,9 @@ struct oc_writes {
     size_t live; /* writes not freed: in memcached, or waiting for their check */
     uint64_t token_base, token_seq;      /* tombstones' tokens */
     oc_write_t *check_head, *check_tail; /* stored, not yet checked */
+    size_t checking;                     /* stored, waiting for or in their check */
+    int full;                            /* checking reached OC_WRITE_CHECKS_MAX, not
+                                            yet back under half of it (logged) */
     struct event *check_ev;              /* starts the checks of a turn */
     oc_ratelogs_t check_failed;          /* per model: push_check_failed lines */
 };
@@ -76,6 +81,8 @@ static void push_check_add(oc_write_t *w);
 
 static void write_free(oc_write_t *w)
 {
+    if (w->holding && w->done) /* a reply held until the check (write_done) */
+        w->done(w->arg, w->held, "");
     w->ctx->writes->live--;
     json_decref(w->obj);
     json_decref(w->version);
@@ -142,9 +149,20 @@ static void write_done(oc_mc_job_t *job, void *arg)
     st->mc_errors += o == OC_WRITE_FAILED;
     if (!check && (o == OC_WRITE_DELETED || (o == OC_WRITE_STORED && !it->unordered)))
         write_near(w, w->tombstone);
-    if (w->done)
-        w->done(w->arg, o, job->err[0] ? job->err : "write failed");
-    w->done = NULL;
+    /* Checks waiting for PostgreSQL are bounded: past OC_WRITE_CHECKS_MAX a
+     * write's reply waits for its check, so its connection reads no more
+     * commands meanwhile. Answered at once, a client pushing faster than
+     * PostgreSQL checks (a slow or locked table, noreply pipelines) grew
+     * the daemon without bound for load_timeout (a probe: 221 MB in 20 s). */
+    if (check && w->done && w->ctx->writes->checking >= OC_WRITE_CHECKS_MAX) {
+        w->holding = 1;
+        w->held = o;
+        st->push_replies_held++;
+    } else {
+        if (w->done)
+            w->done(w->arg, o, job->err[0] ? job->err : "write failed");
+        w->done = NULL;
+    }
     oc_mc_job_free(job);
     if (check)
         push_check_add(w);
@@ -321,9 +339,22 @@ oc_status_t oc_write_tombstone(oc_ctx_t *ctx, const char *key, size_t klen,
  * again, its invalidation applied already) is replaced by the row.
  * Checks run in batches: one load per model per loop turn. */
 
+/* One fewer write checking; back under half the bound, said once. */
+static void check_ended(oc_writes_t *ws)
+{
+    ws->checking--;
+    ws->ctx->stats->push_checks_waiting = ws->checking;
+    if (ws->full && ws->checking < OC_WRITE_CHECKS_MAX / 2) {
+        ws->full = 0;
+        oc_log_info("event=push_checks_below waiting=%zu", ws->checking);
+    }
+}
+
 static void check_free(oc_check_t *c)
 {
     c->ws->ctx->stats->loads_in_flight -= c->n;
+    for (size_t i = 0; i < c->n; i++)
+        check_ended(c->ws);
     for (size_t i = 0; i < c->n; i++) {
         write_free(c->w[i]);
         if (c->rows)
@@ -544,6 +575,15 @@ static void push_check_add(oc_write_t *w)
 {
     oc_writes_t *ws = w->ctx->writes;
     w->ctx->stats->loads_in_flight++; /* a load and a write-back, as a fill */
+    ws->checking++;
+    w->ctx->stats->push_checks_waiting = ws->checking;
+    if (!ws->full && ws->checking >= OC_WRITE_CHECKS_MAX) {
+        ws->full = 1;
+        oc_log_warn("event=push_checks_full waiting=%zu note=\"replies to pushes and "
+                    "tombstones wait for their checks: PostgreSQL is slower than the "
+                    "writes\"",
+                    ws->checking);
+    }
     w->check_next = NULL;
     if (ws->check_tail)
         ws->check_tail->check_next = w;
@@ -583,6 +623,7 @@ void oc_writes_free(oc_writes_t *ws)
         oc_write_t *w = ws->check_head;
         ws->check_head = w->check_next;
         ws->ctx->stats->loads_in_flight--;
+        check_ended(ws);
         write_free(w);
     }
     event_free(ws->check_ev);

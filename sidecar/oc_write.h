@@ -47,6 +47,12 @@ typedef void (*oc_write_done_fn)(void *arg, oc_write_outcome_t o, const char *er
  * may queue or end checks). */
 oc_writes_t *oc_writes_new(oc_ctx_t *ctx, char *err);
 void oc_writes_free(oc_writes_t *ws);
+/* Writes stored and waiting for their check against PostgreSQL, at most:
+ * past it the reply of a write that needs a check waits for the check (its
+ * connection reads on after that), which bounds the memory a client pushing
+ * faster than PostgreSQL answers can hold (about 3.4 KiB a 230-byte push). */
+#define OC_WRITE_CHECKS_MAX 16384
+
 /* Writes not finished: in memcached, or stored and waiting for their check
  * against PostgreSQL (their clients may be gone). A shutdown waits for them:
  * a late push left unchecked would be served for its whole ttl. */

@@ -281,6 +281,57 @@ def test_push_whose_check_fails_is_kept_for_missing_ttl_only(fleet, mc_pool, db)
     assert "event=push_check_failed model=Item checks=1 keys=1 " in oc.log()
 
 
+def test_checks_waiting_for_postgresql_are_bounded(fleet, mc_pool, db):
+    """A client pushing faster than PostgreSQL checks (the table locked, a
+    noreply pipeline) grew the daemon for as long as load_timeout: each
+    push was answered at once and its check waited (a probe: 221 MB in
+    20 s). Past 16,384 waiting checks a push's reply waits for its check,
+    so its connection reads no more meanwhile: the count stays bounded (the
+    bound, plus one held write per connection), the daemon serves others,
+    and every push is checked once the lock goes."""
+    bound = 16384
+    n = bound + 3000
+    oc = start(fleet, mc_pool, db, objcached={"load_timeout": "60s"})
+    with oc.client() as c:
+        c.get("Item:5")                      # prepare the load statements before the lock
+    oc.wait_idle()
+    s0 = oc.stats()
+    lock = db.connect(autocommit=False)
+    sender = None
+    try:
+        with lock.cursor() as cur:
+            cur.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+        stream = b"".join(b"set Item:%d 0 0 %d noreply\r\n%s\r\n" % (i, len(body), body)
+                          for i in range(100000, 100000 + n)
+                          for body in [b'{"id":%d,"name":"pushed"}' % i])
+        writer = harness.McRaw("127.0.0.1", oc.port, timeout=120)
+        sender = threading.Thread(target=writer.sock.sendall, args=(stream,), daemon=True)
+        sender.start()
+        harness.wait_until(lambda: oc.stats()["push_replies_held"] > s0["push_replies_held"],
+                           timeout=60, what="a reply held")
+        for _ in range(10):                  # bounded while the lock holds
+            st = oc.stats()
+            assert bound <= st["push_checks_waiting"] <= bound + 1, st["push_checks_waiting"]
+            time.sleep(0.1)
+        # the rest waits unread: no more commands taken from the connection
+        assert st["cmd_push"] - s0["cmd_push"] <= bound + 1 < n
+        assert "event=push_checks_full waiting=16384 " in oc.log()
+        with oc.client() as c:               # another client is served meanwhile
+            assert c.command(b"version").terminal.startswith(b"VERSION ")
+    finally:
+        lock.rollback()
+    sender.join(timeout=120)
+    assert not sender.is_alive()
+    harness.wait_until(lambda: oc.stats()["push_checks_waiting"] == 0, timeout=120,
+                       what="every check done")
+    oc.wait_idle()
+    st = oc.stats()
+    assert st["pushes_checked"] - s0["pushes_checked"] == n
+    assert st["pushes_unchecked"] == s0["pushes_unchecked"]
+    assert "event=push_checks_below" in oc.log()
+    writer.close()
+
+
 def held_check(oc, gate, key, body):
     """Close the gate, push `body` to `key` through `oc`, and wait until its
     check has read the row and is held before its cache write."""
