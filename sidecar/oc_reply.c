@@ -243,9 +243,19 @@ oc_reply_kind_t oc_reply_write(struct evbuffer *out, oc_write_outcome_t o,
                                const char *err, const oc_reply_fmt_t *f)
 {
     if (f->style == OC_STYLE_BINARY) {
-        if (o == OC_WRITE_FAILED)
-            return oc_reply_bin_status(out, f->bin, OC_BIN_EINTERNAL,
-                                       err && *err ? err : "write failed");
+        if (o == OC_WRITE_FAILED) {
+            /* memcached's own refusal comes as its text line: without the
+             * text protocol's prefix here, and its item size limit as
+             * objcached's own max_value is said (E2BIG), not an internal
+             * error (a probe's finding). */
+            static const char prefix[] = "SERVER_ERROR ";
+            const char *why = err && *err ? err : "write failed";
+            if (strncmp(why, prefix, sizeof(prefix) - 1) == 0)
+                why += sizeof(prefix) - 1;
+            int big = strcmp(why, "object too large for cache") == 0;
+            return oc_reply_bin_status(out, f->bin, big ? OC_BIN_E2BIG : OC_BIN_EINTERNAL,
+                                       big ? NULL : why);
+        }
         return oc_reply_bin_status(
             out, f->bin, o == OC_WRITE_NOT_STORED ? OC_BIN_NOT_STORED : OC_BIN_SUCCESS,
             NULL);

@@ -421,6 +421,13 @@ def test_write_errors_keep_the_stream(oc, ref):
         big = b'{"a":"' + b"x" * (1 << 20) + b'"}'
         error(c.call(SET, "User:153", big, store_extras(), opaque=8), SET, E2BIG, 8,
               b"Too large.")
+        # within max_value but over memcached's item size (1 MiB with the
+        # item's header and key): memcached refuses it, said as 0x03 too,
+        # not 0x84 with the text protocol's "SERVER_ERROR ..." line
+        edge = b'{"a":"' + b"x" * ((1 << 20) - 8) + b'"}'
+        assert len(edge) == 1 << 20
+        error(c.call(SET, "User:153", edge, store_extras(), opaque=10), SET, E2BIG, 10,
+              b"Too large.")
         hit(c.call(GET, "User:1", opaque=9), ref.json("User", 1), GET, 9)
 
 
