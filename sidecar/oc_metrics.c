@@ -1,5 +1,6 @@
 #include "oc_metrics.h"
 
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -273,9 +274,12 @@ static void on_accept_error(struct evconnlistener *lis, void *arg)
     evtimer_add(m->resume, &tv);
 }
 
-/* Listen on host:port, the first address it resolves to that binds. */
+/* Listen on host:port, the first address it resolves to that binds; NULL
+ * with why (the resolver's message, or the last bind's errno) as listen's
+ * own start errors say it (a probe: "cannot bind" for a busy port and for
+ * a name that does not resolve alike). */
 static struct evconnlistener *metrics_listen(oc_metrics_t *m, const char *host,
-                                             uint16_t port)
+                                             uint16_t port, char *why, size_t cap)
 {
     char service[8];
     snprintf(service, sizeof(service), "%u", (unsigned)port);
@@ -284,14 +288,22 @@ static struct evconnlistener *metrics_listen(oc_metrics_t *m, const char *host,
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    if (getaddrinfo(host, service, &hints, &res) != 0)
+    int rc = getaddrinfo(host, service, &hints, &res);
+    if (rc != 0) {
+        snprintf(why, cap, "%s", gai_strerror(rc));
         return NULL;
+    }
     struct evconnlistener *lis = NULL;
-    for (const struct addrinfo *ai = res; ai != NULL && lis == NULL; ai = ai->ai_next)
+    snprintf(why, cap, "no address");
+    for (const struct addrinfo *ai = res; ai != NULL && lis == NULL; ai = ai->ai_next) {
+        errno = 0;
         lis = evconnlistener_new_bind(m->ctx->base, on_accept, m,
                                       LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
                                           LEV_OPT_CLOSE_ON_EXEC,
                                       128, ai->ai_addr, (int)ai->ai_addrlen);
+        if (lis == NULL)
+            snprintf(why, cap, "%s", errno ? strerror(errno) : "cannot bind");
+    }
     freeaddrinfo(res);
     return lis;
 }
@@ -311,9 +323,10 @@ oc_metrics_t *oc_metrics_new(oc_ctx_t *ctx, char *err)
         oc_metrics_free(m);
         return oc_fail(err, OC_ENOMEM, "out of memory"), NULL;
     }
-    if ((m->lis = metrics_listen(m, host, port)) == NULL) {
+    char why[128];
+    if ((m->lis = metrics_listen(m, host, port, why, sizeof(why))) == NULL) {
         oc_metrics_free(m);
-        return oc_fail(err, OC_EIO, "metrics_listen %s: cannot bind", spec), NULL;
+        return oc_fail(err, OC_EIO, "metrics_listen %s: %s", spec, why), NULL;
     }
     evconnlistener_set_error_cb(m->lis, on_accept_error);
     return m;

@@ -501,6 +501,33 @@ def test_metrics_listen_on_the_listen_port_is_refused(objcached_bin, conf_dir, m
     assert "event=ready" not in out
 
 
+def test_metrics_listen_start_errors_say_why(objcached_bin, conf_dir):
+    """A metrics port another process holds, and a name that does not
+    resolve, both failed the start with "metrics_listen ...: cannot bind"
+    (a probe's finding): now the bind's errno and the resolver's message,
+    as listen's own errors say them."""
+    import socket
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", harness.free_port()))
+    busy.listen(1)
+    try:
+        for spec, why in ((f"127.0.0.1:{busy.getsockname()[1]}", "Address already in use"),
+                          ("no-such-host.invalid:9", None)):
+            lines = GOOD_CONFIG.splitlines()
+            lines.insert(3, f"metrics_listen = {spec}")
+            path = write(conf_dir, "metrics.ini", "\n".join(lines) + "\n")
+            p = subprocess.run([objcached_bin, "-c", path], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=30, check=False)
+            out = p.stdout + p.stderr
+            assert p.returncode == 1 and "event=ready" not in out, out
+            assert f"metrics_listen {spec}: " in out, out
+            assert "cannot bind" not in out, out
+            if why:
+                assert f"metrics_listen {spec}: {why}" in out, out
+    finally:
+        busy.close()
+
+
 def test_unparseable_conninfo_is_refused_without_showing_it(objcached_bin, conf_dir):
     # libpq's message about a conninfo it cannot parse quotes it whole: with
     # a URI, the password too (on stdout for --check-config, in the log at
