@@ -1745,6 +1745,38 @@ static oc_status_t oc_conf_check_feed_keys(oc_conf_parser_t *p)
     return OC_OK;
 }
 
+/* The near-cache serves only while the feed's caught_up_at is within
+ * feed_max_lag, and caught_up_at moves at each heartbeat: the consumers'
+ * claims (invalidation_poll) in trigger mode, the holder's wal_heartbeat
+ * with the WAL. A heartbeat as slow as the bound switches the near-cache
+ * off and on between beats (near_flushes), with nothing said (a probe's
+ * finding). A warning: another sidecar's consumer may beat faster. */
+static oc_status_t oc_conf_check_feed_lag(oc_conf_parser_t *p)
+{
+    const oc_conf_t *c = p->conf;
+    int near = 0;
+    for (size_t m = 0; m < c->nmodels; m++)
+        near |= c->models[m].near_ttl_ms > 0;
+    if (!near || c->near_cache_size == 0)
+        return OC_OK;
+    int line = oc_conf_seen_line(p, OC_SECT_POSTGRESQL, "feed_max_lag");
+    if (c->wal && 2ULL * c->wal_heartbeat_ms > c->feed_max_lag_ms)
+        return oc_conf_warn(
+            p,
+            "%s:%d: feed_max_lag (%u ms) is under twice wal_heartbeat (%u "
+            "ms), the feed's heartbeat with wal = on: the near-caches "
+            "would go off and on between heartbeats",
+            c->path, line, c->feed_max_lag_ms, c->wal_heartbeat_ms);
+    if (!c->wal && c->inval_poll_ms > 0 && c->inval_poll_ms >= c->feed_max_lag_ms)
+        return oc_conf_warn(
+            p,
+            "%s:%d: feed_max_lag (%u ms) is not above invalidation_poll "
+            "(%u ms), the feed's heartbeat in trigger mode: the near-cache "
+            "would go off and on between heartbeats",
+            c->path, line, c->feed_max_lag_ms, c->inval_poll_ms);
+    return OC_OK;
+}
+
 /* Checks that need the whole file. */
 static oc_status_t oc_conf_finish(oc_conf_parser_t *p)
 {
@@ -1794,6 +1826,8 @@ static oc_status_t oc_conf_finish(oc_conf_parser_t *p)
         st = oc_conf_check_refresh(p, m);
     if (st == OC_OK && !c->wal_feed_keys)
         st = oc_conf_check_feed_keys(p);
+    if (st == OC_OK)
+        st = oc_conf_check_feed_lag(p);
     size_t rate_idx = 0;
     if (oc_conf_find_key(OC_SECT_MODEL, "sample_rate", &rate_idx))
         for (size_t m = 0; m < c->nmodels; m++)

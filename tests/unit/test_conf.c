@@ -953,6 +953,46 @@ static void test_memcached_postgresql_keys(void **state)
     oc_conf_free(c);
     expect_error(MC "[postgresql]\nconninfo = dbname=x\nwal_feed_keys = some\n" MODEL,
                  "<string>:5: wal_feed_keys: 'some' is not one of on, off");
+    /* feed_max_lag against the feed's heartbeat, with a near-cache only */
+    static const struct {
+        const char *pg;
+        int near;
+        const char *warning;
+    } lag[] = {
+        {"feed_max_lag = 1s\ninvalidation_poll = 1s\n", 1,
+         "feed_max_lag (1000 ms) is not above invalidation_poll (1000 ms), "
+         "the feed's heartbeat in trigger mode: the near-cache would go off and on "
+         "between heartbeats"},
+        {"feed_max_lag = 400ms\nwal = on\nwal_heartbeat = 250ms\n", 1,
+         "feed_max_lag (400 ms) is under twice wal_heartbeat (250 ms), the "
+         "feed's heartbeat with wal = on: the near-caches would go off and on between "
+         "heartbeats"},
+        {"feed_max_lag = 1s\ninvalidation_poll = 1s\n", 0, NULL}, /* no near-cache */
+        {"feed_max_lag = 1s\ninvalidation_poll = 0\n", 1, NULL},  /* others beat */
+        {"feed_max_lag = 1100ms\ninvalidation_poll = 1s\n", 1, NULL},
+        {"wal = on\n", 1, NULL}, /* the defaults: 2 s against 250 ms */
+    };
+    for (size_t i = 0; i < sizeof(lag) / sizeof(lag[0]); i++) {
+        char text[1024];
+        snprintf(text, sizeof(text),
+                 "%s" MC "[postgresql]\nconninfo = dbname=x\n%s" MODEL "%s",
+                 lag[i].near ? "[objcached]\nnear_cache_size = 8m\n" : "", lag[i].pg,
+                 lag[i].near ? "near_ttl = 2s\n" : "");
+        c = load(text, err);
+        need_conf(c, err);
+        if (lag[i].warning == NULL) {
+            if (c->nwarnings != 0)
+                fail_msg("case %zu: %s", i, c->warnings[0]);
+        } else {
+            assert_int_equal(c->nwarnings, 1);
+            /* feed_max_lag's line: the fifth, two later after [objcached] */
+            char want[512];
+            snprintf(want, sizeof(want), "<string>:%d: %s", 5 + 2 * lag[i].near,
+                     lag[i].warning);
+            assert_string_equal(c->warnings[0], want);
+        }
+        oc_conf_free(c);
+    }
 }
 
 /* Failover: the defaults, a gutter, and what --check-config refuses. */
