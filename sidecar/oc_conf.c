@@ -1628,28 +1628,45 @@ static oc_status_t oc_conf_check_refresh(oc_conf_parser_t *p, size_t m)
 /* Whether addresses x and y (one port) would fight over it: the same
  * address, or a wildcard that covers the other (0.0.0.0 any IPv4 address;
  * [::] any address, IPv4 too, as Linux binds it dual-stack by default). */
+/* An address as overlap compares it: an IPv4-mapped IPv6 address
+ * ([::ffff:127.0.0.1]) is its IPv4 address, which a socket bound to it
+ * also takes (a probe: listen on the mapped form and metrics_listen on
+ * 127.0.0.1 passed --check-config, then the start failed). 0: neither. */
+static int oc_conf_addr_norm(const struct addrinfo *a, struct in6_addr *v6, uint32_t *v4)
+{
+    if (a->ai_family == AF_INET6 && a->ai_addrlen >= sizeof(struct sockaddr_in6)) {
+        struct sockaddr_in6 s6;
+        memcpy(&s6, a->ai_addr, sizeof(s6));
+        if (!IN6_IS_ADDR_V4MAPPED(&s6.sin6_addr)) {
+            *v6 = s6.sin6_addr;
+            return AF_INET6;
+        }
+        memcpy(v4, &s6.sin6_addr.s6_addr[12], 4);
+        return AF_INET;
+    }
+    if (a->ai_family == AF_INET && a->ai_addrlen >= sizeof(struct sockaddr_in)) {
+        struct sockaddr_in s4;
+        memcpy(&s4, a->ai_addr, sizeof(s4));
+        *v4 = s4.sin_addr.s_addr;
+        return AF_INET;
+    }
+    return 0;
+}
+
 static bool oc_conf_addr_overlap(const struct addrinfo *x, const struct addrinfo *y)
 {
-    struct sockaddr_in6 x6 = {0}, y6 = {0};
-    struct sockaddr_in x4 = {0}, y4 = {0};
-    if (x->ai_family == AF_INET6 && x->ai_addrlen >= sizeof(x6))
-        memcpy(&x6, x->ai_addr, sizeof(x6));
-    if (y->ai_family == AF_INET6 && y->ai_addrlen >= sizeof(y6))
-        memcpy(&y6, y->ai_addr, sizeof(y6));
-    if ((x->ai_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&x6.sin6_addr)) ||
-        (y->ai_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&y6.sin6_addr)))
+    struct in6_addr x6 = IN6ADDR_ANY_INIT, y6 = IN6ADDR_ANY_INIT;
+    uint32_t x4 = 0, y4 = 0;
+    int fx = oc_conf_addr_norm(x, &x6, &x4), fy = oc_conf_addr_norm(y, &y6, &y4);
+    /* [::] takes IPv4 too (where bindv6only is off, Linux's default) */
+    if ((fx == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&x6)) ||
+        (fy == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&y6)))
         return true;
-    if (x->ai_family != y->ai_family)
+    if (fx == 0 || fx != fy)
         return false;
-    if (x->ai_family == AF_INET6)
-        return IN6_ARE_ADDR_EQUAL(&x6.sin6_addr, &y6.sin6_addr);
-    if (x->ai_family != AF_INET || x->ai_addrlen < sizeof(x4) ||
-        y->ai_addrlen < sizeof(y4))
-        return false;
-    memcpy(&x4, x->ai_addr, sizeof(x4));
-    memcpy(&y4, y->ai_addr, sizeof(y4));
-    return x4.sin_addr.s_addr == y4.sin_addr.s_addr || x4.sin_addr.s_addr == INADDR_ANY ||
-           y4.sin_addr.s_addr == INADDR_ANY;
+    if (fx == AF_INET6)
+        return IN6_ARE_ADDR_EQUAL(&x6, &y6);
+    return x4 == y4 || x4 == INADDR_ANY || y4 == INADDR_ANY;
 }
 
 /* The addresses a listener at host may bind, as the listeners resolve it

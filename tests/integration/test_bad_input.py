@@ -474,7 +474,8 @@ def test_check_config_names_the_bad_line(objcached_bin, conf_dir, bad_line, line
     assert "ok" not in p.stdout
 
 
-@pytest.mark.parametrize("metrics", ["127.0.0.1", "0.0.0.0", "localhost"])
+@pytest.mark.parametrize("metrics",
+                         ["127.0.0.1", "0.0.0.0", "localhost", "[::ffff:127.0.0.1]"])
 def test_metrics_listen_on_the_listen_port_is_refused(objcached_bin, conf_dir, metrics):
     """metrics_listen on listen's port, at its address, at the wildcard
     that covers it or at a name that resolves to it, cannot bind (or, where
