@@ -220,6 +220,21 @@ int main(int argc, char **argv)
         fprintf(stderr, "objcached: --verify goes with -c FILE and --sample only\n");
         return 2;
     }
+    /* One mode a run, as --verify's: a flag that mode does not read was
+     * accepted and dropped without a word (a probe: -t FILE -I checked and
+     * exited 0, installing nothing). */
+    if (check && (install || pidfile || config)) {
+        fprintf(stderr, "objcached: --check-config FILE goes with --no-db only\n");
+        return 2;
+    }
+    if (!with_db && check == NULL) {
+        fprintf(stderr, "objcached: --no-db goes with --check-config FILE\n");
+        return 2;
+    }
+    if (install && pidfile) {
+        fprintf(stderr, "objcached: --install-hook goes with -c FILE only\n");
+        return 2;
+    }
     if (check)
         return check_config(check, with_db);
     if (config == NULL) {

@@ -437,6 +437,15 @@ def test_help_and_version(objcached_bin):
     assert out.returncode == 2 and "no configuration file" in out.stderr
     out = subprocess.run([objcached_bin, "--bogus"], capture_output=True, text=True)
     assert out.returncode == 2
+    # one mode a run: a flag the mode does not read is refused, not dropped
+    # (-t FILE -I checked, installed nothing and exited 0: a probe's finding)
+    for args, says in ((["-t", "x.ini", "-I"], "--check-config FILE goes with --no-db only"),
+                       (["-t", "x.ini", "-c", "y.ini"], "--check-config FILE goes with"),
+                       (["-t", "x.ini", "-p", "/tmp/p"], "--check-config FILE goes with"),
+                       (["-n", "-c", "x.ini"], "--no-db goes with --check-config FILE"),
+                       (["-I", "-c", "x.ini", "-p", "/tmp/p"], "--install-hook goes with")):
+        out = subprocess.run([objcached_bin, *args], capture_output=True, text=True)
+        assert out.returncode == 2 and says in out.stderr, (args, out.stderr)
 
 
 def test_memcached_health_per_server(objcached_factory, mc_pool):
