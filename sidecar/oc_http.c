@@ -48,11 +48,16 @@ static oc_http_verdict_t request_line(const char *p, const char *end, int *head_
         return OC_HTTP_METHOD;
     *head_only = head;
     /* absolute-form (RFC 9112 3.2.2, a server MUST accept it): the path is
-     * what follows the authority; none is "/". */
+     * what follows the authority, which ends at the first '/', '?' or '#'
+     * (RFC 3986 3.2); none is "/". Searched for '/' alone, "http://h?/metrics"
+     * (the query "/metrics") was served the page (a probe's finding). */
     if (tlen > 7 && strncasecmp(t, "http://", 7) == 0) {
-        const char *path = memchr(t + 7, '/', tlen - 7);
-        tlen = path ? tlen - (size_t)(path - t) : 0;
-        t = path;
+        size_t a = 7;
+        while (a < tlen && t[a] != '/' && t[a] != '?' && t[a] != '#')
+            a++;
+        int path = a < tlen && t[a] == '/';
+        tlen = path ? tlen - a : 0;
+        t = path ? t + a : NULL;
     }
     if (tlen < 8 || memcmp(t, "/metrics", 8) != 0 || (tlen > 8 && t[8] != '?'))
         return OC_HTTP_NOT_FOUND;

@@ -97,6 +97,13 @@ static void test_absolute_form(void **state)
                      OC_HTTP_NOT_FOUND);
     assert_int_equal(parse("GET http://host/metricsx HTTP/1.1\r\n\r\n", 16384, &h),
                      OC_HTTP_NOT_FOUND);
+    /* the authority ends at '?' or '#' too: "/metrics" is then the query's */
+    assert_int_equal(parse("GET http://h?/metrics HTTP/1.1\r\n\r\n", 16384, &h),
+                     OC_HTTP_NOT_FOUND);
+    assert_int_equal(parse("GET http://h#/metrics HTTP/1.1\r\n\r\n", 16384, &h),
+                     OC_HTTP_NOT_FOUND);
+    assert_int_equal(parse("GET http://h:1/metrics?/x HTTP/1.1\r\n\r\n", 16384, &h),
+                     OC_HTTP_METRICS);
 }
 
 static void test_status(void **state)
