@@ -195,6 +195,7 @@ int oc_admin_install_hook(const oc_conf_t *conf, FILE *out)
     PQclear(r);
     fprintf(out, "hook installed (schema objcached)\n");
     admin_ddl_watch_check(c, out);
+    size_t failed = 0;
     for (size_t i = 0; i < conf->nmodels; i++) {
         const oc_model_conf_t *m = &conf->models[i];
         char tbl[300];
@@ -212,9 +213,13 @@ int oc_admin_install_hook(const oc_conf_t *conf, FILE *out)
             "SELECT objcached.attach($1::regclass, $2, $3, v.via), v.via FROM v",
             4, p);
         if (r == NULL || PQntuples(r) != 1) {
+            /* The others are tried still (each attach is its own
+             * transaction, and running this again redoes none twice):
+             * it stopped here, and the models after went unsaid. */
             PQclear(r);
             fprintf(out, "model %s: attach failed\n", m->name);
-            goto done;
+            failed++;
+            continue;
         }
         int wal = strcmp(PQgetvalue(r, 0, 1), "wal") == 0;
         PQclear(r);
@@ -225,7 +230,9 @@ int oc_admin_install_hook(const oc_conf_t *conf, FILE *out)
     }
     if (conf->wal && admin_wal_setup(c, conf, out) != 0)
         goto done;
-    rc = 0;
+    if (failed)
+        fprintf(out, "%zu of %zu models not attached (above)\n", failed, conf->nmodels);
+    rc = failed != 0;
 done:
     admin_close(c);
     return rc;

@@ -1972,6 +1972,23 @@ def test_install_hook_twice(bare_db, objcached_bin):
         [("Item", True), ("Ver", True)]
 
 
+def test_install_hook_attaches_the_other_models_when_one_fails(bare_db, objcached_bin):
+    """One model that cannot be attached (its table is missing) stopped the
+    install there: the models after it were neither tried nor named (a
+    probe's finding). Now each is tried, the failures are counted and the
+    exit status is 1."""
+    models = {"Item": MODELS["Item"], "Bad": {"table": "nosuch"}, "Ver": MODELS["Ver"]}
+    p = oc_c.run_install_hook(objcached_bin, oc_c.sidecar_config("127.0.0.1:1",
+                                                                bare_db.conninfo, models))
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "model Item: attached to public.items" in p.stdout, p.stdout
+    assert "model Bad: attach failed" in p.stdout, p.stdout
+    assert "model Ver: attached to public.vitems" in p.stdout, p.stdout
+    assert "1 of 3 models not attached (above)" in p.stdout, p.stdout
+    assert sorted(r[0] for r in bare_db.q("SELECT model FROM objcached.models")) == \
+        ["Item", "Ver"]
+
+
 def test_check_config_warns_about_models_without_the_hook(bare_db, db, objcached_bin,
                                                           tmp_path):
     # no hook in the database at all
