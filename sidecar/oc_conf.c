@@ -1762,36 +1762,37 @@ static oc_status_t oc_conf_check_feed_keys(oc_conf_parser_t *p)
     return OC_OK;
 }
 
-/* The near-cache serves only while the feed's caught_up_at is within
- * feed_max_lag, and caught_up_at moves at each heartbeat: the consumers'
- * claims (invalidation_poll) in trigger mode, the holder's wal_heartbeat
- * with the WAL. A heartbeat as slow as the bound switches the near-cache
- * off and on between beats (near_flushes), with nothing said (a probe's
- * finding). A warning: another sidecar's consumer may beat faster. */
+/* The near-cache serves only while the feed's caught_up_at, as this sidecar
+ * last read it (every feed_poll), is within feed_max_lag, and caught_up_at
+ * moves at each heartbeat: the consumers' claims (invalidation_poll) in
+ * trigger mode, the holder's wal_heartbeat with the WAL (twice it: the
+ * docs' "well under"). A bound no larger than the two together switches
+ * the near-cache off and on between them (near_flushes), with nothing said
+ * (a probe's finding). A warning: another sidecar's consumer may beat
+ * faster. Said at feed_max_lag's line, or at [postgresql]'s when it is
+ * not set. */
 static oc_status_t oc_conf_check_feed_lag(oc_conf_parser_t *p)
 {
     const oc_conf_t *c = p->conf;
     int near = 0;
     for (size_t m = 0; m < c->nmodels; m++)
         near |= c->models[m].near_ttl_ms > 0;
-    if (!near || c->near_cache_size == 0)
+    if (!near || c->near_cache_size == 0 || c->feed_poll_ms == 0)
+        return OC_OK;
+    const char *beat_name = c->wal ? "twice wal_heartbeat" : "invalidation_poll";
+    uint64_t beat = c->wal ? 2ULL * c->wal_heartbeat_ms : c->inval_poll_ms;
+    if (beat + c->feed_poll_ms < c->feed_max_lag_ms)
         return OC_OK;
     int line = oc_conf_seen_line(p, OC_SECT_POSTGRESQL, "feed_max_lag");
-    if (c->wal && 2ULL * c->wal_heartbeat_ms > c->feed_max_lag_ms)
-        return oc_conf_warn(
-            p,
-            "%s:%d: feed_max_lag (%u ms) is under twice wal_heartbeat (%u "
-            "ms), the feed's heartbeat with wal = on: the near-caches "
-            "would go off and on between heartbeats",
-            c->path, line, c->feed_max_lag_ms, c->wal_heartbeat_ms);
-    if (!c->wal && c->inval_poll_ms > 0 && c->inval_poll_ms >= c->feed_max_lag_ms)
-        return oc_conf_warn(
-            p,
-            "%s:%d: feed_max_lag (%u ms) is not above invalidation_poll "
-            "(%u ms), the feed's heartbeat in trigger mode: the near-cache "
-            "would go off and on between heartbeats",
-            c->path, line, c->feed_max_lag_ms, c->inval_poll_ms);
-    return OC_OK;
+    if (line == 0)
+        line = p->sect_line[OC_SECT_POSTGRESQL];
+    return oc_conf_warn(
+        p,
+        "%s:%d: feed_max_lag (%u ms) is not above the feed's heartbeat (%s, "
+        "%llu ms) plus feed_poll (%u ms): the near-cache would go off and on "
+        "between them",
+        c->path, line, c->feed_max_lag_ms, beat_name, (unsigned long long)beat,
+        c->feed_poll_ms);
 }
 
 /* Checks that need the whole file. */

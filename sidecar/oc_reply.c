@@ -247,14 +247,18 @@ oc_reply_kind_t oc_reply_write(struct evbuffer *out, oc_write_outcome_t o,
             /* memcached's own refusal comes as its text line: without the
              * text protocol's prefix here, and its item size limit as
              * objcached's own max_value is said (E2BIG), not an internal
-             * error (a probe's finding). */
+             * error (a probe's finding), and its out of memory as its own
+             * binary protocol says it (ENOMEM). */
             static const char prefix[] = "SERVER_ERROR ";
             const char *why = err && *err ? err : "write failed";
             if (strncmp(why, prefix, sizeof(prefix) - 1) == 0)
                 why += sizeof(prefix) - 1;
-            int big = strcmp(why, "object too large for cache") == 0;
-            return oc_reply_bin_status(out, f->bin, big ? OC_BIN_E2BIG : OC_BIN_EINTERNAL,
-                                       big ? NULL : why);
+            uint16_t status =
+                strcmp(why, "object too large for cache") == 0     ? OC_BIN_E2BIG
+                : strcmp(why, "out of memory storing object") == 0 ? OC_BIN_ENOMEM
+                                                                   : OC_BIN_EINTERNAL;
+            return oc_reply_bin_status(out, f->bin, status,
+                                       status == OC_BIN_EINTERNAL ? why : NULL);
         }
         return oc_reply_bin_status(
             out, f->bin, o == OC_WRITE_NOT_STORED ? OC_BIN_NOT_STORED : OC_BIN_SUCCESS,

@@ -153,8 +153,11 @@ static void write_done(oc_mc_job_t *job, void *arg)
      * write's reply waits for its check, so its connection reads no more
      * commands meanwhile. Answered at once, a client pushing faster than
      * PostgreSQL checks (a slow or locked table, noreply pipelines) grew
-     * the daemon without bound for load_timeout (a probe: 221 MB in 20 s). */
-    if (check && w->done && w->ctx->writes->checking >= OC_WRITE_CHECKS_MAX) {
+     * the daemon without bound for load_timeout (a probe: 221 MB in 20 s).
+     * Held from the bound until back under half of it (ws->full), not on
+     * and off around the bound. */
+    oc_writes_t *ws = w->ctx->writes;
+    if (check && w->done && (ws->full || ws->checking >= OC_WRITE_CHECKS_MAX)) {
         w->holding = 1;
         w->held = o;
         st->push_replies_held++;

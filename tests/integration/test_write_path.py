@@ -2016,11 +2016,11 @@ def test_check_config_warns_about_models_without_the_hook(bare_db, db, objcached
     # a text key with the default key_type (bigint): every load failed with
     # "operator does not exist", and this was a warning like integer's
     ({"table": "items", "key": "name"},
-     "error: model Bad: its load query cannot run, every get would fail (key_type = bigint "
-     "for key name?): ERROR:  operator does not exist: text pg_catalog.= bigint"),
+     "error: model Bad: key name is text, and PostgreSQL has no = between it and key_type "
+     "bigint: every load would fail (operator does not exist: text pg_catalog.= bigint)"),
     ({"table": "slugs", "key": "slug", "key_type": "uuid"},
-     "error: model Bad: its load query cannot run, every get would fail (key_type = uuid "
-     "for key slug?): ERROR:  operator does not exist: text pg_catalog.= uuid"),
+     "error: model Bad: key slug is text, and PostgreSQL has no = between it and key_type "
+     "uuid: every load would fail (operator does not exist: text pg_catalog.= uuid)"),
 ], ids=["table", "column", "key", "key-type-bigint", "key-type-uuid"])
 def test_check_config_errors_for_what_does_not_exist(db, objcached_bin, tmp_path, model,
                                                      message):

@@ -960,17 +960,22 @@ static void test_memcached_postgresql_keys(void **state)
         const char *warning;
     } lag[] = {
         {"feed_max_lag = 1s\ninvalidation_poll = 1s\n", 1,
-         "feed_max_lag (1000 ms) is not above invalidation_poll (1000 ms), "
-         "the feed's heartbeat in trigger mode: the near-cache would go off and on "
-         "between heartbeats"},
-        {"feed_max_lag = 400ms\nwal = on\nwal_heartbeat = 250ms\n", 1,
-         "feed_max_lag (400 ms) is under twice wal_heartbeat (250 ms), the "
-         "feed's heartbeat with wal = on: the near-caches would go off and on between "
-         "heartbeats"},
+         "feed_max_lag (1000 ms) is not above the feed's heartbeat (invalidation_poll, "
+         "1000 ms) plus feed_poll (250 ms): the near-cache would go off and on between "
+         "them"},
+        {"feed_max_lag = 700ms\nwal = on\nwal_heartbeat = 250ms\n", 1,
+         "feed_max_lag (700 ms) is not above the feed's heartbeat (twice wal_heartbeat, "
+         "500 ms) plus feed_poll (250 ms): the near-cache would go off and on between "
+         "them"},
+        {"feed_max_lag = 2s\nfeed_poll = 5s\n", 1,
+         "feed_max_lag (2000 ms) is not above the feed's heartbeat (invalidation_poll, "
+         "1000 ms) plus feed_poll (5000 ms): the near-cache would go off and on between "
+         "them"},
         {"feed_max_lag = 1s\ninvalidation_poll = 1s\n", 0, NULL}, /* no near-cache */
         {"feed_max_lag = 1s\ninvalidation_poll = 0\n", 1, NULL},  /* others beat */
-        {"feed_max_lag = 1100ms\ninvalidation_poll = 1s\n", 1, NULL},
-        {"wal = on\n", 1, NULL}, /* the defaults: 2 s against 250 ms */
+        {"feed_max_lag = 1300ms\ninvalidation_poll = 1s\n", 1, NULL},
+        {"wal = on\n", 1, NULL}, /* the defaults: 2 s against 500 + 250 ms */
+        {"feed_max_lag = 1s\nfeed_poll = 0\n", 1, NULL}, /* no feed: near-cache off */
     };
     for (size_t i = 0; i < sizeof(lag) / sizeof(lag[0]); i++) {
         char text[1024];
@@ -993,6 +998,19 @@ static void test_memcached_postgresql_keys(void **state)
         }
         oc_conf_free(c);
     }
+    /* feed_max_lag left at its default: said at [postgresql]'s line */
+    c = load("[objcached]\nnear_cache_size = 8m\n" MC
+             "[postgresql]\nconninfo = dbname=x\ninvalidation_poll = 2s\n" MODEL
+             "near_ttl = 2s\n",
+             err);
+    need_conf(c, err);
+    assert_int_equal(c->nwarnings, 1);
+    assert_string_equal(
+        c->warnings[0],
+        "<string>:5: feed_max_lag (2000 ms) is not above the feed's heartbeat "
+        "(invalidation_poll, 2000 ms) plus feed_poll (250 ms): the near-cache "
+        "would go off and on between them");
+    oc_conf_free(c);
 }
 
 /* Failover: the defaults, a gutter, and what --check-config refuses. */
