@@ -214,7 +214,8 @@ oc_status_t oc_reload(oc_ctx_t *ctx, oc_health_t *health, char *err)
         oc_inval_read_generations(ctx, "reload");
     ctx->max_key_len = OC_KEY_MAX - strlen(next->key_prefix) - OC_KEY_GEN_ROOM;
     for (size_t i = 0; i < n; i++) /* room reserved above */
-        oc_stats_name_model(ctx->stats, i, next->models[i].name);
+        oc_stats_name_model(ctx->stats, i,
+                            next->models[i].disabled ? "" : next->models[i].name);
     if (health && oc_health_reconfigure(health) != OC_OK)
         oc_log_error("event=reload_health_failed reason=\"out of memory\"");
     reload_inval(ctx, old);

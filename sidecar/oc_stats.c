@@ -98,6 +98,8 @@ void oc_stats_write(const oc_stats_t *st, struct evbuffer *out)
                                 st->mc_state[i]);
     }
     for (size_t m = 0; m < st->nmodels; m++) {
+        if (st->model_names[m][0] == '\0')
+            continue; /* removed by a reload (oc_stats_name_model) */
 #define OC_MODEL_LINE(name, help)                                                        \
     evbuffer_add_printf(out, "STAT model:%s:" #name " %" PRIu64 "\r\n",                  \
                         st->model_names[m], st->models[m].name);
@@ -105,7 +107,7 @@ void oc_stats_write(const oc_stats_t *st, struct evbuffer *out)
 #undef OC_MODEL_LINE
     }
     for (size_t m = 0; m < st->nmodels; m++)
-        for (size_t w = 0; w < st->nsampler_slots; w++) {
+        for (size_t w = 0; w < st->nsampler_slots && st->model_names[m][0]; w++) {
 #define OC_SAMPLER_LINE(name, help)                                                      \
     evbuffer_add_printf(out, "STAT sampler:%s:%s:" #name " %" PRIu64 "\r\n",             \
                         st->model_names[m], st->sampler_slot[w],                         \
@@ -153,16 +155,17 @@ void oc_stats_write_prometheus(const oc_stats_t *st, struct evbuffer *out)
     evbuffer_add_printf(out, "# HELP objcached_model_" #name "_total " help "\n"         \
                              "# TYPE objcached_model_" #name "_total counter\n");        \
     for (size_t m = 0; m < st->nmodels; m++)                                             \
-        evbuffer_add_printf(                                                             \
-            out, "objcached_model_" #name "_total{model=\"%s\"} %" PRIu64 "\n",          \
-            st->model_names[m], st->models[m].name);
+        if (st->model_names[m][0])                                                       \
+            evbuffer_add_printf(                                                         \
+                out, "objcached_model_" #name "_total{model=\"%s\"} %" PRIu64 "\n",      \
+                st->model_names[m], st->models[m].name);
     OC_MODEL_STATS_LIST(OC_PROM_MODEL)
 #undef OC_PROM_MODEL
 #define OC_PROM_SAMPLER(name, help)                                                      \
     evbuffer_add_printf(out, "# HELP objcached_sampler_" #name "_total " help "\n"       \
                              "# TYPE objcached_sampler_" #name "_total counter\n");      \
     for (size_t m = 0; m < st->nmodels; m++)                                             \
-        for (size_t w = 0; w < st->nsampler_slots; w++)                                  \
+        for (size_t w = 0; w < st->nsampler_slots && st->model_names[m][0]; w++)         \
             evbuffer_add_printf(out,                                                     \
                                 "objcached_sampler_" #name                               \
                                 "_total{model=\"%s\",window=\"%s\"} %" PRIu64 "\n",      \

@@ -303,7 +303,10 @@ typedef struct oc_stats {
  * (cannot fail; i below what was reserved). The name pointers are kept:
  * they must outlive their use (they point into the configuration).
  * Counters of models kept keep their values, new ones start at 0; the
- * arrays never shrink (model indexes are stable, oc_reload.h). */
+ * arrays never shrink (model indexes are stable, oc_reload.h). A model a
+ * reload removed is named "": left out of stats and /metrics (a page that
+ * grew with every reload that swapped in a new name, a probe's finding),
+ * its counters kept for its return under the same name. */
 int oc_stats_reserve_models(oc_stats_t *st, size_t n);
 void oc_stats_name_model(oc_stats_t *st, size_t i, const char *name);
 void oc_stats_free(oc_stats_t *st); /* what oc_stats_reserve_models allocated */
